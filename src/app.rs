@@ -1,0 +1,191 @@
+//! Wiring: from a [`Config`] to a running server. `Application::build`
+//! opens the stores, applies migrations and binds its listener (port 0 picks
+//! a free one, which tests use); `run_until_stopped` serves until the
+//! shutdown token fires, with the sweeper and the event listener beside it.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::blob;
+use crate::config::Config;
+use crate::events::Bus;
+use crate::http::{self, AppState};
+use crate::metrics::Metrics;
+use crate::store;
+use crate::sweeper::{SweepConfig, Sweeper};
+
+/// A built, bound, not yet running server.
+pub struct Application {
+    listener: TcpListener,
+    metrics_listener: Option<TcpListener>,
+    state: AppState,
+    sweeper: Sweeper,
+}
+
+impl Application {
+    /// Opens the stores, migrates, and binds.
+    pub async fn build(config: Config) -> anyhow::Result<Self> {
+        let store = store::connect(&config.database_url)
+            .await
+            .with_context(|| format!("failed to open the database {}", store::redact_url(&config.database_url)))?;
+        store.migrate().await.context("failed to apply database migrations")?;
+        let blobs = blob::open(&config.blob_store, store.clone())
+            .await
+            .with_context(|| format!("failed to open the blob store {}", config.blob_store))?;
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .with_context(|| format!("failed to listen on {}", config.listen))?;
+        let metrics_listener = match config.metrics_listen {
+            Some(addr) => Some(TcpListener::bind(addr).await.with_context(|| format!("failed to listen on {addr}"))?),
+            None => None,
+        };
+        let local = listener.local_addr()?;
+        let public_url = config.public_url.clone().unwrap_or_else(|| default_public_url(local));
+        let bus = match store.pg_pool() {
+            Some(pool) => Bus::postgres(pool),
+            None => Bus::local(),
+        };
+        let metrics = Metrics::new();
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(10))
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .context("failed to build the HTTP client")?;
+        let sweeper = Sweeper::new(
+            store.clone(),
+            blobs.clone(),
+            metrics.clone(),
+            bus.clone(),
+            SweepConfig {
+                ack_retention: config.ack_retention,
+                activity_retention: config.activity_retention,
+                orphan_grace: Duration::from_secs(3600),
+                interval: config.sweep_interval,
+            },
+        );
+        let state = AppState {
+            store,
+            blobs,
+            config: Arc::new(config),
+            public_url: public_url.into(),
+            bus,
+            metrics,
+            http,
+            shutdown: CancellationToken::new(),
+        };
+        Ok(Self { listener, metrics_listener, state, sweeper })
+    }
+
+    /// The bound port.
+    pub fn port(&self) -> u16 {
+        self.listener.local_addr().map(|a| a.port()).unwrap_or(0)
+    }
+
+    /// The port of the separate metrics listener, if any.
+    pub fn metrics_port(&self) -> Option<u16> {
+        self.metrics_listener.as_ref().and_then(|l| l.local_addr().ok()).map(|a| a.port())
+    }
+
+    /// The shared state (tests reach the stores through it).
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// A sweeper over this server's stores (for tests and `sweep --once`).
+    pub fn sweeper(&self) -> Sweeper {
+        self.sweeper.clone()
+    }
+
+    /// Serves until `shutdown` fires; in-flight requests finish, long polls
+    /// and event streams end at once.
+    pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let Self { listener, metrics_listener, state, sweeper } = self;
+        let app_shutdown = state.shutdown.clone();
+        let fan_out = {
+            let shutdown = shutdown.clone();
+            let app_shutdown = app_shutdown.clone();
+            tokio::spawn(async move {
+                shutdown.cancelled().await;
+                app_shutdown.cancel();
+            })
+        };
+        let listener_task = state.bus.spawn_listener(app_shutdown.clone());
+        let sweep_task = tokio::spawn(sweeper.run(app_shutdown.clone()));
+        let metrics_task = metrics_listener.map(|l| {
+            let metrics_state = state.clone();
+            let app = axum::Router::new().route(
+                "/metrics",
+                axum::routing::get(move || {
+                    let s = metrics_state.clone();
+                    async move { http::ops_metrics(&s) }
+                }),
+            );
+            let stop = app_shutdown.clone();
+            tokio::spawn(async move {
+                let _ = axum::serve(l, app).with_graceful_shutdown(stop.cancelled_owned()).await;
+            })
+        });
+        let store = state.store.clone();
+        tracing::info!(
+            addr = %listener.local_addr()?, public_url = %state.public_url, database = store.engine(),
+            blob_store = state.blobs.kind(), "molecule is serving"
+        );
+        let router = http::router(state);
+        axum::serve(listener, router)
+            .with_graceful_shutdown(app_shutdown.clone().cancelled_owned())
+            .await
+            .context("the HTTP server failed")?;
+        app_shutdown.cancel();
+        let _ = sweep_task.await;
+        if let Some(t) = listener_task {
+            let _ = t.await;
+        }
+        if let Some(t) = metrics_task {
+            let _ = t.await;
+        }
+        fan_out.abort();
+        store.close().await;
+        tracing::info!("molecule stopped");
+        Ok(())
+    }
+}
+
+fn default_public_url(addr: SocketAddr) -> String {
+    if addr.ip().is_unspecified() {
+        format!("http://127.0.0.1:{}", addr.port())
+    } else {
+        format!("http://{addr}")
+    }
+}
+
+/// A token cancelled on Ctrl-C or SIGTERM.
+pub fn shutdown_signal() -> CancellationToken {
+    let token = CancellationToken::new();
+    let fire = token.clone();
+    tokio::spawn(async move {
+        let ctrl_c = tokio::signal::ctrl_c();
+        #[cfg(unix)]
+        let term = async {
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(mut s) => {
+                    s.recv().await;
+                }
+                Err(_) => std::future::pending::<()>().await,
+            }
+        };
+        #[cfg(not(unix))]
+        let term = std::future::pending::<()>();
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term => {}
+        }
+        tracing::info!("shutdown signal received");
+        fire.cancel();
+    });
+    token
+}

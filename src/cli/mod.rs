@@ -1,0 +1,124 @@
+//! The command line: one clap tree for every face of the binary. The
+//! server commands (`serve`, `migrate`, `sweep`) are wired here; the
+//! operator commands live in `operator.rs` and the workspace side in
+//! `crate::connect`. Both of those reach the server only over HTTP.
+
+pub mod operator;
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+
+use crate::app::{self, Application};
+use crate::config::ServeArgs;
+
+/// molecule: a workspace server for AI agents.
+#[derive(Debug, Parser)]
+#[command(name = "molecule", version, about, long_about = None)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Every subcommand.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the server.
+    Serve(ServeArgs),
+    /// Apply database migrations and exit.
+    Migrate(MigrateArgs),
+    /// Run one sweep pass (uploads, activity, orphan blobs) and exit.
+    Sweep(SweepArgs),
+    /// Run the workspace side on the agent's machine: register in poll mode,
+    /// long-poll the inbox, download files, hand messages to the agent.
+    Connect(crate::connect::ConnectArgs),
+    /// Manage workspaces.
+    #[command(subcommand)]
+    Workspace(operator::WorkspaceCommand),
+    /// Send a text message to a workspace.
+    Send(operator::SendArgs),
+    /// Upload files to a workspace, with a progress bar per file.
+    Upload(operator::UploadArgs),
+    /// Show pending-upload statistics.
+    Status(operator::StatusArgs),
+}
+
+/// Flags of `molecule migrate`.
+#[derive(Debug, Args)]
+pub struct MigrateArgs {
+    /// Data directory (for the default SQLite database).
+    #[arg(long, env = "MOLECULE_DATA_DIR", default_value = "./molecule-data")]
+    pub data_dir: PathBuf,
+    /// Database URL; default sqlite://<data-dir>/molecule.db.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
+}
+
+/// Flags of `molecule sweep`.
+#[derive(Debug, Args)]
+pub struct SweepArgs {
+    /// Run one pass and exit (the only mode; the server sweeps on its own).
+    #[arg(long)]
+    pub once: bool,
+    /// Print the outcome as JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// The server's configuration (database, blob store, retention).
+    #[command(flatten)]
+    pub serve: ServeArgs,
+}
+
+/// Runs the parsed command.
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Serve(args) => {
+            let config = args.resolve()?;
+            let app = Application::build(config).await?;
+            app.run_until_stopped(app::shutdown_signal()).await
+        }
+        Command::Migrate(args) => {
+            std::fs::create_dir_all(&args.data_dir)
+                .with_context(|| format!("failed to create {}", args.data_dir.display()))?;
+            let url = args
+                .database_url
+                .unwrap_or_else(|| format!("sqlite://{}", args.data_dir.join("molecule.db").display()));
+            let store = crate::store::connect(&url).await?;
+            store.migrate().await?;
+            store.close().await;
+            println!("migrations applied to {}", crate::store::redact_url(&url));
+            Ok(())
+        }
+        Command::Sweep(args) => {
+            anyhow::ensure!(args.once, "`molecule sweep` runs one pass: pass --once");
+            let json = args.json;
+            let mut serve = args.serve;
+            // The pass does not serve; bind nothing that could clash.
+            serve.listen = "127.0.0.1:0".parse().expect("BUG: literal address");
+            serve.metrics_listen = None;
+            let app = Application::build(serve.resolve()?).await?;
+            let out = app.sweeper().sweep_once(crate::domain::now()).await?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({"acked": out.acked, "expired": out.expired, "errors": out.errors,
+                        "activity": out.activity, "orphans": out.orphans, "skipped": out.skipped})
+                );
+            } else {
+                println!(
+                    "swept {} acked and {} expired uploads, {} activity rows, {} orphan blobs ({} errors){}",
+                    out.acked, out.expired, out.activity, out.orphans, out.errors,
+                    if out.skipped { "; skipped: another replica is sweeping" } else { "" }
+                );
+            }
+            app.state().store.close().await;
+            Ok(())
+        }
+        Command::Connect(args) => crate::connect::run(args).await,
+        Command::Workspace(cmd) => operator::workspace(cmd).await,
+        Command::Send(args) => operator::send(args).await,
+        Command::Upload(args) => operator::upload(args).await,
+        Command::Status(args) => operator::status(args).await,
+    }
+}

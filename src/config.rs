@@ -1,0 +1,221 @@
+//! Configuration of `molecule serve`: one clap struct whose `///` docs are
+//! the reference (`molecule serve --help`), every flag also read from its
+//! environment variable, resolved into a [`Config`].
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context;
+use bytesize::ByteSize;
+use clap::Args;
+
+use crate::domain::{AuthToken, UploadLimits};
+
+/// Flags of `molecule serve`.
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, env = "MOLECULE_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+
+    /// Directory for the embedded defaults: the SQLite file, blobs and the
+    /// generated admin token.
+    #[arg(long, env = "MOLECULE_DATA_DIR", default_value = "./molecule-data")]
+    pub data_dir: PathBuf,
+
+    /// Metadata database: sqlite://PATH or postgres://USER:PASS@HOST/DB.
+    /// Default: sqlite://<data-dir>/molecule.db
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
+
+    /// Where file bytes live: file://PATH, s3://BUCKET[/PREFIX] (endpoint
+    /// and credentials from AWS_* variables) or database.
+    /// Default: file://<data-dir>/blobs
+    #[arg(long, env = "MOLECULE_BLOB_STORE")]
+    pub blob_store: Option<String>,
+
+    /// The operator's token. If unset, one is generated on first start into
+    /// <data-dir>/admin-token (mode 0600) and reused afterwards.
+    #[arg(long, env = "MOLECULE_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+
+    /// The URL workspaces use to reach this server, shown in connection
+    /// blocks. Default: http://<listen>
+    #[arg(long, env = "MOLECULE_PUBLIC_URL")]
+    pub public_url: Option<String>,
+
+    /// Largest accepted file (at most 25MiB, what workspaces accept).
+    #[arg(long, env = "MOLECULE_MAX_FILE_SIZE", default_value = "25MiB")]
+    pub max_file_size: ByteSize,
+
+    /// Largest accepted upload request (sum of its files).
+    #[arg(long, env = "MOLECULE_MAX_REQUEST_SIZE", default_value = "50MiB")]
+    pub max_request_size: ByteSize,
+
+    /// How long a staged file waits for its workspace before it expires.
+    #[arg(long, env = "MOLECULE_UPLOAD_TTL", default_value = "24h", value_parser = humantime::parse_duration)]
+    pub upload_ttl: Duration,
+
+    /// How long an acked file's row is kept before the sweep deletes it.
+    #[arg(long, env = "MOLECULE_ACK_RETENTION", default_value = "1h", value_parser = humantime::parse_duration)]
+    pub ack_retention: Duration,
+
+    /// How often the sweeper runs (it also runs once at start-up).
+    #[arg(long, env = "MOLECULE_SWEEP_INTERVAL", default_value = "5m", value_parser = humantime::parse_duration)]
+    pub sweep_interval: Duration,
+
+    /// How long activity rows (the inbox and chat history) are kept.
+    #[arg(long, env = "MOLECULE_ACTIVITY_RETENTION", default_value = "7d", value_parser = humantime::parse_duration)]
+    pub activity_retention: Duration,
+
+    /// Allow push-mode URLs on loopback, link-local and private networks
+    /// (for development and tests; leave off in production: SSRF).
+    #[arg(long, env = "MOLECULE_ALLOW_PRIVATE_URLS")]
+    pub allow_private_urls: bool,
+
+    /// Also serve /metrics, without auth, on this address.
+    #[arg(long, env = "MOLECULE_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
+}
+
+/// Resolved server configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Listen address (port 0 picks a free port).
+    pub listen: SocketAddr,
+    /// Data directory.
+    pub data_dir: PathBuf,
+    /// Database URL.
+    pub database_url: String,
+    /// Blob store URL.
+    pub blob_store: String,
+    /// The operator's token.
+    pub admin_token: AuthToken,
+    /// Public URL; `None` means "derive from the bound address".
+    pub public_url: Option<String>,
+    /// Upload limits.
+    pub limits: UploadLimits,
+    /// Staged-file TTL.
+    pub upload_ttl: Duration,
+    /// Retention of acked rows.
+    pub ack_retention: Duration,
+    /// Sweep period.
+    pub sweep_interval: Duration,
+    /// Activity retention.
+    pub activity_retention: Duration,
+    /// SSRF switch.
+    pub allow_private_urls: bool,
+    /// Separate metrics listener.
+    pub metrics_listen: Option<SocketAddr>,
+    /// Timeout of calls to push-mode workspaces.
+    pub forward_timeout: Duration,
+}
+
+/// The workspace side refuses files above this, so the server never accepts more.
+pub const HARD_MAX_FILE_SIZE: u64 = 25 * 1024 * 1024;
+
+impl Config {
+    /// A configuration with every default, rooted at `data_dir`, with the
+    /// given admin token (used by tests and embedders).
+    pub fn with_defaults(data_dir: &Path, admin_token: AuthToken) -> Self {
+        Self {
+            listen: "127.0.0.1:8080".parse().expect("BUG: literal address"),
+            data_dir: data_dir.to_path_buf(),
+            database_url: default_database_url(data_dir),
+            blob_store: default_blob_store(data_dir),
+            admin_token,
+            public_url: None,
+            limits: UploadLimits::default(),
+            upload_ttl: Duration::from_secs(24 * 3600),
+            ack_retention: Duration::from_secs(3600),
+            sweep_interval: Duration::from_secs(300),
+            activity_retention: Duration::from_secs(7 * 24 * 3600),
+            allow_private_urls: false,
+            metrics_listen: None,
+            forward_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+fn default_database_url(data_dir: &Path) -> String {
+    format!("sqlite://{}", data_dir.join("molecule.db").display())
+}
+
+fn default_blob_store(data_dir: &Path) -> String {
+    format!("file://{}", data_dir.join("blobs").display())
+}
+
+/// Reads the admin token from `<data_dir>/admin-token`, generating it (mode
+/// 0600) on first use. Returns the token and whether it was just created.
+pub fn load_or_create_admin_token(data_dir: &Path) -> anyhow::Result<(AuthToken, bool)> {
+    use std::io::Write;
+    let path = data_dir.join("admin-token");
+    match std::fs::read_to_string(&path) {
+        Ok(raw) if !raw.trim().is_empty() => return Ok((AuthToken::from_plaintext(raw.trim()), false)),
+        Ok(_) => anyhow::bail!("{} is empty; delete it to generate a new admin token", path.display()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).with_context(|| format!("failed to read {}", path.display())),
+    }
+    std::fs::create_dir_all(data_dir).with_context(|| format!("failed to create {}", data_dir.display()))?;
+    let token = AuthToken::generate();
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut file = options.open(&path).with_context(|| format!("failed to create {}", path.display()))?;
+    file.write_all(format!("{}\n", token.expose()).as_bytes())?;
+    file.sync_all()?;
+    Ok((token, true))
+}
+
+impl ServeArgs {
+    /// Resolves defaults, creates the data dir and the admin token.
+    pub fn resolve(self) -> anyhow::Result<Config> {
+        std::fs::create_dir_all(&self.data_dir)
+            .with_context(|| format!("failed to create the data dir {}", self.data_dir.display()))?;
+        let admin_token = match self.admin_token.filter(|t| !t.trim().is_empty()) {
+            Some(t) => AuthToken::from_plaintext(t.trim()),
+            None => {
+                let (token, created) = load_or_create_admin_token(&self.data_dir)?;
+                if created {
+                    eprintln!(
+                        "molecule: generated the admin token into {path} (mode 0600). It is shown this once:\n\n    {token}\n\n\
+                         Use it as `Authorization: Bearer <token>`, or export MOLECULE_ADMIN_TOKEN=$(cat {path}).",
+                        path = self.data_dir.join("admin-token").display(),
+                        token = token.expose()
+                    );
+                }
+                token
+            }
+        };
+        let max_file = self.max_file_size.as_u64();
+        anyhow::ensure!(
+            (1..=HARD_MAX_FILE_SIZE).contains(&max_file),
+            "--max-file-size must be between 1 byte and 25MiB (workspaces refuse larger files)"
+        );
+        anyhow::ensure!(self.max_request_size.as_u64() >= 1, "--max-request-size must be positive");
+        Ok(Config {
+            listen: self.listen,
+            database_url: self.database_url.unwrap_or_else(|| default_database_url(&self.data_dir)),
+            blob_store: self.blob_store.unwrap_or_else(|| default_blob_store(&self.data_dir)),
+            data_dir: self.data_dir,
+            admin_token,
+            public_url: self.public_url.map(|u| u.trim_end_matches('/').to_owned()),
+            limits: UploadLimits {
+                max_file_size: max_file,
+                max_request_size: self.max_request_size.as_u64(),
+            },
+            upload_ttl: self.upload_ttl,
+            ack_retention: self.ack_retention,
+            sweep_interval: self.sweep_interval,
+            activity_retention: self.activity_retention,
+            allow_private_urls: self.allow_private_urls,
+            metrics_listen: self.metrics_listen,
+            forward_timeout: Duration::from_secs(60),
+        })
+    }
+}

@@ -1,0 +1,101 @@
+//! Sanitized mimetypes: what the server will echo back as `Content-Type`
+//! when a workspace downloads a staged file, so it must never carry header
+//! injection or parameters a browser could misread.
+
+use std::fmt;
+
+use serde::Serialize;
+
+/// The type given to anything that is not a clean `type/subtype`.
+pub const OCTET_STREAM: &str = "application/octet-stream";
+
+/// A lowercase `type/subtype` of RFC 9110 token characters.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+#[serde(transparent)]
+pub struct Mimetype(String);
+
+fn is_tchar(c: char) -> bool {
+    c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c)
+}
+
+impl Mimetype {
+    /// Parses a part's `Content-Type`: parameters are stripped and the rest
+    /// lowercased; anything that is not `type/subtype` of token characters,
+    /// or that holds a control byte anywhere, becomes
+    /// `application/octet-stream`.
+    pub fn parse(raw: Option<&str>) -> Self {
+        let Some(raw) = raw else {
+            return Self::octet_stream();
+        };
+        if raw.chars().any(|c| c.is_control()) {
+            return Self::octet_stream();
+        }
+        let essence = raw.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+        match essence.split_once('/') {
+            Some((ty, sub))
+                if !ty.is_empty()
+                    && !sub.is_empty()
+                    && ty.chars().all(is_tchar)
+                    && sub.chars().all(is_tchar) =>
+            {
+                Self(essence)
+            }
+            _ => Self::octet_stream(),
+        }
+    }
+
+    /// `application/octet-stream`.
+    pub fn octet_stream() -> Self {
+        Self(OCTET_STREAM.to_owned())
+    }
+
+    /// Restores a value that was sanitized before it was stored.
+    pub fn from_stored(raw: &str) -> Self {
+        Self::parse(Some(raw))
+    }
+
+    /// The mimetype as a string.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for Mimetype {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sanitization_table() {
+        let cases = [
+            (Some("text/plain"), "text/plain"),
+            (Some("text/plain; charset=utf-8"), "text/plain"),
+            (Some("Image/PNG"), "image/png"),
+            (Some("  application/json  "), "application/json"),
+            (Some("application/vnd.openxmlformats-officedocument.wordprocessingml.document"), "application/vnd.openxmlformats-officedocument.wordprocessingml.document"),
+            (Some("text/html\r\nSet-Cookie: a=b"), OCTET_STREAM),
+            (Some("text/plain\n"), OCTET_STREAM),
+            (Some("text/plain\r"), OCTET_STREAM),
+            (Some("text/pl\0ain"), OCTET_STREAM),
+            (Some("text"), OCTET_STREAM),
+            (Some("/plain"), OCTET_STREAM),
+            (Some("text/"), OCTET_STREAM),
+            (Some("text/plain/extra"), OCTET_STREAM),
+            (Some("text /plain"), OCTET_STREAM),
+            (Some("tëxt/plain"), OCTET_STREAM),
+            (Some("text/(plain)"), OCTET_STREAM),
+            (Some(""), OCTET_STREAM),
+            (None, OCTET_STREAM),
+            (Some("multipart/form-data; boundary=xyz"), "multipart/form-data"),
+            (Some("application/x-www-form-urlencoded;"), "application/x-www-form-urlencoded"),
+        ];
+        for (raw, want) in cases {
+            assert_eq!(Mimetype::parse(raw).as_str(), want, "parse({raw:?})");
+        }
+    }
+}

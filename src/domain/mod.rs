@@ -1,0 +1,73 @@
+//! The vocabulary of molecule: identifiers, delivery modes, sanitized file
+//! names and mimetypes, tokens and limits.
+//!
+//! Everything here is pure: no I/O, no axum, no sqlx. A value of one of these
+//! types is valid by construction ("parse, don't validate"), so the layers
+//! above never re-check what a type already guarantees.
+
+mod filename;
+mod ids;
+mod mimetype;
+mod mode;
+mod token;
+mod url;
+
+pub use filename::Filename;
+pub use ids::{FileId, IdError, WorkspaceId};
+pub use mimetype::Mimetype;
+pub use mode::{DeliveryMode, ModeError};
+pub use token::{AuthToken, TokenHash};
+pub use url::{is_internal_ip, CallbackUrl, UrlError};
+
+use chrono::{DateTime, SubsecRound, Utc};
+
+/// The current time, truncated to microseconds: the precision both SQL
+/// engines keep, so a timestamp written and read back compares equal.
+pub fn now() -> DateTime<Utc> {
+    Utc::now().trunc_subsecs(6)
+}
+
+/// Size limits for chat uploads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UploadLimits {
+    /// Largest accepted file, in bytes.
+    pub max_file_size: u64,
+    /// Largest accepted sum of file sizes in one request, in bytes.
+    pub max_request_size: u64,
+}
+
+impl Default for UploadLimits {
+    fn default() -> Self {
+        Self {
+            max_file_size: 25 * 1024 * 1024,
+            max_request_size: 50 * 1024 * 1024,
+        }
+    }
+}
+
+/// The URI under which a staged file is announced to a poll-mode workspace.
+pub fn pending_uri(workspace_id: WorkspaceId, file_id: FileId) -> String {
+    format!("platform-pending:{workspace_id}/{file_id}")
+}
+
+/// Splits a `platform-pending:<workspace_id>/<file_id>` URI into its ids.
+pub fn parse_pending_uri(uri: &str) -> Option<(WorkspaceId, FileId)> {
+    let rest = uri.strip_prefix("platform-pending:")?;
+    let (ws, file) = rest.split_once('/')?;
+    Some((ws.parse().ok()?, file.parse().ok()?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pending_uri_round_trips() {
+        let ws = WorkspaceId::new();
+        let file = FileId::new();
+        let uri = pending_uri(ws, file);
+        assert_eq!(parse_pending_uri(&uri), Some((ws, file)));
+        assert_eq!(parse_pending_uri("workspace:/tmp/x"), None);
+        assert_eq!(parse_pending_uri("platform-pending:nope/nope"), None);
+    }
+}

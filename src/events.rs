@@ -1,0 +1,144 @@
+//! The event bus: how a long poll or an SSE stream learns, within
+//! milliseconds, that a row it waits for was committed.
+//!
+//! In one process a `tokio::sync::broadcast` channel is enough. With several
+//! replicas on PostgreSQL, events go through `NOTIFY molecule_events` and
+//! every replica's listener re-broadcasts them locally, so a long poll held
+//! by replica B wakes when replica A commits. Events are hints: a receiver
+//! always re-reads the database, so a lost or duplicated event costs at
+//! most one extra query (and a listener reconnect wakes everyone).
+
+use serde::{Deserialize, Serialize};
+use sqlx::postgres::PgListener;
+use sqlx::PgPool;
+use tokio::sync::broadcast;
+use tokio_util::sync::CancellationToken;
+
+use crate::domain::{FileId, WorkspaceId};
+
+const CHANNEL: &str = "molecule_events";
+
+/// Where a staged file is in its hand-off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UploadState {
+    /// In the blob store, announced in the inbox.
+    Staged,
+    /// Downloaded at least once.
+    Fetched,
+    /// Delivered; the content is gone.
+    Acked,
+    /// Past its deadline, removed by the sweep.
+    Expired,
+}
+
+/// Something a waiter may care about.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Event {
+    /// An activity row was committed.
+    Activity {
+        /// Its workspace.
+        workspace_id: WorkspaceId,
+        /// Its id.
+        id: i64,
+    },
+    /// A staged file changed state.
+    Upload {
+        /// Its workspace.
+        workspace_id: WorkspaceId,
+        /// The file.
+        file_id: FileId,
+        /// The new state.
+        state: UploadState,
+    },
+    /// Events may have been missed (a listener reconnected): re-read.
+    Resync,
+}
+
+impl Event {
+    /// The workspace the event concerns, if one.
+    pub fn workspace_id(&self) -> Option<WorkspaceId> {
+        match self {
+            Event::Activity { workspace_id, .. } | Event::Upload { workspace_id, .. } => Some(*workspace_id),
+            Event::Resync => None,
+        }
+    }
+}
+
+/// Publishes events to this process and, on PostgreSQL, to every replica.
+#[derive(Clone)]
+pub struct Bus {
+    local: broadcast::Sender<Event>,
+    pg: Option<PgPool>,
+}
+
+impl Bus {
+    /// A bus local to this process.
+    pub fn local() -> Self {
+        Self { local: broadcast::channel(4096).0, pg: None }
+    }
+
+    /// A bus shared by every replica on `pool`. Call [`Bus::spawn_listener`].
+    pub fn postgres(pool: PgPool) -> Self {
+        Self { local: broadcast::channel(4096).0, pg: Some(pool) }
+    }
+
+    /// Receives events from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<Event> {
+        self.local.subscribe()
+    }
+
+    /// Announces an event (after the change it describes has committed).
+    pub async fn publish(&self, event: Event) {
+        if let Some(pool) = &self.pg {
+            let payload = serde_json::to_string(&event).expect("BUG: events always serialize");
+            match sqlx::query("SELECT pg_notify($1, $2)").bind(CHANNEL).bind(&payload).execute(pool).await {
+                // Our own listener hears it and re-broadcasts it here.
+                Ok(_) => return,
+                Err(e) => tracing::warn!(error = %e, "pg_notify failed; waking local waiters only"),
+            }
+        }
+        let _ = self.local.send(event);
+    }
+
+    /// On PostgreSQL, listens for every replica's events until `shutdown`.
+    pub fn spawn_listener(&self, shutdown: CancellationToken) -> Option<tokio::task::JoinHandle<()>> {
+        let pool = self.pg.clone()?;
+        let local = self.local.clone();
+        Some(tokio::spawn(async move {
+            loop {
+                let listened = async {
+                    let mut listener = PgListener::connect_with(&pool).await?;
+                    listener.listen(CHANNEL).await?;
+                    // Anything committed while we were not listening is
+                    // found by a re-read.
+                    let _ = local.send(Event::Resync);
+                    loop {
+                        let n = listener.recv().await?;
+                        match serde_json::from_str::<Event>(n.payload()) {
+                            Ok(event) => {
+                                let _ = local.send(event);
+                            }
+                            Err(e) => tracing::warn!(error = %e, "ignoring a malformed event notification"),
+                        }
+                    }
+                    #[allow(unreachable_code)]
+                    Ok::<(), sqlx::Error>(())
+                };
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    result = listened => {
+                        if let Err(e) = result {
+                            tracing::warn!(error = %e, "event listener lost its connection; reconnecting");
+                        }
+                    }
+                }
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(std::time::Duration::from_millis(500)) => {}
+                }
+            }
+        }))
+    }
+}

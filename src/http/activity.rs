@@ -1,0 +1,531 @@
+//! Messages and the inbox: A2A `message/send`, the agent's replies
+//! (`/notify`), reported activity, the long-polled activity log, and the
+//! SSE stream the canvas follows.
+
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use chrono::{DateTime, Utc};
+use futures::Stream;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use tokio::sync::broadcast::error::RecvError;
+
+use super::auth::Principal;
+use super::extract::WorkspacePath;
+use super::{AppState, Error, ErrorBody, Json, Result};
+use crate::domain::{self, DeliveryMode, WorkspaceId};
+use crate::events::Event;
+use crate::store::{Activity, ActivityPage, ActivityQuery, NewActivity};
+
+/// Longest accepted `wait`, in seconds.
+pub const MAX_WAIT_SECS: u64 = 60;
+/// Largest accepted `limit`.
+pub const MAX_LIMIT: i64 = 500;
+
+/// An activity row as the API shows it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
+pub struct ActivityView {
+    /// The poll cursor.
+    pub id: i64,
+    /// Owner.
+    #[schema(value_type = String, format = Uuid)]
+    pub workspace_id: WorkspaceId,
+    /// `a2a_receive`, `agent_message`, …
+    pub activity_type: String,
+    /// Discriminator (`message/send`, `chat_upload_receive`, …).
+    pub method: Option<String>,
+    /// Sender.
+    pub source_id: Option<String>,
+    /// Recipient.
+    pub target_id: Option<String>,
+    /// One line for humans.
+    pub summary: Option<String>,
+    /// The request as received.
+    #[schema(value_type = Option<Object>)]
+    pub request_body: Option<Value>,
+    /// The answer.
+    #[schema(value_type = Option<Object>)]
+    pub response_body: Option<Value>,
+    /// Outcome.
+    pub status: Option<String>,
+    /// Error text.
+    pub error_detail: Option<String>,
+    /// Insertion time.
+    pub created_at: DateTime<Utc>,
+    /// The row made easy to consume.
+    #[schema(value_type = Option<Object>)]
+    pub data: Option<Value>,
+}
+
+impl From<Activity> for ActivityView {
+    fn from(a: Activity) -> Self {
+        Self {
+            id: a.id,
+            workspace_id: a.workspace_id,
+            activity_type: a.row.activity_type,
+            method: a.row.method,
+            source_id: a.row.source_id,
+            target_id: a.row.target_id,
+            summary: a.row.summary,
+            request_body: a.row.request_body,
+            response_body: a.row.response_body,
+            status: a.row.status,
+            error_detail: a.row.error_detail,
+            created_at: a.created_at,
+            data: a.row.data,
+        }
+    }
+}
+
+async fn require_workspace(state: &AppState, id: WorkspaceId) -> Result<crate::store::Workspace> {
+    state.store.get_workspace(id).await?.ok_or_else(Error::workspace_not_found)
+}
+
+fn summarize(text: &str) -> String {
+    let line = text.lines().next().unwrap_or("");
+    if line.chars().count() > 120 {
+        format!("{}…", line.chars().take(120).collect::<String>())
+    } else {
+        line.to_owned()
+    }
+}
+
+/// A `message/send` request, normalized: wrapper and ids filled in.
+struct MessageSend {
+    rpc: Value,
+    text: String,
+    parts: Value,
+    message_id: String,
+}
+
+fn normalize_message_send(body: Value) -> Result<MessageSend> {
+    let Value::Object(mut obj) = body else {
+        return Err(Error::BadRequest("the body must be a JSON object (a JSON-RPC `message/send`)".into()));
+    };
+    if let Some(method) = obj.get("method") {
+        if method != "message/send" {
+            return Err(Error::BadRequest(format!("unsupported method {method}: only \"message/send\" is accepted")));
+        }
+    }
+    let mut params = match obj.remove("params") {
+        Some(Value::Object(p)) => p,
+        Some(_) => return Err(Error::BadRequest("`params` must be an object".into())),
+        // Molecule's canvas may send the params alone.
+        None if obj.contains_key("message") => std::mem::take(&mut obj),
+        None => return Err(Error::BadRequest("missing `params.message`".into())),
+    };
+    let Some(Value::Object(message)) = params.get_mut("message") else {
+        return Err(Error::BadRequest("`params.message` must be an object".into()));
+    };
+    let parts = match message.get("parts") {
+        Some(Value::Array(parts)) if !parts.is_empty() => parts.clone(),
+        _ => return Err(Error::BadRequest("`params.message.parts` must be a non-empty array".into())),
+    };
+    let mut text = Vec::new();
+    for (i, part) in parts.iter().enumerate() {
+        match part.get("kind").and_then(Value::as_str) {
+            Some("text") => match part.get("text").and_then(Value::as_str) {
+                Some(t) => text.push(t.to_owned()),
+                None => return Err(Error::BadRequest(format!("part {i} is kind \"text\" but has no string `text`"))),
+            },
+            Some("file") => {
+                if !part.get("file").and_then(|f| f.get("uri")).is_some_and(Value::is_string) {
+                    return Err(Error::BadRequest(format!("part {i} is kind \"file\" but has no `file.uri`")));
+                }
+            }
+            Some("data") => {}
+            _ => return Err(Error::BadRequest(format!("part {i} needs a `kind` of \"text\", \"file\" or \"data\""))),
+        }
+    }
+    message.entry("role").or_insert_with(|| json!("user"));
+    let message_id = match message.get("messageId").and_then(Value::as_str) {
+        Some(id) if !id.is_empty() => id.to_owned(),
+        _ => {
+            let id = uuid::Uuid::new_v4().to_string();
+            message.insert("messageId".into(), json!(id));
+            id
+        }
+    };
+    let rpc_id = obj.get("id").cloned().filter(|v| !v.is_null()).unwrap_or_else(|| json!(uuid::Uuid::new_v4().to_string()));
+    let rpc = json!({"jsonrpc": "2.0", "id": rpc_id, "method": "message/send", "params": params});
+    Ok(MessageSend { rpc, text: text.join("\n"), parts: Value::Array(parts), message_id })
+}
+
+/// `{queued, activity_id}`: a message queued for a poll-mode workspace.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Queued {
+    /// Always true.
+    pub queued: bool,
+    /// The inbox row.
+    pub activity_id: i64,
+}
+
+/// Sends an A2A `message/send` to a workspace: forwarded to a push
+/// workspace (its JSON-RPC answer returned), queued in a poll workspace's
+/// inbox.
+#[utoipa::path(post, path = "/workspaces/{id}/a2a", tag = "messages",
+    params(("id" = String, Path, description = "workspace id"),
+           ("X-Source-Workspace-Id" = Option<String>, Header, description = "the sending peer workspace, when a workspace token is used")),
+    request_body(content = Object, description = "JSON-RPC 2.0 message/send (wrapper and messageId optional)"),
+    responses((status = 200, description = "push: the workspace's JSON-RPC answer", body = Object),
+        (status = 202, body = Queued), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 404, body = ErrorBody), (status = 502, body = ErrorBody)))]
+pub async fn send_a2a_message(
+    State(state): State<AppState>,
+    principal: Principal,
+    WorkspacePath(id): WorkspacePath,
+    headers: HeaderMap,
+    Json(body): Json<Value>,
+) -> Result<Response> {
+    // A peer workspace may message another one, naming itself.
+    let source = match principal {
+        Principal::Operator => None,
+        Principal::Workspace(own) => {
+            let claimed = headers
+                .get("x-source-workspace-id")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<WorkspaceId>().ok());
+            if claimed != Some(own) {
+                return Err(Error::Unauthorized);
+            }
+            Some(own)
+        }
+    };
+    let workspace = require_workspace(&state, id).await?;
+    let msg = normalize_message_send(body)?;
+    let (source_kind, source_id) = match source {
+        None => ("canvas_user", None),
+        Some(peer) => ("peer_agent", Some(peer.to_string())),
+    };
+    let data = json!({
+        "source": source_kind, "source_id": source_id, "text": msg.text,
+        "parts": msg.parts, "message_id": msg.message_id,
+    });
+    let mut row = NewActivity {
+        activity_type: "a2a_receive".into(),
+        method: Some("message/send".into()),
+        source_id: source_id.clone(),
+        target_id: Some(id.to_string()),
+        summary: Some(summarize(&msg.text)),
+        request_body: Some(msg.rpc.clone()),
+        data: Some(data),
+        ..NewActivity::default()
+    };
+    match (workspace.delivery_mode, workspace.url.as_deref()) {
+        (DeliveryMode::Push, Some(url)) => {
+            let answer = state.http.post(url).timeout(state.config.forward_timeout).json(&msg.rpc).send().await;
+            let answer = match answer {
+                Ok(r) if r.status().is_success() => r.json::<Value>().await.map_err(|e| e.to_string()),
+                Ok(r) => Err(format!("the workspace answered {}", r.status())),
+                Err(e) => Err(e.without_url().to_string()),
+            };
+            match answer {
+                Ok(answer) => {
+                    row.status = Some("forwarded".into());
+                    row.response_body = Some(answer.clone());
+                    let stored = state.store.insert_activity(id, &row, domain::now()).await?;
+                    state.bus.publish(Event::Activity { workspace_id: id, id: stored.id }).await;
+                    Ok(axum::Json(answer).into_response())
+                }
+                Err(cause) => {
+                    tracing::warn!(workspace_id = %id, error = %cause, "forwarding a message to a push workspace failed");
+                    Err(Error::BadGateway(format!("could not deliver the message to the workspace: {cause}")))
+                }
+            }
+        }
+        (DeliveryMode::Push, None) => Err(super::workspaces::push_without_url()),
+        (DeliveryMode::Poll, _) => {
+            row.status = Some("queued".into());
+            let stored = state.store.insert_activity(id, &row, domain::now()).await?;
+            tracing::info!(workspace_id = %id, activity_id = stored.id, "message queued");
+            state.bus.publish(Event::Activity { workspace_id: id, id: stored.id }).await;
+            Ok((StatusCode::ACCEPTED, axum::Json(Queued { queued: true, activity_id: stored.id })).into_response())
+        }
+    }
+}
+
+/// `/notify` body: the agent's message to the canvas user.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+pub struct Notify {
+    /// The text.
+    pub message: String,
+    /// Files the agent attaches (`{uri, name, mimeType, size}`).
+    #[serde(default)]
+    #[schema(value_type = Option<Vec<Object>>)]
+    pub attachments: Vec<Value>,
+}
+
+/// `{status, activity_id}`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Stored {
+    /// Always `ok`.
+    pub status: &'static str,
+    /// The row written.
+    pub activity_id: i64,
+}
+
+/// The agent says something to the canvas user.
+#[utoipa::path(post, path = "/workspaces/{id}/notify", tag = "messages",
+    params(("id" = String, Path, description = "workspace id")),
+    request_body = Notify,
+    responses((status = 200, body = Stored), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody)))]
+pub async fn notify_operator(
+    State(state): State<AppState>,
+    principal: Principal,
+    WorkspacePath(id): WorkspacePath,
+    Json(body): Json<Notify>,
+) -> Result<Json<Stored>> {
+    principal.require_workspace(id)?;
+    if body.attachments.iter().any(|a| !a.get("uri").is_some_and(Value::is_string)) {
+        return Err(Error::BadRequest("every attachment needs a string `uri`".into()));
+    }
+    let row = NewActivity {
+        activity_type: "agent_message".into(),
+        method: Some("notify".into()),
+        source_id: Some(id.to_string()),
+        summary: Some(summarize(&body.message)),
+        request_body: Some(json!({"message": body.message, "attachments": body.attachments})),
+        data: Some(json!({"source": "agent", "text": body.message, "attachments": body.attachments})),
+        ..NewActivity::default()
+    };
+    let stored = state.store.insert_activity(id, &row, domain::now()).await?;
+    state.bus.publish(Event::Activity { workspace_id: id, id: stored.id }).await;
+    Ok(Json(Stored { status: "ok", activity_id: stored.id }))
+}
+
+/// An activity row reported by the agent.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+pub struct NewActivityReport {
+    /// Type (1–100 characters).
+    pub activity_type: String,
+    /// Discriminator.
+    pub method: Option<String>,
+    /// One line for humans.
+    pub summary: Option<String>,
+    /// Sender.
+    pub source_id: Option<String>,
+    /// Recipient.
+    pub target_id: Option<String>,
+    /// Outcome.
+    pub status: Option<String>,
+    /// Error text.
+    pub error_detail: Option<String>,
+    /// Request payload.
+    #[schema(value_type = Option<Object>)]
+    pub request_body: Option<Value>,
+    /// Response payload.
+    #[schema(value_type = Option<Object>)]
+    pub response_body: Option<Value>,
+}
+
+/// `{id}` of a created row.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct CreatedId {
+    /// The new row's id.
+    pub id: i64,
+}
+
+/// The agent reports an activity row.
+#[utoipa::path(post, path = "/workspaces/{id}/activity", tag = "messages",
+    params(("id" = String, Path, description = "workspace id")),
+    request_body = NewActivityReport,
+    responses((status = 201, body = CreatedId), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody)))]
+pub async fn report_activity(
+    State(state): State<AppState>,
+    principal: Principal,
+    WorkspacePath(id): WorkspacePath,
+    Json(body): Json<NewActivityReport>,
+) -> Result<(StatusCode, Json<CreatedId>)> {
+    principal.require_workspace(id)?;
+    let ty = body.activity_type.trim();
+    if ty.is_empty() || ty.chars().count() > 100 {
+        return Err(Error::BadRequest("`activity_type` must be 1 to 100 characters".into()));
+    }
+    let row = NewActivity {
+        activity_type: ty.to_owned(),
+        method: body.method,
+        source_id: body.source_id,
+        target_id: body.target_id,
+        summary: body.summary,
+        request_body: body.request_body,
+        response_body: body.response_body,
+        status: body.status,
+        error_detail: body.error_detail,
+        data: None,
+    };
+    let stored = state.store.insert_activity(id, &row, domain::now()).await?;
+    state.bus.publish(Event::Activity { workspace_id: id, id: stored.id }).await;
+    Ok((StatusCode::CREATED, Json(CreatedId { id: stored.id })))
+}
+
+/// Query of `GET /workspaces/:id/activity`.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+pub struct ActivityParams {
+    /// Only rows of this type.
+    #[serde(rename = "type")]
+    #[param(rename = "type")]
+    pub activity_type: Option<String>,
+    /// Only rows after this id.
+    pub since_id: Option<i64>,
+    /// At most this many rows (1–500, default 100).
+    pub limit: Option<i64>,
+    /// Seconds to hold the request when nothing matches (0–60).
+    pub wait: Option<u64>,
+}
+
+/// The inbox: rows after `since_id`, oldest first; with `wait`, a long
+/// poll that answers as soon as a row arrives.
+#[utoipa::path(get, path = "/workspaces/{id}/activity", tag = "messages",
+    params(("id" = String, Path, description = "workspace id"), ActivityParams),
+    responses((status = 200, body = [ActivityView]), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 404, body = ErrorBody), (status = 410, body = ErrorBody)))]
+pub async fn list_activity(
+    State(state): State<AppState>,
+    principal: Principal,
+    WorkspacePath(id): WorkspacePath,
+    params: std::result::Result<Query<ActivityParams>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Vec<ActivityView>>> {
+    principal.require_access(id)?;
+    let Query(params) = params.map_err(|e| Error::BadRequest(e.body_text()))?;
+    let limit = params.limit.unwrap_or(100);
+    if !(1..=MAX_LIMIT).contains(&limit) {
+        return Err(Error::BadRequest(format!("`limit` must be between 1 and {MAX_LIMIT}")));
+    }
+    let wait = params.wait.unwrap_or(0);
+    if wait > MAX_WAIT_SECS {
+        return Err(Error::BadRequest(format!("`wait` must be between 0 and {MAX_WAIT_SECS} seconds")));
+    }
+    let since_id = params.since_id.unwrap_or(0);
+    if since_id < 0 {
+        return Err(Error::BadRequest("`since_id` must not be negative".into()));
+    }
+    require_workspace(&state, id).await?;
+    let query = ActivityQuery { since_id, activity_type: params.activity_type, limit };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(wait);
+    // Subscribe before the first read: a row committed between the read
+    // and the wait still wakes us.
+    let mut events = state.bus.subscribe();
+    loop {
+        let rows = match state.store.list_activity(id, &query).await? {
+            ActivityPage::Rows(rows) => rows,
+            ActivityPage::CursorExpired { swept_through } => {
+                return Err(Error::Gone(format!(
+                    "rows after since_id={since_id} were removed by the retention sweep (through id {swept_through}); restart from since_id={swept_through}"
+                )))
+            }
+        };
+        if !rows.is_empty() || tokio::time::Instant::now() >= deadline {
+            return Ok(Json(rows.into_iter().map(ActivityView::from).collect()));
+        }
+        // Wait for an event about this workspace, then read again.
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep_until(deadline) => return Ok(Json(Vec::new())),
+                _ = state.shutdown.cancelled() => return Ok(Json(Vec::new())),
+                event = events.recv() => match event {
+                    Ok(Event::Activity { workspace_id, .. }) if workspace_id == id => break,
+                    Ok(Event::Resync) | Err(RecvError::Lagged(_)) => break,
+                    Ok(_) => continue,
+                    Err(RecvError::Closed) => return Ok(Json(Vec::new())),
+                },
+            }
+        }
+    }
+}
+
+/// Query of the SSE stream.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+pub struct EventParams {
+    /// Also replay activity rows after this id before following live.
+    pub since_id: Option<i64>,
+}
+
+struct SseCursor {
+    state: AppState,
+    id: WorkspaceId,
+    events: tokio::sync::broadcast::Receiver<Event>,
+    cursor: Option<i64>,
+    ready: VecDeque<SseEvent>,
+    started: bool,
+}
+
+impl SseCursor {
+    async fn read_after_cursor(&mut self) {
+        let Some(since_id) = self.cursor else { return };
+        let query = ActivityQuery { since_id, activity_type: None, limit: MAX_LIMIT };
+        match self.state.store.list_activity(self.id, &query).await {
+            Ok(ActivityPage::Rows(rows)) => {
+                for row in rows {
+                    self.cursor = Some(row.id);
+                    let id = row.id;
+                    let view = ActivityView::from(row);
+                    if let Ok(ev) = SseEvent::default().event("activity").id(id.to_string()).json_data(&view) {
+                        self.ready.push_back(ev);
+                    }
+                }
+            }
+            Ok(ActivityPage::CursorExpired { swept_through }) => self.cursor = Some(swept_through),
+            Err(e) => tracing::warn!(error = %e, workspace_id = %self.id, "SSE stream could not read activity"),
+        }
+    }
+}
+
+/// Server-Sent Events: each new activity row (`event: activity`) and each
+/// staged-file state change (`event: upload`) of the workspace.
+#[utoipa::path(get, path = "/workspaces/{id}/events", tag = "messages",
+    params(("id" = String, Path, description = "workspace id"), EventParams),
+    responses((status = 200, description = "text/event-stream"), (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn stream_events(
+    State(state): State<AppState>,
+    principal: Principal,
+    WorkspacePath(id): WorkspacePath,
+    params: std::result::Result<Query<EventParams>, axum::extract::rejection::QueryRejection>,
+) -> Result<Sse<impl Stream<Item = std::result::Result<SseEvent, Infallible>>>> {
+    principal.require_operator()?;
+    let Query(params) = params.map_err(|e| Error::BadRequest(e.body_text()))?;
+    require_workspace(&state, id).await?;
+    let events = state.bus.subscribe();
+    let init = SseCursor { state, id, events, cursor: params.since_id, ready: VecDeque::new(), started: false };
+    let stream = futures::stream::unfold(init, |mut s| async move {
+        if !s.started {
+            s.started = true;
+            s.read_after_cursor().await;
+        }
+        loop {
+            if let Some(ev) = s.ready.pop_front() {
+                return Some((Ok(ev), s));
+            }
+            let event = tokio::select! {
+                _ = s.state.shutdown.cancelled() => return None,
+                event = s.events.recv() => event,
+            };
+            match event {
+                Ok(Event::Activity { workspace_id, id }) if workspace_id == s.id => {
+                    if s.cursor.is_none() {
+                        s.cursor = Some(id - 1);
+                    }
+                    s.read_after_cursor().await;
+                }
+                Ok(Event::Upload { workspace_id, file_id, state }) if workspace_id == s.id => {
+                    let body = json!({"file_id": file_id, "state": state});
+                    if let Ok(ev) = SseEvent::default().event("upload").json_data(body) {
+                        s.ready.push_back(ev);
+                    }
+                }
+                Ok(Event::Resync) | Err(RecvError::Lagged(_)) => s.read_after_cursor().await,
+                Ok(_) => {}
+                Err(RecvError::Closed) => return None,
+            }
+        }
+    });
+    Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
+}

@@ -1,0 +1,191 @@
+//! The HTTP API of `shared/API.md`: one module per resource, each with its
+//! handlers, assembled here into one router whose OpenAPI description is
+//! generated from the same handler annotations that route requests, so the
+//! document served at `/openapi.json` cannot drift from what runs.
+
+mod activity;
+mod auth;
+mod error;
+mod extract;
+mod ops;
+mod pending;
+mod registry;
+mod uploads;
+mod workspaces;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use axum::routing::get;
+use axum::Router;
+use tokio_util::sync::CancellationToken;
+use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::blob::BlobStore;
+use crate::config::Config;
+use crate::events::Bus;
+use crate::metrics::Metrics;
+use crate::store::Store;
+
+pub use auth::Principal;
+pub use error::{Error, ErrorBody, Json, Result};
+pub use ops::metrics_response as ops_metrics;
+pub use activity::ActivityView;
+pub use pending::PendingUploadView;
+pub use uploads::{UploadedFile, UploadedFiles};
+pub use ops::UploadStatsView;
+pub use workspaces::{Connection, CreatedWorkspace, WorkspaceView, RotatedToken, ConnectionEnvelope};
+pub use registry::RegisteredWorkspace;
+
+/// Everything a handler needs, cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    /// Metadata.
+    pub store: Arc<dyn Store>,
+    /// File bytes.
+    pub blobs: Arc<dyn BlobStore>,
+    /// Resolved configuration.
+    pub config: Arc<Config>,
+    /// The URL workspaces reach this server at.
+    pub public_url: Arc<str>,
+    /// Wake-ups for long polls and SSE.
+    pub bus: Bus,
+    /// Metrics registry.
+    pub metrics: Metrics,
+    /// Client for push-mode forwarding.
+    pub http: reqwest::Client,
+    /// Cancelled at shutdown, so long polls and streams end promptly.
+    pub shutdown: CancellationToken,
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "molecule",
+        description = "Workspace server for AI agents: chat and files to push- and poll-mode workspaces."
+    ),
+    modifiers(&BearerAuth),
+    components(schemas(ErrorBody))
+)]
+struct ApiDoc;
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme("bearer", SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)));
+        openapi.security = Some(vec![utoipa::openapi::security::SecurityRequirement::new(
+            "bearer",
+            Vec::<String>::new(),
+        )]);
+    }
+}
+
+/// The routes and the OpenAPI document describing exactly them.
+pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(workspaces::create_workspace, workspaces::list_workspaces))
+        .routes(routes!(
+            workspaces::get_workspace,
+            workspaces::update_workspace,
+            workspaces::delete_workspace
+        ))
+        .routes(routes!(workspaces::rotate_workspace_token))
+        .routes(routes!(workspaces::get_workspace_connection))
+        .routes(routes!(registry::register_workspace))
+        .routes(routes!(registry::heartbeat_workspace))
+        .routes(routes!(activity::send_a2a_message))
+        .routes(routes!(activity::notify_operator))
+        .routes(routes!(activity::list_activity, activity::report_activity))
+        .routes(routes!(activity::stream_events))
+        .routes(routes!(uploads::upload_chat_files))
+        .routes(routes!(pending::list_pending_uploads))
+        .routes(routes!(pending::get_pending_upload_content))
+        .routes(routes!(pending::ack_pending_upload))
+        .routes(routes!(ops::get_upload_stats))
+        .routes(routes!(ops::get_metrics))
+        .routes(routes!(ops::health))
+        .routes(routes!(ops::ready))
+        .split_for_parts()
+}
+
+/// The whole HTTP application.
+pub fn router(state: AppState) -> Router {
+    let (api, doc) = api();
+    let doc = Arc::new(doc);
+    api.route(
+        "/openapi.json",
+        get(move || {
+            let doc = doc.clone();
+            async move { axum::Json((*doc).clone()) }
+        }),
+    )
+    .route_layer(middleware::from_fn_with_state(state.clone(), track_metrics))
+    .fallback(|| async { Error::NotFound("no such route".into()) })
+    .layer(
+        tower_http::trace::TraceLayer::new_for_http()
+            .make_span_with(tower_http::trace::DefaultMakeSpan::new().level(tracing::Level::INFO))
+            .on_response(tower_http::trace::DefaultOnResponse::new().level(tracing::Level::DEBUG)),
+    )
+    .layer(tower_http::catch_panic::CatchPanicLayer::custom(|_| {
+        tracing::error!("a request handler panicked");
+        axum::response::IntoResponse::into_response(Error::Internal(anyhow::anyhow!("handler panicked")))
+    }))
+    .with_state(state)
+}
+
+/// `/workspaces/{id}` → `/workspaces/:id`: the label form Molecule's
+/// dashboards use.
+pub fn route_label(pattern: &str) -> String {
+    pattern
+        .split('/')
+        .map(|seg| match seg.strip_prefix('{').and_then(|s| s.strip_suffix('}')) {
+            Some(name) => format!(":{name}"),
+            None => seg.to_owned(),
+        })
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
+async fn track_metrics(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let start = Instant::now();
+    let path = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| route_label(p.as_str()))
+        .unwrap_or_else(|| "unmatched".to_owned());
+    let method = req.method().to_string();
+    let response = next.run(req).await;
+    let status = response.status().as_u16().to_string();
+    state
+        .metrics
+        .http_requests
+        .with_label_values(&[&method, &path, &status])
+        .inc();
+    state
+        .metrics
+        .http_duration
+        .with_label_values(&[&method, &path])
+        .observe(start.elapsed().as_secs_f64());
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn route_labels_use_colon_params() {
+        assert_eq!(super::route_label("/workspaces/{id}/chat/uploads"), "/workspaces/:id/chat/uploads");
+        assert_eq!(
+            super::route_label("/workspaces/{id}/pending-uploads/{fid}/ack"),
+            "/workspaces/:id/pending-uploads/:fid/ack"
+        );
+        assert_eq!(super::route_label("/health"), "/health");
+    }
+}

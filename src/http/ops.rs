@@ -1,0 +1,88 @@
+//! Operations: liveness, readiness, metrics and staging statistics.
+
+use axum::extract::State;
+use axum::http::header::CONTENT_TYPE;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+
+use super::auth::Principal;
+use super::{AppState, ErrorBody, Json, Result};
+use crate::domain;
+
+/// `{status}`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Status {
+    /// `ok` or `ready`.
+    pub status: &'static str,
+}
+
+/// Counts over the staging table.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
+pub struct UploadStatsView {
+    /// Unacked and unexpired: waiting for delivery.
+    pub pending: i64,
+    /// Of those, downloaded but never acked (the stuck-fetch signal).
+    pub fetched_not_acked: i64,
+    /// Acked, waiting for the sweep.
+    pub acked: i64,
+    /// Past their deadline unacked, waiting for the sweep.
+    pub expired: i64,
+    /// Bytes waiting for delivery.
+    pub bytes_pending: i64,
+    /// Age of the oldest file waiting for delivery, in seconds (0 if none).
+    pub oldest_pending_age_s: i64,
+}
+
+/// Liveness: the process is up.
+#[utoipa::path(get, path = "/health", tag = "operations", security(()),
+    responses((status = 200, body = Status)))]
+pub async fn health() -> Json<Status> {
+    Json(Status { status: "ok" })
+}
+
+/// Readiness: the database and the blob store answer.
+#[utoipa::path(get, path = "/ready", tag = "operations", security(()),
+    responses((status = 200, body = Status), (status = 503, body = ErrorBody)))]
+pub async fn ready(State(state): State<AppState>) -> Response {
+    if let Err(e) = state.store.ping().await {
+        tracing::warn!(error = %e, "not ready: database");
+        return (StatusCode::SERVICE_UNAVAILABLE, axum::Json(ErrorBody { error: "the database does not answer".into() })).into_response();
+    }
+    if let Err(e) = state.blobs.ping().await {
+        tracing::warn!(error = %e, "not ready: blob store");
+        return (StatusCode::SERVICE_UNAVAILABLE, axum::Json(ErrorBody { error: "the blob store does not answer".into() })).into_response();
+    }
+    axum::Json(Status { status: "ready" }).into_response()
+}
+
+/// Prometheus metrics.
+#[utoipa::path(get, path = "/metrics", tag = "operations",
+    responses((status = 200, description = "Prometheus text format", content_type = "text/plain"),
+        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
+pub async fn get_metrics(State(state): State<AppState>, principal: Principal) -> Result<Response> {
+    principal.require_operator()?;
+    Ok(metrics_response(&state))
+}
+
+/// The `/metrics` answer (also served unauthenticated on `--metrics-listen`).
+pub fn metrics_response(state: &AppState) -> Response {
+    ([(CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], state.metrics.render()).into_response()
+}
+
+/// Staging statistics.
+#[utoipa::path(get, path = "/admin/pending-uploads/stats", tag = "operations",
+    responses((status = 200, body = UploadStatsView), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
+pub async fn get_upload_stats(State(state): State<AppState>, principal: Principal) -> Result<Json<UploadStatsView>> {
+    principal.require_operator()?;
+    let now = domain::now();
+    let s = state.store.upload_stats(now).await?;
+    Ok(Json(UploadStatsView {
+        pending: s.pending,
+        fetched_not_acked: s.fetched_not_acked,
+        acked: s.acked,
+        expired: s.expired,
+        bytes_pending: s.bytes_pending,
+        oldest_pending_age_s: s.oldest_pending_at.map_or(0, |t| (now - t).num_seconds().max(0)),
+    }))
+}

@@ -1,0 +1,199 @@
+//! The poll-mode hand-off: a workspace lists its staged files, downloads
+//! each (streamed, with `Range`), and acks it. A file that is absent,
+//! acked, expired or another workspace's is the same 404 for everyone.
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::header::{self, HeaderMap, HeaderValue};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use chrono::{DateTime, Utc};
+use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
+use serde::{Deserialize, Serialize};
+
+use super::auth::Principal;
+use super::extract::{FilePath, WorkspacePath};
+use super::{AppState, Error, ErrorBody, Json, Result};
+use crate::domain::{self, FileId};
+use crate::events::{Event, UploadState};
+use crate::store::{AckOutcome, PendingUpload};
+
+/// A staged file as listed.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
+pub struct PendingUploadView {
+    /// Its id.
+    #[schema(value_type = String, format = Uuid)]
+    pub file_id: FileId,
+    /// Sanitized name.
+    pub filename: String,
+    /// Sanitized mimetype.
+    pub mimetype: String,
+    /// Size in bytes.
+    pub size: i64,
+    /// Hex SHA-256.
+    pub sha256: String,
+    /// Staged at.
+    pub created_at: DateTime<Utc>,
+    /// Last download, if any.
+    pub fetched_at: Option<DateTime<Utc>>,
+    /// Deadline.
+    pub expires_at: DateTime<Utc>,
+}
+
+impl From<PendingUpload> for PendingUploadView {
+    fn from(p: PendingUpload) -> Self {
+        Self {
+            file_id: p.file_id,
+            filename: p.filename,
+            mimetype: p.mimetype,
+            size: p.size,
+            sha256: p.sha256,
+            created_at: p.created_at,
+            fetched_at: p.fetched_at,
+            expires_at: p.expires_at,
+        }
+    }
+}
+
+/// `{acked: true}`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Acked {
+    /// Always true.
+    pub acked: bool,
+}
+
+/// Unacked, unexpired files of the workspace, oldest first.
+#[utoipa::path(get, path = "/workspaces/{id}/pending-uploads", tag = "uploads",
+    params(("id" = String, Path, description = "workspace id")),
+    responses((status = 200, body = [PendingUploadView]), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
+pub async fn list_pending_uploads(
+    State(state): State<AppState>,
+    principal: Principal,
+    WorkspacePath(id): WorkspacePath,
+) -> Result<Json<Vec<PendingUploadView>>> {
+    principal.require_access(id)?;
+    let rows = state.store.list_pending_uploads(id, domain::now()).await?;
+    Ok(Json(rows.into_iter().map(PendingUploadView::from).collect()))
+}
+
+fn content_disposition(filename: &str) -> HeaderValue {
+    // Sanitized names are plain ASCII without quotes, but encode the
+    // RFC 8187 form as well for clients that prefer it.
+    let encoded = utf8_percent_encode(filename, NON_ALPHANUMERIC);
+    HeaderValue::from_str(&format!("attachment; filename=\"{filename}\"; filename*=UTF-8''{encoded}"))
+        .unwrap_or(HeaderValue::from_static("attachment"))
+}
+
+enum Wanted {
+    Whole,
+    Part(u64, u64),
+    Unsatisfiable,
+}
+
+fn wanted_range(headers: &HeaderMap, size: u64) -> Wanted {
+    let Some(raw) = headers.get(header::RANGE).and_then(|v| v.to_str().ok()) else {
+        return Wanted::Whole;
+    };
+    // A Range we cannot parse is ignored (RFC 9110 §14.2); several ranges
+    // are answered with the whole file, which is allowed and simpler.
+    let Ok(parsed) = http_range_header::parse_range_header(raw) else {
+        return Wanted::Whole;
+    };
+    match parsed.validate(size) {
+        Ok(ranges) if ranges.len() == 1 => Wanted::Part(*ranges[0].start(), *ranges[0].end()),
+        Ok(_) => Wanted::Whole,
+        Err(_) => Wanted::Unsatisfiable,
+    }
+}
+
+/// Streams a staged file's bytes and stamps `fetched_at`.
+#[utoipa::path(get, path = "/workspaces/{id}/pending-uploads/{fid}/content", tag = "uploads",
+    params(("id" = String, Path, description = "workspace id"), ("fid" = String, Path, description = "file id"),
+           ("Range" = Option<String>, Header, description = "one byte range, e.g. bytes=1000-")),
+    responses((status = 200, description = "the bytes", content_type = "application/octet-stream"),
+        (status = 206, description = "the requested range"), (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 416, body = ErrorBody)))]
+pub async fn get_pending_upload_content(
+    State(state): State<AppState>,
+    principal: Principal,
+    FilePath(id, file_id): FilePath,
+    headers: HeaderMap,
+) -> Result<Response> {
+    principal.require_access(id)?;
+    let row = state
+        .store
+        .fetch_pending_upload(id, file_id, domain::now())
+        .await?
+        .ok_or_else(Error::file_not_found)?;
+    let size = row.size as u64;
+    let (status, range) = match wanted_range(&headers, size) {
+        Wanted::Whole => (StatusCode::OK, None),
+        Wanted::Part(start, end) => (StatusCode::PARTIAL_CONTENT, Some((start, end))),
+        Wanted::Unsatisfiable => {
+            let mut response = (
+                StatusCode::RANGE_NOT_SATISFIABLE,
+                axum::Json(ErrorBody { error: format!("the range is outside the file's {size} bytes") }),
+            )
+                .into_response();
+            if let Ok(v) = HeaderValue::from_str(&format!("bytes */{size}")) {
+                response.headers_mut().insert(header::CONTENT_RANGE, v);
+            }
+            return Ok(response);
+        }
+    };
+    let stream = state.blobs.get(&row.blob_key, range.map(|(s, e)| s..e + 1)).await?;
+    state.metrics.fetched.inc();
+    tracing::info!(
+        workspace_id = %id, file_id = %file_id, size = row.size, filename = %row.filename,
+        range = ?range, "upload fetched"
+    );
+    state.bus.publish(Event::Upload { workspace_id: id, file_id, state: UploadState::Fetched }).await;
+    let mut response = Response::new(Body::from_stream(stream));
+    *response.status_mut() = status;
+    let h = response.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_str(&row.mimetype).unwrap_or(HeaderValue::from_static("application/octet-stream")));
+    let length = range.map_or(size, |(s, e)| e - s + 1);
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
+    if let Some((s, e)) = range {
+        if let Ok(v) = HeaderValue::from_str(&format!("bytes {s}-{e}/{size}")) {
+            h.insert(header::CONTENT_RANGE, v);
+        }
+    }
+    h.insert(header::CONTENT_DISPOSITION, content_disposition(&row.filename));
+    if let Ok(v) = HeaderValue::from_str(&format!("\"{}\"", row.sha256)) {
+        h.insert(header::ETAG, v);
+    }
+    h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("private, no-store"));
+    Ok(response)
+}
+
+/// Acknowledges delivery; the content is gone afterwards. Idempotent.
+#[utoipa::path(post, path = "/workspaces/{id}/pending-uploads/{fid}/ack", tag = "uploads",
+    params(("id" = String, Path, description = "workspace id"), ("fid" = String, Path, description = "file id")),
+    responses((status = 200, body = Acked), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn ack_pending_upload(
+    State(state): State<AppState>,
+    principal: Principal,
+    FilePath(id, file_id): FilePath,
+) -> Result<Json<Acked>> {
+    principal.require_workspace(id)?;
+    let now = domain::now();
+    match state.store.ack_pending_upload(id, file_id, now).await? {
+        AckOutcome::Acked(row) => {
+            let delivery = (now - row.created_at).num_microseconds().unwrap_or(0) as f64 / 1e6;
+            state.metrics.acked.inc();
+            state.metrics.delivery_seconds.observe(delivery.max(0.0));
+            tracing::info!(
+                workspace_id = %id, file_id = %file_id, size = row.size, filename = %row.filename,
+                delivery_seconds = delivery, "upload acked"
+            );
+            state.bus.publish(Event::Upload { workspace_id: id, file_id, state: UploadState::Acked }).await;
+            Ok(Json(Acked { acked: true }))
+        }
+        AckOutcome::AlreadyAcked => Ok(Json(Acked { acked: true })),
+        AckOutcome::NotFound => Err(Error::file_not_found()),
+    }
+}

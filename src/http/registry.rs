@@ -1,0 +1,121 @@
+//! Registration and heartbeats: how a workspace tells the server it is
+//! alive, and how a freshly created one obtains its first token.
+
+use axum::extract::State;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::auth::{MaybePrincipal, Principal};
+use super::workspaces::{check_url, push_without_url, WorkspaceView};
+use super::{AppState, Error, ErrorBody, Json, Result};
+use crate::domain::{self, AuthToken, DeliveryMode, WorkspaceId};
+use crate::store::{Registered, UpdateWorkspace};
+
+/// `POST /registry/register` body.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+pub struct Registration {
+    /// The workspace id.
+    pub id: String,
+    /// Callback URL (push mode).
+    pub url: Option<String>,
+    /// `push` or `poll`.
+    pub delivery_mode: Option<DeliveryMode>,
+    /// The agent's A2A card.
+    #[schema(value_type = Option<Object>)]
+    pub agent_card: Option<Value>,
+}
+
+/// The workspace, plus its first token when this registration minted it.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct RegisteredWorkspace {
+    /// The workspace.
+    #[serde(flatten)]
+    pub workspace: WorkspaceView,
+    /// Present only on a bootstrap registration: shown this once.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub auth_token: Option<String>,
+}
+
+/// `POST /registry/heartbeat` body.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+pub struct Heartbeat {
+    /// The workspace id.
+    pub workspace_id: String,
+}
+
+/// Heartbeat answer.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct HeartbeatAck {
+    /// Always `ok`.
+    pub status: &'static str,
+    /// The time stamped.
+    pub last_heartbeat_at: DateTime<Utc>,
+}
+
+fn parse_id(raw: &str) -> Result<WorkspaceId> {
+    raw.parse().map_err(|e: domain::IdError| Error::BadRequest(e.to_string()))
+}
+
+/// Registers a workspace (marks it online, records its mode, URL and
+/// card). Without a token this is allowed only while the workspace has no
+/// live token: then one is minted and returned once.
+#[utoipa::path(post, path = "/registry/register", tag = "registry",
+    request_body = Registration,
+    responses((status = 200, body = RegisteredWorkspace), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub async fn register_workspace(
+    State(state): State<AppState>,
+    MaybePrincipal(principal): MaybePrincipal,
+    Json(reg): Json<Registration>,
+) -> Result<Json<RegisteredWorkspace>> {
+    let id = parse_id(&reg.id)?;
+    if let Some(p) = principal {
+        p.require_access(id)?;
+    }
+    let url = reg.url.as_deref().filter(|u| !u.trim().is_empty()).map(|u| check_url(&state, u)).transpose()?;
+    let current = state.store.get_workspace(id).await?.ok_or_else(Error::workspace_not_found)?;
+    let mode = reg.delivery_mode.unwrap_or(current.delivery_mode);
+    if mode == DeliveryMode::Push && url.is_none() && current.url.is_none() {
+        return Err(push_without_url());
+    }
+    let minted = principal.is_none().then(AuthToken::generate);
+    let update = UpdateWorkspace {
+        name: None,
+        delivery_mode: reg.delivery_mode,
+        url: url.map(Some),
+        agent_card: reg.agent_card,
+    };
+    let now = domain::now();
+    match state.store.register_workspace(id, &update, minted.as_ref().map(AuthToken::hash), now).await? {
+        Registered::Done(w) => {
+            tracing::info!(workspace_id = %id, delivery_mode = %w.delivery_mode, bootstrap = minted.is_some(), "workspace registered");
+            Ok(Json(RegisteredWorkspace {
+                workspace: WorkspaceView::new(w, now),
+                auth_token: minted.map(|t| t.expose().to_owned()),
+            }))
+        }
+        Registered::NotFound => Err(Error::workspace_not_found()),
+        Registered::HasLiveToken => Err(Error::Unauthorized),
+    }
+}
+
+/// Stamps the workspace's heartbeat.
+#[utoipa::path(post, path = "/registry/heartbeat", tag = "registry",
+    request_body = Heartbeat,
+    responses((status = 200, body = HeartbeatAck), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 404, body = ErrorBody)))]
+pub async fn heartbeat_workspace(
+    State(state): State<AppState>,
+    principal: Principal,
+    Json(beat): Json<Heartbeat>,
+) -> Result<Json<HeartbeatAck>> {
+    let id = parse_id(&beat.workspace_id)?;
+    principal.require_access(id)?;
+    let now = domain::now();
+    if !state.store.heartbeat(id, now).await? {
+        return Err(Error::workspace_not_found());
+    }
+    Ok(Json(HeartbeatAck { status: "ok", last_heartbeat_at: now }))
+}
+

@@ -1,0 +1,418 @@
+//! `POST /workspaces/:id/chat/uploads`: files from the operator to a
+//! workspace.
+//!
+//! Push mode forwards the multipart body as it arrives. Poll mode streams
+//! every part into the blob store while hashing and measuring it (memory
+//! does not grow with file size, limits bite at the first byte over), then
+//! ONE transaction records every file and its inbox row. Any failure on
+//! the way deletes every blob already written: nothing is half-staged.
+
+use std::io;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::{FromRequest, Multipart, Request, State};
+use axum::http::header::CONTENT_TYPE;
+use axum::http::{HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use bytesize::ByteSize;
+use futures::{StreamExt, TryStreamExt};
+use serde::Serialize;
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+
+use super::auth::Principal;
+use super::extract::WorkspacePath;
+use super::{AppState, Error, ErrorBody, Result};
+use crate::blob::{upload_key, BlobError, BlobStore};
+use crate::domain::{self, pending_uri, DeliveryMode, FileId, Filename, Mimetype, WorkspaceId};
+use crate::events::{Event, UploadState};
+use crate::store::{NewActivity, NewPendingUpload};
+
+/// Most files accepted in one request.
+pub const MAX_FILES_PER_REQUEST: usize = 100;
+
+/// One uploaded file, as answered.
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq, utoipa::ToSchema)]
+pub struct UploadedFile {
+    /// `platform-pending:<workspace_id>/<file_id>` in poll mode.
+    pub uri: String,
+    /// The sanitized file name.
+    pub name: String,
+    /// The sanitized mimetype.
+    #[serde(rename = "mimeType")]
+    pub mime_type: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// Hex SHA-256 of the bytes.
+    pub sha256: String,
+}
+
+/// `{files: [...]}`.
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq, utoipa::ToSchema)]
+pub struct UploadedFiles {
+    /// Every file of the request, in request order.
+    pub files: Vec<UploadedFile>,
+}
+
+/// Blobs written by a request that has not committed yet. Dropping the
+/// guard armed (the handler errored or the client went away and the future
+/// was dropped) deletes them in the background; error paths also call
+/// [`StagedBlobs::discard`] to delete them before answering.
+struct StagedBlobs {
+    blobs: Arc<dyn BlobStore>,
+    keys: Vec<String>,
+}
+
+impl StagedBlobs {
+    async fn discard(&mut self) {
+        for key in std::mem::take(&mut self.keys) {
+            if let Err(e) = self.blobs.delete(&key).await {
+                tracing::warn!(error = %e, key, "failed to delete the blob of a failed upload; the reaper will");
+            }
+        }
+    }
+
+    fn commit(&mut self) {
+        self.keys.clear();
+    }
+}
+
+impl Drop for StagedBlobs {
+    fn drop(&mut self) {
+        if self.keys.is_empty() {
+            return;
+        }
+        let keys = std::mem::take(&mut self.keys);
+        let blobs = self.blobs.clone();
+        if let Ok(handle) = tokio::runtime::Handle::try_current() {
+            handle.spawn(async move {
+                for key in keys {
+                    let _ = blobs.delete(&key).await;
+                }
+            });
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Over {
+    File,
+    Request,
+}
+
+struct Staged {
+    file_id: FileId,
+    key: String,
+    filename: Filename,
+    mimetype: Mimetype,
+    size: u64,
+    sha256: String,
+}
+
+fn reject(state: &AppState, workspace_id: WorkspaceId, reason: &'static str, filename: Option<&str>, size: u64, err: Error) -> Error {
+    state.metrics.rejected.with_label_values(&[reason]).inc();
+    tracing::info!(workspace_id = %workspace_id, filename, size, reason, error = %err, "upload rejected");
+    err
+}
+
+/// Reads and discards what is left of a refused request, so the client gets
+/// to read our answer instead of a reset connection. Bounded in bytes and
+/// time; past either bound the connection is simply closed.
+async fn drain(multipart: &mut Multipart, budget: u64) {
+    let drained = async {
+        let mut left = budget;
+        while let Ok(Some(mut field)) = multipart.next_field().await {
+            while let Ok(Some(chunk)) = field.chunk().await {
+                left = left.saturating_sub(chunk.len() as u64);
+                if left == 0 {
+                    return;
+                }
+            }
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(30), drained).await;
+}
+
+fn size_str(n: u64) -> String {
+    ByteSize(n).display().iec().to_string()
+}
+
+/// Uploads files to a workspace: forwarded in push mode, staged for the
+/// workspace to download in poll mode. All or nothing.
+#[utoipa::path(post, path = "/workspaces/{id}/chat/uploads", tag = "uploads",
+    params(("id" = String, Path, description = "workspace id")),
+    request_body(content_type = "multipart/form-data", description = "one or more parts named `files`"),
+    responses((status = 200, body = UploadedFiles), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 413, body = ErrorBody),
+        (status = 422, body = ErrorBody), (status = 502, body = ErrorBody), (status = 503, body = ErrorBody)))]
+pub async fn upload_chat_files(
+    State(state): State<AppState>,
+    principal: Principal,
+    WorkspacePath(id): WorkspacePath,
+    req: Request,
+) -> Result<Response> {
+    principal.require_operator()?;
+    let workspace = state.store.get_workspace(id).await?.ok_or_else(Error::workspace_not_found)?;
+    let is_multipart = req
+        .headers()
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim_start().to_ascii_lowercase().starts_with("multipart/form-data"));
+    if !is_multipart {
+        return Err(reject(&state, id, "not_multipart", None, 0, Error::BadRequest(
+            "expected a multipart/form-data body with one or more parts named `files`".into(),
+        )));
+    }
+    match (workspace.delivery_mode, workspace.url) {
+        (DeliveryMode::Push, Some(url)) => forward_upload(&state, id, &url, req).await,
+        (DeliveryMode::Push, None) => Err(super::workspaces::push_without_url()),
+        (DeliveryMode::Poll, _) => Ok(axum::Json(stage_upload(&state, id, req).await?).into_response()),
+    }
+}
+
+async fn stage_upload(state: &AppState, id: WorkspaceId, req: Request) -> Result<UploadedFiles> {
+    let limits = state.config.limits;
+    let mut multipart = Multipart::from_request(req, &()).await.map_err(|e| {
+        reject(state, id, "malformed", None, 0, Error::BadRequest(format!("invalid multipart body: {}", e.body_text())))
+    })?;
+    let mut guard = StagedBlobs { blobs: state.blobs.clone(), keys: Vec::new() };
+    let mut staged: Vec<Staged> = Vec::new();
+    let mut request_bytes = 0u64;
+    let drain_budget = limits.max_request_size.saturating_mul(2);
+
+    loop {
+        let field = match multipart.next_field().await {
+            Ok(Some(field)) => field,
+            Ok(None) => break,
+            Err(e) => {
+                guard.discard().await;
+                return Err(reject(state, id, "malformed", None, request_bytes, Error::BadRequest(format!(
+                    "the multipart body is malformed or was cut short: {}", e.body_text()
+                ))));
+            }
+        };
+        if field.name() != Some("files") {
+            // Other parts are ignored, but they still count against the
+            // request limit so they cannot be used to stream forever.
+            let mut field = field;
+            loop {
+                match field.chunk().await {
+                    Ok(Some(chunk)) => {
+                        request_bytes += chunk.len() as u64;
+                        if request_bytes > limits.max_request_size {
+                            drop(field);
+                            guard.discard().await;
+                            drain(&mut multipart, drain_budget).await;
+                            return Err(reject(state, id, "request_too_large", None, request_bytes, Error::PayloadTooLarge(format!(
+                                "the request is larger than the {} limit per request", size_str(limits.max_request_size)
+                            ))));
+                        }
+                    }
+                    Ok(None) => break,
+                    Err(e) => {
+                        guard.discard().await;
+                        return Err(reject(state, id, "malformed", None, request_bytes, Error::BadRequest(format!(
+                            "the multipart body is malformed or was cut short: {}", e.body_text()
+                        ))));
+                    }
+                }
+            }
+            continue;
+        }
+        if staged.len() >= MAX_FILES_PER_REQUEST {
+            drop(field);
+            guard.discard().await;
+            return Err(reject(state, id, "too_many_files", None, request_bytes, Error::BadRequest(format!(
+                "at most {MAX_FILES_PER_REQUEST} files per request"
+            ))));
+        }
+        let filename = Filename::sanitize(field.file_name().unwrap_or(""));
+        let mimetype = Mimetype::parse(field.content_type());
+        let file_id = FileId::new();
+        let key = upload_key(id, file_id);
+        guard.keys.push(key.clone());
+
+        let mut hasher = Sha256::new();
+        let mut size = 0u64;
+        let mut over: Option<Over> = None;
+        let already = request_bytes;
+        let put = {
+            let body = field
+                .map(|chunk| {
+                    let chunk = chunk.map_err(io::Error::other)?;
+                    size += chunk.len() as u64;
+                    if size > limits.max_file_size {
+                        over = Some(Over::File);
+                        return Err(io::Error::other("file over its limit"));
+                    }
+                    if already + size > limits.max_request_size {
+                        over = Some(Over::Request);
+                        return Err(io::Error::other("request over its limit"));
+                    }
+                    hasher.update(&chunk);
+                    Ok(chunk)
+                })
+                .boxed();
+            state.blobs.put(&key, body).await
+        };
+        match put {
+            Ok(_) if size == 0 => {
+                guard.discard().await;
+                return Err(reject(state, id, "empty_file", Some(filename.as_str()), 0, Error::BadRequest(format!(
+                    "file \"{filename}\" is empty"
+                ))));
+            }
+            Ok(_) => {}
+            Err(BlobError::Body(_)) if over.is_some() => {
+                guard.discard().await;
+                drain(&mut multipart, drain_budget).await;
+                let (reason, message) = match over.expect("BUG: checked above") {
+                    Over::File => ("file_too_large", format!(
+                        "file \"{filename}\" is larger than the {} limit per file", size_str(limits.max_file_size)
+                    )),
+                    Over::Request => ("request_too_large", format!(
+                        "the request is larger than the {} limit per request (at file \"{filename}\")",
+                        size_str(limits.max_request_size)
+                    )),
+                };
+                return Err(reject(state, id, reason, Some(filename.as_str()), size, Error::PayloadTooLarge(message)));
+            }
+            Err(BlobError::Body(e)) => {
+                guard.discard().await;
+                return Err(reject(state, id, "malformed", Some(filename.as_str()), size, Error::BadRequest(format!(
+                    "the multipart body is malformed or was cut short while reading file \"{filename}\": {e}"
+                ))));
+            }
+            Err(e) => {
+                guard.discard().await;
+                return Err(reject(state, id, "storage", Some(filename.as_str()), size, e.into()));
+            }
+        }
+        request_bytes += size;
+        staged.push(Staged { file_id, key, filename, mimetype, size, sha256: hex::encode(hasher.finalize()) });
+    }
+
+    if staged.is_empty() {
+        return Err(reject(state, id, "no_files", None, request_bytes, Error::BadRequest(
+            "no file: send one or more parts named `files`".into(),
+        )));
+    }
+
+    let now = domain::now();
+    let expires_at = now + chrono::Duration::from_std(state.config.upload_ttl).unwrap_or(chrono::Duration::hours(24));
+    let rows: Vec<(NewPendingUpload, NewActivity)> = staged
+        .iter()
+        .map(|f| {
+            let uri = pending_uri(id, f.file_id);
+            let body = json!({
+                "file_id": f.file_id, "filename": f.filename, "mimetype": f.mimetype,
+                "size": f.size, "sha256": f.sha256, "uri": uri,
+            });
+            let upload = NewPendingUpload {
+                file_id: f.file_id,
+                blob_key: f.key.clone(),
+                size: f.size as i64,
+                sha256: f.sha256.clone(),
+                filename: f.filename.to_string(),
+                mimetype: f.mimetype.to_string(),
+                expires_at,
+            };
+            let activity = NewActivity {
+                activity_type: "a2a_receive".into(),
+                method: Some("chat_upload_receive".into()),
+                source_id: None,
+                target_id: Some(id.to_string()),
+                summary: Some(format!("file {} ({})", f.filename, size_str(f.size))),
+                request_body: Some(body.clone()),
+                data: Some(body),
+                status: Some("staged".into()),
+                ..NewActivity::default()
+            };
+            (upload, activity)
+        })
+        .collect();
+    let activities = match state.store.stage_uploads(id, &rows, now).await {
+        Ok(a) => a,
+        Err(e) => {
+            guard.discard().await;
+            return Err(reject(state, id, "storage", None, request_bytes, e.into()));
+        }
+    };
+    guard.commit();
+
+    for (f, activity) in staged.iter().zip(&activities) {
+        state.metrics.staged.inc();
+        state.metrics.staged_bytes.inc_by(f.size);
+        tracing::info!(
+            workspace_id = %id, file_id = %f.file_id, size = f.size, filename = %f.filename,
+            mimetype = %f.mimetype, sha256 = %f.sha256, activity_id = activity.id, "upload staged"
+        );
+        state.bus.publish(Event::Activity { workspace_id: id, id: activity.id }).await;
+        state.bus.publish(Event::Upload { workspace_id: id, file_id: f.file_id, state: UploadState::Staged }).await;
+    }
+    Ok(UploadedFiles {
+        files: staged
+            .into_iter()
+            .map(|f| UploadedFile {
+                uri: pending_uri(id, f.file_id),
+                name: f.filename.to_string(),
+                mime_type: f.mimetype.to_string(),
+                size: f.size,
+                sha256: f.sha256,
+            })
+            .collect(),
+    })
+}
+
+async fn forward_upload(state: &AppState, id: WorkspaceId, url: &str, req: Request) -> Result<Response> {
+    let content_type = req.headers().get(CONTENT_TYPE).cloned().unwrap_or(HeaderValue::from_static("multipart/form-data"));
+    // The multipart framing adds a little to the files themselves.
+    let cap = state.config.limits.max_request_size + 64 * 1024;
+    let over = Arc::new(AtomicBool::new(false));
+    let seen_over = over.clone();
+    let mut sent = 0u64;
+    let body = Body::into_data_stream(req.into_body()).map_err(io::Error::other).and_then(move |chunk| {
+        sent += chunk.len() as u64;
+        let verdict = if sent > cap {
+            seen_over.store(true, Ordering::SeqCst);
+            Err(io::Error::other("request over its limit"))
+        } else {
+            Ok(chunk)
+        };
+        futures::future::ready(verdict)
+    });
+    let target = format!("{url}/internal/chat/uploads/ingest");
+    let answer = state
+        .http
+        .post(&target)
+        .header(CONTENT_TYPE, content_type)
+        .body(reqwest::Body::wrap_stream(body))
+        .timeout(state.config.forward_timeout)
+        .send()
+        .await;
+    if over.load(Ordering::SeqCst) {
+        return Err(reject(state, id, "request_too_large", None, cap, Error::PayloadTooLarge(format!(
+            "the request is larger than the {} limit per request", size_str(state.config.limits.max_request_size)
+        ))));
+    }
+    let answer = answer.map_err(|e| {
+        let e = e.without_url();
+        tracing::warn!(workspace_id = %id, error = %e, "forwarding an upload to a push workspace failed");
+        Error::BadGateway(format!("could not reach the workspace: {e}"))
+    })?;
+    let status = answer.status();
+    if status.is_server_error() {
+        tracing::warn!(workspace_id = %id, %status, "push workspace failed an upload");
+        return Err(Error::BadGateway(format!("the workspace answered {status}")));
+    }
+    let body: Value = answer
+        .json()
+        .await
+        .map_err(|e| Error::BadGateway(format!("the workspace's answer is not JSON: {}", e.without_url())))?;
+    tracing::info!(workspace_id = %id, %status, "upload forwarded to push workspace");
+    let status = StatusCode::from_u16(status.as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
+    Ok((status, axum::Json(body)).into_response())
+}

@@ -1,0 +1,116 @@
+//! Every metric molecule exports, declared in one place with its help text
+//! and, for histograms, buckets chosen for what they measure. Each server
+//! has its own registry (no global state), rendered at `GET /metrics`.
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts, Registry, TextEncoder,
+};
+
+/// The metrics of one server.
+#[derive(Clone)]
+pub struct Metrics {
+    registry: Registry,
+    /// Files staged for poll-mode workspaces.
+    pub staged: IntCounter,
+    /// Bytes staged.
+    pub staged_bytes: IntCounter,
+    /// Content downloads started.
+    pub fetched: IntCounter,
+    /// First acks.
+    pub acked: IntCounter,
+    /// Rows the sweep removed, by outcome.
+    pub swept: IntCounterVec,
+    /// Staged → acked.
+    pub delivery_seconds: Histogram,
+    /// Uploads refused, by reason.
+    pub rejected: IntCounterVec,
+    /// Sweep passes, by result.
+    pub sweep_runs: IntCounterVec,
+    /// Requests by method, route pattern and status.
+    pub http_requests: IntCounterVec,
+    /// Request latency by method and route pattern.
+    pub http_duration: HistogramVec,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// Declares and registers every metric.
+    pub fn new() -> Self {
+        let registry = Registry::new();
+        let counter = |name: &str, help: &str| {
+            let c = IntCounter::new(name, help).expect("BUG: valid metric");
+            registry.register(Box::new(c.clone())).expect("BUG: unique metric");
+            c
+        };
+        let counter_vec = |name: &str, help: &str, labels: &[&str]| {
+            let c = IntCounterVec::new(Opts::new(name, help), labels).expect("BUG: valid metric");
+            registry.register(Box::new(c.clone())).expect("BUG: unique metric");
+            c
+        };
+        let histogram_vec = |name: &str, help: &str, labels: &[&str], buckets: Vec<f64>| {
+            let h = HistogramVec::new(HistogramOpts::new(name, help).buckets(buckets), labels)
+                .expect("BUG: valid metric");
+            registry.register(Box::new(h.clone())).expect("BUG: unique metric");
+            h
+        };
+        let histogram = |name: &str, help: &str, buckets: Vec<f64>| {
+            let h = Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets)).expect("BUG: valid metric");
+            registry.register(Box::new(h.clone())).expect("BUG: unique metric");
+            h
+        };
+        let swept = counter_vec(
+            "molecule_pending_uploads_swept_total",
+            "Staged files removed by the sweep: acked past retention, expired unacked, or failed.",
+            &["outcome"],
+        );
+        for outcome in ["acked", "expired", "error"] {
+            swept.with_label_values(&[outcome]);
+        }
+        Self {
+            staged: counter("molecule_pending_uploads_staged_total", "Files staged for poll-mode workspaces."),
+            staged_bytes: counter("molecule_pending_uploads_staged_bytes_total", "Bytes of files staged for poll-mode workspaces."),
+            fetched: counter("molecule_pending_uploads_fetched_total", "Downloads of staged files started by workspaces."),
+            acked: counter("molecule_pending_uploads_acked_total", "Staged files acknowledged by their workspace (first ack only)."),
+            swept,
+            // Long-poll delivery is milliseconds; an offline laptop is hours.
+            delivery_seconds: histogram(
+                "molecule_pending_uploads_delivery_seconds",
+                "Time from staging a file to its first ack.",
+                vec![0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0, 21600.0, 86400.0],
+            ),
+            rejected: counter_vec(
+                "molecule_pending_uploads_rejected_total",
+                "Upload requests refused, by reason.",
+                &["reason"],
+            ),
+            sweep_runs: counter_vec("molecule_sweep_runs_total", "Sweep passes, by result.", &["result"]),
+            http_requests: counter_vec(
+                "molecule_http_requests_total",
+                "HTTP requests by method, route pattern and status.",
+                &["method", "path", "status"],
+            ),
+            // Most routes answer in milliseconds; long polls hold up to 60 s.
+            http_duration: histogram_vec(
+                "molecule_http_request_duration_seconds",
+                "HTTP request latency by method and route pattern.",
+                &["method", "path"],
+                vec![0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0],
+            ),
+            registry,
+        }
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut out = Vec::new();
+        TextEncoder::new()
+            .encode(&self.registry.gather(), &mut out)
+            .expect("BUG: text encoding cannot fail");
+        String::from_utf8(out).expect("BUG: the text format is UTF-8")
+    }
+}

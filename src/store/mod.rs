@@ -1,0 +1,428 @@
+//! The metadata seam: workspaces, tokens, the activity log, staged uploads.
+//!
+//! One [`Store`] trait, two real engines chosen by the URL scheme: SQLite
+//! (the embedded default) and PostgreSQL (production, several replicas).
+//! Every method is one statement or one transaction. The contract test
+//! suite in `tests/api/store_contract.rs` runs against both engines.
+
+mod postgres;
+mod sqlite;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+
+use crate::domain::{DeliveryMode, FileId, TokenHash, WorkspaceId};
+
+pub use postgres::PostgresStore;
+pub use sqlite::SqliteStore;
+
+/// Size of one chunk of a blob kept in the database.
+pub const BLOB_CHUNK_SIZE: usize = 1024 * 1024;
+
+/// What can go wrong below the HTTP layer.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database refused or failed a statement.
+    #[error("database error")]
+    Database(#[from] sqlx::Error),
+    /// Applying migrations failed.
+    #[error("failed to apply migrations")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    /// A row did not have the shape the code expects.
+    #[error("corrupt row: {0}")]
+    Corrupt(String),
+    /// The database URL names no engine we support.
+    #[error("unsupported database URL `{0}`: use sqlite://PATH or postgres://…")]
+    UnsupportedUrl(String),
+}
+
+/// Result of store operations.
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// A workspace as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Workspace {
+    /// Its id.
+    pub id: WorkspaceId,
+    /// Display name.
+    pub name: String,
+    /// Push or poll.
+    pub delivery_mode: DeliveryMode,
+    /// Callback URL of a push workspace.
+    pub url: Option<String>,
+    /// Agent card sent at the last registration.
+    pub agent_card: Option<Value>,
+    /// Creation time.
+    pub created_at: DateTime<Utc>,
+    /// Last change by the operator or a registration.
+    pub updated_at: DateTime<Utc>,
+    /// Last registration or heartbeat.
+    pub last_heartbeat_at: Option<DateTime<Utc>>,
+}
+
+/// A workspace to create.
+#[derive(Debug, Clone)]
+pub struct NewWorkspace {
+    /// Display name.
+    pub name: String,
+    /// Push or poll.
+    pub delivery_mode: DeliveryMode,
+    /// Callback URL (push mode).
+    pub url: Option<String>,
+}
+
+/// Changes to a workspace; `None` leaves a field alone.
+#[derive(Debug, Clone, Default)]
+pub struct UpdateWorkspace {
+    /// New name.
+    pub name: Option<String>,
+    /// New mode.
+    pub delivery_mode: Option<DeliveryMode>,
+    /// New URL; `Some(None)` clears it.
+    pub url: Option<Option<String>>,
+    /// New agent card (registration only).
+    pub agent_card: Option<Value>,
+}
+
+/// How a registration ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Registered {
+    /// The workspace was updated and marked online.
+    Done(Workspace),
+    /// No such workspace.
+    NotFound,
+    /// A token was to be minted, but the workspace already has a live one.
+    HasLiveToken,
+}
+
+/// An activity row to insert.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct NewActivity {
+    /// `a2a_receive`, `agent_message`, or what the agent reports.
+    pub activity_type: String,
+    /// Discriminator within a type, e.g. `message/send`, `chat_upload_receive`.
+    pub method: Option<String>,
+    /// Who sent it.
+    pub source_id: Option<String>,
+    /// Who it is for.
+    pub target_id: Option<String>,
+    /// One line for humans.
+    pub summary: Option<String>,
+    /// The request as received.
+    pub request_body: Option<Value>,
+    /// The answer, if any.
+    pub response_body: Option<Value>,
+    /// Outcome status.
+    pub status: Option<String>,
+    /// Error text, if it failed.
+    pub error_detail: Option<String>,
+    /// The row made easy to consume.
+    pub data: Option<Value>,
+}
+
+/// A stored activity row.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Activity {
+    /// The poll cursor.
+    pub id: i64,
+    /// Owner.
+    pub workspace_id: WorkspaceId,
+    /// The fields as inserted.
+    pub row: NewActivity,
+    /// Insertion time.
+    pub created_at: DateTime<Utc>,
+}
+
+/// Which activity rows to read.
+#[derive(Debug, Clone)]
+pub struct ActivityQuery {
+    /// Only rows with a greater id.
+    pub since_id: i64,
+    /// Only rows of this type.
+    pub activity_type: Option<String>,
+    /// At most this many rows.
+    pub limit: i64,
+}
+
+/// Rows read from the activity log.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ActivityPage {
+    /// The rows after the cursor, oldest first.
+    Rows(Vec<Activity>),
+    /// The cursor points before the retained window: rows were swept.
+    CursorExpired {
+        /// Highest swept id; a poller must restart from here.
+        swept_through: i64,
+    },
+}
+
+/// One file to stage, its bytes already in the blob store.
+#[derive(Debug, Clone)]
+pub struct NewPendingUpload {
+    /// Server-chosen id.
+    pub file_id: FileId,
+    /// Where the bytes are.
+    pub blob_key: String,
+    /// Size in bytes.
+    pub size: i64,
+    /// Hex SHA-256.
+    pub sha256: String,
+    /// Sanitized name.
+    pub filename: String,
+    /// Sanitized mimetype.
+    pub mimetype: String,
+    /// Hard deadline.
+    pub expires_at: DateTime<Utc>,
+}
+
+/// A stored `pending_uploads` row.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PendingUpload {
+    /// Its id.
+    pub file_id: FileId,
+    /// Owner.
+    pub workspace_id: WorkspaceId,
+    /// Where the bytes are.
+    pub blob_key: String,
+    /// Size in bytes.
+    pub size: i64,
+    /// Hex SHA-256.
+    pub sha256: String,
+    /// Sanitized name.
+    pub filename: String,
+    /// Sanitized mimetype.
+    pub mimetype: String,
+    /// Staged at.
+    pub created_at: DateTime<Utc>,
+    /// Last download.
+    pub fetched_at: Option<DateTime<Utc>>,
+    /// Delivery.
+    pub acked_at: Option<DateTime<Utc>>,
+    /// Hard deadline.
+    pub expires_at: DateTime<Utc>,
+}
+
+/// How an ack ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AckOutcome {
+    /// This call acked the file.
+    Acked(PendingUpload),
+    /// It was acked before (an idempotent retry).
+    AlreadyAcked,
+    /// Absent, expired, or another workspace's.
+    NotFound,
+}
+
+/// Counts over the staging table, for `/admin/pending-uploads/stats`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct UploadStats {
+    /// Unacked and unexpired: waiting for delivery (fetched or not).
+    pub pending: i64,
+    /// Of those, fetched at least once but not acked: the stuck-fetch signal.
+    pub fetched_not_acked: i64,
+    /// Acked, waiting for the sweep.
+    pub acked: i64,
+    /// Unacked past their deadline, waiting for the sweep.
+    pub expired: i64,
+    /// Bytes of unacked, unexpired files.
+    pub bytes_pending: i64,
+    /// Creation time of the oldest unacked, unexpired file.
+    pub oldest_pending_at: Option<DateTime<Utc>>,
+}
+
+/// Why a staged row was swept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SweepReason {
+    /// Acked and past the retention window.
+    Acked,
+    /// Never acked and past its deadline.
+    Expired,
+}
+
+/// A row the sweep deleted; its blob is deleted after the row is gone.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SweptUpload {
+    /// Its id.
+    pub file_id: FileId,
+    /// Owner.
+    pub workspace_id: WorkspaceId,
+    /// The blob to delete now.
+    pub blob_key: String,
+    /// Why.
+    pub reason: SweepReason,
+}
+
+/// The metadata store. Both engines implement it; see the module docs.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// `sqlite` or `postgres`.
+    fn engine(&self) -> &'static str;
+    /// The PostgreSQL pool, when this is the PostgreSQL engine (for
+    /// LISTEN/NOTIFY and advisory locks).
+    fn pg_pool(&self) -> Option<sqlx::PgPool> {
+        None
+    }
+    /// Applies the embedded migrations.
+    async fn migrate(&self) -> StoreResult<()>;
+    /// Answers when the database does.
+    async fn ping(&self) -> StoreResult<()>;
+    /// Closes the pool.
+    async fn close(&self);
+
+    // --- workspaces and tokens ---
+
+    /// Inserts a workspace and its first token in one transaction.
+    async fn create_workspace(
+        &self,
+        id: WorkspaceId,
+        new: &NewWorkspace,
+        token: TokenHash,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Workspace>;
+    /// One workspace.
+    async fn get_workspace(&self, id: WorkspaceId) -> StoreResult<Option<Workspace>>;
+    /// Every workspace, oldest first.
+    async fn list_workspaces(&self) -> StoreResult<Vec<Workspace>>;
+    /// Applies changes; `None` when there is no such workspace.
+    async fn update_workspace(
+        &self,
+        id: WorkspaceId,
+        update: &UpdateWorkspace,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Option<Workspace>>;
+    /// Deletes a workspace and its tokens; false when absent.
+    async fn delete_workspace(&self, id: WorkspaceId) -> StoreResult<bool>;
+    /// Revokes every live token and inserts `token`, in one transaction;
+    /// false when the workspace is absent.
+    async fn rotate_token(
+        &self,
+        id: WorkspaceId,
+        token: TokenHash,
+        now: DateTime<Utc>,
+    ) -> StoreResult<bool>;
+    /// The workspace a live token belongs to.
+    async fn workspace_for_token(&self, token: TokenHash) -> StoreResult<Option<WorkspaceId>>;
+    /// Registration: applies `update`, stamps the heartbeat and, when
+    /// `mint` is given, inserts it as the first token, but only if the
+    /// workspace has no live token (the bootstrap rule), all in one
+    /// transaction.
+    async fn register_workspace(
+        &self,
+        id: WorkspaceId,
+        update: &UpdateWorkspace,
+        mint: Option<TokenHash>,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Registered>;
+    /// Stamps `last_heartbeat_at`; false when absent.
+    async fn heartbeat(&self, id: WorkspaceId, now: DateTime<Utc>) -> StoreResult<bool>;
+
+    // --- activity ---
+
+    /// Inserts one row; ids of one workspace are handed out in commit order.
+    async fn insert_activity(
+        &self,
+        workspace_id: WorkspaceId,
+        row: &NewActivity,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Activity>;
+    /// Rows after the cursor, oldest first.
+    async fn list_activity(
+        &self,
+        workspace_id: WorkspaceId,
+        query: &ActivityQuery,
+    ) -> StoreResult<ActivityPage>;
+
+    // --- staged uploads ---
+
+    /// Inserts every upload row with its activity row in ONE transaction.
+    async fn stage_uploads(
+        &self,
+        workspace_id: WorkspaceId,
+        files: &[(NewPendingUpload, NewActivity)],
+        now: DateTime<Utc>,
+    ) -> StoreResult<Vec<Activity>>;
+    /// Unacked, unexpired files of a workspace, oldest first.
+    async fn list_pending_uploads(
+        &self,
+        workspace_id: WorkspaceId,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Vec<PendingUpload>>;
+    /// Stamps `fetched_at` on an unacked, unexpired file of this workspace
+    /// and returns it; `None` for absent, acked, expired or foreign files.
+    async fn fetch_pending_upload(
+        &self,
+        workspace_id: WorkspaceId,
+        file_id: FileId,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Option<PendingUpload>>;
+    /// Stamps `acked_at` once.
+    async fn ack_pending_upload(
+        &self,
+        workspace_id: WorkspaceId,
+        file_id: FileId,
+        now: DateTime<Utc>,
+    ) -> StoreResult<AckOutcome>;
+    /// Counts for the stats endpoint.
+    async fn upload_stats(&self, now: DateTime<Utc>) -> StoreResult<UploadStats>;
+
+    // --- sweeping ---
+
+    /// Deletes up to `limit` rows that are acked before `acked_before` or
+    /// unacked past their deadline at `now`, and returns them. Concurrent
+    /// sweepers never receive the same row.
+    async fn sweep_uploads(
+        &self,
+        now: DateTime<Utc>,
+        acked_before: DateTime<Utc>,
+        limit: i64,
+    ) -> StoreResult<Vec<SweptUpload>>;
+    /// Deletes up to `limit` activity rows created before `cutoff`, records
+    /// the highest deleted id per workspace, and returns how many it deleted.
+    async fn sweep_activity(&self, cutoff: DateTime<Utc>, limit: i64) -> StoreResult<u64>;
+    /// Which of `keys` some `pending_uploads` row still references.
+    async fn referenced_blob_keys(&self, keys: &[String]) -> StoreResult<Vec<String>>;
+
+    // --- blob bytes kept in the database ---
+
+    /// Writes chunk `seq` of a blob.
+    async fn put_blob_chunk(
+        &self,
+        key: &str,
+        seq: i32,
+        bytes: &[u8],
+        now: DateTime<Utc>,
+    ) -> StoreResult<()>;
+    /// Reads chunk `seq` of a blob.
+    async fn get_blob_chunk(&self, key: &str, seq: i32) -> StoreResult<Option<Vec<u8>>>;
+    /// Deletes every chunk of a blob; false when there was none.
+    async fn delete_blob(&self, key: &str) -> StoreResult<bool>;
+    /// Every blob key with the time its first chunk was written.
+    async fn list_blobs(&self) -> StoreResult<Vec<(String, DateTime<Utc>)>>;
+}
+
+/// Opens the store a URL names (`sqlite://…` or `postgres://…`). Does not
+/// migrate; call [`Store::migrate`].
+pub async fn connect(url: &str) -> StoreResult<Arc<dyn Store>> {
+    if url.starts_with("sqlite:") {
+        Ok(Arc::new(SqliteStore::connect(url).await?))
+    } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Ok(Arc::new(PostgresStore::connect(url).await?))
+    } else {
+        Err(StoreError::UnsupportedUrl(redact_url(url)))
+    }
+}
+
+/// A URL with its password replaced, fit for logs and errors.
+pub fn redact_url(raw: &str) -> String {
+    match url::Url::parse(raw) {
+        Ok(mut parsed) if parsed.password().is_some() => {
+            let _ = parsed.set_password(Some("***"));
+            parsed.to_string()
+        }
+        Ok(parsed) => parsed.to_string(),
+        Err(_) => "<unparseable URL>".to_owned(),
+    }
+}

@@ -1,0 +1,228 @@
+//! The sweeper: keeps the staging layer and the activity log from growing
+//! without bound.
+//!
+//! Each pass deletes, in bounded batches, acked uploads past the retention
+//! window, unacked uploads past their deadline, activity rows past the
+//! activity retention, and orphan blobs (no row, older than a grace period
+//! longer than any upload can take). Rows are deleted before their blobs,
+//! so a crash in between leaves at worst an orphan blob, which a later pass
+//! reaps, and never a row pointing at a missing blob.
+//!
+//! [`Sweeper::sweep_once`] takes the clock as a parameter so tests choose
+//! the time; [`Sweeper::run`] runs a pass at start-up and then every
+//! interval until shutdown, each pass in its own task so a panic is logged
+//! and counted instead of ending the loop. On PostgreSQL a session advisory
+//! lock lets one replica sweep at a time, and `FOR UPDATE SKIP LOCKED`
+//! keeps even overlapping sweepers from meeting on a row.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use sqlx::Connection;
+use tokio_util::sync::CancellationToken;
+
+use crate::blob::BlobStore;
+use crate::events::{Bus, Event, UploadState};
+use crate::metrics::Metrics;
+use crate::store::{Store, StoreError, SweepReason};
+
+/// Rows per batch: one short transaction each.
+pub const BATCH: i64 = 500;
+/// Advisory-lock key of the sweep (`molsweep` in ASCII).
+const SWEEP_LOCK_KEY: i64 = 0x6d6f_6c73_7765_6570;
+
+/// Retention settings of the sweep.
+#[derive(Debug, Clone, Copy)]
+pub struct SweepConfig {
+    /// Acked rows older than this go.
+    pub ack_retention: Duration,
+    /// Activity rows older than this go.
+    pub activity_retention: Duration,
+    /// Unreferenced blobs older than this go.
+    pub orphan_grace: Duration,
+    /// Time between passes.
+    pub interval: Duration,
+}
+
+/// What one pass did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SweepOutcome {
+    /// Acked uploads removed.
+    pub acked: u64,
+    /// Expired uploads removed.
+    pub expired: u64,
+    /// Blobs that could not be deleted (left for the orphan reaper).
+    pub errors: u64,
+    /// Activity rows removed.
+    pub activity: u64,
+    /// Orphan blobs removed.
+    pub orphans: u64,
+    /// True when another replica held the sweep lock and this pass did nothing.
+    pub skipped: bool,
+}
+
+/// Why a pass failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SweepError {
+    /// The database failed.
+    #[error("sweep failed in the database")]
+    Store(#[from] StoreError),
+    /// Listing the blob store failed.
+    #[error("sweep failed to list the blob store")]
+    Blob(#[from] crate::blob::BlobError),
+    /// Taking the advisory lock failed.
+    #[error("sweep failed to take its lock")]
+    Lock(#[from] sqlx::Error),
+}
+
+/// Runs sweep passes.
+#[derive(Clone)]
+pub struct Sweeper {
+    store: Arc<dyn Store>,
+    blobs: Arc<dyn BlobStore>,
+    metrics: Metrics,
+    bus: Bus,
+    config: SweepConfig,
+}
+
+impl Sweeper {
+    /// A sweeper over these stores.
+    pub fn new(store: Arc<dyn Store>, blobs: Arc<dyn BlobStore>, metrics: Metrics, bus: Bus, config: SweepConfig) -> Self {
+        Self { store, blobs, metrics, bus, config }
+    }
+
+    /// One pass as of `now`.
+    pub async fn sweep_once(&self, now: DateTime<Utc>) -> Result<SweepOutcome, SweepError> {
+        // On PostgreSQL, hold a session-level advisory lock on one
+        // connection for the whole pass; a replica that cannot take it
+        // skips its pass.
+        let mut lock_conn = match self.store.pg_pool() {
+            Some(pool) => {
+                let mut conn = pool.acquire().await?.detach();
+                let got: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+                    .bind(SWEEP_LOCK_KEY)
+                    .fetch_one(&mut conn)
+                    .await?;
+                if !got {
+                    let _ = conn.close().await;
+                    return Ok(SweepOutcome { skipped: true, ..SweepOutcome::default() });
+                }
+                Some(conn)
+            }
+            None => None,
+        };
+        let result = self.pass(now).await;
+        if let Some(mut conn) = lock_conn.take() {
+            // Closing the session releases the lock even if the unlock fails.
+            let _ = sqlx::query("SELECT pg_advisory_unlock($1)").bind(SWEEP_LOCK_KEY).execute(&mut conn).await;
+            let _ = conn.close().await;
+        }
+        result
+    }
+
+    async fn pass(&self, now: DateTime<Utc>) -> Result<SweepOutcome, SweepError> {
+        let mut out = SweepOutcome::default();
+        let acked_before = now - chrono::Duration::from_std(self.config.ack_retention).unwrap_or_default();
+        loop {
+            let batch = self.store.sweep_uploads(now, acked_before, BATCH).await?;
+            let n = batch.len() as i64;
+            for row in batch {
+                let (outcome, state) = match row.reason {
+                    SweepReason::Acked => ("acked", UploadState::Acked),
+                    SweepReason::Expired => ("expired", UploadState::Expired),
+                };
+                match self.blobs.delete(&row.blob_key).await {
+                    Ok(()) => {
+                        match row.reason {
+                            SweepReason::Acked => out.acked += 1,
+                            SweepReason::Expired => out.expired += 1,
+                        }
+                        self.metrics.swept.with_label_values(&[outcome]).inc();
+                        tracing::info!(workspace_id = %row.workspace_id, file_id = %row.file_id, outcome, "upload swept");
+                    }
+                    Err(e) => {
+                        out.errors += 1;
+                        self.metrics.swept.with_label_values(&["error"]).inc();
+                        tracing::warn!(workspace_id = %row.workspace_id, file_id = %row.file_id, error = %e,
+                            "row swept but its blob could not be deleted; the orphan reaper will retry");
+                    }
+                }
+                if row.reason == SweepReason::Expired {
+                    self.bus.publish(Event::Upload { workspace_id: row.workspace_id, file_id: row.file_id, state }).await;
+                }
+            }
+            if n < BATCH {
+                break;
+            }
+        }
+        let activity_cutoff = now - chrono::Duration::from_std(self.config.activity_retention).unwrap_or_default();
+        loop {
+            let n = self.store.sweep_activity(activity_cutoff, BATCH).await?;
+            out.activity += n;
+            if (n as i64) < BATCH {
+                break;
+            }
+        }
+        out.orphans = self.reap_orphans(now).await?;
+        Ok(out)
+    }
+
+    async fn reap_orphans(&self, now: DateTime<Utc>) -> Result<u64, SweepError> {
+        let grace = chrono::Duration::from_std(self.config.orphan_grace).unwrap_or_default();
+        let old: Vec<String> = self
+            .blobs
+            .list()
+            .await?
+            .into_iter()
+            .filter(|b| b.modified < now - grace)
+            .map(|b| b.key)
+            .collect();
+        let mut reaped = 0;
+        for chunk in old.chunks(BATCH as usize) {
+            let referenced = self.store.referenced_blob_keys(chunk).await?;
+            for key in chunk.iter().filter(|k| !referenced.contains(k)) {
+                match self.blobs.delete(key).await {
+                    Ok(()) => {
+                        reaped += 1;
+                        tracing::info!(key, "orphan blob reaped");
+                    }
+                    Err(e) => tracing::warn!(key, error = %e, "failed to reap an orphan blob"),
+                }
+            }
+        }
+        Ok(reaped)
+    }
+
+    /// Sweeps at start-up and then every interval, until `shutdown`.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let mut ticker = tokio::time::interval(self.config.interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = ticker.tick() => {}
+            }
+            let this = self.clone();
+            // Its own task: a panic in a pass is caught here, not fatal.
+            let pass = tokio::spawn(async move { this.sweep_once(crate::domain::now()).await });
+            match pass.await {
+                Ok(Ok(out)) => {
+                    self.metrics.sweep_runs.with_label_values(&[if out.skipped { "skipped" } else { "ok" }]).inc();
+                    if out != SweepOutcome::default() {
+                        tracing::info!(acked = out.acked, expired = out.expired, errors = out.errors,
+                            activity = out.activity, orphans = out.orphans, skipped = out.skipped, "sweep pass done");
+                    }
+                }
+                Ok(Err(e)) => {
+                    self.metrics.sweep_runs.with_label_values(&["error"]).inc();
+                    tracing::error!(error.cause_chain = %crate::telemetry::cause_chain(&e), "sweep pass failed; retrying next tick");
+                }
+                Err(join) => {
+                    self.metrics.sweep_runs.with_label_values(&["panic"]).inc();
+                    tracing::error!(error = %join, "sweep pass panicked; retrying next tick");
+                }
+            }
+        }
+    }
+}
