@@ -5,6 +5,7 @@
 
 mod activity;
 mod auth;
+mod canvas;
 mod error;
 mod extract;
 mod ops;
@@ -127,6 +128,8 @@ pub fn router(state: AppState) -> Router {
             async move { axum::Json((*doc).clone()) }
         }),
     )
+    // The canvas page: no auth, not in the OpenAPI document.
+    .merge(canvas::router())
     .route_layer(middleware::from_fn_with_state(state.clone(), track_metrics))
     .fallback(|| async { Error::NotFound("no such route".into()) })
     .layer(
