@@ -128,7 +128,12 @@ impl BlobStore for FsBlobStore {
                 Err(e) => return Err(e.into()),
             };
             while let Some(entry) = entries.next_entry().await? {
-                let meta = entry.metadata().await?;
+                // A blob deleted while we walk is simply not listed.
+                let meta = match entry.metadata().await {
+                    Ok(m) => m,
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                    Err(e) => return Err(e.into()),
+                };
                 if meta.is_dir() {
                     dirs.push(entry.path());
                     continue;

@@ -106,7 +106,13 @@ pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(activity::notify_operator))
         .routes(routes!(activity::list_activity, activity::report_activity))
         .routes(routes!(activity::stream_events))
-        .routes(routes!(uploads::upload_chat_files))
+        // Uploads enforce their own limits while streaming; the default
+        // body limit (which protects the JSON routes) must not cut them.
+        .merge(
+            OpenApiRouter::new()
+                .routes(routes!(uploads::upload_chat_files))
+                .layer(axum::extract::DefaultBodyLimit::disable()),
+        )
         .routes(routes!(pending::list_pending_uploads))
         .routes(routes!(pending::get_pending_upload_content))
         .routes(routes!(pending::ack_pending_upload))

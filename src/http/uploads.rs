@@ -105,6 +105,7 @@ enum Over {
 
 struct Staged {
     file_id: FileId,
+    received_at: chrono::DateTime<chrono::Utc>,
     key: String,
     filename: Filename,
     mimetype: Mimetype,
@@ -169,7 +170,16 @@ pub async fn upload_chat_files(
     match (workspace.delivery_mode, workspace.url) {
         (DeliveryMode::Push, Some(url)) => forward_upload(&state, id, &url, req).await,
         (DeliveryMode::Push, None) => Err(super::workspaces::push_without_url()),
-        (DeliveryMode::Poll, _) => Ok(axum::Json(stage_upload(&state, id, req).await?).into_response()),
+        (DeliveryMode::Poll, _) => {
+            // Staged in a task of its own: if the client goes away and this
+            // handler is dropped, the task still sees the body fail and
+            // removes what it wrote, before anything else can observe it.
+            let task_state = state.clone();
+            let staged = tokio::spawn(async move { stage_upload(&task_state, id, req).await })
+                .await
+                .map_err(|e| Error::Internal(anyhow::anyhow!("the upload task failed: {e}")))??;
+            Ok(axum::Json(staged).into_response())
+        }
     }
 }
 
@@ -292,7 +302,12 @@ async fn stage_upload(state: &AppState, id: WorkspaceId, req: Request) -> Result
             }
         }
         request_bytes += size;
-        staged.push(Staged { file_id, key, filename, mimetype, size, sha256: hex::encode(hasher.finalize()) });
+        // Strictly increasing, so the list shows a batch in request order.
+        let mut received_at = domain::now();
+        if let Some(prev) = staged.last() {
+            received_at = received_at.max(prev.received_at + chrono::Duration::microseconds(1));
+        }
+        staged.push(Staged { file_id, received_at, key, filename, mimetype, size, sha256: hex::encode(hasher.finalize()) });
     }
 
     if staged.is_empty() {
@@ -301,7 +316,7 @@ async fn stage_upload(state: &AppState, id: WorkspaceId, req: Request) -> Result
         )));
     }
 
-    let now = domain::now();
+    let now = staged.last().map_or_else(domain::now, |f| f.received_at);
     let expires_at = now + chrono::Duration::from_std(state.config.upload_ttl).unwrap_or(chrono::Duration::hours(24));
     let rows: Vec<(NewPendingUpload, NewActivity)> = staged
         .iter()
@@ -318,6 +333,7 @@ async fn stage_upload(state: &AppState, id: WorkspaceId, req: Request) -> Result
                 sha256: f.sha256.clone(),
                 filename: f.filename.to_string(),
                 mimetype: f.mimetype.to_string(),
+                created_at: f.received_at,
                 expires_at,
             };
             let activity = NewActivity {

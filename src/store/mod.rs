@@ -174,6 +174,8 @@ pub struct NewPendingUpload {
     pub filename: String,
     /// Sanitized mimetype.
     pub mimetype: String,
+    /// When its bytes were fully received; orders a batch as it was sent.
+    pub created_at: DateTime<Utc>,
     /// Hard deadline.
     pub expires_at: DateTime<Utc>,
 }

@@ -437,7 +437,7 @@ impl Store for PostgresStore {
             .bind(&file.sha256)
             .bind(&file.filename)
             .bind(&file.mimetype)
-            .bind(now)
+            .bind(file.created_at)
             .bind(file.expires_at)
             .execute(&mut *tx)
             .await?;
@@ -557,14 +557,16 @@ impl Store for PostgresStore {
         // Each branch walks its own partial index; SKIP LOCKED hands
         // concurrent sweepers disjoint rows instead of making them wait.
         let rows = sqlx::query(
-            "WITH doomed AS ( \
-               (SELECT file_id FROM pending_uploads \
-                 WHERE acked_at IS NOT NULL AND acked_at < $2 \
-                 ORDER BY acked_at LIMIT $3 FOR UPDATE SKIP LOCKED) \
-               UNION \
-               (SELECT file_id FROM pending_uploads \
-                 WHERE acked_at IS NULL AND expires_at <= $1 \
-                 ORDER BY expires_at LIMIT $3 FOR UPDATE SKIP LOCKED) \
+            "WITH acked AS ( \
+               SELECT file_id FROM pending_uploads \
+               WHERE acked_at IS NOT NULL AND acked_at < $2 \
+               ORDER BY acked_at LIMIT $3 FOR UPDATE SKIP LOCKED \
+             ), expired AS ( \
+               SELECT file_id FROM pending_uploads \
+               WHERE acked_at IS NULL AND expires_at <= $1 \
+               ORDER BY expires_at LIMIT $3 FOR UPDATE SKIP LOCKED \
+             ), doomed AS ( \
+               SELECT file_id FROM acked UNION SELECT file_id FROM expired \
              ) \
              DELETE FROM pending_uploads p USING doomed d WHERE p.file_id = d.file_id \
              RETURNING p.file_id, p.workspace_id, p.blob_key, (p.acked_at IS NOT NULL) AS was_acked",

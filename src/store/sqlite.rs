@@ -449,7 +449,7 @@ impl Store for SqliteStore {
             .bind(&file.sha256)
             .bind(&file.filename)
             .bind(&file.mimetype)
-            .bind(micros(now))
+            .bind(micros(file.created_at))
             .bind(micros(file.expires_at))
             .execute(&mut *tx)
             .await?;

@@ -1,0 +1,314 @@
+//! `spawn_app()` and `TestApp`: a real server on 127.0.0.1:0 with a fresh
+//! database (SQLite in a temp dir, or a fresh PostgreSQL database when
+//! `MOLECULE_TEST_DATABASE_URL` is set), and one helper per endpoint.
+
+use std::sync::Arc;
+
+use molecule::app::Application;
+use molecule::blob::BlobStore;
+use molecule::config::Config;
+use molecule::domain::{AuthToken, WorkspaceId};
+use molecule::store::Store;
+use molecule::sweeper::Sweeper;
+use reqwest::multipart::{Form, Part};
+use reqwest::{Response, StatusCode};
+use serde_json::{json, Value};
+use tempfile::TempDir;
+use tokio_util::sync::CancellationToken;
+
+/// The metadata engines the suites run on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Engine {
+    Sqlite,
+    Postgres,
+}
+
+/// True when CI promised every engine; a missing one is then a failure.
+pub fn require_all_engines() -> bool {
+    std::env::var("MOLECULE_REQUIRE_ALL_ENGINES").is_ok_and(|v| v == "1")
+}
+
+/// A fresh, empty PostgreSQL database, or `None` (test skipped) when no
+/// server was provided outside CI.
+pub async fn fresh_postgres_url() -> Option<String> {
+    let Ok(admin) = std::env::var("MOLECULE_TEST_DATABASE_URL") else {
+        assert!(!require_all_engines(), "MOLECULE_TEST_DATABASE_URL is not set but every engine is required");
+        eprintln!("skipping: MOLECULE_TEST_DATABASE_URL is not set");
+        return None;
+    };
+    use sqlx::Connection;
+    let mut conn = sqlx::PgConnection::connect(&admin).await.expect("connect to the test PostgreSQL");
+    let name = format!("molecule_test_{}", uuid::Uuid::new_v4().simple());
+    sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut conn).await.expect("create test database");
+    let mut url = url::Url::parse(&admin).expect("valid test URL");
+    url.set_path(&format!("/{name}"));
+    Some(url.to_string())
+}
+
+/// Runs the test body once per engine (a module with `sqlite` and
+/// `postgres` tests).
+#[macro_export]
+macro_rules! on_both_engines {
+    ($name:ident) => {
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                super::$name($crate::helpers::Engine::Sqlite).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                super::$name($crate::helpers::Engine::Postgres).await
+            }
+        }
+    };
+}
+
+/// A running server and a client for it.
+pub struct TestApp {
+    pub address: String,
+    pub port: u16,
+    pub admin_token: String,
+    pub client: reqwest::Client,
+    pub store: Arc<dyn Store>,
+    pub blobs: Arc<dyn BlobStore>,
+    pub sweeper: Sweeper,
+    pub data_dir: TempDir,
+    pub shutdown: CancellationToken,
+    pub server: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+    pub config: Config,
+    pub metrics_port: Option<u16>,
+}
+
+/// Options for [`spawn_app_with`].
+pub struct Options {
+    pub engine: Engine,
+    pub tweak: Box<dyn FnOnce(&mut Config) + Send>,
+}
+
+impl Options {
+    pub fn new(engine: Engine) -> Self {
+        Self { engine, tweak: Box::new(|_| {}) }
+    }
+    pub fn tweak(mut self, f: impl FnOnce(&mut Config) + Send + 'static) -> Self {
+        self.tweak = Box::new(f);
+        self
+    }
+}
+
+/// Starts the app on the default settings; `None` when the engine is not
+/// available outside CI.
+pub async fn spawn_app(engine: Engine) -> Option<TestApp> {
+    spawn_app_with(Options::new(engine)).await
+}
+
+/// Starts the app with `tweak` applied to its configuration.
+pub async fn spawn_app_with(options: Options) -> Option<TestApp> {
+    let data_dir = tempfile::tempdir().expect("temp dir");
+    let admin = AuthToken::generate();
+    let mut config = Config::with_defaults(data_dir.path(), admin.clone());
+    config.listen = "127.0.0.1:0".parse().unwrap();
+    // Tests drive the sweeper themselves.
+    config.sweep_interval = std::time::Duration::from_secs(24 * 3600);
+    config.allow_private_urls = true;
+    if options.engine == Engine::Postgres {
+        config.database_url = fresh_postgres_url().await?;
+    }
+    (options.tweak)(&mut config);
+    let app = Application::build(config.clone()).await.expect("build app");
+    let port = app.port();
+    let metrics_port = app.metrics_port();
+    let store = app.state().store.clone();
+    let blobs = app.state().blobs.clone();
+    let sweeper = app.sweeper();
+    let shutdown = CancellationToken::new();
+    let server = tokio::spawn(app.run_until_stopped(shutdown.clone()));
+    Some(TestApp {
+        address: format!("http://127.0.0.1:{port}"),
+        port,
+        admin_token: admin.expose().to_owned(),
+        client: reqwest::Client::builder().build().unwrap(),
+        store,
+        blobs,
+        sweeper,
+        data_dir,
+        shutdown,
+        server: Some(server),
+        config,
+        metrics_port,
+    })
+}
+
+/// A created workspace with its token.
+#[derive(Debug, Clone)]
+pub struct Ws {
+    pub id: String,
+    pub token: String,
+}
+
+impl Ws {
+    pub fn wid(&self) -> WorkspaceId {
+        self.id.parse().unwrap()
+    }
+}
+
+/// A file to upload.
+pub struct UploadFile {
+    pub name: String,
+    pub mime: Option<String>,
+    pub bytes: Vec<u8>,
+}
+
+pub fn file(name: &str, mime: &str, bytes: impl Into<Vec<u8>>) -> UploadFile {
+    UploadFile { name: name.into(), mime: Some(mime.into()), bytes: bytes.into() }
+}
+
+/// Deterministic pseudo-random bytes.
+pub fn random_bytes(len: usize, seed: u64) -> Vec<u8> {
+    use rand::{RngCore, SeedableRng};
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let mut out = vec![0u8; len];
+    rng.fill_bytes(&mut out);
+    out
+}
+
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(bytes))
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.address, path)
+    }
+
+    pub async fn json(resp: Response) -> (StatusCode, Value) {
+        let status = resp.status();
+        let text = resp.text().await.unwrap();
+        let value = if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::String(text)) };
+        (status, value)
+    }
+
+    pub async fn get(&self, path: &str, token: &str) -> (StatusCode, Value) {
+        Self::json(self.client.get(self.url(path)).bearer_auth(token).send().await.unwrap()).await
+    }
+
+    pub async fn post(&self, path: &str, token: &str, body: &Value) -> (StatusCode, Value) {
+        Self::json(self.client.post(self.url(path)).bearer_auth(token).json(body).send().await.unwrap()).await
+    }
+
+    pub async fn create_workspace(&self, body: Value) -> (StatusCode, Value) {
+        self.post("/workspaces", &self.admin_token, &body).await
+    }
+
+    pub async fn create_poll_workspace(&self, name: &str) -> Ws {
+        let (status, body) = self.create_workspace(json!({"name": name, "delivery_mode": "poll"})).await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        Ws { id: body["id"].as_str().unwrap().to_owned(), token: body["auth_token"].as_str().unwrap().to_owned() }
+    }
+
+    pub async fn create_push_workspace(&self, name: &str, url: &str) -> Ws {
+        let (status, body) = self.create_workspace(json!({"name": name, "delivery_mode": "push", "url": url})).await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        Ws { id: body["id"].as_str().unwrap().to_owned(), token: body["auth_token"].as_str().unwrap().to_owned() }
+    }
+
+    pub async fn upload(&self, ws: &str, files: Vec<UploadFile>) -> (StatusCode, Value) {
+        let mut form = Form::new();
+        for f in files {
+            let mut part = Part::bytes(f.bytes).file_name(f.name);
+            if let Some(m) = f.mime {
+                part = part.mime_str(&m).unwrap();
+            }
+            form = form.part("files", part);
+        }
+        Self::json(
+            self.client
+                .post(self.url(&format!("/workspaces/{ws}/chat/uploads")))
+                .bearer_auth(&self.admin_token)
+                .multipart(form)
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await
+    }
+
+    pub async fn list_pending(&self, ws: &Ws) -> Vec<Value> {
+        let (status, body) = self.get(&format!("/workspaces/{}/pending-uploads", ws.id), &ws.token).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        body.as_array().unwrap().clone()
+    }
+
+    pub async fn content(&self, ws: &str, fid: &str, token: &str) -> Response {
+        self.client
+            .get(self.url(&format!("/workspaces/{ws}/pending-uploads/{fid}/content")))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub async fn ack(&self, ws: &str, fid: &str, token: &str) -> (StatusCode, Value) {
+        self.post(&format!("/workspaces/{ws}/pending-uploads/{fid}/ack"), token, &json!({})).await
+    }
+
+    pub async fn activity(&self, ws: &Ws, query: &str) -> (StatusCode, Value) {
+        self.get(&format!("/workspaces/{}/activity?{query}", ws.id), &ws.token).await
+    }
+
+    pub async fn send_text(&self, ws: &str, text: &str) -> (StatusCode, Value) {
+        self.post(
+            &format!("/workspaces/{ws}/a2a"),
+            &self.admin_token,
+            &json!({"method": "message/send", "params": {"message": {"role": "user", "parts": [{"kind": "text", "text": text}]}}}),
+        )
+        .await
+    }
+
+    /// Every blob key in the store, without the temp-dir leftovers check.
+    pub async fn blob_keys(&self) -> Vec<String> {
+        self.blobs.list().await.unwrap().into_iter().map(|b| b.key).collect()
+    }
+
+    /// The Prometheus text of the server.
+    pub async fn metrics_text(&self) -> String {
+        let resp = self.client.get(self.url("/metrics")).bearer_auth(&self.admin_token).send().await.unwrap();
+        assert_eq!(resp.status(), StatusCode::OK);
+        resp.text().await.unwrap()
+    }
+
+    /// The value of one sample line (`name{labels}`) in /metrics, 0 if absent.
+    pub async fn metric(&self, series: &str) -> f64 {
+        metric_value(&self.metrics_text().await, series)
+    }
+
+    pub async fn stop(&mut self) {
+        self.shutdown.cancel();
+        if let Some(server) = self.server.take() {
+            server.await.unwrap().unwrap();
+        }
+    }
+}
+
+/// Reads one series from Prometheus text.
+pub fn metric_value(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|line| {
+            let (name, value) = line.rsplit_once(' ')?;
+            (name == series).then(|| value.parse().unwrap())
+        })
+        .unwrap_or(0.0)
+}
+
+/// Waits (up to 20 s) for `check` to hold, polling every 20 ms.
+pub async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !check().await {
+        assert!(std::time::Instant::now() < deadline, "timed out waiting for: {what}");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
