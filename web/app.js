@@ -13,7 +13,8 @@ const BACKOFF_MAX_MS = 30_000;
 const UPLOAD_RANK = { staged: 1, fetched: 2, acked: 3, expired: 3, gone: 3 };
 const UPLOAD_LABEL = {
   staged: 'waiting for the agent',
-  fetched: 'downloaded by the agent',
+  // The server stamps `fetched` on any download, the operator's own too.
+  fetched: 'downloaded, not yet acknowledged',
   acked: 'delivered',
   expired: 'expired',
   // Seen only for history: the file left the pending list while this page
