@@ -8,6 +8,7 @@
 pub mod app;
 pub mod blob;
 pub mod cli;
+pub mod client;
 pub mod connect;
 pub mod config;
 pub mod domain;

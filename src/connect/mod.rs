@@ -1,12 +1,589 @@
-//! The workspace side: `molecule connect`.
+//! The workspace side: `molecule connect`, run on the agent's machine.
+//!
+//! It registers the workspace in poll mode, heartbeats, and long-polls its
+//! inbox (`GET /workspaces/:id/activity?type=a2a_receive&since_id=…&wait=…`).
+//! Each `chat_upload_receive` row becomes a download ([`download`]) that
+//! runs concurrently with the poll loop; each `message/send` row is handed
+//! to the local agent in arrival order ([`messages`]). The cursor persisted
+//! in `<dir>/.molecule/cursor` ([`cursor`]) only moves past rows that are
+//! handled, so a restart neither skips nor repeats work. It reaches the
+//! server only through [`crate::client`]; stdout carries nothing but JSON
+//! lines for the agent, logs go to stderr.
 
+mod backoff;
+mod cursor;
+mod download;
+mod messages;
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::Context;
 use clap::Args;
+use serde_json::{json, Value};
+use tokio::sync::{mpsc, watch, Semaphore};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use url::Url;
+
+use crate::client::{ActivityQuery, ActivityView, Client, ClientError};
+use crate::domain::WorkspaceId;
+use backoff::Backoff;
+use cursor::Progress;
+use download::{Outcome, UploadRow};
+use messages::Handoff;
 
 /// Flags of `molecule connect`.
 #[derive(Debug, Args)]
-pub struct ConnectArgs {}
+pub struct ConnectArgs {
+    /// The server's URL.
+    #[arg(long, env = "MOLECULE_SERVER", default_value = "http://127.0.0.1:8080")]
+    pub server: String,
+    /// This workspace's id.
+    #[arg(long, env = "MOLECULE_WORKSPACE_ID")]
+    pub workspace: String,
+    /// This workspace's token (from `molecule workspace create` or `rotate`).
+    #[arg(long, env = "MOLECULE_TOKEN", hide_env_values = true)]
+    pub token: String,
+    /// The agent's working directory; files land in <dir>/.molecule/chat-uploads/.
+    #[arg(long, default_value = ".")]
+    pub dir: PathBuf,
+    /// Deliver each message as an A2A `message/send` to a local push-mode
+    /// agent at this URL; the text of its answer is sent back as the reply.
+    #[arg(long, conflicts_with = "exec")]
+    pub forward: Option<Url>,
+    /// Run this command (via `sh -c`) per message, the message JSON on its
+    /// stdin; what it prints is sent back as the reply.
+    #[arg(long)]
+    pub exec: Option<String>,
+    /// How often to tell the server this workspace is alive.
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    pub heartbeat_interval: Duration,
+    /// How long each long poll waits for a new row, in seconds (0–60).
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(0..=60))]
+    pub poll_wait: u64,
+    /// Files downloaded at the same time.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub concurrency: u32,
+    /// Cap each download at this many bytes per second (e.g. 2MiB).
+    #[arg(long)]
+    pub limit_rate: Option<bytesize::ByteSize>,
+}
 
-/// Runs the workspace side until stopped.
-pub async fn run(_args: ConnectArgs) -> anyhow::Result<()> {
-    anyhow::bail!("not implemented yet")
+/// Where a staged file is, as seen by a message that names it.
+#[derive(Debug, Clone)]
+pub(crate) enum FileState {
+    /// Still downloading.
+    Pending,
+    /// On disk at this path.
+    Ready(PathBuf),
+    /// The server has no such file, or it failed verification.
+    Gone,
+    /// Stopped before it was complete.
+    Abandoned,
+}
+
+/// The JSON lines on stdout, one `write` each so lines never interleave.
+#[derive(Debug, Default)]
+pub(crate) struct Output {
+    lock: Mutex<()>,
+}
+
+impl Output {
+    /// Writes one JSON line and flushes it.
+    pub(crate) fn emit(&self, value: &Value) {
+        let line = format!("{value}\n");
+        let _guard = self.lock.lock().unwrap_or_else(|e| e.into_inner());
+        let mut out = std::io::stdout().lock();
+        if let Err(e) = out.write_all(line.as_bytes()).and_then(|()| out.flush()) {
+            tracing::warn!(error = %e, "failed to write to stdout");
+        }
+    }
+}
+
+/// What every task of a running `connect` shares.
+pub(crate) struct Ctx {
+    client: Client,
+    workspace: String,
+    dir: PathBuf,
+    uploads_dir: PathBuf,
+    /// Fired by Ctrl-C / SIGTERM, or by a fatal error.
+    stop: CancellationToken,
+    fatal: Mutex<Option<String>>,
+    progress: Mutex<Progress>,
+    files: Mutex<HashMap<String, watch::Receiver<FileState>>>,
+    out: Output,
+    limit_rate: Option<u64>,
+}
+
+impl Ctx {
+    /// The token was refused: nothing will work until the operator acts.
+    fn unauthorized(&self) {
+        self.fail(format!(
+            "the server refused this workspace's token (401): it was revoked or rotated. Ask the operator for a new \
+             one (`molecule workspace rotate {}`) and restart with the new --token",
+            self.workspace
+        ));
+    }
+
+    fn fail(&self, message: String) {
+        let mut fatal = self.fatal.lock().unwrap_or_else(|e| e.into_inner());
+        if fatal.is_none() {
+            tracing::error!("{message}");
+            *fatal = Some(message);
+        }
+        self.stop.cancel();
+    }
+
+    /// Marks a row handled and persists the cursor.
+    fn finish(&self, id: i64) {
+        let mut progress = self.progress.lock().unwrap_or_else(|e| e.into_inner());
+        if let Err(e) = progress.finish(id) {
+            tracing::error!(error = format!("{e:#}"), "failed to persist the cursor");
+        }
+    }
+
+    /// Waits until the file is settled; a file not downloaded by this run
+    /// is looked for on disk.
+    async fn wait_for_file(&self, file_id: &str) -> FileState {
+        let rx = self
+            .files
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(file_id)
+            .cloned();
+        match rx {
+            Some(mut rx) => match rx.wait_for(|s| !matches!(s, FileState::Pending)).await {
+                Ok(state) => state.clone(),
+                Err(_) => FileState::Abandoned,
+            },
+            None => {
+                let prefix = format!("{file_id}-");
+                let found = std::fs::read_dir(&self.uploads_dir)
+                    .ok()
+                    .and_then(|entries| {
+                        entries
+                            .filter_map(Result::ok)
+                            .find(|e| e.file_name().to_string_lossy().starts_with(&prefix))
+                            .map(|e| e.path())
+                    });
+                found.map_or(FileState::Gone, FileState::Ready)
+            }
+        }
+    }
+}
+
+/// Runs the workspace side until stopped (exit 0) or until the token is
+/// refused (an error).
+pub async fn run(args: ConnectArgs) -> anyhow::Result<()> {
+    let workspace = WorkspaceId::from_str(args.workspace.trim())
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "--workspace {:?} is not a workspace id: {e}",
+                args.workspace
+            )
+        })?
+        .to_string();
+    std::fs::create_dir_all(&args.dir)
+        .with_context(|| format!("failed to create {}", args.dir.display()))?;
+    let dir = std::fs::canonicalize(&args.dir)
+        .with_context(|| format!("failed to resolve {}", args.dir.display()))?;
+    let state_dir = dir.join(".molecule");
+    let uploads_dir = state_dir.join("chat-uploads");
+    std::fs::create_dir_all(&uploads_dir)
+        .with_context(|| format!("failed to create {}", uploads_dir.display()))?;
+    let progress = Progress::load(&state_dir.join("cursor"))?;
+    let client = Client::new(&args.server, args.token.trim())?;
+
+    let handoff = match (&args.exec, &args.forward) {
+        (Some(cmd), _) => Handoff::Exec(cmd.clone()),
+        (None, Some(url)) => Handoff::Forward(url.clone()),
+        (None, None) => Handoff::Stdout,
+    };
+    let stop = CancellationToken::new();
+    watch_signals(stop.clone());
+    let ctx = Arc::new(Ctx {
+        client,
+        workspace,
+        dir,
+        uploads_dir,
+        stop: stop.clone(),
+        fatal: Mutex::new(None),
+        progress: Mutex::new(progress),
+        files: Mutex::new(HashMap::new()),
+        out: Output::default(),
+        limit_rate: args.limit_rate.map(|b| b.as_u64().max(1)),
+    });
+    tracing::info!(
+        workspace_id = %ctx.workspace, server = %ctx.client.base(), dir = %ctx.dir.display(),
+        since_id = ctx.progress.lock().map(|p| p.cursor()).unwrap_or(0), "connecting"
+    );
+
+    if register(&ctx).await {
+        let heartbeat = tokio::spawn(heartbeat(ctx.clone(), args.heartbeat_interval));
+        let (tx, rx) = mpsc::unbounded_channel();
+        let messages = tokio::spawn(messages::run(ctx.clone(), handoff.clone(), rx));
+        let mut downloads = JoinSet::new();
+        let permits = Arc::new(Semaphore::new(args.concurrency as usize));
+        poll(
+            &ctx,
+            &handoff,
+            &tx,
+            &mut downloads,
+            &permits,
+            args.poll_wait,
+        )
+        .await;
+
+        // Stopping: finish what is in flight, then persist.
+        drop(tx);
+        let in_flight = downloads.len();
+        if in_flight > 0 {
+            tracing::info!(in_flight, "finishing downloads in flight");
+        }
+        while downloads.join_next().await.is_some() {}
+        let _ = messages.await;
+        heartbeat.abort();
+    }
+    let progress = ctx.progress.lock().unwrap_or_else(|e| e.into_inner());
+    progress.save()?;
+    let fatal = ctx.fatal.lock().unwrap_or_else(|e| e.into_inner()).take();
+    match fatal {
+        Some(message) => Err(anyhow::anyhow!(message)),
+        None => {
+            tracing::info!(since_id = progress.cursor(), "stopped");
+            Ok(())
+        }
+    }
+}
+
+/// Ctrl-C or SIGTERM fires `stop`; a second one exits at once.
+fn watch_signals(stop: CancellationToken) {
+    tokio::spawn(async move {
+        for round in 0.. {
+            let ctrl_c = tokio::signal::ctrl_c();
+            #[cfg(unix)]
+            let term = async {
+                match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                    Ok(mut s) => {
+                        s.recv().await;
+                    }
+                    Err(_) => std::future::pending::<()>().await,
+                }
+            };
+            #[cfg(not(unix))]
+            let term = std::future::pending::<()>();
+            tokio::select! {
+                _ = ctrl_c => {}
+                _ = term => {}
+            }
+            if round == 0 {
+                tracing::info!(
+                    "stopping: finishing the work in flight (signal again to exit at once)"
+                );
+                stop.cancel();
+            } else {
+                tracing::warn!("exiting at once");
+                std::process::exit(130);
+            }
+        }
+    });
+}
+
+/// Registers in poll mode, retrying while the server is unreachable;
+/// `false` when stopped or refused.
+async fn register(ctx: &Ctx) -> bool {
+    let mut backoff = Backoff::new();
+    let card = json!({"name": "molecule connect", "version": env!("CARGO_PKG_VERSION")});
+    loop {
+        match ctx
+            .client
+            .register(&ctx.workspace, "poll", Some(card.clone()))
+            .await
+        {
+            Ok(w) => {
+                tracing::info!(workspace_id = %ctx.workspace, name = %w.workspace.name, "registered in poll mode");
+                return true;
+            }
+            Err(ClientError::Unauthorized(_)) => {
+                ctx.unauthorized();
+                return false;
+            }
+            Err(ClientError::NotFound(_)) => {
+                ctx.fail(format!(
+                    "the server has no workspace {} (deleted?)",
+                    ctx.workspace
+                ));
+                return false;
+            }
+            Err(e) => {
+                if e.is_connect() {
+                    tracing::warn!(error = %e, "the server is unreachable; retrying");
+                } else {
+                    tracing::warn!(error = %e, "registration failed; retrying");
+                }
+                if !backoff.wait(&ctx.stop).await {
+                    return false;
+                }
+            }
+        }
+    }
+}
+
+async fn heartbeat(ctx: Arc<Ctx>, every: Duration) {
+    let mut ticker = tokio::time::interval(every.max(Duration::from_secs(1)));
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ticker.tick().await; // registration just stamped it
+    loop {
+        tokio::select! {
+            _ = ctx.stop.cancelled() => return,
+            _ = ticker.tick() => {}
+        }
+        match ctx.client.heartbeat(&ctx.workspace).await {
+            Ok(()) => tracing::debug!("heartbeat"),
+            Err(ClientError::Unauthorized(_)) => {
+                ctx.unauthorized();
+                return;
+            }
+            Err(e) => tracing::warn!(error = %e, "heartbeat failed"),
+        }
+    }
+}
+
+/// The long-poll loop: runs until `stop` fires.
+async fn poll(
+    ctx: &Arc<Ctx>,
+    handoff: &Handoff,
+    messages: &mpsc::UnboundedSender<ActivityView>,
+    downloads: &mut JoinSet<()>,
+    permits: &Arc<Semaphore>,
+    wait: u64,
+) {
+    let mut since = ctx.progress.lock().map(|p| p.cursor()).unwrap_or(0);
+    let mut backoff = Backoff::new();
+    loop {
+        while downloads.try_join_next().is_some() {}
+        let query = ActivityQuery {
+            activity_type: Some("a2a_receive".into()),
+            since_id: Some(since),
+            limit: Some(100),
+            wait: Some(wait),
+        };
+        let answer = tokio::select! {
+            _ = ctx.stop.cancelled() => return,
+            answer = ctx.client.list_activity(&ctx.workspace, &query) => answer,
+        };
+        let rows = match answer {
+            Ok(rows) => {
+                if backoff.is_retrying() {
+                    tracing::info!("the server is reachable again");
+                }
+                backoff.reset();
+                rows
+            }
+            Err(ClientError::Unauthorized(_)) => return ctx.unauthorized(),
+            Err(ClientError::NotFound(_)) => {
+                return ctx.fail(format!(
+                    "the server has no workspace {} (deleted?)",
+                    ctx.workspace
+                ));
+            }
+            Err(ClientError::Gone(message)) => {
+                let to = restart_point(&message);
+                tracing::warn!(since_id = since, restart_from = to, error = %message,
+                    "the server no longer has rows after our cursor; resetting it");
+                since = to;
+                let mut progress = ctx.progress.lock().unwrap_or_else(|e| e.into_inner());
+                if let Err(e) = progress.reset(to) {
+                    tracing::error!(error = format!("{e:#}"), "failed to persist the cursor");
+                }
+                continue;
+            }
+            Err(e) => {
+                if !backoff.is_retrying() || e.is_connect() {
+                    tracing::warn!(error = %e, "polling the inbox failed; retrying with backoff");
+                }
+                if !backoff.wait(&ctx.stop).await {
+                    return;
+                }
+                continue;
+            }
+        };
+        for row in rows {
+            if row.id <= since {
+                continue;
+            }
+            since = row.id;
+            let begin = ctx
+                .progress
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .begin(row.id);
+            match begin {
+                Ok(true) => {}
+                Ok(false) => continue,
+                Err(e) => tracing::error!(error = format!("{e:#}"), "failed to persist the cursor"),
+            }
+            match row.method.as_deref() {
+                Some("chat_upload_receive") => {
+                    start_download(ctx, handoff, downloads, permits, row)
+                }
+                Some("message/send") => {
+                    if messages.send(row).is_err() {
+                        return;
+                    }
+                }
+                other => {
+                    tracing::debug!(activity_id = row.id, method = ?other, "ignoring an inbox row of another kind");
+                    ctx.finish(row.id);
+                }
+            }
+        }
+    }
+}
+
+/// The `since_id` a 410 answer tells us to restart from.
+fn restart_point(message: &str) -> i64 {
+    message
+        .rsplit("since_id=")
+        .next()
+        .map(|tail| {
+            tail.chars()
+                .take_while(char::is_ascii_digit)
+                .collect::<String>()
+        })
+        .and_then(|digits| digits.parse().ok())
+        .unwrap_or(0)
+}
+
+fn start_download(
+    ctx: &Arc<Ctx>,
+    handoff: &Handoff,
+    downloads: &mut JoinSet<()>,
+    permits: &Arc<Semaphore>,
+    row: ActivityView,
+) {
+    let upload = row
+        .data
+        .clone()
+        .filter(|d| d.get("file_id").is_some())
+        .or_else(|| row.request_body.clone())
+        .map(serde_json::from_value::<UploadRow>);
+    let upload = match upload {
+        Some(Ok(u)) => u,
+        other => {
+            let error = match other {
+                Some(Err(e)) => e.to_string(),
+                _ => "no file description".to_owned(),
+            };
+            tracing::error!(
+                activity_id = row.id,
+                error,
+                "an upload row cannot be read; skipping it"
+            );
+            ctx.finish(row.id);
+            return;
+        }
+    };
+    let (tx, rx) = watch::channel(FileState::Pending);
+    ctx.files
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(upload.file_id.clone(), rx);
+    let emit = matches!(handoff, Handoff::Stdout);
+    let (ctx, permits) = (ctx.clone(), permits.clone());
+    downloads.spawn(async move {
+        let outcome = match permits.acquire_owned().await {
+            Ok(_permit) if !ctx.stop.is_cancelled() => {
+                tracing::info!(file_id = %upload.file_id, filename = %upload.filename, size = upload.size, "downloading");
+                download::deliver(&ctx, &upload).await
+            }
+            _ => Outcome::Abandoned,
+        };
+        settle(&ctx, row.id, &upload, outcome, emit, &tx);
+    });
+}
+
+/// Records how a download ended: the file's state for waiting messages,
+/// the cursor, and (default mode) a JSON line for the agent.
+fn settle(
+    ctx: &Ctx,
+    activity_id: i64,
+    upload: &UploadRow,
+    outcome: Outcome,
+    emit: bool,
+    tx: &watch::Sender<FileState>,
+) {
+    let base = json!({
+        "activity_id": activity_id, "file_id": upload.file_id, "filename": upload.filename,
+        "mimetype": upload.mimetype, "size": upload.size, "sha256": upload.sha256,
+        "pending_uri": upload.uri,
+    });
+    let with = |kind: &str, extra: Value| {
+        let mut v = base.clone();
+        v["type"] = json!(kind);
+        if let (Some(v), Value::Object(extra)) = (v.as_object_mut(), extra) {
+            v.extend(extra);
+        }
+        v
+    };
+    let (state, event, done) = match outcome {
+        Outcome::Delivered(path) => {
+            let e = with(
+                "file",
+                json!({"path": path, "uri": format!("workspace:{}", path.display()), "acked": true}),
+            );
+            (FileState::Ready(path), Some(e), true)
+        }
+        Outcome::OnDisk(path) => {
+            // Settled for the agent; the row is left for the next run to ack
+            // unless the server has forgotten it.
+            let e = with(
+                "file",
+                json!({"path": path, "uri": format!("workspace:{}", path.display()), "acked": false}),
+            );
+            (FileState::Ready(path), Some(e), !ctx.stop.is_cancelled())
+        }
+        Outcome::Missing(error) => {
+            tracing::warn!(file_id = %upload.file_id, filename = %upload.filename, error,
+                "the server no longer has this file (expired or acked elsewhere); skipping it");
+            (
+                FileState::Gone,
+                Some(with("file_missing", json!({"error": error}))),
+                true,
+            )
+        }
+        Outcome::Failed(error) => {
+            tracing::error!(file_id = %upload.file_id, filename = %upload.filename, error, "giving up on this file");
+            (
+                FileState::Gone,
+                Some(with("file_failed", json!({"error": error}))),
+                true,
+            )
+        }
+        Outcome::Abandoned => (FileState::Abandoned, None, false),
+    };
+    let _ = tx.send(state);
+    if let (true, Some(event)) = (emit, event) {
+        ctx.out.emit(&event);
+    }
+    if done {
+        ctx.finish(activity_id);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn restart_point_is_read_from_the_gone_message() {
+        let m = "rows after since_id=3 were removed by the retention sweep (through id 40); restart from since_id=40";
+        assert_eq!(restart_point(m), 40);
+        assert_eq!(restart_point("something else"), 0);
+    }
 }

@@ -1,0 +1,746 @@
+//! A typed HTTP client of `shared/API.md`, used by the operator CLI and by
+//! `molecule connect`. It is the only way those faces reach the server: one
+//! method per endpoint, one error type that tells apart the answers a caller
+//! reacts to differently (401 → stop and ask for a new token, 404 → give up
+//! on that item, 410 → reset the cursor, transport → back off and retry).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use futures::{Stream, TryStreamExt};
+use reqwest::header;
+use reqwest::{Method, RequestBuilder, Response, StatusCode};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use url::Url;
+
+pub use crate::http::{
+    ActivityView, PendingUploadView, UploadStatsView, UploadedFile, UploadedFiles,
+};
+
+/// Everything that can go wrong talking to the server.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// 401: the token is missing, unknown, revoked or rotated.
+    #[error("the token was refused (401): {0}")]
+    Unauthorized(String),
+    /// 404: the workspace or file does not exist (or is not ours).
+    #[error("not found (404): {0}")]
+    NotFound(String),
+    /// 410: the activity cursor is older than the retained window.
+    #[error("gone (410): {0}")]
+    Gone(String),
+    /// Any other non-2xx answer.
+    #[error("the server answered {status}: {message}")]
+    Status {
+        /// The HTTP status.
+        status: StatusCode,
+        /// The `error` field of the body, or the body itself.
+        message: String,
+    },
+    /// The server could not be reached, or the connection broke or timed
+    /// out mid-request.
+    #[error("could not reach the server at {url}: {source}")]
+    Transport {
+        /// The server's base URL.
+        url: String,
+        /// The cause.
+        #[source]
+        source: reqwest::Error,
+    },
+    /// The server answered 2xx with a body we could not read.
+    #[error("unexpected answer from the server: {0}")]
+    Decode(String),
+    /// A local file could not be read (uploads).
+    #[error("failed to read {path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The base URL is not usable.
+    #[error("invalid server URL {0:?}: expected http://HOST:PORT or https://…")]
+    BadUrl(String),
+}
+
+impl ClientError {
+    /// True for failures worth retrying later: the server is down, the
+    /// connection broke, or it answered 5xx / 429.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Self::Transport { .. } => true,
+            Self::Status { status, .. } => {
+                status.is_server_error() || *status == StatusCode::TOO_MANY_REQUESTS
+            }
+            _ => false,
+        }
+    }
+
+    /// True when the server could not be connected to at all (as opposed
+    /// to a connection that broke mid-way).
+    pub fn is_connect(&self) -> bool {
+        matches!(self, Self::Transport { source, .. } if source.is_connect())
+    }
+}
+
+/// Result of a client call.
+pub type Result<T, E = ClientError> = std::result::Result<T, E>;
+
+/// A workspace as the API shows it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Workspace {
+    /// Its id.
+    pub id: String,
+    /// Display name.
+    pub name: String,
+    /// `push` or `poll`.
+    pub delivery_mode: String,
+    /// Callback URL of a push workspace.
+    pub url: Option<String>,
+    /// `online`, `offline` or `never_connected`.
+    pub status: String,
+    /// Creation time.
+    pub created_at: DateTime<Utc>,
+    /// Last change.
+    #[serde(default)]
+    pub updated_at: Option<DateTime<Utc>>,
+    /// Last registration or heartbeat.
+    #[serde(default)]
+    pub last_heartbeat_at: Option<DateTime<Utc>>,
+    /// The agent card sent at registration.
+    #[serde(default)]
+    pub agent_card: Option<Value>,
+}
+
+/// The connection block: what the agent's machine needs.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Connection {
+    /// The server's URL as workspaces reach it.
+    pub platform_url: String,
+    /// The workspace id.
+    pub workspace_id: String,
+    /// The token (only right after create or rotate).
+    pub auth_token: String,
+    /// The exact `molecule connect …` line to paste.
+    pub connect_command: String,
+}
+
+/// `POST /workspaces` answer.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct CreatedWorkspace {
+    /// The workspace.
+    #[serde(flatten)]
+    pub workspace: Workspace,
+    /// The token, shown this once.
+    pub auth_token: String,
+    /// How to connect the agent.
+    pub connection: Connection,
+}
+
+/// `POST /workspaces/:id/external/rotate` answer.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct RotatedToken {
+    /// The new token, shown this once.
+    pub auth_token: String,
+    /// The connection block with the new token.
+    pub connection: Connection,
+}
+
+/// `POST /registry/register` answer.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct RegisteredWorkspace {
+    /// The workspace.
+    #[serde(flatten)]
+    pub workspace: Workspace,
+    /// Present only on a bootstrap registration.
+    #[serde(default)]
+    pub auth_token: Option<String>,
+}
+
+/// `POST /workspaces` body.
+#[derive(Debug, Clone, Serialize)]
+pub struct NewWorkspace {
+    /// Display name.
+    pub name: String,
+    /// `push` or `poll`.
+    pub delivery_mode: String,
+    /// Callback URL (push mode).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+}
+
+/// Query of `GET /workspaces/:id/activity`.
+#[derive(Debug, Clone, Default)]
+pub struct ActivityQuery {
+    /// Only rows of this type.
+    pub activity_type: Option<String>,
+    /// Only rows after this id.
+    pub since_id: Option<i64>,
+    /// At most this many rows.
+    pub limit: Option<u32>,
+    /// Long-poll for this many seconds when nothing matches.
+    pub wait: Option<u64>,
+}
+
+/// A download in progress: the answer's headers, then its body as a stream.
+pub struct Download {
+    /// The offset of the first byte of `body` in the file (0 for a 200).
+    pub start: u64,
+    /// The whole file's size, when the server said.
+    pub total: Option<u64>,
+    /// The quoted SHA-256 the server sent as ETag, unquoted.
+    pub etag: Option<String>,
+    response: Response,
+    base: String,
+}
+
+impl Download {
+    /// The body, chunk by chunk; a broken connection is a `Transport` error.
+    pub fn into_stream(self) -> impl Stream<Item = Result<Bytes>> {
+        let base = self.base;
+        self.response
+            .bytes_stream()
+            .map_err(move |source| ClientError::Transport {
+                url: base.clone(),
+                source,
+            })
+    }
+}
+
+/// Called while an upload streams: `(index of the file, bytes of it sent so far)`.
+pub type ProgressFn = Arc<dyn Fn(usize, u64) + Send + Sync>;
+
+/// The HTTP client of one server, with one bearer token.
+#[derive(Clone)]
+pub struct Client {
+    base: Url,
+    token: String,
+    http: reqwest::Client,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the token.
+        f.debug_struct("Client")
+            .field("base", &self.base.as_str())
+            .finish_non_exhaustive()
+    }
+}
+
+/// How long a plain request may take; long polls add their `wait`.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+/// A stalled body read fails after this long, so a dead connection is
+/// noticed and resumed rather than waited on forever.
+const READ_TIMEOUT: Duration = Duration::from_secs(30);
+
+impl Client {
+    /// A client of the server at `base` (e.g. `http://127.0.0.1:8080`) that
+    /// sends `token` as its bearer token.
+    pub fn new(base: &str, token: impl Into<String>) -> Result<Self> {
+        let mut url = Url::parse(base.trim()).map_err(|_| ClientError::BadUrl(base.to_owned()))?;
+        if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
+            return Err(ClientError::BadUrl(base.to_owned()));
+        }
+        // Paths are joined below the base, so it must end with a slash.
+        if !url.path().ends_with('/') {
+            let path = format!("{}/", url.path());
+            url.set_path(&path);
+        }
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(5))
+            .read_timeout(READ_TIMEOUT)
+            .user_agent(concat!("molecule/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|source| ClientError::Transport {
+                url: base.to_owned(),
+                source,
+            })?;
+        Ok(Self {
+            base: url,
+            token: token.into(),
+            http,
+        })
+    }
+
+    /// The server's base URL.
+    pub fn base(&self) -> &Url {
+        &self.base
+    }
+
+    fn base_str(&self) -> String {
+        self.base.as_str().trim_end_matches('/').to_owned()
+    }
+
+    fn request(&self, method: Method, path: &str) -> RequestBuilder {
+        // `path` is built from ids we parsed or were given; join cannot
+        // fail on a relative path, but fall back to the base rather than panic.
+        let url = self
+            .base
+            .join(path.trim_start_matches('/'))
+            .unwrap_or_else(|_| self.base.clone());
+        self.http.request(method, url).bearer_auth(&self.token)
+    }
+
+    /// Sends the request and maps every non-2xx status to its error.
+    async fn send(&self, req: RequestBuilder) -> Result<Response> {
+        let response = req.send().await.map_err(|source| ClientError::Transport {
+            url: self.base_str(),
+            source,
+        })?;
+        let status = response.status();
+        if status.is_success() {
+            return Ok(response);
+        }
+        let body = response.text().await.unwrap_or_default();
+        let message = serde_json::from_str::<Value>(&body)
+            .ok()
+            .and_then(|v| v.get("error").and_then(Value::as_str).map(str::to_owned))
+            .unwrap_or_else(|| {
+                let body = body.trim();
+                if body.is_empty() {
+                    status.canonical_reason().unwrap_or("no message").to_owned()
+                } else {
+                    body.chars().take(500).collect()
+                }
+            });
+        Err(match status {
+            StatusCode::UNAUTHORIZED => ClientError::Unauthorized(message),
+            StatusCode::NOT_FOUND => ClientError::NotFound(message),
+            StatusCode::GONE => ClientError::Gone(message),
+            _ => ClientError::Status { status, message },
+        })
+    }
+
+    async fn json<T: serde::de::DeserializeOwned>(&self, req: RequestBuilder) -> Result<T> {
+        let response = self.send(req).await?;
+        let bytes = response
+            .bytes()
+            .await
+            .map_err(|source| ClientError::Transport {
+                url: self.base_str(),
+                source,
+            })?;
+        serde_json::from_slice(&bytes).map_err(|e| ClientError::Decode(e.to_string()))
+    }
+
+    /// `GET /health`.
+    pub async fn health(&self) -> Result<()> {
+        self.send(
+            self.request(Method::GET, "health")
+                .timeout(Duration::from_secs(5)),
+        )
+        .await
+        .map(drop)
+    }
+
+    /// `POST /workspaces`.
+    pub async fn create_workspace(&self, new: &NewWorkspace) -> Result<CreatedWorkspace> {
+        self.json(
+            self.request(Method::POST, "workspaces")
+                .json(new)
+                .timeout(REQUEST_TIMEOUT),
+        )
+        .await
+    }
+
+    /// `GET /workspaces`.
+    pub async fn list_workspaces(&self) -> Result<Vec<Workspace>> {
+        self.json(
+            self.request(Method::GET, "workspaces")
+                .timeout(REQUEST_TIMEOUT),
+        )
+        .await
+    }
+
+    /// `GET /workspaces/:id`.
+    pub async fn get_workspace(&self, id: &str) -> Result<Workspace> {
+        self.json(
+            self.request(Method::GET, &format!("workspaces/{id}"))
+                .timeout(REQUEST_TIMEOUT),
+        )
+        .await
+    }
+
+    /// `POST /workspaces/:id/external/rotate`.
+    pub async fn rotate_token(&self, id: &str) -> Result<RotatedToken> {
+        self.json(
+            self.request(Method::POST, &format!("workspaces/{id}/external/rotate"))
+                .timeout(REQUEST_TIMEOUT),
+        )
+        .await
+    }
+
+    /// `DELETE /workspaces/:id`.
+    pub async fn delete_workspace(&self, id: &str) -> Result<()> {
+        self.send(
+            self.request(Method::DELETE, &format!("workspaces/{id}"))
+                .timeout(REQUEST_TIMEOUT),
+        )
+        .await
+        .map(drop)
+    }
+
+    /// `GET /workspaces/:id/external/connection` (the token shown as `""`).
+    pub async fn connection(&self, id: &str) -> Result<Connection> {
+        #[derive(Deserialize)]
+        struct Envelope {
+            connection: Connection,
+        }
+        let env: Envelope = self
+            .json(
+                self.request(Method::GET, &format!("workspaces/{id}/external/connection"))
+                    .timeout(REQUEST_TIMEOUT),
+            )
+            .await?;
+        Ok(env.connection)
+    }
+
+    /// `POST /registry/register` as the workspace itself, in `delivery_mode`.
+    pub async fn register(
+        &self,
+        id: &str,
+        delivery_mode: &str,
+        agent_card: Option<Value>,
+    ) -> Result<RegisteredWorkspace> {
+        let mut body = json!({"id": id, "delivery_mode": delivery_mode});
+        if let Some(card) = agent_card {
+            body["agent_card"] = card;
+        }
+        self.json(
+            self.request(Method::POST, "registry/register")
+                .json(&body)
+                .timeout(REQUEST_TIMEOUT),
+        )
+        .await
+    }
+
+    /// `POST /registry/heartbeat`.
+    pub async fn heartbeat(&self, id: &str) -> Result<()> {
+        let body = json!({"workspace_id": id});
+        self.send(
+            self.request(Method::POST, "registry/heartbeat")
+                .json(&body)
+                .timeout(REQUEST_TIMEOUT),
+        )
+        .await
+        .map(drop)
+    }
+
+    /// `POST /workspaces/:id/a2a` with a JSON-RPC `message/send` body;
+    /// returns the server's answer (`{queued, activity_id}` for a poll
+    /// workspace, the workspace's JSON-RPC answer for a push one).
+    pub async fn send_a2a(&self, id: &str, rpc: &Value) -> Result<Value> {
+        self.json(
+            self.request(Method::POST, &format!("workspaces/{id}/a2a"))
+                .json(rpc)
+                .timeout(REQUEST_TIMEOUT),
+        )
+        .await
+    }
+
+    /// Sends one text message as the operator (see [`Client::send_a2a`]).
+    pub async fn send_text(&self, id: &str, text: &str) -> Result<Value> {
+        let rpc = json!({
+            "jsonrpc": "2.0",
+            "id": uuid::Uuid::new_v4().to_string(),
+            "method": "message/send",
+            "params": {"message": {
+                "role": "user",
+                "messageId": uuid::Uuid::new_v4().to_string(),
+                "parts": [{"kind": "text", "text": text}],
+            }},
+        });
+        self.send_a2a(id, &rpc).await
+    }
+
+    /// `POST /workspaces/:id/notify`: the agent's message to the operator.
+    pub async fn notify(&self, id: &str, message: &str, attachments: &[Value]) -> Result<Value> {
+        let body = json!({"message": message, "attachments": attachments});
+        self.json(
+            self.request(Method::POST, &format!("workspaces/{id}/notify"))
+                .json(&body)
+                .timeout(REQUEST_TIMEOUT),
+        )
+        .await
+    }
+
+    /// `GET /workspaces/:id/activity`, a long poll when `query.wait` is set.
+    pub async fn list_activity(
+        &self,
+        id: &str,
+        query: &ActivityQuery,
+    ) -> Result<Vec<ActivityView>> {
+        let mut params: Vec<(&str, String)> = Vec::new();
+        if let Some(t) = &query.activity_type {
+            params.push(("type", t.clone()));
+        }
+        if let Some(s) = query.since_id {
+            params.push(("since_id", s.to_string()));
+        }
+        if let Some(l) = query.limit {
+            params.push(("limit", l.to_string()));
+        }
+        if let Some(w) = query.wait {
+            params.push(("wait", w.to_string()));
+        }
+        let timeout = REQUEST_TIMEOUT + Duration::from_secs(query.wait.unwrap_or(0));
+        self.json(
+            self.request(Method::GET, &format!("workspaces/{id}/activity"))
+                .query(&params)
+                .timeout(timeout),
+        )
+        .await
+    }
+
+    /// `GET /workspaces/:id/pending-uploads`.
+    pub async fn list_pending_uploads(&self, id: &str) -> Result<Vec<PendingUploadView>> {
+        self.json(
+            self.request(Method::GET, &format!("workspaces/{id}/pending-uploads"))
+                .timeout(REQUEST_TIMEOUT),
+        )
+        .await
+    }
+
+    /// `GET /workspaces/:id/pending-uploads/:fid/content`, from byte
+    /// `start` on when given (`Range: bytes=start-`). The server may answer
+    /// the whole file anyway: check [`Download::start`].
+    pub async fn download(&self, id: &str, file_id: &str, start: Option<u64>) -> Result<Download> {
+        let mut req = self.request(
+            Method::GET,
+            &format!("workspaces/{id}/pending-uploads/{file_id}/content"),
+        );
+        if let Some(start) = start.filter(|s| *s > 0) {
+            req = req.header(header::RANGE, format!("bytes={start}-"));
+        }
+        let response = self.send(req).await?;
+        let headers = response.headers();
+        let length = response.content_length();
+        let (start, total) = if response.status() == StatusCode::PARTIAL_CONTENT {
+            // `bytes S-E/T`
+            let range = headers
+                .get(header::CONTENT_RANGE)
+                .and_then(|v| v.to_str().ok())
+                .and_then(parse_content_range);
+            match range {
+                Some((s, t)) => (s, t),
+                None => {
+                    return Err(ClientError::Decode(
+                        "a 206 answer without a valid Content-Range".into(),
+                    ))
+                }
+            }
+        } else {
+            (0, length)
+        };
+        let etag = headers
+            .get(header::ETAG)
+            .and_then(|v| v.to_str().ok())
+            .map(|v| v.trim_matches('"').to_owned());
+        Ok(Download {
+            start,
+            total,
+            etag,
+            response,
+            base: self.base_str(),
+        })
+    }
+
+    /// `POST /workspaces/:id/pending-uploads/:fid/ack`.
+    pub async fn ack(&self, id: &str, file_id: &str) -> Result<()> {
+        self.send(
+            self.request(
+                Method::POST,
+                &format!("workspaces/{id}/pending-uploads/{file_id}/ack"),
+            )
+            .timeout(REQUEST_TIMEOUT),
+        )
+        .await
+        .map(drop)
+    }
+
+    /// `POST /workspaces/:id/chat/uploads`: streams every file from disk in
+    /// one multipart request, calling `progress` as bytes go out.
+    pub async fn upload_files(
+        &self,
+        id: &str,
+        paths: &[PathBuf],
+        progress: ProgressFn,
+    ) -> Result<UploadedFiles> {
+        let mut form = reqwest::multipart::Form::new();
+        for (index, path) in paths.iter().enumerate() {
+            let io = |source| ClientError::Io {
+                path: path.clone(),
+                source,
+            };
+            let file = tokio::fs::File::open(path).await.map_err(io)?;
+            let len = file.metadata().await.map_err(io)?.len();
+            let name = path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_else(|| "file".into());
+            let progress = progress.clone();
+            let mut sent = 0u64;
+            let stream = tokio_util::io::ReaderStream::with_capacity(file, 64 * 1024).inspect_ok(
+                move |chunk| {
+                    sent += chunk.len() as u64;
+                    progress(index, sent);
+                },
+            );
+            let part = reqwest::multipart::Part::stream_with_length(
+                reqwest::Body::wrap_stream(stream),
+                len,
+            )
+            .file_name(name)
+            .mime_str(guess_mimetype(path))
+            .map_err(|e| ClientError::Decode(e.to_string()))?;
+            form = form.part("files", part);
+        }
+        // No overall timeout: a large upload on a slow link takes what it
+        // takes; a stalled one fails on the read timeout.
+        self.json(
+            self.request(Method::POST, &format!("workspaces/{id}/chat/uploads"))
+                .multipart(form),
+        )
+        .await
+    }
+
+    /// `GET /admin/pending-uploads/stats`.
+    pub async fn stats(&self) -> Result<UploadStatsView> {
+        self.json(
+            self.request(Method::GET, "admin/pending-uploads/stats")
+                .timeout(REQUEST_TIMEOUT),
+        )
+        .await
+    }
+}
+
+/// The text parts of a JSON-RPC `message/send` answer (a Message, or a
+/// Task with a status message or artifacts), joined by newlines.
+pub fn answer_text(answer: &Value) -> String {
+    fn collect(v: &Value, out: &mut Vec<String>) {
+        match v {
+            Value::Object(map) => {
+                if map.get("kind").and_then(Value::as_str) == Some("text") {
+                    if let Some(t) = map.get("text").and_then(Value::as_str) {
+                        out.push(t.to_owned());
+                        return;
+                    }
+                }
+                for (k, v) in map {
+                    if matches!(
+                        k.as_str(),
+                        "parts" | "result" | "status" | "message" | "artifacts"
+                    ) {
+                        collect(v, out);
+                    }
+                }
+            }
+            Value::Array(items) => items.iter().for_each(|i| collect(i, out)),
+            _ => {}
+        }
+    }
+    let mut out = Vec::new();
+    let root = answer.get("result").unwrap_or(answer);
+    collect(root, &mut out);
+    out.join("\n")
+}
+
+/// Parses `bytes S-E/T` into `(S, Some(T))` (`T` may be `*`).
+fn parse_content_range(raw: &str) -> Option<(u64, Option<u64>)> {
+    let rest = raw.trim().strip_prefix("bytes ")?;
+    let (range, total) = rest.split_once('/')?;
+    let (start, _end) = range.split_once('-')?;
+    let start = start.trim().parse().ok()?;
+    let total = if total.trim() == "*" {
+        None
+    } else {
+        Some(total.trim().parse().ok()?)
+    };
+    Some((start, total))
+}
+
+/// A Content-Type for a file part, from its extension. The server
+/// sanitizes whatever it gets; this only spares the agent a useless
+/// `application/octet-stream` for common files.
+pub fn guess_mimetype(path: &Path) -> &'static str {
+    let ext = path
+        .extension()
+        .and_then(|e| e.to_str())
+        .map(str::to_ascii_lowercase)
+        .unwrap_or_default();
+    match ext.as_str() {
+        "txt" | "log" => "text/plain",
+        "md" => "text/markdown",
+        "csv" => "text/csv",
+        "html" | "htm" => "text/html",
+        "json" => "application/json",
+        "pdf" => "application/pdf",
+        "zip" => "application/zip",
+        "gz" => "application/gzip",
+        "png" => "image/png",
+        "jpg" | "jpeg" => "image/jpeg",
+        "gif" => "image/gif",
+        "webp" => "image/webp",
+        "svg" => "image/svg+xml",
+        "mp3" => "audio/mpeg",
+        "wav" => "audio/wav",
+        "mp4" => "video/mp4",
+        "py" => "text/x-python",
+        "rs" => "text/x-rust",
+        "yaml" | "yml" => "application/yaml",
+        "toml" => "application/toml",
+        _ => "application/octet-stream",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn answer_text_reads_a_message_and_a_task() {
+        let msg = json!({"jsonrpc": "2.0", "id": 1, "result": {"kind": "message", "parts": [{"kind": "text", "text": "hi"}]}});
+        assert_eq!(answer_text(&msg), "hi");
+        let task = json!({"result": {"kind": "task", "status": {"message": {"parts": [{"kind": "text", "text": "done"}]}},
+            "artifacts": [{"parts": [{"kind": "text", "text": "out"}]}]}});
+        let text = answer_text(&task);
+        assert!(text.contains("done") && text.contains("out"), "{text}");
+    }
+
+    #[test]
+    fn content_range_is_parsed() {
+        assert_eq!(
+            parse_content_range("bytes 100-199/200"),
+            Some((100, Some(200)))
+        );
+        assert_eq!(parse_content_range("bytes 0-0/*"), Some((0, None)));
+        assert_eq!(parse_content_range("items 0-1/2"), None);
+    }
+
+    #[test]
+    fn base_url_gets_a_trailing_slash_and_joins_below_it() {
+        let c = Client::new("http://127.0.0.1:9/prefix", "t").unwrap();
+        assert_eq!(
+            c.request(Method::GET, "health")
+                .build()
+                .unwrap()
+                .url()
+                .as_str(),
+            "http://127.0.0.1:9/prefix/health"
+        );
+        assert!(matches!(
+            Client::new("ftp://x", "t"),
+            Err(ClientError::BadUrl(_))
+        ));
+        assert!(matches!(
+            Client::new("not a url", "t"),
+            Err(ClientError::BadUrl(_))
+        ));
+    }
+}

@@ -1,0 +1,357 @@
+//! Delivery of one staged file to the agent's disk: stream the content to
+//! `<dir>/.molecule/chat-uploads/.<file_id>.part`, resume with
+//! `Range: bytes=N-` when the connection drops, verify size and SHA-256,
+//! fsync, rename atomically to `<file_id>-<filename>`, and only then ack.
+//! A file already on disk with the right hash is acked again without a
+//! download (the previous run died between rename and ack).
+
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use futures::StreamExt;
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+use tokio::io::AsyncWriteExt;
+
+use super::backoff::Backoff;
+use super::Ctx;
+use crate::client::ClientError;
+use crate::domain::{FileId, Filename};
+
+/// The `data` (or `request_body`) of a `chat_upload_receive` row.
+#[derive(Debug, Clone, Deserialize)]
+pub struct UploadRow {
+    /// The staged file's id.
+    pub file_id: String,
+    /// Its name as the server sanitized it (sanitized again here).
+    pub filename: String,
+    /// Its mimetype.
+    #[serde(default)]
+    pub mimetype: String,
+    /// Its size in bytes.
+    pub size: u64,
+    /// Hex SHA-256 of its bytes.
+    pub sha256: String,
+    /// `platform-pending:<workspace>/<file>`.
+    #[serde(default)]
+    pub uri: Option<String>,
+}
+
+/// How the delivery of one file ended.
+#[derive(Debug, Clone)]
+pub enum Outcome {
+    /// On disk at this path and acknowledged.
+    Delivered(PathBuf),
+    /// On disk, but the ack did not reach the server (stopping, or the
+    /// server no longer knows the file); the next run acks it.
+    OnDisk(PathBuf),
+    /// The server has no such file (expired, acked elsewhere): given up.
+    Missing(String),
+    /// The bytes never matched the announced hash, or the row is invalid.
+    Failed(String),
+    /// Stopped before the file was complete; the next run resumes it.
+    Abandoned,
+}
+
+/// Checksum mismatches tolerated before a file is given up.
+const MAX_MISMATCHES: u32 = 3;
+/// Other non-transient errors (400, 416…) tolerated before giving up.
+const MAX_ERRORS: u32 = 5;
+
+/// The local name of a file: `<file_id>-<sanitized filename>`.
+pub fn local_name(file_id: &FileId, filename: &str) -> String {
+    format!("{file_id}-{}", Filename::sanitize(filename).as_str())
+}
+
+/// Delivers one file; never panics, never returns before the file is
+/// settled one way or another.
+pub async fn deliver(ctx: &Ctx, row: &UploadRow) -> Outcome {
+    let file_id = match FileId::from_str(&row.file_id) {
+        Ok(id) => id,
+        Err(e) => return Outcome::Failed(format!("invalid file id {:?}: {e}", row.file_id)),
+    };
+    let final_path = ctx.uploads_dir.join(local_name(&file_id, &row.filename));
+    let part_path = ctx.uploads_dir.join(format!(".{file_id}.part"));
+    let fid = file_id.to_string();
+
+    // Already delivered by an earlier run that died before the ack?
+    if tokio::fs::metadata(&final_path).await.is_ok() {
+        match hash_file(&final_path, None).await {
+            Ok((len, hash)) if len == row.size && hash == row.sha256 => {
+                tracing::info!(file_id = %fid, path = %final_path.display(), "file already on disk; acking again");
+                return ack(ctx, &fid, final_path).await;
+            }
+            _ => {
+                tracing::warn!(file_id = %fid, path = %final_path.display(), "a file on disk does not match; downloading again");
+                let _ = tokio::fs::remove_file(&final_path).await;
+            }
+        }
+    }
+
+    let mut backoff = Backoff::new();
+    let mut mismatches = 0;
+    let mut errors = 0;
+    loop {
+        if ctx.stop.is_cancelled() && !part_path.exists() {
+            // Not started yet: leave it to the next run.
+            return Outcome::Abandoned;
+        }
+        match fetch_into(ctx, &fid, row, &part_path).await {
+            Ok(()) => {}
+            Err(Fetch::Missing(m)) => {
+                let _ = tokio::fs::remove_file(&part_path).await;
+                return Outcome::Missing(m);
+            }
+            Err(Fetch::Fatal) => return Outcome::Abandoned,
+            Err(Fetch::Transient(e)) => {
+                tracing::warn!(file_id = %fid, error = %e, "download interrupted; will resume");
+                if !backoff.wait(&ctx.stop).await {
+                    return Outcome::Abandoned;
+                }
+                continue;
+            }
+            Err(Fetch::Other(e)) => {
+                errors += 1;
+                tracing::warn!(file_id = %fid, error = %e, attempt = errors, "download failed");
+                let _ = tokio::fs::remove_file(&part_path).await;
+                if errors >= MAX_ERRORS {
+                    return Outcome::Failed(e);
+                }
+                if !backoff.wait(&ctx.stop).await {
+                    return Outcome::Abandoned;
+                }
+                continue;
+            }
+        }
+        // Complete: verify the whole file.
+        match hash_file(&part_path, None).await {
+            Ok((len, hash)) if len == row.size && hash == row.sha256 => {}
+            Ok((len, hash)) => {
+                mismatches += 1;
+                tracing::warn!(file_id = %fid, expected_size = row.size, size = len, expected_sha256 = %row.sha256,
+                    sha256 = %hash, "downloaded bytes do not match; discarding them");
+                let _ = tokio::fs::remove_file(&part_path).await;
+                if mismatches >= MAX_MISMATCHES {
+                    return Outcome::Failed(format!(
+                        "the bytes never matched sha256 {} after {mismatches} downloads",
+                        row.sha256
+                    ));
+                }
+                continue;
+            }
+            Err(e) => return Outcome::Failed(format!("{e:#}")),
+        }
+        if let Err(e) = commit(&part_path, &final_path).await {
+            return Outcome::Failed(format!("{e:#}"));
+        }
+        tracing::info!(file_id = %fid, size = row.size, path = %final_path.display(), "file written");
+        return ack(ctx, &fid, final_path).await;
+    }
+}
+
+enum Fetch {
+    Missing(String),
+    Fatal,
+    Transient(String),
+    Other(String),
+}
+
+/// One download attempt: brings `part` up to the full size, resuming from
+/// its current length.
+async fn fetch_into(ctx: &Ctx, fid: &str, row: &UploadRow, part: &Path) -> Result<(), Fetch> {
+    let io = |what: &str, e: std::io::Error| {
+        Fetch::Other(format!("failed to {what} {}: {e}", part.display()))
+    };
+    let mut have = match tokio::fs::metadata(part).await {
+        Ok(m) => m.len(),
+        Err(_) => 0,
+    };
+    if have > row.size {
+        have = 0;
+    }
+    if have == row.size && have > 0 {
+        return Ok(());
+    }
+    let download = match ctx.client.download(&ctx.workspace, fid, Some(have)).await {
+        Ok(d) => d,
+        Err(ClientError::NotFound(m)) => return Err(Fetch::Missing(m)),
+        Err(ClientError::Unauthorized(_)) => {
+            ctx.unauthorized();
+            return Err(Fetch::Fatal);
+        }
+        Err(ClientError::Status { status, .. })
+            if status == reqwest::StatusCode::RANGE_NOT_SATISFIABLE =>
+        {
+            // Our partial file is longer than the server's: start over.
+            return Err(Fetch::Other(
+                "the server refused to resume (416); starting over".into(),
+            ));
+        }
+        Err(e) if e.is_transient() => return Err(Fetch::Transient(e.to_string())),
+        Err(e) => return Err(Fetch::Other(e.to_string())),
+    };
+    if download.start != have && download.start != 0 {
+        return Err(Fetch::Other(format!(
+            "asked for bytes from {have}, got bytes from {}",
+            download.start
+        )));
+    }
+    let resumed = download.start > 0;
+    if resumed {
+        tracing::info!(file_id = %fid, from = have, "resuming download");
+    }
+    let mut file = tokio::fs::OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(!resumed)
+        .append(resumed)
+        .open(part)
+        .await
+        .map_err(|e| io("open", e))?;
+    let mut received = 0u64;
+    let started = Instant::now();
+    let mut stream = std::pin::pin!(download.into_stream());
+    let mut failure = None;
+    while let Some(chunk) = stream.next().await {
+        match chunk {
+            Ok(bytes) => {
+                file.write_all(&bytes).await.map_err(|e| io("write", e))?;
+                received += bytes.len() as u64;
+                if let Some(rate) = ctx.limit_rate {
+                    let due = Duration::from_secs_f64(received as f64 / rate as f64);
+                    if let Some(ahead) = due.checked_sub(started.elapsed()) {
+                        tokio::time::sleep(ahead).await;
+                    }
+                }
+            }
+            Err(e) => {
+                failure = Some(e.to_string());
+                break;
+            }
+        }
+    }
+    // Keep what arrived, for the resume.
+    file.flush().await.map_err(|e| io("write", e))?;
+    drop(file);
+    let total = if resumed { have + received } else { received };
+    match failure {
+        Some(e) => Err(Fetch::Transient(format!(
+            "connection dropped after {total} of {} bytes: {e}",
+            row.size
+        ))),
+        None if total < row.size => Err(Fetch::Transient(format!(
+            "connection closed after {total} of {} bytes",
+            row.size
+        ))),
+        None => Ok(()),
+    }
+}
+
+/// fsyncs the complete file, renames it into place, fsyncs the folder.
+async fn commit(part: &Path, final_path: &Path) -> anyhow::Result<()> {
+    let (part, final_path) = (part.to_owned(), final_path.to_owned());
+    tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
+        std::fs::File::open(&part)
+            .and_then(|f| f.sync_all())
+            .with_context(|| format!("failed to fsync {}", part.display()))?;
+        std::fs::rename(&part, &final_path).with_context(|| {
+            format!(
+                "failed to rename {} to {}",
+                part.display(),
+                final_path.display()
+            )
+        })?;
+        if let Some(dir) = final_path.parent() {
+            // Makes the rename itself durable; not possible everywhere.
+            if let Ok(d) = std::fs::File::open(dir) {
+                let _ = d.sync_all();
+            }
+        }
+        Ok(())
+    })
+    .await
+    .context("BUG: the commit task panicked")?
+}
+
+/// Acks with retries while the server is unreachable.
+async fn ack(ctx: &Ctx, fid: &str, path: PathBuf) -> Outcome {
+    let mut backoff = Backoff::new();
+    loop {
+        match ctx.client.ack(&ctx.workspace, fid).await {
+            Ok(()) => {
+                tracing::info!(file_id = %fid, "file acked");
+                return Outcome::Delivered(path);
+            }
+            Err(ClientError::NotFound(m)) => {
+                tracing::warn!(file_id = %fid, error = %m, "the server no longer knows this file (expired or acked elsewhere); keeping it");
+                return Outcome::OnDisk(path);
+            }
+            Err(ClientError::Unauthorized(_)) => {
+                ctx.unauthorized();
+                return Outcome::OnDisk(path);
+            }
+            Err(e) => {
+                tracing::warn!(file_id = %fid, error = %e, "ack failed; retrying");
+                if !backoff.wait(&ctx.stop).await {
+                    return Outcome::OnDisk(path);
+                }
+            }
+        }
+    }
+}
+
+/// Length and hex SHA-256 of a file (of its first `limit` bytes if given).
+pub async fn hash_file(path: &Path, limit: Option<u64>) -> anyhow::Result<(u64, String)> {
+    let path = path.to_owned();
+    tokio::task::spawn_blocking(move || -> anyhow::Result<(u64, String)> {
+        use std::io::Read;
+        let file = std::fs::File::open(&path)
+            .with_context(|| format!("failed to open {}", path.display()))?;
+        let mut reader =
+            std::io::BufReader::with_capacity(256 * 1024, file.take(limit.unwrap_or(u64::MAX)));
+        let mut hasher = Sha256::new();
+        let mut buf = vec![0u8; 256 * 1024];
+        let mut len = 0u64;
+        loop {
+            let n = reader
+                .read(&mut buf)
+                .with_context(|| format!("failed to read {}", path.display()))?;
+            if n == 0 {
+                break;
+            }
+            hasher.update(&buf[..n]);
+            len += n as u64;
+        }
+        Ok((len, hex::encode(hasher.finalize())))
+    })
+    .await
+    .context("BUG: the hashing task panicked")?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn local_names_cannot_leave_the_folder() {
+        let id = FileId::from_str("0b8f5a8e-3f36-4f55-9d0c-2a4cf9a3c9d1").unwrap();
+        for raw in [
+            "../../etc/passwd",
+            "..",
+            "/abs/x",
+            "a\\..\\b",
+            "",
+            "\u{0}evil",
+        ] {
+            let name = local_name(&id, raw);
+            assert!(
+                !name.contains('/') && !name.contains('\\') && name.starts_with(&id.to_string()),
+                "{raw:?} → {name}"
+            );
+            assert!(name.len() > 37, "{raw:?} → {name}");
+        }
+        assert_eq!(local_name(&id, "../../etc/passwd"), format!("{id}-passwd"));
+    }
+}

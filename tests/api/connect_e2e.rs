@@ -1,0 +1,693 @@
+//! End to end, with the real binary in every role: `molecule serve` on a
+//! free port with a SQLite data dir, the operator CLI (`workspace create`,
+//! `upload`, `send`, `workspace rotate`) and `molecule connect` on the
+//! agent's side. Each test waits for conditions with a deadline, never for
+//! a fixed time, and the whole test is bounded so a failure cannot hang.
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rand::RngCore;
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+use tempfile::TempDir;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+use tokio::sync::mpsc;
+
+const ADMIN_TOKEN: &str = "e2e-admin-token-4f1d0c2b9a";
+/// How long any one condition may take to come true.
+const DEADLINE: Duration = Duration::from_secs(30);
+/// How long a whole test may take.
+const TEST_BUDGET: Duration = Duration::from_secs(150);
+
+fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_molecule")
+}
+
+/// Runs a test body with an overall budget.
+async fn bounded(body: impl Future<Output = ()>) {
+    tokio::time::timeout(TEST_BUDGET, body)
+        .await
+        .expect("the test ran past its budget");
+}
+
+/// Polls `check` until it returns `Some`, or panics with `what` at the deadline.
+async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+/// A running `molecule serve`.
+struct Server {
+    child: Child,
+    port: u16,
+    data_dir: PathBuf,
+}
+
+impl Server {
+    async fn start(data_dir: &Path, port: u16) -> Self {
+        let child = Command::new(bin())
+            .args([
+                "serve",
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--admin-token",
+                ADMIN_TOKEN,
+                "--data-dir",
+            ])
+            .arg(data_dir)
+            .env_remove("DATABASE_URL")
+            .env_remove("MOLECULE_BLOB_STORE")
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start molecule serve");
+        let mut server = Self {
+            child,
+            port,
+            data_dir: data_dir.to_owned(),
+        };
+        let health = format!("{}/health", server.url());
+        let http = reqwest::Client::new();
+        let deadline = tokio::time::Instant::now() + DEADLINE;
+        loop {
+            if let Ok(r) = http
+                .get(&health)
+                .timeout(Duration::from_secs(2))
+                .send()
+                .await
+            {
+                if r.status().is_success() {
+                    break;
+                }
+            }
+            if let Ok(Some(status)) = server.child.try_wait() {
+                panic!("molecule serve exited early: {status}");
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "molecule serve did not become healthy"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        server
+    }
+
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// SIGKILL: the crash case.
+    async fn kill(&mut self) {
+        self.child.kill().await.expect("kill molecule serve");
+    }
+
+    async fn restart(&mut self) {
+        let port = self.port;
+        let dir = self.data_dir.clone();
+        *self = Self::start(&dir, port).await;
+    }
+
+    /// The operator CLI against this server, with `--json`; returns its output.
+    async fn cli(&self, args: &[&str]) -> Value {
+        let out = Command::new(bin())
+            .args(args)
+            .args([
+                "--server",
+                &self.url(),
+                "--admin-token",
+                ADMIN_TOKEN,
+                "--json",
+            ])
+            .output()
+            .await
+            .expect("run the molecule CLI");
+        assert!(
+            out.status.success(),
+            "molecule {args:?} failed: {}\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+            panic!(
+                "molecule {args:?} printed no JSON ({e}): {}",
+                String::from_utf8_lossy(&out.stdout)
+            )
+        })
+    }
+
+    /// A GET of the API as the operator.
+    async fn get(&self, path: &str) -> Value {
+        let r = reqwest::Client::new()
+            .get(format!("{}{path}", self.url()))
+            .bearer_auth(ADMIN_TOKEN)
+            .send()
+            .await
+            .expect("GET");
+        assert!(r.status().is_success(), "GET {path}: {}", r.status());
+        r.json().await.expect("JSON body")
+    }
+
+    async fn create_poll_workspace(&self) -> (String, String) {
+        let created = self
+            .cli(&[
+                "workspace",
+                "create",
+                "--name",
+                "e2e agent",
+                "--mode",
+                "poll",
+            ])
+            .await;
+        let id = created["id"].as_str().expect("id").to_owned();
+        let token = created["auth_token"].as_str().expect("token").to_owned();
+        let command = created["connection"]["connect_command"]
+            .as_str()
+            .expect("connect_command");
+        assert!(
+            command.starts_with("molecule connect ") && command.contains(&id),
+            "{command}"
+        );
+        (id, token)
+    }
+}
+
+/// A running `molecule connect`, its stdout read as JSON lines and its
+/// stderr (the logs) kept and echoed.
+struct Connect {
+    child: Child,
+    lines: mpsc::UnboundedReceiver<Value>,
+    logs: Arc<Mutex<String>>,
+    dir: PathBuf,
+}
+
+impl Connect {
+    async fn start(
+        server: &Server,
+        workspace: &str,
+        token: &str,
+        dir: &Path,
+        extra: &[&str],
+    ) -> Self {
+        let mut child = Command::new(bin())
+            .args([
+                "connect",
+                "--server",
+                &server.url(),
+                "--workspace",
+                workspace,
+                "--token",
+                token,
+                "--dir",
+            ])
+            .arg(dir)
+            .args(extra)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .stdin(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start molecule connect");
+        let (tx, lines) = mpsc::unbounded_channel();
+        let stdout = child.stdout.take().expect("piped stdout");
+        tokio::spawn(async move {
+            let mut reader = BufReader::new(stdout).lines();
+            while let Ok(Some(line)) = reader.next_line().await {
+                let value = serde_json::from_str(&line)
+                    .unwrap_or_else(|_| json!({"type": "NOT JSON", "line": line}));
+                let _ = tx.send(value);
+            }
+        });
+        let logs = Arc::new(Mutex::new(String::new()));
+        let stderr = child.stderr.take().expect("piped stderr");
+        let sink = logs.clone();
+        tokio::spawn(async move {
+            let mut reader = BufReader::new(stderr).lines();
+            while let Ok(Some(line)) = reader.next_line().await {
+                eprintln!("[connect] {line}");
+                sink.lock().unwrap().push_str(&line);
+                sink.lock().unwrap().push('\n');
+            }
+        });
+        Self {
+            child,
+            lines,
+            logs,
+            dir: std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_owned()),
+        }
+    }
+
+    /// The next JSON line on stdout, within the deadline.
+    async fn next_line(&mut self) -> Value {
+        let line = tokio::time::timeout(DEADLINE, self.lines.recv())
+            .await
+            .expect("timed out waiting for a JSON line from molecule connect")
+            .expect("molecule connect closed its stdout");
+        assert_ne!(
+            line["type"], "NOT JSON",
+            "connect printed a non-JSON line: {line}"
+        );
+        line
+    }
+
+    /// Asserts that nothing more is printed for a short while.
+    async fn assert_quiet(&mut self) {
+        if let Ok(Some(line)) =
+            tokio::time::timeout(Duration::from_millis(500), self.lines.recv()).await
+        {
+            panic!("unexpected line from molecule connect: {line}");
+        }
+    }
+
+    fn uploads_dir(&self) -> PathBuf {
+        self.dir.join(".molecule").join("chat-uploads")
+    }
+
+    /// Every entry of the uploads folder, sorted.
+    fn uploads_listing(&self) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(self.uploads_dir())
+            .map(|rd| {
+                rd.filter_map(Result::ok)
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        names.sort();
+        names
+    }
+
+    fn logs(&self) -> String {
+        self.logs.lock().unwrap().clone()
+    }
+
+    /// Sends SIGTERM and returns the exit status.
+    async fn terminate(&mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().expect("connect is running");
+        let status = std::process::Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        tokio::time::timeout(DEADLINE, self.child.wait())
+            .await
+            .expect("connect did not stop on SIGTERM")
+            .unwrap()
+    }
+}
+
+/// Writes the test's files; returns (path, bytes) pairs.
+fn make_files(dir: &Path, big: usize) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut random = vec![0u8; big];
+    rand::rng().fill_bytes(&mut random);
+    let files = vec![
+        (dir.join("hello.txt"), b"hello, agent\n".to_vec()),
+        (
+            dir.join("report final (v2).md"),
+            b"# Report\n\nAll green.\n".to_vec(),
+        ),
+        (dir.join("big.bin"), random),
+    ];
+    for (path, bytes) in &files {
+        std::fs::write(path, bytes).unwrap();
+    }
+    files
+}
+
+/// The sanitized names the server and connect both apply.
+fn expected_name(path: &Path) -> &'static str {
+    match path.file_name().unwrap().to_str().unwrap() {
+        "hello.txt" => "hello.txt",
+        "report final (v2).md" => "report_final__v2_.md",
+        "big.bin" => "big.bin",
+        other => panic!("unexpected file {other}"),
+    }
+}
+
+async fn upload(server: &Server, workspace: &str, files: &[(PathBuf, Vec<u8>)]) -> Vec<Value> {
+    let mut args = vec!["upload".to_owned(), workspace.to_owned()];
+    args.extend(files.iter().map(|(p, _)| p.to_string_lossy().into_owned()));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let answer = server.cli(&args).await;
+    let uploaded = answer["files"].as_array().expect("files").clone();
+    assert_eq!(uploaded.len(), files.len(), "{answer}");
+    uploaded
+}
+
+/// The file id of a `platform-pending:<ws>/<fid>` URI.
+fn file_id(workspace: &str, uri: &str) -> String {
+    uri.strip_prefix(&format!("platform-pending:{workspace}/"))
+        .unwrap_or_else(|| panic!("not a pending URI: {uri}"))
+        .to_owned()
+}
+
+/// Asserts that every file is on disk exactly once, byte for byte, that
+/// nothing else (no partial download) is in the folder, and that the
+/// server has nothing pending any more.
+async fn assert_all_delivered(
+    server: &Server,
+    connect: &Connect,
+    workspace: &str,
+    files: &[(PathBuf, Vec<u8>)],
+    uploaded: &[Value],
+) {
+    let mut expected_listing = Vec::new();
+    for ((path, bytes), answer) in files.iter().zip(uploaded) {
+        let fid = file_id(workspace, answer["uri"].as_str().unwrap());
+        let name = format!("{fid}-{}", expected_name(path));
+        let on_disk = std::fs::read(connect.uploads_dir().join(&name))
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(on_disk.len(), bytes.len(), "size of {name}");
+        assert_eq!(sha256_hex(&on_disk), sha256_hex(bytes), "sha256 of {name}");
+        assert!(on_disk == *bytes, "bytes of {name}");
+        assert_eq!(
+            answer["sha256"],
+            sha256_hex(bytes),
+            "server's sha256 of {name}"
+        );
+        expected_listing.push(name);
+    }
+    expected_listing.sort();
+    assert_eq!(
+        connect.uploads_listing(),
+        expected_listing,
+        "exactly the files, once each, no temp files"
+    );
+    let pending = server
+        .get(&format!("/workspaces/{workspace}/pending-uploads"))
+        .await;
+    assert_eq!(pending, json!([]), "every file acked");
+    let stats = server.get("/admin/pending-uploads/stats").await;
+    assert_eq!(stats["pending"], 0, "{stats}");
+    assert_eq!(stats["acked"], files.len(), "{stats}");
+}
+
+/// Collects `file` lines until every uploaded file has one.
+async fn file_lines(connect: &mut Connect, workspace: &str, uploaded: &[Value]) -> Vec<Value> {
+    let mut lines = Vec::new();
+    while lines.len() < uploaded.len() {
+        let line = connect.next_line().await;
+        assert_eq!(line["type"], "file", "{line}");
+        lines.push(line);
+    }
+    for answer in uploaded {
+        let fid = file_id(workspace, answer["uri"].as_str().unwrap());
+        let line = lines
+            .iter()
+            .find(|l| l["file_id"] == fid.as_str())
+            .unwrap_or_else(|| panic!("no line for {fid}"));
+        assert_eq!(line["acked"], true, "{line}");
+        assert_eq!(line["sha256"], answer["sha256"], "{line}");
+        let path = line["path"].as_str().unwrap();
+        assert!(
+            path.starts_with(connect.uploads_dir().to_str().unwrap()),
+            "{path}"
+        );
+        assert_eq!(line["uri"], format!("workspace:{path}"));
+    }
+    lines
+}
+
+#[tokio::test]
+async fn uploaded_files_land_on_disk_verified_and_acked() {
+    bounded(async {
+        let tmp = TempDir::new().unwrap();
+        let server = Server::start(&tmp.path().join("server"), free_port()).await;
+        let (ws, token) = server.create_poll_workspace().await;
+        let mut connect =
+            Connect::start(&server, &ws, &token, &tmp.path().join("agent"), &[]).await;
+
+        let files = make_files(tmp.path(), 20 * 1024 * 1024);
+        let uploaded = upload(&server, &ws, &files).await;
+
+        file_lines(&mut connect, &ws, &uploaded).await;
+        assert_all_delivered(&server, &connect, &ws, &files, &uploaded).await;
+        connect.assert_quiet().await;
+
+        // The workspace registered in poll mode and is online.
+        let workspace = server.get(&format!("/workspaces/{ws}")).await;
+        assert_eq!(workspace["delivery_mode"], "poll");
+        assert_eq!(workspace["status"], "online");
+        // The cursor is past every upload row.
+        let rows = server
+            .get(&format!("/workspaces/{ws}/activity?type=a2a_receive"))
+            .await;
+        let last = rows
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["id"].as_i64().unwrap())
+            .max()
+            .unwrap();
+        let cursor: Value = serde_json::from_str(
+            &std::fs::read_to_string(connect.dir.join(".molecule/cursor")).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(cursor, json!({"since_id": last, "done": []}));
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn messages_arrive_as_json_lines_with_file_uris_rewritten() {
+    bounded(async {
+        let tmp = TempDir::new().unwrap();
+        let server = Server::start(&tmp.path().join("server"), free_port()).await;
+        let (ws, token) = server.create_poll_workspace().await;
+        let mut connect =
+            Connect::start(&server, &ws, &token, &tmp.path().join("agent"), &[]).await;
+
+        let queued = server.cli(&["send", &ws, "hello there"]).await;
+        assert_eq!(queued["queued"], true, "{queued}");
+        let line = connect.next_line().await;
+        assert_eq!(line["type"], "message", "{line}");
+        assert_eq!(line["text"], "hello there");
+        assert_eq!(line["activity_id"], queued["activity_id"]);
+        assert_eq!(line["source"], "canvas_user");
+        assert_eq!(
+            line["parts"],
+            json!([{"kind": "text", "text": "hello there"}])
+        );
+
+        // A message naming a staged file reaches the agent with the local path.
+        let files = vec![(tmp.path().join("hello.txt"), b"hello, agent\n".to_vec())];
+        std::fs::write(&files[0].0, &files[0].1).unwrap();
+        let uploaded = upload(&server, &ws, &files).await;
+        let uri = uploaded[0]["uri"].as_str().unwrap();
+        let rpc = json!({"message": {"role": "user", "parts": [
+            {"kind": "text", "text": "see attached"},
+            {"kind": "file", "file": {"uri": uri, "name": "hello.txt", "mimeType": "text/plain"}},
+        ]}});
+        let r = reqwest::Client::new()
+            .post(format!("{}/workspaces/{ws}/a2a", server.url()))
+            .bearer_auth(ADMIN_TOKEN)
+            .json(&rpc)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 202);
+
+        let file_line = connect.next_line().await;
+        assert_eq!(
+            file_line["type"], "file",
+            "the upload comes first: {file_line}"
+        );
+        let message = connect.next_line().await;
+        assert_eq!(message["type"], "message", "{message}");
+        assert_eq!(message["text"], "see attached");
+        let local = format!(
+            "{}",
+            connect
+                .uploads_dir()
+                .join(format!("{}-hello.txt", file_id(&ws, uri)))
+                .display()
+        );
+        assert_eq!(
+            message["parts"][1]["file"]["uri"],
+            format!("workspace:{local}"),
+            "{message}"
+        );
+        assert_eq!(std::fs::read(&local).unwrap(), files[0].1);
+        connect.assert_quiet().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn exec_reply_comes_back_as_an_agent_message() {
+    bounded(async {
+        let tmp = TempDir::new().unwrap();
+        let server = Server::start(&tmp.path().join("server"), free_port()).await;
+        let (ws, token) = server.create_poll_workspace().await;
+        let agent = tmp.path().join("agent");
+        // The command runs in the agent's directory with the message on stdin.
+        let exec = "cat > last-message.json; echo '  pong  '";
+        let mut connect = Connect::start(&server, &ws, &token, &agent, &["--exec", exec]).await;
+
+        server.cli(&["send", &ws, "ping"]).await;
+
+        let reply = eventually("an agent_message row", || async {
+            let rows = server
+                .get(&format!("/workspaces/{ws}/activity?type=agent_message"))
+                .await;
+            rows.as_array().unwrap().first().cloned()
+        })
+        .await;
+        assert_eq!(reply["activity_type"], "agent_message");
+        assert_eq!(reply["workspace_id"], ws.as_str());
+        assert_eq!(
+            reply["request_body"]["message"], "pong",
+            "trimmed stdout: {reply}"
+        );
+        assert_eq!(reply["data"]["text"], "pong");
+        let seen: Value = serde_json::from_str(
+            &std::fs::read_to_string(agent.join("last-message.json")).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(seen["type"], "message");
+        assert_eq!(seen["text"], "ping");
+        // With --exec, stdout stays empty.
+        connect.assert_quiet().await;
+        let rows = server
+            .get(&format!("/workspaces/{ws}/activity?type=agent_message"))
+            .await;
+        assert_eq!(
+            rows.as_array().unwrap().len(),
+            1,
+            "exactly one reply: {rows}"
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn server_killed_mid_download_still_delivers_every_file_exactly_once() {
+    bounded(async {
+        let tmp = TempDir::new().unwrap();
+        let mut server = Server::start(&tmp.path().join("server"), free_port()).await;
+        let (ws, token) = server.create_poll_workspace().await;
+        // Slow the downloads down so the kill lands mid-file.
+        let mut connect = Connect::start(
+            &server,
+            &ws,
+            &token,
+            &tmp.path().join("agent"),
+            &["--limit-rate", "4MiB"],
+        )
+        .await;
+        let files = make_files(tmp.path(), 20 * 1024 * 1024);
+        let uploaded = upload(&server, &ws, &files).await;
+        let big = file_id(&ws, uploaded[2]["uri"].as_str().unwrap());
+        let part = connect.uploads_dir().join(format!(".{big}.part"));
+
+        let partial = eventually("a partial download of the big file", || async {
+            let len = std::fs::metadata(&part).map(|m| m.len()).unwrap_or(0);
+            (len >= 2 * 1024 * 1024).then_some(len)
+        })
+        .await;
+        server.kill().await;
+        assert!(
+            partial < files[2].1.len() as u64,
+            "the kill must land mid-download"
+        );
+        server.restart().await;
+
+        file_lines(&mut connect, &ws, &uploaded).await;
+        assert_all_delivered(&server, &connect, &ws, &files, &uploaded).await;
+        assert!(
+            connect.logs().contains("resuming download"),
+            "the download resumed rather than restarted"
+        );
+        connect.assert_quiet().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn sigterm_persists_the_cursor_and_a_restart_repeats_nothing() {
+    bounded(async {
+        let tmp = TempDir::new().unwrap();
+        let server = Server::start(&tmp.path().join("server"), free_port()).await;
+        let (ws, token) = server.create_poll_workspace().await;
+        let agent = tmp.path().join("agent");
+        let mut connect = Connect::start(&server, &ws, &token, &agent, &[]).await;
+        server.cli(&["send", &ws, "first"]).await;
+        assert_eq!(connect.next_line().await["text"], "first");
+        let status = connect.terminate().await;
+        assert!(status.success(), "SIGTERM is a clean stop: {status}");
+
+        // Sent while the agent was away.
+        server.cli(&["send", &ws, "second"]).await;
+        let mut connect = Connect::start(&server, &ws, &token, &agent, &[]).await;
+        let line = connect.next_line().await;
+        assert_eq!(
+            line["text"], "second",
+            "the first message is not repeated: {line}"
+        );
+        connect.assert_quiet().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_rotated_token_stops_connect_with_a_clear_message() {
+    bounded(async {
+        let tmp = TempDir::new().unwrap();
+        let server = Server::start(&tmp.path().join("server"), free_port()).await;
+        let (ws, token) = server.create_poll_workspace().await;
+        let mut connect = Connect::start(
+            &server,
+            &ws,
+            &token,
+            &tmp.path().join("agent"),
+            &["--poll-wait", "1"],
+        )
+        .await;
+        server.cli(&["send", &ws, "before"]).await;
+        assert_eq!(connect.next_line().await["text"], "before");
+
+        let rotated = server.cli(&["workspace", "rotate", &ws]).await;
+        assert_ne!(rotated["auth_token"], token.as_str());
+        let status = tokio::time::timeout(DEADLINE, connect.child.wait())
+            .await
+            .expect("connect kept running")
+            .unwrap();
+        assert!(!status.success(), "a refused token is a failure: {status}");
+        let logs = connect.logs();
+        assert!(
+            logs.contains("molecule workspace rotate"),
+            "the message says what to do: {logs}"
+        );
+    })
+    .await;
+}
