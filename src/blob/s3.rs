@@ -129,7 +129,7 @@ impl BlobStore for S3BlobStore {
         };
         Ok(result
             .into_stream()
-            .map_err(|e| std::io::Error::other(e))
+            .map_err(std::io::Error::other)
             .boxed())
     }
 

@@ -66,7 +66,6 @@ macro_rules! on_both_engines {
 /// A running server and a client for it.
 pub struct TestApp {
     pub address: String,
-    pub port: u16,
     pub admin_token: String,
     pub client: reqwest::Client,
     pub store: Arc<dyn Store>,
@@ -124,7 +123,6 @@ pub async fn spawn_app_with(options: Options) -> Option<TestApp> {
     let server = tokio::spawn(app.run_until_stopped(shutdown.clone()));
     Some(TestApp {
         address: format!("http://127.0.0.1:{port}"),
-        port,
         admin_token: admin.expose().to_owned(),
         client: reqwest::Client::builder().build().unwrap(),
         store,

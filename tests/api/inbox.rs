@@ -274,3 +274,24 @@ async fn the_event_stream_carries_rows_and_upload_states(engine: Engine) {
     assert_eq!(status, StatusCode::FORBIDDEN);
 }
 on_both_engines!(the_event_stream_carries_rows_and_upload_states);
+
+#[tokio::test]
+async fn shutdown_ends_long_polls_at_once_and_stops_cleanly() {
+    let mut app = spawn_app(Engine::Sqlite).await.unwrap();
+    let ws = app.create_poll_workspace("w").await;
+    let poll = {
+        let (client, url, token) = (app.client.clone(), app.url(&format!("/workspaces/{}/activity?wait=60", ws.id)), ws.token.clone());
+        tokio::spawn(async move {
+            let started = Instant::now();
+            let resp = client.get(url).bearer_auth(token).send().await.unwrap();
+            (TestApp::json(resp).await, started.elapsed())
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!poll.is_finished());
+    app.stop().await;
+    let ((status, rows), elapsed) = poll.await.unwrap();
+    assert_eq!((status, rows), (StatusCode::OK, json!([])));
+    assert!(elapsed < Duration::from_secs(30), "the poll ended with the server, not its 60 s wait: {elapsed:?}");
+    assert!(app.client.get(app.url("/health")).send().await.is_err(), "the listener is closed");
+}

@@ -157,7 +157,7 @@ async fn staging_is_one_transaction(engine: Engine) {
     let mut too_big = upload(ws, "c.txt", Span::hours(24));
     too_big.0.size = 26_214_401;
     assert!(store.stage_uploads(ws, &[too_big], now()).await.is_err(), "the 25 MiB CHECK");
-    let activities = store.stage_uploads(ws, &[good.clone()], now()).await.unwrap();
+    let activities = store.stage_uploads(ws, std::slice::from_ref(&good), now()).await.unwrap();
     assert_eq!(activities.len(), 1);
     assert_eq!(activities[0].row, good.1);
 }

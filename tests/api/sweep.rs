@@ -62,7 +62,7 @@ async fn stage_three_ack_two_let_one_expire_and_sweep(engine: Engine) {
     assert_eq!(delta("molecule_pending_uploads_swept_total{outcome=\"error\"}"), 0.0);
     assert_eq!(delta("molecule_pending_uploads_delivery_seconds_count"), 2.0);
     assert_eq!(
-        delta(&format!("molecule_http_requests_total{{method=\"POST\",path=\"/workspaces/:id/pending-uploads/:fid/ack\",status=\"200\"}}")),
+        delta("molecule_http_requests_total{method=\"POST\",path=\"/workspaces/:id/pending-uploads/:fid/ack\",status=\"200\"}"),
         2.0
     );
     assert!(!after.contains(&ws.id), "raw ids never appear in metric labels");

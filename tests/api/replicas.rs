@@ -1,0 +1,114 @@
+//! Several replicas: two real `molecule serve` processes on one PostgreSQL
+//! database and one S3 bucket work as one server.
+
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use reqwest::StatusCode;
+use serde_json::Value;
+
+use crate::helpers::{fresh_postgres_url, random_bytes, require_all_engines, sha256_hex};
+
+struct Replica {
+    _child: tokio::process::Child,
+    _dir: tempfile::TempDir,
+    base: String,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+async fn start_replica(database_url: &str, blob_store: &str, admin: &str) -> Replica {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_molecule"))
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
+        .arg(dir.path())
+        .args(["--database-url", database_url, "--blob-store", blob_store, "--admin-token", admin])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start molecule serve");
+    let base = format!("http://127.0.0.1:{port}");
+    let client = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(resp) = client.get(format!("{base}/ready")).send().await {
+            if resp.status() == StatusCode::OK {
+                break;
+            }
+        }
+        assert!(Instant::now() < deadline, "replica on {base} did not become ready");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Replica { _child: child, _dir: dir, base }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_share_uploads_and_wake_each_others_long_polls() {
+    let Some(db) = fresh_postgres_url().await else { return };
+    let Ok(bucket) = std::env::var("MOLECULE_TEST_S3_BUCKET") else {
+        assert!(!require_all_engines(), "MOLECULE_TEST_S3_BUCKET is not set but every engine is required");
+        return;
+    };
+    let blob_store = format!("s3://{bucket}/replicas-{}", uuid::Uuid::new_v4());
+    let admin = molecule::domain::AuthToken::generate().expose().to_owned();
+    let a = start_replica(&db, &blob_store, &admin).await;
+    let b = start_replica(&db, &blob_store, &admin).await;
+    let client = reqwest::Client::new();
+
+    let created: Value = client
+        .post(format!("{}/workspaces", a.base))
+        .bearer_auth(&admin)
+        .json(&serde_json::json!({"name": "shared", "delivery_mode": "poll"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let ws = created["id"].as_str().unwrap().to_owned();
+    let token = created["auth_token"].as_str().unwrap().to_owned();
+
+    // A long poll held by B…
+    let poll = {
+        let (client, url, token) = (client.clone(), format!("{}/workspaces/{ws}/activity?type=a2a_receive&wait=30", b.base), token.clone());
+        tokio::spawn(async move {
+            let resp = client.get(url).bearer_auth(token).send().await.unwrap();
+            assert_eq!(resp.status(), StatusCode::OK);
+            (resp.json::<Value>().await.unwrap(), Instant::now())
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(!poll.is_finished());
+    // …wakes when A stages a file.
+    let bytes = random_bytes(2 * 1024 * 1024 + 5, 99);
+    let form = reqwest::multipart::Form::new()
+        .part("files", reqwest::multipart::Part::bytes(bytes.clone()).file_name("shared.bin"));
+    let resp = client.post(format!("{}/workspaces/{ws}/chat/uploads", a.base)).bearer_auth(&admin).multipart(form).send().await.unwrap();
+    let staged_at = Instant::now();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let uploaded: Value = resp.json().await.unwrap();
+    let (rows, woke_at) = poll.await.unwrap();
+    assert_eq!(rows.as_array().unwrap().len(), 1, "{rows}");
+    assert_eq!(rows[0]["data"]["uri"], uploaded["files"][0]["uri"]);
+    let wake = woke_at.saturating_duration_since(staged_at);
+    eprintln!("cross-replica wake-up after the upload answered: {wake:?}");
+    assert!(wake < Duration::from_secs(10), "woken by the other replica, not by the 30 s timeout");
+
+    // Fetched and acked through B.
+    let fid = rows[0]["data"]["file_id"].as_str().unwrap();
+    let resp = client.get(format!("{}/workspaces/{ws}/pending-uploads/{fid}/content", b.base)).bearer_auth(&token).send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let body = resp.bytes().await.unwrap();
+    assert_eq!(sha256_hex(&body), sha256_hex(&bytes));
+    let resp = client.post(format!("{}/workspaces/{ws}/pending-uploads/{fid}/ack", b.base)).bearer_auth(&token).send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    // A sees it delivered.
+    let pending: Value = client.get(format!("{}/workspaces/{ws}/pending-uploads", a.base)).bearer_auth(&token).send().await.unwrap().json().await.unwrap();
+    assert_eq!(pending, serde_json::json!([]));
+    let stats: Value = client.get(format!("{}/admin/pending-uploads/stats", a.base)).bearer_auth(&admin).send().await.unwrap().json().await.unwrap();
+    assert_eq!((stats["pending"].as_i64(), stats["acked"].as_i64()), (Some(0), Some(1)));
+}
