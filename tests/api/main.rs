@@ -1,1 +1,15 @@
+//! The integration test binary: every suite runs against real servers on
+//! 127.0.0.1 and real storage engines (SQLite always; PostgreSQL and the
+//! S3-compatible server when `.ci/run` has started them).
 
+mod helpers;
+
+mod blob_contract;
+mod connect_e2e;
+mod inbox;
+mod pending;
+mod replicas;
+mod store_contract;
+mod sweep;
+mod uploads;
+mod workspaces;
