@@ -404,8 +404,11 @@ async fn poll(
                 continue;
             }
             Err(e) => {
-                if !backoff.is_retrying() || e.is_connect() {
-                    tracing::warn!(error = %e, "polling the inbox failed; retrying with backoff");
+                // One warning per outage, not one per retry.
+                if backoff.is_retrying() {
+                    tracing::debug!(error = %e, "polling the inbox failed again");
+                } else {
+                    tracing::warn!(error = %e, "polling the inbox failed; retrying with backoff until it answers");
                 }
                 if !backoff.wait(&ctx.stop).await {
                     return;

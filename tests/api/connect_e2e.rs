@@ -691,3 +691,64 @@ async fn a_rotated_token_stops_connect_with_a_clear_message() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn forward_delivers_to_a_local_agent_and_sends_its_answer_back() {
+    bounded(async {
+        // A local push-mode agent that echoes the text it receives.
+        let received = Arc::new(Mutex::new(Vec::<Value>::new()));
+        let seen = received.clone();
+        let agent = axum::Router::new().route(
+            "/",
+            axum::routing::post(move |axum::Json(rpc): axum::Json<Value>| {
+                let seen = seen.clone();
+                async move {
+                    let text = rpc["params"]["message"]["parts"][0]["text"]
+                        .as_str()
+                        .unwrap_or("")
+                        .to_owned();
+                    seen.lock().unwrap().push(rpc.clone());
+                    axum::Json(json!({"jsonrpc": "2.0", "id": rpc["id"], "result": {
+                        "kind": "message", "role": "agent", "messageId": "m-1",
+                        "parts": [{"kind": "text", "text": format!("echo: {text}")}],
+                    }}))
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let agent_url = format!("http://{}/", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, agent).await });
+
+        let tmp = TempDir::new().unwrap();
+        let server = Server::start(&tmp.path().join("server"), free_port()).await;
+        let (ws, token) = server.create_poll_workspace().await;
+        let mut connect = Connect::start(
+            &server,
+            &ws,
+            &token,
+            &tmp.path().join("agent"),
+            &["--forward", &agent_url],
+        )
+        .await;
+
+        server.cli(&["send", &ws, "marco"]).await;
+        let reply = eventually("an agent_message row", || async {
+            let rows = server
+                .get(&format!("/workspaces/{ws}/activity?type=agent_message"))
+                .await;
+            rows.as_array().unwrap().first().cloned()
+        })
+        .await;
+        assert_eq!(reply["request_body"]["message"], "echo: marco", "{reply}");
+        let received = received.lock().unwrap().clone();
+        assert_eq!(received.len(), 1, "{received:?}");
+        assert_eq!(received[0]["jsonrpc"], "2.0");
+        assert_eq!(received[0]["method"], "message/send");
+        assert_eq!(
+            received[0]["params"]["message"]["parts"],
+            json!([{"kind": "text", "text": "marco"}])
+        );
+        connect.assert_quiet().await;
+    })
+    .await;
+}
