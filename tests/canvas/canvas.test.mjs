@@ -296,6 +296,20 @@ async function main() {
     { name: 'notes.txt', safe: 'notes.txt', mimeType: 'text/plain', buffer: Buffer.from('line one\nline two — ünïcødé\n') },
   ];
   await step('two dropped files upload with progress and reach "delivered"', async () => {
+    // Throttle the upload so that the per-file progress bars can be seen.
+    const cdp = await context.newCDPSession(page);
+    await cdp.send('Network.enable');
+    await cdp.send('Network.emulateNetworkConditions', {
+      offline: false, latency: 0, downloadThroughput: -1, uploadThroughput: 200 * 1024,
+    });
+    await page.evaluate(() => {
+      window.progressSeen = [];
+      new MutationObserver((records) => {
+        for (const r of records) {
+          for (const n of r.addedNodes) if (n.querySelector?.('progress')) window.progressSeen.push(n.dataset.name);
+        }
+      }).observe(document.getElementById('uploads'), { childList: true });
+    });
     // A real drop event, with the files in its DataTransfer.
     await page.evaluate((list) => {
       const dt = new DataTransfer();
@@ -308,7 +322,19 @@ async function main() {
         target.dispatchEvent(new DragEvent(type, { bubbles: true, cancelable: true, dataTransfer: dt }));
       }
     }, files.map((f) => ({ name: f.name, mimeType: f.mimeType, b64: f.buffer.toString('base64') })));
-    // Each file got its own progress row (gone again once uploaded).
+    // Each file gets its own progress bar while it uploads (the small one
+    // may be done before we look, hence the observer installed earlier).
+    const withBars = await page.evaluate(() => window.progressSeen);
+    for (const f of files) assert(withBars.includes(f.name), `no progress bar was shown for ${f.name}: ${withBars}`);
+    const big = page.locator(`#uploads .upload[data-name="${files[0].name}"]`);
+    await page.waitForFunction((name) => {
+      const bar = document.querySelector(`#uploads .upload[data-name="${name}"] progress`);
+      return bar && bar.value > 0 && bar.value < 100;
+    }, files[0].name);
+    assert(/\d+ %/.test(await big.locator('.pct').textContent()), 'no percentage next to the progress bar');
+    await cdp.send('Network.emulateNetworkConditions', {
+      offline: false, latency: 0, downloadThroughput: -1, uploadThroughput: -1,
+    });
     for (const f of files) {
       const chip = page.locator('.chip', { hasText: f.safe });
       await chip.locator('.chip-state', { hasText: 'delivered' }).waitFor({ timeout: 30_000 });
@@ -343,9 +369,43 @@ async function main() {
     await shot('03-chat-delivered');
   });
 
+  await step('with the network down, sending shows the error next to the composer', async () => {
+    await context.setOffline(true);
+    await page.getByLabel('Message').fill('are you there?');
+    await page.getByRole('button', { name: 'Send' }).click();
+    await page.locator('#send-error', { hasText: 'Cannot reach the server' }).waitFor();
+    assert((await page.getByLabel('Message').inputValue()) === 'are you there?', 'the unsent text was lost');
+    await context.setOffline(false);
+  });
+
+  await step('a refused event stream is retried with backoff and resumes from the last id', async () => {
+    // Reopen the chat while every attempt to follow the stream fails.
+    await page.route('**/events?*', (route) => route.abort('connectionrefused'));
+    await page.evaluate(() => { location.hash = ''; });
+    await page.locator(`#workspace-list [data-ws="${connection.workspace}"]`).click();
+    await page.locator('#live-status', { hasText: 'reconnecting' }).waitFor();
+    // The agent speaks while the canvas is cut off...
+    const res = await fetch(`${connection.server.replace(/\/$/, '')}/workspaces/${connection.workspace}/notify`, {
+      method: 'POST',
+      headers: { Authorization: `Bearer ${connection.token}`, 'Content-Type': 'application/json' },
+      body: JSON.stringify({ message: 'said while you were cut off' }),
+    });
+    assert(res.ok, `notify answered ${res.status}`);
+    await page.unroute('**/events?*');
+    // ...and the next attempt picks it up from since_id.
+    await page.locator('.msg-in .text', { hasText: 'said while you were cut off' }).waitFor({ timeout: 30_000 });
+    await page.locator('#live-status', { hasText: 'live' }).waitFor();
+    await page.getByRole('button', { name: 'Send' }).click();
+    await page.locator('.msg-out .text', { hasText: 'are you there?' }).waitFor();
+    assert((await page.locator('#send-error').textContent()) === '', 'the send error stayed after a successful send');
+  });
+
   await step('after a reload the conversation is rebuilt from history', async () => {
+    const before = await page.locator('#messages > li').count();
     await page.reload();
-    await page.locator('.msg-in .text', { hasText: 'got it' }).waitFor();
+    await page.locator('.msg-in .text', { hasText: 'said while you were cut off' }).waitFor();
+    const after = await page.locator('#messages > li').count();
+    assert(after === before, `${before} messages before the reload, ${after} after`);
     for (const f of files) await page.locator('.chip', { hasText: f.safe }).waitFor();
     await page.locator('#live-status', { hasText: 'live' }).waitFor();
   });
