@@ -280,6 +280,7 @@ $('create-form').addEventListener('submit', async (e) => {
     $('create-result').hidden = false;
     $('connect-command').focus();
     $('connect-command').select();
+    $('create-result').scrollIntoView({ block: 'nearest' });
     await refreshWorkspaces().catch(() => {});
   } catch (ex) {
     err.textContent = `Could not create the workspace: ${ex.message}`;
@@ -345,7 +346,7 @@ function closeChat() {
   state.current = null;
   $('chat-body').hidden = true;
   $('chat-title').textContent = 'Choose a workspace';
-  $('chat-meta').textContent = '';
+  $('chat-meta').textContent = 'Pick one from the list to chat with its agent and send it files.';
   $('live-status').textContent = '';
   for (const a of document.querySelectorAll('#workspace-list [aria-current]')) a.removeAttribute('aria-current');
 }

@@ -227,7 +227,7 @@ async function main() {
     assert(command.startsWith('molecule connect '), `unexpected connect command: ${command}`);
     connection = parseConnectCommand(command);
     assert(connection.workspace && connection.token && connection.server, `cannot parse: ${command}`);
-    await page.getByRole('button', { name: 'Copy' }).click();
+    await page.getByRole('button', { name: 'Copy the command' }).click();
     await page.locator('#copy-status', { hasText: /Copied|copy/ }).waitFor();
     const clip = await page.evaluate(() => navigator.clipboard.readText()).catch(() => null);
     assert(clip === null || clip === command, 'the clipboard does not hold the connect command');
