@@ -15,6 +15,7 @@ pub mod domain;
 pub mod events;
 pub mod http;
 pub mod metrics;
+pub mod signal;
 pub mod store;
 pub mod sweeper;
 pub mod telemetry;

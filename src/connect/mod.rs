@@ -265,22 +265,7 @@ pub async fn run(args: ConnectArgs) -> anyhow::Result<()> {
 fn watch_signals(stop: CancellationToken) {
     tokio::spawn(async move {
         for round in 0.. {
-            let ctrl_c = tokio::signal::ctrl_c();
-            #[cfg(unix)]
-            let term = async {
-                match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                    Ok(mut s) => {
-                        s.recv().await;
-                    }
-                    Err(_) => std::future::pending::<()>().await,
-                }
-            };
-            #[cfg(not(unix))]
-            let term = std::future::pending::<()>();
-            tokio::select! {
-                _ = ctrl_c => {}
-                _ = term => {}
-            }
+            crate::signal::terminated().await;
             if round == 0 {
                 tracing::info!(
                     "stopping: finishing the work in flight (signal again to exit at once)"

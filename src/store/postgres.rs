@@ -110,6 +110,22 @@ const UPLOAD_COLUMNS: &str = "file_id, workspace_id, blob_key, size_bytes, sha25
 const ACTIVITY_COLUMNS: &str = "id, workspace_id, activity_type, method, source_id, target_id, \
      summary, request_body, response_body, status, error_detail, data, created_at";
 
+/// Inserts a live token for a workspace, inside the caller's transaction.
+async fn insert_token(
+    conn: &mut sqlx::PgConnection,
+    id: WorkspaceId,
+    token: TokenHash,
+    now: DateTime<Utc>,
+) -> StoreResult<()> {
+    sqlx::query("INSERT INTO workspace_auth_tokens (token_hash, workspace_id, created_at) VALUES ($1, $2, $3)")
+        .bind(&token.0[..])
+        .bind(id.0)
+        .bind(now)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
 async fn insert_activity_tx(
     tx: &mut sqlx::PgConnection,
     workspace_id: WorkspaceId,
@@ -191,14 +207,7 @@ impl Store for PostgresStore {
         .bind(now)
         .fetch_one(&mut *tx)
         .await?;
-        sqlx::query(
-            "INSERT INTO workspace_auth_tokens (token_hash, workspace_id, created_at) VALUES ($1, $2, $3)",
-        )
-        .bind(&token.0[..])
-        .bind(id.0)
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
+        insert_token(&mut tx, id, token, now).await?;
         tx.commit().await?;
         workspace_from_row(&row)
     }
@@ -279,14 +288,7 @@ impl Store for PostgresStore {
         .bind(now)
         .execute(&mut *tx)
         .await?;
-        sqlx::query(
-            "INSERT INTO workspace_auth_tokens (token_hash, workspace_id, created_at) VALUES ($1, $2, $3)",
-        )
-        .bind(&token.0[..])
-        .bind(id.0)
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
+        insert_token(&mut tx, id, token, now).await?;
         tx.commit().await?;
         Ok(true)
     }
@@ -331,14 +333,7 @@ impl Store for PostgresStore {
             if live > 0 {
                 return Ok(Registered::HasLiveToken);
             }
-            sqlx::query(
-                "INSERT INTO workspace_auth_tokens (token_hash, workspace_id, created_at) VALUES ($1, $2, $3)",
-            )
-            .bind(&token.0[..])
-            .bind(id.0)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
+            insert_token(&mut tx, id, token, now).await?;
         }
         let row = sqlx::query(
             "UPDATE workspaces SET \

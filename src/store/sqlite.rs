@@ -108,6 +108,22 @@ const UPLOAD_COLUMNS: &str = "file_id, workspace_id, blob_key, size_bytes, sha25
 const ACTIVITY_COLUMNS: &str = "id, workspace_id, activity_type, method, source_id, target_id, \
      summary, request_body, response_body, status, error_detail, data, created_at";
 
+/// Inserts a live token for a workspace, inside the caller's transaction.
+async fn insert_token(
+    conn: &mut sqlx::SqliteConnection,
+    id: WorkspaceId,
+    token: TokenHash,
+    now: DateTime<Utc>,
+) -> StoreResult<()> {
+    sqlx::query("INSERT INTO workspace_auth_tokens (token_hash, workspace_id, created_at) VALUES (?1, ?2, ?3)")
+        .bind(&token.0[..])
+        .bind(id.to_string())
+        .bind(micros(now))
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
 async fn insert_activity_tx(
     conn: &mut sqlx::SqliteConnection,
     workspace_id: WorkspaceId,
@@ -203,14 +219,7 @@ impl Store for SqliteStore {
         .bind(micros(now))
         .fetch_one(&mut *tx)
         .await?;
-        sqlx::query(
-            "INSERT INTO workspace_auth_tokens (token_hash, workspace_id, created_at) VALUES (?1, ?2, ?3)",
-        )
-        .bind(&token.0[..])
-        .bind(id.to_string())
-        .bind(micros(now))
-        .execute(&mut *tx)
-        .await?;
+        insert_token(&mut tx, id, token, now).await?;
         tx.commit().await?;
         workspace_from_row(&row)
     }
@@ -293,14 +302,7 @@ impl Store for SqliteStore {
         .bind(micros(now))
         .execute(&mut *tx)
         .await?;
-        sqlx::query(
-            "INSERT INTO workspace_auth_tokens (token_hash, workspace_id, created_at) VALUES (?1, ?2, ?3)",
-        )
-        .bind(&token.0[..])
-        .bind(id.to_string())
-        .bind(micros(now))
-        .execute(&mut *tx)
-        .await?;
+        insert_token(&mut tx, id, token, now).await?;
         tx.commit().await?;
         Ok(true)
     }
@@ -343,14 +345,7 @@ impl Store for SqliteStore {
             if live > 0 {
                 return Ok(Registered::HasLiveToken);
             }
-            sqlx::query(
-                "INSERT INTO workspace_auth_tokens (token_hash, workspace_id, created_at) VALUES (?1, ?2, ?3)",
-            )
-            .bind(&token.0[..])
-            .bind(id.to_string())
-            .bind(micros(now))
-            .execute(&mut *tx)
-            .await?;
+            insert_token(&mut tx, id, token, now).await?;
         }
         let row = sqlx::query(
             "UPDATE workspaces SET \
