@@ -32,8 +32,16 @@ impl Application {
     pub async fn build(config: Config) -> anyhow::Result<Self> {
         let store = store::connect(&config.database_url)
             .await
-            .with_context(|| format!("failed to open the database {}", store::redact_url(&config.database_url)))?;
-        store.migrate().await.context("failed to apply database migrations")?;
+            .with_context(|| {
+                format!(
+                    "failed to open the database {}",
+                    store::redact_url(&config.database_url)
+                )
+            })?;
+        store
+            .migrate()
+            .await
+            .context("failed to apply database migrations")?;
         let blobs = blob::open(&config.blob_store, store.clone())
             .await
             .with_context(|| format!("failed to open the blob store {}", config.blob_store))?;
@@ -41,11 +49,18 @@ impl Application {
             .await
             .with_context(|| format!("failed to listen on {}", config.listen))?;
         let metrics_listener = match config.metrics_listen {
-            Some(addr) => Some(TcpListener::bind(addr).await.with_context(|| format!("failed to listen on {addr}"))?),
+            Some(addr) => Some(
+                TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("failed to listen on {addr}"))?,
+            ),
             None => None,
         };
         let local = listener.local_addr()?;
-        let public_url = config.public_url.clone().unwrap_or_else(|| default_public_url(local));
+        let public_url = config
+            .public_url
+            .clone()
+            .unwrap_or_else(|| default_public_url(local));
         let bus = match store.pg_pool() {
             Some(pool) => Bus::postgres(pool),
             None => Bus::local(),
@@ -78,7 +93,12 @@ impl Application {
             http,
             shutdown: CancellationToken::new(),
         };
-        Ok(Self { listener, metrics_listener, state, sweeper })
+        Ok(Self {
+            listener,
+            metrics_listener,
+            state,
+            sweeper,
+        })
     }
 
     /// The bound port.
@@ -88,7 +108,10 @@ impl Application {
 
     /// The port of the separate metrics listener, if any.
     pub fn metrics_port(&self) -> Option<u16> {
-        self.metrics_listener.as_ref().and_then(|l| l.local_addr().ok()).map(|a| a.port())
+        self.metrics_listener
+            .as_ref()
+            .and_then(|l| l.local_addr().ok())
+            .map(|a| a.port())
     }
 
     /// The shared state (tests reach the stores through it).
@@ -104,7 +127,12 @@ impl Application {
     /// Serves until `shutdown` fires; in-flight requests finish, long polls
     /// and event streams end at once.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
-        let Self { listener, metrics_listener, state, sweeper } = self;
+        let Self {
+            listener,
+            metrics_listener,
+            state,
+            sweeper,
+        } = self;
         let app_shutdown = state.shutdown.clone();
         let fan_out = {
             let shutdown = shutdown.clone();
@@ -127,7 +155,9 @@ impl Application {
             );
             let stop = app_shutdown.clone();
             tokio::spawn(async move {
-                let _ = axum::serve(l, app).with_graceful_shutdown(stop.cancelled_owned()).await;
+                let _ = axum::serve(l, app)
+                    .with_graceful_shutdown(stop.cancelled_owned())
+                    .await;
             })
         });
         let store = state.store.clone();

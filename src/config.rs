@@ -152,12 +152,18 @@ pub fn load_or_create_admin_token(data_dir: &Path) -> anyhow::Result<(AuthToken,
     use std::io::Write;
     let path = data_dir.join("admin-token");
     match std::fs::read_to_string(&path) {
-        Ok(raw) if !raw.trim().is_empty() => return Ok((AuthToken::from_plaintext(raw.trim()), false)),
-        Ok(_) => anyhow::bail!("{} is empty; delete it to generate a new admin token", path.display()),
+        Ok(raw) if !raw.trim().is_empty() => {
+            return Ok((AuthToken::from_plaintext(raw.trim()), false))
+        }
+        Ok(_) => anyhow::bail!(
+            "{} is empty; delete it to generate a new admin token",
+            path.display()
+        ),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(e).with_context(|| format!("failed to read {}", path.display())),
     }
-    std::fs::create_dir_all(data_dir).with_context(|| format!("failed to create {}", data_dir.display()))?;
+    std::fs::create_dir_all(data_dir)
+        .with_context(|| format!("failed to create {}", data_dir.display()))?;
     let token = AuthToken::generate();
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create_new(true);
@@ -166,7 +172,9 @@ pub fn load_or_create_admin_token(data_dir: &Path) -> anyhow::Result<(AuthToken,
         use std::os::unix::fs::OpenOptionsExt;
         options.mode(0o600);
     }
-    let mut file = options.open(&path).with_context(|| format!("failed to create {}", path.display()))?;
+    let mut file = options
+        .open(&path)
+        .with_context(|| format!("failed to create {}", path.display()))?;
     file.write_all(format!("{}\n", token.expose()).as_bytes())?;
     file.sync_all()?;
     Ok((token, true))
@@ -175,8 +183,9 @@ pub fn load_or_create_admin_token(data_dir: &Path) -> anyhow::Result<(AuthToken,
 impl ServeArgs {
     /// Resolves defaults, creates the data dir and the admin token.
     pub fn resolve(self) -> anyhow::Result<Config> {
-        std::fs::create_dir_all(&self.data_dir)
-            .with_context(|| format!("failed to create the data dir {}", self.data_dir.display()))?;
+        std::fs::create_dir_all(&self.data_dir).with_context(|| {
+            format!("failed to create the data dir {}", self.data_dir.display())
+        })?;
         let admin_token = match self.admin_token.filter(|t| !t.trim().is_empty()) {
             Some(t) => AuthToken::from_plaintext(t.trim()),
             None => {
@@ -197,11 +206,18 @@ impl ServeArgs {
             (1..=HARD_MAX_FILE_SIZE).contains(&max_file),
             "--max-file-size must be between 1 byte and 25MiB (workspaces refuse larger files)"
         );
-        anyhow::ensure!(self.max_request_size.as_u64() >= 1, "--max-request-size must be positive");
+        anyhow::ensure!(
+            self.max_request_size.as_u64() >= 1,
+            "--max-request-size must be positive"
+        );
         Ok(Config {
             listen: self.listen,
-            database_url: self.database_url.unwrap_or_else(|| default_database_url(&self.data_dir)),
-            blob_store: self.blob_store.unwrap_or_else(|| default_blob_store(&self.data_dir)),
+            database_url: self
+                .database_url
+                .unwrap_or_else(|| default_database_url(&self.data_dir)),
+            blob_store: self
+                .blob_store
+                .unwrap_or_else(|| default_blob_store(&self.data_dir)),
             data_dir: self.data_dir,
             admin_token,
             public_url: self.public_url.map(|u| u.trim_end_matches('/').to_owned()),

@@ -60,7 +60,9 @@ impl Event {
     /// The workspace the event concerns, if one.
     pub fn workspace_id(&self) -> Option<WorkspaceId> {
         match self {
-            Event::Activity { workspace_id, .. } | Event::Upload { workspace_id, .. } => Some(*workspace_id),
+            Event::Activity { workspace_id, .. } | Event::Upload { workspace_id, .. } => {
+                Some(*workspace_id)
+            }
             Event::Resync => None,
         }
     }
@@ -76,12 +78,18 @@ pub struct Bus {
 impl Bus {
     /// A bus local to this process.
     pub fn local() -> Self {
-        Self { local: broadcast::channel(4096).0, pg: None }
+        Self {
+            local: broadcast::channel(4096).0,
+            pg: None,
+        }
     }
 
     /// A bus shared by every replica on `pool`. Call [`Bus::spawn_listener`].
     pub fn postgres(pool: PgPool) -> Self {
-        Self { local: broadcast::channel(4096).0, pg: Some(pool) }
+        Self {
+            local: broadcast::channel(4096).0,
+            pg: Some(pool),
+        }
     }
 
     /// Receives events from now on.
@@ -93,7 +101,12 @@ impl Bus {
     pub async fn publish(&self, event: Event) {
         if let Some(pool) = &self.pg {
             let payload = serde_json::to_string(&event).expect("BUG: events always serialize");
-            match sqlx::query("SELECT pg_notify($1, $2)").bind(CHANNEL).bind(&payload).execute(pool).await {
+            match sqlx::query("SELECT pg_notify($1, $2)")
+                .bind(CHANNEL)
+                .bind(&payload)
+                .execute(pool)
+                .await
+            {
                 // Our own listener hears it and re-broadcasts it here.
                 Ok(_) => return,
                 Err(e) => tracing::warn!(error = %e, "pg_notify failed; waking local waiters only"),
@@ -103,7 +116,10 @@ impl Bus {
     }
 
     /// On PostgreSQL, listens for every replica's events until `shutdown`.
-    pub fn spawn_listener(&self, shutdown: CancellationToken) -> Option<tokio::task::JoinHandle<()>> {
+    pub fn spawn_listener(
+        &self,
+        shutdown: CancellationToken,
+    ) -> Option<tokio::task::JoinHandle<()>> {
         let pool = self.pg.clone()?;
         let local = self.local.clone();
         Some(tokio::spawn(async move {
@@ -120,7 +136,9 @@ impl Bus {
                             Ok(event) => {
                                 let _ = local.send(event);
                             }
-                            Err(e) => tracing::warn!(error = %e, "ignoring a malformed event notification"),
+                            Err(e) => {
+                                tracing::warn!(error = %e, "ignoring a malformed event notification")
+                            }
                         }
                     }
                     #[allow(unreachable_code)]

@@ -3,7 +3,8 @@
 //! has its own registry (no global state), rendered at `GET /metrics`.
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts, Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts, Registry,
+    TextEncoder,
 };
 
 /// The metrics of one server.
@@ -44,23 +45,32 @@ impl Metrics {
         let registry = Registry::new();
         let counter = |name: &str, help: &str| {
             let c = IntCounter::new(name, help).expect("BUG: valid metric");
-            registry.register(Box::new(c.clone())).expect("BUG: unique metric");
+            registry
+                .register(Box::new(c.clone()))
+                .expect("BUG: unique metric");
             c
         };
         let counter_vec = |name: &str, help: &str, labels: &[&str]| {
             let c = IntCounterVec::new(Opts::new(name, help), labels).expect("BUG: valid metric");
-            registry.register(Box::new(c.clone())).expect("BUG: unique metric");
+            registry
+                .register(Box::new(c.clone()))
+                .expect("BUG: unique metric");
             c
         };
         let histogram_vec = |name: &str, help: &str, labels: &[&str], buckets: Vec<f64>| {
             let h = HistogramVec::new(HistogramOpts::new(name, help).buckets(buckets), labels)
                 .expect("BUG: valid metric");
-            registry.register(Box::new(h.clone())).expect("BUG: unique metric");
+            registry
+                .register(Box::new(h.clone()))
+                .expect("BUG: unique metric");
             h
         };
         let histogram = |name: &str, help: &str, buckets: Vec<f64>| {
-            let h = Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets)).expect("BUG: valid metric");
-            registry.register(Box::new(h.clone())).expect("BUG: unique metric");
+            let h = Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets))
+                .expect("BUG: valid metric");
+            registry
+                .register(Box::new(h.clone()))
+                .expect("BUG: unique metric");
             h
         };
         let swept = counter_vec(
@@ -72,23 +82,42 @@ impl Metrics {
             swept.with_label_values(&[outcome]);
         }
         Self {
-            staged: counter("molecule_pending_uploads_staged_total", "Files staged for poll-mode workspaces."),
-            staged_bytes: counter("molecule_pending_uploads_staged_bytes_total", "Bytes of files staged for poll-mode workspaces."),
-            fetched: counter("molecule_pending_uploads_fetched_total", "Downloads of staged files started by workspaces."),
-            acked: counter("molecule_pending_uploads_acked_total", "Staged files acknowledged by their workspace (first ack only)."),
+            staged: counter(
+                "molecule_pending_uploads_staged_total",
+                "Files staged for poll-mode workspaces.",
+            ),
+            staged_bytes: counter(
+                "molecule_pending_uploads_staged_bytes_total",
+                "Bytes of files staged for poll-mode workspaces.",
+            ),
+            fetched: counter(
+                "molecule_pending_uploads_fetched_total",
+                "Downloads of staged files started by workspaces.",
+            ),
+            acked: counter(
+                "molecule_pending_uploads_acked_total",
+                "Staged files acknowledged by their workspace (first ack only).",
+            ),
             swept,
             // Long-poll delivery is milliseconds; an offline laptop is hours.
             delivery_seconds: histogram(
                 "molecule_pending_uploads_delivery_seconds",
                 "Time from staging a file to its first ack.",
-                vec![0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0, 21600.0, 86400.0],
+                vec![
+                    0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0,
+                    21600.0, 86400.0,
+                ],
             ),
             rejected: counter_vec(
                 "molecule_pending_uploads_rejected_total",
                 "Upload requests refused, by reason.",
                 &["reason"],
             ),
-            sweep_runs: counter_vec("molecule_sweep_runs_total", "Sweep passes, by result.", &["result"]),
+            sweep_runs: counter_vec(
+                "molecule_sweep_runs_total",
+                "Sweep passes, by result.",
+                &["result"],
+            ),
             http_requests: counter_vec(
                 "molecule_http_requests_total",
                 "HTTP requests by method, route pattern and status.",
@@ -99,7 +128,10 @@ impl Metrics {
                 "molecule_http_request_duration_seconds",
                 "HTTP request latency by method and route pattern.",
                 &["method", "path"],
-                vec![0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0],
+                vec![
+                    0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+                    60.0,
+                ],
             ),
             registry,
         }

@@ -88,8 +88,20 @@ pub struct Sweeper {
 
 impl Sweeper {
     /// A sweeper over these stores.
-    pub fn new(store: Arc<dyn Store>, blobs: Arc<dyn BlobStore>, metrics: Metrics, bus: Bus, config: SweepConfig) -> Self {
-        Self { store, blobs, metrics, bus, config }
+    pub fn new(
+        store: Arc<dyn Store>,
+        blobs: Arc<dyn BlobStore>,
+        metrics: Metrics,
+        bus: Bus,
+        config: SweepConfig,
+    ) -> Self {
+        Self {
+            store,
+            blobs,
+            metrics,
+            bus,
+            config,
+        }
     }
 
     /// One pass as of `now`.
@@ -106,7 +118,10 @@ impl Sweeper {
                     .await?;
                 if !got {
                     let _ = conn.close().await;
-                    return Ok(SweepOutcome { skipped: true, ..SweepOutcome::default() });
+                    return Ok(SweepOutcome {
+                        skipped: true,
+                        ..SweepOutcome::default()
+                    });
                 }
                 Some(conn)
             }
@@ -115,7 +130,10 @@ impl Sweeper {
         let result = self.pass(now).await;
         if let Some(mut conn) = lock_conn.take() {
             // Closing the session releases the lock even if the unlock fails.
-            let _ = sqlx::query("SELECT pg_advisory_unlock($1)").bind(SWEEP_LOCK_KEY).execute(&mut conn).await;
+            let _ = sqlx::query("SELECT pg_advisory_unlock($1)")
+                .bind(SWEEP_LOCK_KEY)
+                .execute(&mut conn)
+                .await;
             let _ = conn.close().await;
         }
         result
@@ -123,7 +141,8 @@ impl Sweeper {
 
     async fn pass(&self, now: DateTime<Utc>) -> Result<SweepOutcome, SweepError> {
         let mut out = SweepOutcome::default();
-        let acked_before = now - chrono::Duration::from_std(self.config.ack_retention).unwrap_or_default();
+        let acked_before =
+            now - chrono::Duration::from_std(self.config.ack_retention).unwrap_or_default();
         loop {
             let batch = self.store.sweep_uploads(now, acked_before, BATCH).await?;
             let n = batch.len() as i64;
@@ -149,14 +168,21 @@ impl Sweeper {
                     }
                 }
                 if row.reason == SweepReason::Expired {
-                    self.bus.publish(Event::Upload { workspace_id: row.workspace_id, file_id: row.file_id, state }).await;
+                    self.bus
+                        .publish(Event::Upload {
+                            workspace_id: row.workspace_id,
+                            file_id: row.file_id,
+                            state,
+                        })
+                        .await;
                 }
             }
             if n < BATCH {
                 break;
             }
         }
-        let activity_cutoff = now - chrono::Duration::from_std(self.config.activity_retention).unwrap_or_default();
+        let activity_cutoff =
+            now - chrono::Duration::from_std(self.config.activity_retention).unwrap_or_default();
         loop {
             let n = self.store.sweep_activity(activity_cutoff, BATCH).await?;
             out.activity += n;
@@ -208,10 +234,20 @@ impl Sweeper {
             let pass = tokio::spawn(async move { this.sweep_once(crate::domain::now()).await });
             match pass.await {
                 Ok(Ok(out)) => {
-                    self.metrics.sweep_runs.with_label_values(&[if out.skipped { "skipped" } else { "ok" }]).inc();
+                    self.metrics
+                        .sweep_runs
+                        .with_label_values(&[if out.skipped { "skipped" } else { "ok" }])
+                        .inc();
                     if out != SweepOutcome::default() {
-                        tracing::info!(acked = out.acked, expired = out.expired, errors = out.errors,
-                            activity = out.activity, orphans = out.orphans, skipped = out.skipped, "sweep pass done");
+                        tracing::info!(
+                            acked = out.acked,
+                            expired = out.expired,
+                            errors = out.errors,
+                            activity = out.activity,
+                            orphans = out.orphans,
+                            skipped = out.skipped,
+                            "sweep pass done"
+                        );
                     }
                 }
                 Ok(Err(e)) => {

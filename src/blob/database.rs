@@ -70,7 +70,11 @@ impl BlobStore for DatabaseBlobStore {
         }
     }
 
-    async fn get(&self, key: &str, range: Option<Range<u64>>) -> Result<ByteStream<'static>, BlobError> {
+    async fn get(
+        &self,
+        key: &str,
+        range: Option<Range<u64>>,
+    ) -> Result<ByteStream<'static>, BlobError> {
         let chunk = BLOB_CHUNK_SIZE as u64;
         let (start, end) = match range {
             Some(r) => (r.start, Some(r.end)),
@@ -88,7 +92,11 @@ impl BlobStore for DatabaseBlobStore {
             pending: Option<Vec<u8>>,
             pos: u64,
         }
-        let init = Cursor { seq: first_seq, pending: Some(first), pos: first_seq as u64 * chunk };
+        let init = Cursor {
+            seq: first_seq,
+            pending: Some(first),
+            pos: first_seq as u64 * chunk,
+        };
         let stream = futures::stream::try_unfold(init, move |mut cur| {
             let store = store.clone();
             let key = key.clone();
@@ -99,7 +107,11 @@ impl BlobStore for DatabaseBlobStore {
                     }
                     let data = match cur.pending.take() {
                         Some(d) => d,
-                        None => match store.get_blob_chunk(&key, cur.seq).await.map_err(io::Error::other)? {
+                        None => match store
+                            .get_blob_chunk(&key, cur.seq)
+                            .await
+                            .map_err(io::Error::other)?
+                        {
                             Some(d) => d,
                             None => return Ok(None),
                         },
@@ -109,7 +121,8 @@ impl BlobStore for DatabaseBlobStore {
                     cur.seq += 1;
                     cur.pos = chunk_end;
                     let from = start.saturating_sub(chunk_start).min(data.len() as u64) as usize;
-                    let to = end.map_or(data.len() as u64, |e| e.min(chunk_end) - chunk_start) as usize;
+                    let to =
+                        end.map_or(data.len() as u64, |e| e.min(chunk_end) - chunk_start) as usize;
                     if from < to {
                         return Ok(Some((Bytes::from(data).slice(from..to), cur)));
                     }

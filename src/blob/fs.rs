@@ -38,9 +38,14 @@ impl FsBlobStore {
         // out of the root all the same.
         if key.is_empty()
             || key.starts_with('/')
-            || key.split('/').any(|part| part.is_empty() || part == "." || part == "..")
+            || key
+                .split('/')
+                .any(|part| part.is_empty() || part == "." || part == "..")
         {
-            return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("bad blob key {key:?}")));
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("bad blob key {key:?}"),
+            ));
         }
         Ok(self.root.join(key))
     }
@@ -58,7 +63,10 @@ impl BlobStore for FsBlobStore {
 
     async fn put(&self, key: &str, mut body: ByteStream<'_>) -> Result<u64, BlobError> {
         let dest = self.path_of(key)?;
-        let tmp = self.root.join(TMP_DIR).join(uuid::Uuid::new_v4().to_string());
+        let tmp = self
+            .root
+            .join(TMP_DIR)
+            .join(uuid::Uuid::new_v4().to_string());
         let mut file = fs::File::create(&tmp).await?;
         let written: Result<u64, BlobError> = async {
             let mut n = 0u64;
@@ -93,7 +101,11 @@ impl BlobStore for FsBlobStore {
         Ok(n)
     }
 
-    async fn get(&self, key: &str, range: Option<Range<u64>>) -> Result<ByteStream<'static>, BlobError> {
+    async fn get(
+        &self,
+        key: &str,
+        range: Option<Range<u64>>,
+    ) -> Result<ByteStream<'static>, BlobError> {
         let path = self.path_of(key)?;
         let mut file = match fs::File::open(&path).await {
             Ok(f) => f,

@@ -70,7 +70,11 @@ pub trait BlobStore: Send + Sync + 'static {
     /// store) nothing is left under `key`. Returns the number of bytes.
     async fn put(&self, key: &str, body: ByteStream<'_>) -> Result<u64, BlobError>;
     /// Streams a blob, or the byte range `range` of it.
-    async fn get(&self, key: &str, range: Option<Range<u64>>) -> Result<ByteStream<'static>, BlobError>;
+    async fn get(
+        &self,
+        key: &str,
+        range: Option<Range<u64>>,
+    ) -> Result<ByteStream<'static>, BlobError>;
     /// Deletes a blob; deleting an absent blob succeeds.
     async fn delete(&self, key: &str) -> Result<(), BlobError>;
     /// Every blob, including leftovers of interrupted writes.
@@ -80,7 +84,10 @@ pub trait BlobStore: Send + Sync + 'static {
 }
 
 /// The key under which a staged file's bytes live.
-pub fn upload_key(workspace_id: crate::domain::WorkspaceId, file_id: crate::domain::FileId) -> String {
+pub fn upload_key(
+    workspace_id: crate::domain::WorkspaceId,
+    file_id: crate::domain::FileId,
+) -> String {
     format!("uploads/{workspace_id}/{file_id}")
 }
 

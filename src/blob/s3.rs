@@ -43,7 +43,10 @@ impl S3BlobStore {
 
     /// Wraps any object store (used by tests and embedders).
     pub fn new(store: Arc<dyn ObjectStore>, prefix: &str) -> Self {
-        Self { store, prefix: prefix.trim_matches('/').to_owned() }
+        Self {
+            store,
+            prefix: prefix.trim_matches('/').to_owned(),
+        }
     }
 
     fn path_of(&self, key: &str) -> Path {
@@ -59,7 +62,9 @@ impl S3BlobStore {
         if self.prefix.is_empty() {
             full.to_owned()
         } else {
-            full.strip_prefix(&format!("{}/", self.prefix)).unwrap_or(full).to_owned()
+            full.strip_prefix(&format!("{}/", self.prefix))
+                .unwrap_or(full)
+                .to_owned()
         }
     }
 }
@@ -86,7 +91,9 @@ impl BlobStore for S3BlobStore {
             }
         }
         if ended {
-            self.store.put(&path, PutPayload::from(first.freeze())).await?;
+            self.store
+                .put(&path, PutPayload::from(first.freeze()))
+                .await?;
             return Ok(total);
         }
         let upload = self.store.put_multipart(&path).await?;
@@ -117,7 +124,11 @@ impl BlobStore for S3BlobStore {
         }
     }
 
-    async fn get(&self, key: &str, range: Option<Range<u64>>) -> Result<ByteStream<'static>, BlobError> {
+    async fn get(
+        &self,
+        key: &str,
+        range: Option<Range<u64>>,
+    ) -> Result<ByteStream<'static>, BlobError> {
         let options = GetOptions {
             range: range.map(GetRange::Bounded),
             ..GetOptions::default()
@@ -127,10 +138,7 @@ impl BlobStore for S3BlobStore {
             Err(object_store::Error::NotFound { .. }) => return Err(BlobError::NotFound),
             Err(e) => return Err(e.into()),
         };
-        Ok(result
-            .into_stream()
-            .map_err(std::io::Error::other)
-            .boxed())
+        Ok(result.into_stream().map_err(std::io::Error::other).boxed())
     }
 
     async fn delete(&self, key: &str) -> Result<(), BlobError> {
@@ -145,7 +153,10 @@ impl BlobStore for S3BlobStore {
         let mut out: Vec<BlobEntry> = self
             .store
             .list(prefix.as_ref())
-            .map_ok(|meta| BlobEntry { key: self.key_of(&meta.location), modified: meta.last_modified })
+            .map_ok(|meta| BlobEntry {
+                key: self.key_of(&meta.location),
+                modified: meta.last_modified,
+            })
             .try_collect()
             .await?;
         out.sort_by(|a, b| a.key.cmp(&b.key));
@@ -158,4 +169,3 @@ impl BlobStore for S3BlobStore {
         Ok(())
     }
 }
-

@@ -81,9 +81,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Migrate(args) => {
             std::fs::create_dir_all(&args.data_dir)
                 .with_context(|| format!("failed to create {}", args.data_dir.display()))?;
-            let url = args
-                .database_url
-                .unwrap_or_else(|| format!("sqlite://{}", args.data_dir.join("molecule.db").display()));
+            let url = args.database_url.unwrap_or_else(|| {
+                format!("sqlite://{}", args.data_dir.join("molecule.db").display())
+            });
             let store = crate::store::connect(&url).await?;
             store.migrate().await?;
             store.close().await;

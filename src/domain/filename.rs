@@ -91,7 +91,10 @@ mod tests {
             ("report.pdf".into(), "report.pdf".into()),
             ("my report.pdf".into(), "my_report.pdf".into()),
             ("../../etc/passwd".into(), "passwd".into()),
-            ("..\\..\\windows\\system32\\cmd.exe".into(), "cmd.exe".into()),
+            (
+                "..\\..\\windows\\system32\\cmd.exe".into(),
+                "cmd.exe".into(),
+            ),
             ("/absolute/path/to/file.txt".into(), "file.txt".into()),
             ("dir/".into(), "file".into()),
             ("".into(), "file".into()),
@@ -107,12 +110,21 @@ mod tests {
             ("semi;colon&amp.sh".into(), "semi_colon_amp.sh".into()),
             ("quote\"s'.txt".into(), "quote_s_.txt".into()),
             ("tab\tname.csv".into(), "tab_name.csv".into()),
-            ("UPPER-lower_1.2.3.tar.gz".into(), "UPPER-lower_1.2.3.tar.gz".into()),
+            (
+                "UPPER-lower_1.2.3.tar.gz".into(),
+                "UPPER-lower_1.2.3.tar.gz".into(),
+            ),
             ("$(rm -rf ~).txt".into(), "__rm_-rf___.txt".into()),
-            (format!("{long_stem}.pdf"), format!("{}.pdf", "a".repeat(96))),
+            (
+                format!("{long_stem}.pdf"),
+                format!("{}.pdf", "a".repeat(96)),
+            ),
             (long_stem.clone(), "a".repeat(100)),
             (long_ext.clone(), long_ext[..100].to_owned()),
-            ("C:\\Users\\me\\Desktop\\notes.txt".into(), "notes.txt".into()),
+            (
+                "C:\\Users\\me\\Desktop\\notes.txt".into(),
+                "notes.txt".into(),
+            ),
         ];
         for (raw, want) in &cases {
             let got = Filename::sanitize(raw);

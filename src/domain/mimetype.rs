@@ -30,7 +30,12 @@ impl Mimetype {
         if raw.chars().any(|c| c.is_control()) {
             return Self::octet_stream();
         }
-        let essence = raw.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+        let essence = raw
+            .split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase();
         match essence.split_once('/') {
             Some((ty, sub))
                 if !ty.is_empty()
@@ -77,7 +82,10 @@ mod tests {
             (Some("text/plain; charset=utf-8"), "text/plain"),
             (Some("Image/PNG"), "image/png"),
             (Some("  application/json  "), "application/json"),
-            (Some("application/vnd.openxmlformats-officedocument.wordprocessingml.document"), "application/vnd.openxmlformats-officedocument.wordprocessingml.document"),
+            (
+                Some("application/vnd.openxmlformats-officedocument.wordprocessingml.document"),
+                "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
+            ),
             (Some("text/html\r\nSet-Cookie: a=b"), OCTET_STREAM),
             (Some("text/plain\n"), OCTET_STREAM),
             (Some("text/plain\r"), OCTET_STREAM),
@@ -91,8 +99,14 @@ mod tests {
             (Some("text/(plain)"), OCTET_STREAM),
             (Some(""), OCTET_STREAM),
             (None, OCTET_STREAM),
-            (Some("multipart/form-data; boundary=xyz"), "multipart/form-data"),
-            (Some("application/x-www-form-urlencoded;"), "application/x-www-form-urlencoded"),
+            (
+                Some("multipart/form-data; boundary=xyz"),
+                "multipart/form-data",
+            ),
+            (
+                Some("application/x-www-form-urlencoded;"),
+                "application/x-www-form-urlencoded",
+            ),
         ];
         for (raw, want) in cases {
             assert_eq!(Mimetype::parse(raw).as_str(), want, "parse({raw:?})");

@@ -59,18 +59,24 @@ pub fn is_internal_ip(ip: IpAddr) -> bool {
 impl CallbackUrl {
     /// Parses and checks a callback URL.
     pub fn parse(raw: &str, allow_private: bool) -> Result<Self, UrlError> {
-        let parsed = url::Url::parse(raw.trim()).map_err(|_| UrlError::Malformed(raw.to_owned()))?;
+        let parsed =
+            url::Url::parse(raw.trim()).map_err(|_| UrlError::Malformed(raw.to_owned()))?;
         if !matches!(parsed.scheme(), "http" | "https") {
             return Err(UrlError::Scheme(parsed.scheme().to_owned()));
         }
-        let host = parsed.host().ok_or_else(|| UrlError::Malformed(raw.to_owned()))?;
+        let host = parsed
+            .host()
+            .ok_or_else(|| UrlError::Malformed(raw.to_owned()))?;
         if !allow_private {
             let internal = match host {
                 url::Host::Ipv4(ip) => is_internal_v4(ip),
                 url::Host::Ipv6(ip) => is_internal_v6(ip),
                 url::Host::Domain(name) => {
                     let name = name.trim_end_matches('.').to_ascii_lowercase();
-                    name == "localhost" || name.ends_with(".localhost") || name.ends_with(".internal") || name.ends_with(".local")
+                    name == "localhost"
+                        || name.ends_with(".localhost")
+                        || name.ends_with(".internal")
+                        || name.ends_with(".local")
                 }
             };
             if internal {
@@ -115,7 +121,11 @@ mod tests {
             ("http://metadata.google.internal", false, false),
         ];
         for (raw, allow, ok) in cases {
-            assert_eq!(CallbackUrl::parse(raw, allow).is_ok(), ok, "case {raw:?} allow_private={allow}");
+            assert_eq!(
+                CallbackUrl::parse(raw, allow).is_ok(),
+                ok,
+                "case {raw:?} allow_private={allow}"
+            );
         }
     }
 }

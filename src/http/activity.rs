@@ -84,7 +84,11 @@ impl From<Activity> for ActivityView {
 }
 
 async fn require_workspace(state: &AppState, id: WorkspaceId) -> Result<crate::store::Workspace> {
-    state.store.get_workspace(id).await?.ok_or_else(Error::workspace_not_found)
+    state
+        .store
+        .get_workspace(id)
+        .await?
+        .ok_or_else(Error::workspace_not_found)
 }
 
 fn summarize(text: &str) -> String {
@@ -106,11 +110,15 @@ struct MessageSend {
 
 fn normalize_message_send(body: Value) -> Result<MessageSend> {
     let Value::Object(mut obj) = body else {
-        return Err(Error::BadRequest("the body must be a JSON object (a JSON-RPC `message/send`)".into()));
+        return Err(Error::BadRequest(
+            "the body must be a JSON object (a JSON-RPC `message/send`)".into(),
+        ));
     };
     if let Some(method) = obj.get("method") {
         if method != "message/send" {
-            return Err(Error::BadRequest(format!("unsupported method {method}: only \"message/send\" is accepted")));
+            return Err(Error::BadRequest(format!(
+                "unsupported method {method}: only \"message/send\" is accepted"
+            )));
         }
     }
     let mut params = match obj.remove("params") {
@@ -121,26 +129,46 @@ fn normalize_message_send(body: Value) -> Result<MessageSend> {
         None => return Err(Error::BadRequest("missing `params.message`".into())),
     };
     let Some(Value::Object(message)) = params.get_mut("message") else {
-        return Err(Error::BadRequest("`params.message` must be an object".into()));
+        return Err(Error::BadRequest(
+            "`params.message` must be an object".into(),
+        ));
     };
     let parts = match message.get("parts") {
         Some(Value::Array(parts)) if !parts.is_empty() => parts.clone(),
-        _ => return Err(Error::BadRequest("`params.message.parts` must be a non-empty array".into())),
+        _ => {
+            return Err(Error::BadRequest(
+                "`params.message.parts` must be a non-empty array".into(),
+            ))
+        }
     };
     let mut text = Vec::new();
     for (i, part) in parts.iter().enumerate() {
         match part.get("kind").and_then(Value::as_str) {
             Some("text") => match part.get("text").and_then(Value::as_str) {
                 Some(t) => text.push(t.to_owned()),
-                None => return Err(Error::BadRequest(format!("part {i} is kind \"text\" but has no string `text`"))),
+                None => {
+                    return Err(Error::BadRequest(format!(
+                        "part {i} is kind \"text\" but has no string `text`"
+                    )))
+                }
             },
             Some("file") => {
-                if !part.get("file").and_then(|f| f.get("uri")).is_some_and(Value::is_string) {
-                    return Err(Error::BadRequest(format!("part {i} is kind \"file\" but has no `file.uri`")));
+                if !part
+                    .get("file")
+                    .and_then(|f| f.get("uri"))
+                    .is_some_and(Value::is_string)
+                {
+                    return Err(Error::BadRequest(format!(
+                        "part {i} is kind \"file\" but has no `file.uri`"
+                    )));
                 }
             }
             Some("data") => {}
-            _ => return Err(Error::BadRequest(format!("part {i} needs a `kind` of \"text\", \"file\" or \"data\""))),
+            _ => {
+                return Err(Error::BadRequest(format!(
+                    "part {i} needs a `kind` of \"text\", \"file\" or \"data\""
+                )))
+            }
         }
     }
     message.entry("role").or_insert_with(|| json!("user"));
@@ -152,9 +180,18 @@ fn normalize_message_send(body: Value) -> Result<MessageSend> {
             id
         }
     };
-    let rpc_id = obj.get("id").cloned().filter(|v| !v.is_null()).unwrap_or_else(|| json!(uuid::Uuid::new_v4().to_string()));
+    let rpc_id = obj
+        .get("id")
+        .cloned()
+        .filter(|v| !v.is_null())
+        .unwrap_or_else(|| json!(uuid::Uuid::new_v4().to_string()));
     let rpc = json!({"jsonrpc": "2.0", "id": rpc_id, "method": "message/send", "params": params});
-    Ok(MessageSend { rpc, text: text.join("\n"), parts: Value::Array(parts), message_id })
+    Ok(MessageSend {
+        rpc,
+        text: text.join("\n"),
+        parts: Value::Array(parts),
+        message_id,
+    })
 }
 
 /// `{queued, activity_id}`: a message queued for a poll-mode workspace.
@@ -219,9 +256,17 @@ pub async fn send_a2a_message(
     };
     match (workspace.delivery_mode, workspace.url.as_deref()) {
         (DeliveryMode::Push, Some(url)) => {
-            let answer = state.http.post(url).timeout(state.config.forward_timeout).json(&msg.rpc).send().await;
+            let answer = state
+                .http
+                .post(url)
+                .timeout(state.config.forward_timeout)
+                .json(&msg.rpc)
+                .send()
+                .await;
             let answer = match answer {
-                Ok(r) if r.status().is_success() => r.json::<Value>().await.map_err(|e| e.to_string()),
+                Ok(r) if r.status().is_success() => {
+                    r.json::<Value>().await.map_err(|e| e.to_string())
+                }
                 Ok(r) => Err(format!("the workspace answered {}", r.status())),
                 Err(e) => Err(e.without_url().to_string()),
             };
@@ -230,12 +275,20 @@ pub async fn send_a2a_message(
                     row.status = Some("forwarded".into());
                     row.response_body = Some(answer.clone());
                     let stored = state.store.insert_activity(id, &row, domain::now()).await?;
-                    state.bus.publish(Event::Activity { workspace_id: id, id: stored.id }).await;
+                    state
+                        .bus
+                        .publish(Event::Activity {
+                            workspace_id: id,
+                            id: stored.id,
+                        })
+                        .await;
                     Ok(axum::Json(answer).into_response())
                 }
                 Err(cause) => {
                     tracing::warn!(workspace_id = %id, error = %cause, "forwarding a message to a push workspace failed");
-                    Err(Error::BadGateway(format!("could not deliver the message to the workspace: {cause}")))
+                    Err(Error::BadGateway(format!(
+                        "could not deliver the message to the workspace: {cause}"
+                    )))
                 }
             }
         }
@@ -244,8 +297,21 @@ pub async fn send_a2a_message(
             row.status = Some("queued".into());
             let stored = state.store.insert_activity(id, &row, domain::now()).await?;
             tracing::info!(workspace_id = %id, activity_id = stored.id, "message queued");
-            state.bus.publish(Event::Activity { workspace_id: id, id: stored.id }).await;
-            Ok((StatusCode::ACCEPTED, axum::Json(Queued { queued: true, activity_id: stored.id })).into_response())
+            state
+                .bus
+                .publish(Event::Activity {
+                    workspace_id: id,
+                    id: stored.id,
+                })
+                .await;
+            Ok((
+                StatusCode::ACCEPTED,
+                axum::Json(Queued {
+                    queued: true,
+                    activity_id: stored.id,
+                }),
+            )
+                .into_response())
         }
     }
 }
@@ -283,8 +349,14 @@ pub async fn notify_operator(
     Json(body): Json<Notify>,
 ) -> Result<Json<Stored>> {
     principal.require_workspace(id)?;
-    if body.attachments.iter().any(|a| !a.get("uri").is_some_and(Value::is_string)) {
-        return Err(Error::BadRequest("every attachment needs a string `uri`".into()));
+    if body
+        .attachments
+        .iter()
+        .any(|a| !a.get("uri").is_some_and(Value::is_string))
+    {
+        return Err(Error::BadRequest(
+            "every attachment needs a string `uri`".into(),
+        ));
     }
     let row = NewActivity {
         activity_type: "agent_message".into(),
@@ -292,12 +364,23 @@ pub async fn notify_operator(
         source_id: Some(id.to_string()),
         summary: Some(summarize(&body.message)),
         request_body: Some(json!({"message": body.message, "attachments": body.attachments})),
-        data: Some(json!({"source": "agent", "text": body.message, "attachments": body.attachments})),
+        data: Some(
+            json!({"source": "agent", "text": body.message, "attachments": body.attachments}),
+        ),
         ..NewActivity::default()
     };
     let stored = state.store.insert_activity(id, &row, domain::now()).await?;
-    state.bus.publish(Event::Activity { workspace_id: id, id: stored.id }).await;
-    Ok(Json(Stored { status: "ok", activity_id: stored.id }))
+    state
+        .bus
+        .publish(Event::Activity {
+            workspace_id: id,
+            id: stored.id,
+        })
+        .await;
+    Ok(Json(Stored {
+        status: "ok",
+        activity_id: stored.id,
+    }))
 }
 
 /// An activity row reported by the agent.
@@ -347,7 +430,9 @@ pub async fn report_activity(
     principal.require_workspace(id)?;
     let ty = body.activity_type.trim();
     if ty.is_empty() || ty.chars().count() > 100 {
-        return Err(Error::BadRequest("`activity_type` must be 1 to 100 characters".into()));
+        return Err(Error::BadRequest(
+            "`activity_type` must be 1 to 100 characters".into(),
+        ));
     }
     let row = NewActivity {
         activity_type: ty.to_owned(),
@@ -362,7 +447,13 @@ pub async fn report_activity(
         data: None,
     };
     let stored = state.store.insert_activity(id, &row, domain::now()).await?;
-    state.bus.publish(Event::Activity { workspace_id: id, id: stored.id }).await;
+    state
+        .bus
+        .publish(Event::Activity {
+            workspace_id: id,
+            id: stored.id,
+        })
+        .await;
     Ok((StatusCode::CREATED, Json(CreatedId { id: stored.id })))
 }
 
@@ -397,18 +488,26 @@ pub async fn list_activity(
     let Query(params) = params.map_err(|e| Error::BadRequest(e.body_text()))?;
     let limit = params.limit.unwrap_or(100);
     if !(1..=MAX_LIMIT).contains(&limit) {
-        return Err(Error::BadRequest(format!("`limit` must be between 1 and {MAX_LIMIT}")));
+        return Err(Error::BadRequest(format!(
+            "`limit` must be between 1 and {MAX_LIMIT}"
+        )));
     }
     let wait = params.wait.unwrap_or(0);
     if wait > MAX_WAIT_SECS {
-        return Err(Error::BadRequest(format!("`wait` must be between 0 and {MAX_WAIT_SECS} seconds")));
+        return Err(Error::BadRequest(format!(
+            "`wait` must be between 0 and {MAX_WAIT_SECS} seconds"
+        )));
     }
     let since_id = params.since_id.unwrap_or(0);
     if since_id < 0 {
         return Err(Error::BadRequest("`since_id` must not be negative".into()));
     }
     require_workspace(&state, id).await?;
-    let query = ActivityQuery { since_id, activity_type: params.activity_type, limit };
+    let query = ActivityQuery {
+        since_id,
+        activity_type: params.activity_type,
+        limit,
+    };
     let deadline = tokio::time::Instant::now() + Duration::from_secs(wait);
     // Subscribe before the first read: a row committed between the read
     // and the wait still wakes us.
@@ -460,20 +559,30 @@ struct SseCursor {
 impl SseCursor {
     async fn read_after_cursor(&mut self) {
         let Some(since_id) = self.cursor else { return };
-        let query = ActivityQuery { since_id, activity_type: None, limit: MAX_LIMIT };
+        let query = ActivityQuery {
+            since_id,
+            activity_type: None,
+            limit: MAX_LIMIT,
+        };
         match self.state.store.list_activity(self.id, &query).await {
             Ok(ActivityPage::Rows(rows)) => {
                 for row in rows {
                     self.cursor = Some(row.id);
                     let id = row.id;
                     let view = ActivityView::from(row);
-                    if let Ok(ev) = SseEvent::default().event("activity").id(id.to_string()).json_data(&view) {
+                    if let Ok(ev) = SseEvent::default()
+                        .event("activity")
+                        .id(id.to_string())
+                        .json_data(&view)
+                    {
                         self.ready.push_back(ev);
                     }
                 }
             }
             Ok(ActivityPage::CursorExpired { swept_through }) => self.cursor = Some(swept_through),
-            Err(e) => tracing::warn!(error = %e, workspace_id = %self.id, "SSE stream could not read activity"),
+            Err(e) => {
+                tracing::warn!(error = %e, workspace_id = %self.id, "SSE stream could not read activity")
+            }
         }
     }
 }
@@ -494,7 +603,14 @@ pub async fn stream_events(
     let Query(params) = params.map_err(|e| Error::BadRequest(e.body_text()))?;
     require_workspace(&state, id).await?;
     let events = state.bus.subscribe();
-    let init = SseCursor { state, id, events, cursor: params.since_id, ready: VecDeque::new(), started: false };
+    let init = SseCursor {
+        state,
+        id,
+        events,
+        cursor: params.since_id,
+        ready: VecDeque::new(),
+        started: false,
+    };
     let stream = futures::stream::unfold(init, |mut s| async move {
         if !s.started {
             s.started = true;
@@ -515,7 +631,11 @@ pub async fn stream_events(
                     }
                     s.read_after_cursor().await;
                 }
-                Ok(Event::Upload { workspace_id, file_id, state }) if workspace_id == s.id => {
+                Ok(Event::Upload {
+                    workspace_id,
+                    file_id,
+                    state,
+                }) if workspace_id == s.id => {
                     let body = json!({"file_id": file_id, "state": state});
                     if let Ok(ev) = SseEvent::default().event("upload").json_data(body) {
                         s.ready.push_back(ev);

@@ -79,7 +79,9 @@ impl Error {
     /// The single 404 for every file a caller may not have: absent, acked,
     /// expired or another workspace's all look the same.
     pub fn file_not_found() -> Self {
-        Error::NotFound("file not found: it does not exist, was already delivered, or expired".into())
+        Error::NotFound(
+            "file not found: it does not exist, was already delivered, or expired".into(),
+        )
     }
 }
 
@@ -91,7 +93,10 @@ pub struct ErrorBody {
 }
 
 fn cause_chain(err: &anyhow::Error) -> String {
-    err.chain().map(|c| c.to_string()).collect::<Vec<_>>().join(": ")
+    err.chain()
+        .map(|c| c.to_string())
+        .collect::<Vec<_>>()
+        .join(": ")
 }
 
 impl IntoResponse for Error {
@@ -104,7 +109,9 @@ impl IntoResponse for Error {
             }
             _ => {}
         }
-        let body = ErrorBody { error: self.to_string() };
+        let body = ErrorBody {
+            error: self.to_string(),
+        };
         (self.status_code(), axum::Json(body)).into_response()
     }
 }
@@ -112,9 +119,9 @@ impl IntoResponse for Error {
 impl From<StoreError> for Error {
     fn from(e: StoreError) -> Self {
         match e {
-            StoreError::Database(sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed) => {
-                Error::Unavailable(anyhow::Error::new(e))
-            }
+            StoreError::Database(
+                sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed,
+            ) => Error::Unavailable(anyhow::Error::new(e)),
             other => Error::Internal(anyhow::Error::new(other)),
         }
     }
@@ -123,7 +130,9 @@ impl From<StoreError> for Error {
 impl From<BlobError> for Error {
     fn from(e: BlobError) -> Self {
         match e {
-            BlobError::NotFound => Error::Internal(anyhow::Error::new(e).context("a staged file's blob is missing")),
+            BlobError::NotFound => {
+                Error::Internal(anyhow::Error::new(e).context("a staged file's blob is missing"))
+            }
             other => Error::Unavailable(anyhow::Error::new(other)),
         }
     }
@@ -146,7 +155,10 @@ where
             Err(JsonRejection::MissingJsonContentType(_)) => Err(Error::UnsupportedMediaType(
                 "expected a JSON body with `Content-Type: application/json`".into(),
             )),
-            Err(rejection) => Err(Error::BadRequest(format!("invalid JSON body: {}", rejection.body_text()))),
+            Err(rejection) => Err(Error::BadRequest(format!(
+                "invalid JSON body: {}",
+                rejection.body_text()
+            ))),
         }
     }
 }

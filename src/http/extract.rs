@@ -36,6 +36,9 @@ impl<S: Send + Sync> FromRequestParts<S> for FilePath {
         let Path((ws, file)) = Path::<(String, String)>::from_request_parts(parts, state)
             .await
             .map_err(|e| Error::BadRequest(e.body_text()))?;
-        Ok(FilePath(ws.parse().map_err(bad_id)?, file.parse().map_err(bad_id)?))
+        Ok(FilePath(
+            ws.parse().map_err(bad_id)?,
+            file.parse().map_err(bad_id)?,
+        ))
     }
 }

@@ -34,15 +34,17 @@ use crate::events::Bus;
 use crate::metrics::Metrics;
 use crate::store::Store;
 
+pub use activity::ActivityView;
 pub use auth::Principal;
 pub use error::{Error, ErrorBody, Json, Result};
 pub use ops::metrics_response as ops_metrics;
-pub use activity::ActivityView;
-pub use pending::PendingUploadView;
-pub use uploads::{UploadedFile, UploadedFiles};
 pub use ops::UploadStatsView;
-pub use workspaces::{Connection, CreatedWorkspace, WorkspaceView, RotatedToken, ConnectionEnvelope};
+pub use pending::PendingUploadView;
 pub use registry::RegisteredWorkspace;
+pub use uploads::{UploadedFile, UploadedFiles};
+pub use workspaces::{
+    Connection, ConnectionEnvelope, CreatedWorkspace, RotatedToken, WorkspaceView,
+};
 
 /// Everything a handler needs, cheap to clone.
 #[derive(Clone)]
@@ -81,7 +83,10 @@ struct BearerAuth;
 impl Modify for BearerAuth {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
         let components = openapi.components.get_or_insert_with(Default::default);
-        components.add_security_scheme("bearer", SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)));
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)),
+        );
         openapi.security = Some(vec![utoipa::openapi::security::SecurityRequirement::new(
             "bearer",
             Vec::<String>::new(),
@@ -92,7 +97,10 @@ impl Modify for BearerAuth {
 /// The routes and the OpenAPI document describing exactly them.
 pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
-        .routes(routes!(workspaces::create_workspace, workspaces::list_workspaces))
+        .routes(routes!(
+            workspaces::create_workspace,
+            workspaces::list_workspaces
+        ))
         .routes(routes!(
             workspaces::get_workspace,
             workspaces::update_workspace,
@@ -145,7 +153,9 @@ pub fn router(state: AppState) -> Router {
     )
     .layer(tower_http::catch_panic::CatchPanicLayer::custom(|_| {
         tracing::error!("a request handler panicked");
-        axum::response::IntoResponse::into_response(Error::Internal(anyhow::anyhow!("handler panicked")))
+        axum::response::IntoResponse::into_response(Error::Internal(anyhow::anyhow!(
+            "handler panicked"
+        )))
     }))
     .with_state(state)
 }
@@ -155,10 +165,12 @@ pub fn router(state: AppState) -> Router {
 pub fn route_label(pattern: &str) -> String {
     pattern
         .split('/')
-        .map(|seg| match seg.strip_prefix('{').and_then(|s| s.strip_suffix('}')) {
-            Some(name) => format!(":{name}"),
-            None => seg.to_owned(),
-        })
+        .map(
+            |seg| match seg.strip_prefix('{').and_then(|s| s.strip_suffix('}')) {
+                Some(name) => format!(":{name}"),
+                None => seg.to_owned(),
+            },
+        )
         .collect::<Vec<_>>()
         .join("/")
 }
@@ -190,7 +202,10 @@ async fn track_metrics(State(state): State<AppState>, req: Request, next: Next) 
 mod tests {
     #[test]
     fn route_labels_use_colon_params() {
-        assert_eq!(super::route_label("/workspaces/{id}/chat/uploads"), "/workspaces/:id/chat/uploads");
+        assert_eq!(
+            super::route_label("/workspaces/{id}/chat/uploads"),
+            "/workspaces/:id/chat/uploads"
+        );
         assert_eq!(
             super::route_label("/workspaces/{id}/pending-uploads/{fid}/ack"),
             "/workspaces/:id/pending-uploads/:fid/ack"

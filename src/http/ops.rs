@@ -47,11 +47,23 @@ pub async fn health() -> Json<Status> {
 pub async fn ready(State(state): State<AppState>) -> Response {
     if let Err(e) = state.store.ping().await {
         tracing::warn!(error = %e, "not ready: database");
-        return (StatusCode::SERVICE_UNAVAILABLE, axum::Json(ErrorBody { error: "the database does not answer".into() })).into_response();
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            axum::Json(ErrorBody {
+                error: "the database does not answer".into(),
+            }),
+        )
+            .into_response();
     }
     if let Err(e) = state.blobs.ping().await {
         tracing::warn!(error = %e, "not ready: blob store");
-        return (StatusCode::SERVICE_UNAVAILABLE, axum::Json(ErrorBody { error: "the blob store does not answer".into() })).into_response();
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            axum::Json(ErrorBody {
+                error: "the blob store does not answer".into(),
+            }),
+        )
+            .into_response();
     }
     axum::Json(Status { status: "ready" }).into_response()
 }
@@ -67,13 +79,20 @@ pub async fn get_metrics(State(state): State<AppState>, principal: Principal) ->
 
 /// The `/metrics` answer (also served unauthenticated on `--metrics-listen`).
 pub fn metrics_response(state: &AppState) -> Response {
-    ([(CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], state.metrics.render()).into_response()
+    (
+        [(CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        state.metrics.render(),
+    )
+        .into_response()
 }
 
 /// Staging statistics.
 #[utoipa::path(get, path = "/admin/pending-uploads/stats", tag = "operations",
     responses((status = 200, body = UploadStatsView), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
-pub async fn get_upload_stats(State(state): State<AppState>, principal: Principal) -> Result<Json<UploadStatsView>> {
+pub async fn get_upload_stats(
+    State(state): State<AppState>,
+    principal: Principal,
+) -> Result<Json<UploadStatsView>> {
     principal.require_operator()?;
     let now = domain::now();
     let s = state.store.upload_stats(now).await?;
@@ -83,6 +102,8 @@ pub async fn get_upload_stats(State(state): State<AppState>, principal: Principa
         acked: s.acked,
         expired: s.expired,
         bytes_pending: s.bytes_pending,
-        oldest_pending_age_s: s.oldest_pending_at.map_or(0, |t| (now - t).num_seconds().max(0)),
+        oldest_pending_age_s: s
+            .oldest_pending_at
+            .map_or(0, |t| (now - t).num_seconds().max(0)),
     }))
 }

@@ -73,15 +73,19 @@ pub async fn list_pending_uploads(
 ) -> Result<Json<Vec<PendingUploadView>>> {
     principal.require_access(id)?;
     let rows = state.store.list_pending_uploads(id, domain::now()).await?;
-    Ok(Json(rows.into_iter().map(PendingUploadView::from).collect()))
+    Ok(Json(
+        rows.into_iter().map(PendingUploadView::from).collect(),
+    ))
 }
 
 fn content_disposition(filename: &str) -> HeaderValue {
     // Sanitized names are plain ASCII without quotes, but encode the
     // RFC 8187 form as well for clients that prefer it.
     let encoded = utf8_percent_encode(filename, NON_ALPHANUMERIC);
-    HeaderValue::from_str(&format!("attachment; filename=\"{filename}\"; filename*=UTF-8''{encoded}"))
-        .unwrap_or(HeaderValue::from_static("attachment"))
+    HeaderValue::from_str(&format!(
+        "attachment; filename=\"{filename}\"; filename*=UTF-8''{encoded}"
+    ))
+    .unwrap_or(HeaderValue::from_static("attachment"))
 }
 
 enum Wanted {
@@ -132,7 +136,9 @@ pub async fn get_pending_upload_content(
         Wanted::Unsatisfiable => {
             let mut response = (
                 StatusCode::RANGE_NOT_SATISFIABLE,
-                axum::Json(ErrorBody { error: format!("the range is outside the file's {size} bytes") }),
+                axum::Json(ErrorBody {
+                    error: format!("the range is outside the file's {size} bytes"),
+                }),
             )
                 .into_response();
             if let Ok(v) = HeaderValue::from_str(&format!("bytes */{size}")) {
@@ -141,17 +147,31 @@ pub async fn get_pending_upload_content(
             return Ok(response);
         }
     };
-    let stream = state.blobs.get(&row.blob_key, range.map(|(s, e)| s..e + 1)).await?;
+    let stream = state
+        .blobs
+        .get(&row.blob_key, range.map(|(s, e)| s..e + 1))
+        .await?;
     state.metrics.fetched.inc();
     tracing::info!(
         workspace_id = %id, file_id = %file_id, size = row.size, filename = %row.filename,
         range = ?range, "upload fetched"
     );
-    state.bus.publish(Event::Upload { workspace_id: id, file_id, state: UploadState::Fetched }).await;
+    state
+        .bus
+        .publish(Event::Upload {
+            workspace_id: id,
+            file_id,
+            state: UploadState::Fetched,
+        })
+        .await;
     let mut response = Response::new(Body::from_stream(stream));
     *response.status_mut() = status;
     let h = response.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_str(&row.mimetype).unwrap_or(HeaderValue::from_static("application/octet-stream")));
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_str(&row.mimetype)
+            .unwrap_or(HeaderValue::from_static("application/octet-stream")),
+    );
     let length = range.map_or(size, |(s, e)| e - s + 1);
     h.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
     if let Some((s, e)) = range {
@@ -159,13 +179,22 @@ pub async fn get_pending_upload_content(
             h.insert(header::CONTENT_RANGE, v);
         }
     }
-    h.insert(header::CONTENT_DISPOSITION, content_disposition(&row.filename));
+    h.insert(
+        header::CONTENT_DISPOSITION,
+        content_disposition(&row.filename),
+    );
     if let Ok(v) = HeaderValue::from_str(&format!("\"{}\"", row.sha256)) {
         h.insert(header::ETAG, v);
     }
-    h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
     h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("private, no-store"));
+    h.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("private, no-store"),
+    );
     Ok(response)
 }
 
@@ -190,7 +219,14 @@ pub async fn ack_pending_upload(
                 workspace_id = %id, file_id = %file_id, size = row.size, filename = %row.filename,
                 delivery_seconds = delivery, "upload acked"
             );
-            state.bus.publish(Event::Upload { workspace_id: id, file_id, state: UploadState::Acked }).await;
+            state
+                .bus
+                .publish(Event::Upload {
+                    workspace_id: id,
+                    file_id,
+                    state: UploadState::Acked,
+                })
+                .await;
             Ok(Json(Acked { acked: true }))
         }
         AckOutcome::AlreadyAcked => Ok(Json(Acked { acked: true })),

@@ -54,7 +54,8 @@ pub struct HeartbeatAck {
 }
 
 fn parse_id(raw: &str) -> Result<WorkspaceId> {
-    raw.parse().map_err(|e: domain::IdError| Error::BadRequest(e.to_string()))
+    raw.parse()
+        .map_err(|e: domain::IdError| Error::BadRequest(e.to_string()))
 }
 
 /// Registers a workspace (marks it online, records its mode, URL and
@@ -73,8 +74,17 @@ pub async fn register_workspace(
     if let Some(p) = principal {
         p.require_access(id)?;
     }
-    let url = reg.url.as_deref().filter(|u| !u.trim().is_empty()).map(|u| check_url(&state, u)).transpose()?;
-    let current = state.store.get_workspace(id).await?.ok_or_else(Error::workspace_not_found)?;
+    let url = reg
+        .url
+        .as_deref()
+        .filter(|u| !u.trim().is_empty())
+        .map(|u| check_url(&state, u))
+        .transpose()?;
+    let current = state
+        .store
+        .get_workspace(id)
+        .await?
+        .ok_or_else(Error::workspace_not_found)?;
     let mode = reg.delivery_mode.unwrap_or(current.delivery_mode);
     if mode == DeliveryMode::Push && url.is_none() && current.url.is_none() {
         return Err(push_without_url());
@@ -87,7 +97,11 @@ pub async fn register_workspace(
         agent_card: reg.agent_card,
     };
     let now = domain::now();
-    match state.store.register_workspace(id, &update, minted.as_ref().map(AuthToken::hash), now).await? {
+    match state
+        .store
+        .register_workspace(id, &update, minted.as_ref().map(AuthToken::hash), now)
+        .await?
+    {
         Registered::Done(w) => {
             tracing::info!(workspace_id = %id, delivery_mode = %w.delivery_mode, bootstrap = minted.is_some(), "workspace registered");
             Ok(Json(RegisteredWorkspace {
@@ -116,6 +130,8 @@ pub async fn heartbeat_workspace(
     if !state.store.heartbeat(id, now).await? {
         return Err(Error::workspace_not_found());
     }
-    Ok(Json(HeartbeatAck { status: "ok", last_heartbeat_at: now }))
+    Ok(Json(HeartbeatAck {
+        status: "ok",
+        last_heartbeat_at: now,
+    }))
 }
-

@@ -113,7 +113,14 @@ struct Staged {
     sha256: String,
 }
 
-fn reject(state: &AppState, workspace_id: WorkspaceId, reason: &'static str, filename: Option<&str>, size: u64, err: Error) -> Error {
+fn reject(
+    state: &AppState,
+    workspace_id: WorkspaceId,
+    reason: &'static str,
+    filename: Option<&str>,
+    size: u64,
+    err: Error,
+) -> Error {
     state.metrics.rejected.with_label_values(&[reason]).inc();
     tracing::info!(workspace_id = %workspace_id, filename, size, reason, error = %err, "upload rejected");
     err
@@ -156,16 +163,31 @@ pub async fn upload_chat_files(
     req: Request,
 ) -> Result<Response> {
     principal.require_operator()?;
-    let workspace = state.store.get_workspace(id).await?.ok_or_else(Error::workspace_not_found)?;
+    let workspace = state
+        .store
+        .get_workspace(id)
+        .await?
+        .ok_or_else(Error::workspace_not_found)?;
     let is_multipart = req
         .headers()
         .get(CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.trim_start().to_ascii_lowercase().starts_with("multipart/form-data"));
+        .is_some_and(|v| {
+            v.trim_start()
+                .to_ascii_lowercase()
+                .starts_with("multipart/form-data")
+        });
     if !is_multipart {
-        return Err(reject(&state, id, "not_multipart", None, 0, Error::BadRequest(
-            "expected a multipart/form-data body with one or more parts named `files`".into(),
-        )));
+        return Err(reject(
+            &state,
+            id,
+            "not_multipart",
+            None,
+            0,
+            Error::BadRequest(
+                "expected a multipart/form-data body with one or more parts named `files`".into(),
+            ),
+        ));
     }
     match (workspace.delivery_mode, workspace.url) {
         (DeliveryMode::Push, Some(url)) => forward_upload(&state, id, &url, req).await,
@@ -186,9 +208,19 @@ pub async fn upload_chat_files(
 async fn stage_upload(state: &AppState, id: WorkspaceId, req: Request) -> Result<UploadedFiles> {
     let limits = state.config.limits;
     let mut multipart = Multipart::from_request(req, &()).await.map_err(|e| {
-        reject(state, id, "malformed", None, 0, Error::BadRequest(format!("invalid multipart body: {}", e.body_text())))
+        reject(
+            state,
+            id,
+            "malformed",
+            None,
+            0,
+            Error::BadRequest(format!("invalid multipart body: {}", e.body_text())),
+        )
     })?;
-    let mut guard = StagedBlobs { blobs: state.blobs.clone(), keys: Vec::new() };
+    let mut guard = StagedBlobs {
+        blobs: state.blobs.clone(),
+        keys: Vec::new(),
+    };
     let mut staged: Vec<Staged> = Vec::new();
     let mut request_bytes = 0u64;
     let drain_budget = limits.max_request_size.saturating_mul(2);
@@ -199,9 +231,17 @@ async fn stage_upload(state: &AppState, id: WorkspaceId, req: Request) -> Result
             Ok(None) => break,
             Err(e) => {
                 guard.discard().await;
-                return Err(reject(state, id, "malformed", None, request_bytes, Error::BadRequest(format!(
-                    "the multipart body is malformed or was cut short: {}", e.body_text()
-                ))));
+                return Err(reject(
+                    state,
+                    id,
+                    "malformed",
+                    None,
+                    request_bytes,
+                    Error::BadRequest(format!(
+                        "the multipart body is malformed or was cut short: {}",
+                        e.body_text()
+                    )),
+                ));
             }
         };
         if field.name() != Some("files") {
@@ -216,17 +256,33 @@ async fn stage_upload(state: &AppState, id: WorkspaceId, req: Request) -> Result
                             drop(field);
                             guard.discard().await;
                             drain(&mut multipart, drain_budget).await;
-                            return Err(reject(state, id, "request_too_large", None, request_bytes, Error::PayloadTooLarge(format!(
-                                "the request is larger than the {} limit per request", size_str(limits.max_request_size)
-                            ))));
+                            return Err(reject(
+                                state,
+                                id,
+                                "request_too_large",
+                                None,
+                                request_bytes,
+                                Error::PayloadTooLarge(format!(
+                                    "the request is larger than the {} limit per request",
+                                    size_str(limits.max_request_size)
+                                )),
+                            ));
                         }
                     }
                     Ok(None) => break,
                     Err(e) => {
                         guard.discard().await;
-                        return Err(reject(state, id, "malformed", None, request_bytes, Error::BadRequest(format!(
-                            "the multipart body is malformed or was cut short: {}", e.body_text()
-                        ))));
+                        return Err(reject(
+                            state,
+                            id,
+                            "malformed",
+                            None,
+                            request_bytes,
+                            Error::BadRequest(format!(
+                                "the multipart body is malformed or was cut short: {}",
+                                e.body_text()
+                            )),
+                        ));
                     }
                 }
             }
@@ -235,9 +291,14 @@ async fn stage_upload(state: &AppState, id: WorkspaceId, req: Request) -> Result
         if staged.len() >= MAX_FILES_PER_REQUEST {
             drop(field);
             guard.discard().await;
-            return Err(reject(state, id, "too_many_files", None, request_bytes, Error::BadRequest(format!(
-                "at most {MAX_FILES_PER_REQUEST} files per request"
-            ))));
+            return Err(reject(
+                state,
+                id,
+                "too_many_files",
+                None,
+                request_bytes,
+                Error::BadRequest(format!("at most {MAX_FILES_PER_REQUEST} files per request")),
+            ));
         }
         let filename = Filename::sanitize(field.file_name().unwrap_or(""));
         let mimetype = Mimetype::parse(field.content_type());
@@ -271,9 +332,14 @@ async fn stage_upload(state: &AppState, id: WorkspaceId, req: Request) -> Result
         match put {
             Ok(_) if size == 0 => {
                 guard.discard().await;
-                return Err(reject(state, id, "empty_file", Some(filename.as_str()), 0, Error::BadRequest(format!(
-                    "file \"{filename}\" is empty"
-                ))));
+                return Err(reject(
+                    state,
+                    id,
+                    "empty_file",
+                    Some(filename.as_str()),
+                    0,
+                    Error::BadRequest(format!("file \"{filename}\" is empty")),
+                ));
             }
             Ok(_) => {}
             Err(BlobError::Body(_)) if over.is_some() => {
@@ -288,7 +354,14 @@ async fn stage_upload(state: &AppState, id: WorkspaceId, req: Request) -> Result
                         size_str(limits.max_request_size)
                     )),
                 };
-                return Err(reject(state, id, reason, Some(filename.as_str()), size, Error::PayloadTooLarge(message)));
+                return Err(reject(
+                    state,
+                    id,
+                    reason,
+                    Some(filename.as_str()),
+                    size,
+                    Error::PayloadTooLarge(message),
+                ));
             }
             Err(BlobError::Body(e)) => {
                 guard.discard().await;
@@ -298,7 +371,14 @@ async fn stage_upload(state: &AppState, id: WorkspaceId, req: Request) -> Result
             }
             Err(e) => {
                 guard.discard().await;
-                return Err(reject(state, id, "storage", Some(filename.as_str()), size, e.into()));
+                return Err(reject(
+                    state,
+                    id,
+                    "storage",
+                    Some(filename.as_str()),
+                    size,
+                    e.into(),
+                ));
             }
         }
         request_bytes += size;
@@ -307,17 +387,32 @@ async fn stage_upload(state: &AppState, id: WorkspaceId, req: Request) -> Result
         if let Some(prev) = staged.last() {
             received_at = received_at.max(prev.received_at + chrono::Duration::microseconds(1));
         }
-        staged.push(Staged { file_id, received_at, key, filename, mimetype, size, sha256: hex::encode(hasher.finalize()) });
+        staged.push(Staged {
+            file_id,
+            received_at,
+            key,
+            filename,
+            mimetype,
+            size,
+            sha256: hex::encode(hasher.finalize()),
+        });
     }
 
     if staged.is_empty() {
-        return Err(reject(state, id, "no_files", None, request_bytes, Error::BadRequest(
-            "no file: send one or more parts named `files`".into(),
-        )));
+        return Err(reject(
+            state,
+            id,
+            "no_files",
+            None,
+            request_bytes,
+            Error::BadRequest("no file: send one or more parts named `files`".into()),
+        ));
     }
 
     let now = staged.last().map_or_else(domain::now, |f| f.received_at);
-    let expires_at = now + chrono::Duration::from_std(state.config.upload_ttl).unwrap_or(chrono::Duration::hours(24));
+    let expires_at = now
+        + chrono::Duration::from_std(state.config.upload_ttl)
+            .unwrap_or(chrono::Duration::hours(24));
     let rows: Vec<(NewPendingUpload, NewActivity)> = staged
         .iter()
         .map(|f| {
@@ -366,8 +461,21 @@ async fn stage_upload(state: &AppState, id: WorkspaceId, req: Request) -> Result
             workspace_id = %id, file_id = %f.file_id, size = f.size, filename = %f.filename,
             mimetype = %f.mimetype, sha256 = %f.sha256, activity_id = activity.id, "upload staged"
         );
-        state.bus.publish(Event::Activity { workspace_id: id, id: activity.id }).await;
-        state.bus.publish(Event::Upload { workspace_id: id, file_id: f.file_id, state: UploadState::Staged }).await;
+        state
+            .bus
+            .publish(Event::Activity {
+                workspace_id: id,
+                id: activity.id,
+            })
+            .await;
+        state
+            .bus
+            .publish(Event::Upload {
+                workspace_id: id,
+                file_id: f.file_id,
+                state: UploadState::Staged,
+            })
+            .await;
     }
     Ok(UploadedFiles {
         files: staged
@@ -383,23 +491,34 @@ async fn stage_upload(state: &AppState, id: WorkspaceId, req: Request) -> Result
     })
 }
 
-async fn forward_upload(state: &AppState, id: WorkspaceId, url: &str, req: Request) -> Result<Response> {
-    let content_type = req.headers().get(CONTENT_TYPE).cloned().unwrap_or(HeaderValue::from_static("multipart/form-data"));
+async fn forward_upload(
+    state: &AppState,
+    id: WorkspaceId,
+    url: &str,
+    req: Request,
+) -> Result<Response> {
+    let content_type = req
+        .headers()
+        .get(CONTENT_TYPE)
+        .cloned()
+        .unwrap_or(HeaderValue::from_static("multipart/form-data"));
     // The multipart framing adds a little to the files themselves.
     let cap = state.config.limits.max_request_size + 64 * 1024;
     let over = Arc::new(AtomicBool::new(false));
     let seen_over = over.clone();
     let mut sent = 0u64;
-    let body = Body::into_data_stream(req.into_body()).map_err(io::Error::other).and_then(move |chunk| {
-        sent += chunk.len() as u64;
-        let verdict = if sent > cap {
-            seen_over.store(true, Ordering::SeqCst);
-            Err(io::Error::other("request over its limit"))
-        } else {
-            Ok(chunk)
-        };
-        futures::future::ready(verdict)
-    });
+    let body = Body::into_data_stream(req.into_body())
+        .map_err(io::Error::other)
+        .and_then(move |chunk| {
+            sent += chunk.len() as u64;
+            let verdict = if sent > cap {
+                seen_over.store(true, Ordering::SeqCst);
+                Err(io::Error::other("request over its limit"))
+            } else {
+                Ok(chunk)
+            };
+            futures::future::ready(verdict)
+        });
     let target = format!("{url}/internal/chat/uploads/ingest");
     let answer = state
         .http
@@ -410,9 +529,17 @@ async fn forward_upload(state: &AppState, id: WorkspaceId, url: &str, req: Reque
         .send()
         .await;
     if over.load(Ordering::SeqCst) {
-        return Err(reject(state, id, "request_too_large", None, cap, Error::PayloadTooLarge(format!(
-            "the request is larger than the {} limit per request", size_str(state.config.limits.max_request_size)
-        ))));
+        return Err(reject(
+            state,
+            id,
+            "request_too_large",
+            None,
+            cap,
+            Error::PayloadTooLarge(format!(
+                "the request is larger than the {} limit per request",
+                size_str(state.config.limits.max_request_size)
+            )),
+        ));
     }
     let answer = answer.map_err(|e| {
         let e = e.without_url();
@@ -422,12 +549,16 @@ async fn forward_upload(state: &AppState, id: WorkspaceId, url: &str, req: Reque
     let status = answer.status();
     if status.is_server_error() {
         tracing::warn!(workspace_id = %id, %status, "push workspace failed an upload");
-        return Err(Error::BadGateway(format!("the workspace answered {status}")));
+        return Err(Error::BadGateway(format!(
+            "the workspace answered {status}"
+        )));
     }
-    let body: Value = answer
-        .json()
-        .await
-        .map_err(|e| Error::BadGateway(format!("the workspace's answer is not JSON: {}", e.without_url())))?;
+    let body: Value = answer.json().await.map_err(|e| {
+        Error::BadGateway(format!(
+            "the workspace's answer is not JSON: {}",
+            e.without_url()
+        ))
+    })?;
     tracing::info!(workspace_id = %id, %status, "upload forwarded to push workspace");
     let status = StatusCode::from_u16(status.as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
     Ok((status, axum::Json(body)).into_response())

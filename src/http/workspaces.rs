@@ -116,7 +116,9 @@ pub struct CreatedWorkspace {
     pub connection: Connection,
 }
 
-fn double_option<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<Option<Option<String>>, D::Error> {
+fn double_option<'de, D: Deserializer<'de>>(
+    d: D,
+) -> std::result::Result<Option<Option<String>>, D::Error> {
     Option::<String>::deserialize(d).map(Some)
 }
 
@@ -153,7 +155,9 @@ pub struct RotatedToken {
 pub(super) fn check_name(name: &str) -> Result<String> {
     let name = name.trim();
     if name.is_empty() || name.chars().count() > 200 {
-        return Err(Error::BadRequest("`name` must be 1 to 200 characters".into()));
+        return Err(Error::BadRequest(
+            "`name` must be 1 to 200 characters".into(),
+        ));
     }
     Ok(name.to_owned())
 }
@@ -183,7 +187,12 @@ pub async fn create_workspace(
 ) -> Result<(StatusCode, Json<CreatedWorkspace>)> {
     principal.require_operator()?;
     let name = check_name(&new.name)?;
-    let url = new.url.as_deref().filter(|u| !u.trim().is_empty()).map(|u| check_url(&state, u)).transpose()?;
+    let url = new
+        .url
+        .as_deref()
+        .filter(|u| !u.trim().is_empty())
+        .map(|u| check_url(&state, u))
+        .transpose()?;
     if new.delivery_mode == DeliveryMode::Push && url.is_none() {
         return Err(push_without_url());
     }
@@ -192,7 +201,16 @@ pub async fn create_workspace(
     let now = domain::now();
     let stored = state
         .store
-        .create_workspace(id, &store::NewWorkspace { name, delivery_mode: new.delivery_mode, url }, token.hash(), now)
+        .create_workspace(
+            id,
+            &store::NewWorkspace {
+                name,
+                delivery_mode: new.delivery_mode,
+                url,
+            },
+            token.hash(),
+            now,
+        )
         .await?;
     tracing::info!(workspace_id = %id, delivery_mode = %new.delivery_mode, "workspace created");
     Ok((
@@ -208,11 +226,18 @@ pub async fn create_workspace(
 /// Lists every workspace, oldest first.
 #[utoipa::path(get, path = "/workspaces", tag = "workspaces",
     responses((status = 200, body = [WorkspaceView]), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
-pub async fn list_workspaces(State(state): State<AppState>, principal: Principal) -> Result<Json<Vec<WorkspaceView>>> {
+pub async fn list_workspaces(
+    State(state): State<AppState>,
+    principal: Principal,
+) -> Result<Json<Vec<WorkspaceView>>> {
     principal.require_operator()?;
     let now = domain::now();
     let all = state.store.list_workspaces().await?;
-    Ok(Json(all.into_iter().map(|w| WorkspaceView::new(w, now)).collect()))
+    Ok(Json(
+        all.into_iter()
+            .map(|w| WorkspaceView::new(w, now))
+            .collect(),
+    ))
 }
 
 /// Shows one workspace (to the operator or the workspace itself).
@@ -225,7 +250,11 @@ pub async fn get_workspace(
     WorkspacePath(id): WorkspacePath,
 ) -> Result<Json<WorkspaceView>> {
     principal.require_access(id)?;
-    let w = state.store.get_workspace(id).await?.ok_or_else(Error::workspace_not_found)?;
+    let w = state
+        .store
+        .get_workspace(id)
+        .await?
+        .ok_or_else(Error::workspace_not_found)?;
     Ok(Json(WorkspaceView::new(w, domain::now())))
 }
 
@@ -242,7 +271,11 @@ pub async fn update_workspace(
     Json(update): Json<UpdateWorkspace>,
 ) -> Result<Json<WorkspaceView>> {
     principal.require_operator()?;
-    let current = state.store.get_workspace(id).await?.ok_or_else(Error::workspace_not_found)?;
+    let current = state
+        .store
+        .get_workspace(id)
+        .await?
+        .ok_or_else(Error::workspace_not_found)?;
     let name = update.name.as_deref().map(check_name).transpose()?;
     let url = match update.url {
         None => None,
@@ -259,8 +292,17 @@ pub async fn update_workspace(
         return Err(push_without_url());
     }
     let now = domain::now();
-    let changes = store::UpdateWorkspace { name, delivery_mode: update.delivery_mode, url, agent_card: None };
-    let updated = state.store.update_workspace(id, &changes, now).await?.ok_or_else(Error::workspace_not_found)?;
+    let changes = store::UpdateWorkspace {
+        name,
+        delivery_mode: update.delivery_mode,
+        url,
+        agent_card: None,
+    };
+    let updated = state
+        .store
+        .update_workspace(id, &changes, now)
+        .await?
+        .ok_or_else(Error::workspace_not_found)?;
     tracing::info!(workspace_id = %id, "workspace updated");
     Ok(Json(WorkspaceView::new(updated, now)))
 }
@@ -296,7 +338,11 @@ pub async fn rotate_workspace_token(
 ) -> Result<Json<RotatedToken>> {
     principal.require_operator()?;
     let token = AuthToken::generate();
-    if !state.store.rotate_token(id, token.hash(), domain::now()).await? {
+    if !state
+        .store
+        .rotate_token(id, token.hash(), domain::now())
+        .await?
+    {
         return Err(Error::workspace_not_found());
     }
     tracing::info!(workspace_id = %id, "workspace token rotated; earlier tokens revoked");
@@ -317,6 +363,12 @@ pub async fn get_workspace_connection(
     WorkspacePath(id): WorkspacePath,
 ) -> Result<Json<ConnectionEnvelope>> {
     principal.require_operator()?;
-    state.store.get_workspace(id).await?.ok_or_else(Error::workspace_not_found)?;
-    Ok(Json(ConnectionEnvelope { connection: Connection::new(&state.public_url, id, None) }))
+    state
+        .store
+        .get_workspace(id)
+        .await?
+        .ok_or_else(Error::workspace_not_found)?;
+    Ok(Json(ConnectionEnvelope {
+        connection: Connection::new(&state.public_url, id, None),
+    }))
 }

@@ -43,7 +43,12 @@ impl PostgresStore {
 
 fn workspace_lock_key(id: WorkspaceId) -> i32 {
     let b = id.0.as_bytes();
-    i32::from_be_bytes([b[0] ^ b[4] ^ b[8] ^ b[12], b[1] ^ b[5] ^ b[9] ^ b[13], b[2] ^ b[6] ^ b[10] ^ b[14], b[3] ^ b[7] ^ b[11] ^ b[15]])
+    i32::from_be_bytes([
+        b[0] ^ b[4] ^ b[8] ^ b[12],
+        b[1] ^ b[5] ^ b[9] ^ b[13],
+        b[2] ^ b[6] ^ b[10] ^ b[14],
+        b[3] ^ b[7] ^ b[11] ^ b[15],
+    ])
 }
 
 fn workspace_from_row(row: &PgRow) -> StoreResult<Workspace> {
@@ -174,7 +179,9 @@ impl Store for PostgresStore {
     }
 
     async fn migrate(&self) -> StoreResult<()> {
-        sqlx::migrate!("migrations/postgres").run(&self.pool).await?;
+        sqlx::migrate!("migrations/postgres")
+            .run(&self.pool)
+            .await?;
         Ok(())
     }
 
@@ -383,12 +390,11 @@ impl Store for PostgresStore {
         query: &ActivityQuery,
     ) -> StoreResult<ActivityPage> {
         if query.since_id > 0 {
-            let swept: Option<i64> = sqlx::query_scalar(
-                "SELECT activity_swept_through FROM workspaces WHERE id = $1",
-            )
-            .bind(workspace_id.0)
-            .fetch_optional(&self.pool)
-            .await?;
+            let swept: Option<i64> =
+                sqlx::query_scalar("SELECT activity_swept_through FROM workspaces WHERE id = $1")
+                    .bind(workspace_id.0)
+                    .fetch_optional(&self.pool)
+                    .await?;
             if let Some(swept_through) = swept.filter(|s| query.since_id < *s) {
                 return Ok(ActivityPage::CursorExpired { swept_through });
             }
@@ -406,7 +412,9 @@ impl Store for PostgresStore {
             .fetch_all(&self.pool)
             .await?;
         Ok(ActivityPage::Rows(
-            rows.iter().map(activity_from_row).collect::<StoreResult<_>>()?,
+            rows.iter()
+                .map(activity_from_row)
+                .collect::<StoreResult<_>>()?,
         ))
     }
 
@@ -578,7 +586,11 @@ impl Store for PostgresStore {
                     file_id: FileId(row.try_get("file_id")?),
                     workspace_id: WorkspaceId(row.try_get("workspace_id")?),
                     blob_key: row.try_get("blob_key")?,
-                    reason: if acked { SweepReason::Acked } else { SweepReason::Expired },
+                    reason: if acked {
+                        SweepReason::Acked
+                    } else {
+                        SweepReason::Expired
+                    },
                 })
             })
             .collect()
@@ -624,13 +636,15 @@ impl Store for PostgresStore {
         bytes: &[u8],
         now: DateTime<Utc>,
     ) -> StoreResult<()> {
-        sqlx::query("INSERT INTO blob_chunks (blob_key, seq, content, created_at) VALUES ($1, $2, $3, $4)")
-            .bind(key)
-            .bind(seq)
-            .bind(bytes)
-            .bind(now)
-            .execute(&self.pool)
-            .await?;
+        sqlx::query(
+            "INSERT INTO blob_chunks (blob_key, seq, content, created_at) VALUES ($1, $2, $3, $4)",
+        )
+        .bind(key)
+        .bind(seq)
+        .bind(bytes)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
         Ok(())
     }
 
@@ -653,9 +667,11 @@ impl Store for PostgresStore {
     }
 
     async fn list_blobs(&self) -> StoreResult<Vec<(String, DateTime<Utc>)>> {
-        let rows = sqlx::query("SELECT blob_key, created_at FROM blob_chunks WHERE seq = 0 ORDER BY blob_key")
-            .fetch_all(&self.pool)
-            .await?;
+        let rows = sqlx::query(
+            "SELECT blob_key, created_at FROM blob_chunks WHERE seq = 0 ORDER BY blob_key",
+        )
+        .fetch_all(&self.pool)
+        .await?;
         rows.iter()
             .map(|r| Ok((r.try_get("blob_key")?, r.try_get("created_at")?)))
             .collect()

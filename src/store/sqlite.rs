@@ -11,7 +11,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
+};
 use sqlx::{Row, SqlitePool};
 use tokio::sync::Mutex;
 
@@ -37,7 +39,8 @@ fn opt_from_micros(v: Option<i64>) -> StoreResult<Option<DateTime<Utc>>> {
 }
 
 fn parse_id<T: FromStr>(raw: String) -> StoreResult<T> {
-    raw.parse().map_err(|_| StoreError::Corrupt(format!("id {raw:?}")))
+    raw.parse()
+        .map_err(|_| StoreError::Corrupt(format!("id {raw:?}")))
 }
 
 fn json_text(v: &Option<Value>) -> Option<String> {
@@ -168,7 +171,10 @@ impl SqliteStore {
             .max_connections(8)
             .connect_with(options)
             .await?;
-        Ok(Self { pool, write: Mutex::new(()) })
+        Ok(Self {
+            pool,
+            write: Mutex::new(()),
+        })
     }
 
     /// The underlying pool.
@@ -417,7 +423,9 @@ impl Store for SqliteStore {
             .fetch_all(&self.pool)
             .await?;
         Ok(ActivityPage::Rows(
-            rows.iter().map(activity_from_row).collect::<StoreResult<_>>()?,
+            rows.iter()
+                .map(activity_from_row)
+                .collect::<StoreResult<_>>()?,
         ))
     }
 
@@ -582,7 +590,11 @@ impl Store for SqliteStore {
                     file_id: parse_id(row.try_get("file_id")?)?,
                     workspace_id: parse_id(row.try_get("workspace_id")?)?,
                     blob_key: row.try_get("blob_key")?,
-                    reason: if acked { SweepReason::Acked } else { SweepReason::Expired },
+                    reason: if acked {
+                        SweepReason::Acked
+                    } else {
+                        SweepReason::Expired
+                    },
                 })
             })
             .collect()
@@ -597,7 +609,9 @@ impl Store for SqliteStore {
         )
         .execute(&mut *tx)
         .await?;
-        sqlx::query("DELETE FROM swept_activity").execute(&mut *tx).await?;
+        sqlx::query("DELETE FROM swept_activity")
+            .execute(&mut *tx)
+            .await?;
         sqlx::query(
             "INSERT INTO swept_activity (id, workspace_id) \
              SELECT id, workspace_id FROM activity_logs WHERE created_at < ?1 ORDER BY id LIMIT ?2",
@@ -606,10 +620,11 @@ impl Store for SqliteStore {
         .bind(limit)
         .execute(&mut *tx)
         .await?;
-        let deleted = sqlx::query("DELETE FROM activity_logs WHERE id IN (SELECT id FROM swept_activity)")
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
+        let deleted =
+            sqlx::query("DELETE FROM activity_logs WHERE id IN (SELECT id FROM swept_activity)")
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
         sqlx::query(
             "UPDATE workspaces SET activity_swept_through = max(activity_swept_through, \
                (SELECT max(id) FROM swept_activity s WHERE s.workspace_id = workspaces.id)) \
@@ -617,7 +632,9 @@ impl Store for SqliteStore {
         )
         .execute(&mut *tx)
         .await?;
-        sqlx::query("DELETE FROM swept_activity").execute(&mut *tx).await?;
+        sqlx::query("DELETE FROM swept_activity")
+            .execute(&mut *tx)
+            .await?;
         tx.commit().await?;
         Ok(deleted)
     }
@@ -641,13 +658,15 @@ impl Store for SqliteStore {
         now: DateTime<Utc>,
     ) -> StoreResult<()> {
         let _w = self.write.lock().await;
-        sqlx::query("INSERT INTO blob_chunks (blob_key, seq, content, created_at) VALUES (?1, ?2, ?3, ?4)")
-            .bind(key)
-            .bind(seq)
-            .bind(bytes)
-            .bind(micros(now))
-            .execute(&self.pool)
-            .await?;
+        sqlx::query(
+            "INSERT INTO blob_chunks (blob_key, seq, content, created_at) VALUES (?1, ?2, ?3, ?4)",
+        )
+        .bind(key)
+        .bind(seq)
+        .bind(bytes)
+        .bind(micros(now))
+        .execute(&self.pool)
+        .await?;
         Ok(())
     }
 
@@ -671,11 +690,18 @@ impl Store for SqliteStore {
     }
 
     async fn list_blobs(&self) -> StoreResult<Vec<(String, DateTime<Utc>)>> {
-        let rows = sqlx::query("SELECT blob_key, created_at FROM blob_chunks WHERE seq = 0 ORDER BY blob_key")
-            .fetch_all(&self.pool)
-            .await?;
+        let rows = sqlx::query(
+            "SELECT blob_key, created_at FROM blob_chunks WHERE seq = 0 ORDER BY blob_key",
+        )
+        .fetch_all(&self.pool)
+        .await?;
         rows.iter()
-            .map(|r| Ok((r.try_get("blob_key")?, from_micros(r.try_get("created_at")?)?)))
+            .map(|r| {
+                Ok((
+                    r.try_get("blob_key")?,
+                    from_micros(r.try_get("created_at")?)?,
+                ))
+            })
             .collect()
     }
 }

@@ -32,14 +32,22 @@ pub fn require_all_engines() -> bool {
 /// server was provided outside CI.
 pub async fn fresh_postgres_url() -> Option<String> {
     let Ok(admin) = std::env::var("MOLECULE_TEST_DATABASE_URL") else {
-        assert!(!require_all_engines(), "MOLECULE_TEST_DATABASE_URL is not set but every engine is required");
+        assert!(
+            !require_all_engines(),
+            "MOLECULE_TEST_DATABASE_URL is not set but every engine is required"
+        );
         eprintln!("skipping: MOLECULE_TEST_DATABASE_URL is not set");
         return None;
     };
     use sqlx::Connection;
-    let mut conn = sqlx::PgConnection::connect(&admin).await.expect("connect to the test PostgreSQL");
+    let mut conn = sqlx::PgConnection::connect(&admin)
+        .await
+        .expect("connect to the test PostgreSQL");
     let name = format!("molecule_test_{}", uuid::Uuid::new_v4().simple());
-    sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut conn).await.expect("create test database");
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&mut conn)
+        .await
+        .expect("create test database");
     let mut url = url::Url::parse(&admin).expect("valid test URL");
     url.set_path(&format!("/{name}"));
     Some(url.to_string())
@@ -86,7 +94,10 @@ pub struct Options {
 
 impl Options {
     pub fn new(engine: Engine) -> Self {
-        Self { engine, tweak: Box::new(|_| {}) }
+        Self {
+            engine,
+            tweak: Box::new(|_| {}),
+        }
     }
     pub fn tweak(mut self, f: impl FnOnce(&mut Config) + Send + 'static) -> Self {
         self.tweak = Box::new(f);
@@ -157,7 +168,11 @@ pub struct UploadFile {
 }
 
 pub fn file(name: &str, mime: &str, bytes: impl Into<Vec<u8>>) -> UploadFile {
-    UploadFile { name: name.into(), mime: Some(mime.into()), bytes: bytes.into() }
+    UploadFile {
+        name: name.into(),
+        mime: Some(mime.into()),
+        bytes: bytes.into(),
+    }
 }
 
 /// Deterministic pseudo-random bytes.
@@ -182,16 +197,37 @@ impl TestApp {
     pub async fn json(resp: Response) -> (StatusCode, Value) {
         let status = resp.status();
         let text = resp.text().await.unwrap();
-        let value = if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::String(text)) };
+        let value = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or(Value::String(text))
+        };
         (status, value)
     }
 
     pub async fn get(&self, path: &str, token: &str) -> (StatusCode, Value) {
-        Self::json(self.client.get(self.url(path)).bearer_auth(token).send().await.unwrap()).await
+        Self::json(
+            self.client
+                .get(self.url(path))
+                .bearer_auth(token)
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await
     }
 
     pub async fn post(&self, path: &str, token: &str, body: &Value) -> (StatusCode, Value) {
-        Self::json(self.client.post(self.url(path)).bearer_auth(token).json(body).send().await.unwrap()).await
+        Self::json(
+            self.client
+                .post(self.url(path))
+                .bearer_auth(token)
+                .json(body)
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await
     }
 
     pub async fn create_workspace(&self, body: Value) -> (StatusCode, Value) {
@@ -199,15 +235,25 @@ impl TestApp {
     }
 
     pub async fn create_poll_workspace(&self, name: &str) -> Ws {
-        let (status, body) = self.create_workspace(json!({"name": name, "delivery_mode": "poll"})).await;
+        let (status, body) = self
+            .create_workspace(json!({"name": name, "delivery_mode": "poll"}))
+            .await;
         assert_eq!(status, StatusCode::CREATED, "{body}");
-        Ws { id: body["id"].as_str().unwrap().to_owned(), token: body["auth_token"].as_str().unwrap().to_owned() }
+        Ws {
+            id: body["id"].as_str().unwrap().to_owned(),
+            token: body["auth_token"].as_str().unwrap().to_owned(),
+        }
     }
 
     pub async fn create_push_workspace(&self, name: &str, url: &str) -> Ws {
-        let (status, body) = self.create_workspace(json!({"name": name, "delivery_mode": "push", "url": url})).await;
+        let (status, body) = self
+            .create_workspace(json!({"name": name, "delivery_mode": "push", "url": url}))
+            .await;
         assert_eq!(status, StatusCode::CREATED, "{body}");
-        Ws { id: body["id"].as_str().unwrap().to_owned(), token: body["auth_token"].as_str().unwrap().to_owned() }
+        Ws {
+            id: body["id"].as_str().unwrap().to_owned(),
+            token: body["auth_token"].as_str().unwrap().to_owned(),
+        }
     }
 
     pub async fn upload(&self, ws: &str, files: Vec<UploadFile>) -> (StatusCode, Value) {
@@ -232,7 +278,9 @@ impl TestApp {
     }
 
     pub async fn list_pending(&self, ws: &Ws) -> Vec<Value> {
-        let (status, body) = self.get(&format!("/workspaces/{}/pending-uploads", ws.id), &ws.token).await;
+        let (status, body) = self
+            .get(&format!("/workspaces/{}/pending-uploads", ws.id), &ws.token)
+            .await;
         assert_eq!(status, StatusCode::OK, "{body}");
         body.as_array().unwrap().clone()
     }
@@ -247,11 +295,20 @@ impl TestApp {
     }
 
     pub async fn ack(&self, ws: &str, fid: &str, token: &str) -> (StatusCode, Value) {
-        self.post(&format!("/workspaces/{ws}/pending-uploads/{fid}/ack"), token, &json!({})).await
+        self.post(
+            &format!("/workspaces/{ws}/pending-uploads/{fid}/ack"),
+            token,
+            &json!({}),
+        )
+        .await
     }
 
     pub async fn activity(&self, ws: &Ws, query: &str) -> (StatusCode, Value) {
-        self.get(&format!("/workspaces/{}/activity?{query}", ws.id), &ws.token).await
+        self.get(
+            &format!("/workspaces/{}/activity?{query}", ws.id),
+            &ws.token,
+        )
+        .await
     }
 
     pub async fn send_text(&self, ws: &str, text: &str) -> (StatusCode, Value) {
@@ -265,12 +322,24 @@ impl TestApp {
 
     /// Every blob key in the store, without the temp-dir leftovers check.
     pub async fn blob_keys(&self) -> Vec<String> {
-        self.blobs.list().await.unwrap().into_iter().map(|b| b.key).collect()
+        self.blobs
+            .list()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|b| b.key)
+            .collect()
     }
 
     /// The Prometheus text of the server.
     pub async fn metrics_text(&self) -> String {
-        let resp = self.client.get(self.url("/metrics")).bearer_auth(&self.admin_token).send().await.unwrap();
+        let resp = self
+            .client
+            .get(self.url("/metrics"))
+            .bearer_auth(&self.admin_token)
+            .send()
+            .await
+            .unwrap();
         assert_eq!(resp.status(), StatusCode::OK);
         resp.text().await.unwrap()
     }
@@ -306,7 +375,10 @@ where
 {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     while !check().await {
-        assert!(std::time::Instant::now() < deadline, "timed out waiting for: {what}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for: {what}"
+        );
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
 }

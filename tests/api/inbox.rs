@@ -12,7 +12,9 @@ use crate::helpers::{file, spawn_app, Engine, TestApp};
 use crate::on_both_engines;
 
 async fn message_send_to_a_poll_workspace_is_queued(engine: Engine) {
-    let Some(app) = spawn_app(engine).await else { return };
+    let Some(app) = spawn_app(engine).await else {
+        return;
+    };
     let ws = app.create_poll_workspace("w").await;
     // Molecule's canvas form: no JSON-RPC wrapper, no messageId.
     let (status, body) = app.send_text(&ws.id, "hello there\nsecond line").await;
@@ -59,7 +61,13 @@ async fn message_send_to_a_poll_workspace_is_queued(engine: Engine) {
         json!([1, 2]),
     ];
     for body in bad {
-        let (status, answer) = app.post(&format!("/workspaces/{}/a2a", ws.id), &app.admin_token, &body).await;
+        let (status, answer) = app
+            .post(
+                &format!("/workspaces/{}/a2a", ws.id),
+                &app.admin_token,
+                &body,
+            )
+            .await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "case {body}: {answer}");
     }
     let (_, rows) = app.activity(&ws, "").await;
@@ -68,52 +76,106 @@ async fn message_send_to_a_poll_workspace_is_queued(engine: Engine) {
 on_both_engines!(message_send_to_a_poll_workspace_is_queued);
 
 async fn message_send_to_a_push_workspace_returns_its_answer(engine: Engine) {
-    let Some(app) = spawn_app(engine).await else { return };
+    let Some(app) = spawn_app(engine).await else {
+        return;
+    };
     let agent = crate::uploads::spawn_push_agent().await;
     let ws = app.create_push_workspace("p", &format!("{agent}/")).await;
     let (status, body) = app.send_text(&ws.id, "ping").await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["result"]["parts"][0]["text"], "echo: ping");
-    let (_, rows) = app.get(&format!("/workspaces/{}/activity", ws.id), &app.admin_token).await;
+    let (_, rows) = app
+        .get(&format!("/workspaces/{}/activity", ws.id), &app.admin_token)
+        .await;
     assert_eq!(rows[0]["status"], "forwarded");
     assert_eq!(rows[0]["response_body"], body);
-    let dead = app.create_push_workspace("dead", "http://127.0.0.1:9").await;
+    let dead = app
+        .create_push_workspace("dead", "http://127.0.0.1:9")
+        .await;
     let (status, body) = app.send_text(&dead.id, "ping").await;
     assert_eq!(status, StatusCode::BAD_GATEWAY, "{body}");
-    let (_, rows) = app.get(&format!("/workspaces/{}/activity", dead.id), &app.admin_token).await;
+    let (_, rows) = app
+        .get(
+            &format!("/workspaces/{}/activity", dead.id),
+            &app.admin_token,
+        )
+        .await;
     assert_eq!(rows, json!([]));
 }
 on_both_engines!(message_send_to_a_push_workspace_returns_its_answer);
 
 async fn notify_and_reported_activity_are_the_workspaces_own(engine: Engine) {
-    let Some(app) = spawn_app(engine).await else { return };
+    let Some(app) = spawn_app(engine).await else {
+        return;
+    };
     let ws = app.create_poll_workspace("w").await;
     let other = app.create_poll_workspace("o").await;
     let (status, body) = app
-        .post(&format!("/workspaces/{}/notify", ws.id), &ws.token, &json!({"message": "done!", "attachments": [{"uri": "workspace:/tmp/a", "name": "a"}]}))
+        .post(
+            &format!("/workspaces/{}/notify", ws.id),
+            &ws.token,
+            &json!({"message": "done!", "attachments": [{"uri": "workspace:/tmp/a", "name": "a"}]}),
+        )
         .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     let id = body["activity_id"].as_i64().unwrap();
-    let (status, _) = app.post(&format!("/workspaces/{}/notify", ws.id), &app.admin_token, &json!({"message": "x"})).await;
+    let (status, _) = app
+        .post(
+            &format!("/workspaces/{}/notify", ws.id),
+            &app.admin_token,
+            &json!({"message": "x"}),
+        )
+        .await;
     assert_eq!(status, StatusCode::FORBIDDEN);
-    let (status, _) = app.post(&format!("/workspaces/{}/notify", ws.id), &other.token, &json!({"message": "x"})).await;
+    let (status, _) = app
+        .post(
+            &format!("/workspaces/{}/notify", ws.id),
+            &other.token,
+            &json!({"message": "x"}),
+        )
+        .await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
-    let (status, _) = app.post(&format!("/workspaces/{}/notify", ws.id), &ws.token, &json!({"message": "x", "attachments": [{}]})).await;
+    let (status, _) = app
+        .post(
+            &format!("/workspaces/{}/notify", ws.id),
+            &ws.token,
+            &json!({"message": "x", "attachments": [{}]}),
+        )
+        .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     let (status, body) = app
-        .post(&format!("/workspaces/{}/activity", ws.id), &ws.token, &json!({"activity_type": "task_update", "summary": "working", "status": "ok"}))
+        .post(
+            &format!("/workspaces/{}/activity", ws.id),
+            &ws.token,
+            &json!({"activity_type": "task_update", "summary": "working", "status": "ok"}),
+        )
         .await;
     assert_eq!(status, StatusCode::CREATED);
     let reported = body["id"].as_i64().unwrap();
     assert!(reported > id);
-    let (status, _) = app.post(&format!("/workspaces/{}/activity", ws.id), &ws.token, &json!({"activity_type": ""})).await;
+    let (status, _) = app
+        .post(
+            &format!("/workspaces/{}/activity", ws.id),
+            &ws.token,
+            &json!({"activity_type": ""}),
+        )
+        .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     let (_, rows) = app.activity(&ws, "").await;
     let rows = rows.as_array().unwrap();
     assert_eq!(rows.len(), 2);
     assert_eq!(rows[0]["activity_type"], "agent_message");
-    assert_eq!(rows[0]["data"], json!({"source": "agent", "text": "done!", "attachments": [{"uri": "workspace:/tmp/a", "name": "a"}]}));
-    assert_eq!((rows[1]["activity_type"].as_str(), rows[1]["summary"].as_str()), (Some("task_update"), Some("working")));
+    assert_eq!(
+        rows[0]["data"],
+        json!({"source": "agent", "text": "done!", "attachments": [{"uri": "workspace:/tmp/a", "name": "a"}]})
+    );
+    assert_eq!(
+        (
+            rows[1]["activity_type"].as_str(),
+            rows[1]["summary"].as_str()
+        ),
+        (Some("task_update"), Some("working"))
+    );
     let (_, only) = app.activity(&ws, "type=agent_message").await;
     assert_eq!(only.as_array().unwrap().len(), 1);
 }
@@ -132,30 +194,56 @@ async fn activity_parameters_are_checked() {
     ] {
         let (status, body) = app.activity(&ws, query).await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "case {query}");
-        assert!(body["error"].as_str().unwrap().contains(needle), "case {query}: {body}");
+        assert!(
+            body["error"].as_str().unwrap().contains(needle),
+            "case {query}: {body}"
+        );
     }
     for i in 0..5 {
         app.send_text(&ws.id, &format!("m{i}")).await;
     }
     let (_, rows) = app.activity(&ws, "limit=2").await;
-    let texts: Vec<&str> = rows.as_array().unwrap().iter().map(|r| r["data"]["text"].as_str().unwrap()).collect();
+    let texts: Vec<&str> = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["data"]["text"].as_str().unwrap())
+        .collect();
     assert_eq!(texts, ["m0", "m1"]);
     let last = rows[1]["id"].as_i64().unwrap();
-    let (_, rows) = app.activity(&ws, &format!("since_id={last}&limit=500")).await;
-    let texts: Vec<&str> = rows.as_array().unwrap().iter().map(|r| r["data"]["text"].as_str().unwrap()).collect();
+    let (_, rows) = app
+        .activity(&ws, &format!("since_id={last}&limit=500"))
+        .await;
+    let texts: Vec<&str> = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["data"]["text"].as_str().unwrap())
+        .collect();
     assert_eq!(texts, ["m2", "m3", "m4"]);
     // An empty wait answers [] when it runs out.
     let started = Instant::now();
-    let (status, rows) = app.activity(&ws, &format!("since_id={}&wait=1", last + 100)).await;
+    let (status, rows) = app
+        .activity(&ws, &format!("since_id={}&wait=1", last + 100))
+        .await;
     assert_eq!((status, rows), (StatusCode::OK, json!([])));
     assert!(started.elapsed() >= Duration::from_millis(900));
 }
 
 async fn a_long_poll_wakes_when_a_row_arrives(engine: Engine) {
-    let Some(app) = spawn_app(engine).await else { return };
+    let Some(app) = spawn_app(engine).await else {
+        return;
+    };
     let ws = app.create_poll_workspace("w").await;
     let poll = {
-        let (client, url, token) = (app.client.clone(), app.url(&format!("/workspaces/{}/activity?type=a2a_receive&wait=30", ws.id)), ws.token.clone());
+        let (client, url, token) = (
+            app.client.clone(),
+            app.url(&format!(
+                "/workspaces/{}/activity?type=a2a_receive&wait=30",
+                ws.id
+            )),
+            ws.token.clone(),
+        );
         tokio::spawn(async move {
             let started = Instant::now();
             let resp = client.get(url).bearer_auth(token).send().await.unwrap();
@@ -164,11 +252,18 @@ async fn a_long_poll_wakes_when_a_row_arrives(engine: Engine) {
     };
     // Rows of another type or another workspace do not answer it.
     tokio::time::sleep(Duration::from_millis(300)).await;
-    app.post(&format!("/workspaces/{}/activity", ws.id), &ws.token, &json!({"activity_type": "other"})).await;
+    app.post(
+        &format!("/workspaces/{}/activity", ws.id),
+        &ws.token,
+        &json!({"activity_type": "other"}),
+    )
+    .await;
     let other = app.create_poll_workspace("o").await;
     app.send_text(&other.id, "not for you").await;
     assert!(!poll.is_finished(), "woken by an unrelated row");
-    let (status, _) = app.upload(&ws.id, vec![file("x.txt", "text/plain", "x")]).await;
+    let (status, _) = app
+        .upload(&ws.id, vec![file("x.txt", "text/plain", "x")])
+        .await;
     assert_eq!(status, StatusCode::OK);
     let ((status, rows), elapsed) = poll.await.unwrap();
     assert_eq!(status, StatusCode::OK);
@@ -180,18 +275,29 @@ async fn a_long_poll_wakes_when_a_row_arrives(engine: Engine) {
 on_both_engines!(a_long_poll_wakes_when_a_row_arrives);
 
 async fn a_cursor_never_skips_a_row_under_concurrent_writers(engine: Engine) {
-    let Some(app) = spawn_app(engine).await else { return };
+    let Some(app) = spawn_app(engine).await else {
+        return;
+    };
     let ws = app.create_poll_workspace("w").await;
     const WRITERS: usize = 8;
     const EACH: usize = 40;
     let poller = {
-        let (client, base, token) = (app.client.clone(), app.url(&format!("/workspaces/{}/activity", ws.id)), ws.token.clone());
+        let (client, base, token) = (
+            app.client.clone(),
+            app.url(&format!("/workspaces/{}/activity", ws.id)),
+            ws.token.clone(),
+        );
         tokio::spawn(async move {
             let mut since = 0i64;
             let mut seen = Vec::new();
             let deadline = Instant::now() + Duration::from_secs(60);
             while seen.len() < WRITERS * EACH && Instant::now() < deadline {
-                let resp = client.get(format!("{base}?since_id={since}&limit=7&wait=5")).bearer_auth(&token).send().await.unwrap();
+                let resp = client
+                    .get(format!("{base}?since_id={since}&limit=7&wait=5"))
+                    .bearer_auth(&token)
+                    .send()
+                    .await
+                    .unwrap();
                 let rows: Vec<Value> = resp.json().await.unwrap();
                 for row in rows {
                     let id = row["id"].as_i64().unwrap();
@@ -205,7 +311,11 @@ async fn a_cursor_never_skips_a_row_under_concurrent_writers(engine: Engine) {
     };
     let mut writers = Vec::new();
     for w in 0..WRITERS {
-        let (client, url, token) = (app.client.clone(), app.url(&format!("/workspaces/{}/a2a", ws.id)), app.admin_token.clone());
+        let (client, url, token) = (
+            app.client.clone(),
+            app.url(&format!("/workspaces/{}/a2a", ws.id)),
+            app.admin_token.clone(),
+        );
         writers.push(tokio::spawn(async move {
             for i in 0..EACH {
                 let body = json!({"params": {"message": {"parts": [{"kind": "text", "text": format!("{w}-{i}")}]}}});
@@ -225,7 +335,11 @@ async fn a_cursor_never_skips_a_row_under_concurrent_writers(engine: Engine) {
     for w in 0..WRITERS {
         let mine: Vec<usize> = seen
             .iter()
-            .filter_map(|t| t.split_once('-').filter(|(a, _)| *a == w.to_string()).map(|(_, i)| i.parse().unwrap()))
+            .filter_map(|t| {
+                t.split_once('-')
+                    .filter(|(a, _)| *a == w.to_string())
+                    .map(|(_, i)| i.parse().unwrap())
+            })
             .collect();
         assert_eq!(mine, (0..EACH).collect::<Vec<_>>(), "writer {w}");
     }
@@ -233,7 +347,9 @@ async fn a_cursor_never_skips_a_row_under_concurrent_writers(engine: Engine) {
 on_both_engines!(a_cursor_never_skips_a_row_under_concurrent_writers);
 
 async fn the_event_stream_carries_rows_and_upload_states(engine: Engine) {
-    let Some(app) = spawn_app(engine).await else { return };
+    let Some(app) = spawn_app(engine).await else {
+        return;
+    };
     let ws = app.create_poll_workspace("w").await;
     let resp = app
         .client
@@ -245,15 +361,30 @@ async fn the_event_stream_carries_rows_and_upload_states(engine: Engine) {
     assert_eq!(resp.status(), StatusCode::OK);
     assert_eq!(resp.headers()["content-type"], "text/event-stream");
     let mut stream = resp.bytes_stream();
-    let (status, body) = app.upload(&ws.id, vec![file("a.txt", "text/plain", "hello")]).await;
+    let (status, body) = app
+        .upload(&ws.id, vec![file("a.txt", "text/plain", "hello")])
+        .await;
     assert_eq!(status, StatusCode::OK);
-    let fid = body["files"][0]["uri"].as_str().unwrap().rsplit('/').next().unwrap().to_owned();
-    assert_eq!(app.content(&ws.id, &fid, &ws.token).await.status(), StatusCode::OK);
+    let fid = body["files"][0]["uri"]
+        .as_str()
+        .unwrap()
+        .rsplit('/')
+        .next()
+        .unwrap()
+        .to_owned();
+    assert_eq!(
+        app.content(&ws.id, &fid, &ws.token).await.status(),
+        StatusCode::OK
+    );
     assert_eq!(app.ack(&ws.id, &fid, &ws.token).await.0, StatusCode::OK);
     let mut text = String::new();
     let deadline = Instant::now() + Duration::from_secs(20);
     while !text.contains("\"state\":\"acked\"") {
-        let chunk = tokio::time::timeout_at(deadline.into(), stream.next()).await.expect("events arrive").unwrap().unwrap();
+        let chunk = tokio::time::timeout_at(deadline.into(), stream.next())
+            .await
+            .expect("events arrive")
+            .unwrap()
+            .unwrap();
         text.push_str(&String::from_utf8_lossy(&chunk));
     }
     let events: Vec<(String, Value)> = text
@@ -266,11 +397,27 @@ async fn the_event_stream_carries_rows_and_upload_states(engine: Engine) {
         .collect();
     let kinds: Vec<String> = events
         .iter()
-        .map(|(k, v)| if k == "upload" { format!("upload:{}", v["state"].as_str().unwrap()) } else { format!("{k}:{}", v["method"].as_str().unwrap()) })
+        .map(|(k, v)| {
+            if k == "upload" {
+                format!("upload:{}", v["state"].as_str().unwrap())
+            } else {
+                format!("{k}:{}", v["method"].as_str().unwrap())
+            }
+        })
         .collect();
-    assert_eq!(kinds, ["activity:chat_upload_receive", "upload:staged", "upload:fetched", "upload:acked"]);
+    assert_eq!(
+        kinds,
+        [
+            "activity:chat_upload_receive",
+            "upload:staged",
+            "upload:fetched",
+            "upload:acked"
+        ]
+    );
     assert_eq!(events[1].1["file_id"], fid.as_str());
-    let (status, _) = app.get(&format!("/workspaces/{}/events", ws.id), &ws.token).await;
+    let (status, _) = app
+        .get(&format!("/workspaces/{}/events", ws.id), &ws.token)
+        .await;
     assert_eq!(status, StatusCode::FORBIDDEN);
 }
 on_both_engines!(the_event_stream_carries_rows_and_upload_states);
@@ -280,7 +427,11 @@ async fn shutdown_ends_long_polls_at_once_and_stops_cleanly() {
     let mut app = spawn_app(Engine::Sqlite).await.unwrap();
     let ws = app.create_poll_workspace("w").await;
     let poll = {
-        let (client, url, token) = (app.client.clone(), app.url(&format!("/workspaces/{}/activity?wait=60", ws.id)), ws.token.clone());
+        let (client, url, token) = (
+            app.client.clone(),
+            app.url(&format!("/workspaces/{}/activity?wait=60", ws.id)),
+            ws.token.clone(),
+        );
         tokio::spawn(async move {
             let started = Instant::now();
             let resp = client.get(url).bearer_auth(token).send().await.unwrap();
@@ -292,6 +443,12 @@ async fn shutdown_ends_long_polls_at_once_and_stops_cleanly() {
     app.stop().await;
     let ((status, rows), elapsed) = poll.await.unwrap();
     assert_eq!((status, rows), (StatusCode::OK, json!([])));
-    assert!(elapsed < Duration::from_secs(30), "the poll ended with the server, not its 60 s wait: {elapsed:?}");
-    assert!(app.client.get(app.url("/health")).send().await.is_err(), "the listener is closed");
+    assert!(
+        elapsed < Duration::from_secs(30),
+        "the poll ended with the server, not its 60 s wait: {elapsed:?}"
+    );
+    assert!(
+        app.client.get(app.url("/health")).send().await.is_err(),
+        "the listener is closed"
+    );
 }

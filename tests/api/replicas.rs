@@ -16,16 +16,32 @@ struct Replica {
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 async fn start_replica(database_url: &str, blob_store: &str, admin: &str) -> Replica {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_molecule"))
-        .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
+        .args([
+            "serve",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--data-dir",
+        ])
         .arg(dir.path())
-        .args(["--database-url", database_url, "--blob-store", blob_store, "--admin-token", admin])
+        .args([
+            "--database-url",
+            database_url,
+            "--blob-store",
+            blob_store,
+            "--admin-token",
+            admin,
+        ])
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .kill_on_drop(true)
@@ -40,17 +56,29 @@ async fn start_replica(database_url: &str, blob_store: &str, admin: &str) -> Rep
                 break;
             }
         }
-        assert!(Instant::now() < deadline, "replica on {base} did not become ready");
+        assert!(
+            Instant::now() < deadline,
+            "replica on {base} did not become ready"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    Replica { _child: child, _dir: dir, base }
+    Replica {
+        _child: child,
+        _dir: dir,
+        base,
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_replicas_share_uploads_and_wake_each_others_long_polls() {
-    let Some(db) = fresh_postgres_url().await else { return };
+    let Some(db) = fresh_postgres_url().await else {
+        return;
+    };
     let Ok(bucket) = std::env::var("MOLECULE_TEST_S3_BUCKET") else {
-        assert!(!require_all_engines(), "MOLECULE_TEST_S3_BUCKET is not set but every engine is required");
+        assert!(
+            !require_all_engines(),
+            "MOLECULE_TEST_S3_BUCKET is not set but every engine is required"
+        );
         return;
     };
     let blob_store = format!("s3://{bucket}/replicas-{}", uuid::Uuid::new_v4());
@@ -74,7 +102,14 @@ async fn two_replicas_share_uploads_and_wake_each_others_long_polls() {
 
     // A long poll held by B…
     let poll = {
-        let (client, url, token) = (client.clone(), format!("{}/workspaces/{ws}/activity?type=a2a_receive&wait=30", b.base), token.clone());
+        let (client, url, token) = (
+            client.clone(),
+            format!(
+                "{}/workspaces/{ws}/activity?type=a2a_receive&wait=30",
+                b.base
+            ),
+            token.clone(),
+        );
         tokio::spawn(async move {
             let resp = client.get(url).bearer_auth(token).send().await.unwrap();
             assert_eq!(resp.status(), StatusCode::OK);
@@ -85,9 +120,17 @@ async fn two_replicas_share_uploads_and_wake_each_others_long_polls() {
     assert!(!poll.is_finished());
     // …wakes when A stages a file.
     let bytes = random_bytes(2 * 1024 * 1024 + 5, 99);
-    let form = reqwest::multipart::Form::new()
-        .part("files", reqwest::multipart::Part::bytes(bytes.clone()).file_name("shared.bin"));
-    let resp = client.post(format!("{}/workspaces/{ws}/chat/uploads", a.base)).bearer_auth(&admin).multipart(form).send().await.unwrap();
+    let form = reqwest::multipart::Form::new().part(
+        "files",
+        reqwest::multipart::Part::bytes(bytes.clone()).file_name("shared.bin"),
+    );
+    let resp = client
+        .post(format!("{}/workspaces/{ws}/chat/uploads", a.base))
+        .bearer_auth(&admin)
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
     let staged_at = Instant::now();
     assert_eq!(resp.status(), StatusCode::OK);
     let uploaded: Value = resp.json().await.unwrap();
@@ -96,19 +139,57 @@ async fn two_replicas_share_uploads_and_wake_each_others_long_polls() {
     assert_eq!(rows[0]["data"]["uri"], uploaded["files"][0]["uri"]);
     let wake = woke_at.saturating_duration_since(staged_at);
     eprintln!("cross-replica wake-up after the upload answered: {wake:?}");
-    assert!(wake < Duration::from_secs(10), "woken by the other replica, not by the 30 s timeout");
+    assert!(
+        wake < Duration::from_secs(10),
+        "woken by the other replica, not by the 30 s timeout"
+    );
 
     // Fetched and acked through B.
     let fid = rows[0]["data"]["file_id"].as_str().unwrap();
-    let resp = client.get(format!("{}/workspaces/{ws}/pending-uploads/{fid}/content", b.base)).bearer_auth(&token).send().await.unwrap();
+    let resp = client
+        .get(format!(
+            "{}/workspaces/{ws}/pending-uploads/{fid}/content",
+            b.base
+        ))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), StatusCode::OK);
     let body = resp.bytes().await.unwrap();
     assert_eq!(sha256_hex(&body), sha256_hex(&bytes));
-    let resp = client.post(format!("{}/workspaces/{ws}/pending-uploads/{fid}/ack", b.base)).bearer_auth(&token).send().await.unwrap();
+    let resp = client
+        .post(format!(
+            "{}/workspaces/{ws}/pending-uploads/{fid}/ack",
+            b.base
+        ))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), StatusCode::OK);
     // A sees it delivered.
-    let pending: Value = client.get(format!("{}/workspaces/{ws}/pending-uploads", a.base)).bearer_auth(&token).send().await.unwrap().json().await.unwrap();
+    let pending: Value = client
+        .get(format!("{}/workspaces/{ws}/pending-uploads", a.base))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(pending, serde_json::json!([]));
-    let stats: Value = client.get(format!("{}/admin/pending-uploads/stats", a.base)).bearer_auth(&admin).send().await.unwrap().json().await.unwrap();
-    assert_eq!((stats["pending"].as_i64(), stats["acked"].as_i64()), (Some(0), Some(1)));
+    let stats: Value = client
+        .get(format!("{}/admin/pending-uploads/stats", a.base))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        (stats["pending"].as_i64(), stats["acked"].as_i64()),
+        (Some(0), Some(1))
+    );
 }

@@ -8,21 +8,46 @@ use crate::helpers::{file, metric_value, spawn_app, Engine, TestApp, Ws};
 use crate::on_both_engines;
 
 async fn stage(app: &TestApp, ws: &Ws, name: &str) -> String {
-    let (status, body) = app.upload(&ws.id, vec![file(name, "text/plain", format!("content of {name}"))]).await;
+    let (status, body) = app
+        .upload(
+            &ws.id,
+            vec![file(name, "text/plain", format!("content of {name}"))],
+        )
+        .await;
     assert_eq!(status, StatusCode::OK, "{body}");
-    body["files"][0]["uri"].as_str().unwrap().rsplit('/').next().unwrap().to_owned()
+    body["files"][0]["uri"]
+        .as_str()
+        .unwrap()
+        .rsplit('/')
+        .next()
+        .unwrap()
+        .to_owned()
 }
 
 async fn stage_three_ack_two_let_one_expire_and_sweep(engine: Engine) {
-    let Some(app) = spawn_app(engine).await else { return };
+    let Some(app) = spawn_app(engine).await else {
+        return;
+    };
     let ws = app.create_poll_workspace("w").await;
     let before = app.metrics_text().await;
-    let ids = [stage(&app, &ws, "a.txt").await, stage(&app, &ws, "b.txt").await, stage(&app, &ws, "c.txt").await];
-    assert_eq!(app.content(&ws.id, &ids[0], &ws.token).await.status(), StatusCode::OK);
-    assert_eq!(app.content(&ws.id, &ids[2], &ws.token).await.status(), StatusCode::OK);
+    let ids = [
+        stage(&app, &ws, "a.txt").await,
+        stage(&app, &ws, "b.txt").await,
+        stage(&app, &ws, "c.txt").await,
+    ];
+    assert_eq!(
+        app.content(&ws.id, &ids[0], &ws.token).await.status(),
+        StatusCode::OK
+    );
+    assert_eq!(
+        app.content(&ws.id, &ids[2], &ws.token).await.status(),
+        StatusCode::OK
+    );
     assert_eq!(app.ack(&ws.id, &ids[0], &ws.token).await.0, StatusCode::OK);
     assert_eq!(app.ack(&ws.id, &ids[1], &ws.token).await.0, StatusCode::OK);
-    let (status, stats) = app.get("/admin/pending-uploads/stats", &app.admin_token).await;
+    let (status, stats) = app
+        .get("/admin/pending-uploads/stats", &app.admin_token)
+        .await;
     assert_eq!(status, StatusCode::OK);
     let bytes_c = "content of c.txt".len();
     assert_eq!(stats["pending"], 1);
@@ -36,7 +61,11 @@ async fn stage_three_ack_two_let_one_expire_and_sweep(engine: Engine) {
 
     let now = molecule::domain::now();
     // Within the ack retention: nothing goes.
-    let out = app.sweeper.sweep_once(now + Span::minutes(30)).await.unwrap();
+    let out = app
+        .sweeper
+        .sweep_once(now + Span::minutes(30))
+        .await
+        .unwrap();
     assert_eq!((out.acked, out.expired, out.errors), (0, 0, 0));
     assert_eq!(app.blob_keys().await.len(), 3);
     // Past it: the two acked rows and their blobs go; c is still pending.
@@ -54,50 +83,92 @@ async fn stage_three_ack_two_let_one_expire_and_sweep(engine: Engine) {
     let after = app.metrics_text().await;
     let delta = |series: &str| metric_value(&after, series) - metric_value(&before, series);
     assert_eq!(delta("molecule_pending_uploads_staged_total"), 3.0);
-    assert_eq!(delta("molecule_pending_uploads_staged_bytes_total"), (3 * bytes_c) as f64);
+    assert_eq!(
+        delta("molecule_pending_uploads_staged_bytes_total"),
+        (3 * bytes_c) as f64
+    );
     assert_eq!(delta("molecule_pending_uploads_fetched_total"), 2.0);
     assert_eq!(delta("molecule_pending_uploads_acked_total"), 2.0);
-    assert_eq!(delta("molecule_pending_uploads_swept_total{outcome=\"acked\"}"), 2.0);
-    assert_eq!(delta("molecule_pending_uploads_swept_total{outcome=\"expired\"}"), 1.0);
-    assert_eq!(delta("molecule_pending_uploads_swept_total{outcome=\"error\"}"), 0.0);
-    assert_eq!(delta("molecule_pending_uploads_delivery_seconds_count"), 2.0);
+    assert_eq!(
+        delta("molecule_pending_uploads_swept_total{outcome=\"acked\"}"),
+        2.0
+    );
+    assert_eq!(
+        delta("molecule_pending_uploads_swept_total{outcome=\"expired\"}"),
+        1.0
+    );
+    assert_eq!(
+        delta("molecule_pending_uploads_swept_total{outcome=\"error\"}"),
+        0.0
+    );
+    assert_eq!(
+        delta("molecule_pending_uploads_delivery_seconds_count"),
+        2.0
+    );
     assert_eq!(
         delta("molecule_http_requests_total{method=\"POST\",path=\"/workspaces/:id/pending-uploads/:fid/ack\",status=\"200\"}"),
         2.0
     );
-    assert!(!after.contains(&ws.id), "raw ids never appear in metric labels");
+    assert!(
+        !after.contains(&ws.id),
+        "raw ids never appear in metric labels"
+    );
 }
 on_both_engines!(stage_three_ack_two_let_one_expire_and_sweep);
 
 async fn orphan_blobs_are_reaped_after_the_grace_period(engine: Engine) {
-    let Some(app) = spawn_app(engine).await else { return };
+    let Some(app) = spawn_app(engine).await else {
+        return;
+    };
     let ws = app.create_poll_workspace("w").await;
     let live = stage(&app, &ws, "live.txt").await;
     // A crash between writing a blob and committing its row leaves this.
     let body = futures::stream::iter(vec![Ok(bytes::Bytes::from_static(b"orphan"))]);
-    app.blobs.put("uploads/orphan/left-behind", Box::pin(body)).await.unwrap();
+    app.blobs
+        .put("uploads/orphan/left-behind", Box::pin(body))
+        .await
+        .unwrap();
     let now = molecule::domain::now();
     let out = app.sweeper.sweep_once(now).await.unwrap();
-    assert_eq!(out.orphans, 0, "inside the grace period an upload may still be in flight");
+    assert_eq!(
+        out.orphans, 0,
+        "inside the grace period an upload may still be in flight"
+    );
     let out = app.sweeper.sweep_once(now + Span::hours(2)).await.unwrap();
     assert_eq!(out.orphans, 1);
-    assert_eq!(app.blob_keys().await, vec![format!("uploads/{}/{live}", ws.id)], "a referenced blob stays");
+    assert_eq!(
+        app.blob_keys().await,
+        vec![format!("uploads/{}/{live}", ws.id)],
+        "a referenced blob stays"
+    );
 }
 on_both_engines!(orphan_blobs_are_reaped_after_the_grace_period);
 
 async fn a_cursor_before_the_retained_window_gets_410(engine: Engine) {
-    let Some(app) = spawn_app(engine).await else { return };
+    let Some(app) = spawn_app(engine).await else {
+        return;
+    };
     let ws = app.create_poll_workspace("w").await;
     let (_, first) = app.send_text(&ws.id, "old 1").await;
     let (_, second) = app.send_text(&ws.id, "old 2").await;
     let first = first["activity_id"].as_i64().unwrap();
     let second = second["activity_id"].as_i64().unwrap();
-    let out = app.sweeper.sweep_once(molecule::domain::now() + Span::days(8)).await.unwrap();
+    let out = app
+        .sweeper
+        .sweep_once(molecule::domain::now() + Span::days(8))
+        .await
+        .unwrap();
     assert_eq!(out.activity, 2);
     let (_, third) = app.send_text(&ws.id, "new").await;
     let (status, body) = app.activity(&ws, &format!("since_id={first}")).await;
     assert_eq!(status, StatusCode::GONE, "{body}");
-    assert!(body["error"].as_str().unwrap().contains(&format!("restart from since_id={second}")), "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("restart from since_id={second}")),
+        "{body}"
+    );
     // From the swept mark, or from the start, nothing is missed.
     for query in [format!("since_id={second}"), String::new()] {
         let (status, rows) = app.activity(&ws, &query).await;
@@ -109,14 +180,19 @@ async fn a_cursor_before_the_retained_window_gets_410(engine: Engine) {
 on_both_engines!(a_cursor_before_the_retained_window_gets_410);
 
 async fn concurrent_sweepers_never_double_delete(engine: Engine) {
-    let Some(app) = spawn_app(engine).await else { return };
+    let Some(app) = spawn_app(engine).await else {
+        return;
+    };
     let ws = app.create_poll_workspace("w").await;
     for i in 0..60 {
         stage(&app, &ws, &format!("f{i}.txt")).await;
     }
     let later = molecule::domain::now() + Span::hours(25);
     // Claiming directly: disjoint batches.
-    let (a, b) = tokio::join!(app.store.sweep_uploads(later, later, 20), app.store.sweep_uploads(later, later, 20));
+    let (a, b) = tokio::join!(
+        app.store.sweep_uploads(later, later, 20),
+        app.store.sweep_uploads(later, later, 20)
+    );
     let (a, b) = (a.unwrap(), b.unwrap());
     let mut ids: Vec<_> = a.iter().chain(&b).map(|r| r.file_id).collect();
     assert_eq!(ids.len(), 40);
@@ -139,7 +215,8 @@ on_both_engines!(concurrent_sweepers_never_double_delete);
 #[tokio::test]
 async fn metrics_need_the_operator_or_their_own_listener() {
     let app = crate::helpers::spawn_app_with(
-        crate::helpers::Options::new(Engine::Sqlite).tweak(|c| c.metrics_listen = Some("127.0.0.1:0".parse().unwrap())),
+        crate::helpers::Options::new(Engine::Sqlite)
+            .tweak(|c| c.metrics_listen = Some("127.0.0.1:0".parse().unwrap())),
     )
     .await
     .unwrap();
@@ -162,11 +239,18 @@ async fn metrics_need_the_operator_or_their_own_listener() {
         assert!(text.contains(&format!("# TYPE {name} ")), "{name} missing");
     }
     assert_eq!(
-        metric_value(&text, "molecule_http_requests_total{method=\"POST\",path=\"/workspaces\",status=\"201\"}"),
+        metric_value(
+            &text,
+            "molecule_http_requests_total{method=\"POST\",path=\"/workspaces\",status=\"201\"}"
+        ),
         1.0
     );
     let own = format!("http://127.0.0.1:{}/metrics", app.metrics_port.unwrap());
     let resp = app.client.get(own).send().await.unwrap();
     assert_eq!(resp.status(), StatusCode::OK);
-    assert!(resp.text().await.unwrap().contains("# TYPE molecule_pending_uploads_acked_total counter"));
+    assert!(resp
+        .text()
+        .await
+        .unwrap()
+        .contains("# TYPE molecule_pending_uploads_acked_total counter"));
 }

@@ -5,7 +5,9 @@ use axum::extract::Multipart;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
-use crate::helpers::{file, random_bytes, sha256_hex, spawn_app, spawn_app_with, Engine, Options, TestApp, Ws};
+use crate::helpers::{
+    file, random_bytes, sha256_hex, spawn_app, spawn_app_with, Engine, Options, TestApp, Ws,
+};
 use crate::on_both_engines;
 
 const MIB: usize = 1024 * 1024;
@@ -13,7 +15,14 @@ const MIB: usize = 1024 * 1024;
 /// Asserts the staging layer holds nothing at all for `ws`.
 async fn assert_nothing_staged(app: &TestApp, ws: &Ws, case: &str) {
     let now = molecule::domain::now();
-    assert!(app.store.list_pending_uploads(ws.wid(), now).await.unwrap().is_empty(), "rows left: {case}");
+    assert!(
+        app.store
+            .list_pending_uploads(ws.wid(), now)
+            .await
+            .unwrap()
+            .is_empty(),
+        "rows left: {case}"
+    );
     let (status, rows) = app.activity(ws, "").await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(rows, json!([]), "activity left: {case}");
@@ -22,13 +31,23 @@ async fn assert_nothing_staged(app: &TestApp, ws: &Ws, case: &str) {
 }
 
 async fn a_multi_file_upload_is_staged_byte_for_byte(engine: Engine) {
-    let Some(app) = spawn_app(engine).await else { return };
+    let Some(app) = spawn_app(engine).await else {
+        return;
+    };
     let ws = app.create_poll_workspace("w").await;
     let big = random_bytes(3 * MIB + 17, 1);
     let files = vec![
-        file("notes.txt", "text/plain; charset=utf-8", "hello, workspace\n"),
+        file(
+            "notes.txt",
+            "text/plain; charset=utf-8",
+            "hello, workspace\n",
+        ),
         file("../../etc/my report.pdf", "Application/PDF", big.clone()),
-        crate::helpers::UploadFile { name: "data.bin".into(), mime: None, bytes: vec![0u8, 1, 2, 255] },
+        crate::helpers::UploadFile {
+            name: "data.bin".into(),
+            mime: None,
+            bytes: vec![0u8, 1, 2, 255],
+        },
     ];
     let (status, body) = app.upload(&ws.id, files).await;
     assert_eq!(status, StatusCode::OK, "{body}");
@@ -42,7 +61,10 @@ async fn a_multi_file_upload_is_staged_byte_for_byte(engine: Engine) {
     let mut file_ids = Vec::new();
     for (got, (name, mime, bytes)) in answered.iter().zip(&expected) {
         let uri = got["uri"].as_str().unwrap();
-        let fid = uri.strip_prefix(&format!("platform-pending:{}/", ws.id)).expect("pending URI").to_owned();
+        let fid = uri
+            .strip_prefix(&format!("platform-pending:{}/", ws.id))
+            .expect("pending URI")
+            .to_owned();
         assert_eq!(
             got,
             &json!({"uri": uri, "name": name, "mimeType": mime, "size": bytes.len(), "sha256": sha256_hex(bytes)})
@@ -73,15 +95,31 @@ async fn a_multi_file_upload_is_staged_byte_for_byte(engine: Engine) {
         let h = resp.headers().clone();
         assert_eq!(h["content-type"], *mime);
         assert_eq!(h["content-length"], bytes.len().to_string().as_str());
-        assert_eq!(h["content-disposition"].to_str().unwrap(), format!("attachment; filename=\"{name}\"; filename*=UTF-8''{}", percent_encoding::utf8_percent_encode(name, percent_encoding::NON_ALPHANUMERIC)));
-        assert_eq!(h["etag"].to_str().unwrap(), format!("\"{}\"", sha256_hex(bytes)));
+        assert_eq!(
+            h["content-disposition"].to_str().unwrap(),
+            format!(
+                "attachment; filename=\"{name}\"; filename*=UTF-8''{}",
+                percent_encoding::utf8_percent_encode(name, percent_encoding::NON_ALPHANUMERIC)
+            )
+        );
+        assert_eq!(
+            h["etag"].to_str().unwrap(),
+            format!("\"{}\"", sha256_hex(bytes))
+        );
         assert_eq!(h["x-content-type-options"], "nosniff");
         assert_eq!(h["accept-ranges"], "bytes");
         assert_eq!(&resp.bytes().await.unwrap()[..], &bytes[..]);
     }
-    assert!(app.list_pending(&ws).await.iter().all(|e| e["fetched_at"].is_string()));
+    assert!(app
+        .list_pending(&ws)
+        .await
+        .iter()
+        .all(|e| e["fetched_at"].is_string()));
     for fid in &file_ids {
-        assert_eq!(app.ack(&ws.id, fid, &ws.token).await, (StatusCode::OK, json!({"acked": true})));
+        assert_eq!(
+            app.ack(&ws.id, fid, &ws.token).await,
+            (StatusCode::OK, json!({"acked": true}))
+        );
         let resp = app.content(&ws.id, fid, &ws.token).await;
         assert_eq!(TestApp::json(resp).await.0, StatusCode::NOT_FOUND);
     }
@@ -104,13 +142,27 @@ async fn a_file_over_the_limit_is_413_and_leaves_nothing(engine: Engine) {
     // The first file is fine and already in the blob store when the second
     // one trips the limit: all or nothing means it goes too.
     let (status, body) = app
-        .upload(&ws.id, vec![file("ok.txt", "text/plain", "fine"), file("big.bin", "application/zip", random_bytes(MIB + 1, 2))])
+        .upload(
+            &ws.id,
+            vec![
+                file("ok.txt", "text/plain", "fine"),
+                file("big.bin", "application/zip", random_bytes(MIB + 1, 2)),
+            ],
+        )
         .await;
     assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
-    assert_eq!(body, json!({"error": "file \"big.bin\" is larger than the 1.0 MiB limit per file"}));
+    assert_eq!(
+        body,
+        json!({"error": "file \"big.bin\" is larger than the 1.0 MiB limit per file"})
+    );
     assert_nothing_staged(&app, &ws, "file over limit").await;
     // Exactly at the limit is fine.
-    let (status, body) = app.upload(&ws.id, vec![file("edge.bin", "application/zip", random_bytes(MIB, 3))]).await;
+    let (status, body) = app
+        .upload(
+            &ws.id,
+            vec![file("edge.bin", "application/zip", random_bytes(MIB, 3))],
+        )
+        .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["files"][0]["size"], MIB);
     // The request limit counts every file.
@@ -126,35 +178,90 @@ async fn a_file_over_the_limit_is_413_and_leaves_nothing(engine: Engine) {
         )
         .await;
     assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
-    assert_eq!(body, json!({"error": "the request is larger than the 3.0 MiB limit per request (at file \"d.bin\")"}));
-    assert_eq!(app.list_pending(&ws).await.len(), 1, "only the earlier good upload remains");
+    assert_eq!(
+        body,
+        json!({"error": "the request is larger than the 3.0 MiB limit per request (at file \"d.bin\")"})
+    );
+    assert_eq!(
+        app.list_pending(&ws).await.len(),
+        1,
+        "only the earlier good upload remains"
+    );
     assert_eq!(app.blob_keys().await.len(), 1);
     let metrics = app.metrics_text().await;
-    assert_eq!(crate::helpers::metric_value(&metrics, "molecule_pending_uploads_rejected_total{reason=\"file_too_large\"}"), 1.0);
-    assert_eq!(crate::helpers::metric_value(&metrics, "molecule_pending_uploads_rejected_total{reason=\"request_too_large\"}"), 1.0);
+    assert_eq!(
+        crate::helpers::metric_value(
+            &metrics,
+            "molecule_pending_uploads_rejected_total{reason=\"file_too_large\"}"
+        ),
+        1.0
+    );
+    assert_eq!(
+        crate::helpers::metric_value(
+            &metrics,
+            "molecule_pending_uploads_rejected_total{reason=\"request_too_large\"}"
+        ),
+        1.0
+    );
 }
 on_both_engines!(a_file_over_the_limit_is_413_and_leaves_nothing);
 
 async fn malformed_uploads_are_400_and_leave_nothing(engine: Engine) {
-    let Some(app) = spawn_app(engine).await else { return };
+    let Some(app) = spawn_app(engine).await else {
+        return;
+    };
     let ws = app.create_poll_workspace("w").await;
     let url = app.url(&format!("/workspaces/{}/chat/uploads", ws.id));
     // Not multipart.
-    let resp = app.client.post(&url).bearer_auth(&app.admin_token).json(&json!({"files": []})).send().await.unwrap();
+    let resp = app
+        .client
+        .post(&url)
+        .bearer_auth(&app.admin_token)
+        .json(&json!({"files": []}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(
         TestApp::json(resp).await,
-        (StatusCode::BAD_REQUEST, json!({"error": "expected a multipart/form-data body with one or more parts named `files`"}))
+        (
+            StatusCode::BAD_REQUEST,
+            json!({"error": "expected a multipart/form-data body with one or more parts named `files`"})
+        )
     );
     // Multipart without a `files` part.
     let form = reqwest::multipart::Form::new().text("comment", "no files here");
-    let resp = app.client.post(&url).bearer_auth(&app.admin_token).multipart(form).send().await.unwrap();
+    let resp = app
+        .client
+        .post(&url)
+        .bearer_auth(&app.admin_token)
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(
         TestApp::json(resp).await,
-        (StatusCode::BAD_REQUEST, json!({"error": "no file: send one or more parts named `files`"}))
+        (
+            StatusCode::BAD_REQUEST,
+            json!({"error": "no file: send one or more parts named `files`"})
+        )
     );
     // An empty file, after a good one.
-    let (status, body) = app.upload(&ws.id, vec![file("a.txt", "text/plain", "x"), file("empty.txt", "text/plain", "")]).await;
-    assert_eq!((status, body), (StatusCode::BAD_REQUEST, json!({"error": "file \"empty.txt\" is empty"})));
+    let (status, body) = app
+        .upload(
+            &ws.id,
+            vec![
+                file("a.txt", "text/plain", "x"),
+                file("empty.txt", "text/plain", ""),
+            ],
+        )
+        .await;
+    assert_eq!(
+        (status, body),
+        (
+            StatusCode::BAD_REQUEST,
+            json!({"error": "file \"empty.txt\" is empty"})
+        )
+    );
     // A body cut short: the closing boundary never comes.
     let raw = "--XyZ\r\nContent-Disposition: form-data; name=\"files\"; filename=\"cut.txt\"\r\nContent-Type: text/plain\r\n\r\nsome bytes and then nothing";
     let resp = app
@@ -168,7 +275,13 @@ async fn malformed_uploads_are_400_and_leave_nothing(engine: Engine) {
         .unwrap();
     let (status, body) = TestApp::json(resp).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
-    assert!(body["error"].as_str().unwrap().starts_with("the multipart body is malformed or was cut short"), "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("the multipart body is malformed or was cut short"),
+        "{body}"
+    );
     // Missing boundary.
     let resp = app
         .client
@@ -183,19 +296,36 @@ async fn malformed_uploads_are_400_and_leave_nothing(engine: Engine) {
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
     assert_nothing_staged(&app, &ws, "malformed").await;
     // Unknown and malformed workspace, workspace token.
-    let (status, _) = app.upload(&uuid::Uuid::new_v4().to_string(), vec![file("a", "text/plain", "x")]).await;
+    let (status, _) = app
+        .upload(
+            &uuid::Uuid::new_v4().to_string(),
+            vec![file("a", "text/plain", "x")],
+        )
+        .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     let (status, _) = app.upload("nope", vec![file("a", "text/plain", "x")]).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
-    let form = reqwest::multipart::Form::new().part("files", reqwest::multipart::Part::bytes(b"x".to_vec()).file_name("a"));
-    let resp = app.client.post(&url).bearer_auth(&ws.token).multipart(form).send().await.unwrap();
+    let form = reqwest::multipart::Form::new().part(
+        "files",
+        reqwest::multipart::Part::bytes(b"x".to_vec()).file_name("a"),
+    );
+    let resp = app
+        .client
+        .post(&url)
+        .bearer_auth(&ws.token)
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), StatusCode::FORBIDDEN);
     assert_nothing_staged(&app, &ws, "refused callers").await;
 }
 on_both_engines!(malformed_uploads_are_400_and_leave_nothing);
 
 async fn a_client_that_disconnects_mid_upload_leaves_nothing(engine: Engine) {
-    let Some(app) = spawn_app(engine).await else { return };
+    let Some(app) = spawn_app(engine).await else {
+        return;
+    };
     let ws = app.create_poll_workspace("w").await;
     // A body that sends a part of a file, then fails: the connection dies.
     let head = "--B\r\nContent-Disposition: form-data; name=\"files\"; filename=\"ok.txt\"\r\n\r\nfirst file\r\n--B\r\nContent-Disposition: form-data; name=\"files\"; filename=\"half.bin\"\r\n\r\n";
@@ -216,7 +346,9 @@ async fn a_client_that_disconnects_mid_upload_leaves_nothing(engine: Engine) {
     assert!(sent.is_err(), "the request must fail on the client side");
     // The server notices, removes the first file's blob too, and counts it.
     crate::helpers::eventually("the aborted upload is rejected", || async {
-        app.metric("molecule_pending_uploads_rejected_total{reason=\"malformed\"}").await == 1.0
+        app.metric("molecule_pending_uploads_rejected_total{reason=\"malformed\"}")
+            .await
+            == 1.0
     })
     .await;
     assert_nothing_staged(&app, &ws, "client disconnect").await;
@@ -228,8 +360,16 @@ async fn a_failing_blob_store_is_503_and_leaves_nothing() {
     let app = spawn_app(Engine::Sqlite).await.unwrap();
     let ws = app.create_poll_workspace("w").await;
     std::fs::remove_dir_all(app.data_dir.path().join("blobs").join(".tmp")).unwrap();
-    let (status, body) = app.upload(&ws.id, vec![file("a.txt", "text/plain", "x")]).await;
-    assert_eq!((status, body), (StatusCode::SERVICE_UNAVAILABLE, json!({"error": "storage is unavailable; try again shortly"})));
+    let (status, body) = app
+        .upload(&ws.id, vec![file("a.txt", "text/plain", "x")])
+        .await;
+    assert_eq!(
+        (status, body),
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            json!({"error": "storage is unavailable; try again shortly"})
+        )
+    );
     assert_nothing_staged(&app, &ws, "blob store down").await;
 }
 
@@ -238,7 +378,9 @@ async fn a_failing_transaction_removes_every_blob_of_the_request() {
     let app = spawn_app(Engine::Sqlite).await.unwrap();
     let ws = app.create_poll_workspace("w").await;
     // Make the database refuse the second row of the batch.
-    let pool = sqlx::SqlitePool::connect(&app.config.database_url).await.unwrap();
+    let pool = sqlx::SqlitePool::connect(&app.config.database_url)
+        .await
+        .unwrap();
     sqlx::query(
         "CREATE TRIGGER refuse_boom BEFORE INSERT ON pending_uploads WHEN NEW.filename = 'boom.txt' \
          BEGIN SELECT RAISE(ABORT, 'refused by test'); END",
@@ -246,8 +388,22 @@ async fn a_failing_transaction_removes_every_blob_of_the_request() {
     .execute(&pool)
     .await
     .unwrap();
-    let (status, body) = app.upload(&ws.id, vec![file("a.txt", "text/plain", "x"), file("boom.txt", "text/plain", "y")]).await;
-    assert_eq!((status, body), (StatusCode::INTERNAL_SERVER_ERROR, json!({"error": "internal server error"})));
+    let (status, body) = app
+        .upload(
+            &ws.id,
+            vec![
+                file("a.txt", "text/plain", "x"),
+                file("boom.txt", "text/plain", "y"),
+            ],
+        )
+        .await;
+    assert_eq!(
+        (status, body),
+        (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            json!({"error": "internal server error"})
+        )
+    );
     assert_nothing_staged(&app, &ws, "transaction failed").await;
 }
 
@@ -279,10 +435,20 @@ pub(crate) async fn spawn_push_agent() -> String {
 }
 
 async fn push_mode_forwards_the_upload_and_stages_nothing(engine: Engine) {
-    let Some(app) = spawn_app(engine).await else { return };
+    let Some(app) = spawn_app(engine).await else {
+        return;
+    };
     let agent = spawn_push_agent().await;
     let ws = app.create_push_workspace("pushy", &agent).await;
-    let (status, body) = app.upload(&ws.id, vec![file("a.txt", "text/plain", "hello"), file("b.txt", "text/plain", "hi")]).await;
+    let (status, body) = app
+        .upload(
+            &ws.id,
+            vec![
+                file("a.txt", "text/plain", "hello"),
+                file("b.txt", "text/plain", "hi"),
+            ],
+        )
+        .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(
         body,
@@ -293,10 +459,20 @@ async fn push_mode_forwards_the_upload_and_stages_nothing(engine: Engine) {
     );
     assert_nothing_staged(&app, &ws, "push mode").await;
     // An unreachable agent: 502.
-    let dead = app.create_push_workspace("dead", "http://127.0.0.1:9").await;
-    let (status, body) = app.upload(&dead.id, vec![file("a.txt", "text/plain", "hello")]).await;
+    let dead = app
+        .create_push_workspace("dead", "http://127.0.0.1:9")
+        .await;
+    let (status, body) = app
+        .upload(&dead.id, vec![file("a.txt", "text/plain", "hello")])
+        .await;
     assert_eq!(status, StatusCode::BAD_GATEWAY);
-    assert!(body["error"].as_str().unwrap().starts_with("could not reach the workspace"), "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("could not reach the workspace"),
+        "{body}"
+    );
 }
 on_both_engines!(push_mode_forwards_the_upload_and_stages_nothing);
 
@@ -306,10 +482,22 @@ async fn push_mode_without_url_is_422() {
     let ws = app.create_poll_workspace("w").await;
     // A registration can leave a push workspace without a URL only through
     // the database; set it up directly.
-    let pool = sqlx::SqlitePool::connect(&app.config.database_url).await.unwrap();
-    sqlx::query("UPDATE workspaces SET delivery_mode = 'push', url = NULL WHERE id = ?1").bind(&ws.id).execute(&pool).await.unwrap();
-    let (status, body) = app.upload(&ws.id, vec![file("a.txt", "text/plain", "x")]).await;
-    assert_eq!((status, body), (StatusCode::UNPROCESSABLE_ENTITY, json!({"error": "a push-mode workspace needs a `url` to forward to"})));
+    let pool = sqlx::SqlitePool::connect(&app.config.database_url)
+        .await
+        .unwrap();
+    sqlx::query("UPDATE workspaces SET delivery_mode = 'push', url = NULL WHERE id = ?1")
+        .bind(&ws.id)
+        .execute(&pool)
+        .await
+        .unwrap();
+    let (status, body) = app
+        .upload(&ws.id, vec![file("a.txt", "text/plain", "x")])
+        .await;
+    assert_eq!(
+        (status, body),
+        (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            json!({"error": "a push-mode workspace needs a `url` to forward to"})
+        )
+    );
 }
-
-

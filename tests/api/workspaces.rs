@@ -21,17 +21,23 @@ async fn revoke_all_tokens_directly(app: &TestApp, ws: &str) {
             .unwrap();
     } else {
         let pool = sqlx::PgPool::connect(url).await.unwrap();
-        sqlx::query("UPDATE workspace_auth_tokens SET revoked_at = now() WHERE workspace_id = $1::uuid")
-            .bind(ws)
-            .execute(&pool)
-            .await
-            .unwrap();
+        sqlx::query(
+            "UPDATE workspace_auth_tokens SET revoked_at = now() WHERE workspace_id = $1::uuid",
+        )
+        .bind(ws)
+        .execute(&pool)
+        .await
+        .unwrap();
     }
 }
 
 async fn create_returns_the_workspace_token_and_connection_once(engine: Engine) {
-    let Some(app) = spawn_app(engine).await else { return };
-    let (status, body) = app.create_workspace(json!({"name": "  laptop  ", "delivery_mode": "poll"})).await;
+    let Some(app) = spawn_app(engine).await else {
+        return;
+    };
+    let (status, body) = app
+        .create_workspace(json!({"name": "  laptop  ", "delivery_mode": "poll"}))
+        .await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
     let id = body["id"].as_str().unwrap();
     let token = body["auth_token"].as_str().unwrap();
@@ -45,10 +51,17 @@ async fn create_returns_the_workspace_token_and_connection_once(engine: Engine) 
     assert_eq!(body["connection"]["platform_url"], app.address);
     assert_eq!(
         body["connection"]["connect_command"],
-        format!("molecule connect --server {} --workspace {id} --token {token} --dir .", app.address)
+        format!(
+            "molecule connect --server {} --workspace {id} --token {token} --dir .",
+            app.address
+        )
     );
     // Stored only as a hash: the hash resolves, the plaintext is nowhere.
-    let by_hash = app.store.workspace_for_token(AuthToken::from_plaintext(token).hash()).await.unwrap();
+    let by_hash = app
+        .store
+        .workspace_for_token(AuthToken::from_plaintext(token).hash())
+        .await
+        .unwrap();
     assert_eq!(by_hash.map(|w| w.to_string()).as_deref(), Some(id));
     // Listing never shows tokens.
     let (status, list) = app.get("/workspaces", &app.admin_token).await;
@@ -56,24 +69,68 @@ async fn create_returns_the_workspace_token_and_connection_once(engine: Engine) 
     assert_eq!(list.as_array().unwrap().len(), 1);
     assert!(list[0].get("auth_token").is_none(), "{list}");
     // The connection block without the token.
-    let (status, conn) = app.get(&format!("/workspaces/{id}/external/connection"), &app.admin_token).await;
+    let (status, conn) = app
+        .get(
+            &format!("/workspaces/{id}/external/connection"),
+            &app.admin_token,
+        )
+        .await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(conn["connection"]["auth_token"], "");
-    assert!(conn["connection"]["connect_command"].as_str().unwrap().contains("--token <token>"));
+    assert!(conn["connection"]["connect_command"]
+        .as_str()
+        .unwrap()
+        .contains("--token <token>"));
 }
 on_both_engines!(create_returns_the_workspace_token_and_connection_once);
 
 async fn bad_creates_are_refused_and_leave_no_row(engine: Engine) {
-    let Some(app) = spawn_app_with(Options::new(engine).tweak(|c| c.allow_private_urls = false)).await else { return };
+    let Some(app) =
+        spawn_app_with(Options::new(engine).tweak(|c| c.allow_private_urls = false)).await
+    else {
+        return;
+    };
     let cases: Vec<(Value, StatusCode, &str)> = vec![
-        (json!({"name": "p", "delivery_mode": "push"}), StatusCode::UNPROCESSABLE_ENTITY, "needs a `url`"),
-        (json!({"name": "p", "delivery_mode": "push", "url": ""}), StatusCode::UNPROCESSABLE_ENTITY, "needs a `url`"),
-        (json!({"name": "p", "delivery_mode": "push", "url": "http://127.0.0.1:9"}), StatusCode::UNPROCESSABLE_ENTITY, "private"),
-        (json!({"name": "p", "delivery_mode": "push", "url": "http://169.254.169.254/"}), StatusCode::UNPROCESSABLE_ENTITY, "private"),
-        (json!({"name": "p", "delivery_mode": "push", "url": "file:///etc/passwd"}), StatusCode::UNPROCESSABLE_ENTITY, "http or https"),
-        (json!({"name": "", "delivery_mode": "poll"}), StatusCode::BAD_REQUEST, "`name`"),
-        (json!({"name": "p", "delivery_mode": "carrier-pigeon"}), StatusCode::BAD_REQUEST, "invalid JSON body"),
-        (json!({"delivery_mode": "poll"}), StatusCode::BAD_REQUEST, "missing field `name`"),
+        (
+            json!({"name": "p", "delivery_mode": "push"}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "needs a `url`",
+        ),
+        (
+            json!({"name": "p", "delivery_mode": "push", "url": ""}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "needs a `url`",
+        ),
+        (
+            json!({"name": "p", "delivery_mode": "push", "url": "http://127.0.0.1:9"}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "private",
+        ),
+        (
+            json!({"name": "p", "delivery_mode": "push", "url": "http://169.254.169.254/"}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "private",
+        ),
+        (
+            json!({"name": "p", "delivery_mode": "push", "url": "file:///etc/passwd"}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "http or https",
+        ),
+        (
+            json!({"name": "", "delivery_mode": "poll"}),
+            StatusCode::BAD_REQUEST,
+            "`name`",
+        ),
+        (
+            json!({"name": "p", "delivery_mode": "carrier-pigeon"}),
+            StatusCode::BAD_REQUEST,
+            "invalid JSON body",
+        ),
+        (
+            json!({"delivery_mode": "poll"}),
+            StatusCode::BAD_REQUEST,
+            "missing field `name`",
+        ),
     ];
     for (body, want, needle) in cases {
         let (status, answer) = app.create_workspace(body.clone()).await;
@@ -92,65 +149,138 @@ async fn bad_creates_are_refused_and_leave_no_row(engine: Engine) {
         .unwrap();
     let (status, answer) = TestApp::json(resp).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
-    assert!(answer["error"].as_str().unwrap().starts_with("invalid JSON body"), "{answer}");
-    let resp = app.client.post(app.url("/workspaces")).bearer_auth(&app.admin_token).body("{}").send().await.unwrap();
+    assert!(
+        answer["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("invalid JSON body"),
+        "{answer}"
+    );
+    let resp = app
+        .client
+        .post(app.url("/workspaces"))
+        .bearer_auth(&app.admin_token)
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
     assert!(app.store.list_workspaces().await.unwrap().is_empty());
 }
 on_both_engines!(bad_creates_are_refused_and_leave_no_row);
 
 async fn tokens_are_checked_on_every_route(engine: Engine) {
-    let Some(app) = spawn_app(engine).await else { return };
+    let Some(app) = spawn_app(engine).await else {
+        return;
+    };
     let a = app.create_poll_workspace("a").await;
     let b = app.create_poll_workspace("b").await;
     let unauthorized = json!({"error": "missing or invalid bearer token"});
     // No token, a wrong token, a malformed header.
     let resp = app.client.get(app.url("/workspaces")).send().await.unwrap();
-    assert_eq!(TestApp::json(resp).await, (StatusCode::UNAUTHORIZED, unauthorized.clone()));
-    assert_eq!(app.get("/workspaces", "mol_nope").await, (StatusCode::UNAUTHORIZED, unauthorized.clone()));
-    let resp = app.client.get(app.url("/workspaces")).header("authorization", "Basic abc").send().await.unwrap();
+    assert_eq!(
+        TestApp::json(resp).await,
+        (StatusCode::UNAUTHORIZED, unauthorized.clone())
+    );
+    assert_eq!(
+        app.get("/workspaces", "mol_nope").await,
+        (StatusCode::UNAUTHORIZED, unauthorized.clone())
+    );
+    let resp = app
+        .client
+        .get(app.url("/workspaces"))
+        .header("authorization", "Basic abc")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
     // A workspace token on an operator route: 403.
     let (status, body) = app.get("/workspaces", &a.token).await;
     assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
-    let (status, _) = app.post(&format!("/workspaces/{}/external/rotate", a.id), &a.token, &json!({})).await;
+    let (status, _) = app
+        .post(
+            &format!("/workspaces/{}/external/rotate", a.id),
+            &a.token,
+            &json!({}),
+        )
+        .await;
     assert_eq!(status, StatusCode::FORBIDDEN);
     // Its own workspace: fine. Another's: the same 401 as an unknown token.
     let (status, body) = app.get(&format!("/workspaces/{}", a.id), &a.token).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body["id"], a.id.as_str());
-    assert_eq!(app.get(&format!("/workspaces/{}", b.id), &a.token).await, (StatusCode::UNAUTHORIZED, unauthorized.clone()));
+    assert_eq!(
+        app.get(&format!("/workspaces/{}", b.id), &a.token).await,
+        (StatusCode::UNAUTHORIZED, unauthorized.clone())
+    );
     // Malformed and unknown ids.
     let (status, body) = app.get("/workspaces/not-a-uuid", &app.admin_token).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
-    assert!(body["error"].as_str().unwrap().contains("is not a valid id"), "{body}");
-    let (status, body) = app.get(&format!("/workspaces/{}", uuid::Uuid::new_v4()), &app.admin_token).await;
-    assert_eq!((status, body), (StatusCode::NOT_FOUND, json!({"error": "workspace not found"})));
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("is not a valid id"),
+        "{body}"
+    );
+    let (status, body) = app
+        .get(
+            &format!("/workspaces/{}", uuid::Uuid::new_v4()),
+            &app.admin_token,
+        )
+        .await;
+    assert_eq!(
+        (status, body),
+        (
+            StatusCode::NOT_FOUND,
+            json!({"error": "workspace not found"})
+        )
+    );
     // Unknown route: JSON 404.
     let (status, body) = app.get("/nope", &app.admin_token).await;
-    assert_eq!((status, body), (StatusCode::NOT_FOUND, json!({"error": "no such route"})));
+    assert_eq!(
+        (status, body),
+        (StatusCode::NOT_FOUND, json!({"error": "no such route"}))
+    );
 }
 on_both_engines!(tokens_are_checked_on_every_route);
 
 async fn patch_changes_only_what_it_names(engine: Engine) {
-    let Some(app) = spawn_app(engine).await else { return };
+    let Some(app) = spawn_app(engine).await else {
+        return;
+    };
     let ws = app.create_poll_workspace("before").await;
     let path = format!("/workspaces/{}", ws.id);
     let patch = |body: Value| {
         let client = app.client.clone();
         let url = app.url(&path);
         let token = app.admin_token.clone();
-        async move { TestApp::json(client.patch(url).bearer_auth(token).json(&body).send().await.unwrap()).await }
+        async move {
+            TestApp::json(
+                client
+                    .patch(url)
+                    .bearer_auth(token)
+                    .json(&body)
+                    .send()
+                    .await
+                    .unwrap(),
+            )
+            .await
+        }
     };
     let (status, body) = patch(json!({"name": "after"})).await;
     assert_eq!(status, StatusCode::OK, "{body}");
-    assert_eq!((body["name"].as_str(), body["delivery_mode"].as_str()), (Some("after"), Some("poll")));
+    assert_eq!(
+        (body["name"].as_str(), body["delivery_mode"].as_str()),
+        (Some("after"), Some("poll"))
+    );
     // Push without a URL: refused, nothing changes.
     let (status, body) = patch(json!({"delivery_mode": "push"})).await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
     let stored = app.store.get_workspace(ws.wid()).await.unwrap().unwrap();
     assert_eq!(stored.delivery_mode.as_str(), "poll");
-    let (status, body) = patch(json!({"delivery_mode": "push", "url": "http://127.0.0.1:1/agent/"})).await;
+    let (status, body) =
+        patch(json!({"delivery_mode": "push", "url": "http://127.0.0.1:1/agent/"})).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["url"], "http://127.0.0.1:1/agent");
     // Clearing the URL of a push workspace is refused; of a poll one, fine.
@@ -176,32 +306,71 @@ async fn patch_changes_only_what_it_names(engine: Engine) {
 on_both_engines!(patch_changes_only_what_it_names);
 
 async fn delete_revokes_tokens_but_keeps_staged_files(engine: Engine) {
-    let Some(app) = spawn_app(engine).await else { return };
+    let Some(app) = spawn_app(engine).await else {
+        return;
+    };
     let ws = app.create_poll_workspace("doomed").await;
-    let (status, _) = app.upload(&ws.id, vec![crate::helpers::file("a.txt", "text/plain", "hello")]).await;
+    let (status, _) = app
+        .upload(
+            &ws.id,
+            vec![crate::helpers::file("a.txt", "text/plain", "hello")],
+        )
+        .await;
     assert_eq!(status, StatusCode::OK);
-    let resp = app.client.delete(app.url(&format!("/workspaces/{}", ws.id))).bearer_auth(&app.admin_token).send().await.unwrap();
+    let resp = app
+        .client
+        .delete(app.url(&format!("/workspaces/{}", ws.id)))
+        .bearer_auth(&app.admin_token)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), StatusCode::NO_CONTENT);
     assert_eq!(resp.text().await.unwrap(), "");
     let (status, _) = app.get(&format!("/workspaces/{}", ws.id), &ws.token).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
-    let (status, _) = app.get(&format!("/workspaces/{}", ws.id), &app.admin_token).await;
+    let (status, _) = app
+        .get(&format!("/workspaces/{}", ws.id), &app.admin_token)
+        .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
-    let resp = app.client.delete(app.url(&format!("/workspaces/{}", ws.id))).bearer_auth(&app.admin_token).send().await.unwrap();
+    let resp = app
+        .client
+        .delete(app.url(&format!("/workspaces/{}", ws.id)))
+        .bearer_auth(&app.admin_token)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), StatusCode::NOT_FOUND);
     // Evidence of receipt survives until its own TTL.
-    let staged = app.store.list_pending_uploads(ws.wid(), molecule::domain::now()).await.unwrap();
+    let staged = app
+        .store
+        .list_pending_uploads(ws.wid(), molecule::domain::now())
+        .await
+        .unwrap();
     assert_eq!(staged.len(), 1);
     assert_eq!(app.blob_keys().await.len(), 1);
 }
 on_both_engines!(delete_revokes_tokens_but_keeps_staged_files);
 
 async fn rotate_revokes_every_earlier_token_at_once(engine: Engine) {
-    let Some(app) = spawn_app(engine).await else { return };
+    let Some(app) = spawn_app(engine).await else {
+        return;
+    };
     let ws = app.create_poll_workspace("w").await;
-    let (status, first) = app.post(&format!("/workspaces/{}/external/rotate", ws.id), &app.admin_token, &json!({})).await;
+    let (status, first) = app
+        .post(
+            &format!("/workspaces/{}/external/rotate", ws.id),
+            &app.admin_token,
+            &json!({}),
+        )
+        .await;
     assert_eq!(status, StatusCode::OK, "{first}");
-    let (status, second) = app.post(&format!("/workspaces/{}/external/rotate", ws.id), &app.admin_token, &json!({})).await;
+    let (status, second) = app
+        .post(
+            &format!("/workspaces/{}/external/rotate", ws.id),
+            &app.admin_token,
+            &json!({}),
+        )
+        .await;
     assert_eq!(status, StatusCode::OK);
     let newest = second["auth_token"].as_str().unwrap();
     assert_eq!(second["connection"]["auth_token"], newest);
@@ -211,14 +380,21 @@ async fn rotate_revokes_every_earlier_token_at_once(engine: Engine) {
     }
     let (status, _) = app.get(&format!("/workspaces/{}", ws.id), newest).await;
     assert_eq!(status, StatusCode::OK);
-    let (status, _) =
-        app.post(&format!("/workspaces/{}/external/rotate", uuid::Uuid::new_v4()), &app.admin_token, &json!({})).await;
+    let (status, _) = app
+        .post(
+            &format!("/workspaces/{}/external/rotate", uuid::Uuid::new_v4()),
+            &app.admin_token,
+            &json!({}),
+        )
+        .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
 }
 on_both_engines!(rotate_revokes_every_earlier_token_at_once);
 
 async fn register_bootstraps_only_a_workspace_without_a_live_token(engine: Engine) {
-    let Some(app) = spawn_app(engine).await else { return };
+    let Some(app) = spawn_app(engine).await else {
+        return;
+    };
     let ws = app.create_poll_workspace("w").await;
     let anon = |body: Value| {
         let client = app.client.clone();
@@ -229,7 +405,8 @@ async fn register_bootstraps_only_a_workspace_without_a_live_token(engine: Engin
     let (status, _) = anon(json!({"id": ws.id})).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     revoke_all_tokens_directly(&app, &ws.id).await;
-    let (status, body) = anon(json!({"id": ws.id, "delivery_mode": "poll", "agent_card": {"name": "bot"}})).await;
+    let (status, body) =
+        anon(json!({"id": ws.id, "delivery_mode": "poll", "agent_card": {"name": "bot"}})).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     let minted = body["auth_token"].as_str().unwrap().to_owned();
     assert_eq!(body["status"], "online");
@@ -238,7 +415,9 @@ async fn register_bootstraps_only_a_workspace_without_a_live_token(engine: Engin
     let (status, _) = anon(json!({"id": ws.id})).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     // The minted token works; with it registration answers without a token field.
-    let (status, body) = app.post("/registry/register", &minted, &json!({"id": ws.id})).await;
+    let (status, body) = app
+        .post("/registry/register", &minted, &json!({"id": ws.id}))
+        .await;
     assert_eq!(status, StatusCode::OK);
     assert!(body.get("auth_token").is_none());
     let (status, _) = anon(json!({"id": "nope"})).await;
@@ -249,29 +428,71 @@ async fn register_bootstraps_only_a_workspace_without_a_live_token(engine: Engin
 on_both_engines!(register_bootstraps_only_a_workspace_without_a_live_token);
 
 async fn register_and_heartbeat_mark_the_workspace_online(engine: Engine) {
-    let Some(app) = spawn_app_with(Options::new(engine).tweak(|c| c.allow_private_urls = false)).await else { return };
+    let Some(app) =
+        spawn_app_with(Options::new(engine).tweak(|c| c.allow_private_urls = false)).await
+    else {
+        return;
+    };
     let ws = app.create_poll_workspace("w").await;
     let other = app.create_poll_workspace("other").await;
     let (status, body) = app
-        .post("/registry/register", &ws.token, &json!({"id": ws.id, "delivery_mode": "push", "url": "http://10.0.0.5/"}))
+        .post(
+            "/registry/register",
+            &ws.token,
+            &json!({"id": ws.id, "delivery_mode": "push", "url": "http://10.0.0.5/"}),
+        )
         .await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
     let stored = app.store.get_workspace(ws.wid()).await.unwrap().unwrap();
-    assert_eq!((stored.delivery_mode.as_str(), stored.last_heartbeat_at), ("poll", None));
-    let (status, body) =
-        app.post("/registry/register", &ws.token, &json!({"id": ws.id, "url": "https://agent.example.com/a2a"})).await;
+    assert_eq!(
+        (stored.delivery_mode.as_str(), stored.last_heartbeat_at),
+        ("poll", None)
+    );
+    let (status, body) = app
+        .post(
+            "/registry/register",
+            &ws.token,
+            &json!({"id": ws.id, "url": "https://agent.example.com/a2a"}),
+        )
+        .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["url"], "https://agent.example.com/a2a");
-    let (status, body) = app.post("/registry/heartbeat", &ws.token, &json!({"workspace_id": ws.id})).await;
+    let (status, body) = app
+        .post(
+            "/registry/heartbeat",
+            &ws.token,
+            &json!({"workspace_id": ws.id}),
+        )
+        .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["status"], "ok");
     let stored = app.store.get_workspace(ws.wid()).await.unwrap().unwrap();
-    assert_eq!(stored.last_heartbeat_at.unwrap().to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true), body["last_heartbeat_at"].as_str().unwrap());
-    let (status, _) = app.post("/registry/heartbeat", &other.token, &json!({"workspace_id": ws.id})).await;
+    assert_eq!(
+        stored
+            .last_heartbeat_at
+            .unwrap()
+            .to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true),
+        body["last_heartbeat_at"].as_str().unwrap()
+    );
+    let (status, _) = app
+        .post(
+            "/registry/heartbeat",
+            &other.token,
+            &json!({"workspace_id": ws.id}),
+        )
+        .await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
-    let (status, _) = app.post("/registry/heartbeat", &ws.token, &json!({"workspace_id": "x"})).await;
+    let (status, _) = app
+        .post(
+            "/registry/heartbeat",
+            &ws.token,
+            &json!({"workspace_id": "x"}),
+        )
+        .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
-    let (status, _) = app.post("/registry/register", &other.token, &json!({"id": ws.id})).await;
+    let (status, _) = app
+        .post("/registry/register", &other.token, &json!({"id": ws.id}))
+        .await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
 }
 on_both_engines!(register_and_heartbeat_mark_the_workspace_online);
@@ -279,13 +500,27 @@ on_both_engines!(register_and_heartbeat_mark_the_workspace_online);
 #[tokio::test]
 async fn health_ready_and_openapi_need_no_token() {
     let app = spawn_app(Engine::Sqlite).await.unwrap();
-    let (status, body) = TestApp::json(app.client.get(app.url("/health")).send().await.unwrap()).await;
+    let (status, body) =
+        TestApp::json(app.client.get(app.url("/health")).send().await.unwrap()).await;
     assert_eq!((status, body), (StatusCode::OK, json!({"status": "ok"})));
-    let (status, body) = TestApp::json(app.client.get(app.url("/ready")).send().await.unwrap()).await;
+    let (status, body) =
+        TestApp::json(app.client.get(app.url("/ready")).send().await.unwrap()).await;
     assert_eq!((status, body), (StatusCode::OK, json!({"status": "ready"})));
-    let (status, doc) = TestApp::json(app.client.get(app.url("/openapi.json")).send().await.unwrap()).await;
+    let (status, doc) = TestApp::json(
+        app.client
+            .get(app.url("/openapi.json"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
     assert_eq!(status, StatusCode::OK);
-    let mut paths: Vec<&str> = doc["paths"].as_object().unwrap().keys().map(String::as_str).collect();
+    let mut paths: Vec<&str> = doc["paths"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
     paths.sort();
     assert_eq!(
         paths,
@@ -317,6 +552,13 @@ async fn health_ready_and_openapi_need_no_token() {
 async fn ready_answers_503_when_the_blob_store_is_gone() {
     let app = spawn_app(Engine::Sqlite).await.unwrap();
     std::fs::remove_dir_all(app.data_dir.path().join("blobs")).unwrap();
-    let (status, body) = TestApp::json(app.client.get(app.url("/ready")).send().await.unwrap()).await;
-    assert_eq!((status, body), (StatusCode::SERVICE_UNAVAILABLE, json!({"error": "the blob store does not answer"})));
+    let (status, body) =
+        TestApp::json(app.client.get(app.url("/ready")).send().await.unwrap()).await;
+    assert_eq!(
+        (status, body),
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            json!({"error": "the blob store does not answer"})
+        )
+    );
 }
