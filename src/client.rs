@@ -9,11 +9,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use chrono::{DateTime, Utc};
 use futures::{Stream, TryStreamExt};
 use reqwest::header;
 use reqwest::{Method, RequestBuilder, Response, StatusCode};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::{json, Value};
 use url::Url;
 
@@ -31,8 +30,13 @@ pub enum ClientError {
     #[error("not found (404): {0}")]
     NotFound(String),
     /// 410: the activity cursor is older than the retained window.
-    #[error("gone (410): {0}")]
-    Gone(String),
+    #[error("gone (410): {message}")]
+    Gone {
+        /// The server's sentence.
+        message: String,
+        /// Where to restart the cursor (the server's `restart_since_id`).
+        restart_since_id: i64,
+    },
     /// Any other non-2xx answer.
     #[error("the server answered {status}: {message}")]
     Status {
@@ -91,88 +95,11 @@ impl ClientError {
 /// Result of a client call.
 pub type Result<T, E = ClientError> = std::result::Result<T, E>;
 
-/// A workspace as the API shows it.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct Workspace {
-    /// Its id.
-    pub id: String,
-    /// Display name.
-    pub name: String,
-    /// `push` or `poll`.
-    pub delivery_mode: String,
-    /// Callback URL of a push workspace.
-    pub url: Option<String>,
-    /// `online`, `offline` or `never_connected`.
-    pub status: String,
-    /// Creation time.
-    pub created_at: DateTime<Utc>,
-    /// Last change.
-    #[serde(default)]
-    pub updated_at: Option<DateTime<Utc>>,
-    /// Last registration or heartbeat.
-    #[serde(default)]
-    pub last_heartbeat_at: Option<DateTime<Utc>>,
-    /// The agent card sent at registration.
-    #[serde(default)]
-    pub agent_card: Option<Value>,
-}
-
-/// The connection block: what the agent's machine needs.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct Connection {
-    /// The server's URL as workspaces reach it.
-    pub platform_url: String,
-    /// The workspace id.
-    pub workspace_id: String,
-    /// The token (only right after create or rotate).
-    pub auth_token: String,
-    /// The exact `molecule connect …` line to paste.
-    pub connect_command: String,
-}
-
-/// `POST /workspaces` answer.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct CreatedWorkspace {
-    /// The workspace.
-    #[serde(flatten)]
-    pub workspace: Workspace,
-    /// The token, shown this once.
-    pub auth_token: String,
-    /// How to connect the agent.
-    pub connection: Connection,
-}
-
-/// `POST /workspaces/:id/external/rotate` answer.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct RotatedToken {
-    /// The new token, shown this once.
-    pub auth_token: String,
-    /// The connection block with the new token.
-    pub connection: Connection,
-}
-
-/// `POST /registry/register` answer.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct RegisteredWorkspace {
-    /// The workspace.
-    #[serde(flatten)]
-    pub workspace: Workspace,
-    /// Present only on a bootstrap registration.
-    #[serde(default)]
-    pub auth_token: Option<String>,
-}
-
-/// `POST /workspaces` body.
-#[derive(Debug, Clone, Serialize)]
-pub struct NewWorkspace {
-    /// Display name.
-    pub name: String,
-    /// `push` or `poll`.
-    pub delivery_mode: String,
-    /// Callback URL (push mode).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub url: Option<String>,
-}
+/// The wire types are the server's own, so the two cannot drift apart.
+pub use crate::http::{
+    Connection, CreatedWorkspace, NewWorkspace, RegisteredWorkspace, RotatedToken, WorkspaceStatus,
+    WorkspaceView as Workspace,
+};
 
 /// Query of `GET /workspaces/:id/activity`.
 #[derive(Debug, Clone, Default)]
@@ -297,8 +224,13 @@ impl Client {
             return Ok(response);
         }
         let body = response.text().await.unwrap_or_default();
-        let message = serde_json::from_str::<Value>(&body)
-            .ok()
+        let parsed = serde_json::from_str::<Value>(&body).ok();
+        let restart_since_id = parsed
+            .as_ref()
+            .and_then(|v| v.get("restart_since_id").and_then(Value::as_i64))
+            .unwrap_or(0);
+        let message = parsed
+            .as_ref()
             .and_then(|v| v.get("error").and_then(Value::as_str).map(str::to_owned))
             .unwrap_or_else(|| {
                 let body = body.trim();
@@ -311,7 +243,10 @@ impl Client {
         Err(match status {
             StatusCode::UNAUTHORIZED => ClientError::Unauthorized(message),
             StatusCode::NOT_FOUND => ClientError::NotFound(message),
-            StatusCode::GONE => ClientError::Gone(message),
+            StatusCode::GONE => ClientError::Gone {
+                message,
+                restart_since_id,
+            },
             _ => ClientError::Status { status, message },
         })
     }

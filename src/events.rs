@@ -19,7 +19,7 @@ use crate::domain::{FileId, WorkspaceId};
 const CHANNEL: &str = "molecule_events";
 
 /// Where a staged file is in its hand-off.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum UploadState {
     /// In the blob store, announced in the inbox.

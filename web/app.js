@@ -13,12 +13,12 @@ const BACKOFF_MAX_MS = 30_000;
 const UPLOAD_RANK = { staged: 1, fetched: 2, acked: 3, expired: 3, gone: 3 };
 const UPLOAD_LABEL = {
   staged: 'waiting for the agent',
-  // The server stamps `fetched` on any download, the operator's own too.
-  fetched: 'downloaded, not yet acknowledged',
+  // Only the workspace's own download counts; the operator's does not.
+  fetched: 'downloaded by the agent, not yet acknowledged',
   acked: 'delivered',
   expired: 'expired',
-  // Seen only for history: the file left the pending list while this page
-  // was not watching, and the API cannot tell us which way it went.
+  // Seen only for history: the sweep already removed the file's record
+  // (an hour after delivery, or once expired), so its fate is not known.
   gone: 'delivered or expired',
 };
 
@@ -508,16 +508,14 @@ function setUploadState(fileId, s) {
 
 /**
  * Upload events are not replayed by the stream, so after a (re)connect the
- * pending list tells where every file stands: listed = staged or fetched,
- * missing = acked or expired while we were not listening.
+ * server's own record tells where every file stands (`include=all` lists
+ * acked and expired files too); a file missing from it was already swept.
  */
 async function reconcileUploads(wsId, signal) {
-  const pending = await api(wsPath(wsId, '/pending-uploads'), { signal });
-  const present = new Map(pending.map((p) => [p.file_id, p]));
+  const all = await api(wsPath(wsId, '/pending-uploads?include=all'), { signal });
+  const known = new Map(all.map((p) => [p.file_id, p.state]));
   for (const fileId of state.chips.keys()) {
-    const p = present.get(fileId);
-    if (p) setUploadState(fileId, p.fetched_at ? 'fetched' : 'staged');
-    else setUploadState(fileId, 'gone'); // a no-op when we already saw acked or expired
+    setUploadState(fileId, known.get(fileId) || 'gone');
   }
 }
 

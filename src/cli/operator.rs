@@ -63,7 +63,7 @@ impl OperatorArgs {
                 anyhow::anyhow!("the connection to {server} failed: {source} (is `molecule serve` running there?)")
             }
             ClientError::Status { status, message } => anyhow::anyhow!("{message} ({status})"),
-            ClientError::NotFound(m) | ClientError::Gone(m) => anyhow::anyhow!("{m}"),
+            ClientError::NotFound(m) | ClientError::Gone { message: m, .. } => anyhow::anyhow!("{m}"),
             other => other.into(),
         }
     }
@@ -178,8 +178,8 @@ pub async fn workspace(cmd: WorkspaceCommand) -> anyhow::Result<()> {
             let new = NewWorkspace {
                 name: args.name.clone(),
                 delivery_mode: match args.mode {
-                    Mode::Push => "push".into(),
-                    Mode::Poll => "poll".into(),
+                    Mode::Push => crate::domain::DeliveryMode::Push,
+                    Mode::Poll => crate::domain::DeliveryMode::Poll,
                 },
                 url: args.url.clone(),
             };

@@ -377,8 +377,10 @@ async fn poll(
                     ctx.workspace
                 ));
             }
-            Err(ClientError::Gone(message)) => {
-                let to = restart_point(&message);
+            Err(ClientError::Gone {
+                message,
+                restart_since_id: to,
+            }) => {
                 tracing::warn!(since_id = since, restart_from = to, error = %message,
                     "the server no longer has rows after our cursor; resetting it");
                 since = to;
@@ -432,20 +434,6 @@ async fn poll(
             }
         }
     }
-}
-
-/// The `since_id` a 410 answer tells us to restart from.
-fn restart_point(message: &str) -> i64 {
-    message
-        .rsplit("since_id=")
-        .next()
-        .map(|tail| {
-            tail.chars()
-                .take_while(char::is_ascii_digit)
-                .collect::<String>()
-        })
-        .and_then(|digits| digits.parse().ok())
-        .unwrap_or(0)
 }
 
 fn start_download(
@@ -561,17 +549,5 @@ fn settle(
     }
     if done {
         ctx.finish(activity_id);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn restart_point_is_read_from_the_gone_message() {
-        let m = "rows after since_id=3 were removed by the retention sweep (through id 40); restart from since_id=40";
-        assert_eq!(restart_point(m), 40);
-        assert_eq!(restart_point("something else"), 0);
     }
 }

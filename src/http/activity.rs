@@ -516,9 +516,12 @@ pub async fn list_activity(
         let rows = match state.store.list_activity(id, &query).await? {
             ActivityPage::Rows(rows) => rows,
             ActivityPage::CursorExpired { swept_through } => {
-                return Err(Error::Gone(format!(
-                    "rows after since_id={since_id} were removed by the retention sweep (through id {swept_through}); restart from since_id={swept_through}"
-                )))
+                return Err(Error::Gone {
+                    message: format!(
+                        "rows after since_id={since_id} were removed by the retention sweep (through id {swept_through}); restart from since_id={swept_through}"
+                    ),
+                    restart_since_id: swept_through,
+                })
             }
         };
         if !rows.is_empty() || tokio::time::Instant::now() >= deadline {

@@ -31,8 +31,13 @@ pub enum Error {
     #[error("{0}")]
     NotFound(String),
     /// 410: the poll cursor points at rows the retention sweep removed.
-    #[error("{0}")]
-    Gone(String),
+    #[error("{message}")]
+    Gone {
+        /// The sentence.
+        message: String,
+        /// Where the poller must restart from.
+        restart_since_id: i64,
+    },
     /// 413: a file or the request is over its limit.
     #[error("{0}")]
     PayloadTooLarge(String),
@@ -61,7 +66,7 @@ impl Error {
             Error::Unauthorized => StatusCode::UNAUTHORIZED,
             Error::Forbidden => StatusCode::FORBIDDEN,
             Error::NotFound(_) => StatusCode::NOT_FOUND,
-            Error::Gone(_) => StatusCode::GONE,
+            Error::Gone { .. } => StatusCode::GONE,
             Error::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Error::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Error::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
@@ -90,6 +95,19 @@ impl Error {
 pub struct ErrorBody {
     /// A sentence saying what went wrong.
     pub error: String,
+    /// On 410 only: the `since_id` a poller must restart from.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub restart_since_id: Option<i64>,
+}
+
+impl ErrorBody {
+    /// A body with just the sentence.
+    pub fn new(error: impl Into<String>) -> Self {
+        Self {
+            error: error.into(),
+            restart_since_id: None,
+        }
+    }
 }
 
 fn cause_chain(err: &anyhow::Error) -> String {
@@ -109,8 +127,15 @@ impl IntoResponse for Error {
             }
             _ => {}
         }
+        let restart_since_id = match &self {
+            Error::Gone {
+                restart_since_id, ..
+            } => Some(*restart_since_id),
+            _ => None,
+        };
         let body = ErrorBody {
             error: self.to_string(),
+            restart_since_id,
         };
         (self.status_code(), axum::Json(body)).into_response()
     }

@@ -43,7 +43,8 @@ pub use pending::PendingUploadView;
 pub use registry::RegisteredWorkspace;
 pub use uploads::{UploadedFile, UploadedFiles};
 pub use workspaces::{
-    Connection, ConnectionEnvelope, CreatedWorkspace, RotatedToken, WorkspaceView,
+    Connection, ConnectionEnvelope, CreatedWorkspace, NewWorkspace, RotatedToken, WorkspaceStatus,
+    WorkspaceView,
 };
 
 /// Everything a handler needs, cheap to clone.

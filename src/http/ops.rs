@@ -49,9 +49,7 @@ pub async fn ready(State(state): State<AppState>) -> Response {
         tracing::warn!(error = %e, "not ready: database");
         return (
             StatusCode::SERVICE_UNAVAILABLE,
-            axum::Json(ErrorBody {
-                error: "the database does not answer".into(),
-            }),
+            axum::Json(ErrorBody::new("the database does not answer")),
         )
             .into_response();
     }
@@ -59,9 +57,7 @@ pub async fn ready(State(state): State<AppState>) -> Response {
         tracing::warn!(error = %e, "not ready: blob store");
         return (
             StatusCode::SERVICE_UNAVAILABLE,
-            axum::Json(ErrorBody {
-                error: "the blob store does not answer".into(),
-            }),
+            axum::Json(ErrorBody::new("the blob store does not answer")),
         )
             .into_response();
     }

@@ -3,7 +3,7 @@
 //! acked, expired or another workspace's is the same 404 for everyone.
 
 use axum::body::Body;
-use axum::extract::State;
+use axum::extract::{Query, State};
 use axum::http::header::{self, HeaderMap, HeaderValue};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -34,14 +34,29 @@ pub struct PendingUploadView {
     pub sha256: String,
     /// Staged at.
     pub created_at: DateTime<Utc>,
-    /// Last download, if any.
+    /// Last download by the workspace, if any.
     pub fetched_at: Option<DateTime<Utc>>,
+    /// Delivery, if acked (only listed with `include=all`).
+    #[serde(default)]
+    pub acked_at: Option<DateTime<Utc>>,
     /// Deadline.
     pub expires_at: DateTime<Utc>,
+    /// `staged`, `fetched`, and with `include=all` also `acked` or `expired`.
+    pub state: UploadState,
 }
 
-impl From<PendingUpload> for PendingUploadView {
-    fn from(p: PendingUpload) -> Self {
+impl PendingUploadView {
+    /// Renders a row as of `now`.
+    pub fn new(p: PendingUpload, now: DateTime<Utc>) -> Self {
+        let state = if p.acked_at.is_some() {
+            UploadState::Acked
+        } else if p.expires_at <= now {
+            UploadState::Expired
+        } else if p.fetched_at.is_some() {
+            UploadState::Fetched
+        } else {
+            UploadState::Staged
+        };
         Self {
             file_id: p.file_id,
             filename: p.filename,
@@ -50,7 +65,9 @@ impl From<PendingUpload> for PendingUploadView {
             sha256: p.sha256,
             created_at: p.created_at,
             fetched_at: p.fetched_at,
+            acked_at: p.acked_at,
             expires_at: p.expires_at,
+            state,
         }
     }
 }
@@ -62,19 +79,43 @@ pub struct Acked {
     pub acked: bool,
 }
 
+/// Most rows answered with `include=all`.
+pub const MAX_ALL_UPLOADS: i64 = 1000;
+
+/// Query of the list.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+pub struct ListParams {
+    /// `all`: also the acked and expired files the sweep has not removed
+    /// yet (the canvas uses it to show where every file stands).
+    pub include: Option<String>,
+}
+
 /// Unacked, unexpired files of the workspace, oldest first.
 #[utoipa::path(get, path = "/workspaces/{id}/pending-uploads", tag = "uploads",
-    params(("id" = String, Path, description = "workspace id")),
+    params(("id" = String, Path, description = "workspace id"), ListParams),
     responses((status = 200, body = [PendingUploadView]), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
 pub async fn list_pending_uploads(
     State(state): State<AppState>,
     principal: Principal,
     WorkspacePath(id): WorkspacePath,
+    params: std::result::Result<Query<ListParams>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Vec<PendingUploadView>>> {
     principal.require_access(id)?;
-    let rows = state.store.list_pending_uploads(id, domain::now()).await?;
+    let Query(params) = params.map_err(|e| Error::BadRequest(e.body_text()))?;
+    let now = domain::now();
+    let rows = match params.include.as_deref() {
+        None => state.store.list_pending_uploads(id, now).await?,
+        Some("all") => state.store.list_all_uploads(id, MAX_ALL_UPLOADS).await?,
+        Some(other) => {
+            return Err(Error::BadRequest(format!(
+                "`include` may only be \"all\", not {other:?}"
+            )))
+        }
+    };
     Ok(Json(
-        rows.into_iter().map(PendingUploadView::from).collect(),
+        rows.into_iter()
+            .map(|r| PendingUploadView::new(r, now))
+            .collect(),
     ))
 }
 
@@ -124,11 +165,16 @@ pub async fn get_pending_upload_content(
     headers: HeaderMap,
 ) -> Result<Response> {
     principal.require_access(id)?;
-    let row = state
-        .store
-        .fetch_pending_upload(id, file_id, domain::now())
-        .await?
-        .ok_or_else(Error::file_not_found)?;
+    // Only the workspace's own download counts as "fetched": an operator
+    // looking at a staged file must not hide a workspace that never came.
+    let by_workspace = matches!(principal, Principal::Workspace(_));
+    let now = domain::now();
+    let row = if by_workspace {
+        state.store.fetch_pending_upload(id, file_id, now).await?
+    } else {
+        state.store.get_pending_upload(id, file_id, now).await?
+    }
+    .ok_or_else(Error::file_not_found)?;
     let size = row.size as u64;
     let (status, range) = match wanted_range(&headers, size) {
         Wanted::Whole => (StatusCode::OK, None),
@@ -136,9 +182,9 @@ pub async fn get_pending_upload_content(
         Wanted::Unsatisfiable => {
             let mut response = (
                 StatusCode::RANGE_NOT_SATISFIABLE,
-                axum::Json(ErrorBody {
-                    error: format!("the range is outside the file's {size} bytes"),
-                }),
+                axum::Json(ErrorBody::new(format!(
+                    "the range is outside the file's {size} bytes"
+                ))),
             )
                 .into_response();
             if let Ok(v) = HeaderValue::from_str(&format!("bytes */{size}")) {
@@ -151,19 +197,24 @@ pub async fn get_pending_upload_content(
         .blobs
         .get(&row.blob_key, range.map(|(s, e)| s..e + 1))
         .await?;
-    state.metrics.fetched.inc();
-    tracing::info!(
-        workspace_id = %id, file_id = %file_id, size = row.size, filename = %row.filename,
-        range = ?range, "upload fetched"
-    );
-    state
-        .bus
-        .publish(Event::Upload {
+    if by_workspace {
+        state.metrics.fetched.inc();
+        tracing::info!(
+            workspace_id = %id, file_id = %file_id, size = row.size, filename = %row.filename,
+            range = ?range, "upload fetched"
+        );
+        let event = Event::Upload {
             workspace_id: id,
             file_id,
             state: UploadState::Fetched,
-        })
-        .await;
+        };
+        state.bus.publish(event).await;
+    } else {
+        tracing::info!(
+            workspace_id = %id, file_id = %file_id, size = row.size, filename = %row.filename,
+            range = ?range, "upload read by the operator"
+        );
+    }
     let mut response = Response::new(Body::from_stream(stream));
     *response.status_mut() = status;
     let h = response.headers_mut();

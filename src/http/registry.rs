@@ -27,13 +27,13 @@ pub struct Registration {
 }
 
 /// The workspace, plus its first token when this registration minted it.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct RegisteredWorkspace {
     /// The workspace.
     #[serde(flatten)]
     pub workspace: WorkspaceView,
     /// Present only on a bootstrap registration: shown this once.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auth_token: Option<String>,
 }
 

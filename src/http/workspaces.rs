@@ -16,8 +16,30 @@ use crate::store::{self, Workspace};
 /// A workspace is shown online while its last heartbeat is this recent.
 pub const ONLINE_WINDOW_SECS: i64 = 90;
 
+/// Whether a workspace's agent is connected, judged by its last heartbeat.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum WorkspaceStatus {
+    /// A heartbeat within the last 90 s.
+    Online,
+    /// Registered once, silent since.
+    Offline,
+    /// Never registered.
+    NeverConnected,
+}
+
+impl std::fmt::Display for WorkspaceStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            WorkspaceStatus::Online => "online",
+            WorkspaceStatus::Offline => "offline",
+            WorkspaceStatus::NeverConnected => "never_connected",
+        })
+    }
+}
+
 /// A workspace as the API shows it (never with a token).
-#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct WorkspaceView {
     /// Its id.
     #[schema(value_type = String, format = Uuid)]
@@ -29,7 +51,7 @@ pub struct WorkspaceView {
     /// Callback URL of a push workspace.
     pub url: Option<String>,
     /// `online` (heartbeat within 90 s), `offline`, or `never_connected`.
-    pub status: &'static str,
+    pub status: WorkspaceStatus,
     /// Creation time.
     pub created_at: DateTime<Utc>,
     /// Last change.
@@ -45,9 +67,9 @@ impl WorkspaceView {
     /// Renders a stored workspace as of `now`.
     pub fn new(w: Workspace, now: DateTime<Utc>) -> Self {
         let status = match w.last_heartbeat_at {
-            None => "never_connected",
-            Some(t) if (now - t).num_seconds() <= ONLINE_WINDOW_SECS => "online",
-            Some(_) => "offline",
+            None => WorkspaceStatus::NeverConnected,
+            Some(t) if (now - t).num_seconds() <= ONLINE_WINDOW_SECS => WorkspaceStatus::Online,
+            Some(_) => WorkspaceStatus::Offline,
         };
         Self {
             id: w.id,
@@ -64,7 +86,7 @@ impl WorkspaceView {
 }
 
 /// What the agent's machine needs to connect.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Connection {
     /// This server's URL as workspaces reach it.
     pub platform_url: String,
@@ -93,19 +115,20 @@ impl Connection {
 }
 
 /// `POST /workspaces` body.
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct NewWorkspace {
     /// Display name (1–200 characters).
     pub name: String,
     /// `push` or `poll`.
     pub delivery_mode: DeliveryMode,
     /// Callback URL; required in push mode.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub url: Option<String>,
 }
 
 /// `POST /workspaces` answer: the workspace, its token (shown once) and its
 /// connection block.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct CreatedWorkspace {
     /// The workspace.
     #[serde(flatten)]
@@ -137,14 +160,14 @@ pub struct UpdateWorkspace {
 }
 
 /// `{connection}`.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ConnectionEnvelope {
     /// The connection block.
     pub connection: Connection,
 }
 
 /// `{auth_token, connection}` after a rotation.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct RotatedToken {
     /// The new token, shown this once.
     pub auth_token: String,

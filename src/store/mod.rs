@@ -360,6 +360,21 @@ pub trait Store: Send + Sync + 'static {
         file_id: FileId,
         now: DateTime<Utc>,
     ) -> StoreResult<Option<PendingUpload>>;
+    /// The same file as [`Store::fetch_pending_upload`] finds, without
+    /// stamping it (an operator looking, not the workspace fetching).
+    async fn get_pending_upload(
+        &self,
+        workspace_id: WorkspaceId,
+        file_id: FileId,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Option<PendingUpload>>;
+    /// Every row of a workspace still in the table, whatever its state
+    /// (acked and expired ones until the sweep removes them), oldest first.
+    async fn list_all_uploads(
+        &self,
+        workspace_id: WorkspaceId,
+        limit: i64,
+    ) -> StoreResult<Vec<PendingUpload>>;
     /// Stamps `acked_at` once.
     async fn ack_pending_upload(
         &self,

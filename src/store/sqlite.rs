@@ -502,6 +502,42 @@ impl Store for SqliteStore {
         row.as_ref().map(upload_from_row).transpose()
     }
 
+    async fn get_pending_upload(
+        &self,
+        workspace_id: WorkspaceId,
+        file_id: FileId,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Option<PendingUpload>> {
+        let sql = format!(
+            "SELECT {UPLOAD_COLUMNS} FROM pending_uploads \
+             WHERE file_id = ?1 AND workspace_id = ?2 AND acked_at IS NULL AND expires_at > ?3"
+        );
+        let row = sqlx::query(&sql)
+            .bind(file_id.to_string())
+            .bind(workspace_id.to_string())
+            .bind(micros(now))
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(upload_from_row).transpose()
+    }
+
+    async fn list_all_uploads(
+        &self,
+        workspace_id: WorkspaceId,
+        limit: i64,
+    ) -> StoreResult<Vec<PendingUpload>> {
+        let sql = format!(
+            "SELECT {UPLOAD_COLUMNS} FROM pending_uploads WHERE workspace_id = ?1 \
+             ORDER BY created_at, file_id LIMIT ?2"
+        );
+        let rows = sqlx::query(&sql)
+            .bind(workspace_id.to_string())
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(upload_from_row).collect()
+    }
+
     #[tracing::instrument(skip_all, fields(workspace_id = %workspace_id, file_id = %file_id))]
     async fn ack_pending_upload(
         &self,

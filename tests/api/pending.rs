@@ -218,3 +218,78 @@ async fn an_attacker_sees_the_same_404_for_every_file_not_theirs(engine: Engine)
     assert_eq!(rows[0].size as usize, b_secret.len());
 }
 on_both_engines!(an_attacker_sees_the_same_404_for_every_file_not_theirs);
+
+async fn the_operator_can_read_without_counting_as_a_fetch_and_list_every_state(engine: Engine) {
+    let Some(app) =
+        spawn_app_with(Options::new(engine).tweak(|c| c.upload_ttl = Duration::from_millis(1500)))
+            .await
+    else {
+        return;
+    };
+    let ws = app.create_poll_workspace("w").await;
+    let acked = stage_one(&app, &ws, b"one".to_vec()).await;
+    let expiring = stage_one(&app, &ws, b"two".to_vec()).await;
+    // The operator reads a staged file: bytes, but no fetched_at, metric or event.
+    let resp = app.content(&ws.id, &acked, &app.admin_token).await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(&resp.bytes().await.unwrap()[..], b"one");
+    let listed = app.list_pending(&ws).await;
+    assert!(
+        listed
+            .iter()
+            .all(|e| e["fetched_at"].is_null() && e["state"] == "staged"),
+        "{listed:?}"
+    );
+    assert_eq!(
+        app.metric("molecule_pending_uploads_fetched_total").await,
+        0.0
+    );
+    // The workspace's own read does count.
+    assert_eq!(
+        app.content(&ws.id, &acked, &ws.token).await.status(),
+        StatusCode::OK
+    );
+    let listed = app.list_pending(&ws).await;
+    assert_eq!(listed[0]["state"], "fetched");
+    assert_eq!(
+        app.metric("molecule_pending_uploads_fetched_total").await,
+        1.0
+    );
+    assert_eq!(app.ack(&ws.id, &acked, &ws.token).await.0, StatusCode::OK);
+    eventually("the second file expires", || async {
+        app.list_pending(&ws).await.is_empty()
+    })
+    .await;
+    let (status, all) = app
+        .get(
+            &format!("/workspaces/{}/pending-uploads?include=all", ws.id),
+            &app.admin_token,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let states: Vec<(&str, &str)> = all
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["file_id"].as_str().unwrap(), e["state"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        states,
+        vec![(acked.as_str(), "acked"), (expiring.as_str(), "expired")]
+    );
+    assert!(all[0]["acked_at"].is_string());
+    let (status, body) = app
+        .get(
+            &format!("/workspaces/{}/pending-uploads?include=some", ws.id),
+            &app.admin_token,
+        )
+        .await;
+    assert_eq!(
+        (status, body),
+        (
+            StatusCode::BAD_REQUEST,
+            json!({"error": "`include` may only be \"all\", not \"some\""})
+        )
+    );
+}
+on_both_engines!(the_operator_can_read_without_counting_as_a_fetch_and_list_every_state);

@@ -169,6 +169,7 @@ async fn a_cursor_before_the_retained_window_gets_410(engine: Engine) {
             .contains(&format!("restart from since_id={second}")),
         "{body}"
     );
+    assert_eq!(body["restart_since_id"], second);
     // From the swept mark, or from the start, nothing is missed.
     for query in [format!("since_id={second}"), String::new()] {
         let (status, rows) = app.activity(&ws, &query).await;
@@ -253,4 +254,92 @@ async fn metrics_need_the_operator_or_their_own_listener() {
         .await
         .unwrap()
         .contains("# TYPE molecule_pending_uploads_acked_total counter"));
+}
+
+#[tokio::test]
+async fn a_failing_pass_is_counted_and_retried_on_the_next_tick() {
+    use molecule::sweeper::{SweepConfig, Sweeper};
+    let dir = tempfile::tempdir().unwrap();
+    let store =
+        molecule::store::connect(&format!("sqlite://{}", dir.path().join("s.db").display()))
+            .await
+            .unwrap();
+    store.migrate().await.unwrap();
+    let blobs = molecule::blob::open(
+        &format!("file://{}", dir.path().join("blobs").display()),
+        store.clone(),
+    )
+    .await
+    .unwrap();
+    // A database that has gone away: every pass fails.
+    store.close().await;
+    let metrics = molecule::metrics::Metrics::new();
+    let sweeper = Sweeper::new(
+        store,
+        blobs,
+        metrics.clone(),
+        molecule::events::Bus::local(),
+        SweepConfig {
+            ack_retention: std::time::Duration::from_secs(3600),
+            activity_retention: std::time::Duration::from_secs(3600),
+            orphan_grace: std::time::Duration::from_secs(3600),
+            interval: std::time::Duration::from_millis(20),
+        },
+    );
+    let stop = tokio_util::sync::CancellationToken::new();
+    let running = tokio::spawn(sweeper.run(stop.clone()));
+    crate::helpers::eventually("three failed passes, the loop still alive", || async {
+        metric_value(
+            &metrics.render(),
+            "molecule_sweep_runs_total{result=\"error\"}",
+        ) >= 3.0
+    })
+    .await;
+    assert!(!running.is_finished());
+    stop.cancel();
+    tokio::time::timeout(std::time::Duration::from_secs(5), running)
+        .await
+        .unwrap()
+        .unwrap();
+}
+
+#[tokio::test]
+async fn the_sweep_command_runs_one_pass_and_reports_it() {
+    let app = spawn_app(Engine::Sqlite).await.unwrap();
+    let ws = app.create_poll_workspace("w").await;
+    let fid = stage(&app, &ws, "a.txt").await;
+    assert_eq!(app.ack(&ws.id, &fid, &ws.token).await.0, StatusCode::OK);
+    // Acked a moment ago: with a zero retention the command removes it.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_molecule"))
+        .args([
+            "sweep",
+            "--once",
+            "--json",
+            "--ack-retention",
+            "0s",
+            "--data-dir",
+        ])
+        .arg(app.data_dir.path())
+        .args(["--admin-token", "unused-here"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        report,
+        serde_json::json!({"acked": 1, "expired": 0, "errors": 0, "activity": 0, "orphans": 0, "skipped": false})
+    );
+    assert!(app.blob_keys().await.is_empty());
+    assert_eq!(
+        app.store
+            .upload_stats(molecule::domain::now())
+            .await
+            .unwrap()
+            .acked,
+        0
+    );
 }

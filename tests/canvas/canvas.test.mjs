@@ -408,6 +408,11 @@ async function main() {
     assert(after === before, `${before} messages before the reload, ${after} after`);
     for (const f of files) await page.locator('.chip', { hasText: f.safe }).waitFor();
     await page.locator('#live-status', { hasText: 'live' }).waitFor();
+    // The server still records the delivery, so the chips say exactly that.
+    for (const f of files) {
+      const label = page.locator('.chip', { hasText: f.safe }).locator('.chip-state');
+      await page.waitForFunction((el) => el.textContent === 'delivered', await label.elementHandle());
+    }
   });
 
   await step('the layout fits a phone screen', async () => {
