@@ -66,10 +66,7 @@ impl Application {
             None => Bus::local(),
         };
         let metrics = Metrics::new();
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(10))
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
+        let http = crate::egress::workspace_client(config.allow_private_urls)
             .context("failed to build the HTTP client")?;
         let sweeper = Sweeper::new(
             store.clone(),

@@ -12,6 +12,7 @@ pub mod client;
 pub mod config;
 pub mod connect;
 pub mod domain;
+pub mod egress;
 pub mod events;
 pub mod http;
 pub mod metrics;

@@ -48,11 +48,11 @@ pub struct SweepConfig {
 /// What one pass did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct SweepOutcome {
-    /// Acked uploads removed.
+    /// Acked upload rows removed.
     pub acked: u64,
-    /// Expired uploads removed.
+    /// Expired upload rows removed.
     pub expired: u64,
-    /// Blobs that could not be deleted (left for the orphan reaper).
+    /// Their blobs that could not be deleted (left for the orphan reaper).
     pub errors: u64,
     /// Activity rows removed.
     pub activity: u64,
@@ -146,35 +146,35 @@ impl Sweeper {
         loop {
             let batch = self.store.sweep_uploads(now, acked_before, BATCH).await?;
             let n = batch.len() as i64;
+            // The rows are gone (committed); now their blobs. One that
+            // cannot be deleted is an orphan the reaper retries later.
+            let keys: Vec<String> = batch.iter().map(|r| r.blob_key.clone()).collect();
+            let failed = self.blobs.delete_many(&keys).await as u64;
+            out.errors += failed;
+            self.metrics
+                .swept
+                .with_label_values(&["error"])
+                .inc_by(failed);
             for row in batch {
-                let (outcome, state) = match row.reason {
-                    SweepReason::Acked => ("acked", UploadState::Acked),
-                    SweepReason::Expired => ("expired", UploadState::Expired),
+                let outcome = match row.reason {
+                    SweepReason::Acked => {
+                        out.acked += 1;
+                        "acked"
+                    }
+                    SweepReason::Expired => {
+                        out.expired += 1;
+                        "expired"
+                    }
                 };
-                match self.blobs.delete(&row.blob_key).await {
-                    Ok(()) => {
-                        match row.reason {
-                            SweepReason::Acked => out.acked += 1,
-                            SweepReason::Expired => out.expired += 1,
-                        }
-                        self.metrics.swept.with_label_values(&[outcome]).inc();
-                        tracing::info!(workspace_id = %row.workspace_id, file_id = %row.file_id, outcome, "upload swept");
-                    }
-                    Err(e) => {
-                        out.errors += 1;
-                        self.metrics.swept.with_label_values(&["error"]).inc();
-                        tracing::warn!(workspace_id = %row.workspace_id, file_id = %row.file_id, error = %e,
-                            "row swept but its blob could not be deleted; the orphan reaper will retry");
-                    }
-                }
+                self.metrics.swept.with_label_values(&[outcome]).inc();
+                tracing::info!(workspace_id = %row.workspace_id, file_id = %row.file_id, outcome, "upload swept");
                 if row.reason == SweepReason::Expired {
-                    self.bus
-                        .publish(Event::Upload {
-                            workspace_id: row.workspace_id,
-                            file_id: row.file_id,
-                            state,
-                        })
-                        .await;
+                    let event = Event::Upload {
+                        workspace_id: row.workspace_id,
+                        file_id: row.file_id,
+                        state: UploadState::Expired,
+                    };
+                    self.bus.publish(event).await;
                 }
             }
             if n < BATCH {
@@ -207,14 +207,15 @@ impl Sweeper {
         let mut reaped = 0;
         for chunk in old.chunks(BATCH as usize) {
             let referenced = self.store.referenced_blob_keys(chunk).await?;
-            for key in chunk.iter().filter(|k| !referenced.contains(k)) {
-                match self.blobs.delete(key).await {
-                    Ok(()) => {
-                        reaped += 1;
-                        tracing::info!(key, "orphan blob reaped");
-                    }
-                    Err(e) => tracing::warn!(key, error = %e, "failed to reap an orphan blob"),
-                }
+            let orphans: Vec<String> = chunk
+                .iter()
+                .filter(|k| !referenced.contains(k))
+                .cloned()
+                .collect();
+            let failed = self.blobs.delete_many(&orphans).await;
+            reaped += (orphans.len() - failed) as u64;
+            for key in &orphans {
+                tracing::info!(key, "orphan blob reaped");
             }
         }
         Ok(reaped)

@@ -18,12 +18,16 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use futures::stream::BoxStream;
+use futures::StreamExt;
 
 use crate::store::{Store, StoreError};
 
 pub use database::DatabaseBlobStore;
 pub use fs::FsBlobStore;
 pub use s3::S3BlobStore;
+
+/// Deletions a batch runs concurrently.
+pub const DELETES_IN_FLIGHT: usize = 16;
 
 /// A stream of bytes in or out of a blob store.
 pub type ByteStream<'a> = BoxStream<'a, io::Result<Bytes>>;
@@ -77,6 +81,22 @@ pub trait BlobStore: Send + Sync + 'static {
     ) -> Result<ByteStream<'static>, BlobError>;
     /// Deletes a blob; deleting an absent blob succeeds.
     async fn delete(&self, key: &str) -> Result<(), BlobError>;
+    /// Deletes many blobs (the sweep's batches), several at a time, and
+    /// returns how many could not be deleted (each is logged).
+    async fn delete_many(&self, keys: &[String]) -> usize {
+        futures::stream::iter(keys.iter().cloned())
+            .map(|key: String| async move {
+                let result = self.delete(&key).await;
+                if let Err(e) = &result {
+                    tracing::warn!(key = %key, error = %e, "failed to delete a blob");
+                }
+                result
+            })
+            .buffer_unordered(DELETES_IN_FLIGHT)
+            .filter(|r| futures::future::ready(r.is_err()))
+            .count()
+            .await
+    }
     /// Every blob, including leftovers of interrupted writes.
     async fn list(&self) -> Result<Vec<BlobEntry>, BlobError>;
     /// Answers when the store does.

@@ -148,6 +148,25 @@ impl BlobStore for S3BlobStore {
         }
     }
 
+    async fn delete_many(&self, keys: &[String]) -> usize {
+        // Bulk DeleteObjects, up to 1,000 keys a request.
+        let paths = futures::stream::iter(keys.iter().map(|k| Ok(self.path_of(k)))).boxed();
+        self.store
+            .delete_stream(paths)
+            .filter(|r| {
+                let failed = match r {
+                    Ok(_) | Err(object_store::Error::NotFound { .. }) => false,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "failed to delete a blob");
+                        true
+                    }
+                };
+                futures::future::ready(failed)
+            })
+            .count()
+            .await
+    }
+
     async fn list(&self) -> Result<Vec<BlobEntry>, BlobError> {
         let prefix = (!self.prefix.is_empty()).then(|| Path::from(self.prefix.as_str()));
         let mut out: Vec<BlobEntry> = self

@@ -109,6 +109,18 @@ async fn contract(blobs: Arc<dyn BlobStore>) {
     blobs.delete("uploads/w/small").await.unwrap();
     blobs.delete("uploads/w/big").await.unwrap();
     assert!(keys(blobs.list().await.unwrap()).is_empty());
+    // Batches: present and absent keys alike, nothing fails, nothing stays.
+    let batch: Vec<String> = (0..40).map(|i| format!("uploads/many/{i}")).collect();
+    for key in &batch[..30] {
+        blobs.put(key, stream_of(key.as_bytes(), 4)).await.unwrap();
+    }
+    assert_eq!(keys(blobs.list().await.unwrap()).len(), 30);
+    assert_eq!(blobs.delete_many(&batch).await, 0);
+    assert!(
+        keys(blobs.list().await.unwrap()).is_empty(),
+        "{} after delete_many",
+        blobs.kind()
+    );
 }
 
 #[tokio::test]

@@ -131,7 +131,15 @@ pub async fn spawn_app_with(options: Options) -> Option<TestApp> {
     let blobs = app.state().blobs.clone();
     let sweeper = app.sweeper();
     let shutdown = CancellationToken::new();
+    let metrics = app.state().metrics.clone();
     let server = tokio::spawn(app.run_until_stopped(shutdown.clone()));
+    // The server sweeps once at start-up; let that pass finish so a test
+    // driving the sweeper itself never finds the sweep lock taken.
+    eventually("the start-up sweep", || {
+        let text = metrics.render();
+        async move { metric_value(&text, "molecule_sweep_runs_total{result=\"ok\"}") >= 1.0 }
+    })
+    .await;
     Some(TestApp {
         address: format!("http://127.0.0.1:{port}"),
         admin_token: admin.expose().to_owned(),
