@@ -343,3 +343,81 @@ async fn the_sweep_command_runs_one_pass_and_reports_it() {
         0
     );
 }
+
+/// A blob store whose listing panics: a bug cannot be produced on demand,
+/// so this stand-in is the one fault the suite simulates.
+struct PanickingList(molecule::blob::FsBlobStore);
+
+#[async_trait::async_trait]
+impl molecule::blob::BlobStore for PanickingList {
+    fn kind(&self) -> &'static str {
+        "panicking"
+    }
+    async fn put(
+        &self,
+        key: &str,
+        body: molecule::blob::ByteStream<'_>,
+    ) -> Result<u64, molecule::blob::BlobError> {
+        self.0.put(key, body).await
+    }
+    async fn get(
+        &self,
+        key: &str,
+        range: Option<std::ops::Range<u64>>,
+    ) -> Result<molecule::blob::ByteStream<'static>, molecule::blob::BlobError> {
+        self.0.get(key, range).await
+    }
+    async fn delete(&self, key: &str) -> Result<(), molecule::blob::BlobError> {
+        self.0.delete(key).await
+    }
+    async fn list(&self) -> Result<Vec<molecule::blob::BlobEntry>, molecule::blob::BlobError> {
+        panic!("a bug in the middle of a sweep pass")
+    }
+    async fn ping(&self) -> Result<(), molecule::blob::BlobError> {
+        self.0.ping().await
+    }
+}
+
+#[tokio::test]
+async fn a_panicking_pass_does_not_end_the_sweeper() {
+    use molecule::sweeper::{SweepConfig, Sweeper};
+    let dir = tempfile::tempdir().unwrap();
+    let store =
+        molecule::store::connect(&format!("sqlite://{}", dir.path().join("s.db").display()))
+            .await
+            .unwrap();
+    store.migrate().await.unwrap();
+    let blobs = std::sync::Arc::new(PanickingList(
+        molecule::blob::FsBlobStore::open(dir.path().join("blobs"))
+            .await
+            .unwrap(),
+    ));
+    let metrics = molecule::metrics::Metrics::new();
+    let sweeper = Sweeper::new(
+        store,
+        blobs,
+        metrics.clone(),
+        molecule::events::Bus::local(),
+        SweepConfig {
+            ack_retention: std::time::Duration::from_secs(3600),
+            activity_retention: std::time::Duration::from_secs(3600),
+            orphan_grace: std::time::Duration::from_secs(3600),
+            interval: std::time::Duration::from_millis(20),
+        },
+    );
+    let stop = tokio_util::sync::CancellationToken::new();
+    let running = tokio::spawn(sweeper.run(stop.clone()));
+    crate::helpers::eventually("three panicked passes, the loop still alive", || async {
+        metric_value(
+            &metrics.render(),
+            "molecule_sweep_runs_total{result=\"panic\"}",
+        ) >= 3.0
+    })
+    .await;
+    assert!(!running.is_finished());
+    stop.cancel();
+    tokio::time::timeout(std::time::Duration::from_secs(5), running)
+        .await
+        .unwrap()
+        .unwrap();
+}
