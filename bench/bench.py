@@ -131,14 +131,14 @@ class Resp:
 
 
 async def http(port, method, path, token=None, body=None, parts=None, ctype=None,
-               sink=False, timeout=120.0) -> Resp:
+               sink=False, timeout=120.0, extra=None) -> Resp:
     """One HTTP/1.1 request on its own connection. `parts` is a list of
     bytes-like objects sent one after the other (1 MiB writes); with `sink`
     the response body is counted, not kept."""
-    return await asyncio.wait_for(_http(port, method, path, token, body, parts, ctype, sink), timeout)
+    return await asyncio.wait_for(_http(port, method, path, token, body, parts, ctype, sink, extra), timeout)
 
 
-async def _http(port, method, path, token, body, parts, ctype, sink):
+async def _http(port, method, path, token, body, parts, ctype, sink, extra):
     reader, writer = await asyncio.open_connection("127.0.0.1", port, limit=1 << 20)
     try:
         if body is not None:
@@ -146,7 +146,8 @@ async def _http(port, method, path, token, body, parts, ctype, sink):
                 body = json.dumps(body).encode()
                 ctype = ctype or "application/json"
             parts = [body]
-        head = [f"{method} {path} HTTP/1.1", "Host: 127.0.0.1", "Connection: close"]
+        head = [f"{method} {path} HTTP/1.1", f"Host: 127.0.0.1:{port}", "Connection: close"]
+        head += [f"{k}: {v}" for k, v in (extra or {}).items()]
         if token:
             head.append(f"Authorization: Bearer {token}")
         if parts is not None:
@@ -201,6 +202,28 @@ async def _http(port, method, path, token, body, parts, ctype, sink):
         return Resp(status, headers, b"".join(chunks), n)
     finally:
         writer.close()
+
+
+def s3_put_headers(port, path):
+    """AWS SigV4 headers of a path-style PUT with an unsigned payload."""
+    import datetime
+    import hashlib
+    import hmac
+    key, secret = os.environ["AWS_ACCESS_KEY_ID"], os.environ["AWS_SECRET_ACCESS_KEY"]
+    region = os.environ.get("AWS_REGION", "garage")
+    now = datetime.datetime.now(datetime.timezone.utc)
+    amz, day = now.strftime("%Y%m%dT%H%M%SZ"), now.strftime("%Y%m%d")
+    signed = "host;x-amz-content-sha256;x-amz-date"
+    canonical = (f"PUT\n{path}\n\nhost:127.0.0.1:{port}\nx-amz-content-sha256:UNSIGNED-PAYLOAD\n"
+                 f"x-amz-date:{amz}\n\n{signed}\nUNSIGNED-PAYLOAD")
+    scope = f"{day}/{region}/s3/aws4_request"
+    to_sign = f"AWS4-HMAC-SHA256\n{amz}\n{scope}\n{hashlib.sha256(canonical.encode()).hexdigest()}"
+    k = ("AWS4" + secret).encode()
+    for part in (day, region, "s3", "aws4_request"):
+        k = hmac.new(k, part.encode(), hashlib.sha256).digest()
+    sig = hmac.new(k, to_sign.encode(), hashlib.sha256).hexdigest()
+    return {"x-amz-content-sha256": "UNSIGNED-PAYLOAD", "x-amz-date": amz,
+            "Authorization": f"AWS4-HMAC-SHA256 Credential={key}/{scope}, SignedHeaders={signed}, Signature={sig}"}
 
 
 def multipart(filename: str, data: bytes):
@@ -443,16 +466,24 @@ async def run_ingest(make_request, n, conc, ticks):
     idx = iter(range(n))
     t0, c0, s0 = time.monotonic(), time.process_time(), ticks()
 
+    durations = []
+
     async def worker():
         for i in idx:
+            t = time.monotonic()
             await make_request(i)
+            durations.append(time.monotonic() - t)
 
     await asyncio.gather(*(worker() for _ in range(conc)))
     wall = time.monotonic() - t0
+    run_ingest.slowest = max(durations)
     return wall, (ticks() - s0) / CLK_TCK / wall, (time.process_time() - c0) / wall
 
 
-async def bench_ingest(srv, nginx, plan, rounds=2, conc=4):
+async def bench_ingest(srv, nginx, plan, rounds=3, conc=4, s3=None):
+    """The same multipart bodies POSTed to molecule and PUT to nginx, in
+    alternating rounds. With `s3` (port, bucket), also the raw file bytes PUT
+    straight to the S3 server (Garage): the ceiling of the blob store."""
     ws, _ = await srv.workspace("ingest")
     out = {}
     for label, size, n in plan:
@@ -466,34 +497,53 @@ async def bench_ingest(srv, nginx, plan, rounds=2, conc=4):
             r = await http(nginx.port, "PUT", f"/dav/{uuid.uuid4().hex}.bin", parts=parts, ctype=ctype)
             assert r.status in (201, 204), (r.status, r.body[:200])
 
-        tot = {"molecule": [0.0, 0.0, 0.0], "nginx": [0.0, 0.0, 0.0]}
-        await run_ingest(to_molecule, 2, 2, lambda: cpu_ticks(srv.pid))  # warm
-        for _ in range(rounds):  # alternate, so drift hits both sides alike
-            for name, fn, ticks in (("nginx", to_nginx, nginx.workers_ticks),
-                                    ("molecule", to_molecule, lambda: cpu_ticks(srv.pid))):
+        async def to_s3(i):
+            path = f"/{s3[1]}/direct/{uuid.uuid4().hex}"
+            r = await http(s3[0], "PUT", path, parts=[data], ctype="application/octet-stream",
+                           extra=s3_put_headers(s3[0], path))
+            assert r.status == 200, (r.status, r.body[:300])
+
+        arms = [("nginx", to_nginx, nginx.workers_ticks), ("molecule", to_molecule, lambda: cpu_ticks(srv.pid))]
+        if s3:
+            arms.append(("s3_direct", to_s3, lambda: cpu_ticks(int(os.environ["BENCH_GARAGE_PID"]))))
+        tot = {name: [0.0, 0.0, 0.0] for name, _, _ in arms}
+        slowest = {name: 0.0 for name, _, _ in arms}
+        for _, fn, ticks in arms:  # warm
+            await run_ingest(fn, 2, 2, ticks)
+        nginx.clean()
+        for _ in range(rounds):  # alternate, so drift hits every arm alike
+            for name, fn, ticks in arms:
                 wall, scpu, ccpu = await run_ingest(fn, n, conc, ticks)
                 t = tot[name]
                 t[0] += wall
                 t[1] += scpu * wall
                 t[2] += ccpu * wall
+                slowest[name] = max(slowest[name], run_ingest.slowest)
                 if name == "nginx":
                     nginx.clean()
         mb = rounds * n * size / MIB
         m, x = tot["molecule"], tot["nginx"]
-        out[label] = {
+        r = out[label] = {
             "requests": rounds * n, "concurrency": conc,
             "molecule_MiBps": round(mb / m[0], 1), "nginx_MiBps": round(mb / x[0], 1),
             "ratio": round(x[0] / m[0], 2),
             "molecule_server_cpu": round(m[1] / m[0], 2), "nginx_server_cpu": round(x[1] / x[0], 2),
             "client_cpu_molecule_arm": round(m[2] / m[0], 2), "client_cpu_nginx_arm": round(x[2] / x[0], 2),
+            "slowest_request_s": {k: round(v, 2) for k, v in slowest.items()},
         }
-        say(label, out[label])
+        if s3:
+            g = tot["s3_direct"]
+            r.update({"s3_direct_MiBps": round(mb / g[0], 1), "ratio_to_s3_direct": round(g[0] / m[0], 2),
+                      "s3_server_cpu_direct_arm": round(g[1] / g[0], 2)})
+        say(label, r)
     return out
 
 
 # ---------------------------------------------------------------- 3. RSS
 
-async def bench_rss(srv, n=32, size=25 * MIB):
+async def bench_rss(srv, restart, n=32, size=25 * MIB):
+    """Peak RSS above idle: 32 concurrent 25 MiB uploads, then (after a
+    restart, so that idle is idle again) 32 concurrent downloads of them."""
     ws, _ = await srv.workspace("rss")
     data = os.urandom(size)
     fid = await srv.upload(ws, "warm.bin", os.urandom(2 * MIB))
@@ -505,6 +555,9 @@ async def bench_rss(srv, n=32, size=25 * MIB):
     fids = await asyncio.gather(*(srv.upload(ws, f"big-{i}.bin", data) for i in range(n)))
     up_wall = time.monotonic() - t0
     up_peak = s.finish()
+    srv.close()
+    srv = await restart()
+    await http(srv.port, "GET", f"/workspaces/{ws}/pending-uploads/{fid}/content", srv.token, sink=True)
     await asyncio.sleep(1)
     idle2 = proc_status(srv.pid, "VmRSS")
     s = RssSampler(srv.pid)
@@ -514,11 +567,12 @@ async def bench_rss(srv, n=32, size=25 * MIB):
     down_wall = time.monotonic() - t0
     down_peak = s.finish()
     assert all(r.status == 200 and r.nbytes == size for r in rs)
+    srv.close()
     return {
         "idle_MiB": round(idle / 1024, 1),
         "upload_peak_MiB": round(up_peak / 1024, 1), "upload_above_idle_MiB": round((up_peak - idle) / 1024, 1),
         "upload_MiBps": round(n * size / MIB / up_wall, 1),
-        "download_peak_MiB": round(down_peak / 1024, 1),
+        "idle_after_restart_MiB": round(idle2 / 1024, 1), "download_peak_MiB": round(down_peak / 1024, 1),
         "download_above_idle_MiB": round((down_peak - idle2) / 1024, 1),
         "download_MiBps": round(n * size / MIB / down_wall, 1),
     }
@@ -645,22 +699,20 @@ async def bench_sweep(args, pg_base, rows, bound_s):
         insert_s = time.monotonic() - t0
         say(f"inserted {rows} expired rows in {insert_s:.1f} s")
 
-        # Lock waits, sampled every 50 ms.
+        # Lock waits, sampled every 50 ms: (time, longest wait, lock types, waiters).
         stop_flag = threading.Event()
-        waits = {"max_s": 0.0, "samples": 0, "waiting_samples": 0, "max_waiters": 0}
+        samples: list = []
 
         def sample():
             q = Psql(args.psql, url)
             try:
                 while not stop_flag.is_set():
                     line = q.one("""SELECT coalesce(extract(epoch FROM max(clock_timestamp() - waitstart)), 0),
+                                           coalesce(string_agg(DISTINCT locktype, ','), ''),
                                            (SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock')
                                     FROM pg_locks WHERE NOT granted""")
-                    w, n = line.split("|")
-                    waits["samples"] += 1
-                    waits["max_s"] = max(waits["max_s"], float(w))
-                    waits["max_waiters"] = max(waits["max_waiters"], int(n))
-                    waits["waiting_samples"] += int(n) > 0
+                    w, types, n = line.split("|")
+                    samples.append((time.monotonic(), float(w), types, int(n)))
                     time.sleep(0.05)
             finally:
                 q.close()
@@ -669,18 +721,24 @@ async def bench_sweep(args, pg_base, rows, bound_s):
         running = [True]
         data = os.urandom(4096)
 
+        failures: list = []  # (start, error)
+
         async def uploader(k):
             i = 0
             while running[0]:
                 t = time.monotonic()
-                await srv.upload(ws, f"during-{k}-{i}.bin", data)
-                lat.append((t, time.monotonic() - t))
+                try:
+                    await srv.upload(ws, f"during-{k}-{i}.bin", data)
+                    lat.append((t, time.monotonic() - t))
+                except (AssertionError, OSError, asyncio.TimeoutError) as e:
+                    failures.append((t, repr(e)[:300]))
+                    say("upload failed during the sweep test:", repr(e)[:300])
                 i += 1
 
         ups = [asyncio.create_task(uploader(k)) for k in range(2)]
-        await asyncio.sleep(5)  # baseline
         sampler = threading.Thread(target=sample, daemon=True)
         sampler.start()
+        await asyncio.sleep(5)  # baseline
         t_sweep = time.monotonic()
         log = open(os.path.join(srv.dir, "sweep.log"), "wb")
         sweep = await asyncio.create_subprocess_exec(
@@ -710,13 +768,22 @@ async def bench_sweep(args, pg_base, rows, bound_s):
         swept = rows - left
         base = [s for t, s in lat if t < t_sweep]
         during = [s for t, s in lat if t_sweep <= t < t_sweep + sweep_s]
+        s_base = [x for x in samples if x[0] < t_sweep]
+        s_during = [x for x in samples if t_sweep <= x[0] < t_sweep + sweep_s]
+        types = sorted({t for x in s_during for t in x[2].split(",") if t})
         res = {
             "rows": rows, "insert_s": round(insert_s, 1), "finished": finished,
+            "upload_failures": len(failures), "upload_failure_examples": [e for _, e in failures[:3]],
+            "upload_failures_during_sweep": sum(1 for t, _ in failures if t >= t_sweep),
             "sweep_s": round(sweep_s, 1), "rows_swept": swept, "rows_per_s": round(swept / sweep_s),
             "projected_full_s": round(sweep_s if finished else rows / max(swept / sweep_s, 1e-9)),
             "sweep_output": stdout.decode().strip(),
-            "lock_wait_max_ms": ms(waits["max_s"]), "lock_samples": waits["samples"],
-            "samples_with_lock_waiters": waits["waiting_samples"], "max_lock_waiters": waits["max_waiters"],
+            "lock_wait_max_ms": ms(max((x[1] for x in s_during), default=0)),
+            "lock_wait_max_baseline_ms": ms(max((x[1] for x in s_base), default=0)),
+            "lock_types_waited": types, "lock_samples": len(s_during),
+            "samples_with_lock_waiters": sum(1 for x in s_during if x[3] > 0),
+            "samples_with_lock_waiters_baseline": f"{sum(1 for x in s_base if x[3] > 0)}/{len(s_base)}",
+            "max_lock_waiters": max((x[3] for x in s_during), default=0),
             "upload_baseline_n": len(base), "upload_baseline_p50_ms": ms(pct(base, .5)),
             "upload_baseline_p99_ms": ms(pct(base, .99)),
             "upload_during_n": len(during), "upload_during_p50_ms": ms(pct(during, .5)),
@@ -775,6 +842,8 @@ def table(results):
         row(f"2. ingest {label}: CPU cores server molecule / nginx / client",
             lambda r, l=label: (f"{r['ingest'][l]['molecule_server_cpu']} / {r['ingest'][l]['nginx_server_cpu']} / "
                                 f"{r['ingest'][l]['client_cpu_molecule_arm']}"))
+    row("2. ingest: molecule / Garage direct PUT, 1 MiB, 25 MiB",
+        lambda r: f"{r['ingest']['1MiB']['ratio_to_s3_direct']}, {r['ingest']['25MiB']['ratio_to_s3_direct']}")
     row("3. RSS idle (MiB)", lambda r: f"{r['rss']['idle_MiB']}")
     row("3. peak RSS above idle, 32 × 25 MiB uploads (MiB)", lambda r: f"**{r['rss']['upload_above_idle_MiB']}**", "≤ 64")
     row("3. peak RSS above idle, 32 × 25 MiB downloads (MiB)", lambda r: f"**{r['rss']['download_above_idle_MiB']}**", "≤ 64")
@@ -788,7 +857,9 @@ def table(results):
         lambda r: f"{r['sweep']['rows_swept']} / {r['sweep']['sweep_s']} ({'yes' if r['sweep']['finished'] else 'no, bounded'})")
     row("5. sweep: rows/s, projected time for all rows (s)",
         lambda r: f"{r['sweep']['rows_per_s']}, {r['sweep']['projected_full_s']}")
-    row("5. longest lock wait observed (ms)", lambda r: f"{r['sweep']['lock_wait_max_ms']}")
+    row("5. longest lock wait: during sweep / before (ms), types",
+        lambda r: (f"{r['sweep']['lock_wait_max_ms']} / {r['sweep']['lock_wait_max_baseline_ms']}, "
+                   f"{','.join(r['sweep']['lock_types_waited']) or 'none'}"))
     row("5. upload p50 / p99 before → during sweep (ms)",
         lambda r: (f"{r['sweep']['upload_baseline_p50_ms']} / {r['sweep']['upload_baseline_p99_ms']} → "
                    f"{r['sweep']['upload_during_p50_ms']} / {r['sweep']['upload_during_p99_ms']}"))
@@ -801,7 +872,7 @@ async def amain(args):
     quick = os.environ.get("BENCH_QUICK") == "1"
     results = {"machine": machine(), "started": time.strftime("%Y-%m-%d %H:%M:%S")}
     nginx = await Nginx(args).ready() if "ingest" in only else None
-    plan = [("1MiB", MIB, 50 if quick else 100), ("25MiB", 25 * MIB, 8 if quick else 16)]
+    plan = [("1MiB", MIB, 50 if quick else 150), ("25MiB", 25 * MIB, 8 if quick else 12)]
     try:
         for backend in ("sqlite", "postgres"):
             if backend not in backends:
@@ -809,11 +880,12 @@ async def amain(args):
             name = "sqlite+fs" if backend == "sqlite" else "postgres+s3"
             res = results[name] = {}
 
-            def server(phase):
+            def server(phase, fresh=True):
                 if backend == "sqlite":
                     return Server(args, f"sqlite-{phase}")
                 db = f"bench_{phase}"
-                psql_run(args.psql, args.pg + "/postgres", f"CREATE DATABASE {db}")
+                if fresh:
+                    psql_run(args.psql, args.pg + "/postgres", f"CREATE DATABASE {db}")
                 return Server(args, f"pg-{phase}", f"{args.pg}/{db}", f"s3://{args.s3_bucket}/{phase}")
 
             for phase in ("delivery", "ingest", "rss", "scale"):
@@ -827,9 +899,11 @@ async def amain(args):
                         n = (50, 20, 10) if quick else (200, 100, 20)
                         res[phase] = await bench_delivery(args, srv, *n)
                     elif phase == "ingest":
-                        res[phase] = await bench_ingest(srv, nginx, plan)
+                        s3 = (int(os.environ["AWS_ENDPOINT"].rsplit(":", 1)[1]), args.s3_bucket) \
+                            if backend == "postgres" else None
+                        res[phase] = await bench_ingest(srv, nginx, plan, s3=s3)
                     elif phase == "rss":
-                        res[phase] = await bench_rss(srv)
+                        res[phase] = await bench_rss(srv, lambda: server("rss", fresh=False).ready())
                     elif phase == "scale":
                         res[phase] = await bench_scale(srv, n_ws=200 if quick else 1000)
                 finally:
