@@ -42,9 +42,13 @@ impl Application {
             .migrate()
             .await
             .context("failed to apply database migrations")?;
-        let blobs = blob::open(&config.blob_store, store.clone())
-            .await
-            .with_context(|| format!("failed to open the blob store {}", config.blob_store))?;
+        let blobs = blob::open(
+            &config.blob_store,
+            store.clone(),
+            &config.data_dir.join("spool"),
+        )
+        .await
+        .with_context(|| format!("failed to open the blob store {}", config.blob_store))?;
         let listener = TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("failed to listen on {}", config.listen))?;
@@ -151,11 +155,7 @@ impl Application {
                 }),
             );
             let stop = app_shutdown.clone();
-            tokio::spawn(async move {
-                let _ = axum::serve(l, app)
-                    .with_graceful_shutdown(stop.cancelled_owned())
-                    .await;
-            })
+            tokio::spawn(crate::serve::serve(l, app, stop))
         });
         let store = state.store.clone();
         tracing::info!(
@@ -163,10 +163,7 @@ impl Application {
             blob_store = state.blobs.kind(), "molecule is serving"
         );
         let router = http::router(state);
-        axum::serve(listener, router)
-            .with_graceful_shutdown(app_shutdown.clone().cancelled_owned())
-            .await
-            .context("the HTTP server failed")?;
+        crate::serve::serve(listener, router, app_shutdown.clone()).await;
         app_shutdown.cancel();
         let _ = sweep_task.await;
         if let Some(t) = listener_task {

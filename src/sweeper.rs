@@ -155,6 +155,7 @@ impl Sweeper {
                 .swept
                 .with_label_values(&["error"])
                 .inc_by(failed);
+            let mut expired_events = Vec::new();
             for row in batch {
                 let outcome = match row.reason {
                     SweepReason::Acked => {
@@ -163,20 +164,18 @@ impl Sweeper {
                     }
                     SweepReason::Expired => {
                         out.expired += 1;
+                        expired_events.push(Event::Upload {
+                            workspace_id: row.workspace_id,
+                            file_id: row.file_id,
+                            state: UploadState::Expired,
+                        });
                         "expired"
                     }
                 };
                 self.metrics.swept.with_label_values(&[outcome]).inc();
                 tracing::info!(workspace_id = %row.workspace_id, file_id = %row.file_id, outcome, "upload swept");
-                if row.reason == SweepReason::Expired {
-                    let event = Event::Upload {
-                        workspace_id: row.workspace_id,
-                        file_id: row.file_id,
-                        state: UploadState::Expired,
-                    };
-                    self.bus.publish(event).await;
-                }
             }
+            self.bus.publish_many(expired_events).await;
             if n < BATCH {
                 break;
             }

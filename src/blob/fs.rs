@@ -19,6 +19,8 @@ use tokio_util::io::ReaderStream;
 use super::{BlobEntry, BlobError, BlobStore, ByteStream};
 
 const TMP_DIR: &str = ".tmp";
+/// Largest write handed to the blocking pool at once.
+pub(super) const WRITE_BUF: usize = 64 * 1024;
 
 /// Blobs on the local filesystem.
 pub struct FsBlobStore {
@@ -68,6 +70,10 @@ impl BlobStore for FsBlobStore {
             .join(TMP_DIR)
             .join(uuid::Uuid::new_v4().to_string());
         let mut file = fs::File::create(&tmp).await?;
+        // tokio copies each write into a buffer of up to 2 MiB before
+        // handing it to a blocking thread; that buffer is per upload, so
+        // keep it small (the writes are no slower).
+        file.set_max_buf_size(WRITE_BUF);
         let written: Result<u64, BlobError> = async {
             let mut n = 0u64;
             while let Some(chunk) = body.next().await {

@@ -114,12 +114,18 @@ pub fn upload_key(
 /// Opens the blob store a URL names: `file://PATH`, `s3://BUCKET[/PREFIX]`
 /// (credentials and endpoint from the standard `AWS_*` variables) or
 /// `database`.
-pub async fn open(url: &str, store: Arc<dyn Store>) -> Result<Arc<dyn BlobStore>, BlobError> {
+///
+/// `spool` is a local folder the S3 store stages uploads in before sending.
+pub async fn open(
+    url: &str,
+    store: Arc<dyn Store>,
+    spool: &std::path::Path,
+) -> Result<Arc<dyn BlobStore>, BlobError> {
     if let Some(path) = url.strip_prefix("file://") {
         Ok(Arc::new(FsBlobStore::open(path).await?))
     } else if let Some(rest) = url.strip_prefix("s3://") {
         let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
-        Ok(Arc::new(S3BlobStore::from_env(bucket, prefix)?))
+        Ok(Arc::new(S3BlobStore::from_env(bucket, prefix, spool)?))
     } else if url == "database" {
         Ok(Arc::new(DatabaseBlobStore::new(store)))
     } else {

@@ -1,52 +1,78 @@
 //! Blobs in S3-compatible object storage (AWS S3, MinIO, R2, Garage…),
 //! through the `object_store` crate.
 //!
-//! Small files are one PUT. A file that outgrows one part is sent as a
-//! multipart upload with a bounded number of parts in flight, so memory
-//! stays at a few parts whatever the file size; a failed upload is aborted
-//! so no partial object survives.
+//! An upload is first spooled to a local file as it arrives, then sent to
+//! the bucket: one PUT up to [`PART_SIZE`], a multipart upload above it. The
+//! bytes held in memory for sending come out of one server-wide budget
+//! ([`SEND_BUDGET`]), so memory does not grow with the number of uploads in
+//! flight (object storage needs whole parts of at least 5 MiB in memory;
+//! without the budget 32 concurrent uploads held hundreds of MiB). Spooling
+//! first also means a slow client never holds budget or an open multipart
+//! upload. A failed upload is aborted, so no partial object survives.
 
 use std::ops::Range;
+use std::path::{Path as FsPath, PathBuf};
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use bytes::BytesMut;
 use futures::{StreamExt, TryStreamExt};
 use object_store::aws::AmazonS3Builder;
 use object_store::path::Path;
-use object_store::{GetOptions, GetRange, ObjectStore, PutPayload, WriteMultipart};
+use object_store::{GetOptions, GetRange, ObjectStore, PutPayload};
+use tokio::io::AsyncWriteExt;
+use tokio::sync::Semaphore;
 
 use super::{BlobEntry, BlobError, BlobStore, ByteStream};
 
-/// Size of one multipart part; files up to this size are a single PUT.
-const PART_SIZE: usize = 8 * 1024 * 1024;
-/// Parts uploaded concurrently.
-const PARTS_IN_FLIGHT: usize = 2;
+const MIB: usize = 1024 * 1024;
+/// Size of one multipart part (the S3 minimum); files up to this size are
+/// a single PUT.
+pub const PART_SIZE: usize = 5 * MIB;
+/// Size of the pieces a part is read in.
+const READ_CHUNK: usize = 64 * 1024;
+/// Bytes, server-wide, that may be held in memory on their way to the
+/// bucket: three parts at once.
+pub const SEND_BUDGET: usize = 3 * PART_SIZE;
 
 /// Blobs in an S3 bucket, under an optional prefix.
 pub struct S3BlobStore {
     store: Arc<dyn ObjectStore>,
     prefix: String,
+    spool: PathBuf,
+    /// One permit per MiB of [`SEND_BUDGET`].
+    budget: Arc<Semaphore>,
 }
 
 impl S3BlobStore {
     /// Configures a bucket from the standard `AWS_*` environment variables
     /// (`AWS_ENDPOINT`, `AWS_REGION`, `AWS_ACCESS_KEY_ID`,
-    /// `AWS_SECRET_ACCESS_KEY`, `AWS_ALLOW_HTTP`…).
-    pub fn from_env(bucket: &str, prefix: &str) -> Result<Self, BlobError> {
+    /// `AWS_SECRET_ACCESS_KEY`, `AWS_ALLOW_HTTP`…); uploads are spooled in
+    /// `spool` first.
+    pub fn from_env(bucket: &str, prefix: &str, spool: &FsPath) -> Result<Self, BlobError> {
         let store = AmazonS3Builder::from_env()
             .with_bucket_name(bucket)
             .with_virtual_hosted_style_request(false)
             .build()?;
-        Ok(Self::new(Arc::new(store), prefix))
+        Self::new(Arc::new(store), prefix, spool)
     }
 
-    /// Wraps any object store (used by tests and embedders).
-    pub fn new(store: Arc<dyn ObjectStore>, prefix: &str) -> Self {
-        Self {
+    /// Wraps any object store (used by tests and embedders). Leftovers of
+    /// an earlier process in `spool` are removed.
+    pub fn new(
+        store: Arc<dyn ObjectStore>,
+        prefix: &str,
+        spool: &FsPath,
+    ) -> Result<Self, BlobError> {
+        if spool.exists() {
+            std::fs::remove_dir_all(spool)?;
+        }
+        std::fs::create_dir_all(spool)?;
+        Ok(Self {
             store,
             prefix: prefix.trim_matches('/').to_owned(),
-        }
+            spool: spool.to_path_buf(),
+            budget: Arc::new(Semaphore::new(SEND_BUDGET / MIB)),
+        })
     }
 
     fn path_of(&self, key: &str) -> Path {
@@ -67,6 +93,83 @@ impl S3BlobStore {
                 .to_owned()
         }
     }
+
+    /// Reads `len` bytes at `offset` of the spool file, holding the budget
+    /// for them until the returned permit is dropped. A plain blocking read
+    /// into the part's own buffer: tokio's file type would keep a second,
+    /// idle buffer per upload.
+    async fn read_part(
+        &self,
+        spooled: &FsPath,
+        offset: u64,
+        len: usize,
+    ) -> Result<(PutPayload, tokio::sync::OwnedSemaphorePermit), BlobError> {
+        let permits = len.div_ceil(MIB).max(1) as u32;
+        let permit = self
+            .budget
+            .clone()
+            .acquire_many_owned(permits)
+            .await
+            .expect("BUG: the send budget is never closed");
+        let path = spooled.to_path_buf();
+        let chunks = tokio::task::spawn_blocking(move || -> std::io::Result<Vec<bytes::Bytes>> {
+            use std::io::{Read, Seek, SeekFrom};
+            let mut file = std::fs::File::open(path)?;
+            file.seek(SeekFrom::Start(offset))?;
+            // Small uniform chunks rather than one 5 MiB block: the
+            // allocator reuses them from part to part instead of growing
+            // its heap (a 5 MiB block per part left RSS far above use).
+            let mut chunks = Vec::with_capacity(len.div_ceil(READ_CHUNK));
+            let mut left = len;
+            while left > 0 {
+                let mut chunk = vec![0u8; left.min(READ_CHUNK)];
+                file.read_exact(&mut chunk)?;
+                left -= chunk.len();
+                chunks.push(bytes::Bytes::from(chunk));
+            }
+            Ok(chunks)
+        })
+        .await
+        .map_err(std::io::Error::other)??;
+        Ok((PutPayload::from_iter(chunks), permit))
+    }
+
+    /// Sends a spooled file of `size` bytes to `path`.
+    async fn send(&self, path: &Path, spooled: &FsPath, size: u64) -> Result<(), BlobError> {
+        if size as usize <= PART_SIZE {
+            let (payload, _permit) = self.read_part(spooled, 0, size as usize).await?;
+            self.store.put(path, payload).await?;
+            return Ok(());
+        }
+        let mut upload = self.store.put_multipart(path).await?;
+        let sent: Result<(), BlobError> = async {
+            let mut offset = 0u64;
+            while offset < size {
+                let len = (size - offset).min(PART_SIZE as u64) as usize;
+                let (payload, _permit) = self.read_part(spooled, offset, len).await?;
+                upload.put_part(payload).await?;
+                offset += len as u64;
+            }
+            upload.complete().await?;
+            Ok(())
+        }
+        .await;
+        if sent.is_err() {
+            if let Err(abort) = upload.abort().await {
+                tracing::warn!(error = %abort, path = %path, "failed to abort a multipart upload");
+            }
+        }
+        sent
+    }
+}
+
+/// A spool file that deletes itself.
+struct Spooled(PathBuf);
+
+impl Drop for Spooled {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
 }
 
 #[async_trait]
@@ -76,52 +179,23 @@ impl BlobStore for S3BlobStore {
     }
 
     async fn put(&self, key: &str, mut body: ByteStream<'_>) -> Result<u64, BlobError> {
-        let path = self.path_of(key);
-        // Gather the first part; most chat files end before it is full.
-        let mut first = BytesMut::new();
-        let mut total = 0u64;
-        let mut ended = true;
+        let spooled = Spooled(self.spool.join(uuid::Uuid::new_v4().to_string()));
+        let mut file = tokio::fs::File::create(&spooled.0).await?;
+        // As in the filesystem store: keep tokio's per-file write buffer
+        // small, it is per upload.
+        file.set_max_buf_size(super::fs::WRITE_BUF);
+        let mut size = 0u64;
         while let Some(chunk) = body.next().await {
             let chunk = chunk.map_err(BlobError::Body)?;
-            total += chunk.len() as u64;
-            first.extend_from_slice(&chunk);
-            if first.len() >= PART_SIZE {
-                ended = false;
-                break;
-            }
+            size += chunk.len() as u64;
+            file.write_all(&chunk).await?;
         }
-        if ended {
-            self.store
-                .put(&path, PutPayload::from(first.freeze()))
-                .await?;
-            return Ok(total);
-        }
-        let upload = self.store.put_multipart(&path).await?;
-        let mut writer = WriteMultipart::new_with_chunk_size(upload, PART_SIZE);
-        writer.write(&first);
-        drop(first);
-        let streamed: Result<(), BlobError> = async {
-            while let Some(chunk) = body.next().await {
-                let chunk = chunk.map_err(BlobError::Body)?;
-                total += chunk.len() as u64;
-                writer.wait_for_capacity(PARTS_IN_FLIGHT).await?;
-                writer.write(&chunk);
-            }
-            Ok(())
-        }
-        .await;
-        match streamed {
-            Ok(()) => {
-                writer.finish().await?;
-                Ok(total)
-            }
-            Err(e) => {
-                if let Err(abort) = writer.abort().await {
-                    tracing::warn!(error = %abort, key, "failed to abort a multipart upload");
-                }
-                Err(e)
-            }
-        }
+        // Nothing durable is needed here: the object store holds the copy
+        // that counts, whole, before `put` returns.
+        file.flush().await?;
+        drop(file);
+        self.send(&self.path_of(key), &spooled.0, size).await?;
+        Ok(size)
     }
 
     async fn get(

@@ -205,8 +205,44 @@ pub async fn upload_chat_files(
     }
 }
 
+/// Hands the body on one network read at a time. The multipart parser
+/// drains everything a body stream has ready each time it is polled; on a
+/// fast link that is the whole socket buffer (megabytes) per upload. A
+/// pause after each chunk makes it take one chunk and hand it on, so
+/// memory per upload stays at one read whatever the link and concurrency.
+struct OneReadAtATime<S> {
+    inner: S,
+    just_yielded: bool,
+}
+
+impl<S: futures::Stream + Unpin> futures::Stream for OneReadAtATime<S> {
+    type Item = S::Item;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        if self.just_yielded {
+            self.just_yielded = false;
+            cx.waker().wake_by_ref();
+            return std::task::Poll::Pending;
+        }
+        let next = std::pin::Pin::new(&mut self.inner).poll_next(cx);
+        if matches!(next, std::task::Poll::Ready(Some(_))) {
+            self.just_yielded = true;
+        }
+        next
+    }
+}
+
 async fn stage_upload(state: &AppState, id: WorkspaceId, req: Request) -> Result<UploadedFiles> {
     let limits = state.config.limits;
+    let (parts, body) = req.into_parts();
+    let paced = OneReadAtATime {
+        inner: body.into_data_stream(),
+        just_yielded: false,
+    };
+    let req = Request::from_parts(parts, Body::from_stream(paced));
     let mut multipart = Multipart::from_request(req, &()).await.map_err(|e| {
         reject(
             state,
@@ -454,6 +490,7 @@ async fn stage_upload(state: &AppState, id: WorkspaceId, req: Request) -> Result
     };
     guard.commit();
 
+    let mut events = Vec::with_capacity(2 * staged.len());
     for (f, activity) in staged.iter().zip(&activities) {
         state.metrics.staged.inc();
         state.metrics.staged_bytes.inc_by(f.size);
@@ -461,22 +498,17 @@ async fn stage_upload(state: &AppState, id: WorkspaceId, req: Request) -> Result
             workspace_id = %id, file_id = %f.file_id, size = f.size, filename = %f.filename,
             mimetype = %f.mimetype, sha256 = %f.sha256, activity_id = activity.id, "upload staged"
         );
-        state
-            .bus
-            .publish(Event::Activity {
-                workspace_id: id,
-                id: activity.id,
-            })
-            .await;
-        state
-            .bus
-            .publish(Event::Upload {
-                workspace_id: id,
-                file_id: f.file_id,
-                state: UploadState::Staged,
-            })
-            .await;
+        events.push(Event::Activity {
+            workspace_id: id,
+            id: activity.id,
+        });
+        events.push(Event::Upload {
+            workspace_id: id,
+            file_id: f.file_id,
+            state: UploadState::Staged,
+        });
     }
+    state.bus.publish_many(events).await;
     Ok(UploadedFiles {
         files: staged
             .into_iter()

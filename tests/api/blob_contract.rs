@@ -164,7 +164,8 @@ pub fn test_s3() -> Option<S3BlobStore> {
         eprintln!("skipping: MOLECULE_TEST_S3_BUCKET is not set");
         return None;
     };
-    Some(S3BlobStore::from_env(&bucket, &format!("test-{}", uuid::Uuid::new_v4())).unwrap())
+    let spool = std::env::temp_dir().join(format!("molecule-spool-{}", uuid::Uuid::new_v4()));
+    Some(S3BlobStore::from_env(&bucket, &format!("test-{}", uuid::Uuid::new_v4()), &spool).unwrap())
 }
 
 #[tokio::test]

@@ -268,6 +268,7 @@ async fn a_failing_pass_is_counted_and_retried_on_the_next_tick() {
     let blobs = molecule::blob::open(
         &format!("file://{}", dir.path().join("blobs").display()),
         store.clone(),
+        &dir.path().join("spool"),
     )
     .await
     .unwrap();

@@ -501,3 +501,35 @@ async fn push_mode_without_url_is_422() {
         )
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_split_at_any_byte_is_parsed_the_same() {
+    let app = spawn_app(Engine::Sqlite).await.unwrap();
+    let ws = app.create_poll_workspace("w").await;
+    let payload = random_bytes(300, 5);
+    let mut body = b"--bNd\r\nContent-Disposition: form-data; name=\"files\"; filename=\"s.bin\"\r\nContent-Type: application/octet-stream\r\n\r\n".to_vec();
+    body.extend_from_slice(&payload);
+    body.extend_from_slice(b"\r\n--bNd--\r\n");
+    let url = app.url(&format!("/workspaces/{}/chat/uploads", ws.id));
+    for split in 1..body.len() {
+        let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
+            vec![Ok(body[..split].to_vec()), Ok(body[split..].to_vec())];
+        let resp = app
+            .client
+            .post(&url)
+            .bearer_auth(&app.admin_token)
+            .header("content-type", "multipart/form-data; boundary=bNd")
+            .body(reqwest::Body::wrap_stream(futures::stream::iter(chunks)))
+            .send()
+            .await
+            .unwrap();
+        let (status, answer) = TestApp::json(resp).await;
+        assert_eq!(status, StatusCode::OK, "split at byte {split}: {answer}");
+        assert_eq!(
+            answer["files"][0]["sha256"],
+            sha256_hex(&payload),
+            "split at byte {split}"
+        );
+    }
+    assert_eq!(app.list_pending(&ws).await.len(), body.len() - 1);
+}
