@@ -11,7 +11,10 @@
 use serde::{Deserialize, Serialize};
 use sqlx::postgres::PgListener;
 use sqlx::PgPool;
-use tokio::sync::broadcast;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::{broadcast, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::domain::{FileId, WorkspaceId};
@@ -68,10 +71,52 @@ impl Event {
     }
 }
 
+/// Delivery inside this process: every event to the stream subscribers
+/// (the SSE streams, few), and a wake-up to the long polls of the one
+/// workspace a new activity row belongs to (many: with a thousand parked
+/// polls, a message wakes one task, not a thousand).
+struct Local {
+    events: broadcast::Sender<Event>,
+    polls: Mutex<HashMap<WorkspaceId, watch::Sender<u64>>>,
+}
+
+impl Local {
+    fn new() -> Arc<Self> {
+        Arc::new(Self {
+            events: broadcast::channel(4096).0,
+            polls: Mutex::new(HashMap::new()),
+        })
+    }
+
+    fn deliver(&self, event: Event) {
+        match &event {
+            Event::Activity { workspace_id, .. } => {
+                let mut polls = self.polls.lock().unwrap_or_else(|e| e.into_inner());
+                if let Some(tx) = polls.get(workspace_id) {
+                    if tx.receiver_count() == 0 {
+                        polls.remove(workspace_id);
+                    } else {
+                        tx.send_modify(|n| *n += 1);
+                    }
+                }
+            }
+            Event::Resync => {
+                let mut polls = self.polls.lock().unwrap_or_else(|e| e.into_inner());
+                polls.retain(|_, tx| tx.receiver_count() > 0);
+                for tx in polls.values() {
+                    tx.send_modify(|n| *n += 1);
+                }
+            }
+            Event::Upload { .. } => {}
+        }
+        let _ = self.events.send(event);
+    }
+}
+
 /// Publishes events to this process and, on PostgreSQL, to every replica.
 #[derive(Clone)]
 pub struct Bus {
-    local: broadcast::Sender<Event>,
+    local: Arc<Local>,
     pg: Option<PgPool>,
 }
 
@@ -79,7 +124,7 @@ impl Bus {
     /// A bus local to this process.
     pub fn local() -> Self {
         Self {
-            local: broadcast::channel(4096).0,
+            local: Local::new(),
             pg: None,
         }
     }
@@ -87,14 +132,25 @@ impl Bus {
     /// A bus shared by every replica on `pool`. Call [`Bus::spawn_listener`].
     pub fn postgres(pool: PgPool) -> Self {
         Self {
-            local: broadcast::channel(4096).0,
+            local: Local::new(),
             pg: Some(pool),
         }
     }
 
-    /// Receives events from now on.
+    /// Receives every event from now on.
     pub fn subscribe(&self) -> broadcast::Receiver<Event> {
-        self.local.subscribe()
+        self.local.events.subscribe()
+    }
+
+    /// A receiver that changes whenever a new activity row of `workspace`
+    /// may have been committed (and at every resync). Take it before
+    /// reading, then wait on `changed()`.
+    pub fn watch_activity(&self, workspace: WorkspaceId) -> watch::Receiver<u64> {
+        let mut polls = self.local.polls.lock().unwrap_or_else(|e| e.into_inner());
+        polls
+            .entry(workspace)
+            .or_insert_with(|| watch::channel(0).0)
+            .subscribe()
     }
 
     /// Announces an event (after the change it describes has committed).
@@ -126,7 +182,7 @@ impl Bus {
             }
         }
         for event in events {
-            let _ = self.local.send(event);
+            self.local.deliver(event);
         }
     }
 
@@ -144,12 +200,12 @@ impl Bus {
                     listener.listen(CHANNEL).await?;
                     // Anything committed while we were not listening is
                     // found by a re-read.
-                    let _ = local.send(Event::Resync);
+                    local.deliver(Event::Resync);
                     loop {
                         let n = listener.recv().await?;
                         match serde_json::from_str::<Event>(n.payload()) {
                             Ok(event) => {
-                                let _ = local.send(event);
+                                local.deliver(event);
                             }
                             Err(e) => {
                                 tracing::warn!(error = %e, "ignoring a malformed event notification")

@@ -509,10 +509,11 @@ pub async fn list_activity(
         limit,
     };
     let deadline = tokio::time::Instant::now() + Duration::from_secs(wait);
-    // Subscribe before the first read: a row committed between the read
-    // and the wait still wakes us.
-    let mut events = state.bus.subscribe();
+    // Watch before each read: a row committed between the read and the
+    // wait still wakes us.
+    let mut arrivals = state.bus.watch_activity(id);
     loop {
+        arrivals.borrow_and_update();
         let rows = match state.store.list_activity(id, &query).await? {
             ActivityPage::Rows(rows) => rows,
             ActivityPage::CursorExpired { swept_through } => {
@@ -527,17 +528,14 @@ pub async fn list_activity(
         if !rows.is_empty() || tokio::time::Instant::now() >= deadline {
             return Ok(Json(rows.into_iter().map(ActivityView::from).collect()));
         }
-        // Wait for an event about this workspace, then read again.
-        loop {
-            tokio::select! {
-                _ = tokio::time::sleep_until(deadline) => return Ok(Json(Vec::new())),
-                _ = state.shutdown.cancelled() => return Ok(Json(Vec::new())),
-                event = events.recv() => match event {
-                    Ok(Event::Activity { workspace_id, .. }) if workspace_id == id => break,
-                    Ok(Event::Resync) | Err(RecvError::Lagged(_)) => break,
-                    Ok(_) => continue,
-                    Err(RecvError::Closed) => return Ok(Json(Vec::new())),
-                },
+        // Wait for a new row of this workspace, then read again.
+        tokio::select! {
+            _ = tokio::time::sleep_until(deadline) => return Ok(Json(Vec::new())),
+            _ = state.shutdown.cancelled() => return Ok(Json(Vec::new())),
+            changed = arrivals.changed() => {
+                if changed.is_err() {
+                    return Ok(Json(Vec::new()));
+                }
             }
         }
     }
