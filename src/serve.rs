@@ -19,7 +19,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 /// Largest read buffer of one HTTP/1 connection.
-pub const READ_BUF: usize = 64 * 1024;
+pub const READ_BUF: usize = 128 * 1024;
 /// How long in-flight requests get to finish at shutdown.
 pub const DRAIN: Duration = Duration::from_secs(30);
 

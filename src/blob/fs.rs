@@ -20,7 +20,7 @@ use super::{BlobEntry, BlobError, BlobStore, ByteStream};
 
 const TMP_DIR: &str = ".tmp";
 /// Largest write handed to the blocking pool at once.
-pub(super) const WRITE_BUF: usize = 64 * 1024;
+pub(super) const WRITE_BUF: usize = 128 * 1024;
 
 /// Blobs on the local filesystem.
 pub struct FsBlobStore {
