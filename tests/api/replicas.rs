@@ -193,3 +193,105 @@ async fn two_replicas_share_uploads_and_wake_each_others_long_polls() {
         (Some(0), Some(1))
     );
 }
+
+/// Starts `molecule serve` on the embedded default in `dir` (no admin token
+/// given) and waits until it answers; returns the child and its stderr.
+async fn start_default(dir: &std::path::Path) -> (tokio::process::Child, u16) {
+    let port = free_port();
+    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_molecule"))
+        .args([
+            "serve",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--data-dir",
+        ])
+        .arg(dir)
+        .env_remove("MOLECULE_ADMIN_TOKEN")
+        .env_remove("DATABASE_URL")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start molecule serve");
+    let client = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while client
+        .get(format!("http://127.0.0.1:{port}/ready"))
+        .send()
+        .await
+        .is_err()
+    {
+        assert!(Instant::now() < deadline, "serve did not start");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    (child, port)
+}
+
+async fn stop_with_sigterm(mut child: tokio::process::Child) -> String {
+    use tokio::io::AsyncReadExt;
+    let pid = child.id().unwrap().to_string();
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let status = tokio::time::timeout(Duration::from_secs(20), child.wait())
+        .await
+        .expect("exits on SIGTERM")
+        .unwrap();
+    assert!(status.success(), "exit status {status}");
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .await
+        .unwrap();
+    stderr
+}
+
+#[tokio::test]
+async fn the_embedded_default_generates_the_admin_token_once_and_stops_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("molecule-data");
+    let (child, port) = start_default(&data).await;
+    let token_file = data.join("admin-token");
+    let token = std::fs::read_to_string(&token_file)
+        .unwrap()
+        .trim()
+        .to_owned();
+    assert!(token.starts_with("mol_") && token.len() == 68, "{token}");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(
+            std::fs::metadata(&token_file).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+    }
+    assert!(data.join("molecule.db").exists());
+    assert!(data.join("blobs").is_dir());
+    let resp = reqwest::Client::new()
+        .get(format!("http://127.0.0.1:{port}/workspaces"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let first = stop_with_sigterm(child).await;
+    assert!(
+        first.contains(&token),
+        "the first start shows the token once"
+    );
+    assert!(
+        first.contains("MOLECULE_ADMIN_TOKEN"),
+        "with a hint how to use it"
+    );
+    // The second start reuses it and does not print it again.
+    let (child, _) = start_default(&data).await;
+    let second = stop_with_sigterm(child).await;
+    assert!(!second.contains(&token), "{second}");
+    assert_eq!(std::fs::read_to_string(&token_file).unwrap().trim(), token);
+}
