@@ -91,6 +91,21 @@ async fn require_workspace(state: &AppState, id: WorkspaceId) -> Result<crate::s
         .ok_or_else(Error::workspace_not_found)
 }
 
+/// Inserts an activity row and wakes whoever waits for it (long polls,
+/// event streams, other replicas), in that order: a waiter woken by the
+/// event always finds the row committed.
+async fn record(state: &AppState, id: WorkspaceId, row: &NewActivity) -> Result<Activity> {
+    let stored = state.store.insert_activity(id, row, domain::now()).await?;
+    state
+        .bus
+        .publish(Event::Activity {
+            workspace_id: id,
+            id: stored.id,
+        })
+        .await;
+    Ok(stored)
+}
+
 fn summarize(text: &str) -> String {
     let line = text.lines().next().unwrap_or("");
     if line.chars().count() > 120 {
@@ -274,14 +289,7 @@ pub async fn send_a2a_message(
                 Ok(answer) => {
                     row.status = Some("forwarded".into());
                     row.response_body = Some(answer.clone());
-                    let stored = state.store.insert_activity(id, &row, domain::now()).await?;
-                    state
-                        .bus
-                        .publish(Event::Activity {
-                            workspace_id: id,
-                            id: stored.id,
-                        })
-                        .await;
+                    record(&state, id, &row).await?;
                     Ok(axum::Json(answer).into_response())
                 }
                 Err(cause) => {
@@ -295,15 +303,8 @@ pub async fn send_a2a_message(
         (DeliveryMode::Push, None) => Err(super::workspaces::push_without_url()),
         (DeliveryMode::Poll, _) => {
             row.status = Some("queued".into());
-            let stored = state.store.insert_activity(id, &row, domain::now()).await?;
+            let stored = record(&state, id, &row).await?;
             tracing::info!(workspace_id = %id, activity_id = stored.id, "message queued");
-            state
-                .bus
-                .publish(Event::Activity {
-                    workspace_id: id,
-                    id: stored.id,
-                })
-                .await;
             Ok((
                 StatusCode::ACCEPTED,
                 axum::Json(Queued {
@@ -369,14 +370,7 @@ pub async fn notify_operator(
         ),
         ..NewActivity::default()
     };
-    let stored = state.store.insert_activity(id, &row, domain::now()).await?;
-    state
-        .bus
-        .publish(Event::Activity {
-            workspace_id: id,
-            id: stored.id,
-        })
-        .await;
+    let stored = record(&state, id, &row).await?;
     Ok(Json(Stored {
         status: "ok",
         activity_id: stored.id,
@@ -446,14 +440,7 @@ pub async fn report_activity(
         error_detail: body.error_detail,
         data: None,
     };
-    let stored = state.store.insert_activity(id, &row, domain::now()).await?;
-    state
-        .bus
-        .publish(Event::Activity {
-            workspace_id: id,
-            id: stored.id,
-        })
-        .await;
+    let stored = record(&state, id, &row).await?;
     Ok((StatusCode::CREATED, Json(CreatedId { id: stored.id })))
 }
 

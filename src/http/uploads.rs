@@ -148,6 +148,22 @@ fn size_str(n: u64) -> String {
     ByteSize(n).display().iec().to_string()
 }
 
+/// The 400 of a multipart body that does not parse or ends early.
+fn cut_short(e: axum::extract::multipart::MultipartError) -> Error {
+    Error::BadRequest(format!(
+        "the multipart body is malformed or was cut short: {}",
+        e.body_text()
+    ))
+}
+
+/// The 413 of a request over the per-request limit.
+fn request_too_large(limit: u64) -> Error {
+    Error::PayloadTooLarge(format!(
+        "the request is larger than the {} limit per request",
+        size_str(limit)
+    ))
+}
+
 /// Uploads files to a workspace: forwarded in push mode, staged for the
 /// workspace to download in poll mode. All or nothing.
 #[utoipa::path(post, path = "/workspaces/{id}/chat/uploads", tag = "uploads",
@@ -273,10 +289,7 @@ async fn stage_upload(state: &AppState, id: WorkspaceId, req: Request) -> Result
                     "malformed",
                     None,
                     request_bytes,
-                    Error::BadRequest(format!(
-                        "the multipart body is malformed or was cut short: {}",
-                        e.body_text()
-                    )),
+                    cut_short(e),
                 ));
             }
         };
@@ -298,10 +311,7 @@ async fn stage_upload(state: &AppState, id: WorkspaceId, req: Request) -> Result
                                 "request_too_large",
                                 None,
                                 request_bytes,
-                                Error::PayloadTooLarge(format!(
-                                    "the request is larger than the {} limit per request",
-                                    size_str(limits.max_request_size)
-                                )),
+                                request_too_large(limits.max_request_size),
                             ));
                         }
                     }
@@ -314,10 +324,7 @@ async fn stage_upload(state: &AppState, id: WorkspaceId, req: Request) -> Result
                             "malformed",
                             None,
                             request_bytes,
-                            Error::BadRequest(format!(
-                                "the multipart body is malformed or was cut short: {}",
-                                e.body_text()
-                            )),
+                            cut_short(e),
                         ));
                     }
                 }
@@ -567,10 +574,7 @@ async fn forward_upload(
             "request_too_large",
             None,
             cap,
-            Error::PayloadTooLarge(format!(
-                "the request is larger than the {} limit per request",
-                size_str(state.config.limits.max_request_size)
-            )),
+            request_too_large(state.config.limits.max_request_size),
         ));
     }
     let answer = answer.map_err(|e| {

@@ -112,6 +112,12 @@ fn upload_from_row(row: &PgRow) -> StoreResult<PendingUpload> {
 const UPLOAD_COLUMNS: &str = "file_id, workspace_id, blob_key, size_bytes, sha256, filename, \
      mimetype, created_at, fetched_at, acked_at, expires_at";
 
+/// The one predicate for "this workspace's file, still deliverable": fetch,
+/// read and ack all use it, so absent, acked, expired and foreign files are
+/// the same miss everywhere. Binds the file id, the workspace id and now.
+const LIVE_FILE: &str =
+    "file_id = $1 AND workspace_id = $2 AND acked_at IS NULL AND expires_at > $3";
+
 const ACTIVITY_COLUMNS: &str = "id, workspace_id, activity_type, method, source_id, target_id, \
      summary, request_body, response_body, status, error_detail, data, created_at";
 
@@ -477,7 +483,7 @@ impl Store for PostgresStore {
     ) -> StoreResult<Option<PendingUpload>> {
         let sql = format!(
             "UPDATE pending_uploads SET fetched_at = $3 \
-             WHERE file_id = $1 AND workspace_id = $2 AND acked_at IS NULL AND expires_at > $3 \
+             WHERE {LIVE_FILE} \
              RETURNING {UPLOAD_COLUMNS}"
         );
         let row = sqlx::query(&sql)
@@ -497,7 +503,7 @@ impl Store for PostgresStore {
     ) -> StoreResult<Option<PendingUpload>> {
         let sql = format!(
             "SELECT {UPLOAD_COLUMNS} FROM pending_uploads \
-             WHERE file_id = $1 AND workspace_id = $2 AND acked_at IS NULL AND expires_at > $3"
+             WHERE {LIVE_FILE}"
         );
         let row = sqlx::query(&sql)
             .bind(file_id.0)
@@ -534,7 +540,7 @@ impl Store for PostgresStore {
     ) -> StoreResult<AckOutcome> {
         let sql = format!(
             "UPDATE pending_uploads SET acked_at = $3 \
-             WHERE file_id = $1 AND workspace_id = $2 AND acked_at IS NULL AND expires_at > $3 \
+             WHERE {LIVE_FILE} \
              RETURNING {UPLOAD_COLUMNS}"
         );
         let row = sqlx::query(&sql)
