@@ -12,11 +12,12 @@ use std::time::Duration;
 
 use rand::RngCore;
 use serde_json::{json, Value};
-use sha2::{Digest, Sha256};
 use tempfile::TempDir;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 use tokio::sync::mpsc;
+
+use crate::helpers::{free_port, sha256_hex, wait_until_ready};
 
 const ADMIN_TOKEN: &str = "e2e-admin-token-4f1d0c2b9a";
 /// How long any one condition may take to come true.
@@ -54,18 +55,6 @@ where
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn sha256_hex(bytes: &[u8]) -> String {
-    hex::encode(Sha256::digest(bytes))
-}
-
 /// A running `molecule serve`.
 struct Server {
     child: Child,
@@ -97,29 +86,7 @@ impl Server {
             port,
             data_dir: data_dir.to_owned(),
         };
-        let health = format!("{}/health", server.url());
-        let http = reqwest::Client::new();
-        let deadline = tokio::time::Instant::now() + DEADLINE;
-        loop {
-            if let Ok(r) = http
-                .get(&health)
-                .timeout(Duration::from_secs(2))
-                .send()
-                .await
-            {
-                if r.status().is_success() {
-                    break;
-                }
-            }
-            if let Ok(Some(status)) = server.child.try_wait() {
-                panic!("molecule serve exited early: {status}");
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "molecule serve did not become healthy"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        wait_until_ready(&server.url(), &mut server.child).await;
         server
     }
 

@@ -390,3 +390,95 @@ where
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
 }
+
+/// A free port on 127.0.0.1 for a server process (bound, then released).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Waits (up to 30 s) until the `molecule serve` child at `base` answers
+/// `/ready` with 200; panics at once if the child exits first.
+pub async fn wait_until_ready(base: &str, child: &mut tokio::process::Child) {
+    let client = reqwest::Client::new();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let ready = client
+            .get(format!("{base}/ready"))
+            .timeout(std::time::Duration::from_secs(2))
+            .send()
+            .await;
+        if ready.is_ok_and(|r| r.status() == StatusCode::OK) {
+            return;
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("molecule serve at {base} exited early: {status}");
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "molecule serve at {base} did not become ready"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+/// Revokes every token of a workspace straight in the database: no route
+/// leaves a workspace without a live token, which the bootstrap cases need.
+pub async fn revoke_tokens_directly(database_url: &str, workspace_id: &str) {
+    if database_url.starts_with("sqlite") {
+        let pool = sqlx::SqlitePool::connect(database_url).await.unwrap();
+        sqlx::query("UPDATE workspace_auth_tokens SET revoked_at = 1 WHERE workspace_id = ?1")
+            .bind(workspace_id)
+            .execute(&pool)
+            .await
+            .unwrap();
+    } else {
+        let pool = sqlx::PgPool::connect(database_url).await.unwrap();
+        sqlx::query(
+            "UPDATE workspace_auth_tokens SET revoked_at = now() WHERE workspace_id = $1::uuid",
+        )
+        .bind(workspace_id)
+        .execute(&pool)
+        .await
+        .unwrap();
+    }
+}
+
+/// The file id in the `uri` of file `index` of an upload answer.
+pub fn file_id_of(answer: &Value, index: usize) -> String {
+    let uri = answer["files"][index]["uri"]
+        .as_str()
+        .expect("an upload answer");
+    uri.rsplit('/').next().unwrap().to_owned()
+}
+
+impl TestApp {
+    /// Uploads one file, asserts it was staged, and returns its file id.
+    pub async fn stage(&self, ws: &Ws, file: UploadFile) -> String {
+        let (status, body) = self.upload(&ws.id, vec![file]).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        file_id_of(&body, 0)
+    }
+
+    /// POSTs a hand-made multipart body (boundary `boundary`) as the operator.
+    pub async fn upload_raw(
+        &self,
+        ws: &str,
+        boundary: &str,
+        body: impl Into<reqwest::Body>,
+    ) -> reqwest::Result<Response> {
+        self.client
+            .post(self.url(&format!("/workspaces/{ws}/chat/uploads")))
+            .bearer_auth(&self.admin_token)
+            .header(
+                "content-type",
+                format!("multipart/form-data; boundary={boundary}"),
+            )
+            .body(body)
+            .send()
+            .await
+    }
+}

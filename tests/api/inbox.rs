@@ -365,13 +365,7 @@ async fn the_event_stream_carries_rows_and_upload_states(engine: Engine) {
         .upload(&ws.id, vec![file("a.txt", "text/plain", "hello")])
         .await;
     assert_eq!(status, StatusCode::OK);
-    let fid = body["files"][0]["uri"]
-        .as_str()
-        .unwrap()
-        .rsplit('/')
-        .next()
-        .unwrap()
-        .to_owned();
+    let fid = crate::helpers::file_id_of(&body, 0);
     assert_eq!(
         app.content(&ws.id, &fid, &ws.token).await.status(),
         StatusCode::OK

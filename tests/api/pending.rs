@@ -12,20 +12,8 @@ use crate::helpers::{
 use crate::on_both_engines;
 
 async fn stage_one(app: &TestApp, ws: &Ws, bytes: Vec<u8>) -> String {
-    let (status, body) = app
-        .upload(
-            &ws.id,
-            vec![file("f.bin", "application/octet-stream", bytes)],
-        )
-        .await;
-    assert_eq!(status, StatusCode::OK, "{body}");
-    body["files"][0]["uri"]
-        .as_str()
-        .unwrap()
-        .rsplit('/')
-        .next()
-        .unwrap()
-        .to_owned()
+    app.stage(ws, file("f.bin", "application/octet-stream", bytes))
+        .await
 }
 
 async fn range_requests_answer_206_with_the_slice(engine: Engine) {

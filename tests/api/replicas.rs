@@ -7,7 +7,9 @@ use std::time::{Duration, Instant};
 use reqwest::StatusCode;
 use serde_json::Value;
 
-use crate::helpers::{fresh_postgres_url, random_bytes, require_all_engines, sha256_hex};
+use crate::helpers::{
+    free_port, fresh_postgres_url, random_bytes, require_all_engines, sha256_hex, wait_until_ready,
+};
 
 struct Replica {
     _child: tokio::process::Child,
@@ -15,18 +17,10 @@ struct Replica {
     base: String,
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 async fn start_replica(database_url: &str, blob_store: &str, admin: &str) -> Replica {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
-    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_molecule"))
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_molecule"))
         .args([
             "serve",
             "--listen",
@@ -48,20 +42,7 @@ async fn start_replica(database_url: &str, blob_store: &str, admin: &str) -> Rep
         .spawn()
         .expect("start molecule serve");
     let base = format!("http://127.0.0.1:{port}");
-    let client = reqwest::Client::new();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Ok(resp) = client.get(format!("{base}/ready")).send().await {
-            if resp.status() == StatusCode::OK {
-                break;
-            }
-        }
-        assert!(
-            Instant::now() < deadline,
-            "replica on {base} did not become ready"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_until_ready(&base, &mut child).await;
     Replica {
         _child: child,
         _dir: dir,
@@ -198,7 +179,7 @@ async fn two_replicas_share_uploads_and_wake_each_others_long_polls() {
 /// given) and waits until it answers; returns the child and its stderr.
 async fn start_default(dir: &std::path::Path) -> (tokio::process::Child, u16) {
     let port = free_port();
-    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_molecule"))
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_molecule"))
         .args([
             "serve",
             "--listen",
@@ -214,17 +195,7 @@ async fn start_default(dir: &std::path::Path) -> (tokio::process::Child, u16) {
         .kill_on_drop(true)
         .spawn()
         .expect("start molecule serve");
-    let client = reqwest::Client::new();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while client
-        .get(format!("http://127.0.0.1:{port}/ready"))
-        .send()
-        .await
-        .is_err()
-    {
-        assert!(Instant::now() < deadline, "serve did not start");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_until_ready(&format!("http://127.0.0.1:{port}"), &mut child).await;
     (child, port)
 }
 

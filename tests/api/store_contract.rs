@@ -8,7 +8,7 @@ use molecule::domain::{now, AuthToken, DeliveryMode, FileId, WorkspaceId};
 use molecule::store::*;
 use serde_json::json;
 
-use crate::helpers::{fresh_postgres_url, Engine};
+use crate::helpers::{fresh_postgres_url, revoke_tokens_directly, Engine};
 use crate::on_both_engines;
 
 async fn open(engine: Engine) -> Option<(Arc<dyn Store>, tempfile::TempDir)> {
@@ -187,20 +187,7 @@ async fn racing_bootstrap_registrations_mint_exactly_once(engine: Engine) {
         )
         .await
         .unwrap();
-    // No API leaves a workspace without a live token; set that up directly.
-    if url.starts_with("sqlite") {
-        let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
-        sqlx::query("UPDATE workspace_auth_tokens SET revoked_at = 1")
-            .execute(&pool)
-            .await
-            .unwrap();
-    } else {
-        let pool = sqlx::PgPool::connect(&url).await.unwrap();
-        sqlx::query("UPDATE workspace_auth_tokens SET revoked_at = now()")
-            .execute(&pool)
-            .await
-            .unwrap();
-    }
+    revoke_tokens_directly(&url, &id.to_string()).await;
     let attempts: Vec<_> = (0..8)
         .map(|_| {
             let store = store.clone();

@@ -8,20 +8,8 @@ use crate::helpers::{file, metric_value, spawn_app, Engine, TestApp, Ws};
 use crate::on_both_engines;
 
 async fn stage(app: &TestApp, ws: &Ws, name: &str) -> String {
-    let (status, body) = app
-        .upload(
-            &ws.id,
-            vec![file(name, "text/plain", format!("content of {name}"))],
-        )
-        .await;
-    assert_eq!(status, StatusCode::OK, "{body}");
-    body["files"][0]["uri"]
-        .as_str()
-        .unwrap()
-        .rsplit('/')
-        .next()
-        .unwrap()
-        .to_owned()
+    app.stage(ws, file(name, "text/plain", format!("content of {name}")))
+        .await
 }
 
 async fn stage_three_ack_two_let_one_expire_and_sweep(engine: Engine) {
@@ -256,15 +244,58 @@ async fn metrics_need_the_operator_or_their_own_listener() {
         .contains("# TYPE molecule_pending_uploads_acked_total counter"));
 }
 
+/// A migrated SQLite store in `dir`, outside any server.
+async fn bare_store(dir: &std::path::Path) -> std::sync::Arc<dyn molecule::store::Store> {
+    let url = format!("sqlite://{}", dir.join("s.db").display());
+    let store = molecule::store::connect(&url).await.unwrap();
+    store.migrate().await.unwrap();
+    store
+}
+
+/// Runs `Sweeper::run` every 20 ms over these stores until passes with
+/// `result` have been counted three times, checks the loop is still alive,
+/// then stops it and checks it ends.
+async fn assert_the_loop_survives(
+    store: std::sync::Arc<dyn molecule::store::Store>,
+    blobs: std::sync::Arc<dyn molecule::blob::BlobStore>,
+    result: &str,
+) {
+    use molecule::sweeper::{SweepConfig, Sweeper};
+    let metrics = molecule::metrics::Metrics::new();
+    let hour = std::time::Duration::from_secs(3600);
+    let config = SweepConfig {
+        ack_retention: hour,
+        activity_retention: hour,
+        orphan_grace: hour,
+        interval: std::time::Duration::from_millis(20),
+    };
+    let sweeper = Sweeper::new(
+        store,
+        blobs,
+        metrics.clone(),
+        molecule::events::Bus::local(),
+        config,
+    );
+    let stop = tokio_util::sync::CancellationToken::new();
+    let running = tokio::spawn(sweeper.run(stop.clone()));
+    let series = format!("molecule_sweep_runs_total{{result=\"{result}\"}}");
+    crate::helpers::eventually(
+        &format!("three {result} passes, the loop still alive"),
+        || async { metric_value(&metrics.render(), &series) >= 3.0 },
+    )
+    .await;
+    assert!(!running.is_finished());
+    stop.cancel();
+    tokio::time::timeout(std::time::Duration::from_secs(5), running)
+        .await
+        .unwrap()
+        .unwrap();
+}
+
 #[tokio::test]
 async fn a_failing_pass_is_counted_and_retried_on_the_next_tick() {
-    use molecule::sweeper::{SweepConfig, Sweeper};
     let dir = tempfile::tempdir().unwrap();
-    let store =
-        molecule::store::connect(&format!("sqlite://{}", dir.path().join("s.db").display()))
-            .await
-            .unwrap();
-    store.migrate().await.unwrap();
+    let store = bare_store(dir.path()).await;
     let blobs = molecule::blob::open(
         &format!("file://{}", dir.path().join("blobs").display()),
         store.clone(),
@@ -274,34 +305,7 @@ async fn a_failing_pass_is_counted_and_retried_on_the_next_tick() {
     .unwrap();
     // A database that has gone away: every pass fails.
     store.close().await;
-    let metrics = molecule::metrics::Metrics::new();
-    let sweeper = Sweeper::new(
-        store,
-        blobs,
-        metrics.clone(),
-        molecule::events::Bus::local(),
-        SweepConfig {
-            ack_retention: std::time::Duration::from_secs(3600),
-            activity_retention: std::time::Duration::from_secs(3600),
-            orphan_grace: std::time::Duration::from_secs(3600),
-            interval: std::time::Duration::from_millis(20),
-        },
-    );
-    let stop = tokio_util::sync::CancellationToken::new();
-    let running = tokio::spawn(sweeper.run(stop.clone()));
-    crate::helpers::eventually("three failed passes, the loop still alive", || async {
-        metric_value(
-            &metrics.render(),
-            "molecule_sweep_runs_total{result=\"error\"}",
-        ) >= 3.0
-    })
-    .await;
-    assert!(!running.is_finished());
-    stop.cancel();
-    tokio::time::timeout(std::time::Duration::from_secs(5), running)
-        .await
-        .unwrap()
-        .unwrap();
+    assert_the_loop_survives(store, blobs, "error").await;
 }
 
 #[tokio::test]
@@ -381,44 +385,12 @@ impl molecule::blob::BlobStore for PanickingList {
 
 #[tokio::test]
 async fn a_panicking_pass_does_not_end_the_sweeper() {
-    use molecule::sweeper::{SweepConfig, Sweeper};
     let dir = tempfile::tempdir().unwrap();
-    let store =
-        molecule::store::connect(&format!("sqlite://{}", dir.path().join("s.db").display()))
-            .await
-            .unwrap();
-    store.migrate().await.unwrap();
+    let store = bare_store(dir.path()).await;
     let blobs = std::sync::Arc::new(PanickingList(
         molecule::blob::FsBlobStore::open(dir.path().join("blobs"))
             .await
             .unwrap(),
     ));
-    let metrics = molecule::metrics::Metrics::new();
-    let sweeper = Sweeper::new(
-        store,
-        blobs,
-        metrics.clone(),
-        molecule::events::Bus::local(),
-        SweepConfig {
-            ack_retention: std::time::Duration::from_secs(3600),
-            activity_retention: std::time::Duration::from_secs(3600),
-            orphan_grace: std::time::Duration::from_secs(3600),
-            interval: std::time::Duration::from_millis(20),
-        },
-    );
-    let stop = tokio_util::sync::CancellationToken::new();
-    let running = tokio::spawn(sweeper.run(stop.clone()));
-    crate::helpers::eventually("three panicked passes, the loop still alive", || async {
-        metric_value(
-            &metrics.render(),
-            "molecule_sweep_runs_total{result=\"panic\"}",
-        ) >= 3.0
-    })
-    .await;
-    assert!(!running.is_finished());
-    stop.cancel();
-    tokio::time::timeout(std::time::Duration::from_secs(5), running)
-        .await
-        .unwrap()
-        .unwrap();
+    assert_the_loop_survives(store, blobs, "panic").await;
 }

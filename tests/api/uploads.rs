@@ -264,15 +264,7 @@ async fn malformed_uploads_are_400_and_leave_nothing(engine: Engine) {
     );
     // A body cut short: the closing boundary never comes.
     let raw = "--XyZ\r\nContent-Disposition: form-data; name=\"files\"; filename=\"cut.txt\"\r\nContent-Type: text/plain\r\n\r\nsome bytes and then nothing";
-    let resp = app
-        .client
-        .post(&url)
-        .bearer_auth(&app.admin_token)
-        .header("content-type", "multipart/form-data; boundary=XyZ")
-        .body(raw)
-        .send()
-        .await
-        .unwrap();
+    let resp = app.upload_raw(&ws.id, "XyZ", raw).await.unwrap();
     let (status, body) = TestApp::json(resp).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert!(
@@ -335,14 +327,7 @@ async fn a_client_that_disconnects_mid_upload_leaves_nothing(engine: Engine) {
         Err(std::io::Error::other("client went away")),
     ];
     let body = reqwest::Body::wrap_stream(futures::stream::iter(chunks));
-    let sent = app
-        .client
-        .post(app.url(&format!("/workspaces/{}/chat/uploads", ws.id)))
-        .bearer_auth(&app.admin_token)
-        .header("content-type", "multipart/form-data; boundary=B")
-        .body(body)
-        .send()
-        .await;
+    let sent = app.upload_raw(&ws.id, "B", body).await;
     assert!(sent.is_err(), "the request must fail on the client side");
     // The server notices, removes the first file's blob too, and counts it.
     crate::helpers::eventually("the aborted upload is rejected", || async {
@@ -510,19 +495,11 @@ async fn a_body_split_at_any_byte_is_parsed_the_same() {
     let mut body = b"--bNd\r\nContent-Disposition: form-data; name=\"files\"; filename=\"s.bin\"\r\nContent-Type: application/octet-stream\r\n\r\n".to_vec();
     body.extend_from_slice(&payload);
     body.extend_from_slice(b"\r\n--bNd--\r\n");
-    let url = app.url(&format!("/workspaces/{}/chat/uploads", ws.id));
     for split in 1..body.len() {
         let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
             vec![Ok(body[..split].to_vec()), Ok(body[split..].to_vec())];
-        let resp = app
-            .client
-            .post(&url)
-            .bearer_auth(&app.admin_token)
-            .header("content-type", "multipart/form-data; boundary=bNd")
-            .body(reqwest::Body::wrap_stream(futures::stream::iter(chunks)))
-            .send()
-            .await
-            .unwrap();
+        let body = reqwest::Body::wrap_stream(futures::stream::iter(chunks));
+        let resp = app.upload_raw(&ws.id, "bNd", body).await.unwrap();
         let (status, answer) = TestApp::json(resp).await;
         assert_eq!(status, StatusCode::OK, "split at byte {split}: {answer}");
         assert_eq!(

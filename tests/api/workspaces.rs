@@ -5,31 +5,8 @@ use molecule::domain::AuthToken;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
-use crate::helpers::{spawn_app, spawn_app_with, Engine, Options, TestApp};
+use crate::helpers::{revoke_tokens_directly, spawn_app, spawn_app_with, Engine, Options, TestApp};
 use crate::on_both_engines;
-
-async fn revoke_all_tokens_directly(app: &TestApp, ws: &str) {
-    // There is no route that leaves a workspace without a live token (that
-    // is the point); reach into the database to set up the bootstrap case.
-    let url = &app.config.database_url;
-    if url.starts_with("sqlite") {
-        let pool = sqlx::SqlitePool::connect(url).await.unwrap();
-        sqlx::query("UPDATE workspace_auth_tokens SET revoked_at = 1 WHERE workspace_id = ?1")
-            .bind(ws)
-            .execute(&pool)
-            .await
-            .unwrap();
-    } else {
-        let pool = sqlx::PgPool::connect(url).await.unwrap();
-        sqlx::query(
-            "UPDATE workspace_auth_tokens SET revoked_at = now() WHERE workspace_id = $1::uuid",
-        )
-        .bind(ws)
-        .execute(&pool)
-        .await
-        .unwrap();
-    }
-}
 
 async fn create_returns_the_workspace_token_and_connection_once(engine: Engine) {
     let Some(app) = spawn_app(engine).await else {
@@ -404,7 +381,7 @@ async fn register_bootstraps_only_a_workspace_without_a_live_token(engine: Engin
     // It has a live token: anonymous registration is refused.
     let (status, _) = anon(json!({"id": ws.id})).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
-    revoke_all_tokens_directly(&app, &ws.id).await;
+    revoke_tokens_directly(&app.config.database_url, &ws.id).await;
     let (status, body) =
         anon(json!({"id": ws.id, "delivery_mode": "poll", "agent_card": {"name": "bot"}})).await;
     assert_eq!(status, StatusCode::OK, "{body}");
