@@ -59,18 +59,6 @@ pub enum Event {
     Resync,
 }
 
-impl Event {
-    /// The workspace the event concerns, if one.
-    pub fn workspace_id(&self) -> Option<WorkspaceId> {
-        match self {
-            Event::Activity { workspace_id, .. } | Event::Upload { workspace_id, .. } => {
-                Some(*workspace_id)
-            }
-            Event::Resync => None,
-        }
-    }
-}
-
 /// Delivery inside this process: every event to the stream subscribers
 /// (the SSE streams, few), and a wake-up to the long polls of the one
 /// workspace a new activity row belongs to (many: with a thousand parked

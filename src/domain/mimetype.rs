@@ -54,11 +54,6 @@ impl Mimetype {
         Self(OCTET_STREAM.to_owned())
     }
 
-    /// Restores a value that was sanitized before it was stored.
-    pub fn from_stored(raw: &str) -> Self {
-        Self::parse(Some(raw))
-    }
-
     /// The mimetype as a string.
     pub fn as_str(&self) -> &str {
         &self.0
