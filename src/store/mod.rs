@@ -78,6 +78,45 @@ pub enum StoreError {
     UnsupportedUrl(String),
 }
 
+impl StoreError {
+    /// True when the database cannot take the request right now — it is
+    /// unreachable, its disk is full, or its storage failed — as opposed to
+    /// a bug or a refused statement. Such errors answer 503, and the write
+    /// they interrupted was not committed.
+    pub fn is_unavailable(&self) -> bool {
+        let StoreError::Database(e) = self else {
+            return false;
+        };
+        match e {
+            sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::Io(_)
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::WorkerCrashed => true,
+            sqlx::Error::Database(db) => {
+                if let Some(e) = db.try_downcast_ref::<sqlx::sqlite::SqliteError>() {
+                    // Primary result codes (the low byte of the extended
+                    // code): BUSY, LOCKED, IOERR, FULL, CANTOPEN.
+                    let code: i32 = sqlx::error::DatabaseError::code(e)
+                        .and_then(|c| c.parse().ok())
+                        .unwrap_or(0);
+                    matches!(code & 0xff, 5 | 6 | 10 | 13 | 14)
+                } else if let Some(e) = db.try_downcast_ref::<sqlx::postgres::PgDatabaseError>() {
+                    // SQLSTATE classes: 08 connection exception, 53
+                    // insufficient resources (disk full, out of memory, too
+                    // many connections), 57P administrator shutdown /
+                    // cannot connect now.
+                    let code = e.code();
+                    code.starts_with("08") || code.starts_with("53") || code.starts_with("57P")
+                } else {
+                    false
+                }
+            }
+            _ => false,
+        }
+    }
+}
+
 /// Result of store operations.
 pub type StoreResult<T> = Result<T, StoreError>;
 

@@ -259,8 +259,10 @@ macro_rules! portable_store {
                     .bind(&row.error_detail)
                     .bind(row.data.as_ref().map(Json))
                     .bind(Ts(now))
-                    .fetch_one(&mut *conn)
-                    .await?;
+                    .fetch_all(&mut *conn)
+                    .await?
+                    .pop()
+                    .ok_or_else(|| StoreError::Corrupt("INSERT returned no row".into()))?;
                 Ok(inserted.into())
             }
         }
@@ -312,8 +314,10 @@ macro_rules! portable_store {
                 .bind(new.delivery_mode.as_str())
                 .bind(&new.url)
                 .bind(Ts(now))
-                .fetch_one(&mut *tx)
-                .await?;
+                .fetch_all(&mut *tx)
+                .await?
+                .pop()
+                .ok_or_else(|| StoreError::Corrupt("INSERT returned no row".into()))?;
                 Self::insert_token(&mut tx, id, token, now).await?;
                 tx.commit().await?;
                 row.try_into()
@@ -344,6 +348,7 @@ macro_rules! portable_store {
                 now: DateTime<Utc>,
             ) -> StoreResult<Option<Workspace>> {
                 let _w = self.writer().await;
+                let mut tx = self.pool.begin().await?;
                 let row: Option<WorkspaceRow> = sqlx::query_as(
                     "UPDATE workspaces SET \
                        name = COALESCE($2, name), \
@@ -360,19 +365,23 @@ macro_rules! portable_store {
                 .bind(update.url.clone().flatten())
                 .bind(update.agent_card.as_ref().map(Json))
                 .bind(Ts(now))
-                .fetch_optional(&self.pool)
-                .await?;
+                .fetch_all(&mut *tx)
+                .await?
+                .pop();
+                tx.commit().await?;
                 row.map(TryInto::try_into).transpose()
             }
 
             #[tracing::instrument(skip_all, fields(workspace_id = %id))]
             async fn delete_workspace(&self, id: WorkspaceId) -> StoreResult<bool> {
                 let _w = self.writer().await;
+                let mut tx = self.pool.begin().await?;
                 // Tokens go with the row (ON DELETE CASCADE).
                 let done = sqlx::query("DELETE FROM workspaces WHERE id = $1")
                     .bind(id)
-                    .execute(&self.pool)
+                    .execute(&mut *tx)
                     .await?;
+                tx.commit().await?;
                 Ok(done.rows_affected() == 1)
             }
 
@@ -457,20 +466,24 @@ macro_rules! portable_store {
                 .bind(update.url.clone().flatten())
                 .bind(update.agent_card.as_ref().map(Json))
                 .bind(Ts(now))
-                .fetch_one(&mut *tx)
-                .await?;
+                .fetch_all(&mut *tx)
+                .await?
+                .pop()
+                .ok_or_else(|| StoreError::Corrupt("UPDATE of a locked row missed it".into()))?;
                 tx.commit().await?;
                 Ok(Registered::Done(row.try_into()?))
             }
 
             async fn heartbeat(&self, id: WorkspaceId, now: DateTime<Utc>) -> StoreResult<bool> {
                 let _w = self.writer().await;
+                let mut tx = self.pool.begin().await?;
                 let done =
                     sqlx::query("UPDATE workspaces SET last_heartbeat_at = $2 WHERE id = $1")
                         .bind(id)
                         .bind(Ts(now))
-                        .execute(&self.pool)
+                        .execute(&mut *tx)
                         .await?;
+                tx.commit().await?;
                 Ok(done.rows_affected() == 1)
             }
 
@@ -580,6 +593,7 @@ macro_rules! portable_store {
                 now: DateTime<Utc>,
             ) -> StoreResult<Option<PendingUpload>> {
                 let _w = self.writer().await;
+                let mut tx = self.pool.begin().await?;
                 let sql = format!(
                     "UPDATE pending_uploads SET fetched_at = $3 WHERE {LIVE_FILE} \
                      RETURNING {UPLOAD_COLUMNS}"
@@ -588,8 +602,10 @@ macro_rules! portable_store {
                     .bind(file_id)
                     .bind(workspace_id)
                     .bind(Ts(now))
-                    .fetch_optional(&self.pool)
-                    .await?;
+                    .fetch_all(&mut *tx)
+                    .await?
+                    .pop();
+                tx.commit().await?;
                 Ok(row.map(Into::into))
             }
 
@@ -634,6 +650,7 @@ macro_rules! portable_store {
                 now: DateTime<Utc>,
             ) -> StoreResult<AckOutcome> {
                 let _w = self.writer().await;
+                let mut tx = self.pool.begin().await?;
                 let sql = format!(
                     "UPDATE pending_uploads SET acked_at = $3 WHERE {LIVE_FILE} \
                      RETURNING {UPLOAD_COLUMNS}"
@@ -642,8 +659,10 @@ macro_rules! portable_store {
                     .bind(file_id)
                     .bind(workspace_id)
                     .bind(Ts(now))
-                    .fetch_optional(&self.pool)
-                    .await?;
+                    .fetch_all(&mut *tx)
+                    .await?
+                    .pop();
+                tx.commit().await?;
                 if let Some(row) = row {
                     return Ok(AckOutcome::Acked(row.into()));
                 }
@@ -719,6 +738,7 @@ macro_rules! portable_store {
                 now: DateTime<Utc>,
             ) -> StoreResult<()> {
                 let _w = self.writer().await;
+                let mut tx = self.pool.begin().await?;
                 sqlx::query(
                     "INSERT INTO blob_chunks (blob_key, seq, content, created_at) \
                      VALUES ($1, $2, $3, $4)",
@@ -727,8 +747,9 @@ macro_rules! portable_store {
                 .bind(seq)
                 .bind(bytes)
                 .bind(Ts(now))
-                .execute(&self.pool)
+                .execute(&mut *tx)
                 .await?;
+                tx.commit().await?;
                 Ok(())
             }
 
@@ -744,10 +765,12 @@ macro_rules! portable_store {
 
             async fn delete_blob(&self, key: &str) -> StoreResult<bool> {
                 let _w = self.writer().await;
+                let mut tx = self.pool.begin().await?;
                 let done = sqlx::query("DELETE FROM blob_chunks WHERE blob_key = $1")
                     .bind(key)
-                    .execute(&self.pool)
+                    .execute(&mut *tx)
                     .await?;
+                tx.commit().await?;
                 Ok(done.rows_affected() > 0)
             }
 

@@ -94,6 +94,22 @@ impl SqlStore<Sqlite> {
             .busy_timeout(Duration::from_secs(10));
         let pool = SqlitePoolOptions::new()
             .max_connections(8)
+            // A COMMIT that fails (disk full, I/O error) can leave SQLite's
+            // transaction open on the connection while sqlx believes it
+            // ended; the next writes on that connection would then be
+            // answered as committed inside a transaction that never is.
+            // Probe every returned connection and close one still inside a
+            // transaction (closing rolls it back).
+            .after_release(|conn, _| {
+                Box::pin(async move {
+                    if sqlx::query("BEGIN").execute(&mut *conn).await.is_err() {
+                        tracing::warn!("closing a SQLite connection left inside a transaction");
+                        return Ok(false);
+                    }
+                    sqlx::query("ROLLBACK").execute(&mut *conn).await?;
+                    Ok(true)
+                })
+            })
             .connect_with(options)
             .await?;
         Ok(Self {
@@ -146,7 +162,8 @@ impl SqlStore<Sqlite> {
         acked_before: DateTime<Utc>,
         limit: i64,
     ) -> StoreResult<Vec<SweptRow>> {
-        Ok(sqlx::query_as(
+        let mut tx = self.pool.begin().await?;
+        let rows = sqlx::query_as(
             "DELETE FROM pending_uploads WHERE \
                file_id IN (SELECT file_id FROM pending_uploads \
                            WHERE acked_at IS NOT NULL AND acked_at < $2 ORDER BY acked_at LIMIT $3) \
@@ -157,8 +174,10 @@ impl SqlStore<Sqlite> {
         .bind(Ts(now))
         .bind(Ts(acked_before))
         .bind(limit)
-        .fetch_all(&self.pool)
-        .await?)
+        .fetch_all(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(rows)
     }
 
     /// SQLite has no data-modifying CTEs: the doomed ids go through a

@@ -6,6 +6,7 @@ mod helpers;
 
 mod blob_contract;
 mod connect_e2e;
+mod disk_full;
 mod inbox;
 mod pending;
 mod replicas;
