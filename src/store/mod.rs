@@ -55,7 +55,7 @@ use serde_json::Value;
 use crate::domain::{DeliveryMode, FileId, TokenHash, WorkspaceId};
 
 pub use postgres::{Listener, Notifier, PostgresStore};
-pub use sql::SqlStore;
+pub use sql::{BetweenReads, SqlStore};
 pub use sqlite::SqliteStore;
 
 /// Size of one chunk of a blob kept in the database.

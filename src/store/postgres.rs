@@ -102,7 +102,11 @@ impl SqlStore<Postgres> {
             .acquire_timeout(ACQUIRE_TIMEOUT)
             .connect_with(options)
             .await?;
-        Ok(Self { pool, write: None })
+        Ok(Self {
+            pool,
+            write: None,
+            between_reads: Default::default(),
+        })
     }
 
     pub(super) async fn migrate_engine(&self) -> StoreResult<()> {

@@ -35,6 +35,40 @@ pub struct SqlStore<DB: Database> {
     /// `SQLITE_BUSY`), which also hands out activity ids in commit order.
     /// PostgreSQL has row locks and advisory locks instead, so `None`.
     pub(super) write: Option<Mutex<()>>,
+    /// Test hook: runs between the two reads of `list_activity`.
+    pub(super) between_reads: BetweenReads,
+}
+
+type Hook = Box<dyn FnOnce() -> futures::future::BoxFuture<'static, ()> + Send>;
+
+/// A test hook run once between the two reads of `list_activity`, so a
+/// test can commit a sweep exactly there (the reads are microseconds
+/// apart; no real interleaving can be forced from outside).
+#[doc(hidden)]
+#[derive(Clone, Default)]
+pub struct BetweenReads(Arc<std::sync::Mutex<(Option<Hook>, bool)>>);
+
+impl BetweenReads {
+    /// Runs `hook` at the next `list_activity`, between its reads.
+    pub fn set(
+        &self,
+        hook: impl FnOnce() -> futures::future::BoxFuture<'static, ()> + Send + 'static,
+    ) {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).0 = Some(Box::new(hook));
+    }
+
+    /// Whether the hook has run.
+    pub fn ran(&self) -> bool {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).1
+    }
+
+    async fn run(&self) {
+        let hook = self.0.lock().unwrap_or_else(|e| e.into_inner()).0.take();
+        if let Some(hook) = hook {
+            hook().await;
+            self.0.lock().unwrap_or_else(|e| e.into_inner()).1 = true;
+        }
+    }
 }
 
 impl<DB: Database> SqlStore<DB> {
@@ -49,6 +83,12 @@ impl<DB: Database> SqlStore<DB> {
     /// The underlying pool.
     pub fn pool(&self) -> &Pool<DB> {
         &self.pool
+    }
+
+    /// The test hook of `list_activity`; see [`BetweenReads`].
+    #[doc(hidden)]
+    pub fn between_activity_reads(&self) -> BetweenReads {
+        self.between_reads.clone()
     }
 }
 
@@ -506,17 +546,6 @@ macro_rules! portable_store {
                 workspace_id: WorkspaceId,
                 query: &ActivityQuery,
             ) -> StoreResult<ActivityPage> {
-                if query.since_id > 0 {
-                    let swept: Option<i64> = sqlx::query_scalar(
-                        "SELECT activity_swept_through FROM workspaces WHERE id = $1",
-                    )
-                    .bind(workspace_id)
-                    .fetch_optional(&self.pool)
-                    .await?;
-                    if let Some(swept_through) = swept.filter(|s| query.since_id < *s) {
-                        return Ok(ActivityPage::CursorExpired { swept_through });
-                    }
-                }
                 let sql = format!(
                     "SELECT {ACTIVITY_COLUMNS} FROM activity_logs \
                      WHERE workspace_id = $1 AND id > $2 \
@@ -530,6 +559,23 @@ macro_rules! portable_store {
                     .bind(query.limit)
                     .fetch_all(&self.pool)
                     .await?;
+                // The rows first, the swept-through mark after: a sweep that
+                // commits between the two reads raises the mark, so the
+                // cursor is answered as expired instead of silently jumping
+                // over the rows it deleted. (Mark first, rows after, would
+                // miss exactly that sweep.)
+                self.between_reads.run().await;
+                if query.since_id > 0 {
+                    let swept: Option<i64> = sqlx::query_scalar(
+                        "SELECT activity_swept_through FROM workspaces WHERE id = $1",
+                    )
+                    .bind(workspace_id)
+                    .fetch_optional(&self.pool)
+                    .await?;
+                    if let Some(swept_through) = swept.filter(|s| query.since_id < *s) {
+                        return Ok(ActivityPage::CursorExpired { swept_through });
+                    }
+                }
                 Ok(ActivityPage::Rows(rows.into_iter().map(Into::into).collect()))
             }
 

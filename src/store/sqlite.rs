@@ -115,6 +115,7 @@ impl SqlStore<Sqlite> {
         Ok(Self {
             pool,
             write: Some(Mutex::new(())),
+            between_reads: Default::default(),
         })
     }
 

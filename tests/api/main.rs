@@ -4,6 +4,7 @@
 
 mod helpers;
 
+mod activity_cursor;
 mod blob_contract;
 mod connect_e2e;
 mod disk_full;
