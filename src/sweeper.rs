@@ -28,7 +28,6 @@ use crate::store::{Store, StoreError, SweepReason};
 
 /// Rows per batch: one short transaction each.
 pub const BATCH: i64 = 500;
-/// Advisory-lock key of the sweep (`molsweep` in ASCII).
 
 /// Retention settings of the sweep.
 #[derive(Debug, Clone, Copy)]

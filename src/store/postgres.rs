@@ -96,6 +96,9 @@ fn workspace_lock_key(id: WorkspaceId) -> i32 {
 }
 
 impl SqlStore<Postgres> {
+    /// The row lock that makes a check and what follows it atomic.
+    pub(super) const ROW_LOCK: &'static str = " FOR UPDATE";
+
     /// Connects a pool to `url`.
     pub async fn connect(url: &str) -> StoreResult<Self> {
         let options: PgConnectOptions = url.parse()?;
@@ -153,18 +156,6 @@ impl SqlStore<Postgres> {
             .execute(conn)
             .await?;
         Ok(())
-    }
-
-    /// Whether the workspace exists, its row locked until commit.
-    pub(super) async fn lock_workspace(
-        conn: &mut PgConnection,
-        id: WorkspaceId,
-    ) -> StoreResult<bool> {
-        let found = sqlx::query("SELECT 1 FROM workspaces WHERE id = $1 FOR UPDATE")
-            .bind(id)
-            .fetch_optional(conn)
-            .await?;
-        Ok(found.is_some())
     }
 
     /// Each branch walks its own partial index; SKIP LOCKED hands

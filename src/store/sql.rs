@@ -250,6 +250,44 @@ pub(super) const ACTIVITY_COLUMNS: &str = "id, workspace_id, activity_type, meth
 macro_rules! portable_store {
     ($db:ty, $engine:literal) => {
         impl SqlStore<$db> {
+            /// Stamps `column` (`fetched_at`, `acked_at`) on a live file of
+            /// this workspace, committed, and returns the row it stamped.
+            async fn stamp_live_file(
+                &self,
+                column: &str,
+                workspace_id: WorkspaceId,
+                file_id: FileId,
+                now: DateTime<Utc>,
+            ) -> StoreResult<Option<UploadRow>> {
+                let _w = self.writer().await;
+                let mut tx = self.pool.begin().await?;
+                let sql = format!(
+                    "UPDATE pending_uploads SET {column} = $3 WHERE {LIVE_FILE} \
+                     RETURNING {UPLOAD_COLUMNS}"
+                );
+                let row = sqlx::query_as(&sql)
+                    .bind(file_id)
+                    .bind(workspace_id)
+                    .bind(Ts(now))
+                    .fetch_all(&mut *tx)
+                    .await?
+                    .pop();
+                tx.commit().await?;
+                Ok(row)
+            }
+
+            /// Whether the workspace exists, locked until commit
+            /// ([`Self::ROW_LOCK`]) so what the transaction does next is
+            /// atomic with this check.
+            async fn lock_workspace(
+                conn: &mut <$db as sqlx::Database>::Connection,
+                id: WorkspaceId,
+            ) -> StoreResult<bool> {
+                let sql = format!("SELECT 1 FROM workspaces WHERE id = $1{}", Self::ROW_LOCK);
+                let found = sqlx::query(&sql).bind(id).fetch_optional(conn).await?;
+                Ok(found.is_some())
+            }
+
             /// Inserts a live token for a workspace, inside the caller's
             /// transaction.
             async fn insert_token(
@@ -638,20 +676,7 @@ macro_rules! portable_store {
                 file_id: FileId,
                 now: DateTime<Utc>,
             ) -> StoreResult<Option<PendingUpload>> {
-                let _w = self.writer().await;
-                let mut tx = self.pool.begin().await?;
-                let sql = format!(
-                    "UPDATE pending_uploads SET fetched_at = $3 WHERE {LIVE_FILE} \
-                     RETURNING {UPLOAD_COLUMNS}"
-                );
-                let row: Option<UploadRow> = sqlx::query_as(&sql)
-                    .bind(file_id)
-                    .bind(workspace_id)
-                    .bind(Ts(now))
-                    .fetch_all(&mut *tx)
-                    .await?
-                    .pop();
-                tx.commit().await?;
+                let row = self.stamp_live_file("fetched_at", workspace_id, file_id, now).await?;
                 Ok(row.map(Into::into))
             }
 
@@ -695,20 +720,7 @@ macro_rules! portable_store {
                 file_id: FileId,
                 now: DateTime<Utc>,
             ) -> StoreResult<AckOutcome> {
-                let _w = self.writer().await;
-                let mut tx = self.pool.begin().await?;
-                let sql = format!(
-                    "UPDATE pending_uploads SET acked_at = $3 WHERE {LIVE_FILE} \
-                     RETURNING {UPLOAD_COLUMNS}"
-                );
-                let row: Option<UploadRow> = sqlx::query_as(&sql)
-                    .bind(file_id)
-                    .bind(workspace_id)
-                    .bind(Ts(now))
-                    .fetch_all(&mut *tx)
-                    .await?
-                    .pop();
-                tx.commit().await?;
+                let row = self.stamp_live_file("acked_at", workspace_id, file_id, now).await?;
                 if let Some(row) = row {
                     return Ok(AckOutcome::Acked(row.into()));
                 }

@@ -82,6 +82,10 @@ macro_rules! id_as_text {
 id_as_text!(WorkspaceId, FileId);
 
 impl SqlStore<Sqlite> {
+    /// No row locks: the write lock every writer holds already makes a
+    /// transaction atomic with its checks.
+    pub(super) const ROW_LOCK: &'static str = "";
+
     /// Opens (creating if needed) the database a `sqlite://PATH` URL names.
     pub async fn connect(url: &str) -> StoreResult<Self> {
         let options = SqliteConnectOptions::from_str(url)?
@@ -140,19 +144,6 @@ impl SqlStore<Sqlite> {
         _workspace_id: WorkspaceId,
     ) -> StoreResult<()> {
         Ok(())
-    }
-
-    /// Whether the workspace exists; the write lock the caller holds makes
-    /// the rest of the transaction atomic with this check.
-    pub(super) async fn lock_workspace(
-        conn: &mut SqliteConnection,
-        id: WorkspaceId,
-    ) -> StoreResult<bool> {
-        let found = sqlx::query("SELECT 1 FROM workspaces WHERE id = $1")
-            .bind(id)
-            .fetch_optional(conn)
-            .await?;
-        Ok(found.is_some())
     }
 
     /// One writer at a time: no row needs claiming, two subqueries pick
