@@ -80,6 +80,7 @@ impl Application {
             SweepConfig {
                 ack_retention: config.ack_retention,
                 activity_retention: config.activity_retention,
+                delegation_stuck_after: config.delegation_stuck_after,
                 orphan_grace: Duration::from_secs(3600),
                 interval: config.sweep_interval,
             },

@@ -69,6 +69,11 @@ pub struct ServeArgs {
     #[arg(long, env = "MOLECULE_ACTIVITY_RETENTION", default_value = "7d", value_parser = humantime::parse_duration)]
     pub activity_retention: Duration,
 
+    /// A dispatched or in-progress delegation whose callee has not reported
+    /// or heartbeated for this long is marked stuck by the sweeper.
+    #[arg(long, env = "MOLECULE_DELEGATION_STUCK_AFTER", default_value = "10m", value_parser = humantime::parse_duration)]
+    pub delegation_stuck_after: Duration,
+
     /// Allow push-mode URLs on loopback, link-local and private networks
     /// (for development and tests; leave off in production: SSRF).
     #[arg(long, env = "MOLECULE_ALLOW_PRIVATE_URLS")]
@@ -104,6 +109,8 @@ pub struct Config {
     pub sweep_interval: Duration,
     /// Activity retention.
     pub activity_retention: Duration,
+    /// Silence after which a delegation in flight is stuck.
+    pub delegation_stuck_after: Duration,
     /// SSRF switch.
     pub allow_private_urls: bool,
     /// Separate metrics listener.
@@ -131,6 +138,7 @@ impl Config {
             ack_retention: Duration::from_secs(3600),
             sweep_interval: Duration::from_secs(300),
             activity_retention: Duration::from_secs(7 * 24 * 3600),
+            delegation_stuck_after: Duration::from_secs(600),
             allow_private_urls: false,
             metrics_listen: None,
             forward_timeout: Duration::from_secs(60),
@@ -229,6 +237,7 @@ impl ServeArgs {
             ack_retention: self.ack_retention,
             sweep_interval: self.sweep_interval,
             activity_retention: self.activity_retention,
+            delegation_stuck_after: self.delegation_stuck_after,
             allow_private_urls: self.allow_private_urls,
             metrics_listen: self.metrics_listen,
             forward_timeout: Duration::from_secs(60),

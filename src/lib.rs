@@ -2,7 +2,7 @@
 //!
 //! Layers, each depending only on those below it: `cli` and `connect` (the
 //! binary's faces, reaching the server only over HTTP through `client`);
-//! `http`, `sweeper` and `app` (the server); `store` and `blob` (the two
+//! `http`, `sweeper`, `ledger` and `app` (the server); `store` and `blob` (the two
 //! storage seams); `domain` (pure types).
 
 pub mod app;
@@ -15,6 +15,7 @@ pub mod domain;
 pub mod egress;
 pub mod events;
 pub mod http;
+pub mod ledger;
 pub mod metrics;
 pub mod serve;
 pub mod signal;

@@ -27,6 +27,10 @@ pub struct Metrics {
     pub rejected: IntCounterVec,
     /// Sweep passes, by result.
     pub sweep_runs: IntCounterVec,
+    /// Delegation transitions, by the status reached.
+    pub delegations: IntCounterVec,
+    /// Delegation created → completed or failed.
+    pub delegation_seconds: Histogram,
     /// Requests by method, route pattern and status.
     pub http_requests: IntCounterVec,
     /// Request latency by method and route pattern.
@@ -81,7 +85,25 @@ impl Metrics {
         for outcome in ["acked", "expired", "error"] {
             swept.with_label_values(&[outcome]);
         }
+        let delegations = counter_vec(
+            "molecule_delegations_total",
+            "Delegation ledger transitions, by the status reached (queued counts creations).",
+            &["status"],
+        );
+        for status in crate::domain::DelegationStatus::ALL {
+            delegations.with_label_values(&[status.as_str()]);
+        }
         Self {
+            delegations,
+            // Agents answer in seconds to hours; deadlines run up to days.
+            delegation_seconds: histogram(
+                "molecule_delegation_duration_seconds",
+                "Time from creating a delegation to its completion or failure.",
+                vec![
+                    0.5, 1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0, 7200.0,
+                    21600.0, 86400.0, 604800.0,
+                ],
+            ),
             staged: counter(
                 "molecule_pending_uploads_staged_total",
                 "Files staged for poll-mode workspaces.",

@@ -1,9 +1,12 @@
 //! The sweeper: keeps the staging layer and the activity log from growing
-//! without bound.
+//! without bound, and keeps the delegation ledger honest.
 //!
 //! Each pass deletes, in bounded batches, acked uploads past the retention
 //! window, unacked uploads past their deadline, activity rows past the
-//! activity retention, and orphan blobs (no row, older than a grace period
+//! activity retention; fails delegations past their deadline
+//! (`deadline exceeded`), marks silent ones stuck (`no heartbeat for <N>s`)
+//! and purges finished ones past the activity retention; and reaps orphan
+//! blobs (no row, older than a grace period
 //! longer than any upload can take). Rows are deleted before their blobs,
 //! so a crash in between leaves at worst an orphan blob, which a later pass
 //! reaps, and never a row pointing at a missing blob.
@@ -22,6 +25,7 @@ use chrono::{DateTime, Utc};
 use tokio_util::sync::CancellationToken;
 
 use crate::blob::BlobStore;
+use crate::domain::DelegationStatus;
 use crate::events::{Bus, Event, UploadState};
 use crate::metrics::Metrics;
 use crate::store::{Store, StoreError, SweepReason};
@@ -34,8 +38,10 @@ pub const BATCH: i64 = 500;
 pub struct SweepConfig {
     /// Acked rows older than this go.
     pub ack_retention: Duration,
-    /// Activity rows older than this go.
+    /// Activity rows, and finished delegations, older than this go.
     pub activity_retention: Duration,
+    /// A delegation in flight silent this long is stuck.
+    pub delegation_stuck_after: Duration,
     /// Unreferenced blobs older than this go.
     pub orphan_grace: Duration,
     /// Time between passes.
@@ -55,6 +61,12 @@ pub struct SweepOutcome {
     pub activity: u64,
     /// Orphan blobs removed.
     pub orphans: u64,
+    /// Delegations failed for their deadline.
+    pub delegations_failed: u64,
+    /// Delegations marked stuck.
+    pub delegations_stuck: u64,
+    /// Finished delegations purged.
+    pub delegations_purged: u64,
     /// True when another replica held the sweep lock and this pass did nothing.
     pub skipped: bool,
 }
@@ -163,8 +175,45 @@ impl Sweeper {
                 break;
             }
         }
+        self.sweep_delegations(now, &mut out).await?;
         out.orphans = self.reap_orphans(now).await?;
         Ok(out)
+    }
+
+    async fn sweep_delegations(
+        &self,
+        now: DateTime<Utc>,
+        out: &mut SweepOutcome,
+    ) -> Result<(), SweepError> {
+        let silent_before =
+            now - chrono::Duration::from_std(self.config.delegation_stuck_after).unwrap_or_default();
+        loop {
+            let moved = self
+                .store
+                .sweep_delegations(now, silent_before, BATCH)
+                .await?;
+            for t in &moved {
+                match t.delegation.status {
+                    DelegationStatus::Failed => out.delegations_failed += 1,
+                    DelegationStatus::Stuck => out.delegations_stuck += 1,
+                    _ => {}
+                }
+                crate::ledger::announce_move(&self.bus, &self.metrics, t).await;
+            }
+            if (moved.len() as i64) < BATCH {
+                break;
+            }
+        }
+        let purge_before =
+            now - chrono::Duration::from_std(self.config.activity_retention).unwrap_or_default();
+        loop {
+            let n = self.store.purge_delegations(purge_before, BATCH).await?;
+            out.delegations_purged += n;
+            if (n as i64) < BATCH {
+                break;
+            }
+        }
+        Ok(())
     }
 
     async fn reap_orphans(&self, now: DateTime<Utc>) -> Result<u64, SweepError> {
@@ -219,6 +268,9 @@ impl Sweeper {
                             errors = out.errors,
                             activity = out.activity,
                             orphans = out.orphans,
+                            delegations_failed = out.delegations_failed,
+                            delegations_stuck = out.delegations_stuck,
+                            delegations_purged = out.delegations_purged,
                             skipped = out.skipped,
                             "sweep pass done"
                         );

@@ -29,7 +29,7 @@ pub enum Command {
     Serve(ServeArgs),
     /// Apply database migrations and exit.
     Migrate(MigrateArgs),
-    /// Run one sweep pass (uploads, activity, orphan blobs) and exit.
+    /// Run one sweep pass (uploads, activity, delegations, orphan blobs) and exit.
     Sweep(SweepArgs),
     /// Run the workspace side on the agent's machine: register in poll mode,
     /// long-poll the inbox, download files, hand messages to the agent.
@@ -103,12 +103,16 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 println!(
                     "{}",
                     serde_json::json!({"acked": out.acked, "expired": out.expired, "errors": out.errors,
-                        "activity": out.activity, "orphans": out.orphans, "skipped": out.skipped})
+                        "activity": out.activity, "orphans": out.orphans, "skipped": out.skipped,
+                        "delegations_failed": out.delegations_failed, "delegations_stuck": out.delegations_stuck,
+                        "delegations_purged": out.delegations_purged})
                 );
             } else {
                 println!(
-                    "swept {} acked and {} expired uploads, {} activity rows, {} orphan blobs ({} errors){}",
+                    "swept {} acked and {} expired uploads, {} activity rows, {} orphan blobs ({} errors); \
+                     delegations: {} failed past their deadline, {} stuck, {} purged{}",
                     out.acked, out.expired, out.activity, out.orphans, out.errors,
+                    out.delegations_failed, out.delegations_stuck, out.delegations_purged,
                     if out.skipped { "; skipped: another replica is sweeping" } else { "" }
                 );
             }

@@ -60,6 +60,10 @@ typed_id!(
     /// Identifies one staged file (a `pending_uploads` row).
     FileId
 );
+typed_id!(
+    /// Identifies one delegation (a `delegations` ledger row).
+    DelegationId
+);
 
 #[cfg(test)]
 mod tests {

@@ -1,10 +1,11 @@
 //! The vocabulary of molecule: identifiers, delivery modes, sanitized file
-//! names and mimetypes, tokens and limits.
+//! names and mimetypes, tokens, limits, and the delegation status machine.
 //!
 //! Everything here is pure: no I/O, no axum, no sqlx. A value of one of these
 //! types is valid by construction ("parse, don't validate"), so the layers
 //! above never re-check what a type already guarantees.
 
+mod delegation;
 mod filename;
 mod ids;
 mod mimetype;
@@ -12,8 +13,12 @@ mod mode;
 mod token;
 mod url;
 
+pub use delegation::{
+    merge_text, truncate_chars, Caller, DelegationStatus, Refused, StatusError, Transition,
+    PREVIEW_CHARS, TASK_PREVIEW_CHARS,
+};
 pub use filename::Filename;
-pub use ids::{FileId, IdError, WorkspaceId};
+pub use ids::{DelegationId, FileId, IdError, WorkspaceId};
 pub use mimetype::Mimetype;
 pub use mode::{DeliveryMode, ModeError};
 pub use token::{AuthToken, TokenHash};

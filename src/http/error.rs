@@ -30,6 +30,14 @@ pub enum Error {
     /// 404.
     #[error("{0}")]
     NotFound(String),
+    /// 409: the request contradicts the resource's state.
+    #[error("{message}")]
+    Conflict {
+        /// The sentence.
+        message: String,
+        /// A delegation's status when a report would move it backwards.
+        current_status: Option<String>,
+    },
     /// 410: the poll cursor points at rows the retention sweep removed.
     #[error("{message}")]
     Gone {
@@ -66,6 +74,7 @@ impl Error {
             Error::Unauthorized => StatusCode::UNAUTHORIZED,
             Error::Forbidden => StatusCode::FORBIDDEN,
             Error::NotFound(_) => StatusCode::NOT_FOUND,
+            Error::Conflict { .. } => StatusCode::CONFLICT,
             Error::Gone { .. } => StatusCode::GONE,
             Error::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Error::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -98,6 +107,9 @@ pub struct ErrorBody {
     /// On 410 only: the `since_id` a poller must restart from.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub restart_since_id: Option<i64>,
+    /// On a delegation's 409 only: the status it has.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub current_status: Option<String>,
 }
 
 impl ErrorBody {
@@ -106,6 +118,7 @@ impl ErrorBody {
         Self {
             error: error.into(),
             restart_since_id: None,
+            current_status: None,
         }
     }
 }
@@ -133,9 +146,14 @@ impl IntoResponse for Error {
             } => Some(*restart_since_id),
             _ => None,
         };
+        let current_status = match &self {
+            Error::Conflict { current_status, .. } => current_status.clone(),
+            _ => None,
+        };
         let body = ErrorBody {
             error: self.to_string(),
             restart_since_id,
+            current_status,
         };
         (self.status_code(), axum::Json(body)).into_response()
     }

@@ -6,6 +6,7 @@
 mod activity;
 mod auth;
 mod canvas;
+mod delegations;
 mod error;
 mod extract;
 mod ops;
@@ -36,6 +37,9 @@ use crate::store::Store;
 
 pub use activity::ActivityView;
 pub use auth::Principal;
+pub use delegations::{
+    DelegationCreated, DelegationStatsView, DelegationView, NewDelegationRequest, StatusReportRequest,
+};
 pub use error::{Error, ErrorBody, Json, Result};
 pub use ops::metrics_response as ops_metrics;
 pub use ops::UploadStatsView;
@@ -115,6 +119,13 @@ pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(activity::notify_operator))
         .routes(routes!(activity::list_activity, activity::report_activity))
         .routes(routes!(activity::stream_events))
+        .routes(routes!(delegations::create_delegation))
+        .routes(routes!(delegations::report_delegation_status))
+        .routes(routes!(delegations::heartbeat_delegation))
+        .routes(routes!(delegations::list_workspace_delegations))
+        .routes(routes!(delegations::get_delegation))
+        .routes(routes!(delegations::list_all_delegations))
+        .routes(routes!(delegations::get_delegation_stats))
         // Uploads enforce their own limits while streaming; the default
         // body limit (which protects the JSON routes) must not cut them.
         .merge(

@@ -1,4 +1,5 @@
-//! The metadata seam: workspaces, tokens, the activity log, staged uploads.
+//! The metadata seam: workspaces, tokens, the activity log, staged uploads,
+//! the delegation ledger.
 //!
 //! One [`Store`] trait, two real engines chosen by the URL scheme: SQLite
 //! (the embedded default) and PostgreSQL (production, several replicas).
@@ -52,7 +53,9 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 
-use crate::domain::{DeliveryMode, FileId, TokenHash, WorkspaceId};
+use crate::domain::{
+    Caller, DelegationId, DelegationStatus, DeliveryMode, FileId, Refused, TokenHash, WorkspaceId,
+};
 
 pub use postgres::{Listener, Notifier, PostgresStore};
 pub use sql::{BetweenReads, SqlStore};
@@ -335,6 +338,173 @@ pub struct SweptUpload {
     pub reason: SweepReason,
 }
 
+/// A delegation ledger row.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Delegation {
+    /// Its id.
+    pub id: DelegationId,
+    /// Who delegated.
+    pub caller: Caller,
+    /// Who is asked to do it.
+    pub callee_id: WorkspaceId,
+    /// The first characters of the task.
+    pub task_preview: String,
+    /// The whole task.
+    pub task: String,
+    /// The caller's key for exactly-once creation.
+    pub idempotency_key: String,
+    /// Where it is.
+    pub status: DelegationStatus,
+    /// The start of the callee's answer.
+    pub result_preview: Option<String>,
+    /// Why it failed or stalled.
+    pub error_detail: Option<String>,
+    /// Past this, the sweeper fails it.
+    pub deadline_at: Option<DateTime<Utc>>,
+    /// The callee's last report or heartbeat.
+    pub last_heartbeat_at: Option<DateTime<Utc>>,
+    /// Creation.
+    pub created_at: DateTime<Utc>,
+    /// Last change.
+    pub updated_at: DateTime<Utc>,
+    /// When it became completed or failed.
+    pub completed_at: Option<DateTime<Utc>>,
+}
+
+impl Delegation {
+    /// The `delegation_result` row a workspace caller receives when the
+    /// delegation ends.
+    pub fn result_activity(&self) -> NewActivity {
+        let status = self.status.as_str();
+        NewActivity {
+            activity_type: "a2a_receive".into(),
+            method: Some("delegation_result".into()),
+            source_id: Some(self.callee_id.to_string()),
+            target_id: Some(self.caller.to_string()),
+            summary: Some(format!("delegation {status}: {}", self.task_preview)),
+            status: Some(status.into()),
+            error_detail: self.error_detail.clone(),
+            data: Some(serde_json::json!({
+                "delegation_id": self.id,
+                "status": status,
+                "result_preview": self.result_preview,
+                "error_detail": self.error_detail,
+            })),
+            ..NewActivity::default()
+        }
+    }
+}
+
+/// A delegation to create.
+#[derive(Debug, Clone)]
+pub struct NewDelegation {
+    /// Server-chosen id.
+    pub id: DelegationId,
+    /// Who delegates.
+    pub caller: Caller,
+    /// To whom.
+    pub callee_id: WorkspaceId,
+    /// The task (non-empty).
+    pub task: String,
+    /// Exactly once per caller and key.
+    pub idempotency_key: String,
+    /// Optional deadline.
+    pub deadline_at: Option<DateTime<Utc>>,
+}
+
+/// How a create ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Delegated {
+    /// A new row, and the callee's inbox row written with it.
+    Created {
+        /// The ledger row.
+        delegation: Delegation,
+        /// The callee's inbox row.
+        inbox: Activity,
+    },
+    /// The caller used this key before: that row, nothing written.
+    Existing(Delegation),
+}
+
+/// A callee's status report.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StatusReport {
+    /// The status reported.
+    pub status: DelegationStatus,
+    /// The start of the answer, if any.
+    pub result_preview: Option<String>,
+    /// The error, if any.
+    pub error_detail: Option<String>,
+}
+
+/// A move the ledger made (or a repeat it absorbed).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Transitioned {
+    /// The row after the move.
+    pub delegation: Delegation,
+    /// The status before (equal to the new one for a repeat).
+    pub from: DelegationStatus,
+    /// The caller's `delegation_result` row, written in the same
+    /// transaction when the row reached completed or failed.
+    pub result_row: Option<Activity>,
+}
+
+/// How a status report ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ReportOutcome {
+    /// Applied (or absorbed as a repeat).
+    Applied(Transitioned),
+    /// A backwards move.
+    Refused(Refused),
+    /// No such delegation for this callee.
+    NotFound,
+}
+
+/// How a heartbeat ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum BeatOutcome {
+    /// Stamped.
+    Beat(Delegation),
+    /// The delegation is over; nothing to keep alive.
+    Over(DelegationStatus),
+    /// No such delegation for this callee.
+    NotFound,
+}
+
+/// Which side of a delegation a workspace is on, in a listing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PartyRole {
+    /// It delegated.
+    Caller,
+    /// It was asked.
+    Callee,
+    /// Either.
+    Either,
+}
+
+/// Which delegations to list (newest first).
+#[derive(Debug, Clone)]
+pub struct DelegationFilter {
+    /// Only those of this workspace, on this side.
+    pub party: Option<(WorkspaceId, PartyRole)>,
+    /// Only those in this status.
+    pub status: Option<DelegationStatus>,
+    /// At most this many.
+    pub limit: i64,
+}
+
+/// Figures over the ledger, for `/admin/delegations/stats`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct DelegationStats {
+    /// Rows per status (statuses with none are absent).
+    pub counts: Vec<(DelegationStatus, i64)>,
+    /// Creation time of the oldest row not yet completed or failed.
+    pub oldest_in_flight_at: Option<DateTime<Utc>>,
+    /// Created → completed, in seconds, of the rows completed since the
+    /// window start, ascending.
+    pub completion_seconds: Vec<f64>,
+}
+
 /// Held while a sweep pass runs; see [`Store::try_sweep_lock`].
 pub struct SweepLock(Option<postgres::PgSessionLock>);
 
@@ -496,6 +666,56 @@ pub trait Store: Send + Sync + 'static {
     async fn sweep_activity(&self, cutoff: DateTime<Utc>, limit: i64) -> StoreResult<u64>;
     /// Which of `keys` some `pending_uploads` row still references.
     async fn referenced_blob_keys(&self, keys: &[String]) -> StoreResult<Vec<String>>;
+
+    // --- the delegation ledger ---
+
+    /// Inserts the ledger row and the callee's inbox row in ONE
+    /// transaction, unless the caller used this idempotency key before:
+    /// then the earlier row is returned and nothing is written, even when
+    /// identical requests race (the UNIQUE constraint decides).
+    async fn create_delegation(
+        &self,
+        new: &NewDelegation,
+        inbox: &NewActivity,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Delegated>;
+    /// Applies a callee's report through the status machine; on reaching
+    /// completed or failed, a workspace caller's `delegation_result` row is
+    /// written in the same transaction. Stamps `last_heartbeat_at`.
+    async fn report_delegation(
+        &self,
+        callee: WorkspaceId,
+        id: DelegationId,
+        report: &StatusReport,
+        now: DateTime<Utc>,
+    ) -> StoreResult<ReportOutcome>;
+    /// Stamps `last_heartbeat_at` of a delegation still in flight.
+    async fn heartbeat_delegation(
+        &self,
+        callee: WorkspaceId,
+        id: DelegationId,
+        now: DateTime<Utc>,
+    ) -> StoreResult<BeatOutcome>;
+    /// One delegation.
+    async fn get_delegation(&self, id: DelegationId) -> StoreResult<Option<Delegation>>;
+    /// Delegations, newest first.
+    async fn list_delegations(&self, filter: &DelegationFilter) -> StoreResult<Vec<Delegation>>;
+    /// Counts per status, the oldest in-flight row, and completion times
+    /// of the rows completed since `since`.
+    async fn delegation_stats(&self, since: DateTime<Utc>) -> StoreResult<DelegationStats>;
+    /// The sweeper's pass over up to `limit` rows in flight: past their
+    /// deadline at `now` → failed (`deadline exceeded`, with the caller's
+    /// result row); dispatched / in progress without a sign of life since
+    /// `silent_before` → stuck (`no heartbeat for <N>s`).
+    async fn sweep_delegations(
+        &self,
+        now: DateTime<Utc>,
+        silent_before: DateTime<Utc>,
+        limit: i64,
+    ) -> StoreResult<Vec<Transitioned>>;
+    /// Deletes up to `limit` completed or failed rows that ended before
+    /// `before`; returns how many.
+    async fn purge_delegations(&self, before: DateTime<Utc>, limit: i64) -> StoreResult<u64>;
 
     // --- blob bytes kept in the database ---
 

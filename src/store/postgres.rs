@@ -22,7 +22,7 @@ use uuid::Uuid;
 
 use super::sql::{SqlStore, SweptRow, Ts};
 use super::*;
-use crate::domain::{FileId, WorkspaceId};
+use crate::domain::{DelegationId, FileId, WorkspaceId};
 
 /// The PostgreSQL implementation of [`Store`].
 pub type PostgresStore = SqlStore<Postgres>;
@@ -83,7 +83,7 @@ macro_rules! id_as_uuid {
         }
     )*};
 }
-id_as_uuid!(WorkspaceId, FileId);
+id_as_uuid!(WorkspaceId, FileId, DelegationId);
 
 fn workspace_lock_key(id: WorkspaceId) -> i32 {
     let b = id.0.as_bytes();

@@ -20,7 +20,9 @@ use sqlx::{Database, Pool};
 use tokio::sync::{Mutex, MutexGuard};
 
 use super::*;
-use crate::domain::{DeliveryMode, FileId, WorkspaceId};
+use crate::domain::{
+    self, Caller, DelegationId, DelegationStatus, DeliveryMode, FileId, Transition, WorkspaceId,
+};
 
 /// A timestamp as the store binds and reads it: integer microseconds on
 /// SQLite (exact comparisons, the 0001 schema), `timestamptz` on
@@ -233,6 +235,66 @@ pub(super) struct StatsRow {
     oldest: Option<Ts>,
 }
 
+/// `delegations` as read (`SELECT *`).
+#[derive(sqlx::FromRow)]
+pub(super) struct DelegationRow {
+    id: DelegationId,
+    caller_id: String,
+    callee_id: WorkspaceId,
+    task_preview: String,
+    task: String,
+    idempotency_key: String,
+    status: String,
+    result_preview: Option<String>,
+    error_detail: Option<String>,
+    deadline_at: Option<Ts>,
+    last_heartbeat_at: Option<Ts>,
+    created_at: Ts,
+    updated_at: Ts,
+    completed_at: Option<Ts>,
+}
+
+impl TryFrom<DelegationRow> for Delegation {
+    type Error = StoreError;
+    fn try_from(r: DelegationRow) -> StoreResult<Self> {
+        Ok(Delegation {
+            id: r.id,
+            caller: r
+                .caller_id
+                .parse::<Caller>()
+                .map_err(|e| StoreError::Corrupt(e.to_string()))?,
+            callee_id: r.callee_id,
+            task_preview: r.task_preview,
+            task: r.task,
+            idempotency_key: r.idempotency_key,
+            status: r
+                .status
+                .parse::<DelegationStatus>()
+                .map_err(|e| StoreError::Corrupt(e.to_string()))?,
+            result_preview: r.result_preview,
+            error_detail: r.error_detail,
+            deadline_at: r.deadline_at.map(|t| t.0),
+            last_heartbeat_at: r.last_heartbeat_at.map(|t| t.0),
+            created_at: r.created_at.0,
+            updated_at: r.updated_at.0,
+            completed_at: r.completed_at.map(|t| t.0),
+        })
+    }
+}
+
+/// Statuses a delegation is still in flight in, as an SQL list.
+const IN_FLIGHT: &str = "('queued', 'dispatched', 'in_progress', 'stuck')";
+
+/// One move of a ledger row, decided before it is written.
+pub(super) struct Move<'a> {
+    to: DelegationStatus,
+    result_preview: Option<String>,
+    error_detail: Option<String>,
+    /// A callee report (a sign of life), not the sweeper.
+    beat: bool,
+    from: &'a Delegation,
+}
+
 pub(super) const UPLOAD_COLUMNS: &str = "file_id, workspace_id, blob_key, size_bytes, sha256, \
      filename, mimetype, created_at, fetched_at, acked_at, expires_at";
 
@@ -342,6 +404,72 @@ macro_rules! portable_store {
                     .pop()
                     .ok_or_else(|| StoreError::Corrupt("INSERT returned no row".into()))?;
                 Ok(inserted.into())
+            }
+
+            /// Writes a decided move of a locked ledger row and, when it
+            /// ends the delegation of a workspace caller, the caller's
+            /// `delegation_result` row, inside the caller's transaction.
+            async fn apply_move_in(
+                conn: &mut <$db as sqlx::Database>::Connection,
+                mv: Move<'_>,
+                now: DateTime<Utc>,
+            ) -> StoreResult<Transitioned> {
+                let advance = mv.from.status != mv.to;
+                let ends = advance && mv.to.is_terminal();
+                let row: DelegationRow = sqlx::query_as(
+                    "UPDATE delegations SET status = $2, result_preview = $3, error_detail = $4, \
+                       updated_at = $5, \
+                       last_heartbeat_at = CASE WHEN $6 THEN $5 ELSE last_heartbeat_at END, \
+                       completed_at = CASE WHEN $7 THEN $5 ELSE completed_at END \
+                     WHERE id = $1 RETURNING *",
+                )
+                .bind(mv.from.id)
+                .bind(mv.to.as_str())
+                .bind(&mv.result_preview)
+                .bind(&mv.error_detail)
+                .bind(Ts(now))
+                .bind(mv.beat)
+                .bind(ends)
+                .fetch_all(&mut *conn)
+                .await?
+                .pop()
+                .ok_or_else(|| StoreError::Corrupt("UPDATE of a locked row missed it".into()))?;
+                let delegation: Delegation = row.try_into()?;
+                let result_row = match (ends, delegation.caller.workspace()) {
+                    (true, Some(caller)) => Some(
+                        Self::insert_activity_in(
+                            &mut *conn,
+                            caller,
+                            &delegation.result_activity(),
+                            now,
+                        )
+                        .await?,
+                    ),
+                    _ => None,
+                };
+                Ok(Transitioned {
+                    delegation,
+                    from: mv.from.status,
+                    result_row,
+                })
+            }
+
+            /// A callee's delegation, locked until commit.
+            async fn lock_delegation(
+                conn: &mut <$db as sqlx::Database>::Connection,
+                callee: WorkspaceId,
+                id: DelegationId,
+            ) -> StoreResult<Option<Delegation>> {
+                let sql = format!(
+                    "SELECT * FROM delegations WHERE id = $1 AND callee_id = $2{}",
+                    Self::ROW_LOCK
+                );
+                let row: Option<DelegationRow> = sqlx::query_as(&sql)
+                    .bind(id)
+                    .bind(callee)
+                    .fetch_optional(conn)
+                    .await?;
+                row.map(TryInto::try_into).transpose()
             }
         }
 
@@ -786,6 +914,274 @@ macro_rules! portable_store {
 
             async fn referenced_blob_keys(&self, keys: &[String]) -> StoreResult<Vec<String>> {
                 self.referenced_blob_keys_engine(keys).await
+            }
+
+            #[tracing::instrument(skip_all, fields(delegation_id = %new.id, callee_id = %new.callee_id))]
+            async fn create_delegation(
+                &self,
+                new: &NewDelegation,
+                inbox: &NewActivity,
+                now: DateTime<Utc>,
+            ) -> StoreResult<Delegated> {
+                let _w = self.writer().await;
+                let mut tx = self.pool.begin().await?;
+                let caller = new.caller.to_string();
+                // ON CONFLICT DO NOTHING: a racing twin waits for the
+                // winner's commit and then inserts nothing; the read below
+                // (a fresh snapshot) finds the winner's row.
+                let inserted: Option<DelegationRow> = sqlx::query_as(
+                    "INSERT INTO delegations (id, caller_id, callee_id, task_preview, task, \
+                       idempotency_key, status, deadline_at, created_at, updated_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, 'queued', $7, $8, $8) \
+                     ON CONFLICT (caller_id, idempotency_key) DO NOTHING RETURNING *",
+                )
+                .bind(new.id)
+                .bind(&caller)
+                .bind(new.callee_id)
+                .bind(domain::truncate_chars(&new.task, domain::TASK_PREVIEW_CHARS))
+                .bind(&new.task)
+                .bind(&new.idempotency_key)
+                .bind(new.deadline_at.map(Ts))
+                .bind(Ts(now))
+                .fetch_all(&mut *tx)
+                .await?
+                .pop();
+                let Some(row) = inserted else {
+                    let existing: DelegationRow = sqlx::query_as(
+                        "SELECT * FROM delegations WHERE caller_id = $1 AND idempotency_key = $2",
+                    )
+                    .bind(&caller)
+                    .bind(&new.idempotency_key)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                    tx.commit().await?;
+                    return Ok(Delegated::Existing(existing.try_into()?));
+                };
+                let inbox = Self::insert_activity_in(&mut tx, new.callee_id, inbox, now).await?;
+                tx.commit().await?;
+                Ok(Delegated::Created {
+                    delegation: row.try_into()?,
+                    inbox,
+                })
+            }
+
+            #[tracing::instrument(skip_all, fields(delegation_id = %id, callee_id = %callee))]
+            async fn report_delegation(
+                &self,
+                callee: WorkspaceId,
+                id: DelegationId,
+                report: &StatusReport,
+                now: DateTime<Utc>,
+            ) -> StoreResult<ReportOutcome> {
+                let _w = self.writer().await;
+                let mut tx = self.pool.begin().await?;
+                let Some(current) = Self::lock_delegation(&mut tx, callee, id).await? else {
+                    return Ok(ReportOutcome::NotFound);
+                };
+                // The machine decides on the locked row, so two racing
+                // reports are applied one after the other, never past it.
+                if let Err(refused) = current.status.transition(report.status) {
+                    return Ok(ReportOutcome::Refused(refused));
+                }
+                let mv = Move {
+                    to: report.status,
+                    result_preview: domain::merge_text(
+                        current.result_preview.as_deref(),
+                        report.result_preview.as_deref(),
+                    ),
+                    error_detail: domain::merge_text(
+                        current.error_detail.as_deref(),
+                        report.error_detail.as_deref(),
+                    ),
+                    beat: true,
+                    from: &current,
+                };
+                let done = Self::apply_move_in(&mut tx, mv, now).await?;
+                tx.commit().await?;
+                Ok(ReportOutcome::Applied(done))
+            }
+
+            async fn heartbeat_delegation(
+                &self,
+                callee: WorkspaceId,
+                id: DelegationId,
+                now: DateTime<Utc>,
+            ) -> StoreResult<BeatOutcome> {
+                let _w = self.writer().await;
+                let mut tx = self.pool.begin().await?;
+                let Some(current) = Self::lock_delegation(&mut tx, callee, id).await? else {
+                    return Ok(BeatOutcome::NotFound);
+                };
+                if current.status.is_terminal() {
+                    return Ok(BeatOutcome::Over(current.status));
+                }
+                let row: DelegationRow = sqlx::query_as(
+                    "UPDATE delegations SET last_heartbeat_at = $2 WHERE id = $1 RETURNING *",
+                )
+                .bind(id)
+                .bind(Ts(now))
+                .fetch_all(&mut *tx)
+                .await?
+                .pop()
+                .ok_or_else(|| StoreError::Corrupt("UPDATE of a locked row missed it".into()))?;
+                tx.commit().await?;
+                Ok(BeatOutcome::Beat(row.try_into()?))
+            }
+
+            async fn get_delegation(&self, id: DelegationId) -> StoreResult<Option<Delegation>> {
+                let row: Option<DelegationRow> =
+                    sqlx::query_as("SELECT * FROM delegations WHERE id = $1")
+                        .bind(id)
+                        .fetch_optional(&self.pool)
+                        .await?;
+                row.map(TryInto::try_into).transpose()
+            }
+
+            async fn list_delegations(
+                &self,
+                filter: &DelegationFilter,
+            ) -> StoreResult<Vec<Delegation>> {
+                let mut sql = String::from("SELECT * FROM delegations WHERE 1 = 1");
+                let mut n = 0;
+                let mut next = || {
+                    n += 1;
+                    format!("${n}")
+                };
+                if let Some((_, role)) = filter.party {
+                    match role {
+                        PartyRole::Caller => sql += &format!(" AND caller_id = {}", next()),
+                        PartyRole::Callee => sql += &format!(" AND callee_id = {}", next()),
+                        PartyRole::Either => {
+                            sql += &format!(" AND (caller_id = {} OR callee_id = {})", next(), next())
+                        }
+                    }
+                }
+                if filter.status.is_some() {
+                    sql += &format!(" AND status = {}", next());
+                }
+                sql += &format!(" ORDER BY created_at DESC, id DESC LIMIT {}", next());
+                let mut query = sqlx::query_as::<_, DelegationRow>(&sql);
+                if let Some((ws, role)) = filter.party {
+                    if role != PartyRole::Callee {
+                        query = query.bind(ws.to_string());
+                    }
+                    if role != PartyRole::Caller {
+                        query = query.bind(ws);
+                    }
+                }
+                if let Some(status) = filter.status {
+                    query = query.bind(status.as_str());
+                }
+                let rows = query.bind(filter.limit).fetch_all(&self.pool).await?;
+                rows.into_iter().map(TryInto::try_into).collect()
+            }
+
+            async fn delegation_stats(&self, since: DateTime<Utc>) -> StoreResult<DelegationStats> {
+                let counts: Vec<(String, i64)> = sqlx::query_as(
+                    "SELECT status, count(*) FROM delegations GROUP BY status ORDER BY status",
+                )
+                .fetch_all(&self.pool)
+                .await?;
+                let oldest: Option<Ts> = sqlx::query_scalar(&format!(
+                    "SELECT min(created_at) FROM delegations WHERE status IN {IN_FLIGHT}"
+                ))
+                .fetch_one(&self.pool)
+                .await?;
+                // Bounded: the figures of a day of a very busy ledger are
+                // well described by its latest 100 000 completions.
+                let spans: Vec<(Ts, Ts)> = sqlx::query_as(
+                    "SELECT created_at, completed_at FROM delegations \
+                     WHERE status = 'completed' AND completed_at >= $1 \
+                     ORDER BY completed_at DESC LIMIT 100000",
+                )
+                .bind(Ts(since))
+                .fetch_all(&self.pool)
+                .await?;
+                let mut completion_seconds: Vec<f64> = spans
+                    .into_iter()
+                    .map(|(c, d)| (d.0 - c.0).num_microseconds().unwrap_or(0) as f64 / 1e6)
+                    .collect();
+                completion_seconds.sort_by(f64::total_cmp);
+                Ok(DelegationStats {
+                    counts: counts
+                        .into_iter()
+                        .map(|(s, n)| {
+                            s.parse::<DelegationStatus>()
+                                .map(|s| (s, n))
+                                .map_err(|e| StoreError::Corrupt(e.to_string()))
+                        })
+                        .collect::<StoreResult<_>>()?,
+                    oldest_in_flight_at: oldest.map(|t| t.0),
+                    completion_seconds,
+                })
+            }
+
+            async fn sweep_delegations(
+                &self,
+                now: DateTime<Utc>,
+                silent_before: DateTime<Utc>,
+                limit: i64,
+            ) -> StoreResult<Vec<Transitioned>> {
+                let _w = self.writer().await;
+                let mut tx = self.pool.begin().await?;
+                // Locked: a callee report racing the sweep waits (or makes
+                // the row no longer match), so the two never cross.
+                let sql = format!(
+                    "SELECT * FROM delegations WHERE status IN {IN_FLIGHT} AND ( \
+                       (deadline_at IS NOT NULL AND deadline_at <= $1) \
+                       OR (status IN ('dispatched', 'in_progress') \
+                           AND COALESCE(last_heartbeat_at, updated_at) < $2)) \
+                     ORDER BY created_at LIMIT $3{}",
+                    Self::ROW_LOCK
+                );
+                let rows: Vec<DelegationRow> = sqlx::query_as(&sql)
+                    .bind(Ts(now))
+                    .bind(Ts(silent_before))
+                    .bind(limit)
+                    .fetch_all(&mut *tx)
+                    .await?;
+                let mut moved = Vec::with_capacity(rows.len());
+                for row in rows {
+                    let current: Delegation = row.try_into()?;
+                    let overdue = current.deadline_at.is_some_and(|d| d <= now);
+                    let (to, error) = if overdue {
+                        (DelegationStatus::Failed, "deadline exceeded".to_owned())
+                    } else {
+                        let since = current.last_heartbeat_at.unwrap_or(current.updated_at);
+                        let silent = (now - since).num_seconds();
+                        (DelegationStatus::Stuck, format!("no heartbeat for {silent}s"))
+                    };
+                    if current.status.transition(to) != Ok(Transition::Advance) {
+                        continue;
+                    }
+                    let mv = Move {
+                        to,
+                        result_preview: current.result_preview.clone(),
+                        error_detail: Some(error),
+                        beat: false,
+                        from: &current,
+                    };
+                    moved.push(Self::apply_move_in(&mut tx, mv, now).await?);
+                }
+                tx.commit().await?;
+                Ok(moved)
+            }
+
+            async fn purge_delegations(&self, before: DateTime<Utc>, limit: i64) -> StoreResult<u64> {
+                let _w = self.writer().await;
+                let mut tx = self.pool.begin().await?;
+                let done = sqlx::query(
+                    "DELETE FROM delegations WHERE id IN ( \
+                       SELECT id FROM delegations \
+                       WHERE completed_at IS NOT NULL AND completed_at < $1 \
+                       ORDER BY completed_at LIMIT $2)",
+                )
+                .bind(Ts(before))
+                .bind(limit)
+                .execute(&mut *tx)
+                .await?;
+                tx.commit().await?;
+                Ok(done.rows_affected())
             }
 
             async fn put_blob_chunk(

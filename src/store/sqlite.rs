@@ -22,7 +22,7 @@ use tokio::sync::Mutex;
 
 use super::sql::{SqlStore, SweptRow, Ts};
 use super::*;
-use crate::domain::{FileId, WorkspaceId};
+use crate::domain::{DelegationId, FileId, WorkspaceId};
 
 /// The SQLite implementation of [`Store`].
 pub type SqliteStore = SqlStore<Sqlite>;
@@ -79,7 +79,7 @@ macro_rules! id_as_text {
         }
     )*};
 }
-id_as_text!(WorkspaceId, FileId);
+id_as_text!(WorkspaceId, FileId, DelegationId);
 
 impl SqlStore<Sqlite> {
     /// No row locks: the write lock every writer holds already makes a

@@ -266,6 +266,7 @@ async fn assert_the_loop_survives(
     let config = SweepConfig {
         ack_retention: hour,
         activity_retention: hour,
+        delegation_stuck_after: hour,
         orphan_grace: hour,
         interval: std::time::Duration::from_millis(20),
     };
