@@ -185,8 +185,8 @@ impl Sweeper {
         now: DateTime<Utc>,
         out: &mut SweepOutcome,
     ) -> Result<(), SweepError> {
-        let silent_before =
-            now - chrono::Duration::from_std(self.config.delegation_stuck_after).unwrap_or_default();
+        let silent_before = now
+            - chrono::Duration::from_std(self.config.delegation_stuck_after).unwrap_or_default();
         loop {
             let moved = self
                 .store

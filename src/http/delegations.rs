@@ -118,7 +118,11 @@ pub struct DelegationCreated {
 /// The communication rule (who may delegate to whom), in ONE call so the
 /// rule of the remote-agent work plugs in here. Today: the operator and
 /// every workspace may delegate to any other workspace.
-async fn check_communication(_state: &AppState, _caller: Caller, _target: WorkspaceId) -> Result<()> {
+async fn check_communication(
+    _state: &AppState,
+    _caller: Caller,
+    _target: WorkspaceId,
+) -> Result<()> {
     Ok(())
 }
 
@@ -132,9 +136,7 @@ async fn caller_of(state: &AppState, principal: Principal, headers: &HeaderMap) 
     match principal {
         Principal::Workspace(own) => match claimed {
             None => Ok(Caller::Workspace(own)),
-            Some(raw) if raw.parse::<WorkspaceId>().ok() == Some(own) => {
-                Ok(Caller::Workspace(own))
-            }
+            Some(raw) if raw.parse::<WorkspaceId>().ok() == Some(own) => Ok(Caller::Workspace(own)),
             // Acting as another workspace: the same answer as a bad token.
             Some(_) => Err(Error::Unauthorized),
         },
@@ -144,11 +146,9 @@ async fn caller_of(state: &AppState, principal: Principal, headers: &HeaderMap) 
                 let id: WorkspaceId = raw.parse().map_err(|e: domain::IdError| {
                     Error::BadRequest(format!("X-Workspace-ID: {e}"))
                 })?;
-                state
-                    .store
-                    .get_workspace(id)
-                    .await?
-                    .ok_or_else(|| Error::NotFound("the calling workspace does not exist".into()))?;
+                state.store.get_workspace(id).await?.ok_or_else(|| {
+                    Error::NotFound("the calling workspace does not exist".into())
+                })?;
                 Ok(Caller::Workspace(id))
             }
         },

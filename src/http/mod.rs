@@ -38,7 +38,8 @@ use crate::store::Store;
 pub use activity::ActivityView;
 pub use auth::Principal;
 pub use delegations::{
-    DelegationCreated, DelegationStatsView, DelegationView, NewDelegationRequest, StatusReportRequest,
+    DelegationCreated, DelegationStatsView, DelegationView, NewDelegationRequest,
+    StatusReportRequest,
 };
 pub use error::{Error, ErrorBody, Json, Result};
 pub use ops::metrics_response as ops_metrics;

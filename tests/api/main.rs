@@ -8,6 +8,7 @@ mod activity_cursor;
 mod blob_contract;
 mod connect_e2e;
 mod db_down;
+mod delegations;
 mod disk_full;
 mod inbox;
 mod pending;

@@ -502,6 +502,8 @@ async fn health_ready_and_openapi_need_no_token() {
     assert_eq!(
         paths,
         vec![
+            "/admin/delegations",
+            "/admin/delegations/stats",
             "/admin/pending-uploads/stats",
             "/health",
             "/metrics",
@@ -513,6 +515,11 @@ async fn health_ready_and_openapi_need_no_token() {
             "/workspaces/{id}/a2a",
             "/workspaces/{id}/activity",
             "/workspaces/{id}/chat/uploads",
+            "/workspaces/{id}/delegate",
+            "/workspaces/{id}/delegations",
+            "/workspaces/{id}/delegations/{did}",
+            "/workspaces/{id}/delegations/{did}/heartbeat",
+            "/workspaces/{id}/delegations/{did}/status",
             "/workspaces/{id}/events",
             "/workspaces/{id}/external/connection",
             "/workspaces/{id}/external/rotate",
