@@ -43,6 +43,10 @@ pub enum Command {
     Upload(operator::UploadArgs),
     /// Show pending-upload statistics.
     Status(operator::StatusArgs),
+    /// Hand a task from one workspace (or `operator`) to another.
+    Delegate(operator::DelegateArgs),
+    /// List the delegation ledger, newest first (or its figures, --stats).
+    Delegations(operator::DelegationsArgs),
 }
 
 /// Flags of `molecule migrate`.
@@ -124,5 +128,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Send(args) => operator::send(args).await,
         Command::Upload(args) => operator::upload(args).await,
         Command::Status(args) => operator::status(args).await,
+        Command::Delegate(args) => operator::delegate(args).await,
+        Command::Delegations(args) => operator::delegations(args).await,
     }
 }

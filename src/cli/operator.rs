@@ -1,5 +1,5 @@
 //! Operator commands: `workspace create|list|show|rotate|delete`, `send`,
-//! `upload` (a progress bar per file) and `status`. Each one is a thin
+//! `upload` (a progress bar per file), `status`, `delegate` and `delegations`. Each one is a thin
 //! shell over [`crate::client::Client`] with the admin token: it resolves
 //! the server and token, makes one or two calls, and prints either a short
 //! human summary or, with `--json`, the server's answer as JSON.
@@ -156,6 +156,44 @@ pub struct UploadArgs {
     /// The files to send.
     #[arg(required = true)]
     pub files: Vec<PathBuf>,
+    /// Server and token.
+    #[command(flatten)]
+    pub op: OperatorArgs,
+}
+
+/// `molecule delegate`
+#[derive(Debug, Args)]
+pub struct DelegateArgs {
+    /// The delegating workspace's id, or `operator`.
+    pub from: String,
+    /// The workspace asked to do it.
+    pub to: String,
+    /// The task.
+    pub task: String,
+    /// Exactly once per caller and key (default: derived from the target,
+    /// the task and the current minute).
+    #[arg(long)]
+    pub key: Option<String>,
+    /// Fail the delegation if it is not finished within this long (e.g. 10m).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub deadline: Option<std::time::Duration>,
+    /// Server and token.
+    #[command(flatten)]
+    pub op: OperatorArgs,
+}
+
+/// `molecule delegations`
+#[derive(Debug, Args)]
+pub struct DelegationsArgs {
+    /// Only this status (queued, dispatched, in_progress, completed, failed, stuck).
+    #[arg(long)]
+    pub status: Option<String>,
+    /// At most this many, newest first.
+    #[arg(long, default_value_t = 50)]
+    pub limit: i64,
+    /// Show the ledger's figures instead of the rows.
+    #[arg(long)]
+    pub stats: bool,
     /// Server and token.
     #[command(flatten)]
     pub op: OperatorArgs,
@@ -387,5 +425,92 @@ pub async fn status(args: StatusArgs) -> anyhow::Result<()> {
     println!("  oldest pending:   {} s", stats.oldest_pending_age_s);
     println!("acked (to sweep):   {}", stats.acked);
     println!("expired (to sweep): {}", stats.expired);
+    Ok(())
+}
+
+/// Runs `delegate`: the operator hands a task to `to` on behalf of `from`.
+pub async fn delegate(args: DelegateArgs) -> anyhow::Result<()> {
+    let op = &args.op;
+    let deadline_s = args.deadline.map(|d| d.as_secs().max(1) as i64);
+    let created = op
+        .client()?
+        .delegate(
+            Some(&args.from),
+            &args.to,
+            &args.task,
+            args.key.as_deref(),
+            deadline_s,
+        )
+        .await
+        .map_err(|e| op.explain(e))?;
+    if op.json {
+        return print_json(&created);
+    }
+    if created.deduplicated {
+        println!(
+            "already delegated as {} ({}); nothing sent again",
+            created.delegation_id, created.status
+        );
+    } else {
+        println!(
+            "delegated as {} ({})",
+            created.delegation_id, created.status
+        );
+    }
+    Ok(())
+}
+
+/// Runs `delegations`: the ledger, newest first, or its figures.
+pub async fn delegations(args: DelegationsArgs) -> anyhow::Result<()> {
+    let op = &args.op;
+    let client = op.client()?;
+    if args.stats {
+        let stats = client.delegation_stats().await.map_err(|e| op.explain(e))?;
+        if op.json {
+            return print_json(&stats);
+        }
+        for (status, n) in &stats.counts {
+            println!("{status:<12} {n}");
+        }
+        let secs = |v: Option<f64>| v.map_or("-".to_owned(), |s| format!("{s:.1} s"));
+        let oldest = stats
+            .oldest_in_flight_age_s
+            .map_or("-".to_owned(), |s| format!("{s} s"));
+        println!("oldest in flight: {oldest}");
+        println!(
+            "completed in 24 h: {} (p50 {}, p95 {})",
+            stats.completed_24h,
+            secs(stats.p50_completion_s),
+            secs(stats.p95_completion_s)
+        );
+        return Ok(());
+    }
+    let rows = client
+        .list_delegations(args.status.as_deref(), args.limit)
+        .await
+        .map_err(|e| op.explain(e))?;
+    if op.json {
+        return print_json(&rows);
+    }
+    if rows.is_empty() {
+        println!("no delegations");
+    }
+    for d in rows {
+        let outcome = d
+            .result_preview
+            .as_deref()
+            .or(d.error_detail.as_deref())
+            .map(|t| crate::domain::truncate_chars(t.lines().next().unwrap_or(""), 60))
+            .unwrap_or_default();
+        println!(
+            "{}  {:<11}  {} → {}  {:?}  {}",
+            d.id,
+            d.status.as_str(),
+            d.caller_id,
+            d.callee_id,
+            crate::domain::truncate_chars(&d.task_preview, 40),
+            outcome
+        );
+    }
     Ok(())
 }

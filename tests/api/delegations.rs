@@ -946,3 +946,77 @@ async fn the_operator_views_need_the_admin_token_and_add_up(engine: Engine) {
     assert_eq!(stats["p95_completion_s"].as_f64().unwrap(), took);
 }
 on_both_engines!(the_operator_views_need_the_admin_token_and_add_up);
+
+// Multi-threaded: the CLI runs as a blocking child process while the
+// server answers it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_delegates_and_lists_the_ledger() {
+    let app = spawn_app(Engine::Sqlite).await.unwrap();
+    let a = app.create_poll_workspace("a").await;
+    let b = app.create_poll_workspace("b").await;
+    let cli = |args: Vec<String>| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_molecule"))
+            .args(&args)
+            .args([
+                "--server",
+                &app.address,
+                "--admin-token",
+                &app.admin_token,
+                "--json",
+            ])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice::<Value>(&out.stdout).unwrap()
+    };
+    let created = cli(vec![
+        "delegate".into(),
+        a.id.clone(),
+        b.id.clone(),
+        "review the draft".into(),
+        "--key".into(),
+        "cli-1".into(),
+        "--deadline".into(),
+        "10m".into(),
+    ]);
+    assert_eq!(created["status"], "queued");
+    assert_eq!(created["deduplicated"], false);
+    let did = created["delegation_id"].as_str().unwrap();
+    let again = cli(vec![
+        "delegate".into(),
+        a.id.clone(),
+        b.id.clone(),
+        "review the draft".into(),
+        "--key".into(),
+        "cli-1".into(),
+    ]);
+    assert_eq!(again["deduplicated"], true);
+    let op = cli(vec![
+        "delegate".into(),
+        "operator".into(),
+        b.id.clone(),
+        "from me".into(),
+    ]);
+    let rows = cli(vec![
+        "delegations".into(),
+        "--status".into(),
+        "queued".into(),
+    ]);
+    let rows = rows.as_array().unwrap();
+    assert_eq!(rows.len(), 2);
+    assert_eq!(rows[0]["id"], op["delegation_id"]);
+    assert_eq!(rows[0]["caller_id"], "operator");
+    assert_eq!(rows[1]["id"], did);
+    assert_eq!(rows[1]["caller_id"], a.id.as_str());
+    assert_eq!(
+        ts(&rows[1]["deadline_at"]) - ts(&rows[1]["created_at"]),
+        Span::minutes(10)
+    );
+    let stats = cli(vec!["delegations".into(), "--stats".into()]);
+    assert_eq!(stats["counts"]["queued"], 2);
+    assert_eq!(app.inbox_rows(&b, "delegate").await.len(), 2);
+}
