@@ -5,6 +5,7 @@
 mod helpers;
 
 mod blob_contract;
+mod canvas;
 mod connect_e2e;
 mod inbox;
 mod pending;

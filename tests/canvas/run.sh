@@ -11,7 +11,7 @@ set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
 ARTIFACTS="$ROOT/artifacts/canvas"
-BIN="$ROOT/target/debug/molecule"
+BIN="${CARGO_TARGET_DIR:-$ROOT/target}/debug/molecule"
 ADMIN_TOKEN="canvas-test-admin-token"
 SERVER_PID=""
 DATA=""
@@ -31,8 +31,8 @@ trap cleanup EXIT
 log "cargo build"
 (cd "$ROOT" && cargo build --quiet)
 
-if [ ! -d "$HERE/node_modules/playwright-core" ]; then
-  log "npm ci (playwright-core)"
+if [ ! -d "$HERE/node_modules/playwright-core" ] || [ ! -d "$HERE/node_modules/axe-core" ]; then
+  log "npm ci (playwright-core, axe-core)"
   (cd "$HERE" && npm ci --no-audit --no-fund --loglevel=error)
 fi
 

@@ -1,0 +1,89 @@
+// The conversation: turns activity rows into bubbles in the log, oldest
+// first, each row once.
+
+import { uploadChip } from './chips.js';
+import { $, el, formatSize } from './dom.js';
+import { state } from './state.js';
+
+/** Scrolls the log to the newest row when the reader is (or must be) there. */
+export function scrollToBottom(force = false) {
+  const log = $('messages');
+  // Follow new rows only when the reader is already at the bottom: never
+  // yank the view away from someone reading older messages.
+  const nearBottom = log.scrollHeight - log.scrollTop - log.clientHeight < 80;
+  if (force || nearBottom) log.scrollTop = log.scrollHeight;
+}
+
+function timeOf(row) {
+  const d = new Date(row.created_at);
+  return el('time', { datetime: row.created_at, title: d.toLocaleString() },
+    d.toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' }));
+}
+
+/** The text parts of a JSON-RPC answer (a push workspace's reply). */
+function textOfAnswer(answer) {
+  const texts = [];
+  const walk = (v, depth) => {
+    if (!v || typeof v !== 'object' || depth > 6) return;
+    if (Array.isArray(v)) {
+      v.forEach((x) => walk(x, depth + 1));
+      return;
+    }
+    if (v.kind === 'text' && typeof v.text === 'string') texts.push(v.text);
+    for (const k of ['result', 'parts', 'artifacts', 'status', 'message']) walk(v[k], depth + 1);
+  };
+  walk(answer, 0);
+  return texts.join('\n');
+}
+
+/** One message bubble: `side` is `out` (the operator) or `in` (the agent). */
+export function bubble(side, who, row, ...content) {
+  return el('li', { class: `msg msg-${side}`, dataset: { id: row.id, type: row.activity_type } },
+    el('div', { class: 'msg-head' }, el('span', { class: 'who' }, who), timeOf(row)),
+    ...content);
+}
+
+/** Appends one activity row to the log (a row already shown is skipped). */
+export function renderRow(row) {
+  if (state.rendered.has(row.id)) return;
+  state.rendered.add(row.id);
+  state.lastId = Math.max(state.lastId, row.id);
+  const log = $('messages');
+  const data = row.data || {};
+
+  if (row.activity_type === 'a2a_receive' && row.method === 'chat_upload_receive') {
+    // Consecutive uploads share one bubble, as they were sent together.
+    const last = log.lastElementChild;
+    const chip = uploadChip(data);
+    if (last?.dataset.type === 'upload' && new Date(row.created_at) - new Date(last.dataset.at) < 60_000) {
+      last.querySelector('.chips').append(chip);
+    } else {
+      const b = bubble('out', 'You', row, el('ul', { class: 'chips', 'aria-label': 'Attachments' }, chip));
+      b.dataset.type = 'upload';
+      b.dataset.at = row.created_at;
+      log.append(b);
+    }
+  } else if (row.activity_type === 'a2a_receive') {
+    const who = data.source === 'peer_agent' ? `Peer ${data.source_id || 'agent'}` : 'You';
+    log.append(bubble('out', who, row, el('p', { class: 'text' }, data.text ?? row.summary ?? '')));
+    // A push workspace answers inline: its reply is stored on the same row.
+    if (row.response_body) {
+      const reply = textOfAnswer(row.response_body);
+      if (reply) log.append(bubble('in', state.current?.name || 'Agent', row, el('p', { class: 'text' }, reply)));
+    }
+  } else if (row.activity_type === 'agent_message') {
+    const attachments = Array.isArray(data.attachments) ? data.attachments : [];
+    log.append(bubble('in', state.current?.name || 'Agent', row,
+      el('p', { class: 'text' }, data.text ?? row.summary ?? ''),
+      attachments.length
+        ? el('ul', { class: 'chips', 'aria-label': 'Attachments from the agent' },
+          ...attachments.map((a) => el('li', { class: 'chip', title: a.uri || '' },
+            el('span', { class: 'chip-name' }, a.name || a.uri || 'file'),
+            a.size ? el('span', { class: 'hint' }, formatSize(a.size)) : null)))
+        : null));
+  } else {
+    // Anything else the agent reported: one quiet line.
+    const text = [row.activity_type, row.method, row.summary, row.status, row.error_detail].filter(Boolean).join(' · ');
+    log.append(el('li', { class: 'msg msg-note', dataset: { id: row.id } }, timeOf(row), ' ', text));
+  }
+}
