@@ -48,6 +48,10 @@ export async function api(path, { method = 'GET', body, signal, token = state.to
     if (e.name === 'AbortError') throw e;
     throw new ApiError(0, NETWORK_DOWN);
   }
+  if (state.skewMs === null) {
+    const date = Date.parse(res.headers.get('Date') || '');
+    if (Number.isFinite(date)) state.skewMs = date - Date.now();
+  }
   if (!res.ok) {
     const err = await errorOf(res);
     // A token that stops working mid-session (rotated, server restarted

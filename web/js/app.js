@@ -91,6 +91,9 @@ function init() {
     button.disabled = true;
     try {
       await signIn(token);
+      // Out of the form, focus goes to the heading of what is now shown
+      // (not to <body>), so that keyboard and screen-reader users land there.
+      $(document.body.dataset.view === 'chat' ? 'chat-title' : 'workspaces-title').focus();
     } catch (ex) {
       err.textContent = ex.status === 401 ? 'That token was refused. Check it and try again.' : ex.message;
       $('token').select();

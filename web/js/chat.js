@@ -3,28 +3,39 @@
 
 import { api, wsPath } from './api.js';
 import { reconcileUploads, setUploadState } from './chips.js';
-import { $, ago } from './dom.js';
-import { renderRow, scrollToBottom } from './messages.js';
-import { STATUS_LABEL, bus, state } from './state.js';
+import { $ } from './dom.js';
+import { atBottom, renderRow, scrollToBottom } from './messages.js';
+import { STATUS_LABEL, agentStatus, bus, state } from './state.js';
 import { followEvents } from './stream.js';
-import { renderWorkspaces } from './workspaces.js';
+import { lastContact, renderWorkspaces } from './workspaces.js';
 
 const HISTORY_PAGE = 500; // the API's largest `limit`
 const HISTORY_MAX_PAGES = 20; // at most 10 000 rows on first load
 
+// The header says "agent …" for the agent's status and "this page: …"
+// for the page's own event stream: the two are different connections and
+// one may be up while the other is down.
 function renderChatHeader() {
   const ws = state.current;
   $('chat-title').textContent = ws.name;
-  const parts = [`${ws.delivery_mode} mode`, STATUS_LABEL[ws.status] || ws.status];
-  if (ws.last_heartbeat_at) parts.push(`last heartbeat ${ago(ws.last_heartbeat_at)}`);
+  const status = agentStatus(ws);
+  const parts = [`${ws.delivery_mode} mode`, `agent ${STATUS_LABEL[status] || status}`];
+  const contact = lastContact(ws);
+  if (contact) parts.push(contact);
   if (ws.delivery_mode === 'push' && ws.url) parts.push(ws.url);
-  $('chat-meta').textContent = parts.join(' · ');
+  const text = parts.join(' · ');
+  if ($('chat-meta').textContent !== text) $('chat-meta').textContent = text;
 }
 
 function setLive(text, cls) {
   const live = $('live-status');
-  live.textContent = text;
+  live.textContent = text ? `this page: ${text}` : '';
   live.className = `live ${cls || ''}`;
+}
+
+/** Shows or hides the "new message ↓" marker. */
+function setMarker(shown) {
+  $('new-marker').hidden = !shown;
 }
 
 /** Closes the open chat, if any, and stops its event stream. */
@@ -35,7 +46,9 @@ export function closeChat() {
   $('chat-body').hidden = true;
   $('chat-title').textContent = 'Choose a workspace';
   $('chat-meta').textContent = 'Pick one from the list to chat with its agent and send it files.';
-  $('live-status').textContent = '';
+  // The page follows no stream now: no status, and no live dot either.
+  setLive('', '');
+  setMarker(false);
   for (const a of document.querySelectorAll('#workspace-list [aria-current]')) a.removeAttribute('aria-current');
 }
 
@@ -99,8 +112,13 @@ function handleEvent({ event, data }) {
     return;
   }
   if (event === 'activity') {
-    renderRow(payload);
-    scrollToBottom(payload.activity_type !== 'agent_message');
+    // Decide before the row is added: a tall reply must not push the
+    // bottom out of the "near the bottom" band and so out of view.
+    const follow = atBottom();
+    const own = payload.activity_type === 'a2a_receive' && payload.data?.source !== 'peer_agent';
+    if (!renderRow(payload)) return;
+    if (follow || own) scrollToBottom(true);
+    else setMarker(true); // never yank the view from someone reading older messages
   } else if (event === 'upload') {
     setUploadState(payload.file_id, payload.state);
   }
@@ -117,6 +135,18 @@ export function initChat() {
       renderChatHeader();
     }
   });
+  bus.addEventListener('tick', () => {
+    if (state.current) renderChatHeader();
+  });
+
+  $('new-marker').addEventListener('click', () => {
+    scrollToBottom(true);
+    setMarker(false);
+    $('log').focus();
+  });
+  $('log').addEventListener('scroll', () => {
+    if (atBottom()) setMarker(false);
+  }, { passive: true });
 
   $('back').addEventListener('click', () => {
     location.hash = '';

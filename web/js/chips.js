@@ -9,8 +9,10 @@ import { state } from './state.js';
 const UPLOAD_RANK = { staged: 1, fetched: 2, acked: 3, expired: 3, gone: 3 };
 const UPLOAD_LABEL = {
   staged: 'waiting for the agent',
-  // Only the workspace's own download counts; the operator's does not.
-  fetched: 'downloaded by the agent, not yet acknowledged',
+  // The agent's download started (only the workspace's own counts, not
+  // the operator's); it ends with the ack, once the file is on its disk.
+  // The server does not report the download's progress.
+  fetched: 'the agent is downloading',
   acked: 'delivered',
   expired: 'expired',
   // Seen only for history: the sweep already removed the file's record

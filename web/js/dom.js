@@ -31,10 +31,10 @@ export function formatSize(bytes) {
   return `${i === 0 ? n : n.toFixed(n < 10 ? 1 : 0)} ${units[i]}`;
 }
 
-/** An ISO time as "42 s ago", "3 min ago", … */
-export function ago(iso) {
+/** An ISO time as "42 s ago", "3 min ago", … as of `now` (ms). */
+export function ago(iso, now = Date.now()) {
   if (!iso) return '';
-  const s = Math.max(0, Math.round((Date.now() - new Date(iso).getTime()) / 1000));
+  const s = Math.max(0, Math.round((now - new Date(iso).getTime()) / 1000));
   if (s < 60) return `${s} s ago`;
   if (s < 3600) return `${Math.round(s / 60)} min ago`;
   if (s < 86400) return `${Math.round(s / 3600)} h ago`;

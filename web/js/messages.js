@@ -5,13 +5,16 @@ import { uploadChip } from './chips.js';
 import { $, el, formatSize } from './dom.js';
 import { state } from './state.js';
 
+/** Whether the reader sees the end of the log (within a few pixels). */
+export function atBottom() {
+  const log = $('log');
+  return log.scrollHeight - log.scrollTop - log.clientHeight < 24;
+}
+
 /** Scrolls the log to the newest row when the reader is (or must be) there. */
 export function scrollToBottom(force = false) {
-  const log = $('messages');
-  // Follow new rows only when the reader is already at the bottom: never
-  // yank the view away from someone reading older messages.
-  const nearBottom = log.scrollHeight - log.scrollTop - log.clientHeight < 80;
-  if (force || nearBottom) log.scrollTop = log.scrollHeight;
+  const log = $('log');
+  if (force || atBottom()) log.scrollTop = log.scrollHeight;
 }
 
 function timeOf(row) {
@@ -43,26 +46,42 @@ export function bubble(side, who, row, ...content) {
     ...content);
 }
 
-/** Appends one activity row to the log (a row already shown is skipped). */
+/** The chip of a file a push workspace took at once (already delivered). */
+function forwardedChip(data) {
+  return el('li', { class: 'chip', dataset: { state: 'acked' }, title: data.uri || '' },
+    el('span', { class: 'chip-name' }, data.filename || data.uri || 'file'),
+    Number.isFinite(data.size) ? el('span', { class: 'hint' }, formatSize(data.size)) : null,
+    el('span', { class: 'chip-state' }, 'delivered'));
+}
+
+/** Adds a file chip to the upload bubble of the moment, or starts one. */
+function appendUpload(log, row, chip) {
+  // Consecutive uploads share one bubble, as they were sent together.
+  const last = log.lastElementChild;
+  if (last?.dataset.type === 'upload' && new Date(row.created_at) - new Date(last.dataset.at) < 60_000) {
+    last.querySelector('.chips').append(chip);
+  } else {
+    const b = bubble('out', 'You', row, el('ul', { class: 'chips', 'aria-label': 'Attachments' }, chip));
+    b.dataset.type = 'upload';
+    b.dataset.at = row.created_at;
+    log.append(b);
+  }
+}
+
+/**
+ * Appends one activity row to the log; false when it was already shown.
+ */
 export function renderRow(row) {
-  if (state.rendered.has(row.id)) return;
+  if (state.rendered.has(row.id)) return false;
   state.rendered.add(row.id);
   state.lastId = Math.max(state.lastId, row.id);
   const log = $('messages');
   const data = row.data || {};
 
   if (row.activity_type === 'a2a_receive' && row.method === 'chat_upload_receive') {
-    // Consecutive uploads share one bubble, as they were sent together.
-    const last = log.lastElementChild;
-    const chip = uploadChip(data);
-    if (last?.dataset.type === 'upload' && new Date(row.created_at) - new Date(last.dataset.at) < 60_000) {
-      last.querySelector('.chips').append(chip);
-    } else {
-      const b = bubble('out', 'You', row, el('ul', { class: 'chips', 'aria-label': 'Attachments' }, chip));
-      b.dataset.type = 'upload';
-      b.dataset.at = row.created_at;
-      log.append(b);
-    }
+    appendUpload(log, row, uploadChip(data));
+  } else if (row.activity_type === 'a2a_receive' && row.method === 'chat_upload_forward') {
+    appendUpload(log, row, forwardedChip(data));
   } else if (row.activity_type === 'a2a_receive') {
     const who = data.source === 'peer_agent' ? `Peer ${data.source_id || 'agent'}` : 'You';
     log.append(bubble('out', who, row, el('p', { class: 'text' }, data.text ?? row.summary ?? '')));
@@ -86,4 +105,5 @@ export function renderRow(row) {
     const text = [row.activity_type, row.method, row.summary, row.status, row.error_detail].filter(Boolean).join(' · ');
     log.append(el('li', { class: 'msg msg-note', dataset: { id: row.id } }, timeOf(row), ' ', text));
   }
+  return true;
 }

@@ -14,6 +14,10 @@ export const state = {
   chips: new Map(), // file_id -> chip element
   stream: null, // AbortController of the open event stream
   listTimer: null,
+  statusTimer: null,
+  // The server's clock minus ours (from the first answer's Date header),
+  // so that heartbeat ages are judged on the server's time.
+  skewMs: null,
 };
 
 /**
@@ -23,3 +27,24 @@ export const state = {
 export const bus = new EventTarget();
 
 export const STATUS_LABEL = { online: 'online', offline: 'offline', never_connected: 'never connected' };
+
+/**
+ * The server's online window: a workspace is online while its last
+ * contact (heartbeat, registration, or a push forward it answered) is at
+ * most this old (`ONLINE_WINDOW_SECS` in src/http/workspaces.rs).
+ */
+export const ONLINE_WINDOW_MS = 90_000;
+
+/** Now, on the server's clock as far as we know it. */
+export const serverNow = () => Date.now() + (state.skewMs ?? 0);
+
+/**
+ * The agent's status as of now: the server's answer is only as fresh as
+ * the last read of the list, so the page judges the heartbeat's age
+ * itself and an agent that stops shows offline when its window ends.
+ */
+export function agentStatus(ws) {
+  if (!ws.last_heartbeat_at) return 'never_connected';
+  const age = serverNow() - Date.parse(ws.last_heartbeat_at);
+  return age <= ONLINE_WINDOW_MS ? 'online' : 'offline';
+}

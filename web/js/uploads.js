@@ -3,7 +3,6 @@
 
 import { NETWORK_DOWN, unauthorized, wsPath } from './api.js';
 import { $, el, formatSize } from './dom.js';
-import { bubble, scrollToBottom } from './messages.js';
 import { state } from './state.js';
 
 /**
@@ -43,10 +42,9 @@ function uploadFile(file) {
   });
   xhr.addEventListener('load', () => {
     if (xhr.status >= 200 && xhr.status < 300) {
+      // The chip arrives with the activity row on the event stream, in
+      // both modes (push mode records the files the workspace took).
       item.remove();
-      // Poll mode: the chip arrives with the activity row on the event
-      // stream. Push mode: the workspace took the file at once.
-      if (ws.delivery_mode === 'push') renderPushedFiles(xhr.response);
       return;
     }
     let message = '';
@@ -69,23 +67,6 @@ function uploadFile(file) {
   const form = new FormData();
   form.append('files', file, file.name);
   xhr.send(form);
-}
-
-function renderPushedFiles(text) {
-  let files = [];
-  try {
-    files = JSON.parse(text).files || [];
-  } catch {
-    return;
-  }
-  const now = new Date().toISOString();
-  const chips = files.map((f) => el('li', { class: 'chip', dataset: { state: 'acked' } },
-    el('span', { class: 'chip-name' }, f.name || f.uri),
-    f.size ? el('span', { class: 'hint' }, formatSize(f.size)) : null,
-    el('span', { class: 'chip-state' }, 'delivered')));
-  $('messages').append(bubble('out', 'You', { id: '', activity_type: 'upload', created_at: now },
-    el('ul', { class: 'chips', 'aria-label': 'Attachments' }, ...chips)));
-  scrollToBottom(true);
 }
 
 function uploadFiles(files) {

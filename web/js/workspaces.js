@@ -1,9 +1,14 @@
 // The workspace list: read from GET /workspaces, drawn as links to each
-// workspace's chat, refreshed on a timer and on demand.
+// workspace's chat, refreshed on a timer and on demand. Each agent's status
+// is judged by the page every second from its last contact (see
+// agentStatus), so an agent that stops reads offline when its window ends,
+// not at the next read of the list.
 
 import { api } from './api.js';
 import { $, ago, el } from './dom.js';
-import { STATUS_LABEL, bus, state } from './state.js';
+import { STATUS_LABEL, agentStatus, bus, serverNow, state } from './state.js';
+
+const STATUS_TICK_MS = 1_000;
 
 /** Re-reads the list and redraws it; throws the ApiError after showing it. */
 export async function refreshWorkspaces() {
@@ -17,8 +22,25 @@ export async function refreshWorkspaces() {
   renderWorkspaces();
 }
 
-function statusBadge(ws) {
-  return el('span', { class: `status status-${ws.status}` }, STATUS_LABEL[ws.status] || ws.status);
+/** "last contact 3 s ago", or '' when there never was any. */
+export function lastContact(ws) {
+  return ws.last_heartbeat_at ? `last contact ${ago(ws.last_heartbeat_at, serverNow())}` : '';
+}
+
+/** Sets a node's text only when it changed (no needless screen-reader chatter). */
+function setText(node, text) {
+  if (node.textContent !== text) node.textContent = text;
+}
+
+/** Brings one list entry's status and last contact up to now. */
+function paintStatus(link, ws) {
+  const status = agentStatus(ws);
+  const badge = link.querySelector('.status');
+  badge.className = `status status-${status}`;
+  setText(badge, STATUS_LABEL[status] || status);
+  const contact = link.querySelector('.contact');
+  setText(contact, lastContact(ws));
+  if (ws.last_heartbeat_at) contact.title = new Date(ws.last_heartbeat_at).toLocaleString();
 }
 
 /** Draws `state.workspaces`, keeping the keyboard focus where it was. */
@@ -27,10 +49,6 @@ export function renderWorkspaces() {
   const focusedId = document.activeElement?.closest?.('[data-ws]')?.dataset.ws;
   list.replaceChildren(
     ...state.workspaces.map((ws) => {
-      const heartbeat = ws.last_heartbeat_at
-        ? el('span', { class: 'hint', title: new Date(ws.last_heartbeat_at).toLocaleString() },
-          `last heartbeat ${ago(ws.last_heartbeat_at)}`)
-        : null;
       const link = el('a', {
         href: `#/w/${ws.id}`,
         class: 'workspace',
@@ -40,8 +58,9 @@ export function renderWorkspaces() {
       el('span', { class: 'ws-name' }, ws.name),
       el('span', { class: 'ws-meta' },
         el('span', { class: `mode mode-${ws.delivery_mode}` }, ws.delivery_mode),
-        statusBadge(ws),
-        heartbeat));
+        el('span', { class: 'status' }),
+        el('span', { class: 'hint contact' })));
+      paintStatus(link, ws);
       return el('li', {}, link);
     }),
   );
@@ -50,7 +69,18 @@ export function renderWorkspaces() {
   bus.dispatchEvent(new Event('workspaces'));
 }
 
-/** Wires the Refresh button; called once at start. */
+/** Re-judges every status against the clock (no request). */
+function tick() {
+  for (const ws of state.workspaces) {
+    const link = $('workspace-list').querySelector(`[data-ws="${CSS.escape(ws.id)}"]`);
+    if (link) paintStatus(link, ws);
+  }
+  bus.dispatchEvent(new Event('tick'));
+}
+
+/** Wires the Refresh button and the status clock; called once at start. */
 export function initWorkspaces() {
   $('refresh').addEventListener('click', () => refreshWorkspaces().catch(() => {}));
+  clearInterval(state.statusTimer);
+  state.statusTimer = setInterval(tick, STATUS_TICK_MS);
 }
