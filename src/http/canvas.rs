@@ -84,6 +84,9 @@ const ASSETS: &[Asset] = &[
     module!("messages.js"),
     module!("chips.js"),
     module!("uploads.js"),
+    module!("unread.js"),
+    module!("markdown.js"),
+    module!("manage.js"),
 ];
 
 /// An asset ready to serve: its table entry and its strong `ETag`.

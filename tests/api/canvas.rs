@@ -20,6 +20,9 @@ const MODULES: &[&str] = &[
     "messages.js",
     "chips.js",
     "uploads.js",
+    "unread.js",
+    "markdown.js",
+    "manage.js",
 ];
 
 async fn every_module_is_served_as_javascript_with_an_etag(engine: Engine) {
@@ -57,7 +60,11 @@ async fn every_module_is_served_as_javascript_with_an_etag(engine: Engine) {
         let body = res.bytes().await.unwrap();
         let expected =
             std::fs::read(format!("{}/web/js/{name}", env!("CARGO_MANIFEST_DIR"))).unwrap();
-        assert_eq!(body.as_ref(), expected.as_slice(), "{name} differs from web/js");
+        assert_eq!(
+            body.as_ref(),
+            expected.as_slice(),
+            "{name} differs from web/js"
+        );
         let again = app
             .client
             .get(&url)

@@ -271,6 +271,13 @@ async function main() {
     assert(violations.length === 0, `axe-core in the ${view} view:\n${violations.join('\n')}`);
   };
 
+  /** Opens the "New workspace" form (folded once workspaces exist). */
+  const openCreate = async () => {
+    if (!(await page.locator('#create-details').evaluate((d) => d.open))) {
+      await page.locator('#create-details summary').click();
+    }
+  };
+
   /** The log's distance from its bottom, in px (0 = the newest row in view). */
   const fromBottom = () => page.evaluate(() => {
     const log = document.getElementById('log') || document.getElementById('messages');
@@ -338,7 +345,7 @@ async function main() {
   });
 
   await step('a push workspace without a URL shows the 422 next to the form', async () => {
-    await page.getByLabel('Name').fill('push-without-url');
+    await page.getByLabel('Name', { exact: true }).fill('push-without-url');
     await page.getByRole('radio', { name: /push/ }).check();
     await page.getByRole('button', { name: 'Create workspace' }).click();
     const err = page.locator('#create-error');
@@ -349,7 +356,7 @@ async function main() {
 
   let connection;
   await step('a poll workspace is created through the form and its connect command copied', async () => {
-    await page.getByLabel('Name').fill('canvas-agent');
+    await page.getByLabel('Name', { exact: true }).fill('canvas-agent');
     await page.getByRole('radio', { name: /poll/ }).check();
     await page.getByRole('button', { name: 'Create workspace' }).click();
     await page.locator('#connection-dialog[open]').waitFor();
@@ -609,7 +616,8 @@ async function main() {
   let pushId;
   await step('a push workspace shows how its agent is reached, not a connect command (fault 3)', async () => {
     push = await startPushAgent();
-    await page.getByLabel('Name').fill('push-agent');
+    await openCreate();
+    await page.getByLabel('Name', { exact: true }).fill('push-agent');
     await page.getByRole('radio', { name: /push/ }).check();
     await page.getByRole('textbox', { name: 'Callback URL' }).fill(push.url);
     await page.getByRole('button', { name: 'Create workspace' }).click();
@@ -673,6 +681,160 @@ async function main() {
     await page.locator('#live-status', { hasText: 'live' }).waitFor();
   });
 
+
+  // ---------------------------------------------------------------- expected features
+  const chatAgain = async () => {
+    await page.evaluate((id) => { location.hash = `#/w/${id}`; }, connection.workspace);
+    await page.locator('#chat-title', { hasText: 'canvas-agent' }).waitFor();
+    await page.locator('#live-status', { hasText: 'live' }).waitFor();
+  };
+  let quiet;
+  await step('unread counts per workspace, in the tab title, with browser notifications', async () => {
+    await context.grantPermissions(['notifications'], { origin: BASE });
+    // Record what the page shows; the real Notification is still made.
+    await page.evaluate(() => {
+      window.shownNotes = [];
+      const Real = window.Notification;
+      window.Notification = class extends Real {
+        constructor(title, options) {
+          super(title, options);
+          window.shownNotes.push(`${title}: ${options?.body}`);
+        }
+      };
+    });
+    await page.getByRole('button', { name: 'Notify me' }).click();
+    await page.getByRole('button', { name: 'Notifications on' }).waitFor();
+    quiet = await apiCall('POST', '/workspaces', ADMIN_TOKEN, { name: 'quiet-agent', delivery_mode: 'poll' });
+    await page.getByRole('button', { name: 'Refresh the workspace list' }).click();
+    await page.locator(`#workspace-list [data-ws="${quiet.id}"]`).waitFor();
+    await page.locator('#workspace-list:not([aria-busy])').waitFor();
+    for (const message of ['first from quiet', 'second from quiet']) {
+      await apiCall('POST', `/workspaces/${quiet.id}/notify`, quiet.auth_token, { message });
+    }
+    await page.getByRole('button', { name: 'Refresh the workspace list' }).click();
+    await page.locator(`#workspace-list [data-ws="${quiet.id}"] .unread`, { hasText: '2' }).waitFor();
+    assert((await page.title()).startsWith('(2) '), `the tab title is "${await page.title()}"`);
+    const first = await page.locator('#workspace-list [data-ws]').first().getAttribute('data-ws');
+    assert(first === quiet.id, 'the list is not sorted by latest activity');
+    const notes = await page.evaluate(() => window.shownNotes);
+    assert(notes.includes('quiet-agent: second from quiet'), `notifications shown: ${JSON.stringify(notes)}`);
+    await page.locator(`#workspace-list [data-ws="${quiet.id}"]`).click();
+    await page.locator('.msg-in .text', { hasText: 'second from quiet' }).waitFor();
+    await page.locator(`#workspace-list [data-ws="${quiet.id}"] .unread`).waitFor({ state: 'detached' });
+    assert(!(await page.title()).startsWith('('), `the tab title is still "${await page.title()}"`);
+    await chatAgain();
+  });
+
+  await step('dates: day separators, relative times, the full timestamp on hover', async () => {
+    const day = await page.locator('#messages > li.day').first().textContent();
+    assert(day === 'Today', `the first day separator reads "${day}"`);
+    const time = page.locator('#messages > li.msg time').last();
+    const text = await time.textContent();
+    assert(/just now|s ago|min ago/.test(text), `the newest message's time reads "${text}"`);
+    const title = await time.getAttribute('title');
+    assert(title.includes(String(new Date().getFullYear())) && /\d:\d\d/.test(title), `hover title: "${title}"`);
+  });
+
+  await step('search: filter the workspace list; search within the conversation', async () => {
+    await page.getByLabel('Filter workspaces').fill('QUIET');
+    assert((await page.locator('#workspace-list [data-ws]').count()) === 1, 'the filter did not narrow the list');
+    await page.getByLabel('Filter workspaces').fill('');
+    assert((await page.locator('#workspace-list [data-ws]').count()) >= 4, 'clearing the filter did not restore the list');
+    await page.getByLabel('Search this conversation').fill('filler 1');
+    await page.locator('#search-count', { hasText: '4 matching messages' }).waitFor();
+    const shown = await page.locator('#messages > li:visible').allTextContents();
+    assert(shown.length === 4 && shown.every((t) => t.includes('filler 1')), `shown while searching: ${shown}`);
+    await page.getByLabel('Search this conversation').press('Escape');
+    await page.waitForFunction(() => document.getElementById('search-count').textContent === ''
+      && [...document.querySelectorAll('#messages > li')].every((li) => !li.hidden));
+  });
+
+  await step('messages: a safe Markdown subset and clickable links, never raw HTML', async () => {
+    await notify('**bold** and *soft* and `code` at https://example.com/docs?a=1.\n\n```\n<b>not html</b>\n```\n- one\n- two');
+    const msg = page.locator('.msg-in').filter({ hasText: 'not html' });
+    await msg.waitFor();
+    assert(await msg.locator('strong', { hasText: 'bold' }).count() === 1, 'no bold');
+    assert(await msg.locator('em', { hasText: 'soft' }).count() === 1, 'no emphasis');
+    assert(await msg.locator('.text > p code', { hasText: 'code' }).count() === 1, 'no inline code');
+    assert(await msg.locator('a[href="https://example.com/docs?a=1"]').count() === 1, 'no link (or the full stop went into it)');
+    assert((await msg.locator('pre code').textContent()) === '<b>not html</b>', 'the fenced block is not verbatim');
+    assert(await msg.locator('b').count() === 0, 'raw HTML became markup');
+    assert(await msg.locator('ul > li').count() === 2, 'no list');
+  });
+
+  await step('files: image thumbnails, Retry after a failed upload, clickable attachments from the agent', async () => {
+    const png = Buffer.from('iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg==', 'base64');
+    await page.setInputFiles('#file-input', { name: 'pixel.png', mimeType: 'image/png', buffer: png });
+    const thumb = page.locator('.chip', { hasText: 'pixel.png' }).locator('img.thumb');
+    await thumb.waitFor();
+    await page.waitForFunction((img) => img.complete && img.naturalWidth === 1, await thumb.elementHandle());
+    await context.setOffline(true);
+    await page.setInputFiles('#file-input', { name: 'retry.txt', mimeType: 'text/plain', buffer: Buffer.from('again\n') });
+    const failed = page.locator('#uploads .upload.failed[data-name="retry.txt"]');
+    await failed.waitFor();
+    await context.setOffline(false);
+    await failed.getByRole('button', { name: 'Retry retry.txt' }).click();
+    await page.locator('.chip', { hasText: 'retry.txt' }).waitFor();
+    assert(await page.locator('#uploads .upload[data-name="retry.txt"]').count() === 0, 'the failed entry stayed after Retry');
+    await apiCall('POST', `/workspaces/${connection.workspace}/notify`, connection.token, {
+      message: 'here is the report',
+      attachments: [{ uri: 'https://example.com/files/report.pdf', name: 'report.pdf', mimeType: 'application/pdf', size: 2048 }],
+    });
+    await page.locator('.msg-in a.chip-name[href="https://example.com/files/report.pdf"]', { hasText: 'report.pdf' }).waitFor();
+  });
+
+  await step('manage a workspace: rename, connection block again, rotate and delete with confirms', async () => {
+    await page.locator(`#workspace-list [data-ws="${quiet.id}"]`).click();
+    await page.getByRole('button', { name: 'Manage' }).click();
+    await page.getByLabel('Workspace name').fill('quiet-renamed');
+    await page.getByRole('button', { name: 'Save' }).click();
+    await page.locator('#manage-status', { hasText: 'Saved.' }).waitFor();
+    await page.locator(`#workspace-list [data-ws="${quiet.id}"]`, { hasText: 'quiet-renamed' }).waitFor();
+    await page.getByRole('button', { name: 'Show the connection block' }).click();
+    await page.locator('#connection-dialog[open]').waitFor();
+    assert((await page.locator('#connect-command').inputValue()).includes('--token <token>'), 'the token was shown again');
+    await axeCheck('connection dialog (again)');
+    await page.getByRole('button', { name: 'Close' }).click();
+    await page.getByRole('button', { name: 'Manage' }).click();
+    await axeCheck('manage panel');
+    const dialogs = [];
+    page.once('dialog', (d) => { dialogs.push(d.message()); d.accept(); });
+    await page.getByRole('button', { name: 'Rotate the token…' }).click();
+    await page.locator('#connection-dialog[open]').waitFor();
+    assert(/cut off/.test(dialogs[0] || ''), `the rotate confirm said: ${dialogs[0]}`);
+    const rotated = parseConnectCommand(await page.locator('#connect-command').inputValue());
+    assert(rotated.token && rotated.token !== quiet.auth_token, 'no new token shown');
+    const old = await fetch(`${BASE}/workspaces/${quiet.id}`, { headers: { Authorization: `Bearer ${quiet.auth_token}` } });
+    assert(old.status === 401, `the old token still answers ${old.status}`);
+    await page.getByRole('button', { name: 'Close' }).click();
+    await page.getByRole('button', { name: 'Manage' }).click();
+    page.once('dialog', (d) => { dialogs.push(d.message()); d.accept(); });
+    await page.getByRole('button', { name: 'Delete the workspace…' }).click();
+    await page.locator(`#workspace-list [data-ws="${quiet.id}"]`).waitFor({ state: 'detached' });
+    assert(/cannot be undone/.test(dialogs[1] || ''), `the delete confirm said: ${dialogs[1]}`);
+    await chatAgain();
+  });
+
+  await step('55 workspaces: the create form is reachable without scrolling past them', async () => {
+    await Promise.all(Array.from({ length: 50 }, (_, i) => apiCall('POST', '/workspaces', ADMIN_TOKEN, { name: `bulk-${i}`, delivery_mode: 'poll' })));
+    await page.getByRole('button', { name: 'Refresh the workspace list' }).click();
+    await page.locator('#workspace-list [data-ws]', { hasText: 'bulk-49' }).waitFor();
+    await page.locator('#workspace-list:not([aria-busy])').waitFor();
+    const top = await page.locator('#create-details summary').evaluate((e) => e.getBoundingClientRect().top);
+    assert(top >= 0 && top < 300, `the create form starts at ${top}px`);
+  });
+
+  await step('comfortable widths: a readable line length on a wide screen', async () => {
+    await page.setViewportSize({ width: 1920, height: 1080 });
+    await notify('word '.repeat(200));
+    const widest = await page.locator('#messages > li.msg').evaluateAll((els) => Math.max(...els.map((e) => e.getBoundingClientRect().width)));
+    assert(widest <= 720, `a message is ${widest}px wide at 1920 px`);
+    // The conversation column (search, log, composer) stops at 64rem.
+    const column = await page.locator('#chat-body').evaluate((e) => e.getBoundingClientRect().width);
+    assert(column <= 1024.5, `the conversation column is ${column}px wide at 1920 px`);
+    await page.setViewportSize({ width: 1280, height: 800 });
+  });
+
   await step('an agent that stops reads offline on time, apart from the page\'s own "live" (fault 6)', async () => {
     await page.locator('#chat-meta', { hasText: 'online' }).waitFor();
     await agent.stop();
@@ -699,6 +861,16 @@ async function main() {
     assert(overflow <= 1, `the page scrolls sideways by ${overflow}px on a phone`);
     await shot('04-chat-phone');
     await axeCheck('chat (phone)');
+    // 44 px touch targets and a smaller top bar on phones.
+    const small = await page.evaluate(() => [...document.querySelectorAll('button, a, input:not([type=radio]), textarea, summary, .file-button')]
+      .filter((e) => e.getClientRects().length && e.getBoundingClientRect().right > 0 && getComputedStyle(e).visibility !== 'hidden'
+        // Links inside a sentence are exempt (WCAG 2.5.8), as is what is hidden.
+        && !e.closest('.visually-hidden, dialog:not([open]), .text'))
+      .map((e) => [e.id || e.textContent.trim().slice(0, 20) || e.tagName, e.getBoundingClientRect().height])
+      .filter(([, h]) => h < 43.5));
+    assert(small.length === 0, `touch targets under 44 px: ${JSON.stringify(small)}`);
+    const bar = await page.locator('.topbar').evaluate((e) => e.getBoundingClientRect().height);
+    assert(bar <= 56, `the top bar is ${bar}px tall on a phone`);
     await page.getByRole('button', { name: 'Workspaces', exact: true }).click();
     await page.locator('#workspaces-title').waitFor();
     await axeCheck('workspace list (phone)');

@@ -9,12 +9,16 @@
 //   chat.js       the open chat           messages.js the conversation log
 //   chips.js      upload chips (state)    uploads.js  sending files
 //   state.js      shared state and bus    dom.js      DOM/format helpers
+//   unread.js     unread counts, title, notifications
+//   markdown.js   safe message formatting manage.js   the Manage panel
 
 import { api } from './api.js';
 import { closeChat, initChat, openChat } from './chat.js';
 import { initCreate } from './create.js';
+import { initManage } from './manage.js';
 import { $ } from './dom.js';
 import { TOKEN_KEY, bus, state } from './state.js';
+import { initUnread, pollActivity } from './unread.js';
 import { initUploads } from './uploads.js';
 import { initWorkspaces, refreshWorkspaces, renderWorkspaces } from './workspaces.js';
 
@@ -51,6 +55,7 @@ function signOut(message = '') {
 function enterApp() {
   show('list');
   renderWorkspaces();
+  pollActivity().catch(() => {});
   clearInterval(state.listTimer);
   state.listTimer = setInterval(() => refreshWorkspaces().catch(() => {}), LIST_REFRESH_MS);
   route();
@@ -108,6 +113,8 @@ function init() {
   initCreate();
   initChat();
   initUploads();
+  initUnread();
+  initManage();
 }
 
 async function start() {

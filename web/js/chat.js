@@ -7,6 +7,7 @@ import { $ } from './dom.js';
 import { atBottom, renderRow, scrollToBottom } from './messages.js';
 import { STATUS_LABEL, agentStatus, bus, state } from './state.js';
 import { followEvents } from './stream.js';
+import { markSeen, noteLiveRow } from './unread.js';
 import { lastContact, renderWorkspaces } from './workspaces.js';
 
 const HISTORY_PAGE = 500; // the API's largest `limit`
@@ -44,6 +45,7 @@ export function closeChat() {
   state.stream = null;
   state.current = null;
   $('chat-body').hidden = true;
+  $('manage').hidden = true;
   $('chat-title').textContent = 'Choose a workspace';
   $('chat-meta').textContent = 'Pick one from the list to chat with its agent and send it files.';
   // The page follows no stream now: no status, and no live dot either.
@@ -60,13 +62,19 @@ export async function openChat(ws) {
   state.rendered = new Set();
   state.uploadStates = new Map();
   state.chips = new Map();
+  for (const url of state.thumbs.values()) URL.revokeObjectURL(url);
+  state.thumbs = new Map();
   const stream = new AbortController();
   state.stream = stream;
   renderWorkspaces();
   renderChatHeader();
   $('chat-body').hidden = false;
+  $('manage').hidden = false;
   $('messages').replaceChildren();
+  delete $('messages').dataset.day;
   $('uploads').replaceChildren();
+  $('chat-search').value = '';
+  applySearch();
   $('chat-error').textContent = '';
   $('send-error').textContent = '';
 
@@ -89,6 +97,8 @@ export async function openChat(ws) {
   }
   scrollToBottom(true);
   if (stream.signal.aborted) return;
+  markSeen(ws.id, state.lastId);
+  renderWorkspaces();
   followEvents(ws.id, stream.signal, {
     onEvent: handleEvent,
     onLive: setLive,
@@ -117,11 +127,32 @@ function handleEvent({ event, data }) {
     const follow = atBottom();
     const own = payload.activity_type === 'a2a_receive' && payload.data?.source !== 'peer_agent';
     if (!renderRow(payload)) return;
+    noteLiveRow(state.current, payload);
+    if ($('chat-search').value) applySearch();
     if (follow || own) scrollToBottom(true);
     else setMarker(true); // never yank the view from someone reading older messages
   } else if (event === 'upload') {
     setUploadState(payload.file_id, payload.state);
   }
+}
+
+/**
+ * Search within the conversation: only the messages containing the words
+ * stay shown (day separators hide while searching), with a count.
+ */
+function applySearch() {
+  const q = $('chat-search').value.trim().toLowerCase();
+  let matches = 0;
+  for (const li of $('messages').children) {
+    if (!q) {
+      li.hidden = false;
+      continue;
+    }
+    const hit = !li.classList.contains('day') && li.textContent.toLowerCase().includes(q);
+    li.hidden = !hit;
+    if (hit) matches += 1;
+  }
+  $('search-count').textContent = q ? `${matches} matching message${matches === 1 ? '' : 's'}` : '';
 }
 
 /** Wires the composer and the Back button; called once at start. */
@@ -147,6 +178,14 @@ export function initChat() {
   $('log').addEventListener('scroll', () => {
     if (atBottom()) setMarker(false);
   }, { passive: true });
+
+  $('chat-search').addEventListener('input', applySearch);
+  $('chat-search').addEventListener('keydown', (e) => {
+    if (e.key === 'Escape') {
+      $('chat-search').value = '';
+      applySearch();
+    }
+  });
 
   $('back').addEventListener('click', () => {
     location.hash = '';

@@ -37,7 +37,42 @@ export function uploadChip(data) {
     label, download, error);
   state.chips.set(fileId, chip);
   paintChip(chip, state.uploadStates.get(fileId) || 'staged');
+  if (state.thumbs.has(fileId)) addThumbnail(chip, state.thumbs.get(fileId));
+  else if (/^image\//.test(data.mimetype || '') && data.size <= THUMB_MAX_BYTES) fetchThumbnail(fileId, chip);
   return chip;
+}
+
+const THUMB_MAX_BYTES = 4 * 1024 * 1024;
+
+function addThumbnail(chip, url) {
+  if (chip.querySelector('.thumb')) return;
+  chip.prepend(el('img', { class: 'thumb', src: url, alt: '', width: 48, height: 48 }));
+}
+
+/** The thumbnail of a just-dropped image: the page's own copy, no download. */
+export function setThumbnail(fileId, url) {
+  state.thumbs.set(fileId, url);
+  const chip = state.chips.get(fileId);
+  if (chip) addThumbnail(chip, url);
+}
+
+/**
+ * An image from history: its bytes while the server still holds them (the
+ * operator's download does not count as the agent's). Once delivered they
+ * are gone, and the chip stays without a thumbnail.
+ */
+async function fetchThumbnail(fileId, chip) {
+  const ws = state.current;
+  try {
+    const res = await fetch(wsPath(ws.id, `/pending-uploads/${encodeURIComponent(fileId)}/content`), {
+      headers: { Authorization: `Bearer ${state.token}` },
+      cache: 'no-store',
+    });
+    if (!res.ok || state.current?.id !== ws.id) return;
+    setThumbnail(fileId, URL.createObjectURL(await res.blob()));
+  } catch {
+    // no thumbnail
+  }
 }
 
 function paintChip(chip, s) {

@@ -2,8 +2,9 @@
 // first, each row once.
 
 import { uploadChip } from './chips.js';
-import { $, el, formatSize } from './dom.js';
-import { state } from './state.js';
+import { $, ago, el, formatSize } from './dom.js';
+import { renderMarkdown } from './markdown.js';
+import { bus, serverNow, state } from './state.js';
 
 /** Whether the reader sees the end of the log (within a few pixels). */
 export function atBottom() {
@@ -17,11 +18,54 @@ export function scrollToBottom(force = false) {
   if (force || atBottom()) log.scrollTop = log.scrollHeight;
 }
 
+const HOUR_MS = 3_600_000;
+
+/** "just now", "5 min ago" within the hour; the clock time after. */
+function timeText(iso) {
+  const age = serverNow() - Date.parse(iso);
+  if (age < 60_000) return 'just now';
+  if (age < HOUR_MS) return ago(iso, serverNow());
+  return new Date(iso).toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' });
+}
+
+/** A row's time: relative while recent; hovering shows the full timestamp. */
 function timeOf(row) {
   const d = new Date(row.created_at);
-  return el('time', { datetime: row.created_at, title: d.toLocaleString() },
-    d.toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' }));
+  const full = d.toLocaleString([], { dateStyle: 'full', timeStyle: 'medium' });
+  return el('time', { datetime: row.created_at, title: full, 'data-relative': '' }, timeText(row.created_at));
 }
+
+/** Brings the relative times up to now (the page's one-second tick). */
+function refreshTimes() {
+  for (const t of document.querySelectorAll('#messages time[data-relative]')) {
+    const text = timeText(t.dateTime);
+    if (t.textContent !== text) t.textContent = text;
+    if (serverNow() - Date.parse(t.dateTime) >= HOUR_MS) t.removeAttribute('data-relative');
+  }
+}
+bus.addEventListener('tick', refreshTimes);
+
+/** "Today", "Yesterday", or the date. */
+function dayLabel(d) {
+  const today = new Date(serverNow());
+  const startOf = (x) => new Date(x.getFullYear(), x.getMonth(), x.getDate()).getTime();
+  const days = Math.round((startOf(today) - startOf(d)) / 86_400_000);
+  if (days === 0) return 'Today';
+  if (days === 1) return 'Yesterday';
+  return d.toLocaleDateString([], { weekday: 'long', year: 'numeric', month: 'long', day: 'numeric' });
+}
+
+/** A day separator before the first row of each calendar day. */
+function separateDay(log, row) {
+  const d = new Date(row.created_at);
+  const key = `${d.getFullYear()}-${d.getMonth()}-${d.getDate()}`;
+  if (log.dataset.day === key) return;
+  log.dataset.day = key;
+  log.append(el('li', { class: 'day', dataset: { day: key } }, el('h3', {}, dayLabel(d))));
+}
+
+/** A message's text, formatted (the safe Markdown subset). */
+const textBlock = (text) => el('div', { class: 'text' }, renderMarkdown(text));
 
 /** The text parts of a JSON-RPC answer (a push workspace's reply). */
 function textOfAnswer(answer) {
@@ -44,6 +88,16 @@ export function bubble(side, who, row, ...content) {
   return el('li', { class: `msg msg-${side}`, dataset: { id: row.id, type: row.activity_type } },
     el('div', { class: 'msg-head' }, el('span', { class: 'who' }, who), timeOf(row)),
     ...content);
+}
+
+/** An attachment the agent sent: a link when its URI is one the browser can open. */
+function agentAttachment(a) {
+  const name = a.name || a.uri || 'file';
+  const link = /^https?:\/\//i.test(a.uri || '');
+  return el('li', { class: 'chip', title: a.uri || '' },
+    link ? el('a', { class: 'chip-name', href: a.uri, target: '_blank', rel: 'noopener noreferrer', download: a.name || true }, name)
+      : el('span', { class: 'chip-name' }, name),
+    a.size ? el('span', { class: 'hint' }, formatSize(a.size)) : null);
 }
 
 /** The chip of a file a push workspace took at once (already delivered). */
@@ -77,6 +131,7 @@ export function renderRow(row) {
   state.lastId = Math.max(state.lastId, row.id);
   const log = $('messages');
   const data = row.data || {};
+  separateDay(log, row);
 
   if (row.activity_type === 'a2a_receive' && row.method === 'chat_upload_receive') {
     appendUpload(log, row, uploadChip(data));
@@ -84,21 +139,18 @@ export function renderRow(row) {
     appendUpload(log, row, forwardedChip(data));
   } else if (row.activity_type === 'a2a_receive') {
     const who = data.source === 'peer_agent' ? `Peer ${data.source_id || 'agent'}` : 'You';
-    log.append(bubble('out', who, row, el('p', { class: 'text' }, data.text ?? row.summary ?? '')));
+    log.append(bubble('out', who, row, textBlock(data.text ?? row.summary ?? '')));
     // A push workspace answers inline: its reply is stored on the same row.
     if (row.response_body) {
       const reply = textOfAnswer(row.response_body);
-      if (reply) log.append(bubble('in', state.current?.name || 'Agent', row, el('p', { class: 'text' }, reply)));
+      if (reply) log.append(bubble('in', state.current?.name || 'Agent', row, textBlock(reply)));
     }
   } else if (row.activity_type === 'agent_message') {
     const attachments = Array.isArray(data.attachments) ? data.attachments : [];
     log.append(bubble('in', state.current?.name || 'Agent', row,
-      el('p', { class: 'text' }, data.text ?? row.summary ?? ''),
+      textBlock(data.text ?? row.summary ?? ''),
       attachments.length
-        ? el('ul', { class: 'chips', 'aria-label': 'Attachments from the agent' },
-          ...attachments.map((a) => el('li', { class: 'chip', title: a.uri || '' },
-            el('span', { class: 'chip-name' }, a.name || a.uri || 'file'),
-            a.size ? el('span', { class: 'hint' }, formatSize(a.size)) : null)))
+        ? el('ul', { class: 'chips', 'aria-label': 'Attachments from the agent' }, ...attachments.map(agentAttachment))
         : null));
   } else {
     // Anything else the agent reported: one quiet line.

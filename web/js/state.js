@@ -12,6 +12,7 @@ export const state = {
   rendered: new Set(), // activity ids already in the list
   uploadStates: new Map(), // file_id -> latest known state (may arrive before its row)
   chips: new Map(), // file_id -> chip element
+  thumbs: new Map(), // file_id -> object URL of an image's thumbnail
   stream: null, // AbortController of the open event stream
   listTimer: null,
   statusTimer: null,

@@ -3,6 +3,7 @@
 
 import { NETWORK_DOWN, unauthorized, wsPath } from './api.js';
 import { $, el, formatSize } from './dom.js';
+import { setThumbnail } from './chips.js';
 import { state } from './state.js';
 
 /**
@@ -22,7 +23,7 @@ function uploadFile(file) {
     bar, pct, cancel, error);
   $('uploads').append(item);
 
-  const fail = (message) => {
+  const fail = (message, retryable = true) => {
     item.classList.add('failed');
     item.dataset.status = 'failed';
     bar.remove();
@@ -30,6 +31,19 @@ function uploadFile(file) {
     error.textContent = message;
     cancel.textContent = 'Dismiss';
     cancel.onclick = () => item.remove();
+    // The same file again, from the same File object (no re-picking);
+    // not for a refusal that would only repeat (too large).
+    if (retryable) {
+      cancel.before(el('button', {
+        type: 'button',
+        class: 'retry',
+        'aria-label': `Retry ${file.name}`,
+        onclick: () => {
+          item.remove();
+          if (state.current?.id === ws.id) uploadFile(file);
+        },
+      }, 'Retry'));
+    }
     // Keep the pane scrolled to the message.
     item.scrollIntoView({ block: 'nearest' });
   };
@@ -45,6 +59,7 @@ function uploadFile(file) {
       // The chip arrives with the activity row on the event stream, in
       // both modes (push mode records the files the workspace took).
       item.remove();
+      if (file.type.startsWith('image/')) thumbnailFromAnswer(xhr.responseText, file);
       return;
     }
     let message = '';
@@ -56,7 +71,7 @@ function uploadFile(file) {
     if (!message) message = `The server answered ${xhr.status}.`;
     const prefix = xhr.status === 413 ? 'Too large: ' : 'Upload failed: ';
     if (xhr.status === 401) unauthorized();
-    fail(prefix + message);
+    fail(prefix + message, xhr.status !== 413 && xhr.status !== 400);
   });
   xhr.addEventListener('error', () => fail(`Upload failed: ${NETWORK_DOWN}`));
   xhr.addEventListener('abort', () => fail('Upload cancelled.'));
@@ -67,6 +82,17 @@ function uploadFile(file) {
   const form = new FormData();
   form.append('files', file, file.name);
   xhr.send(form);
+}
+
+/** A staged image's chip shows the dropped file itself as its thumbnail. */
+function thumbnailFromAnswer(text, file) {
+  try {
+    const [answer] = JSON.parse(text).files || [];
+    const fileId = /^platform-pending:[^/]+\/(.+)$/.exec(answer?.uri || '')?.[1];
+    if (fileId) setThumbnail(fileId, URL.createObjectURL(file));
+  } catch {
+    // no answer to read: no thumbnail
+  }
 }
 
 function uploadFiles(files) {

@@ -7,6 +7,7 @@
 import { api } from './api.js';
 import { $, ago, el } from './dom.js';
 import { STATUS_LABEL, agentStatus, bus, serverNow, state } from './state.js';
+import { latestAt, pollActivity, unreadOf } from './unread.js';
 
 const STATUS_TICK_MS = 1_000;
 
@@ -20,6 +21,15 @@ export async function refreshWorkspaces() {
     throw e;
   }
   renderWorkspaces();
+  // Counts and order follow a moment later; the list is usable at once.
+  pollActivity().catch(() => {});
+}
+
+/** Newest activity first (then newest workspace): where the talk is. */
+function byLatestActivity(a, b) {
+  const ka = latestAt(a.id) || a.created_at;
+  const kb = latestAt(b.id) || b.created_at;
+  return kb.localeCompare(ka);
 }
 
 /** "last contact 3 s ago", or '' when there never was any. */
@@ -47,15 +57,21 @@ function paintStatus(link, ws) {
 export function renderWorkspaces() {
   const list = $('workspace-list');
   const focusedId = document.activeElement?.closest?.('[data-ws]')?.dataset.ws;
+  const filter = $('ws-filter').value.trim().toLowerCase();
+  const shown = state.workspaces
+    .filter((ws) => !filter || ws.name.toLowerCase().includes(filter))
+    .sort(byLatestActivity);
   list.replaceChildren(
-    ...state.workspaces.map((ws) => {
+    ...shown.map((ws) => {
+      const unread = unreadOf(ws.id);
       const link = el('a', {
         href: `#/w/${ws.id}`,
         class: 'workspace',
         dataset: { ws: ws.id },
         'aria-current': state.current?.id === ws.id ? 'page' : null,
       },
-      el('span', { class: 'ws-name' }, ws.name),
+      el('span', { class: 'ws-name' }, ws.name,
+        unread ? el('span', { class: 'unread', 'aria-label': `${unread} unread` }, unread > 99 ? '99+' : String(unread)) : null),
       el('span', { class: 'ws-meta' },
         el('span', { class: `mode mode-${ws.delivery_mode}` }, ws.delivery_mode),
         el('span', { class: 'status' }),
@@ -65,6 +81,9 @@ export function renderWorkspaces() {
     }),
   );
   $('workspaces-empty').hidden = state.workspaces.length > 0;
+  $('workspaces-nomatch').hidden = state.workspaces.length === 0 || shown.length > 0;
+  // With no workspace yet, the form is what there is to do.
+  if (state.workspaces.length === 0) $('create-details').open = true;
   if (focusedId) list.querySelector(`[data-ws="${CSS.escape(focusedId)}"]`)?.focus();
   bus.dispatchEvent(new Event('workspaces'));
 }
@@ -81,6 +100,8 @@ function tick() {
 /** Wires the Refresh button and the status clock; called once at start. */
 export function initWorkspaces() {
   $('refresh').addEventListener('click', () => refreshWorkspaces().catch(() => {}));
+  $('ws-filter').addEventListener('input', () => renderWorkspaces());
+  bus.addEventListener('activity', () => renderWorkspaces());
   clearInterval(state.statusTimer);
   state.statusTimer = setInterval(tick, STATUS_TICK_MS);
 }
