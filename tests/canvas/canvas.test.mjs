@@ -849,6 +849,18 @@ async function main() {
     assert(/^this page: live/.test(live), `the page's own connection reads "${live}"`);
   });
 
+  await step('text messages show their delivery: answered, delivered, queued for an offline agent', async () => {
+    const answered = page.locator('.msg-out', { hasText: 'hello agent, did you get the files?' }).locator('.delivery');
+    assert((await answered.textContent()) === 'answered', `the answered message reads "${await answered.textContent()}"`);
+    await page.getByLabel('Message').fill('anyone home?');
+    await page.getByLabel('Message').press('Enter');
+    await page.locator('.msg-out', { hasText: 'anyone home?' }).locator('.delivery', { hasText: 'queued: the agent is offline' }).waitFor();
+    await page.evaluate((id) => { location.hash = `#/w/${id}`; }, pushId);
+    await page.locator('.msg-out', { hasText: 'hello push' }).locator('.delivery', { hasText: 'delivered' }).waitFor();
+    await page.evaluate((id) => { location.hash = `#/w/${id}`; }, connection.workspace);
+    await page.locator('#chat-title', { hasText: 'canvas-agent' }).waitFor();
+  });
+
   await step('the page is exactly the window at every size; the last bubble is not cut off (fault 8)', async () => {
     await fitsTheWindow({ width: 1280, height: 800 });
     await fitsTheWindow({ width: 1920, height: 1080 });

@@ -4,7 +4,7 @@
 import { uploadChip } from './chips.js';
 import { $, ago, el, formatSize } from './dom.js';
 import { renderMarkdown } from './markdown.js';
-import { bus, serverNow, state } from './state.js';
+import { agentStatus, bus, serverNow, state } from './state.js';
 
 /** Whether the reader sees the end of the log (within a few pixels). */
 export function atBottom() {
@@ -63,6 +63,31 @@ function separateDay(log, row) {
   log.dataset.day = key;
   log.append(el('li', { class: 'day', dataset: { day: key } }, el('h3', {}, dayLabel(d))));
 }
+
+/**
+ * Where a text message stands: `delivered` (a push workspace took it),
+ * `queued` (in a poll workspace's inbox; "the agent is offline" while it
+ * is), `answered` (the agent spoke after it, so it read it).
+ */
+function setDelivery(msg, s) {
+  let tag = msg.querySelector('.delivery');
+  if (!tag) {
+    tag = el('span', { class: 'delivery' });
+    msg.querySelector('.msg-head').append(tag);
+  }
+  tag.dataset.state = s;
+  paintDelivery(tag);
+}
+
+function paintDelivery(tag) {
+  const s = tag.dataset.state;
+  const offline = state.current && agentStatus(state.current) !== 'online';
+  const text = s === 'queued' ? (offline ? 'queued: the agent is offline' : 'queued') : s;
+  if (tag.textContent !== text) tag.textContent = text;
+}
+bus.addEventListener('tick', () => {
+  for (const tag of document.querySelectorAll('#messages .delivery[data-state="queued"]')) paintDelivery(tag);
+});
 
 /** A message's text, formatted (the safe Markdown subset). */
 const textBlock = (text) => el('div', { class: 'text' }, renderMarkdown(text));
@@ -139,13 +164,18 @@ export function renderRow(row) {
     appendUpload(log, row, forwardedChip(data));
   } else if (row.activity_type === 'a2a_receive') {
     const who = data.source === 'peer_agent' ? `Peer ${data.source_id || 'agent'}` : 'You';
-    log.append(bubble('out', who, row, textBlock(data.text ?? row.summary ?? '')));
+    const b = bubble('out', who, row, textBlock(data.text ?? row.summary ?? ''));
+    if (row.status === 'forwarded') setDelivery(b, 'delivered');
+    else if (row.status === 'queued') setDelivery(b, 'queued');
+    log.append(b);
     // A push workspace answers inline: its reply is stored on the same row.
     if (row.response_body) {
       const reply = textOfAnswer(row.response_body);
       if (reply) log.append(bubble('in', state.current?.name || 'Agent', row, textBlock(reply)));
     }
   } else if (row.activity_type === 'agent_message') {
+    // The agent speaking proves it read its inbox up to here.
+    for (const q of log.querySelectorAll('.delivery[data-state="queued"]')) setDelivery(q.closest('.msg'), 'answered');
     const attachments = Array.isArray(data.attachments) ? data.attachments : [];
     log.append(bubble('in', state.current?.name || 'Agent', row,
       textBlock(data.text ?? row.summary ?? ''),
