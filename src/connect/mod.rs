@@ -64,7 +64,7 @@ pub struct ConnectArgs {
     #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
     pub heartbeat_interval: Duration,
     /// How long each long poll waits for a new row, in seconds (0–60).
-    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(0..=60))]
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(0..=crate::http::MAX_WAIT_SECS))]
     pub poll_wait: u64,
     /// Files downloaded at the same time.
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=64))]

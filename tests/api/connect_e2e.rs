@@ -186,20 +186,23 @@ impl Connect {
         dir: &Path,
         extra: &[&str],
     ) -> Self {
-        let mut child = Command::new(bin())
-            .args([
-                "connect",
-                "--server",
-                &server.url(),
-                "--workspace",
-                workspace,
-                "--token",
-                token,
-                "--dir",
-            ])
-            .arg(dir)
-            .args(extra)
-            .env("RUST_LOG", "info")
+        let mut args = vec!["--token", token];
+        args.extend_from_slice(extra);
+        Self::launch(server, workspace, dir, &args, &[]).await
+    }
+
+    /// Starts `connect` with exactly these extra flags and environment
+    /// (the token is not passed unless `args` or `envs` carry it).
+    async fn launch(
+        server: &Server,
+        workspace: &str,
+        dir: &Path,
+        args: &[&str],
+        envs: &[(&str, &str)],
+    ) -> Self {
+        let mut child = connect_command(server, workspace, dir)
+            .args(args)
+            .envs(envs.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .stdin(Stdio::null())
@@ -291,6 +294,27 @@ impl Connect {
             .expect("connect did not stop on SIGTERM")
             .unwrap()
     }
+}
+
+/// `molecule connect` against `server` for `workspace` in `dir`, with the
+/// logs at info and no token from the test runner's environment.
+fn connect_command(server: &Server, workspace: &str, dir: &Path) -> Command {
+    let mut command = Command::new(bin());
+    command
+        .args([
+            "connect",
+            "--server",
+            &server.url(),
+            "--workspace",
+            workspace,
+            "--dir",
+        ])
+        .arg(dir)
+        .env_remove("MOLECULE_TOKEN")
+        .env_remove("MOLECULE_SERVER")
+        .env_remove("MOLECULE_WORKSPACE_ID")
+        .env("RUST_LOG", "info");
+    command
 }
 
 /// Writes the test's files; returns (path, bytes) pairs.
@@ -716,6 +740,40 @@ async fn forward_delivers_to_a_local_agent_and_sends_its_answer_back() {
             json!([{"kind": "text", "text": "marco"}])
         );
         connect.assert_quiet().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_long_poll_held_for_its_full_wait_is_not_a_failure() {
+    bounded(async {
+        let tmp = TempDir::new().unwrap();
+        let server = Server::start(&tmp.path().join("server"), free_port()).await;
+        let (ws, token) = server.create_poll_workspace().await;
+        let mut connect = Connect::start(
+            &server,
+            &ws,
+            &token,
+            &tmp.path().join("agent"),
+            &["--poll-wait", "30"],
+        )
+        .await;
+        server.cli(&["send", &ws, "one"]).await;
+        assert_eq!(connect.next_line().await["text"], "one");
+
+        // The next poll finds nothing and the server holds it the full 30 s.
+        tokio::time::sleep(Duration::from_secs(36)).await;
+        let logs = connect.logs();
+        assert!(
+            !logs.contains("polling the inbox failed"),
+            "an idle long poll was reported as a failure: {logs}"
+        );
+        server.cli(&["send", &ws, "two"]).await;
+        let line = tokio::time::timeout(Duration::from_secs(5), connect.next_line())
+            .await
+            .expect("the next message arrived on the held poll, without a reconnect");
+        assert_eq!(line["text"], "two");
+        assert!(!connect.logs().contains("polling the inbox failed"));
     })
     .await;
 }
