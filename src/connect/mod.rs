@@ -39,6 +39,7 @@ use messages::Handoff;
 
 /// Flags of `molecule connect`.
 #[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("auth").required(true).args(["token", "token_file"])))]
 pub struct ConnectArgs {
     /// The server's URL.
     #[arg(long, env = "MOLECULE_SERVER", default_value = "http://127.0.0.1:8080")]
@@ -47,8 +48,14 @@ pub struct ConnectArgs {
     #[arg(long, env = "MOLECULE_WORKSPACE_ID")]
     pub workspace: String,
     /// This workspace's token (from `molecule workspace create` or `rotate`).
+    /// On the command line it is visible to every user of the machine
+    /// (`ps`): prefer the MOLECULE_TOKEN variable or --token-file.
     #[arg(long, env = "MOLECULE_TOKEN", hide_env_values = true)]
-    pub token: String,
+    pub token: Option<String>,
+    /// Read this workspace's token from a file (surrounding whitespace is
+    /// ignored; keep the file readable only by you, mode 0600).
+    #[arg(long, value_name = "PATH")]
+    pub token_file: Option<PathBuf>,
     /// The agent's working directory; files land in <dir>/.molecule/chat-uploads/.
     #[arg(long, default_value = ".")]
     pub dir: PathBuf,
@@ -125,7 +132,7 @@ impl Ctx {
     fn unauthorized(&self) {
         self.fail(format!(
             "the server refused this workspace's token (401): it was revoked or rotated. Ask the operator for a new \
-             one (`molecule workspace rotate {}`) and restart with the new --token",
+             one (`molecule workspace rotate {}`) and restart with it (--token-file, MOLECULE_TOKEN or --token)",
             self.workspace
         ));
     }
@@ -197,7 +204,8 @@ pub async fn run(args: ConnectArgs) -> anyhow::Result<()> {
     std::fs::create_dir_all(&uploads_dir)
         .with_context(|| format!("failed to create {}", uploads_dir.display()))?;
     let progress = Progress::load(&state_dir.join("cursor"))?;
-    let client = Client::new(&args.server, args.token.trim())?;
+    let token = read_token(&args).await?;
+    let client = Client::new(&args.server, token)?;
 
     let handoff = match (&args.exec, &args.forward) {
         (Some(cmd), _) => Handoff::Exec(cmd.clone()),
@@ -259,6 +267,34 @@ pub async fn run(args: ConnectArgs) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// The token from --token / MOLECULE_TOKEN, or from --token-file.
+async fn read_token(args: &ConnectArgs) -> anyhow::Result<String> {
+    let Some(path) = &args.token_file else {
+        let token = args.token.as_deref().unwrap_or_default().trim();
+        anyhow::ensure!(!token.is_empty(), "the token (--token or MOLECULE_TOKEN) is empty");
+        return Ok(token.to_owned());
+    };
+    let raw = tokio::fs::read_to_string(path)
+        .await
+        .with_context(|| format!("failed to read the token file {}", path.display()))?;
+    let token = raw.trim();
+    anyhow::ensure!(
+        !token.is_empty(),
+        "{} is empty: it should hold this workspace's token",
+        path.display()
+    );
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = tokio::fs::metadata(path).await?.permissions().mode();
+        if mode & 0o077 != 0 {
+            tracing::warn!(path = %path.display(), mode = format!("{:o}", mode & 0o777),
+                "the token file is readable by other users; `chmod 600` it");
+        }
+    }
+    Ok(token.to_owned())
 }
 
 /// Ctrl-C or SIGTERM fires `stop`; a second one exits at once.

@@ -744,6 +744,87 @@ async fn forward_delivers_to_a_local_agent_and_sends_its_answer_back() {
     .await;
 }
 
+impl Connect {
+    /// The command line the OS shows for this process (what `ps` prints).
+    fn command_line(&self) -> String {
+        let pid = self.child.id().expect("connect is running");
+        std::fs::read(format!("/proc/{pid}/cmdline"))
+            .map(|raw| String::from_utf8_lossy(&raw).replace('\0', " "))
+            .unwrap_or_else(|e| panic!("no command line for {pid}: {e}"))
+    }
+}
+
+#[tokio::test]
+async fn the_token_can_come_from_the_environment_or_a_file_and_stays_off_the_command_line() {
+    bounded(async {
+        let tmp = TempDir::new().unwrap();
+        let server = Server::start(&tmp.path().join("server"), free_port()).await;
+        let (ws, token) = server.create_poll_workspace().await;
+        let agent = tmp.path().join("agent");
+
+        let help = std::process::Command::new(bin())
+            .args(["connect", "--help"])
+            .output()
+            .unwrap();
+        let help = String::from_utf8_lossy(&help.stdout);
+        assert!(
+            help.contains("--token-file <PATH>") && help.contains("MOLECULE_TOKEN"),
+            "{help}"
+        );
+
+        // From the environment.
+        let mut connect =
+            Connect::launch(&server, &ws, &agent, &[], &[("MOLECULE_TOKEN", &token)]).await;
+        server.cli(&["send", &ws, "via env"]).await;
+        assert_eq!(connect.next_line().await["text"], "via env");
+        assert!(!connect.command_line().contains(&token));
+        assert!(connect.terminate().await.success());
+
+        // From a file (a trailing newline is fine).
+        let token_file = tmp.path().join("token");
+        std::fs::write(&token_file, format!("{token}\n")).unwrap();
+        let mut connect = Connect::launch(
+            &server,
+            &ws,
+            &agent,
+            &["--token-file", token_file.to_str().unwrap()],
+            &[],
+        )
+        .await;
+        server.cli(&["send", &ws, "via file"]).await;
+        assert_eq!(connect.next_line().await["text"], "via file");
+        let command_line = connect.command_line();
+        assert!(
+            !command_line.contains(&token) && command_line.contains("--token-file"),
+            "{command_line}"
+        );
+        assert!(connect.terminate().await.success());
+
+        // No token at all, or an empty file: a clear refusal.
+        let none = connect_command(&server, &ws, &agent).output().await.unwrap();
+        assert_eq!(none.status.code(), Some(2));
+        let stderr = String::from_utf8_lossy(&none.stderr);
+        assert!(
+            stderr.contains("--token <TOKEN>") && stderr.contains("--token-file <PATH>"),
+            "{stderr}"
+        );
+        let empty = tmp.path().join("empty");
+        std::fs::write(&empty, "\n").unwrap();
+        let out = connect_command(&server, &ws, &agent)
+            .args(["--token-file", empty.to_str().unwrap()])
+            .output()
+            .await
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains(&format!("{} is empty", empty.display())),
+            "{stderr}"
+        );
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn a_long_poll_held_for_its_full_wait_is_not_a_failure() {
     bounded(async {
