@@ -17,7 +17,7 @@ mod messages;
 
 use std::collections::HashMap;
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -203,6 +203,8 @@ pub async fn run(args: ConnectArgs) -> anyhow::Result<()> {
     let uploads_dir = state_dir.join("chat-uploads");
     std::fs::create_dir_all(&uploads_dir)
         .with_context(|| format!("failed to create {}", uploads_dir.display()))?;
+    // Held until the process exits, so two runs never share the folder.
+    let _lock = lock_dir(&state_dir)?;
     let progress = Progress::load(&state_dir.join("cursor"))?;
     let token = read_token(&args).await?;
     let client = Client::new(&args.server, token)?;
@@ -267,6 +269,44 @@ pub async fn run(args: ConnectArgs) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// Takes `<dir>/.molecule/lock`, an OS advisory lock released when the
+/// process ends however it ends: a second `connect` on the same folder
+/// would race the first over the cursor and the partial downloads.
+fn lock_dir(state_dir: &Path) -> anyhow::Result<std::fs::File> {
+    let path = state_dir.join("lock");
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .with_context(|| format!("failed to open {}", path.display()))?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            let holder = std::fs::read_to_string(&path).unwrap_or_default();
+            let holder = match holder.trim() {
+                "" => String::new(),
+                pid => format!(" (process {pid})"),
+            };
+            anyhow::bail!(
+                "another `molecule connect` is already running on {}{holder}: it holds {}. Stop it \
+                 first, or give this one its own --dir",
+                state_dir.parent().unwrap_or(state_dir).display(),
+                path.display()
+            );
+        }
+        Err(std::fs::TryLockError::Error(e)) => {
+            return Err(e).with_context(|| format!("failed to lock {}", path.display()))
+        }
+    }
+    // Who holds it, for the message above; only informative.
+    let _ = file
+        .set_len(0)
+        .and_then(|()| writeln!(file, "{}", std::process::id()));
+    Ok(file)
 }
 
 /// The token from --token / MOLECULE_TOKEN, or from --token-file.

@@ -745,6 +745,14 @@ async fn forward_delivers_to_a_local_agent_and_sends_its_answer_back() {
 }
 
 impl Connect {
+    /// Waits until the logs contain `needle`.
+    async fn wait_for_log(&self, needle: &str) {
+        eventually(&format!("connect to log {needle:?}"), || async {
+            self.logs().contains(needle).then_some(())
+        })
+        .await;
+    }
+
     /// The command line the OS shows for this process (what `ps` prints).
     fn command_line(&self) -> String {
         let pid = self.child.id().expect("connect is running");
@@ -752,6 +760,55 @@ impl Connect {
             .map(|raw| String::from_utf8_lossy(&raw).replace('\0', " "))
             .unwrap_or_else(|e| panic!("no command line for {pid}: {e}"))
     }
+}
+
+#[tokio::test]
+async fn a_second_connect_on_the_same_directory_exits_with_a_clear_error() {
+    bounded(async {
+        let tmp = TempDir::new().unwrap();
+        let server = Server::start(&tmp.path().join("server"), free_port()).await;
+        let (ws, token) = server.create_poll_workspace().await;
+        let agent = tmp.path().join("agent");
+        let mut first = Connect::start(&server, &ws, &token, &agent, &[]).await;
+        first.wait_for_log("registered in poll mode").await;
+
+        let second = tokio::time::timeout(
+            DEADLINE,
+            connect_command(&server, &ws, &agent)
+                .args(["--token", &token])
+                .stdin(Stdio::null())
+                .kill_on_drop(true)
+                .output(),
+        )
+        .await
+        .expect("the second connect kept running")
+        .unwrap();
+        let stderr = String::from_utf8_lossy(&second.stderr);
+        assert_eq!(second.status.code(), Some(1), "{stderr}");
+        assert!(second.stdout.is_empty(), "nothing for the agent");
+        let lock = std::fs::canonicalize(&agent)
+            .unwrap()
+            .join(".molecule")
+            .join("lock");
+        assert!(
+            stderr.contains("another `molecule connect` is already running")
+                && stderr.contains(&lock.display().to_string()),
+            "{stderr}"
+        );
+
+        // The first one is unaffected.
+        server.cli(&["send", &ws, "still mine"]).await;
+        assert_eq!(first.next_line().await["text"], "still mine");
+        let status = first.terminate().await;
+        assert!(status.success(), "{status}");
+
+        // Once it is gone, the directory is free again.
+        let mut again = Connect::start(&server, &ws, &token, &agent, &[]).await;
+        server.cli(&["send", &ws, "next"]).await;
+        assert_eq!(again.next_line().await["text"], "next");
+        again.assert_quiet().await;
+    })
+    .await;
 }
 
 #[tokio::test]
