@@ -17,7 +17,7 @@ use tokio::io::AsyncWriteExt;
 
 use super::backoff::Backoff;
 use super::Ctx;
-use crate::client::ClientError;
+use crate::client::{ActivityView, ClientError, PendingUploadView};
 use crate::domain::{FileId, Filename};
 
 /// The `data` (or `request_body`) of a `chat_upload_receive` row.
@@ -39,6 +39,34 @@ pub struct UploadRow {
     pub uri: Option<String>,
 }
 
+impl UploadRow {
+    /// The file a `chat_upload_receive` row announces (in its `data`, or
+    /// in its `request_body` for older rows).
+    pub fn from_row(row: &ActivityView) -> Result<Self, String> {
+        let described = row
+            .data
+            .clone()
+            .filter(|d| d.get("file_id").is_some())
+            .or_else(|| row.request_body.clone());
+        match described {
+            Some(value) => serde_json::from_value(value).map_err(|e| e.to_string()),
+            None => Err("no file description".to_owned()),
+        }
+    }
+
+    /// A file of the server's list of unacked files.
+    pub fn from_pending(workspace: &str, file: PendingUploadView) -> Self {
+        Self {
+            uri: Some(format!("platform-pending:{workspace}/{}", file.file_id)),
+            file_id: file.file_id.to_string(),
+            filename: file.filename,
+            mimetype: file.mimetype,
+            size: u64::try_from(file.size).unwrap_or(0),
+            sha256: file.sha256,
+        }
+    }
+}
+
 /// How the delivery of one file ended.
 #[derive(Debug, Clone)]
 pub enum Outcome {
@@ -49,8 +77,12 @@ pub enum Outcome {
     OnDisk(PathBuf),
     /// The server has no such file (expired, acked elsewhere): given up.
     Missing(String),
-    /// The bytes never matched the announced hash, or the row is invalid.
+    /// It could not be written here (disk full, a failed write or
+    /// rename), or the bytes never matched the announced hash: worth
+    /// another try later.
     Failed(String),
+    /// The row names no valid file id: never worth another try.
+    Invalid(String),
     /// Stopped before the file was complete; the next run resumes it.
     Abandoned,
 }
@@ -70,7 +102,7 @@ pub fn local_name(file_id: &FileId, filename: &str) -> String {
 pub async fn deliver(ctx: &Ctx, row: &UploadRow) -> Outcome {
     let file_id = match FileId::from_str(&row.file_id) {
         Ok(id) => id,
-        Err(e) => return Outcome::Failed(format!("invalid file id {:?}: {e}", row.file_id)),
+        Err(e) => return Outcome::Invalid(format!("invalid file id {:?}: {e}", row.file_id)),
     };
     let final_path = ctx.uploads_dir.join(local_name(&file_id, &row.filename));
     let part_path = ctx.uploads_dir.join(format!(".{file_id}.part"));

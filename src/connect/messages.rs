@@ -132,7 +132,7 @@ async fn rewrite_uris(ctx: &Ctx, value: &mut Value) -> bool {
                 resolved.insert(uri.clone(), json!(format!("workspace:{}", path.display())));
             }
             FileState::Abandoned => return false,
-            FileState::Pending | FileState::Gone => {
+            FileState::Pending | FileState::Gone | FileState::Retrying => {
                 tracing::warn!(
                     file_id = fid,
                     "a message names a file that is not on disk; its URI is left as is"

@@ -27,6 +27,7 @@ use clap::Args;
 use serde_json::{json, Value};
 use tokio::sync::{mpsc, watch, Semaphore};
 use tokio::task::JoinSet;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use url::Url;
 
@@ -92,6 +93,8 @@ pub(crate) enum FileState {
     Gone,
     /// Stopped before it was complete.
     Abandoned,
+    /// It could not be written here; it is being tried again.
+    Retrying,
 }
 
 /// The JSON lines on stdout, one `write` each so lines never interleave.
@@ -137,6 +140,14 @@ impl Ctx {
         ));
     }
 
+    /// The workspace is gone: nothing will work again.
+    fn no_workspace(&self) {
+        self.fail(format!(
+            "the server has no workspace {} (deleted?)",
+            self.workspace
+        ));
+    }
+
     fn fail(&self, message: String) {
         let mut fatal = self.fatal.lock().unwrap_or_else(|e| e.into_inner());
         if fatal.is_none() {
@@ -150,6 +161,23 @@ impl Ctx {
     fn finish(&self, id: i64) {
         let mut progress = self.progress.lock().unwrap_or_else(|e| e.into_inner());
         if let Err(e) = progress.finish(id) {
+            tracing::error!(error = format!("{e:#}"), "failed to persist the cursor");
+        }
+    }
+
+    /// Records that row `id` was seen; `false` when an earlier run handled it.
+    fn begin(&self, id: i64) -> bool {
+        let mut progress = self.progress.lock().unwrap_or_else(|e| e.into_inner());
+        progress.begin(id).unwrap_or_else(|e| {
+            tracing::error!(error = format!("{e:#}"), "failed to persist the cursor");
+            true
+        })
+    }
+
+    /// The server dropped the rows before `to` (410): start over from there.
+    fn reset_cursor(&self, to: i64) {
+        let mut progress = self.progress.lock().unwrap_or_else(|e| e.into_inner());
+        if let Err(e) = progress.reset(to) {
             tracing::error!(error = format!("{e:#}"), "failed to persist the cursor");
         }
     }
@@ -237,19 +265,16 @@ pub async fn run(args: ConnectArgs) -> anyhow::Result<()> {
         let heartbeat = tokio::spawn(heartbeat(ctx.clone(), args.heartbeat_interval));
         let (tx, rx) = mpsc::unbounded_channel();
         let messages = tokio::spawn(messages::run(ctx.clone(), handoff.clone(), rx));
-        let mut downloads = JoinSet::new();
-        let permits = Arc::new(Semaphore::new(args.concurrency as usize));
-        poll(
-            &ctx,
-            &handoff,
-            &tx,
-            &mut downloads,
-            &permits,
-            args.poll_wait,
-        )
-        .await;
+        let mut dispatch = Dispatch {
+            emit_files: matches!(handoff, Handoff::Stdout),
+            messages: tx,
+            downloads: JoinSet::new(),
+            permits: Arc::new(Semaphore::new(args.concurrency as usize)),
+        };
+        poll(&ctx, &mut dispatch, args.poll_wait).await;
 
         // Stopping: finish what is in flight, then persist.
+        let Dispatch { messages: tx, mut downloads, .. } = dispatch;
         drop(tx);
         let in_flight = downloads.len();
         if in_flight > 0 {
@@ -375,10 +400,7 @@ async fn register(ctx: &Ctx) -> bool {
                 return false;
             }
             Err(ClientError::NotFound(_)) => {
-                ctx.fail(format!(
-                    "the server has no workspace {} (deleted?)",
-                    ctx.workspace
-                ));
+                ctx.no_workspace();
                 return false;
             }
             Err(e) => {
@@ -415,215 +437,341 @@ async fn heartbeat(ctx: Arc<Ctx>, every: Duration) {
     }
 }
 
+/// Rows asked for per poll.
+const PAGE: usize = 100;
+/// First delay before a file that could not be written is tried again; it
+/// doubles up to [`FILE_RETRY_CAP`].
+const FILE_RETRY_BASE: Duration = Duration::from_secs(1);
+/// Longest delay between two tries of a file that could not be written.
+const FILE_RETRY_CAP: Duration = Duration::from_secs(300);
+/// How long to wait before reading the list of unacked files again when
+/// reading it failed.
+const UNACKED_RETRY: Duration = Duration::from_secs(10);
+
+/// Where the rows of a poll go: messages to the hand-off task, in order;
+/// files to download tasks.
+struct Dispatch {
+    /// Default mode: each settled file is also a JSON line for the agent.
+    emit_files: bool,
+    messages: mpsc::UnboundedSender<ActivityView>,
+    downloads: JoinSet<()>,
+    permits: Arc<Semaphore>,
+}
+
+/// What one poll came back with.
+enum Page {
+    Rows(Vec<ActivityView>),
+    /// Poll again (after a backoff, or a cursor reset).
+    Again,
+    /// Stopped, or a fatal answer.
+    Stop,
+}
+
 /// The long-poll loop: runs until `stop` fires.
-async fn poll(
-    ctx: &Arc<Ctx>,
-    handoff: &Handoff,
-    messages: &mpsc::UnboundedSender<ActivityView>,
-    downloads: &mut JoinSet<()>,
-    permits: &Arc<Semaphore>,
-    wait: u64,
-) {
+///
+/// Until the backlog is read, polls do not wait; then the server's list of
+/// unacked files is read once, so files an earlier run could not write
+/// (its cursor is past their rows) are tried again.
+async fn poll(ctx: &Arc<Ctx>, dispatch: &mut Dispatch, wait: u64) {
     let mut since = ctx.progress.lock().map(|p| p.cursor()).unwrap_or(0);
     let mut backoff = Backoff::new();
+    let mut backlog_read = false;
+    let mut list_unacked_at = Some(Instant::now());
     loop {
-        while downloads.try_join_next().is_some() {}
-        let query = ActivityQuery {
-            activity_type: Some("a2a_receive".into()),
-            since_id: Some(since),
-            limit: Some(100),
-            wait: Some(wait),
+        while dispatch.downloads.try_join_next().is_some() {}
+        let wait = if backlog_read { wait } else { 0 };
+        let rows = match next_page(ctx, &mut since, wait, &mut backoff).await {
+            Page::Rows(rows) => rows,
+            Page::Again => continue,
+            Page::Stop => return,
         };
-        let answer = tokio::select! {
-            _ = ctx.stop.cancelled() => return,
-            answer = ctx.client.list_activity(&ctx.workspace, &query) => answer,
-        };
-        let rows = match answer {
-            Ok(rows) => {
-                if backoff.is_retrying() {
-                    tracing::info!("the server is reachable again");
-                }
-                backoff.reset();
-                rows
+        let full = rows.len() >= PAGE;
+        if !dispatch_rows(ctx, dispatch, rows, &mut since) {
+            return;
+        }
+        backlog_read |= !full;
+        if backlog_read && list_unacked_at.is_some_and(|at| at <= Instant::now()) {
+            list_unacked_at = resume_unacked(ctx, dispatch).await;
+        }
+    }
+}
+
+/// One long poll after `since`; a 410 resets the cursor to where the
+/// server says.
+async fn next_page(ctx: &Ctx, since: &mut i64, wait: u64, backoff: &mut Backoff) -> Page {
+    let query = ActivityQuery {
+        activity_type: Some("a2a_receive".into()),
+        since_id: Some(*since),
+        limit: Some(PAGE as u32),
+        wait: Some(wait),
+    };
+    let answer = tokio::select! {
+        _ = ctx.stop.cancelled() => return Page::Stop,
+        answer = ctx.client.list_activity(&ctx.workspace, &query) => answer,
+    };
+    match answer {
+        Ok(rows) => {
+            if backoff.is_retrying() {
+                tracing::info!("the server is reachable again");
             }
-            Err(ClientError::Unauthorized(_)) => return ctx.unauthorized(),
-            Err(ClientError::NotFound(_)) => {
-                return ctx.fail(format!(
-                    "the server has no workspace {} (deleted?)",
-                    ctx.workspace
-                ));
+            backoff.reset();
+            Page::Rows(rows)
+        }
+        Err(ClientError::Unauthorized(_)) => {
+            ctx.unauthorized();
+            Page::Stop
+        }
+        Err(ClientError::NotFound(_)) => {
+            ctx.no_workspace();
+            Page::Stop
+        }
+        Err(ClientError::Gone {
+            message,
+            restart_since_id: to,
+        }) => {
+            tracing::warn!(since_id = *since, restart_from = to, error = %message,
+                "the server no longer has rows after our cursor; resetting it");
+            *since = to;
+            ctx.reset_cursor(to);
+            Page::Again
+        }
+        Err(e) => {
+            // One warning per outage, not one per retry.
+            if backoff.is_retrying() {
+                tracing::debug!(error = %e, "polling the inbox failed again");
+            } else {
+                tracing::warn!(error = %e, "polling the inbox failed; retrying with backoff until it answers");
             }
-            Err(ClientError::Gone {
-                message,
-                restart_since_id: to,
-            }) => {
-                tracing::warn!(since_id = since, restart_from = to, error = %message,
-                    "the server no longer has rows after our cursor; resetting it");
-                since = to;
-                let mut progress = ctx.progress.lock().unwrap_or_else(|e| e.into_inner());
-                if let Err(e) = progress.reset(to) {
-                    tracing::error!(error = format!("{e:#}"), "failed to persist the cursor");
-                }
-                continue;
-            }
-            Err(e) => {
-                // One warning per outage, not one per retry.
-                if backoff.is_retrying() {
-                    tracing::debug!(error = %e, "polling the inbox failed again");
-                } else {
-                    tracing::warn!(error = %e, "polling the inbox failed; retrying with backoff until it answers");
-                }
-                if !backoff.wait(&ctx.stop).await {
-                    return;
-                }
-                continue;
-            }
-        };
-        for row in rows {
-            if row.id <= since {
-                continue;
-            }
-            since = row.id;
-            let begin = ctx
-                .progress
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .begin(row.id);
-            match begin {
-                Ok(true) => {}
-                Ok(false) => continue,
-                Err(e) => tracing::error!(error = format!("{e:#}"), "failed to persist the cursor"),
-            }
-            match row.method.as_deref() {
-                Some("chat_upload_receive") => {
-                    start_download(ctx, handoff, downloads, permits, row)
-                }
-                Some("message/send") => {
-                    if messages.send(row).is_err() {
-                        return;
-                    }
-                }
-                other => {
-                    tracing::debug!(activity_id = row.id, method = ?other, "ignoring an inbox row of another kind");
-                    ctx.finish(row.id);
-                }
+            if backoff.wait(&ctx.stop).await {
+                Page::Again
+            } else {
+                Page::Stop
             }
         }
     }
 }
 
-fn start_download(
+/// Hands each new row to its handler; `false` when the message task is gone.
+fn dispatch_rows(
     ctx: &Arc<Ctx>,
-    handoff: &Handoff,
-    downloads: &mut JoinSet<()>,
-    permits: &Arc<Semaphore>,
-    row: ActivityView,
-) {
-    let upload = row
-        .data
-        .clone()
-        .filter(|d| d.get("file_id").is_some())
-        .or_else(|| row.request_body.clone())
-        .map(serde_json::from_value::<UploadRow>);
-    let upload = match upload {
-        Some(Ok(u)) => u,
-        other => {
-            let error = match other {
-                Some(Err(e)) => e.to_string(),
-                _ => "no file description".to_owned(),
-            };
+    dispatch: &mut Dispatch,
+    rows: Vec<ActivityView>,
+    since: &mut i64,
+) -> bool {
+    for row in rows {
+        if row.id <= *since {
+            continue;
+        }
+        *since = row.id;
+        if !ctx.begin(row.id) {
+            continue;
+        }
+        match row.method.as_deref() {
+            Some("chat_upload_receive") => start_upload_row(ctx, dispatch, row),
+            Some("message/send") => {
+                if dispatch.messages.send(row).is_err() {
+                    return false;
+                }
+            }
+            other => {
+                tracing::debug!(activity_id = row.id, method = ?other, "ignoring an inbox row of another kind");
+                ctx.finish(row.id);
+            }
+        }
+    }
+    true
+}
+
+/// A `chat_upload_receive` row: its file's delivery, or a skip when the
+/// row cannot be read.
+fn start_upload_row(ctx: &Arc<Ctx>, dispatch: &mut Dispatch, row: ActivityView) {
+    match UploadRow::from_row(&row) {
+        Ok(upload) => {
+            start_delivery(ctx, dispatch, upload, Some(row.id));
+        }
+        Err(error) => {
             tracing::error!(
                 activity_id = row.id,
                 error,
                 "an upload row cannot be read; skipping it"
             );
             ctx.finish(row.id);
-            return;
         }
-    };
-    let (tx, rx) = watch::channel(FileState::Pending);
-    ctx.files
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .insert(upload.file_id.clone(), rx);
-    let emit = matches!(handoff, Handoff::Stdout);
-    let (ctx, permits) = (ctx.clone(), permits.clone());
-    downloads.spawn(async move {
-        let outcome = match permits.acquire_owned().await {
-            Ok(_permit) if !ctx.stop.is_cancelled() => {
-                tracing::info!(file_id = %upload.file_id, filename = %upload.filename, size = upload.size, "downloading");
-                download::deliver(&ctx, &upload).await
-            }
-            _ => Outcome::Abandoned,
-        };
-        settle(&ctx, row.id, &upload, outcome, emit, &tx);
-    });
+    }
 }
 
-/// Records how a download ended: the file's state for waiting messages,
-/// the cursor, and (default mode) a JSON line for the agent.
-fn settle(
-    ctx: &Ctx,
-    activity_id: i64,
-    upload: &UploadRow,
-    outcome: Outcome,
-    emit: bool,
-    tx: &watch::Sender<FileState>,
-) {
-    let base = json!({
-        "activity_id": activity_id, "file_id": upload.file_id, "filename": upload.filename,
-        "mimetype": upload.mimetype, "size": upload.size, "sha256": upload.sha256,
-        "pending_uri": upload.uri,
-    });
-    let with = |kind: &str, extra: Value| {
-        let mut v = base.clone();
-        v["type"] = json!(kind);
-        if let (Some(v), Value::Object(extra)) = (v.as_object_mut(), extra) {
-            v.extend(extra);
+/// Reads the server's list of unacked files and starts a delivery for each
+/// one this run does not have in hand. `None` when done, or when to read it
+/// again after a failure.
+async fn resume_unacked(ctx: &Arc<Ctx>, dispatch: &mut Dispatch) -> Option<Instant> {
+    match ctx.client.list_pending_uploads(&ctx.workspace).await {
+        Ok(files) => {
+            let mut resumed = 0;
+            for file in files {
+                let upload = UploadRow::from_pending(&ctx.workspace, file);
+                resumed += usize::from(start_delivery(ctx, dispatch, upload, None));
+            }
+            if resumed > 0 {
+                tracing::info!(
+                    files = resumed,
+                    "trying again the files the server still holds unacked"
+                );
+            }
+            None
         }
-        v
-    };
-    let (state, event, done) = match outcome {
-        Outcome::Delivered(path) => {
-            let e = with(
-                "file",
-                json!({"path": path, "uri": format!("workspace:{}", path.display()), "acked": true}),
-            );
-            (FileState::Ready(path), Some(e), true)
+        Err(ClientError::Unauthorized(_)) => {
+            ctx.unauthorized();
+            None
         }
-        Outcome::OnDisk(path) => {
-            // Settled for the agent; the row is left for the next run to ack
-            // unless the server has forgotten it.
-            let e = with(
-                "file",
-                json!({"path": path, "uri": format!("workspace:{}", path.display()), "acked": false}),
-            );
-            (FileState::Ready(path), Some(e), !ctx.stop.is_cancelled())
+        Err(e) => {
+            tracing::warn!(error = %e, "listing the unacked files failed; trying again later");
+            Some(Instant::now() + UNACKED_RETRY)
         }
-        Outcome::Missing(error) => {
-            tracing::warn!(file_id = %upload.file_id, filename = %upload.filename, error,
-                "the server no longer has this file (expired or acked elsewhere); skipping it");
-            (
-                FileState::Gone,
-                Some(with("file_missing", json!({"error": error}))),
-                true,
-            )
-        }
-        Outcome::Failed(error) => {
-            tracing::error!(file_id = %upload.file_id, filename = %upload.filename, error, "giving up on this file");
-            (
-                FileState::Gone,
-                Some(with("file_failed", json!({"error": error}))),
-                true,
-            )
-        }
-        Outcome::Abandoned => (FileState::Abandoned, None, false),
-    };
-    let _ = tx.send(state);
-    if let (true, Some(event)) = (emit, event) {
-        ctx.out.emit(&event);
     }
-    if done {
-        ctx.finish(activity_id);
+}
+
+/// Starts the delivery of a file unless this run already has it in hand
+/// (both a row and the list of unacked files can name it); `false` if so.
+/// Either way the row, if any, is then the delivery's business: the server
+/// keeps the file until it is acked, so the cursor may pass the row.
+fn start_delivery(
+    ctx: &Arc<Ctx>,
+    dispatch: &mut Dispatch,
+    upload: UploadRow,
+    activity_id: Option<i64>,
+) -> bool {
+    let tx = {
+        let mut files = ctx.files.lock().unwrap_or_else(|e| e.into_inner());
+        if files.contains_key(&upload.file_id) {
+            None
+        } else {
+            let (tx, rx) = watch::channel(FileState::Pending);
+            files.insert(upload.file_id.clone(), rx);
+            Some(tx)
+        }
+    };
+    let Some(tx) = tx else {
+        if let Some(id) = activity_id {
+            ctx.finish(id);
+        }
+        return false;
+    };
+    let (ctx, permits, emit) = (ctx.clone(), dispatch.permits.clone(), dispatch.emit_files);
+    dispatch.downloads.spawn(async move {
+        let delivery = Delivery {
+            ctx: &ctx,
+            upload: &upload,
+            activity_id,
+            emit,
+            state: &tx,
+        };
+        delivery.run(&permits).await;
+    });
+    true
+}
+
+/// One file in hand, from its first try until it is settled.
+struct Delivery<'a> {
+    ctx: &'a Ctx,
+    upload: &'a UploadRow,
+    activity_id: Option<i64>,
+    emit: bool,
+    state: &'a watch::Sender<FileState>,
+}
+
+impl Delivery<'_> {
+    /// Tries until the file is acked, the server forgets it, or a stop; a
+    /// local failure (disk full, a failed write or rename) is tried again
+    /// with backoff. The first failure is reported and frees the cursor: the
+    /// server keeps the file, and the next run's list of unacked files
+    /// picks it up if this run stops first.
+    async fn run(&self, permits: &Semaphore) {
+        let mut backoff = Backoff::with_limits(FILE_RETRY_BASE, FILE_RETRY_CAP);
+        let mut failures = 0u32;
+        loop {
+            let outcome = match permits.acquire().await {
+                Ok(_permit) if !self.ctx.stop.is_cancelled() => {
+                    tracing::info!(file_id = %self.upload.file_id, filename = %self.upload.filename,
+                        size = self.upload.size, attempt = failures + 1, "downloading");
+                    download::deliver(self.ctx, self.upload).await
+                }
+                _ => Outcome::Abandoned,
+            };
+            let Outcome::Failed(error) = outcome else {
+                return self.settle(outcome);
+            };
+            failures += 1;
+            tracing::error!(file_id = %self.upload.file_id, filename = %self.upload.filename, error,
+                failures, "the file could not be written; trying again with backoff");
+            if failures == 1 {
+                self.settle(Outcome::Failed(error));
+            }
+            if !backoff.wait(&self.ctx.stop).await {
+                return;
+            }
+        }
+    }
+
+    /// Records how a try ended: a JSON line for the agent (default mode),
+    /// the file's state for waiting messages, and the cursor.
+    fn settle(&self, outcome: Outcome) {
+        let (state, event, done) = match outcome {
+            Outcome::Delivered(path) => {
+                let e = self.file_line(&path, true);
+                (FileState::Ready(path), Some(e), true)
+            }
+            Outcome::OnDisk(path) => {
+                // Settled for the agent; the row is left for the next run to
+                // ack unless the server has forgotten it.
+                let e = self.file_line(&path, false);
+                (FileState::Ready(path), Some(e), !self.ctx.stop.is_cancelled())
+            }
+            Outcome::Missing(error) => {
+                tracing::warn!(file_id = %self.upload.file_id, filename = %self.upload.filename, error,
+                    "the server no longer has this file (expired or acked elsewhere); skipping it");
+                let e = self.line("file_missing", json!({"error": error}));
+                (FileState::Gone, Some(e), true)
+            }
+            Outcome::Failed(error) => {
+                let e = self.line("file_failed", json!({"error": error, "retrying": true}));
+                (FileState::Retrying, Some(e), true)
+            }
+            Outcome::Invalid(error) => {
+                tracing::error!(file_id = %self.upload.file_id, error, "giving up on this file");
+                let e = self.line("file_failed", json!({"error": error, "retrying": false}));
+                (FileState::Gone, Some(e), true)
+            }
+            Outcome::Abandoned => (FileState::Abandoned, None, false),
+        };
+        // The line goes out before a waiting message is released, so the
+        // agent reads the file before the message that names it.
+        if let (true, Some(event)) = (self.emit, event) {
+            self.ctx.out.emit(&event);
+        }
+        let _ = self.state.send(state);
+        if let (true, Some(id)) = (done, self.activity_id) {
+            self.ctx.finish(id);
+        }
+    }
+
+    fn file_line(&self, path: &Path, acked: bool) -> Value {
+        self.line(
+            "file",
+            json!({"path": path, "uri": format!("workspace:{}", path.display()), "acked": acked}),
+        )
+    }
+
+    /// A JSON line of `kind` about this file, with `extra` fields.
+    fn line(&self, kind: &str, extra: Value) -> Value {
+        let u = self.upload;
+        let mut line = json!({
+            "type": kind, "activity_id": self.activity_id, "file_id": u.file_id,
+            "filename": u.filename, "mimetype": u.mimetype, "size": u.size,
+            "sha256": u.sha256, "pending_uri": u.uri,
+        });
+        if let (Some(line), Value::Object(extra)) = (line.as_object_mut(), extra) {
+            line.extend(extra);
+        }
+        line
     }
 }

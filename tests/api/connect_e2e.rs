@@ -762,6 +762,137 @@ impl Connect {
     }
 }
 
+/// The ids of the server's unacked files of `workspace`, with their state.
+async fn pending_files(server: &Server, workspace: &str) -> Vec<(String, String)> {
+    let pending = server
+        .get(&format!("/workspaces/{workspace}/pending-uploads"))
+        .await;
+    pending
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            (
+                p["file_id"].as_str().unwrap().to_owned(),
+                p["state"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_local_write_failure_is_retried_until_the_file_lands_and_is_acked_even_across_a_restart()
+{
+    bounded(async {
+        let tmp = TempDir::new().unwrap();
+        let server = Server::start(&tmp.path().join("server"), free_port()).await;
+        let (ws, token) = server.create_poll_workspace().await;
+        let agent = tmp.path().join("agent");
+
+        // Two files staged while the agent is away.
+        let files = vec![
+            (tmp.path().join("a.txt"), b"first file\n".to_vec()),
+            (tmp.path().join("b.txt"), b"second file\n".to_vec()),
+        ];
+        for (path, bytes) in &files {
+            std::fs::write(path, bytes).unwrap();
+        }
+        let uploaded = upload(&server, &ws, &files).await;
+        let ids: Vec<String> = uploaded
+            .iter()
+            .map(|u| file_id(&ws, u["uri"].as_str().unwrap()))
+            .collect();
+        // A real local failure, as root too: a folder sits where each file
+        // is to be renamed to, so the final rename fails.
+        let uploads_dir = agent.join(".molecule").join("chat-uploads");
+        let targets: Vec<PathBuf> = ["a.txt", "b.txt"]
+            .iter()
+            .zip(&ids)
+            .map(|(name, id)| uploads_dir.join(format!("{id}-{name}")))
+            .collect();
+        for target in &targets {
+            std::fs::create_dir_all(target.join("in-the-way")).unwrap();
+        }
+
+        let mut connect = Connect::start(&server, &ws, &token, &agent, &[]).await;
+        let mut failed = Vec::new();
+        for _ in 0..2 {
+            let line = connect.next_line().await;
+            assert_eq!(line["type"], "file_failed", "{line}");
+            assert_eq!(line["retrying"], true, "{line}");
+            assert!(
+                line["error"].as_str().unwrap().contains("Is a directory"),
+                "{line}"
+            );
+            failed.push(line);
+        }
+        for id in &ids {
+            assert!(
+                failed.iter().any(|l| l["file_id"] == id.as_str()),
+                "{failed:?}"
+            );
+        }
+        let mut pending = pending_files(&server, &ws).await;
+        pending.sort();
+        let mut expected: Vec<(String, String)> =
+            ids.iter().map(|id| (id.clone(), "fetched".into())).collect();
+        expected.sort();
+        assert_eq!(pending, expected, "neither file is acked");
+
+        // The condition is fixed while connect runs: the file lands on a retry.
+        std::fs::remove_dir_all(&targets[0]).unwrap();
+        let line = connect.next_line().await;
+        assert_eq!(line["type"], "file", "{line}");
+        assert_eq!(line["file_id"], ids[0].as_str(), "{line}");
+        assert_eq!(line["acked"], true, "{line}");
+        assert_eq!(std::fs::read(&targets[0]).unwrap(), files[0].1);
+        assert_eq!(
+            pending_files(&server, &ws).await,
+            vec![(ids[1].clone(), "fetched".to_owned())],
+            "only the second file is still unacked"
+        );
+
+        // Stopped while the second still fails; fixed while connect is down:
+        // the next run retries it although its cursor is past the row.
+        let status = connect.terminate().await;
+        assert!(status.success(), "{status}");
+        std::fs::remove_dir_all(&targets[1]).unwrap();
+        let mut connect = Connect::start(&server, &ws, &token, &agent, &[]).await;
+        let line = connect.next_line().await;
+        assert_eq!(line["type"], "file", "{line}");
+        assert_eq!(line["file_id"], ids[1].as_str(), "{line}");
+        assert_eq!(line["acked"], true, "{line}");
+        assert_all_delivered_files(&server, &connect, &ws, &files, &uploaded).await;
+        connect.assert_quiet().await;
+    })
+    .await;
+}
+
+/// Like [`assert_all_delivered`] for files with any names.
+async fn assert_all_delivered_files(
+    server: &Server,
+    connect: &Connect,
+    workspace: &str,
+    files: &[(PathBuf, Vec<u8>)],
+    uploaded: &[Value],
+) {
+    let mut expected_listing = Vec::new();
+    for ((path, bytes), answer) in files.iter().zip(uploaded) {
+        let fid = file_id(workspace, answer["uri"].as_str().unwrap());
+        let name = format!("{fid}-{}", path.file_name().unwrap().to_str().unwrap());
+        let on_disk = std::fs::read(connect.uploads_dir().join(&name))
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert!(on_disk == *bytes, "bytes of {name}");
+        expected_listing.push(name);
+    }
+    expected_listing.sort();
+    assert_eq!(connect.uploads_listing(), expected_listing);
+    assert_eq!(pending_files(server, workspace).await, vec![]);
+    let stats = server.get("/admin/pending-uploads/stats").await;
+    assert_eq!(stats["pending"], 0, "{stats}");
+    assert_eq!(stats["acked"], files.len(), "{stats}");
+}
+
 #[tokio::test]
 async fn a_second_connect_on_the_same_directory_exits_with_a_clear_error() {
     bounded(async {
