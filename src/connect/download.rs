@@ -126,7 +126,7 @@ pub async fn deliver(ctx: &Ctx, row: &UploadRow) -> Outcome {
     let mut mismatches = 0;
     let mut errors = 0;
     loop {
-        if ctx.stop.is_cancelled() && !part_path.exists() {
+        if ctx.stop.is_cancelled() && !tokio::fs::try_exists(&part_path).await.unwrap_or(false) {
             // Not started yet: leave it to the next run.
             return Outcome::Abandoned;
         }

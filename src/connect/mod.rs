@@ -34,7 +34,7 @@ use url::Url;
 use crate::client::{ActivityQuery, ActivityView, Client, ClientError};
 use crate::domain::WorkspaceId;
 use backoff::Backoff;
-use cursor::Progress;
+use cursor::Cursor;
 use download::{Outcome, UploadRow};
 use messages::Handoff;
 
@@ -98,19 +98,24 @@ pub(crate) enum FileState {
 }
 
 /// The JSON lines on stdout, one `write` each so lines never interleave.
+/// A reader that does not keep up blocks the write, so it happens on a
+/// blocking thread.
 #[derive(Debug, Default)]
-pub(crate) struct Output {
-    lock: Mutex<()>,
-}
+pub(crate) struct Output;
 
 impl Output {
-    /// Writes one JSON line and flushes it.
-    pub(crate) fn emit(&self, value: &Value) {
+    /// Writes one JSON line and flushes it; returns once it is written.
+    pub(crate) async fn emit(&self, value: &Value) {
         let line = format!("{value}\n");
-        let _guard = self.lock.lock().unwrap_or_else(|e| e.into_inner());
-        let mut out = std::io::stdout().lock();
-        if let Err(e) = out.write_all(line.as_bytes()).and_then(|()| out.flush()) {
-            tracing::warn!(error = %e, "failed to write to stdout");
+        let written = tokio::task::spawn_blocking(move || {
+            let mut out = std::io::stdout().lock();
+            out.write_all(line.as_bytes()).and_then(|()| out.flush())
+        })
+        .await;
+        match written {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "failed to write to stdout"),
+            Err(e) => tracing::warn!(error = %e, "BUG: the stdout task failed"),
         }
     }
 }
@@ -124,7 +129,7 @@ pub(crate) struct Ctx {
     /// Fired by Ctrl-C / SIGTERM, or by a fatal error.
     stop: CancellationToken,
     fatal: Mutex<Option<String>>,
-    progress: Mutex<Progress>,
+    cursor: Cursor,
     files: Mutex<HashMap<String, watch::Receiver<FileState>>>,
     out: Output,
     limit_rate: Option<u64>,
@@ -157,27 +162,16 @@ impl Ctx {
         self.stop.cancel();
     }
 
-    /// Marks a row handled and persists the cursor.
-    fn finish(&self, id: i64) {
-        let mut progress = self.progress.lock().unwrap_or_else(|e| e.into_inner());
-        if let Err(e) = progress.finish(id) {
+    /// Marks a row handled; returns once the cursor saying so is durable.
+    async fn finish(&self, id: i64) {
+        if let Err(e) = self.cursor.finish(id).await {
             tracing::error!(error = format!("{e:#}"), "failed to persist the cursor");
         }
     }
 
-    /// Records that row `id` was seen; `false` when an earlier run handled it.
-    fn begin(&self, id: i64) -> bool {
-        let mut progress = self.progress.lock().unwrap_or_else(|e| e.into_inner());
-        progress.begin(id).unwrap_or_else(|e| {
-            tracing::error!(error = format!("{e:#}"), "failed to persist the cursor");
-            true
-        })
-    }
-
     /// The server dropped the rows before `to` (410): start over from there.
-    fn reset_cursor(&self, to: i64) {
-        let mut progress = self.progress.lock().unwrap_or_else(|e| e.into_inner());
-        if let Err(e) = progress.reset(to) {
+    async fn reset_cursor(&self, to: i64) {
+        if let Err(e) = self.cursor.reset(to).await {
             tracing::error!(error = format!("{e:#}"), "failed to persist the cursor");
         }
     }
@@ -196,17 +190,33 @@ impl Ctx {
                 Ok(state) => state.clone(),
                 Err(_) => FileState::Abandoned,
             },
+            None => self
+                .find_on_disk(file_id)
+                .await
+                .map_or(FileState::Gone, FileState::Ready),
+        }
+    }
+
+    /// The path of a file an earlier run delivered, if it is there.
+    async fn find_on_disk(&self, file_id: &str) -> Option<PathBuf> {
+        let prefix = format!("{file_id}-");
+        let mut entries = tokio::fs::read_dir(&self.uploads_dir).await.ok()?;
+        while let Ok(Some(entry)) = entries.next_entry().await {
+            if entry.file_name().to_string_lossy().starts_with(&prefix) {
+                return Some(entry.path());
+            }
+        }
+        None
+    }
+
+    /// How the run ended: an error when something fatal stopped it.
+    fn outcome(&self) -> anyhow::Result<()> {
+        let fatal = self.fatal.lock().unwrap_or_else(|e| e.into_inner()).take();
+        match fatal {
+            Some(message) => Err(anyhow::anyhow!(message)),
             None => {
-                let prefix = format!("{file_id}-");
-                let found = std::fs::read_dir(&self.uploads_dir)
-                    .ok()
-                    .and_then(|entries| {
-                        entries
-                            .filter_map(Result::ok)
-                            .find(|e| e.file_name().to_string_lossy().starts_with(&prefix))
-                            .map(|e| e.path())
-                    });
-                found.map_or(FileState::Gone, FileState::Ready)
+                tracing::info!(since_id = self.cursor.position(), "stopped");
+                Ok(())
             }
         }
     }
@@ -223,77 +233,100 @@ pub async fn run(args: ConnectArgs) -> anyhow::Result<()> {
             )
         })?
         .to_string();
-    std::fs::create_dir_all(&args.dir)
-        .with_context(|| format!("failed to create {}", args.dir.display()))?;
-    let dir = std::fs::canonicalize(&args.dir)
-        .with_context(|| format!("failed to resolve {}", args.dir.display()))?;
-    let state_dir = dir.join(".molecule");
-    let uploads_dir = state_dir.join("chat-uploads");
-    std::fs::create_dir_all(&uploads_dir)
-        .with_context(|| format!("failed to create {}", uploads_dir.display()))?;
-    // Held until the process exits, so two runs never share the folder.
-    let _lock = lock_dir(&state_dir)?;
-    let progress = Progress::load(&state_dir.join("cursor"))?;
-    let token = read_token(&args).await?;
-    let client = Client::new(&args.server, token)?;
-
-    let handoff = match (&args.exec, &args.forward) {
-        (Some(cmd), _) => Handoff::Exec(cmd.clone()),
-        (None, Some(url)) => Handoff::Forward(url.clone()),
-        (None, None) => Handoff::Stdout,
-    };
+    let dir = args.dir.clone();
+    let folder = tokio::task::spawn_blocking(move || Folder::prepare(&dir))
+        .await
+        .context("BUG: the folder-preparing task panicked")??;
+    let cursor = Cursor::load(folder.state_dir.join("cursor")).await?;
+    let client = Client::new(&args.server, read_token(&args).await?)?;
     let stop = CancellationToken::new();
     watch_signals(stop.clone());
     let ctx = Arc::new(Ctx {
         client,
         workspace,
-        dir,
-        uploads_dir,
-        stop: stop.clone(),
+        dir: folder.dir.clone(),
+        uploads_dir: folder.uploads_dir.clone(),
+        stop,
         fatal: Mutex::new(None),
-        progress: Mutex::new(progress),
+        cursor,
         files: Mutex::new(HashMap::new()),
-        out: Output::default(),
+        out: Output,
         limit_rate: args.limit_rate.map(|b| b.as_u64().max(1)),
     });
-    tracing::info!(
-        workspace_id = %ctx.workspace, server = %ctx.client.base(), dir = %ctx.dir.display(),
-        since_id = ctx.progress.lock().map(|p| p.cursor()).unwrap_or(0), "connecting"
-    );
+    tracing::info!(workspace_id = %ctx.workspace, server = %ctx.client.base(), dir = %ctx.dir.display(),
+        since_id = ctx.cursor.position(), "connecting");
 
     if register(&ctx).await {
-        let heartbeat = tokio::spawn(heartbeat(ctx.clone(), args.heartbeat_interval));
-        let (tx, rx) = mpsc::unbounded_channel();
-        let messages = tokio::spawn(messages::run(ctx.clone(), handoff.clone(), rx));
-        let mut dispatch = Dispatch {
-            emit_files: matches!(handoff, Handoff::Stdout),
-            messages: tx,
-            downloads: JoinSet::new(),
-            permits: Arc::new(Semaphore::new(args.concurrency as usize)),
-        };
-        poll(&ctx, &mut dispatch, args.poll_wait).await;
+        serve(&ctx, &args).await;
+    }
+    ctx.cursor.flush().await?;
+    drop(folder); // releases the lock, last
+    ctx.outcome()
+}
 
-        // Stopping: finish what is in flight, then persist.
-        let Dispatch { messages: tx, mut downloads, .. } = dispatch;
-        drop(tx);
-        let in_flight = downloads.len();
-        if in_flight > 0 {
-            tracing::info!(in_flight, "finishing downloads in flight");
-        }
-        while downloads.join_next().await.is_some() {}
-        let _ = messages.await;
-        heartbeat.abort();
+/// The agent's folder, resolved, with `.molecule/chat-uploads/` created
+/// and `.molecule/lock` held for as long as this value lives.
+struct Folder {
+    dir: PathBuf,
+    state_dir: PathBuf,
+    uploads_dir: PathBuf,
+    _lock: std::fs::File,
+}
+
+impl Folder {
+    /// Blocking: run it off the async threads.
+    fn prepare(dir: &Path) -> anyhow::Result<Self> {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("failed to create {}", dir.display()))?;
+        let dir = std::fs::canonicalize(dir)
+            .with_context(|| format!("failed to resolve {}", dir.display()))?;
+        let state_dir = dir.join(".molecule");
+        let uploads_dir = state_dir.join("chat-uploads");
+        std::fs::create_dir_all(&uploads_dir)
+            .with_context(|| format!("failed to create {}", uploads_dir.display()))?;
+        let lock = lock_dir(&state_dir)?;
+        Ok(Self {
+            dir,
+            state_dir,
+            uploads_dir,
+            _lock: lock,
+        })
     }
-    let progress = ctx.progress.lock().unwrap_or_else(|e| e.into_inner());
-    progress.save()?;
-    let fatal = ctx.fatal.lock().unwrap_or_else(|e| e.into_inner()).take();
-    match fatal {
-        Some(message) => Err(anyhow::anyhow!(message)),
-        None => {
-            tracing::info!(since_id = progress.cursor(), "stopped");
-            Ok(())
-        }
+}
+
+/// Registered: heartbeats, hands messages over and polls until stopped,
+/// then finishes what is in flight.
+async fn serve(ctx: &Arc<Ctx>, args: &ConnectArgs) {
+    let handoff = match (&args.exec, &args.forward) {
+        (Some(cmd), _) => Handoff::Exec(cmd.clone()),
+        (None, Some(url)) => Handoff::Forward(url.clone()),
+        (None, None) => Handoff::Stdout,
+    };
+    let heartbeat = tokio::spawn(heartbeat(ctx.clone(), args.heartbeat_interval));
+    let (tx, rx) = mpsc::unbounded_channel();
+    let messages = tokio::spawn(messages::run(ctx.clone(), handoff.clone(), rx));
+    let mut dispatch = Dispatch {
+        emit_files: matches!(handoff, Handoff::Stdout),
+        messages: tx,
+        downloads: JoinSet::new(),
+        permits: Arc::new(Semaphore::new(args.concurrency as usize)),
+    };
+    poll(ctx, &mut dispatch, args.poll_wait).await;
+
+    // Stopping: finish what is in flight.
+    let Dispatch {
+        messages: tx,
+        mut downloads,
+        ..
+    } = dispatch;
+    drop(tx);
+    let in_flight = downloads.len();
+    if in_flight > 0 {
+        tracing::info!(in_flight, "finishing downloads in flight");
     }
+    while downloads.join_next().await.is_some() {}
+    let _ = messages.await;
+    heartbeat.abort();
 }
 
 /// Takes `<dir>/.molecule/lock`, an OS advisory lock released when the
@@ -473,7 +506,7 @@ enum Page {
 /// unacked files is read once, so files an earlier run could not write
 /// (its cursor is past their rows) are tried again.
 async fn poll(ctx: &Arc<Ctx>, dispatch: &mut Dispatch, wait: u64) {
-    let mut since = ctx.progress.lock().map(|p| p.cursor()).unwrap_or(0);
+    let mut since = ctx.cursor.position();
     let mut backoff = Backoff::new();
     let mut backlog_read = false;
     let mut list_unacked_at = Some(Instant::now());
@@ -486,7 +519,7 @@ async fn poll(ctx: &Arc<Ctx>, dispatch: &mut Dispatch, wait: u64) {
             Page::Stop => return,
         };
         let full = rows.len() >= PAGE;
-        if !dispatch_rows(ctx, dispatch, rows, &mut since) {
+        if !dispatch_rows(ctx, dispatch, rows, &mut since).await {
             return;
         }
         backlog_read |= !full;
@@ -532,7 +565,7 @@ async fn next_page(ctx: &Ctx, since: &mut i64, wait: u64, backoff: &mut Backoff)
             tracing::warn!(since_id = *since, restart_from = to, error = %message,
                 "the server no longer has rows after our cursor; resetting it");
             *since = to;
-            ctx.reset_cursor(to);
+            ctx.reset_cursor(to).await;
             Page::Again
         }
         Err(e) => {
@@ -552,7 +585,7 @@ async fn next_page(ctx: &Ctx, since: &mut i64, wait: u64, backoff: &mut Backoff)
 }
 
 /// Hands each new row to its handler; `false` when the message task is gone.
-fn dispatch_rows(
+async fn dispatch_rows(
     ctx: &Arc<Ctx>,
     dispatch: &mut Dispatch,
     rows: Vec<ActivityView>,
@@ -563,11 +596,11 @@ fn dispatch_rows(
             continue;
         }
         *since = row.id;
-        if !ctx.begin(row.id) {
+        if !ctx.cursor.begin(row.id) {
             continue;
         }
         match row.method.as_deref() {
-            Some("chat_upload_receive") => start_upload_row(ctx, dispatch, row),
+            Some("chat_upload_receive") => start_upload_row(ctx, dispatch, row).await,
             Some("message/send") => {
                 if dispatch.messages.send(row).is_err() {
                     return false;
@@ -575,7 +608,7 @@ fn dispatch_rows(
             }
             other => {
                 tracing::debug!(activity_id = row.id, method = ?other, "ignoring an inbox row of another kind");
-                ctx.finish(row.id);
+                ctx.finish(row.id).await;
             }
         }
     }
@@ -584,10 +617,10 @@ fn dispatch_rows(
 
 /// A `chat_upload_receive` row: its file's delivery, or a skip when the
 /// row cannot be read.
-fn start_upload_row(ctx: &Arc<Ctx>, dispatch: &mut Dispatch, row: ActivityView) {
+async fn start_upload_row(ctx: &Arc<Ctx>, dispatch: &mut Dispatch, row: ActivityView) {
     match UploadRow::from_row(&row) {
         Ok(upload) => {
-            start_delivery(ctx, dispatch, upload, Some(row.id));
+            start_delivery(ctx, dispatch, upload, Some(row.id)).await;
         }
         Err(error) => {
             tracing::error!(
@@ -595,7 +628,7 @@ fn start_upload_row(ctx: &Arc<Ctx>, dispatch: &mut Dispatch, row: ActivityView) 
                 error,
                 "an upload row cannot be read; skipping it"
             );
-            ctx.finish(row.id);
+            ctx.finish(row.id).await;
         }
     }
 }
@@ -609,7 +642,7 @@ async fn resume_unacked(ctx: &Arc<Ctx>, dispatch: &mut Dispatch) -> Option<Insta
             let mut resumed = 0;
             for file in files {
                 let upload = UploadRow::from_pending(&ctx.workspace, file);
-                resumed += usize::from(start_delivery(ctx, dispatch, upload, None));
+                resumed += usize::from(start_delivery(ctx, dispatch, upload, None).await);
             }
             if resumed > 0 {
                 tracing::info!(
@@ -634,7 +667,7 @@ async fn resume_unacked(ctx: &Arc<Ctx>, dispatch: &mut Dispatch) -> Option<Insta
 /// (both a row and the list of unacked files can name it); `false` if so.
 /// Either way the row, if any, is then the delivery's business: the server
 /// keeps the file until it is acked, so the cursor may pass the row.
-fn start_delivery(
+async fn start_delivery(
     ctx: &Arc<Ctx>,
     dispatch: &mut Dispatch,
     upload: UploadRow,
@@ -652,7 +685,7 @@ fn start_delivery(
     };
     let Some(tx) = tx else {
         if let Some(id) = activity_id {
-            ctx.finish(id);
+            ctx.finish(id).await;
         }
         return false;
     };
@@ -698,13 +731,13 @@ impl Delivery<'_> {
                 _ => Outcome::Abandoned,
             };
             let Outcome::Failed(error) = outcome else {
-                return self.settle(outcome);
+                return self.settle(outcome).await;
             };
             failures += 1;
             tracing::error!(file_id = %self.upload.file_id, filename = %self.upload.filename, error,
                 failures, "the file could not be written; trying again with backoff");
             if failures == 1 {
-                self.settle(Outcome::Failed(error));
+                self.settle(Outcome::Failed(error)).await;
             }
             if !backoff.wait(&self.ctx.stop).await {
                 return;
@@ -714,7 +747,7 @@ impl Delivery<'_> {
 
     /// Records how a try ended: a JSON line for the agent (default mode),
     /// the file's state for waiting messages, and the cursor.
-    fn settle(&self, outcome: Outcome) {
+    async fn settle(&self, outcome: Outcome) {
         let (state, event, done) = match outcome {
             Outcome::Delivered(path) => {
                 let e = self.file_line(&path, true);
@@ -746,11 +779,11 @@ impl Delivery<'_> {
         // The line goes out before a waiting message is released, so the
         // agent reads the file before the message that names it.
         if let (true, Some(event)) = (self.emit, event) {
-            self.ctx.out.emit(&event);
+            self.ctx.out.emit(&event).await;
         }
         let _ = self.state.send(state);
         if let (true, Some(id)) = (done, self.activity_id) {
-            self.ctx.finish(id);
+            self.ctx.finish(id).await;
         }
     }
 
