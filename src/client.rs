@@ -444,7 +444,11 @@ impl Client {
             params.push(("wait", w.to_string()));
         }
         let wait = query.wait.unwrap_or(0);
-        let http = if wait > 0 { &self.long_poll } else { &self.http };
+        let http = if wait > 0 {
+            &self.long_poll
+        } else {
+            &self.http
+        };
         self.json(
             self.request_with(http, Method::GET, &format!("workspaces/{id}/activity"))
                 .query(&params)

@@ -281,8 +281,10 @@ async fn forward(
             if ctx.stop.is_cancelled() {
                 return false;
             }
-            ctx.out.emit(&json!({"type": "error", "activity_id": row.id,
-                "error": format!("could not deliver the message to {url}: {error}")})).await;
+            ctx.out
+                .emit(&json!({"type": "error", "activity_id": row.id,
+                "error": format!("could not deliver the message to {url}: {error}")}))
+                .await;
         }
     }
     true

@@ -6,9 +6,13 @@
 //! runs concurrently with the poll loop; each `message/send` row is handed
 //! to the local agent in arrival order ([`messages`]). The cursor persisted
 //! in `<dir>/.molecule/cursor` ([`cursor`]) only moves past rows that are
-//! handled, so a restart neither skips nor repeats work. It reaches the
+//! handled, so a restart neither skips nor repeats work. A file that
+//! cannot be written is kept in hand and tried again; the server's list of
+//! unacked files, read at every start, carries that work across restarts.
+//! `<dir>/.molecule/lock` keeps one process per folder. It reaches the
 //! server only through [`crate::client`]; stdout carries nothing but JSON
-//! lines for the agent, logs go to stderr.
+//! lines for the agent, logs go to stderr. File work runs off the async
+//! threads (`tokio::fs`, `spawn_blocking`).
 
 mod backoff;
 mod cursor;
@@ -58,6 +62,7 @@ pub struct ConnectArgs {
     #[arg(long, value_name = "PATH")]
     pub token_file: Option<PathBuf>,
     /// The agent's working directory; files land in <dir>/.molecule/chat-uploads/.
+    /// One `connect` per directory (a second one exits with an error).
     #[arg(long, default_value = ".")]
     pub dir: PathBuf,
     /// Deliver each message as an A2A `message/send` to a local push-mode
@@ -71,7 +76,8 @@ pub struct ConnectArgs {
     /// How often to tell the server this workspace is alive.
     #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
     pub heartbeat_interval: Duration,
-    /// How long each long poll waits for a new row, in seconds (0–60).
+    /// How long the server holds each long poll when nothing is new, in
+    /// seconds (0–60); the read timeout of polls always outlasts it.
     #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(0..=crate::http::MAX_WAIT_SECS))]
     pub poll_wait: u64,
     /// Files downloaded at the same time.
@@ -371,7 +377,10 @@ fn lock_dir(state_dir: &Path) -> anyhow::Result<std::fs::File> {
 async fn read_token(args: &ConnectArgs) -> anyhow::Result<String> {
     let Some(path) = &args.token_file else {
         let token = args.token.as_deref().unwrap_or_default().trim();
-        anyhow::ensure!(!token.is_empty(), "the token (--token or MOLECULE_TOKEN) is empty");
+        anyhow::ensure!(
+            !token.is_empty(),
+            "the token (--token or MOLECULE_TOKEN) is empty"
+        );
         return Ok(token.to_owned());
     };
     let raw = tokio::fs::read_to_string(path)
@@ -757,7 +766,11 @@ impl Delivery<'_> {
                 // Settled for the agent; the row is left for the next run to
                 // ack unless the server has forgotten it.
                 let e = self.file_line(&path, false);
-                (FileState::Ready(path), Some(e), !self.ctx.stop.is_cancelled())
+                (
+                    FileState::Ready(path),
+                    Some(e),
+                    !self.ctx.stop.is_cancelled(),
+                )
             }
             Outcome::Missing(error) => {
                 tracing::warn!(file_id = %self.upload.file_id, filename = %self.upload.filename, error,

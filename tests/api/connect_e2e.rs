@@ -834,8 +834,10 @@ async fn a_local_write_failure_is_retried_until_the_file_lands_and_is_acked_even
         }
         let mut pending = pending_files(&server, &ws).await;
         pending.sort();
-        let mut expected: Vec<(String, String)> =
-            ids.iter().map(|id| (id.clone(), "fetched".into())).collect();
+        let mut expected: Vec<(String, String)> = ids
+            .iter()
+            .map(|id| (id.clone(), "fetched".into()))
+            .collect();
         expected.sort();
         assert_eq!(pending, expected, "neither file is acked");
 
@@ -989,7 +991,10 @@ async fn the_token_can_come_from_the_environment_or_a_file_and_stays_off_the_com
         assert!(connect.terminate().await.success());
 
         // No token at all, or an empty file: a clear refusal.
-        let none = connect_command(&server, &ws, &agent).output().await.unwrap();
+        let none = connect_command(&server, &ws, &agent)
+            .output()
+            .await
+            .unwrap();
         assert_eq!(none.status.code(), Some(2));
         let stderr = String::from_utf8_lossy(&none.stderr);
         assert!(
