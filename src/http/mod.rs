@@ -35,7 +35,7 @@ use crate::events::Bus;
 use crate::metrics::Metrics;
 use crate::store::Store;
 
-pub use activity::ActivityView;
+pub use activity::{ActivityView, MAX_WAIT_SECS};
 pub use auth::Principal;
 pub use delegations::{
     DelegationCreated, DelegationStatsView, DelegationView, NewDelegationRequest,
