@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::blob;
 use crate::config::Config;
+use crate::domain::Period;
 use crate::events::Bus;
 use crate::http::{self, AppState};
 use crate::metrics::Metrics;
@@ -30,6 +31,15 @@ pub struct Application {
 impl Application {
     /// Opens the stores, migrates, and binds.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
+        // Checked before anything is opened: a period that does not fit
+        // the clock arithmetic is refused, never read as zero.
+        let sweep_config = SweepConfig {
+            ack_retention: Period::new("--ack-retention", config.ack_retention)?,
+            activity_retention: Period::new("--activity-retention", config.activity_retention)?,
+            orphan_grace: Period::new("the orphan grace", Duration::from_secs(3600))?,
+            interval: config.sweep_interval,
+        };
+        let upload_ttl = Period::new("--upload-ttl", config.upload_ttl)?;
         let store = store::connect(&config.database_url)
             .await
             .with_context(|| {
@@ -77,12 +87,7 @@ impl Application {
             blobs.clone(),
             metrics.clone(),
             bus.clone(),
-            SweepConfig {
-                ack_retention: config.ack_retention,
-                activity_retention: config.activity_retention,
-                orphan_grace: Duration::from_secs(3600),
-                interval: config.sweep_interval,
-            },
+            sweep_config,
         );
         let state = AppState {
             store,
@@ -93,6 +98,7 @@ impl Application {
             metrics,
             http,
             shutdown: CancellationToken::new(),
+            upload_ttl,
         };
         Ok(Self {
             listener,

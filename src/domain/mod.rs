@@ -9,6 +9,7 @@ mod filename;
 mod ids;
 mod mimetype;
 mod mode;
+mod period;
 mod token;
 mod url;
 
@@ -16,6 +17,7 @@ pub use filename::Filename;
 pub use ids::{FileId, IdError, WorkspaceId};
 pub use mimetype::Mimetype;
 pub use mode::{DeliveryMode, ModeError};
+pub use period::{Period, PeriodError, MAX_PERIOD_SECS};
 pub use token::{AuthToken, TokenHash};
 pub use url::{is_internal_ip, CallbackUrl, UrlError};
 

@@ -30,6 +30,7 @@ use utoipa_axum::routes;
 
 use crate::blob::BlobStore;
 use crate::config::Config;
+use crate::domain::Period;
 use crate::events::Bus;
 use crate::metrics::Metrics;
 use crate::store::Store;
@@ -66,6 +67,8 @@ pub struct AppState {
     pub http: reqwest::Client,
     /// Cancelled at shutdown, so long polls and streams end promptly.
     pub shutdown: CancellationToken,
+    /// How long a staged file waits (`config.upload_ttl`, checked).
+    pub upload_ttl: Period,
 }
 
 #[derive(OpenApi)]

@@ -453,9 +453,7 @@ async fn stage_upload(state: &AppState, id: WorkspaceId, req: Request) -> Result
     }
 
     let now = staged.last().map_or_else(domain::now, |f| f.received_at);
-    let expires_at = now
-        + chrono::Duration::from_std(state.config.upload_ttl)
-            .unwrap_or(chrono::Duration::hours(24));
+    let expires_at = state.upload_ttl.after(now);
     let rows: Vec<(NewPendingUpload, NewActivity)> = staged
         .iter()
         .map(|f| {

@@ -6,6 +6,7 @@ mod helpers;
 
 mod blob_contract;
 mod connect_e2e;
+mod hardening;
 mod inbox;
 mod pending;
 mod replicas;
