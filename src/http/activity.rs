@@ -6,7 +6,7 @@ use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::time::Duration;
 
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
@@ -17,7 +17,7 @@ use serde_json::{json, Value};
 use tokio::sync::broadcast::error::RecvError;
 
 use super::auth::Principal;
-use super::extract::WorkspacePath;
+use super::extract::{Query, WorkspacePath};
 use super::{AppState, Error, ErrorBody, Json, Result};
 use crate::domain::{self, DeliveryMode, WorkspaceId};
 use crate::events::Event;
@@ -469,10 +469,9 @@ pub async fn list_activity(
     State(state): State<AppState>,
     principal: Principal,
     WorkspacePath(id): WorkspacePath,
-    params: std::result::Result<Query<ActivityParams>, axum::extract::rejection::QueryRejection>,
+    Query(params): Query<ActivityParams>,
 ) -> Result<Json<Vec<ActivityView>>> {
     principal.require_access(id)?;
-    let Query(params) = params.map_err(|e| Error::BadRequest(e.body_text()))?;
     let limit = params.limit.unwrap_or(100);
     if !(1..=MAX_LIMIT).contains(&limit) {
         return Err(Error::BadRequest(format!(
@@ -585,10 +584,9 @@ pub async fn stream_events(
     State(state): State<AppState>,
     principal: Principal,
     WorkspacePath(id): WorkspacePath,
-    params: std::result::Result<Query<EventParams>, axum::extract::rejection::QueryRejection>,
+    Query(params): Query<EventParams>,
 ) -> Result<Sse<impl Stream<Item = std::result::Result<SseEvent, Infallible>>>> {
     principal.require_operator()?;
-    let Query(params) = params.map_err(|e| Error::BadRequest(e.body_text()))?;
     require_workspace(&state, id).await?;
     let events = state.bus.subscribe();
     let init = SseCursor {

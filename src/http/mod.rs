@@ -148,6 +148,9 @@ pub fn router(state: AppState) -> Router {
     )
     // The canvas page: no auth, not in the OpenAPI document.
     .merge(canvas::router())
+    // JSON bodies are buffered whole: bounded here (uploads, which stream,
+    // lift it for themselves).
+    .layer(axum::extract::DefaultBodyLimit::max(error::JSON_BODY_LIMIT))
     .route_layer(middleware::from_fn_with_state(state.clone(), track_metrics))
     .fallback(|| async { Error::NotFound("no such route".into()) })
     .layer(

@@ -3,7 +3,7 @@
 //! acked, expired or another workspace's is the same 404 for everyone.
 
 use axum::body::Body;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::header::{self, HeaderMap, HeaderValue};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -12,7 +12,7 @@ use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
 use serde::{Deserialize, Serialize};
 
 use super::auth::Principal;
-use super::extract::{FilePath, WorkspacePath};
+use super::extract::{FilePath, Query, WorkspacePath};
 use super::{AppState, Error, ErrorBody, Json, Result};
 use crate::domain::{self, FileId};
 use crate::events::{Event, UploadState};
@@ -98,10 +98,9 @@ pub async fn list_pending_uploads(
     State(state): State<AppState>,
     principal: Principal,
     WorkspacePath(id): WorkspacePath,
-    params: std::result::Result<Query<ListParams>, axum::extract::rejection::QueryRejection>,
+    Query(params): Query<ListParams>,
 ) -> Result<Json<Vec<PendingUploadView>>> {
     principal.require_access(id)?;
-    let Query(params) = params.map_err(|e| Error::BadRequest(e.body_text()))?;
     let now = domain::now();
     let rows = match params.include.as_deref() {
         None => state.store.list_pending_uploads(id, now).await?,

@@ -8,6 +8,11 @@ use std::time::Duration;
 use molecule::app::Application;
 use molecule::config::Config;
 use molecule::domain::AuthToken;
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+
+use crate::helpers::{spawn_app, Engine};
+use crate::on_both_engines;
 
 /// A retention that does not fit a `chrono` duration used to fall back to
 /// zero, which the sweep reads as "everything is past retention".
@@ -42,3 +47,140 @@ async fn a_retention_or_ttl_that_does_not_fit_is_refused_at_start_up() {
         assert!(!dir.path().join("molecule.db").exists(), "{flag}");
     }
 }
+
+/// A push-mode agent that counts the messages it is handed.
+async fn spawn_counting_agent() -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let seen = std::sync::Arc::new(AtomicUsize::new(0));
+    let counter = seen.clone();
+    let app = axum::Router::new().route(
+        "/",
+        axum::routing::post(move |axum::Json(rpc): axum::Json<Value>| {
+            counter.fetch_add(1, Ordering::SeqCst);
+            async move { axum::Json(json!({"jsonrpc": "2.0", "id": rpc["id"], "result": {}})) }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (format!("http://{addr}"), seen)
+}
+
+fn nul_error(field: &str) -> Value {
+    json!({"error": format!("`{field}` must not contain NUL characters (\\u0000)")})
+}
+
+/// PostgreSQL cannot store NUL in text: every such request answered 500,
+/// and a push-mode message was forwarded first, so a retry delivered it
+/// twice. One rule on both engines: 400 naming the field, before anything
+/// is stored or forwarded.
+async fn nul_characters_are_refused_by_name_before_anything_happens(engine: Engine) {
+    let Some(app) = spawn_app(engine).await else {
+        return;
+    };
+    let (status, body) = app
+        .create_workspace(json!({"name": "a\u{0}b", "delivery_mode": "poll"}))
+        .await;
+    assert_eq!((status, body), (StatusCode::BAD_REQUEST, nul_error("name")));
+    let (_, all) = app.get("/workspaces", &app.admin_token).await;
+    assert_eq!(all, json!([]));
+
+    let ws = app.create_poll_workspace("w").await;
+    let a2a = format!("/workspaces/{}/a2a", ws.id);
+    let cases = [
+        (
+            json!({"params": {"message": {"parts": [{"kind": "text", "text": "hi\u{0}"}]}}}),
+            "params.message.parts[0].text",
+        ),
+        (
+            json!({"params": {"message": {"messageId": "m\u{0}", "parts": [{"kind": "text", "text": "hi"}]}}}),
+            "params.message.messageId",
+        ),
+    ];
+    for (message, field) in &cases {
+        let (status, body) = app.post(&a2a, &app.admin_token, message).await;
+        assert_eq!((status, body), (StatusCode::BAD_REQUEST, nul_error(field)));
+    }
+    let (status, body) = app
+        .post(
+            &format!("/workspaces/{}/notify", ws.id),
+            &ws.token,
+            &json!({"message": "done\u{0}"}),
+        )
+        .await;
+    assert_eq!((status, body), (StatusCode::BAD_REQUEST, nul_error("message")));
+    let (status, body) = app
+        .post(
+            &format!("/workspaces/{}/activity", ws.id),
+            &ws.token,
+            &json!({"activity_type": "x", "request_body": {"k": ["ok", "\u{0}"]}}),
+        )
+        .await;
+    assert_eq!(
+        (status, body),
+        (StatusCode::BAD_REQUEST, nul_error("request_body.k[1]"))
+    );
+    let (status, body) = app
+        .post(
+            "/registry/register",
+            &ws.token,
+            &json!({"id": ws.id, "agent_card": {"name": "n\u{0}"}}),
+        )
+        .await;
+    assert_eq!(
+        (status, body),
+        (StatusCode::BAD_REQUEST, nul_error("agent_card.name"))
+    );
+    let (status, body) = app.activity(&ws, "type=a%00b").await;
+    assert_eq!(
+        (status, body),
+        (
+            StatusCode::BAD_REQUEST,
+            json!({"error": "the query parameter `type` must not contain NUL characters (%00)"})
+        )
+    );
+    // Nothing was written.
+    let (status, rows) = app.activity(&ws, "").await;
+    assert_eq!((status, rows), (StatusCode::OK, json!([])));
+
+    // A push workspace is never handed a message that cannot be recorded.
+    let (agent, seen) = spawn_counting_agent().await;
+    let push = app.create_push_workspace("p", &agent).await;
+    let (status, body) = app
+        .post(
+            &format!("/workspaces/{}/a2a", push.id),
+            &app.admin_token,
+            &cases[0].0,
+        )
+        .await;
+    assert_eq!(
+        (status, body),
+        (StatusCode::BAD_REQUEST, nul_error("params.message.parts[0].text"))
+    );
+    assert_eq!(seen.load(std::sync::atomic::Ordering::SeqCst), 0);
+    let (status, body) = app.send_text(&push.id, "fine").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(seen.load(std::sync::atomic::Ordering::SeqCst), 1);
+}
+on_both_engines!(nul_characters_are_refused_by_name_before_anything_happens);
+
+/// A JSON body over the limit answered 400 "length limit exceeded".
+async fn a_json_body_over_the_limit_is_413_naming_the_limit(engine: Engine) {
+    let Some(app) = spawn_app(engine).await else {
+        return;
+    };
+    let name = "x".repeat(2 * 1024 * 1024 + 1024);
+    let (status, body) = app
+        .create_workspace(json!({"name": name, "delivery_mode": "poll"}))
+        .await;
+    assert_eq!(
+        (status, body),
+        (
+            StatusCode::PAYLOAD_TOO_LARGE,
+            json!({"error": "the JSON body is larger than the 2.0 MiB limit"})
+        )
+    );
+    let (_, all) = app.get("/workspaces", &app.admin_token).await;
+    assert_eq!(all, json!([]));
+}
+on_both_engines!(a_json_body_over_the_limit_is_413_naming_the_limit);
