@@ -17,6 +17,7 @@ use crate::domain::Period;
 use crate::events::Bus;
 use crate::http::{self, AppState};
 use crate::metrics::Metrics;
+use crate::private_fs;
 use crate::store;
 use crate::sweeper::{SweepConfig, Sweeper};
 
@@ -40,6 +41,11 @@ impl Application {
             interval: config.sweep_interval,
         };
         let upload_ttl = Period::new("--upload-ttl", config.upload_ttl)?;
+        private_fs::prepare_data_dir(&config.data_dir).with_context(|| {
+            format!("failed to prepare the data dir {}", config.data_dir.display())
+        })?;
+        private_fs::prepare_sqlite_file(&config.database_url)
+            .context("failed to create the SQLite database file")?;
         let store = store::connect(&config.database_url)
             .await
             .with_context(|| {

@@ -162,7 +162,7 @@ pub fn load_or_create_admin_token(data_dir: &Path) -> anyhow::Result<(AuthToken,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(e).with_context(|| format!("failed to read {}", path.display())),
     }
-    std::fs::create_dir_all(data_dir)
+    crate::private_fs::prepare_data_dir(data_dir)
         .with_context(|| format!("failed to create {}", data_dir.display()))?;
     let token = AuthToken::generate();
     let mut options = std::fs::OpenOptions::new();
@@ -183,7 +183,7 @@ pub fn load_or_create_admin_token(data_dir: &Path) -> anyhow::Result<(AuthToken,
 impl ServeArgs {
     /// Resolves defaults, creates the data dir and the admin token.
     pub fn resolve(self) -> anyhow::Result<Config> {
-        std::fs::create_dir_all(&self.data_dir).with_context(|| {
+        crate::private_fs::prepare_data_dir(&self.data_dir).with_context(|| {
             format!("failed to create the data dir {}", self.data_dir.display())
         })?;
         let admin_token = match self.admin_token.filter(|t| !t.trim().is_empty()) {

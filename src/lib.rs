@@ -16,6 +16,7 @@ pub mod egress;
 pub mod events;
 pub mod http;
 pub mod metrics;
+pub mod private_fs;
 pub mod serve;
 pub mod signal;
 pub mod store;

@@ -11,7 +11,7 @@ use molecule::domain::AuthToken;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
-use crate::helpers::{spawn_app, Engine};
+use crate::helpers::{file, spawn_app, spawn_app_with, Engine, Options};
 use crate::on_both_engines;
 
 /// A retention that does not fit a `chrono` duration used to fall back to
@@ -184,3 +184,56 @@ async fn a_json_body_over_the_limit_is_413_naming_the_limit(engine: Engine) {
     assert_eq!(all, json!([]));
 }
 on_both_engines!(a_json_body_over_the_limit_is_413_naming_the_limit);
+
+/// Every folder and file under `dir`, with its permission bits.
+fn modes_under(dir: &std::path::Path) -> Vec<(String, bool, u32)> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(path) = stack.pop() {
+        let meta = std::fs::metadata(&path).unwrap();
+        let name = path.strip_prefix(dir).unwrap().display().to_string();
+        out.push((name, meta.is_dir(), meta.permissions().mode() & 0o777));
+        if meta.is_dir() {
+            for entry in std::fs::read_dir(&path).unwrap() {
+                stack.push(entry.unwrap().path());
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// The database and blobs were 0644 in 0755 folders, readable by every
+/// local user, beside a 0600 admin token.
+async fn data_files_are_private_to_the_server(engine: Engine) {
+    let Some(app) = spawn_app_with(Options::new(engine).tweak(|c| {
+        let data = c.data_dir.join("data");
+        if c.database_url.starts_with("sqlite") {
+            c.database_url = format!("sqlite://{}", data.join("molecule.db").display());
+        }
+        c.blob_store = format!("file://{}", data.join("blobs").display());
+        c.data_dir = data;
+    }))
+    .await
+    else {
+        return;
+    };
+    let ws = app.create_poll_workspace("w").await;
+    app.stage(&ws, file("a.txt", "text/plain", "hello")).await;
+    let (status, _) = app.send_text(&ws.id, "hi").await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    let modes = modes_under(&app.config.data_dir);
+    let names: Vec<&str> = modes.iter().map(|(n, _, _)| n.as_str()).collect();
+    assert!(names.iter().any(|n| n.starts_with("blobs/") && n.len() > 50), "{names:?}");
+    if engine == Engine::Sqlite {
+        for name in ["molecule.db", "molecule.db-wal", "molecule.db-shm"] {
+            assert!(names.contains(&name), "{name} missing from {names:?}");
+        }
+    }
+    for (name, is_dir, mode) in &modes {
+        let want = if *is_dir { 0o700 } else { 0o600 };
+        assert_eq!(*mode, want, "{name:?} is {mode:o}, want {want:o}");
+    }
+}
+on_both_engines!(data_files_are_private_to_the_server);
