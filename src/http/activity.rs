@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use tokio::sync::broadcast::error::RecvError;
 
-use super::auth::Principal;
+use super::auth::{Principal, Session};
 use super::extract::{Query, WorkspacePath};
 use super::{AppState, Error, ErrorBody, Json, Result};
 use crate::domain::{self, DeliveryMode, WorkspaceId};
@@ -459,66 +459,94 @@ pub struct ActivityParams {
     pub wait: Option<u64>,
 }
 
+impl ActivityParams {
+    /// The store query and how long to hold the request, or the 400.
+    fn into_query(self) -> Result<(ActivityQuery, Duration)> {
+        let limit = self.limit.unwrap_or(100);
+        if !(1..=MAX_LIMIT).contains(&limit) {
+            return Err(Error::BadRequest(format!(
+                "`limit` must be between 1 and {MAX_LIMIT}"
+            )));
+        }
+        let wait = self.wait.unwrap_or(0);
+        if wait > MAX_WAIT_SECS {
+            return Err(Error::BadRequest(format!(
+                "`wait` must be between 0 and {MAX_WAIT_SECS} seconds"
+            )));
+        }
+        let since_id = self.since_id.unwrap_or(0);
+        if since_id < 0 {
+            return Err(Error::BadRequest("`since_id` must not be negative".into()));
+        }
+        let query = ActivityQuery {
+            since_id,
+            activity_type: self.activity_type,
+            limit,
+        };
+        Ok((query, Duration::from_secs(wait)))
+    }
+}
+
+/// One page of the inbox, or the 410 of a cursor the sweep passed.
+async fn read_page(
+    state: &AppState,
+    id: WorkspaceId,
+    query: &ActivityQuery,
+) -> Result<Vec<ActivityView>> {
+    match state.store.list_activity(id, query).await? {
+        ActivityPage::Rows(rows) => Ok(rows.into_iter().map(ActivityView::from).collect()),
+        ActivityPage::CursorExpired { swept_through } => Err(Error::Gone {
+            message: format!(
+                "rows after since_id={} were removed by the retention sweep (through id {swept_through}); restart from since_id={swept_through}",
+                query.since_id
+            ),
+            restart_since_id: swept_through,
+        }),
+    }
+}
+
+/// Ends a held request whose token was revoked (401) or whose workspace
+/// was deleted (404) while it waited. Costs nothing unless a revocation
+/// happened since the token was last checked.
+async fn still_allowed(state: &AppState, session: &mut Session, id: WorkspaceId) -> Result<()> {
+    if session.may_be_revoked(state) {
+        session.recheck(state).await?;
+        require_workspace(state, id).await?;
+    }
+    Ok(())
+}
+
 /// The inbox: rows after `since_id`, oldest first; with `wait`, a long
-/// poll that answers as soon as a row arrives.
+/// poll that answers as soon as a row arrives, and with 401 as soon as its
+/// token is revoked.
 #[utoipa::path(get, path = "/workspaces/{id}/activity", tag = "messages",
     params(("id" = String, Path, description = "workspace id"), ActivityParams),
     responses((status = 200, body = [ActivityView]), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
         (status = 404, body = ErrorBody), (status = 410, body = ErrorBody)))]
 pub async fn list_activity(
     State(state): State<AppState>,
-    principal: Principal,
+    mut session: Session,
     WorkspacePath(id): WorkspacePath,
     Query(params): Query<ActivityParams>,
 ) -> Result<Json<Vec<ActivityView>>> {
-    principal.require_access(id)?;
-    let limit = params.limit.unwrap_or(100);
-    if !(1..=MAX_LIMIT).contains(&limit) {
-        return Err(Error::BadRequest(format!(
-            "`limit` must be between 1 and {MAX_LIMIT}"
-        )));
-    }
-    let wait = params.wait.unwrap_or(0);
-    if wait > MAX_WAIT_SECS {
-        return Err(Error::BadRequest(format!(
-            "`wait` must be between 0 and {MAX_WAIT_SECS} seconds"
-        )));
-    }
-    let since_id = params.since_id.unwrap_or(0);
-    if since_id < 0 {
-        return Err(Error::BadRequest("`since_id` must not be negative".into()));
-    }
+    session.principal.require_access(id)?;
+    let (query, wait) = params.into_query()?;
     require_workspace(&state, id).await?;
-    let query = ActivityQuery {
-        since_id,
-        activity_type: params.activity_type,
-        limit,
-    };
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(wait);
-    // Watch before each read: a row committed between the read and the
-    // wait still wakes us.
-    let mut arrivals = state.bus.watch_activity(id);
+    let deadline = tokio::time::Instant::now() + wait;
+    // Watch before each read: a row committed (or a token revoked)
+    // between the read and the wait still wakes us.
+    let mut wakeups = state.bus.watch_activity(id);
     loop {
-        arrivals.borrow_and_update();
-        let rows = match state.store.list_activity(id, &query).await? {
-            ActivityPage::Rows(rows) => rows,
-            ActivityPage::CursorExpired { swept_through } => {
-                return Err(Error::Gone {
-                    message: format!(
-                        "rows after since_id={since_id} were removed by the retention sweep (through id {swept_through}); restart from since_id={swept_through}"
-                    ),
-                    restart_since_id: swept_through,
-                })
-            }
-        };
+        wakeups.borrow_and_update();
+        still_allowed(&state, &mut session, id).await?;
+        let rows = read_page(&state, id, &query).await?;
         if !rows.is_empty() || tokio::time::Instant::now() >= deadline {
-            return Ok(Json(rows.into_iter().map(ActivityView::from).collect()));
+            return Ok(Json(rows));
         }
-        // Wait for a new row of this workspace, then read again.
         tokio::select! {
             _ = tokio::time::sleep_until(deadline) => return Ok(Json(Vec::new())),
             _ = state.shutdown.cancelled() => return Ok(Json(Vec::new())),
-            changed = arrivals.changed() => {
+            changed = wakeups.changed() => {
                 if changed.is_err() {
                     return Ok(Json(Vec::new()));
                 }
@@ -536,11 +564,11 @@ pub struct EventParams {
 
 struct SseCursor {
     state: AppState,
+    session: Session,
     id: WorkspaceId,
     events: tokio::sync::broadcast::Receiver<Event>,
     cursor: Option<i64>,
     ready: VecDeque<SseEvent>,
-    started: bool,
 }
 
 impl SseCursor {
@@ -572,66 +600,93 @@ impl SseCursor {
             }
         }
     }
+
+    /// Turns one bus event into zero or more queued SSE events; `false`
+    /// ends the stream (the bus closed, the token was revoked or the
+    /// workspace deleted: a reconnect then gets its 401 or 404).
+    async fn handle(&mut self, event: std::result::Result<Event, RecvError>) -> bool {
+        match event {
+            Ok(Event::Activity { workspace_id, id }) if workspace_id == self.id => {
+                if self.cursor.is_none() {
+                    self.cursor = Some(id - 1);
+                }
+                self.read_after_cursor().await;
+            }
+            Ok(Event::Upload {
+                workspace_id,
+                file_id,
+                state,
+            }) if workspace_id == self.id => {
+                let body = json!({"file_id": file_id, "state": state});
+                if let Ok(ev) = SseEvent::default().event("upload").json_data(body) {
+                    self.ready.push_back(ev);
+                }
+            }
+            Ok(Event::Revoked { .. }) => {
+                return still_allowed(&self.state, &mut self.session, self.id)
+                    .await
+                    .is_ok();
+            }
+            Ok(Event::Resync) | Err(RecvError::Lagged(_)) => {
+                if still_allowed(&self.state, &mut self.session, self.id)
+                    .await
+                    .is_err()
+                {
+                    return false;
+                }
+                self.read_after_cursor().await;
+            }
+            Ok(_) => {}
+            Err(RecvError::Closed) => return false,
+        }
+        true
+    }
+
+    /// The next SSE event, or `None` when the stream ends.
+    async fn next_event(&mut self) -> Option<SseEvent> {
+        loop {
+            if let Some(ev) = self.ready.pop_front() {
+                return Some(ev);
+            }
+            let event = tokio::select! {
+                _ = self.state.shutdown.cancelled() => return None,
+                event = self.events.recv() => event,
+            };
+            if !self.handle(event).await {
+                return None;
+            }
+        }
+    }
 }
 
 /// Server-Sent Events: each new activity row (`event: activity`) and each
-/// staged-file state change (`event: upload`) of the workspace.
+/// staged-file state change (`event: upload`) of the workspace. The stream
+/// ends when its token is revoked or the workspace is deleted.
 #[utoipa::path(get, path = "/workspaces/{id}/events", tag = "messages",
     params(("id" = String, Path, description = "workspace id"), EventParams),
     responses((status = 200, description = "text/event-stream"), (status = 400, body = ErrorBody),
         (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn stream_events(
     State(state): State<AppState>,
-    principal: Principal,
+    session: Session,
     WorkspacePath(id): WorkspacePath,
     Query(params): Query<EventParams>,
 ) -> Result<Sse<impl Stream<Item = std::result::Result<SseEvent, Infallible>>>> {
-    principal.require_operator()?;
+    session.principal.require_operator()?;
     require_workspace(&state, id).await?;
-    let events = state.bus.subscribe();
-    let init = SseCursor {
+    let mut cursor = SseCursor {
+        events: state.bus.subscribe(),
         state,
+        session,
         id,
-        events,
         cursor: params.since_id,
         ready: VecDeque::new(),
-        started: false,
     };
-    let stream = futures::stream::unfold(init, |mut s| async move {
-        if !s.started {
-            s.started = true;
-            s.read_after_cursor().await;
-        }
-        loop {
-            if let Some(ev) = s.ready.pop_front() {
-                return Some((Ok(ev), s));
-            }
-            let event = tokio::select! {
-                _ = s.state.shutdown.cancelled() => return None,
-                event = s.events.recv() => event,
-            };
-            match event {
-                Ok(Event::Activity { workspace_id, id }) if workspace_id == s.id => {
-                    if s.cursor.is_none() {
-                        s.cursor = Some(id - 1);
-                    }
-                    s.read_after_cursor().await;
-                }
-                Ok(Event::Upload {
-                    workspace_id,
-                    file_id,
-                    state,
-                }) if workspace_id == s.id => {
-                    let body = json!({"file_id": file_id, "state": state});
-                    if let Ok(ev) = SseEvent::default().event("upload").json_data(body) {
-                        s.ready.push_back(ev);
-                    }
-                }
-                Ok(Event::Resync) | Err(RecvError::Lagged(_)) => s.read_after_cursor().await,
-                Ok(_) => {}
-                Err(RecvError::Closed) => return None,
-            }
-        }
+    // Subscribed first, then replayed: nothing falls between the two.
+    cursor.read_after_cursor().await;
+    let stream = futures::stream::unfold(cursor, |mut s| async move {
+        let ev = s.next_event().await?;
+        Some((Ok(ev), s))
     });
     Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
 }

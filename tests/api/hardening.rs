@@ -237,3 +237,105 @@ async fn data_files_are_private_to_the_server(engine: Engine) {
     }
 }
 on_both_engines!(data_files_are_private_to_the_server);
+
+/// Starts a long poll of `ws`'s inbox (`wait=30`) with `token`.
+fn park_long_poll(
+    app: &crate::helpers::TestApp,
+    ws: &crate::helpers::Ws,
+    token: &str,
+) -> tokio::task::JoinHandle<(StatusCode, Value, Duration)> {
+    let request = app
+        .client
+        .get(app.url(&format!("/workspaces/{}/activity?wait=30", ws.id)))
+        .bearer_auth(token);
+    tokio::spawn(async move {
+        let started = std::time::Instant::now();
+        let resp = request.send().await.unwrap();
+        let (status, body) = crate::helpers::TestApp::json(resp).await;
+        (status, body, started.elapsed())
+    })
+}
+
+/// Lets a just-started long poll reach its wait. Only a head start: the
+/// outcome asserted is the same if the poll has not parked yet (its token
+/// is then refused on arrival).
+async fn head_start() {
+    tokio::time::sleep(Duration::from_millis(300)).await;
+}
+
+fn unauthorized() -> Value {
+    json!({"error": "missing or invalid bearer token"})
+}
+
+/// A long poll parked with a token that was then rotated still received
+/// the next message.
+async fn rotation_ends_parked_long_polls_with_401(engine: Engine) {
+    let Some(app) = spawn_app(engine).await else {
+        return;
+    };
+    let ws = app.create_poll_workspace("w").await;
+    let poll = park_long_poll(&app, &ws, &ws.token);
+    head_start().await;
+    let (status, _) = app
+        .post(
+            &format!("/workspaces/{}/external/rotate", ws.id),
+            &app.admin_token,
+            &json!({}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, _) = app.send_text(&ws.id, "for the new token only").await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    let (status, body, took) = poll.await.unwrap();
+    assert_eq!((status, body), (StatusCode::UNAUTHORIZED, unauthorized()));
+    assert!(took < Duration::from_secs(10), "answered after {took:?}");
+}
+on_both_engines!(rotation_ends_parked_long_polls_with_401);
+
+/// Deleting a workspace ends its long polls (401 for its own token, 404
+/// for the operator's) and its event streams.
+async fn deletion_ends_parked_long_polls_and_event_streams(engine: Engine) {
+    use futures::StreamExt;
+    let Some(app) = spawn_app(engine).await else {
+        return;
+    };
+    let ws = app.create_poll_workspace("w").await;
+    let own = park_long_poll(&app, &ws, &ws.token);
+    let operators = park_long_poll(&app, &ws, &app.admin_token);
+    let events = app
+        .client
+        .get(app.url(&format!("/workspaces/{}/events", ws.id)))
+        .bearer_auth(&app.admin_token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(events.status(), StatusCode::OK);
+    head_start().await;
+    let deleted = app
+        .client
+        .delete(app.url(&format!("/workspaces/{}", ws.id)))
+        .bearer_auth(&app.admin_token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.status(), StatusCode::NO_CONTENT);
+    let (status, body, took) = own.await.unwrap();
+    assert_eq!((status, body), (StatusCode::UNAUTHORIZED, unauthorized()));
+    assert!(took < Duration::from_secs(10), "answered after {took:?}");
+    let (status, body, took) = operators.await.unwrap();
+    assert_eq!(
+        (status, body),
+        (StatusCode::NOT_FOUND, json!({"error": "workspace not found"}))
+    );
+    assert!(took < Duration::from_secs(10), "answered after {took:?}");
+    // The stream ends (well before its 15 s keep-alive would show).
+    let mut stream = events.bytes_stream();
+    let ended = tokio::time::timeout(Duration::from_secs(10), async {
+        while let Some(chunk) = stream.next().await {
+            chunk.unwrap();
+        }
+    })
+    .await;
+    assert!(ended.is_ok(), "the event stream of a deleted workspace stayed open");
+}
+on_both_engines!(deletion_ends_parked_long_polls_and_event_streams);
