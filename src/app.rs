@@ -147,6 +147,7 @@ impl Application {
             sweeper,
         } = self;
         let app_shutdown = state.shutdown.clone();
+        let limits = state.config.connections;
         let fan_out = {
             let shutdown = shutdown.clone();
             let app_shutdown = app_shutdown.clone();
@@ -167,7 +168,7 @@ impl Application {
                 }),
             );
             let stop = app_shutdown.clone();
-            tokio::spawn(crate::serve::serve(l, app, stop))
+            tokio::spawn(crate::serve::serve(l, app, limits, stop))
         });
         let store = state.store.clone();
         tracing::info!(
@@ -175,7 +176,7 @@ impl Application {
             blob_store = state.blobs.kind(), "molecule is serving"
         );
         let router = http::router(state);
-        crate::serve::serve(listener, router, app_shutdown.clone()).await;
+        crate::serve::serve(listener, router, limits, app_shutdown.clone()).await;
         app_shutdown.cancel();
         let _ = sweep_task.await;
         if let Some(t) = listener_task {

@@ -339,3 +339,139 @@ async fn deletion_ends_parked_long_polls_and_event_streams(engine: Engine) {
     assert!(ended.is_ok(), "the event stream of a deleted workspace stayed open");
 }
 on_both_engines!(deletion_ends_parked_long_polls_and_event_streams);
+
+fn with_connection_limits(
+    engine: Engine,
+    header: Duration,
+    idle: Duration,
+    max: usize,
+) -> Options {
+    Options::new(engine).tweak(move |c| {
+        c.connections = molecule::serve::ConnLimits {
+            header_read_timeout: header,
+            idle_timeout: idle,
+            max_connections: max,
+        }
+    })
+}
+
+async fn raw_connection(app: &crate::helpers::TestApp) -> tokio::net::TcpStream {
+    let addr = app.address.trim_start_matches("http://");
+    tokio::net::TcpStream::connect(addr).await.unwrap()
+}
+
+/// Reads until the server closes the connection (EOF or reset), failing
+/// after `within`. Returns what was read and how long it took.
+async fn read_until_closed(
+    conn: &mut tokio::net::TcpStream,
+    within: Duration,
+) -> (String, Duration) {
+    use tokio::io::AsyncReadExt;
+    let started = std::time::Instant::now();
+    let mut seen = Vec::new();
+    let closed = tokio::time::timeout(within, async {
+        let mut buf = [0u8; 4096];
+        loop {
+            match conn.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => seen.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await;
+    assert!(closed.is_ok(), "the server kept the connection open past {within:?}");
+    (String::from_utf8_lossy(&seen).into_owned(), started.elapsed())
+}
+
+/// Connections that never finished their headers were held forever.
+#[tokio::test]
+async fn a_connection_that_never_finishes_its_head_is_closed_after_the_timeout() {
+    use tokio::io::AsyncWriteExt;
+    let app = spawn_app_with(with_connection_limits(
+        Engine::Sqlite,
+        Duration::from_millis(800),
+        Duration::from_secs(60),
+        64,
+    ))
+    .await
+    .unwrap();
+    // Silent from the start, and stopping half-way through the head.
+    let opened = std::time::Instant::now();
+    let mut silent = raw_connection(&app).await;
+    let mut partial = raw_connection(&app).await;
+    partial
+        .write_all(b"GET /health HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+        .await
+        .unwrap();
+    for conn in [&mut silent, &mut partial] {
+        let (text, _) = read_until_closed(conn, Duration::from_secs(10)).await;
+        assert!(!text.contains("200 OK"), "{text}");
+        let took = opened.elapsed();
+        assert!(took >= Duration::from_millis(500), "closed after {took:?}");
+    }
+    // A prompt client is served as before.
+    let resp = app.client.get(app.url("/health")).send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+}
+
+/// An idle keep-alive connection is closed; a long poll, in flight for
+/// longer than the idle timeout, is answered.
+#[tokio::test]
+async fn idle_connections_are_closed_but_long_polls_are_answered() {
+    use tokio::io::AsyncWriteExt;
+    let app = spawn_app_with(with_connection_limits(
+        Engine::Sqlite,
+        Duration::from_secs(30),
+        Duration::from_millis(700),
+        64,
+    ))
+    .await
+    .unwrap();
+    let ws = crate::helpers::TestApp::create_poll_workspace(&app, "w").await;
+    let poll = app
+        .client
+        .get(app.url(&format!("/workspaces/{}/activity?wait=2", ws.id)))
+        .bearer_auth(&ws.token)
+        .send();
+    let mut idle = raw_connection(&app).await;
+    idle.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let (text, took) = read_until_closed(&mut idle, Duration::from_secs(10)).await;
+    assert!(text.starts_with("HTTP/1.1 200 OK"), "{text}");
+    assert!(took >= Duration::from_millis(500), "closed after {took:?}");
+    let resp = poll.await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(resp.json::<Value>().await.unwrap(), json!([]));
+}
+
+/// At the cap, a new client waits in the backlog and is served as soon as
+/// a slot frees.
+#[tokio::test]
+async fn at_the_connection_cap_a_new_client_is_served_once_a_slot_frees() {
+    let app = spawn_app_with(with_connection_limits(
+        Engine::Sqlite,
+        Duration::from_secs(30),
+        Duration::from_secs(30),
+        2,
+    ))
+    .await
+    .unwrap();
+    let first = raw_connection(&app).await;
+    let _second = raw_connection(&app).await;
+    let client = reqwest::Client::new();
+    let health = tokio::spawn({
+        let url = app.url("/health");
+        async move { client.get(url).send().await.map(|r| r.status()) }
+    });
+    // Both slots are held: the request is not served while they are.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(!health.is_finished(), "served past the connection cap");
+    drop(first);
+    let status = tokio::time::timeout(Duration::from_secs(10), health)
+        .await
+        .expect("served once a slot freed")
+        .unwrap()
+        .unwrap();
+    assert_eq!(status, StatusCode::OK);
+}
