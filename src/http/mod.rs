@@ -8,6 +8,7 @@ mod auth;
 mod canvas;
 mod error;
 mod extract;
+mod multipart;
 mod ops;
 mod pending;
 mod registry;

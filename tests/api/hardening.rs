@@ -475,3 +475,59 @@ async fn at_the_connection_cap_a_new_client_is_served_once_a_slot_frees() {
         .unwrap();
     assert_eq!(status, StatusCode::OK);
 }
+
+/// A part's header block was unbounded (one 100 MiB header line grew the
+/// server by 100 MiB), and framing did not count toward the request limit
+/// (megabytes of empty parts passed a 2 MiB limit).
+async fn multipart_framing_is_capped_and_counted(engine: Engine) {
+    let Some(app) = spawn_app_with(
+        Options::new(engine).tweak(|c| c.limits.max_request_size = 1024 * 1024),
+    )
+    .await
+    else {
+        return;
+    };
+    let ws = app.create_poll_workspace("w").await;
+    let file_part = "--B\r\nContent-Disposition: form-data; name=\"files\"; filename=\"a.txt\"\r\nContent-Type: text/plain\r\n\r\nhello\r\n";
+
+    let long_header = format!(
+        "--B\r\nContent-Disposition: form-data; name=\"files\"; filename=\"a.txt\"\r\nX-Pad: {}\r\n\r\nhello\r\n--B--\r\n",
+        "p".repeat(1024 * 1024)
+    );
+    let resp = app.upload_raw(&ws.id, "B", long_header).await.unwrap();
+    assert_eq!(
+        crate::helpers::TestApp::json(resp).await,
+        (
+            StatusCode::BAD_REQUEST,
+            json!({"error": "a part's headers are larger than the 16.0 KiB limit"})
+        )
+    );
+
+    let empty_part = "--B\r\nContent-Disposition: form-data; name=\"x\"\r\n\r\n\r\n";
+    let many_empty = format!("{}{file_part}--B--\r\n", empty_part.repeat(60_000));
+    assert!(many_empty.len() > 2 * 1024 * 1024);
+    let resp = app.upload_raw(&ws.id, "B", many_empty).await.unwrap();
+    assert_eq!(
+        crate::helpers::TestApp::json(resp).await,
+        (
+            StatusCode::PAYLOAD_TOO_LARGE,
+            json!({"error": "the request is larger than the 1.0 MiB limit per request"})
+        )
+    );
+
+    // Nothing was staged, both were counted; an ordinary upload still works.
+    assert!(app.list_pending(&ws).await.is_empty());
+    assert!(app.blob_keys().await.is_empty());
+    for reason in ["header_too_large", "request_too_large"] {
+        let series = format!("molecule_pending_uploads_rejected_total{{reason=\"{reason}\"}}");
+        assert_eq!(app.metric(&series).await, 1.0, "{reason}");
+    }
+    let resp = app
+        .upload_raw(&ws.id, "B", format!("{file_part}--B--\r\n"))
+        .await
+        .unwrap();
+    let (status, body) = crate::helpers::TestApp::json(resp).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["files"][0]["size"], 5);
+}
+on_both_engines!(multipart_framing_is_capped_and_counted);
