@@ -282,7 +282,7 @@ mod tests {
 
     #[test]
     fn a_long_header_a_long_preamble_and_a_long_body_are_refused() {
-        let long = "x".repeat(MAX_PART_HEADER + 1);
+        let long = "x".repeat(MAX_PART_HEADER + 10);
         let mut s = Scanner::new("B", 1 << 30);
         assert_eq!(
             s.feed(format!("--B\r\nX-Long: {long}").as_bytes()),
@@ -292,5 +292,154 @@ mod tests {
         assert_eq!(s.feed(long.as_bytes()), Err(Framing::PreambleTooLarge));
         let mut s = Scanner::new("B", 10);
         assert_eq!(s.feed(b"--B\r\n\r\n\r\n01234"), Err(Framing::TooLarge));
+    }
+}
+
+/// Property tests of the multipart reader: the guard in front of multer,
+/// fed bodies split at arbitrary points.
+#[cfg(test)]
+mod props {
+    use futures::StreamExt;
+    use proptest::prelude::*;
+
+    use super::*;
+
+    const BOUNDARY: &str = "x7Qb0undary";
+
+    /// (field name, file name, content) of each part.
+    type Parts = Vec<(bool, String, Vec<u8>)>;
+
+    fn body(parts: &Parts, pad: usize) -> Vec<u8> {
+        let mut out = Vec::new();
+        for (is_file, name, content) in parts {
+            let field = if *is_file { "files" } else { "x" };
+            out.extend_from_slice(
+                format!(
+                    "--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"{field}\"; filename=\"{name}\"\r\nX-Pad: {}\r\n\r\n",
+                    "p".repeat(pad)
+                )
+                .as_bytes(),
+            );
+            out.extend_from_slice(content);
+            out.extend_from_slice(b"\r\n");
+        }
+        out.extend_from_slice(format!("--{BOUNDARY}--\r\n").as_bytes());
+        out
+    }
+
+    fn chunks(body: &[u8], cuts: &[usize]) -> Vec<Result<Bytes, std::io::Error>> {
+        let mut points: Vec<usize> = cuts.iter().map(|c| c % (body.len() + 1)).collect();
+        points.push(0);
+        points.push(body.len());
+        points.sort_unstable();
+        points.dedup();
+        points
+            .windows(2)
+            .map(|w| Ok(Bytes::copy_from_slice(&body[w[0]..w[1]])))
+            .collect()
+    }
+
+    /// Runs the guarded reader over `chunks`: the parts read, or the
+    /// verdict (or `None` for a parser error without one).
+    fn read(
+        chunks: Vec<Result<Bytes, std::io::Error>>,
+        limit: u64,
+    ) -> Result<Parts, Option<Framing>> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        runtime.block_on(async move {
+            let stream = futures::stream::iter(chunks);
+            let (guard, verdict) = FramingGuard::new(stream, Scanner::new(BOUNDARY, limit), 0);
+            let mut multipart = multer::Multipart::new(guard, BOUNDARY);
+            let mut parts = Vec::new();
+            loop {
+                match multipart.next_field().await {
+                    Ok(Some(field)) => {
+                        let is_file = field.name() == Some("files");
+                        let name = field.file_name().unwrap_or("").to_owned();
+                        let mut content = Vec::new();
+                        let mut field = field;
+                        loop {
+                            match field.chunk().await {
+                                Ok(Some(c)) => content.extend_from_slice(&c),
+                                Ok(None) => break,
+                                Err(_) => return Err(verdict.get()),
+                            }
+                        }
+                        parts.push((is_file, name, content));
+                    }
+                    Ok(None) => return Ok(parts),
+                    Err(_) => return Err(verdict.get()),
+                }
+            }
+        })
+    }
+
+    fn parts_strategy() -> impl Strategy<Value = Parts> {
+        prop::collection::vec(
+            (
+                any::<bool>(),
+                "[a-z0-9._-]{1,12}",
+                prop::collection::vec(any::<u8>(), 0..600),
+            ),
+            1..5,
+        )
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(48))]
+
+        /// Whatever the split, every part comes back byte for byte and the
+        /// guard stays silent.
+        #[test]
+        fn any_split_reads_every_part_unchanged(
+            parts in parts_strategy(),
+            cuts in prop::collection::vec(any::<usize>(), 0..12),
+        ) {
+            let b = body(&parts, 10);
+            prop_assert_eq!(read(chunks(&b, &cuts), 1 << 20), Ok(parts));
+        }
+
+        /// A header block over the cap is refused by the guard, whatever
+        /// the split, before the parser sees the whole of it.
+        #[test]
+        fn an_oversized_header_is_refused_at_any_split(
+            parts in parts_strategy(),
+            cuts in prop::collection::vec(any::<usize>(), 0..12),
+        ) {
+            let b = body(&parts, MAX_PART_HEADER + 1);
+            prop_assert_eq!(read(chunks(&b, &cuts), 1 << 30), Err(Some(Framing::HeaderTooLarge)));
+        }
+
+        /// Every byte counts: a body one byte over the limit is refused,
+        /// one at the limit is not (by the guard).
+        #[test]
+        fn the_limit_counts_every_byte(
+            parts in parts_strategy(),
+            cuts in prop::collection::vec(any::<usize>(), 0..12),
+        ) {
+            let b = body(&parts, 0);
+            let len = b.len() as u64;
+            prop_assert_eq!(read(chunks(&b, &cuts), len), Ok(parts));
+            prop_assert_eq!(read(chunks(&b, &cuts), len - 1), Err(Some(Framing::TooLarge)));
+        }
+    }
+
+    #[test]
+    fn the_guard_stream_ends_after_a_refusal() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let chunks: Vec<Result<Bytes, std::io::Error>> =
+                vec![Ok(Bytes::from_static(b"0123456789")), Ok(Bytes::from_static(b"abc"))];
+            let (mut guard, verdict) =
+                FramingGuard::new(futures::stream::iter(chunks), Scanner::new("B", 4), 100);
+            assert!(guard.next().await.unwrap().is_err());
+            assert_eq!(verdict.get(), Some(Framing::TooLarge));
+        });
     }
 }

@@ -283,3 +283,54 @@ pub async fn ack_pending_upload(
         AckOutcome::NotFound => Err(Error::file_not_found()),
     }
 }
+
+/// Property tests of the Range parser as the download route uses it.
+#[cfg(test)]
+mod props {
+    use axum::http::{header, HeaderMap, HeaderValue};
+    use proptest::prelude::*;
+
+    use super::{wanted_range, Wanted};
+
+    fn with_range(raw: &str) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        if let Ok(value) = HeaderValue::from_str(raw) {
+            headers.insert(header::RANGE, value);
+        }
+        headers
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        /// Any header: a part is always inside the file.
+        #[test]
+        fn any_range_header_yields_a_slice_inside_the_file(raw in "[ -~]{0,40}", size in 0u64..1_000_000) {
+            if let Wanted::Part(start, end) = wanted_range(&with_range(&raw), size) {
+                prop_assert!(start <= end && end < size, "{raw:?} size {size}: {start}-{end}");
+            }
+        }
+
+        /// Generated ranges: exactly the bytes asked for.
+        #[test]
+        fn a_valid_range_is_answered_exactly(size in 1u64..1_000_000, a in any::<u64>(), b in any::<u64>()) {
+            let (start, end) = {
+                let (x, y) = (a % size, b % size);
+                (x.min(y), x.max(y))
+            };
+            let closed = wanted_range(&with_range(&format!("bytes={start}-{end}")), size);
+            prop_assert!(matches!(closed, Wanted::Part(s, e) if s == start && e == end));
+            let open = wanted_range(&with_range(&format!("bytes={start}-")), size);
+            prop_assert!(matches!(open, Wanted::Part(s, e) if s == start && e == size - 1));
+            let suffix = wanted_range(&with_range(&format!("bytes=-{}", end - start + 1)), size);
+            prop_assert!(matches!(suffix, Wanted::Part(s, e) if s == size - (end - start + 1) && e == size - 1));
+        }
+
+        /// Past the end: 416, never a slice.
+        #[test]
+        fn a_range_past_the_end_is_unsatisfiable(size in 0u64..1_000_000, extra in 0u64..1000) {
+            let wanted = wanted_range(&with_range(&format!("bytes={}-", size + extra)), size);
+            prop_assert!(matches!(wanted, Wanted::Unsatisfiable));
+        }
+    }
+}
