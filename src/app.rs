@@ -42,7 +42,10 @@ impl Application {
         };
         let upload_ttl = Period::new("--upload-ttl", config.upload_ttl)?;
         private_fs::prepare_data_dir(&config.data_dir).with_context(|| {
-            format!("failed to prepare the data dir {}", config.data_dir.display())
+            format!(
+                "failed to prepare the data dir {}",
+                config.data_dir.display()
+            )
         })?;
         private_fs::prepare_sqlite_file(&config.database_url)
             .context("failed to create the SQLite database file")?;

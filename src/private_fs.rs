@@ -73,7 +73,8 @@ pub fn prepare_sqlite_file(database_url: &str) -> io::Result<()> {
     if !database_url.starts_with("sqlite:") || database_url.contains("mode=memory") {
         return Ok(());
     }
-    let Ok(parsed) = <sqlx::sqlite::SqliteConnectOptions as std::str::FromStr>::from_str(database_url)
+    let Ok(parsed) =
+        <sqlx::sqlite::SqliteConnectOptions as std::str::FromStr>::from_str(database_url)
     else {
         // Not ours to judge: opening the store reports the bad URL.
         return Ok(());

@@ -39,19 +39,19 @@ impl Period {
         if value.as_secs() > MAX_PERIOD_SECS {
             return Err(too_long());
         }
-        TimeDelta::from_std(value)
-            .map(Self)
-            .map_err(|_| too_long())
+        TimeDelta::from_std(value).map(Self).map_err(|_| too_long())
     }
 
     /// `at - self`: the cutoff for rows older than this period.
     pub fn before(&self, at: DateTime<Utc>) -> DateTime<Utc> {
-        at.checked_sub_signed(self.0).unwrap_or(DateTime::<Utc>::MIN_UTC)
+        at.checked_sub_signed(self.0)
+            .unwrap_or(DateTime::<Utc>::MIN_UTC)
     }
 
     /// `at + self`: a deadline this period from `at`.
     pub fn after(&self, at: DateTime<Utc>) -> DateTime<Utc> {
-        at.checked_add_signed(self.0).unwrap_or(DateTime::<Utc>::MAX_UTC)
+        at.checked_add_signed(self.0)
+            .unwrap_or(DateTime::<Utc>::MAX_UTC)
     }
 }
 

@@ -45,12 +45,7 @@ fn is_internal_v4(ip: Ipv4Addr) -> bool {
 /// ranges and reach loopback through the translator.
 fn embedded_v4(ip: Ipv6Addr) -> Option<Ipv4Addr> {
     let s = ip.segments();
-    let low = Ipv4Addr::new(
-        (s[6] >> 8) as u8,
-        s[6] as u8,
-        (s[7] >> 8) as u8,
-        s[7] as u8,
-    );
+    let low = Ipv4Addr::new((s[6] >> 8) as u8, s[6] as u8, (s[7] >> 8) as u8, s[7] as u8);
     match s {
         [0, 0, 0, 0, 0, 0xffff, _, _] => Some(low),
         [0, 0, 0, 0, 0xffff, 0, _, _] => Some(low),
@@ -175,7 +170,11 @@ mod tests {
             ("http://[2002:c0a8:101::1]", false, false),
             ("http://[2002:808:808::1]", false, true),
             // Teredo: the client address is stored inverted.
-            ("http://[2001:0:4136:e378:8000:63bf:80ff:fffe]", false, false),
+            (
+                "http://[2001:0:4136:e378:8000:63bf:80ff:fffe]",
+                false,
+                false,
+            ),
             ("http://[2001:0:4136:e378:8000:63bf:f7f7:f7f7]", false, true),
             ("http://[64:ff9b::7f00:1]", true, true),
         ];

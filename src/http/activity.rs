@@ -156,6 +156,32 @@ fn normalize_message_send(body: Value) -> Result<MessageSend> {
             ))
         }
     };
+    let text = part_texts(&parts)?;
+    message.entry("role").or_insert_with(|| json!("user"));
+    let message_id = match message.get("messageId").and_then(Value::as_str) {
+        Some(id) if !id.is_empty() => id.to_owned(),
+        _ => {
+            let id = uuid::Uuid::new_v4().to_string();
+            message.insert("messageId".into(), json!(id));
+            id
+        }
+    };
+    let rpc_id = obj
+        .get("id")
+        .cloned()
+        .filter(|v| !v.is_null())
+        .unwrap_or_else(|| json!(uuid::Uuid::new_v4().to_string()));
+    let rpc = json!({"jsonrpc": "2.0", "id": rpc_id, "method": "message/send", "params": params});
+    Ok(MessageSend {
+        rpc,
+        text: text.join("\n"),
+        parts: Value::Array(parts),
+        message_id,
+    })
+}
+
+/// The text of the `text` parts, after checking every part's shape.
+fn part_texts(parts: &[Value]) -> Result<Vec<String>> {
     let mut text = Vec::new();
     for (i, part) in parts.iter().enumerate() {
         match part.get("kind").and_then(Value::as_str) {
@@ -186,27 +212,7 @@ fn normalize_message_send(body: Value) -> Result<MessageSend> {
             }
         }
     }
-    message.entry("role").or_insert_with(|| json!("user"));
-    let message_id = match message.get("messageId").and_then(Value::as_str) {
-        Some(id) if !id.is_empty() => id.to_owned(),
-        _ => {
-            let id = uuid::Uuid::new_v4().to_string();
-            message.insert("messageId".into(), json!(id));
-            id
-        }
-    };
-    let rpc_id = obj
-        .get("id")
-        .cloned()
-        .filter(|v| !v.is_null())
-        .unwrap_or_else(|| json!(uuid::Uuid::new_v4().to_string()));
-    let rpc = json!({"jsonrpc": "2.0", "id": rpc_id, "method": "message/send", "params": params});
-    Ok(MessageSend {
-        rpc,
-        text: text.join("\n"),
-        parts: Value::Array(parts),
-        message_id,
-    })
+    Ok(text)
 }
 
 /// `{queued, activity_id}`: a message queued for a poll-mode workspace.
@@ -235,9 +241,22 @@ pub async fn send_a2a_message(
     headers: HeaderMap,
     Json(body): Json<Value>,
 ) -> Result<Response> {
-    // A peer workspace may message another one, naming itself.
-    let source = match principal {
-        Principal::Operator => None,
+    let source = sending_peer(principal, &headers)?;
+    let workspace = require_workspace(&state, id).await?;
+    let msg = normalize_message_send(body)?;
+    let row = inbox_row(id, source, &msg);
+    match (workspace.delivery_mode, workspace.url.as_deref()) {
+        (DeliveryMode::Push, Some(url)) => forward_message(&state, id, url, &msg, row).await,
+        (DeliveryMode::Push, None) => Err(super::workspaces::push_without_url()),
+        (DeliveryMode::Poll, _) => queue_message(&state, id, row).await,
+    }
+}
+
+/// The peer workspace a workspace token sends as (it must name itself in
+/// `X-Source-Workspace-Id`); `None` for the operator.
+fn sending_peer(principal: Principal, headers: &HeaderMap) -> Result<Option<WorkspaceId>> {
+    match principal {
+        Principal::Operator => Ok(None),
         Principal::Workspace(own) => {
             let claimed = headers
                 .get("x-source-workspace-id")
@@ -246,11 +265,13 @@ pub async fn send_a2a_message(
             if claimed != Some(own) {
                 return Err(Error::Unauthorized);
             }
-            Some(own)
+            Ok(Some(own))
         }
-    };
-    let workspace = require_workspace(&state, id).await?;
-    let msg = normalize_message_send(body)?;
+    }
+}
+
+/// The activity row a message becomes (its status set on delivery).
+fn inbox_row(id: WorkspaceId, source: Option<WorkspaceId>, msg: &MessageSend) -> NewActivity {
     let (source_kind, source_id) = match source {
         None => ("canvas_user", None),
         Some(peer) => ("peer_agent", Some(peer.to_string())),
@@ -259,62 +280,72 @@ pub async fn send_a2a_message(
         "source": source_kind, "source_id": source_id, "text": msg.text,
         "parts": msg.parts, "message_id": msg.message_id,
     });
-    let mut row = NewActivity {
+    NewActivity {
         activity_type: "a2a_receive".into(),
         method: Some("message/send".into()),
-        source_id: source_id.clone(),
+        source_id,
         target_id: Some(id.to_string()),
         summary: Some(summarize(&msg.text)),
         request_body: Some(msg.rpc.clone()),
         data: Some(data),
         ..NewActivity::default()
+    }
+}
+
+/// Push mode: hands the message to the workspace and returns its answer;
+/// the row is written only once the workspace has answered.
+async fn forward_message(
+    state: &AppState,
+    id: WorkspaceId,
+    url: &str,
+    msg: &MessageSend,
+    mut row: NewActivity,
+) -> Result<Response> {
+    let answer = state
+        .http
+        .post(url)
+        .timeout(state.config.forward_timeout)
+        .json(&msg.rpc)
+        .send()
+        .await;
+    let answer = match answer {
+        Ok(r) if r.status().is_success() => r.json::<Value>().await.map_err(|e| e.to_string()),
+        Ok(r) => Err(format!("the workspace answered {}", r.status())),
+        Err(e) => Err(e.without_url().to_string()),
     };
-    match (workspace.delivery_mode, workspace.url.as_deref()) {
-        (DeliveryMode::Push, Some(url)) => {
-            let answer = state
-                .http
-                .post(url)
-                .timeout(state.config.forward_timeout)
-                .json(&msg.rpc)
-                .send()
-                .await;
-            let answer = match answer {
-                Ok(r) if r.status().is_success() => {
-                    r.json::<Value>().await.map_err(|e| e.to_string())
-                }
-                Ok(r) => Err(format!("the workspace answered {}", r.status())),
-                Err(e) => Err(e.without_url().to_string()),
-            };
-            match answer {
-                Ok(answer) => {
-                    row.status = Some("forwarded".into());
-                    row.response_body = Some(answer.clone());
-                    record(&state, id, &row).await?;
-                    Ok(axum::Json(answer).into_response())
-                }
-                Err(cause) => {
-                    tracing::warn!(workspace_id = %id, error = %cause, "forwarding a message to a push workspace failed");
-                    Err(Error::BadGateway(format!(
-                        "could not deliver the message to the workspace: {cause}"
-                    )))
-                }
-            }
+    match answer {
+        Ok(answer) => {
+            row.status = Some("forwarded".into());
+            row.response_body = Some(answer.clone());
+            record(state, id, &row).await?;
+            Ok(axum::Json(answer).into_response())
         }
-        (DeliveryMode::Push, None) => Err(super::workspaces::push_without_url()),
-        (DeliveryMode::Poll, _) => {
-            row.status = Some("queued".into());
-            let stored = record(&state, id, &row).await?;
-            tracing::info!(workspace_id = %id, activity_id = stored.id, "message queued");
-            Ok((
-                StatusCode::ACCEPTED,
-                axum::Json(Queued {
-                    queued: true,
-                    activity_id: stored.id,
-                }),
-            )
-                .into_response())
+        Err(cause) => {
+            tracing::warn!(workspace_id = %id, error = %cause, "forwarding a message to a push workspace failed");
+            Err(Error::BadGateway(format!(
+                "could not deliver the message to the workspace: {cause}"
+            )))
         }
     }
+}
+
+/// Poll mode: the message waits in the inbox.
+async fn queue_message(
+    state: &AppState,
+    id: WorkspaceId,
+    mut row: NewActivity,
+) -> Result<Response> {
+    row.status = Some("queued".into());
+    let stored = record(state, id, &row).await?;
+    tracing::info!(workspace_id = %id, activity_id = stored.id, "message queued");
+    Ok((
+        StatusCode::ACCEPTED,
+        axum::Json(Queued {
+            queued: true,
+            activity_id: stored.id,
+        }),
+    )
+        .into_response())
 }
 
 /// `/notify` body: the agent's message to the canvas user.

@@ -228,7 +228,12 @@ fn has_json_content_type(headers: &HeaderMap) -> bool {
     let Some(value) = headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok()) else {
         return false;
     };
-    let essence = value.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    let essence = value
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
     essence == "application/json"
         || essence
             .strip_prefix("application/")
@@ -240,9 +245,7 @@ fn has_json_content_type(headers: &HeaderMap) -> bool {
 /// the `\u0000` escape needs looking for; the full walk runs only when
 /// that escape appears at all.
 pub(crate) fn nul_field(body: &[u8]) -> Option<String> {
-    let escaped = body
-        .windows(6)
-        .any(|w| w.eq_ignore_ascii_case(b"\\u0000"));
+    let escaped = body.windows(6).any(|w| w.eq_ignore_ascii_case(b"\\u0000"));
     if !escaped {
         return None;
     }
@@ -301,13 +304,19 @@ mod tests {
 
     #[test]
     fn nul_is_found_with_its_path() {
-        assert_eq!(nul_field(br#"{"name":"a\u0000b"}"#).as_deref(), Some("name"));
+        assert_eq!(
+            nul_field(br#"{"name":"a\u0000b"}"#).as_deref(),
+            Some("name")
+        );
         assert_eq!(
             nul_field(br#"{"params":{"message":{"parts":[{"kind":"text","text":"x\u0000"}]}}}"#)
                 .as_deref(),
             Some("params.message.parts[0].text")
         );
-        assert_eq!(nul_field(br#"{"a":{"k\u0000":1}}"#).as_deref(), Some("a.k\\u0000"));
+        assert_eq!(
+            nul_field(br#"{"a":{"k\u0000":1}}"#).as_deref(),
+            Some("a.k\\u0000")
+        );
         assert_eq!(nul_field(br#""\u0000""#).as_deref(), Some("body"));
         // An escaped backslash followed by `u0000` is text, not NUL.
         assert_eq!(nul_field(br#"{"name":"a\\u0000b"}"#), None);

@@ -55,8 +55,8 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for Query<T> {
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self> {
         let raw = parts.uri.query().unwrap_or("");
-        if let Some((name, _)) =
-            url::form_urlencoded::parse(raw.as_bytes()).find(|(k, v)| k.contains('\0') || v.contains('\0'))
+        if let Some((name, _)) = url::form_urlencoded::parse(raw.as_bytes())
+            .find(|(k, v)| k.contains('\0') || v.contains('\0'))
         {
             return Err(Error::BadRequest(format!(
                 "the query parameter `{}` must not contain NUL characters (%00)",

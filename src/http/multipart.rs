@@ -28,15 +28,15 @@ pub const FRAMING_ALLOWANCE: u64 = 64 * 1024;
 /// How long a refused body is drained before the connection is dropped.
 pub const DRAIN_TIME: Duration = Duration::from_secs(30);
 
-/// Why the framing of a body was refused.
+/// What of a body was over its limit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Framing {
     /// The whole body is over the request limit plus the allowance.
-    TooLarge,
+    Body,
     /// A part's header block is over [`MAX_PART_HEADER`].
-    HeaderTooLarge,
+    PartHeader,
     /// More than [`MAX_PART_HEADER`] bytes before the first boundary.
-    PreambleTooLarge,
+    Preamble,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -87,7 +87,7 @@ impl Scanner {
     pub fn feed(&mut self, chunk: &[u8]) -> Result<(), Framing> {
         self.total += chunk.len() as u64;
         if self.total > self.limit {
-            return Err(Framing::TooLarge);
+            return Err(Framing::Body);
         }
         let mut buf = std::mem::take(&mut self.carry);
         buf.extend_from_slice(chunk);
@@ -97,14 +97,14 @@ impl Scanner {
             match self.stage {
                 Stage::Preamble(seen) => match find(rest, &self.dash_boundary) {
                     Some(i) => {
-                        check(seen + i, Framing::PreambleTooLarge)?;
+                        check(seen + i, Framing::Preamble)?;
                         pos += i + self.dash_boundary.len();
                         self.stage = Stage::AfterDelimiter;
                     }
                     None => {
                         let keep = rest.len().min(self.dash_boundary.len() - 1);
                         let seen = seen + rest.len() - keep;
-                        check(seen, Framing::PreambleTooLarge)?;
+                        check(seen, Framing::Preamble)?;
                         self.stage = Stage::Preamble(seen);
                         self.carry = rest[rest.len() - keep..].to_vec();
                         return Ok(());
@@ -123,14 +123,14 @@ impl Scanner {
                 }
                 Stage::Headers(seen) => match find(rest, b"\r\n\r\n") {
                     Some(i) => {
-                        check(seen + i + 4, Framing::HeaderTooLarge)?;
+                        check(seen + i + 4, Framing::PartHeader)?;
                         pos += i + 4;
                         self.stage = Stage::Content;
                     }
                     None => {
                         let keep = rest.len().min(3);
                         let seen = seen + rest.len() - keep;
-                        check(seen, Framing::HeaderTooLarge)?;
+                        check(seen, Framing::PartHeader)?;
                         self.stage = Stage::Headers(seen);
                         self.carry = rest[rest.len() - keep..].to_vec();
                         return Ok(());
@@ -217,7 +217,11 @@ where
         let this = &mut *self;
         loop {
             if let Some((left, deadline)) = &mut this.draining {
-                let refused = || Some(Err(std::io::Error::other("the multipart framing was refused")));
+                let refused = || {
+                    Some(Err(std::io::Error::other(
+                        "the multipart framing was refused",
+                    )))
+                };
                 if deadline.as_mut().poll(cx).is_ready() || *left == 0 {
                     return Poll::Ready(refused());
                 }
@@ -235,10 +239,8 @@ where
                     Ok(()) => Poll::Ready(Some(Ok(chunk))),
                     Err(framing) => {
                         this.verdict.set(framing);
-                        this.draining = Some((
-                            this.drain_budget,
-                            Box::pin(tokio::time::sleep(DRAIN_TIME)),
-                        ));
+                        this.draining =
+                            Some((this.drain_budget, Box::pin(tokio::time::sleep(DRAIN_TIME))));
                         continue;
                     }
                 },
@@ -249,7 +251,6 @@ where
         }
     }
 }
-
 
 #[cfg(test)]
 mod tests {
@@ -267,7 +268,10 @@ mod tests {
     #[test]
     fn ordinary_bodies_pass_whole_or_in_single_bytes() {
         let b = body(&[
-            ("Content-Disposition: form-data; name=\"files\"; filename=\"a\"", "x\r\n--Bnot"),
+            (
+                "Content-Disposition: form-data; name=\"files\"; filename=\"a\"",
+                "x\r\n--Bnot",
+            ),
             ("Content-Disposition: form-data; name=\"files\"", ""),
         ]);
         let mut whole = Scanner::new("B", 1 << 20);
@@ -286,12 +290,12 @@ mod tests {
         let mut s = Scanner::new("B", 1 << 30);
         assert_eq!(
             s.feed(format!("--B\r\nX-Long: {long}").as_bytes()),
-            Err(Framing::HeaderTooLarge)
+            Err(Framing::PartHeader)
         );
         let mut s = Scanner::new("B", 1 << 30);
-        assert_eq!(s.feed(long.as_bytes()), Err(Framing::PreambleTooLarge));
+        assert_eq!(s.feed(long.as_bytes()), Err(Framing::Preamble));
         let mut s = Scanner::new("B", 10);
-        assert_eq!(s.feed(b"--B\r\n\r\n\r\n01234"), Err(Framing::TooLarge));
+        assert_eq!(s.feed(b"--B\r\n\r\n\r\n01234"), Err(Framing::Body));
     }
 }
 
@@ -410,7 +414,7 @@ mod props {
             cuts in prop::collection::vec(any::<usize>(), 0..12),
         ) {
             let b = body(&parts, MAX_PART_HEADER + 1);
-            prop_assert_eq!(read(chunks(&b, &cuts), 1 << 30), Err(Some(Framing::HeaderTooLarge)));
+            prop_assert_eq!(read(chunks(&b, &cuts), 1 << 30), Err(Some(Framing::PartHeader)));
         }
 
         /// Every byte counts: a body one byte over the limit is refused,
@@ -423,7 +427,7 @@ mod props {
             let b = body(&parts, 0);
             let len = b.len() as u64;
             prop_assert_eq!(read(chunks(&b, &cuts), len), Ok(parts));
-            prop_assert_eq!(read(chunks(&b, &cuts), len - 1), Err(Some(Framing::TooLarge)));
+            prop_assert_eq!(read(chunks(&b, &cuts), len - 1), Err(Some(Framing::Body)));
         }
     }
 
@@ -434,12 +438,14 @@ mod props {
             .build()
             .unwrap();
         runtime.block_on(async {
-            let chunks: Vec<Result<Bytes, std::io::Error>> =
-                vec![Ok(Bytes::from_static(b"0123456789")), Ok(Bytes::from_static(b"abc"))];
+            let chunks: Vec<Result<Bytes, std::io::Error>> = vec![
+                Ok(Bytes::from_static(b"0123456789")),
+                Ok(Bytes::from_static(b"abc")),
+            ];
             let (mut guard, verdict) =
                 FramingGuard::new(futures::stream::iter(chunks), Scanner::new("B", 4), 100);
             assert!(guard.next().await.unwrap().is_err());
-            assert_eq!(verdict.get(), Some(Framing::TooLarge));
+            assert_eq!(verdict.get(), Some(Framing::Body));
         });
     }
 }

@@ -178,24 +178,44 @@ pub async fn get_pending_upload_content(
     let (status, range) = match wanted_range(&headers, size) {
         Wanted::Whole => (StatusCode::OK, None),
         Wanted::Part(start, end) => (StatusCode::PARTIAL_CONTENT, Some((start, end))),
-        Wanted::Unsatisfiable => {
-            let mut response = (
-                StatusCode::RANGE_NOT_SATISFIABLE,
-                axum::Json(ErrorBody::new(format!(
-                    "the range is outside the file's {size} bytes"
-                ))),
-            )
-                .into_response();
-            if let Ok(v) = HeaderValue::from_str(&format!("bytes */{size}")) {
-                response.headers_mut().insert(header::CONTENT_RANGE, v);
-            }
-            return Ok(response);
-        }
+        Wanted::Unsatisfiable => return Ok(range_not_satisfiable(size)),
     };
     let stream = state
         .blobs
         .get(&row.blob_key, range.map(|(s, e)| s..e + 1))
         .await?;
+    note_read(&state, &row, by_workspace, range).await;
+    Ok(content_response(
+        &row,
+        Body::from_stream(stream),
+        status,
+        range,
+    ))
+}
+
+/// The 416 of a range outside the file, with the size it must fit.
+fn range_not_satisfiable(size: u64) -> Response {
+    let mut response = (
+        StatusCode::RANGE_NOT_SATISFIABLE,
+        axum::Json(ErrorBody::new(format!(
+            "the range is outside the file's {size} bytes"
+        ))),
+    )
+        .into_response();
+    if let Ok(v) = HeaderValue::from_str(&format!("bytes */{size}")) {
+        response.headers_mut().insert(header::CONTENT_RANGE, v);
+    }
+    response
+}
+
+/// Counts, logs and (for the workspace's own download) announces a read.
+async fn note_read(
+    state: &AppState,
+    row: &crate::store::PendingUpload,
+    by_workspace: bool,
+    range: Option<(u64, u64)>,
+) {
+    let (id, file_id) = (row.workspace_id, row.file_id);
     if by_workspace {
         state.metrics.fetched.inc();
         tracing::info!(
@@ -214,7 +234,18 @@ pub async fn get_pending_upload_content(
             range = ?range, "upload read by the operator"
         );
     }
-    let mut response = Response::new(Body::from_stream(stream));
+}
+
+/// The download response: the bytes with their type, length, range,
+/// name, checksum and no-cache headers.
+fn content_response(
+    row: &crate::store::PendingUpload,
+    body: Body,
+    status: StatusCode,
+    range: Option<(u64, u64)>,
+) -> Response {
+    let size = row.size as u64;
+    let mut response = Response::new(body);
     *response.status_mut() = status;
     let h = response.headers_mut();
     h.insert(
@@ -245,7 +276,7 @@ pub async fn get_pending_upload_content(
         header::CACHE_CONTROL,
         HeaderValue::from_static("private, no-store"),
     );
-    Ok(response)
+    response
 }
 
 /// Acknowledges delivery; the content is gone afterwards. Idempotent.

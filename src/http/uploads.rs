@@ -24,7 +24,9 @@ use sha2::{Digest, Sha256};
 
 use super::auth::Principal;
 use super::extract::WorkspacePath;
-use super::multipart::{Framing, FramingGuard, Scanner, Verdict, DRAIN_TIME, FRAMING_ALLOWANCE, MAX_PART_HEADER};
+use super::multipart::{
+    Framing, FramingGuard, Scanner, Verdict, DRAIN_TIME, FRAMING_ALLOWANCE, MAX_PART_HEADER,
+};
 use super::{AppState, Error, ErrorBody, Result};
 use crate::blob::{upload_key, BlobError, BlobStore};
 use crate::domain::{
@@ -144,12 +146,10 @@ impl Rejection {
     fn reason(&self) -> &'static str {
         match self {
             Rejection::Malformed(_) => "malformed",
-            Rejection::Framing(Framing::TooLarge) | Rejection::RequestTooLarge(_) => {
+            Rejection::Framing(Framing::Body) | Rejection::RequestTooLarge(_) => {
                 "request_too_large"
             }
-            Rejection::Framing(Framing::HeaderTooLarge | Framing::PreambleTooLarge) => {
-                "header_too_large"
-            }
+            Rejection::Framing(Framing::PartHeader | Framing::Preamble) => "header_too_large",
             Rejection::TooManyFiles => "too_many_files",
             Rejection::EmptyFile(_) => "empty_file",
             Rejection::FileTooLarge(_) => "file_too_large",
@@ -161,9 +161,9 @@ impl Rejection {
     /// The file it concerns, if one.
     fn filename(&self) -> Option<&str> {
         match self {
-            Rejection::EmptyFile(f) | Rejection::FileTooLarge(f) | Rejection::RequestTooLarge(f) => {
-                Some(f.as_str())
-            }
+            Rejection::EmptyFile(f)
+            | Rejection::FileTooLarge(f)
+            | Rejection::RequestTooLarge(f) => Some(f.as_str()),
             _ => None,
         }
     }
@@ -181,12 +181,12 @@ impl Rejection {
     fn into_error(self, limits: UploadLimits) -> Error {
         match self {
             Rejection::Malformed(sentence) => Error::BadRequest(sentence),
-            Rejection::Framing(Framing::TooLarge) => request_too_large(limits.max_request_size),
-            Rejection::Framing(Framing::HeaderTooLarge) => Error::BadRequest(format!(
+            Rejection::Framing(Framing::Body) => request_too_large(limits.max_request_size),
+            Rejection::Framing(Framing::PartHeader) => Error::BadRequest(format!(
                 "a part's headers are larger than the {} limit",
                 size_str(MAX_PART_HEADER as u64)
             )),
-            Rejection::Framing(Framing::PreambleTooLarge) => Error::BadRequest(format!(
+            Rejection::Framing(Framing::Preamble) => Error::BadRequest(format!(
                 "the multipart body has more than {} before its first boundary",
                 size_str(MAX_PART_HEADER as u64)
             )),
@@ -350,7 +350,9 @@ async fn stage_upload(state: &AppState, id: WorkspaceId, req: Request) -> Result
     };
     let staged = match read_files(state, id, &mut multipart, &verdict, &mut blobs).await {
         Ok(staged) => staged,
-        Err(rejection) => return Err(refuse(state, id, &mut blobs, &mut multipart, rejection).await),
+        Err(rejection) => {
+            return Err(refuse(state, id, &mut blobs, &mut multipart, rejection).await)
+        }
     };
     let activities = match record(state, id, &staged).await {
         Ok(activities) => activities,
@@ -386,7 +388,11 @@ async fn refuse(
 ) -> Error {
     blobs.discard().await;
     if rejection.drains() {
-        drain(multipart, state.config.limits.max_request_size.saturating_mul(2)).await;
+        drain(
+            multipart,
+            state.config.limits.max_request_size.saturating_mul(2),
+        )
+        .await;
     }
     reject(state, id, rejection)
 }
@@ -514,9 +520,7 @@ async fn store_file(
             sha256: hex::encode(hasher.finalize()),
         }),
         (Err(BlobError::Body(_)), Some(Over::File)) => Err(Rejection::FileTooLarge(filename)),
-        (Err(BlobError::Body(_)), Some(Over::Request)) => {
-            Err(Rejection::RequestTooLarge(filename))
-        }
+        (Err(BlobError::Body(_)), Some(Over::Request)) => Err(Rejection::RequestTooLarge(filename)),
         (Err(BlobError::Body(e)), None) => Err(parse_failure(verdict, || {
             format!(
                 "the multipart body is malformed or was cut short while reading file \"{filename}\": {e}"

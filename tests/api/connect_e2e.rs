@@ -757,12 +757,12 @@ fn steady_load(
                     .send()
                     .await;
                 match sent {
-                    Ok(r) if r.status().is_success() => r.json::<Value>().await.ok().map(|v| {
-                        Acknowledged::Message {
+                    Ok(r) if r.status().is_success() => {
+                        r.json::<Value>().await.ok().map(|v| Acknowledged::Message {
                             activity_id: v["activity_id"].as_i64().expect("activity_id"),
                             text,
-                        }
-                    }),
+                        })
+                    }
                     _ => None,
                 }
             } else {
@@ -875,7 +875,10 @@ async fn kill_9_under_load_loses_no_acknowledged_write_and_delivers_each_once() 
                 Acknowledged::Message { .. } => None,
             })
             .collect();
-        assert!(!messages.is_empty() && !files.is_empty(), "{acknowledged:?}");
+        assert!(
+            !messages.is_empty() && !files.is_empty(),
+            "{acknowledged:?}"
+        );
 
         // Present after the restarts.
         let rows = all_activity(&server, &ws).await;
@@ -926,7 +929,10 @@ async fn kill_9_under_load_loses_no_acknowledged_write_and_delivers_each_once() 
                 1,
                 "message {id} delivered more than once"
             );
-            assert!(rows.iter().any(|r| r["id"] == *id), "delivered {id} is not stored");
+            assert!(
+                rows.iter().any(|r| r["id"] == *id),
+                "delivered {id} is not stored"
+            );
         }
         for fid in &seen_files {
             assert_eq!(
@@ -935,7 +941,9 @@ async fn kill_9_under_load_loses_no_acknowledged_write_and_delivers_each_once() 
                 "file {fid} delivered more than once"
             );
         }
-        let pending = server.get(&format!("/workspaces/{ws}/pending-uploads")).await;
+        let pending = server
+            .get(&format!("/workspaces/{ws}/pending-uploads"))
+            .await;
         assert_eq!(pending, json!([]), "every file acked");
     })
     .await;

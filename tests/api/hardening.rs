@@ -18,7 +18,8 @@ use crate::on_both_engines;
 /// zero, which the sweep reads as "everything is past retention".
 #[tokio::test]
 async fn a_retention_or_ttl_that_does_not_fit_is_refused_at_start_up() {
-    let cases: [(&str, fn(&mut Config)); 3] = [
+    type Tweak = fn(&mut Config);
+    let cases: [(&str, Tweak); 3] = [
         ("--activity-retention", |c| {
             c.activity_retention = humantime::parse_duration("1000000000y").unwrap()
         }),
@@ -108,7 +109,10 @@ async fn nul_characters_are_refused_by_name_before_anything_happens(engine: Engi
             &json!({"message": "done\u{0}"}),
         )
         .await;
-    assert_eq!((status, body), (StatusCode::BAD_REQUEST, nul_error("message")));
+    assert_eq!(
+        (status, body),
+        (StatusCode::BAD_REQUEST, nul_error("message"))
+    );
     let (status, body) = app
         .post(
             &format!("/workspaces/{}/activity", ws.id),
@@ -155,7 +159,10 @@ async fn nul_characters_are_refused_by_name_before_anything_happens(engine: Engi
         .await;
     assert_eq!(
         (status, body),
-        (StatusCode::BAD_REQUEST, nul_error("params.message.parts[0].text"))
+        (
+            StatusCode::BAD_REQUEST,
+            nul_error("params.message.parts[0].text")
+        )
     );
     assert_eq!(seen.load(std::sync::atomic::Ordering::SeqCst), 0);
     let (status, body) = app.send_text(&push.id, "fine").await;
@@ -225,7 +232,12 @@ async fn data_files_are_private_to_the_server(engine: Engine) {
     assert_eq!(status, StatusCode::ACCEPTED);
     let modes = modes_under(&app.config.data_dir);
     let names: Vec<&str> = modes.iter().map(|(n, _, _)| n.as_str()).collect();
-    assert!(names.iter().any(|n| n.starts_with("blobs/") && n.len() > 50), "{names:?}");
+    assert!(
+        names
+            .iter()
+            .any(|n| n.starts_with("blobs/") && n.len() > 50),
+        "{names:?}"
+    );
     if engine == Engine::Sqlite {
         for name in ["molecule.db", "molecule.db-wal", "molecule.db-shm"] {
             assert!(names.contains(&name), "{name} missing from {names:?}");
@@ -325,7 +337,10 @@ async fn deletion_ends_parked_long_polls_and_event_streams(engine: Engine) {
     let (status, body, took) = operators.await.unwrap();
     assert_eq!(
         (status, body),
-        (StatusCode::NOT_FOUND, json!({"error": "workspace not found"}))
+        (
+            StatusCode::NOT_FOUND,
+            json!({"error": "workspace not found"})
+        )
     );
     assert!(took < Duration::from_secs(10), "answered after {took:?}");
     // The stream ends (well before its 15 s keep-alive would show).
@@ -336,16 +351,14 @@ async fn deletion_ends_parked_long_polls_and_event_streams(engine: Engine) {
         }
     })
     .await;
-    assert!(ended.is_ok(), "the event stream of a deleted workspace stayed open");
+    assert!(
+        ended.is_ok(),
+        "the event stream of a deleted workspace stayed open"
+    );
 }
 on_both_engines!(deletion_ends_parked_long_polls_and_event_streams);
 
-fn with_connection_limits(
-    engine: Engine,
-    header: Duration,
-    idle: Duration,
-    max: usize,
-) -> Options {
+fn with_connection_limits(engine: Engine, header: Duration, idle: Duration, max: usize) -> Options {
     Options::new(engine).tweak(move |c| {
         c.connections = molecule::serve::ConnLimits {
             header_read_timeout: header,
@@ -379,8 +392,14 @@ async fn read_until_closed(
         }
     })
     .await;
-    assert!(closed.is_ok(), "the server kept the connection open past {within:?}");
-    (String::from_utf8_lossy(&seen).into_owned(), started.elapsed())
+    assert!(
+        closed.is_ok(),
+        "the server kept the connection open past {within:?}"
+    );
+    (
+        String::from_utf8_lossy(&seen).into_owned(),
+        started.elapsed(),
+    )
 }
 
 /// Connections that never finished their headers were held forever.
@@ -480,10 +499,9 @@ async fn at_the_connection_cap_a_new_client_is_served_once_a_slot_frees() {
 /// server by 100 MiB), and framing did not count toward the request limit
 /// (megabytes of empty parts passed a 2 MiB limit).
 async fn multipart_framing_is_capped_and_counted(engine: Engine) {
-    let Some(app) = spawn_app_with(
-        Options::new(engine).tweak(|c| c.limits.max_request_size = 1024 * 1024),
-    )
-    .await
+    let Some(app) =
+        spawn_app_with(Options::new(engine).tweak(|c| c.limits.max_request_size = 1024 * 1024))
+            .await
     else {
         return;
     };
