@@ -4,8 +4,12 @@
 
 mod helpers;
 
+mod activity_cursor;
 mod blob_contract;
+mod canvas;
 mod connect_e2e;
+mod db_down;
+mod disk_full;
 mod hardening;
 mod inbox;
 mod pending;
