@@ -11,6 +11,7 @@ use bytesize::ByteSize;
 use clap::Args;
 
 use crate::domain::{AuthToken, UploadLimits};
+use crate::serve::ConnLimits;
 
 /// Flags of `molecule serve`.
 #[derive(Debug, Clone, Args)]
@@ -82,6 +83,21 @@ pub struct ServeArgs {
     /// Also serve /metrics, without auth, on this address.
     #[arg(long, env = "MOLECULE_METRICS_LISTEN")]
     pub metrics_listen: Option<SocketAddr>,
+
+    /// Time a client gets to send a complete request head; slower
+    /// connections are closed.
+    #[arg(long, env = "MOLECULE_HEADER_READ_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub header_read_timeout: Duration,
+
+    /// Time a connection may stay open with no request in flight and no
+    /// traffic (a parked long poll is in flight).
+    #[arg(long, env = "MOLECULE_IDLE_TIMEOUT", default_value = "2m", value_parser = humantime::parse_duration)]
+    pub idle_timeout: Duration,
+
+    /// Connections served at once; more wait in the listen backlog until
+    /// one ends. Keep it under the process's file-descriptor limit.
+    #[arg(long, env = "MOLECULE_MAX_CONNECTIONS", default_value = "4096")]
+    pub max_connections: usize,
 }
 
 /// Resolved server configuration.
@@ -117,6 +133,8 @@ pub struct Config {
     pub metrics_listen: Option<SocketAddr>,
     /// Timeout of calls to push-mode workspaces.
     pub forward_timeout: Duration,
+    /// Header read timeout, idle timeout and connection cap.
+    pub connections: ConnLimits,
 }
 
 /// The workspace side refuses files above this, so the server never accepts more.
@@ -142,6 +160,7 @@ impl Config {
             allow_private_urls: false,
             metrics_listen: None,
             forward_timeout: Duration::from_secs(60),
+            connections: ConnLimits::default(),
         }
     }
 }
@@ -170,7 +189,7 @@ pub fn load_or_create_admin_token(data_dir: &Path) -> anyhow::Result<(AuthToken,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(e).with_context(|| format!("failed to read {}", path.display())),
     }
-    std::fs::create_dir_all(data_dir)
+    crate::private_fs::prepare_data_dir(data_dir)
         .with_context(|| format!("failed to create {}", data_dir.display()))?;
     let token = AuthToken::generate();
     let mut options = std::fs::OpenOptions::new();
@@ -191,7 +210,7 @@ pub fn load_or_create_admin_token(data_dir: &Path) -> anyhow::Result<(AuthToken,
 impl ServeArgs {
     /// Resolves defaults, creates the data dir and the admin token.
     pub fn resolve(self) -> anyhow::Result<Config> {
-        std::fs::create_dir_all(&self.data_dir).with_context(|| {
+        crate::private_fs::prepare_data_dir(&self.data_dir).with_context(|| {
             format!("failed to create the data dir {}", self.data_dir.display())
         })?;
         let admin_token = match self.admin_token.filter(|t| !t.trim().is_empty()) {
@@ -218,6 +237,14 @@ impl ServeArgs {
             self.max_request_size.as_u64() >= 1,
             "--max-request-size must be positive"
         );
+        anyhow::ensure!(
+            self.max_connections >= 1,
+            "--max-connections must be at least 1"
+        );
+        anyhow::ensure!(
+            !self.header_read_timeout.is_zero() && !self.idle_timeout.is_zero(),
+            "--header-read-timeout and --idle-timeout must be longer than zero"
+        );
         Ok(Config {
             listen: self.listen,
             database_url: self
@@ -241,6 +268,11 @@ impl ServeArgs {
             allow_private_urls: self.allow_private_urls,
             metrics_listen: self.metrics_listen,
             forward_timeout: Duration::from_secs(60),
+            connections: ConnLimits {
+                header_read_timeout: self.header_read_timeout,
+                idle_timeout: self.idle_timeout,
+                max_connections: self.max_connections,
+            },
         })
     }
 }

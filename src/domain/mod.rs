@@ -10,6 +10,7 @@ mod filename;
 mod ids;
 mod mimetype;
 mod mode;
+mod period;
 mod token;
 mod url;
 
@@ -21,6 +22,7 @@ pub use filename::Filename;
 pub use ids::{DelegationId, FileId, IdError, WorkspaceId};
 pub use mimetype::Mimetype;
 pub use mode::{DeliveryMode, ModeError};
+pub use period::{Period, PeriodError, MAX_PERIOD_SECS};
 pub use token::{AuthToken, TokenHash};
 pub use url::{is_internal_ip, CallbackUrl, UrlError};
 

@@ -11,7 +11,7 @@
 
 use std::collections::BTreeMap;
 
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use chrono::{DateTime, Duration as Span, Utc};
 use serde::{Deserialize, Serialize};
@@ -19,7 +19,7 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 
 use super::auth::Principal;
-use super::extract::{DelegationPath, WorkspacePath};
+use super::extract::{DelegationPath, Query, WorkspacePath};
 use super::{AppState, Error, ErrorBody, Json, Result};
 use crate::domain::{self, Caller, DelegationId, DelegationStatus, WorkspaceId};
 use crate::store::{
@@ -388,13 +388,7 @@ pub struct ListParams {
     pub limit: Option<i64>,
 }
 
-type QueryResult<T> = std::result::Result<Query<T>, axum::extract::rejection::QueryRejection>;
-
-fn parse_filter(
-    params: QueryResult<ListParams>,
-    party: Option<WorkspaceId>,
-) -> Result<DelegationFilter> {
-    let Query(params) = params.map_err(|e| Error::BadRequest(e.body_text()))?;
+fn parse_filter(params: ListParams, party: Option<WorkspaceId>) -> Result<DelegationFilter> {
     let limit = params.limit.unwrap_or(100);
     if !(1..=MAX_LIMIT).contains(&limit) {
         return Err(Error::BadRequest(format!(
@@ -433,7 +427,7 @@ pub async fn list_workspace_delegations(
     State(state): State<AppState>,
     principal: Principal,
     WorkspacePath(id): WorkspacePath,
-    params: QueryResult<ListParams>,
+    Query(params): Query<ListParams>,
 ) -> Result<Json<Vec<DelegationView>>> {
     principal.require_access(id)?;
     let filter = parse_filter(params, Some(id))?;
@@ -473,7 +467,7 @@ pub async fn get_delegation(
 pub async fn list_all_delegations(
     State(state): State<AppState>,
     principal: Principal,
-    params: QueryResult<ListParams>,
+    Query(params): Query<ListParams>,
 ) -> Result<Json<Vec<DelegationView>>> {
     principal.require_operator()?;
     let filter = parse_filter(params, None)?;

@@ -9,6 +9,7 @@ mod canvas;
 mod delegations;
 mod error;
 mod extract;
+mod multipart;
 mod ops;
 mod pending;
 mod registry;
@@ -31,6 +32,7 @@ use utoipa_axum::routes;
 
 use crate::blob::BlobStore;
 use crate::config::Config;
+use crate::domain::Period;
 use crate::events::Bus;
 use crate::metrics::Metrics;
 use crate::store::Store;
@@ -71,6 +73,8 @@ pub struct AppState {
     pub http: reqwest::Client,
     /// Cancelled at shutdown, so long polls and streams end promptly.
     pub shutdown: CancellationToken,
+    /// How long a staged file waits (`config.upload_ttl`, checked).
+    pub upload_ttl: Period,
 }
 
 #[derive(OpenApi)]
@@ -157,6 +161,9 @@ pub fn router(state: AppState) -> Router {
     )
     // The canvas page: no auth, not in the OpenAPI document.
     .merge(canvas::router())
+    // JSON bodies are buffered whole: bounded here (uploads, which stream,
+    // lift it for themselves).
+    .layer(axum::extract::DefaultBodyLimit::max(error::JSON_BODY_LIMIT))
     .route_layer(middleware::from_fn_with_state(state.clone(), track_metrics))
     .fallback(|| async { Error::NotFound("no such route".into()) })
     .layer(

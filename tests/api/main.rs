@@ -11,6 +11,7 @@ mod connect_e2e;
 mod db_down;
 mod delegations;
 mod disk_full;
+mod hardening;
 mod inbox;
 mod pending;
 mod replicas;
