@@ -16,6 +16,7 @@ use crate::config::Config;
 use crate::events::Bus;
 use crate::http::{self, AppState};
 use crate::metrics::Metrics;
+use crate::secrets::Sealer;
 use crate::store;
 use crate::sweeper::{SweepConfig, Sweeper};
 
@@ -42,6 +43,12 @@ impl Application {
             .migrate()
             .await
             .context("failed to apply database migrations")?;
+        let secrets_key = match &config.secrets_key {
+            Some(key) => key.clone(),
+            None => crate::secrets::load_or_create_key(&config.data_dir)?,
+        };
+        let sealer = Sealer::new(&secrets_key);
+        sealer.verify(store.as_ref()).await?;
         let blobs = blob::open(
             &config.blob_store,
             store.clone(),
@@ -93,6 +100,7 @@ impl Application {
             metrics,
             http,
             shutdown: CancellationToken::new(),
+            sealer,
         };
         Ok(Self {
             listener,

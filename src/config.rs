@@ -11,6 +11,7 @@ use bytesize::ByteSize;
 use clap::Args;
 
 use crate::domain::{AuthToken, UploadLimits};
+use crate::secrets::SecretsKey;
 
 /// Flags of `molecule serve`.
 #[derive(Debug, Clone, Args)]
@@ -77,6 +78,17 @@ pub struct ServeArgs {
     /// Also serve /metrics, without auth, on this address.
     #[arg(long, env = "MOLECULE_METRICS_LISTEN")]
     pub metrics_listen: Option<SocketAddr>,
+
+    /// The key secrets are encrypted with at rest: 64 hex characters. If
+    /// unset, one is generated on first start into <data-dir>/secrets-key
+    /// (mode 0600) and reused afterwards. Starting with a different key
+    /// than the secrets were stored with fails at start-up.
+    #[arg(long, env = "MOLECULE_SECRETS_KEY", hide_env_values = true)]
+    pub secrets_key: Option<String>,
+
+    /// Largest accepted plugin tarball (at most 100MiB).
+    #[arg(long, env = "MOLECULE_MAX_PLUGIN_SIZE", default_value = "100MiB")]
+    pub max_plugin_size: ByteSize,
 }
 
 /// Resolved server configuration.
@@ -110,7 +122,14 @@ pub struct Config {
     pub metrics_listen: Option<SocketAddr>,
     /// Timeout of calls to push-mode workspaces.
     pub forward_timeout: Duration,
+    /// The secrets key; `None` means "<data-dir>/secrets-key".
+    pub secrets_key: Option<SecretsKey>,
+    /// Largest accepted plugin tarball, in bytes.
+    pub max_plugin_size: u64,
 }
+
+/// Published plugins are never larger than this.
+pub const HARD_MAX_PLUGIN_SIZE: u64 = 100 * 1024 * 1024;
 
 /// The workspace side refuses files above this, so the server never accepts more.
 pub const HARD_MAX_FILE_SIZE: u64 = 25 * 1024 * 1024;
@@ -134,6 +153,8 @@ impl Config {
             allow_private_urls: false,
             metrics_listen: None,
             forward_timeout: Duration::from_secs(60),
+            secrets_key: None,
+            max_plugin_size: HARD_MAX_PLUGIN_SIZE,
         }
     }
 }
@@ -210,6 +231,17 @@ impl ServeArgs {
             self.max_request_size.as_u64() >= 1,
             "--max-request-size must be positive"
         );
+        let max_plugin_size = self.max_plugin_size.as_u64();
+        anyhow::ensure!(
+            (1..=HARD_MAX_PLUGIN_SIZE).contains(&max_plugin_size),
+            "--max-plugin-size must be between 1 byte and 100MiB"
+        );
+        let secrets_key = self
+            .secrets_key
+            .filter(|k| !k.trim().is_empty())
+            .map(|k| SecretsKey::parse(&k))
+            .transpose()
+            .context("--secrets-key / MOLECULE_SECRETS_KEY")?;
         Ok(Config {
             listen: self.listen,
             database_url: self
@@ -232,6 +264,8 @@ impl ServeArgs {
             allow_private_urls: self.allow_private_urls,
             metrics_listen: self.metrics_listen,
             forward_timeout: Duration::from_secs(60),
+            secrets_key,
+            max_plugin_size,
         })
     }
 }

@@ -1,5 +1,6 @@
 //! The vocabulary of molecule: identifiers, delivery modes, sanitized file
-//! names and mimetypes, tokens and limits.
+//! names and mimetypes, tokens and limits, secret and plugin names, and the
+//! communication rule between workspaces ([`team`]).
 //!
 //! Everything here is pure: no I/O, no axum, no sqlx. A value of one of these
 //! types is valid by construction ("parse, don't validate"), so the layers
@@ -9,6 +10,8 @@ mod filename;
 mod ids;
 mod mimetype;
 mod mode;
+mod names;
+pub mod team;
 mod token;
 mod url;
 
@@ -16,6 +19,7 @@ pub use filename::Filename;
 pub use ids::{FileId, IdError, WorkspaceId};
 pub use mimetype::Mimetype;
 pub use mode::{DeliveryMode, ModeError};
+pub use names::{PluginName, PluginNameError, SecretName, SecretNameError};
 pub use token::{AuthToken, TokenHash};
 pub use url::{is_internal_ip, CallbackUrl, UrlError};
 

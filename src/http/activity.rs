@@ -16,9 +16,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use tokio::sync::broadcast::error::RecvError;
 
-use super::auth::Principal;
+use super::auth::{check_named_caller, require_reach, Principal};
 use super::extract::WorkspacePath;
 use super::{AppState, Error, ErrorBody, Json, Result};
+use crate::domain::team::Caller;
 use crate::domain::{self, DeliveryMode, WorkspaceId};
 use crate::events::Event;
 use crate::store::{Activity, ActivityPage, ActivityQuery, NewActivity};
@@ -220,14 +221,17 @@ pub struct Queued {
 
 /// Sends an A2A `message/send` to a workspace: forwarded to a push
 /// workspace (its JSON-RPC answer returned), queued in a poll workspace's
-/// inbox.
+/// inbox. With a workspace token it is a peer call: the caller is the
+/// token's workspace and the communication rule decides whether it may
+/// reach the target (403 otherwise).
 #[utoipa::path(post, path = "/workspaces/{id}/a2a", tag = "messages",
     params(("id" = String, Path, description = "workspace id"),
-           ("X-Source-Workspace-Id" = Option<String>, Header, description = "the sending peer workspace, when a workspace token is used")),
+           ("X-Workspace-ID" = Option<String>, Header, description = "the calling workspace (Molecule's SDK); must be the token's workspace"),
+           ("X-Source-Workspace-Id" = Option<String>, Header, description = "the calling workspace (molecule's clients); must be the token's workspace")),
     request_body(content = Object, description = "JSON-RPC 2.0 message/send (wrapper and messageId optional)"),
     responses((status = 200, description = "push: the workspace's JSON-RPC answer", body = Object),
         (status = 202, body = Queued), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
-        (status = 404, body = ErrorBody), (status = 502, body = ErrorBody)))]
+        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 502, body = ErrorBody)))]
 pub async fn send_a2a_message(
     State(state): State<AppState>,
     principal: Principal,
@@ -235,21 +239,20 @@ pub async fn send_a2a_message(
     headers: HeaderMap,
     Json(body): Json<Value>,
 ) -> Result<Response> {
-    // A peer workspace may message another one, naming itself.
+    // A peer call: the caller is the token's workspace, which may also name
+    // itself in a header; the target must be within its reach.
     let source = match principal {
         Principal::Operator => None,
         Principal::Workspace(own) => {
-            let claimed = headers
-                .get("x-source-workspace-id")
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.parse::<WorkspaceId>().ok());
-            if claimed != Some(own) {
-                return Err(Error::Unauthorized);
-            }
+            check_named_caller(&headers, own)?;
             Some(own)
         }
     };
     let workspace = require_workspace(&state, id).await?;
+    if let Some(own) = source {
+        let caller = require_workspace(&state, own).await?;
+        require_reach(Caller::Workspace(caller.node()), workspace.node())?;
+    }
     let msg = normalize_message_send(body)?;
     let (source_kind, source_id) = match source {
         None => ("canvas_user", None),
@@ -457,6 +460,31 @@ pub struct ActivityParams {
     pub limit: Option<i64>,
     /// Seconds to hold the request when nothing matches (0–60).
     pub wait: Option<u64>,
+    /// Only rows sent by this workspace (`source_id` equals it).
+    pub peer_id: Option<String>,
+    /// Only rows created strictly before this RFC 3339 instant.
+    pub before_ts: Option<String>,
+}
+
+/// Parses `before_ts`, rounding sub-microsecond digits up: rows keep
+/// microseconds, and "strictly before 1.5 µs" includes a row at 1 µs.
+fn parse_before_ts(raw: &str) -> Result<DateTime<Utc>> {
+    use chrono::SubsecRound;
+    // An unencoded `+` in a query string arrives as a space.
+    let parsed = DateTime::parse_from_rfc3339(raw)
+        .or_else(|e| DateTime::parse_from_rfc3339(&raw.replace(' ', "+")).map_err(|_| e))
+        .map_err(|e| {
+            Error::BadRequest(format!(
+                "`before_ts` must be an RFC 3339 timestamp such as 2026-01-31T12:00:00Z ({e})"
+            ))
+        })?
+        .with_timezone(&Utc);
+    let truncated = parsed.trunc_subsecs(6);
+    Ok(if truncated < parsed {
+        truncated + chrono::Duration::microseconds(1)
+    } else {
+        truncated
+    })
 }
 
 /// The inbox: rows after `since_id`, oldest first; with `wait`, a long
@@ -489,10 +517,24 @@ pub async fn list_activity(
     if since_id < 0 {
         return Err(Error::BadRequest("`since_id` must not be negative".into()));
     }
+    let source_id = params
+        .peer_id
+        .as_deref()
+        .map(|raw| {
+            raw.parse::<WorkspaceId>()
+                .map(|p| p.to_string())
+                .map_err(|e| Error::BadRequest(format!("`peer_id` must be a workspace id: {e}")))
+        })
+        .transpose()?;
+    let before = params.before_ts.as_deref().map(parse_before_ts).transpose()?;
     require_workspace(&state, id).await?;
+    // The long poll below re-reads with this same query, so a row that
+    // does not match the filters wakes it but is never answered.
     let query = ActivityQuery {
         since_id,
         activity_type: params.activity_type,
+        source_id,
+        before,
         limit,
     };
     let deadline = tokio::time::Instant::now() + Duration::from_secs(wait);
@@ -550,6 +592,8 @@ impl SseCursor {
         let query = ActivityQuery {
             since_id,
             activity_type: None,
+            source_id: None,
+            before: None,
             limit: MAX_LIMIT,
         };
         match self.state.store.list_activity(self.id, &query).await {

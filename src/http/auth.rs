@@ -4,9 +4,11 @@
 
 use axum::extract::FromRequestParts;
 use axum::http::header::AUTHORIZATION;
+use axum::http::HeaderMap;
 use axum::http::request::Parts;
 
 use super::{AppState, Error, Result};
+use crate::domain::team::{self, Caller, Node};
 use crate::domain::{AuthToken, WorkspaceId};
 
 /// The authenticated caller.
@@ -92,5 +94,40 @@ impl FromRequestParts<AppState> for MaybePrincipal {
             None => Ok(MaybePrincipal(None)),
             Some(token) => Ok(MaybePrincipal(Some(resolve(state, &token).await?))),
         }
+    }
+}
+
+/// The headers in which a calling workspace names itself: Molecule's SDK
+/// sends `X-Workspace-ID`, molecule's own clients `X-Source-Workspace-Id`.
+pub const CALLER_HEADERS: [&str; 2] = ["x-workspace-id", "x-source-workspace-id"];
+
+/// Checks that every caller header present names the token's own
+/// workspace: a token of A claiming to be B is 401, like a bad token.
+/// Naming no header at all is fine: the token already says who calls.
+pub fn check_named_caller(headers: &HeaderMap, own: WorkspaceId) -> Result<()> {
+    for name in CALLER_HEADERS {
+        for value in headers.get_all(name) {
+            let named = value
+                .to_str()
+                .ok()
+                .and_then(|v| v.trim().parse::<WorkspaceId>().ok());
+            if named != Some(own) {
+                return Err(Error::Unauthorized);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// 403 naming the communication rule unless `from` may reach `to`.
+pub fn require_reach(from: Caller, to: Node) -> Result<()> {
+    if team::may_reach(from, to) {
+        Ok(())
+    } else {
+        Err(Error::OutOfReach(format!(
+            "workspace {} is out of reach: {}",
+            to.id,
+            team::RULE
+        )))
     }
 }

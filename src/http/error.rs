@@ -27,6 +27,9 @@ pub enum Error {
     /// 403: a workspace token on an operator route.
     #[error("this route is for the operator; a workspace token may not use it")]
     Forbidden,
+    /// 403: the communication rule forbids reaching that workspace.
+    #[error("{0}")]
+    OutOfReach(String),
     /// 404.
     #[error("{0}")]
     NotFound(String),
@@ -64,7 +67,7 @@ impl Error {
         match self {
             Error::BadRequest(_) => StatusCode::BAD_REQUEST,
             Error::Unauthorized => StatusCode::UNAUTHORIZED,
-            Error::Forbidden => StatusCode::FORBIDDEN,
+            Error::Forbidden | Error::OutOfReach(_) => StatusCode::FORBIDDEN,
             Error::NotFound(_) => StatusCode::NOT_FOUND,
             Error::Gone { .. } => StatusCode::GONE,
             Error::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,

@@ -10,7 +10,9 @@ mod error;
 mod extract;
 mod ops;
 mod pending;
+mod plugins;
 mod registry;
+mod secrets;
 mod uploads;
 mod workspaces;
 
@@ -32,6 +34,7 @@ use crate::blob::BlobStore;
 use crate::config::Config;
 use crate::events::Bus;
 use crate::metrics::Metrics;
+use crate::secrets::Sealer;
 use crate::store::Store;
 
 pub use activity::ActivityView;
@@ -40,6 +43,8 @@ pub use error::{Error, ErrorBody, Json, Result};
 pub use ops::metrics_response as ops_metrics;
 pub use ops::UploadStatsView;
 pub use pending::PendingUploadView;
+pub use plugins::{PluginInstallView, PluginView};
+pub use secrets::SecretView;
 pub use registry::RegisteredWorkspace;
 pub use uploads::{UploadedFile, UploadedFiles};
 pub use workspaces::{
@@ -66,6 +71,8 @@ pub struct AppState {
     pub http: reqwest::Client,
     /// Cancelled at shutdown, so long polls and streams end promptly.
     pub shutdown: CancellationToken,
+    /// Seals and opens secret values.
+    pub sealer: Sealer,
 }
 
 #[derive(OpenApi)]
@@ -122,6 +129,29 @@ pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
                 .routes(routes!(uploads::upload_chat_files))
                 .layer(axum::extract::DefaultBodyLimit::disable()),
         )
+        // A plugin archive is checked and capped while it streams in.
+        .merge(
+            OpenApiRouter::new()
+                .routes(routes!(plugins::publish_plugin, plugins::delete_plugin))
+                .layer(axum::extract::DefaultBodyLimit::disable()),
+        )
+        .routes(routes!(plugins::list_plugins))
+        .routes(routes!(plugins::download_plugin))
+        .routes(routes!(
+            plugins::record_plugin_install,
+            plugins::list_plugin_installs
+        ))
+        .routes(routes!(
+            secrets::set_workspace_secret,
+            secrets::delete_workspace_secret
+        ))
+        .routes(routes!(secrets::list_workspace_secrets))
+        .routes(routes!(secrets::get_secret_values))
+        .routes(routes!(
+            secrets::set_global_secret,
+            secrets::delete_global_secret
+        ))
+        .routes(routes!(secrets::list_global_secrets))
         .routes(routes!(pending::list_pending_uploads))
         .routes(routes!(pending::get_pending_upload_content))
         .routes(routes!(pending::ack_pending_upload))

@@ -17,7 +17,8 @@ use crate::store::{Registered, UpdateWorkspace};
 pub struct Registration {
     /// The workspace id.
     pub id: String,
-    /// Callback URL (push mode).
+    /// Callback URL (push mode). A non-http(s) value such as
+    /// `remote://no-inbound` means "no inbound URL" and is not stored.
     pub url: Option<String>,
     /// `push` or `poll`.
     pub delivery_mode: Option<DeliveryMode>,
@@ -35,6 +36,9 @@ pub struct RegisteredWorkspace {
     /// Present only on a bootstrap registration: shown this once.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auth_token: Option<String>,
+    /// Present when the registration changed nothing: says why.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warning: Option<String>,
 }
 
 /// `POST /registry/heartbeat` body.
@@ -59,8 +63,11 @@ fn parse_id(raw: &str) -> Result<WorkspaceId> {
 }
 
 /// Registers a workspace (marks it online, records its mode, URL and
-/// card). Without a token this is allowed only while the workspace has no
-/// live token: then one is minted and returned once.
+/// card). Without a token this is allowed while the workspace has no live
+/// token: then one is minted and returned once. Without a token while one
+/// is live, nothing changes and the answer carries a `warning` instead of a
+/// token (Molecule's SDK then keeps its cached token). A `url` that is not
+/// http(s) (the SDK's `remote://no-inbound`) means "no inbound URL".
 #[utoipa::path(post, path = "/registry/register", tag = "registry",
     request_body = Registration,
     responses((status = 200, body = RegisteredWorkspace), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
@@ -77,7 +84,7 @@ pub async fn register_workspace(
     let url = reg
         .url
         .as_deref()
-        .filter(|u| !u.trim().is_empty())
+        .filter(|u| is_inbound_url(u))
         .map(|u| check_url(&state, u))
         .transpose()?;
     let current = state
@@ -107,10 +114,40 @@ pub async fn register_workspace(
             Ok(Json(RegisteredWorkspace {
                 workspace: WorkspaceView::new(w, now),
                 auth_token: minted.map(|t| t.expose().to_owned()),
+                warning: None,
             }))
         }
         Registered::NotFound => Err(Error::workspace_not_found()),
-        Registered::HasLiveToken => Err(Error::Unauthorized),
+        Registered::HasLiveToken => {
+            // Never a second token, and nothing applied: only the holder of
+            // the live token may change the workspace.
+            tracing::info!(workspace_id = %id, "unauthenticated registration of a workspace that has a token: nothing changed");
+            Ok(Json(RegisteredWorkspace {
+                workspace: WorkspaceView::new(current, now),
+                auth_token: None,
+                warning: Some(HAS_TOKEN_WARNING.into()),
+            }))
+        }
+    }
+}
+
+/// The `warning` of an unauthenticated registration of a workspace that
+/// already has a live token.
+pub const HAS_TOKEN_WARNING: &str = "this workspace already has a live token, so no new token was issued and nothing was changed; keep using your saved token and send it as `Authorization: Bearer <token>` to update the URL or agent card (the operator can rotate a lost token)";
+
+/// True for a URL the server could call back: http or https. Anything else
+/// (Molecule's SDK sends `remote://no-inbound`) means "no inbound URL".
+fn is_inbound_url(raw: &str) -> bool {
+    let raw = raw.trim();
+    if raw.is_empty() {
+        return false;
+    }
+    match raw.split_once("://") {
+        Some((scheme, _)) => {
+            scheme.eq_ignore_ascii_case("http") || scheme.eq_ignore_ascii_case("https")
+        }
+        // Not even scheme-shaped: let the URL check explain what is wrong.
+        None => true,
     }
 }
 

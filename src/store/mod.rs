@@ -14,7 +14,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 
-use crate::domain::{DeliveryMode, FileId, TokenHash, WorkspaceId};
+use crate::domain::{DeliveryMode, FileId, PluginName, SecretName, TokenHash, WorkspaceId};
 
 pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
@@ -61,6 +61,18 @@ pub struct Workspace {
     pub updated_at: DateTime<Utc>,
     /// Last registration or heartbeat.
     pub last_heartbeat_at: Option<DateTime<Utc>>,
+}
+
+impl Workspace {
+    /// Its place in the workspace tree, for the communication rule.
+    pub fn node(&self) -> crate::domain::team::Node {
+        crate::domain::team::Node {
+            id: self.id,
+            // Stand-in until workspaces carry `parent_id`: every workspace
+            // is a root, so all are siblings.
+            parent_id: None,
+        }
+    }
 }
 
 /// A workspace to create.
@@ -137,12 +149,16 @@ pub struct Activity {
 }
 
 /// Which activity rows to read.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct ActivityQuery {
     /// Only rows with a greater id.
     pub since_id: i64,
     /// Only rows of this type.
     pub activity_type: Option<String>,
+    /// Only rows whose `source_id` equals this (the inbox's `peer_id`).
+    pub source_id: Option<String>,
+    /// Only rows created strictly before this instant (`before_ts`).
+    pub before: Option<DateTime<Utc>>,
     /// At most this many rows.
     pub limit: i64,
 }
@@ -255,6 +271,65 @@ pub struct SweptUpload {
     pub blob_key: String,
     /// Why.
     pub reason: SweepReason,
+}
+
+/// Whose secret: every workspace's (global) or one workspace's own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SecretScope {
+    /// Inherited by every workspace.
+    Global,
+    /// One workspace's own.
+    Workspace(WorkspaceId),
+}
+
+/// A secret as listed: never its value.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SecretMeta {
+    /// Its key.
+    pub name: SecretName,
+    /// Last set.
+    pub updated_at: DateTime<Utc>,
+}
+
+/// A secret as stored: sealed (nonce, ciphertext and tag), never plaintext.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SealedSecret {
+    /// Global or the workspace's own.
+    pub scope: SecretScope,
+    /// Its key.
+    pub name: SecretName,
+    /// Nonce || ciphertext || tag.
+    pub sealed: Vec<u8>,
+}
+
+/// A published plugin.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Plugin {
+    /// Its name.
+    pub name: PluginName,
+    /// Where the tarball is.
+    pub blob_key: String,
+    /// Size in bytes.
+    pub size: i64,
+    /// Hex SHA-256 of the tarball.
+    pub sha256: String,
+    /// First published.
+    pub created_at: DateTime<Utc>,
+    /// Last published.
+    pub updated_at: DateTime<Utc>,
+}
+
+/// A plugin a workspace reports it installed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PluginInstall {
+    /// The workspace.
+    pub workspace_id: WorkspaceId,
+    /// The plugin's name.
+    pub name: PluginName,
+    /// Where it came from, as the agent says.
+    pub source: String,
+    /// Last install.
+    pub installed_at: DateTime<Utc>,
 }
 
 /// The metadata store. Both engines implement it; see the module docs.
@@ -385,6 +460,62 @@ pub trait Store: Send + Sync + 'static {
     /// Counts for the stats endpoint.
     async fn upload_stats(&self, now: DateTime<Utc>) -> StoreResult<UploadStats>;
 
+    // --- secrets ---
+
+    /// Stores `candidate` as the key check value unless one is stored, and
+    /// returns the stored one (the first server start writes it).
+    async fn secrets_key_check(
+        &self,
+        candidate: &[u8],
+        now: DateTime<Utc>,
+    ) -> StoreResult<Vec<u8>>;
+    /// Sets a secret (insert or replace); false when the workspace of a
+    /// workspace scope does not exist.
+    async fn put_secret(
+        &self,
+        scope: SecretScope,
+        name: &SecretName,
+        sealed: &[u8],
+        now: DateTime<Utc>,
+    ) -> StoreResult<bool>;
+    /// Deletes a secret; false when absent.
+    async fn delete_secret(&self, scope: SecretScope, name: &SecretName) -> StoreResult<bool>;
+    /// The keys of one scope, by name.
+    async fn list_secrets(&self, scope: SecretScope) -> StoreResult<Vec<SecretMeta>>;
+    /// Every global secret and every secret of the workspace, sealed.
+    async fn sealed_secrets(&self, workspace_id: WorkspaceId) -> StoreResult<Vec<SealedSecret>>;
+
+    // --- plugins ---
+
+    /// Inserts or replaces a plugin; returns the blob key it replaced.
+    async fn put_plugin(
+        &self,
+        name: &PluginName,
+        blob_key: &str,
+        size: i64,
+        sha256: &str,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Option<String>>;
+    /// One plugin.
+    async fn get_plugin(&self, name: &PluginName) -> StoreResult<Option<Plugin>>;
+    /// Every plugin, by name.
+    async fn list_plugins(&self) -> StoreResult<Vec<Plugin>>;
+    /// Deletes a plugin and returns its blob key; `None` when absent.
+    async fn delete_plugin(&self, name: &PluginName) -> StoreResult<Option<String>>;
+    /// Records (or refreshes) an install; `None` when the workspace is absent.
+    async fn record_plugin_install(
+        &self,
+        workspace_id: WorkspaceId,
+        name: &PluginName,
+        source: &str,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Option<PluginInstall>>;
+    /// A workspace's installs, by name.
+    async fn list_plugin_installs(
+        &self,
+        workspace_id: WorkspaceId,
+    ) -> StoreResult<Vec<PluginInstall>>;
+
     // --- sweeping ---
 
     /// Deletes up to `limit` rows that are acked before `acked_before` or
@@ -399,7 +530,8 @@ pub trait Store: Send + Sync + 'static {
     /// Deletes up to `limit` activity rows created before `cutoff`, records
     /// the highest deleted id per workspace, and returns how many it deleted.
     async fn sweep_activity(&self, cutoff: DateTime<Utc>, limit: i64) -> StoreResult<u64>;
-    /// Which of `keys` some `pending_uploads` row still references.
+    /// Which of `keys` some `pending_uploads` or `plugins` row still
+    /// references (the orphan reaper keeps those).
     async fn referenced_blob_keys(&self, keys: &[String]) -> StoreResult<Vec<String>>;
 
     // --- blob bytes kept in the database ---

@@ -12,7 +12,7 @@ use sqlx::{PgPool, Row};
 use uuid::Uuid;
 
 use super::*;
-use crate::domain::{DeliveryMode, FileId, TokenHash, WorkspaceId};
+use crate::domain::{DeliveryMode, FileId, PluginName, SecretName, TokenHash, WorkspaceId};
 
 /// Advisory-lock class for per-workspace activity id assignment.
 const ACTIVITY_LOCK_CLASS: i32 = 0x6d6f_6c01;
@@ -49,6 +49,34 @@ fn workspace_lock_key(id: WorkspaceId) -> i32 {
         b[2] ^ b[6] ^ b[10] ^ b[14],
         b[3] ^ b[7] ^ b[11] ^ b[15],
     ])
+}
+
+fn secret_name(raw: String) -> StoreResult<SecretName> {
+    SecretName::parse(&raw).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+fn plugin_name(raw: String) -> StoreResult<PluginName> {
+    PluginName::parse(&raw).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+fn plugin_from_row(row: &PgRow) -> StoreResult<Plugin> {
+    Ok(Plugin {
+        name: plugin_name(row.try_get("name")?)?,
+        blob_key: row.try_get("blob_key")?,
+        size: row.try_get("size_bytes")?,
+        sha256: row.try_get("sha256")?,
+        created_at: row.try_get("created_at")?,
+        updated_at: row.try_get("updated_at")?,
+    })
+}
+
+fn install_from_row(row: &PgRow) -> StoreResult<PluginInstall> {
+    Ok(PluginInstall {
+        workspace_id: WorkspaceId(row.try_get("workspace_id")?),
+        name: plugin_name(row.try_get("name")?)?,
+        source: row.try_get("source")?,
+        installed_at: row.try_get("installed_at")?,
+    })
 }
 
 fn workspace_from_row(row: &PgRow) -> StoreResult<Workspace> {
@@ -408,6 +436,8 @@ impl Store for PostgresStore {
         let sql = format!(
             "SELECT {ACTIVITY_COLUMNS} FROM activity_logs \
              WHERE workspace_id = $1 AND id > $2 AND ($3::text IS NULL OR activity_type = $3) \
+               AND ($5::text IS NULL OR source_id = $5) \
+               AND ($6::timestamptz IS NULL OR created_at < $6) \
              ORDER BY id LIMIT $4"
         );
         let rows = sqlx::query(&sql)
@@ -415,6 +445,8 @@ impl Store for PostgresStore {
             .bind(query.since_id)
             .bind(&query.activity_type)
             .bind(query.limit)
+            .bind(&query.source_id)
+            .bind(query.before)
             .fetch_all(&self.pool)
             .await?;
         Ok(ActivityPage::Rows(
@@ -662,9 +694,229 @@ impl Store for PostgresStore {
         Ok(deleted as u64)
     }
 
+    async fn secrets_key_check(
+        &self,
+        candidate: &[u8],
+        now: DateTime<Utc>,
+    ) -> StoreResult<Vec<u8>> {
+                sqlx::query(
+            "INSERT INTO secrets_key_check (id, sealed, created_at) VALUES (1, $1, $2) \
+             ON CONFLICT (id) DO NOTHING",
+        )
+        .bind(candidate)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok(
+            sqlx::query_scalar("SELECT sealed FROM secrets_key_check WHERE id = 1")
+                .fetch_one(&self.pool)
+                .await?,
+        )
+    }
+
+    #[tracing::instrument(skip_all, fields(secret = %name))]
+    async fn put_secret(
+        &self,
+        scope: SecretScope,
+        name: &SecretName,
+        sealed: &[u8],
+        now: DateTime<Utc>,
+    ) -> StoreResult<bool> {
+                let done = match scope {
+            SecretScope::Global => {
+                sqlx::query(
+                    "INSERT INTO global_secrets (name, sealed, created_at, updated_at) \
+                     VALUES ($1, $2, $3, $3) \
+                     ON CONFLICT (name) DO UPDATE SET sealed = excluded.sealed, updated_at = excluded.updated_at",
+                )
+                .bind(name.as_str())
+                .bind(sealed)
+                .bind(now)
+                .execute(&self.pool)
+                .await?
+            }
+            SecretScope::Workspace(id) => {
+                sqlx::query(
+                    "INSERT INTO workspace_secrets (workspace_id, name, sealed, created_at, updated_at) \
+                     SELECT $1, $2, $3, $4, $4 WHERE EXISTS (SELECT 1 FROM workspaces WHERE id = $1) \
+                     ON CONFLICT (workspace_id, name) DO UPDATE SET sealed = excluded.sealed, updated_at = excluded.updated_at",
+                )
+                .bind(id.0)
+                .bind(name.as_str())
+                .bind(sealed)
+                .bind(now)
+                .execute(&self.pool)
+                .await?
+            }
+        };
+        Ok(done.rows_affected() == 1)
+    }
+
+    #[tracing::instrument(skip_all, fields(secret = %name))]
+    async fn delete_secret(&self, scope: SecretScope, name: &SecretName) -> StoreResult<bool> {
+                let done = match scope {
+            SecretScope::Global => {
+                sqlx::query("DELETE FROM global_secrets WHERE name = $1")
+                    .bind(name.as_str())
+                    .execute(&self.pool)
+                    .await?
+            }
+            SecretScope::Workspace(id) => {
+                sqlx::query("DELETE FROM workspace_secrets WHERE workspace_id = $1 AND name = $2")
+                    .bind(id.0)
+                    .bind(name.as_str())
+                    .execute(&self.pool)
+                    .await?
+            }
+        };
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn list_secrets(&self, scope: SecretScope) -> StoreResult<Vec<SecretMeta>> {
+        let rows = match scope {
+            SecretScope::Global => {
+                sqlx::query("SELECT name, updated_at FROM global_secrets ORDER BY name")
+                    .fetch_all(&self.pool)
+                    .await?
+            }
+            SecretScope::Workspace(id) => {
+                sqlx::query(
+                    "SELECT name, updated_at FROM workspace_secrets WHERE workspace_id = $1 ORDER BY name",
+                )
+                .bind(id.0)
+                .fetch_all(&self.pool)
+                .await?
+            }
+        };
+        rows.iter()
+            .map(|r| {
+                Ok(SecretMeta {
+                    name: secret_name(r.try_get("name")?)?,
+                    updated_at: r.try_get("updated_at")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn sealed_secrets(&self, workspace_id: WorkspaceId) -> StoreResult<Vec<SealedSecret>> {
+        let rows = sqlx::query(
+            "SELECT NULL::uuid AS workspace_id, name, sealed FROM global_secrets \
+             UNION ALL SELECT workspace_id, name, sealed FROM workspace_secrets WHERE workspace_id = $1",
+        )
+        .bind(workspace_id.0)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let ws: Option<Uuid> = r.try_get("workspace_id")?;
+                Ok(SealedSecret {
+                    scope: match ws {
+                        None => SecretScope::Global,
+                        Some(id) => SecretScope::Workspace(WorkspaceId(id)),
+                    },
+                    name: secret_name(r.try_get("name")?)?,
+                    sealed: r.try_get("sealed")?,
+                })
+            })
+            .collect()
+    }
+
+    #[tracing::instrument(skip_all, fields(plugin = %name))]
+    async fn put_plugin(
+        &self,
+        name: &PluginName,
+        blob_key: &str,
+        size: i64,
+        sha256: &str,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Option<String>> {
+                let mut tx = self.pool.begin().await?;
+        let old: Option<String> = sqlx::query_scalar("SELECT blob_key FROM plugins WHERE name = $1")
+            .bind(name.as_str())
+            .fetch_optional(&mut *tx)
+            .await?;
+        sqlx::query(
+            "INSERT INTO plugins (name, blob_key, size_bytes, sha256, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $5) \
+             ON CONFLICT (name) DO UPDATE SET blob_key = excluded.blob_key, \
+               size_bytes = excluded.size_bytes, sha256 = excluded.sha256, updated_at = excluded.updated_at",
+        )
+        .bind(name.as_str())
+        .bind(blob_key)
+        .bind(size)
+        .bind(sha256)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(old)
+    }
+
+    async fn get_plugin(&self, name: &PluginName) -> StoreResult<Option<Plugin>> {
+        let row = sqlx::query("SELECT * FROM plugins WHERE name = $1")
+            .bind(name.as_str())
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(plugin_from_row).transpose()
+    }
+
+    async fn list_plugins(&self) -> StoreResult<Vec<Plugin>> {
+        let rows = sqlx::query("SELECT * FROM plugins ORDER BY name")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(plugin_from_row).collect()
+    }
+
+    #[tracing::instrument(skip_all, fields(plugin = %name))]
+    async fn delete_plugin(&self, name: &PluginName) -> StoreResult<Option<String>> {
+                Ok(
+            sqlx::query_scalar("DELETE FROM plugins WHERE name = $1 RETURNING blob_key")
+                .bind(name.as_str())
+                .fetch_optional(&self.pool)
+                .await?,
+        )
+    }
+
+    #[tracing::instrument(skip_all, fields(workspace_id = %workspace_id, plugin = %name))]
+    async fn record_plugin_install(
+        &self,
+        workspace_id: WorkspaceId,
+        name: &PluginName,
+        source: &str,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Option<PluginInstall>> {
+                let row = sqlx::query(
+            "INSERT INTO workspace_plugins (workspace_id, name, source, installed_at) \
+             SELECT $1, $2, $3, $4 WHERE EXISTS (SELECT 1 FROM workspaces WHERE id = $1) \
+             ON CONFLICT (workspace_id, name) DO UPDATE SET source = excluded.source, \
+               installed_at = excluded.installed_at \
+             RETURNING *",
+        )
+        .bind(workspace_id.0)
+        .bind(name.as_str())
+        .bind(source)
+        .bind(now)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(install_from_row).transpose()
+    }
+
+    async fn list_plugin_installs(
+        &self,
+        workspace_id: WorkspaceId,
+    ) -> StoreResult<Vec<PluginInstall>> {
+        let rows =
+            sqlx::query("SELECT * FROM workspace_plugins WHERE workspace_id = $1 ORDER BY name")
+                .bind(workspace_id.0)
+                .fetch_all(&self.pool)
+                .await?;
+        rows.iter().map(install_from_row).collect()
+    }
+
     async fn referenced_blob_keys(&self, keys: &[String]) -> StoreResult<Vec<String>> {
         let found: Vec<String> =
-            sqlx::query_scalar("SELECT blob_key FROM pending_uploads WHERE blob_key = ANY($1)")
+            sqlx::query_scalar("SELECT blob_key FROM pending_uploads WHERE blob_key = ANY($1) \
+                 UNION ALL SELECT blob_key FROM plugins WHERE blob_key = ANY($1)")
                 .bind(keys)
                 .fetch_all(&self.pool)
                 .await?;

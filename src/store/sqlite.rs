@@ -18,7 +18,7 @@ use sqlx::{Row, SqlitePool};
 use tokio::sync::Mutex;
 
 use super::*;
-use crate::domain::{DeliveryMode, FileId, TokenHash, WorkspaceId};
+use crate::domain::{DeliveryMode, FileId, PluginName, SecretName, TokenHash, WorkspaceId};
 
 /// The SQLite implementation of [`Store`].
 pub struct SqliteStore {
@@ -160,6 +160,34 @@ async fn insert_activity_tx(
         .fetch_one(&mut *conn)
         .await?;
     activity_from_row(&inserted)
+}
+
+fn secret_name(raw: String) -> StoreResult<SecretName> {
+    SecretName::parse(&raw).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+fn plugin_name(raw: String) -> StoreResult<PluginName> {
+    PluginName::parse(&raw).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+fn plugin_from_row(row: &SqliteRow) -> StoreResult<Plugin> {
+    Ok(Plugin {
+        name: plugin_name(row.try_get("name")?)?,
+        blob_key: row.try_get("blob_key")?,
+        size: row.try_get("size_bytes")?,
+        sha256: row.try_get("sha256")?,
+        created_at: from_micros(row.try_get("created_at")?)?,
+        updated_at: from_micros(row.try_get("updated_at")?)?,
+    })
+}
+
+fn install_from_row(row: &SqliteRow) -> StoreResult<PluginInstall> {
+    Ok(PluginInstall {
+        workspace_id: parse_id(row.try_get("workspace_id")?)?,
+        name: plugin_name(row.try_get("name")?)?,
+        source: row.try_get("source")?,
+        installed_at: from_micros(row.try_get("installed_at")?)?,
+    })
 }
 
 impl SqliteStore {
@@ -419,6 +447,7 @@ impl Store for SqliteStore {
         let sql = format!(
             "SELECT {ACTIVITY_COLUMNS} FROM activity_logs \
              WHERE workspace_id = ?1 AND id > ?2 AND (?3 IS NULL OR activity_type = ?3) \
+               AND (?5 IS NULL OR source_id = ?5) AND (?6 IS NULL OR created_at < ?6) \
              ORDER BY id LIMIT ?4"
         );
         let rows = sqlx::query(&sql)
@@ -426,6 +455,8 @@ impl Store for SqliteStore {
             .bind(query.since_id)
             .bind(&query.activity_type)
             .bind(query.limit)
+            .bind(&query.source_id)
+            .bind(query.before.map(micros))
             .fetch_all(&self.pool)
             .await?;
         Ok(ActivityPage::Rows(
@@ -681,10 +712,236 @@ impl Store for SqliteStore {
         Ok(deleted)
     }
 
+    async fn secrets_key_check(
+        &self,
+        candidate: &[u8],
+        now: DateTime<Utc>,
+    ) -> StoreResult<Vec<u8>> {
+        let _w = self.write.lock().await;
+        sqlx::query(
+            "INSERT INTO secrets_key_check (id, sealed, created_at) VALUES (1, ?1, ?2) \
+             ON CONFLICT (id) DO NOTHING",
+        )
+        .bind(candidate)
+        .bind(micros(now))
+        .execute(&self.pool)
+        .await?;
+        Ok(
+            sqlx::query_scalar("SELECT sealed FROM secrets_key_check WHERE id = 1")
+                .fetch_one(&self.pool)
+                .await?,
+        )
+    }
+
+    #[tracing::instrument(skip_all, fields(secret = %name))]
+    async fn put_secret(
+        &self,
+        scope: SecretScope,
+        name: &SecretName,
+        sealed: &[u8],
+        now: DateTime<Utc>,
+    ) -> StoreResult<bool> {
+        let _w = self.write.lock().await;
+        let done = match scope {
+            SecretScope::Global => {
+                sqlx::query(
+                    "INSERT INTO global_secrets (name, sealed, created_at, updated_at) \
+                     VALUES (?1, ?2, ?3, ?3) \
+                     ON CONFLICT (name) DO UPDATE SET sealed = excluded.sealed, updated_at = excluded.updated_at",
+                )
+                .bind(name.as_str())
+                .bind(sealed)
+                .bind(micros(now))
+                .execute(&self.pool)
+                .await?
+            }
+            SecretScope::Workspace(id) => {
+                sqlx::query(
+                    "INSERT INTO workspace_secrets (workspace_id, name, sealed, created_at, updated_at) \
+                     SELECT ?1, ?2, ?3, ?4, ?4 WHERE EXISTS (SELECT 1 FROM workspaces WHERE id = ?1) \
+                     ON CONFLICT (workspace_id, name) DO UPDATE SET sealed = excluded.sealed, updated_at = excluded.updated_at",
+                )
+                .bind(id.to_string())
+                .bind(name.as_str())
+                .bind(sealed)
+                .bind(micros(now))
+                .execute(&self.pool)
+                .await?
+            }
+        };
+        Ok(done.rows_affected() == 1)
+    }
+
+    #[tracing::instrument(skip_all, fields(secret = %name))]
+    async fn delete_secret(&self, scope: SecretScope, name: &SecretName) -> StoreResult<bool> {
+        let _w = self.write.lock().await;
+        let done = match scope {
+            SecretScope::Global => {
+                sqlx::query("DELETE FROM global_secrets WHERE name = ?1")
+                    .bind(name.as_str())
+                    .execute(&self.pool)
+                    .await?
+            }
+            SecretScope::Workspace(id) => {
+                sqlx::query("DELETE FROM workspace_secrets WHERE workspace_id = ?1 AND name = ?2")
+                    .bind(id.to_string())
+                    .bind(name.as_str())
+                    .execute(&self.pool)
+                    .await?
+            }
+        };
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn list_secrets(&self, scope: SecretScope) -> StoreResult<Vec<SecretMeta>> {
+        let rows = match scope {
+            SecretScope::Global => {
+                sqlx::query("SELECT name, updated_at FROM global_secrets ORDER BY name")
+                    .fetch_all(&self.pool)
+                    .await?
+            }
+            SecretScope::Workspace(id) => {
+                sqlx::query(
+                    "SELECT name, updated_at FROM workspace_secrets WHERE workspace_id = ?1 ORDER BY name",
+                )
+                .bind(id.to_string())
+                .fetch_all(&self.pool)
+                .await?
+            }
+        };
+        rows.iter()
+            .map(|r| {
+                Ok(SecretMeta {
+                    name: secret_name(r.try_get("name")?)?,
+                    updated_at: from_micros(r.try_get("updated_at")?)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn sealed_secrets(&self, workspace_id: WorkspaceId) -> StoreResult<Vec<SealedSecret>> {
+        let rows = sqlx::query(
+            "SELECT NULL AS workspace_id, name, sealed FROM global_secrets \
+             UNION ALL SELECT workspace_id, name, sealed FROM workspace_secrets WHERE workspace_id = ?1",
+        )
+        .bind(workspace_id.to_string())
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let ws: Option<String> = r.try_get("workspace_id")?;
+                Ok(SealedSecret {
+                    scope: match ws {
+                        None => SecretScope::Global,
+                        Some(id) => SecretScope::Workspace(parse_id(id)?),
+                    },
+                    name: secret_name(r.try_get("name")?)?,
+                    sealed: r.try_get("sealed")?,
+                })
+            })
+            .collect()
+    }
+
+    #[tracing::instrument(skip_all, fields(plugin = %name))]
+    async fn put_plugin(
+        &self,
+        name: &PluginName,
+        blob_key: &str,
+        size: i64,
+        sha256: &str,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Option<String>> {
+        let _w = self.write.lock().await;
+        let mut tx = self.pool.begin().await?;
+        let old: Option<String> = sqlx::query_scalar("SELECT blob_key FROM plugins WHERE name = ?1")
+            .bind(name.as_str())
+            .fetch_optional(&mut *tx)
+            .await?;
+        sqlx::query(
+            "INSERT INTO plugins (name, blob_key, size_bytes, sha256, created_at, updated_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?5) \
+             ON CONFLICT (name) DO UPDATE SET blob_key = excluded.blob_key, \
+               size_bytes = excluded.size_bytes, sha256 = excluded.sha256, updated_at = excluded.updated_at",
+        )
+        .bind(name.as_str())
+        .bind(blob_key)
+        .bind(size)
+        .bind(sha256)
+        .bind(micros(now))
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(old)
+    }
+
+    async fn get_plugin(&self, name: &PluginName) -> StoreResult<Option<Plugin>> {
+        let row = sqlx::query("SELECT * FROM plugins WHERE name = ?1")
+            .bind(name.as_str())
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(plugin_from_row).transpose()
+    }
+
+    async fn list_plugins(&self) -> StoreResult<Vec<Plugin>> {
+        let rows = sqlx::query("SELECT * FROM plugins ORDER BY name")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(plugin_from_row).collect()
+    }
+
+    #[tracing::instrument(skip_all, fields(plugin = %name))]
+    async fn delete_plugin(&self, name: &PluginName) -> StoreResult<Option<String>> {
+        let _w = self.write.lock().await;
+        Ok(
+            sqlx::query_scalar("DELETE FROM plugins WHERE name = ?1 RETURNING blob_key")
+                .bind(name.as_str())
+                .fetch_optional(&self.pool)
+                .await?,
+        )
+    }
+
+    #[tracing::instrument(skip_all, fields(workspace_id = %workspace_id, plugin = %name))]
+    async fn record_plugin_install(
+        &self,
+        workspace_id: WorkspaceId,
+        name: &PluginName,
+        source: &str,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Option<PluginInstall>> {
+        let _w = self.write.lock().await;
+        let row = sqlx::query(
+            "INSERT INTO workspace_plugins (workspace_id, name, source, installed_at) \
+             SELECT ?1, ?2, ?3, ?4 WHERE EXISTS (SELECT 1 FROM workspaces WHERE id = ?1) \
+             ON CONFLICT (workspace_id, name) DO UPDATE SET source = excluded.source, \
+               installed_at = excluded.installed_at \
+             RETURNING *",
+        )
+        .bind(workspace_id.to_string())
+        .bind(name.as_str())
+        .bind(source)
+        .bind(micros(now))
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(install_from_row).transpose()
+    }
+
+    async fn list_plugin_installs(
+        &self,
+        workspace_id: WorkspaceId,
+    ) -> StoreResult<Vec<PluginInstall>> {
+        let rows =
+            sqlx::query("SELECT * FROM workspace_plugins WHERE workspace_id = ?1 ORDER BY name")
+                .bind(workspace_id.to_string())
+                .fetch_all(&self.pool)
+                .await?;
+        rows.iter().map(install_from_row).collect()
+    }
+
     async fn referenced_blob_keys(&self, keys: &[String]) -> StoreResult<Vec<String>> {
         let list = serde_json::to_string(keys).map_err(|e| StoreError::Corrupt(e.to_string()))?;
         let found: Vec<String> = sqlx::query_scalar(
-            "SELECT blob_key FROM pending_uploads WHERE blob_key IN (SELECT value FROM json_each(?1))",
+            "SELECT blob_key FROM pending_uploads WHERE blob_key IN (SELECT value FROM json_each(?1)) \
+             UNION ALL SELECT blob_key FROM plugins WHERE blob_key IN (SELECT value FROM json_each(?1))",
         )
         .bind(list)
         .fetch_all(&self.pool)

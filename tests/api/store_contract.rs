@@ -244,6 +244,7 @@ async fn activity_ids_are_ordered_and_filtered(engine: Engine) {
         since_id,
         activity_type: ty.map(str::to_owned),
         limit,
+        ..ActivityQuery::default()
     };
     let ActivityPage::Rows(rows) = store.list_activity(a, &q(0, None, 100)).await.unwrap() else {
         panic!()
@@ -292,6 +293,7 @@ async fn staging_is_one_transaction(engine: Engine) {
                 since_id: 0,
                 activity_type: None,
                 limit: 10,
+                ..ActivityQuery::default()
             },
         )
         .await
@@ -458,6 +460,7 @@ async fn sweeps_take_what_is_due_and_record_the_activity_mark(engine: Engine) {
                 since_id: 1,
                 activity_type: None,
                 limit: 10,
+                ..ActivityQuery::default()
             },
         )
         .await
@@ -473,6 +476,7 @@ async fn sweeps_take_what_is_due_and_record_the_activity_mark(engine: Engine) {
                 since_id: 0,
                 activity_type: None,
                 limit: 10,
+                ..ActivityQuery::default()
             },
         )
         .await
@@ -488,6 +492,7 @@ async fn sweeps_take_what_is_due_and_record_the_activity_mark(engine: Engine) {
                 since_id: 1,
                 activity_type: None,
                 limit: 10,
+                ..ActivityQuery::default()
             },
         )
         .await
