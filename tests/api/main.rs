@@ -4,11 +4,14 @@
 
 mod helpers;
 
+mod agent;
 mod blob_contract;
 mod connect_e2e;
 mod inbox;
 mod pending;
+mod plugins;
 mod replicas;
+mod secrets;
 mod store_contract;
 mod sweep;
 mod uploads;
