@@ -17,7 +17,8 @@ use serde_json::{json, Value};
 use url::Url;
 
 pub use crate::http::{
-    ActivityView, PendingUploadView, UploadStatsView, UploadedFile, UploadedFiles,
+    ActivityView, PendingUploadView, PluginView, SecretView, UploadStatsView, UploadedFile,
+    UploadedFiles,
 };
 
 /// Everything that can go wrong talking to the server.
@@ -548,6 +549,71 @@ impl Client {
     pub async fn stats(&self) -> Result<UploadStatsView> {
         self.json(
             self.request(Method::GET, "admin/pending-uploads/stats")
+                .timeout(REQUEST_TIMEOUT),
+        )
+        .await
+    }
+
+    /// The path of a secret scope: `admin/secrets` (global) or
+    /// `workspaces/:id/secrets`.
+    fn secrets_path(workspace: Option<&str>) -> String {
+        match workspace {
+            Some(id) => format!("workspaces/{id}/secrets"),
+            None => "admin/secrets".to_owned(),
+        }
+    }
+
+    /// `PUT /workspaces/:id/secrets/:KEY` or `PUT /admin/secrets/:KEY`.
+    pub async fn set_secret(
+        &self,
+        workspace: Option<&str>,
+        key: &str,
+        value: &str,
+    ) -> Result<SecretView> {
+        let path = format!("{}/{key}", Self::secrets_path(workspace));
+        self.json(
+            self.request(Method::PUT, &path)
+                .json(&json!({"value": value}))
+                .timeout(REQUEST_TIMEOUT),
+        )
+        .await
+    }
+
+    /// `GET /workspaces/:id/secrets` or `GET /admin/secrets`: keys only.
+    pub async fn list_secrets(&self, workspace: Option<&str>) -> Result<Vec<SecretView>> {
+        self.json(
+            self.request(Method::GET, &Self::secrets_path(workspace))
+                .timeout(REQUEST_TIMEOUT),
+        )
+        .await
+    }
+
+    /// `DELETE /workspaces/:id/secrets/:KEY` or `DELETE /admin/secrets/:KEY`.
+    pub async fn delete_secret(&self, workspace: Option<&str>, key: &str) -> Result<()> {
+        let path = format!("{}/{key}", Self::secrets_path(workspace));
+        self.send(
+            self.request(Method::DELETE, &path)
+                .timeout(REQUEST_TIMEOUT),
+        )
+        .await
+        .map(drop)
+    }
+
+    /// `PUT /plugins/:name` with a `.tar.gz` body.
+    pub async fn publish_plugin(&self, name: &str, tarball: Vec<u8>) -> Result<PluginView> {
+        self.json(
+            self.request(Method::PUT, &format!("plugins/{name}"))
+                .header(header::CONTENT_TYPE, "application/gzip")
+                .body(tarball)
+                .timeout(Duration::from_secs(600)),
+        )
+        .await
+    }
+
+    /// `GET /plugins`.
+    pub async fn list_plugins(&self) -> Result<Vec<PluginView>> {
+        self.json(
+            self.request(Method::GET, "plugins")
                 .timeout(REQUEST_TIMEOUT),
         )
         .await

@@ -1,8 +1,10 @@
 //! The command line: one clap tree for every face of the binary. The
 //! server commands (`serve`, `migrate`, `sweep`) are wired here; the
-//! operator commands live in `operator.rs` and the workspace side in
+//! operator commands live in `operator.rs` (workspaces, messages, uploads)
+//! and `agent.rs` (secrets, plugins), and the workspace side in
 //! `crate::connect`. Both of those reach the server only over HTTP.
 
+pub mod agent;
 pub mod operator;
 
 use std::path::PathBuf;
@@ -43,6 +45,12 @@ pub enum Command {
     Upload(operator::UploadArgs),
     /// Show pending-upload statistics.
     Status(operator::StatusArgs),
+    /// Manage secrets (per workspace or global); values are never shown.
+    #[command(subcommand)]
+    Secret(agent::SecretCommand),
+    /// Publish and list plugins.
+    #[command(subcommand)]
+    Plugin(agent::PluginCommand),
 }
 
 /// Flags of `molecule migrate`.
@@ -120,5 +128,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Send(args) => operator::send(args).await,
         Command::Upload(args) => operator::upload(args).await,
         Command::Status(args) => operator::status(args).await,
+        Command::Secret(cmd) => agent::secret(cmd).await,
+        Command::Plugin(cmd) => agent::plugin(cmd).await,
     }
 }

@@ -33,7 +33,8 @@ pub struct OperatorArgs {
 }
 
 impl OperatorArgs {
-    fn client(&self) -> anyhow::Result<Client> {
+    /// A client with the operator's token.
+    pub(crate) fn client(&self) -> anyhow::Result<Client> {
         let token = match &self.admin_token {
             Some(t) if !t.trim().is_empty() => t.trim().to_owned(),
             _ => {
@@ -52,7 +53,7 @@ impl OperatorArgs {
     }
 
     /// Turns a client error into the sentence an operator can act on.
-    fn explain(&self, e: ClientError) -> anyhow::Error {
+    pub(crate) fn explain(&self, e: ClientError) -> anyhow::Error {
         let server = self.server.trim_end_matches('/');
         match e {
             ClientError::Unauthorized(_) => anyhow::anyhow!(
@@ -69,7 +70,7 @@ impl OperatorArgs {
     }
 }
 
-fn print_json<T: Serialize>(value: &T) -> anyhow::Result<()> {
+pub(crate) fn print_json<T: Serialize>(value: &T) -> anyhow::Result<()> {
     println!(
         "{}",
         serde_json::to_string_pretty(value).context("failed to render JSON")?

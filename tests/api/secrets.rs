@@ -273,3 +273,99 @@ async fn a_wrong_secrets_key_is_a_clear_start_up_error(engine: Engine) {
     state.store.close().await;
 }
 on_both_engines!(a_wrong_secrets_key_is_a_clear_start_up_error);
+
+/// Runs the real `molecule` binary against the app, feeding `stdin`.
+async fn cli(app: &TestApp, args: &[&str], stdin: &str) -> (bool, String, String) {
+    use tokio::io::AsyncWriteExt;
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_molecule"))
+        .args(args)
+        .args(["--server", &app.address, "--admin-token", &app.admin_token])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut input = child.stdin.take().unwrap();
+    input.write_all(stdin.as_bytes()).await.unwrap();
+    drop(input);
+    let out = child.wait_with_output().await.unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+async fn the_cli_manages_secrets_and_pushes_a_plugin_directory(engine: Engine) {
+    let Some(app) = spawn_app(engine).await else {
+        return;
+    };
+    let ws = app.create_poll_workspace("w").await;
+    let (ok, out, err) = cli(&app, &["secret", "set", "API_KEY", "--workspace", &ws.id], "from-stdin\n").await;
+    assert!(ok, "{err}");
+    assert_eq!(out, format!("set API_KEY for workspace {}\n", ws.id));
+    let (ok, _, err) = cli(&app, &["secret", "set", "REGION", "eu-west", "--global"], "").await;
+    assert!(ok, "{err}");
+    assert_eq!(
+        app.pull_secrets(&ws).await,
+        (StatusCode::OK, json!({"API_KEY": "from-stdin", "REGION": "eu-west"}))
+    );
+    let (ok, out, _) = cli(&app, &["secret", "list", "--workspace", &ws.id], "").await;
+    assert!(ok);
+    assert!(out.starts_with("API_KEY\t") && !out.contains("from-stdin"), "{out}");
+    let (ok, _, err) = cli(&app, &["secret", "list"], "").await;
+    assert!(!ok, "a scope is required");
+    assert!(err.contains("--workspace") && err.contains("--global"), "{err}");
+    let (ok, _, err) = cli(&app, &["secret", "set", "bad-key", "--global"], "v").await;
+    assert!(!ok);
+    assert!(err.contains("is not a valid secret key"), "{err}");
+    let (ok, out, err) = cli(&app, &["secret", "rm", "API_KEY", "--workspace", &ws.id], "").await;
+    assert!(ok, "{err}");
+    assert_eq!(out, format!("deleted API_KEY for workspace {}\n", ws.id));
+    assert_eq!(app.pull_secrets(&ws).await, (StatusCode::OK, json!({"REGION": "eu-west"})));
+
+    // plugin push DIR packs the directory; the server accepts the result.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("skills")).unwrap();
+    std::fs::write(dir.path().join("plugin.yaml"), "name: tools\n").unwrap();
+    std::fs::write(dir.path().join("skills/run.sh"), "echo hi\n").unwrap();
+    #[cfg(unix)]
+    std::os::unix::fs::symlink("run.sh", dir.path().join("skills/latest")).unwrap();
+    let path = dir.path().to_str().unwrap();
+    let (ok, out, err) = cli(&app, &["plugin", "push", "tools", path], "").await;
+    assert!(ok, "{err}");
+    let (_, listing) = app.get("/plugins", &app.admin_token).await;
+    assert_eq!(
+        out,
+        format!(
+            "published tools ({} bytes, sha256 {})\n",
+            listing[0]["size"], listing[0]["sha256"].as_str().unwrap()
+        )
+    );
+    let resp = app
+        .client
+        .get(app.url(&format!("/workspaces/{}/plugins/tools/download", ws.id)))
+        .bearer_auth(&ws.token)
+        .send()
+        .await
+        .unwrap();
+    let bytes = resp.bytes().await.unwrap();
+    let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(&bytes[..]));
+    let mut names: Vec<String> = archive
+        .entries()
+        .unwrap()
+        .map(|e| e.unwrap().path().unwrap().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert!(names.contains(&"./plugin.yaml".to_owned()) || names.contains(&"plugin.yaml".to_owned()), "{names:?}");
+    assert!(names.iter().any(|n| n.ends_with("skills/latest")), "{names:?}");
+    // A symlink escaping the directory is refused by the server, named.
+    #[cfg(unix)]
+    {
+        std::os::unix::fs::symlink("/etc/passwd", dir.path().join("escape")).unwrap();
+        let (ok, _, err) = cli(&app, &["plugin", "push", "tools", path], "").await;
+        assert!(!ok);
+        assert!(err.contains("archive entry `escape` is refused: a symbolic link pointing outside the archive"), "{err}");
+    }
+}
+on_both_engines!(the_cli_manages_secrets_and_pushes_a_plugin_directory);
