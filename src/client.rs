@@ -591,12 +591,9 @@ impl Client {
     /// `DELETE /workspaces/:id/secrets/:KEY` or `DELETE /admin/secrets/:KEY`.
     pub async fn delete_secret(&self, workspace: Option<&str>, key: &str) -> Result<()> {
         let path = format!("{}/{key}", Self::secrets_path(workspace));
-        self.send(
-            self.request(Method::DELETE, &path)
-                .timeout(REQUEST_TIMEOUT),
-        )
-        .await
-        .map(drop)
+        self.send(self.request(Method::DELETE, &path).timeout(REQUEST_TIMEOUT))
+            .await
+            .map(drop)
     }
 
     /// `PUT /plugins/:name` with a `.tar.gz` body.

@@ -101,7 +101,10 @@ pub fn check_archive<R: Read>(reader: R) -> Result<u64, ArchiveError> {
                     .count()
                     .saturating_sub(1);
                 if depth_after(parent_depth, &target).is_none() {
-                    return Err(refuse(&name, "a symbolic link pointing outside the archive"));
+                    return Err(refuse(
+                        &name,
+                        "a symbolic link pointing outside the archive",
+                    ));
                 }
             }
             EntryType::Link => {

@@ -199,16 +199,28 @@ mod tests {
         let sealed = sealer.seal(SecretScope::Workspace(ws), "API_KEY", "s3cr3t");
         assert!(!sealed.windows(6).any(|w| w == b"s3cr3t"));
         assert_eq!(
-            sealer.open(SecretScope::Workspace(ws), "API_KEY", &sealed).unwrap(),
+            sealer
+                .open(SecretScope::Workspace(ws), "API_KEY", &sealed)
+                .unwrap(),
             "s3cr3t"
         );
-        assert!(sealer.open(SecretScope::Global, "API_KEY", &sealed).is_err());
         assert!(sealer
-            .open(SecretScope::Workspace(WorkspaceId::new()), "API_KEY", &sealed)
+            .open(SecretScope::Global, "API_KEY", &sealed)
             .is_err());
-        assert!(sealer.open(SecretScope::Workspace(ws), "OTHER", &sealed).is_err());
+        assert!(sealer
+            .open(
+                SecretScope::Workspace(WorkspaceId::new()),
+                "API_KEY",
+                &sealed
+            )
+            .is_err());
+        assert!(sealer
+            .open(SecretScope::Workspace(ws), "OTHER", &sealed)
+            .is_err());
         let other = Sealer::new(&SecretsKey::generate());
-        assert!(other.open(SecretScope::Workspace(ws), "API_KEY", &sealed).is_err());
+        assert!(other
+            .open(SecretScope::Workspace(ws), "API_KEY", &sealed)
+            .is_err());
     }
 
     #[test]
@@ -216,6 +228,9 @@ mod tests {
         assert!(SecretsKey::parse(&"ab".repeat(32)).is_ok());
         assert!(SecretsKey::parse(&"ab".repeat(31)).is_err());
         assert!(SecretsKey::parse(&"zz".repeat(32)).is_err());
-        assert_eq!(format!("{:?}", SecretsKey::parse(&"ab".repeat(32)).unwrap()), "SecretsKey(***)");
+        assert_eq!(
+            format!("{:?}", SecretsKey::parse(&"ab".repeat(32)).unwrap()),
+            "SecretsKey(***)"
+        );
     }
 }

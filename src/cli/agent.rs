@@ -183,7 +183,9 @@ pub fn pack_dir(dir: &Path) -> anyhow::Result<Vec<u8>> {
     builder
         .append_dir_all(".", dir)
         .with_context(|| format!("failed to pack {}", dir.display()))?;
-    let gz = builder.into_inner().context("failed to finish the archive")?;
+    let gz = builder
+        .into_inner()
+        .context("failed to finish the archive")?;
     gz.finish().context("failed to finish the archive")
 }
 

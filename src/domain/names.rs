@@ -101,7 +101,16 @@ mod tests {
         for ok in ["a", "my-plugin", "p.v2_x", "0day", &"a".repeat(100)] {
             assert!(PluginName::parse(ok).is_ok(), "{ok}");
         }
-        for bad in ["", ".hidden", "-x", "A", "a/b", "..", "a b", &"a".repeat(101)] {
+        for bad in [
+            "",
+            ".hidden",
+            "-x",
+            "A",
+            "a/b",
+            "..",
+            "a b",
+            &"a".repeat(101),
+        ] {
             assert!(PluginName::parse(bad).is_err(), "{bad}");
         }
     }

@@ -526,7 +526,11 @@ pub async fn list_activity(
                 .map_err(|e| Error::BadRequest(format!("`peer_id` must be a workspace id: {e}")))
         })
         .transpose()?;
-    let before = params.before_ts.as_deref().map(parse_before_ts).transpose()?;
+    let before = params
+        .before_ts
+        .as_deref()
+        .map(parse_before_ts)
+        .transpose()?;
     require_workspace(&state, id).await?;
     // The long poll below re-reads with this same query, so a row that
     // does not match the filters wakes it but is never answered.

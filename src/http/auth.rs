@@ -4,8 +4,8 @@
 
 use axum::extract::FromRequestParts;
 use axum::http::header::AUTHORIZATION;
-use axum::http::HeaderMap;
 use axum::http::request::Parts;
+use axum::http::HeaderMap;
 
 use super::{AppState, Error, Result};
 use crate::domain::team::{self, Caller, Node};

@@ -44,8 +44,8 @@ pub use ops::metrics_response as ops_metrics;
 pub use ops::UploadStatsView;
 pub use pending::PendingUploadView;
 pub use plugins::{PluginInstallView, PluginView};
-pub use secrets::SecretView;
 pub use registry::RegisteredWorkspace;
+pub use secrets::SecretView;
 pub use uploads::{UploadedFile, UploadedFiles};
 pub use workspaces::{
     Connection, ConnectionEnvelope, CreatedWorkspace, NewWorkspace, RotatedToken, WorkspaceStatus,

@@ -326,10 +326,9 @@ pub async fn download_plugin(
     );
     h.insert(header::CONTENT_LENGTH, HeaderValue::from(plugin.size));
     h.insert(header::ETAG, etag_value);
-    if let Ok(v) = HeaderValue::from_str(&format!(
-        "attachment; filename=\"{}.tar.gz\"",
-        plugin.name
-    )) {
+    if let Ok(v) =
+        HeaderValue::from_str(&format!("attachment; filename=\"{}.tar.gz\"", plugin.name))
+    {
         h.insert(header::CONTENT_DISPOSITION, v);
     }
     Ok(response)
@@ -401,5 +400,7 @@ pub async fn list_plugin_installs(
         .await?
         .ok_or_else(Error::workspace_not_found)?;
     let installs = state.store.list_plugin_installs(id).await?;
-    Ok(Json(installs.into_iter().map(PluginInstallView::from).collect()))
+    Ok(Json(
+        installs.into_iter().map(PluginInstallView::from).collect(),
+    ))
 }

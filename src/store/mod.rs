@@ -464,11 +464,8 @@ pub trait Store: Send + Sync + 'static {
 
     /// Stores `candidate` as the key check value unless one is stored, and
     /// returns the stored one (the first server start writes it).
-    async fn secrets_key_check(
-        &self,
-        candidate: &[u8],
-        now: DateTime<Utc>,
-    ) -> StoreResult<Vec<u8>>;
+    async fn secrets_key_check(&self, candidate: &[u8], now: DateTime<Utc>)
+        -> StoreResult<Vec<u8>>;
     /// Sets a secret (insert or replace); false when the workspace of a
     /// workspace scope does not exist.
     async fn put_secret(

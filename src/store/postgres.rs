@@ -699,7 +699,7 @@ impl Store for PostgresStore {
         candidate: &[u8],
         now: DateTime<Utc>,
     ) -> StoreResult<Vec<u8>> {
-                sqlx::query(
+        sqlx::query(
             "INSERT INTO secrets_key_check (id, sealed, created_at) VALUES (1, $1, $2) \
              ON CONFLICT (id) DO NOTHING",
         )
@@ -722,7 +722,7 @@ impl Store for PostgresStore {
         sealed: &[u8],
         now: DateTime<Utc>,
     ) -> StoreResult<bool> {
-                let done = match scope {
+        let done = match scope {
             SecretScope::Global => {
                 sqlx::query(
                     "INSERT INTO global_secrets (name, sealed, created_at, updated_at) \
@@ -754,7 +754,7 @@ impl Store for PostgresStore {
 
     #[tracing::instrument(skip_all, fields(secret = %name))]
     async fn delete_secret(&self, scope: SecretScope, name: &SecretName) -> StoreResult<bool> {
-                let done = match scope {
+        let done = match scope {
             SecretScope::Global => {
                 sqlx::query("DELETE FROM global_secrets WHERE name = $1")
                     .bind(name.as_str())
@@ -830,11 +830,12 @@ impl Store for PostgresStore {
         sha256: &str,
         now: DateTime<Utc>,
     ) -> StoreResult<Option<String>> {
-                let mut tx = self.pool.begin().await?;
-        let old: Option<String> = sqlx::query_scalar("SELECT blob_key FROM plugins WHERE name = $1")
-            .bind(name.as_str())
-            .fetch_optional(&mut *tx)
-            .await?;
+        let mut tx = self.pool.begin().await?;
+        let old: Option<String> =
+            sqlx::query_scalar("SELECT blob_key FROM plugins WHERE name = $1")
+                .bind(name.as_str())
+                .fetch_optional(&mut *tx)
+                .await?;
         sqlx::query(
             "INSERT INTO plugins (name, blob_key, size_bytes, sha256, created_at, updated_at) \
              VALUES ($1, $2, $3, $4, $5, $5) \
@@ -869,7 +870,7 @@ impl Store for PostgresStore {
 
     #[tracing::instrument(skip_all, fields(plugin = %name))]
     async fn delete_plugin(&self, name: &PluginName) -> StoreResult<Option<String>> {
-                Ok(
+        Ok(
             sqlx::query_scalar("DELETE FROM plugins WHERE name = $1 RETURNING blob_key")
                 .bind(name.as_str())
                 .fetch_optional(&self.pool)
@@ -885,7 +886,7 @@ impl Store for PostgresStore {
         source: &str,
         now: DateTime<Utc>,
     ) -> StoreResult<Option<PluginInstall>> {
-                let row = sqlx::query(
+        let row = sqlx::query(
             "INSERT INTO workspace_plugins (workspace_id, name, source, installed_at) \
              SELECT $1, $2, $3, $4 WHERE EXISTS (SELECT 1 FROM workspaces WHERE id = $1) \
              ON CONFLICT (workspace_id, name) DO UPDATE SET source = excluded.source, \
@@ -914,12 +915,13 @@ impl Store for PostgresStore {
     }
 
     async fn referenced_blob_keys(&self, keys: &[String]) -> StoreResult<Vec<String>> {
-        let found: Vec<String> =
-            sqlx::query_scalar("SELECT blob_key FROM pending_uploads WHERE blob_key = ANY($1) \
-                 UNION ALL SELECT blob_key FROM plugins WHERE blob_key = ANY($1)")
-                .bind(keys)
-                .fetch_all(&self.pool)
-                .await?;
+        let found: Vec<String> = sqlx::query_scalar(
+            "SELECT blob_key FROM pending_uploads WHERE blob_key = ANY($1) \
+                 UNION ALL SELECT blob_key FROM plugins WHERE blob_key = ANY($1)",
+        )
+        .bind(keys)
+        .fetch_all(&self.pool)
+        .await?;
         Ok(found)
     }
 

@@ -853,10 +853,11 @@ impl Store for SqliteStore {
     ) -> StoreResult<Option<String>> {
         let _w = self.write.lock().await;
         let mut tx = self.pool.begin().await?;
-        let old: Option<String> = sqlx::query_scalar("SELECT blob_key FROM plugins WHERE name = ?1")
-            .bind(name.as_str())
-            .fetch_optional(&mut *tx)
-            .await?;
+        let old: Option<String> =
+            sqlx::query_scalar("SELECT blob_key FROM plugins WHERE name = ?1")
+                .bind(name.as_str())
+                .fetch_optional(&mut *tx)
+                .await?;
         sqlx::query(
             "INSERT INTO plugins (name, blob_key, size_bytes, sha256, created_at, updated_at) \
              VALUES (?1, ?2, ?3, ?4, ?5, ?5) \

@@ -88,7 +88,10 @@ async fn sdk_register_bootstraps_once_then_warns_and_changes_nothing(engine: Eng
     // First registration: the SDK's placeholder URL means "no inbound URL".
     let (status, body) = sdk_register(&app, &ws.id, "remote://no-inbound", card.clone()).await;
     assert_eq!(status, StatusCode::OK, "{body}");
-    let token = body["auth_token"].as_str().expect("a minted token").to_owned();
+    let token = body["auth_token"]
+        .as_str()
+        .expect("a minted token")
+        .to_owned();
     assert_eq!(body["url"], Value::Null);
     assert_eq!(body["agent_card"], card);
     assert!(body.get("warning").is_none(), "{body}");
@@ -218,7 +221,9 @@ async fn sdk_peer_call_to_a_push_workspace_returns_its_answer(engine: Engine) {
     };
     let agent = crate::uploads::spawn_push_agent().await;
     let caller = app.create_poll_workspace("caller").await;
-    let target = app.create_push_workspace("pushy", &format!("{agent}/")).await;
+    let target = app
+        .create_push_workspace("pushy", &format!("{agent}/"))
+        .await;
     let (status, body) = sdk_call_peer(
         &app,
         &caller,
@@ -346,7 +351,10 @@ async fn inbox_filters_by_peer_and_time_and_long_polls_respect_them(engine: Engi
     let (status, _) = sdk_call_peer(&app, &b, &inbox.id, "b3", &[]).await;
     assert_eq!(status, StatusCode::ACCEPTED);
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert!(!poll.is_finished(), "a row from b answered a poll filtered on a");
+    assert!(
+        !poll.is_finished(),
+        "a row from b answered a poll filtered on a"
+    );
     let (status, _) = sdk_call_peer(&app, &a, &inbox.id, "a3", &[]).await;
     assert_eq!(status, StatusCode::ACCEPTED);
     let (elapsed, (status, rows)) = poll.await.unwrap();

@@ -7,7 +7,9 @@ use std::io::Write;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
-use crate::helpers::{random_bytes, sha256_hex, spawn_app, spawn_app_with, Engine, Options, TestApp};
+use crate::helpers::{
+    random_bytes, sha256_hex, spawn_app, spawn_app_with, Engine, Options, TestApp,
+};
 use crate::on_both_engines;
 
 /// One archive entry, written byte for byte (the tar crate's builder would
@@ -59,7 +61,10 @@ pub fn tgz(entries: &[Entry]) -> Vec<u8> {
 fn good_plugin(marker: &str) -> Vec<u8> {
     tgz(&[
         Entry::Dir("./"),
-        Entry::File("./plugin.yaml", format!("name: tools\nmarker: {marker}\n").as_bytes()),
+        Entry::File(
+            "./plugin.yaml",
+            format!("name: tools\nmarker: {marker}\n").as_bytes(),
+        ),
         Entry::Dir("./skills/"),
         Entry::File("./skills/run.sh", b"#!/bin/sh\necho hi\n"),
         Entry::Symlink("./skills/latest", "run.sh"),
@@ -115,15 +120,27 @@ async fn a_plugin_is_published_downloaded_installed_and_deleted(engine: Engine) 
         .await
         .unwrap()
         .unwrap();
-    assert_eq!((stored.blob_key.as_str(), stored.size), (blobs_v1[0].as_str(), v1.len() as i64));
+    assert_eq!(
+        (stored.blob_key.as_str(), stored.size),
+        (blobs_v1[0].as_str(), v1.len() as i64)
+    );
 
     let (status, listing) = app.get("/plugins", &app.admin_token).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(listing, json!([body]));
 
     // The SDK's download: the workspace token, optional ?source=.
-    let url = app.url(&format!("/workspaces/{}/plugins/tools/download?source=local://tools", ws.id));
-    let resp = app.client.get(&url).bearer_auth(&ws.token).send().await.unwrap();
+    let url = app.url(&format!(
+        "/workspaces/{}/plugins/tools/download?source=local://tools",
+        ws.id
+    ));
+    let resp = app
+        .client
+        .get(&url)
+        .bearer_auth(&ws.token)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), StatusCode::OK);
     let etag = format!("\"{}\"", sha256_hex(&v1));
     assert_eq!(resp.headers()["etag"], etag.as_str());
@@ -139,9 +156,18 @@ async fn a_plugin_is_published_downloaded_installed_and_deleted(engine: Engine) 
         .unwrap();
     assert_eq!(resp.status(), StatusCode::NOT_MODIFIED);
     let (status, body) = app
-        .get(&format!("/workspaces/{}/plugins/nope/download", ws.id), &ws.token)
+        .get(
+            &format!("/workspaces/{}/plugins/nope/download", ws.id),
+            &ws.token,
+        )
         .await;
-    assert_eq!((status, body), (StatusCode::NOT_FOUND, json!({"error": "no plugin named nope"})));
+    assert_eq!(
+        (status, body),
+        (
+            StatusCode::NOT_FOUND,
+            json!({"error": "no plugin named nope"})
+        )
+    );
 
     // The SDK records the install with `{"source"}` only.
     let (status, body) = app
@@ -152,7 +178,10 @@ async fn a_plugin_is_published_downloaded_installed_and_deleted(engine: Engine) 
         )
         .await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
-    assert_eq!((body["name"].as_str(), body["source"].as_str()), (Some("tools"), Some("local://tools")));
+    assert_eq!(
+        (body["name"].as_str(), body["source"].as_str()),
+        (Some("tools"), Some("local://tools"))
+    );
     let (status, body) = app
         .post(
             &format!("/workspaces/{}/plugins", ws.id),
@@ -170,19 +199,33 @@ async fn a_plugin_is_published_downloaded_installed_and_deleted(engine: Engine) 
         .await;
     assert_eq!(
         (status, body),
-        (StatusCode::BAD_REQUEST, json!({"error": "`name` is required unless `source` is local://NAME"}))
+        (
+            StatusCode::BAD_REQUEST,
+            json!({"error": "`name` is required unless `source` is local://NAME"})
+        )
     );
     for token in [&ws.token, &app.admin_token] {
-        let (status, installs) = app.get(&format!("/workspaces/{}/plugins", ws.id), token).await;
+        let (status, installs) = app
+            .get(&format!("/workspaces/{}/plugins", ws.id), token)
+            .await;
         assert_eq!(status, StatusCode::OK);
-        let names: Vec<_> = installs.as_array().unwrap().iter().map(|i| i["name"].clone()).collect();
+        let names: Vec<_> = installs
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| i["name"].clone())
+            .collect();
         assert_eq!(names, [json!("other"), json!("tools")]);
     }
 
     // The orphan reaper keeps a published plugin's blob.
     let later = molecule::domain::now() + chrono::Duration::hours(3);
     app.sweeper.sweep_once(later).await.unwrap();
-    assert_eq!(app.plugin_blobs().await, blobs_v1, "the reaper took a plugin's blob");
+    assert_eq!(
+        app.plugin_blobs().await,
+        blobs_v1,
+        "the reaper took a plugin's blob"
+    );
 
     // Publishing again replaces the tarball and deletes the old blob.
     let v2 = good_plugin("two");
@@ -209,11 +252,23 @@ async fn a_plugin_is_published_downloaded_installed_and_deleted(engine: Engine) 
     let (status, _) = app.delete("/plugins/tools", &app.admin_token).await;
     assert_eq!(status, StatusCode::NO_CONTENT);
     let (status, body) = app.delete("/plugins/tools", &app.admin_token).await;
-    assert_eq!((status, body), (StatusCode::NOT_FOUND, json!({"error": "no plugin named tools"})));
-    assert_eq!(app.get("/plugins", &app.admin_token).await, (StatusCode::OK, json!([])));
+    assert_eq!(
+        (status, body),
+        (
+            StatusCode::NOT_FOUND,
+            json!({"error": "no plugin named tools"})
+        )
+    );
+    assert_eq!(
+        app.get("/plugins", &app.admin_token).await,
+        (StatusCode::OK, json!([]))
+    );
     assert_eq!(app.plugin_blobs().await, Vec::<String>::new());
     let (status, _) = app
-        .get(&format!("/workspaces/{}/plugins/tools/download", ws.id), &ws.token)
+        .get(
+            &format!("/workspaces/{}/plugins/tools/download", ws.id),
+            &ws.token,
+        )
         .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     let (status, _) = app.publish("Bad/Name", v1).await;
@@ -234,58 +289,134 @@ async fn hostile_archives_are_refused_with_nothing_stored(engine: Engine) {
     assert_eq!(status, StatusCode::OK, "{published}");
     let blobs_before = app.plugin_blobs().await;
 
-    let refused = |entry: &str, reason: &str| format!("archive entry `{entry}` is refused: {reason}");
+    let refused =
+        |entry: &str, reason: &str| format!("archive entry `{entry}` is refused: {reason}");
     let oversize = tgz(&[Entry::File("big.bin", &random_bytes(3 * LIMIT as usize, 7))]);
     let cases: Vec<(&str, Vec<u8>, StatusCode, String)> = vec![
-        ("traversal", tgz(&[Entry::File("ok.txt", b"x"), Entry::File("../evil.sh", b"x")]),
-            StatusCode::UNPROCESSABLE_ENTITY, refused("../evil.sh", "`..` path components are not allowed")),
-        ("traversal inside", tgz(&[Entry::File("a/../../evil.sh", b"x")]),
-            StatusCode::UNPROCESSABLE_ENTITY, refused("a/../../evil.sh", "`..` path components are not allowed")),
-        ("absolute", tgz(&[Entry::File("/etc/cron.d/evil", b"x")]),
-            StatusCode::UNPROCESSABLE_ENTITY, refused("/etc/cron.d/evil", "absolute paths are not allowed")),
-        ("symlink out", tgz(&[Entry::Dir("skills/"), Entry::Symlink("skills/link", "../../etc/passwd")]),
-            StatusCode::UNPROCESSABLE_ENTITY, refused("skills/link", "a symbolic link pointing outside the archive")),
-        ("symlink out from ./", tgz(&[Entry::Symlink("./link", "../x")]),
-            StatusCode::UNPROCESSABLE_ENTITY, refused("./link", "a symbolic link pointing outside the archive")),
-        ("symlink absolute", tgz(&[Entry::Symlink("passwd", "/etc/passwd")]),
-            StatusCode::UNPROCESSABLE_ENTITY, refused("passwd", "a symbolic link pointing outside the archive")),
-        ("hardlink out", tgz(&[Entry::Hardlink("hard", "../outside")]),
-            StatusCode::UNPROCESSABLE_ENTITY, refused("hard", "a hard link pointing outside the archive")),
-        ("hardlink absolute", tgz(&[Entry::Hardlink("shadow", "/etc/shadow")]),
-            StatusCode::UNPROCESSABLE_ENTITY, refused("shadow", "a hard link pointing outside the archive")),
-        ("character device", tgz(&[Entry::CharDevice("null")]),
-            StatusCode::UNPROCESSABLE_ENTITY, refused("null", "device files are not allowed")),
-        ("block device", tgz(&[Entry::BlockDevice("sda")]),
-            StatusCode::UNPROCESSABLE_ENTITY, refused("sda", "device files are not allowed")),
-        ("fifo", tgz(&[Entry::Fifo("pipe")]),
-            StatusCode::UNPROCESSABLE_ENTITY, refused("pipe", "FIFOs are not allowed")),
-        ("empty archive", tgz(&[]),
-            StatusCode::UNPROCESSABLE_ENTITY, "the archive is empty".into()),
-        ("not gzip", b"just some text, not an archive".to_vec(),
-            StatusCode::UNPROCESSABLE_ENTITY, "the body is not a gzip-compressed tar archive (invalid gzip header)".into()),
-        ("oversize", oversize.clone(),
-            StatusCode::PAYLOAD_TOO_LARGE, "the plugin archive is over the 64.0 KiB limit".into()),
+        (
+            "traversal",
+            tgz(&[Entry::File("ok.txt", b"x"), Entry::File("../evil.sh", b"x")]),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            refused("../evil.sh", "`..` path components are not allowed"),
+        ),
+        (
+            "traversal inside",
+            tgz(&[Entry::File("a/../../evil.sh", b"x")]),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            refused("a/../../evil.sh", "`..` path components are not allowed"),
+        ),
+        (
+            "absolute",
+            tgz(&[Entry::File("/etc/cron.d/evil", b"x")]),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            refused("/etc/cron.d/evil", "absolute paths are not allowed"),
+        ),
+        (
+            "symlink out",
+            tgz(&[
+                Entry::Dir("skills/"),
+                Entry::Symlink("skills/link", "../../etc/passwd"),
+            ]),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            refused(
+                "skills/link",
+                "a symbolic link pointing outside the archive",
+            ),
+        ),
+        (
+            "symlink out from ./",
+            tgz(&[Entry::Symlink("./link", "../x")]),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            refused("./link", "a symbolic link pointing outside the archive"),
+        ),
+        (
+            "symlink absolute",
+            tgz(&[Entry::Symlink("passwd", "/etc/passwd")]),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            refused("passwd", "a symbolic link pointing outside the archive"),
+        ),
+        (
+            "hardlink out",
+            tgz(&[Entry::Hardlink("hard", "../outside")]),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            refused("hard", "a hard link pointing outside the archive"),
+        ),
+        (
+            "hardlink absolute",
+            tgz(&[Entry::Hardlink("shadow", "/etc/shadow")]),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            refused("shadow", "a hard link pointing outside the archive"),
+        ),
+        (
+            "character device",
+            tgz(&[Entry::CharDevice("null")]),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            refused("null", "device files are not allowed"),
+        ),
+        (
+            "block device",
+            tgz(&[Entry::BlockDevice("sda")]),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            refused("sda", "device files are not allowed"),
+        ),
+        (
+            "fifo",
+            tgz(&[Entry::Fifo("pipe")]),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            refused("pipe", "FIFOs are not allowed"),
+        ),
+        (
+            "empty archive",
+            tgz(&[]),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "the archive is empty".into(),
+        ),
+        (
+            "not gzip",
+            b"just some text, not an archive".to_vec(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "the body is not a gzip-compressed tar archive (invalid gzip header)".into(),
+        ),
+        (
+            "oversize",
+            oversize.clone(),
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "the plugin archive is over the 64.0 KiB limit".into(),
+        ),
     ];
     for (case, body, status, error) in cases {
         let answer = app.publish("tools", body).await;
         assert_eq!(answer, (status, json!({"error": error})), "{case}");
-        assert_eq!(app.get("/plugins", &app.admin_token).await, (StatusCode::OK, json!([published])), "{case}: rows");
+        assert_eq!(
+            app.get("/plugins", &app.admin_token).await,
+            (StatusCode::OK, json!([published])),
+            "{case}: rows"
+        );
         assert_eq!(app.plugin_blobs().await, blobs_before, "{case}: blobs");
     }
     // Oversize without a Content-Length: cut while streaming.
     let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
         oversize.chunks(8 * 1024).map(|c| Ok(c.to_vec())).collect();
     let answer = app
-        .publish("tools", reqwest::Body::wrap_stream(futures::stream::iter(chunks)))
+        .publish(
+            "tools",
+            reqwest::Body::wrap_stream(futures::stream::iter(chunks)),
+        )
         .await;
     assert_eq!(
         answer,
-        (StatusCode::PAYLOAD_TOO_LARGE, json!({"error": "the plugin archive is over the 64.0 KiB limit"}))
+        (
+            StatusCode::PAYLOAD_TOO_LARGE,
+            json!({"error": "the plugin archive is over the 64.0 KiB limit"})
+        )
     );
     // A hostile archive under a new name leaves no row either.
     let (status, _) = app.publish("fresh", tgz(&[Entry::Symlink("x", "/")])).await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
-    assert_eq!(app.get("/plugins", &app.admin_token).await, (StatusCode::OK, json!([published])));
+    assert_eq!(
+        app.get("/plugins", &app.admin_token).await,
+        (StatusCode::OK, json!([published]))
+    );
     assert_eq!(app.plugin_blobs().await, blobs_before);
 }
 on_both_engines!(hostile_archives_are_refused_with_nothing_stored);

@@ -44,7 +44,8 @@ impl TestApp {
     /// database.
     async fn sealed_in_database(&self) -> Vec<Vec<u8>> {
         let url = &self.config.database_url;
-        let sql = "SELECT sealed FROM global_secrets UNION ALL SELECT sealed FROM workspace_secrets";
+        let sql =
+            "SELECT sealed FROM global_secrets UNION ALL SELECT sealed FROM workspace_secrets";
         if url.starts_with("sqlite") {
             let pool = sqlx::SqlitePool::connect(url).await.unwrap();
             sqlx::query_scalar(sql).fetch_all(&pool).await.unwrap()
@@ -88,7 +89,11 @@ async fn secrets_are_merged_for_the_workspace_and_never_stored_or_listed_in_plai
     ];
     for (key, value) in plain {
         let (status, body) = app
-            .put(&format!("/admin/secrets/{key}"), admin, &json!({"value": value}))
+            .put(
+                &format!("/admin/secrets/{key}"),
+                admin,
+                &json!({"value": value}),
+            )
             .await;
         assert_eq!(status, StatusCode::OK, "{body}");
         assert_eq!(body["key"], key);
@@ -127,7 +132,12 @@ async fn secrets_are_merged_for_the_workspace_and_never_stored_or_listed_in_plai
     assert_eq!(keys(&listing), ["OWN_KEY", "SHARED"]);
     let (_, global) = app.get("/admin/secrets", admin).await;
     assert_eq!(keys(&global), ["GLOBAL_ONLY", "SHARED"]);
-    for row in listing.as_array().unwrap().iter().chain(global.as_array().unwrap()) {
+    for row in listing
+        .as_array()
+        .unwrap()
+        .iter()
+        .chain(global.as_array().unwrap())
+    {
         assert_eq!(
             row.as_object().unwrap().keys().collect::<Vec<_>>(),
             ["key", "updated_at"]
@@ -140,7 +150,10 @@ async fn secrets_are_merged_for_the_workspace_and_never_stored_or_listed_in_plai
     assert_eq!(sealed.len(), 4);
     for blob in &sealed {
         assert!(blob.len() >= 24 + 16 + "plaintext-own-5567".len());
-        assert!(!contains(blob, b"plaintext"), "a sealed value holds plaintext");
+        assert!(
+            !contains(blob, b"plaintext"),
+            "a sealed value holds plaintext"
+        );
     }
     if engine == Engine::Sqlite {
         // The whole database file and its write-ahead log.
@@ -155,12 +168,21 @@ async fn secrets_are_merged_for_the_workspace_and_never_stored_or_listed_in_plai
     let (status, _) = app
         .get(&format!("/workspaces/{}/secrets/values", ws.id), admin)
         .await;
-    assert_eq!(status, StatusCode::FORBIDDEN, "the operator never reads values");
+    assert_eq!(
+        status,
+        StatusCode::FORBIDDEN,
+        "the operator never reads values"
+    );
     let (status, _) = app
-        .get(&format!("/workspaces/{}/secrets/values", ws.id), &other.token)
+        .get(
+            &format!("/workspaces/{}/secrets/values", ws.id),
+            &other.token,
+        )
         .await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
-    let (status, _) = app.put(&wpath("X"), &ws.token, &json!({"value": "v"})).await;
+    let (status, _) = app
+        .put(&wpath("X"), &ws.token, &json!({"value": "v"}))
+        .await;
     assert_eq!(status, StatusCode::FORBIDDEN);
     let (status, _) = app
         .get(&format!("/workspaces/{}/secrets", ws.id), &ws.token)
@@ -168,7 +190,9 @@ async fn secrets_are_merged_for_the_workspace_and_never_stored_or_listed_in_plai
     assert_eq!(status, StatusCode::FORBIDDEN);
 
     // Bad input changes nothing.
-    let (status, body) = app.put(&wpath("lower"), admin, &json!({"value": "v"})).await;
+    let (status, body) = app
+        .put(&wpath("lower"), admin, &json!({"value": "v"}))
+        .await;
     assert_eq!(
         (status, body),
         (
@@ -177,7 +201,11 @@ async fn secrets_are_merged_for_the_workspace_and_never_stored_or_listed_in_plai
         )
     );
     let (status, body) = app
-        .put(&wpath("BIG"), admin, &json!({"value": "x".repeat(64 * 1024 + 1)}))
+        .put(
+            &wpath("BIG"),
+            admin,
+            &json!({"value": "x".repeat(64 * 1024 + 1)}),
+        )
         .await;
     assert_eq!(
         (status, body),
@@ -187,7 +215,11 @@ async fn secrets_are_merged_for_the_workspace_and_never_stored_or_listed_in_plai
         )
     );
     let (status, _) = app
-        .put(&wpath("EXACTLY_64K"), admin, &json!({"value": "x".repeat(64 * 1024)}))
+        .put(
+            &wpath("EXACTLY_64K"),
+            admin,
+            &json!({"value": "x".repeat(64 * 1024)}),
+        )
         .await;
     assert_eq!(status, StatusCode::OK);
     let (status, body) = app
@@ -199,7 +231,10 @@ async fn secrets_are_merged_for_the_workspace_and_never_stored_or_listed_in_plai
         .await;
     assert_eq!(
         (status, body),
-        (StatusCode::NOT_FOUND, json!({"error": "workspace not found"}))
+        (
+            StatusCode::NOT_FOUND,
+            json!({"error": "workspace not found"})
+        )
     );
     assert_eq!(app.sealed_in_database().await.len(), 5);
 
@@ -209,7 +244,10 @@ async fn secrets_are_merged_for_the_workspace_and_never_stored_or_listed_in_plai
     let (status, body) = app.delete(&wpath("SHARED"), admin).await;
     assert_eq!(
         (status, body),
-        (StatusCode::NOT_FOUND, json!({"error": "no secret named SHARED"}))
+        (
+            StatusCode::NOT_FOUND,
+            json!({"error": "no secret named SHARED"})
+        )
     );
     let (_, values) = app.pull_secrets(&ws).await;
     assert_eq!(values["SHARED"], "plaintext-shared-global-3321");
@@ -252,7 +290,9 @@ async fn a_wrong_secrets_key_is_a_clear_start_up_error(engine: Engine) {
         Err(e) => format!("{e:#}"),
     };
     assert!(
-        err.starts_with("the secrets key does not match the key this database's secrets were encrypted with"),
+        err.starts_with(
+            "the secrets key does not match the key this database's secrets were encrypted with"
+        ),
         "{err}"
     );
 
@@ -301,28 +341,55 @@ async fn the_cli_manages_secrets_and_pushes_a_plugin_directory(engine: Engine) {
         return;
     };
     let ws = app.create_poll_workspace("w").await;
-    let (ok, out, err) = cli(&app, &["secret", "set", "API_KEY", "--workspace", &ws.id], "from-stdin\n").await;
+    let (ok, out, err) = cli(
+        &app,
+        &["secret", "set", "API_KEY", "--workspace", &ws.id],
+        "from-stdin\n",
+    )
+    .await;
     assert!(ok, "{err}");
     assert_eq!(out, format!("set API_KEY for workspace {}\n", ws.id));
-    let (ok, _, err) = cli(&app, &["secret", "set", "REGION", "eu-west", "--global"], "").await;
+    let (ok, _, err) = cli(
+        &app,
+        &["secret", "set", "REGION", "eu-west", "--global"],
+        "",
+    )
+    .await;
     assert!(ok, "{err}");
     assert_eq!(
         app.pull_secrets(&ws).await,
-        (StatusCode::OK, json!({"API_KEY": "from-stdin", "REGION": "eu-west"}))
+        (
+            StatusCode::OK,
+            json!({"API_KEY": "from-stdin", "REGION": "eu-west"})
+        )
     );
     let (ok, out, _) = cli(&app, &["secret", "list", "--workspace", &ws.id], "").await;
     assert!(ok);
-    assert!(out.starts_with("API_KEY\t") && !out.contains("from-stdin"), "{out}");
+    assert!(
+        out.starts_with("API_KEY\t") && !out.contains("from-stdin"),
+        "{out}"
+    );
     let (ok, _, err) = cli(&app, &["secret", "list"], "").await;
     assert!(!ok, "a scope is required");
-    assert!(err.contains("--workspace") && err.contains("--global"), "{err}");
+    assert!(
+        err.contains("--workspace") && err.contains("--global"),
+        "{err}"
+    );
     let (ok, _, err) = cli(&app, &["secret", "set", "bad-key", "--global"], "v").await;
     assert!(!ok);
     assert!(err.contains("is not a valid secret key"), "{err}");
-    let (ok, out, err) = cli(&app, &["secret", "rm", "API_KEY", "--workspace", &ws.id], "").await;
+    let (ok, out, err) = cli(
+        &app,
+        &["secret", "rm", "API_KEY", "--workspace", &ws.id],
+        "",
+    )
+    .await;
     assert!(ok, "{err}");
     assert_eq!(out, format!("deleted API_KEY for workspace {}\n", ws.id));
-    assert_eq!(app.pull_secrets(&ws).await, (StatusCode::OK, json!({"REGION": "eu-west"})));
+    assert_eq!(
+        app.pull_secrets(&ws).await,
+        (StatusCode::OK, json!({"REGION": "eu-west"}))
+    );
 
     // plugin push DIR packs the directory; the server accepts the result.
     let dir = tempfile::tempdir().unwrap();
@@ -339,7 +406,8 @@ async fn the_cli_manages_secrets_and_pushes_a_plugin_directory(engine: Engine) {
         out,
         format!(
             "published tools ({} bytes, sha256 {})\n",
-            listing[0]["size"], listing[0]["sha256"].as_str().unwrap()
+            listing[0]["size"],
+            listing[0]["sha256"].as_str().unwrap()
         )
     );
     let resp = app
@@ -357,15 +425,26 @@ async fn the_cli_manages_secrets_and_pushes_a_plugin_directory(engine: Engine) {
         .map(|e| e.unwrap().path().unwrap().to_string_lossy().into_owned())
         .collect();
     names.sort();
-    assert!(names.contains(&"./plugin.yaml".to_owned()) || names.contains(&"plugin.yaml".to_owned()), "{names:?}");
-    assert!(names.iter().any(|n| n.ends_with("skills/latest")), "{names:?}");
+    assert!(
+        names.contains(&"./plugin.yaml".to_owned()) || names.contains(&"plugin.yaml".to_owned()),
+        "{names:?}"
+    );
+    assert!(
+        names.iter().any(|n| n.ends_with("skills/latest")),
+        "{names:?}"
+    );
     // A symlink escaping the directory is refused by the server, named.
     #[cfg(unix)]
     {
         std::os::unix::fs::symlink("/etc/passwd", dir.path().join("escape")).unwrap();
         let (ok, _, err) = cli(&app, &["plugin", "push", "tools", path], "").await;
         assert!(!ok);
-        assert!(err.contains("archive entry `escape` is refused: a symbolic link pointing outside the archive"), "{err}");
+        assert!(
+            err.contains(
+                "archive entry `escape` is refused: a symbolic link pointing outside the archive"
+            ),
+            "{err}"
+        );
     }
 }
 on_both_engines!(the_cli_manages_secrets_and_pushes_a_plugin_directory);
