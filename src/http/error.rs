@@ -146,11 +146,12 @@ impl IntoResponse for Error {
 
 impl From<StoreError> for Error {
     fn from(e: StoreError) -> Self {
-        match e {
-            StoreError::Database(
-                sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed,
-            ) => Error::Unavailable(anyhow::Error::new(e)),
-            other => Error::Internal(anyhow::Error::new(other)),
+        // Unreachable, disk full, I/O failure: the write was not committed,
+        // and a retry may succeed — a 503, never a 500 or a success.
+        if e.is_unavailable() {
+            Error::Unavailable(anyhow::Error::new(e))
+        } else {
+            Error::Internal(anyhow::Error::new(e))
         }
     }
 }

@@ -4,9 +4,12 @@
 
 mod helpers;
 
+mod activity_cursor;
 mod agent;
 mod blob_contract;
 mod connect_e2e;
+mod db_down;
+mod disk_full;
 mod inbox;
 mod pending;
 mod plugins;

@@ -76,8 +76,11 @@ fn good_plugin(marker: &str) -> Vec<u8> {
 impl TestApp {
     /// `molecule plugin push`: PUT the tarball as the operator.
     pub async fn publish(&self, name: &str, body: impl Into<reqwest::Body>) -> (StatusCode, Value) {
+        // A connection of its own: a refusal (413) may answer before the
+        // body is read and close the connection, which must not be handed
+        // back to the shared pool for the next request.
         Self::json(
-            self.client
+            reqwest::Client::new()
                 .put(self.url(&format!("/plugins/{name}")))
                 .bearer_auth(&self.admin_token)
                 .header("content-type", "application/gzip")
