@@ -37,7 +37,7 @@ use crate::metrics::Metrics;
 use crate::secrets::Sealer;
 use crate::store::Store;
 
-pub use activity::ActivityView;
+pub use activity::{ActivityView, MAX_WAIT_SECS};
 pub use auth::Principal;
 pub use error::{Error, ErrorBody, Json, Result};
 pub use ops::metrics_response as ops_metrics;
