@@ -12,6 +12,7 @@ use clap::Args;
 
 use crate::domain::{AuthToken, UploadLimits};
 use crate::secrets::SecretsKey;
+use crate::serve::ConnLimits;
 
 /// Flags of `molecule serve`.
 #[derive(Debug, Clone, Args)]
@@ -89,6 +90,21 @@ pub struct ServeArgs {
     /// Largest accepted plugin tarball (at most 100MiB).
     #[arg(long, env = "MOLECULE_MAX_PLUGIN_SIZE", default_value = "100MiB")]
     pub max_plugin_size: ByteSize,
+
+    /// Time a client gets to send a complete request head; slower
+    /// connections are closed.
+    #[arg(long, env = "MOLECULE_HEADER_READ_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub header_read_timeout: Duration,
+
+    /// Time a connection may stay open with no request in flight and no
+    /// traffic (a parked long poll is in flight).
+    #[arg(long, env = "MOLECULE_IDLE_TIMEOUT", default_value = "2m", value_parser = humantime::parse_duration)]
+    pub idle_timeout: Duration,
+
+    /// Connections served at once; more wait in the listen backlog until
+    /// one ends. Keep it under the process's file-descriptor limit.
+    #[arg(long, env = "MOLECULE_MAX_CONNECTIONS", default_value = "4096")]
+    pub max_connections: usize,
 }
 
 /// Resolved server configuration.
@@ -126,6 +142,8 @@ pub struct Config {
     pub secrets_key: Option<SecretsKey>,
     /// Largest accepted plugin tarball, in bytes.
     pub max_plugin_size: u64,
+    /// Header read timeout, idle timeout and connection cap.
+    pub connections: ConnLimits,
 }
 
 /// Published plugins are never larger than this.
@@ -155,6 +173,7 @@ impl Config {
             forward_timeout: Duration::from_secs(60),
             secrets_key: None,
             max_plugin_size: HARD_MAX_PLUGIN_SIZE,
+            connections: ConnLimits::default(),
         }
     }
 }
@@ -183,7 +202,7 @@ pub fn load_or_create_admin_token(data_dir: &Path) -> anyhow::Result<(AuthToken,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(e).with_context(|| format!("failed to read {}", path.display())),
     }
-    std::fs::create_dir_all(data_dir)
+    crate::private_fs::prepare_data_dir(data_dir)
         .with_context(|| format!("failed to create {}", data_dir.display()))?;
     let token = AuthToken::generate();
     let mut options = std::fs::OpenOptions::new();
@@ -204,7 +223,7 @@ pub fn load_or_create_admin_token(data_dir: &Path) -> anyhow::Result<(AuthToken,
 impl ServeArgs {
     /// Resolves defaults, creates the data dir and the admin token.
     pub fn resolve(self) -> anyhow::Result<Config> {
-        std::fs::create_dir_all(&self.data_dir).with_context(|| {
+        crate::private_fs::prepare_data_dir(&self.data_dir).with_context(|| {
             format!("failed to create the data dir {}", self.data_dir.display())
         })?;
         let admin_token = match self.admin_token.filter(|t| !t.trim().is_empty()) {
@@ -242,6 +261,14 @@ impl ServeArgs {
             .map(|k| SecretsKey::parse(&k))
             .transpose()
             .context("--secrets-key / MOLECULE_SECRETS_KEY")?;
+        anyhow::ensure!(
+            self.max_connections >= 1,
+            "--max-connections must be at least 1"
+        );
+        anyhow::ensure!(
+            !self.header_read_timeout.is_zero() && !self.idle_timeout.is_zero(),
+            "--header-read-timeout and --idle-timeout must be longer than zero"
+        );
         Ok(Config {
             listen: self.listen,
             database_url: self
@@ -266,6 +293,11 @@ impl ServeArgs {
             forward_timeout: Duration::from_secs(60),
             secrets_key,
             max_plugin_size,
+            connections: ConnLimits {
+                header_read_timeout: self.header_read_timeout,
+                idle_timeout: self.idle_timeout,
+                max_connections: self.max_connections,
+            },
         })
     }
 }

@@ -18,6 +18,7 @@ pub mod events;
 pub mod http;
 pub mod metrics;
 pub mod plugin_archive;
+pub mod private_fs;
 pub mod secrets;
 pub mod serve;
 pub mod signal;

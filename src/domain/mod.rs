@@ -11,6 +11,7 @@ mod ids;
 mod mimetype;
 mod mode;
 mod names;
+mod period;
 pub mod team;
 mod token;
 mod url;
@@ -20,6 +21,7 @@ pub use ids::{FileId, IdError, WorkspaceId};
 pub use mimetype::Mimetype;
 pub use mode::{DeliveryMode, ModeError};
 pub use names::{PluginName, PluginNameError, SecretName, SecretNameError};
+pub use period::{Period, PeriodError, MAX_PERIOD_SECS};
 pub use token::{AuthToken, TokenHash};
 pub use url::{is_internal_ip, CallbackUrl, UrlError};
 

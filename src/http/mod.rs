@@ -8,6 +8,7 @@ mod auth;
 mod canvas;
 mod error;
 mod extract;
+mod multipart;
 mod ops;
 mod pending;
 mod plugins;
@@ -32,6 +33,7 @@ use utoipa_axum::routes;
 
 use crate::blob::BlobStore;
 use crate::config::Config;
+use crate::domain::Period;
 use crate::events::Bus;
 use crate::metrics::Metrics;
 use crate::secrets::Sealer;
@@ -73,6 +75,8 @@ pub struct AppState {
     pub shutdown: CancellationToken,
     /// Seals and opens secret values.
     pub sealer: Sealer,
+    /// How long a staged file waits (`config.upload_ttl`, checked).
+    pub upload_ttl: Period,
 }
 
 #[derive(OpenApi)]
@@ -175,6 +179,9 @@ pub fn router(state: AppState) -> Router {
     )
     // The canvas page: no auth, not in the OpenAPI document.
     .merge(canvas::router())
+    // JSON bodies are buffered whole: bounded here (uploads, which stream,
+    // lift it for themselves).
+    .layer(axum::extract::DefaultBodyLimit::max(error::JSON_BODY_LIMIT))
     .route_layer(middleware::from_fn_with_state(state.clone(), track_metrics))
     .fallback(|| async { Error::NotFound("no such route".into()) })
     .layer(
