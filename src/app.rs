@@ -82,6 +82,7 @@ impl Application {
                 activity_retention: config.activity_retention,
                 orphan_grace: Duration::from_secs(3600),
                 interval: config.sweep_interval,
+                offline_after: config.offline_after,
             },
         );
         let state = AppState {

@@ -55,9 +55,19 @@ pub enum Event {
         /// The new state.
         state: UploadState,
     },
+    /// A workspace was soft-deleted and its tokens revoked: its parked
+    /// long polls must end (with 401) now, not when their wait runs out.
+    Removed {
+        /// The workspace.
+        workspace_id: WorkspaceId,
+    },
     /// Events may have been missed (a listener reconnected): re-read.
     Resync,
 }
+
+/// Set in a workspace's wake-up counter once it is removed: a long poll
+/// that sees it stops waiting and answers 401.
+pub const REVOKED: u64 = 1 << 63;
 
 /// Delivery inside this process: every event to the stream subscribers
 /// (the SSE streams, few), and a wake-up to the long polls of the one
@@ -93,6 +103,14 @@ impl Local {
                 polls.retain(|_, tx| tx.receiver_count() > 0);
                 for tx in polls.values() {
                     tx.send_modify(|n| *n += 1);
+                }
+            }
+            Event::Removed { workspace_id } => {
+                // The mark stays while any poll of it is parked; a new
+                // poll is refused at authentication anyway.
+                let polls = self.polls.lock().unwrap_or_else(|e| e.into_inner());
+                if let Some(tx) = polls.get(workspace_id) {
+                    tx.send_modify(|n| *n |= REVOKED);
                 }
             }
             Event::Upload { .. } => {}

@@ -20,7 +20,7 @@ use super::auth::Principal;
 use super::extract::WorkspacePath;
 use super::{AppState, Error, ErrorBody, Json, Result};
 use crate::domain::{self, DeliveryMode, WorkspaceId};
-use crate::events::Event;
+use crate::events::{Event, REVOKED};
 use crate::store::{Activity, ActivityPage, ActivityQuery, NewActivity};
 
 /// Longest accepted `wait`, in seconds.
@@ -83,11 +83,24 @@ impl From<Activity> for ActivityView {
     }
 }
 
+/// A live workspace: messages and reports to a removed one are refused.
 async fn require_workspace(state: &AppState, id: WorkspaceId) -> Result<crate::store::Workspace> {
     state
         .store
         .get_workspace(id)
         .await?
+        .filter(crate::store::Workspace::is_live)
+        .ok_or_else(Error::workspace_not_found)
+}
+
+/// A workspace, removed ones included: its history stays readable until
+/// the sweeper purges it.
+async fn require_known_workspace(state: &AppState, id: WorkspaceId) -> Result<()> {
+    state
+        .store
+        .get_workspace(id)
+        .await?
+        .map(|_| ())
         .ok_or_else(Error::workspace_not_found)
 }
 
@@ -489,7 +502,7 @@ pub async fn list_activity(
     if since_id < 0 {
         return Err(Error::BadRequest("`since_id` must not be negative".into()));
     }
-    require_workspace(&state, id).await?;
+    require_known_workspace(&state, id).await?;
     let query = ActivityQuery {
         since_id,
         activity_type: params.activity_type,
@@ -500,7 +513,13 @@ pub async fn list_activity(
     // wait still wakes us.
     let mut arrivals = state.bus.watch_activity(id);
     loop {
-        arrivals.borrow_and_update();
+        // The workspace was removed while this poll was parked: its token
+        // is revoked, so the poll ends the way the next request would.
+        if *arrivals.borrow_and_update() & REVOKED != 0
+            && matches!(principal, Principal::Workspace(_))
+        {
+            return Err(Error::Unauthorized);
+        }
         let rows = match state.store.list_activity(id, &query).await? {
             ActivityPage::Rows(rows) => rows,
             ActivityPage::CursorExpired { swept_through } => {
@@ -589,7 +608,7 @@ pub async fn stream_events(
 ) -> Result<Sse<impl Stream<Item = std::result::Result<SseEvent, Infallible>>>> {
     principal.require_operator()?;
     let Query(params) = params.map_err(|e| Error::BadRequest(e.body_text()))?;
-    require_workspace(&state, id).await?;
+    require_known_workspace(&state, id).await?;
     let events = state.bus.subscribe();
     let init = SseCursor {
         state,

@@ -30,6 +30,9 @@ pub enum Error {
     /// 404.
     #[error("{0}")]
     NotFound(String),
+    /// 409: the request conflicts with the current state.
+    #[error("{0}")]
+    Conflict(String),
     /// 410: the poll cursor points at rows the retention sweep removed.
     #[error("{message}")]
     Gone {
@@ -66,6 +69,7 @@ impl Error {
             Error::Unauthorized => StatusCode::UNAUTHORIZED,
             Error::Forbidden => StatusCode::FORBIDDEN,
             Error::NotFound(_) => StatusCode::NOT_FOUND,
+            Error::Conflict(_) => StatusCode::CONFLICT,
             Error::Gone { .. } => StatusCode::GONE,
             Error::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Error::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -147,6 +151,17 @@ impl From<StoreError> for Error {
             StoreError::Database(
                 sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed,
             ) => Error::Unavailable(anyhow::Error::new(e)),
+            StoreError::UnknownParent(parent) => Error::Unprocessable(format!(
+                "parent workspace {parent} does not exist (or was removed)"
+            )),
+            StoreError::Cycle(chain) => Error::Unprocessable(format!(
+                "a workspace cannot be its own ancestor: {}",
+                chain
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(" → ")
+            )),
             other => Error::Internal(anyhow::Error::new(other)),
         }
     }

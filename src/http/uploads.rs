@@ -183,6 +183,7 @@ pub async fn upload_chat_files(
         .store
         .get_workspace(id)
         .await?
+        .filter(crate::store::Workspace::is_live)
         .ok_or_else(Error::workspace_not_found)?;
     let is_multipart = req
         .headers()

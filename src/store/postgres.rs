@@ -12,10 +12,84 @@ use sqlx::{PgPool, Row};
 use uuid::Uuid;
 
 use super::*;
-use crate::domain::{DeliveryMode, FileId, TokenHash, WorkspaceId};
+use crate::domain::{DeliveryMode, FileId, HeartbeatReport, Tier, TokenHash, WorkspaceId};
 
 /// Advisory-lock class for per-workspace activity id assignment.
 const ACTIVITY_LOCK_CLASS: i32 = 0x6d6f_6c01;
+/// Advisory-lock class of the team tree: imports, re-parenting, soft
+/// deletes and creates under a parent take it (transaction-scoped), so two
+/// concurrent imports cannot both miss a `(parent, name)` and create it
+/// twice, and no cycle can be formed by two racing re-parentings.
+const TREE_LOCK_CLASS: i32 = 0x6d6f_6c02;
+
+/// Takes the tree lock until the transaction ends.
+async fn lock_tree(conn: &mut sqlx::PgConnection) -> StoreResult<()> {
+    sqlx::query("SELECT pg_advisory_xact_lock($1, 0)")
+        .bind(TREE_LOCK_CLASS)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// Inserts a workspace row, inside the caller's transaction.
+async fn insert_workspace(
+    conn: &mut sqlx::PgConnection,
+    id: WorkspaceId,
+    new: &NewWorkspace,
+    now: DateTime<Utc>,
+) -> StoreResult<PgRow> {
+    Ok(sqlx::query(
+        "INSERT INTO workspaces (id, name, delivery_mode, url, parent_id, tier, runtime, model, \
+         created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9) RETURNING *",
+    )
+    .bind(id.0)
+    .bind(&new.name)
+    .bind(new.delivery_mode.as_str())
+    .bind(&new.url)
+    .bind(new.parent_id.map(|p| p.0))
+    .bind(new.tier.get() as i16)
+    .bind(&new.runtime)
+    .bind(&new.model)
+    .bind(now)
+    .fetch_one(conn)
+    .await?)
+}
+
+/// Fails unless `parent` is a live workspace.
+async fn require_live_parent(
+    conn: &mut sqlx::PgConnection,
+    parent: WorkspaceId,
+) -> StoreResult<()> {
+    let live = sqlx::query("SELECT 1 FROM workspaces WHERE id = $1 AND removed_at IS NULL")
+        .bind(parent.0)
+        .fetch_optional(conn)
+        .await?
+        .is_some();
+    if live {
+        Ok(())
+    } else {
+        Err(StoreError::UnknownParent(parent))
+    }
+}
+
+/// The chain from `parent` up to the root.
+async fn ancestors(
+    conn: &mut sqlx::PgConnection,
+    parent: WorkspaceId,
+) -> StoreResult<Vec<WorkspaceId>> {
+    let ids: Vec<Uuid> = sqlx::query_scalar(
+        "WITH RECURSIVE up(id, parent_id, depth) AS ( \
+           SELECT id, parent_id, 0 FROM workspaces WHERE id = $1 \
+           UNION ALL \
+           SELECT w.id, w.parent_id, up.depth + 1 FROM workspaces w JOIN up ON w.id = up.parent_id \
+           WHERE up.depth < 10000 \
+         ) SELECT id FROM up ORDER BY depth",
+    )
+    .bind(parent.0)
+    .fetch_all(conn)
+    .await?;
+    Ok(ids.into_iter().map(WorkspaceId).collect())
+}
 
 /// The PostgreSQL implementation of [`Store`].
 #[derive(Clone)]
@@ -65,6 +139,23 @@ fn workspace_from_row(row: &PgRow) -> StoreResult<Workspace> {
         created_at: row.try_get("created_at")?,
         updated_at: row.try_get("updated_at")?,
         last_heartbeat_at: row.try_get("last_heartbeat_at")?,
+        parent_id: row
+            .try_get::<Option<Uuid>, _>("parent_id")?
+            .map(WorkspaceId),
+        collapsed: row.try_get("collapsed")?,
+        tier: Tier::new(row.try_get::<i16, _>("tier")?.into())
+            .map_err(|e| StoreError::Corrupt(e.to_string()))?,
+        runtime: row.try_get("runtime")?,
+        model: row.try_get("model")?,
+        paused_at: row.try_get("paused_at")?,
+        removed_at: row.try_get("removed_at")?,
+        report: HeartbeatReport {
+            current_task: row.try_get("current_task")?,
+            active_tasks: Some(row.try_get::<i32, _>("active_tasks")?.into()),
+            error_rate: row.try_get("error_rate")?,
+            sample_error: row.try_get("sample_error")?,
+            uptime_seconds: row.try_get("uptime_seconds")?,
+        },
     })
 }
 
@@ -209,17 +300,11 @@ impl Store for PostgresStore {
         now: DateTime<Utc>,
     ) -> StoreResult<Workspace> {
         let mut tx = self.pool.begin().await?;
-        let row = sqlx::query(
-            "INSERT INTO workspaces (id, name, delivery_mode, url, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $5) RETURNING *",
-        )
-        .bind(id.0)
-        .bind(&new.name)
-        .bind(new.delivery_mode.as_str())
-        .bind(&new.url)
-        .bind(now)
-        .fetch_one(&mut *tx)
-        .await?;
+        if let Some(parent) = new.parent_id {
+            lock_tree(&mut tx).await?;
+            require_live_parent(&mut tx, parent).await?;
+        }
+        let row = insert_workspace(&mut tx, id, new, now).await?;
         insert_token(&mut tx, id, token, now).await?;
         tx.commit().await?;
         workspace_from_row(&row)
@@ -234,9 +319,11 @@ impl Store for PostgresStore {
     }
 
     async fn list_workspaces(&self) -> StoreResult<Vec<Workspace>> {
-        let rows = sqlx::query("SELECT * FROM workspaces ORDER BY created_at, id")
-            .fetch_all(&self.pool)
-            .await?;
+        let rows = sqlx::query(
+            "SELECT * FROM workspaces WHERE removed_at IS NULL ORDER BY created_at, id",
+        )
+        .fetch_all(&self.pool)
+        .await?;
         rows.iter().map(workspace_from_row).collect()
     }
 
@@ -247,14 +334,30 @@ impl Store for PostgresStore {
         update: &UpdateWorkspace,
         now: DateTime<Utc>,
     ) -> StoreResult<Option<Workspace>> {
+        let mut tx = self.pool.begin().await?;
+        if let Some(Some(parent)) = update.parent_id {
+            lock_tree(&mut tx).await?;
+            require_live_parent(&mut tx, parent).await?;
+            let chain = ancestors(&mut tx, parent).await?;
+            if let Some(at) = chain.iter().position(|a| *a == id) {
+                let mut cycle = vec![id];
+                cycle.extend_from_slice(&chain[..=at]);
+                return Err(StoreError::Cycle(cycle));
+            }
+        }
         let row = sqlx::query(
             "UPDATE workspaces SET \
                name = COALESCE($2, name), \
                delivery_mode = COALESCE($3, delivery_mode), \
                url = CASE WHEN $4 THEN $5 ELSE url END, \
                agent_card = COALESCE($6, agent_card), \
+               parent_id = CASE WHEN $8 THEN $9 ELSE parent_id END, \
+               collapsed = COALESCE($10, collapsed), \
+               tier = COALESCE($11, tier), \
+               runtime = COALESCE($12, runtime), \
+               model = COALESCE($13, model), \
                updated_at = $7 \
-             WHERE id = $1 RETURNING *",
+             WHERE id = $1 AND removed_at IS NULL RETURNING *",
         )
         .bind(id.0)
         .bind(&update.name)
@@ -263,19 +366,191 @@ impl Store for PostgresStore {
         .bind(update.url.clone().flatten())
         .bind(update.agent_card.as_ref().map(Json))
         .bind(now)
+        .bind(update.parent_id.is_some())
+        .bind(update.parent_id.flatten().map(|p| p.0))
+        .bind(update.collapsed)
+        .bind(update.tier.map(|t| t.get() as i16))
+        .bind(&update.runtime)
+        .bind(&update.model)
+        .fetch_optional(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        row.as_ref().map(workspace_from_row).transpose()
+    }
+
+    #[tracing::instrument(skip_all, fields(workspace_id = %id, cascade))]
+    async fn remove_workspace(
+        &self,
+        id: WorkspaceId,
+        cascade: bool,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Removal> {
+        let mut tx = self.pool.begin().await?;
+        lock_tree(&mut tx).await?;
+        let live = sqlx::query("SELECT 1 FROM workspaces WHERE id = $1 AND removed_at IS NULL")
+            .bind(id.0)
+            .fetch_optional(&mut *tx)
+            .await?
+            .is_some();
+        if !live {
+            return Ok(Removal::NotFound);
+        }
+        let children: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM workspaces WHERE parent_id = $1 AND removed_at IS NULL",
+        )
+        .bind(id.0)
+        .fetch_one(&mut *tx)
+        .await?;
+        if children > 0 && !cascade {
+            return Ok(Removal::HasLiveChildren(children));
+        }
+        let rows: Vec<(Uuid, Option<Uuid>)> = sqlx::query_as(
+            "WITH RECURSIVE sub(id, parent_id, depth) AS ( \
+               SELECT id, parent_id, 0 FROM workspaces WHERE id = $1 \
+               UNION ALL \
+               SELECT w.id, w.parent_id, sub.depth + 1 FROM workspaces w JOIN sub ON w.parent_id = sub.id \
+               WHERE w.removed_at IS NULL \
+             ) SELECT id, parent_id FROM sub ORDER BY depth",
+        )
+        .bind(id.0)
+        .fetch_all(&mut *tx)
+        .await?;
+        let ids: Vec<Uuid> = rows.iter().map(|(w, _)| *w).collect();
+        sqlx::query("UPDATE workspaces SET removed_at = $2, updated_at = $2 WHERE id = ANY($1)")
+            .bind(&ids)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(
+            "UPDATE workspace_auth_tokens SET revoked_at = $2 WHERE workspace_id = ANY($1) AND revoked_at IS NULL",
+        )
+        .bind(&ids)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(Removal::Removed(
+            rows.into_iter()
+                .map(|(w, p)| (WorkspaceId(w), p.map(WorkspaceId)))
+                .collect(),
+        ))
+    }
+
+    async fn child_ids(&self, id: WorkspaceId) -> StoreResult<Vec<WorkspaceId>> {
+        let ids: Vec<Uuid> = sqlx::query_scalar(
+            "SELECT id FROM workspaces WHERE parent_id = $1 AND removed_at IS NULL ORDER BY created_at, id",
+        )
+        .bind(id.0)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(ids.into_iter().map(WorkspaceId).collect())
+    }
+
+    #[tracing::instrument(skip_all, fields(workspace_id = %id, paused))]
+    async fn set_paused(
+        &self,
+        id: WorkspaceId,
+        paused: bool,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Option<Workspace>> {
+        let row = sqlx::query(
+            "UPDATE workspaces SET paused_at = CASE WHEN $2 THEN COALESCE(paused_at, $3) END, \
+             updated_at = $3 WHERE id = $1 AND removed_at IS NULL RETURNING *",
+        )
+        .bind(id.0)
+        .bind(paused)
+        .bind(now)
         .fetch_optional(&self.pool)
         .await?;
         row.as_ref().map(workspace_from_row).transpose()
     }
 
     #[tracing::instrument(skip_all, fields(workspace_id = %id))]
-    async fn delete_workspace(&self, id: WorkspaceId) -> StoreResult<bool> {
-        // Tokens go with the row (ON DELETE CASCADE).
-        let done = sqlx::query("DELETE FROM workspaces WHERE id = $1")
-            .bind(id.0)
-            .execute(&self.pool)
+    async fn request_restart(
+        &self,
+        id: WorkspaceId,
+        row: &NewActivity,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Option<(Workspace, Activity)>> {
+        let mut tx = self.pool.begin().await?;
+        let ws = sqlx::query(
+            "UPDATE workspaces SET active_tasks = 0, updated_at = $2 \
+             WHERE id = $1 AND removed_at IS NULL RETURNING *",
+        )
+        .bind(id.0)
+        .bind(now)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(ws) = ws else {
+            return Ok(None);
+        };
+        let activity = insert_activity_tx(&mut tx, id, row, now).await?;
+        tx.commit().await?;
+        Ok(Some((workspace_from_row(&ws)?, activity)))
+    }
+
+    #[tracing::instrument(skip_all, fields(nodes = nodes.len(), dry_run))]
+    async fn import_org(
+        &self,
+        nodes: &[ImportNode],
+        dry_run: bool,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Vec<ImportedNode>> {
+        let mut tx = self.pool.begin().await?;
+        // Serializes concurrent imports: the second one waits here and then
+        // finds every node the first one created.
+        lock_tree(&mut tx).await?;
+        let mut out: Vec<ImportedNode> = Vec::with_capacity(nodes.len());
+        for node in nodes {
+            let parent_id = node.parent.map(|i| out[i].id);
+            let existing: Option<Uuid> = sqlx::query_scalar(
+                "SELECT id FROM workspaces WHERE parent_id IS NOT DISTINCT FROM $1 AND name = $2 \
+                 AND removed_at IS NULL ORDER BY created_at, id LIMIT 1",
+            )
+            .bind(parent_id.map(|p| p.0))
+            .bind(&node.workspace.name)
+            .fetch_optional(&mut *tx)
             .await?;
-        Ok(done.rows_affected() == 1)
+            if let Some(existing) = existing {
+                out.push(ImportedNode {
+                    id: WorkspaceId(existing),
+                    parent_id,
+                    created: false,
+                });
+                continue;
+            }
+            let new = NewWorkspace {
+                parent_id,
+                ..node.workspace.clone()
+            };
+            insert_workspace(&mut tx, node.id, &new, now).await?;
+            insert_token(&mut tx, node.id, node.token, now).await?;
+            out.push(ImportedNode {
+                id: node.id,
+                parent_id,
+                created: true,
+            });
+        }
+        if dry_run {
+            tx.rollback().await?;
+        } else {
+            tx.commit().await?;
+        }
+        Ok(out)
+    }
+
+    async fn removed_workspace_for_token(
+        &self,
+        token: TokenHash,
+    ) -> StoreResult<Option<WorkspaceId>> {
+        let id: Option<Uuid> = sqlx::query_scalar(
+            "SELECT w.id FROM workspace_auth_tokens t JOIN workspaces w ON w.id = t.workspace_id \
+             WHERE t.token_hash = $1 AND w.removed_at IS NOT NULL",
+        )
+        .bind(&token.0[..])
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(id.map(WorkspaceId))
     }
 
     #[tracing::instrument(skip_all, fields(workspace_id = %id))]
@@ -286,11 +561,12 @@ impl Store for PostgresStore {
         now: DateTime<Utc>,
     ) -> StoreResult<bool> {
         let mut tx = self.pool.begin().await?;
-        let exists = sqlx::query("SELECT 1 FROM workspaces WHERE id = $1 FOR UPDATE")
-            .bind(id.0)
-            .fetch_optional(&mut *tx)
-            .await?
-            .is_some();
+        let exists =
+            sqlx::query("SELECT 1 FROM workspaces WHERE id = $1 AND removed_at IS NULL FOR UPDATE")
+                .bind(id.0)
+                .fetch_optional(&mut *tx)
+                .await?
+                .is_some();
         if !exists {
             return Ok(false);
         }
@@ -328,11 +604,12 @@ impl Store for PostgresStore {
         // The row lock makes the "no live token yet" check and the insert of
         // the first token one atomic step: two racing bootstrap
         // registrations cannot both mint.
-        let exists = sqlx::query("SELECT 1 FROM workspaces WHERE id = $1 FOR UPDATE")
-            .bind(id.0)
-            .fetch_optional(&mut *tx)
-            .await?
-            .is_some();
+        let exists =
+            sqlx::query("SELECT 1 FROM workspaces WHERE id = $1 AND removed_at IS NULL FOR UPDATE")
+                .bind(id.0)
+                .fetch_optional(&mut *tx)
+                .await?
+                .is_some();
         if !exists {
             return Ok(Registered::NotFound);
         }
@@ -368,12 +645,30 @@ impl Store for PostgresStore {
         Ok(Registered::Done(workspace_from_row(&row)?))
     }
 
-    async fn heartbeat(&self, id: WorkspaceId, now: DateTime<Utc>) -> StoreResult<bool> {
-        let done = sqlx::query("UPDATE workspaces SET last_heartbeat_at = $2 WHERE id = $1")
-            .bind(id.0)
-            .bind(now)
-            .execute(&self.pool)
-            .await?;
+    async fn heartbeat(
+        &self,
+        id: WorkspaceId,
+        report: &HeartbeatReport,
+        now: DateTime<Utc>,
+    ) -> StoreResult<bool> {
+        let done = sqlx::query(
+            "UPDATE workspaces SET last_heartbeat_at = $2, \
+               current_task = COALESCE($3, current_task), \
+               active_tasks = COALESCE($4, active_tasks), \
+               error_rate = COALESCE($5, error_rate), \
+               sample_error = COALESCE($6, sample_error), \
+               uptime_seconds = COALESCE($7, uptime_seconds) \
+             WHERE id = $1 AND removed_at IS NULL",
+        )
+        .bind(id.0)
+        .bind(now)
+        .bind(&report.current_task)
+        .bind(report.active_tasks.map(|n| n as i32))
+        .bind(report.error_rate)
+        .bind(&report.sample_error)
+        .bind(report.uptime_seconds)
+        .execute(&self.pool)
+        .await?;
         Ok(done.rows_affected() == 1)
     }
 
@@ -660,6 +955,41 @@ impl Store for PostgresStore {
         .fetch_one(&self.pool)
         .await?;
         Ok(deleted as u64)
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn reset_phantom_busy(
+        &self,
+        stale_before: DateTime<Utc>,
+        limit: i64,
+    ) -> StoreResult<Vec<WorkspaceId>> {
+        let ids: Vec<Uuid> = sqlx::query_scalar(
+            "UPDATE workspaces SET active_tasks = 0 WHERE id IN ( \
+               SELECT id FROM workspaces WHERE active_tasks > 0 AND removed_at IS NULL \
+               AND (last_heartbeat_at IS NULL OR last_heartbeat_at < $1) \
+               LIMIT $2 FOR UPDATE SKIP LOCKED \
+             ) RETURNING id",
+        )
+        .bind(stale_before)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(ids.into_iter().map(WorkspaceId).collect())
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn purge_removed(&self, removed_before: DateTime<Utc>, limit: i64) -> StoreResult<u64> {
+        let done = sqlx::query(
+            "DELETE FROM workspaces WHERE id IN ( \
+               SELECT id FROM workspaces WHERE removed_at IS NOT NULL AND removed_at < $1 \
+               ORDER BY removed_at LIMIT $2 FOR UPDATE SKIP LOCKED \
+             )",
+        )
+        .bind(removed_before)
+        .bind(limit)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
     }
 
     async fn referenced_blob_keys(&self, keys: &[String]) -> StoreResult<Vec<String>> {

@@ -18,7 +18,7 @@ use sqlx::{Row, SqlitePool};
 use tokio::sync::Mutex;
 
 use super::*;
-use crate::domain::{DeliveryMode, FileId, TokenHash, WorkspaceId};
+use crate::domain::{DeliveryMode, FileId, HeartbeatReport, Tier, TokenHash, WorkspaceId};
 
 /// The SQLite implementation of [`Store`].
 pub struct SqliteStore {
@@ -66,7 +66,85 @@ fn workspace_from_row(row: &SqliteRow) -> StoreResult<Workspace> {
         created_at: from_micros(row.try_get("created_at")?)?,
         updated_at: from_micros(row.try_get("updated_at")?)?,
         last_heartbeat_at: opt_from_micros(row.try_get("last_heartbeat_at")?)?,
+        parent_id: row
+            .try_get::<Option<String>, _>("parent_id")?
+            .map(parse_id)
+            .transpose()?,
+        collapsed: row.try_get("collapsed")?,
+        tier: Tier::new(row.try_get("tier")?).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+        runtime: row.try_get("runtime")?,
+        model: row.try_get("model")?,
+        paused_at: opt_from_micros(row.try_get("paused_at")?)?,
+        removed_at: opt_from_micros(row.try_get("removed_at")?)?,
+        report: HeartbeatReport {
+            current_task: row.try_get("current_task")?,
+            active_tasks: Some(row.try_get("active_tasks")?),
+            error_rate: row.try_get("error_rate")?,
+            sample_error: row.try_get("sample_error")?,
+            uptime_seconds: row.try_get("uptime_seconds")?,
+        },
     })
+}
+
+/// Inserts a workspace row, inside the caller's transaction.
+async fn insert_workspace(
+    conn: &mut sqlx::SqliteConnection,
+    id: WorkspaceId,
+    new: &NewWorkspace,
+    now: DateTime<Utc>,
+) -> StoreResult<SqliteRow> {
+    Ok(sqlx::query(
+        "INSERT INTO workspaces (id, name, delivery_mode, url, parent_id, tier, runtime, model, \
+         created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9) RETURNING *",
+    )
+    .bind(id.to_string())
+    .bind(&new.name)
+    .bind(new.delivery_mode.as_str())
+    .bind(&new.url)
+    .bind(new.parent_id.map(|p| p.to_string()))
+    .bind(new.tier.get())
+    .bind(&new.runtime)
+    .bind(&new.model)
+    .bind(micros(now))
+    .fetch_one(conn)
+    .await?)
+}
+
+/// Fails unless `parent` is a live workspace.
+async fn require_live_parent(
+    conn: &mut sqlx::SqliteConnection,
+    parent: WorkspaceId,
+) -> StoreResult<()> {
+    let live = sqlx::query("SELECT 1 FROM workspaces WHERE id = ?1 AND removed_at IS NULL")
+        .bind(parent.to_string())
+        .fetch_optional(conn)
+        .await?
+        .is_some();
+    if live {
+        Ok(())
+    } else {
+        Err(StoreError::UnknownParent(parent))
+    }
+}
+
+/// The chain from `parent` up to the root, stopping at `id` if it is met
+/// (which makes `id` its own ancestor).
+async fn ancestors(
+    conn: &mut sqlx::SqliteConnection,
+    parent: WorkspaceId,
+) -> StoreResult<Vec<WorkspaceId>> {
+    let ids: Vec<String> = sqlx::query_scalar(
+        "WITH RECURSIVE up(id, parent_id, depth) AS ( \
+           SELECT id, parent_id, 0 FROM workspaces WHERE id = ?1 \
+           UNION ALL \
+           SELECT w.id, w.parent_id, up.depth + 1 FROM workspaces w JOIN up ON w.id = up.parent_id \
+           WHERE up.depth < 10000 \
+         ) SELECT id FROM up ORDER BY depth",
+    )
+    .bind(parent.to_string())
+    .fetch_all(conn)
+    .await?;
+    ids.into_iter().map(parse_id).collect()
 }
 
 fn activity_from_row(row: &SqliteRow) -> StoreResult<Activity> {
@@ -220,17 +298,10 @@ impl Store for SqliteStore {
     ) -> StoreResult<Workspace> {
         let _w = self.write.lock().await;
         let mut tx = self.pool.begin().await?;
-        let row = sqlx::query(
-            "INSERT INTO workspaces (id, name, delivery_mode, url, created_at, updated_at) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?5) RETURNING *",
-        )
-        .bind(id.to_string())
-        .bind(&new.name)
-        .bind(new.delivery_mode.as_str())
-        .bind(&new.url)
-        .bind(micros(now))
-        .fetch_one(&mut *tx)
-        .await?;
+        if let Some(parent) = new.parent_id {
+            require_live_parent(&mut tx, parent).await?;
+        }
+        let row = insert_workspace(&mut tx, id, new, now).await?;
         insert_token(&mut tx, id, token, now).await?;
         tx.commit().await?;
         workspace_from_row(&row)
@@ -245,9 +316,11 @@ impl Store for SqliteStore {
     }
 
     async fn list_workspaces(&self) -> StoreResult<Vec<Workspace>> {
-        let rows = sqlx::query("SELECT * FROM workspaces ORDER BY created_at, id")
-            .fetch_all(&self.pool)
-            .await?;
+        let rows = sqlx::query(
+            "SELECT * FROM workspaces WHERE removed_at IS NULL ORDER BY created_at, id",
+        )
+        .fetch_all(&self.pool)
+        .await?;
         rows.iter().map(workspace_from_row).collect()
     }
 
@@ -259,14 +332,29 @@ impl Store for SqliteStore {
         now: DateTime<Utc>,
     ) -> StoreResult<Option<Workspace>> {
         let _w = self.write.lock().await;
+        let mut tx = self.pool.begin().await?;
+        if let Some(Some(parent)) = update.parent_id {
+            require_live_parent(&mut tx, parent).await?;
+            let chain = ancestors(&mut tx, parent).await?;
+            if let Some(at) = chain.iter().position(|a| *a == id) {
+                let mut cycle = vec![id];
+                cycle.extend_from_slice(&chain[..=at]);
+                return Err(StoreError::Cycle(cycle));
+            }
+        }
         let row = sqlx::query(
             "UPDATE workspaces SET \
                name = COALESCE(?2, name), \
                delivery_mode = COALESCE(?3, delivery_mode), \
                url = CASE WHEN ?4 THEN ?5 ELSE url END, \
                agent_card = COALESCE(?6, agent_card), \
+               parent_id = CASE WHEN ?8 THEN ?9 ELSE parent_id END, \
+               collapsed = COALESCE(?10, collapsed), \
+               tier = COALESCE(?11, tier), \
+               runtime = COALESCE(?12, runtime), \
+               model = COALESCE(?13, model), \
                updated_at = ?7 \
-             WHERE id = ?1 RETURNING *",
+             WHERE id = ?1 AND removed_at IS NULL RETURNING *",
         )
         .bind(id.to_string())
         .bind(&update.name)
@@ -275,19 +363,193 @@ impl Store for SqliteStore {
         .bind(update.url.clone().flatten())
         .bind(json_text(&update.agent_card))
         .bind(micros(now))
+        .bind(update.parent_id.is_some())
+        .bind(update.parent_id.flatten().map(|p| p.to_string()))
+        .bind(update.collapsed)
+        .bind(update.tier.map(Tier::get))
+        .bind(&update.runtime)
+        .bind(&update.model)
+        .fetch_optional(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        row.as_ref().map(workspace_from_row).transpose()
+    }
+
+    #[tracing::instrument(skip_all, fields(workspace_id = %id, cascade))]
+    async fn remove_workspace(
+        &self,
+        id: WorkspaceId,
+        cascade: bool,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Removal> {
+        let _w = self.write.lock().await;
+        let mut tx = self.pool.begin().await?;
+        let live = sqlx::query("SELECT 1 FROM workspaces WHERE id = ?1 AND removed_at IS NULL")
+            .bind(id.to_string())
+            .fetch_optional(&mut *tx)
+            .await?
+            .is_some();
+        if !live {
+            return Ok(Removal::NotFound);
+        }
+        let children: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM workspaces WHERE parent_id = ?1 AND removed_at IS NULL",
+        )
+        .bind(id.to_string())
+        .fetch_one(&mut *tx)
+        .await?;
+        if children > 0 && !cascade {
+            return Ok(Removal::HasLiveChildren(children));
+        }
+        let rows: Vec<(String, Option<String>)> = sqlx::query_as(
+            "WITH RECURSIVE sub(id, parent_id, depth) AS ( \
+               SELECT id, parent_id, 0 FROM workspaces WHERE id = ?1 \
+               UNION ALL \
+               SELECT w.id, w.parent_id, sub.depth + 1 FROM workspaces w JOIN sub ON w.parent_id = sub.id \
+               WHERE w.removed_at IS NULL \
+             ) SELECT id, parent_id FROM sub ORDER BY depth",
+        )
+        .bind(id.to_string())
+        .fetch_all(&mut *tx)
+        .await?;
+        let mut removed = Vec::with_capacity(rows.len());
+        for (ws, parent) in rows {
+            sqlx::query("UPDATE workspaces SET removed_at = ?2, updated_at = ?2 WHERE id = ?1")
+                .bind(&ws)
+                .bind(micros(now))
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query(
+                "UPDATE workspace_auth_tokens SET revoked_at = ?2 WHERE workspace_id = ?1 AND revoked_at IS NULL",
+            )
+            .bind(&ws)
+            .bind(micros(now))
+            .execute(&mut *tx)
+            .await?;
+            removed.push((parse_id(ws)?, parent.map(parse_id).transpose()?));
+        }
+        tx.commit().await?;
+        Ok(Removal::Removed(removed))
+    }
+
+    async fn child_ids(&self, id: WorkspaceId) -> StoreResult<Vec<WorkspaceId>> {
+        let ids: Vec<String> = sqlx::query_scalar(
+            "SELECT id FROM workspaces WHERE parent_id = ?1 AND removed_at IS NULL ORDER BY created_at, id",
+        )
+        .bind(id.to_string())
+        .fetch_all(&self.pool)
+        .await?;
+        ids.into_iter().map(parse_id).collect()
+    }
+
+    #[tracing::instrument(skip_all, fields(workspace_id = %id, paused))]
+    async fn set_paused(
+        &self,
+        id: WorkspaceId,
+        paused: bool,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Option<Workspace>> {
+        let _w = self.write.lock().await;
+        let row = sqlx::query(
+            "UPDATE workspaces SET paused_at = CASE WHEN ?2 THEN COALESCE(paused_at, ?3) END, \
+             updated_at = ?3 WHERE id = ?1 AND removed_at IS NULL RETURNING *",
+        )
+        .bind(id.to_string())
+        .bind(paused)
+        .bind(micros(now))
         .fetch_optional(&self.pool)
         .await?;
         row.as_ref().map(workspace_from_row).transpose()
     }
 
     #[tracing::instrument(skip_all, fields(workspace_id = %id))]
-    async fn delete_workspace(&self, id: WorkspaceId) -> StoreResult<bool> {
+    async fn request_restart(
+        &self,
+        id: WorkspaceId,
+        row: &NewActivity,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Option<(Workspace, Activity)>> {
         let _w = self.write.lock().await;
-        let done = sqlx::query("DELETE FROM workspaces WHERE id = ?1")
-            .bind(id.to_string())
-            .execute(&self.pool)
+        let mut tx = self.pool.begin().await?;
+        let ws = sqlx::query(
+            "UPDATE workspaces SET active_tasks = 0, updated_at = ?2 \
+             WHERE id = ?1 AND removed_at IS NULL RETURNING *",
+        )
+        .bind(id.to_string())
+        .bind(micros(now))
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(ws) = ws else {
+            return Ok(None);
+        };
+        let activity = insert_activity_tx(&mut tx, id, row, now).await?;
+        tx.commit().await?;
+        Ok(Some((workspace_from_row(&ws)?, activity)))
+    }
+
+    #[tracing::instrument(skip_all, fields(nodes = nodes.len(), dry_run))]
+    async fn import_org(
+        &self,
+        nodes: &[ImportNode],
+        dry_run: bool,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Vec<ImportedNode>> {
+        // The write lock serializes imports (and every other write), so two
+        // concurrent imports of one template still make one tree.
+        let _w = self.write.lock().await;
+        let mut tx = self.pool.begin().await?;
+        let mut out: Vec<ImportedNode> = Vec::with_capacity(nodes.len());
+        for node in nodes {
+            let parent_id = node.parent.map(|i| out[i].id);
+            // `IS` compares NULL equal to NULL: root nodes match roots.
+            let existing: Option<String> = sqlx::query_scalar(
+                "SELECT id FROM workspaces WHERE parent_id IS ?1 AND name = ?2 \
+                 AND removed_at IS NULL ORDER BY created_at, id LIMIT 1",
+            )
+            .bind(parent_id.map(|p| p.to_string()))
+            .bind(&node.workspace.name)
+            .fetch_optional(&mut *tx)
             .await?;
-        Ok(done.rows_affected() == 1)
+            if let Some(existing) = existing {
+                out.push(ImportedNode {
+                    id: parse_id(existing)?,
+                    parent_id,
+                    created: false,
+                });
+                continue;
+            }
+            let new = NewWorkspace {
+                parent_id,
+                ..node.workspace.clone()
+            };
+            insert_workspace(&mut tx, node.id, &new, now).await?;
+            insert_token(&mut tx, node.id, node.token, now).await?;
+            out.push(ImportedNode {
+                id: node.id,
+                parent_id,
+                created: true,
+            });
+        }
+        if dry_run {
+            tx.rollback().await?;
+        } else {
+            tx.commit().await?;
+        }
+        Ok(out)
+    }
+
+    async fn removed_workspace_for_token(
+        &self,
+        token: TokenHash,
+    ) -> StoreResult<Option<WorkspaceId>> {
+        let id: Option<String> = sqlx::query_scalar(
+            "SELECT w.id FROM workspace_auth_tokens t JOIN workspaces w ON w.id = t.workspace_id \
+             WHERE t.token_hash = ?1 AND w.removed_at IS NOT NULL",
+        )
+        .bind(&token.0[..])
+        .fetch_optional(&self.pool)
+        .await?;
+        id.map(parse_id).transpose()
     }
 
     #[tracing::instrument(skip_all, fields(workspace_id = %id))]
@@ -299,7 +561,7 @@ impl Store for SqliteStore {
     ) -> StoreResult<bool> {
         let _w = self.write.lock().await;
         let mut tx = self.pool.begin().await?;
-        let exists = sqlx::query("SELECT 1 FROM workspaces WHERE id = ?1")
+        let exists = sqlx::query("SELECT 1 FROM workspaces WHERE id = ?1 AND removed_at IS NULL")
             .bind(id.to_string())
             .fetch_optional(&mut *tx)
             .await?
@@ -339,7 +601,8 @@ impl Store for SqliteStore {
     ) -> StoreResult<Registered> {
         let _w = self.write.lock().await;
         let mut tx = self.pool.begin().await?;
-        let exists = sqlx::query("SELECT 1 FROM workspaces WHERE id = ?1")
+        // A removed workspace has no live token; it must not bootstrap one.
+        let exists = sqlx::query("SELECT 1 FROM workspaces WHERE id = ?1 AND removed_at IS NULL")
             .bind(id.to_string())
             .fetch_optional(&mut *tx)
             .await?
@@ -379,13 +642,31 @@ impl Store for SqliteStore {
         Ok(Registered::Done(workspace_from_row(&row)?))
     }
 
-    async fn heartbeat(&self, id: WorkspaceId, now: DateTime<Utc>) -> StoreResult<bool> {
+    async fn heartbeat(
+        &self,
+        id: WorkspaceId,
+        report: &HeartbeatReport,
+        now: DateTime<Utc>,
+    ) -> StoreResult<bool> {
         let _w = self.write.lock().await;
-        let done = sqlx::query("UPDATE workspaces SET last_heartbeat_at = ?2 WHERE id = ?1")
-            .bind(id.to_string())
-            .bind(micros(now))
-            .execute(&self.pool)
-            .await?;
+        let done = sqlx::query(
+            "UPDATE workspaces SET last_heartbeat_at = ?2, \
+               current_task = COALESCE(?3, current_task), \
+               active_tasks = COALESCE(?4, active_tasks), \
+               error_rate = COALESCE(?5, error_rate), \
+               sample_error = COALESCE(?6, sample_error), \
+               uptime_seconds = COALESCE(?7, uptime_seconds) \
+             WHERE id = ?1 AND removed_at IS NULL",
+        )
+        .bind(id.to_string())
+        .bind(micros(now))
+        .bind(&report.current_task)
+        .bind(report.active_tasks)
+        .bind(report.error_rate)
+        .bind(&report.sample_error)
+        .bind(report.uptime_seconds)
+        .execute(&self.pool)
+        .await?;
         Ok(done.rows_affected() == 1)
     }
 
@@ -679,6 +960,42 @@ impl Store for SqliteStore {
             .await?;
         tx.commit().await?;
         Ok(deleted)
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn reset_phantom_busy(
+        &self,
+        stale_before: DateTime<Utc>,
+        limit: i64,
+    ) -> StoreResult<Vec<WorkspaceId>> {
+        let _w = self.write.lock().await;
+        let ids: Vec<String> = sqlx::query_scalar(
+            "UPDATE workspaces SET active_tasks = 0 WHERE id IN ( \
+               SELECT id FROM workspaces WHERE active_tasks > 0 AND removed_at IS NULL \
+               AND (last_heartbeat_at IS NULL OR last_heartbeat_at < ?1) LIMIT ?2 \
+             ) RETURNING id",
+        )
+        .bind(micros(stale_before))
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        ids.into_iter().map(parse_id).collect()
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn purge_removed(&self, removed_before: DateTime<Utc>, limit: i64) -> StoreResult<u64> {
+        let _w = self.write.lock().await;
+        let done = sqlx::query(
+            "DELETE FROM workspaces WHERE id IN ( \
+               SELECT id FROM workspaces WHERE removed_at IS NOT NULL AND removed_at < ?1 \
+               ORDER BY removed_at LIMIT ?2 \
+             )",
+        )
+        .bind(micros(removed_before))
+        .bind(limit)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
     }
 
     async fn referenced_blob_keys(&self, keys: &[String]) -> StoreResult<Vec<String>> {

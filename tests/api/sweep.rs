@@ -268,6 +268,7 @@ async fn assert_the_loop_survives(
         activity_retention: hour,
         orphan_grace: hour,
         interval: std::time::Duration::from_millis(20),
+        offline_after: std::time::Duration::from_secs(90),
     };
     let sweeper = Sweeper::new(
         store,
