@@ -253,7 +253,7 @@ mod tests {
         let text = OrgTemplate::parse(bad_tier, TemplateFormat::Yaml)
             .unwrap_err()
             .to_string();
-        assert!(text.contains("tier") && text.contains("line 3"), "{text}");
+        assert!(text.contains("`tier`") && text.contains("line 2"), "{text}");
     }
 
     #[test]

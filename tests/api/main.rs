@@ -11,5 +11,6 @@ mod pending;
 mod replicas;
 mod store_contract;
 mod sweep;
+mod teams;
 mod uploads;
 mod workspaces;
