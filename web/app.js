@@ -113,7 +113,7 @@ function ago(iso) {
   return `${Math.round(s / 86400)} d ago`;
 }
 
-const STATUS_LABEL = { online: 'online', offline: 'offline', never_connected: 'never connected' };
+const STATUS_LABEL = { online: 'online', offline: 'offline', paused: 'paused', removed: 'removed', failed: 'failed' };
 
 /** Small element builder: el('p', {class: 'x'}, 'text', child). */
 function el(tag, attrs = {}, ...children) {

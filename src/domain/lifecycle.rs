@@ -45,7 +45,8 @@ impl WorkspaceStatus {
 
 impl fmt::Display for WorkspaceStatus {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
+        // `pad`, so column widths in tables apply.
+        f.pad(self.as_str())
     }
 }
 
@@ -153,7 +154,7 @@ impl FromStr for Tier {
 
 impl fmt::Display for Tier {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.0)
+        f.pad(&self.0.to_string())
     }
 }
 

@@ -501,7 +501,7 @@ impl Store for PostgresStore {
         // finds every node the first one created.
         lock_tree(&mut tx).await?;
         let mut out: Vec<ImportedNode> = Vec::with_capacity(nodes.len());
-        for node in nodes {
+        for (i, node) in nodes.iter().enumerate() {
             let parent_id = node.parent.map(|i| out[i].id);
             let existing: Option<Uuid> = sqlx::query_scalar(
                 "SELECT id FROM workspaces WHERE parent_id IS NOT DISTINCT FROM $1 AND name = $2 \
@@ -523,8 +523,11 @@ impl Store for PostgresStore {
                 parent_id,
                 ..node.workspace.clone()
             };
-            insert_workspace(&mut tx, node.id, &new, now).await?;
-            insert_token(&mut tx, node.id, node.token, now).await?;
+            // One microsecond apart: listings (oldest first) keep the
+            // template's order.
+            let at = now + chrono::Duration::microseconds(i as i64);
+            insert_workspace(&mut tx, node.id, &new, at).await?;
+            insert_token(&mut tx, node.id, node.token, at).await?;
             out.push(ImportedNode {
                 id: node.id,
                 parent_id,

@@ -499,7 +499,7 @@ impl Store for SqliteStore {
         let _w = self.write.lock().await;
         let mut tx = self.pool.begin().await?;
         let mut out: Vec<ImportedNode> = Vec::with_capacity(nodes.len());
-        for node in nodes {
+        for (i, node) in nodes.iter().enumerate() {
             let parent_id = node.parent.map(|i| out[i].id);
             // `IS` compares NULL equal to NULL: root nodes match roots.
             let existing: Option<String> = sqlx::query_scalar(
@@ -522,8 +522,11 @@ impl Store for SqliteStore {
                 parent_id,
                 ..node.workspace.clone()
             };
-            insert_workspace(&mut tx, node.id, &new, now).await?;
-            insert_token(&mut tx, node.id, node.token, now).await?;
+            // One microsecond apart: listings (oldest first) keep the
+            // template's order.
+            let at = now + chrono::Duration::microseconds(i as i64);
+            insert_workspace(&mut tx, node.id, &new, at).await?;
+            insert_token(&mut tx, node.id, node.token, at).await?;
             out.push(ImportedNode {
                 id: node.id,
                 parent_id,

@@ -117,15 +117,13 @@ async fn tree_fields_parent_children_filter_and_defaults(engine: Engine) {
         )
     );
     let (coder, created) = app
-        .create_json(json!({"name": "coder", "delivery_mode": "poll", "parent_id": lead.id,
-            "tier": 2, "runtime": "claude-code"}))
+        .create_json(
+            json!({"name": "coder", "delivery_mode": "poll", "parent_id": lead.id,
+            "tier": 2, "runtime": "claude-code"}),
+        )
         .await;
     assert_eq!(
-        (
-            &created["parent_id"],
-            &created["tier"],
-            &created["model"]
-        ),
+        (&created["parent_id"], &created["tier"], &created["model"]),
         (&json!(lead.id), &json!(2), &json!("sonnet"))
     );
     let writer = app.child("writer", Some(&lead)).await;
@@ -219,7 +217,12 @@ async fn default_tier_and_model_follow_the_configuration(engine: Engine) {
     let t = rows.iter().find(|w| w.name == "t").unwrap();
     let u = rows.iter().find(|w| w.name == "u").unwrap();
     assert_eq!(
-        (t.tier.get(), t.model.as_deref(), u.tier.get(), u.model.as_deref()),
+        (
+            t.tier.get(),
+            t.model.as_deref(),
+            u.tier.get(),
+            u.model.as_deref()
+        ),
         (1, Some("sonnet"), 1, Some("universal-x"))
     );
 }
@@ -319,7 +322,12 @@ async fn delete_with_live_children_is_409_unless_cascade(engine: Engine) {
         let row = app.store.get_workspace(ws.wid()).await.unwrap().unwrap();
         assert!(row.removed_at.is_some(), "{} kept, marked removed", ws.id);
         let (status, _) = app.get(&format!("/workspaces/{}", ws.id), &ws.token).await;
-        assert_eq!(status, StatusCode::UNAUTHORIZED, "token of {} revoked", ws.id);
+        assert_eq!(
+            status,
+            StatusCode::UNAUTHORIZED,
+            "token of {} revoked",
+            ws.id
+        );
     }
     let (status, body) = app.get("/workspaces", &app.admin_token).await;
     assert_eq!((status, body), (StatusCode::OK, json!([])));
@@ -339,9 +347,7 @@ async fn state_answers_exactly_as_specified(engine: Engine) {
     let ws = app.child("w", None).await;
     let other = app.child("other", None).await;
     let path = format!("/workspaces/{}/state", ws.id);
-    let live = |status: &str, paused: bool| {
-        json!({"workspace_id": ws.id, "status": status, "paused": paused, "deleted": false})
-    };
+    let live = |status: &str, paused: bool| json!({"workspace_id": ws.id, "status": status, "paused": paused, "deleted": false});
     assert_eq!(
         app.get(&path, &ws.token).await,
         (StatusCode::OK, live("offline", false))
@@ -371,7 +377,10 @@ async fn state_answers_exactly_as_specified(engine: Engine) {
         (StatusCode::OK, live("online", false))
     );
     // Another workspace's token: the same 401 as an unknown token.
-    assert_eq!(app.get(&path, &other.token).await.0, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        app.get(&path, &other.token).await.0,
+        StatusCode::UNAUTHORIZED
+    );
     assert_eq!(app.get(&path, "nope").await.0, StatusCode::UNAUTHORIZED);
 
     let (status, _) = app.delete(&format!("/workspaces/{}", ws.id)).await;
@@ -384,10 +393,15 @@ async fn state_answers_exactly_as_specified(engine: Engine) {
     }
     // The revoked token works nowhere else.
     assert_eq!(
-        app.get(&format!("/workspaces/{}", ws.id), &ws.token).await.0,
+        app.get(&format!("/workspaces/{}", ws.id), &ws.token)
+            .await
+            .0,
         StatusCode::UNAUTHORIZED
     );
-    assert_eq!(app.get(&path, &other.token).await.0, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        app.get(&path, &other.token).await.0,
+        StatusCode::UNAUTHORIZED
+    );
 
     // Forgotten after the retention: an ordinary 404.
     let later = molecule::domain::now() + chrono::Duration::days(8);
@@ -434,7 +448,10 @@ async fn pause_keeps_staging_and_restart_reaches_the_agent(engine: Engine) {
     );
     // Paused: messages are still staged, nothing refused.
     let (status, body) = app.send_text(&ws.id, "while paused").await;
-    assert_eq!((status, &body["queued"]), (StatusCode::ACCEPTED, &json!(true)));
+    assert_eq!(
+        (status, &body["queued"]),
+        (StatusCode::ACCEPTED, &json!(true))
+    );
     let (status, body) = app.lifecycle(&ws.id, "resume", &app.admin_token).await;
     assert_eq!(
         (status, &body["status"], &body["paused"]),
@@ -454,7 +471,10 @@ async fn pause_keeps_staging_and_restart_reaches_the_agent(engine: Engine) {
         (&json!("restart_requested"), &json!({"action": "restart"}))
     );
     let (status, inbox) = app.activity(&ws, "type=a2a_receive").await;
-    assert_eq!((status, inbox.as_array().unwrap().len()), (StatusCode::OK, 1));
+    assert_eq!(
+        (status, inbox.as_array().unwrap().len()),
+        (StatusCode::OK, 1)
+    );
 
     // Errors.
     for verb in ["pause", "resume", "restart"] {
@@ -489,12 +509,12 @@ async fn pause_keeps_staging_and_restart_reaches_the_agent(engine: Engine) {
     // Messages to a removed workspace are refused; its history is not.
     assert_eq!(app.send_text(&ws.id, "late").await.0, StatusCode::NOT_FOUND);
     let (status, history) = app
-        .get(
-            &format!("/workspaces/{}/activity", ws.id),
-            &app.admin_token,
-        )
+        .get(&format!("/workspaces/{}/activity", ws.id), &app.admin_token)
         .await;
-    assert_eq!((status, history.as_array().unwrap().len()), (StatusCode::OK, 2));
+    assert_eq!(
+        (status, history.as_array().unwrap().len()),
+        (StatusCode::OK, 2)
+    );
 }
 on_both_engines!(pause_keeps_staging_and_restart_reaches_the_agent);
 
@@ -508,9 +528,18 @@ async fn heartbeat_fields_are_validated_stored_and_shown(engine: Engine) {
     let (status, _) = app.post("/registry/heartbeat", &ws.token, &full).await;
     assert_eq!(status, StatusCode::OK);
     let bad = [
-        (json!({"active_tasks": -1}), "`active_tasks` must be between 0 and 10000"),
-        (json!({"error_rate": 1.5}), "`error_rate` must be between 0.0 and 1.0"),
-        (json!({"uptime_seconds": -3}), "`uptime_seconds` must not be negative"),
+        (
+            json!({"active_tasks": -1}),
+            "`active_tasks` must be between 0 and 10000",
+        ),
+        (
+            json!({"error_rate": 1.5}),
+            "`error_rate` must be between 0.0 and 1.0",
+        ),
+        (
+            json!({"uptime_seconds": -3}),
+            "`uptime_seconds` must not be negative",
+        ),
         (
             json!({"current_task": "x".repeat(1001)}),
             "`current_task` must be at most 1000 characters",
@@ -525,9 +554,7 @@ async fn heartbeat_fields_are_validated_stored_and_shown(engine: Engine) {
             "{msg}"
         );
     }
-    let (_, w) = app
-        .get(&format!("/workspaces/{}", ws.id), &ws.token)
-        .await;
+    let (_, w) = app.get(&format!("/workspaces/{}", ws.id), &ws.token).await;
     assert_eq!(
         (
             &w["current_task"],
@@ -555,9 +582,7 @@ async fn heartbeat_fields_are_validated_stored_and_shown(engine: Engine) {
         )
         .await;
     assert_eq!(status, StatusCode::OK);
-    let (_, w) = app
-        .get(&format!("/workspaces/{}", ws.id), &ws.token)
-        .await;
+    let (_, w) = app.get(&format!("/workspaces/{}", ws.id), &ws.token).await;
     assert_eq!(
         (&w["status"], &w["current_task"]),
         (&json!("failed"), &json!("writing"))
@@ -643,7 +668,10 @@ async fn delete_ends_an_open_long_poll_with_401(engine: Engine) {
             json!({"error": "missing or invalid bearer token"})
         )
     );
-    assert!(took < Duration::from_secs(10), "ended at once, took {took:?}");
+    assert!(
+        took < Duration::from_secs(10),
+        "ended at once, took {took:?}"
+    );
 }
 on_both_engines!(delete_ends_an_open_long_poll_with_401);
 
@@ -674,21 +702,46 @@ async fn import_twice_leaves_exactly_one_tree(engine: Engine) {
     let (status, first) = app.import("", "application/yaml", TEAM_YAML).await;
     assert_eq!(status, StatusCode::OK, "{first}");
     assert_eq!(
-        (&first["created"], &first["skipped"], &first["summary"], &first["dry_run"]),
-        (&json!(7), &json!(0), &json!("0 of 7 already existed, 7 created"), &json!(false))
+        (
+            &first["created"],
+            &first["skipped"],
+            &first["summary"],
+            &first["dry_run"]
+        ),
+        (
+            &json!(7),
+            &json!(0),
+            &json!("0 of 7 already existed, 7 created"),
+            &json!(false)
+        )
     );
     let entries = first["workspaces"].as_array().unwrap();
-    let names: Vec<&str> = entries.iter().map(|e| e["name"].as_str().unwrap()).collect();
+    let names: Vec<&str> = entries
+        .iter()
+        .map(|e| e["name"].as_str().unwrap())
+        .collect();
     assert_eq!(
         names,
-        ["lead", "analyst", "scraper", "summarizer", "writer", "editor", "ops"]
+        [
+            "lead",
+            "analyst",
+            "scraper",
+            "summarizer",
+            "writer",
+            "editor",
+            "ops"
+        ]
     );
     assert_eq!(
         (&entries[1]["parent_id"], &entries[0]["parent_id"]),
         (&entries[0]["id"], &Value::Null)
     );
     assert_eq!(
-        (&entries[2]["runtime"], &entries[4]["tier"], &entries[5]["tier"]),
+        (
+            &entries[2]["runtime"],
+            &entries[4]["tier"],
+            &entries[5]["tier"]
+        ),
         (&json!("external"), &json!(4), &json!(2))
     );
     // Every created workspace's token is returned once and works.
@@ -708,11 +761,20 @@ async fn import_twice_leaves_exactly_one_tree(engine: Engine) {
     assert_eq!(status, StatusCode::OK, "{second}");
     assert_eq!(
         (&second["created"], &second["skipped"], &second["summary"]),
-        (&json!(0), &json!(7), &json!("7 of 7 already existed, 0 created"))
+        (
+            &json!(0),
+            &json!(7),
+            &json!("7 of 7 already existed, 0 created")
+        )
     );
     for (a, b) in entries.iter().zip(second["workspaces"].as_array().unwrap()) {
         assert_eq!(
-            (&b["id"], &b["parent_id"], &b["skipped"], b.get("auth_token")),
+            (
+                &b["id"],
+                &b["parent_id"],
+                &b["skipped"],
+                b.get("auth_token")
+            ),
             (&a["id"], &a["parent_id"], &json!(true), None)
         );
     }
@@ -742,7 +804,12 @@ async fn import_backfills_a_partial_tree(engine: Engine) {
     let e = report["workspaces"].as_array().unwrap();
     assert_eq!(
         (&e[0]["id"], &e[0]["skipped"], &e[1]["id"], &e[1]["skipped"]),
-        (&json!(lead.id), &json!(true), &json!(analyst.id), &json!(true))
+        (
+            &json!(lead.id),
+            &json!(true),
+            &json!(analyst.id),
+            &json!(true)
+        )
     );
     assert_eq!(
         (&e[2]["parent_id"], &e[2]["created"]),
@@ -772,15 +839,24 @@ async fn dry_run_answers_the_same_and_writes_nothing(engine: Engine) {
     assert_eq!(status, StatusCode::OK, "{report}");
     assert_eq!(
         (&report["dry_run"], &report["summary"]),
-        (&json!(true), &json!("1 of 7 already existed, 6 would be created"))
+        (
+            &json!(true),
+            &json!("1 of 7 already existed, 6 would be created")
+        )
     );
     let e = report["workspaces"].as_array().unwrap();
-    assert_eq!((&e[0]["id"], &e[0]["skipped"]), (&json!(lead.id), &json!(true)));
+    assert_eq!(
+        (&e[0]["id"], &e[0]["skipped"]),
+        (&json!(lead.id), &json!(true))
+    );
     assert_eq!(
         (&e[1]["id"], &e[1]["parent_id"], &e[1]["created"]),
         (&Value::Null, &json!(lead.id), &json!(true))
     );
-    assert_eq!((&e[2]["id"], &e[2]["parent_id"]), (&Value::Null, &Value::Null));
+    assert_eq!(
+        (&e[2]["id"], &e[2]["parent_id"]),
+        (&Value::Null, &Value::Null)
+    );
     assert!(e.iter().all(|n| n.get("auth_token").is_none()));
     assert_eq!(app.live_rows().await.len(), 1);
 }
@@ -835,9 +911,7 @@ async fn bad_templates_are_refused_and_leave_nothing(engine: Engine) {
     let msg = body["error"].as_str().unwrap();
     assert!(msg.contains("line 1") && msg.contains("string"), "{msg}");
     let wide = json!({"workspaces": (0..1001).map(|i| json!({"name": format!("n{i}")})).collect::<Vec<_>>()});
-    let (status, body) = app
-        .import("", "application/json", &wide.to_string())
-        .await;
+    let (status, body) = app.import("", "application/json", &wide.to_string()).await;
     assert_eq!(
         (status, body),
         (
@@ -890,6 +964,120 @@ async fn bad_templates_are_refused_and_leave_nothing(engine: Engine) {
     )
     .await;
     assert_eq!(status, StatusCode::FORBIDDEN);
-    assert_eq!(app.live_rows().await.len(), 1, "only the workspace made here");
+    assert_eq!(
+        app.live_rows().await.len(),
+        1,
+        "only the workspace made here"
+    );
 }
 on_both_engines!(bad_templates_are_refused_and_leave_nothing);
+
+/// Runs the operator CLI (the real binary) against `app`; returns stdout.
+async fn cli(app: &TestApp, args: &[&str]) -> String {
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_molecule"))
+        .args(args)
+        .args(["--server", &app.address, "--admin-token", &app.admin_token])
+        .output()
+        .await
+        .expect("run the molecule CLI");
+    assert!(
+        out.status.success(),
+        "molecule {args:?} failed: {}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[tokio::test]
+async fn cli_imports_a_template_and_draws_the_tree() {
+    let app = spawn_app(Engine::Sqlite).await.unwrap();
+    let file = app.data_dir.path().join("team.yaml");
+    std::fs::write(&file, TEAM_YAML).unwrap();
+    let file = file.to_str().unwrap();
+    let dry = cli(&app, &["org", "import", file, "--dry-run"]).await;
+    assert!(
+        dry.contains("0 of 7 already existed, 7 would be created")
+            && dry.contains("dry run: nothing was written"),
+        "{dry}"
+    );
+    assert!(app.live_rows().await.is_empty());
+    let done = cli(&app, &["org", "import", file]).await;
+    assert!(done.contains("0 of 7 already existed, 7 created"), "{done}");
+    assert!(
+        done.contains("tokens of the created workspaces (shown this once):"),
+        "{done}"
+    );
+    assert_eq!(app.live_rows().await.len(), 7);
+    let again = cli(&app, &["org", "import", file]).await;
+    assert!(
+        again.contains("7 of 7 already existed, 0 created"),
+        "{again}"
+    );
+
+    let rows = app.live_rows().await;
+    let lead = rows.iter().find(|w| w.name == "lead").unwrap();
+    let child = cli(
+        &app,
+        &[
+            "workspace",
+            "create",
+            "--name",
+            "intern",
+            "--mode",
+            "poll",
+            "--parent",
+            &lead.id.to_string(),
+            "--tier",
+            "1",
+            "--runtime",
+            "claude-code",
+        ],
+    )
+    .await;
+    assert!(
+        child.contains("tier 1, runtime claude-code, model sonnet")
+            && child.contains(&format!("parent: {}", lead.id)),
+        "{child}"
+    );
+    let tree = cli(&app, &["workspace", "list"]).await;
+    let names: Vec<String> = tree
+        .lines()
+        .skip(1)
+        .map(|l| l.chars().skip(59).collect::<String>())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "lead",
+            "├─ analyst",
+            "│  ├─ scraper",
+            "│  └─ summarizer",
+            "├─ writer",
+            "│  └─ editor",
+            "└─ intern",
+            "ops"
+        ],
+        "{tree}"
+    );
+    let intern = app
+        .live_rows()
+        .await
+        .into_iter()
+        .find(|w| w.name == "intern")
+        .unwrap()
+        .id
+        .to_string();
+    let paused = cli(&app, &["workspace", "pause", &intern]).await;
+    assert!(paused.contains("paused; status paused"), "{paused}");
+    let resumed = cli(&app, &["workspace", "resume", &intern]).await;
+    assert!(resumed.contains("resumed; status offline"), "{resumed}");
+    let restarted = cli(&app, &["workspace", "restart", &intern]).await;
+    assert!(restarted.contains("asked to restart"), "{restarted}");
+    cli(
+        &app,
+        &["workspace", "delete", &lead.id.to_string(), "--cascade"],
+    )
+    .await;
+    assert_eq!(app.live_rows().await.len(), 1, "only `ops` is left");
+}
