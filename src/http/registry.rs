@@ -119,7 +119,7 @@ pub async fn register_workspace(
         Registered::Done(w) => {
             tracing::info!(workspace_id = %id, delivery_mode = %w.delivery_mode, bootstrap = minted.is_some(), "workspace registered");
             Ok(Json(RegisteredWorkspace {
-                workspace: WorkspaceView::load(&state, w).await?,
+                workspace: WorkspaceView::load(&state, *w).await?,
                 auth_token: minted.map(|t| t.expose().to_owned()),
             }))
         }

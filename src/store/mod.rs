@@ -187,8 +187,9 @@ pub struct ImportedNode {
 /// How a registration ended.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Registered {
-    /// The workspace was updated and marked online.
-    Done(Workspace),
+    /// The workspace was updated and marked online (boxed: a workspace
+    /// row is large next to the other outcomes).
+    Done(Box<Workspace>),
     /// No such workspace.
     NotFound,
     /// A token was to be minted, but the workspace already has a live one.

@@ -645,7 +645,7 @@ impl Store for PostgresStore {
         .fetch_one(&mut *tx)
         .await?;
         tx.commit().await?;
-        Ok(Registered::Done(workspace_from_row(&row)?))
+        Ok(Registered::Done(Box::new(workspace_from_row(&row)?)))
     }
 
     async fn heartbeat(

@@ -642,7 +642,7 @@ impl Store for SqliteStore {
         .fetch_one(&mut *tx)
         .await?;
         tx.commit().await?;
-        Ok(Registered::Done(workspace_from_row(&row)?))
+        Ok(Registered::Done(Box::new(workspace_from_row(&row)?)))
     }
 
     async fn heartbeat(
