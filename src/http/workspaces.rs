@@ -570,3 +570,69 @@ pub async fn get_workspace_connection(
         connection: Connection::new(&state.public_url, id, None),
     }))
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+    use std::sync::{Arc, Mutex};
+
+    use super::*;
+
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn lifecycle_events_are_json_lines_with_a_stable_event_field() {
+        let out = Captured::default();
+        let writer = out.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .json()
+            .flatten_event(true)
+            .with_writer(move || writer.clone())
+            .finish();
+        let (child, parent) = (WorkspaceId::new(), WorkspaceId::new());
+        tracing::subscriber::with_default(subscriber, || {
+            log_event("workspace.created", child, Some(parent));
+            log_event("workspace.removed", parent, None);
+        });
+        let text = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
+        let lines: Vec<Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(lines.len(), 2, "{text}");
+        let fields = |v: &Value| {
+            (
+                v["event"].as_str().unwrap().to_owned(),
+                v["workspace_id"].as_str().unwrap().to_owned(),
+                v["parent"].as_str().unwrap().to_owned(),
+            )
+        };
+        assert_eq!(
+            fields(&lines[0]),
+            (
+                "workspace.created".to_owned(),
+                child.to_string(),
+                parent.to_string()
+            )
+        );
+        assert_eq!(
+            fields(&lines[1]),
+            (
+                "workspace.removed".to_owned(),
+                parent.to_string(),
+                "none".to_owned()
+            )
+        );
+    }
+}
