@@ -331,6 +331,23 @@ async fn delete_with_live_children_is_409_unless_cascade(engine: Engine) {
     }
     let (status, body) = app.get("/workspaces", &app.admin_token).await;
     assert_eq!((status, body), (StatusCode::OK, json!([])));
+    // A removed workspace has no live token, but may not bootstrap one.
+    let (status, body) = TestApp::json(
+        app.client
+            .post(app.url("/registry/register"))
+            .json(&json!({"id": a.id, "delivery_mode": "poll"}))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(
+        (status, body),
+        (
+            StatusCode::NOT_FOUND,
+            json!({"error": "workspace not found"})
+        )
+    );
     let (status, _) = app.delete(&format!("/workspaces/{}", lead.id)).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     let (status, _) = app
