@@ -65,8 +65,8 @@ impl Application {
             .public_url
             .clone()
             .unwrap_or_else(|| default_public_url(local));
-        let bus = match store.pg_pool() {
-            Some(pool) => Bus::postgres(pool),
+        let bus = match store.notifier() {
+            Some(notifier) => Bus::shared(notifier),
             None => Bus::local(),
         };
         let metrics = Metrics::new();

@@ -9,8 +9,6 @@
 //! most one extra query (and a listener reconnect wakes everyone).
 
 use serde::{Deserialize, Serialize};
-use sqlx::postgres::PgListener;
-use sqlx::PgPool;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
@@ -18,6 +16,7 @@ use tokio::sync::{broadcast, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::domain::{FileId, WorkspaceId};
+use crate::store::Notifier;
 
 const CHANNEL: &str = "molecule_events";
 
@@ -123,7 +122,7 @@ impl Local {
 #[derive(Clone)]
 pub struct Bus {
     local: Arc<Local>,
-    pg: Option<PgPool>,
+    pg: Option<Notifier>,
 }
 
 impl Bus {
@@ -135,11 +134,12 @@ impl Bus {
         }
     }
 
-    /// A bus shared by every replica on `pool`. Call [`Bus::spawn_listener`].
-    pub fn postgres(pool: PgPool) -> Self {
+    /// A bus shared by every replica through `notifier`. Call
+    /// [`Bus::spawn_listener`].
+    pub fn shared(notifier: Notifier) -> Self {
         Self {
             local: Local::new(),
-            pg: Some(pool),
+            pg: Some(notifier),
         }
     }
 
@@ -171,16 +171,12 @@ impl Bus {
         if events.is_empty() {
             return;
         }
-        if let Some(pool) = &self.pg {
+        if let Some(notifier) = &self.pg {
             let payloads: Vec<String> = events
                 .iter()
                 .map(|e| serde_json::to_string(e).expect("BUG: events always serialize"))
                 .collect();
-            let sent = sqlx::query("SELECT pg_notify($1, e) FROM unnest($2::text[]) AS e")
-                .bind(CHANNEL)
-                .bind(&payloads)
-                .execute(pool)
-                .await;
+            let sent = notifier.notify(CHANNEL, &payloads).await;
             match sent {
                 // Our own listener hears them and re-broadcasts them here.
                 Ok(_) => return,
@@ -197,19 +193,18 @@ impl Bus {
         &self,
         shutdown: CancellationToken,
     ) -> Option<tokio::task::JoinHandle<()>> {
-        let pool = self.pg.clone()?;
+        let notifier = self.pg.clone()?;
         let local = self.local.clone();
         Some(tokio::spawn(async move {
             loop {
                 let listened = async {
-                    let mut listener = PgListener::connect_with(&pool).await?;
-                    listener.listen(CHANNEL).await?;
+                    let mut listener = notifier.listen(CHANNEL).await?;
                     // Anything committed while we were not listening is
                     // found by a re-read.
                     local.deliver(Event::Resync);
                     loop {
-                        let n = listener.recv().await?;
-                        match serde_json::from_str::<Event>(n.payload()) {
+                        let payload = listener.recv().await?;
+                        match serde_json::from_str::<Event>(&payload) {
                             Ok(event) => {
                                 local.deliver(event);
                             }
@@ -219,7 +214,7 @@ impl Bus {
                         }
                     }
                     #[allow(unreachable_code)]
-                    Ok::<(), sqlx::Error>(())
+                    Ok::<(), crate::store::StoreError>(())
                 };
                 tokio::select! {
                     _ = shutdown.cancelled() => return,

@@ -22,7 +22,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use sqlx::Connection;
 use tokio_util::sync::CancellationToken;
 
 use crate::blob::BlobStore;
@@ -32,8 +31,6 @@ use crate::store::{Store, StoreError, SweepReason};
 
 /// Rows per batch: one short transaction each.
 pub const BATCH: i64 = 500;
-/// Advisory-lock key of the sweep (`molsweep` in ASCII).
-const SWEEP_LOCK_KEY: i64 = 0x6d6f_6c73_7765_6570;
 
 /// Retention settings of the sweep.
 #[derive(Debug, Clone, Copy)]
@@ -80,9 +77,6 @@ pub enum SweepError {
     /// Listing the blob store failed.
     #[error("sweep failed to list the blob store")]
     Blob(#[from] crate::blob::BlobError),
-    /// Taking the advisory lock failed.
-    #[error("sweep failed to take its lock")]
-    Lock(#[from] sqlx::Error),
 }
 
 /// Runs sweep passes.
@@ -115,36 +109,16 @@ impl Sweeper {
 
     /// One pass as of `now`.
     pub async fn sweep_once(&self, now: DateTime<Utc>) -> Result<SweepOutcome, SweepError> {
-        // On PostgreSQL, hold a session-level advisory lock on one
-        // connection for the whole pass; a replica that cannot take it
-        // skips its pass.
-        let mut lock_conn = match self.store.pg_pool() {
-            Some(pool) => {
-                let mut conn = pool.acquire().await?.detach();
-                let got: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
-                    .bind(SWEEP_LOCK_KEY)
-                    .fetch_one(&mut conn)
-                    .await?;
-                if !got {
-                    let _ = conn.close().await;
-                    return Ok(SweepOutcome {
-                        skipped: true,
-                        ..SweepOutcome::default()
-                    });
-                }
-                Some(conn)
-            }
-            None => None,
+        // On PostgreSQL, one replica at a time sweeps (a session-level
+        // advisory lock held for the whole pass); the others skip.
+        let Some(lock) = self.store.try_sweep_lock().await? else {
+            return Ok(SweepOutcome {
+                skipped: true,
+                ..SweepOutcome::default()
+            });
         };
         let result = self.pass(now).await;
-        if let Some(mut conn) = lock_conn.take() {
-            // Closing the session releases the lock even if the unlock fails.
-            let _ = sqlx::query("SELECT pg_advisory_unlock($1)")
-                .bind(SWEEP_LOCK_KEY)
-                .execute(&mut conn)
-                .await;
-            let _ = conn.close().await;
-        }
+        lock.release().await;
         result
     }
 

@@ -148,9 +148,6 @@ impl IntoResponse for Error {
 impl From<StoreError> for Error {
     fn from(e: StoreError) -> Self {
         match e {
-            StoreError::Database(
-                sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed,
-            ) => Error::Unavailable(anyhow::Error::new(e)),
             StoreError::UnknownParent(parent) => Error::Unprocessable(format!(
                 "parent workspace {parent} does not exist (or was removed)"
             )),
@@ -162,7 +159,11 @@ impl From<StoreError> for Error {
                     .collect::<Vec<_>>()
                     .join(" → ")
             )),
-            other => Error::Internal(anyhow::Error::new(other)),
+            // Unreachable, disk full, I/O failure: the write was not
+            // committed, and a retry may succeed — a 503, never a 500 or a
+            // success.
+            e if e.is_unavailable() => Error::Unavailable(anyhow::Error::new(e)),
+            e => Error::Internal(anyhow::Error::new(e)),
         }
     }
 }

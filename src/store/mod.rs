@@ -4,8 +4,46 @@
 //! (the embedded default) and PostgreSQL (production, several replicas).
 //! Every method is one statement or one transaction. The contract test
 //! suite in `tests/api/store_contract.rs` runs against both engines.
+//!
+//! # Where things live
+//!
+//! - `mod.rs` (here): the trait, its row types, [`StoreError`].
+//! - `sql.rs`: [`SqlStore<DB>`], and every query both engines share,
+//!   written ONCE in its `portable_store!` macro, which stamps the same
+//!   text onto `SqlStore<Sqlite>` and `SqlStore<Postgres>`.
+//! - `sqlite.rs` / `postgres.rs`: only what differs in meaning — how each
+//!   engine encodes our types (sqlx `Type/Encode/Decode` for the id types
+//!   and [`Ts`](sql::Ts): text and integer microseconds on SQLite, `uuid`
+//!   and `timestamptz` on PostgreSQL), connecting, migrations, the
+//!   activity-id lock, the row lock of a workspace, the two sweeps, the
+//!   key-list match (`json_each` vs `ANY`); and on PostgreSQL the
+//!   mechanisms replicas share (the sweep's advisory lock as a
+//!   [`SweepLock`], `LISTEN/NOTIFY` as a [`Notifier`]).
+//!
+//! # How to add a query
+//!
+//! 1. Declare the method on [`Store`] with a `///` contract.
+//! 2. Write it once in `portable_store!` in `sql.rs`: `$1, $2…`
+//!    placeholders, bind ids as the domain types (`WorkspaceId`, `FileId`),
+//!    times as `Ts(t)`, JSON as `Json(&v)`; read rows into a
+//!    `#[derive(sqlx::FromRow)]` struct made of those types. Portable SQL
+//!    only: `CAST(x AS TEXT)`, not `x::text`; `FILTER`, `RETURNING`,
+//!    `COALESCE` work on both.
+//! 3. A write takes `let _w = self.writer().await;` first (SQLite's
+//!    one-writer lock; a no-op on PostgreSQL), runs inside
+//!    `self.pool.begin()` and ends with `tx.commit().await?`, so nothing
+//!    is answered before it is durable.
+//! 4. Only when the engines must differ in meaning (locking, claiming,
+//!    arrays) call an inherent method by name and write it in both engine
+//!    files, each saying why.
+//! 5. Add a case to the contract suite; it runs on both engines.
+//!
+//! A new table needs a migration per engine; store timestamps as integer
+//! microseconds on SQLite and `timestamptz` on PostgreSQL, ids as text and
+//! `uuid`, so the existing encodings apply unchanged.
 
 mod postgres;
+mod sql;
 mod sqlite;
 
 use std::sync::Arc;
@@ -16,7 +54,8 @@ use serde_json::Value;
 
 use crate::domain::{DeliveryMode, FileId, HeartbeatReport, Tier, TokenHash, WorkspaceId};
 
-pub use postgres::PostgresStore;
+pub use postgres::{Listener, Notifier, PostgresStore};
+pub use sql::{BetweenReads, SqlStore};
 pub use sqlite::SqliteStore;
 
 /// Size of one chunk of a blob kept in the database.
@@ -44,6 +83,45 @@ pub enum StoreError {
     /// runs from the workspace up to itself.
     #[error("a workspace cannot be its own ancestor")]
     Cycle(Vec<WorkspaceId>),
+}
+
+impl StoreError {
+    /// True when the database cannot take the request right now — it is
+    /// unreachable, its disk is full, or its storage failed — as opposed to
+    /// a bug or a refused statement. Such errors answer 503, and the write
+    /// they interrupted was not committed.
+    pub fn is_unavailable(&self) -> bool {
+        let StoreError::Database(e) = self else {
+            return false;
+        };
+        match e {
+            sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::Io(_)
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::WorkerCrashed => true,
+            sqlx::Error::Database(db) => {
+                if let Some(e) = db.try_downcast_ref::<sqlx::sqlite::SqliteError>() {
+                    // Primary result codes (the low byte of the extended
+                    // code): BUSY, LOCKED, IOERR, FULL, CANTOPEN.
+                    let code: i32 = sqlx::error::DatabaseError::code(e)
+                        .and_then(|c| c.parse().ok())
+                        .unwrap_or(0);
+                    matches!(code & 0xff, 5 | 6 | 10 | 13 | 14)
+                } else if let Some(e) = db.try_downcast_ref::<sqlx::postgres::PgDatabaseError>() {
+                    // SQLSTATE classes: 08 connection exception, 53
+                    // insufficient resources (disk full, out of memory, too
+                    // many connections), 57P administrator shutdown /
+                    // cannot connect now.
+                    let code = e.code();
+                    code.starts_with("08") || code.starts_with("53") || code.starts_with("57P")
+                } else {
+                    false
+                }
+            }
+            _ => false,
+        }
+    }
 }
 
 /// Result of store operations.
@@ -355,16 +433,33 @@ pub struct SweptUpload {
     pub reason: SweepReason,
 }
 
+/// Held while a sweep pass runs; see [`Store::try_sweep_lock`].
+pub struct SweepLock(Option<postgres::PgSessionLock>);
+
+impl SweepLock {
+    /// The lock of a store only one process uses: nothing to hold.
+    fn local() -> Self {
+        Self(None)
+    }
+
+    /// Ends the pass: other replicas may sweep again.
+    pub async fn release(self) {
+        if let Some(lock) = self.0 {
+            lock.release().await;
+        }
+    }
+}
+
 /// The metadata store. Both engines implement it; see the module docs.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     /// `sqlite` or `postgres`.
     fn engine(&self) -> &'static str;
-    /// The PostgreSQL pool, when this is the PostgreSQL engine (for
-    /// LISTEN/NOTIFY and advisory locks).
-    fn pg_pool(&self) -> Option<sqlx::PgPool> {
-        None
-    }
+    /// The right to run a sweep pass: `None` while another replica runs
+    /// one. Release it when the pass ends.
+    async fn try_sweep_lock(&self) -> StoreResult<Option<SweepLock>>;
+    /// Cross-replica event delivery, when the engine has it (PostgreSQL).
+    fn notifier(&self) -> Option<Notifier>;
     /// Applies the embedded migrations.
     async fn migrate(&self) -> StoreResult<()>;
     /// Answers when the database does.

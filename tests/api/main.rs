@@ -4,8 +4,11 @@
 
 mod helpers;
 
+mod activity_cursor;
 mod blob_contract;
 mod connect_e2e;
+mod db_down;
+mod disk_full;
 mod inbox;
 mod pending;
 mod replicas;

@@ -1,0 +1,1208 @@
+//! The portable half of the store: every query both engines share, written
+//! once.
+//!
+//! [`SqlStore<DB>`] is one struct over an sqlx database (`Sqlite` or
+//! `Postgres`). The [`Store`] methods below are written once, in
+//! [`portable_store!`], with `$N` placeholders (which sqlx-sqlite accepts
+//! too) and with the values bound as types whose encoding each engine
+//! decides in its own file: [`Ts`] for timestamps, the domain id types,
+//! `Json<Value>` for JSON. The macro stamps that one text onto
+//! `SqlStore<Sqlite>` and `SqlStore<Postgres>`, so each expansion is
+//! type-checked against a concrete engine; what it calls by name
+//! (`migrate_engine`, `lock_activity_ids`, the sweeps, …) is the short list
+//! of inherent methods each engine file defines, the only places the
+//! engines differ in meaning.
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use sqlx::types::Json;
+use sqlx::{Database, Pool};
+use tokio::sync::{Mutex, MutexGuard};
+
+use super::*;
+use crate::domain::{DeliveryMode, FileId, HeartbeatReport, Tier, WorkspaceId};
+
+/// A timestamp as the store binds and reads it: integer microseconds on
+/// SQLite (exact comparisons, the 0001 schema), `timestamptz` on
+/// PostgreSQL. The encodings live in the engine files.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Ts(pub DateTime<Utc>);
+
+/// The metadata store over one sqlx engine. See the module docs.
+pub struct SqlStore<DB: Database> {
+    pub(super) pool: Pool<DB>,
+    /// SQLite only: one writer at a time, queued in the process (instead of
+    /// `SQLITE_BUSY`), which also hands out activity ids in commit order.
+    /// PostgreSQL has row locks and advisory locks instead, so `None`.
+    pub(super) write: Option<Mutex<()>>,
+    /// Test hook: runs between the two reads of `list_activity`.
+    pub(super) between_reads: BetweenReads,
+}
+
+type Hook = Box<dyn FnOnce() -> futures::future::BoxFuture<'static, ()> + Send>;
+
+/// A test hook run once between the two reads of `list_activity`, so a
+/// test can commit a sweep exactly there (the reads are microseconds
+/// apart; no real interleaving can be forced from outside).
+#[doc(hidden)]
+#[derive(Clone, Default)]
+pub struct BetweenReads(Arc<std::sync::Mutex<(Option<Hook>, bool)>>);
+
+impl BetweenReads {
+    /// Runs `hook` at the next `list_activity`, between its reads.
+    pub fn set(
+        &self,
+        hook: impl FnOnce() -> futures::future::BoxFuture<'static, ()> + Send + 'static,
+    ) {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).0 = Some(Box::new(hook));
+    }
+
+    /// Whether the hook has run.
+    pub fn ran(&self) -> bool {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).1
+    }
+
+    async fn run(&self) {
+        let hook = self.0.lock().unwrap_or_else(|e| e.into_inner()).0.take();
+        if let Some(hook) = hook {
+            hook().await;
+            self.0.lock().unwrap_or_else(|e| e.into_inner()).1 = true;
+        }
+    }
+}
+
+impl<DB: Database> SqlStore<DB> {
+    /// The engine's write lock, when it has one; hold it across a write.
+    pub(super) async fn writer(&self) -> Option<MutexGuard<'_, ()>> {
+        match &self.write {
+            Some(lock) => Some(lock.lock().await),
+            None => None,
+        }
+    }
+
+    /// The underlying pool.
+    pub fn pool(&self) -> &Pool<DB> {
+        &self.pool
+    }
+
+    /// The test hook of `list_activity`; see [`BetweenReads`].
+    #[doc(hidden)]
+    pub fn between_activity_reads(&self) -> BetweenReads {
+        self.between_reads.clone()
+    }
+}
+
+/// `workspaces` as read (`SELECT *`; extra columns are ignored).
+#[derive(sqlx::FromRow)]
+pub(super) struct WorkspaceRow {
+    id: WorkspaceId,
+    name: String,
+    delivery_mode: String,
+    url: Option<String>,
+    agent_card: Option<Json<Value>>,
+    created_at: Ts,
+    updated_at: Ts,
+    last_heartbeat_at: Option<Ts>,
+    parent_id: Option<WorkspaceId>,
+    collapsed: bool,
+    tier: i16,
+    runtime: String,
+    model: Option<String>,
+    paused_at: Option<Ts>,
+    removed_at: Option<Ts>,
+    current_task: Option<String>,
+    active_tasks: i32,
+    error_rate: Option<f64>,
+    sample_error: Option<String>,
+    uptime_seconds: Option<i64>,
+}
+
+impl TryFrom<WorkspaceRow> for Workspace {
+    type Error = StoreError;
+    fn try_from(r: WorkspaceRow) -> StoreResult<Self> {
+        Ok(Workspace {
+            id: r.id,
+            name: r.name,
+            delivery_mode: r
+                .delivery_mode
+                .parse::<DeliveryMode>()
+                .map_err(|e| StoreError::Corrupt(e.to_string()))?,
+            url: r.url,
+            agent_card: r.agent_card.map(|j| j.0),
+            created_at: r.created_at.0,
+            updated_at: r.updated_at.0,
+            last_heartbeat_at: r.last_heartbeat_at.map(|t| t.0),
+            parent_id: r.parent_id,
+            collapsed: r.collapsed,
+            tier: Tier::new(r.tier.into()).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+            runtime: r.runtime,
+            model: r.model,
+            paused_at: r.paused_at.map(|t| t.0),
+            removed_at: r.removed_at.map(|t| t.0),
+            report: HeartbeatReport {
+                current_task: r.current_task,
+                active_tasks: Some(r.active_tasks.into()),
+                error_rate: r.error_rate,
+                sample_error: r.sample_error,
+                uptime_seconds: r.uptime_seconds,
+            },
+        })
+    }
+}
+
+/// `activity_logs` as read, in [`ACTIVITY_COLUMNS`].
+#[derive(sqlx::FromRow)]
+pub(super) struct ActivityRow {
+    id: i64,
+    workspace_id: WorkspaceId,
+    activity_type: String,
+    method: Option<String>,
+    source_id: Option<String>,
+    target_id: Option<String>,
+    summary: Option<String>,
+    request_body: Option<Json<Value>>,
+    response_body: Option<Json<Value>>,
+    status: Option<String>,
+    error_detail: Option<String>,
+    data: Option<Json<Value>>,
+    created_at: Ts,
+}
+
+impl From<ActivityRow> for Activity {
+    fn from(r: ActivityRow) -> Self {
+        Activity {
+            id: r.id,
+            workspace_id: r.workspace_id,
+            row: NewActivity {
+                activity_type: r.activity_type,
+                method: r.method,
+                source_id: r.source_id,
+                target_id: r.target_id,
+                summary: r.summary,
+                request_body: r.request_body.map(|j| j.0),
+                response_body: r.response_body.map(|j| j.0),
+                status: r.status,
+                error_detail: r.error_detail,
+                data: r.data.map(|j| j.0),
+            },
+            created_at: r.created_at.0,
+        }
+    }
+}
+
+/// `pending_uploads` as read, in [`UPLOAD_COLUMNS`].
+#[derive(sqlx::FromRow)]
+pub(super) struct UploadRow {
+    file_id: FileId,
+    workspace_id: WorkspaceId,
+    blob_key: String,
+    size_bytes: i64,
+    sha256: String,
+    filename: String,
+    mimetype: String,
+    created_at: Ts,
+    fetched_at: Option<Ts>,
+    acked_at: Option<Ts>,
+    expires_at: Ts,
+}
+
+impl From<UploadRow> for PendingUpload {
+    fn from(r: UploadRow) -> Self {
+        PendingUpload {
+            file_id: r.file_id,
+            workspace_id: r.workspace_id,
+            blob_key: r.blob_key,
+            size: r.size_bytes,
+            sha256: r.sha256,
+            filename: r.filename,
+            mimetype: r.mimetype,
+            created_at: r.created_at.0,
+            fetched_at: r.fetched_at.map(|t| t.0),
+            acked_at: r.acked_at.map(|t| t.0),
+            expires_at: r.expires_at.0,
+        }
+    }
+}
+
+/// A row the upload sweep deleted, as both engines' sweeps return it.
+#[derive(sqlx::FromRow)]
+pub(super) struct SweptRow {
+    file_id: FileId,
+    workspace_id: WorkspaceId,
+    blob_key: String,
+    was_acked: bool,
+}
+
+impl From<SweptRow> for SweptUpload {
+    fn from(r: SweptRow) -> Self {
+        SweptUpload {
+            file_id: r.file_id,
+            workspace_id: r.workspace_id,
+            blob_key: r.blob_key,
+            reason: if r.was_acked {
+                SweepReason::Acked
+            } else {
+                SweepReason::Expired
+            },
+        }
+    }
+}
+
+/// `upload_stats` as read.
+#[derive(sqlx::FromRow)]
+pub(super) struct StatsRow {
+    pending: i64,
+    fetched_not_acked: i64,
+    acked: i64,
+    expired: i64,
+    bytes_pending: i64,
+    oldest: Option<Ts>,
+}
+
+pub(super) const UPLOAD_COLUMNS: &str = "file_id, workspace_id, blob_key, size_bytes, sha256, \
+     filename, mimetype, created_at, fetched_at, acked_at, expires_at";
+
+/// The one predicate for "this workspace's file, still deliverable": fetch,
+/// read and ack all use it, so absent, acked, expired and foreign files are
+/// the same miss everywhere. Binds the file id, the workspace id and now.
+pub(super) const LIVE_FILE: &str =
+    "file_id = $1 AND workspace_id = $2 AND acked_at IS NULL AND expires_at > $3";
+
+pub(super) const ACTIVITY_COLUMNS: &str = "id, workspace_id, activity_type, method, source_id, \
+     target_id, summary, request_body, response_body, status, error_detail, data, created_at";
+
+/// Writes the [`Store`] implementation for `SqlStore<$db>`: the portable
+/// methods here, the per-engine ones delegated by name to the engine file.
+macro_rules! portable_store {
+    ($db:ty, $engine:literal) => {
+        impl SqlStore<$db> {
+            /// Stamps `column` (`fetched_at`, `acked_at`) on a live file of
+            /// this workspace, committed, and returns the row it stamped.
+            async fn stamp_live_file(
+                &self,
+                column: &str,
+                workspace_id: WorkspaceId,
+                file_id: FileId,
+                now: DateTime<Utc>,
+            ) -> StoreResult<Option<UploadRow>> {
+                let _w = self.writer().await;
+                let mut tx = self.pool.begin().await?;
+                let sql = format!(
+                    "UPDATE pending_uploads SET {column} = $3 WHERE {LIVE_FILE} \
+                     RETURNING {UPLOAD_COLUMNS}"
+                );
+                let row = sqlx::query_as(&sql)
+                    .bind(file_id)
+                    .bind(workspace_id)
+                    .bind(Ts(now))
+                    .fetch_all(&mut *tx)
+                    .await?
+                    .pop();
+                tx.commit().await?;
+                Ok(row)
+            }
+
+            /// Whether the workspace exists and is live (a removed one
+            /// neither rotates nor registers), locked until commit
+            /// ([`Self::ROW_LOCK`]) so what the transaction does next is
+            /// atomic with this check.
+            async fn lock_workspace(
+                conn: &mut <$db as sqlx::Database>::Connection,
+                id: WorkspaceId,
+            ) -> StoreResult<bool> {
+                let sql = format!(
+                    "SELECT 1 FROM workspaces WHERE id = $1 AND removed_at IS NULL{}",
+                    Self::ROW_LOCK
+                );
+                let found = sqlx::query(&sql).bind(id).fetch_optional(conn).await?;
+                Ok(found.is_some())
+            }
+
+            /// Inserts a workspace row, inside the caller's transaction.
+            async fn insert_workspace(
+                conn: &mut <$db as sqlx::Database>::Connection,
+                id: WorkspaceId,
+                new: &NewWorkspace,
+                now: DateTime<Utc>,
+            ) -> StoreResult<WorkspaceRow> {
+                sqlx::query_as(
+                    "INSERT INTO workspaces (id, name, delivery_mode, url, parent_id, tier, \
+                     runtime, model, created_at, updated_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9) RETURNING *",
+                )
+                .bind(id)
+                .bind(&new.name)
+                .bind(new.delivery_mode.as_str())
+                .bind(&new.url)
+                .bind(new.parent_id)
+                .bind(new.tier.get() as i16)
+                .bind(&new.runtime)
+                .bind(&new.model)
+                .bind(Ts(now))
+                .fetch_all(conn)
+                .await?
+                .pop()
+                .ok_or_else(|| StoreError::Corrupt("INSERT returned no row".into()))
+            }
+
+            /// Fails unless `parent` is a live workspace.
+            async fn require_live_parent(
+                conn: &mut <$db as sqlx::Database>::Connection,
+                parent: WorkspaceId,
+            ) -> StoreResult<()> {
+                let live = sqlx::query("SELECT 1 FROM workspaces WHERE id = $1 AND removed_at IS NULL")
+                    .bind(parent)
+                    .fetch_optional(conn)
+                    .await?
+                    .is_some();
+                if live {
+                    Ok(())
+                } else {
+                    Err(StoreError::UnknownParent(parent))
+                }
+            }
+
+            /// Fails when making `parent` the parent of `id` would make
+            /// `id` its own ancestor; the error carries the chain.
+            async fn refuse_cycle(
+                conn: &mut <$db as sqlx::Database>::Connection,
+                id: WorkspaceId,
+                parent: WorkspaceId,
+            ) -> StoreResult<()> {
+                // Bounded, so even a corrupt (cyclic) table cannot make
+                // this recurse forever.
+                let chain: Vec<WorkspaceId> = sqlx::query_scalar(
+                    "WITH RECURSIVE up(id, parent_id, depth) AS ( \
+                       SELECT id, parent_id, 0 FROM workspaces WHERE id = $1 \
+                       UNION ALL \
+                       SELECT w.id, w.parent_id, up.depth + 1 FROM workspaces w \
+                       JOIN up ON w.id = up.parent_id WHERE up.depth < 10000 \
+                     ) SELECT id FROM up ORDER BY depth",
+                )
+                .bind(parent)
+                .fetch_all(conn)
+                .await?;
+                match chain.iter().position(|a| *a == id) {
+                    Some(at) => {
+                        let mut cycle = vec![id];
+                        cycle.extend_from_slice(&chain[..=at]);
+                        Err(StoreError::Cycle(cycle))
+                    }
+                    None => Ok(()),
+                }
+            }
+
+            /// Inserts a live token for a workspace, inside the caller's
+            /// transaction.
+            async fn insert_token(
+                conn: &mut <$db as sqlx::Database>::Connection,
+                id: WorkspaceId,
+                token: TokenHash,
+                now: DateTime<Utc>,
+            ) -> StoreResult<()> {
+                sqlx::query(
+                    "INSERT INTO workspace_auth_tokens (token_hash, workspace_id, created_at) \
+                     VALUES ($1, $2, $3)",
+                )
+                .bind(&token.0[..])
+                .bind(id)
+                .bind(Ts(now))
+                .execute(conn)
+                .await?;
+                Ok(())
+            }
+
+            /// Inserts one activity row inside the caller's transaction,
+            /// after taking the engine's per-workspace id lock.
+            async fn insert_activity_in(
+                conn: &mut <$db as sqlx::Database>::Connection,
+                workspace_id: WorkspaceId,
+                row: &NewActivity,
+                now: DateTime<Utc>,
+            ) -> StoreResult<Activity> {
+                Self::lock_activity_ids(&mut *conn, workspace_id).await?;
+                let sql = format!(
+                    "INSERT INTO activity_logs (workspace_id, activity_type, method, source_id, \
+                     target_id, summary, request_body, response_body, status, error_detail, \
+                     data, created_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) \
+                     RETURNING {ACTIVITY_COLUMNS}"
+                );
+                let inserted: ActivityRow = sqlx::query_as(&sql)
+                    .bind(workspace_id)
+                    .bind(&row.activity_type)
+                    .bind(&row.method)
+                    .bind(&row.source_id)
+                    .bind(&row.target_id)
+                    .bind(&row.summary)
+                    .bind(row.request_body.as_ref().map(Json))
+                    .bind(row.response_body.as_ref().map(Json))
+                    .bind(&row.status)
+                    .bind(&row.error_detail)
+                    .bind(row.data.as_ref().map(Json))
+                    .bind(Ts(now))
+                    .fetch_all(&mut *conn)
+                    .await?
+                    .pop()
+                    .ok_or_else(|| StoreError::Corrupt("INSERT returned no row".into()))?;
+                Ok(inserted.into())
+            }
+        }
+
+        #[async_trait]
+        impl Store for SqlStore<$db> {
+            fn engine(&self) -> &'static str {
+                $engine
+            }
+
+            async fn migrate(&self) -> StoreResult<()> {
+                let _w = self.writer().await;
+                self.migrate_engine().await
+            }
+
+            async fn ping(&self) -> StoreResult<()> {
+                sqlx::query("SELECT 1").execute(&self.pool).await?;
+                Ok(())
+            }
+
+            async fn close(&self) {
+                self.pool.close().await;
+            }
+
+            async fn try_sweep_lock(&self) -> StoreResult<Option<SweepLock>> {
+                self.try_sweep_lock_engine().await
+            }
+
+            fn notifier(&self) -> Option<Notifier> {
+                self.notifier_engine()
+            }
+
+            #[tracing::instrument(skip_all, fields(workspace_id = %id))]
+            async fn create_workspace(
+                &self,
+                id: WorkspaceId,
+                new: &NewWorkspace,
+                token: TokenHash,
+                now: DateTime<Utc>,
+            ) -> StoreResult<Workspace> {
+                let _w = self.writer().await;
+                let mut tx = self.pool.begin().await?;
+                if let Some(parent) = new.parent_id {
+                    Self::lock_tree(&mut tx).await?;
+                    Self::require_live_parent(&mut tx, parent).await?;
+                }
+                let row = Self::insert_workspace(&mut tx, id, new, now).await?;
+                Self::insert_token(&mut tx, id, token, now).await?;
+                tx.commit().await?;
+                row.try_into()
+            }
+
+            async fn get_workspace(&self, id: WorkspaceId) -> StoreResult<Option<Workspace>> {
+                let row: Option<WorkspaceRow> =
+                    sqlx::query_as("SELECT * FROM workspaces WHERE id = $1")
+                        .bind(id)
+                        .fetch_optional(&self.pool)
+                        .await?;
+                row.map(TryInto::try_into).transpose()
+            }
+
+            async fn list_workspaces(&self) -> StoreResult<Vec<Workspace>> {
+                let rows: Vec<WorkspaceRow> =
+                    sqlx::query_as(
+                        "SELECT * FROM workspaces WHERE removed_at IS NULL ORDER BY created_at, id",
+                    )
+                        .fetch_all(&self.pool)
+                        .await?;
+                rows.into_iter().map(TryInto::try_into).collect()
+            }
+
+            #[tracing::instrument(skip_all, fields(workspace_id = %id))]
+            async fn update_workspace(
+                &self,
+                id: WorkspaceId,
+                update: &UpdateWorkspace,
+                now: DateTime<Utc>,
+            ) -> StoreResult<Option<Workspace>> {
+                let _w = self.writer().await;
+                let mut tx = self.pool.begin().await?;
+                if let Some(Some(parent)) = update.parent_id {
+                    Self::lock_tree(&mut tx).await?;
+                    Self::require_live_parent(&mut tx, parent).await?;
+                    Self::refuse_cycle(&mut tx, id, parent).await?;
+                }
+                let row: Option<WorkspaceRow> = sqlx::query_as(
+                    "UPDATE workspaces SET \
+                       name = COALESCE($2, name), \
+                       delivery_mode = COALESCE($3, delivery_mode), \
+                       url = CASE WHEN $4 THEN $5 ELSE url END, \
+                       agent_card = COALESCE($6, agent_card), \
+                       parent_id = CASE WHEN $8 THEN $9 ELSE parent_id END, \
+                       collapsed = COALESCE($10, collapsed), \
+                       tier = COALESCE($11, tier), \
+                       runtime = COALESCE($12, runtime), \
+                       model = COALESCE($13, model), \
+                       updated_at = $7 \
+                     WHERE id = $1 AND removed_at IS NULL RETURNING *",
+                )
+                .bind(id)
+                .bind(&update.name)
+                .bind(update.delivery_mode.map(DeliveryMode::as_str))
+                .bind(update.url.is_some())
+                .bind(update.url.clone().flatten())
+                .bind(update.agent_card.as_ref().map(Json))
+                .bind(Ts(now))
+                .bind(update.parent_id.is_some())
+                .bind(update.parent_id.flatten())
+                .bind(update.collapsed)
+                .bind(update.tier.map(|t| t.get() as i16))
+                .bind(&update.runtime)
+                .bind(&update.model)
+                .fetch_all(&mut *tx)
+                .await?
+                .pop();
+                tx.commit().await?;
+                row.map(TryInto::try_into).transpose()
+            }
+
+            #[tracing::instrument(skip_all, fields(workspace_id = %id, cascade))]
+            async fn remove_workspace(
+                &self,
+                id: WorkspaceId,
+                cascade: bool,
+                now: DateTime<Utc>,
+            ) -> StoreResult<Removal> {
+                let _w = self.writer().await;
+                let mut tx = self.pool.begin().await?;
+                Self::lock_tree(&mut tx).await?;
+                if !Self::lock_workspace(&mut tx, id).await? {
+                    return Ok(Removal::NotFound);
+                }
+                let children: i64 = sqlx::query_scalar(
+                    "SELECT count(*) FROM workspaces WHERE parent_id = $1 AND removed_at IS NULL",
+                )
+                .bind(id)
+                .fetch_one(&mut *tx)
+                .await?;
+                if children > 0 && !cascade {
+                    return Ok(Removal::HasLiveChildren(children));
+                }
+                // The live subtree, the workspace itself first.
+                let subtree: Vec<(WorkspaceId, Option<WorkspaceId>)> = sqlx::query_as(
+                    "WITH RECURSIVE sub(id, parent_id, depth) AS ( \
+                       SELECT id, parent_id, 0 FROM workspaces WHERE id = $1 \
+                       UNION ALL \
+                       SELECT w.id, w.parent_id, sub.depth + 1 FROM workspaces w \
+                       JOIN sub ON w.parent_id = sub.id \
+                       WHERE w.removed_at IS NULL AND sub.depth < 10000 \
+                     ) SELECT id, parent_id FROM sub ORDER BY depth",
+                )
+                .bind(id)
+                .fetch_all(&mut *tx)
+                .await?;
+                for (ws, _) in &subtree {
+                    sqlx::query(
+                        "UPDATE workspaces SET removed_at = $2, updated_at = $2 WHERE id = $1",
+                    )
+                    .bind(ws)
+                    .bind(Ts(now))
+                    .execute(&mut *tx)
+                    .await?;
+                    sqlx::query(
+                        "UPDATE workspace_auth_tokens SET revoked_at = $2 \
+                         WHERE workspace_id = $1 AND revoked_at IS NULL",
+                    )
+                    .bind(ws)
+                    .bind(Ts(now))
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                tx.commit().await?;
+                Ok(Removal::Removed(subtree))
+            }
+
+            async fn child_ids(&self, id: WorkspaceId) -> StoreResult<Vec<WorkspaceId>> {
+                Ok(sqlx::query_scalar(
+                    "SELECT id FROM workspaces WHERE parent_id = $1 AND removed_at IS NULL \
+                     ORDER BY created_at, id",
+                )
+                .bind(id)
+                .fetch_all(&self.pool)
+                .await?)
+            }
+
+            #[tracing::instrument(skip_all, fields(workspace_id = %id, paused))]
+            async fn set_paused(
+                &self,
+                id: WorkspaceId,
+                paused: bool,
+                now: DateTime<Utc>,
+            ) -> StoreResult<Option<Workspace>> {
+                let _w = self.writer().await;
+                let mut tx = self.pool.begin().await?;
+                // Pausing twice keeps the first pause time.
+                let row: Option<WorkspaceRow> = sqlx::query_as(
+                    "UPDATE workspaces SET \
+                       paused_at = CASE WHEN $2 THEN COALESCE(paused_at, $3) END, \
+                       updated_at = $3 \
+                     WHERE id = $1 AND removed_at IS NULL RETURNING *",
+                )
+                .bind(id)
+                .bind(paused)
+                .bind(Ts(now))
+                .fetch_all(&mut *tx)
+                .await?
+                .pop();
+                tx.commit().await?;
+                row.map(TryInto::try_into).transpose()
+            }
+
+            #[tracing::instrument(skip_all, fields(workspace_id = %id))]
+            async fn request_restart(
+                &self,
+                id: WorkspaceId,
+                row: &NewActivity,
+                now: DateTime<Utc>,
+            ) -> StoreResult<Option<(Workspace, Activity)>> {
+                let _w = self.writer().await;
+                let mut tx = self.pool.begin().await?;
+                let ws: Option<WorkspaceRow> = sqlx::query_as(
+                    "UPDATE workspaces SET active_tasks = 0, updated_at = $2 \
+                     WHERE id = $1 AND removed_at IS NULL RETURNING *",
+                )
+                .bind(id)
+                .bind(Ts(now))
+                .fetch_all(&mut *tx)
+                .await?
+                .pop();
+                let Some(ws) = ws else {
+                    return Ok(None);
+                };
+                let activity = Self::insert_activity_in(&mut tx, id, row, now).await?;
+                tx.commit().await?;
+                Ok(Some((ws.try_into()?, activity)))
+            }
+
+            #[tracing::instrument(skip_all, fields(nodes = nodes.len(), dry_run))]
+            async fn import_org(
+                &self,
+                nodes: &[ImportNode],
+                dry_run: bool,
+                now: DateTime<Utc>,
+            ) -> StoreResult<Vec<ImportedNode>> {
+                let _w = self.writer().await;
+                let mut tx = self.pool.begin().await?;
+                // Serializes imports: a second one waits here, then finds
+                // every node the first one created.
+                Self::lock_tree(&mut tx).await?;
+                let mut out: Vec<ImportedNode> = Vec::with_capacity(nodes.len());
+                for (i, node) in nodes.iter().enumerate() {
+                    let parent_id = node.parent.map(|p| out[p].id);
+                    // NULL parents compare equal: root nodes match roots.
+                    let existing: Option<WorkspaceId> = sqlx::query_scalar(
+                        "SELECT id FROM workspaces \
+                         WHERE parent_id IS NOT DISTINCT FROM $1 AND name = $2 \
+                           AND removed_at IS NULL \
+                         ORDER BY created_at, id LIMIT 1",
+                    )
+                    .bind(parent_id)
+                    .bind(&node.workspace.name)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                    if let Some(existing) = existing {
+                        out.push(ImportedNode {
+                            id: existing,
+                            parent_id,
+                            created: false,
+                        });
+                        continue;
+                    }
+                    let new = NewWorkspace {
+                        parent_id,
+                        ..node.workspace.clone()
+                    };
+                    // One microsecond apart: listings (oldest first) keep
+                    // the template's order.
+                    let at = now + chrono::Duration::microseconds(i as i64);
+                    Self::insert_workspace(&mut tx, node.id, &new, at).await?;
+                    Self::insert_token(&mut tx, node.id, node.token, at).await?;
+                    out.push(ImportedNode {
+                        id: node.id,
+                        parent_id,
+                        created: true,
+                    });
+                }
+                if dry_run {
+                    tx.rollback().await?;
+                } else {
+                    tx.commit().await?;
+                }
+                Ok(out)
+            }
+
+            async fn removed_workspace_for_token(
+                &self,
+                token: TokenHash,
+            ) -> StoreResult<Option<WorkspaceId>> {
+                Ok(sqlx::query_scalar(
+                    "SELECT w.id FROM workspace_auth_tokens t \
+                     JOIN workspaces w ON w.id = t.workspace_id \
+                     WHERE t.token_hash = $1 AND w.removed_at IS NOT NULL",
+                )
+                .bind(&token.0[..])
+                .fetch_optional(&self.pool)
+                .await?)
+            }
+
+            #[tracing::instrument(skip_all, fields(workspace_id = %id))]
+            async fn rotate_token(
+                &self,
+                id: WorkspaceId,
+                token: TokenHash,
+                now: DateTime<Utc>,
+            ) -> StoreResult<bool> {
+                let _w = self.writer().await;
+                let mut tx = self.pool.begin().await?;
+                if !Self::lock_workspace(&mut tx, id).await? {
+                    return Ok(false);
+                }
+                sqlx::query(
+                    "UPDATE workspace_auth_tokens SET revoked_at = $2 \
+                     WHERE workspace_id = $1 AND revoked_at IS NULL",
+                )
+                .bind(id)
+                .bind(Ts(now))
+                .execute(&mut *tx)
+                .await?;
+                Self::insert_token(&mut tx, id, token, now).await?;
+                tx.commit().await?;
+                Ok(true)
+            }
+
+            async fn workspace_for_token(
+                &self,
+                token: TokenHash,
+            ) -> StoreResult<Option<WorkspaceId>> {
+                Ok(sqlx::query_scalar(
+                    "SELECT workspace_id FROM workspace_auth_tokens \
+                     WHERE token_hash = $1 AND revoked_at IS NULL",
+                )
+                .bind(&token.0[..])
+                .fetch_optional(&self.pool)
+                .await?)
+            }
+
+            #[tracing::instrument(skip_all, fields(workspace_id = %id))]
+            async fn register_workspace(
+                &self,
+                id: WorkspaceId,
+                update: &UpdateWorkspace,
+                mint: Option<TokenHash>,
+                now: DateTime<Utc>,
+            ) -> StoreResult<Registered> {
+                let _w = self.writer().await;
+                let mut tx = self.pool.begin().await?;
+                // The workspace lock makes the "no live token yet" check and
+                // the insert of the first token one atomic step: two racing
+                // bootstrap registrations cannot both mint.
+                if !Self::lock_workspace(&mut tx, id).await? {
+                    return Ok(Registered::NotFound);
+                }
+                if let Some(token) = mint {
+                    let live: i64 = sqlx::query_scalar(
+                        "SELECT count(*) FROM workspace_auth_tokens \
+                         WHERE workspace_id = $1 AND revoked_at IS NULL",
+                    )
+                    .bind(id)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                    if live > 0 {
+                        return Ok(Registered::HasLiveToken);
+                    }
+                    Self::insert_token(&mut tx, id, token, now).await?;
+                }
+                let row: WorkspaceRow = sqlx::query_as(
+                    "UPDATE workspaces SET \
+                       delivery_mode = COALESCE($2, delivery_mode), \
+                       url = CASE WHEN $3 THEN $4 ELSE url END, \
+                       agent_card = COALESCE($5, agent_card), \
+                       updated_at = $6, last_heartbeat_at = $6 \
+                     WHERE id = $1 RETURNING *",
+                )
+                .bind(id)
+                .bind(update.delivery_mode.map(DeliveryMode::as_str))
+                .bind(update.url.is_some())
+                .bind(update.url.clone().flatten())
+                .bind(update.agent_card.as_ref().map(Json))
+                .bind(Ts(now))
+                .fetch_all(&mut *tx)
+                .await?
+                .pop()
+                .ok_or_else(|| StoreError::Corrupt("UPDATE of a locked row missed it".into()))?;
+                tx.commit().await?;
+                Ok(Registered::Done(Box::new(row.try_into()?)))
+            }
+
+            async fn heartbeat(
+                &self,
+                id: WorkspaceId,
+                report: &HeartbeatReport,
+                now: DateTime<Utc>,
+            ) -> StoreResult<bool> {
+                let _w = self.writer().await;
+                let mut tx = self.pool.begin().await?;
+                // A field the heartbeat left out keeps its last value.
+                let done = sqlx::query(
+                    "UPDATE workspaces SET last_heartbeat_at = $2, \
+                       current_task = COALESCE($3, current_task), \
+                       active_tasks = COALESCE($4, active_tasks), \
+                       error_rate = COALESCE($5, error_rate), \
+                       sample_error = COALESCE($6, sample_error), \
+                       uptime_seconds = COALESCE($7, uptime_seconds) \
+                     WHERE id = $1 AND removed_at IS NULL",
+                )
+                .bind(id)
+                .bind(Ts(now))
+                .bind(&report.current_task)
+                .bind(report.active_tasks.map(|n| n as i32))
+                .bind(report.error_rate)
+                .bind(&report.sample_error)
+                .bind(report.uptime_seconds)
+                .execute(&mut *tx)
+                .await?;
+                tx.commit().await?;
+                Ok(done.rows_affected() == 1)
+            }
+
+            #[tracing::instrument(skip_all, fields(workspace_id = %workspace_id))]
+            async fn insert_activity(
+                &self,
+                workspace_id: WorkspaceId,
+                row: &NewActivity,
+                now: DateTime<Utc>,
+            ) -> StoreResult<Activity> {
+                let _w = self.writer().await;
+                let mut tx = self.pool.begin().await?;
+                let activity = Self::insert_activity_in(&mut tx, workspace_id, row, now).await?;
+                tx.commit().await?;
+                Ok(activity)
+            }
+
+            async fn list_activity(
+                &self,
+                workspace_id: WorkspaceId,
+                query: &ActivityQuery,
+            ) -> StoreResult<ActivityPage> {
+                let sql = format!(
+                    "SELECT {ACTIVITY_COLUMNS} FROM activity_logs \
+                     WHERE workspace_id = $1 AND id > $2 \
+                       AND (CAST($3 AS TEXT) IS NULL OR activity_type = $3) \
+                     ORDER BY id LIMIT $4"
+                );
+                let rows: Vec<ActivityRow> = sqlx::query_as(&sql)
+                    .bind(workspace_id)
+                    .bind(query.since_id)
+                    .bind(&query.activity_type)
+                    .bind(query.limit)
+                    .fetch_all(&self.pool)
+                    .await?;
+                // The rows first, the swept-through mark after: a sweep that
+                // commits between the two reads raises the mark, so the
+                // cursor is answered as expired instead of silently jumping
+                // over the rows it deleted. (Mark first, rows after, would
+                // miss exactly that sweep.)
+                self.between_reads.run().await;
+                if query.since_id > 0 {
+                    let swept: Option<i64> = sqlx::query_scalar(
+                        "SELECT activity_swept_through FROM workspaces WHERE id = $1",
+                    )
+                    .bind(workspace_id)
+                    .fetch_optional(&self.pool)
+                    .await?;
+                    if let Some(swept_through) = swept.filter(|s| query.since_id < *s) {
+                        return Ok(ActivityPage::CursorExpired { swept_through });
+                    }
+                }
+                Ok(ActivityPage::Rows(rows.into_iter().map(Into::into).collect()))
+            }
+
+            #[tracing::instrument(skip_all, fields(workspace_id = %workspace_id, files = files.len()))]
+            async fn stage_uploads(
+                &self,
+                workspace_id: WorkspaceId,
+                files: &[(NewPendingUpload, NewActivity)],
+                now: DateTime<Utc>,
+            ) -> StoreResult<Vec<Activity>> {
+                let _w = self.writer().await;
+                let mut tx = self.pool.begin().await?;
+                let mut activities = Vec::with_capacity(files.len());
+                for (file, activity) in files {
+                    sqlx::query(
+                        "INSERT INTO pending_uploads (file_id, workspace_id, blob_key, \
+                         size_bytes, sha256, filename, mimetype, created_at, expires_at) \
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                    )
+                    .bind(file.file_id)
+                    .bind(workspace_id)
+                    .bind(&file.blob_key)
+                    .bind(file.size)
+                    .bind(&file.sha256)
+                    .bind(&file.filename)
+                    .bind(&file.mimetype)
+                    .bind(Ts(file.created_at))
+                    .bind(Ts(file.expires_at))
+                    .execute(&mut *tx)
+                    .await?;
+                    activities
+                        .push(Self::insert_activity_in(&mut tx, workspace_id, activity, now).await?);
+                }
+                tx.commit().await?;
+                Ok(activities)
+            }
+
+            async fn list_pending_uploads(
+                &self,
+                workspace_id: WorkspaceId,
+                now: DateTime<Utc>,
+            ) -> StoreResult<Vec<PendingUpload>> {
+                let sql = format!(
+                    "SELECT {UPLOAD_COLUMNS} FROM pending_uploads \
+                     WHERE workspace_id = $1 AND acked_at IS NULL AND expires_at > $2 \
+                     ORDER BY created_at, file_id"
+                );
+                let rows: Vec<UploadRow> = sqlx::query_as(&sql)
+                    .bind(workspace_id)
+                    .bind(Ts(now))
+                    .fetch_all(&self.pool)
+                    .await?;
+                Ok(rows.into_iter().map(Into::into).collect())
+            }
+
+            #[tracing::instrument(skip_all, fields(workspace_id = %workspace_id, file_id = %file_id))]
+            async fn fetch_pending_upload(
+                &self,
+                workspace_id: WorkspaceId,
+                file_id: FileId,
+                now: DateTime<Utc>,
+            ) -> StoreResult<Option<PendingUpload>> {
+                let row = self.stamp_live_file("fetched_at", workspace_id, file_id, now).await?;
+                Ok(row.map(Into::into))
+            }
+
+            async fn get_pending_upload(
+                &self,
+                workspace_id: WorkspaceId,
+                file_id: FileId,
+                now: DateTime<Utc>,
+            ) -> StoreResult<Option<PendingUpload>> {
+                let sql = format!("SELECT {UPLOAD_COLUMNS} FROM pending_uploads WHERE {LIVE_FILE}");
+                let row: Option<UploadRow> = sqlx::query_as(&sql)
+                    .bind(file_id)
+                    .bind(workspace_id)
+                    .bind(Ts(now))
+                    .fetch_optional(&self.pool)
+                    .await?;
+                Ok(row.map(Into::into))
+            }
+
+            async fn list_all_uploads(
+                &self,
+                workspace_id: WorkspaceId,
+                limit: i64,
+            ) -> StoreResult<Vec<PendingUpload>> {
+                let sql = format!(
+                    "SELECT {UPLOAD_COLUMNS} FROM pending_uploads WHERE workspace_id = $1 \
+                     ORDER BY created_at, file_id LIMIT $2"
+                );
+                let rows: Vec<UploadRow> = sqlx::query_as(&sql)
+                    .bind(workspace_id)
+                    .bind(limit)
+                    .fetch_all(&self.pool)
+                    .await?;
+                Ok(rows.into_iter().map(Into::into).collect())
+            }
+
+            #[tracing::instrument(skip_all, fields(workspace_id = %workspace_id, file_id = %file_id))]
+            async fn ack_pending_upload(
+                &self,
+                workspace_id: WorkspaceId,
+                file_id: FileId,
+                now: DateTime<Utc>,
+            ) -> StoreResult<AckOutcome> {
+                let row = self.stamp_live_file("acked_at", workspace_id, file_id, now).await?;
+                if let Some(row) = row {
+                    return Ok(AckOutcome::Acked(row.into()));
+                }
+                // Nothing updated: either acked before (a retry, which
+                // succeeds) or absent / expired / foreign (404).
+                let acked: Option<Option<Ts>> = sqlx::query_scalar(
+                    "SELECT acked_at FROM pending_uploads \
+                     WHERE file_id = $1 AND workspace_id = $2 AND expires_at > $3",
+                )
+                .bind(file_id)
+                .bind(workspace_id)
+                .bind(Ts(now))
+                .fetch_optional(&self.pool)
+                .await?;
+                Ok(match acked {
+                    Some(Some(_)) => AckOutcome::AlreadyAcked,
+                    _ => AckOutcome::NotFound,
+                })
+            }
+
+            async fn upload_stats(&self, now: DateTime<Utc>) -> StoreResult<UploadStats> {
+                let live = "acked_at IS NULL AND expires_at > $1";
+                let row: StatsRow = sqlx::query_as(&format!(
+                    "SELECT \
+                       count(*) FILTER (WHERE {live}) AS pending, \
+                       count(*) FILTER (WHERE {live} AND fetched_at IS NOT NULL) \
+                         AS fetched_not_acked, \
+                       count(*) FILTER (WHERE acked_at IS NOT NULL) AS acked, \
+                       count(*) FILTER (WHERE acked_at IS NULL AND expires_at <= $1) AS expired, \
+                       CAST(COALESCE(sum(size_bytes) FILTER (WHERE {live}), 0) AS BIGINT) \
+                         AS bytes_pending, \
+                       min(created_at) FILTER (WHERE {live}) AS oldest \
+                     FROM pending_uploads"
+                ))
+                .bind(Ts(now))
+                .fetch_one(&self.pool)
+                .await?;
+                Ok(UploadStats {
+                    pending: row.pending,
+                    fetched_not_acked: row.fetched_not_acked,
+                    acked: row.acked,
+                    expired: row.expired,
+                    bytes_pending: row.bytes_pending,
+                    oldest_pending_at: row.oldest.map(|t| t.0),
+                })
+            }
+
+            async fn sweep_uploads(
+                &self,
+                now: DateTime<Utc>,
+                acked_before: DateTime<Utc>,
+                limit: i64,
+            ) -> StoreResult<Vec<SweptUpload>> {
+                let _w = self.writer().await;
+                let rows = self.sweep_uploads_engine(now, acked_before, limit).await?;
+                Ok(rows.into_iter().map(Into::into).collect())
+            }
+
+            async fn sweep_activity(&self, cutoff: DateTime<Utc>, limit: i64) -> StoreResult<u64> {
+                let _w = self.writer().await;
+                self.sweep_activity_engine(cutoff, limit).await
+            }
+
+            #[tracing::instrument(skip_all)]
+            async fn reset_phantom_busy(
+                &self,
+                stale_before: DateTime<Utc>,
+                limit: i64,
+            ) -> StoreResult<Vec<WorkspaceId>> {
+                let _w = self.writer().await;
+                let mut tx = self.pool.begin().await?;
+                let sql = format!(
+                    "UPDATE workspaces SET active_tasks = 0 WHERE id IN ( \
+                       SELECT id FROM workspaces WHERE active_tasks > 0 AND removed_at IS NULL \
+                         AND (last_heartbeat_at IS NULL OR last_heartbeat_at < $1) \
+                       LIMIT $2{} \
+                     ) RETURNING id",
+                    Self::SKIP_LOCKED
+                );
+                let ids: Vec<WorkspaceId> = sqlx::query_scalar(&sql)
+                    .bind(Ts(stale_before))
+                    .bind(limit)
+                    .fetch_all(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                Ok(ids)
+            }
+
+            #[tracing::instrument(skip_all)]
+            async fn purge_removed(
+                &self,
+                removed_before: DateTime<Utc>,
+                limit: i64,
+            ) -> StoreResult<u64> {
+                let _w = self.writer().await;
+                let mut tx = self.pool.begin().await?;
+                // Tokens go with the row (ON DELETE CASCADE); a child
+                // purged later keeps a NULL parent (ON DELETE SET NULL).
+                let sql = format!(
+                    "DELETE FROM workspaces WHERE id IN ( \
+                       SELECT id FROM workspaces \
+                       WHERE removed_at IS NOT NULL AND removed_at < $1 \
+                       ORDER BY removed_at LIMIT $2{} \
+                     )",
+                    Self::SKIP_LOCKED
+                );
+                let done = sqlx::query(&sql)
+                    .bind(Ts(removed_before))
+                    .bind(limit)
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                Ok(done.rows_affected())
+            }
+
+            async fn referenced_blob_keys(&self, keys: &[String]) -> StoreResult<Vec<String>> {
+                self.referenced_blob_keys_engine(keys).await
+            }
+
+            async fn put_blob_chunk(
+                &self,
+                key: &str,
+                seq: i32,
+                bytes: &[u8],
+                now: DateTime<Utc>,
+            ) -> StoreResult<()> {
+                let _w = self.writer().await;
+                let mut tx = self.pool.begin().await?;
+                sqlx::query(
+                    "INSERT INTO blob_chunks (blob_key, seq, content, created_at) \
+                     VALUES ($1, $2, $3, $4)",
+                )
+                .bind(key)
+                .bind(seq)
+                .bind(bytes)
+                .bind(Ts(now))
+                .execute(&mut *tx)
+                .await?;
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn get_blob_chunk(&self, key: &str, seq: i32) -> StoreResult<Option<Vec<u8>>> {
+                Ok(sqlx::query_scalar(
+                    "SELECT content FROM blob_chunks WHERE blob_key = $1 AND seq = $2",
+                )
+                .bind(key)
+                .bind(seq)
+                .fetch_optional(&self.pool)
+                .await?)
+            }
+
+            async fn delete_blob(&self, key: &str) -> StoreResult<bool> {
+                let _w = self.writer().await;
+                let mut tx = self.pool.begin().await?;
+                let done = sqlx::query("DELETE FROM blob_chunks WHERE blob_key = $1")
+                    .bind(key)
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                Ok(done.rows_affected() > 0)
+            }
+
+            async fn list_blobs(&self) -> StoreResult<Vec<(String, DateTime<Utc>)>> {
+                let rows: Vec<(String, Ts)> = sqlx::query_as(
+                    "SELECT blob_key, created_at FROM blob_chunks WHERE seq = 0 ORDER BY blob_key",
+                )
+                .fetch_all(&self.pool)
+                .await?;
+                Ok(rows.into_iter().map(|(k, t)| (k, t.0)).collect())
+            }
+        }
+    };
+}
+
+portable_store!(sqlx::Sqlite, "sqlite");
+portable_store!(sqlx::Postgres, "postgres");
