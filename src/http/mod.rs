@@ -8,8 +8,10 @@ mod auth;
 mod canvas;
 mod error;
 mod extract;
+mod lifecycle;
 mod multipart;
 mod ops;
+mod org;
 mod pending;
 mod registry;
 mod uploads;
@@ -39,8 +41,10 @@ use crate::store::Store;
 pub use activity::{ActivityView, MAX_WAIT_SECS};
 pub use auth::Principal;
 pub use error::{Error, ErrorBody, Json, Result};
+pub use lifecycle::{DeletedState, WorkspaceState, RESTART_ACTIVITY};
 pub use ops::metrics_response as ops_metrics;
 pub use ops::UploadStatsView;
+pub use org::{ImportReport, ImportedWorkspace};
 pub use pending::PendingUploadView;
 pub use registry::RegisteredWorkspace;
 pub use uploads::{UploadedFile, UploadedFiles};
@@ -111,6 +115,11 @@ pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
             workspaces::update_workspace,
             workspaces::delete_workspace
         ))
+        .routes(routes!(lifecycle::pause_workspace))
+        .routes(routes!(lifecycle::resume_workspace))
+        .routes(routes!(lifecycle::restart_workspace))
+        .routes(routes!(lifecycle::get_workspace_state))
+        .routes(routes!(org::import_org))
         .routes(routes!(workspaces::rotate_workspace_token))
         .routes(routes!(workspaces::get_workspace_connection))
         .routes(routes!(registry::register_workspace))

@@ -16,5 +16,6 @@ mod pending;
 mod replicas;
 mod store_contract;
 mod sweep;
+mod teams;
 mod uploads;
 mod workspaces;

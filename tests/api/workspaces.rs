@@ -21,7 +21,7 @@ async fn create_returns_the_workspace_token_and_connection_once(engine: Engine) 
     assert_eq!(body["name"], "laptop");
     assert_eq!(body["delivery_mode"], "poll");
     assert_eq!(body["url"], Value::Null);
-    assert_eq!(body["status"], "never_connected");
+    assert_eq!(body["status"], "offline");
     assert_eq!(token.len(), 68);
     assert_eq!(body["connection"]["auth_token"], token);
     assert_eq!(body["connection"]["workspace_id"], id);
@@ -505,6 +505,7 @@ async fn health_ready_and_openapi_need_no_token() {
             "/admin/pending-uploads/stats",
             "/health",
             "/metrics",
+            "/org/import",
             "/ready",
             "/registry/heartbeat",
             "/registry/register",
@@ -517,9 +518,13 @@ async fn health_ready_and_openapi_need_no_token() {
             "/workspaces/{id}/external/connection",
             "/workspaces/{id}/external/rotate",
             "/workspaces/{id}/notify",
+            "/workspaces/{id}/pause",
             "/workspaces/{id}/pending-uploads",
             "/workspaces/{id}/pending-uploads/{fid}/ack",
             "/workspaces/{id}/pending-uploads/{fid}/content",
+            "/workspaces/{id}/restart",
+            "/workspaces/{id}/resume",
+            "/workspaces/{id}/state",
         ]
     );
     assert!(doc["paths"]["/workspaces"]["post"]["responses"]["201"].is_object());
