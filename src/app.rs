@@ -40,6 +40,7 @@ impl Application {
             activity_retention: Period::new("--activity-retention", config.activity_retention)?,
             orphan_grace: Period::new("the orphan grace", Duration::from_secs(3600))?,
             interval: config.sweep_interval,
+            offline_after: Period::new("--offline-after", config.offline_after)?,
         };
         let upload_ttl = Period::new("--upload-ttl", config.upload_ttl)?;
         private_fs::prepare_data_dir(&config.data_dir).with_context(|| {

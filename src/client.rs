@@ -99,8 +99,8 @@ pub type Result<T, E = ClientError> = std::result::Result<T, E>;
 
 /// The wire types are the server's own, so the two cannot drift apart.
 pub use crate::http::{
-    Connection, CreatedWorkspace, NewWorkspace, RegisteredWorkspace, RotatedToken, WorkspaceStatus,
-    WorkspaceView as Workspace,
+    Connection, CreatedWorkspace, ImportReport, ImportedWorkspace, NewWorkspace,
+    RegisteredWorkspace, RotatedToken, WorkspaceState, WorkspaceStatus, WorkspaceView as Workspace,
 };
 
 /// Query of `GET /workspaces/:id/activity`.
@@ -331,14 +331,46 @@ impl Client {
         .await
     }
 
-    /// `DELETE /workspaces/:id`.
-    pub async fn delete_workspace(&self, id: &str) -> Result<()> {
-        self.send(
-            self.request(Method::DELETE, &format!("workspaces/{id}"))
+    /// `DELETE /workspaces/:id` (`?cascade=true` removes its subtree too).
+    pub async fn delete_workspace(&self, id: &str, cascade: bool) -> Result<()> {
+        let path = if cascade {
+            format!("workspaces/{id}?cascade=true")
+        } else {
+            format!("workspaces/{id}")
+        };
+        self.send(self.request(Method::DELETE, &path).timeout(REQUEST_TIMEOUT))
+            .await
+            .map(drop)
+    }
+
+    /// `POST /workspaces/:id/{pause|resume|restart}`.
+    pub async fn lifecycle(&self, id: &str, verb: &str) -> Result<Workspace> {
+        self.json(
+            self.request(Method::POST, &format!("workspaces/{id}/{verb}"))
                 .timeout(REQUEST_TIMEOUT),
         )
         .await
-        .map(drop)
+    }
+
+    /// `POST /org/import`: `template` is YAML or JSON, as `content_type` says.
+    pub async fn import_org(
+        &self,
+        template: String,
+        content_type: &str,
+        dry_run: bool,
+    ) -> Result<ImportReport> {
+        let path = if dry_run {
+            "org/import?dry_run=true"
+        } else {
+            "org/import"
+        };
+        self.json(
+            self.request(Method::POST, path)
+                .header(header::CONTENT_TYPE, content_type)
+                .body(template)
+                .timeout(REQUEST_TIMEOUT),
+        )
+        .await
     }
 
     /// `GET /workspaces/:id/external/connection` (the token shown as `""`).

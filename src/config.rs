@@ -10,7 +10,7 @@ use anyhow::Context;
 use bytesize::ByteSize;
 use clap::Args;
 
-use crate::domain::{AuthToken, UploadLimits};
+use crate::domain::{AuthToken, Tier, UploadLimits};
 use crate::secrets::SecretsKey;
 use crate::serve::ConnLimits;
 
@@ -105,6 +105,21 @@ pub struct ServeArgs {
     /// one ends. Keep it under the process's file-descriptor limit.
     #[arg(long, env = "MOLECULE_MAX_CONNECTIONS", default_value = "4096")]
     pub max_connections: usize,
+
+    /// A workspace is online while its last heartbeat is this recent; a
+    /// workspace claiming active tasks whose heartbeat stopped this long
+    /// ago has them reset to 0 by the sweeper (phantom busy).
+    #[arg(long, env = "MOLECULE_OFFLINE_AFTER", default_value = "90s", value_parser = humantime::parse_duration)]
+    pub offline_after: Duration,
+
+    /// Tier (1–4) of a workspace whose create or import request names none.
+    #[arg(long, env = "MOLECULE_DEFAULT_TIER", default_value = "3")]
+    pub default_tier: Tier,
+
+    /// Model of a workspace whose request names none, for every runtime
+    /// except `claude-code` (which runs `sonnet`).
+    #[arg(long, env = "MOLECULE_DEFAULT_MODEL", default_value = crate::domain::DEFAULT_UNIVERSAL_MODEL)]
+    pub default_model: String,
 }
 
 /// Resolved server configuration.
@@ -144,6 +159,12 @@ pub struct Config {
     pub max_plugin_size: u64,
     /// Header read timeout, idle timeout and connection cap.
     pub connections: ConnLimits,
+    /// Heartbeat window of "online", and the phantom-busy threshold.
+    pub offline_after: Duration,
+    /// Tier when a request names none.
+    pub default_tier: Tier,
+    /// Universal default model.
+    pub default_model: String,
 }
 
 /// Published plugins are never larger than this.
@@ -174,6 +195,9 @@ impl Config {
             secrets_key: None,
             max_plugin_size: HARD_MAX_PLUGIN_SIZE,
             connections: ConnLimits::default(),
+            offline_after: crate::domain::DEFAULT_OFFLINE_AFTER,
+            default_tier: Tier::DEFAULT,
+            default_model: crate::domain::DEFAULT_UNIVERSAL_MODEL.to_owned(),
         }
     }
 }
@@ -247,6 +271,14 @@ impl ServeArgs {
             "--max-file-size must be between 1 byte and 25MiB (workspaces refuse larger files)"
         );
         anyhow::ensure!(
+            !self.default_model.trim().is_empty(),
+            "--default-model must not be empty"
+        );
+        anyhow::ensure!(
+            !self.offline_after.is_zero(),
+            "--offline-after must be positive"
+        );
+        anyhow::ensure!(
             self.max_request_size.as_u64() >= 1,
             "--max-request-size must be positive"
         );
@@ -298,6 +330,9 @@ impl ServeArgs {
                 idle_timeout: self.idle_timeout,
                 max_connections: self.max_connections,
             },
+            offline_after: self.offline_after,
+            default_tier: self.default_tier,
+            default_model: self.default_model.trim().to_owned(),
         })
     }
 }

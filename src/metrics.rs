@@ -27,6 +27,9 @@ pub struct Metrics {
     pub rejected: IntCounterVec,
     /// Sweep passes, by result.
     pub sweep_runs: IntCounterVec,
+    /// Workspaces whose `active_tasks` the sweep reset after their
+    /// heartbeat stopped.
+    pub phantom_busy_resets: IntCounter,
     /// Requests by method, route pattern and status.
     pub http_requests: IntCounterVec,
     /// Request latency by method and route pattern.
@@ -117,6 +120,10 @@ impl Metrics {
                 "molecule_sweep_runs_total",
                 "Sweep passes, by result.",
                 &["result"],
+            ),
+            phantom_busy_resets: counter(
+                "molecule_phantom_busy_resets_total",
+                "Workspaces whose active_tasks the sweeper reset to 0 because their heartbeat stopped while they claimed work.",
             ),
             http_requests: counter_vec(
                 "molecule_http_requests_total",

@@ -45,6 +45,9 @@ pub enum Command {
     /// Manage workspaces.
     #[command(subcommand)]
     Workspace(operator::WorkspaceCommand),
+    /// Import a team tree from a template.
+    #[command(subcommand)]
+    Org(operator::OrgCommand),
     /// Send a text message to a workspace.
     Send(operator::SendArgs),
     /// Upload files to a workspace, with a progress bar per file.
@@ -133,6 +136,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Connect(args) => crate::connect::run(args).await,
         Command::Workspace(cmd) => operator::workspace(cmd).await,
+        Command::Org(cmd) => operator::org(cmd).await,
         Command::Send(args) => operator::send(args).await,
         Command::Upload(args) => operator::upload(args).await,
         Command::Status(args) => operator::status(args).await,

@@ -84,11 +84,24 @@ impl From<Activity> for ActivityView {
     }
 }
 
+/// A live workspace: messages and reports to a removed one are refused.
 async fn require_workspace(state: &AppState, id: WorkspaceId) -> Result<crate::store::Workspace> {
     state
         .store
         .get_workspace(id)
         .await?
+        .filter(crate::store::Workspace::is_live)
+        .ok_or_else(Error::workspace_not_found)
+}
+
+/// A workspace, removed ones included: its history stays readable until
+/// the sweeper purges it.
+async fn require_known_workspace(state: &AppState, id: WorkspaceId) -> Result<()> {
+    state
+        .store
+        .get_workspace(id)
+        .await?
+        .map(|_| ())
         .ok_or_else(Error::workspace_not_found)
 }
 
@@ -259,10 +272,15 @@ pub async fn send_a2a_message(
     }
     let msg = normalize_message_send(body)?;
     let row = inbox_row(id, source, &msg);
+    // A paused workspace is not called: its messages wait in its inbox
+    // (never dropped) and are there when it resumes, whatever its mode.
+    let paused = workspace.paused_at.is_some();
     match (workspace.delivery_mode, workspace.url.as_deref()) {
-        (DeliveryMode::Push, Some(url)) => forward_message(&state, id, url, &msg, row).await,
-        (DeliveryMode::Push, None) => Err(super::workspaces::push_without_url()),
-        (DeliveryMode::Poll, _) => queue_message(&state, id, row).await,
+        (DeliveryMode::Push, Some(url)) if !paused => {
+            forward_message(&state, id, url, &msg, row).await
+        }
+        (DeliveryMode::Push, None) if !paused => Err(super::workspaces::push_without_url()),
+        _ => queue_message(&state, id, row).await,
     }
 }
 
@@ -328,7 +346,10 @@ async fn forward_message(
             record(state, id, &row).await?;
             // The workspace answered: that is contact, as good as a
             // heartbeat (a push agent need not send any).
-            state.store.heartbeat(id, domain::now()).await?;
+            state
+                .store
+                .heartbeat(id, &domain::HeartbeatReport::default(), domain::now())
+                .await?;
             Ok(axum::Json(answer).into_response())
         }
         Err(cause) => {
@@ -614,7 +635,7 @@ pub async fn list_activity(
 ) -> Result<Json<Vec<ActivityView>>> {
     session.principal.require_access(id)?;
     let (query, wait) = params.into_query()?;
-    require_workspace(&state, id).await?;
+    require_known_workspace(&state, id).await?;
     let deadline = tokio::time::Instant::now() + wait;
     // Watch before each read: a row committed (or a token revoked)
     // between the read and the wait still wakes us.
@@ -758,7 +779,7 @@ pub async fn stream_events(
     Query(params): Query<EventParams>,
 ) -> Result<Sse<impl Stream<Item = std::result::Result<SseEvent, Infallible>>>> {
     session.principal.require_operator()?;
-    require_workspace(&state, id).await?;
+    require_known_workspace(&state, id).await?;
     let mut cursor = SseCursor {
         events: state.bus.subscribe(),
         state,

@@ -62,13 +62,17 @@ fn bearer(parts: &Parts) -> Result<Option<AuthToken>> {
     Ok(Some(AuthToken::from_plaintext(token.trim())))
 }
 
-async fn resolve(state: &AppState, token: &AuthToken) -> Result<Principal> {
-    if token.matches(&state.config.admin_token) {
-        return Ok(Principal::Operator);
-    }
-    match state.store.workspace_for_token(token.hash()).await? {
-        Some(id) => Ok(Principal::Workspace(id)),
-        None => Err(Error::Unauthorized),
+impl Principal {
+    /// Who holds `token`: the operator, a workspace with a live token, or
+    /// nobody (401).
+    pub(super) async fn resolve(state: &AppState, token: &AuthToken) -> Result<Principal> {
+        if token.matches(&state.config.admin_token) {
+            return Ok(Principal::Operator);
+        }
+        match state.store.workspace_for_token(token.hash()).await? {
+            Some(id) => Ok(Principal::Workspace(id)),
+            None => Err(Error::Unauthorized),
+        }
     }
 }
 
@@ -77,7 +81,7 @@ impl FromRequestParts<AppState> for Principal {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self> {
         let token = bearer(parts)?.ok_or(Error::Unauthorized)?;
-        resolve(state, &token).await
+        Principal::resolve(state, &token).await
     }
 }
 
@@ -122,7 +126,7 @@ impl FromRequestParts<AppState> for Session {
         // the counter, so the waiter re-checks instead of missing it.
         let revocations_seen = state.bus.revocations_seen();
         let token = bearer(parts)?.ok_or(Error::Unauthorized)?;
-        let principal = resolve(state, &token).await?;
+        let principal = Principal::resolve(state, &token).await?;
         Ok(Session {
             principal,
             token: token.hash(),
@@ -142,7 +146,9 @@ impl FromRequestParts<AppState> for MaybePrincipal {
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self> {
         match bearer(parts)? {
             None => Ok(MaybePrincipal(None)),
-            Some(token) => Ok(MaybePrincipal(Some(resolve(state, &token).await?))),
+            Some(token) => Ok(MaybePrincipal(Some(
+                Principal::resolve(state, &token).await?,
+            ))),
         }
     }
 }

@@ -36,6 +36,9 @@ pub enum Error {
     /// 404.
     #[error("{0}")]
     NotFound(String),
+    /// 409: the request conflicts with the current state.
+    #[error("{0}")]
+    Conflict(String),
     /// 410: the poll cursor points at rows the retention sweep removed.
     #[error("{message}")]
     Gone {
@@ -72,6 +75,7 @@ impl Error {
             Error::Unauthorized => StatusCode::UNAUTHORIZED,
             Error::Forbidden | Error::OutOfReach(_) => StatusCode::FORBIDDEN,
             Error::NotFound(_) => StatusCode::NOT_FOUND,
+            Error::Conflict(_) => StatusCode::CONFLICT,
             Error::Gone { .. } => StatusCode::GONE,
             Error::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Error::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -149,12 +153,23 @@ impl IntoResponse for Error {
 
 impl From<StoreError> for Error {
     fn from(e: StoreError) -> Self {
-        // Unreachable, disk full, I/O failure: the write was not committed,
-        // and a retry may succeed — a 503, never a 500 or a success.
-        if e.is_unavailable() {
-            Error::Unavailable(anyhow::Error::new(e))
-        } else {
-            Error::Internal(anyhow::Error::new(e))
+        match e {
+            StoreError::UnknownParent(parent) => Error::Unprocessable(format!(
+                "parent workspace {parent} does not exist (or was removed)"
+            )),
+            StoreError::Cycle(chain) => Error::Unprocessable(format!(
+                "a workspace cannot be its own ancestor: {}",
+                chain
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(" → ")
+            )),
+            // Unreachable, disk full, I/O failure: the write was not
+            // committed, and a retry may succeed — a 503, never a 500 or a
+            // success.
+            e if e.is_unavailable() => Error::Unavailable(anyhow::Error::new(e)),
+            e => Error::Internal(anyhow::Error::new(e)),
         }
     }
 }

@@ -8,8 +8,11 @@ mod auth;
 mod canvas;
 mod error;
 mod extract;
+mod lifecycle;
 mod multipart;
 mod ops;
+mod org;
+mod peers;
 mod pending;
 mod plugins;
 mod registry;
@@ -42,8 +45,11 @@ use crate::store::Store;
 pub use activity::{ActivityView, MAX_WAIT_SECS};
 pub use auth::Principal;
 pub use error::{Error, ErrorBody, Json, Result};
+pub use lifecycle::{DeletedState, WorkspaceState, RESTART_ACTIVITY};
 pub use ops::metrics_response as ops_metrics;
 pub use ops::UploadStatsView;
+pub use org::{ImportReport, ImportedWorkspace};
+pub use peers::{DiscoveredPeer, PeerView};
 pub use pending::PendingUploadView;
 pub use plugins::{PluginInstallView, PluginView};
 pub use registry::RegisteredWorkspace;
@@ -118,6 +124,11 @@ pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
             workspaces::update_workspace,
             workspaces::delete_workspace
         ))
+        .routes(routes!(lifecycle::pause_workspace))
+        .routes(routes!(lifecycle::resume_workspace))
+        .routes(routes!(lifecycle::restart_workspace))
+        .routes(routes!(lifecycle::get_workspace_state))
+        .routes(routes!(org::import_org))
         .routes(routes!(workspaces::rotate_workspace_token))
         .routes(routes!(workspaces::get_workspace_connection))
         .routes(routes!(registry::register_workspace))
@@ -140,6 +151,8 @@ pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
                 .layer(axum::extract::DefaultBodyLimit::disable()),
         )
         .routes(routes!(plugins::list_plugins))
+        .routes(routes!(peers::list_peers))
+        .routes(routes!(peers::discover_peer))
         .routes(routes!(plugins::download_plugin))
         .routes(routes!(
             plugins::record_plugin_install,

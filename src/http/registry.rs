@@ -9,7 +9,7 @@ use serde_json::Value;
 use super::auth::{MaybePrincipal, Principal};
 use super::workspaces::{check_url, push_without_url, WorkspaceView};
 use super::{AppState, Error, ErrorBody, Json, Result};
-use crate::domain::{self, AuthToken, DeliveryMode, WorkspaceId};
+use crate::domain::{self, AuthToken, DeliveryMode, HeartbeatReport, WorkspaceId};
 use crate::store::{Registered, UpdateWorkspace};
 
 /// `POST /registry/register` body.
@@ -41,11 +41,23 @@ pub struct RegisteredWorkspace {
     pub warning: Option<String>,
 }
 
-/// `POST /registry/heartbeat` body.
+/// `POST /registry/heartbeat` body. Every field but `workspace_id` is
+/// optional; one left out keeps its last reported value.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct Heartbeat {
     /// The workspace id.
     pub workspace_id: String,
+    /// What the agent works on now (≤ 1,000 characters).
+    pub current_task: Option<String>,
+    /// Tasks in flight (0–10,000).
+    pub active_tasks: Option<i64>,
+    /// Share of recent tasks that failed (0.0–1.0); 1.0 shows the
+    /// workspace as `failed`.
+    pub error_rate: Option<f64>,
+    /// One recent error message (≤ 4,000 characters).
+    pub sample_error: Option<String>,
+    /// Seconds since the agent started (≥ 0).
+    pub uptime_seconds: Option<i64>,
 }
 
 /// Heartbeat answer.
@@ -91,6 +103,7 @@ pub async fn register_workspace(
         .store
         .get_workspace(id)
         .await?
+        .filter(crate::store::Workspace::is_live)
         .ok_or_else(Error::workspace_not_found)?;
     let mode = reg.delivery_mode.unwrap_or(current.delivery_mode);
     if mode == DeliveryMode::Push && url.is_none() && current.url.is_none() {
@@ -102,6 +115,7 @@ pub async fn register_workspace(
         delivery_mode: reg.delivery_mode,
         url: url.map(Some),
         agent_card: reg.agent_card,
+        ..UpdateWorkspace::default()
     };
     let now = domain::now();
     match state
@@ -112,7 +126,7 @@ pub async fn register_workspace(
         Registered::Done(w) => {
             tracing::info!(workspace_id = %id, delivery_mode = %w.delivery_mode, bootstrap = minted.is_some(), "workspace registered");
             Ok(Json(RegisteredWorkspace {
-                workspace: WorkspaceView::new(w, now),
+                workspace: WorkspaceView::load(&state, *w).await?,
                 auth_token: minted.map(|t| t.expose().to_owned()),
                 warning: None,
             }))
@@ -123,7 +137,7 @@ pub async fn register_workspace(
             // the live token may change the workspace.
             tracing::info!(workspace_id = %id, "unauthenticated registration of a workspace that has a token: nothing changed");
             Ok(Json(RegisteredWorkspace {
-                workspace: WorkspaceView::new(current, now),
+                workspace: WorkspaceView::load(&state, current).await?,
                 auth_token: None,
                 warning: Some(HAS_TOKEN_WARNING.into()),
             }))
@@ -151,11 +165,11 @@ fn is_inbound_url(raw: &str) -> bool {
     }
 }
 
-/// Stamps the workspace's heartbeat.
+/// Stamps the workspace's heartbeat and stores what it reports.
 #[utoipa::path(post, path = "/registry/heartbeat", tag = "registry",
     request_body = Heartbeat,
     responses((status = 200, body = HeartbeatAck), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
-        (status = 404, body = ErrorBody)))]
+        (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn heartbeat_workspace(
     State(state): State<AppState>,
     principal: Principal,
@@ -163,8 +177,16 @@ pub async fn heartbeat_workspace(
 ) -> Result<Json<HeartbeatAck>> {
     let id = parse_id(&beat.workspace_id)?;
     principal.require_access(id)?;
+    let report = HeartbeatReport::parse(
+        beat.current_task,
+        beat.active_tasks,
+        beat.error_rate,
+        beat.sample_error,
+        beat.uptime_seconds,
+    )
+    .map_err(|e| Error::Unprocessable(e.to_string()))?;
     let now = domain::now();
-    if !state.store.heartbeat(id, now).await? {
+    if !state.store.heartbeat(id, &report, now).await? {
         return Err(Error::workspace_not_found());
     }
     Ok(Json(HeartbeatAck {

@@ -19,5 +19,7 @@ mod replicas;
 mod secrets;
 mod store_contract;
 mod sweep;
+mod team_rule;
+mod teams;
 mod uploads;
 mod workspaces;

@@ -252,9 +252,9 @@ async fn a_plugin_is_published_downloaded_installed_and_deleted(engine: Engine) 
     let (status, _) = app.get("/plugins", &ws.token).await;
     assert_eq!(status, StatusCode::FORBIDDEN);
 
-    let (status, _) = app.delete("/plugins/tools", &app.admin_token).await;
+    let (status, _) = app.delete_as("/plugins/tools", &app.admin_token).await;
     assert_eq!(status, StatusCode::NO_CONTENT);
-    let (status, body) = app.delete("/plugins/tools", &app.admin_token).await;
+    let (status, body) = app.delete_as("/plugins/tools", &app.admin_token).await;
     assert_eq!(
         (status, body),
         (

@@ -22,7 +22,7 @@ impl TestApp {
         .await
     }
 
-    pub async fn delete(&self, path: &str, token: &str) -> (StatusCode, Value) {
+    pub async fn delete_as(&self, path: &str, token: &str) -> (StatusCode, Value) {
         Self::json(
             self.client
                 .delete(self.url(path))
@@ -239,9 +239,9 @@ async fn secrets_are_merged_for_the_workspace_and_never_stored_or_listed_in_plai
     assert_eq!(app.sealed_in_database().await.len(), 5);
 
     // Deleting the workspace's own SHARED uncovers the global one.
-    let (status, _) = app.delete(&wpath("SHARED"), admin).await;
+    let (status, _) = app.delete_as(&wpath("SHARED"), admin).await;
     assert_eq!(status, StatusCode::NO_CONTENT);
-    let (status, body) = app.delete(&wpath("SHARED"), admin).await;
+    let (status, body) = app.delete_as(&wpath("SHARED"), admin).await;
     assert_eq!(
         (status, body),
         (
@@ -251,7 +251,7 @@ async fn secrets_are_merged_for_the_workspace_and_never_stored_or_listed_in_plai
     );
     let (_, values) = app.pull_secrets(&ws).await;
     assert_eq!(values["SHARED"], "plaintext-shared-global-3321");
-    let (status, _) = app.delete("/admin/secrets/SHARED", admin).await;
+    let (status, _) = app.delete_as("/admin/secrets/SHARED", admin).await;
     assert_eq!(status, StatusCode::NO_CONTENT);
     let (_, values) = app.pull_secrets(&other).await;
     assert_eq!(values, json!({"GLOBAL_ONLY": "plaintext-global-only-7781"}));

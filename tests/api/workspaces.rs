@@ -21,7 +21,7 @@ async fn create_returns_the_workspace_token_and_connection_once(engine: Engine) 
     assert_eq!(body["name"], "laptop");
     assert_eq!(body["delivery_mode"], "poll");
     assert_eq!(body["url"], Value::Null);
-    assert_eq!(body["status"], "never_connected");
+    assert_eq!(body["status"], "offline");
     assert_eq!(token.len(), 68);
     assert_eq!(body["connection"]["auth_token"], token);
     assert_eq!(body["connection"]["workspace_id"], id);
@@ -510,11 +510,14 @@ async fn health_ready_and_openapi_need_no_token() {
             "/admin/secrets/{key}",
             "/health",
             "/metrics",
+            "/org/import",
             "/plugins",
             "/plugins/{name}",
             "/ready",
+            "/registry/discover/{target}",
             "/registry/heartbeat",
             "/registry/register",
+            "/registry/{id}/peers",
             "/workspaces",
             "/workspaces/{id}",
             "/workspaces/{id}/a2a",
@@ -524,14 +527,18 @@ async fn health_ready_and_openapi_need_no_token() {
             "/workspaces/{id}/external/connection",
             "/workspaces/{id}/external/rotate",
             "/workspaces/{id}/notify",
+            "/workspaces/{id}/pause",
             "/workspaces/{id}/pending-uploads",
             "/workspaces/{id}/pending-uploads/{fid}/ack",
             "/workspaces/{id}/pending-uploads/{fid}/content",
             "/workspaces/{id}/plugins",
             "/workspaces/{id}/plugins/{name}/download",
+            "/workspaces/{id}/restart",
+            "/workspaces/{id}/resume",
             "/workspaces/{id}/secrets",
             "/workspaces/{id}/secrets/values",
             "/workspaces/{id}/secrets/{key}",
+            "/workspaces/{id}/state",
         ]
     );
     assert!(doc["paths"]["/workspaces"]["post"]["responses"]["201"].is_object());
