@@ -18,6 +18,7 @@ use crate::events::Bus;
 use crate::http::{self, AppState};
 use crate::metrics::Metrics;
 use crate::private_fs;
+use crate::secrets::Sealer;
 use crate::store;
 use crate::sweeper::{SweepConfig, Sweeper};
 
@@ -43,6 +44,7 @@ impl Application {
             )?,
             orphan_grace: Period::new("the orphan grace", Duration::from_secs(3600))?,
             interval: config.sweep_interval,
+            offline_after: Period::new("--offline-after", config.offline_after)?,
         };
         let upload_ttl = Period::new("--upload-ttl", config.upload_ttl)?;
         private_fs::prepare_data_dir(&config.data_dir).with_context(|| {
@@ -65,6 +67,12 @@ impl Application {
             .migrate()
             .await
             .context("failed to apply database migrations")?;
+        let secrets_key = match &config.secrets_key {
+            Some(key) => key.clone(),
+            None => crate::secrets::load_or_create_key(&config.data_dir)?,
+        };
+        let sealer = Sealer::new(&secrets_key);
+        sealer.verify(store.as_ref()).await?;
         let blobs = blob::open(
             &config.blob_store,
             store.clone(),
@@ -111,6 +119,7 @@ impl Application {
             metrics,
             http,
             shutdown: CancellationToken::new(),
+            sealer,
             upload_ttl,
         };
         Ok(Self {

@@ -10,7 +10,8 @@ use anyhow::Context;
 use bytesize::ByteSize;
 use clap::Args;
 
-use crate::domain::{AuthToken, UploadLimits};
+use crate::domain::{AuthToken, Tier, UploadLimits};
+use crate::secrets::SecretsKey;
 use crate::serve::ConnLimits;
 
 /// Flags of `molecule serve`.
@@ -84,6 +85,17 @@ pub struct ServeArgs {
     #[arg(long, env = "MOLECULE_METRICS_LISTEN")]
     pub metrics_listen: Option<SocketAddr>,
 
+    /// The key secrets are encrypted with at rest: 64 hex characters. If
+    /// unset, one is generated on first start into <data-dir>/secrets-key
+    /// (mode 0600) and reused afterwards. Starting with a different key
+    /// than the secrets were stored with fails at start-up.
+    #[arg(long, env = "MOLECULE_SECRETS_KEY", hide_env_values = true)]
+    pub secrets_key: Option<String>,
+
+    /// Largest accepted plugin tarball (at most 100MiB).
+    #[arg(long, env = "MOLECULE_MAX_PLUGIN_SIZE", default_value = "100MiB")]
+    pub max_plugin_size: ByteSize,
+
     /// Time a client gets to send a complete request head; slower
     /// connections are closed.
     #[arg(long, env = "MOLECULE_HEADER_READ_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
@@ -98,6 +110,21 @@ pub struct ServeArgs {
     /// one ends. Keep it under the process's file-descriptor limit.
     #[arg(long, env = "MOLECULE_MAX_CONNECTIONS", default_value = "4096")]
     pub max_connections: usize,
+
+    /// A workspace is online while its last heartbeat is this recent; a
+    /// workspace claiming active tasks whose heartbeat stopped this long
+    /// ago has them reset to 0 by the sweeper (phantom busy).
+    #[arg(long, env = "MOLECULE_OFFLINE_AFTER", default_value = "90s", value_parser = humantime::parse_duration)]
+    pub offline_after: Duration,
+
+    /// Tier (1–4) of a workspace whose create or import request names none.
+    #[arg(long, env = "MOLECULE_DEFAULT_TIER", default_value = "3")]
+    pub default_tier: Tier,
+
+    /// Model of a workspace whose request names none, for every runtime
+    /// except `claude-code` (which runs `sonnet`).
+    #[arg(long, env = "MOLECULE_DEFAULT_MODEL", default_value = crate::domain::DEFAULT_UNIVERSAL_MODEL)]
+    pub default_model: String,
 }
 
 /// Resolved server configuration.
@@ -133,9 +160,22 @@ pub struct Config {
     pub metrics_listen: Option<SocketAddr>,
     /// Timeout of calls to push-mode workspaces.
     pub forward_timeout: Duration,
+    /// The secrets key; `None` means "<data-dir>/secrets-key".
+    pub secrets_key: Option<SecretsKey>,
+    /// Largest accepted plugin tarball, in bytes.
+    pub max_plugin_size: u64,
     /// Header read timeout, idle timeout and connection cap.
     pub connections: ConnLimits,
+    /// Heartbeat window of "online", and the phantom-busy threshold.
+    pub offline_after: Duration,
+    /// Tier when a request names none.
+    pub default_tier: Tier,
+    /// Universal default model.
+    pub default_model: String,
 }
+
+/// Published plugins are never larger than this.
+pub const HARD_MAX_PLUGIN_SIZE: u64 = 100 * 1024 * 1024;
 
 /// The workspace side refuses files above this, so the server never accepts more.
 pub const HARD_MAX_FILE_SIZE: u64 = 25 * 1024 * 1024;
@@ -160,7 +200,12 @@ impl Config {
             allow_private_urls: false,
             metrics_listen: None,
             forward_timeout: Duration::from_secs(60),
+            secrets_key: None,
+            max_plugin_size: HARD_MAX_PLUGIN_SIZE,
             connections: ConnLimits::default(),
+            offline_after: crate::domain::DEFAULT_OFFLINE_AFTER,
+            default_tier: Tier::DEFAULT,
+            default_model: crate::domain::DEFAULT_UNIVERSAL_MODEL.to_owned(),
         }
     }
 }
@@ -234,9 +279,28 @@ impl ServeArgs {
             "--max-file-size must be between 1 byte and 25MiB (workspaces refuse larger files)"
         );
         anyhow::ensure!(
+            !self.default_model.trim().is_empty(),
+            "--default-model must not be empty"
+        );
+        anyhow::ensure!(
+            !self.offline_after.is_zero(),
+            "--offline-after must be positive"
+        );
+        anyhow::ensure!(
             self.max_request_size.as_u64() >= 1,
             "--max-request-size must be positive"
         );
+        let max_plugin_size = self.max_plugin_size.as_u64();
+        anyhow::ensure!(
+            (1..=HARD_MAX_PLUGIN_SIZE).contains(&max_plugin_size),
+            "--max-plugin-size must be between 1 byte and 100MiB"
+        );
+        let secrets_key = self
+            .secrets_key
+            .filter(|k| !k.trim().is_empty())
+            .map(|k| SecretsKey::parse(&k))
+            .transpose()
+            .context("--secrets-key / MOLECULE_SECRETS_KEY")?;
         anyhow::ensure!(
             self.max_connections >= 1,
             "--max-connections must be at least 1"
@@ -268,11 +332,16 @@ impl ServeArgs {
             allow_private_urls: self.allow_private_urls,
             metrics_listen: self.metrics_listen,
             forward_timeout: Duration::from_secs(60),
+            secrets_key,
+            max_plugin_size,
             connections: ConnLimits {
                 header_read_timeout: self.header_read_timeout,
                 idle_timeout: self.idle_timeout,
                 max_connections: self.max_connections,
             },
+            offline_after: self.offline_after,
+            default_tier: self.default_tier,
+            default_model: self.default_model.trim().to_owned(),
         })
     }
 }

@@ -31,6 +31,9 @@ pub struct Metrics {
     pub delegations: IntCounterVec,
     /// Delegation created → completed or failed.
     pub delegation_seconds: Histogram,
+    /// Workspaces whose `active_tasks` the sweep reset after their
+    /// heartbeat stopped.
+    pub phantom_busy_resets: IntCounter,
     /// Requests by method, route pattern and status.
     pub http_requests: IntCounterVec,
     /// Request latency by method and route pattern.
@@ -139,6 +142,10 @@ impl Metrics {
                 "molecule_sweep_runs_total",
                 "Sweep passes, by result.",
                 &["result"],
+            ),
+            phantom_busy_resets: counter(
+                "molecule_phantom_busy_resets_total",
+                "Workspaces whose active_tasks the sweeper reset to 0 because their heartbeat stopped while they claimed work.",
             ),
             http_requests: counter_vec(
                 "molecule_http_requests_total",

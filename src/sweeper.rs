@@ -9,7 +9,10 @@
 //! blobs (no row, older than a grace period
 //! longer than any upload can take). Rows are deleted before their blobs,
 //! so a crash in between leaves at worst an orphan blob, which a later pass
-//! reaps, and never a row pointing at a missing blob.
+//! reaps, and never a row pointing at a missing blob. It also purges
+//! soft-deleted workspaces past the activity retention, and resets the
+//! `active_tasks` of workspaces whose heartbeat stopped while they claimed
+//! work (phantom busy).
 //!
 //! [`Sweeper::sweep_once`] takes the clock as a parameter so tests choose
 //! the time; [`Sweeper::run`] runs a pass at start-up and then every
@@ -47,6 +50,8 @@ pub struct SweepConfig {
     pub orphan_grace: Period,
     /// Time between passes.
     pub interval: Duration,
+    /// A busy workspace silent this long has its `active_tasks` reset.
+    pub offline_after: Period,
 }
 
 /// What one pass did.
@@ -68,6 +73,10 @@ pub struct SweepOutcome {
     pub delegations_stuck: u64,
     /// Finished delegations purged.
     pub delegations_purged: u64,
+    /// Workspaces whose phantom `active_tasks` were reset to 0.
+    pub phantom_busy: u64,
+    /// Soft-deleted workspaces purged for good.
+    pub purged: u64,
     /// True when another replica held the sweep lock and this pass did nothing.
     pub skipped: bool,
 }
@@ -175,6 +184,27 @@ impl Sweeper {
             }
         }
         self.sweep_delegations(now, &mut out).await?;
+        let stale_before = self.config.offline_after.before(now);
+        loop {
+            let reset = self.store.reset_phantom_busy(stale_before, BATCH).await?;
+            for id in &reset {
+                tracing::info!(event = "workspace.phantom_busy_reset", workspace_id = %id, "active tasks of a silent workspace reset to 0");
+            }
+            self.metrics.phantom_busy_resets.inc_by(reset.len() as u64);
+            out.phantom_busy += reset.len() as u64;
+            if (reset.len() as i64) < BATCH {
+                break;
+            }
+        }
+        // A removed workspace is remembered (history, the `deleted` answer
+        // of its state route) as long as its activity would be.
+        loop {
+            let n = self.store.purge_removed(activity_cutoff, BATCH).await?;
+            out.purged += n;
+            if (n as i64) < BATCH {
+                break;
+            }
+        }
         out.orphans = self.reap_orphans(now).await?;
         Ok(out)
     }
@@ -268,6 +298,8 @@ impl Sweeper {
                             delegations_failed = out.delegations_failed,
                             delegations_stuck = out.delegations_stuck,
                             delegations_purged = out.delegations_purged,
+                            phantom_busy = out.phantom_busy,
+                            purged = out.purged,
                             skipped = out.skipped,
                             "sweep pass done"
                         );

@@ -1,8 +1,10 @@
 //! The command line: one clap tree for every face of the binary. The
 //! server commands (`serve`, `migrate`, `sweep`) are wired here; the
-//! operator commands live in `operator.rs` and the workspace side in
+//! operator commands live in `operator.rs` (workspaces, messages, uploads)
+//! and `agent.rs` (secrets, plugins), and the workspace side in
 //! `crate::connect`. Both of those reach the server only over HTTP.
 
+pub mod agent;
 pub mod operator;
 
 use std::path::PathBuf;
@@ -43,6 +45,9 @@ pub enum Command {
     /// Manage workspaces.
     #[command(subcommand)]
     Workspace(operator::WorkspaceCommand),
+    /// Import a team tree from a template.
+    #[command(subcommand)]
+    Org(operator::OrgCommand),
     /// Send a text message to a workspace.
     Send(operator::SendArgs),
     /// Upload files to a workspace, with a progress bar per file.
@@ -53,6 +58,12 @@ pub enum Command {
     Delegate(operator::DelegateArgs),
     /// List the delegation ledger, newest first (or its figures, --stats).
     Delegations(operator::DelegationsArgs),
+    /// Manage secrets (per workspace or global); values are never shown.
+    #[command(subcommand)]
+    Secret(agent::SecretCommand),
+    /// Publish and list plugins.
+    #[command(subcommand)]
+    Plugin(agent::PluginCommand),
 }
 
 /// Flags of `molecule migrate`.
@@ -133,10 +144,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Connect(args) => crate::connect::run(args).await,
         Command::Workspace(cmd) => operator::workspace(cmd).await,
+        Command::Org(cmd) => operator::org(cmd).await,
         Command::Send(args) => operator::send(args).await,
         Command::Upload(args) => operator::upload(args).await,
         Command::Status(args) => operator::status(args).await,
         Command::Delegate(args) => operator::delegate(args).await,
         Command::Delegations(args) => operator::delegations(args).await,
+        Command::Secret(cmd) => agent::secret(cmd).await,
+        Command::Plugin(cmd) => agent::plugin(cmd).await,
     }
 }

@@ -1,5 +1,8 @@
 //! The vocabulary of molecule: identifiers, delivery modes, sanitized file
-//! names and mimetypes, tokens, limits, and the delegation status machine.
+//! names and mimetypes, tokens and limits, secret and plugin names, the
+//! communication rule between workspaces ([`team`]), the lifecycle of a
+//! workspace (status, tier, runtime, model), org templates and the
+//! delegation status machine.
 //!
 //! Everything here is pure: no I/O, no axum, no sqlx. A value of one of these
 //! types is valid by construction ("parse, don't validate"), so the layers
@@ -8,9 +11,13 @@
 mod delegation;
 mod filename;
 mod ids;
+mod lifecycle;
 mod mimetype;
 mod mode;
+mod names;
 mod period;
+pub mod team;
+mod template;
 mod token;
 mod url;
 
@@ -20,9 +27,19 @@ pub use delegation::{
 };
 pub use filename::Filename;
 pub use ids::{DelegationId, FileId, IdError, WorkspaceId};
+pub use lifecycle::{
+    default_model, resolve_model, resolve_runtime, HeartbeatError, HeartbeatReport, Liveness,
+    NameError, Tier, TierError, WorkspaceStatus, CLAUDE_CODE, DEFAULT_OFFLINE_AFTER,
+    DEFAULT_RUNTIME, DEFAULT_UNIVERSAL_MODEL,
+};
 pub use mimetype::Mimetype;
 pub use mode::{DeliveryMode, ModeError};
+pub use names::{PluginName, PluginNameError, SecretName, SecretNameError};
 pub use period::{Period, PeriodError, MAX_PERIOD_SECS};
+pub use template::{
+    FlatNode, OrgTemplate, TemplateDefaults, TemplateError, TemplateFormat, TemplateNode,
+    MAX_TEMPLATE_DEPTH, MAX_TEMPLATE_NODES,
+};
 pub use token::{AuthToken, TokenHash};
 pub use url::{is_internal_ip, CallbackUrl, UrlError};
 

@@ -115,15 +115,24 @@ pub struct DelegationCreated {
     pub deduplicated: bool,
 }
 
-/// The communication rule (who may delegate to whom), in ONE call so the
-/// rule of the remote-agent work plugs in here. Today: the operator and
-/// every workspace may delegate to any other workspace.
-async fn check_communication(
-    _state: &AppState,
-    _caller: Caller,
-    _target: WorkspaceId,
-) -> Result<()> {
-    Ok(())
+/// The communication rule (`domain::team`): a workspace delegates only to
+/// its parent, its children and its siblings; the operator to anyone.
+async fn check_communication(state: &AppState, caller: Caller, target: WorkspaceId) -> Result<()> {
+    let Caller::Workspace(from) = caller else {
+        return Ok(());
+    };
+    let node_of = |id: WorkspaceId| async move {
+        state
+            .store
+            .get_workspace(id)
+            .await?
+            .filter(crate::store::Workspace::is_live)
+            .map(|w| w.node())
+            .ok_or_else(Error::workspace_not_found)
+    };
+    let from = node_of(from).await?;
+    let to = node_of(target).await?;
+    super::auth::require_reach(domain::team::Caller::Workspace(from), to)
 }
 
 /// Who is delegating: a workspace token must name itself in
@@ -257,7 +266,7 @@ pub async fn create_delegation(
                 }),
             ))
         }
-        Delegated::Existing(d) if d.callee_id != target => Err(Error::Conflict {
+        Delegated::Existing(d) if d.callee_id != target => Err(Error::StatusConflict {
             message: "this idempotency_key was already used for a delegation to another workspace"
                 .into(),
             current_status: None,
@@ -302,7 +311,7 @@ fn require_callee(principal: Principal, callee: WorkspaceId) -> Result<()> {
 }
 
 fn conflict(current: DelegationStatus, message: String) -> Error {
-    Error::Conflict {
+    Error::StatusConflict {
         message,
         current_status: Some(current.as_str().to_owned()),
     }

@@ -30,17 +30,23 @@ pub enum Error {
     /// 403: a workspace token on an operator route.
     #[error("this route is for the operator; a workspace token may not use it")]
     Forbidden,
+    /// 403: the communication rule forbids reaching that workspace.
+    #[error("{0}")]
+    OutOfReach(String),
     /// 404.
     #[error("{0}")]
     NotFound(String),
-    /// 409: the request contradicts the resource's state.
+    /// 409 with the resource's current status named beside the sentence.
     #[error("{message}")]
-    Conflict {
+    StatusConflict {
         /// The sentence.
         message: String,
         /// A delegation's status when a report would move it backwards.
         current_status: Option<String>,
     },
+    /// 409: the request conflicts with the current state.
+    #[error("{0}")]
+    Conflict(String),
     /// 410: the poll cursor points at rows the retention sweep removed.
     #[error("{message}")]
     Gone {
@@ -75,9 +81,10 @@ impl Error {
         match self {
             Error::BadRequest(_) => StatusCode::BAD_REQUEST,
             Error::Unauthorized => StatusCode::UNAUTHORIZED,
-            Error::Forbidden => StatusCode::FORBIDDEN,
+            Error::Forbidden | Error::OutOfReach(_) => StatusCode::FORBIDDEN,
             Error::NotFound(_) => StatusCode::NOT_FOUND,
-            Error::Conflict { .. } => StatusCode::CONFLICT,
+            Error::StatusConflict { .. } => StatusCode::CONFLICT,
+            Error::Conflict(_) => StatusCode::CONFLICT,
             Error::Gone { .. } => StatusCode::GONE,
             Error::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Error::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -150,7 +157,7 @@ impl IntoResponse for Error {
             _ => None,
         };
         let current_status = match &self {
-            Error::Conflict { current_status, .. } => current_status.clone(),
+            Error::StatusConflict { current_status, .. } => current_status.clone(),
             _ => None,
         };
         let body = ErrorBody {
@@ -164,12 +171,23 @@ impl IntoResponse for Error {
 
 impl From<StoreError> for Error {
     fn from(e: StoreError) -> Self {
-        // Unreachable, disk full, I/O failure: the write was not committed,
-        // and a retry may succeed — a 503, never a 500 or a success.
-        if e.is_unavailable() {
-            Error::Unavailable(anyhow::Error::new(e))
-        } else {
-            Error::Internal(anyhow::Error::new(e))
+        match e {
+            StoreError::UnknownParent(parent) => Error::Unprocessable(format!(
+                "parent workspace {parent} does not exist (or was removed)"
+            )),
+            StoreError::Cycle(chain) => Error::Unprocessable(format!(
+                "a workspace cannot be its own ancestor: {}",
+                chain
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(" → ")
+            )),
+            // Unreachable, disk full, I/O failure: the write was not
+            // committed, and a retry may succeed — a 503, never a 500 or a
+            // success.
+            e if e.is_unavailable() => Error::Unavailable(anyhow::Error::new(e)),
+            e => Error::Internal(anyhow::Error::new(e)),
         }
     }
 }

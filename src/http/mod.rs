@@ -9,10 +9,15 @@ mod canvas;
 mod delegations;
 mod error;
 mod extract;
+mod lifecycle;
 mod multipart;
 mod ops;
+mod org;
+mod peers;
 mod pending;
+mod plugins;
 mod registry;
+mod secrets;
 mod uploads;
 mod workspaces;
 
@@ -35,6 +40,7 @@ use crate::config::Config;
 use crate::domain::Period;
 use crate::events::Bus;
 use crate::metrics::Metrics;
+use crate::secrets::Sealer;
 use crate::store::Store;
 
 pub use activity::{ActivityView, MAX_WAIT_SECS};
@@ -44,10 +50,15 @@ pub use delegations::{
     StatusReportRequest,
 };
 pub use error::{Error, ErrorBody, Json, Result};
+pub use lifecycle::{DeletedState, WorkspaceState, RESTART_ACTIVITY};
 pub use ops::metrics_response as ops_metrics;
 pub use ops::UploadStatsView;
+pub use org::{ImportReport, ImportedWorkspace};
+pub use peers::{DiscoveredPeer, PeerView};
 pub use pending::PendingUploadView;
+pub use plugins::{PluginInstallView, PluginView};
 pub use registry::RegisteredWorkspace;
+pub use secrets::SecretView;
 pub use uploads::{UploadedFile, UploadedFiles};
 pub use workspaces::{
     Connection, ConnectionEnvelope, CreatedWorkspace, NewWorkspace, RotatedToken, WorkspaceStatus,
@@ -73,6 +84,8 @@ pub struct AppState {
     pub http: reqwest::Client,
     /// Cancelled at shutdown, so long polls and streams end promptly.
     pub shutdown: CancellationToken,
+    /// Seals and opens secret values.
+    pub sealer: Sealer,
     /// How long a staged file waits (`config.upload_ttl`, checked).
     pub upload_ttl: Period,
 }
@@ -116,6 +129,11 @@ pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
             workspaces::update_workspace,
             workspaces::delete_workspace
         ))
+        .routes(routes!(lifecycle::pause_workspace))
+        .routes(routes!(lifecycle::resume_workspace))
+        .routes(routes!(lifecycle::restart_workspace))
+        .routes(routes!(lifecycle::get_workspace_state))
+        .routes(routes!(org::import_org))
         .routes(routes!(workspaces::rotate_workspace_token))
         .routes(routes!(workspaces::get_workspace_connection))
         .routes(routes!(registry::register_workspace))
@@ -138,6 +156,31 @@ pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
                 .routes(routes!(uploads::upload_chat_files))
                 .layer(axum::extract::DefaultBodyLimit::disable()),
         )
+        // A plugin archive is checked and capped while it streams in.
+        .merge(
+            OpenApiRouter::new()
+                .routes(routes!(plugins::publish_plugin, plugins::delete_plugin))
+                .layer(axum::extract::DefaultBodyLimit::disable()),
+        )
+        .routes(routes!(plugins::list_plugins))
+        .routes(routes!(peers::list_peers))
+        .routes(routes!(peers::discover_peer))
+        .routes(routes!(plugins::download_plugin))
+        .routes(routes!(
+            plugins::record_plugin_install,
+            plugins::list_plugin_installs
+        ))
+        .routes(routes!(
+            secrets::set_workspace_secret,
+            secrets::delete_workspace_secret
+        ))
+        .routes(routes!(secrets::list_workspace_secrets))
+        .routes(routes!(secrets::get_secret_values))
+        .routes(routes!(
+            secrets::set_global_secret,
+            secrets::delete_global_secret
+        ))
+        .routes(routes!(secrets::list_global_secrets))
         .routes(routes!(pending::list_pending_uploads))
         .routes(routes!(pending::get_pending_upload_content))
         .routes(routes!(pending::ack_pending_upload))

@@ -54,7 +54,8 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 
 use crate::domain::{
-    Caller, DelegationId, DelegationStatus, DeliveryMode, FileId, Refused, TokenHash, WorkspaceId,
+    Caller, DelegationId, DelegationStatus, DeliveryMode, FileId, HeartbeatReport, PluginName,
+    Refused, SecretName, Tier, TokenHash, WorkspaceId,
 };
 
 pub use postgres::{Listener, Notifier, PostgresStore};
@@ -79,6 +80,13 @@ pub enum StoreError {
     /// The database URL names no engine we support.
     #[error("unsupported database URL `{0}`: use sqlite://PATH or postgres://…")]
     UnsupportedUrl(String),
+    /// The named parent does not exist or was removed.
+    #[error("parent workspace {0} does not exist")]
+    UnknownParent(WorkspaceId),
+    /// The new parent would make a workspace its own ancestor; the chain
+    /// runs from the workspace up to itself.
+    #[error("a workspace cannot be its own ancestor")]
+    Cycle(Vec<WorkspaceId>),
 }
 
 impl StoreError {
@@ -142,6 +150,49 @@ pub struct Workspace {
     pub updated_at: DateTime<Utc>,
     /// Last registration or heartbeat.
     pub last_heartbeat_at: Option<DateTime<Utc>>,
+    /// Parent in the team tree; `None` for a root.
+    pub parent_id: Option<WorkspaceId>,
+    /// The canvas's fold of its subtree.
+    pub collapsed: bool,
+    /// Resource tier.
+    pub tier: Tier,
+    /// What runs the agent.
+    pub runtime: String,
+    /// The model the agent runs (`None` only for rows older than tiers).
+    pub model: Option<String>,
+    /// Set while paused.
+    pub paused_at: Option<DateTime<Utc>>,
+    /// Set once soft-deleted.
+    pub removed_at: Option<DateTime<Utc>>,
+    /// What the last heartbeat reported (`active_tasks` defaults to 0).
+    pub report: HeartbeatReport,
+}
+
+impl Workspace {
+    /// Not soft-deleted.
+    pub fn is_live(&self) -> bool {
+        self.removed_at.is_none()
+    }
+
+    /// The inputs of its status.
+    pub fn liveness(&self) -> crate::domain::Liveness {
+        crate::domain::Liveness {
+            removed: self.removed_at.is_some(),
+            paused: self.paused_at.is_some(),
+            error_rate: self.report.error_rate,
+            last_heartbeat_at: self.last_heartbeat_at,
+        }
+    }
+}
+
+impl Workspace {
+    /// Its place in the workspace tree, for the communication rule.
+    pub fn node(&self) -> crate::domain::team::Node {
+        crate::domain::team::Node {
+            id: self.id,
+            parent_id: self.parent_id,
+        }
+    }
 }
 
 /// A workspace to create.
@@ -153,6 +204,14 @@ pub struct NewWorkspace {
     pub delivery_mode: DeliveryMode,
     /// Callback URL (push mode).
     pub url: Option<String>,
+    /// Parent; must be a live workspace.
+    pub parent_id: Option<WorkspaceId>,
+    /// Resource tier (already defaulted).
+    pub tier: Tier,
+    /// Runtime (already defaulted).
+    pub runtime: String,
+    /// Model (already defaulted).
+    pub model: String,
 }
 
 /// Changes to a workspace; `None` leaves a field alone.
@@ -166,13 +225,63 @@ pub struct UpdateWorkspace {
     pub url: Option<Option<String>>,
     /// New agent card (registration only).
     pub agent_card: Option<Value>,
+    /// New parent; `Some(None)` makes it a root.
+    pub parent_id: Option<Option<WorkspaceId>>,
+    /// New fold state.
+    pub collapsed: Option<bool>,
+    /// New tier.
+    pub tier: Option<Tier>,
+    /// New runtime.
+    pub runtime: Option<String>,
+    /// New model.
+    pub model: Option<String>,
+}
+
+/// How a soft delete ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Removal {
+    /// No live workspace with that id.
+    NotFound,
+    /// It has this many live children and no cascade was asked for.
+    HasLiveChildren(i64),
+    /// These workspaces (the one asked for first, then its live
+    /// descendants), each with its parent, are removed and their tokens
+    /// revoked.
+    Removed(Vec<(WorkspaceId, Option<WorkspaceId>)>),
+}
+
+/// One node of an org import, flattened in pre-order: a node's parent
+/// always comes before it.
+#[derive(Debug, Clone)]
+pub struct ImportNode {
+    /// Index of the parent node in the plan; `None` for a template root.
+    pub parent: Option<usize>,
+    /// The workspace to create when no live `(parent, name)` exists; its
+    /// `parent_id` is filled in by the import.
+    pub workspace: NewWorkspace,
+    /// Id to use if created.
+    pub id: WorkspaceId,
+    /// First token to insert if created.
+    pub token: TokenHash,
+}
+
+/// What the import did with one node.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ImportedNode {
+    /// The workspace (the existing one when skipped).
+    pub id: WorkspaceId,
+    /// Its parent.
+    pub parent_id: Option<WorkspaceId>,
+    /// True when created by this import, false when it already existed.
+    pub created: bool,
 }
 
 /// How a registration ended.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Registered {
-    /// The workspace was updated and marked online.
-    Done(Workspace),
+    /// The workspace was updated and marked online (boxed: a workspace
+    /// row is large next to the other outcomes).
+    Done(Box<Workspace>),
     /// No such workspace.
     NotFound,
     /// A token was to be minted, but the workspace already has a live one.
@@ -218,12 +327,16 @@ pub struct Activity {
 }
 
 /// Which activity rows to read.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct ActivityQuery {
     /// Only rows with a greater id.
     pub since_id: i64,
     /// Only rows of this type.
     pub activity_type: Option<String>,
+    /// Only rows whose `source_id` equals this (the inbox's `peer_id`).
+    pub source_id: Option<String>,
+    /// Only rows created strictly before this instant (`before_ts`).
+    pub before: Option<DateTime<Utc>>,
     /// At most this many rows.
     pub limit: i64,
 }
@@ -514,6 +627,65 @@ pub struct DelegationStats {
     pub completion_seconds: Vec<f64>,
 }
 
+/// Whose secret: every workspace's (global) or one workspace's own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SecretScope {
+    /// Inherited by every workspace.
+    Global,
+    /// One workspace's own.
+    Workspace(WorkspaceId),
+}
+
+/// A secret as listed: never its value.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SecretMeta {
+    /// Its key.
+    pub name: SecretName,
+    /// Last set.
+    pub updated_at: DateTime<Utc>,
+}
+
+/// A secret as stored: sealed (nonce, ciphertext and tag), never plaintext.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SealedSecret {
+    /// Global or the workspace's own.
+    pub scope: SecretScope,
+    /// Its key.
+    pub name: SecretName,
+    /// Nonce || ciphertext || tag.
+    pub sealed: Vec<u8>,
+}
+
+/// A published plugin.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Plugin {
+    /// Its name.
+    pub name: PluginName,
+    /// Where the tarball is.
+    pub blob_key: String,
+    /// Size in bytes.
+    pub size: i64,
+    /// Hex SHA-256 of the tarball.
+    pub sha256: String,
+    /// First published.
+    pub created_at: DateTime<Utc>,
+    /// Last published.
+    pub updated_at: DateTime<Utc>,
+}
+
+/// A plugin a workspace reports it installed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PluginInstall {
+    /// The workspace.
+    pub workspace_id: WorkspaceId,
+    /// The plugin's name.
+    pub name: PluginName,
+    /// Where it came from, as the agent says.
+    pub source: String,
+    /// Last install.
+    pub installed_at: DateTime<Utc>,
+}
+
 /// Held while a sweep pass runs; see [`Store::try_sweep_lock`].
 pub struct SweepLock(Option<postgres::PgSessionLock>);
 
@@ -550,7 +722,8 @@ pub trait Store: Send + Sync + 'static {
 
     // --- workspaces and tokens ---
 
-    /// Inserts a workspace and its first token in one transaction.
+    /// Inserts a workspace and its first token in one transaction; the
+    /// parent, if any, must be live ([`StoreError::UnknownParent`]).
     async fn create_workspace(
         &self,
         id: WorkspaceId,
@@ -558,19 +731,64 @@ pub trait Store: Send + Sync + 'static {
         token: TokenHash,
         now: DateTime<Utc>,
     ) -> StoreResult<Workspace>;
-    /// One workspace.
+    /// One workspace, removed ones included (check [`Workspace::is_live`]).
     async fn get_workspace(&self, id: WorkspaceId) -> StoreResult<Option<Workspace>>;
-    /// Every workspace, oldest first.
+    /// Every live (not removed) workspace, oldest first.
     async fn list_workspaces(&self) -> StoreResult<Vec<Workspace>>;
-    /// Applies changes; `None` when there is no such workspace.
+    /// Applies changes to a live workspace; `None` when there is none. A
+    /// new parent must be live and not the workspace or a descendant
+    /// ([`StoreError::UnknownParent`], [`StoreError::Cycle`]).
     async fn update_workspace(
         &self,
         id: WorkspaceId,
         update: &UpdateWorkspace,
         now: DateTime<Utc>,
     ) -> StoreResult<Option<Workspace>>;
-    /// Deletes a workspace and its tokens; false when absent.
-    async fn delete_workspace(&self, id: WorkspaceId) -> StoreResult<bool>;
+    /// Soft-deletes a live workspace (with its live subtree when
+    /// `cascade`): stamps `removed_at`, revokes every token, in one
+    /// transaction.
+    async fn remove_workspace(
+        &self,
+        id: WorkspaceId,
+        cascade: bool,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Removal>;
+    /// Ids of the live children of a workspace, oldest first.
+    async fn child_ids(&self, id: WorkspaceId) -> StoreResult<Vec<WorkspaceId>>;
+    /// Pauses (`true`) or resumes a live workspace; `None` when there is
+    /// no live workspace with that id.
+    async fn set_paused(
+        &self,
+        id: WorkspaceId,
+        paused: bool,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Option<Workspace>>;
+    /// Records a restart request: resets `active_tasks` and inserts the
+    /// activity row the agent sees, in one transaction; `None` when there
+    /// is no live workspace with that id.
+    async fn request_restart(
+        &self,
+        id: WorkspaceId,
+        row: &NewActivity,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Option<(Workspace, Activity)>>;
+    /// Imports a team tree in one transaction, serialized against every
+    /// other import and tree change: a node whose `(parent, name)` exists
+    /// among live workspaces (NULL parents equal) is skipped, the others
+    /// are inserted with their token. With `dry_run` the transaction is
+    /// rolled back, so the answer is the same and nothing is written.
+    async fn import_org(
+        &self,
+        nodes: &[ImportNode],
+        dry_run: bool,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Vec<ImportedNode>>;
+    /// The removed workspace a (revoked) token belonged to: lets the state
+    /// route tell an agent its workspace was deleted.
+    async fn removed_workspace_for_token(
+        &self,
+        token: TokenHash,
+    ) -> StoreResult<Option<WorkspaceId>>;
     /// Revokes every live token and inserts `token`, in one transaction;
     /// false when the workspace is absent.
     async fn rotate_token(
@@ -592,8 +810,15 @@ pub trait Store: Send + Sync + 'static {
         mint: Option<TokenHash>,
         now: DateTime<Utc>,
     ) -> StoreResult<Registered>;
-    /// Stamps `last_heartbeat_at`; false when absent.
-    async fn heartbeat(&self, id: WorkspaceId, now: DateTime<Utc>) -> StoreResult<bool>;
+    /// Stamps `last_heartbeat_at` of a live workspace and stores what the
+    /// heartbeat reported (fields left out keep their value); false when
+    /// absent.
+    async fn heartbeat(
+        &self,
+        id: WorkspaceId,
+        report: &HeartbeatReport,
+        now: DateTime<Utc>,
+    ) -> StoreResult<bool>;
 
     // --- activity ---
 
@@ -659,6 +884,59 @@ pub trait Store: Send + Sync + 'static {
     /// Counts for the stats endpoint.
     async fn upload_stats(&self, now: DateTime<Utc>) -> StoreResult<UploadStats>;
 
+    // --- secrets ---
+
+    /// Stores `candidate` as the key check value unless one is stored, and
+    /// returns the stored one (the first server start writes it).
+    async fn secrets_key_check(&self, candidate: &[u8], now: DateTime<Utc>)
+        -> StoreResult<Vec<u8>>;
+    /// Sets a secret (insert or replace); false when the workspace of a
+    /// workspace scope does not exist.
+    async fn put_secret(
+        &self,
+        scope: SecretScope,
+        name: &SecretName,
+        sealed: &[u8],
+        now: DateTime<Utc>,
+    ) -> StoreResult<bool>;
+    /// Deletes a secret; false when absent.
+    async fn delete_secret(&self, scope: SecretScope, name: &SecretName) -> StoreResult<bool>;
+    /// The keys of one scope, by name.
+    async fn list_secrets(&self, scope: SecretScope) -> StoreResult<Vec<SecretMeta>>;
+    /// Every global secret and every secret of the workspace, sealed.
+    async fn sealed_secrets(&self, workspace_id: WorkspaceId) -> StoreResult<Vec<SealedSecret>>;
+
+    // --- plugins ---
+
+    /// Inserts or replaces a plugin; returns the blob key it replaced.
+    async fn put_plugin(
+        &self,
+        name: &PluginName,
+        blob_key: &str,
+        size: i64,
+        sha256: &str,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Option<String>>;
+    /// One plugin.
+    async fn get_plugin(&self, name: &PluginName) -> StoreResult<Option<Plugin>>;
+    /// Every plugin, by name.
+    async fn list_plugins(&self) -> StoreResult<Vec<Plugin>>;
+    /// Deletes a plugin and returns its blob key; `None` when absent.
+    async fn delete_plugin(&self, name: &PluginName) -> StoreResult<Option<String>>;
+    /// Records (or refreshes) an install; `None` when the workspace is absent.
+    async fn record_plugin_install(
+        &self,
+        workspace_id: WorkspaceId,
+        name: &PluginName,
+        source: &str,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Option<PluginInstall>>;
+    /// A workspace's installs, by name.
+    async fn list_plugin_installs(
+        &self,
+        workspace_id: WorkspaceId,
+    ) -> StoreResult<Vec<PluginInstall>>;
+
     // --- sweeping ---
 
     /// Deletes up to `limit` rows that are acked before `acked_before` or
@@ -673,7 +951,19 @@ pub trait Store: Send + Sync + 'static {
     /// Deletes up to `limit` activity rows created before `cutoff`, records
     /// the highest deleted id per workspace, and returns how many it deleted.
     async fn sweep_activity(&self, cutoff: DateTime<Utc>, limit: i64) -> StoreResult<u64>;
-    /// Which of `keys` some `pending_uploads` row still references.
+    /// Resets `active_tasks` to 0 on live workspaces claiming work whose
+    /// last heartbeat is older than `stale_before` (phantom busy); returns
+    /// their ids.
+    async fn reset_phantom_busy(
+        &self,
+        stale_before: DateTime<Utc>,
+        limit: i64,
+    ) -> StoreResult<Vec<WorkspaceId>>;
+    /// Deletes up to `limit` workspaces removed before `removed_before`
+    /// (with their tokens) and returns how many.
+    async fn purge_removed(&self, removed_before: DateTime<Utc>, limit: i64) -> StoreResult<u64>;
+    /// Which of `keys` some `pending_uploads` or `plugins` row still
+    /// references (the orphan reaper keeps those).
     async fn referenced_blob_keys(&self, keys: &[String]) -> StoreResult<Vec<String>>;
 
     // --- the delegation ledger ---

@@ -21,7 +21,8 @@ use tokio::sync::{Mutex, MutexGuard};
 
 use super::*;
 use crate::domain::{
-    self, Caller, DelegationId, DelegationStatus, DeliveryMode, FileId, Transition, WorkspaceId,
+    self, Caller, DelegationId, DelegationStatus, DeliveryMode, FileId, HeartbeatReport,
+    PluginName, SecretName, Tier, Transition, WorkspaceId,
 };
 
 /// A timestamp as the store binds and reads it: integer microseconds on
@@ -105,6 +106,18 @@ pub(super) struct WorkspaceRow {
     created_at: Ts,
     updated_at: Ts,
     last_heartbeat_at: Option<Ts>,
+    parent_id: Option<WorkspaceId>,
+    collapsed: bool,
+    tier: i16,
+    runtime: String,
+    model: Option<String>,
+    paused_at: Option<Ts>,
+    removed_at: Option<Ts>,
+    current_task: Option<String>,
+    active_tasks: i32,
+    error_rate: Option<f64>,
+    sample_error: Option<String>,
+    uptime_seconds: Option<i64>,
 }
 
 impl TryFrom<WorkspaceRow> for Workspace {
@@ -122,6 +135,20 @@ impl TryFrom<WorkspaceRow> for Workspace {
             created_at: r.created_at.0,
             updated_at: r.updated_at.0,
             last_heartbeat_at: r.last_heartbeat_at.map(|t| t.0),
+            parent_id: r.parent_id,
+            collapsed: r.collapsed,
+            tier: Tier::new(r.tier.into()).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+            runtime: r.runtime,
+            model: r.model,
+            paused_at: r.paused_at.map(|t| t.0),
+            removed_at: r.removed_at.map(|t| t.0),
+            report: HeartbeatReport {
+                current_task: r.current_task,
+                active_tasks: Some(r.active_tasks.into()),
+                error_rate: r.error_rate,
+                sample_error: r.sample_error,
+                uptime_seconds: r.uptime_seconds,
+            },
         })
     }
 }
@@ -282,6 +309,60 @@ impl TryFrom<DelegationRow> for Delegation {
     }
 }
 
+/// `global_secrets` / `workspace_secrets` keys as listed.
+#[derive(sqlx::FromRow)]
+pub(super) struct SecretMetaRow {
+    name: String,
+    updated_at: Ts,
+}
+
+impl TryFrom<SecretMetaRow> for SecretMeta {
+    type Error = StoreError;
+    fn try_from(r: SecretMetaRow) -> StoreResult<Self> {
+        Ok(SecretMeta {
+            name: SecretName::parse(&r.name).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+            updated_at: r.updated_at.0,
+        })
+    }
+}
+
+/// A sealed secret as read; `own` tells the workspace's from the global.
+#[derive(sqlx::FromRow)]
+pub(super) struct SealedRow {
+    own: bool,
+    name: String,
+    sealed: Vec<u8>,
+}
+
+/// `plugins` as read (`SELECT *`).
+#[derive(sqlx::FromRow)]
+pub(super) struct PluginRow {
+    name: String,
+    blob_key: String,
+    size_bytes: i64,
+    sha256: String,
+    created_at: Ts,
+    updated_at: Ts,
+}
+
+fn plugin_name(raw: &str) -> StoreResult<PluginName> {
+    PluginName::parse(raw).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+impl TryFrom<PluginRow> for Plugin {
+    type Error = StoreError;
+    fn try_from(r: PluginRow) -> StoreResult<Self> {
+        Ok(Plugin {
+            name: plugin_name(&r.name)?,
+            blob_key: r.blob_key,
+            size: r.size_bytes,
+            sha256: r.sha256,
+            created_at: r.created_at.0,
+            updated_at: r.updated_at.0,
+        })
+    }
+}
+
 /// Statuses a delegation is still in flight in, as an SQL list.
 const IN_FLIGHT: &str = "('queued', 'dispatched', 'in_progress', 'stuck')";
 
@@ -293,6 +374,27 @@ pub(super) struct Move<'a> {
     /// A callee report (a sign of life), not the sweeper.
     beat: bool,
     from: &'a Delegation,
+}
+
+/// `workspace_plugins` as read (`SELECT *`).
+#[derive(sqlx::FromRow)]
+pub(super) struct InstallRow {
+    workspace_id: WorkspaceId,
+    name: String,
+    source: String,
+    installed_at: Ts,
+}
+
+impl TryFrom<InstallRow> for PluginInstall {
+    type Error = StoreError;
+    fn try_from(r: InstallRow) -> StoreResult<Self> {
+        Ok(PluginInstall {
+            workspace_id: r.workspace_id,
+            name: plugin_name(&r.name)?,
+            source: r.source,
+            installed_at: r.installed_at.0,
+        })
+    }
 }
 
 pub(super) const UPLOAD_COLUMNS: &str = "file_id, workspace_id, blob_key, size_bytes, sha256, \
@@ -338,16 +440,94 @@ macro_rules! portable_store {
                 Ok(row)
             }
 
-            /// Whether the workspace exists, locked until commit
+            /// Whether the workspace exists and is live (a removed one
+            /// neither rotates nor registers), locked until commit
             /// ([`Self::ROW_LOCK`]) so what the transaction does next is
             /// atomic with this check.
             async fn lock_workspace(
                 conn: &mut <$db as sqlx::Database>::Connection,
                 id: WorkspaceId,
             ) -> StoreResult<bool> {
-                let sql = format!("SELECT 1 FROM workspaces WHERE id = $1{}", Self::ROW_LOCK);
+                let sql = format!(
+                    "SELECT 1 FROM workspaces WHERE id = $1 AND removed_at IS NULL{}",
+                    Self::ROW_LOCK
+                );
                 let found = sqlx::query(&sql).bind(id).fetch_optional(conn).await?;
                 Ok(found.is_some())
+            }
+
+            /// Inserts a workspace row, inside the caller's transaction.
+            async fn insert_workspace(
+                conn: &mut <$db as sqlx::Database>::Connection,
+                id: WorkspaceId,
+                new: &NewWorkspace,
+                now: DateTime<Utc>,
+            ) -> StoreResult<WorkspaceRow> {
+                sqlx::query_as(
+                    "INSERT INTO workspaces (id, name, delivery_mode, url, parent_id, tier, \
+                     runtime, model, created_at, updated_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9) RETURNING *",
+                )
+                .bind(id)
+                .bind(&new.name)
+                .bind(new.delivery_mode.as_str())
+                .bind(&new.url)
+                .bind(new.parent_id)
+                .bind(new.tier.get() as i16)
+                .bind(&new.runtime)
+                .bind(&new.model)
+                .bind(Ts(now))
+                .fetch_all(conn)
+                .await?
+                .pop()
+                .ok_or_else(|| StoreError::Corrupt("INSERT returned no row".into()))
+            }
+
+            /// Fails unless `parent` is a live workspace.
+            async fn require_live_parent(
+                conn: &mut <$db as sqlx::Database>::Connection,
+                parent: WorkspaceId,
+            ) -> StoreResult<()> {
+                let live = sqlx::query("SELECT 1 FROM workspaces WHERE id = $1 AND removed_at IS NULL")
+                    .bind(parent)
+                    .fetch_optional(conn)
+                    .await?
+                    .is_some();
+                if live {
+                    Ok(())
+                } else {
+                    Err(StoreError::UnknownParent(parent))
+                }
+            }
+
+            /// Fails when making `parent` the parent of `id` would make
+            /// `id` its own ancestor; the error carries the chain.
+            async fn refuse_cycle(
+                conn: &mut <$db as sqlx::Database>::Connection,
+                id: WorkspaceId,
+                parent: WorkspaceId,
+            ) -> StoreResult<()> {
+                // Bounded, so even a corrupt (cyclic) table cannot make
+                // this recurse forever.
+                let chain: Vec<WorkspaceId> = sqlx::query_scalar(
+                    "WITH RECURSIVE up(id, parent_id, depth) AS ( \
+                       SELECT id, parent_id, 0 FROM workspaces WHERE id = $1 \
+                       UNION ALL \
+                       SELECT w.id, w.parent_id, up.depth + 1 FROM workspaces w \
+                       JOIN up ON w.id = up.parent_id WHERE up.depth < 10000 \
+                     ) SELECT id FROM up ORDER BY depth",
+                )
+                .bind(parent)
+                .fetch_all(conn)
+                .await?;
+                match chain.iter().position(|a| *a == id) {
+                    Some(at) => {
+                        let mut cycle = vec![id];
+                        cycle.extend_from_slice(&chain[..=at]);
+                        Err(StoreError::Cycle(cycle))
+                    }
+                    None => Ok(()),
+                }
             }
 
             /// Inserts a live token for a workspace, inside the caller's
@@ -511,19 +691,11 @@ macro_rules! portable_store {
             ) -> StoreResult<Workspace> {
                 let _w = self.writer().await;
                 let mut tx = self.pool.begin().await?;
-                let row: WorkspaceRow = sqlx::query_as(
-                    "INSERT INTO workspaces (id, name, delivery_mode, url, created_at, updated_at) \
-                     VALUES ($1, $2, $3, $4, $5, $5) RETURNING *",
-                )
-                .bind(id)
-                .bind(&new.name)
-                .bind(new.delivery_mode.as_str())
-                .bind(&new.url)
-                .bind(Ts(now))
-                .fetch_all(&mut *tx)
-                .await?
-                .pop()
-                .ok_or_else(|| StoreError::Corrupt("INSERT returned no row".into()))?;
+                if let Some(parent) = new.parent_id {
+                    Self::lock_tree(&mut tx).await?;
+                    Self::require_live_parent(&mut tx, parent).await?;
+                }
+                let row = Self::insert_workspace(&mut tx, id, new, now).await?;
                 Self::insert_token(&mut tx, id, token, now).await?;
                 tx.commit().await?;
                 row.try_into()
@@ -540,7 +712,9 @@ macro_rules! portable_store {
 
             async fn list_workspaces(&self) -> StoreResult<Vec<Workspace>> {
                 let rows: Vec<WorkspaceRow> =
-                    sqlx::query_as("SELECT * FROM workspaces ORDER BY created_at, id")
+                    sqlx::query_as(
+                        "SELECT * FROM workspaces WHERE removed_at IS NULL ORDER BY created_at, id",
+                    )
                         .fetch_all(&self.pool)
                         .await?;
                 rows.into_iter().map(TryInto::try_into).collect()
@@ -555,14 +729,24 @@ macro_rules! portable_store {
             ) -> StoreResult<Option<Workspace>> {
                 let _w = self.writer().await;
                 let mut tx = self.pool.begin().await?;
+                if let Some(Some(parent)) = update.parent_id {
+                    Self::lock_tree(&mut tx).await?;
+                    Self::require_live_parent(&mut tx, parent).await?;
+                    Self::refuse_cycle(&mut tx, id, parent).await?;
+                }
                 let row: Option<WorkspaceRow> = sqlx::query_as(
                     "UPDATE workspaces SET \
                        name = COALESCE($2, name), \
                        delivery_mode = COALESCE($3, delivery_mode), \
                        url = CASE WHEN $4 THEN $5 ELSE url END, \
                        agent_card = COALESCE($6, agent_card), \
+                       parent_id = CASE WHEN $8 THEN $9 ELSE parent_id END, \
+                       collapsed = COALESCE($10, collapsed), \
+                       tier = COALESCE($11, tier), \
+                       runtime = COALESCE($12, runtime), \
+                       model = COALESCE($13, model), \
                        updated_at = $7 \
-                     WHERE id = $1 RETURNING *",
+                     WHERE id = $1 AND removed_at IS NULL RETURNING *",
                 )
                 .bind(id)
                 .bind(&update.name)
@@ -570,6 +754,104 @@ macro_rules! portable_store {
                 .bind(update.url.is_some())
                 .bind(update.url.clone().flatten())
                 .bind(update.agent_card.as_ref().map(Json))
+                .bind(Ts(now))
+                .bind(update.parent_id.is_some())
+                .bind(update.parent_id.flatten())
+                .bind(update.collapsed)
+                .bind(update.tier.map(|t| t.get() as i16))
+                .bind(&update.runtime)
+                .bind(&update.model)
+                .fetch_all(&mut *tx)
+                .await?
+                .pop();
+                tx.commit().await?;
+                row.map(TryInto::try_into).transpose()
+            }
+
+            #[tracing::instrument(skip_all, fields(workspace_id = %id, cascade))]
+            async fn remove_workspace(
+                &self,
+                id: WorkspaceId,
+                cascade: bool,
+                now: DateTime<Utc>,
+            ) -> StoreResult<Removal> {
+                let _w = self.writer().await;
+                let mut tx = self.pool.begin().await?;
+                Self::lock_tree(&mut tx).await?;
+                if !Self::lock_workspace(&mut tx, id).await? {
+                    return Ok(Removal::NotFound);
+                }
+                let children: i64 = sqlx::query_scalar(
+                    "SELECT count(*) FROM workspaces WHERE parent_id = $1 AND removed_at IS NULL",
+                )
+                .bind(id)
+                .fetch_one(&mut *tx)
+                .await?;
+                if children > 0 && !cascade {
+                    return Ok(Removal::HasLiveChildren(children));
+                }
+                // The live subtree, the workspace itself first.
+                let subtree: Vec<(WorkspaceId, Option<WorkspaceId>)> = sqlx::query_as(
+                    "WITH RECURSIVE sub(id, parent_id, depth) AS ( \
+                       SELECT id, parent_id, 0 FROM workspaces WHERE id = $1 \
+                       UNION ALL \
+                       SELECT w.id, w.parent_id, sub.depth + 1 FROM workspaces w \
+                       JOIN sub ON w.parent_id = sub.id \
+                       WHERE w.removed_at IS NULL AND sub.depth < 10000 \
+                     ) SELECT id, parent_id FROM sub ORDER BY depth",
+                )
+                .bind(id)
+                .fetch_all(&mut *tx)
+                .await?;
+                for (ws, _) in &subtree {
+                    sqlx::query(
+                        "UPDATE workspaces SET removed_at = $2, updated_at = $2 WHERE id = $1",
+                    )
+                    .bind(ws)
+                    .bind(Ts(now))
+                    .execute(&mut *tx)
+                    .await?;
+                    sqlx::query(
+                        "UPDATE workspace_auth_tokens SET revoked_at = $2 \
+                         WHERE workspace_id = $1 AND revoked_at IS NULL",
+                    )
+                    .bind(ws)
+                    .bind(Ts(now))
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                tx.commit().await?;
+                Ok(Removal::Removed(subtree))
+            }
+
+            async fn child_ids(&self, id: WorkspaceId) -> StoreResult<Vec<WorkspaceId>> {
+                Ok(sqlx::query_scalar(
+                    "SELECT id FROM workspaces WHERE parent_id = $1 AND removed_at IS NULL \
+                     ORDER BY created_at, id",
+                )
+                .bind(id)
+                .fetch_all(&self.pool)
+                .await?)
+            }
+
+            #[tracing::instrument(skip_all, fields(workspace_id = %id, paused))]
+            async fn set_paused(
+                &self,
+                id: WorkspaceId,
+                paused: bool,
+                now: DateTime<Utc>,
+            ) -> StoreResult<Option<Workspace>> {
+                let _w = self.writer().await;
+                let mut tx = self.pool.begin().await?;
+                // Pausing twice keeps the first pause time.
+                let row: Option<WorkspaceRow> = sqlx::query_as(
+                    "UPDATE workspaces SET \
+                       paused_at = CASE WHEN $2 THEN COALESCE(paused_at, $3) END, \
+                       updated_at = $3 \
+                     WHERE id = $1 AND removed_at IS NULL RETURNING *",
+                )
+                .bind(id)
+                .bind(paused)
                 .bind(Ts(now))
                 .fetch_all(&mut *tx)
                 .await?
@@ -579,16 +861,100 @@ macro_rules! portable_store {
             }
 
             #[tracing::instrument(skip_all, fields(workspace_id = %id))]
-            async fn delete_workspace(&self, id: WorkspaceId) -> StoreResult<bool> {
+            async fn request_restart(
+                &self,
+                id: WorkspaceId,
+                row: &NewActivity,
+                now: DateTime<Utc>,
+            ) -> StoreResult<Option<(Workspace, Activity)>> {
                 let _w = self.writer().await;
                 let mut tx = self.pool.begin().await?;
-                // Tokens go with the row (ON DELETE CASCADE).
-                let done = sqlx::query("DELETE FROM workspaces WHERE id = $1")
-                    .bind(id)
-                    .execute(&mut *tx)
-                    .await?;
+                let ws: Option<WorkspaceRow> = sqlx::query_as(
+                    "UPDATE workspaces SET active_tasks = 0, updated_at = $2 \
+                     WHERE id = $1 AND removed_at IS NULL RETURNING *",
+                )
+                .bind(id)
+                .bind(Ts(now))
+                .fetch_all(&mut *tx)
+                .await?
+                .pop();
+                let Some(ws) = ws else {
+                    return Ok(None);
+                };
+                let activity = Self::insert_activity_in(&mut tx, id, row, now).await?;
                 tx.commit().await?;
-                Ok(done.rows_affected() == 1)
+                Ok(Some((ws.try_into()?, activity)))
+            }
+
+            #[tracing::instrument(skip_all, fields(nodes = nodes.len(), dry_run))]
+            async fn import_org(
+                &self,
+                nodes: &[ImportNode],
+                dry_run: bool,
+                now: DateTime<Utc>,
+            ) -> StoreResult<Vec<ImportedNode>> {
+                let _w = self.writer().await;
+                let mut tx = self.pool.begin().await?;
+                // Serializes imports: a second one waits here, then finds
+                // every node the first one created.
+                Self::lock_tree(&mut tx).await?;
+                let mut out: Vec<ImportedNode> = Vec::with_capacity(nodes.len());
+                for (i, node) in nodes.iter().enumerate() {
+                    let parent_id = node.parent.map(|p| out[p].id);
+                    // NULL parents compare equal: root nodes match roots.
+                    let existing: Option<WorkspaceId> = sqlx::query_scalar(
+                        "SELECT id FROM workspaces \
+                         WHERE parent_id IS NOT DISTINCT FROM $1 AND name = $2 \
+                           AND removed_at IS NULL \
+                         ORDER BY created_at, id LIMIT 1",
+                    )
+                    .bind(parent_id)
+                    .bind(&node.workspace.name)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                    if let Some(existing) = existing {
+                        out.push(ImportedNode {
+                            id: existing,
+                            parent_id,
+                            created: false,
+                        });
+                        continue;
+                    }
+                    let new = NewWorkspace {
+                        parent_id,
+                        ..node.workspace.clone()
+                    };
+                    // One microsecond apart: listings (oldest first) keep
+                    // the template's order.
+                    let at = now + chrono::Duration::microseconds(i as i64);
+                    Self::insert_workspace(&mut tx, node.id, &new, at).await?;
+                    Self::insert_token(&mut tx, node.id, node.token, at).await?;
+                    out.push(ImportedNode {
+                        id: node.id,
+                        parent_id,
+                        created: true,
+                    });
+                }
+                if dry_run {
+                    tx.rollback().await?;
+                } else {
+                    tx.commit().await?;
+                }
+                Ok(out)
+            }
+
+            async fn removed_workspace_for_token(
+                &self,
+                token: TokenHash,
+            ) -> StoreResult<Option<WorkspaceId>> {
+                Ok(sqlx::query_scalar(
+                    "SELECT w.id FROM workspace_auth_tokens t \
+                     JOIN workspaces w ON w.id = t.workspace_id \
+                     WHERE t.token_hash = $1 AND w.removed_at IS NOT NULL",
+                )
+                .bind(&token.0[..])
+                .fetch_optional(&self.pool)
+                .await?)
             }
 
             #[tracing::instrument(skip_all, fields(workspace_id = %id))]
@@ -677,18 +1043,36 @@ macro_rules! portable_store {
                 .pop()
                 .ok_or_else(|| StoreError::Corrupt("UPDATE of a locked row missed it".into()))?;
                 tx.commit().await?;
-                Ok(Registered::Done(row.try_into()?))
+                Ok(Registered::Done(Box::new(row.try_into()?)))
             }
 
-            async fn heartbeat(&self, id: WorkspaceId, now: DateTime<Utc>) -> StoreResult<bool> {
+            async fn heartbeat(
+                &self,
+                id: WorkspaceId,
+                report: &HeartbeatReport,
+                now: DateTime<Utc>,
+            ) -> StoreResult<bool> {
                 let _w = self.writer().await;
                 let mut tx = self.pool.begin().await?;
-                let done =
-                    sqlx::query("UPDATE workspaces SET last_heartbeat_at = $2 WHERE id = $1")
-                        .bind(id)
-                        .bind(Ts(now))
-                        .execute(&mut *tx)
-                        .await?;
+                // A field the heartbeat left out keeps its last value.
+                let done = sqlx::query(
+                    "UPDATE workspaces SET last_heartbeat_at = $2, \
+                       current_task = COALESCE($3, current_task), \
+                       active_tasks = COALESCE($4, active_tasks), \
+                       error_rate = COALESCE($5, error_rate), \
+                       sample_error = COALESCE($6, sample_error), \
+                       uptime_seconds = COALESCE($7, uptime_seconds) \
+                     WHERE id = $1 AND removed_at IS NULL",
+                )
+                .bind(id)
+                .bind(Ts(now))
+                .bind(&report.current_task)
+                .bind(report.active_tasks.map(|n| n as i32))
+                .bind(report.error_rate)
+                .bind(&report.sample_error)
+                .bind(report.uptime_seconds)
+                .execute(&mut *tx)
+                .await?;
                 tx.commit().await?;
                 Ok(done.rows_affected() == 1)
             }
@@ -716,6 +1100,8 @@ macro_rules! portable_store {
                     "SELECT {ACTIVITY_COLUMNS} FROM activity_logs \
                      WHERE workspace_id = $1 AND id > $2 \
                        AND (CAST($3 AS TEXT) IS NULL OR activity_type = $3) \
+                       AND (CAST($5 AS TEXT) IS NULL OR source_id = $5) \
+                       AND ($6 IS NULL OR created_at < $6) \
                      ORDER BY id LIMIT $4"
                 );
                 let rows: Vec<ActivityRow> = sqlx::query_as(&sql)
@@ -723,6 +1109,8 @@ macro_rules! portable_store {
                     .bind(query.since_id)
                     .bind(&query.activity_type)
                     .bind(query.limit)
+                    .bind(&query.source_id)
+                    .bind(query.before.map(Ts))
                     .fetch_all(&self.pool)
                     .await?;
                 // The rows first, the swept-through mark after: a sweep that
@@ -910,6 +1298,300 @@ macro_rules! portable_store {
             async fn sweep_activity(&self, cutoff: DateTime<Utc>, limit: i64) -> StoreResult<u64> {
                 let _w = self.writer().await;
                 self.sweep_activity_engine(cutoff, limit).await
+            }
+
+            async fn secrets_key_check(
+                &self,
+                candidate: &[u8],
+                now: DateTime<Utc>,
+            ) -> StoreResult<Vec<u8>> {
+                let _w = self.writer().await;
+                sqlx::query(
+                    "INSERT INTO secrets_key_check (id, sealed, created_at) VALUES (1, $1, $2) \
+                     ON CONFLICT (id) DO NOTHING",
+                )
+                .bind(candidate)
+                .bind(Ts(now))
+                .execute(&self.pool)
+                .await?;
+                Ok(
+                    sqlx::query_scalar("SELECT sealed FROM secrets_key_check WHERE id = 1")
+                        .fetch_one(&self.pool)
+                        .await?,
+                )
+            }
+
+            #[tracing::instrument(skip_all, fields(secret = %name))]
+            async fn put_secret(
+                &self,
+                scope: SecretScope,
+                name: &SecretName,
+                sealed: &[u8],
+                now: DateTime<Utc>,
+            ) -> StoreResult<bool> {
+                let _w = self.writer().await;
+                let done = match scope {
+                    SecretScope::Global => {
+                        sqlx::query(
+                            "INSERT INTO global_secrets (name, sealed, created_at, updated_at) \
+                             VALUES ($1, $2, $3, $3) \
+                             ON CONFLICT (name) DO UPDATE \
+                               SET sealed = excluded.sealed, updated_at = excluded.updated_at",
+                        )
+                        .bind(name.as_str())
+                        .bind(sealed)
+                        .bind(Ts(now))
+                        .execute(&self.pool)
+                        .await?
+                    }
+                    // Only for a live workspace: the WHERE makes a missing
+                    // one insert nothing (0 rows), in the same statement.
+                    SecretScope::Workspace(id) => {
+                        sqlx::query(
+                            "INSERT INTO workspace_secrets \
+                               (workspace_id, name, sealed, created_at, updated_at) \
+                             SELECT $1, $2, $3, $4, $4 \
+                             WHERE EXISTS (SELECT 1 FROM workspaces WHERE id = $1 AND removed_at IS NULL) \
+                             ON CONFLICT (workspace_id, name) DO UPDATE \
+                               SET sealed = excluded.sealed, updated_at = excluded.updated_at",
+                        )
+                        .bind(id)
+                        .bind(name.as_str())
+                        .bind(sealed)
+                        .bind(Ts(now))
+                        .execute(&self.pool)
+                        .await?
+                    }
+                };
+                Ok(done.rows_affected() == 1)
+            }
+
+            #[tracing::instrument(skip_all, fields(secret = %name))]
+            async fn delete_secret(
+                &self,
+                scope: SecretScope,
+                name: &SecretName,
+            ) -> StoreResult<bool> {
+                let _w = self.writer().await;
+                let done = match scope {
+                    SecretScope::Global => {
+                        sqlx::query("DELETE FROM global_secrets WHERE name = $1")
+                            .bind(name.as_str())
+                            .execute(&self.pool)
+                            .await?
+                    }
+                    SecretScope::Workspace(id) => {
+                        sqlx::query(
+                            "DELETE FROM workspace_secrets WHERE workspace_id = $1 AND name = $2",
+                        )
+                        .bind(id)
+                        .bind(name.as_str())
+                        .execute(&self.pool)
+                        .await?
+                    }
+                };
+                Ok(done.rows_affected() == 1)
+            }
+
+            async fn list_secrets(&self, scope: SecretScope) -> StoreResult<Vec<SecretMeta>> {
+                let rows: Vec<SecretMetaRow> = match scope {
+                    SecretScope::Global => {
+                        sqlx::query_as("SELECT name, updated_at FROM global_secrets ORDER BY name")
+                            .fetch_all(&self.pool)
+                            .await?
+                    }
+                    SecretScope::Workspace(id) => {
+                        sqlx::query_as(
+                            "SELECT name, updated_at FROM workspace_secrets \
+                             WHERE workspace_id = $1 ORDER BY name",
+                        )
+                        .bind(id)
+                        .fetch_all(&self.pool)
+                        .await?
+                    }
+                };
+                rows.into_iter().map(TryInto::try_into).collect()
+            }
+
+            async fn sealed_secrets(
+                &self,
+                workspace_id: WorkspaceId,
+            ) -> StoreResult<Vec<SealedSecret>> {
+                let rows: Vec<SealedRow> = sqlx::query_as(
+                    "SELECT false AS own, name, sealed FROM global_secrets \
+                     UNION ALL \
+                     SELECT true AS own, name, sealed FROM workspace_secrets WHERE workspace_id = $1",
+                )
+                .bind(workspace_id)
+                .fetch_all(&self.pool)
+                .await?;
+                rows.into_iter()
+                    .map(|r| {
+                        Ok(SealedSecret {
+                            scope: if r.own {
+                                SecretScope::Workspace(workspace_id)
+                            } else {
+                                SecretScope::Global
+                            },
+                            name: SecretName::parse(&r.name)
+                                .map_err(|e| StoreError::Corrupt(e.to_string()))?,
+                            sealed: r.sealed,
+                        })
+                    })
+                    .collect()
+            }
+
+            #[tracing::instrument(skip_all, fields(plugin = %name))]
+            async fn put_plugin(
+                &self,
+                name: &PluginName,
+                blob_key: &str,
+                size: i64,
+                sha256: &str,
+                now: DateTime<Utc>,
+            ) -> StoreResult<Option<String>> {
+                let _w = self.writer().await;
+                let mut tx = self.pool.begin().await?;
+                let old: Option<String> =
+                    sqlx::query_scalar("SELECT blob_key FROM plugins WHERE name = $1")
+                        .bind(name.as_str())
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                sqlx::query(
+                    "INSERT INTO plugins (name, blob_key, size_bytes, sha256, created_at, updated_at) \
+                     VALUES ($1, $2, $3, $4, $5, $5) \
+                     ON CONFLICT (name) DO UPDATE SET blob_key = excluded.blob_key, \
+                       size_bytes = excluded.size_bytes, sha256 = excluded.sha256, \
+                       updated_at = excluded.updated_at",
+                )
+                .bind(name.as_str())
+                .bind(blob_key)
+                .bind(size)
+                .bind(sha256)
+                .bind(Ts(now))
+                .execute(&mut *tx)
+                .await?;
+                tx.commit().await?;
+                Ok(old)
+            }
+
+            async fn get_plugin(&self, name: &PluginName) -> StoreResult<Option<Plugin>> {
+                let row: Option<PluginRow> = sqlx::query_as("SELECT * FROM plugins WHERE name = $1")
+                    .bind(name.as_str())
+                    .fetch_optional(&self.pool)
+                    .await?;
+                row.map(TryInto::try_into).transpose()
+            }
+
+            async fn list_plugins(&self) -> StoreResult<Vec<Plugin>> {
+                let rows: Vec<PluginRow> = sqlx::query_as("SELECT * FROM plugins ORDER BY name")
+                    .fetch_all(&self.pool)
+                    .await?;
+                rows.into_iter().map(TryInto::try_into).collect()
+            }
+
+            #[tracing::instrument(skip_all, fields(plugin = %name))]
+            async fn delete_plugin(&self, name: &PluginName) -> StoreResult<Option<String>> {
+                let _w = self.writer().await;
+                Ok(sqlx::query_scalar::<_, String>(
+                    "DELETE FROM plugins WHERE name = $1 RETURNING blob_key",
+                )
+                .bind(name.as_str())
+                .fetch_all(&self.pool)
+                .await?
+                .pop())
+            }
+
+            #[tracing::instrument(skip_all, fields(workspace_id = %workspace_id, plugin = %name))]
+            async fn record_plugin_install(
+                &self,
+                workspace_id: WorkspaceId,
+                name: &PluginName,
+                source: &str,
+                now: DateTime<Utc>,
+            ) -> StoreResult<Option<PluginInstall>> {
+                let _w = self.writer().await;
+                let row: Option<InstallRow> = sqlx::query_as(
+                    "INSERT INTO workspace_plugins (workspace_id, name, source, installed_at) \
+                     SELECT $1, $2, $3, $4 \
+                     WHERE EXISTS (SELECT 1 FROM workspaces WHERE id = $1 AND removed_at IS NULL) \
+                     ON CONFLICT (workspace_id, name) DO UPDATE \
+                       SET source = excluded.source, installed_at = excluded.installed_at \
+                     RETURNING *",
+                )
+                .bind(workspace_id)
+                .bind(name.as_str())
+                .bind(source)
+                .bind(Ts(now))
+                .fetch_all(&self.pool)
+                .await?
+                .pop();
+                row.map(TryInto::try_into).transpose()
+            }
+
+            async fn list_plugin_installs(
+                &self,
+                workspace_id: WorkspaceId,
+            ) -> StoreResult<Vec<PluginInstall>> {
+                let rows: Vec<InstallRow> = sqlx::query_as(
+                    "SELECT * FROM workspace_plugins WHERE workspace_id = $1 ORDER BY name",
+                )
+                .bind(workspace_id)
+                .fetch_all(&self.pool)
+                .await?;
+                rows.into_iter().map(TryInto::try_into).collect()
+            }
+
+            #[tracing::instrument(skip_all)]
+            async fn reset_phantom_busy(
+                &self,
+                stale_before: DateTime<Utc>,
+                limit: i64,
+            ) -> StoreResult<Vec<WorkspaceId>> {
+                let _w = self.writer().await;
+                let mut tx = self.pool.begin().await?;
+                let sql = format!(
+                    "UPDATE workspaces SET active_tasks = 0 WHERE id IN ( \
+                       SELECT id FROM workspaces WHERE active_tasks > 0 AND removed_at IS NULL \
+                         AND (last_heartbeat_at IS NULL OR last_heartbeat_at < $1) \
+                       LIMIT $2{} \
+                     ) RETURNING id",
+                    Self::SKIP_LOCKED
+                );
+                let ids: Vec<WorkspaceId> = sqlx::query_scalar(&sql)
+                    .bind(Ts(stale_before))
+                    .bind(limit)
+                    .fetch_all(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                Ok(ids)
+            }
+
+            #[tracing::instrument(skip_all)]
+            async fn purge_removed(
+                &self,
+                removed_before: DateTime<Utc>,
+                limit: i64,
+            ) -> StoreResult<u64> {
+                let _w = self.writer().await;
+                let mut tx = self.pool.begin().await?;
+                // Tokens go with the row (ON DELETE CASCADE); a child
+                // purged later keeps a NULL parent (ON DELETE SET NULL).
+                let sql = format!(
+                    "DELETE FROM workspaces WHERE id IN ( \
+                       SELECT id FROM workspaces \
+                       WHERE removed_at IS NOT NULL AND removed_at < $1 \
+                       ORDER BY removed_at LIMIT $2{} \
+                     )",
+                    Self::SKIP_LOCKED
+                );
+                let done = sqlx::query(&sql)
+                    .bind(Ts(removed_before))
+                    .bind(limit)
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                Ok(done.rows_affected())
             }
 
             async fn referenced_blob_keys(&self, keys: &[String]) -> StoreResult<Vec<String>> {

@@ -86,6 +86,9 @@ impl SqlStore<Sqlite> {
     /// transaction atomic with its checks.
     pub(super) const ROW_LOCK: &'static str = "";
 
+    /// No row claiming either: the write lock runs one sweep at a time.
+    pub(super) const SKIP_LOCKED: &'static str = "";
+
     /// Opens (creating if needed) the database a `sqlite://PATH` URL names.
     pub async fn connect(url: &str) -> StoreResult<Self> {
         let options = SqliteConnectOptions::from_str(url)?
@@ -136,6 +139,12 @@ impl SqlStore<Sqlite> {
     /// Events stay in the process.
     pub(super) fn notifier_engine(&self) -> Option<Notifier> {
         None
+    }
+
+    /// The write lock the caller holds already serializes every change
+    /// of the team tree (imports, re-parenting, deletes).
+    pub(super) async fn lock_tree(_conn: &mut SqliteConnection) -> StoreResult<()> {
+        Ok(())
     }
 
     /// The write lock the caller holds already orders activity ids.
@@ -223,7 +232,8 @@ impl SqlStore<Sqlite> {
     ) -> StoreResult<Vec<String>> {
         let list = serde_json::to_string(keys).map_err(|e| StoreError::Corrupt(e.to_string()))?;
         Ok(sqlx::query_scalar(
-            "SELECT blob_key FROM pending_uploads WHERE blob_key IN (SELECT value FROM json_each($1))",
+            "SELECT blob_key FROM pending_uploads WHERE blob_key IN (SELECT value FROM json_each($1)) \
+             UNION ALL SELECT blob_key FROM plugins WHERE blob_key IN (SELECT value FROM json_each($1))",
         )
         .bind(list)
         .fetch_all(&self.pool)

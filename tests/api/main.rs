@@ -5,6 +5,7 @@
 mod helpers;
 
 mod activity_cursor;
+mod agent;
 mod blob_contract;
 mod canvas;
 mod connect_e2e;
@@ -14,8 +15,12 @@ mod disk_full;
 mod hardening;
 mod inbox;
 mod pending;
+mod plugins;
 mod replicas;
+mod secrets;
 mod store_contract;
 mod sweep;
+mod team_rule;
+mod teams;
 mod uploads;
 mod workspaces;

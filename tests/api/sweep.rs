@@ -270,6 +270,8 @@ async fn assert_the_loop_survives(
         delegation_stuck_after: hour,
         orphan_grace: hour,
         interval: std::time::Duration::from_millis(20),
+        offline_after: molecule::domain::Period::new("90 s", std::time::Duration::from_secs(90))
+            .unwrap(),
     };
     let sweeper = Sweeper::new(
         store,

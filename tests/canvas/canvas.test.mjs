@@ -371,7 +371,7 @@ async function main() {
     const item = page.locator(`#workspace-list [data-ws="${connection.workspace}"]`);
     await item.waitFor();
     const meta = await item.textContent();
-    assert(meta.includes('poll') && meta.includes('never connected'), `list entry lacks mode/status: ${meta}`);
+    assert(meta.includes('poll') && meta.includes('offline'), `list entry lacks mode/status: ${meta}`);
     await shot('02-workspaces');
   });
 
