@@ -721,7 +721,9 @@ async function main() {
     await page.locator(`#workspace-list [data-ws="${quiet.id}"]`).click();
     await page.locator('.msg-in .text', { hasText: 'second from quiet' }).waitFor();
     await page.locator(`#workspace-list [data-ws="${quiet.id}"] .unread`).waitFor({ state: 'detached' });
-    assert(!(await page.title()).startsWith('('), `the tab title is still "${await page.title()}"`);
+    // The title follows the badge on the page's next render: wait for it.
+    await page.waitForFunction(() => !document.title.startsWith('('), null, { timeout: 5000 })
+      .catch(async () => assert(false, `the tab title is still "${await page.title()}"`));
     await chatAgain();
   });
 
