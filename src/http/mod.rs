@@ -52,7 +52,7 @@ pub use delegations::{
 pub use error::{Error, ErrorBody, Json, Result};
 pub use lifecycle::{DeletedState, WorkspaceState, RESTART_ACTIVITY};
 pub use ops::metrics_response as ops_metrics;
-pub use ops::UploadStatsView;
+pub use ops::{ServerConfigView, UploadStatsView};
 pub use org::{ImportReport, ImportedWorkspace};
 pub use peers::{DiscoveredPeer, PeerView};
 pub use pending::PendingUploadView;
@@ -185,6 +185,7 @@ pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(pending::get_pending_upload_content))
         .routes(routes!(pending::ack_pending_upload))
         .routes(routes!(ops::get_upload_stats))
+        .routes(routes!(ops::get_server_config))
         .routes(routes!(ops::get_metrics))
         .routes(routes!(ops::health))
         .routes(routes!(ops::ready))
