@@ -966,6 +966,7 @@ async function main() {
     assert(after.active_tasks === 0, `after Restart active_tasks is ${after.active_tasks}`);
     // No tasks in flight any more: no "working…", only the task last named.
     await waitTask('reported task: writing the summary');
+    await shot('05-team-lifecycle');
     await axeCheck('chat with the lifecycle controls');
   });
 
@@ -983,7 +984,8 @@ async function main() {
       '  - name: imported-root',
     ].join('\n');
     const before = await apiCall('GET', '/workspaces', ADMIN_TOKEN);
-    await page.getByRole('button', { name: 'Import a team' }).click();
+    await openCreate();
+    await page.getByRole('button', { name: 'Import a team…' }).click();
     await page.locator('#import-dialog[open]').waitFor();
     await page.getByLabel('Template', { exact: true }).fill(template);
     await page.getByRole('button', { name: 'Preview' }).click();
@@ -1000,6 +1002,7 @@ async function main() {
     const indents = await page.locator('#import-rows .import-name').evaluateAll((tds) => tds.map((td) => parseFloat(getComputedStyle(td).paddingInlineStart)));
     assert(indents[0] < indents[2] && indents[2] < indents[3] && indents[4] === indents[0], `the preview is not indented as a tree: ${indents}`);
     assert((await apiCall('GET', '/workspaces', ADMIN_TOKEN)).length === before.length, 'the preview wrote workspaces');
+    await shot('06-org-import-preview');
     await axeCheck('org import preview');
 
     await page.getByRole('button', { name: 'Import 3 new workspaces' }).click();
@@ -1035,7 +1038,8 @@ async function main() {
     }
 
     // The same template again: all of it exists, there is nothing to apply.
-    await page.getByRole('button', { name: 'Import a team' }).click();
+    await openCreate();
+    await page.getByRole('button', { name: 'Import a team…' }).click();
     await page.getByLabel('Template', { exact: true }).fill(template);
     await page.getByRole('button', { name: 'Preview' }).click();
     await page.locator('#import-summary', { hasText: 'Preview: 5 of 5 already existed, 0 would be created.' }).waitFor();

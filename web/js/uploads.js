@@ -13,7 +13,7 @@ const limitText = (bytes) => formatSize(bytes).replace(/\.0 /, ' ');
 /** Shows the server's file limit next to the file picker, before any upload. */
 function paintLimit() {
   const max = maxUploadBytes();
-  $('upload-limit').textContent = max ? `up to ${limitText(max)} per file` : '';
+  $('upload-limit').textContent = max ? ` · up to ${limitText(max)} per file` : '';
 }
 
 /**
