@@ -20,7 +20,7 @@ const OPEN_REFRESH_MS = 5_000;
  * names a task but counts none (an agent may report only the one, and a
  * restart zeroes the count but not the name); '' otherwise.
  */
-export function taskText(ws) {
+function taskText(ws) {
   const tasks = ws.active_tasks || 0;
   const task = (ws.current_task || '').trim();
   // An agent that is not online is not known to be working, whatever its
@@ -91,8 +91,11 @@ async function refreshOpen() {
 export function initLifecycle() {
   bus.addEventListener('workspaces', paint);
   bus.addEventListener('tick', paint);
+  // After the router (registered first) opened or closed a chat: the
+  // buttons follow at once, not at the next tick.
   window.addEventListener('hashchange', () => {
     $('lifecycle-status').textContent = '';
+    paint();
   });
   setInterval(refreshOpen, OPEN_REFRESH_MS);
 
