@@ -72,6 +72,11 @@ impl Application {
         let metrics = Metrics::new();
         let http = crate::egress::workspace_client(config.allow_private_urls)
             .context("failed to build the HTTP client")?;
+        let embedder = config
+            .embeddings
+            .as_ref()
+            .map(|e| crate::memory::Embedder::new(&e.url, &e.model))
+            .transpose()?;
         let sweeper = Sweeper::new(
             store.clone(),
             blobs.clone(),
@@ -83,7 +88,8 @@ impl Application {
                 orphan_grace: Duration::from_secs(3600),
                 interval: config.sweep_interval,
             },
-        );
+        )
+        .with_embedder(embedder.clone());
         let state = AppState {
             store,
             blobs,
@@ -93,6 +99,7 @@ impl Application {
             metrics,
             http,
             shutdown: CancellationToken::new(),
+            embedder,
         };
         Ok(Self {
             listener,

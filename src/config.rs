@@ -77,6 +77,16 @@ pub struct ServeArgs {
     /// Also serve /metrics, without auth, on this address.
     #[arg(long, env = "MOLECULE_METRICS_LISTEN")]
     pub metrics_listen: Option<SocketAddr>,
+
+    /// OpenAI-compatible embeddings endpoint for memory recall, the full
+    /// URL (e.g. http://127.0.0.1:11434/v1/embeddings). Unset: recall by
+    /// full-text rank alone.
+    #[arg(long, env = "MOLECULE_EMBEDDINGS_URL", requires = "embeddings_model")]
+    pub embeddings_url: Option<String>,
+
+    /// The model to ask the embeddings endpoint for.
+    #[arg(long, env = "MOLECULE_EMBEDDINGS_MODEL")]
+    pub embeddings_model: Option<String>,
 }
 
 /// Resolved server configuration.
@@ -110,6 +120,17 @@ pub struct Config {
     pub metrics_listen: Option<SocketAddr>,
     /// Timeout of calls to push-mode workspaces.
     pub forward_timeout: Duration,
+    /// Embeddings endpoint and model of memory recall.
+    pub embeddings: Option<EmbeddingsConfig>,
+}
+
+/// Where memory vectors come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EmbeddingsConfig {
+    /// Full URL of the OpenAI-compatible `/v1/embeddings` endpoint.
+    pub url: String,
+    /// The model to ask for.
+    pub model: String,
 }
 
 /// The workspace side refuses files above this, so the server never accepts more.
@@ -134,6 +155,7 @@ impl Config {
             allow_private_urls: false,
             metrics_listen: None,
             forward_timeout: Duration::from_secs(60),
+            embeddings: None,
         }
     }
 }
@@ -232,6 +254,13 @@ impl ServeArgs {
             allow_private_urls: self.allow_private_urls,
             metrics_listen: self.metrics_listen,
             forward_timeout: Duration::from_secs(60),
+            embeddings: match (self.embeddings_url, self.embeddings_model) {
+                (Some(url), Some(model)) if !url.trim().is_empty() => Some(EmbeddingsConfig {
+                    url: url.trim().to_owned(),
+                    model: model.trim().to_owned(),
+                }),
+                _ => None,
+            },
         })
     }
 }

@@ -15,6 +15,7 @@ pub mod domain;
 pub mod egress;
 pub mod events;
 pub mod http;
+pub mod memory;
 pub mod metrics;
 pub mod serve;
 pub mod signal;

@@ -55,6 +55,10 @@ pub struct SweepOutcome {
     pub activity: u64,
     /// Orphan blobs removed.
     pub orphans: u64,
+    /// Expired key/value entries removed.
+    pub kv: u64,
+    /// Memories whose vector was back-filled.
+    pub embedded: u64,
     /// True when another replica held the sweep lock and this pass did nothing.
     pub skipped: bool,
 }
@@ -78,6 +82,7 @@ pub struct Sweeper {
     metrics: Metrics,
     bus: Bus,
     config: SweepConfig,
+    embedder: Option<crate::memory::Embedder>,
 }
 
 impl Sweeper {
@@ -95,7 +100,14 @@ impl Sweeper {
             metrics,
             bus,
             config,
+            embedder: None,
         }
+    }
+
+    /// Also back-fills memory vectors with `embedder`, when given.
+    pub fn with_embedder(mut self, embedder: Option<crate::memory::Embedder>) -> Self {
+        self.embedder = embedder;
+        self
     }
 
     /// One pass as of `now`.
@@ -163,8 +175,40 @@ impl Sweeper {
                 break;
             }
         }
+        out.kv = self.store.sweep_kv(now).await?;
+        out.embedded = self.backfill_embeddings().await?;
         out.orphans = self.reap_orphans(now).await?;
         Ok(out)
+    }
+
+    /// Computes the vectors of memories committed while the embedder was
+    /// failing, one batch per pass; stops at the first failure (the
+    /// embedder is likely still down; the next pass retries).
+    async fn backfill_embeddings(&self) -> Result<u64, SweepError> {
+        let Some(embedder) = &self.embedder else {
+            return Ok(0);
+        };
+        let mut done = 0;
+        for (id, content) in self.store.memories_without_embedding(BATCH).await? {
+            match embedder.embed(&content).await {
+                Ok(v) => {
+                    if self
+                        .store
+                        .set_memory_embedding(id, &v, embedder.model())
+                        .await?
+                    {
+                        done += 1;
+                        self.metrics.memory_embeddings_backfilled.inc();
+                    }
+                }
+                Err(e) => {
+                    self.metrics.memory_embedding_failures.inc();
+                    tracing::warn!(memory_id = %id, error = %format!("{e:#}"), "embedding back-fill failed; retrying next pass");
+                    break;
+                }
+            }
+        }
+        Ok(done)
     }
 
     async fn reap_orphans(&self, now: DateTime<Utc>) -> Result<u64, SweepError> {
@@ -219,6 +263,8 @@ impl Sweeper {
                             errors = out.errors,
                             activity = out.activity,
                             orphans = out.orphans,
+                            kv = out.kv,
+                            embedded = out.embedded,
                             skipped = out.skipped,
                             "sweep pass done"
                         );

@@ -103,7 +103,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 println!(
                     "{}",
                     serde_json::json!({"acked": out.acked, "expired": out.expired, "errors": out.errors,
-                        "activity": out.activity, "orphans": out.orphans, "skipped": out.skipped})
+                        "activity": out.activity, "orphans": out.orphans, "kv": out.kv,
+                        "embedded": out.embedded, "skipped": out.skipped})
                 );
             } else {
                 println!(

@@ -7,13 +7,14 @@
 
 mod filename;
 mod ids;
+pub mod memory;
 mod mimetype;
 mod mode;
 mod token;
 mod url;
 
 pub use filename::Filename;
-pub use ids::{FileId, IdError, WorkspaceId};
+pub use ids::{FileId, IdError, MemoryId, WorkspaceId};
 pub use mimetype::Mimetype;
 pub use mode::{DeliveryMode, ModeError};
 pub use token::{AuthToken, TokenHash};

@@ -27,9 +27,20 @@ pub enum Error {
     /// 403: a workspace token on an operator route.
     #[error("this route is for the operator; a workspace token may not use it")]
     Forbidden,
+    /// 403 with its own sentence: a rule, not the operator-only route.
+    #[error("{0}")]
+    Denied(String),
     /// 404.
     #[error("{0}")]
     NotFound(String),
+    /// 409: an optimistic-concurrency check failed.
+    #[error("{message}")]
+    Conflict {
+        /// The sentence.
+        message: String,
+        /// The current version a retry must name.
+        version: i64,
+    },
     /// 410: the poll cursor points at rows the retention sweep removed.
     #[error("{message}")]
     Gone {
@@ -65,7 +76,9 @@ impl Error {
             Error::BadRequest(_) => StatusCode::BAD_REQUEST,
             Error::Unauthorized => StatusCode::UNAUTHORIZED,
             Error::Forbidden => StatusCode::FORBIDDEN,
+            Error::Denied(_) => StatusCode::FORBIDDEN,
             Error::NotFound(_) => StatusCode::NOT_FOUND,
+            Error::Conflict { .. } => StatusCode::CONFLICT,
             Error::Gone { .. } => StatusCode::GONE,
             Error::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Error::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -98,6 +111,9 @@ pub struct ErrorBody {
     /// On 410 only: the `since_id` a poller must restart from.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub restart_since_id: Option<i64>,
+    /// On 409 only: the current version a retry must name.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub version: Option<i64>,
 }
 
 impl ErrorBody {
@@ -106,6 +122,7 @@ impl ErrorBody {
         Self {
             error: error.into(),
             restart_since_id: None,
+            version: None,
         }
     }
 }
@@ -133,9 +150,14 @@ impl IntoResponse for Error {
             } => Some(*restart_since_id),
             _ => None,
         };
+        let version = match &self {
+            Error::Conflict { version, .. } => Some(*version),
+            _ => None,
+        };
         let body = ErrorBody {
             error: self.to_string(),
             restart_since_id,
+            version,
         };
         (self.status_code(), axum::Json(body)).into_response()
     }

@@ -8,6 +8,8 @@ mod auth;
 mod canvas;
 mod error;
 mod extract;
+mod kv;
+mod memories;
 mod ops;
 mod pending;
 mod registry;
@@ -39,6 +41,8 @@ pub use auth::Principal;
 pub use error::{Error, ErrorBody, Json, Result};
 pub use ops::metrics_response as ops_metrics;
 pub use ops::UploadStatsView;
+pub use kv::KvView;
+pub use memories::{CommittedMemory, MemoryView};
 pub use pending::PendingUploadView;
 pub use registry::RegisteredWorkspace;
 pub use uploads::{UploadedFile, UploadedFiles};
@@ -66,6 +70,8 @@ pub struct AppState {
     pub http: reqwest::Client,
     /// Cancelled at shutdown, so long polls and streams end promptly.
     pub shutdown: CancellationToken,
+    /// The embeddings endpoint of memory recall, when configured.
+    pub embedder: Option<crate::memory::Embedder>,
 }
 
 #[derive(OpenApi)]
@@ -125,6 +131,15 @@ pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(pending::list_pending_uploads))
         .routes(routes!(pending::get_pending_upload_content))
         .routes(routes!(pending::ack_pending_upload))
+        .routes(routes!(
+            memories::commit_memory,
+            memories::recall_memories
+        ))
+        .routes(routes!(memories::delete_memory))
+        .routes(routes!(memories::admin_recall_memories))
+        .routes(routes!(memories::admin_delete_memory))
+        .routes(routes!(kv::list_keys, kv::set_key))
+        .routes(routes!(kv::get_key, kv::delete_key))
         .routes(routes!(ops::get_upload_stats))
         .routes(routes!(ops::get_metrics))
         .routes(routes!(ops::health))

@@ -10,6 +10,7 @@ mod connect_e2e;
 mod db_down;
 mod disk_full;
 mod inbox;
+mod memory;
 mod pending;
 mod replicas;
 mod store_contract;

@@ -502,6 +502,8 @@ async fn health_ready_and_openapi_need_no_token() {
     assert_eq!(
         paths,
         vec![
+            "/admin/memories",
+            "/admin/memories/{mid}",
             "/admin/pending-uploads/stats",
             "/health",
             "/metrics",
@@ -516,6 +518,10 @@ async fn health_ready_and_openapi_need_no_token() {
             "/workspaces/{id}/events",
             "/workspaces/{id}/external/connection",
             "/workspaces/{id}/external/rotate",
+            "/workspaces/{id}/memories",
+            "/workspaces/{id}/memories/{mid}",
+            "/workspaces/{id}/memory",
+            "/workspaces/{id}/memory/{key}",
             "/workspaces/{id}/notify",
             "/workspaces/{id}/pending-uploads",
             "/workspaces/{id}/pending-uploads/{fid}/ack",
