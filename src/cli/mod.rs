@@ -3,6 +3,7 @@
 //! operator commands live in `operator.rs` and the workspace side in
 //! `crate::connect`. Both of those reach the server only over HTTP.
 
+pub mod memory;
 pub mod operator;
 
 use std::path::PathBuf;
@@ -43,6 +44,13 @@ pub enum Command {
     Upload(operator::UploadArgs),
     /// Show pending-upload statistics.
     Status(operator::StatusArgs),
+    /// Agent memory: recall, commit and delete scoped memories (with a
+    /// workspace's token or the operator's).
+    #[command(subcommand)]
+    Memory(memory::MemoryCommand),
+    /// The key/value memory of a workspace: get, set, delete keys.
+    #[command(subcommand)]
+    Kv(memory::KvCommand),
 }
 
 /// Flags of `molecule migrate`.
@@ -121,5 +129,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Send(args) => operator::send(args).await,
         Command::Upload(args) => operator::upload(args).await,
         Command::Status(args) => operator::status(args).await,
+        Command::Memory(cmd) => memory::memory(cmd).await,
+        Command::Kv(cmd) => memory::kv(cmd).await,
     }
 }

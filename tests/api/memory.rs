@@ -578,3 +578,87 @@ async fn kv_racing_writers(engine: Engine) {
     assert_eq!(versions, (3..19).collect::<Vec<i64>>());
 }
 on_both_engines!(kv_racing_writers);
+
+/// Runs the real binary with a clean environment plus `env`; returns
+/// (success, stdout, stderr).
+async fn cli(args: &[&str], env: &[(&str, &str)]) -> (bool, String, String) {
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_molecule"));
+    cmd.args(args).env_clear().env("PATH", std::env::var("PATH").unwrap_or_default());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().await.unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_with_workspace_credentials_and_operator_token() {
+    let app = spawn_app(Engine::Sqlite).await.unwrap();
+    let ws = app.create_poll_workspace("agent").await;
+    let token_file = app.data_dir.path().join("ws-token");
+    std::fs::write(&token_file, format!("{}\n", ws.token)).unwrap();
+    // The workspace's own credentials, named as `molecule connect` names them.
+    let as_ws = [
+        ("MOLECULE_SERVER", app.address.as_str()),
+        ("MOLECULE_WORKSPACE_ID", ws.id.as_str()),
+        ("MOLECULE_TOKEN", ws.token.as_str()),
+    ];
+    let (ok, out, err) = cli(
+        &["memory", "commit", "The build cache lives on the NVMe disk", "--scope", "TEAM", "--json"],
+        &as_ws,
+    )
+    .await;
+    assert!(ok, "{err}");
+    let committed: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(committed["scope"], "TEAM");
+    let mid = committed["id"].as_str().unwrap().to_owned();
+    let (ok, out, err) = cli(&["memory", "search", "where is the build cache?", "--json"], &as_ws).await;
+    assert!(ok, "{err}");
+    let hits: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(hits[0]["id"], mid.as_str());
+    // --token-file instead of the variable.
+    let file_auth = [
+        ("MOLECULE_SERVER", app.address.as_str()),
+        ("MOLECULE_WORKSPACE_ID", ws.id.as_str()),
+    ];
+    let tf = token_file.to_str().unwrap();
+    let (ok, out, err) = cli(&["kv", "set", "plan", "{\"step\": 2}", "--token-file", tf], &file_auth).await;
+    assert!(ok, "{err}");
+    assert_eq!(out.trim(), "plan is now at version 1");
+    let (ok, out, err) = cli(&["kv", "set", "plan", "three", "--if-version", "7", "--token-file", tf], &file_auth).await;
+    assert!(!ok);
+    assert!(out.is_empty());
+    assert!(err.contains("does not match the key's current version 1 (409 Conflict)"), "{err}");
+    let (ok, out, err) = cli(&["kv", "get", "plan", "--token-file", tf], &file_auth).await;
+    assert!(ok, "{err}");
+    assert_eq!(serde_json::from_str::<Value>(&out).unwrap(), json!({"step": 2}));
+    // The operator's token: its own view over every workspace, and writes
+    // to any workspace.
+    let as_op = [
+        ("MOLECULE_SERVER", app.address.as_str()),
+        ("MOLECULE_ADMIN_TOKEN", app.admin_token.as_str()),
+    ];
+    let (ok, out, err) = cli(&["memory", "search", "--json"], &as_op).await;
+    assert!(ok, "{err}");
+    assert_eq!(serde_json::from_str::<Value>(&out).unwrap()[0]["id"], mid.as_str());
+    let (ok, _, err) = cli(&["kv", "rm", "plan", "--workspace", &ws.id], &as_op).await;
+    assert!(ok, "{err}");
+    let (ok, _, err) = cli(&["memory", "rm", &mid], &as_op).await;
+    assert!(ok, "{err}");
+    assert!(all_memories(&app).await.is_empty());
+    assert!(app.store.kv_list(ws.wid(), molecule::domain::now()).await.unwrap().is_empty());
+    // Another workspace's token is refused with a sentence.
+    let other = app.create_poll_workspace("other").await;
+    let wrong = [
+        ("MOLECULE_SERVER", app.address.as_str()),
+        ("MOLECULE_WORKSPACE_ID", ws.id.as_str()),
+        ("MOLECULE_TOKEN", other.token.as_str()),
+    ];
+    let (ok, _, err) = cli(&["kv", "get"], &wrong).await;
+    assert!(!ok);
+    assert!(err.contains("the token was refused"), "{err}");
+}
