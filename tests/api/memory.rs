@@ -535,8 +535,21 @@ async fn kv_racing_writers(engine: Engine) {
     let ws = app.create_poll_workspace("kv").await;
     let (_, body) = kv(&app, &ws, json!({"key": "counter", "value": 0})).await;
     assert_eq!(body["version"], 1);
-    // 16 writers read version 1 and race to write it; exactly one wins,
-    // every other gets 409 naming version 2.
+    // 16 writers race to write over version 1; exactly one wins, every
+    // other gets 409 naming version 2. On PostgreSQL a transaction of the
+    // test holds the row locked until every writer is in flight, so they
+    // truly overlap (a check-then-write store lets them all through).
+    let holder = if engine == Engine::Postgres {
+        let pool = sqlx::PgPool::connect(&app.config.database_url).await.unwrap();
+        let mut tx = pool.begin().await.unwrap();
+        sqlx::query("SELECT 1 FROM memory_kv WHERE key = 'counter' FOR UPDATE")
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+        Some(tx)
+    } else {
+        None
+    };
     let app = std::sync::Arc::new(app);
     let mut tasks = Vec::new();
     for i in 0..16 {
@@ -545,6 +558,11 @@ async fn kv_racing_writers(engine: Engine) {
         tasks.push(tokio::spawn(async move {
             kv(&app, &ws, json!({"key": "counter", "value": i, "if_version": 1})).await
         }));
+    }
+    if let Some(tx) = holder {
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        assert!(tasks.iter().all(|t| !t.is_finished()), "the writers wait for the row");
+        tx.rollback().await.unwrap();
     }
     let mut won = Vec::new();
     for t in tasks {
