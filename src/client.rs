@@ -16,6 +16,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use url::Url;
 
+use crate::http::MAX_WAIT_SECS;
 pub use crate::http::{
     ActivityView, PendingUploadView, UploadStatsView, UploadedFile, UploadedFiles,
 };
@@ -148,6 +149,8 @@ pub struct Client {
     base: Url,
     token: String,
     http: reqwest::Client,
+    /// For long polls only: its read timeout outlasts the longest wait.
+    long_poll: reqwest::Client,
 }
 
 impl std::fmt::Debug for Client {
@@ -164,6 +167,16 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 /// A stalled body read fails after this long, so a dead connection is
 /// noticed and resumed rather than waited on forever.
 const READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// How much later than its `wait` a long poll's answer may come (a busy
+/// server, a slow link).
+const LONG_POLL_GRACE: Duration = Duration::from_secs(15);
+/// The read timeout of long polls, derived from the longest `wait` the
+/// server grants: the server sends nothing while it holds a poll, so a read
+/// timeout not longer than the wait cuts every idle poll just before its
+/// empty answer (seen as "error sending request" and a reconnect).
+const LONG_POLL_READ_TIMEOUT: Duration =
+    Duration::from_secs(MAX_WAIT_SECS + LONG_POLL_GRACE.as_secs());
+const _: () = assert!(LONG_POLL_READ_TIMEOUT.as_secs() > MAX_WAIT_SECS);
 
 impl Client {
     /// A client of the server at `base` (e.g. `http://127.0.0.1:8080`) that
@@ -178,19 +191,22 @@ impl Client {
             let path = format!("{}/", url.path());
             url.set_path(&path);
         }
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(5))
-            .read_timeout(READ_TIMEOUT)
-            .user_agent(concat!("molecule/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|source| ClientError::Transport {
-                url: base.to_owned(),
-                source,
-            })?;
+        let build = |read_timeout| {
+            reqwest::Client::builder()
+                .connect_timeout(Duration::from_secs(5))
+                .read_timeout(read_timeout)
+                .user_agent(concat!("molecule/", env!("CARGO_PKG_VERSION")))
+                .build()
+                .map_err(|source| ClientError::Transport {
+                    url: base.to_owned(),
+                    source,
+                })
+        };
         Ok(Self {
             base: url,
             token: token.into(),
-            http,
+            http: build(READ_TIMEOUT)?,
+            long_poll: build(LONG_POLL_READ_TIMEOUT)?,
         })
     }
 
@@ -204,13 +220,17 @@ impl Client {
     }
 
     fn request(&self, method: Method, path: &str) -> RequestBuilder {
+        self.request_with(&self.http, method, path)
+    }
+
+    fn request_with(&self, http: &reqwest::Client, method: Method, path: &str) -> RequestBuilder {
         // `path` is built from ids we parsed or were given; join cannot
         // fail on a relative path, but fall back to the base rather than panic.
         let url = self
             .base
             .join(path.trim_start_matches('/'))
             .unwrap_or_else(|_| self.base.clone());
-        self.http.request(method, url).bearer_auth(&self.token)
+        http.request(method, url).bearer_auth(&self.token)
     }
 
     /// Sends the request and maps every non-2xx status to its error.
@@ -528,11 +548,16 @@ impl Client {
         if let Some(w) = query.wait {
             params.push(("wait", w.to_string()));
         }
-        let timeout = REQUEST_TIMEOUT + Duration::from_secs(query.wait.unwrap_or(0));
+        let wait = query.wait.unwrap_or(0);
+        let http = if wait > 0 {
+            &self.long_poll
+        } else {
+            &self.http
+        };
         self.json(
-            self.request(Method::GET, &format!("workspaces/{id}/activity"))
+            self.request_with(http, Method::GET, &format!("workspaces/{id}/activity"))
                 .query(&params)
-                .timeout(timeout),
+                .timeout(REQUEST_TIMEOUT + Duration::from_secs(wait)),
         )
         .await
     }

@@ -34,6 +34,12 @@ pub enum Command {
     Sweep(SweepArgs),
     /// Run the workspace side on the agent's machine: register in poll mode,
     /// long-poll the inbox, download files, hand messages to the agent.
+    ///
+    /// Give the token as MOLECULE_TOKEN or --token-file rather than --token,
+    /// which `ps` shows to every user. One process per --dir: it holds
+    /// <dir>/.molecule/lock while it runs. A file that cannot be written (disk
+    /// full, a failed write or rename) is tried again with backoff, also
+    /// after a restart, until it is acked or the server no longer has it.
     Connect(crate::connect::ConnectArgs),
     /// Manage workspaces.
     #[command(subcommand)]

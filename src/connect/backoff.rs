@@ -1,7 +1,8 @@
 //! Exponential backoff with jitter for `molecule connect`: when the server
 //! is down or answers 5xx, wait 0.2 s, 0.4 s, … up to about 10 s between
-//! tries, each delay drawn at random from its upper half so that many
-//! workspaces coming back after an outage do not retry in lockstep.
+//! tries (a file that cannot be written here: 1 s up to 5 min), each delay
+//! drawn at random from its upper half so that many workspaces coming back
+//! after an outage do not retry in lockstep.
 
 use std::time::Duration;
 
@@ -14,15 +15,32 @@ const BASE: Duration = Duration::from_millis(200);
 const CAP: Duration = Duration::from_secs(10);
 
 /// The state of one retry loop.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Backoff {
     attempt: u32,
+    base: Duration,
+    cap: Duration,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Self::with_limits(BASE, CAP)
+    }
 }
 
 impl Backoff {
     /// A fresh loop: the next delay is the shortest.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A fresh loop whose delays start at `base` and double up to `cap`.
+    pub fn with_limits(base: Duration, cap: Duration) -> Self {
+        Self {
+            attempt: 0,
+            base,
+            cap,
+        }
     }
 
     /// Whether the last call failed (a retry is under way).
@@ -38,7 +56,10 @@ impl Backoff {
     /// The next delay: `BASE * 2^attempt`, capped, with its lower half
     /// replaced by jitter.
     pub fn next_delay(&mut self) -> Duration {
-        let exp = BASE.saturating_mul(1u32 << self.attempt.min(16)).min(CAP);
+        let exp = self
+            .base
+            .saturating_mul(1u32 << self.attempt.min(16))
+            .min(self.cap);
         self.attempt = self.attempt.saturating_add(1);
         let half = exp / 2;
         half + half.mul_f64(rand::rng().random_range(0.0..=1.0))

@@ -17,7 +17,7 @@ use tokio::io::AsyncWriteExt;
 
 use super::backoff::Backoff;
 use super::Ctx;
-use crate::client::ClientError;
+use crate::client::{ActivityView, ClientError, Download, PendingUploadView};
 use crate::domain::{FileId, Filename};
 
 /// The `data` (or `request_body`) of a `chat_upload_receive` row.
@@ -39,6 +39,34 @@ pub struct UploadRow {
     pub uri: Option<String>,
 }
 
+impl UploadRow {
+    /// The file a `chat_upload_receive` row announces (in its `data`, or
+    /// in its `request_body` for older rows).
+    pub fn from_row(row: &ActivityView) -> Result<Self, String> {
+        let described = row
+            .data
+            .clone()
+            .filter(|d| d.get("file_id").is_some())
+            .or_else(|| row.request_body.clone());
+        match described {
+            Some(value) => serde_json::from_value(value).map_err(|e| e.to_string()),
+            None => Err("no file description".to_owned()),
+        }
+    }
+
+    /// A file of the server's list of unacked files.
+    pub fn from_pending(workspace: &str, file: PendingUploadView) -> Self {
+        Self {
+            uri: Some(format!("platform-pending:{workspace}/{}", file.file_id)),
+            file_id: file.file_id.to_string(),
+            filename: file.filename,
+            mimetype: file.mimetype,
+            size: u64::try_from(file.size).unwrap_or(0),
+            sha256: file.sha256,
+        }
+    }
+}
+
 /// How the delivery of one file ended.
 #[derive(Debug, Clone)]
 pub enum Outcome {
@@ -49,8 +77,12 @@ pub enum Outcome {
     OnDisk(PathBuf),
     /// The server has no such file (expired, acked elsewhere): given up.
     Missing(String),
-    /// The bytes never matched the announced hash, or the row is invalid.
+    /// It could not be written here (disk full, a failed write or
+    /// rename), or the bytes never matched the announced hash: worth
+    /// another try later.
     Failed(String),
+    /// The row names no valid file id: never worth another try.
+    Invalid(String),
     /// Stopped before the file was complete; the next run resumes it.
     Abandoned,
 }
@@ -70,84 +102,105 @@ pub fn local_name(file_id: &FileId, filename: &str) -> String {
 pub async fn deliver(ctx: &Ctx, row: &UploadRow) -> Outcome {
     let file_id = match FileId::from_str(&row.file_id) {
         Ok(id) => id,
-        Err(e) => return Outcome::Failed(format!("invalid file id {:?}: {e}", row.file_id)),
+        Err(e) => return Outcome::Invalid(format!("invalid file id {:?}: {e}", row.file_id)),
     };
     let final_path = ctx.uploads_dir.join(local_name(&file_id, &row.filename));
     let part_path = ctx.uploads_dir.join(format!(".{file_id}.part"));
     let fid = file_id.to_string();
 
-    // Already delivered by an earlier run that died before the ack?
-    if tokio::fs::metadata(&final_path).await.is_ok() {
-        match hash_file(&final_path, None).await {
-            Ok((len, hash)) if len == row.size && hash == row.sha256 => {
-                tracing::info!(file_id = %fid, path = %final_path.display(), "file already on disk; acking again");
-                return ack(ctx, &fid, final_path).await;
-            }
-            _ => {
-                tracing::warn!(file_id = %fid, path = %final_path.display(), "a file on disk does not match; downloading again");
-                let _ = tokio::fs::remove_file(&final_path).await;
-            }
+    if on_disk_already(&fid, row, &final_path).await {
+        return ack(ctx, &fid, final_path).await;
+    }
+    if let Err(outcome) = download_verified(ctx, &fid, row, &part_path).await {
+        return outcome;
+    }
+    if let Err(e) = commit(&part_path, &final_path).await {
+        return Outcome::Failed(format!("{e:#}"));
+    }
+    tracing::info!(file_id = %fid, size = row.size, path = %final_path.display(), "file written");
+    ack(ctx, &fid, final_path).await
+}
+
+/// Whether an earlier run already wrote this file and died before the ack;
+/// a file in its place that does not match is removed.
+async fn on_disk_already(fid: &str, row: &UploadRow, final_path: &Path) -> bool {
+    if tokio::fs::metadata(final_path).await.is_err() {
+        return false;
+    }
+    match hash_file(final_path, None).await {
+        Ok((len, hash)) if len == row.size && hash == row.sha256 => {
+            tracing::info!(file_id = %fid, path = %final_path.display(), "file already on disk; acking again");
+            true
+        }
+        _ => {
+            tracing::warn!(file_id = %fid, path = %final_path.display(), "a file on disk does not match; downloading again");
+            let _ = tokio::fs::remove_file(final_path).await;
+            false
         }
     }
+}
 
+/// Brings `part` to the complete file with the announced size and hash,
+/// resuming after dropped connections and downloading again after bad
+/// bytes; the outcome when it cannot.
+async fn download_verified(
+    ctx: &Ctx,
+    fid: &str,
+    row: &UploadRow,
+    part: &Path,
+) -> Result<(), Outcome> {
     let mut backoff = Backoff::new();
     let mut mismatches = 0;
     let mut errors = 0;
     loop {
-        if ctx.stop.is_cancelled() && !part_path.exists() {
+        if ctx.stop.is_cancelled() && !tokio::fs::try_exists(part).await.unwrap_or(false) {
             // Not started yet: leave it to the next run.
-            return Outcome::Abandoned;
+            return Err(Outcome::Abandoned);
         }
-        match fetch_into(ctx, &fid, row, &part_path).await {
+        match fetch_into(ctx, fid, row, part).await {
             Ok(()) => {}
             Err(Fetch::Missing(m)) => {
-                let _ = tokio::fs::remove_file(&part_path).await;
-                return Outcome::Missing(m);
+                let _ = tokio::fs::remove_file(part).await;
+                return Err(Outcome::Missing(m));
             }
-            Err(Fetch::Fatal) => return Outcome::Abandoned,
+            Err(Fetch::Fatal) => return Err(Outcome::Abandoned),
             Err(Fetch::Transient(e)) => {
                 tracing::warn!(file_id = %fid, error = %e, "download interrupted; will resume");
                 if !backoff.wait(&ctx.stop).await {
-                    return Outcome::Abandoned;
+                    return Err(Outcome::Abandoned);
                 }
                 continue;
             }
             Err(Fetch::Other(e)) => {
                 errors += 1;
                 tracing::warn!(file_id = %fid, error = %e, attempt = errors, "download failed");
-                let _ = tokio::fs::remove_file(&part_path).await;
+                let _ = tokio::fs::remove_file(part).await;
                 if errors >= MAX_ERRORS {
-                    return Outcome::Failed(e);
+                    return Err(Outcome::Failed(e));
                 }
                 if !backoff.wait(&ctx.stop).await {
-                    return Outcome::Abandoned;
+                    return Err(Outcome::Abandoned);
                 }
                 continue;
             }
         }
         // Complete: verify the whole file.
-        match hash_file(&part_path, None).await {
-            Ok((len, hash)) if len == row.size && hash == row.sha256 => {}
-            Ok((len, hash)) => {
-                mismatches += 1;
-                tracing::warn!(file_id = %fid, expected_size = row.size, size = len, expected_sha256 = %row.sha256,
-                    sha256 = %hash, "downloaded bytes do not match; discarding them");
-                let _ = tokio::fs::remove_file(&part_path).await;
-                if mismatches >= MAX_MISMATCHES {
-                    return Outcome::Failed(format!(
-                        "the bytes never matched sha256 {} after {mismatches} downloads",
-                        row.sha256
-                    ));
-                }
-                continue;
-            }
-            Err(e) => return Outcome::Failed(format!("{e:#}")),
+        let (len, hash) = hash_file(part, None)
+            .await
+            .map_err(|e| Outcome::Failed(format!("{e:#}")))?;
+        if len == row.size && hash == row.sha256 {
+            return Ok(());
         }
-        if let Err(e) = commit(&part_path, &final_path).await {
-            return Outcome::Failed(format!("{e:#}"));
+        mismatches += 1;
+        tracing::warn!(file_id = %fid, expected_size = row.size, size = len, expected_sha256 = %row.sha256,
+            sha256 = %hash, "downloaded bytes do not match; discarding them");
+        let _ = tokio::fs::remove_file(part).await;
+        if mismatches >= MAX_MISMATCHES {
+            return Err(Outcome::Failed(format!(
+                "the bytes never matched sha256 {} after {mismatches} downloads",
+                row.sha256
+            )));
         }
-        tracing::info!(file_id = %fid, size = row.size, path = %final_path.display(), "file written");
-        return ack(ctx, &fid, final_path).await;
     }
 }
 
@@ -161,19 +214,48 @@ enum Fetch {
 /// One download attempt: brings `part` up to the full size, resuming from
 /// its current length.
 async fn fetch_into(ctx: &Ctx, fid: &str, row: &UploadRow, part: &Path) -> Result<(), Fetch> {
-    let io = |what: &str, e: std::io::Error| {
-        Fetch::Other(format!("failed to {what} {}: {e}", part.display()))
+    let have = match tokio::fs::metadata(part).await {
+        Ok(m) if m.len() <= row.size => m.len(),
+        _ => 0,
     };
-    let mut have = match tokio::fs::metadata(part).await {
-        Ok(m) => m.len(),
-        Err(_) => 0,
-    };
-    if have > row.size {
-        have = 0;
-    }
     if have == row.size && have > 0 {
         return Ok(());
     }
+    let download = request_from(ctx, fid, have).await?;
+    let resumed = download.start > 0;
+    if resumed {
+        tracing::info!(file_id = %fid, from = have, "resuming download");
+    }
+    let file = tokio::fs::OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(!resumed)
+        .append(resumed)
+        .open(part)
+        .await
+        .map_err(|e| io_error("open", part, e))?;
+    let (received, failure) = copy_body(ctx, download, file, part).await?;
+    let total = if resumed { have + received } else { received };
+    match failure {
+        Some(e) => Err(Fetch::Transient(format!(
+            "connection dropped after {total} of {} bytes: {e}",
+            row.size
+        ))),
+        None if total < row.size => Err(Fetch::Transient(format!(
+            "connection closed after {total} of {} bytes",
+            row.size
+        ))),
+        None => Ok(()),
+    }
+}
+
+fn io_error(what: &str, path: &Path, e: std::io::Error) -> Fetch {
+    Fetch::Other(format!("failed to {what} {}: {e}", path.display()))
+}
+
+/// Asks for the file from byte `have` on; each refusal as the retry loop
+/// reacts to it.
+async fn request_from(ctx: &Ctx, fid: &str, have: u64) -> Result<Download, Fetch> {
     let download = match ctx.client.download(&ctx.workspace, fid, Some(have)).await {
         Ok(d) => d,
         Err(ClientError::NotFound(m)) => return Err(Fetch::Missing(m)),
@@ -198,55 +280,43 @@ async fn fetch_into(ctx: &Ctx, fid: &str, row: &UploadRow, part: &Path) -> Resul
             download.start
         )));
     }
-    let resumed = download.start > 0;
-    if resumed {
-        tracing::info!(file_id = %fid, from = have, "resuming download");
-    }
-    let mut file = tokio::fs::OpenOptions::new()
-        .create(true)
-        .write(true)
-        .truncate(!resumed)
-        .append(resumed)
-        .open(part)
-        .await
-        .map_err(|e| io("open", e))?;
+    Ok(download)
+}
+
+/// Appends the body to `file` at the `--limit-rate` pace; the bytes
+/// written, and why the body ended early if it did. What arrived is kept,
+/// for the resume.
+async fn copy_body(
+    ctx: &Ctx,
+    download: Download,
+    mut file: tokio::fs::File,
+    part: &Path,
+) -> Result<(u64, Option<String>), Fetch> {
     let mut received = 0u64;
     let started = Instant::now();
     let mut stream = std::pin::pin!(download.into_stream());
     let mut failure = None;
     while let Some(chunk) = stream.next().await {
-        match chunk {
-            Ok(bytes) => {
-                file.write_all(&bytes).await.map_err(|e| io("write", e))?;
-                received += bytes.len() as u64;
-                if let Some(rate) = ctx.limit_rate {
-                    let due = Duration::from_secs_f64(received as f64 / rate as f64);
-                    if let Some(ahead) = due.checked_sub(started.elapsed()) {
-                        tokio::time::sleep(ahead).await;
-                    }
-                }
-            }
+        let bytes = match chunk {
+            Ok(bytes) => bytes,
             Err(e) => {
                 failure = Some(e.to_string());
                 break;
             }
+        };
+        file.write_all(&bytes)
+            .await
+            .map_err(|e| io_error("write", part, e))?;
+        received += bytes.len() as u64;
+        if let Some(rate) = ctx.limit_rate {
+            let due = Duration::from_secs_f64(received as f64 / rate as f64);
+            if let Some(ahead) = due.checked_sub(started.elapsed()) {
+                tokio::time::sleep(ahead).await;
+            }
         }
     }
-    // Keep what arrived, for the resume.
-    file.flush().await.map_err(|e| io("write", e))?;
-    drop(file);
-    let total = if resumed { have + received } else { received };
-    match failure {
-        Some(e) => Err(Fetch::Transient(format!(
-            "connection dropped after {total} of {} bytes: {e}",
-            row.size
-        ))),
-        None if total < row.size => Err(Fetch::Transient(format!(
-            "connection closed after {total} of {} bytes",
-            row.size
-        ))),
-        None => Ok(()),
-    }
+    file.flush().await.map_err(|e| io_error("write", part, e))?;
+    Ok((received, failure))
 }
 
 /// fsyncs the complete file, renames it into place, fsyncs the folder.

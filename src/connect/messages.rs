@@ -50,14 +50,14 @@ pub async fn run(ctx: Arc<Ctx>, handoff: Handoff, mut rx: mpsc::UnboundedReceive
         };
         let delivered = match &handoff {
             Handoff::Stdout => {
-                ctx.out.emit(&event);
+                ctx.out.emit(&event).await;
                 true
             }
             Handoff::Exec(cmd) => exec(&ctx, cmd, &event, row.id).await,
             Handoff::Forward(url) => forward(&ctx, &http, url, &row, &event).await,
         };
         if delivered {
-            ctx.finish(row.id);
+            ctx.finish(row.id).await;
         } else {
             break;
         }
@@ -132,7 +132,7 @@ async fn rewrite_uris(ctx: &Ctx, value: &mut Value) -> bool {
                 resolved.insert(uri.clone(), json!(format!("workspace:{}", path.display())));
             }
             FileState::Abandoned => return false,
-            FileState::Pending | FileState::Gone => {
+            FileState::Pending | FileState::Gone | FileState::Retrying => {
                 tracing::warn!(
                     file_id = fid,
                     "a message names a file that is not on disk; its URI is left as is"
@@ -199,7 +199,7 @@ async fn exec(ctx: &Ctx, cmd: &str, event: &Value, activity_id: i64) -> bool {
         Ok(c) => c,
         Err(e) => {
             tracing::error!(activity_id, error = %e, "failed to start the --exec command");
-            ctx.out.emit(&json!({"type": "error", "activity_id": activity_id, "error": format!("failed to start --exec: {e}")}));
+            ctx.out.emit(&json!({"type": "error", "activity_id": activity_id, "error": format!("failed to start --exec: {e}")})).await;
             return true;
         }
     };
@@ -281,8 +281,10 @@ async fn forward(
             if ctx.stop.is_cancelled() {
                 return false;
             }
-            ctx.out.emit(&json!({"type": "error", "activity_id": row.id,
-                "error": format!("could not deliver the message to {url}: {error}")}));
+            ctx.out
+                .emit(&json!({"type": "error", "activity_id": row.id,
+                "error": format!("could not deliver the message to {url}: {error}")}))
+                .await;
         }
     }
     true

@@ -6,9 +6,13 @@
 //! runs concurrently with the poll loop; each `message/send` row is handed
 //! to the local agent in arrival order ([`messages`]). The cursor persisted
 //! in `<dir>/.molecule/cursor` ([`cursor`]) only moves past rows that are
-//! handled, so a restart neither skips nor repeats work. It reaches the
+//! handled, so a restart neither skips nor repeats work. A file that
+//! cannot be written is kept in hand and tried again; the server's list of
+//! unacked files, read at every start, carries that work across restarts.
+//! `<dir>/.molecule/lock` keeps one process per folder. It reaches the
 //! server only through [`crate::client`]; stdout carries nothing but JSON
-//! lines for the agent, logs go to stderr.
+//! lines for the agent, logs go to stderr. File work runs off the async
+//! threads (`tokio::fs`, `spawn_blocking`).
 
 mod backoff;
 mod cursor;
@@ -17,7 +21,7 @@ mod messages;
 
 use std::collections::HashMap;
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -27,18 +31,20 @@ use clap::Args;
 use serde_json::{json, Value};
 use tokio::sync::{mpsc, watch, Semaphore};
 use tokio::task::JoinSet;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use url::Url;
 
 use crate::client::{ActivityQuery, ActivityView, Client, ClientError};
 use crate::domain::WorkspaceId;
 use backoff::Backoff;
-use cursor::Progress;
+use cursor::Cursor;
 use download::{Outcome, UploadRow};
 use messages::Handoff;
 
 /// Flags of `molecule connect`.
 #[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("auth").required(true).args(["token", "token_file"])))]
 pub struct ConnectArgs {
     /// The server's URL.
     #[arg(long, env = "MOLECULE_SERVER", default_value = "http://127.0.0.1:8080")]
@@ -47,9 +53,16 @@ pub struct ConnectArgs {
     #[arg(long, env = "MOLECULE_WORKSPACE_ID")]
     pub workspace: String,
     /// This workspace's token (from `molecule workspace create` or `rotate`).
+    /// On the command line it is visible to every user of the machine
+    /// (`ps`): prefer the MOLECULE_TOKEN variable or --token-file.
     #[arg(long, env = "MOLECULE_TOKEN", hide_env_values = true)]
-    pub token: String,
+    pub token: Option<String>,
+    /// Read this workspace's token from a file (surrounding whitespace is
+    /// ignored; keep the file readable only by you, mode 0600).
+    #[arg(long, value_name = "PATH")]
+    pub token_file: Option<PathBuf>,
     /// The agent's working directory; files land in <dir>/.molecule/chat-uploads/.
+    /// One `connect` per directory (a second one exits with an error).
     #[arg(long, default_value = ".")]
     pub dir: PathBuf,
     /// Deliver each message as an A2A `message/send` to a local push-mode
@@ -63,8 +76,9 @@ pub struct ConnectArgs {
     /// How often to tell the server this workspace is alive.
     #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
     pub heartbeat_interval: Duration,
-    /// How long each long poll waits for a new row, in seconds (0–60).
-    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(0..=60))]
+    /// How long the server holds each long poll when nothing is new, in
+    /// seconds (0–60); the read timeout of polls always outlasts it.
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(0..=crate::http::MAX_WAIT_SECS))]
     pub poll_wait: u64,
     /// Files downloaded at the same time.
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=64))]
@@ -85,22 +99,29 @@ pub(crate) enum FileState {
     Gone,
     /// Stopped before it was complete.
     Abandoned,
+    /// It could not be written here; it is being tried again.
+    Retrying,
 }
 
 /// The JSON lines on stdout, one `write` each so lines never interleave.
+/// A reader that does not keep up blocks the write, so it happens on a
+/// blocking thread.
 #[derive(Debug, Default)]
-pub(crate) struct Output {
-    lock: Mutex<()>,
-}
+pub(crate) struct Output;
 
 impl Output {
-    /// Writes one JSON line and flushes it.
-    pub(crate) fn emit(&self, value: &Value) {
+    /// Writes one JSON line and flushes it; returns once it is written.
+    pub(crate) async fn emit(&self, value: &Value) {
         let line = format!("{value}\n");
-        let _guard = self.lock.lock().unwrap_or_else(|e| e.into_inner());
-        let mut out = std::io::stdout().lock();
-        if let Err(e) = out.write_all(line.as_bytes()).and_then(|()| out.flush()) {
-            tracing::warn!(error = %e, "failed to write to stdout");
+        let written = tokio::task::spawn_blocking(move || {
+            let mut out = std::io::stdout().lock();
+            out.write_all(line.as_bytes()).and_then(|()| out.flush())
+        })
+        .await;
+        match written {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "failed to write to stdout"),
+            Err(e) => tracing::warn!(error = %e, "BUG: the stdout task failed"),
         }
     }
 }
@@ -114,7 +135,7 @@ pub(crate) struct Ctx {
     /// Fired by Ctrl-C / SIGTERM, or by a fatal error.
     stop: CancellationToken,
     fatal: Mutex<Option<String>>,
-    progress: Mutex<Progress>,
+    cursor: Cursor,
     files: Mutex<HashMap<String, watch::Receiver<FileState>>>,
     out: Output,
     limit_rate: Option<u64>,
@@ -125,7 +146,15 @@ impl Ctx {
     fn unauthorized(&self) {
         self.fail(format!(
             "the server refused this workspace's token (401): it was revoked or rotated. Ask the operator for a new \
-             one (`molecule workspace rotate {}`) and restart with the new --token",
+             one (`molecule workspace rotate {}`) and restart with it (--token-file, MOLECULE_TOKEN or --token)",
+            self.workspace
+        ));
+    }
+
+    /// The workspace is gone: nothing will work again.
+    fn no_workspace(&self) {
+        self.fail(format!(
+            "the server has no workspace {} (deleted?)",
             self.workspace
         ));
     }
@@ -139,10 +168,16 @@ impl Ctx {
         self.stop.cancel();
     }
 
-    /// Marks a row handled and persists the cursor.
-    fn finish(&self, id: i64) {
-        let mut progress = self.progress.lock().unwrap_or_else(|e| e.into_inner());
-        if let Err(e) = progress.finish(id) {
+    /// Marks a row handled; returns once the cursor saying so is durable.
+    async fn finish(&self, id: i64) {
+        if let Err(e) = self.cursor.finish(id).await {
+            tracing::error!(error = format!("{e:#}"), "failed to persist the cursor");
+        }
+    }
+
+    /// The server dropped the rows before `to` (410): start over from there.
+    async fn reset_cursor(&self, to: i64) {
+        if let Err(e) = self.cursor.reset(to).await {
             tracing::error!(error = format!("{e:#}"), "failed to persist the cursor");
         }
     }
@@ -161,17 +196,33 @@ impl Ctx {
                 Ok(state) => state.clone(),
                 Err(_) => FileState::Abandoned,
             },
+            None => self
+                .find_on_disk(file_id)
+                .await
+                .map_or(FileState::Gone, FileState::Ready),
+        }
+    }
+
+    /// The path of a file an earlier run delivered, if it is there.
+    async fn find_on_disk(&self, file_id: &str) -> Option<PathBuf> {
+        let prefix = format!("{file_id}-");
+        let mut entries = tokio::fs::read_dir(&self.uploads_dir).await.ok()?;
+        while let Ok(Some(entry)) = entries.next_entry().await {
+            if entry.file_name().to_string_lossy().starts_with(&prefix) {
+                return Some(entry.path());
+            }
+        }
+        None
+    }
+
+    /// How the run ended: an error when something fatal stopped it.
+    fn outcome(&self) -> anyhow::Result<()> {
+        let fatal = self.fatal.lock().unwrap_or_else(|e| e.into_inner()).take();
+        match fatal {
+            Some(message) => Err(anyhow::anyhow!(message)),
             None => {
-                let prefix = format!("{file_id}-");
-                let found = std::fs::read_dir(&self.uploads_dir)
-                    .ok()
-                    .and_then(|entries| {
-                        entries
-                            .filter_map(Result::ok)
-                            .find(|e| e.file_name().to_string_lossy().starts_with(&prefix))
-                            .map(|e| e.path())
-                    });
-                found.map_or(FileState::Gone, FileState::Ready)
+                tracing::info!(since_id = self.cursor.position(), "stopped");
+                Ok(())
             }
         }
     }
@@ -188,77 +239,169 @@ pub async fn run(args: ConnectArgs) -> anyhow::Result<()> {
             )
         })?
         .to_string();
-    std::fs::create_dir_all(&args.dir)
-        .with_context(|| format!("failed to create {}", args.dir.display()))?;
-    let dir = std::fs::canonicalize(&args.dir)
-        .with_context(|| format!("failed to resolve {}", args.dir.display()))?;
-    let state_dir = dir.join(".molecule");
-    let uploads_dir = state_dir.join("chat-uploads");
-    std::fs::create_dir_all(&uploads_dir)
-        .with_context(|| format!("failed to create {}", uploads_dir.display()))?;
-    let progress = Progress::load(&state_dir.join("cursor"))?;
-    let client = Client::new(&args.server, args.token.trim())?;
-
-    let handoff = match (&args.exec, &args.forward) {
-        (Some(cmd), _) => Handoff::Exec(cmd.clone()),
-        (None, Some(url)) => Handoff::Forward(url.clone()),
-        (None, None) => Handoff::Stdout,
-    };
+    let dir = args.dir.clone();
+    let folder = tokio::task::spawn_blocking(move || Folder::prepare(&dir))
+        .await
+        .context("BUG: the folder-preparing task panicked")??;
+    let cursor = Cursor::load(folder.state_dir.join("cursor")).await?;
+    let client = Client::new(&args.server, read_token(&args).await?)?;
     let stop = CancellationToken::new();
     watch_signals(stop.clone());
     let ctx = Arc::new(Ctx {
         client,
         workspace,
-        dir,
-        uploads_dir,
-        stop: stop.clone(),
+        dir: folder.dir.clone(),
+        uploads_dir: folder.uploads_dir.clone(),
+        stop,
         fatal: Mutex::new(None),
-        progress: Mutex::new(progress),
+        cursor,
         files: Mutex::new(HashMap::new()),
-        out: Output::default(),
+        out: Output,
         limit_rate: args.limit_rate.map(|b| b.as_u64().max(1)),
     });
-    tracing::info!(
-        workspace_id = %ctx.workspace, server = %ctx.client.base(), dir = %ctx.dir.display(),
-        since_id = ctx.progress.lock().map(|p| p.cursor()).unwrap_or(0), "connecting"
-    );
+    tracing::info!(workspace_id = %ctx.workspace, server = %ctx.client.base(), dir = %ctx.dir.display(),
+        since_id = ctx.cursor.position(), "connecting");
 
     if register(&ctx).await {
-        let heartbeat = tokio::spawn(heartbeat(ctx.clone(), args.heartbeat_interval));
-        let (tx, rx) = mpsc::unbounded_channel();
-        let messages = tokio::spawn(messages::run(ctx.clone(), handoff.clone(), rx));
-        let mut downloads = JoinSet::new();
-        let permits = Arc::new(Semaphore::new(args.concurrency as usize));
-        poll(
-            &ctx,
-            &handoff,
-            &tx,
-            &mut downloads,
-            &permits,
-            args.poll_wait,
-        )
-        .await;
+        serve(&ctx, &args).await;
+    }
+    ctx.cursor.flush().await?;
+    drop(folder); // releases the lock, last
+    ctx.outcome()
+}
 
-        // Stopping: finish what is in flight, then persist.
-        drop(tx);
-        let in_flight = downloads.len();
-        if in_flight > 0 {
-            tracing::info!(in_flight, "finishing downloads in flight");
-        }
-        while downloads.join_next().await.is_some() {}
-        let _ = messages.await;
-        heartbeat.abort();
+/// The agent's folder, resolved, with `.molecule/chat-uploads/` created
+/// and `.molecule/lock` held for as long as this value lives.
+struct Folder {
+    dir: PathBuf,
+    state_dir: PathBuf,
+    uploads_dir: PathBuf,
+    _lock: std::fs::File,
+}
+
+impl Folder {
+    /// Blocking: run it off the async threads.
+    fn prepare(dir: &Path) -> anyhow::Result<Self> {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("failed to create {}", dir.display()))?;
+        let dir = std::fs::canonicalize(dir)
+            .with_context(|| format!("failed to resolve {}", dir.display()))?;
+        let state_dir = dir.join(".molecule");
+        let uploads_dir = state_dir.join("chat-uploads");
+        std::fs::create_dir_all(&uploads_dir)
+            .with_context(|| format!("failed to create {}", uploads_dir.display()))?;
+        let lock = lock_dir(&state_dir)?;
+        Ok(Self {
+            dir,
+            state_dir,
+            uploads_dir,
+            _lock: lock,
+        })
     }
-    let progress = ctx.progress.lock().unwrap_or_else(|e| e.into_inner());
-    progress.save()?;
-    let fatal = ctx.fatal.lock().unwrap_or_else(|e| e.into_inner()).take();
-    match fatal {
-        Some(message) => Err(anyhow::anyhow!(message)),
-        None => {
-            tracing::info!(since_id = progress.cursor(), "stopped");
-            Ok(())
+}
+
+/// Registered: heartbeats, hands messages over and polls until stopped,
+/// then finishes what is in flight.
+async fn serve(ctx: &Arc<Ctx>, args: &ConnectArgs) {
+    let handoff = match (&args.exec, &args.forward) {
+        (Some(cmd), _) => Handoff::Exec(cmd.clone()),
+        (None, Some(url)) => Handoff::Forward(url.clone()),
+        (None, None) => Handoff::Stdout,
+    };
+    let heartbeat = tokio::spawn(heartbeat(ctx.clone(), args.heartbeat_interval));
+    let (tx, rx) = mpsc::unbounded_channel();
+    let messages = tokio::spawn(messages::run(ctx.clone(), handoff.clone(), rx));
+    let mut dispatch = Dispatch {
+        emit_files: matches!(handoff, Handoff::Stdout),
+        messages: tx,
+        downloads: JoinSet::new(),
+        permits: Arc::new(Semaphore::new(args.concurrency as usize)),
+    };
+    poll(ctx, &mut dispatch, args.poll_wait).await;
+
+    // Stopping: finish what is in flight.
+    let Dispatch {
+        messages: tx,
+        mut downloads,
+        ..
+    } = dispatch;
+    drop(tx);
+    let in_flight = downloads.len();
+    if in_flight > 0 {
+        tracing::info!(in_flight, "finishing downloads in flight");
+    }
+    while downloads.join_next().await.is_some() {}
+    let _ = messages.await;
+    heartbeat.abort();
+}
+
+/// Takes `<dir>/.molecule/lock`, an OS advisory lock released when the
+/// process ends however it ends: a second `connect` on the same folder
+/// would race the first over the cursor and the partial downloads.
+fn lock_dir(state_dir: &Path) -> anyhow::Result<std::fs::File> {
+    let path = state_dir.join("lock");
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .with_context(|| format!("failed to open {}", path.display()))?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            let holder = std::fs::read_to_string(&path).unwrap_or_default();
+            let holder = match holder.trim() {
+                "" => String::new(),
+                pid => format!(" (process {pid})"),
+            };
+            anyhow::bail!(
+                "another `molecule connect` is already running on {}{holder}: it holds {}. Stop it \
+                 first, or give this one its own --dir",
+                state_dir.parent().unwrap_or(state_dir).display(),
+                path.display()
+            );
+        }
+        Err(std::fs::TryLockError::Error(e)) => {
+            return Err(e).with_context(|| format!("failed to lock {}", path.display()))
         }
     }
+    // Who holds it, for the message above; only informative.
+    let _ = file
+        .set_len(0)
+        .and_then(|()| writeln!(file, "{}", std::process::id()));
+    Ok(file)
+}
+
+/// The token from --token / MOLECULE_TOKEN, or from --token-file.
+async fn read_token(args: &ConnectArgs) -> anyhow::Result<String> {
+    let Some(path) = &args.token_file else {
+        let token = args.token.as_deref().unwrap_or_default().trim();
+        anyhow::ensure!(
+            !token.is_empty(),
+            "the token (--token or MOLECULE_TOKEN) is empty"
+        );
+        return Ok(token.to_owned());
+    };
+    let raw = tokio::fs::read_to_string(path)
+        .await
+        .with_context(|| format!("failed to read the token file {}", path.display()))?;
+    let token = raw.trim();
+    anyhow::ensure!(
+        !token.is_empty(),
+        "{} is empty: it should hold this workspace's token",
+        path.display()
+    );
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = tokio::fs::metadata(path).await?.permissions().mode();
+        if mode & 0o077 != 0 {
+            tracing::warn!(path = %path.display(), mode = format!("{:o}", mode & 0o777),
+                "the token file is readable by other users; `chmod 600` it");
+        }
+    }
+    Ok(token.to_owned())
 }
 
 /// Ctrl-C or SIGTERM fires `stop`; a second one exits at once.
@@ -299,10 +442,7 @@ async fn register(ctx: &Ctx) -> bool {
                 return false;
             }
             Err(ClientError::NotFound(_)) => {
-                ctx.fail(format!(
-                    "the server has no workspace {} (deleted?)",
-                    ctx.workspace
-                ));
+                ctx.no_workspace();
                 return false;
             }
             Err(e) => {
@@ -339,215 +479,345 @@ async fn heartbeat(ctx: Arc<Ctx>, every: Duration) {
     }
 }
 
+/// Rows asked for per poll.
+const PAGE: usize = 100;
+/// First delay before a file that could not be written is tried again; it
+/// doubles up to [`FILE_RETRY_CAP`].
+const FILE_RETRY_BASE: Duration = Duration::from_secs(1);
+/// Longest delay between two tries of a file that could not be written.
+const FILE_RETRY_CAP: Duration = Duration::from_secs(300);
+/// How long to wait before reading the list of unacked files again when
+/// reading it failed.
+const UNACKED_RETRY: Duration = Duration::from_secs(10);
+
+/// Where the rows of a poll go: messages to the hand-off task, in order;
+/// files to download tasks.
+struct Dispatch {
+    /// Default mode: each settled file is also a JSON line for the agent.
+    emit_files: bool,
+    messages: mpsc::UnboundedSender<ActivityView>,
+    downloads: JoinSet<()>,
+    permits: Arc<Semaphore>,
+}
+
+/// What one poll came back with.
+enum Page {
+    Rows(Vec<ActivityView>),
+    /// Poll again (after a backoff, or a cursor reset).
+    Again,
+    /// Stopped, or a fatal answer.
+    Stop,
+}
+
 /// The long-poll loop: runs until `stop` fires.
-async fn poll(
-    ctx: &Arc<Ctx>,
-    handoff: &Handoff,
-    messages: &mpsc::UnboundedSender<ActivityView>,
-    downloads: &mut JoinSet<()>,
-    permits: &Arc<Semaphore>,
-    wait: u64,
-) {
-    let mut since = ctx.progress.lock().map(|p| p.cursor()).unwrap_or(0);
+///
+/// Until the backlog is read, polls do not wait; then the server's list of
+/// unacked files is read once, so files an earlier run could not write
+/// (its cursor is past their rows) are tried again.
+async fn poll(ctx: &Arc<Ctx>, dispatch: &mut Dispatch, wait: u64) {
+    let mut since = ctx.cursor.position();
     let mut backoff = Backoff::new();
+    let mut backlog_read = false;
+    let mut list_unacked_at = Some(Instant::now());
     loop {
-        while downloads.try_join_next().is_some() {}
-        let query = ActivityQuery {
-            activity_type: Some("a2a_receive".into()),
-            since_id: Some(since),
-            limit: Some(100),
-            wait: Some(wait),
+        while dispatch.downloads.try_join_next().is_some() {}
+        let wait = if backlog_read { wait } else { 0 };
+        let rows = match next_page(ctx, &mut since, wait, &mut backoff).await {
+            Page::Rows(rows) => rows,
+            Page::Again => continue,
+            Page::Stop => return,
         };
-        let answer = tokio::select! {
-            _ = ctx.stop.cancelled() => return,
-            answer = ctx.client.list_activity(&ctx.workspace, &query) => answer,
-        };
-        let rows = match answer {
-            Ok(rows) => {
-                if backoff.is_retrying() {
-                    tracing::info!("the server is reachable again");
-                }
-                backoff.reset();
-                rows
+        let full = rows.len() >= PAGE;
+        if !dispatch_rows(ctx, dispatch, rows, &mut since).await {
+            return;
+        }
+        backlog_read |= !full;
+        if backlog_read && list_unacked_at.is_some_and(|at| at <= Instant::now()) {
+            list_unacked_at = resume_unacked(ctx, dispatch).await;
+        }
+    }
+}
+
+/// One long poll after `since`; a 410 resets the cursor to where the
+/// server says.
+async fn next_page(ctx: &Ctx, since: &mut i64, wait: u64, backoff: &mut Backoff) -> Page {
+    let query = ActivityQuery {
+        activity_type: Some("a2a_receive".into()),
+        since_id: Some(*since),
+        limit: Some(PAGE as u32),
+        wait: Some(wait),
+    };
+    let answer = tokio::select! {
+        _ = ctx.stop.cancelled() => return Page::Stop,
+        answer = ctx.client.list_activity(&ctx.workspace, &query) => answer,
+    };
+    match answer {
+        Ok(rows) => {
+            if backoff.is_retrying() {
+                tracing::info!("the server is reachable again");
             }
-            Err(ClientError::Unauthorized(_)) => return ctx.unauthorized(),
-            Err(ClientError::NotFound(_)) => {
-                return ctx.fail(format!(
-                    "the server has no workspace {} (deleted?)",
-                    ctx.workspace
-                ));
+            backoff.reset();
+            Page::Rows(rows)
+        }
+        Err(ClientError::Unauthorized(_)) => {
+            ctx.unauthorized();
+            Page::Stop
+        }
+        Err(ClientError::NotFound(_)) => {
+            ctx.no_workspace();
+            Page::Stop
+        }
+        Err(ClientError::Gone {
+            message,
+            restart_since_id: to,
+        }) => {
+            tracing::warn!(since_id = *since, restart_from = to, error = %message,
+                "the server no longer has rows after our cursor; resetting it");
+            *since = to;
+            ctx.reset_cursor(to).await;
+            Page::Again
+        }
+        Err(e) => {
+            // One warning per outage, not one per retry.
+            if backoff.is_retrying() {
+                tracing::debug!(error = %e, "polling the inbox failed again");
+            } else {
+                tracing::warn!(error = %e, "polling the inbox failed; retrying with backoff until it answers");
             }
-            Err(ClientError::Gone {
-                message,
-                restart_since_id: to,
-            }) => {
-                tracing::warn!(since_id = since, restart_from = to, error = %message,
-                    "the server no longer has rows after our cursor; resetting it");
-                since = to;
-                let mut progress = ctx.progress.lock().unwrap_or_else(|e| e.into_inner());
-                if let Err(e) = progress.reset(to) {
-                    tracing::error!(error = format!("{e:#}"), "failed to persist the cursor");
-                }
-                continue;
-            }
-            Err(e) => {
-                // One warning per outage, not one per retry.
-                if backoff.is_retrying() {
-                    tracing::debug!(error = %e, "polling the inbox failed again");
-                } else {
-                    tracing::warn!(error = %e, "polling the inbox failed; retrying with backoff until it answers");
-                }
-                if !backoff.wait(&ctx.stop).await {
-                    return;
-                }
-                continue;
-            }
-        };
-        for row in rows {
-            if row.id <= since {
-                continue;
-            }
-            since = row.id;
-            let begin = ctx
-                .progress
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .begin(row.id);
-            match begin {
-                Ok(true) => {}
-                Ok(false) => continue,
-                Err(e) => tracing::error!(error = format!("{e:#}"), "failed to persist the cursor"),
-            }
-            match row.method.as_deref() {
-                Some("chat_upload_receive") => {
-                    start_download(ctx, handoff, downloads, permits, row)
-                }
-                Some("message/send") => {
-                    if messages.send(row).is_err() {
-                        return;
-                    }
-                }
-                other => {
-                    tracing::debug!(activity_id = row.id, method = ?other, "ignoring an inbox row of another kind");
-                    ctx.finish(row.id);
-                }
+            if backoff.wait(&ctx.stop).await {
+                Page::Again
+            } else {
+                Page::Stop
             }
         }
     }
 }
 
-fn start_download(
+/// Hands each new row to its handler; `false` when the message task is gone.
+async fn dispatch_rows(
     ctx: &Arc<Ctx>,
-    handoff: &Handoff,
-    downloads: &mut JoinSet<()>,
-    permits: &Arc<Semaphore>,
-    row: ActivityView,
-) {
-    let upload = row
-        .data
-        .clone()
-        .filter(|d| d.get("file_id").is_some())
-        .or_else(|| row.request_body.clone())
-        .map(serde_json::from_value::<UploadRow>);
-    let upload = match upload {
-        Some(Ok(u)) => u,
-        other => {
-            let error = match other {
-                Some(Err(e)) => e.to_string(),
-                _ => "no file description".to_owned(),
-            };
+    dispatch: &mut Dispatch,
+    rows: Vec<ActivityView>,
+    since: &mut i64,
+) -> bool {
+    for row in rows {
+        if row.id <= *since {
+            continue;
+        }
+        *since = row.id;
+        if !ctx.cursor.begin(row.id) {
+            continue;
+        }
+        match row.method.as_deref() {
+            Some("chat_upload_receive") => start_upload_row(ctx, dispatch, row).await,
+            Some("message/send") => {
+                if dispatch.messages.send(row).is_err() {
+                    return false;
+                }
+            }
+            other => {
+                tracing::debug!(activity_id = row.id, method = ?other, "ignoring an inbox row of another kind");
+                ctx.finish(row.id).await;
+            }
+        }
+    }
+    true
+}
+
+/// A `chat_upload_receive` row: its file's delivery, or a skip when the
+/// row cannot be read.
+async fn start_upload_row(ctx: &Arc<Ctx>, dispatch: &mut Dispatch, row: ActivityView) {
+    match UploadRow::from_row(&row) {
+        Ok(upload) => {
+            start_delivery(ctx, dispatch, upload, Some(row.id)).await;
+        }
+        Err(error) => {
             tracing::error!(
                 activity_id = row.id,
                 error,
                 "an upload row cannot be read; skipping it"
             );
-            ctx.finish(row.id);
-            return;
+            ctx.finish(row.id).await;
         }
-    };
-    let (tx, rx) = watch::channel(FileState::Pending);
-    ctx.files
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .insert(upload.file_id.clone(), rx);
-    let emit = matches!(handoff, Handoff::Stdout);
-    let (ctx, permits) = (ctx.clone(), permits.clone());
-    downloads.spawn(async move {
-        let outcome = match permits.acquire_owned().await {
-            Ok(_permit) if !ctx.stop.is_cancelled() => {
-                tracing::info!(file_id = %upload.file_id, filename = %upload.filename, size = upload.size, "downloading");
-                download::deliver(&ctx, &upload).await
-            }
-            _ => Outcome::Abandoned,
-        };
-        settle(&ctx, row.id, &upload, outcome, emit, &tx);
-    });
+    }
 }
 
-/// Records how a download ended: the file's state for waiting messages,
-/// the cursor, and (default mode) a JSON line for the agent.
-fn settle(
-    ctx: &Ctx,
-    activity_id: i64,
-    upload: &UploadRow,
-    outcome: Outcome,
-    emit: bool,
-    tx: &watch::Sender<FileState>,
-) {
-    let base = json!({
-        "activity_id": activity_id, "file_id": upload.file_id, "filename": upload.filename,
-        "mimetype": upload.mimetype, "size": upload.size, "sha256": upload.sha256,
-        "pending_uri": upload.uri,
-    });
-    let with = |kind: &str, extra: Value| {
-        let mut v = base.clone();
-        v["type"] = json!(kind);
-        if let (Some(v), Value::Object(extra)) = (v.as_object_mut(), extra) {
-            v.extend(extra);
+/// Reads the server's list of unacked files and starts a delivery for each
+/// one this run does not have in hand. `None` when done, or when to read it
+/// again after a failure.
+async fn resume_unacked(ctx: &Arc<Ctx>, dispatch: &mut Dispatch) -> Option<Instant> {
+    match ctx.client.list_pending_uploads(&ctx.workspace).await {
+        Ok(files) => {
+            let mut resumed = 0;
+            for file in files {
+                let upload = UploadRow::from_pending(&ctx.workspace, file);
+                resumed += usize::from(start_delivery(ctx, dispatch, upload, None).await);
+            }
+            if resumed > 0 {
+                tracing::info!(
+                    files = resumed,
+                    "trying again the files the server still holds unacked"
+                );
+            }
+            None
         }
-        v
-    };
-    let (state, event, done) = match outcome {
-        Outcome::Delivered(path) => {
-            let e = with(
-                "file",
-                json!({"path": path, "uri": format!("workspace:{}", path.display()), "acked": true}),
-            );
-            (FileState::Ready(path), Some(e), true)
+        Err(ClientError::Unauthorized(_)) => {
+            ctx.unauthorized();
+            None
         }
-        Outcome::OnDisk(path) => {
-            // Settled for the agent; the row is left for the next run to ack
-            // unless the server has forgotten it.
-            let e = with(
-                "file",
-                json!({"path": path, "uri": format!("workspace:{}", path.display()), "acked": false}),
-            );
-            (FileState::Ready(path), Some(e), !ctx.stop.is_cancelled())
+        Err(e) => {
+            tracing::warn!(error = %e, "listing the unacked files failed; trying again later");
+            Some(Instant::now() + UNACKED_RETRY)
         }
-        Outcome::Missing(error) => {
-            tracing::warn!(file_id = %upload.file_id, filename = %upload.filename, error,
-                "the server no longer has this file (expired or acked elsewhere); skipping it");
-            (
-                FileState::Gone,
-                Some(with("file_missing", json!({"error": error}))),
-                true,
-            )
-        }
-        Outcome::Failed(error) => {
-            tracing::error!(file_id = %upload.file_id, filename = %upload.filename, error, "giving up on this file");
-            (
-                FileState::Gone,
-                Some(with("file_failed", json!({"error": error}))),
-                true,
-            )
-        }
-        Outcome::Abandoned => (FileState::Abandoned, None, false),
-    };
-    let _ = tx.send(state);
-    if let (true, Some(event)) = (emit, event) {
-        ctx.out.emit(&event);
     }
-    if done {
-        ctx.finish(activity_id);
+}
+
+/// Starts the delivery of a file unless this run already has it in hand
+/// (both a row and the list of unacked files can name it); `false` if so.
+/// Either way the row, if any, is then the delivery's business: the server
+/// keeps the file until it is acked, so the cursor may pass the row.
+async fn start_delivery(
+    ctx: &Arc<Ctx>,
+    dispatch: &mut Dispatch,
+    upload: UploadRow,
+    activity_id: Option<i64>,
+) -> bool {
+    let tx = {
+        let mut files = ctx.files.lock().unwrap_or_else(|e| e.into_inner());
+        if files.contains_key(&upload.file_id) {
+            None
+        } else {
+            let (tx, rx) = watch::channel(FileState::Pending);
+            files.insert(upload.file_id.clone(), rx);
+            Some(tx)
+        }
+    };
+    let Some(tx) = tx else {
+        if let Some(id) = activity_id {
+            ctx.finish(id).await;
+        }
+        return false;
+    };
+    let (ctx, permits, emit) = (ctx.clone(), dispatch.permits.clone(), dispatch.emit_files);
+    dispatch.downloads.spawn(async move {
+        let delivery = Delivery {
+            ctx: &ctx,
+            upload: &upload,
+            activity_id,
+            emit,
+            state: &tx,
+        };
+        delivery.run(&permits).await;
+    });
+    true
+}
+
+/// One file in hand, from its first try until it is settled.
+struct Delivery<'a> {
+    ctx: &'a Ctx,
+    upload: &'a UploadRow,
+    activity_id: Option<i64>,
+    emit: bool,
+    state: &'a watch::Sender<FileState>,
+}
+
+impl Delivery<'_> {
+    /// Tries until the file is acked, the server forgets it, or a stop; a
+    /// local failure (disk full, a failed write or rename) is tried again
+    /// with backoff. The first failure is reported and frees the cursor: the
+    /// server keeps the file, and the next run's list of unacked files
+    /// picks it up if this run stops first.
+    async fn run(&self, permits: &Semaphore) {
+        let mut backoff = Backoff::with_limits(FILE_RETRY_BASE, FILE_RETRY_CAP);
+        let mut failures = 0u32;
+        loop {
+            let outcome = match permits.acquire().await {
+                Ok(_permit) if !self.ctx.stop.is_cancelled() => {
+                    tracing::info!(file_id = %self.upload.file_id, filename = %self.upload.filename,
+                        size = self.upload.size, attempt = failures + 1, "downloading");
+                    download::deliver(self.ctx, self.upload).await
+                }
+                _ => Outcome::Abandoned,
+            };
+            let Outcome::Failed(error) = outcome else {
+                return self.settle(outcome).await;
+            };
+            failures += 1;
+            tracing::error!(file_id = %self.upload.file_id, filename = %self.upload.filename, error,
+                failures, "the file could not be written; trying again with backoff");
+            if failures == 1 {
+                self.settle(Outcome::Failed(error)).await;
+            }
+            if !backoff.wait(&self.ctx.stop).await {
+                return;
+            }
+        }
+    }
+
+    /// Records how a try ended: a JSON line for the agent (default mode),
+    /// the file's state for waiting messages, and the cursor.
+    async fn settle(&self, outcome: Outcome) {
+        let (state, event, done) = match outcome {
+            Outcome::Delivered(path) => {
+                let e = self.file_line(&path, true);
+                (FileState::Ready(path), Some(e), true)
+            }
+            Outcome::OnDisk(path) => {
+                // Settled for the agent; the row is left for the next run to
+                // ack unless the server has forgotten it.
+                let e = self.file_line(&path, false);
+                (
+                    FileState::Ready(path),
+                    Some(e),
+                    !self.ctx.stop.is_cancelled(),
+                )
+            }
+            Outcome::Missing(error) => {
+                tracing::warn!(file_id = %self.upload.file_id, filename = %self.upload.filename, error,
+                    "the server no longer has this file (expired or acked elsewhere); skipping it");
+                let e = self.line("file_missing", json!({"error": error}));
+                (FileState::Gone, Some(e), true)
+            }
+            Outcome::Failed(error) => {
+                let e = self.line("file_failed", json!({"error": error, "retrying": true}));
+                (FileState::Retrying, Some(e), true)
+            }
+            Outcome::Invalid(error) => {
+                tracing::error!(file_id = %self.upload.file_id, error, "giving up on this file");
+                let e = self.line("file_failed", json!({"error": error, "retrying": false}));
+                (FileState::Gone, Some(e), true)
+            }
+            Outcome::Abandoned => (FileState::Abandoned, None, false),
+        };
+        // The line goes out before a waiting message is released, so the
+        // agent reads the file before the message that names it.
+        if let (true, Some(event)) = (self.emit, event) {
+            self.ctx.out.emit(&event).await;
+        }
+        let _ = self.state.send(state);
+        if let (true, Some(id)) = (done, self.activity_id) {
+            self.ctx.finish(id).await;
+        }
+    }
+
+    fn file_line(&self, path: &Path, acked: bool) -> Value {
+        self.line(
+            "file",
+            json!({"path": path, "uri": format!("workspace:{}", path.display()), "acked": acked}),
+        )
+    }
+
+    /// A JSON line of `kind` about this file, with `extra` fields.
+    fn line(&self, kind: &str, extra: Value) -> Value {
+        let u = self.upload;
+        let mut line = json!({
+            "type": kind, "activity_id": self.activity_id, "file_id": u.file_id,
+            "filename": u.filename, "mimetype": u.mimetype, "size": u.size,
+            "sha256": u.sha256, "pending_uri": u.uri,
+        });
+        if let (Some(line), Value::Object(extra)) = (line.as_object_mut(), extra) {
+            line.extend(extra);
+        }
+        line
     }
 }

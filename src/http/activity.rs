@@ -94,7 +94,11 @@ async fn require_workspace(state: &AppState, id: WorkspaceId) -> Result<crate::s
 /// Inserts an activity row and wakes whoever waits for it (long polls,
 /// event streams, other replicas), in that order: a waiter woken by the
 /// event always finds the row committed.
-async fn record(state: &AppState, id: WorkspaceId, row: &NewActivity) -> Result<Activity> {
+pub(super) async fn record(
+    state: &AppState,
+    id: WorkspaceId,
+    row: &NewActivity,
+) -> Result<Activity> {
     let stored = state.store.insert_activity(id, row, domain::now()).await?;
     state
         .bus
@@ -290,6 +294,9 @@ pub async fn send_a2a_message(
                     row.status = Some("forwarded".into());
                     row.response_body = Some(answer.clone());
                     record(&state, id, &row).await?;
+                    // The workspace answered: that is contact, as good as
+                    // a heartbeat (a push agent need not send any).
+                    state.store.heartbeat(id, domain::now()).await?;
                     Ok(axum::Json(answer).into_response())
                 }
                 Err(cause) => {

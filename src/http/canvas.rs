@@ -43,17 +43,25 @@ struct Asset {
     content_type: &'static str,
 }
 
+/// A JavaScript module of the page, served at `/assets/js/<name>`.
+macro_rules! module {
+    ($name:literal) => {
+        Asset {
+            path: concat!("/assets/js/", $name),
+            body: include_bytes!(concat!("../../web/js/", $name)),
+            content_type: "text/javascript; charset=utf-8",
+        }
+    };
+}
+
 /// Every file of the page, in one table so the router and the tests agree.
+/// The page is split into ES modules by concern (`web/js/app.js` imports the
+/// rest); every module must be listed here, or the browser's import fails.
 const ASSETS: &[Asset] = &[
     Asset {
         path: "/",
         body: include_bytes!("../../web/index.html"),
         content_type: "text/html; charset=utf-8",
-    },
-    Asset {
-        path: "/assets/app.js",
-        body: include_bytes!("../../web/app.js"),
-        content_type: "text/javascript; charset=utf-8",
     },
     Asset {
         path: "/assets/style.css",
@@ -65,6 +73,20 @@ const ASSETS: &[Asset] = &[
         body: include_bytes!("../../web/favicon.svg"),
         content_type: "image/svg+xml",
     },
+    module!("app.js"),
+    module!("api.js"),
+    module!("state.js"),
+    module!("dom.js"),
+    module!("stream.js"),
+    module!("workspaces.js"),
+    module!("create.js"),
+    module!("chat.js"),
+    module!("messages.js"),
+    module!("chips.js"),
+    module!("uploads.js"),
+    module!("unread.js"),
+    module!("markdown.js"),
+    module!("manage.js"),
 ];
 
 /// An asset ready to serve: its table entry and its strong `ETag`.
@@ -167,5 +189,26 @@ mod tests {
             !html.contains("<script>"),
             "inline scripts are refused by the CSP"
         );
+    }
+
+    #[test]
+    fn every_module_import_names_a_listed_asset() {
+        let paths: Vec<_> = ASSETS.iter().map(|a| a.path).collect();
+        for asset in ASSETS.iter().filter(|a| a.path.starts_with("/assets/js/")) {
+            let source = std::str::from_utf8(asset.body).expect("modules are UTF-8");
+            for line in source.lines().filter(|l| l.starts_with("import ")) {
+                let name = line
+                    .rsplit_once("from './")
+                    .and_then(|(_, rest)| rest.split_once('\''))
+                    .map(|(name, _)| name)
+                    .unwrap_or_else(|| panic!("{}: not a relative import: {line}", asset.path));
+                let path = format!("/assets/js/{name}");
+                assert!(
+                    paths.contains(&path.as_str()),
+                    "{} imports {path}, which is not in ASSETS",
+                    asset.path
+                );
+            }
+        }
     }
 }

@@ -36,7 +36,7 @@ use crate::events::Bus;
 use crate::metrics::Metrics;
 use crate::store::Store;
 
-pub use activity::ActivityView;
+pub use activity::{ActivityView, MAX_WAIT_SECS};
 pub use auth::Principal;
 pub use error::{Error, ErrorBody, Json, Result};
 pub use ops::metrics_response as ops_metrics;

@@ -596,6 +596,41 @@ async fn forward_upload(
         ))
     })?;
     tracing::info!(workspace_id = %id, %status, "upload forwarded to push workspace");
+    if status.is_success() {
+        record_forwarded(state, id, &body).await?;
+    }
     let status = StatusCode::from_u16(status.as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
     Ok((status, axum::Json(body)).into_response())
+}
+
+/// After a push workspace took an upload: one activity row per file it
+/// names (`a2a_receive` / `chat_upload_forward`, status `delivered`), so
+/// that history shows the files as it shows staged ones, and a stamp of
+/// contact, since the workspace just answered.
+async fn record_forwarded(state: &AppState, id: WorkspaceId, answer: &Value) -> Result<()> {
+    let files = answer["files"].as_array().map_or(&[][..], Vec::as_slice);
+    for f in files {
+        let size = f["size"].as_u64();
+        let name = f["name"].as_str().unwrap_or("file");
+        let data = json!({
+            "filename": name, "mimetype": f["mimeType"], "size": size,
+            "sha256": f["sha256"], "uri": f["uri"],
+        });
+        let row = NewActivity {
+            activity_type: "a2a_receive".into(),
+            // Not `chat_upload_receive`: nothing waits in pending-uploads.
+            method: Some("chat_upload_forward".into()),
+            target_id: Some(id.to_string()),
+            summary: Some(match size {
+                Some(n) => format!("file {name} ({})", size_str(n)),
+                None => format!("file {name}"),
+            }),
+            data: Some(data),
+            status: Some("delivered".into()),
+            ..NewActivity::default()
+        };
+        super::activity::record(state, id, &row).await?;
+    }
+    state.store.heartbeat(id, domain::now()).await?;
+    Ok(())
 }

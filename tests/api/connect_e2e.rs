@@ -186,20 +186,23 @@ impl Connect {
         dir: &Path,
         extra: &[&str],
     ) -> Self {
-        let mut child = Command::new(bin())
-            .args([
-                "connect",
-                "--server",
-                &server.url(),
-                "--workspace",
-                workspace,
-                "--token",
-                token,
-                "--dir",
-            ])
-            .arg(dir)
-            .args(extra)
-            .env("RUST_LOG", "info")
+        let mut args = vec!["--token", token];
+        args.extend_from_slice(extra);
+        Self::launch(server, workspace, dir, &args, &[]).await
+    }
+
+    /// Starts `connect` with exactly these extra flags and environment
+    /// (the token is not passed unless `args` or `envs` carry it).
+    async fn launch(
+        server: &Server,
+        workspace: &str,
+        dir: &Path,
+        args: &[&str],
+        envs: &[(&str, &str)],
+    ) -> Self {
+        let mut child = connect_command(server, workspace, dir)
+            .args(args)
+            .envs(envs.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .stdin(Stdio::null())
@@ -291,6 +294,27 @@ impl Connect {
             .expect("connect did not stop on SIGTERM")
             .unwrap()
     }
+}
+
+/// `molecule connect` against `server` for `workspace` in `dir`, with the
+/// logs at info and no token from the test runner's environment.
+fn connect_command(server: &Server, workspace: &str, dir: &Path) -> Command {
+    let mut command = Command::new(bin());
+    command
+        .args([
+            "connect",
+            "--server",
+            &server.url(),
+            "--workspace",
+            workspace,
+            "--dir",
+        ])
+        .arg(dir)
+        .env_remove("MOLECULE_TOKEN")
+        .env_remove("MOLECULE_SERVER")
+        .env_remove("MOLECULE_WORKSPACE_ID")
+        .env("RUST_LOG", "info");
+    command
 }
 
 /// Writes the test's files; returns (path, bytes) pairs.
@@ -716,6 +740,314 @@ async fn forward_delivers_to_a_local_agent_and_sends_its_answer_back() {
             json!([{"kind": "text", "text": "marco"}])
         );
         connect.assert_quiet().await;
+    })
+    .await;
+}
+
+impl Connect {
+    /// Waits until the logs contain `needle`.
+    async fn wait_for_log(&self, needle: &str) {
+        eventually(&format!("connect to log {needle:?}"), || async {
+            self.logs().contains(needle).then_some(())
+        })
+        .await;
+    }
+
+    /// The command line the OS shows for this process (what `ps` prints).
+    fn command_line(&self) -> String {
+        let pid = self.child.id().expect("connect is running");
+        std::fs::read(format!("/proc/{pid}/cmdline"))
+            .map(|raw| String::from_utf8_lossy(&raw).replace('\0', " "))
+            .unwrap_or_else(|e| panic!("no command line for {pid}: {e}"))
+    }
+}
+
+/// The ids of the server's unacked files of `workspace`, with their state.
+async fn pending_files(server: &Server, workspace: &str) -> Vec<(String, String)> {
+    let pending = server
+        .get(&format!("/workspaces/{workspace}/pending-uploads"))
+        .await;
+    pending
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            (
+                p["file_id"].as_str().unwrap().to_owned(),
+                p["state"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_local_write_failure_is_retried_until_the_file_lands_and_is_acked_even_across_a_restart()
+{
+    bounded(async {
+        let tmp = TempDir::new().unwrap();
+        let server = Server::start(&tmp.path().join("server"), free_port()).await;
+        let (ws, token) = server.create_poll_workspace().await;
+        let agent = tmp.path().join("agent");
+
+        // Two files staged while the agent is away.
+        let files = vec![
+            (tmp.path().join("a.txt"), b"first file\n".to_vec()),
+            (tmp.path().join("b.txt"), b"second file\n".to_vec()),
+        ];
+        for (path, bytes) in &files {
+            std::fs::write(path, bytes).unwrap();
+        }
+        let uploaded = upload(&server, &ws, &files).await;
+        let ids: Vec<String> = uploaded
+            .iter()
+            .map(|u| file_id(&ws, u["uri"].as_str().unwrap()))
+            .collect();
+        // A real local failure, as root too: a folder sits where each file
+        // is to be renamed to, so the final rename fails.
+        let uploads_dir = agent.join(".molecule").join("chat-uploads");
+        let targets: Vec<PathBuf> = ["a.txt", "b.txt"]
+            .iter()
+            .zip(&ids)
+            .map(|(name, id)| uploads_dir.join(format!("{id}-{name}")))
+            .collect();
+        for target in &targets {
+            std::fs::create_dir_all(target.join("in-the-way")).unwrap();
+        }
+
+        let mut connect = Connect::start(&server, &ws, &token, &agent, &[]).await;
+        let mut failed = Vec::new();
+        for _ in 0..2 {
+            let line = connect.next_line().await;
+            assert_eq!(line["type"], "file_failed", "{line}");
+            assert_eq!(line["retrying"], true, "{line}");
+            assert!(
+                line["error"].as_str().unwrap().contains("Is a directory"),
+                "{line}"
+            );
+            failed.push(line);
+        }
+        for id in &ids {
+            assert!(
+                failed.iter().any(|l| l["file_id"] == id.as_str()),
+                "{failed:?}"
+            );
+        }
+        let mut pending = pending_files(&server, &ws).await;
+        pending.sort();
+        let mut expected: Vec<(String, String)> = ids
+            .iter()
+            .map(|id| (id.clone(), "fetched".into()))
+            .collect();
+        expected.sort();
+        assert_eq!(pending, expected, "neither file is acked");
+
+        // The condition is fixed while connect runs: the file lands on a retry.
+        std::fs::remove_dir_all(&targets[0]).unwrap();
+        let line = connect.next_line().await;
+        assert_eq!(line["type"], "file", "{line}");
+        assert_eq!(line["file_id"], ids[0].as_str(), "{line}");
+        assert_eq!(line["acked"], true, "{line}");
+        assert_eq!(std::fs::read(&targets[0]).unwrap(), files[0].1);
+        assert_eq!(
+            pending_files(&server, &ws).await,
+            vec![(ids[1].clone(), "fetched".to_owned())],
+            "only the second file is still unacked"
+        );
+
+        // Stopped while the second still fails; fixed while connect is down:
+        // the next run retries it although its cursor is past the row.
+        let status = connect.terminate().await;
+        assert!(status.success(), "{status}");
+        std::fs::remove_dir_all(&targets[1]).unwrap();
+        let mut connect = Connect::start(&server, &ws, &token, &agent, &[]).await;
+        let line = connect.next_line().await;
+        assert_eq!(line["type"], "file", "{line}");
+        assert_eq!(line["file_id"], ids[1].as_str(), "{line}");
+        assert_eq!(line["acked"], true, "{line}");
+        assert_all_delivered_files(&server, &connect, &ws, &files, &uploaded).await;
+        connect.assert_quiet().await;
+    })
+    .await;
+}
+
+/// Like [`assert_all_delivered`] for files with any names.
+async fn assert_all_delivered_files(
+    server: &Server,
+    connect: &Connect,
+    workspace: &str,
+    files: &[(PathBuf, Vec<u8>)],
+    uploaded: &[Value],
+) {
+    let mut expected_listing = Vec::new();
+    for ((path, bytes), answer) in files.iter().zip(uploaded) {
+        let fid = file_id(workspace, answer["uri"].as_str().unwrap());
+        let name = format!("{fid}-{}", path.file_name().unwrap().to_str().unwrap());
+        let on_disk = std::fs::read(connect.uploads_dir().join(&name))
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert!(on_disk == *bytes, "bytes of {name}");
+        expected_listing.push(name);
+    }
+    expected_listing.sort();
+    assert_eq!(connect.uploads_listing(), expected_listing);
+    assert_eq!(pending_files(server, workspace).await, vec![]);
+    let stats = server.get("/admin/pending-uploads/stats").await;
+    assert_eq!(stats["pending"], 0, "{stats}");
+    assert_eq!(stats["acked"], files.len(), "{stats}");
+}
+
+#[tokio::test]
+async fn a_second_connect_on_the_same_directory_exits_with_a_clear_error() {
+    bounded(async {
+        let tmp = TempDir::new().unwrap();
+        let server = Server::start(&tmp.path().join("server"), free_port()).await;
+        let (ws, token) = server.create_poll_workspace().await;
+        let agent = tmp.path().join("agent");
+        let mut first = Connect::start(&server, &ws, &token, &agent, &[]).await;
+        first.wait_for_log("registered in poll mode").await;
+
+        let second = tokio::time::timeout(
+            DEADLINE,
+            connect_command(&server, &ws, &agent)
+                .args(["--token", &token])
+                .stdin(Stdio::null())
+                .kill_on_drop(true)
+                .output(),
+        )
+        .await
+        .expect("the second connect kept running")
+        .unwrap();
+        let stderr = String::from_utf8_lossy(&second.stderr);
+        assert_eq!(second.status.code(), Some(1), "{stderr}");
+        assert!(second.stdout.is_empty(), "nothing for the agent");
+        let lock = std::fs::canonicalize(&agent)
+            .unwrap()
+            .join(".molecule")
+            .join("lock");
+        assert!(
+            stderr.contains("another `molecule connect` is already running")
+                && stderr.contains(&lock.display().to_string()),
+            "{stderr}"
+        );
+
+        // The first one is unaffected.
+        server.cli(&["send", &ws, "still mine"]).await;
+        assert_eq!(first.next_line().await["text"], "still mine");
+        let status = first.terminate().await;
+        assert!(status.success(), "{status}");
+
+        // Once it is gone, the directory is free again.
+        let mut again = Connect::start(&server, &ws, &token, &agent, &[]).await;
+        server.cli(&["send", &ws, "next"]).await;
+        assert_eq!(again.next_line().await["text"], "next");
+        again.assert_quiet().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn the_token_can_come_from_the_environment_or_a_file_and_stays_off_the_command_line() {
+    bounded(async {
+        let tmp = TempDir::new().unwrap();
+        let server = Server::start(&tmp.path().join("server"), free_port()).await;
+        let (ws, token) = server.create_poll_workspace().await;
+        let agent = tmp.path().join("agent");
+
+        let help = std::process::Command::new(bin())
+            .args(["connect", "--help"])
+            .output()
+            .unwrap();
+        let help = String::from_utf8_lossy(&help.stdout);
+        assert!(
+            help.contains("--token-file <PATH>") && help.contains("MOLECULE_TOKEN"),
+            "{help}"
+        );
+
+        // From the environment.
+        let mut connect =
+            Connect::launch(&server, &ws, &agent, &[], &[("MOLECULE_TOKEN", &token)]).await;
+        server.cli(&["send", &ws, "via env"]).await;
+        assert_eq!(connect.next_line().await["text"], "via env");
+        assert!(!connect.command_line().contains(&token));
+        assert!(connect.terminate().await.success());
+
+        // From a file (a trailing newline is fine).
+        let token_file = tmp.path().join("token");
+        std::fs::write(&token_file, format!("{token}\n")).unwrap();
+        let mut connect = Connect::launch(
+            &server,
+            &ws,
+            &agent,
+            &["--token-file", token_file.to_str().unwrap()],
+            &[],
+        )
+        .await;
+        server.cli(&["send", &ws, "via file"]).await;
+        assert_eq!(connect.next_line().await["text"], "via file");
+        let command_line = connect.command_line();
+        assert!(
+            !command_line.contains(&token) && command_line.contains("--token-file"),
+            "{command_line}"
+        );
+        assert!(connect.terminate().await.success());
+
+        // No token at all, or an empty file: a clear refusal.
+        let none = connect_command(&server, &ws, &agent)
+            .output()
+            .await
+            .unwrap();
+        assert_eq!(none.status.code(), Some(2));
+        let stderr = String::from_utf8_lossy(&none.stderr);
+        assert!(
+            stderr.contains("--token <TOKEN>") && stderr.contains("--token-file <PATH>"),
+            "{stderr}"
+        );
+        let empty = tmp.path().join("empty");
+        std::fs::write(&empty, "\n").unwrap();
+        let out = connect_command(&server, &ws, &agent)
+            .args(["--token-file", empty.to_str().unwrap()])
+            .output()
+            .await
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains(&format!("{} is empty", empty.display())),
+            "{stderr}"
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_long_poll_held_for_its_full_wait_is_not_a_failure() {
+    bounded(async {
+        let tmp = TempDir::new().unwrap();
+        let server = Server::start(&tmp.path().join("server"), free_port()).await;
+        let (ws, token) = server.create_poll_workspace().await;
+        let mut connect = Connect::start(
+            &server,
+            &ws,
+            &token,
+            &tmp.path().join("agent"),
+            &["--poll-wait", "30"],
+        )
+        .await;
+        server.cli(&["send", &ws, "one"]).await;
+        assert_eq!(connect.next_line().await["text"], "one");
+
+        // The next poll finds nothing and the server holds it the full 30 s.
+        tokio::time::sleep(Duration::from_secs(36)).await;
+        let logs = connect.logs();
+        assert!(
+            !logs.contains("polling the inbox failed"),
+            "an idle long poll was reported as a failure: {logs}"
+        );
+        server.cli(&["send", &ws, "two"]).await;
+        let line = tokio::time::timeout(Duration::from_secs(5), connect.next_line())
+            .await
+            .expect("the next message arrived on the held poll, without a reconnect");
+        assert_eq!(line["text"], "two");
+        assert!(!connect.logs().contains("polling the inbox failed"));
     })
     .await;
 }

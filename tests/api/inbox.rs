@@ -89,6 +89,12 @@ async fn message_send_to_a_push_workspace_returns_its_answer(engine: Engine) {
         .await;
     assert_eq!(rows[0]["status"], "forwarded");
     assert_eq!(rows[0]["response_body"], body);
+    // The workspace answered: that is contact, shown as online.
+    let (_, shown) = app
+        .get(&format!("/workspaces/{}", ws.id), &app.admin_token)
+        .await;
+    assert_eq!(shown["status"], "online", "{shown}");
+    assert!(shown["last_heartbeat_at"].is_string(), "{shown}");
     let dead = app
         .create_push_workspace("dead", "http://127.0.0.1:9")
         .await;
@@ -101,6 +107,10 @@ async fn message_send_to_a_push_workspace_returns_its_answer(engine: Engine) {
         )
         .await;
     assert_eq!(rows, json!([]));
+    let (_, shown) = app
+        .get(&format!("/workspaces/{}", dead.id), &app.admin_token)
+        .await;
+    assert_eq!(shown["status"], "never_connected", "{shown}");
 }
 on_both_engines!(message_send_to_a_push_workspace_returns_its_answer);
 

@@ -6,6 +6,7 @@ mod helpers;
 
 mod activity_cursor;
 mod blob_contract;
+mod canvas;
 mod connect_e2e;
 mod db_down;
 mod disk_full;

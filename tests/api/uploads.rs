@@ -442,7 +442,35 @@ async fn push_mode_forwards_the_upload_and_stages_nothing(engine: Engine) {
             {"uri": "workspace:/agent/uploads/b.txt", "name": "b.txt", "size": 2},
         ]})
     );
-    assert_nothing_staged(&app, &ws, "push mode").await;
+    // Nothing staged: no pending row, no blob...
+    let now = molecule::domain::now();
+    let pending = app.store.list_pending_uploads(ws.wid(), now).await.unwrap();
+    assert!(pending.is_empty(), "push mode staged {pending:?}");
+    assert!(app.blob_keys().await.is_empty(), "push mode wrote blobs");
+    // ...but one delivered row per file the workspace took, so that the
+    // conversation's history shows them.
+    let (status, rows) = app.activity(&ws, "").await;
+    assert_eq!(status, StatusCode::OK);
+    let rows = rows.as_array().unwrap();
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    for (row, (name, size)) in rows.iter().zip([("a.txt", 5), ("b.txt", 2)]) {
+        assert_eq!(row["activity_type"], "a2a_receive");
+        assert_eq!(row["method"], "chat_upload_forward");
+        assert_eq!(row["status"], "delivered");
+        assert_eq!(row["summary"], format!("file {name} ({size} B)"));
+        assert_eq!(
+            row["data"],
+            json!({"filename": name, "mimetype": null, "size": size, "sha256": null,
+                   "uri": format!("workspace:/agent/uploads/{name}")})
+        );
+    }
+    // The workspace answered: it counts as contact.
+    let (status, shown) = app
+        .get(&format!("/workspaces/{}", ws.id), &app.admin_token)
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(shown["status"], "online", "{shown}");
+    assert!(shown["last_heartbeat_at"].is_string(), "{shown}");
     // An unreachable agent: 502.
     let dead = app
         .create_push_workspace("dead", "http://127.0.0.1:9")
@@ -458,6 +486,11 @@ async fn push_mode_forwards_the_upload_and_stages_nothing(engine: Engine) {
             .starts_with("could not reach the workspace"),
         "{body}"
     );
+    assert_nothing_staged(&app, &dead, "push mode, unreachable").await;
+    let (_, shown) = app
+        .get(&format!("/workspaces/{}", dead.id), &app.admin_token)
+        .await;
+    assert_eq!(shown["status"], "never_connected", "{shown}");
 }
 on_both_engines!(push_mode_forwards_the_upload_and_stages_nothing);
 

@@ -1,13 +1,18 @@
 // The canvas, end to end, in a real Chromium against a real `molecule serve`
 // (started by run.sh) and a real `molecule connect` on the workspace side:
 // sign in, create a poll workspace, upload files, watch them reach the
-// agent's disk, chat with the agent. Exits non-zero with a clear message on
-// the first failure; bounded to 3 minutes overall.
+// agent's disk, chat with the agent; a push workspace whose agent is a small
+// HTTP server here; axe-core in every view. Exits non-zero with a clear
+// message on the first failure (CANVAS_KEEP_GOING=1: run every step and
+// list the failures, to see which steps an older page fails); bounded to
+// 4 minutes overall.
 
 import { spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { mkdir, mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
 import { createWriteStream } from 'node:fs';
+import { createServer } from 'node:http';
+import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { chromium } from 'playwright-core';
@@ -17,7 +22,10 @@ const ADMIN_TOKEN = need('CANVAS_ADMIN_TOKEN');
 const BIN = need('CANVAS_BIN');
 const ARTIFACTS = need('CANVAS_ARTIFACTS');
 const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
-const OVERALL_TIMEOUT_MS = 180_000;
+const KEEP_GOING = process.env.CANVAS_KEEP_GOING === '1';
+// Running on past failures waits out many step timeouts: more time then.
+const OVERALL_TIMEOUT_MS = KEEP_GOING ? 600_000 : 240_000;
+const AXE_SOURCE = await readFile(createRequire(import.meta.url).resolve('axe-core/axe.min.js'), 'utf8');
 const STEP_TIMEOUT_MS = 20_000;
 
 function need(name) {
@@ -34,6 +42,7 @@ function need(name) {
 const cleanups = [];
 let failurePage = null; // screenshotted when a step fails
 const results = [];
+const failures = [];
 let current = '';
 
 const watchdog = setTimeout(() => {
@@ -56,7 +65,14 @@ async function finish(code) {
 async function step(name, fn) {
   current = name;
   const t0 = Date.now();
-  await fn();
+  try {
+    await fn();
+  } catch (e) {
+    if (!KEEP_GOING) throw e;
+    failures.push(name);
+    console.log(`  FAIL ${name}\n       ${String(e.message).split('\n').join('\n       ')}`);
+    return;
+  }
   results.push(name);
   console.log(`  ok  ${name} (${Date.now() - t0} ms)`);
 }
@@ -95,13 +111,19 @@ function startConnect({ server, workspace, token }, dir) {
   child.stdout.pipe(log);
   child.stderr.pipe(log);
   let exited = null;
+  let stopping = false;
   child.on('exit', (code, signal) => { exited = { code, signal }; });
-  cleanups.push(async () => {
+  const stop = async () => {
+    stopping = true;
     if (exited) return;
     child.kill('SIGTERM');
     await new Promise((r) => { child.once('exit', r); setTimeout(r, 3000); });
-  });
-  return { check: () => exited && `molecule connect exited early (${JSON.stringify(exited)}); see artifacts/canvas/connect.log` };
+  };
+  cleanups.push(stop);
+  return {
+    stop,
+    check: () => !stopping && exited && `molecule connect exited early (${JSON.stringify(exited)}); see artifacts/canvas/connect.log`,
+  };
 }
 
 /**
@@ -142,7 +164,56 @@ function startSimulatedConnect({ server, workspace, token }, dir) {
     }
   })().catch((e) => { failure = `simulated workspace side failed: ${e.message}`; });
   cleanups.push(() => { stopped = true; });
-  return { check: () => failure };
+  return { stop: () => { stopped = true; }, check: () => failure };
+}
+
+/**
+ * A push-mode agent: a small HTTP server that answers each JSON-RPC
+ * message/send with "pushed reply: <text>" and takes files on the ingest
+ * route, answering with `workspace:` URIs as a real workspace does.
+ */
+async function startPushAgent() {
+  const received = [];
+  const server = createServer((req, res) => {
+    const chunks = [];
+    req.on('data', (c) => chunks.push(c));
+    req.on('end', () => {
+      const body = Buffer.concat(chunks);
+      res.setHeader('Content-Type', 'application/json');
+      if (req.url === '/internal/chat/uploads/ingest') {
+        const boundary = /boundary=(?:"([^"]+)"|([^;]+))/.exec(req.headers['content-type'] || '');
+        const sep = `--${boundary[1] || boundary[2]}`;
+        const files = [];
+        for (const part of body.toString('latin1').split(sep)) {
+          const name = /filename="([^"]*)"/.exec(part)?.[1];
+          if (!name) continue;
+          const content = part.slice(part.indexOf('\r\n\r\n') + 4, part.lastIndexOf('\r\n'));
+          files.push({ uri: `workspace:/agent/uploads/${name}`, name, size: Buffer.byteLength(content, 'latin1') });
+        }
+        received.push(...files.map((f) => f.name));
+        res.end(JSON.stringify({ files }));
+        return;
+      }
+      const rpc = JSON.parse(body.toString('utf8'));
+      const text = rpc.params?.message?.parts?.[0]?.text ?? '';
+      res.end(JSON.stringify({ jsonrpc: '2.0', id: rpc.id, result: { kind: 'message', role: 'agent', parts: [{ kind: 'text', text: `pushed reply: ${text}` }] } }));
+    });
+  });
+  await new Promise((r) => server.listen(0, '127.0.0.1', r));
+  cleanups.push(() => new Promise((r) => server.close(r)));
+  return { url: `http://127.0.0.1:${server.address().port}`, received };
+}
+
+/** The server's API with a token, from the test's side. */
+async function apiCall(method, p, token, body) {
+  const res = await fetch(`${BASE}${p}`, {
+    method,
+    headers: { Authorization: `Bearer ${token}`, 'Content-Type': 'application/json' },
+    body: body && JSON.stringify(body),
+  });
+  const text = await res.text();
+  assert(res.ok, `${method} ${p} answered ${res.status}: ${text}`);
+  return text ? JSON.parse(text) : null;
 }
 
 // ------------------------------------------------------------------ the test
@@ -180,6 +251,64 @@ async function main() {
   const noPageErrors = () => assert(pageErrors.length === 0, `errors in the page:\n${pageErrors.join('\n')}`);
   const shot = (name) => page.screenshot({ path: path.join(ARTIFACTS, `${name}.png`), animations: 'disabled' });
 
+  // The page's clock is Playwright's, flowing with real time until a step
+  // moves it forward (to see an agent go offline without waiting 90 s).
+  await page.clock.install();
+
+  /**
+   * axe-core on the page as it is now: 0 violations, or the rule ids and
+   * the elements. The source is evaluated over the DevTools protocol,
+   * which the page's CSP does not govern; the page itself keeps its CSP.
+   * The experimental label/name-mismatch rule is on: the phone view once
+   * failed it.
+   */
+  const axeCheck = async (view) => {
+    await page.evaluate(AXE_SOURCE);
+    const violations = await page.evaluate(async () => {
+      const r = await window.axe.run(document, { rules: { 'label-content-name-mismatch': { enabled: true } } });
+      return r.violations.map((v) => `${v.id} (${v.impact}): ${v.nodes.map((n) => n.target.join(' ')).join(', ')}`);
+    });
+    assert(violations.length === 0, `axe-core in the ${view} view:\n${violations.join('\n')}`);
+  };
+
+  /** Opens the "New workspace" form (folded once workspaces exist). */
+  const openCreate = async () => {
+    if (!(await page.locator('#create-details').evaluate((d) => d.open))) {
+      await page.locator('#create-details summary').click();
+    }
+  };
+
+  /** The log's distance from its bottom, in px (0 = the newest row in view). */
+  const fromBottom = () => page.evaluate(() => {
+    const log = document.getElementById('log') || document.getElementById('messages');
+    return log.scrollHeight - log.scrollTop - log.clientHeight;
+  });
+
+  /** The page is exactly the window, and the last bubble ends inside it. */
+  const fitsTheWindow = async (size) => {
+    await page.setViewportSize(size);
+    await page.evaluate(() => {
+      const log = document.getElementById('log') || document.getElementById('messages');
+      log.scrollTop = log.scrollHeight;
+    });
+    const m = await page.evaluate(() => {
+      const log = document.getElementById('log') || document.getElementById('messages');
+      const last = document.querySelector('#messages > li:last-child');
+      return {
+        extra: document.documentElement.scrollHeight - window.innerHeight,
+        sideways: document.documentElement.scrollWidth - window.innerWidth,
+        logBottom: log.getBoundingClientRect().bottom,
+        lastBottom: last.getBoundingClientRect().bottom,
+        height: window.innerHeight,
+      };
+    });
+    const at = `${size.width}×${size.height}`;
+    assert(m.extra <= 0, `at ${at} the page is ${m.extra}px taller than the window`);
+    assert(m.sideways <= 1, `at ${at} the page scrolls sideways by ${m.sideways}px`);
+    assert(m.logBottom <= m.height + 0.5, `at ${at} the conversation ends ${m.logBottom - m.height}px below the window`);
+    assert(m.lastBottom <= m.logBottom + 0.5, `at ${at} the last bubble is cut off by ${m.lastBottom - m.logBottom}px`);
+  };
+
   await step('the page is served with a strict CSP and loads without errors', async () => {
     const res = await page.goto(BASE);
     assert(res.status() === 200, `GET / answered ${res.status()}`);
@@ -188,6 +317,7 @@ async function main() {
     await page.getByLabel('Admin token').waitFor();
     await shot('01-sign-in');
     noPageErrors();
+    await axeCheck('sign-in');
   });
 
   await step('a wrong token is refused with a clear message', async () => {
@@ -202,13 +332,20 @@ async function main() {
     await page.getByLabel('Admin token').fill(ADMIN_TOKEN);
     await page.getByRole('button', { name: 'Sign in' }).click();
     await page.locator('#workspaces-title').waitFor();
+    // Fault 9: focus stayed on <body> after sign-in.
+    await page.waitForFunction(() => document.activeElement?.id === 'workspaces-title', null, { timeout: 3000 })
+      .catch(async () => {
+        const where = await page.evaluate(() => document.activeElement?.id || document.activeElement?.tagName);
+        throw new Error(`after sign-in the focus is on ${where}, not on the Workspaces heading`);
+      });
+    await axeCheck('workspace list (empty)');
     await page.reload();
     await page.locator('#workspaces-title').waitFor();
     assert(await page.locator('#signin-view').isHidden(), 'the sign-in form came back after a reload');
   });
 
   await step('a push workspace without a URL shows the 422 next to the form', async () => {
-    await page.getByLabel('Name').fill('push-without-url');
+    await page.getByLabel('Name', { exact: true }).fill('push-without-url');
     await page.getByRole('radio', { name: /push/ }).check();
     await page.getByRole('button', { name: 'Create workspace' }).click();
     const err = page.locator('#create-error');
@@ -219,10 +356,10 @@ async function main() {
 
   let connection;
   await step('a poll workspace is created through the form and its connect command copied', async () => {
-    await page.getByLabel('Name').fill('canvas-agent');
+    await page.getByLabel('Name', { exact: true }).fill('canvas-agent');
     await page.getByRole('radio', { name: /poll/ }).check();
     await page.getByRole('button', { name: 'Create workspace' }).click();
-    await page.locator('#create-result').waitFor();
+    await page.locator('#connection-dialog[open]').waitFor();
     const command = await page.locator('#connect-command').inputValue();
     assert(command.startsWith('molecule connect '), `unexpected connect command: ${command}`);
     connection = parseConnectCommand(command);
@@ -238,10 +375,37 @@ async function main() {
     await shot('02-workspaces');
   });
 
+  await step('the connect command fits its box unbroken, and Close removes the token (fault 10)', async () => {
+    const box = page.locator('#connect-command');
+    const m = await box.evaluate((t) => ({ width: t.getBoundingClientRect().width, scroll: t.scrollWidth, client: t.clientWidth }));
+    // The box was 291 px wide in the side pane and broke inside the token.
+    assert(m.width >= 560, `the command box is ${Math.round(m.width)}px wide`);
+    assert(m.scroll <= m.client, `a line of the command does not fit its box (${m.scroll}px in ${m.client}px)`);
+    await axeCheck('connection dialog');
+    await page.getByRole('button', { name: 'Close' }).click();
+    await page.locator('#connection-dialog[open]').waitFor({ state: 'detached' });
+    const html = await page.evaluate(() => document.documentElement.outerHTML
+      + [...document.querySelectorAll('input, textarea')].map((i) => i.value).join(' '));
+    assert(!html.includes(connection.token), 'the token is still in the page after Close');
+    await axeCheck('workspace list');
+  });
+
   await step('the chat opens and follows the live event stream', async () => {
     await page.locator(`#workspace-list [data-ws="${connection.workspace}"]`).click();
     await page.locator('#chat-title', { hasText: 'canvas-agent' }).waitFor();
     await page.locator('#live-status', { hasText: 'live' }).waitFor();
+  });
+
+  await step('leaving the chat leaves no live dot (fault 2)', async () => {
+    await page.evaluate(() => { location.hash = ''; });
+    await page.locator('#chat-title', { hasText: 'Choose a workspace' }).waitFor();
+    const live = await page.locator('#live-status').evaluate((e) => ({
+      text: e.textContent, dot: getComputedStyle(e, '::before').content,
+    }));
+    await page.locator(`#workspace-list [data-ws="${connection.workspace}"]`).click();
+    await page.locator('#live-status', { hasText: 'live' }).waitFor();
+    assert(live.text === '' && (live.dot === 'none' || live.dot === 'normal'),
+      `the header still showed ${JSON.stringify(live)} after leaving the chat`);
   });
 
   await step('a staged file can be downloaded from its chip', async () => {
@@ -369,6 +533,35 @@ async function main() {
     await shot('03-chat-delivered');
   });
 
+  await step('axe-core: 0 violations in the chat view (fault 11)', async () => {
+    await axeCheck('chat');
+  });
+
+  const notify = (message) => apiCall('POST', `/workspaces/${connection.workspace}/notify`, connection.token, { message });
+  await step('a tall reply at the bottom stays in view; away from it, a marker shows (fault 1)', async () => {
+    for (let i = 1; i <= 12; i += 1) await notify(`filler ${i}`);
+    await page.locator('.msg-in .text', { hasText: 'filler 12' }).waitFor();
+    assert(await fromBottom() <= 2, `not at the bottom before the tall reply (${await fromBottom()}px)`);
+    const tall = Array.from({ length: 40 }, (_, i) => `tall line ${i + 1}`).join('\n');
+    await notify(tall);
+    await page.locator('.msg-in .text', { hasText: 'tall line 40' }).waitFor();
+    await page.waitForTimeout(200);
+    const gap = await fromBottom();
+    assert(gap <= 2, `a tall reply landed ${gap}px below the fold`);
+    // Reading older messages: a new one must not move the view, but say so.
+    await page.evaluate(() => { document.getElementById('log').scrollTop = 0; });
+    await notify('while you read');
+    await page.locator('.msg-in .text', { hasText: 'while you read' }).waitFor();
+    const top = await page.evaluate(() => document.getElementById('log').scrollTop);
+    assert(top === 0, `the view was moved to ${top}px while reading older messages`);
+    await page.getByRole('button', { name: 'New message ↓' }).click();
+    await page.waitForFunction(() => {
+      const log = document.getElementById('log');
+      return log.scrollHeight - log.scrollTop - log.clientHeight <= 2;
+    });
+    assert(await page.locator('#new-marker').isHidden(), 'the marker stayed after going to the new message');
+  });
+
   await step('with the network down, sending shows the error next to the composer', async () => {
     await context.setOffline(true);
     await page.getByLabel('Message').fill('are you there?');
@@ -398,6 +591,10 @@ async function main() {
     await page.getByRole('button', { name: 'Send' }).click();
     await page.locator('.msg-out .text', { hasText: 'are you there?' }).waitFor();
     assert((await page.locator('#send-error').textContent()) === '', 'the send error stayed after a successful send');
+    // The agent answers that one too; wait for it, so that the next step
+    // counts a settled conversation.
+    await page.waitForFunction(() => [...document.querySelectorAll('.msg-in .text')]
+      .filter((t) => t.textContent === 'got it').length >= 2);
   });
 
   await step('after a reload the conversation is rebuilt from history', async () => {
@@ -415,20 +612,294 @@ async function main() {
     }
   });
 
-  await step('the layout fits a phone screen', async () => {
+  let push;
+  let pushId;
+  await step('a push workspace shows how its agent is reached, not a connect command (fault 3)', async () => {
+    push = await startPushAgent();
+    await openCreate();
+    await page.getByLabel('Name', { exact: true }).fill('push-agent');
+    await page.getByRole('radio', { name: /push/ }).check();
+    await page.getByRole('textbox', { name: 'Callback URL' }).fill(push.url);
+    await page.getByRole('button', { name: 'Create workspace' }).click();
+    await page.locator(`#workspace-list [data-ws]`, { hasText: 'push-agent' }).waitFor();
+    pushId = await page.locator(`#workspace-list [data-ws]`, { hasText: 'push-agent' }).getAttribute('data-ws');
+    await page.locator('#connection-dialog[open]').waitFor({ timeout: 3000 });
+    const intro = await page.locator('#connection-intro').textContent();
+    const settings = await page.locator('#connect-command').inputValue();
+    assert(!/molecule connect/.test(settings) && !/Run this/.test(intro), `push guidance shows a connect command: ${intro} / ${settings}`);
+    assert(intro.includes(push.url), `the guidance does not say where messages go: ${intro}`);
+    const shownId = /workspace:\s+(\S+)/.exec(settings)?.[1];
+    const token = /token:\s+(\S+)/.exec(settings)?.[1];
+    assert(shownId === pushId && token && token !== '<token>', `no workspace id or token in: ${settings}`);
+    await axeCheck('connection dialog (push)');
+    await page.getByRole('button', { name: 'Close' }).click();
+  });
+
+  await step('a push workspace\'s reply and files show, and the files survive a reload (fault 4)', async () => {
+    await page.locator(`#workspace-list [data-ws="${pushId}"]`).click();
+    await page.locator('#live-status', { hasText: 'live' }).waitFor();
+    await page.getByLabel('Message').fill('hello push');
+    await page.getByLabel('Message').press('Enter');
+    await page.locator('.msg-in .text', { hasText: 'pushed reply: hello push' }).waitFor();
+    await page.setInputFiles('#file-input', { name: 'pushed.txt', mimeType: 'text/plain', buffer: Buffer.from('to the push agent\n') });
+    await page.locator('.chip', { hasText: 'pushed.txt' }).locator('.chip-state', { hasText: 'delivered' }).waitFor();
+    assert(push.received.includes('pushed.txt'), `the push agent got ${push.received}`);
+    await page.reload();
+    await page.locator('.msg-in .text', { hasText: 'pushed reply: hello push' }).waitFor();
+    await page.locator('.chip', { hasText: 'pushed.txt' }).locator('.chip-state', { hasText: 'delivered' }).waitFor({ timeout: 5000 })
+      .catch(() => { throw new Error('after a reload the pushed file\'s chip is gone'); });
+  });
+
+  await step('a push workspace that answered shows online with its last contact (fault 5)', async () => {
+    await page.getByRole('button', { name: 'Refresh the workspace list' }).click();
+    const item = page.locator(`#workspace-list [data-ws="${pushId}"]`);
+    await page.waitForFunction((el) => el.querySelector('.status').textContent === 'online', await item.elementHandle(), { timeout: 5000 })
+      .catch(async () => { throw new Error(`the push workspace reads "${await item.textContent()}" after answering`); });
+    assert(/last contact/.test(await item.textContent()), `no last contact shown: ${await item.textContent()}`);
+    await page.locator('#chat-meta', { hasText: 'agent online' }).waitFor();
+  });
+
+  await step('while the agent downloads, the chip says "downloading" (fault 7)', async () => {
+    const slow = await apiCall('POST', '/workspaces', ADMIN_TOKEN, { name: 'slow-agent', delivery_mode: 'poll' });
+    await page.getByRole('button', { name: 'Refresh the workspace list' }).click();
+    await page.locator(`#workspace-list [data-ws="${slow.id}"]`).click();
+    await page.locator('#live-status', { hasText: 'live' }).waitFor();
+    await page.setInputFiles('#file-input', { name: 'slow.bin', mimeType: 'application/octet-stream', buffer: randomBytes(512 * 1024) });
+    const chip = page.locator('.chip', { hasText: 'slow.bin' });
+    await chip.locator('.chip-state', { hasText: 'waiting for the agent' }).waitFor();
+    const fileId = await chip.getAttribute('data-file-id');
+    // The agent starts downloading and has not finished: headers only.
+    const res = await fetch(`${BASE}/workspaces/${slow.id}/pending-uploads/${fileId}/content`, {
+      headers: { Authorization: `Bearer ${slow.auth_token}` },
+    });
+    assert(res.ok, `content answered ${res.status}`);
+    await page.waitForFunction((el) => el.dataset.state === 'fetched', await chip.elementHandle());
+    const label = await chip.locator('.chip-state').textContent();
+    await res.body.cancel();
+    assert(/downloading/.test(label) && !/downloaded/.test(label), `mid-download the chip says "${label}"`);
+    await page.locator(`#workspace-list [data-ws="${connection.workspace}"]`).click();
+    await page.locator('#live-status', { hasText: 'live' }).waitFor();
+  });
+
+
+  // ---------------------------------------------------------------- expected features
+  const chatAgain = async () => {
+    await page.evaluate((id) => { location.hash = `#/w/${id}`; }, connection.workspace);
+    await page.locator('#chat-title', { hasText: 'canvas-agent' }).waitFor();
+    await page.locator('#live-status', { hasText: 'live' }).waitFor();
+  };
+  let quiet;
+  await step('unread counts per workspace, in the tab title, with browser notifications', async () => {
+    await context.grantPermissions(['notifications'], { origin: BASE });
+    // Record what the page shows; the real Notification is still made.
+    await page.evaluate(() => {
+      window.shownNotes = [];
+      const Real = window.Notification;
+      window.Notification = class extends Real {
+        constructor(title, options) {
+          super(title, options);
+          window.shownNotes.push(`${title}: ${options?.body}`);
+        }
+      };
+    });
+    await page.getByRole('button', { name: 'Notify me' }).click();
+    await page.getByRole('button', { name: 'Notifications on' }).waitFor();
+    quiet = await apiCall('POST', '/workspaces', ADMIN_TOKEN, { name: 'quiet-agent', delivery_mode: 'poll' });
+    await page.getByRole('button', { name: 'Refresh the workspace list' }).click();
+    await page.locator(`#workspace-list [data-ws="${quiet.id}"]`).waitFor();
+    await page.locator('#workspace-list:not([aria-busy])').waitFor();
+    for (const message of ['first from quiet', 'second from quiet']) {
+      await apiCall('POST', `/workspaces/${quiet.id}/notify`, quiet.auth_token, { message });
+    }
+    await page.getByRole('button', { name: 'Refresh the workspace list' }).click();
+    await page.locator(`#workspace-list [data-ws="${quiet.id}"] .unread`, { hasText: '2' }).waitFor();
+    assert((await page.title()).startsWith('(2) '), `the tab title is "${await page.title()}"`);
+    const first = await page.locator('#workspace-list [data-ws]').first().getAttribute('data-ws');
+    assert(first === quiet.id, 'the list is not sorted by latest activity');
+    const notes = await page.evaluate(() => window.shownNotes);
+    assert(notes.includes('quiet-agent: second from quiet'), `notifications shown: ${JSON.stringify(notes)}`);
+    await page.locator(`#workspace-list [data-ws="${quiet.id}"]`).click();
+    await page.locator('.msg-in .text', { hasText: 'second from quiet' }).waitFor();
+    await page.locator(`#workspace-list [data-ws="${quiet.id}"] .unread`).waitFor({ state: 'detached' });
+    assert(!(await page.title()).startsWith('('), `the tab title is still "${await page.title()}"`);
+    await chatAgain();
+  });
+
+  await step('dates: day separators, relative times, the full timestamp on hover', async () => {
+    const day = await page.locator('#messages > li.day').first().textContent();
+    assert(day === 'Today', `the first day separator reads "${day}"`);
+    const time = page.locator('#messages > li.msg time').last();
+    const text = await time.textContent();
+    assert(/just now|s ago|min ago/.test(text), `the newest message's time reads "${text}"`);
+    const title = await time.getAttribute('title');
+    assert(title.includes(String(new Date().getFullYear())) && /\d:\d\d/.test(title), `hover title: "${title}"`);
+  });
+
+  await step('search: filter the workspace list; search within the conversation', async () => {
+    await page.getByLabel('Filter workspaces').fill('QUIET');
+    assert((await page.locator('#workspace-list [data-ws]').count()) === 1, 'the filter did not narrow the list');
+    await page.getByLabel('Filter workspaces').fill('');
+    assert((await page.locator('#workspace-list [data-ws]').count()) >= 4, 'clearing the filter did not restore the list');
+    await page.getByLabel('Search this conversation').fill('filler 1');
+    await page.locator('#search-count', { hasText: '4 matching messages' }).waitFor();
+    const shown = await page.locator('#messages > li:visible').allTextContents();
+    assert(shown.length === 4 && shown.every((t) => t.includes('filler 1')), `shown while searching: ${shown}`);
+    await page.getByLabel('Search this conversation').press('Escape');
+    await page.waitForFunction(() => document.getElementById('search-count').textContent === ''
+      && [...document.querySelectorAll('#messages > li')].every((li) => !li.hidden));
+  });
+
+  await step('messages: a safe Markdown subset and clickable links, never raw HTML', async () => {
+    await notify('**bold** and *soft* and `code` at https://example.com/docs?a=1.\n\n```\n<b>not html</b>\n```\n- one\n- two');
+    const msg = page.locator('.msg-in').filter({ hasText: 'not html' });
+    await msg.waitFor();
+    assert(await msg.locator('strong', { hasText: 'bold' }).count() === 1, 'no bold');
+    assert(await msg.locator('em', { hasText: 'soft' }).count() === 1, 'no emphasis');
+    assert(await msg.locator('.text > p code', { hasText: 'code' }).count() === 1, 'no inline code');
+    assert(await msg.locator('a[href="https://example.com/docs?a=1"]').count() === 1, 'no link (or the full stop went into it)');
+    assert((await msg.locator('pre code').textContent()) === '<b>not html</b>', 'the fenced block is not verbatim');
+    assert(await msg.locator('b').count() === 0, 'raw HTML became markup');
+    assert(await msg.locator('ul > li').count() === 2, 'no list');
+  });
+
+  await step('files: image thumbnails, Retry after a failed upload, clickable attachments from the agent', async () => {
+    const png = Buffer.from('iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg==', 'base64');
+    await page.setInputFiles('#file-input', { name: 'pixel.png', mimeType: 'image/png', buffer: png });
+    const thumb = page.locator('.chip', { hasText: 'pixel.png' }).locator('img.thumb');
+    await thumb.waitFor();
+    await page.waitForFunction((img) => img.complete && img.naturalWidth === 1, await thumb.elementHandle());
+    await context.setOffline(true);
+    await page.setInputFiles('#file-input', { name: 'retry.txt', mimeType: 'text/plain', buffer: Buffer.from('again\n') });
+    const failed = page.locator('#uploads .upload.failed[data-name="retry.txt"]');
+    await failed.waitFor();
+    await context.setOffline(false);
+    await failed.getByRole('button', { name: 'Retry retry.txt' }).click();
+    await page.locator('.chip', { hasText: 'retry.txt' }).waitFor();
+    assert(await page.locator('#uploads .upload[data-name="retry.txt"]').count() === 0, 'the failed entry stayed after Retry');
+    await apiCall('POST', `/workspaces/${connection.workspace}/notify`, connection.token, {
+      message: 'here is the report',
+      attachments: [{ uri: 'https://example.com/files/report.pdf', name: 'report.pdf', mimeType: 'application/pdf', size: 2048 }],
+    });
+    await page.locator('.msg-in a.chip-name[href="https://example.com/files/report.pdf"]', { hasText: 'report.pdf' }).waitFor();
+  });
+
+  await step('manage a workspace: rename, connection block again, rotate and delete with confirms', async () => {
+    await page.locator(`#workspace-list [data-ws="${quiet.id}"]`).click();
+    await page.getByRole('button', { name: 'Manage' }).click();
+    await page.getByLabel('Workspace name').fill('quiet-renamed');
+    await page.getByRole('button', { name: 'Save' }).click();
+    await page.locator('#manage-status', { hasText: 'Saved.' }).waitFor();
+    await page.locator(`#workspace-list [data-ws="${quiet.id}"]`, { hasText: 'quiet-renamed' }).waitFor();
+    await page.getByRole('button', { name: 'Show the connection block' }).click();
+    await page.locator('#connection-dialog[open]').waitFor();
+    assert((await page.locator('#connect-command').inputValue()).includes('--token <token>'), 'the token was shown again');
+    await axeCheck('connection dialog (again)');
+    await page.getByRole('button', { name: 'Close' }).click();
+    await page.getByRole('button', { name: 'Manage' }).click();
+    await axeCheck('manage panel');
+    const dialogs = [];
+    page.once('dialog', (d) => { dialogs.push(d.message()); d.accept(); });
+    await page.getByRole('button', { name: 'Rotate the token…' }).click();
+    await page.locator('#connection-dialog[open]').waitFor();
+    assert(/cut off/.test(dialogs[0] || ''), `the rotate confirm said: ${dialogs[0]}`);
+    const rotated = parseConnectCommand(await page.locator('#connect-command').inputValue());
+    assert(rotated.token && rotated.token !== quiet.auth_token, 'no new token shown');
+    const old = await fetch(`${BASE}/workspaces/${quiet.id}`, { headers: { Authorization: `Bearer ${quiet.auth_token}` } });
+    assert(old.status === 401, `the old token still answers ${old.status}`);
+    await page.getByRole('button', { name: 'Close' }).click();
+    await page.getByRole('button', { name: 'Manage' }).click();
+    page.once('dialog', (d) => { dialogs.push(d.message()); d.accept(); });
+    await page.getByRole('button', { name: 'Delete the workspace…' }).click();
+    await page.locator(`#workspace-list [data-ws="${quiet.id}"]`).waitFor({ state: 'detached' });
+    assert(/cannot be undone/.test(dialogs[1] || ''), `the delete confirm said: ${dialogs[1]}`);
+    await chatAgain();
+  });
+
+  await step('55 workspaces: the create form is reachable without scrolling past them', async () => {
+    await Promise.all(Array.from({ length: 50 }, (_, i) => apiCall('POST', '/workspaces', ADMIN_TOKEN, { name: `bulk-${i}`, delivery_mode: 'poll' })));
+    await page.getByRole('button', { name: 'Refresh the workspace list' }).click();
+    await page.locator('#workspace-list [data-ws]', { hasText: 'bulk-49' }).waitFor();
+    await page.locator('#workspace-list:not([aria-busy])').waitFor();
+    const top = await page.locator('#create-details summary').evaluate((e) => e.getBoundingClientRect().top);
+    assert(top >= 0 && top < 300, `the create form starts at ${top}px`);
+  });
+
+  await step('comfortable widths: a readable line length on a wide screen', async () => {
+    await page.setViewportSize({ width: 1920, height: 1080 });
+    await notify('word '.repeat(200));
+    const widest = await page.locator('#messages > li.msg').evaluateAll((els) => Math.max(...els.map((e) => e.getBoundingClientRect().width)));
+    assert(widest <= 720, `a message is ${widest}px wide at 1920 px`);
+    // The conversation column (search, log, composer) stops at 64rem.
+    const column = await page.locator('#chat-body').evaluate((e) => e.getBoundingClientRect().width);
+    assert(column <= 1024.5, `the conversation column is ${column}px wide at 1920 px`);
+    await page.setViewportSize({ width: 1280, height: 800 });
+  });
+
+  await step('an agent that stops reads offline on time, apart from the page\'s own "live" (fault 6)', async () => {
+    await page.locator('#chat-meta', { hasText: 'online' }).waitFor();
+    await agent.stop();
+    // 100 s later on the page's clock: past the server's 90 s window. No
+    // reload, no click on Refresh.
+    await page.clock.fastForward(100_000);
+    await page.locator('#chat-meta', { hasText: 'agent offline' }).waitFor({ timeout: 5000 })
+      .catch(async () => { throw new Error(`100 s after the agent stopped the header reads "${await page.locator('#chat-meta').textContent()}"`); });
+    const status = await page.locator(`#workspace-list [data-ws="${connection.workspace}"] .status`).textContent();
+    assert(status === 'offline', `the list reads "${status}"`);
+    const live = await page.locator('#live-status').textContent();
+    assert(/^this page: live/.test(live), `the page's own connection reads "${live}"`);
+  });
+
+  await step('text messages show their delivery: answered, delivered, queued for an offline agent', async () => {
+    const answered = page.locator('.msg-out', { hasText: 'hello agent, did you get the files?' }).locator('.delivery');
+    assert((await answered.textContent()) === 'answered', `the answered message reads "${await answered.textContent()}"`);
+    await page.getByLabel('Message').fill('anyone home?');
+    await page.getByLabel('Message').press('Enter');
+    await page.locator('.msg-out', { hasText: 'anyone home?' }).locator('.delivery', { hasText: 'queued: the agent is offline' }).waitFor();
+    await page.evaluate((id) => { location.hash = `#/w/${id}`; }, pushId);
+    await page.locator('.msg-out', { hasText: 'hello push' }).locator('.delivery', { hasText: 'delivered' }).waitFor();
+    await page.evaluate((id) => { location.hash = `#/w/${id}`; }, connection.workspace);
+    await page.locator('#chat-title', { hasText: 'canvas-agent' }).waitFor();
+  });
+
+  await step('the page is exactly the window at every size; the last bubble is not cut off (fault 8)', async () => {
+    await fitsTheWindow({ width: 1280, height: 800 });
+    await fitsTheWindow({ width: 1920, height: 1080 });
+    await fitsTheWindow({ width: 390, height: 844 });
+  });
+
+  await step('the layout fits a phone screen (axe: fault 11)', async () => {
     await page.setViewportSize({ width: 390, height: 844 });
     const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
     assert(overflow <= 1, `the page scrolls sideways by ${overflow}px on a phone`);
-    await page.getByRole('button', { name: 'Back to the workspace list' }).waitFor();
     await shot('04-chat-phone');
+    await axeCheck('chat (phone)');
+    // 44 px touch targets and a smaller top bar on phones.
+    const small = await page.evaluate(() => [...document.querySelectorAll('button, a, input:not([type=radio]), textarea, summary, .file-button')]
+      .filter((e) => e.getClientRects().length && e.getBoundingClientRect().right > 0 && getComputedStyle(e).visibility !== 'hidden'
+        // Links inside a sentence are exempt (WCAG 2.5.8), as is what is hidden.
+        && !e.closest('.visually-hidden, dialog:not([open]), .text'))
+      .map((e) => [e.id || e.textContent.trim().slice(0, 20) || e.tagName, e.getBoundingClientRect().height])
+      .filter(([, h]) => h < 43.5));
+    assert(small.length === 0, `touch targets under 44 px: ${JSON.stringify(small)}`);
+    const bar = await page.locator('.topbar').evaluate((e) => e.getBoundingClientRect().height);
+    assert(bar <= 56, `the top bar is ${bar}px tall on a phone`);
+    await page.getByRole('button', { name: 'Workspaces', exact: true }).click();
+    await page.locator('#workspaces-title').waitFor();
+    await axeCheck('workspace list (phone)');
     noPageErrors();
   });
 
   const side = simulated ? 'workspace side simulated: molecule connect --exec unavailable' : 'workspace side: molecule connect --exec';
+  if (failures.length) {
+    console.log(`canvas: ${results.length} passed, ${failures.length} failed (${side})`);
+    console.log(`failed: ${failures.join(' | ')}`);
+    return 1;
+  }
   console.log(`canvas: ${results.length} passed, 0 failed (${side})`);
+  return 0;
 }
 
-main().then(() => finish(0), async (e) => {
+main().then((code) => finish(code), async (e) => {
   console.error(`  FAIL ${current}\n       ${String(e.message).split('\n').join('\n       ')}`);
   await failurePage?.screenshot({ path: path.join(ARTIFACTS, 'failure.png') }).catch(() => {});
   console.log(`canvas: ${results.length} passed, 1 failed ("${current}")`);

@@ -1,0 +1,87 @@
+//! The canvas's files: every ES module of the page is served from the binary
+//! with a JavaScript content type, the strict CSP and a working `ETag`.
+
+use reqwest::header::{CONTENT_SECURITY_POLICY, CONTENT_TYPE, ETAG, IF_NONE_MATCH};
+use reqwest::StatusCode;
+
+use crate::helpers::{spawn_app, Engine};
+use crate::on_both_engines;
+
+/// The page's modules, as `web/js/` holds them.
+const MODULES: &[&str] = &[
+    "app.js",
+    "api.js",
+    "state.js",
+    "dom.js",
+    "stream.js",
+    "workspaces.js",
+    "create.js",
+    "chat.js",
+    "messages.js",
+    "chips.js",
+    "uploads.js",
+    "unread.js",
+    "markdown.js",
+    "manage.js",
+];
+
+async fn every_module_is_served_as_javascript_with_an_etag(engine: Engine) {
+    let Some(app) = spawn_app(engine).await else {
+        return;
+    };
+    let index = app
+        .client
+        .get(format!("{}/", app.address))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(index.status(), StatusCode::OK);
+    let html = index.text().await.unwrap();
+    assert!(html.contains(r#"<script type="module" src="/assets/js/app.js"></script>"#));
+    let on_disk: Vec<String> = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/web/js"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert_eq!(on_disk.len(), MODULES.len(), "web/js holds {on_disk:?}");
+    for name in MODULES {
+        let url = format!("{}/assets/js/{name}", app.address);
+        let res = app.client.get(&url).send().await.unwrap();
+        assert_eq!(res.status(), StatusCode::OK, "{name}");
+        assert_eq!(
+            res.headers()[CONTENT_TYPE],
+            "text/javascript; charset=utf-8",
+            "{name}"
+        );
+        assert!(res.headers()[CONTENT_SECURITY_POLICY]
+            .to_str()
+            .unwrap()
+            .contains("script-src 'self'"));
+        let etag = res.headers()[ETAG].clone();
+        let body = res.bytes().await.unwrap();
+        let expected =
+            std::fs::read(format!("{}/web/js/{name}", env!("CARGO_MANIFEST_DIR"))).unwrap();
+        assert_eq!(
+            body.as_ref(),
+            expected.as_slice(),
+            "{name} differs from web/js"
+        );
+        let again = app
+            .client
+            .get(&url)
+            .header(IF_NONE_MATCH, etag.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(again.status(), StatusCode::NOT_MODIFIED, "{name}");
+        assert_eq!(again.headers()[ETAG], etag);
+    }
+    // The old single-file path is gone rather than serving a stale copy.
+    let old = app
+        .client
+        .get(format!("{}/assets/app.js", app.address))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(old.status(), StatusCode::NOT_FOUND);
+}
+on_both_engines!(every_module_is_served_as_javascript_with_an_etag);

@@ -1,0 +1,138 @@
+// molecule canvas: the operator's page. Plain ES modules, no build step, no
+// dependencies; everything it talks to is the API of shared/API.md on this
+// same origin, authenticated with the admin token kept in localStorage.
+//
+// This entry module owns the session (sign in and out, which view shows)
+// and the routing; the parts of the page live in their own modules:
+//   api.js        the API client          stream.js   the event stream
+//   workspaces.js the workspace list      create.js   the "New workspace" panel
+//   chat.js       the open chat           messages.js the conversation log
+//   chips.js      upload chips (state)    uploads.js  sending files
+//   state.js      shared state and bus    dom.js      DOM/format helpers
+//   unread.js     unread counts, title, notifications
+//   markdown.js   safe message formatting manage.js   the Manage panel
+
+import { api } from './api.js';
+import { closeChat, initChat, openChat } from './chat.js';
+import { initCreate } from './create.js';
+import { initManage } from './manage.js';
+import { $ } from './dom.js';
+import { TOKEN_KEY, bus, state } from './state.js';
+import { initUnread, pollActivity } from './unread.js';
+import { initUploads } from './uploads.js';
+import { initWorkspaces, refreshWorkspaces, renderWorkspaces } from './workspaces.js';
+
+const LIST_REFRESH_MS = 20_000; // online status changes on heartbeats, every few tens of seconds
+
+function show(view) {
+  document.body.dataset.view = view;
+  const signedIn = view !== 'signin';
+  $('signin-view').hidden = signedIn;
+  $('app-view').hidden = !signedIn;
+  $('signout').hidden = !signedIn;
+}
+
+async function signIn(token) {
+  // Check the token before keeping it: GET /workspaces is operator-only.
+  const list = await api('/workspaces', { token });
+  state.token = token;
+  localStorage.setItem(TOKEN_KEY, token);
+  state.workspaces = list;
+  enterApp();
+}
+
+function signOut(message = '') {
+  closeChat();
+  clearInterval(state.listTimer);
+  state.token = '';
+  localStorage.removeItem(TOKEN_KEY);
+  show('signin');
+  $('signin-error').textContent = message;
+  $('token').value = '';
+  $('token').focus();
+}
+
+function enterApp() {
+  show('list');
+  renderWorkspaces();
+  pollActivity().catch(() => {});
+  clearInterval(state.listTimer);
+  state.listTimer = setInterval(() => refreshWorkspaces().catch(() => {}), LIST_REFRESH_MS);
+  route();
+}
+
+// `#/w/<id>` opens a chat, so a reload or a shared link keeps the view.
+function route() {
+  if (!state.token) return;
+  const m = location.hash.match(/^#\/w\/([0-9a-fA-F-]{36})$/);
+  if (!m) {
+    closeChat();
+    show('list');
+    return;
+  }
+  const ws = state.workspaces.find((w) => w.id === m[1]);
+  if (!ws) {
+    closeChat();
+    show('list');
+    $('workspaces-error').textContent = 'That workspace does not exist (any more).';
+    return;
+  }
+  if (state.current?.id !== ws.id) openChat(ws);
+  show('chat');
+}
+
+function init() {
+  $('signin-form').addEventListener('submit', async (e) => {
+    e.preventDefault();
+    const token = $('token').value.trim();
+    const err = $('signin-error');
+    if (!token) {
+      err.textContent = 'Enter the admin token.';
+      $('token').focus();
+      return;
+    }
+    err.textContent = '';
+    const button = e.submitter || e.target.querySelector('button');
+    button.disabled = true;
+    try {
+      await signIn(token);
+      // Out of the form, focus goes to the heading of what is now shown
+      // (not to <body>), so that keyboard and screen-reader users land there.
+      $(document.body.dataset.view === 'chat' ? 'chat-title' : 'workspaces-title').focus();
+    } catch (ex) {
+      err.textContent = ex.status === 401 ? 'That token was refused. Check it and try again.' : ex.message;
+      $('token').select();
+    } finally {
+      button.disabled = false;
+    }
+  });
+  $('signout').addEventListener('click', () => signOut());
+  bus.addEventListener('unauthorized', (e) => signOut(e.detail));
+  window.addEventListener('hashchange', route);
+  initWorkspaces();
+  initCreate();
+  initChat();
+  initUploads();
+  initUnread();
+  initManage();
+}
+
+async function start() {
+  init();
+  if (!state.token) {
+    show('signin');
+    $('token').focus();
+    return;
+  }
+  try {
+    await signIn(state.token);
+  } catch (e) {
+    if (e.status === 401) signOut('The saved token was refused. Sign in again.');
+    else {
+      show('signin');
+      $('signin-error').textContent = e.message;
+    }
+  }
+}
+
+start();

@@ -1,0 +1,224 @@
+// The open chat: its header, history then the live stream, and the
+// composer that sends text to the agent.
+
+import { api, wsPath } from './api.js';
+import { reconcileUploads, setUploadState } from './chips.js';
+import { $ } from './dom.js';
+import { atBottom, renderRow, scrollToBottom } from './messages.js';
+import { STATUS_LABEL, agentStatus, bus, state } from './state.js';
+import { followEvents } from './stream.js';
+import { markSeen, noteLiveRow } from './unread.js';
+import { lastContact, renderWorkspaces } from './workspaces.js';
+
+const HISTORY_PAGE = 500; // the API's largest `limit`
+const HISTORY_MAX_PAGES = 20; // at most 10 000 rows on first load
+
+// The header says "agent …" for the agent's status and "this page: …"
+// for the page's own event stream: the two are different connections and
+// one may be up while the other is down.
+function renderChatHeader() {
+  const ws = state.current;
+  $('chat-title').textContent = ws.name;
+  const status = agentStatus(ws);
+  const parts = [`${ws.delivery_mode} mode`, `agent ${STATUS_LABEL[status] || status}`];
+  const contact = lastContact(ws);
+  if (contact) parts.push(contact);
+  if (ws.delivery_mode === 'push' && ws.url) parts.push(ws.url);
+  const text = parts.join(' · ');
+  if ($('chat-meta').textContent !== text) $('chat-meta').textContent = text;
+}
+
+function setLive(text, cls) {
+  const live = $('live-status');
+  live.textContent = text ? `this page: ${text}` : '';
+  live.className = `live ${cls || ''}`;
+}
+
+/** Shows or hides the "new message ↓" marker. */
+function setMarker(shown) {
+  $('new-marker').hidden = !shown;
+}
+
+/** Closes the open chat, if any, and stops its event stream. */
+export function closeChat() {
+  state.stream?.abort();
+  state.stream = null;
+  state.current = null;
+  $('chat-body').hidden = true;
+  $('manage').hidden = true;
+  $('chat-title').textContent = 'Choose a workspace';
+  $('chat-meta').textContent = 'Pick one from the list to chat with its agent and send it files.';
+  // The page follows no stream now: no status, and no live dot either.
+  setLive('', '');
+  setMarker(false);
+  for (const a of document.querySelectorAll('#workspace-list [aria-current]')) a.removeAttribute('aria-current');
+}
+
+/** Opens `ws`'s chat: its history, then its live events. */
+export async function openChat(ws) {
+  closeChat();
+  state.current = ws;
+  state.lastId = 0;
+  state.rendered = new Set();
+  state.uploadStates = new Map();
+  state.chips = new Map();
+  for (const url of state.thumbs.values()) URL.revokeObjectURL(url);
+  state.thumbs = new Map();
+  const stream = new AbortController();
+  state.stream = stream;
+  renderWorkspaces();
+  renderChatHeader();
+  $('chat-body').hidden = false;
+  $('manage').hidden = false;
+  $('messages').replaceChildren();
+  delete $('messages').dataset.day;
+  $('uploads').replaceChildren();
+  $('chat-search').value = '';
+  applySearch();
+  $('chat-error').textContent = '';
+  $('send-error').textContent = '';
+
+  // History first (oldest first, page by page), then the live stream from
+  // the last id seen, so that no row is missed or shown twice.
+  const log = $('messages');
+  log.setAttribute('aria-busy', 'true');
+  try {
+    for (let page = 0; page < HISTORY_MAX_PAGES; page += 1) {
+      const rows = await api(wsPath(ws.id, `/activity?limit=${HISTORY_PAGE}&since_id=${state.lastId}`), { signal: stream.signal });
+      rows.forEach(renderRow);
+      if (rows.length < HISTORY_PAGE) break;
+    }
+    await reconcileUploads(ws.id, stream.signal);
+  } catch (e) {
+    if (e.name === 'AbortError') return;
+    $('chat-error').textContent = `Could not load the conversation: ${e.message}`;
+  } finally {
+    log.removeAttribute('aria-busy');
+  }
+  scrollToBottom(true);
+  if (stream.signal.aborted) return;
+  markSeen(ws.id, state.lastId);
+  renderWorkspaces();
+  followEvents(ws.id, stream.signal, {
+    onEvent: handleEvent,
+    onLive: setLive,
+    onOpen: (first) => {
+      $('chat-error').textContent = '';
+      // Files may have moved while we were disconnected.
+      if (!first) reconcileUploads(ws.id, stream.signal).catch(() => {});
+    },
+    onGone: () => {
+      $('chat-error').textContent = 'This workspace was deleted.';
+      setLive('', '');
+    },
+  });
+}
+
+function handleEvent({ event, data }) {
+  let payload;
+  try {
+    payload = JSON.parse(data);
+  } catch {
+    return;
+  }
+  if (event === 'activity') {
+    // Decide before the row is added: a tall reply must not push the
+    // bottom out of the "near the bottom" band and so out of view.
+    const follow = atBottom();
+    const own = payload.activity_type === 'a2a_receive' && payload.data?.source !== 'peer_agent';
+    if (!renderRow(payload)) return;
+    noteLiveRow(state.current, payload);
+    if ($('chat-search').value) applySearch();
+    if (follow || own) scrollToBottom(true);
+    else setMarker(true); // never yank the view from someone reading older messages
+  } else if (event === 'upload') {
+    setUploadState(payload.file_id, payload.state);
+  }
+}
+
+/**
+ * Search within the conversation: only the messages containing the words
+ * stay shown (day separators hide while searching), with a count.
+ */
+function applySearch() {
+  const q = $('chat-search').value.trim().toLowerCase();
+  let matches = 0;
+  for (const li of $('messages').children) {
+    if (!q) {
+      li.hidden = false;
+      continue;
+    }
+    const hit = !li.classList.contains('day') && li.textContent.toLowerCase().includes(q);
+    li.hidden = !hit;
+    if (hit) matches += 1;
+  }
+  $('search-count').textContent = q ? `${matches} matching message${matches === 1 ? '' : 's'}` : '';
+}
+
+/** Wires the composer and the Back button; called once at start. */
+export function initChat() {
+  // Keep the open chat's header in step with the list.
+  bus.addEventListener('workspaces', () => {
+    if (!state.current) return;
+    const fresh = state.workspaces.find((w) => w.id === state.current.id);
+    if (fresh) {
+      state.current = fresh;
+      renderChatHeader();
+    }
+  });
+  bus.addEventListener('tick', () => {
+    if (state.current) renderChatHeader();
+  });
+
+  $('new-marker').addEventListener('click', () => {
+    scrollToBottom(true);
+    setMarker(false);
+    $('log').focus();
+  });
+  $('log').addEventListener('scroll', () => {
+    if (atBottom()) setMarker(false);
+  }, { passive: true });
+
+  $('chat-search').addEventListener('input', applySearch);
+  $('chat-search').addEventListener('keydown', (e) => {
+    if (e.key === 'Escape') {
+      $('chat-search').value = '';
+      applySearch();
+    }
+  });
+
+  $('back').addEventListener('click', () => {
+    location.hash = '';
+  });
+
+  $('send-form').addEventListener('submit', async (e) => {
+    e.preventDefault();
+    const box = $('message');
+    const text = box.value.trim();
+    const err = $('send-error');
+    err.textContent = '';
+    if (!text || !state.current) return;
+    const button = $('send');
+    button.disabled = true;
+    try {
+      await api(wsPath(state.current.id, '/a2a'), {
+        method: 'POST',
+        body: { method: 'message/send', params: { message: { role: 'user', parts: [{ kind: 'text', text }] } } },
+      });
+      // The row itself arrives through the event stream.
+      box.value = '';
+    } catch (ex) {
+      err.textContent = `Not sent: ${ex.message}`;
+    } finally {
+      button.disabled = false;
+      box.focus();
+    }
+  });
+
+  $('message').addEventListener('keydown', (e) => {
+    if (e.key === 'Enter' && !e.shiftKey && !e.isComposing) {
+      e.preventDefault();
+      $('send-form').requestSubmit();
+    }
+  });
+}

@@ -1,0 +1,51 @@
+// Small DOM and formatting helpers shared by every part of the page. No
+// state and no imports: anything may use them.
+
+/** The element with this id. */
+export const $ = (id) => document.getElementById(id);
+
+/** Small element builder: el('p', {class: 'x'}, 'text', child). */
+export function el(tag, attrs = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs)) {
+    if (v === undefined || v === null || v === false) continue;
+    if (k === 'class') node.className = v;
+    else if (k === 'dataset') Object.assign(node.dataset, v);
+    else if (k.startsWith('on')) node.addEventListener(k.slice(2), v);
+    else node.setAttribute(k, v === true ? '' : v);
+  }
+  for (const c of children) if (c !== null && c !== undefined) node.append(c);
+  return node;
+}
+
+/** 1536 -> "1.5 KiB". */
+export function formatSize(bytes) {
+  if (!Number.isFinite(bytes)) return '';
+  const units = ['B', 'KiB', 'MiB', 'GiB'];
+  let n = bytes;
+  let i = 0;
+  while (n >= 1024 && i < units.length - 1) {
+    n /= 1024;
+    i += 1;
+  }
+  return `${i === 0 ? n : n.toFixed(n < 10 ? 1 : 0)} ${units[i]}`;
+}
+
+/** An ISO time as "42 s ago", "3 min ago", … as of `now` (ms). */
+export function ago(iso, now = Date.now()) {
+  if (!iso) return '';
+  const s = Math.max(0, Math.round((now - new Date(iso).getTime()) / 1000));
+  if (s < 60) return `${s} s ago`;
+  if (s < 3600) return `${Math.round(s / 60)} min ago`;
+  if (s < 86400) return `${Math.round(s / 3600)} h ago`;
+  return `${Math.round(s / 86400)} d ago`;
+}
+
+/** Waits `ms`, or less if `signal` aborts first. */
+export const sleep = (ms, signal) => new Promise((resolve) => {
+  const t = setTimeout(resolve, ms);
+  signal.addEventListener('abort', () => {
+    clearTimeout(t);
+    resolve();
+  }, { once: true });
+});

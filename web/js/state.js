@@ -1,0 +1,51 @@
+// The page's one shared state, and the bus that tells the parts of the page
+// about changes they did not cause (so that no module has to import the
+// module that listens).
+
+export const TOKEN_KEY = 'molecule.adminToken';
+
+export const state = {
+  token: localStorage.getItem(TOKEN_KEY) || '',
+  workspaces: [],
+  current: null, // the workspace whose chat is open
+  lastId: 0, // the newest activity id rendered: the SSE resume cursor
+  rendered: new Set(), // activity ids already in the list
+  uploadStates: new Map(), // file_id -> latest known state (may arrive before its row)
+  chips: new Map(), // file_id -> chip element
+  thumbs: new Map(), // file_id -> object URL of an image's thumbnail
+  stream: null, // AbortController of the open event stream
+  listTimer: null,
+  statusTimer: null,
+  // The server's clock minus ours (from the first answer's Date header),
+  // so that heartbeat ages are judged on the server's time.
+  skewMs: null,
+};
+
+/**
+ * Events: `workspaces` (the list was re-read), `unauthorized` (the token
+ * stopped working; detail = the sentence to show on the sign-in form).
+ */
+export const bus = new EventTarget();
+
+export const STATUS_LABEL = { online: 'online', offline: 'offline', never_connected: 'never connected' };
+
+/**
+ * The server's online window: a workspace is online while its last
+ * contact (heartbeat, registration, or a push forward it answered) is at
+ * most this old (`ONLINE_WINDOW_SECS` in src/http/workspaces.rs).
+ */
+export const ONLINE_WINDOW_MS = 90_000;
+
+/** Now, on the server's clock as far as we know it. */
+export const serverNow = () => Date.now() + (state.skewMs ?? 0);
+
+/**
+ * The agent's status as of now: the server's answer is only as fresh as
+ * the last read of the list, so the page judges the heartbeat's age
+ * itself and an agent that stops shows offline when its window ends.
+ */
+export function agentStatus(ws) {
+  if (!ws.last_heartbeat_at) return 'never_connected';
+  const age = serverNow() - Date.parse(ws.last_heartbeat_at);
+  return age <= ONLINE_WINDOW_MS ? 'online' : 'offline';
+}

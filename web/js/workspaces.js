@@ -1,0 +1,107 @@
+// The workspace list: read from GET /workspaces, drawn as links to each
+// workspace's chat, refreshed on a timer and on demand. Each agent's status
+// is judged by the page every second from its last contact (see
+// agentStatus), so an agent that stops reads offline when its window ends,
+// not at the next read of the list.
+
+import { api } from './api.js';
+import { $, ago, el } from './dom.js';
+import { STATUS_LABEL, agentStatus, bus, serverNow, state } from './state.js';
+import { latestAt, pollActivity, unreadOf } from './unread.js';
+
+const STATUS_TICK_MS = 1_000;
+
+/** Re-reads the list and redraws it; throws the ApiError after showing it. */
+export async function refreshWorkspaces() {
+  try {
+    state.workspaces = await api('/workspaces');
+    $('workspaces-error').textContent = '';
+  } catch (e) {
+    if (e.status !== 401) $('workspaces-error').textContent = `Could not load the workspaces: ${e.message}`;
+    throw e;
+  }
+  renderWorkspaces();
+  // Counts and order follow a moment later; the list is usable at once.
+  pollActivity().catch(() => {});
+}
+
+/** Newest activity first (then newest workspace): where the talk is. */
+function byLatestActivity(a, b) {
+  const ka = latestAt(a.id) || a.created_at;
+  const kb = latestAt(b.id) || b.created_at;
+  return kb.localeCompare(ka);
+}
+
+/** "last contact 3 s ago", or '' when there never was any. */
+export function lastContact(ws) {
+  return ws.last_heartbeat_at ? `last contact ${ago(ws.last_heartbeat_at, serverNow())}` : '';
+}
+
+/** Sets a node's text only when it changed (no needless screen-reader chatter). */
+function setText(node, text) {
+  if (node.textContent !== text) node.textContent = text;
+}
+
+/** Brings one list entry's status and last contact up to now. */
+function paintStatus(link, ws) {
+  const status = agentStatus(ws);
+  const badge = link.querySelector('.status');
+  badge.className = `status status-${status}`;
+  setText(badge, STATUS_LABEL[status] || status);
+  const contact = link.querySelector('.contact');
+  setText(contact, lastContact(ws));
+  if (ws.last_heartbeat_at) contact.title = new Date(ws.last_heartbeat_at).toLocaleString();
+}
+
+/** Draws `state.workspaces`, keeping the keyboard focus where it was. */
+export function renderWorkspaces() {
+  const list = $('workspace-list');
+  const focusedId = document.activeElement?.closest?.('[data-ws]')?.dataset.ws;
+  const filter = $('ws-filter').value.trim().toLowerCase();
+  const shown = state.workspaces
+    .filter((ws) => !filter || ws.name.toLowerCase().includes(filter))
+    .sort(byLatestActivity);
+  list.replaceChildren(
+    ...shown.map((ws) => {
+      const unread = unreadOf(ws.id);
+      const link = el('a', {
+        href: `#/w/${ws.id}`,
+        class: 'workspace',
+        dataset: { ws: ws.id },
+        'aria-current': state.current?.id === ws.id ? 'page' : null,
+      },
+      el('span', { class: 'ws-name' }, ws.name,
+        unread ? el('span', { class: 'unread', 'aria-label': `${unread} unread` }, unread > 99 ? '99+' : String(unread)) : null),
+      el('span', { class: 'ws-meta' },
+        el('span', { class: `mode mode-${ws.delivery_mode}` }, ws.delivery_mode),
+        el('span', { class: 'status' }),
+        el('span', { class: 'hint contact' })));
+      paintStatus(link, ws);
+      return el('li', {}, link);
+    }),
+  );
+  $('workspaces-empty').hidden = state.workspaces.length > 0;
+  $('workspaces-nomatch').hidden = state.workspaces.length === 0 || shown.length > 0;
+  // With no workspace yet, the form is what there is to do.
+  if (state.workspaces.length === 0) $('create-details').open = true;
+  if (focusedId) list.querySelector(`[data-ws="${CSS.escape(focusedId)}"]`)?.focus();
+  bus.dispatchEvent(new Event('workspaces'));
+}
+
+/** Re-judges every status against the clock (no request). */
+function tick() {
+  for (const ws of state.workspaces) {
+    const link = $('workspace-list').querySelector(`[data-ws="${CSS.escape(ws.id)}"]`);
+    if (link) paintStatus(link, ws);
+  }
+  bus.dispatchEvent(new Event('tick'));
+}
+
+/** Wires the Refresh button and the status clock; called once at start. */
+export function initWorkspaces() {
+  $('refresh').addEventListener('click', () => refreshWorkspaces().catch(() => {}));
+  $('ws-filter').addEventListener('input', () => renderWorkspaces());
+  bus.addEventListener('activity', () => renderWorkspaces());
+  clearInterval(state.statusTimer);
+  state.statusTimer = setInterval(tick, STATUS_TICK_MS);
+}
