@@ -19,7 +19,7 @@ use chrono::Utc;
 use molecule::domain::memory::{encode_vector, Reader, Scope, SearchTerms};
 use molecule::domain::{MemoryId, WorkspaceId};
 use molecule::memory::recall;
-use molecule::store::{MemoryFilter, Store};
+use molecule::store::MemoryFilter;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 

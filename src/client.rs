@@ -395,8 +395,11 @@ impl Client {
     /// `GET /workspaces/:id/memory/:key`.
     pub async fn get_key(&self, id: &str, key: &str) -> Result<crate::http::KvView> {
         self.json(
-            self.request(Method::GET, &format!("workspaces/{id}/memory/{}", segment(key)))
-                .timeout(REQUEST_TIMEOUT),
+            self.request(
+                Method::GET,
+                &format!("workspaces/{id}/memory/{}", segment(key)),
+            )
+            .timeout(REQUEST_TIMEOUT),
         )
         .await
     }
@@ -428,8 +431,11 @@ impl Client {
     /// `DELETE /workspaces/:id/memory/:key`.
     pub async fn delete_key(&self, id: &str, key: &str) -> Result<()> {
         self.send(
-            self.request(Method::DELETE, &format!("workspaces/{id}/memory/{}", segment(key)))
-                .timeout(REQUEST_TIMEOUT),
+            self.request(
+                Method::DELETE,
+                &format!("workspaces/{id}/memory/{}", segment(key)),
+            )
+            .timeout(REQUEST_TIMEOUT),
         )
         .await
         .map(drop)
@@ -763,6 +769,11 @@ pub fn guess_mimetype(path: &Path) -> &'static str {
     }
 }
 
+/// One path segment, percent-encoded (a key may hold `/`, `?`, spaces…).
+fn segment(raw: &str) -> String {
+    percent_encoding::utf8_percent_encode(raw, percent_encoding::NON_ALPHANUMERIC).to_string()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -808,9 +819,4 @@ mod tests {
             Err(ClientError::BadUrl(_))
         ));
     }
-}
-
-/// One path segment, percent-encoded (a key may hold `/`, `?`, spaces…).
-fn segment(raw: &str) -> String {
-    percent_encoding::utf8_percent_encode(raw, percent_encoding::NON_ALPHANUMERIC).to_string()
 }

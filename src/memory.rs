@@ -125,7 +125,8 @@ pub async fn recall(
     query_vector: Option<(&str, &[u8])>,
     limit: i64,
 ) -> StoreResult<Vec<Hit>> {
-    let mut lists: Vec<Vec<MemoryId>> = vec![store.search_memories(filter, terms, CANDIDATES).await?];
+    let mut lists: Vec<Vec<MemoryId>> =
+        vec![store.search_memories(filter, terms, CANDIDATES).await?];
     if let Some((model, query)) = query_vector {
         let mut scored: Vec<(MemoryId, f64)> = store
             .memory_vectors(filter, model)

@@ -55,7 +55,11 @@ impl MemoryAuth {
             (Some(path), _) => {
                 let raw = std::fs::read_to_string(path)
                     .with_context(|| format!("failed to read the token file {}", path.display()))?;
-                anyhow::ensure!(!raw.trim().is_empty(), "the token file {} is empty", path.display());
+                anyhow::ensure!(
+                    !raw.trim().is_empty(),
+                    "the token file {} is empty",
+                    path.display()
+                );
                 Some(raw.trim().to_owned())
             }
             _ => None,
@@ -263,7 +267,9 @@ pub async fn memory(cmd: MemoryCommand) -> anyhow::Result<()> {
                 println!("no memories found");
             }
             for m in hits {
-                let score = m.score.map_or_else(String::new, |s| format!(" score {s:.4}"));
+                let score = m
+                    .score
+                    .map_or_else(String::new, |s| format!(" score {s:.4}"));
                 println!("{} [{} {}]{score}", m.id, m.scope, m.namespace);
                 println!("  {}", m.content.replace('\n', "\n  "));
             }
@@ -274,7 +280,12 @@ pub async fn memory(cmd: MemoryCommand) -> anyhow::Result<()> {
             let content = arg_or_stdin(args.content)?;
             let committed = auth
                 .client()?
-                .commit_memory(auth.workspace()?, &content, &args.scope, args.namespace.as_deref())
+                .commit_memory(
+                    auth.workspace()?,
+                    &content,
+                    &args.scope,
+                    args.namespace.as_deref(),
+                )
                 .await
                 .map_err(|e| auth.explain(e))?;
             if auth.json {
@@ -310,7 +321,10 @@ pub async fn kv(cmd: KvCommand) -> anyhow::Result<()> {
             let ws = auth.workspace()?;
             match args.key {
                 Some(key) => {
-                    let entry = client.get_key(ws, &key).await.map_err(|e| auth.explain(e))?;
+                    let entry = client
+                        .get_key(ws, &key)
+                        .await
+                        .map_err(|e| auth.explain(e))?;
                     if auth.json {
                         return print_json(&entry);
                     }

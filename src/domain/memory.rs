@@ -237,7 +237,7 @@ pub fn encode_vector(v: &[f32]) -> Vec<u8> {
 /// The float32s of a stored vector; `None` when the length is not a
 /// multiple of four.
 pub fn decode_vector(bytes: &[u8]) -> Option<Vec<f32>> {
-    if bytes.len() % 4 != 0 {
+    if !bytes.len().is_multiple_of(4) {
         return None;
     }
     Some(
@@ -251,7 +251,7 @@ pub fn decode_vector(bytes: &[u8]) -> Option<Vec<f32>> {
 /// Cosine similarity of two stored vectors, without decoding them first;
 /// `None` when their dimensions differ or either is zero.
 pub fn cosine_bytes(a: &[u8], b: &[u8]) -> Option<f64> {
-    if a.len() != b.len() || a.len() % 4 != 0 || a.is_empty() {
+    if a.len() != b.len() || !a.len().is_multiple_of(4) || a.is_empty() {
         return None;
     }
     let (mut dot, mut na, mut nb) = (0f64, 0f64, 0f64);

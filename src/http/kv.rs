@@ -179,7 +179,11 @@ pub async fn delete_key(
     KeyPath(id, key): KeyPath,
 ) -> Result<StatusCode> {
     principal.require_access(id)?;
-    if !state.store.kv_delete(id, key.as_str(), domain::now()).await? {
+    if !state
+        .store
+        .kv_delete(id, key.as_str(), domain::now())
+        .await?
+    {
         return Err(key_not_found());
     }
     Ok(StatusCode::NO_CONTENT)

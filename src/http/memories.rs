@@ -357,7 +357,9 @@ pub async fn admin_recall_memories(
         .transpose()
         .map_err(|e| Error::BadRequest(e.to_string()))?;
     let n = narrowing(p.q, p.scope, p.namespace, p.limit)?;
-    Ok(Json(run_recall(&state, Reader::Operator { owner }, n).await?))
+    Ok(Json(
+        run_recall(&state, Reader::Operator { owner }, n).await?,
+    ))
 }
 
 /// Deletes any memory (the operator).

@@ -39,10 +39,10 @@ use crate::store::Store;
 pub use activity::{ActivityView, MAX_WAIT_SECS};
 pub use auth::Principal;
 pub use error::{Error, ErrorBody, Json, Result};
-pub use ops::metrics_response as ops_metrics;
-pub use ops::UploadStatsView;
 pub use kv::KvView;
 pub use memories::{CommittedMemory, MemoryView};
+pub use ops::metrics_response as ops_metrics;
+pub use ops::UploadStatsView;
 pub use pending::PendingUploadView;
 pub use registry::RegisteredWorkspace;
 pub use uploads::{UploadedFile, UploadedFiles};
@@ -131,10 +131,7 @@ pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(pending::list_pending_uploads))
         .routes(routes!(pending::get_pending_upload_content))
         .routes(routes!(pending::ack_pending_upload))
-        .routes(routes!(
-            memories::commit_memory,
-            memories::recall_memories
-        ))
+        .routes(routes!(memories::commit_memory, memories::recall_memories))
         .routes(routes!(memories::delete_memory))
         .routes(routes!(memories::admin_recall_memories))
         .routes(routes!(memories::admin_delete_memory))

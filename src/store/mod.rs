@@ -644,7 +644,11 @@ pub trait Store: Send + Sync + 'static {
     // --- key/value memory ---
 
     /// Live keys of a workspace, by key.
-    async fn kv_list(&self, workspace_id: WorkspaceId, now: DateTime<Utc>) -> StoreResult<Vec<KvEntry>>;
+    async fn kv_list(
+        &self,
+        workspace_id: WorkspaceId,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Vec<KvEntry>>;
     /// One live key.
     async fn kv_get(
         &self,
@@ -661,7 +665,12 @@ pub trait Store: Send + Sync + 'static {
         now: DateTime<Utc>,
     ) -> StoreResult<KvWritten>;
     /// Deletes a live key; false when absent or expired.
-    async fn kv_delete(&self, workspace_id: WorkspaceId, key: &str, now: DateTime<Utc>) -> StoreResult<bool>;
+    async fn kv_delete(
+        &self,
+        workspace_id: WorkspaceId,
+        key: &str,
+        now: DateTime<Utc>,
+    ) -> StoreResult<bool>;
     /// Deletes expired keys; how many.
     async fn sweep_kv(&self, now: DateTime<Utc>) -> StoreResult<u64>;
 }

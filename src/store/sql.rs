@@ -267,7 +267,9 @@ impl TryFrom<MemoryRow> for Memory {
             scope: r
                 .scope
                 .parse()
-                .map_err(|e: crate::domain::memory::MemoryError| StoreError::Corrupt(e.to_string()))?,
+                .map_err(|e: crate::domain::memory::MemoryError| {
+                    StoreError::Corrupt(e.to_string())
+                })?,
             namespace: r.namespace,
             content: r.content,
             embedded: r.embedded,

@@ -97,10 +97,7 @@ const CORPUS: &[(&str, &str)] = &[
         "Le café de l'équipe est au troisième étage, près de la salle Érable.",
         "où est le café",
     ),
-    (
-        "東京オフィスの会議室は 七階 にあります。",
-        "七階",
-    ),
+    ("東京オフィスの会議室は 七階 にあります。", "七階"),
     (
         "Never run the migration script against production without a backup.",
         "migration production backup",
@@ -117,7 +114,13 @@ async fn commit(app: &TestApp, ws: &str, token: &str, body: Value) -> (StatusCod
 }
 
 async fn commit_ok(app: &TestApp, ws: &Ws, content: &str, scope: &str) -> String {
-    let (status, body) = commit(app, &ws.id, &ws.token, json!({"content": content, "scope": scope})).await;
+    let (status, body) = commit(
+        app,
+        &ws.id,
+        &ws.token,
+        json!({"content": content, "scope": scope}),
+    )
+    .await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
     body["id"].as_str().unwrap().to_owned()
 }
@@ -231,7 +234,10 @@ async fn fixed_corpus_recall_with_embeddings(engine: Engine) {
     corpus_recall(&app, &ws, true).await;
     let rows = all_memories(&app).await;
     assert_eq!(rows.len(), CORPUS.len());
-    assert!(rows.iter().all(|m| m.embedded), "every commit stored a vector");
+    assert!(
+        rows.iter().all(|m| m.embedded),
+        "every commit stored a vector"
+    );
     assert_eq!(
         app.metric("molecule_memory_embedding_failures_total").await,
         0.0
@@ -264,19 +270,31 @@ async fn embedder_down_changes_only_the_ranking(engine: Engine) {
     // The embedder comes up: the sweeper back-fills every vector.
     let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
     spawn_embedder_on(listener).await;
-    let out = app.sweeper.sweep_once(molecule::domain::now()).await.unwrap();
+    let out = app
+        .sweeper
+        .sweep_once(molecule::domain::now())
+        .await
+        .unwrap();
     assert_eq!(out.embedded, CORPUS.len() as u64);
     assert!(all_memories(&app).await.iter().all(|m| m.embedded));
     assert_eq!(
-        app.metric("molecule_memory_embeddings_backfilled_total").await,
+        app.metric("molecule_memory_embeddings_backfilled_total")
+            .await,
         CORPUS.len() as f64
     );
     // And recall is hybrid again.
     let (status, body) = recall(&app, &ws, CORPUS[0].1).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body[0]["content"], CORPUS[0].0);
-    assert!(body[0]["score"].as_f64().unwrap() > 1.0 / 61.0 + 1e-9, "{body}");
-    let out = app.sweeper.sweep_once(molecule::domain::now()).await.unwrap();
+    assert!(
+        body[0]["score"].as_f64().unwrap() > 1.0 / 61.0 + 1e-9,
+        "{body}"
+    );
+    let out = app
+        .sweeper
+        .sweep_once(molecule::domain::now())
+        .await
+        .unwrap();
     assert_eq!(out.embedded, 0);
 }
 on_both_engines!(embedder_down_changes_only_the_ranking);
@@ -288,12 +306,52 @@ async fn hostile_queries_never_fail(engine: Engine) {
     let ws = app.create_poll_workspace("rememberer").await;
     let cafe = commit_ok(&app, &ws, "Réunion au café « Chez Zoë » à 9h", "LOCAL").await;
     let tokyo = commit_ok(&app, &ws, "会議は 東京 で行います", "LOCAL").await;
-    let quoted = commit_ok(&app, &ws, "the \"quoted\" AND (grouped) NEAR thing*", "LOCAL").await;
+    let quoted = commit_ok(
+        &app,
+        &ws,
+        "the \"quoted\" AND (grouped) NEAR thing*",
+        "LOCAL",
+    )
+    .await;
     let queries = [
-        "\"", "\"\"", "'", "(", ")", "*", "^", ":", "-", "+", "AND", "OR", "NOT", "NEAR",
-        "NEAR(a b)", "a AND", "OR OR", "col:val", "\"unbalanced", "foo*", "-x", "a & b | !c",
-        "<->", "\\", "%", "_", ";", "--", "/* */", "'; DROP TABLE memories; --", "🙂", "\u{200b}",
-        "ǅ", "ﬁ", "İstanbul", "\u{fffd}", "   ", "…",
+        "\"",
+        "\"\"",
+        "'",
+        "(",
+        ")",
+        "*",
+        "^",
+        ":",
+        "-",
+        "+",
+        "AND",
+        "OR",
+        "NOT",
+        "NEAR",
+        "NEAR(a b)",
+        "a AND",
+        "OR OR",
+        "col:val",
+        "\"unbalanced",
+        "foo*",
+        "-x",
+        "a & b | !c",
+        "<->",
+        "\\",
+        "%",
+        "_",
+        ";",
+        "--",
+        "/* */",
+        "'; DROP TABLE memories; --",
+        "🙂",
+        "\u{200b}",
+        "ǅ",
+        "ﬁ",
+        "İstanbul",
+        "\u{fffd}",
+        "   ",
+        "…",
     ];
     for q in queries {
         let (status, body) = recall(&app, &ws, q).await;
@@ -325,16 +383,36 @@ async fn bad_commits_change_nothing(engine: Engine) {
     let ws = app.create_poll_workspace("rememberer").await;
     let big = "x".repeat(64 * 1024 + 1);
     let cases = [
-        (json!({"content": "", "scope": "LOCAL"}), StatusCode::BAD_REQUEST, "content must not be empty"),
-        (json!({"content": "  \n", "scope": "LOCAL"}), StatusCode::BAD_REQUEST, "content must not be empty"),
-        (json!({"content": big, "scope": "LOCAL"}), StatusCode::PAYLOAD_TOO_LARGE,
-            "content is 65537 bytes; the limit is 65536 (64 KiB)"),
-        (json!({"content": "x", "scope": "local"}), StatusCode::BAD_REQUEST,
-            "`local` is not a scope: use LOCAL, TEAM or GLOBAL"),
-        (json!({"content": "x", "scope": "TEAM", "namespace": ""}), StatusCode::BAD_REQUEST,
-            "namespace must be 1 to 100 characters without control characters"),
-        (json!({"content": "a\u{0}b", "scope": "LOCAL"}), StatusCode::BAD_REQUEST,
-            "content must not contain NUL characters"),
+        (
+            json!({"content": "", "scope": "LOCAL"}),
+            StatusCode::BAD_REQUEST,
+            "content must not be empty",
+        ),
+        (
+            json!({"content": "  \n", "scope": "LOCAL"}),
+            StatusCode::BAD_REQUEST,
+            "content must not be empty",
+        ),
+        (
+            json!({"content": big, "scope": "LOCAL"}),
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "content is 65537 bytes; the limit is 65536 (64 KiB)",
+        ),
+        (
+            json!({"content": "x", "scope": "local"}),
+            StatusCode::BAD_REQUEST,
+            "`local` is not a scope: use LOCAL, TEAM or GLOBAL",
+        ),
+        (
+            json!({"content": "x", "scope": "TEAM", "namespace": ""}),
+            StatusCode::BAD_REQUEST,
+            "namespace must be 1 to 100 characters without control characters",
+        ),
+        (
+            json!({"content": "a\u{0}b", "scope": "LOCAL"}),
+            StatusCode::BAD_REQUEST,
+            "content must not contain NUL characters",
+        ),
     ];
     for (body, status, error) in cases {
         let (got, answer) = commit(&app, &ws.id, &ws.token, body).await;
@@ -352,7 +430,10 @@ async fn bad_commits_change_nothing(engine: Engine) {
     .await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
     assert_eq!(body.as_object().unwrap().len(), 4, "{body}");
-    assert_eq!((&body["scope"], &body["namespace"]), (&json!("LOCAL"), &json!("big")));
+    assert_eq!(
+        (&body["scope"], &body["namespace"]),
+        (&json!("LOCAL"), &json!("big"))
+    );
     assert!(body["created_at"].is_string());
     let rows = all_memories(&app).await;
     assert_eq!(rows.len(), 1);
@@ -360,7 +441,10 @@ async fn bad_commits_change_nothing(engine: Engine) {
     // Bad recall parameters.
     for query in ["scope=team", "limit=0", "limit=101", "limit=x"] {
         let (status, body) = app
-            .get(&format!("/workspaces/{}/memories?{query}", ws.id), &ws.token)
+            .get(
+                &format!("/workspaces/{}/memories?{query}", ws.id),
+                &ws.token,
+            )
             .await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{query}: {body}");
     }
@@ -386,7 +470,10 @@ async fn readable_ids(app: &TestApp, ws: &Ws) -> HashSet<String> {
         if seen.is_empty() {
             seen = ids;
         } else {
-            assert_eq!(seen, ids, "the query must not widen or narrow the readable set");
+            assert_eq!(
+                seen, ids,
+                "the query must not widen or narrow the readable set"
+            );
         }
     }
     seen
@@ -423,29 +510,76 @@ async fn scope_rules(engine: Engine) {
     let (_, body) = app.get("/admin/memories", &app.admin_token).await;
     assert_eq!(body.as_array().unwrap().len(), 3);
     let (_, body) = app
-        .get(&format!("/admin/memories?workspace_id={}&q=fact", other.id), &app.admin_token)
+        .get(
+            &format!("/admin/memories?workspace_id={}&q=fact", other.id),
+            &app.admin_token,
+        )
         .await;
     assert_eq!(body, json!([]));
     let (status, _) = app.get("/admin/memories", &me.token).await;
     assert_eq!(status, StatusCode::FORBIDDEN);
     // Writes: a workspace writes only its own memories.
-    let (status, _) = commit(&app, &me.id, &other.token, json!({"content": "x", "scope": "LOCAL"})).await;
+    let (status, _) = commit(
+        &app,
+        &me.id,
+        &other.token,
+        json!({"content": "x", "scope": "LOCAL"}),
+    )
+    .await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
-    let (status, _) = commit(&app, &me.id, &app.admin_token, json!({"content": "op", "scope": "GLOBAL"})).await;
+    let (status, _) = commit(
+        &app,
+        &me.id,
+        &app.admin_token,
+        json!({"content": "op", "scope": "GLOBAL"}),
+    )
+    .await;
     assert_eq!(status, StatusCode::CREATED);
     // Deletes: only the owner (or the operator); another workspace's is 404.
-    let (status, _) = delete(&app, &format!("/workspaces/{}/memories/{}", other.id, ids["GLOBAL"]), &other.token).await;
+    let (status, _) = delete(
+        &app,
+        &format!("/workspaces/{}/memories/{}", other.id, ids["GLOBAL"]),
+        &other.token,
+    )
+    .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
-    let (status, _) = delete(&app, &format!("/workspaces/{}/memories/{}", me.id, ids["GLOBAL"]), &other.token).await;
+    let (status, _) = delete(
+        &app,
+        &format!("/workspaces/{}/memories/{}", me.id, ids["GLOBAL"]),
+        &other.token,
+    )
+    .await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
-    let (status, _) = delete(&app, &format!("/workspaces/{}/memories/{}", me.id, ids["GLOBAL"]), &me.token).await;
+    let (status, _) = delete(
+        &app,
+        &format!("/workspaces/{}/memories/{}", me.id, ids["GLOBAL"]),
+        &me.token,
+    )
+    .await;
     assert_eq!(status, StatusCode::NO_CONTENT);
-    let (status, _) = delete(&app, &format!("/admin/memories/{}", ids["LOCAL"]), &app.admin_token).await;
+    let (status, _) = delete(
+        &app,
+        &format!("/admin/memories/{}", ids["LOCAL"]),
+        &app.admin_token,
+    )
+    .await;
     assert_eq!(status, StatusCode::NO_CONTENT);
-    let (status, _) = delete(&app, &format!("/admin/memories/{}", ids["LOCAL"]), &app.admin_token).await;
+    let (status, _) = delete(
+        &app,
+        &format!("/admin/memories/{}", ids["LOCAL"]),
+        &app.admin_token,
+    )
+    .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
-    let left: HashSet<String> = all_memories(&app).await.iter().map(|m| m.content.clone()).collect();
-    assert_eq!(left, HashSet::from(["a TEAM fact of me".to_owned(), "op".to_owned()]));
+    let left: HashSet<String> = all_memories(&app)
+        .await
+        .iter()
+        .map(|m| m.content.clone())
+        .collect();
+    assert_eq!(
+        left,
+        HashSet::from(["a TEAM fact of me".to_owned(), "op".to_owned()])
+    );
 }
 on_both_engines!(scope_rules);
 
@@ -461,12 +595,20 @@ async fn kv_versions_conflicts_and_ttl(engine: Engine) {
     let ws = app.create_poll_workspace("kv").await;
     let (status, body) = kv(&app, &ws, json!({"key": "plan", "value": {"step": 1}})).await;
     assert_eq!(status, StatusCode::OK, "{body}");
-    assert_eq!((&body["key"], &body["value"], &body["version"]), (&json!("plan"), &json!({"step": 1}), &json!(1)));
+    assert_eq!(
+        (&body["key"], &body["value"], &body["version"]),
+        (&json!("plan"), &json!({"step": 1}), &json!(1))
+    );
     assert!(body["expires_at"].is_null());
     let (_, body) = kv(&app, &ws, json!({"key": "plan", "value": [1, "two", null]})).await;
     assert_eq!(body["version"], 2);
     // A stale version: 409 with the current one, nothing changed.
-    let (status, body) = kv(&app, &ws, json!({"key": "plan", "value": "stale", "if_version": 1})).await;
+    let (status, body) = kv(
+        &app,
+        &ws,
+        json!({"key": "plan", "value": "stale", "if_version": 1}),
+    )
+    .await;
     assert_eq!(
         (status, body),
         (
@@ -474,57 +616,151 @@ async fn kv_versions_conflicts_and_ttl(engine: Engine) {
             json!({"error": "`if_version` 1 does not match the key's current version 2", "version": 2})
         )
     );
-    let (status, body) = kv(&app, &ws, json!({"key": "plan", "value": "new", "if_version": 0})).await;
-    assert_eq!((status, &body["version"]), (StatusCode::CONFLICT, &json!(2)));
-    let (status, body) = app.get(&format!("/workspaces/{}/memory/plan", ws.id), &ws.token).await;
-    assert_eq!((status, &body["value"], &body["version"]), (StatusCode::OK, &json!([1, "two", null]), &json!(2)));
-    let (status, body) = kv(&app, &ws, json!({"key": "plan", "value": "fresh", "if_version": 2})).await;
-    assert_eq!((status, &body["version"]), (StatusCode::OK, &json!(3)), "{body}");
+    let (status, body) = kv(
+        &app,
+        &ws,
+        json!({"key": "plan", "value": "new", "if_version": 0}),
+    )
+    .await;
+    assert_eq!(
+        (status, &body["version"]),
+        (StatusCode::CONFLICT, &json!(2))
+    );
+    let (status, body) = app
+        .get(&format!("/workspaces/{}/memory/plan", ws.id), &ws.token)
+        .await;
+    assert_eq!(
+        (status, &body["value"], &body["version"]),
+        (StatusCode::OK, &json!([1, "two", null]), &json!(2))
+    );
+    let (status, body) = kv(
+        &app,
+        &ws,
+        json!({"key": "plan", "value": "fresh", "if_version": 2}),
+    )
+    .await;
+    assert_eq!(
+        (status, &body["version"]),
+        (StatusCode::OK, &json!(3)),
+        "{body}"
+    );
     // Create-only on an absent key.
-    let (status, body) = kv(&app, &ws, json!({"key": "new", "value": true, "if_version": 0})).await;
+    let (status, body) = kv(
+        &app,
+        &ws,
+        json!({"key": "new", "value": true, "if_version": 0}),
+    )
+    .await;
     assert_eq!((status, &body["version"]), (StatusCode::OK, &json!(1)));
-    let (status, body) = kv(&app, &ws, json!({"key": "absent", "value": 1, "if_version": 4})).await;
-    assert_eq!((status, &body["version"]), (StatusCode::CONFLICT, &json!(0)));
+    let (status, body) = kv(
+        &app,
+        &ws,
+        json!({"key": "absent", "value": 1, "if_version": 4}),
+    )
+    .await;
+    assert_eq!(
+        (status, &body["version"]),
+        (StatusCode::CONFLICT, &json!(0))
+    );
     // TTL: gone from reads as soon as it expires, then swept.
     let (status, body) = kv(&app, &ws, json!({"key": "brief", "value": "x", "ttl_s": 1})).await;
     assert_eq!(status, StatusCode::OK);
     assert!(body["expires_at"].is_string());
-    let (_, list) = app.get(&format!("/workspaces/{}/memory", ws.id), &ws.token).await;
-    let keys: Vec<&str> = list.as_array().unwrap().iter().map(|e| e["key"].as_str().unwrap()).collect();
+    let (_, list) = app
+        .get(&format!("/workspaces/{}/memory", ws.id), &ws.token)
+        .await;
+    let keys: Vec<&str> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["key"].as_str().unwrap())
+        .collect();
     assert_eq!(keys, ["brief", "new", "plan"]);
     tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
-    let (status, _) = app.get(&format!("/workspaces/{}/memory/brief", ws.id), &ws.token).await;
+    let (status, _) = app
+        .get(&format!("/workspaces/{}/memory/brief", ws.id), &ws.token)
+        .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
-    let (_, list) = app.get(&format!("/workspaces/{}/memory", ws.id), &ws.token).await;
-    let keys: Vec<&str> = list.as_array().unwrap().iter().map(|e| e["key"].as_str().unwrap()).collect();
+    let (_, list) = app
+        .get(&format!("/workspaces/{}/memory", ws.id), &ws.token)
+        .await;
+    let keys: Vec<&str> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["key"].as_str().unwrap())
+        .collect();
     assert_eq!(keys, ["new", "plan"]);
-    let out = app.sweeper.sweep_once(molecule::domain::now()).await.unwrap();
+    let out = app
+        .sweeper
+        .sweep_once(molecule::domain::now())
+        .await
+        .unwrap();
     assert_eq!(out.kv, 1);
-    let out = app.sweeper.sweep_once(molecule::domain::now()).await.unwrap();
+    let out = app
+        .sweeper
+        .sweep_once(molecule::domain::now())
+        .await
+        .unwrap();
     assert_eq!(out.kv, 0);
     // Delete; then it is a 404; another workspace's token is refused.
     let other = app.create_poll_workspace("other").await;
-    let (status, _) = app.get(&format!("/workspaces/{}/memory/plan", ws.id), &other.token).await;
+    let (status, _) = app
+        .get(&format!("/workspaces/{}/memory/plan", ws.id), &other.token)
+        .await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
-    let (status, _) = delete(&app, &format!("/workspaces/{}/memory/plan", ws.id), &ws.token).await;
+    let (status, _) = delete(
+        &app,
+        &format!("/workspaces/{}/memory/plan", ws.id),
+        &ws.token,
+    )
+    .await;
     assert_eq!(status, StatusCode::NO_CONTENT);
-    let (status, _) = delete(&app, &format!("/workspaces/{}/memory/plan", ws.id), &ws.token).await;
+    let (status, _) = delete(
+        &app,
+        &format!("/workspaces/{}/memory/plan", ws.id),
+        &ws.token,
+    )
+    .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
-    let rows = app.store.kv_list(ws.wid(), molecule::domain::now()).await.unwrap();
-    assert_eq!(rows.iter().map(|e| e.key.as_str()).collect::<Vec<_>>(), ["new"]);
+    let rows = app
+        .store
+        .kv_list(ws.wid(), molecule::domain::now())
+        .await
+        .unwrap();
+    assert_eq!(
+        rows.iter().map(|e| e.key.as_str()).collect::<Vec<_>>(),
+        ["new"]
+    );
     // Bad input.
     for (body, status) in [
         (json!({"key": "", "value": 1}), StatusCode::BAD_REQUEST),
-        (json!({"key": "k", "value": 1, "ttl_s": 0}), StatusCode::BAD_REQUEST),
-        (json!({"key": "k", "value": 1, "if_version": -1}), StatusCode::BAD_REQUEST),
-        (json!({"key": "k", "value": "v".repeat(64 * 1024)}), StatusCode::PAYLOAD_TOO_LARGE),
+        (
+            json!({"key": "k", "value": 1, "ttl_s": 0}),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            json!({"key": "k", "value": 1, "if_version": -1}),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            json!({"key": "k", "value": "v".repeat(64 * 1024)}),
+            StatusCode::PAYLOAD_TOO_LARGE,
+        ),
         (json!({"value": 1}), StatusCode::BAD_REQUEST),
     ] {
         let (got, answer) = kv(&app, &ws, body.clone()).await;
         assert_eq!(got, status, "{body}: {answer}");
         assert!(answer["error"].is_string());
     }
-    assert_eq!(app.store.kv_list(ws.wid(), molecule::domain::now()).await.unwrap().len(), 1);
+    assert_eq!(
+        app.store
+            .kv_list(ws.wid(), molecule::domain::now())
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
 }
 on_both_engines!(kv_versions_conflicts_and_ttl);
 
@@ -540,7 +776,9 @@ async fn kv_racing_writers(engine: Engine) {
     // test holds the row locked until every writer is in flight, so they
     // truly overlap (a check-then-write store lets them all through).
     let holder = if engine == Engine::Postgres {
-        let pool = sqlx::PgPool::connect(&app.config.database_url).await.unwrap();
+        let pool = sqlx::PgPool::connect(&app.config.database_url)
+            .await
+            .unwrap();
         let mut tx = pool.begin().await.unwrap();
         sqlx::query("SELECT 1 FROM memory_kv WHERE key = 'counter' FOR UPDATE")
             .execute(&mut *tx)
@@ -556,12 +794,20 @@ async fn kv_racing_writers(engine: Engine) {
         let app = app.clone();
         let ws = ws.clone();
         tasks.push(tokio::spawn(async move {
-            kv(&app, &ws, json!({"key": "counter", "value": i, "if_version": 1})).await
+            kv(
+                &app,
+                &ws,
+                json!({"key": "counter", "value": i, "if_version": 1}),
+            )
+            .await
         }));
     }
     if let Some(tx) = holder {
         tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-        assert!(tasks.iter().all(|t| !t.is_finished()), "the writers wait for the row");
+        assert!(
+            tasks.iter().all(|t| !t.is_finished()),
+            "the writers wait for the row"
+        );
         tx.rollback().await.unwrap();
     }
     let mut won = Vec::new();
@@ -575,8 +821,13 @@ async fn kv_racing_writers(engine: Engine) {
     }
     assert_eq!(won.len(), 1, "{won:?}");
     assert_eq!(won[0]["version"], 2);
-    let (_, now) = app.get(&format!("/workspaces/{}/memory/counter", ws.id), &ws.token).await;
-    assert_eq!((&now["version"], &now["value"]), (&json!(2), &won[0]["value"]));
+    let (_, now) = app
+        .get(&format!("/workspaces/{}/memory/counter", ws.id), &ws.token)
+        .await;
+    assert_eq!(
+        (&now["version"], &now["value"]),
+        (&json!(2), &won[0]["value"])
+    );
     // Unconditional racing writers all succeed, each with its own version.
     let mut tasks = Vec::new();
     for i in 0..16 {
@@ -601,7 +852,9 @@ on_both_engines!(kv_racing_writers);
 /// (success, stdout, stderr).
 async fn cli(args: &[&str], env: &[(&str, &str)]) -> (bool, String, String) {
     let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_molecule"));
-    cmd.args(args).env_clear().env("PATH", std::env::var("PATH").unwrap_or_default());
+    cmd.args(args)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default());
     for (k, v) in env {
         cmd.env(k, v);
     }
@@ -626,7 +879,14 @@ async fn cli_with_workspace_credentials_and_operator_token() {
         ("MOLECULE_TOKEN", ws.token.as_str()),
     ];
     let (ok, out, err) = cli(
-        &["memory", "commit", "The build cache lives on the NVMe disk", "--scope", "TEAM", "--json"],
+        &[
+            "memory",
+            "commit",
+            "The build cache lives on the NVMe disk",
+            "--scope",
+            "TEAM",
+            "--json",
+        ],
         &as_ws,
     )
     .await;
@@ -634,7 +894,11 @@ async fn cli_with_workspace_credentials_and_operator_token() {
     let committed: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(committed["scope"], "TEAM");
     let mid = committed["id"].as_str().unwrap().to_owned();
-    let (ok, out, err) = cli(&["memory", "search", "where is the build cache?", "--json"], &as_ws).await;
+    let (ok, out, err) = cli(
+        &["memory", "search", "where is the build cache?", "--json"],
+        &as_ws,
+    )
+    .await;
     assert!(ok, "{err}");
     let hits: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(hits[0]["id"], mid.as_str());
@@ -644,16 +908,39 @@ async fn cli_with_workspace_credentials_and_operator_token() {
         ("MOLECULE_WORKSPACE_ID", ws.id.as_str()),
     ];
     let tf = token_file.to_str().unwrap();
-    let (ok, out, err) = cli(&["kv", "set", "plan", "{\"step\": 2}", "--token-file", tf], &file_auth).await;
+    let (ok, out, err) = cli(
+        &["kv", "set", "plan", "{\"step\": 2}", "--token-file", tf],
+        &file_auth,
+    )
+    .await;
     assert!(ok, "{err}");
     assert_eq!(out.trim(), "plan is now at version 1");
-    let (ok, out, err) = cli(&["kv", "set", "plan", "three", "--if-version", "7", "--token-file", tf], &file_auth).await;
+    let (ok, out, err) = cli(
+        &[
+            "kv",
+            "set",
+            "plan",
+            "three",
+            "--if-version",
+            "7",
+            "--token-file",
+            tf,
+        ],
+        &file_auth,
+    )
+    .await;
     assert!(!ok);
     assert!(out.is_empty());
-    assert!(err.contains("does not match the key's current version 1 (409 Conflict)"), "{err}");
+    assert!(
+        err.contains("does not match the key's current version 1 (409 Conflict)"),
+        "{err}"
+    );
     let (ok, out, err) = cli(&["kv", "get", "plan", "--token-file", tf], &file_auth).await;
     assert!(ok, "{err}");
-    assert_eq!(serde_json::from_str::<Value>(&out).unwrap(), json!({"step": 2}));
+    assert_eq!(
+        serde_json::from_str::<Value>(&out).unwrap(),
+        json!({"step": 2})
+    );
     // The operator's token: its own view over every workspace, and writes
     // to any workspace.
     let as_op = [
@@ -662,13 +949,21 @@ async fn cli_with_workspace_credentials_and_operator_token() {
     ];
     let (ok, out, err) = cli(&["memory", "search", "--json"], &as_op).await;
     assert!(ok, "{err}");
-    assert_eq!(serde_json::from_str::<Value>(&out).unwrap()[0]["id"], mid.as_str());
+    assert_eq!(
+        serde_json::from_str::<Value>(&out).unwrap()[0]["id"],
+        mid.as_str()
+    );
     let (ok, _, err) = cli(&["kv", "rm", "plan", "--workspace", &ws.id], &as_op).await;
     assert!(ok, "{err}");
     let (ok, _, err) = cli(&["memory", "rm", &mid], &as_op).await;
     assert!(ok, "{err}");
     assert!(all_memories(&app).await.is_empty());
-    assert!(app.store.kv_list(ws.wid(), molecule::domain::now()).await.unwrap().is_empty());
+    assert!(app
+        .store
+        .kv_list(ws.wid(), molecule::domain::now())
+        .await
+        .unwrap()
+        .is_empty());
     // Another workspace's token is refused with a sentence.
     let other = app.create_poll_workspace("other").await;
     let wrong = [
