@@ -13,9 +13,11 @@ use tokio_util::sync::CancellationToken;
 
 use crate::blob;
 use crate::config::Config;
+use crate::domain::Period;
 use crate::events::Bus;
 use crate::http::{self, AppState};
 use crate::metrics::Metrics;
+use crate::private_fs;
 use crate::store;
 use crate::sweeper::{SweepConfig, Sweeper};
 
@@ -30,6 +32,23 @@ pub struct Application {
 impl Application {
     /// Opens the stores, migrates, and binds.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
+        // Checked before anything is opened: a period that does not fit
+        // the clock arithmetic is refused, never read as zero.
+        let sweep_config = SweepConfig {
+            ack_retention: Period::new("--ack-retention", config.ack_retention)?,
+            activity_retention: Period::new("--activity-retention", config.activity_retention)?,
+            orphan_grace: Period::new("the orphan grace", Duration::from_secs(3600))?,
+            interval: config.sweep_interval,
+        };
+        let upload_ttl = Period::new("--upload-ttl", config.upload_ttl)?;
+        private_fs::prepare_data_dir(&config.data_dir).with_context(|| {
+            format!(
+                "failed to prepare the data dir {}",
+                config.data_dir.display()
+            )
+        })?;
+        private_fs::prepare_sqlite_file(&config.database_url)
+            .context("failed to create the SQLite database file")?;
         let store = store::connect(&config.database_url)
             .await
             .with_context(|| {
@@ -82,12 +101,7 @@ impl Application {
             blobs.clone(),
             metrics.clone(),
             bus.clone(),
-            SweepConfig {
-                ack_retention: config.ack_retention,
-                activity_retention: config.activity_retention,
-                orphan_grace: Duration::from_secs(3600),
-                interval: config.sweep_interval,
-            },
+            sweep_config,
         )
         .with_embedder(embedder.clone());
         let state = AppState {
@@ -100,6 +114,7 @@ impl Application {
             http,
             shutdown: CancellationToken::new(),
             embedder,
+            upload_ttl,
         };
         Ok(Self {
             listener,
@@ -142,6 +157,7 @@ impl Application {
             sweeper,
         } = self;
         let app_shutdown = state.shutdown.clone();
+        let limits = state.config.connections;
         let fan_out = {
             let shutdown = shutdown.clone();
             let app_shutdown = app_shutdown.clone();
@@ -162,7 +178,7 @@ impl Application {
                 }),
             );
             let stop = app_shutdown.clone();
-            tokio::spawn(crate::serve::serve(l, app, stop))
+            tokio::spawn(crate::serve::serve(l, app, limits, stop))
         });
         let store = state.store.clone();
         tracing::info!(
@@ -170,7 +186,7 @@ impl Application {
             blob_store = state.blobs.kind(), "molecule is serving"
         );
         let router = http::router(state);
-        crate::serve::serve(listener, router, app_shutdown.clone()).await;
+        crate::serve::serve(listener, router, limits, app_shutdown.clone()).await;
         app_shutdown.cancel();
         let _ = sweep_task.await;
         if let Some(t) = listener_task {

@@ -11,6 +11,7 @@ use bytesize::ByteSize;
 use clap::Args;
 
 use crate::domain::{AuthToken, UploadLimits};
+use crate::serve::ConnLimits;
 
 /// Flags of `molecule serve`.
 #[derive(Debug, Clone, Args)]
@@ -87,6 +88,21 @@ pub struct ServeArgs {
     /// The model to ask the embeddings endpoint for.
     #[arg(long, env = "MOLECULE_EMBEDDINGS_MODEL")]
     pub embeddings_model: Option<String>,
+
+    /// Time a client gets to send a complete request head; slower
+    /// connections are closed.
+    #[arg(long, env = "MOLECULE_HEADER_READ_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub header_read_timeout: Duration,
+
+    /// Time a connection may stay open with no request in flight and no
+    /// traffic (a parked long poll is in flight).
+    #[arg(long, env = "MOLECULE_IDLE_TIMEOUT", default_value = "2m", value_parser = humantime::parse_duration)]
+    pub idle_timeout: Duration,
+
+    /// Connections served at once; more wait in the listen backlog until
+    /// one ends. Keep it under the process's file-descriptor limit.
+    #[arg(long, env = "MOLECULE_MAX_CONNECTIONS", default_value = "4096")]
+    pub max_connections: usize,
 }
 
 /// Resolved server configuration.
@@ -120,6 +136,8 @@ pub struct Config {
     pub metrics_listen: Option<SocketAddr>,
     /// Timeout of calls to push-mode workspaces.
     pub forward_timeout: Duration,
+    /// Header read timeout, idle timeout and connection cap.
+    pub connections: ConnLimits,
     /// Embeddings endpoint and model of memory recall.
     pub embeddings: Option<EmbeddingsConfig>,
 }
@@ -156,6 +174,7 @@ impl Config {
             metrics_listen: None,
             forward_timeout: Duration::from_secs(60),
             embeddings: None,
+            connections: ConnLimits::default(),
         }
     }
 }
@@ -184,7 +203,7 @@ pub fn load_or_create_admin_token(data_dir: &Path) -> anyhow::Result<(AuthToken,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(e).with_context(|| format!("failed to read {}", path.display())),
     }
-    std::fs::create_dir_all(data_dir)
+    crate::private_fs::prepare_data_dir(data_dir)
         .with_context(|| format!("failed to create {}", data_dir.display()))?;
     let token = AuthToken::generate();
     let mut options = std::fs::OpenOptions::new();
@@ -205,7 +224,7 @@ pub fn load_or_create_admin_token(data_dir: &Path) -> anyhow::Result<(AuthToken,
 impl ServeArgs {
     /// Resolves defaults, creates the data dir and the admin token.
     pub fn resolve(self) -> anyhow::Result<Config> {
-        std::fs::create_dir_all(&self.data_dir).with_context(|| {
+        crate::private_fs::prepare_data_dir(&self.data_dir).with_context(|| {
             format!("failed to create the data dir {}", self.data_dir.display())
         })?;
         let admin_token = match self.admin_token.filter(|t| !t.trim().is_empty()) {
@@ -232,6 +251,14 @@ impl ServeArgs {
             self.max_request_size.as_u64() >= 1,
             "--max-request-size must be positive"
         );
+        anyhow::ensure!(
+            self.max_connections >= 1,
+            "--max-connections must be at least 1"
+        );
+        anyhow::ensure!(
+            !self.header_read_timeout.is_zero() && !self.idle_timeout.is_zero(),
+            "--header-read-timeout and --idle-timeout must be longer than zero"
+        );
         Ok(Config {
             listen: self.listen,
             database_url: self
@@ -254,6 +281,11 @@ impl ServeArgs {
             allow_private_urls: self.allow_private_urls,
             metrics_listen: self.metrics_listen,
             forward_timeout: Duration::from_secs(60),
+            connections: ConnLimits {
+                header_read_timeout: self.header_read_timeout,
+                idle_timeout: self.idle_timeout,
+                max_connections: self.max_connections,
+            },
             embeddings: match (self.embeddings_url, self.embeddings_model) {
                 (Some(url), Some(model)) if !url.trim().is_empty() => Some(EmbeddingsConfig {
                     url: url.trim().to_owned(),

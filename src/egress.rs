@@ -85,6 +85,31 @@ mod tests {
         );
     }
 
+    #[test]
+    fn ipv6_forms_of_internal_ipv4_are_dropped_at_connect_time() {
+        let addrs: Vec<SocketAddr> = [
+            "[::127.0.0.1]:80",
+            "[::ffff:127.0.0.1]:80",
+            "[64:ff9b::7f00:1]:80",
+            "[64:ff9b::a9fe:a9fe]:80",
+            "[2002:7f00:1::]:80",
+            "[2002:c0a8:101::1]:80",
+            "[64:ff9b::808:808]:80",
+            "[2002:808:808::1]:80",
+        ]
+        .iter()
+        .map(|a| a.parse().unwrap())
+        .collect();
+        let kept = public_addrs(addrs);
+        assert_eq!(
+            kept,
+            vec![
+                "[64:ff9b::808:808]:80".parse::<SocketAddr>().unwrap(),
+                "[2002:808:808::1]:80".parse().unwrap()
+            ]
+        );
+    }
+
     #[tokio::test]
     async fn a_name_that_resolves_to_loopback_is_refused() {
         let err = PublicOnlyResolver

@@ -10,6 +10,7 @@
 
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::{broadcast, watch};
@@ -54,8 +55,24 @@ pub enum Event {
         /// The new state.
         state: UploadState,
     },
+    /// Tokens of a workspace were revoked (rotation, deletion): requests
+    /// held open with one of them must re-check it and end.
+    Revoked {
+        /// Its workspace.
+        workspace_id: WorkspaceId,
+    },
     /// Events may have been missed (a listener reconnected): re-read.
     Resync,
+}
+
+/// What wakes a parked long poll of one workspace: counters that only grow,
+/// so a waiter compares them with what it saw last.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Wakeups {
+    /// Bumped when a new activity row may have been committed.
+    pub rows: u64,
+    /// Bumped when a token of the workspace was revoked.
+    pub revocations: u64,
 }
 
 /// Delivery inside this process: every event to the stream subscribers
@@ -64,7 +81,11 @@ pub enum Event {
 /// polls, a message wakes one task, not a thousand).
 struct Local {
     events: broadcast::Sender<Event>,
-    polls: Mutex<HashMap<WorkspaceId, watch::Sender<u64>>>,
+    polls: Mutex<HashMap<WorkspaceId, watch::Sender<Wakeups>>>,
+    /// Every revocation this process heard of, any workspace. A request
+    /// reads it before its token is checked; if it has moved when the
+    /// request is about to wait, a revocation may have raced the check.
+    revocations: AtomicU64,
 }
 
 impl Local {
@@ -72,31 +93,45 @@ impl Local {
         Arc::new(Self {
             events: broadcast::channel(4096).0,
             polls: Mutex::new(HashMap::new()),
+            revocations: AtomicU64::new(0),
         })
     }
 
     fn deliver(&self, event: Event) {
         match &event {
             Event::Activity { workspace_id, .. } => {
-                let mut polls = self.polls.lock().unwrap_or_else(|e| e.into_inner());
-                if let Some(tx) = polls.get(workspace_id) {
-                    if tx.receiver_count() == 0 {
-                        polls.remove(workspace_id);
-                    } else {
-                        tx.send_modify(|n| *n += 1);
-                    }
-                }
+                self.wake(workspace_id, |w| w.rows += 1);
+            }
+            Event::Revoked { workspace_id } => {
+                self.revocations.fetch_add(1, Ordering::SeqCst);
+                self.wake(workspace_id, |w| w.revocations += 1);
             }
             Event::Resync => {
+                // A revocation may be among what was missed.
+                self.revocations.fetch_add(1, Ordering::SeqCst);
                 let mut polls = self.polls.lock().unwrap_or_else(|e| e.into_inner());
                 polls.retain(|_, tx| tx.receiver_count() > 0);
                 for tx in polls.values() {
-                    tx.send_modify(|n| *n += 1);
+                    tx.send_modify(|w| {
+                        w.rows += 1;
+                        w.revocations += 1;
+                    });
                 }
             }
             Event::Upload { .. } => {}
         }
         let _ = self.events.send(event);
+    }
+
+    fn wake(&self, workspace_id: &WorkspaceId, bump: impl FnOnce(&mut Wakeups)) {
+        let mut polls = self.polls.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(tx) = polls.get(workspace_id) {
+            if tx.receiver_count() == 0 {
+                polls.remove(workspace_id);
+            } else {
+                tx.send_modify(bump);
+            }
+        }
     }
 }
 
@@ -131,14 +166,20 @@ impl Bus {
     }
 
     /// A receiver that changes whenever a new activity row of `workspace`
-    /// may have been committed (and at every resync). Take it before
-    /// reading, then wait on `changed()`.
-    pub fn watch_activity(&self, workspace: WorkspaceId) -> watch::Receiver<u64> {
+    /// may have been committed or one of its tokens was revoked (and at
+    /// every resync). Take it before reading, then wait on `changed()`.
+    pub fn watch_activity(&self, workspace: WorkspaceId) -> watch::Receiver<Wakeups> {
         let mut polls = self.local.polls.lock().unwrap_or_else(|e| e.into_inner());
         polls
             .entry(workspace)
-            .or_insert_with(|| watch::channel(0).0)
+            .or_insert_with(|| watch::channel(Wakeups::default()).0)
             .subscribe()
+    }
+
+    /// How many revocations this process has heard of so far. Read it
+    /// before checking a token; a later value means "check again".
+    pub fn revocations_seen(&self) -> u64 {
+        self.local.revocations.load(Ordering::SeqCst)
     }
 
     /// Announces an event (after the change it describes has committed).

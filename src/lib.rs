@@ -17,6 +17,7 @@ pub mod events;
 pub mod http;
 pub mod memory;
 pub mod metrics;
+pub mod private_fs;
 pub mod serve;
 pub mod signal;
 pub mod store;

@@ -1,54 +1,128 @@
-//! The HTTP server loop: hyper under the axum router, with its per
-//! connection read buffer capped.
+//! The HTTP server loop: hyper under the axum router, with bounds on what
+//! one connection, and all of them together, may hold.
 //!
-//! `axum::serve` leaves hyper's default read buffer, which grows to about
-//! 400 KiB per connection while a fast client streams an upload; with dozens
-//! of uploads at once that (and the multipart parser's share of it) was
-//! most of the server's memory. Capped at [`READ_BUF`], memory per upload
-//! stays small at no measurable cost in throughput. Shutdown is graceful:
-//! the listener closes, in-flight requests finish.
+//! - Read buffer: `axum::serve` leaves hyper's default, which grows to
+//!   about 400 KiB per connection while a fast client streams an upload;
+//!   capped at [`READ_BUF`], memory per upload stays small at no
+//!   measurable cost in throughput.
+//! - Header read timeout: a connection that does not deliver a complete
+//!   request head in time is closed (slow-loris clients held sockets, and
+//!   file descriptors, forever). hyper enforces it for HTTP/1 heads; the
+//!   watchdog here also covers the first bytes, which the HTTP/1-or-2
+//!   detection reads before hyper's timer starts.
+//! - Idle timeout: a connection with no request in flight (a parked long
+//!   poll or a streaming response counts as in flight) and no traffic for
+//!   this long is closed.
+//! - Connection cap: at most `max_connections` at once; further clients
+//!   wait in the listen backlog until one ends, so `/health` still answers
+//!   when a slot frees instead of the process running out of descriptors.
+//! - Accept errors (out of file descriptors and the like) are logged and
+//!   retried after a pause; they never end the loop.
+//!
+//! Shutdown is graceful: the listener closes, in-flight requests finish.
 
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
+use axum::body::{Body, HttpBody};
 use axum::Router;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
-use tokio::net::TcpListener;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 /// Largest read buffer of one HTTP/1 connection.
 pub const READ_BUF: usize = 128 * 1024;
 /// How long in-flight requests get to finish at shutdown.
 pub const DRAIN: Duration = Duration::from_secs(30);
+/// Pause after a failed accept (typically EMFILE) before trying again.
+pub const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+
+/// Bounds on connections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnLimits {
+    /// Time a client gets to send a complete request head.
+    pub header_read_timeout: Duration,
+    /// Time a connection may sit with no request in flight and no traffic.
+    pub idle_timeout: Duration,
+    /// Connections served at once.
+    pub max_connections: usize,
+}
+
+impl Default for ConnLimits {
+    fn default() -> Self {
+        Self {
+            header_read_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(120),
+            max_connections: 4096,
+        }
+    }
+}
 
 /// Serves `router` on `listener` until `shutdown`, then lets in-flight
 /// requests finish (up to [`DRAIN`]).
-pub async fn serve(listener: TcpListener, router: Router, shutdown: CancellationToken) {
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    limits: ConnLimits,
+    shutdown: CancellationToken,
+) {
     let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder.http1().max_buf_size(READ_BUF);
+    builder
+        .http1()
+        .max_buf_size(READ_BUF)
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout);
     let graceful = GracefulShutdown::new();
+    let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
     loop {
+        // A slot first: at the cap, new clients wait in the backlog.
+        let slot = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            slot = slots.clone().acquire_owned() => slot.expect("BUG: the semaphore is never closed"),
+        };
         let (stream, peer) = tokio::select! {
             _ = shutdown.cancelled() => break,
             accepted = listener.accept() => match accepted {
                 Ok(conn) => conn,
                 Err(e) => {
-                    // Out of file descriptors and the like: wait, go on.
-                    tracing::warn!(error = %e, "failed to accept a connection");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    tracing::warn!(error = %e, "failed to accept a connection; retrying shortly");
+                    tokio::time::sleep(ACCEPT_BACKOFF).await;
                     continue;
                 }
             },
         };
         let _ = stream.set_nodelay(true);
-        let service = TowerToHyperService::new(router.clone());
-        let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+        let activity = Arc::new(Activity::new());
+        let service = Counted {
+            inner: TowerToHyperService::new(router.clone()),
+            activity: activity.clone(),
+        };
+        let io = TokioIo::new(Tracked {
+            inner: stream,
+            activity: activity.clone(),
+        });
+        let conn = builder.serve_connection_with_upgrades(io, service);
         let conn = graceful.watch(conn.into_owned());
         tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(%peer, error = %e, "connection ended with an error");
+            let _slot = slot;
+            tokio::select! {
+                ended = conn => if let Err(e) = ended {
+                    tracing::debug!(%peer, error = %e, "connection ended with an error");
+                },
+                why = activity.expired(limits) => {
+                    tracing::debug!(%peer, why, "closing a connection");
+                }
             }
         });
     }
@@ -58,5 +132,192 @@ pub async fn serve(listener: TcpListener, router: Router, shutdown: Cancellation
         .is_err()
     {
         tracing::warn!("requests still running after the shutdown grace period; closing them");
+    }
+}
+
+/// What the watchdog of one connection knows about it.
+struct Activity {
+    opened: Instant,
+    /// Milliseconds after `opened` of the last byte read or written.
+    last_io_ms: AtomicU64,
+    /// Requests whose head was read and whose response is not finished.
+    in_flight: AtomicUsize,
+    /// Requests whose head was read, ever.
+    started: AtomicU64,
+}
+
+impl Activity {
+    fn new() -> Self {
+        Self {
+            opened: Instant::now(),
+            last_io_ms: AtomicU64::new(0),
+            in_flight: AtomicUsize::new(0),
+            started: AtomicU64::new(0),
+        }
+    }
+
+    fn touch(&self) {
+        let ms = self.opened.elapsed().as_millis() as u64;
+        self.last_io_ms.fetch_max(ms, Ordering::Relaxed);
+    }
+
+    /// Resolves when the connection should be closed, saying why.
+    async fn expired(&self, limits: ConnLimits) -> &'static str {
+        let tick = (limits.header_read_timeout.min(limits.idle_timeout) / 4)
+            .max(Duration::from_millis(10));
+        loop {
+            tokio::time::sleep(tick).await;
+            if self.in_flight.load(Ordering::SeqCst) > 0 {
+                continue;
+            }
+            let now = self.opened.elapsed();
+            if self.started.load(Ordering::SeqCst) == 0 {
+                if now >= limits.header_read_timeout {
+                    return "no complete request head within the header read timeout";
+                }
+                continue;
+            }
+            let last_io = Duration::from_millis(self.last_io_ms.load(Ordering::Relaxed));
+            if now.saturating_sub(last_io) >= limits.idle_timeout {
+                return "idle past the idle timeout";
+            }
+        }
+    }
+}
+
+/// Marks a request in flight from its head until its response body ends
+/// (or is dropped).
+struct InFlight(Arc<Activity>);
+
+impl InFlight {
+    fn start(activity: &Arc<Activity>) -> Self {
+        activity.started.fetch_add(1, Ordering::SeqCst);
+        activity.in_flight.fetch_add(1, Ordering::SeqCst);
+        Self(activity.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.touch();
+        self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// The router, counting requests in flight on the connection.
+struct Counted<S> {
+    inner: S,
+    activity: Arc<Activity>,
+}
+
+type BoxedResponse<E> =
+    Pin<Box<dyn Future<Output = Result<axum::response::Response, E>> + Send + 'static>>;
+
+impl<S> hyper::service::Service<hyper::Request<Incoming>> for Counted<S>
+where
+    S: hyper::service::Service<hyper::Request<Incoming>, Response = axum::response::Response>,
+    S::Future: Send + 'static,
+{
+    type Response = axum::response::Response;
+    type Error = S::Error;
+    type Future = BoxedResponse<S::Error>;
+
+    fn call(&self, req: hyper::Request<Incoming>) -> Self::Future {
+        let guard = InFlight::start(&self.activity);
+        let answer = self.inner.call(req);
+        Box::pin(async move {
+            let response = answer.await?;
+            Ok(response.map(|body| {
+                Body::new(GuardedBody {
+                    inner: body,
+                    _guard: guard,
+                })
+            }))
+        })
+    }
+}
+
+/// A response body that keeps its request in flight until it is done.
+struct GuardedBody {
+    inner: Body,
+    _guard: InFlight,
+}
+
+impl HttpBody for GuardedBody {
+    type Data = bytes::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// The socket, noting when bytes move.
+struct Tracked {
+    inner: TcpStream,
+    activity: Arc<Activity>,
+}
+
+impl AsyncRead for Tracked {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            self.activity.touch();
+        }
+        polled
+    }
+}
+
+impl AsyncWrite for Tracked {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let polled = Pin::new(&mut self.inner).poll_write(cx, buf);
+        if matches!(polled, Poll::Ready(Ok(n)) if n > 0) {
+            self.activity.touch();
+        }
+        polled
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        let polled = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        if matches!(polled, Poll::Ready(Ok(n)) if n > 0) {
+            self.activity.touch();
+        }
+        polled
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }

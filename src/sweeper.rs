@@ -22,6 +22,7 @@ use chrono::{DateTime, Utc};
 use tokio_util::sync::CancellationToken;
 
 use crate::blob::BlobStore;
+use crate::domain::Period;
 use crate::events::{Bus, Event, UploadState};
 use crate::metrics::Metrics;
 use crate::store::{Store, StoreError, SweepReason};
@@ -29,15 +30,16 @@ use crate::store::{Store, StoreError, SweepReason};
 /// Rows per batch: one short transaction each.
 pub const BATCH: i64 = 500;
 
-/// Retention settings of the sweep.
+/// Retention settings of the sweep, each a [`Period`] checked at start-up
+/// (no fallback here can turn into "sweep everything").
 #[derive(Debug, Clone, Copy)]
 pub struct SweepConfig {
     /// Acked rows older than this go.
-    pub ack_retention: Duration,
+    pub ack_retention: Period,
     /// Activity rows older than this go.
-    pub activity_retention: Duration,
+    pub activity_retention: Period,
     /// Unreferenced blobs older than this go.
-    pub orphan_grace: Duration,
+    pub orphan_grace: Period,
     /// Time between passes.
     pub interval: Duration,
 }
@@ -127,8 +129,7 @@ impl Sweeper {
 
     async fn pass(&self, now: DateTime<Utc>) -> Result<SweepOutcome, SweepError> {
         let mut out = SweepOutcome::default();
-        let acked_before =
-            now - chrono::Duration::from_std(self.config.ack_retention).unwrap_or_default();
+        let acked_before = self.config.ack_retention.before(now);
         loop {
             let batch = self.store.sweep_uploads(now, acked_before, BATCH).await?;
             let n = batch.len() as i64;
@@ -166,8 +167,7 @@ impl Sweeper {
                 break;
             }
         }
-        let activity_cutoff =
-            now - chrono::Duration::from_std(self.config.activity_retention).unwrap_or_default();
+        let activity_cutoff = self.config.activity_retention.before(now);
         loop {
             let n = self.store.sweep_activity(activity_cutoff, BATCH).await?;
             out.activity += n;
@@ -212,13 +212,13 @@ impl Sweeper {
     }
 
     async fn reap_orphans(&self, now: DateTime<Utc>) -> Result<u64, SweepError> {
-        let grace = chrono::Duration::from_std(self.config.orphan_grace).unwrap_or_default();
+        let cutoff = self.config.orphan_grace.before(now);
         let old: Vec<String> = self
             .blobs
             .list()
             .await?
             .into_iter()
-            .filter(|b| b.modified < now - grace)
+            .filter(|b| b.modified < cutoff)
             .map(|b| b.key)
             .collect();
         let mut reaped = 0;

@@ -31,7 +31,8 @@ impl FsBlobStore {
     /// Uses (creating if needed) `root`.
     pub async fn open(root: impl AsRef<Path>) -> io::Result<Self> {
         let root = root.as_ref().to_path_buf();
-        fs::create_dir_all(root.join(TMP_DIR)).await?;
+        crate::private_fs::create_dir_all_async(&root.join(TMP_DIR)).await?;
+        crate::private_fs::restrict(&root, crate::private_fs::DIR_MODE)?;
         Ok(Self { root })
     }
 
@@ -69,7 +70,7 @@ impl BlobStore for FsBlobStore {
             .root
             .join(TMP_DIR)
             .join(uuid::Uuid::new_v4().to_string());
-        let mut file = fs::File::create(&tmp).await?;
+        let mut file = crate::private_fs::new_file_options().open(&tmp).await?;
         // tokio copies each write into a buffer of up to 2 MiB before
         // handing it to a blocking thread; that buffer is per upload, so
         // keep it small (the writes are no slower).
@@ -95,7 +96,7 @@ impl BlobStore for FsBlobStore {
         };
         let parent = dest.parent().expect("BUG: a blob path has a parent");
         let placed: io::Result<()> = async {
-            fs::create_dir_all(parent).await?;
+            crate::private_fs::create_dir_all_async(parent).await?;
             fs::rename(&tmp, &dest).await?;
             sync_dir(parent).await
         }

@@ -66,7 +66,7 @@ impl S3BlobStore {
         if spool.exists() {
             std::fs::remove_dir_all(spool)?;
         }
-        std::fs::create_dir_all(spool)?;
+        crate::private_fs::create_dir_all(spool)?;
         Ok(Self {
             store,
             prefix: prefix.trim_matches('/').to_owned(),
@@ -180,7 +180,9 @@ impl BlobStore for S3BlobStore {
 
     async fn put(&self, key: &str, mut body: ByteStream<'_>) -> Result<u64, BlobError> {
         let spooled = Spooled(self.spool.join(uuid::Uuid::new_v4().to_string()));
-        let mut file = tokio::fs::File::create(&spooled.0).await?;
+        let mut file = crate::private_fs::new_file_options()
+            .open(&spooled.0)
+            .await?;
         // As in the filesystem store: keep tokio's per-file write buffer
         // small, it is per upload.
         file.set_max_buf_size(super::fs::WRITE_BUF);

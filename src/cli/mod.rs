@@ -93,11 +93,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             app.run_until_stopped(app::shutdown_signal()).await
         }
         Command::Migrate(args) => {
-            std::fs::create_dir_all(&args.data_dir)
+            crate::private_fs::prepare_data_dir(&args.data_dir)
                 .with_context(|| format!("failed to create {}", args.data_dir.display()))?;
             let url = args.database_url.unwrap_or_else(|| {
                 format!("sqlite://{}", args.data_dir.join("molecule.db").display())
             });
+            crate::private_fs::prepare_sqlite_file(&url)
+                .context("failed to create the SQLite database file")?;
             let store = crate::store::connect(&url).await?;
             store.migrate().await?;
             store.close().await;

@@ -142,3 +142,33 @@ mod tests {
         }
     }
 }
+
+/// Property tests: whatever a client sends, the name is safe and stable.
+#[cfg(test)]
+mod props {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn any_name_sanitizes_to_a_safe_stable_one(raw in any::<String>()) {
+            let name = Filename::sanitize(&raw);
+            let s = name.as_str();
+            prop_assert!(!s.is_empty() && s.len() <= MAX_LEN, "{:?}", s);
+            prop_assert!(s != "." && s != "..");
+            prop_assert!(s.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')), "{:?}", s);
+            prop_assert_eq!(Filename::sanitize(s), name.clone());
+        }
+
+        #[test]
+        fn long_names_keep_a_short_extension(stem in "[a-z]{101,300}", ext in "[a-z]{1,15}") {
+            let name = Filename::sanitize(&format!("{stem}.{ext}"));
+            prop_assert_eq!(name.as_str().len(), MAX_LEN);
+            let dotted = format!(".{}", ext);
+            prop_assert!(name.as_str().ends_with(&dotted));
+        }
+    }
+}

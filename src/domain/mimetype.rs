@@ -108,3 +108,33 @@ mod tests {
         }
     }
 }
+
+/// Property tests: whatever a client sends, the type is a clean token pair
+/// or `application/octet-stream`, and parsing it again changes nothing.
+#[cfg(test)]
+mod props {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn any_content_type_parses_to_a_clean_one(raw in proptest::option::of(any::<String>())) {
+            let parsed = Mimetype::parse(raw.as_deref());
+            let s = parsed.as_str();
+            let (ty, sub) = s.split_once('/').expect("type/subtype");
+            prop_assert!(!ty.is_empty() && !sub.is_empty());
+            prop_assert!(s.chars().all(|c| c == '/' || is_tchar(c)), "{:?}", s);
+            prop_assert_eq!(s.to_ascii_lowercase(), s);
+            prop_assert_eq!(Mimetype::parse(Some(s)), parsed.clone());
+        }
+
+        #[test]
+        fn parameters_and_case_are_dropped(ty in "[a-zA-Z]{1,10}", sub in "[a-zA-Z+.-]{1,10}", param in "[ -~]{0,20}") {
+            let parsed = Mimetype::parse(Some(&format!("{ty}/{sub}; {param}")));
+            prop_assert_eq!(parsed.as_str(), format!("{ty}/{sub}").to_ascii_lowercase());
+        }
+    }
+}

@@ -10,6 +10,7 @@ mod ids;
 pub mod memory;
 mod mimetype;
 mod mode;
+mod period;
 mod token;
 mod url;
 
@@ -17,6 +18,7 @@ pub use filename::Filename;
 pub use ids::{FileId, IdError, MemoryId, WorkspaceId};
 pub use mimetype::Mimetype;
 pub use mode::{DeliveryMode, ModeError};
+pub use period::{Period, PeriodError, MAX_PERIOD_SECS};
 pub use token::{AuthToken, TokenHash};
 pub use url::{is_internal_ip, CallbackUrl, UrlError};
 

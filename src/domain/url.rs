@@ -35,17 +35,49 @@ fn is_internal_v4(ip: Ipv4Addr) -> bool {
         || (a == 100 && (64..128).contains(&b))
 }
 
+/// The IPv4 address an IPv6 address carries, in the forms that reach an
+/// IPv4 host through translation or tunnelling: IPv4-mapped
+/// (`::ffff:a.b.c.d`), IPv4-compatible (`::a.b.c.d`, deprecated but still
+/// routed by some stacks), SIIT-translated (`::ffff:0:a.b.c.d`), NAT64
+/// (`64:ff9b::a.b.c.d`), 6to4 (`2002:AABB:CCDD::/48`) and Teredo (client
+/// address inverted in the last 32 bits). Without this, `[::127.0.0.1]` or
+/// `[64:ff9b::7f00:1]` would slip past a check that only looks at IPv6
+/// ranges and reach loopback through the translator.
+fn embedded_v4(ip: Ipv6Addr) -> Option<Ipv4Addr> {
+    let s = ip.segments();
+    let low = Ipv4Addr::new((s[6] >> 8) as u8, s[6] as u8, (s[7] >> 8) as u8, s[7] as u8);
+    match s {
+        [0, 0, 0, 0, 0, 0xffff, _, _] => Some(low),
+        [0, 0, 0, 0, 0xffff, 0, _, _] => Some(low),
+        // `::` and `::1` are IPv6's own unspecified and loopback.
+        [0, 0, 0, 0, 0, 0, 0, 0 | 1] => None,
+        [0, 0, 0, 0, 0, 0, _, _] => Some(low),
+        [0x64, 0xff9b, 0, 0, 0, 0, _, _] => Some(low),
+        [0x2002, hi, lo, ..] => Some(Ipv4Addr::new(
+            (hi >> 8) as u8,
+            hi as u8,
+            (lo >> 8) as u8,
+            lo as u8,
+        )),
+        [0x2001, 0, ..] => Some(Ipv4Addr::from(!u32::from(low))),
+        _ => None,
+    }
+}
+
 fn is_internal_v6(ip: Ipv6Addr) -> bool {
-    if let Some(v4) = ip.to_ipv4_mapped() {
+    if let Some(v4) = embedded_v4(ip) {
         return is_internal_v4(v4);
     }
-    let first = ip.segments()[0];
+    let s = ip.segments();
     ip.is_loopback()
         || ip.is_unspecified()
         || ip.is_multicast()
         // fc00::/7 unique local, fe80::/10 link-local
-        || (first & 0xfe00) == 0xfc00
-        || (first & 0xffc0) == 0xfe80
+        || (s[0] & 0xfe00) == 0xfc00
+        || (s[0] & 0xffc0) == 0xfe80
+        // 64:ff9b:1::/48, NAT64 for local use (RFC 8215): whatever it
+        // translates to is a private network's choice.
+        || (s[0] == 0x64 && s[1] == 0xff9b && s[2] == 1)
 }
 
 /// True for addresses a server should not be tricked into calling.
@@ -119,6 +151,32 @@ mod tests {
             ("http://[::ffff:127.0.0.1]", false, false),
             ("http://[2001:4860:4860::8888]", false, true),
             ("http://metadata.google.internal", false, false),
+            // IPv6 forms that carry an IPv4 address: judged by that address.
+            ("http://[::127.0.0.1]", false, false),
+            ("http://[::7f00:1]", false, false),
+            ("http://[::10.0.0.1]", false, false),
+            ("http://[::8.8.8.8]", false, true),
+            ("http://[::ffff:10.0.0.1]", false, false),
+            ("http://[::ffff:8.8.8.8]", false, true),
+            ("http://[::ffff:0:127.0.0.1]", false, false),
+            ("http://[64:ff9b::7f00:1]", false, false),
+            ("http://[64:ff9b::127.0.0.1]", false, false),
+            ("http://[64:ff9b::a9fe:a9fe]", false, false),
+            ("http://[64:ff9b::192.168.0.1]", false, false),
+            ("http://[64:ff9b::8.8.8.8]", false, true),
+            ("http://[64:ff9b:1::808:808]", false, false),
+            ("http://[2002:7f00:1::]", false, false),
+            ("http://[2002:a00:1::1]", false, false),
+            ("http://[2002:c0a8:101::1]", false, false),
+            ("http://[2002:808:808::1]", false, true),
+            // Teredo: the client address is stored inverted.
+            (
+                "http://[2001:0:4136:e378:8000:63bf:80ff:fffe]",
+                false,
+                false,
+            ),
+            ("http://[2001:0:4136:e378:8000:63bf:f7f7:f7f7]", false, true),
+            ("http://[64:ff9b::7f00:1]", true, true),
         ];
         for (raw, allow, ok) in cases {
             assert_eq!(

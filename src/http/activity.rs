@@ -6,7 +6,7 @@ use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::time::Duration;
 
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
@@ -16,8 +16,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use tokio::sync::broadcast::error::RecvError;
 
-use super::auth::Principal;
-use super::extract::WorkspacePath;
+use super::auth::{Principal, Session};
+use super::extract::{Query, WorkspacePath};
 use super::{AppState, Error, ErrorBody, Json, Result};
 use crate::domain::{self, DeliveryMode, WorkspaceId};
 use crate::events::Event;
@@ -160,6 +160,32 @@ fn normalize_message_send(body: Value) -> Result<MessageSend> {
             ))
         }
     };
+    let text = part_texts(&parts)?;
+    message.entry("role").or_insert_with(|| json!("user"));
+    let message_id = match message.get("messageId").and_then(Value::as_str) {
+        Some(id) if !id.is_empty() => id.to_owned(),
+        _ => {
+            let id = uuid::Uuid::new_v4().to_string();
+            message.insert("messageId".into(), json!(id));
+            id
+        }
+    };
+    let rpc_id = obj
+        .get("id")
+        .cloned()
+        .filter(|v| !v.is_null())
+        .unwrap_or_else(|| json!(uuid::Uuid::new_v4().to_string()));
+    let rpc = json!({"jsonrpc": "2.0", "id": rpc_id, "method": "message/send", "params": params});
+    Ok(MessageSend {
+        rpc,
+        text: text.join("\n"),
+        parts: Value::Array(parts),
+        message_id,
+    })
+}
+
+/// The text of the `text` parts, after checking every part's shape.
+fn part_texts(parts: &[Value]) -> Result<Vec<String>> {
     let mut text = Vec::new();
     for (i, part) in parts.iter().enumerate() {
         match part.get("kind").and_then(Value::as_str) {
@@ -190,27 +216,7 @@ fn normalize_message_send(body: Value) -> Result<MessageSend> {
             }
         }
     }
-    message.entry("role").or_insert_with(|| json!("user"));
-    let message_id = match message.get("messageId").and_then(Value::as_str) {
-        Some(id) if !id.is_empty() => id.to_owned(),
-        _ => {
-            let id = uuid::Uuid::new_v4().to_string();
-            message.insert("messageId".into(), json!(id));
-            id
-        }
-    };
-    let rpc_id = obj
-        .get("id")
-        .cloned()
-        .filter(|v| !v.is_null())
-        .unwrap_or_else(|| json!(uuid::Uuid::new_v4().to_string()));
-    let rpc = json!({"jsonrpc": "2.0", "id": rpc_id, "method": "message/send", "params": params});
-    Ok(MessageSend {
-        rpc,
-        text: text.join("\n"),
-        parts: Value::Array(parts),
-        message_id,
-    })
+    Ok(text)
 }
 
 /// `{queued, activity_id}`: a message queued for a poll-mode workspace.
@@ -239,9 +245,22 @@ pub async fn send_a2a_message(
     headers: HeaderMap,
     Json(body): Json<Value>,
 ) -> Result<Response> {
-    // A peer workspace may message another one, naming itself.
-    let source = match principal {
-        Principal::Operator => None,
+    let source = sending_peer(principal, &headers)?;
+    let workspace = require_workspace(&state, id).await?;
+    let msg = normalize_message_send(body)?;
+    let row = inbox_row(id, source, &msg);
+    match (workspace.delivery_mode, workspace.url.as_deref()) {
+        (DeliveryMode::Push, Some(url)) => forward_message(&state, id, url, &msg, row).await,
+        (DeliveryMode::Push, None) => Err(super::workspaces::push_without_url()),
+        (DeliveryMode::Poll, _) => queue_message(&state, id, row).await,
+    }
+}
+
+/// The peer workspace a workspace token sends as (it must name itself in
+/// `X-Source-Workspace-Id`); `None` for the operator.
+fn sending_peer(principal: Principal, headers: &HeaderMap) -> Result<Option<WorkspaceId>> {
+    match principal {
+        Principal::Operator => Ok(None),
         Principal::Workspace(own) => {
             let claimed = headers
                 .get("x-source-workspace-id")
@@ -250,11 +269,13 @@ pub async fn send_a2a_message(
             if claimed != Some(own) {
                 return Err(Error::Unauthorized);
             }
-            Some(own)
+            Ok(Some(own))
         }
-    };
-    let workspace = require_workspace(&state, id).await?;
-    let msg = normalize_message_send(body)?;
+    }
+}
+
+/// The activity row a message becomes (its status set on delivery).
+fn inbox_row(id: WorkspaceId, source: Option<WorkspaceId>, msg: &MessageSend) -> NewActivity {
     let (source_kind, source_id) = match source {
         None => ("canvas_user", None),
         Some(peer) => ("peer_agent", Some(peer.to_string())),
@@ -263,65 +284,75 @@ pub async fn send_a2a_message(
         "source": source_kind, "source_id": source_id, "text": msg.text,
         "parts": msg.parts, "message_id": msg.message_id,
     });
-    let mut row = NewActivity {
+    NewActivity {
         activity_type: "a2a_receive".into(),
         method: Some("message/send".into()),
-        source_id: source_id.clone(),
+        source_id,
         target_id: Some(id.to_string()),
         summary: Some(summarize(&msg.text)),
         request_body: Some(msg.rpc.clone()),
         data: Some(data),
         ..NewActivity::default()
+    }
+}
+
+/// Push mode: hands the message to the workspace and returns its answer;
+/// the row is written only once the workspace has answered.
+async fn forward_message(
+    state: &AppState,
+    id: WorkspaceId,
+    url: &str,
+    msg: &MessageSend,
+    mut row: NewActivity,
+) -> Result<Response> {
+    let answer = state
+        .http
+        .post(url)
+        .timeout(state.config.forward_timeout)
+        .json(&msg.rpc)
+        .send()
+        .await;
+    let answer = match answer {
+        Ok(r) if r.status().is_success() => r.json::<Value>().await.map_err(|e| e.to_string()),
+        Ok(r) => Err(format!("the workspace answered {}", r.status())),
+        Err(e) => Err(e.without_url().to_string()),
     };
-    match (workspace.delivery_mode, workspace.url.as_deref()) {
-        (DeliveryMode::Push, Some(url)) => {
-            let answer = state
-                .http
-                .post(url)
-                .timeout(state.config.forward_timeout)
-                .json(&msg.rpc)
-                .send()
-                .await;
-            let answer = match answer {
-                Ok(r) if r.status().is_success() => {
-                    r.json::<Value>().await.map_err(|e| e.to_string())
-                }
-                Ok(r) => Err(format!("the workspace answered {}", r.status())),
-                Err(e) => Err(e.without_url().to_string()),
-            };
-            match answer {
-                Ok(answer) => {
-                    row.status = Some("forwarded".into());
-                    row.response_body = Some(answer.clone());
-                    record(&state, id, &row).await?;
-                    // The workspace answered: that is contact, as good as
-                    // a heartbeat (a push agent need not send any).
-                    state.store.heartbeat(id, domain::now()).await?;
-                    Ok(axum::Json(answer).into_response())
-                }
-                Err(cause) => {
-                    tracing::warn!(workspace_id = %id, error = %cause, "forwarding a message to a push workspace failed");
-                    Err(Error::BadGateway(format!(
-                        "could not deliver the message to the workspace: {cause}"
-                    )))
-                }
-            }
+    match answer {
+        Ok(answer) => {
+            row.status = Some("forwarded".into());
+            row.response_body = Some(answer.clone());
+            record(state, id, &row).await?;
+            // The workspace answered: that is contact, as good as a
+            // heartbeat (a push agent need not send any).
+            state.store.heartbeat(id, domain::now()).await?;
+            Ok(axum::Json(answer).into_response())
         }
-        (DeliveryMode::Push, None) => Err(super::workspaces::push_without_url()),
-        (DeliveryMode::Poll, _) => {
-            row.status = Some("queued".into());
-            let stored = record(&state, id, &row).await?;
-            tracing::info!(workspace_id = %id, activity_id = stored.id, "message queued");
-            Ok((
-                StatusCode::ACCEPTED,
-                axum::Json(Queued {
-                    queued: true,
-                    activity_id: stored.id,
-                }),
-            )
-                .into_response())
+        Err(cause) => {
+            tracing::warn!(workspace_id = %id, error = %cause, "forwarding a message to a push workspace failed");
+            Err(Error::BadGateway(format!(
+                "could not deliver the message to the workspace: {cause}"
+            )))
         }
     }
+}
+
+/// Poll mode: the message waits in the inbox.
+async fn queue_message(
+    state: &AppState,
+    id: WorkspaceId,
+    mut row: NewActivity,
+) -> Result<Response> {
+    row.status = Some("queued".into());
+    let stored = record(state, id, &row).await?;
+    tracing::info!(workspace_id = %id, activity_id = stored.id, "message queued");
+    Ok((
+        StatusCode::ACCEPTED,
+        axum::Json(Queued {
+            queued: true,
+            activity_id: stored.id,
+        }),
+    )
+        .into_response())
 }
 
 /// `/notify` body: the agent's message to the canvas user.
@@ -466,67 +497,94 @@ pub struct ActivityParams {
     pub wait: Option<u64>,
 }
 
+impl ActivityParams {
+    /// The store query and how long to hold the request, or the 400.
+    fn into_query(self) -> Result<(ActivityQuery, Duration)> {
+        let limit = self.limit.unwrap_or(100);
+        if !(1..=MAX_LIMIT).contains(&limit) {
+            return Err(Error::BadRequest(format!(
+                "`limit` must be between 1 and {MAX_LIMIT}"
+            )));
+        }
+        let wait = self.wait.unwrap_or(0);
+        if wait > MAX_WAIT_SECS {
+            return Err(Error::BadRequest(format!(
+                "`wait` must be between 0 and {MAX_WAIT_SECS} seconds"
+            )));
+        }
+        let since_id = self.since_id.unwrap_or(0);
+        if since_id < 0 {
+            return Err(Error::BadRequest("`since_id` must not be negative".into()));
+        }
+        let query = ActivityQuery {
+            since_id,
+            activity_type: self.activity_type,
+            limit,
+        };
+        Ok((query, Duration::from_secs(wait)))
+    }
+}
+
+/// One page of the inbox, or the 410 of a cursor the sweep passed.
+async fn read_page(
+    state: &AppState,
+    id: WorkspaceId,
+    query: &ActivityQuery,
+) -> Result<Vec<ActivityView>> {
+    match state.store.list_activity(id, query).await? {
+        ActivityPage::Rows(rows) => Ok(rows.into_iter().map(ActivityView::from).collect()),
+        ActivityPage::CursorExpired { swept_through } => Err(Error::Gone {
+            message: format!(
+                "rows after since_id={} were removed by the retention sweep (through id {swept_through}); restart from since_id={swept_through}",
+                query.since_id
+            ),
+            restart_since_id: swept_through,
+        }),
+    }
+}
+
+/// Ends a held request whose token was revoked (401) or whose workspace
+/// was deleted (404) while it waited. Costs nothing unless a revocation
+/// happened since the token was last checked.
+async fn still_allowed(state: &AppState, session: &mut Session, id: WorkspaceId) -> Result<()> {
+    if session.may_be_revoked(state) {
+        session.recheck(state).await?;
+        require_workspace(state, id).await?;
+    }
+    Ok(())
+}
+
 /// The inbox: rows after `since_id`, oldest first; with `wait`, a long
-/// poll that answers as soon as a row arrives.
+/// poll that answers as soon as a row arrives, and with 401 as soon as its
+/// token is revoked.
 #[utoipa::path(get, path = "/workspaces/{id}/activity", tag = "messages",
     params(("id" = String, Path, description = "workspace id"), ActivityParams),
     responses((status = 200, body = [ActivityView]), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
         (status = 404, body = ErrorBody), (status = 410, body = ErrorBody)))]
 pub async fn list_activity(
     State(state): State<AppState>,
-    principal: Principal,
+    mut session: Session,
     WorkspacePath(id): WorkspacePath,
-    params: std::result::Result<Query<ActivityParams>, axum::extract::rejection::QueryRejection>,
+    Query(params): Query<ActivityParams>,
 ) -> Result<Json<Vec<ActivityView>>> {
-    principal.require_access(id)?;
-    let Query(params) = params.map_err(|e| Error::BadRequest(e.body_text()))?;
-    let limit = params.limit.unwrap_or(100);
-    if !(1..=MAX_LIMIT).contains(&limit) {
-        return Err(Error::BadRequest(format!(
-            "`limit` must be between 1 and {MAX_LIMIT}"
-        )));
-    }
-    let wait = params.wait.unwrap_or(0);
-    if wait > MAX_WAIT_SECS {
-        return Err(Error::BadRequest(format!(
-            "`wait` must be between 0 and {MAX_WAIT_SECS} seconds"
-        )));
-    }
-    let since_id = params.since_id.unwrap_or(0);
-    if since_id < 0 {
-        return Err(Error::BadRequest("`since_id` must not be negative".into()));
-    }
+    session.principal.require_access(id)?;
+    let (query, wait) = params.into_query()?;
     require_workspace(&state, id).await?;
-    let query = ActivityQuery {
-        since_id,
-        activity_type: params.activity_type,
-        limit,
-    };
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(wait);
-    // Watch before each read: a row committed between the read and the
-    // wait still wakes us.
-    let mut arrivals = state.bus.watch_activity(id);
+    let deadline = tokio::time::Instant::now() + wait;
+    // Watch before each read: a row committed (or a token revoked)
+    // between the read and the wait still wakes us.
+    let mut wakeups = state.bus.watch_activity(id);
     loop {
-        arrivals.borrow_and_update();
-        let rows = match state.store.list_activity(id, &query).await? {
-            ActivityPage::Rows(rows) => rows,
-            ActivityPage::CursorExpired { swept_through } => {
-                return Err(Error::Gone {
-                    message: format!(
-                        "rows after since_id={since_id} were removed by the retention sweep (through id {swept_through}); restart from since_id={swept_through}"
-                    ),
-                    restart_since_id: swept_through,
-                })
-            }
-        };
+        wakeups.borrow_and_update();
+        still_allowed(&state, &mut session, id).await?;
+        let rows = read_page(&state, id, &query).await?;
         if !rows.is_empty() || tokio::time::Instant::now() >= deadline {
-            return Ok(Json(rows.into_iter().map(ActivityView::from).collect()));
+            return Ok(Json(rows));
         }
-        // Wait for a new row of this workspace, then read again.
         tokio::select! {
             _ = tokio::time::sleep_until(deadline) => return Ok(Json(Vec::new())),
             _ = state.shutdown.cancelled() => return Ok(Json(Vec::new())),
-            changed = arrivals.changed() => {
+            changed = wakeups.changed() => {
                 if changed.is_err() {
                     return Ok(Json(Vec::new()));
                 }
@@ -544,11 +602,11 @@ pub struct EventParams {
 
 struct SseCursor {
     state: AppState,
+    session: Session,
     id: WorkspaceId,
     events: tokio::sync::broadcast::Receiver<Event>,
     cursor: Option<i64>,
     ready: VecDeque<SseEvent>,
-    started: bool,
 }
 
 impl SseCursor {
@@ -580,67 +638,93 @@ impl SseCursor {
             }
         }
     }
+
+    /// Turns one bus event into zero or more queued SSE events; `false`
+    /// ends the stream (the bus closed, the token was revoked or the
+    /// workspace deleted: a reconnect then gets its 401 or 404).
+    async fn handle(&mut self, event: std::result::Result<Event, RecvError>) -> bool {
+        match event {
+            Ok(Event::Activity { workspace_id, id }) if workspace_id == self.id => {
+                if self.cursor.is_none() {
+                    self.cursor = Some(id - 1);
+                }
+                self.read_after_cursor().await;
+            }
+            Ok(Event::Upload {
+                workspace_id,
+                file_id,
+                state,
+            }) if workspace_id == self.id => {
+                let body = json!({"file_id": file_id, "state": state});
+                if let Ok(ev) = SseEvent::default().event("upload").json_data(body) {
+                    self.ready.push_back(ev);
+                }
+            }
+            Ok(Event::Revoked { .. }) => {
+                return still_allowed(&self.state, &mut self.session, self.id)
+                    .await
+                    .is_ok();
+            }
+            Ok(Event::Resync) | Err(RecvError::Lagged(_)) => {
+                if still_allowed(&self.state, &mut self.session, self.id)
+                    .await
+                    .is_err()
+                {
+                    return false;
+                }
+                self.read_after_cursor().await;
+            }
+            Ok(_) => {}
+            Err(RecvError::Closed) => return false,
+        }
+        true
+    }
+
+    /// The next SSE event, or `None` when the stream ends.
+    async fn next_event(&mut self) -> Option<SseEvent> {
+        loop {
+            if let Some(ev) = self.ready.pop_front() {
+                return Some(ev);
+            }
+            let event = tokio::select! {
+                _ = self.state.shutdown.cancelled() => return None,
+                event = self.events.recv() => event,
+            };
+            if !self.handle(event).await {
+                return None;
+            }
+        }
+    }
 }
 
 /// Server-Sent Events: each new activity row (`event: activity`) and each
-/// staged-file state change (`event: upload`) of the workspace.
+/// staged-file state change (`event: upload`) of the workspace. The stream
+/// ends when its token is revoked or the workspace is deleted.
 #[utoipa::path(get, path = "/workspaces/{id}/events", tag = "messages",
     params(("id" = String, Path, description = "workspace id"), EventParams),
     responses((status = 200, description = "text/event-stream"), (status = 400, body = ErrorBody),
         (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn stream_events(
     State(state): State<AppState>,
-    principal: Principal,
+    session: Session,
     WorkspacePath(id): WorkspacePath,
-    params: std::result::Result<Query<EventParams>, axum::extract::rejection::QueryRejection>,
+    Query(params): Query<EventParams>,
 ) -> Result<Sse<impl Stream<Item = std::result::Result<SseEvent, Infallible>>>> {
-    principal.require_operator()?;
-    let Query(params) = params.map_err(|e| Error::BadRequest(e.body_text()))?;
+    session.principal.require_operator()?;
     require_workspace(&state, id).await?;
-    let events = state.bus.subscribe();
-    let init = SseCursor {
+    let mut cursor = SseCursor {
+        events: state.bus.subscribe(),
         state,
+        session,
         id,
-        events,
         cursor: params.since_id,
         ready: VecDeque::new(),
-        started: false,
     };
-    let stream = futures::stream::unfold(init, |mut s| async move {
-        if !s.started {
-            s.started = true;
-            s.read_after_cursor().await;
-        }
-        loop {
-            if let Some(ev) = s.ready.pop_front() {
-                return Some((Ok(ev), s));
-            }
-            let event = tokio::select! {
-                _ = s.state.shutdown.cancelled() => return None,
-                event = s.events.recv() => event,
-            };
-            match event {
-                Ok(Event::Activity { workspace_id, id }) if workspace_id == s.id => {
-                    if s.cursor.is_none() {
-                        s.cursor = Some(id - 1);
-                    }
-                    s.read_after_cursor().await;
-                }
-                Ok(Event::Upload {
-                    workspace_id,
-                    file_id,
-                    state,
-                }) if workspace_id == s.id => {
-                    let body = json!({"file_id": file_id, "state": state});
-                    if let Ok(ev) = SseEvent::default().event("upload").json_data(body) {
-                        s.ready.push_back(ev);
-                    }
-                }
-                Ok(Event::Resync) | Err(RecvError::Lagged(_)) => s.read_after_cursor().await,
-                Ok(_) => {}
-                Err(RecvError::Closed) => return None,
-            }
-        }
+    // Subscribed first, then replayed: nothing falls between the two.
+    cursor.read_after_cursor().await;
+    let stream = futures::stream::unfold(cursor, |mut s| async move {
+        let ev = s.next_event().await?;
+        Some((Ok(ev), s))
     });
     Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
 }

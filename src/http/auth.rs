@@ -7,7 +7,7 @@ use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
 
 use super::{AppState, Error, Result};
-use crate::domain::{AuthToken, WorkspaceId};
+use crate::domain::{AuthToken, TokenHash, WorkspaceId};
 
 /// The authenticated caller.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -76,6 +76,56 @@ impl FromRequestParts<AppState> for Principal {
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self> {
         let token = bearer(parts)?.ok_or(Error::Unauthorized)?;
         resolve(state, &token).await
+    }
+}
+
+/// The caller with the token it presented, for requests held open (long
+/// polls, event streams): they must notice when that token is revoked
+/// while they wait, and answer 401 instead of the next row.
+#[derive(Debug, Clone, Copy)]
+pub struct Session {
+    /// Who the token belonged to when the request arrived.
+    pub principal: Principal,
+    token: TokenHash,
+    /// [`crate::events::Bus::revocations_seen`] before the token was checked.
+    revocations_seen: u64,
+}
+
+impl Session {
+    /// True when a revocation may have happened since the token was last
+    /// checked (in this process or, through the bus, another replica).
+    pub fn may_be_revoked(&self, state: &AppState) -> bool {
+        state.bus.revocations_seen() != self.revocations_seen
+    }
+
+    /// Checks the token again: 401 once it no longer belongs to the same
+    /// workspace. The admin token cannot be revoked while serving.
+    pub async fn recheck(&mut self, state: &AppState) -> Result<()> {
+        let seen = state.bus.revocations_seen();
+        if let Principal::Workspace(id) = self.principal {
+            if state.store.workspace_for_token(self.token).await? != Some(id) {
+                return Err(Error::Unauthorized);
+            }
+        }
+        self.revocations_seen = seen;
+        Ok(())
+    }
+}
+
+impl FromRequestParts<AppState> for Session {
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self> {
+        // Read before the check: a revocation committed after it moves
+        // the counter, so the waiter re-checks instead of missing it.
+        let revocations_seen = state.bus.revocations_seen();
+        let token = bearer(parts)?.ok_or(Error::Unauthorized)?;
+        let principal = resolve(state, &token).await?;
+        Ok(Session {
+            principal,
+            token: token.hash(),
+            revocations_seen,
+        })
     }
 }
 

@@ -1,12 +1,15 @@
 //! The one error type of the HTTP layer, its status mapping, and the JSON
 //! extractor whose rejections use the same `{"error": …}` shape.
 
-use axum::extract::rejection::JsonRejection;
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, FailedToBufferBody};
 use axum::extract::{FromRequest, Request};
-use axum::http::StatusCode;
+use axum::http::header::CONTENT_TYPE;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+use serde_json::Value;
 
 use crate::blob::BlobError;
 use crate::store::StoreError;
@@ -186,7 +189,17 @@ impl From<BlobError> for Error {
     }
 }
 
-/// `axum::Json`, with rejections answered as `{"error": …}` 400s.
+/// Largest JSON request body. Bodies are buffered whole before parsing,
+/// so this bounds the memory one request can take.
+pub const JSON_BODY_LIMIT: usize = 2 * 1024 * 1024;
+
+/// `axum::Json`, with rejections answered as `{"error": …}`: 415 without a
+/// JSON content type, 413 over [`JSON_BODY_LIMIT`], 400 for a body that
+/// does not parse or carries a NUL character anywhere.
+///
+/// NUL is refused here, once, for every JSON body: PostgreSQL cannot store
+/// it in text, and refusing it before any handler runs means nothing is
+/// forwarded or written for a request that cannot be answered with success.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Json<T>(pub T);
 
@@ -198,11 +211,33 @@ where
     type Rejection = Error;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        match axum::Json::<T>::from_request(req, state).await {
-            Ok(axum::Json(v)) => Ok(Json(v)),
-            Err(JsonRejection::MissingJsonContentType(_)) => Err(Error::UnsupportedMediaType(
+        if !has_json_content_type(req.headers()) {
+            return Err(Error::UnsupportedMediaType(
                 "expected a JSON body with `Content-Type: application/json`".into(),
-            )),
+            ));
+        }
+        let bytes = match Bytes::from_request(req, state).await {
+            Ok(bytes) => bytes,
+            Err(BytesRejection::FailedToBufferBody(FailedToBufferBody::LengthLimitError(_))) => {
+                return Err(Error::PayloadTooLarge(format!(
+                    "the JSON body is larger than the {} limit",
+                    bytesize::ByteSize(JSON_BODY_LIMIT as u64).display().iec()
+                )))
+            }
+            Err(rejection) => {
+                return Err(Error::BadRequest(format!(
+                    "could not read the request body: {}",
+                    rejection.body_text()
+                )))
+            }
+        };
+        if let Some(field) = nul_field(&bytes) {
+            return Err(Error::BadRequest(format!(
+                "`{field}` must not contain NUL characters (\\u0000)"
+            )));
+        }
+        match axum::Json::<T>::from_bytes(&bytes) {
+            Ok(axum::Json(v)) => Ok(Json(v)),
             Err(rejection) => Err(Error::BadRequest(format!(
                 "invalid JSON body: {}",
                 rejection.body_text()
@@ -211,8 +246,103 @@ where
     }
 }
 
+/// `application/json` or any `application/*+json`, parameters ignored.
+fn has_json_content_type(headers: &HeaderMap) -> bool {
+    let Some(value) = headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok()) else {
+        return false;
+    };
+    let essence = value
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    essence == "application/json"
+        || essence
+            .strip_prefix("application/")
+            .is_some_and(|sub| sub.ends_with("+json"))
+}
+
+/// Where a JSON body carries a NUL character, as a path (`params.message.
+/// parts[0].text`), or `None`. A raw NUL byte is not valid JSON, so only
+/// the `\u0000` escape needs looking for; the full walk runs only when
+/// that escape appears at all.
+pub(crate) fn nul_field(body: &[u8]) -> Option<String> {
+    let escaped = body.windows(6).any(|w| w.eq_ignore_ascii_case(b"\\u0000"));
+    if !escaped {
+        return None;
+    }
+    let value: Value = serde_json::from_slice(body).ok()?;
+    let mut path = String::new();
+    find_nul(&value, &mut path).then(|| {
+        if path.is_empty() {
+            "body".to_owned()
+        } else {
+            path
+        }
+    })
+}
+
+fn find_nul(value: &Value, path: &mut String) -> bool {
+    match value {
+        Value::String(s) => s.contains('\0'),
+        Value::Array(items) => items.iter().enumerate().any(|(i, item)| {
+            let len = path.len();
+            path.push_str(&format!("[{i}]"));
+            let found = find_nul(item, path);
+            if !found {
+                path.truncate(len);
+            }
+            found
+        }),
+        Value::Object(map) => map.iter().any(|(key, item)| {
+            let len = path.len();
+            if !path.is_empty() {
+                path.push('.');
+            }
+            if key.contains('\0') {
+                path.push_str(&key.replace('\0', "\\u0000"));
+                return true;
+            }
+            path.push_str(key);
+            let found = find_nul(item, path);
+            if !found {
+                path.truncate(len);
+            }
+            found
+        }),
+        _ => false,
+    }
+}
+
 impl<T: Serialize> IntoResponse for Json<T> {
     fn into_response(self) -> Response {
         axum::Json(self.0).into_response()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::nul_field;
+
+    #[test]
+    fn nul_is_found_with_its_path() {
+        assert_eq!(
+            nul_field(br#"{"name":"a\u0000b"}"#).as_deref(),
+            Some("name")
+        );
+        assert_eq!(
+            nul_field(br#"{"params":{"message":{"parts":[{"kind":"text","text":"x\u0000"}]}}}"#)
+                .as_deref(),
+            Some("params.message.parts[0].text")
+        );
+        assert_eq!(
+            nul_field(br#"{"a":{"k\u0000":1}}"#).as_deref(),
+            Some("a.k\\u0000")
+        );
+        assert_eq!(nul_field(br#""\u0000""#).as_deref(), Some("body"));
+        // An escaped backslash followed by `u0000` is text, not NUL.
+        assert_eq!(nul_field(br#"{"name":"a\\u0000b"}"#), None);
+        assert_eq!(nul_field(br#"{"name":"plain"}"#), None);
     }
 }

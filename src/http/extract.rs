@@ -1,7 +1,8 @@
-//! Path extractors that parse ids and answer malformed ones with our 400.
+//! Path and query extractors that answer malformed input with our 400.
 
 use axum::extract::{FromRequestParts, Path};
 use axum::http::request::Parts;
+use serde::de::DeserializeOwned;
 
 use super::{Error, Result};
 use crate::domain::{FileId, WorkspaceId};
@@ -40,5 +41,31 @@ impl<S: Send + Sync> FromRequestParts<S> for FilePath {
             ws.parse().map_err(bad_id)?,
             file.parse().map_err(bad_id)?,
         ))
+    }
+}
+
+/// `axum::extract::Query`, with rejections answered as our 400, and a NUL
+/// character in any parameter refused by name (the same rule as JSON
+/// bodies: PostgreSQL cannot compare text with NUL in it).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Query<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for Query<T> {
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self> {
+        let raw = parts.uri.query().unwrap_or("");
+        if let Some((name, _)) = url::form_urlencoded::parse(raw.as_bytes())
+            .find(|(k, v)| k.contains('\0') || v.contains('\0'))
+        {
+            return Err(Error::BadRequest(format!(
+                "the query parameter `{}` must not contain NUL characters (%00)",
+                name.replace('\0', "%00")
+            )));
+        }
+        let axum::extract::Query(v) = axum::extract::Query::<T>::from_request_parts(parts, state)
+            .await
+            .map_err(|e| Error::BadRequest(e.body_text()))?;
+        Ok(Query(v))
     }
 }

@@ -10,6 +10,7 @@ mod error;
 mod extract;
 mod kv;
 mod memories;
+mod multipart;
 mod ops;
 mod pending;
 mod registry;
@@ -32,6 +33,7 @@ use utoipa_axum::routes;
 
 use crate::blob::BlobStore;
 use crate::config::Config;
+use crate::domain::Period;
 use crate::events::Bus;
 use crate::metrics::Metrics;
 use crate::store::Store;
@@ -72,6 +74,8 @@ pub struct AppState {
     pub shutdown: CancellationToken,
     /// The embeddings endpoint of memory recall, when configured.
     pub embedder: Option<crate::memory::Embedder>,
+    /// How long a staged file waits (`config.upload_ttl`, checked).
+    pub upload_ttl: Period,
 }
 
 #[derive(OpenApi)]
@@ -157,6 +161,9 @@ pub fn router(state: AppState) -> Router {
     )
     // The canvas page: no auth, not in the OpenAPI document.
     .merge(canvas::router())
+    // JSON bodies are buffered whole: bounded here (uploads, which stream,
+    // lift it for themselves).
+    .layer(axum::extract::DefaultBodyLimit::max(error::JSON_BODY_LIMIT))
     .route_layer(middleware::from_fn_with_state(state.clone(), track_metrics))
     .fallback(|| async { Error::NotFound("no such route".into()) })
     .layer(

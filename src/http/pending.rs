@@ -3,7 +3,7 @@
 //! acked, expired or another workspace's is the same 404 for everyone.
 
 use axum::body::Body;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::header::{self, HeaderMap, HeaderValue};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -12,7 +12,7 @@ use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
 use serde::{Deserialize, Serialize};
 
 use super::auth::Principal;
-use super::extract::{FilePath, WorkspacePath};
+use super::extract::{FilePath, Query, WorkspacePath};
 use super::{AppState, Error, ErrorBody, Json, Result};
 use crate::domain::{self, FileId};
 use crate::events::{Event, UploadState};
@@ -98,10 +98,9 @@ pub async fn list_pending_uploads(
     State(state): State<AppState>,
     principal: Principal,
     WorkspacePath(id): WorkspacePath,
-    params: std::result::Result<Query<ListParams>, axum::extract::rejection::QueryRejection>,
+    Query(params): Query<ListParams>,
 ) -> Result<Json<Vec<PendingUploadView>>> {
     principal.require_access(id)?;
-    let Query(params) = params.map_err(|e| Error::BadRequest(e.body_text()))?;
     let now = domain::now();
     let rows = match params.include.as_deref() {
         None => state.store.list_pending_uploads(id, now).await?,
@@ -179,24 +178,44 @@ pub async fn get_pending_upload_content(
     let (status, range) = match wanted_range(&headers, size) {
         Wanted::Whole => (StatusCode::OK, None),
         Wanted::Part(start, end) => (StatusCode::PARTIAL_CONTENT, Some((start, end))),
-        Wanted::Unsatisfiable => {
-            let mut response = (
-                StatusCode::RANGE_NOT_SATISFIABLE,
-                axum::Json(ErrorBody::new(format!(
-                    "the range is outside the file's {size} bytes"
-                ))),
-            )
-                .into_response();
-            if let Ok(v) = HeaderValue::from_str(&format!("bytes */{size}")) {
-                response.headers_mut().insert(header::CONTENT_RANGE, v);
-            }
-            return Ok(response);
-        }
+        Wanted::Unsatisfiable => return Ok(range_not_satisfiable(size)),
     };
     let stream = state
         .blobs
         .get(&row.blob_key, range.map(|(s, e)| s..e + 1))
         .await?;
+    note_read(&state, &row, by_workspace, range).await;
+    Ok(content_response(
+        &row,
+        Body::from_stream(stream),
+        status,
+        range,
+    ))
+}
+
+/// The 416 of a range outside the file, with the size it must fit.
+fn range_not_satisfiable(size: u64) -> Response {
+    let mut response = (
+        StatusCode::RANGE_NOT_SATISFIABLE,
+        axum::Json(ErrorBody::new(format!(
+            "the range is outside the file's {size} bytes"
+        ))),
+    )
+        .into_response();
+    if let Ok(v) = HeaderValue::from_str(&format!("bytes */{size}")) {
+        response.headers_mut().insert(header::CONTENT_RANGE, v);
+    }
+    response
+}
+
+/// Counts, logs and (for the workspace's own download) announces a read.
+async fn note_read(
+    state: &AppState,
+    row: &crate::store::PendingUpload,
+    by_workspace: bool,
+    range: Option<(u64, u64)>,
+) {
+    let (id, file_id) = (row.workspace_id, row.file_id);
     if by_workspace {
         state.metrics.fetched.inc();
         tracing::info!(
@@ -215,7 +234,18 @@ pub async fn get_pending_upload_content(
             range = ?range, "upload read by the operator"
         );
     }
-    let mut response = Response::new(Body::from_stream(stream));
+}
+
+/// The download response: the bytes with their type, length, range,
+/// name, checksum and no-cache headers.
+fn content_response(
+    row: &crate::store::PendingUpload,
+    body: Body,
+    status: StatusCode,
+    range: Option<(u64, u64)>,
+) -> Response {
+    let size = row.size as u64;
+    let mut response = Response::new(body);
     *response.status_mut() = status;
     let h = response.headers_mut();
     h.insert(
@@ -246,7 +276,7 @@ pub async fn get_pending_upload_content(
         header::CACHE_CONTROL,
         HeaderValue::from_static("private, no-store"),
     );
-    Ok(response)
+    response
 }
 
 /// Acknowledges delivery; the content is gone afterwards. Idempotent.
@@ -282,5 +312,56 @@ pub async fn ack_pending_upload(
         }
         AckOutcome::AlreadyAcked => Ok(Json(Acked { acked: true })),
         AckOutcome::NotFound => Err(Error::file_not_found()),
+    }
+}
+
+/// Property tests of the Range parser as the download route uses it.
+#[cfg(test)]
+mod props {
+    use axum::http::{header, HeaderMap, HeaderValue};
+    use proptest::prelude::*;
+
+    use super::{wanted_range, Wanted};
+
+    fn with_range(raw: &str) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        if let Ok(value) = HeaderValue::from_str(raw) {
+            headers.insert(header::RANGE, value);
+        }
+        headers
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        /// Any header: a part is always inside the file.
+        #[test]
+        fn any_range_header_yields_a_slice_inside_the_file(raw in "[ -~]{0,40}", size in 0u64..1_000_000) {
+            if let Wanted::Part(start, end) = wanted_range(&with_range(&raw), size) {
+                prop_assert!(start <= end && end < size, "{raw:?} size {size}: {start}-{end}");
+            }
+        }
+
+        /// Generated ranges: exactly the bytes asked for.
+        #[test]
+        fn a_valid_range_is_answered_exactly(size in 1u64..1_000_000, a in any::<u64>(), b in any::<u64>()) {
+            let (start, end) = {
+                let (x, y) = (a % size, b % size);
+                (x.min(y), x.max(y))
+            };
+            let closed = wanted_range(&with_range(&format!("bytes={start}-{end}")), size);
+            prop_assert!(matches!(closed, Wanted::Part(s, e) if s == start && e == end));
+            let open = wanted_range(&with_range(&format!("bytes={start}-")), size);
+            prop_assert!(matches!(open, Wanted::Part(s, e) if s == start && e == size - 1));
+            let suffix = wanted_range(&with_range(&format!("bytes=-{}", end - start + 1)), size);
+            prop_assert!(matches!(suffix, Wanted::Part(s, e) if s == size - (end - start + 1) && e == size - 1));
+        }
+
+        /// Past the end: 416, never a slice.
+        #[test]
+        fn a_range_past_the_end_is_unsatisfiable(size in 0u64..1_000_000, extra in 0u64..1000) {
+            let wanted = wanted_range(&with_range(&format!("bytes={}-", size + extra)), size);
+            prop_assert!(matches!(wanted, Wanted::Unsatisfiable));
+        }
     }
 }

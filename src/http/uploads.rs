@@ -10,10 +10,9 @@
 use std::io;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::body::Body;
-use axum::extract::{FromRequest, Multipart, Request, State};
+use axum::extract::{Request, State};
 use axum::http::header::CONTENT_TYPE;
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -25,11 +24,18 @@ use sha2::{Digest, Sha256};
 
 use super::auth::Principal;
 use super::extract::WorkspacePath;
+use super::multipart::{
+    Framing, FramingGuard, Scanner, Verdict, DRAIN_TIME, FRAMING_ALLOWANCE, MAX_PART_HEADER,
+};
 use super::{AppState, Error, ErrorBody, Result};
 use crate::blob::{upload_key, BlobError, BlobStore};
-use crate::domain::{self, pending_uri, DeliveryMode, FileId, Filename, Mimetype, WorkspaceId};
+use crate::domain::{
+    self, pending_uri, DeliveryMode, FileId, Filename, Mimetype, UploadLimits, WorkspaceId,
+};
 use crate::events::{Event, UploadState};
 use crate::store::{NewActivity, NewPendingUpload};
+
+type Multipart<'a> = multer::Multipart<'a>;
 
 /// Most files accepted in one request.
 pub const MAX_FILES_PER_REQUEST: usize = 100;
@@ -103,6 +109,7 @@ enum Over {
     Request,
 }
 
+/// A file written to the blob store, not yet recorded.
 struct Staged {
     file_id: FileId,
     received_at: chrono::DateTime<chrono::Utc>,
@@ -113,23 +120,111 @@ struct Staged {
     sha256: String,
 }
 
-fn reject(
-    state: &AppState,
-    workspace_id: WorkspaceId,
-    reason: &'static str,
-    filename: Option<&str>,
-    size: u64,
-    err: Error,
-) -> Error {
+/// Why an upload is refused. Each is one metric label, one log line and
+/// one answer, all written once in [`refuse`].
+enum Rejection {
+    /// The body does not parse or ends early (the sentence says where).
+    Malformed(String),
+    /// The framing scanner refused the body.
+    Framing(Framing),
+    /// More than [`MAX_FILES_PER_REQUEST`] files.
+    TooManyFiles,
+    /// A file with no bytes.
+    EmptyFile(Filename),
+    /// A file over the per-file limit.
+    FileTooLarge(Filename),
+    /// The files together over the per-request limit, at this file.
+    RequestTooLarge(Filename),
+    /// No part named `files`.
+    NoFiles,
+    /// The blob store or database failed.
+    Storage(Error),
+}
+
+impl Rejection {
+    /// The `reason` label of `molecule_pending_uploads_rejected_total`.
+    fn reason(&self) -> &'static str {
+        match self {
+            Rejection::Malformed(_) => "malformed",
+            Rejection::Framing(Framing::Body) | Rejection::RequestTooLarge(_) => {
+                "request_too_large"
+            }
+            Rejection::Framing(Framing::PartHeader | Framing::Preamble) => "header_too_large",
+            Rejection::TooManyFiles => "too_many_files",
+            Rejection::EmptyFile(_) => "empty_file",
+            Rejection::FileTooLarge(_) => "file_too_large",
+            Rejection::NoFiles => "no_files",
+            Rejection::Storage(_) => "storage",
+        }
+    }
+
+    /// The file it concerns, if one.
+    fn filename(&self) -> Option<&str> {
+        match self {
+            Rejection::EmptyFile(f)
+            | Rejection::FileTooLarge(f)
+            | Rejection::RequestTooLarge(f) => Some(f.as_str()),
+            _ => None,
+        }
+    }
+
+    /// Whether the client is likely still sending: then what is left of the
+    /// body is read and discarded before answering (the framing guard
+    /// drains by itself).
+    fn drains(&self) -> bool {
+        matches!(
+            self,
+            Rejection::FileTooLarge(_) | Rejection::RequestTooLarge(_)
+        )
+    }
+
+    fn into_error(self, limits: UploadLimits) -> Error {
+        match self {
+            Rejection::Malformed(sentence) => Error::BadRequest(sentence),
+            Rejection::Framing(Framing::Body) => request_too_large(limits.max_request_size),
+            Rejection::Framing(Framing::PartHeader) => Error::BadRequest(format!(
+                "a part's headers are larger than the {} limit",
+                size_str(MAX_PART_HEADER as u64)
+            )),
+            Rejection::Framing(Framing::Preamble) => Error::BadRequest(format!(
+                "the multipart body has more than {} before its first boundary",
+                size_str(MAX_PART_HEADER as u64)
+            )),
+            Rejection::TooManyFiles => {
+                Error::BadRequest(format!("at most {MAX_FILES_PER_REQUEST} files per request"))
+            }
+            Rejection::EmptyFile(f) => Error::BadRequest(format!("file \"{f}\" is empty")),
+            Rejection::FileTooLarge(f) => Error::PayloadTooLarge(format!(
+                "file \"{f}\" is larger than the {} limit per file",
+                size_str(limits.max_file_size)
+            )),
+            Rejection::RequestTooLarge(f) => Error::PayloadTooLarge(format!(
+                "the request is larger than the {} limit per request (at file \"{f}\")",
+                size_str(limits.max_request_size)
+            )),
+            Rejection::NoFiles => {
+                Error::BadRequest("no file: send one or more parts named `files`".into())
+            }
+            Rejection::Storage(e) => e,
+        }
+    }
+}
+
+/// Counts a refusal, logs it and builds its answer (the one place that
+/// does).
+fn reject(state: &AppState, workspace_id: WorkspaceId, rejection: Rejection) -> Error {
+    let reason = rejection.reason();
+    let filename = rejection.filename().map(str::to_owned);
+    let err = rejection.into_error(state.config.limits);
     state.metrics.rejected.with_label_values(&[reason]).inc();
-    tracing::info!(workspace_id = %workspace_id, filename, size, reason, error = %err, "upload rejected");
+    tracing::info!(workspace_id = %workspace_id, filename, reason, error = %err, "upload rejected");
     err
 }
 
 /// Reads and discards what is left of a refused request, so the client gets
 /// to read our answer instead of a reset connection. Bounded in bytes and
 /// time; past either bound the connection is simply closed.
-async fn drain(multipart: &mut Multipart, budget: u64) {
+async fn drain(multipart: &mut Multipart<'static>, budget: u64) {
     let drained = async {
         let mut left = budget;
         while let Ok(Some(mut field)) = multipart.next_field().await {
@@ -141,19 +236,11 @@ async fn drain(multipart: &mut Multipart, budget: u64) {
             }
         }
     };
-    let _ = tokio::time::timeout(Duration::from_secs(30), drained).await;
+    let _ = tokio::time::timeout(DRAIN_TIME, drained).await;
 }
 
 fn size_str(n: u64) -> String {
     ByteSize(n).display().iec().to_string()
-}
-
-/// The 400 of a multipart body that does not parse or ends early.
-fn cut_short(e: axum::extract::multipart::MultipartError) -> Error {
-    Error::BadRequest(format!(
-        "the multipart body is malformed or was cut short: {}",
-        e.body_text()
-    ))
 }
 
 /// The 413 of a request over the per-request limit.
@@ -194,15 +281,13 @@ pub async fn upload_chat_files(
                 .starts_with("multipart/form-data")
         });
     if !is_multipart {
-        return Err(reject(
-            &state,
-            id,
-            "not_multipart",
-            None,
-            0,
-            Error::BadRequest(
-                "expected a multipart/form-data body with one or more parts named `files`".into(),
-            ),
+        state
+            .metrics
+            .rejected
+            .with_label_values(&["not_multipart"])
+            .inc();
+        return Err(Error::BadRequest(
+            "expected a multipart/form-data body with one or more parts named `files`".into(),
         ));
     }
     match (workspace.delivery_mode, workspace.url) {
@@ -251,211 +336,208 @@ impl<S: futures::Stream + Unpin> futures::Stream for OneReadAtATime<S> {
     }
 }
 
+/// Poll mode: read every file into the blob store, then record them all
+/// in one transaction, then announce them. Any refusal on the way deletes
+/// what was written (see [`refuse`]).
 async fn stage_upload(state: &AppState, id: WorkspaceId, req: Request) -> Result<UploadedFiles> {
-    let limits = state.config.limits;
-    let (parts, body) = req.into_parts();
-    let paced = OneReadAtATime {
-        inner: body.into_data_stream(),
-        just_yielded: false,
-    };
-    let req = Request::from_parts(parts, Body::from_stream(paced));
-    let mut multipart = Multipart::from_request(req, &()).await.map_err(|e| {
-        reject(
-            state,
-            id,
-            "malformed",
-            None,
-            0,
-            Error::BadRequest(format!("invalid multipart body: {}", e.body_text())),
-        )
-    })?;
-    let mut guard = StagedBlobs {
+    let mut blobs = StagedBlobs {
         blobs: state.blobs.clone(),
         keys: Vec::new(),
     };
-    let mut staged: Vec<Staged> = Vec::new();
-    let mut request_bytes = 0u64;
-    let drain_budget = limits.max_request_size.saturating_mul(2);
+    let (mut multipart, verdict) = match open_multipart(state, req) {
+        Ok(opened) => opened,
+        Err(rejection) => return Err(reject(state, id, rejection)),
+    };
+    let staged = match read_files(state, id, &mut multipart, &verdict, &mut blobs).await {
+        Ok(staged) => staged,
+        Err(rejection) => {
+            return Err(refuse(state, id, &mut blobs, &mut multipart, rejection).await)
+        }
+    };
+    let activities = match record(state, id, &staged).await {
+        Ok(activities) => activities,
+        Err(e) => {
+            let rejection = Rejection::Storage(e);
+            return Err(refuse(state, id, &mut blobs, &mut multipart, rejection).await);
+        }
+    };
+    blobs.commit();
+    announce(state, id, &staged, &activities).await;
+    Ok(UploadedFiles {
+        files: staged
+            .into_iter()
+            .map(|f| UploadedFile {
+                uri: pending_uri(id, f.file_id),
+                name: f.filename.to_string(),
+                mime_type: f.mimetype.to_string(),
+                size: f.size,
+                sha256: f.sha256,
+            })
+            .collect(),
+    })
+}
 
-    loop {
-        let field = match multipart.next_field().await {
-            Ok(Some(field)) => field,
-            Ok(None) => break,
-            Err(e) => {
-                guard.discard().await;
-                return Err(reject(
-                    state,
-                    id,
-                    "malformed",
-                    None,
-                    request_bytes,
-                    cut_short(e),
-                ));
-            }
-        };
+/// Deletes what the request wrote, drains what the client may still be
+/// sending, then counts, logs and answers the refusal.
+async fn refuse(
+    state: &AppState,
+    id: WorkspaceId,
+    blobs: &mut StagedBlobs,
+    multipart: &mut Multipart<'static>,
+    rejection: Rejection,
+) -> Error {
+    blobs.discard().await;
+    if rejection.drains() {
+        drain(
+            multipart,
+            state.config.limits.max_request_size.saturating_mul(2),
+        )
+        .await;
+    }
+    reject(state, id, rejection)
+}
+
+/// The multipart parser over the body, paced and guarded.
+fn open_multipart(
+    state: &AppState,
+    req: Request,
+) -> std::result::Result<(Multipart<'static>, Verdict), Rejection> {
+    let limits = state.config.limits;
+    let content_type = req
+        .headers()
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let boundary = multer::parse_boundary(content_type)
+        .map_err(|e| Rejection::Malformed(format!("invalid multipart body: {e}")))?;
+    let paced = OneReadAtATime {
+        inner: req.into_body().into_data_stream(),
+        just_yielded: false,
+    };
+    let scanner = Scanner::new(&boundary, limits.max_request_size + FRAMING_ALLOWANCE);
+    let (guarded, verdict) =
+        FramingGuard::new(paced, scanner, limits.max_request_size.saturating_mul(2));
+    Ok((Multipart::new(guarded, boundary), verdict))
+}
+
+/// What a parser error means: the framing guard's verdict if it tripped,
+/// else a malformed body.
+fn parse_failure(verdict: &Verdict, sentence: impl FnOnce() -> String) -> Rejection {
+    match verdict.get() {
+        Some(framing) => Rejection::Framing(framing),
+        None => Rejection::Malformed(sentence()),
+    }
+}
+
+/// Streams every part named `files` into the blob store (other parts are
+/// read and ignored; the framing guard counts them against the limit).
+async fn read_files(
+    state: &AppState,
+    id: WorkspaceId,
+    multipart: &mut Multipart<'static>,
+    verdict: &Verdict,
+    blobs: &mut StagedBlobs,
+) -> std::result::Result<Vec<Staged>, Rejection> {
+    let cut_short = |e: multer::Error| {
+        parse_failure(verdict, || {
+            format!("the multipart body is malformed or was cut short: {e}")
+        })
+    };
+    let mut staged: Vec<Staged> = Vec::new();
+    let mut file_bytes = 0u64;
+    while let Some(mut field) = multipart.next_field().await.map_err(cut_short)? {
         if field.name() != Some("files") {
-            // Other parts are ignored, but they still count against the
-            // request limit so they cannot be used to stream forever.
-            let mut field = field;
-            loop {
-                match field.chunk().await {
-                    Ok(Some(chunk)) => {
-                        request_bytes += chunk.len() as u64;
-                        if request_bytes > limits.max_request_size {
-                            drop(field);
-                            guard.discard().await;
-                            drain(&mut multipart, drain_budget).await;
-                            return Err(reject(
-                                state,
-                                id,
-                                "request_too_large",
-                                None,
-                                request_bytes,
-                                request_too_large(limits.max_request_size),
-                            ));
-                        }
-                    }
-                    Ok(None) => break,
-                    Err(e) => {
-                        guard.discard().await;
-                        return Err(reject(
-                            state,
-                            id,
-                            "malformed",
-                            None,
-                            request_bytes,
-                            cut_short(e),
-                        ));
-                    }
-                }
-            }
+            while field.chunk().await.map_err(cut_short)?.is_some() {}
             continue;
         }
         if staged.len() >= MAX_FILES_PER_REQUEST {
-            drop(field);
-            guard.discard().await;
-            return Err(reject(
-                state,
-                id,
-                "too_many_files",
-                None,
-                request_bytes,
-                Error::BadRequest(format!("at most {MAX_FILES_PER_REQUEST} files per request")),
-            ));
+            return Err(Rejection::TooManyFiles);
         }
-        let filename = Filename::sanitize(field.file_name().unwrap_or(""));
-        let mimetype = Mimetype::parse(field.content_type());
-        let file_id = FileId::new();
-        let key = upload_key(id, file_id);
-        guard.keys.push(key.clone());
-
-        let mut hasher = Sha256::new();
-        let mut size = 0u64;
-        let mut over: Option<Over> = None;
-        let already = request_bytes;
-        let put = {
-            let body = field
-                .map(|chunk| {
-                    let chunk = chunk.map_err(io::Error::other)?;
-                    size += chunk.len() as u64;
-                    if size > limits.max_file_size {
-                        over = Some(Over::File);
-                        return Err(io::Error::other("file over its limit"));
-                    }
-                    if already + size > limits.max_request_size {
-                        over = Some(Over::Request);
-                        return Err(io::Error::other("request over its limit"));
-                    }
-                    hasher.update(&chunk);
-                    Ok(chunk)
-                })
-                .boxed();
-            state.blobs.put(&key, body).await
-        };
-        match put {
-            Ok(_) if size == 0 => {
-                guard.discard().await;
-                return Err(reject(
-                    state,
-                    id,
-                    "empty_file",
-                    Some(filename.as_str()),
-                    0,
-                    Error::BadRequest(format!("file \"{filename}\" is empty")),
-                ));
-            }
-            Ok(_) => {}
-            Err(BlobError::Body(_)) if over.is_some() => {
-                guard.discard().await;
-                drain(&mut multipart, drain_budget).await;
-                let (reason, message) = match over.expect("BUG: checked above") {
-                    Over::File => ("file_too_large", format!(
-                        "file \"{filename}\" is larger than the {} limit per file", size_str(limits.max_file_size)
-                    )),
-                    Over::Request => ("request_too_large", format!(
-                        "the request is larger than the {} limit per request (at file \"{filename}\")",
-                        size_str(limits.max_request_size)
-                    )),
-                };
-                return Err(reject(
-                    state,
-                    id,
-                    reason,
-                    Some(filename.as_str()),
-                    size,
-                    Error::PayloadTooLarge(message),
-                ));
-            }
-            Err(BlobError::Body(e)) => {
-                guard.discard().await;
-                return Err(reject(state, id, "malformed", Some(filename.as_str()), size, Error::BadRequest(format!(
-                    "the multipart body is malformed or was cut short while reading file \"{filename}\": {e}"
-                ))));
-            }
-            Err(e) => {
-                guard.discard().await;
-                return Err(reject(
-                    state,
-                    id,
-                    "storage",
-                    Some(filename.as_str()),
-                    size,
-                    e.into(),
-                ));
-            }
-        }
-        request_bytes += size;
+        let mut file = store_file(state, id, field, file_bytes, verdict, blobs).await?;
+        file_bytes += file.size;
         // Strictly increasing, so the list shows a batch in request order.
-        let mut received_at = domain::now();
         if let Some(prev) = staged.last() {
-            received_at = received_at.max(prev.received_at + chrono::Duration::microseconds(1));
+            file.received_at = file
+                .received_at
+                .max(prev.received_at + chrono::Duration::microseconds(1));
         }
-        staged.push(Staged {
+        staged.push(file);
+    }
+    if staged.is_empty() {
+        return Err(Rejection::NoFiles);
+    }
+    Ok(staged)
+}
+
+/// Streams one part into a new blob while hashing and measuring it; the
+/// limits bite at the first byte over.
+async fn store_file(
+    state: &AppState,
+    id: WorkspaceId,
+    field: multer::Field<'static>,
+    earlier_files: u64,
+    verdict: &Verdict,
+    blobs: &mut StagedBlobs,
+) -> std::result::Result<Staged, Rejection> {
+    let limits = state.config.limits;
+    let filename = Filename::sanitize(field.file_name().unwrap_or(""));
+    let mimetype = Mimetype::parse(field.content_type().map(|m| m.as_ref()));
+    let file_id = FileId::new();
+    let key = upload_key(id, file_id);
+    blobs.keys.push(key.clone());
+
+    let mut hasher = Sha256::new();
+    let mut size = 0u64;
+    let mut over: Option<Over> = None;
+    let put = {
+        let body = field
+            .map(|chunk| {
+                let chunk = chunk.map_err(io::Error::other)?;
+                size += chunk.len() as u64;
+                if size > limits.max_file_size {
+                    over = Some(Over::File);
+                    return Err(io::Error::other("file over its limit"));
+                }
+                if earlier_files + size > limits.max_request_size {
+                    over = Some(Over::Request);
+                    return Err(io::Error::other("request over its limit"));
+                }
+                hasher.update(&chunk);
+                Ok(chunk)
+            })
+            .boxed();
+        state.blobs.put(&key, body).await
+    };
+    match (put, over) {
+        (Ok(_), _) if size == 0 => Err(Rejection::EmptyFile(filename)),
+        (Ok(_), _) => Ok(Staged {
             file_id,
-            received_at,
+            received_at: domain::now(),
             key,
             filename,
             mimetype,
             size,
             sha256: hex::encode(hasher.finalize()),
-        });
+        }),
+        (Err(BlobError::Body(_)), Some(Over::File)) => Err(Rejection::FileTooLarge(filename)),
+        (Err(BlobError::Body(_)), Some(Over::Request)) => Err(Rejection::RequestTooLarge(filename)),
+        (Err(BlobError::Body(e)), None) => Err(parse_failure(verdict, || {
+            format!(
+                "the multipart body is malformed or was cut short while reading file \"{filename}\": {e}"
+            )
+        })),
+        (Err(e), _) => Err(Rejection::Storage(e.into())),
     }
+}
 
-    if staged.is_empty() {
-        return Err(reject(
-            state,
-            id,
-            "no_files",
-            None,
-            request_bytes,
-            Error::BadRequest("no file: send one or more parts named `files`".into()),
-        ));
-    }
-
+/// Records every file and its inbox row in one transaction.
+async fn record(
+    state: &AppState,
+    id: WorkspaceId,
+    staged: &[Staged],
+) -> Result<Vec<crate::store::Activity>> {
     let now = staged.last().map_or_else(domain::now, |f| f.received_at);
-    let expires_at = now
-        + chrono::Duration::from_std(state.config.upload_ttl)
-            .unwrap_or(chrono::Duration::hours(24));
+    let expires_at = state.upload_ttl.after(now);
     let rows: Vec<(NewPendingUpload, NewActivity)> = staged
         .iter()
         .map(|f| {
@@ -488,17 +570,18 @@ async fn stage_upload(state: &AppState, id: WorkspaceId, req: Request) -> Result
             (upload, activity)
         })
         .collect();
-    let activities = match state.store.stage_uploads(id, &rows, now).await {
-        Ok(a) => a,
-        Err(e) => {
-            guard.discard().await;
-            return Err(reject(state, id, "storage", None, request_bytes, e.into()));
-        }
-    };
-    guard.commit();
+    Ok(state.store.stage_uploads(id, &rows, now).await?)
+}
 
+/// Counts, logs and wakes the waiters of files just recorded.
+async fn announce(
+    state: &AppState,
+    id: WorkspaceId,
+    staged: &[Staged],
+    activities: &[crate::store::Activity],
+) {
     let mut events = Vec::with_capacity(2 * staged.len());
-    for (f, activity) in staged.iter().zip(&activities) {
+    for (f, activity) in staged.iter().zip(activities) {
         state.metrics.staged.inc();
         state.metrics.staged_bytes.inc_by(f.size);
         tracing::info!(
@@ -516,18 +599,6 @@ async fn stage_upload(state: &AppState, id: WorkspaceId, req: Request) -> Result
         });
     }
     state.bus.publish_many(events).await;
-    Ok(UploadedFiles {
-        files: staged
-            .into_iter()
-            .map(|f| UploadedFile {
-                uri: pending_uri(id, f.file_id),
-                name: f.filename.to_string(),
-                mime_type: f.mimetype.to_string(),
-                size: f.size,
-                sha256: f.sha256,
-            })
-            .collect(),
-    })
 }
 
 async fn forward_upload(
@@ -542,7 +613,7 @@ async fn forward_upload(
         .cloned()
         .unwrap_or(HeaderValue::from_static("multipart/form-data"));
     // The multipart framing adds a little to the files themselves.
-    let cap = state.config.limits.max_request_size + 64 * 1024;
+    let cap = state.config.limits.max_request_size + FRAMING_ALLOWANCE;
     let over = Arc::new(AtomicBool::new(false));
     let seen_over = over.clone();
     let mut sent = 0u64;
@@ -568,14 +639,13 @@ async fn forward_upload(
         .send()
         .await;
     if over.load(Ordering::SeqCst) {
-        return Err(reject(
-            state,
-            id,
-            "request_too_large",
-            None,
-            cap,
-            request_too_large(state.config.limits.max_request_size),
-        ));
+        state
+            .metrics
+            .rejected
+            .with_label_values(&["request_too_large"])
+            .inc();
+        tracing::info!(workspace_id = %id, reason = "request_too_large", "upload rejected");
+        return Err(request_too_large(state.config.limits.max_request_size));
     }
     let answer = answer.map_err(|e| {
         let e = e.without_url();

@@ -11,6 +11,7 @@ use super::auth::Principal;
 use super::extract::WorkspacePath;
 use super::{AppState, Error, ErrorBody, Json, Result};
 use crate::domain::{self, AuthToken, CallbackUrl, DeliveryMode, WorkspaceId};
+use crate::events::Event;
 use crate::store::{self, Workspace};
 
 /// A workspace is shown online while its last heartbeat is this recent.
@@ -345,6 +346,8 @@ pub async fn delete_workspace(
     if !state.store.delete_workspace(id).await? {
         return Err(Error::workspace_not_found());
     }
+    // Its tokens went with it: end the requests still holding them.
+    state.bus.publish(Event::Revoked { workspace_id: id }).await;
     tracing::info!(workspace_id = %id, "workspace deleted");
     Ok(StatusCode::NO_CONTENT)
 }
@@ -368,6 +371,9 @@ pub async fn rotate_workspace_token(
     {
         return Err(Error::workspace_not_found());
     }
+    // Long polls and streams parked with an old token end with 401 now,
+    // not after their next row.
+    state.bus.publish(Event::Revoked { workspace_id: id }).await;
     tracing::info!(workspace_id = %id, "workspace token rotated; earlier tokens revoked");
     Ok(Json(RotatedToken {
         auth_token: token.expose().to_owned(),

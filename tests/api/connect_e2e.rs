@@ -744,6 +744,235 @@ async fn forward_delivers_to_a_local_agent_and_sends_its_answer_back() {
     .await;
 }
 
+/// A write the server answered 2xx during the chaos run.
+#[derive(Debug, Clone)]
+enum Acknowledged {
+    /// A message queued with this activity id and text.
+    Message { activity_id: i64, text: String },
+    /// A file staged with this id.
+    File { file_id: String },
+}
+
+/// Sends a steady mix of messages and small uploads until `stop`,
+/// recording every one the server answered with a 2xx.
+fn steady_load(
+    base: String,
+    workspace: String,
+    seed: u64,
+    stop: tokio_util::sync::CancellationToken,
+    acknowledged: Arc<Mutex<Vec<Acknowledged>>>,
+) -> tokio::task::JoinHandle<()> {
+    use rand::{Rng, SeedableRng};
+    tokio::spawn(async move {
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(5))
+            .build()
+            .unwrap();
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        let mut n = 0u64;
+        while !stop.is_cancelled() {
+            n += 1;
+            let outcome = if rng.random_bool(0.6) {
+                let text = format!("chaos message {seed}-{n}");
+                let sent = client
+                    .post(format!("{base}/workspaces/{workspace}/a2a"))
+                    .bearer_auth(ADMIN_TOKEN)
+                    .json(&json!({"message": {"parts": [{"kind": "text", "text": text}]}}))
+                    .send()
+                    .await;
+                match sent {
+                    Ok(r) if r.status().is_success() => {
+                        r.json::<Value>().await.ok().map(|v| Acknowledged::Message {
+                            activity_id: v["activity_id"].as_i64().expect("activity_id"),
+                            text,
+                        })
+                    }
+                    _ => None,
+                }
+            } else {
+                let mut bytes = vec![0u8; rng.random_range(1..32 * 1024)];
+                rng.fill_bytes(&mut bytes);
+                let form = reqwest::multipart::Form::new().part(
+                    "files",
+                    reqwest::multipart::Part::bytes(bytes)
+                        .file_name(format!("chaos-{seed}-{n}.bin"))
+                        .mime_str("application/octet-stream")
+                        .unwrap(),
+                );
+                let sent = client
+                    .post(format!("{base}/workspaces/{workspace}/chat/uploads"))
+                    .bearer_auth(ADMIN_TOKEN)
+                    .multipart(form)
+                    .send()
+                    .await;
+                match sent {
+                    Ok(r) if r.status().is_success() => r.json::<Value>().await.ok().map(|v| {
+                        let uri = v["files"][0]["uri"].as_str().expect("uri");
+                        Acknowledged::File {
+                            file_id: file_id(&workspace, uri),
+                        }
+                    }),
+                    _ => None,
+                }
+            };
+            match outcome {
+                Some(write) => acknowledged.lock().unwrap().push(write),
+                // The server is down (killed): try again shortly.
+                None => tokio::time::sleep(Duration::from_millis(20)).await,
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+}
+
+/// Every activity row of `workspace`, following the cursor.
+async fn all_activity(server: &Server, workspace: &str) -> Vec<Value> {
+    let mut rows = Vec::new();
+    let mut since = 0;
+    loop {
+        let page = server
+            .get(&format!(
+                "/workspaces/{workspace}/activity?since_id={since}&limit=500"
+            ))
+            .await;
+        let page = page.as_array().expect("rows").clone();
+        let Some(last) = page.last() else {
+            return rows;
+        };
+        since = last["id"].as_i64().unwrap();
+        rows.extend(page);
+    }
+}
+
+/// kill -9 at seeded random moments under a steady mix of messages,
+/// uploads and (by `molecule connect`) downloads and acks: every write
+/// answered 2xx is there after the restarts, and connect hands each one to
+/// the agent exactly once.
+#[tokio::test]
+async fn kill_9_under_load_loses_no_acknowledged_write_and_delivers_each_once() {
+    use rand::{Rng, SeedableRng};
+    const SEED: u64 = 0x00c4_a05e;
+    const KILLS: usize = 8;
+    bounded(async {
+        let tmp = TempDir::new().unwrap();
+        let mut server = Server::start(&tmp.path().join("server"), free_port()).await;
+        let (ws, token) = server.create_poll_workspace().await;
+        let mut connect =
+            Connect::start(&server, &ws, &token, &tmp.path().join("agent"), &[]).await;
+        let acknowledged = Arc::new(Mutex::new(Vec::new()));
+        let mut rng = rand::rngs::StdRng::seed_from_u64(SEED);
+
+        for round in 0..KILLS {
+            let stop = tokio_util::sync::CancellationToken::new();
+            let load = steady_load(
+                server.url(),
+                ws.clone(),
+                SEED + round as u64,
+                stop.clone(),
+                acknowledged.clone(),
+            );
+            // Some writes land before the kill, whatever the timing.
+            let before = acknowledged.lock().unwrap().len();
+            eventually("writes before the kill", || async {
+                (acknowledged.lock().unwrap().len() > before).then_some(())
+            })
+            .await;
+            tokio::time::sleep(Duration::from_millis(rng.random_range(100..1200))).await;
+            server.kill().await;
+            stop.cancel();
+            load.await.unwrap();
+            server.restart().await;
+        }
+
+        let acknowledged = acknowledged.lock().unwrap().clone();
+        let messages: Vec<(i64, String)> = acknowledged
+            .iter()
+            .filter_map(|w| match w {
+                Acknowledged::Message { activity_id, text } => Some((*activity_id, text.clone())),
+                Acknowledged::File { .. } => None,
+            })
+            .collect();
+        let files: Vec<String> = acknowledged
+            .iter()
+            .filter_map(|w| match w {
+                Acknowledged::File { file_id } => Some(file_id.clone()),
+                Acknowledged::Message { .. } => None,
+            })
+            .collect();
+        assert!(
+            !messages.is_empty() && !files.is_empty(),
+            "{acknowledged:?}"
+        );
+
+        // Present after the restarts.
+        let rows = all_activity(&server, &ws).await;
+        for (activity_id, text) in &messages {
+            let row = rows
+                .iter()
+                .find(|r| r["id"] == *activity_id)
+                .unwrap_or_else(|| panic!("acknowledged message {activity_id} is gone"));
+            assert_eq!(row["data"]["text"], text.as_str());
+        }
+        let every_file = server
+            .get(&format!("/workspaces/{ws}/pending-uploads?include=all"))
+            .await;
+        for fid in &files {
+            assert!(
+                every_file
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|f| f["file_id"] == fid.as_str()),
+                "acknowledged file {fid} is gone"
+            );
+        }
+
+        // Delivered to the agent, each exactly once. A write committed
+        // just before a kill, whose answer never reached the client, may be
+        // delivered too (it is in the database); but nothing twice.
+        let mut seen_messages: Vec<i64> = Vec::new();
+        let mut seen_files: Vec<String> = Vec::new();
+        while !messages.iter().all(|(id, _)| seen_messages.contains(id))
+            || !files.iter().all(|f| seen_files.contains(f))
+        {
+            let line = connect.next_line().await;
+            match line["type"].as_str() {
+                Some("message") => seen_messages.push(line["activity_id"].as_i64().unwrap()),
+                Some("file") => {
+                    assert_eq!(line["acked"], true, "{line}");
+                    seen_files.push(line["file_id"].as_str().unwrap().to_owned());
+                }
+                _ => panic!("unexpected line {line}"),
+            }
+        }
+        connect.assert_quiet().await;
+        let rows = all_activity(&server, &ws).await;
+        for id in &seen_messages {
+            assert_eq!(
+                seen_messages.iter().filter(|s| *s == id).count(),
+                1,
+                "message {id} delivered more than once"
+            );
+            assert!(
+                rows.iter().any(|r| r["id"] == *id),
+                "delivered {id} is not stored"
+            );
+        }
+        for fid in &seen_files {
+            assert_eq!(
+                seen_files.iter().filter(|s| *s == fid).count(),
+                1,
+                "file {fid} delivered more than once"
+            );
+        }
+        let pending = server
+            .get(&format!("/workspaces/{ws}/pending-uploads"))
+            .await;
+        assert_eq!(pending, json!([]), "every file acked");
+    })
+    .await;
+}
+
 impl Connect {
     /// Waits until the logs contain `needle`.
     async fn wait_for_log(&self, needle: &str) {

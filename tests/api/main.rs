@@ -10,6 +10,7 @@ mod canvas;
 mod connect_e2e;
 mod db_down;
 mod disk_full;
+mod hardening;
 mod inbox;
 mod memory;
 mod pending;

@@ -262,7 +262,8 @@ async fn assert_the_loop_survives(
 ) {
     use molecule::sweeper::{SweepConfig, Sweeper};
     let metrics = molecule::metrics::Metrics::new();
-    let hour = std::time::Duration::from_secs(3600);
+    let hour =
+        molecule::domain::Period::new("an hour", std::time::Duration::from_secs(3600)).unwrap();
     let config = SweepConfig {
         ack_retention: hour,
         activity_retention: hour,
