@@ -411,7 +411,8 @@ async fn bad_commits_change_nothing(engine: Engine) {
         (
             json!({"content": "a\u{0}b", "scope": "LOCAL"}),
             StatusCode::BAD_REQUEST,
-            "content must not contain NUL characters",
+            // The JSON extractor's NUL rule answers before the domain's.
+            "`content` must not contain NUL characters (\\u0000)",
         ),
     ];
     for (body, status, error) in cases {
@@ -975,3 +976,150 @@ async fn cli_with_workspace_credentials_and_operator_token() {
     assert!(!ok);
     assert!(err.contains("the token was refused"), "{err}");
 }
+
+async fn create_child(app: &TestApp, name: &str, parent: Option<&Ws>) -> Ws {
+    let mut body = json!({"name": name, "delivery_mode": "poll"});
+    if let Some(p) = parent {
+        body["parent_id"] = json!(p.id);
+    }
+    let (status, body) = app.create_workspace(body).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    Ws {
+        id: body["id"].as_str().unwrap().to_owned(),
+        token: body["auth_token"].as_str().unwrap().to_owned(),
+    }
+}
+
+/// The scope table: LOCAL/TEAM/GLOBAL memories of `me` × self, parent,
+/// child, sibling, cousin, a root of another tree and the operator, for
+/// reads (with and without a query) and writes.
+///
+/// ```text
+/// root ── me ── child        other_root
+///      └─ sib ── cousin
+/// ```
+async fn scope_table(engine: Engine) {
+    let Some(app) = spawn_app(engine).await else {
+        return;
+    };
+    let root = create_child(&app, "root", None).await;
+    let me = create_child(&app, "me", Some(&root)).await;
+    let (_, view) = app
+        .get(&format!("/workspaces/{}", me.id), &app.admin_token)
+        .await;
+    if view["parent_id"] != json!(root.id) {
+        // Workspaces carry no parent before the team tree lands: the
+        // table cannot be built yet (`scope_rules` covers the roots).
+        eprintln!("skipping: workspaces have no parent_id yet");
+        return;
+    }
+    let child = create_child(&app, "child", Some(&me)).await;
+    let sib = create_child(&app, "sib", Some(&root)).await;
+    let cousin = create_child(&app, "cousin", Some(&sib)).await;
+    let other_root = create_child(&app, "other-root", None).await;
+    let local = commit_ok(&app, &me, "a LOCAL fact of me", "LOCAL").await;
+    let team = commit_ok(&app, &me, "a TEAM fact of me", "TEAM").await;
+    // `me` is not a root: GLOBAL is refused; the operator writes it for me.
+    let (status, body) = commit(
+        &app,
+        &me.id,
+        &me.token,
+        json!({"content": "x", "scope": "GLOBAL"}),
+    )
+    .await;
+    assert_eq!(
+        (status, body),
+        (
+            StatusCode::FORBIDDEN,
+            json!({"error": "only a root workspace or the operator may write GLOBAL memories"})
+        )
+    );
+    let (status, body) = commit(
+        &app,
+        &me.id,
+        &app.admin_token,
+        json!({"content": "a GLOBAL fact of me", "scope": "GLOBAL"}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let global = body["id"].as_str().unwrap().to_owned();
+    let set = |ids: &[&String]| -> HashSet<String> { ids.iter().map(|s| (*s).clone()).collect() };
+    let reads = [
+        ("self", &me, set(&[&local, &team, &global])),
+        ("parent", &root, set(&[&team, &global])),
+        ("child", &child, set(&[&team, &global])),
+        ("sibling", &sib, set(&[&team, &global])),
+        ("cousin", &cousin, set(&[&global])),
+        ("another tree's root", &other_root, set(&[&global])),
+    ];
+    for (who, ws, want) in &reads {
+        assert_eq!(&readable_ids(&app, ws).await, want, "reads of {who}");
+        // Narrowed by scope, still only what is readable.
+        for scope in ["LOCAL", "TEAM", "GLOBAL"] {
+            let (status, body) = app
+                .get(
+                    &format!("/workspaces/{}/memories?scope={scope}&q=fact", ws.id),
+                    &ws.token,
+                )
+                .await;
+            assert_eq!(status, StatusCode::OK);
+            for m in body.as_array().unwrap() {
+                assert_eq!(m["scope"], scope, "{who}");
+                assert!(want.contains(m["id"].as_str().unwrap()), "{who} read {m}");
+            }
+        }
+    }
+    // The operator: as `me` it reads what `me` reads; its own view, all.
+    let (_, body) = app
+        .get(
+            &format!("/workspaces/{}/memories?q=fact", me.id),
+            &app.admin_token,
+        )
+        .await;
+    assert_eq!(body.as_array().unwrap().len(), 3);
+    let (_, body) = app
+        .get(
+            &format!("/admin/memories?workspace_id={}", me.id),
+            &app.admin_token,
+        )
+        .await;
+    assert_eq!(body.as_array().unwrap().len(), 3);
+    // Writes: each caller on its own workspace, and on `me`'s.
+    let writes = [
+        ("self", &me, StatusCode::FORBIDDEN),
+        ("parent (a root)", &root, StatusCode::CREATED),
+        ("child", &child, StatusCode::FORBIDDEN),
+        ("sibling", &sib, StatusCode::FORBIDDEN),
+        ("cousin", &cousin, StatusCode::FORBIDDEN),
+        ("another tree's root", &other_root, StatusCode::CREATED),
+    ];
+    for (who, ws, global_status) in writes {
+        for (scope, want) in [
+            ("LOCAL", StatusCode::CREATED),
+            ("TEAM", StatusCode::CREATED),
+            ("GLOBAL", global_status),
+        ] {
+            let (status, body) = commit(
+                &app,
+                &ws.id,
+                &ws.token,
+                json!({"content": "w", "scope": scope}),
+            )
+            .await;
+            assert_eq!(status, want, "{who} writing {scope}: {body}");
+        }
+        if ws.id != me.id {
+            let (status, _) = commit(
+                &app,
+                &me.id,
+                &ws.token,
+                json!({"content": "w", "scope": "LOCAL"}),
+            )
+            .await;
+            assert_eq!(status, StatusCode::UNAUTHORIZED, "{who} writing as me");
+        }
+    }
+    // Rows: the three of `me`, and per caller LOCAL + TEAM (+ GLOBAL for roots).
+    assert_eq!(all_memories(&app).await.len(), 3 + 6 * 2 + 2);
+}
+on_both_engines!(scope_table);
