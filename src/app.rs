@@ -18,6 +18,7 @@ use crate::events::Bus;
 use crate::http::{self, AppState};
 use crate::metrics::Metrics;
 use crate::private_fs;
+use crate::secrets::Sealer;
 use crate::store;
 use crate::sweeper::{SweepConfig, Sweeper};
 
@@ -37,8 +38,13 @@ impl Application {
         let sweep_config = SweepConfig {
             ack_retention: Period::new("--ack-retention", config.ack_retention)?,
             activity_retention: Period::new("--activity-retention", config.activity_retention)?,
+            delegation_stuck_after: Period::new(
+                "--delegation-stuck-after",
+                config.delegation_stuck_after,
+            )?,
             orphan_grace: Period::new("the orphan grace", Duration::from_secs(3600))?,
             interval: config.sweep_interval,
+            offline_after: Period::new("--offline-after", config.offline_after)?,
         };
         let upload_ttl = Period::new("--upload-ttl", config.upload_ttl)?;
         private_fs::prepare_data_dir(&config.data_dir).with_context(|| {
@@ -61,6 +67,12 @@ impl Application {
             .migrate()
             .await
             .context("failed to apply database migrations")?;
+        let secrets_key = match &config.secrets_key {
+            Some(key) => key.clone(),
+            None => crate::secrets::load_or_create_key(&config.data_dir)?,
+        };
+        let sealer = Sealer::new(&secrets_key);
+        sealer.verify(store.as_ref()).await?;
         let blobs = blob::open(
             &config.blob_store,
             store.clone(),
@@ -114,6 +126,7 @@ impl Application {
             http,
             shutdown: CancellationToken::new(),
             embedder,
+            sealer,
             upload_ttl,
         };
         Ok(Self {

@@ -18,7 +18,8 @@ use url::Url;
 
 use crate::http::MAX_WAIT_SECS;
 pub use crate::http::{
-    ActivityView, PendingUploadView, UploadStatsView, UploadedFile, UploadedFiles,
+    ActivityView, DelegationCreated, DelegationStatsView, DelegationView, PendingUploadView,
+    PluginView, SecretView, UploadStatsView, UploadedFile, UploadedFiles,
 };
 
 /// Everything that can go wrong talking to the server.
@@ -98,8 +99,8 @@ pub type Result<T, E = ClientError> = std::result::Result<T, E>;
 
 /// The wire types are the server's own, so the two cannot drift apart.
 pub use crate::http::{
-    Connection, CreatedWorkspace, NewWorkspace, RegisteredWorkspace, RotatedToken, WorkspaceStatus,
-    WorkspaceView as Workspace,
+    Connection, CreatedWorkspace, ImportReport, ImportedWorkspace, NewWorkspace,
+    RegisteredWorkspace, RotatedToken, WorkspaceState, WorkspaceStatus, WorkspaceView as Workspace,
 };
 
 /// Query of `GET /workspaces/:id/activity`.
@@ -441,14 +442,46 @@ impl Client {
         .map(drop)
     }
 
-    /// `DELETE /workspaces/:id`.
-    pub async fn delete_workspace(&self, id: &str) -> Result<()> {
-        self.send(
-            self.request(Method::DELETE, &format!("workspaces/{id}"))
+    /// `DELETE /workspaces/:id` (`?cascade=true` removes its subtree too).
+    pub async fn delete_workspace(&self, id: &str, cascade: bool) -> Result<()> {
+        let path = if cascade {
+            format!("workspaces/{id}?cascade=true")
+        } else {
+            format!("workspaces/{id}")
+        };
+        self.send(self.request(Method::DELETE, &path).timeout(REQUEST_TIMEOUT))
+            .await
+            .map(drop)
+    }
+
+    /// `POST /workspaces/:id/{pause|resume|restart}`.
+    pub async fn lifecycle(&self, id: &str, verb: &str) -> Result<Workspace> {
+        self.json(
+            self.request(Method::POST, &format!("workspaces/{id}/{verb}"))
                 .timeout(REQUEST_TIMEOUT),
         )
         .await
-        .map(drop)
+    }
+
+    /// `POST /org/import`: `template` is YAML or JSON, as `content_type` says.
+    pub async fn import_org(
+        &self,
+        template: String,
+        content_type: &str,
+        dry_run: bool,
+    ) -> Result<ImportReport> {
+        let path = if dry_run {
+            "org/import?dry_run=true"
+        } else {
+            "org/import"
+        };
+        self.json(
+            self.request(Method::POST, path)
+                .header(header::CONTENT_TYPE, content_type)
+                .body(template)
+                .timeout(REQUEST_TIMEOUT),
+        )
+        .await
     }
 
     /// `GET /workspaces/:id/external/connection` (the token shown as `""`).
@@ -684,6 +717,151 @@ impl Client {
     pub async fn stats(&self) -> Result<UploadStatsView> {
         self.json(
             self.request(Method::GET, "admin/pending-uploads/stats")
+                .timeout(REQUEST_TIMEOUT),
+        )
+        .await
+    }
+
+    /// The path of a secret scope: `admin/secrets` (global) or
+    /// `workspaces/:id/secrets`.
+    fn secrets_path(workspace: Option<&str>) -> String {
+        match workspace {
+            Some(id) => format!("workspaces/{id}/secrets"),
+            None => "admin/secrets".to_owned(),
+        }
+    }
+
+    /// `PUT /workspaces/:id/secrets/:KEY` or `PUT /admin/secrets/:KEY`.
+    pub async fn set_secret(
+        &self,
+        workspace: Option<&str>,
+        key: &str,
+        value: &str,
+    ) -> Result<SecretView> {
+        let path = format!("{}/{key}", Self::secrets_path(workspace));
+        self.json(
+            self.request(Method::PUT, &path)
+                .json(&json!({"value": value}))
+                .timeout(REQUEST_TIMEOUT),
+        )
+        .await
+    }
+
+    /// `GET /workspaces/:id/secrets` or `GET /admin/secrets`: keys only.
+    pub async fn list_secrets(&self, workspace: Option<&str>) -> Result<Vec<SecretView>> {
+        self.json(
+            self.request(Method::GET, &Self::secrets_path(workspace))
+                .timeout(REQUEST_TIMEOUT),
+        )
+        .await
+    }
+
+    /// `DELETE /workspaces/:id/secrets/:KEY` or `DELETE /admin/secrets/:KEY`.
+    pub async fn delete_secret(&self, workspace: Option<&str>, key: &str) -> Result<()> {
+        let path = format!("{}/{key}", Self::secrets_path(workspace));
+        self.send(self.request(Method::DELETE, &path).timeout(REQUEST_TIMEOUT))
+            .await
+            .map(drop)
+    }
+
+    /// `PUT /plugins/:name` with a `.tar.gz` body.
+    pub async fn publish_plugin(&self, name: &str, tarball: Vec<u8>) -> Result<PluginView> {
+        self.json(
+            self.request(Method::PUT, &format!("plugins/{name}"))
+                .header(header::CONTENT_TYPE, "application/gzip")
+                .body(tarball)
+                .timeout(Duration::from_secs(600)),
+        )
+        .await
+    }
+
+    /// `GET /plugins`.
+    pub async fn list_plugins(&self) -> Result<Vec<PluginView>> {
+        self.json(
+            self.request(Method::GET, "plugins")
+                .timeout(REQUEST_TIMEOUT),
+        )
+        .await
+    }
+
+    /// `POST /workspaces/:to/delegate`, as the workspace `from` names
+    /// (`X-Workspace-ID`; `None` or `operator` for the operator itself).
+    pub async fn delegate(
+        &self,
+        from: Option<&str>,
+        to: &str,
+        task: &str,
+        idempotency_key: Option<&str>,
+        deadline_s: Option<i64>,
+    ) -> Result<DelegationCreated> {
+        let mut req = self
+            .request(Method::POST, &format!("workspaces/{to}/delegate"))
+            .json(&json!({"task": task, "idempotency_key": idempotency_key, "deadline_s": deadline_s}))
+            .timeout(REQUEST_TIMEOUT);
+        if let Some(from) = from {
+            req = req.header("X-Workspace-ID", from);
+        }
+        self.json(req).await
+    }
+
+    /// `POST /workspaces/:callee/delegations/:did/status`.
+    pub async fn report_delegation(
+        &self,
+        callee: &str,
+        delegation_id: &str,
+        status: &str,
+        result_preview: Option<&str>,
+        error_detail: Option<&str>,
+    ) -> Result<DelegationView> {
+        self.json(
+            self.request(
+                Method::POST,
+                &format!("workspaces/{callee}/delegations/{delegation_id}/status"),
+            )
+            .json(&json!({"status": status, "result_preview": result_preview, "error_detail": error_detail}))
+            .timeout(REQUEST_TIMEOUT),
+        )
+        .await
+    }
+
+    /// `POST /workspaces/:callee/delegations/:did/heartbeat`.
+    pub async fn heartbeat_delegation(
+        &self,
+        callee: &str,
+        delegation_id: &str,
+    ) -> Result<DelegationView> {
+        self.json(
+            self.request(
+                Method::POST,
+                &format!("workspaces/{callee}/delegations/{delegation_id}/heartbeat"),
+            )
+            .timeout(REQUEST_TIMEOUT),
+        )
+        .await
+    }
+
+    /// `GET /admin/delegations?status=&limit=`.
+    pub async fn list_delegations(
+        &self,
+        status: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<DelegationView>> {
+        let mut query = vec![("limit", limit.to_string())];
+        if let Some(s) = status {
+            query.push(("status", s.to_owned()));
+        }
+        self.json(
+            self.request(Method::GET, "admin/delegations")
+                .query(&query)
+                .timeout(REQUEST_TIMEOUT),
+        )
+        .await
+    }
+
+    /// `GET /admin/delegations/stats`.
+    pub async fn delegation_stats(&self) -> Result<DelegationStatsView> {
+        self.json(
+            self.request(Method::GET, "admin/delegations/stats")
                 .timeout(REQUEST_TIMEOUT),
         )
         .await

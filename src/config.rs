@@ -10,7 +10,8 @@ use anyhow::Context;
 use bytesize::ByteSize;
 use clap::Args;
 
-use crate::domain::{AuthToken, UploadLimits};
+use crate::domain::{AuthToken, Tier, UploadLimits};
+use crate::secrets::SecretsKey;
 use crate::serve::ConnLimits;
 
 /// Flags of `molecule serve`.
@@ -70,6 +71,11 @@ pub struct ServeArgs {
     #[arg(long, env = "MOLECULE_ACTIVITY_RETENTION", default_value = "7d", value_parser = humantime::parse_duration)]
     pub activity_retention: Duration,
 
+    /// A dispatched or in-progress delegation whose callee has not reported
+    /// or heartbeated for this long is marked stuck by the sweeper.
+    #[arg(long, env = "MOLECULE_DELEGATION_STUCK_AFTER", default_value = "10m", value_parser = humantime::parse_duration)]
+    pub delegation_stuck_after: Duration,
+
     /// Allow push-mode URLs on loopback, link-local and private networks
     /// (for development and tests; leave off in production: SSRF).
     #[arg(long, env = "MOLECULE_ALLOW_PRIVATE_URLS")]
@@ -88,6 +94,16 @@ pub struct ServeArgs {
     /// The model to ask the embeddings endpoint for.
     #[arg(long, env = "MOLECULE_EMBEDDINGS_MODEL")]
     pub embeddings_model: Option<String>,
+    /// The key secrets are encrypted with at rest: 64 hex characters. If
+    /// unset, one is generated on first start into <data-dir>/secrets-key
+    /// (mode 0600) and reused afterwards. Starting with a different key
+    /// than the secrets were stored with fails at start-up.
+    #[arg(long, env = "MOLECULE_SECRETS_KEY", hide_env_values = true)]
+    pub secrets_key: Option<String>,
+
+    /// Largest accepted plugin tarball (at most 100MiB).
+    #[arg(long, env = "MOLECULE_MAX_PLUGIN_SIZE", default_value = "100MiB")]
+    pub max_plugin_size: ByteSize,
 
     /// Time a client gets to send a complete request head; slower
     /// connections are closed.
@@ -103,6 +119,21 @@ pub struct ServeArgs {
     /// one ends. Keep it under the process's file-descriptor limit.
     #[arg(long, env = "MOLECULE_MAX_CONNECTIONS", default_value = "4096")]
     pub max_connections: usize,
+
+    /// A workspace is online while its last heartbeat is this recent; a
+    /// workspace claiming active tasks whose heartbeat stopped this long
+    /// ago has them reset to 0 by the sweeper (phantom busy).
+    #[arg(long, env = "MOLECULE_OFFLINE_AFTER", default_value = "90s", value_parser = humantime::parse_duration)]
+    pub offline_after: Duration,
+
+    /// Tier (1–4) of a workspace whose create or import request names none.
+    #[arg(long, env = "MOLECULE_DEFAULT_TIER", default_value = "3")]
+    pub default_tier: Tier,
+
+    /// Model of a workspace whose request names none, for every runtime
+    /// except `claude-code` (which runs `sonnet`).
+    #[arg(long, env = "MOLECULE_DEFAULT_MODEL", default_value = crate::domain::DEFAULT_UNIVERSAL_MODEL)]
+    pub default_model: String,
 }
 
 /// Resolved server configuration.
@@ -130,16 +161,28 @@ pub struct Config {
     pub sweep_interval: Duration,
     /// Activity retention.
     pub activity_retention: Duration,
+    /// Silence after which a delegation in flight is stuck.
+    pub delegation_stuck_after: Duration,
     /// SSRF switch.
     pub allow_private_urls: bool,
     /// Separate metrics listener.
     pub metrics_listen: Option<SocketAddr>,
     /// Timeout of calls to push-mode workspaces.
     pub forward_timeout: Duration,
+    /// The secrets key; `None` means "<data-dir>/secrets-key".
+    pub secrets_key: Option<SecretsKey>,
+    /// Largest accepted plugin tarball, in bytes.
+    pub max_plugin_size: u64,
     /// Header read timeout, idle timeout and connection cap.
     pub connections: ConnLimits,
     /// Embeddings endpoint and model of memory recall.
     pub embeddings: Option<EmbeddingsConfig>,
+    /// Heartbeat window of "online", and the phantom-busy threshold.
+    pub offline_after: Duration,
+    /// Tier when a request names none.
+    pub default_tier: Tier,
+    /// Universal default model.
+    pub default_model: String,
 }
 
 /// Where memory vectors come from.
@@ -150,6 +193,9 @@ pub struct EmbeddingsConfig {
     /// The model to ask for.
     pub model: String,
 }
+
+/// Published plugins are never larger than this.
+pub const HARD_MAX_PLUGIN_SIZE: u64 = 100 * 1024 * 1024;
 
 /// The workspace side refuses files above this, so the server never accepts more.
 pub const HARD_MAX_FILE_SIZE: u64 = 25 * 1024 * 1024;
@@ -170,11 +216,17 @@ impl Config {
             ack_retention: Duration::from_secs(3600),
             sweep_interval: Duration::from_secs(300),
             activity_retention: Duration::from_secs(7 * 24 * 3600),
+            delegation_stuck_after: Duration::from_secs(600),
             allow_private_urls: false,
             metrics_listen: None,
             forward_timeout: Duration::from_secs(60),
             embeddings: None,
+            secrets_key: None,
+            max_plugin_size: HARD_MAX_PLUGIN_SIZE,
             connections: ConnLimits::default(),
+            offline_after: crate::domain::DEFAULT_OFFLINE_AFTER,
+            default_tier: Tier::DEFAULT,
+            default_model: crate::domain::DEFAULT_UNIVERSAL_MODEL.to_owned(),
         }
     }
 }
@@ -248,9 +300,28 @@ impl ServeArgs {
             "--max-file-size must be between 1 byte and 25MiB (workspaces refuse larger files)"
         );
         anyhow::ensure!(
+            !self.default_model.trim().is_empty(),
+            "--default-model must not be empty"
+        );
+        anyhow::ensure!(
+            !self.offline_after.is_zero(),
+            "--offline-after must be positive"
+        );
+        anyhow::ensure!(
             self.max_request_size.as_u64() >= 1,
             "--max-request-size must be positive"
         );
+        let max_plugin_size = self.max_plugin_size.as_u64();
+        anyhow::ensure!(
+            (1..=HARD_MAX_PLUGIN_SIZE).contains(&max_plugin_size),
+            "--max-plugin-size must be between 1 byte and 100MiB"
+        );
+        let secrets_key = self
+            .secrets_key
+            .filter(|k| !k.trim().is_empty())
+            .map(|k| SecretsKey::parse(&k))
+            .transpose()
+            .context("--secrets-key / MOLECULE_SECRETS_KEY")?;
         anyhow::ensure!(
             self.max_connections >= 1,
             "--max-connections must be at least 1"
@@ -278,9 +349,12 @@ impl ServeArgs {
             ack_retention: self.ack_retention,
             sweep_interval: self.sweep_interval,
             activity_retention: self.activity_retention,
+            delegation_stuck_after: self.delegation_stuck_after,
             allow_private_urls: self.allow_private_urls,
             metrics_listen: self.metrics_listen,
             forward_timeout: Duration::from_secs(60),
+            secrets_key,
+            max_plugin_size,
             connections: ConnLimits {
                 header_read_timeout: self.header_read_timeout,
                 idle_timeout: self.idle_timeout,
@@ -293,6 +367,9 @@ impl ServeArgs {
                 }),
                 _ => None,
             },
+            offline_after: self.offline_after,
+            default_tier: self.default_tier,
+            default_model: self.default_model.trim().to_owned(),
         })
     }
 }

@@ -2,8 +2,9 @@
 //!
 //! Layers, each depending only on those below it: `cli` and `connect` (the
 //! binary's faces, reaching the server only over HTTP through `client`);
-//! `http`, `sweeper` and `app` (the server); `store` and `blob` (the two
-//! storage seams); `domain` (pure types).
+//! `http`, `sweeper`, `ledger` and `app` (the server), with `secrets` (sealing secret
+//! values) and `plugin_archive` (checking published tarballs); `store` and
+//! `blob` (the two storage seams); `domain` (pure types).
 
 pub mod app;
 pub mod blob;
@@ -15,9 +16,12 @@ pub mod domain;
 pub mod egress;
 pub mod events;
 pub mod http;
+pub mod ledger;
 pub mod memory;
 pub mod metrics;
+pub mod plugin_archive;
 pub mod private_fs;
+pub mod secrets;
 pub mod serve;
 pub mod signal;
 pub mod store;

@@ -16,6 +16,7 @@ use anyhow::Context;
 use serde::Deserialize;
 
 use crate::domain::memory::{cosine_bytes, encode_vector, reciprocal_rank_fusion, SearchTerms};
+use crate::domain::team::{self, Caller};
 use crate::domain::{MemoryId, WorkspaceId};
 use crate::store::{Memory, MemoryFilter, Store, StoreResult};
 
@@ -92,17 +93,34 @@ impl Embedder {
 /// The workspaces whose TEAM memories `caller` may read — the ONE place
 /// the TEAM rule is applied to memory.
 ///
-/// The rule is the communication rule: the caller itself, its parent, its
-/// children and its siblings. Workspaces do not carry a parent yet, so
-/// every workspace is a root and its team is itself.
-pub async fn team_of(_store: &dyn Store, caller: WorkspaceId) -> StoreResult<Vec<WorkspaceId>> {
-    Ok(vec![caller])
+/// The rule is the communication rule ([`team::may_reach`]): the caller
+/// itself, its parent, its children and its siblings. Removed workspaces
+/// are left out (their memories go with them when the sweeper purges them).
+pub async fn team_of(store: &dyn Store, caller: WorkspaceId) -> StoreResult<Vec<WorkspaceId>> {
+    let Some(me) = store.get_workspace(caller).await? else {
+        return Ok(vec![caller]);
+    };
+    let from = Caller::Workspace(me.node());
+    let mut team: Vec<WorkspaceId> = store
+        .list_workspaces()
+        .await?
+        .into_iter()
+        .filter(|w| w.is_live() && team::may_reach(from, w.node()))
+        .map(|w| w.id)
+        .collect();
+    if !team.contains(&caller) {
+        team.push(caller);
+    }
+    Ok(team)
 }
 
 /// Whether `caller` may write GLOBAL memories: root workspaces may (the
 /// operator always may; the HTTP layer checks that).
-pub async fn may_write_global(_store: &dyn Store, _caller: WorkspaceId) -> StoreResult<bool> {
-    Ok(true)
+pub async fn may_write_global(store: &dyn Store, caller: WorkspaceId) -> StoreResult<bool> {
+    Ok(store
+        .get_workspace(caller)
+        .await?
+        .is_some_and(|w| w.parent_id.is_none()))
 }
 
 /// One recalled memory and its fused score.

@@ -31,6 +31,13 @@ pub struct Metrics {
     pub memory_embedding_failures: IntCounter,
     /// Memories whose vector the sweeper back-filled.
     pub memory_embeddings_backfilled: IntCounter,
+    /// Delegation transitions, by the status reached.
+    pub delegations: IntCounterVec,
+    /// Delegation created → completed or failed.
+    pub delegation_seconds: Histogram,
+    /// Workspaces whose `active_tasks` the sweep reset after their
+    /// heartbeat stopped.
+    pub phantom_busy_resets: IntCounter,
     /// Requests by method, route pattern and status.
     pub http_requests: IntCounterVec,
     /// Request latency by method and route pattern.
@@ -85,7 +92,25 @@ impl Metrics {
         for outcome in ["acked", "expired", "error"] {
             swept.with_label_values(&[outcome]);
         }
+        let delegations = counter_vec(
+            "molecule_delegations_total",
+            "Delegation ledger transitions, by the status reached (queued counts creations).",
+            &["status"],
+        );
+        for status in crate::domain::DelegationStatus::ALL {
+            delegations.with_label_values(&[status.as_str()]);
+        }
         Self {
+            delegations,
+            // Agents answer in seconds to hours; deadlines run up to days.
+            delegation_seconds: histogram(
+                "molecule_delegation_duration_seconds",
+                "Time from creating a delegation to its completion or failure.",
+                vec![
+                    0.5, 1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0, 7200.0,
+                    21600.0, 86400.0, 604800.0,
+                ],
+            ),
             staged: counter(
                 "molecule_pending_uploads_staged_total",
                 "Files staged for poll-mode workspaces.",
@@ -129,6 +154,10 @@ impl Metrics {
             memory_embeddings_backfilled: counter(
                 "molecule_memory_embeddings_backfilled_total",
                 "Memories whose vector the sweeper computed after their commit.",
+            ),
+            phantom_busy_resets: counter(
+                "molecule_phantom_busy_resets_total",
+                "Workspaces whose active_tasks the sweeper reset to 0 because their heartbeat stopped while they claimed work.",
             ),
             http_requests: counter_vec(
                 "molecule_http_requests_total",

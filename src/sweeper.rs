@@ -1,12 +1,18 @@
 //! The sweeper: keeps the staging layer and the activity log from growing
-//! without bound.
+//! without bound, and keeps the delegation ledger honest.
 //!
 //! Each pass deletes, in bounded batches, acked uploads past the retention
 //! window, unacked uploads past their deadline, activity rows past the
-//! activity retention, and orphan blobs (no row, older than a grace period
+//! activity retention; fails delegations past their deadline
+//! (`deadline exceeded`), marks silent ones stuck (`no heartbeat for <N>s`)
+//! and purges finished ones past the activity retention; and reaps orphan
+//! blobs (no row, older than a grace period
 //! longer than any upload can take). Rows are deleted before their blobs,
 //! so a crash in between leaves at worst an orphan blob, which a later pass
-//! reaps, and never a row pointing at a missing blob.
+//! reaps, and never a row pointing at a missing blob. It also purges
+//! soft-deleted workspaces past the activity retention, and resets the
+//! `active_tasks` of workspaces whose heartbeat stopped while they claimed
+//! work (phantom busy).
 //!
 //! [`Sweeper::sweep_once`] takes the clock as a parameter so tests choose
 //! the time; [`Sweeper::run`] runs a pass at start-up and then every
@@ -22,7 +28,7 @@ use chrono::{DateTime, Utc};
 use tokio_util::sync::CancellationToken;
 
 use crate::blob::BlobStore;
-use crate::domain::Period;
+use crate::domain::{DelegationStatus, Period};
 use crate::events::{Bus, Event, UploadState};
 use crate::metrics::Metrics;
 use crate::store::{Store, StoreError, SweepReason};
@@ -36,12 +42,16 @@ pub const BATCH: i64 = 500;
 pub struct SweepConfig {
     /// Acked rows older than this go.
     pub ack_retention: Period,
-    /// Activity rows older than this go.
+    /// Activity rows, and finished delegations, older than this go.
     pub activity_retention: Period,
+    /// A delegation in flight silent this long is stuck.
+    pub delegation_stuck_after: Period,
     /// Unreferenced blobs older than this go.
     pub orphan_grace: Period,
     /// Time between passes.
     pub interval: Duration,
+    /// A busy workspace silent this long has its `active_tasks` reset.
+    pub offline_after: Period,
 }
 
 /// What one pass did.
@@ -61,6 +71,16 @@ pub struct SweepOutcome {
     pub kv: u64,
     /// Memories whose vector was back-filled.
     pub embedded: u64,
+    /// Delegations failed for their deadline.
+    pub delegations_failed: u64,
+    /// Delegations marked stuck.
+    pub delegations_stuck: u64,
+    /// Finished delegations purged.
+    pub delegations_purged: u64,
+    /// Workspaces whose phantom `active_tasks` were reset to 0.
+    pub phantom_busy: u64,
+    /// Soft-deleted workspaces purged for good.
+    pub purged: u64,
     /// True when another replica held the sweep lock and this pass did nothing.
     pub skipped: bool,
 }
@@ -177,6 +197,28 @@ impl Sweeper {
         }
         out.kv = self.store.sweep_kv(now).await?;
         out.embedded = self.backfill_embeddings().await?;
+        self.sweep_delegations(now, &mut out).await?;
+        let stale_before = self.config.offline_after.before(now);
+        loop {
+            let reset = self.store.reset_phantom_busy(stale_before, BATCH).await?;
+            for id in &reset {
+                tracing::info!(event = "workspace.phantom_busy_reset", workspace_id = %id, "active tasks of a silent workspace reset to 0");
+            }
+            self.metrics.phantom_busy_resets.inc_by(reset.len() as u64);
+            out.phantom_busy += reset.len() as u64;
+            if (reset.len() as i64) < BATCH {
+                break;
+            }
+        }
+        // A removed workspace is remembered (history, the `deleted` answer
+        // of its state route) as long as its activity would be.
+        loop {
+            let n = self.store.purge_removed(activity_cutoff, BATCH).await?;
+            out.purged += n;
+            if (n as i64) < BATCH {
+                break;
+            }
+        }
         out.orphans = self.reap_orphans(now).await?;
         Ok(out)
     }
@@ -209,6 +251,40 @@ impl Sweeper {
             }
         }
         Ok(done)
+    }
+
+    async fn sweep_delegations(
+        &self,
+        now: DateTime<Utc>,
+        out: &mut SweepOutcome,
+    ) -> Result<(), SweepError> {
+        let silent_before = self.config.delegation_stuck_after.before(now);
+        loop {
+            let moved = self
+                .store
+                .sweep_delegations(now, silent_before, BATCH)
+                .await?;
+            for t in &moved {
+                match t.delegation.status {
+                    DelegationStatus::Failed => out.delegations_failed += 1,
+                    DelegationStatus::Stuck => out.delegations_stuck += 1,
+                    _ => {}
+                }
+                crate::ledger::announce_move(&self.bus, &self.metrics, t).await;
+            }
+            if (moved.len() as i64) < BATCH {
+                break;
+            }
+        }
+        let purge_before = self.config.activity_retention.before(now);
+        loop {
+            let n = self.store.purge_delegations(purge_before, BATCH).await?;
+            out.delegations_purged += n;
+            if (n as i64) < BATCH {
+                break;
+            }
+        }
+        Ok(())
     }
 
     async fn reap_orphans(&self, now: DateTime<Utc>) -> Result<u64, SweepError> {
@@ -265,6 +341,11 @@ impl Sweeper {
                             orphans = out.orphans,
                             kv = out.kv,
                             embedded = out.embedded,
+                            delegations_failed = out.delegations_failed,
+                            delegations_stuck = out.delegations_stuck,
+                            delegations_purged = out.delegations_purged,
+                            phantom_busy = out.phantom_busy,
+                            purged = out.purged,
                             skipped = out.skipped,
                             "sweep pass done"
                         );

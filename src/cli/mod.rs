@@ -1,8 +1,10 @@
 //! The command line: one clap tree for every face of the binary. The
 //! server commands (`serve`, `migrate`, `sweep`) are wired here; the
-//! operator commands live in `operator.rs` and the workspace side in
+//! operator commands live in `operator.rs` (workspaces, messages, uploads)
+//! and `agent.rs` (secrets, plugins), and the workspace side in
 //! `crate::connect`. Both of those reach the server only over HTTP.
 
+pub mod agent;
 pub mod memory;
 pub mod operator;
 
@@ -30,7 +32,7 @@ pub enum Command {
     Serve(ServeArgs),
     /// Apply database migrations and exit.
     Migrate(MigrateArgs),
-    /// Run one sweep pass (uploads, activity, orphan blobs) and exit.
+    /// Run one sweep pass (uploads, activity, delegations, orphan blobs) and exit.
     Sweep(SweepArgs),
     /// Run the workspace side on the agent's machine: register in poll mode,
     /// long-poll the inbox, download files, hand messages to the agent.
@@ -44,6 +46,9 @@ pub enum Command {
     /// Manage workspaces.
     #[command(subcommand)]
     Workspace(operator::WorkspaceCommand),
+    /// Import a team tree from a template.
+    #[command(subcommand)]
+    Org(operator::OrgCommand),
     /// Send a text message to a workspace.
     Send(operator::SendArgs),
     /// Upload files to a workspace, with a progress bar per file.
@@ -57,6 +62,16 @@ pub enum Command {
     /// The key/value memory of a workspace: get, set, delete keys.
     #[command(subcommand)]
     Kv(memory::KvCommand),
+    /// Hand a task from one workspace (or `operator`) to another.
+    Delegate(operator::DelegateArgs),
+    /// List the delegation ledger, newest first (or its figures, --stats).
+    Delegations(operator::DelegationsArgs),
+    /// Manage secrets (per workspace or global); values are never shown.
+    #[command(subcommand)]
+    Secret(agent::SecretCommand),
+    /// Publish and list plugins.
+    #[command(subcommand)]
+    Plugin(agent::PluginCommand),
 }
 
 /// Flags of `molecule migrate`.
@@ -120,12 +135,16 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                     "{}",
                     serde_json::json!({"acked": out.acked, "expired": out.expired, "errors": out.errors,
                         "activity": out.activity, "orphans": out.orphans, "kv": out.kv,
-                        "embedded": out.embedded, "skipped": out.skipped})
+                        "embedded": out.embedded, "skipped": out.skipped,
+                        "delegations_failed": out.delegations_failed, "delegations_stuck": out.delegations_stuck,
+                        "delegations_purged": out.delegations_purged})
                 );
             } else {
                 println!(
-                    "swept {} acked and {} expired uploads, {} activity rows, {} orphan blobs ({} errors){}",
+                    "swept {} acked and {} expired uploads, {} activity rows, {} orphan blobs ({} errors); \
+                     delegations: {} failed past their deadline, {} stuck, {} purged{}",
                     out.acked, out.expired, out.activity, out.orphans, out.errors,
+                    out.delegations_failed, out.delegations_stuck, out.delegations_purged,
                     if out.skipped { "; skipped: another replica is sweeping" } else { "" }
                 );
             }
@@ -134,10 +153,15 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Connect(args) => crate::connect::run(args).await,
         Command::Workspace(cmd) => operator::workspace(cmd).await,
+        Command::Org(cmd) => operator::org(cmd).await,
         Command::Send(args) => operator::send(args).await,
         Command::Upload(args) => operator::upload(args).await,
         Command::Status(args) => operator::status(args).await,
         Command::Memory(cmd) => memory::memory(cmd).await,
         Command::Kv(cmd) => memory::kv(cmd).await,
+        Command::Delegate(args) => operator::delegate(args).await,
+        Command::Delegations(args) => operator::delegations(args).await,
+        Command::Secret(cmd) => agent::secret(cmd).await,
+        Command::Plugin(cmd) => agent::plugin(cmd).await,
     }
 }

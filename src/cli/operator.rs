@@ -1,5 +1,6 @@
-//! Operator commands: `workspace create|list|show|rotate|delete`, `send`,
-//! `upload` (a progress bar per file) and `status`. Each one is a thin
+//! Operator commands: `workspace create|list|show|rotate|delete|pause|
+//! resume|restart`, `org import`, `send`, `upload` (a progress bar per
+//! file), `status`, `delegate` and `delegations`. Each one is a thin
 //! shell over [`crate::client::Client`] with the admin token: it resolves
 //! the server and token, makes one or two calls, and prints either a short
 //! human summary or, with `--json`, the server's answer as JSON.
@@ -33,7 +34,8 @@ pub struct OperatorArgs {
 }
 
 impl OperatorArgs {
-    fn client(&self) -> anyhow::Result<Client> {
+    /// A client with the operator's token.
+    pub(crate) fn client(&self) -> anyhow::Result<Client> {
         let token = match &self.admin_token {
             Some(t) if !t.trim().is_empty() => t.trim().to_owned(),
             _ => {
@@ -52,7 +54,7 @@ impl OperatorArgs {
     }
 
     /// Turns a client error into the sentence an operator can act on.
-    fn explain(&self, e: ClientError) -> anyhow::Error {
+    pub(crate) fn explain(&self, e: ClientError) -> anyhow::Error {
         let server = self.server.trim_end_matches('/');
         match e {
             ClientError::Unauthorized(_) => anyhow::anyhow!(
@@ -69,7 +71,7 @@ impl OperatorArgs {
     }
 }
 
-fn print_json<T: Serialize>(value: &T) -> anyhow::Result<()> {
+pub(crate) fn print_json<T: Serialize>(value: &T) -> anyhow::Result<()> {
     println!(
         "{}",
         serde_json::to_string_pretty(value).context("failed to render JSON")?
@@ -98,7 +100,47 @@ pub enum WorkspaceCommand {
     /// Mint a new token for a workspace (earlier tokens stop working).
     Rotate(IdArgs),
     /// Delete a workspace (revokes its tokens).
-    Delete(IdArgs),
+    Delete(DeleteArgs),
+    /// Pause a workspace (messages and files are still staged for it).
+    Pause(IdArgs),
+    /// Resume a paused workspace.
+    Resume(IdArgs),
+    /// Ask a workspace's agent to restart.
+    Restart(IdArgs),
+}
+
+/// `molecule workspace delete`
+#[derive(Debug, Args)]
+pub struct DeleteArgs {
+    /// The workspace id.
+    pub id: String,
+    /// Also remove every workspace below it.
+    #[arg(long)]
+    pub cascade: bool,
+    /// Server and token.
+    #[command(flatten)]
+    pub op: OperatorArgs,
+}
+
+/// `molecule org …`
+#[derive(Debug, Subcommand)]
+pub enum OrgCommand {
+    /// Create a team tree from a YAML or JSON template (idempotent: what
+    /// exists is skipped).
+    Import(ImportArgs),
+}
+
+/// `molecule org import`
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    /// The template file (`.json` is sent as JSON, anything else as YAML).
+    pub file: PathBuf,
+    /// Show what would be created, without creating anything.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Server and token.
+    #[command(flatten)]
+    pub op: OperatorArgs,
 }
 
 /// `molecule workspace create`
@@ -113,6 +155,18 @@ pub struct CreateArgs {
     /// Its public callback URL (push mode).
     #[arg(long)]
     pub url: Option<String>,
+    /// Its parent workspace's id (omitted: a root).
+    #[arg(long)]
+    pub parent: Option<String>,
+    /// Tier 1–4 (omitted: the server's default tier).
+    #[arg(long)]
+    pub tier: Option<i64>,
+    /// Runtime, e.g. `external` or `claude-code` (omitted: `external`).
+    #[arg(long)]
+    pub runtime: Option<String>,
+    /// Model (omitted: the runtime's default model).
+    #[arg(long)]
+    pub model: Option<String>,
     /// Server and token.
     #[command(flatten)]
     pub op: OperatorArgs,
@@ -161,6 +215,44 @@ pub struct UploadArgs {
     pub op: OperatorArgs,
 }
 
+/// `molecule delegate`
+#[derive(Debug, Args)]
+pub struct DelegateArgs {
+    /// The delegating workspace's id, or `operator`.
+    pub from: String,
+    /// The workspace asked to do it.
+    pub to: String,
+    /// The task.
+    pub task: String,
+    /// Exactly once per caller and key (default: derived from the target,
+    /// the task and the current minute).
+    #[arg(long)]
+    pub key: Option<String>,
+    /// Fail the delegation if it is not finished within this long (e.g. 10m).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub deadline: Option<std::time::Duration>,
+    /// Server and token.
+    #[command(flatten)]
+    pub op: OperatorArgs,
+}
+
+/// `molecule delegations`
+#[derive(Debug, Args)]
+pub struct DelegationsArgs {
+    /// Only this status (queued, dispatched, in_progress, completed, failed, stuck).
+    #[arg(long)]
+    pub status: Option<String>,
+    /// At most this many, newest first.
+    #[arg(long, default_value_t = 50)]
+    pub limit: i64,
+    /// Show the ledger's figures instead of the rows.
+    #[arg(long)]
+    pub stats: bool,
+    /// Server and token.
+    #[command(flatten)]
+    pub op: OperatorArgs,
+}
+
 /// `molecule status`
 #[derive(Debug, Args)]
 pub struct StatusArgs {
@@ -182,6 +274,10 @@ pub async fn workspace(cmd: WorkspaceCommand) -> anyhow::Result<()> {
                     Mode::Poll => crate::domain::DeliveryMode::Poll,
                 },
                 url: args.url.clone(),
+                parent_id: args.parent.clone(),
+                tier: args.tier,
+                runtime: args.runtime.clone(),
+                model: args.model.clone(),
             };
             let created = client
                 .create_workspace(&new)
@@ -192,9 +288,17 @@ pub async fn workspace(cmd: WorkspaceCommand) -> anyhow::Result<()> {
             }
             let w = &created.workspace;
             println!(
-                "created workspace {:?} ({}), {} mode",
-                w.name, w.id, w.delivery_mode
+                "created workspace {:?} ({}), {} mode, tier {}, runtime {}, model {}",
+                w.name,
+                w.id,
+                w.delivery_mode,
+                w.tier,
+                w.runtime,
+                w.model.as_deref().unwrap_or("-")
             );
+            if let Some(parent) = w.parent_id {
+                println!("parent: {parent}");
+            }
             println!("token (shown this once): {}", created.auth_token);
             println!();
             println!("on the agent's machine, run:");
@@ -216,13 +320,7 @@ pub async fn workspace(cmd: WorkspaceCommand) -> anyhow::Result<()> {
                 println!("no workspaces yet: `molecule workspace create --name N --mode poll`");
                 return Ok(());
             }
-            println!("{:<36}  {:<4}  {:<15}  NAME", "ID", "MODE", "STATUS");
-            for w in list {
-                println!(
-                    "{:<36}  {:<4}  {:<15}  {}",
-                    w.id, w.delivery_mode, w.status, w.name
-                );
-            }
+            print!("{}", render_tree(&list));
             Ok(())
         }
         WorkspaceCommand::Show(args) => {
@@ -240,6 +338,20 @@ pub async fn workspace(cmd: WorkspaceCommand) -> anyhow::Result<()> {
             println!("mode:           {}", w.delivery_mode);
             println!("url:            {}", w.url.as_deref().unwrap_or("-"));
             println!("status:         {}", w.status);
+            println!(
+                "parent:         {}",
+                w.parent_id
+                    .map_or_else(|| "-".to_owned(), |p| p.to_string())
+            );
+            println!("children:       {}", w.children.len());
+            println!("tier:           {}", w.tier);
+            println!("runtime:        {}", w.runtime);
+            println!("model:          {}", w.model.as_deref().unwrap_or("-"));
+            println!("active tasks:   {}", w.active_tasks);
+            println!(
+                "current task:   {}",
+                w.current_task.as_deref().unwrap_or("-")
+            );
             println!("created:        {}", w.created_at);
             let beat = w
                 .last_heartbeat_at
@@ -270,7 +382,7 @@ pub async fn workspace(cmd: WorkspaceCommand) -> anyhow::Result<()> {
         WorkspaceCommand::Delete(args) => {
             let op = &args.op;
             op.client()?
-                .delete_workspace(&args.id)
+                .delete_workspace(&args.id, args.cascade)
                 .await
                 .map_err(|e| op.explain(e))?;
             if op.json {
@@ -279,7 +391,163 @@ pub async fn workspace(cmd: WorkspaceCommand) -> anyhow::Result<()> {
             println!("deleted workspace {} (its tokens no longer work)", args.id);
             Ok(())
         }
+        WorkspaceCommand::Pause(args) => lifecycle(args, "pause", "paused").await,
+        WorkspaceCommand::Resume(args) => lifecycle(args, "resume", "resumed").await,
+        WorkspaceCommand::Restart(args) => {
+            lifecycle(
+                args,
+                "restart",
+                "asked to restart (active tasks reset to 0)",
+            )
+            .await
+        }
     }
+}
+
+async fn lifecycle(args: IdArgs, verb: &str, done: &str) -> anyhow::Result<()> {
+    let op = &args.op;
+    let w = op
+        .client()?
+        .lifecycle(&args.id, verb)
+        .await
+        .map_err(|e| op.explain(e))?;
+    if op.json {
+        return print_json(&w);
+    }
+    println!(
+        "workspace {:?} ({}) {done}; status {}",
+        w.name, w.id, w.status
+    );
+    Ok(())
+}
+
+/// The workspace list drawn as a tree: children under their parent,
+/// siblings oldest first, a workspace whose parent is not in the list
+/// shown as a root.
+pub fn render_tree(list: &[crate::client::Workspace]) -> String {
+    use std::collections::{HashMap, HashSet};
+    use std::fmt::Write;
+    let ids: HashSet<_> = list.iter().map(|w| w.id).collect();
+    let mut children: HashMap<_, Vec<&crate::client::Workspace>> = HashMap::new();
+    let mut roots = Vec::new();
+    for w in list {
+        match w.parent_id.filter(|p| ids.contains(p)) {
+            Some(p) => children.entry(p).or_default().push(w),
+            None => roots.push(w),
+        }
+    }
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{:<36}  {:<7}  {:<4}  {:<4}  NAME",
+        "ID", "STATUS", "MODE", "TIER"
+    );
+    fn walk(
+        out: &mut String,
+        w: &crate::client::Workspace,
+        prefix: &str,
+        last: bool,
+        root: bool,
+        children: &HashMap<crate::domain::WorkspaceId, Vec<&crate::client::Workspace>>,
+    ) {
+        let branch = if root {
+            ""
+        } else if last {
+            "└─ "
+        } else {
+            "├─ "
+        };
+        let _ = writeln!(
+            out,
+            "{:<36}  {:<7}  {:<4}  {:<4}  {prefix}{branch}{}",
+            w.id, w.status, w.delivery_mode, w.tier, w.name
+        );
+        let below = if root {
+            String::new()
+        } else if last {
+            format!("{prefix}   ")
+        } else {
+            format!("{prefix}│  ")
+        };
+        let kids = children.get(&w.id).map(Vec::as_slice).unwrap_or_default();
+        for (i, c) in kids.iter().enumerate() {
+            walk(out, c, &below, i + 1 == kids.len(), false, children);
+        }
+    }
+    for r in roots {
+        walk(&mut out, r, "", true, true, &children);
+    }
+    out
+}
+
+/// Runs an org command.
+pub async fn org(cmd: OrgCommand) -> anyhow::Result<()> {
+    match cmd {
+        OrgCommand::Import(args) => {
+            let op = &args.op;
+            let template = std::fs::read_to_string(&args.file)
+                .with_context(|| format!("cannot read {}", args.file.display()))?;
+            let content_type = match args.file.extension().and_then(|e| e.to_str()) {
+                Some("json") => "application/json",
+                _ => "application/yaml",
+            };
+            let report = op
+                .client()?
+                .import_org(template, content_type, args.dry_run)
+                .await
+                .map_err(|e| op.explain(e))?;
+            if op.json {
+                return print_json(&report);
+            }
+            print!("{}", render_import(&report));
+            Ok(())
+        }
+    }
+}
+
+/// The import answer as a table, then the totals sentence and, for created
+/// workspaces, their tokens (shown this once).
+pub fn render_import(report: &crate::client::ImportReport) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{:<8}  {:<36}  {:<36}  {:<4}  {:<12}  NAME",
+        "ACTION", "ID", "PARENT", "TIER", "RUNTIME"
+    );
+    let dash = || "-".to_owned();
+    for w in &report.workspaces {
+        let action = match (w.created, report.dry_run) {
+            (true, true) => "create",
+            (true, false) => "created",
+            (false, _) => "skipped",
+        };
+        let _ = writeln!(
+            out,
+            "{action:<8}  {:<36}  {:<36}  {:<4}  {:<12}  {}",
+            w.id.map_or_else(dash, |i| i.to_string()),
+            w.parent_id.map_or_else(dash, |i| i.to_string()),
+            w.tier,
+            w.runtime,
+            w.name
+        );
+    }
+    let _ = writeln!(out, "{}", report.summary);
+    if report.dry_run {
+        let _ = writeln!(out, "dry run: nothing was written");
+    }
+    let tokens: Vec<_> = report
+        .workspaces
+        .iter()
+        .filter_map(|w| Some((w.id?, w.auth_token.as_deref()?, &w.name)))
+        .collect();
+    if !tokens.is_empty() {
+        let _ = writeln!(out, "\ntokens of the created workspaces (shown this once):");
+        for (id, token, name) in tokens {
+            let _ = writeln!(out, "  {id}  {token}  {name}");
+        }
+    }
+    out
 }
 
 /// Runs `send`.
@@ -387,5 +655,92 @@ pub async fn status(args: StatusArgs) -> anyhow::Result<()> {
     println!("  oldest pending:   {} s", stats.oldest_pending_age_s);
     println!("acked (to sweep):   {}", stats.acked);
     println!("expired (to sweep): {}", stats.expired);
+    Ok(())
+}
+
+/// Runs `delegate`: the operator hands a task to `to` on behalf of `from`.
+pub async fn delegate(args: DelegateArgs) -> anyhow::Result<()> {
+    let op = &args.op;
+    let deadline_s = args.deadline.map(|d| d.as_secs().max(1) as i64);
+    let created = op
+        .client()?
+        .delegate(
+            Some(&args.from),
+            &args.to,
+            &args.task,
+            args.key.as_deref(),
+            deadline_s,
+        )
+        .await
+        .map_err(|e| op.explain(e))?;
+    if op.json {
+        return print_json(&created);
+    }
+    if created.deduplicated {
+        println!(
+            "already delegated as {} ({}); nothing sent again",
+            created.delegation_id, created.status
+        );
+    } else {
+        println!(
+            "delegated as {} ({})",
+            created.delegation_id, created.status
+        );
+    }
+    Ok(())
+}
+
+/// Runs `delegations`: the ledger, newest first, or its figures.
+pub async fn delegations(args: DelegationsArgs) -> anyhow::Result<()> {
+    let op = &args.op;
+    let client = op.client()?;
+    if args.stats {
+        let stats = client.delegation_stats().await.map_err(|e| op.explain(e))?;
+        if op.json {
+            return print_json(&stats);
+        }
+        for (status, n) in &stats.counts {
+            println!("{status:<12} {n}");
+        }
+        let secs = |v: Option<f64>| v.map_or("-".to_owned(), |s| format!("{s:.1} s"));
+        let oldest = stats
+            .oldest_in_flight_age_s
+            .map_or("-".to_owned(), |s| format!("{s} s"));
+        println!("oldest in flight: {oldest}");
+        println!(
+            "completed in 24 h: {} (p50 {}, p95 {})",
+            stats.completed_24h,
+            secs(stats.p50_completion_s),
+            secs(stats.p95_completion_s)
+        );
+        return Ok(());
+    }
+    let rows = client
+        .list_delegations(args.status.as_deref(), args.limit)
+        .await
+        .map_err(|e| op.explain(e))?;
+    if op.json {
+        return print_json(&rows);
+    }
+    if rows.is_empty() {
+        println!("no delegations");
+    }
+    for d in rows {
+        let outcome = d
+            .result_preview
+            .as_deref()
+            .or(d.error_detail.as_deref())
+            .map(|t| crate::domain::truncate_chars(t.lines().next().unwrap_or(""), 60))
+            .unwrap_or_default();
+        println!(
+            "{}  {:<11}  {} → {}  {:?}  {}",
+            d.id,
+            d.status.as_str(),
+            d.caller_id,
+            d.callee_id,
+            crate::domain::truncate_chars(&d.task_preview, 40),
+            outcome
+        );
+    }
     Ok(())
 }

@@ -44,7 +44,19 @@ pub async fn run(ctx: Arc<Ctx>, handoff: Handoff, mut rx: mpsc::UnboundedReceive
         if ctx.stop.is_cancelled() {
             break;
         }
-        let Some(event) = message_event(&ctx, &row).await else {
+        if row.method.as_deref() == Some("delegate") {
+            if super::delegation::handle(&ctx, &handoff, &http, &row).await {
+                ctx.finish(row.id).await;
+                continue;
+            }
+            break;
+        }
+        let event = if row.method.as_deref() == Some("delegation_result") {
+            Some(super::delegation::result_event(&row))
+        } else {
+            message_event(&ctx, &row).await
+        };
+        let Some(event) = event else {
             // A file it names was abandoned at shutdown: retry next run.
             break;
         };

@@ -3,8 +3,9 @@
 //! It registers the workspace in poll mode, heartbeats, and long-polls its
 //! inbox (`GET /workspaces/:id/activity?type=a2a_receive&since_id=…&wait=…`).
 //! Each `chat_upload_receive` row becomes a download ([`download`]) that
-//! runs concurrently with the poll loop; each `message/send` row is handed
-//! to the local agent in arrival order ([`messages`]). The cursor persisted
+//! runs concurrently with the poll loop; each `message/send`, `delegate`
+//! and `delegation_result` row is handed to the local agent in arrival
+//! order ([`messages`], [`delegation`]). The cursor persisted
 //! in `<dir>/.molecule/cursor` ([`cursor`]) only moves past rows that are
 //! handled, so a restart neither skips nor repeats work. A file that
 //! cannot be written is kept in hand and tried again; the server's list of
@@ -16,6 +17,7 @@
 
 mod backoff;
 mod cursor;
+mod delegation;
 mod download;
 mod messages;
 
@@ -610,7 +612,9 @@ async fn dispatch_rows(
         }
         match row.method.as_deref() {
             Some("chat_upload_receive") => start_upload_row(ctx, dispatch, row).await,
-            Some("message/send") => {
+            // Delegations and their results go through the message queue:
+            // the agent gets them in inbox order, one at a time.
+            Some("message/send" | "delegate" | "delegation_result") => {
                 if dispatch.messages.send(row).is_err() {
                     return false;
                 }

@@ -64,6 +64,10 @@ typed_id!(
     /// Identifies one scoped memory (a `memories` row).
     MemoryId
 );
+typed_id!(
+    /// Identifies one delegation (a `delegations` ledger row).
+    DelegationId
+);
 
 #[cfg(test)]
 mod tests {

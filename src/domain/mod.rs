@@ -1,24 +1,46 @@
 //! The vocabulary of molecule: identifiers, delivery modes, sanitized file
-//! names and mimetypes, tokens and limits.
+//! names and mimetypes, tokens and limits, secret and plugin names, the
+//! communication rule between workspaces ([`team`]), the lifecycle of a
+//! workspace (status, tier, runtime, model), org templates and the
+//! delegation status machine.
 //!
 //! Everything here is pure: no I/O, no axum, no sqlx. A value of one of these
 //! types is valid by construction ("parse, don't validate"), so the layers
 //! above never re-check what a type already guarantees.
 
+mod delegation;
 mod filename;
 mod ids;
+mod lifecycle;
 pub mod memory;
 mod mimetype;
 mod mode;
+mod names;
 mod period;
+pub mod team;
+mod template;
 mod token;
 mod url;
 
+pub use delegation::{
+    merge_text, truncate_chars, Caller, DelegationStatus, Refused, StatusError, Transition,
+    PREVIEW_CHARS, TASK_PREVIEW_CHARS,
+};
 pub use filename::Filename;
-pub use ids::{FileId, IdError, MemoryId, WorkspaceId};
+pub use ids::{DelegationId, FileId, IdError, MemoryId, WorkspaceId};
+pub use lifecycle::{
+    default_model, resolve_model, resolve_runtime, HeartbeatError, HeartbeatReport, Liveness,
+    NameError, Tier, TierError, WorkspaceStatus, CLAUDE_CODE, DEFAULT_OFFLINE_AFTER,
+    DEFAULT_RUNTIME, DEFAULT_UNIVERSAL_MODEL,
+};
 pub use mimetype::Mimetype;
 pub use mode::{DeliveryMode, ModeError};
+pub use names::{PluginName, PluginNameError, SecretName, SecretNameError};
 pub use period::{Period, PeriodError, MAX_PERIOD_SECS};
+pub use template::{
+    FlatNode, OrgTemplate, TemplateDefaults, TemplateError, TemplateFormat, TemplateNode,
+    MAX_TEMPLATE_DEPTH, MAX_TEMPLATE_NODES,
+};
 pub use token::{AuthToken, TokenHash};
 pub use url::{is_internal_ip, CallbackUrl, UrlError};
 

@@ -16,9 +16,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use tokio::sync::broadcast::error::RecvError;
 
-use super::auth::{Principal, Session};
+use super::auth::{check_named_caller, require_reach, Principal, Session};
 use super::extract::{Query, WorkspacePath};
 use super::{AppState, Error, ErrorBody, Json, Result};
+use crate::domain::team::Caller;
 use crate::domain::{self, DeliveryMode, WorkspaceId};
 use crate::events::Event;
 use crate::store::{Activity, ActivityPage, ActivityQuery, NewActivity};
@@ -83,11 +84,24 @@ impl From<Activity> for ActivityView {
     }
 }
 
+/// A live workspace: messages and reports to a removed one are refused.
 async fn require_workspace(state: &AppState, id: WorkspaceId) -> Result<crate::store::Workspace> {
     state
         .store
         .get_workspace(id)
         .await?
+        .filter(crate::store::Workspace::is_live)
+        .ok_or_else(Error::workspace_not_found)
+}
+
+/// A workspace, removed ones included: its history stays readable until
+/// the sweeper purges it.
+async fn require_known_workspace(state: &AppState, id: WorkspaceId) -> Result<()> {
+    state
+        .store
+        .get_workspace(id)
+        .await?
+        .map(|_| ())
         .ok_or_else(Error::workspace_not_found)
 }
 
@@ -230,14 +244,17 @@ pub struct Queued {
 
 /// Sends an A2A `message/send` to a workspace: forwarded to a push
 /// workspace (its JSON-RPC answer returned), queued in a poll workspace's
-/// inbox.
+/// inbox. With a workspace token it is a peer call: the caller is the
+/// token's workspace and the communication rule decides whether it may
+/// reach the target (403 otherwise).
 #[utoipa::path(post, path = "/workspaces/{id}/a2a", tag = "messages",
     params(("id" = String, Path, description = "workspace id"),
-           ("X-Source-Workspace-Id" = Option<String>, Header, description = "the sending peer workspace, when a workspace token is used")),
+           ("X-Workspace-ID" = Option<String>, Header, description = "the calling workspace (Molecule's SDK); must be the token's workspace"),
+           ("X-Source-Workspace-Id" = Option<String>, Header, description = "the calling workspace (molecule's clients); must be the token's workspace")),
     request_body(content = Object, description = "JSON-RPC 2.0 message/send (wrapper and messageId optional)"),
     responses((status = 200, description = "push: the workspace's JSON-RPC answer", body = Object),
         (status = 202, body = Queued), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
-        (status = 404, body = ErrorBody), (status = 502, body = ErrorBody)))]
+        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 502, body = ErrorBody)))]
 pub async fn send_a2a_message(
     State(state): State<AppState>,
     principal: Principal,
@@ -245,30 +262,35 @@ pub async fn send_a2a_message(
     headers: HeaderMap,
     Json(body): Json<Value>,
 ) -> Result<Response> {
+    // A peer call: the caller is the token's workspace, which may also name
+    // itself in a header; the target must be within its reach.
     let source = sending_peer(principal, &headers)?;
     let workspace = require_workspace(&state, id).await?;
+    if let Some(own) = source {
+        let caller = require_workspace(&state, own).await?;
+        require_reach(Caller::Workspace(caller.node()), workspace.node())?;
+    }
     let msg = normalize_message_send(body)?;
     let row = inbox_row(id, source, &msg);
+    // A paused workspace is not called: its messages wait in its inbox
+    // (never dropped) and are there when it resumes, whatever its mode.
+    let paused = workspace.paused_at.is_some();
     match (workspace.delivery_mode, workspace.url.as_deref()) {
-        (DeliveryMode::Push, Some(url)) => forward_message(&state, id, url, &msg, row).await,
-        (DeliveryMode::Push, None) => Err(super::workspaces::push_without_url()),
-        (DeliveryMode::Poll, _) => queue_message(&state, id, row).await,
+        (DeliveryMode::Push, Some(url)) if !paused => {
+            forward_message(&state, id, url, &msg, row).await
+        }
+        (DeliveryMode::Push, None) if !paused => Err(super::workspaces::push_without_url()),
+        _ => queue_message(&state, id, row).await,
     }
 }
 
-/// The peer workspace a workspace token sends as (it must name itself in
-/// `X-Source-Workspace-Id`); `None` for the operator.
+/// The peer workspace a workspace token sends as: the token's own (a
+/// header naming another is 401); `None` for the operator.
 fn sending_peer(principal: Principal, headers: &HeaderMap) -> Result<Option<WorkspaceId>> {
     match principal {
         Principal::Operator => Ok(None),
         Principal::Workspace(own) => {
-            let claimed = headers
-                .get("x-source-workspace-id")
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.parse::<WorkspaceId>().ok());
-            if claimed != Some(own) {
-                return Err(Error::Unauthorized);
-            }
+            check_named_caller(headers, own)?;
             Ok(Some(own))
         }
     }
@@ -324,7 +346,10 @@ async fn forward_message(
             record(state, id, &row).await?;
             // The workspace answered: that is contact, as good as a
             // heartbeat (a push agent need not send any).
-            state.store.heartbeat(id, domain::now()).await?;
+            state
+                .store
+                .heartbeat(id, &domain::HeartbeatReport::default(), domain::now())
+                .await?;
             Ok(axum::Json(answer).into_response())
         }
         Err(cause) => {
@@ -495,6 +520,31 @@ pub struct ActivityParams {
     pub limit: Option<i64>,
     /// Seconds to hold the request when nothing matches (0–60).
     pub wait: Option<u64>,
+    /// Only rows sent by this workspace (`source_id` equals it).
+    pub peer_id: Option<String>,
+    /// Only rows created strictly before this RFC 3339 instant.
+    pub before_ts: Option<String>,
+}
+
+/// Parses `before_ts`, rounding sub-microsecond digits up: rows keep
+/// microseconds, and "strictly before 1.5 µs" includes a row at 1 µs.
+fn parse_before_ts(raw: &str) -> Result<DateTime<Utc>> {
+    use chrono::SubsecRound;
+    // An unencoded `+` in a query string arrives as a space.
+    let parsed = DateTime::parse_from_rfc3339(raw)
+        .or_else(|e| DateTime::parse_from_rfc3339(&raw.replace(' ', "+")).map_err(|_| e))
+        .map_err(|e| {
+            Error::BadRequest(format!(
+                "`before_ts` must be an RFC 3339 timestamp such as 2026-01-31T12:00:00Z ({e})"
+            ))
+        })?
+        .with_timezone(&Utc);
+    let truncated = parsed.trunc_subsecs(6);
+    Ok(if truncated < parsed {
+        truncated + chrono::Duration::microseconds(1)
+    } else {
+        truncated
+    })
 }
 
 impl ActivityParams {
@@ -516,9 +566,25 @@ impl ActivityParams {
         if since_id < 0 {
             return Err(Error::BadRequest("`since_id` must not be negative".into()));
         }
+        let source_id = self
+            .peer_id
+            .as_deref()
+            .map(|raw| {
+                raw.parse::<WorkspaceId>()
+                    .map(|p| p.to_string())
+                    .map_err(|e| {
+                        Error::BadRequest(format!("`peer_id` must be a workspace id: {e}"))
+                    })
+            })
+            .transpose()?;
+        let before = self.before_ts.as_deref().map(parse_before_ts).transpose()?;
+        // The long poll re-reads with this same query, so a row that does
+        // not match the filters wakes it but is never answered.
         let query = ActivityQuery {
             since_id,
             activity_type: self.activity_type,
+            source_id,
+            before,
             limit,
         };
         Ok((query, Duration::from_secs(wait)))
@@ -569,7 +635,7 @@ pub async fn list_activity(
 ) -> Result<Json<Vec<ActivityView>>> {
     session.principal.require_access(id)?;
     let (query, wait) = params.into_query()?;
-    require_workspace(&state, id).await?;
+    require_known_workspace(&state, id).await?;
     let deadline = tokio::time::Instant::now() + wait;
     // Watch before each read: a row committed (or a token revoked)
     // between the read and the wait still wakes us.
@@ -615,6 +681,8 @@ impl SseCursor {
         let query = ActivityQuery {
             since_id,
             activity_type: None,
+            source_id: None,
+            before: None,
             limit: MAX_LIMIT,
         };
         match self.state.store.list_activity(self.id, &query).await {
@@ -711,7 +779,7 @@ pub async fn stream_events(
     Query(params): Query<EventParams>,
 ) -> Result<Sse<impl Stream<Item = std::result::Result<SseEvent, Infallible>>>> {
     session.principal.require_operator()?;
-    require_workspace(&state, id).await?;
+    require_known_workspace(&state, id).await?;
     let mut cursor = SseCursor {
         events: state.bus.subscribe(),
         state,

@@ -5,8 +5,10 @@
 use axum::extract::FromRequestParts;
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
+use axum::http::HeaderMap;
 
 use super::{AppState, Error, Result};
+use crate::domain::team::{self, Caller, Node};
 use crate::domain::{AuthToken, TokenHash, WorkspaceId};
 
 /// The authenticated caller.
@@ -60,13 +62,17 @@ fn bearer(parts: &Parts) -> Result<Option<AuthToken>> {
     Ok(Some(AuthToken::from_plaintext(token.trim())))
 }
 
-async fn resolve(state: &AppState, token: &AuthToken) -> Result<Principal> {
-    if token.matches(&state.config.admin_token) {
-        return Ok(Principal::Operator);
-    }
-    match state.store.workspace_for_token(token.hash()).await? {
-        Some(id) => Ok(Principal::Workspace(id)),
-        None => Err(Error::Unauthorized),
+impl Principal {
+    /// Who holds `token`: the operator, a workspace with a live token, or
+    /// nobody (401).
+    pub(super) async fn resolve(state: &AppState, token: &AuthToken) -> Result<Principal> {
+        if token.matches(&state.config.admin_token) {
+            return Ok(Principal::Operator);
+        }
+        match state.store.workspace_for_token(token.hash()).await? {
+            Some(id) => Ok(Principal::Workspace(id)),
+            None => Err(Error::Unauthorized),
+        }
     }
 }
 
@@ -75,7 +81,7 @@ impl FromRequestParts<AppState> for Principal {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self> {
         let token = bearer(parts)?.ok_or(Error::Unauthorized)?;
-        resolve(state, &token).await
+        Principal::resolve(state, &token).await
     }
 }
 
@@ -120,7 +126,7 @@ impl FromRequestParts<AppState> for Session {
         // the counter, so the waiter re-checks instead of missing it.
         let revocations_seen = state.bus.revocations_seen();
         let token = bearer(parts)?.ok_or(Error::Unauthorized)?;
-        let principal = resolve(state, &token).await?;
+        let principal = Principal::resolve(state, &token).await?;
         Ok(Session {
             principal,
             token: token.hash(),
@@ -140,7 +146,44 @@ impl FromRequestParts<AppState> for MaybePrincipal {
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self> {
         match bearer(parts)? {
             None => Ok(MaybePrincipal(None)),
-            Some(token) => Ok(MaybePrincipal(Some(resolve(state, &token).await?))),
+            Some(token) => Ok(MaybePrincipal(Some(
+                Principal::resolve(state, &token).await?,
+            ))),
         }
+    }
+}
+
+/// The headers in which a calling workspace names itself: Molecule's SDK
+/// sends `X-Workspace-ID`, molecule's own clients `X-Source-Workspace-Id`.
+pub const CALLER_HEADERS: [&str; 2] = ["x-workspace-id", "x-source-workspace-id"];
+
+/// Checks that every caller header present names the token's own
+/// workspace: a token of A claiming to be B is 401, like a bad token.
+/// Naming no header at all is fine: the token already says who calls.
+pub fn check_named_caller(headers: &HeaderMap, own: WorkspaceId) -> Result<()> {
+    for name in CALLER_HEADERS {
+        for value in headers.get_all(name) {
+            let named = value
+                .to_str()
+                .ok()
+                .and_then(|v| v.trim().parse::<WorkspaceId>().ok());
+            if named != Some(own) {
+                return Err(Error::Unauthorized);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// 403 naming the communication rule unless `from` may reach `to`.
+pub fn require_reach(from: Caller, to: Node) -> Result<()> {
+    if team::may_reach(from, to) {
+        Ok(())
+    } else {
+        Err(Error::Denied(format!(
+            "workspace {} is out of reach: {}",
+            to.id,
+            team::RULE
+        )))
     }
 }

@@ -30,15 +30,27 @@ pub enum Error {
     /// 403: a workspace token on an operator route.
     #[error("this route is for the operator; a workspace token may not use it")]
     Forbidden,
-    /// 403 with its own sentence: a rule, not the operator-only route.
+    /// 403 with its own sentence: a rule (the communication rule, a memory
+    /// scope), not the operator-only route.
     #[error("{0}")]
     Denied(String),
     /// 404.
     #[error("{0}")]
     NotFound(String),
+    /// 409 with the resource's current status named beside the sentence.
+    #[error("{message}")]
+    StatusConflict {
+        /// The sentence.
+        message: String,
+        /// A delegation's status when a report would move it backwards.
+        current_status: Option<String>,
+    },
+    /// 409: the request conflicts with the current state.
+    #[error("{0}")]
+    Conflict(String),
     /// 409: an optimistic-concurrency check failed.
     #[error("{message}")]
-    Conflict {
+    VersionConflict {
         /// The sentence.
         message: String,
         /// The current version a retry must name.
@@ -78,10 +90,11 @@ impl Error {
         match self {
             Error::BadRequest(_) => StatusCode::BAD_REQUEST,
             Error::Unauthorized => StatusCode::UNAUTHORIZED,
-            Error::Forbidden => StatusCode::FORBIDDEN,
-            Error::Denied(_) => StatusCode::FORBIDDEN,
+            Error::Forbidden | Error::Denied(_) => StatusCode::FORBIDDEN,
             Error::NotFound(_) => StatusCode::NOT_FOUND,
-            Error::Conflict { .. } => StatusCode::CONFLICT,
+            Error::StatusConflict { .. } | Error::Conflict(_) | Error::VersionConflict { .. } => {
+                StatusCode::CONFLICT
+            }
             Error::Gone { .. } => StatusCode::GONE,
             Error::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Error::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -114,9 +127,12 @@ pub struct ErrorBody {
     /// On 410 only: the `since_id` a poller must restart from.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub restart_since_id: Option<i64>,
-    /// On 409 only: the current version a retry must name.
+    /// On a key/value write's 409 only: the current version a retry must name.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub version: Option<i64>,
+    /// On a delegation's 409 only: the status it has.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub current_status: Option<String>,
 }
 
 impl ErrorBody {
@@ -126,6 +142,7 @@ impl ErrorBody {
             error: error.into(),
             restart_since_id: None,
             version: None,
+            current_status: None,
         }
     }
 }
@@ -154,13 +171,18 @@ impl IntoResponse for Error {
             _ => None,
         };
         let version = match &self {
-            Error::Conflict { version, .. } => Some(*version),
+            Error::VersionConflict { version, .. } => Some(*version),
+            _ => None,
+        };
+        let current_status = match &self {
+            Error::StatusConflict { current_status, .. } => current_status.clone(),
             _ => None,
         };
         let body = ErrorBody {
             error: self.to_string(),
             restart_since_id,
             version,
+            current_status,
         };
         (self.status_code(), axum::Json(body)).into_response()
     }
@@ -168,12 +190,23 @@ impl IntoResponse for Error {
 
 impl From<StoreError> for Error {
     fn from(e: StoreError) -> Self {
-        // Unreachable, disk full, I/O failure: the write was not committed,
-        // and a retry may succeed — a 503, never a 500 or a success.
-        if e.is_unavailable() {
-            Error::Unavailable(anyhow::Error::new(e))
-        } else {
-            Error::Internal(anyhow::Error::new(e))
+        match e {
+            StoreError::UnknownParent(parent) => Error::Unprocessable(format!(
+                "parent workspace {parent} does not exist (or was removed)"
+            )),
+            StoreError::Cycle(chain) => Error::Unprocessable(format!(
+                "a workspace cannot be its own ancestor: {}",
+                chain
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(" → ")
+            )),
+            // Unreachable, disk full, I/O failure: the write was not
+            // committed, and a retry may succeed — a 503, never a 500 or a
+            // success.
+            e if e.is_unavailable() => Error::Unavailable(anyhow::Error::new(e)),
+            e => Error::Internal(anyhow::Error::new(e)),
         }
     }
 }

@@ -5,7 +5,7 @@ use axum::http::request::Parts;
 use serde::de::DeserializeOwned;
 
 use super::{Error, Result};
-use crate::domain::{FileId, WorkspaceId};
+use crate::domain::{DelegationId, FileId, WorkspaceId};
 
 /// `/workspaces/{id}/…`
 #[derive(Debug, Clone, Copy)]
@@ -14,6 +14,10 @@ pub struct WorkspacePath(pub WorkspaceId);
 /// `/workspaces/{id}/pending-uploads/{fid}/…`
 #[derive(Debug, Clone, Copy)]
 pub struct FilePath(pub WorkspaceId, pub FileId);
+
+/// `/workspaces/{id}/delegations/{did}/…`
+#[derive(Debug, Clone, Copy)]
+pub struct DelegationPath(pub WorkspaceId, pub DelegationId);
 
 fn bad_id(e: impl std::fmt::Display) -> Error {
     Error::BadRequest(e.to_string())
@@ -40,6 +44,20 @@ impl<S: Send + Sync> FromRequestParts<S> for FilePath {
         Ok(FilePath(
             ws.parse().map_err(bad_id)?,
             file.parse().map_err(bad_id)?,
+        ))
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for DelegationPath {
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self> {
+        let Path((ws, id)) = Path::<(String, String)>::from_request_parts(parts, state)
+            .await
+            .map_err(|e| Error::BadRequest(e.body_text()))?;
+        Ok(DelegationPath(
+            ws.parse().map_err(bad_id)?,
+            id.parse().map_err(bad_id)?,
         ))
     }
 }

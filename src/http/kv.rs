@@ -158,7 +158,7 @@ pub async fn set_key(
     };
     match state.store.kv_set(id, key.as_str(), &write, now).await? {
         KvWritten::Done(entry) => Ok(Json(entry.into())),
-        KvWritten::Conflict { current } => Err(Error::Conflict {
+        KvWritten::Conflict { current } => Err(Error::VersionConflict {
             message: format!(
                 "`if_version` {} does not match the key's current version {current}",
                 body.if_version.unwrap_or_default()

@@ -6,14 +6,20 @@
 mod activity;
 mod auth;
 mod canvas;
+mod delegations;
 mod error;
 mod extract;
 mod kv;
+mod lifecycle;
 mod memories;
 mod multipart;
 mod ops;
+mod org;
+mod peers;
 mod pending;
+mod plugins;
 mod registry;
+mod secrets;
 mod uploads;
 mod workspaces;
 
@@ -36,17 +42,27 @@ use crate::config::Config;
 use crate::domain::Period;
 use crate::events::Bus;
 use crate::metrics::Metrics;
+use crate::secrets::Sealer;
 use crate::store::Store;
 
 pub use activity::{ActivityView, MAX_WAIT_SECS};
 pub use auth::Principal;
+pub use delegations::{
+    DelegationCreated, DelegationStatsView, DelegationView, NewDelegationRequest,
+    StatusReportRequest,
+};
 pub use error::{Error, ErrorBody, Json, Result};
 pub use kv::KvView;
+pub use lifecycle::{DeletedState, WorkspaceState, RESTART_ACTIVITY};
 pub use memories::{CommittedMemory, MemoryView};
 pub use ops::metrics_response as ops_metrics;
 pub use ops::UploadStatsView;
+pub use org::{ImportReport, ImportedWorkspace};
+pub use peers::{DiscoveredPeer, PeerView};
 pub use pending::PendingUploadView;
+pub use plugins::{PluginInstallView, PluginView};
 pub use registry::RegisteredWorkspace;
+pub use secrets::SecretView;
 pub use uploads::{UploadedFile, UploadedFiles};
 pub use workspaces::{
     Connection, ConnectionEnvelope, CreatedWorkspace, NewWorkspace, RotatedToken, WorkspaceStatus,
@@ -74,6 +90,8 @@ pub struct AppState {
     pub shutdown: CancellationToken,
     /// The embeddings endpoint of memory recall, when configured.
     pub embedder: Option<crate::memory::Embedder>,
+    /// Seals and opens secret values.
+    pub sealer: Sealer,
     /// How long a staged file waits (`config.upload_ttl`, checked).
     pub upload_ttl: Period,
 }
@@ -117,6 +135,11 @@ pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
             workspaces::update_workspace,
             workspaces::delete_workspace
         ))
+        .routes(routes!(lifecycle::pause_workspace))
+        .routes(routes!(lifecycle::resume_workspace))
+        .routes(routes!(lifecycle::restart_workspace))
+        .routes(routes!(lifecycle::get_workspace_state))
+        .routes(routes!(org::import_org))
         .routes(routes!(workspaces::rotate_workspace_token))
         .routes(routes!(workspaces::get_workspace_connection))
         .routes(routes!(registry::register_workspace))
@@ -125,6 +148,13 @@ pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(activity::notify_operator))
         .routes(routes!(activity::list_activity, activity::report_activity))
         .routes(routes!(activity::stream_events))
+        .routes(routes!(delegations::create_delegation))
+        .routes(routes!(delegations::report_delegation_status))
+        .routes(routes!(delegations::heartbeat_delegation))
+        .routes(routes!(delegations::list_workspace_delegations))
+        .routes(routes!(delegations::get_delegation))
+        .routes(routes!(delegations::list_all_delegations))
+        .routes(routes!(delegations::get_delegation_stats))
         // Uploads enforce their own limits while streaming; the default
         // body limit (which protects the JSON routes) must not cut them.
         .merge(
@@ -132,6 +162,31 @@ pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
                 .routes(routes!(uploads::upload_chat_files))
                 .layer(axum::extract::DefaultBodyLimit::disable()),
         )
+        // A plugin archive is checked and capped while it streams in.
+        .merge(
+            OpenApiRouter::new()
+                .routes(routes!(plugins::publish_plugin, plugins::delete_plugin))
+                .layer(axum::extract::DefaultBodyLimit::disable()),
+        )
+        .routes(routes!(plugins::list_plugins))
+        .routes(routes!(peers::list_peers))
+        .routes(routes!(peers::discover_peer))
+        .routes(routes!(plugins::download_plugin))
+        .routes(routes!(
+            plugins::record_plugin_install,
+            plugins::list_plugin_installs
+        ))
+        .routes(routes!(
+            secrets::set_workspace_secret,
+            secrets::delete_workspace_secret
+        ))
+        .routes(routes!(secrets::list_workspace_secrets))
+        .routes(routes!(secrets::get_secret_values))
+        .routes(routes!(
+            secrets::set_global_secret,
+            secrets::delete_global_secret
+        ))
+        .routes(routes!(secrets::list_global_secrets))
         .routes(routes!(pending::list_pending_uploads))
         .routes(routes!(pending::get_pending_upload_content))
         .routes(routes!(pending::ack_pending_upload))

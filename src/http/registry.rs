@@ -9,7 +9,7 @@ use serde_json::Value;
 use super::auth::{MaybePrincipal, Principal};
 use super::workspaces::{check_url, push_without_url, WorkspaceView};
 use super::{AppState, Error, ErrorBody, Json, Result};
-use crate::domain::{self, AuthToken, DeliveryMode, WorkspaceId};
+use crate::domain::{self, AuthToken, DeliveryMode, HeartbeatReport, WorkspaceId};
 use crate::store::{Registered, UpdateWorkspace};
 
 /// `POST /registry/register` body.
@@ -17,7 +17,8 @@ use crate::store::{Registered, UpdateWorkspace};
 pub struct Registration {
     /// The workspace id.
     pub id: String,
-    /// Callback URL (push mode).
+    /// Callback URL (push mode). A non-http(s) value such as
+    /// `remote://no-inbound` means "no inbound URL" and is not stored.
     pub url: Option<String>,
     /// `push` or `poll`.
     pub delivery_mode: Option<DeliveryMode>,
@@ -35,13 +36,28 @@ pub struct RegisteredWorkspace {
     /// Present only on a bootstrap registration: shown this once.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auth_token: Option<String>,
+    /// Present when the registration changed nothing: says why.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warning: Option<String>,
 }
 
-/// `POST /registry/heartbeat` body.
+/// `POST /registry/heartbeat` body. Every field but `workspace_id` is
+/// optional; one left out keeps its last reported value.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct Heartbeat {
     /// The workspace id.
     pub workspace_id: String,
+    /// What the agent works on now (≤ 1,000 characters).
+    pub current_task: Option<String>,
+    /// Tasks in flight (0–10,000).
+    pub active_tasks: Option<i64>,
+    /// Share of recent tasks that failed (0.0–1.0); 1.0 shows the
+    /// workspace as `failed`.
+    pub error_rate: Option<f64>,
+    /// One recent error message (≤ 4,000 characters).
+    pub sample_error: Option<String>,
+    /// Seconds since the agent started (≥ 0).
+    pub uptime_seconds: Option<i64>,
 }
 
 /// Heartbeat answer.
@@ -59,8 +75,11 @@ fn parse_id(raw: &str) -> Result<WorkspaceId> {
 }
 
 /// Registers a workspace (marks it online, records its mode, URL and
-/// card). Without a token this is allowed only while the workspace has no
-/// live token: then one is minted and returned once.
+/// card). Without a token this is allowed while the workspace has no live
+/// token: then one is minted and returned once. Without a token while one
+/// is live, nothing changes and the answer carries a `warning` instead of a
+/// token (Molecule's SDK then keeps its cached token). A `url` that is not
+/// http(s) (the SDK's `remote://no-inbound`) means "no inbound URL".
 #[utoipa::path(post, path = "/registry/register", tag = "registry",
     request_body = Registration,
     responses((status = 200, body = RegisteredWorkspace), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
@@ -77,13 +96,14 @@ pub async fn register_workspace(
     let url = reg
         .url
         .as_deref()
-        .filter(|u| !u.trim().is_empty())
+        .filter(|u| is_inbound_url(u))
         .map(|u| check_url(&state, u))
         .transpose()?;
     let current = state
         .store
         .get_workspace(id)
         .await?
+        .filter(crate::store::Workspace::is_live)
         .ok_or_else(Error::workspace_not_found)?;
     let mode = reg.delivery_mode.unwrap_or(current.delivery_mode);
     if mode == DeliveryMode::Push && url.is_none() && current.url.is_none() {
@@ -95,6 +115,7 @@ pub async fn register_workspace(
         delivery_mode: reg.delivery_mode,
         url: url.map(Some),
         agent_card: reg.agent_card,
+        ..UpdateWorkspace::default()
     };
     let now = domain::now();
     match state
@@ -105,20 +126,50 @@ pub async fn register_workspace(
         Registered::Done(w) => {
             tracing::info!(workspace_id = %id, delivery_mode = %w.delivery_mode, bootstrap = minted.is_some(), "workspace registered");
             Ok(Json(RegisteredWorkspace {
-                workspace: WorkspaceView::new(w, now),
+                workspace: WorkspaceView::load(&state, *w).await?,
                 auth_token: minted.map(|t| t.expose().to_owned()),
+                warning: None,
             }))
         }
         Registered::NotFound => Err(Error::workspace_not_found()),
-        Registered::HasLiveToken => Err(Error::Unauthorized),
+        Registered::HasLiveToken => {
+            // Never a second token, and nothing applied: only the holder of
+            // the live token may change the workspace.
+            tracing::info!(workspace_id = %id, "unauthenticated registration of a workspace that has a token: nothing changed");
+            Ok(Json(RegisteredWorkspace {
+                workspace: WorkspaceView::load(&state, current).await?,
+                auth_token: None,
+                warning: Some(HAS_TOKEN_WARNING.into()),
+            }))
+        }
     }
 }
 
-/// Stamps the workspace's heartbeat.
+/// The `warning` of an unauthenticated registration of a workspace that
+/// already has a live token.
+pub const HAS_TOKEN_WARNING: &str = "this workspace already has a live token, so no new token was issued and nothing was changed; keep using your saved token and send it as `Authorization: Bearer <token>` to update the URL or agent card (the operator can rotate a lost token)";
+
+/// True for a URL the server could call back: http or https. Anything else
+/// (Molecule's SDK sends `remote://no-inbound`) means "no inbound URL".
+fn is_inbound_url(raw: &str) -> bool {
+    let raw = raw.trim();
+    if raw.is_empty() {
+        return false;
+    }
+    match raw.split_once("://") {
+        Some((scheme, _)) => {
+            scheme.eq_ignore_ascii_case("http") || scheme.eq_ignore_ascii_case("https")
+        }
+        // Not even scheme-shaped: let the URL check explain what is wrong.
+        None => true,
+    }
+}
+
+/// Stamps the workspace's heartbeat and stores what it reports.
 #[utoipa::path(post, path = "/registry/heartbeat", tag = "registry",
     request_body = Heartbeat,
     responses((status = 200, body = HeartbeatAck), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
-        (status = 404, body = ErrorBody)))]
+        (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn heartbeat_workspace(
     State(state): State<AppState>,
     principal: Principal,
@@ -126,8 +177,16 @@ pub async fn heartbeat_workspace(
 ) -> Result<Json<HeartbeatAck>> {
     let id = parse_id(&beat.workspace_id)?;
     principal.require_access(id)?;
+    let report = HeartbeatReport::parse(
+        beat.current_task,
+        beat.active_tasks,
+        beat.error_rate,
+        beat.sample_error,
+        beat.uptime_seconds,
+    )
+    .map_err(|e| Error::Unprocessable(e.to_string()))?;
     let now = domain::now();
-    if !state.store.heartbeat(id, now).await? {
+    if !state.store.heartbeat(id, &report, now).await? {
         return Err(Error::workspace_not_found());
     }
     Ok(Json(HeartbeatAck {

@@ -270,6 +270,7 @@ pub async fn upload_chat_files(
         .store
         .get_workspace(id)
         .await?
+        .filter(crate::store::Workspace::is_live)
         .ok_or_else(Error::workspace_not_found)?;
     let is_multipart = req
         .headers()
@@ -701,6 +702,9 @@ async fn record_forwarded(state: &AppState, id: WorkspaceId, answer: &Value) -> 
         };
         super::activity::record(state, id, &row).await?;
     }
-    state.store.heartbeat(id, domain::now()).await?;
+    state
+        .store
+        .heartbeat(id, &domain::HeartbeatReport::default(), domain::now())
+        .await?;
     Ok(())
 }

@@ -1,5 +1,10 @@
-//! Workspaces: create, list, show, change, delete, and the connection
-//! block (with token rotation) an operator pastes on the agent's machine.
+//! Workspaces: create, list, show, change, (soft) delete, and the
+//! connection block (with token rotation) an operator pastes on the agent's
+//! machine. Workspaces form a team tree through `parent_id`; the lifecycle
+//! routes (pause, resume, restart, state) live in `lifecycle`.
+
+use std::collections::HashMap;
+use std::time::Duration;
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -8,36 +13,13 @@ use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::Value;
 
 use super::auth::Principal;
-use super::extract::WorkspacePath;
+use super::extract::{Query, WorkspacePath};
 use super::{AppState, Error, ErrorBody, Json, Result};
-use crate::domain::{self, AuthToken, CallbackUrl, DeliveryMode, WorkspaceId};
+use crate::domain::{self, AuthToken, CallbackUrl, DeliveryMode, Tier, WorkspaceId};
 use crate::events::Event;
-use crate::store::{self, Workspace};
+use crate::store::{self, Removal, Workspace};
 
-/// A workspace is shown online while its last heartbeat is this recent.
-pub const ONLINE_WINDOW_SECS: i64 = 90;
-
-/// Whether a workspace's agent is connected, judged by its last heartbeat.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum WorkspaceStatus {
-    /// A heartbeat within the last 90 s.
-    Online,
-    /// Registered once, silent since.
-    Offline,
-    /// Never registered.
-    NeverConnected,
-}
-
-impl std::fmt::Display for WorkspaceStatus {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            WorkspaceStatus::Online => "online",
-            WorkspaceStatus::Offline => "offline",
-            WorkspaceStatus::NeverConnected => "never_connected",
-        })
-    }
-}
+pub use crate::domain::WorkspaceStatus;
 
 /// A workspace as the API shows it (never with a token).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -51,8 +33,37 @@ pub struct WorkspaceView {
     pub delivery_mode: DeliveryMode,
     /// Callback URL of a push workspace.
     pub url: Option<String>,
-    /// `online` (heartbeat within 90 s), `offline`, or `never_connected`.
+    /// `online` (heartbeat within `--offline-after`), `offline`, `paused`,
+    /// `removed` or `failed`.
     pub status: WorkspaceStatus,
+    /// True while the operator has it paused.
+    pub paused: bool,
+    /// Its parent in the team tree; null for a root.
+    #[schema(value_type = Option<String>, format = Uuid)]
+    pub parent_id: Option<WorkspaceId>,
+    /// Ids of its live children, oldest first.
+    #[schema(value_type = Vec<String>)]
+    pub children: Vec<WorkspaceId>,
+    /// The canvas's fold of its subtree.
+    pub collapsed: bool,
+    /// Resource tier, 1–4.
+    #[schema(value_type = i64, minimum = 1, maximum = 4)]
+    pub tier: Tier,
+    /// What runs the agent (`external`, `claude-code`, …).
+    pub runtime: String,
+    /// The model the agent runs.
+    pub model: Option<String>,
+    /// What the agent works on, per its last heartbeat.
+    pub current_task: Option<String>,
+    /// Tasks in flight, per its last heartbeat (reset to 0 by a restart and
+    /// when the heartbeat stops: phantom busy).
+    pub active_tasks: i64,
+    /// Share of recent tasks that failed, per its last heartbeat.
+    pub error_rate: Option<f64>,
+    /// A recent error, per its last heartbeat.
+    pub sample_error: Option<String>,
+    /// Seconds since the agent started, per its last heartbeat.
+    pub uptime_seconds: Option<i64>,
     /// Creation time.
     pub created_at: DateTime<Utc>,
     /// Last change.
@@ -65,25 +76,56 @@ pub struct WorkspaceView {
 }
 
 impl WorkspaceView {
-    /// Renders a stored workspace as of `now`.
-    pub fn new(w: Workspace, now: DateTime<Utc>) -> Self {
-        let status = match w.last_heartbeat_at {
-            None => WorkspaceStatus::NeverConnected,
-            Some(t) if (now - t).num_seconds() <= ONLINE_WINDOW_SECS => WorkspaceStatus::Online,
-            Some(_) => WorkspaceStatus::Offline,
-        };
+    /// Renders a stored workspace with its children as of `now`.
+    pub fn new(
+        w: Workspace,
+        children: Vec<WorkspaceId>,
+        now: DateTime<Utc>,
+        offline_after: Duration,
+    ) -> Self {
+        let status = w.liveness().status(now, offline_after);
         Self {
             id: w.id,
             name: w.name,
             delivery_mode: w.delivery_mode,
             url: w.url,
             status,
+            paused: w.paused_at.is_some(),
+            parent_id: w.parent_id,
+            children,
+            collapsed: w.collapsed,
+            tier: w.tier,
+            runtime: w.runtime,
+            model: w.model,
+            current_task: w.report.current_task,
+            active_tasks: w.report.active_tasks.unwrap_or(0),
+            error_rate: w.report.error_rate,
+            sample_error: w.report.sample_error,
+            uptime_seconds: w.report.uptime_seconds,
             created_at: w.created_at,
             updated_at: w.updated_at,
             last_heartbeat_at: w.last_heartbeat_at,
             agent_card: w.agent_card,
         }
     }
+
+    /// Renders a workspace as of now, reading its children.
+    pub async fn load(state: &AppState, w: Workspace) -> Result<Self> {
+        let children = state.store.child_ids(w.id).await?;
+        Ok(Self::new(
+            w,
+            children,
+            domain::now(),
+            state.config.offline_after,
+        ))
+    }
+}
+
+/// Logs a structured lifecycle event: a JSON line in production whose
+/// `event` field is stable (dashboards and alerts match on it).
+pub(super) fn log_event(event: &'static str, id: WorkspaceId, parent: Option<WorkspaceId>) {
+    let parent = parent.map_or_else(|| "none".to_owned(), |p| p.to_string());
+    tracing::info!(event, workspace_id = %id, parent = %parent, "{event}");
 }
 
 /// What the agent's machine needs to connect.
@@ -125,6 +167,18 @@ pub struct NewWorkspace {
     /// Callback URL; required in push mode.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub url: Option<String>,
+    /// Parent in the team tree (a live workspace); omitted for a root.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent_id: Option<String>,
+    /// Tier 1–4; omitted: `--default-tier`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tier: Option<i64>,
+    /// Runtime; omitted: `external`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runtime: Option<String>,
+    /// Model; omitted: the default model of the runtime.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
 }
 
 /// `POST /workspaces` answer: the workspace, its token (shown once) and its
@@ -158,6 +212,19 @@ pub struct UpdateWorkspace {
     #[serde(default, deserialize_with = "double_option")]
     #[schema(value_type = Option<String>)]
     pub url: Option<Option<String>>,
+    /// New parent, or null to make it a root. It may not be the workspace
+    /// itself or one of its descendants (422).
+    #[serde(default, deserialize_with = "double_option")]
+    #[schema(value_type = Option<String>)]
+    pub parent_id: Option<Option<String>>,
+    /// Fold or unfold its subtree in the canvas.
+    pub collapsed: Option<bool>,
+    /// New tier (1–4).
+    pub tier: Option<i64>,
+    /// New runtime.
+    pub runtime: Option<String>,
+    /// New model.
+    pub model: Option<String>,
 }
 
 /// `{connection}`.
@@ -196,6 +263,29 @@ pub(super) fn push_without_url() -> Error {
     Error::Unprocessable("a push-mode workspace needs a `url` to forward to".into())
 }
 
+pub(super) fn check_tier(raw: i64) -> Result<Tier> {
+    Tier::new(raw).map_err(|e| Error::Unprocessable(e.to_string()))
+}
+
+fn parse_parent(raw: &str) -> Result<WorkspaceId> {
+    raw.parse()
+        .map_err(|e: domain::IdError| Error::BadRequest(format!("`parent_id`: {e}")))
+}
+
+fn unprocessable(e: impl std::fmt::Display) -> Error {
+    Error::Unprocessable(e.to_string())
+}
+
+/// A live workspace, or the 404.
+pub(super) async fn live_workspace(state: &AppState, id: WorkspaceId) -> Result<Workspace> {
+    state
+        .store
+        .get_workspace(id)
+        .await?
+        .filter(Workspace::is_live)
+        .ok_or_else(Error::workspace_not_found)
+}
+
 /// Creates a workspace and mints its first token.
 #[utoipa::path(post, path = "/workspaces", tag = "workspaces",
     request_body = NewWorkspace,
@@ -220,6 +310,14 @@ pub async fn create_workspace(
     if new.delivery_mode == DeliveryMode::Push && url.is_none() {
         return Err(push_without_url());
     }
+    let parent_id = new.parent_id.as_deref().map(parse_parent).transpose()?;
+    let tier = Tier::resolve(
+        new.tier.map(check_tier).transpose()?,
+        state.config.default_tier,
+    );
+    let runtime = domain::resolve_runtime(new.runtime.as_deref()).map_err(unprocessable)?;
+    let model = domain::resolve_model(new.model.as_deref(), &runtime, &state.config.default_model)
+        .map_err(unprocessable)?;
     let id = WorkspaceId::new();
     let token = AuthToken::generate();
     let now = domain::now();
@@ -231,35 +329,67 @@ pub async fn create_workspace(
                 name,
                 delivery_mode: new.delivery_mode,
                 url,
+                parent_id,
+                tier,
+                runtime,
+                model,
             },
             token.hash(),
             now,
         )
         .await?;
-    tracing::info!(workspace_id = %id, delivery_mode = %new.delivery_mode, "workspace created");
+    log_event("workspace.created", id, parent_id);
     Ok((
         StatusCode::CREATED,
         Json(CreatedWorkspace {
-            workspace: WorkspaceView::new(stored, now),
+            workspace: WorkspaceView::new(stored, Vec::new(), now, state.config.offline_after),
             auth_token: token.expose().to_owned(),
             connection: Connection::new(&state.public_url, id, Some(&token)),
         }),
     ))
 }
 
-/// Lists every workspace, oldest first.
+/// Query of `GET /workspaces`.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+pub struct ListParams {
+    /// Only the children of this workspace; empty: only the roots.
+    pub parent_id: Option<String>,
+}
+
+/// Lists the live workspaces, oldest first (removed ones are not listed);
+/// `?parent_id=` keeps only the children of one workspace, `?parent_id=`
+/// with no value only the roots.
 #[utoipa::path(get, path = "/workspaces", tag = "workspaces",
-    responses((status = 200, body = [WorkspaceView]), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
+    params(ListParams),
+    responses((status = 200, body = [WorkspaceView]), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
 pub async fn list_workspaces(
     State(state): State<AppState>,
     principal: Principal,
+    Query(params): Query<ListParams>,
 ) -> Result<Json<Vec<WorkspaceView>>> {
     principal.require_operator()?;
+    let filter = match params.parent_id.as_deref().map(str::trim) {
+        None => None,
+        Some("") => Some(None),
+        Some(raw) => Some(Some(parse_parent(raw)?)),
+    };
     let now = domain::now();
     let all = state.store.list_workspaces().await?;
+    // Children from the same snapshot, so the tree drawn from one answer
+    // is consistent.
+    let mut children: HashMap<WorkspaceId, Vec<WorkspaceId>> = HashMap::new();
+    for w in &all {
+        if let Some(p) = w.parent_id {
+            children.entry(p).or_default().push(w.id);
+        }
+    }
     Ok(Json(
         all.into_iter()
-            .map(|w| WorkspaceView::new(w, now))
+            .filter(|w| filter.is_none_or(|f| w.parent_id == f))
+            .map(|w| {
+                let kids = children.remove(&w.id).unwrap_or_default();
+                WorkspaceView::new(w, kids, now, state.config.offline_after)
+            })
             .collect(),
     ))
 }
@@ -274,15 +404,12 @@ pub async fn get_workspace(
     WorkspacePath(id): WorkspacePath,
 ) -> Result<Json<WorkspaceView>> {
     principal.require_access(id)?;
-    let w = state
-        .store
-        .get_workspace(id)
-        .await?
-        .ok_or_else(Error::workspace_not_found)?;
-    Ok(Json(WorkspaceView::new(w, domain::now())))
+    let w = live_workspace(&state, id).await?;
+    Ok(Json(WorkspaceView::load(&state, w).await?))
 }
 
-/// Changes a workspace's name, mode or URL.
+/// Changes a workspace's name, mode, URL, parent, fold, tier, runtime or
+/// model.
 #[utoipa::path(patch, path = "/workspaces/{id}", tag = "workspaces",
     params(("id" = String, Path, description = "workspace id")),
     request_body = UpdateWorkspace,
@@ -295,12 +422,27 @@ pub async fn update_workspace(
     Json(update): Json<UpdateWorkspace>,
 ) -> Result<Json<WorkspaceView>> {
     principal.require_operator()?;
-    let current = state
-        .store
-        .get_workspace(id)
-        .await?
-        .ok_or_else(Error::workspace_not_found)?;
+    let current = live_workspace(&state, id).await?;
     let name = update.name.as_deref().map(check_name).transpose()?;
+    let parent_id = match update.parent_id.as_ref() {
+        None => None,
+        Some(None) => Some(None),
+        Some(Some(raw)) if raw.trim().is_empty() => Some(None),
+        Some(Some(raw)) => Some(Some(parse_parent(raw)?)),
+    };
+    let tier = update.tier.map(check_tier).transpose()?;
+    let runtime = update
+        .runtime
+        .as_deref()
+        .map(|r| domain::resolve_runtime(Some(r)))
+        .transpose()
+        .map_err(unprocessable)?;
+    let model = update
+        .model
+        .as_deref()
+        .map(|m| domain::resolve_model(Some(m), "", ""))
+        .transpose()
+        .map_err(unprocessable)?;
     let url = match update.url {
         None => None,
         Some(None) => Some(None),
@@ -321,6 +463,11 @@ pub async fn update_workspace(
         delivery_mode: update.delivery_mode,
         url,
         agent_card: None,
+        parent_id,
+        collapsed: update.collapsed,
+        tier,
+        runtime,
+        model,
     };
     let updated = state
         .store
@@ -328,28 +475,56 @@ pub async fn update_workspace(
         .await?
         .ok_or_else(Error::workspace_not_found)?;
     tracing::info!(workspace_id = %id, "workspace updated");
-    Ok(Json(WorkspaceView::new(updated, now)))
+    Ok(Json(WorkspaceView::load(&state, updated).await?))
 }
 
-/// Deletes a workspace and revokes its tokens. Its staged files are kept
-/// until they expire (evidence of receipt).
+/// Query of `DELETE /workspaces/:id`.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+pub struct DeleteParams {
+    /// Also remove every live descendant, in the same transaction.
+    pub cascade: Option<bool>,
+}
+
+/// Soft-deletes a workspace: status `removed`, every token revoked at once
+/// (parked long polls end with 401), the row kept for the activity
+/// retention so its history and its state answer survive. A workspace
+/// with live children is refused (409) unless `?cascade=true`. Its staged
+/// files are kept until they expire (evidence of receipt).
 #[utoipa::path(delete, path = "/workspaces/{id}", tag = "workspaces",
-    params(("id" = String, Path, description = "workspace id")),
+    params(("id" = String, Path, description = "workspace id"), DeleteParams),
     responses((status = 204), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
-        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub async fn delete_workspace(
     State(state): State<AppState>,
     principal: Principal,
     WorkspacePath(id): WorkspacePath,
+    Query(params): Query<DeleteParams>,
 ) -> Result<StatusCode> {
     principal.require_operator()?;
-    if !state.store.delete_workspace(id).await? {
-        return Err(Error::workspace_not_found());
+    let cascade = params.cascade.unwrap_or(false);
+    match state
+        .store
+        .remove_workspace(id, cascade, domain::now())
+        .await?
+    {
+        Removal::NotFound => Err(Error::workspace_not_found()),
+        Removal::HasLiveChildren(n) => Err(Error::Conflict(format!(
+            "workspace {id} has {n} live child workspace{}; delete them first or pass ?cascade=true to remove the whole subtree",
+            if n == 1 { "" } else { "s" }
+        ))),
+        Removal::Removed(gone) => {
+            let events = gone
+                .iter()
+                .map(|(ws, _)| Event::Revoked { workspace_id: *ws })
+                .collect();
+            // Their tokens are revoked: end the requests still holding them.
+            state.bus.publish_many(events).await;
+            for (ws, parent) in gone {
+                log_event("workspace.removed", ws, parent);
+            }
+            Ok(StatusCode::NO_CONTENT)
+        }
     }
-    // Its tokens went with it: end the requests still holding them.
-    state.bus.publish(Event::Revoked { workspace_id: id }).await;
-    tracing::info!(workspace_id = %id, "workspace deleted");
-    Ok(StatusCode::NO_CONTENT)
 }
 
 /// Revokes every token of the workspace and mints a new one.
@@ -392,12 +567,74 @@ pub async fn get_workspace_connection(
     WorkspacePath(id): WorkspacePath,
 ) -> Result<Json<ConnectionEnvelope>> {
     principal.require_operator()?;
-    state
-        .store
-        .get_workspace(id)
-        .await?
-        .ok_or_else(Error::workspace_not_found)?;
+    live_workspace(&state, id).await?;
     Ok(Json(ConnectionEnvelope {
         connection: Connection::new(&state.public_url, id, None),
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+    use std::sync::{Arc, Mutex};
+
+    use super::*;
+
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn lifecycle_events_are_json_lines_with_a_stable_event_field() {
+        let out = Captured::default();
+        let writer = out.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .json()
+            .flatten_event(true)
+            .with_writer(move || writer.clone())
+            .finish();
+        let (child, parent) = (WorkspaceId::new(), WorkspaceId::new());
+        tracing::subscriber::with_default(subscriber, || {
+            log_event("workspace.created", child, Some(parent));
+            log_event("workspace.removed", parent, None);
+        });
+        let text = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
+        let lines: Vec<Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(lines.len(), 2, "{text}");
+        let fields = |v: &Value| {
+            (
+                v["event"].as_str().unwrap().to_owned(),
+                v["workspace_id"].as_str().unwrap().to_owned(),
+                v["parent"].as_str().unwrap().to_owned(),
+            )
+        };
+        assert_eq!(
+            fields(&lines[0]),
+            (
+                "workspace.created".to_owned(),
+                child.to_string(),
+                parent.to_string()
+            )
+        );
+        assert_eq!(
+            fields(&lines[1]),
+            (
+                "workspace.removed".to_owned(),
+                parent.to_string(),
+                "none".to_owned()
+            )
+        );
+    }
 }

@@ -1,5 +1,5 @@
 //! The metadata seam: workspaces, tokens, the activity log, staged uploads,
-//! agent memory.
+//! the delegation ledger, agent memory.
 //!
 //! One [`Store`] trait, two real engines chosen by the URL scheme: SQLite
 //! (the embedded default) and PostgreSQL (production, several replicas).
@@ -54,7 +54,10 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 
 use crate::domain::memory::{Reader, Scope, SearchTerms};
-use crate::domain::{DeliveryMode, FileId, MemoryId, TokenHash, WorkspaceId};
+use crate::domain::{
+    Caller, DelegationId, DelegationStatus, DeliveryMode, FileId, HeartbeatReport, MemoryId,
+    PluginName, Refused, SecretName, Tier, TokenHash, WorkspaceId,
+};
 
 pub use postgres::{Listener, Notifier, PostgresStore};
 pub use sql::{BetweenReads, SqlStore};
@@ -78,6 +81,13 @@ pub enum StoreError {
     /// The database URL names no engine we support.
     #[error("unsupported database URL `{0}`: use sqlite://PATH or postgres://…")]
     UnsupportedUrl(String),
+    /// The named parent does not exist or was removed.
+    #[error("parent workspace {0} does not exist")]
+    UnknownParent(WorkspaceId),
+    /// The new parent would make a workspace its own ancestor; the chain
+    /// runs from the workspace up to itself.
+    #[error("a workspace cannot be its own ancestor")]
+    Cycle(Vec<WorkspaceId>),
 }
 
 impl StoreError {
@@ -141,6 +151,49 @@ pub struct Workspace {
     pub updated_at: DateTime<Utc>,
     /// Last registration or heartbeat.
     pub last_heartbeat_at: Option<DateTime<Utc>>,
+    /// Parent in the team tree; `None` for a root.
+    pub parent_id: Option<WorkspaceId>,
+    /// The canvas's fold of its subtree.
+    pub collapsed: bool,
+    /// Resource tier.
+    pub tier: Tier,
+    /// What runs the agent.
+    pub runtime: String,
+    /// The model the agent runs (`None` only for rows older than tiers).
+    pub model: Option<String>,
+    /// Set while paused.
+    pub paused_at: Option<DateTime<Utc>>,
+    /// Set once soft-deleted.
+    pub removed_at: Option<DateTime<Utc>>,
+    /// What the last heartbeat reported (`active_tasks` defaults to 0).
+    pub report: HeartbeatReport,
+}
+
+impl Workspace {
+    /// Not soft-deleted.
+    pub fn is_live(&self) -> bool {
+        self.removed_at.is_none()
+    }
+
+    /// The inputs of its status.
+    pub fn liveness(&self) -> crate::domain::Liveness {
+        crate::domain::Liveness {
+            removed: self.removed_at.is_some(),
+            paused: self.paused_at.is_some(),
+            error_rate: self.report.error_rate,
+            last_heartbeat_at: self.last_heartbeat_at,
+        }
+    }
+}
+
+impl Workspace {
+    /// Its place in the workspace tree, for the communication rule.
+    pub fn node(&self) -> crate::domain::team::Node {
+        crate::domain::team::Node {
+            id: self.id,
+            parent_id: self.parent_id,
+        }
+    }
 }
 
 /// A workspace to create.
@@ -152,6 +205,14 @@ pub struct NewWorkspace {
     pub delivery_mode: DeliveryMode,
     /// Callback URL (push mode).
     pub url: Option<String>,
+    /// Parent; must be a live workspace.
+    pub parent_id: Option<WorkspaceId>,
+    /// Resource tier (already defaulted).
+    pub tier: Tier,
+    /// Runtime (already defaulted).
+    pub runtime: String,
+    /// Model (already defaulted).
+    pub model: String,
 }
 
 /// Changes to a workspace; `None` leaves a field alone.
@@ -165,13 +226,63 @@ pub struct UpdateWorkspace {
     pub url: Option<Option<String>>,
     /// New agent card (registration only).
     pub agent_card: Option<Value>,
+    /// New parent; `Some(None)` makes it a root.
+    pub parent_id: Option<Option<WorkspaceId>>,
+    /// New fold state.
+    pub collapsed: Option<bool>,
+    /// New tier.
+    pub tier: Option<Tier>,
+    /// New runtime.
+    pub runtime: Option<String>,
+    /// New model.
+    pub model: Option<String>,
+}
+
+/// How a soft delete ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Removal {
+    /// No live workspace with that id.
+    NotFound,
+    /// It has this many live children and no cascade was asked for.
+    HasLiveChildren(i64),
+    /// These workspaces (the one asked for first, then its live
+    /// descendants), each with its parent, are removed and their tokens
+    /// revoked.
+    Removed(Vec<(WorkspaceId, Option<WorkspaceId>)>),
+}
+
+/// One node of an org import, flattened in pre-order: a node's parent
+/// always comes before it.
+#[derive(Debug, Clone)]
+pub struct ImportNode {
+    /// Index of the parent node in the plan; `None` for a template root.
+    pub parent: Option<usize>,
+    /// The workspace to create when no live `(parent, name)` exists; its
+    /// `parent_id` is filled in by the import.
+    pub workspace: NewWorkspace,
+    /// Id to use if created.
+    pub id: WorkspaceId,
+    /// First token to insert if created.
+    pub token: TokenHash,
+}
+
+/// What the import did with one node.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ImportedNode {
+    /// The workspace (the existing one when skipped).
+    pub id: WorkspaceId,
+    /// Its parent.
+    pub parent_id: Option<WorkspaceId>,
+    /// True when created by this import, false when it already existed.
+    pub created: bool,
 }
 
 /// How a registration ended.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Registered {
-    /// The workspace was updated and marked online.
-    Done(Workspace),
+    /// The workspace was updated and marked online (boxed: a workspace
+    /// row is large next to the other outcomes).
+    Done(Box<Workspace>),
     /// No such workspace.
     NotFound,
     /// A token was to be minted, but the workspace already has a live one.
@@ -217,12 +328,16 @@ pub struct Activity {
 }
 
 /// Which activity rows to read.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct ActivityQuery {
     /// Only rows with a greater id.
     pub since_id: i64,
     /// Only rows of this type.
     pub activity_type: Option<String>,
+    /// Only rows whose `source_id` equals this (the inbox's `peer_id`).
+    pub source_id: Option<String>,
+    /// Only rows created strictly before this instant (`before_ts`).
+    pub before: Option<DateTime<Utc>>,
     /// At most this many rows.
     pub limit: i64,
 }
@@ -426,6 +541,241 @@ pub enum KvWritten {
     },
 }
 
+/// A delegation ledger row.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Delegation {
+    /// Its id.
+    pub id: DelegationId,
+    /// Who delegated.
+    pub caller: Caller,
+    /// Who is asked to do it.
+    pub callee_id: WorkspaceId,
+    /// The first characters of the task.
+    pub task_preview: String,
+    /// The whole task.
+    pub task: String,
+    /// The caller's key for exactly-once creation.
+    pub idempotency_key: String,
+    /// Where it is.
+    pub status: DelegationStatus,
+    /// The start of the callee's answer.
+    pub result_preview: Option<String>,
+    /// Why it failed or stalled.
+    pub error_detail: Option<String>,
+    /// Past this, the sweeper fails it.
+    pub deadline_at: Option<DateTime<Utc>>,
+    /// The callee's last report or heartbeat.
+    pub last_heartbeat_at: Option<DateTime<Utc>>,
+    /// Creation.
+    pub created_at: DateTime<Utc>,
+    /// Last change.
+    pub updated_at: DateTime<Utc>,
+    /// When it became completed or failed.
+    pub completed_at: Option<DateTime<Utc>>,
+}
+
+impl Delegation {
+    /// The `delegation_result` row a workspace caller receives when the
+    /// delegation ends.
+    pub fn result_activity(&self) -> NewActivity {
+        let status = self.status.as_str();
+        NewActivity {
+            activity_type: "a2a_receive".into(),
+            method: Some("delegation_result".into()),
+            source_id: Some(self.callee_id.to_string()),
+            target_id: Some(self.caller.to_string()),
+            summary: Some(format!("delegation {status}: {}", self.task_preview)),
+            status: Some(status.into()),
+            error_detail: self.error_detail.clone(),
+            data: Some(serde_json::json!({
+                "delegation_id": self.id,
+                "status": status,
+                "result_preview": self.result_preview,
+                "error_detail": self.error_detail,
+            })),
+            ..NewActivity::default()
+        }
+    }
+}
+
+/// A delegation to create.
+#[derive(Debug, Clone)]
+pub struct NewDelegation {
+    /// Server-chosen id.
+    pub id: DelegationId,
+    /// Who delegates.
+    pub caller: Caller,
+    /// To whom.
+    pub callee_id: WorkspaceId,
+    /// The task (non-empty).
+    pub task: String,
+    /// Exactly once per caller and key.
+    pub idempotency_key: String,
+    /// Optional deadline.
+    pub deadline_at: Option<DateTime<Utc>>,
+}
+
+/// How a create ended.
+// One value per request, moved once and never kept in bulk: boxing the
+// row would buy nothing.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Clone, PartialEq)]
+pub enum Delegated {
+    /// A new row, and the callee's inbox row written with it.
+    Created {
+        /// The ledger row.
+        delegation: Delegation,
+        /// The callee's inbox row.
+        inbox: Activity,
+    },
+    /// The caller used this key before: that row, nothing written.
+    Existing(Delegation),
+}
+
+/// A callee's status report.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StatusReport {
+    /// The status reported.
+    pub status: DelegationStatus,
+    /// The start of the answer, if any.
+    pub result_preview: Option<String>,
+    /// The error, if any.
+    pub error_detail: Option<String>,
+}
+
+/// A move the ledger made (or a repeat it absorbed).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Transitioned {
+    /// The row after the move.
+    pub delegation: Delegation,
+    /// The status before (equal to the new one for a repeat).
+    pub from: DelegationStatus,
+    /// The caller's `delegation_result` row, written in the same
+    /// transaction when the row reached completed or failed.
+    pub result_row: Option<Activity>,
+}
+
+/// How a status report ended.
+// One value per request, moved once and never kept in bulk: boxing the
+// row would buy nothing.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Clone, PartialEq)]
+pub enum ReportOutcome {
+    /// Applied (or absorbed as a repeat).
+    Applied(Transitioned),
+    /// A backwards move.
+    Refused(Refused),
+    /// No such delegation for this callee.
+    NotFound,
+}
+
+/// How a heartbeat ended.
+// One value per request, moved once and never kept in bulk: boxing the
+// row would buy nothing.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Clone, PartialEq)]
+pub enum BeatOutcome {
+    /// Stamped.
+    Beat(Delegation),
+    /// The delegation is over; nothing to keep alive.
+    Over(DelegationStatus),
+    /// No such delegation for this callee.
+    NotFound,
+}
+
+/// Which side of a delegation a workspace is on, in a listing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PartyRole {
+    /// It delegated.
+    Caller,
+    /// It was asked.
+    Callee,
+    /// Either.
+    Either,
+}
+
+/// Which delegations to list (newest first).
+#[derive(Debug, Clone)]
+pub struct DelegationFilter {
+    /// Only those of this workspace, on this side.
+    pub party: Option<(WorkspaceId, PartyRole)>,
+    /// Only those in this status.
+    pub status: Option<DelegationStatus>,
+    /// At most this many.
+    pub limit: i64,
+}
+
+/// Figures over the ledger, for `/admin/delegations/stats`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct DelegationStats {
+    /// Rows per status (statuses with none are absent).
+    pub counts: Vec<(DelegationStatus, i64)>,
+    /// Creation time of the oldest row not yet completed or failed.
+    pub oldest_in_flight_at: Option<DateTime<Utc>>,
+    /// Created → completed, in seconds, of the rows completed since the
+    /// window start, ascending.
+    pub completion_seconds: Vec<f64>,
+}
+
+/// Whose secret: every workspace's (global) or one workspace's own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SecretScope {
+    /// Inherited by every workspace.
+    Global,
+    /// One workspace's own.
+    Workspace(WorkspaceId),
+}
+
+/// A secret as listed: never its value.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SecretMeta {
+    /// Its key.
+    pub name: SecretName,
+    /// Last set.
+    pub updated_at: DateTime<Utc>,
+}
+
+/// A secret as stored: sealed (nonce, ciphertext and tag), never plaintext.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SealedSecret {
+    /// Global or the workspace's own.
+    pub scope: SecretScope,
+    /// Its key.
+    pub name: SecretName,
+    /// Nonce || ciphertext || tag.
+    pub sealed: Vec<u8>,
+}
+
+/// A published plugin.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Plugin {
+    /// Its name.
+    pub name: PluginName,
+    /// Where the tarball is.
+    pub blob_key: String,
+    /// Size in bytes.
+    pub size: i64,
+    /// Hex SHA-256 of the tarball.
+    pub sha256: String,
+    /// First published.
+    pub created_at: DateTime<Utc>,
+    /// Last published.
+    pub updated_at: DateTime<Utc>,
+}
+
+/// A plugin a workspace reports it installed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PluginInstall {
+    /// The workspace.
+    pub workspace_id: WorkspaceId,
+    /// The plugin's name.
+    pub name: PluginName,
+    /// Where it came from, as the agent says.
+    pub source: String,
+    /// Last install.
+    pub installed_at: DateTime<Utc>,
+}
+
 /// Held while a sweep pass runs; see [`Store::try_sweep_lock`].
 pub struct SweepLock(Option<postgres::PgSessionLock>);
 
@@ -462,7 +812,8 @@ pub trait Store: Send + Sync + 'static {
 
     // --- workspaces and tokens ---
 
-    /// Inserts a workspace and its first token in one transaction.
+    /// Inserts a workspace and its first token in one transaction; the
+    /// parent, if any, must be live ([`StoreError::UnknownParent`]).
     async fn create_workspace(
         &self,
         id: WorkspaceId,
@@ -470,19 +821,64 @@ pub trait Store: Send + Sync + 'static {
         token: TokenHash,
         now: DateTime<Utc>,
     ) -> StoreResult<Workspace>;
-    /// One workspace.
+    /// One workspace, removed ones included (check [`Workspace::is_live`]).
     async fn get_workspace(&self, id: WorkspaceId) -> StoreResult<Option<Workspace>>;
-    /// Every workspace, oldest first.
+    /// Every live (not removed) workspace, oldest first.
     async fn list_workspaces(&self) -> StoreResult<Vec<Workspace>>;
-    /// Applies changes; `None` when there is no such workspace.
+    /// Applies changes to a live workspace; `None` when there is none. A
+    /// new parent must be live and not the workspace or a descendant
+    /// ([`StoreError::UnknownParent`], [`StoreError::Cycle`]).
     async fn update_workspace(
         &self,
         id: WorkspaceId,
         update: &UpdateWorkspace,
         now: DateTime<Utc>,
     ) -> StoreResult<Option<Workspace>>;
-    /// Deletes a workspace and its tokens; false when absent.
-    async fn delete_workspace(&self, id: WorkspaceId) -> StoreResult<bool>;
+    /// Soft-deletes a live workspace (with its live subtree when
+    /// `cascade`): stamps `removed_at`, revokes every token, in one
+    /// transaction.
+    async fn remove_workspace(
+        &self,
+        id: WorkspaceId,
+        cascade: bool,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Removal>;
+    /// Ids of the live children of a workspace, oldest first.
+    async fn child_ids(&self, id: WorkspaceId) -> StoreResult<Vec<WorkspaceId>>;
+    /// Pauses (`true`) or resumes a live workspace; `None` when there is
+    /// no live workspace with that id.
+    async fn set_paused(
+        &self,
+        id: WorkspaceId,
+        paused: bool,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Option<Workspace>>;
+    /// Records a restart request: resets `active_tasks` and inserts the
+    /// activity row the agent sees, in one transaction; `None` when there
+    /// is no live workspace with that id.
+    async fn request_restart(
+        &self,
+        id: WorkspaceId,
+        row: &NewActivity,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Option<(Workspace, Activity)>>;
+    /// Imports a team tree in one transaction, serialized against every
+    /// other import and tree change: a node whose `(parent, name)` exists
+    /// among live workspaces (NULL parents equal) is skipped, the others
+    /// are inserted with their token. With `dry_run` the transaction is
+    /// rolled back, so the answer is the same and nothing is written.
+    async fn import_org(
+        &self,
+        nodes: &[ImportNode],
+        dry_run: bool,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Vec<ImportedNode>>;
+    /// The removed workspace a (revoked) token belonged to: lets the state
+    /// route tell an agent its workspace was deleted.
+    async fn removed_workspace_for_token(
+        &self,
+        token: TokenHash,
+    ) -> StoreResult<Option<WorkspaceId>>;
     /// Revokes every live token and inserts `token`, in one transaction;
     /// false when the workspace is absent.
     async fn rotate_token(
@@ -504,8 +900,15 @@ pub trait Store: Send + Sync + 'static {
         mint: Option<TokenHash>,
         now: DateTime<Utc>,
     ) -> StoreResult<Registered>;
-    /// Stamps `last_heartbeat_at`; false when absent.
-    async fn heartbeat(&self, id: WorkspaceId, now: DateTime<Utc>) -> StoreResult<bool>;
+    /// Stamps `last_heartbeat_at` of a live workspace and stores what the
+    /// heartbeat reported (fields left out keep their value); false when
+    /// absent.
+    async fn heartbeat(
+        &self,
+        id: WorkspaceId,
+        report: &HeartbeatReport,
+        now: DateTime<Utc>,
+    ) -> StoreResult<bool>;
 
     // --- activity ---
 
@@ -571,6 +974,59 @@ pub trait Store: Send + Sync + 'static {
     /// Counts for the stats endpoint.
     async fn upload_stats(&self, now: DateTime<Utc>) -> StoreResult<UploadStats>;
 
+    // --- secrets ---
+
+    /// Stores `candidate` as the key check value unless one is stored, and
+    /// returns the stored one (the first server start writes it).
+    async fn secrets_key_check(&self, candidate: &[u8], now: DateTime<Utc>)
+        -> StoreResult<Vec<u8>>;
+    /// Sets a secret (insert or replace); false when the workspace of a
+    /// workspace scope does not exist.
+    async fn put_secret(
+        &self,
+        scope: SecretScope,
+        name: &SecretName,
+        sealed: &[u8],
+        now: DateTime<Utc>,
+    ) -> StoreResult<bool>;
+    /// Deletes a secret; false when absent.
+    async fn delete_secret(&self, scope: SecretScope, name: &SecretName) -> StoreResult<bool>;
+    /// The keys of one scope, by name.
+    async fn list_secrets(&self, scope: SecretScope) -> StoreResult<Vec<SecretMeta>>;
+    /// Every global secret and every secret of the workspace, sealed.
+    async fn sealed_secrets(&self, workspace_id: WorkspaceId) -> StoreResult<Vec<SealedSecret>>;
+
+    // --- plugins ---
+
+    /// Inserts or replaces a plugin; returns the blob key it replaced.
+    async fn put_plugin(
+        &self,
+        name: &PluginName,
+        blob_key: &str,
+        size: i64,
+        sha256: &str,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Option<String>>;
+    /// One plugin.
+    async fn get_plugin(&self, name: &PluginName) -> StoreResult<Option<Plugin>>;
+    /// Every plugin, by name.
+    async fn list_plugins(&self) -> StoreResult<Vec<Plugin>>;
+    /// Deletes a plugin and returns its blob key; `None` when absent.
+    async fn delete_plugin(&self, name: &PluginName) -> StoreResult<Option<String>>;
+    /// Records (or refreshes) an install; `None` when the workspace is absent.
+    async fn record_plugin_install(
+        &self,
+        workspace_id: WorkspaceId,
+        name: &PluginName,
+        source: &str,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Option<PluginInstall>>;
+    /// A workspace's installs, by name.
+    async fn list_plugin_installs(
+        &self,
+        workspace_id: WorkspaceId,
+    ) -> StoreResult<Vec<PluginInstall>>;
+
     // --- sweeping ---
 
     /// Deletes up to `limit` rows that are acked before `acked_before` or
@@ -585,8 +1041,70 @@ pub trait Store: Send + Sync + 'static {
     /// Deletes up to `limit` activity rows created before `cutoff`, records
     /// the highest deleted id per workspace, and returns how many it deleted.
     async fn sweep_activity(&self, cutoff: DateTime<Utc>, limit: i64) -> StoreResult<u64>;
-    /// Which of `keys` some `pending_uploads` row still references.
+    /// Resets `active_tasks` to 0 on live workspaces claiming work whose
+    /// last heartbeat is older than `stale_before` (phantom busy); returns
+    /// their ids.
+    async fn reset_phantom_busy(
+        &self,
+        stale_before: DateTime<Utc>,
+        limit: i64,
+    ) -> StoreResult<Vec<WorkspaceId>>;
+    /// Deletes up to `limit` workspaces removed before `removed_before`
+    /// (with their tokens) and returns how many.
+    async fn purge_removed(&self, removed_before: DateTime<Utc>, limit: i64) -> StoreResult<u64>;
+    /// Which of `keys` some `pending_uploads` or `plugins` row still
+    /// references (the orphan reaper keeps those).
     async fn referenced_blob_keys(&self, keys: &[String]) -> StoreResult<Vec<String>>;
+
+    // --- the delegation ledger ---
+
+    /// Inserts the ledger row and the callee's inbox row in ONE
+    /// transaction, unless the caller used this idempotency key before:
+    /// then the earlier row is returned and nothing is written, even when
+    /// identical requests race (the UNIQUE constraint decides).
+    async fn create_delegation(
+        &self,
+        new: &NewDelegation,
+        inbox: &NewActivity,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Delegated>;
+    /// Applies a callee's report through the status machine; on reaching
+    /// completed or failed, a workspace caller's `delegation_result` row is
+    /// written in the same transaction. Stamps `last_heartbeat_at`.
+    async fn report_delegation(
+        &self,
+        callee: WorkspaceId,
+        id: DelegationId,
+        report: &StatusReport,
+        now: DateTime<Utc>,
+    ) -> StoreResult<ReportOutcome>;
+    /// Stamps `last_heartbeat_at` of a delegation still in flight.
+    async fn heartbeat_delegation(
+        &self,
+        callee: WorkspaceId,
+        id: DelegationId,
+        now: DateTime<Utc>,
+    ) -> StoreResult<BeatOutcome>;
+    /// One delegation.
+    async fn get_delegation(&self, id: DelegationId) -> StoreResult<Option<Delegation>>;
+    /// Delegations, newest first.
+    async fn list_delegations(&self, filter: &DelegationFilter) -> StoreResult<Vec<Delegation>>;
+    /// Counts per status, the oldest in-flight row, and completion times
+    /// of the rows completed since `since`.
+    async fn delegation_stats(&self, since: DateTime<Utc>) -> StoreResult<DelegationStats>;
+    /// The sweeper's pass over up to `limit` rows in flight: past their
+    /// deadline at `now` → failed (`deadline exceeded`, with the caller's
+    /// result row); dispatched / in progress without a sign of life since
+    /// `silent_before` → stuck (`no heartbeat for <N>s`).
+    async fn sweep_delegations(
+        &self,
+        now: DateTime<Utc>,
+        silent_before: DateTime<Utc>,
+        limit: i64,
+    ) -> StoreResult<Vec<Transitioned>>;
+    /// Deletes up to `limit` completed or failed rows that ended before
+    /// `before`; returns how many.
+    async fn purge_delegations(&self, before: DateTime<Utc>, limit: i64) -> StoreResult<u64>;
 
     // --- blob bytes kept in the database ---
 

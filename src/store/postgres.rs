@@ -22,13 +22,15 @@ use uuid::Uuid;
 
 use super::sql::{SqlStore, SweptRow, Ts};
 use super::*;
-use crate::domain::{FileId, MemoryId, WorkspaceId};
+use crate::domain::{DelegationId, FileId, MemoryId, WorkspaceId};
 
 /// The PostgreSQL implementation of [`Store`].
 pub type PostgresStore = SqlStore<Postgres>;
 
 /// Advisory-lock class for per-workspace activity id assignment.
 const ACTIVITY_LOCK_CLASS: i32 = 0x6d6f_6c01;
+/// Advisory-lock class of the team tree (see `lock_tree`).
+const TREE_LOCK_CLASS: i32 = 0x6d6f_6c02;
 
 /// Session advisory lock held by the one replica running a sweep pass.
 const SWEEP_LOCK_KEY: i64 = 0x6d6f_6c73_7765_6570;
@@ -83,7 +85,7 @@ macro_rules! id_as_uuid {
         }
     )*};
 }
-id_as_uuid!(WorkspaceId, FileId, MemoryId);
+id_as_uuid!(WorkspaceId, FileId, MemoryId, DelegationId);
 
 fn workspace_lock_key(id: WorkspaceId) -> i32 {
     let b = id.0.as_bytes();
@@ -98,6 +100,23 @@ fn workspace_lock_key(id: WorkspaceId) -> i32 {
 impl SqlStore<Postgres> {
     /// The row lock that makes a check and what follows it atomic.
     pub(super) const ROW_LOCK: &'static str = " FOR UPDATE";
+
+    /// Claims rows in a sweep batch: concurrent sweepers get disjoint rows
+    /// instead of waiting on each other.
+    pub(super) const SKIP_LOCKED: &'static str = " FOR UPDATE SKIP LOCKED";
+
+    /// Takes the team-tree lock until the transaction ends: imports,
+    /// re-parentings, soft deletes and creates under a parent run one at a
+    /// time, so two concurrent imports cannot both miss a `(parent, name)`
+    /// and create it twice, and two racing re-parentings cannot form a
+    /// cycle.
+    pub(super) async fn lock_tree(conn: &mut PgConnection) -> StoreResult<()> {
+        sqlx::query("SELECT pg_advisory_xact_lock($1, 0)")
+            .bind(TREE_LOCK_CLASS)
+            .execute(conn)
+            .await?;
+        Ok(())
+    }
 
     /// Connects a pool to `url`.
     pub async fn connect(url: &str) -> StoreResult<Self> {
@@ -220,12 +239,13 @@ impl SqlStore<Postgres> {
         &self,
         keys: &[String],
     ) -> StoreResult<Vec<String>> {
-        Ok(
-            sqlx::query_scalar("SELECT blob_key FROM pending_uploads WHERE blob_key = ANY($1)")
-                .bind(keys)
-                .fetch_all(&self.pool)
-                .await?,
+        Ok(sqlx::query_scalar(
+            "SELECT blob_key FROM pending_uploads WHERE blob_key = ANY($1) \
+                 UNION ALL SELECT blob_key FROM plugins WHERE blob_key = ANY($1)",
         )
+        .bind(keys)
+        .fetch_all(&self.pool)
+        .await?)
     }
 }
 

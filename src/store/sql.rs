@@ -21,7 +21,10 @@ use tokio::sync::{Mutex, MutexGuard};
 
 use super::*;
 use crate::domain::memory::Reader;
-use crate::domain::{DeliveryMode, FileId, MemoryId, WorkspaceId};
+use crate::domain::{
+    self, Caller, DelegationId, DelegationStatus, DeliveryMode, FileId, HeartbeatReport, MemoryId,
+    PluginName, SecretName, Tier, Transition, WorkspaceId,
+};
 
 /// A timestamp as the store binds and reads it: integer microseconds on
 /// SQLite (exact comparisons, the 0001 schema), `timestamptz` on
@@ -104,6 +107,18 @@ pub(super) struct WorkspaceRow {
     created_at: Ts,
     updated_at: Ts,
     last_heartbeat_at: Option<Ts>,
+    parent_id: Option<WorkspaceId>,
+    collapsed: bool,
+    tier: i16,
+    runtime: String,
+    model: Option<String>,
+    paused_at: Option<Ts>,
+    removed_at: Option<Ts>,
+    current_task: Option<String>,
+    active_tasks: i32,
+    error_rate: Option<f64>,
+    sample_error: Option<String>,
+    uptime_seconds: Option<i64>,
 }
 
 impl TryFrom<WorkspaceRow> for Workspace {
@@ -121,6 +136,20 @@ impl TryFrom<WorkspaceRow> for Workspace {
             created_at: r.created_at.0,
             updated_at: r.updated_at.0,
             last_heartbeat_at: r.last_heartbeat_at.map(|t| t.0),
+            parent_id: r.parent_id,
+            collapsed: r.collapsed,
+            tier: Tier::new(r.tier.into()).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+            runtime: r.runtime,
+            model: r.model,
+            paused_at: r.paused_at.map(|t| t.0),
+            removed_at: r.removed_at.map(|t| t.0),
+            report: HeartbeatReport {
+                current_task: r.current_task,
+                active_tasks: Some(r.active_tasks.into()),
+                error_rate: r.error_rate,
+                sample_error: r.sample_error,
+                uptime_seconds: r.uptime_seconds,
+            },
         })
     }
 }
@@ -232,6 +261,141 @@ pub(super) struct StatsRow {
     expired: i64,
     bytes_pending: i64,
     oldest: Option<Ts>,
+}
+
+/// `delegations` as read (`SELECT *`).
+#[derive(sqlx::FromRow)]
+pub(super) struct DelegationRow {
+    id: DelegationId,
+    caller_id: String,
+    callee_id: WorkspaceId,
+    task_preview: String,
+    task: String,
+    idempotency_key: String,
+    status: String,
+    result_preview: Option<String>,
+    error_detail: Option<String>,
+    deadline_at: Option<Ts>,
+    last_heartbeat_at: Option<Ts>,
+    created_at: Ts,
+    updated_at: Ts,
+    completed_at: Option<Ts>,
+}
+
+impl TryFrom<DelegationRow> for Delegation {
+    type Error = StoreError;
+    fn try_from(r: DelegationRow) -> StoreResult<Self> {
+        Ok(Delegation {
+            id: r.id,
+            caller: r
+                .caller_id
+                .parse::<Caller>()
+                .map_err(|e| StoreError::Corrupt(e.to_string()))?,
+            callee_id: r.callee_id,
+            task_preview: r.task_preview,
+            task: r.task,
+            idempotency_key: r.idempotency_key,
+            status: r
+                .status
+                .parse::<DelegationStatus>()
+                .map_err(|e| StoreError::Corrupt(e.to_string()))?,
+            result_preview: r.result_preview,
+            error_detail: r.error_detail,
+            deadline_at: r.deadline_at.map(|t| t.0),
+            last_heartbeat_at: r.last_heartbeat_at.map(|t| t.0),
+            created_at: r.created_at.0,
+            updated_at: r.updated_at.0,
+            completed_at: r.completed_at.map(|t| t.0),
+        })
+    }
+}
+
+/// `global_secrets` / `workspace_secrets` keys as listed.
+#[derive(sqlx::FromRow)]
+pub(super) struct SecretMetaRow {
+    name: String,
+    updated_at: Ts,
+}
+
+impl TryFrom<SecretMetaRow> for SecretMeta {
+    type Error = StoreError;
+    fn try_from(r: SecretMetaRow) -> StoreResult<Self> {
+        Ok(SecretMeta {
+            name: SecretName::parse(&r.name).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+            updated_at: r.updated_at.0,
+        })
+    }
+}
+
+/// A sealed secret as read; `own` tells the workspace's from the global.
+#[derive(sqlx::FromRow)]
+pub(super) struct SealedRow {
+    own: bool,
+    name: String,
+    sealed: Vec<u8>,
+}
+
+/// `plugins` as read (`SELECT *`).
+#[derive(sqlx::FromRow)]
+pub(super) struct PluginRow {
+    name: String,
+    blob_key: String,
+    size_bytes: i64,
+    sha256: String,
+    created_at: Ts,
+    updated_at: Ts,
+}
+
+fn plugin_name(raw: &str) -> StoreResult<PluginName> {
+    PluginName::parse(raw).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+impl TryFrom<PluginRow> for Plugin {
+    type Error = StoreError;
+    fn try_from(r: PluginRow) -> StoreResult<Self> {
+        Ok(Plugin {
+            name: plugin_name(&r.name)?,
+            blob_key: r.blob_key,
+            size: r.size_bytes,
+            sha256: r.sha256,
+            created_at: r.created_at.0,
+            updated_at: r.updated_at.0,
+        })
+    }
+}
+
+/// Statuses a delegation is still in flight in, as an SQL list.
+const IN_FLIGHT: &str = "('queued', 'dispatched', 'in_progress', 'stuck')";
+
+/// One move of a ledger row, decided before it is written.
+pub(super) struct Move<'a> {
+    to: DelegationStatus,
+    result_preview: Option<String>,
+    error_detail: Option<String>,
+    /// A callee report (a sign of life), not the sweeper.
+    beat: bool,
+    from: &'a Delegation,
+}
+
+/// `workspace_plugins` as read (`SELECT *`).
+#[derive(sqlx::FromRow)]
+pub(super) struct InstallRow {
+    workspace_id: WorkspaceId,
+    name: String,
+    source: String,
+    installed_at: Ts,
+}
+
+impl TryFrom<InstallRow> for PluginInstall {
+    type Error = StoreError;
+    fn try_from(r: InstallRow) -> StoreResult<Self> {
+        Ok(PluginInstall {
+            workspace_id: r.workspace_id,
+            name: plugin_name(&r.name)?,
+            source: r.source,
+            installed_at: r.installed_at.0,
+        })
+    }
 }
 
 pub(super) const UPLOAD_COLUMNS: &str = "file_id, workspace_id, blob_key, size_bytes, sha256, \
@@ -395,16 +559,94 @@ macro_rules! portable_store {
                 Ok(row)
             }
 
-            /// Whether the workspace exists, locked until commit
+            /// Whether the workspace exists and is live (a removed one
+            /// neither rotates nor registers), locked until commit
             /// ([`Self::ROW_LOCK`]) so what the transaction does next is
             /// atomic with this check.
             async fn lock_workspace(
                 conn: &mut <$db as sqlx::Database>::Connection,
                 id: WorkspaceId,
             ) -> StoreResult<bool> {
-                let sql = format!("SELECT 1 FROM workspaces WHERE id = $1{}", Self::ROW_LOCK);
+                let sql = format!(
+                    "SELECT 1 FROM workspaces WHERE id = $1 AND removed_at IS NULL{}",
+                    Self::ROW_LOCK
+                );
                 let found = sqlx::query(&sql).bind(id).fetch_optional(conn).await?;
                 Ok(found.is_some())
+            }
+
+            /// Inserts a workspace row, inside the caller's transaction.
+            async fn insert_workspace(
+                conn: &mut <$db as sqlx::Database>::Connection,
+                id: WorkspaceId,
+                new: &NewWorkspace,
+                now: DateTime<Utc>,
+            ) -> StoreResult<WorkspaceRow> {
+                sqlx::query_as(
+                    "INSERT INTO workspaces (id, name, delivery_mode, url, parent_id, tier, \
+                     runtime, model, created_at, updated_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9) RETURNING *",
+                )
+                .bind(id)
+                .bind(&new.name)
+                .bind(new.delivery_mode.as_str())
+                .bind(&new.url)
+                .bind(new.parent_id)
+                .bind(new.tier.get() as i16)
+                .bind(&new.runtime)
+                .bind(&new.model)
+                .bind(Ts(now))
+                .fetch_all(conn)
+                .await?
+                .pop()
+                .ok_or_else(|| StoreError::Corrupt("INSERT returned no row".into()))
+            }
+
+            /// Fails unless `parent` is a live workspace.
+            async fn require_live_parent(
+                conn: &mut <$db as sqlx::Database>::Connection,
+                parent: WorkspaceId,
+            ) -> StoreResult<()> {
+                let live = sqlx::query("SELECT 1 FROM workspaces WHERE id = $1 AND removed_at IS NULL")
+                    .bind(parent)
+                    .fetch_optional(conn)
+                    .await?
+                    .is_some();
+                if live {
+                    Ok(())
+                } else {
+                    Err(StoreError::UnknownParent(parent))
+                }
+            }
+
+            /// Fails when making `parent` the parent of `id` would make
+            /// `id` its own ancestor; the error carries the chain.
+            async fn refuse_cycle(
+                conn: &mut <$db as sqlx::Database>::Connection,
+                id: WorkspaceId,
+                parent: WorkspaceId,
+            ) -> StoreResult<()> {
+                // Bounded, so even a corrupt (cyclic) table cannot make
+                // this recurse forever.
+                let chain: Vec<WorkspaceId> = sqlx::query_scalar(
+                    "WITH RECURSIVE up(id, parent_id, depth) AS ( \
+                       SELECT id, parent_id, 0 FROM workspaces WHERE id = $1 \
+                       UNION ALL \
+                       SELECT w.id, w.parent_id, up.depth + 1 FROM workspaces w \
+                       JOIN up ON w.id = up.parent_id WHERE up.depth < 10000 \
+                     ) SELECT id FROM up ORDER BY depth",
+                )
+                .bind(parent)
+                .fetch_all(conn)
+                .await?;
+                match chain.iter().position(|a| *a == id) {
+                    Some(at) => {
+                        let mut cycle = vec![id];
+                        cycle.extend_from_slice(&chain[..=at]);
+                        Err(StoreError::Cycle(cycle))
+                    }
+                    None => Ok(()),
+                }
             }
 
             /// Inserts a live token for a workspace, inside the caller's
@@ -462,6 +704,72 @@ macro_rules! portable_store {
                     .ok_or_else(|| StoreError::Corrupt("INSERT returned no row".into()))?;
                 Ok(inserted.into())
             }
+
+            /// Writes a decided move of a locked ledger row and, when it
+            /// ends the delegation of a workspace caller, the caller's
+            /// `delegation_result` row, inside the caller's transaction.
+            async fn apply_move_in(
+                conn: &mut <$db as sqlx::Database>::Connection,
+                mv: Move<'_>,
+                now: DateTime<Utc>,
+            ) -> StoreResult<Transitioned> {
+                let advance = mv.from.status != mv.to;
+                let ends = advance && mv.to.is_terminal();
+                let row: DelegationRow = sqlx::query_as(
+                    "UPDATE delegations SET status = $2, result_preview = $3, error_detail = $4, \
+                       updated_at = $5, \
+                       last_heartbeat_at = CASE WHEN $6 THEN $5 ELSE last_heartbeat_at END, \
+                       completed_at = CASE WHEN $7 THEN $5 ELSE completed_at END \
+                     WHERE id = $1 RETURNING *",
+                )
+                .bind(mv.from.id)
+                .bind(mv.to.as_str())
+                .bind(&mv.result_preview)
+                .bind(&mv.error_detail)
+                .bind(Ts(now))
+                .bind(mv.beat)
+                .bind(ends)
+                .fetch_all(&mut *conn)
+                .await?
+                .pop()
+                .ok_or_else(|| StoreError::Corrupt("UPDATE of a locked row missed it".into()))?;
+                let delegation: Delegation = row.try_into()?;
+                let result_row = match (ends, delegation.caller.workspace()) {
+                    (true, Some(caller)) => Some(
+                        Self::insert_activity_in(
+                            &mut *conn,
+                            caller,
+                            &delegation.result_activity(),
+                            now,
+                        )
+                        .await?,
+                    ),
+                    _ => None,
+                };
+                Ok(Transitioned {
+                    delegation,
+                    from: mv.from.status,
+                    result_row,
+                })
+            }
+
+            /// A callee's delegation, locked until commit.
+            async fn lock_delegation(
+                conn: &mut <$db as sqlx::Database>::Connection,
+                callee: WorkspaceId,
+                id: DelegationId,
+            ) -> StoreResult<Option<Delegation>> {
+                let sql = format!(
+                    "SELECT * FROM delegations WHERE id = $1 AND callee_id = $2{}",
+                    Self::ROW_LOCK
+                );
+                let row: Option<DelegationRow> = sqlx::query_as(&sql)
+                    .bind(id)
+                    .bind(callee)
+                    .fetch_optional(conn)
+                    .await?;
+                row.map(TryInto::try_into).transpose()
+            }
         }
 
         #[async_trait]
@@ -502,19 +810,11 @@ macro_rules! portable_store {
             ) -> StoreResult<Workspace> {
                 let _w = self.writer().await;
                 let mut tx = self.pool.begin().await?;
-                let row: WorkspaceRow = sqlx::query_as(
-                    "INSERT INTO workspaces (id, name, delivery_mode, url, created_at, updated_at) \
-                     VALUES ($1, $2, $3, $4, $5, $5) RETURNING *",
-                )
-                .bind(id)
-                .bind(&new.name)
-                .bind(new.delivery_mode.as_str())
-                .bind(&new.url)
-                .bind(Ts(now))
-                .fetch_all(&mut *tx)
-                .await?
-                .pop()
-                .ok_or_else(|| StoreError::Corrupt("INSERT returned no row".into()))?;
+                if let Some(parent) = new.parent_id {
+                    Self::lock_tree(&mut tx).await?;
+                    Self::require_live_parent(&mut tx, parent).await?;
+                }
+                let row = Self::insert_workspace(&mut tx, id, new, now).await?;
                 Self::insert_token(&mut tx, id, token, now).await?;
                 tx.commit().await?;
                 row.try_into()
@@ -531,7 +831,9 @@ macro_rules! portable_store {
 
             async fn list_workspaces(&self) -> StoreResult<Vec<Workspace>> {
                 let rows: Vec<WorkspaceRow> =
-                    sqlx::query_as("SELECT * FROM workspaces ORDER BY created_at, id")
+                    sqlx::query_as(
+                        "SELECT * FROM workspaces WHERE removed_at IS NULL ORDER BY created_at, id",
+                    )
                         .fetch_all(&self.pool)
                         .await?;
                 rows.into_iter().map(TryInto::try_into).collect()
@@ -546,14 +848,24 @@ macro_rules! portable_store {
             ) -> StoreResult<Option<Workspace>> {
                 let _w = self.writer().await;
                 let mut tx = self.pool.begin().await?;
+                if let Some(Some(parent)) = update.parent_id {
+                    Self::lock_tree(&mut tx).await?;
+                    Self::require_live_parent(&mut tx, parent).await?;
+                    Self::refuse_cycle(&mut tx, id, parent).await?;
+                }
                 let row: Option<WorkspaceRow> = sqlx::query_as(
                     "UPDATE workspaces SET \
                        name = COALESCE($2, name), \
                        delivery_mode = COALESCE($3, delivery_mode), \
                        url = CASE WHEN $4 THEN $5 ELSE url END, \
                        agent_card = COALESCE($6, agent_card), \
+                       parent_id = CASE WHEN $8 THEN $9 ELSE parent_id END, \
+                       collapsed = COALESCE($10, collapsed), \
+                       tier = COALESCE($11, tier), \
+                       runtime = COALESCE($12, runtime), \
+                       model = COALESCE($13, model), \
                        updated_at = $7 \
-                     WHERE id = $1 RETURNING *",
+                     WHERE id = $1 AND removed_at IS NULL RETURNING *",
                 )
                 .bind(id)
                 .bind(&update.name)
@@ -561,6 +873,104 @@ macro_rules! portable_store {
                 .bind(update.url.is_some())
                 .bind(update.url.clone().flatten())
                 .bind(update.agent_card.as_ref().map(Json))
+                .bind(Ts(now))
+                .bind(update.parent_id.is_some())
+                .bind(update.parent_id.flatten())
+                .bind(update.collapsed)
+                .bind(update.tier.map(|t| t.get() as i16))
+                .bind(&update.runtime)
+                .bind(&update.model)
+                .fetch_all(&mut *tx)
+                .await?
+                .pop();
+                tx.commit().await?;
+                row.map(TryInto::try_into).transpose()
+            }
+
+            #[tracing::instrument(skip_all, fields(workspace_id = %id, cascade))]
+            async fn remove_workspace(
+                &self,
+                id: WorkspaceId,
+                cascade: bool,
+                now: DateTime<Utc>,
+            ) -> StoreResult<Removal> {
+                let _w = self.writer().await;
+                let mut tx = self.pool.begin().await?;
+                Self::lock_tree(&mut tx).await?;
+                if !Self::lock_workspace(&mut tx, id).await? {
+                    return Ok(Removal::NotFound);
+                }
+                let children: i64 = sqlx::query_scalar(
+                    "SELECT count(*) FROM workspaces WHERE parent_id = $1 AND removed_at IS NULL",
+                )
+                .bind(id)
+                .fetch_one(&mut *tx)
+                .await?;
+                if children > 0 && !cascade {
+                    return Ok(Removal::HasLiveChildren(children));
+                }
+                // The live subtree, the workspace itself first.
+                let subtree: Vec<(WorkspaceId, Option<WorkspaceId>)> = sqlx::query_as(
+                    "WITH RECURSIVE sub(id, parent_id, depth) AS ( \
+                       SELECT id, parent_id, 0 FROM workspaces WHERE id = $1 \
+                       UNION ALL \
+                       SELECT w.id, w.parent_id, sub.depth + 1 FROM workspaces w \
+                       JOIN sub ON w.parent_id = sub.id \
+                       WHERE w.removed_at IS NULL AND sub.depth < 10000 \
+                     ) SELECT id, parent_id FROM sub ORDER BY depth",
+                )
+                .bind(id)
+                .fetch_all(&mut *tx)
+                .await?;
+                for (ws, _) in &subtree {
+                    sqlx::query(
+                        "UPDATE workspaces SET removed_at = $2, updated_at = $2 WHERE id = $1",
+                    )
+                    .bind(ws)
+                    .bind(Ts(now))
+                    .execute(&mut *tx)
+                    .await?;
+                    sqlx::query(
+                        "UPDATE workspace_auth_tokens SET revoked_at = $2 \
+                         WHERE workspace_id = $1 AND revoked_at IS NULL",
+                    )
+                    .bind(ws)
+                    .bind(Ts(now))
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                tx.commit().await?;
+                Ok(Removal::Removed(subtree))
+            }
+
+            async fn child_ids(&self, id: WorkspaceId) -> StoreResult<Vec<WorkspaceId>> {
+                Ok(sqlx::query_scalar(
+                    "SELECT id FROM workspaces WHERE parent_id = $1 AND removed_at IS NULL \
+                     ORDER BY created_at, id",
+                )
+                .bind(id)
+                .fetch_all(&self.pool)
+                .await?)
+            }
+
+            #[tracing::instrument(skip_all, fields(workspace_id = %id, paused))]
+            async fn set_paused(
+                &self,
+                id: WorkspaceId,
+                paused: bool,
+                now: DateTime<Utc>,
+            ) -> StoreResult<Option<Workspace>> {
+                let _w = self.writer().await;
+                let mut tx = self.pool.begin().await?;
+                // Pausing twice keeps the first pause time.
+                let row: Option<WorkspaceRow> = sqlx::query_as(
+                    "UPDATE workspaces SET \
+                       paused_at = CASE WHEN $2 THEN COALESCE(paused_at, $3) END, \
+                       updated_at = $3 \
+                     WHERE id = $1 AND removed_at IS NULL RETURNING *",
+                )
+                .bind(id)
+                .bind(paused)
                 .bind(Ts(now))
                 .fetch_all(&mut *tx)
                 .await?
@@ -570,16 +980,100 @@ macro_rules! portable_store {
             }
 
             #[tracing::instrument(skip_all, fields(workspace_id = %id))]
-            async fn delete_workspace(&self, id: WorkspaceId) -> StoreResult<bool> {
+            async fn request_restart(
+                &self,
+                id: WorkspaceId,
+                row: &NewActivity,
+                now: DateTime<Utc>,
+            ) -> StoreResult<Option<(Workspace, Activity)>> {
                 let _w = self.writer().await;
                 let mut tx = self.pool.begin().await?;
-                // Tokens go with the row (ON DELETE CASCADE).
-                let done = sqlx::query("DELETE FROM workspaces WHERE id = $1")
-                    .bind(id)
-                    .execute(&mut *tx)
-                    .await?;
+                let ws: Option<WorkspaceRow> = sqlx::query_as(
+                    "UPDATE workspaces SET active_tasks = 0, updated_at = $2 \
+                     WHERE id = $1 AND removed_at IS NULL RETURNING *",
+                )
+                .bind(id)
+                .bind(Ts(now))
+                .fetch_all(&mut *tx)
+                .await?
+                .pop();
+                let Some(ws) = ws else {
+                    return Ok(None);
+                };
+                let activity = Self::insert_activity_in(&mut tx, id, row, now).await?;
                 tx.commit().await?;
-                Ok(done.rows_affected() == 1)
+                Ok(Some((ws.try_into()?, activity)))
+            }
+
+            #[tracing::instrument(skip_all, fields(nodes = nodes.len(), dry_run))]
+            async fn import_org(
+                &self,
+                nodes: &[ImportNode],
+                dry_run: bool,
+                now: DateTime<Utc>,
+            ) -> StoreResult<Vec<ImportedNode>> {
+                let _w = self.writer().await;
+                let mut tx = self.pool.begin().await?;
+                // Serializes imports: a second one waits here, then finds
+                // every node the first one created.
+                Self::lock_tree(&mut tx).await?;
+                let mut out: Vec<ImportedNode> = Vec::with_capacity(nodes.len());
+                for (i, node) in nodes.iter().enumerate() {
+                    let parent_id = node.parent.map(|p| out[p].id);
+                    // NULL parents compare equal: root nodes match roots.
+                    let existing: Option<WorkspaceId> = sqlx::query_scalar(
+                        "SELECT id FROM workspaces \
+                         WHERE parent_id IS NOT DISTINCT FROM $1 AND name = $2 \
+                           AND removed_at IS NULL \
+                         ORDER BY created_at, id LIMIT 1",
+                    )
+                    .bind(parent_id)
+                    .bind(&node.workspace.name)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                    if let Some(existing) = existing {
+                        out.push(ImportedNode {
+                            id: existing,
+                            parent_id,
+                            created: false,
+                        });
+                        continue;
+                    }
+                    let new = NewWorkspace {
+                        parent_id,
+                        ..node.workspace.clone()
+                    };
+                    // One microsecond apart: listings (oldest first) keep
+                    // the template's order.
+                    let at = now + chrono::Duration::microseconds(i as i64);
+                    Self::insert_workspace(&mut tx, node.id, &new, at).await?;
+                    Self::insert_token(&mut tx, node.id, node.token, at).await?;
+                    out.push(ImportedNode {
+                        id: node.id,
+                        parent_id,
+                        created: true,
+                    });
+                }
+                if dry_run {
+                    tx.rollback().await?;
+                } else {
+                    tx.commit().await?;
+                }
+                Ok(out)
+            }
+
+            async fn removed_workspace_for_token(
+                &self,
+                token: TokenHash,
+            ) -> StoreResult<Option<WorkspaceId>> {
+                Ok(sqlx::query_scalar(
+                    "SELECT w.id FROM workspace_auth_tokens t \
+                     JOIN workspaces w ON w.id = t.workspace_id \
+                     WHERE t.token_hash = $1 AND w.removed_at IS NOT NULL",
+                )
+                .bind(&token.0[..])
+                .fetch_optional(&self.pool)
+                .await?)
             }
 
             #[tracing::instrument(skip_all, fields(workspace_id = %id))]
@@ -668,18 +1162,36 @@ macro_rules! portable_store {
                 .pop()
                 .ok_or_else(|| StoreError::Corrupt("UPDATE of a locked row missed it".into()))?;
                 tx.commit().await?;
-                Ok(Registered::Done(row.try_into()?))
+                Ok(Registered::Done(Box::new(row.try_into()?)))
             }
 
-            async fn heartbeat(&self, id: WorkspaceId, now: DateTime<Utc>) -> StoreResult<bool> {
+            async fn heartbeat(
+                &self,
+                id: WorkspaceId,
+                report: &HeartbeatReport,
+                now: DateTime<Utc>,
+            ) -> StoreResult<bool> {
                 let _w = self.writer().await;
                 let mut tx = self.pool.begin().await?;
-                let done =
-                    sqlx::query("UPDATE workspaces SET last_heartbeat_at = $2 WHERE id = $1")
-                        .bind(id)
-                        .bind(Ts(now))
-                        .execute(&mut *tx)
-                        .await?;
+                // A field the heartbeat left out keeps its last value.
+                let done = sqlx::query(
+                    "UPDATE workspaces SET last_heartbeat_at = $2, \
+                       current_task = COALESCE($3, current_task), \
+                       active_tasks = COALESCE($4, active_tasks), \
+                       error_rate = COALESCE($5, error_rate), \
+                       sample_error = COALESCE($6, sample_error), \
+                       uptime_seconds = COALESCE($7, uptime_seconds) \
+                     WHERE id = $1 AND removed_at IS NULL",
+                )
+                .bind(id)
+                .bind(Ts(now))
+                .bind(&report.current_task)
+                .bind(report.active_tasks.map(|n| n as i32))
+                .bind(report.error_rate)
+                .bind(&report.sample_error)
+                .bind(report.uptime_seconds)
+                .execute(&mut *tx)
+                .await?;
                 tx.commit().await?;
                 Ok(done.rows_affected() == 1)
             }
@@ -707,6 +1219,8 @@ macro_rules! portable_store {
                     "SELECT {ACTIVITY_COLUMNS} FROM activity_logs \
                      WHERE workspace_id = $1 AND id > $2 \
                        AND (CAST($3 AS TEXT) IS NULL OR activity_type = $3) \
+                       AND (CAST($5 AS TEXT) IS NULL OR source_id = $5) \
+                       AND ($6 IS NULL OR created_at < $6) \
                      ORDER BY id LIMIT $4"
                 );
                 let rows: Vec<ActivityRow> = sqlx::query_as(&sql)
@@ -714,6 +1228,8 @@ macro_rules! portable_store {
                     .bind(query.since_id)
                     .bind(&query.activity_type)
                     .bind(query.limit)
+                    .bind(&query.source_id)
+                    .bind(query.before.map(Ts))
                     .fetch_all(&self.pool)
                     .await?;
                 // The rows first, the swept-through mark after: a sweep that
@@ -903,8 +1419,570 @@ macro_rules! portable_store {
                 self.sweep_activity_engine(cutoff, limit).await
             }
 
+            async fn secrets_key_check(
+                &self,
+                candidate: &[u8],
+                now: DateTime<Utc>,
+            ) -> StoreResult<Vec<u8>> {
+                let _w = self.writer().await;
+                sqlx::query(
+                    "INSERT INTO secrets_key_check (id, sealed, created_at) VALUES (1, $1, $2) \
+                     ON CONFLICT (id) DO NOTHING",
+                )
+                .bind(candidate)
+                .bind(Ts(now))
+                .execute(&self.pool)
+                .await?;
+                Ok(
+                    sqlx::query_scalar("SELECT sealed FROM secrets_key_check WHERE id = 1")
+                        .fetch_one(&self.pool)
+                        .await?,
+                )
+            }
+
+            #[tracing::instrument(skip_all, fields(secret = %name))]
+            async fn put_secret(
+                &self,
+                scope: SecretScope,
+                name: &SecretName,
+                sealed: &[u8],
+                now: DateTime<Utc>,
+            ) -> StoreResult<bool> {
+                let _w = self.writer().await;
+                let done = match scope {
+                    SecretScope::Global => {
+                        sqlx::query(
+                            "INSERT INTO global_secrets (name, sealed, created_at, updated_at) \
+                             VALUES ($1, $2, $3, $3) \
+                             ON CONFLICT (name) DO UPDATE \
+                               SET sealed = excluded.sealed, updated_at = excluded.updated_at",
+                        )
+                        .bind(name.as_str())
+                        .bind(sealed)
+                        .bind(Ts(now))
+                        .execute(&self.pool)
+                        .await?
+                    }
+                    // Only for a live workspace: the WHERE makes a missing
+                    // one insert nothing (0 rows), in the same statement.
+                    SecretScope::Workspace(id) => {
+                        sqlx::query(
+                            "INSERT INTO workspace_secrets \
+                               (workspace_id, name, sealed, created_at, updated_at) \
+                             SELECT $1, $2, $3, $4, $4 \
+                             WHERE EXISTS (SELECT 1 FROM workspaces WHERE id = $1 AND removed_at IS NULL) \
+                             ON CONFLICT (workspace_id, name) DO UPDATE \
+                               SET sealed = excluded.sealed, updated_at = excluded.updated_at",
+                        )
+                        .bind(id)
+                        .bind(name.as_str())
+                        .bind(sealed)
+                        .bind(Ts(now))
+                        .execute(&self.pool)
+                        .await?
+                    }
+                };
+                Ok(done.rows_affected() == 1)
+            }
+
+            #[tracing::instrument(skip_all, fields(secret = %name))]
+            async fn delete_secret(
+                &self,
+                scope: SecretScope,
+                name: &SecretName,
+            ) -> StoreResult<bool> {
+                let _w = self.writer().await;
+                let done = match scope {
+                    SecretScope::Global => {
+                        sqlx::query("DELETE FROM global_secrets WHERE name = $1")
+                            .bind(name.as_str())
+                            .execute(&self.pool)
+                            .await?
+                    }
+                    SecretScope::Workspace(id) => {
+                        sqlx::query(
+                            "DELETE FROM workspace_secrets WHERE workspace_id = $1 AND name = $2",
+                        )
+                        .bind(id)
+                        .bind(name.as_str())
+                        .execute(&self.pool)
+                        .await?
+                    }
+                };
+                Ok(done.rows_affected() == 1)
+            }
+
+            async fn list_secrets(&self, scope: SecretScope) -> StoreResult<Vec<SecretMeta>> {
+                let rows: Vec<SecretMetaRow> = match scope {
+                    SecretScope::Global => {
+                        sqlx::query_as("SELECT name, updated_at FROM global_secrets ORDER BY name")
+                            .fetch_all(&self.pool)
+                            .await?
+                    }
+                    SecretScope::Workspace(id) => {
+                        sqlx::query_as(
+                            "SELECT name, updated_at FROM workspace_secrets \
+                             WHERE workspace_id = $1 ORDER BY name",
+                        )
+                        .bind(id)
+                        .fetch_all(&self.pool)
+                        .await?
+                    }
+                };
+                rows.into_iter().map(TryInto::try_into).collect()
+            }
+
+            async fn sealed_secrets(
+                &self,
+                workspace_id: WorkspaceId,
+            ) -> StoreResult<Vec<SealedSecret>> {
+                let rows: Vec<SealedRow> = sqlx::query_as(
+                    "SELECT false AS own, name, sealed FROM global_secrets \
+                     UNION ALL \
+                     SELECT true AS own, name, sealed FROM workspace_secrets WHERE workspace_id = $1",
+                )
+                .bind(workspace_id)
+                .fetch_all(&self.pool)
+                .await?;
+                rows.into_iter()
+                    .map(|r| {
+                        Ok(SealedSecret {
+                            scope: if r.own {
+                                SecretScope::Workspace(workspace_id)
+                            } else {
+                                SecretScope::Global
+                            },
+                            name: SecretName::parse(&r.name)
+                                .map_err(|e| StoreError::Corrupt(e.to_string()))?,
+                            sealed: r.sealed,
+                        })
+                    })
+                    .collect()
+            }
+
+            #[tracing::instrument(skip_all, fields(plugin = %name))]
+            async fn put_plugin(
+                &self,
+                name: &PluginName,
+                blob_key: &str,
+                size: i64,
+                sha256: &str,
+                now: DateTime<Utc>,
+            ) -> StoreResult<Option<String>> {
+                let _w = self.writer().await;
+                let mut tx = self.pool.begin().await?;
+                let old: Option<String> =
+                    sqlx::query_scalar("SELECT blob_key FROM plugins WHERE name = $1")
+                        .bind(name.as_str())
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                sqlx::query(
+                    "INSERT INTO plugins (name, blob_key, size_bytes, sha256, created_at, updated_at) \
+                     VALUES ($1, $2, $3, $4, $5, $5) \
+                     ON CONFLICT (name) DO UPDATE SET blob_key = excluded.blob_key, \
+                       size_bytes = excluded.size_bytes, sha256 = excluded.sha256, \
+                       updated_at = excluded.updated_at",
+                )
+                .bind(name.as_str())
+                .bind(blob_key)
+                .bind(size)
+                .bind(sha256)
+                .bind(Ts(now))
+                .execute(&mut *tx)
+                .await?;
+                tx.commit().await?;
+                Ok(old)
+            }
+
+            async fn get_plugin(&self, name: &PluginName) -> StoreResult<Option<Plugin>> {
+                let row: Option<PluginRow> = sqlx::query_as("SELECT * FROM plugins WHERE name = $1")
+                    .bind(name.as_str())
+                    .fetch_optional(&self.pool)
+                    .await?;
+                row.map(TryInto::try_into).transpose()
+            }
+
+            async fn list_plugins(&self) -> StoreResult<Vec<Plugin>> {
+                let rows: Vec<PluginRow> = sqlx::query_as("SELECT * FROM plugins ORDER BY name")
+                    .fetch_all(&self.pool)
+                    .await?;
+                rows.into_iter().map(TryInto::try_into).collect()
+            }
+
+            #[tracing::instrument(skip_all, fields(plugin = %name))]
+            async fn delete_plugin(&self, name: &PluginName) -> StoreResult<Option<String>> {
+                let _w = self.writer().await;
+                Ok(sqlx::query_scalar::<_, String>(
+                    "DELETE FROM plugins WHERE name = $1 RETURNING blob_key",
+                )
+                .bind(name.as_str())
+                .fetch_all(&self.pool)
+                .await?
+                .pop())
+            }
+
+            #[tracing::instrument(skip_all, fields(workspace_id = %workspace_id, plugin = %name))]
+            async fn record_plugin_install(
+                &self,
+                workspace_id: WorkspaceId,
+                name: &PluginName,
+                source: &str,
+                now: DateTime<Utc>,
+            ) -> StoreResult<Option<PluginInstall>> {
+                let _w = self.writer().await;
+                let row: Option<InstallRow> = sqlx::query_as(
+                    "INSERT INTO workspace_plugins (workspace_id, name, source, installed_at) \
+                     SELECT $1, $2, $3, $4 \
+                     WHERE EXISTS (SELECT 1 FROM workspaces WHERE id = $1 AND removed_at IS NULL) \
+                     ON CONFLICT (workspace_id, name) DO UPDATE \
+                       SET source = excluded.source, installed_at = excluded.installed_at \
+                     RETURNING *",
+                )
+                .bind(workspace_id)
+                .bind(name.as_str())
+                .bind(source)
+                .bind(Ts(now))
+                .fetch_all(&self.pool)
+                .await?
+                .pop();
+                row.map(TryInto::try_into).transpose()
+            }
+
+            async fn list_plugin_installs(
+                &self,
+                workspace_id: WorkspaceId,
+            ) -> StoreResult<Vec<PluginInstall>> {
+                let rows: Vec<InstallRow> = sqlx::query_as(
+                    "SELECT * FROM workspace_plugins WHERE workspace_id = $1 ORDER BY name",
+                )
+                .bind(workspace_id)
+                .fetch_all(&self.pool)
+                .await?;
+                rows.into_iter().map(TryInto::try_into).collect()
+            }
+
+            #[tracing::instrument(skip_all)]
+            async fn reset_phantom_busy(
+                &self,
+                stale_before: DateTime<Utc>,
+                limit: i64,
+            ) -> StoreResult<Vec<WorkspaceId>> {
+                let _w = self.writer().await;
+                let mut tx = self.pool.begin().await?;
+                let sql = format!(
+                    "UPDATE workspaces SET active_tasks = 0 WHERE id IN ( \
+                       SELECT id FROM workspaces WHERE active_tasks > 0 AND removed_at IS NULL \
+                         AND (last_heartbeat_at IS NULL OR last_heartbeat_at < $1) \
+                       LIMIT $2{} \
+                     ) RETURNING id",
+                    Self::SKIP_LOCKED
+                );
+                let ids: Vec<WorkspaceId> = sqlx::query_scalar(&sql)
+                    .bind(Ts(stale_before))
+                    .bind(limit)
+                    .fetch_all(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                Ok(ids)
+            }
+
+            #[tracing::instrument(skip_all)]
+            async fn purge_removed(
+                &self,
+                removed_before: DateTime<Utc>,
+                limit: i64,
+            ) -> StoreResult<u64> {
+                let _w = self.writer().await;
+                let mut tx = self.pool.begin().await?;
+                // Tokens go with the row (ON DELETE CASCADE); a child
+                // purged later keeps a NULL parent (ON DELETE SET NULL).
+                let sql = format!(
+                    "DELETE FROM workspaces WHERE id IN ( \
+                       SELECT id FROM workspaces \
+                       WHERE removed_at IS NOT NULL AND removed_at < $1 \
+                       ORDER BY removed_at LIMIT $2{} \
+                     )",
+                    Self::SKIP_LOCKED
+                );
+                let done = sqlx::query(&sql)
+                    .bind(Ts(removed_before))
+                    .bind(limit)
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                Ok(done.rows_affected())
+            }
+
             async fn referenced_blob_keys(&self, keys: &[String]) -> StoreResult<Vec<String>> {
                 self.referenced_blob_keys_engine(keys).await
+            }
+
+            #[tracing::instrument(skip_all, fields(delegation_id = %new.id, callee_id = %new.callee_id))]
+            async fn create_delegation(
+                &self,
+                new: &NewDelegation,
+                inbox: &NewActivity,
+                now: DateTime<Utc>,
+            ) -> StoreResult<Delegated> {
+                let _w = self.writer().await;
+                let mut tx = self.pool.begin().await?;
+                let caller = new.caller.to_string();
+                // ON CONFLICT DO NOTHING: a racing twin waits for the
+                // winner's commit and then inserts nothing; the read below
+                // (a fresh snapshot) finds the winner's row.
+                let inserted: Option<DelegationRow> = sqlx::query_as(
+                    "INSERT INTO delegations (id, caller_id, callee_id, task_preview, task, \
+                       idempotency_key, status, deadline_at, created_at, updated_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, 'queued', $7, $8, $8) \
+                     ON CONFLICT (caller_id, idempotency_key) DO NOTHING RETURNING *",
+                )
+                .bind(new.id)
+                .bind(&caller)
+                .bind(new.callee_id)
+                .bind(domain::truncate_chars(&new.task, domain::TASK_PREVIEW_CHARS))
+                .bind(&new.task)
+                .bind(&new.idempotency_key)
+                .bind(new.deadline_at.map(Ts))
+                .bind(Ts(now))
+                .fetch_all(&mut *tx)
+                .await?
+                .pop();
+                let Some(row) = inserted else {
+                    let existing: DelegationRow = sqlx::query_as(
+                        "SELECT * FROM delegations WHERE caller_id = $1 AND idempotency_key = $2",
+                    )
+                    .bind(&caller)
+                    .bind(&new.idempotency_key)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                    tx.commit().await?;
+                    return Ok(Delegated::Existing(existing.try_into()?));
+                };
+                let inbox = Self::insert_activity_in(&mut tx, new.callee_id, inbox, now).await?;
+                tx.commit().await?;
+                Ok(Delegated::Created {
+                    delegation: row.try_into()?,
+                    inbox,
+                })
+            }
+
+            #[tracing::instrument(skip_all, fields(delegation_id = %id, callee_id = %callee))]
+            async fn report_delegation(
+                &self,
+                callee: WorkspaceId,
+                id: DelegationId,
+                report: &StatusReport,
+                now: DateTime<Utc>,
+            ) -> StoreResult<ReportOutcome> {
+                let _w = self.writer().await;
+                let mut tx = self.pool.begin().await?;
+                let Some(current) = Self::lock_delegation(&mut tx, callee, id).await? else {
+                    return Ok(ReportOutcome::NotFound);
+                };
+                // The machine decides on the locked row, so two racing
+                // reports are applied one after the other, never past it.
+                if let Err(refused) = current.status.transition(report.status) {
+                    return Ok(ReportOutcome::Refused(refused));
+                }
+                let mv = Move {
+                    to: report.status,
+                    result_preview: domain::merge_text(
+                        current.result_preview.as_deref(),
+                        report.result_preview.as_deref(),
+                    ),
+                    error_detail: domain::merge_text(
+                        current.error_detail.as_deref(),
+                        report.error_detail.as_deref(),
+                    ),
+                    beat: true,
+                    from: &current,
+                };
+                let done = Self::apply_move_in(&mut tx, mv, now).await?;
+                tx.commit().await?;
+                Ok(ReportOutcome::Applied(done))
+            }
+
+            async fn heartbeat_delegation(
+                &self,
+                callee: WorkspaceId,
+                id: DelegationId,
+                now: DateTime<Utc>,
+            ) -> StoreResult<BeatOutcome> {
+                let _w = self.writer().await;
+                let mut tx = self.pool.begin().await?;
+                let Some(current) = Self::lock_delegation(&mut tx, callee, id).await? else {
+                    return Ok(BeatOutcome::NotFound);
+                };
+                if current.status.is_terminal() {
+                    return Ok(BeatOutcome::Over(current.status));
+                }
+                let row: DelegationRow = sqlx::query_as(
+                    "UPDATE delegations SET last_heartbeat_at = $2 WHERE id = $1 RETURNING *",
+                )
+                .bind(id)
+                .bind(Ts(now))
+                .fetch_all(&mut *tx)
+                .await?
+                .pop()
+                .ok_or_else(|| StoreError::Corrupt("UPDATE of a locked row missed it".into()))?;
+                tx.commit().await?;
+                Ok(BeatOutcome::Beat(row.try_into()?))
+            }
+
+            async fn get_delegation(&self, id: DelegationId) -> StoreResult<Option<Delegation>> {
+                let row: Option<DelegationRow> =
+                    sqlx::query_as("SELECT * FROM delegations WHERE id = $1")
+                        .bind(id)
+                        .fetch_optional(&self.pool)
+                        .await?;
+                row.map(TryInto::try_into).transpose()
+            }
+
+            async fn list_delegations(
+                &self,
+                filter: &DelegationFilter,
+            ) -> StoreResult<Vec<Delegation>> {
+                let mut sql = String::from("SELECT * FROM delegations WHERE 1 = 1");
+                let mut n = 0;
+                let mut next = || {
+                    n += 1;
+                    format!("${n}")
+                };
+                if let Some((_, role)) = filter.party {
+                    match role {
+                        PartyRole::Caller => sql += &format!(" AND caller_id = {}", next()),
+                        PartyRole::Callee => sql += &format!(" AND callee_id = {}", next()),
+                        PartyRole::Either => {
+                            sql += &format!(" AND (caller_id = {} OR callee_id = {})", next(), next())
+                        }
+                    }
+                }
+                if filter.status.is_some() {
+                    sql += &format!(" AND status = {}", next());
+                }
+                sql += &format!(" ORDER BY created_at DESC, id DESC LIMIT {}", next());
+                let mut query = sqlx::query_as::<_, DelegationRow>(&sql);
+                if let Some((ws, role)) = filter.party {
+                    if role != PartyRole::Callee {
+                        query = query.bind(ws.to_string());
+                    }
+                    if role != PartyRole::Caller {
+                        query = query.bind(ws);
+                    }
+                }
+                if let Some(status) = filter.status {
+                    query = query.bind(status.as_str());
+                }
+                let rows = query.bind(filter.limit).fetch_all(&self.pool).await?;
+                rows.into_iter().map(TryInto::try_into).collect()
+            }
+
+            async fn delegation_stats(&self, since: DateTime<Utc>) -> StoreResult<DelegationStats> {
+                let counts: Vec<(String, i64)> = sqlx::query_as(
+                    "SELECT status, count(*) FROM delegations GROUP BY status ORDER BY status",
+                )
+                .fetch_all(&self.pool)
+                .await?;
+                let oldest: Option<Ts> = sqlx::query_scalar(&format!(
+                    "SELECT min(created_at) FROM delegations WHERE status IN {IN_FLIGHT}"
+                ))
+                .fetch_one(&self.pool)
+                .await?;
+                // Bounded: the figures of a day of a very busy ledger are
+                // well described by its latest 100 000 completions.
+                let spans: Vec<(Ts, Ts)> = sqlx::query_as(
+                    "SELECT created_at, completed_at FROM delegations \
+                     WHERE status = 'completed' AND completed_at >= $1 \
+                     ORDER BY completed_at DESC LIMIT 100000",
+                )
+                .bind(Ts(since))
+                .fetch_all(&self.pool)
+                .await?;
+                let mut completion_seconds: Vec<f64> = spans
+                    .into_iter()
+                    .map(|(c, d)| (d.0 - c.0).num_microseconds().unwrap_or(0) as f64 / 1e6)
+                    .collect();
+                completion_seconds.sort_by(f64::total_cmp);
+                Ok(DelegationStats {
+                    counts: counts
+                        .into_iter()
+                        .map(|(s, n)| {
+                            s.parse::<DelegationStatus>()
+                                .map(|s| (s, n))
+                                .map_err(|e| StoreError::Corrupt(e.to_string()))
+                        })
+                        .collect::<StoreResult<_>>()?,
+                    oldest_in_flight_at: oldest.map(|t| t.0),
+                    completion_seconds,
+                })
+            }
+
+            async fn sweep_delegations(
+                &self,
+                now: DateTime<Utc>,
+                silent_before: DateTime<Utc>,
+                limit: i64,
+            ) -> StoreResult<Vec<Transitioned>> {
+                let _w = self.writer().await;
+                let mut tx = self.pool.begin().await?;
+                // Locked: a callee report racing the sweep waits (or makes
+                // the row no longer match), so the two never cross.
+                let sql = format!(
+                    "SELECT * FROM delegations WHERE status IN {IN_FLIGHT} AND ( \
+                       (deadline_at IS NOT NULL AND deadline_at <= $1) \
+                       OR (status IN ('dispatched', 'in_progress') \
+                           AND COALESCE(last_heartbeat_at, updated_at) < $2)) \
+                     ORDER BY created_at LIMIT $3{}",
+                    Self::ROW_LOCK
+                );
+                let rows: Vec<DelegationRow> = sqlx::query_as(&sql)
+                    .bind(Ts(now))
+                    .bind(Ts(silent_before))
+                    .bind(limit)
+                    .fetch_all(&mut *tx)
+                    .await?;
+                let mut moved = Vec::with_capacity(rows.len());
+                for row in rows {
+                    let current: Delegation = row.try_into()?;
+                    let overdue = current.deadline_at.is_some_and(|d| d <= now);
+                    let (to, error) = if overdue {
+                        (DelegationStatus::Failed, "deadline exceeded".to_owned())
+                    } else {
+                        let since = current.last_heartbeat_at.unwrap_or(current.updated_at);
+                        let silent = (now - since).num_seconds();
+                        (DelegationStatus::Stuck, format!("no heartbeat for {silent}s"))
+                    };
+                    if current.status.transition(to) != Ok(Transition::Advance) {
+                        continue;
+                    }
+                    let mv = Move {
+                        to,
+                        result_preview: current.result_preview.clone(),
+                        error_detail: Some(error),
+                        beat: false,
+                        from: &current,
+                    };
+                    moved.push(Self::apply_move_in(&mut tx, mv, now).await?);
+                }
+                tx.commit().await?;
+                Ok(moved)
+            }
+
+            async fn purge_delegations(&self, before: DateTime<Utc>, limit: i64) -> StoreResult<u64> {
+                let _w = self.writer().await;
+                let mut tx = self.pool.begin().await?;
+                let done = sqlx::query(
+                    "DELETE FROM delegations WHERE id IN ( \
+                       SELECT id FROM delegations \
+                       WHERE completed_at IS NOT NULL AND completed_at < $1 \
+                       ORDER BY completed_at LIMIT $2)",
+                )
+                .bind(Ts(before))
+                .bind(limit)
+                .execute(&mut *tx)
+                .await?;
+                tx.commit().await?;
+                Ok(done.rows_affected())
             }
 
             async fn put_blob_chunk(

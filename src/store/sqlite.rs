@@ -22,7 +22,7 @@ use tokio::sync::Mutex;
 
 use super::sql::{SqlStore, SweptRow, Ts};
 use super::*;
-use crate::domain::{FileId, MemoryId, WorkspaceId};
+use crate::domain::{DelegationId, FileId, MemoryId, WorkspaceId};
 
 /// The SQLite implementation of [`Store`].
 pub type SqliteStore = SqlStore<Sqlite>;
@@ -79,12 +79,15 @@ macro_rules! id_as_text {
         }
     )*};
 }
-id_as_text!(WorkspaceId, FileId, MemoryId);
+id_as_text!(WorkspaceId, FileId, MemoryId, DelegationId);
 
 impl SqlStore<Sqlite> {
     /// No row locks: the write lock every writer holds already makes a
     /// transaction atomic with its checks.
     pub(super) const ROW_LOCK: &'static str = "";
+
+    /// No row claiming either: the write lock runs one sweep at a time.
+    pub(super) const SKIP_LOCKED: &'static str = "";
 
     /// Opens (creating if needed) the database a `sqlite://PATH` URL names.
     pub async fn connect(url: &str) -> StoreResult<Self> {
@@ -136,6 +139,12 @@ impl SqlStore<Sqlite> {
     /// Events stay in the process.
     pub(super) fn notifier_engine(&self) -> Option<Notifier> {
         None
+    }
+
+    /// The write lock the caller holds already serializes every change
+    /// of the team tree (imports, re-parenting, deletes).
+    pub(super) async fn lock_tree(_conn: &mut SqliteConnection) -> StoreResult<()> {
+        Ok(())
     }
 
     /// The write lock the caller holds already orders activity ids.
@@ -223,7 +232,8 @@ impl SqlStore<Sqlite> {
     ) -> StoreResult<Vec<String>> {
         let list = serde_json::to_string(keys).map_err(|e| StoreError::Corrupt(e.to_string()))?;
         Ok(sqlx::query_scalar(
-            "SELECT blob_key FROM pending_uploads WHERE blob_key IN (SELECT value FROM json_each($1))",
+            "SELECT blob_key FROM pending_uploads WHERE blob_key IN (SELECT value FROM json_each($1)) \
+             UNION ALL SELECT blob_key FROM plugins WHERE blob_key IN (SELECT value FROM json_each($1))",
         )
         .bind(list)
         .fetch_all(&self.pool)

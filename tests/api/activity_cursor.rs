@@ -60,6 +60,10 @@ async fn a_sweep_between_the_reads_expires_the_cursor(engine: Engine) {
                 name: "w".into(),
                 delivery_mode: DeliveryMode::Poll,
                 url: None,
+                parent_id: None,
+                tier: molecule::domain::Tier::DEFAULT,
+                runtime: "external".into(),
+                model: "m".into(),
             },
             AuthToken::generate().hash(),
             t0,
@@ -96,6 +100,7 @@ async fn a_sweep_between_the_reads_expires_the_cursor(engine: Engine) {
                 since_id: ids[0],
                 activity_type: None,
                 limit: 100,
+                ..ActivityQuery::default()
             },
         )
         .await
@@ -115,6 +120,7 @@ async fn a_sweep_between_the_reads_expires_the_cursor(engine: Engine) {
                 since_id: 0,
                 activity_type: None,
                 limit: 100,
+                ..ActivityQuery::default()
             },
         )
         .await

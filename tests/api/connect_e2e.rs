@@ -1280,3 +1280,116 @@ async fn a_long_poll_held_for_its_full_wait_is_not_a_failure() {
     })
     .await;
 }
+
+/// Two real `connect` processes: A delegates to B (B's agent is an
+/// `--exec` command), B's connect marks the delegation dispatched, runs the
+/// agent and reports its answer; the result comes back to A's agent as a
+/// `delegation_result` line. A failing agent ends the delegation failed
+/// with its exit status.
+#[tokio::test]
+async fn a_delegation_goes_from_a_to_b_and_its_result_back_to_a() {
+    bounded(async {
+        let tmp = TempDir::new().unwrap();
+        let server = Server::start(&tmp.path().join("server"), free_port()).await;
+        let (a, a_token) = server.create_poll_workspace().await;
+        let (b, b_token) = server.create_poll_workspace().await;
+        let exec = r#"cat > task.json; if grep -q please-fail task.json; then exit 3; fi; echo "B did: $(grep -o 'summarize[a-z ]*' task.json)""#;
+        let mut connect_a = Connect::start(&server, &a, &a_token, &tmp.path().join("agent-a"), &[]).await;
+        let _connect_b = Connect::start(
+            &server,
+            &b,
+            &b_token,
+            &tmp.path().join("agent-b"),
+            &["--exec", exec],
+        )
+        .await;
+
+        let created = server
+            .cli(&["delegate", &a, &b, "summarize the notes", "--key", "e2e-1"])
+            .await;
+        let did = created["delegation_id"].as_str().unwrap().to_owned();
+        let line = connect_a.next_line().await;
+        assert_eq!(line["type"], "delegation_result", "{line}");
+        assert_eq!(line["delegation_id"], did.as_str());
+        assert_eq!(line["status"], "completed");
+        assert_eq!(line["result_preview"], "B did: summarize the notes");
+        assert_eq!(line["error_detail"], Value::Null);
+        assert_eq!(line["source_id"], b.as_str());
+        let row = server.get(&format!("/workspaces/{a}/delegations/{did}")).await;
+        assert_eq!(row["status"], "completed");
+        assert_eq!(row["result_preview"], "B did: summarize the notes");
+        assert!(row["last_heartbeat_at"].is_string());
+        let seen: Value = serde_json::from_str(
+            &std::fs::read_to_string(tmp.path().join("agent-b").join("task.json")).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(seen["type"], "delegation");
+        assert_eq!(seen["delegation_id"], did.as_str());
+        assert_eq!(seen["source_id"], a.as_str());
+
+        // The same key again: nothing new reaches B or A.
+        let again = server
+            .cli(&["delegate", &a, &b, "summarize the notes", "--key", "e2e-1"])
+            .await;
+        assert_eq!(again["deduplicated"], true);
+
+        let failed = server
+            .cli(&["delegate", &a, &b, "please-fail now", "--key", "e2e-2"])
+            .await;
+        let line = connect_a.next_line().await;
+        assert_eq!(line["type"], "delegation_result", "{line}");
+        assert_eq!(line["delegation_id"], failed["delegation_id"]);
+        assert_eq!(line["status"], "failed");
+        assert_eq!(
+            line["error_detail"],
+            "the --exec command exited with exit status: 3"
+        );
+        connect_a.assert_quiet().await;
+        let b_tasks = server
+            .get(&format!("/workspaces/{b}/delegations?role=callee"))
+            .await;
+        assert_eq!(b_tasks.as_array().unwrap().len(), 2, "{b_tasks}");
+    })
+    .await;
+}
+
+/// Without `--exec` or `--forward`, a delegation is one JSON line on
+/// stdout and the ledger says `dispatched`: the agent reports the rest
+/// through the API itself.
+#[tokio::test]
+async fn a_delegation_is_a_json_line_and_dispatched_in_stdout_mode() {
+    bounded(async {
+        let tmp = TempDir::new().unwrap();
+        let server = Server::start(&tmp.path().join("server"), free_port()).await;
+        let (b, b_token) = server.create_poll_workspace().await;
+        let mut connect =
+            Connect::start(&server, &b, &b_token, &tmp.path().join("agent"), &[]).await;
+        let created = server
+            .cli(&[
+                "delegate",
+                "operator",
+                &b,
+                "triage the inbox",
+                "--deadline",
+                "1h",
+            ])
+            .await;
+        let did = created["delegation_id"].as_str().unwrap().to_owned();
+        let line = connect.next_line().await;
+        assert_eq!(line["type"], "delegation", "{line}");
+        assert_eq!(line["delegation_id"], did.as_str());
+        assert_eq!(line["task"], "triage the inbox");
+        assert_eq!(line["source_id"], "operator");
+        assert!(line["deadline"].is_string());
+        let row = eventually("the delegation dispatched", || async {
+            let row = server
+                .get(&format!("/workspaces/{b}/delegations/{did}"))
+                .await;
+            (row["status"] == "dispatched").then_some(row)
+        })
+        .await;
+        assert!(row["last_heartbeat_at"].is_string());
+        connect.assert_quiet().await;
+    })
+    .await;
+}

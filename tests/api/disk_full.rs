@@ -164,6 +164,7 @@ async fn a_full_disk_never_acknowledges_a_write_it_loses() {
                 since_id: 0,
                 activity_type: None,
                 limit: 1000,
+                ..ActivityQuery::default()
             },
         )
         .await

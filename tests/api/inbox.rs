@@ -110,7 +110,11 @@ async fn message_send_to_a_push_workspace_returns_its_answer(engine: Engine) {
     let (_, shown) = app
         .get(&format!("/workspaces/{}", dead.id), &app.admin_token)
         .await;
-    assert_eq!(shown["status"], "never_connected", "{shown}");
+    assert_eq!(
+        (&shown["status"], &shown["last_heartbeat_at"]),
+        (&json!("offline"), &Value::Null),
+        "{shown}"
+    );
 }
 on_both_engines!(message_send_to_a_push_workspace_returns_its_answer);
 

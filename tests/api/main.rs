@@ -5,17 +5,23 @@
 mod helpers;
 
 mod activity_cursor;
+mod agent;
 mod blob_contract;
 mod canvas;
 mod connect_e2e;
 mod db_down;
+mod delegations;
 mod disk_full;
 mod hardening;
 mod inbox;
 mod memory;
 mod pending;
+mod plugins;
 mod replicas;
+mod secrets;
 mod store_contract;
 mod sweep;
+mod team_rule;
+mod teams;
 mod uploads;
 mod workspaces;

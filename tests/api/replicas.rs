@@ -17,6 +17,10 @@ struct Replica {
     base: String,
 }
 
+/// The secrets key every replica of one test shares (a test value).
+const REPLICA_SECRETS_KEY: &str =
+    "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+
 async fn start_replica(database_url: &str, blob_store: &str, admin: &str) -> Replica {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
@@ -36,6 +40,9 @@ async fn start_replica(database_url: &str, blob_store: &str, admin: &str) -> Rep
             "--admin-token",
             admin,
         ])
+        // Replicas seal secrets under one key; each generating its own
+        // would make the second refuse to start (the key check).
+        .env("MOLECULE_SECRETS_KEY", REPLICA_SECRETS_KEY)
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .kill_on_drop(true)

@@ -4,7 +4,7 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use chrono::Duration as Span;
-use molecule::domain::{now, AuthToken, DeliveryMode, FileId, WorkspaceId};
+use molecule::domain::{now, AuthToken, DeliveryMode, FileId, HeartbeatReport, Tier, WorkspaceId};
 use molecule::store::*;
 use serde_json::json;
 
@@ -33,6 +33,10 @@ fn new_ws(name: &str, mode: DeliveryMode) -> NewWorkspace {
         name: name.into(),
         delivery_mode: mode,
         url: None,
+        parent_id: None,
+        tier: Tier::DEFAULT,
+        runtime: "external".into(),
+        model: "m".into(),
     }
 }
 
@@ -159,17 +163,67 @@ async fn workspaces_and_tokens(engine: Engine) {
             .unwrap(),
         Registered::NotFound
     );
-    assert!(store.heartbeat(id, t + Span::seconds(5)).await.unwrap());
-    assert!(!store.heartbeat(WorkspaceId::new(), t).await.unwrap());
+    let report = HeartbeatReport {
+        active_tasks: Some(2),
+        current_task: Some("t".into()),
+        ..HeartbeatReport::default()
+    };
+    assert!(store
+        .heartbeat(id, &report, t + Span::seconds(5))
+        .await
+        .unwrap());
+    assert!(!store
+        .heartbeat(WorkspaceId::new(), &report, t)
+        .await
+        .unwrap());
+    let beat = store.get_workspace(id).await.unwrap().unwrap();
+    assert_eq!(
+        (
+            beat.report.active_tasks,
+            beat.report.current_task.as_deref()
+        ),
+        (Some(2), Some("t"))
+    );
     assert_eq!(store.list_workspaces().await.unwrap().len(), 1);
-    assert!(store.delete_workspace(id).await.unwrap());
-    assert!(!store.delete_workspace(id).await.unwrap());
+    assert_eq!(
+        store.remove_workspace(id, false, t).await.unwrap(),
+        Removal::Removed(vec![(id, None)])
+    );
+    assert_eq!(
+        store.remove_workspace(id, false, t).await.unwrap(),
+        Removal::NotFound
+    );
     assert_eq!(
         store.workspace_for_token(second.hash()).await.unwrap(),
         None,
-        "tokens go with the workspace"
+        "a removed workspace's tokens are revoked"
     );
     assert!(store.list_workspaces().await.unwrap().is_empty());
+    // Remembered until the purge, then gone with its tokens.
+    assert_eq!(
+        store.get_workspace(id).await.unwrap().unwrap().removed_at,
+        Some(t)
+    );
+    assert_eq!(
+        store
+            .removed_workspace_for_token(second.hash())
+            .await
+            .unwrap(),
+        Some(id)
+    );
+    assert_eq!(store.purge_removed(t, 10).await.unwrap(), 0);
+    assert_eq!(
+        store.purge_removed(t + Span::seconds(1), 10).await.unwrap(),
+        1
+    );
+    assert_eq!(store.get_workspace(id).await.unwrap(), None);
+    assert_eq!(
+        store
+            .removed_workspace_for_token(second.hash())
+            .await
+            .unwrap(),
+        None
+    );
 }
 on_both_engines!(workspaces_and_tokens);
 
@@ -244,6 +298,7 @@ async fn activity_ids_are_ordered_and_filtered(engine: Engine) {
         since_id,
         activity_type: ty.map(str::to_owned),
         limit,
+        ..ActivityQuery::default()
     };
     let ActivityPage::Rows(rows) = store.list_activity(a, &q(0, None, 100)).await.unwrap() else {
         panic!()
@@ -292,6 +347,7 @@ async fn staging_is_one_transaction(engine: Engine) {
                 since_id: 0,
                 activity_type: None,
                 limit: 10,
+                ..ActivityQuery::default()
             },
         )
         .await
@@ -458,6 +514,7 @@ async fn sweeps_take_what_is_due_and_record_the_activity_mark(engine: Engine) {
                 since_id: 1,
                 activity_type: None,
                 limit: 10,
+                ..ActivityQuery::default()
             },
         )
         .await
@@ -473,6 +530,7 @@ async fn sweeps_take_what_is_due_and_record_the_activity_mark(engine: Engine) {
                 since_id: 0,
                 activity_type: None,
                 limit: 10,
+                ..ActivityQuery::default()
             },
         )
         .await
@@ -488,6 +546,7 @@ async fn sweeps_take_what_is_due_and_record_the_activity_mark(engine: Engine) {
                 since_id: 1,
                 activity_type: None,
                 limit: 10,
+                ..ActivityQuery::default()
             },
         )
         .await

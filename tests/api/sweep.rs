@@ -267,8 +267,11 @@ async fn assert_the_loop_survives(
     let config = SweepConfig {
         ack_retention: hour,
         activity_retention: hour,
+        delegation_stuck_after: hour,
         orphan_grace: hour,
         interval: std::time::Duration::from_millis(20),
+        offline_after: molecule::domain::Period::new("90 s", std::time::Duration::from_secs(90))
+            .unwrap(),
     };
     let sweeper = Sweeper::new(
         store,
@@ -337,7 +340,8 @@ async fn the_sweep_command_runs_one_pass_and_reports_it() {
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(
         report,
-        serde_json::json!({"acked": 1, "expired": 0, "errors": 0, "activity": 0, "orphans": 0, "kv": 0, "embedded": 0, "skipped": false})
+        serde_json::json!({"acked": 1, "expired": 0, "errors": 0, "activity": 0, "orphans": 0, "kv": 0, "embedded": 0, "skipped": false,
+            "delegations_failed": 0, "delegations_stuck": 0, "delegations_purged": 0})
     );
     assert!(app.blob_keys().await.is_empty());
     assert_eq!(

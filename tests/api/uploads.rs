@@ -490,7 +490,11 @@ async fn push_mode_forwards_the_upload_and_stages_nothing(engine: Engine) {
     let (_, shown) = app
         .get(&format!("/workspaces/{}", dead.id), &app.admin_token)
         .await;
-    assert_eq!(shown["status"], "never_connected", "{shown}");
+    assert_eq!(
+        (&shown["status"], &shown["last_heartbeat_at"]),
+        (&json!("offline"), &Value::Null),
+        "{shown}"
+    );
 }
 on_both_engines!(push_mode_forwards_the_upload_and_stages_nothing);
 

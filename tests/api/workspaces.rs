@@ -21,7 +21,7 @@ async fn create_returns_the_workspace_token_and_connection_once(engine: Engine) 
     assert_eq!(body["name"], "laptop");
     assert_eq!(body["delivery_mode"], "poll");
     assert_eq!(body["url"], Value::Null);
-    assert_eq!(body["status"], "never_connected");
+    assert_eq!(body["status"], "offline");
     assert_eq!(token.len(), 68);
     assert_eq!(body["connection"]["auth_token"], token);
     assert_eq!(body["connection"]["workspace_id"], id);
@@ -378,9 +378,11 @@ async fn register_bootstraps_only_a_workspace_without_a_live_token(engine: Engin
         let url = app.url("/registry/register");
         async move { TestApp::json(client.post(url).json(&body).send().await.unwrap()).await }
     };
-    // It has a live token: anonymous registration is refused.
-    let (status, _) = anon(json!({"id": ws.id})).await;
-    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    // It has a live token: anonymous registration changes nothing and
+    // mints nothing.
+    let (status, body) = anon(json!({"id": ws.id})).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(body.get("auth_token").is_none() && body["warning"].is_string());
     revoke_tokens_directly(&app.config.database_url, &ws.id).await;
     let (status, body) =
         anon(json!({"id": ws.id, "delivery_mode": "poll", "agent_card": {"name": "bot"}})).await;
@@ -389,8 +391,9 @@ async fn register_bootstraps_only_a_workspace_without_a_live_token(engine: Engin
     assert_eq!(body["status"], "online");
     assert_eq!(body["agent_card"], json!({"name": "bot"}));
     // Exactly once.
-    let (status, _) = anon(json!({"id": ws.id})).await;
-    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let (status, body) = anon(json!({"id": ws.id})).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(body.get("auth_token").is_none() && body["warning"].is_string());
     // The minted token works; with it registration answers without a token field.
     let (status, body) = app
         .post("/registry/register", &minted, &json!({"id": ws.id}))
@@ -502,19 +505,33 @@ async fn health_ready_and_openapi_need_no_token() {
     assert_eq!(
         paths,
         vec![
+            "/admin/delegations",
+            "/admin/delegations/stats",
             "/admin/memories",
             "/admin/memories/{mid}",
             "/admin/pending-uploads/stats",
+            "/admin/secrets",
+            "/admin/secrets/{key}",
             "/health",
             "/metrics",
+            "/org/import",
+            "/plugins",
+            "/plugins/{name}",
             "/ready",
+            "/registry/discover/{target}",
             "/registry/heartbeat",
             "/registry/register",
+            "/registry/{id}/peers",
             "/workspaces",
             "/workspaces/{id}",
             "/workspaces/{id}/a2a",
             "/workspaces/{id}/activity",
             "/workspaces/{id}/chat/uploads",
+            "/workspaces/{id}/delegate",
+            "/workspaces/{id}/delegations",
+            "/workspaces/{id}/delegations/{did}",
+            "/workspaces/{id}/delegations/{did}/heartbeat",
+            "/workspaces/{id}/delegations/{did}/status",
             "/workspaces/{id}/events",
             "/workspaces/{id}/external/connection",
             "/workspaces/{id}/external/rotate",
@@ -523,9 +540,18 @@ async fn health_ready_and_openapi_need_no_token() {
             "/workspaces/{id}/memory",
             "/workspaces/{id}/memory/{key}",
             "/workspaces/{id}/notify",
+            "/workspaces/{id}/pause",
             "/workspaces/{id}/pending-uploads",
             "/workspaces/{id}/pending-uploads/{fid}/ack",
             "/workspaces/{id}/pending-uploads/{fid}/content",
+            "/workspaces/{id}/plugins",
+            "/workspaces/{id}/plugins/{name}/download",
+            "/workspaces/{id}/restart",
+            "/workspaces/{id}/resume",
+            "/workspaces/{id}/secrets",
+            "/workspaces/{id}/secrets/values",
+            "/workspaces/{id}/secrets/{key}",
+            "/workspaces/{id}/state",
         ]
     );
     assert!(doc["paths"]["/workspaces"]["post"]["responses"]["201"].is_object());

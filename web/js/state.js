@@ -27,12 +27,12 @@ export const state = {
  */
 export const bus = new EventTarget();
 
-export const STATUS_LABEL = { online: 'online', offline: 'offline', never_connected: 'never connected' };
+export const STATUS_LABEL = { online: 'online', offline: 'offline', paused: 'paused', removed: 'removed', failed: 'failed' };
 
 /**
  * The server's online window: a workspace is online while its last
  * contact (heartbeat, registration, or a push forward it answered) is at
- * most this old (`ONLINE_WINDOW_SECS` in src/http/workspaces.rs).
+ * most this old (`--offline-after`, 90 s by default).
  */
 export const ONLINE_WINDOW_MS = 90_000;
 
@@ -45,7 +45,9 @@ export const serverNow = () => Date.now() + (state.skewMs ?? 0);
  * itself and an agent that stops shows offline when its window ends.
  */
 export function agentStatus(ws) {
-  if (!ws.last_heartbeat_at) return 'never_connected';
+  // Paused, removed and failed are the server's word, not the clock's.
+  if (['paused', 'removed', 'failed'].includes(ws.status)) return ws.status;
+  if (!ws.last_heartbeat_at) return 'offline';
   const age = serverNow() - Date.parse(ws.last_heartbeat_at);
   return age <= ONLINE_WINDOW_MS ? 'online' : 'offline';
 }

@@ -1,0 +1,556 @@
+//! Delegation between workspaces: a caller hands a task to a callee
+//! (`POST /workspaces/:target/delegate`), the callee reports progress and
+//! the outcome (`…/delegations/:did/status`, `…/heartbeat`), both parties
+//! read the ledger, and the operator has the global views.
+//!
+//! The ledger row and the inbox row that carries it (the callee's
+//! `delegate`, later the caller's `delegation_result`) are always written in
+//! one transaction by the store; the status machine is
+//! [`crate::domain::DelegationStatus::transition`]; what surrounds each move
+//! (metric, log event, wake-up) is [`crate::ledger`].
+
+use std::collections::BTreeMap;
+
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use chrono::{DateTime, Duration as Span, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use sha2::{Digest, Sha256};
+
+use super::auth::Principal;
+use super::extract::{DelegationPath, Query, WorkspacePath};
+use super::{AppState, Error, ErrorBody, Json, Result};
+use crate::domain::{self, Caller, DelegationId, DelegationStatus, WorkspaceId};
+use crate::store::{
+    BeatOutcome, Delegated, Delegation, DelegationFilter, NewActivity, NewDelegation, PartyRole,
+    ReportOutcome, StatusReport,
+};
+
+/// Longest accepted task, in bytes.
+pub const MAX_TASK_BYTES: usize = 64 * 1024;
+/// Longest accepted `deadline_s`: the activity retention's default, past
+/// which the inbox row announcing the task would be gone anyway.
+pub const MAX_DEADLINE_S: i64 = 7 * 24 * 3600;
+/// Largest accepted `limit` of a listing.
+pub const MAX_LIMIT: i64 = 500;
+
+/// A ledger row as the API shows it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
+pub struct DelegationView {
+    /// Its id.
+    #[schema(value_type = String, format = Uuid)]
+    pub id: DelegationId,
+    /// The delegating workspace's id, or `operator`.
+    pub caller_id: String,
+    /// The workspace asked to do it.
+    #[schema(value_type = String, format = Uuid)]
+    pub callee_id: WorkspaceId,
+    /// The first 200 characters of the task.
+    pub task_preview: String,
+    /// The whole task.
+    pub task: String,
+    /// The caller's key for exactly-once creation.
+    pub idempotency_key: String,
+    /// Where it is.
+    pub status: DelegationStatus,
+    /// The start of the callee's answer.
+    pub result_preview: Option<String>,
+    /// Why it failed or stalled.
+    pub error_detail: Option<String>,
+    /// Past this, the sweeper fails it.
+    pub deadline_at: Option<DateTime<Utc>>,
+    /// The callee's last report or heartbeat.
+    pub last_heartbeat_at: Option<DateTime<Utc>>,
+    /// Creation.
+    pub created_at: DateTime<Utc>,
+    /// Last change.
+    pub updated_at: DateTime<Utc>,
+    /// When it was completed or failed.
+    pub completed_at: Option<DateTime<Utc>>,
+}
+
+impl From<Delegation> for DelegationView {
+    fn from(d: Delegation) -> Self {
+        Self {
+            id: d.id,
+            caller_id: d.caller.to_string(),
+            callee_id: d.callee_id,
+            task_preview: d.task_preview,
+            task: d.task,
+            idempotency_key: d.idempotency_key,
+            status: d.status,
+            result_preview: d.result_preview,
+            error_detail: d.error_detail,
+            deadline_at: d.deadline_at,
+            last_heartbeat_at: d.last_heartbeat_at,
+            created_at: d.created_at,
+            updated_at: d.updated_at,
+            completed_at: d.completed_at,
+        }
+    }
+}
+
+/// Body of `POST /workspaces/:target/delegate`.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+pub struct NewDelegationRequest {
+    /// What the callee should do (non-empty, at most 64 KiB).
+    pub task: String,
+    /// Exactly once per caller and key (1–200 characters). Default: derived
+    /// from the target, the task and the current minute, like the SDK's.
+    pub idempotency_key: Option<String>,
+    /// Seconds from now after which the delegation fails (1 to 604800).
+    pub deadline_s: Option<i64>,
+}
+
+/// Answer of `POST /workspaces/:target/delegate`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
+pub struct DelegationCreated {
+    /// The ledger row.
+    #[schema(value_type = String, format = Uuid)]
+    pub delegation_id: DelegationId,
+    /// `queued` for a new one; the current status for a repeat.
+    pub status: DelegationStatus,
+    /// True when the key was used before and nothing new was delivered.
+    pub deduplicated: bool,
+}
+
+/// The communication rule (`domain::team`): a workspace delegates only to
+/// its parent, its children and its siblings; the operator to anyone.
+async fn check_communication(state: &AppState, caller: Caller, target: WorkspaceId) -> Result<()> {
+    let Caller::Workspace(from) = caller else {
+        return Ok(());
+    };
+    let node_of = |id: WorkspaceId| async move {
+        state
+            .store
+            .get_workspace(id)
+            .await?
+            .filter(crate::store::Workspace::is_live)
+            .map(|w| w.node())
+            .ok_or_else(Error::workspace_not_found)
+    };
+    let from = node_of(from).await?;
+    let to = node_of(target).await?;
+    super::auth::require_reach(domain::team::Caller::Workspace(from), to)
+}
+
+/// Who is delegating: a workspace token must name itself in
+/// `X-Workspace-ID` (as the SDK sends it; absent means itself); the
+/// operator delegates as `operator`, or as a workspace it names there.
+async fn caller_of(state: &AppState, principal: Principal, headers: &HeaderMap) -> Result<Caller> {
+    let claimed = headers
+        .get("x-workspace-id")
+        .map(|v| v.to_str().map(str::trim).unwrap_or(""));
+    match principal {
+        Principal::Workspace(own) => match claimed {
+            None => Ok(Caller::Workspace(own)),
+            Some(raw) if raw.parse::<WorkspaceId>().ok() == Some(own) => Ok(Caller::Workspace(own)),
+            // Acting as another workspace: the same answer as a bad token.
+            Some(_) => Err(Error::Unauthorized),
+        },
+        Principal::Operator => match claimed {
+            None | Some("operator") => Ok(Caller::Operator),
+            Some(raw) => {
+                let id: WorkspaceId = raw.parse().map_err(|e: domain::IdError| {
+                    Error::BadRequest(format!("X-Workspace-ID: {e}"))
+                })?;
+                state.store.get_workspace(id).await?.ok_or_else(|| {
+                    Error::NotFound("the calling workspace does not exist".into())
+                })?;
+                Ok(Caller::Workspace(id))
+            }
+        },
+    }
+}
+
+/// The SDK's default key: the same task to the same target within one
+/// minute is one delegation.
+fn default_key(target: WorkspaceId, task: &str, now: DateTime<Utc>) -> String {
+    let minute = now.timestamp().div_euclid(60);
+    let digest = Sha256::digest(format!("{target}\n{minute}\n{task}").as_bytes());
+    hex::encode(digest)
+}
+
+/// Hands a task to the target workspace: a ledger row and the callee's
+/// inbox row, in one transaction. A repeat of a caller's key returns the
+/// same delegation and delivers nothing new.
+#[utoipa::path(post, path = "/workspaces/{id}/delegate", tag = "delegations",
+    params(("id" = String, Path, description = "the target (callee) workspace"),
+           ("X-Workspace-ID" = Option<String>, Header, description = "the calling workspace (a workspace token must name itself)")),
+    request_body = NewDelegationRequest,
+    responses((status = 202, body = DelegationCreated), (status = 200, description = "a repeat of the key", body = DelegationCreated),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub async fn create_delegation(
+    State(state): State<AppState>,
+    principal: Principal,
+    WorkspacePath(target): WorkspacePath,
+    headers: HeaderMap,
+    Json(body): Json<NewDelegationRequest>,
+) -> Result<(StatusCode, Json<DelegationCreated>)> {
+    let caller = caller_of(&state, principal, &headers).await?;
+    let now = domain::now();
+    if body.task.trim().is_empty() {
+        return Err(Error::BadRequest("`task` must not be empty".into()));
+    }
+    if body.task.len() > MAX_TASK_BYTES {
+        return Err(Error::BadRequest(format!(
+            "`task` must be at most {MAX_TASK_BYTES} bytes"
+        )));
+    }
+    let key = match body.idempotency_key {
+        Some(k) if (1..=200).contains(&k.chars().count()) && !k.trim().is_empty() => k,
+        Some(_) => {
+            return Err(Error::BadRequest(
+                "`idempotency_key` must be 1 to 200 characters".into(),
+            ))
+        }
+        None => default_key(target, &body.task, now),
+    };
+    let deadline_at = match body.deadline_s {
+        None => None,
+        Some(s) if (1..=MAX_DEADLINE_S).contains(&s) => Some(now + Span::seconds(s)),
+        Some(_) => {
+            return Err(Error::BadRequest(format!(
+                "`deadline_s` must be between 1 and {MAX_DEADLINE_S} seconds"
+            )))
+        }
+    };
+    state
+        .store
+        .get_workspace(target)
+        .await?
+        .ok_or_else(Error::workspace_not_found)?;
+    if caller == Caller::Workspace(target) {
+        return Err(Error::Unprocessable(
+            "a workspace cannot delegate to itself".into(),
+        ));
+    }
+    check_communication(&state, caller, target).await?;
+    let new = NewDelegation {
+        id: DelegationId::new(),
+        caller,
+        callee_id: target,
+        task: body.task,
+        idempotency_key: key,
+        deadline_at,
+    };
+    let data = json!({"delegation_id": new.id, "task": new.task, "deadline": deadline_at});
+    let inbox = NewActivity {
+        activity_type: "a2a_receive".into(),
+        method: Some("delegate".into()),
+        source_id: Some(caller.to_string()),
+        target_id: Some(target.to_string()),
+        summary: Some(domain::truncate_chars(
+            new.task.lines().next().unwrap_or(""),
+            120,
+        )),
+        request_body: Some(json!({
+            "delegation_id": new.id, "task": new.task, "deadline": deadline_at,
+            "idempotency_key": new.idempotency_key,
+        })),
+        status: Some("queued".into()),
+        data: Some(data),
+        ..NewActivity::default()
+    };
+    match state.store.create_delegation(&new, &inbox, now).await? {
+        Delegated::Created { delegation, inbox } => {
+            crate::ledger::announce_created(&state.bus, &state.metrics, &delegation, &inbox).await;
+            Ok((
+                StatusCode::ACCEPTED,
+                Json(DelegationCreated {
+                    delegation_id: delegation.id,
+                    status: delegation.status,
+                    deduplicated: false,
+                }),
+            ))
+        }
+        Delegated::Existing(d) if d.callee_id != target => Err(Error::StatusConflict {
+            message: "this idempotency_key was already used for a delegation to another workspace"
+                .into(),
+            current_status: None,
+        }),
+        Delegated::Existing(d) => {
+            tracing::info!(delegation_id = %d.id, caller_id = %d.caller, "delegation repeated; nothing delivered");
+            Ok((
+                StatusCode::OK,
+                Json(DelegationCreated {
+                    delegation_id: d.id,
+                    status: d.status,
+                    deduplicated: true,
+                }),
+            ))
+        }
+    }
+}
+
+/// Body of a callee's status report.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+pub struct StatusReportRequest {
+    /// `dispatched`, `in_progress`, `completed` or `failed` (`queued` only
+    /// as a repeat; `stuck` is the sweeper's).
+    pub status: String,
+    /// The start of the answer (kept up to 4096 characters).
+    pub result_preview: Option<String>,
+    /// The error (kept up to 4096 characters).
+    pub error_detail: Option<String>,
+}
+
+fn delegation_not_found() -> Error {
+    Error::NotFound("delegation not found".into())
+}
+
+/// Only the callee, with its own token, reports on a delegation; anyone
+/// else (the caller, the operator, a third workspace) gets the same 404.
+fn require_callee(principal: Principal, callee: WorkspaceId) -> Result<()> {
+    match principal {
+        Principal::Workspace(own) if own == callee => Ok(()),
+        _ => Err(delegation_not_found()),
+    }
+}
+
+fn conflict(current: DelegationStatus, message: String) -> Error {
+    Error::StatusConflict {
+        message,
+        current_status: Some(current.as_str().to_owned()),
+    }
+}
+
+/// The callee reports progress or the outcome. Forward only; a repeat of
+/// the current status still applies a non-empty preview; on completed or
+/// failed, a workspace caller gets a `delegation_result` inbox row.
+#[utoipa::path(post, path = "/workspaces/{id}/delegations/{did}/status", tag = "delegations",
+    params(("id" = String, Path, description = "the callee workspace"), ("did" = String, Path, description = "delegation id")),
+    request_body = StatusReportRequest,
+    responses((status = 200, body = DelegationView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub async fn report_delegation_status(
+    State(state): State<AppState>,
+    principal: Principal,
+    DelegationPath(callee, id): DelegationPath,
+    Json(body): Json<StatusReportRequest>,
+) -> Result<Json<DelegationView>> {
+    require_callee(principal, callee)?;
+    let status: DelegationStatus = body
+        .status
+        .parse()
+        .map_err(|e: domain::StatusError| Error::BadRequest(e.to_string()))?;
+    if status == DelegationStatus::Stuck {
+        return Err(Error::BadRequest(
+            "`stuck` is set by the sweeper; report in_progress, completed or failed".into(),
+        ));
+    }
+    let report = StatusReport {
+        status,
+        result_preview: body.result_preview,
+        error_detail: body.error_detail,
+    };
+    match state
+        .store
+        .report_delegation(callee, id, &report, domain::now())
+        .await?
+    {
+        ReportOutcome::Applied(t) => {
+            crate::ledger::announce_move(&state.bus, &state.metrics, &t).await;
+            Ok(Json(t.delegation.into()))
+        }
+        ReportOutcome::Refused(r) => Err(conflict(r.current, r.to_string())),
+        ReportOutcome::NotFound => Err(delegation_not_found()),
+    }
+}
+
+/// The callee says it is still working: bumps `last_heartbeat_at`, so the
+/// sweeper does not mark the delegation stuck.
+#[utoipa::path(post, path = "/workspaces/{id}/delegations/{did}/heartbeat", tag = "delegations",
+    params(("id" = String, Path, description = "the callee workspace"), ("did" = String, Path, description = "delegation id")),
+    responses((status = 200, body = DelegationView), (status = 401, body = ErrorBody),
+        (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub async fn heartbeat_delegation(
+    State(state): State<AppState>,
+    principal: Principal,
+    DelegationPath(callee, id): DelegationPath,
+) -> Result<Json<DelegationView>> {
+    require_callee(principal, callee)?;
+    match state
+        .store
+        .heartbeat_delegation(callee, id, domain::now())
+        .await?
+    {
+        BeatOutcome::Beat(d) => Ok(Json(d.into())),
+        BeatOutcome::Over(current) => Err(conflict(
+            current,
+            format!("the delegation is already {current}; there is nothing to keep alive"),
+        )),
+        BeatOutcome::NotFound => Err(delegation_not_found()),
+    }
+}
+
+/// Query of the listings.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+pub struct ListParams {
+    /// `caller` or `callee` (workspace listing only; default: both).
+    pub role: Option<String>,
+    /// Only this status.
+    pub status: Option<String>,
+    /// At most this many (1–500, default 100).
+    pub limit: Option<i64>,
+}
+
+fn parse_filter(params: ListParams, party: Option<WorkspaceId>) -> Result<DelegationFilter> {
+    let limit = params.limit.unwrap_or(100);
+    if !(1..=MAX_LIMIT).contains(&limit) {
+        return Err(Error::BadRequest(format!(
+            "`limit` must be between 1 and {MAX_LIMIT}"
+        )));
+    }
+    let status = params
+        .status
+        .map(|s| s.parse::<DelegationStatus>())
+        .transpose()
+        .map_err(|e| Error::BadRequest(e.to_string()))?;
+    let role = match params.role.as_deref() {
+        None | Some("") => PartyRole::Either,
+        Some("caller") => PartyRole::Caller,
+        Some("callee") => PartyRole::Callee,
+        Some(other) => {
+            return Err(Error::BadRequest(format!(
+                "`role` must be caller or callee, not `{}`",
+                domain::truncate_chars(other, 64)
+            )))
+        }
+    };
+    Ok(DelegationFilter {
+        party: party.map(|id| (id, role)),
+        status,
+        limit,
+    })
+}
+
+/// The delegations a workspace made or received, newest first.
+#[utoipa::path(get, path = "/workspaces/{id}/delegations", tag = "delegations",
+    params(("id" = String, Path, description = "workspace id"), ListParams),
+    responses((status = 200, body = [DelegationView]), (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn list_workspace_delegations(
+    State(state): State<AppState>,
+    principal: Principal,
+    WorkspacePath(id): WorkspacePath,
+    Query(params): Query<ListParams>,
+) -> Result<Json<Vec<DelegationView>>> {
+    principal.require_access(id)?;
+    let filter = parse_filter(params, Some(id))?;
+    state
+        .store
+        .get_workspace(id)
+        .await?
+        .ok_or_else(Error::workspace_not_found)?;
+    let rows = state.store.list_delegations(&filter).await?;
+    Ok(Json(rows.into_iter().map(Into::into).collect()))
+}
+
+/// One delegation, for either party (or the operator through either).
+#[utoipa::path(get, path = "/workspaces/{id}/delegations/{did}", tag = "delegations",
+    params(("id" = String, Path, description = "the caller or callee workspace"), ("did" = String, Path, description = "delegation id")),
+    responses((status = 200, body = DelegationView), (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn get_delegation(
+    State(state): State<AppState>,
+    principal: Principal,
+    DelegationPath(party, id): DelegationPath,
+) -> Result<Json<DelegationView>> {
+    principal.require_access(party)?;
+    match state.store.get_delegation(id).await? {
+        Some(d) if d.callee_id == party || d.caller == Caller::Workspace(party) => {
+            Ok(Json(d.into()))
+        }
+        _ => Err(delegation_not_found()),
+    }
+}
+
+/// Every delegation, newest first (operator only).
+#[utoipa::path(get, path = "/admin/delegations", tag = "delegations",
+    params(ListParams),
+    responses((status = 200, body = [DelegationView]), (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
+pub async fn list_all_delegations(
+    State(state): State<AppState>,
+    principal: Principal,
+    Query(params): Query<ListParams>,
+) -> Result<Json<Vec<DelegationView>>> {
+    principal.require_operator()?;
+    let filter = parse_filter(params, None)?;
+    let rows = state.store.list_delegations(&filter).await?;
+    Ok(Json(rows.into_iter().map(Into::into).collect()))
+}
+
+/// Figures over the ledger.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
+pub struct DelegationStatsView {
+    /// Rows per status; every status is present.
+    #[schema(value_type = Object)]
+    pub counts: BTreeMap<String, i64>,
+    /// Age of the oldest delegation not yet completed or failed, in
+    /// seconds (null if none).
+    pub oldest_in_flight_age_s: Option<i64>,
+    /// Delegations completed in the last 24 h.
+    pub completed_24h: i64,
+    /// Median created → completed time over the last 24 h, in seconds.
+    pub p50_completion_s: Option<f64>,
+    /// 95th percentile of the same.
+    pub p95_completion_s: Option<f64>,
+}
+
+/// Nearest-rank percentile of ascending values.
+fn percentile(sorted: &[f64], p: f64) -> Option<f64> {
+    if sorted.is_empty() {
+        return None;
+    }
+    let rank = (p * sorted.len() as f64).ceil() as usize;
+    Some(sorted[rank.clamp(1, sorted.len()) - 1])
+}
+
+/// Counts per status, the oldest delegation in flight, and completion
+/// times over the last 24 h (operator only).
+#[utoipa::path(get, path = "/admin/delegations/stats", tag = "delegations",
+    responses((status = 200, body = DelegationStatsView), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody)))]
+pub async fn get_delegation_stats(
+    State(state): State<AppState>,
+    principal: Principal,
+) -> Result<Json<DelegationStatsView>> {
+    principal.require_operator()?;
+    let now = domain::now();
+    let stats = state.store.delegation_stats(now - Span::hours(24)).await?;
+    let mut counts: BTreeMap<String, i64> = DelegationStatus::ALL
+        .iter()
+        .map(|s| (s.as_str().to_owned(), 0))
+        .collect();
+    for (status, n) in stats.counts {
+        counts.insert(status.as_str().to_owned(), n);
+    }
+    let secs = &stats.completion_seconds;
+    Ok(Json(DelegationStatsView {
+        counts,
+        oldest_in_flight_age_s: stats
+            .oldest_in_flight_at
+            .map(|t| (now - t).num_seconds().max(0)),
+        completed_24h: secs.len() as i64,
+        p50_completion_s: percentile(secs, 0.50),
+        p95_completion_s: percentile(secs, 0.95),
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::percentile;
+
+    #[test]
+    fn percentiles_are_nearest_rank() {
+        let v: Vec<f64> = (1..=20).map(f64::from).collect();
+        assert_eq!(percentile(&v, 0.5), Some(10.0));
+        assert_eq!(percentile(&v, 0.95), Some(19.0));
+        assert_eq!(percentile(&[3.0], 0.95), Some(3.0));
+        assert_eq!(percentile(&[], 0.5), None);
+    }
+}

@@ -1,0 +1,188 @@
+//! The lifecycle of a workspace: pause, resume, restart (operator), and the
+//! state an agent polls between heartbeats to learn that it was paused or
+//! deleted (Molecule's SDK exits its run loop on either).
+
+use axum::extract::State;
+use axum::http::header::AUTHORIZATION;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use super::auth::Principal;
+use super::extract::WorkspacePath;
+use super::workspaces::{log_event, WorkspaceView};
+use super::{AppState, Error, ErrorBody, Json, Result};
+use crate::domain::{self, AuthToken, WorkspaceId, WorkspaceStatus};
+use crate::events::Event;
+use crate::store::NewActivity;
+
+/// The activity type of a restart request: a row of its own that the
+/// agent's inbox poll sees.
+pub const RESTART_ACTIVITY: &str = "restart_requested";
+
+/// `GET /workspaces/:id/state` answer for a workspace that exists.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct WorkspaceState {
+    /// The workspace id.
+    #[schema(value_type = String, format = Uuid)]
+    pub workspace_id: WorkspaceId,
+    /// Its status.
+    pub status: WorkspaceStatus,
+    /// True while paused.
+    pub paused: bool,
+    /// Always false here; a deleted workspace answers 404 `{"deleted": true}`.
+    pub deleted: bool,
+}
+
+/// `{"deleted": true}`: the 404 of a deleted workspace's state.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct DeletedState {
+    /// Always true.
+    pub deleted: bool,
+}
+
+/// Pauses a workspace: its status says `paused`; messages and files are
+/// still staged for it (nothing is refused or lost).
+#[utoipa::path(post, path = "/workspaces/{id}/pause", tag = "lifecycle",
+    params(("id" = String, Path, description = "workspace id")),
+    responses((status = 200, body = WorkspaceView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn pause_workspace(
+    State(state): State<AppState>,
+    principal: Principal,
+    WorkspacePath(id): WorkspacePath,
+) -> Result<Json<WorkspaceView>> {
+    principal.require_operator()?;
+    set_paused(&state, id, true).await
+}
+
+/// Resumes a paused workspace: its status is online or offline again, by
+/// its heartbeat.
+#[utoipa::path(post, path = "/workspaces/{id}/resume", tag = "lifecycle",
+    params(("id" = String, Path, description = "workspace id")),
+    responses((status = 200, body = WorkspaceView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn resume_workspace(
+    State(state): State<AppState>,
+    principal: Principal,
+    WorkspacePath(id): WorkspacePath,
+) -> Result<Json<WorkspaceView>> {
+    principal.require_operator()?;
+    set_paused(&state, id, false).await
+}
+
+async fn set_paused(
+    state: &AppState,
+    id: WorkspaceId,
+    paused: bool,
+) -> Result<Json<WorkspaceView>> {
+    let w = state
+        .store
+        .set_paused(id, paused, domain::now())
+        .await?
+        .ok_or_else(Error::workspace_not_found)?;
+    let event = if paused {
+        "workspace.paused"
+    } else {
+        "workspace.resumed"
+    };
+    log_event(event, id, w.parent_id);
+    Ok(Json(WorkspaceView::load(state, w).await?))
+}
+
+/// Asks the agent to restart: writes a `restart_requested` activity row
+/// (which its inbox poll sees) and resets `active_tasks` to 0.
+#[utoipa::path(post, path = "/workspaces/{id}/restart", tag = "lifecycle",
+    params(("id" = String, Path, description = "workspace id")),
+    responses((status = 202, body = WorkspaceView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn restart_workspace(
+    State(state): State<AppState>,
+    principal: Principal,
+    WorkspacePath(id): WorkspacePath,
+) -> Result<(StatusCode, Json<WorkspaceView>)> {
+    principal.require_operator()?;
+    let row = NewActivity {
+        activity_type: RESTART_ACTIVITY.to_owned(),
+        summary: Some("the operator asked the agent to restart".to_owned()),
+        status: Some("requested".to_owned()),
+        data: Some(json!({"action": "restart"})),
+        ..NewActivity::default()
+    };
+    let (w, activity) = state
+        .store
+        .request_restart(id, &row, domain::now())
+        .await?
+        .ok_or_else(Error::workspace_not_found)?;
+    state
+        .bus
+        .publish(Event::Activity {
+            workspace_id: id,
+            id: activity.id,
+        })
+        .await;
+    log_event("workspace.restart_requested", id, w.parent_id);
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(WorkspaceView::load(&state, w).await?),
+    ))
+}
+
+/// What an agent polls between heartbeats: `200 {workspace_id, status,
+/// paused, deleted: false}` while the workspace exists (a live workspace
+/// never answers 404 here), `404 {"deleted": true}` once it was deleted,
+/// for as long as the server remembers it. The workspace's own token
+/// (also the one revoked by the delete) or the operator's.
+#[utoipa::path(get, path = "/workspaces/{id}/state", tag = "lifecycle",
+    params(("id" = String, Path, description = "workspace id")),
+    responses((status = 200, body = WorkspaceState), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 404, body = DeletedState)))]
+pub async fn get_workspace_state(
+    State(state): State<AppState>,
+    WorkspacePath(id): WorkspacePath,
+    headers: HeaderMap,
+) -> Result<Response> {
+    let token = bearer(&headers).ok_or(Error::Unauthorized)?;
+    match Principal::resolve(&state, &token).await {
+        Ok(principal) => principal.require_access(id)?,
+        // The delete revoked this token; it may still learn that its own
+        // workspace is gone, so the SDK exits instead of retrying a 401.
+        Err(Error::Unauthorized) => {
+            if state
+                .store
+                .removed_workspace_for_token(token.hash())
+                .await?
+                != Some(id)
+            {
+                return Err(Error::Unauthorized);
+            }
+        }
+        Err(e) => return Err(e),
+    }
+    let w = state
+        .store
+        .get_workspace(id)
+        .await?
+        .ok_or_else(Error::workspace_not_found)?;
+    if !w.is_live() {
+        return Ok((StatusCode::NOT_FOUND, Json(DeletedState { deleted: true })).into_response());
+    }
+    let status = w
+        .liveness()
+        .status(domain::now(), state.config.offline_after);
+    Ok(Json(WorkspaceState {
+        workspace_id: id,
+        status,
+        paused: w.paused_at.is_some(),
+        deleted: false,
+    })
+    .into_response())
+}
+
+fn bearer(headers: &HeaderMap) -> Option<AuthToken> {
+    let value = headers.get(AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    (scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty())
+        .then(|| AuthToken::from_plaintext(token.trim()))
+}

@@ -1,0 +1,170 @@
+//! Peers of a workspace, as Molecule's SDK discovers them: the list of
+//! workspaces it may reach (`GET /registry/:id/peers`) and one target's
+//! address (`GET /registry/discover/:target`). Both apply the one
+//! communication rule of `crate::domain::team`.
+
+use axum::extract::{Path, State};
+use axum::http::HeaderMap;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::auth::{check_named_caller, require_reach, Principal};
+use super::workspaces::WorkspaceStatus;
+use super::{AppState, Error, ErrorBody, Json, Result};
+use crate::domain::team::{self, Caller};
+use crate::domain::{self, DeliveryMode, Tier, WorkspaceId};
+use crate::store::Workspace;
+
+/// A workspace the caller may reach, as the SDK's `PeerInfo` reads it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
+pub struct PeerView {
+    /// Its id.
+    #[schema(value_type = String, format = Uuid)]
+    pub id: WorkspaceId,
+    /// Display name.
+    pub name: String,
+    /// Where to call it directly: its URL in push mode, empty in poll mode
+    /// (reach it through `POST /workspaces/:id/a2a`).
+    pub url: String,
+    /// The `role` its agent card declares, or empty.
+    pub role: String,
+    /// Resource tier, 1 to 4.
+    #[schema(value_type = i64)]
+    pub tier: Tier,
+    /// Its status.
+    pub status: WorkspaceStatus,
+    /// The agent card it registered, or `{}`.
+    #[schema(value_type = Object)]
+    pub agent_card: Value,
+}
+
+/// One discovered target.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
+pub struct DiscoveredPeer {
+    /// Its id.
+    #[schema(value_type = String, format = Uuid)]
+    pub id: WorkspaceId,
+    /// Its URL in push mode, empty in poll mode.
+    pub url: String,
+    /// Display name.
+    pub name: String,
+    /// Its status.
+    pub status: WorkspaceStatus,
+}
+
+fn direct_url(w: &Workspace) -> String {
+    match w.delivery_mode {
+        DeliveryMode::Push => w.url.clone().unwrap_or_default(),
+        DeliveryMode::Poll => String::new(),
+    }
+}
+
+fn status(state: &AppState, w: &Workspace) -> WorkspaceStatus {
+    w.liveness()
+        .status(domain::now(), state.config.offline_after)
+}
+
+fn parse_id(raw: &str) -> Result<WorkspaceId> {
+    raw.parse()
+        .map_err(|e: domain::IdError| Error::BadRequest(e.to_string()))
+}
+
+/// Who is asking: the operator, or the token's workspace (which may name
+/// itself in `X-Workspace-ID`), at its place in the tree.
+async fn caller(state: &AppState, principal: Principal, headers: &HeaderMap) -> Result<Caller> {
+    match principal {
+        Principal::Operator => Ok(Caller::Operator),
+        Principal::Workspace(own) => {
+            check_named_caller(headers, own)?;
+            let me = state
+                .store
+                .get_workspace(own)
+                .await?
+                .filter(Workspace::is_live)
+                .ok_or(Error::Unauthorized)?;
+            Ok(Caller::Workspace(me.node()))
+        }
+    }
+}
+
+/// Every workspace `:id` may reach: its parent, its children and its
+/// siblings (root workspaces are siblings of each other).
+#[utoipa::path(get, path = "/registry/{id}/peers", tag = "registry",
+    params(("id" = String, Path, description = "workspace id"),
+           ("X-Workspace-ID" = Option<String>, Header, description = "the calling workspace; must be :id")),
+    responses((status = 200, body = [PeerView]), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 404, body = ErrorBody)))]
+pub async fn list_peers(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Json<Vec<PeerView>>> {
+    let id = parse_id(&id)?;
+    principal.require_access(id)?;
+    if let Principal::Workspace(own) = principal {
+        check_named_caller(&headers, own)?;
+    }
+    let me = state
+        .store
+        .get_workspace(id)
+        .await?
+        .filter(Workspace::is_live)
+        .ok_or_else(Error::workspace_not_found)?;
+    let from = Caller::Workspace(me.node());
+    let peers = state
+        .store
+        .list_workspaces()
+        .await?
+        .into_iter()
+        .filter(|w| w.id != id && team::may_reach(from, w.node()))
+        .map(|w| PeerView {
+            id: w.id,
+            url: direct_url(&w),
+            role: w
+                .agent_card
+                .as_ref()
+                .and_then(|c| c.get("role"))
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned(),
+            tier: w.tier,
+            status: status(&state, &w),
+            agent_card: w
+                .agent_card
+                .clone()
+                .unwrap_or_else(|| Value::Object(Default::default())),
+            name: w.name,
+        })
+        .collect();
+    Ok(Json(peers))
+}
+
+/// Where to reach one workspace, if the caller may.
+#[utoipa::path(get, path = "/registry/discover/{target}", tag = "registry",
+    params(("target" = String, Path, description = "the workspace to reach"),
+           ("X-Workspace-ID" = Option<String>, Header, description = "the calling workspace; must be the token's")),
+    responses((status = 200, body = DiscoveredPeer), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn discover_peer(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(target): Path<String>,
+    headers: HeaderMap,
+) -> Result<Json<DiscoveredPeer>> {
+    let target = parse_id(&target)?;
+    let from = caller(&state, principal, &headers).await?;
+    let found = state
+        .store
+        .get_workspace(target)
+        .await?
+        .filter(Workspace::is_live)
+        .ok_or_else(Error::workspace_not_found)?;
+    require_reach(from, found.node())?;
+    Ok(Json(DiscoveredPeer {
+        id: found.id,
+        url: direct_url(&found),
+        status: status(&state, &found),
+        name: found.name,
+    }))
+}
