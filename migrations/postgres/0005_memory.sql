@@ -8,7 +8,8 @@ CREATE TABLE memories (
     seq             bigint GENERATED ALWAYS AS IDENTITY UNIQUE,
     id              uuid PRIMARY KEY,
     -- The owner: the workspace that committed it. No foreign key, like
-    -- activity_logs: memories outlive a deleted workspace until removed.
+    -- activity_logs: a removed workspace keeps its memories while it is
+    -- remembered; the sweeper deletes them when it purges the workspace.
     workspace_id    uuid NOT NULL,
     -- Who may read it: LOCAL (the owner), TEAM (the owner's parent,
     -- children and siblings too), GLOBAL (every workspace).

@@ -10,7 +10,8 @@ CREATE TABLE memories (
     seq             INTEGER PRIMARY KEY AUTOINCREMENT,
     id              TEXT NOT NULL UNIQUE,
     -- The owner: the workspace that committed it. No foreign key, like
-    -- activity_logs: memories outlive a deleted workspace until removed.
+    -- activity_logs: a removed workspace keeps its memories while it is
+    -- remembered; the sweeper deletes them when it purges the workspace.
     workspace_id    TEXT NOT NULL,
     -- Who may read it: LOCAL (the owner), TEAM (the owner's parent,
     -- children and siblings too), GLOBAL (every workspace).

@@ -1694,6 +1694,20 @@ macro_rules! portable_store {
             ) -> StoreResult<u64> {
                 let _w = self.writer().await;
                 let mut tx = self.pool.begin().await?;
+                // A purged workspace's memories and keys go with it (they
+                // carry no foreign key, like activity rows). Every workspace
+                // past the cutoff is purged by this pass or the next batch,
+                // so clearing all of theirs at once is exact.
+                for table in ["memories", "memory_kv"] {
+                    sqlx::query(&format!(
+                        "DELETE FROM {table} WHERE workspace_id IN ( \
+                           SELECT id FROM workspaces \
+                           WHERE removed_at IS NOT NULL AND removed_at < $1)"
+                    ))
+                    .bind(Ts(removed_before))
+                    .execute(&mut *tx)
+                    .await?;
+                }
                 // Tokens go with the row (ON DELETE CASCADE); a child
                 // purged later keeps a NULL parent (ON DELETE SET NULL).
                 let sql = format!(
