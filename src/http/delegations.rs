@@ -16,12 +16,12 @@ use std::time::Duration;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
-use futures::Stream;
-use tokio::sync::broadcast::error::RecvError;
 use chrono::{DateTime, Duration as Span, Utc};
+use futures::Stream;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use sha2::{Digest, Sha256};
+use tokio::sync::broadcast::error::RecvError;
 
 use super::auth::Principal;
 use super::extract::{DelegationPath, Query, WorkspacePath};
@@ -512,9 +512,10 @@ pub async fn stream_delegation_events(
                 event = events.recv() => event,
             };
             let sse = match event {
-                Ok(Event::Delegation(moved)) => {
-                    SseEvent::default().event("delegation").json_data(&moved).ok()
-                }
+                Ok(Event::Delegation(moved)) => SseEvent::default()
+                    .event("delegation")
+                    .json_data(&moved)
+                    .ok(),
                 Ok(Event::Resync) | Err(RecvError::Lagged(_)) => {
                     Some(SseEvent::default().event("resync").data("{}"))
                 }
