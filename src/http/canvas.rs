@@ -87,6 +87,10 @@ const ASSETS: &[Asset] = &[
     module!("unread.js"),
     module!("markdown.js"),
     module!("manage.js"),
+    module!("panels.js"),
+    module!("tabs.js"),
+    module!("secrets.js"),
+    module!("delegations.js"),
 ];
 
 /// An asset ready to serve: its table entry and its strong `ETag`.

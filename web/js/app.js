@@ -11,11 +11,14 @@
 //   state.js      shared state and bus    dom.js      DOM/format helpers
 //   unread.js     unread counts, title, notifications
 //   markdown.js   safe message formatting manage.js   the Manage panel
+//   panels.js     the workspace tabs and the operator's views: tabs.js,
+//                 secrets.js, delegations.js
 
 import { api } from './api.js';
 import { closeChat, initChat, openChat } from './chat.js';
 import { initCreate } from './create.js';
 import { initManage } from './manage.js';
+import { initPanels } from './panels.js';
 import { $ } from './dom.js';
 import { TOKEN_KEY, bus, state } from './state.js';
 import { initUnread, pollActivity } from './unread.js';
@@ -115,6 +118,7 @@ function init() {
   initUploads();
   initUnread();
   initManage();
+  initPanels();
 }
 
 async function start() {
