@@ -49,8 +49,9 @@ pub struct DelegationMove {
     /// The workspace asked to do it.
     #[schema(value_type = String, format = Uuid)]
     pub callee_id: WorkspaceId,
-    /// The status before (null when the delegation was just created;
-    /// equal to `status` for a repeat that applied a preview).
+    /// The status before: null when the delegation was just created;
+    /// equal to `status` for a repeat that applied a preview, or for a
+    /// heartbeat (`last_heartbeat_at` moved).
     pub from: Option<DelegationStatus>,
     /// The status now.
     pub status: DelegationStatus,

@@ -29,6 +29,13 @@ pub async fn announce_created(bus: &Bus, metrics: &Metrics, d: &Delegation, inbo
     .await;
 }
 
+/// Announces a callee's heartbeat to the live views (the row's
+/// `last_heartbeat_at` moved; its status did not). Not counted, not logged:
+/// heartbeats come every few tens of seconds per delegation in flight.
+pub async fn announce_heartbeat(bus: &Bus, d: &Delegation) {
+    bus.publish(moved(d, Some(d.status))).await;
+}
+
 /// The stream event of a move of `d` from `from`.
 fn moved(d: &Delegation, from: Option<DelegationStatus>) -> Event {
     Event::Delegation(DelegationMove {

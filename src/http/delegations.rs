@@ -383,7 +383,10 @@ pub async fn heartbeat_delegation(
         .heartbeat_delegation(callee, id, domain::now())
         .await?
     {
-        BeatOutcome::Beat(d) => Ok(Json(d.into())),
+        BeatOutcome::Beat(d) => {
+            crate::ledger::announce_heartbeat(&state.bus, &d).await;
+            Ok(Json(d.into()))
+        }
         BeatOutcome::Over(current) => Err(conflict(
             current,
             format!("the delegation is already {current}; there is nothing to keep alive"),

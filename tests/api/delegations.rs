@@ -1102,6 +1102,15 @@ async fn the_event_streams_carry_every_delegation_move(engine: Engine) {
     let working = app
         .report_ok(&b, &did, json!({"status": "in_progress"}))
         .await;
+    // A heartbeat moves `last_heartbeat_at` (and `updated_at`), not the status.
+    let (status, beat) = app
+        .post(
+            &format!("/workspaces/{}/delegations/{did}/heartbeat", b.id),
+            &b.token,
+            &json!({}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{beat}");
     // A repeat that brings a preview is streamed too (the row changed).
     let repeat = app
         .report_ok(
@@ -1121,6 +1130,7 @@ async fn the_event_streams_carry_every_delegation_move(engine: Engine) {
         moved(&did, &a, &b, Value::Null, &queued),
         moved(&did, &a, &b, json!("queued"), &dispatched),
         moved(&did, &a, &b, json!("dispatched"), &working),
+        moved(&did, &a, &b, json!("in_progress"), &beat),
         moved(&did, &a, &b, json!("in_progress"), &repeat),
         moved(&did, &a, &b, json!("in_progress"), &done),
     ];
@@ -1137,7 +1147,7 @@ async fn the_event_streams_carry_every_delegation_move(engine: Engine) {
         assert_eq!(&b_events.next().await, expected);
     }
     // The caller: every move, the result row just before the last one.
-    for expected in &moves[..4] {
+    for expected in &moves[..5] {
         assert_eq!(&a_events.next().await, expected);
     }
     let (kind, row) = a_events.next().await;
@@ -1145,7 +1155,7 @@ async fn the_event_streams_carry_every_delegation_move(engine: Engine) {
         (kind.as_str(), &row["method"]),
         ("activity", &json!("delegation_result"))
     );
-    assert_eq!(&a_events.next().await, &moves[4]);
+    assert_eq!(&a_events.next().await, &moves[5]);
     // The operator's global stream: every move of every delegation.
     for expected in &moves {
         assert_eq!(&all.next().await, expected);

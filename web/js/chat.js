@@ -106,8 +106,11 @@ export async function openChat(ws) {
     onLive: setLive,
     onOpen: (first) => {
       $('chat-error').textContent = '';
-      // Files may have moved while we were disconnected.
-      if (!first) reconcileUploads(ws.id, stream.signal).catch(() => {});
+      // Files (and delegations) may have moved while we were disconnected.
+      if (!first) {
+        reconcileUploads(ws.id, stream.signal).catch(() => {});
+        bus.dispatchEvent(new CustomEvent('stream', { detail: { event: 'resync', payload: {} } }));
+      }
     },
     onGone: () => {
       $('chat-error').textContent = 'This workspace was deleted.';

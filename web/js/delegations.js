@@ -197,6 +197,7 @@ export function initDelegations() {
   });
   bus.addEventListener('stream', (e) => {
     if (e.detail.event === 'delegation') own.apply(e.detail.payload);
+    else if (e.detail.event === 'resync') own.load(); // moves missed while reconnecting
   });
 
   const all = delegationsPanel('all-delegations', 'h3');
