@@ -91,6 +91,7 @@ const ASSETS: &[Asset] = &[
     module!("tabs.js"),
     module!("secrets.js"),
     module!("delegations.js"),
+    module!("memory.js"),
 ];
 
 /// An asset ready to serve: its table entry and its strong `ETag`.

@@ -23,6 +23,11 @@ const MODULES: &[&str] = &[
     "unread.js",
     "markdown.js",
     "manage.js",
+    "panels.js",
+    "tabs.js",
+    "secrets.js",
+    "delegations.js",
+    "memory.js",
 ];
 
 async fn every_module_is_served_as_javascript_with_an_etag(engine: Engine) {
