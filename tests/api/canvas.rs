@@ -17,17 +17,17 @@ const MODULES: &[&str] = &[
     "workspaces.js",
     "create.js",
     "chat.js",
+    "panels.js",
+    "tabs.js",
+    "secrets.js",
+    "delegations.js",
+    "memory.js",
     "messages.js",
     "chips.js",
     "uploads.js",
     "unread.js",
     "markdown.js",
     "manage.js",
-    "panels.js",
-    "tabs.js",
-    "secrets.js",
-    "delegations.js",
-    "memory.js",
 ];
 
 async fn every_module_is_served_as_javascript_with_an_etag(engine: Engine) {
