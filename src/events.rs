@@ -86,7 +86,8 @@ pub enum Event {
         /// The new state.
         state: UploadState,
     },
-    /// A delegation was created or moved (or a repeat applied a preview).
+    /// A delegation was created or moved, a repeat applied a preview, or
+    /// its callee heartbeated.
     Delegation(DelegationMove),
     /// Tokens of a workspace were revoked (rotation, deletion): requests
     /// held open with one of them must re-check it and end.
