@@ -946,6 +946,99 @@ async function main() {
     await chatAgain();
   });
 
+  await step('memory tab: scoped recall with search and scope filter, commit, delete; the key/value table with edit and delete', async () => {
+    const make = async (name, parent) => apiCall('POST', '/workspaces', ADMIN_TOKEN,
+      { name, delivery_mode: 'poll', ...(parent ? { parent_id: parent.id } : {}) });
+    const lead = await make('mem-lead');
+    const coder = await make('mem-coder', lead);
+    const stranger = await make('mem-stranger');
+    const commit = (ws, content, scope) => apiCall('POST', `/workspaces/${ws.id}/memories`, ws.auth_token, { content, scope });
+    const local = await commit(coder, 'The staging database listens on port 5433.', 'LOCAL');
+    const team = await commit(lead, 'Deploys happen on Fridays after the standup.', 'TEAM');
+    const global = await commit(lead, 'The style guide lives in docs/style.md.', 'GLOBAL');
+    await commit(stranger, 'The stranger keeps its staging database password here.', 'LOCAL');
+    await page.getByRole('button', { name: 'Refresh the workspace list' }).click();
+    await page.locator(`#workspace-list [data-ws="${coder.id}"]`).waitFor();
+    await page.evaluate((id) => { location.hash = `#/w/${id}`; }, coder.id);
+    await page.locator('#chat-title', { hasText: 'mem-coder' }).waitFor();
+    await page.getByRole('tab', { name: 'Memory' }).click();
+    const panel = page.locator('#memory-panel');
+    const shown = () => panel.locator('#mem-results > li').evaluateAll((lis) => lis.map((li) => li.dataset.mid));
+    await panel.locator('#mem-note', { hasText: '3 memories, newest first.' }).waitFor();
+    assert(JSON.stringify(await shown()) === JSON.stringify([global.id, team.id, local.id]), `the tab shows ${JSON.stringify(await shown())}`);
+
+    await panel.getByLabel('Search', { exact: true }).fill('staging database port');
+    await panel.getByRole('button', { name: 'Search', exact: true }).click();
+    await panel.locator('#mem-note', { hasText: 'best first' }).waitFor();
+    const hits = await shown();
+    const server = await apiCall('GET', `/workspaces/${coder.id}/memories?q=${encodeURIComponent('staging database port')}&limit=50`, ADMIN_TOKEN);
+    assert(hits[0] === local.id, `the best hit shown is ${hits[0]}, not the port memory`);
+    assert(JSON.stringify(hits) === JSON.stringify(server.map((m) => m.id)), `the tab shows ${JSON.stringify(hits)}, the server ${JSON.stringify(server.map((m) => m.id))}`);
+    assert(!(await panel.textContent()).includes('password'), 'a memory of another tree is shown');
+    await panel.getByLabel('Search', { exact: true }).fill('');
+    await panel.getByLabel('Scope', { exact: true }).selectOption('TEAM');
+    await panel.locator('#mem-note', { hasText: '1 memory, newest first.' }).waitFor();
+    assert(JSON.stringify(await shown()) === JSON.stringify([team.id]), `TEAM shows ${JSON.stringify(await shown())}`);
+    await panel.getByLabel('Scope', { exact: true }).selectOption('');
+    await panel.locator('#mem-note', { hasText: '3 memories' }).waitFor();
+
+    await panel.getByLabel('Memory', { exact: true }).fill('The canvas committed this one.');
+    await panel.getByLabel('Visible to').selectOption('LOCAL');
+    await panel.getByRole('button', { name: 'Commit memory' }).click();
+    await panel.locator('#mem-note', { hasText: '4 memories' }).waitFor();
+    let mine = (await apiCall('GET', `/workspaces/${coder.id}/memories?scope=LOCAL`, ADMIN_TOKEN)).map((m) => [m.workspace_id, m.content]);
+    assert(JSON.stringify(mine) === JSON.stringify([[coder.id, 'The canvas committed this one.'], [coder.id, 'The staging database listens on port 5433.']]), `LOCAL on the server: ${JSON.stringify(mine)}`);
+    // Only its own memories have a Delete button.
+    assert(await panel.locator(`#mem-results li[data-mid="${team.id}"] button`).count() === 0, 'a team memory can be deleted from here');
+    const dialogs = [];
+    page.once('dialog', (d) => { dialogs.push(d.message()); d.accept(); });
+    await panel.locator(`#mem-results li[data-mid="${local.id}"]`).getByRole('button', { name: /Delete the memory/ }).click();
+    await panel.locator(`#mem-results li[data-mid="${local.id}"]`).waitFor({ state: 'detached' });
+    assert(/cannot be undone/.test(dialogs[0] || ''), `the delete confirm said: ${dialogs[0]}`);
+    mine = (await apiCall('GET', `/workspaces/${coder.id}/memories?scope=LOCAL`, ADMIN_TOKEN)).map((m) => m.content);
+    assert(JSON.stringify(mine) === '["The canvas committed this one."]', `after the delete the server has ${JSON.stringify(mine)}`);
+
+    // Key/value: written by the agent, edited and deleted here.
+    const kv = (body) => apiCall('POST', `/workspaces/${coder.id}/memory`, coder.auth_token, body);
+    await kv({ key: 'build.config', value: { retries: 3 } });
+    await page.getByRole('tab', { name: 'Chat' }).click();
+    await page.getByRole('tab', { name: 'Memory' }).click();
+    const row = panel.locator('#kv-table tr[data-key="build.config"]');
+    await row.locator('td', { hasText: '{"retries":3}' }).waitFor();
+    await panel.getByRole('button', { name: 'Edit build.config' }).click();
+    await panel.getByLabel('Value', { exact: true }).fill('{"retries": 5}');
+    await panel.getByRole('button', { name: 'Save key' }).click();
+    await panel.locator('#kv-status', { hasText: 'Saved build.config (version 2).' }).waitFor();
+    await row.locator('td', { hasText: '{"retries":5}' }).waitFor();
+    let entry = await apiCall('GET', `/workspaces/${coder.id}/memory/build.config`, ADMIN_TOKEN);
+    assert(entry.version === 2 && entry.value.retries === 5, `the server has ${JSON.stringify(entry)}`);
+    // Someone else writes while the form is open: the save is a 409, nothing overwritten.
+    await panel.getByRole('button', { name: 'Edit build.config' }).click();
+    await kv({ key: 'build.config', value: { retries: 7 } });
+    await panel.getByLabel('Value', { exact: true }).fill('{"retries": 9}');
+    await panel.getByRole('button', { name: 'Save key' }).click();
+    await panel.locator('#kv-error', { hasText: 'changed meanwhile' }).waitFor();
+    await row.locator('td', { hasText: '{"retries":7}' }).waitFor();
+    entry = await apiCall('GET', `/workspaces/${coder.id}/memory/build.config`, ADMIN_TOKEN);
+    assert(entry.version === 3 && entry.value.retries === 7, `a stale edit overwrote the key: ${JSON.stringify(entry)}`);
+    await panel.getByRole('button', { name: 'Cancel the edit' }).click();
+    await panel.getByLabel('Key', { exact: true }).fill('notes');
+    await panel.getByLabel('Value', { exact: true }).fill('plain words');
+    await panel.getByRole('button', { name: 'Save key' }).click();
+    await panel.locator('#kv-table tr[data-key="notes"] td', { hasText: '"plain words"' }).waitFor();
+    await axeCheck('memory tab');
+    await shot('07-memory');
+    page.once('dialog', (d) => { dialogs.push(d.message()); d.accept(); });
+    await panel.getByRole('button', { name: 'Delete notes' }).click();
+    await panel.locator('#kv-table tr[data-key="notes"]').waitFor({ state: 'detached' });
+    const gone = await fetch(`${BASE}/workspaces/${coder.id}/memory/notes`, { headers: { Authorization: `Bearer ${ADMIN_TOKEN}` } });
+    assert(gone.status === 404, `the deleted key answers ${gone.status}`);
+    const keys = (await apiCall('GET', `/workspaces/${coder.id}/memory`, ADMIN_TOKEN)).map((k) => k.key);
+    assert(JSON.stringify(keys) === '["build.config"]', `the server's keys: ${JSON.stringify(keys)}`);
+    noPageErrors();
+    await chatAgain();
+  });
+
   await step('55 workspaces: the create form is reachable without scrolling past them', async () => {
     await Promise.all(Array.from({ length: 50 }, (_, i) => apiCall('POST', '/workspaces', ADMIN_TOKEN, { name: `bulk-${i}`, delivery_mode: 'poll' })));
     await page.getByRole('button', { name: 'Refresh the workspace list' }).click();
