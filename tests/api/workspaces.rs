@@ -507,6 +507,7 @@ async fn health_ready_and_openapi_need_no_token() {
         vec![
             "/admin/config",
             "/admin/delegations",
+            "/admin/delegations/events",
             "/admin/delegations/stats",
             "/admin/memories",
             "/admin/memories/{mid}",

@@ -6,6 +6,8 @@
 // and the routing; the parts of the page live in their own modules:
 //   api.js        the API client          stream.js   the event stream
 //   workspaces.js the workspace list      create.js   the "New workspace" panel
+//   panels.js     the workspace tabs and the operator's views: tabs.js,
+//                 secrets.js, delegations.js, memory.js
 //   chat.js       the open chat           messages.js the conversation log
 //   chips.js      upload chips (state)    uploads.js  sending files
 //   state.js      shared state and bus    dom.js      DOM/format helpers
@@ -23,6 +25,7 @@ import { initLifecycle } from './lifecycle.js';
 import { initManage } from './manage.js';
 import { initOrgImport } from './orgimport.js';
 import { $ } from './dom.js';
+import { initPanels } from './panels.js';
 import { TOKEN_KEY, bus, state } from './state.js';
 import { initTeamForm } from './teamform.js';
 import { initUnread, pollActivity } from './unread.js';
@@ -120,6 +123,7 @@ function init() {
   initWorkspaces();
   initCreate();
   initChat();
+  initPanels();
   initUploads();
   initUnread();
   initManage();
