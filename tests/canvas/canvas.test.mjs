@@ -1339,6 +1339,13 @@ async function main() {
     assert(small.length === 0, `touch targets under 44 px: ${JSON.stringify(small)}`);
     const bar = await page.locator('.topbar').evaluate((e) => e.getBoundingClientRect().height);
     assert(bar <= 56, `the top bar is ${bar}px tall on a phone`);
+    // Every top-bar button and every tab is whole on screen, none cut off.
+    const cut = await page.evaluate(() => [...document.querySelectorAll('.topbar button, .tabs .tab')]
+      .filter((e) => e.getClientRects().length)
+      .filter((e) => { const r = e.getBoundingClientRect(); const box = e.parentElement.getBoundingClientRect();
+        return r.left < box.left - 0.5 || r.right > Math.min(box.right, window.innerWidth) + 0.5 || e.scrollWidth > e.clientWidth + 1; })
+      .map((e) => e.textContent.trim()));
+    assert(cut.length === 0, `cut off on a phone: ${JSON.stringify(cut)}`);
     await page.getByRole('button', { name: 'Workspaces', exact: true }).click();
     await page.locator('#workspaces-title').waitFor();
     await axeCheck('workspace list (phone)');
