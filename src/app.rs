@@ -126,6 +126,9 @@ impl Application {
             http,
             shutdown: CancellationToken::new(),
             embedder,
+            vectors: Arc::new(crate::memory::VectorCache::new(
+                crate::memory::VECTOR_CACHE_BYTES,
+            )),
             sealer,
             upload_ttl,
         };

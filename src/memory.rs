@@ -5,17 +5,20 @@
 //! full-text rank and, when an embedder is configured, cosine similarity
 //! of stored vectors computed here — and fuses them by reciprocal rank
 //! (k = 60). The readable filter is part of every statement, so ranking
-//! only ever sees memories the caller may read. A failing embedder never
+//! only ever sees memories the caller may read. Decoded vectors are kept
+//! in a [`VectorCache`]: a recall asks the database only for the ids it
+//! may read and the vectors it has not decoded yet. A failing embedder never
 //! fails a request: a commit stores the row without a vector (the sweeper
 //! back-fills it), a recall falls back to full-text rank alone.
 
-use std::sync::Arc;
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context;
 use serde::Deserialize;
 
-use crate::domain::memory::{cosine_bytes, encode_vector, reciprocal_rank_fusion, SearchTerms};
+use crate::domain::memory::{dot, encode_vector, reciprocal_rank_fusion, unit_vector, SearchTerms};
 use crate::domain::team::{self, Caller};
 use crate::domain::{MemoryId, WorkspaceId};
 use crate::store::{Memory, MemoryFilter, Store, StoreResult};
@@ -123,6 +126,154 @@ pub async fn may_write_global(store: &dyn Store, caller: WorkspaceId) -> StoreRe
         .is_some_and(|w| w.parent_id.is_none()))
 }
 
+/// The byte budget of the server's [`VectorCache`]: 64 MiB, about 43,000
+/// vectors of 384 dimensions.
+pub const VECTOR_CACHE_BYTES: usize = 64 << 20;
+
+/// What one cache entry costs besides its floats: the key, the `Arc`'s
+/// counts and slice pointer, the map's and the queue's slots.
+const ENTRY_OVERHEAD: usize = 96;
+
+/// Decoded, unit-length vectors by memory id, within a byte budget.
+///
+/// Safe to share across replicas without invalidation: a memory's vector
+/// never changes once stored ([`Store::set_memory_embedding`] fills only a
+/// missing one), and a recall scores only ids the database has just
+/// listed as readable — a deleted memory, or one the caller may not read,
+/// is never scored even while its vector is still cached. Over budget the
+/// oldest entries go first.
+#[derive(Debug)]
+pub struct VectorCache {
+    budget: usize,
+    inner: Mutex<CacheInner>,
+}
+
+#[derive(Debug, Default)]
+struct CacheInner {
+    /// An empty slice stands for a stored vector that cannot be compared
+    /// (zero, or not float32s): kept so it is not read again.
+    vectors: HashMap<MemoryId, Arc<[f32]>>,
+    /// Insertion order, oldest first: the eviction order.
+    order: VecDeque<MemoryId>,
+    bytes: usize,
+}
+
+/// A held vector, shared with the cache so scoring runs outside its lock.
+type Held = (MemoryId, Arc<[f32]>);
+
+fn entry_bytes(v: &[f32]) -> usize {
+    std::mem::size_of_val(v) + ENTRY_OVERHEAD
+}
+
+impl VectorCache {
+    /// An empty cache holding at most `budget` bytes.
+    pub fn new(budget: usize) -> Self {
+        Self {
+            budget,
+            inner: Mutex::new(CacheInner::default()),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, CacheInner> {
+        // A panic while holding the lock leaves consistent data (every
+        // mutation is complete before the next may panic): keep using it.
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The bytes held (floats plus per-entry overhead).
+    pub fn bytes(&self) -> usize {
+        self.lock().bytes
+    }
+
+    /// How many vectors are held.
+    pub fn len(&self) -> usize {
+        self.lock().vectors.len()
+    }
+
+    /// Whether nothing is held.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Whether the vector of `id` is held.
+    pub fn contains(&self, id: MemoryId) -> bool {
+        self.lock().vectors.contains_key(&id)
+    }
+
+    /// The held vectors of `ids`, and the ids not held.
+    fn split(&self, ids: &[MemoryId]) -> (Vec<Held>, Vec<MemoryId>) {
+        let inner = self.lock();
+        let mut held = Vec::with_capacity(ids.len());
+        let mut missing = Vec::new();
+        for id in ids {
+            match inner.vectors.get(id) {
+                Some(v) => held.push((*id, v.clone())),
+                None => missing.push(*id),
+            }
+        }
+        (held, missing)
+    }
+
+    /// Holds the vector of `id` decoded from its stored bytes, evicting the
+    /// oldest entries while over budget; returns it.
+    pub fn insert(&self, id: MemoryId, stored: &[u8]) -> Arc<[f32]> {
+        let v: Arc<[f32]> = unit_vector(stored).unwrap_or_default().into();
+        let size = entry_bytes(&v);
+        if size > self.budget {
+            return v;
+        }
+        let mut inner = self.lock();
+        if inner.vectors.insert(id, v.clone()).is_none() {
+            inner.order.push_back(id);
+            inner.bytes += size;
+        }
+        while inner.bytes > self.budget {
+            let Some(old) = inner.order.pop_front() else {
+                break;
+            };
+            if let Some(gone) = inner.vectors.remove(&old) {
+                inner.bytes -= entry_bytes(&gone);
+            }
+        }
+        v
+    }
+}
+
+/// The vector half of recall: the readable memories with a vector of
+/// `model`, best cosine similarity to `query` first, at most
+/// [`CANDIDATES`], none with a similarity of zero or less.
+pub async fn vector_candidates(
+    store: &dyn Store,
+    cache: &VectorCache,
+    filter: &MemoryFilter,
+    model: &str,
+    query: &[u8],
+) -> StoreResult<Vec<MemoryId>> {
+    let Some(query) = unit_vector(query) else {
+        return Ok(Vec::new());
+    };
+    // The readable filter stays in SQL: only these ids are ever scored.
+    let ids = store.memory_vector_ids(filter, model).await?;
+    let (mut vectors, missing) = cache.split(&ids);
+    if !missing.is_empty() {
+        for (id, stored) in store.memory_vectors(&missing).await? {
+            vectors.push((id, cache.insert(id, &stored)));
+        }
+    }
+    let mut scored: Vec<(MemoryId, f32)> = vectors
+        .iter()
+        .filter_map(|(id, v)| dot(&query, v).map(|s| (*id, s)))
+        .filter(|(_, s)| *s > 0.0)
+        .collect();
+    let best_first = |a: &(MemoryId, f32), b: &(MemoryId, f32)| b.1.total_cmp(&a.1);
+    if scored.len() > CANDIDATES as usize {
+        scored.select_nth_unstable_by(CANDIDATES as usize, best_first);
+        scored.truncate(CANDIDATES as usize);
+    }
+    scored.sort_by(best_first);
+    Ok(scored.into_iter().map(|(id, _)| id).collect())
+}
+
 /// One recalled memory and its fused score.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Hit {
@@ -138,6 +289,7 @@ pub struct Hit {
 /// first, at most `limit`.
 pub async fn recall(
     store: &dyn Store,
+    cache: &VectorCache,
     filter: &MemoryFilter,
     terms: &SearchTerms,
     query_vector: Option<(&str, &[u8])>,
@@ -146,16 +298,7 @@ pub async fn recall(
     let mut lists: Vec<Vec<MemoryId>> =
         vec![store.search_memories(filter, terms, CANDIDATES).await?];
     if let Some((model, query)) = query_vector {
-        let mut scored: Vec<(MemoryId, f64)> = store
-            .memory_vectors(filter, model)
-            .await?
-            .into_iter()
-            .filter_map(|(id, v)| cosine_bytes(query, &v).map(|s| (id, s)))
-            .filter(|(_, s)| *s > 0.0)
-            .collect();
-        scored.sort_by(|a, b| b.1.total_cmp(&a.1));
-        scored.truncate(CANDIDATES as usize);
-        lists.push(scored.into_iter().map(|(id, _)| id).collect());
+        lists.push(vector_candidates(store, cache, filter, model, query).await?);
     }
     let mut fused = reciprocal_rank_fusion(&lists);
     fused.truncate(limit.max(0) as usize);
@@ -172,4 +315,42 @@ pub async fn recall(
         }
     }
     Ok(hits)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stored(dims: usize, seed: f32) -> Vec<u8> {
+        encode_vector(&(0..dims).map(|i| i as f32 + seed).collect::<Vec<_>>())
+    }
+
+    #[test]
+    fn cache_evicts_oldest_first_within_its_budget() {
+        let one = entry_bytes(&[0f32; 4]);
+        let cache = VectorCache::new(3 * one);
+        let ids: Vec<MemoryId> = (0..5).map(|_| MemoryId::new()).collect();
+        for (i, id) in ids.iter().enumerate() {
+            let v = cache.insert(*id, &stored(4, i as f32));
+            assert!((dot(&v, &v).unwrap() - 1.0).abs() < 1e-6, "unit length");
+            assert!(cache.bytes() <= 3 * one);
+        }
+        assert_eq!(cache.len(), 3);
+        assert_eq!(cache.bytes(), 3 * one);
+        assert!(!cache.contains(ids[0]) && !cache.contains(ids[1]));
+        assert!(ids[2..].iter().all(|id| cache.contains(*id)));
+        // The same id again neither counts twice nor evicts anything.
+        cache.insert(ids[4], &stored(4, 4.0));
+        assert_eq!((cache.len(), cache.bytes()), (3, 3 * one));
+        // A vector larger than the whole budget is returned, not held.
+        let big = MemoryId::new();
+        assert_eq!(cache.insert(big, &stored(64, 1.0)).len(), 64);
+        assert!(!cache.contains(big));
+        assert_eq!(cache.len(), 3);
+        // A vector that cannot be compared is held as empty: read once.
+        let zero = MemoryId::new();
+        assert!(cache.insert(zero, &encode_vector(&[0.0; 4])).is_empty());
+        assert!(cache.contains(zero));
+        assert_eq!(cache.bytes(), 3 * one - one + entry_bytes(&[]));
+    }
 }

@@ -248,24 +248,44 @@ pub fn decode_vector(bytes: &[u8]) -> Option<Vec<f32>> {
     )
 }
 
-/// Cosine similarity of two stored vectors, without decoding them first;
-/// `None` when their dimensions differ or either is zero.
-pub fn cosine_bytes(a: &[u8], b: &[u8]) -> Option<f64> {
-    if a.len() != b.len() || !a.len().is_multiple_of(4) || a.is_empty() {
+/// A stored vector decoded and scaled to unit length, so that cosine
+/// similarity is a plain dot product ([`dot`]); `None` when the bytes are
+/// not float32s or the vector is zero (it has no direction to compare).
+pub fn unit_vector(bytes: &[u8]) -> Option<Vec<f32>> {
+    let mut v = decode_vector(bytes)?;
+    // The norm in f64: a long vector of small floats keeps its precision.
+    let norm = v
+        .iter()
+        .map(|x| f64::from(*x) * f64::from(*x))
+        .sum::<f64>()
+        .sqrt();
+    if v.is_empty() || norm == 0.0 || !norm.is_finite() {
         return None;
     }
-    let (mut dot, mut na, mut nb) = (0f64, 0f64, 0f64);
-    for (x, y) in a.chunks_exact(4).zip(b.chunks_exact(4)) {
-        let x = f32::from_le_bytes([x[0], x[1], x[2], x[3]]) as f64;
-        let y = f32::from_le_bytes([y[0], y[1], y[2], y[3]]) as f64;
-        dot += x * y;
-        na += x * x;
-        nb += y * y;
+    for x in &mut v {
+        *x = (f64::from(*x) / norm) as f32;
     }
-    if na == 0.0 || nb == 0.0 {
+    Some(v)
+}
+
+/// The dot product of two vectors of the same length (the cosine of two
+/// [`unit_vector`]s); `None` when the lengths differ — vectors of
+/// different dimensions are never compared. Eight running sums, so the
+/// compiler vectorises the loop.
+pub fn dot(a: &[f32], b: &[f32]) -> Option<f32> {
+    if a.len() != b.len() {
         return None;
     }
-    Some(dot / (na.sqrt() * nb.sqrt()))
+    let mut sums = [0f32; 8];
+    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
+    let (ra, rb) = (ca.remainder(), cb.remainder());
+    for (x, y) in ca.zip(cb) {
+        for i in 0..8 {
+            sums[i] += x[i] * y[i];
+        }
+    }
+    let tail: f32 = ra.iter().zip(rb).map(|(x, y)| x * y).sum();
+    Some(sums.iter().sum::<f32>() + tail)
 }
 
 /// Reciprocal rank fusion of ranked lists (best first): each item scores
@@ -350,10 +370,22 @@ mod tests {
         assert_eq!(decode_vector(&encode_vector(&v)).unwrap(), v);
         let a = encode_vector(&[1.0, 0.0]);
         let b = encode_vector(&[0.0, 1.0]);
-        assert_eq!(cosine_bytes(&a, &a), Some(1.0));
-        assert_eq!(cosine_bytes(&a, &b), Some(0.0));
-        assert_eq!(cosine_bytes(&a, &encode_vector(&[1.0])), None);
-        assert_eq!(cosine_bytes(&a, &encode_vector(&[0.0, 0.0])), None);
+        let (ua, ub) = (unit_vector(&a).unwrap(), unit_vector(&b).unwrap());
+        assert_eq!(dot(&ua, &ua), Some(1.0));
+        assert_eq!(dot(&ua, &ub), Some(0.0));
+        assert_eq!(
+            dot(&ua, &unit_vector(&encode_vector(&[1.0])).unwrap()),
+            None
+        );
+        assert_eq!(unit_vector(&encode_vector(&[0.0, 0.0])), None);
+        assert_eq!(unit_vector(&[1, 2, 3]), None);
+        // Scaled to unit length, any dimension (the 8-wide loop and its tail).
+        let long: Vec<f32> = (0..19).map(|i| i as f32 - 4.0).collect();
+        let u = unit_vector(&encode_vector(&long)).unwrap();
+        assert!((dot(&u, &u).unwrap() - 1.0).abs() < 1e-6);
+        let neg: Vec<f32> = long.iter().map(|x| -x).collect();
+        let n = unit_vector(&encode_vector(&neg)).unwrap();
+        assert!((dot(&u, &n).unwrap() + 1.0).abs() < 1e-6);
     }
 
     #[test]

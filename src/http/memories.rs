@@ -284,6 +284,7 @@ async fn run_recall(state: &AppState, reader: Reader, n: Narrowing) -> Result<Ve
     let terms = SearchTerms::parse(&q);
     let hits = memory::recall(
         &*state.store,
+        &state.vectors,
         &filter,
         &terms,
         query_vector.as_ref().map(|(m, v)| (*m, v.as_slice())),

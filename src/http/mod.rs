@@ -90,6 +90,8 @@ pub struct AppState {
     pub shutdown: CancellationToken,
     /// The embeddings endpoint of memory recall, when configured.
     pub embedder: Option<crate::memory::Embedder>,
+    /// Decoded memory vectors, shared by every recall of this process.
+    pub vectors: Arc<crate::memory::VectorCache>,
     /// Seals and opens secret values.
     pub sealer: Sealer,
     /// How long a staged file waits (`config.upload_ttl`, checked).

@@ -1137,13 +1137,17 @@ pub trait Store: Send + Sync + 'static {
         terms: &SearchTerms,
         limit: i64,
     ) -> StoreResult<Vec<MemoryId>>;
-    /// Every readable memory with a vector of `model`: the candidate set
-    /// of the vector half of recall.
-    async fn memory_vectors(
+    /// Ids of every readable memory with a vector of `model`: the
+    /// candidate set of the vector half of recall.
+    async fn memory_vector_ids(
         &self,
         filter: &MemoryFilter,
         model: &str,
-    ) -> StoreResult<Vec<(MemoryId, Vec<u8>)>>;
+    ) -> StoreResult<Vec<MemoryId>>;
+    /// The stored vectors of these memories (any order; absent ones and
+    /// ones without a vector skipped). No readable filter: callers pass
+    /// ids [`Store::memory_vector_ids`] returned.
+    async fn memory_vectors(&self, ids: &[MemoryId]) -> StoreResult<Vec<(MemoryId, Vec<u8>)>>;
     /// The memories with these ids (any order; absent ones skipped).
     async fn get_memories(&self, ids: &[MemoryId]) -> StoreResult<Vec<Memory>>;
     /// Deletes a memory (only if `owner` owns it, when given); false when
@@ -1151,7 +1155,9 @@ pub trait Store: Send + Sync + 'static {
     async fn delete_memory(&self, id: MemoryId, owner: Option<WorkspaceId>) -> StoreResult<bool>;
     /// Up to `limit` memories without a vector, oldest first: the back-fill.
     async fn memories_without_embedding(&self, limit: i64) -> StoreResult<Vec<(MemoryId, String)>>;
-    /// Stores a memory's vector; false when the memory is gone.
+    /// Stores a memory's vector when it has none; false when the memory is
+    /// gone or already has one. A stored vector never changes, which is
+    /// what lets recall cache decoded vectors by id.
     async fn set_memory_embedding(
         &self,
         id: MemoryId,

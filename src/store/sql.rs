@@ -2117,19 +2117,38 @@ macro_rules! portable_store {
                     .await?)
             }
 
-            async fn memory_vectors(
+            async fn memory_vector_ids(
                 &self,
                 filter: &MemoryFilter,
                 model: &str,
-            ) -> StoreResult<Vec<(MemoryId, Vec<u8>)>> {
+            ) -> StoreResult<Vec<MemoryId>> {
                 let f = FilterBinds::new(filter);
                 let sql = format!(
-                    "SELECT m.id, m.embedding FROM memories m \
+                    "SELECT m.id FROM memories m \
                      WHERE m.embedding IS NOT NULL AND m.embedding_model = $6 AND {}",
                     readable(Self::ID_LIST_3)
                 );
-                Ok(bind_filter!(sqlx::query_as(&sql), f)
+                Ok(bind_filter!(sqlx::query_scalar(&sql), f)
                     .bind(model)
+                    .fetch_all(&self.pool)
+                    .await?)
+            }
+
+            async fn memory_vectors(
+                &self,
+                ids: &[MemoryId],
+            ) -> StoreResult<Vec<(MemoryId, Vec<u8>)>> {
+                if ids.is_empty() {
+                    return Ok(Vec::new());
+                }
+                let ids: Vec<String> = ids.iter().map(ToString::to_string).collect();
+                let sql = format!(
+                    "SELECT m.id, m.embedding FROM memories m \
+                     WHERE m.embedding IS NOT NULL AND m.id IN ({})",
+                    Self::ID_LIST_1
+                );
+                Ok(sqlx::query_as(&sql)
+                    .bind(serde_json::to_string(&ids).expect("BUG: strings serialize"))
                     .fetch_all(&self.pool)
                     .await?)
             }
@@ -2187,7 +2206,8 @@ macro_rules! portable_store {
                 let _w = self.writer().await;
                 let mut tx = self.pool.begin().await?;
                 let done = sqlx::query(
-                    "UPDATE memories SET embedding = $2, embedding_model = $3 WHERE id = $1",
+                    "UPDATE memories SET embedding = $2, embedding_model = $3 \
+                     WHERE id = $1 AND embedding IS NULL",
                 )
                 .bind(id)
                 .bind(embedding)
