@@ -1115,3 +1115,52 @@ async fn scope_table(engine: Engine) {
     assert_eq!(all_memories(&app).await.len(), 3 + 6 * 2 + 2);
 }
 on_both_engines!(scope_table);
+
+/// Recall keeps decoded vectors in a process-wide cache. A vector cached
+/// by one reader's recall is never scored for a reader who may not read
+/// it, and a deleted memory is never returned although its vector is
+/// still cached.
+async fn cached_vectors_keep_the_readable_rule(engine: Engine) {
+    let url = spawn_embedder().await;
+    let Some(app) = app_with_embeddings(engine, url).await else {
+        return;
+    };
+    let owner = app.create_poll_workspace("owner").await;
+    let stranger = app.create_poll_workspace("stranger").await;
+    let secret = commit_ok(&app, &owner, "the vault code is 4411 blue", "LOCAL").await;
+    let public = commit_ok(&app, &owner, "the vault door is in the basement", "GLOBAL").await;
+    // The operator's recall decodes and caches both vectors.
+    let (status, body) = app
+        .get("/admin/memories?q=vault%20code", &app.admin_token)
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let ids = |body: &Value| -> Vec<String> {
+        body.as_array()
+            .unwrap()
+            .iter()
+            .map(|h| h["id"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert_eq!(ids(&body), [secret.clone(), public.clone()]);
+    // The stranger sees only the GLOBAL one, ranked by both halves.
+    let (status, body) = recall(&app, &stranger, "vault code").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(ids(&body), [public.clone()]);
+    // Deleted: the owner's recall no longer finds it, the row is gone.
+    let (status, _) = delete(
+        &app,
+        &format!("/workspaces/{}/memories/{secret}", owner.id),
+        &owner.token,
+    )
+    .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let (status, body) = recall(&app, &owner, "vault code").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(ids(&body), [public.clone()]);
+    let rows = all_memories(&app).await;
+    assert_eq!(
+        rows.iter().map(|m| m.id.to_string()).collect::<Vec<_>>(),
+        [public]
+    );
+}
+on_both_engines!(cached_vectors_keep_the_readable_rule);

@@ -612,3 +612,101 @@ async fn blob_chunks_round_trip(engine: Engine) {
     assert!(store.list_blobs().await.unwrap().is_empty());
 }
 on_both_engines!(blob_chunks_round_trip);
+
+async fn memory_vectors_are_read_by_readable_id_and_never_overwritten(engine: Engine) {
+    use molecule::domain::memory::{encode_vector, Reader, Scope};
+    use molecule::domain::MemoryId;
+    let Some((store, _dir)) = open(engine).await else {
+        return;
+    };
+    let (me, other) = (WorkspaceId::new(), WorkspaceId::new());
+    let t = now();
+    let insert = |owner: WorkspaceId, scope: Scope, model: Option<&str>, v: Option<Vec<u8>>| {
+        let store = store.clone();
+        let model = model.map(str::to_owned);
+        async move {
+            let id = MemoryId::new();
+            store
+                .insert_memory(&NewMemory {
+                    id,
+                    workspace_id: owner,
+                    scope,
+                    namespace: "general".into(),
+                    content: "a fact".into(),
+                    embedding: v,
+                    embedding_model: model,
+                    created_at: t,
+                })
+                .await
+                .unwrap();
+            id
+        }
+    };
+    let v1 = encode_vector(&[1.0, 2.0]);
+    let mine = insert(me, Scope::Local, Some("m"), Some(v1.clone())).await;
+    let global = insert(other, Scope::Global, Some("m"), Some(v1.clone())).await;
+    let others_local = insert(other, Scope::Local, Some("m"), Some(v1.clone())).await;
+    let other_model = insert(me, Scope::Local, Some("n"), Some(v1.clone())).await;
+    let unembedded = insert(me, Scope::Local, None, None).await;
+    let filter = MemoryFilter {
+        reader: Reader::Workspace {
+            id: me,
+            team: vec![me],
+        },
+        scope: None,
+        namespace: None,
+    };
+    let ids: BTreeSet<MemoryId> = store
+        .memory_vector_ids(&filter, "m")
+        .await
+        .unwrap()
+        .into_iter()
+        .collect();
+    // Not another's LOCAL one, not another model's, not one without a vector.
+    assert_eq!(ids, BTreeSet::from([mine, global]));
+    // The vectors by id: absent ids and ids without a vector skipped.
+    let mut got = store
+        .memory_vectors(&[mine, unembedded, MemoryId::new(), others_local])
+        .await
+        .unwrap();
+    got.sort();
+    let mut want = vec![(mine, v1.clone()), (others_local, v1.clone())];
+    want.sort();
+    assert_eq!(got, want);
+    assert_eq!(store.memory_vectors(&[]).await.unwrap(), vec![]);
+    // A vector is stored once: a second one is refused, the first kept.
+    let v2 = encode_vector(&[3.0, 4.0]);
+    assert!(store
+        .set_memory_embedding(unembedded, &v2, "m")
+        .await
+        .unwrap());
+    assert!(!store
+        .set_memory_embedding(unembedded, &v1, "n")
+        .await
+        .unwrap());
+    assert!(!store
+        .set_memory_embedding(other_model, &v2, "m")
+        .await
+        .unwrap());
+    assert!(!store
+        .set_memory_embedding(MemoryId::new(), &v2, "m")
+        .await
+        .unwrap());
+    assert_eq!(
+        store
+            .memory_vectors(&[unembedded, other_model])
+            .await
+            .unwrap()
+            .into_iter()
+            .collect::<std::collections::BTreeMap<_, _>>(),
+        std::collections::BTreeMap::from([(unembedded, v2), (other_model, v1)])
+    );
+    let ids: BTreeSet<MemoryId> = store
+        .memory_vector_ids(&filter, "m")
+        .await
+        .unwrap()
+        .into_iter()
+        .collect();
+    assert_eq!(ids, BTreeSet::from([mine, global, unembedded]));
+}
+on_both_engines!(memory_vectors_are_read_by_readable_id_and_never_overwritten);
