@@ -8,7 +8,12 @@ use crate::metrics::Metrics;
 use crate::store::{Activity, Delegation, Transitioned};
 
 /// Announces a new delegation and the callee's inbox row written with it.
-pub async fn announce_created(bus: &Bus, metrics: &Metrics, d: &Delegation, inbox: &Activity) {
+pub(crate) async fn announce_created(
+    bus: &Bus,
+    metrics: &Metrics,
+    d: &Delegation,
+    inbox: &Activity,
+) {
     metrics
         .delegations
         .with_label_values(&[d.status.as_str()])
@@ -25,7 +30,7 @@ pub async fn announce_created(bus: &Bus, metrics: &Metrics, d: &Delegation, inbo
 }
 
 /// Announces a move (a repeat of the same status is logged, not counted).
-pub async fn announce_move(bus: &Bus, metrics: &Metrics, t: &Transitioned) {
+pub(crate) async fn announce_move(bus: &Bus, metrics: &Metrics, t: &Transitioned) {
     let d = &t.delegation;
     if t.from == d.status {
         tracing::info!(

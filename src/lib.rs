@@ -6,24 +6,28 @@
 //! values) and `plugin_archive` (checking published tarballs); `store` and
 //! `blob` (the two storage seams); `domain` (pure types).
 
+// Items inside crate-private modules say `pub(crate)`, so that what is
+// really the outside API (used by the binary, tests and examples) shows.
+#![warn(unreachable_pub)]
+
 pub mod app;
 pub mod blob;
 pub mod cli;
-pub mod client;
+pub(crate) mod client;
 pub mod config;
-pub mod connect;
+pub(crate) mod connect;
 pub mod domain;
-pub mod egress;
+pub(crate) mod egress;
 pub mod events;
-pub mod http;
-pub mod ledger;
+pub(crate) mod http;
+pub(crate) mod ledger;
 pub mod memory;
 pub mod metrics;
-pub mod plugin_archive;
-pub mod private_fs;
+pub(crate) mod plugin_archive;
+pub(crate) mod private_fs;
 pub mod secrets;
 pub mod serve;
-pub mod signal;
+pub(crate) mod signal;
 pub mod store;
 pub mod sweeper;
 pub mod telemetry;

@@ -25,13 +25,13 @@ use crate::events::Event;
 use crate::store::{Activity, ActivityPage, ActivityQuery, NewActivity};
 
 /// Longest accepted `wait`, in seconds.
-pub const MAX_WAIT_SECS: u64 = 60;
+pub(crate) const MAX_WAIT_SECS: u64 = 60;
 /// Largest accepted `limit`.
-pub const MAX_LIMIT: i64 = 500;
+pub(super) const MAX_LIMIT: i64 = 500;
 
 /// An activity row as the API shows it.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
-pub struct ActivityView {
+pub(crate) struct ActivityView {
     /// The poll cursor.
     pub id: i64,
     /// Owner.
@@ -235,7 +235,7 @@ fn part_texts(parts: &[Value]) -> Result<Vec<String>> {
 
 /// `{queued, activity_id}`: a message queued for a poll-mode workspace.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct Queued {
+pub(super) struct Queued {
     /// Always true.
     pub queued: bool,
     /// The inbox row.
@@ -255,7 +255,7 @@ pub struct Queued {
     responses((status = 200, description = "push: the workspace's JSON-RPC answer", body = Object),
         (status = 202, body = Queued), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
         (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 502, body = ErrorBody)))]
-pub async fn send_a2a_message(
+pub(super) async fn send_a2a_message(
     State(state): State<AppState>,
     principal: Principal,
     WorkspacePath(id): WorkspacePath,
@@ -382,7 +382,7 @@ async fn queue_message(
 
 /// `/notify` body: the agent's message to the canvas user.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
-pub struct Notify {
+pub(super) struct Notify {
     /// The text.
     pub message: String,
     /// Files the agent attaches (`{uri, name, mimeType, size}`).
@@ -393,7 +393,7 @@ pub struct Notify {
 
 /// `{status, activity_id}`.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct Stored {
+pub(super) struct Stored {
     /// Always `ok`.
     pub status: &'static str,
     /// The row written.
@@ -406,7 +406,7 @@ pub struct Stored {
     request_body = Notify,
     responses((status = 200, body = Stored), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
         (status = 403, body = ErrorBody)))]
-pub async fn notify_operator(
+pub(super) async fn notify_operator(
     State(state): State<AppState>,
     principal: Principal,
     WorkspacePath(id): WorkspacePath,
@@ -442,7 +442,7 @@ pub async fn notify_operator(
 
 /// An activity row reported by the agent.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
-pub struct NewActivityReport {
+pub(super) struct NewActivityReport {
     /// Type (1–100 characters).
     pub activity_type: String,
     /// Discriminator.
@@ -467,7 +467,7 @@ pub struct NewActivityReport {
 
 /// `{id}` of a created row.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct CreatedId {
+pub(super) struct CreatedId {
     /// The new row's id.
     pub id: i64,
 }
@@ -478,7 +478,7 @@ pub struct CreatedId {
     request_body = NewActivityReport,
     responses((status = 201, body = CreatedId), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
         (status = 403, body = ErrorBody)))]
-pub async fn report_activity(
+pub(super) async fn report_activity(
     State(state): State<AppState>,
     principal: Principal,
     WorkspacePath(id): WorkspacePath,
@@ -509,7 +509,7 @@ pub async fn report_activity(
 
 /// Query of `GET /workspaces/:id/activity`.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
-pub struct ActivityParams {
+pub(super) struct ActivityParams {
     /// Only rows of this type.
     #[serde(rename = "type")]
     #[param(rename = "type")]
@@ -627,7 +627,7 @@ async fn still_allowed(state: &AppState, session: &mut Session, id: WorkspaceId)
     params(("id" = String, Path, description = "workspace id"), ActivityParams),
     responses((status = 200, body = [ActivityView]), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
         (status = 404, body = ErrorBody), (status = 410, body = ErrorBody)))]
-pub async fn list_activity(
+pub(super) async fn list_activity(
     State(state): State<AppState>,
     mut session: Session,
     WorkspacePath(id): WorkspacePath,
@@ -661,7 +661,7 @@ pub async fn list_activity(
 
 /// Query of the SSE stream.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
-pub struct EventParams {
+pub(super) struct EventParams {
     /// Also replay activity rows after this id before following live.
     pub since_id: Option<i64>,
 }
@@ -772,7 +772,7 @@ impl SseCursor {
     params(("id" = String, Path, description = "workspace id"), EventParams),
     responses((status = 200, description = "text/event-stream"), (status = 400, body = ErrorBody),
         (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
-pub async fn stream_events(
+pub(super) async fn stream_events(
     State(state): State<AppState>,
     session: Session,
     WorkspacePath(id): WorkspacePath,

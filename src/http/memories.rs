@@ -36,7 +36,7 @@ impl From<MemoryError> for Error {
 
 /// `POST /workspaces/:id/memories` body.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
-pub struct CommitMemory {
+pub(super) struct CommitMemory {
     /// The fact to remember (1 byte to 64 KiB).
     pub content: String,
     /// `LOCAL`, `TEAM` or `GLOBAL`.
@@ -47,7 +47,7 @@ pub struct CommitMemory {
 
 /// A committed memory.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct CommittedMemory {
+pub(crate) struct CommittedMemory {
     /// Its id.
     #[schema(value_type = String, format = Uuid)]
     pub id: MemoryId,
@@ -61,7 +61,7 @@ pub struct CommittedMemory {
 
 /// A memory as recalled.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct MemoryView {
+pub(crate) struct MemoryView {
     /// Its id.
     #[schema(value_type = String, format = Uuid)]
     pub id: MemoryId,
@@ -99,7 +99,7 @@ impl MemoryView {
 
 /// Query of a recall.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
-pub struct RecallParams {
+pub(super) struct RecallParams {
     /// Words to recall by; without it, newest first.
     pub q: Option<String>,
     /// Only this scope.
@@ -112,7 +112,7 @@ pub struct RecallParams {
 
 /// Query of the operator's recall.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
-pub struct AdminRecallParams {
+pub(super) struct AdminRecallParams {
     /// Only memories this workspace committed.
     pub workspace_id: Option<String>,
     /// Words to recall by; without it, newest first.
@@ -127,7 +127,7 @@ pub struct AdminRecallParams {
 
 /// `/workspaces/{id}/memories/{mid}`
 #[derive(Debug, Clone, Copy)]
-pub struct MemoryPath(pub WorkspaceId, pub MemoryId);
+pub(super) struct MemoryPath(pub WorkspaceId, pub MemoryId);
 
 impl<S: Send + Sync> FromRequestParts<S> for MemoryPath {
     type Rejection = Error;
@@ -167,7 +167,7 @@ async fn require_workspace(state: &AppState, id: WorkspaceId) -> Result<()> {
     request_body = CommitMemory,
     responses((status = 201, body = CommittedMemory), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
         (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 413, body = ErrorBody)))]
-pub async fn commit_memory(
+pub(super) async fn commit_memory(
     State(state): State<AppState>,
     principal: Principal,
     WorkspacePath(id): WorkspacePath,
@@ -303,7 +303,7 @@ async fn run_recall(state: &AppState, reader: Reader, n: Narrowing) -> Result<Ve
     params(("id" = String, Path, description = "workspace id"), RecallParams),
     responses((status = 200, body = [MemoryView]), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
         (status = 404, body = ErrorBody)))]
-pub async fn recall_memories(
+pub(super) async fn recall_memories(
     State(state): State<AppState>,
     principal: Principal,
     WorkspacePath(id): WorkspacePath,
@@ -324,7 +324,7 @@ pub async fn recall_memories(
     params(("id" = String, Path, description = "workspace id"), ("mid" = String, Path, description = "memory id")),
     responses((status = 204), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
         (status = 404, body = ErrorBody)))]
-pub async fn delete_memory(
+pub(super) async fn delete_memory(
     State(state): State<AppState>,
     principal: Principal,
     MemoryPath(id, mid): MemoryPath,
@@ -343,7 +343,7 @@ pub async fn delete_memory(
     params(AdminRecallParams),
     responses((status = 200, body = [MemoryView]), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
         (status = 403, body = ErrorBody)))]
-pub async fn admin_recall_memories(
+pub(super) async fn admin_recall_memories(
     State(state): State<AppState>,
     principal: Principal,
     params: std::result::Result<Query<AdminRecallParams>, axum::extract::rejection::QueryRejection>,
@@ -367,7 +367,7 @@ pub async fn admin_recall_memories(
     params(("mid" = String, Path, description = "memory id")),
     responses((status = 204), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
         (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
-pub async fn admin_delete_memory(
+pub(super) async fn admin_delete_memory(
     State(state): State<AppState>,
     principal: Principal,
     Path(mid): Path<String>,

@@ -12,14 +12,14 @@ use crate::domain;
 
 /// `{status}`.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct Status {
+pub(super) struct Status {
     /// `ok` or `ready`.
     pub status: &'static str,
 }
 
 /// Counts over the staging table.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
-pub struct UploadStatsView {
+pub(crate) struct UploadStatsView {
     /// Unacked and unexpired: waiting for delivery.
     pub pending: i64,
     /// Of those, downloaded but never acked (the stuck-fetch signal).
@@ -37,14 +37,14 @@ pub struct UploadStatsView {
 /// Liveness: the process is up.
 #[utoipa::path(get, path = "/health", tag = "operations", security(()),
     responses((status = 200, body = Status)))]
-pub async fn health() -> Json<Status> {
+pub(super) async fn health() -> Json<Status> {
     Json(Status { status: "ok" })
 }
 
 /// Readiness: the database and the blob store answer.
 #[utoipa::path(get, path = "/ready", tag = "operations", security(()),
     responses((status = 200, body = Status), (status = 503, body = ErrorBody)))]
-pub async fn ready(State(state): State<AppState>) -> Response {
+pub(super) async fn ready(State(state): State<AppState>) -> Response {
     if let Err(e) = state.store.ping().await {
         tracing::warn!(error = %e, "not ready: database");
         return (
@@ -68,13 +68,16 @@ pub async fn ready(State(state): State<AppState>) -> Response {
 #[utoipa::path(get, path = "/metrics", tag = "operations",
     responses((status = 200, description = "Prometheus text format", content_type = "text/plain"),
         (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
-pub async fn get_metrics(State(state): State<AppState>, principal: Principal) -> Result<Response> {
+pub(super) async fn get_metrics(
+    State(state): State<AppState>,
+    principal: Principal,
+) -> Result<Response> {
     principal.require_operator()?;
     Ok(metrics_response(&state))
 }
 
 /// The `/metrics` answer (also served unauthenticated on `--metrics-listen`).
-pub fn metrics_response(state: &AppState) -> Response {
+pub(crate) fn metrics_response(state: &AppState) -> Response {
     (
         [(CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
         state.metrics.render(),
@@ -85,7 +88,7 @@ pub fn metrics_response(state: &AppState) -> Response {
 /// Staging statistics.
 #[utoipa::path(get, path = "/admin/pending-uploads/stats", tag = "operations",
     responses((status = 200, body = UploadStatsView), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
-pub async fn get_upload_stats(
+pub(super) async fn get_upload_stats(
     State(state): State<AppState>,
     principal: Principal,
 ) -> Result<Json<UploadStatsView>> {

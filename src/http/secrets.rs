@@ -18,18 +18,18 @@ use crate::domain::{self, SecretName, WorkspaceId};
 use crate::store::{SecretMeta, SecretScope};
 
 /// Largest accepted secret value, in bytes.
-pub const MAX_SECRET_VALUE: usize = 64 * 1024;
+pub(super) const MAX_SECRET_VALUE: usize = 64 * 1024;
 
 /// `PUT …/secrets/:KEY` body.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
-pub struct NewSecret {
+pub(super) struct NewSecret {
     /// The value (at most 64 KiB). Stored encrypted, never shown back.
     pub value: String,
 }
 
 /// A secret as listed: its key and when it was last set, never its value.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
-pub struct SecretView {
+pub(crate) struct SecretView {
     /// The key.
     pub key: String,
     /// Last set.
@@ -104,7 +104,7 @@ async fn require_workspace(state: &AppState, id: WorkspaceId) -> Result<()> {
     request_body = NewSecret,
     responses((status = 200, body = SecretView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
         (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 413, body = ErrorBody)))]
-pub async fn set_workspace_secret(
+pub(super) async fn set_workspace_secret(
     State(state): State<AppState>,
     principal: Principal,
     Path((id, key)): Path<(String, String)>,
@@ -120,7 +120,7 @@ pub async fn set_workspace_secret(
     params(("id" = String, Path, description = "workspace id"), ("key" = String, Path, description = "the secret's key")),
     responses((status = 204), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
         (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
-pub async fn delete_workspace_secret(
+pub(super) async fn delete_workspace_secret(
     State(state): State<AppState>,
     principal: Principal,
     Path((id, key)): Path<(String, String)>,
@@ -135,7 +135,7 @@ pub async fn delete_workspace_secret(
     params(("id" = String, Path, description = "workspace id")),
     responses((status = 200, body = [SecretView]), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
         (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
-pub async fn list_workspace_secrets(
+pub(super) async fn list_workspace_secrets(
     State(state): State<AppState>,
     principal: Principal,
     WorkspacePath(id): WorkspacePath,
@@ -152,7 +152,7 @@ pub async fn list_workspace_secrets(
     params(("id" = String, Path, description = "workspace id")),
     responses((status = 200, body = BTreeMap<String, String>), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
         (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
-pub async fn get_secret_values(
+pub(super) async fn get_secret_values(
     State(state): State<AppState>,
     principal: Principal,
     WorkspacePath(id): WorkspacePath,
@@ -186,7 +186,7 @@ pub async fn get_secret_values(
     request_body = NewSecret,
     responses((status = 200, body = SecretView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
         (status = 403, body = ErrorBody), (status = 413, body = ErrorBody)))]
-pub async fn set_global_secret(
+pub(super) async fn set_global_secret(
     State(state): State<AppState>,
     principal: Principal,
     Path(key): Path<String>,
@@ -201,7 +201,7 @@ pub async fn set_global_secret(
     params(("key" = String, Path, description = "the secret's key")),
     responses((status = 204), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
         (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
-pub async fn delete_global_secret(
+pub(super) async fn delete_global_secret(
     State(state): State<AppState>,
     principal: Principal,
     Path(key): Path<String>,
@@ -213,7 +213,7 @@ pub async fn delete_global_secret(
 /// Lists the global secret keys (never values).
 #[utoipa::path(get, path = "/admin/secrets", tag = "secrets",
     responses((status = 200, body = [SecretView]), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
-pub async fn list_global_secrets(
+pub(super) async fn list_global_secrets(
     State(state): State<AppState>,
     principal: Principal,
 ) -> Result<Json<Vec<SecretView>>> {

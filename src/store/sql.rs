@@ -501,7 +501,7 @@ pub(super) struct FilterBinds {
 }
 
 impl FilterBinds {
-    pub fn new(f: &MemoryFilter) -> Self {
+    pub(super) fn new(f: &MemoryFilter) -> Self {
         let (operator, who, team) = match &f.reader {
             Reader::Operator { owner } => (true, *owner, Vec::new()),
             Reader::Workspace { id, team } => (false, Some(*id), team.clone()),
