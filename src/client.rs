@@ -16,9 +16,12 @@ use serde_json::{json, Value};
 use url::Url;
 
 use crate::http::MAX_WAIT_SECS;
+/// The wire types are the server's own, under the server's names, so the
+/// two sides cannot drift apart and a type reads the same on both.
 pub(crate) use crate::http::{
-    ActivityView, DelegationCreated, DelegationStatsView, DelegationView, PendingUploadView,
-    PluginView, SecretView, UploadStatsView, UploadedFiles,
+    ActivityView, CreatedWorkspace, DelegationCreated, DelegationStatsView, DelegationView,
+    ImportReport, NewWorkspace, PendingUploadView, PluginView, RegisteredWorkspace, RotatedToken,
+    SecretView, UploadStatsView, UploadedFiles, WorkspaceView,
 };
 
 /// Everything that can go wrong talking to the server.
@@ -95,12 +98,6 @@ impl ClientError {
 
 /// Result of a client call.
 pub(crate) type Result<T, E = ClientError> = std::result::Result<T, E>;
-
-/// The wire types are the server's own, so the two cannot drift apart.
-pub(crate) use crate::http::{
-    CreatedWorkspace, ImportReport, NewWorkspace, RegisteredWorkspace, RotatedToken,
-    WorkspaceView as Workspace,
-};
 
 /// Query of `GET /workspaces/:id/activity`.
 #[derive(Debug, Clone, Default)]
@@ -290,7 +287,7 @@ impl Client {
     }
 
     /// `GET /workspaces`.
-    pub(crate) async fn list_workspaces(&self) -> Result<Vec<Workspace>> {
+    pub(crate) async fn list_workspaces(&self) -> Result<Vec<WorkspaceView>> {
         self.json(
             self.request(Method::GET, "workspaces")
                 .timeout(REQUEST_TIMEOUT),
@@ -299,7 +296,7 @@ impl Client {
     }
 
     /// `GET /workspaces/:id`.
-    pub(crate) async fn get_workspace(&self, id: &str) -> Result<Workspace> {
+    pub(crate) async fn get_workspace(&self, id: &str) -> Result<WorkspaceView> {
         self.json(
             self.request(Method::GET, &format!("workspaces/{id}"))
                 .timeout(REQUEST_TIMEOUT),
@@ -440,7 +437,7 @@ impl Client {
     }
 
     /// `POST /workspaces/:id/{pause|resume|restart}`.
-    pub(crate) async fn lifecycle(&self, id: &str, verb: &str) -> Result<Workspace> {
+    pub(crate) async fn lifecycle(&self, id: &str, verb: &str) -> Result<WorkspaceView> {
         self.json(
             self.request(Method::POST, &format!("workspaces/{id}/{verb}"))
                 .timeout(REQUEST_TIMEOUT),

@@ -424,11 +424,11 @@ async fn lifecycle(args: IdArgs, verb: &str, done: &str) -> anyhow::Result<()> {
 /// The workspace list drawn as a tree: children under their parent,
 /// siblings oldest first, a workspace whose parent is not in the list
 /// shown as a root.
-pub(crate) fn render_tree(list: &[crate::client::Workspace]) -> String {
+pub(crate) fn render_tree(list: &[crate::client::WorkspaceView]) -> String {
     use std::collections::{HashMap, HashSet};
     use std::fmt::Write;
     let ids: HashSet<_> = list.iter().map(|w| w.id).collect();
-    let mut children: HashMap<_, Vec<&crate::client::Workspace>> = HashMap::new();
+    let mut children: HashMap<_, Vec<&crate::client::WorkspaceView>> = HashMap::new();
     let mut roots = Vec::new();
     for w in list {
         match w.parent_id.filter(|p| ids.contains(p)) {
@@ -444,11 +444,11 @@ pub(crate) fn render_tree(list: &[crate::client::Workspace]) -> String {
     );
     fn walk(
         out: &mut String,
-        w: &crate::client::Workspace,
+        w: &crate::client::WorkspaceView,
         prefix: &str,
         last: bool,
         root: bool,
-        children: &HashMap<crate::domain::WorkspaceId, Vec<&crate::client::Workspace>>,
+        children: &HashMap<crate::domain::WorkspaceId, Vec<&crate::client::WorkspaceView>>,
     ) {
         let branch = if root {
             ""
