@@ -18,6 +18,7 @@ use tokio::sync::broadcast::error::RecvError;
 
 use super::auth::{check_named_caller, require_reach, Principal, Session};
 use super::extract::{Query, WorkspacePath};
+use super::workspaces::{live_workspace, require_known_workspace};
 use super::{AppState, Error, ErrorBody, Json, Result};
 use crate::domain::team::Caller;
 use crate::domain::{self, DeliveryMode, WorkspaceId};
@@ -82,27 +83,6 @@ impl From<Activity> for ActivityView {
             data: a.row.data,
         }
     }
-}
-
-/// A live workspace: messages and reports to a removed one are refused.
-async fn require_workspace(state: &AppState, id: WorkspaceId) -> Result<crate::store::Workspace> {
-    state
-        .store
-        .get_workspace(id)
-        .await?
-        .filter(crate::store::Workspace::is_live)
-        .ok_or_else(Error::workspace_not_found)
-}
-
-/// A workspace, removed ones included: its history stays readable until
-/// the sweeper purges it.
-async fn require_known_workspace(state: &AppState, id: WorkspaceId) -> Result<()> {
-    state
-        .store
-        .get_workspace(id)
-        .await?
-        .map(|_| ())
-        .ok_or_else(Error::workspace_not_found)
 }
 
 /// Inserts an activity row and wakes whoever waits for it (long polls,
@@ -265,9 +245,9 @@ pub(super) async fn send_a2a_message(
     // A peer call: the caller is the token's workspace, which may also name
     // itself in a header; the target must be within its reach.
     let source = sending_peer(principal, &headers)?;
-    let workspace = require_workspace(&state, id).await?;
+    let workspace = live_workspace(&state, id).await?;
     if let Some(own) = source {
-        let caller = require_workspace(&state, own).await?;
+        let caller = live_workspace(&state, own).await?;
         require_reach(Caller::Workspace(caller.node()), workspace.node())?;
     }
     let msg = normalize_message_send(body)?;
@@ -412,7 +392,7 @@ pub(super) async fn notify_operator(
     WorkspacePath(id): WorkspacePath,
     Json(body): Json<Notify>,
 ) -> Result<Json<Stored>> {
-    principal.require_workspace(id)?;
+    principal.require_workspace_itself(id)?;
     if body
         .attachments
         .iter()
@@ -484,7 +464,7 @@ pub(super) async fn report_activity(
     WorkspacePath(id): WorkspacePath,
     Json(body): Json<NewActivityReport>,
 ) -> Result<(StatusCode, Json<CreatedId>)> {
-    principal.require_workspace(id)?;
+    principal.require_workspace_itself(id)?;
     let ty = body.activity_type.trim();
     if ty.is_empty() || ty.chars().count() > 100 {
         return Err(Error::BadRequest(
@@ -615,7 +595,7 @@ async fn read_page(
 async fn still_allowed(state: &AppState, session: &mut Session, id: WorkspaceId) -> Result<()> {
     if session.may_be_revoked(state) {
         session.recheck(state).await?;
-        require_workspace(state, id).await?;
+        live_workspace(state, id).await?;
     }
     Ok(())
 }

@@ -40,8 +40,9 @@ impl Principal {
         }
     }
 
-    /// Only the workspace itself (the operator may not act as it).
-    pub(crate) fn require_workspace(&self, id: WorkspaceId) -> Result<()> {
+    /// Only the workspace itself (the operator may not act as it), unlike
+    /// [`Principal::require_access`].
+    pub(crate) fn require_workspace_itself(&self, id: WorkspaceId) -> Result<()> {
         match self {
             Principal::Workspace(own) if *own == id => Ok(()),
             Principal::Workspace(_) => Err(Error::Unauthorized),

@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use super::auth::Principal;
 use super::extract::WorkspacePath;
+use super::workspaces::require_known_workspace;
 use super::{AppState, Error, ErrorBody, Json, Result};
 use crate::domain::memory::{Content, MemoryError, Namespace, Reader, Scope, SearchTerms};
 use crate::domain::{self, MemoryId, WorkspaceId};
@@ -149,15 +150,6 @@ fn memory_not_found() -> Error {
     Error::NotFound("memory not found".into())
 }
 
-async fn require_workspace(state: &AppState, id: WorkspaceId) -> Result<()> {
-    state
-        .store
-        .get_workspace(id)
-        .await?
-        .map(|_| ())
-        .ok_or_else(Error::workspace_not_found)
-}
-
 /// Commits a memory. LOCAL and TEAM: the workspace or the operator;
 /// GLOBAL: a root workspace or the operator. The vector is computed now
 /// when an embedder is configured; if it fails the memory is stored
@@ -180,7 +172,7 @@ pub(super) async fn commit_memory(
         None => Namespace::general(),
         Some(raw) => Namespace::parse(raw)?,
     };
-    require_workspace(&state, id).await?;
+    require_known_workspace(&state, id).await?;
     if scope == Scope::Global
         && principal != Principal::Operator
         && !memory::may_write_global(&*state.store, id).await?
@@ -312,7 +304,7 @@ pub(super) async fn recall_memories(
     principal.require_access(id)?;
     let Query(p) = params.map_err(|e| Error::BadRequest(e.body_text()))?;
     let n = narrowing(p.q, p.scope, p.namespace, p.limit)?;
-    require_workspace(&state, id).await?;
+    require_known_workspace(&state, id).await?;
     let team = memory::team_of(&*state.store, id).await?;
     let reader = Reader::Workspace { id, team };
     Ok(Json(run_recall(&state, reader, n).await?))

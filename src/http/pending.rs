@@ -169,7 +169,10 @@ pub(super) async fn get_pending_upload_content(
     let by_workspace = matches!(principal, Principal::Workspace(_));
     let now = domain::now();
     let row = if by_workspace {
-        state.store.fetch_pending_upload(id, file_id, now).await?
+        state
+            .store
+            .mark_pending_upload_fetched(id, file_id, now)
+            .await?
     } else {
         state.store.get_pending_upload(id, file_id, now).await?
     }
@@ -289,7 +292,7 @@ pub(super) async fn ack_pending_upload(
     principal: Principal,
     FilePath(id, file_id): FilePath,
 ) -> Result<Json<Acked>> {
-    principal.require_workspace(id)?;
+    principal.require_workspace_itself(id)?;
     let now = domain::now();
     match state.store.ack_pending_upload(id, file_id, now).await? {
         AckOutcome::Acked(row) => {

@@ -356,7 +356,7 @@ pub(super) async fn record_plugin_install(
     WorkspacePath(id): WorkspacePath,
     Json(body): Json<NewPluginInstall>,
 ) -> Result<(StatusCode, Json<PluginInstallView>)> {
-    principal.require_workspace(id)?;
+    principal.require_workspace_itself(id)?;
     let source = body.source.trim();
     if source.is_empty() || source.len() > 2048 {
         return Err(Error::BadRequest(

@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use super::auth::Principal;
 use super::extract::WorkspacePath;
+use super::workspaces::require_known_workspace;
 use super::{AppState, Error, ErrorBody, Json, Result};
 use crate::domain::{self, SecretName, WorkspaceId};
 use crate::store::{SecretMeta, SecretScope};
@@ -89,15 +90,6 @@ async fn delete_secret(state: &AppState, scope: SecretScope, key: &str) -> Resul
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn require_workspace(state: &AppState, id: WorkspaceId) -> Result<()> {
-    state
-        .store
-        .get_workspace(id)
-        .await?
-        .map(|_| ())
-        .ok_or_else(Error::workspace_not_found)
-}
-
 /// Sets a workspace's secret.
 #[utoipa::path(put, path = "/workspaces/{id}/secrets/{key}", tag = "secrets",
     params(("id" = String, Path, description = "workspace id"), ("key" = String, Path, description = "[A-Z_][A-Z0-9_]{0,127}")),
@@ -141,7 +133,7 @@ pub(super) async fn list_workspace_secrets(
     WorkspacePath(id): WorkspacePath,
 ) -> Result<Json<Vec<SecretView>>> {
     principal.require_operator()?;
-    require_workspace(&state, id).await?;
+    require_known_workspace(&state, id).await?;
     let keys = state.store.list_secrets(SecretScope::Workspace(id)).await?;
     Ok(Json(keys.into_iter().map(SecretView::from).collect()))
 }
@@ -157,8 +149,8 @@ pub(super) async fn get_secret_values(
     principal: Principal,
     WorkspacePath(id): WorkspacePath,
 ) -> Result<Json<BTreeMap<String, String>>> {
-    principal.require_workspace(id)?;
-    require_workspace(&state, id).await?;
+    principal.require_workspace_itself(id)?;
+    require_known_workspace(&state, id).await?;
     let sealed = state.store.sealed_secrets(id).await?;
     let mut values = BTreeMap::new();
     // Globals first, so the workspace's own value of a key replaces them.

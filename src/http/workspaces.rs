@@ -276,13 +276,25 @@ fn unprocessable(e: impl std::fmt::Display) -> Error {
     Error::Unprocessable(e.to_string())
 }
 
-/// A live workspace, or the 404.
+/// A live workspace, or the 404: messages, reports and changes to a
+/// removed one are refused.
 pub(super) async fn live_workspace(state: &AppState, id: WorkspaceId) -> Result<Workspace> {
     state
         .store
         .get_workspace(id)
         .await?
         .filter(Workspace::is_live)
+        .ok_or_else(Error::workspace_not_found)
+}
+
+/// The 404 unless the workspace exists, removed ones included: its history,
+/// memories and secrets stay readable until the sweeper purges it.
+pub(super) async fn require_known_workspace(state: &AppState, id: WorkspaceId) -> Result<()> {
+    state
+        .store
+        .get_workspace(id)
+        .await?
+        .map(|_| ())
         .ok_or_else(Error::workspace_not_found)
 }
 

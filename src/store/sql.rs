@@ -1305,7 +1305,7 @@ macro_rules! portable_store {
             }
 
             #[tracing::instrument(skip_all, fields(workspace_id = %workspace_id, file_id = %file_id))]
-            async fn fetch_pending_upload(
+            async fn mark_pending_upload_fetched(
                 &self,
                 workspace_id: WorkspaceId,
                 file_id: FileId,
