@@ -21,7 +21,7 @@ use crate::client::{Client, ClientError};
 #[derive(Debug, Clone, Args)]
 pub(crate) struct MemoryAuth {
     /// The server's URL.
-    #[arg(long, env = "MOLECULE_SERVER", default_value = "http://127.0.0.1:8080")]
+    #[arg(long, env = "MOLECULE_SERVER", default_value = crate::config::defaults::SERVER_URL)]
     pub server: String,
     /// The workspace whose memory to use.
     #[arg(long, env = "MOLECULE_WORKSPACE_ID")]
@@ -39,7 +39,7 @@ pub(crate) struct MemoryAuth {
     #[arg(long, env = "MOLECULE_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
     /// Where a local server keeps its generated admin token.
-    #[arg(long, env = "MOLECULE_DATA_DIR", default_value = "./molecule-data")]
+    #[arg(long, env = "MOLECULE_DATA_DIR", default_value = crate::config::defaults::DATA_DIR)]
     pub data_dir: PathBuf,
     /// Print the server's JSON answer instead of a summary.
     #[arg(long)]

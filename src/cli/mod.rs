@@ -78,7 +78,7 @@ pub(crate) enum Command {
 #[derive(Debug, Args)]
 pub struct MigrateArgs {
     /// Data directory (for the default SQLite database).
-    #[arg(long, env = "MOLECULE_DATA_DIR", default_value = "./molecule-data")]
+    #[arg(long, env = "MOLECULE_DATA_DIR", default_value = crate::config::defaults::DATA_DIR)]
     pub data_dir: PathBuf,
     /// Database URL; default sqlite://<data-dir>/molecule.db.
     #[arg(long, env = "DATABASE_URL", hide_env_values = true)]

@@ -20,13 +20,13 @@ use crate::client::{Client, ClientError, NewWorkspace, ProgressFn};
 #[derive(Debug, Clone, Args)]
 pub(crate) struct OperatorArgs {
     /// The server's URL.
-    #[arg(long, env = "MOLECULE_SERVER", default_value = "http://127.0.0.1:8080")]
+    #[arg(long, env = "MOLECULE_SERVER", default_value = crate::config::defaults::SERVER_URL)]
     pub server: String,
     /// The operator's token; default: the contents of <data-dir>/admin-token.
     #[arg(long, env = "MOLECULE_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
     /// Where a local server keeps its generated admin token.
-    #[arg(long, env = "MOLECULE_DATA_DIR", default_value = "./molecule-data")]
+    #[arg(long, env = "MOLECULE_DATA_DIR", default_value = crate::config::defaults::DATA_DIR)]
     pub data_dir: PathBuf,
     /// Print machine-readable JSON instead of a summary.
     #[arg(long)]

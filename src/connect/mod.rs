@@ -49,7 +49,7 @@ use messages::Handoff;
 #[command(group(clap::ArgGroup::new("auth").required(true).args(["token", "token_file"])))]
 pub(crate) struct ConnectArgs {
     /// The server's URL.
-    #[arg(long, env = "MOLECULE_SERVER", default_value = "http://127.0.0.1:8080")]
+    #[arg(long, env = "MOLECULE_SERVER", default_value = crate::config::defaults::SERVER_URL)]
     pub server: String,
     /// This workspace's id.
     #[arg(long, env = "MOLECULE_WORKSPACE_ID")]
