@@ -708,6 +708,11 @@ impl SseCursor {
                     self.ready.push_back(ev);
                 }
             }
+            Ok(Event::Delegation(moved)) if moved.concerns(self.id) => {
+                if let Ok(ev) = SseEvent::default().event("delegation").json_data(&moved) {
+                    self.ready.push_back(ev);
+                }
+            }
             Ok(Event::Revoked { .. }) => {
                 return still_allowed(&self.state, &mut self.session, self.id)
                     .await
@@ -745,9 +750,10 @@ impl SseCursor {
     }
 }
 
-/// Server-Sent Events: each new activity row (`event: activity`) and each
-/// staged-file state change (`event: upload`) of the workspace. The stream
-/// ends when its token is revoked or the workspace is deleted.
+/// Server-Sent Events: each new activity row (`event: activity`), each
+/// staged-file state change (`event: upload`) of the workspace, and each
+/// move of a delegation it made or received (`event: delegation`). The
+/// stream ends when its token is revoked or the workspace is deleted.
 #[utoipa::path(get, path = "/workspaces/{id}/events", tag = "messages",
     params(("id" = String, Path, description = "workspace id"), EventParams),
     responses((status = 200, description = "text/event-stream"), (status = 400, body = ErrorBody),

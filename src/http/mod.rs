@@ -146,6 +146,7 @@ pub(crate) fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(delegations::get_delegation))
         .routes(routes!(delegations::list_all_delegations))
         .routes(routes!(delegations::get_delegation_stats))
+        .routes(routes!(delegations::stream_delegation_events))
         // Uploads enforce their own limits while streaming; the default
         // body limit (which protects the JSON routes) must not cut them.
         .merge(

@@ -506,6 +506,7 @@ async fn health_ready_and_openapi_need_no_token() {
         paths,
         vec![
             "/admin/delegations",
+            "/admin/delegations/events",
             "/admin/delegations/stats",
             "/admin/memories",
             "/admin/memories/{mid}",

@@ -818,6 +818,227 @@ async function main() {
     await chatAgain();
   });
 
+  // ---------------------------------------------------------------- secrets, delegations (issues 11, 12)
+  /** The page's HTML plus every field's value: what a secret must never be in. */
+  const pageText = () => page.evaluate(() => document.documentElement.outerHTML
+    + [...document.querySelectorAll('input, textarea, select')].map((i) => i.value).join(' '));
+
+  await step('secrets tab: set (value cleared, never shown), list, delete with a confirm', async () => {
+    await chatAgain();
+    await page.getByRole('tab', { name: 'Secrets' }).click();
+    const panel = page.locator('#secrets-panel');
+    await panel.locator('#ws-secrets-empty').waitFor();
+    const secret = 'sk-canvas-4f1d0c2b9a-top-secret';
+    for (const [key, value] of [['API_KEY', secret], ['DB_URL', 'postgres://db.internal/app']]) {
+      await panel.getByLabel('Key', { exact: true }).fill(key);
+      await panel.getByLabel('Value', { exact: true }).fill(value);
+      await panel.getByRole('button', { name: 'Save secret' }).click();
+      await panel.locator('[role="status"]', { hasText: `Saved ${key}.` }).waitFor();
+      await panel.locator(`tr[data-key="${key}"]`).waitFor();
+      assert(await panel.getByLabel('Value', { exact: true }).inputValue() === '', `the value of ${key} stayed in the field`);
+      assert(await panel.getByLabel('Value', { exact: true }).getAttribute('type') === 'password', 'the value field is not a password field');
+    }
+    const keys = await panel.locator('tbody tr').evaluateAll((rows) => rows.map((r) => r.dataset.key));
+    assert(JSON.stringify(keys) === '["API_KEY","DB_URL"]', `the tab lists ${JSON.stringify(keys)}`);
+    let listed = await apiCall('GET', `/workspaces/${connection.workspace}/secrets`, ADMIN_TOKEN);
+    assert(JSON.stringify(listed.map((s) => s.key)) === '["API_KEY","DB_URL"]', `the server lists ${JSON.stringify(listed)}`);
+    assert(listed.every((s) => Object.keys(s).sort().join() === 'key,updated_at'), `a listing carries more than keys: ${JSON.stringify(listed)}`);
+    const values = await apiCall('GET', `/workspaces/${connection.workspace}/secrets/values`, connection.token);
+    assert(values.API_KEY === secret && values.DB_URL === 'postgres://db.internal/app', 'the stored values differ from what was typed');
+    assert(!(await pageText()).includes(secret), 'a secret value is in the page');
+    await axeCheck('secrets tab');
+    await shot('05-secrets');
+
+    const dialogs = [];
+    page.once('dialog', (d) => { dialogs.push(d.message()); d.accept(); });
+    await panel.getByRole('button', { name: 'Delete API_KEY' }).click();
+    await panel.locator('tr[data-key="API_KEY"]').waitFor({ state: 'detached' });
+    assert(/API_KEY.*cannot be undone/.test(dialogs[0] || ''), `the delete confirm said: ${dialogs[0]}`);
+    page.once('dialog', (d) => { dialogs.push(d.message()); d.dismiss(); });
+    await panel.getByRole('button', { name: 'Delete DB_URL' }).click();
+    await page.waitForTimeout(300);
+    assert(await panel.locator('tr[data-key="DB_URL"]').count() === 1, 'a dismissed confirm deleted the secret');
+    listed = await apiCall('GET', `/workspaces/${connection.workspace}/secrets`, ADMIN_TOKEN);
+    assert(JSON.stringify(listed.map((s) => s.key)) === '["DB_URL"]', `after the delete the server lists ${JSON.stringify(listed)}`);
+    await page.getByRole('tab', { name: 'Chat' }).click();
+    await page.locator('#chat-body').waitFor();
+  });
+
+  await step('global secrets: set and listed for every workspace, the value never shown', async () => {
+    await page.getByRole('button', { name: 'Global secrets' }).click();
+    const dialog = page.locator('#global-secrets-dialog[open]');
+    await dialog.waitFor();
+    const secret = 'global-value-9a8b7c-never-shown';
+    await dialog.getByLabel('Key', { exact: true }).fill('SHARED_TOKEN');
+    await dialog.getByLabel('Value', { exact: true }).fill(secret);
+    await dialog.getByRole('button', { name: 'Save secret' }).click();
+    await dialog.locator('tr[data-key="SHARED_TOKEN"]').waitFor();
+    assert(await dialog.getByLabel('Value', { exact: true }).inputValue() === '', 'the global value stayed in the field');
+    const listed = await apiCall('GET', '/admin/secrets', ADMIN_TOKEN);
+    assert(JSON.stringify(listed.map((s) => s.key)) === '["SHARED_TOKEN"]', `the server lists ${JSON.stringify(listed)}`);
+    const values = await apiCall('GET', `/workspaces/${connection.workspace}/secrets/values`, connection.token);
+    assert(values.SHARED_TOKEN === secret && values.DB_URL, `the workspace does not inherit it: ${Object.keys(values)}`);
+    assert(!(await pageText()).includes(secret), 'a global secret value is in the page');
+    await axeCheck('global secrets dialog');
+    await dialog.getByRole('button', { name: 'Close' }).click();
+    await dialog.waitFor({ state: 'detached' });
+  });
+
+  await step('delegations: chips follow the ledger live, with deadline, heartbeat and previews', async () => {
+    const caller = await apiCall('POST', '/workspaces', ADMIN_TOKEN, { name: 'deleg-caller', delivery_mode: 'poll' });
+    const callee = await apiCall('POST', '/workspaces', ADMIN_TOKEN, { name: 'deleg-callee', delivery_mode: 'poll' });
+    await page.getByRole('button', { name: 'Refresh the workspace list' }).click();
+    await page.locator(`#workspace-list [data-ws="${callee.id}"]`).waitFor();
+    await page.evaluate((id) => { location.hash = `#/w/${id}`; }, callee.id);
+    await page.locator('#chat-title', { hasText: 'deleg-callee' }).waitFor();
+    await page.locator('#live-status', { hasText: 'live' }).waitFor();
+    await page.getByRole('tab', { name: 'Delegations' }).click();
+    const panel = page.locator('#delegations-panel');
+    await panel.getByText('No delegation yet.').waitFor();
+    await page.evaluate(() => { window.notReloaded = true; });
+
+    // The caller delegates with its own token, as the SDK does.
+    const res = await fetch(`${BASE}/workspaces/${callee.id}/delegate`, {
+      method: 'POST',
+      headers: { Authorization: `Bearer ${caller.auth_token}`, 'X-Workspace-ID': caller.id, 'Content-Type': 'application/json' },
+      body: JSON.stringify({ task: 'Summarize the quarterly notes into three bullets', idempotency_key: 'canvas-1', deadline_s: 3600 }),
+    });
+    assert(res.status === 202, `delegate answered ${res.status}`);
+    const did = (await res.json()).delegation_id;
+    const item = panel.locator(`.delegation[data-did="${did}"]`);
+    const chipReads = (text) => item.locator('.dchip', { hasText: new RegExp(`^${text}$`) }).waitFor();
+    await chipReads('queued');
+    const text = await item.textContent();
+    assert(text.includes('deleg-caller → deleg-callee'), `the row does not say who asked whom: ${text}`);
+    assert(text.includes('Summarize the quarterly notes'), `no task preview: ${text}`);
+    assert(/deadline in (59|60) min/.test(text) && text.includes('no heartbeat yet'), `no deadline or heartbeat age: ${text}`);
+
+    const report = (body) => apiCall('POST', `/workspaces/${callee.id}/delegations/${did}/status`, callee.auth_token, body);
+    await report({ status: 'in_progress' });
+    await chipReads('in progress');
+    await item.locator('.dtime', { hasText: /last heartbeat \d+ s ago/ }).waitFor();
+    await report({ status: 'completed', result_preview: 'Three bullets: revenue up, costs flat, hiring paused' });
+    await chipReads('completed');
+    await item.locator('.dresult', { hasText: 'revenue up, costs flat' }).waitFor();
+    assert(await page.evaluate(() => window.notReloaded === true), 'the page reloaded to show the moves');
+    const row = await apiCall('GET', `/workspaces/${callee.id}/delegations/${did}`, ADMIN_TOKEN);
+    assert(row.status === 'completed' && row.result_preview.startsWith('Three bullets'), `the ledger says ${JSON.stringify(row)}`);
+    await axeCheck('delegations tab');
+    await shot('06-delegations');
+
+    // The operator's view of every delegation follows the ledger live too.
+    await page.getByRole('button', { name: 'Delegations', exact: true }).click();
+    const dialog = page.locator('#delegations-dialog[open]');
+    await dialog.locator(`.delegation[data-did="${did}"] .dchip`, { hasText: 'completed' }).waitFor();
+    const second = await apiCall('POST', `/workspaces/${callee.id}/delegate`, caller.auth_token, { task: 'and a failing one', idempotency_key: 'canvas-2' });
+    const other = dialog.locator(`.delegation[data-did="${second.delegation_id}"]`);
+    await other.locator('.dchip', { hasText: /^queued$/ }).waitFor();
+    await apiCall('POST', `/workspaces/${callee.id}/delegations/${second.delegation_id}/status`, callee.auth_token, { status: 'failed', error_detail: 'no notes found' });
+    await other.locator('.dchip', { hasText: /^failed$/ }).waitFor();
+    await other.locator('.derror', { hasText: 'no notes found' }).waitFor();
+    await axeCheck('all delegations dialog');
+    await dialog.getByRole('button', { name: 'Close' }).click();
+    await dialog.waitFor({ state: 'detached' });
+    // The tab of the open workspace saw the second one as well.
+    await panel.locator(`.delegation[data-did="${second.delegation_id}"] .dchip`, { hasText: /^failed$/ }).waitFor();
+    assert(await page.evaluate(() => window.notReloaded === true), 'the page reloaded');
+    noPageErrors();
+    await chatAgain();
+  });
+
+  await step('memory tab: scoped recall with search and scope filter, commit, delete; the key/value table with edit and delete', async () => {
+    const make = async (name, parent) => apiCall('POST', '/workspaces', ADMIN_TOKEN,
+      { name, delivery_mode: 'poll', ...(parent ? { parent_id: parent.id } : {}) });
+    const lead = await make('mem-lead');
+    const coder = await make('mem-coder', lead);
+    const stranger = await make('mem-stranger');
+    const commit = (ws, content, scope) => apiCall('POST', `/workspaces/${ws.id}/memories`, ws.auth_token, { content, scope });
+    const local = await commit(coder, 'The staging database listens on port 5433.', 'LOCAL');
+    const team = await commit(lead, 'Deploys happen on Fridays after the standup.', 'TEAM');
+    const global = await commit(lead, 'The style guide lives in docs/style.md.', 'GLOBAL');
+    await commit(stranger, 'The stranger keeps its staging database password here.', 'LOCAL');
+    await page.getByRole('button', { name: 'Refresh the workspace list' }).click();
+    await page.locator(`#workspace-list [data-ws="${coder.id}"]`).waitFor();
+    await page.evaluate((id) => { location.hash = `#/w/${id}`; }, coder.id);
+    await page.locator('#chat-title', { hasText: 'mem-coder' }).waitFor();
+    await page.getByRole('tab', { name: 'Memory' }).click();
+    const panel = page.locator('#memory-panel');
+    const shown = () => panel.locator('#mem-results > li').evaluateAll((lis) => lis.map((li) => li.dataset.mid));
+    await panel.locator('#mem-note', { hasText: '3 memories, newest first.' }).waitFor();
+    assert(JSON.stringify(await shown()) === JSON.stringify([global.id, team.id, local.id]), `the tab shows ${JSON.stringify(await shown())}`);
+
+    await panel.getByLabel('Search', { exact: true }).fill('staging database port');
+    await panel.getByRole('button', { name: 'Search', exact: true }).click();
+    await panel.locator('#mem-note', { hasText: 'best first' }).waitFor();
+    const hits = await shown();
+    const server = await apiCall('GET', `/workspaces/${coder.id}/memories?q=${encodeURIComponent('staging database port')}&limit=50`, ADMIN_TOKEN);
+    assert(hits[0] === local.id, `the best hit shown is ${hits[0]}, not the port memory`);
+    assert(JSON.stringify(hits) === JSON.stringify(server.map((m) => m.id)), `the tab shows ${JSON.stringify(hits)}, the server ${JSON.stringify(server.map((m) => m.id))}`);
+    assert(!(await panel.textContent()).includes('password'), 'a memory of another tree is shown');
+    await panel.getByLabel('Search', { exact: true }).fill('');
+    await panel.getByLabel('Scope', { exact: true }).selectOption('TEAM');
+    await panel.locator('#mem-note', { hasText: '1 memory, newest first.' }).waitFor();
+    assert(JSON.stringify(await shown()) === JSON.stringify([team.id]), `TEAM shows ${JSON.stringify(await shown())}`);
+    await panel.getByLabel('Scope', { exact: true }).selectOption('');
+    await panel.locator('#mem-note', { hasText: '3 memories' }).waitFor();
+
+    await panel.getByLabel('Memory', { exact: true }).fill('The canvas committed this one.');
+    await panel.getByLabel('Visible to').selectOption('LOCAL');
+    await panel.getByRole('button', { name: 'Commit memory' }).click();
+    await panel.locator('#mem-note', { hasText: '4 memories' }).waitFor();
+    let mine = (await apiCall('GET', `/workspaces/${coder.id}/memories?scope=LOCAL`, ADMIN_TOKEN)).map((m) => [m.workspace_id, m.content]);
+    assert(JSON.stringify(mine) === JSON.stringify([[coder.id, 'The canvas committed this one.'], [coder.id, 'The staging database listens on port 5433.']]), `LOCAL on the server: ${JSON.stringify(mine)}`);
+    // Only its own memories have a Delete button.
+    assert(await panel.locator(`#mem-results li[data-mid="${team.id}"] button`).count() === 0, 'a team memory can be deleted from here');
+    const dialogs = [];
+    page.once('dialog', (d) => { dialogs.push(d.message()); d.accept(); });
+    await panel.locator(`#mem-results li[data-mid="${local.id}"]`).getByRole('button', { name: /Delete the memory/ }).click();
+    await panel.locator(`#mem-results li[data-mid="${local.id}"]`).waitFor({ state: 'detached' });
+    assert(/cannot be undone/.test(dialogs[0] || ''), `the delete confirm said: ${dialogs[0]}`);
+    mine = (await apiCall('GET', `/workspaces/${coder.id}/memories?scope=LOCAL`, ADMIN_TOKEN)).map((m) => m.content);
+    assert(JSON.stringify(mine) === '["The canvas committed this one."]', `after the delete the server has ${JSON.stringify(mine)}`);
+
+    // Key/value: written by the agent, edited and deleted here.
+    const kv = (body) => apiCall('POST', `/workspaces/${coder.id}/memory`, coder.auth_token, body);
+    await kv({ key: 'build.config', value: { retries: 3 } });
+    await page.getByRole('tab', { name: 'Chat' }).click();
+    await page.getByRole('tab', { name: 'Memory' }).click();
+    const row = panel.locator('#kv-table tr[data-key="build.config"]');
+    await row.locator('td', { hasText: '{"retries":3}' }).waitFor();
+    await panel.getByRole('button', { name: 'Edit build.config' }).click();
+    await panel.getByLabel('Value', { exact: true }).fill('{"retries": 5}');
+    await panel.getByRole('button', { name: 'Save key' }).click();
+    await panel.locator('#kv-status', { hasText: 'Saved build.config (version 2).' }).waitFor();
+    await row.locator('td', { hasText: '{"retries":5}' }).waitFor();
+    let entry = await apiCall('GET', `/workspaces/${coder.id}/memory/build.config`, ADMIN_TOKEN);
+    assert(entry.version === 2 && entry.value.retries === 5, `the server has ${JSON.stringify(entry)}`);
+    // Someone else writes while the form is open: the save is a 409, nothing overwritten.
+    await panel.getByRole('button', { name: 'Edit build.config' }).click();
+    await kv({ key: 'build.config', value: { retries: 7 } });
+    await panel.getByLabel('Value', { exact: true }).fill('{"retries": 9}');
+    await panel.getByRole('button', { name: 'Save key' }).click();
+    await panel.locator('#kv-error', { hasText: 'changed meanwhile' }).waitFor();
+    await row.locator('td', { hasText: '{"retries":7}' }).waitFor();
+    entry = await apiCall('GET', `/workspaces/${coder.id}/memory/build.config`, ADMIN_TOKEN);
+    assert(entry.version === 3 && entry.value.retries === 7, `a stale edit overwrote the key: ${JSON.stringify(entry)}`);
+    await panel.getByRole('button', { name: 'Cancel the edit' }).click();
+    await panel.getByLabel('Key', { exact: true }).fill('notes');
+    await panel.getByLabel('Value', { exact: true }).fill('plain words');
+    await panel.getByRole('button', { name: 'Save key' }).click();
+    await panel.locator('#kv-table tr[data-key="notes"] td', { hasText: '"plain words"' }).waitFor();
+    await axeCheck('memory tab');
+    await shot('07-memory');
+    page.once('dialog', (d) => { dialogs.push(d.message()); d.accept(); });
+    await panel.getByRole('button', { name: 'Delete notes' }).click();
+    await panel.locator('#kv-table tr[data-key="notes"]').waitFor({ state: 'detached' });
+    const gone = await fetch(`${BASE}/workspaces/${coder.id}/memory/notes`, { headers: { Authorization: `Bearer ${ADMIN_TOKEN}` } });
+    assert(gone.status === 404, `the deleted key answers ${gone.status}`);
+    const keys = (await apiCall('GET', `/workspaces/${coder.id}/memory`, ADMIN_TOKEN)).map((k) => k.key);
+    assert(JSON.stringify(keys) === '["build.config"]', `the server's keys: ${JSON.stringify(keys)}`);
+    noPageErrors();
+    await chatAgain();
+  });
+
   await step('55 workspaces: the create form is reachable without scrolling past them', async () => {
     await Promise.all(Array.from({ length: 50 }, (_, i) => apiCall('POST', '/workspaces', ADMIN_TOKEN, { name: `bulk-${i}`, delivery_mode: 'poll' })));
     await page.getByRole('button', { name: 'Refresh the workspace list' }).click();

@@ -6,6 +6,8 @@
 // and the routing; the parts of the page live in their own modules:
 //   api.js        the API client          stream.js   the event stream
 //   workspaces.js the workspace list      create.js   the "New workspace" panel
+//   panels.js     the workspace tabs and the operator's views: tabs.js,
+//                 secrets.js, delegations.js, memory.js
 //   chat.js       the open chat           messages.js the conversation log
 //   chips.js      upload chips (state)    uploads.js  sending files
 //   state.js      shared state and bus    dom.js      DOM/format helpers
@@ -17,6 +19,7 @@ import { closeChat, initChat, openChat } from './chat.js';
 import { initCreate } from './create.js';
 import { initManage } from './manage.js';
 import { $ } from './dom.js';
+import { initPanels } from './panels.js';
 import { TOKEN_KEY, bus, state } from './state.js';
 import { initUnread, pollActivity } from './unread.js';
 import { initUploads } from './uploads.js';
@@ -112,6 +115,7 @@ function init() {
   initWorkspaces();
   initCreate();
   initChat();
+  initPanels();
   initUploads();
   initUnread();
   initManage();

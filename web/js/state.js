@@ -23,7 +23,10 @@ export const state = {
 
 /**
  * Events: `workspaces` (the list was re-read), `unauthorized` (the token
- * stopped working; detail = the sentence to show on the sign-in form).
+ * stopped working; detail = the sentence to show on the sign-in form),
+ * `chat-open` / `chat-close` (a workspace was opened or closed), `stream`
+ * (an event of the open workspace's stream the chat does not show itself;
+ * detail = {event, payload}).
  */
 export const bus = new EventTarget();
 
