@@ -471,14 +471,22 @@ mod tests {
         let parsed = args.resolve().unwrap();
         let expected = Config::with_defaults(dir.path(), token);
 
-        // Destructured, so that a new field fails to compile until it is
-        // compared here.
-        let Config {
+        // Destructured with no `..`, so that a new field fails to compile
+        // until it is compared here.
+        macro_rules! same {
+            ($($field:ident),*) => {
+                let Config { $($field,)* admin_token, secrets_key } = expected;
+                $(assert_eq!(parsed.$field, $field, stringify!($field));)*
+                // Neither compares with `==`; both are given, or absent, alike.
+                assert_eq!(parsed.admin_token.expose(), admin_token.expose());
+                assert!(parsed.secrets_key.is_none() && secrets_key.is_none());
+            };
+        }
+        same!(
             listen,
             data_dir,
             database_url,
             blob_store,
-            admin_token,
             public_url,
             limits,
             upload_ttl,
@@ -489,52 +497,13 @@ mod tests {
             allow_private_urls,
             metrics_listen,
             forward_timeout,
-            secrets_key,
             max_plugin_size,
             connections,
             embeddings,
             offline_after,
             default_tier,
-            default_model,
-        } = expected;
-        assert_eq!(parsed.listen, listen, "listen");
-        assert_eq!(parsed.data_dir, data_dir, "data_dir");
-        assert_eq!(parsed.database_url, database_url, "database_url");
-        assert_eq!(parsed.blob_store, blob_store, "blob_store");
-        assert_eq!(
-            parsed.admin_token.expose(),
-            admin_token.expose(),
-            "admin_token"
+            default_model
         );
-        assert_eq!(parsed.public_url, public_url, "public_url");
-        assert_eq!(parsed.limits, limits, "limits");
-        assert_eq!(parsed.upload_ttl, upload_ttl, "upload_ttl");
-        assert_eq!(parsed.ack_retention, ack_retention, "ack_retention");
-        assert_eq!(parsed.sweep_interval, sweep_interval, "sweep_interval");
-        assert_eq!(
-            parsed.activity_retention, activity_retention,
-            "activity_retention"
-        );
-        assert_eq!(
-            parsed.delegation_stuck_after, delegation_stuck_after,
-            "delegation_stuck_after"
-        );
-        assert_eq!(
-            parsed.allow_private_urls, allow_private_urls,
-            "allow_private_urls"
-        );
-        assert_eq!(parsed.metrics_listen, metrics_listen, "metrics_listen");
-        assert_eq!(parsed.forward_timeout, forward_timeout, "forward_timeout");
-        assert!(
-            parsed.secrets_key.is_none() && secrets_key.is_none(),
-            "secrets_key"
-        );
-        assert_eq!(parsed.max_plugin_size, max_plugin_size, "max_plugin_size");
-        assert_eq!(parsed.connections, connections, "connections");
-        assert_eq!(parsed.embeddings, embeddings, "embeddings");
-        assert_eq!(parsed.offline_after, offline_after, "offline_after");
-        assert_eq!(parsed.default_tier, default_tier, "default_tier");
-        assert_eq!(parsed.default_model, default_model, "default_model");
     }
 
     #[test]
