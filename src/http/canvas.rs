@@ -92,6 +92,11 @@ const ASSETS: &[Asset] = &[
     module!("unread.js"),
     module!("markdown.js"),
     module!("manage.js"),
+    module!("config.js"),
+    module!("tree.js"),
+    module!("teamform.js"),
+    module!("lifecycle.js"),
+    module!("orgimport.js"),
 ];
 
 /// An asset ready to serve: its table entry and its strong `ETag`.

@@ -189,6 +189,7 @@ pub(crate) fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(kv::list_keys, kv::set_key))
         .routes(routes!(kv::get_key, kv::delete_key))
         .routes(routes!(ops::get_upload_stats))
+        .routes(routes!(ops::get_server_config))
         .routes(routes!(ops::get_metrics))
         .routes(routes!(ops::health))
         .routes(routes!(ops::ready))

@@ -28,6 +28,11 @@ const MODULES: &[&str] = &[
     "unread.js",
     "markdown.js",
     "manage.js",
+    "config.js",
+    "tree.js",
+    "teamform.js",
+    "lifecycle.js",
+    "orgimport.js",
 ];
 
 async fn every_module_is_served_as_javascript_with_an_etag(engine: Engine) {

@@ -421,15 +421,27 @@ async function main() {
     assert(saved === 'preview me\n', `downloaded bytes differ: ${JSON.stringify(saved)}`);
   });
 
-  await step('a file over the limit shows the 413 next to that file', async () => {
+  await step('the upload limit shows before upload; a file over it is refused without being sent (issue 17)', async () => {
+    // The server runs with --max-file-size 1MiB; the page reads it from GET /admin/config.
+    await page.locator('#upload-limit', { hasText: 'up to 1 MiB per file' }).waitFor();
+    const pendingBefore = await apiCall('GET', `/workspaces/${connection.workspace}/pending-uploads`, ADMIN_TOKEN);
+    const sent = [];
+    const onRequest = (r) => { if (r.url().includes('/chat/uploads')) sent.push(`${r.method()} ${r.url()}`); };
+    page.on('request', onRequest);
     await page.setInputFiles('#file-input', { name: 'too-big.bin', mimeType: 'application/octet-stream', buffer: randomBytes(2 * 1024 * 1024) });
     const item = page.locator('#uploads .upload[data-name="too-big.bin"]');
     const err = item.locator('.error');
     await err.filter({ hasText: /\S/ }).waitFor();
+    await page.waitForTimeout(300); // a request, had one started, would show by now
+    page.off('request', onRequest);
     const text = await err.textContent();
-    assert(/too large/i.test(text) && text.includes('too-big.bin') && /1(\.0)? ?MiB/.test(text),
-      `the 413 message is not clear: "${text}"`);
+    assert(text === 'Too large: too-big.bin is 2.0 MiB; this server accepts files up to 1 MiB. Nothing was sent.',
+      `the refusal reads "${text}"`);
+    assert(sent.length === 0, `the file was sent anyway: ${sent.join(', ')}`);
+    assert(await item.getByRole('button', { name: 'Retry too-big.bin' }).count() === 0, 'a refusal that would only repeat offers Retry');
     assert((await page.locator('.chip', { hasText: 'too-big.bin' }).count()) === 0, 'a rejected file got a chip');
+    const pendingAfter = await apiCall('GET', `/workspaces/${connection.workspace}/pending-uploads`, ADMIN_TOKEN);
+    assert(JSON.stringify(pendingAfter) === JSON.stringify(pendingBefore), `the server's staging changed: ${JSON.stringify(pendingAfter)}`);
   });
 
   let agent;
@@ -1059,6 +1071,223 @@ async function main() {
     await page.setViewportSize({ width: 1280, height: 800 });
   });
 
+  // ---------------------------------------------------------------- teams (issue 10) and the agent's state (issue 17)
+  /** Polls `fn` until it returns a truthy value (the server's side of a click). */
+  const until = async (what, fn, timeout = 5000) => {
+    const deadline = Date.now() + timeout;
+    for (;;) {
+      const v = await fn();
+      if (v) return v;
+      assert(Date.now() < deadline, `timed out waiting for ${what}`);
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  };
+  const getWs = (id) => apiCall('GET', `/workspaces/${id}`, ADMIN_TOKEN);
+  /** Creates a poll workspace through the form; returns its id and token. */
+  const createInForm = async (name, { parent, tier }) => {
+    await openCreate();
+    await page.getByLabel('Name', { exact: true }).fill(name);
+    await page.getByRole('radio', { name: /poll/ }).check();
+    if (parent) await page.getByLabel('Parent').selectOption({ label: parent });
+    await page.getByLabel('Tier').selectOption(String(tier));
+    await page.getByRole('button', { name: 'Create workspace' }).click();
+    await page.locator('#connection-dialog[open]').waitFor();
+    const made = parseConnectCommand(await page.locator('#connect-command').inputValue());
+    await page.getByRole('button', { name: 'Close' }).click();
+    return { id: made.workspace, token: made.token };
+  };
+  let lead;
+  let member;
+  await step('teams: create with a parent picker and a tier; the list draws children under their parent (issue 10)', async () => {
+    await openCreate();
+    // The "Default" tier names the server's --default-tier (from GET /admin/config).
+    const defaultTier = await page.getByLabel('Tier').locator('option').first().textContent();
+    assert(defaultTier === 'Default (tier 3)', `the default tier reads "${defaultTier}"`);
+    lead = await createInForm('team-lead', { tier: 2 });
+    member = await createInForm('team-member', { parent: 'team-lead', tier: 1 });
+    await page.locator(`#workspace-list li[data-node="${lead.id}"] > ul.team > li > .tree-row > a[data-ws="${member.id}"]`).waitFor();
+    const tier = await page.locator(`#workspace-list [data-ws="${member.id}"] .tier`).textContent();
+    assert(tier === 'tier 1', `the member's entry reads "${tier}"`);
+    const [l, m] = await Promise.all([getWs(lead.id), getWs(member.id)]);
+    assert(l.parent_id === null && l.tier === 2 && JSON.stringify(l.children) === JSON.stringify([member.id]),
+      `the lead on the server: ${JSON.stringify(l)}`);
+    assert(m.parent_id === lead.id && m.tier === 1 && m.collapsed === false, `the member on the server: ${JSON.stringify(m)}`);
+    await openCreate();
+    await axeCheck('create form with parent and tier');
+  });
+
+  await step('a team folds and unfolds, and the fold is the server\'s collapsed (issue 10)', async () => {
+    const fold = page.getByRole('button', { name: 'Team of team-lead: 1' });
+    assert((await fold.getAttribute('aria-expanded')) === 'true', 'the team starts folded');
+    await fold.click();
+    await page.locator(`#workspace-list [data-ws="${member.id}"]`).waitFor({ state: 'detached' });
+    assert((await fold.getAttribute('aria-expanded')) === 'false', 'the fold button does not say folded');
+    await until('GET to show collapsed: true', async () => (await getWs(lead.id)).collapsed === true);
+    // Kept across a reload: the page reads the fold back from the server.
+    await page.reload();
+    await page.locator(`#workspace-list [data-ws="${lead.id}"]`).waitFor();
+    assert((await page.locator(`#workspace-list [data-ws="${member.id}"]`).count()) === 0, 'the folded team is open after a reload');
+    assert((await fold.getAttribute('aria-expanded')) === 'false', 'the fold was lost in the reload');
+    await axeCheck('workspace list with a folded team');
+    await fold.click();
+    await page.locator(`#workspace-list [data-ws="${member.id}"]`).waitFor();
+    await until('GET to show collapsed: false', async () => (await getWs(lead.id)).collapsed === false);
+  });
+
+  await step('status badges, "working…" from the heartbeat, pause/resume, restart with a confirm (issues 10, 17)', async () => {
+    const beat = (report) => apiCall('POST', '/registry/heartbeat', lead.token, { workspace_id: lead.id, ...report });
+    await beat({ current_task: 'summarizing the report', active_tasks: 2 });
+    await page.locator(`#workspace-list [data-ws="${lead.id}"]`).click();
+    await page.locator('#chat-title', { hasText: 'team-lead' }).waitFor();
+    const task = page.locator('#chat-task');
+    const waitTask = async (text) => {
+      await page.waitForFunction((t) => {
+        const el = document.getElementById('chat-task');
+        return !el.hidden && el.textContent === t;
+      }, text, { timeout: 10_000 }).catch(async () => {
+        throw new Error(`the task line reads "${await task.textContent()}" (hidden: ${await task.isHidden()}), not "${text}"`);
+      });
+    };
+    await waitTask('working… summarizing the report · 2 tasks');
+    // A later heartbeat shows without a reload or a click.
+    await beat({ current_task: 'writing the summary', active_tasks: 1 });
+    await waitTask('working… writing the summary');
+    const badge = page.locator(`#workspace-list [data-ws="${lead.id}"] .status`);
+    assert((await badge.textContent()) === 'online', `the badge reads "${await badge.textContent()}"`);
+
+    await page.getByRole('button', { name: 'Pause', exact: true }).click();
+    await page.locator(`#workspace-list [data-ws="${lead.id}"] .status.status-paused`, { hasText: 'paused' }).waitFor();
+    await page.locator('#chat-meta', { hasText: 'agent paused' }).waitFor();
+    await page.locator('#lifecycle-status', { hasText: 'team-lead paused' }).waitFor();
+    await task.waitFor({ state: 'hidden' });
+    const paused = await getWs(lead.id);
+    assert(paused.status === 'paused' && paused.paused === true, `after Pause the server says ${paused.status}/${paused.paused}`);
+
+    await page.getByRole('button', { name: 'Resume', exact: true }).click();
+    await page.locator(`#workspace-list [data-ws="${lead.id}"] .status.status-online`, { hasText: 'online' }).waitFor();
+    const resumed = await getWs(lead.id);
+    assert(resumed.status === 'online' && resumed.paused === false, `after Resume the server says ${resumed.status}/${resumed.paused}`);
+    await page.getByRole('button', { name: 'Pause', exact: true }).waitFor();
+
+    const restarts = async () => (await apiCall('GET', `/workspaces/${lead.id}/activity`, ADMIN_TOKEN))
+      .filter((r) => r.activity_type === 'restart_requested');
+    const asked = [];
+    page.once('dialog', (d) => { asked.push(d.message()); d.dismiss(); });
+    await page.getByRole('button', { name: 'Restart…' }).click();
+    await page.waitForTimeout(300);
+    assert(asked.length === 1 && /restart/i.test(asked[0]) && /active tasks/.test(asked[0]), `the restart confirm said: ${asked[0]}`);
+    assert((await restarts()).length === 0, 'a dismissed confirm still restarted');
+    page.once('dialog', (d) => { asked.push(d.message()); d.accept(); });
+    await page.getByRole('button', { name: 'Restart…' }).click();
+    await page.locator('#messages .msg-note', { hasText: 'the operator asked the agent to restart' }).waitFor();
+    await page.locator('#lifecycle-status', { hasText: 'Restart requested' }).waitFor();
+    const rows = await restarts();
+    assert(rows.length === 1 && rows[0].status === 'requested', `restart rows on the server: ${JSON.stringify(rows)}`);
+    const after = await getWs(lead.id);
+    assert(after.active_tasks === 0, `after Restart active_tasks is ${after.active_tasks}`);
+    // No tasks in flight any more: no "working…", only the task last named.
+    await waitTask('reported task: writing the summary');
+    await shot('05-team-lifecycle');
+    await axeCheck('chat with the lifecycle controls');
+  });
+
+  await step('org import: the dry-run diff first, applied only on confirm; again, nothing doubles (issue 10)', async () => {
+    const template = [
+      'defaults: {tier: 2}',
+      'workspaces:',
+      '  - name: team-lead',
+      '    children:',
+      '      - name: team-member',
+      '      - name: reviewer',
+      '        tier: 4',
+      '        children:',
+      '          - name: proofreader',
+      '  - name: imported-root',
+    ].join('\n');
+    const before = await apiCall('GET', '/workspaces', ADMIN_TOKEN);
+    await openCreate();
+    await page.getByRole('button', { name: 'Import a team…' }).click();
+    await page.locator('#import-dialog[open]').waitFor();
+    await page.getByLabel('Template', { exact: true }).fill(template);
+    await page.getByRole('button', { name: 'Preview' }).click();
+    await page.locator('#import-summary', { hasText: 'Preview: 2 of 5 already existed, 3 would be created. Nothing has been written yet.' }).waitFor();
+    const table = await page.locator('#import-rows tr').evaluateAll((trs) => trs.map((tr) => [...tr.cells].map((c) => c.textContent).join(' | ')));
+    const expected = [
+      'team-lead | — | exists: kept as it is | 2 | external',
+      'team-member | team-lead | exists: kept as it is | 1 | external',
+      'reviewer | team-lead | new: will be created | 4 | external',
+      'proofreader | reviewer | new: will be created | 2 | external',
+      'imported-root | — | new: will be created | 2 | external',
+    ];
+    assert(JSON.stringify(table) === JSON.stringify(expected), `the preview reads:\n${table.join('\n')}`);
+    const indents = await page.locator('#import-rows .import-name').evaluateAll((tds) => tds.map((td) => parseFloat(getComputedStyle(td).paddingInlineStart)));
+    assert(indents[0] < indents[2] && indents[2] < indents[3] && indents[4] === indents[0], `the preview is not indented as a tree: ${indents}`);
+    assert((await apiCall('GET', '/workspaces', ADMIN_TOKEN)).length === before.length, 'the preview wrote workspaces');
+    await shot('06-org-import-preview');
+    await axeCheck('org import preview');
+
+    await page.getByRole('button', { name: 'Import 3 new workspaces' }).click();
+    await page.locator('#import-summary', { hasText: 'Imported: 2 of 5 already existed, 3 created.' }).waitFor();
+    const created = await page.locator('#import-rows .import-what').allTextContents();
+    assert(JSON.stringify(created) === JSON.stringify(['kept (already existed)', 'kept (already existed)', 'created', 'created', 'created']),
+      `after the import the table reads ${created}`);
+    const tokens = (await page.getByLabel('Tokens of the created workspaces (name, id, token), shown this once').inputValue()).split('\n');
+    assert(tokens.length === 3 && ['reviewer', 'proofreader', 'imported-root'].every((n, i) => tokens[i].startsWith(`${n}  `)),
+      `tokens shown: ${tokens}`);
+    await axeCheck('org import result');
+    await page.getByRole('button', { name: 'Close' }).click();
+    await page.locator('#import-dialog[open]').waitFor({ state: 'detached' });
+    assert((await page.locator('#import-token-list').inputValue()) === '', 'the tokens stayed in the page after Close');
+
+    // The server holds each new node exactly once, under the right parent...
+    const all = await apiCall('GET', '/workspaces', ADMIN_TOKEN);
+    const named = (n) => all.filter((w) => w.name === n);
+    assert(all.length === before.length + 3, `${all.length - before.length} workspaces were added`);
+    for (const n of ['team-lead', 'team-member', 'reviewer', 'proofreader', 'imported-root']) {
+      assert(named(n).length === 1, `${named(n).length} workspaces are named ${n}`);
+    }
+    const [reviewer] = named('reviewer');
+    assert(reviewer.parent_id === lead.id && reviewer.tier === 4, `reviewer: ${JSON.stringify(reviewer)}`);
+    assert(named('proofreader')[0].parent_id === reviewer.id && named('imported-root')[0].parent_id === null, 'wrong parents');
+    // ...and the tree shows each once, in its place.
+    const proof = named('proofreader')[0].id;
+    await page.locator(`#workspace-list li[data-node="${lead.id}"] li[data-node="${reviewer.id}"] a[data-ws="${proof}"]`).waitFor();
+    const rowsOf = (n) => page.locator('#workspace-list a[data-ws] .ws-name').evaluateAll(
+      (els, name) => els.filter((e) => e.firstChild.textContent === name).length, n);
+    for (const n of ['reviewer', 'proofreader', 'imported-root', 'team-lead', 'team-member']) {
+      assert(await rowsOf(n) === 1, `the list shows ${await rowsOf(n)} rows named ${n}`);
+    }
+
+    // The same template again: all of it exists, there is nothing to apply.
+    await openCreate();
+    await page.getByRole('button', { name: 'Import a team…' }).click();
+    await page.getByLabel('Template', { exact: true }).fill(template);
+    await page.getByRole('button', { name: 'Preview' }).click();
+    await page.locator('#import-summary', { hasText: 'Preview: 5 of 5 already existed, 0 would be created.' }).waitFor();
+    await page.locator('#import-nothing').waitFor();
+    assert(await page.locator('#import-apply').isHidden(), 'an import with nothing to create can still be applied');
+    await page.getByRole('button', { name: 'Close' }).click();
+    assert((await apiCall('GET', '/workspaces', ADMIN_TOKEN)).length === all.length, 'the second preview wrote workspaces');
+  });
+
+  await step('the page judges "online" with the server\'s --offline-after (60 s here), not its own 90 s (issue 17)', async () => {
+    const cfg = await apiCall('GET', '/admin/config', ADMIN_TOKEN);
+    assert(cfg.offline_after_seconds === 60, `the server's window is ${cfg.offline_after_seconds} s (run.sh sets 60 s)`);
+    await apiCall('POST', '/registry/heartbeat', member.token, { workspace_id: member.id });
+    await page.getByRole('button', { name: 'Refresh the workspace list' }).click();
+    const badge = page.locator(`#workspace-list [data-ws="${member.id}"] .status`);
+    await page.locator(`#workspace-list [data-ws="${member.id}"] .status`, { hasText: 'online' }).waitFor();
+    // 70 s on: past the server's 60 s, inside the 90 s the page used to assume.
+    const ahead = (await page.evaluate(() => Date.now())) - Date.now();
+    await page.clock.fastForward(70_000);
+    await page.locator(`#workspace-list [data-ws="${member.id}"] .status`, { hasText: 'offline' }).waitFor({ timeout: 5000 })
+      .catch(async () => { throw new Error(`70 s after its heartbeat the member reads "${await badge.textContent()}"`); });
+    // Back to where the page's clock was, so that the next steps see real ages.
+    await page.clock.setSystemTime(Date.now() + ahead);
+    await page.locator(`#workspace-list [data-ws="${member.id}"] .status`, { hasText: 'online' }).waitFor({ timeout: 5000 });
+    await chatAgain();
+  });
+
   await step('an agent that stops reads offline on time, apart from the page\'s own "live" (fault 6)', async () => {
     await page.locator('#chat-meta', { hasText: 'online' }).waitFor();
     await agent.stop();
@@ -1086,6 +1315,9 @@ async function main() {
   });
 
   await step('the page is exactly the window at every size; the last bubble is not cut off (fault 8)', async () => {
+    // The chat was just reopened: measure its conversation once it is
+    // loaded (the stream goes live after the history), not halfway.
+    await page.locator('#live-status', { hasText: 'live' }).waitFor();
     await fitsTheWindow({ width: 1280, height: 800 });
     await fitsTheWindow({ width: 1920, height: 1080 });
     await fitsTheWindow({ width: 390, height: 844 });
@@ -1107,6 +1339,13 @@ async function main() {
     assert(small.length === 0, `touch targets under 44 px: ${JSON.stringify(small)}`);
     const bar = await page.locator('.topbar').evaluate((e) => e.getBoundingClientRect().height);
     assert(bar <= 56, `the top bar is ${bar}px tall on a phone`);
+    // Every top-bar button and every tab is whole on screen, none cut off.
+    const cut = await page.evaluate(() => [...document.querySelectorAll('.topbar button, .tabs .tab')]
+      .filter((e) => e.getClientRects().length)
+      .filter((e) => { const r = e.getBoundingClientRect(); const box = e.parentElement.getBoundingClientRect();
+        return r.left < box.left - 0.5 || r.right > Math.min(box.right, window.innerWidth) + 0.5 || e.scrollWidth > e.clientWidth + 1; })
+      .map((e) => e.textContent.trim()));
+    assert(cut.length === 0, `cut off on a phone: ${JSON.stringify(cut)}`);
     await page.getByRole('button', { name: 'Workspaces', exact: true }).click();
     await page.locator('#workspaces-title').waitFor();
     await axeCheck('workspace list (phone)');

@@ -13,14 +13,21 @@
 //   state.js      shared state and bus    dom.js      DOM/format helpers
 //   unread.js     unread counts, title, notifications
 //   markdown.js   safe message formatting manage.js   the Manage panel
+//   config.js     the server's settings   tree.js     the team tree of the list
+//   teamform.js   parent and tier fields  lifecycle.js pause/resume/restart, "working…"
+//   orgimport.js  the "Import a team" dialog
 
 import { api } from './api.js';
 import { closeChat, initChat, openChat } from './chat.js';
+import { loadConfig } from './config.js';
 import { initCreate } from './create.js';
+import { initLifecycle } from './lifecycle.js';
 import { initManage } from './manage.js';
+import { initOrgImport } from './orgimport.js';
 import { $ } from './dom.js';
 import { initPanels } from './panels.js';
 import { TOKEN_KEY, bus, state } from './state.js';
+import { initTeamForm } from './teamform.js';
 import { initUnread, pollActivity } from './unread.js';
 import { initUploads } from './uploads.js';
 import { initWorkspaces, refreshWorkspaces, renderWorkspaces } from './workspaces.js';
@@ -58,6 +65,7 @@ function signOut(message = '') {
 function enterApp() {
   show('list');
   renderWorkspaces();
+  loadConfig().catch(() => {}); // until read, the page's defaults and the server's checks
   pollActivity().catch(() => {});
   clearInterval(state.listTimer);
   state.listTimer = setInterval(() => refreshWorkspaces().catch(() => {}), LIST_REFRESH_MS);
@@ -119,6 +127,9 @@ function init() {
   initUploads();
   initUnread();
   initManage();
+  initTeamForm();
+  initLifecycle();
+  initOrgImport();
 }
 
 async function start() {
