@@ -625,6 +625,7 @@ pub(super) async fn list_activity(
         still_allowed(&state, &mut session, id).await?;
         let rows = read_page(&state, id, &query).await?;
         if !rows.is_empty() || tokio::time::Instant::now() >= deadline {
+            mark_picked_up(&state, &session.principal, id, &query, &rows).await?;
             return Ok(Json(rows));
         }
         tokio::select! {
@@ -637,6 +638,27 @@ pub(super) async fn list_activity(
             }
         }
     }
+}
+
+/// Records that the agent picked its messages up: only its own poll counts
+/// (the operator reading the inbox proves nothing), and only an unfiltered
+/// one or one for messages (`type=a2a_receive`, any source): then every
+/// message up to the last row returned has reached the agent.
+async fn mark_picked_up(
+    state: &AppState,
+    principal: &Principal,
+    id: WorkspaceId,
+    query: &ActivityQuery,
+    rows: &[ActivityView],
+) -> Result<()> {
+    let own = matches!(principal, Principal::Workspace(w) if *w == id);
+    let every_message = query.source_id.is_none()
+        && query.before.is_none()
+        && matches!(query.activity_type.as_deref(), None | Some("a2a_receive"));
+    if let (true, true, Some(last)) = (own, every_message, rows.last()) {
+        state.store.mark_inbox_picked_up(id, last.id).await?;
+    }
+    Ok(())
 }
 
 /// Query of the SSE stream.

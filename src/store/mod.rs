@@ -167,6 +167,8 @@ pub struct Workspace {
     pub removed_at: Option<DateTime<Utc>>,
     /// What the last heartbeat reported (`active_tasks` defaults to 0).
     pub report: HeartbeatReport,
+    /// The highest inbox row id its own poll handed to the agent.
+    pub inbox_picked_up_through: Option<i64>,
 }
 
 impl Workspace {
@@ -909,6 +911,9 @@ pub trait Store: Send + Sync + 'static {
         report: &HeartbeatReport,
         now: DateTime<Utc>,
     ) -> StoreResult<bool>;
+    /// Records that the workspace's own inbox poll handed it every row up
+    /// to `through`; only ever raises the mark.
+    async fn mark_inbox_picked_up(&self, id: WorkspaceId, through: i64) -> StoreResult<()>;
 
     // --- activity ---
 

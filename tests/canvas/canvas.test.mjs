@@ -1308,6 +1308,14 @@ async function main() {
     await page.getByLabel('Message').fill('anyone home?');
     await page.getByLabel('Message').press('Enter');
     await page.locator('.msg-out', { hasText: 'anyone home?' }).locator('.delivery', { hasText: 'queued: the agent is offline' }).waitFor();
+    // The agent's own poll fetches it: "picked up", without a reload and
+    // before any answer; the server's mark is that message's id.
+    const queuedId = Number(await page.locator('.msg-out', { hasText: 'anyone home?' }).getAttribute('data-id'));
+    const inbox = await apiCall('GET', `/workspaces/${connection.workspace}/activity?type=a2a_receive&since_id=${queuedId - 1}`, connection.token);
+    assert(inbox.length === 1 && inbox[0].id === queuedId, `the inbox poll answered ${JSON.stringify(inbox)}`);
+    await page.locator('.msg-out', { hasText: 'anyone home?' }).locator('.delivery', { hasText: 'picked up' }).waitFor({ timeout: 15000 });
+    const seen = await apiCall('GET', `/workspaces/${connection.workspace}`, ADMIN_TOKEN);
+    assert(seen.inbox_picked_up_through === queuedId, `inbox_picked_up_through is ${seen.inbox_picked_up_through}, not ${queuedId}`);
     await page.evaluate((id) => { location.hash = `#/w/${id}`; }, pushId);
     await page.locator('.msg-out', { hasText: 'hello push' }).locator('.delivery', { hasText: 'delivered' }).waitFor();
     await page.evaluate((id) => { location.hash = `#/w/${id}`; }, connection.workspace);
