@@ -27,12 +27,12 @@ use super::{BlobEntry, BlobError, BlobStore, ByteStream};
 const MIB: usize = 1024 * 1024;
 /// Size of one multipart part (the S3 minimum); files up to this size are
 /// a single PUT.
-pub const PART_SIZE: usize = 5 * MIB;
+pub(super) const PART_SIZE: usize = 5 * MIB;
 /// Size of the pieces a part is read in.
 const READ_CHUNK: usize = 64 * 1024;
 /// Bytes, server-wide, that may be held in memory on their way to the
 /// bucket: three parts at once.
-pub const SEND_BUDGET: usize = 3 * PART_SIZE;
+pub(super) const SEND_BUDGET: usize = 3 * PART_SIZE;
 
 /// Blobs in an S3 bucket, under an optional prefix.
 pub struct S3BlobStore {

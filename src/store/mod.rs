@@ -167,6 +167,8 @@ pub struct Workspace {
     pub removed_at: Option<DateTime<Utc>>,
     /// What the last heartbeat reported (`active_tasks` defaults to 0).
     pub report: HeartbeatReport,
+    /// The highest inbox row id its own poll handed to the agent.
+    pub inbox_picked_up_through: Option<i64>,
 }
 
 impl Workspace {
@@ -909,6 +911,9 @@ pub trait Store: Send + Sync + 'static {
         report: &HeartbeatReport,
         now: DateTime<Utc>,
     ) -> StoreResult<bool>;
+    /// Records that the workspace's own inbox poll handed it every row up
+    /// to `through`; only ever raises the mark.
+    async fn mark_inbox_picked_up(&self, id: WorkspaceId, through: i64) -> StoreResult<()>;
 
     // --- activity ---
 
@@ -943,13 +948,13 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreResult<Vec<PendingUpload>>;
     /// Stamps `fetched_at` on an unacked, unexpired file of this workspace
     /// and returns it; `None` for absent, acked, expired or foreign files.
-    async fn fetch_pending_upload(
+    async fn mark_pending_upload_fetched(
         &self,
         workspace_id: WorkspaceId,
         file_id: FileId,
         now: DateTime<Utc>,
     ) -> StoreResult<Option<PendingUpload>>;
-    /// The same file as [`Store::fetch_pending_upload`] finds, without
+    /// The same file as [`Store::mark_pending_upload_fetched`] finds, without
     /// stamping it (an operator looking, not the workspace fetching).
     async fn get_pending_upload(
         &self,

@@ -119,6 +119,7 @@ pub(super) struct WorkspaceRow {
     error_rate: Option<f64>,
     sample_error: Option<String>,
     uptime_seconds: Option<i64>,
+    inbox_picked_up_through: Option<i64>,
 }
 
 impl TryFrom<WorkspaceRow> for Workspace {
@@ -150,6 +151,7 @@ impl TryFrom<WorkspaceRow> for Workspace {
                 sample_error: r.sample_error,
                 uptime_seconds: r.uptime_seconds,
             },
+            inbox_picked_up_through: r.inbox_picked_up_through,
         })
     }
 }
@@ -501,7 +503,7 @@ pub(super) struct FilterBinds {
 }
 
 impl FilterBinds {
-    pub fn new(f: &MemoryFilter) -> Self {
+    pub(super) fn new(f: &MemoryFilter) -> Self {
         let (operator, who, team) = match &f.reader {
             Reader::Operator { owner } => (true, *owner, Vec::new()),
             Reader::Workspace { id, team } => (false, Some(*id), team.clone()),
@@ -1196,6 +1198,20 @@ macro_rules! portable_store {
                 Ok(done.rows_affected() == 1)
             }
 
+            async fn mark_inbox_picked_up(&self, id: WorkspaceId, through: i64) -> StoreResult<()> {
+                let _w = self.writer().await;
+                sqlx::query(
+                    "UPDATE workspaces SET inbox_picked_up_through = $2 \
+                     WHERE id = $1 AND (inbox_picked_up_through IS NULL \
+                       OR inbox_picked_up_through < $2)",
+                )
+                .bind(id)
+                .bind(through)
+                .execute(&self.pool)
+                .await?;
+                Ok(())
+            }
+
             #[tracing::instrument(skip_all, fields(workspace_id = %workspace_id))]
             async fn insert_activity(
                 &self,
@@ -1305,7 +1321,7 @@ macro_rules! portable_store {
             }
 
             #[tracing::instrument(skip_all, fields(workspace_id = %workspace_id, file_id = %file_id))]
-            async fn fetch_pending_upload(
+            async fn mark_pending_upload_fetched(
                 &self,
                 workspace_id: WorkspaceId,
                 file_id: FileId,

@@ -263,6 +263,13 @@ async function main() {
    * failed it.
    */
   const axeCheck = async (view) => {
+    // A bubble that just arrived fades in (0.15 s): measured mid-fade its
+    // text has a lower contrast than it ends with. Let running animations
+    // end first (bounded).
+    await page.evaluate(() => Promise.race([
+      Promise.all(document.getAnimations().map((a) => a.finished.catch(() => {}))),
+      new Promise((resolve) => { setTimeout(resolve, 2000); }),
+    ]));
     await page.evaluate(AXE_SOURCE);
     const violations = await page.evaluate(async () => {
       const r = await window.axe.run(document, { rules: { 'label-content-name-mismatch': { enabled: true } } });
@@ -1308,6 +1315,14 @@ async function main() {
     await page.getByLabel('Message').fill('anyone home?');
     await page.getByLabel('Message').press('Enter');
     await page.locator('.msg-out', { hasText: 'anyone home?' }).locator('.delivery', { hasText: 'queued: the agent is offline' }).waitFor();
+    // The agent's own poll fetches it: "picked up", without a reload and
+    // before any answer; the server's mark is that message's id.
+    const queuedId = Number(await page.locator('.msg-out', { hasText: 'anyone home?' }).getAttribute('data-id'));
+    const inbox = await apiCall('GET', `/workspaces/${connection.workspace}/activity?type=a2a_receive&since_id=${queuedId - 1}`, connection.token);
+    assert(inbox.length === 1 && inbox[0].id === queuedId, `the inbox poll answered ${JSON.stringify(inbox)}`);
+    await page.locator('.msg-out', { hasText: 'anyone home?' }).locator('.delivery', { hasText: 'picked up' }).waitFor({ timeout: 15000 });
+    const seen = await apiCall('GET', `/workspaces/${connection.workspace}`, ADMIN_TOKEN);
+    assert(seen.inbox_picked_up_through === queuedId, `inbox_picked_up_through is ${seen.inbox_picked_up_through}, not ${queuedId}`);
     await page.evaluate((id) => { location.hash = `#/w/${id}`; }, pushId);
     await page.locator('.msg-out', { hasText: 'hello push' }).locator('.delivery', { hasText: 'delivered' }).waitFor();
     await page.evaluate((id) => { location.hash = `#/w/${id}`; }, connection.workspace);
