@@ -1141,11 +1141,11 @@ async fn cached_vectors_keep_the_readable_rule(engine: Engine) {
             .map(|h| h["id"].as_str().unwrap().to_owned())
             .collect()
     };
-    assert_eq!(ids(&body), [secret.clone(), public.clone()]);
+    assert_eq!(ids(&body), [secret.as_str(), public.as_str()]);
     // The stranger sees only the GLOBAL one, ranked by both halves.
     let (status, body) = recall(&app, &stranger, "vault code").await;
     assert_eq!(status, StatusCode::OK);
-    assert_eq!(ids(&body), [public.clone()]);
+    assert_eq!(ids(&body), [public.as_str()]);
     // Deleted: the owner's recall no longer finds it, the row is gone.
     let (status, _) = delete(
         &app,
@@ -1156,7 +1156,7 @@ async fn cached_vectors_keep_the_readable_rule(engine: Engine) {
     assert_eq!(status, StatusCode::NO_CONTENT);
     let (status, body) = recall(&app, &owner, "vault code").await;
     assert_eq!(status, StatusCode::OK);
-    assert_eq!(ids(&body), [public.clone()]);
+    assert_eq!(ids(&body), [public.as_str()]);
     let rows = all_memories(&app).await;
     assert_eq!(
         rows.iter().map(|m| m.id.to_string()).collect::<Vec<_>>(),
