@@ -17,6 +17,7 @@ mod inbox;
 mod pending;
 mod plugins;
 mod replicas;
+mod s3_ingest;
 mod secrets;
 mod store_contract;
 mod sweep;
