@@ -10,16 +10,16 @@
 //!
 //! Memory is bounded server-wide, not per upload (object storage needs
 //! whole parts of at least 5 MiB; without a bound 32 concurrent uploads
-//! held hundreds of MiB). Parts are filled in memory out of the fill
-//! budget ([`FILL_BUDGET`]), taken 64 KiB at a time and never waited for:
-//! when it is spent, the upload spills to a local spool file instead and
-//! sends each spooled part when it is complete, reading it back out of
-//! the separate send budget ([`SEND_BUDGET`]). Only complete parts ever
-//! wait for memory, and the memory they wait for is held only by parts
-//! being sent, so a slow client can hold at most fill budget (others spill
-//! and go on) and nothing can wait on it. A failed upload is aborted
-//! (after its parts in flight settle), so neither an object nor an open
-//! multipart upload survives.
+//! held hundreds of MiB), by two budgets. Parts are filled in memory out
+//! of the fill budget ([`FILL_BUDGET`]), taken 64 KiB at a time and never
+//! waited for: when it is spent, the upload spills to a local spool file
+//! instead. A complete part moves to the send budget ([`SEND_BUDGET`])
+//! while it is sent (a spooled part is read back into it), and that is
+//! the only place anything waits for memory. Parts being sent always
+//! finish, so the wait always ends, and a slow client can only hold fill
+//! budget, which nobody waits for (others spill and go on). A failed
+//! upload is aborted (after its parts in flight settle), so neither an
+//! object nor an open multipart upload survives.
 
 use std::collections::VecDeque;
 use std::ops::Range;
@@ -44,14 +44,13 @@ const MIB: usize = 1024 * 1024;
 pub const PART_SIZE: usize = 5 * MIB;
 /// The unit memory is taken and held in: one permit, one buffer.
 const CHUNK: usize = 64 * 1024;
-/// Bytes, server-wide, that parts being filled from the network (and then
-/// sent) may hold in memory: four parts.
+/// Bytes, server-wide, that parts being filled from the network may hold
+/// in memory: four parts (four uploads at once receive into memory).
 pub const FILL_BUDGET: usize = 4 * PART_SIZE;
-/// Bytes, server-wide, that spooled parts read back for sending may hold:
-/// two parts.
-pub const SEND_BUDGET: usize = 2 * PART_SIZE;
+/// Bytes, server-wide, that parts being sent may hold: three parts.
+pub const SEND_BUDGET: usize = 3 * PART_SIZE;
 /// Parts of one upload being sent at once.
-pub const PARTS_IN_FLIGHT: usize = 2;
+pub const PARTS_IN_FLIGHT: usize = 1;
 
 /// Blobs in an S3 bucket, under an optional prefix.
 pub struct S3BlobStore {
@@ -415,11 +414,29 @@ impl<'a> Writer<'a> {
                 path: self.path.clone(),
             });
         }
-        let (payload, permit) = self.take_part().await?;
-        let open = self.multipart.as_mut().expect("BUG: opened above");
-        while open.in_flight.len() >= PARTS_IN_FLIGHT {
-            open.settle_one().await?;
+        {
+            let open = self.multipart.as_mut().expect("BUG: opened above");
+            while open.in_flight.len() >= PARTS_IN_FLIGHT {
+                open.settle_one().await?;
+            }
         }
+        let in_memory = matches!(self.filling, Filling::Memory { .. });
+        let (payload, mut permit) = self.take_part().await?;
+        if in_memory {
+            // From now on the part's memory counts against the send budget
+            // (waiting for it here holds no send budget, so it cannot wait
+            // on itself), and its fill budget goes to the next part.
+            let permits = (payload.content_length().div_ceil(CHUNK)).max(1) as u32;
+            let sending = self
+                .s3
+                .send
+                .clone()
+                .acquire_many_owned(permits)
+                .await
+                .expect("BUG: the send budget is never closed");
+            permit = Some(sending);
+        }
+        let open = self.multipart.as_mut().expect("BUG: opened above");
         let part = open
             .upload
             .as_mut()
