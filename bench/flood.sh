@@ -52,26 +52,57 @@ B=fl00dB0undary
 
 URL="http://127.0.0.1:$PORT/workspaces/$WS/chat/uploads"
 {
-  for _ in $(seq 1 "$N"); do
+  for i in $(seq 1 "$N"); do
+    # `next` separates transfers; one after the last would start an empty one.
+    [ "$i" -gt 1 ] && printf 'next\n'
     printf 'url = "%s"\nrequest = "POST"\nheader = "Authorization: Bearer %s"\n' "$URL" "$TOKEN"
     printf 'header = "Content-Type: multipart/form-data; boundary=%s"\n' "$B"
-    printf 'data-binary = "@%s"\noutput = "/dev/null"\nwrite-out = "%%{http_code}\\n"\nnext\n' "$WORK/body"
+    printf 'data-binary = "@%s"\noutput = "/dev/null"\nwrite-out = "%%{http_code}\\n"\n' "$WORK/body"
   done
 } >"$WORK/curl.cfg"
 
-echo "==> $N uploads of $SIZE bytes, $CONC at a time, bounded at $BOUND s" >&2
+echo "==> $N uploads of $SIZE bytes, $CONC at a time, bounded at $BOUND s, client ${FLOOD_CLIENT:-curl}" >&2
 start=$(date +%s.%N)
 set +e
-timeout "$BOUND" curl -sS --parallel --parallel-immediate --parallel-max "$CONC" -K "$WORK/curl.cfg" \
-  >"$WORK/codes" 2>"$WORK/curl.err"
+if [ "${FLOOD_CLIENT:-curl}" = harness ]; then
+  # The benchmark harness's own asyncio client, same body, for comparison.
+  timeout "$BOUND" python3 - "$PORT" "$URL" "$TOKEN" "$B" "$WORK/body" "$N" "$CONC" >"$WORK/codes" 2>"$WORK/curl.err" <<'PY'
+import asyncio, sys
+sys.path.insert(0, "bench")
+import bench
+port, url, token, boundary, body, n, conc = sys.argv[1:]
+path = url.split(str(port), 1)[1]
+data = open(body, "rb").read()
+# Written as the harness writes a file: headers, bytes, closing boundary.
+head_end = data.index(b"\r\n\r\n") + 4
+tail = len(f"\r\n--{boundary}--\r\n")
+parts = [data[:head_end], data[head_end:-tail], data[-tail:]]
+left = iter(range(int(n)))
+async def worker():
+    for _ in left:
+        try:
+            r = await bench.http(int(port), "POST", path, token, parts=parts,
+                                 ctype=f"multipart/form-data; boundary={boundary}")
+            print(r.status, flush=True)
+        except Exception as e:
+            print("000", flush=True)
+            print(repr(e), file=sys.stderr, flush=True)
+async def main():
+    await asyncio.gather(*(worker() for _ in range(int(conc))))
+asyncio.run(main())
+PY
+else
+  timeout "$BOUND" curl -sS --no-progress-meter --parallel --parallel-immediate --parallel-max "$CONC" \
+    -K "$WORK/curl.cfg" >"$WORK/codes" 2>"$WORK/curl.err"
+fi
 rc=$?
 set -e
 end=$(date +%s.%N)
 done_n=$(wc -l <"$WORK/codes")
-echo "==> curl exit $rc; $done_n answers in $(python3 -c "print(round($end-$start,1))") s" >&2
+echo "==> client exit $rc; $done_n answers in $(python3 -c "print(round($end-$start,1))") s" >&2
 echo "status counts:"
 sort "$WORK/codes" | uniq -c
-echo "curl errors: $(grep -c . "$WORK/curl.err" || true)"
+echo "client errors: $(grep -c . "$WORK/curl.err" || true)"
 head -5 "$WORK/curl.err"
 echo "refusals logged by the server:"
 grep -i 'upload rejected\|incomplete' "$WORK/server.log" | head -20 || true

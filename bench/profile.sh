@@ -9,7 +9,9 @@
 #   PROFILE_S3=s3://BUCKET/prefix bash bench/profile.sh s3 26214400 8
 #
 # PROFILE_BIN picks the binary (default: the release build); the AWS_*
-# variables name the S3 server for `s3`.
+# variables name the S3 server for `s3`. PROFILE_TOOL=cpu runs the server
+# natively instead and prints its CPU time (user + system, from /proc, so
+# the kernel's share counts) and the wall time of the workload.
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -31,8 +33,12 @@ TOKEN=$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')
 args=(serve --listen "127.0.0.1:$PORT" --data-dir "$WORK/data" --admin-token "$TOKEN"
   --sweep-interval 1h --max-request-size 64MiB)
 if [ "$KIND" = s3 ]; then args+=(--blob-store "${PROFILE_S3:?PROFILE_S3=s3://BUCKET/prefix}"); fi
-valgrind --tool=callgrind --callgrind-out-file="$WORK/callgrind.out" "$BIN" "${args[@]}" \
-  >"$WORK/server.log" 2>&1 &
+if [ "${PROFILE_TOOL:-callgrind}" = cpu ]; then
+  "$BIN" "${args[@]}" >"$WORK/server.log" 2>&1 &
+else
+  valgrind --tool=callgrind --callgrind-out-file="$WORK/callgrind.out" "$BIN" "${args[@]}" \
+    >"$WORK/server.log" 2>&1 &
+fi
 SERVER_PID=$!
 for _ in $(seq 1 600); do
   curl -fsS "http://127.0.0.1:$PORT/ready" >/dev/null 2>&1 && break
@@ -43,10 +49,21 @@ WS=$(curl -fsS -H "Authorization: Bearer $TOKEN" -H 'Content-Type: application/j
   python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')
 head -c "$SIZE" /dev/urandom >"$WORK/file.bin"
 URL="http://127.0.0.1:$PORT/workspaces/$WS/chat/uploads"
+ticks() { awk '{print $14 + $15}' "/proc/$SERVER_PID/stat"; }
+t0=$(ticks)
+w0=$(date +%s.%N)
 seq 1 "$COUNT" | xargs -P 4 -I{} curl -fsS -o /dev/null -H "Authorization: Bearer $TOKEN" \
   -F "files=@$WORK/file.bin" "$URL"
+w1=$(date +%s.%N)
+t1=$(ticks)
+if [ "${PROFILE_TOOL:-callgrind}" = cpu ]; then
+  python3 -c "
+hz = $(getconf CLK_TCK); cpu = ($t1 - $t0) / hz; wall = $w1 - $w0; mib = $COUNT * $SIZE / 2**20
+print(f'server CPU {cpu:.2f} s ({cpu / mib * 1000:.2f} ms per MiB), wall {wall:.2f} s ({mib / wall:.0f} MiB/s)')"
+fi
 kill -TERM "$SERVER_PID"
 wait "$SERVER_PID" || true
 SERVER_PID=""
+[ "${PROFILE_TOOL:-callgrind}" = cpu ] && exit 0
 callgrind_annotate "$WORK/callgrind.out" 2>/dev/null | sed -n '1,40p' | grep -v '^--\|^$' |
   sed 's/ \[[^]]*\]$//' | cut -c1-200

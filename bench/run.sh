@@ -49,7 +49,7 @@ if [ "${BENCH_NO_BUILD:-}" != 1 ]; then
   log "cargo build --release"
   cargo build --release --quiet
 fi
-BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release/molecule"
+BIN="${BENCH_BIN:-${CARGO_TARGET_DIR:-$ROOT/target}/release/molecule}"
 
 # Room for 1,000 long polls (server and client each hold one socket per poll).
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
