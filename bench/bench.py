@@ -247,14 +247,14 @@ def ms(x):
 # ---------------------------------------------------------------- molecule
 
 class Server:
-    def __init__(self, args, name, database_url=None, blob_store=None):
+    def __init__(self, args, name, database_url=None, blob_store=None, binary=None):
         self.args, self.name = args, name
         self.port = free_port()
         self.token = uuid.uuid4().hex + uuid.uuid4().hex
         self.dir = os.path.join(args.work, name)
         os.makedirs(self.dir, exist_ok=True)
         self.url = f"http://127.0.0.1:{self.port}"
-        cmd = [args.molecule, "serve", "--listen", f"127.0.0.1:{self.port}", "--data-dir", self.dir,
+        cmd = [binary or args.molecule, "serve", "--listen", f"127.0.0.1:{self.port}", "--data-dir", self.dir,
                "--admin-token", self.token, "--max-request-size", "64MiB", "--sweep-interval", "1h"]
         if database_url:
             cmd += ["--database-url", database_url]
@@ -980,12 +980,34 @@ async def amain(args):
                             os.makedirs(os.path.join(args.work, "tus-files"), exist_ok=True)
                             tus = await Tus(args, "s3" if s3 else "file", target).ready()
                         extra = [("tus", tus.arm, lambda: cpu_ticks(tus.pid))] if tus else []
+                        # An earlier build beside this one, in the same rounds:
+                        # before/after figures taken under the same conditions.
+                        base = None
+                        if os.environ.get("BENCH_BASELINE_BIN"):
+                            if backend == "sqlite":
+                                base = Server(args, "sqlite-ingest-baseline",
+                                              binary=os.environ["BENCH_BASELINE_BIN"])
+                            else:
+                                psql_run(args.psql, args.pg + "/postgres", "CREATE DATABASE bench_baseline")
+                                base = Server(args, "pg-ingest-baseline", f"{args.pg}/bench_baseline",
+                                              f"s3://{args.s3_bucket}/baseline",
+                                              binary=os.environ["BENCH_BASELINE_BIN"])
+                            await base.ready()
+                            base_ws, _ = await base.workspace("ingest")
+
+                            def baseline_arm(label, data, base=base, base_ws=base_ws):
+                                async def to_baseline(i):
+                                    await base.upload(base_ws, f"{label}-{i}.bin", data)
+                                return to_baseline
+                            extra.append(("molecule_baseline", baseline_arm, lambda: cpu_ticks(base.pid)))
                         try:
                             res[phase] = await bench_ingest(srv, nginx, plan, s3=s3, extra_arms=extra,
                                                             rounds=int(os.environ.get("BENCH_ROUNDS", "5")))
                         finally:
                             if tus:
                                 tus.close()
+                            if base:
+                                base.close()
                     elif phase == "rss":
                         res[phase] = await bench_rss(srv, lambda: server("rss", fresh=False).ready())
                     elif phase == "scale":

@@ -45,9 +45,10 @@ pub const PART_SIZE: usize = 5 * MIB;
 /// The unit memory is taken and held in: one permit, one buffer.
 const CHUNK: usize = 64 * 1024;
 /// Bytes, server-wide, that parts being filled from the network may hold
-/// in memory: three parts (three uploads at once receive into memory;
-/// four kept 32 concurrent uploads just over 64 MiB of RSS).
-pub const FILL_BUDGET: usize = 3 * PART_SIZE;
+/// in memory: two parts (two uploads at once receive into memory; with
+/// three or four, 32 concurrent uploads peaked just over 64 MiB of RSS,
+/// the allocator's arenas holding about twice the budget).
+pub const FILL_BUDGET: usize = 2 * PART_SIZE;
 /// Bytes, server-wide, that parts being sent may hold: two parts (two
 /// parts in flight keep a local S3 server busy; more only held memory).
 pub const SEND_BUDGET: usize = 2 * PART_SIZE;
@@ -163,7 +164,10 @@ impl S3BlobStore {
         })
         .await
         .map_err(std::io::Error::other)??;
-        Ok((PutPayload::from_iter(chunks.into_iter().map(Bytes::from)), permit))
+        Ok((
+            PutPayload::from_iter(chunks.into_iter().map(Bytes::from)),
+            permit,
+        ))
     }
 }
 
