@@ -103,13 +103,19 @@ impl Application {
         let metrics = Metrics::new();
         let http = crate::egress::workspace_client(config.allow_private_urls)
             .context("failed to build the HTTP client")?;
+        let embedder = config
+            .embeddings
+            .as_ref()
+            .map(|e| crate::memory::Embedder::new(&e.url, &e.model))
+            .transpose()?;
         let sweeper = Sweeper::new(
             store.clone(),
             blobs.clone(),
             metrics.clone(),
             bus.clone(),
             sweep_config,
-        );
+        )
+        .with_embedder(embedder.clone());
         let state = AppState {
             store,
             blobs,
@@ -119,6 +125,7 @@ impl Application {
             metrics,
             http,
             shutdown: CancellationToken::new(),
+            embedder,
             sealer,
             upload_ttl,
         };

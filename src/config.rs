@@ -85,6 +85,15 @@ pub struct ServeArgs {
     #[arg(long, env = "MOLECULE_METRICS_LISTEN")]
     pub metrics_listen: Option<SocketAddr>,
 
+    /// OpenAI-compatible embeddings endpoint for memory recall, the full
+    /// URL (e.g. http://127.0.0.1:11434/v1/embeddings). Unset: recall by
+    /// full-text rank alone.
+    #[arg(long, env = "MOLECULE_EMBEDDINGS_URL", requires = "embeddings_model")]
+    pub embeddings_url: Option<String>,
+
+    /// The model to ask the embeddings endpoint for.
+    #[arg(long, env = "MOLECULE_EMBEDDINGS_MODEL")]
+    pub embeddings_model: Option<String>,
     /// The key secrets are encrypted with at rest: 64 hex characters. If
     /// unset, one is generated on first start into <data-dir>/secrets-key
     /// (mode 0600) and reused afterwards. Starting with a different key
@@ -166,12 +175,23 @@ pub struct Config {
     pub max_plugin_size: u64,
     /// Header read timeout, idle timeout and connection cap.
     pub connections: ConnLimits,
+    /// Embeddings endpoint and model of memory recall.
+    pub embeddings: Option<EmbeddingsConfig>,
     /// Heartbeat window of "online", and the phantom-busy threshold.
     pub offline_after: Duration,
     /// Tier when a request names none.
     pub default_tier: Tier,
     /// Universal default model.
     pub default_model: String,
+}
+
+/// Where memory vectors come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EmbeddingsConfig {
+    /// Full URL of the OpenAI-compatible `/v1/embeddings` endpoint.
+    pub url: String,
+    /// The model to ask for.
+    pub model: String,
 }
 
 /// Published plugins are never larger than this.
@@ -200,6 +220,7 @@ impl Config {
             allow_private_urls: false,
             metrics_listen: None,
             forward_timeout: Duration::from_secs(60),
+            embeddings: None,
             secrets_key: None,
             max_plugin_size: HARD_MAX_PLUGIN_SIZE,
             connections: ConnLimits::default(),
@@ -338,6 +359,13 @@ impl ServeArgs {
                 header_read_timeout: self.header_read_timeout,
                 idle_timeout: self.idle_timeout,
                 max_connections: self.max_connections,
+            },
+            embeddings: match (self.embeddings_url, self.embeddings_model) {
+                (Some(url), Some(model)) if !url.trim().is_empty() => Some(EmbeddingsConfig {
+                    url: url.trim().to_owned(),
+                    model: model.trim().to_owned(),
+                }),
+                _ => None,
             },
             offline_after: self.offline_after,
             default_tier: self.default_tier,

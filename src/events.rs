@@ -8,6 +8,7 @@
 //! always re-reads the database, so a lost or duplicated event costs at
 //! most one extra query (and a listener reconnect wakes everyone).
 
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -16,7 +17,7 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::{broadcast, watch};
 use tokio_util::sync::CancellationToken;
 
-use crate::domain::{FileId, WorkspaceId};
+use crate::domain::{DelegationId, DelegationStatus, FileId, WorkspaceId};
 use crate::store::Notifier;
 
 const CHANNEL: &str = "molecule_events";
@@ -33,6 +34,36 @@ pub enum UploadState {
     Acked,
     /// Past its deadline, removed by the sweep.
     Expired,
+}
+
+/// A move of the delegation ledger, as the event streams carry it
+/// (`event: delegation`): small enough for a `NOTIFY` payload, so the
+/// previews are not in it; a client that shows them re-reads the row.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct DelegationMove {
+    /// The delegation.
+    #[schema(value_type = String, format = Uuid)]
+    pub delegation_id: DelegationId,
+    /// The delegating workspace's id, or `operator`.
+    pub caller_id: String,
+    /// The workspace asked to do it.
+    #[schema(value_type = String, format = Uuid)]
+    pub callee_id: WorkspaceId,
+    /// The status before: null when the delegation was just created;
+    /// equal to `status` for a repeat that applied a preview, or for a
+    /// heartbeat (`last_heartbeat_at` moved).
+    pub from: Option<DelegationStatus>,
+    /// The status now.
+    pub status: DelegationStatus,
+    /// The row's `updated_at` after the move.
+    pub updated_at: DateTime<Utc>,
+}
+
+impl DelegationMove {
+    /// True when `workspace` is the caller or the callee.
+    pub fn concerns(&self, workspace: WorkspaceId) -> bool {
+        self.callee_id == workspace || self.caller_id == workspace.to_string()
+    }
 }
 
 /// Something a waiter may care about.
@@ -55,6 +86,9 @@ pub enum Event {
         /// The new state.
         state: UploadState,
     },
+    /// A delegation was created or moved, a repeat applied a preview, or
+    /// its callee heartbeated.
+    Delegation(DelegationMove),
     /// Tokens of a workspace were revoked (rotation, deletion): requests
     /// held open with one of them must re-check it and end.
     Revoked {
@@ -118,7 +152,7 @@ impl Local {
                     });
                 }
             }
-            Event::Upload { .. } => {}
+            Event::Upload { .. } | Event::Delegation(_) => {}
         }
         let _ = self.events.send(event);
     }

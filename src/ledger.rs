@@ -1,9 +1,11 @@
 //! What surrounds every move of the delegation ledger, wherever it was
 //! made (a request or the sweeper): the counter and the duration
-//! histogram, one JSON log event, and the wake-up of any inbox row the move
-//! wrote — after the commit, so a woken long poll finds the row.
+//! histogram, one JSON log event, the wake-up of any inbox row the move
+//! wrote, and a `delegation` event for the live views (the canvas) — after
+//! the commit, so whoever is woken finds the rows.
 
-use crate::events::{Bus, Event};
+use crate::domain::DelegationStatus;
+use crate::events::{Bus, DelegationMove, Event};
 use crate::metrics::Metrics;
 use crate::store::{Activity, Delegation, Transitioned};
 
@@ -17,14 +19,37 @@ pub async fn announce_created(bus: &Bus, metrics: &Metrics, d: &Delegation, inbo
         delegation_id = %d.id, caller_id = %d.caller, callee_id = %d.callee_id,
         to = d.status.as_str(), activity_id = inbox.id, "delegation created"
     );
-    bus.publish(Event::Activity {
-        workspace_id: inbox.workspace_id,
-        id: inbox.id,
-    })
+    bus.publish_many(vec![
+        Event::Activity {
+            workspace_id: inbox.workspace_id,
+            id: inbox.id,
+        },
+        moved(d, None),
+    ])
     .await;
 }
 
-/// Announces a move (a repeat of the same status is logged, not counted).
+/// Announces a callee's heartbeat to the live views (the row's
+/// `last_heartbeat_at` moved; its status did not). Not counted, not logged:
+/// heartbeats come every few tens of seconds per delegation in flight.
+pub async fn announce_heartbeat(bus: &Bus, d: &Delegation) {
+    bus.publish(moved(d, Some(d.status))).await;
+}
+
+/// The stream event of a move of `d` from `from`.
+fn moved(d: &Delegation, from: Option<DelegationStatus>) -> Event {
+    Event::Delegation(DelegationMove {
+        delegation_id: d.id,
+        caller_id: d.caller.to_string(),
+        callee_id: d.callee_id,
+        from,
+        status: d.status,
+        updated_at: d.updated_at,
+    })
+}
+
+/// Announces a move (a repeat of the same status is logged and streamed,
+/// since it may have applied a preview, but not counted).
 pub async fn announce_move(bus: &Bus, metrics: &Metrics, t: &Transitioned) {
     let d = &t.delegation;
     if t.from == d.status {
@@ -32,6 +57,7 @@ pub async fn announce_move(bus: &Bus, metrics: &Metrics, t: &Transitioned) {
             delegation_id = %d.id, status = d.status.as_str(),
             "delegation status repeated; non-empty previews applied"
         );
+        bus.publish(moved(d, Some(t.from))).await;
         return;
     }
     metrics
@@ -47,11 +73,13 @@ pub async fn announce_move(bus: &Bus, metrics: &Metrics, t: &Transitioned) {
         from = t.from.as_str(), to = d.status.as_str(),
         error_detail = d.error_detail.as_deref().unwrap_or(""), "delegation transition"
     );
+    let mut events = Vec::with_capacity(2);
     if let Some(row) = &t.result_row {
-        bus.publish(Event::Activity {
+        events.push(Event::Activity {
             workspace_id: row.workspace_id,
             id: row.id,
-        })
-        .await;
+        });
     }
+    events.push(moved(d, Some(t.from)));
+    bus.publish_many(events).await;
 }

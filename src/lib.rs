@@ -17,6 +17,7 @@ pub mod egress;
 pub mod events;
 pub mod http;
 pub mod ledger;
+pub mod memory;
 pub mod metrics;
 pub mod plugin_archive;
 pub mod private_fs;

@@ -27,6 +27,10 @@ pub struct Metrics {
     pub rejected: IntCounterVec,
     /// Sweep passes, by result.
     pub sweep_runs: IntCounterVec,
+    /// Embedding calls that failed (commit, recall or back-fill).
+    pub memory_embedding_failures: IntCounter,
+    /// Memories whose vector the sweeper back-filled.
+    pub memory_embeddings_backfilled: IntCounter,
     /// Delegation transitions, by the status reached.
     pub delegations: IntCounterVec,
     /// Delegation created → completed or failed.
@@ -142,6 +146,14 @@ impl Metrics {
                 "molecule_sweep_runs_total",
                 "Sweep passes, by result.",
                 &["result"],
+            ),
+            memory_embedding_failures: counter(
+                "molecule_memory_embedding_failures_total",
+                "Embedding calls that failed; the memory was stored or recalled without a vector.",
+            ),
+            memory_embeddings_backfilled: counter(
+                "molecule_memory_embeddings_backfilled_total",
+                "Memories whose vector the sweeper computed after their commit.",
             ),
             phantom_busy_resets: counter(
                 "molecule_phantom_busy_resets_total",

@@ -67,6 +67,10 @@ pub struct SweepOutcome {
     pub activity: u64,
     /// Orphan blobs removed.
     pub orphans: u64,
+    /// Expired key/value entries removed.
+    pub kv: u64,
+    /// Memories whose vector was back-filled.
+    pub embedded: u64,
     /// Delegations failed for their deadline.
     pub delegations_failed: u64,
     /// Delegations marked stuck.
@@ -100,6 +104,7 @@ pub struct Sweeper {
     metrics: Metrics,
     bus: Bus,
     config: SweepConfig,
+    embedder: Option<crate::memory::Embedder>,
 }
 
 impl Sweeper {
@@ -117,7 +122,14 @@ impl Sweeper {
             metrics,
             bus,
             config,
+            embedder: None,
         }
+    }
+
+    /// Also back-fills memory vectors with `embedder`, when given.
+    pub fn with_embedder(mut self, embedder: Option<crate::memory::Embedder>) -> Self {
+        self.embedder = embedder;
+        self
     }
 
     /// One pass as of `now`.
@@ -183,6 +195,8 @@ impl Sweeper {
                 break;
             }
         }
+        out.kv = self.store.sweep_kv(now).await?;
+        out.embedded = self.backfill_embeddings().await?;
         self.sweep_delegations(now, &mut out).await?;
         let stale_before = self.config.offline_after.before(now);
         loop {
@@ -207,6 +221,36 @@ impl Sweeper {
         }
         out.orphans = self.reap_orphans(now).await?;
         Ok(out)
+    }
+
+    /// Computes the vectors of memories committed while the embedder was
+    /// failing, one batch per pass; stops at the first failure (the
+    /// embedder is likely still down; the next pass retries).
+    async fn backfill_embeddings(&self) -> Result<u64, SweepError> {
+        let Some(embedder) = &self.embedder else {
+            return Ok(0);
+        };
+        let mut done = 0;
+        for (id, content) in self.store.memories_without_embedding(BATCH).await? {
+            match embedder.embed(&content).await {
+                Ok(v) => {
+                    if self
+                        .store
+                        .set_memory_embedding(id, &v, embedder.model())
+                        .await?
+                    {
+                        done += 1;
+                        self.metrics.memory_embeddings_backfilled.inc();
+                    }
+                }
+                Err(e) => {
+                    self.metrics.memory_embedding_failures.inc();
+                    tracing::warn!(memory_id = %id, error = %format!("{e:#}"), "embedding back-fill failed; retrying next pass");
+                    break;
+                }
+            }
+        }
+        Ok(done)
     }
 
     async fn sweep_delegations(
@@ -295,6 +339,8 @@ impl Sweeper {
                             errors = out.errors,
                             activity = out.activity,
                             orphans = out.orphans,
+                            kv = out.kv,
+                            embedded = out.embedded,
                             delegations_failed = out.delegations_failed,
                             delegations_stuck = out.delegations_stuck,
                             delegations_purged = out.delegations_purged,

@@ -5,6 +5,7 @@
 //! `crate::connect`. Both of those reach the server only over HTTP.
 
 pub mod agent;
+pub mod memory;
 pub mod operator;
 
 use std::path::PathBuf;
@@ -54,6 +55,13 @@ pub enum Command {
     Upload(operator::UploadArgs),
     /// Show pending-upload statistics.
     Status(operator::StatusArgs),
+    /// Agent memory: recall, commit and delete scoped memories (with a
+    /// workspace's token or the operator's).
+    #[command(subcommand)]
+    Memory(memory::MemoryCommand),
+    /// The key/value memory of a workspace: get, set, delete keys.
+    #[command(subcommand)]
+    Kv(memory::KvCommand),
     /// Hand a task from one workspace (or `operator`) to another.
     Delegate(operator::DelegateArgs),
     /// List the delegation ledger, newest first (or its figures, --stats).
@@ -126,7 +134,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 println!(
                     "{}",
                     serde_json::json!({"acked": out.acked, "expired": out.expired, "errors": out.errors,
-                        "activity": out.activity, "orphans": out.orphans, "skipped": out.skipped,
+                        "activity": out.activity, "orphans": out.orphans, "kv": out.kv,
+                        "embedded": out.embedded, "skipped": out.skipped,
                         "delegations_failed": out.delegations_failed, "delegations_stuck": out.delegations_stuck,
                         "delegations_purged": out.delegations_purged})
                 );
@@ -148,6 +157,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Send(args) => operator::send(args).await,
         Command::Upload(args) => operator::upload(args).await,
         Command::Status(args) => operator::status(args).await,
+        Command::Memory(cmd) => memory::memory(cmd).await,
+        Command::Kv(cmd) => memory::kv(cmd).await,
         Command::Delegate(args) => operator::delegate(args).await,
         Command::Delegations(args) => operator::delegations(args).await,
         Command::Secret(cmd) => agent::secret(cmd).await,

@@ -5,7 +5,9 @@
 //! over, a heartbeat while the agent works, then `completed` with the
 //! first 4 KiB of the answer or `failed` with the error or exit status.
 //! With plain stdout there is no answer to wait for: the agent reports
-//! through the API itself. A `delegation_result` row (the answer to a
+//! through the API itself. A connect killed mid-task replays the row when
+//! it comes back and, if the ledger still has the task in flight (perhaps
+//! `stuck` by then), runs it again. A `delegation_result` row (the answer to a
 //! delegation this workspace made) reaches the agent the same way as a
 //! message: a `{"type": "delegation_result", …}` line, or `--exec` stdin.
 
@@ -160,14 +162,34 @@ pub(super) async fn handle(
         );
         return true;
     };
+    // True when this run takes over a task an earlier run started.
+    let mut resumed = false;
     match report(ctx, &id, "dispatched", None, None).await {
         Reported::Ok => {}
         Reported::Stopped => return false,
-        // Already further along or over (a replay after a restart): the
-        // agent had it; do not run the task twice.
         Reported::Refused(why) => {
-            tracing::info!(delegation_id = %id, why, "delegation not handed over again");
-            return true;
+            // A replay after a restart: the cursor had not passed this row,
+            // so an earlier run of connect handed it over and never settled
+            // it. With `--exec` / `--forward` that run's agent died with it
+            // (a killed connect, a crashed machine): if the ledger still has
+            // the task in flight (`in_progress`, or `stuck` once the sweeper
+            // noticed the silence), the callee is back and runs it again.
+            // Over (completed, failed), or handed to a stdout agent that
+            // reports for itself: the agent had it; never run it twice.
+            let again = match handoff {
+                Handoff::Stdout => Reported::Refused(why),
+                _ => report(ctx, &id, "in_progress", None, None).await,
+            };
+            match again {
+                Reported::Ok => {}
+                Reported::Stopped => return false,
+                Reported::Refused(why) => {
+                    tracing::info!(delegation_id = %id, why, "delegation not handed over again");
+                    return true;
+                }
+            }
+            tracing::info!(delegation_id = %id, "resuming a delegation an earlier run left unfinished");
+            resumed = true;
         }
     }
     let outcome = match handoff {
@@ -177,12 +199,16 @@ pub(super) async fn handle(
         }
         Handoff::Exec(cmd) => {
             let _beat = Heartbeat::start(ctx, &id);
-            report(ctx, &id, "in_progress", None, None).await;
+            if !resumed {
+                report(ctx, &id, "in_progress", None, None).await;
+            }
             run_exec(ctx, cmd, &event).await
         }
         Handoff::Forward(url) => {
             let _beat = Heartbeat::start(ctx, &id);
-            report(ctx, &id, "in_progress", None, None).await;
+            if !resumed {
+                report(ctx, &id, "in_progress", None, None).await;
+            }
             run_forward(http, url, &id, &event).await
         }
     };

@@ -1,4 +1,4 @@
-//! Typed identifiers. A workspace id and a file id are both UUIDs, but they
+//! Typed identifiers. Workspace, file and memory ids are all UUIDs, but they
 //! are never interchangeable, so each has its own type.
 
 use std::fmt;
@@ -59,6 +59,10 @@ typed_id!(
 typed_id!(
     /// Identifies one staged file (a `pending_uploads` row).
     FileId
+);
+typed_id!(
+    /// Identifies one scoped memory (a `memories` row).
+    MemoryId
 );
 typed_id!(
     /// Identifies one delegation (a `delegations` ledger row).

@@ -12,6 +12,7 @@ mod delegation;
 mod filename;
 mod ids;
 mod lifecycle;
+pub mod memory;
 mod mimetype;
 mod mode;
 mod names;
@@ -26,7 +27,7 @@ pub use delegation::{
     PREVIEW_CHARS, TASK_PREVIEW_CHARS,
 };
 pub use filename::Filename;
-pub use ids::{DelegationId, FileId, IdError, WorkspaceId};
+pub use ids::{DelegationId, FileId, IdError, MemoryId, WorkspaceId};
 pub use lifecycle::{
     default_model, resolve_model, resolve_runtime, HeartbeatError, HeartbeatReport, Liveness,
     NameError, Tier, TierError, WorkspaceStatus, CLAUDE_CODE, DEFAULT_OFFLINE_AFTER,

@@ -645,6 +645,7 @@ pub async fn list_activity(
         still_allowed(&state, &mut session, id).await?;
         let rows = read_page(&state, id, &query).await?;
         if !rows.is_empty() || tokio::time::Instant::now() >= deadline {
+            mark_picked_up(&state, &session.principal, id, &query, &rows).await?;
             return Ok(Json(rows));
         }
         tokio::select! {
@@ -657,6 +658,27 @@ pub async fn list_activity(
             }
         }
     }
+}
+
+/// Records that the agent picked its messages up: only its own poll counts
+/// (the operator reading the inbox proves nothing), and only an unfiltered
+/// one or one for messages (`type=a2a_receive`, any source): then every
+/// message up to the last row returned has reached the agent.
+async fn mark_picked_up(
+    state: &AppState,
+    principal: &Principal,
+    id: WorkspaceId,
+    query: &ActivityQuery,
+    rows: &[ActivityView],
+) -> Result<()> {
+    let own = matches!(principal, Principal::Workspace(w) if *w == id);
+    let every_message = query.source_id.is_none()
+        && query.before.is_none()
+        && matches!(query.activity_type.as_deref(), None | Some("a2a_receive"));
+    if let (true, true, Some(last)) = (own, every_message, rows.last()) {
+        state.store.mark_inbox_picked_up(id, last.id).await?;
+    }
+    Ok(())
 }
 
 /// Query of the SSE stream.
@@ -728,6 +750,11 @@ impl SseCursor {
                     self.ready.push_back(ev);
                 }
             }
+            Ok(Event::Delegation(moved)) if moved.concerns(self.id) => {
+                if let Ok(ev) = SseEvent::default().event("delegation").json_data(&moved) {
+                    self.ready.push_back(ev);
+                }
+            }
             Ok(Event::Revoked { .. }) => {
                 return still_allowed(&self.state, &mut self.session, self.id)
                     .await
@@ -765,9 +792,10 @@ impl SseCursor {
     }
 }
 
-/// Server-Sent Events: each new activity row (`event: activity`) and each
-/// staged-file state change (`event: upload`) of the workspace. The stream
-/// ends when its token is revoked or the workspace is deleted.
+/// Server-Sent Events: each new activity row (`event: activity`), each
+/// staged-file state change (`event: upload`) of the workspace, and each
+/// move of a delegation it made or received (`event: delegation`). The
+/// stream ends when its token is revoked or the workspace is deleted.
 #[utoipa::path(get, path = "/workspaces/{id}/events", tag = "messages",
     params(("id" = String, Path, description = "workspace id"), EventParams),
     responses((status = 200, description = "text/event-stream"), (status = 400, body = ErrorBody),

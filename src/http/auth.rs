@@ -180,7 +180,7 @@ pub fn require_reach(from: Caller, to: Node) -> Result<()> {
     if team::may_reach(from, to) {
         Ok(())
     } else {
-        Err(Error::OutOfReach(format!(
+        Err(Error::Denied(format!(
             "workspace {} is out of reach: {}",
             to.id,
             team::RULE

@@ -81,12 +81,22 @@ const ASSETS: &[Asset] = &[
     module!("workspaces.js"),
     module!("create.js"),
     module!("chat.js"),
+    module!("panels.js"),
+    module!("tabs.js"),
+    module!("secrets.js"),
+    module!("delegations.js"),
+    module!("memory.js"),
     module!("messages.js"),
     module!("chips.js"),
     module!("uploads.js"),
     module!("unread.js"),
     module!("markdown.js"),
     module!("manage.js"),
+    module!("config.js"),
+    module!("tree.js"),
+    module!("teamform.js"),
+    module!("lifecycle.js"),
+    module!("orgimport.js"),
 ];
 
 /// An asset ready to serve: its table entry and its strong `ETag`.

@@ -10,18 +10,24 @@
 //! (metric, log event, wake-up) is [`crate::ledger`].
 
 use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::time::Duration;
 
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use chrono::{DateTime, Duration as Span, Utc};
+use futures::Stream;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use sha2::{Digest, Sha256};
+use tokio::sync::broadcast::error::RecvError;
 
 use super::auth::Principal;
 use super::extract::{DelegationPath, Query, WorkspacePath};
 use super::{AppState, Error, ErrorBody, Json, Result};
 use crate::domain::{self, Caller, DelegationId, DelegationStatus, WorkspaceId};
+use crate::events::Event;
 use crate::store::{
     BeatOutcome, Delegated, Delegation, DelegationFilter, NewActivity, NewDelegation, PartyRole,
     ReportOutcome, StatusReport,
@@ -377,7 +383,10 @@ pub async fn heartbeat_delegation(
         .heartbeat_delegation(callee, id, domain::now())
         .await?
     {
-        BeatOutcome::Beat(d) => Ok(Json(d.into())),
+        BeatOutcome::Beat(d) => {
+            crate::ledger::announce_heartbeat(&state.bus, &d).await;
+            Ok(Json(d.into()))
+        }
         BeatOutcome::Over(current) => Err(conflict(
             current,
             format!("the delegation is already {current}; there is nothing to keep alive"),
@@ -482,6 +491,46 @@ pub async fn list_all_delegations(
     let filter = parse_filter(params, None)?;
     let rows = state.store.list_delegations(&filter).await?;
     Ok(Json(rows.into_iter().map(Into::into).collect()))
+}
+
+/// Server-Sent Events for the operator's global view: every move of every
+/// delegation (`event: delegation`, the same body a workspace's own stream
+/// carries), and `event: resync` when moves may have been missed (a lagging
+/// reader, a lost database listener): re-read the listing then. Operator
+/// only; the stream ends at shutdown.
+#[utoipa::path(get, path = "/admin/delegations/events", tag = "delegations",
+    responses((status = 200, description = "text/event-stream"), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody)))]
+pub async fn stream_delegation_events(
+    State(state): State<AppState>,
+    principal: Principal,
+) -> Result<Sse<impl Stream<Item = std::result::Result<SseEvent, Infallible>>>> {
+    principal.require_operator()?;
+    let events = state.bus.subscribe();
+    let shutdown = state.shutdown.clone();
+    let stream = futures::stream::unfold((events, shutdown), |(mut events, shutdown)| async move {
+        loop {
+            let event = tokio::select! {
+                _ = shutdown.cancelled() => return None,
+                event = events.recv() => event,
+            };
+            let sse = match event {
+                Ok(Event::Delegation(moved)) => SseEvent::default()
+                    .event("delegation")
+                    .json_data(&moved)
+                    .ok(),
+                Ok(Event::Resync) | Err(RecvError::Lagged(_)) => {
+                    Some(SseEvent::default().event("resync").data("{}"))
+                }
+                Ok(_) => None,
+                Err(RecvError::Closed) => return None,
+            };
+            if let Some(ev) = sse {
+                return Some((Ok(ev), (events, shutdown)));
+            }
+        }
+    });
+    Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
 }
 
 /// Figures over the ledger.

@@ -30,9 +30,10 @@ pub enum Error {
     /// 403: a workspace token on an operator route.
     #[error("this route is for the operator; a workspace token may not use it")]
     Forbidden,
-    /// 403: the communication rule forbids reaching that workspace.
+    /// 403 with its own sentence: a rule (the communication rule, a memory
+    /// scope), not the operator-only route.
     #[error("{0}")]
-    OutOfReach(String),
+    Denied(String),
     /// 404.
     #[error("{0}")]
     NotFound(String),
@@ -47,6 +48,14 @@ pub enum Error {
     /// 409: the request conflicts with the current state.
     #[error("{0}")]
     Conflict(String),
+    /// 409: an optimistic-concurrency check failed.
+    #[error("{message}")]
+    VersionConflict {
+        /// The sentence.
+        message: String,
+        /// The current version a retry must name.
+        version: i64,
+    },
     /// 410: the poll cursor points at rows the retention sweep removed.
     #[error("{message}")]
     Gone {
@@ -81,10 +90,11 @@ impl Error {
         match self {
             Error::BadRequest(_) => StatusCode::BAD_REQUEST,
             Error::Unauthorized => StatusCode::UNAUTHORIZED,
-            Error::Forbidden | Error::OutOfReach(_) => StatusCode::FORBIDDEN,
+            Error::Forbidden | Error::Denied(_) => StatusCode::FORBIDDEN,
             Error::NotFound(_) => StatusCode::NOT_FOUND,
-            Error::StatusConflict { .. } => StatusCode::CONFLICT,
-            Error::Conflict(_) => StatusCode::CONFLICT,
+            Error::StatusConflict { .. } | Error::Conflict(_) | Error::VersionConflict { .. } => {
+                StatusCode::CONFLICT
+            }
             Error::Gone { .. } => StatusCode::GONE,
             Error::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Error::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -117,6 +127,9 @@ pub struct ErrorBody {
     /// On 410 only: the `since_id` a poller must restart from.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub restart_since_id: Option<i64>,
+    /// On a key/value write's 409 only: the current version a retry must name.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub version: Option<i64>,
     /// On a delegation's 409 only: the status it has.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub current_status: Option<String>,
@@ -128,6 +141,7 @@ impl ErrorBody {
         Self {
             error: error.into(),
             restart_since_id: None,
+            version: None,
             current_status: None,
         }
     }
@@ -156,6 +170,10 @@ impl IntoResponse for Error {
             } => Some(*restart_since_id),
             _ => None,
         };
+        let version = match &self {
+            Error::VersionConflict { version, .. } => Some(*version),
+            _ => None,
+        };
         let current_status = match &self {
             Error::StatusConflict { current_status, .. } => current_status.clone(),
             _ => None,
@@ -163,6 +181,7 @@ impl IntoResponse for Error {
         let body = ErrorBody {
             error: self.to_string(),
             restart_since_id,
+            version,
             current_status,
         };
         (self.status_code(), axum::Json(body)).into_response()

@@ -9,7 +9,9 @@ mod canvas;
 mod delegations;
 mod error;
 mod extract;
+mod kv;
 mod lifecycle;
+mod memories;
 mod multipart;
 mod ops;
 mod org;
@@ -50,9 +52,11 @@ pub use delegations::{
     StatusReportRequest,
 };
 pub use error::{Error, ErrorBody, Json, Result};
+pub use kv::KvView;
 pub use lifecycle::{DeletedState, WorkspaceState, RESTART_ACTIVITY};
+pub use memories::{CommittedMemory, MemoryView};
 pub use ops::metrics_response as ops_metrics;
-pub use ops::UploadStatsView;
+pub use ops::{ServerConfigView, UploadStatsView};
 pub use org::{ImportReport, ImportedWorkspace};
 pub use peers::{DiscoveredPeer, PeerView};
 pub use pending::PendingUploadView;
@@ -84,6 +88,8 @@ pub struct AppState {
     pub http: reqwest::Client,
     /// Cancelled at shutdown, so long polls and streams end promptly.
     pub shutdown: CancellationToken,
+    /// The embeddings endpoint of memory recall, when configured.
+    pub embedder: Option<crate::memory::Embedder>,
     /// Seals and opens secret values.
     pub sealer: Sealer,
     /// How long a staged file waits (`config.upload_ttl`, checked).
@@ -149,6 +155,7 @@ pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(delegations::get_delegation))
         .routes(routes!(delegations::list_all_delegations))
         .routes(routes!(delegations::get_delegation_stats))
+        .routes(routes!(delegations::stream_delegation_events))
         // Uploads enforce their own limits while streaming; the default
         // body limit (which protects the JSON routes) must not cut them.
         .merge(
@@ -184,7 +191,14 @@ pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(pending::list_pending_uploads))
         .routes(routes!(pending::get_pending_upload_content))
         .routes(routes!(pending::ack_pending_upload))
+        .routes(routes!(memories::commit_memory, memories::recall_memories))
+        .routes(routes!(memories::delete_memory))
+        .routes(routes!(memories::admin_recall_memories))
+        .routes(routes!(memories::admin_delete_memory))
+        .routes(routes!(kv::list_keys, kv::set_key))
+        .routes(routes!(kv::get_key, kv::delete_key))
         .routes(routes!(ops::get_upload_stats))
+        .routes(routes!(ops::get_server_config))
         .routes(routes!(ops::get_metrics))
         .routes(routes!(ops::health))
         .routes(routes!(ops::ready))

@@ -1,4 +1,7 @@
-//! Operations: liveness, readiness, metrics and staging statistics.
+//! Operations: liveness, readiness, metrics, staging statistics, and the
+//! settings a client must know before it acts (the canvas reads them to
+//! refuse an over-limit file before sending it and to judge "online" with
+//! the server's own window).
 
 use axum::extract::State;
 use axum::http::header::CONTENT_TYPE;
@@ -8,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use super::auth::Principal;
 use super::{AppState, ErrorBody, Json, Result};
-use crate::domain;
+use crate::domain::{self, Tier};
 
 /// `{status}`.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -32,6 +35,24 @@ pub struct UploadStatsView {
     pub bytes_pending: i64,
     /// Age of the oldest file waiting for delivery, in seconds (0 if none).
     pub oldest_pending_age_s: i64,
+}
+
+/// The server's settings that shape what a client may send and how it
+/// reads a workspace's status.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
+pub struct ServerConfigView {
+    /// Largest accepted file, in bytes (`--max-file-size`).
+    pub max_file_bytes: u64,
+    /// Largest accepted upload request, the sum of its files, in bytes
+    /// (`--max-request-size`).
+    pub max_request_bytes: u64,
+    /// A workspace is online while its last contact is at most this many
+    /// seconds old (`--offline-after`).
+    pub offline_after_seconds: u64,
+    /// Tier of a workspace whose create or import request names none
+    /// (`--default-tier`).
+    #[schema(value_type = i64, minimum = 1, maximum = 4)]
+    pub default_tier: Tier,
 }
 
 /// Liveness: the process is up.
@@ -80,6 +101,25 @@ pub fn metrics_response(state: &AppState) -> Response {
         state.metrics.render(),
     )
         .into_response()
+}
+
+/// The settings a client needs before it acts: upload limits, the online
+/// window and the default tier (operator only: nothing here is secret, but
+/// nothing here is anyone else's business either).
+#[utoipa::path(get, path = "/admin/config", tag = "operations",
+    responses((status = 200, body = ServerConfigView), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
+pub async fn get_server_config(
+    State(state): State<AppState>,
+    principal: Principal,
+) -> Result<Json<ServerConfigView>> {
+    principal.require_operator()?;
+    let config = &state.config;
+    Ok(Json(ServerConfigView {
+        max_file_bytes: config.limits.max_file_size,
+        max_request_bytes: config.limits.max_request_size,
+        offline_after_seconds: config.offline_after.as_secs(),
+        default_tier: config.default_tier,
+    }))
 }
 
 /// Staging statistics.

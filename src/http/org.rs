@@ -42,6 +42,12 @@ pub struct ImportedWorkspace {
     /// would be created too).
     #[schema(value_type = Option<String>, format = Uuid)]
     pub parent_id: Option<WorkspaceId>,
+    /// Its level in the template: 0 for a root node, 1 for a root's
+    /// children, and so on. With the order (parents first, depth-first),
+    /// this draws the tree even in a dry run, where a node whose parent
+    /// would be created too has no `parent_id` to point at.
+    #[serde(default)]
+    pub depth: usize,
     /// True when this import created it (or, in a dry run, would).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub created: bool,
@@ -167,7 +173,7 @@ pub async fn import_org(
         .import_org(&plan, dry_run, domain::now())
         .await?;
     let mut entries = Vec::with_capacity(done.len());
-    for ((node, token), result) in plan.iter().zip(tokens).zip(&done) {
+    for (((node, token), result), (flat_node, _)) in plan.iter().zip(tokens).zip(&done).zip(&flat) {
         if !dry_run {
             if result.created {
                 log_event("workspace.created", result.id, result.parent_id);
@@ -185,6 +191,7 @@ pub async fn import_org(
             name: node.workspace.name.clone(),
             id: real(result.id),
             parent_id: result.parent_id.and_then(real),
+            depth: flat_node.depth.saturating_sub(1),
             created: result.created,
             skipped: !result.created,
             tier: node.workspace.tier,

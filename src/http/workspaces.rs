@@ -73,6 +73,11 @@ pub struct WorkspaceView {
     /// The agent card sent at registration.
     #[schema(value_type = Option<Object>)]
     pub agent_card: Option<Value>,
+    /// The highest inbox row id the workspace's own poll has handed to the
+    /// agent: a queued message at or below it was picked up. Null until
+    /// the agent first polls.
+    #[serde(default)]
+    pub inbox_picked_up_through: Option<i64>,
 }
 
 impl WorkspaceView {
@@ -106,6 +111,7 @@ impl WorkspaceView {
             updated_at: w.updated_at,
             last_heartbeat_at: w.last_heartbeat_at,
             agent_card: w.agent_card,
+            inbox_picked_up_through: w.inbox_picked_up_through,
         }
     }
 

@@ -1,5 +1,5 @@
 //! The metadata seam: workspaces, tokens, the activity log, staged uploads,
-//! the delegation ledger.
+//! the delegation ledger, agent memory.
 //!
 //! One [`Store`] trait, two real engines chosen by the URL scheme: SQLite
 //! (the embedded default) and PostgreSQL (production, several replicas).
@@ -53,9 +53,10 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 
+use crate::domain::memory::{Reader, Scope, SearchTerms};
 use crate::domain::{
-    Caller, DelegationId, DelegationStatus, DeliveryMode, FileId, HeartbeatReport, PluginName,
-    Refused, SecretName, Tier, TokenHash, WorkspaceId,
+    Caller, DelegationId, DelegationStatus, DeliveryMode, FileId, HeartbeatReport, MemoryId,
+    PluginName, Refused, SecretName, Tier, TokenHash, WorkspaceId,
 };
 
 pub use postgres::{Listener, Notifier, PostgresStore};
@@ -166,6 +167,8 @@ pub struct Workspace {
     pub removed_at: Option<DateTime<Utc>>,
     /// What the last heartbeat reported (`active_tasks` defaults to 0).
     pub report: HeartbeatReport,
+    /// The highest inbox row id its own poll handed to the agent.
+    pub inbox_picked_up_through: Option<i64>,
 }
 
 impl Workspace {
@@ -449,6 +452,95 @@ pub struct SweptUpload {
     pub blob_key: String,
     /// Why.
     pub reason: SweepReason,
+}
+
+/// A memory to insert.
+#[derive(Debug, Clone)]
+pub struct NewMemory {
+    /// Server-chosen id.
+    pub id: MemoryId,
+    /// The owner.
+    pub workspace_id: WorkspaceId,
+    /// Who may read it.
+    pub scope: Scope,
+    /// Its namespace.
+    pub namespace: String,
+    /// The text.
+    pub content: String,
+    /// Little-endian float32 vector, when the embedder answered.
+    pub embedding: Option<Vec<u8>>,
+    /// The model of `embedding`.
+    pub embedding_model: Option<String>,
+    /// Commit time.
+    pub created_at: DateTime<Utc>,
+}
+
+/// A stored memory (without its vector).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Memory {
+    /// Its id.
+    pub id: MemoryId,
+    /// The owner.
+    pub workspace_id: WorkspaceId,
+    /// Who may read it.
+    pub scope: Scope,
+    /// Its namespace.
+    pub namespace: String,
+    /// The text.
+    pub content: String,
+    /// Whether it has a vector yet.
+    pub embedded: bool,
+    /// Commit time.
+    pub created_at: DateTime<Utc>,
+}
+
+/// Which memories a read may see: the reader's readable set, narrowed.
+#[derive(Debug, Clone)]
+pub struct MemoryFilter {
+    /// Whose memories the reader may read.
+    pub reader: Reader,
+    /// Only this scope.
+    pub scope: Option<Scope>,
+    /// Only this namespace.
+    pub namespace: Option<String>,
+}
+
+/// A live key of the key/value memory.
+#[derive(Debug, Clone, PartialEq)]
+pub struct KvEntry {
+    /// The key.
+    pub key: String,
+    /// Any JSON.
+    pub value: Value,
+    /// Incremented by every write.
+    pub version: i64,
+    /// When it vanishes, if ever.
+    pub expires_at: Option<DateTime<Utc>>,
+    /// Last write.
+    pub updated_at: DateTime<Utc>,
+}
+
+/// A key/value write.
+#[derive(Debug, Clone)]
+pub struct KvWrite {
+    /// Any JSON.
+    pub value: Value,
+    /// When it vanishes, if ever.
+    pub expires_at: Option<DateTime<Utc>>,
+    /// Write only if the live version is this (0: the key must be absent).
+    pub if_version: Option<i64>,
+}
+
+/// How a key/value write ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum KvWritten {
+    /// Written; the entry as it is now.
+    Done(KvEntry),
+    /// `if_version` did not match: the live version (0 when absent).
+    Conflict {
+        /// The version a retry must name.
+        current: i64,
+    },
 }
 
 /// A delegation ledger row.
@@ -819,6 +911,9 @@ pub trait Store: Send + Sync + 'static {
         report: &HeartbeatReport,
         now: DateTime<Utc>,
     ) -> StoreResult<bool>;
+    /// Records that the workspace's own inbox poll handed it every row up
+    /// to `through`; only ever raises the mark.
+    async fn mark_inbox_picked_up(&self, id: WorkspaceId, through: i64) -> StoreResult<()>;
 
     // --- activity ---
 
@@ -1032,6 +1127,75 @@ pub trait Store: Send + Sync + 'static {
     async fn delete_blob(&self, key: &str) -> StoreResult<bool>;
     /// Every blob key with the time its first chunk was written.
     async fn list_blobs(&self) -> StoreResult<Vec<(String, DateTime<Utc>)>>;
+
+    // --- agent memory ---
+
+    /// Inserts one memory.
+    async fn insert_memory(&self, new: &NewMemory) -> StoreResult<Memory>;
+    /// Readable memories, newest first.
+    async fn list_memories(&self, filter: &MemoryFilter, limit: i64) -> StoreResult<Vec<Memory>>;
+    /// Ids of readable memories matching any of `terms`, best full-text
+    /// rank first.
+    async fn search_memories(
+        &self,
+        filter: &MemoryFilter,
+        terms: &SearchTerms,
+        limit: i64,
+    ) -> StoreResult<Vec<MemoryId>>;
+    /// Every readable memory with a vector of `model`: the candidate set
+    /// of the vector half of recall.
+    async fn memory_vectors(
+        &self,
+        filter: &MemoryFilter,
+        model: &str,
+    ) -> StoreResult<Vec<(MemoryId, Vec<u8>)>>;
+    /// The memories with these ids (any order; absent ones skipped).
+    async fn get_memories(&self, ids: &[MemoryId]) -> StoreResult<Vec<Memory>>;
+    /// Deletes a memory (only if `owner` owns it, when given); false when
+    /// nothing was deleted.
+    async fn delete_memory(&self, id: MemoryId, owner: Option<WorkspaceId>) -> StoreResult<bool>;
+    /// Up to `limit` memories without a vector, oldest first: the back-fill.
+    async fn memories_without_embedding(&self, limit: i64) -> StoreResult<Vec<(MemoryId, String)>>;
+    /// Stores a memory's vector; false when the memory is gone.
+    async fn set_memory_embedding(
+        &self,
+        id: MemoryId,
+        embedding: &[u8],
+        model: &str,
+    ) -> StoreResult<bool>;
+
+    // --- key/value memory ---
+
+    /// Live keys of a workspace, by key.
+    async fn kv_list(
+        &self,
+        workspace_id: WorkspaceId,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Vec<KvEntry>>;
+    /// One live key.
+    async fn kv_get(
+        &self,
+        workspace_id: WorkspaceId,
+        key: &str,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Option<KvEntry>>;
+    /// Writes a key (version + 1), atomically with the `if_version` check.
+    async fn kv_set(
+        &self,
+        workspace_id: WorkspaceId,
+        key: &str,
+        write: &KvWrite,
+        now: DateTime<Utc>,
+    ) -> StoreResult<KvWritten>;
+    /// Deletes a live key; false when absent or expired.
+    async fn kv_delete(
+        &self,
+        workspace_id: WorkspaceId,
+        key: &str,
+        now: DateTime<Utc>,
+    ) -> StoreResult<bool>;
+    /// Deletes expired keys; how many.
+    async fn sweep_kv(&self, now: DateTime<Utc>) -> StoreResult<u64>;
 }
 
 /// Opens the store a URL names (`sqlite://…` or `postgres://…`). Does not

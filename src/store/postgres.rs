@@ -22,7 +22,7 @@ use uuid::Uuid;
 
 use super::sql::{SqlStore, SweptRow, Ts};
 use super::*;
-use crate::domain::{DelegationId, FileId, WorkspaceId};
+use crate::domain::{DelegationId, FileId, MemoryId, WorkspaceId};
 
 /// The PostgreSQL implementation of [`Store`].
 pub type PostgresStore = SqlStore<Postgres>;
@@ -85,7 +85,7 @@ macro_rules! id_as_uuid {
         }
     )*};
 }
-id_as_uuid!(WorkspaceId, FileId, DelegationId);
+id_as_uuid!(WorkspaceId, FileId, MemoryId, DelegationId);
 
 fn workspace_lock_key(id: WorkspaceId) -> i32 {
     let b = id.0.as_bytes();
@@ -298,5 +298,31 @@ impl Listener {
     /// lost (listen again, and re-read: events may have been missed).
     pub async fn recv(&mut self) -> StoreResult<String> {
         Ok(self.0.recv().await?.payload().to_owned())
+    }
+}
+
+impl SqlStore<Postgres> {
+    /// The TEAM owners of the readable filter, `$3`, bound as one JSON
+    /// array of text ids like on SQLite, so the query is written once.
+    pub(super) const ID_LIST_3: &'static str =
+        "SELECT CAST(value AS uuid) FROM jsonb_array_elements_text(CAST($3 AS jsonb))";
+    /// The same for `$1`.
+    pub(super) const ID_LIST_1: &'static str =
+        "SELECT CAST(value AS uuid) FROM jsonb_array_elements_text(CAST($1 AS jsonb))";
+
+    /// Full-text candidates from the generated `tsvector` (GIN index),
+    /// best `ts_rank_cd` first; the readable filter is in the same
+    /// statement. `websearch_to_tsquery` never raises a syntax error.
+    pub(super) fn fts_sql(readable: &str) -> String {
+        format!(
+            "SELECT m.id FROM memories m, websearch_to_tsquery('simple', $6) q \
+             WHERE m.content_tsv @@ q AND {readable} \
+             ORDER BY ts_rank_cd(m.content_tsv, q) DESC, m.seq DESC LIMIT $7"
+        )
+    }
+
+    /// Each term quoted, OR-joined, for `websearch_to_tsquery`.
+    pub(super) fn fts_query(terms: &crate::domain::memory::SearchTerms) -> String {
+        terms.websearch_query()
     }
 }

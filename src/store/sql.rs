@@ -20,8 +20,9 @@ use sqlx::{Database, Pool};
 use tokio::sync::{Mutex, MutexGuard};
 
 use super::*;
+use crate::domain::memory::Reader;
 use crate::domain::{
-    self, Caller, DelegationId, DelegationStatus, DeliveryMode, FileId, HeartbeatReport,
+    self, Caller, DelegationId, DelegationStatus, DeliveryMode, FileId, HeartbeatReport, MemoryId,
     PluginName, SecretName, Tier, Transition, WorkspaceId,
 };
 
@@ -118,6 +119,7 @@ pub(super) struct WorkspaceRow {
     error_rate: Option<f64>,
     sample_error: Option<String>,
     uptime_seconds: Option<i64>,
+    inbox_picked_up_through: Option<i64>,
 }
 
 impl TryFrom<WorkspaceRow> for Workspace {
@@ -149,6 +151,7 @@ impl TryFrom<WorkspaceRow> for Workspace {
                 sample_error: r.sample_error,
                 uptime_seconds: r.uptime_seconds,
             },
+            inbox_picked_up_through: r.inbox_picked_up_through,
         })
     }
 }
@@ -408,6 +411,124 @@ pub(super) const LIVE_FILE: &str =
 
 pub(super) const ACTIVITY_COLUMNS: &str = "id, workspace_id, activity_type, method, source_id, \
      target_id, summary, request_body, response_body, status, error_detail, data, created_at";
+
+/// `memories` as read, in [`MEMORY_COLUMNS`].
+#[derive(sqlx::FromRow)]
+pub(super) struct MemoryRow {
+    id: MemoryId,
+    workspace_id: WorkspaceId,
+    scope: String,
+    namespace: String,
+    content: String,
+    embedded: bool,
+    created_at: Ts,
+}
+
+impl TryFrom<MemoryRow> for Memory {
+    type Error = StoreError;
+    fn try_from(r: MemoryRow) -> StoreResult<Self> {
+        Ok(Memory {
+            id: r.id,
+            workspace_id: r.workspace_id,
+            scope: r
+                .scope
+                .parse()
+                .map_err(|e: crate::domain::memory::MemoryError| {
+                    StoreError::Corrupt(e.to_string())
+                })?,
+            namespace: r.namespace,
+            content: r.content,
+            embedded: r.embedded,
+            created_at: r.created_at.0,
+        })
+    }
+}
+
+pub(super) const MEMORY_COLUMNS: &str = "m.id, m.workspace_id, m.scope, m.namespace, m.content, \
+     (m.embedding IS NOT NULL) AS embedded, m.created_at";
+
+/// `memory_kv` as read, in [`KV_COLUMNS`].
+#[derive(sqlx::FromRow)]
+pub(super) struct KvRow {
+    key: String,
+    value: Json<Value>,
+    version: i64,
+    expires_at: Option<Ts>,
+    updated_at: Ts,
+}
+
+impl From<KvRow> for KvEntry {
+    fn from(r: KvRow) -> Self {
+        KvEntry {
+            key: r.key,
+            value: r.value.0,
+            version: r.version,
+            expires_at: r.expires_at.map(|t| t.0),
+            updated_at: r.updated_at.0,
+        }
+    }
+}
+
+pub(super) const KV_COLUMNS: &str = "key, value, version, expires_at, updated_at";
+
+/// A key that has not expired at `$3`.
+pub(super) const LIVE_KEY: &str =
+    "workspace_id = $1 AND key = $2 AND (expires_at IS NULL OR expires_at > $3)";
+
+/// The one predicate for "a memory this reader may see", over `memories m`:
+/// every read of memories (list, full-text, vectors) filters with it inside
+/// the statement, so a memory the caller may not read is never a candidate,
+/// whatever the query. Binds, in order: `$1` the operator flag, `$2` the
+/// reader (or the operator's owner filter), `$3` the JSON list of
+/// workspaces whose TEAM memories the reader may read (matched by the
+/// engine's `ID_LIST_3`), `$4` the scope filter, `$5` the namespace filter.
+pub(super) fn readable(id_list_3: &str) -> String {
+    format!(
+        "(($1 AND (CAST($2 AS TEXT) IS NULL OR m.workspace_id = $2)) \
+          OR (NOT $1 AND (m.scope = 'GLOBAL' \
+              OR (m.scope = 'LOCAL' AND m.workspace_id = $2) \
+              OR (m.scope = 'TEAM' AND m.workspace_id IN ({id_list_3}))))) \
+         AND (CAST($4 AS TEXT) IS NULL OR m.scope = $4) \
+         AND (CAST($5 AS TEXT) IS NULL OR m.namespace = $5)"
+    )
+}
+
+/// The values [`readable`] binds.
+pub(super) struct FilterBinds {
+    pub operator: bool,
+    pub who: Option<WorkspaceId>,
+    pub team: String,
+    pub scope: Option<&'static str>,
+    pub namespace: Option<String>,
+}
+
+impl FilterBinds {
+    pub fn new(f: &MemoryFilter) -> Self {
+        let (operator, who, team) = match &f.reader {
+            Reader::Operator { owner } => (true, *owner, Vec::new()),
+            Reader::Workspace { id, team } => (false, Some(*id), team.clone()),
+        };
+        let team: Vec<String> = team.iter().map(ToString::to_string).collect();
+        Self {
+            operator,
+            who,
+            team: serde_json::to_string(&team).expect("BUG: strings serialize"),
+            scope: f.scope.map(|s| s.as_str()),
+            namespace: f.namespace.clone(),
+        }
+    }
+}
+
+/// Binds a [`FilterBinds`] as `$1…$5` of [`readable`].
+macro_rules! bind_filter {
+    ($q:expr, $f:expr) => {
+        $q.bind($f.operator)
+            .bind($f.who)
+            .bind(&$f.team)
+            .bind($f.scope)
+            .bind(&$f.namespace)
+    };
+}
 
 /// Writes the [`Store`] implementation for `SqlStore<$db>`: the portable
 /// methods here, the per-engine ones delegated by name to the engine file.
@@ -1077,6 +1198,20 @@ macro_rules! portable_store {
                 Ok(done.rows_affected() == 1)
             }
 
+            async fn mark_inbox_picked_up(&self, id: WorkspaceId, through: i64) -> StoreResult<()> {
+                let _w = self.writer().await;
+                sqlx::query(
+                    "UPDATE workspaces SET inbox_picked_up_through = $2 \
+                     WHERE id = $1 AND (inbox_picked_up_through IS NULL \
+                       OR inbox_picked_up_through < $2)",
+                )
+                .bind(id)
+                .bind(through)
+                .execute(&self.pool)
+                .await?;
+                Ok(())
+            }
+
             #[tracing::instrument(skip_all, fields(workspace_id = %workspace_id))]
             async fn insert_activity(
                 &self,
@@ -1575,6 +1710,20 @@ macro_rules! portable_store {
             ) -> StoreResult<u64> {
                 let _w = self.writer().await;
                 let mut tx = self.pool.begin().await?;
+                // A purged workspace's memories and keys go with it (they
+                // carry no foreign key, like activity rows). Every workspace
+                // past the cutoff is purged by this pass or the next batch,
+                // so clearing all of theirs at once is exact.
+                for table in ["memories", "memory_kv"] {
+                    sqlx::query(&format!(
+                        "DELETE FROM {table} WHERE workspace_id IN ( \
+                           SELECT id FROM workspaces \
+                           WHERE removed_at IS NOT NULL AND removed_at < $1)"
+                    ))
+                    .bind(Ts(removed_before))
+                    .execute(&mut *tx)
+                    .await?;
+                }
                 // Tokens go with the row (ON DELETE CASCADE); a child
                 // purged later keeps a NULL parent (ON DELETE SET NULL).
                 let sql = format!(
@@ -1917,6 +2066,279 @@ macro_rules! portable_store {
                 .fetch_all(&self.pool)
                 .await?;
                 Ok(rows.into_iter().map(|(k, t)| (k, t.0)).collect())
+            }
+            async fn insert_memory(&self, new: &NewMemory) -> StoreResult<Memory> {
+                let _w = self.writer().await;
+                let mut tx = self.pool.begin().await?;
+                sqlx::query(
+                    "INSERT INTO memories (id, workspace_id, scope, namespace, content, \
+                     embedding, embedding_model, created_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                )
+                .bind(new.id)
+                .bind(new.workspace_id)
+                .bind(new.scope.as_str())
+                .bind(&new.namespace)
+                .bind(&new.content)
+                .bind(new.embedding.as_deref())
+                .bind(&new.embedding_model)
+                .bind(Ts(new.created_at))
+                .execute(&mut *tx)
+                .await?;
+                tx.commit().await?;
+                Ok(Memory {
+                    id: new.id,
+                    workspace_id: new.workspace_id,
+                    scope: new.scope,
+                    namespace: new.namespace.clone(),
+                    content: new.content.clone(),
+                    embedded: new.embedding.is_some(),
+                    created_at: new.created_at,
+                })
+            }
+
+            async fn list_memories(
+                &self,
+                filter: &MemoryFilter,
+                limit: i64,
+            ) -> StoreResult<Vec<Memory>> {
+                let f = FilterBinds::new(filter);
+                let sql = format!(
+                    "SELECT {MEMORY_COLUMNS} FROM memories m WHERE {} \
+                     ORDER BY m.created_at DESC, m.seq DESC LIMIT $6",
+                    readable(Self::ID_LIST_3)
+                );
+                let rows: Vec<MemoryRow> = bind_filter!(sqlx::query_as(&sql), f)
+                    .bind(limit)
+                    .fetch_all(&self.pool)
+                    .await?;
+                rows.into_iter().map(TryInto::try_into).collect()
+            }
+
+            async fn search_memories(
+                &self,
+                filter: &MemoryFilter,
+                terms: &SearchTerms,
+                limit: i64,
+            ) -> StoreResult<Vec<MemoryId>> {
+                if terms.is_empty() {
+                    return Ok(Vec::new());
+                }
+                let f = FilterBinds::new(filter);
+                let sql = Self::fts_sql(&readable(Self::ID_LIST_3));
+                Ok(bind_filter!(sqlx::query_scalar(&sql), f)
+                    .bind(Self::fts_query(terms))
+                    .bind(limit)
+                    .fetch_all(&self.pool)
+                    .await?)
+            }
+
+            async fn memory_vectors(
+                &self,
+                filter: &MemoryFilter,
+                model: &str,
+            ) -> StoreResult<Vec<(MemoryId, Vec<u8>)>> {
+                let f = FilterBinds::new(filter);
+                let sql = format!(
+                    "SELECT m.id, m.embedding FROM memories m \
+                     WHERE m.embedding IS NOT NULL AND m.embedding_model = $6 AND {}",
+                    readable(Self::ID_LIST_3)
+                );
+                Ok(bind_filter!(sqlx::query_as(&sql), f)
+                    .bind(model)
+                    .fetch_all(&self.pool)
+                    .await?)
+            }
+
+            async fn get_memories(&self, ids: &[MemoryId]) -> StoreResult<Vec<Memory>> {
+                let ids: Vec<String> = ids.iter().map(ToString::to_string).collect();
+                let sql = format!(
+                    "SELECT {MEMORY_COLUMNS} FROM memories m WHERE m.id IN ({})",
+                    Self::ID_LIST_1
+                );
+                let rows: Vec<MemoryRow> = sqlx::query_as(&sql)
+                    .bind(serde_json::to_string(&ids).expect("BUG: strings serialize"))
+                    .fetch_all(&self.pool)
+                    .await?;
+                rows.into_iter().map(TryInto::try_into).collect()
+            }
+
+            async fn delete_memory(
+                &self,
+                id: MemoryId,
+                owner: Option<WorkspaceId>,
+            ) -> StoreResult<bool> {
+                let _w = self.writer().await;
+                let mut tx = self.pool.begin().await?;
+                let done = sqlx::query(
+                    "DELETE FROM memories WHERE id = $1 \
+                     AND (CAST($2 AS TEXT) IS NULL OR workspace_id = $2)",
+                )
+                .bind(id)
+                .bind(owner)
+                .execute(&mut *tx)
+                .await?;
+                tx.commit().await?;
+                Ok(done.rows_affected() == 1)
+            }
+
+            async fn memories_without_embedding(
+                &self,
+                limit: i64,
+            ) -> StoreResult<Vec<(MemoryId, String)>> {
+                Ok(sqlx::query_as(
+                    "SELECT id, content FROM memories WHERE embedding IS NULL ORDER BY seq LIMIT $1",
+                )
+                .bind(limit)
+                .fetch_all(&self.pool)
+                .await?)
+            }
+
+            async fn set_memory_embedding(
+                &self,
+                id: MemoryId,
+                embedding: &[u8],
+                model: &str,
+            ) -> StoreResult<bool> {
+                let _w = self.writer().await;
+                let mut tx = self.pool.begin().await?;
+                let done = sqlx::query(
+                    "UPDATE memories SET embedding = $2, embedding_model = $3 WHERE id = $1",
+                )
+                .bind(id)
+                .bind(embedding)
+                .bind(model)
+                .execute(&mut *tx)
+                .await?;
+                tx.commit().await?;
+                Ok(done.rows_affected() == 1)
+            }
+
+            async fn kv_list(
+                &self,
+                workspace_id: WorkspaceId,
+                now: DateTime<Utc>,
+            ) -> StoreResult<Vec<KvEntry>> {
+                let sql = format!(
+                    "SELECT {KV_COLUMNS} FROM memory_kv WHERE workspace_id = $1 \
+                     AND (expires_at IS NULL OR expires_at > $2) ORDER BY key"
+                );
+                let rows: Vec<KvRow> = sqlx::query_as(&sql)
+                    .bind(workspace_id)
+                    .bind(Ts(now))
+                    .fetch_all(&self.pool)
+                    .await?;
+                Ok(rows.into_iter().map(Into::into).collect())
+            }
+
+            async fn kv_get(
+                &self,
+                workspace_id: WorkspaceId,
+                key: &str,
+                now: DateTime<Utc>,
+            ) -> StoreResult<Option<KvEntry>> {
+                let sql = format!("SELECT {KV_COLUMNS} FROM memory_kv WHERE {LIVE_KEY}");
+                let row: Option<KvRow> = sqlx::query_as(&sql)
+                    .bind(workspace_id)
+                    .bind(key)
+                    .bind(Ts(now))
+                    .fetch_optional(&self.pool)
+                    .await?;
+                Ok(row.map(Into::into))
+            }
+
+            #[tracing::instrument(skip_all, fields(workspace_id = %workspace_id))]
+            async fn kv_set(
+                &self,
+                workspace_id: WorkspaceId,
+                key: &str,
+                write: &KvWrite,
+                now: DateTime<Utc>,
+            ) -> StoreResult<KvWritten> {
+                let _w = self.writer().await;
+                let mut tx = self.pool.begin().await?;
+                // One statement each, so the version check and the write are
+                // atomic on both engines: PostgreSQL re-checks the WHERE of
+                // an UPDATE / ON CONFLICT on the row a racing writer just
+                // committed, SQLite runs one writer at a time.
+                let sql = match write.if_version {
+                    // Absent keys are created at version 1; an existing one
+                    // goes on from its version even past expiry, so a
+                    // version is never reused for a key.
+                    None | Some(0) => format!(
+                        "INSERT INTO memory_kv AS kv (workspace_id, key, value, version, expires_at, \
+                         updated_at) VALUES ($1, $2, $4, 1, $5, $3) \
+                         ON CONFLICT (workspace_id, key) DO UPDATE SET value = excluded.value, \
+                           version = kv.version + 1, expires_at = excluded.expires_at, \
+                           updated_at = excluded.updated_at \
+                         WHERE $6 IS NULL OR (kv.expires_at IS NOT NULL AND kv.expires_at <= $3) \
+                         RETURNING {KV_COLUMNS}"
+                    ),
+                    Some(_) => format!(
+                        "UPDATE memory_kv SET value = $4, version = version + 1, \
+                           expires_at = $5, updated_at = $3 \
+                         WHERE {LIVE_KEY} AND version = $6 RETURNING {KV_COLUMNS}"
+                    ),
+                };
+                let row: Option<KvRow> = sqlx::query_as(&sql)
+                    .bind(workspace_id)
+                    .bind(key)
+                    .bind(Ts(now))
+                    .bind(Json(&write.value))
+                    .bind(write.expires_at.map(Ts))
+                    .bind(write.if_version)
+                    .fetch_all(&mut *tx)
+                    .await?
+                    .pop();
+                let outcome = match row {
+                    Some(row) => KvWritten::Done(row.into()),
+                    None => {
+                        let current: Option<i64> = sqlx::query_scalar(&format!(
+                            "SELECT version FROM memory_kv WHERE {LIVE_KEY}"
+                        ))
+                        .bind(workspace_id)
+                        .bind(key)
+                        .bind(Ts(now))
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                        KvWritten::Conflict {
+                            current: current.unwrap_or(0),
+                        }
+                    }
+                };
+                tx.commit().await?;
+                Ok(outcome)
+            }
+
+            async fn kv_delete(
+                &self,
+                workspace_id: WorkspaceId,
+                key: &str,
+                now: DateTime<Utc>,
+            ) -> StoreResult<bool> {
+                let _w = self.writer().await;
+                let mut tx = self.pool.begin().await?;
+                let done = sqlx::query(&format!("DELETE FROM memory_kv WHERE {LIVE_KEY}"))
+                    .bind(workspace_id)
+                    .bind(key)
+                    .bind(Ts(now))
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                Ok(done.rows_affected() == 1)
+            }
+
+            async fn sweep_kv(&self, now: DateTime<Utc>) -> StoreResult<u64> {
+                let _w = self.writer().await;
+                let mut tx = self.pool.begin().await?;
+                let done = sqlx::query(
+                    "DELETE FROM memory_kv WHERE expires_at IS NOT NULL AND expires_at <= $1",
+                )
+                .bind(Ts(now))
+                .execute(&mut *tx)
+                .await?;
+                tx.commit().await?;
+                Ok(done.rows_affected())
             }
         }
     };

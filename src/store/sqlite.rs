@@ -22,7 +22,7 @@ use tokio::sync::Mutex;
 
 use super::sql::{SqlStore, SweptRow, Ts};
 use super::*;
-use crate::domain::{DelegationId, FileId, WorkspaceId};
+use crate::domain::{DelegationId, FileId, MemoryId, WorkspaceId};
 
 /// The SQLite implementation of [`Store`].
 pub type SqliteStore = SqlStore<Sqlite>;
@@ -79,7 +79,7 @@ macro_rules! id_as_text {
         }
     )*};
 }
-id_as_text!(WorkspaceId, FileId, DelegationId);
+id_as_text!(WorkspaceId, FileId, MemoryId, DelegationId);
 
 impl SqlStore<Sqlite> {
     /// No row locks: the write lock every writer holds already makes a
@@ -238,5 +238,29 @@ impl SqlStore<Sqlite> {
         .bind(list)
         .fetch_all(&self.pool)
         .await?)
+    }
+}
+
+impl SqlStore<Sqlite> {
+    /// The TEAM owners of the readable filter, `$3`: SQLite has no arrays,
+    /// so the ids travel as one JSON array of text ids.
+    pub(super) const ID_LIST_3: &'static str = "SELECT value FROM json_each($3)";
+    /// The same for `$1`.
+    pub(super) const ID_LIST_1: &'static str = "SELECT value FROM json_each($1)";
+
+    /// Full-text candidates from the FTS5 index, best `bm25` first; the
+    /// readable filter is in the same statement.
+    pub(super) fn fts_sql(readable: &str) -> String {
+        format!(
+            "SELECT m.id FROM memories_fts JOIN memories m ON m.seq = memories_fts.rowid \
+             WHERE memories_fts MATCH $6 AND {readable} \
+             ORDER BY bm25(memories_fts), m.seq DESC LIMIT $7"
+        )
+    }
+
+    /// Each term a quoted FTS5 string, OR-joined: never FTS5 syntax from
+    /// the user.
+    pub(super) fn fts_query(terms: &crate::domain::memory::SearchTerms) -> String {
+        terms.fts5_query()
     }
 }

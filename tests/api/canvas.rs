@@ -17,12 +17,22 @@ const MODULES: &[&str] = &[
     "workspaces.js",
     "create.js",
     "chat.js",
+    "panels.js",
+    "tabs.js",
+    "secrets.js",
+    "delegations.js",
+    "memory.js",
     "messages.js",
     "chips.js",
     "uploads.js",
     "unread.js",
     "markdown.js",
     "manage.js",
+    "config.js",
+    "tree.js",
+    "teamform.js",
+    "lifecycle.js",
+    "orgimport.js",
 ];
 
 async fn every_module_is_served_as_javascript_with_an_etag(engine: Engine) {

@@ -64,6 +64,11 @@ struct Server {
 
 impl Server {
     async fn start(data_dir: &Path, port: u16) -> Self {
+        Self::start_with(data_dir, port, &[]).await
+    }
+
+    /// Starts `molecule serve` with these extra flags.
+    async fn start_with(data_dir: &Path, port: u16, extra: &[&str]) -> Self {
         let child = Command::new(bin())
             .args([
                 "serve",
@@ -74,6 +79,7 @@ impl Server {
                 "--data-dir",
             ])
             .arg(data_dir)
+            .args(extra)
             .env_remove("DATABASE_URL")
             .env_remove("MOLECULE_BLOB_STORE")
             .env("RUST_LOG", "warn")
@@ -1390,6 +1396,81 @@ async fn a_delegation_is_a_json_line_and_dispatched_in_stdout_mode() {
         .await;
         assert!(row["last_heartbeat_at"].is_string());
         connect.assert_quiet().await;
+    })
+    .await;
+}
+
+/// B's `connect` is killed (SIGKILL) while its agent works on a task from
+/// A: with no heartbeat the sweeper marks the delegation `stuck`; when B's
+/// connect comes back it replays the unfinished row, runs the task again
+/// and reports it `completed`, and the result reaches A's agent.
+#[tokio::test]
+async fn a_killed_callee_ends_stuck_then_completed_when_it_returns() {
+    bounded(async {
+        let tmp = TempDir::new().unwrap();
+        let server = Server::start_with(
+            &tmp.path().join("server"),
+            free_port(),
+            &["--sweep-interval", "1s", "--delegation-stuck-after", "4s"],
+        )
+        .await;
+        let (a, a_token) = server.create_poll_workspace().await;
+        let (b, b_token) = server.create_poll_workspace().await;
+        // B's agent works until the test drops a `release` file beside it.
+        let exec = r#"cat > task.json; while [ ! -f release ]; do sleep 0.1; done; echo "B finished: $(grep -o 'the long job' task.json)""#;
+        let b_dir = tmp.path().join("agent-b");
+        let mut connect_a =
+            Connect::start(&server, &a, &a_token, &tmp.path().join("agent-a"), &[]).await;
+        let mut connect_b =
+            Connect::start(&server, &b, &b_token, &b_dir, &["--exec", exec]).await;
+
+        let created = server
+            .cli(&["delegate", &a, &b, "the long job", "--key", "e2e-stuck"])
+            .await;
+        let did = created["delegation_id"].as_str().unwrap().to_owned();
+        let row_path = format!("/workspaces/{a}/delegations/{did}");
+        eventually("B's agent working on the task", || async {
+            let row = server.get(&row_path).await;
+            (row["status"] == "in_progress" && b_dir.join("task.json").exists()).then_some(())
+        })
+        .await;
+
+        connect_b.child.kill().await.expect("kill B's connect");
+        let row = eventually("the silent delegation marked stuck", || async {
+            let row = server.get(&row_path).await;
+            (row["status"] == "stuck").then_some(row)
+        })
+        .await;
+        assert_eq!(row["error_detail"], "no heartbeat for 4s");
+        assert_eq!(row["completed_at"], Value::Null);
+        connect_a.assert_quiet().await;
+
+        // B comes back; its agent can finish this time.
+        std::fs::write(b_dir.join("release"), b"").unwrap();
+        let _connect_b = Connect::start(&server, &b, &b_token, &b_dir, &["--exec", exec]).await;
+        let line = connect_a.next_line().await;
+        assert_eq!(line["type"], "delegation_result", "{line}");
+        assert_eq!(line["delegation_id"], did.as_str());
+        assert_eq!(line["status"], "completed");
+        assert_eq!(line["result_preview"], "B finished: the long job");
+        assert_eq!(line["source_id"], b.as_str());
+        let row = server.get(&row_path).await;
+        assert_eq!(row["status"], "completed");
+        assert_eq!(row["result_preview"], "B finished: the long job");
+        assert!(row["completed_at"].is_string(), "{row}");
+        // Delivered to B once: the second run was connect replaying its
+        // unfinished row, not a second inbox row.
+        let b_inbox = server
+            .get(&format!("/workspaces/{b}/activity?type=a2a_receive"))
+            .await;
+        let delegate_rows = b_inbox
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| r["method"] == "delegate")
+            .count();
+        assert_eq!(delegate_rows, 1, "{b_inbox}");
+        connect_a.assert_quiet().await;
     })
     .await;
 }

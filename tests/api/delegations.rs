@@ -1020,3 +1020,274 @@ async fn the_cli_delegates_and_lists_the_ledger() {
     assert_eq!(stats["counts"]["queued"], 2);
     assert_eq!(app.inbox_rows(&b, "delegate").await.len(), 2);
 }
+
+/// A `text/event-stream` response read event by event.
+struct EventStream {
+    body: std::pin::Pin<Box<dyn futures::Stream<Item = reqwest::Result<bytes::Bytes>> + Send>>,
+    buffer: String,
+}
+
+impl EventStream {
+    /// Opens `path` with `token`; the server has subscribed once this returns.
+    async fn open(app: &TestApp, path: &str, token: &str) -> Self {
+        let resp = app
+            .client
+            .get(app.url(path))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::OK, "{path}");
+        assert_eq!(resp.headers()["content-type"], "text/event-stream");
+        Self {
+            body: Box::pin(resp.bytes_stream()),
+            buffer: String::new(),
+        }
+    }
+
+    /// The next event (`event:` name, `data:` as JSON), within 20 s.
+    async fn next(&mut self) -> (String, Value) {
+        use futures::StreamExt;
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+        loop {
+            if let Some(end) = self.buffer.find("\n\n") {
+                let block: String = self.buffer.drain(..end + 2).collect();
+                let kind = block.lines().find_map(|l| l.strip_prefix("event: "));
+                let data = block.lines().find_map(|l| l.strip_prefix("data: "));
+                if let (Some(kind), Some(data)) = (kind, data) {
+                    return (kind.to_owned(), serde_json::from_str(data).unwrap());
+                }
+                continue; // a keep-alive comment
+            }
+            let chunk = tokio::time::timeout_at(deadline, self.body.next())
+                .await
+                .expect("an event within 20 s")
+                .expect("the stream is still open")
+                .unwrap();
+            self.buffer.push_str(&String::from_utf8_lossy(&chunk));
+        }
+    }
+}
+
+/// The `delegation` event of a move, exactly.
+fn moved(did: &str, caller: &Ws, callee: &Ws, from: Value, row: &Value) -> (String, Value) {
+    (
+        "delegation".to_owned(),
+        json!({"delegation_id": did, "caller_id": caller.id, "callee_id": callee.id,
+               "from": from, "status": row["status"], "updated_at": row["updated_at"]}),
+    )
+}
+
+async fn the_event_streams_carry_every_delegation_move(engine: Engine) {
+    let Some(app) = spawn_app(engine).await else {
+        return;
+    };
+    let a = app.create_poll_workspace("a").await;
+    let b = app.create_poll_workspace("b").await;
+    let c = app.create_poll_workspace("c").await;
+    let admin = app.admin_token.clone();
+    let mut a_events =
+        EventStream::open(&app, &format!("/workspaces/{}/events", a.id), &admin).await;
+    let mut b_events =
+        EventStream::open(&app, &format!("/workspaces/{}/events", b.id), &admin).await;
+    let mut c_events =
+        EventStream::open(&app, &format!("/workspaces/{}/events", c.id), &admin).await;
+    let mut all = EventStream::open(&app, "/admin/delegations/events", &admin).await;
+
+    let did = app.delegate_ok(&a, &b, "summarize the notes").await;
+    let queued = app.delegation(&did).await;
+    let dispatched = app
+        .report_ok(&b, &did, json!({"status": "dispatched"}))
+        .await;
+    let working = app
+        .report_ok(&b, &did, json!({"status": "in_progress"}))
+        .await;
+    // A heartbeat moves `last_heartbeat_at` (and `updated_at`), not the status.
+    let (status, beat) = app
+        .post(
+            &format!("/workspaces/{}/delegations/{did}/heartbeat", b.id),
+            &b.token,
+            &json!({}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{beat}");
+    // A repeat that brings a preview is streamed too (the row changed).
+    let repeat = app
+        .report_ok(
+            &b,
+            &did,
+            json!({"status": "in_progress", "result_preview": "half way"}),
+        )
+        .await;
+    let done = app
+        .report_ok(
+            &b,
+            &did,
+            json!({"status": "completed", "result_preview": "all done"}),
+        )
+        .await;
+    let moves = vec![
+        moved(&did, &a, &b, Value::Null, &queued),
+        moved(&did, &a, &b, json!("queued"), &dispatched),
+        moved(&did, &a, &b, json!("dispatched"), &working),
+        moved(&did, &a, &b, json!("in_progress"), &beat),
+        moved(&did, &a, &b, json!("in_progress"), &repeat),
+        moved(&did, &a, &b, json!("in_progress"), &done),
+    ];
+    assert_eq!(queued["status"], "queued");
+    assert_eq!(done["status"], "completed");
+
+    // The callee: its inbox row, then every move.
+    let (kind, row) = b_events.next().await;
+    assert_eq!(
+        (kind.as_str(), &row["method"]),
+        ("activity", &json!("delegate"))
+    );
+    for expected in &moves {
+        assert_eq!(&b_events.next().await, expected);
+    }
+    // The caller: every move, the result row just before the last one.
+    for expected in &moves[..5] {
+        assert_eq!(&a_events.next().await, expected);
+    }
+    let (kind, row) = a_events.next().await;
+    assert_eq!(
+        (kind.as_str(), &row["method"]),
+        ("activity", &json!("delegation_result"))
+    );
+    assert_eq!(&a_events.next().await, &moves[5]);
+    // The operator's global stream: every move of every delegation.
+    for expected in &moves {
+        assert_eq!(&all.next().await, expected);
+    }
+    // A bystander's stream carries none of it: the first thing it sees is
+    // its own next row.
+    let (status, _) = app.send_text(&c.id, "hello c").await;
+    assert!(status.is_success(), "{status}");
+    let (kind, row) = c_events.next().await;
+    assert_eq!(
+        (kind.as_str(), &row["method"]),
+        ("activity", &json!("message/send"))
+    );
+
+    // The sweeper's moves are streamed as well.
+    let late = app.delegate_ok(&a, &b, "one more").await;
+    let dispatched = app
+        .report_ok(&b, &late, json!({"status": "dispatched"}))
+        .await;
+    let out = app
+        .sweeper
+        .sweep_once(chrono::Utc::now() + Span::hours(1))
+        .await
+        .unwrap();
+    assert_eq!(out.delegations_stuck, 1);
+    let stuck = app.delegation(&late).await;
+    assert_eq!(stuck["status"], "stuck");
+    assert_eq!(
+        vec![all.next().await, all.next().await, all.next().await],
+        vec![
+            moved(
+                &late,
+                &a,
+                &b,
+                Value::Null,
+                &json!({"status": "queued", "updated_at": stuck["created_at"]})
+            ),
+            moved(&late, &a, &b, json!("queued"), &dispatched),
+            moved(&late, &a, &b, json!("dispatched"), &stuck),
+        ]
+    );
+
+    // The global stream is the operator's.
+    let resp = app
+        .client
+        .get(app.url("/admin/delegations/events"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+    let (status, body) = app.get("/admin/delegations/events", &a.token).await;
+    assert_eq!(
+        (status, body),
+        (
+            StatusCode::FORBIDDEN,
+            json!({"error": "this route is for the operator; a workspace token may not use it"})
+        )
+    );
+}
+on_both_engines!(the_event_streams_carry_every_delegation_move);
+
+impl TestApp {
+    /// A poll workspace under `parent` (a root without one).
+    async fn member(&self, name: &str, parent: Option<&Ws>) -> Ws {
+        let mut body = json!({"name": name, "delivery_mode": "poll"});
+        if let Some(p) = parent {
+            body["parent_id"] = json!(p.id);
+        }
+        let (status, body) = self.create_workspace(body).await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        Ws {
+            id: body["id"].as_str().unwrap().to_owned(),
+            token: body["auth_token"].as_str().unwrap().to_owned(),
+        }
+    }
+}
+
+async fn delegating_out_of_reach_is_refused_and_writes_nothing(engine: Engine) {
+    let Some(app) = spawn_app(engine).await else {
+        return;
+    };
+    // root_a ── mid ── leaf
+    //       └── mid2 ── leaf2
+    // root_b
+    let root_a = app.member("root-a", None).await;
+    let root_b = app.member("root-b", None).await;
+    let mid = app.member("mid", Some(&root_a)).await;
+    let mid2 = app.member("mid2", Some(&root_a)).await;
+    let leaf = app.member("leaf", Some(&mid)).await;
+    let leaf2 = app.member("leaf2", Some(&mid2)).await;
+    let rule = "a workspace may only reach its parent, its children and its siblings (workspaces with the same parent; root workspaces are siblings of each other)";
+    let refused: Vec<(&str, &Ws, &Ws)> = vec![
+        ("cousin → cousin", &leaf, &leaf2),
+        ("grandchild → grandparent", &leaf, &root_a),
+        ("grandparent → grandchild", &root_a, &leaf),
+        ("nephew → uncle", &leaf, &mid2),
+        ("child → another root", &mid, &root_b),
+    ];
+    for (case, from, to) in refused {
+        let (status, body) = app
+            .delegate(
+                from,
+                &to.id,
+                json!({"task": case, "idempotency_key": format!("key {case}")}),
+            )
+            .await;
+        assert_eq!(
+            (status, body),
+            (
+                StatusCode::FORBIDDEN,
+                json!({"error": format!("workspace {} is out of reach: {rule}", to.id)})
+            ),
+            "{case}"
+        );
+    }
+    // Nothing written: no ledger row, no inbox row anywhere.
+    assert_eq!(app.ledger().await, Vec::<Value>::new());
+    for ws in [&root_a, &root_b, &mid, &mid2, &leaf, &leaf2] {
+        let (status, rows) = app.activity(ws, "limit=500").await;
+        assert_eq!((status, rows), (StatusCode::OK, json!([])), "{}", ws.id);
+    }
+    // The same keys still work within reach (a refusal consumed nothing).
+    let (status, body) = app
+        .delegate(
+            &leaf,
+            &mid.id,
+            json!({"task": "up to the parent", "idempotency_key": "key cousin → cousin"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    assert_eq!(body["deduplicated"], false);
+    assert_eq!(app.ledger().await.len(), 1);
+    assert_eq!(app.inbox_rows(&mid, "delegate").await.len(), 1);
+}
+on_both_engines!(delegating_out_of_reach_is_refused_and_writes_nothing);

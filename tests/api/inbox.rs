@@ -75,6 +75,75 @@ async fn message_send_to_a_poll_workspace_is_queued(engine: Engine) {
 }
 on_both_engines!(message_send_to_a_poll_workspace_is_queued);
 
+/// The workspace's own poll marks its messages picked up (the canvas's
+/// "picked up"); the operator reading the inbox, a poll filtered to other
+/// rows or to one source, and an empty answer do not; the mark never moves back.
+async fn the_agents_own_poll_marks_its_messages_picked_up(engine: Engine) {
+    let Some(app) = spawn_app(engine).await else {
+        return;
+    };
+    let ws = app.create_poll_workspace("w").await;
+    async fn picked_up_through(app: &TestApp, id: &str) -> Value {
+        let (status, view) = app
+            .get(&format!("/workspaces/{id}"), &app.admin_token)
+            .await;
+        assert_eq!(status, StatusCode::OK);
+        view["inbox_picked_up_through"].clone()
+    }
+    let mark = |app| picked_up_through(app, &ws.id);
+    assert_eq!(mark(&app).await, Value::Null);
+    let (_, first) = app.send_text(&ws.id, "one").await;
+    let (_, second) = app.send_text(&ws.id, "two").await;
+    let (first, second) = (
+        first["activity_id"].as_i64().unwrap(),
+        second["activity_id"].as_i64().unwrap(),
+    );
+    // Reads that prove nothing about the agent's copy.
+    let (status, rows) = app
+        .get(
+            &format!("/workspaces/{}/activity?since_id=0", ws.id),
+            &app.admin_token,
+        )
+        .await;
+    assert_eq!(
+        (status, rows.as_array().unwrap().len()),
+        (StatusCode::OK, 2)
+    );
+    let (_, rows) = app.activity(&ws, "type=agent_log").await;
+    assert_eq!(rows, json!([]));
+    let (_, rows) = app
+        .activity(
+            &ws,
+            "type=a2a_receive&peer_id=00000000-0000-4000-8000-000000000001",
+        )
+        .await;
+    assert_eq!(rows, json!([]));
+    assert_eq!(mark(&app).await, Value::Null);
+    // The agent's poll, one row at a time: the mark follows it.
+    let (_, rows) = app.activity(&ws, "since_id=0&limit=1").await;
+    assert_eq!(rows[0]["id"], first);
+    assert_eq!(mark(&app).await, json!(first));
+    let (_, rows) = app
+        .activity(&ws, &format!("type=a2a_receive&since_id={first}"))
+        .await;
+    assert_eq!(rows[0]["id"], second);
+    assert_eq!(mark(&app).await, json!(second));
+    // A late re-read from the start never moves it back.
+    let (_, rows) = app.activity(&ws, "since_id=0&limit=1").await;
+    assert_eq!(rows[0]["id"], first);
+    assert_eq!(mark(&app).await, json!(second));
+    assert_eq!(
+        app.store
+            .get_workspace(ws.wid())
+            .await
+            .unwrap()
+            .unwrap()
+            .inbox_picked_up_through,
+        Some(second)
+    );
+}
+on_both_engines!(the_agents_own_poll_marks_its_messages_picked_up);
+
 async fn message_send_to_a_push_workspace_returns_its_answer(engine: Engine) {
     let Some(app) = spawn_app(engine).await else {
         return;

@@ -14,6 +14,7 @@ mod delegations;
 mod disk_full;
 mod hardening;
 mod inbox;
+mod memory;
 mod pending;
 mod plugins;
 mod replicas;

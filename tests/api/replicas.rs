@@ -273,3 +273,123 @@ async fn the_embedded_default_generates_the_admin_token_once_and_stops_on_sigter
     assert!(!second.contains(&token), "{second}");
     assert_eq!(std::fs::read_to_string(&token_file).unwrap().trim(), token);
 }
+
+/// The first `event: delegation` of an SSE body, within 10 s.
+async fn next_delegation_event(
+    body: &mut (impl futures::Stream<Item = reqwest::Result<bytes::Bytes>> + Unpin),
+    buffer: &mut String,
+) -> Value {
+    use futures::StreamExt;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        while let Some(end) = buffer.find("\n\n") {
+            let block: String = buffer.drain(..end + 2).collect();
+            if block.lines().any(|l| l == "event: delegation") {
+                let data = block
+                    .lines()
+                    .find_map(|l| l.strip_prefix("data: "))
+                    .unwrap();
+                return serde_json::from_str(data).unwrap();
+            }
+        }
+        let chunk = tokio::time::timeout_at(deadline, body.next())
+            .await
+            .expect("the other replica's delegation event within 10 s")
+            .unwrap()
+            .unwrap();
+        buffer.push_str(&String::from_utf8_lossy(&chunk));
+    }
+}
+
+/// A delegation moved through replica A shows on the event streams held
+/// by replica B (the workspace's and the operator's): the `delegation`
+/// event travels through PostgreSQL `NOTIFY`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delegation_events_reach_streams_held_by_another_replica() {
+    let Some(db) = fresh_postgres_url().await else {
+        return;
+    };
+    let admin = molecule::domain::AuthToken::generate().expose().to_owned();
+    let a = start_replica(&db, "database", &admin).await;
+    let b = start_replica(&db, "database", &admin).await;
+    let client = reqwest::Client::new();
+    let create = |name: &'static str| {
+        let (client, url, admin) = (
+            client.clone(),
+            format!("{}/workspaces", a.base),
+            admin.clone(),
+        );
+        async move {
+            let v: Value = client
+                .post(url)
+                .bearer_auth(admin)
+                .json(&serde_json::json!({"name": name, "delivery_mode": "poll"}))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            (
+                v["id"].as_str().unwrap().to_owned(),
+                v["auth_token"].as_str().unwrap().to_owned(),
+            )
+        }
+    };
+    let (caller, caller_token) = create("caller").await;
+    let (callee, callee_token) = create("callee").await;
+    let open = |path: String| {
+        let (client, admin) = (client.clone(), admin.clone());
+        async move {
+            let resp = client.get(path).bearer_auth(admin).send().await.unwrap();
+            assert_eq!(resp.status(), StatusCode::OK);
+            Box::pin(resp.bytes_stream())
+        }
+    };
+    let mut on_b_ws = open(format!("{}/workspaces/{callee}/events", b.base)).await;
+    let mut on_b_all = open(format!("{}/admin/delegations/events", b.base)).await;
+    let (mut buf_ws, mut buf_all) = (String::new(), String::new());
+
+    let created: Value = client
+        .post(format!("{}/workspaces/{callee}/delegate", a.base))
+        .bearer_auth(&caller_token)
+        .header("X-Workspace-ID", &caller)
+        .json(&serde_json::json!({"task": "across replicas", "idempotency_key": "r-1"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let did = created["delegation_id"].as_str().unwrap().to_owned();
+    let resp = client
+        .post(format!(
+            "{}/workspaces/{callee}/delegations/{did}/status",
+            a.base
+        ))
+        .bearer_auth(&callee_token)
+        .json(&serde_json::json!({"status": "dispatched"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let row: Value = resp.json().await.unwrap();
+
+    for (body, buffer) in [(&mut on_b_ws, &mut buf_ws), (&mut on_b_all, &mut buf_all)] {
+        let first = next_delegation_event(body, buffer).await;
+        assert_eq!(
+            (&first["delegation_id"], &first["from"], &first["status"]),
+            (
+                &Value::from(did.as_str()),
+                &Value::Null,
+                &Value::from("queued")
+            )
+        );
+        let second = next_delegation_event(body, buffer).await;
+        assert_eq!(
+            second,
+            serde_json::json!({"delegation_id": did, "caller_id": caller, "callee_id": callee,
+                "from": "queued", "status": "dispatched", "updated_at": row["updated_at"]})
+        );
+    }
+}

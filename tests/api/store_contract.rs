@@ -211,12 +211,40 @@ async fn workspaces_and_tokens(engine: Engine) {
             .unwrap(),
         Some(id)
     );
+    // Its memories and keys are kept while it is remembered…
+    let memory = molecule::domain::MemoryId::new();
+    store
+        .insert_memory(&NewMemory {
+            id: memory,
+            workspace_id: id,
+            scope: molecule::domain::memory::Scope::Local,
+            namespace: "general".into(),
+            content: "a fact".into(),
+            embedding: None,
+            embedding_model: None,
+            created_at: t,
+        })
+        .await
+        .unwrap();
+    let write = KvWrite {
+        value: json!(1),
+        expires_at: None,
+        if_version: None,
+    };
+    assert!(matches!(
+        store.kv_set(id, "k", &write, t).await.unwrap(),
+        KvWritten::Done(_)
+    ));
     assert_eq!(store.purge_removed(t, 10).await.unwrap(), 0);
+    assert_eq!(store.get_memories(&[memory]).await.unwrap().len(), 1);
     assert_eq!(
         store.purge_removed(t + Span::seconds(1), 10).await.unwrap(),
         1
     );
     assert_eq!(store.get_workspace(id).await.unwrap(), None);
+    // …and purged with it.
+    assert_eq!(store.get_memories(&[memory]).await.unwrap(), vec![]);
+    assert_eq!(store.kv_list(id, t).await.unwrap(), vec![]);
     assert_eq!(
         store
             .removed_workspace_for_token(second.hash())

@@ -340,7 +340,7 @@ async fn the_sweep_command_runs_one_pass_and_reports_it() {
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(
         report,
-        serde_json::json!({"acked": 1, "expired": 0, "errors": 0, "activity": 0, "orphans": 0, "skipped": false,
+        serde_json::json!({"acked": 1, "expired": 0, "errors": 0, "activity": 0, "orphans": 0, "kv": 0, "embedded": 0, "skipped": false,
             "delegations_failed": 0, "delegations_stuck": 0, "delegations_purged": 0})
     );
     assert!(app.blob_keys().await.is_empty());

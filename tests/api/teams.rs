@@ -875,6 +875,16 @@ async fn dry_run_answers_the_same_and_writes_nothing(engine: Engine) {
         (&Value::Null, &Value::Null)
     );
     assert!(e.iter().all(|n| n.get("auth_token").is_none()));
+    // Where each node goes, even under a parent that does not exist yet:
+    // the canvas draws its preview from this.
+    let depths: Vec<&Value> = e.iter().map(|n| &n["depth"]).collect();
+    assert_eq!(
+        depths,
+        [0, 1, 2, 2, 1, 2, 0]
+            .map(|d| json!(d))
+            .iter()
+            .collect::<Vec<_>>()
+    );
     assert_eq!(app.live_rows().await.len(), 1);
 }
 on_both_engines!(dry_run_answers_the_same_and_writes_nothing);

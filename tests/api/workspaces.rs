@@ -505,8 +505,12 @@ async fn health_ready_and_openapi_need_no_token() {
     assert_eq!(
         paths,
         vec![
+            "/admin/config",
             "/admin/delegations",
+            "/admin/delegations/events",
             "/admin/delegations/stats",
+            "/admin/memories",
+            "/admin/memories/{mid}",
             "/admin/pending-uploads/stats",
             "/admin/secrets",
             "/admin/secrets/{key}",
@@ -533,6 +537,10 @@ async fn health_ready_and_openapi_need_no_token() {
             "/workspaces/{id}/events",
             "/workspaces/{id}/external/connection",
             "/workspaces/{id}/external/rotate",
+            "/workspaces/{id}/memories",
+            "/workspaces/{id}/memories/{mid}",
+            "/workspaces/{id}/memory",
+            "/workspaces/{id}/memory/{key}",
             "/workspaces/{id}/notify",
             "/workspaces/{id}/pause",
             "/workspaces/{id}/pending-uploads",
@@ -550,6 +558,40 @@ async fn health_ready_and_openapi_need_no_token() {
     );
     assert!(doc["paths"]["/workspaces"]["post"]["responses"]["201"].is_object());
 }
+
+async fn config_shows_the_upload_limits_the_online_window_and_the_default_tier(engine: Engine) {
+    let Some(app) = spawn_app_with(Options::new(engine).tweak(|c| {
+        c.limits.max_file_size = 1024 * 1024;
+        c.limits.max_request_size = 3 * 1024 * 1024;
+        c.offline_after = std::time::Duration::from_secs(60);
+        c.default_tier = molecule::domain::Tier::new(2).unwrap();
+    }))
+    .await
+    else {
+        return;
+    };
+    let (status, body) = app.get("/admin/config", &app.admin_token).await;
+    assert_eq!(
+        (status, body),
+        (
+            StatusCode::OK,
+            json!({
+                "max_file_bytes": 1_048_576,
+                "max_request_bytes": 3_145_728,
+                "offline_after_seconds": 60,
+                "default_tier": 2,
+            })
+        )
+    );
+    // Operator only: a workspace token is refused, no token is unknown.
+    let ws = app.create_poll_workspace("agent").await;
+    let (status, body) = app.get("/admin/config", &ws.token).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    assert!(body["error"].is_string(), "{body}");
+    let (status, body) = app.get("/admin/config", "not-a-token").await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+}
+on_both_engines!(config_shows_the_upload_limits_the_online_window_and_the_default_tier);
 
 #[tokio::test]
 async fn ready_answers_503_when_the_blob_store_is_gone() {

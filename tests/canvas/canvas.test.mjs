@@ -421,15 +421,27 @@ async function main() {
     assert(saved === 'preview me\n', `downloaded bytes differ: ${JSON.stringify(saved)}`);
   });
 
-  await step('a file over the limit shows the 413 next to that file', async () => {
+  await step('the upload limit shows before upload; a file over it is refused without being sent (issue 17)', async () => {
+    // The server runs with --max-file-size 1MiB; the page reads it from GET /admin/config.
+    await page.locator('#upload-limit', { hasText: 'up to 1 MiB per file' }).waitFor();
+    const pendingBefore = await apiCall('GET', `/workspaces/${connection.workspace}/pending-uploads`, ADMIN_TOKEN);
+    const sent = [];
+    const onRequest = (r) => { if (r.url().includes('/chat/uploads')) sent.push(`${r.method()} ${r.url()}`); };
+    page.on('request', onRequest);
     await page.setInputFiles('#file-input', { name: 'too-big.bin', mimeType: 'application/octet-stream', buffer: randomBytes(2 * 1024 * 1024) });
     const item = page.locator('#uploads .upload[data-name="too-big.bin"]');
     const err = item.locator('.error');
     await err.filter({ hasText: /\S/ }).waitFor();
+    await page.waitForTimeout(300); // a request, had one started, would show by now
+    page.off('request', onRequest);
     const text = await err.textContent();
-    assert(/too large/i.test(text) && text.includes('too-big.bin') && /1(\.0)? ?MiB/.test(text),
-      `the 413 message is not clear: "${text}"`);
+    assert(text === 'Too large: too-big.bin is 2.0 MiB; this server accepts files up to 1 MiB. Nothing was sent.',
+      `the refusal reads "${text}"`);
+    assert(sent.length === 0, `the file was sent anyway: ${sent.join(', ')}`);
+    assert(await item.getByRole('button', { name: 'Retry too-big.bin' }).count() === 0, 'a refusal that would only repeat offers Retry');
     assert((await page.locator('.chip', { hasText: 'too-big.bin' }).count()) === 0, 'a rejected file got a chip');
+    const pendingAfter = await apiCall('GET', `/workspaces/${connection.workspace}/pending-uploads`, ADMIN_TOKEN);
+    assert(JSON.stringify(pendingAfter) === JSON.stringify(pendingBefore), `the server's staging changed: ${JSON.stringify(pendingAfter)}`);
   });
 
   let agent;
@@ -818,6 +830,227 @@ async function main() {
     await chatAgain();
   });
 
+  // ---------------------------------------------------------------- secrets, delegations (issues 11, 12)
+  /** The page's HTML plus every field's value: what a secret must never be in. */
+  const pageText = () => page.evaluate(() => document.documentElement.outerHTML
+    + [...document.querySelectorAll('input, textarea, select')].map((i) => i.value).join(' '));
+
+  await step('secrets tab: set (value cleared, never shown), list, delete with a confirm', async () => {
+    await chatAgain();
+    await page.getByRole('tab', { name: 'Secrets' }).click();
+    const panel = page.locator('#secrets-panel');
+    await panel.locator('#ws-secrets-empty').waitFor();
+    const secret = 'sk-canvas-4f1d0c2b9a-top-secret';
+    for (const [key, value] of [['API_KEY', secret], ['DB_URL', 'postgres://db.internal/app']]) {
+      await panel.getByLabel('Key', { exact: true }).fill(key);
+      await panel.getByLabel('Value', { exact: true }).fill(value);
+      await panel.getByRole('button', { name: 'Save secret' }).click();
+      await panel.locator('[role="status"]', { hasText: `Saved ${key}.` }).waitFor();
+      await panel.locator(`tr[data-key="${key}"]`).waitFor();
+      assert(await panel.getByLabel('Value', { exact: true }).inputValue() === '', `the value of ${key} stayed in the field`);
+      assert(await panel.getByLabel('Value', { exact: true }).getAttribute('type') === 'password', 'the value field is not a password field');
+    }
+    const keys = await panel.locator('tbody tr').evaluateAll((rows) => rows.map((r) => r.dataset.key));
+    assert(JSON.stringify(keys) === '["API_KEY","DB_URL"]', `the tab lists ${JSON.stringify(keys)}`);
+    let listed = await apiCall('GET', `/workspaces/${connection.workspace}/secrets`, ADMIN_TOKEN);
+    assert(JSON.stringify(listed.map((s) => s.key)) === '["API_KEY","DB_URL"]', `the server lists ${JSON.stringify(listed)}`);
+    assert(listed.every((s) => Object.keys(s).sort().join() === 'key,updated_at'), `a listing carries more than keys: ${JSON.stringify(listed)}`);
+    const values = await apiCall('GET', `/workspaces/${connection.workspace}/secrets/values`, connection.token);
+    assert(values.API_KEY === secret && values.DB_URL === 'postgres://db.internal/app', 'the stored values differ from what was typed');
+    assert(!(await pageText()).includes(secret), 'a secret value is in the page');
+    await axeCheck('secrets tab');
+    await shot('05-secrets');
+
+    const dialogs = [];
+    page.once('dialog', (d) => { dialogs.push(d.message()); d.accept(); });
+    await panel.getByRole('button', { name: 'Delete API_KEY' }).click();
+    await panel.locator('tr[data-key="API_KEY"]').waitFor({ state: 'detached' });
+    assert(/API_KEY.*cannot be undone/.test(dialogs[0] || ''), `the delete confirm said: ${dialogs[0]}`);
+    page.once('dialog', (d) => { dialogs.push(d.message()); d.dismiss(); });
+    await panel.getByRole('button', { name: 'Delete DB_URL' }).click();
+    await page.waitForTimeout(300);
+    assert(await panel.locator('tr[data-key="DB_URL"]').count() === 1, 'a dismissed confirm deleted the secret');
+    listed = await apiCall('GET', `/workspaces/${connection.workspace}/secrets`, ADMIN_TOKEN);
+    assert(JSON.stringify(listed.map((s) => s.key)) === '["DB_URL"]', `after the delete the server lists ${JSON.stringify(listed)}`);
+    await page.getByRole('tab', { name: 'Chat' }).click();
+    await page.locator('#chat-body').waitFor();
+  });
+
+  await step('global secrets: set and listed for every workspace, the value never shown', async () => {
+    await page.getByRole('button', { name: 'Global secrets' }).click();
+    const dialog = page.locator('#global-secrets-dialog[open]');
+    await dialog.waitFor();
+    const secret = 'global-value-9a8b7c-never-shown';
+    await dialog.getByLabel('Key', { exact: true }).fill('SHARED_TOKEN');
+    await dialog.getByLabel('Value', { exact: true }).fill(secret);
+    await dialog.getByRole('button', { name: 'Save secret' }).click();
+    await dialog.locator('tr[data-key="SHARED_TOKEN"]').waitFor();
+    assert(await dialog.getByLabel('Value', { exact: true }).inputValue() === '', 'the global value stayed in the field');
+    const listed = await apiCall('GET', '/admin/secrets', ADMIN_TOKEN);
+    assert(JSON.stringify(listed.map((s) => s.key)) === '["SHARED_TOKEN"]', `the server lists ${JSON.stringify(listed)}`);
+    const values = await apiCall('GET', `/workspaces/${connection.workspace}/secrets/values`, connection.token);
+    assert(values.SHARED_TOKEN === secret && values.DB_URL, `the workspace does not inherit it: ${Object.keys(values)}`);
+    assert(!(await pageText()).includes(secret), 'a global secret value is in the page');
+    await axeCheck('global secrets dialog');
+    await dialog.getByRole('button', { name: 'Close' }).click();
+    await dialog.waitFor({ state: 'detached' });
+  });
+
+  await step('delegations: chips follow the ledger live, with deadline, heartbeat and previews', async () => {
+    const caller = await apiCall('POST', '/workspaces', ADMIN_TOKEN, { name: 'deleg-caller', delivery_mode: 'poll' });
+    const callee = await apiCall('POST', '/workspaces', ADMIN_TOKEN, { name: 'deleg-callee', delivery_mode: 'poll' });
+    await page.getByRole('button', { name: 'Refresh the workspace list' }).click();
+    await page.locator(`#workspace-list [data-ws="${callee.id}"]`).waitFor();
+    await page.evaluate((id) => { location.hash = `#/w/${id}`; }, callee.id);
+    await page.locator('#chat-title', { hasText: 'deleg-callee' }).waitFor();
+    await page.locator('#live-status', { hasText: 'live' }).waitFor();
+    await page.getByRole('tab', { name: 'Delegations' }).click();
+    const panel = page.locator('#delegations-panel');
+    await panel.getByText('No delegation yet.').waitFor();
+    await page.evaluate(() => { window.notReloaded = true; });
+
+    // The caller delegates with its own token, as the SDK does.
+    const res = await fetch(`${BASE}/workspaces/${callee.id}/delegate`, {
+      method: 'POST',
+      headers: { Authorization: `Bearer ${caller.auth_token}`, 'X-Workspace-ID': caller.id, 'Content-Type': 'application/json' },
+      body: JSON.stringify({ task: 'Summarize the quarterly notes into three bullets', idempotency_key: 'canvas-1', deadline_s: 3600 }),
+    });
+    assert(res.status === 202, `delegate answered ${res.status}`);
+    const did = (await res.json()).delegation_id;
+    const item = panel.locator(`.delegation[data-did="${did}"]`);
+    const chipReads = (text) => item.locator('.dchip', { hasText: new RegExp(`^${text}$`) }).waitFor();
+    await chipReads('queued');
+    const text = await item.textContent();
+    assert(text.includes('deleg-caller → deleg-callee'), `the row does not say who asked whom: ${text}`);
+    assert(text.includes('Summarize the quarterly notes'), `no task preview: ${text}`);
+    assert(/deadline in (59|60) min/.test(text) && text.includes('no heartbeat yet'), `no deadline or heartbeat age: ${text}`);
+
+    const report = (body) => apiCall('POST', `/workspaces/${callee.id}/delegations/${did}/status`, callee.auth_token, body);
+    await report({ status: 'in_progress' });
+    await chipReads('in progress');
+    await item.locator('.dtime', { hasText: /last heartbeat \d+ s ago/ }).waitFor();
+    await report({ status: 'completed', result_preview: 'Three bullets: revenue up, costs flat, hiring paused' });
+    await chipReads('completed');
+    await item.locator('.dresult', { hasText: 'revenue up, costs flat' }).waitFor();
+    assert(await page.evaluate(() => window.notReloaded === true), 'the page reloaded to show the moves');
+    const row = await apiCall('GET', `/workspaces/${callee.id}/delegations/${did}`, ADMIN_TOKEN);
+    assert(row.status === 'completed' && row.result_preview.startsWith('Three bullets'), `the ledger says ${JSON.stringify(row)}`);
+    await axeCheck('delegations tab');
+    await shot('06-delegations');
+
+    // The operator's view of every delegation follows the ledger live too.
+    await page.getByRole('button', { name: 'Delegations', exact: true }).click();
+    const dialog = page.locator('#delegations-dialog[open]');
+    await dialog.locator(`.delegation[data-did="${did}"] .dchip`, { hasText: 'completed' }).waitFor();
+    const second = await apiCall('POST', `/workspaces/${callee.id}/delegate`, caller.auth_token, { task: 'and a failing one', idempotency_key: 'canvas-2' });
+    const other = dialog.locator(`.delegation[data-did="${second.delegation_id}"]`);
+    await other.locator('.dchip', { hasText: /^queued$/ }).waitFor();
+    await apiCall('POST', `/workspaces/${callee.id}/delegations/${second.delegation_id}/status`, callee.auth_token, { status: 'failed', error_detail: 'no notes found' });
+    await other.locator('.dchip', { hasText: /^failed$/ }).waitFor();
+    await other.locator('.derror', { hasText: 'no notes found' }).waitFor();
+    await axeCheck('all delegations dialog');
+    await dialog.getByRole('button', { name: 'Close' }).click();
+    await dialog.waitFor({ state: 'detached' });
+    // The tab of the open workspace saw the second one as well.
+    await panel.locator(`.delegation[data-did="${second.delegation_id}"] .dchip`, { hasText: /^failed$/ }).waitFor();
+    assert(await page.evaluate(() => window.notReloaded === true), 'the page reloaded');
+    noPageErrors();
+    await chatAgain();
+  });
+
+  await step('memory tab: scoped recall with search and scope filter, commit, delete; the key/value table with edit and delete', async () => {
+    const make = async (name, parent) => apiCall('POST', '/workspaces', ADMIN_TOKEN,
+      { name, delivery_mode: 'poll', ...(parent ? { parent_id: parent.id } : {}) });
+    const lead = await make('mem-lead');
+    const coder = await make('mem-coder', lead);
+    const stranger = await make('mem-stranger');
+    const commit = (ws, content, scope) => apiCall('POST', `/workspaces/${ws.id}/memories`, ws.auth_token, { content, scope });
+    const local = await commit(coder, 'The staging database listens on port 5433.', 'LOCAL');
+    const team = await commit(lead, 'Deploys happen on Fridays after the standup.', 'TEAM');
+    const global = await commit(lead, 'The style guide lives in docs/style.md.', 'GLOBAL');
+    await commit(stranger, 'The stranger keeps its staging database password here.', 'LOCAL');
+    await page.getByRole('button', { name: 'Refresh the workspace list' }).click();
+    await page.locator(`#workspace-list [data-ws="${coder.id}"]`).waitFor();
+    await page.evaluate((id) => { location.hash = `#/w/${id}`; }, coder.id);
+    await page.locator('#chat-title', { hasText: 'mem-coder' }).waitFor();
+    await page.getByRole('tab', { name: 'Memory' }).click();
+    const panel = page.locator('#memory-panel');
+    const shown = () => panel.locator('#mem-results > li').evaluateAll((lis) => lis.map((li) => li.dataset.mid));
+    await panel.locator('#mem-note', { hasText: '3 memories, newest first.' }).waitFor();
+    assert(JSON.stringify(await shown()) === JSON.stringify([global.id, team.id, local.id]), `the tab shows ${JSON.stringify(await shown())}`);
+
+    await panel.getByLabel('Search', { exact: true }).fill('staging database port');
+    await panel.getByRole('button', { name: 'Search', exact: true }).click();
+    await panel.locator('#mem-note', { hasText: 'best first' }).waitFor();
+    const hits = await shown();
+    const server = await apiCall('GET', `/workspaces/${coder.id}/memories?q=${encodeURIComponent('staging database port')}&limit=50`, ADMIN_TOKEN);
+    assert(hits[0] === local.id, `the best hit shown is ${hits[0]}, not the port memory`);
+    assert(JSON.stringify(hits) === JSON.stringify(server.map((m) => m.id)), `the tab shows ${JSON.stringify(hits)}, the server ${JSON.stringify(server.map((m) => m.id))}`);
+    assert(!(await panel.textContent()).includes('password'), 'a memory of another tree is shown');
+    await panel.getByLabel('Search', { exact: true }).fill('');
+    await panel.getByLabel('Scope', { exact: true }).selectOption('TEAM');
+    await panel.locator('#mem-note', { hasText: '1 memory, newest first.' }).waitFor();
+    assert(JSON.stringify(await shown()) === JSON.stringify([team.id]), `TEAM shows ${JSON.stringify(await shown())}`);
+    await panel.getByLabel('Scope', { exact: true }).selectOption('');
+    await panel.locator('#mem-note', { hasText: '3 memories' }).waitFor();
+
+    await panel.getByLabel('Memory', { exact: true }).fill('The canvas committed this one.');
+    await panel.getByLabel('Visible to').selectOption('LOCAL');
+    await panel.getByRole('button', { name: 'Commit memory' }).click();
+    await panel.locator('#mem-note', { hasText: '4 memories' }).waitFor();
+    let mine = (await apiCall('GET', `/workspaces/${coder.id}/memories?scope=LOCAL`, ADMIN_TOKEN)).map((m) => [m.workspace_id, m.content]);
+    assert(JSON.stringify(mine) === JSON.stringify([[coder.id, 'The canvas committed this one.'], [coder.id, 'The staging database listens on port 5433.']]), `LOCAL on the server: ${JSON.stringify(mine)}`);
+    // Only its own memories have a Delete button.
+    assert(await panel.locator(`#mem-results li[data-mid="${team.id}"] button`).count() === 0, 'a team memory can be deleted from here');
+    const dialogs = [];
+    page.once('dialog', (d) => { dialogs.push(d.message()); d.accept(); });
+    await panel.locator(`#mem-results li[data-mid="${local.id}"]`).getByRole('button', { name: /Delete the memory/ }).click();
+    await panel.locator(`#mem-results li[data-mid="${local.id}"]`).waitFor({ state: 'detached' });
+    assert(/cannot be undone/.test(dialogs[0] || ''), `the delete confirm said: ${dialogs[0]}`);
+    mine = (await apiCall('GET', `/workspaces/${coder.id}/memories?scope=LOCAL`, ADMIN_TOKEN)).map((m) => m.content);
+    assert(JSON.stringify(mine) === '["The canvas committed this one."]', `after the delete the server has ${JSON.stringify(mine)}`);
+
+    // Key/value: written by the agent, edited and deleted here.
+    const kv = (body) => apiCall('POST', `/workspaces/${coder.id}/memory`, coder.auth_token, body);
+    await kv({ key: 'build.config', value: { retries: 3 } });
+    await page.getByRole('tab', { name: 'Chat' }).click();
+    await page.getByRole('tab', { name: 'Memory' }).click();
+    const row = panel.locator('#kv-table tr[data-key="build.config"]');
+    await row.locator('td', { hasText: '{"retries":3}' }).waitFor();
+    await panel.getByRole('button', { name: 'Edit build.config' }).click();
+    await panel.getByLabel('Value', { exact: true }).fill('{"retries": 5}');
+    await panel.getByRole('button', { name: 'Save key' }).click();
+    await panel.locator('#kv-status', { hasText: 'Saved build.config (version 2).' }).waitFor();
+    await row.locator('td', { hasText: '{"retries":5}' }).waitFor();
+    let entry = await apiCall('GET', `/workspaces/${coder.id}/memory/build.config`, ADMIN_TOKEN);
+    assert(entry.version === 2 && entry.value.retries === 5, `the server has ${JSON.stringify(entry)}`);
+    // Someone else writes while the form is open: the save is a 409, nothing overwritten.
+    await panel.getByRole('button', { name: 'Edit build.config' }).click();
+    await kv({ key: 'build.config', value: { retries: 7 } });
+    await panel.getByLabel('Value', { exact: true }).fill('{"retries": 9}');
+    await panel.getByRole('button', { name: 'Save key' }).click();
+    await panel.locator('#kv-error', { hasText: 'changed meanwhile' }).waitFor();
+    await row.locator('td', { hasText: '{"retries":7}' }).waitFor();
+    entry = await apiCall('GET', `/workspaces/${coder.id}/memory/build.config`, ADMIN_TOKEN);
+    assert(entry.version === 3 && entry.value.retries === 7, `a stale edit overwrote the key: ${JSON.stringify(entry)}`);
+    await panel.getByRole('button', { name: 'Cancel the edit' }).click();
+    await panel.getByLabel('Key', { exact: true }).fill('notes');
+    await panel.getByLabel('Value', { exact: true }).fill('plain words');
+    await panel.getByRole('button', { name: 'Save key' }).click();
+    await panel.locator('#kv-table tr[data-key="notes"] td', { hasText: '"plain words"' }).waitFor();
+    await axeCheck('memory tab');
+    await shot('07-memory');
+    page.once('dialog', (d) => { dialogs.push(d.message()); d.accept(); });
+    await panel.getByRole('button', { name: 'Delete notes' }).click();
+    await panel.locator('#kv-table tr[data-key="notes"]').waitFor({ state: 'detached' });
+    const gone = await fetch(`${BASE}/workspaces/${coder.id}/memory/notes`, { headers: { Authorization: `Bearer ${ADMIN_TOKEN}` } });
+    assert(gone.status === 404, `the deleted key answers ${gone.status}`);
+    const keys = (await apiCall('GET', `/workspaces/${coder.id}/memory`, ADMIN_TOKEN)).map((k) => k.key);
+    assert(JSON.stringify(keys) === '["build.config"]', `the server's keys: ${JSON.stringify(keys)}`);
+    noPageErrors();
+    await chatAgain();
+  });
+
   await step('55 workspaces: the create form is reachable without scrolling past them', async () => {
     await Promise.all(Array.from({ length: 50 }, (_, i) => apiCall('POST', '/workspaces', ADMIN_TOKEN, { name: `bulk-${i}`, delivery_mode: 'poll' })));
     await page.getByRole('button', { name: 'Refresh the workspace list' }).click();
@@ -836,6 +1069,223 @@ async function main() {
     const column = await page.locator('#chat-body').evaluate((e) => e.getBoundingClientRect().width);
     assert(column <= 1024.5, `the conversation column is ${column}px wide at 1920 px`);
     await page.setViewportSize({ width: 1280, height: 800 });
+  });
+
+  // ---------------------------------------------------------------- teams (issue 10) and the agent's state (issue 17)
+  /** Polls `fn` until it returns a truthy value (the server's side of a click). */
+  const until = async (what, fn, timeout = 5000) => {
+    const deadline = Date.now() + timeout;
+    for (;;) {
+      const v = await fn();
+      if (v) return v;
+      assert(Date.now() < deadline, `timed out waiting for ${what}`);
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  };
+  const getWs = (id) => apiCall('GET', `/workspaces/${id}`, ADMIN_TOKEN);
+  /** Creates a poll workspace through the form; returns its id and token. */
+  const createInForm = async (name, { parent, tier }) => {
+    await openCreate();
+    await page.getByLabel('Name', { exact: true }).fill(name);
+    await page.getByRole('radio', { name: /poll/ }).check();
+    if (parent) await page.getByLabel('Parent').selectOption({ label: parent });
+    await page.getByLabel('Tier').selectOption(String(tier));
+    await page.getByRole('button', { name: 'Create workspace' }).click();
+    await page.locator('#connection-dialog[open]').waitFor();
+    const made = parseConnectCommand(await page.locator('#connect-command').inputValue());
+    await page.getByRole('button', { name: 'Close' }).click();
+    return { id: made.workspace, token: made.token };
+  };
+  let lead;
+  let member;
+  await step('teams: create with a parent picker and a tier; the list draws children under their parent (issue 10)', async () => {
+    await openCreate();
+    // The "Default" tier names the server's --default-tier (from GET /admin/config).
+    const defaultTier = await page.getByLabel('Tier').locator('option').first().textContent();
+    assert(defaultTier === 'Default (tier 3)', `the default tier reads "${defaultTier}"`);
+    lead = await createInForm('team-lead', { tier: 2 });
+    member = await createInForm('team-member', { parent: 'team-lead', tier: 1 });
+    await page.locator(`#workspace-list li[data-node="${lead.id}"] > ul.team > li > .tree-row > a[data-ws="${member.id}"]`).waitFor();
+    const tier = await page.locator(`#workspace-list [data-ws="${member.id}"] .tier`).textContent();
+    assert(tier === 'tier 1', `the member's entry reads "${tier}"`);
+    const [l, m] = await Promise.all([getWs(lead.id), getWs(member.id)]);
+    assert(l.parent_id === null && l.tier === 2 && JSON.stringify(l.children) === JSON.stringify([member.id]),
+      `the lead on the server: ${JSON.stringify(l)}`);
+    assert(m.parent_id === lead.id && m.tier === 1 && m.collapsed === false, `the member on the server: ${JSON.stringify(m)}`);
+    await openCreate();
+    await axeCheck('create form with parent and tier');
+  });
+
+  await step('a team folds and unfolds, and the fold is the server\'s collapsed (issue 10)', async () => {
+    const fold = page.getByRole('button', { name: 'Team of team-lead: 1' });
+    assert((await fold.getAttribute('aria-expanded')) === 'true', 'the team starts folded');
+    await fold.click();
+    await page.locator(`#workspace-list [data-ws="${member.id}"]`).waitFor({ state: 'detached' });
+    assert((await fold.getAttribute('aria-expanded')) === 'false', 'the fold button does not say folded');
+    await until('GET to show collapsed: true', async () => (await getWs(lead.id)).collapsed === true);
+    // Kept across a reload: the page reads the fold back from the server.
+    await page.reload();
+    await page.locator(`#workspace-list [data-ws="${lead.id}"]`).waitFor();
+    assert((await page.locator(`#workspace-list [data-ws="${member.id}"]`).count()) === 0, 'the folded team is open after a reload');
+    assert((await fold.getAttribute('aria-expanded')) === 'false', 'the fold was lost in the reload');
+    await axeCheck('workspace list with a folded team');
+    await fold.click();
+    await page.locator(`#workspace-list [data-ws="${member.id}"]`).waitFor();
+    await until('GET to show collapsed: false', async () => (await getWs(lead.id)).collapsed === false);
+  });
+
+  await step('status badges, "working…" from the heartbeat, pause/resume, restart with a confirm (issues 10, 17)', async () => {
+    const beat = (report) => apiCall('POST', '/registry/heartbeat', lead.token, { workspace_id: lead.id, ...report });
+    await beat({ current_task: 'summarizing the report', active_tasks: 2 });
+    await page.locator(`#workspace-list [data-ws="${lead.id}"]`).click();
+    await page.locator('#chat-title', { hasText: 'team-lead' }).waitFor();
+    const task = page.locator('#chat-task');
+    const waitTask = async (text) => {
+      await page.waitForFunction((t) => {
+        const el = document.getElementById('chat-task');
+        return !el.hidden && el.textContent === t;
+      }, text, { timeout: 10_000 }).catch(async () => {
+        throw new Error(`the task line reads "${await task.textContent()}" (hidden: ${await task.isHidden()}), not "${text}"`);
+      });
+    };
+    await waitTask('working… summarizing the report · 2 tasks');
+    // A later heartbeat shows without a reload or a click.
+    await beat({ current_task: 'writing the summary', active_tasks: 1 });
+    await waitTask('working… writing the summary');
+    const badge = page.locator(`#workspace-list [data-ws="${lead.id}"] .status`);
+    assert((await badge.textContent()) === 'online', `the badge reads "${await badge.textContent()}"`);
+
+    await page.getByRole('button', { name: 'Pause', exact: true }).click();
+    await page.locator(`#workspace-list [data-ws="${lead.id}"] .status.status-paused`, { hasText: 'paused' }).waitFor();
+    await page.locator('#chat-meta', { hasText: 'agent paused' }).waitFor();
+    await page.locator('#lifecycle-status', { hasText: 'team-lead paused' }).waitFor();
+    await task.waitFor({ state: 'hidden' });
+    const paused = await getWs(lead.id);
+    assert(paused.status === 'paused' && paused.paused === true, `after Pause the server says ${paused.status}/${paused.paused}`);
+
+    await page.getByRole('button', { name: 'Resume', exact: true }).click();
+    await page.locator(`#workspace-list [data-ws="${lead.id}"] .status.status-online`, { hasText: 'online' }).waitFor();
+    const resumed = await getWs(lead.id);
+    assert(resumed.status === 'online' && resumed.paused === false, `after Resume the server says ${resumed.status}/${resumed.paused}`);
+    await page.getByRole('button', { name: 'Pause', exact: true }).waitFor();
+
+    const restarts = async () => (await apiCall('GET', `/workspaces/${lead.id}/activity`, ADMIN_TOKEN))
+      .filter((r) => r.activity_type === 'restart_requested');
+    const asked = [];
+    page.once('dialog', (d) => { asked.push(d.message()); d.dismiss(); });
+    await page.getByRole('button', { name: 'Restart…' }).click();
+    await page.waitForTimeout(300);
+    assert(asked.length === 1 && /restart/i.test(asked[0]) && /active tasks/.test(asked[0]), `the restart confirm said: ${asked[0]}`);
+    assert((await restarts()).length === 0, 'a dismissed confirm still restarted');
+    page.once('dialog', (d) => { asked.push(d.message()); d.accept(); });
+    await page.getByRole('button', { name: 'Restart…' }).click();
+    await page.locator('#messages .msg-note', { hasText: 'the operator asked the agent to restart' }).waitFor();
+    await page.locator('#lifecycle-status', { hasText: 'Restart requested' }).waitFor();
+    const rows = await restarts();
+    assert(rows.length === 1 && rows[0].status === 'requested', `restart rows on the server: ${JSON.stringify(rows)}`);
+    const after = await getWs(lead.id);
+    assert(after.active_tasks === 0, `after Restart active_tasks is ${after.active_tasks}`);
+    // No tasks in flight any more: no "working…", only the task last named.
+    await waitTask('reported task: writing the summary');
+    await shot('05-team-lifecycle');
+    await axeCheck('chat with the lifecycle controls');
+  });
+
+  await step('org import: the dry-run diff first, applied only on confirm; again, nothing doubles (issue 10)', async () => {
+    const template = [
+      'defaults: {tier: 2}',
+      'workspaces:',
+      '  - name: team-lead',
+      '    children:',
+      '      - name: team-member',
+      '      - name: reviewer',
+      '        tier: 4',
+      '        children:',
+      '          - name: proofreader',
+      '  - name: imported-root',
+    ].join('\n');
+    const before = await apiCall('GET', '/workspaces', ADMIN_TOKEN);
+    await openCreate();
+    await page.getByRole('button', { name: 'Import a team…' }).click();
+    await page.locator('#import-dialog[open]').waitFor();
+    await page.getByLabel('Template', { exact: true }).fill(template);
+    await page.getByRole('button', { name: 'Preview' }).click();
+    await page.locator('#import-summary', { hasText: 'Preview: 2 of 5 already existed, 3 would be created. Nothing has been written yet.' }).waitFor();
+    const table = await page.locator('#import-rows tr').evaluateAll((trs) => trs.map((tr) => [...tr.cells].map((c) => c.textContent).join(' | ')));
+    const expected = [
+      'team-lead | — | exists: kept as it is | 2 | external',
+      'team-member | team-lead | exists: kept as it is | 1 | external',
+      'reviewer | team-lead | new: will be created | 4 | external',
+      'proofreader | reviewer | new: will be created | 2 | external',
+      'imported-root | — | new: will be created | 2 | external',
+    ];
+    assert(JSON.stringify(table) === JSON.stringify(expected), `the preview reads:\n${table.join('\n')}`);
+    const indents = await page.locator('#import-rows .import-name').evaluateAll((tds) => tds.map((td) => parseFloat(getComputedStyle(td).paddingInlineStart)));
+    assert(indents[0] < indents[2] && indents[2] < indents[3] && indents[4] === indents[0], `the preview is not indented as a tree: ${indents}`);
+    assert((await apiCall('GET', '/workspaces', ADMIN_TOKEN)).length === before.length, 'the preview wrote workspaces');
+    await shot('06-org-import-preview');
+    await axeCheck('org import preview');
+
+    await page.getByRole('button', { name: 'Import 3 new workspaces' }).click();
+    await page.locator('#import-summary', { hasText: 'Imported: 2 of 5 already existed, 3 created.' }).waitFor();
+    const created = await page.locator('#import-rows .import-what').allTextContents();
+    assert(JSON.stringify(created) === JSON.stringify(['kept (already existed)', 'kept (already existed)', 'created', 'created', 'created']),
+      `after the import the table reads ${created}`);
+    const tokens = (await page.getByLabel('Tokens of the created workspaces (name, id, token), shown this once').inputValue()).split('\n');
+    assert(tokens.length === 3 && ['reviewer', 'proofreader', 'imported-root'].every((n, i) => tokens[i].startsWith(`${n}  `)),
+      `tokens shown: ${tokens}`);
+    await axeCheck('org import result');
+    await page.getByRole('button', { name: 'Close' }).click();
+    await page.locator('#import-dialog[open]').waitFor({ state: 'detached' });
+    assert((await page.locator('#import-token-list').inputValue()) === '', 'the tokens stayed in the page after Close');
+
+    // The server holds each new node exactly once, under the right parent...
+    const all = await apiCall('GET', '/workspaces', ADMIN_TOKEN);
+    const named = (n) => all.filter((w) => w.name === n);
+    assert(all.length === before.length + 3, `${all.length - before.length} workspaces were added`);
+    for (const n of ['team-lead', 'team-member', 'reviewer', 'proofreader', 'imported-root']) {
+      assert(named(n).length === 1, `${named(n).length} workspaces are named ${n}`);
+    }
+    const [reviewer] = named('reviewer');
+    assert(reviewer.parent_id === lead.id && reviewer.tier === 4, `reviewer: ${JSON.stringify(reviewer)}`);
+    assert(named('proofreader')[0].parent_id === reviewer.id && named('imported-root')[0].parent_id === null, 'wrong parents');
+    // ...and the tree shows each once, in its place.
+    const proof = named('proofreader')[0].id;
+    await page.locator(`#workspace-list li[data-node="${lead.id}"] li[data-node="${reviewer.id}"] a[data-ws="${proof}"]`).waitFor();
+    const rowsOf = (n) => page.locator('#workspace-list a[data-ws] .ws-name').evaluateAll(
+      (els, name) => els.filter((e) => e.firstChild.textContent === name).length, n);
+    for (const n of ['reviewer', 'proofreader', 'imported-root', 'team-lead', 'team-member']) {
+      assert(await rowsOf(n) === 1, `the list shows ${await rowsOf(n)} rows named ${n}`);
+    }
+
+    // The same template again: all of it exists, there is nothing to apply.
+    await openCreate();
+    await page.getByRole('button', { name: 'Import a team…' }).click();
+    await page.getByLabel('Template', { exact: true }).fill(template);
+    await page.getByRole('button', { name: 'Preview' }).click();
+    await page.locator('#import-summary', { hasText: 'Preview: 5 of 5 already existed, 0 would be created.' }).waitFor();
+    await page.locator('#import-nothing').waitFor();
+    assert(await page.locator('#import-apply').isHidden(), 'an import with nothing to create can still be applied');
+    await page.getByRole('button', { name: 'Close' }).click();
+    assert((await apiCall('GET', '/workspaces', ADMIN_TOKEN)).length === all.length, 'the second preview wrote workspaces');
+  });
+
+  await step('the page judges "online" with the server\'s --offline-after (60 s here), not its own 90 s (issue 17)', async () => {
+    const cfg = await apiCall('GET', '/admin/config', ADMIN_TOKEN);
+    assert(cfg.offline_after_seconds === 60, `the server's window is ${cfg.offline_after_seconds} s (run.sh sets 60 s)`);
+    await apiCall('POST', '/registry/heartbeat', member.token, { workspace_id: member.id });
+    await page.getByRole('button', { name: 'Refresh the workspace list' }).click();
+    const badge = page.locator(`#workspace-list [data-ws="${member.id}"] .status`);
+    await page.locator(`#workspace-list [data-ws="${member.id}"] .status`, { hasText: 'online' }).waitFor();
+    // 70 s on: past the server's 60 s, inside the 90 s the page used to assume.
+    const ahead = (await page.evaluate(() => Date.now())) - Date.now();
+    await page.clock.fastForward(70_000);
+    await page.locator(`#workspace-list [data-ws="${member.id}"] .status`, { hasText: 'offline' }).waitFor({ timeout: 5000 })
+      .catch(async () => { throw new Error(`70 s after its heartbeat the member reads "${await badge.textContent()}"`); });
+    // Back to where the page's clock was, so that the next steps see real ages.
+    await page.clock.setSystemTime(Date.now() + ahead);
+    await page.locator(`#workspace-list [data-ws="${member.id}"] .status`, { hasText: 'online' }).waitFor({ timeout: 5000 });
+    await chatAgain();
   });
 
   await step('an agent that stops reads offline on time, apart from the page\'s own "live" (fault 6)', async () => {
@@ -858,6 +1308,14 @@ async function main() {
     await page.getByLabel('Message').fill('anyone home?');
     await page.getByLabel('Message').press('Enter');
     await page.locator('.msg-out', { hasText: 'anyone home?' }).locator('.delivery', { hasText: 'queued: the agent is offline' }).waitFor();
+    // The agent's own poll fetches it: "picked up", without a reload and
+    // before any answer; the server's mark is that message's id.
+    const queuedId = Number(await page.locator('.msg-out', { hasText: 'anyone home?' }).getAttribute('data-id'));
+    const inbox = await apiCall('GET', `/workspaces/${connection.workspace}/activity?type=a2a_receive&since_id=${queuedId - 1}`, connection.token);
+    assert(inbox.length === 1 && inbox[0].id === queuedId, `the inbox poll answered ${JSON.stringify(inbox)}`);
+    await page.locator('.msg-out', { hasText: 'anyone home?' }).locator('.delivery', { hasText: 'picked up' }).waitFor({ timeout: 15000 });
+    const seen = await apiCall('GET', `/workspaces/${connection.workspace}`, ADMIN_TOKEN);
+    assert(seen.inbox_picked_up_through === queuedId, `inbox_picked_up_through is ${seen.inbox_picked_up_through}, not ${queuedId}`);
     await page.evaluate((id) => { location.hash = `#/w/${id}`; }, pushId);
     await page.locator('.msg-out', { hasText: 'hello push' }).locator('.delivery', { hasText: 'delivered' }).waitFor();
     await page.evaluate((id) => { location.hash = `#/w/${id}`; }, connection.workspace);
@@ -865,6 +1323,9 @@ async function main() {
   });
 
   await step('the page is exactly the window at every size; the last bubble is not cut off (fault 8)', async () => {
+    // The chat was just reopened: measure its conversation once it is
+    // loaded (the stream goes live after the history), not halfway.
+    await page.locator('#live-status', { hasText: 'live' }).waitFor();
     await fitsTheWindow({ width: 1280, height: 800 });
     await fitsTheWindow({ width: 1920, height: 1080 });
     await fitsTheWindow({ width: 390, height: 844 });
@@ -886,6 +1347,13 @@ async function main() {
     assert(small.length === 0, `touch targets under 44 px: ${JSON.stringify(small)}`);
     const bar = await page.locator('.topbar').evaluate((e) => e.getBoundingClientRect().height);
     assert(bar <= 56, `the top bar is ${bar}px tall on a phone`);
+    // Every top-bar button and every tab is whole on screen, none cut off.
+    const cut = await page.evaluate(() => [...document.querySelectorAll('.topbar button, .tabs .tab')]
+      .filter((e) => e.getClientRects().length)
+      .filter((e) => { const r = e.getBoundingClientRect(); const box = e.parentElement.getBoundingClientRect();
+        return r.left < box.left - 0.5 || r.right > Math.min(box.right, window.innerWidth) + 0.5 || e.scrollWidth > e.clientWidth + 1; })
+      .map((e) => e.textContent.trim()));
+    assert(cut.length === 0, `cut off on a phone: ${JSON.stringify(cut)}`);
     await page.getByRole('button', { name: 'Workspaces', exact: true }).click();
     await page.locator('#workspaces-title').waitFor();
     await axeCheck('workspace list (phone)');

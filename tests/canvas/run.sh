@@ -42,10 +42,12 @@ PORT=$(node -e 'const s = require("net").createServer().listen(0, "127.0.0.1", (
 URL="http://127.0.0.1:$PORT"
 
 log "starting molecule serve on $URL"
-# A 1 MiB file limit so that the test can show the 413 with a small file;
-# private URLs because the test's push agent listens on 127.0.0.1.
+# A 1 MiB file limit so that the test can show the refusal with a small
+# file; a 60 s online window (not the default 90 s) so that the test can
+# see the page follow the server's; private URLs because the test's push
+# agent listens on 127.0.0.1.
 "$BIN" serve --listen "127.0.0.1:$PORT" --public-url "$URL" --data-dir "$DATA" \
-  --admin-token "$ADMIN_TOKEN" --max-file-size 1MiB --allow-private-urls >"$ARTIFACTS/server.log" 2>&1 &
+  --admin-token "$ADMIN_TOKEN" --max-file-size 1MiB --offline-after 60s --allow-private-urls >"$ARTIFACTS/server.log" 2>&1 &
 SERVER_PID=$!
 
 healthy() { node -e 'fetch(process.argv[1]).then((r) => process.exit(r.ok ? 0 : 1), () => process.exit(1))' "$URL/health"; }

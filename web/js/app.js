@@ -6,18 +6,28 @@
 // and the routing; the parts of the page live in their own modules:
 //   api.js        the API client          stream.js   the event stream
 //   workspaces.js the workspace list      create.js   the "New workspace" panel
+//   panels.js     the workspace tabs and the operator's views: tabs.js,
+//                 secrets.js, delegations.js, memory.js
 //   chat.js       the open chat           messages.js the conversation log
 //   chips.js      upload chips (state)    uploads.js  sending files
 //   state.js      shared state and bus    dom.js      DOM/format helpers
 //   unread.js     unread counts, title, notifications
 //   markdown.js   safe message formatting manage.js   the Manage panel
+//   config.js     the server's settings   tree.js     the team tree of the list
+//   teamform.js   parent and tier fields  lifecycle.js pause/resume/restart, "working…"
+//   orgimport.js  the "Import a team" dialog
 
 import { api } from './api.js';
 import { closeChat, initChat, openChat } from './chat.js';
+import { loadConfig } from './config.js';
 import { initCreate } from './create.js';
+import { initLifecycle } from './lifecycle.js';
 import { initManage } from './manage.js';
+import { initOrgImport } from './orgimport.js';
 import { $ } from './dom.js';
+import { initPanels } from './panels.js';
 import { TOKEN_KEY, bus, state } from './state.js';
+import { initTeamForm } from './teamform.js';
 import { initUnread, pollActivity } from './unread.js';
 import { initUploads } from './uploads.js';
 import { initWorkspaces, refreshWorkspaces, renderWorkspaces } from './workspaces.js';
@@ -55,6 +65,7 @@ function signOut(message = '') {
 function enterApp() {
   show('list');
   renderWorkspaces();
+  loadConfig().catch(() => {}); // until read, the page's defaults and the server's checks
   pollActivity().catch(() => {});
   clearInterval(state.listTimer);
   state.listTimer = setInterval(() => refreshWorkspaces().catch(() => {}), LIST_REFRESH_MS);
@@ -112,9 +123,13 @@ function init() {
   initWorkspaces();
   initCreate();
   initChat();
+  initPanels();
   initUploads();
   initUnread();
   initManage();
+  initTeamForm();
+  initLifecycle();
+  initOrgImport();
 }
 
 async function start() {

@@ -52,6 +52,7 @@ export function closeChat() {
   setLive('', '');
   setMarker(false);
   for (const a of document.querySelectorAll('#workspace-list [aria-current]')) a.removeAttribute('aria-current');
+  bus.dispatchEvent(new Event('chat-close')); // the workspace tabs follow
 }
 
 /** Opens `ws`'s chat: its history, then its live events. */
@@ -70,6 +71,7 @@ export async function openChat(ws) {
   renderChatHeader();
   $('chat-body').hidden = false;
   $('manage').hidden = false;
+  bus.dispatchEvent(new Event('chat-open'));
   $('messages').replaceChildren();
   delete $('messages').dataset.day;
   $('uploads').replaceChildren();
@@ -104,8 +106,11 @@ export async function openChat(ws) {
     onLive: setLive,
     onOpen: (first) => {
       $('chat-error').textContent = '';
-      // Files may have moved while we were disconnected.
-      if (!first) reconcileUploads(ws.id, stream.signal).catch(() => {});
+      // Files (and delegations) may have moved while we were disconnected.
+      if (!first) {
+        reconcileUploads(ws.id, stream.signal).catch(() => {});
+        bus.dispatchEvent(new CustomEvent('stream', { detail: { event: 'resync', payload: {} } }));
+      }
     },
     onGone: () => {
       $('chat-error').textContent = 'This workspace was deleted.';
@@ -133,6 +138,9 @@ function handleEvent({ event, data }) {
     else setMarker(true); // never yank the view from someone reading older messages
   } else if (event === 'upload') {
     setUploadState(payload.file_id, payload.state);
+  } else {
+    // Other events (delegation moves) are for the panels that show them.
+    bus.dispatchEvent(new CustomEvent('stream', { detail: { event, payload } }));
   }
 }
 

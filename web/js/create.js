@@ -5,6 +5,7 @@
 
 import { api } from './api.js';
 import { $ } from './dom.js';
+import { teamFields } from './teamform.js';
 import { refreshWorkspaces } from './workspaces.js';
 
 /**
@@ -75,7 +76,7 @@ export function initCreate() {
       form.name.focus();
       return;
     }
-    const body = { name, delivery_mode: form.delivery_mode.value };
+    const body = { name, delivery_mode: form.delivery_mode.value, ...teamFields() };
     const url = form.url.value.trim();
     if (body.delivery_mode === 'push' && url) body.url = url;
     const button = form.querySelector('button[type="submit"]');

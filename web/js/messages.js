@@ -67,7 +67,9 @@ function separateDay(log, row) {
 /**
  * Where a text message stands: `delivered` (a push workspace took it),
  * `queued` (in a poll workspace's inbox; "the agent is offline" while it
- * is), `answered` (the agent spoke after it, so it read it).
+ * is), `picked up` (the agent's own poll fetched it: the workspace's
+ * `inbox_picked_up_through` reached its id), `answered` (the agent spoke
+ * after it).
  */
 function setDelivery(msg, s) {
   let tag = msg.querySelector('.delivery');
@@ -80,6 +82,10 @@ function setDelivery(msg, s) {
 }
 
 function paintDelivery(tag) {
+  const through = state.current?.inbox_picked_up_through;
+  if (tag.dataset.state === 'queued' && through != null && Number(tag.closest('.msg')?.dataset.id) <= through) {
+    tag.dataset.state = 'picked up';
+  }
   const s = tag.dataset.state;
   const offline = state.current && agentStatus(state.current) !== 'online';
   const text = s === 'queued' ? (offline ? 'queued: the agent is offline' : 'queued') : s;
@@ -175,7 +181,7 @@ export function renderRow(row) {
     }
   } else if (row.activity_type === 'agent_message') {
     // The agent speaking proves it read its inbox up to here.
-    for (const q of log.querySelectorAll('.delivery[data-state="queued"]')) setDelivery(q.closest('.msg'), 'answered');
+    for (const q of log.querySelectorAll('.delivery[data-state="queued"], .delivery[data-state="picked up"]')) setDelivery(q.closest('.msg'), 'answered');
     const attachments = Array.isArray(data.attachments) ? data.attachments : [];
     log.append(bubble('in', state.current?.name || 'Agent', row,
       textBlock(data.text ?? row.summary ?? ''),

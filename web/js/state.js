@@ -19,22 +19,32 @@ export const state = {
   // The server's clock minus ours (from the first answer's Date header),
   // so that heartbeat ages are judged on the server's time.
   skewMs: null,
+  // The server's settings (GET /admin/config), once read: upload limits,
+  // the online window, the default tier. Null until then.
+  config: null,
 };
 
 /**
  * Events: `workspaces` (the list was re-read), `unauthorized` (the token
- * stopped working; detail = the sentence to show on the sign-in form).
+ * stopped working; detail = the sentence to show on the sign-in form),
+ * `chat-open` / `chat-close` (a workspace was opened or closed), `stream`
+ * (an event of the open workspace's stream the chat does not show itself;
+ * detail = {event, payload}).
  */
 export const bus = new EventTarget();
 
 export const STATUS_LABEL = { online: 'online', offline: 'offline', paused: 'paused', removed: 'removed', failed: 'failed' };
 
 /**
- * The server's online window: a workspace is online while its last
- * contact (heartbeat, registration, or a push forward it answered) is at
- * most this old (`--offline-after`, 90 s by default).
+ * The server's online window when its settings are not read yet: a
+ * workspace is online while its last contact (heartbeat, registration, or
+ * a push forward it answered) is at most this old (`--offline-after`, 90 s
+ * by default).
  */
 export const ONLINE_WINDOW_MS = 90_000;
+
+/** The online window in force: the server's `--offline-after` once known. */
+export const onlineWindowMs = () => (state.config ? state.config.offline_after_seconds * 1000 : ONLINE_WINDOW_MS);
 
 /** Now, on the server's clock as far as we know it. */
 export const serverNow = () => Date.now() + (state.skewMs ?? 0);
@@ -49,5 +59,5 @@ export function agentStatus(ws) {
   if (['paused', 'removed', 'failed'].includes(ws.status)) return ws.status;
   if (!ws.last_heartbeat_at) return 'offline';
   const age = serverNow() - Date.parse(ws.last_heartbeat_at);
-  return age <= ONLINE_WINDOW_MS ? 'online' : 'offline';
+  return age <= onlineWindowMs() ? 'online' : 'offline';
 }

@@ -2,9 +2,19 @@
 // request per file with its own progress bar, cancel and error.
 
 import { NETWORK_DOWN, unauthorized, wsPath } from './api.js';
+import { maxUploadBytes } from './config.js';
 import { $, el, formatSize } from './dom.js';
 import { setThumbnail } from './chips.js';
-import { state } from './state.js';
+import { bus, state } from './state.js';
+
+/** "1 MiB" rather than "1.0 MiB": a limit reads as a round number. */
+const limitText = (bytes) => formatSize(bytes).replace(/\.0 /, ' ');
+
+/** Shows the server's file limit next to the file picker, before any upload. */
+function paintLimit() {
+  const max = maxUploadBytes();
+  $('upload-limit').textContent = max ? ` · up to ${limitText(max)} per file` : '';
+}
 
 /**
  * One XMLHttpRequest per file: fetch() cannot report upload progress, and
@@ -47,6 +57,15 @@ function uploadFile(file) {
     // Keep the pane scrolled to the message.
     item.scrollIntoView({ block: 'nearest' });
   };
+
+  // Refused here, before a byte is sent: waiting for the server's 413
+  // would cost the whole upload first.
+  const max = maxUploadBytes();
+  if (max && file.size > max) {
+    fail(`Too large: ${file.name} is ${formatSize(file.size)}; this server accepts files up to `
+      + `${limitText(max)}. Nothing was sent.`, false);
+    return;
+  }
 
   xhr.upload.addEventListener('progress', (e) => {
     if (!e.lengthComputable) return;
@@ -102,6 +121,7 @@ function uploadFiles(files) {
 
 /** Wires the file picker and drag-and-drop; called once at start. */
 export function initUploads() {
+  bus.addEventListener('config', paintLimit);
   $('file-input').addEventListener('change', (e) => {
     uploadFiles([...e.target.files]);
     e.target.value = ''; // choosing the same file again fires change again

@@ -1,5 +1,6 @@
-// The workspace list: read from GET /workspaces, drawn as links to each
-// workspace's chat, refreshed on a timer and on demand. Each agent's status
+// The workspace list: read from GET /workspaces, drawn as the team tree
+// (tree.js) of links to each workspace's chat, refreshed on a timer and on
+// demand; while filtering, the matches are listed flat. Each agent's status
 // is judged by the page every second from its last contact (see
 // agentStatus), so an agent that stops reads offline when its window ends,
 // not at the next read of the list.
@@ -7,6 +8,7 @@
 import { api } from './api.js';
 import { $, ago, el } from './dom.js';
 import { STATUS_LABEL, agentStatus, bus, serverNow, state } from './state.js';
+import { drawTree, setFold } from './tree.js';
 import { latestAt, pollActivity, unreadOf } from './unread.js';
 
 const STATUS_TICK_MS = 1_000;
@@ -53,39 +55,68 @@ function paintStatus(link, ws) {
   if (ws.last_heartbeat_at) contact.title = new Date(ws.last_heartbeat_at).toLocaleString();
 }
 
+/** One workspace's entry: its link, with unread count, mode, status, tier. */
+function entry(ws, { under = '' } = {}) {
+  const unread = unreadOf(ws.id);
+  const link = el('a', {
+    href: `#/w/${ws.id}`,
+    class: 'workspace',
+    dataset: { ws: ws.id },
+    'aria-current': state.current?.id === ws.id ? 'page' : null,
+  },
+  el('span', { class: 'ws-name' }, ws.name,
+    unread ? el('span', { class: 'unread', 'aria-label': `${unread} unread` }, unread > 99 ? '99+' : String(unread)) : null),
+  under ? el('span', { class: 'hint ws-under' }, `in ${under}`) : null,
+  el('span', { class: 'ws-meta' },
+    el('span', { class: `mode mode-${ws.delivery_mode}` }, ws.delivery_mode),
+    el('span', { class: 'status' }),
+    ws.tier ? el('span', { class: 'tier' }, `tier ${ws.tier}`) : null,
+    el('span', { class: 'hint contact' })));
+  paintStatus(link, ws);
+  return link;
+}
+
 /** Draws `state.workspaces`, keeping the keyboard focus where it was. */
 export function renderWorkspaces() {
   const list = $('workspace-list');
-  const focusedId = document.activeElement?.closest?.('[data-ws]')?.dataset.ws;
+  const active = document.activeElement;
+  const focusedId = active?.closest?.('[data-ws]')?.dataset.ws;
+  const focusedFold = active?.dataset?.fold;
   const filter = $('ws-filter').value.trim().toLowerCase();
-  const shown = state.workspaces
-    .filter((ws) => !filter || ws.name.toLowerCase().includes(filter))
-    .sort(byLatestActivity);
-  list.replaceChildren(
-    ...shown.map((ws) => {
-      const unread = unreadOf(ws.id);
-      const link = el('a', {
-        href: `#/w/${ws.id}`,
-        class: 'workspace',
-        dataset: { ws: ws.id },
-        'aria-current': state.current?.id === ws.id ? 'page' : null,
-      },
-      el('span', { class: 'ws-name' }, ws.name,
-        unread ? el('span', { class: 'unread', 'aria-label': `${unread} unread` }, unread > 99 ? '99+' : String(unread)) : null),
-      el('span', { class: 'ws-meta' },
-        el('span', { class: `mode mode-${ws.delivery_mode}` }, ws.delivery_mode),
-        el('span', { class: 'status' }),
-        el('span', { class: 'hint contact' })));
-      paintStatus(link, ws);
-      return el('li', {}, link);
-    }),
-  );
+  let matches = state.workspaces.length;
+  if (filter) {
+    // Matches anywhere in the tree, flat, each saying which team it is in.
+    const names = new Map(state.workspaces.map((w) => [w.id, w.name]));
+    const shown = state.workspaces
+      .filter((ws) => ws.name.toLowerCase().includes(filter))
+      .sort(byLatestActivity);
+    matches = shown.length;
+    list.replaceChildren(...shown.map((ws) => el('li', {}, entry(ws, { under: names.get(ws.parent_id) || '' }))));
+  } else {
+    list.replaceChildren(...drawTree(state.workspaces, byLatestActivity, (ws) => entry(ws)));
+  }
   $('workspaces-empty').hidden = state.workspaces.length > 0;
-  $('workspaces-nomatch').hidden = state.workspaces.length === 0 || shown.length > 0;
+  $('workspaces-nomatch').hidden = state.workspaces.length === 0 || matches > 0;
   // With no workspace yet, the form is what there is to do.
   if (state.workspaces.length === 0) $('create-details').open = true;
   if (focusedId) list.querySelector(`[data-ws="${CSS.escape(focusedId)}"]`)?.focus();
+  if (focusedFold) list.querySelector(`[data-fold="${CSS.escape(focusedFold)}"]`)?.focus();
   bus.dispatchEvent(new Event('workspaces'));
+}
+
+/** A fold button was pressed: fold or unfold that team, kept by the server. */
+async function onFold(button) {
+  const ws = state.workspaces.find((w) => w.id === button.dataset.fold);
+  if (!ws) return;
+  const fold = setFold(ws, !ws.collapsed);
+  renderWorkspaces();
+  try {
+    await fold;
+    $('workspaces-error').textContent = '';
+  } catch (e) {
+    $('workspaces-error').textContent = `Could not ${ws.collapsed ? 'unfold' : 'fold'} ${ws.name}'s team: ${e.message}`;
+  }
+  renderWorkspaces();
 }
 
 /** Re-judges every status against the clock (no request). */
@@ -101,6 +132,10 @@ function tick() {
 export function initWorkspaces() {
   $('refresh').addEventListener('click', () => refreshWorkspaces().catch(() => {}));
   $('ws-filter').addEventListener('input', () => renderWorkspaces());
+  $('workspace-list').addEventListener('click', (e) => {
+    const button = e.target.closest('[data-fold]');
+    if (button) onFold(button);
+  });
   bus.addEventListener('activity', () => renderWorkspaces());
   clearInterval(state.statusTimer);
   state.statusTimer = setInterval(tick, STATUS_TICK_MS);

@@ -1,0 +1,384 @@
+//! Scoped memories: commit, recall (hybrid full-text + vector), delete,
+//! and the operator's view over every workspace.
+//!
+//! Who may read what is decided by [`crate::memory::team_of`] and the
+//! store's readable filter; the handlers only check who may write and
+//! delete.
+
+use axum::extract::{FromRequestParts, Path, Query, State};
+use axum::http::request::Parts;
+use axum::http::StatusCode;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use super::auth::Principal;
+use super::extract::WorkspacePath;
+use super::{AppState, Error, ErrorBody, Json, Result};
+use crate::domain::memory::{Content, MemoryError, Namespace, Reader, Scope, SearchTerms};
+use crate::domain::{self, MemoryId, WorkspaceId};
+use crate::memory::{self, Hit};
+use crate::store::{Memory, MemoryFilter, NewMemory};
+
+/// Default and largest `limit` of a recall.
+const DEFAULT_LIMIT: i64 = 20;
+const MAX_LIMIT: i64 = 100;
+
+impl From<MemoryError> for Error {
+    fn from(e: MemoryError) -> Self {
+        match e {
+            MemoryError::ContentTooLarge(_) | MemoryError::ValueTooLarge(_) => {
+                Error::PayloadTooLarge(e.to_string())
+            }
+            other => Error::BadRequest(other.to_string()),
+        }
+    }
+}
+
+/// `POST /workspaces/:id/memories` body.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+pub struct CommitMemory {
+    /// The fact to remember (1 byte to 64 KiB).
+    pub content: String,
+    /// `LOCAL`, `TEAM` or `GLOBAL`.
+    pub scope: String,
+    /// Default `general`.
+    pub namespace: Option<String>,
+}
+
+/// A committed memory.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct CommittedMemory {
+    /// Its id.
+    #[schema(value_type = String, format = Uuid)]
+    pub id: MemoryId,
+    /// Who may read it.
+    pub scope: Scope,
+    /// Its namespace.
+    pub namespace: String,
+    /// Commit time.
+    pub created_at: DateTime<Utc>,
+}
+
+/// A memory as recalled.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct MemoryView {
+    /// Its id.
+    #[schema(value_type = String, format = Uuid)]
+    pub id: MemoryId,
+    /// The workspace that committed it.
+    #[schema(value_type = String, format = Uuid)]
+    pub workspace_id: WorkspaceId,
+    /// Who may read it.
+    pub scope: Scope,
+    /// Its namespace.
+    pub namespace: String,
+    /// The text.
+    pub content: String,
+    /// Whether it has a vector (false until the embedder answered).
+    pub embedded: bool,
+    /// Commit time.
+    pub created_at: DateTime<Utc>,
+    /// With `q`: the fused rank score, higher is better. Without: null.
+    pub score: Option<f64>,
+}
+
+impl MemoryView {
+    fn new(m: Memory, score: Option<f64>) -> Self {
+        Self {
+            id: m.id,
+            workspace_id: m.workspace_id,
+            scope: m.scope,
+            namespace: m.namespace,
+            content: m.content,
+            embedded: m.embedded,
+            created_at: m.created_at,
+            score,
+        }
+    }
+}
+
+/// Query of a recall.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+pub struct RecallParams {
+    /// Words to recall by; without it, newest first.
+    pub q: Option<String>,
+    /// Only this scope.
+    pub scope: Option<String>,
+    /// Only this namespace.
+    pub namespace: Option<String>,
+    /// At most this many (1–100, default 20).
+    pub limit: Option<i64>,
+}
+
+/// Query of the operator's recall.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+pub struct AdminRecallParams {
+    /// Only memories this workspace committed.
+    pub workspace_id: Option<String>,
+    /// Words to recall by; without it, newest first.
+    pub q: Option<String>,
+    /// Only this scope.
+    pub scope: Option<String>,
+    /// Only this namespace.
+    pub namespace: Option<String>,
+    /// At most this many (1–100, default 20).
+    pub limit: Option<i64>,
+}
+
+/// `/workspaces/{id}/memories/{mid}`
+#[derive(Debug, Clone, Copy)]
+pub struct MemoryPath(pub WorkspaceId, pub MemoryId);
+
+impl<S: Send + Sync> FromRequestParts<S> for MemoryPath {
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self> {
+        let Path((ws, mid)) = Path::<(String, String)>::from_request_parts(parts, state)
+            .await
+            .map_err(|e| Error::BadRequest(e.body_text()))?;
+        Ok(MemoryPath(
+            ws.parse()
+                .map_err(|e: domain::IdError| Error::BadRequest(e.to_string()))?,
+            mid.parse()
+                .map_err(|e: domain::IdError| Error::BadRequest(e.to_string()))?,
+        ))
+    }
+}
+
+fn memory_not_found() -> Error {
+    Error::NotFound("memory not found".into())
+}
+
+async fn require_workspace(state: &AppState, id: WorkspaceId) -> Result<()> {
+    state
+        .store
+        .get_workspace(id)
+        .await?
+        .map(|_| ())
+        .ok_or_else(Error::workspace_not_found)
+}
+
+/// Commits a memory. LOCAL and TEAM: the workspace or the operator;
+/// GLOBAL: a root workspace or the operator. The vector is computed now
+/// when an embedder is configured; if it fails the memory is stored
+/// without one and back-filled by the sweeper.
+#[utoipa::path(post, path = "/workspaces/{id}/memories", tag = "memory",
+    params(("id" = String, Path, description = "workspace id")),
+    request_body = CommitMemory,
+    responses((status = 201, body = CommittedMemory), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 413, body = ErrorBody)))]
+pub async fn commit_memory(
+    State(state): State<AppState>,
+    principal: Principal,
+    WorkspacePath(id): WorkspacePath,
+    Json(body): Json<CommitMemory>,
+) -> Result<(StatusCode, Json<CommittedMemory>)> {
+    principal.require_access(id)?;
+    let scope: Scope = body.scope.parse()?;
+    let content = Content::parse(body.content)?;
+    let namespace = match body.namespace.as_deref() {
+        None => Namespace::general(),
+        Some(raw) => Namespace::parse(raw)?,
+    };
+    require_workspace(&state, id).await?;
+    if scope == Scope::Global
+        && principal != Principal::Operator
+        && !memory::may_write_global(&*state.store, id).await?
+    {
+        return Err(Error::Denied(
+            "only a root workspace or the operator may write GLOBAL memories".into(),
+        ));
+    }
+    let (embedding, embedding_model) = match &state.embedder {
+        Some(e) => match e.embed(content.as_str()).await {
+            Ok(v) => (Some(v), Some(e.model().to_owned())),
+            Err(err) => {
+                state.metrics.memory_embedding_failures.inc();
+                tracing::warn!(workspace_id = %id, error = %format!("{err:#}"),
+                    "embedding failed; the memory is stored without a vector and back-filled later");
+                (None, None)
+            }
+        },
+        None => (None, None),
+    };
+    let new = NewMemory {
+        id: MemoryId::new(),
+        workspace_id: id,
+        scope,
+        namespace: namespace.as_str().to_owned(),
+        content: content.as_str().to_owned(),
+        embedding,
+        embedding_model,
+        created_at: domain::now(),
+    };
+    let m = state.store.insert_memory(&new).await?;
+    tracing::info!(workspace_id = %id, memory_id = %m.id, scope = %m.scope, embedded = m.embedded, "memory committed");
+    Ok((
+        StatusCode::CREATED,
+        Json(CommittedMemory {
+            id: m.id,
+            scope: m.scope,
+            namespace: m.namespace,
+            created_at: m.created_at,
+        }),
+    ))
+}
+
+struct Narrowing {
+    q: Option<String>,
+    scope: Option<Scope>,
+    namespace: Option<String>,
+    limit: i64,
+}
+
+fn narrowing(
+    q: Option<String>,
+    scope: Option<String>,
+    namespace: Option<String>,
+    limit: Option<i64>,
+) -> Result<Narrowing> {
+    let scope = scope
+        .filter(|s| !s.is_empty())
+        .map(|s| s.parse::<Scope>())
+        .transpose()?;
+    let namespace = namespace
+        .filter(|s| !s.is_empty())
+        .map(|n| Namespace::parse(&n).map(|n| n.as_str().to_owned()))
+        .transpose()?;
+    let limit = limit.unwrap_or(DEFAULT_LIMIT);
+    if !(1..=MAX_LIMIT).contains(&limit) {
+        return Err(Error::BadRequest(format!(
+            "`limit` must be between 1 and {MAX_LIMIT}"
+        )));
+    }
+    Ok(Narrowing {
+        q: q.filter(|q| !q.trim().is_empty()),
+        scope,
+        namespace,
+        limit,
+    })
+}
+
+async fn run_recall(state: &AppState, reader: Reader, n: Narrowing) -> Result<Vec<MemoryView>> {
+    let filter = MemoryFilter {
+        reader,
+        scope: n.scope,
+        namespace: n.namespace,
+    };
+    let Some(q) = n.q else {
+        let rows = state.store.list_memories(&filter, n.limit).await?;
+        return Ok(rows.into_iter().map(|m| MemoryView::new(m, None)).collect());
+    };
+    let query_vector = match &state.embedder {
+        Some(e) => match e.embed(&q).await {
+            Ok(v) => Some((e.model(), v)),
+            Err(err) => {
+                state.metrics.memory_embedding_failures.inc();
+                tracing::warn!(error = %format!("{err:#}"),
+                    "embedding the query failed; recalling by full-text rank alone");
+                None
+            }
+        },
+        None => None,
+    };
+    let terms = SearchTerms::parse(&q);
+    let hits = memory::recall(
+        &*state.store,
+        &filter,
+        &terms,
+        query_vector.as_ref().map(|(m, v)| (*m, v.as_slice())),
+        n.limit,
+    )
+    .await?;
+    Ok(hits
+        .into_iter()
+        .map(|Hit { memory, score }| MemoryView::new(memory, Some(score)))
+        .collect())
+}
+
+/// The memories this workspace may read (its LOCAL ones, the TEAM ones of
+/// its team, every GLOBAL one), best first with `q`, newest first without.
+/// The operator reads as the workspace.
+#[utoipa::path(get, path = "/workspaces/{id}/memories", tag = "memory",
+    params(("id" = String, Path, description = "workspace id"), RecallParams),
+    responses((status = 200, body = [MemoryView]), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 404, body = ErrorBody)))]
+pub async fn recall_memories(
+    State(state): State<AppState>,
+    principal: Principal,
+    WorkspacePath(id): WorkspacePath,
+    params: std::result::Result<Query<RecallParams>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Vec<MemoryView>>> {
+    principal.require_access(id)?;
+    let Query(p) = params.map_err(|e| Error::BadRequest(e.body_text()))?;
+    let n = narrowing(p.q, p.scope, p.namespace, p.limit)?;
+    require_workspace(&state, id).await?;
+    let team = memory::team_of(&*state.store, id).await?;
+    let reader = Reader::Workspace { id, team };
+    Ok(Json(run_recall(&state, reader, n).await?))
+}
+
+/// Deletes a memory this workspace committed (the workspace or the
+/// operator); another workspace's memory is a 404.
+#[utoipa::path(delete, path = "/workspaces/{id}/memories/{mid}", tag = "memory",
+    params(("id" = String, Path, description = "workspace id"), ("mid" = String, Path, description = "memory id")),
+    responses((status = 204), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 404, body = ErrorBody)))]
+pub async fn delete_memory(
+    State(state): State<AppState>,
+    principal: Principal,
+    MemoryPath(id, mid): MemoryPath,
+) -> Result<StatusCode> {
+    principal.require_access(id)?;
+    if !state.store.delete_memory(mid, Some(id)).await? {
+        return Err(memory_not_found());
+    }
+    tracing::info!(workspace_id = %id, memory_id = %mid, "memory deleted");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Every memory (of one workspace with `workspace_id`), whatever its
+/// scope: the operator's view.
+#[utoipa::path(get, path = "/admin/memories", tag = "memory",
+    params(AdminRecallParams),
+    responses((status = 200, body = [MemoryView]), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody)))]
+pub async fn admin_recall_memories(
+    State(state): State<AppState>,
+    principal: Principal,
+    params: std::result::Result<Query<AdminRecallParams>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Vec<MemoryView>>> {
+    principal.require_operator()?;
+    let Query(p) = params.map_err(|e| Error::BadRequest(e.body_text()))?;
+    let owner = p
+        .workspace_id
+        .filter(|w| !w.is_empty())
+        .map(|w| w.parse::<WorkspaceId>())
+        .transpose()
+        .map_err(|e| Error::BadRequest(e.to_string()))?;
+    let n = narrowing(p.q, p.scope, p.namespace, p.limit)?;
+    Ok(Json(
+        run_recall(&state, Reader::Operator { owner }, n).await?,
+    ))
+}
+
+/// Deletes any memory (the operator).
+#[utoipa::path(delete, path = "/admin/memories/{mid}", tag = "memory",
+    params(("mid" = String, Path, description = "memory id")),
+    responses((status = 204), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn admin_delete_memory(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(mid): Path<String>,
+) -> Result<StatusCode> {
+    principal.require_operator()?;
+    let mid: MemoryId = mid
+        .parse()
+        .map_err(|e: domain::IdError| Error::BadRequest(e.to_string()))?;
+    if !state.store.delete_memory(mid, None).await? {
+        return Err(memory_not_found());
+    }
+    tracing::info!(memory_id = %mid, "memory deleted by the operator");
+    Ok(StatusCode::NO_CONTENT)
+}

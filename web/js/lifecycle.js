@@ -1,0 +1,117 @@
+// The open workspace's lifecycle, in the chat header: what its agent is
+// working on (the heartbeat's `current_task` and `active_tasks`), and the
+// operator's Pause / Resume and Restart (with a confirm: the agent is
+// asked to start over and its task count is reset).
+//
+// Heartbeats carry no event on the chat's stream, so while a chat is open
+// the page re-reads that one workspace every few seconds; the list's own
+// refresh (every 20 s) updates it too.
+
+import { api, wsPath } from './api.js';
+import { $ } from './dom.js';
+import { agentStatus, bus, state } from './state.js';
+import { renderWorkspaces } from './workspaces.js';
+
+const OPEN_REFRESH_MS = 5_000;
+
+/**
+ * The header's task line: "working… summarizing the report · 2 tasks"
+ * while the heartbeat counts tasks in flight; "reported task: …" when it
+ * names a task but counts none (an agent may report only the one, and a
+ * restart zeroes the count but not the name); '' otherwise.
+ */
+function taskText(ws) {
+  const tasks = ws.active_tasks || 0;
+  const task = (ws.current_task || '').trim();
+  // An agent that is not online is not known to be working, whatever its
+  // last heartbeat claimed (the sweeper resets such phantom tasks).
+  if (agentStatus(ws) !== 'online') return '';
+  if (!tasks) return task ? `reported task: ${task}` : '';
+  const text = task ? `working… ${task}` : 'working…';
+  return tasks > 1 ? `${text} · ${tasks} tasks` : text;
+}
+
+/** Replaces the workspace in the list with the server's newer copy and redraws. */
+function adopt(fresh) {
+  const i = state.workspaces.findIndex((w) => w.id === fresh.id);
+  if (i >= 0) state.workspaces[i] = fresh;
+  if (state.current?.id === fresh.id) state.current = fresh;
+  renderWorkspaces();
+}
+
+/** Paints the header's working line and the buttons for the open workspace. */
+function paint() {
+  const ws = state.current;
+  $('lifecycle').hidden = !ws;
+  if (!ws) {
+    $('chat-task').hidden = true;
+    $('chat-task').textContent = '';
+    $('lifecycle-status').textContent = '';
+    return;
+  }
+  const working = taskText(ws);
+  if ($('chat-task').textContent !== working) $('chat-task').textContent = working;
+  $('chat-task').hidden = !working;
+  const pause = $('pause-toggle');
+  const label = ws.paused ? 'Resume' : 'Pause';
+  if (pause.textContent !== label) pause.textContent = label;
+}
+
+/** Runs one lifecycle call for the open workspace, saying how it went. */
+async function act(button, path, done) {
+  const ws = state.current;
+  if (!ws) return;
+  const status = $('lifecycle-status');
+  status.classList.remove('error');
+  button.disabled = true;
+  try {
+    adopt(await api(wsPath(ws.id, path), { method: 'POST' }));
+    status.textContent = done(ws);
+  } catch (e) {
+    status.classList.add('error');
+    status.textContent = `Could not ${path.slice(1)} ${ws.name}: ${e.message}`;
+  } finally {
+    button.disabled = false;
+  }
+}
+
+/** Re-reads the open workspace (its heartbeat's task and count). */
+async function refreshOpen() {
+  const ws = state.current;
+  if (!ws || document.visibilityState !== 'visible') return;
+  try {
+    const fresh = await api(wsPath(ws.id));
+    if (state.current?.id === fresh.id) adopt(fresh);
+  } catch {
+    // The list's refresh and the chat's stream report what is wrong.
+  }
+}
+
+/** Wires the header's lifecycle controls; called once at start. */
+export function initLifecycle() {
+  bus.addEventListener('workspaces', paint);
+  bus.addEventListener('tick', paint);
+  // After the router (registered first) opened or closed a chat: the
+  // buttons follow at once, not at the next tick.
+  window.addEventListener('hashchange', () => {
+    $('lifecycle-status').textContent = '';
+    paint();
+  });
+  setInterval(refreshOpen, OPEN_REFRESH_MS);
+
+  $('pause-toggle').addEventListener('click', (e) => {
+    const paused = state.current?.paused;
+    act(e.currentTarget, paused ? '/resume' : '/pause', (ws) => (paused
+      ? `${ws.name} resumed: its status follows its heartbeat again.`
+      : `${ws.name} paused: messages and files are still kept for it.`));
+  });
+
+  $('restart').addEventListener('click', (e) => {
+    const ws = state.current;
+    if (!ws) return;
+    const sure = window.confirm(`Restart ${ws.name}? The agent is asked to restart (a restart request `
+      + 'arrives in its inbox) and its active tasks are reset to 0.');
+    if (!sure) return;
+    act(e.currentTarget, '/restart', (w) => `Restart requested: ${w.name}'s agent sees it in its inbox.`);
+  });
+}
