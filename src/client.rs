@@ -12,19 +12,21 @@ use bytes::Bytes;
 use futures::{Stream, TryStreamExt};
 use reqwest::header;
 use reqwest::{Method, RequestBuilder, Response, StatusCode};
-use serde::Deserialize;
 use serde_json::{json, Value};
 use url::Url;
 
 use crate::http::MAX_WAIT_SECS;
-pub use crate::http::{
-    ActivityView, DelegationCreated, DelegationStatsView, DelegationView, PendingUploadView,
-    PluginView, SecretView, UploadStatsView, UploadedFile, UploadedFiles,
+/// The wire types are the server's own, under the server's names, so the
+/// two sides cannot drift apart and a type reads the same on both.
+pub(crate) use crate::http::{
+    ActivityView, CreatedWorkspace, DelegationCreated, DelegationStatsView, DelegationView,
+    ImportReport, NewWorkspace, PendingUploadView, PluginView, RegisteredWorkspace, RotatedToken,
+    SecretView, UploadStatsView, UploadedFiles, WorkspaceView,
 };
 
 /// Everything that can go wrong talking to the server.
 #[derive(Debug, thiserror::Error)]
-pub enum ClientError {
+pub(crate) enum ClientError {
     /// 401: the token is missing, unknown, revoked or rotated.
     #[error("the token was refused (401): {0}")]
     Unauthorized(String),
@@ -77,7 +79,7 @@ pub enum ClientError {
 impl ClientError {
     /// True for failures worth retrying later: the server is down, the
     /// connection broke, or it answered 5xx / 429.
-    pub fn is_transient(&self) -> bool {
+    pub(crate) fn is_transient(&self) -> bool {
         match self {
             Self::Transport { .. } => true,
             Self::Status { status, .. } => {
@@ -89,23 +91,17 @@ impl ClientError {
 
     /// True when the server could not be connected to at all (as opposed
     /// to a connection that broke mid-way).
-    pub fn is_connect(&self) -> bool {
+    pub(crate) fn is_connect(&self) -> bool {
         matches!(self, Self::Transport { source, .. } if source.is_connect())
     }
 }
 
 /// Result of a client call.
-pub type Result<T, E = ClientError> = std::result::Result<T, E>;
-
-/// The wire types are the server's own, so the two cannot drift apart.
-pub use crate::http::{
-    Connection, CreatedWorkspace, ImportReport, ImportedWorkspace, NewWorkspace,
-    RegisteredWorkspace, RotatedToken, WorkspaceState, WorkspaceStatus, WorkspaceView as Workspace,
-};
+pub(crate) type Result<T, E = ClientError> = std::result::Result<T, E>;
 
 /// Query of `GET /workspaces/:id/activity`.
 #[derive(Debug, Clone, Default)]
-pub struct ActivityQuery {
+pub(crate) struct ActivityQuery {
     /// Only rows of this type.
     pub activity_type: Option<String>,
     /// Only rows after this id.
@@ -117,20 +113,16 @@ pub struct ActivityQuery {
 }
 
 /// A download in progress: the answer's headers, then its body as a stream.
-pub struct Download {
+pub(crate) struct Download {
     /// The offset of the first byte of `body` in the file (0 for a 200).
     pub start: u64,
-    /// The whole file's size, when the server said.
-    pub total: Option<u64>,
-    /// The quoted SHA-256 the server sent as ETag, unquoted.
-    pub etag: Option<String>,
     response: Response,
     base: String,
 }
 
 impl Download {
     /// The body, chunk by chunk; a broken connection is a `Transport` error.
-    pub fn into_stream(self) -> impl Stream<Item = Result<Bytes>> {
+    pub(crate) fn into_stream(self) -> impl Stream<Item = Result<Bytes>> {
         let base = self.base;
         self.response
             .bytes_stream()
@@ -142,11 +134,11 @@ impl Download {
 }
 
 /// Called while an upload streams: `(index of the file, bytes of it sent so far)`.
-pub type ProgressFn = Arc<dyn Fn(usize, u64) + Send + Sync>;
+pub(crate) type ProgressFn = Arc<dyn Fn(usize, u64) + Send + Sync>;
 
 /// The HTTP client of one server, with one bearer token.
 #[derive(Clone)]
-pub struct Client {
+pub(crate) struct Client {
     base: Url,
     token: String,
     http: reqwest::Client,
@@ -182,7 +174,7 @@ const _: () = assert!(LONG_POLL_READ_TIMEOUT.as_secs() > MAX_WAIT_SECS);
 impl Client {
     /// A client of the server at `base` (e.g. `http://127.0.0.1:8080`) that
     /// sends `token` as its bearer token.
-    pub fn new(base: &str, token: impl Into<String>) -> Result<Self> {
+    pub(crate) fn new(base: &str, token: impl Into<String>) -> Result<Self> {
         let mut url = Url::parse(base.trim()).map_err(|_| ClientError::BadUrl(base.to_owned()))?;
         if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
             return Err(ClientError::BadUrl(base.to_owned()));
@@ -212,7 +204,7 @@ impl Client {
     }
 
     /// The server's base URL.
-    pub fn base(&self) -> &Url {
+    pub(crate) fn base(&self) -> &Url {
         &self.base
     }
 
@@ -284,18 +276,8 @@ impl Client {
         serde_json::from_slice(&bytes).map_err(|e| ClientError::Decode(e.to_string()))
     }
 
-    /// `GET /health`.
-    pub async fn health(&self) -> Result<()> {
-        self.send(
-            self.request(Method::GET, "health")
-                .timeout(Duration::from_secs(5)),
-        )
-        .await
-        .map(drop)
-    }
-
     /// `POST /workspaces`.
-    pub async fn create_workspace(&self, new: &NewWorkspace) -> Result<CreatedWorkspace> {
+    pub(crate) async fn create_workspace(&self, new: &NewWorkspace) -> Result<CreatedWorkspace> {
         self.json(
             self.request(Method::POST, "workspaces")
                 .json(new)
@@ -305,7 +287,7 @@ impl Client {
     }
 
     /// `GET /workspaces`.
-    pub async fn list_workspaces(&self) -> Result<Vec<Workspace>> {
+    pub(crate) async fn list_workspaces(&self) -> Result<Vec<WorkspaceView>> {
         self.json(
             self.request(Method::GET, "workspaces")
                 .timeout(REQUEST_TIMEOUT),
@@ -314,7 +296,7 @@ impl Client {
     }
 
     /// `GET /workspaces/:id`.
-    pub async fn get_workspace(&self, id: &str) -> Result<Workspace> {
+    pub(crate) async fn get_workspace(&self, id: &str) -> Result<WorkspaceView> {
         self.json(
             self.request(Method::GET, &format!("workspaces/{id}"))
                 .timeout(REQUEST_TIMEOUT),
@@ -323,7 +305,7 @@ impl Client {
     }
 
     /// `POST /workspaces/:id/external/rotate`.
-    pub async fn rotate_token(&self, id: &str) -> Result<RotatedToken> {
+    pub(crate) async fn rotate_token(&self, id: &str) -> Result<RotatedToken> {
         self.json(
             self.request(Method::POST, &format!("workspaces/{id}/external/rotate"))
                 .timeout(REQUEST_TIMEOUT),
@@ -332,7 +314,7 @@ impl Client {
     }
 
     /// `POST /workspaces/:id/memories`.
-    pub async fn commit_memory(
+    pub(crate) async fn commit_memory(
         &self,
         id: &str,
         content: &str,
@@ -354,7 +336,7 @@ impl Client {
     /// `GET /workspaces/:id/memories`, or the operator's `GET
     /// /admin/memories` when `id` is `None`. `query` holds `q`, `scope`,
     /// `namespace`, `limit` pairs.
-    pub async fn recall_memories(
+    pub(crate) async fn recall_memories(
         &self,
         id: Option<&str>,
         query: &[(&str, String)],
@@ -373,7 +355,7 @@ impl Client {
 
     /// `DELETE /workspaces/:id/memories/:mid`, or the operator's `DELETE
     /// /admin/memories/:mid` when `id` is `None`.
-    pub async fn delete_memory(&self, id: Option<&str>, memory_id: &str) -> Result<()> {
+    pub(crate) async fn delete_memory(&self, id: Option<&str>, memory_id: &str) -> Result<()> {
         let memory_id = segment(memory_id);
         let path = match id {
             Some(id) => format!("workspaces/{id}/memories/{memory_id}"),
@@ -385,7 +367,7 @@ impl Client {
     }
 
     /// `GET /workspaces/:id/memory`.
-    pub async fn list_keys(&self, id: &str) -> Result<Vec<crate::http::KvView>> {
+    pub(crate) async fn list_keys(&self, id: &str) -> Result<Vec<crate::http::KvView>> {
         self.json(
             self.request(Method::GET, &format!("workspaces/{id}/memory"))
                 .timeout(REQUEST_TIMEOUT),
@@ -394,7 +376,7 @@ impl Client {
     }
 
     /// `GET /workspaces/:id/memory/:key`.
-    pub async fn get_key(&self, id: &str, key: &str) -> Result<crate::http::KvView> {
+    pub(crate) async fn get_key(&self, id: &str, key: &str) -> Result<crate::http::KvView> {
         self.json(
             self.request(
                 Method::GET,
@@ -406,7 +388,7 @@ impl Client {
     }
 
     /// `POST /workspaces/:id/memory`.
-    pub async fn set_key(
+    pub(crate) async fn set_key(
         &self,
         id: &str,
         key: &str,
@@ -430,7 +412,7 @@ impl Client {
     }
 
     /// `DELETE /workspaces/:id/memory/:key`.
-    pub async fn delete_key(&self, id: &str, key: &str) -> Result<()> {
+    pub(crate) async fn delete_key(&self, id: &str, key: &str) -> Result<()> {
         self.send(
             self.request(
                 Method::DELETE,
@@ -443,7 +425,7 @@ impl Client {
     }
 
     /// `DELETE /workspaces/:id` (`?cascade=true` removes its subtree too).
-    pub async fn delete_workspace(&self, id: &str, cascade: bool) -> Result<()> {
+    pub(crate) async fn delete_workspace(&self, id: &str, cascade: bool) -> Result<()> {
         let path = if cascade {
             format!("workspaces/{id}?cascade=true")
         } else {
@@ -455,7 +437,7 @@ impl Client {
     }
 
     /// `POST /workspaces/:id/{pause|resume|restart}`.
-    pub async fn lifecycle(&self, id: &str, verb: &str) -> Result<Workspace> {
+    pub(crate) async fn lifecycle(&self, id: &str, verb: &str) -> Result<WorkspaceView> {
         self.json(
             self.request(Method::POST, &format!("workspaces/{id}/{verb}"))
                 .timeout(REQUEST_TIMEOUT),
@@ -464,7 +446,7 @@ impl Client {
     }
 
     /// `POST /org/import`: `template` is YAML or JSON, as `content_type` says.
-    pub async fn import_org(
+    pub(crate) async fn import_org(
         &self,
         template: String,
         content_type: &str,
@@ -484,23 +466,8 @@ impl Client {
         .await
     }
 
-    /// `GET /workspaces/:id/external/connection` (the token shown as `""`).
-    pub async fn connection(&self, id: &str) -> Result<Connection> {
-        #[derive(Deserialize)]
-        struct Envelope {
-            connection: Connection,
-        }
-        let env: Envelope = self
-            .json(
-                self.request(Method::GET, &format!("workspaces/{id}/external/connection"))
-                    .timeout(REQUEST_TIMEOUT),
-            )
-            .await?;
-        Ok(env.connection)
-    }
-
     /// `POST /registry/register` as the workspace itself, in `delivery_mode`.
-    pub async fn register(
+    pub(crate) async fn register(
         &self,
         id: &str,
         delivery_mode: &str,
@@ -519,7 +486,7 @@ impl Client {
     }
 
     /// `POST /registry/heartbeat`.
-    pub async fn heartbeat(&self, id: &str) -> Result<()> {
+    pub(crate) async fn heartbeat(&self, id: &str) -> Result<()> {
         let body = json!({"workspace_id": id});
         self.send(
             self.request(Method::POST, "registry/heartbeat")
@@ -533,7 +500,7 @@ impl Client {
     /// `POST /workspaces/:id/a2a` with a JSON-RPC `message/send` body;
     /// returns the server's answer (`{queued, activity_id}` for a poll
     /// workspace, the workspace's JSON-RPC answer for a push one).
-    pub async fn send_a2a(&self, id: &str, rpc: &Value) -> Result<Value> {
+    pub(crate) async fn send_a2a(&self, id: &str, rpc: &Value) -> Result<Value> {
         self.json(
             self.request(Method::POST, &format!("workspaces/{id}/a2a"))
                 .json(rpc)
@@ -543,7 +510,7 @@ impl Client {
     }
 
     /// Sends one text message as the operator (see [`Client::send_a2a`]).
-    pub async fn send_text(&self, id: &str, text: &str) -> Result<Value> {
+    pub(crate) async fn send_text(&self, id: &str, text: &str) -> Result<Value> {
         let rpc = json!({
             "jsonrpc": "2.0",
             "id": uuid::Uuid::new_v4().to_string(),
@@ -558,7 +525,12 @@ impl Client {
     }
 
     /// `POST /workspaces/:id/notify`: the agent's message to the operator.
-    pub async fn notify(&self, id: &str, message: &str, attachments: &[Value]) -> Result<Value> {
+    pub(crate) async fn notify(
+        &self,
+        id: &str,
+        message: &str,
+        attachments: &[Value],
+    ) -> Result<Value> {
         let body = json!({"message": message, "attachments": attachments});
         self.json(
             self.request(Method::POST, &format!("workspaces/{id}/notify"))
@@ -569,7 +541,7 @@ impl Client {
     }
 
     /// `GET /workspaces/:id/activity`, a long poll when `query.wait` is set.
-    pub async fn list_activity(
+    pub(crate) async fn list_activity(
         &self,
         id: &str,
         query: &ActivityQuery,
@@ -602,7 +574,7 @@ impl Client {
     }
 
     /// `GET /workspaces/:id/pending-uploads`.
-    pub async fn list_pending_uploads(&self, id: &str) -> Result<Vec<PendingUploadView>> {
+    pub(crate) async fn list_pending_uploads(&self, id: &str) -> Result<Vec<PendingUploadView>> {
         self.json(
             self.request(Method::GET, &format!("workspaces/{id}/pending-uploads"))
                 .timeout(REQUEST_TIMEOUT),
@@ -613,7 +585,12 @@ impl Client {
     /// `GET /workspaces/:id/pending-uploads/:fid/content`, from byte
     /// `start` on when given (`Range: bytes=start-`). The server may answer
     /// the whole file anyway: check [`Download::start`].
-    pub async fn download(&self, id: &str, file_id: &str, start: Option<u64>) -> Result<Download> {
+    pub(crate) async fn download(
+        &self,
+        id: &str,
+        file_id: &str,
+        start: Option<u64>,
+    ) -> Result<Download> {
         let mut req = self.request(
             Method::GET,
             &format!("workspaces/{id}/pending-uploads/{file_id}/content"),
@@ -622,16 +599,15 @@ impl Client {
             req = req.header(header::RANGE, format!("bytes={start}-"));
         }
         let response = self.send(req).await?;
-        let headers = response.headers();
-        let length = response.content_length();
-        let (start, total) = if response.status() == StatusCode::PARTIAL_CONTENT {
+        let start = if response.status() == StatusCode::PARTIAL_CONTENT {
             // `bytes S-E/T`
-            let range = headers
+            let range = response
+                .headers()
                 .get(header::CONTENT_RANGE)
                 .and_then(|v| v.to_str().ok())
                 .and_then(parse_content_range);
             match range {
-                Some((s, t)) => (s, t),
+                Some(s) => s,
                 None => {
                     return Err(ClientError::Decode(
                         "a 206 answer without a valid Content-Range".into(),
@@ -639,23 +615,17 @@ impl Client {
                 }
             }
         } else {
-            (0, length)
+            0
         };
-        let etag = headers
-            .get(header::ETAG)
-            .and_then(|v| v.to_str().ok())
-            .map(|v| v.trim_matches('"').to_owned());
         Ok(Download {
             start,
-            total,
-            etag,
             response,
             base: self.base_str(),
         })
     }
 
     /// `POST /workspaces/:id/pending-uploads/:fid/ack`.
-    pub async fn ack(&self, id: &str, file_id: &str) -> Result<()> {
+    pub(crate) async fn ack(&self, id: &str, file_id: &str) -> Result<()> {
         self.send(
             self.request(
                 Method::POST,
@@ -669,7 +639,7 @@ impl Client {
 
     /// `POST /workspaces/:id/chat/uploads`: streams every file from disk in
     /// one multipart request, calling `progress` as bytes go out.
-    pub async fn upload_files(
+    pub(crate) async fn upload_files(
         &self,
         id: &str,
         paths: &[PathBuf],
@@ -714,7 +684,7 @@ impl Client {
     }
 
     /// `GET /admin/pending-uploads/stats`.
-    pub async fn stats(&self) -> Result<UploadStatsView> {
+    pub(crate) async fn stats(&self) -> Result<UploadStatsView> {
         self.json(
             self.request(Method::GET, "admin/pending-uploads/stats")
                 .timeout(REQUEST_TIMEOUT),
@@ -732,7 +702,7 @@ impl Client {
     }
 
     /// `PUT /workspaces/:id/secrets/:KEY` or `PUT /admin/secrets/:KEY`.
-    pub async fn set_secret(
+    pub(crate) async fn set_secret(
         &self,
         workspace: Option<&str>,
         key: &str,
@@ -748,7 +718,7 @@ impl Client {
     }
 
     /// `GET /workspaces/:id/secrets` or `GET /admin/secrets`: keys only.
-    pub async fn list_secrets(&self, workspace: Option<&str>) -> Result<Vec<SecretView>> {
+    pub(crate) async fn list_secrets(&self, workspace: Option<&str>) -> Result<Vec<SecretView>> {
         self.json(
             self.request(Method::GET, &Self::secrets_path(workspace))
                 .timeout(REQUEST_TIMEOUT),
@@ -757,7 +727,7 @@ impl Client {
     }
 
     /// `DELETE /workspaces/:id/secrets/:KEY` or `DELETE /admin/secrets/:KEY`.
-    pub async fn delete_secret(&self, workspace: Option<&str>, key: &str) -> Result<()> {
+    pub(crate) async fn delete_secret(&self, workspace: Option<&str>, key: &str) -> Result<()> {
         let path = format!("{}/{key}", Self::secrets_path(workspace));
         self.send(self.request(Method::DELETE, &path).timeout(REQUEST_TIMEOUT))
             .await
@@ -765,7 +735,7 @@ impl Client {
     }
 
     /// `PUT /plugins/:name` with a `.tar.gz` body.
-    pub async fn publish_plugin(&self, name: &str, tarball: Vec<u8>) -> Result<PluginView> {
+    pub(crate) async fn publish_plugin(&self, name: &str, tarball: Vec<u8>) -> Result<PluginView> {
         self.json(
             self.request(Method::PUT, &format!("plugins/{name}"))
                 .header(header::CONTENT_TYPE, "application/gzip")
@@ -776,7 +746,7 @@ impl Client {
     }
 
     /// `GET /plugins`.
-    pub async fn list_plugins(&self) -> Result<Vec<PluginView>> {
+    pub(crate) async fn list_plugins(&self) -> Result<Vec<PluginView>> {
         self.json(
             self.request(Method::GET, "plugins")
                 .timeout(REQUEST_TIMEOUT),
@@ -786,7 +756,7 @@ impl Client {
 
     /// `POST /workspaces/:to/delegate`, as the workspace `from` names
     /// (`X-Workspace-ID`; `None` or `operator` for the operator itself).
-    pub async fn delegate(
+    pub(crate) async fn delegate(
         &self,
         from: Option<&str>,
         to: &str,
@@ -805,7 +775,7 @@ impl Client {
     }
 
     /// `POST /workspaces/:callee/delegations/:did/status`.
-    pub async fn report_delegation(
+    pub(crate) async fn report_delegation(
         &self,
         callee: &str,
         delegation_id: &str,
@@ -825,7 +795,7 @@ impl Client {
     }
 
     /// `POST /workspaces/:callee/delegations/:did/heartbeat`.
-    pub async fn heartbeat_delegation(
+    pub(crate) async fn heartbeat_delegation(
         &self,
         callee: &str,
         delegation_id: &str,
@@ -841,7 +811,7 @@ impl Client {
     }
 
     /// `GET /admin/delegations?status=&limit=`.
-    pub async fn list_delegations(
+    pub(crate) async fn list_delegations(
         &self,
         status: Option<&str>,
         limit: i64,
@@ -859,7 +829,7 @@ impl Client {
     }
 
     /// `GET /admin/delegations/stats`.
-    pub async fn delegation_stats(&self) -> Result<DelegationStatsView> {
+    pub(crate) async fn delegation_stats(&self) -> Result<DelegationStatsView> {
         self.json(
             self.request(Method::GET, "admin/delegations/stats")
                 .timeout(REQUEST_TIMEOUT),
@@ -870,7 +840,7 @@ impl Client {
 
 /// The text parts of a JSON-RPC `message/send` answer (a Message, or a
 /// Task with a status message or artifacts), joined by newlines.
-pub fn answer_text(answer: &Value) -> String {
+pub(crate) fn answer_text(answer: &Value) -> String {
     fn collect(v: &Value, out: &mut Vec<String>) {
         match v {
             Value::Object(map) => {
@@ -899,24 +869,22 @@ pub fn answer_text(answer: &Value) -> String {
     out.join("\n")
 }
 
-/// Parses `bytes S-E/T` into `(S, Some(T))` (`T` may be `*`).
-fn parse_content_range(raw: &str) -> Option<(u64, Option<u64>)> {
+/// The start `S` of a well-formed `bytes S-E/T` (`T` may be `*`).
+fn parse_content_range(raw: &str) -> Option<u64> {
     let rest = raw.trim().strip_prefix("bytes ")?;
     let (range, total) = rest.split_once('/')?;
     let (start, _end) = range.split_once('-')?;
     let start = start.trim().parse().ok()?;
-    let total = if total.trim() == "*" {
-        None
-    } else {
-        Some(total.trim().parse().ok()?)
-    };
-    Some((start, total))
+    if total.trim() != "*" {
+        total.trim().parse::<u64>().ok()?;
+    }
+    Some(start)
 }
 
 /// A Content-Type for a file part, from its extension. The server
 /// sanitizes whatever it gets; this only spares the agent a useless
 /// `application/octet-stream` for common files.
-pub fn guess_mimetype(path: &Path) -> &'static str {
+pub(crate) fn guess_mimetype(path: &Path) -> &'static str {
     let ext = path
         .extension()
         .and_then(|e| e.to_str())
@@ -969,11 +937,9 @@ mod tests {
 
     #[test]
     fn content_range_is_parsed() {
-        assert_eq!(
-            parse_content_range("bytes 100-199/200"),
-            Some((100, Some(200)))
-        );
-        assert_eq!(parse_content_range("bytes 0-0/*"), Some((0, None)));
+        assert_eq!(parse_content_range("bytes 100-199/200"), Some(100));
+        assert_eq!(parse_content_range("bytes 0-0/*"), Some(0));
+        assert_eq!(parse_content_range("bytes 0-0/x"), None);
         assert_eq!(parse_content_range("items 0-1/2"), None);
     }
 

@@ -14,16 +14,57 @@ use crate::domain::{AuthToken, Tier, UploadLimits};
 use crate::secrets::SecretsKey;
 use crate::serve::ConnLimits;
 
+/// The default of every flag that has one, written once: clap shows and
+/// parses these strings, [`Config::with_defaults`] parses the same ones (a
+/// unit test holds the two equal), and the other commands look for the
+/// server and its data where `serve` puts them by default.
+pub(crate) mod defaults {
+    /// `--listen`.
+    pub(crate) const LISTEN: &str = "127.0.0.1:8080";
+    /// `--server` of the commands that talk to a server: the default
+    /// `--listen` of `serve`.
+    pub(crate) const SERVER_URL: &str = "http://127.0.0.1:8080";
+    /// `--data-dir`.
+    pub(crate) const DATA_DIR: &str = "./molecule-data";
+    /// `--max-file-size`.
+    pub(crate) const MAX_FILE_SIZE: &str = "25MiB";
+    /// `--max-request-size`.
+    pub(crate) const MAX_REQUEST_SIZE: &str = "50MiB";
+    /// `--upload-ttl`.
+    pub(crate) const UPLOAD_TTL: &str = "24h";
+    /// `--ack-retention`.
+    pub(crate) const ACK_RETENTION: &str = "1h";
+    /// `--sweep-interval`.
+    pub(crate) const SWEEP_INTERVAL: &str = "5m";
+    /// `--activity-retention`.
+    pub(crate) const ACTIVITY_RETENTION: &str = "7d";
+    /// `--delegation-stuck-after`.
+    pub(crate) const DELEGATION_STUCK_AFTER: &str = "10m";
+    /// `--max-plugin-size`.
+    pub(crate) const MAX_PLUGIN_SIZE: &str = "100MiB";
+    /// `--header-read-timeout`.
+    pub(crate) const HEADER_READ_TIMEOUT: &str = "30s";
+    /// `--idle-timeout`.
+    pub(crate) const IDLE_TIMEOUT: &str = "2m";
+    /// `--max-connections`.
+    pub(crate) const MAX_CONNECTIONS: &str = "4096";
+    /// `--offline-after`.
+    pub(crate) const OFFLINE_AFTER: &str = "90s";
+}
+
+/// Timeout of calls to push-mode workspaces (not a flag).
+const FORWARD_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// Flags of `molecule serve`.
 #[derive(Debug, Clone, Args)]
 pub struct ServeArgs {
     /// Address to listen on.
-    #[arg(long, env = "MOLECULE_LISTEN", default_value = "127.0.0.1:8080")]
+    #[arg(long, env = "MOLECULE_LISTEN", default_value = defaults::LISTEN)]
     pub listen: SocketAddr,
 
     /// Directory for the embedded defaults: the SQLite file, blobs and the
     /// generated admin token.
-    #[arg(long, env = "MOLECULE_DATA_DIR", default_value = "./molecule-data")]
+    #[arg(long, env = "MOLECULE_DATA_DIR", default_value = defaults::DATA_DIR)]
     pub data_dir: PathBuf,
 
     /// Metadata database: sqlite://PATH or postgres://USER:PASS@HOST/DB.
@@ -48,32 +89,32 @@ pub struct ServeArgs {
     pub public_url: Option<String>,
 
     /// Largest accepted file (at most 25MiB, what workspaces accept).
-    #[arg(long, env = "MOLECULE_MAX_FILE_SIZE", default_value = "25MiB")]
+    #[arg(long, env = "MOLECULE_MAX_FILE_SIZE", default_value = defaults::MAX_FILE_SIZE)]
     pub max_file_size: ByteSize,
 
     /// Largest accepted upload request (sum of its files).
-    #[arg(long, env = "MOLECULE_MAX_REQUEST_SIZE", default_value = "50MiB")]
+    #[arg(long, env = "MOLECULE_MAX_REQUEST_SIZE", default_value = defaults::MAX_REQUEST_SIZE)]
     pub max_request_size: ByteSize,
 
     /// How long a staged file waits for its workspace before it expires.
-    #[arg(long, env = "MOLECULE_UPLOAD_TTL", default_value = "24h", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "MOLECULE_UPLOAD_TTL", default_value = defaults::UPLOAD_TTL, value_parser = humantime::parse_duration)]
     pub upload_ttl: Duration,
 
     /// How long an acked file's row is kept before the sweep deletes it.
-    #[arg(long, env = "MOLECULE_ACK_RETENTION", default_value = "1h", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "MOLECULE_ACK_RETENTION", default_value = defaults::ACK_RETENTION, value_parser = humantime::parse_duration)]
     pub ack_retention: Duration,
 
     /// How often the sweeper runs (it also runs once at start-up).
-    #[arg(long, env = "MOLECULE_SWEEP_INTERVAL", default_value = "5m", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "MOLECULE_SWEEP_INTERVAL", default_value = defaults::SWEEP_INTERVAL, value_parser = humantime::parse_duration)]
     pub sweep_interval: Duration,
 
     /// How long activity rows (the inbox and chat history) are kept.
-    #[arg(long, env = "MOLECULE_ACTIVITY_RETENTION", default_value = "7d", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "MOLECULE_ACTIVITY_RETENTION", default_value = defaults::ACTIVITY_RETENTION, value_parser = humantime::parse_duration)]
     pub activity_retention: Duration,
 
     /// A dispatched or in-progress delegation whose callee has not reported
     /// or heartbeated for this long is marked stuck by the sweeper.
-    #[arg(long, env = "MOLECULE_DELEGATION_STUCK_AFTER", default_value = "10m", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "MOLECULE_DELEGATION_STUCK_AFTER", default_value = defaults::DELEGATION_STUCK_AFTER, value_parser = humantime::parse_duration)]
     pub delegation_stuck_after: Duration,
 
     /// Allow push-mode URLs on loopback, link-local and private networks
@@ -102,32 +143,32 @@ pub struct ServeArgs {
     pub secrets_key: Option<String>,
 
     /// Largest accepted plugin tarball (at most 100MiB).
-    #[arg(long, env = "MOLECULE_MAX_PLUGIN_SIZE", default_value = "100MiB")]
+    #[arg(long, env = "MOLECULE_MAX_PLUGIN_SIZE", default_value = defaults::MAX_PLUGIN_SIZE)]
     pub max_plugin_size: ByteSize,
 
     /// Time a client gets to send a complete request head; slower
     /// connections are closed.
-    #[arg(long, env = "MOLECULE_HEADER_READ_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "MOLECULE_HEADER_READ_TIMEOUT", default_value = defaults::HEADER_READ_TIMEOUT, value_parser = humantime::parse_duration)]
     pub header_read_timeout: Duration,
 
     /// Time a connection may stay open with no request in flight and no
     /// traffic (a parked long poll is in flight).
-    #[arg(long, env = "MOLECULE_IDLE_TIMEOUT", default_value = "2m", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "MOLECULE_IDLE_TIMEOUT", default_value = defaults::IDLE_TIMEOUT, value_parser = humantime::parse_duration)]
     pub idle_timeout: Duration,
 
     /// Connections served at once; more wait in the listen backlog until
     /// one ends. Keep it under the process's file-descriptor limit.
-    #[arg(long, env = "MOLECULE_MAX_CONNECTIONS", default_value = "4096")]
+    #[arg(long, env = "MOLECULE_MAX_CONNECTIONS", default_value = defaults::MAX_CONNECTIONS)]
     pub max_connections: usize,
 
     /// A workspace is online while its last heartbeat is this recent; a
     /// workspace claiming active tasks whose heartbeat stopped this long
     /// ago has them reset to 0 by the sweeper (phantom busy).
-    #[arg(long, env = "MOLECULE_OFFLINE_AFTER", default_value = "90s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "MOLECULE_OFFLINE_AFTER", default_value = defaults::OFFLINE_AFTER, value_parser = humantime::parse_duration)]
     pub offline_after: Duration,
 
     /// Tier (1–4) of a workspace whose create or import request names none.
-    #[arg(long, env = "MOLECULE_DEFAULT_TIER", default_value = "3")]
+    #[arg(long, env = "MOLECULE_DEFAULT_TIER", default_value_t = Tier::DEFAULT)]
     pub default_tier: Tier,
 
     /// Model of a workspace whose request names none, for every runtime
@@ -205,30 +246,51 @@ impl Config {
     /// given admin token (used by tests and embedders).
     pub fn with_defaults(data_dir: &Path, admin_token: AuthToken) -> Self {
         Self {
-            listen: "127.0.0.1:8080".parse().expect("BUG: literal address"),
+            listen: defaults::LISTEN.parse().expect("BUG: the default address"),
             data_dir: data_dir.to_path_buf(),
             database_url: default_database_url(data_dir),
             blob_store: default_blob_store(data_dir),
             admin_token,
             public_url: None,
-            limits: UploadLimits::default(),
-            upload_ttl: Duration::from_secs(24 * 3600),
-            ack_retention: Duration::from_secs(3600),
-            sweep_interval: Duration::from_secs(300),
-            activity_retention: Duration::from_secs(7 * 24 * 3600),
-            delegation_stuck_after: Duration::from_secs(600),
+            limits: UploadLimits {
+                max_file_size: default_bytes(defaults::MAX_FILE_SIZE),
+                max_request_size: default_bytes(defaults::MAX_REQUEST_SIZE),
+            },
+            upload_ttl: default_duration(defaults::UPLOAD_TTL),
+            ack_retention: default_duration(defaults::ACK_RETENTION),
+            sweep_interval: default_duration(defaults::SWEEP_INTERVAL),
+            activity_retention: default_duration(defaults::ACTIVITY_RETENTION),
+            delegation_stuck_after: default_duration(defaults::DELEGATION_STUCK_AFTER),
             allow_private_urls: false,
             metrics_listen: None,
-            forward_timeout: Duration::from_secs(60),
+            forward_timeout: FORWARD_TIMEOUT,
             embeddings: None,
             secrets_key: None,
-            max_plugin_size: HARD_MAX_PLUGIN_SIZE,
-            connections: ConnLimits::default(),
-            offline_after: crate::domain::DEFAULT_OFFLINE_AFTER,
+            max_plugin_size: default_bytes(defaults::MAX_PLUGIN_SIZE),
+            connections: ConnLimits {
+                header_read_timeout: default_duration(defaults::HEADER_READ_TIMEOUT),
+                idle_timeout: default_duration(defaults::IDLE_TIMEOUT),
+                max_connections: defaults::MAX_CONNECTIONS
+                    .parse()
+                    .expect("BUG: the default connection cap"),
+            },
+            offline_after: default_duration(defaults::OFFLINE_AFTER),
             default_tier: Tier::DEFAULT,
             default_model: crate::domain::DEFAULT_UNIVERSAL_MODEL.to_owned(),
         }
     }
+}
+
+/// A default duration; the unit test below parses every one.
+fn default_duration(raw: &str) -> Duration {
+    humantime::parse_duration(raw).expect("BUG: a default duration that does not parse")
+}
+
+/// A default size in bytes; the unit test below parses every one.
+fn default_bytes(raw: &str) -> u64 {
+    raw.parse::<ByteSize>()
+        .expect("BUG: a default size that does not parse")
+        .as_u64()
 }
 
 fn default_database_url(data_dir: &Path) -> String {
@@ -352,7 +414,7 @@ impl ServeArgs {
             delegation_stuck_after: self.delegation_stuck_after,
             allow_private_urls: self.allow_private_urls,
             metrics_listen: self.metrics_listen,
-            forward_timeout: Duration::from_secs(60),
+            forward_timeout: FORWARD_TIMEOUT,
             secrets_key,
             max_plugin_size,
             connections: ConnLimits {
@@ -371,5 +433,90 @@ impl ServeArgs {
             default_tier: self.default_tier,
             default_model: self.default_model.trim().to_owned(),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::{CommandFactory, FromArgMatches, Parser};
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Serve {
+        #[command(flatten)]
+        args: ServeArgs,
+    }
+
+    /// `molecule serve` with no flags, and no environment either: every
+    /// `env` is dropped so that a MOLECULE_* variable of the machine running
+    /// the tests cannot stand in for a default.
+    fn serve_args_without_flags() -> ServeArgs {
+        let matches = Serve::command()
+            .mut_args(|arg| arg.env(None))
+            .try_get_matches_from(["molecule"])
+            .expect("no flag is required");
+        Serve::from_arg_matches(&matches).unwrap().args
+    }
+
+    #[test]
+    fn serve_without_flags_resolves_to_config_with_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let token = AuthToken::generate();
+        let mut args = serve_args_without_flags();
+        assert_eq!(args.data_dir, PathBuf::from(defaults::DATA_DIR));
+        // Where the data lives and the token are given in both, not defaults.
+        args.data_dir = dir.path().to_path_buf();
+        args.admin_token = Some(token.expose().to_owned());
+        let parsed = args.resolve().unwrap();
+        let expected = Config::with_defaults(dir.path(), token);
+
+        // Destructured with no `..`, so that a new field fails to compile
+        // until it is compared here.
+        macro_rules! same {
+            ($($field:ident),*) => {
+                let Config { $($field,)* admin_token, secrets_key } = expected;
+                $(assert_eq!(parsed.$field, $field, stringify!($field));)*
+                // Neither compares with `==`; both are given, or absent, alike.
+                assert_eq!(parsed.admin_token.expose(), admin_token.expose());
+                assert!(parsed.secrets_key.is_none() && secrets_key.is_none());
+            };
+        }
+        same!(
+            listen,
+            data_dir,
+            database_url,
+            blob_store,
+            public_url,
+            limits,
+            upload_ttl,
+            ack_retention,
+            sweep_interval,
+            activity_retention,
+            delegation_stuck_after,
+            allow_private_urls,
+            metrics_listen,
+            forward_timeout,
+            max_plugin_size,
+            connections,
+            embeddings,
+            offline_after,
+            default_tier,
+            default_model
+        );
+    }
+
+    #[test]
+    fn the_default_server_url_is_the_default_listen_address() {
+        assert_eq!(defaults::SERVER_URL, format!("http://{}", defaults::LISTEN));
+    }
+
+    #[test]
+    fn the_default_sizes_are_within_the_hard_limits() {
+        assert_eq!(default_bytes(defaults::MAX_FILE_SIZE), HARD_MAX_FILE_SIZE);
+        assert_eq!(
+            default_bytes(defaults::MAX_PLUGIN_SIZE),
+            HARD_MAX_PLUGIN_SIZE
+        );
     }
 }

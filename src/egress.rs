@@ -16,10 +16,10 @@ use crate::domain::is_internal_ip;
 
 /// Resolves names to their public addresses only.
 #[derive(Debug, Default, Clone, Copy)]
-pub struct PublicOnlyResolver;
+pub(crate) struct PublicOnlyResolver;
 
 /// Keeps the public addresses of a resolution.
-pub fn public_addrs(addrs: impl IntoIterator<Item = SocketAddr>) -> Vec<SocketAddr> {
+pub(crate) fn public_addrs(addrs: impl IntoIterator<Item = SocketAddr>) -> Vec<SocketAddr> {
     addrs
         .into_iter()
         .filter(|a| !is_internal_ip(a.ip()))
@@ -46,7 +46,7 @@ impl Resolve for PublicOnlyResolver {
 
 /// The client for calls to push-mode workspaces. With `allow_private`
 /// (development, tests) names resolve normally.
-pub fn workspace_client(allow_private: bool) -> reqwest::Result<reqwest::Client> {
+pub(crate) fn workspace_client(allow_private: bool) -> reqwest::Result<reqwest::Client> {
     let mut builder = reqwest::Client::builder()
         .connect_timeout(Duration::from_secs(10))
         // A redirect could point anywhere; workspaces answer directly.

@@ -10,7 +10,12 @@ use crate::metrics::Metrics;
 use crate::store::{Activity, Delegation, Transitioned};
 
 /// Announces a new delegation and the callee's inbox row written with it.
-pub async fn announce_created(bus: &Bus, metrics: &Metrics, d: &Delegation, inbox: &Activity) {
+pub(crate) async fn announce_created(
+    bus: &Bus,
+    metrics: &Metrics,
+    d: &Delegation,
+    inbox: &Activity,
+) {
     metrics
         .delegations
         .with_label_values(&[d.status.as_str()])
@@ -32,7 +37,7 @@ pub async fn announce_created(bus: &Bus, metrics: &Metrics, d: &Delegation, inbo
 /// Announces a callee's heartbeat to the live views (the row's
 /// `last_heartbeat_at` moved; its status did not). Not counted, not logged:
 /// heartbeats come every few tens of seconds per delegation in flight.
-pub async fn announce_heartbeat(bus: &Bus, d: &Delegation) {
+pub(crate) async fn announce_heartbeat(bus: &Bus, d: &Delegation) {
     bus.publish(moved(d, Some(d.status))).await;
 }
 
@@ -50,7 +55,7 @@ fn moved(d: &Delegation, from: Option<DelegationStatus>) -> Event {
 
 /// Announces a move (a repeat of the same status is logged and streamed,
 /// since it may have applied a preview, but not counted).
-pub async fn announce_move(bus: &Bus, metrics: &Metrics, t: &Transitioned) {
+pub(crate) async fn announce_move(bus: &Bus, metrics: &Metrics, t: &Transitioned) {
     let d = &t.delegation;
     if t.from == d.status {
         tracing::info!(

@@ -5,25 +5,46 @@
 //! `http`, `sweeper`, `ledger` and `app` (the server), with `secrets` (sealing secret
 //! values) and `plugin_archive` (checking published tarballs); `store` and
 //! `blob` (the two storage seams); `domain` (pure types).
+//!
+//! Where things live:
+//!
+//! - The public modules are what the binary, the integration tests and the
+//!   examples use: [`cli`] (the command line, [`cli::run`]), [`app`] (from a
+//!   [`config::Config`] to a running server), [`config`] (the flags of
+//!   `serve` and their defaults), [`serve`] (the connection loop and its
+//!   limits), [`store`] and [`blob`] (the storage seams, with their contract
+//!   tests in `tests/api/`), [`domain`] (pure types), [`sweeper`], [`events`]
+//!   (the wake-up bus), [`memory`] (recall), [`secrets`], [`metrics`] and
+//!   [`telemetry`].
+//! - Crate-private: `http` (one module per resource, each with its
+//!   `router()`), `client` (the typed HTTP client; it re-exports `http`'s
+//!   wire types under the same names), `connect` (the workspace side),
+//!   `ledger` (what surrounds a delegation move), `egress` (outbound calls
+//!   to push-mode workspaces), `plugin_archive`, `private_fs` (0700/0600
+//!   files) and `signal` (Ctrl-C and SIGTERM).
+
+// Items inside crate-private modules say `pub(crate)`, so that what is
+// really the outside API (used by the binary, tests and examples) shows.
+#![warn(unreachable_pub)]
 
 pub mod app;
 pub mod blob;
 pub mod cli;
-pub mod client;
+pub(crate) mod client;
 pub mod config;
-pub mod connect;
+pub(crate) mod connect;
 pub mod domain;
-pub mod egress;
+pub(crate) mod egress;
 pub mod events;
-pub mod http;
-pub mod ledger;
+pub(crate) mod http;
+pub(crate) mod ledger;
 pub mod memory;
 pub mod metrics;
-pub mod plugin_archive;
-pub mod private_fs;
+pub(crate) mod plugin_archive;
+pub(crate) mod private_fs;
 pub mod secrets;
 pub mod serve;
-pub mod signal;
+pub(crate) mod signal;
 pub mod store;
 pub mod sweeper;
 pub mod telemetry;

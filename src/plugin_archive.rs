@@ -16,7 +16,7 @@ use tar::EntryType;
 
 /// Why an archive is refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ArchiveError {
+pub(crate) enum ArchiveError {
     /// One entry breaks a rule; the sentence names it.
     #[error("archive entry `{entry}` is refused: {reason}")]
     Entry {
@@ -74,7 +74,7 @@ fn check_path(name: &str, path: &Path) -> Result<(), ArchiveError> {
 /// Reads a whole `.tar.gz` from `reader` and checks every entry; on
 /// success reads `reader` to its end (so a feeding channel never blocks)
 /// and returns the number of entries.
-pub fn check_archive<R: Read>(reader: R) -> Result<u64, ArchiveError> {
+pub(crate) fn check_archive<R: Read>(reader: R) -> Result<u64, ArchiveError> {
     let malformed = |e: io::Error| ArchiveError::Malformed(e.to_string());
     let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(reader));
     let mut count = 0u64;
@@ -137,14 +137,14 @@ pub fn check_archive<R: Read>(reader: R) -> Result<u64, ArchiveError> {
 
 /// A blocking [`Read`] over chunks sent from async code: the archive
 /// checker runs on a blocking thread while the request body streams in.
-pub struct ChannelReader {
+pub(crate) struct ChannelReader {
     rx: tokio::sync::mpsc::Receiver<Bytes>,
     current: Bytes,
 }
 
 impl ChannelReader {
     /// Reads what is sent on `rx` until every sender is dropped.
-    pub fn new(rx: tokio::sync::mpsc::Receiver<Bytes>) -> Self {
+    pub(crate) fn new(rx: tokio::sync::mpsc::Receiver<Bytes>) -> Self {
         Self {
             rx,
             current: Bytes::new(),

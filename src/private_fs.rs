@@ -8,12 +8,12 @@ use std::io;
 use std::path::Path;
 
 /// Mode of folders the server creates.
-pub const DIR_MODE: u32 = 0o700;
+pub(crate) const DIR_MODE: u32 = 0o700;
 /// Mode of files the server creates.
-pub const FILE_MODE: u32 = 0o600;
+pub(crate) const FILE_MODE: u32 = 0o600;
 
 /// `create_dir_all`, with every folder it creates made 0700.
-pub fn create_dir_all(path: &Path) -> io::Result<()> {
+pub(crate) fn create_dir_all(path: &Path) -> io::Result<()> {
     let mut builder = std::fs::DirBuilder::new();
     builder.recursive(true);
     #[cfg(unix)]
@@ -25,7 +25,7 @@ pub fn create_dir_all(path: &Path) -> io::Result<()> {
 }
 
 /// The async twin of [`create_dir_all`].
-pub async fn create_dir_all_async(path: &Path) -> io::Result<()> {
+pub(crate) async fn create_dir_all_async(path: &Path) -> io::Result<()> {
     let mut builder = tokio::fs::DirBuilder::new();
     builder.recursive(true);
     #[cfg(unix)]
@@ -35,13 +35,13 @@ pub async fn create_dir_all_async(path: &Path) -> io::Result<()> {
 
 /// Creates `path` (0700) or, if it exists, takes group and world access
 /// away from it: data dirs made by earlier versions were 0755.
-pub fn prepare_data_dir(path: &Path) -> io::Result<()> {
+pub(crate) fn prepare_data_dir(path: &Path) -> io::Result<()> {
     create_dir_all(path)?;
     restrict(path, DIR_MODE)
 }
 
 /// Takes group and world access away from `path` if it has any.
-pub fn restrict(path: &Path, mode: u32) -> io::Result<()> {
+pub(crate) fn restrict(path: &Path, mode: u32) -> io::Result<()> {
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
@@ -57,7 +57,7 @@ pub fn restrict(path: &Path, mode: u32) -> io::Result<()> {
 }
 
 /// Options that create a new file 0600 (for writing).
-pub fn new_file_options() -> tokio::fs::OpenOptions {
+pub(crate) fn new_file_options() -> tokio::fs::OpenOptions {
     let mut options = tokio::fs::OpenOptions::new();
     options.write(true).create(true).truncate(true);
     #[cfg(unix)]
@@ -69,7 +69,7 @@ pub fn new_file_options() -> tokio::fs::OpenOptions {
 /// before SQLite opens it: SQLite creates a missing file with the umask's
 /// mode (0644), and gives its `-wal` and `-shm` files the mode of the
 /// database file. Other URLs, and in-memory databases, are left alone.
-pub fn prepare_sqlite_file(database_url: &str) -> io::Result<()> {
+pub(crate) fn prepare_sqlite_file(database_url: &str) -> io::Result<()> {
     if !database_url.starts_with("sqlite:") || database_url.contains("mode=memory") {
         return Ok(());
     }

@@ -59,16 +59,6 @@ pub struct ConnLimits {
     pub max_connections: usize,
 }
 
-impl Default for ConnLimits {
-    fn default() -> Self {
-        Self {
-            header_read_timeout: Duration::from_secs(30),
-            idle_timeout: Duration::from_secs(120),
-            max_connections: 4096,
-        }
-    }
-}
-
 /// Serves `router` on `listener` until `shutdown`, then lets in-flight
 /// requests finish (up to [`DRAIN`]).
 pub async fn serve(

@@ -2,7 +2,7 @@
 //! `connect`): Ctrl-C and SIGTERM both mean "stop gracefully".
 
 /// Resolves at the next Ctrl-C or SIGTERM.
-pub async fn terminated() {
+pub(crate) async fn terminated() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     let term = async {

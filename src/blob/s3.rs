@@ -51,9 +51,9 @@ const CHUNK: usize = 64 * 1024;
 pub const FILL_BUDGET: usize = 2 * PART_SIZE;
 /// Bytes, server-wide, that parts being sent may hold: two parts (two
 /// parts in flight keep a local S3 server busy; more only held memory).
-pub const SEND_BUDGET: usize = 2 * PART_SIZE;
+const SEND_BUDGET: usize = 2 * PART_SIZE;
 /// Parts of one upload being sent at once.
-pub const PARTS_IN_FLIGHT: usize = 1;
+const PARTS_IN_FLIGHT: usize = 1;
 
 /// Blobs in an S3 bucket, under an optional prefix.
 pub struct S3BlobStore {

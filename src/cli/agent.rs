@@ -13,7 +13,7 @@ use super::operator::{print_json, OperatorArgs};
 /// Whose secret: one workspace's or the global ones.
 #[derive(Debug, Clone, Args)]
 #[group(required = true, multiple = false)]
-pub struct SecretScopeArgs {
+pub(crate) struct SecretScopeArgs {
     /// A secret of this workspace only.
     #[arg(long, value_name = "ID")]
     pub workspace: Option<String>,
@@ -25,7 +25,7 @@ pub struct SecretScopeArgs {
 
 /// `molecule secret …`
 #[derive(Debug, Subcommand)]
-pub enum SecretCommand {
+pub(crate) enum SecretCommand {
     /// Set a secret. The value is read from standard input unless given
     /// (a value on the command line ends up in shell history).
     Set(SecretSetArgs),
@@ -37,7 +37,7 @@ pub enum SecretCommand {
 
 /// `molecule secret set`
 #[derive(Debug, Args)]
-pub struct SecretSetArgs {
+pub(crate) struct SecretSetArgs {
     /// The key: A-Z, 0-9 and _, not starting with a digit.
     pub key: String,
     /// The value; default: read from standard input (one trailing newline
@@ -53,7 +53,7 @@ pub struct SecretSetArgs {
 
 /// `molecule secret list`
 #[derive(Debug, Args)]
-pub struct SecretListArgs {
+pub(crate) struct SecretListArgs {
     /// Workspace or global.
     #[command(flatten)]
     pub scope: SecretScopeArgs,
@@ -64,7 +64,7 @@ pub struct SecretListArgs {
 
 /// `molecule secret rm`
 #[derive(Debug, Args)]
-pub struct SecretRmArgs {
+pub(crate) struct SecretRmArgs {
     /// The key.
     pub key: String,
     /// Workspace or global.
@@ -83,7 +83,7 @@ fn scope_label(workspace: Option<&str>) -> String {
 }
 
 /// Runs a secret command.
-pub async fn secret(cmd: SecretCommand) -> anyhow::Result<()> {
+pub(crate) async fn secret(cmd: SecretCommand) -> anyhow::Result<()> {
     match cmd {
         SecretCommand::Set(args) => {
             let op = &args.op;
@@ -147,7 +147,7 @@ pub async fn secret(cmd: SecretCommand) -> anyhow::Result<()> {
 
 /// `molecule plugin …`
 #[derive(Debug, Subcommand)]
-pub enum PluginCommand {
+pub(crate) enum PluginCommand {
     /// Publish a plugin from a directory (packed as .tar.gz) or a .tar.gz file.
     Push(PluginPushArgs),
     /// List published plugins.
@@ -156,7 +156,7 @@ pub enum PluginCommand {
 
 /// `molecule plugin push`
 #[derive(Debug, Args)]
-pub struct PluginPushArgs {
+pub(crate) struct PluginPushArgs {
     /// The plugin's name: a-z, 0-9, `.`, `_`, `-`.
     pub name: String,
     /// A directory to pack, or a ready .tar.gz file.
@@ -168,7 +168,7 @@ pub struct PluginPushArgs {
 
 /// `molecule plugin list`
 #[derive(Debug, Args)]
-pub struct PluginListArgs {
+pub(crate) struct PluginListArgs {
     /// Server and token.
     #[command(flatten)]
     pub op: OperatorArgs,
@@ -176,7 +176,7 @@ pub struct PluginListArgs {
 
 /// Packs a directory as a `.tar.gz` whose entries are relative to it.
 /// Symbolic links are stored as links (the server checks they stay inside).
-pub fn pack_dir(dir: &Path) -> anyhow::Result<Vec<u8>> {
+pub(crate) fn pack_dir(dir: &Path) -> anyhow::Result<Vec<u8>> {
     let gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
     let mut builder = tar::Builder::new(gz);
     builder.follow_symlinks(false);
@@ -190,7 +190,7 @@ pub fn pack_dir(dir: &Path) -> anyhow::Result<Vec<u8>> {
 }
 
 /// Runs a plugin command.
-pub async fn plugin(cmd: PluginCommand) -> anyhow::Result<()> {
+pub(crate) async fn plugin(cmd: PluginCommand) -> anyhow::Result<()> {
     match cmd {
         PluginCommand::Push(args) => {
             let op = &args.op;

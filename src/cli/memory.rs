@@ -19,9 +19,9 @@ use crate::client::{Client, ClientError};
 
 /// Server and credentials of the memory commands.
 #[derive(Debug, Clone, Args)]
-pub struct MemoryAuth {
+pub(crate) struct MemoryAuth {
     /// The server's URL.
-    #[arg(long, env = "MOLECULE_SERVER", default_value = "http://127.0.0.1:8080")]
+    #[arg(long, env = "MOLECULE_SERVER", default_value = crate::config::defaults::SERVER_URL)]
     pub server: String,
     /// The workspace whose memory to use.
     #[arg(long, env = "MOLECULE_WORKSPACE_ID")]
@@ -39,7 +39,7 @@ pub struct MemoryAuth {
     #[arg(long, env = "MOLECULE_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
     /// Where a local server keeps its generated admin token.
-    #[arg(long, env = "MOLECULE_DATA_DIR", default_value = "./molecule-data")]
+    #[arg(long, env = "MOLECULE_DATA_DIR", default_value = crate::config::defaults::DATA_DIR)]
     pub data_dir: PathBuf,
     /// Print the server's JSON answer instead of a summary.
     #[arg(long)]
@@ -122,7 +122,7 @@ fn print_json<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {
 
 /// `molecule memory …`
 #[derive(Debug, Subcommand)]
-pub enum MemoryCommand {
+pub(crate) enum MemoryCommand {
     /// Recall memories: best first for a query, newest first without one.
     Search(SearchArgs),
     /// Commit a memory.
@@ -133,7 +133,7 @@ pub enum MemoryCommand {
 
 /// `molecule memory search`
 #[derive(Debug, Args)]
-pub struct SearchArgs {
+pub(crate) struct SearchArgs {
     /// Words to recall by.
     pub query: Option<String>,
     /// Only this scope (LOCAL, TEAM, GLOBAL).
@@ -152,7 +152,7 @@ pub struct SearchArgs {
 
 /// `molecule memory commit`
 #[derive(Debug, Args)]
-pub struct CommitArgs {
+pub(crate) struct CommitArgs {
     /// The fact to remember; `-` reads it from stdin.
     pub content: String,
     /// Who may read it: LOCAL, TEAM or GLOBAL.
@@ -168,7 +168,7 @@ pub struct CommitArgs {
 
 /// `molecule memory rm`
 #[derive(Debug, Args)]
-pub struct RmArgs {
+pub(crate) struct RmArgs {
     /// The memory id.
     pub id: String,
     /// Server and credentials.
@@ -178,7 +178,7 @@ pub struct RmArgs {
 
 /// `molecule kv …`
 #[derive(Debug, Subcommand)]
-pub enum KvCommand {
+pub(crate) enum KvCommand {
     /// Show one key, or every key without one.
     Get(KvGetArgs),
     /// Write a key.
@@ -189,7 +189,7 @@ pub enum KvCommand {
 
 /// `molecule kv get`
 #[derive(Debug, Args)]
-pub struct KvGetArgs {
+pub(crate) struct KvGetArgs {
     /// The key; absent: list every key.
     pub key: Option<String>,
     /// Server and credentials.
@@ -199,7 +199,7 @@ pub struct KvGetArgs {
 
 /// `molecule kv set`
 #[derive(Debug, Args)]
-pub struct KvSetArgs {
+pub(crate) struct KvSetArgs {
     /// The key.
     pub key: String,
     /// The value: JSON if it parses as JSON, else a string; `-` reads it
@@ -218,7 +218,7 @@ pub struct KvSetArgs {
 
 /// `molecule kv rm`
 #[derive(Debug, Args)]
-pub struct KvRmArgs {
+pub(crate) struct KvRmArgs {
     /// The key.
     pub key: String,
     /// Server and credentials.
@@ -238,7 +238,7 @@ fn arg_or_stdin(raw: String) -> anyhow::Result<String> {
 }
 
 /// Runs a memory command.
-pub async fn memory(cmd: MemoryCommand) -> anyhow::Result<()> {
+pub(crate) async fn memory(cmd: MemoryCommand) -> anyhow::Result<()> {
     match cmd {
         MemoryCommand::Search(args) => {
             let auth = &args.auth;
@@ -313,7 +313,7 @@ pub async fn memory(cmd: MemoryCommand) -> anyhow::Result<()> {
 }
 
 /// Runs a key/value command.
-pub async fn kv(cmd: KvCommand) -> anyhow::Result<()> {
+pub(crate) async fn kv(cmd: KvCommand) -> anyhow::Result<()> {
     match cmd {
         KvCommand::Get(args) => {
             let auth = &args.auth;

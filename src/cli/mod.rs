@@ -4,9 +4,9 @@
 //! and `agent.rs` (secrets, plugins), and the workspace side in
 //! `crate::connect`. Both of those reach the server only over HTTP.
 
-pub mod agent;
-pub mod memory;
-pub mod operator;
+pub(crate) mod agent;
+pub(crate) mod memory;
+pub(crate) mod operator;
 
 use std::path::PathBuf;
 
@@ -22,12 +22,12 @@ use crate::config::ServeArgs;
 pub struct Cli {
     /// What to do.
     #[command(subcommand)]
-    pub command: Command,
+    pub(crate) command: Command,
 }
 
 /// Every subcommand.
 #[derive(Debug, Subcommand)]
-pub enum Command {
+pub(crate) enum Command {
     /// Run the server.
     Serve(ServeArgs),
     /// Apply database migrations and exit.
@@ -78,7 +78,7 @@ pub enum Command {
 #[derive(Debug, Args)]
 pub struct MigrateArgs {
     /// Data directory (for the default SQLite database).
-    #[arg(long, env = "MOLECULE_DATA_DIR", default_value = "./molecule-data")]
+    #[arg(long, env = "MOLECULE_DATA_DIR", default_value = crate::config::defaults::DATA_DIR)]
     pub data_dir: PathBuf,
     /// Database URL; default sqlite://<data-dir>/molecule.db.
     #[arg(long, env = "DATABASE_URL", hide_env_values = true)]

@@ -18,15 +18,15 @@ use crate::client::{Client, ClientError, NewWorkspace, ProgressFn};
 
 /// Flags every operator command takes.
 #[derive(Debug, Clone, Args)]
-pub struct OperatorArgs {
+pub(crate) struct OperatorArgs {
     /// The server's URL.
-    #[arg(long, env = "MOLECULE_SERVER", default_value = "http://127.0.0.1:8080")]
+    #[arg(long, env = "MOLECULE_SERVER", default_value = crate::config::defaults::SERVER_URL)]
     pub server: String,
     /// The operator's token; default: the contents of <data-dir>/admin-token.
     #[arg(long, env = "MOLECULE_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
     /// Where a local server keeps its generated admin token.
-    #[arg(long, env = "MOLECULE_DATA_DIR", default_value = "./molecule-data")]
+    #[arg(long, env = "MOLECULE_DATA_DIR", default_value = crate::config::defaults::DATA_DIR)]
     pub data_dir: PathBuf,
     /// Print machine-readable JSON instead of a summary.
     #[arg(long)]
@@ -81,7 +81,7 @@ pub(crate) fn print_json<T: Serialize>(value: &T) -> anyhow::Result<()> {
 
 /// Delivery mode of a new workspace.
 #[derive(Debug, Clone, Copy, ValueEnum)]
-pub enum Mode {
+pub(crate) enum Mode {
     /// The server forwards to the workspace's public URL.
     Push,
     /// The workspace long-polls (behind NAT; `molecule connect`).
@@ -90,7 +90,7 @@ pub enum Mode {
 
 /// `molecule workspace …`
 #[derive(Debug, Subcommand)]
-pub enum WorkspaceCommand {
+pub(crate) enum WorkspaceCommand {
     /// Create a workspace and print the `molecule connect` line to paste.
     Create(CreateArgs),
     /// List workspaces.
@@ -111,7 +111,7 @@ pub enum WorkspaceCommand {
 
 /// `molecule workspace delete`
 #[derive(Debug, Args)]
-pub struct DeleteArgs {
+pub(crate) struct DeleteArgs {
     /// The workspace id.
     pub id: String,
     /// Also remove every workspace below it.
@@ -124,7 +124,7 @@ pub struct DeleteArgs {
 
 /// `molecule org …`
 #[derive(Debug, Subcommand)]
-pub enum OrgCommand {
+pub(crate) enum OrgCommand {
     /// Create a team tree from a YAML or JSON template (idempotent: what
     /// exists is skipped).
     Import(ImportArgs),
@@ -132,7 +132,7 @@ pub enum OrgCommand {
 
 /// `molecule org import`
 #[derive(Debug, Args)]
-pub struct ImportArgs {
+pub(crate) struct ImportArgs {
     /// The template file (`.json` is sent as JSON, anything else as YAML).
     pub file: PathBuf,
     /// Show what would be created, without creating anything.
@@ -145,7 +145,7 @@ pub struct ImportArgs {
 
 /// `molecule workspace create`
 #[derive(Debug, Args)]
-pub struct CreateArgs {
+pub(crate) struct CreateArgs {
     /// Display name.
     #[arg(long)]
     pub name: String,
@@ -174,7 +174,7 @@ pub struct CreateArgs {
 
 /// `molecule workspace list`
 #[derive(Debug, Args)]
-pub struct ListArgs {
+pub(crate) struct ListArgs {
     /// Server and token.
     #[command(flatten)]
     pub op: OperatorArgs,
@@ -182,7 +182,7 @@ pub struct ListArgs {
 
 /// A command about one workspace.
 #[derive(Debug, Args)]
-pub struct IdArgs {
+pub(crate) struct IdArgs {
     /// The workspace id.
     pub id: String,
     /// Server and token.
@@ -192,7 +192,7 @@ pub struct IdArgs {
 
 /// `molecule send`
 #[derive(Debug, Args)]
-pub struct SendArgs {
+pub(crate) struct SendArgs {
     /// The workspace id.
     pub id: String,
     /// The message text.
@@ -204,7 +204,7 @@ pub struct SendArgs {
 
 /// `molecule upload`
 #[derive(Debug, Args)]
-pub struct UploadArgs {
+pub(crate) struct UploadArgs {
     /// The workspace id.
     pub id: String,
     /// The files to send.
@@ -217,7 +217,7 @@ pub struct UploadArgs {
 
 /// `molecule delegate`
 #[derive(Debug, Args)]
-pub struct DelegateArgs {
+pub(crate) struct DelegateArgs {
     /// The delegating workspace's id, or `operator`.
     pub from: String,
     /// The workspace asked to do it.
@@ -238,7 +238,7 @@ pub struct DelegateArgs {
 
 /// `molecule delegations`
 #[derive(Debug, Args)]
-pub struct DelegationsArgs {
+pub(crate) struct DelegationsArgs {
     /// Only this status (queued, dispatched, in_progress, completed, failed, stuck).
     #[arg(long)]
     pub status: Option<String>,
@@ -255,14 +255,14 @@ pub struct DelegationsArgs {
 
 /// `molecule status`
 #[derive(Debug, Args)]
-pub struct StatusArgs {
+pub(crate) struct StatusArgs {
     /// Server and token.
     #[command(flatten)]
     pub op: OperatorArgs,
 }
 
 /// Runs a workspace command.
-pub async fn workspace(cmd: WorkspaceCommand) -> anyhow::Result<()> {
+pub(crate) async fn workspace(cmd: WorkspaceCommand) -> anyhow::Result<()> {
     match cmd {
         WorkspaceCommand::Create(args) => {
             let op = &args.op;
@@ -424,11 +424,11 @@ async fn lifecycle(args: IdArgs, verb: &str, done: &str) -> anyhow::Result<()> {
 /// The workspace list drawn as a tree: children under their parent,
 /// siblings oldest first, a workspace whose parent is not in the list
 /// shown as a root.
-pub fn render_tree(list: &[crate::client::Workspace]) -> String {
+pub(crate) fn render_tree(list: &[crate::client::WorkspaceView]) -> String {
     use std::collections::{HashMap, HashSet};
     use std::fmt::Write;
     let ids: HashSet<_> = list.iter().map(|w| w.id).collect();
-    let mut children: HashMap<_, Vec<&crate::client::Workspace>> = HashMap::new();
+    let mut children: HashMap<_, Vec<&crate::client::WorkspaceView>> = HashMap::new();
     let mut roots = Vec::new();
     for w in list {
         match w.parent_id.filter(|p| ids.contains(p)) {
@@ -444,11 +444,11 @@ pub fn render_tree(list: &[crate::client::Workspace]) -> String {
     );
     fn walk(
         out: &mut String,
-        w: &crate::client::Workspace,
+        w: &crate::client::WorkspaceView,
         prefix: &str,
         last: bool,
         root: bool,
-        children: &HashMap<crate::domain::WorkspaceId, Vec<&crate::client::Workspace>>,
+        children: &HashMap<crate::domain::WorkspaceId, Vec<&crate::client::WorkspaceView>>,
     ) {
         let branch = if root {
             ""
@@ -481,7 +481,7 @@ pub fn render_tree(list: &[crate::client::Workspace]) -> String {
 }
 
 /// Runs an org command.
-pub async fn org(cmd: OrgCommand) -> anyhow::Result<()> {
+pub(crate) async fn org(cmd: OrgCommand) -> anyhow::Result<()> {
     match cmd {
         OrgCommand::Import(args) => {
             let op = &args.op;
@@ -507,7 +507,7 @@ pub async fn org(cmd: OrgCommand) -> anyhow::Result<()> {
 
 /// The import answer as a table, then the totals sentence and, for created
 /// workspaces, their tokens (shown this once).
-pub fn render_import(report: &crate::client::ImportReport) -> String {
+pub(crate) fn render_import(report: &crate::client::ImportReport) -> String {
     use std::fmt::Write;
     let mut out = String::new();
     let _ = writeln!(
@@ -551,7 +551,7 @@ pub fn render_import(report: &crate::client::ImportReport) -> String {
 }
 
 /// Runs `send`.
-pub async fn send(args: SendArgs) -> anyhow::Result<()> {
+pub(crate) async fn send(args: SendArgs) -> anyhow::Result<()> {
     let op = &args.op;
     let answer = op
         .client()?
@@ -580,7 +580,7 @@ pub async fn send(args: SendArgs) -> anyhow::Result<()> {
 }
 
 /// Runs `upload`.
-pub async fn upload(args: UploadArgs) -> anyhow::Result<()> {
+pub(crate) async fn upload(args: UploadArgs) -> anyhow::Result<()> {
     let op = &args.op;
     let client = op.client()?;
     let mut sizes = Vec::with_capacity(args.files.len());
@@ -640,7 +640,7 @@ pub async fn upload(args: UploadArgs) -> anyhow::Result<()> {
 }
 
 /// Runs `status`.
-pub async fn status(args: StatusArgs) -> anyhow::Result<()> {
+pub(crate) async fn status(args: StatusArgs) -> anyhow::Result<()> {
     let op = &args.op;
     let stats = op.client()?.stats().await.map_err(|e| op.explain(e))?;
     if op.json {
@@ -659,7 +659,7 @@ pub async fn status(args: StatusArgs) -> anyhow::Result<()> {
 }
 
 /// Runs `delegate`: the operator hands a task to `to` on behalf of `from`.
-pub async fn delegate(args: DelegateArgs) -> anyhow::Result<()> {
+pub(crate) async fn delegate(args: DelegateArgs) -> anyhow::Result<()> {
     let op = &args.op;
     let deadline_s = args.deadline.map(|d| d.as_secs().max(1) as i64);
     let created = op
@@ -691,7 +691,7 @@ pub async fn delegate(args: DelegateArgs) -> anyhow::Result<()> {
 }
 
 /// Runs `delegations`: the ledger, newest first, or its figures.
-pub async fn delegations(args: DelegationsArgs) -> anyhow::Result<()> {
+pub(crate) async fn delegations(args: DelegationsArgs) -> anyhow::Result<()> {
     let op = &args.op;
     let client = op.client()?;
     if args.stats {

@@ -16,7 +16,7 @@ const CAP: Duration = Duration::from_secs(10);
 
 /// The state of one retry loop.
 #[derive(Debug)]
-pub struct Backoff {
+pub(super) struct Backoff {
     attempt: u32,
     base: Duration,
     cap: Duration,
@@ -30,12 +30,12 @@ impl Default for Backoff {
 
 impl Backoff {
     /// A fresh loop: the next delay is the shortest.
-    pub fn new() -> Self {
+    pub(super) fn new() -> Self {
         Self::default()
     }
 
     /// A fresh loop whose delays start at `base` and double up to `cap`.
-    pub fn with_limits(base: Duration, cap: Duration) -> Self {
+    pub(super) fn with_limits(base: Duration, cap: Duration) -> Self {
         Self {
             attempt: 0,
             base,
@@ -44,18 +44,18 @@ impl Backoff {
     }
 
     /// Whether the last call failed (a retry is under way).
-    pub fn is_retrying(&self) -> bool {
+    pub(super) fn is_retrying(&self) -> bool {
         self.attempt > 0
     }
 
     /// Back to the shortest delay, after a success.
-    pub fn reset(&mut self) {
+    pub(super) fn reset(&mut self) {
         self.attempt = 0;
     }
 
     /// The next delay: `BASE * 2^attempt`, capped, with its lower half
     /// replaced by jitter.
-    pub fn next_delay(&mut self) -> Duration {
+    pub(super) fn next_delay(&mut self) -> Duration {
         let exp = self
             .base
             .saturating_mul(1u32 << self.attempt.min(16))
@@ -66,7 +66,7 @@ impl Backoff {
     }
 
     /// Sleeps for the next delay; `false` when `stop` fired first.
-    pub async fn wait(&mut self, stop: &CancellationToken) -> bool {
+    pub(super) async fn wait(&mut self, stop: &CancellationToken) -> bool {
         let delay = self.next_delay();
         tokio::select! {
             _ = stop.cancelled() => false,

@@ -31,7 +31,7 @@ struct Saved {
 
 /// Which rows are handled, and the cursor that follows from it.
 #[derive(Debug)]
-pub struct Progress {
+pub(super) struct Progress {
     /// Every row up to and including this id is handled.
     cursor: i64,
     /// Rows after the cursor, in id order, with whether each is handled.
@@ -54,13 +54,13 @@ impl Progress {
     }
 
     /// Every row up to this id is handled: poll with `since_id` = this.
-    pub fn cursor(&self) -> i64 {
+    pub(super) fn cursor(&self) -> i64 {
         self.cursor
     }
 
     /// Records that row `id` was seen; `true` when it is to be handled,
     /// `false` when an earlier run already handled it.
-    pub fn begin(&mut self, id: i64) -> bool {
+    pub(super) fn begin(&mut self, id: i64) -> bool {
         if id <= self.cursor || self.rows.iter().any(|(r, _)| *r == id) {
             return false;
         }
@@ -71,7 +71,7 @@ impl Progress {
     }
 
     /// Records that row `id` is handled.
-    pub fn finish(&mut self, id: i64) {
+    pub(super) fn finish(&mut self, id: i64) {
         if let Some(row) = self.rows.iter_mut().find(|(r, _)| *r == id) {
             row.1 = true;
         }
@@ -79,7 +79,7 @@ impl Progress {
     }
 
     /// The server dropped rows before `to` (410): start over from there.
-    pub fn reset(&mut self, to: i64) {
+    pub(super) fn reset(&mut self, to: i64) {
         self.cursor = to.max(0);
         self.rows.retain(|(id, _)| *id > to);
         self.done_earlier.retain(|id| *id > to);
@@ -117,7 +117,7 @@ impl Progress {
 
 /// The progress of this run, shared by its tasks, and its file.
 #[derive(Debug)]
-pub struct Cursor {
+pub(super) struct Cursor {
     path: PathBuf,
     /// Held only for in-memory bookkeeping, never across I/O or an `.await`.
     progress: Mutex<Progress>,
@@ -128,7 +128,7 @@ pub struct Cursor {
 impl Cursor {
     /// Loads the cursor file at `path` (a missing file means "from the
     /// start"). A bare integer is accepted too, for hand edits.
-    pub async fn load(path: PathBuf) -> anyhow::Result<Self> {
+    pub(super) async fn load(path: PathBuf) -> anyhow::Result<Self> {
         let read = path.clone();
         let saved = tokio::task::spawn_blocking(move || read_saved(&read))
             .await
@@ -145,18 +145,18 @@ impl Cursor {
     }
 
     /// Every row up to this id is handled.
-    pub fn position(&self) -> i64 {
+    pub(super) fn position(&self) -> i64 {
         self.progress().cursor()
     }
 
     /// Records that row `id` was seen; `false` when an earlier run handled
     /// it. Nothing to persist: the file already says so.
-    pub fn begin(&self, id: i64) -> bool {
+    pub(super) fn begin(&self, id: i64) -> bool {
         self.progress().begin(id)
     }
 
     /// Records that row `id` is handled; returns once that is durable.
-    pub async fn finish(&self, id: i64) -> anyhow::Result<()> {
+    pub(super) async fn finish(&self, id: i64) -> anyhow::Result<()> {
         let version = {
             let mut progress = self.progress();
             progress.finish(id);
@@ -166,7 +166,7 @@ impl Cursor {
     }
 
     /// Starts over from `to` (410); returns once that is durable.
-    pub async fn reset(&self, to: i64) -> anyhow::Result<()> {
+    pub(super) async fn reset(&self, to: i64) -> anyhow::Result<()> {
         let version = {
             let mut progress = self.progress();
             progress.reset(to);
@@ -176,7 +176,7 @@ impl Cursor {
     }
 
     /// Writes the current state, whatever was written before.
-    pub async fn flush(&self) -> anyhow::Result<()> {
+    pub(super) async fn flush(&self) -> anyhow::Result<()> {
         self.persist(u64::MAX).await
     }
 
@@ -217,7 +217,7 @@ fn read_saved(path: &Path) -> anyhow::Result<Saved> {
 
 /// Replaces `path` with `bytes` so that a crash leaves either the old or
 /// the new content, never a mix. Blocking.
-pub fn write_atomically(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+pub(super) fn write_atomically(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     let tmp = path.with_extension("tmp");
     let mut file = std::fs::File::create(&tmp)
         .with_context(|| format!("failed to create {}", tmp.display()))?;

@@ -22,7 +22,7 @@ use crate::domain::{FileId, Filename};
 
 /// The `data` (or `request_body`) of a `chat_upload_receive` row.
 #[derive(Debug, Clone, Deserialize)]
-pub struct UploadRow {
+pub(super) struct UploadRow {
     /// The staged file's id.
     pub file_id: String,
     /// Its name as the server sanitized it (sanitized again here).
@@ -42,7 +42,7 @@ pub struct UploadRow {
 impl UploadRow {
     /// The file a `chat_upload_receive` row announces (in its `data`, or
     /// in its `request_body` for older rows).
-    pub fn from_row(row: &ActivityView) -> Result<Self, String> {
+    pub(super) fn from_row(row: &ActivityView) -> Result<Self, String> {
         let described = row
             .data
             .clone()
@@ -55,7 +55,7 @@ impl UploadRow {
     }
 
     /// A file of the server's list of unacked files.
-    pub fn from_pending(workspace: &str, file: PendingUploadView) -> Self {
+    pub(super) fn from_pending(workspace: &str, file: PendingUploadView) -> Self {
         Self {
             uri: Some(format!("platform-pending:{workspace}/{}", file.file_id)),
             file_id: file.file_id.to_string(),
@@ -69,7 +69,7 @@ impl UploadRow {
 
 /// How the delivery of one file ended.
 #[derive(Debug, Clone)]
-pub enum Outcome {
+pub(super) enum Outcome {
     /// On disk at this path and acknowledged.
     Delivered(PathBuf),
     /// On disk, but the ack did not reach the server (stopping, or the
@@ -93,13 +93,13 @@ const MAX_MISMATCHES: u32 = 3;
 const MAX_ERRORS: u32 = 5;
 
 /// The local name of a file: `<file_id>-<sanitized filename>`.
-pub fn local_name(file_id: &FileId, filename: &str) -> String {
+pub(super) fn local_name(file_id: &FileId, filename: &str) -> String {
     format!("{file_id}-{}", Filename::sanitize(filename).as_str())
 }
 
 /// Delivers one file; never panics, never returns before the file is
 /// settled one way or another.
-pub async fn deliver(ctx: &Ctx, row: &UploadRow) -> Outcome {
+pub(super) async fn deliver(ctx: &Ctx, row: &UploadRow) -> Outcome {
     let file_id = match FileId::from_str(&row.file_id) {
         Ok(id) => id,
         Err(e) => return Outcome::Invalid(format!("invalid file id {:?}: {e}", row.file_id)),
@@ -373,7 +373,7 @@ async fn ack(ctx: &Ctx, fid: &str, path: PathBuf) -> Outcome {
 }
 
 /// Length and hex SHA-256 of a file (of its first `limit` bytes if given).
-pub async fn hash_file(path: &Path, limit: Option<u64>) -> anyhow::Result<(u64, String)> {
+pub(super) async fn hash_file(path: &Path, limit: Option<u64>) -> anyhow::Result<(u64, String)> {
     let path = path.to_owned();
     tokio::task::spawn_blocking(move || -> anyhow::Result<(u64, String)> {
         use std::io::Read;

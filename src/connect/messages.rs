@@ -20,7 +20,7 @@ use crate::client::{answer_text, ActivityView, ClientError};
 
 /// How messages reach the agent.
 #[derive(Debug, Clone)]
-pub enum Handoff {
+pub(super) enum Handoff {
     /// One JSON line per message on stdout.
     Stdout,
     /// `sh -c CMD` per message: the message JSON on stdin, stdout is the reply.
@@ -38,7 +38,11 @@ const FORWARD_TIMEOUT: Duration = Duration::from_secs(300);
 /// Handles messages one at a time until the channel closes or a stop is
 /// requested (the message in hand is finished; the rest are left to the
 /// next run, since the cursor has not passed them).
-pub async fn run(ctx: Arc<Ctx>, handoff: Handoff, mut rx: mpsc::UnboundedReceiver<ActivityView>) {
+pub(super) async fn run(
+    ctx: Arc<Ctx>,
+    handoff: Handoff,
+    mut rx: mpsc::UnboundedReceiver<ActivityView>,
+) {
     let http = reqwest::Client::new();
     while let Some(row) = rx.recv().await {
         if ctx.stop.is_cancelled() {

@@ -47,9 +47,9 @@ use messages::Handoff;
 /// Flags of `molecule connect`.
 #[derive(Debug, Args)]
 #[command(group(clap::ArgGroup::new("auth").required(true).args(["token", "token_file"])))]
-pub struct ConnectArgs {
+pub(crate) struct ConnectArgs {
     /// The server's URL.
-    #[arg(long, env = "MOLECULE_SERVER", default_value = "http://127.0.0.1:8080")]
+    #[arg(long, env = "MOLECULE_SERVER", default_value = crate::config::defaults::SERVER_URL)]
     pub server: String,
     /// This workspace's id.
     #[arg(long, env = "MOLECULE_WORKSPACE_ID")]
@@ -232,7 +232,7 @@ impl Ctx {
 
 /// Runs the workspace side until stopped (exit 0) or until the token is
 /// refused (an error).
-pub async fn run(args: ConnectArgs) -> anyhow::Result<()> {
+pub(crate) async fn run(args: ConnectArgs) -> anyhow::Result<()> {
     let workspace = WorkspaceId::from_str(args.workspace.trim())
         .map_err(|e| {
             anyhow::anyhow!(

@@ -7,9 +7,9 @@ use std::fmt;
 use serde::Serialize;
 
 /// Longest sanitized name, in characters.
-pub const MAX_LEN: usize = 100;
+pub(super) const MAX_LEN: usize = 100;
 /// Longest extension (with its dot) kept when a long name is cut.
-pub const MAX_EXT_LEN: usize = 16;
+pub(super) const MAX_EXT_LEN: usize = 16;
 
 /// A file name that is safe to use as the last component of a path on any
 /// platform: only `[A-Za-z0-9._-]`, at most 100 characters, never empty,

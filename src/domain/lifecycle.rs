@@ -50,10 +50,6 @@ impl fmt::Display for WorkspaceStatus {
     }
 }
 
-/// How long a workspace stays online after its last heartbeat, unless
-/// configured otherwise (`--offline-after`).
-pub const DEFAULT_OFFLINE_AFTER: Duration = Duration::from_secs(90);
-
 /// What the status of a workspace is decided from.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Liveness {
@@ -310,7 +306,7 @@ mod tests {
     #[test]
     fn status_follows_the_heartbeat_window_and_precedence() {
         let now = DateTime::from_timestamp(1_000, 0).unwrap();
-        let w = DEFAULT_OFFLINE_AFTER;
+        let w = std::time::Duration::from_secs(90);
         assert_eq!(live(None).status(now, w), WorkspaceStatus::Offline);
         assert_eq!(live(Some(910)).status(now, w), WorkspaceStatus::Online);
         assert_eq!(live(Some(909)).status(now, w), WorkspaceStatus::Offline);

@@ -7,7 +7,7 @@ use std::fmt;
 use serde::Serialize;
 
 /// The type given to anything that is not a clean `type/subtype`.
-pub const OCTET_STREAM: &str = "application/octet-stream";
+pub(super) const OCTET_STREAM: &str = "application/octet-stream";
 
 /// A lowercase `type/subtype` of RFC 9110 token characters.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]

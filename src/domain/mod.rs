@@ -30,8 +30,8 @@ pub use filename::Filename;
 pub use ids::{DelegationId, FileId, IdError, MemoryId, WorkspaceId};
 pub use lifecycle::{
     default_model, resolve_model, resolve_runtime, HeartbeatError, HeartbeatReport, Liveness,
-    NameError, Tier, TierError, WorkspaceStatus, CLAUDE_CODE, DEFAULT_OFFLINE_AFTER,
-    DEFAULT_RUNTIME, DEFAULT_UNIVERSAL_MODEL,
+    NameError, Tier, TierError, WorkspaceStatus, CLAUDE_CODE, DEFAULT_RUNTIME,
+    DEFAULT_UNIVERSAL_MODEL,
 };
 pub use mimetype::Mimetype;
 pub use mode::{DeliveryMode, ModeError};
@@ -59,15 +59,6 @@ pub struct UploadLimits {
     pub max_file_size: u64,
     /// Largest accepted sum of file sizes in one request, in bytes.
     pub max_request_size: u64,
-}
-
-impl Default for UploadLimits {
-    fn default() -> Self {
-        Self {
-            max_file_size: 25 * 1024 * 1024,
-            max_request_size: 50 * 1024 * 1024,
-        }
-    }
 }
 
 /// The URI under which a staged file is announced to a poll-mode workspace.

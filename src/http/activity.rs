@@ -18,6 +18,7 @@ use tokio::sync::broadcast::error::RecvError;
 
 use super::auth::{check_named_caller, require_reach, Principal, Session};
 use super::extract::{Query, WorkspacePath};
+use super::workspaces::{live_workspace, require_known_workspace};
 use super::{AppState, Error, ErrorBody, Json, Result};
 use crate::domain::team::Caller;
 use crate::domain::{self, DeliveryMode, WorkspaceId};
@@ -25,13 +26,13 @@ use crate::events::Event;
 use crate::store::{Activity, ActivityPage, ActivityQuery, NewActivity};
 
 /// Longest accepted `wait`, in seconds.
-pub const MAX_WAIT_SECS: u64 = 60;
+pub(crate) const MAX_WAIT_SECS: u64 = 60;
 /// Largest accepted `limit`.
-pub const MAX_LIMIT: i64 = 500;
+pub(super) const MAX_LIMIT: i64 = 500;
 
 /// An activity row as the API shows it.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
-pub struct ActivityView {
+pub(crate) struct ActivityView {
     /// The poll cursor.
     pub id: i64,
     /// Owner.
@@ -82,27 +83,6 @@ impl From<Activity> for ActivityView {
             data: a.row.data,
         }
     }
-}
-
-/// A live workspace: messages and reports to a removed one are refused.
-async fn require_workspace(state: &AppState, id: WorkspaceId) -> Result<crate::store::Workspace> {
-    state
-        .store
-        .get_workspace(id)
-        .await?
-        .filter(crate::store::Workspace::is_live)
-        .ok_or_else(Error::workspace_not_found)
-}
-
-/// A workspace, removed ones included: its history stays readable until
-/// the sweeper purges it.
-async fn require_known_workspace(state: &AppState, id: WorkspaceId) -> Result<()> {
-    state
-        .store
-        .get_workspace(id)
-        .await?
-        .map(|_| ())
-        .ok_or_else(Error::workspace_not_found)
 }
 
 /// Inserts an activity row and wakes whoever waits for it (long polls,
@@ -235,7 +215,7 @@ fn part_texts(parts: &[Value]) -> Result<Vec<String>> {
 
 /// `{queued, activity_id}`: a message queued for a poll-mode workspace.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct Queued {
+pub(super) struct Queued {
     /// Always true.
     pub queued: bool,
     /// The inbox row.
@@ -255,7 +235,7 @@ pub struct Queued {
     responses((status = 200, description = "push: the workspace's JSON-RPC answer", body = Object),
         (status = 202, body = Queued), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
         (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 502, body = ErrorBody)))]
-pub async fn send_a2a_message(
+pub(super) async fn send_a2a_message(
     State(state): State<AppState>,
     principal: Principal,
     WorkspacePath(id): WorkspacePath,
@@ -265,9 +245,9 @@ pub async fn send_a2a_message(
     // A peer call: the caller is the token's workspace, which may also name
     // itself in a header; the target must be within its reach.
     let source = sending_peer(principal, &headers)?;
-    let workspace = require_workspace(&state, id).await?;
+    let workspace = live_workspace(&state, id).await?;
     if let Some(own) = source {
-        let caller = require_workspace(&state, own).await?;
+        let caller = live_workspace(&state, own).await?;
         require_reach(Caller::Workspace(caller.node()), workspace.node())?;
     }
     let msg = normalize_message_send(body)?;
@@ -382,7 +362,7 @@ async fn queue_message(
 
 /// `/notify` body: the agent's message to the canvas user.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
-pub struct Notify {
+pub(super) struct Notify {
     /// The text.
     pub message: String,
     /// Files the agent attaches (`{uri, name, mimeType, size}`).
@@ -393,7 +373,7 @@ pub struct Notify {
 
 /// `{status, activity_id}`.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct Stored {
+pub(super) struct Stored {
     /// Always `ok`.
     pub status: &'static str,
     /// The row written.
@@ -406,13 +386,13 @@ pub struct Stored {
     request_body = Notify,
     responses((status = 200, body = Stored), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
         (status = 403, body = ErrorBody)))]
-pub async fn notify_operator(
+pub(super) async fn notify_operator(
     State(state): State<AppState>,
     principal: Principal,
     WorkspacePath(id): WorkspacePath,
     Json(body): Json<Notify>,
 ) -> Result<Json<Stored>> {
-    principal.require_workspace(id)?;
+    principal.require_workspace_itself(id)?;
     if body
         .attachments
         .iter()
@@ -442,7 +422,7 @@ pub async fn notify_operator(
 
 /// An activity row reported by the agent.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
-pub struct NewActivityReport {
+pub(super) struct NewActivityReport {
     /// Type (1–100 characters).
     pub activity_type: String,
     /// Discriminator.
@@ -467,7 +447,7 @@ pub struct NewActivityReport {
 
 /// `{id}` of a created row.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct CreatedId {
+pub(super) struct CreatedId {
     /// The new row's id.
     pub id: i64,
 }
@@ -478,13 +458,13 @@ pub struct CreatedId {
     request_body = NewActivityReport,
     responses((status = 201, body = CreatedId), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
         (status = 403, body = ErrorBody)))]
-pub async fn report_activity(
+pub(super) async fn report_activity(
     State(state): State<AppState>,
     principal: Principal,
     WorkspacePath(id): WorkspacePath,
     Json(body): Json<NewActivityReport>,
 ) -> Result<(StatusCode, Json<CreatedId>)> {
-    principal.require_workspace(id)?;
+    principal.require_workspace_itself(id)?;
     let ty = body.activity_type.trim();
     if ty.is_empty() || ty.chars().count() > 100 {
         return Err(Error::BadRequest(
@@ -509,7 +489,7 @@ pub async fn report_activity(
 
 /// Query of `GET /workspaces/:id/activity`.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
-pub struct ActivityParams {
+pub(super) struct ActivityParams {
     /// Only rows of this type.
     #[serde(rename = "type")]
     #[param(rename = "type")]
@@ -615,7 +595,7 @@ async fn read_page(
 async fn still_allowed(state: &AppState, session: &mut Session, id: WorkspaceId) -> Result<()> {
     if session.may_be_revoked(state) {
         session.recheck(state).await?;
-        require_workspace(state, id).await?;
+        live_workspace(state, id).await?;
     }
     Ok(())
 }
@@ -627,7 +607,7 @@ async fn still_allowed(state: &AppState, session: &mut Session, id: WorkspaceId)
     params(("id" = String, Path, description = "workspace id"), ActivityParams),
     responses((status = 200, body = [ActivityView]), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
         (status = 404, body = ErrorBody), (status = 410, body = ErrorBody)))]
-pub async fn list_activity(
+pub(super) async fn list_activity(
     State(state): State<AppState>,
     mut session: Session,
     WorkspacePath(id): WorkspacePath,
@@ -683,7 +663,7 @@ async fn mark_picked_up(
 
 /// Query of the SSE stream.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
-pub struct EventParams {
+pub(super) struct EventParams {
     /// Also replay activity rows after this id before following live.
     pub since_id: Option<i64>,
 }
@@ -800,7 +780,7 @@ impl SseCursor {
     params(("id" = String, Path, description = "workspace id"), EventParams),
     responses((status = 200, description = "text/event-stream"), (status = 400, body = ErrorBody),
         (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
-pub async fn stream_events(
+pub(super) async fn stream_events(
     State(state): State<AppState>,
     session: Session,
     WorkspacePath(id): WorkspacePath,

@@ -13,7 +13,7 @@ use crate::domain::{AuthToken, TokenHash, WorkspaceId};
 
 /// The authenticated caller.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Principal {
+pub(crate) enum Principal {
     /// Holder of the admin token: may do everything.
     Operator,
     /// Holder of a live token of this workspace.
@@ -22,7 +22,7 @@ pub enum Principal {
 
 impl Principal {
     /// 403 unless the operator.
-    pub fn require_operator(&self) -> Result<()> {
+    pub(crate) fn require_operator(&self) -> Result<()> {
         match self {
             Principal::Operator => Ok(()),
             Principal::Workspace(_) => Err(Error::Forbidden),
@@ -32,7 +32,7 @@ impl Principal {
     /// The operator, or the workspace itself. A token of another workspace
     /// gets the same 401 as an unknown token: it may not even learn that
     /// the path exists.
-    pub fn require_access(&self, id: WorkspaceId) -> Result<()> {
+    pub(crate) fn require_access(&self, id: WorkspaceId) -> Result<()> {
         match self {
             Principal::Operator => Ok(()),
             Principal::Workspace(own) if *own == id => Ok(()),
@@ -40,8 +40,9 @@ impl Principal {
         }
     }
 
-    /// Only the workspace itself (the operator may not act as it).
-    pub fn require_workspace(&self, id: WorkspaceId) -> Result<()> {
+    /// Only the workspace itself (the operator may not act as it), unlike
+    /// [`Principal::require_access`].
+    pub(crate) fn require_workspace_itself(&self, id: WorkspaceId) -> Result<()> {
         match self {
             Principal::Workspace(own) if *own == id => Ok(()),
             Principal::Workspace(_) => Err(Error::Unauthorized),
@@ -89,7 +90,7 @@ impl FromRequestParts<AppState> for Principal {
 /// polls, event streams): they must notice when that token is revoked
 /// while they wait, and answer 401 instead of the next row.
 #[derive(Debug, Clone, Copy)]
-pub struct Session {
+pub(super) struct Session {
     /// Who the token belonged to when the request arrived.
     pub principal: Principal,
     token: TokenHash,
@@ -100,13 +101,13 @@ pub struct Session {
 impl Session {
     /// True when a revocation may have happened since the token was last
     /// checked (in this process or, through the bus, another replica).
-    pub fn may_be_revoked(&self, state: &AppState) -> bool {
+    pub(super) fn may_be_revoked(&self, state: &AppState) -> bool {
         state.bus.revocations_seen() != self.revocations_seen
     }
 
     /// Checks the token again: 401 once it no longer belongs to the same
     /// workspace. The admin token cannot be revoked while serving.
-    pub async fn recheck(&mut self, state: &AppState) -> Result<()> {
+    pub(super) async fn recheck(&mut self, state: &AppState) -> Result<()> {
         let seen = state.bus.revocations_seen();
         if let Principal::Workspace(id) = self.principal {
             if state.store.workspace_for_token(self.token).await? != Some(id) {
@@ -138,7 +139,7 @@ impl FromRequestParts<AppState> for Session {
 /// A caller that may be anonymous (only `/registry/register` allows it):
 /// no `Authorization` header is `None`; a header with a bad token is 401.
 #[derive(Debug, Clone, Copy)]
-pub struct MaybePrincipal(pub Option<Principal>);
+pub(super) struct MaybePrincipal(pub Option<Principal>);
 
 impl FromRequestParts<AppState> for MaybePrincipal {
     type Rejection = Error;
@@ -155,12 +156,12 @@ impl FromRequestParts<AppState> for MaybePrincipal {
 
 /// The headers in which a calling workspace names itself: Molecule's SDK
 /// sends `X-Workspace-ID`, molecule's own clients `X-Source-Workspace-Id`.
-pub const CALLER_HEADERS: [&str; 2] = ["x-workspace-id", "x-source-workspace-id"];
+pub(super) const CALLER_HEADERS: [&str; 2] = ["x-workspace-id", "x-source-workspace-id"];
 
 /// Checks that every caller header present names the token's own
 /// workspace: a token of A claiming to be B is 401, like a bad token.
 /// Naming no header at all is fine: the token already says who calls.
-pub fn check_named_caller(headers: &HeaderMap, own: WorkspaceId) -> Result<()> {
+pub(super) fn check_named_caller(headers: &HeaderMap, own: WorkspaceId) -> Result<()> {
     for name in CALLER_HEADERS {
         for value in headers.get_all(name) {
             let named = value
@@ -176,7 +177,7 @@ pub fn check_named_caller(headers: &HeaderMap, own: WorkspaceId) -> Result<()> {
 }
 
 /// 403 naming the communication rule unless `from` may reach `to`.
-pub fn require_reach(from: Caller, to: Node) -> Result<()> {
+pub(super) fn require_reach(from: Caller, to: Node) -> Result<()> {
     if team::may_reach(from, to) {
         Ok(())
     } else {

@@ -27,7 +27,7 @@ use super::AppState;
 /// Only this origin; no inline script or style, no plugins, no framing.
 /// `connect-src 'self'` covers the API calls and the event stream; `blob:`
 /// images allow previews of files the page itself downloaded.
-pub const CONTENT_SECURITY_POLICY_VALUE: &str =
+pub(super) const CONTENT_SECURITY_POLICY_VALUE: &str =
     "default-src 'none'; script-src 'self'; style-src 'self'; \
      img-src 'self' blob: data:; connect-src 'self'; font-src 'self'; manifest-src 'self'; \
      base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
@@ -107,7 +107,7 @@ struct Served {
 }
 
 /// The canvas routes: `/` and `/assets/…`, GET (and HEAD) only, no auth.
-pub fn router() -> Router<AppState> {
+pub(super) fn router() -> Router<AppState> {
     ASSETS.iter().fold(Router::new(), |router, asset| {
         // The ETag is the content hash, computed once here rather than per
         // request; it changes exactly when a new binary ships a new file.

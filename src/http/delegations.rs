@@ -34,16 +34,16 @@ use crate::store::{
 };
 
 /// Longest accepted task, in bytes.
-pub const MAX_TASK_BYTES: usize = 64 * 1024;
+pub(super) const MAX_TASK_BYTES: usize = 64 * 1024;
 /// Longest accepted `deadline_s`: the activity retention's default, past
 /// which the inbox row announcing the task would be gone anyway.
-pub const MAX_DEADLINE_S: i64 = 7 * 24 * 3600;
+pub(super) const MAX_DEADLINE_S: i64 = 7 * 24 * 3600;
 /// Largest accepted `limit` of a listing.
-pub const MAX_LIMIT: i64 = 500;
+pub(super) const MAX_LIMIT: i64 = 500;
 
 /// A ledger row as the API shows it.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
-pub struct DelegationView {
+pub(crate) struct DelegationView {
     /// Its id.
     #[schema(value_type = String, format = Uuid)]
     pub id: DelegationId,
@@ -99,7 +99,7 @@ impl From<Delegation> for DelegationView {
 
 /// Body of `POST /workspaces/:target/delegate`.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
-pub struct NewDelegationRequest {
+pub(crate) struct NewDelegationRequest {
     /// What the callee should do (non-empty, at most 64 KiB).
     pub task: String,
     /// Exactly once per caller and key (1–200 characters). Default: derived
@@ -111,7 +111,7 @@ pub struct NewDelegationRequest {
 
 /// Answer of `POST /workspaces/:target/delegate`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
-pub struct DelegationCreated {
+pub(crate) struct DelegationCreated {
     /// The ledger row.
     #[schema(value_type = String, format = Uuid)]
     pub delegation_id: DelegationId,
@@ -188,7 +188,7 @@ fn default_key(target: WorkspaceId, task: &str, now: DateTime<Utc>) -> String {
     responses((status = 202, body = DelegationCreated), (status = 200, description = "a repeat of the key", body = DelegationCreated),
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
         (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
-pub async fn create_delegation(
+pub(super) async fn create_delegation(
     State(state): State<AppState>,
     principal: Principal,
     WorkspacePath(target): WorkspacePath,
@@ -293,7 +293,7 @@ pub async fn create_delegation(
 
 /// Body of a callee's status report.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
-pub struct StatusReportRequest {
+pub(crate) struct StatusReportRequest {
     /// `dispatched`, `in_progress`, `completed` or `failed` (`queued` only
     /// as a repeat; `stuck` is the sweeper's).
     pub status: String,
@@ -331,7 +331,7 @@ fn conflict(current: DelegationStatus, message: String) -> Error {
     request_body = StatusReportRequest,
     responses((status = 200, body = DelegationView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
         (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
-pub async fn report_delegation_status(
+pub(super) async fn report_delegation_status(
     State(state): State<AppState>,
     principal: Principal,
     DelegationPath(callee, id): DelegationPath,
@@ -372,7 +372,7 @@ pub async fn report_delegation_status(
     params(("id" = String, Path, description = "the callee workspace"), ("did" = String, Path, description = "delegation id")),
     responses((status = 200, body = DelegationView), (status = 401, body = ErrorBody),
         (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
-pub async fn heartbeat_delegation(
+pub(super) async fn heartbeat_delegation(
     State(state): State<AppState>,
     principal: Principal,
     DelegationPath(callee, id): DelegationPath,
@@ -397,7 +397,7 @@ pub async fn heartbeat_delegation(
 
 /// Query of the listings.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
-pub struct ListParams {
+pub(super) struct ListParams {
     /// `caller` or `callee` (workspace listing only; default: both).
     pub role: Option<String>,
     /// Only this status.
@@ -441,7 +441,7 @@ fn parse_filter(params: ListParams, party: Option<WorkspaceId>) -> Result<Delega
     params(("id" = String, Path, description = "workspace id"), ListParams),
     responses((status = 200, body = [DelegationView]), (status = 400, body = ErrorBody),
         (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
-pub async fn list_workspace_delegations(
+pub(super) async fn list_workspace_delegations(
     State(state): State<AppState>,
     principal: Principal,
     WorkspacePath(id): WorkspacePath,
@@ -463,7 +463,7 @@ pub async fn list_workspace_delegations(
     params(("id" = String, Path, description = "the caller or callee workspace"), ("did" = String, Path, description = "delegation id")),
     responses((status = 200, body = DelegationView), (status = 400, body = ErrorBody),
         (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
-pub async fn get_delegation(
+pub(super) async fn get_delegation(
     State(state): State<AppState>,
     principal: Principal,
     DelegationPath(party, id): DelegationPath,
@@ -482,7 +482,7 @@ pub async fn get_delegation(
     params(ListParams),
     responses((status = 200, body = [DelegationView]), (status = 400, body = ErrorBody),
         (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
-pub async fn list_all_delegations(
+pub(super) async fn list_all_delegations(
     State(state): State<AppState>,
     principal: Principal,
     Query(params): Query<ListParams>,
@@ -501,7 +501,7 @@ pub async fn list_all_delegations(
 #[utoipa::path(get, path = "/admin/delegations/events", tag = "delegations",
     responses((status = 200, description = "text/event-stream"), (status = 401, body = ErrorBody),
         (status = 403, body = ErrorBody)))]
-pub async fn stream_delegation_events(
+pub(super) async fn stream_delegation_events(
     State(state): State<AppState>,
     principal: Principal,
 ) -> Result<Sse<impl Stream<Item = std::result::Result<SseEvent, Infallible>>>> {
@@ -535,7 +535,7 @@ pub async fn stream_delegation_events(
 
 /// Figures over the ledger.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
-pub struct DelegationStatsView {
+pub(crate) struct DelegationStatsView {
     /// Rows per status; every status is present.
     #[schema(value_type = Object)]
     pub counts: BTreeMap<String, i64>,
@@ -564,7 +564,7 @@ fn percentile(sorted: &[f64], p: f64) -> Option<f64> {
 #[utoipa::path(get, path = "/admin/delegations/stats", tag = "delegations",
     responses((status = 200, body = DelegationStatsView), (status = 401, body = ErrorBody),
         (status = 403, body = ErrorBody)))]
-pub async fn get_delegation_stats(
+pub(super) async fn get_delegation_stats(
     State(state): State<AppState>,
     principal: Principal,
 ) -> Result<Json<DelegationStatsView>> {

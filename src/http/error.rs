@@ -15,12 +15,12 @@ use crate::blob::BlobError;
 use crate::store::StoreError;
 
 /// Result of a handler.
-pub type Result<T, E = Error> = std::result::Result<T, E>;
+pub(crate) type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// Every way a request can fail. Each variant carries the sentence the
 /// client sees; server-side causes are logged, never shown.
 #[derive(Debug, thiserror::Error)]
-pub enum Error {
+pub(crate) enum Error {
     /// 400: the request is malformed.
     #[error("{0}")]
     BadRequest(String),
@@ -86,7 +86,7 @@ pub enum Error {
 
 impl Error {
     /// The status this error answers with.
-    pub fn status_code(&self) -> StatusCode {
+    pub(crate) fn status_code(&self) -> StatusCode {
         match self {
             Error::BadRequest(_) => StatusCode::BAD_REQUEST,
             Error::Unauthorized => StatusCode::UNAUTHORIZED,
@@ -106,13 +106,13 @@ impl Error {
     }
 
     /// The 404 of an unknown workspace.
-    pub fn workspace_not_found() -> Self {
+    pub(crate) fn workspace_not_found() -> Self {
         Error::NotFound("workspace not found".into())
     }
 
     /// The single 404 for every file a caller may not have: absent, acked,
     /// expired or another workspace's all look the same.
-    pub fn file_not_found() -> Self {
+    pub(crate) fn file_not_found() -> Self {
         Error::NotFound(
             "file not found: it does not exist, was already delivered, or expired".into(),
         )
@@ -121,7 +121,7 @@ impl Error {
 
 /// The JSON body of every error.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct ErrorBody {
+pub(crate) struct ErrorBody {
     /// A sentence saying what went wrong.
     pub error: String,
     /// On 410 only: the `since_id` a poller must restart from.
@@ -137,7 +137,7 @@ pub struct ErrorBody {
 
 impl ErrorBody {
     /// A body with just the sentence.
-    pub fn new(error: impl Into<String>) -> Self {
+    pub(crate) fn new(error: impl Into<String>) -> Self {
         Self {
             error: error.into(),
             restart_since_id: None,
@@ -224,7 +224,7 @@ impl From<BlobError> for Error {
 
 /// Largest JSON request body. Bodies are buffered whole before parsing,
 /// so this bounds the memory one request can take.
-pub const JSON_BODY_LIMIT: usize = 2 * 1024 * 1024;
+pub(super) const JSON_BODY_LIMIT: usize = 2 * 1024 * 1024;
 
 /// `axum::Json`, with rejections answered as `{"error": …}`: 415 without a
 /// JSON content type, 413 over [`JSON_BODY_LIMIT`], 400 for a body that
@@ -234,7 +234,7 @@ pub const JSON_BODY_LIMIT: usize = 2 * 1024 * 1024;
 /// it in text, and refusing it before any handler runs means nothing is
 /// forwarded or written for a request that cannot be answered with success.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct Json<T>(pub T);
+pub(crate) struct Json<T>(pub T);
 
 impl<T, S> FromRequest<S> for Json<T>
 where

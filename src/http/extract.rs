@@ -9,15 +9,15 @@ use crate::domain::{DelegationId, FileId, WorkspaceId};
 
 /// `/workspaces/{id}/…`
 #[derive(Debug, Clone, Copy)]
-pub struct WorkspacePath(pub WorkspaceId);
+pub(super) struct WorkspacePath(pub WorkspaceId);
 
 /// `/workspaces/{id}/pending-uploads/{fid}/…`
 #[derive(Debug, Clone, Copy)]
-pub struct FilePath(pub WorkspaceId, pub FileId);
+pub(super) struct FilePath(pub WorkspaceId, pub FileId);
 
 /// `/workspaces/{id}/delegations/{did}/…`
 #[derive(Debug, Clone, Copy)]
-pub struct DelegationPath(pub WorkspaceId, pub DelegationId);
+pub(super) struct DelegationPath(pub WorkspaceId, pub DelegationId);
 
 fn bad_id(e: impl std::fmt::Display) -> Error {
     Error::BadRequest(e.to_string())
@@ -66,7 +66,7 @@ impl<S: Send + Sync> FromRequestParts<S> for DelegationPath {
 /// character in any parameter refused by name (the same rule as JSON
 /// bodies: PostgreSQL cannot compare text with NUL in it).
 #[derive(Debug, Clone, Copy, Default)]
-pub struct Query<T>(pub T);
+pub(super) struct Query<T>(pub T);
 
 impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for Query<T> {
     type Rejection = Error;

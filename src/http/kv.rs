@@ -22,7 +22,7 @@ const MAX_TTL_S: i64 = 10 * 365 * 24 * 3600;
 
 /// A live key.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct KvView {
+pub(crate) struct KvView {
     /// The key.
     pub key: String,
     /// Any JSON.
@@ -50,7 +50,7 @@ impl From<KvEntry> for KvView {
 
 /// `POST /workspaces/:id/memory` body.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
-pub struct SetKey {
+pub(super) struct SetKey {
     /// The key (1–256 characters).
     pub key: String,
     /// Any JSON (at most 64 KiB serialized).
@@ -65,7 +65,7 @@ pub struct SetKey {
 
 /// `/workspaces/{id}/memory/{key}`
 #[derive(Debug, Clone)]
-pub struct KeyPath(pub WorkspaceId, pub Key);
+pub(super) struct KeyPath(pub WorkspaceId, pub Key);
 
 impl<S: Send + Sync> FromRequestParts<S> for KeyPath {
     type Rejection = Error;
@@ -90,7 +90,7 @@ fn key_not_found() -> Error {
 #[utoipa::path(get, path = "/workspaces/{id}/memory", tag = "memory",
     params(("id" = String, Path, description = "workspace id")),
     responses((status = 200, body = [KvView]), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
-pub async fn list_keys(
+pub(super) async fn list_keys(
     State(state): State<AppState>,
     principal: Principal,
     WorkspacePath(id): WorkspacePath,
@@ -105,7 +105,7 @@ pub async fn list_keys(
     params(("id" = String, Path, description = "workspace id"), ("key" = String, Path, description = "the key")),
     responses((status = 200, body = KvView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
         (status = 404, body = ErrorBody)))]
-pub async fn get_key(
+pub(super) async fn get_key(
     State(state): State<AppState>,
     principal: Principal,
     KeyPath(id, key): KeyPath,
@@ -126,7 +126,7 @@ pub async fn get_key(
     request_body = SetKey,
     responses((status = 200, body = KvView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
         (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 413, body = ErrorBody)))]
-pub async fn set_key(
+pub(super) async fn set_key(
     State(state): State<AppState>,
     principal: Principal,
     WorkspacePath(id): WorkspacePath,
@@ -173,7 +173,7 @@ pub async fn set_key(
     params(("id" = String, Path, description = "workspace id"), ("key" = String, Path, description = "the key")),
     responses((status = 204), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
         (status = 404, body = ErrorBody)))]
-pub async fn delete_key(
+pub(super) async fn delete_key(
     State(state): State<AppState>,
     principal: Principal,
     KeyPath(id, key): KeyPath,

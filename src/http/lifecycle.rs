@@ -19,11 +19,11 @@ use crate::store::NewActivity;
 
 /// The activity type of a restart request: a row of its own that the
 /// agent's inbox poll sees.
-pub const RESTART_ACTIVITY: &str = "restart_requested";
+pub(crate) const RESTART_ACTIVITY: &str = "restart_requested";
 
 /// `GET /workspaces/:id/state` answer for a workspace that exists.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct WorkspaceState {
+pub(crate) struct WorkspaceState {
     /// The workspace id.
     #[schema(value_type = String, format = Uuid)]
     pub workspace_id: WorkspaceId,
@@ -37,7 +37,7 @@ pub struct WorkspaceState {
 
 /// `{"deleted": true}`: the 404 of a deleted workspace's state.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct DeletedState {
+pub(crate) struct DeletedState {
     /// Always true.
     pub deleted: bool,
 }
@@ -48,7 +48,7 @@ pub struct DeletedState {
     params(("id" = String, Path, description = "workspace id")),
     responses((status = 200, body = WorkspaceView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
         (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
-pub async fn pause_workspace(
+pub(super) async fn pause_workspace(
     State(state): State<AppState>,
     principal: Principal,
     WorkspacePath(id): WorkspacePath,
@@ -63,7 +63,7 @@ pub async fn pause_workspace(
     params(("id" = String, Path, description = "workspace id")),
     responses((status = 200, body = WorkspaceView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
         (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
-pub async fn resume_workspace(
+pub(super) async fn resume_workspace(
     State(state): State<AppState>,
     principal: Principal,
     WorkspacePath(id): WorkspacePath,
@@ -97,7 +97,7 @@ async fn set_paused(
     params(("id" = String, Path, description = "workspace id")),
     responses((status = 202, body = WorkspaceView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
         (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
-pub async fn restart_workspace(
+pub(super) async fn restart_workspace(
     State(state): State<AppState>,
     principal: Principal,
     WorkspacePath(id): WorkspacePath,
@@ -138,7 +138,7 @@ pub async fn restart_workspace(
     params(("id" = String, Path, description = "workspace id")),
     responses((status = 200, body = WorkspaceState), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
         (status = 404, body = DeletedState)))]
-pub async fn get_workspace_state(
+pub(super) async fn get_workspace_state(
     State(state): State<AppState>,
     WorkspacePath(id): WorkspacePath,
     headers: HeaderMap,

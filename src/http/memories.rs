@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use super::auth::Principal;
 use super::extract::WorkspacePath;
+use super::workspaces::require_known_workspace;
 use super::{AppState, Error, ErrorBody, Json, Result};
 use crate::domain::memory::{Content, MemoryError, Namespace, Reader, Scope, SearchTerms};
 use crate::domain::{self, MemoryId, WorkspaceId};
@@ -36,7 +37,7 @@ impl From<MemoryError> for Error {
 
 /// `POST /workspaces/:id/memories` body.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
-pub struct CommitMemory {
+pub(super) struct CommitMemory {
     /// The fact to remember (1 byte to 64 KiB).
     pub content: String,
     /// `LOCAL`, `TEAM` or `GLOBAL`.
@@ -47,7 +48,7 @@ pub struct CommitMemory {
 
 /// A committed memory.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct CommittedMemory {
+pub(crate) struct CommittedMemory {
     /// Its id.
     #[schema(value_type = String, format = Uuid)]
     pub id: MemoryId,
@@ -61,7 +62,7 @@ pub struct CommittedMemory {
 
 /// A memory as recalled.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct MemoryView {
+pub(crate) struct MemoryView {
     /// Its id.
     #[schema(value_type = String, format = Uuid)]
     pub id: MemoryId,
@@ -99,7 +100,7 @@ impl MemoryView {
 
 /// Query of a recall.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
-pub struct RecallParams {
+pub(super) struct RecallParams {
     /// Words to recall by; without it, newest first.
     pub q: Option<String>,
     /// Only this scope.
@@ -112,7 +113,7 @@ pub struct RecallParams {
 
 /// Query of the operator's recall.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
-pub struct AdminRecallParams {
+pub(super) struct AdminRecallParams {
     /// Only memories this workspace committed.
     pub workspace_id: Option<String>,
     /// Words to recall by; without it, newest first.
@@ -127,7 +128,7 @@ pub struct AdminRecallParams {
 
 /// `/workspaces/{id}/memories/{mid}`
 #[derive(Debug, Clone, Copy)]
-pub struct MemoryPath(pub WorkspaceId, pub MemoryId);
+pub(super) struct MemoryPath(pub WorkspaceId, pub MemoryId);
 
 impl<S: Send + Sync> FromRequestParts<S> for MemoryPath {
     type Rejection = Error;
@@ -149,15 +150,6 @@ fn memory_not_found() -> Error {
     Error::NotFound("memory not found".into())
 }
 
-async fn require_workspace(state: &AppState, id: WorkspaceId) -> Result<()> {
-    state
-        .store
-        .get_workspace(id)
-        .await?
-        .map(|_| ())
-        .ok_or_else(Error::workspace_not_found)
-}
-
 /// Commits a memory. LOCAL and TEAM: the workspace or the operator;
 /// GLOBAL: a root workspace or the operator. The vector is computed now
 /// when an embedder is configured; if it fails the memory is stored
@@ -167,7 +159,7 @@ async fn require_workspace(state: &AppState, id: WorkspaceId) -> Result<()> {
     request_body = CommitMemory,
     responses((status = 201, body = CommittedMemory), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
         (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 413, body = ErrorBody)))]
-pub async fn commit_memory(
+pub(super) async fn commit_memory(
     State(state): State<AppState>,
     principal: Principal,
     WorkspacePath(id): WorkspacePath,
@@ -180,7 +172,7 @@ pub async fn commit_memory(
         None => Namespace::general(),
         Some(raw) => Namespace::parse(raw)?,
     };
-    require_workspace(&state, id).await?;
+    require_known_workspace(&state, id).await?;
     if scope == Scope::Global
         && principal != Principal::Operator
         && !memory::may_write_global(&*state.store, id).await?
@@ -303,7 +295,7 @@ async fn run_recall(state: &AppState, reader: Reader, n: Narrowing) -> Result<Ve
     params(("id" = String, Path, description = "workspace id"), RecallParams),
     responses((status = 200, body = [MemoryView]), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
         (status = 404, body = ErrorBody)))]
-pub async fn recall_memories(
+pub(super) async fn recall_memories(
     State(state): State<AppState>,
     principal: Principal,
     WorkspacePath(id): WorkspacePath,
@@ -312,7 +304,7 @@ pub async fn recall_memories(
     principal.require_access(id)?;
     let Query(p) = params.map_err(|e| Error::BadRequest(e.body_text()))?;
     let n = narrowing(p.q, p.scope, p.namespace, p.limit)?;
-    require_workspace(&state, id).await?;
+    require_known_workspace(&state, id).await?;
     let team = memory::team_of(&*state.store, id).await?;
     let reader = Reader::Workspace { id, team };
     Ok(Json(run_recall(&state, reader, n).await?))
@@ -324,7 +316,7 @@ pub async fn recall_memories(
     params(("id" = String, Path, description = "workspace id"), ("mid" = String, Path, description = "memory id")),
     responses((status = 204), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
         (status = 404, body = ErrorBody)))]
-pub async fn delete_memory(
+pub(super) async fn delete_memory(
     State(state): State<AppState>,
     principal: Principal,
     MemoryPath(id, mid): MemoryPath,
@@ -343,7 +335,7 @@ pub async fn delete_memory(
     params(AdminRecallParams),
     responses((status = 200, body = [MemoryView]), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
         (status = 403, body = ErrorBody)))]
-pub async fn admin_recall_memories(
+pub(super) async fn admin_recall_memories(
     State(state): State<AppState>,
     principal: Principal,
     params: std::result::Result<Query<AdminRecallParams>, axum::extract::rejection::QueryRejection>,
@@ -367,7 +359,7 @@ pub async fn admin_recall_memories(
     params(("mid" = String, Path, description = "memory id")),
     responses((status = 204), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
         (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
-pub async fn admin_delete_memory(
+pub(super) async fn admin_delete_memory(
     State(state): State<AppState>,
     principal: Principal,
     Path(mid): Path<String>,

@@ -45,29 +45,20 @@ use crate::metrics::Metrics;
 use crate::secrets::Sealer;
 use crate::store::Store;
 
-pub use activity::{ActivityView, MAX_WAIT_SECS};
-pub use auth::Principal;
-pub use delegations::{
-    DelegationCreated, DelegationStatsView, DelegationView, NewDelegationRequest,
-    StatusReportRequest,
-};
-pub use error::{Error, ErrorBody, Json, Result};
-pub use kv::KvView;
-pub use lifecycle::{DeletedState, WorkspaceState, RESTART_ACTIVITY};
-pub use memories::{CommittedMemory, MemoryView};
-pub use ops::metrics_response as ops_metrics;
-pub use ops::{ServerConfigView, UploadStatsView};
-pub use org::{ImportReport, ImportedWorkspace};
-pub use peers::{DiscoveredPeer, PeerView};
-pub use pending::PendingUploadView;
-pub use plugins::{PluginInstallView, PluginView};
-pub use registry::RegisteredWorkspace;
-pub use secrets::SecretView;
-pub use uploads::{UploadedFile, UploadedFiles};
-pub use workspaces::{
-    Connection, ConnectionEnvelope, CreatedWorkspace, NewWorkspace, RotatedToken, WorkspaceStatus,
-    WorkspaceView,
-};
+pub(crate) use activity::{ActivityView, MAX_WAIT_SECS};
+pub(crate) use delegations::{DelegationCreated, DelegationStatsView, DelegationView};
+pub(crate) use error::{Error, ErrorBody, Json, Result};
+pub(crate) use kv::KvView;
+pub(crate) use memories::{CommittedMemory, MemoryView};
+pub(crate) use ops::metrics_response as ops_metrics;
+pub(crate) use ops::UploadStatsView;
+pub(crate) use org::ImportReport;
+pub(crate) use pending::PendingUploadView;
+pub(crate) use plugins::PluginView;
+pub(crate) use registry::RegisteredWorkspace;
+pub(crate) use secrets::SecretView;
+pub(crate) use uploads::UploadedFiles;
+pub(crate) use workspaces::{CreatedWorkspace, NewWorkspace, RotatedToken, WorkspaceView};
 
 /// Everything a handler needs, cheap to clone.
 #[derive(Clone)]
@@ -124,7 +115,7 @@ impl Modify for BearerAuth {
 }
 
 /// The routes and the OpenAPI document describing exactly them.
-pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
+pub(crate) fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(
             workspaces::create_workspace,
@@ -206,7 +197,7 @@ pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
 }
 
 /// The whole HTTP application.
-pub fn router(state: AppState) -> Router {
+pub(crate) fn router(state: AppState) -> Router {
     let (api, doc) = api();
     let doc = Arc::new(doc);
     api.route(
@@ -239,7 +230,7 @@ pub fn router(state: AppState) -> Router {
 
 /// `/workspaces/{id}` → `/workspaces/:id`: the label form Molecule's
 /// dashboards use.
-pub fn route_label(pattern: &str) -> String {
+pub(crate) fn route_label(pattern: &str) -> String {
     pattern
         .split('/')
         .map(

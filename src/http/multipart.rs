@@ -22,15 +22,15 @@ use bytes::Bytes;
 use futures::Stream;
 
 /// Largest header block of one part, and largest preamble.
-pub const MAX_PART_HEADER: usize = 16 * 1024;
+pub(super) const MAX_PART_HEADER: usize = 16 * 1024;
 /// What the framing (boundaries, part headers) may add to the files.
-pub const FRAMING_ALLOWANCE: u64 = 64 * 1024;
+pub(super) const FRAMING_ALLOWANCE: u64 = 64 * 1024;
 /// How long a refused body is drained before the connection is dropped.
-pub const DRAIN_TIME: Duration = Duration::from_secs(30);
+pub(super) const DRAIN_TIME: Duration = Duration::from_secs(30);
 
 /// What of a body was over its limit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Framing {
+pub(super) enum Framing {
     /// The whole body is over the request limit plus the allowance.
     Body,
     /// A part's header block is over [`MAX_PART_HEADER`].
@@ -56,7 +56,7 @@ enum Stage {
 
 /// Follows multipart framing over a body fed in arbitrary chunks.
 #[derive(Debug, Clone)]
-pub struct Scanner {
+pub(super) struct Scanner {
     /// `--boundary`: the first delimiter may open the body directly.
     dash_boundary: Vec<u8>,
     /// `\r\n--boundary`: every later delimiter.
@@ -70,7 +70,7 @@ pub struct Scanner {
 
 impl Scanner {
     /// A scanner for `boundary`, allowing `limit` bytes of body in all.
-    pub fn new(boundary: &str, limit: u64) -> Self {
+    pub(super) fn new(boundary: &str, limit: u64) -> Self {
         let dash_boundary = format!("--{boundary}").into_bytes();
         let delimiter = format!("\r\n--{boundary}").into_bytes();
         Self {
@@ -84,7 +84,7 @@ impl Scanner {
     }
 
     /// Feeds the next chunk of the body.
-    pub fn feed(&mut self, chunk: &[u8]) -> Result<(), Framing> {
+    pub(super) fn feed(&mut self, chunk: &[u8]) -> Result<(), Framing> {
         self.total += chunk.len() as u64;
         if self.total > self.limit {
             return Err(Framing::Body);
@@ -167,11 +167,11 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
 
 /// The verdict of a [`FramingGuard`], readable after the parser failed.
 #[derive(Debug, Clone, Default)]
-pub struct Verdict(Arc<Mutex<Option<Framing>>>);
+pub(super) struct Verdict(Arc<Mutex<Option<Framing>>>);
 
 impl Verdict {
     /// Why the body was refused, if it was.
-    pub fn get(&self) -> Option<Framing> {
+    pub(super) fn get(&self) -> Option<Framing> {
         *self.0.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -181,7 +181,7 @@ impl Verdict {
 }
 
 /// A body stream checked by a [`Scanner`].
-pub struct FramingGuard<S> {
+pub(super) struct FramingGuard<S> {
     inner: S,
     scanner: Scanner,
     verdict: Verdict,
@@ -193,7 +193,7 @@ pub struct FramingGuard<S> {
 impl<S> FramingGuard<S> {
     /// Guards `inner`; after a refusal, up to `drain_budget` bytes are read
     /// and discarded (for at most [`DRAIN_TIME`]).
-    pub fn new(inner: S, scanner: Scanner, drain_budget: u64) -> (Self, Verdict) {
+    pub(super) fn new(inner: S, scanner: Scanner, drain_budget: u64) -> (Self, Verdict) {
         let verdict = Verdict::default();
         let guard = Self {
             inner,

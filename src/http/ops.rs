@@ -15,14 +15,14 @@ use crate::domain::{self, Tier};
 
 /// `{status}`.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct Status {
+pub(super) struct Status {
     /// `ok` or `ready`.
     pub status: &'static str,
 }
 
 /// Counts over the staging table.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
-pub struct UploadStatsView {
+pub(crate) struct UploadStatsView {
     /// Unacked and unexpired: waiting for delivery.
     pub pending: i64,
     /// Of those, downloaded but never acked (the stuck-fetch signal).
@@ -40,7 +40,7 @@ pub struct UploadStatsView {
 /// The server's settings that shape what a client may send and how it
 /// reads a workspace's status.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
-pub struct ServerConfigView {
+pub(super) struct ServerConfigView {
     /// Largest accepted file, in bytes (`--max-file-size`).
     pub max_file_bytes: u64,
     /// Largest accepted upload request, the sum of its files, in bytes
@@ -58,14 +58,14 @@ pub struct ServerConfigView {
 /// Liveness: the process is up.
 #[utoipa::path(get, path = "/health", tag = "operations", security(()),
     responses((status = 200, body = Status)))]
-pub async fn health() -> Json<Status> {
+pub(super) async fn health() -> Json<Status> {
     Json(Status { status: "ok" })
 }
 
 /// Readiness: the database and the blob store answer.
 #[utoipa::path(get, path = "/ready", tag = "operations", security(()),
     responses((status = 200, body = Status), (status = 503, body = ErrorBody)))]
-pub async fn ready(State(state): State<AppState>) -> Response {
+pub(super) async fn ready(State(state): State<AppState>) -> Response {
     if let Err(e) = state.store.ping().await {
         tracing::warn!(error = %e, "not ready: database");
         return (
@@ -89,13 +89,16 @@ pub async fn ready(State(state): State<AppState>) -> Response {
 #[utoipa::path(get, path = "/metrics", tag = "operations",
     responses((status = 200, description = "Prometheus text format", content_type = "text/plain"),
         (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
-pub async fn get_metrics(State(state): State<AppState>, principal: Principal) -> Result<Response> {
+pub(super) async fn get_metrics(
+    State(state): State<AppState>,
+    principal: Principal,
+) -> Result<Response> {
     principal.require_operator()?;
     Ok(metrics_response(&state))
 }
 
 /// The `/metrics` answer (also served unauthenticated on `--metrics-listen`).
-pub fn metrics_response(state: &AppState) -> Response {
+pub(crate) fn metrics_response(state: &AppState) -> Response {
     (
         [(CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
         state.metrics.render(),
@@ -108,7 +111,7 @@ pub fn metrics_response(state: &AppState) -> Response {
 /// nothing here is anyone else's business either).
 #[utoipa::path(get, path = "/admin/config", tag = "operations",
     responses((status = 200, body = ServerConfigView), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
-pub async fn get_server_config(
+pub(super) async fn get_server_config(
     State(state): State<AppState>,
     principal: Principal,
 ) -> Result<Json<ServerConfigView>> {
@@ -125,7 +128,7 @@ pub async fn get_server_config(
 /// Staging statistics.
 #[utoipa::path(get, path = "/admin/pending-uploads/stats", tag = "operations",
     responses((status = 200, body = UploadStatsView), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
-pub async fn get_upload_stats(
+pub(super) async fn get_upload_stats(
     State(state): State<AppState>,
     principal: Principal,
 ) -> Result<Json<UploadStatsView>> {

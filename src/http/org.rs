@@ -24,14 +24,14 @@ use crate::store::{ImportNode, NewWorkspace};
 
 /// Query of `POST /org/import`.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
-pub struct ImportParams {
+pub(super) struct ImportParams {
     /// Answer what the import would do, without writing anything.
     pub dry_run: Option<bool>,
 }
 
 /// What the import did (or would do) with one template node.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct ImportedWorkspace {
+pub(crate) struct ImportedWorkspace {
     /// The node's name.
     pub name: String,
     /// The workspace: the existing one when skipped, the new one when
@@ -66,7 +66,7 @@ pub struct ImportedWorkspace {
 
 /// `POST /org/import` answer.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct ImportReport {
+pub(crate) struct ImportReport {
     /// True when nothing was written.
     pub dry_run: bool,
     /// One entry per template node, parents before children.
@@ -80,7 +80,7 @@ pub struct ImportReport {
 }
 
 /// The totals sentence of an import.
-pub fn summary(created: usize, skipped: usize, dry_run: bool) -> String {
+pub(super) fn summary(created: usize, skipped: usize, dry_run: bool) -> String {
     let total = created + skipped;
     let verb = if dry_run {
         "would be created"
@@ -110,7 +110,7 @@ fn template_error(e: TemplateError) -> Error {
         content_type = "application/yaml"),
     responses((status = 200, body = ImportReport), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
         (status = 403, body = ErrorBody), (status = 413, body = ErrorBody), (status = 422, body = ErrorBody)))]
-pub async fn import_org(
+pub(super) async fn import_org(
     State(state): State<AppState>,
     principal: Principal,
     Query(params): Query<ImportParams>,

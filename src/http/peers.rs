@@ -17,7 +17,7 @@ use crate::store::Workspace;
 
 /// A workspace the caller may reach, as the SDK's `PeerInfo` reads it.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
-pub struct PeerView {
+pub(crate) struct PeerView {
     /// Its id.
     #[schema(value_type = String, format = Uuid)]
     pub id: WorkspaceId,
@@ -40,7 +40,7 @@ pub struct PeerView {
 
 /// One discovered target.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
-pub struct DiscoveredPeer {
+pub(crate) struct DiscoveredPeer {
     /// Its id.
     #[schema(value_type = String, format = Uuid)]
     pub id: WorkspaceId,
@@ -94,7 +94,7 @@ async fn caller(state: &AppState, principal: Principal, headers: &HeaderMap) -> 
            ("X-Workspace-ID" = Option<String>, Header, description = "the calling workspace; must be :id")),
     responses((status = 200, body = [PeerView]), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
         (status = 404, body = ErrorBody)))]
-pub async fn list_peers(
+pub(super) async fn list_peers(
     State(state): State<AppState>,
     principal: Principal,
     Path(id): Path<String>,
@@ -146,7 +146,7 @@ pub async fn list_peers(
            ("X-Workspace-ID" = Option<String>, Header, description = "the calling workspace; must be the token's")),
     responses((status = 200, body = DiscoveredPeer), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
         (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
-pub async fn discover_peer(
+pub(super) async fn discover_peer(
     State(state): State<AppState>,
     principal: Principal,
     Path(target): Path<String>,

@@ -20,7 +20,7 @@ use crate::store::{AckOutcome, PendingUpload};
 
 /// A staged file as listed.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
-pub struct PendingUploadView {
+pub(crate) struct PendingUploadView {
     /// Its id.
     #[schema(value_type = String, format = Uuid)]
     pub file_id: FileId,
@@ -47,7 +47,7 @@ pub struct PendingUploadView {
 
 impl PendingUploadView {
     /// Renders a row as of `now`.
-    pub fn new(p: PendingUpload, now: DateTime<Utc>) -> Self {
+    pub(crate) fn new(p: PendingUpload, now: DateTime<Utc>) -> Self {
         let state = if p.acked_at.is_some() {
             UploadState::Acked
         } else if p.expires_at <= now {
@@ -74,17 +74,17 @@ impl PendingUploadView {
 
 /// `{acked: true}`.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct Acked {
+pub(super) struct Acked {
     /// Always true.
     pub acked: bool,
 }
 
 /// Most rows answered with `include=all`.
-pub const MAX_ALL_UPLOADS: i64 = 1000;
+pub(super) const MAX_ALL_UPLOADS: i64 = 1000;
 
 /// Query of the list.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
-pub struct ListParams {
+pub(super) struct ListParams {
     /// `all`: also the acked and expired files the sweep has not removed
     /// yet (the canvas uses it to show where every file stands).
     pub include: Option<String>,
@@ -94,7 +94,7 @@ pub struct ListParams {
 #[utoipa::path(get, path = "/workspaces/{id}/pending-uploads", tag = "uploads",
     params(("id" = String, Path, description = "workspace id"), ListParams),
     responses((status = 200, body = [PendingUploadView]), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
-pub async fn list_pending_uploads(
+pub(super) async fn list_pending_uploads(
     State(state): State<AppState>,
     principal: Principal,
     WorkspacePath(id): WorkspacePath,
@@ -157,7 +157,7 @@ fn wanted_range(headers: &HeaderMap, size: u64) -> Wanted {
     responses((status = 200, description = "the bytes", content_type = "application/octet-stream"),
         (status = 206, description = "the requested range"), (status = 400, body = ErrorBody),
         (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 416, body = ErrorBody)))]
-pub async fn get_pending_upload_content(
+pub(super) async fn get_pending_upload_content(
     State(state): State<AppState>,
     principal: Principal,
     FilePath(id, file_id): FilePath,
@@ -169,7 +169,10 @@ pub async fn get_pending_upload_content(
     let by_workspace = matches!(principal, Principal::Workspace(_));
     let now = domain::now();
     let row = if by_workspace {
-        state.store.fetch_pending_upload(id, file_id, now).await?
+        state
+            .store
+            .mark_pending_upload_fetched(id, file_id, now)
+            .await?
     } else {
         state.store.get_pending_upload(id, file_id, now).await?
     }
@@ -284,12 +287,12 @@ fn content_response(
     params(("id" = String, Path, description = "workspace id"), ("fid" = String, Path, description = "file id")),
     responses((status = 200, body = Acked), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
         (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
-pub async fn ack_pending_upload(
+pub(super) async fn ack_pending_upload(
     State(state): State<AppState>,
     principal: Principal,
     FilePath(id, file_id): FilePath,
 ) -> Result<Json<Acked>> {
-    principal.require_workspace(id)?;
+    principal.require_workspace_itself(id)?;
     let now = domain::now();
     match state.store.ack_pending_upload(id, file_id, now).await? {
         AckOutcome::Acked(row) => {

@@ -24,7 +24,7 @@ use crate::store::{Plugin, PluginInstall};
 
 /// A published plugin as listed.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
-pub struct PluginView {
+pub(crate) struct PluginView {
     /// Its name.
     pub name: String,
     /// Size of the tarball in bytes.
@@ -51,7 +51,7 @@ impl From<Plugin> for PluginView {
 
 /// An install a workspace recorded.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
-pub struct PluginInstallView {
+pub(crate) struct PluginInstallView {
     /// The plugin's name.
     pub name: String,
     /// Where it came from, as the agent said.
@@ -93,7 +93,7 @@ fn too_large(limit: u64) -> Error {
     responses((status = 200, body = PluginView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
         (status = 403, body = ErrorBody), (status = 413, body = ErrorBody), (status = 422, body = ErrorBody),
         (status = 503, body = ErrorBody)))]
-pub async fn publish_plugin(
+pub(super) async fn publish_plugin(
     State(state): State<AppState>,
     principal: Principal,
     Path(name): Path<String>,
@@ -228,7 +228,7 @@ async fn stream_checked(
 /// Lists published plugins.
 #[utoipa::path(get, path = "/plugins", tag = "plugins",
     responses((status = 200, body = [PluginView]), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
-pub async fn list_plugins(
+pub(super) async fn list_plugins(
     State(state): State<AppState>,
     principal: Principal,
 ) -> Result<Json<Vec<PluginView>>> {
@@ -242,7 +242,7 @@ pub async fn list_plugins(
     params(("name" = String, Path, description = "the plugin's name")),
     responses((status = 204), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
         (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
-pub async fn delete_plugin(
+pub(super) async fn delete_plugin(
     State(state): State<AppState>,
     principal: Principal,
     Path(name): Path<String>,
@@ -263,7 +263,7 @@ pub async fn delete_plugin(
 
 /// Query of the download.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
-pub struct DownloadParams {
+pub(super) struct DownloadParams {
     /// Where the agent wants it from; this server serves only its own
     /// registry, so the value is accepted and not used.
     pub source: Option<String>,
@@ -271,7 +271,7 @@ pub struct DownloadParams {
 
 /// Path of `/workspaces/{id}/plugins/{name}/download`.
 #[derive(Debug, Deserialize)]
-pub struct DownloadPath {
+pub(super) struct DownloadPath {
     id: String,
     name: String,
 }
@@ -282,7 +282,7 @@ pub struct DownloadPath {
     params(("id" = String, Path, description = "workspace id"), ("name" = String, Path, description = "the plugin's name"), DownloadParams),
     responses((status = 200, description = "the .tar.gz", content_type = "application/gzip"), (status = 304),
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
-pub async fn download_plugin(
+pub(super) async fn download_plugin(
     State(state): State<AppState>,
     principal: Principal,
     Path(path): Path<DownloadPath>,
@@ -336,7 +336,7 @@ pub async fn download_plugin(
 
 /// `POST /workspaces/:id/plugins` body.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
-pub struct NewPluginInstall {
+pub(super) struct NewPluginInstall {
     /// The plugin's name; may be left out when `source` is `local://NAME`
     /// (what Molecule's SDK sends).
     pub name: Option<String>,
@@ -350,13 +350,13 @@ pub struct NewPluginInstall {
     request_body = NewPluginInstall,
     responses((status = 201, body = PluginInstallView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
         (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
-pub async fn record_plugin_install(
+pub(super) async fn record_plugin_install(
     State(state): State<AppState>,
     principal: Principal,
     WorkspacePath(id): WorkspacePath,
     Json(body): Json<NewPluginInstall>,
 ) -> Result<(StatusCode, Json<PluginInstallView>)> {
-    principal.require_workspace(id)?;
+    principal.require_workspace_itself(id)?;
     let source = body.source.trim();
     if source.is_empty() || source.len() > 2048 {
         return Err(Error::BadRequest(
@@ -388,7 +388,7 @@ pub async fn record_plugin_install(
     params(("id" = String, Path, description = "workspace id")),
     responses((status = 200, body = [PluginInstallView]), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
         (status = 404, body = ErrorBody)))]
-pub async fn list_plugin_installs(
+pub(super) async fn list_plugin_installs(
     State(state): State<AppState>,
     principal: Principal,
     WorkspacePath(id): WorkspacePath,

@@ -14,7 +14,7 @@ use crate::store::{Registered, UpdateWorkspace};
 
 /// `POST /registry/register` body.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
-pub struct Registration {
+pub(super) struct Registration {
     /// The workspace id.
     pub id: String,
     /// Callback URL (push mode). A non-http(s) value such as
@@ -29,7 +29,7 @@ pub struct Registration {
 
 /// The workspace, plus its first token when this registration minted it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct RegisteredWorkspace {
+pub(crate) struct RegisteredWorkspace {
     /// The workspace.
     #[serde(flatten)]
     pub workspace: WorkspaceView,
@@ -44,7 +44,7 @@ pub struct RegisteredWorkspace {
 /// `POST /registry/heartbeat` body. Every field but `workspace_id` is
 /// optional; one left out keeps its last reported value.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
-pub struct Heartbeat {
+pub(super) struct Heartbeat {
     /// The workspace id.
     pub workspace_id: String,
     /// What the agent works on now (≤ 1,000 characters).
@@ -62,7 +62,7 @@ pub struct Heartbeat {
 
 /// Heartbeat answer.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct HeartbeatAck {
+pub(super) struct HeartbeatAck {
     /// Always `ok`.
     pub status: &'static str,
     /// The time stamped.
@@ -84,7 +84,7 @@ fn parse_id(raw: &str) -> Result<WorkspaceId> {
     request_body = Registration,
     responses((status = 200, body = RegisteredWorkspace), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
         (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
-pub async fn register_workspace(
+pub(super) async fn register_workspace(
     State(state): State<AppState>,
     MaybePrincipal(principal): MaybePrincipal,
     Json(reg): Json<Registration>,
@@ -147,7 +147,7 @@ pub async fn register_workspace(
 
 /// The `warning` of an unauthenticated registration of a workspace that
 /// already has a live token.
-pub const HAS_TOKEN_WARNING: &str = "this workspace already has a live token, so no new token was issued and nothing was changed; keep using your saved token and send it as `Authorization: Bearer <token>` to update the URL or agent card (the operator can rotate a lost token)";
+pub(super) const HAS_TOKEN_WARNING: &str = "this workspace already has a live token, so no new token was issued and nothing was changed; keep using your saved token and send it as `Authorization: Bearer <token>` to update the URL or agent card (the operator can rotate a lost token)";
 
 /// True for a URL the server could call back: http or https. Anything else
 /// (Molecule's SDK sends `remote://no-inbound`) means "no inbound URL".
@@ -170,7 +170,7 @@ fn is_inbound_url(raw: &str) -> bool {
     request_body = Heartbeat,
     responses((status = 200, body = HeartbeatAck), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
         (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
-pub async fn heartbeat_workspace(
+pub(super) async fn heartbeat_workspace(
     State(state): State<AppState>,
     principal: Principal,
     Json(beat): Json<Heartbeat>,

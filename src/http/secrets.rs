@@ -13,23 +13,24 @@ use serde::{Deserialize, Serialize};
 
 use super::auth::Principal;
 use super::extract::WorkspacePath;
+use super::workspaces::require_known_workspace;
 use super::{AppState, Error, ErrorBody, Json, Result};
 use crate::domain::{self, SecretName, WorkspaceId};
 use crate::store::{SecretMeta, SecretScope};
 
 /// Largest accepted secret value, in bytes.
-pub const MAX_SECRET_VALUE: usize = 64 * 1024;
+pub(super) const MAX_SECRET_VALUE: usize = 64 * 1024;
 
 /// `PUT …/secrets/:KEY` body.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
-pub struct NewSecret {
+pub(super) struct NewSecret {
     /// The value (at most 64 KiB). Stored encrypted, never shown back.
     pub value: String,
 }
 
 /// A secret as listed: its key and when it was last set, never its value.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
-pub struct SecretView {
+pub(crate) struct SecretView {
     /// The key.
     pub key: String,
     /// Last set.
@@ -89,22 +90,13 @@ async fn delete_secret(state: &AppState, scope: SecretScope, key: &str) -> Resul
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn require_workspace(state: &AppState, id: WorkspaceId) -> Result<()> {
-    state
-        .store
-        .get_workspace(id)
-        .await?
-        .map(|_| ())
-        .ok_or_else(Error::workspace_not_found)
-}
-
 /// Sets a workspace's secret.
 #[utoipa::path(put, path = "/workspaces/{id}/secrets/{key}", tag = "secrets",
     params(("id" = String, Path, description = "workspace id"), ("key" = String, Path, description = "[A-Z_][A-Z0-9_]{0,127}")),
     request_body = NewSecret,
     responses((status = 200, body = SecretView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
         (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 413, body = ErrorBody)))]
-pub async fn set_workspace_secret(
+pub(super) async fn set_workspace_secret(
     State(state): State<AppState>,
     principal: Principal,
     Path((id, key)): Path<(String, String)>,
@@ -120,7 +112,7 @@ pub async fn set_workspace_secret(
     params(("id" = String, Path, description = "workspace id"), ("key" = String, Path, description = "the secret's key")),
     responses((status = 204), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
         (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
-pub async fn delete_workspace_secret(
+pub(super) async fn delete_workspace_secret(
     State(state): State<AppState>,
     principal: Principal,
     Path((id, key)): Path<(String, String)>,
@@ -135,13 +127,13 @@ pub async fn delete_workspace_secret(
     params(("id" = String, Path, description = "workspace id")),
     responses((status = 200, body = [SecretView]), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
         (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
-pub async fn list_workspace_secrets(
+pub(super) async fn list_workspace_secrets(
     State(state): State<AppState>,
     principal: Principal,
     WorkspacePath(id): WorkspacePath,
 ) -> Result<Json<Vec<SecretView>>> {
     principal.require_operator()?;
-    require_workspace(&state, id).await?;
+    require_known_workspace(&state, id).await?;
     let keys = state.store.list_secrets(SecretScope::Workspace(id)).await?;
     Ok(Json(keys.into_iter().map(SecretView::from).collect()))
 }
@@ -152,13 +144,13 @@ pub async fn list_workspace_secrets(
     params(("id" = String, Path, description = "workspace id")),
     responses((status = 200, body = BTreeMap<String, String>), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
         (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
-pub async fn get_secret_values(
+pub(super) async fn get_secret_values(
     State(state): State<AppState>,
     principal: Principal,
     WorkspacePath(id): WorkspacePath,
 ) -> Result<Json<BTreeMap<String, String>>> {
-    principal.require_workspace(id)?;
-    require_workspace(&state, id).await?;
+    principal.require_workspace_itself(id)?;
+    require_known_workspace(&state, id).await?;
     let sealed = state.store.sealed_secrets(id).await?;
     let mut values = BTreeMap::new();
     // Globals first, so the workspace's own value of a key replaces them.
@@ -186,7 +178,7 @@ pub async fn get_secret_values(
     request_body = NewSecret,
     responses((status = 200, body = SecretView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
         (status = 403, body = ErrorBody), (status = 413, body = ErrorBody)))]
-pub async fn set_global_secret(
+pub(super) async fn set_global_secret(
     State(state): State<AppState>,
     principal: Principal,
     Path(key): Path<String>,
@@ -201,7 +193,7 @@ pub async fn set_global_secret(
     params(("key" = String, Path, description = "the secret's key")),
     responses((status = 204), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
         (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
-pub async fn delete_global_secret(
+pub(super) async fn delete_global_secret(
     State(state): State<AppState>,
     principal: Principal,
     Path(key): Path<String>,
@@ -213,7 +205,7 @@ pub async fn delete_global_secret(
 /// Lists the global secret keys (never values).
 #[utoipa::path(get, path = "/admin/secrets", tag = "secrets",
     responses((status = 200, body = [SecretView]), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
-pub async fn list_global_secrets(
+pub(super) async fn list_global_secrets(
     State(state): State<AppState>,
     principal: Principal,
 ) -> Result<Json<Vec<SecretView>>> {

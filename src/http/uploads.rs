@@ -38,11 +38,11 @@ use crate::store::{NewActivity, NewPendingUpload};
 type Multipart<'a> = multer::Multipart<'a>;
 
 /// Most files accepted in one request.
-pub const MAX_FILES_PER_REQUEST: usize = 100;
+pub(super) const MAX_FILES_PER_REQUEST: usize = 100;
 
 /// One uploaded file, as answered.
 #[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq, utoipa::ToSchema)]
-pub struct UploadedFile {
+pub(crate) struct UploadedFile {
     /// `platform-pending:<workspace_id>/<file_id>` in poll mode.
     pub uri: String,
     /// The sanitized file name.
@@ -58,7 +58,7 @@ pub struct UploadedFile {
 
 /// `{files: [...]}`.
 #[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq, utoipa::ToSchema)]
-pub struct UploadedFiles {
+pub(crate) struct UploadedFiles {
     /// Every file of the request, in request order.
     pub files: Vec<UploadedFile>,
 }
@@ -259,7 +259,7 @@ fn request_too_large(limit: u64) -> Error {
     responses((status = 200, body = UploadedFiles), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
         (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 413, body = ErrorBody),
         (status = 422, body = ErrorBody), (status = 502, body = ErrorBody), (status = 503, body = ErrorBody)))]
-pub async fn upload_chat_files(
+pub(super) async fn upload_chat_files(
     State(state): State<AppState>,
     principal: Principal,
     WorkspacePath(id): WorkspacePath,

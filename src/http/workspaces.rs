@@ -19,11 +19,11 @@ use crate::domain::{self, AuthToken, CallbackUrl, DeliveryMode, Tier, WorkspaceI
 use crate::events::Event;
 use crate::store::{self, Removal, Workspace};
 
-pub use crate::domain::WorkspaceStatus;
+pub(crate) use crate::domain::WorkspaceStatus;
 
 /// A workspace as the API shows it (never with a token).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct WorkspaceView {
+pub(crate) struct WorkspaceView {
     /// Its id.
     #[schema(value_type = String, format = Uuid)]
     pub id: WorkspaceId,
@@ -82,7 +82,7 @@ pub struct WorkspaceView {
 
 impl WorkspaceView {
     /// Renders a stored workspace with its children as of `now`.
-    pub fn new(
+    pub(crate) fn new(
         w: Workspace,
         children: Vec<WorkspaceId>,
         now: DateTime<Utc>,
@@ -116,7 +116,7 @@ impl WorkspaceView {
     }
 
     /// Renders a workspace as of now, reading its children.
-    pub async fn load(state: &AppState, w: Workspace) -> Result<Self> {
+    pub(crate) async fn load(state: &AppState, w: Workspace) -> Result<Self> {
         let children = state.store.child_ids(w.id).await?;
         Ok(Self::new(
             w,
@@ -136,7 +136,7 @@ pub(super) fn log_event(event: &'static str, id: WorkspaceId, parent: Option<Wor
 
 /// What the agent's machine needs to connect.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct Connection {
+pub(crate) struct Connection {
     /// This server's URL as workspaces reach it.
     pub platform_url: String,
     /// The workspace id.
@@ -150,7 +150,7 @@ pub struct Connection {
 
 impl Connection {
     /// Builds the block; `token` is `None` when it is not to be shown.
-    pub fn new(platform_url: &str, id: WorkspaceId, token: Option<&AuthToken>) -> Self {
+    pub(crate) fn new(platform_url: &str, id: WorkspaceId, token: Option<&AuthToken>) -> Self {
         let shown = token.map_or("<token>", |t| t.expose());
         Self {
             platform_url: platform_url.to_owned(),
@@ -165,7 +165,7 @@ impl Connection {
 
 /// `POST /workspaces` body.
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct NewWorkspace {
+pub(crate) struct NewWorkspace {
     /// Display name (1–200 characters).
     pub name: String,
     /// `push` or `poll`.
@@ -190,7 +190,7 @@ pub struct NewWorkspace {
 /// `POST /workspaces` answer: the workspace, its token (shown once) and its
 /// connection block.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct CreatedWorkspace {
+pub(crate) struct CreatedWorkspace {
     /// The workspace.
     #[serde(flatten)]
     pub workspace: WorkspaceView,
@@ -209,7 +209,7 @@ fn double_option<'de, D: Deserializer<'de>>(
 /// `PATCH /workspaces/:id` body; absent fields are left alone, `"url": null`
 /// clears the URL.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
-pub struct UpdateWorkspace {
+pub(super) struct UpdateWorkspace {
     /// New name.
     pub name: Option<String>,
     /// New mode.
@@ -235,14 +235,14 @@ pub struct UpdateWorkspace {
 
 /// `{connection}`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct ConnectionEnvelope {
+pub(crate) struct ConnectionEnvelope {
     /// The connection block.
     pub connection: Connection,
 }
 
 /// `{auth_token, connection}` after a rotation.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct RotatedToken {
+pub(crate) struct RotatedToken {
     /// The new token, shown this once.
     pub auth_token: String,
     /// The connection block with the new token.
@@ -282,13 +282,25 @@ fn unprocessable(e: impl std::fmt::Display) -> Error {
     Error::Unprocessable(e.to_string())
 }
 
-/// A live workspace, or the 404.
+/// A live workspace, or the 404: messages, reports and changes to a
+/// removed one are refused.
 pub(super) async fn live_workspace(state: &AppState, id: WorkspaceId) -> Result<Workspace> {
     state
         .store
         .get_workspace(id)
         .await?
         .filter(Workspace::is_live)
+        .ok_or_else(Error::workspace_not_found)
+}
+
+/// The 404 unless the workspace exists, removed ones included: its history,
+/// memories and secrets stay readable until the sweeper purges it.
+pub(super) async fn require_known_workspace(state: &AppState, id: WorkspaceId) -> Result<()> {
+    state
+        .store
+        .get_workspace(id)
+        .await?
+        .map(|_| ())
         .ok_or_else(Error::workspace_not_found)
 }
 
@@ -300,7 +312,7 @@ pub(super) async fn live_workspace(state: &AppState, id: WorkspaceId) -> Result<
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
         (status = 403, body = ErrorBody), (status = 422, body = ErrorBody),
     ))]
-pub async fn create_workspace(
+pub(super) async fn create_workspace(
     State(state): State<AppState>,
     principal: Principal,
     Json(new): Json<NewWorkspace>,
@@ -357,7 +369,7 @@ pub async fn create_workspace(
 
 /// Query of `GET /workspaces`.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
-pub struct ListParams {
+pub(super) struct ListParams {
     /// Only the children of this workspace; empty: only the roots.
     pub parent_id: Option<String>,
 }
@@ -368,7 +380,7 @@ pub struct ListParams {
 #[utoipa::path(get, path = "/workspaces", tag = "workspaces",
     params(ListParams),
     responses((status = 200, body = [WorkspaceView]), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
-pub async fn list_workspaces(
+pub(super) async fn list_workspaces(
     State(state): State<AppState>,
     principal: Principal,
     Query(params): Query<ListParams>,
@@ -404,7 +416,7 @@ pub async fn list_workspaces(
 #[utoipa::path(get, path = "/workspaces/{id}", tag = "workspaces",
     params(("id" = String, Path, description = "workspace id")),
     responses((status = 200, body = WorkspaceView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
-pub async fn get_workspace(
+pub(super) async fn get_workspace(
     State(state): State<AppState>,
     principal: Principal,
     WorkspacePath(id): WorkspacePath,
@@ -421,7 +433,7 @@ pub async fn get_workspace(
     request_body = UpdateWorkspace,
     responses((status = 200, body = WorkspaceView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
         (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
-pub async fn update_workspace(
+pub(super) async fn update_workspace(
     State(state): State<AppState>,
     principal: Principal,
     WorkspacePath(id): WorkspacePath,
@@ -486,7 +498,7 @@ pub async fn update_workspace(
 
 /// Query of `DELETE /workspaces/:id`.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
-pub struct DeleteParams {
+pub(super) struct DeleteParams {
     /// Also remove every live descendant, in the same transaction.
     pub cascade: Option<bool>,
 }
@@ -500,7 +512,7 @@ pub struct DeleteParams {
     params(("id" = String, Path, description = "workspace id"), DeleteParams),
     responses((status = 204), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
         (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
-pub async fn delete_workspace(
+pub(super) async fn delete_workspace(
     State(state): State<AppState>,
     principal: Principal,
     WorkspacePath(id): WorkspacePath,
@@ -538,7 +550,7 @@ pub async fn delete_workspace(
     params(("id" = String, Path, description = "workspace id")),
     responses((status = 200, body = RotatedToken), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
         (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
-pub async fn rotate_workspace_token(
+pub(super) async fn rotate_workspace_token(
     State(state): State<AppState>,
     principal: Principal,
     WorkspacePath(id): WorkspacePath,
@@ -567,7 +579,7 @@ pub async fn rotate_workspace_token(
     params(("id" = String, Path, description = "workspace id")),
     responses((status = 200, body = ConnectionEnvelope), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
         (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
-pub async fn get_workspace_connection(
+pub(super) async fn get_workspace_connection(
     State(state): State<AppState>,
     principal: Principal,
     WorkspacePath(id): WorkspacePath,

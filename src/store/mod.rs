@@ -948,13 +948,13 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreResult<Vec<PendingUpload>>;
     /// Stamps `fetched_at` on an unacked, unexpired file of this workspace
     /// and returns it; `None` for absent, acked, expired or foreign files.
-    async fn fetch_pending_upload(
+    async fn mark_pending_upload_fetched(
         &self,
         workspace_id: WorkspaceId,
         file_id: FileId,
         now: DateTime<Utc>,
     ) -> StoreResult<Option<PendingUpload>>;
-    /// The same file as [`Store::fetch_pending_upload`] finds, without
+    /// The same file as [`Store::mark_pending_upload_fetched`] finds, without
     /// stamping it (an operator looking, not the workspace fetching).
     async fn get_pending_upload(
         &self,

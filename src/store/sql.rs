@@ -503,7 +503,7 @@ pub(super) struct FilterBinds {
 }
 
 impl FilterBinds {
-    pub fn new(f: &MemoryFilter) -> Self {
+    pub(super) fn new(f: &MemoryFilter) -> Self {
         let (operator, who, team) = match &f.reader {
             Reader::Operator { owner } => (true, *owner, Vec::new()),
             Reader::Workspace { id, team } => (false, Some(*id), team.clone()),
@@ -1321,7 +1321,7 @@ macro_rules! portable_store {
             }
 
             #[tracing::instrument(skip_all, fields(workspace_id = %workspace_id, file_id = %file_id))]
-            async fn fetch_pending_upload(
+            async fn mark_pending_upload_fetched(
                 &self,
                 workspace_id: WorkspaceId,
                 file_id: FileId,

@@ -416,7 +416,10 @@ async fn fetch_and_ack_see_only_live_rows_of_their_workspace(engine: Engine) {
         .unwrap();
     let (live_id, short_id) = (live.0.file_id, short.0.file_id);
     assert_eq!(
-        store.fetch_pending_upload(other, live_id, t).await.unwrap(),
+        store
+            .mark_pending_upload_fetched(other, live_id, t)
+            .await
+            .unwrap(),
         None,
         "another workspace"
     );
@@ -427,7 +430,7 @@ async fn fetch_and_ack_see_only_live_rows_of_their_workspace(engine: Engine) {
     let later = t + Span::seconds(30);
     assert_eq!(
         store
-            .fetch_pending_upload(ws, short_id, later)
+            .mark_pending_upload_fetched(ws, short_id, later)
             .await
             .unwrap(),
         None,
@@ -438,7 +441,7 @@ async fn fetch_and_ack_see_only_live_rows_of_their_workspace(engine: Engine) {
         AckOutcome::NotFound
     );
     let fetched = store
-        .fetch_pending_upload(ws, live_id, later)
+        .mark_pending_upload_fetched(ws, live_id, later)
         .await
         .unwrap()
         .unwrap();
@@ -460,7 +463,7 @@ async fn fetch_and_ack_see_only_live_rows_of_their_workspace(engine: Engine) {
     );
     assert_eq!(
         store
-            .fetch_pending_upload(ws, live_id, later)
+            .mark_pending_upload_fetched(ws, live_id, later)
             .await
             .unwrap(),
         None,

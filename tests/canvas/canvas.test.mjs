@@ -263,6 +263,13 @@ async function main() {
    * failed it.
    */
   const axeCheck = async (view) => {
+    // A bubble that just arrived fades in (0.15 s): measured mid-fade its
+    // text has a lower contrast than it ends with. Let running animations
+    // end first (bounded).
+    await page.evaluate(() => Promise.race([
+      Promise.all(document.getAnimations().map((a) => a.finished.catch(() => {}))),
+      new Promise((resolve) => { setTimeout(resolve, 2000); }),
+    ]));
     await page.evaluate(AXE_SOURCE);
     const violations = await page.evaluate(async () => {
       const r = await window.axe.run(document, { rules: { 'label-content-name-mismatch': { enabled: true } } });
