@@ -49,7 +49,7 @@ if [ "${BENCH_NO_BUILD:-}" != 1 ]; then
   log "cargo build --release"
   cargo build --release --quiet
 fi
-BIN="$ROOT/target/release/molecule"
+BIN="${BENCH_BIN:-${CARGO_TARGET_DIR:-$ROOT/target}/release/molecule}"
 
 # Room for 1,000 long polls (server and client each hold one socket per poll).
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
@@ -114,6 +114,21 @@ export AWS_REGION=garage
 export AWS_ALLOW_HTTP=true
 export BENCH_S3_BUCKET=molecule-bench
 export BENCH_GARAGE_PID=$GARAGE_PID
+
+# ------------------------------------------------------------ tus
+# The upload server a user might pick instead: the tus reference server
+# for Node (@tus/server, the port of tusd), from npm, when node is here.
+if [ "${BENCH_NO_TUS:-}" != 1 ] && command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1; then
+  log "installing @tus/server from npm (set BENCH_NO_TUS=1 to skip)"
+  mkdir -p "$WORK/tus"
+  if (cd "$WORK/tus" && npm install --no-audit --no-fund --silent \
+        @tus/server@2.4.5 @tus/file-store@2.1.1 @tus/s3-store@2.0.7 >/dev/null 2>&1); then
+    cp "$ROOT/bench/tus_server.mjs" "$WORK/tus/"
+    export BENCH_TUS_DIR="$WORK/tus"
+  else
+    log "npm install failed: tus is not measured"
+  fi
+fi
 
 # ------------------------------------------------------------ run
 mkdir -p "$ROOT/bench/out"

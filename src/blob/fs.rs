@@ -4,27 +4,120 @@
 //! place, then the directory is fsynced: a crash leaves either the whole
 //! file or a leftover in `.tmp/` (which the reaper removes), never a torn
 //! blob under its real key.
+//!
+//! One blocking task per blob owns the file from its first write to the
+//! directory fsync, fed the body's chunks through a short queue: one
+//! hand-off per chunk and none back (tokio's file type copied every chunk
+//! into a buffer of its own and sent each write, the fsyncs, the rename and
+//! the folder opening to the blocking pool one by one, waiting each time).
+//! Concurrent blobs in one folder share its fsync ([`DirSyncs`]): an fsync
+//! that starts after a rename makes that rename durable, so whoever waits
+//! for one while another runs waits for the next and lets it cover everyone
+//! who queued meanwhile.
 
-use std::io;
+use std::collections::HashMap;
+use std::io::{self, Write};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Condvar, Mutex};
 
 use async_trait::async_trait;
+use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use tokio::fs;
-use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use tokio_util::io::ReaderStream;
 
 use super::{BlobEntry, BlobError, BlobStore, ByteStream};
 
 const TMP_DIR: &str = ".tmp";
-/// Largest write handed to the blocking pool at once.
+/// Largest write buffer of a tokio file (the S3 store's spool files).
 pub(super) const WRITE_BUF: usize = 128 * 1024;
+/// Chunks queued for a blob's writer: enough to keep it busy while the
+/// next network read arrives, few enough that memory per upload stays a
+/// few reads (each at most the connection's read buffer).
+const QUEUED_CHUNKS: usize = 4;
 
 /// Blobs on the local filesystem.
 pub struct FsBlobStore {
     root: PathBuf,
+    dir_syncs: Arc<DirSyncs>,
+}
+
+/// Group commit of folder fsyncs.
+#[derive(Default)]
+struct DirSyncs {
+    folders: Mutex<HashMap<PathBuf, DirSync>>,
+    changed: Condvar,
+}
+
+/// The fsync state of one folder. Renames are numbered as they ask for
+/// durability; `synced` is the highest number an fsync has covered.
+#[derive(Default)]
+struct DirSync {
+    asked: u64,
+    synced: u64,
+    running: bool,
+    waiting: usize,
+}
+
+impl DirSyncs {
+    /// Returns once an fsync of `dir` that started after this call (and so
+    /// after the caller's rename) has succeeded. Blocking.
+    fn sync(&self, dir: &Path) -> io::Result<()> {
+        let mut folders = self.folders.lock().unwrap_or_else(|e| e.into_inner());
+        let state = folders.entry(dir.to_path_buf()).or_default();
+        state.asked += 1;
+        state.waiting += 1;
+        let mine = state.asked;
+        let result = loop {
+            let state = folders
+                .get_mut(dir)
+                .expect("BUG: the entry lives while waited on");
+            if state.synced >= mine {
+                break Ok(());
+            }
+            if state.running {
+                folders = self
+                    .changed
+                    .wait(folders)
+                    .unwrap_or_else(|e| e.into_inner());
+                continue;
+            }
+            // Lead an fsync covering everyone who asked so far.
+            state.running = true;
+            let covers = state.asked;
+            drop(folders);
+            let synced = std::fs::File::open(dir).and_then(|f| f.sync_all());
+            folders = self.folders.lock().unwrap_or_else(|e| e.into_inner());
+            let state = folders
+                .get_mut(dir)
+                .expect("BUG: the entry lives while waited on");
+            state.running = false;
+            if synced.is_ok() {
+                state.synced = state.synced.max(covers);
+            }
+            self.changed.notify_all();
+            // On failure the others try again themselves.
+            break synced;
+        };
+        let state = folders
+            .get_mut(dir)
+            .expect("BUG: the entry lives while waited on");
+        state.waiting -= 1;
+        if state.waiting == 0 && !state.running {
+            folders.remove(dir);
+        }
+        result
+    }
+}
+
+/// What a blob's writer is sent.
+enum Feed {
+    Chunk(Bytes),
+    /// The body ended: make the blob durable and put it in place.
+    End,
 }
 
 impl FsBlobStore {
@@ -33,7 +126,10 @@ impl FsBlobStore {
         let root = root.as_ref().to_path_buf();
         crate::private_fs::create_dir_all_async(&root.join(TMP_DIR)).await?;
         crate::private_fs::restrict(&root, crate::private_fs::DIR_MODE)?;
-        Ok(Self { root })
+        Ok(Self {
+            root,
+            dir_syncs: Arc::default(),
+        })
     }
 
     fn path_of(&self, key: &str) -> io::Result<PathBuf> {
@@ -54,8 +150,51 @@ impl FsBlobStore {
     }
 }
 
-async fn sync_dir(dir: &Path) -> io::Result<()> {
-    fs::File::open(dir).await?.sync_all().await
+/// The blocking side of [`FsBlobStore::put`]: writes what it is fed to
+/// `tmp`; at the end makes the data durable, renames it to `dest` and
+/// makes the rename durable. On any failure, or when the feed stops without
+/// an end (the body failed), `tmp` is removed.
+fn write_blob(
+    mut feed: tokio::sync::mpsc::Receiver<Feed>,
+    tmp: &Path,
+    dest: &Path,
+    dir_syncs: &DirSyncs,
+) -> io::Result<bool> {
+    let written = (|| -> io::Result<bool> {
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create_new(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, crate::private_fs::FILE_MODE);
+        let mut file = options.open(tmp)?;
+        loop {
+            match feed.blocking_recv() {
+                Some(Feed::Chunk(chunk)) => file.write_all(&chunk)?,
+                Some(Feed::End) => break,
+                None => return Ok(false),
+            }
+        }
+        // The data and the size the blob is read back with.
+        file.sync_data()?;
+        drop(file);
+        let parent = dest.parent().expect("BUG: a blob path has a parent");
+        crate::private_fs::create_dir_all(parent)?;
+        std::fs::rename(tmp, dest)?;
+        Ok(true)
+    })();
+    match written {
+        Ok(true) => {
+            let parent = dest.parent().expect("BUG: a blob path has a parent");
+            if let Err(e) = dir_syncs.sync(parent) {
+                let _ = std::fs::remove_file(dest);
+                return Err(e);
+            }
+            Ok(true)
+        }
+        other => {
+            let _ = std::fs::remove_file(tmp);
+            other
+        }
+    }
 }
 
 #[async_trait]
@@ -70,42 +209,37 @@ impl BlobStore for FsBlobStore {
             .root
             .join(TMP_DIR)
             .join(uuid::Uuid::new_v4().to_string());
-        let mut file = crate::private_fs::new_file_options().open(&tmp).await?;
-        // tokio copies each write into a buffer of up to 2 MiB before
-        // handing it to a blocking thread; that buffer is per upload, so
-        // keep it small (the writes are no slower).
-        file.set_max_buf_size(WRITE_BUF);
-        let written: Result<u64, BlobError> = async {
-            let mut n = 0u64;
-            while let Some(chunk) = body.next().await {
-                let chunk = chunk.map_err(BlobError::Body)?;
-                file.write_all(&chunk).await?;
-                n += chunk.len() as u64;
+        let (feed, fed) = tokio::sync::mpsc::channel(QUEUED_CHUNKS);
+        let dir_syncs = self.dir_syncs.clone();
+        let writer = tokio::task::spawn_blocking(move || write_blob(fed, &tmp, &dest, &dir_syncs));
+        let mut n = 0u64;
+        let mut body_failed = None;
+        while let Some(chunk) = body.next().await {
+            match chunk {
+                Ok(chunk) => {
+                    n += chunk.len() as u64;
+                    if feed.send(Feed::Chunk(chunk)).await.is_err() {
+                        // The writer stopped: its error is below.
+                        break;
+                    }
+                }
+                Err(e) => {
+                    body_failed = Some(e);
+                    break;
+                }
             }
-            file.sync_all().await?;
-            Ok(n)
         }
-        .await;
-        drop(file);
-        let n = match written {
-            Ok(n) => n,
-            Err(e) => {
-                let _ = fs::remove_file(&tmp).await;
-                return Err(e);
-            }
-        };
-        let parent = dest.parent().expect("BUG: a blob path has a parent");
-        let placed: io::Result<()> = async {
-            crate::private_fs::create_dir_all_async(parent).await?;
-            fs::rename(&tmp, &dest).await?;
-            sync_dir(parent).await
+        if body_failed.is_none() {
+            let _ = feed.send(Feed::End).await;
         }
-        .await;
-        if let Err(e) = placed {
-            let _ = fs::remove_file(&tmp).await;
-            return Err(e.into());
+        drop(feed);
+        let written = writer.await.map_err(io::Error::other)?;
+        match (body_failed, written) {
+            (Some(e), _) => Err(BlobError::Body(e)),
+            (None, Ok(true)) => Ok(n),
+            (None, Ok(false)) => Err(io::Error::other("the blob writer stopped early").into()),
+            (None, Err(e)) => Err(e.into()),
         }
-        Ok(n)
     }
 
     async fn get(

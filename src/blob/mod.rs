@@ -24,7 +24,7 @@ use crate::store::{Store, StoreError};
 
 pub use database::DatabaseBlobStore;
 pub use fs::FsBlobStore;
-pub use s3::S3BlobStore;
+pub use s3::{S3BlobStore, FILL_BUDGET as S3_FILL_BUDGET, PART_SIZE as S3_PART_SIZE};
 
 /// Deletions a batch runs concurrently.
 pub const DELETES_IN_FLIGHT: usize = 16;
@@ -115,7 +115,8 @@ pub fn upload_key(
 /// (credentials and endpoint from the standard `AWS_*` variables) or
 /// `database`.
 ///
-/// `spool` is a local folder the S3 store stages uploads in before sending.
+/// `spool` is a local folder the S3 store spills uploads to when its
+/// memory budget is spent.
 pub async fn open(
     url: &str,
     store: Arc<dyn Store>,

@@ -18,6 +18,7 @@ mod memory;
 mod pending;
 mod plugins;
 mod replicas;
+mod s3_ingest;
 mod secrets;
 mod store_contract;
 mod sweep;
