@@ -304,7 +304,6 @@ fn default_blob_store(data_dir: &Path) -> String {
 /// Reads the admin token from `<data_dir>/admin-token`, generating it (mode
 /// 0600) on first use. Returns the token and whether it was just created.
 pub fn load_or_create_admin_token(data_dir: &Path) -> anyhow::Result<(AuthToken, bool)> {
-    use std::io::Write;
     let path = data_dir.join("admin-token");
     match std::fs::read_to_string(&path) {
         Ok(raw) if !raw.trim().is_empty() => {
@@ -320,18 +319,8 @@ pub fn load_or_create_admin_token(data_dir: &Path) -> anyhow::Result<(AuthToken,
     crate::private_fs::prepare_data_dir(data_dir)
         .with_context(|| format!("failed to create {}", data_dir.display()))?;
     let token = AuthToken::generate();
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(0o600);
-    }
-    let mut file = options
-        .open(&path)
+    crate::private_fs::create_private_file(&path, format!("{}\n", token.expose()).as_bytes())
         .with_context(|| format!("failed to create {}", path.display()))?;
-    file.write_all(format!("{}\n", token.expose()).as_bytes())?;
-    file.sync_all()?;
     Ok((token, true))
 }
 

@@ -65,6 +65,22 @@ pub(crate) fn new_file_options() -> tokio::fs::OpenOptions {
     options
 }
 
+/// Writes a new file (0600) holding `contents` and syncs it; fails if the
+/// file exists (`create_new`), so a racing writer never truncates it.
+pub(crate) fn create_private_file(path: &Path, contents: &[u8]) -> io::Result<()> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(FILE_MODE);
+    }
+    let mut file = options.open(path)?;
+    file.write_all(contents)?;
+    file.sync_all()
+}
+
 /// Makes sure the SQLite file a `sqlite://` URL names exists and is 0600
 /// before SQLite opens it: SQLite creates a missing file with the umask's
 /// mode (0644), and gives its `-wal` and `-shm` files the mode of the

@@ -61,7 +61,6 @@ impl SecretsKey {
 
 /// Reads `<data_dir>/secrets-key`, generating it (mode 0600) on first use.
 pub fn load_or_create_key(data_dir: &Path) -> anyhow::Result<SecretsKey> {
-    use std::io::Write;
     let path = data_dir.join("secrets-key");
     match std::fs::read_to_string(&path) {
         Ok(raw) => {
@@ -73,18 +72,8 @@ pub fn load_or_create_key(data_dir: &Path) -> anyhow::Result<SecretsKey> {
     std::fs::create_dir_all(data_dir)
         .with_context(|| format!("failed to create {}", data_dir.display()))?;
     let key = SecretsKey::generate();
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(0o600);
-    }
-    let mut file = options
-        .open(&path)
+    crate::private_fs::create_private_file(&path, format!("{}\n", key.to_hex()).as_bytes())
         .with_context(|| format!("failed to create {}", path.display()))?;
-    file.write_all(format!("{}\n", key.to_hex()).as_bytes())?;
-    file.sync_all()?;
     tracing::info!(path = %path.display(), "generated the secrets key");
     Ok(key)
 }
