@@ -569,6 +569,7 @@ async def bench_ingest(srv, nginx, plan, rounds=5, conc=4, s3=None, extra_arms=(
         for _, fn, ticks in arms:  # warm
             await run_ingest(fn, 2, 2, ticks)
         nginx.clean()
+        os.sync()
         for k in range(rounds):
             for name, fn, ticks in arms[k % len(arms):] + arms[:k % len(arms)]:
                 wall, s_cpu, c_cpu = await run_ingest(fn, n, conc, ticks)
@@ -580,6 +581,11 @@ async def bench_ingest(srv, nginx, plan, rounds=5, conc=4, s3=None, extra_arms=(
                     nginx.clean()
                 if hasattr(fn, "clean"):
                     fn.clean()
+                # Each arm starts with no dirty pages of another arm's
+                # files: the kernel writes them back ~30 s later, in
+                # whichever arm runs then, so without this one arm's
+                # page-cache writes are paid for by the next one's time.
+                os.sync()
         mb = n * size / MIB
         tot = {name: sum(w) for name, w in walls.items()}
         r = out[label] = {

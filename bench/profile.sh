@@ -12,6 +12,9 @@
 # variables name the S3 server for `s3`. PROFILE_TOOL=cpu runs the server
 # natively instead and prints its CPU time (user + system, from /proc, so
 # the kernel's share counts) and the wall time of the workload.
+# PROFILE_TOOL=perf runs it natively under `perf record` (kernel and user
+# space, so the kernel's copies, page cache and block layer show too) and
+# prints the top symbols.
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -33,7 +36,7 @@ TOKEN=$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')
 args=(serve --listen "127.0.0.1:$PORT" --data-dir "$WORK/data" --admin-token "$TOKEN"
   --sweep-interval 1h --max-request-size 64MiB)
 if [ "$KIND" = s3 ]; then args+=(--blob-store "${PROFILE_S3:?PROFILE_S3=s3://BUCKET/prefix}"); fi
-if [ "${PROFILE_TOOL:-callgrind}" = cpu ]; then
+if [ "${PROFILE_TOOL:-callgrind}" = cpu ] || [ "${PROFILE_TOOL:-callgrind}" = perf ]; then
   "$BIN" "${args[@]}" >"$WORK/server.log" 2>&1 &
 else
   valgrind --tool=callgrind --callgrind-out-file="$WORK/callgrind.out" "$BIN" "${args[@]}" \
@@ -50,13 +53,23 @@ WS=$(curl -fsS -H "Authorization: Bearer $TOKEN" -H 'Content-Type: application/j
 head -c "$SIZE" /dev/urandom >"$WORK/file.bin"
 URL="http://127.0.0.1:$PORT/workspaces/$WS/chat/uploads"
 ticks() { awk '{print $14 + $15}' "/proc/$SERVER_PID/stat"; }
+PERF_PID=""
+if [ "${PROFILE_TOOL:-callgrind}" = perf ]; then
+  perf record -q -g -p "$SERVER_PID" -o "$WORK/perf.data" 2>/dev/null &
+  PERF_PID=$!
+  sleep 0.5
+fi
 t0=$(ticks)
 w0=$(date +%s.%N)
 seq 1 "$COUNT" | xargs -P 4 -I{} curl -fsS -o /dev/null -H "Authorization: Bearer $TOKEN" \
   -F "files=@$WORK/file.bin" "$URL"
 w1=$(date +%s.%N)
 t1=$(ticks)
-if [ "${PROFILE_TOOL:-callgrind}" = cpu ]; then
+if [ -n "$PERF_PID" ]; then
+  kill -INT "$PERF_PID"
+  wait "$PERF_PID" || true
+fi
+if [ "${PROFILE_TOOL:-callgrind}" = cpu ] || [ "${PROFILE_TOOL:-callgrind}" = perf ]; then
   python3 -c "
 hz = $(getconf CLK_TCK); cpu = ($t1 - $t0) / hz; wall = $w1 - $w0; mib = $COUNT * $SIZE / 2**20
 print(f'server CPU {cpu:.2f} s ({cpu / mib * 1000:.2f} ms per MiB), wall {wall:.2f} s ({mib / wall:.0f} MiB/s)')"
@@ -65,5 +78,10 @@ kill -TERM "$SERVER_PID"
 wait "$SERVER_PID" || true
 SERVER_PID=""
 [ "${PROFILE_TOOL:-callgrind}" = cpu ] && exit 0
+if [ "${PROFILE_TOOL:-callgrind}" = perf ]; then
+  perf report -i "$WORK/perf.data" --no-children -g none --sort symbol --percent-limit 0.7 --stdio 2>/dev/null |
+    grep -E "^ +[0-9.]+%" | sed "s/ *$//" | head -40
+  exit 0
+fi
 callgrind_annotate "$WORK/callgrind.out" 2>/dev/null | sed -n '1,40p' | grep -v '^--\|^$' |
   sed 's/ \[[^]]*\]$//' | cut -c1-200

@@ -84,13 +84,46 @@ impl Scanner {
     }
 
     /// Feeds the next chunk of the body.
+    ///
+    /// The chunk is scanned where it lies: only the carried tail of the
+    /// previous chunk and the first few bytes of this one (enough for any
+    /// pattern that straddles them) are joined in a small buffer, so the
+    /// body's bytes are not copied.
     pub(super) fn feed(&mut self, chunk: &[u8]) -> Result<(), Framing> {
         self.total += chunk.len() as u64;
         if self.total > self.limit {
             return Err(Framing::Body);
         }
-        let mut buf = std::mem::take(&mut self.carry);
-        buf.extend_from_slice(chunk);
+        let carried = std::mem::take(&mut self.carry);
+        let rest = if carried.is_empty() {
+            chunk
+        } else {
+            let mut joined = carried;
+            let from_carry = joined.len();
+            joined.extend_from_slice(&chunk[..chunk.len().min(self.delimiter.len())]);
+            let unscanned = self.scan(&joined)?;
+            if unscanned < from_carry {
+                // Still inside the carry (a chunk shorter than a pattern):
+                // join it with the whole chunk (a few bytes) and go on.
+                let mut joined = joined[unscanned..from_carry].to_vec();
+                joined.extend_from_slice(chunk);
+                let unscanned = self.scan(&joined)?;
+                self.carry = joined[unscanned..].to_vec();
+                return Ok(());
+            }
+            // What is left to scan lies in the chunk: go on there, in place.
+            &chunk[unscanned - from_carry..]
+        };
+        let unscanned = self.scan(rest)?;
+        self.carry = rest[unscanned..].to_vec();
+        Ok(())
+    }
+
+    /// Runs the framing over `buf` from the current stage and returns where
+    /// the unscanned tail starts: the bytes from there on (fewer than a
+    /// pattern) were neither matched nor counted, and must be scanned again
+    /// with what follows them.
+    fn scan(&mut self, buf: &[u8]) -> Result<usize, Framing> {
         let mut pos = 0;
         loop {
             let rest = &buf[pos..];
@@ -106,14 +139,12 @@ impl Scanner {
                         let seen = seen + rest.len() - keep;
                         check(seen, Framing::Preamble)?;
                         self.stage = Stage::Preamble(seen);
-                        self.carry = rest[rest.len() - keep..].to_vec();
-                        return Ok(());
+                        return Ok(buf.len() - keep);
                     }
                 },
                 Stage::AfterDelimiter => {
                     if rest.len() < 2 {
-                        self.carry = rest.to_vec();
-                        return Ok(());
+                        return Ok(pos);
                     }
                     if rest.starts_with(b"--") {
                         self.stage = Stage::Epilogue;
@@ -132,8 +163,7 @@ impl Scanner {
                         let seen = seen + rest.len() - keep;
                         check(seen, Framing::PartHeader)?;
                         self.stage = Stage::Headers(seen);
-                        self.carry = rest[rest.len() - keep..].to_vec();
-                        return Ok(());
+                        return Ok(buf.len() - keep);
                     }
                 },
                 Stage::Content => match find(rest, &self.delimiter) {
@@ -143,11 +173,10 @@ impl Scanner {
                     }
                     None => {
                         let keep = rest.len().min(self.delimiter.len() - 1);
-                        self.carry = rest[rest.len() - keep..].to_vec();
-                        return Ok(());
+                        return Ok(buf.len() - keep);
                     }
                 },
-                Stage::Epilogue => return Ok(()),
+                Stage::Epilogue => return Ok(buf.len()),
             }
         }
     }
@@ -282,6 +311,73 @@ mod tests {
             assert_eq!(bytewise.feed(std::slice::from_ref(byte)), Ok(()));
         }
         assert_eq!(bytewise.stage, Stage::Epilogue);
+    }
+
+    /// Feeds `b` cut at `cuts` (sorted) and returns the verdict and stage.
+    fn feed_cut(b: &[u8], cuts: &[usize], limit: u64) -> (Result<(), Framing>, Stage) {
+        let mut s = Scanner::new("B", limit);
+        let mut from = 0;
+        for &cut in cuts.iter().chain(std::iter::once(&b.len())) {
+            if let Err(e) = s.feed(&b[from..cut]) {
+                return (Err(e), s.stage);
+            }
+            from = cut;
+        }
+        (Ok(()), s.stage)
+    }
+
+    /// The chunk is scanned in place, with only the carry joined to its
+    /// head: every way of cutting a body in two or three pieces (and so
+    /// every carry/head combination) ends exactly as the whole body does.
+    #[test]
+    fn every_two_and_three_piece_cut_ends_as_the_whole_body() {
+        let b = body(&[
+            (
+                "Content-Disposition: form-data; name=\"files\"; filename=\"a\"",
+                "x\r\n--Bnot\r\n\r\n--B-",
+            ),
+            ("Content-Disposition: form-data; name=\"files\"", "\r\n"),
+        ]);
+        let mut b = [b"pre\r\n".as_slice(), &b].concat();
+        b.extend_from_slice(b"epilogue");
+        assert_eq!(feed_cut(&b, &[], 1 << 20), (Ok(()), Stage::Epilogue));
+        for i in 0..=b.len() {
+            for j in i..=b.len() {
+                assert_eq!(
+                    feed_cut(&b, &[i, j], 1 << 20),
+                    (Ok(()), Stage::Epilogue),
+                    "cuts {i}, {j}"
+                );
+            }
+        }
+        // A header block at the cap passes and one byte more is refused,
+        // wherever the body is cut.
+        let at_cap = |extra: usize| {
+            let name = "X-Pad: ";
+            // The block counted: "\r\n", the header line, "\r\n\r\n".
+            let pad = "p".repeat(MAX_PART_HEADER - name.len() - 6 + extra);
+            [
+                b"--B\r\n".as_slice(),
+                name.as_bytes(),
+                pad.as_bytes(),
+                b"\r\n\r\nbody\r\n--B--\r\n",
+            ]
+            .concat()
+        };
+        let (fits, over) = (at_cap(0), at_cap(1));
+        let cuts = (0..over.len()).filter(|c| c % 97 == 0 || c.abs_diff(MAX_PART_HEADER) < 40);
+        for cut in cuts {
+            assert_eq!(
+                feed_cut(&fits, &[cut.min(fits.len())], 1 << 20),
+                (Ok(()), Stage::Epilogue),
+                "cut {cut}"
+            );
+            assert_eq!(
+                feed_cut(&over, &[cut], 1 << 20).0,
+                Err(Framing::PartHeader),
+                "cut {cut}"
+            );
+        }
     }
 
     #[test]

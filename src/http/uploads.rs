@@ -355,6 +355,9 @@ async fn stage_upload(state: &AppState, id: WorkspaceId, req: Request) -> Result
             return Err(refuse(state, id, &mut blobs, &mut multipart, rejection).await)
         }
     };
+    // This runs in a task of its own (see `upload_chat_files`): it is never
+    // dropped between the commit and `blobs.commit()`, and the store's
+    // group commit, which needs its callers to run to completion, holds.
     let activities = match record(state, id, &staged).await {
         Ok(activities) => activities,
         Err(e) => {
@@ -571,7 +574,7 @@ async fn record(
             (upload, activity)
         })
         .collect();
-    Ok(state.store.stage_uploads(id, &rows, now).await?)
+    Ok(state.store.stage_uploads(id, rows, now).await?)
 }
 
 /// Counts, logs and wakes the waiters of files just recorded.

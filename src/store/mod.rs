@@ -60,7 +60,7 @@ use crate::domain::{
 };
 
 pub use postgres::{Listener, Notifier, PostgresStore};
-pub use sql::{BetweenReads, SqlStore};
+pub use sql::{BetweenReads, GroupCommit, SqlStore};
 pub use sqlite::SqliteStore;
 
 /// Size of one chunk of a blob kept in the database.
@@ -88,6 +88,10 @@ pub enum StoreError {
     /// runs from the workspace up to itself.
     #[error("a workspace cannot be its own ancestor")]
     Cycle(Vec<WorkspaceId>),
+    /// The call that was committing this write on others' behalf was
+    /// dropped before it finished; nothing of the write was kept.
+    #[error("the write was interrupted before it was committed")]
+    Interrupted,
 }
 
 impl StoreError {
@@ -97,7 +101,7 @@ impl StoreError {
     /// they interrupted was not committed.
     pub fn is_unavailable(&self) -> bool {
         let StoreError::Database(e) = self else {
-            return false;
+            return matches!(self, StoreError::Interrupted);
         };
         match e {
             sqlx::Error::PoolTimedOut
@@ -933,11 +937,14 @@ pub trait Store: Send + Sync + 'static {
 
     // --- staged uploads ---
 
-    /// Inserts every upload row with its activity row in ONE transaction.
+    /// Inserts every upload row with its activity row in ONE transaction:
+    /// all of them or none. Concurrent calls may share that transaction
+    /// (group commit), never a failure: a call that fails wrote nothing,
+    /// whatever the others did. Not cancel-safe: run it to completion.
     async fn stage_uploads(
         &self,
         workspace_id: WorkspaceId,
-        files: &[(NewPendingUpload, NewActivity)],
+        files: Vec<(NewPendingUpload, NewActivity)>,
         now: DateTime<Utc>,
     ) -> StoreResult<Vec<Activity>>;
     /// Unacked, unexpired files of a workspace, oldest first.

@@ -130,6 +130,7 @@ impl SqlStore<Postgres> {
             pool,
             write: None,
             between_reads: Default::default(),
+            staging: Default::default(),
         })
     }
 
@@ -161,6 +162,11 @@ impl SqlStore<Postgres> {
             pool: self.pool.clone(),
         })
     }
+
+    /// A group commit stays within one workspace: a transaction holding the
+    /// activity-id locks of several workspaces could deadlock with another
+    /// writer taking them in another order.
+    pub(super) const GROUP_ACROSS_WORKSPACES: bool = false;
 
     /// Serializes id assignment per workspace: the id is drawn only after
     /// the lock is held, and the lock is released at commit, so within one

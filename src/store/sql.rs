@@ -41,6 +41,68 @@ pub struct SqlStore<DB: Database> {
     pub(super) write: Option<Mutex<()>>,
     /// Test hook: runs between the two reads of `list_activity`.
     pub(super) between_reads: BetweenReads,
+    /// The group commit of `stage_uploads`; see [`GroupCommit`].
+    pub(super) staging: GroupCommit,
+}
+
+/// One request's uploads, queued for the group commit.
+pub(super) struct StageJob {
+    workspace_id: WorkspaceId,
+    files: Vec<(NewPendingUpload, NewActivity)>,
+    now: DateTime<Utc>,
+    answer: tokio::sync::oneshot::Sender<StoreResult<Vec<Activity>>>,
+}
+
+/// Group commit for staged uploads: concurrent `stage_uploads` calls share
+/// one transaction, so one durable commit (one WAL fsync on SQLite) covers
+/// every request that queued while the previous commit ran.
+///
+/// Each call queues its job, then waits for the leader lock. Whoever holds
+/// it takes every queued job, commits them and answers each one before
+/// letting go, so a call that gets the lock either finds its answer
+/// waiting or its job still queued; there is no timer and no added wait
+/// when uploads do not overlap. If the shared transaction fails, each job
+/// is retried in a transaction of its own, so one refused request (a
+/// removed workspace, a broken row) fails alone. The leader runs on the
+/// caller's task: callers must not be cancelled mid-call (the upload path
+/// stages each upload in a task of its own), or the jobs it took are
+/// answered with [`StoreError::Interrupted`] and written by no one.
+#[doc(hidden)]
+#[derive(Clone, Default)]
+pub struct GroupCommit {
+    queue: Arc<std::sync::Mutex<Vec<StageJob>>>,
+    leader: Arc<Mutex<()>>,
+    /// Transactions committed (or tried) for staged uploads.
+    transactions: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl GroupCommit {
+    fn push(&self, job: StageJob) {
+        self.queue
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(job);
+    }
+
+    fn take(&self) -> Vec<StageJob> {
+        std::mem::take(&mut *self.queue.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// Jobs waiting for a leader (test hook).
+    pub fn queued(&self) -> usize {
+        self.queue.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    /// Transactions run for staged uploads so far (test hook).
+    pub fn transactions(&self) -> u64 {
+        self.transactions.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Holds the leader lock: jobs queue up until the guard is dropped
+    /// (test hook).
+    pub async fn hold(&self) -> tokio::sync::OwnedMutexGuard<()> {
+        self.leader.clone().lock_owned().await
+    }
 }
 
 type Hook = Box<dyn FnOnce() -> futures::future::BoxFuture<'static, ()> + Send>;
@@ -93,6 +155,12 @@ impl<DB: Database> SqlStore<DB> {
     #[doc(hidden)]
     pub fn between_activity_reads(&self) -> BetweenReads {
         self.between_reads.clone()
+    }
+
+    /// The group commit of staged uploads (test hooks); see [`GroupCommit`].
+    #[doc(hidden)]
+    pub fn staging(&self) -> GroupCommit {
+        self.staging.clone()
     }
 }
 
@@ -669,6 +737,78 @@ macro_rules! portable_store {
                 .execute(conn)
                 .await?;
                 Ok(())
+            }
+
+            /// Commits queued upload jobs, as few transactions as the engine
+            /// allows (see [`GroupCommit`]), and answers each job.
+            async fn commit_staged(&self, jobs: Vec<StageJob>) {
+                let mut groups: Vec<Vec<StageJob>> = Vec::new();
+                for job in jobs {
+                    let joins = groups.iter_mut().find(|g| {
+                        Self::GROUP_ACROSS_WORKSPACES || g[0].workspace_id == job.workspace_id
+                    });
+                    match joins {
+                        Some(group) => group.push(job),
+                        None => groups.push(vec![job]),
+                    }
+                }
+                for group in groups {
+                    if group.len() > 1 {
+                        if let Ok(answers) = self.insert_staged(&group).await {
+                            for (job, activities) in group.into_iter().zip(answers) {
+                                let _ = job.answer.send(Ok(activities));
+                            }
+                            continue;
+                        }
+                        // Some job was refused: each alone, so only it fails.
+                    }
+                    for job in group {
+                        let answer = self
+                            .insert_staged(std::slice::from_ref(&job))
+                            .await
+                            .map(|mut answers| answers.pop().unwrap_or_default());
+                        let _ = job.answer.send(answer);
+                    }
+                }
+            }
+
+            /// Inserts every file and activity row of `jobs` in ONE
+            /// transaction; the activities come back per job.
+            async fn insert_staged(&self, jobs: &[StageJob]) -> StoreResult<Vec<Vec<Activity>>> {
+                self.staging
+                    .transactions
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let _w = self.writer().await;
+                let mut tx = self.pool.begin().await?;
+                let mut answers = Vec::with_capacity(jobs.len());
+                for job in jobs {
+                    let mut activities = Vec::with_capacity(job.files.len());
+                    for (file, activity) in &job.files {
+                        sqlx::query(
+                            "INSERT INTO pending_uploads (file_id, workspace_id, blob_key, \
+                             size_bytes, sha256, filename, mimetype, created_at, expires_at) \
+                             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                        )
+                        .bind(file.file_id)
+                        .bind(job.workspace_id)
+                        .bind(&file.blob_key)
+                        .bind(file.size)
+                        .bind(&file.sha256)
+                        .bind(&file.filename)
+                        .bind(&file.mimetype)
+                        .bind(Ts(file.created_at))
+                        .bind(Ts(file.expires_at))
+                        .execute(&mut *tx)
+                        .await?;
+                        activities.push(
+                            Self::insert_activity_in(&mut tx, job.workspace_id, activity, job.now)
+                                .await?,
+                        );
+                    }
+                    answers.push(activities);
+                }
+                tx.commit().await?;
+                Ok(answers)
             }
 
             /// Inserts one activity row inside the caller's transaction,
@@ -1272,34 +1412,25 @@ macro_rules! portable_store {
             async fn stage_uploads(
                 &self,
                 workspace_id: WorkspaceId,
-                files: &[(NewPendingUpload, NewActivity)],
+                files: Vec<(NewPendingUpload, NewActivity)>,
                 now: DateTime<Utc>,
             ) -> StoreResult<Vec<Activity>> {
-                let _w = self.writer().await;
-                let mut tx = self.pool.begin().await?;
-                let mut activities = Vec::with_capacity(files.len());
-                for (file, activity) in files {
-                    sqlx::query(
-                        "INSERT INTO pending_uploads (file_id, workspace_id, blob_key, \
-                         size_bytes, sha256, filename, mimetype, created_at, expires_at) \
-                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-                    )
-                    .bind(file.file_id)
-                    .bind(workspace_id)
-                    .bind(&file.blob_key)
-                    .bind(file.size)
-                    .bind(&file.sha256)
-                    .bind(&file.filename)
-                    .bind(&file.mimetype)
-                    .bind(Ts(file.created_at))
-                    .bind(Ts(file.expires_at))
-                    .execute(&mut *tx)
-                    .await?;
-                    activities
-                        .push(Self::insert_activity_in(&mut tx, workspace_id, activity, now).await?);
+                let (answer, answered) = tokio::sync::oneshot::channel();
+                self.staging.push(StageJob {
+                    workspace_id,
+                    files,
+                    now,
+                    answer,
+                });
+                {
+                    let _leader = self.staging.leader.lock().await;
+                    // Empty when the previous leader took this job too.
+                    let jobs = self.staging.take();
+                    if !jobs.is_empty() {
+                        self.commit_staged(jobs).await;
+                    }
                 }
-                tx.commit().await?;
-                Ok(activities)
+                answered.await.unwrap_or(Err(StoreError::Interrupted))
             }
 
             async fn list_pending_uploads(

@@ -123,6 +123,7 @@ impl SqlStore<Sqlite> {
             pool,
             write: Some(Mutex::new(())),
             between_reads: Default::default(),
+            staging: Default::default(),
         })
     }
 
@@ -146,6 +147,9 @@ impl SqlStore<Sqlite> {
     pub(super) async fn lock_tree(_conn: &mut SqliteConnection) -> StoreResult<()> {
         Ok(())
     }
+
+    /// One writer at a time anyway: a group commit spans workspaces.
+    pub(super) const GROUP_ACROSS_WORKSPACES: bool = true;
 
     /// The write lock the caller holds already orders activity ids.
     pub(super) async fn lock_activity_ids(

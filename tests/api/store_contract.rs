@@ -360,7 +360,7 @@ async fn staging_is_one_transaction(engine: Engine) {
     clash.0.blob_key = good.0.blob_key.clone();
     // The second row violates the unique blob key: nothing of the batch stays.
     assert!(store
-        .stage_uploads(ws, &[good.clone(), clash], now())
+        .stage_uploads(ws, vec![good.clone(), clash], now())
         .await
         .is_err());
     assert!(store
@@ -387,17 +387,194 @@ async fn staging_is_one_transaction(engine: Engine) {
     let mut too_big = upload(ws, "c.txt", Span::hours(24));
     too_big.0.size = 26_214_401;
     assert!(
-        store.stage_uploads(ws, &[too_big], now()).await.is_err(),
+        store.stage_uploads(ws, vec![too_big], now()).await.is_err(),
         "the 25 MiB CHECK"
     );
     let activities = store
-        .stage_uploads(ws, std::slice::from_ref(&good), now())
+        .stage_uploads(ws, vec![good.clone()], now())
         .await
         .unwrap();
     assert_eq!(activities.len(), 1);
     assert_eq!(activities[0].row, good.1);
 }
 on_both_engines!(staging_is_one_transaction);
+
+/// A store with its group-commit hooks.
+async fn open_staging(engine: Engine) -> Option<(Arc<dyn Store>, GroupCommit, tempfile::TempDir)> {
+    let dir = tempfile::tempdir().unwrap();
+    let url = match engine {
+        Engine::Sqlite => format!("sqlite://{}", dir.path().join("t.db").display()),
+        Engine::Postgres => fresh_postgres_url().await?,
+    };
+    connect(&url).await.unwrap().migrate().await.unwrap();
+    Some(match engine {
+        Engine::Sqlite => {
+            let s = SqliteStore::connect(&url).await.unwrap();
+            let staging = s.staging();
+            (Arc::new(s), staging, dir)
+        }
+        Engine::Postgres => {
+            let s = PostgresStore::connect(&url).await.unwrap();
+            let staging = s.staging();
+            (Arc::new(s), staging, dir)
+        }
+    })
+}
+
+type Batch = (WorkspaceId, Vec<(NewPendingUpload, NewActivity)>);
+
+/// Queues every batch while the group commit is held, lets it go, and
+/// returns each call's outcome and the transactions it took.
+async fn stage_together(
+    store: &Arc<dyn Store>,
+    staging: &GroupCommit,
+    batches: Vec<Batch>,
+) -> (Vec<StoreResult<Vec<Activity>>>, u64) {
+    let before = staging.transactions();
+    let held = staging.hold().await;
+    let count = batches.len();
+    let calls: Vec<_> = batches
+        .into_iter()
+        .map(|(ws, files)| {
+            let store = store.clone();
+            tokio::spawn(async move { store.stage_uploads(ws, files, now()).await })
+        })
+        .collect();
+    for _ in 0..500 {
+        if staging.queued() == count {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert_eq!(
+        staging.queued(),
+        count,
+        "every call queued behind the held commit"
+    );
+    drop(held);
+    let mut outcomes = Vec::new();
+    for call in calls {
+        outcomes.push(call.await.unwrap());
+    }
+    (outcomes, staging.transactions() - before)
+}
+
+async fn staged_files(store: &Arc<dyn Store>, ws: WorkspaceId) -> BTreeSet<String> {
+    let rows = store.list_pending_uploads(ws, now()).await.unwrap();
+    rows.into_iter().map(|r| r.filename).collect()
+}
+
+/// Concurrent `stage_uploads` share one transaction; one refused call in
+/// the group fails alone and leaves nothing, the others are all kept.
+async fn concurrent_staging_shares_one_commit_and_fails_alone(engine: Engine) {
+    let Some((store, staging, _dir)) = open_staging(engine).await else {
+        return;
+    };
+    let ws = WorkspaceId::new();
+    let two = |i: usize| -> Batch {
+        let name = |j: usize| format!("{i}-{j}.txt");
+        (
+            ws,
+            vec![
+                upload(ws, &name(0), Span::hours(1)),
+                upload(ws, &name(1), Span::hours(1)),
+            ],
+        )
+    };
+
+    // Five calls, two files each: one transaction for all of them.
+    let (outcomes, transactions) =
+        stage_together(&store, &staging, (0..5).map(two).collect()).await;
+    assert_eq!(transactions, 1);
+    let mut ids = Vec::new();
+    for (i, outcome) in outcomes.into_iter().enumerate() {
+        let activities = outcome.unwrap();
+        let names: Vec<_> = activities
+            .iter()
+            .map(|a| a.row.data.clone().unwrap())
+            .collect();
+        assert_eq!(
+            names,
+            vec![
+                json!({"f": format!("{i}-0.txt")}),
+                json!({"f": format!("{i}-1.txt")})
+            ]
+        );
+        // A call's files keep their order within the shared transaction.
+        assert!(activities[0].id < activities[1].id);
+        ids.extend(activities.iter().map(|a| a.id));
+    }
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), 10, "ten distinct activity ids");
+    let first: BTreeSet<String> = (0..5)
+        .flat_map(|i| [format!("{i}-0.txt"), format!("{i}-1.txt")])
+        .collect();
+    assert_eq!(staged_files(&store, ws).await, first);
+
+    // Four good calls and one whose second file reuses a stored blob key:
+    // the shared try fails, then each call runs alone and only that one fails.
+    let held_key = store.list_pending_uploads(ws, now()).await.unwrap()[0]
+        .blob_key
+        .clone();
+    let mut batches: Vec<Batch> = (5..9).map(two).collect();
+    let mut bad = two(9);
+    bad.1[1].0.blob_key = held_key;
+    batches.insert(2, bad);
+    let (outcomes, transactions) = stage_together(&store, &staging, batches).await;
+    assert_eq!(transactions, 1 + 5, "the shared try, then one each");
+    let failed: Vec<usize> = outcomes
+        .iter()
+        .enumerate()
+        .filter(|(_, o)| o.is_err())
+        .map(|(i, _)| i)
+        .collect();
+    assert_eq!(failed, vec![2]);
+    let mut all = first.clone();
+    all.extend((5..9).flat_map(|i| [format!("{i}-0.txt"), format!("{i}-1.txt")]));
+    assert_eq!(
+        staged_files(&store, ws).await,
+        all,
+        "nothing of the refused call, all of the others"
+    );
+    let ActivityPage::Rows(rows) = store
+        .list_activity(
+            ws,
+            &ActivityQuery {
+                since_id: 0,
+                limit: 100,
+                ..ActivityQuery::default()
+            },
+        )
+        .await
+        .unwrap()
+    else {
+        panic!()
+    };
+    assert_eq!(rows.len(), 18, "one activity per kept file");
+
+    // Two workspaces at once: SQLite has one writer and groups across
+    // workspaces; PostgreSQL groups within a workspace only.
+    let other = WorkspaceId::new();
+    let batches = vec![
+        (ws, vec![upload(ws, "x.txt", Span::hours(1))]),
+        (other, vec![upload(other, "y.txt", Span::hours(1))]),
+        (ws, vec![upload(ws, "z.txt", Span::hours(1))]),
+    ];
+    let (outcomes, transactions) = stage_together(&store, &staging, batches).await;
+    assert!(outcomes.iter().all(|o| o.is_ok()));
+    let expected = match engine {
+        Engine::Sqlite => 1,
+        Engine::Postgres => 2,
+    };
+    assert_eq!(transactions, expected);
+    assert_eq!(
+        staged_files(&store, other).await,
+        BTreeSet::from(["y.txt".to_string()])
+    );
+    assert_eq!(staged_files(&store, ws).await.len(), 20);
+}
+on_both_engines!(concurrent_staging_shares_one_commit_and_fails_alone);
 
 async fn fetch_and_ack_see_only_live_rows_of_their_workspace(engine: Engine) {
     let Some((store, _dir)) = open(engine).await else {
@@ -411,7 +588,7 @@ async fn fetch_and_ack_see_only_live_rows_of_their_workspace(engine: Engine) {
     live.0.created_at = t;
     short.0.created_at = t;
     store
-        .stage_uploads(ws, &[live.clone(), short.clone()], t)
+        .stage_uploads(ws, vec![live.clone(), short.clone()], t)
         .await
         .unwrap();
     let (live_id, short_id) = (live.0.file_id, short.0.file_id);
@@ -507,7 +684,7 @@ async fn sweeps_take_what_is_due_and_record_the_activity_mark(engine: Engine) {
     let rows: Vec<_> = (0..5)
         .map(|i| upload(ws, &format!("{i}.txt"), Span::hours(24)))
         .collect();
-    store.stage_uploads(ws, &rows, t).await.unwrap();
+    store.stage_uploads(ws, rows.clone(), t).await.unwrap();
     store
         .ack_pending_upload(ws, rows[0].0.file_id, t)
         .await
