@@ -30,9 +30,32 @@ pub struct Application {
     sweeper: Sweeper,
 }
 
+/// What an [`Application`] is built for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role {
+    /// A server: it seals and opens secrets, so its key must be the one
+    /// the database's secrets were sealed with.
+    Serve,
+    /// One sweep pass (`molecule sweep --once`): it never reads or writes a
+    /// secret, so no key is loaded, created or checked (a pass run with its
+    /// own data dir must neither fail on the server's key nor leave a key
+    /// of its own behind, in the directory or in the database).
+    SweepOnce,
+}
+
 impl Application {
     /// Opens the stores, migrates, and binds.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
+        Self::build_as(config, Role::Serve).await
+    }
+
+    /// Like [`Application::build`], for one sweep pass: no secrets key is
+    /// loaded, created or checked (see `Role::SweepOnce`).
+    pub async fn build_for_sweep(config: Config) -> anyhow::Result<Self> {
+        Self::build_as(config, Role::SweepOnce).await
+    }
+
+    async fn build_as(config: Config, role: Role) -> anyhow::Result<Self> {
         // Checked before anything is opened: a period that does not fit
         // the clock arithmetic is refused, never read as zero.
         let sweep_config = SweepConfig {
@@ -67,12 +90,17 @@ impl Application {
             .migrate()
             .await
             .context("failed to apply database migrations")?;
-        let secrets_key = match &config.secrets_key {
-            Some(key) => key.clone(),
-            None => crate::secrets::load_or_create_key(&config.data_dir)?,
+        let sealer = match (role, &config.secrets_key) {
+            (Role::Serve, Some(key)) => Sealer::new(key),
+            (Role::Serve, None) => {
+                Sealer::new(&crate::secrets::load_or_create_key(&config.data_dir)?)
+            }
+            // Never used by a pass; a key of its own that is never stored.
+            (Role::SweepOnce, _) => Sealer::new(&crate::secrets::SecretsKey::generate()),
         };
-        let sealer = Sealer::new(&secrets_key);
-        sealer.verify(store.as_ref()).await?;
+        if role == Role::Serve {
+            sealer.verify(store.as_ref()).await?;
+        }
         let blobs = blob::open(
             &config.blob_store,
             store.clone(),

@@ -128,7 +128,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             // The pass does not serve; bind nothing that could clash.
             serve.listen = "127.0.0.1:0".parse().expect("BUG: literal address");
             serve.metrics_listen = None;
-            let app = Application::build(serve.resolve()?).await?;
+            let app = Application::build_for_sweep(serve.resolve()?).await?;
             let out = app.sweeper().sweep_once(crate::domain::now()).await?;
             if json {
                 println!(

@@ -354,6 +354,41 @@ async fn the_sweep_command_runs_one_pass_and_reports_it() {
     );
 }
 
+/// A pass run with a data dir of its own, against the server's database
+/// and blob store (as a cron job on another host would): it does not need
+/// the server's secrets key, and leaves no key of its own behind.
+#[tokio::test]
+async fn the_sweep_command_needs_no_secrets_key() {
+    let app = spawn_app(Engine::Sqlite).await.unwrap();
+    let ws = app.create_poll_workspace("w").await;
+    let fid = stage(&app, &ws, "a.txt").await;
+    assert_eq!(app.ack(&ws.id, &fid, &ws.token).await.0, StatusCode::OK);
+    let elsewhere = tempfile::tempdir().unwrap();
+    let data = app.data_dir.path();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_molecule"))
+        .args(["sweep", "--once", "--json", "--ack-retention", "0s"])
+        .args(["--admin-token", "unused-here", "--data-dir"])
+        .arg(elsewhere.path())
+        .arg("--database-url")
+        .arg(format!("sqlite://{}", data.join("molecule.db").display()))
+        .arg("--blob-store")
+        .arg(format!("file://{}", data.join("blobs").display()))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["acked"], 1);
+    assert!(app.blob_keys().await.is_empty());
+    assert!(
+        !elsewhere.path().join("secrets-key").exists(),
+        "no key of its own"
+    );
+}
+
 /// A blob store whose listing panics: a bug cannot be produced on demand,
 /// so this stand-in is the one fault the suite simulates.
 struct PanickingList(molecule::blob::FsBlobStore);
