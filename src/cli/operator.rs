@@ -505,8 +505,9 @@ pub(crate) async fn org(cmd: OrgCommand) -> anyhow::Result<()> {
     }
 }
 
-/// The import answer as a table, then the totals sentence and, for created
-/// workspaces, their tokens (shown this once).
+/// The import answer as a table (names indented two spaces per level, so
+/// the NAME column draws the tree), then the totals sentence and, for
+/// created workspaces, their tokens (shown this once).
 pub(crate) fn render_import(report: &crate::client::ImportReport) -> String {
     use std::fmt::Write;
     let mut out = String::new();
@@ -524,11 +525,12 @@ pub(crate) fn render_import(report: &crate::client::ImportReport) -> String {
         };
         let _ = writeln!(
             out,
-            "{action:<8}  {:<36}  {:<36}  {:<4}  {:<12}  {}",
+            "{action:<8}  {:<36}  {:<36}  {:<4}  {:<12}  {}{}",
             w.id.map_or_else(dash, |i| i.to_string()),
             w.parent_id.map_or_else(dash, |i| i.to_string()),
             w.tier,
             w.runtime,
+            "  ".repeat(w.depth),
             w.name
         );
     }

@@ -1028,6 +1028,27 @@ async fn cli_imports_a_template_and_draws_the_tree() {
             && dry.contains("dry run: nothing was written"),
         "{dry}"
     );
+    // The NAME column (the last, after fixed-width columns) draws the
+    // tree: two spaces per level.
+    let name_at = "ACTION    ".len() + 2 * (36 + 2) + (4 + 2) + (12 + 2);
+    let names: Vec<&str> = dry
+        .lines()
+        .filter(|l| l.starts_with("create "))
+        .map(|l| &l[name_at..])
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "lead",
+            "  analyst",
+            "    scraper",
+            "    summarizer",
+            "  writer",
+            "    editor",
+            "ops"
+        ],
+        "{dry}"
+    );
     assert!(app.live_rows().await.is_empty());
     let done = cli(&app, &["org", "import", file]).await;
     assert!(done.contains("0 of 7 already existed, 7 created"), "{done}");
