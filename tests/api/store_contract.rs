@@ -62,6 +62,19 @@ fn upload(ws: WorkspaceId, name: &str, expires_in: Span) -> (NewPendingUpload, N
     )
 }
 
+/// Every activity row of `ws` from the start (up to `limit`).
+async fn activity_rows(store: &Arc<dyn Store>, ws: WorkspaceId, limit: i64) -> Vec<Activity> {
+    let query = ActivityQuery {
+        since_id: 0,
+        limit,
+        ..ActivityQuery::default()
+    };
+    match store.list_activity(ws, &query).await.unwrap() {
+        ActivityPage::Rows(rows) => rows,
+        other => panic!("expected rows, got {other:?}"),
+    }
+}
+
 async fn workspaces_and_tokens(engine: Engine) {
     let Some((store, _dir)) = open(engine).await else {
         return;
@@ -368,22 +381,10 @@ async fn staging_is_one_transaction(engine: Engine) {
         .await
         .unwrap()
         .is_empty());
-    let ActivityPage::Rows(rows) = store
-        .list_activity(
-            ws,
-            &ActivityQuery {
-                since_id: 0,
-                activity_type: None,
-                limit: 10,
-                ..ActivityQuery::default()
-            },
-        )
-        .await
-        .unwrap()
-    else {
-        panic!()
-    };
-    assert!(rows.is_empty(), "no activity either");
+    assert!(
+        activity_rows(&store, ws, 10).await.is_empty(),
+        "no activity either"
+    );
     let mut too_big = upload(ws, "c.txt", Span::hours(24));
     too_big.0.size = 26_214_401;
     assert!(
@@ -537,21 +538,11 @@ async fn concurrent_staging_shares_one_commit_and_fails_alone(engine: Engine) {
         all,
         "nothing of the refused call, all of the others"
     );
-    let ActivityPage::Rows(rows) = store
-        .list_activity(
-            ws,
-            &ActivityQuery {
-                since_id: 0,
-                limit: 100,
-                ..ActivityQuery::default()
-            },
-        )
-        .await
-        .unwrap()
-    else {
-        panic!()
-    };
-    assert_eq!(rows.len(), 18, "one activity per kept file");
+    assert_eq!(
+        activity_rows(&store, ws, 100).await.len(),
+        18,
+        "one activity per kept file"
+    );
 
     // Two workspaces at once: SQLite has one writer and groups across
     // workspaces; PostgreSQL groups within a workspace only.
@@ -731,21 +722,7 @@ async fn sweeps_take_what_is_due_and_record_the_activity_mark(engine: Engine) {
         matches!(page, ActivityPage::CursorExpired { .. }),
         "{page:?}"
     );
-    let ActivityPage::Rows(left) = store
-        .list_activity(
-            ws,
-            &ActivityQuery {
-                since_id: 0,
-                activity_type: None,
-                limit: 10,
-                ..ActivityQuery::default()
-            },
-        )
-        .await
-        .unwrap()
-    else {
-        panic!()
-    };
+    let left = activity_rows(&store, ws, 10).await;
     assert_eq!(left.len(), 2);
     let ActivityPage::CursorExpired { swept_through } = store
         .list_activity(

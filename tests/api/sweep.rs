@@ -312,24 +312,25 @@ async fn a_failing_pass_is_counted_and_retried_on_the_next_tick() {
     assert_the_loop_survives(store, blobs, "error").await;
 }
 
-#[tokio::test]
-async fn the_sweep_command_runs_one_pass_and_reports_it() {
+/// A server with one file acked a moment ago (with a zero retention, a
+/// sweep pass removes it).
+async fn app_with_an_acked_file() -> TestApp {
     let app = spawn_app(Engine::Sqlite).await.unwrap();
     let ws = app.create_poll_workspace("w").await;
     let fid = stage(&app, &ws, "a.txt").await;
     assert_eq!(app.ack(&ws.id, &fid, &ws.token).await.0, StatusCode::OK);
-    // Acked a moment ago: with a zero retention the command removes it.
+    app
+}
+
+/// Runs `molecule sweep --once --json --ack-retention 0s` with `args`
+/// added; asserts it succeeded and returns its JSON report.
+fn sweep_command<S: AsRef<std::ffi::OsStr>>(
+    args: impl IntoIterator<Item = S>,
+) -> serde_json::Value {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_molecule"))
-        .args([
-            "sweep",
-            "--once",
-            "--json",
-            "--ack-retention",
-            "0s",
-            "--data-dir",
-        ])
-        .arg(app.data_dir.path())
+        .args(["sweep", "--once", "--json", "--ack-retention", "0s"])
         .args(["--admin-token", "unused-here"])
+        .args(args)
         .output()
         .unwrap();
     assert!(
@@ -337,7 +338,14 @@ async fn the_sweep_command_runs_one_pass_and_reports_it() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[tokio::test]
+async fn the_sweep_command_runs_one_pass_and_reports_it() {
+    let app = app_with_an_acked_file().await;
+    let data_dir = app.data_dir.path().as_os_str();
+    let report = sweep_command([std::ffi::OsStr::new("--data-dir"), data_dir]);
     assert_eq!(
         report,
         serde_json::json!({"acked": 1, "expired": 0, "errors": 0, "activity": 0, "orphans": 0, "kv": 0, "embedded": 0, "skipped": false,
@@ -359,28 +367,17 @@ async fn the_sweep_command_runs_one_pass_and_reports_it() {
 /// the server's secrets key, and leaves no key of its own behind.
 #[tokio::test]
 async fn the_sweep_command_needs_no_secrets_key() {
-    let app = spawn_app(Engine::Sqlite).await.unwrap();
-    let ws = app.create_poll_workspace("w").await;
-    let fid = stage(&app, &ws, "a.txt").await;
-    assert_eq!(app.ack(&ws.id, &fid, &ws.token).await.0, StatusCode::OK);
+    let app = app_with_an_acked_file().await;
     let elsewhere = tempfile::tempdir().unwrap();
     let data = app.data_dir.path();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_molecule"))
-        .args(["sweep", "--once", "--json", "--ack-retention", "0s"])
-        .args(["--admin-token", "unused-here", "--data-dir"])
-        .arg(elsewhere.path())
-        .arg("--database-url")
-        .arg(format!("sqlite://{}", data.join("molecule.db").display()))
-        .arg("--blob-store")
-        .arg(format!("file://{}", data.join("blobs").display()))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let report = sweep_command([
+        "--data-dir".to_owned(),
+        elsewhere.path().display().to_string(),
+        "--database-url".to_owned(),
+        format!("sqlite://{}", data.join("molecule.db").display()),
+        "--blob-store".to_owned(),
+        format!("file://{}", data.join("blobs").display()),
+    ]);
     assert_eq!(report["acked"], 1);
     assert!(app.blob_keys().await.is_empty());
     assert!(
