@@ -612,6 +612,46 @@ async def bench_ingest(srv, nginx, plan, rounds=5, conc=4, s3=None, extra_arms=(
     return out
 
 
+class DurableDisk:
+    """The ceiling the disk sets for any server that keeps what it
+    acknowledges: each file written to a new file on the same filesystem
+    as the servers' data (64 KiB writes), its data fsynced, then its
+    folder fsynced, four at a time, in this process. No network, no
+    parsing, no hashing, no database: what is left is the disk's own cost
+    of making a file durable. (nginx's arm never pays it: its files are
+    deleted before the kernel writes them back.)"""
+
+    def __init__(self, args):
+        self.dir = os.path.join(args.work, "durable-disk")
+        os.makedirs(self.dir, exist_ok=True)
+
+    def _write(self, path, data):
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            view = memoryview(data)
+            for off in range(0, len(data), 64 * 1024):
+                os.write(fd, view[off:off + 64 * 1024])
+            os.fdatasync(fd)
+        finally:
+            os.close(fd)
+        folder = os.open(self.dir, os.O_RDONLY)
+        try:
+            os.fsync(folder)
+        finally:
+            os.close(folder)
+
+    def arm(self, label, data):
+        async def to_disk(i):
+            path = os.path.join(self.dir, f"{label}-{i}-{uuid.uuid4().hex}.bin")
+            await asyncio.to_thread(self._write, path, data)
+
+        def clean():
+            for name in os.listdir(self.dir):
+                os.unlink(os.path.join(self.dir, name))
+        to_disk.clean = clean
+        return to_disk
+
+
 # ---------------------------------------------------------------- 3. RSS
 
 async def bench_rss(srv, restart, n=32, size=25 * MIB):
@@ -986,6 +1026,8 @@ async def amain(args):
                             os.makedirs(os.path.join(args.work, "tus-files"), exist_ok=True)
                             tus = await Tus(args, "s3" if s3 else "file", target).ready()
                         extra = [("tus", tus.arm, lambda: cpu_ticks(tus.pid))] if tus else []
+                        if not s3:
+                            extra.append(("durable_disk", DurableDisk(args).arm, lambda: 0))
                         # An earlier build beside this one, in the same rounds:
                         # before/after figures taken under the same conditions.
                         base = None

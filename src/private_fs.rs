@@ -1,6 +1,6 @@
 //! The server's files are its own: the data dir and every folder under it
-//! are created 0700, every file (the SQLite database, blobs, their
-//! temporary files, spool files, the admin token) 0600. The admin token was
+//! are created 0700, every file (the SQLite database, blobs, spool
+//! files, the admin token) 0600. The admin token was
 //! already private while the database and blobs beside it were readable by
 //! every local user; modes are set at creation, not left to the umask.
 
@@ -16,6 +16,17 @@ pub(crate) const FILE_MODE: u32 = 0o600;
 pub(crate) fn create_dir_all(path: &Path) -> io::Result<()> {
     let mut builder = std::fs::DirBuilder::new();
     builder.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        builder.mode(DIR_MODE);
+    }
+    builder.create(path)
+}
+
+/// Creates one folder, 0700 (its parent must exist).
+pub(crate) fn create_dir(path: &Path) -> io::Result<()> {
+    let mut builder = std::fs::DirBuilder::new();
     #[cfg(unix)]
     {
         use std::os::unix::fs::DirBuilderExt;

@@ -1,19 +1,24 @@
 //! Blobs as files under a root directory: the embedded default.
 //!
-//! A blob is written to `<root>/.tmp/<random>`, fsynced, and renamed into
-//! place, then the directory is fsynced: a crash leaves either the whole
-//! file or a leftover in `.tmp/` (which the reaper removes), never a torn
-//! blob under its real key.
+//! A blob is written straight under its key, its data fsynced, then its
+//! folder fsynced, and only then does `put` return; the caller records the
+//! key (the upload's row) after that. A crash before then leaves a file
+//! that no row names, which the orphan reaper removes: no row ever names a
+//! torn blob. (Keys are never reused, so nothing reads a key while it is
+//! written.) Writing in place instead of in a temporary folder and renaming
+//! saves a rename per blob, and on ext4 the folder fsync then finds the new
+//! entry already committed by the data's fsync: server CPU per MiB of
+//! 1 MiB uploads 3–16 % lower (BENCHMARKS.md).
 //!
 //! One blocking task per blob owns the file from its first write to the
-//! directory fsync, fed the body's chunks through a short queue: one
-//! hand-off per chunk and none back (tokio's file type copied every chunk
-//! into a buffer of its own and sent each write, the fsyncs, the rename and
-//! the folder opening to the blocking pool one by one, waiting each time).
-//! Concurrent blobs in one folder share its fsync ([`DirSyncs`]): an fsync
-//! that starts after a rename makes that rename durable, so whoever waits
-//! for one while another runs waits for the next and lets it cover everyone
-//! who queued meanwhile.
+//! folder fsync, fed the body's chunks through a short queue: one hand-off
+//! per chunk and none back (tokio's file type copied every chunk into a
+//! buffer of its own and sent each write, the fsyncs and the folder opening
+//! to the blocking pool one by one, waiting each time). Concurrent blobs in
+//! one folder share its fsync ([`DirSyncs`]): an fsync that starts after a
+//! file is created makes its entry durable, so whoever waits for one while
+//! another runs waits for the next and lets it cover everyone who queued
+//! meanwhile.
 
 use std::collections::HashMap;
 use std::io::{self, Write};
@@ -31,7 +36,6 @@ use tokio_util::io::ReaderStream;
 
 use super::{BlobEntry, BlobError, BlobStore, ByteStream};
 
-const TMP_DIR: &str = ".tmp";
 /// Largest write buffer of a tokio file (the S3 store's spool files).
 pub(super) const WRITE_BUF: usize = 128 * 1024;
 /// Chunks queued for a blob's writer. One, measured cheaper than four:
@@ -67,7 +71,7 @@ struct DirSync {
 
 impl DirSyncs {
     /// Returns once an fsync of `dir` that started after this call (and so
-    /// after the caller's rename) has succeeded. Blocking.
+    /// after the caller created its file) has succeeded. Blocking.
     fn sync(&self, dir: &Path) -> io::Result<()> {
         let mut folders = self.folders.lock().unwrap_or_else(|e| e.into_inner());
         let state = folders.entry(dir.to_path_buf()).or_default();
@@ -119,7 +123,7 @@ impl DirSyncs {
 /// What a blob's writer is sent.
 enum Feed {
     Chunk(Bytes),
-    /// The body ended: make the blob durable and put it in place.
+    /// The body ended: make the blob durable.
     End,
 }
 
@@ -127,7 +131,7 @@ impl FsBlobStore {
     /// Uses (creating if needed) `root`.
     pub async fn open(root: impl AsRef<Path>) -> io::Result<Self> {
         let root = root.as_ref().to_path_buf();
-        crate::private_fs::create_dir_all_async(&root.join(TMP_DIR)).await?;
+        crate::private_fs::create_dir_all_async(&root).await?;
         crate::private_fs::restrict(&root, crate::private_fs::DIR_MODE)?;
         Ok(Self {
             root,
@@ -174,22 +178,40 @@ fn start_writeback(file: &std::fs::File, range: Range<u64>) {
     let _ = (file, range);
 }
 
+/// Creates `dir` and any missing folder above it (0700), fsyncing the
+/// folder that holds each one it creates, so that a blob's folder is as
+/// durable as the blob's own entry in it. Blocking.
+fn create_dir_durably(dir: &Path) -> io::Result<()> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    let parent = dir.parent().expect("BUG: a blob folder has a parent");
+    create_dir_durably(parent)?;
+    match crate::private_fs::create_dir(dir) {
+        Ok(()) => std::fs::File::open(parent)?.sync_all(),
+        // Another blob made it meanwhile, and syncs its parent itself.
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
 /// The blocking side of [`FsBlobStore::put`]: writes what it is fed to
-/// `tmp`; at the end makes the data durable, renames it to `dest` and
-/// makes the rename durable. On any failure, or when the feed stops without
-/// an end (the body failed), `tmp` is removed.
+/// `dest`; at the end makes the data and then the folder entry durable. On
+/// any failure, or when the feed stops without an end (the body failed),
+/// `dest` is removed.
 fn write_blob(
     mut feed: tokio::sync::mpsc::Receiver<Feed>,
-    tmp: &Path,
     dest: &Path,
     dir_syncs: &DirSyncs,
 ) -> io::Result<bool> {
+    let parent = dest.parent().expect("BUG: a blob path has a parent");
+    create_dir_durably(parent)?;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, crate::private_fs::FILE_MODE);
+    let mut file = options.open(dest)?;
     let written = (|| -> io::Result<bool> {
-        let mut options = std::fs::OpenOptions::new();
-        options.write(true).create_new(true);
-        #[cfg(unix)]
-        std::os::unix::fs::OpenOptionsExt::mode(&mut options, crate::private_fs::FILE_MODE);
-        let mut file = options.open(tmp)?;
         let (mut written, mut handed_to_disk) = (0u64, 0u64);
         loop {
             match feed.blocking_recv() {
@@ -205,28 +227,16 @@ fn write_blob(
                 None => return Ok(false),
             }
         }
-        // The data and the size the blob is read back with.
+        // The data and the size the blob is read back with, then its entry.
         file.sync_data()?;
-        drop(file);
-        let parent = dest.parent().expect("BUG: a blob path has a parent");
-        crate::private_fs::create_dir_all(parent)?;
-        std::fs::rename(tmp, dest)?;
+        dir_syncs.sync(parent)?;
         Ok(true)
     })();
-    match written {
-        Ok(true) => {
-            let parent = dest.parent().expect("BUG: a blob path has a parent");
-            if let Err(e) = dir_syncs.sync(parent) {
-                let _ = std::fs::remove_file(dest);
-                return Err(e);
-            }
-            Ok(true)
-        }
-        other => {
-            let _ = std::fs::remove_file(tmp);
-            other
-        }
+    if !matches!(written, Ok(true)) {
+        drop(file);
+        let _ = std::fs::remove_file(dest);
     }
+    written
 }
 
 #[async_trait]
@@ -237,13 +247,9 @@ impl BlobStore for FsBlobStore {
 
     async fn put(&self, key: &str, mut body: ByteStream<'_>) -> Result<u64, BlobError> {
         let dest = self.path_of(key)?;
-        let tmp = self
-            .root
-            .join(TMP_DIR)
-            .join(uuid::Uuid::new_v4().to_string());
         let (feed, fed) = tokio::sync::mpsc::channel(QUEUED_CHUNKS);
         let dir_syncs = self.dir_syncs.clone();
-        let writer = tokio::task::spawn_blocking(move || write_blob(fed, &tmp, &dest, &dir_syncs));
+        let writer = tokio::task::spawn_blocking(move || write_blob(fed, &dest, &dir_syncs));
         let mut n = 0u64;
         let mut body_failed = None;
         while let Some(chunk) = body.next().await {
@@ -338,7 +344,7 @@ impl BlobStore for FsBlobStore {
     }
 
     async fn ping(&self) -> Result<(), BlobError> {
-        fs::metadata(self.root.join(TMP_DIR)).await?;
+        fs::metadata(&self.root).await?;
         Ok(())
     }
 }

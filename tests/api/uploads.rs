@@ -344,7 +344,12 @@ on_both_engines!(a_client_that_disconnects_mid_upload_leaves_nothing);
 async fn a_failing_blob_store_is_503_and_leaves_nothing() {
     let app = spawn_app(Engine::Sqlite).await.unwrap();
     let ws = app.create_poll_workspace("w").await;
-    std::fs::remove_dir_all(app.data_dir.path().join("blobs").join(".tmp")).unwrap();
+    // A file where the workspace's blob folder belongs: no blob can be
+    // created under it.
+    let uploads = app.data_dir.path().join("blobs").join("uploads");
+    std::fs::create_dir_all(&uploads).unwrap();
+    let obstacle = uploads.join(&ws.id);
+    std::fs::write(&obstacle, b"").unwrap();
     let (status, body) = app
         .upload(&ws.id, vec![file("a.txt", "text/plain", "x")])
         .await;
@@ -355,6 +360,7 @@ async fn a_failing_blob_store_is_503_and_leaves_nothing() {
             json!({"error": "storage is unavailable; try again shortly"})
         )
     );
+    std::fs::remove_file(&obstacle).unwrap();
     assert_nothing_staged(&app, &ws, "blob store down").await;
 }
 
