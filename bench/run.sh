@@ -102,6 +102,12 @@ for _ in $(seq 1 50); do
   sleep 0.2
 done
 NODE=${NODE%%@*}
+# `node id` can answer from the key file before the RPC port listens;
+# `status` needs the running server.
+for _ in $(seq 1 50); do
+  if gctl status >/dev/null 2>&1; then break; fi
+  sleep 0.2
+done
 gctl layout assign -z dc1 -c 1G "$NODE" >/dev/null
 gctl layout apply --version 1 >/dev/null
 gctl bucket create molecule-bench >/dev/null
