@@ -12,27 +12,26 @@ pub(crate) const DIR_MODE: u32 = 0o700;
 /// Mode of files the server creates.
 pub(crate) const FILE_MODE: u32 = 0o600;
 
-/// `create_dir_all`, with every folder it creates made 0700.
-pub(crate) fn create_dir_all(path: &Path) -> io::Result<()> {
+/// A folder builder that makes folders 0700.
+fn dir_builder(recursive: bool) -> std::fs::DirBuilder {
     let mut builder = std::fs::DirBuilder::new();
-    builder.recursive(true);
+    builder.recursive(recursive);
     #[cfg(unix)]
     {
         use std::os::unix::fs::DirBuilderExt;
         builder.mode(DIR_MODE);
     }
-    builder.create(path)
+    builder
+}
+
+/// `create_dir_all`, with every folder it creates made 0700.
+pub(crate) fn create_dir_all(path: &Path) -> io::Result<()> {
+    dir_builder(true).create(path)
 }
 
 /// Creates one folder, 0700 (its parent must exist).
 pub(crate) fn create_dir(path: &Path) -> io::Result<()> {
-    let mut builder = std::fs::DirBuilder::new();
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::DirBuilderExt;
-        builder.mode(DIR_MODE);
-    }
-    builder.create(path)
+    dir_builder(false).create(path)
 }
 
 /// The async twin of [`create_dir_all`].

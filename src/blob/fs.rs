@@ -20,7 +20,7 @@
 //! another runs waits for the next and lets it cover everyone who queued
 //! meanwhile.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io::{self, Write};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
@@ -52,14 +52,17 @@ pub struct FsBlobStore {
     dir_syncs: Arc<DirSyncs>,
 }
 
-/// Group commit of folder fsyncs.
+/// Group commit of folder fsyncs, and the folders known to be durable.
 #[derive(Default)]
 struct DirSyncs {
     folders: Mutex<HashMap<PathBuf, DirSync>>,
     changed: Condvar,
+    /// Folders whose own entry an fsync of their parent has covered (in
+    /// this process; the root is made durable at start-up).
+    durable: Mutex<HashSet<PathBuf>>,
 }
 
-/// The fsync state of one folder. Renames are numbered as they ask for
+/// The fsync state of one folder. Entries are numbered as they ask for
 /// durability; `synced` is the highest number an fsync has covered.
 #[derive(Default)]
 struct DirSync {
@@ -118,6 +121,36 @@ impl DirSyncs {
         }
         result
     }
+
+    /// Makes sure `dir` exists and its entry in its parent is durable,
+    /// creating it (0700) and any missing folder above it. A folder found
+    /// already there but not yet known durable is covered by an fsync of
+    /// its parent all the same: whoever created it may still be waiting
+    /// for that fsync. Once per folder per process. Blocking.
+    fn ensure_folder(&self, dir: &Path) -> io::Result<()> {
+        let known = |dir: &Path| {
+            let durable = self.durable.lock().unwrap_or_else(|e| e.into_inner());
+            durable.contains(dir)
+        };
+        // Checked on disk too, so that a folder removed behind our back is
+        // made again instead of failing every blob until a restart.
+        if known(dir) && dir.is_dir() {
+            return Ok(());
+        }
+        let Some(parent) = dir.parent() else {
+            return Ok(());
+        };
+        self.ensure_folder(parent)?;
+        match crate::private_fs::create_dir(dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists && dir.is_dir() => {}
+            Err(e) => return Err(e),
+        }
+        self.sync(parent)?;
+        let mut durable = self.durable.lock().unwrap_or_else(|e| e.into_inner());
+        durable.insert(dir.to_path_buf());
+        Ok(())
+    }
 }
 
 /// What a blob's writer is sent.
@@ -133,9 +166,15 @@ impl FsBlobStore {
         let root = root.as_ref().to_path_buf();
         crate::private_fs::create_dir_all_async(&root).await?;
         crate::private_fs::restrict(&root, crate::private_fs::DIR_MODE)?;
+        let dir_syncs = DirSyncs::default();
+        dir_syncs
+            .durable
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(root.clone());
         Ok(Self {
             root,
-            dir_syncs: Arc::default(),
+            dir_syncs: Arc::new(dir_syncs),
         })
     }
 
@@ -178,23 +217,6 @@ fn start_writeback(file: &std::fs::File, range: Range<u64>) {
     let _ = (file, range);
 }
 
-/// Creates `dir` and any missing folder above it (0700), fsyncing the
-/// folder that holds each one it creates, so that a blob's folder is as
-/// durable as the blob's own entry in it. Blocking.
-fn create_dir_durably(dir: &Path) -> io::Result<()> {
-    if dir.is_dir() {
-        return Ok(());
-    }
-    let parent = dir.parent().expect("BUG: a blob folder has a parent");
-    create_dir_durably(parent)?;
-    match crate::private_fs::create_dir(dir) {
-        Ok(()) => std::fs::File::open(parent)?.sync_all(),
-        // Another blob made it meanwhile, and syncs its parent itself.
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
-        Err(e) => Err(e),
-    }
-}
-
 /// The blocking side of [`FsBlobStore::put`]: writes what it is fed to
 /// `dest`; at the end makes the data and then the folder entry durable. On
 /// any failure, or when the feed stops without an end (the body failed),
@@ -205,7 +227,7 @@ fn write_blob(
     dir_syncs: &DirSyncs,
 ) -> io::Result<bool> {
     let parent = dest.parent().expect("BUG: a blob path has a parent");
-    create_dir_durably(parent)?;
+    dir_syncs.ensure_folder(parent)?;
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create_new(true);
     #[cfg(unix)]

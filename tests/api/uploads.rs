@@ -341,6 +341,40 @@ async fn a_client_that_disconnects_mid_upload_leaves_nothing(engine: Engine) {
 on_both_engines!(a_client_that_disconnects_mid_upload_leaves_nothing);
 
 #[tokio::test]
+async fn a_blob_folder_removed_behind_the_servers_back_is_made_again() {
+    let app = spawn_app(Engine::Sqlite).await.unwrap();
+    let ws = app.create_poll_workspace("w").await;
+    let (status, _) = app
+        .upload(&ws.id, vec![file("a.txt", "text/plain", "a")])
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    // The server knows this folder is there and durable; take it away.
+    let folder = app
+        .data_dir
+        .path()
+        .join("blobs")
+        .join("uploads")
+        .join(&ws.id);
+    std::fs::remove_dir_all(&folder).unwrap();
+    let (status, body) = app
+        .upload(&ws.id, vec![file("b.txt", "text/plain", "bb")])
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let file_id = body["files"][0]["uri"]
+        .as_str()
+        .unwrap()
+        .rsplit('/')
+        .next()
+        .unwrap()
+        .to_owned();
+    assert_eq!(std::fs::read(folder.join(&file_id)).unwrap(), b"bb");
+    assert_eq!(
+        app.blob_keys().await,
+        vec![format!("uploads/{}/{file_id}", ws.id)]
+    );
+}
+
+#[tokio::test]
 async fn a_failing_blob_store_is_503_and_leaves_nothing() {
     let app = spawn_app(Engine::Sqlite).await.unwrap();
     let ws = app.create_poll_workspace("w").await;
