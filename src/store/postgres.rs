@@ -20,7 +20,9 @@ use sqlx::postgres::{
 use sqlx::{Decode, Encode, PgConnection, PgPool, Postgres, Type};
 use uuid::Uuid;
 
-use super::sql::{SqlStore, SweptRow, Ts};
+use super::engine::Engine;
+use super::sql::{SqlStore, Ts};
+use super::uploads::SweptRow;
 use super::*;
 use crate::domain::{DelegationId, FileId, MemoryId, WorkspaceId};
 
@@ -98,26 +100,6 @@ fn workspace_lock_key(id: WorkspaceId) -> i32 {
 }
 
 impl SqlStore<Postgres> {
-    /// The row lock that makes a check and what follows it atomic.
-    pub(super) const ROW_LOCK: &'static str = " FOR UPDATE";
-
-    /// Claims rows in a sweep batch: concurrent sweepers get disjoint rows
-    /// instead of waiting on each other.
-    pub(super) const SKIP_LOCKED: &'static str = " FOR UPDATE SKIP LOCKED";
-
-    /// Takes the team-tree lock until the transaction ends: imports,
-    /// re-parentings, soft deletes and creates under a parent run one at a
-    /// time, so two concurrent imports cannot both miss a `(parent, name)`
-    /// and create it twice, and two racing re-parentings cannot form a
-    /// cycle.
-    pub(super) async fn lock_tree(conn: &mut PgConnection) -> StoreResult<()> {
-        sqlx::query("SELECT pg_advisory_xact_lock($1, 0)")
-            .bind(TREE_LOCK_CLASS)
-            .execute(conn)
-            .await?;
-        Ok(())
-    }
-
     /// Connects a pool to `url`.
     pub async fn connect(url: &str) -> StoreResult<Self> {
         let options: PgConnectOptions = url.parse()?;
@@ -133,18 +115,42 @@ impl SqlStore<Postgres> {
             staging: Default::default(),
         })
     }
+}
 
-    pub(super) async fn migrate_engine(&self) -> StoreResult<()> {
+impl Engine for Postgres {
+    const ENGINE: &'static str = "postgres";
+
+    /// The row lock that makes a check and what follows it atomic.
+    const ROW_LOCK: &'static str = " FOR UPDATE";
+
+    /// Claims rows in a sweep batch: concurrent sweepers get disjoint rows
+    /// instead of waiting on each other.
+    const SKIP_LOCKED: &'static str = " FOR UPDATE SKIP LOCKED";
+
+    /// Takes the team-tree lock until the transaction ends: imports,
+    /// re-parentings, soft deletes and creates under a parent run one at a
+    /// time, so two concurrent imports cannot both miss a `(parent, name)`
+    /// and create it twice, and two racing re-parentings cannot form a
+    /// cycle.
+    async fn lock_tree(conn: &mut PgConnection) -> StoreResult<()> {
+        sqlx::query("SELECT pg_advisory_xact_lock($1, 0)")
+            .bind(TREE_LOCK_CLASS)
+            .execute(conn)
+            .await?;
+        Ok(())
+    }
+
+    async fn migrate(store: &SqlStore<Self>) -> StoreResult<()> {
         sqlx::migrate!("migrations/postgres")
-            .run(&self.pool)
+            .run(&store.pool)
             .await?;
         Ok(())
     }
 
     /// A session-level advisory lock on one detached connection, held for
     /// the whole pass; `None` when another replica holds it.
-    pub(super) async fn try_sweep_lock_engine(&self) -> StoreResult<Option<SweepLock>> {
-        let mut conn = self.pool.acquire().await?.detach();
+    async fn try_sweep_lock(store: &SqlStore<Self>) -> StoreResult<Option<SweepLock>> {
+        let mut conn = store.pool.acquire().await?.detach();
         let got: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
             .bind(SWEEP_LOCK_KEY)
             .fetch_one(&mut conn)
@@ -157,21 +163,21 @@ impl SqlStore<Postgres> {
     }
 
     /// `LISTEN/NOTIFY` over this pool.
-    pub(super) fn notifier_engine(&self) -> Option<Notifier> {
+    fn notifier(store: &SqlStore<Self>) -> Option<Notifier> {
         Some(Notifier {
-            pool: self.pool.clone(),
+            pool: store.pool.clone(),
         })
     }
 
     /// A group commit stays within one workspace: a transaction holding the
     /// activity-id locks of several workspaces could deadlock with another
     /// writer taking them in another order.
-    pub(super) const GROUP_ACROSS_WORKSPACES: bool = false;
+    const GROUP_ACROSS_WORKSPACES: bool = false;
 
     /// Serializes id assignment per workspace: the id is drawn only after
     /// the lock is held, and the lock is released at commit, so within one
     /// workspace ids become visible in the order they were handed out.
-    pub(super) async fn lock_activity_ids(
+    async fn lock_activity_ids(
         conn: &mut PgConnection,
         workspace_id: WorkspaceId,
     ) -> StoreResult<()> {
@@ -185,8 +191,8 @@ impl SqlStore<Postgres> {
 
     /// Each branch walks its own partial index; SKIP LOCKED hands
     /// concurrent sweepers disjoint rows instead of making them wait.
-    pub(super) async fn sweep_uploads_engine(
-        &self,
+    async fn sweep_uploads(
+        store: &SqlStore<Self>,
         now: DateTime<Utc>,
         acked_before: DateTime<Utc>,
         limit: i64,
@@ -209,13 +215,13 @@ impl SqlStore<Postgres> {
         .bind(Ts(now))
         .bind(Ts(acked_before))
         .bind(limit)
-        .fetch_all(&self.pool)
+        .fetch_all(&store.pool)
         .await?)
     }
 
     /// One statement: claim, delete, and raise each workspace's mark.
-    pub(super) async fn sweep_activity_engine(
-        &self,
+    async fn sweep_activity(
+        store: &SqlStore<Self>,
         cutoff: DateTime<Utc>,
         limit: i64,
     ) -> StoreResult<u64> {
@@ -236,13 +242,13 @@ impl SqlStore<Postgres> {
         )
         .bind(Ts(cutoff))
         .bind(limit)
-        .fetch_one(&self.pool)
+        .fetch_one(&store.pool)
         .await?;
         Ok(deleted as u64)
     }
 
-    pub(super) async fn referenced_blob_keys_engine(
-        &self,
+    async fn referenced_blob_keys(
+        store: &SqlStore<Self>,
         keys: &[String],
     ) -> StoreResult<Vec<String>> {
         Ok(sqlx::query_scalar(
@@ -250,8 +256,32 @@ impl SqlStore<Postgres> {
                  UNION ALL SELECT blob_key FROM plugins WHERE blob_key = ANY($1)",
         )
         .bind(keys)
-        .fetch_all(&self.pool)
+        .fetch_all(&store.pool)
         .await?)
+    }
+
+    /// The TEAM owners of the readable filter, `$3`, bound as one JSON
+    /// array of text ids like on SQLite, so the query is written once.
+    const ID_LIST_3: &'static str =
+        "SELECT CAST(value AS uuid) FROM jsonb_array_elements_text(CAST($3 AS jsonb))";
+    /// The same for `$1`.
+    const ID_LIST_1: &'static str =
+        "SELECT CAST(value AS uuid) FROM jsonb_array_elements_text(CAST($1 AS jsonb))";
+
+    /// Full-text candidates from the generated `tsvector` (GIN index),
+    /// best `ts_rank_cd` first; the readable filter is in the same
+    /// statement. `websearch_to_tsquery` never raises a syntax error.
+    fn fts_sql(readable: &str) -> String {
+        format!(
+            "SELECT m.id FROM memories m, websearch_to_tsquery('simple', $6) q \
+             WHERE m.content_tsv @@ q AND {readable} \
+             ORDER BY ts_rank_cd(m.content_tsv, q) DESC, m.seq DESC LIMIT $7"
+        )
+    }
+
+    /// Each term quoted, OR-joined, for `websearch_to_tsquery`.
+    fn fts_query(terms: &crate::domain::memory::SearchTerms) -> String {
+        terms.websearch_query()
     }
 }
 
@@ -304,31 +334,5 @@ impl Listener {
     /// lost (listen again, and re-read: events may have been missed).
     pub async fn recv(&mut self) -> StoreResult<String> {
         Ok(self.0.recv().await?.payload().to_owned())
-    }
-}
-
-impl SqlStore<Postgres> {
-    /// The TEAM owners of the readable filter, `$3`, bound as one JSON
-    /// array of text ids like on SQLite, so the query is written once.
-    pub(super) const ID_LIST_3: &'static str =
-        "SELECT CAST(value AS uuid) FROM jsonb_array_elements_text(CAST($3 AS jsonb))";
-    /// The same for `$1`.
-    pub(super) const ID_LIST_1: &'static str =
-        "SELECT CAST(value AS uuid) FROM jsonb_array_elements_text(CAST($1 AS jsonb))";
-
-    /// Full-text candidates from the generated `tsvector` (GIN index),
-    /// best `ts_rank_cd` first; the readable filter is in the same
-    /// statement. `websearch_to_tsquery` never raises a syntax error.
-    pub(super) fn fts_sql(readable: &str) -> String {
-        format!(
-            "SELECT m.id FROM memories m, websearch_to_tsquery('simple', $6) q \
-             WHERE m.content_tsv @@ q AND {readable} \
-             ORDER BY ts_rank_cd(m.content_tsv, q) DESC, m.seq DESC LIMIT $7"
-        )
-    }
-
-    /// Each term quoted, OR-joined, for `websearch_to_tsquery`.
-    pub(super) fn fts_query(terms: &crate::domain::memory::SearchTerms) -> String {
-        terms.websearch_query()
     }
 }

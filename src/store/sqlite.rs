@@ -20,7 +20,9 @@ use sqlx::sqlite::{
 use sqlx::{Decode, Encode, Sqlite, SqliteConnection, Type};
 use tokio::sync::Mutex;
 
-use super::sql::{SqlStore, SweptRow, Ts};
+use super::engine::Engine;
+use super::sql::{SqlStore, Ts};
+use super::uploads::SweptRow;
 use super::*;
 use crate::domain::{DelegationId, FileId, MemoryId, WorkspaceId};
 
@@ -82,13 +84,6 @@ macro_rules! id_as_text {
 id_as_text!(WorkspaceId, FileId, MemoryId, DelegationId);
 
 impl SqlStore<Sqlite> {
-    /// No row locks: the write lock every writer holds already makes a
-    /// transaction atomic with its checks.
-    pub(super) const ROW_LOCK: &'static str = "";
-
-    /// No row claiming either: the write lock runs one sweep at a time.
-    pub(super) const SKIP_LOCKED: &'static str = "";
-
     /// Opens (creating if needed) the database a `sqlite://PATH` URL names.
     pub async fn connect(url: &str) -> StoreResult<Self> {
         let options = SqliteConnectOptions::from_str(url)?
@@ -126,33 +121,44 @@ impl SqlStore<Sqlite> {
             staging: Default::default(),
         })
     }
+}
 
-    pub(super) async fn migrate_engine(&self) -> StoreResult<()> {
-        sqlx::migrate!("migrations/sqlite").run(&self.pool).await?;
+impl Engine for Sqlite {
+    const ENGINE: &'static str = "sqlite";
+
+    /// No row locks: the write lock every writer holds already makes a
+    /// transaction atomic with its checks.
+    const ROW_LOCK: &'static str = "";
+
+    /// No row claiming either: the write lock runs one sweep at a time.
+    const SKIP_LOCKED: &'static str = "";
+
+    async fn migrate(store: &SqlStore<Self>) -> StoreResult<()> {
+        sqlx::migrate!("migrations/sqlite").run(&store.pool).await?;
         Ok(())
     }
 
     /// One process owns the file: every sweep may run.
-    pub(super) async fn try_sweep_lock_engine(&self) -> StoreResult<Option<SweepLock>> {
+    async fn try_sweep_lock(_store: &SqlStore<Self>) -> StoreResult<Option<SweepLock>> {
         Ok(Some(SweepLock::local()))
     }
 
     /// Events stay in the process.
-    pub(super) fn notifier_engine(&self) -> Option<Notifier> {
+    fn notifier(_store: &SqlStore<Self>) -> Option<Notifier> {
         None
     }
 
     /// The write lock the caller holds already serializes every change
     /// of the team tree (imports, re-parenting, deletes).
-    pub(super) async fn lock_tree(_conn: &mut SqliteConnection) -> StoreResult<()> {
+    async fn lock_tree(_conn: &mut SqliteConnection) -> StoreResult<()> {
         Ok(())
     }
 
     /// One writer at a time anyway: a group commit spans workspaces.
-    pub(super) const GROUP_ACROSS_WORKSPACES: bool = true;
+    const GROUP_ACROSS_WORKSPACES: bool = true;
 
     /// The write lock the caller holds already orders activity ids.
-    pub(super) async fn lock_activity_ids(
+    async fn lock_activity_ids(
         _conn: &mut SqliteConnection,
         _workspace_id: WorkspaceId,
     ) -> StoreResult<()> {
@@ -161,13 +167,13 @@ impl SqlStore<Sqlite> {
 
     /// One writer at a time: no row needs claiming, two subqueries pick
     /// the oldest of each kind.
-    pub(super) async fn sweep_uploads_engine(
-        &self,
+    async fn sweep_uploads(
+        store: &SqlStore<Self>,
         now: DateTime<Utc>,
         acked_before: DateTime<Utc>,
         limit: i64,
     ) -> StoreResult<Vec<SweptRow>> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = store.pool.begin().await?;
         let rows = sqlx::query_as(
             "DELETE FROM pending_uploads WHERE \
                file_id IN (SELECT file_id FROM pending_uploads \
@@ -187,12 +193,12 @@ impl SqlStore<Sqlite> {
 
     /// SQLite has no data-modifying CTEs: the doomed ids go through a
     /// temporary table, in one transaction.
-    pub(super) async fn sweep_activity_engine(
-        &self,
+    async fn sweep_activity(
+        store: &SqlStore<Self>,
         cutoff: DateTime<Utc>,
         limit: i64,
     ) -> StoreResult<u64> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = store.pool.begin().await?;
         sqlx::query(
             "CREATE TEMP TABLE IF NOT EXISTS swept_activity \
              (id INTEGER PRIMARY KEY, workspace_id TEXT NOT NULL)",
@@ -230,8 +236,8 @@ impl SqlStore<Sqlite> {
     }
 
     /// SQLite has no arrays: the keys travel as one JSON array.
-    pub(super) async fn referenced_blob_keys_engine(
-        &self,
+    async fn referenced_blob_keys(
+        store: &SqlStore<Self>,
         keys: &[String],
     ) -> StoreResult<Vec<String>> {
         let list = serde_json::to_string(keys).map_err(|e| StoreError::Corrupt(e.to_string()))?;
@@ -240,21 +246,19 @@ impl SqlStore<Sqlite> {
              UNION ALL SELECT blob_key FROM plugins WHERE blob_key IN (SELECT value FROM json_each($1))",
         )
         .bind(list)
-        .fetch_all(&self.pool)
+        .fetch_all(&store.pool)
         .await?)
     }
-}
 
-impl SqlStore<Sqlite> {
     /// The TEAM owners of the readable filter, `$3`: SQLite has no arrays,
     /// so the ids travel as one JSON array of text ids.
-    pub(super) const ID_LIST_3: &'static str = "SELECT value FROM json_each($3)";
+    const ID_LIST_3: &'static str = "SELECT value FROM json_each($3)";
     /// The same for `$1`.
-    pub(super) const ID_LIST_1: &'static str = "SELECT value FROM json_each($1)";
+    const ID_LIST_1: &'static str = "SELECT value FROM json_each($1)";
 
     /// Full-text candidates from the FTS5 index, best `bm25` first; the
     /// readable filter is in the same statement.
-    pub(super) fn fts_sql(readable: &str) -> String {
+    fn fts_sql(readable: &str) -> String {
         format!(
             "SELECT m.id FROM memories_fts JOIN memories m ON m.seq = memories_fts.rowid \
              WHERE memories_fts MATCH $6 AND {readable} \
@@ -264,7 +268,7 @@ impl SqlStore<Sqlite> {
 
     /// Each term a quoted FTS5 string, OR-joined: never FTS5 syntax from
     /// the user.
-    pub(super) fn fts_query(terms: &crate::domain::memory::SearchTerms) -> String {
+    fn fts_query(terms: &crate::domain::memory::SearchTerms) -> String {
         terms.fts5_query()
     }
 }
