@@ -19,7 +19,7 @@ use crate::http::{self, AppState};
 use crate::metrics::Metrics;
 use crate::private_fs;
 use crate::secrets::Sealer;
-use crate::store;
+use crate::store::{self, Store};
 use crate::sweeper::{SweepConfig, Sweeper};
 
 /// A built, bound, not yet running server.
@@ -58,49 +58,9 @@ impl Application {
     async fn build_as(config: Config, role: Role) -> anyhow::Result<Self> {
         // Checked before anything is opened: a period that does not fit
         // the clock arithmetic is refused, never read as zero.
-        let sweep_config = SweepConfig {
-            ack_retention: Period::new("--ack-retention", config.ack_retention)?,
-            activity_retention: Period::new("--activity-retention", config.activity_retention)?,
-            delegation_stuck_after: Period::new(
-                "--delegation-stuck-after",
-                config.delegation_stuck_after,
-            )?,
-            orphan_grace: Period::new("the orphan grace", Duration::from_secs(3600))?,
-            interval: config.sweep_interval,
-            offline_after: Period::new("--offline-after", config.offline_after)?,
-        };
+        let sweep_config = sweep_config(&config)?;
         let upload_ttl = Period::new("--upload-ttl", config.upload_ttl)?;
-        private_fs::prepare_data_dir(&config.data_dir).with_context(|| {
-            format!(
-                "failed to prepare the data dir {}",
-                config.data_dir.display()
-            )
-        })?;
-        private_fs::prepare_sqlite_file(&config.database_url)
-            .context("failed to create the SQLite database file")?;
-        let store = store::connect(&config.database_url)
-            .await
-            .with_context(|| {
-                format!(
-                    "failed to open the database {}",
-                    store::redact_url(&config.database_url)
-                )
-            })?;
-        store
-            .migrate()
-            .await
-            .context("failed to apply database migrations")?;
-        let sealer = match (role, &config.secrets_key) {
-            (Role::Serve, Some(key)) => Sealer::new(key),
-            (Role::Serve, None) => {
-                Sealer::new(&crate::secrets::load_or_create_key(&config.data_dir)?)
-            }
-            // Never used by a pass; a key of its own that is never stored.
-            (Role::SweepOnce, _) => Sealer::new(&crate::secrets::SecretsKey::generate()),
-        };
-        if role == Role::Serve {
-            sealer.verify(store.as_ref()).await?;
-        }
+        let (store, sealer) = open_store(&config, role).await?;
         let blobs = blob::open(
             &config.blob_store,
             store.clone(),
@@ -108,17 +68,7 @@ impl Application {
         )
         .await
         .with_context(|| format!("failed to open the blob store {}", config.blob_store))?;
-        let listener = TcpListener::bind(config.listen)
-            .await
-            .with_context(|| format!("failed to listen on {}", config.listen))?;
-        let metrics_listener = match config.metrics_listen {
-            Some(addr) => Some(
-                TcpListener::bind(addr)
-                    .await
-                    .with_context(|| format!("failed to listen on {addr}"))?,
-            ),
-            None => None,
-        };
+        let (listener, metrics_listener) = bind(&config).await?;
         let local = listener.local_addr()?;
         let public_url = config
             .public_url
@@ -244,6 +194,72 @@ impl Application {
         tracing::info!("molecule stopped");
         Ok(())
     }
+}
+
+/// The sweep's settings from the flags, each period checked.
+fn sweep_config(config: &Config) -> anyhow::Result<SweepConfig> {
+    Ok(SweepConfig {
+        ack_retention: Period::new("--ack-retention", config.ack_retention)?,
+        activity_retention: Period::new("--activity-retention", config.activity_retention)?,
+        delegation_stuck_after: Period::new(
+            "--delegation-stuck-after",
+            config.delegation_stuck_after,
+        )?,
+        orphan_grace: Period::new("the orphan grace", Duration::from_secs(3600))?,
+        interval: config.sweep_interval,
+        offline_after: Period::new("--offline-after", config.offline_after)?,
+    })
+}
+
+/// Prepares the data dir, opens and migrates the database, and loads the
+/// secrets key `role` needs (checked against the database when serving).
+async fn open_store(config: &Config, role: Role) -> anyhow::Result<(Arc<dyn Store>, Sealer)> {
+    private_fs::prepare_data_dir(&config.data_dir).with_context(|| {
+        format!(
+            "failed to prepare the data dir {}",
+            config.data_dir.display()
+        )
+    })?;
+    private_fs::prepare_sqlite_file(&config.database_url)
+        .context("failed to create the SQLite database file")?;
+    let store = store::connect(&config.database_url)
+        .await
+        .with_context(|| {
+            format!(
+                "failed to open the database {}",
+                store::redact_url(&config.database_url)
+            )
+        })?;
+    store
+        .migrate()
+        .await
+        .context("failed to apply database migrations")?;
+    let sealer = match (role, &config.secrets_key) {
+        (Role::Serve, Some(key)) => Sealer::new(key),
+        (Role::Serve, None) => Sealer::new(&crate::secrets::load_or_create_key(&config.data_dir)?),
+        // Never used by a pass; a key of its own that is never stored.
+        (Role::SweepOnce, _) => Sealer::new(&crate::secrets::SecretsKey::generate()),
+    };
+    if role == Role::Serve {
+        sealer.verify(store.as_ref()).await?;
+    }
+    Ok((store, sealer))
+}
+
+/// Binds the API listener and, when configured, the metrics listener.
+async fn bind(config: &Config) -> anyhow::Result<(TcpListener, Option<TcpListener>)> {
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("failed to listen on {}", config.listen))?;
+    let metrics_listener = match config.metrics_listen {
+        Some(addr) => Some(
+            TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("failed to listen on {addr}"))?,
+        ),
+        None => None,
+    };
+    Ok((listener, metrics_listener))
 }
 
 fn default_public_url(addr: SocketAddr) -> String {

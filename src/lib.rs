@@ -2,8 +2,8 @@
 //!
 //! Layers, each depending only on those below it: `cli` and `connect` (the
 //! binary's faces, reaching the server only over HTTP through `client`);
-//! `http`, `sweeper`, `ledger` and `app` (the server), with `secrets` (sealing secret
-//! values) and `plugin_archive` (checking published tarballs); `store` and
+//! `http`, `sweeper`, `jobs`, `ledger` and `app` (the server), with `secrets`
+//! (sealing secret values) and `plugin_archive` (checking published tarballs); `store` and
 //! `blob` (the two storage seams); `domain` (pure types).
 //!
 //! Where things live:
@@ -13,9 +13,9 @@
 //!   [`config::Config`] to a running server), [`config`] (the flags of
 //!   `serve` and their defaults), [`serve`] (the connection loop and its
 //!   limits), [`store`] and [`blob`] (the storage seams, with their contract
-//!   tests in `tests/api/`), [`domain`] (pure types), [`sweeper`], [`events`]
-//!   (the wake-up bus), [`memory`] (recall), [`secrets`], [`metrics`] and
-//!   [`telemetry`].
+//!   tests in `tests/api/`), [`domain`] (pure types), [`sweeper`] and the
+//!   background [`jobs`] it runs, [`events`] (the wake-up bus), [`memory`]
+//!   (recall), [`secrets`], [`metrics`] and [`telemetry`].
 //! - Crate-private: `http` (one module per resource, each with its
 //!   `router()`), `client` (the typed HTTP client; it re-exports `http`'s
 //!   wire types under the same names), `connect` (the workspace side),
@@ -37,6 +37,7 @@ pub mod domain;
 pub(crate) mod egress;
 pub mod events;
 pub(crate) mod http;
+pub mod jobs;
 pub(crate) mod ledger;
 pub mod memory;
 pub mod metrics;

@@ -51,130 +51,50 @@ impl Default for Metrics {
 }
 
 impl Metrics {
-    /// Declares and registers every metric.
+    /// Declares and registers every metric, feature by feature.
     pub fn new() -> Self {
-        let registry = Registry::new();
-        let counter = |name: &str, help: &str| {
-            let c = IntCounter::new(name, help).expect("BUG: valid metric");
-            registry
-                .register(Box::new(c.clone()))
-                .expect("BUG: unique metric");
-            c
-        };
-        let counter_vec = |name: &str, help: &str, labels: &[&str]| {
-            let c = IntCounterVec::new(Opts::new(name, help), labels).expect("BUG: valid metric");
-            registry
-                .register(Box::new(c.clone()))
-                .expect("BUG: unique metric");
-            c
-        };
-        let histogram_vec = |name: &str, help: &str, labels: &[&str], buckets: Vec<f64>| {
-            let h = HistogramVec::new(HistogramOpts::new(name, help).buckets(buckets), labels)
-                .expect("BUG: valid metric");
-            registry
-                .register(Box::new(h.clone()))
-                .expect("BUG: unique metric");
-            h
-        };
-        let histogram = |name: &str, help: &str, buckets: Vec<f64>| {
-            let h = Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets))
-                .expect("BUG: valid metric");
-            registry
-                .register(Box::new(h.clone()))
-                .expect("BUG: unique metric");
-            h
-        };
-        let swept = counter_vec(
-            "molecule_pending_uploads_swept_total",
-            "Staged files removed by the sweep: acked past retention, expired unacked, or failed.",
-            &["outcome"],
-        );
-        for outcome in ["acked", "expired", "error"] {
-            swept.with_label_values(&[outcome]);
-        }
-        let delegations = counter_vec(
-            "molecule_delegations_total",
-            "Delegation ledger transitions, by the status reached (queued counts creations).",
-            &["status"],
-        );
-        for status in crate::domain::DelegationStatus::ALL {
-            delegations.with_label_values(&[status.as_str()]);
-        }
-        Self {
-            delegations,
-            // Agents answer in seconds to hours; deadlines run up to days.
-            delegation_seconds: histogram(
-                "molecule_delegation_duration_seconds",
-                "Time from creating a delegation to its completion or failure.",
-                vec![
-                    0.5, 1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0, 7200.0,
-                    21600.0, 86400.0, 604800.0,
-                ],
-            ),
-            staged: counter(
-                "molecule_pending_uploads_staged_total",
-                "Files staged for poll-mode workspaces.",
-            ),
-            staged_bytes: counter(
-                "molecule_pending_uploads_staged_bytes_total",
-                "Bytes of files staged for poll-mode workspaces.",
-            ),
-            fetched: counter(
-                "molecule_pending_uploads_fetched_total",
-                "Downloads of staged files started by workspaces.",
-            ),
-            acked: counter(
-                "molecule_pending_uploads_acked_total",
-                "Staged files acknowledged by their workspace (first ack only).",
-            ),
+        let r = Registrar(Registry::new());
+        let Uploads {
+            staged,
+            staged_bytes,
+            fetched,
+            acked,
             swept,
-            // Long-poll delivery is milliseconds; an offline laptop is hours.
-            delivery_seconds: histogram(
-                "molecule_pending_uploads_delivery_seconds",
-                "Time from staging a file to its first ack.",
-                vec![
-                    0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0,
-                    21600.0, 86400.0,
-                ],
-            ),
-            rejected: counter_vec(
-                "molecule_pending_uploads_rejected_total",
-                "Upload requests refused, by reason.",
-                &["reason"],
-            ),
-            sweep_runs: counter_vec(
+            delivery_seconds,
+            rejected,
+        } = Uploads::register(&r);
+        let (delegations, delegation_seconds) = register_delegations(&r);
+        let (http_requests, http_duration) = register_http(&r);
+        Self {
+            staged,
+            staged_bytes,
+            fetched,
+            acked,
+            swept,
+            delivery_seconds,
+            rejected,
+            sweep_runs: r.counter_vec(
                 "molecule_sweep_runs_total",
                 "Sweep passes, by result.",
                 &["result"],
             ),
-            memory_embedding_failures: counter(
+            memory_embedding_failures: r.counter(
                 "molecule_memory_embedding_failures_total",
                 "Embedding calls that failed; the memory was stored or recalled without a vector.",
             ),
-            memory_embeddings_backfilled: counter(
+            memory_embeddings_backfilled: r.counter(
                 "molecule_memory_embeddings_backfilled_total",
                 "Memories whose vector the sweeper computed after their commit.",
             ),
-            phantom_busy_resets: counter(
+            delegations,
+            delegation_seconds,
+            phantom_busy_resets: r.counter(
                 "molecule_phantom_busy_resets_total",
                 "Workspaces whose active_tasks the sweeper reset to 0 because their heartbeat stopped while they claimed work.",
             ),
-            http_requests: counter_vec(
-                "molecule_http_requests_total",
-                "HTTP requests by method, route pattern and status.",
-                &["method", "path", "status"],
-            ),
-            // Most routes answer in milliseconds; long polls hold up to 60 s.
-            http_duration: histogram_vec(
-                "molecule_http_request_duration_seconds",
-                "HTTP request latency by method and route pattern.",
-                &["method", "path"],
-                vec![
-                    0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
-                    60.0,
-                ],
-            ),
-            registry,
+            http_requests,
+            http_duration,
+            registry: r.0,
         }
     }
 
@@ -186,4 +106,143 @@ impl Metrics {
             .expect("BUG: text encoding cannot fail");
         String::from_utf8(out).expect("BUG: the text format is UTF-8")
     }
+}
+
+/// Declares metrics into one registry (a name used twice is a bug).
+struct Registrar(Registry);
+
+impl Registrar {
+    fn register<M: prometheus::core::Collector + Clone + 'static>(&self, m: M) -> M {
+        self.0
+            .register(Box::new(m.clone()))
+            .expect("BUG: unique metric");
+        m
+    }
+
+    fn counter(&self, name: &str, help: &str) -> IntCounter {
+        self.register(IntCounter::new(name, help).expect("BUG: valid metric"))
+    }
+
+    fn counter_vec(&self, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+        self.register(IntCounterVec::new(Opts::new(name, help), labels).expect("BUG: valid metric"))
+    }
+
+    fn histogram(&self, name: &str, help: &str, buckets: Vec<f64>) -> Histogram {
+        self.register(
+            Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets))
+                .expect("BUG: valid metric"),
+        )
+    }
+
+    fn histogram_vec(
+        &self,
+        name: &str,
+        help: &str,
+        labels: &[&str],
+        buckets: Vec<f64>,
+    ) -> HistogramVec {
+        self.register(
+            HistogramVec::new(HistogramOpts::new(name, help).buckets(buckets), labels)
+                .expect("BUG: valid metric"),
+        )
+    }
+}
+
+/// The staging layer's metrics (see the fields of [`Metrics`]).
+struct Uploads {
+    staged: IntCounter,
+    staged_bytes: IntCounter,
+    fetched: IntCounter,
+    acked: IntCounter,
+    swept: IntCounterVec,
+    delivery_seconds: Histogram,
+    rejected: IntCounterVec,
+}
+
+impl Uploads {
+    fn register(r: &Registrar) -> Self {
+        let swept = r.counter_vec(
+            "molecule_pending_uploads_swept_total",
+            "Staged files removed by the sweep: acked past retention, expired unacked, or failed.",
+            &["outcome"],
+        );
+        for outcome in ["acked", "expired", "error"] {
+            swept.with_label_values(&[outcome]);
+        }
+        Self {
+            staged: r.counter(
+                "molecule_pending_uploads_staged_total",
+                "Files staged for poll-mode workspaces.",
+            ),
+            staged_bytes: r.counter(
+                "molecule_pending_uploads_staged_bytes_total",
+                "Bytes of files staged for poll-mode workspaces.",
+            ),
+            fetched: r.counter(
+                "molecule_pending_uploads_fetched_total",
+                "Downloads of staged files started by workspaces.",
+            ),
+            acked: r.counter(
+                "molecule_pending_uploads_acked_total",
+                "Staged files acknowledged by their workspace (first ack only).",
+            ),
+            swept,
+            // Long-poll delivery is milliseconds; an offline laptop is hours.
+            delivery_seconds: r.histogram(
+                "molecule_pending_uploads_delivery_seconds",
+                "Time from staging a file to its first ack.",
+                vec![
+                    0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0,
+                    21600.0, 86400.0,
+                ],
+            ),
+            rejected: r.counter_vec(
+                "molecule_pending_uploads_rejected_total",
+                "Upload requests refused, by reason.",
+                &["reason"],
+            ),
+        }
+    }
+}
+
+/// The delegation ledger's transition counter (every status present from
+/// the start) and its duration histogram.
+fn register_delegations(r: &Registrar) -> (IntCounterVec, Histogram) {
+    let delegations = r.counter_vec(
+        "molecule_delegations_total",
+        "Delegation ledger transitions, by the status reached (queued counts creations).",
+        &["status"],
+    );
+    for status in crate::domain::DelegationStatus::ALL {
+        delegations.with_label_values(&[status.as_str()]);
+    }
+    // Agents answer in seconds to hours; deadlines run up to days.
+    let seconds = r.histogram(
+        "molecule_delegation_duration_seconds",
+        "Time from creating a delegation to its completion or failure.",
+        vec![
+            0.5, 1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0, 7200.0, 21600.0,
+            86400.0, 604800.0,
+        ],
+    );
+    (delegations, seconds)
+}
+
+/// The request counter and latency histogram of the HTTP layer.
+fn register_http(r: &Registrar) -> (IntCounterVec, HistogramVec) {
+    let requests = r.counter_vec(
+        "molecule_http_requests_total",
+        "HTTP requests by method, route pattern and status.",
+        &["method", "path", "status"],
+    );
+    // Most routes answer in milliseconds; long polls hold up to 60 s.
+    let duration = r.histogram_vec(
+        "molecule_http_request_duration_seconds",
+        "HTTP request latency by method and route pattern.",
+        &["method", "path"],
+        vec![
+            0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+        ],
+    );
+    (requests, duration)
 }

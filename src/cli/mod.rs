@@ -91,7 +91,8 @@ pub struct SweepArgs {
     /// Run one pass and exit (the only mode; the server sweeps on its own).
     #[arg(long)]
     pub once: bool,
-    /// Print the outcome as JSON.
+    /// Print the outcome as JSON: `{"jobs": {<job>: {<count>: n, …}, …},
+    /// "skipped": bool}`, every job the sweeper runs.
     #[arg(long)]
     pub json: bool,
     /// The server's configuration (database, blob store, retention).
@@ -130,23 +131,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             serve.metrics_listen = None;
             let app = Application::build_for_sweep(serve.resolve()?).await?;
             let out = app.sweeper().sweep_once(crate::domain::now()).await?;
+            // Every registered job and its counts, none named here.
             if json {
-                println!(
-                    "{}",
-                    serde_json::json!({"acked": out.acked, "expired": out.expired, "errors": out.errors,
-                        "activity": out.activity, "orphans": out.orphans, "kv": out.kv,
-                        "embedded": out.embedded, "skipped": out.skipped,
-                        "delegations_failed": out.delegations_failed, "delegations_stuck": out.delegations_stuck,
-                        "delegations_purged": out.delegations_purged})
-                );
+                println!("{}", serde_json::to_string(&out)?);
             } else {
-                println!(
-                    "swept {} acked and {} expired uploads, {} activity rows, {} orphan blobs ({} errors); \
-                     delegations: {} failed past their deadline, {} stuck, {} purged{}",
-                    out.acked, out.expired, out.activity, out.orphans, out.errors,
-                    out.delegations_failed, out.delegations_stuck, out.delegations_purged,
-                    if out.skipped { "; skipped: another replica is sweeping" } else { "" }
-                );
+                println!("swept: {out}");
             }
             app.state().store.close().await;
             Ok(())

@@ -716,9 +716,9 @@ async fn the_sweeper_fails_overdue_marks_silent_stuck_and_leaves_healthy_alone(e
     let out = app.sweeper.sweep_once(sweep_at).await.unwrap();
     assert_eq!(
         (
-            out.delegations_failed,
-            out.delegations_stuck,
-            out.delegations_purged
+            out.count("delegations", "failed"),
+            out.count("delegations", "stuck"),
+            out.count("delegations", "purged")
         ),
         (1, 1, 0)
     );
@@ -748,7 +748,13 @@ async fn the_sweeper_fails_overdue_marks_silent_stuck_and_leaves_healthy_alone(e
     );
     // A second pass at the same time finds nothing more to do.
     let out = app.sweeper.sweep_once(sweep_at).await.unwrap();
-    assert_eq!((out.delegations_failed, out.delegations_stuck), (0, 0));
+    assert_eq!(
+        (
+            out.count("delegations", "failed"),
+            out.count("delegations", "stuck")
+        ),
+        (0, 0)
+    );
 
     // The silent callee comes back and finishes: stuck → completed.
     let row = app
@@ -775,7 +781,7 @@ async fn the_sweeper_fails_overdue_marks_silent_stuck_and_leaves_healthy_alone(e
     // Past the activity retention the finished rows are purged; the one
     // still in flight stays (and, silent for days, is now stuck).
     let out = app.sweeper.sweep_once(t0 + Span::days(8)).await.unwrap();
-    assert_eq!(out.delegations_purged, 2);
+    assert_eq!(out.count("delegations", "purged"), 2);
     let left = app.ledger().await;
     assert_eq!(left.len(), 1, "{left:?}");
     assert_eq!(left[0]["id"], healthy.as_str());
@@ -1180,7 +1186,7 @@ async fn the_event_streams_carry_every_delegation_move(engine: Engine) {
         .sweep_once(chrono::Utc::now() + Span::hours(1))
         .await
         .unwrap();
-    assert_eq!(out.delegations_stuck, 1);
+    assert_eq!(out.count("delegations", "stuck"), 1);
     let stuck = app.delegation(&late).await;
     assert_eq!(stuck["status"], "stuck");
     assert_eq!(

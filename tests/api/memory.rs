@@ -275,7 +275,10 @@ async fn embedder_down_changes_only_the_ranking(engine: Engine) {
         .sweep_once(molecule::domain::now())
         .await
         .unwrap();
-    assert_eq!(out.embedded, CORPUS.len() as u64);
+    assert_eq!(
+        out.count("memory_embeddings", "backfilled"),
+        CORPUS.len() as u64
+    );
     assert!(all_memories(&app).await.iter().all(|m| m.embedded));
     assert_eq!(
         app.metric("molecule_memory_embeddings_backfilled_total")
@@ -295,7 +298,7 @@ async fn embedder_down_changes_only_the_ranking(engine: Engine) {
         .sweep_once(molecule::domain::now())
         .await
         .unwrap();
-    assert_eq!(out.embedded, 0);
+    assert_eq!(out.count("memory_embeddings", "backfilled"), 0);
 }
 on_both_engines!(embedder_down_changes_only_the_ranking);
 
@@ -698,13 +701,13 @@ async fn kv_versions_conflicts_and_ttl(engine: Engine) {
         .sweep_once(molecule::domain::now())
         .await
         .unwrap();
-    assert_eq!(out.kv, 1);
+    assert_eq!(out.count("kv", "expired"), 1);
     let out = app
         .sweeper
         .sweep_once(molecule::domain::now())
         .await
         .unwrap();
-    assert_eq!(out.kv, 0);
+    assert_eq!(out.count("kv", "expired"), 0);
     // Delete; then it is a 404; another workspace's token is refused.
     let other = app.create_poll_workspace("other").await;
     let (status, _) = app

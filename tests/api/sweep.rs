@@ -12,6 +12,15 @@ async fn stage(app: &TestApp, ws: &Ws, name: &str) -> String {
         .await
 }
 
+/// The uploads job's `(acked, expired, errors)` in a pass.
+fn uploads(out: &molecule::sweeper::SweepOutcome) -> (u64, u64, u64) {
+    (
+        out.count("uploads", "acked"),
+        out.count("uploads", "expired"),
+        out.count("uploads", "errors"),
+    )
+}
+
 async fn stage_three_ack_two_let_one_expire_and_sweep(engine: Engine) {
     let Some(app) = spawn_app(engine).await else {
         return;
@@ -54,16 +63,16 @@ async fn stage_three_ack_two_let_one_expire_and_sweep(engine: Engine) {
         .sweep_once(now + Span::minutes(30))
         .await
         .unwrap();
-    assert_eq!((out.acked, out.expired, out.errors), (0, 0, 0));
+    assert_eq!(uploads(&out), (0, 0, 0));
     assert_eq!(app.blob_keys().await.len(), 3);
     // Past it: the two acked rows and their blobs go; c is still pending.
     let out = app.sweeper.sweep_once(now + Span::hours(2)).await.unwrap();
-    assert_eq!((out.acked, out.expired, out.errors), (2, 0, 0));
+    assert_eq!(uploads(&out), (2, 0, 0));
     let keys = app.blob_keys().await;
     assert_eq!(keys, vec![format!("uploads/{}/{}", ws.id, ids[2])]);
     // Past c's deadline: it goes as expired.
     let out = app.sweeper.sweep_once(now + Span::hours(25)).await.unwrap();
-    assert_eq!((out.acked, out.expired, out.errors), (0, 1, 0));
+    assert_eq!(uploads(&out), (0, 1, 0));
     assert!(app.blob_keys().await.is_empty());
     let stats = app.store.upload_stats(now + Span::hours(25)).await.unwrap();
     assert_eq!(stats, molecule::store::UploadStats::default());
@@ -119,11 +128,12 @@ async fn orphan_blobs_are_reaped_after_the_grace_period(engine: Engine) {
     let now = molecule::domain::now();
     let out = app.sweeper.sweep_once(now).await.unwrap();
     assert_eq!(
-        out.orphans, 0,
+        out.count("orphan_blobs", "reaped"),
+        0,
         "inside the grace period an upload may still be in flight"
     );
     let out = app.sweeper.sweep_once(now + Span::hours(2)).await.unwrap();
-    assert_eq!(out.orphans, 1);
+    assert_eq!(out.count("orphan_blobs", "reaped"), 1);
     assert_eq!(
         app.blob_keys().await,
         vec![format!("uploads/{}/{live}", ws.id)],
@@ -146,7 +156,7 @@ async fn a_cursor_before_the_retained_window_gets_410(engine: Engine) {
         .sweep_once(molecule::domain::now() + Span::days(8))
         .await
         .unwrap();
-    assert_eq!(out.activity, 2);
+    assert_eq!(out.count("activity", "removed"), 2);
     let (_, third) = app.send_text(&ws.id, "new").await;
     let (status, body) = app.activity(&ws, &format!("since_id={first}")).await;
     assert_eq!(status, StatusCode::GONE, "{body}");
@@ -194,8 +204,15 @@ async fn concurrent_sweepers_never_double_delete(engine: Engine) {
     // Whole passes at once: together they remove the rest exactly once.
     let (x, y) = tokio::join!(app.sweeper.sweep_once(later), app.sweeper.sweep_once(later));
     let (x, y) = (x.unwrap(), y.unwrap());
-    assert_eq!(x.expired + y.expired, 20, "{x:?} {y:?}");
-    assert_eq!(x.errors + y.errors, 0);
+    assert_eq!(
+        x.count("uploads", "expired") + y.count("uploads", "expired"),
+        20,
+        "{x:?} {y:?}"
+    );
+    assert_eq!(
+        x.count("uploads", "errors") + y.count("uploads", "errors"),
+        0
+    );
     assert!(app.blob_keys().await.is_empty());
     assert_eq!(app.store.upload_stats(later).await.unwrap().expired, 0);
 }
@@ -348,8 +365,16 @@ async fn the_sweep_command_runs_one_pass_and_reports_it() {
     let report = sweep_command([std::ffi::OsStr::new("--data-dir"), data_dir]);
     assert_eq!(
         report,
-        serde_json::json!({"acked": 1, "expired": 0, "errors": 0, "activity": 0, "orphans": 0, "kv": 0, "embedded": 0, "skipped": false,
-            "delegations_failed": 0, "delegations_stuck": 0, "delegations_purged": 0})
+        serde_json::json!({"jobs": {
+            "uploads": {"acked": 1, "expired": 0, "errors": 0},
+            "activity": {"removed": 0},
+            "kv": {"expired": 0},
+            "memory_embeddings": {"backfilled": 0},
+            "delegations": {"failed": 0, "stuck": 0, "purged": 0},
+            "phantom_busy": {"reset": 0},
+            "removed_workspaces": {"purged": 0},
+            "orphan_blobs": {"reaped": 0},
+        }, "skipped": false})
     );
     assert!(app.blob_keys().await.is_empty());
     assert_eq!(
@@ -378,7 +403,7 @@ async fn the_sweep_command_needs_no_secrets_key() {
         "--blob-store".to_owned(),
         format!("file://{}", data.join("blobs").display()),
     ]);
-    assert_eq!(report["acked"], 1);
+    assert_eq!(report["jobs"]["uploads"]["acked"], 1);
     assert!(app.blob_keys().await.is_empty());
     assert!(
         !elsewhere.path().join("secrets-key").exists(),

@@ -423,7 +423,7 @@ async fn state_answers_exactly_as_specified(engine: Engine) {
     // Forgotten after the retention: an ordinary 404.
     let later = molecule::domain::now() + chrono::Duration::days(8);
     let out = app.sweeper.sweep_once(later).await.unwrap();
-    assert_eq!(out.purged, 1);
+    assert_eq!(out.count("removed_workspaces", "purged"), 1);
     assert_eq!(
         app.get(&path, &app.admin_token).await,
         (
@@ -634,7 +634,7 @@ async fn phantom_busy_is_reset_by_the_sweeper_and_counted(engine: Engine) {
         .sweep_once(now + chrono::Duration::seconds(60))
         .await
         .unwrap();
-    assert_eq!(out.phantom_busy, 0);
+    assert_eq!(out.count("phantom_busy", "reset"), 0);
     let row = app.store.get_workspace(busy.wid()).await.unwrap().unwrap();
     assert_eq!(row.report.active_tasks, Some(4));
     // Silent past --offline-after (90 s): reset once, counted once.
@@ -643,7 +643,7 @@ async fn phantom_busy_is_reset_by_the_sweeper_and_counted(engine: Engine) {
         .sweep_once(now + chrono::Duration::seconds(91))
         .await
         .unwrap();
-    assert_eq!(out.phantom_busy, 1);
+    assert_eq!(out.count("phantom_busy", "reset"), 1);
     let row = app.store.get_workspace(busy.wid()).await.unwrap().unwrap();
     assert_eq!(row.report.active_tasks, Some(0));
     let out = app
@@ -651,7 +651,7 @@ async fn phantom_busy_is_reset_by_the_sweeper_and_counted(engine: Engine) {
         .sweep_once(now + chrono::Duration::seconds(120))
         .await
         .unwrap();
-    assert_eq!(out.phantom_busy, 0);
+    assert_eq!(out.count("phantom_busy", "reset"), 0);
     assert_eq!(app.metric("molecule_phantom_busy_resets_total").await, 1.0);
 }
 on_both_engines!(phantom_busy_is_reset_by_the_sweeper_and_counted);
