@@ -15,7 +15,8 @@
 //!   limits), [`store`] and [`blob`] (the storage seams, with their contract
 //!   tests in `tests/api/`), [`domain`] (pure types), [`sweeper`] and the
 //!   background [`jobs`] it runs, [`events`] (the wake-up bus), [`memory`]
-//!   (recall), [`secrets`], [`metrics`] and [`telemetry`].
+//!   (recall), [`secrets`], [`metrics`], [`telemetry`] and [`web`] (the
+//!   canvas's modules, listed at build time).
 //! - Crate-private: `http` (one module per resource, each with its
 //!   `router()`), `client` (the typed HTTP client; it re-exports `http`'s
 //!   wire types under the same names), `connect` (the workspace side),
@@ -49,3 +50,4 @@ pub(crate) mod signal;
 pub mod store;
 pub mod sweeper;
 pub mod telemetry;
+pub mod web;

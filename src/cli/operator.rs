@@ -264,133 +264,11 @@ pub(crate) struct StatusArgs {
 /// Runs a workspace command.
 pub(crate) async fn workspace(cmd: WorkspaceCommand) -> anyhow::Result<()> {
     match cmd {
-        WorkspaceCommand::Create(args) => {
-            let op = &args.op;
-            let client = op.client()?;
-            let new = NewWorkspace {
-                name: args.name.clone(),
-                delivery_mode: match args.mode {
-                    Mode::Push => crate::domain::DeliveryMode::Push,
-                    Mode::Poll => crate::domain::DeliveryMode::Poll,
-                },
-                url: args.url.clone(),
-                parent_id: args.parent.clone(),
-                tier: args.tier,
-                runtime: args.runtime.clone(),
-                model: args.model.clone(),
-            };
-            let created = client
-                .create_workspace(&new)
-                .await
-                .map_err(|e| op.explain(e))?;
-            if op.json {
-                return print_json(&created);
-            }
-            let w = &created.workspace;
-            println!(
-                "created workspace {:?} ({}), {} mode, tier {}, runtime {}, model {}",
-                w.name,
-                w.id,
-                w.delivery_mode,
-                w.tier,
-                w.runtime,
-                w.model.as_deref().unwrap_or("-")
-            );
-            if let Some(parent) = w.parent_id {
-                println!("parent: {parent}");
-            }
-            println!("token (shown this once): {}", created.auth_token);
-            println!();
-            println!("on the agent's machine, run:");
-            println!();
-            println!("  {}", created.connection.connect_command);
-            Ok(())
-        }
-        WorkspaceCommand::List(args) => {
-            let op = &args.op;
-            let list = op
-                .client()?
-                .list_workspaces()
-                .await
-                .map_err(|e| op.explain(e))?;
-            if op.json {
-                return print_json(&list);
-            }
-            if list.is_empty() {
-                println!("no workspaces yet: `molecule workspace create --name N --mode poll`");
-                return Ok(());
-            }
-            print!("{}", render_tree(&list));
-            Ok(())
-        }
-        WorkspaceCommand::Show(args) => {
-            let op = &args.op;
-            let w = op
-                .client()?
-                .get_workspace(&args.id)
-                .await
-                .map_err(|e| op.explain(e))?;
-            if op.json {
-                return print_json(&w);
-            }
-            println!("id:             {}", w.id);
-            println!("name:           {}", w.name);
-            println!("mode:           {}", w.delivery_mode);
-            println!("url:            {}", w.url.as_deref().unwrap_or("-"));
-            println!("status:         {}", w.status);
-            println!(
-                "parent:         {}",
-                w.parent_id
-                    .map_or_else(|| "-".to_owned(), |p| p.to_string())
-            );
-            println!("children:       {}", w.children.len());
-            println!("tier:           {}", w.tier);
-            println!("runtime:        {}", w.runtime);
-            println!("model:          {}", w.model.as_deref().unwrap_or("-"));
-            println!("active tasks:   {}", w.active_tasks);
-            println!(
-                "current task:   {}",
-                w.current_task.as_deref().unwrap_or("-")
-            );
-            println!("created:        {}", w.created_at);
-            let beat = w
-                .last_heartbeat_at
-                .map_or_else(|| "never".to_owned(), |t| t.to_string());
-            println!("last heartbeat: {beat}");
-            Ok(())
-        }
-        WorkspaceCommand::Rotate(args) => {
-            let op = &args.op;
-            let rotated = op
-                .client()?
-                .rotate_token(&args.id)
-                .await
-                .map_err(|e| op.explain(e))?;
-            if op.json {
-                return print_json(&rotated);
-            }
-            println!(
-                "new token (shown this once; every earlier token stopped working): {}",
-                rotated.auth_token
-            );
-            println!();
-            println!("on the agent's machine, restart with:");
-            println!();
-            println!("  {}", rotated.connection.connect_command);
-            Ok(())
-        }
-        WorkspaceCommand::Delete(args) => {
-            let op = &args.op;
-            op.client()?
-                .delete_workspace(&args.id, args.cascade)
-                .await
-                .map_err(|e| op.explain(e))?;
-            if op.json {
-                return print_json(&serde_json::json!({"deleted": true, "id": args.id}));
-            }
-            println!("deleted workspace {} (its tokens no longer work)", args.id);
-            Ok(())
-        }
+        WorkspaceCommand::Create(args) => create(args).await,
+        WorkspaceCommand::List(args) => list(args).await,
+        WorkspaceCommand::Show(args) => show(args).await,
+        WorkspaceCommand::Rotate(args) => rotate(args).await,
+        WorkspaceCommand::Delete(args) => delete(args).await,
         WorkspaceCommand::Pause(args) => lifecycle(args, "pause", "paused").await,
         WorkspaceCommand::Resume(args) => lifecycle(args, "resume", "resumed").await,
         WorkspaceCommand::Restart(args) => {
@@ -402,6 +280,144 @@ pub(crate) async fn workspace(cmd: WorkspaceCommand) -> anyhow::Result<()> {
             .await
         }
     }
+}
+
+/// `molecule workspace create`: creates it and prints its token and the
+/// `molecule connect` line to run on the agent's machine.
+async fn create(args: CreateArgs) -> anyhow::Result<()> {
+    let op = &args.op;
+    let client = op.client()?;
+    let new = NewWorkspace {
+        name: args.name.clone(),
+        delivery_mode: match args.mode {
+            Mode::Push => crate::domain::DeliveryMode::Push,
+            Mode::Poll => crate::domain::DeliveryMode::Poll,
+        },
+        url: args.url.clone(),
+        parent_id: args.parent.clone(),
+        tier: args.tier,
+        runtime: args.runtime.clone(),
+        model: args.model.clone(),
+    };
+    let created = client
+        .create_workspace(&new)
+        .await
+        .map_err(|e| op.explain(e))?;
+    if op.json {
+        return print_json(&created);
+    }
+    let w = &created.workspace;
+    println!(
+        "created workspace {:?} ({}), {} mode, tier {}, runtime {}, model {}",
+        w.name,
+        w.id,
+        w.delivery_mode,
+        w.tier,
+        w.runtime,
+        w.model.as_deref().unwrap_or("-")
+    );
+    if let Some(parent) = w.parent_id {
+        println!("parent: {parent}");
+    }
+    println!("token (shown this once): {}", created.auth_token);
+    println!();
+    println!("on the agent's machine, run:");
+    println!();
+    println!("  {}", created.connection.connect_command);
+    Ok(())
+}
+
+/// `molecule workspace list`: the workspaces as a tree.
+async fn list(args: ListArgs) -> anyhow::Result<()> {
+    let op = &args.op;
+    let list = op
+        .client()?
+        .list_workspaces()
+        .await
+        .map_err(|e| op.explain(e))?;
+    if op.json {
+        return print_json(&list);
+    }
+    if list.is_empty() {
+        println!("no workspaces yet: `molecule workspace create --name N --mode poll`");
+        return Ok(());
+    }
+    print!("{}", render_tree(&list));
+    Ok(())
+}
+
+/// `molecule workspace show`: one workspace, a field a line.
+async fn show(args: IdArgs) -> anyhow::Result<()> {
+    let op = &args.op;
+    let w = op
+        .client()?
+        .get_workspace(&args.id)
+        .await
+        .map_err(|e| op.explain(e))?;
+    if op.json {
+        return print_json(&w);
+    }
+    println!("id:             {}", w.id);
+    println!("name:           {}", w.name);
+    println!("mode:           {}", w.delivery_mode);
+    println!("url:            {}", w.url.as_deref().unwrap_or("-"));
+    println!("status:         {}", w.status);
+    println!(
+        "parent:         {}",
+        w.parent_id
+            .map_or_else(|| "-".to_owned(), |p| p.to_string())
+    );
+    println!("children:       {}", w.children.len());
+    println!("tier:           {}", w.tier);
+    println!("runtime:        {}", w.runtime);
+    println!("model:          {}", w.model.as_deref().unwrap_or("-"));
+    println!("active tasks:   {}", w.active_tasks);
+    println!(
+        "current task:   {}",
+        w.current_task.as_deref().unwrap_or("-")
+    );
+    println!("created:        {}", w.created_at);
+    let beat = w
+        .last_heartbeat_at
+        .map_or_else(|| "never".to_owned(), |t| t.to_string());
+    println!("last heartbeat: {beat}");
+    Ok(())
+}
+
+/// `molecule workspace rotate`: a new token and the line to restart with.
+async fn rotate(args: IdArgs) -> anyhow::Result<()> {
+    let op = &args.op;
+    let rotated = op
+        .client()?
+        .rotate_token(&args.id)
+        .await
+        .map_err(|e| op.explain(e))?;
+    if op.json {
+        return print_json(&rotated);
+    }
+    println!(
+        "new token (shown this once; every earlier token stopped working): {}",
+        rotated.auth_token
+    );
+    println!();
+    println!("on the agent's machine, restart with:");
+    println!();
+    println!("  {}", rotated.connection.connect_command);
+    Ok(())
+}
+
+/// `molecule workspace delete`: deletes it (and below it with `--cascade`).
+async fn delete(args: DeleteArgs) -> anyhow::Result<()> {
+    let op = &args.op;
+    op.client()?
+        .delete_workspace(&args.id, args.cascade)
+        .await
+        .map_err(|e| op.explain(e))?;
+    if op.json {
+        return print_json(&serde_json::json!({"deleted": true, "id": args.id}));
+    }
+    println!("deleted workspace {} (its tokens no longer work)", args.id);
+    Ok(())
 }
 
 async fn lifecycle(args: IdArgs, verb: &str, done: &str) -> anyhow::Result<()> {

@@ -1,8 +1,9 @@
 //! The canvas: the operator's web page, served by `molecule serve` at `/`.
 //!
 //! The page is plain HTML, CSS and JavaScript from `web/`, compiled into the
-//! binary with `include_str!`/`include_bytes!`, so a deployment is still one
-//! file and the page works offline (no CDN, no external fonts). These routes
+//! binary with `include_bytes!` (the ES modules of `web/js/` through the list
+//! `build.rs` makes, see [`crate::web`]), so a deployment is still one file
+//! and the page works offline (no CDN, no external fonts). These routes
 //! need no token (the page asks for the admin token itself and sends it on
 //! every API call) and are not part of the OpenAPI document: they are not
 //! API.
@@ -20,7 +21,9 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
+use bytes::Bytes;
 use sha2::{Digest, Sha256};
+use std::fmt::Write as _;
 
 use super::AppState;
 
@@ -32,94 +35,119 @@ pub(super) const CONTENT_SECURITY_POLICY_VALUE: &str =
      img-src 'self' blob: data:; connect-src 'self'; font-src 'self'; manifest-src 'self'; \
      base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
 
-/// One embedded file of the page.
-#[derive(Clone, Copy)]
+/// The page's entry module, loaded by its `<script type="module">`; every
+/// other module of `web/js/` gets a `modulepreload` link.
+const ENTRY_MODULE: &str = "app.js";
+
+/// The comment line of `web/index.html` that [`page`] replaces with the
+/// `modulepreload` links (matched up to here, after the indentation).
+const PRELOAD_MARKER: &str = "<!-- modulepreload:";
+
+/// The `Content-Type` of every ES module.
+const JAVASCRIPT: &str = "text/javascript; charset=utf-8";
+
+/// One file of the page.
 struct Asset {
     /// The URL path it is served at.
-    path: &'static str,
-    /// Its bytes, compiled in.
-    body: &'static [u8],
+    path: String,
+    /// Its bytes: compiled in, or (the page) built once from them.
+    body: Bytes,
     /// Its `Content-Type`.
     content_type: &'static str,
 }
 
-/// A JavaScript module of the page, served at `/assets/js/<name>`.
-macro_rules! module {
-    ($name:literal) => {
+impl Asset {
+    /// A file compiled in as it is.
+    fn fixed(path: &str, body: &'static [u8], content_type: &'static str) -> Self {
         Asset {
-            path: concat!("/assets/js/", $name),
-            body: include_bytes!(concat!("../../web/js/", $name)),
-            content_type: "text/javascript; charset=utf-8",
+            path: path.to_owned(),
+            body: Bytes::from_static(body),
+            content_type,
         }
-    };
+    }
 }
 
-/// Every file of the page, in one table so the router and the tests agree.
-/// The page is split into ES modules by concern (`web/js/app.js` imports the
-/// rest); every module must be listed here, or the browser's import fails.
-const ASSETS: &[Asset] = &[
-    Asset {
-        path: "/",
-        body: include_bytes!("../../web/index.html"),
-        content_type: "text/html; charset=utf-8",
-    },
-    Asset {
-        path: "/assets/style.css",
-        body: include_bytes!("../../web/style.css"),
-        content_type: "text/css; charset=utf-8",
-    },
-    Asset {
-        path: "/assets/favicon.svg",
-        body: include_bytes!("../../web/favicon.svg"),
-        content_type: "image/svg+xml",
-    },
-    module!("app.js"),
-    module!("api.js"),
-    module!("state.js"),
-    module!("dom.js"),
-    module!("stream.js"),
-    module!("workspaces.js"),
-    module!("create.js"),
-    module!("chat.js"),
-    module!("panels.js"),
-    module!("tabs.js"),
-    module!("secrets.js"),
-    module!("delegations.js"),
-    module!("memory.js"),
-    module!("messages.js"),
-    module!("chips.js"),
-    module!("uploads.js"),
-    module!("unread.js"),
-    module!("markdown.js"),
-    module!("manage.js"),
-    module!("config.js"),
-    module!("tree.js"),
-    module!("teamform.js"),
-    module!("lifecycle.js"),
-    module!("orgimport.js"),
-];
+/// Every file of the page, in one table so that the router and the tests
+/// agree: the page first, then its style and icon, then every ES module of
+/// `web/js/` (listed at build time by `build.rs`, see [`crate::web`]; the
+/// page is split into modules by concern and `app.js` imports the rest).
+fn assets() -> Vec<Asset> {
+    let fixed = [
+        Asset {
+            path: "/".to_owned(),
+            body: Bytes::from(page()),
+            content_type: "text/html; charset=utf-8",
+        },
+        Asset::fixed(
+            "/assets/style.css",
+            include_bytes!("../../web/style.css"),
+            "text/css; charset=utf-8",
+        ),
+        Asset::fixed(
+            "/assets/favicon.svg",
+            include_bytes!("../../web/favicon.svg"),
+            "image/svg+xml",
+        ),
+    ];
+    let modules = crate::web::MODULES
+        .iter()
+        .map(|&(name, body)| Asset::fixed(&format!("/assets/js/{name}"), body, JAVASCRIPT));
+    fixed.into_iter().chain(modules).collect()
+}
 
-/// An asset ready to serve: its table entry and its strong `ETag`.
+/// `web/index.html` with its preload marker replaced by one
+/// `<link rel="modulepreload">` per module but the entry, so that the
+/// browser fetches them in parallel rather than one import level at a
+/// time. Built once, when the router is.
+fn page() -> String {
+    let html = std::str::from_utf8(include_bytes!("../../web/index.html"))
+        .expect("BUG: web/index.html is UTF-8");
+    let mut page = String::with_capacity(html.len() + 64 * crate::web::MODULES.len());
+    let mut markers = 0;
+    for line in html.split_inclusive('\n') {
+        let text = line.trim_start();
+        if !text.starts_with(PRELOAD_MARKER) {
+            page.push_str(line);
+            continue;
+        }
+        markers += 1;
+        let indent = &line[..line.len() - text.len()];
+        for name in crate::web::module_names().filter(|&name| name != ENTRY_MODULE) {
+            writeln!(
+                page,
+                "{indent}<link rel=\"modulepreload\" href=\"/assets/js/{name}\">"
+            )
+            .expect("BUG: writing to a String cannot fail");
+        }
+    }
+    assert_eq!(markers, 1, "BUG: web/index.html has one preload marker");
+    page
+}
+
+/// An asset ready to serve: its bytes, type and strong `ETag` (cheap to
+/// clone: the bytes and the tag are shared).
 #[derive(Clone)]
 struct Served {
-    asset: Asset,
+    body: Bytes,
+    content_type: &'static str,
     etag: HeaderValue,
 }
 
 /// The canvas routes: `/` and `/assets/…`, GET (and HEAD) only, no auth.
 pub(super) fn router() -> Router<AppState> {
-    ASSETS.iter().fold(Router::new(), |router, asset| {
+    assets().into_iter().fold(Router::new(), |router, asset| {
         // The ETag is the content hash, computed once here rather than per
         // request; it changes exactly when a new binary ships a new file.
-        let digest = hex::encode(Sha256::digest(asset.body));
+        let digest = hex::encode(Sha256::digest(&asset.body));
         let etag = HeaderValue::from_str(&format!("\"{}\"", &digest[..32]))
             .expect("BUG: a hex digest is a valid header value");
         let served = Served {
-            asset: *asset,
+            body: asset.body,
+            content_type: asset.content_type,
             etag,
         };
         router.route(
-            asset.path,
+            &asset.path,
             get(move |headers: HeaderMap| {
                 let served = served.clone();
                 async move { serve_asset(&served, &headers) }
@@ -139,11 +167,8 @@ fn serve_asset(served: &Served, request: &HeaderMap) -> Response {
         StatusCode::NOT_MODIFIED.into_response()
     } else {
         (
-            [(
-                CONTENT_TYPE,
-                HeaderValue::from_static(served.asset.content_type),
-            )],
-            served.asset.body,
+            [(CONTENT_TYPE, HeaderValue::from_static(served.content_type))],
+            served.body.clone(),
         )
             .into_response()
     };
@@ -168,21 +193,23 @@ mod tests {
 
     #[test]
     fn every_asset_has_a_distinct_path_and_a_body() {
-        let mut paths: Vec<_> = ASSETS.iter().map(|a| a.path).collect();
+        let assets = assets();
+        let mut paths: Vec<_> = assets.iter().map(|a| a.path.as_str()).collect();
         paths.sort_unstable();
         paths.dedup();
-        assert_eq!(paths.len(), ASSETS.len(), "duplicate asset path");
-        for asset in ASSETS {
+        assert_eq!(paths.len(), assets.len(), "duplicate asset path");
+        for asset in &assets {
             assert!(!asset.body.is_empty(), "{} is empty", asset.path);
         }
     }
 
     #[test]
     fn the_page_loads_only_its_own_assets() {
-        let html = std::str::from_utf8(ASSETS[0].body).expect("index.html is UTF-8");
-        for asset in &ASSETS[1..] {
+        let assets = assets();
+        let html = std::str::from_utf8(&assets[0].body).expect("index.html is UTF-8");
+        for asset in &assets[1..] {
             assert!(
-                html.contains(asset.path),
+                html.contains(&asset.path),
                 "index.html does not reference {}",
                 asset.path
             );
@@ -203,9 +230,10 @@ mod tests {
 
     #[test]
     fn every_module_import_names_a_listed_asset() {
-        let paths: Vec<_> = ASSETS.iter().map(|a| a.path).collect();
-        for asset in ASSETS.iter().filter(|a| a.path.starts_with("/assets/js/")) {
-            let source = std::str::from_utf8(asset.body).expect("modules are UTF-8");
+        let assets = assets();
+        let paths: Vec<_> = assets.iter().map(|a| a.path.as_str()).collect();
+        for asset in assets.iter().filter(|a| a.path.starts_with("/assets/js/")) {
+            let source = std::str::from_utf8(&asset.body).expect("modules are UTF-8");
             for line in source.lines().filter(|l| l.starts_with("import ")) {
                 let name = line
                     .rsplit_once("from './")
@@ -215,10 +243,25 @@ mod tests {
                 let path = format!("/assets/js/{name}");
                 assert!(
                     paths.contains(&path.as_str()),
-                    "{} imports {path}, which is not in ASSETS",
+                    "{} imports {path}, which is not served",
                     asset.path
                 );
             }
+        }
+    }
+
+    #[test]
+    fn the_page_preloads_every_module_but_the_entry_once() {
+        let html = page();
+        assert!(!html.contains(PRELOAD_MARKER), "the marker is replaced");
+        assert!(html.contains(&format!(
+            "<script type=\"module\" src=\"/assets/js/{ENTRY_MODULE}\"></script>"
+        )));
+        assert!(crate::web::module_names().any(|name| name == ENTRY_MODULE));
+        for name in crate::web::module_names() {
+            let link = format!("  <link rel=\"modulepreload\" href=\"/assets/js/{name}\">\n");
+            let expected = usize::from(name != ENTRY_MODULE);
+            assert_eq!(html.matches(&link).count(), expected, "{name}");
         }
     }
 }

@@ -3,19 +3,10 @@
 // same origin, authenticated with the admin token kept in localStorage.
 //
 // This entry module owns the session (sign in and out, which view shows)
-// and the routing; the parts of the page live in their own modules:
-//   api.js        the API client          stream.js   the event stream
-//   workspaces.js the workspace list      create.js   the "New workspace" panel
-//   panels.js     the workspace tabs and the operator's views: tabs.js,
-//                 secrets.js, delegations.js, memory.js
-//   chat.js       the open chat           messages.js the conversation log
-//   chips.js      upload chips (state)    uploads.js  sending files
-//   state.js      shared state and bus    dom.js      DOM/format helpers
-//   unread.js     unread counts, title, notifications
-//   markdown.js   safe message formatting manage.js   the Manage panel
-//   config.js     the server's settings   tree.js     the team tree of the list
-//   teamform.js   parent and tier fields  lifecycle.js pause/resume/restart, "working…"
-//   orgimport.js  the "Import a team" dialog
+// and the routing; each part of the page lives in its own module of web/js/,
+// which opens by saying what it is for. A new module needs no list: the
+// server embeds and serves every file of web/js/, and writes its preload
+// link into the page (build.rs, src/http/canvas.rs).
 
 import { api } from './api.js';
 import { closeChat, initChat, openChat } from './chat.js';
