@@ -4,6 +4,8 @@
 //! (`--forward`, its JSON-RPC answer sent back as the reply). Before a
 //! message is handed over, every `platform-pending:<ws>/<fid>` URI in it is
 //! rewritten to `workspace:<absolute path>` once that file is on disk.
+//! This is also the queue delegated tasks and delegation results wait in
+//! ([`super::delegation`]); how an item is handed over is [`super::handoff`].
 
 use std::sync::Arc;
 

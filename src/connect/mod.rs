@@ -2,10 +2,11 @@
 //!
 //! It registers the workspace in poll mode, heartbeats, and long-polls its
 //! inbox (`GET /workspaces/:id/activity?type=a2a_receive&since_id=…&wait=…`).
-//! Each `chat_upload_receive` row becomes a download ([`download`]) that
-//! runs concurrently with the poll loop; each `message/send`, `delegate`
-//! and `delegation_result` row is handed to the local agent in arrival
-//! order ([`messages`], [`delegation`]). The cursor persisted
+//! Each row is read once into a [`crate::domain::InboxItem`]. A staged
+//! file becomes a download ([`files`], [`download`]) that runs concurrently
+//! with the poll loop; each message, delegated task and delegation result
+//! is handed to the local agent in arrival order ([`messages`],
+//! [`delegation`]), by one hand-off with a policy per kind ([`handoff`]). The cursor persisted
 //! in `<dir>/.molecule/cursor` ([`cursor`]) only moves past rows that are
 //! handled, so a restart neither skips nor repeats work. A file that
 //! cannot be written is kept in hand and tried again; the server's list of

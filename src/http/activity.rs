@@ -388,3 +388,49 @@ async fn mark_picked_up(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::inbox::DelegationResult;
+    use crate::domain::{Caller, DelegationId, DelegationStatus};
+    use crate::store::Delegation;
+
+    /// The store still writes the caller's `delegation_result` row itself
+    /// (`Delegation::result_activity`); the enum must build that very row.
+    #[test]
+    fn the_enum_builds_the_stores_delegation_result_row() {
+        for (status, preview, error) in [
+            (DelegationStatus::Completed, Some("done"), None),
+            (DelegationStatus::Failed, None, Some("exit status 3")),
+        ] {
+            let now = domain::now();
+            let d = Delegation {
+                id: DelegationId::new(),
+                caller: Caller::Workspace(WorkspaceId::new()),
+                callee_id: WorkspaceId::new(),
+                task_preview: "sum it up".into(),
+                task: "sum it up".into(),
+                idempotency_key: "k".into(),
+                status,
+                result_preview: preview.map(str::to_owned),
+                error_detail: error.map(str::to_owned),
+                deadline_at: None,
+                last_heartbeat_at: None,
+                created_at: now,
+                updated_at: now,
+                completed_at: Some(now),
+            };
+            let item = InboxItem::DelegationResult(DelegationResult {
+                delegation_id: d.id,
+                caller: d.caller,
+                callee: d.callee_id,
+                status: d.status,
+                task_preview: d.task_preview.clone(),
+                result_preview: d.result_preview.clone(),
+                error_detail: d.error_detail.clone(),
+            });
+            assert_eq!(new_activity(item.row()), d.result_activity(), "{status}");
+        }
+    }
+}
