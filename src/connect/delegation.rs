@@ -11,25 +11,23 @@
 //! delegation this workspace made) reaches the agent the same way as a
 //! message: a `{"type": "delegation_result", …}` line, or `--exec` stdin.
 
-use std::process::Stdio;
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use tokio::io::AsyncWriteExt;
 use url::Url;
 
 use super::backoff::Backoff;
-use super::messages::Handoff;
+use super::handoff::{self, Handoff};
 use super::Ctx;
 use crate::client::{answer_text, ActivityView, ClientError};
+use crate::domain::inbox::{self, Delegate, DelegationResult};
+use crate::domain::{DelegationId, DelegationStatus};
 
 /// How often the ledger hears that the agent is still working; well under
 /// the server's default `--delegation-stuck-after` (10 min).
 const HEARTBEAT_EVERY: Duration = Duration::from_secs(30);
 /// Bytes of the answer kept as `result_preview`.
 const PREVIEW_BYTES: usize = 4096;
-/// How long a `--forward` agent may work on a delegated task.
-const FORWARD_TIMEOUT: Duration = Duration::from_secs(3600);
 
 /// The first `max` bytes of `text`, cut at a character boundary.
 fn head(text: &str, max: usize) -> &str {
@@ -44,31 +42,27 @@ fn head(text: &str, max: usize) -> &str {
 }
 
 /// The JSON line of a `delegate` row.
-pub(super) fn delegation_event(row: &ActivityView) -> Option<(String, Value)> {
-    let data = row.data.as_ref()?;
-    let id = data.get("delegation_id")?.as_str()?.to_owned();
-    let event = json!({
+fn delegation_event(row: &ActivityView, task: &Delegate) -> Value {
+    json!({
         "type": "delegation",
         "activity_id": row.id,
-        "delegation_id": id,
-        "task": data.get("task").cloned().unwrap_or(Value::Null),
-        "deadline": data.get("deadline").cloned().unwrap_or(Value::Null),
+        "delegation_id": task.delegation_id,
+        "task": task.task,
+        "deadline": task.deadline,
         "source_id": row.source_id,
         "created_at": row.created_at,
-    });
-    Some((id, event))
+    })
 }
 
 /// The JSON line of a `delegation_result` row.
-pub(super) fn result_event(row: &ActivityView) -> Value {
-    let data = row.data.clone().unwrap_or(Value::Null);
+pub(super) fn result_event(row: &ActivityView, result: &DelegationResult) -> Value {
     json!({
         "type": "delegation_result",
         "activity_id": row.id,
-        "delegation_id": data.get("delegation_id").cloned().unwrap_or(Value::Null),
-        "status": data.get("status").cloned().unwrap_or(Value::Null),
-        "result_preview": data.get("result_preview").cloned().unwrap_or(Value::Null),
-        "error_detail": data.get("error_detail").cloned().unwrap_or(Value::Null),
+        "delegation_id": result.delegation_id,
+        "status": result.status,
+        "result_preview": result.result_preview,
+        "error_detail": result.error_detail,
         "source_id": row.source_id,
         "created_at": row.created_at,
     })
@@ -86,8 +80,8 @@ enum Reported {
 
 async fn report(
     ctx: &Ctx,
-    id: &str,
-    status: &str,
+    id: DelegationId,
+    status: DelegationStatus,
     preview: Option<&str>,
     error: Option<&str>,
 ) -> Reported {
@@ -95,11 +89,11 @@ async fn report(
     loop {
         match ctx
             .client
-            .report_delegation(&ctx.workspace, id, status, preview, error)
+            .report_delegation(ctx.workspace, id, status, preview, error)
             .await
         {
             Ok(_) => {
-                tracing::info!(delegation_id = id, status, "delegation reported");
+                tracing::info!(delegation_id = %id, %status, "delegation reported");
                 return Reported::Ok;
             }
             Err(ClientError::Unauthorized(_)) => {
@@ -107,13 +101,13 @@ async fn report(
                 return Reported::Stopped;
             }
             Err(e) if e.is_transient() => {
-                tracing::warn!(delegation_id = id, error = %e, "reporting a delegation failed; retrying");
+                tracing::warn!(delegation_id = %id, error = %e, "reporting a delegation failed; retrying");
                 if !backoff.wait(&ctx.stop).await {
                     return Reported::Stopped;
                 }
             }
             Err(e) => {
-                tracing::warn!(delegation_id = id, status, error = %e, "the ledger refused the report");
+                tracing::warn!(delegation_id = %id, %status, error = %e, "the ledger refused the report");
                 return Reported::Refused(e.to_string());
             }
         }
@@ -124,15 +118,14 @@ async fn report(
 struct Heartbeat(tokio::task::JoinHandle<()>);
 
 impl Heartbeat {
-    fn start(ctx: &std::sync::Arc<Ctx>, id: &str) -> Self {
+    fn start(ctx: &std::sync::Arc<Ctx>, id: DelegationId) -> Self {
         let ctx = ctx.clone();
-        let id = id.to_owned();
         Self(tokio::spawn(async move {
             let mut ticker = tokio::time::interval(HEARTBEAT_EVERY);
             ticker.tick().await;
             loop {
                 ticker.tick().await;
-                if let Err(e) = ctx.client.heartbeat_delegation(&ctx.workspace, &id).await {
+                if let Err(e) = ctx.client.heartbeat_delegation(ctx.workspace, id).await {
                     tracing::warn!(delegation_id = %id, error = %e, "delegation heartbeat failed");
                 }
             }
@@ -154,17 +147,12 @@ pub(super) async fn handle(
     handoff: &Handoff,
     http: &reqwest::Client,
     row: &ActivityView,
+    task: &Delegate,
 ) -> bool {
-    let Some((id, event)) = delegation_event(row) else {
-        tracing::warn!(
-            activity_id = row.id,
-            "a delegate row without a delegation id; skipped"
-        );
-        return true;
-    };
+    let (id, event) = (task.delegation_id, delegation_event(row, task));
     // True when this run takes over a task an earlier run started.
     let mut resumed = false;
-    match report(ctx, &id, "dispatched", None, None).await {
+    match report(ctx, id, DelegationStatus::Dispatched, None, None).await {
         Reported::Ok => {}
         Reported::Stopped => return false,
         Reported::Refused(why) => {
@@ -178,7 +166,7 @@ pub(super) async fn handle(
             // reports for itself: the agent had it; never run it twice.
             let again = match handoff {
                 Handoff::Stdout => Reported::Refused(why),
-                _ => report(ctx, &id, "in_progress", None, None).await,
+                _ => report(ctx, id, DelegationStatus::InProgress, None, None).await,
             };
             match again {
                 Reported::Ok => {}
@@ -198,91 +186,55 @@ pub(super) async fn handle(
             return true;
         }
         Handoff::Exec(cmd) => {
-            let _beat = Heartbeat::start(ctx, &id);
+            let _beat = Heartbeat::start(ctx, id);
             if !resumed {
-                report(ctx, &id, "in_progress", None, None).await;
+                report(ctx, id, DelegationStatus::InProgress, None, None).await;
             }
-            run_exec(ctx, cmd, &event).await
+            handoff::exec(ctx, cmd, &event, &handoff::DELEGATION)
+                .await
+                .map_err(|e| e.to_string())
         }
         Handoff::Forward(url) => {
-            let _beat = Heartbeat::start(ctx, &id);
+            let _beat = Heartbeat::start(ctx, id);
             if !resumed {
-                report(ctx, &id, "in_progress", None, None).await;
+                report(ctx, id, DelegationStatus::InProgress, None, None).await;
             }
-            run_forward(http, url, &id, &event).await
+            run_forward(ctx, http, url, id, &event).await
         }
     };
     let reported = match &outcome {
         Ok(answer) => {
             report(
                 ctx,
-                &id,
-                "completed",
+                id,
+                DelegationStatus::Completed,
                 Some(head(answer, PREVIEW_BYTES)),
                 None,
             )
             .await
         }
-        Err(error) => report(ctx, &id, "failed", None, Some(error)).await,
+        Err(error) => report(ctx, id, DelegationStatus::Failed, None, Some(error)).await,
     };
     !matches!(reported, Reported::Stopped)
-}
-
-/// Runs the command with the delegation on stdin: its stdout is the
-/// answer when it exits 0; otherwise the exit status is the error.
-async fn run_exec(ctx: &Ctx, cmd: &str, event: &Value) -> Result<String, String> {
-    let mut child = tokio::process::Command::new("sh")
-        .arg("-c")
-        .arg(cmd)
-        .current_dir(&ctx.dir)
-        .env("MOLECULE_WORKSPACE_ID", &ctx.workspace)
-        .env("MOLECULE_UPLOADS_DIR", &ctx.uploads_dir)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true)
-        .spawn()
-        .map_err(|e| format!("failed to start --exec: {e}"))?;
-    if let Some(mut stdin) = child.stdin.take() {
-        let _ = stdin.write_all(format!("{event}\n").as_bytes()).await;
-    }
-    let output = child
-        .wait_with_output()
-        .await
-        .map_err(|e| format!("the --exec command failed: {e}"))?;
-    if !output.status.success() {
-        return Err(format!("the --exec command exited with {}", output.status));
-    }
-    Ok(String::from_utf8_lossy(&output.stdout).trim().to_owned())
 }
 
 /// Sends the task as a `message/send` to the local agent; the text of its
 /// answer is the result.
 async fn run_forward(
+    ctx: &Ctx,
     http: &reqwest::Client,
     url: &Url,
-    id: &str,
+    id: DelegationId,
     event: &Value,
 ) -> Result<String, String> {
     let task = event.get("task").and_then(Value::as_str).unwrap_or("");
-    let rpc = json!({"jsonrpc": "2.0", "id": id, "method": "message/send",
-        "params": {"message": {"role": "user", "messageId": id,
+    let rpc = inbox::message_send_rpc(
+        json!(id),
+        json!({"message": {"role": "user", "messageId": id,
             "parts": [{"kind": "text", "text": task}],
-            "metadata": {"delegation_id": id, "source_id": event.get("source_id")}}}});
-    let answer = http
-        .post(url.clone())
-        .timeout(FORWARD_TIMEOUT)
-        .json(&rpc)
-        .send()
-        .await
-        .map_err(|e| e.without_url().to_string())?;
-    if !answer.status().is_success() {
-        return Err(format!("the local agent answered {}", answer.status()));
-    }
-    let answer: Value = answer
-        .json()
-        .await
-        .map_err(|e| format!("unreadable answer: {e}"))?;
+            "metadata": {"delegation_id": id, "source_id": event.get("source_id")}}}),
+    );
+    let answer = handoff::forward(ctx, http, url, &rpc, &handoff::DELEGATION).await?;
     if let Some(error) = answer.get("error") {
         return Err(format!("the local agent answered an error: {error}"));
     }

@@ -6,66 +6,18 @@
 //! download (the previous run died between rename and ack).
 
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use futures::StreamExt;
-use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
 
 use super::backoff::Backoff;
 use super::Ctx;
-use crate::client::{ActivityView, ClientError, Download, PendingUploadView};
+use crate::client::{ClientError, Download};
+use crate::domain::inbox::ChatUpload;
 use crate::domain::{FileId, Filename};
-
-/// The `data` (or `request_body`) of a `chat_upload_receive` row.
-#[derive(Debug, Clone, Deserialize)]
-pub(super) struct UploadRow {
-    /// The staged file's id.
-    pub file_id: String,
-    /// Its name as the server sanitized it (sanitized again here).
-    pub filename: String,
-    /// Its mimetype.
-    #[serde(default)]
-    pub mimetype: String,
-    /// Its size in bytes.
-    pub size: u64,
-    /// Hex SHA-256 of its bytes.
-    pub sha256: String,
-    /// `platform-pending:<workspace>/<file>`.
-    #[serde(default)]
-    pub uri: Option<String>,
-}
-
-impl UploadRow {
-    /// The file a `chat_upload_receive` row announces (in its `data`, or
-    /// in its `request_body` for older rows).
-    pub(super) fn from_row(row: &ActivityView) -> Result<Self, String> {
-        let described = row
-            .data
-            .clone()
-            .filter(|d| d.get("file_id").is_some())
-            .or_else(|| row.request_body.clone());
-        match described {
-            Some(value) => serde_json::from_value(value).map_err(|e| e.to_string()),
-            None => Err("no file description".to_owned()),
-        }
-    }
-
-    /// A file of the server's list of unacked files.
-    pub(super) fn from_pending(workspace: &str, file: PendingUploadView) -> Self {
-        Self {
-            uri: Some(format!("platform-pending:{workspace}/{}", file.file_id)),
-            file_id: file.file_id.to_string(),
-            filename: file.filename,
-            mimetype: file.mimetype,
-            size: u64::try_from(file.size).unwrap_or(0),
-            sha256: file.sha256,
-        }
-    }
-}
 
 /// How the delivery of one file ended.
 #[derive(Debug, Clone)]
@@ -81,8 +33,6 @@ pub(super) enum Outcome {
     /// rename), or the bytes never matched the announced hash: worth
     /// another try later.
     Failed(String),
-    /// The row names no valid file id: never worth another try.
-    Invalid(String),
     /// Stopped before the file was complete; the next run resumes it.
     Abandoned,
 }
@@ -99,31 +49,28 @@ pub(super) fn local_name(file_id: &FileId, filename: &str) -> String {
 
 /// Delivers one file; never panics, never returns before the file is
 /// settled one way or another.
-pub(super) async fn deliver(ctx: &Ctx, row: &UploadRow) -> Outcome {
-    let file_id = match FileId::from_str(&row.file_id) {
-        Ok(id) => id,
-        Err(e) => return Outcome::Invalid(format!("invalid file id {:?}: {e}", row.file_id)),
-    };
+pub(super) async fn deliver(ctx: &Ctx, row: &ChatUpload) -> Outcome {
+    let file_id = row.file_id;
     let final_path = ctx.uploads_dir.join(local_name(&file_id, &row.filename));
     let part_path = ctx.uploads_dir.join(format!(".{file_id}.part"));
-    let fid = file_id.to_string();
+    let fid = file_id;
 
-    if on_disk_already(&fid, row, &final_path).await {
-        return ack(ctx, &fid, final_path).await;
+    if on_disk_already(fid, row, &final_path).await {
+        return ack(ctx, fid, final_path).await;
     }
-    if let Err(outcome) = download_verified(ctx, &fid, row, &part_path).await {
+    if let Err(outcome) = download_verified(ctx, fid, row, &part_path).await {
         return outcome;
     }
     if let Err(e) = commit(&part_path, &final_path).await {
         return Outcome::Failed(format!("{e:#}"));
     }
     tracing::info!(file_id = %fid, size = row.size, path = %final_path.display(), "file written");
-    ack(ctx, &fid, final_path).await
+    ack(ctx, fid, final_path).await
 }
 
 /// Whether an earlier run already wrote this file and died before the ack;
 /// a file in its place that does not match is removed.
-async fn on_disk_already(fid: &str, row: &UploadRow, final_path: &Path) -> bool {
+async fn on_disk_already(fid: FileId, row: &ChatUpload, final_path: &Path) -> bool {
     if tokio::fs::metadata(final_path).await.is_err() {
         return false;
     }
@@ -145,8 +92,8 @@ async fn on_disk_already(fid: &str, row: &UploadRow, final_path: &Path) -> bool 
 /// bytes; the outcome when it cannot.
 async fn download_verified(
     ctx: &Ctx,
-    fid: &str,
-    row: &UploadRow,
+    fid: FileId,
+    row: &ChatUpload,
     part: &Path,
 ) -> Result<(), Outcome> {
     let mut backoff = Backoff::new();
@@ -213,7 +160,7 @@ enum Fetch {
 
 /// One download attempt: brings `part` up to the full size, resuming from
 /// its current length.
-async fn fetch_into(ctx: &Ctx, fid: &str, row: &UploadRow, part: &Path) -> Result<(), Fetch> {
+async fn fetch_into(ctx: &Ctx, fid: FileId, row: &ChatUpload, part: &Path) -> Result<(), Fetch> {
     let have = match tokio::fs::metadata(part).await {
         Ok(m) if m.len() <= row.size => m.len(),
         _ => 0,
@@ -255,8 +202,8 @@ fn io_error(what: &str, path: &Path, e: std::io::Error) -> Fetch {
 
 /// Asks for the file from byte `have` on; each refusal as the retry loop
 /// reacts to it.
-async fn request_from(ctx: &Ctx, fid: &str, have: u64) -> Result<Download, Fetch> {
-    let download = match ctx.client.download(&ctx.workspace, fid, Some(have)).await {
+async fn request_from(ctx: &Ctx, fid: FileId, have: u64) -> Result<Download, Fetch> {
+    let download = match ctx.client.download(ctx.workspace, fid, Some(have)).await {
         Ok(d) => d,
         Err(ClientError::NotFound(m)) => return Err(Fetch::Missing(m)),
         Err(ClientError::Unauthorized(_)) => {
@@ -346,10 +293,10 @@ async fn commit(part: &Path, final_path: &Path) -> anyhow::Result<()> {
 }
 
 /// Acks with retries while the server is unreachable.
-async fn ack(ctx: &Ctx, fid: &str, path: PathBuf) -> Outcome {
+async fn ack(ctx: &Ctx, fid: FileId, path: PathBuf) -> Outcome {
     let mut backoff = Backoff::new();
     loop {
-        match ctx.client.ack(&ctx.workspace, fid).await {
+        match ctx.client.ack(ctx.workspace, fid).await {
             Ok(()) => {
                 tracing::info!(file_id = %fid, "file acked");
                 return Outcome::Delivered(path);
@@ -406,7 +353,7 @@ mod tests {
 
     #[test]
     fn local_names_cannot_leave_the_folder() {
-        let id = FileId::from_str("0b8f5a8e-3f36-4f55-9d0c-2a4cf9a3c9d1").unwrap();
+        let id: FileId = "0b8f5a8e-3f36-4f55-9d0c-2a4cf9a3c9d1".parse().unwrap();
         for raw in [
             "../../etc/passwd",
             "..",

@@ -4,36 +4,21 @@
 //! (`--forward`, its JSON-RPC answer sent back as the reply). Before a
 //! message is handed over, every `platform-pending:<ws>/<fid>` URI in it is
 //! rewritten to `workspace:<absolute path>` once that file is on disk.
+//! This is also the queue delegated tasks and delegation results wait in
+//! ([`super::delegation`]); how an item is handed over is [`super::handoff`].
 
-use std::process::Stdio;
 use std::sync::Arc;
-use std::time::Duration;
 
 use serde_json::{json, Map, Value};
-use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
 use url::Url;
 
 use super::backoff::Backoff;
-use super::{Ctx, FileState};
+use super::handoff::{self, ExecError, Handoff};
+use super::{delegation, Ctx, FileState};
 use crate::client::{answer_text, ActivityView, ClientError};
-
-/// How messages reach the agent.
-#[derive(Debug, Clone)]
-pub(super) enum Handoff {
-    /// One JSON line per message on stdout.
-    Stdout,
-    /// `sh -c CMD` per message: the message JSON on stdin, stdout is the reply.
-    Exec(String),
-    /// A JSON-RPC `message/send` POST to a local push-mode agent.
-    Forward(Url),
-}
-
-/// Attempts at reaching a `--forward` agent before a message is reported
-/// as undeliverable.
-const FORWARD_ATTEMPTS: u32 = 5;
-/// How long a `--forward` agent may take to answer.
-const FORWARD_TIMEOUT: Duration = Duration::from_secs(300);
+use crate::domain::inbox::{self, InboxItem, Message, Sender};
+use crate::domain::FileId;
 
 /// Handles messages one at a time until the channel closes or a stop is
 /// requested (the message in hand is finished; the rest are left to the
@@ -41,24 +26,33 @@ const FORWARD_TIMEOUT: Duration = Duration::from_secs(300);
 pub(super) async fn run(
     ctx: Arc<Ctx>,
     handoff: Handoff,
-    mut rx: mpsc::UnboundedReceiver<ActivityView>,
+    mut rx: mpsc::UnboundedReceiver<(ActivityView, InboxItem)>,
 ) {
     let http = reqwest::Client::new();
-    while let Some(row) = rx.recv().await {
+    while let Some((row, item)) = rx.recv().await {
         if ctx.stop.is_cancelled() {
             break;
         }
-        if row.method.as_deref() == Some("delegate") {
-            if super::delegation::handle(&ctx, &handoff, &http, &row).await {
+        let (event, rpc) = match &item {
+            InboxItem::Delegate(task) => {
+                if delegation::handle(&ctx, &handoff, &http, &row, task).await {
+                    ctx.finish(row.id).await;
+                    continue;
+                }
+                break;
+            }
+            InboxItem::DelegationResult(result) => {
+                (Some(delegation::result_event(&row, result)), None)
+            }
+            InboxItem::Message(message) => (
+                message_event(&ctx, &row, message).await,
+                message.rpc.as_ref(),
+            ),
+            // The poll loop sends nothing else here.
+            _ => {
                 ctx.finish(row.id).await;
                 continue;
             }
-            break;
-        }
-        let event = if row.method.as_deref() == Some("delegation_result") {
-            Some(super::delegation::result_event(&row))
-        } else {
-            message_event(&ctx, &row).await
         };
         let Some(event) = event else {
             // A file it names was abandoned at shutdown: retry next run.
@@ -70,7 +64,7 @@ pub(super) async fn run(
                 true
             }
             Handoff::Exec(cmd) => exec(&ctx, cmd, &event, row.id).await,
-            Handoff::Forward(url) => forward(&ctx, &http, url, &row, &event).await,
+            Handoff::Forward(url) => forward(&ctx, &http, url, row.id, rpc, &event).await,
         };
         if delivered {
             ctx.finish(row.id).await;
@@ -82,48 +76,21 @@ pub(super) async fn run(
 
 /// The JSON line describing a message, with its file URIs rewritten.
 /// `None` when a file it names could not be settled because of a stop.
-async fn message_event(ctx: &Ctx, row: &ActivityView) -> Option<Value> {
-    let data = row.data.clone().unwrap_or(Value::Null);
-    let mut parts = data
-        .get("parts")
-        .cloned()
-        .or_else(|| {
-            row.request_body
-                .as_ref()
-                .and_then(|b| b.pointer("/params/message/parts"))
-                .cloned()
-        })
-        .unwrap_or_else(|| json!([]));
+async fn message_event(ctx: &Ctx, row: &ActivityView, message: &Message) -> Option<Value> {
+    let mut parts = message.parts.clone();
     if !rewrite_uris(ctx, &mut parts).await {
         return None;
     }
-    let text = data
-        .get("text")
-        .cloned()
-        .unwrap_or_else(|| json!(text_of(&parts)));
     Some(json!({
         "type": "message",
         "activity_id": row.id,
-        "message_id": data.get("message_id").cloned().unwrap_or(Value::Null),
-        "source": data.get("source").cloned().unwrap_or(Value::Null),
+        "message_id": message.message_id,
+        "source": message.sender.map(Sender::kind),
         "source_id": row.source_id,
-        "text": text,
+        "text": message.text,
         "parts": parts,
         "created_at": row.created_at,
     }))
-}
-
-fn text_of(parts: &Value) -> String {
-    parts
-        .as_array()
-        .map(|ps| {
-            ps.iter()
-                .filter(|p| p.get("kind").and_then(Value::as_str) == Some("text"))
-                .filter_map(|p| p.get("text").and_then(Value::as_str))
-                .collect::<Vec<_>>()
-                .join("\n")
-        })
-        .unwrap_or_default()
 }
 
 /// Rewrites every `"uri": "platform-pending:<ws>/<fid>"` under `value` to
@@ -140,10 +107,14 @@ async fn rewrite_uris(ctx: &Ctx, value: &mut Value) -> bool {
         let Some((ws, fid)) = rest.split_once('/') else {
             continue;
         };
-        if ws != ctx.workspace {
+        if ws != ctx.workspace.to_string() {
             continue;
         }
-        match ctx.wait_for_file(fid).await {
+        let state = match fid.parse::<FileId>() {
+            Ok(fid) => ctx.wait_for_file(fid).await,
+            Err(_) => FileState::Gone,
+        };
+        match state {
             FileState::Ready(path) => {
                 resolved.insert(uri.clone(), json!(format!("workspace:{}", path.display())));
             }
@@ -196,114 +167,73 @@ fn replace_uris(value: &mut Value, resolved: &Map<String, Value>) {
     }
 }
 
-/// Runs the command with the message on stdin; its stdout is the reply.
-/// `false` only when the reply could not be sent because of a stop.
+/// Runs the command with the message on stdin; its stdout is the reply
+/// (whatever its exit status: [`handoff::MESSAGE`]). `false` only when the
+/// reply could not be sent because of a stop.
 async fn exec(ctx: &Ctx, cmd: &str, event: &Value, activity_id: i64) -> bool {
-    let line = format!("{event}\n");
-    let child = tokio::process::Command::new("sh")
-        .arg("-c")
-        .arg(cmd)
-        .current_dir(&ctx.dir)
-        .env("MOLECULE_WORKSPACE_ID", &ctx.workspace)
-        .env("MOLECULE_UPLOADS_DIR", &ctx.uploads_dir)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true)
-        .spawn();
-    let mut child = match child {
-        Ok(c) => c,
-        Err(e) => {
-            tracing::error!(activity_id, error = %e, "failed to start the --exec command");
-            ctx.out.emit(&json!({"type": "error", "activity_id": activity_id, "error": format!("failed to start --exec: {e}")})).await;
-            return true;
+    match handoff::exec(ctx, cmd, event, &handoff::MESSAGE).await {
+        Ok(reply) if reply.is_empty() => {
+            tracing::info!(activity_id, "the --exec command printed nothing: no reply");
+            true
         }
-    };
-    if let Some(mut stdin) = child.stdin.take() {
-        // A command that does not read its stdin is fine.
-        let _ = stdin.write_all(line.as_bytes()).await;
-    }
-    let output = match child.wait_with_output().await {
-        Ok(o) => o,
+        Ok(reply) => reply_with(ctx, &reply, activity_id).await,
+        Err(e @ ExecError::Start(_)) => {
+            tracing::error!(activity_id, error = %e, "failed to start the --exec command");
+            ctx.out
+                .emit(&json!({"type": "error", "activity_id": activity_id, "error": e.to_string()}))
+                .await;
+            true
+        }
         Err(e) => {
             tracing::error!(activity_id, error = %e, "the --exec command failed");
-            return true;
+            true
         }
-    };
-    if !output.status.success() {
-        tracing::warn!(activity_id, status = %output.status, "the --exec command exited unsuccessfully");
     }
-    let reply = String::from_utf8_lossy(&output.stdout).trim().to_owned();
-    if reply.is_empty() {
-        tracing::info!(activity_id, "the --exec command printed nothing: no reply");
-        return true;
-    }
-    reply_with(ctx, &reply, activity_id).await
 }
 
-/// Delivers the message to a local push-mode agent; its answer's text is
-/// the reply.
+/// Delivers the message to a local push-mode agent, as its JSON-RPC
+/// request (`rpc`, or one built from the line when the row has none), with
+/// [`handoff::MESSAGE`]'s retries; its answer's text is the reply.
 async fn forward(
     ctx: &Ctx,
     http: &reqwest::Client,
     url: &Url,
-    row: &ActivityView,
+    activity_id: i64,
+    rpc: Option<&Value>,
     event: &Value,
 ) -> bool {
-    let message_id = event
-        .get("message_id")
-        .and_then(Value::as_str)
-        .map(str::to_owned);
-    let mut rpc = row
-        .request_body
-        .clone()
-        .filter(Value::is_object)
-        .unwrap_or_else(|| {
-            json!({"jsonrpc": "2.0", "id": row.id, "method": "message/send",
-            "params": {"message": {"role": "user", "messageId": message_id, "parts": []}}})
-        });
+    let mut rpc = rpc.cloned().unwrap_or_else(|| {
+        let message_id = event.get("message_id").and_then(Value::as_str);
+        inbox::message_send_rpc(
+            json!(activity_id),
+            json!({"message": {"role": "user", "messageId": message_id, "parts": []}}),
+        )
+    });
     // The local agent gets the rewritten parts.
     if let Some(message) = rpc.pointer_mut("/params/message") {
         message["parts"] = event.get("parts").cloned().unwrap_or_else(|| json!([]));
     }
-    let mut backoff = Backoff::new();
-    for attempt in 1..=FORWARD_ATTEMPTS {
-        let result = http
-            .post(url.clone())
-            .timeout(FORWARD_TIMEOUT)
-            .json(&rpc)
-            .send()
-            .await;
-        let error = match result {
-            Ok(r) if r.status().is_success() => match r.json::<Value>().await {
-                Ok(answer) => {
-                    let reply = answer_text(&answer);
-                    if reply.trim().is_empty() {
-                        tracing::info!(
-                            activity_id = row.id,
-                            "the local agent's answer has no text: no reply"
-                        );
-                        return true;
-                    }
-                    return reply_with(ctx, reply.trim(), row.id).await;
-                }
-                Err(e) => format!("unreadable answer: {e}"),
-            },
-            Ok(r) => format!("the local agent answered {}", r.status()),
-            Err(e) => e.without_url().to_string(),
-        };
-        tracing::warn!(activity_id = row.id, attempt, error = %error, url = %url, "forwarding to the local agent failed");
-        if attempt == FORWARD_ATTEMPTS || !backoff.wait(&ctx.stop).await {
-            if ctx.stop.is_cancelled() {
-                return false;
+    match handoff::forward(ctx, http, url, &rpc, &handoff::MESSAGE).await {
+        Ok(answer) => {
+            let reply = answer_text(&answer);
+            if reply.trim().is_empty() {
+                tracing::info!(
+                    activity_id,
+                    "the local agent's answer has no text: no reply"
+                );
+                return true;
             }
+            reply_with(ctx, reply.trim(), activity_id).await
+        }
+        Err(_) if ctx.stop.is_cancelled() => false,
+        Err(error) => {
             ctx.out
-                .emit(&json!({"type": "error", "activity_id": row.id,
-                "error": format!("could not deliver the message to {url}: {error}")}))
+                .emit(&json!({"type": "error", "activity_id": activity_id,
+                    "error": format!("could not deliver the message to {url}: {error}")}))
                 .await;
+            true
         }
     }
-    true
 }
 
 /// Sends the agent's reply through `/notify`, retrying while the server is
@@ -311,7 +241,7 @@ async fn forward(
 async fn reply_with(ctx: &Ctx, reply: &str, activity_id: i64) -> bool {
     let mut backoff = Backoff::new();
     loop {
-        match ctx.client.notify(&ctx.workspace, reply, &[]).await {
+        match ctx.client.notify(ctx.workspace, reply, &[]).await {
             Ok(_) => {
                 tracing::info!(activity_id, "reply sent");
                 return true;

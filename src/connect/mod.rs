@@ -2,10 +2,11 @@
 //!
 //! It registers the workspace in poll mode, heartbeats, and long-polls its
 //! inbox (`GET /workspaces/:id/activity?type=a2a_receive&since_id=…&wait=…`).
-//! Each `chat_upload_receive` row becomes a download ([`download`]) that
-//! runs concurrently with the poll loop; each `message/send`, `delegate`
-//! and `delegation_result` row is handed to the local agent in arrival
-//! order ([`messages`], [`delegation`]). The cursor persisted
+//! Each row is read once into a [`crate::domain::InboxItem`]. A staged
+//! file becomes a download ([`files`], [`download`]) that runs concurrently
+//! with the poll loop; each message, delegated task and delegation result
+//! is handed to the local agent in arrival order ([`messages`],
+//! [`delegation`]), by one hand-off with a policy per kind ([`handoff`]). The cursor persisted
 //! in `<dir>/.molecule/cursor` ([`cursor`]) only moves past rows that are
 //! handled, so a restart neither skips nor repeats work. A file that
 //! cannot be written is kept in hand and tried again; the server's list of
@@ -19,6 +20,8 @@ mod backoff;
 mod cursor;
 mod delegation;
 mod download;
+mod files;
+mod handoff;
 mod messages;
 
 use std::collections::HashMap;
@@ -38,11 +41,11 @@ use tokio_util::sync::CancellationToken;
 use url::Url;
 
 use crate::client::{ActivityQuery, ActivityView, Client, ClientError};
-use crate::domain::WorkspaceId;
+use crate::domain::inbox::{self, InboxItem};
+use crate::domain::{FileId, WorkspaceId};
 use backoff::Backoff;
 use cursor::Cursor;
-use download::{Outcome, UploadRow};
-use messages::Handoff;
+use handoff::Handoff;
 
 /// Flags of `molecule connect`.
 #[derive(Debug, Args)]
@@ -131,14 +134,14 @@ impl Output {
 /// What every task of a running `connect` shares.
 pub(crate) struct Ctx {
     client: Client,
-    workspace: String,
+    workspace: WorkspaceId,
     dir: PathBuf,
     uploads_dir: PathBuf,
     /// Fired by Ctrl-C / SIGTERM, or by a fatal error.
     stop: CancellationToken,
     fatal: Mutex<Option<String>>,
     cursor: Cursor,
-    files: Mutex<HashMap<String, watch::Receiver<FileState>>>,
+    files: Mutex<HashMap<FileId, watch::Receiver<FileState>>>,
     out: Output,
     limit_rate: Option<u64>,
 }
@@ -186,12 +189,12 @@ impl Ctx {
 
     /// Waits until the file is settled; a file not downloaded by this run
     /// is looked for on disk.
-    async fn wait_for_file(&self, file_id: &str) -> FileState {
+    async fn wait_for_file(&self, file_id: FileId) -> FileState {
         let rx = self
             .files
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .get(file_id)
+            .get(&file_id)
             .cloned();
         match rx {
             Some(mut rx) => match rx.wait_for(|s| !matches!(s, FileState::Pending)).await {
@@ -206,7 +209,7 @@ impl Ctx {
     }
 
     /// The path of a file an earlier run delivered, if it is there.
-    async fn find_on_disk(&self, file_id: &str) -> Option<PathBuf> {
+    async fn find_on_disk(&self, file_id: FileId) -> Option<PathBuf> {
         let prefix = format!("{file_id}-");
         let mut entries = tokio::fs::read_dir(&self.uploads_dir).await.ok()?;
         while let Ok(Some(entry)) = entries.next_entry().await {
@@ -233,14 +236,12 @@ impl Ctx {
 /// Runs the workspace side until stopped (exit 0) or until the token is
 /// refused (an error).
 pub(crate) async fn run(args: ConnectArgs) -> anyhow::Result<()> {
-    let workspace = WorkspaceId::from_str(args.workspace.trim())
-        .map_err(|e| {
-            anyhow::anyhow!(
-                "--workspace {:?} is not a workspace id: {e}",
-                args.workspace
-            )
-        })?
-        .to_string();
+    let workspace = WorkspaceId::from_str(args.workspace.trim()).map_err(|e| {
+        anyhow::anyhow!(
+            "--workspace {:?} is not a workspace id: {e}",
+            args.workspace
+        )
+    })?;
     let dir = args.dir.clone();
     let folder = tokio::task::spawn_blocking(move || Folder::prepare(&dir))
         .await
@@ -432,7 +433,7 @@ async fn register(ctx: &Ctx) -> bool {
     loop {
         match ctx
             .client
-            .register(&ctx.workspace, "poll", Some(card.clone()))
+            .register(ctx.workspace, "poll", Some(card.clone()))
             .await
         {
             Ok(w) => {
@@ -470,7 +471,7 @@ async fn heartbeat(ctx: Arc<Ctx>, every: Duration) {
             _ = ctx.stop.cancelled() => return,
             _ = ticker.tick() => {}
         }
-        match ctx.client.heartbeat(&ctx.workspace).await {
+        match ctx.client.heartbeat(ctx.workspace).await {
             Ok(()) => tracing::debug!("heartbeat"),
             Err(ClientError::Unauthorized(_)) => {
                 ctx.unauthorized();
@@ -483,21 +484,13 @@ async fn heartbeat(ctx: Arc<Ctx>, every: Duration) {
 
 /// Rows asked for per poll.
 const PAGE: usize = 100;
-/// First delay before a file that could not be written is tried again; it
-/// doubles up to [`FILE_RETRY_CAP`].
-const FILE_RETRY_BASE: Duration = Duration::from_secs(1);
-/// Longest delay between two tries of a file that could not be written.
-const FILE_RETRY_CAP: Duration = Duration::from_secs(300);
-/// How long to wait before reading the list of unacked files again when
-/// reading it failed.
-const UNACKED_RETRY: Duration = Duration::from_secs(10);
 
 /// Where the rows of a poll go: messages to the hand-off task, in order;
 /// files to download tasks.
 struct Dispatch {
     /// Default mode: each settled file is also a JSON line for the agent.
     emit_files: bool,
-    messages: mpsc::UnboundedSender<ActivityView>,
+    messages: mpsc::UnboundedSender<(ActivityView, InboxItem)>,
     downloads: JoinSet<()>,
     permits: Arc<Semaphore>,
 }
@@ -535,7 +528,7 @@ async fn poll(ctx: &Arc<Ctx>, dispatch: &mut Dispatch, wait: u64) {
         }
         backlog_read |= !full;
         if backlog_read && list_unacked_at.is_some_and(|at| at <= Instant::now()) {
-            list_unacked_at = resume_unacked(ctx, dispatch).await;
+            list_unacked_at = files::resume_unacked(ctx, dispatch).await;
         }
     }
 }
@@ -544,14 +537,14 @@ async fn poll(ctx: &Arc<Ctx>, dispatch: &mut Dispatch, wait: u64) {
 /// server says.
 async fn next_page(ctx: &Ctx, since: &mut i64, wait: u64, backoff: &mut Backoff) -> Page {
     let query = ActivityQuery {
-        activity_type: Some("a2a_receive".into()),
+        activity_type: Some(inbox::INBOX_TYPE.into()),
         since_id: Some(*since),
         limit: Some(PAGE as u32),
         wait: Some(wait),
     };
     let answer = tokio::select! {
         _ = ctx.stop.cancelled() => return Page::Stop,
-        answer = ctx.client.list_activity(&ctx.workspace, &query) => answer,
+        answer = ctx.client.list_activity(ctx.workspace, &query) => answer,
     };
     match answer {
         Ok(rows) => {
@@ -610,218 +603,30 @@ async fn dispatch_rows(
         if !ctx.cursor.begin(row.id) {
             continue;
         }
-        match row.method.as_deref() {
-            Some("chat_upload_receive") => start_upload_row(ctx, dispatch, row).await,
+        match row.item() {
+            Ok(InboxItem::ChatUpload(upload)) => {
+                files::start_delivery(ctx, dispatch, upload, Some(row.id)).await;
+            }
             // Delegations and their results go through the message queue:
             // the agent gets them in inbox order, one at a time.
-            Some("message/send" | "delegate" | "delegation_result") => {
-                if dispatch.messages.send(row).is_err() {
+            Ok(
+                item @ (InboxItem::Message(_)
+                | InboxItem::Delegate(_)
+                | InboxItem::DelegationResult(_)),
+            ) => {
+                if dispatch.messages.send((row, item)).is_err() {
                     return false;
                 }
             }
-            other => {
-                tracing::debug!(activity_id = row.id, method = ?other, "ignoring an inbox row of another kind");
+            Ok(_) => {
+                tracing::debug!(activity_id = row.id, method = ?row.method, "ignoring an inbox row of another kind");
+                ctx.finish(row.id).await;
+            }
+            Err(error) => {
+                tracing::error!(activity_id = row.id, %error, "an inbox row cannot be read; skipping it");
                 ctx.finish(row.id).await;
             }
         }
     }
     true
-}
-
-/// A `chat_upload_receive` row: its file's delivery, or a skip when the
-/// row cannot be read.
-async fn start_upload_row(ctx: &Arc<Ctx>, dispatch: &mut Dispatch, row: ActivityView) {
-    match UploadRow::from_row(&row) {
-        Ok(upload) => {
-            start_delivery(ctx, dispatch, upload, Some(row.id)).await;
-        }
-        Err(error) => {
-            tracing::error!(
-                activity_id = row.id,
-                error,
-                "an upload row cannot be read; skipping it"
-            );
-            ctx.finish(row.id).await;
-        }
-    }
-}
-
-/// Reads the server's list of unacked files and starts a delivery for each
-/// one this run does not have in hand. `None` when done, or when to read it
-/// again after a failure.
-async fn resume_unacked(ctx: &Arc<Ctx>, dispatch: &mut Dispatch) -> Option<Instant> {
-    match ctx.client.list_pending_uploads(&ctx.workspace).await {
-        Ok(files) => {
-            let mut resumed = 0;
-            for file in files {
-                let upload = UploadRow::from_pending(&ctx.workspace, file);
-                resumed += usize::from(start_delivery(ctx, dispatch, upload, None).await);
-            }
-            if resumed > 0 {
-                tracing::info!(
-                    files = resumed,
-                    "trying again the files the server still holds unacked"
-                );
-            }
-            None
-        }
-        Err(ClientError::Unauthorized(_)) => {
-            ctx.unauthorized();
-            None
-        }
-        Err(e) => {
-            tracing::warn!(error = %e, "listing the unacked files failed; trying again later");
-            Some(Instant::now() + UNACKED_RETRY)
-        }
-    }
-}
-
-/// Starts the delivery of a file unless this run already has it in hand
-/// (both a row and the list of unacked files can name it); `false` if so.
-/// Either way the row, if any, is then the delivery's business: the server
-/// keeps the file until it is acked, so the cursor may pass the row.
-async fn start_delivery(
-    ctx: &Arc<Ctx>,
-    dispatch: &mut Dispatch,
-    upload: UploadRow,
-    activity_id: Option<i64>,
-) -> bool {
-    let tx = {
-        let mut files = ctx.files.lock().unwrap_or_else(|e| e.into_inner());
-        if files.contains_key(&upload.file_id) {
-            None
-        } else {
-            let (tx, rx) = watch::channel(FileState::Pending);
-            files.insert(upload.file_id.clone(), rx);
-            Some(tx)
-        }
-    };
-    let Some(tx) = tx else {
-        if let Some(id) = activity_id {
-            ctx.finish(id).await;
-        }
-        return false;
-    };
-    let (ctx, permits, emit) = (ctx.clone(), dispatch.permits.clone(), dispatch.emit_files);
-    dispatch.downloads.spawn(async move {
-        let delivery = Delivery {
-            ctx: &ctx,
-            upload: &upload,
-            activity_id,
-            emit,
-            state: &tx,
-        };
-        delivery.run(&permits).await;
-    });
-    true
-}
-
-/// One file in hand, from its first try until it is settled.
-struct Delivery<'a> {
-    ctx: &'a Ctx,
-    upload: &'a UploadRow,
-    activity_id: Option<i64>,
-    emit: bool,
-    state: &'a watch::Sender<FileState>,
-}
-
-impl Delivery<'_> {
-    /// Tries until the file is acked, the server forgets it, or a stop; a
-    /// local failure (disk full, a failed write or rename) is tried again
-    /// with backoff. The first failure is reported and frees the cursor: the
-    /// server keeps the file, and the next run's list of unacked files
-    /// picks it up if this run stops first.
-    async fn run(&self, permits: &Semaphore) {
-        let mut backoff = Backoff::with_limits(FILE_RETRY_BASE, FILE_RETRY_CAP);
-        let mut failures = 0u32;
-        loop {
-            let outcome = match permits.acquire().await {
-                Ok(_permit) if !self.ctx.stop.is_cancelled() => {
-                    tracing::info!(file_id = %self.upload.file_id, filename = %self.upload.filename,
-                        size = self.upload.size, attempt = failures + 1, "downloading");
-                    download::deliver(self.ctx, self.upload).await
-                }
-                _ => Outcome::Abandoned,
-            };
-            let Outcome::Failed(error) = outcome else {
-                return self.settle(outcome).await;
-            };
-            failures += 1;
-            tracing::error!(file_id = %self.upload.file_id, filename = %self.upload.filename, error,
-                failures, "the file could not be written; trying again with backoff");
-            if failures == 1 {
-                self.settle(Outcome::Failed(error)).await;
-            }
-            if !backoff.wait(&self.ctx.stop).await {
-                return;
-            }
-        }
-    }
-
-    /// Records how a try ended: a JSON line for the agent (default mode),
-    /// the file's state for waiting messages, and the cursor.
-    async fn settle(&self, outcome: Outcome) {
-        let (state, event, done) = match outcome {
-            Outcome::Delivered(path) => {
-                let e = self.file_line(&path, true);
-                (FileState::Ready(path), Some(e), true)
-            }
-            Outcome::OnDisk(path) => {
-                // Settled for the agent; the row is left for the next run to
-                // ack unless the server has forgotten it.
-                let e = self.file_line(&path, false);
-                (
-                    FileState::Ready(path),
-                    Some(e),
-                    !self.ctx.stop.is_cancelled(),
-                )
-            }
-            Outcome::Missing(error) => {
-                tracing::warn!(file_id = %self.upload.file_id, filename = %self.upload.filename, error,
-                    "the server no longer has this file (expired or acked elsewhere); skipping it");
-                let e = self.line("file_missing", json!({"error": error}));
-                (FileState::Gone, Some(e), true)
-            }
-            Outcome::Failed(error) => {
-                let e = self.line("file_failed", json!({"error": error, "retrying": true}));
-                (FileState::Retrying, Some(e), true)
-            }
-            Outcome::Invalid(error) => {
-                tracing::error!(file_id = %self.upload.file_id, error, "giving up on this file");
-                let e = self.line("file_failed", json!({"error": error, "retrying": false}));
-                (FileState::Gone, Some(e), true)
-            }
-            Outcome::Abandoned => (FileState::Abandoned, None, false),
-        };
-        // The line goes out before a waiting message is released, so the
-        // agent reads the file before the message that names it.
-        if let (true, Some(event)) = (self.emit, event) {
-            self.ctx.out.emit(&event).await;
-        }
-        let _ = self.state.send(state);
-        if let (true, Some(id)) = (done, self.activity_id) {
-            self.ctx.finish(id).await;
-        }
-    }
-
-    fn file_line(&self, path: &Path, acked: bool) -> Value {
-        self.line(
-            "file",
-            json!({"path": path, "uri": format!("workspace:{}", path.display()), "acked": acked}),
-        )
-    }
-
-    /// A JSON line of `kind` about this file, with `extra` fields.
-    fn line(&self, kind: &str, extra: Value) -> Value {
-        let u = self.upload;
-        let mut line = json!({
-            "type": kind, "activity_id": self.activity_id, "file_id": u.file_id,
-            "filename": u.filename, "mimetype": u.mimetype, "size": u.size,
-            "sha256": u.sha256, "pending_uri": u.uri,
-        });
-        if let (Some(line), Value::Object(extra)) = (line.as_object_mut(), extra) {
-            line.extend(extra);
-        }
-        line
-    }
 }

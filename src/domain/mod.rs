@@ -1,8 +1,8 @@
 //! The vocabulary of molecule: identifiers, delivery modes, sanitized file
 //! names and mimetypes, tokens and limits, secret and plugin names, the
 //! communication rule between workspaces ([`team`]), the lifecycle of a
-//! workspace (status, tier, runtime, model), org templates and the
-//! delegation status machine.
+//! workspace (status, tier, runtime, model), org templates, the
+//! delegation status machine and the inbox protocol ([`inbox`]).
 //!
 //! Everything here is pure: no I/O, no axum, no sqlx. A value of one of these
 //! types is valid by construction ("parse, don't validate"), so the layers
@@ -11,6 +11,7 @@
 mod delegation;
 mod filename;
 mod ids;
+pub mod inbox;
 mod lifecycle;
 pub mod memory;
 mod mimetype;
@@ -28,6 +29,7 @@ pub use delegation::{
 };
 pub use filename::Filename;
 pub use ids::{DelegationId, FileId, IdError, MemoryId, WorkspaceId};
+pub use inbox::{InboxItem, InboxRow};
 pub use lifecycle::{
     default_model, resolve_model, resolve_runtime, HeartbeatError, HeartbeatReport, Liveness,
     NameError, Tier, TierError, WorkspaceStatus, CLAUDE_CODE, DEFAULT_RUNTIME,

@@ -1,27 +1,24 @@
-//! Messages and the inbox: A2A `message/send`, the agent's replies
-//! (`/notify`), reported activity, the long-polled activity log, and the
-//! SSE stream the canvas follows.
+//! The activity log: the row as the API shows it ([`ActivityView`]), the
+//! one way a handler writes a row and wakes its waiters ([`record`]), the
+//! rows the agent reports itself, and the long-polled inbox
+//! (`GET /workspaces/:id/activity`). What the inbox rows mean is
+//! [`crate::domain::inbox`]; messages are [`super::messages`], the canvas's
+//! live feed is [`super::stream`].
 
-use std::collections::VecDeque;
-use std::convert::Infallible;
 use std::time::Duration;
 
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
-use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
-use axum::response::{IntoResponse, Response};
+use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
-use futures::Stream;
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
-use tokio::sync::broadcast::error::RecvError;
+use serde_json::Value;
 
-use super::auth::{check_named_caller, require_reach, Principal, Session};
+use super::auth::{Principal, Session};
 use super::extract::{Query, WorkspacePath};
 use super::workspaces::{live_workspace, require_known_workspace};
 use super::{AppState, Error, ErrorBody, Json, Result};
-use crate::domain::team::Caller;
-use crate::domain::{self, DeliveryMode, WorkspaceId};
+use crate::domain::inbox::{self, InboxItem, InboxRow, Unreadable};
+use crate::domain::{self, WorkspaceId};
 use crate::events::Event;
 use crate::store::{Activity, ActivityPage, ActivityQuery, NewActivity};
 
@@ -85,6 +82,45 @@ impl From<Activity> for ActivityView {
     }
 }
 
+impl ActivityView {
+    /// The row's fields, as [`InboxItem::parse`] reads them.
+    pub(crate) fn inbox_row(&self) -> InboxRow {
+        InboxRow {
+            activity_type: self.activity_type.clone(),
+            method: self.method.clone(),
+            source_id: self.source_id.clone(),
+            target_id: self.target_id.clone(),
+            summary: self.summary.clone(),
+            request_body: self.request_body.clone(),
+            response_body: self.response_body.clone(),
+            status: self.status.clone(),
+            error_detail: self.error_detail.clone(),
+            data: self.data.clone(),
+        }
+    }
+
+    /// The row read back as its kind of inbox item.
+    pub(crate) fn item(&self) -> std::result::Result<InboxItem, Unreadable> {
+        InboxItem::parse(&self.inbox_row())
+    }
+}
+
+/// The store's insert of an inbox item's row.
+pub(super) fn new_activity(row: InboxRow) -> NewActivity {
+    NewActivity {
+        activity_type: row.activity_type,
+        method: row.method,
+        source_id: row.source_id,
+        target_id: row.target_id,
+        summary: row.summary,
+        request_body: row.request_body,
+        response_body: row.response_body,
+        status: row.status,
+        error_detail: row.error_detail,
+        data: row.data,
+    }
+}
+
 /// Inserts an activity row and wakes whoever waits for it (long polls,
 /// event streams, other replicas), in that order: a waiter woken by the
 /// event always finds the row committed.
@@ -102,322 +138,6 @@ pub(super) async fn record(
         })
         .await;
     Ok(stored)
-}
-
-fn summarize(text: &str) -> String {
-    let line = text.lines().next().unwrap_or("");
-    if line.chars().count() > 120 {
-        format!("{}…", line.chars().take(120).collect::<String>())
-    } else {
-        line.to_owned()
-    }
-}
-
-/// A `message/send` request, normalized: wrapper and ids filled in.
-struct MessageSend {
-    rpc: Value,
-    text: String,
-    parts: Value,
-    message_id: String,
-}
-
-fn normalize_message_send(body: Value) -> Result<MessageSend> {
-    let Value::Object(mut obj) = body else {
-        return Err(Error::BadRequest(
-            "the body must be a JSON object (a JSON-RPC `message/send`)".into(),
-        ));
-    };
-    if let Some(method) = obj.get("method") {
-        if method != "message/send" {
-            return Err(Error::BadRequest(format!(
-                "unsupported method {method}: only \"message/send\" is accepted"
-            )));
-        }
-    }
-    let mut params = match obj.remove("params") {
-        Some(Value::Object(p)) => p,
-        Some(_) => return Err(Error::BadRequest("`params` must be an object".into())),
-        // Molecule's canvas may send the params alone.
-        None if obj.contains_key("message") => std::mem::take(&mut obj),
-        None => return Err(Error::BadRequest("missing `params.message`".into())),
-    };
-    let Some(Value::Object(message)) = params.get_mut("message") else {
-        return Err(Error::BadRequest(
-            "`params.message` must be an object".into(),
-        ));
-    };
-    let parts = match message.get("parts") {
-        Some(Value::Array(parts)) if !parts.is_empty() => parts.clone(),
-        _ => {
-            return Err(Error::BadRequest(
-                "`params.message.parts` must be a non-empty array".into(),
-            ))
-        }
-    };
-    let text = part_texts(&parts)?;
-    message.entry("role").or_insert_with(|| json!("user"));
-    let message_id = match message.get("messageId").and_then(Value::as_str) {
-        Some(id) if !id.is_empty() => id.to_owned(),
-        _ => {
-            let id = uuid::Uuid::new_v4().to_string();
-            message.insert("messageId".into(), json!(id));
-            id
-        }
-    };
-    let rpc_id = obj
-        .get("id")
-        .cloned()
-        .filter(|v| !v.is_null())
-        .unwrap_or_else(|| json!(uuid::Uuid::new_v4().to_string()));
-    let rpc = json!({"jsonrpc": "2.0", "id": rpc_id, "method": "message/send", "params": params});
-    Ok(MessageSend {
-        rpc,
-        text: text.join("\n"),
-        parts: Value::Array(parts),
-        message_id,
-    })
-}
-
-/// The text of the `text` parts, after checking every part's shape.
-fn part_texts(parts: &[Value]) -> Result<Vec<String>> {
-    let mut text = Vec::new();
-    for (i, part) in parts.iter().enumerate() {
-        match part.get("kind").and_then(Value::as_str) {
-            Some("text") => match part.get("text").and_then(Value::as_str) {
-                Some(t) => text.push(t.to_owned()),
-                None => {
-                    return Err(Error::BadRequest(format!(
-                        "part {i} is kind \"text\" but has no string `text`"
-                    )))
-                }
-            },
-            Some("file") => {
-                if !part
-                    .get("file")
-                    .and_then(|f| f.get("uri"))
-                    .is_some_and(Value::is_string)
-                {
-                    return Err(Error::BadRequest(format!(
-                        "part {i} is kind \"file\" but has no `file.uri`"
-                    )));
-                }
-            }
-            Some("data") => {}
-            _ => {
-                return Err(Error::BadRequest(format!(
-                    "part {i} needs a `kind` of \"text\", \"file\" or \"data\""
-                )))
-            }
-        }
-    }
-    Ok(text)
-}
-
-/// `{queued, activity_id}`: a message queued for a poll-mode workspace.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub(super) struct Queued {
-    /// Always true.
-    pub queued: bool,
-    /// The inbox row.
-    pub activity_id: i64,
-}
-
-/// Sends an A2A `message/send` to a workspace: forwarded to a push
-/// workspace (its JSON-RPC answer returned), queued in a poll workspace's
-/// inbox. With a workspace token it is a peer call: the caller is the
-/// token's workspace and the communication rule decides whether it may
-/// reach the target (403 otherwise).
-#[utoipa::path(post, path = "/workspaces/{id}/a2a", tag = "messages",
-    params(("id" = String, Path, description = "workspace id"),
-           ("X-Workspace-ID" = Option<String>, Header, description = "the calling workspace (Molecule's SDK); must be the token's workspace"),
-           ("X-Source-Workspace-Id" = Option<String>, Header, description = "the calling workspace (molecule's clients); must be the token's workspace")),
-    request_body(content = Object, description = "JSON-RPC 2.0 message/send (wrapper and messageId optional)"),
-    responses((status = 200, description = "push: the workspace's JSON-RPC answer", body = Object),
-        (status = 202, body = Queued), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
-        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 502, body = ErrorBody)))]
-pub(super) async fn send_a2a_message(
-    State(state): State<AppState>,
-    principal: Principal,
-    WorkspacePath(id): WorkspacePath,
-    headers: HeaderMap,
-    Json(body): Json<Value>,
-) -> Result<Response> {
-    // A peer call: the caller is the token's workspace, which may also name
-    // itself in a header; the target must be within its reach.
-    let source = sending_peer(principal, &headers)?;
-    let workspace = live_workspace(&state, id).await?;
-    if let Some(own) = source {
-        let caller = live_workspace(&state, own).await?;
-        require_reach(Caller::Workspace(caller.node()), workspace.node())?;
-    }
-    let msg = normalize_message_send(body)?;
-    let row = inbox_row(id, source, &msg);
-    // A paused workspace is not called: its messages wait in its inbox
-    // (never dropped) and are there when it resumes, whatever its mode.
-    let paused = workspace.paused_at.is_some();
-    match (workspace.delivery_mode, workspace.url.as_deref()) {
-        (DeliveryMode::Push, Some(url)) if !paused => {
-            forward_message(&state, id, url, &msg, row).await
-        }
-        (DeliveryMode::Push, None) if !paused => Err(super::workspaces::push_without_url()),
-        _ => queue_message(&state, id, row).await,
-    }
-}
-
-/// The peer workspace a workspace token sends as: the token's own (a
-/// header naming another is 401); `None` for the operator.
-fn sending_peer(principal: Principal, headers: &HeaderMap) -> Result<Option<WorkspaceId>> {
-    match principal {
-        Principal::Operator => Ok(None),
-        Principal::Workspace(own) => {
-            check_named_caller(headers, own)?;
-            Ok(Some(own))
-        }
-    }
-}
-
-/// The activity row a message becomes (its status set on delivery).
-fn inbox_row(id: WorkspaceId, source: Option<WorkspaceId>, msg: &MessageSend) -> NewActivity {
-    let (source_kind, source_id) = match source {
-        None => ("canvas_user", None),
-        Some(peer) => ("peer_agent", Some(peer.to_string())),
-    };
-    let data = json!({
-        "source": source_kind, "source_id": source_id, "text": msg.text,
-        "parts": msg.parts, "message_id": msg.message_id,
-    });
-    NewActivity {
-        activity_type: "a2a_receive".into(),
-        method: Some("message/send".into()),
-        source_id,
-        target_id: Some(id.to_string()),
-        summary: Some(summarize(&msg.text)),
-        request_body: Some(msg.rpc.clone()),
-        data: Some(data),
-        ..NewActivity::default()
-    }
-}
-
-/// Push mode: hands the message to the workspace and returns its answer;
-/// the row is written only once the workspace has answered.
-async fn forward_message(
-    state: &AppState,
-    id: WorkspaceId,
-    url: &str,
-    msg: &MessageSend,
-    mut row: NewActivity,
-) -> Result<Response> {
-    let answer = state
-        .http
-        .post(url)
-        .timeout(state.config.forward_timeout)
-        .json(&msg.rpc)
-        .send()
-        .await;
-    let answer = match answer {
-        Ok(r) if r.status().is_success() => r.json::<Value>().await.map_err(|e| e.to_string()),
-        Ok(r) => Err(format!("the workspace answered {}", r.status())),
-        Err(e) => Err(e.without_url().to_string()),
-    };
-    match answer {
-        Ok(answer) => {
-            row.status = Some("forwarded".into());
-            row.response_body = Some(answer.clone());
-            record(state, id, &row).await?;
-            // The workspace answered: that is contact, as good as a
-            // heartbeat (a push agent need not send any).
-            state
-                .store
-                .heartbeat(id, &domain::HeartbeatReport::default(), domain::now())
-                .await?;
-            Ok(axum::Json(answer).into_response())
-        }
-        Err(cause) => {
-            tracing::warn!(workspace_id = %id, error = %cause, "forwarding a message to a push workspace failed");
-            Err(Error::BadGateway(format!(
-                "could not deliver the message to the workspace: {cause}"
-            )))
-        }
-    }
-}
-
-/// Poll mode: the message waits in the inbox.
-async fn queue_message(
-    state: &AppState,
-    id: WorkspaceId,
-    mut row: NewActivity,
-) -> Result<Response> {
-    row.status = Some("queued".into());
-    let stored = record(state, id, &row).await?;
-    tracing::info!(workspace_id = %id, activity_id = stored.id, "message queued");
-    Ok((
-        StatusCode::ACCEPTED,
-        axum::Json(Queued {
-            queued: true,
-            activity_id: stored.id,
-        }),
-    )
-        .into_response())
-}
-
-/// `/notify` body: the agent's message to the canvas user.
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
-pub(super) struct Notify {
-    /// The text.
-    pub message: String,
-    /// Files the agent attaches (`{uri, name, mimeType, size}`).
-    #[serde(default)]
-    #[schema(value_type = Option<Vec<Object>>)]
-    pub attachments: Vec<Value>,
-}
-
-/// `{status, activity_id}`.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub(super) struct Stored {
-    /// Always `ok`.
-    pub status: &'static str,
-    /// The row written.
-    pub activity_id: i64,
-}
-
-/// The agent says something to the canvas user.
-#[utoipa::path(post, path = "/workspaces/{id}/notify", tag = "messages",
-    params(("id" = String, Path, description = "workspace id")),
-    request_body = Notify,
-    responses((status = 200, body = Stored), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
-        (status = 403, body = ErrorBody)))]
-pub(super) async fn notify_operator(
-    State(state): State<AppState>,
-    principal: Principal,
-    WorkspacePath(id): WorkspacePath,
-    Json(body): Json<Notify>,
-) -> Result<Json<Stored>> {
-    principal.require_workspace_itself(id)?;
-    if body
-        .attachments
-        .iter()
-        .any(|a| !a.get("uri").is_some_and(Value::is_string))
-    {
-        return Err(Error::BadRequest(
-            "every attachment needs a string `uri`".into(),
-        ));
-    }
-    let row = NewActivity {
-        activity_type: "agent_message".into(),
-        method: Some("notify".into()),
-        source_id: Some(id.to_string()),
-        summary: Some(summarize(&body.message)),
-        request_body: Some(json!({"message": body.message, "attachments": body.attachments})),
-        data: Some(
-            json!({"source": "agent", "text": body.message, "attachments": body.attachments}),
-        ),
-        ..NewActivity::default()
-    };
-    let stored = record(&state, id, &row).await?;
-    Ok(Json(Stored {
-        status: "ok",
-        activity_id: stored.id,
-    }))
 }
 
 /// An activity row reported by the agent.
@@ -471,7 +191,8 @@ pub(super) async fn report_activity(
             "`activity_type` must be 1 to 100 characters".into(),
         ));
     }
-    let row = NewActivity {
+    // Kept as it came: to a reader it is an `InboxItem::Other`.
+    let row = new_activity(InboxRow {
         activity_type: ty.to_owned(),
         method: body.method,
         source_id: body.source_id,
@@ -482,7 +203,7 @@ pub(super) async fn report_activity(
         status: body.status,
         error_detail: body.error_detail,
         data: None,
-    };
+    });
     let stored = record(&state, id, &row).await?;
     Ok((StatusCode::CREATED, Json(CreatedId { id: stored.id })))
 }
@@ -592,7 +313,11 @@ async fn read_page(
 /// Ends a held request whose token was revoked (401) or whose workspace
 /// was deleted (404) while it waited. Costs nothing unless a revocation
 /// happened since the token was last checked.
-async fn still_allowed(state: &AppState, session: &mut Session, id: WorkspaceId) -> Result<()> {
+pub(super) async fn still_allowed(
+    state: &AppState,
+    session: &mut Session,
+    id: WorkspaceId,
+) -> Result<()> {
     if session.may_be_revoked(state) {
         session.recheck(state).await?;
         live_workspace(state, id).await?;
@@ -654,153 +379,58 @@ async fn mark_picked_up(
     let own = matches!(principal, Principal::Workspace(w) if *w == id);
     let every_message = query.source_id.is_none()
         && query.before.is_none()
-        && matches!(query.activity_type.as_deref(), None | Some("a2a_receive"));
+        && matches!(
+            query.activity_type.as_deref(),
+            None | Some(inbox::INBOX_TYPE)
+        );
     if let (true, true, Some(last)) = (own, every_message, rows.last()) {
         state.store.mark_inbox_picked_up(id, last.id).await?;
     }
     Ok(())
 }
 
-/// Query of the SSE stream.
-#[derive(Debug, Deserialize, utoipa::IntoParams)]
-pub(super) struct EventParams {
-    /// Also replay activity rows after this id before following live.
-    pub since_id: Option<i64>,
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::inbox::DelegationResult;
+    use crate::domain::{Caller, DelegationId, DelegationStatus};
+    use crate::store::Delegation;
 
-struct SseCursor {
-    state: AppState,
-    session: Session,
-    id: WorkspaceId,
-    events: tokio::sync::broadcast::Receiver<Event>,
-    cursor: Option<i64>,
-    ready: VecDeque<SseEvent>,
-}
-
-impl SseCursor {
-    async fn read_after_cursor(&mut self) {
-        let Some(since_id) = self.cursor else { return };
-        let query = ActivityQuery {
-            since_id,
-            activity_type: None,
-            source_id: None,
-            before: None,
-            limit: MAX_LIMIT,
-        };
-        match self.state.store.list_activity(self.id, &query).await {
-            Ok(ActivityPage::Rows(rows)) => {
-                for row in rows {
-                    self.cursor = Some(row.id);
-                    let id = row.id;
-                    let view = ActivityView::from(row);
-                    if let Ok(ev) = SseEvent::default()
-                        .event("activity")
-                        .id(id.to_string())
-                        .json_data(&view)
-                    {
-                        self.ready.push_back(ev);
-                    }
-                }
-            }
-            Ok(ActivityPage::CursorExpired { swept_through }) => self.cursor = Some(swept_through),
-            Err(e) => {
-                tracing::warn!(error = %e, workspace_id = %self.id, "SSE stream could not read activity")
-            }
-        }
-    }
-
-    /// Turns one bus event into zero or more queued SSE events; `false`
-    /// ends the stream (the bus closed, the token was revoked or the
-    /// workspace deleted: a reconnect then gets its 401 or 404).
-    async fn handle(&mut self, event: std::result::Result<Event, RecvError>) -> bool {
-        match event {
-            Ok(Event::Activity { workspace_id, id }) if workspace_id == self.id => {
-                if self.cursor.is_none() {
-                    self.cursor = Some(id - 1);
-                }
-                self.read_after_cursor().await;
-            }
-            Ok(Event::Upload {
-                workspace_id,
-                file_id,
-                state,
-            }) if workspace_id == self.id => {
-                let body = json!({"file_id": file_id, "state": state});
-                if let Ok(ev) = SseEvent::default().event("upload").json_data(body) {
-                    self.ready.push_back(ev);
-                }
-            }
-            Ok(Event::Delegation(moved)) if moved.concerns(self.id) => {
-                if let Ok(ev) = SseEvent::default().event("delegation").json_data(&moved) {
-                    self.ready.push_back(ev);
-                }
-            }
-            Ok(Event::Revoked { .. }) => {
-                return still_allowed(&self.state, &mut self.session, self.id)
-                    .await
-                    .is_ok();
-            }
-            Ok(Event::Resync) | Err(RecvError::Lagged(_)) => {
-                if still_allowed(&self.state, &mut self.session, self.id)
-                    .await
-                    .is_err()
-                {
-                    return false;
-                }
-                self.read_after_cursor().await;
-            }
-            Ok(_) => {}
-            Err(RecvError::Closed) => return false,
-        }
-        true
-    }
-
-    /// The next SSE event, or `None` when the stream ends.
-    async fn next_event(&mut self) -> Option<SseEvent> {
-        loop {
-            if let Some(ev) = self.ready.pop_front() {
-                return Some(ev);
-            }
-            let event = tokio::select! {
-                _ = self.state.shutdown.cancelled() => return None,
-                event = self.events.recv() => event,
+    /// The store still writes the caller's `delegation_result` row itself
+    /// (`Delegation::result_activity`); the enum must build that very row.
+    #[test]
+    fn the_enum_builds_the_stores_delegation_result_row() {
+        for (status, preview, error) in [
+            (DelegationStatus::Completed, Some("done"), None),
+            (DelegationStatus::Failed, None, Some("exit status 3")),
+        ] {
+            let now = domain::now();
+            let d = Delegation {
+                id: DelegationId::new(),
+                caller: Caller::Workspace(WorkspaceId::new()),
+                callee_id: WorkspaceId::new(),
+                task_preview: "sum it up".into(),
+                task: "sum it up".into(),
+                idempotency_key: "k".into(),
+                status,
+                result_preview: preview.map(str::to_owned),
+                error_detail: error.map(str::to_owned),
+                deadline_at: None,
+                last_heartbeat_at: None,
+                created_at: now,
+                updated_at: now,
+                completed_at: Some(now),
             };
-            if !self.handle(event).await {
-                return None;
-            }
+            let item = InboxItem::DelegationResult(DelegationResult {
+                delegation_id: d.id,
+                caller: d.caller,
+                callee: d.callee_id,
+                status: d.status,
+                task_preview: d.task_preview.clone(),
+                result_preview: d.result_preview.clone(),
+                error_detail: d.error_detail.clone(),
+            });
+            assert_eq!(new_activity(item.row()), d.result_activity(), "{status}");
         }
     }
-}
-
-/// Server-Sent Events: each new activity row (`event: activity`), each
-/// staged-file state change (`event: upload`) of the workspace, and each
-/// move of a delegation it made or received (`event: delegation`). The
-/// stream ends when its token is revoked or the workspace is deleted.
-#[utoipa::path(get, path = "/workspaces/{id}/events", tag = "messages",
-    params(("id" = String, Path, description = "workspace id"), EventParams),
-    responses((status = 200, description = "text/event-stream"), (status = 400, body = ErrorBody),
-        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
-pub(super) async fn stream_events(
-    State(state): State<AppState>,
-    session: Session,
-    WorkspacePath(id): WorkspacePath,
-    Query(params): Query<EventParams>,
-) -> Result<Sse<impl Stream<Item = std::result::Result<SseEvent, Infallible>>>> {
-    session.principal.require_operator()?;
-    require_known_workspace(&state, id).await?;
-    let mut cursor = SseCursor {
-        events: state.bus.subscribe(),
-        state,
-        session,
-        id,
-        cursor: params.since_id,
-        ready: VecDeque::new(),
-    };
-    // Subscribed first, then replayed: nothing falls between the two.
-    cursor.read_after_cursor().await;
-    let stream = futures::stream::unfold(cursor, |mut s| async move {
-        let ev = s.next_event().await?;
-        Some((Ok(ev), s))
-    });
-    Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
 }

@@ -19,18 +19,19 @@ use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use chrono::{DateTime, Duration as Span, Utc};
 use futures::Stream;
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 use sha2::{Digest, Sha256};
 use tokio::sync::broadcast::error::RecvError;
 
+use super::activity::new_activity;
 use super::auth::Principal;
 use super::extract::{DelegationPath, Query, WorkspacePath};
 use super::{AppState, Error, ErrorBody, Json, Result};
+use crate::domain::inbox::{Delegate, InboxItem};
 use crate::domain::{self, Caller, DelegationId, DelegationStatus, WorkspaceId};
 use crate::events::Event;
 use crate::store::{
-    BeatOutcome, Delegated, Delegation, DelegationFilter, NewActivity, NewDelegation, PartyRole,
-    ReportOutcome, StatusReport,
+    BeatOutcome, Delegated, Delegation, DelegationFilter, NewDelegation, PartyRole, ReportOutcome,
+    StatusReport,
 };
 
 /// Longest accepted task, in bytes.
@@ -242,24 +243,17 @@ pub(super) async fn create_delegation(
         idempotency_key: key,
         deadline_at,
     };
-    let data = json!({"delegation_id": new.id, "task": new.task, "deadline": deadline_at});
-    let inbox = NewActivity {
-        activity_type: "a2a_receive".into(),
-        method: Some("delegate".into()),
-        source_id: Some(caller.to_string()),
-        target_id: Some(target.to_string()),
-        summary: Some(domain::truncate_chars(
-            new.task.lines().next().unwrap_or(""),
-            120,
-        )),
-        request_body: Some(json!({
-            "delegation_id": new.id, "task": new.task, "deadline": deadline_at,
-            "idempotency_key": new.idempotency_key,
-        })),
-        status: Some("queued".into()),
-        data: Some(data),
-        ..NewActivity::default()
-    };
+    let inbox = new_activity(
+        InboxItem::Delegate(Delegate {
+            delegation_id: new.id,
+            caller,
+            callee: target,
+            task: new.task.clone(),
+            deadline: deadline_at,
+            idempotency_key: new.idempotency_key.clone(),
+        })
+        .row(),
+    );
     match state.store.create_delegation(&new, &inbox, now).await? {
         Delegated::Created { delegation, inbox } => {
             crate::ledger::announce_created(&state.bus, &state.metrics, &delegation, &inbox).await;

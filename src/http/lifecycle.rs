@@ -7,19 +7,14 @@ use axum::http::header::AUTHORIZATION;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 
+use super::activity::new_activity;
 use super::auth::Principal;
 use super::extract::WorkspacePath;
 use super::workspaces::{log_event, WorkspaceView};
 use super::{AppState, Error, ErrorBody, Json, Result};
-use crate::domain::{self, AuthToken, WorkspaceId, WorkspaceStatus};
+use crate::domain::{self, AuthToken, InboxItem, WorkspaceId, WorkspaceStatus};
 use crate::events::Event;
-use crate::store::NewActivity;
-
-/// The activity type of a restart request: a row of its own that the
-/// agent's inbox poll sees.
-pub(crate) const RESTART_ACTIVITY: &str = "restart_requested";
 
 /// `GET /workspaces/:id/state` answer for a workspace that exists.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -103,13 +98,7 @@ pub(super) async fn restart_workspace(
     WorkspacePath(id): WorkspacePath,
 ) -> Result<(StatusCode, Json<WorkspaceView>)> {
     principal.require_operator()?;
-    let row = NewActivity {
-        activity_type: RESTART_ACTIVITY.to_owned(),
-        summary: Some("the operator asked the agent to restart".to_owned()),
-        status: Some("requested".to_owned()),
-        data: Some(json!({"action": "restart"})),
-        ..NewActivity::default()
-    };
+    let row = new_activity(InboxItem::RestartRequested.row());
     let (w, activity) = state
         .store
         .request_restart(id, &row, domain::now())

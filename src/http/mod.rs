@@ -12,6 +12,7 @@ mod extract;
 mod kv;
 mod lifecycle;
 mod memories;
+mod messages;
 mod multipart;
 mod ops;
 mod org;
@@ -20,6 +21,7 @@ mod pending;
 mod plugins;
 mod registry;
 mod secrets;
+mod stream;
 mod uploads;
 mod workspaces;
 
@@ -137,10 +139,10 @@ pub(crate) fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(workspaces::get_workspace_connection))
         .routes(routes!(registry::register_workspace))
         .routes(routes!(registry::heartbeat_workspace))
-        .routes(routes!(activity::send_a2a_message))
-        .routes(routes!(activity::notify_operator))
+        .routes(routes!(messages::send_a2a_message))
+        .routes(routes!(messages::notify_operator))
         .routes(routes!(activity::list_activity, activity::report_activity))
-        .routes(routes!(activity::stream_events))
+        .routes(routes!(stream::stream_events))
         .routes(routes!(delegations::create_delegation))
         .routes(routes!(delegations::report_delegation_status))
         .routes(routes!(delegations::heartbeat_delegation))

@@ -16,12 +16,12 @@ use axum::extract::{Request, State};
 use axum::http::header::CONTENT_TYPE;
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use bytesize::ByteSize;
 use futures::{StreamExt, TryStreamExt};
 use serde::Serialize;
-use serde_json::{json, Value};
+use serde_json::Value;
 use sha2::{Digest, Sha256};
 
+use super::activity::new_activity;
 use super::auth::Principal;
 use super::extract::WorkspacePath;
 use super::multipart::{
@@ -29,6 +29,7 @@ use super::multipart::{
 };
 use super::{AppState, Error, ErrorBody, Result};
 use crate::blob::{upload_key, BlobError, BlobStore};
+use crate::domain::inbox::{size_str, ChatUpload, ForwardedUpload, InboxItem};
 use crate::domain::{
     self, pending_uri, DeliveryMode, FileId, Filename, Mimetype, UploadLimits, WorkspaceId,
 };
@@ -237,10 +238,6 @@ async fn drain(multipart: &mut Multipart<'static>, budget: u64) {
         }
     };
     let _ = tokio::time::timeout(DRAIN_TIME, drained).await;
-}
-
-fn size_str(n: u64) -> String {
-    ByteSize(n).display().iec().to_string()
 }
 
 /// The 413 of a request over the per-request limit.
@@ -545,11 +542,6 @@ async fn record(
     let rows: Vec<(NewPendingUpload, NewActivity)> = staged
         .iter()
         .map(|f| {
-            let uri = pending_uri(id, f.file_id);
-            let body = json!({
-                "file_id": f.file_id, "filename": f.filename, "mimetype": f.mimetype,
-                "size": f.size, "sha256": f.sha256, "uri": uri,
-            });
             let upload = NewPendingUpload {
                 file_id: f.file_id,
                 blob_key: f.key.clone(),
@@ -560,17 +552,15 @@ async fn record(
                 created_at: f.received_at,
                 expires_at,
             };
-            let activity = NewActivity {
-                activity_type: "a2a_receive".into(),
-                method: Some("chat_upload_receive".into()),
-                source_id: None,
-                target_id: Some(id.to_string()),
-                summary: Some(format!("file {} ({})", f.filename, size_str(f.size))),
-                request_body: Some(body.clone()),
-                data: Some(body),
-                status: Some("staged".into()),
-                ..NewActivity::default()
-            };
+            let announced = ChatUpload::staged(
+                id,
+                f.file_id,
+                f.filename.to_string(),
+                f.mimetype.to_string(),
+                f.size,
+                f.sha256.clone(),
+            );
+            let activity = new_activity(InboxItem::ChatUpload(announced).row());
             (upload, activity)
         })
         .collect();
@@ -684,25 +674,15 @@ async fn forward_upload(
 async fn record_forwarded(state: &AppState, id: WorkspaceId, answer: &Value) -> Result<()> {
     let files = answer["files"].as_array().map_or(&[][..], Vec::as_slice);
     for f in files {
-        let size = f["size"].as_u64();
-        let name = f["name"].as_str().unwrap_or("file");
-        let data = json!({
-            "filename": name, "mimetype": f["mimeType"], "size": size,
-            "sha256": f["sha256"], "uri": f["uri"],
-        });
-        let row = NewActivity {
-            activity_type: "a2a_receive".into(),
-            // Not `chat_upload_receive`: nothing waits in pending-uploads.
-            method: Some("chat_upload_forward".into()),
-            target_id: Some(id.to_string()),
-            summary: Some(match size {
-                Some(n) => format!("file {name} ({})", size_str(n)),
-                None => format!("file {name}"),
-            }),
-            data: Some(data),
-            status: Some("delivered".into()),
-            ..NewActivity::default()
+        let taken = ForwardedUpload {
+            to: id,
+            filename: f["name"].as_str().unwrap_or("file").to_owned(),
+            mimetype: f["mimeType"].clone(),
+            size: f["size"].as_u64(),
+            sha256: f["sha256"].clone(),
+            uri: f["uri"].clone(),
         };
+        let row = new_activity(InboxItem::ForwardedUpload(taken).row());
         super::activity::record(state, id, &row).await?;
     }
     state

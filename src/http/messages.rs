@@ -1,0 +1,316 @@
+//! Messages: A2A `message/send` to a workspace (forwarded to a push
+//! workspace, queued in a poll workspace's inbox) and the agent's replies
+//! to the operator (`/notify`). The rows they write are
+//! [`crate::domain::inbox`] items.
+
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+use super::activity::{new_activity, record};
+use super::auth::{check_named_caller, require_reach, Principal};
+use super::extract::WorkspacePath;
+use super::workspaces::live_workspace;
+use super::{AppState, Error, ErrorBody, Json, Result};
+use crate::domain::inbox::{self, AgentMessage, InboxItem, Message, Sender};
+use crate::domain::team::Caller;
+use crate::domain::{self, DeliveryMode, WorkspaceId};
+use crate::store::NewActivity;
+
+/// A `message/send` request, normalized: wrapper and ids filled in.
+struct MessageSend {
+    rpc: Value,
+    text: String,
+    parts: Value,
+    message_id: String,
+}
+
+fn normalize_message_send(body: Value) -> Result<MessageSend> {
+    let Value::Object(mut obj) = body else {
+        return Err(Error::BadRequest(
+            "the body must be a JSON object (a JSON-RPC `message/send`)".into(),
+        ));
+    };
+    if let Some(method) = obj.get("method") {
+        if !inbox::is_message_send(method) {
+            return Err(Error::BadRequest(format!(
+                "unsupported method {method}: only {:?} is accepted",
+                inbox::MESSAGE_SEND
+            )));
+        }
+    }
+    let mut params = match obj.remove("params") {
+        Some(Value::Object(p)) => p,
+        Some(_) => return Err(Error::BadRequest("`params` must be an object".into())),
+        // Molecule's canvas may send the params alone.
+        None if obj.contains_key("message") => std::mem::take(&mut obj),
+        None => return Err(Error::BadRequest("missing `params.message`".into())),
+    };
+    let Some(Value::Object(message)) = params.get_mut("message") else {
+        return Err(Error::BadRequest(
+            "`params.message` must be an object".into(),
+        ));
+    };
+    let parts = match message.get("parts") {
+        Some(Value::Array(parts)) if !parts.is_empty() => parts.clone(),
+        _ => {
+            return Err(Error::BadRequest(
+                "`params.message.parts` must be a non-empty array".into(),
+            ))
+        }
+    };
+    let text = part_texts(&parts)?;
+    message.entry("role").or_insert_with(|| json!("user"));
+    let message_id = match message.get("messageId").and_then(Value::as_str) {
+        Some(id) if !id.is_empty() => id.to_owned(),
+        _ => {
+            let id = uuid::Uuid::new_v4().to_string();
+            message.insert("messageId".into(), json!(id));
+            id
+        }
+    };
+    let rpc_id = obj
+        .get("id")
+        .cloned()
+        .filter(|v| !v.is_null())
+        .unwrap_or_else(|| json!(uuid::Uuid::new_v4().to_string()));
+    let rpc = inbox::message_send_rpc(rpc_id, Value::Object(params));
+    Ok(MessageSend {
+        rpc,
+        text: text.join("\n"),
+        parts: Value::Array(parts),
+        message_id,
+    })
+}
+
+/// The text of the `text` parts, after checking every part's shape.
+fn part_texts(parts: &[Value]) -> Result<Vec<String>> {
+    let mut text = Vec::new();
+    for (i, part) in parts.iter().enumerate() {
+        match part.get("kind").and_then(Value::as_str) {
+            Some("text") => match part.get("text").and_then(Value::as_str) {
+                Some(t) => text.push(t.to_owned()),
+                None => {
+                    return Err(Error::BadRequest(format!(
+                        "part {i} is kind \"text\" but has no string `text`"
+                    )))
+                }
+            },
+            Some("file") => {
+                if !part
+                    .get("file")
+                    .and_then(|f| f.get("uri"))
+                    .is_some_and(Value::is_string)
+                {
+                    return Err(Error::BadRequest(format!(
+                        "part {i} is kind \"file\" but has no `file.uri`"
+                    )));
+                }
+            }
+            Some("data") => {}
+            _ => {
+                return Err(Error::BadRequest(format!(
+                    "part {i} needs a `kind` of \"text\", \"file\" or \"data\""
+                )))
+            }
+        }
+    }
+    Ok(text)
+}
+
+/// `{queued, activity_id}`: a message queued for a poll-mode workspace.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(super) struct Queued {
+    /// Always true.
+    pub queued: bool,
+    /// The inbox row.
+    pub activity_id: i64,
+}
+
+/// Sends an A2A `message/send` to a workspace: forwarded to a push
+/// workspace (its JSON-RPC answer returned), queued in a poll workspace's
+/// inbox. With a workspace token it is a peer call: the caller is the
+/// token's workspace and the communication rule decides whether it may
+/// reach the target (403 otherwise).
+#[utoipa::path(post, path = "/workspaces/{id}/a2a", tag = "messages",
+    params(("id" = String, Path, description = "workspace id"),
+           ("X-Workspace-ID" = Option<String>, Header, description = "the calling workspace (Molecule's SDK); must be the token's workspace"),
+           ("X-Source-Workspace-Id" = Option<String>, Header, description = "the calling workspace (molecule's clients); must be the token's workspace")),
+    request_body(content = Object, description = "JSON-RPC 2.0 message/send (wrapper and messageId optional)"),
+    responses((status = 200, description = "push: the workspace's JSON-RPC answer", body = Object),
+        (status = 202, body = Queued), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 502, body = ErrorBody)))]
+pub(super) async fn send_a2a_message(
+    State(state): State<AppState>,
+    principal: Principal,
+    WorkspacePath(id): WorkspacePath,
+    headers: HeaderMap,
+    Json(body): Json<Value>,
+) -> Result<Response> {
+    // A peer call: the caller is the token's workspace, which may also name
+    // itself in a header; the target must be within its reach.
+    let source = sending_peer(principal, &headers)?;
+    let workspace = live_workspace(&state, id).await?;
+    if let Some(own) = source {
+        let caller = live_workspace(&state, own).await?;
+        require_reach(Caller::Workspace(caller.node()), workspace.node())?;
+    }
+    let msg = normalize_message_send(body)?;
+    let row = inbox_row(id, source, &msg);
+    // A paused workspace is not called: its messages wait in its inbox
+    // (never dropped) and are there when it resumes, whatever its mode.
+    let paused = workspace.paused_at.is_some();
+    match (workspace.delivery_mode, workspace.url.as_deref()) {
+        (DeliveryMode::Push, Some(url)) if !paused => {
+            forward_message(&state, id, url, &msg, row).await
+        }
+        (DeliveryMode::Push, None) if !paused => Err(super::workspaces::push_without_url()),
+        _ => queue_message(&state, id, row).await,
+    }
+}
+
+/// The peer workspace a workspace token sends as: the token's own (a
+/// header naming another is 401); `None` for the operator.
+fn sending_peer(principal: Principal, headers: &HeaderMap) -> Result<Option<WorkspaceId>> {
+    match principal {
+        Principal::Operator => Ok(None),
+        Principal::Workspace(own) => {
+            check_named_caller(headers, own)?;
+            Ok(Some(own))
+        }
+    }
+}
+
+/// The activity row a message becomes (its status set on delivery).
+fn inbox_row(id: WorkspaceId, source: Option<WorkspaceId>, msg: &MessageSend) -> NewActivity {
+    let item = InboxItem::Message(Message {
+        sender: Some(source.map_or(Sender::Operator, Sender::Peer)),
+        to: Some(id),
+        text: msg.text.clone(),
+        parts: msg.parts.clone(),
+        message_id: Some(msg.message_id.clone()),
+        rpc: Some(msg.rpc.clone()),
+    });
+    new_activity(item.row())
+}
+
+/// Push mode: hands the message to the workspace and returns its answer;
+/// the row is written only once the workspace has answered.
+async fn forward_message(
+    state: &AppState,
+    id: WorkspaceId,
+    url: &str,
+    msg: &MessageSend,
+    mut row: NewActivity,
+) -> Result<Response> {
+    let answer = state
+        .http
+        .post(url)
+        .timeout(state.config.forward_timeout)
+        .json(&msg.rpc)
+        .send()
+        .await;
+    let answer = match answer {
+        Ok(r) if r.status().is_success() => r.json::<Value>().await.map_err(|e| e.to_string()),
+        Ok(r) => Err(format!("the workspace answered {}", r.status())),
+        Err(e) => Err(e.without_url().to_string()),
+    };
+    match answer {
+        Ok(answer) => {
+            row.status = Some("forwarded".into());
+            row.response_body = Some(answer.clone());
+            record(state, id, &row).await?;
+            // The workspace answered: that is contact, as good as a
+            // heartbeat (a push agent need not send any).
+            state
+                .store
+                .heartbeat(id, &domain::HeartbeatReport::default(), domain::now())
+                .await?;
+            Ok(axum::Json(answer).into_response())
+        }
+        Err(cause) => {
+            tracing::warn!(workspace_id = %id, error = %cause, "forwarding a message to a push workspace failed");
+            Err(Error::BadGateway(format!(
+                "could not deliver the message to the workspace: {cause}"
+            )))
+        }
+    }
+}
+
+/// Poll mode: the message waits in the inbox.
+async fn queue_message(
+    state: &AppState,
+    id: WorkspaceId,
+    mut row: NewActivity,
+) -> Result<Response> {
+    row.status = Some("queued".into());
+    let stored = record(state, id, &row).await?;
+    tracing::info!(workspace_id = %id, activity_id = stored.id, "message queued");
+    Ok((
+        StatusCode::ACCEPTED,
+        axum::Json(Queued {
+            queued: true,
+            activity_id: stored.id,
+        }),
+    )
+        .into_response())
+}
+
+/// `/notify` body: the agent's message to the canvas user.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+pub(super) struct Notify {
+    /// The text.
+    pub message: String,
+    /// Files the agent attaches (`{uri, name, mimeType, size}`).
+    #[serde(default)]
+    #[schema(value_type = Option<Vec<Object>>)]
+    pub attachments: Vec<Value>,
+}
+
+/// `{status, activity_id}`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(super) struct Stored {
+    /// Always `ok`.
+    pub status: &'static str,
+    /// The row written.
+    pub activity_id: i64,
+}
+
+/// The agent says something to the canvas user.
+#[utoipa::path(post, path = "/workspaces/{id}/notify", tag = "messages",
+    params(("id" = String, Path, description = "workspace id")),
+    request_body = Notify,
+    responses((status = 200, body = Stored), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody)))]
+pub(super) async fn notify_operator(
+    State(state): State<AppState>,
+    principal: Principal,
+    WorkspacePath(id): WorkspacePath,
+    Json(body): Json<Notify>,
+) -> Result<Json<Stored>> {
+    principal.require_workspace_itself(id)?;
+    if body
+        .attachments
+        .iter()
+        .any(|a| !a.get("uri").is_some_and(Value::is_string))
+    {
+        return Err(Error::BadRequest(
+            "every attachment needs a string `uri`".into(),
+        ));
+    }
+    let row = new_activity(
+        InboxItem::AgentMessage(AgentMessage {
+            from: id,
+            text: body.message,
+            attachments: body.attachments,
+        })
+        .row(),
+    );
+    let stored = record(&state, id, &row).await?;
+    Ok(Json(Stored {
+        status: "ok",
+        activity_id: stored.id,
+    }))
+}
