@@ -105,22 +105,6 @@ impl ActivityView {
     }
 }
 
-/// The store's insert of an inbox item's row.
-pub(super) fn new_activity(row: InboxRow) -> NewActivity {
-    NewActivity {
-        activity_type: row.activity_type,
-        method: row.method,
-        source_id: row.source_id,
-        target_id: row.target_id,
-        summary: row.summary,
-        request_body: row.request_body,
-        response_body: row.response_body,
-        status: row.status,
-        error_detail: row.error_detail,
-        data: row.data,
-    }
-}
-
 /// Inserts an activity row and wakes whoever waits for it (long polls,
 /// event streams, other replicas), in that order: a waiter woken by the
 /// event always finds the row committed.
@@ -192,7 +176,7 @@ pub(super) async fn report_activity(
         ));
     }
     // Kept as it came: to a reader it is an `InboxItem::Other`.
-    let row = new_activity(InboxRow {
+    let row = InboxRow {
         activity_type: ty.to_owned(),
         method: body.method,
         source_id: body.source_id,
@@ -203,7 +187,7 @@ pub(super) async fn report_activity(
         status: body.status,
         error_detail: body.error_detail,
         data: None,
-    });
+    };
     let stored = record(&state, id, &row).await?;
     Ok((StatusCode::CREATED, Json(CreatedId { id: stored.id })))
 }
@@ -392,14 +376,13 @@ async fn mark_picked_up(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::inbox::DelegationResult;
     use crate::domain::{Caller, DelegationId, DelegationStatus};
     use crate::store::Delegation;
 
-    /// The store still writes the caller's `delegation_result` row itself
-    /// (`Delegation::result_activity`); the enum must build that very row.
+    /// The caller's `delegation_result` row (`Delegation::result_activity`,
+    /// built from the enum) is exactly the row the ledger always wrote.
     #[test]
-    fn the_enum_builds_the_stores_delegation_result_row() {
+    fn the_delegation_result_row_keeps_its_wire_shape() {
         for (status, preview, error) in [
             (DelegationStatus::Completed, Some("done"), None),
             (DelegationStatus::Failed, None, Some("exit status 3")),
@@ -421,16 +404,23 @@ mod tests {
                 updated_at: now,
                 completed_at: Some(now),
             };
-            let item = InboxItem::DelegationResult(DelegationResult {
-                delegation_id: d.id,
-                caller: d.caller,
-                callee: d.callee_id,
-                status: d.status,
-                task_preview: d.task_preview.clone(),
-                result_preview: d.result_preview.clone(),
-                error_detail: d.error_detail.clone(),
-            });
-            assert_eq!(new_activity(item.row()), d.result_activity(), "{status}");
+            let expected = InboxRow {
+                activity_type: "a2a_receive".into(),
+                method: Some("delegation_result".into()),
+                source_id: Some(d.callee_id.to_string()),
+                target_id: Some(d.caller.to_string()),
+                summary: Some(format!("delegation {}: sum it up", status.as_str())),
+                status: Some(status.as_str().into()),
+                error_detail: error.map(str::to_owned),
+                data: Some(serde_json::json!({
+                    "delegation_id": d.id,
+                    "status": status.as_str(),
+                    "result_preview": preview,
+                    "error_detail": error,
+                })),
+                ..InboxRow::default()
+            };
+            assert_eq!(d.result_activity(), expected, "{status}");
         }
     }
 }

@@ -22,7 +22,6 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tokio::sync::broadcast::error::RecvError;
 
-use super::activity::new_activity;
 use super::auth::Principal;
 use super::extract::{DelegationPath, Query, WorkspacePath};
 use super::{AppState, Error, ErrorBody, Json, Result};
@@ -243,17 +242,15 @@ pub(super) async fn create_delegation(
         idempotency_key: key,
         deadline_at,
     };
-    let inbox = new_activity(
-        InboxItem::Delegate(Delegate {
-            delegation_id: new.id,
-            caller,
-            callee: target,
-            task: new.task.clone(),
-            deadline: deadline_at,
-            idempotency_key: new.idempotency_key.clone(),
-        })
-        .row(),
-    );
+    let inbox = InboxItem::Delegate(Delegate {
+        delegation_id: new.id,
+        caller,
+        callee: target,
+        task: new.task.clone(),
+        deadline: deadline_at,
+        idempotency_key: new.idempotency_key.clone(),
+    })
+    .row();
     match state.store.create_delegation(&new, &inbox, now).await? {
         Delegated::Created { delegation, inbox } => {
             crate::ledger::announce_created(&state.bus, &state.metrics, &delegation, &inbox).await;

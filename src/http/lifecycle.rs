@@ -8,7 +8,6 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 
-use super::activity::new_activity;
 use super::auth::Principal;
 use super::extract::WorkspacePath;
 use super::workspaces::{log_event, WorkspaceView};
@@ -98,7 +97,7 @@ pub(super) async fn restart_workspace(
     WorkspacePath(id): WorkspacePath,
 ) -> Result<(StatusCode, Json<WorkspaceView>)> {
     principal.require_operator()?;
-    let row = new_activity(InboxItem::RestartRequested.row());
+    let row = InboxItem::RestartRequested.row();
     let (w, activity) = state
         .store
         .request_restart(id, &row, domain::now())

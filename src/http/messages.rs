@@ -9,7 +9,7 @@ use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use super::activity::{new_activity, record};
+use super::activity::record;
 use super::auth::{check_named_caller, require_reach, Principal};
 use super::extract::WorkspacePath;
 use super::workspaces::live_workspace;
@@ -193,7 +193,7 @@ fn inbox_row(id: WorkspaceId, source: Option<WorkspaceId>, msg: &MessageSend) ->
         message_id: Some(msg.message_id.clone()),
         rpc: Some(msg.rpc.clone()),
     });
-    new_activity(item.row())
+    item.row()
 }
 
 /// Push mode: hands the message to the workspace and returns its answer;
@@ -300,14 +300,12 @@ pub(super) async fn notify_operator(
             "every attachment needs a string `uri`".into(),
         ));
     }
-    let row = new_activity(
-        InboxItem::AgentMessage(AgentMessage {
-            from: id,
-            text: body.message,
-            attachments: body.attachments,
-        })
-        .row(),
-    );
+    let row = InboxItem::AgentMessage(AgentMessage {
+        from: id,
+        text: body.message,
+        attachments: body.attachments,
+    })
+    .row();
     let stored = record(&state, id, &row).await?;
     Ok(Json(Stored {
         status: "ok",

@@ -21,7 +21,6 @@ use serde::Serialize;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use super::activity::new_activity;
 use super::auth::Principal;
 use super::extract::WorkspacePath;
 use super::multipart::{
@@ -560,7 +559,7 @@ async fn record(
                 f.size,
                 f.sha256.clone(),
             );
-            let activity = new_activity(InboxItem::ChatUpload(announced).row());
+            let activity = InboxItem::ChatUpload(announced).row();
             (upload, activity)
         })
         .collect();
@@ -682,7 +681,7 @@ async fn record_forwarded(state: &AppState, id: WorkspaceId, answer: &Value) -> 
             sha256: f["sha256"].clone(),
             uri: f["uri"].clone(),
         };
-        let row = new_activity(InboxItem::ForwardedUpload(taken).row());
+        let row = InboxItem::ForwardedUpload(taken).row();
         super::activity::record(state, id, &row).await?;
     }
     state

@@ -10,30 +10,10 @@ use super::engine::Engine;
 use super::sql::{SqlStore, Ts};
 use super::*;
 
-/// An activity row to insert.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct NewActivity {
-    /// `a2a_receive`, `agent_message`, or what the agent reports.
-    pub activity_type: String,
-    /// Discriminator within a type, e.g. `message/send`, `chat_upload_receive`.
-    pub method: Option<String>,
-    /// Who sent it.
-    pub source_id: Option<String>,
-    /// Who it is for.
-    pub target_id: Option<String>,
-    /// One line for humans.
-    pub summary: Option<String>,
-    /// The request as received.
-    pub request_body: Option<Value>,
-    /// The answer, if any.
-    pub response_body: Option<Value>,
-    /// Outcome status.
-    pub status: Option<String>,
-    /// Error text, if it failed.
-    pub error_detail: Option<String>,
-    /// The row made easy to consume.
-    pub data: Option<Value>,
-}
+/// An activity row to insert: the inbox protocol's row
+/// ([`InboxRow`](crate::domain::inbox::InboxRow)), which every kind of
+/// [`InboxItem`](crate::domain::inbox::InboxItem) builds.
+pub type NewActivity = crate::domain::inbox::InboxRow;
 
 /// A stored activity row.
 #[derive(Debug, Clone, PartialEq)]

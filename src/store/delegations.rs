@@ -8,6 +8,7 @@ use chrono::{DateTime, Utc};
 use super::engine::Engine;
 use super::sql::{SqlStore, Ts};
 use super::*;
+use crate::domain::inbox::{DelegationResult, InboxItem};
 use crate::domain::{self, Transition};
 
 /// A delegation ledger row.
@@ -47,23 +48,16 @@ impl Delegation {
     /// The `delegation_result` row a workspace caller receives when the
     /// delegation ends.
     pub fn result_activity(&self) -> NewActivity {
-        let status = self.status.as_str();
-        NewActivity {
-            activity_type: "a2a_receive".into(),
-            method: Some("delegation_result".into()),
-            source_id: Some(self.callee_id.to_string()),
-            target_id: Some(self.caller.to_string()),
-            summary: Some(format!("delegation {status}: {}", self.task_preview)),
-            status: Some(status.into()),
+        InboxItem::DelegationResult(DelegationResult {
+            delegation_id: self.id,
+            caller: self.caller,
+            callee: self.callee_id,
+            status: self.status,
+            task_preview: self.task_preview.clone(),
+            result_preview: self.result_preview.clone(),
             error_detail: self.error_detail.clone(),
-            data: Some(serde_json::json!({
-                "delegation_id": self.id,
-                "status": status,
-                "result_preview": self.result_preview,
-                "error_detail": self.error_detail,
-            })),
-            ..NewActivity::default()
-        }
+        })
+        .row()
     }
 }
 
