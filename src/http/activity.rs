@@ -7,7 +7,7 @@ use std::convert::Infallible;
 use std::time::Duration;
 
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
@@ -16,9 +16,11 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use tokio::sync::broadcast::error::RecvError;
 
-use super::auth::{check_named_caller, require_reach, Principal, Session};
+use super::access::{
+    known_workspace, live_workspace, AsPeer, Calling, Operator, SelfOrOperator, WorkspaceItself,
+};
+use super::auth::{require_reach, Principal, Session};
 use super::extract::{Query, WorkspacePath};
-use super::workspaces::{live_workspace, require_known_workspace};
 use super::{AppState, Error, ErrorBody, Json, Result};
 use crate::domain::team::Caller;
 use crate::domain::{self, DeliveryMode, WorkspaceId};
@@ -237,14 +239,16 @@ pub(super) struct Queued {
         (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 502, body = ErrorBody)))]
 pub(super) async fn send_a2a_message(
     State(state): State<AppState>,
-    principal: Principal,
-    WorkspacePath(id): WorkspacePath,
-    headers: HeaderMap,
+    Calling {
+        caller: sender,
+        path: WorkspacePath(id),
+        ..
+    }: Calling<AsPeer, WorkspacePath>,
     Json(body): Json<Value>,
 ) -> Result<Response> {
     // A peer call: the caller is the token's workspace, which may also name
     // itself in a header; the target must be within its reach.
-    let source = sending_peer(principal, &headers)?;
+    let source = sender.workspace();
     let workspace = live_workspace(&state, id).await?;
     if let Some(own) = source {
         let caller = live_workspace(&state, own).await?;
@@ -261,18 +265,6 @@ pub(super) async fn send_a2a_message(
         }
         (DeliveryMode::Push, None) if !paused => Err(super::workspaces::push_without_url()),
         _ => queue_message(&state, id, row).await,
-    }
-}
-
-/// The peer workspace a workspace token sends as: the token's own (a
-/// header naming another is 401); `None` for the operator.
-fn sending_peer(principal: Principal, headers: &HeaderMap) -> Result<Option<WorkspaceId>> {
-    match principal {
-        Principal::Operator => Ok(None),
-        Principal::Workspace(own) => {
-            check_named_caller(headers, own)?;
-            Ok(Some(own))
-        }
     }
 }
 
@@ -388,11 +380,9 @@ pub(super) struct Stored {
         (status = 403, body = ErrorBody)))]
 pub(super) async fn notify_operator(
     State(state): State<AppState>,
-    principal: Principal,
-    WorkspacePath(id): WorkspacePath,
+    WorkspaceItself(WorkspacePath(id), _): WorkspaceItself,
     Json(body): Json<Notify>,
 ) -> Result<Json<Stored>> {
-    principal.require_workspace_itself(id)?;
     if body
         .attachments
         .iter()
@@ -460,11 +450,9 @@ pub(super) struct CreatedId {
         (status = 403, body = ErrorBody)))]
 pub(super) async fn report_activity(
     State(state): State<AppState>,
-    principal: Principal,
-    WorkspacePath(id): WorkspacePath,
+    WorkspaceItself(WorkspacePath(id), _): WorkspaceItself,
     Json(body): Json<NewActivityReport>,
 ) -> Result<(StatusCode, Json<CreatedId>)> {
-    principal.require_workspace_itself(id)?;
     let ty = body.activity_type.trim();
     if ty.is_empty() || ty.chars().count() > 100 {
         return Err(Error::BadRequest(
@@ -609,13 +597,11 @@ async fn still_allowed(state: &AppState, session: &mut Session, id: WorkspaceId)
         (status = 404, body = ErrorBody), (status = 410, body = ErrorBody)))]
 pub(super) async fn list_activity(
     State(state): State<AppState>,
-    mut session: Session,
-    WorkspacePath(id): WorkspacePath,
+    SelfOrOperator(WorkspacePath(id), mut session): SelfOrOperator<WorkspacePath, Session>,
     Query(params): Query<ActivityParams>,
 ) -> Result<Json<Vec<ActivityView>>> {
-    session.principal.require_access(id)?;
     let (query, wait) = params.into_query()?;
-    require_known_workspace(&state, id).await?;
+    known_workspace(&state, id).await?;
     let deadline = tokio::time::Instant::now() + wait;
     // Watch before each read: a row committed (or a token revoked)
     // between the read and the wait still wakes us.
@@ -782,12 +768,10 @@ impl SseCursor {
         (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub(super) async fn stream_events(
     State(state): State<AppState>,
-    session: Session,
-    WorkspacePath(id): WorkspacePath,
+    Operator(WorkspacePath(id), session): Operator<WorkspacePath, Session>,
     Query(params): Query<EventParams>,
 ) -> Result<Sse<impl Stream<Item = std::result::Result<SseEvent, Infallible>>>> {
-    session.principal.require_operator()?;
-    require_known_workspace(&state, id).await?;
+    known_workspace(&state, id).await?;
     let mut cursor = SseCursor {
         events: state.bus.subscribe(),
         state,

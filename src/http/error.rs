@@ -188,6 +188,14 @@ impl IntoResponse for Error {
     }
 }
 
+/// What an extractor that cannot fail (such as the `()` path of
+/// [`super::access::Operator`]) rejects with.
+impl From<std::convert::Infallible> for Error {
+    fn from(never: std::convert::Infallible) -> Self {
+        match never {}
+    }
+}
+
 impl From<StoreError> for Error {
     fn from(e: StoreError) -> Self {
         match e {

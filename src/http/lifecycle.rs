@@ -3,17 +3,16 @@
 //! deleted (Molecule's SDK exits its run loop on either).
 
 use axum::extract::State;
-use axum::http::header::AUTHORIZATION;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::auth::Principal;
+use super::access::{KnownWorkspace, Operator, SelfOrOperatorEvenRemoved};
 use super::extract::WorkspacePath;
 use super::workspaces::{log_event, WorkspaceView};
 use super::{AppState, Error, ErrorBody, Json, Result};
-use crate::domain::{self, AuthToken, WorkspaceId, WorkspaceStatus};
+use crate::domain::{self, WorkspaceId, WorkspaceStatus};
 use crate::events::Event;
 use crate::store::NewActivity;
 
@@ -50,10 +49,8 @@ pub(crate) struct DeletedState {
         (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub(super) async fn pause_workspace(
     State(state): State<AppState>,
-    principal: Principal,
-    WorkspacePath(id): WorkspacePath,
+    Operator(WorkspacePath(id), _): Operator<WorkspacePath>,
 ) -> Result<Json<WorkspaceView>> {
-    principal.require_operator()?;
     set_paused(&state, id, true).await
 }
 
@@ -65,10 +62,8 @@ pub(super) async fn pause_workspace(
         (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub(super) async fn resume_workspace(
     State(state): State<AppState>,
-    principal: Principal,
-    WorkspacePath(id): WorkspacePath,
+    Operator(WorkspacePath(id), _): Operator<WorkspacePath>,
 ) -> Result<Json<WorkspaceView>> {
-    principal.require_operator()?;
     set_paused(&state, id, false).await
 }
 
@@ -99,10 +94,8 @@ async fn set_paused(
         (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub(super) async fn restart_workspace(
     State(state): State<AppState>,
-    principal: Principal,
-    WorkspacePath(id): WorkspacePath,
+    Operator(WorkspacePath(id), _): Operator<WorkspacePath>,
 ) -> Result<(StatusCode, Json<WorkspaceView>)> {
-    principal.require_operator()?;
     let row = NewActivity {
         activity_type: RESTART_ACTIVITY.to_owned(),
         summary: Some("the operator asked the agent to restart".to_owned()),
@@ -140,31 +133,11 @@ pub(super) async fn restart_workspace(
         (status = 404, body = DeletedState)))]
 pub(super) async fn get_workspace_state(
     State(state): State<AppState>,
-    WorkspacePath(id): WorkspacePath,
-    headers: HeaderMap,
+    KnownWorkspace {
+        row: w,
+        rule: SelfOrOperatorEvenRemoved(id),
+    }: KnownWorkspace<SelfOrOperatorEvenRemoved>,
 ) -> Result<Response> {
-    let token = bearer(&headers).ok_or(Error::Unauthorized)?;
-    match Principal::resolve(&state, &token).await {
-        Ok(principal) => principal.require_access(id)?,
-        // The delete revoked this token; it may still learn that its own
-        // workspace is gone, so the SDK exits instead of retrying a 401.
-        Err(Error::Unauthorized) => {
-            if state
-                .store
-                .removed_workspace_for_token(token.hash())
-                .await?
-                != Some(id)
-            {
-                return Err(Error::Unauthorized);
-            }
-        }
-        Err(e) => return Err(e),
-    }
-    let w = state
-        .store
-        .get_workspace(id)
-        .await?
-        .ok_or_else(Error::workspace_not_found)?;
     if !w.is_live() {
         return Ok((StatusCode::NOT_FOUND, Json(DeletedState { deleted: true })).into_response());
     }
@@ -178,11 +151,4 @@ pub(super) async fn get_workspace_state(
         deleted: false,
     })
     .into_response())
-}
-
-fn bearer(headers: &HeaderMap) -> Option<AuthToken> {
-    let value = headers.get(AUTHORIZATION)?.to_str().ok()?;
-    let (scheme, token) = value.split_once(' ')?;
-    (scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty())
-        .then(|| AuthToken::from_plaintext(token.trim()))
 }

@@ -13,7 +13,7 @@ use axum::http::header::CONTENT_TYPE;
 use axum::http::HeaderMap;
 use serde::{Deserialize, Serialize};
 
-use super::auth::Principal;
+use super::access::Operator;
 use super::extract::Query;
 use super::workspaces::{check_url, log_event};
 use super::{AppState, Error, ErrorBody, Json, Result};
@@ -112,12 +112,11 @@ fn template_error(e: TemplateError) -> Error {
         (status = 403, body = ErrorBody), (status = 413, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub(super) async fn import_org(
     State(state): State<AppState>,
-    principal: Principal,
+    _: Operator,
     Query(params): Query<ImportParams>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Json<ImportReport>> {
-    principal.require_operator()?;
     let dry_run = params.dry_run.unwrap_or(false);
     let text = std::str::from_utf8(&body)
         .map_err(|_| Error::BadRequest("malformed template: the body is not UTF-8".into()))?;
