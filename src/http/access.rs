@@ -163,6 +163,24 @@ impl<P: ScopedPath, W: Credentials> FromRequestParts<AppState> for WorkspaceItse
     }
 }
 
+/// Only the callee of the delegation in the path, with its own token,
+/// reports on it; anyone else (the caller, the operator, a third
+/// workspace) is told the delegation does not exist (404).
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Callee(pub DelegationPath);
+
+impl FromRequestParts<AppState> for Callee {
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self> {
+        let (path, who) = token_then_path::<DelegationPath, Principal>(parts, state).await?;
+        match who {
+            Principal::Workspace(own) if own == path.0 => Ok(Callee(path)),
+            _ => Err(Error::delegation_not_found()),
+        }
+    }
+}
+
 /// A rule about the workspace of a path, checked before its row is loaded.
 pub(super) trait WorkspaceRule:
     FromRequestParts<AppState, Rejection = Error> + Send
@@ -462,4 +480,61 @@ async fn operator_as_named(state: &AppState, headers: &HeaderMap) -> Result<Call
         }
     }
     Ok(named.unwrap_or(Caller::Operator))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every rule against every kind of caller: the statuses the routes
+    /// have always answered with.
+    #[test]
+    fn each_rule_answers_each_caller_as_before() {
+        let (own, other) = (WorkspaceId::new(), WorkspaceId::new());
+        let status = |r: Result<()>| r.err().map(|e| e.status_code().as_u16());
+        let callers = [
+            ("operator", Principal::Operator),
+            ("itself", Principal::Workspace(own)),
+            ("another workspace", Principal::Workspace(other)),
+        ];
+        let want = [
+            (None, None, Some(403)),
+            (Some(403), None, None),
+            (Some(403), Some(401), Some(401)),
+        ];
+        // Named, not called, here: the extractors are the only callers.
+        let operator: fn(Principal) -> Result<()> = require_operator;
+        let access: fn(Principal, WorkspaceId) -> Result<()> = require_access;
+        let itself: fn(Principal, WorkspaceId) -> Result<()> = require_workspace_itself;
+        for ((who, p), want) in callers.into_iter().zip(want) {
+            let got = (
+                status(operator(p)),
+                status(access(p, own)),
+                status(itself(p, own)),
+            );
+            assert_eq!(got, want, "operator, access and itself rules for {who}");
+        }
+    }
+
+    #[test]
+    fn every_caller_header_value_is_read_trimmed() {
+        let mut headers = HeaderMap::new();
+        headers.append("x-workspace-id", " a ".parse().unwrap());
+        headers.append("x-workspace-id", "b".parse().unwrap());
+        headers.append("x-source-workspace-id", "c".parse().unwrap());
+        headers.append(
+            "x-source-workspace-id",
+            axum::http::HeaderValue::from_bytes(b"\xff").unwrap(),
+        );
+        let named: Vec<_> = named_callers(&headers).collect();
+        assert_eq!(
+            named,
+            [
+                ("X-Workspace-ID", Some("a")),
+                ("X-Workspace-ID", Some("b")),
+                ("X-Source-Workspace-Id", Some("c")),
+                ("X-Source-Workspace-Id", None),
+            ]
+        );
+    }
 }

@@ -1,6 +1,7 @@
 //! Who is calling: the operator (admin token) or one workspace (one of its
 //! live tokens). Tokens are looked up by SHA-256; the admin token is
-//! compared in constant time.
+//! compared in constant time. What each caller may do is `access`: the
+//! rules handlers declare in their signatures.
 
 use axum::extract::FromRequestParts;
 use axum::http::header::AUTHORIZATION;

@@ -23,8 +23,9 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 use tokio::sync::broadcast::error::RecvError;
 
-use super::access::{known_workspace, live_workspace, Calling, OnBehalf, Operator, SelfOrOperator};
-use super::auth::Principal;
+use super::access::{
+    known_workspace, live_workspace, Callee, Calling, OnBehalf, Operator, SelfOrOperator,
+};
 use super::extract::{DelegationPath, Query, WorkspacePath};
 use super::{AppState, Error, ErrorBody, Json, Result};
 use crate::domain::{self, Caller, DelegationId, DelegationStatus, WorkspaceId};
@@ -264,16 +265,7 @@ pub(crate) struct StatusReportRequest {
 }
 
 fn delegation_not_found() -> Error {
-    Error::NotFound("delegation not found".into())
-}
-
-/// Only the callee, with its own token, reports on a delegation; anyone
-/// else (the caller, the operator, a third workspace) gets the same 404.
-fn require_callee(principal: Principal, callee: WorkspaceId) -> Result<()> {
-    match principal {
-        Principal::Workspace(own) if own == callee => Ok(()),
-        _ => Err(delegation_not_found()),
-    }
+    Error::delegation_not_found()
 }
 
 fn conflict(current: DelegationStatus, message: String) -> Error {
@@ -293,11 +285,9 @@ fn conflict(current: DelegationStatus, message: String) -> Error {
         (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub(super) async fn report_delegation_status(
     State(state): State<AppState>,
-    principal: Principal,
-    DelegationPath(callee, id): DelegationPath,
+    Callee(DelegationPath(callee, id)): Callee,
     Json(body): Json<StatusReportRequest>,
 ) -> Result<Json<DelegationView>> {
-    require_callee(principal, callee)?;
     let status: DelegationStatus = body
         .status
         .parse()
@@ -334,10 +324,8 @@ pub(super) async fn report_delegation_status(
         (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub(super) async fn heartbeat_delegation(
     State(state): State<AppState>,
-    principal: Principal,
-    DelegationPath(callee, id): DelegationPath,
+    Callee(DelegationPath(callee, id)): Callee,
 ) -> Result<Json<DelegationView>> {
-    require_callee(principal, callee)?;
     match state
         .store
         .heartbeat_delegation(callee, id, domain::now())

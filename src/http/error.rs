@@ -110,6 +110,12 @@ impl Error {
         Error::NotFound("workspace not found".into())
     }
 
+    /// The 404 of a delegation the caller may not see (absent, or not one
+    /// it may act on: the same answer, so it learns nothing).
+    pub(crate) fn delegation_not_found() -> Self {
+        Error::NotFound("delegation not found".into())
+    }
+
     /// The single 404 for every file a caller may not have: absent, acked,
     /// expired or another workspace's all look the same.
     pub(crate) fn file_not_found() -> Self {
