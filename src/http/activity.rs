@@ -13,9 +13,9 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use super::access::{known_workspace, live_workspace, SelfOrOperator, WorkspaceItself};
 use super::auth::{Principal, Session};
 use super::extract::{Query, WorkspacePath};
-use super::workspaces::{live_workspace, require_known_workspace};
 use super::{AppState, Error, ErrorBody, Json, Result};
 use crate::domain::inbox::{self, InboxItem, InboxRow, Unreadable};
 use crate::domain::{self, WorkspaceId};
@@ -164,11 +164,9 @@ pub(super) struct CreatedId {
         (status = 403, body = ErrorBody)))]
 pub(super) async fn report_activity(
     State(state): State<AppState>,
-    principal: Principal,
-    WorkspacePath(id): WorkspacePath,
+    WorkspaceItself(WorkspacePath(id), _): WorkspaceItself,
     Json(body): Json<NewActivityReport>,
 ) -> Result<(StatusCode, Json<CreatedId>)> {
-    principal.require_workspace_itself(id)?;
     let ty = body.activity_type.trim();
     if ty.is_empty() || ty.chars().count() > 100 {
         return Err(Error::BadRequest(
@@ -318,13 +316,11 @@ pub(super) async fn still_allowed(
         (status = 404, body = ErrorBody), (status = 410, body = ErrorBody)))]
 pub(super) async fn list_activity(
     State(state): State<AppState>,
-    mut session: Session,
-    WorkspacePath(id): WorkspacePath,
+    SelfOrOperator(WorkspacePath(id), mut session): SelfOrOperator<WorkspacePath, Session>,
     Query(params): Query<ActivityParams>,
 ) -> Result<Json<Vec<ActivityView>>> {
-    session.principal.require_access(id)?;
     let (query, wait) = params.into_query()?;
-    require_known_workspace(&state, id).await?;
+    known_workspace(&state, id).await?;
     let deadline = tokio::time::Instant::now() + wait;
     // Watch before each read: a row committed (or a token revoked)
     // between the read and the wait still wakes us.

@@ -1,11 +1,11 @@
 //! Who is calling: the operator (admin token) or one workspace (one of its
 //! live tokens). Tokens are looked up by SHA-256; the admin token is
-//! compared in constant time.
+//! compared in constant time. What each caller may do is `access`: the
+//! rules handlers declare in their signatures.
 
 use axum::extract::FromRequestParts;
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
-use axum::http::HeaderMap;
 
 use super::{AppState, Error, Result};
 use crate::domain::team::{self, Caller, Node};
@@ -20,38 +20,9 @@ pub(crate) enum Principal {
     Workspace(WorkspaceId),
 }
 
-impl Principal {
-    /// 403 unless the operator.
-    pub(crate) fn require_operator(&self) -> Result<()> {
-        match self {
-            Principal::Operator => Ok(()),
-            Principal::Workspace(_) => Err(Error::Forbidden),
-        }
-    }
-
-    /// The operator, or the workspace itself. A token of another workspace
-    /// gets the same 401 as an unknown token: it may not even learn that
-    /// the path exists.
-    pub(crate) fn require_access(&self, id: WorkspaceId) -> Result<()> {
-        match self {
-            Principal::Operator => Ok(()),
-            Principal::Workspace(own) if *own == id => Ok(()),
-            Principal::Workspace(_) => Err(Error::Unauthorized),
-        }
-    }
-
-    /// Only the workspace itself (the operator may not act as it), unlike
-    /// [`Principal::require_access`].
-    pub(crate) fn require_workspace_itself(&self, id: WorkspaceId) -> Result<()> {
-        match self {
-            Principal::Workspace(own) if *own == id => Ok(()),
-            Principal::Workspace(_) => Err(Error::Unauthorized),
-            Principal::Operator => Err(Error::Forbidden),
-        }
-    }
-}
-
-fn bearer(parts: &Parts) -> Result<Option<AuthToken>> {
+/// The bearer token of the request: `None` without an `Authorization`
+/// header, 401 for one that is not a bearer token.
+pub(super) fn bearer(parts: &Parts) -> Result<Option<AuthToken>> {
     let Some(value) = parts.headers.get(AUTHORIZATION) else {
         return Ok(None);
     };
@@ -80,9 +51,17 @@ impl Principal {
 impl FromRequestParts<AppState> for Principal {
     type Rejection = Error;
 
+    /// Resolved once per request: a route whose rules both need the
+    /// caller (an access rule and [`super::access::Calling`]) looks the
+    /// token up once.
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self> {
+        if let Some(known) = parts.extensions.get::<Principal>() {
+            return Ok(*known);
+        }
         let token = bearer(parts)?.ok_or(Error::Unauthorized)?;
-        Principal::resolve(state, &token).await
+        let principal = Principal::resolve(state, &token).await?;
+        parts.extensions.insert(principal);
+        Ok(principal)
     }
 }
 
@@ -152,28 +131,6 @@ impl FromRequestParts<AppState> for MaybePrincipal {
             ))),
         }
     }
-}
-
-/// The headers in which a calling workspace names itself: Molecule's SDK
-/// sends `X-Workspace-ID`, molecule's own clients `X-Source-Workspace-Id`.
-pub(super) const CALLER_HEADERS: [&str; 2] = ["x-workspace-id", "x-source-workspace-id"];
-
-/// Checks that every caller header present names the token's own
-/// workspace: a token of A claiming to be B is 401, like a bad token.
-/// Naming no header at all is fine: the token already says who calls.
-pub(super) fn check_named_caller(headers: &HeaderMap, own: WorkspaceId) -> Result<()> {
-    for name in CALLER_HEADERS {
-        for value in headers.get_all(name) {
-            let named = value
-                .to_str()
-                .ok()
-                .and_then(|v| v.trim().parse::<WorkspaceId>().ok());
-            if named != Some(own) {
-                return Err(Error::Unauthorized);
-            }
-        }
-    }
-    Ok(())
 }
 
 /// 403 naming the communication rule unless `from` may reach `to`.

@@ -14,7 +14,7 @@ use std::convert::Infallible;
 use std::time::Duration;
 
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use chrono::{DateTime, Duration as Span, Utc};
 use futures::Stream;
@@ -22,7 +22,9 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tokio::sync::broadcast::error::RecvError;
 
-use super::auth::Principal;
+use super::access::{
+    known_workspace, live_workspace, Callee, Calling, OnBehalf, Operator, SelfOrOperator,
+};
 use super::extract::{DelegationPath, Query, WorkspacePath};
 use super::{AppState, Error, ErrorBody, Json, Result};
 use crate::domain::inbox::{Delegate, InboxItem};
@@ -127,47 +129,9 @@ async fn check_communication(state: &AppState, caller: Caller, target: Workspace
     let Caller::Workspace(from) = caller else {
         return Ok(());
     };
-    let node_of = |id: WorkspaceId| async move {
-        state
-            .store
-            .get_workspace(id)
-            .await?
-            .filter(crate::store::Workspace::is_live)
-            .map(|w| w.node())
-            .ok_or_else(Error::workspace_not_found)
-    };
-    let from = node_of(from).await?;
-    let to = node_of(target).await?;
+    let from = live_workspace(state, from).await?.node();
+    let to = live_workspace(state, target).await?.node();
     super::auth::require_reach(domain::team::Caller::Workspace(from), to)
-}
-
-/// Who is delegating: a workspace token must name itself in
-/// `X-Workspace-ID` (as the SDK sends it; absent means itself); the
-/// operator delegates as `operator`, or as a workspace it names there.
-async fn caller_of(state: &AppState, principal: Principal, headers: &HeaderMap) -> Result<Caller> {
-    let claimed = headers
-        .get("x-workspace-id")
-        .map(|v| v.to_str().map(str::trim).unwrap_or(""));
-    match principal {
-        Principal::Workspace(own) => match claimed {
-            None => Ok(Caller::Workspace(own)),
-            Some(raw) if raw.parse::<WorkspaceId>().ok() == Some(own) => Ok(Caller::Workspace(own)),
-            // Acting as another workspace: the same answer as a bad token.
-            Some(_) => Err(Error::Unauthorized),
-        },
-        Principal::Operator => match claimed {
-            None | Some("operator") => Ok(Caller::Operator),
-            Some(raw) => {
-                let id: WorkspaceId = raw.parse().map_err(|e: domain::IdError| {
-                    Error::BadRequest(format!("X-Workspace-ID: {e}"))
-                })?;
-                state.store.get_workspace(id).await?.ok_or_else(|| {
-                    Error::NotFound("the calling workspace does not exist".into())
-                })?;
-                Ok(Caller::Workspace(id))
-            }
-        },
-    }
 }
 
 /// The SDK's default key: the same task to the same target within one
@@ -190,12 +154,13 @@ fn default_key(target: WorkspaceId, task: &str, now: DateTime<Utc>) -> String {
         (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub(super) async fn create_delegation(
     State(state): State<AppState>,
-    principal: Principal,
-    WorkspacePath(target): WorkspacePath,
-    headers: HeaderMap,
+    Calling {
+        caller,
+        path: WorkspacePath(target),
+        ..
+    }: Calling<OnBehalf, WorkspacePath>,
     Json(body): Json<NewDelegationRequest>,
 ) -> Result<(StatusCode, Json<DelegationCreated>)> {
-    let caller = caller_of(&state, principal, &headers).await?;
     let now = domain::now();
     if body.task.trim().is_empty() {
         return Err(Error::BadRequest("`task` must not be empty".into()));
@@ -223,11 +188,7 @@ pub(super) async fn create_delegation(
             )))
         }
     };
-    state
-        .store
-        .get_workspace(target)
-        .await?
-        .ok_or_else(Error::workspace_not_found)?;
+    known_workspace(&state, target).await?;
     if caller == Caller::Workspace(target) {
         return Err(Error::Unprocessable(
             "a workspace cannot delegate to itself".into(),
@@ -295,16 +256,7 @@ pub(crate) struct StatusReportRequest {
 }
 
 fn delegation_not_found() -> Error {
-    Error::NotFound("delegation not found".into())
-}
-
-/// Only the callee, with its own token, reports on a delegation; anyone
-/// else (the caller, the operator, a third workspace) gets the same 404.
-fn require_callee(principal: Principal, callee: WorkspaceId) -> Result<()> {
-    match principal {
-        Principal::Workspace(own) if own == callee => Ok(()),
-        _ => Err(delegation_not_found()),
-    }
+    Error::delegation_not_found()
 }
 
 fn conflict(current: DelegationStatus, message: String) -> Error {
@@ -324,11 +276,9 @@ fn conflict(current: DelegationStatus, message: String) -> Error {
         (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub(super) async fn report_delegation_status(
     State(state): State<AppState>,
-    principal: Principal,
-    DelegationPath(callee, id): DelegationPath,
+    Callee(DelegationPath(callee, id)): Callee,
     Json(body): Json<StatusReportRequest>,
 ) -> Result<Json<DelegationView>> {
-    require_callee(principal, callee)?;
     let status: DelegationStatus = body
         .status
         .parse()
@@ -365,10 +315,8 @@ pub(super) async fn report_delegation_status(
         (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub(super) async fn heartbeat_delegation(
     State(state): State<AppState>,
-    principal: Principal,
-    DelegationPath(callee, id): DelegationPath,
+    Callee(DelegationPath(callee, id)): Callee,
 ) -> Result<Json<DelegationView>> {
-    require_callee(principal, callee)?;
     match state
         .store
         .heartbeat_delegation(callee, id, domain::now())
@@ -434,17 +382,11 @@ fn parse_filter(params: ListParams, party: Option<WorkspaceId>) -> Result<Delega
         (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub(super) async fn list_workspace_delegations(
     State(state): State<AppState>,
-    principal: Principal,
-    WorkspacePath(id): WorkspacePath,
+    SelfOrOperator(WorkspacePath(id), _): SelfOrOperator,
     Query(params): Query<ListParams>,
 ) -> Result<Json<Vec<DelegationView>>> {
-    principal.require_access(id)?;
     let filter = parse_filter(params, Some(id))?;
-    state
-        .store
-        .get_workspace(id)
-        .await?
-        .ok_or_else(Error::workspace_not_found)?;
+    known_workspace(&state, id).await?;
     let rows = state.store.list_delegations(&filter).await?;
     Ok(Json(rows.into_iter().map(Into::into).collect()))
 }
@@ -456,10 +398,8 @@ pub(super) async fn list_workspace_delegations(
         (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub(super) async fn get_delegation(
     State(state): State<AppState>,
-    principal: Principal,
-    DelegationPath(party, id): DelegationPath,
+    SelfOrOperator(DelegationPath(party, id), _): SelfOrOperator<DelegationPath>,
 ) -> Result<Json<DelegationView>> {
-    principal.require_access(party)?;
     match state.store.get_delegation(id).await? {
         Some(d) if d.callee_id == party || d.caller == Caller::Workspace(party) => {
             Ok(Json(d.into()))
@@ -475,10 +415,9 @@ pub(super) async fn get_delegation(
         (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
 pub(super) async fn list_all_delegations(
     State(state): State<AppState>,
-    principal: Principal,
+    _: Operator,
     Query(params): Query<ListParams>,
 ) -> Result<Json<Vec<DelegationView>>> {
-    principal.require_operator()?;
     let filter = parse_filter(params, None)?;
     let rows = state.store.list_delegations(&filter).await?;
     Ok(Json(rows.into_iter().map(Into::into).collect()))
@@ -494,9 +433,8 @@ pub(super) async fn list_all_delegations(
         (status = 403, body = ErrorBody)))]
 pub(super) async fn stream_delegation_events(
     State(state): State<AppState>,
-    principal: Principal,
+    _: Operator,
 ) -> Result<Sse<impl Stream<Item = std::result::Result<SseEvent, Infallible>>>> {
-    principal.require_operator()?;
     let events = state.bus.subscribe();
     let shutdown = state.shutdown.clone();
     let stream = futures::stream::unfold((events, shutdown), |(mut events, shutdown)| async move {
@@ -557,9 +495,8 @@ fn percentile(sorted: &[f64], p: f64) -> Option<f64> {
         (status = 403, body = ErrorBody)))]
 pub(super) async fn get_delegation_stats(
     State(state): State<AppState>,
-    principal: Principal,
+    _: Operator,
 ) -> Result<Json<DelegationStatsView>> {
-    principal.require_operator()?;
     let now = domain::now();
     let stats = state.store.delegation_stats(now - Span::hours(24)).await?;
     let mut counts: BTreeMap<String, i64> = DelegationStatus::ALL

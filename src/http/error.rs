@@ -110,6 +110,12 @@ impl Error {
         Error::NotFound("workspace not found".into())
     }
 
+    /// The 404 of a delegation the caller may not see (absent, or not one
+    /// it may act on: the same answer, so it learns nothing).
+    pub(crate) fn delegation_not_found() -> Self {
+        Error::NotFound("delegation not found".into())
+    }
+
     /// The single 404 for every file a caller may not have: absent, acked,
     /// expired or another workspace's all look the same.
     pub(crate) fn file_not_found() -> Self {
@@ -185,6 +191,14 @@ impl IntoResponse for Error {
             current_status,
         };
         (self.status_code(), axum::Json(body)).into_response()
+    }
+}
+
+/// What an extractor that cannot fail (such as the `()` path of
+/// [`super::access::Operator`]) rejects with.
+impl From<std::convert::Infallible> for Error {
+    fn from(never: std::convert::Infallible) -> Self {
+        match never {}
     }
 }
 

@@ -10,7 +10,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::auth::Principal;
+use super::access::{known_workspace, ScopedPath, SelfOrOperator};
 use super::extract::WorkspacePath;
 use super::{AppState, Error, ErrorBody, Json, Result};
 use crate::domain::memory::{check_value, Key};
@@ -82,6 +82,12 @@ impl<S: Send + Sync> FromRequestParts<S> for KeyPath {
     }
 }
 
+impl ScopedPath for KeyPath {
+    fn workspace_id(&self) -> WorkspaceId {
+        self.0
+    }
+}
+
 fn key_not_found() -> Error {
     Error::NotFound("key not found (absent or expired)".into())
 }
@@ -92,10 +98,8 @@ fn key_not_found() -> Error {
     responses((status = 200, body = [KvView]), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
 pub(super) async fn list_keys(
     State(state): State<AppState>,
-    principal: Principal,
-    WorkspacePath(id): WorkspacePath,
+    SelfOrOperator(WorkspacePath(id), _): SelfOrOperator,
 ) -> Result<Json<Vec<KvView>>> {
-    principal.require_access(id)?;
     let rows = state.store.kv_list(id, domain::now()).await?;
     Ok(Json(rows.into_iter().map(Into::into).collect()))
 }
@@ -107,10 +111,8 @@ pub(super) async fn list_keys(
         (status = 404, body = ErrorBody)))]
 pub(super) async fn get_key(
     State(state): State<AppState>,
-    principal: Principal,
-    KeyPath(id, key): KeyPath,
+    SelfOrOperator(KeyPath(id, key), _): SelfOrOperator<KeyPath>,
 ) -> Result<Json<KvView>> {
-    principal.require_access(id)?;
     let entry = state
         .store
         .kv_get(id, key.as_str(), domain::now())
@@ -128,11 +130,9 @@ pub(super) async fn get_key(
         (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 413, body = ErrorBody)))]
 pub(super) async fn set_key(
     State(state): State<AppState>,
-    principal: Principal,
-    WorkspacePath(id): WorkspacePath,
+    SelfOrOperator(WorkspacePath(id), _): SelfOrOperator,
     Json(body): Json<SetKey>,
 ) -> Result<Json<KvView>> {
-    principal.require_access(id)?;
     let key = Key::parse(&body.key)?;
     check_value(&body.value)?;
     if let Some(ttl) = body.ttl_s {
@@ -147,9 +147,7 @@ pub(super) async fn set_key(
             "`if_version` must be 0 (absent) or a version".into(),
         ));
     }
-    if state.store.get_workspace(id).await?.is_none() {
-        return Err(Error::workspace_not_found());
-    }
+    known_workspace(&state, id).await?;
     let now = domain::now();
     let write = KvWrite {
         value: body.value,
@@ -175,10 +173,8 @@ pub(super) async fn set_key(
         (status = 404, body = ErrorBody)))]
 pub(super) async fn delete_key(
     State(state): State<AppState>,
-    principal: Principal,
-    KeyPath(id, key): KeyPath,
+    SelfOrOperator(KeyPath(id, key), _): SelfOrOperator<KeyPath>,
 ) -> Result<StatusCode> {
-    principal.require_access(id)?;
     if !state
         .store
         .kv_delete(id, key.as_str(), domain::now())

@@ -3,16 +3,15 @@
 //! deleted (Molecule's SDK exits its run loop on either).
 
 use axum::extract::State;
-use axum::http::header::AUTHORIZATION;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 
-use super::auth::Principal;
+use super::access::{KnownWorkspace, Operator, SelfOrOperatorEvenRemoved};
 use super::extract::WorkspacePath;
 use super::workspaces::{log_event, WorkspaceView};
 use super::{AppState, Error, ErrorBody, Json, Result};
-use crate::domain::{self, AuthToken, InboxItem, WorkspaceId, WorkspaceStatus};
+use crate::domain::{self, InboxItem, WorkspaceId, WorkspaceStatus};
 use crate::events::Event;
 
 /// `GET /workspaces/:id/state` answer for a workspace that exists.
@@ -44,10 +43,8 @@ pub(crate) struct DeletedState {
         (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub(super) async fn pause_workspace(
     State(state): State<AppState>,
-    principal: Principal,
-    WorkspacePath(id): WorkspacePath,
+    Operator(WorkspacePath(id), _): Operator<WorkspacePath>,
 ) -> Result<Json<WorkspaceView>> {
-    principal.require_operator()?;
     set_paused(&state, id, true).await
 }
 
@@ -59,10 +56,8 @@ pub(super) async fn pause_workspace(
         (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub(super) async fn resume_workspace(
     State(state): State<AppState>,
-    principal: Principal,
-    WorkspacePath(id): WorkspacePath,
+    Operator(WorkspacePath(id), _): Operator<WorkspacePath>,
 ) -> Result<Json<WorkspaceView>> {
-    principal.require_operator()?;
     set_paused(&state, id, false).await
 }
 
@@ -93,10 +88,8 @@ async fn set_paused(
         (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub(super) async fn restart_workspace(
     State(state): State<AppState>,
-    principal: Principal,
-    WorkspacePath(id): WorkspacePath,
+    Operator(WorkspacePath(id), _): Operator<WorkspacePath>,
 ) -> Result<(StatusCode, Json<WorkspaceView>)> {
-    principal.require_operator()?;
     let row = InboxItem::RestartRequested.row();
     let (w, activity) = state
         .store
@@ -128,31 +121,11 @@ pub(super) async fn restart_workspace(
         (status = 404, body = DeletedState)))]
 pub(super) async fn get_workspace_state(
     State(state): State<AppState>,
-    WorkspacePath(id): WorkspacePath,
-    headers: HeaderMap,
+    KnownWorkspace {
+        row: w,
+        rule: SelfOrOperatorEvenRemoved(id),
+    }: KnownWorkspace<SelfOrOperatorEvenRemoved>,
 ) -> Result<Response> {
-    let token = bearer(&headers).ok_or(Error::Unauthorized)?;
-    match Principal::resolve(&state, &token).await {
-        Ok(principal) => principal.require_access(id)?,
-        // The delete revoked this token; it may still learn that its own
-        // workspace is gone, so the SDK exits instead of retrying a 401.
-        Err(Error::Unauthorized) => {
-            if state
-                .store
-                .removed_workspace_for_token(token.hash())
-                .await?
-                != Some(id)
-            {
-                return Err(Error::Unauthorized);
-            }
-        }
-        Err(e) => return Err(e),
-    }
-    let w = state
-        .store
-        .get_workspace(id)
-        .await?
-        .ok_or_else(Error::workspace_not_found)?;
     if !w.is_live() {
         return Ok((StatusCode::NOT_FOUND, Json(DeletedState { deleted: true })).into_response());
     }
@@ -166,11 +139,4 @@ pub(super) async fn get_workspace_state(
         deleted: false,
     })
     .into_response())
-}
-
-fn bearer(headers: &HeaderMap) -> Option<AuthToken> {
-    let value = headers.get(AUTHORIZATION)?.to_str().ok()?;
-    let (scheme, token) = value.split_once(' ')?;
-    (scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty())
-        .then(|| AuthToken::from_plaintext(token.trim()))
 }

@@ -11,9 +11,9 @@ use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use super::access::{known_workspace, Operator, ScopedPath, SelfOrOperator};
 use super::auth::Principal;
 use super::extract::WorkspacePath;
-use super::workspaces::require_known_workspace;
 use super::{AppState, Error, ErrorBody, Json, Result};
 use crate::domain::memory::{Content, MemoryError, Namespace, Reader, Scope, SearchTerms};
 use crate::domain::{self, MemoryId, WorkspaceId};
@@ -146,6 +146,12 @@ impl<S: Send + Sync> FromRequestParts<S> for MemoryPath {
     }
 }
 
+impl ScopedPath for MemoryPath {
+    fn workspace_id(&self) -> WorkspaceId {
+        self.0
+    }
+}
+
 fn memory_not_found() -> Error {
     Error::NotFound("memory not found".into())
 }
@@ -161,18 +167,16 @@ fn memory_not_found() -> Error {
         (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 413, body = ErrorBody)))]
 pub(super) async fn commit_memory(
     State(state): State<AppState>,
-    principal: Principal,
-    WorkspacePath(id): WorkspacePath,
+    SelfOrOperator(WorkspacePath(id), principal): SelfOrOperator,
     Json(body): Json<CommitMemory>,
 ) -> Result<(StatusCode, Json<CommittedMemory>)> {
-    principal.require_access(id)?;
     let scope: Scope = body.scope.parse()?;
     let content = Content::parse(body.content)?;
     let namespace = match body.namespace.as_deref() {
         None => Namespace::general(),
         Some(raw) => Namespace::parse(raw)?,
     };
-    require_known_workspace(&state, id).await?;
+    known_workspace(&state, id).await?;
     if scope == Scope::Global
         && principal != Principal::Operator
         && !memory::may_write_global(&*state.store, id).await?
@@ -298,14 +302,12 @@ async fn run_recall(state: &AppState, reader: Reader, n: Narrowing) -> Result<Ve
         (status = 404, body = ErrorBody)))]
 pub(super) async fn recall_memories(
     State(state): State<AppState>,
-    principal: Principal,
-    WorkspacePath(id): WorkspacePath,
+    SelfOrOperator(WorkspacePath(id), _): SelfOrOperator,
     params: std::result::Result<Query<RecallParams>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Vec<MemoryView>>> {
-    principal.require_access(id)?;
     let Query(p) = params.map_err(|e| Error::BadRequest(e.body_text()))?;
     let n = narrowing(p.q, p.scope, p.namespace, p.limit)?;
-    require_known_workspace(&state, id).await?;
+    known_workspace(&state, id).await?;
     let team = memory::team_of(&*state.store, id).await?;
     let reader = Reader::Workspace { id, team };
     Ok(Json(run_recall(&state, reader, n).await?))
@@ -319,10 +321,8 @@ pub(super) async fn recall_memories(
         (status = 404, body = ErrorBody)))]
 pub(super) async fn delete_memory(
     State(state): State<AppState>,
-    principal: Principal,
-    MemoryPath(id, mid): MemoryPath,
+    SelfOrOperator(MemoryPath(id, mid), _): SelfOrOperator<MemoryPath>,
 ) -> Result<StatusCode> {
-    principal.require_access(id)?;
     if !state.store.delete_memory(mid, Some(id)).await? {
         return Err(memory_not_found());
     }
@@ -338,10 +338,9 @@ pub(super) async fn delete_memory(
         (status = 403, body = ErrorBody)))]
 pub(super) async fn admin_recall_memories(
     State(state): State<AppState>,
-    principal: Principal,
+    _: Operator,
     params: std::result::Result<Query<AdminRecallParams>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Vec<MemoryView>>> {
-    principal.require_operator()?;
     let Query(p) = params.map_err(|e| Error::BadRequest(e.body_text()))?;
     let owner = p
         .workspace_id
@@ -362,10 +361,9 @@ pub(super) async fn admin_recall_memories(
         (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub(super) async fn admin_delete_memory(
     State(state): State<AppState>,
-    principal: Principal,
+    _: Operator,
     Path(mid): Path<String>,
 ) -> Result<StatusCode> {
-    principal.require_operator()?;
     let mid: MemoryId = mid
         .parse()
         .map_err(|e: domain::IdError| Error::BadRequest(e.to_string()))?;

@@ -4,15 +4,15 @@
 //! [`crate::domain::inbox`] items.
 
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
+use super::access::{live_workspace, AsPeer, Calling, WorkspaceItself};
 use super::activity::record;
-use super::auth::{check_named_caller, require_reach, Principal};
+use super::auth::require_reach;
 use super::extract::WorkspacePath;
-use super::workspaces::live_workspace;
 use super::{AppState, Error, ErrorBody, Json, Result};
 use crate::domain::inbox::{self, AgentMessage, InboxItem, Message, Sender};
 use crate::domain::team::Caller;
@@ -144,14 +144,16 @@ pub(super) struct Queued {
         (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 502, body = ErrorBody)))]
 pub(super) async fn send_a2a_message(
     State(state): State<AppState>,
-    principal: Principal,
-    WorkspacePath(id): WorkspacePath,
-    headers: HeaderMap,
+    Calling {
+        caller: sender,
+        path: WorkspacePath(id),
+        ..
+    }: Calling<AsPeer, WorkspacePath>,
     Json(body): Json<Value>,
 ) -> Result<Response> {
     // A peer call: the caller is the token's workspace, which may also name
     // itself in a header; the target must be within its reach.
-    let source = sending_peer(principal, &headers)?;
+    let source = sender.workspace();
     let workspace = live_workspace(&state, id).await?;
     if let Some(own) = source {
         let caller = live_workspace(&state, own).await?;
@@ -168,18 +170,6 @@ pub(super) async fn send_a2a_message(
         }
         (DeliveryMode::Push, None) if !paused => Err(super::workspaces::push_without_url()),
         _ => queue_message(&state, id, row).await,
-    }
-}
-
-/// The peer workspace a workspace token sends as: the token's own (a
-/// header naming another is 401); `None` for the operator.
-fn sending_peer(principal: Principal, headers: &HeaderMap) -> Result<Option<WorkspaceId>> {
-    match principal {
-        Principal::Operator => Ok(None),
-        Principal::Workspace(own) => {
-            check_named_caller(headers, own)?;
-            Ok(Some(own))
-        }
     }
 }
 
@@ -286,11 +276,9 @@ pub(super) struct Stored {
         (status = 403, body = ErrorBody)))]
 pub(super) async fn notify_operator(
     State(state): State<AppState>,
-    principal: Principal,
-    WorkspacePath(id): WorkspacePath,
+    WorkspaceItself(WorkspacePath(id), _): WorkspaceItself,
     Json(body): Json<Notify>,
 ) -> Result<Json<Stored>> {
-    principal.require_workspace_itself(id)?;
     if body
         .attachments
         .iter()

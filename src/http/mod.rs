@@ -3,6 +3,7 @@
 //! generated from the same handler annotations that route requests, so the
 //! document served at `/openapi.json` cannot drift from what runs.
 
+mod access;
 mod activity;
 mod auth;
 mod canvas;

@@ -9,7 +9,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 
-use super::auth::Principal;
+use super::access::Operator;
 use super::{AppState, ErrorBody, Json, Result};
 use crate::domain::{self, Tier};
 
@@ -89,11 +89,7 @@ pub(super) async fn ready(State(state): State<AppState>) -> Response {
 #[utoipa::path(get, path = "/metrics", tag = "operations",
     responses((status = 200, description = "Prometheus text format", content_type = "text/plain"),
         (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
-pub(super) async fn get_metrics(
-    State(state): State<AppState>,
-    principal: Principal,
-) -> Result<Response> {
-    principal.require_operator()?;
+pub(super) async fn get_metrics(State(state): State<AppState>, _: Operator) -> Result<Response> {
     Ok(metrics_response(&state))
 }
 
@@ -113,9 +109,8 @@ pub(crate) fn metrics_response(state: &AppState) -> Response {
     responses((status = 200, body = ServerConfigView), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
 pub(super) async fn get_server_config(
     State(state): State<AppState>,
-    principal: Principal,
+    _: Operator,
 ) -> Result<Json<ServerConfigView>> {
-    principal.require_operator()?;
     let config = &state.config;
     Ok(Json(ServerConfigView {
         max_file_bytes: config.limits.max_file_size,
@@ -130,9 +125,8 @@ pub(super) async fn get_server_config(
     responses((status = 200, body = UploadStatsView), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
 pub(super) async fn get_upload_stats(
     State(state): State<AppState>,
-    principal: Principal,
+    _: Operator,
 ) -> Result<Json<UploadStatsView>> {
-    principal.require_operator()?;
     let now = domain::now();
     let s = state.store.upload_stats(now).await?;
     Ok(Json(UploadStatsView {

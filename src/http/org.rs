@@ -13,12 +13,13 @@ use axum::http::header::CONTENT_TYPE;
 use axum::http::HeaderMap;
 use serde::{Deserialize, Serialize};
 
-use super::auth::Principal;
+use super::access::Operator;
 use super::extract::Query;
 use super::workspaces::{check_url, log_event};
 use super::{AppState, Error, ErrorBody, Json, Result};
 use crate::domain::{
-    self, AuthToken, DeliveryMode, OrgTemplate, TemplateError, TemplateFormat, Tier, WorkspaceId,
+    self, AuthToken, DeliveryMode, FlatNode, OrgTemplate, TemplateDefaults, TemplateError,
+    TemplateFormat, Tier, WorkspaceId,
 };
 use crate::store::{ImportNode, NewWorkspace};
 
@@ -112,12 +113,11 @@ fn template_error(e: TemplateError) -> Error {
         (status = 403, body = ErrorBody), (status = 413, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub(super) async fn import_org(
     State(state): State<AppState>,
-    principal: Principal,
+    _: Operator,
     Query(params): Query<ImportParams>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Json<ImportReport>> {
-    principal.require_operator()?;
     let dry_run = params.dry_run.unwrap_or(false);
     let text = std::str::from_utf8(&body)
         .map_err(|_| Error::BadRequest("malformed template: the body is not UTF-8".into()))?;
@@ -126,47 +126,7 @@ pub(super) async fn import_org(
     let template = OrgTemplate::parse(text, format).map_err(template_error)?;
 
     let flat = template.flatten();
-    let mut plan = Vec::with_capacity(flat.len());
-    let mut tokens = Vec::with_capacity(flat.len());
-    let defaults = &template.defaults;
-    for (node, path) in &flat {
-        let n = node.node;
-        let tier = Tier::resolve(n.tier.or(defaults.tier), state.config.default_tier);
-        let runtime = domain::resolve_runtime(n.runtime.as_deref().or(defaults.runtime.as_deref()))
-            .map_err(|e| Error::Unprocessable(format!("{path}.runtime: {e}")))?;
-        let model = domain::resolve_model(
-            n.model.as_deref().or(defaults.model.as_deref()),
-            &runtime,
-            &state.config.default_model,
-        )
-        .map_err(|e| Error::Unprocessable(format!("{path}.model: {e}")))?;
-        let url = n
-            .url
-            .as_deref()
-            .filter(|u| !u.trim().is_empty())
-            .map(|u| check_url(&state, u))
-            .transpose()
-            .map_err(|e| Error::Unprocessable(format!("{path}.url: {e}")))?;
-        let token = AuthToken::generate();
-        plan.push(ImportNode {
-            parent: node.parent,
-            workspace: NewWorkspace {
-                name: n.name.trim().to_owned(),
-                delivery_mode: n
-                    .delivery_mode
-                    .or(defaults.delivery_mode)
-                    .unwrap_or(DeliveryMode::Poll),
-                url,
-                parent_id: None,
-                tier,
-                runtime,
-                model,
-            },
-            id: WorkspaceId::new(),
-            token: token.hash(),
-        });
-        tokens.push(token);
-    }
+    let (plan, tokens) = plan_import(&state, &template.defaults, &flat)?;
 
     let done = state
         .store
@@ -215,6 +175,58 @@ pub(super) async fn import_org(
         skipped,
         summary: summary(created, skipped, dry_run),
     }))
+}
+
+/// The store's plan for each node of the flattened template, with the
+/// token minted for it (shown once, for the workspaces created): each
+/// node's settings resolved against the template's defaults, then the
+/// server's; a bad one is 422 naming its place in the template.
+fn plan_import(
+    state: &AppState,
+    defaults: &TemplateDefaults,
+    flat: &[(FlatNode<'_>, String)],
+) -> Result<(Vec<ImportNode>, Vec<AuthToken>)> {
+    let mut plan = Vec::with_capacity(flat.len());
+    let mut tokens = Vec::with_capacity(flat.len());
+    for (node, path) in flat {
+        let n = node.node;
+        let tier = Tier::resolve(n.tier.or(defaults.tier), state.config.default_tier);
+        let runtime = domain::resolve_runtime(n.runtime.as_deref().or(defaults.runtime.as_deref()))
+            .map_err(|e| Error::Unprocessable(format!("{path}.runtime: {e}")))?;
+        let model = domain::resolve_model(
+            n.model.as_deref().or(defaults.model.as_deref()),
+            &runtime,
+            &state.config.default_model,
+        )
+        .map_err(|e| Error::Unprocessable(format!("{path}.model: {e}")))?;
+        let url = n
+            .url
+            .as_deref()
+            .filter(|u| !u.trim().is_empty())
+            .map(|u| check_url(state, u))
+            .transpose()
+            .map_err(|e| Error::Unprocessable(format!("{path}.url: {e}")))?;
+        let token = AuthToken::generate();
+        plan.push(ImportNode {
+            parent: node.parent,
+            workspace: NewWorkspace {
+                name: n.name.trim().to_owned(),
+                delivery_mode: n
+                    .delivery_mode
+                    .or(defaults.delivery_mode)
+                    .unwrap_or(DeliveryMode::Poll),
+                url,
+                parent_id: None,
+                tier,
+                runtime,
+                model,
+            },
+            id: WorkspaceId::new(),
+            token: token.hash(),
+        });
+        tokens.push(token);
+    }
+    Ok((plan, tokens))
 }
 
 /// Whether `id` is one the import created (in a dry run: would create).

@@ -3,12 +3,13 @@
 //! address (`GET /registry/discover/:target`). Both apply the one
 //! communication rule of `crate::domain::team`.
 
-use axum::extract::{Path, State};
-use axum::http::HeaderMap;
+use axum::extract::State;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::auth::{check_named_caller, require_reach, Principal};
+use super::access::{live_workspace, AsPeer, Calling, SelfOrOperator};
+use super::auth::require_reach;
+use super::extract::WorkspacePath;
 use super::workspaces::WorkspaceStatus;
 use super::{AppState, Error, ErrorBody, Json, Result};
 use crate::domain::team::{self, Caller};
@@ -64,26 +65,16 @@ fn status(state: &AppState, w: &Workspace) -> WorkspaceStatus {
         .status(domain::now(), state.config.offline_after)
 }
 
-fn parse_id(raw: &str) -> Result<WorkspaceId> {
-    raw.parse()
-        .map_err(|e: domain::IdError| Error::BadRequest(e.to_string()))
-}
-
-/// Who is asking: the operator, or the token's workspace (which may name
-/// itself in `X-Workspace-ID`), at its place in the tree.
-async fn caller(state: &AppState, principal: Principal, headers: &HeaderMap) -> Result<Caller> {
-    match principal {
-        Principal::Operator => Ok(Caller::Operator),
-        Principal::Workspace(own) => {
-            check_named_caller(headers, own)?;
-            let me = state
-                .store
-                .get_workspace(own)
-                .await?
-                .filter(Workspace::is_live)
-                .ok_or(Error::Unauthorized)?;
-            Ok(Caller::Workspace(me.node()))
-        }
+/// Who is asking, at its place in the tree: a workspace whose own row is
+/// gone is answered like a revoked token (401), not with a 404.
+async fn caller(state: &AppState, calling: domain::Caller) -> Result<Caller> {
+    match calling {
+        domain::Caller::Operator => Ok(Caller::Operator),
+        domain::Caller::Workspace(own) => match live_workspace(state, own).await {
+            Ok(me) => Ok(Caller::Workspace(me.node())),
+            Err(Error::NotFound(_)) => Err(Error::Unauthorized),
+            Err(e) => Err(e),
+        },
     }
 }
 
@@ -96,21 +87,10 @@ async fn caller(state: &AppState, principal: Principal, headers: &HeaderMap) -> 
         (status = 404, body = ErrorBody)))]
 pub(super) async fn list_peers(
     State(state): State<AppState>,
-    principal: Principal,
-    Path(id): Path<String>,
-    headers: HeaderMap,
+    SelfOrOperator(WorkspacePath(id), _): SelfOrOperator,
+    _: Calling<AsPeer>,
 ) -> Result<Json<Vec<PeerView>>> {
-    let id = parse_id(&id)?;
-    principal.require_access(id)?;
-    if let Principal::Workspace(own) = principal {
-        check_named_caller(&headers, own)?;
-    }
-    let me = state
-        .store
-        .get_workspace(id)
-        .await?
-        .filter(Workspace::is_live)
-        .ok_or_else(Error::workspace_not_found)?;
+    let me = live_workspace(&state, id).await?;
     let from = Caller::Workspace(me.node());
     let peers = state
         .store
@@ -148,18 +128,14 @@ pub(super) async fn list_peers(
         (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub(super) async fn discover_peer(
     State(state): State<AppState>,
-    principal: Principal,
-    Path(target): Path<String>,
-    headers: HeaderMap,
+    Calling {
+        caller: calling,
+        path: WorkspacePath(target),
+        ..
+    }: Calling<AsPeer, WorkspacePath>,
 ) -> Result<Json<DiscoveredPeer>> {
-    let target = parse_id(&target)?;
-    let from = caller(&state, principal, &headers).await?;
-    let found = state
-        .store
-        .get_workspace(target)
-        .await?
-        .filter(Workspace::is_live)
-        .ok_or_else(Error::workspace_not_found)?;
+    let from = caller(&state, calling).await?;
+    let found = live_workspace(&state, target).await?;
     require_reach(from, found.node())?;
     Ok(Json(DiscoveredPeer {
         id: found.id,

@@ -11,6 +11,7 @@ use chrono::{DateTime, Utc};
 use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
 use serde::{Deserialize, Serialize};
 
+use super::access::{SelfOrOperator, WorkspaceItself};
 use super::auth::Principal;
 use super::extract::{FilePath, Query, WorkspacePath};
 use super::{AppState, Error, ErrorBody, Json, Result};
@@ -96,11 +97,9 @@ pub(super) struct ListParams {
     responses((status = 200, body = [PendingUploadView]), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
 pub(super) async fn list_pending_uploads(
     State(state): State<AppState>,
-    principal: Principal,
-    WorkspacePath(id): WorkspacePath,
+    SelfOrOperator(WorkspacePath(id), _): SelfOrOperator,
     Query(params): Query<ListParams>,
 ) -> Result<Json<Vec<PendingUploadView>>> {
-    principal.require_access(id)?;
     let now = domain::now();
     let rows = match params.include.as_deref() {
         None => state.store.list_pending_uploads(id, now).await?,
@@ -159,11 +158,9 @@ fn wanted_range(headers: &HeaderMap, size: u64) -> Wanted {
         (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 416, body = ErrorBody)))]
 pub(super) async fn get_pending_upload_content(
     State(state): State<AppState>,
-    principal: Principal,
-    FilePath(id, file_id): FilePath,
+    SelfOrOperator(FilePath(id, file_id), principal): SelfOrOperator<FilePath>,
     headers: HeaderMap,
 ) -> Result<Response> {
-    principal.require_access(id)?;
     // Only the workspace's own download counts as "fetched": an operator
     // looking at a staged file must not hide a workspace that never came.
     let by_workspace = matches!(principal, Principal::Workspace(_));
@@ -289,10 +286,8 @@ fn content_response(
         (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub(super) async fn ack_pending_upload(
     State(state): State<AppState>,
-    principal: Principal,
-    FilePath(id, file_id): FilePath,
+    WorkspaceItself(FilePath(id, file_id), _): WorkspaceItself<FilePath>,
 ) -> Result<Json<Acked>> {
-    principal.require_workspace_itself(id)?;
     let now = domain::now();
     match state.store.ack_pending_upload(id, file_id, now).await? {
         AckOutcome::Acked(row) => {

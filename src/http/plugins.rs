@@ -5,8 +5,9 @@
 use std::io;
 
 use axum::body::Body;
-use axum::extract::{Path, Query, State};
+use axum::extract::{FromRequestParts, Path, Query, State};
 use axum::http::header::{self, HeaderMap, HeaderValue};
+use axum::http::request::Parts;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
@@ -15,10 +16,12 @@ use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use super::auth::Principal;
+use super::access::{
+    known_workspace, KnownWorkspace, Operator, ScopedPath, SelfOrOperator, WorkspaceItself,
+};
 use super::extract::WorkspacePath;
 use super::{AppState, Error, ErrorBody, Json, Result};
-use crate::domain::{self, PluginName};
+use crate::domain::{self, PluginName, WorkspaceId};
 use crate::plugin_archive::{check_archive, ArchiveError, ChannelReader};
 use crate::store::{Plugin, PluginInstall};
 
@@ -95,12 +98,11 @@ fn too_large(limit: u64) -> Error {
         (status = 503, body = ErrorBody)))]
 pub(super) async fn publish_plugin(
     State(state): State<AppState>,
-    principal: Principal,
+    _: Operator,
     Path(name): Path<String>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Json<PluginView>> {
-    principal.require_operator()?;
     let name = parse_name(&name)?;
     let limit = state.config.max_plugin_size;
     let declared = headers
@@ -230,9 +232,8 @@ async fn stream_checked(
     responses((status = 200, body = [PluginView]), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
 pub(super) async fn list_plugins(
     State(state): State<AppState>,
-    principal: Principal,
+    _: Operator,
 ) -> Result<Json<Vec<PluginView>>> {
-    principal.require_operator()?;
     let plugins = state.store.list_plugins().await?;
     Ok(Json(plugins.into_iter().map(PluginView::from).collect()))
 }
@@ -244,10 +245,9 @@ pub(super) async fn list_plugins(
         (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub(super) async fn delete_plugin(
     State(state): State<AppState>,
-    principal: Principal,
+    _: Operator,
     Path(name): Path<String>,
 ) -> Result<StatusCode> {
-    principal.require_operator()?;
     let name = parse_name(&name)?;
     let key = state
         .store
@@ -269,11 +269,29 @@ pub(super) struct DownloadParams {
     pub source: Option<String>,
 }
 
-/// Path of `/workspaces/{id}/plugins/{name}/download`.
-#[derive(Debug, Deserialize)]
-pub(super) struct DownloadPath {
-    id: String,
-    name: String,
+/// Path of `/workspaces/{id}/plugins/{name}/download`: the workspace id
+/// parsed (400) before the access rule, the name checked after it.
+#[derive(Debug)]
+pub(super) struct DownloadPath(pub WorkspaceId, pub String);
+
+impl FromRequestParts<AppState> for DownloadPath {
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self> {
+        let Path((id, name)) = Path::<(String, String)>::from_request_parts(parts, state)
+            .await
+            .map_err(|e| Error::BadRequest(e.body_text()))?;
+        let id = id
+            .parse()
+            .map_err(|e: domain::IdError| Error::BadRequest(e.to_string()))?;
+        Ok(DownloadPath(id, name))
+    }
+}
+
+impl ScopedPath for DownloadPath {
+    fn workspace_id(&self) -> WorkspaceId {
+        self.0
+    }
 }
 
 /// The workspace downloads a published plugin (streamed, `ETag` = its
@@ -284,22 +302,12 @@ pub(super) struct DownloadPath {
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub(super) async fn download_plugin(
     State(state): State<AppState>,
-    principal: Principal,
-    Path(path): Path<DownloadPath>,
+    SelfOrOperator(DownloadPath(id, name), _): SelfOrOperator<DownloadPath>,
     Query(params): Query<DownloadParams>,
     headers: HeaderMap,
 ) -> Result<Response> {
-    let id = path
-        .id
-        .parse()
-        .map_err(|e: domain::IdError| Error::BadRequest(e.to_string()))?;
-    principal.require_access(id)?;
-    let name = parse_name(&path.name)?;
-    state
-        .store
-        .get_workspace(id)
-        .await?
-        .ok_or_else(Error::workspace_not_found)?;
+    let name = parse_name(&name)?;
+    known_workspace(&state, id).await?;
     let plugin = state
         .store
         .get_plugin(&name)
@@ -352,11 +360,9 @@ pub(super) struct NewPluginInstall {
         (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub(super) async fn record_plugin_install(
     State(state): State<AppState>,
-    principal: Principal,
-    WorkspacePath(id): WorkspacePath,
+    WorkspaceItself(WorkspacePath(id), _): WorkspaceItself,
     Json(body): Json<NewPluginInstall>,
 ) -> Result<(StatusCode, Json<PluginInstallView>)> {
-    principal.require_workspace_itself(id)?;
     let source = body.source.trim();
     if source.is_empty() || source.len() > 2048 {
         return Err(Error::BadRequest(
@@ -390,15 +396,11 @@ pub(super) async fn record_plugin_install(
         (status = 404, body = ErrorBody)))]
 pub(super) async fn list_plugin_installs(
     State(state): State<AppState>,
-    principal: Principal,
-    WorkspacePath(id): WorkspacePath,
+    KnownWorkspace {
+        rule: SelfOrOperator(WorkspacePath(id), _),
+        ..
+    }: KnownWorkspace,
 ) -> Result<Json<Vec<PluginInstallView>>> {
-    principal.require_access(id)?;
-    state
-        .store
-        .get_workspace(id)
-        .await?
-        .ok_or_else(Error::workspace_not_found)?;
     let installs = state.store.list_plugin_installs(id).await?;
     Ok(Json(
         installs.into_iter().map(PluginInstallView::from).collect(),

@@ -6,7 +6,8 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::auth::{MaybePrincipal, Principal};
+use super::access::{live_workspace, NamesWorkspace, SelfOrOperatorBody};
+use super::auth::MaybePrincipal;
 use super::workspaces::{check_url, push_without_url, WorkspaceView};
 use super::{AppState, Error, ErrorBody, Json, Result};
 use crate::domain::{self, AuthToken, DeliveryMode, HeartbeatReport, WorkspaceId};
@@ -74,6 +75,18 @@ fn parse_id(raw: &str) -> Result<WorkspaceId> {
         .map_err(|e: domain::IdError| Error::BadRequest(e.to_string()))
 }
 
+impl NamesWorkspace for Registration {
+    fn workspace_id(&self) -> Result<WorkspaceId> {
+        parse_id(&self.id)
+    }
+}
+
+impl NamesWorkspace for Heartbeat {
+    fn workspace_id(&self) -> Result<WorkspaceId> {
+        parse_id(&self.workspace_id)
+    }
+}
+
 /// Registers a workspace (marks it online, records its mode, URL and
 /// card). Without a token this is allowed while the workspace has no live
 /// token: then one is minted and returned once. Without a token while one
@@ -86,25 +99,18 @@ fn parse_id(raw: &str) -> Result<WorkspaceId> {
         (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub(super) async fn register_workspace(
     State(state): State<AppState>,
-    MaybePrincipal(principal): MaybePrincipal,
-    Json(reg): Json<Registration>,
+    SelfOrOperatorBody(reg, id, MaybePrincipal(principal)): SelfOrOperatorBody<
+        Registration,
+        MaybePrincipal,
+    >,
 ) -> Result<Json<RegisteredWorkspace>> {
-    let id = parse_id(&reg.id)?;
-    if let Some(p) = principal {
-        p.require_access(id)?;
-    }
     let url = reg
         .url
         .as_deref()
         .filter(|u| is_inbound_url(u))
         .map(|u| check_url(&state, u))
         .transpose()?;
-    let current = state
-        .store
-        .get_workspace(id)
-        .await?
-        .filter(crate::store::Workspace::is_live)
-        .ok_or_else(Error::workspace_not_found)?;
+    let current = live_workspace(&state, id).await?;
     let mode = reg.delivery_mode.unwrap_or(current.delivery_mode);
     if mode == DeliveryMode::Push && url.is_none() && current.url.is_none() {
         return Err(push_without_url());
@@ -172,11 +178,8 @@ fn is_inbound_url(raw: &str) -> bool {
         (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub(super) async fn heartbeat_workspace(
     State(state): State<AppState>,
-    principal: Principal,
-    Json(beat): Json<Heartbeat>,
+    SelfOrOperatorBody(beat, id, _): SelfOrOperatorBody<Heartbeat>,
 ) -> Result<Json<HeartbeatAck>> {
-    let id = parse_id(&beat.workspace_id)?;
-    principal.require_access(id)?;
     let report = HeartbeatReport::parse(
         beat.current_task,
         beat.active_tasks,

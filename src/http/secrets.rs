@@ -11,9 +11,8 @@ use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::auth::Principal;
+use super::access::{KnownWorkspace, Operator, WorkspaceItself};
 use super::extract::WorkspacePath;
-use super::workspaces::require_known_workspace;
 use super::{AppState, Error, ErrorBody, Json, Result};
 use crate::domain::{self, SecretName, WorkspaceId};
 use crate::store::{SecretMeta, SecretScope};
@@ -98,11 +97,10 @@ async fn delete_secret(state: &AppState, scope: SecretScope, key: &str) -> Resul
         (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 413, body = ErrorBody)))]
 pub(super) async fn set_workspace_secret(
     State(state): State<AppState>,
-    principal: Principal,
+    _: Operator,
     Path((id, key)): Path<(String, String)>,
     Json(body): Json<NewSecret>,
 ) -> Result<Json<SecretView>> {
-    principal.require_operator()?;
     let id = parse_workspace(&id)?;
     put_secret(&state, SecretScope::Workspace(id), &key, body).await
 }
@@ -114,10 +112,9 @@ pub(super) async fn set_workspace_secret(
         (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub(super) async fn delete_workspace_secret(
     State(state): State<AppState>,
-    principal: Principal,
+    _: Operator,
     Path((id, key)): Path<(String, String)>,
 ) -> Result<StatusCode> {
-    principal.require_operator()?;
     let id = parse_workspace(&id)?;
     delete_secret(&state, SecretScope::Workspace(id), &key).await
 }
@@ -129,11 +126,11 @@ pub(super) async fn delete_workspace_secret(
         (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub(super) async fn list_workspace_secrets(
     State(state): State<AppState>,
-    principal: Principal,
-    WorkspacePath(id): WorkspacePath,
+    KnownWorkspace {
+        rule: Operator(WorkspacePath(id), _),
+        ..
+    }: KnownWorkspace<Operator<WorkspacePath>>,
 ) -> Result<Json<Vec<SecretView>>> {
-    principal.require_operator()?;
-    require_known_workspace(&state, id).await?;
     let keys = state.store.list_secrets(SecretScope::Workspace(id)).await?;
     Ok(Json(keys.into_iter().map(SecretView::from).collect()))
 }
@@ -146,11 +143,11 @@ pub(super) async fn list_workspace_secrets(
         (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub(super) async fn get_secret_values(
     State(state): State<AppState>,
-    principal: Principal,
-    WorkspacePath(id): WorkspacePath,
+    KnownWorkspace {
+        rule: WorkspaceItself(WorkspacePath(id), _),
+        ..
+    }: KnownWorkspace<WorkspaceItself>,
 ) -> Result<Json<BTreeMap<String, String>>> {
-    principal.require_workspace_itself(id)?;
-    require_known_workspace(&state, id).await?;
     let sealed = state.store.sealed_secrets(id).await?;
     let mut values = BTreeMap::new();
     // Globals first, so the workspace's own value of a key replaces them.
@@ -180,11 +177,10 @@ pub(super) async fn get_secret_values(
         (status = 403, body = ErrorBody), (status = 413, body = ErrorBody)))]
 pub(super) async fn set_global_secret(
     State(state): State<AppState>,
-    principal: Principal,
+    _: Operator,
     Path(key): Path<String>,
     Json(body): Json<NewSecret>,
 ) -> Result<Json<SecretView>> {
-    principal.require_operator()?;
     put_secret(&state, SecretScope::Global, &key, body).await
 }
 
@@ -195,10 +191,9 @@ pub(super) async fn set_global_secret(
         (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub(super) async fn delete_global_secret(
     State(state): State<AppState>,
-    principal: Principal,
+    _: Operator,
     Path(key): Path<String>,
 ) -> Result<StatusCode> {
-    principal.require_operator()?;
     delete_secret(&state, SecretScope::Global, &key).await
 }
 
@@ -207,9 +202,8 @@ pub(super) async fn delete_global_secret(
     responses((status = 200, body = [SecretView]), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
 pub(super) async fn list_global_secrets(
     State(state): State<AppState>,
-    principal: Principal,
+    _: Operator,
 ) -> Result<Json<Vec<SecretView>>> {
-    principal.require_operator()?;
     let keys = state.store.list_secrets(SecretScope::Global).await?;
     Ok(Json(keys.into_iter().map(SecretView::from).collect()))
 }

@@ -15,10 +15,10 @@ use serde::Deserialize;
 use serde_json::json;
 use tokio::sync::broadcast::error::RecvError;
 
+use super::access::{known_workspace, Operator};
 use super::activity::{still_allowed, ActivityView, MAX_LIMIT};
 use super::auth::Session;
 use super::extract::{Query, WorkspacePath};
-use super::workspaces::require_known_workspace;
 use super::{AppState, ErrorBody, Result};
 use crate::domain::WorkspaceId;
 use crate::events::Event;
@@ -145,12 +145,10 @@ impl SseCursor {
         (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub(super) async fn stream_events(
     State(state): State<AppState>,
-    session: Session,
-    WorkspacePath(id): WorkspacePath,
+    Operator(WorkspacePath(id), session): Operator<WorkspacePath, Session>,
     Query(params): Query<EventParams>,
 ) -> Result<Sse<impl Stream<Item = std::result::Result<SseEvent, Infallible>>>> {
-    session.principal.require_operator()?;
-    require_known_workspace(&state, id).await?;
+    known_workspace(&state, id).await?;
     let mut cursor = SseCursor {
         events: state.bus.subscribe(),
         state,

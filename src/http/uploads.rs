@@ -21,7 +21,7 @@ use serde::Serialize;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use super::auth::Principal;
+use super::access::{LiveWorkspace, Operator};
 use super::extract::WorkspacePath;
 use super::multipart::{
     Framing, FramingGuard, Scanner, Verdict, DRAIN_TIME, FRAMING_ALLOWANCE, MAX_PART_HEADER,
@@ -257,17 +257,12 @@ fn request_too_large(limit: u64) -> Error {
         (status = 422, body = ErrorBody), (status = 502, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub(super) async fn upload_chat_files(
     State(state): State<AppState>,
-    principal: Principal,
-    WorkspacePath(id): WorkspacePath,
+    LiveWorkspace {
+        row: workspace,
+        rule: Operator(WorkspacePath(id), _),
+    }: LiveWorkspace<Operator<WorkspacePath>>,
     req: Request,
 ) -> Result<Response> {
-    principal.require_operator()?;
-    let workspace = state
-        .store
-        .get_workspace(id)
-        .await?
-        .filter(crate::store::Workspace::is_live)
-        .ok_or_else(Error::workspace_not_found)?;
     let is_multipart = req
         .headers()
         .get(CONTENT_TYPE)

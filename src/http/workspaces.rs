@@ -12,7 +12,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::Value;
 
-use super::auth::Principal;
+use super::access::{live_workspace, LiveWorkspace, Operator};
 use super::extract::{Query, WorkspacePath};
 use super::{AppState, Error, ErrorBody, Json, Result};
 use crate::domain::{self, AuthToken, CallbackUrl, DeliveryMode, Tier, WorkspaceId};
@@ -282,28 +282,6 @@ fn unprocessable(e: impl std::fmt::Display) -> Error {
     Error::Unprocessable(e.to_string())
 }
 
-/// A live workspace, or the 404: messages, reports and changes to a
-/// removed one are refused.
-pub(super) async fn live_workspace(state: &AppState, id: WorkspaceId) -> Result<Workspace> {
-    state
-        .store
-        .get_workspace(id)
-        .await?
-        .filter(Workspace::is_live)
-        .ok_or_else(Error::workspace_not_found)
-}
-
-/// The 404 unless the workspace exists, removed ones included: its history,
-/// memories and secrets stay readable until the sweeper purges it.
-pub(super) async fn require_known_workspace(state: &AppState, id: WorkspaceId) -> Result<()> {
-    state
-        .store
-        .get_workspace(id)
-        .await?
-        .map(|_| ())
-        .ok_or_else(Error::workspace_not_found)
-}
-
 /// Creates a workspace and mints its first token.
 #[utoipa::path(post, path = "/workspaces", tag = "workspaces",
     request_body = NewWorkspace,
@@ -314,10 +292,9 @@ pub(super) async fn require_known_workspace(state: &AppState, id: WorkspaceId) -
     ))]
 pub(super) async fn create_workspace(
     State(state): State<AppState>,
-    principal: Principal,
+    _: Operator,
     Json(new): Json<NewWorkspace>,
 ) -> Result<(StatusCode, Json<CreatedWorkspace>)> {
-    principal.require_operator()?;
     let name = check_name(&new.name)?;
     let url = new
         .url
@@ -382,10 +359,9 @@ pub(super) struct ListParams {
     responses((status = 200, body = [WorkspaceView]), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
 pub(super) async fn list_workspaces(
     State(state): State<AppState>,
-    principal: Principal,
+    _: Operator,
     Query(params): Query<ListParams>,
 ) -> Result<Json<Vec<WorkspaceView>>> {
-    principal.require_operator()?;
     let filter = match params.parent_id.as_deref().map(str::trim) {
         None => None,
         Some("") => Some(None),
@@ -418,11 +394,8 @@ pub(super) async fn list_workspaces(
     responses((status = 200, body = WorkspaceView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub(super) async fn get_workspace(
     State(state): State<AppState>,
-    principal: Principal,
-    WorkspacePath(id): WorkspacePath,
+    LiveWorkspace { row: w, .. }: LiveWorkspace,
 ) -> Result<Json<WorkspaceView>> {
-    principal.require_access(id)?;
-    let w = live_workspace(&state, id).await?;
     Ok(Json(WorkspaceView::load(&state, w).await?))
 }
 
@@ -435,11 +408,9 @@ pub(super) async fn get_workspace(
         (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub(super) async fn update_workspace(
     State(state): State<AppState>,
-    principal: Principal,
-    WorkspacePath(id): WorkspacePath,
+    Operator(WorkspacePath(id), _): Operator<WorkspacePath>,
     Json(update): Json<UpdateWorkspace>,
 ) -> Result<Json<WorkspaceView>> {
-    principal.require_operator()?;
     let current = live_workspace(&state, id).await?;
     let name = update.name.as_deref().map(check_name).transpose()?;
     let parent_id = match update.parent_id.as_ref() {
@@ -514,11 +485,9 @@ pub(super) struct DeleteParams {
         (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub(super) async fn delete_workspace(
     State(state): State<AppState>,
-    principal: Principal,
-    WorkspacePath(id): WorkspacePath,
+    Operator(WorkspacePath(id), _): Operator<WorkspacePath>,
     Query(params): Query<DeleteParams>,
 ) -> Result<StatusCode> {
-    principal.require_operator()?;
     let cascade = params.cascade.unwrap_or(false);
     match state
         .store
@@ -552,10 +521,8 @@ pub(super) async fn delete_workspace(
         (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub(super) async fn rotate_workspace_token(
     State(state): State<AppState>,
-    principal: Principal,
-    WorkspacePath(id): WorkspacePath,
+    Operator(WorkspacePath(id), _): Operator<WorkspacePath>,
 ) -> Result<Json<RotatedToken>> {
-    principal.require_operator()?;
     let token = AuthToken::generate();
     if !state
         .store
@@ -581,11 +548,11 @@ pub(super) async fn rotate_workspace_token(
         (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub(super) async fn get_workspace_connection(
     State(state): State<AppState>,
-    principal: Principal,
-    WorkspacePath(id): WorkspacePath,
+    LiveWorkspace {
+        rule: Operator(WorkspacePath(id), _),
+        ..
+    }: LiveWorkspace<Operator<WorkspacePath>>,
 ) -> Result<Json<ConnectionEnvelope>> {
-    principal.require_operator()?;
-    live_workspace(&state, id).await?;
     Ok(Json(ConnectionEnvelope {
         connection: Connection::new(&state.public_url, id, None),
     }))
