@@ -22,6 +22,9 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tokio::sync::broadcast::error::RecvError;
 
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
 use super::access::{
     known_workspace, live_workspace, Callee, Calling, OnBehalf, Operator, SelfOrOperator,
 };
@@ -516,6 +519,19 @@ pub(super) async fn get_delegation_stats(
         p50_completion_s: percentile(secs, 0.50),
         p95_completion_s: percentile(secs, 0.95),
     }))
+}
+
+/// The routes of this resource, with their OpenAPI operations.
+pub(super) fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(create_delegation))
+        .routes(routes!(report_delegation_status))
+        .routes(routes!(heartbeat_delegation))
+        .routes(routes!(list_workspace_delegations))
+        .routes(routes!(get_delegation))
+        .routes(routes!(list_all_delegations))
+        .routes(routes!(get_delegation_stats))
+        .routes(routes!(stream_delegation_events))
 }
 
 #[cfg(test)]

@@ -13,6 +13,9 @@ use axum::http::header::CONTENT_TYPE;
 use axum::http::HeaderMap;
 use serde::{Deserialize, Serialize};
 
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
 use super::access::Operator;
 use super::extract::Query;
 use super::workspaces::{check_url, log_event};
@@ -232,6 +235,11 @@ fn plan_import(
 /// Whether `id` is one the import created (in a dry run: would create).
 fn plan_created(plan: &[ImportNode], done: &[crate::store::ImportedNode], id: WorkspaceId) -> bool {
     plan.iter().zip(done).any(|(p, d)| d.created && p.id == id)
+}
+
+/// The routes of this resource, with their OpenAPI operations.
+pub(super) fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(import_org))
 }
 
 #[cfg(test)]

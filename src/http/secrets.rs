@@ -11,6 +11,9 @@ use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
 use super::access::{KnownWorkspace, Operator, WorkspaceItself};
 use super::extract::WorkspacePath;
 use super::{AppState, Error, ErrorBody, Json, Result};
@@ -206,4 +209,14 @@ pub(super) async fn list_global_secrets(
 ) -> Result<Json<Vec<SecretView>>> {
     let keys = state.store.list_secrets(SecretScope::Global).await?;
     Ok(Json(keys.into_iter().map(SecretView::from).collect()))
+}
+
+/// The routes of this resource, with their OpenAPI operations.
+pub(super) fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(set_workspace_secret, delete_workspace_secret))
+        .routes(routes!(list_workspace_secrets))
+        .routes(routes!(get_secret_values))
+        .routes(routes!(set_global_secret, delete_global_secret))
+        .routes(routes!(list_global_secrets))
 }

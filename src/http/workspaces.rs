@@ -12,6 +12,9 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::Value;
 
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
 use super::access::{live_workspace, LiveWorkspace, Operator};
 use super::extract::{Query, WorkspacePath};
 use super::{AppState, Error, ErrorBody, Json, Result};
@@ -556,6 +559,15 @@ pub(super) async fn get_workspace_connection(
     Ok(Json(ConnectionEnvelope {
         connection: Connection::new(&state.public_url, id, None),
     }))
+}
+
+/// The routes of this resource, with their OpenAPI operations.
+pub(super) fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(create_workspace, list_workspaces))
+        .routes(routes!(get_workspace, update_workspace, delete_workspace))
+        .routes(routes!(rotate_workspace_token))
+        .routes(routes!(get_workspace_connection))
 }
 
 #[cfg(test)]
