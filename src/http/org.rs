@@ -96,9 +96,12 @@ pub(super) fn summary(created: usize, skipped: usize, dry_run: bool) -> String {
 
 fn template_error(e: TemplateError) -> Error {
     match e {
-        TemplateError::Malformed(_) => Error::BadRequest(e.to_string()),
+        // A NUL or a bad name is 400, as `POST /workspaces` answers it.
+        TemplateError::Malformed(_) | TemplateError::Nul(_) | TemplateError::Name(_) => {
+            Error::BadRequest(e.to_string())
+        }
         TemplateError::TooManyNodes(_) => Error::PayloadTooLarge(e.to_string()),
-        TemplateError::TooDeep(_) | TemplateError::Invalid(_) => {
+        TemplateError::TooDeep(_) | TemplateError::NestedTooDeep | TemplateError::Invalid(_) => {
             Error::Unprocessable(e.to_string())
         }
     }
@@ -213,7 +216,9 @@ fn plan_import(
         plan.push(ImportNode {
             parent: node.parent,
             workspace: NewWorkspace {
-                name: n.name.trim().to_owned(),
+                name: domain::WorkspaceName::parse(&n.name)
+                    .map_err(|e| Error::BadRequest(format!("{path}.name: {e}")))?
+                    .into_string(),
                 delivery_mode: n
                     .delivery_mode
                     .or(defaults.delivery_mode)

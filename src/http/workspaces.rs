@@ -18,7 +18,7 @@ use utoipa_axum::routes;
 use super::access::{live_workspace, LiveWorkspace, Operator};
 use super::extract::{Query, WorkspacePath};
 use super::{AppState, Error, ErrorBody, Json, Result};
-use crate::domain::{self, AuthToken, CallbackUrl, DeliveryMode, Tier, WorkspaceId};
+use crate::domain::{self, AuthToken, CallbackUrl, DeliveryMode, Tier, WorkspaceId, WorkspaceName};
 use crate::events::Event;
 use crate::store::{self, Removal, Workspace};
 
@@ -252,14 +252,11 @@ pub(crate) struct RotatedToken {
     pub connection: Connection,
 }
 
+/// [`WorkspaceName`]'s rule, answered as 400.
 pub(super) fn check_name(name: &str) -> Result<String> {
-    let name = name.trim();
-    if name.is_empty() || name.chars().count() > 200 {
-        return Err(Error::BadRequest(
-            "`name` must be 1 to 200 characters".into(),
-        ));
-    }
-    Ok(name.to_owned())
+    WorkspaceName::parse(name)
+        .map(WorkspaceName::into_string)
+        .map_err(|e| Error::BadRequest(e.to_string()))
 }
 
 pub(super) fn check_url(state: &AppState, raw: &str) -> Result<String> {
