@@ -191,7 +191,8 @@ pub(super) async fn create_delegation(
             )))
         }
     };
-    known_workspace(&state, target).await?;
+    // A removed workspace answers nothing: 404, as to a workspace caller.
+    live_workspace(&state, target).await?;
     if caller == Caller::Workspace(target) {
         return Err(Error::Unprocessable(
             "a workspace cannot delegate to itself".into(),
@@ -227,6 +228,7 @@ pub(super) async fn create_delegation(
                 }),
             ))
         }
+        Delegated::CalleeGone => Err(Error::workspace_not_found()),
         Delegated::Existing(d) if d.callee_id != target => Err(Error::StatusConflict {
             message: "this idempotency_key was already used for a delegation to another workspace"
                 .into(),

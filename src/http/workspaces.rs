@@ -499,7 +499,10 @@ pub(super) async fn delete_workspace(
             "workspace {id} has {n} live child workspace{}; delete them first or pass ?cascade=true to remove the whole subtree",
             if n == 1 { "" } else { "s" }
         ))),
-        Removal::Removed(gone) => {
+        Removal::Removed {
+            workspaces: gone,
+            failed,
+        } => {
             let events = gone
                 .iter()
                 .map(|(ws, _)| Event::Revoked { workspace_id: *ws })
@@ -508,6 +511,9 @@ pub(super) async fn delete_workspace(
             state.bus.publish_many(events).await;
             for (ws, parent) in gone {
                 log_event("workspace.removed", ws, parent);
+            }
+            for t in &failed {
+                crate::ledger::announce_move(&state.bus, &state.metrics, t).await;
             }
             Ok(StatusCode::NO_CONTENT)
         }
