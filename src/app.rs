@@ -151,7 +151,12 @@ impl Application {
             sweeper,
         } = self;
         let app_shutdown = state.shutdown.clone();
-        let limits = state.config.connections;
+        // Before any connection: the cap must fit the descriptor limit.
+        let limits = crate::serve::fit_to_fd_limit(state.config.connections);
+        let metrics_limits = crate::serve::ConnLimits {
+            max_connections: crate::serve::METRICS_CONNECTIONS.min(limits.max_connections),
+            ..limits
+        };
         let fan_out = {
             let shutdown = shutdown.clone();
             let app_shutdown = app_shutdown.clone();
@@ -172,7 +177,7 @@ impl Application {
                 }),
             );
             let stop = app_shutdown.clone();
-            tokio::spawn(crate::serve::serve(l, app, limits, stop))
+            tokio::spawn(crate::serve::serve(l, app, metrics_limits, stop))
         });
         let store = state.store.clone();
         tracing::info!(

@@ -16,6 +16,12 @@
 //! - Connection cap: at most `max_connections` at once; further clients
 //!   wait in the listen backlog until one ends, so `/health` still answers
 //!   when a slot frees instead of the process running out of descriptors.
+//! - Descriptor budget: at start [`fit_to_fd_limit`] raises the soft
+//!   `RLIMIT_NOFILE` to the hard limit and lowers the cap to what the
+//!   limit allows after headroom for the database pool, the runtime and
+//!   one open file per connection (a spooled upload, a streamed blob): a
+//!   cap above the limit let a slow-loris flood take every descriptor, so
+//!   the requests already in progress failed to open their files.
 //! - Accept errors (out of file descriptors and the like) are logged and
 //!   retried after a pause; they never end the loop.
 //!
@@ -57,6 +63,82 @@ pub struct ConnLimits {
     pub idle_timeout: Duration,
     /// Connections served at once.
     pub max_connections: usize,
+}
+
+/// Descriptors kept for everything but client connections and their
+/// files: stdio, the listeners, the runtime's epoll and event fds, the
+/// database pool (SQLite: 8 connections × database, WAL and shared-memory
+/// files; PostgreSQL: 20 sockets and the NOTIFY listener), the metrics
+/// listener's connections ([`METRICS_CONNECTIONS`]) and outgoing calls
+/// (push deliveries, the embedding service, S3).
+pub const FD_RESERVE: u64 = 128;
+/// Connections the metrics listener serves at once (a scraper needs one).
+pub const METRICS_CONNECTIONS: usize = 16;
+/// Descriptors one client connection may hold: its socket and one file.
+pub const FDS_PER_CONNECTION: u64 = 2;
+/// Where the soft limit is raised to when the hard limit is unlimited
+/// (Linux's default `fs.nr_open`).
+const UNLIMITED_TARGET: u64 = 1 << 20;
+
+/// The connection cap a descriptor limit of `soft` allows for a requested
+/// `cap`: never above `(soft - FD_RESERVE) / FDS_PER_CONNECTION`, never
+/// below 1.
+pub fn cap_for_fd_limit(cap: usize, soft: u64) -> usize {
+    let fits = soft.saturating_sub(FD_RESERVE) / FDS_PER_CONNECTION;
+    cap.min(usize::try_from(fits).unwrap_or(usize::MAX)).max(1)
+}
+
+/// Raises the soft `RLIMIT_NOFILE` toward the hard limit, then lowers
+/// `limits.max_connections` to what the resulting limit allows
+/// ([`cap_for_fd_limit`]). Logs the decision as one event with the
+/// numbers (a warning when the cap was lowered).
+pub fn fit_to_fd_limit(limits: ConnLimits) -> ConnLimits {
+    use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
+    let before = getrlimit(Resource::Nofile);
+    let hard = before.maximum.unwrap_or(UNLIMITED_TARGET);
+    let mut soft = before.current.unwrap_or(u64::MAX).min(hard);
+    let mut raise_error = None;
+    if soft < hard {
+        let raised = Rlimit {
+            current: Some(hard),
+            maximum: before.maximum,
+        };
+        match setrlimit(Resource::Nofile, raised) {
+            Ok(()) => soft = hard,
+            Err(e) => raise_error = Some(e.to_string()),
+        }
+    }
+    let cap = cap_for_fd_limit(limits.max_connections, soft);
+    let fields = (
+        before.current.map_or(-1, |v| v as i64),
+        before.maximum.map_or(-1, |v| v as i64),
+        soft,
+    );
+    if cap < limits.max_connections {
+        tracing::warn!(
+            fd_soft_limit_at_start = fields.0, fd_hard_limit = fields.1, fd_soft_limit = fields.2,
+            fd_reserve = FD_RESERVE, fds_per_connection = FDS_PER_CONNECTION,
+            max_connections_requested = limits.max_connections, max_connections = cap,
+            raise_error = raise_error.as_deref().unwrap_or(""),
+            "the connection cap is lowered to fit the file-descriptor limit; raise `ulimit -n` (the hard limit) to serve more"
+        );
+    } else {
+        tracing::info!(
+            fd_soft_limit_at_start = fields.0,
+            fd_hard_limit = fields.1,
+            fd_soft_limit = fields.2,
+            fd_reserve = FD_RESERVE,
+            fds_per_connection = FDS_PER_CONNECTION,
+            max_connections_requested = limits.max_connections,
+            max_connections = cap,
+            raise_error = raise_error.as_deref().unwrap_or(""),
+            "the connection cap fits the file-descriptor limit"
+        );
+    }
+    ConnLimits {
+        max_connections: cap,
+        ..limits
+    }
 }
 
 /// Serves `router` on `listener` until `shutdown`, then lets in-flight
@@ -309,5 +391,26 @@ impl AsyncWrite for Tracked {
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_cap_leaves_the_reserve_and_a_file_per_connection() {
+        // (requested cap, soft limit) → cap; the case is in the message.
+        for (cap, soft, want) in [
+            (4096, 256, 64),
+            (4096, 1024, 448),
+            (4096, 1_048_576, 4096),
+            (10, 256, 10),
+            (4096, 129, 1),
+            (4096, 0, 1),
+            (4096, u64::MAX, 4096),
+        ] {
+            assert_eq!(cap_for_fd_limit(cap, soft), want, "cap {cap}, soft {soft}");
+        }
     }
 }

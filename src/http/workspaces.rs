@@ -147,21 +147,42 @@ pub(crate) struct Connection {
     pub workspace_id: WorkspaceId,
     /// The token, only right after create or rotate; `""` otherwise.
     pub auth_token: String,
-    /// The exact command to paste on the agent's machine.
+    /// The exact command to paste on the agent's machine (a POSIX shell
+    /// line): it writes the token to `~/.molecule/<id>.token` (mode 0600)
+    /// and starts `molecule connect --token-file` on it, so the token is
+    /// never on a command line; without the token, only the second part.
     pub connect_command: String,
 }
 
 impl Connection {
     /// Builds the block; `token` is `None` when it is not to be shown.
+    ///
+    /// The command never puts the token on connect's command line (where
+    /// `ps` shows it to every user of the machine): with the token, it
+    /// first writes it to `~/.molecule/<id>.token` from a subshell with
+    /// umask 077 (a folder 0700, a file 0600; `echo` is a shell builtin,
+    /// so no process carries it either) and starts connect with
+    /// `--token-file`; without it, it only starts connect with that file,
+    /// so the block shown again later still works on the machine that ran
+    /// the first one.
     pub(crate) fn new(platform_url: &str, id: WorkspaceId, token: Option<&AuthToken>) -> Self {
-        let shown = token.map_or("<token>", |t| t.expose());
+        let file = format!("~/.molecule/{id}.token");
+        let connect = format!(
+            "molecule connect --server {platform_url} --workspace {id} --token-file {file} --dir ."
+        );
+        // The token is `mol_` and hex: nothing in it the shell interprets.
+        let connect_command = match token {
+            Some(t) => format!(
+                "(umask 077 && mkdir -p ~/.molecule && echo {} > {file}) && {connect}",
+                t.expose()
+            ),
+            None => connect,
+        };
         Self {
             platform_url: platform_url.to_owned(),
             workspace_id: id,
             auth_token: token.map(|t| t.expose().to_owned()).unwrap_or_default(),
-            connect_command: format!(
-                "molecule connect --server {platform_url} --workspace {id} --token {shown} --dir ."
-            ),
+            connect_command,
         }
     }
 }

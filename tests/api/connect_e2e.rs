@@ -168,7 +168,7 @@ impl Server {
             .as_str()
             .expect("connect_command");
         assert!(
-            command.starts_with("molecule connect ") && command.contains(&id),
+            command.contains("&& molecule connect ") && command.contains(&id),
             "{command}"
         );
         (id, token)
@@ -1471,6 +1471,159 @@ async fn a_killed_callee_ends_stuck_then_completed_when_it_returns() {
             .count();
         assert_eq!(delegate_rows, 1, "{b_inbox}");
         connect_a.assert_quiet().await;
+    })
+    .await;
+}
+
+/// Every process whose command line contains `needle`: (pid, command line).
+fn processes_with(needle: &str) -> Vec<(u32, String)> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().filter_map(Result::ok) {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        // A process may exit between the listing and the read.
+        let Ok(raw) = std::fs::read(entry.path().join("cmdline")) else {
+            continue;
+        };
+        let line = String::from_utf8_lossy(&raw).replace('\0', " ");
+        if line.contains(needle) {
+            found.push((pid, line));
+        }
+    }
+    found
+}
+
+/// Pastes `line` into a POSIX shell (on its stdin, as a terminal would:
+/// not as `sh -c LINE`, whose own arguments would carry it) with `home` as
+/// HOME, `molecule` on the PATH and `dir` as the working folder; returns
+/// the shell and the stdout lines of what it runs.
+async fn paste_into_shell(
+    line: &str,
+    home: &Path,
+    dir: &Path,
+) -> (Child, mpsc::UnboundedReceiver<Value>) {
+    use tokio::io::AsyncWriteExt;
+    let bin_dir = Path::new(bin()).parent().unwrap();
+    let path = format!("{}:{}", bin_dir.display(), std::env::var("PATH").unwrap());
+    std::fs::create_dir_all(dir).unwrap();
+    let mut shell = Command::new("sh")
+        .current_dir(dir)
+        .env("HOME", home)
+        .env("PATH", path)
+        .env_remove("MOLECULE_TOKEN")
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start sh");
+    let mut stdin = shell.stdin.take().unwrap();
+    stdin
+        .write_all(format!("{line}\n").as_bytes())
+        .await
+        .unwrap();
+    drop(stdin);
+    let (tx, lines) = mpsc::unbounded_channel();
+    let stdout = shell.stdout.take().unwrap();
+    tokio::spawn(async move {
+        let mut reader = BufReader::new(stdout).lines();
+        while let Ok(Some(line)) = reader.next_line().await {
+            let _ = tx.send(serde_json::from_str(&line).unwrap_or(json!({"line": line})));
+        }
+    });
+    (shell, lines)
+}
+
+/// Stops the `molecule connect` of `workspace` (a child of the shell, so
+/// the shell's kill-on-drop would not reach it) and waits for the shell.
+async fn stop_pasted_connect(workspace: &str, mut shell: Child) {
+    for (pid, _) in processes_with("connect --server") {
+        let line = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        if String::from_utf8_lossy(&line).contains(workspace) {
+            let killed = std::process::Command::new("kill")
+                .args(["-TERM", &pid.to_string()])
+                .status()
+                .unwrap();
+            assert!(killed.success());
+        }
+    }
+    let status = tokio::time::timeout(DEADLINE, shell.wait())
+        .await
+        .expect("connect did not stop on SIGTERM")
+        .unwrap();
+    assert!(status.success(), "{status}");
+}
+
+#[tokio::test]
+async fn the_handed_out_connect_line_works_as_pasted_and_puts_the_token_on_no_command_line() {
+    use std::os::unix::fs::PermissionsExt;
+    bounded(async {
+        let tmp = TempDir::new().unwrap();
+        let server = Server::start(&tmp.path().join("server"), free_port()).await;
+        let created = server
+            .cli(&["workspace", "create", "--name", "pasted", "--mode", "poll"])
+            .await;
+        let ws = created["id"].as_str().unwrap().to_owned();
+        let token = created["auth_token"].as_str().unwrap().to_owned();
+        let line = created["connection"]["connect_command"].as_str().unwrap();
+        let file = format!("~/.molecule/{ws}.token");
+        assert_eq!(
+            line,
+            format!(
+                "(umask 077 && mkdir -p ~/.molecule && echo {token} > {file}) && molecule connect \
+                 --server {} --workspace {ws} --token-file {file} --dir .",
+                server.url()
+            )
+        );
+        let home = tmp.path().join("home");
+        std::fs::create_dir(&home).unwrap();
+        let agent = tmp.path().join("agent");
+        let (shell, mut lines) = paste_into_shell(line, &home, &agent).await;
+
+        server.cli(&["send", &ws, "pasted"]).await;
+        let got = tokio::time::timeout(DEADLINE, lines.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(got["text"], "pasted", "{got}");
+        // The token is in a private file, and on no process's command line.
+        let saved = home.join(".molecule").join(format!("{ws}.token"));
+        assert_eq!(
+            std::fs::read_to_string(&saved).unwrap(),
+            format!("{token}\n")
+        );
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&saved), 0o600);
+        assert_eq!(mode(&home.join(".molecule")), 0o700);
+        assert_eq!(processes_with(&token), vec![]);
+        let running = processes_with(&format!("--workspace {ws}"));
+        assert!(
+            running.iter().any(|(_, l)| l.contains("--token-file")),
+            "{running:?}"
+        );
+        stop_pasted_connect(&ws, shell).await;
+
+        // The block shown again (no token) starts connect from that file.
+        let again = server
+            .get(&format!("/workspaces/{ws}/external/connection"))
+            .await;
+        let line = again["connection"]["connect_command"].as_str().unwrap();
+        assert_eq!(
+            line,
+            format!(
+                "molecule connect --server {} --workspace {ws} --token-file {file} --dir .",
+                server.url()
+            )
+        );
+        let (shell, mut lines) = paste_into_shell(line, &home, &agent).await;
+        server.cli(&["send", &ws, "again"]).await;
+        let got = tokio::time::timeout(DEADLINE, lines.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(got["text"], "again", "{got}");
+        stop_pasted_connect(&ws, shell).await;
     })
     .await;
 }

@@ -549,3 +549,114 @@ async fn multipart_framing_is_capped_and_counted(engine: Engine) {
     assert_eq!(body["files"][0]["size"], 5);
 }
 on_both_engines!(multipart_framing_is_capped_and_counted);
+
+/// The open descriptors of process `pid`.
+fn fd_count(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
+/// With the default cap (4,096) and a limit of 256 descriptors, a flood of
+/// idle connections took every descriptor: the requests already in
+/// progress failed to open their files and the accept loop spun on
+/// EMFILE. The cap now fits the limit, with room for files.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn under_a_low_descriptor_limit_a_connection_flood_leaves_room_for_real_work() {
+    let tmp = tempfile::TempDir::new().unwrap();
+    let port = crate::helpers::free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let log_path = tmp.path().join("serve.log");
+    let script = format!(
+        "ulimit -n 256; exec {} serve --listen 127.0.0.1:{port} --admin-token admin-t \
+         --data-dir {} --header-read-timeout 3s",
+        env!("CARGO_BIN_EXE_molecule"),
+        tmp.path().join("data").display()
+    );
+    let mut server = tokio::process::Command::new("sh")
+        .args(["-c", &script])
+        .env_remove("DATABASE_URL")
+        .env_remove("MOLECULE_BLOB_STORE")
+        .env_remove("MOLECULE_MAX_CONNECTIONS")
+        .env("RUST_LOG", "info")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log_path).unwrap())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    crate::helpers::wait_until_ready(&base, &mut server).await;
+    let pid = server.id().unwrap();
+
+    // The decision, with its numbers, in one event.
+    let log = std::fs::read_to_string(&log_path).unwrap();
+    let event: Value = log
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|e| e.get("max_connections").is_some())
+        .unwrap_or_else(|| panic!("no connection-cap event in:\n{log}"));
+    assert_eq!(event["level"], "WARN", "{event}");
+    assert_eq!(event["fd_soft_limit"], 256, "{event}");
+    assert_eq!(event["fd_hard_limit"], 256, "{event}");
+    assert_eq!(event["max_connections_requested"], 4096, "{event}");
+    assert_eq!(event["max_connections"], 64, "{event}");
+
+    // A client with a connection open before the flood.
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(1)
+        .build()
+        .unwrap();
+    let created: Value = client
+        .post(format!("{base}/workspaces"))
+        .bearer_auth("admin-t")
+        .json(&json!({"name": "w", "delivery_mode": "poll"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let ws = created["id"].as_str().unwrap().to_owned();
+
+    // More idle connections than the process has descriptors.
+    let mut flood = Vec::new();
+    for _ in 0..300 {
+        flood.push(
+            tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .unwrap(),
+        );
+    }
+    crate::helpers::eventually("the server holds the flood's first connections", || async {
+        fd_count(pid) >= 64
+    })
+    .await;
+
+    // Work that opens files still succeeds on the connection in progress.
+    let form = reqwest::multipart::Form::new().part(
+        "files",
+        reqwest::multipart::Part::bytes(b"still here".to_vec()).file_name("a.txt"),
+    );
+    let upload = client
+        .post(format!("{base}/workspaces/{ws}/chat/uploads"))
+        .bearer_auth("admin-t")
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
+    let status = upload.status();
+    assert_eq!(status, StatusCode::OK, "{}", upload.text().await.unwrap());
+    let ready = client.get(format!("{base}/ready")).send().await.unwrap();
+    assert_eq!(ready.status(), StatusCode::OK);
+    // A new client is answered once the flood's heads time out.
+    let health = reqwest::Client::new()
+        .get(format!("{base}/health"))
+        .timeout(Duration::from_secs(60))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(health.status(), StatusCode::OK);
+    assert!(fd_count(pid) < 256);
+    drop(flood);
+    let log = std::fs::read_to_string(&log_path).unwrap();
+    assert!(!log.contains("Too many open files"), "{log}");
+}

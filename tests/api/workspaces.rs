@@ -29,7 +29,9 @@ async fn create_returns_the_workspace_token_and_connection_once(engine: Engine) 
     assert_eq!(
         body["connection"]["connect_command"],
         format!(
-            "molecule connect --server {} --workspace {id} --token {token} --dir .",
+            "(umask 077 && mkdir -p ~/.molecule && echo {token} > ~/.molecule/{id}.token) \
+             && molecule connect --server {} --workspace {id} \
+             --token-file ~/.molecule/{id}.token --dir .",
             app.address
         )
     );
@@ -54,10 +56,13 @@ async fn create_returns_the_workspace_token_and_connection_once(engine: Engine) 
         .await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(conn["connection"]["auth_token"], "");
-    assert!(conn["connection"]["connect_command"]
-        .as_str()
-        .unwrap()
-        .contains("--token <token>"));
+    assert_eq!(
+        conn["connection"]["connect_command"],
+        format!(
+            "molecule connect --server {} --workspace {id} --token-file ~/.molecule/{id}.token --dir .",
+            app.address
+        )
+    );
 }
 on_both_engines!(create_returns_the_workspace_token_and_connection_once);
 

@@ -83,10 +83,16 @@ function assert(cond, message) {
 
 // ------------------------------------------------------------------ the workspace side
 
-/** Parses `molecule connect --server U --workspace ID --token T --dir .`. */
+/**
+ * Parses the connect line as laid out in the dialog: `… && echo T \\ > F)
+ * && molecule connect --server U --workspace ID --token-file F --dir .`
+ * (the token is written to a file, never on connect's command line).
+ */
 function parseConnectCommand(cmd) {
   const arg = (flag) => cmd.match(new RegExp(`--${flag}\\s+(\\S+)`))?.[1];
-  return { server: arg('server'), workspace: arg('workspace'), token: arg('token') };
+  const token = cmd.match(/echo\s+(mol_[0-9a-f]+)/)?.[1];
+  assert(!/--token\s/.test(cmd), `the token is on the command line: ${cmd}`);
+  return { server: arg('server'), workspace: arg('workspace'), token };
 }
 
 async function connectSupportsExec() {
@@ -368,7 +374,7 @@ async function main() {
     await page.getByRole('button', { name: 'Create workspace' }).click();
     await page.locator('#connection-dialog[open]').waitFor();
     const command = await page.locator('#connect-command').inputValue();
-    assert(command.startsWith('molecule connect '), `unexpected connect command: ${command}`);
+    assert(command.includes('&& molecule connect ') && command.includes('--token-file '), `unexpected connect command: ${command}`);
     connection = parseConnectCommand(command);
     assert(connection.workspace && connection.token && connection.server, `cannot parse: ${command}`);
     await page.getByRole('button', { name: 'Copy the command' }).click();
@@ -834,7 +840,8 @@ async function main() {
     await page.locator(`#workspace-list [data-ws="${quiet.id}"]`, { hasText: 'quiet-renamed' }).waitFor();
     await page.getByRole('button', { name: 'Show the connection block' }).click();
     await page.locator('#connection-dialog[open]').waitFor();
-    assert((await page.locator('#connect-command').inputValue()).includes('--token <token>'), 'the token was shown again');
+    const shownAgain = await page.locator('#connect-command').inputValue();
+    assert(shownAgain.startsWith('molecule connect ') && !shownAgain.includes('mol_'), `the token was shown again: ${shownAgain}`);
     await axeCheck('connection dialog (again)');
     await page.getByRole('button', { name: 'Close' }).click();
     await page.getByRole('button', { name: 'Manage' }).click();

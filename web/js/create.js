@@ -9,12 +9,13 @@ import { teamFields } from './teamform.js';
 import { refreshWorkspaces } from './workspaces.js';
 
 /**
- * `molecule connect --server U --workspace I --token T --dir .` laid out one
- * flag per line with shell continuations, so it fits without wrapping and
- * still pastes as one command.
+ * The connect line — `(umask 077 && mkdir -p ~/.molecule && echo T > F) &&
+ * molecule connect --server U --workspace I --token-file F --dir .` —
+ * laid out one step and one flag per line with shell continuations, so it
+ * fits without wrapping and still pastes as one command.
  */
 export function layOutCommand(command) {
-  return command.replace(/ (?=--)/g, ' \\\n  ');
+  return command.replace(/ (?=--|&& |> )/g, ' \\\n  ');
 }
 
 /**
