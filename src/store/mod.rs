@@ -12,8 +12,8 @@
 //!   what concerns the database as a whole; [`StoreError`]; [`connect`].
 //! - One file per area (`workspaces.rs`, `registry.rs`, `tokens.rs`,
 //!   `activity.rs`, `uploads.rs`, `delegations.rs`, `memory.rs`, `kv.rs`,
-//!   `secrets.rs`, `plugins.rs`, `blobs.rs`): the area's row types, its
-//!   trait (`WorkspaceStore`, `UploadStore`, …) and its queries, written
+//!   `secrets.rs`, `plugins.rs`, `schedules.rs`, `blobs.rs`): the area's
+//!   row types, its trait (`WorkspaceStore`, `UploadStore`, …) and its queries, written
 //!   ONCE for both engines inside `engines! { … }`.
 //! - `engine.rs`: the named [`Engine`](engine::Engine) trait — the few
 //!   things the engines do differently in meaning — and the `engines!`
@@ -64,6 +64,7 @@ mod kv;
 mod memory;
 mod plugins;
 mod registry;
+mod schedules;
 mod secrets;
 mod tokens;
 mod uploads;
@@ -87,6 +88,7 @@ pub use memory::*;
 pub use plugins::*;
 pub use postgres::{Listener, Notifier, PostgresStore};
 pub use registry::*;
+pub use schedules::*;
 pub use secrets::*;
 pub use sql::{BetweenReads, SqlStore};
 pub use sqlite::SqliteStore;
@@ -198,6 +200,7 @@ pub trait Store:
     + KvStore
     + SecretStore
     + PluginStore
+    + ScheduleStore
     + BlobChunkStore
     + Send
     + Sync
@@ -233,6 +236,7 @@ pub mod prelude {
     pub use super::MemoryStore as _;
     pub use super::PluginStore as _;
     pub use super::RegistryStore as _;
+    pub use super::ScheduleStore as _;
     pub use super::SecretStore as _;
     pub use super::Store;
     pub use super::TokenStore as _;

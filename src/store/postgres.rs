@@ -24,7 +24,7 @@ use super::engine::Engine;
 use super::sql::{SqlStore, Ts};
 use super::uploads::SweptRow;
 use super::*;
-use crate::domain::{DelegationId, FileId, MemoryId, WorkspaceId};
+use crate::domain::{DelegationId, FileId, FireId, MemoryId, ScheduleId, WorkspaceId};
 
 /// The PostgreSQL implementation of [`Store`].
 pub type PostgresStore = SqlStore<Postgres>;
@@ -87,7 +87,7 @@ macro_rules! id_as_uuid {
         }
     )*};
 }
-id_as_uuid!(WorkspaceId, FileId, MemoryId, DelegationId);
+id_as_uuid!(WorkspaceId, FileId, MemoryId, DelegationId, ScheduleId, FireId);
 
 fn workspace_lock_key(id: WorkspaceId) -> i32 {
     let b = id.0.as_bytes();

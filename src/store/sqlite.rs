@@ -24,7 +24,7 @@ use super::engine::Engine;
 use super::sql::{SqlStore, Ts};
 use super::uploads::SweptRow;
 use super::*;
-use crate::domain::{DelegationId, FileId, MemoryId, WorkspaceId};
+use crate::domain::{DelegationId, FileId, FireId, MemoryId, ScheduleId, WorkspaceId};
 
 /// The SQLite implementation of [`Store`].
 pub type SqliteStore = SqlStore<Sqlite>;
@@ -81,7 +81,7 @@ macro_rules! id_as_text {
         }
     )*};
 }
-id_as_text!(WorkspaceId, FileId, MemoryId, DelegationId);
+id_as_text!(WorkspaceId, FileId, MemoryId, DelegationId, ScheduleId, FireId);
 
 impl SqlStore<Sqlite> {
     /// Opens (creating if needed) the database a `sqlite://PATH` URL names.
