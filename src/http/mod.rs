@@ -21,6 +21,7 @@ mod peers;
 mod pending;
 mod plugins;
 mod registry;
+mod schedules;
 mod secrets;
 mod stream;
 mod uploads;
@@ -184,6 +185,16 @@ pub(crate) fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
             secrets::delete_global_secret
         ))
         .routes(routes!(secrets::list_global_secrets))
+        .routes(routes!(
+            schedules::list_schedules,
+            schedules::create_schedule
+        ))
+        .routes(routes!(
+            schedules::update_schedule,
+            schedules::delete_schedule
+        ))
+        .routes(routes!(schedules::run_schedule))
+        .routes(routes!(schedules::schedule_history))
         .routes(routes!(pending::list_pending_uploads))
         .routes(routes!(pending::get_pending_upload_content))
         .routes(routes!(pending::ack_pending_upload))

@@ -24,6 +24,7 @@ mod blobs;
 mod delegations;
 mod kv;
 mod memory;
+mod schedules;
 mod uploads;
 mod workspaces;
 
@@ -40,6 +41,9 @@ use crate::events::Bus;
 use crate::metrics::Metrics;
 use crate::store::{Store, StoreError};
 
+pub use schedules::{Scheduler, FIRES_PER_TICK, TICK as SCHEDULE_TICK};
+pub(crate) use schedules::announce as announce_fire;
+
 /// Rows per batch: one short transaction each.
 pub const BATCH: i64 = 500;
 
@@ -51,6 +55,7 @@ pub static REGISTERED: &[&dyn Job] = &[
     &kv::SweepKv,
     &memory::BackfillEmbeddings,
     &delegations::SweepDelegations,
+    &schedules::FireSchedules,
     &workspaces::ResetPhantomBusy,
     &workspaces::PurgeRemoved,
     &blobs::ReapOrphans,
