@@ -41,7 +41,7 @@ use crate::events::Bus;
 use crate::metrics::Metrics;
 use crate::store::{Store, StoreError};
 
-pub use schedules::{Scheduler, FIRES_PER_TICK, TICK as SCHEDULE_TICK};
+pub use schedules::{Scheduler, FIRES_PER_TICK};
 pub(crate) use schedules::announce as announce_fire;
 
 /// Rows per batch: one short transaction each.

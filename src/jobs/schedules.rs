@@ -1,8 +1,8 @@
 //! The scheduler: turns due instants of schedules into fires.
 //!
 //! The sweeper's five-minute pass is far too coarse for a clock, so the
-//! scheduler has a loop of its own ([`Scheduler::run`], one tick a second,
-//! started beside the sweeper); it is also registered as a job so a sweep
+//! scheduler has a loop of its own ([`Scheduler::run`], one tick a second by
+//! default, `--schedule-tick`, started beside the sweeper); it is also registered as a job so a sweep
 //! pass (and `molecule sweep --once`) catches up whatever is due. Both
 //! call [`Scheduler::tick`] with the clock as a parameter, which tests
 //! drive without sleeping.
@@ -27,9 +27,6 @@ use crate::metrics::Metrics;
 use crate::store::Fired;
 
 const COUNTS: &[&str] = &["delivered", "skipped", "missed"];
-
-/// How often the scheduler's own loop ticks.
-pub const TICK: Duration = Duration::from_secs(1);
 
 /// At most this many fires per tick, so a catch-up after a long stop
 /// cannot hold one tick for minutes; the next tick goes on.
@@ -81,11 +78,11 @@ impl Scheduler {
         Ok(out)
     }
 
-    /// Ticks every [`TICK`] until `shutdown`. A failed tick is logged and
+    /// Ticks every `period` until `shutdown`. A failed tick is logged and
     /// the loop goes on; each tick runs in its own task so a panic is
     /// caught too.
-    pub async fn run(self, shutdown: CancellationToken) {
-        let mut ticker = tokio::time::interval(TICK);
+    pub async fn run(self, period: Duration, shutdown: CancellationToken) {
+        let mut ticker = tokio::time::interval(period);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {

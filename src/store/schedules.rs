@@ -493,8 +493,13 @@ engines! {
             .fetch_all(&mut *tx)
             .await
             .map_err(StoreError::from);
+            // Rolled back before the answer, not on drop: SQLite's writer
+            // lock must be free when the next write begins.
             let row = match inserted {
-                Err(e) if is_unique_violation(&e) => return Ok(Saved::NameTaken),
+                Err(e) if is_unique_violation(&e) => {
+                    tx.rollback().await?;
+                    return Ok(Saved::NameTaken);
+                }
                 other => other?
                     .pop()
                     .ok_or_else(|| StoreError::Corrupt("INSERT returned no row".into()))?,
@@ -555,10 +560,16 @@ engines! {
             .await
             .map_err(StoreError::from);
             let row = match updated {
-                Err(e) if is_unique_violation(&e) => return Ok(Saved::NameTaken),
+                Err(e) if is_unique_violation(&e) => {
+                    tx.rollback().await?;
+                    return Ok(Saved::NameTaken);
+                }
                 other => match other?.pop() {
                     Some(row) => row,
-                    None => return Ok(Saved::NotFound),
+                    None => {
+                        tx.rollback().await?;
+                        return Ok(Saved::NotFound);
+                    }
                 },
             };
             tx.commit().await?;
@@ -646,6 +657,7 @@ engines! {
                 .fetch_optional(&mut *tx)
                 .await?;
             let Some(row) = row else {
+                tx.rollback().await?;
                 return Ok(None);
             };
             let s: Schedule = row.try_into()?;
