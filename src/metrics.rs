@@ -251,7 +251,9 @@ fn register_schedules(r: &Registrar) -> (IntCounterVec, Histogram) {
     let lag = r.histogram(
         "molecule_schedule_fire_lag_seconds",
         "Time from a fire's due instant to its inbox row.",
-        vec![0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 15.0, 60.0, 300.0, 900.0, 3600.0],
+        vec![
+            0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 15.0, 60.0, 300.0, 900.0, 3600.0,
+        ],
     );
     (fires, lag)
 }

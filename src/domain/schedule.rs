@@ -230,12 +230,21 @@ mod tests {
 
     #[test]
     fn five_fields_and_macros_parse_and_seconds_do_not() {
-        for expr in ["*/15 * * * *", "0 9 * * 1-5", "@hourly", "@daily", "@weekly"] {
+        for expr in [
+            "*/15 * * * *",
+            "0 9 * * 1-5",
+            "@hourly",
+            "@daily",
+            "@weekly",
+        ] {
             assert!(CronSpec::parse(expr, "UTC").is_ok(), "{expr}");
         }
         for expr in ["", "* * * *", "0 0 9 * * *", "61 * * * *", "nonsense"] {
             assert!(
-                matches!(CronSpec::parse(expr, "UTC"), Err(ScheduleError::Cron { .. })),
+                matches!(
+                    CronSpec::parse(expr, "UTC"),
+                    Err(ScheduleError::Cron { .. })
+                ),
                 "{expr}"
             );
         }
@@ -255,10 +264,7 @@ mod tests {
         // 09:00 EST is 14:00 UTC in January.
         let t = utc("2026-01-10T14:00:00Z");
         assert_eq!(spec.next_after(t), Some(utc("2026-01-11T14:00:00Z")));
-        assert_eq!(
-            spec.next_after(t - chrono::Duration::seconds(1)),
-            Some(t)
-        );
+        assert_eq!(spec.next_after(t - chrono::Duration::seconds(1)), Some(t));
         let hourly = CronSpec::parse("@hourly", "UTC").unwrap();
         assert_eq!(
             hourly.next_after(utc("2026-01-10T14:59:59.5Z")),
@@ -309,7 +315,10 @@ mod tests {
             t = spec.next_after(t).unwrap();
             fires.push(t);
         }
-        let steps: Vec<i64> = fires.windows(2).map(|w| (w[1] - w[0]).num_minutes()).collect();
+        let steps: Vec<i64> = fires
+            .windows(2)
+            .map(|w| (w[1] - w[0]).num_minutes())
+            .collect();
         assert!(steps.iter().all(|m| *m == 30), "{fires:?}");
     }
 

@@ -41,8 +41,8 @@ use crate::events::Bus;
 use crate::metrics::Metrics;
 use crate::store::{Store, StoreError};
 
-pub use schedules::{Scheduler, FIRES_PER_TICK};
 pub(crate) use schedules::announce as announce_fire;
+pub use schedules::{Scheduler, FIRES_PER_TICK};
 
 /// Rows per batch: one short transaction each.
 pub const BATCH: i64 = 500;

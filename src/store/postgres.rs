@@ -87,7 +87,14 @@ macro_rules! id_as_uuid {
         }
     )*};
 }
-id_as_uuid!(WorkspaceId, FileId, MemoryId, DelegationId, ScheduleId, FireId);
+id_as_uuid!(
+    WorkspaceId,
+    FileId,
+    MemoryId,
+    DelegationId,
+    ScheduleId,
+    FireId
+);
 
 fn workspace_lock_key(id: WorkspaceId) -> i32 {
     let b = id.0.as_bytes();

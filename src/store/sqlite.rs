@@ -81,7 +81,14 @@ macro_rules! id_as_text {
         }
     )*};
 }
-id_as_text!(WorkspaceId, FileId, MemoryId, DelegationId, ScheduleId, FireId);
+id_as_text!(
+    WorkspaceId,
+    FileId,
+    MemoryId,
+    DelegationId,
+    ScheduleId,
+    FireId
+);
 
 impl SqlStore<Sqlite> {
     /// Opens (creating if needed) the database a `sqlite://PATH` URL names.

@@ -888,7 +888,12 @@ async fn schedules_keep_names_unique_and_fire_each_instant_once(engine: Engine) 
     let t = now();
     let ws = WorkspaceId::new();
     store
-        .create_workspace(ws, &new_ws("a", DeliveryMode::Poll), AuthToken::generate().hash(), t)
+        .create_workspace(
+            ws,
+            &new_ws("a", DeliveryMode::Poll),
+            AuthToken::generate().hash(),
+            t,
+        )
         .await
         .unwrap();
     // A due instant on the quarter hour, a little in the past.
@@ -901,7 +906,12 @@ async fn schedules_keep_names_unique_and_fire_each_instant_once(engine: Engine) 
         panic!("not saved");
     };
     assert_eq!(
-        (s.name.as_str(), s.next_run_at, s.run_count, s.last_status.as_deref()),
+        (
+            s.name.as_str(),
+            s.next_run_at,
+            s.run_count,
+            s.last_status.as_deref()
+        ),
         ("daily", due, 0, None)
     );
     assert_eq!(
@@ -940,7 +950,11 @@ async fn schedules_keep_names_unique_and_fire_each_instant_once(engine: Engine) 
     let at = due + Span::seconds(1);
     let fired = store.fire_next_due(at).await.unwrap().expect("a fire");
     assert_eq!(
-        (fired.fire.due_at, fired.fire.status.as_str(), fired.schedule.run_count),
+        (
+            fired.fire.due_at,
+            fired.fire.status.as_str(),
+            fired.schedule.run_count
+        ),
         (due, "delivered", 1)
     );
     assert_eq!(fired.schedule.next_run_at, due + Span::minutes(15));
@@ -956,7 +970,10 @@ async fn schedules_keep_names_unique_and_fire_each_instant_once(engine: Engine) 
     assert_eq!(history.len(), 1);
 
     // Deleting the schedule takes its history; the ledger row stays.
-    assert_eq!(store.delete_schedule(ws, s.id).await.unwrap().map(|d| d.id), Some(s.id));
+    assert_eq!(
+        store.delete_schedule(ws, s.id).await.unwrap().map(|d| d.id),
+        Some(s.id)
+    );
     assert!(store.delete_schedule(ws, s.id).await.unwrap().is_none());
     assert!(store.schedule_history(s.id, 10).await.unwrap().is_empty());
     assert!(store.get_delegation(delegation.id).await.unwrap().is_some());
