@@ -736,21 +736,6 @@ mod tests {
     }
 
     #[test]
-    fn a_schedule_fire_is_a_delegate_row_naming_its_schedule() {
-        let schedule = super::super::ScheduleId::new();
-        let row = round_trips(InboxItem::Delegate(Delegate {
-            delegation_id: DelegationId::new(),
-            caller: Caller::Schedule(schedule),
-            callee: WorkspaceId::new(),
-            task: "check the queue".into(),
-            deadline: None,
-            idempotency_key: "fire:1".into(),
-        }));
-        assert_eq!(row.source_id, Some(format!("schedule:{schedule}")));
-        assert_eq!(row.activity_type, INBOX_TYPE);
-    }
-
-    #[test]
     fn upload_restart_and_agent_rows_round_trip() {
         let ws = WorkspaceId::new();
         let row = round_trips(InboxItem::ChatUpload(ChatUpload::staged(

@@ -323,6 +323,25 @@ mod tests {
     }
 
     #[test]
+    fn a_fire_is_a_delegate_row_naming_its_schedule() {
+        use crate::domain::inbox::{Delegate, InboxItem};
+        use crate::domain::{Caller, DelegationId, ScheduleId, WorkspaceId};
+        let schedule = ScheduleId::new();
+        let item = InboxItem::Delegate(Delegate {
+            delegation_id: DelegationId::new(),
+            caller: Caller::Schedule(schedule),
+            callee: WorkspaceId::new(),
+            task: "check the queue".into(),
+            deadline: None,
+            idempotency_key: "fire:1".into(),
+        });
+        let row = item.row();
+        assert_eq!(row.source_id, Some(format!("schedule:{schedule}")));
+        assert_eq!(row.activity_type, "a2a_receive");
+        assert_eq!(InboxItem::parse(&row), Ok(item));
+    }
+
+    #[test]
     fn words_round_trip() {
         for o in Overlap::ALL {
             assert_eq!(o.as_str().parse::<Overlap>(), Ok(o));
