@@ -33,6 +33,9 @@ pub struct Metrics {
     pub memory_embeddings_backfilled: IntCounter,
     /// Delegation transitions, by the status reached.
     pub delegations: IntCounterVec,
+    /// Stored secret values that did not open when a workspace read them,
+    /// by scope.
+    pub secret_open_failures: IntCounterVec,
     /// Delegation created → completed or failed.
     pub delegation_seconds: Histogram,
     /// Fires of schedules, by status (delivered, skipped, missed).
@@ -95,6 +98,7 @@ impl Metrics {
             delegation_seconds,
             schedule_fires,
             schedule_fire_lag,
+            secret_open_failures: register_secrets(&r),
             phantom_busy_resets: r.counter(
                 "molecule_phantom_busy_resets_total",
                 "Workspaces whose active_tasks the sweeper reset to 0 because their heartbeat stopped while they claimed work.",
@@ -256,6 +260,20 @@ fn register_schedules(r: &Registrar) -> (IntCounterVec, Histogram) {
         ],
     );
     (fires, lag)
+}
+
+/// The counter of secret values that did not open (both scopes present
+/// from the start, so an alert on any increase needs no first failure).
+fn register_secrets(r: &Registrar) -> IntCounterVec {
+    let failures = r.counter_vec(
+        "molecule_secret_open_failures_total",
+        "Stored secret values that could not be decrypted when a workspace read them (tampered or moved row, or a key changed behind the check), by scope.",
+        &["scope"],
+    );
+    for scope in ["global", "workspace"] {
+        failures.with_label_values(&[scope]);
+    }
+    failures
 }
 
 /// The request counter and latency histogram of the HTTP layer.

@@ -60,12 +60,13 @@ impl SecretsKey {
 }
 
 /// Reads `<data_dir>/secrets-key`, generating it (mode 0600) on first use.
+/// A key file that other users may read or write is refused, as ssh
+/// refuses such a private key: the key opens every stored secret, and a
+/// loose mode means it may already have been copied.
 pub fn load_or_create_key(data_dir: &Path) -> anyhow::Result<SecretsKey> {
     let path = data_dir.join("secrets-key");
-    match std::fs::read_to_string(&path) {
-        Ok(raw) => {
-            return SecretsKey::parse(&raw).with_context(|| format!("in {}", path.display()))
-        }
+    match std::fs::File::open(&path) {
+        Ok(file) => return read_key_file(&path, file),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(e).with_context(|| format!("failed to read {}", path.display())),
     }
@@ -76,6 +77,34 @@ pub fn load_or_create_key(data_dir: &Path) -> anyhow::Result<SecretsKey> {
         .with_context(|| format!("failed to create {}", path.display()))?;
     tracing::info!(path = %path.display(), "generated the secrets key");
     Ok(key)
+}
+
+/// Reads an open key file after checking its mode (on the open handle, so
+/// the file checked is the file read).
+fn read_key_file(path: &Path, mut file: std::fs::File) -> anyhow::Result<SecretsKey> {
+    use std::io::Read;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = file
+            .metadata()
+            .with_context(|| format!("failed to read {}", path.display()))?
+            .permissions()
+            .mode();
+        if mode & 0o077 != 0 {
+            anyhow::bail!(
+                "the secrets key file {} is accessible by other users (mode {:o}); \
+                 it must be private: run `chmod 600 {}` and start again",
+                path.display(),
+                mode & 0o777,
+                path.display()
+            );
+        }
+    }
+    let mut raw = String::new();
+    file.read_to_string(&mut raw)
+        .with_context(|| format!("failed to read {}", path.display()))?;
+    SecretsKey::parse(&raw).with_context(|| format!("in {}", path.display()))
 }
 
 /// A sealed value did not open: wrong key, or a tampered or moved row.

@@ -39,11 +39,13 @@ pub use lifecycle::{
 };
 pub use mimetype::Mimetype;
 pub use mode::{DeliveryMode, ModeError};
-pub use names::{PluginName, PluginNameError, SecretName, SecretNameError};
+pub use names::{
+    PluginName, PluginNameError, SecretName, SecretNameError, WorkspaceName, WorkspaceNameError,
+};
 pub use period::{Period, PeriodError, MAX_PERIOD_SECS};
 pub use template::{
-    FlatNode, OrgTemplate, TemplateDefaults, TemplateError, TemplateFormat, TemplateNode,
-    MAX_TEMPLATE_DEPTH, MAX_TEMPLATE_NODES,
+    nesting_bound, FlatNode, OrgTemplate, TemplateDefaults, TemplateError, TemplateFormat,
+    TemplateNode, MAX_NESTING, MAX_TEMPLATE_DEPTH, MAX_TEMPLATE_NODES,
 };
 pub use token::{AuthToken, TokenHash};
 pub use url::{is_internal_ip, CallbackUrl, UrlError};

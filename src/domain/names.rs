@@ -1,8 +1,57 @@
-//! Names the operator chooses for stored things: secret keys and plugin
-//! names. Both end up in URLs, environment variables or file paths on the
-//! agent's machine, so each is a narrow alphabet checked once, here.
+//! Names the operator chooses for stored things: workspace names, secret
+//! keys and plugin names. Secret keys and plugin names end up in URLs,
+//! environment variables or file paths on the agent's machine, so each is a
+//! narrow alphabet; a workspace name is free text with one rule. Each is
+//! checked once, here, for every path that stores one.
 
 use std::fmt;
+
+/// A workspace's display name: 1 to 200 characters once trimmed, and no
+/// NUL (PostgreSQL cannot store it). The one rule for every path that names
+/// a workspace: create, rename, org import.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct WorkspaceName(String);
+
+/// Why a string is not a workspace name.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WorkspaceNameError {
+    /// Empty once trimmed, or over 200 characters.
+    #[error("`name` must be 1 to 200 characters")]
+    Length,
+    /// Holds a NUL character.
+    #[error("`name` must not contain NUL characters (\\u0000)")]
+    Nul,
+}
+
+impl WorkspaceName {
+    /// Parses a workspace name (surrounding whitespace is dropped).
+    pub fn parse(raw: &str) -> Result<Self, WorkspaceNameError> {
+        let name = raw.trim();
+        if name.contains('\0') {
+            return Err(WorkspaceNameError::Nul);
+        }
+        if name.is_empty() || name.chars().count() > 200 {
+            return Err(WorkspaceNameError::Length);
+        }
+        Ok(Self(name.to_owned()))
+    }
+
+    /// The name as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The name, to store.
+    pub fn into_string(self) -> String {
+        self.0
+    }
+}
+
+impl fmt::Display for WorkspaceName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
 
 /// The key of a secret: `[A-Z_][A-Z0-9_]{0,127}`, the shape of an
 /// environment variable name (agents export secrets as variables).
@@ -85,6 +134,21 @@ impl fmt::Display for PluginName {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn workspace_names() {
+        assert_eq!(WorkspaceName::parse("  lead ").unwrap().as_str(), "lead");
+        assert!(WorkspaceName::parse(&"é".repeat(200)).is_ok());
+        for (bad, err) in [
+            ("", WorkspaceNameError::Length),
+            ("   ", WorkspaceNameError::Length),
+            (&"a".repeat(201), WorkspaceNameError::Length),
+            ("a\0b", WorkspaceNameError::Nul),
+            ("\0", WorkspaceNameError::Nul),
+        ] {
+            assert_eq!(WorkspaceName::parse(bad), Err(err), "{bad:?}");
+        }
+    }
 
     #[test]
     fn secret_names() {

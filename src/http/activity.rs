@@ -13,6 +13,9 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
 use super::access::{known_workspace, live_workspace, SelfOrOperator, WorkspaceItself};
 use super::auth::{Principal, Session};
 use super::extract::{Query, WorkspacePath};
@@ -367,6 +370,11 @@ async fn mark_picked_up(
         state.store.mark_inbox_picked_up(id, last.id).await?;
     }
     Ok(())
+}
+
+/// The routes of this resource, with their OpenAPI operations.
+pub(super) fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(list_activity, report_activity))
 }
 
 #[cfg(test)]

@@ -22,6 +22,9 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tokio::sync::broadcast::error::RecvError;
 
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
 use super::access::{
     known_workspace, live_workspace, Callee, Calling, OnBehalf, Operator, SelfOrOperator,
 };
@@ -188,7 +191,8 @@ pub(super) async fn create_delegation(
             )))
         }
     };
-    known_workspace(&state, target).await?;
+    // A removed workspace answers nothing: 404, as to a workspace caller.
+    live_workspace(&state, target).await?;
     if caller == Caller::Workspace(target) {
         return Err(Error::Unprocessable(
             "a workspace cannot delegate to itself".into(),
@@ -224,6 +228,7 @@ pub(super) async fn create_delegation(
                 }),
             ))
         }
+        Delegated::CalleeGone => Err(Error::workspace_not_found()),
         Delegated::Existing(d) if d.callee_id != target => Err(Error::StatusConflict {
             message: "this idempotency_key was already used for a delegation to another workspace"
                 .into(),
@@ -516,6 +521,19 @@ pub(super) async fn get_delegation_stats(
         p50_completion_s: percentile(secs, 0.50),
         p95_completion_s: percentile(secs, 0.95),
     }))
+}
+
+/// The routes of this resource, with their OpenAPI operations.
+pub(super) fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(create_delegation))
+        .routes(routes!(report_delegation_status))
+        .routes(routes!(heartbeat_delegation))
+        .routes(routes!(list_workspace_delegations))
+        .routes(routes!(get_delegation))
+        .routes(routes!(list_all_delegations))
+        .routes(routes!(get_delegation_stats))
+        .routes(routes!(stream_delegation_events))
 }
 
 #[cfg(test)]

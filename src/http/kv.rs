@@ -10,6 +10,9 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
 use super::access::{known_workspace, ScopedPath, SelfOrOperator};
 use super::extract::WorkspacePath;
 use super::{AppState, Error, ErrorBody, Json, Result};
@@ -183,4 +186,11 @@ pub(super) async fn delete_key(
         return Err(key_not_found());
     }
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// The routes of this resource, with their OpenAPI operations.
+pub(super) fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list_keys, set_key))
+        .routes(routes!(get_key, delete_key))
 }

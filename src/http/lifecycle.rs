@@ -7,6 +7,9 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
 use super::access::{KnownWorkspace, Operator, SelfOrOperatorEvenRemoved};
 use super::extract::WorkspacePath;
 use super::workspaces::{log_event, WorkspaceView};
@@ -139,4 +142,13 @@ pub(super) async fn get_workspace_state(
         deleted: false,
     })
     .into_response())
+}
+
+/// The routes of this resource, with their OpenAPI operations.
+pub(super) fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(pause_workspace))
+        .routes(routes!(resume_workspace))
+        .routes(routes!(restart_workspace))
+        .routes(routes!(get_workspace_state))
 }

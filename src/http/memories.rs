@@ -11,6 +11,9 @@ use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
 use super::access::{known_workspace, Operator, ScopedPath, SelfOrOperator};
 use super::auth::Principal;
 use super::extract::WorkspacePath;
@@ -372,4 +375,13 @@ pub(super) async fn admin_delete_memory(
     }
     tracing::info!(memory_id = %mid, "memory deleted by the operator");
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// The routes of this resource, with their OpenAPI operations.
+pub(super) fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(commit_memory, recall_memories))
+        .routes(routes!(delete_memory))
+        .routes(routes!(admin_recall_memories))
+        .routes(routes!(admin_delete_memory))
 }

@@ -9,6 +9,9 @@ use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
 use super::access::{live_workspace, AsPeer, Calling, WorkspaceItself};
 use super::activity::record;
 use super::auth::require_reach;
@@ -299,4 +302,11 @@ pub(super) async fn notify_operator(
         status: "ok",
         activity_id: stored.id,
     }))
+}
+
+/// The routes of this resource, with their OpenAPI operations.
+pub(super) fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(send_a2a_message))
+        .routes(routes!(notify_operator))
 }

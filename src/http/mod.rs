@@ -39,7 +39,6 @@ use tokio_util::sync::CancellationToken;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 use utoipa_axum::router::OpenApiRouter;
-use utoipa_axum::routes;
 
 use crate::blob::BlobStore;
 use crate::config::Config;
@@ -123,92 +122,23 @@ impl Modify for BearerAuth {
 /// The routes and the OpenAPI document describing exactly them.
 pub(crate) fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
-        .routes(routes!(
-            workspaces::create_workspace,
-            workspaces::list_workspaces
-        ))
-        .routes(routes!(
-            workspaces::get_workspace,
-            workspaces::update_workspace,
-            workspaces::delete_workspace
-        ))
-        .routes(routes!(lifecycle::pause_workspace))
-        .routes(routes!(lifecycle::resume_workspace))
-        .routes(routes!(lifecycle::restart_workspace))
-        .routes(routes!(lifecycle::get_workspace_state))
-        .routes(routes!(org::import_org))
-        .routes(routes!(workspaces::rotate_workspace_token))
-        .routes(routes!(workspaces::get_workspace_connection))
-        .routes(routes!(registry::register_workspace))
-        .routes(routes!(registry::heartbeat_workspace))
-        .routes(routes!(messages::send_a2a_message))
-        .routes(routes!(messages::notify_operator))
-        .routes(routes!(activity::list_activity, activity::report_activity))
-        .routes(routes!(stream::stream_events))
-        .routes(routes!(delegations::create_delegation))
-        .routes(routes!(delegations::report_delegation_status))
-        .routes(routes!(delegations::heartbeat_delegation))
-        .routes(routes!(delegations::list_workspace_delegations))
-        .routes(routes!(delegations::get_delegation))
-        .routes(routes!(delegations::list_all_delegations))
-        .routes(routes!(delegations::get_delegation_stats))
-        .routes(routes!(delegations::stream_delegation_events))
-        // Uploads enforce their own limits while streaming; the default
-        // body limit (which protects the JSON routes) must not cut them.
-        .merge(
-            OpenApiRouter::new()
-                .routes(routes!(uploads::upload_chat_files))
-                .layer(axum::extract::DefaultBodyLimit::disable()),
-        )
-        // A plugin archive is checked and capped while it streams in.
-        .merge(
-            OpenApiRouter::new()
-                .routes(routes!(plugins::publish_plugin, plugins::delete_plugin))
-                .layer(axum::extract::DefaultBodyLimit::disable()),
-        )
-        .routes(routes!(plugins::list_plugins))
-        .routes(routes!(peers::list_peers))
-        .routes(routes!(peers::discover_peer))
-        .routes(routes!(plugins::download_plugin))
-        .routes(routes!(
-            plugins::record_plugin_install,
-            plugins::list_plugin_installs
-        ))
-        .routes(routes!(
-            secrets::set_workspace_secret,
-            secrets::delete_workspace_secret
-        ))
-        .routes(routes!(secrets::list_workspace_secrets))
-        .routes(routes!(secrets::get_secret_values))
-        .routes(routes!(
-            secrets::set_global_secret,
-            secrets::delete_global_secret
-        ))
-        .routes(routes!(secrets::list_global_secrets))
-        .routes(routes!(
-            schedules::list_schedules,
-            schedules::create_schedule
-        ))
-        .routes(routes!(
-            schedules::update_schedule,
-            schedules::delete_schedule
-        ))
-        .routes(routes!(schedules::run_schedule))
-        .routes(routes!(schedules::schedule_history))
-        .routes(routes!(pending::list_pending_uploads))
-        .routes(routes!(pending::get_pending_upload_content))
-        .routes(routes!(pending::ack_pending_upload))
-        .routes(routes!(memories::commit_memory, memories::recall_memories))
-        .routes(routes!(memories::delete_memory))
-        .routes(routes!(memories::admin_recall_memories))
-        .routes(routes!(memories::admin_delete_memory))
-        .routes(routes!(kv::list_keys, kv::set_key))
-        .routes(routes!(kv::get_key, kv::delete_key))
-        .routes(routes!(ops::get_upload_stats))
-        .routes(routes!(ops::get_server_config))
-        .routes(routes!(ops::get_metrics))
-        .routes(routes!(ops::health))
-        .routes(routes!(ops::ready))
+        .merge(workspaces::routes())
+        .merge(lifecycle::routes())
+        .merge(org::routes())
+        .merge(registry::routes())
+        .merge(messages::routes())
+        .merge(activity::routes())
+        .merge(stream::routes())
+        .merge(delegations::routes())
+        .merge(uploads::routes())
+        .merge(plugins::routes())
+        .merge(peers::routes())
+        .merge(secrets::routes())
+        .merge(pending::routes())
+        .merge(schedules::routes())
+        .merge(memories::routes())
+        .merge(kv::routes())
+        .merge(ops::routes())
         .split_for_parts()
 }
 

@@ -9,6 +9,9 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
 use super::access::Operator;
 use super::{AppState, ErrorBody, Json, Result};
 use crate::domain::{self, Tier};
@@ -139,4 +142,14 @@ pub(super) async fn get_upload_stats(
             .oldest_pending_at
             .map_or(0, |t| (now - t).num_seconds().max(0)),
     }))
+}
+
+/// The routes of this resource, with their OpenAPI operations.
+pub(super) fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(get_upload_stats))
+        .routes(routes!(get_server_config))
+        .routes(routes!(get_metrics))
+        .routes(routes!(health))
+        .routes(routes!(ready))
 }

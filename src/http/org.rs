@@ -13,6 +13,9 @@ use axum::http::header::CONTENT_TYPE;
 use axum::http::HeaderMap;
 use serde::{Deserialize, Serialize};
 
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
 use super::access::Operator;
 use super::extract::Query;
 use super::workspaces::{check_url, log_event};
@@ -93,9 +96,12 @@ pub(super) fn summary(created: usize, skipped: usize, dry_run: bool) -> String {
 
 fn template_error(e: TemplateError) -> Error {
     match e {
-        TemplateError::Malformed(_) => Error::BadRequest(e.to_string()),
+        // A NUL or a bad name is 400, as `POST /workspaces` answers it.
+        TemplateError::Malformed(_) | TemplateError::Nul(_) | TemplateError::Name(_) => {
+            Error::BadRequest(e.to_string())
+        }
         TemplateError::TooManyNodes(_) => Error::PayloadTooLarge(e.to_string()),
-        TemplateError::TooDeep(_) | TemplateError::Invalid(_) => {
+        TemplateError::TooDeep(_) | TemplateError::NestedTooDeep | TemplateError::Invalid(_) => {
             Error::Unprocessable(e.to_string())
         }
     }
@@ -210,7 +216,9 @@ fn plan_import(
         plan.push(ImportNode {
             parent: node.parent,
             workspace: NewWorkspace {
-                name: n.name.trim().to_owned(),
+                name: domain::WorkspaceName::parse(&n.name)
+                    .map_err(|e| Error::BadRequest(format!("{path}.name: {e}")))?
+                    .into_string(),
                 delivery_mode: n
                     .delivery_mode
                     .or(defaults.delivery_mode)
@@ -232,6 +240,11 @@ fn plan_import(
 /// Whether `id` is one the import created (in a dry run: would create).
 fn plan_created(plan: &[ImportNode], done: &[crate::store::ImportedNode], id: WorkspaceId) -> bool {
     plan.iter().zip(done).any(|(p, d)| d.created && p.id == id)
+}
+
+/// The routes of this resource, with their OpenAPI operations.
+pub(super) fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(import_org))
 }
 
 #[cfg(test)]

@@ -7,6 +7,9 @@ use axum::extract::State;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
 use super::access::{live_workspace, AsPeer, Calling, SelfOrOperator};
 use super::auth::require_reach;
 use super::extract::WorkspacePath;
@@ -145,4 +148,11 @@ pub(super) async fn discover_peer(
         status: status(&state, &found),
         name: found.name,
     }))
+}
+
+/// The routes of this resource, with their OpenAPI operations.
+pub(super) fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list_peers))
+        .routes(routes!(discover_peer))
 }

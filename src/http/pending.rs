@@ -11,6 +11,9 @@ use chrono::{DateTime, Utc};
 use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
 use serde::{Deserialize, Serialize};
 
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
 use super::access::{SelfOrOperator, WorkspaceItself};
 use super::auth::Principal;
 use super::extract::{FilePath, Query, WorkspacePath};
@@ -311,6 +314,14 @@ pub(super) async fn ack_pending_upload(
         AckOutcome::AlreadyAcked => Ok(Json(Acked { acked: true })),
         AckOutcome::NotFound => Err(Error::file_not_found()),
     }
+}
+
+/// The routes of this resource, with their OpenAPI operations.
+pub(super) fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list_pending_uploads))
+        .routes(routes!(get_pending_upload_content))
+        .routes(routes!(ack_pending_upload))
 }
 
 /// Property tests of the Range parser as the download route uses it.

@@ -16,6 +16,9 @@ use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
 use super::access::{
     known_workspace, KnownWorkspace, Operator, ScopedPath, SelfOrOperator, WorkspaceItself,
 };
@@ -405,4 +408,18 @@ pub(super) async fn list_plugin_installs(
     Ok(Json(
         installs.into_iter().map(PluginInstallView::from).collect(),
     ))
+}
+
+/// The routes of this resource, with their OpenAPI operations.
+/// A plugin archive is checked and capped while it streams in.
+pub(super) fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .merge(
+            OpenApiRouter::new()
+                .routes(routes!(publish_plugin, delete_plugin))
+                .layer(axum::extract::DefaultBodyLimit::disable()),
+        )
+        .routes(routes!(list_plugins))
+        .routes(routes!(download_plugin))
+        .routes(routes!(record_plugin_install, list_plugin_installs))
 }

@@ -6,6 +6,9 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
 use super::access::{live_workspace, NamesWorkspace, SelfOrOperatorBody};
 use super::auth::MaybePrincipal;
 use super::workspaces::{check_url, push_without_url, WorkspaceView};
@@ -196,4 +199,11 @@ pub(super) async fn heartbeat_workspace(
         status: "ok",
         last_heartbeat_at: now,
     }))
+}
+
+/// The routes of this resource, with their OpenAPI operations.
+pub(super) fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(register_workspace))
+        .routes(routes!(heartbeat_workspace))
 }

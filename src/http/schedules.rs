@@ -8,6 +8,9 @@ use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
 use super::access::{KnownWorkspace, LiveWorkspace, SelfOrOperator};
 use super::extract::{Query, SchedulePath};
 use super::{AppState, Error, ErrorBody, Json, Result};
@@ -382,4 +385,13 @@ pub(super) async fn schedule_history(
     let s = schedule_of(&state, path).await?;
     let fires = state.store.schedule_history(s.id, limit).await?;
     Ok(Json(fires.into_iter().map(Into::into).collect()))
+}
+
+/// The routes of this resource, with their OpenAPI operations.
+pub(super) fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list_schedules, create_schedule))
+        .routes(routes!(update_schedule, delete_schedule))
+        .routes(routes!(run_schedule))
+        .routes(routes!(schedule_history))
 }

@@ -7,9 +7,12 @@
 use std::collections::BTreeMap;
 
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::access::{KnownWorkspace, Operator, WorkspaceItself};
 use super::extract::WorkspacePath;
@@ -135,11 +138,23 @@ pub(super) async fn list_workspace_secrets(
     Ok(Json(keys.into_iter().map(SecretView::from).collect()))
 }
 
+/// The response header naming the secrets that could not be decrypted
+/// (comma-separated, sorted); absent when every value opened.
+pub(crate) const UNDECRYPTABLE_HEADER: &str = "x-molecule-undecryptable-secrets";
+
 /// The workspace reads its secrets: global ones merged under its own (its
-/// own win), as `{"KEY": "value"}`.
+/// own win), as `{"KEY": "value"}`. A value that does not open (a tampered
+/// or moved row) leaves its key out of the map and names it in the
+/// `X-Molecule-Undecryptable-Secrets` header, so the others are still
+/// served; it is logged (name and scope, never a value) and counted in
+/// `molecule_secret_open_failures_total`. A workspace's own value that
+/// does not open is not replaced by the global one: the operator set it
+/// to override that.
 #[utoipa::path(get, path = "/workspaces/{id}/secrets/values", tag = "secrets",
     params(("id" = String, Path, description = "workspace id")),
-    responses((status = 200, body = BTreeMap<String, String>), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+    responses((status = 200, body = BTreeMap<String, String>,
+            headers(("X-Molecule-Undecryptable-Secrets" = String, description = "keys whose stored value could not be decrypted, comma-separated; absent when every value opened"))),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
         (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub(super) async fn get_secret_values(
     State(state): State<AppState>,
@@ -147,26 +162,50 @@ pub(super) async fn get_secret_values(
         rule: WorkspaceItself(WorkspacePath(id), _),
         ..
     }: KnownWorkspace<WorkspaceItself>,
-) -> Result<Json<BTreeMap<String, String>>> {
+) -> Result<(HeaderMap, Json<BTreeMap<String, String>>)> {
     let sealed = state.store.sealed_secrets(id).await?;
-    let mut values = BTreeMap::new();
+    let mut merged: BTreeMap<String, Option<String>> = BTreeMap::new();
     // Globals first, so the workspace's own value of a key replaces them.
     let (globals, own): (Vec<_>, Vec<_>) = sealed
         .into_iter()
         .partition(|s| s.scope == SecretScope::Global);
     for secret in globals.into_iter().chain(own) {
-        let value = state
-            .sealer
-            .open(secret.scope, secret.name.as_str(), &secret.sealed)
-            .map_err(|e| {
-                Error::Internal(anyhow::Error::new(e).context(format!(
-                    "secret {} of workspace {id} does not open",
-                    secret.name
-                )))
-            })?;
-        values.insert(secret.name.as_str().to_owned(), value);
+        let name = secret.name.as_str();
+        let opened = state.sealer.open(secret.scope, name, &secret.sealed);
+        if opened.is_err() {
+            let scope = match secret.scope {
+                SecretScope::Global => "global",
+                SecretScope::Workspace(_) => "workspace",
+            };
+            state
+                .metrics
+                .secret_open_failures
+                .with_label_values(&[scope])
+                .inc();
+            tracing::error!(
+                workspace_id = %id, secret = name, scope,
+                "a stored secret could not be decrypted (tampered or moved row); left out of the answer"
+            );
+        }
+        merged.insert(name.to_owned(), opened.ok());
     }
-    Ok(Json(values))
+    let mut headers = HeaderMap::new();
+    let failed: Vec<&str> = merged
+        .iter()
+        .filter(|(_, v)| v.is_none())
+        .map(|(k, _)| k.as_str())
+        .collect();
+    if !failed.is_empty() {
+        // Secret keys are A-Z, 0-9 and _: always a valid header value.
+        let value = HeaderValue::from_str(&failed.join(","))
+            .map_err(|e| Error::Internal(anyhow::Error::new(e)))?;
+        headers.insert(UNDECRYPTABLE_HEADER, value);
+    }
+    let values = merged
+        .into_iter()
+        .filter_map(|(k, v)| v.map(|v| (k, v)))
+        .collect();
+    Ok((headers, Json(values)))
 }
 
 /// Sets a global secret (inherited by every workspace).
@@ -206,4 +245,14 @@ pub(super) async fn list_global_secrets(
 ) -> Result<Json<Vec<SecretView>>> {
     let keys = state.store.list_secrets(SecretScope::Global).await?;
     Ok(Json(keys.into_iter().map(SecretView::from).collect()))
+}
+
+/// The routes of this resource, with their OpenAPI operations.
+pub(super) fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(set_workspace_secret, delete_workspace_secret))
+        .routes(routes!(list_workspace_secrets))
+        .routes(routes!(get_secret_values))
+        .routes(routes!(set_global_secret, delete_global_secret))
+        .routes(routes!(list_global_secrets))
 }

@@ -15,6 +15,9 @@ use serde::Deserialize;
 use serde_json::json;
 use tokio::sync::broadcast::error::RecvError;
 
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
 use super::access::{known_workspace, Operator};
 use super::activity::{still_allowed, ActivityView, MAX_LIMIT};
 use super::auth::Session;
@@ -164,4 +167,9 @@ pub(super) async fn stream_events(
         Some((Ok(ev), s))
     });
     Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
+}
+
+/// The routes of this resource, with their OpenAPI operations.
+pub(super) fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(stream_events))
 }

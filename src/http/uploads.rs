@@ -21,6 +21,9 @@ use serde::Serialize;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
 use super::access::{LiveWorkspace, Operator};
 use super::extract::WorkspacePath;
 use super::multipart::{
@@ -684,4 +687,14 @@ async fn record_forwarded(state: &AppState, id: WorkspaceId, answer: &Value) -> 
         .heartbeat(id, &domain::HeartbeatReport::default(), domain::now())
         .await?;
     Ok(())
+}
+
+/// The routes of this resource, with their OpenAPI operations.
+/// Uploads enforce their own limits while streaming; the default body limit (which protects the JSON routes) must not cut them.
+pub(super) fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().merge(
+        OpenApiRouter::new()
+            .routes(routes!(upload_chat_files))
+            .layer(axum::extract::DefaultBodyLimit::disable()),
+    )
 }

@@ -12,10 +12,13 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::Value;
 
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
 use super::access::{live_workspace, LiveWorkspace, Operator};
 use super::extract::{Query, WorkspacePath};
 use super::{AppState, Error, ErrorBody, Json, Result};
-use crate::domain::{self, AuthToken, CallbackUrl, DeliveryMode, Tier, WorkspaceId};
+use crate::domain::{self, AuthToken, CallbackUrl, DeliveryMode, Tier, WorkspaceId, WorkspaceName};
 use crate::events::Event;
 use crate::store::{self, Removal, Workspace};
 
@@ -249,14 +252,11 @@ pub(crate) struct RotatedToken {
     pub connection: Connection,
 }
 
+/// [`WorkspaceName`]'s rule, answered as 400.
 pub(super) fn check_name(name: &str) -> Result<String> {
-    let name = name.trim();
-    if name.is_empty() || name.chars().count() > 200 {
-        return Err(Error::BadRequest(
-            "`name` must be 1 to 200 characters".into(),
-        ));
-    }
-    Ok(name.to_owned())
+    WorkspaceName::parse(name)
+        .map(WorkspaceName::into_string)
+        .map_err(|e| Error::BadRequest(e.to_string()))
 }
 
 pub(super) fn check_url(state: &AppState, raw: &str) -> Result<String> {
@@ -499,7 +499,10 @@ pub(super) async fn delete_workspace(
             "workspace {id} has {n} live child workspace{}; delete them first or pass ?cascade=true to remove the whole subtree",
             if n == 1 { "" } else { "s" }
         ))),
-        Removal::Removed(gone) => {
+        Removal::Removed {
+            workspaces: gone,
+            failed,
+        } => {
             let events = gone
                 .iter()
                 .map(|(ws, _)| Event::Revoked { workspace_id: *ws })
@@ -508,6 +511,9 @@ pub(super) async fn delete_workspace(
             state.bus.publish_many(events).await;
             for (ws, parent) in gone {
                 log_event("workspace.removed", ws, parent);
+            }
+            for t in &failed {
+                crate::ledger::announce_move(&state.bus, &state.metrics, t).await;
             }
             Ok(StatusCode::NO_CONTENT)
         }
@@ -556,6 +562,15 @@ pub(super) async fn get_workspace_connection(
     Ok(Json(ConnectionEnvelope {
         connection: Connection::new(&state.public_url, id, None),
     }))
+}
+
+/// The routes of this resource, with their OpenAPI operations.
+pub(super) fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(create_workspace, list_workspaces))
+        .routes(routes!(get_workspace, update_workspace, delete_workspace))
+        .routes(routes!(rotate_workspace_token))
+        .routes(routes!(get_workspace_connection))
 }
 
 #[cfg(test)]

@@ -93,6 +93,9 @@ pub enum Delegated {
     },
     /// The caller used this key before: that row, nothing written.
     Existing(Delegation),
+    /// The callee is not a live workspace (removed, or removed while the
+    /// request was on its way): nothing written.
+    CalleeGone,
 }
 
 /// A callee's status report.
@@ -229,6 +232,10 @@ impl TryFrom<DelegationRow> for Delegation {
 
 /// Statuses a delegation is still in flight in, as an SQL list.
 pub(super) const IN_FLIGHT: &str = "('queued', 'dispatched', 'in_progress', 'stuck')";
+
+/// The `error_detail` of a delegation failed because its callee was
+/// removed.
+pub const CALLEE_REMOVED: &str = "callee removed";
 
 /// One move of a ledger row, decided before it is written.
 pub(super) struct Move<'a> {
@@ -378,6 +385,39 @@ engines! {
             .pop())
         }
 
+        /// Fails every delegation in flight to `callee` (`callee
+        /// removed`, with each workspace caller's result row), inside the
+        /// transaction that removes it: no row stays in flight for a
+        /// callee that can no longer answer.
+        pub(super) async fn fail_callee_delegations_in(
+            conn: &mut <DB as sqlx::Database>::Connection,
+            callee: WorkspaceId,
+            now: DateTime<Utc>,
+        ) -> StoreResult<Vec<Transitioned>> {
+            let sql = format!(
+                "SELECT * FROM delegations WHERE callee_id = $1 AND status IN {IN_FLIGHT} \
+                 ORDER BY created_at, id{}",
+                DB::ROW_LOCK
+            );
+            let rows: Vec<DelegationRow> = sqlx::query_as(&sql)
+                .bind(callee)
+                .fetch_all(&mut *conn)
+                .await?;
+            let mut failed = Vec::with_capacity(rows.len());
+            for row in rows {
+                let current: Delegation = row.try_into()?;
+                let mv = Move {
+                    to: DelegationStatus::Failed,
+                    result_preview: current.result_preview.clone(),
+                    error_detail: Some(CALLEE_REMOVED.to_owned()),
+                    beat: false,
+                    from: &current,
+                };
+                failed.push(Self::apply_move_in(&mut *conn, mv, now).await?);
+            }
+            Ok(failed)
+        }
+
         /// A callee's delegation, locked until commit.
         pub(super) async fn lock_delegation(
             conn: &mut <DB as sqlx::Database>::Connection,
@@ -407,6 +447,12 @@ engines! {
             now: DateTime<Utc>,
         ) -> StoreResult<Delegated> {
             let mut tx = self.write_tx().await?;
+            // The callee's row, locked: a removal either committed before
+            // (no live row: nothing is written) or waits for this commit
+            // and then fails the new row with the others in flight.
+            if !Self::lock_workspace(&mut tx, new.callee_id).await? {
+                return Ok(Delegated::CalleeGone);
+            }
             let caller = new.caller.to_string();
             let inserted = Self::insert_delegation_in(&mut tx, new, now).await?;
             let Some(row) = inserted else {

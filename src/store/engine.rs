@@ -14,16 +14,24 @@
 use chrono::{DateTime, Utc};
 
 use super::sql::SqlStore;
-use super::uploads::SweptRow;
 use super::{Notifier, StoreResult, SweepLock};
 use crate::domain::memory::SearchTerms;
-use crate::domain::WorkspaceId;
+use crate::domain::{FileId, WorkspaceId};
+
+/// A row the upload sweep deleted, as both engines' sweeps return it.
+#[derive(sqlx::FromRow)]
+pub(super) struct SweptRow {
+    pub(super) file_id: FileId,
+    pub(super) workspace_id: WorkspaceId,
+    pub(super) blob_key: String,
+    pub(super) was_acked: bool,
+}
 
 /// What an SQL engine does its own way. Implemented by `sqlx::Sqlite` and
 /// `sqlx::Postgres`; only called from code [`engines!`] stamped for one
 /// concrete engine, so its futures are checked for `Send` there.
 pub(super) trait Engine: sqlx::Database + Sized {
-    /// `sqlite` or `postgres`, as [`super::Store::engine`] answers.
+    /// `sqlite` or `postgres`, as [`super::DatabaseStore::engine`] answers.
     const ENGINE: &'static str;
     /// Appended to a `SELECT` that checks a row the transaction then
     /// changes: the row lock that makes the two atomic.

@@ -12,8 +12,8 @@
 //!   what concerns the database as a whole; [`StoreError`]; [`connect`].
 //! - One file per area (`workspaces.rs`, `registry.rs`, `tokens.rs`,
 //!   `activity.rs`, `uploads.rs`, `delegations.rs`, `memory.rs`, `kv.rs`,
-//!   `secrets.rs`, `plugins.rs`, `schedules.rs`, `blobs.rs`): the area's
-//!   row types, its trait (`WorkspaceStore`, `UploadStore`, …) and its queries, written
+//!   `secrets.rs`, `plugins.rs`, `blobs.rs`): the area's row types, its
+//!   trait (`WorkspaceStore`, `UploadStore`, …) and its queries, written
 //!   ONCE for both engines inside `engines! { … }`.
 //! - `engine.rs`: the named [`Engine`](engine::Engine) trait — the few
 //!   things the engines do differently in meaning — and the `engines!`
@@ -57,22 +57,48 @@ mod postgres;
 mod sql;
 mod sqlite;
 
-mod activity;
-mod blobs;
-mod delegations;
-mod kv;
-mod memory;
-mod plugins;
-mod registry;
-mod schedules;
-mod secrets;
-mod tokens;
-mod uploads;
-mod workspaces;
+/// Declares the store's areas once: each `module: Trait` pair is a file of
+/// this folder whose public items are re-exported here, whose trait is a
+/// supertrait of [`Store`], and which [`prelude`] imports. A new area is
+/// one line in the `areas!` list below.
+macro_rules! areas {
+    ($($module:ident: $area:ident),* $(,)?) => {
+        $(mod $module; pub use $module::*;)*
+
+        /// The metadata store: every area's trait. Both engines implement
+        /// each area (see the module docs); anything that implements all of
+        /// them is a `Store`. Methods are called on `Arc<dyn Store>` with no
+        /// import; on a concrete store, import [`prelude`].
+        pub trait Store: $($area +)* Send + Sync + 'static {}
+
+        impl<T: $($area +)* Send + Sync + 'static> Store for T {}
+
+        /// Every area's trait, imported anonymously, for calling store
+        /// methods on a concrete store: `use crate::store::prelude::*;`.
+        pub mod prelude {
+            pub use super::Store;
+            $(pub use super::$area as _;)*
+        }
+    };
+}
+
+areas! {
+    database: DatabaseStore,
+    workspaces: WorkspaceStore,
+    registry: RegistryStore,
+    tokens: TokenStore,
+    activity: ActivityStore,
+    uploads: UploadStore,
+    delegations: DelegationStore,
+    memory: MemoryStore,
+    kv: KvStore,
+    secrets: SecretStore,
+    plugins: PluginStore,
+    blobs: BlobChunkStore,
+    schedules: ScheduleStore,
+}
 
 use std::sync::Arc;
-
-use async_trait::async_trait;
 
 use crate::domain::memory::{Reader, Scope, SearchTerms};
 use crate::domain::{
@@ -80,21 +106,9 @@ use crate::domain::{
     PluginName, Refused, SecretName, Tier, TokenHash, WorkspaceId,
 };
 
-pub use activity::*;
-pub use blobs::*;
-pub use delegations::*;
-pub use kv::*;
-pub use memory::*;
-pub use plugins::*;
 pub use postgres::{Listener, Notifier, PostgresStore};
-pub use registry::*;
-pub use schedules::*;
-pub use secrets::*;
 pub use sql::{BetweenReads, SqlStore};
 pub use sqlite::SqliteStore;
-pub use tokens::*;
-pub use uploads::*;
-pub use workspaces::*;
 
 /// Size of one chunk of a blob kept in the database.
 pub const BLOB_CHUNK_SIZE: usize = 1024 * 1024;
@@ -169,7 +183,7 @@ impl StoreError {
 /// Result of store operations.
 pub type StoreResult<T> = Result<T, StoreError>;
 
-/// Held while a sweep pass runs; see [`Store::try_sweep_lock`].
+/// Held while a sweep pass runs; see [`DatabaseStore::try_sweep_lock`].
 pub struct SweepLock(Option<postgres::PgSessionLock>);
 
 impl SweepLock {
@@ -185,67 +199,8 @@ impl SweepLock {
         }
     }
 }
-/// The metadata store: every area's trait, and what concerns the database
-/// as a whole. Both engines implement it; see the module docs. Call its
-/// methods with [`prelude`] in scope (`use crate::store::prelude::*;`).
-#[async_trait]
-pub trait Store:
-    WorkspaceStore
-    + RegistryStore
-    + TokenStore
-    + ActivityStore
-    + UploadStore
-    + DelegationStore
-    + MemoryStore
-    + KvStore
-    + SecretStore
-    + PluginStore
-    + ScheduleStore
-    + BlobChunkStore
-    + Send
-    + Sync
-    + 'static
-{
-    /// `sqlite` or `postgres`.
-    fn engine(&self) -> &'static str;
-
-    /// The right to run a sweep pass: `None` while another replica runs
-    /// one. Release it when the pass ends.
-    async fn try_sweep_lock(&self) -> StoreResult<Option<SweepLock>>;
-
-    /// Cross-replica event delivery, when the engine has it (PostgreSQL).
-    fn notifier(&self) -> Option<Notifier>;
-
-    /// Applies the embedded migrations.
-    async fn migrate(&self) -> StoreResult<()>;
-
-    /// Answers when the database does.
-    async fn ping(&self) -> StoreResult<()>;
-
-    /// Closes the pool.
-    async fn close(&self);
-}
-
-/// The traits a caller of `Arc<dyn Store>` needs in scope to call any
-/// store method, imported anonymously: `use crate::store::prelude::*;`.
-pub mod prelude {
-    pub use super::ActivityStore as _;
-    pub use super::BlobChunkStore as _;
-    pub use super::DelegationStore as _;
-    pub use super::KvStore as _;
-    pub use super::MemoryStore as _;
-    pub use super::PluginStore as _;
-    pub use super::RegistryStore as _;
-    pub use super::ScheduleStore as _;
-    pub use super::SecretStore as _;
-    pub use super::Store;
-    pub use super::TokenStore as _;
-    pub use super::UploadStore as _;
-    pub use super::WorkspaceStore as _;
-}
-
 /// Opens the store a URL names (`sqlite://…` or `postgres://…`). Does not
-/// migrate; call [`Store::migrate`].
+/// migrate; call [`DatabaseStore::migrate`].
 pub async fn connect(url: &str) -> StoreResult<Arc<dyn Store>> {
     if url.starts_with("sqlite:") {
         Ok(Arc::new(SqliteStore::connect(url).await?))

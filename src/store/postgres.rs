@@ -20,9 +20,8 @@ use sqlx::postgres::{
 use sqlx::{Decode, Encode, PgConnection, PgPool, Postgres, Type};
 use uuid::Uuid;
 
-use super::engine::Engine;
+use super::engine::{Engine, SweptRow};
 use super::sql::{SqlStore, Ts};
-use super::uploads::SweptRow;
 use super::*;
 use crate::domain::{DelegationId, FileId, FireId, MemoryId, ScheduleId, WorkspaceId};
 

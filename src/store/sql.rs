@@ -2,14 +2,13 @@
 //! `Postgres`, the write transaction every write runs in, the timestamp
 //! type both engines encode their own way, and the test hooks. The queries
 //! themselves live in the area files, stamped onto both engines by
-//! `engines!` (see `engine.rs`); here only the [`Store`] methods that
-//! concern the database as a whole.
+//! `engines!` (see `engine.rs`); the [`Store`] methods that concern the
+//! database as a whole are in `database.rs`.
 
 use chrono::{DateTime, Utc};
 use sqlx::{Database, Pool};
 use tokio::sync::{Mutex, MutexGuard};
 
-use super::engine::Engine;
 use super::*;
 
 /// A timestamp as the store binds and reads it: integer microseconds on
@@ -99,37 +98,6 @@ impl<DB: Database> SqlStore<DB> {
     #[doc(hidden)]
     pub fn staging(&self) -> GroupCommit {
         self.staging.clone()
-    }
-}
-
-engines! {
-    #[async_trait]
-    impl Store for SqlStore<DB> {
-        fn engine(&self) -> &'static str {
-            DB::ENGINE
-        }
-
-        async fn migrate(&self) -> StoreResult<()> {
-            let _w = self.writer().await;
-            DB::migrate(self).await
-        }
-
-        async fn ping(&self) -> StoreResult<()> {
-            sqlx::query("SELECT 1").execute(&self.pool).await?;
-            Ok(())
-        }
-
-        async fn close(&self) {
-            self.pool.close().await;
-        }
-
-        async fn try_sweep_lock(&self) -> StoreResult<Option<SweepLock>> {
-            DB::try_sweep_lock(self).await
-        }
-
-        fn notifier(&self) -> Option<Notifier> {
-            DB::notifier(self)
-        }
     }
 }
 

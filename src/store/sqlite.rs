@@ -20,9 +20,8 @@ use sqlx::sqlite::{
 use sqlx::{Decode, Encode, Sqlite, SqliteConnection, Type};
 use tokio::sync::Mutex;
 
-use super::engine::Engine;
+use super::engine::{Engine, SweptRow};
 use super::sql::{SqlStore, Ts};
-use super::uploads::SweptRow;
 use super::*;
 use crate::domain::{DelegationId, FileId, FireId, MemoryId, ScheduleId, WorkspaceId};
 

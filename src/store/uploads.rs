@@ -5,7 +5,7 @@
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
-use super::engine::Engine;
+use super::engine::{Engine, SweptRow};
 use super::sql::{SqlStore, Ts};
 use super::*;
 use tokio::sync::Mutex;
@@ -200,15 +200,6 @@ impl From<UploadRow> for PendingUpload {
             expires_at: r.expires_at.0,
         }
     }
-}
-
-/// A row the upload sweep deleted, as both engines' sweeps return it.
-#[derive(sqlx::FromRow)]
-pub(super) struct SweptRow {
-    file_id: FileId,
-    workspace_id: WorkspaceId,
-    blob_key: String,
-    was_acked: bool,
 }
 
 impl From<SweptRow> for SweptUpload {

@@ -126,10 +126,15 @@ pub enum Removal {
     NotFound,
     /// It has this many live children and no cascade was asked for.
     HasLiveChildren(i64),
-    /// These workspaces (the one asked for first, then its live
-    /// descendants), each with its parent, are removed and their tokens
-    /// revoked.
-    Removed(Vec<(WorkspaceId, Option<WorkspaceId>)>),
+    /// Removed, their tokens revoked, their delegations in flight failed.
+    Removed {
+        /// The workspaces removed (the one asked for first, then its live
+        /// descendants), each with its parent.
+        workspaces: Vec<(WorkspaceId, Option<WorkspaceId>)>,
+        /// The delegations in flight to them, failed with `callee
+        /// removed` (each with its caller's result row), to announce.
+        failed: Vec<Transitioned>,
+    },
 }
 
 /// One node of an org import, flattened in pre-order: a node's parent
@@ -248,8 +253,9 @@ pub trait WorkspaceStore: Send + Sync {
     ) -> StoreResult<Option<Workspace>>;
 
     /// Soft-deletes a live workspace (with its live subtree when
-    /// `cascade`): stamps `removed_at`, revokes every token, in one
-    /// transaction.
+    /// `cascade`): stamps `removed_at`, revokes every token and fails every
+    /// delegation in flight to them (`callee removed`, with the callers'
+    /// result rows), in one transaction.
     async fn remove_workspace(
         &self,
         id: WorkspaceId,
@@ -527,8 +533,19 @@ engines! {
                 .execute(&mut *tx)
                 .await?;
             }
+            // After every row above is written (and locked): a delegation
+            // created meanwhile committed before, so this read sees it, and
+            // the callers' inbox locks come after the workspace rows, in
+            // the order a create takes them.
+            let mut failed = Vec::new();
+            for (ws, _) in &subtree {
+                failed.extend(Self::fail_callee_delegations_in(&mut tx, *ws, now).await?);
+            }
             tx.commit().await?;
-            Ok(Removal::Removed(subtree))
+            Ok(Removal::Removed {
+                workspaces: subtree,
+                failed,
+            })
         }
 
         async fn child_ids(&self, id: WorkspaceId) -> StoreResult<Vec<WorkspaceId>> {

@@ -1,4 +1,5 @@
-//! The canvas's files: every ES module of the page is served from the binary
+//! The canvas's files: every ES module of the page (its vendored libraries
+//! in `web/js/vendor/` too) is served from the binary
 //! with a JavaScript content type, the strict CSP and a working `ETag`.
 
 use reqwest::header::{CONTENT_SECURITY_POLICY, CONTENT_TYPE, ETAG, IF_NONE_MATCH};
@@ -20,13 +21,19 @@ async fn every_module_is_served_as_javascript_with_an_etag(engine: Engine) {
     assert_eq!(index.status(), StatusCode::OK);
     let html = index.text().await.unwrap();
     assert!(html.contains(r#"<script type="module" src="/assets/js/app.js"></script>"#));
-    let mut on_disk: Vec<String> =
-        std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/web/js"))
-            .unwrap()
-            .map(|e| e.unwrap().file_name().into_string().unwrap())
-            .collect();
+    let mut on_disk = Vec::new();
+    modules_on_disk(
+        &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("web/js"),
+        "",
+        &mut on_disk,
+    );
     on_disk.sort_unstable();
-    // The modules the binary embeds (listed by build.rs): all of web/js.
+    assert!(
+        on_disk.iter().any(|n| n == "vendor/marked.esm.js"),
+        "the vendored Markdown parser is under web/js/vendor: {on_disk:?}"
+    );
+    // The modules the binary embeds (listed by build.rs): all of web/js,
+    // its vendored libraries in web/js/vendor included.
     let modules: Vec<&str> = molecule::web::module_names().collect();
     assert_eq!(on_disk, modules, "web/js holds {on_disk:?}");
     for name in modules {
@@ -75,3 +82,17 @@ async fn every_module_is_served_as_javascript_with_an_etag(engine: Engine) {
     assert_eq!(old.status(), StatusCode::NOT_FOUND);
 }
 on_both_engines!(every_module_is_served_as_javascript_with_an_etag);
+
+/// The `.js` and `.mjs` files under `dir`, subfolders included, as paths
+/// from `web/js/` (what build.rs lists, found here independently).
+fn modules_on_disk(dir: &std::path::Path, prefix: &str, out: &mut Vec<String>) {
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let entry = entry.unwrap();
+        let name = entry.file_name().into_string().unwrap();
+        if entry.file_type().unwrap().is_dir() {
+            modules_on_disk(&entry.path(), &format!("{prefix}{name}/"), out);
+        } else if name.ends_with(".js") || name.ends_with(".mjs") {
+            out.push(format!("{prefix}{name}"));
+        }
+    }
+}

@@ -222,6 +222,7 @@ async fn identical_requests_racing_write_one_row_and_one_inbox_row(engine: Engin
         match t.unwrap().expect("no racing insert may fail") {
             molecule::store::Delegated::Created { .. } => created += 1,
             molecule::store::Delegated::Existing(d) => assert_eq!(d.idempotency_key, "store-key"),
+            molecule::store::Delegated::CalleeGone => panic!("the callee is live"),
         }
     }
     assert_eq!(created, 1);
@@ -1297,3 +1298,142 @@ async fn delegating_out_of_reach_is_refused_and_writes_nothing(engine: Engine) {
     assert_eq!(app.inbox_rows(&mid, "delegate").await.len(), 1);
 }
 on_both_engines!(delegating_out_of_reach_is_refused_and_writes_nothing);
+
+impl TestApp {
+    /// `DELETE /workspaces/:id` as the operator; the status.
+    async fn remove(&self, ws: &Ws, cascade: bool) -> StatusCode {
+        self.client
+            .delete(self.url(&format!("/workspaces/{}?cascade={cascade}", ws.id)))
+            .bearer_auth(&self.admin_token)
+            .send()
+            .await
+            .unwrap()
+            .status()
+    }
+}
+
+async fn removing_a_callee_fails_its_delegations_in_flight_and_refuses_new_ones(engine: Engine) {
+    let Some(app) = spawn_app(engine).await else {
+        return;
+    };
+    let a = app.create_poll_workspace("a").await;
+    let b = app.create_poll_workspace("b").await;
+    let queued = app.delegate_ok(&a, &b, "queued").await;
+    let working = app.delegate_ok(&a, &b, "working").await;
+    app.report_ok(
+        &b,
+        &working,
+        json!({"status": "in_progress", "result_preview": "half"}),
+    )
+    .await;
+    let done = app.delegate_ok(&a, &b, "done").await;
+    app.report_ok(&b, &done, json!({"status": "completed"}))
+        .await;
+    let done_before = app.delegation(&done).await;
+    let (status, by_operator) = app
+        .post(
+            &format!("/workspaces/{}/delegate", b.id),
+            &app.admin_token,
+            &json!({"task": "from the operator"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{by_operator}");
+    let by_operator = by_operator["delegation_id"].as_str().unwrap().to_owned();
+    // A parent and its child, removed by a cascade from the parent.
+    let (status, p) = app
+        .create_workspace(json!({"name": "p", "delivery_mode": "poll"}))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{p}");
+    let p = Ws {
+        id: p["id"].as_str().unwrap().to_owned(),
+        token: p["auth_token"].as_str().unwrap().to_owned(),
+    };
+    let (status, c) = app
+        .create_workspace(json!({"name": "c", "delivery_mode": "poll", "parent_id": p.id}))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{c}");
+    let c = Ws {
+        id: c["id"].as_str().unwrap().to_owned(),
+        token: c["auth_token"].as_str().unwrap().to_owned(),
+    };
+    let to_child = app.delegate_ok(&p, &c, "to the child").await;
+    let before = app.metrics_text().await;
+
+    assert_eq!(app.remove(&b, false).await, StatusCode::NO_CONTENT);
+    assert_eq!(app.remove(&p, true).await, StatusCode::NO_CONTENT);
+
+    for (did, preview) in [
+        (&queued, None),
+        (&working, Some("half")),
+        (&by_operator, None),
+        (&to_child, None),
+    ] {
+        let row = app.delegation(did).await;
+        assert_eq!(row["status"], "failed", "{row}");
+        assert_eq!(row["error_detail"], "callee removed", "{row}");
+        assert_eq!(row["result_preview"], json!(preview), "{row}");
+        assert!(row["completed_at"].is_string(), "{row}");
+    }
+    assert_eq!(
+        app.delegation(&done).await,
+        done_before,
+        "finished rows untouched"
+    );
+    let results = app.inbox_rows(&a, "delegation_result").await;
+    let mut data: Vec<Value> = results.iter().map(|r| r["data"].clone()).collect();
+    data.retain(|d| d["status"] == "failed");
+    data.sort_by_key(|d| d["delegation_id"].as_str().unwrap().to_owned());
+    let mut want = vec![
+        json!({"delegation_id": queued, "status": "failed", "result_preview": null, "error_detail": "callee removed"}),
+        json!({"delegation_id": working, "status": "failed", "result_preview": "half", "error_detail": "callee removed"}),
+    ];
+    want.sort_by_key(|d| d["delegation_id"].as_str().unwrap().to_owned());
+    assert_eq!(data, want, "one result row per workspace caller");
+    let (_, stats) = app.get("/admin/delegations/stats", &app.admin_token).await;
+    assert_eq!(stats["oldest_in_flight_age_s"], Value::Null, "{stats}");
+    assert_eq!(
+        stats["counts"],
+        json!({"queued": 0, "dispatched": 0, "in_progress": 0, "completed": 1, "failed": 4, "stuck": 0})
+    );
+    let after = app.metrics_text().await;
+    let delta = |series: &str| metric_value(&after, series) - metric_value(&before, series);
+    assert_eq!(delta("molecule_delegations_total{status=\"failed\"}"), 4.0);
+
+    // Delegating to a removed workspace: the 404 of every other path, by
+    // the operator as by a workspace, and nothing written.
+    let gone = json!({"error": "workspace not found"});
+    let (status, body) = app
+        .post(
+            &format!("/workspaces/{}/delegate", b.id),
+            &app.admin_token,
+            &json!({"task": "too late"}),
+        )
+        .await;
+    assert_eq!((status, body), (StatusCode::NOT_FOUND, gone.clone()));
+    let (status, body) = app.delegate(&a, &b.id, json!({"task": "too late"})).await;
+    assert_eq!((status, body), (StatusCode::NOT_FOUND, gone.clone()));
+    assert_eq!(app.ledger().await.len(), 5);
+
+    // The store refuses too (a removal racing the request's own check).
+    let new = molecule::store::NewDelegation {
+        id: molecule::domain::DelegationId::new(),
+        caller: molecule::domain::Caller::Operator,
+        callee_id: b.wid(),
+        task: "raced".into(),
+        idempotency_key: "raced".into(),
+        deadline_at: None,
+    };
+    let inbox = molecule::store::NewActivity {
+        activity_type: "a2a_receive".into(),
+        method: Some("delegate".into()),
+        ..Default::default()
+    };
+    let out = app
+        .store
+        .create_delegation(&new, &inbox, molecule::domain::now())
+        .await
+        .unwrap();
+    assert_eq!(out, molecule::store::Delegated::CalleeGone);
+    assert_eq!(app.ledger().await.len(), 5);
+}
+on_both_engines!(removing_a_callee_fails_its_delegations_in_flight_and_refuses_new_ones);

@@ -351,6 +351,97 @@ async fn hostile_archives_are_refused_with_nothing_stored(engine: Engine) {
             refused("shadow", "a hard link pointing outside the archive"),
         ),
         (
+            "a chain of links that each look inside",
+            tgz(&[
+                Entry::Symlink("d/l", ".."),
+                Entry::Symlink("d/l2", "l/.."),
+                Entry::File("d/l2/pwned.txt", b"x"),
+            ]),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            refused(
+                "d/l2",
+                "a symbolic link pointing to or through another link",
+            ),
+        ),
+        (
+            "the chain, links in the other order",
+            tgz(&[
+                Entry::Symlink("d/l2", "l/.."),
+                Entry::Symlink("d/l", ".."),
+                Entry::File("d/l2/pwned.txt", b"x"),
+            ]),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            refused(
+                "d/l",
+                "a symbolic link in place of a path the archive already uses or links to",
+            ),
+        ),
+        (
+            "`..` through a link",
+            tgz(&[
+                Entry::Dir("a/b/c/"),
+                Entry::Symlink("a/s", "b/c"),
+                Entry::Symlink("x", "a/s/../../.."),
+            ]),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            refused("x", "a symbolic link pointing to or through another link"),
+        ),
+        (
+            "a file through a link",
+            tgz(&[Entry::Symlink("d/up", ".."), Entry::File("d/up/x", b"x")]),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            refused("d/up/x", "a path through a symbolic link in the archive"),
+        ),
+        (
+            "a hard link to a link",
+            tgz(&[
+                Entry::Symlink("a/b/s", "../x"),
+                Entry::Hardlink("h", "a/b/s"),
+            ]),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            refused("h", "a hard link to or through a symbolic link"),
+        ),
+        (
+            "an absolute target in a chain",
+            tgz(&[Entry::Symlink("a/l", "b"), Entry::Symlink("a/b", "/etc")]),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            refused(
+                "a/b",
+                "a symbolic link in place of a path the archive already uses or links to",
+            ),
+        ),
+        (
+            "a file shadowing a link",
+            tgz(&[
+                Entry::Symlink("d/l", ".."),
+                Entry::Symlink("d/l3", "l/../sibling.txt"),
+                Entry::File("d/l3", b"x"),
+            ]),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            refused(
+                "d/l3",
+                "a symbolic link pointing to or through another link",
+            ),
+        ),
+        (
+            "a file in place of a link",
+            tgz(&[Entry::Symlink("x", "f"), Entry::File("x", b"x")]),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            refused("x", "an entry in place of a symbolic link in the archive"),
+        ),
+        (
+            "names that differ only in case",
+            tgz(&[
+                Entry::Symlink("d/L", ".."),
+                Entry::Symlink("d/l2", "l/../../x"),
+            ]),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            refused(
+                "d/l2",
+                "a symbolic link pointing to or through another link",
+            ),
+        ),
+        (
             "character device",
             tgz(&[Entry::CharDevice("null")]),
             StatusCode::UNPROCESSABLE_ENTITY,

@@ -448,3 +448,180 @@ async fn the_cli_manages_secrets_and_pushes_a_plugin_directory(engine: Engine) {
     }
 }
 on_both_engines!(the_cli_manages_secrets_and_pushes_a_plugin_directory);
+
+impl TestApp {
+    /// Flips one byte of the sealed value of every secret named `name` in
+    /// `table`, straight in the database (a tampered row).
+    async fn tamper_secret(&self, table: &str, name: &str) {
+        let url = &self.config.database_url;
+        let read = format!("SELECT sealed FROM {table} WHERE name = $1");
+        let write = format!("UPDATE {table} SET sealed = $1 WHERE name = $2");
+        let flip = |mut v: Vec<u8>| {
+            let last = v.len() - 1;
+            v[last] ^= 0x01;
+            v
+        };
+        if url.starts_with("sqlite") {
+            let pool = sqlx::SqlitePool::connect(url).await.unwrap();
+            let v: Vec<u8> = sqlx::query_scalar(&read)
+                .bind(name)
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+            let done = sqlx::query(&write)
+                .bind(flip(v))
+                .bind(name)
+                .execute(&pool)
+                .await;
+            assert_eq!(done.unwrap().rows_affected(), 1);
+        } else {
+            let pool = sqlx::PgPool::connect(url).await.unwrap();
+            let v: Vec<u8> = sqlx::query_scalar(&read)
+                .bind(name)
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+            let done = sqlx::query(&write)
+                .bind(flip(v))
+                .bind(name)
+                .execute(&pool)
+                .await;
+            assert_eq!(done.unwrap().rows_affected(), 1);
+        }
+    }
+
+    /// `GET …/secrets/values`: status, the undecryptable-secrets header,
+    /// and the body as text.
+    async fn pull_secrets_raw(
+        &self,
+        ws: &crate::helpers::Ws,
+    ) -> (StatusCode, Option<String>, String) {
+        let resp = self
+            .client
+            .get(self.url(&format!("/workspaces/{}/secrets/values", ws.id)))
+            .bearer_auth(&ws.token)
+            .send()
+            .await
+            .unwrap();
+        let header = resp
+            .headers()
+            .get("x-molecule-undecryptable-secrets")
+            .map(|v| v.to_str().unwrap().to_owned());
+        (resp.status(), header, resp.text().await.unwrap())
+    }
+}
+
+async fn a_tampered_secret_is_named_and_counted_and_the_others_still_served(engine: Engine) {
+    let Some(app) = spawn_app(engine).await else {
+        return;
+    };
+    let admin = &app.admin_token;
+    let ws = app.create_poll_workspace("w").await;
+    let other = app.create_poll_workspace("other").await;
+    for (key, value) in [
+        ("G_OK", "g-ok-1"),
+        ("G_BAD", "g-bad-2"),
+        ("SHARED", "g-shared-3"),
+    ] {
+        let (status, body) = app
+            .put(
+                &format!("/admin/secrets/{key}"),
+                admin,
+                &json!({"value": value}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+    }
+    for (key, value) in [
+        ("OWN_OK", "o-ok-4"),
+        ("OWN_BAD", "o-bad-5"),
+        ("SHARED", "o-shared-6"),
+    ] {
+        let (status, body) = app
+            .put(
+                &format!("/workspaces/{}/secrets/{key}", ws.id),
+                admin,
+                &json!({"value": value}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+    }
+    let before = app.metrics_text().await;
+    app.tamper_secret("global_secrets", "G_BAD").await;
+    app.tamper_secret("workspace_secrets", "OWN_BAD").await;
+    app.tamper_secret("workspace_secrets", "SHARED").await;
+
+    let (status, header, body) = app.pull_secrets_raw(&ws).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(header.as_deref(), Some("G_BAD,OWN_BAD,SHARED"));
+    // The workspace's own SHARED did not open: the global value it
+    // overrides is not handed out in its place.
+    assert_eq!(
+        serde_json::from_str::<Value>(&body).unwrap(),
+        json!({"G_OK": "g-ok-1", "OWN_OK": "o-ok-4"})
+    );
+    // Another workspace only misses the broken global.
+    let (status, header, body) = app.pull_secrets_raw(&other).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(header.as_deref(), Some("G_BAD"));
+    assert_eq!(
+        serde_json::from_str::<Value>(&body).unwrap(),
+        json!({"G_OK": "g-ok-1", "SHARED": "g-shared-3"})
+    );
+    // Nothing broken, no header.
+    let (status, _) = app.delete_as("/admin/secrets/G_BAD", admin).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let (status, header, body) = app.pull_secrets_raw(&other).await;
+    assert_eq!((status, header), (StatusCode::OK, None), "{body}");
+
+    let after = app.metrics_text().await;
+    let delta = |series: &str| {
+        crate::helpers::metric_value(&after, series) - crate::helpers::metric_value(&before, series)
+    };
+    assert_eq!(
+        delta("molecule_secret_open_failures_total{scope=\"global\"}"),
+        2.0
+    );
+    assert_eq!(
+        delta("molecule_secret_open_failures_total{scope=\"workspace\"}"),
+        2.0
+    );
+}
+on_both_engines!(a_tampered_secret_is_named_and_counted_and_the_others_still_served);
+
+async fn a_secrets_key_file_others_may_read_stops_the_start(engine: Engine) {
+    use std::os::unix::fs::PermissionsExt;
+    let Some(mut app) = spawn_app_with(Options::new(engine)).await else {
+        return;
+    };
+    app.stop().await;
+    let key_file = app.data_dir.path().join("secrets-key");
+    let original = std::fs::read_to_string(&key_file).unwrap();
+    for mode in [0o644, 0o640, 0o604, 0o660] {
+        std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(mode)).unwrap();
+        let err = match molecule::app::Application::build(app.config.clone()).await {
+            Ok(_) => panic!("a key file of mode {mode:o} was accepted"),
+            Err(e) => format!("{e:#}"),
+        };
+        assert_eq!(
+            err,
+            format!(
+                "the secrets key file {path} is accessible by other users (mode {mode:o}); \
+                 it must be private: run `chmod 600 {path}` and start again",
+                path = key_file.display()
+            )
+        );
+        assert!(!err.contains(original.trim()), "the key leaked: {err}");
+        // Refused, not repaired behind the operator's back.
+        let now = std::fs::metadata(&key_file).unwrap().permissions().mode();
+        assert_eq!(now & 0o777, mode);
+    }
+    // The fix the message names.
+    std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let again = molecule::app::Application::build(app.config.clone())
+        .await
+        .unwrap();
+    again.state().store.close().await;
+    assert_eq!(std::fs::read_to_string(&key_file).unwrap(), original);
+}
+on_both_engines!(a_secrets_key_file_others_may_read_stops_the_start);

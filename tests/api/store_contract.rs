@@ -200,7 +200,10 @@ async fn workspaces_and_tokens(engine: Engine) {
     assert_eq!(store.list_workspaces().await.unwrap().len(), 1);
     assert_eq!(
         store.remove_workspace(id, false, t).await.unwrap(),
-        Removal::Removed(vec![(id, None)])
+        Removal::Removed {
+            workspaces: vec![(id, None)],
+            failed: vec![]
+        }
     );
     assert_eq!(
         store.remove_workspace(id, false, t).await.unwrap(),

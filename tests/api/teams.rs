@@ -1129,3 +1129,91 @@ async fn cli_imports_a_template_and_draws_the_tree() {
     .await;
     assert_eq!(app.live_rows().await.len(), 1, "only `ops` is left");
 }
+
+async fn deep_templates_and_nul_names_get_the_create_routes_answers(engine: Engine) {
+    let Some(app) = spawn_app(engine).await else {
+        return;
+    };
+    let deep_rule = "the template nests more than 16 levels deep; at most 16 are allowed";
+    for levels in [200usize, 10_000] {
+        let mut json = String::from("{\"workspaces\":[");
+        // YAML twice: block layout (kept under the body limit) and flow.
+        let mut block = String::from("workspaces:\n");
+        let mut flow = String::from("workspaces: [");
+        for i in 0..levels {
+            json.push_str(&format!("{{\"name\":\"n{i}\",\"children\":["));
+            flow.push_str(&format!("\n{{name: n{i}, children: ["));
+            if i < 200 {
+                let pad = " ".repeat(2 * i);
+                block.push_str(&format!("{pad}- name: n{i}\n{pad}  children:\n"));
+            }
+        }
+        json.push_str(&"]}".repeat(levels));
+        json.push_str("]}");
+        flow.push_str(&"]}".repeat(levels));
+        flow.push(']');
+        for (content_type, body) in [
+            ("application/json", &json),
+            ("application/yaml", &block),
+            ("application/yaml", &flow),
+        ] {
+            assert_eq!(
+                app.import("", content_type, body).await,
+                (
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    json!({"error": deep_rule})
+                ),
+                "{levels} levels, {content_type}"
+            );
+        }
+    }
+    // A NUL in a name: what `POST /workspaces` answers, and nothing made.
+    let (status, body) = app
+        .create_workspace(json!({"name": "a\0b", "delivery_mode": "poll"}))
+        .await;
+    assert_eq!(
+        (status, body),
+        (
+            StatusCode::BAD_REQUEST,
+            json!({"error": "`name` must not contain NUL characters (\\u0000)"})
+        )
+    );
+    let cases = [
+        (
+            "application/json",
+            "{\"workspaces\":[{\"name\":\"lead\",\"children\":[{\"name\":\"a\\u0000b\"}]}]}",
+            "`workspaces[0].children[0].name` must not contain NUL characters (\\u0000)",
+        ),
+        (
+            "application/yaml",
+            "workspaces:\n  - name: \"a\\0b\"\n",
+            "`workspaces[0].name` must not contain NUL characters (\\u0000)",
+        ),
+        (
+            "application/yaml",
+            "workspaces:\n  - name: lead\n    runtime: \"x\\0\"\n",
+            "`workspaces[0].runtime` must not contain NUL characters (\\u0000)",
+        ),
+        (
+            "application/yaml",
+            "workspaces:\n  - name: lead\n    delivery_mode: push\n    url: \"http://example.com/\\0\"\n",
+            "`workspaces[0].url` must not contain NUL characters (\\u0000)",
+        ),
+        (
+            "application/yaml",
+            "workspaces:\n  - name: lead\n  - name: \"  \"\n",
+            "workspaces[1].name: `name` must be 1 to 200 characters",
+        ),
+    ];
+    for (content_type, template, error) in cases {
+        for query in ["", "?dry_run=true"] {
+            assert_eq!(
+                app.import(query, content_type, template).await,
+                (StatusCode::BAD_REQUEST, json!({"error": error})),
+                "{template:?}{query}"
+            );
+        }
+    }
+    assert_eq!(app.live_rows().await.len(), 0, "nothing was created");
+}
+on_both_engines!(deep_templates_and_nul_names_get_the_create_routes_answers);

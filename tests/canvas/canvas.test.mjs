@@ -784,6 +784,26 @@ async function main() {
     assert(await msg.locator('ul > li').count() === 2, 'no list');
   });
 
+  await step('Markdown follows CommonMark: intraword _ stays, links are only http(s), raw HTML is text (issue 30, defect 2)', async () => {
+    await notify('the user_id field, 2 * 3 * 4 = 24 and snake_case_name; *soft* and _also_ and **bold**\n\n'
+      + '[bad](javascript:alert(1)) [good](https://example.com/ok) <img src=x onerror="alert(1)"> <script>alert(2)</script>');
+    const msg = page.locator('.msg-in').filter({ hasText: '= 24 and' });
+    await msg.waitFor();
+    const text = await msg.locator('.text').textContent();
+    for (const kept of ['user_id', '2 * 3 * 4 = 24', 'snake_case_name']) {
+      assert(text.includes(kept), `"${kept}" is not shown as written: ${text}`);
+    }
+    const ems = await msg.locator('em').allTextContents();
+    assert(JSON.stringify(ems) === '["soft","also"]', `emphasis: ${JSON.stringify(ems)}`);
+    assert(await msg.locator('strong', { hasText: 'bold' }).count() === 1, 'no bold');
+    const hrefs = await msg.locator('a[href]').evaluateAll((as) => as.map((a) => a.getAttribute('href')));
+    assert(JSON.stringify(hrefs) === '["https://example.com/ok"]', `links: ${JSON.stringify(hrefs)}`);
+    assert(await msg.locator('a[href="https://example.com/ok"][target="_blank"][rel~="noopener"]').count() === 1, 'the link does not open apart');
+    assert(await msg.locator('img, script, [onerror]').count() === 0, 'raw HTML became markup');
+    assert(text.includes('<img src=x') && text.includes('<script>alert(2)</script>'), `raw HTML is not shown as text: ${text}`);
+    noPageErrors();
+  });
+
   await step('files: image thumbnails, Retry after a failed upload, clickable attachments from the agent', async () => {
     const png = Buffer.from('iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg==', 'base64');
     await page.setInputFiles('#file-input', { name: 'pixel.png', mimeType: 'image/png', buffer: png });
@@ -962,6 +982,115 @@ async function main() {
     await panel.locator(`.delegation[data-did="${second.delegation_id}"] .dchip`, { hasText: /^failed$/ }).waitFor();
     assert(await page.evaluate(() => window.notReloaded === true), 'the page reloaded');
     noPageErrors();
+    await chatAgain();
+  });
+
+  await step('who said what: delegations name who asked whom with a live chip and a ledger link; results are notes (issue 30, defect 1)', async () => {
+    const make = (name) => apiCall('POST', '/workspaces', ADMIN_TOKEN, { name, delivery_mode: 'poll' });
+    const lead = await make('lead');
+    const coder = await make('coder');
+    await page.getByRole('button', { name: 'Refresh the workspace list' }).click();
+    await page.locator(`#workspace-list [data-ws="${coder.id}"]`).waitFor();
+    const asked = await apiCall('POST', `/workspaces/${lead.id}/delegate`, coder.auth_token, { task: 'Review the parser change', idempotency_key: 'who-1' });
+    const byOperator = await apiCall('POST', `/workspaces/${lead.id}/delegate`, ADMIN_TOKEN, { task: 'Write the release notes', idempotency_key: 'who-2' });
+    await page.evaluate((id) => { location.hash = `#/w/${id}`; }, lead.id);
+    await page.locator('#live-status', { hasText: 'live' }).waitFor();
+    const row = page.locator(`#messages .msg-delegation[data-did="${asked.delegation_id}"]`);
+    await row.waitFor();
+    assert((await row.locator('.who').textContent()) === 'coder → lead · delegation', `the delegation reads "${await row.locator('.who').textContent()}"`);
+    const fromOperator = page.locator(`#messages .msg-delegation[data-did="${byOperator.delegation_id}"] .who`);
+    assert((await fromOperator.textContent()) === 'operator → lead · delegation', `the operator's delegation reads "${await fromOperator.textContent()}"`);
+    assert(await page.locator('#messages .msg-out').count() === 0, `"You" bubbles in a chat the operator never wrote in: ${await page.locator('#messages .msg-out').allTextContents()}`);
+    assert((await row.locator('.text').textContent()).includes('Review the parser change'), 'no task');
+    await row.locator('.dchip', { hasText: /^queued$/ }).waitFor();
+    // The agent's poll picks both up; the chip follows the ledger, not the inbox.
+    await apiCall('GET', `/workspaces/${lead.id}/activity?type=a2a_receive&since_id=0`, lead.auth_token);
+    const report = (did, body) => apiCall('POST', `/workspaces/${lead.id}/delegations/${did}/status`, lead.auth_token, body);
+    await report(asked.delegation_id, { status: 'in_progress' });
+    await row.locator('.dchip', { hasText: /^in progress$/ }).waitFor();
+    await report(asked.delegation_id, { status: 'completed', result_preview: 'Looks good, one nit' });
+    await row.locator('.dchip', { hasText: /^completed$/ }).waitFor();
+    await page.getByRole('button', { name: 'Refresh the workspace list' }).click();
+    await page.waitForFunction((id) => document.querySelector(`#workspace-list [data-ws="${id}"]`) !== null, lead.id);
+    await axeCheck('chat with delegations');
+    assert(await page.locator('#messages .delivery', { hasText: 'picked up' }).count() === 0, 'a delegation reads "picked up"');
+    // Reopened from history, the chip says the ledger's word at once.
+    await page.reload();
+    await row.locator('.dchip', { hasText: /^completed$/ }).waitFor();
+    // The link leads to the ledger row, focused in the Delegations tab.
+    await row.getByRole('link', { name: 'ledger row' }).click();
+    await page.locator(`#delegations-panel .delegation.target[data-did="${asked.delegation_id}"]`).waitFor();
+    assert(await page.evaluate((did) => document.activeElement?.dataset?.did === did, asked.delegation_id), 'the ledger row is not focused');
+    // The caller's chat: the result is a system note with the chip and the preview.
+    await page.evaluate((id) => { location.hash = `#/w/${id}`; }, coder.id);
+    const note = page.locator(`#messages .msg-result[data-did="${asked.delegation_id}"]`);
+    await note.waitFor();
+    const said = await note.textContent();
+    assert(said.includes('coder → lead · delegation') && said.includes('Review the parser change') && said.includes('Looks good, one nit'),
+      `the result note reads "${said}"`);
+    await note.locator('.dchip', { hasText: /^completed$/ }).waitFor();
+    assert(await page.locator('#messages .msg-out').count() === 0, 'the result shows as a "You" bubble');
+    await note.getByRole('link', { name: 'ledger row' }).waitFor();
+    noPageErrors();
+    await chatAgain();
+  });
+
+  await step('a 2,000-message chat opens on its newest page; older pages draw on scroll-up (issue 30, defect 3)', async () => {
+    const long = await apiCall('POST', '/workspaces', ADMIN_TOKEN, { name: 'long-chat', delivery_mode: 'poll' });
+    const N = 2000;
+    for (let i = 0; i < N; i += 50) {
+      await Promise.all(Array.from({ length: Math.min(50, N - i) }, (_, j) => (((i + j) % 2)
+        ? apiCall('POST', `/workspaces/${long.id}/notify`, long.auth_token, { message: `long reply ${i + j} with *some* \`code\`` })
+        : apiCall('POST', `/workspaces/${long.id}/a2a`, ADMIN_TOKEN, { method: 'message/send', params: { message: { role: 'user', parts: [{ kind: 'text', text: `long question ${i + j}` }] } } }))));
+    }
+    await apiCall('POST', `/workspaces/${long.id}/notify`, long.auth_token, { message: 'the newest of them all' });
+    await page.getByRole('button', { name: 'Refresh the workspace list' }).click();
+    await page.locator(`#workspace-list [data-ws="${long.id}"]`).waitFor();
+    // The server's part, printed beside the page's: the API reads history
+    // forward only (since_id), so the page reads every page before it can
+    // draw the newest.
+    const s0 = Date.now();
+    let pages = 0;
+    for (let since = 0; ; pages += 1) {
+      const rows = await apiCall('GET', `/workspaces/${long.id}/activity?limit=500&since_id=${since}`, ADMIN_TOKEN);
+      if (!rows.length) break;
+      since = rows[rows.length - 1].id;
+    }
+    console.log(`       the server answers the history in ${pages} pages in ${Date.now() - s0} ms`);
+    // Long tasks (over 50 ms) while it opens, printed with the time.
+    await page.evaluate(() => {
+      window.longTasks = [];
+      new PerformanceObserver((list) => {
+        for (const e of list.getEntries()) window.longTasks.push(Math.round(e.duration));
+      }).observe({ type: 'longtask' });
+    });
+    const t0 = await page.evaluate((id) => { const t = performance.now(); location.hash = `#/w/${id}`; return t; }, long.id);
+    const newest = page.locator('#messages .msg-in', { hasText: 'the newest of them all' });
+    await newest.waitFor();
+    const ms = await page.evaluate(() => performance.now()) - t0;
+    const longTasks = await page.evaluate(() => window.longTasks);
+    console.log(`       opened ${N + 1} messages, newest on screen in ${Math.round(ms)} ms; long tasks: ${JSON.stringify(longTasks)} ms`);
+    await page.waitForFunction(() => !document.getElementById('messages').hasAttribute('aria-busy'));
+    const inView = await newest.evaluate((e) => {
+      const r = e.getBoundingClientRect();
+      const log = document.getElementById('log').getBoundingClientRect();
+      return r.bottom <= log.bottom + 0.5 && r.top >= log.top - 0.5;
+    });
+    assert(inView, 'the newest message is not in view');
+    const drawn = () => page.locator('#messages > li.msg').count();
+    const first = await drawn();
+    assert(first === 100, `the log drew ${first} of ${N + 1} messages on open, not one page of 100`);
+    // Scrolling up draws the page before, and keeps the reader's place.
+    const oldest = page.locator('#messages > li.msg').first();
+    const anchorId = await oldest.getAttribute('data-id');
+    await page.evaluate(() => { document.getElementById('log').scrollTop = 0; });
+    await page.waitForFunction((n) => document.querySelectorAll('#messages > li.msg').length > n, first);
+    const kept = await page.locator(`#messages > li.msg[data-id="${anchorId}"]`).evaluate((e) => {
+      const r = e.getBoundingClientRect();
+      const log = document.getElementById('log').getBoundingClientRect();
+      return r.top >= log.top - 1 && r.top < log.bottom;
+    });
+    assert(kept, 'drawing the older page moved the reader away from where they were');
     await chatAgain();
   });
 

@@ -63,10 +63,12 @@ function enterApp() {
   route();
 }
 
-// `#/w/<id>` opens a chat, so a reload or a shared link keeps the view.
+// `#/w/<id>` opens a chat, so a reload or a shared link keeps the view;
+// `#/w/<id>/delegations/<did>` opens its Delegations tab at that ledger row
+// (the link of a delegation in the conversation).
 function route() {
   if (!state.token) return;
-  const m = location.hash.match(/^#\/w\/([0-9a-fA-F-]{36})$/);
+  const m = location.hash.match(/^#\/w\/([0-9a-fA-F-]{36})(?:\/delegations\/([0-9a-fA-F-]{36}))?$/);
   if (!m) {
     closeChat();
     show('list');
@@ -81,6 +83,7 @@ function route() {
   }
   if (state.current?.id !== ws.id) openChat(ws);
   show('chat');
+  if (m[2]) bus.dispatchEvent(new CustomEvent('show-delegation', { detail: m[2] }));
 }
 
 function init() {

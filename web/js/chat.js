@@ -4,7 +4,7 @@
 import { api, wsPath } from './api.js';
 import { reconcileUploads, setUploadState } from './chips.js';
 import { $ } from './dom.js';
-import { atBottom, renderRow, scrollToBottom } from './messages.js';
+import { atBottom, hasOlder, keepRows, renderRow, resetRows, scrollToBottom, setDelegationStatus, showNewest, showOlder } from './messages.js';
 import { STATUS_LABEL, agentStatus, bus, state } from './state.js';
 import { followEvents } from './stream.js';
 import { markSeen, noteLiveRow } from './unread.js';
@@ -12,6 +12,9 @@ import { lastContact, renderWorkspaces } from './workspaces.js';
 
 const HISTORY_PAGE = 500; // the API's largest `limit`
 const HISTORY_MAX_PAGES = 20; // at most 10 000 rows on first load
+const LEDGER_PAGE = 500; // the delegations listing's largest `limit`
+// Scrolled this close to the top, the next older page is drawn.
+const OLDER_MARGIN_PX = 400;
 
 // The header says "agent …" for the agent's status and "this page: …"
 // for the page's own event stream: the two are different connections and
@@ -59,8 +62,7 @@ export function closeChat() {
 export async function openChat(ws) {
   closeChat();
   state.current = ws;
-  state.lastId = 0;
-  state.rendered = new Set();
+  resetRows();
   state.uploadStates = new Map();
   state.chips = new Map();
   for (const url of state.thumbs.values()) URL.revokeObjectURL(url);
@@ -72,33 +74,36 @@ export async function openChat(ws) {
   $('chat-body').hidden = false;
   $('manage').hidden = false;
   bus.dispatchEvent(new Event('chat-open'));
-  $('messages').replaceChildren();
-  delete $('messages').dataset.day;
   $('uploads').replaceChildren();
   $('chat-search').value = '';
   applySearch();
   $('chat-error').textContent = '';
   $('send-error').textContent = '';
 
-  // History first (oldest first, page by page), then the live stream from
-  // the last id seen, so that no row is missed or shown twice.
+  // History first (oldest first, page by page: the API reads forward
+  // only), kept as data; only its newest page is drawn, older pages as the
+  // reader scrolls up. Then the live stream from the last id seen, so that
+  // no row is missed or shown twice.
   const log = $('messages');
   log.setAttribute('aria-busy', 'true');
   try {
     for (let page = 0; page < HISTORY_MAX_PAGES; page += 1) {
       const rows = await api(wsPath(ws.id, `/activity?limit=${HISTORY_PAGE}&since_id=${state.lastId}`), { signal: stream.signal });
-      rows.forEach(renderRow);
+      keepRows(rows);
       if (rows.length < HISTORY_PAGE) break;
     }
+    showNewest();
+    scrollToBottom(true);
     await reconcileUploads(ws.id, stream.signal);
+    readLedger(ws.id, stream.signal).catch(() => {});
   } catch (e) {
     if (e.name === 'AbortError') return;
     $('chat-error').textContent = `Could not load the conversation: ${e.message}`;
   } finally {
     log.removeAttribute('aria-busy');
   }
-  scrollToBottom(true);
   if (stream.signal.aborted) return;
+  scrollToBottom(true);
   markSeen(ws.id, state.lastId);
   renderWorkspaces();
   followEvents(ws.id, stream.signal, {
@@ -109,6 +114,7 @@ export async function openChat(ws) {
       // Files (and delegations) may have moved while we were disconnected.
       if (!first) {
         reconcileUploads(ws.id, stream.signal).catch(() => {});
+        readLedger(ws.id, stream.signal, true).catch(() => {});
         bus.dispatchEvent(new CustomEvent('stream', { detail: { event: 'resync', payload: {} } }));
       }
     },
@@ -130,7 +136,7 @@ function handleEvent({ event, data }) {
     // Decide before the row is added: a tall reply must not push the
     // bottom out of the "near the bottom" band and so out of view.
     const follow = atBottom();
-    const own = payload.activity_type === 'a2a_receive' && payload.data?.source !== 'peer_agent';
+    const own = payload.activity_type === 'a2a_receive' && payload.data?.source === 'canvas_user';
     if (!renderRow(payload)) return;
     noteLiveRow(state.current, payload);
     if ($('chat-search').value) applySearch();
@@ -139,9 +145,36 @@ function handleEvent({ event, data }) {
   } else if (event === 'upload') {
     setUploadState(payload.file_id, payload.state);
   } else {
-    // Other events (delegation moves) are for the panels that show them.
+    // A delegation's move: its chips in the conversation follow.
+    if (event === 'delegation' && payload.delegation_id) setDelegationStatus(payload.delegation_id, payload.status);
+    // Other events (delegation moves) are for the panels that show them too.
     bus.dispatchEvent(new CustomEvent('stream', { detail: { event, payload } }));
   }
+}
+
+/**
+ * Where the delegations the conversation shows stand: the workspace's
+ * newest ledger rows in one listing (on open, and after a reconnect, when
+ * `all` is set), then one read per drawn delegation the listing did not
+ * cover. Live moves arrive on the stream (handleEvent).
+ */
+async function readLedger(wsId, signal, all = false) {
+  if (all || !state.ledgerRead) {
+    const rows = await api(wsPath(wsId, `/delegations?limit=${LEDGER_PAGE}`), { signal });
+    if (state.current?.id !== wsId) return;
+    state.ledgerRead = true;
+    for (const d of rows) setDelegationStatus(d.id, d.status);
+  }
+  const wanted = [...state.dwanted].filter(([did]) => !state.dstatus.has(did));
+  state.dwanted.clear();
+  await Promise.all(wanted.map(async ([did, callee]) => {
+    try {
+      const d = await api(wsPath(callee || wsId, `/delegations/${encodeURIComponent(did)}`), { signal });
+      if (state.current?.id === wsId) setDelegationStatus(did, d.status);
+    } catch {
+      // purged or unreachable: the chip keeps the row's own status
+    }
+  }));
 }
 
 /**
@@ -150,6 +183,8 @@ function handleEvent({ event, data }) {
  */
 function applySearch() {
   const q = $('chat-search').value.trim().toLowerCase();
+  // A search covers the whole conversation: every kept row is drawn.
+  if (q) while (showOlder());
   let matches = 0;
   for (const li of $('messages').children) {
     if (!q) {
@@ -185,6 +220,11 @@ export function initChat() {
   });
   $('log').addEventListener('scroll', () => {
     if (atBottom()) setMarker(false);
+    const log = $('log');
+    if (hasOlder() && log.scrollTop < OLDER_MARGIN_PX) {
+      showOlder();
+      if (state.current) readLedger(state.current.id, state.stream?.signal).catch(() => {});
+    }
   }, { passive: true });
 
   $('chat-search').addEventListener('input', applySearch);

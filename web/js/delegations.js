@@ -11,7 +11,7 @@ import { api, errorOf, unauthorized, wsPath } from './api.js';
 import { ago, el, sleep } from './dom.js';
 import { bus, serverNow, state } from './state.js';
 import { readEventStream } from './stream.js';
-import { registerTab } from './tabs.js';
+import { registerTab, select } from './tabs.js';
 
 const STATUSES = ['queued', 'dispatched', 'in_progress', 'completed', 'failed', 'stuck'];
 const LABEL = { in_progress: 'in progress' };
@@ -141,6 +141,8 @@ function delegationsPanel(prefix, headingLevel) {
     }
   });
 
+  let loaded = Promise.resolve();
+
   return {
     root,
     apply,
@@ -153,7 +155,22 @@ function delegationsPanel(prefix, headingLevel) {
       list.replaceChildren();
       empty.hidden = true;
       error.textContent = '';
-      return load();
+      loaded = load();
+      return loaded;
+    },
+    /** Focuses delegation `did`'s row once the listing is read (a link led here). */
+    async reveal(did) {
+      await loaded;
+      const item = list.querySelector(`[data-did="${CSS.escape(did)}"]`);
+      if (!item) {
+        error.textContent = 'That delegation is not among the newest listed here.';
+        return;
+      }
+      for (const li of list.querySelectorAll('.delegation.target')) li.classList.remove('target');
+      item.classList.add('target');
+      item.tabIndex = -1;
+      item.scrollIntoView({ block: 'nearest' });
+      item.focus();
     },
     close() {
       base = null;
@@ -194,6 +211,11 @@ export function initDelegations() {
     show: (ws) => own.open(wsPath(ws.id, '/delegations'), `Delegations of ${ws.name}`,
       (m) => m.callee_id === ws.id || m.caller_id === ws.id),
     hide: () => own.close(),
+  });
+  // A delegation's link in the conversation: its row in this tab.
+  bus.addEventListener('show-delegation', (e) => {
+    select('delegations');
+    own.reveal(e.detail);
   });
   bus.addEventListener('stream', (e) => {
     if (e.detail.event === 'delegation') own.apply(e.detail.payload);

@@ -1,70 +1,67 @@
-// A safe subset of Markdown for messages: emphasis, inline code, fenced
-// code blocks, bullet and numbered lists, paragraphs, and clickable http(s)
-// links. Every piece is built as DOM nodes with text content, never parsed
-// as HTML, so a message cannot inject markup or script (and the strict CSP
-// stays as it is).
+// Messages as Markdown: CommonMark plus GitHub's extensions (tables,
+// strikethrough, bare http(s) links) through the vendored `marked` parser,
+// then through the vendored DOMPurify sanitiser, into DOM nodes. CommonMark's
+// own rules decide emphasis, so `user_id` and `snake_case_name` stay as
+// written (`*` is another matter: CommonMark lets it emphasise inside a
+// word, so `2*3*4` has an italic 3, as on GitHub; `2 * 3 * 4` does not).
+//
+// What a message cannot do: inject markup (raw HTML in it is shown as the
+// text it is, and whatever HTML the parser makes is sanitised against a
+// short list of tags), link anywhere but http(s) and mailto (no
+// `javascript:` or `data:` URLs), load images from elsewhere (an image is
+// shown as its link), or add headings to the page's outline (a heading is
+// a bold paragraph). Neither library evaluates code, so the strict CSP
+// stays as it is (see web/js/vendor/README.md).
 
-import { el } from './dom.js';
+import { Marked } from './vendor/marked.esm.js';
+import DOMPurify from './vendor/purify.es.mjs';
 
-const INLINE = /(`[^`\n]+`)|(\*\*[^*\n]+\*\*)|(\*[^*\s][^*\n]*\*|_[^_\s][^_\n]*_)|(https?:\/\/[^\s<>()]+[^\s<>().,;:!?'"])/g;
+const escapeHtml = (s) => s.replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
 
-/** Inline formatting of one run of text, as nodes. */
-function inline(text) {
-  const out = [];
-  let at = 0;
-  for (const m of text.matchAll(INLINE)) {
-    if (m.index > at) out.push(text.slice(at, m.index));
-    const [whole, code, strong, em, url] = m;
-    if (code) out.push(el('code', {}, code.slice(1, -1)));
-    else if (strong) out.push(el('strong', {}, ...inline(strong.slice(2, -2))));
-    else if (em) out.push(el('em', {}, ...inline(em.slice(1, -1))));
-    else if (url) out.push(el('a', { href: url, target: '_blank', rel: 'noopener noreferrer' }, url));
-    at = m.index + whole.length;
+const marked = new Marked({
+  gfm: true,
+  renderer: {
+    // Raw HTML in a message is text, not markup.
+    html({ text }) {
+      return escapeHtml(text);
+    },
+    // A code block verbatim, without the newline the default adds.
+    code({ text }) {
+      return `<pre><code>${escapeHtml(text)}</code></pre>`;
+    },
+    // Headings would enter the page's outline: a bold paragraph instead.
+    heading({ tokens }) {
+      return `<p><strong>${this.parser.parseInline(tokens)}</strong></p>\n`;
+    },
+    // An image would be fetched from wherever it points: its link instead.
+    image({ href, text }) {
+      return `<a href="${escapeHtml(href || '')}">${escapeHtml(text || href || '')}</a>`;
+    },
+  },
+});
+
+const PURIFY = {
+  ALLOWED_TAGS: ['p', 'br', 'strong', 'em', 'del', 'code', 'pre', 'ul', 'ol', 'li', 'a', 'blockquote', 'hr',
+    'table', 'thead', 'tbody', 'tr', 'th', 'td'],
+  ALLOWED_ATTR: ['href', 'start', 'align'],
+  ALLOWED_URI_REGEXP: /^(?:https?:|mailto:)/i,
+  RETURN_DOM_FRAGMENT: true,
+};
+
+// Every link opens in a new tab without handing the page to it.
+DOMPurify.addHook('afterSanitizeAttributes', (node) => {
+  if (node.tagName === 'A' && node.hasAttribute('href')) {
+    node.setAttribute('target', '_blank');
+    node.setAttribute('rel', 'noopener noreferrer');
   }
-  if (at < text.length) out.push(text.slice(at));
-  return out;
-}
+});
 
 /** A message's text as a fragment of block elements. */
 export function renderMarkdown(text) {
-  const frag = document.createDocumentFragment();
-  const lines = String(text).split('\n');
-  let para = [];
-  let list = null;
-  const flushPara = () => {
-    if (!para.length) return;
-    frag.append(el('p', {}, ...inline(para.join('\n'))));
-    para = [];
-  };
-  const flushList = () => {
-    if (list) frag.append(list);
-    list = null;
-  };
-  for (let i = 0; i < lines.length; i += 1) {
-    const line = lines[i];
-    if (/^```/.test(line)) {
-      flushPara();
-      flushList();
-      const code = [];
-      for (i += 1; i < lines.length && !/^```/.test(lines[i]); i += 1) code.push(lines[i]);
-      frag.append(el('pre', {}, el('code', {}, code.join('\n'))));
-      continue;
-    }
-    const bullet = /^\s*[-*] +(.*)$/.exec(line);
-    const numbered = /^\s*\d+[.)] +(.*)$/.exec(line);
-    if (bullet || numbered) {
-      flushPara();
-      const tag = bullet ? 'ul' : 'ol';
-      if (list && list.tagName.toLowerCase() !== tag) flushList();
-      if (!list) list = el(tag);
-      list.append(el('li', {}, ...inline((bullet || numbered)[1])));
-      continue;
-    }
-    flushList();
-    if (line.trim() === '') flushPara();
-    else para.push(line);
+  const frag = DOMPurify.sanitize(marked.parse(String(text)), PURIFY);
+  // The newlines between blocks are the parser's layout, not the message's.
+  for (const node of [...frag.childNodes]) {
+    if (node.nodeType === Node.TEXT_NODE && !node.data.trim()) node.remove();
   }
-  flushPara();
-  flushList();
   return frag;
 }

@@ -1,10 +1,24 @@
-// The conversation: turns activity rows into bubbles in the log, oldest
-// first, each row once.
+// The conversation: turns activity rows into bubbles and notes in the log.
+//
+// Every row of the open chat is kept in `state.rows` (oldest first), but
+// only the newest page is in the DOM when a chat opens; older pages are
+// drawn as the reader scrolls up (`showOlder`). Nothing here walks the DOM
+// per row: the rows that still change after they are drawn (relative
+// times, delivery tags, delegation chips) are kept in sets and maps, and
+// one timer (the page's `tick`) updates them.
+//
+// Who speaks is the row's own word: the operator's messages are "You";
+// a peer's message, a task another agent (or the operator) delegated, and
+// the result of a delegation say who asked whom, with the ledger's status
+// chip and a link to the ledger row.
 
 import { uploadChip } from './chips.js';
 import { $, ago, el, formatSize } from './dom.js';
 import { renderMarkdown } from './markdown.js';
 import { agentStatus, bus, serverNow, state } from './state.js';
+
+/** Rows drawn at once: the newest page on open, then one page per scroll-up. */
+export const PAGE = 100;
 
 /** Whether the reader sees the end of the log (within a few pixels). */
 export function atBottom() {
@@ -19,31 +33,40 @@ export function scrollToBottom(force = false) {
 }
 
 const HOUR_MS = 3_600_000;
+// Formatters made once: `toLocaleString` builds one per call, which is
+// most of the cost of drawing a long conversation.
+const FULL = new Intl.DateTimeFormat([], { dateStyle: 'full', timeStyle: 'medium' });
+const CLOCK = new Intl.DateTimeFormat([], { hour: '2-digit', minute: '2-digit' });
+const DATE = new Intl.DateTimeFormat([], { weekday: 'long', year: 'numeric', month: 'long', day: 'numeric' });
 
 /** "just now", "5 min ago" within the hour; the clock time after. */
 function timeText(iso) {
   const age = serverNow() - Date.parse(iso);
   if (age < 60_000) return 'just now';
   if (age < HOUR_MS) return ago(iso, serverNow());
-  return new Date(iso).toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' });
+  return CLOCK.format(new Date(iso));
 }
 
 /** A row's time: relative while recent; hovering shows the full timestamp. */
 function timeOf(row) {
-  const d = new Date(row.created_at);
-  const full = d.toLocaleString([], { dateStyle: 'full', timeStyle: 'medium' });
-  return el('time', { datetime: row.created_at, title: full, 'data-relative': '' }, timeText(row.created_at));
+  const recent = serverNow() - Date.parse(row.created_at) < HOUR_MS;
+  const t = el('time', { datetime: row.created_at, title: FULL.format(new Date(row.created_at)) }, timeText(row.created_at));
+  if (recent) state.relTimes.add(t);
+  return t;
 }
 
-/** Brings the relative times up to now (the page's one-second tick). */
+/** Brings the relative times up to now (the page's one tick). */
 function refreshTimes() {
-  for (const t of document.querySelectorAll('#messages time[data-relative]')) {
+  for (const t of state.relTimes) {
+    if (!t.isConnected) {
+      state.relTimes.delete(t);
+      continue;
+    }
     const text = timeText(t.dateTime);
     if (t.textContent !== text) t.textContent = text;
-    if (serverNow() - Date.parse(t.dateTime) >= HOUR_MS) t.removeAttribute('data-relative');
+    if (serverNow() - Date.parse(t.dateTime) >= HOUR_MS) state.relTimes.delete(t);
   }
 }
-bus.addEventListener('tick', refreshTimes);
 
 /** "Today", "Yesterday", or the date. */
 function dayLabel(d) {
@@ -52,38 +75,39 @@ function dayLabel(d) {
   const days = Math.round((startOf(today) - startOf(d)) / 86_400_000);
   if (days === 0) return 'Today';
   if (days === 1) return 'Yesterday';
-  return d.toLocaleDateString([], { weekday: 'long', year: 'numeric', month: 'long', day: 'numeric' });
+  return DATE.format(d);
 }
 
-/** A day separator before the first row of each calendar day. */
-function separateDay(log, row) {
+const dayKey = (d) => `${d.getFullYear()}-${d.getMonth()}-${d.getDate()}`;
+
+/** A day separator before the first row of each calendar day (per drawing context). */
+function separateDay(ctx, row) {
   const d = new Date(row.created_at);
-  const key = `${d.getFullYear()}-${d.getMonth()}-${d.getDate()}`;
-  if (log.dataset.day === key) return;
-  log.dataset.day = key;
-  log.append(el('li', { class: 'day', dataset: { day: key } }, el('h3', {}, dayLabel(d))));
+  const key = dayKey(d);
+  if (ctx.day === key) return;
+  ctx.day = key;
+  ctx.upload = null;
+  ctx.parent.append(el('li', { class: 'day', dataset: { day: key } }, el('h3', {}, dayLabel(d))));
 }
 
 /**
- * Where a text message stands: `delivered` (a push workspace took it),
- * `queued` (in a poll workspace's inbox; "the agent is offline" while it
- * is), `picked up` (the agent's own poll fetched it: the workspace's
- * `inbox_picked_up_through` reached its id), `answered` (the agent spoke
- * after it).
+ * Where an operator's text message stands: `delivered` (a push workspace
+ * took it), `queued` (in a poll workspace's inbox; "the agent is offline"
+ * while it is), `picked up` (the agent's own poll fetched it: the
+ * workspace's `inbox_picked_up_through` reached its id), `answered` (the
+ * agent spoke after it). Tags still queued or picked up are kept in
+ * `state.pending` for the tick and for the agent's next message.
  */
-function setDelivery(msg, s) {
-  let tag = msg.querySelector('.delivery');
-  if (!tag) {
-    tag = el('span', { class: 'delivery' });
-    msg.querySelector('.msg-head').append(tag);
-  }
-  tag.dataset.state = s;
+function deliveryTag(row, s) {
+  const tag = el('span', { class: 'delivery', dataset: { state: s, id: row.id } });
   paintDelivery(tag);
+  if (tag.dataset.state === 'queued' || tag.dataset.state === 'picked up') state.pending.add(tag);
+  return tag;
 }
 
 function paintDelivery(tag) {
   const through = state.current?.inbox_picked_up_through;
-  if (tag.dataset.state === 'queued' && through != null && Number(tag.closest('.msg')?.dataset.id) <= through) {
+  if (tag.dataset.state === 'queued' && through != null && Number(tag.dataset.id) <= through) {
     tag.dataset.state = 'picked up';
   }
   const s = tag.dataset.state;
@@ -91,11 +115,26 @@ function paintDelivery(tag) {
   const text = s === 'queued' ? (offline ? 'queued: the agent is offline' : 'queued') : s;
   if (tag.textContent !== text) tag.textContent = text;
 }
+
+/** The agent spoke (row `id`): every message before it was answered. */
+function answerPending(id) {
+  for (const tag of state.pending) {
+    if (Number(tag.dataset.id) > id) continue;
+    tag.dataset.state = 'answered';
+    paintDelivery(tag);
+    state.pending.delete(tag);
+  }
+}
+
 bus.addEventListener('tick', () => {
-  for (const tag of document.querySelectorAll('#messages .delivery[data-state="queued"]')) paintDelivery(tag);
+  refreshTimes();
+  for (const tag of state.pending) {
+    if (!tag.isConnected) state.pending.delete(tag);
+    else if (tag.dataset.state === 'queued') paintDelivery(tag);
+  }
 });
 
-/** A message's text, formatted (the safe Markdown subset). */
+/** A message's text, formatted (Markdown, sanitised). */
 const textBlock = (text) => el('div', { class: 'text' }, renderMarkdown(text));
 
 /** The text parts of a JSON-RPC answer (a push workspace's reply). */
@@ -114,11 +153,85 @@ function textOfAnswer(answer) {
   return texts.join('\n');
 }
 
-/** One message bubble: `side` is `out` (the operator) or `in` (the agent). */
+/**
+ * One message bubble: `side` is `out` (the operator), `in` (this
+ * workspace's agent) or `other` (anyone else: a peer agent, a delegation).
+ */
 export function bubble(side, who, row, ...content) {
   return el('li', { class: `msg msg-${side}`, dataset: { id: row.id, type: row.activity_type } },
     el('div', { class: 'msg-head' }, el('span', { class: 'who' }, who), timeOf(row)),
     ...content);
+}
+
+/** A workspace's name (or "operator"), for "who asked whom". */
+export function partyName(id) {
+  if (!id) return 'unknown';
+  if (id === 'operator') return 'operator';
+  return state.workspaces.find((w) => w.id === id)?.name || id.slice(0, 8);
+}
+
+const DELEGATION_LABEL = { in_progress: 'in progress' };
+
+/** The ledger status of delegation `did`, live: kept in `state.dchips`. */
+function delegationChip(did, status) {
+  const chip = el('span', { class: 'dchip' });
+  paintChip(chip, status);
+  if (!state.dchips.has(did)) state.dchips.set(did, new Set());
+  state.dchips.get(did).add(chip);
+  return chip;
+}
+
+function paintChip(chip, status) {
+  chip.className = `dchip dchip-${status}`;
+  chip.dataset.status = status;
+  chip.textContent = DELEGATION_LABEL[status] || status;
+}
+
+/** The ledger said where delegation `did` stands: its chips follow. */
+export function setDelegationStatus(did, status) {
+  state.dstatus.set(did, status);
+  for (const chip of state.dchips.get(did) || []) {
+    if (!chip.isConnected) state.dchips.get(did).delete(chip);
+    else if (chip.dataset.status !== status) paintChip(chip, status);
+  }
+}
+
+/** The link to a delegation's row in the workspace's Delegations tab. */
+function ledgerLink(did) {
+  return el('a', { class: 'ledger-link', href: `#/w/${state.current?.id}/delegations/${did}` }, 'ledger row');
+}
+
+/** A task delegated to this workspace: who asked, its live status, the task. */
+function delegateRow(row) {
+  const data = row.data || {};
+  const did = data.delegation_id;
+  // The row's own status is where the task started; the ledger's is where it is.
+  if (!state.dstatus.has(did)) state.dwanted.set(did, row.target_id);
+  const li = el('li', { class: 'msg msg-other msg-delegation', dataset: { id: row.id, type: 'delegate', did } },
+    el('div', { class: 'msg-head' },
+      el('span', { class: 'who' }, `${partyName(row.source_id)} → ${partyName(row.target_id)} · delegation`),
+      delegationChip(did, state.dstatus.get(did) || row.status || 'queued'),
+      ledgerLink(did),
+      timeOf(row)),
+    textBlock(data.task ?? row.summary ?? ''));
+  return li;
+}
+
+/** The outcome of a delegation this workspace made: a system note. */
+function resultRow(row) {
+  const data = row.data || {};
+  const did = data.delegation_id;
+  const status = data.status || row.status;
+  state.dstatus.set(did, status);
+  const task = (row.summary || '').replace(/^delegation \w+: /, '');
+  const outcome = data.error_detail || row.error_detail || data.result_preview || '';
+  return el('li', { class: 'msg msg-note msg-result', dataset: { id: row.id, type: 'delegation_result', did } },
+    timeOf(row), ' ',
+    el('span', { class: 'who' }, `${partyName(row.target_id)} → ${partyName(row.source_id)} · delegation`), ' ',
+    delegationChip(did, status), ' ',
+    el('span', { class: 'dtask' }, task),
+    outcome ? el('span', { class: 'doutcome' }, ` — ${outcome}`) : null, ' ',
+    ledgerLink(did));
 }
 
 /** An attachment the agent sent: a link when its URI is one the browser can open. */
@@ -140,50 +253,50 @@ function forwardedChip(data) {
 }
 
 /** Adds a file chip to the upload bubble of the moment, or starts one. */
-function appendUpload(log, row, chip) {
+function appendUpload(ctx, row, chip) {
   // Consecutive uploads share one bubble, as they were sent together.
-  const last = log.lastElementChild;
-  if (last?.dataset.type === 'upload' && new Date(row.created_at) - new Date(last.dataset.at) < 60_000) {
-    last.querySelector('.chips').append(chip);
-  } else {
-    const b = bubble('out', 'You', row, el('ul', { class: 'chips', 'aria-label': 'Attachments' }, chip));
-    b.dataset.type = 'upload';
-    b.dataset.at = row.created_at;
-    log.append(b);
+  const last = ctx.upload;
+  if (last && new Date(row.created_at) - new Date(last.dataset.at) < 60_000) {
+    last.lastElementChild.append(chip);
+    return;
   }
+  const b = bubble('out', 'You', row, el('ul', { class: 'chips', 'aria-label': 'Attachments' }, chip));
+  b.dataset.type = 'upload';
+  b.dataset.at = row.created_at;
+  ctx.parent.append(b);
+  ctx.upload = b;
 }
 
-/**
- * Appends one activity row to the log; false when it was already shown.
- */
-export function renderRow(row) {
-  if (state.rendered.has(row.id)) return false;
-  state.rendered.add(row.id);
-  state.lastId = Math.max(state.lastId, row.id);
-  const log = $('messages');
+/** Draws one row into `ctx.parent` (after the day separator it may need). */
+function draw(ctx, row) {
   const data = row.data || {};
-  separateDay(log, row);
+  separateDay(ctx, row);
+  const upload = row.activity_type === 'a2a_receive'
+    && (row.method === 'chat_upload_receive' || row.method === 'chat_upload_forward');
+  if (!upload) ctx.upload = null;
+  const agentName = state.current?.name || 'Agent';
 
-  if (row.activity_type === 'a2a_receive' && row.method === 'chat_upload_receive') {
-    appendUpload(log, row, uploadChip(data));
-  } else if (row.activity_type === 'a2a_receive' && row.method === 'chat_upload_forward') {
-    appendUpload(log, row, forwardedChip(data));
-  } else if (row.activity_type === 'a2a_receive') {
-    const who = data.source === 'peer_agent' ? `Peer ${data.source_id || 'agent'}` : 'You';
-    const b = bubble('out', who, row, textBlock(data.text ?? row.summary ?? ''));
-    if (row.status === 'forwarded') setDelivery(b, 'delivered');
-    else if (row.status === 'queued') setDelivery(b, 'queued');
-    log.append(b);
+  if (upload) {
+    appendUpload(ctx, row, row.method === 'chat_upload_receive' ? uploadChip(data) : forwardedChip(data));
+  } else if (row.activity_type === 'a2a_receive' && row.method === 'delegate') {
+    ctx.parent.append(delegateRow(row));
+  } else if (row.activity_type === 'a2a_receive' && row.method === 'delegation_result') {
+    ctx.parent.append(resultRow(row));
+  } else if (row.activity_type === 'a2a_receive' && (row.method === 'message/send' || !row.method)) {
+    const mine = data.source === 'canvas_user';
+    const who = mine ? 'You' : `${partyName(data.source_id || row.source_id)} → ${agentName}`;
+    const b = bubble(mine ? 'out' : 'other', who, row, textBlock(data.text ?? row.summary ?? ''));
+    if (row.status === 'forwarded') b.firstElementChild.append(deliveryTag(row, 'delivered'));
+    else if (row.status === 'queued') b.firstElementChild.append(deliveryTag(row, row.id < state.lastAgentId ? 'answered' : 'queued'));
+    ctx.parent.append(b);
     // A push workspace answers inline: its reply is stored on the same row.
     if (row.response_body) {
       const reply = textOfAnswer(row.response_body);
-      if (reply) log.append(bubble('in', state.current?.name || 'Agent', row, textBlock(reply)));
+      if (reply) ctx.parent.append(bubble('in', agentName, row, textBlock(reply)));
     }
   } else if (row.activity_type === 'agent_message') {
-    // The agent speaking proves it read its inbox up to here.
-    for (const q of log.querySelectorAll('.delivery[data-state="queued"], .delivery[data-state="picked up"]')) setDelivery(q.closest('.msg'), 'answered');
     const attachments = Array.isArray(data.attachments) ? data.attachments : [];
-    log.append(bubble('in', state.current?.name || 'Agent', row,
+    ctx.parent.append(bubble('in', agentName, row,
       textBlock(data.text ?? row.summary ?? ''),
       attachments.length
         ? el('ul', { class: 'chips', 'aria-label': 'Attachments from the agent' }, ...attachments.map(agentAttachment))
@@ -191,7 +304,86 @@ export function renderRow(row) {
   } else {
     // Anything else the agent reported: one quiet line.
     const text = [row.activity_type, row.method, row.summary, row.status, row.error_detail].filter(Boolean).join(' · ');
-    log.append(el('li', { class: 'msg msg-note', dataset: { id: row.id } }, timeOf(row), ' ', text));
+    ctx.parent.append(el('li', { class: 'msg msg-note', dataset: { id: row.id } }, timeOf(row), ' ', text));
   }
+}
+
+/** Forgets the open chat's rows (a new chat opens). */
+export function resetRows() {
+  state.rows = [];
+  state.shownFrom = 0;
+  state.tail = { parent: $('messages'), day: null, upload: null };
+  state.rendered = new Set();
+  state.relTimes = new Set();
+  state.pending = new Set();
+  state.dchips = new Map();
+  state.dstatus = new Map();
+  state.dwanted = new Map();
+  state.ledgerRead = false;
+  state.lastId = 0;
+  state.lastAgentId = 0;
+  $('messages').replaceChildren();
+}
+
+/** Keeps history rows (oldest first) without drawing them. */
+export function keepRows(rows) {
+  for (const row of rows) {
+    if (state.rendered.has(row.id)) continue;
+    state.rendered.add(row.id);
+    state.rows.push(row);
+    state.lastId = Math.max(state.lastId, row.id);
+    if (row.activity_type === 'agent_message') state.lastAgentId = Math.max(state.lastAgentId, row.id);
+  }
+}
+
+/** Draws `rows` as one fragment in a fresh context. */
+function drawBatch(rows) {
+  const ctx = { parent: document.createDocumentFragment(), day: null, upload: null };
+  for (const row of rows) draw(ctx, row);
+  return ctx;
+}
+
+/** Draws the newest page of the kept rows, replacing what the log showed. */
+export function showNewest() {
+  state.shownFrom = Math.max(0, state.rows.length - PAGE);
+  const ctx = drawBatch(state.rows.slice(state.shownFrom));
+  $('messages').replaceChildren(ctx.parent);
+  state.tail = { parent: $('messages'), day: ctx.day, upload: ctx.upload };
+}
+
+/** Whether older rows than the ones drawn are kept. */
+export const hasOlder = () => state.shownFrom > 0;
+
+/**
+ * Draws the page before the oldest drawn row above it, keeping the rows
+ * the reader sees where they are. False when there was none.
+ */
+export function showOlder() {
+  if (!hasOlder()) return false;
+  const from = Math.max(0, state.shownFrom - PAGE);
+  const ctx = drawBatch(state.rows.slice(from, state.shownFrom));
+  state.shownFrom = from;
+  const list = $('messages');
+  // The drawn part began with its day's separator; the older page ends
+  // with that day's rows when they share it, so the day is named once.
+  const first = list.firstElementChild;
+  if (first?.classList.contains('day') && first.dataset.day === ctx.day) first.remove();
+  const log = $('log');
+  const before = log.scrollHeight - log.scrollTop;
+  list.prepend(ctx.parent);
+  log.scrollTop = log.scrollHeight - before;
+  return true;
+}
+
+/**
+ * Adds one live row at the end of the log; false when it was already
+ * there.
+ */
+export function renderRow(row) {
+  if (state.rendered.has(row.id)) return false;
+  keepRows([row]);
+  draw(state.tail, row);
+  // The agent speaking proves it read its inbox up to here.
+  if (row.activity_type === 'agent_message') answerPending(row.id);
   return true;
 }

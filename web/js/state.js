@@ -8,8 +8,20 @@ export const state = {
   token: localStorage.getItem(TOKEN_KEY) || '',
   workspaces: [],
   current: null, // the workspace whose chat is open
-  lastId: 0, // the newest activity id rendered: the SSE resume cursor
-  rendered: new Set(), // activity ids already in the list
+  lastId: 0, // the newest activity id kept: the SSE resume cursor
+  rendered: new Set(), // activity ids kept in `rows`
+  // The open chat's conversation (messages.js): every row, oldest first,
+  // and which of them are drawn (from `shownFrom` on).
+  rows: [],
+  shownFrom: 0,
+  tail: null, // where live rows are drawn: {parent, day, upload}
+  lastAgentId: 0, // the newest agent_message id: what came before it was answered
+  relTimes: new Set(), // <time> elements still showing a relative time
+  pending: new Set(), // delivery tags still queued or picked up
+  dchips: new Map(), // delegation id -> its status chips in the conversation
+  dstatus: new Map(), // delegation id -> its ledger status, as last known
+  dwanted: new Map(), // delegation id -> callee: drawn, status not read yet
+  ledgerRead: false, // the open workspace's ledger listing was read
   uploadStates: new Map(), // file_id -> latest known state (may arrive before its row)
   chips: new Map(), // file_id -> chip element
   thumbs: new Map(), // file_id -> object URL of an image's thumbnail
