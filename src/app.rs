@@ -1,7 +1,8 @@
 //! Wiring: from a [`Config`] to a running server. `Application::build`
 //! opens the stores, applies migrations and binds its listener (port 0 picks
 //! a free one, which tests use); `run_until_stopped` serves until the
-//! shutdown token fires, with the sweeper and the event listener beside it.
+//! shutdown token fires, with the sweeper, the scheduler and the event
+//! listener beside it.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -166,6 +167,11 @@ impl Application {
             })
         };
         let listener_task = state.bus.spawn_listener(app_shutdown.clone());
+        // The scheduler ticks every second (by default), beside the
+        // five-minute sweep; `--schedule-tick 0s` leaves it to others.
+        let tick = state.config.schedule_tick;
+        let schedule_task = (!tick.is_zero())
+            .then(|| tokio::spawn(sweeper.scheduler().run(tick, app_shutdown.clone())));
         let sweep_task = tokio::spawn(sweeper.run(app_shutdown.clone()));
         let metrics_task = metrics_listener.map(|l| {
             let metrics_state = state.clone();
@@ -188,6 +194,9 @@ impl Application {
         crate::serve::serve(listener, router, limits, app_shutdown.clone()).await;
         app_shutdown.cancel();
         let _ = sweep_task.await;
+        if let Some(t) = schedule_task {
+            let _ = t.await;
+        }
         if let Some(t) = listener_task {
             let _ = t.await;
         }

@@ -36,6 +36,8 @@ pub(crate) mod defaults {
     pub(crate) const ACK_RETENTION: &str = "1h";
     /// `--sweep-interval`.
     pub(crate) const SWEEP_INTERVAL: &str = "5m";
+    /// `--schedule-tick`.
+    pub(crate) const SCHEDULE_TICK: &str = "1s";
     /// `--activity-retention`.
     pub(crate) const ACTIVITY_RETENTION: &str = "7d";
     /// `--delegation-stuck-after`.
@@ -107,6 +109,12 @@ pub struct ServeArgs {
     /// How often the sweeper runs (it also runs once at start-up).
     #[arg(long, env = "MOLECULE_SWEEP_INTERVAL", default_value = defaults::SWEEP_INTERVAL, value_parser = humantime::parse_duration)]
     pub sweep_interval: Duration,
+
+    /// How often the scheduler looks for due schedules; `0s` turns this
+    /// server's scheduler off (another replica, or `molecule sweep --once`,
+    /// then fires them).
+    #[arg(long, env = "MOLECULE_SCHEDULE_TICK", default_value = defaults::SCHEDULE_TICK, value_parser = humantime::parse_duration)]
+    pub schedule_tick: Duration,
 
     /// How long activity rows (the inbox and chat history) are kept.
     #[arg(long, env = "MOLECULE_ACTIVITY_RETENTION", default_value = defaults::ACTIVITY_RETENTION, value_parser = humantime::parse_duration)]
@@ -200,6 +208,8 @@ pub struct Config {
     pub ack_retention: Duration,
     /// Sweep period.
     pub sweep_interval: Duration,
+    /// Scheduler period; zero: no scheduler loop.
+    pub schedule_tick: Duration,
     /// Activity retention.
     pub activity_retention: Duration,
     /// Silence after which a delegation in flight is stuck.
@@ -259,6 +269,7 @@ impl Config {
             upload_ttl: default_duration(defaults::UPLOAD_TTL),
             ack_retention: default_duration(defaults::ACK_RETENTION),
             sweep_interval: default_duration(defaults::SWEEP_INTERVAL),
+            schedule_tick: default_duration(defaults::SCHEDULE_TICK),
             activity_retention: default_duration(defaults::ACTIVITY_RETENTION),
             delegation_stuck_after: default_duration(defaults::DELEGATION_STUCK_AFTER),
             allow_private_urls: false,
@@ -399,6 +410,7 @@ impl ServeArgs {
             upload_ttl: self.upload_ttl,
             ack_retention: self.ack_retention,
             sweep_interval: self.sweep_interval,
+            schedule_tick: self.schedule_tick,
             activity_retention: self.activity_retention,
             delegation_stuck_after: self.delegation_stuck_after,
             allow_private_urls: self.allow_private_urls,
@@ -481,6 +493,7 @@ mod tests {
             upload_ttl,
             ack_retention,
             sweep_interval,
+            schedule_tick,
             activity_retention,
             delegation_stuck_after,
             allow_private_urls,

@@ -24,7 +24,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::blob::BlobStore;
 use crate::events::Bus;
-use crate::jobs::{Counts, JobContext, REGISTERED};
+use crate::jobs::{Counts, JobContext, Scheduler, REGISTERED};
 use crate::metrics::Metrics;
 use crate::store::Store;
 
@@ -156,6 +156,12 @@ impl Sweeper {
     pub fn with_embedder(mut self, embedder: Option<crate::memory::Embedder>) -> Self {
         self.cx.embedder = embedder;
         self
+    }
+
+    /// The schedules' scheduler over the same stores (its own loop; see
+    /// `crate::jobs::Scheduler`).
+    pub fn scheduler(&self) -> Scheduler {
+        Scheduler::new(self.cx.clone())
     }
 
     /// One pass as of `now`.

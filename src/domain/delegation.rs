@@ -16,7 +16,7 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
-use super::WorkspaceId;
+use super::{ScheduleId, WorkspaceId};
 
 /// Characters of a task kept in `task_preview`.
 pub const TASK_PREVIEW_CHARS: usize = 200;
@@ -125,20 +125,26 @@ impl FromStr for DelegationStatus {
     }
 }
 
-/// Who delegated: a workspace, or the operator (stored as `operator`).
+/// Who delegated: a workspace, the operator (stored as `operator`), or a
+/// schedule's fire (stored as `schedule:<id>`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Caller {
     /// The holder of the admin token.
     Operator,
     /// A workspace, through its own token.
     Workspace(WorkspaceId),
+    /// A schedule of the callee, firing.
+    Schedule(ScheduleId),
 }
+
+/// The prefix of a schedule caller's stored form.
+const SCHEDULE_PREFIX: &str = "schedule:";
 
 impl Caller {
     /// The workspace, when the caller is one (only it gets result rows).
     pub fn workspace(self) -> Option<WorkspaceId> {
         match self {
-            Caller::Operator => None,
+            Caller::Operator | Caller::Schedule(_) => None,
             Caller::Workspace(id) => Some(id),
         }
     }
@@ -149,6 +155,7 @@ impl fmt::Display for Caller {
         match self {
             Caller::Operator => f.write_str("operator"),
             Caller::Workspace(id) => fmt::Display::fmt(id, f),
+            Caller::Schedule(id) => write!(f, "{SCHEDULE_PREFIX}{id}"),
         }
     }
 }
@@ -158,6 +165,8 @@ impl FromStr for Caller {
     fn from_str(raw: &str) -> Result<Self, Self::Err> {
         if raw == "operator" {
             Ok(Caller::Operator)
+        } else if let Some(id) = raw.strip_prefix(SCHEDULE_PREFIX) {
+            id.parse().map(Caller::Schedule)
         } else {
             raw.parse().map(Caller::Workspace)
         }
@@ -204,6 +213,23 @@ pub fn truncate_chars(text: &str, max: usize) -> String {
 mod tests {
     use super::DelegationStatus::*;
     use super::*;
+
+    #[test]
+    fn every_caller_keeps_its_stored_form() {
+        let ws = WorkspaceId::new();
+        let sched = ScheduleId::new();
+        let cases = [
+            (Caller::Operator, "operator".to_owned()),
+            (Caller::Workspace(ws), ws.to_string()),
+            (Caller::Schedule(sched), format!("schedule:{sched}")),
+        ];
+        for (caller, stored) in cases {
+            assert_eq!(caller.to_string(), stored);
+            assert_eq!(stored.parse::<Caller>(), Ok(caller), "{stored}");
+        }
+        assert!("schedule:nope".parse::<Caller>().is_err());
+        assert_eq!(Caller::Schedule(sched).workspace(), None);
+    }
 
     #[test]
     fn forward_moves_advance_and_backward_ones_are_refused() {

@@ -68,6 +68,14 @@ typed_id!(
     /// Identifies one delegation (a `delegations` ledger row).
     DelegationId
 );
+typed_id!(
+    /// Identifies one schedule (a `schedules` row).
+    ScheduleId
+);
+typed_id!(
+    /// Identifies one fire of a schedule (a `schedule_fires` row).
+    FireId
+);
 
 #[cfg(test)]
 mod tests {

@@ -9,8 +9,13 @@
 //! (Molecule's SDK and the canvas read it), so a row written before this
 //! enum existed parses, and a row written through it reads the same.
 //!
-//! Where the next kinds go: a schedule firing and an approval decision will
-//! each be one more variant here (with its `method` constant, its `row`
+//! A schedule's fire is a [`Delegate`] row whose caller is the schedule
+//! (`source_id` = `schedule:<id>`): `connect` already hands delegate rows
+//! to its agent and reports the outcome to the ledger, and a poller of
+//! `a2a_receive` sees the row as it sees any delegated task, so a fire
+//! needs no kind of its own (a new kind would be skipped by every reader
+//! built before it). Where the next kinds go: an approval decision
+//! will be one more variant here (with its `method` constant, its `row`
 //! arm and its `parse` arm), written by its feature's handler or job through
 //! [`InboxItem::row`], and matched by `connect`'s dispatch, which today
 //! ignores (and moves its cursor past) any kind it does not handle.

@@ -2,7 +2,8 @@
 //! names and mimetypes, tokens and limits, secret and plugin names, the
 //! communication rule between workspaces ([`team`]), the lifecycle of a
 //! workspace (status, tier, runtime, model), org templates, the
-//! delegation status machine and the inbox protocol ([`inbox`]).
+//! delegation status machine, the inbox protocol ([`inbox`]) and schedules
+//! ([`schedule`]).
 //!
 //! Everything here is pure: no I/O, no axum, no sqlx. A value of one of these
 //! types is valid by construction ("parse, don't validate"), so the layers
@@ -18,6 +19,7 @@ mod mimetype;
 mod mode;
 mod names;
 mod period;
+pub mod schedule;
 pub mod team;
 mod template;
 mod token;
@@ -28,7 +30,7 @@ pub use delegation::{
     PREVIEW_CHARS, TASK_PREVIEW_CHARS,
 };
 pub use filename::Filename;
-pub use ids::{DelegationId, FileId, IdError, MemoryId, WorkspaceId};
+pub use ids::{DelegationId, FileId, FireId, IdError, MemoryId, ScheduleId, WorkspaceId};
 pub use inbox::{InboxItem, InboxRow};
 pub use lifecycle::{
     default_model, resolve_model, resolve_runtime, HeartbeatError, HeartbeatReport, Liveness,

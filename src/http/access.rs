@@ -21,7 +21,7 @@ use axum::http::HeaderMap;
 use serde::de::DeserializeOwned;
 
 use super::auth::{MaybePrincipal, Principal, Session};
-use super::extract::{DelegationPath, FilePath, WorkspacePath};
+use super::extract::{DelegationPath, FilePath, SchedulePath, WorkspacePath};
 use super::{AppState, Error, Json, Result};
 use crate::domain::{self, Caller, WorkspaceId};
 use crate::store::Workspace;
@@ -94,6 +94,12 @@ impl ScopedPath for FilePath {
 }
 
 impl ScopedPath for DelegationPath {
+    fn workspace_id(&self) -> WorkspaceId {
+        self.0
+    }
+}
+
+impl ScopedPath for SchedulePath {
     fn workspace_id(&self) -> WorkspaceId {
         self.0
     }

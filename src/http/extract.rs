@@ -5,7 +5,7 @@ use axum::http::request::Parts;
 use serde::de::DeserializeOwned;
 
 use super::{Error, Result};
-use crate::domain::{DelegationId, FileId, WorkspaceId};
+use crate::domain::{DelegationId, FileId, ScheduleId, WorkspaceId};
 
 /// `/workspaces/{id}/…`
 #[derive(Debug, Clone, Copy)]
@@ -18,6 +18,10 @@ pub(super) struct FilePath(pub WorkspaceId, pub FileId);
 /// `/workspaces/{id}/delegations/{did}/…`
 #[derive(Debug, Clone, Copy)]
 pub(super) struct DelegationPath(pub WorkspaceId, pub DelegationId);
+
+/// `/workspaces/{id}/schedules/{sid}/…`
+#[derive(Debug, Clone, Copy)]
+pub(super) struct SchedulePath(pub WorkspaceId, pub ScheduleId);
 
 fn bad_id(e: impl std::fmt::Display) -> Error {
     Error::BadRequest(e.to_string())
@@ -56,6 +60,20 @@ impl<S: Send + Sync> FromRequestParts<S> for DelegationPath {
             .await
             .map_err(|e| Error::BadRequest(e.body_text()))?;
         Ok(DelegationPath(
+            ws.parse().map_err(bad_id)?,
+            id.parse().map_err(bad_id)?,
+        ))
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for SchedulePath {
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self> {
+        let Path((ws, id)) = Path::<(String, String)>::from_request_parts(parts, state)
+            .await
+            .map_err(|e| Error::BadRequest(e.body_text()))?;
+        Ok(SchedulePath(
             ws.parse().map_err(bad_id)?,
             id.parse().map_err(bad_id)?,
         ))

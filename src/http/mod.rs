@@ -21,6 +21,7 @@ mod peers;
 mod pending;
 mod plugins;
 mod registry;
+mod schedules;
 mod secrets;
 mod stream;
 mod uploads;
@@ -134,6 +135,7 @@ pub(crate) fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(peers::routes())
         .merge(secrets::routes())
         .merge(pending::routes())
+        .merge(schedules::routes())
         .merge(memories::routes())
         .merge(kv::routes())
         .merge(ops::routes())

@@ -78,6 +78,8 @@ async fn caller(state: &AppState, calling: domain::Caller) -> Result<Caller> {
             Err(Error::NotFound(_)) => Err(Error::Unauthorized),
             Err(e) => Err(e),
         },
+        // Only the ledger names a schedule as a caller; no request can.
+        domain::Caller::Schedule(_) => Err(Error::Unauthorized),
     }
 }
 

@@ -24,6 +24,7 @@ mod blobs;
 mod delegations;
 mod kv;
 mod memory;
+mod schedules;
 mod uploads;
 mod workspaces;
 
@@ -40,6 +41,9 @@ use crate::events::Bus;
 use crate::metrics::Metrics;
 use crate::store::{Store, StoreError};
 
+pub(crate) use schedules::announce as announce_fire;
+pub use schedules::{Scheduler, FIRES_PER_TICK};
+
 /// Rows per batch: one short transaction each.
 pub const BATCH: i64 = 500;
 
@@ -51,6 +55,7 @@ pub static REGISTERED: &[&dyn Job] = &[
     &kv::SweepKv,
     &memory::BackfillEmbeddings,
     &delegations::SweepDelegations,
+    &schedules::FireSchedules,
     &workspaces::ResetPhantomBusy,
     &workspaces::PurgeRemoved,
     &blobs::ReapOrphans,

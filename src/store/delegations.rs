@@ -231,7 +231,7 @@ impl TryFrom<DelegationRow> for Delegation {
 }
 
 /// Statuses a delegation is still in flight in, as an SQL list.
-const IN_FLIGHT: &str = "('queued', 'dispatched', 'in_progress', 'stuck')";
+pub(super) const IN_FLIGHT: &str = "('queued', 'dispatched', 'in_progress', 'stuck')";
 
 /// The `error_detail` of a delegation failed because its callee was
 /// removed.
@@ -356,6 +356,35 @@ engines! {
             })
         }
 
+        /// Inserts a `queued` ledger row inside the caller's transaction,
+        /// unless its caller used the key before: then nothing (`None`).
+        pub(super) async fn insert_delegation_in(
+            conn: &mut <DB as sqlx::Database>::Connection,
+            new: &NewDelegation,
+            now: DateTime<Utc>,
+        ) -> StoreResult<Option<DelegationRow>> {
+            // ON CONFLICT DO NOTHING: a racing twin waits for the
+            // winner's commit and then inserts nothing; the caller's read
+            // (a fresh snapshot) finds the winner's row.
+            Ok(sqlx::query_as(
+                "INSERT INTO delegations (id, caller_id, callee_id, task_preview, task, \
+                   idempotency_key, status, deadline_at, created_at, updated_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, 'queued', $7, $8, $8) \
+                 ON CONFLICT (caller_id, idempotency_key) DO NOTHING RETURNING *",
+            )
+            .bind(new.id)
+            .bind(new.caller.to_string())
+            .bind(new.callee_id)
+            .bind(domain::truncate_chars(&new.task, domain::TASK_PREVIEW_CHARS))
+            .bind(&new.task)
+            .bind(&new.idempotency_key)
+            .bind(new.deadline_at.map(Ts))
+            .bind(Ts(now))
+            .fetch_all(&mut *conn)
+            .await?
+            .pop())
+        }
+
         /// Fails every delegation in flight to `callee` (`callee
         /// removed`, with each workspace caller's result row), inside the
         /// transaction that removes it: no row stays in flight for a
@@ -425,26 +454,7 @@ engines! {
                 return Ok(Delegated::CalleeGone);
             }
             let caller = new.caller.to_string();
-            // ON CONFLICT DO NOTHING: a racing twin waits for the
-            // winner's commit and then inserts nothing; the read below
-            // (a fresh snapshot) finds the winner's row.
-            let inserted: Option<DelegationRow> = sqlx::query_as(
-                "INSERT INTO delegations (id, caller_id, callee_id, task_preview, task, \
-                   idempotency_key, status, deadline_at, created_at, updated_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, 'queued', $7, $8, $8) \
-                 ON CONFLICT (caller_id, idempotency_key) DO NOTHING RETURNING *",
-            )
-            .bind(new.id)
-            .bind(&caller)
-            .bind(new.callee_id)
-            .bind(domain::truncate_chars(&new.task, domain::TASK_PREVIEW_CHARS))
-            .bind(&new.task)
-            .bind(&new.idempotency_key)
-            .bind(new.deadline_at.map(Ts))
-            .bind(Ts(now))
-            .fetch_all(&mut *tx)
-            .await?
-            .pop();
+            let inserted = Self::insert_delegation_in(&mut tx, new, now).await?;
             let Some(row) = inserted else {
                 let existing: DelegationRow = sqlx::query_as(
                     "SELECT * FROM delegations WHERE caller_id = $1 AND idempotency_key = $2",

@@ -95,6 +95,7 @@ areas! {
     secrets: SecretStore,
     plugins: PluginStore,
     blobs: BlobChunkStore,
+    schedules: ScheduleStore,
 }
 
 use std::sync::Arc;

@@ -23,7 +23,7 @@ use uuid::Uuid;
 use super::engine::{Engine, SweptRow};
 use super::sql::{SqlStore, Ts};
 use super::*;
-use crate::domain::{DelegationId, FileId, MemoryId, WorkspaceId};
+use crate::domain::{DelegationId, FileId, FireId, MemoryId, ScheduleId, WorkspaceId};
 
 /// The PostgreSQL implementation of [`Store`].
 pub type PostgresStore = SqlStore<Postgres>;
@@ -86,7 +86,14 @@ macro_rules! id_as_uuid {
         }
     )*};
 }
-id_as_uuid!(WorkspaceId, FileId, MemoryId, DelegationId);
+id_as_uuid!(
+    WorkspaceId,
+    FileId,
+    MemoryId,
+    DelegationId,
+    ScheduleId,
+    FireId
+);
 
 fn workspace_lock_key(id: WorkspaceId) -> i32 {
     let b = id.0.as_bytes();

@@ -23,7 +23,7 @@ use tokio::sync::Mutex;
 use super::engine::{Engine, SweptRow};
 use super::sql::{SqlStore, Ts};
 use super::*;
-use crate::domain::{DelegationId, FileId, MemoryId, WorkspaceId};
+use crate::domain::{DelegationId, FileId, FireId, MemoryId, ScheduleId, WorkspaceId};
 
 /// The SQLite implementation of [`Store`].
 pub type SqliteStore = SqlStore<Sqlite>;
@@ -80,7 +80,14 @@ macro_rules! id_as_text {
         }
     )*};
 }
-id_as_text!(WorkspaceId, FileId, MemoryId, DelegationId);
+id_as_text!(
+    WorkspaceId,
+    FileId,
+    MemoryId,
+    DelegationId,
+    ScheduleId,
+    FireId
+);
 
 impl SqlStore<Sqlite> {
     /// Opens (creating if needed) the database a `sqlite://PATH` URL names.

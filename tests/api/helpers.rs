@@ -119,6 +119,8 @@ pub async fn spawn_app_with(options: Options) -> Option<TestApp> {
     config.listen = "127.0.0.1:0".parse().unwrap();
     // Tests drive the sweeper themselves.
     config.sweep_interval = std::time::Duration::from_secs(24 * 3600);
+    // And the scheduler (`sweeper.scheduler().tick(now)`).
+    config.schedule_tick = std::time::Duration::ZERO;
     config.allow_private_urls = true;
     if options.engine == Engine::Postgres {
         config.database_url = fresh_postgres_url().await?;

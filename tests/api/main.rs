@@ -19,6 +19,7 @@ mod pending;
 mod plugins;
 mod replicas;
 mod s3_ingest;
+mod schedules;
 mod secrets;
 mod store_contract;
 mod sweep;

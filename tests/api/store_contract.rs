@@ -870,3 +870,115 @@ async fn memory_vectors_are_read_by_readable_id_and_never_overwritten(engine: En
     assert_eq!(ids, BTreeSet::from([mine, global, unembedded]));
 }
 on_both_engines!(memory_vectors_are_read_by_readable_id_and_never_overwritten);
+
+fn schedule_def(name: &str, next_run_at: chrono::DateTime<chrono::Utc>) -> ScheduleDef {
+    ScheduleDef {
+        name: name.into(),
+        cron_expr: "*/15 * * * *".into(),
+        timezone: "UTC".into(),
+        prompt: "report".into(),
+        enabled: true,
+        overlap: molecule::domain::schedule::Overlap::AllowAll,
+        catch_up_s: 3600,
+        next_run_at,
+    }
+}
+
+async fn schedules_keep_names_unique_and_fire_each_instant_once(engine: Engine) {
+    let Some((store, _dir)) = open(engine).await else {
+        return;
+    };
+    let t = now();
+    let ws = WorkspaceId::new();
+    store
+        .create_workspace(
+            ws,
+            &new_ws("a", DeliveryMode::Poll),
+            AuthToken::generate().hash(),
+            t,
+        )
+        .await
+        .unwrap();
+    // A due instant on the quarter hour, a little in the past.
+    let due: chrono::DateTime<chrono::Utc> = "2026-01-01T10:15:00Z".parse().unwrap();
+    let Saved::Saved(s) = store
+        .create_schedule(ws, &schedule_def("daily", due), t)
+        .await
+        .unwrap()
+    else {
+        panic!("not saved");
+    };
+    assert_eq!(
+        (
+            s.name.as_str(),
+            s.next_run_at,
+            s.run_count,
+            s.last_status.as_deref()
+        ),
+        ("daily", due, 0, None)
+    );
+    assert_eq!(
+        store
+            .create_schedule(ws, &schedule_def("daily", due), t)
+            .await
+            .unwrap(),
+        Saved::NameTaken
+    );
+    let Saved::Saved(other) = store
+        .create_schedule(ws, &schedule_def("other", due + Span::days(400)), t)
+        .await
+        .unwrap()
+    else {
+        panic!("not saved");
+    };
+    assert_eq!(
+        store
+            .update_schedule(ws, other.id, &schedule_def("daily", due), t)
+            .await
+            .unwrap(),
+        Saved::NameTaken,
+        "a rename onto a taken name"
+    );
+    assert_eq!(
+        store
+            .update_schedule(WorkspaceId::new(), other.id, &schedule_def("x", due), t)
+            .await
+            .unwrap(),
+        Saved::NotFound,
+        "another workspace's schedule"
+    );
+    assert_eq!(store.list_schedules(ws).await.unwrap().len(), 2);
+
+    // Due at `due`, fired at due + 1 s: one fire, then nothing.
+    let at = due + Span::seconds(1);
+    let fired = store.fire_next_due(at).await.unwrap().expect("a fire");
+    assert_eq!(
+        (
+            fired.fire.due_at,
+            fired.fire.status.as_str(),
+            fired.schedule.run_count
+        ),
+        (due, "delivered", 1)
+    );
+    assert_eq!(fired.schedule.next_run_at, due + Span::minutes(15));
+    let (delegation, inbox) = fired.delivered.expect("delivered");
+    assert_eq!(delegation.caller.to_string(), format!("schedule:{}", s.id));
+    assert_eq!(fired.fire.delegation_id, Some(delegation.id));
+    assert_eq!(
+        (inbox.workspace_id, inbox.row.method.as_deref()),
+        (ws, Some("delegate"))
+    );
+    assert!(store.fire_next_due(at).await.unwrap().is_none());
+    let history = store.schedule_history(s.id, 10).await.unwrap();
+    assert_eq!(history.len(), 1);
+
+    // Deleting the schedule takes its history; the ledger row stays.
+    assert_eq!(
+        store.delete_schedule(ws, s.id).await.unwrap().map(|d| d.id),
+        Some(s.id)
+    );
+    assert!(store.delete_schedule(ws, s.id).await.unwrap().is_none());
+    assert!(store.schedule_history(s.id, 10).await.unwrap().is_empty());
+    assert!(store.get_delegation(delegation.id).await.unwrap().is_some());
+}
+on_both_engines!(schedules_keep_names_unique_and_fire_each_instant_once);

@@ -1,0 +1,125 @@
+//! The scheduler: turns due instants of schedules into fires.
+//!
+//! The sweeper's five-minute pass is far too coarse for a clock, so the
+//! scheduler has a loop of its own ([`Scheduler::run`], one tick a second by
+//! default, `--schedule-tick`, started beside the sweeper); it is also registered as a job so a sweep
+//! pass (and `molecule sweep --once`) catches up whatever is due. Both
+//! call [`Scheduler::tick`] with the clock as a parameter, which tests
+//! drive without sleeping.
+//!
+//! Each fire is one store transaction (`ScheduleStore::fire_next_due`);
+//! after its commit it is counted (`molecule_schedule_fires_total`), its
+//! lag observed, logged as one JSON event, and a delivered fire announced
+//! like any new delegation (which wakes the callee's long poll). Several
+//! replicas may tick at once: the store claims due schedules with `FOR
+//! UPDATE SKIP LOCKED` and the UNIQUE `(schedule_id, due_at)` decides.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use tokio_util::sync::CancellationToken;
+
+use super::{Counts, Job, JobContext, JobError};
+use crate::domain::schedule::FireStatus;
+use crate::events::Bus;
+use crate::metrics::Metrics;
+use crate::store::Fired;
+
+const COUNTS: &[&str] = &["delivered", "skipped", "missed"];
+
+/// At most this many fires per tick, so a catch-up after a long stop
+/// cannot hold one tick for minutes; the next tick goes on.
+pub const FIRES_PER_TICK: u64 = 1000;
+
+/// Fires what is due, as a registered job (see the module docs).
+/// Counts `delivered`, `skipped`, `missed`.
+pub(super) struct FireSchedules;
+
+#[async_trait]
+impl Job for FireSchedules {
+    fn name(&self) -> &'static str {
+        "schedules"
+    }
+
+    fn counts(&self) -> &'static [&'static str] {
+        COUNTS
+    }
+
+    async fn step(&self, cx: &JobContext, now: DateTime<Utc>) -> Result<Counts, JobError> {
+        Scheduler::new(cx.clone()).tick(now).await
+    }
+}
+
+/// Fires schedules: [`Scheduler::tick`] once, or [`Scheduler::run`] in a
+/// loop.
+#[derive(Clone)]
+pub struct Scheduler {
+    cx: JobContext,
+}
+
+impl Scheduler {
+    /// A scheduler over the jobs' context.
+    pub fn new(cx: JobContext) -> Self {
+        Self { cx }
+    }
+
+    /// Fires every instant due at `now` (up to [`FIRES_PER_TICK`]), oldest
+    /// first, each in its own transaction, and says what became of them.
+    pub async fn tick(&self, now: DateTime<Utc>) -> Result<Counts, JobError> {
+        let mut out = Counts::zero(COUNTS);
+        for _ in 0..FIRES_PER_TICK {
+            let Some(fired) = self.cx.store.fire_next_due(now).await? else {
+                break;
+            };
+            out.add(fired.fire.status.as_str(), 1);
+            announce(&self.cx.bus, &self.cx.metrics, &fired).await;
+        }
+        Ok(out)
+    }
+
+    /// Ticks every `period` until `shutdown`. A failed tick is logged and
+    /// the loop goes on; each tick runs in its own task so a panic is
+    /// caught too.
+    pub async fn run(self, period: Duration, shutdown: CancellationToken) {
+        let mut ticker = tokio::time::interval(period);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = ticker.tick() => {}
+            }
+            let this = self.clone();
+            let tick = tokio::spawn(async move { this.tick(crate::domain::now()).await });
+            match tick.await {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => {
+                    tracing::error!(error.cause_chain = %crate::telemetry::cause_chain(&e), "schedule tick failed; retrying next tick");
+                }
+                Err(join) => {
+                    tracing::error!(error = %join, "schedule tick panicked; retrying next tick");
+                }
+            }
+        }
+    }
+}
+
+/// Counts, logs and announces one fire, after its commit.
+pub(crate) async fn announce(bus: &Bus, metrics: &Metrics, fired: &Fired) {
+    let (s, f) = (&fired.schedule, &fired.fire);
+    metrics
+        .schedule_fires
+        .with_label_values(&[f.status.as_str()])
+        .inc();
+    let lag = (f.fired_at - f.due_at).num_microseconds().unwrap_or(0) as f64 / 1e6;
+    tracing::info!(
+        schedule_id = %s.id, workspace_id = %s.workspace_id, fire_id = %f.id,
+        due_at = %f.due_at.to_rfc3339(), status = f.status.as_str(), lag_seconds = lag,
+        delegation_id = f.delegation_id.map(|d| d.to_string()).unwrap_or_default(),
+        detail = f.detail.as_deref().unwrap_or(""), "schedule fired"
+    );
+    if let (FireStatus::Delivered, Some((delegation, inbox))) = (f.status, &fired.delivered) {
+        metrics.schedule_fire_lag.observe(lag.max(0.0));
+        crate::ledger::announce_created(bus, metrics, delegation, inbox).await;
+    }
+}

@@ -1,0 +1,674 @@
+//! Schedules and their fires: the definitions a workspace keeps, and the
+//! scheduler's one move — a due instant becomes, in ONE transaction, a
+//! `schedule_fires` row and, when delivered, a delegation ledger row
+//! (caller `schedule:<id>`) with the callee's inbox row, while the
+//! schedule's `next_run_at` moves past it.
+//!
+//! Exactly once per due instant: the due schedule is claimed with `FOR
+//! UPDATE SKIP LOCKED` on PostgreSQL (SQLite has one writer), and the
+//! UNIQUE `(schedule_id, due_at)` of `schedule_fires` is the final guard.
+
+use async_trait::async_trait;
+use chrono::{DateTime, Duration, Utc};
+
+use super::delegations::{DelegationRow, IN_FLIGHT};
+use super::engine::Engine;
+use super::sql::{SqlStore, Ts};
+use super::*;
+use crate::domain::inbox::{Delegate, InboxItem};
+use crate::domain::schedule::{CronSpec, FireStatus, Overlap};
+use crate::domain::{FireId, ScheduleId};
+
+/// A schedule as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Schedule {
+    /// Its id.
+    pub id: ScheduleId,
+    /// The workspace its prompt is delivered to.
+    pub workspace_id: WorkspaceId,
+    /// Unique within the workspace.
+    pub name: String,
+    /// Five-field cron or a macro.
+    pub cron_expr: String,
+    /// The IANA zone the expression is read in.
+    pub timezone: String,
+    /// What the agent is asked on each fire.
+    pub prompt: String,
+    /// Whether the scheduler fires it.
+    pub enabled: bool,
+    /// What a fire does while an earlier one is in flight.
+    pub overlap: Overlap,
+    /// Seconds: fires due longer ago are recorded missed.
+    pub catch_up_s: i64,
+    /// The latest delivered fire.
+    pub last_run_at: Option<DateTime<Utc>>,
+    /// The next due instant.
+    pub next_run_at: DateTime<Utc>,
+    /// Fires delivered.
+    pub run_count: i64,
+    /// The status of the latest fire of any kind.
+    pub last_status: Option<String>,
+    /// Why the latest fire was skipped or missed.
+    pub last_error: Option<String>,
+    /// Creation.
+    pub created_at: DateTime<Utc>,
+    /// Last change of the definition or of the fields above.
+    pub updated_at: DateTime<Utc>,
+}
+
+/// What a create or an edit writes: every field of the definition, and
+/// the next due instant the caller computed from it.
+#[derive(Debug, Clone)]
+pub struct ScheduleDef {
+    /// Unique within the workspace.
+    pub name: String,
+    /// Checked by [`CronSpec::parse`] before it gets here.
+    pub cron_expr: String,
+    /// Checked with the expression.
+    pub timezone: String,
+    /// Non-empty.
+    pub prompt: String,
+    /// Whether the scheduler fires it.
+    pub enabled: bool,
+    /// The overlap policy.
+    pub overlap: Overlap,
+    /// The catch-up window, in seconds.
+    pub catch_up_s: i64,
+    /// The first instant to fire.
+    pub next_run_at: DateTime<Utc>,
+}
+
+/// How a create or an edit ended.
+// One value per request, moved once and never kept in bulk: boxing the
+// row would buy nothing.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Clone, PartialEq)]
+pub enum Saved {
+    /// Written.
+    Saved(Schedule),
+    /// The workspace has another schedule of that name; nothing written.
+    NameTaken,
+    /// No such schedule in that workspace (edits only).
+    NotFound,
+}
+
+/// One fire of a schedule, as its history shows it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Fire {
+    /// Its id.
+    pub id: FireId,
+    /// The schedule.
+    pub schedule_id: ScheduleId,
+    /// The instant the expression named (a manual run: its request time).
+    pub due_at: DateTime<Utc>,
+    /// When it was handled.
+    pub fired_at: DateTime<Utc>,
+    /// Delivered, skipped or missed as written; in a history, a delivered
+    /// fire whose delegation ended reads answered or failed.
+    pub status: FireStatus,
+    /// The delegation a delivered fire made.
+    pub delegation_id: Option<DelegationId>,
+    /// Why it was skipped, missed or failed.
+    pub detail: Option<String>,
+}
+
+/// What a fire wrote, for the caller to count, log and announce.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Fired {
+    /// The schedule after the fire.
+    pub schedule: Schedule,
+    /// The fire row.
+    pub fire: Fire,
+    /// The delegation and the callee's inbox row, when delivered.
+    pub delivered: Option<(Delegation, Activity)>,
+}
+
+/// Schedules and the scheduler's fire. Part of [`Store`].
+#[async_trait]
+pub trait ScheduleStore: Send + Sync {
+    /// Creates a schedule; [`Saved::NameTaken`] when the workspace has one
+    /// of that name (the UNIQUE constraint decides, even for a race).
+    async fn create_schedule(
+        &self,
+        workspace_id: WorkspaceId,
+        def: &ScheduleDef,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Saved>;
+
+    /// A workspace's schedules, by name.
+    async fn list_schedules(&self, workspace_id: WorkspaceId) -> StoreResult<Vec<Schedule>>;
+
+    /// One schedule of a workspace.
+    async fn get_schedule(
+        &self,
+        workspace_id: WorkspaceId,
+        id: ScheduleId,
+    ) -> StoreResult<Option<Schedule>>;
+
+    /// Replaces a schedule's definition (its counters and history stay).
+    async fn update_schedule(
+        &self,
+        workspace_id: WorkspaceId,
+        id: ScheduleId,
+        def: &ScheduleDef,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Saved>;
+
+    /// Deletes a schedule and its history; the deleted row, if any. The
+    /// delegations it made stay in the ledger.
+    async fn delete_schedule(
+        &self,
+        workspace_id: WorkspaceId,
+        id: ScheduleId,
+    ) -> StoreResult<Option<Schedule>>;
+
+    /// Up to `limit` fires of a schedule, newest first, a delivered one
+    /// read as answered or failed once its delegation ended.
+    async fn schedule_history(&self, id: ScheduleId, limit: i64) -> StoreResult<Vec<Fire>>;
+
+    /// The scheduler's step: the enabled schedule of a live, unpaused
+    /// workspace that is due earliest at `now` (claimed, so concurrent
+    /// schedulers take different ones) fires its one due instant, in one
+    /// transaction: missed when it is older than the catch-up window,
+    /// skipped when the overlap policy says so, else delivered; then
+    /// `next_run_at` moves to the instant after it. `None`: nothing due.
+    async fn fire_next_due(&self, now: DateTime<Utc>) -> StoreResult<Option<Fired>>;
+
+    /// Fires a schedule now (due at `now`), through the same path as a
+    /// timed fire (the overlap policy applies; `next_run_at` stays).
+    async fn run_schedule(
+        &self,
+        workspace_id: WorkspaceId,
+        id: ScheduleId,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Option<Fired>>;
+}
+
+/// `schedules` as read (`SELECT *`).
+#[derive(sqlx::FromRow)]
+struct ScheduleRow {
+    id: ScheduleId,
+    workspace_id: WorkspaceId,
+    name: String,
+    cron_expr: String,
+    timezone: String,
+    prompt: String,
+    enabled: bool,
+    overlap: String,
+    catch_up_s: i64,
+    last_run_at: Option<Ts>,
+    next_run_at: Ts,
+    run_count: i64,
+    last_status: Option<String>,
+    last_error: Option<String>,
+    created_at: Ts,
+    updated_at: Ts,
+}
+
+impl TryFrom<ScheduleRow> for Schedule {
+    type Error = StoreError;
+    fn try_from(r: ScheduleRow) -> StoreResult<Self> {
+        Ok(Schedule {
+            id: r.id,
+            workspace_id: r.workspace_id,
+            name: r.name,
+            cron_expr: r.cron_expr,
+            timezone: r.timezone,
+            prompt: r.prompt,
+            enabled: r.enabled,
+            overlap: r
+                .overlap
+                .parse()
+                .map_err(|e: crate::domain::schedule::UnknownWord| {
+                    StoreError::Corrupt(e.to_string())
+                })?,
+            catch_up_s: r.catch_up_s,
+            last_run_at: r.last_run_at.map(|t| t.0),
+            next_run_at: r.next_run_at.0,
+            run_count: r.run_count,
+            last_status: r.last_status,
+            last_error: r.last_error,
+            created_at: r.created_at.0,
+            updated_at: r.updated_at.0,
+        })
+    }
+}
+
+/// `schedule_fires` as read, with its delegation's status and error when
+/// a history asks for them.
+#[derive(sqlx::FromRow)]
+struct FireRow {
+    id: FireId,
+    schedule_id: ScheduleId,
+    due_at: Ts,
+    fired_at: Ts,
+    status: String,
+    delegation_id: Option<DelegationId>,
+    detail: Option<String>,
+    #[sqlx(default)]
+    delegation_status: Option<String>,
+    #[sqlx(default)]
+    delegation_error: Option<String>,
+}
+
+impl TryFrom<FireRow> for Fire {
+    type Error = StoreError;
+    fn try_from(r: FireRow) -> StoreResult<Self> {
+        let corrupt = |e: crate::domain::schedule::UnknownWord| StoreError::Corrupt(e.to_string());
+        let mut status: FireStatus = r.status.parse().map_err(corrupt)?;
+        let mut detail = r.detail;
+        match r.delegation_status.as_deref() {
+            Some("completed") => status = FireStatus::Answered,
+            Some("failed") => {
+                status = FireStatus::Failed;
+                detail = r.delegation_error.or(detail);
+            }
+            _ => {}
+        }
+        Ok(Fire {
+            id: r.id,
+            schedule_id: r.schedule_id,
+            due_at: r.due_at.0,
+            fired_at: r.fired_at.0,
+            status,
+            delegation_id: r.delegation_id,
+            detail,
+        })
+    }
+}
+
+/// Whether a database error is a UNIQUE violation (a taken name).
+fn is_unique_violation(e: &StoreError) -> bool {
+    matches!(e, StoreError::Database(sqlx::Error::Database(db)) if db.is_unique_violation())
+}
+
+/// The decision for one due instant, before anything is written.
+struct Decision {
+    status: FireStatus,
+    detail: Option<String>,
+}
+
+engines! {
+    impl SqlStore<DB> {
+        /// Decides what the fire of `s` due at `due_at` is: missed outside
+        /// the window (timed fires only), skipped by the overlap policy,
+        /// else delivered.
+        async fn decide_fire(
+            conn: &mut <DB as sqlx::Database>::Connection,
+            s: &Schedule,
+            due_at: DateTime<Utc>,
+            now: DateTime<Utc>,
+            manual: bool,
+        ) -> StoreResult<Decision> {
+            let late = now - due_at;
+            if !manual && late > Duration::seconds(s.catch_up_s) {
+                return Ok(Decision {
+                    status: FireStatus::Missed,
+                    detail: Some(format!(
+                        "due {}s before the scheduler reached it, outside the catch-up window of {}s",
+                        late.num_seconds(),
+                        s.catch_up_s
+                    )),
+                });
+            }
+            let waiting = match s.overlap {
+                Overlap::AllowAll => return Ok(Decision { status: FireStatus::Delivered, detail: None }),
+                Overlap::Skip => IN_FLIGHT,
+                Overlap::BufferOne => "('queued')",
+            };
+            let sql = format!(
+                "SELECT f.due_at FROM schedule_fires f JOIN delegations d ON d.id = f.delegation_id \
+                 WHERE f.schedule_id = $1 AND d.status IN {waiting} ORDER BY f.due_at LIMIT 1"
+            );
+            let busy: Option<Ts> = sqlx::query_scalar(&sql)
+                .bind(s.id)
+                .fetch_optional(&mut *conn)
+                .await?;
+            Ok(match busy {
+                None => Decision { status: FireStatus::Delivered, detail: None },
+                Some(earlier) => Decision {
+                    status: FireStatus::Skipped,
+                    detail: Some(match s.overlap {
+                        Overlap::BufferOne => format!(
+                            "the fire due at {} is still waiting to be picked up (overlap policy buffer_one)",
+                            earlier.0.to_rfc3339()
+                        ),
+                        _ => format!(
+                            "the fire due at {} is still in flight (overlap policy skip)",
+                            earlier.0.to_rfc3339()
+                        ),
+                    }),
+                },
+            })
+        }
+
+        /// Writes the fire of the locked schedule `s` due at `due_at`:
+        /// the fire row, a delivered fire's delegation and inbox row, and
+        /// the schedule's own fields. `None` when that instant already has
+        /// its fire (the UNIQUE guard; nothing else is written then but
+        /// the move of `next_run_at`).
+        async fn fire_in(
+            conn: &mut <DB as sqlx::Database>::Connection,
+            s: &Schedule,
+            due_at: DateTime<Utc>,
+            now: DateTime<Utc>,
+            manual: bool,
+        ) -> StoreResult<Option<Fired>> {
+            let decision = Self::decide_fire(&mut *conn, s, due_at, now, manual).await?;
+            let delivered = decision.status == FireStatus::Delivered;
+            let delegation_id = delivered.then(DelegationId::new);
+            let fire: Option<FireRow> = sqlx::query_as(
+                "INSERT INTO schedule_fires (id, schedule_id, due_at, fired_at, status, \
+                   delegation_id, detail) VALUES ($1, $2, $3, $4, $5, $6, $7) \
+                 ON CONFLICT (schedule_id, due_at) DO NOTHING RETURNING *",
+            )
+            .bind(FireId::new())
+            .bind(s.id)
+            .bind(Ts(due_at))
+            .bind(Ts(now))
+            .bind(decision.status.as_str())
+            .bind(delegation_id)
+            .bind(&decision.detail)
+            .fetch_all(&mut *conn)
+            .await?
+            .pop();
+            let next = if manual {
+                Some(s.next_run_at)
+            } else {
+                CronSpec::parse(&s.cron_expr, &s.timezone)
+                    .map_err(|e| StoreError::Corrupt(e.to_string()))?
+                    .next_after(due_at)
+            };
+            let Some(fire) = fire else {
+                Self::advance_in(&mut *conn, s, next, now).await?;
+                return Ok(None);
+            };
+            let delivered = match delegation_id {
+                Some(id) => Some(Self::deliver_in(&mut *conn, s, id, due_at, now).await?),
+                None => None,
+            };
+            let row: ScheduleRow = sqlx::query_as(
+                "UPDATE schedules SET next_run_at = $2, enabled = enabled AND $3, \
+                   last_status = $4, last_error = $5, \
+                   last_run_at = CASE WHEN $6 THEN $7 ELSE last_run_at END, \
+                   run_count = run_count + CASE WHEN $6 THEN 1 ELSE 0 END, updated_at = $7 \
+                 WHERE id = $1 RETURNING *",
+            )
+            .bind(s.id)
+            .bind(Ts(next.unwrap_or(due_at)))
+            .bind(next.is_some())
+            .bind(decision.status.as_str())
+            .bind(&decision.detail)
+            .bind(delivered.is_some())
+            .bind(Ts(now))
+            .fetch_one(&mut *conn)
+            .await?;
+            Ok(Some(Fired {
+                schedule: row.try_into()?,
+                fire: fire.try_into()?,
+                delivered,
+            }))
+        }
+
+        /// Moves `next_run_at` past an instant that already had its fire;
+        /// a schedule that never fires again is disabled.
+        async fn advance_in(
+            conn: &mut <DB as sqlx::Database>::Connection,
+            s: &Schedule,
+            next: Option<DateTime<Utc>>,
+            now: DateTime<Utc>,
+        ) -> StoreResult<()> {
+            sqlx::query(
+                "UPDATE schedules SET next_run_at = $2, enabled = enabled AND $3, updated_at = $4 \
+                 WHERE id = $1",
+            )
+            .bind(s.id)
+            .bind(Ts(next.unwrap_or(s.next_run_at)))
+            .bind(next.is_some())
+            .bind(Ts(now))
+            .execute(&mut *conn)
+            .await?;
+            Ok(())
+        }
+
+        /// The delegation (caller `schedule:<id>`, the prompt as its task)
+        /// and the callee's `delegate` inbox row of a delivered fire.
+        async fn deliver_in(
+            conn: &mut <DB as sqlx::Database>::Connection,
+            s: &Schedule,
+            id: DelegationId,
+            due_at: DateTime<Utc>,
+            now: DateTime<Utc>,
+        ) -> StoreResult<(Delegation, Activity)> {
+            let new = NewDelegation {
+                id,
+                caller: Caller::Schedule(s.id),
+                callee_id: s.workspace_id,
+                task: s.prompt.clone(),
+                // One key per due instant: the ledger's own UNIQUE
+                // (caller, key) agrees with the fire's.
+                idempotency_key: format!("fire:{}", due_at.timestamp_micros()),
+                deadline_at: None,
+            };
+            let row: DelegationRow = Self::insert_delegation_in(&mut *conn, &new, now)
+                .await?
+                .ok_or_else(|| StoreError::Corrupt("a fire's delegation key was used before".into()))?;
+            let inbox = InboxItem::Delegate(Delegate {
+                delegation_id: id,
+                caller: new.caller,
+                callee: s.workspace_id,
+                task: new.task.clone(),
+                deadline: None,
+                idempotency_key: new.idempotency_key.clone(),
+            })
+            .row();
+            let inbox = Self::insert_activity_in(&mut *conn, s.workspace_id, &inbox, now).await?;
+            Ok((row.try_into()?, inbox))
+        }
+    }
+
+    #[async_trait]
+    impl ScheduleStore for SqlStore<DB> {
+        #[tracing::instrument(skip_all, fields(workspace_id = %workspace_id))]
+        async fn create_schedule(
+            &self,
+            workspace_id: WorkspaceId,
+            def: &ScheduleDef,
+            now: DateTime<Utc>,
+        ) -> StoreResult<Saved> {
+            let mut tx = self.write_tx().await?;
+            let inserted: StoreResult<Vec<ScheduleRow>> = sqlx::query_as(
+                "INSERT INTO schedules (id, workspace_id, name, cron_expr, timezone, prompt, \
+                   enabled, overlap, catch_up_s, next_run_at, created_at, updated_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $11) RETURNING *",
+            )
+            .bind(ScheduleId::new())
+            .bind(workspace_id)
+            .bind(&def.name)
+            .bind(&def.cron_expr)
+            .bind(&def.timezone)
+            .bind(&def.prompt)
+            .bind(def.enabled)
+            .bind(def.overlap.as_str())
+            .bind(def.catch_up_s)
+            .bind(Ts(def.next_run_at))
+            .bind(Ts(now))
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(StoreError::from);
+            // Rolled back before the answer, not on drop: SQLite's writer
+            // lock must be free when the next write begins.
+            let row = match inserted {
+                Err(e) if is_unique_violation(&e) => {
+                    tx.rollback().await?;
+                    return Ok(Saved::NameTaken);
+                }
+                other => other?
+                    .pop()
+                    .ok_or_else(|| StoreError::Corrupt("INSERT returned no row".into()))?,
+            };
+            tx.commit().await?;
+            Ok(Saved::Saved(row.try_into()?))
+        }
+
+        async fn list_schedules(&self, workspace_id: WorkspaceId) -> StoreResult<Vec<Schedule>> {
+            let rows: Vec<ScheduleRow> =
+                sqlx::query_as("SELECT * FROM schedules WHERE workspace_id = $1 ORDER BY name, id")
+                    .bind(workspace_id)
+                    .fetch_all(&self.pool)
+                    .await?;
+            rows.into_iter().map(TryInto::try_into).collect()
+        }
+
+        async fn get_schedule(
+            &self,
+            workspace_id: WorkspaceId,
+            id: ScheduleId,
+        ) -> StoreResult<Option<Schedule>> {
+            let row: Option<ScheduleRow> =
+                sqlx::query_as("SELECT * FROM schedules WHERE id = $1 AND workspace_id = $2")
+                    .bind(id)
+                    .bind(workspace_id)
+                    .fetch_optional(&self.pool)
+                    .await?;
+            row.map(TryInto::try_into).transpose()
+        }
+
+        #[tracing::instrument(skip_all, fields(workspace_id = %workspace_id, schedule_id = %id))]
+        async fn update_schedule(
+            &self,
+            workspace_id: WorkspaceId,
+            id: ScheduleId,
+            def: &ScheduleDef,
+            now: DateTime<Utc>,
+        ) -> StoreResult<Saved> {
+            let mut tx = self.write_tx().await?;
+            let updated: StoreResult<Vec<ScheduleRow>> = sqlx::query_as(
+                "UPDATE schedules SET name = $3, cron_expr = $4, timezone = $5, prompt = $6, \
+                   enabled = $7, overlap = $8, catch_up_s = $9, next_run_at = $10, updated_at = $11 \
+                 WHERE id = $1 AND workspace_id = $2 RETURNING *",
+            )
+            .bind(id)
+            .bind(workspace_id)
+            .bind(&def.name)
+            .bind(&def.cron_expr)
+            .bind(&def.timezone)
+            .bind(&def.prompt)
+            .bind(def.enabled)
+            .bind(def.overlap.as_str())
+            .bind(def.catch_up_s)
+            .bind(Ts(def.next_run_at))
+            .bind(Ts(now))
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(StoreError::from);
+            let row = match updated {
+                Err(e) if is_unique_violation(&e) => {
+                    tx.rollback().await?;
+                    return Ok(Saved::NameTaken);
+                }
+                other => match other?.pop() {
+                    Some(row) => row,
+                    None => {
+                        tx.rollback().await?;
+                        return Ok(Saved::NotFound);
+                    }
+                },
+            };
+            tx.commit().await?;
+            Ok(Saved::Saved(row.try_into()?))
+        }
+
+        #[tracing::instrument(skip_all, fields(workspace_id = %workspace_id, schedule_id = %id))]
+        async fn delete_schedule(
+            &self,
+            workspace_id: WorkspaceId,
+            id: ScheduleId,
+        ) -> StoreResult<Option<Schedule>> {
+            let mut tx = self.write_tx().await?;
+            let row: Option<ScheduleRow> = sqlx::query_as(
+                "DELETE FROM schedules WHERE id = $1 AND workspace_id = $2 RETURNING *",
+            )
+            .bind(id)
+            .bind(workspace_id)
+            .fetch_all(&mut *tx)
+            .await?
+            .pop();
+            tx.commit().await?;
+            row.map(TryInto::try_into).transpose()
+        }
+
+        async fn schedule_history(&self, id: ScheduleId, limit: i64) -> StoreResult<Vec<Fire>> {
+            let rows: Vec<FireRow> = sqlx::query_as(
+                "SELECT f.*, d.status AS delegation_status, d.error_detail AS delegation_error \
+                 FROM schedule_fires f LEFT JOIN delegations d ON d.id = f.delegation_id \
+                 WHERE f.schedule_id = $1 ORDER BY f.fired_at DESC, f.due_at DESC LIMIT $2",
+            )
+            .bind(id)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?;
+            rows.into_iter().map(TryInto::try_into).collect()
+        }
+
+        async fn fire_next_due(&self, now: DateTime<Utc>) -> StoreResult<Option<Fired>> {
+            let mut tx = self.write_tx().await?;
+            loop {
+                // Claimed: a concurrent scheduler skips this row and takes
+                // the next due one (or none), and re-checks `next_run_at`
+                // after our commit moved it.
+                let sql = format!(
+                    "SELECT * FROM schedules WHERE enabled AND next_run_at <= $1 \
+                       AND workspace_id IN (SELECT id FROM workspaces \
+                         WHERE removed_at IS NULL AND paused_at IS NULL) \
+                     ORDER BY next_run_at, id LIMIT 1{}",
+                    DB::SKIP_LOCKED
+                );
+                let row: Option<ScheduleRow> = sqlx::query_as(&sql)
+                    .bind(Ts(now))
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                let Some(row) = row else {
+                    tx.commit().await?;
+                    return Ok(None);
+                };
+                let s: Schedule = row.try_into()?;
+                if let Some(fired) = Self::fire_in(&mut tx, &s, s.next_run_at, now, false).await? {
+                    tx.commit().await?;
+                    return Ok(Some(fired));
+                }
+                // That instant had its fire already: `next_run_at` moved,
+                // so look again.
+            }
+        }
+
+        #[tracing::instrument(skip_all, fields(workspace_id = %workspace_id, schedule_id = %id))]
+        async fn run_schedule(
+            &self,
+            workspace_id: WorkspaceId,
+            id: ScheduleId,
+            now: DateTime<Utc>,
+        ) -> StoreResult<Option<Fired>> {
+            let mut tx = self.write_tx().await?;
+            let sql = format!(
+                "SELECT * FROM schedules WHERE id = $1 AND workspace_id = $2{}",
+                DB::ROW_LOCK
+            );
+            let row: Option<ScheduleRow> = sqlx::query_as(&sql)
+                .bind(id)
+                .bind(workspace_id)
+                .fetch_optional(&mut *tx)
+                .await?;
+            let Some(row) = row else {
+                tx.rollback().await?;
+                return Ok(None);
+            };
+            let s: Schedule = row.try_into()?;
+            let fired = Self::fire_in(&mut tx, &s, now, now, true)
+                .await?
+                .ok_or_else(|| StoreError::Corrupt("a manual run met a fire of the same instant".into()))?;
+            tx.commit().await?;
+            Ok(Some(fired))
+        }
+    }
+}
