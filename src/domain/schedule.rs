@@ -337,7 +337,7 @@ mod tests {
         });
         let row = item.row();
         assert_eq!(row.source_id, Some(format!("schedule:{schedule}")));
-        assert_eq!(row.activity_type, "a2a_receive");
+        assert_eq!(row.activity_type, crate::domain::inbox::INBOX_TYPE);
         assert_eq!(InboxItem::parse(&row), Ok(item));
     }
 

@@ -409,8 +409,8 @@ mod tests {
                 completed_at: Some(now),
             };
             let expected = InboxRow {
-                activity_type: "a2a_receive".into(),
-                method: Some("delegation_result".into()),
+                activity_type: inbox::INBOX_TYPE.into(),
+                method: Some(inbox::DELEGATION_RESULT.into()),
                 source_id: Some(d.callee_id.to_string()),
                 target_id: Some(d.caller.to_string()),
                 summary: Some(format!("delegation {}: sum it up", status.as_str())),
