@@ -8,6 +8,7 @@ mod activity_cursor;
 mod agent;
 mod blob_contract;
 mod canvas;
+mod clients;
 mod connect_e2e;
 mod db_down;
 mod delegations;
