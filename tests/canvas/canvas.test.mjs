@@ -1413,6 +1413,55 @@ async function main() {
     assert((await apiCall('GET', '/workspaces', ADMIN_TOKEN)).length === all.length, 'the second preview wrote workspaces');
   });
 
+  await step('a team is deleted from the page: the confirm names all of it, focus stays in the list (issue 30: 7, 8)', async () => {
+    const make = (name, parent) => apiCall('POST', '/workspaces', ADMIN_TOKEN,
+      { name, delivery_mode: 'poll', ...(parent ? { parent_id: parent.id } : {}) });
+    const boss = await make('doomed-lead');
+    const kids = [await make('doomed-a', boss), await make('doomed-b', boss)];
+    const grandkid = await make('doomed-a1', kids[0]);
+    await page.getByRole('button', { name: 'Refresh the workspace list' }).click();
+    await page.locator(`#workspace-list [data-ws="${boss.id}"]`).click();
+    await page.locator('#chat-title', { hasText: 'doomed-lead' }).waitFor();
+    await page.getByRole('button', { name: 'Manage' }).click();
+    const asked = [];
+    page.once('dialog', (d) => { asked.push(d.message()); d.accept(); });
+    await page.getByRole('button', { name: 'Delete the workspace…' }).click();
+    await page.locator(`#workspace-list [data-ws="${boss.id}"]`).waitFor({ state: 'detached' });
+    assert(asked[0] === 'Delete the whole team (4)? doomed-lead and doomed-a, doomed-b and doomed-a1: every token '
+      + 'stops working and they all leave the list; this cannot be undone.', `the confirm said: ${asked[0]}`);
+    const left = (await apiCall('GET', '/workspaces', ADMIN_TOKEN)).map((w) => w.id);
+    for (const w of [boss, ...kids, grandkid]) assert(!left.includes(w.id), `${w.name} is still listed on the server`);
+    assert(await page.locator('#manage-error').textContent() === '', 'the panel shows an error');
+    const focused = await page.evaluate(() => document.activeElement && document.activeElement.id);
+    assert(focused === 'ws-filter', `focus is on "${focused}" after the delete, not the list's filter`);
+  });
+
+  await step('keyboard: focus goes where the work continues; arrow keys move in the list (issue 30: 8)', async () => {
+    const focused = () => page.evaluate(() => {
+      const a = document.activeElement;
+      return (a && (a.dataset.ws || a.id || a.tagName)) || null;
+    });
+    const made = await createInForm('keyboard-made', { tier: 1 });
+    assert(await focused() === made.id, `after closing the create dialog focus is on ${await focused()}, not the new row`);
+    const rows = await page.locator('#workspace-list a[data-ws]').evaluateAll((as) => as.map((a) => a.dataset.ws));
+    const at = rows.indexOf(made.id);
+    await page.keyboard.press('ArrowDown');
+    assert(await focused() === rows[Math.min(at + 1, rows.length - 1)], `ArrowDown went to ${await focused()}`);
+    await page.keyboard.press('Home');
+    assert(await focused() === rows[0], `Home went to ${await focused()}`);
+    await page.keyboard.press('End');
+    assert(await focused() === rows[rows.length - 1], `End went to ${await focused()}`);
+    await page.keyboard.press('ArrowUp');
+    assert(await focused() === rows[rows.length - 2], `ArrowUp went to ${await focused()}`);
+    await page.locator('#ws-filter').focus();
+    await page.keyboard.press('ArrowDown');
+    assert(await focused() === rows[0], `ArrowDown from the filter went to ${await focused()}`);
+    await page.locator(`#workspace-list a[data-ws="${made.id}"]`).focus();
+    await page.keyboard.press('Enter');
+    await page.locator('#chat-title', { hasText: 'keyboard-made' }).waitFor();
+    assert(await focused() === 'message', `a chat opened from the list leaves focus on ${await focused()}, not the composer`);
+  });
+
   await step('the page judges "online" with the server\'s --offline-after (60 s here), not its own 90 s (issue 17)', async () => {
     const cfg = await apiCall('GET', '/admin/config', ADMIN_TOKEN);
     assert(cfg.offline_after_seconds === 60, `the server's window is ${cfg.offline_after_seconds} s (run.sh sets 60 s)`);

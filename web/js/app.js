@@ -81,8 +81,12 @@ function route() {
     $('workspaces-error').textContent = 'That workspace does not exist (any more).';
     return;
   }
+  // Opened from the list (a click, or Enter on a row): the work goes on in
+  // the composer, not 11 Tabs back in the list.
+  const fromList = Boolean(document.activeElement?.closest?.('#workspace-list'));
   if (state.current?.id !== ws.id) openChat(ws);
   show('chat');
+  if (fromList && !m[2]) $('message').focus();
   if (m[2]) bus.dispatchEvent(new CustomEvent('show-delegation', { detail: m[2] }));
 }
 

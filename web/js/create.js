@@ -5,6 +5,7 @@
 
 import { api } from './api.js';
 import { $ } from './dom.js';
+import { state } from './state.js';
 import { teamFields } from './teamform.js';
 import { refreshWorkspaces } from './workspaces.js';
 
@@ -52,6 +53,7 @@ export function showConnection(ws, connection, { created = false } = {}) {
   box.rows = box.value.split('\n').length;
   $('copy-status').textContent = '';
   const dialog = $('connection-dialog');
+  dialog.dataset.ws = ws.id;
   if (!dialog.open) dialog.showModal();
   box.focus();
   box.select();
@@ -115,5 +117,13 @@ export function initCreate() {
     $('connect-command').value = '';
     $('connection-intro').textContent = '';
     $('copy-status').textContent = '';
+    // Focus goes where the work continues (the browser would put it on
+    // <body>: the button that opened the dialog was disabled or is gone):
+    // the open chat's composer, else the workspace's row in the list.
+    const id = dialog.dataset.ws;
+    const row = $('workspace-list').querySelector(`[data-ws="${CSS.escape(id || '')}"]`);
+    if (state.current?.id === id) $('message').focus();
+    else if (row) row.focus();
+    else $('ws-filter').focus();
   });
 }

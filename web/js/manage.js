@@ -1,7 +1,7 @@
 // The "Manage" panel of the open workspace: rename it, change its push
-// URL, show its connection block again, rotate its token, delete it. The
-// two that cut something off (rotate, delete) ask first and say what
-// happens.
+// URL, show its connection block again, rotate its token, delete it (a
+// lead with its whole team, named in the confirm). The two that cut
+// something off (rotate, delete) ask first and say what happens.
 
 import { api, wsPath } from './api.js';
 import { $ } from './dom.js';
@@ -79,14 +79,42 @@ export function initManage() {
 
   $('manage-delete').addEventListener('click', async () => {
     const ws = state.current;
-    const sure = window.confirm(`Delete ${ws.name}? Its tokens stop working and it leaves the list; `
-      + 'this cannot be undone.');
+    const team = subtreeOf(ws);
+    const sure = window.confirm(team.length === 0
+      ? `Delete ${ws.name}? Its tokens stop working and it leaves the list; this cannot be undone.`
+      : `Delete the whole team (${team.length + 1})? ${ws.name} and ${listNames(team)}: every token `
+        + 'stops working and they all leave the list; this cannot be undone.');
     if (!sure) return;
-    await attempt('delete the workspace', async () => {
-      await api(wsPath(ws.id), { method: 'DELETE' });
+    await attempt(team.length === 0 ? 'delete the workspace' : 'delete the team', async () => {
+      const query = team.length === 0 ? '' : '?cascade=true';
+      await api(`${wsPath(ws.id)}${query}`, { method: 'DELETE' });
       $('manage-dialog').close();
       location.hash = '';
       await refreshWorkspaces();
+      // The work goes on in the list: focus it rather than the page's body.
+      $('ws-filter').focus();
     });
   });
+}
+
+/** The workspaces listed under `ws` (its whole team, every level), nearest first. */
+function subtreeOf(ws) {
+  const seen = new Set([ws.id]);
+  const out = [];
+  let level = [ws.id];
+  while (level.length > 0) {
+    const next = state.workspaces.filter((w) => level.includes(w.parent_id) && !seen.has(w.id));
+    next.forEach((w) => seen.add(w.id));
+    out.push(...next);
+    level = next.map((w) => w.id);
+  }
+  return out;
+}
+
+/** "a, b and c", or "a, b, c and 4 more" past five names. */
+function listNames(ws) {
+  const names = ws.map((w) => w.name);
+  if (names.length > 5) return `${names.slice(0, 5).join(', ')} and ${names.length - 5} more`;
+  if (names.length === 1) return names[0];
+  return `${names.slice(0, -1).join(', ')} and ${names[names.length - 1]}`;
 }

@@ -128,6 +128,18 @@ function tick() {
   bus.dispatchEvent(new Event('tick'));
 }
 
+/** Arrow keys, Home and End move between the list's workspaces (Enter opens one). */
+function onListKey(e) {
+  const step = { ArrowDown: 1, ArrowUp: -1, Home: -Infinity, End: Infinity }[e.key];
+  if (step === undefined || e.altKey || e.ctrlKey || e.metaKey) return;
+  const links = [...$('workspace-list').querySelectorAll('a[data-ws]')];
+  if (links.length === 0) return;
+  const at = links.indexOf(document.activeElement?.closest?.('a[data-ws]'));
+  const to = Math.max(0, Math.min(links.length - 1, (at < 0 && step > 0 ? -1 : at) + step));
+  e.preventDefault();
+  links[to].focus();
+}
+
 /** Wires the Refresh button and the status clock; called once at start. */
 export function initWorkspaces() {
   $('refresh').addEventListener('click', () => refreshWorkspaces().catch(() => {}));
@@ -135,6 +147,12 @@ export function initWorkspaces() {
   $('workspace-list').addEventListener('click', (e) => {
     const button = e.target.closest('[data-fold]');
     if (button) onFold(button);
+  });
+  $('workspace-list').addEventListener('keydown', onListKey);
+  $('ws-filter').addEventListener('keydown', (e) => {
+    if (e.key !== 'ArrowDown') return;
+    const first = $('workspace-list').querySelector('a[data-ws]');
+    if (first) { e.preventDefault(); first.focus(); }
   });
   bus.addEventListener('activity', () => renderWorkspaces());
   clearInterval(state.statusTimer);
