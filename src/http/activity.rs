@@ -210,6 +210,10 @@ pub(super) struct ActivityParams {
     pub peer_id: Option<String>,
     /// Only rows created strictly before this RFC 3339 instant.
     pub before_ts: Option<String>,
+    /// Reads history backwards: the newest `limit` rows with a smaller id,
+    /// still oldest first (page back with the first row's id). Not with
+    /// `wait`.
+    pub before_id: Option<i64>,
 }
 
 /// Parses `before_ts`, rounding sub-microsecond digits up: rows keep
@@ -235,7 +239,7 @@ fn parse_before_ts(raw: &str) -> Result<DateTime<Utc>> {
 
 impl ActivityParams {
     /// The store query and how long to hold the request, or the 400.
-    fn into_query(self) -> Result<(ActivityQuery, Duration)> {
+    fn into_query(self) -> Result<(ActivityQuery, Duration, Option<i64>)> {
         let limit = self.limit.unwrap_or(100);
         if !(1..=MAX_LIMIT).contains(&limit) {
             return Err(Error::BadRequest(format!(
@@ -247,6 +251,14 @@ impl ActivityParams {
             return Err(Error::BadRequest(format!(
                 "`wait` must be between 0 and {MAX_WAIT_SECS} seconds"
             )));
+        }
+        if self.before_id.is_some_and(|b| b < 1) {
+            return Err(Error::BadRequest("`before_id` must be at least 1".into()));
+        }
+        if self.before_id.is_some() && wait > 0 {
+            return Err(Error::BadRequest(
+                "`before_id` reads history backwards and cannot be combined with `wait`".into(),
+            ));
         }
         let since_id = self.since_id.unwrap_or(0);
         if since_id < 0 {
@@ -273,7 +285,7 @@ impl ActivityParams {
             before,
             limit,
         };
-        Ok((query, Duration::from_secs(wait)))
+        Ok((query, Duration::from_secs(wait), self.before_id))
     }
 }
 
@@ -322,8 +334,19 @@ pub(super) async fn list_activity(
     SelfOrOperator(WorkspacePath(id), mut session): SelfOrOperator<WorkspacePath, Session>,
     Query(params): Query<ActivityParams>,
 ) -> Result<Json<Vec<ActivityView>>> {
-    let (query, wait) = params.into_query()?;
+    let (query, wait, before_id) = params.into_query()?;
     known_workspace(&state, id).await?;
+    if let Some(before_id) = before_id {
+        let rows: Vec<ActivityView> = state
+            .store
+            .list_activity_before(id, &query, before_id)
+            .await?
+            .into_iter()
+            .map(ActivityView::from)
+            .collect();
+        mark_picked_up(&state, &session.principal, id, &query, &rows).await?;
+        return Ok(Json(rows));
+    }
     let deadline = tokio::time::Instant::now() + wait;
     // Watch before each read: a row committed (or a token revoked)
     // between the read and the wait still wakes us.

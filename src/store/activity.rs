@@ -116,6 +116,17 @@ pub trait ActivityStore: Send + Sync {
         query: &ActivityQuery,
     ) -> StoreResult<ActivityPage>;
 
+    /// The newest `query.limit` rows matching `query` with an id below
+    /// `before_id`, oldest first: history read backwards, a page at a time
+    /// (the canvas opens a long chat at its newest page). No expired
+    /// cursor here: reading back never skips a row silently.
+    async fn list_activity_before(
+        &self,
+        workspace_id: WorkspaceId,
+        query: &ActivityQuery,
+        before_id: i64,
+    ) -> StoreResult<Vec<Activity>>;
+
     /// Deletes up to `limit` activity rows created before `cutoff`, records
     /// the highest deleted id per workspace, and returns how many it deleted.
     async fn sweep_activity(&self, cutoff: DateTime<Utc>, limit: i64) -> StoreResult<u64>;
@@ -215,6 +226,33 @@ engines! {
                 }
             }
             Ok(ActivityPage::Rows(rows.into_iter().map(Into::into).collect()))
+        }
+
+        async fn list_activity_before(
+            &self,
+            workspace_id: WorkspaceId,
+            query: &ActivityQuery,
+            before_id: i64,
+        ) -> StoreResult<Vec<Activity>> {
+            let sql = format!(
+                "SELECT {ACTIVITY_COLUMNS} FROM activity_logs \
+                 WHERE workspace_id = $1 AND id > $2 AND id < $7 \
+                   AND (CAST($3 AS TEXT) IS NULL OR activity_type = $3) \
+                   AND (CAST($5 AS TEXT) IS NULL OR source_id = $5) \
+                   AND ($6 IS NULL OR created_at < $6) \
+                 ORDER BY id DESC LIMIT $4"
+            );
+            let rows: Vec<ActivityRow> = sqlx::query_as(&sql)
+                .bind(workspace_id)
+                .bind(query.since_id)
+                .bind(&query.activity_type)
+                .bind(query.limit)
+                .bind(&query.source_id)
+                .bind(query.before.map(Ts))
+                .bind(before_id)
+                .fetch_all(&self.pool)
+                .await?;
+            Ok(rows.into_iter().rev().map(Into::into).collect())
         }
 
         async fn sweep_activity(&self, cutoff: DateTime<Utc>, limit: i64) -> StoreResult<u64> {

@@ -313,6 +313,61 @@ async fn activity_parameters_are_checked() {
     assert!(started.elapsed() >= Duration::from_millis(900));
 }
 
+/// History read backwards, as the canvas opens a long chat: the newest
+/// page first, then each older page by the first id seen, every row once,
+/// oldest first within a page; filters still apply; bad values are 400s.
+async fn history_reads_backwards_a_page_at_a_time(engine: Engine) {
+    let Some(app) = spawn_app(engine).await else {
+        return;
+    };
+    let ws = app.create_poll_workspace("w").await;
+    for i in 0..7 {
+        app.send_text(&ws.id, &format!("m{i}")).await;
+    }
+    let texts = |rows: &Value| -> Vec<String> {
+        rows.as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["data"]["text"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let (status, newest) = app
+        .activity(&ws, &format!("before_id={}&limit=3", i64::MAX))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{newest}");
+    assert_eq!(texts(&newest), ["m4", "m5", "m6"]);
+    let mut before = newest[0]["id"].as_i64().unwrap();
+    let (_, page) = app
+        .activity(&ws, &format!("before_id={before}&limit=3"))
+        .await;
+    assert_eq!(texts(&page), ["m1", "m2", "m3"]);
+    before = page[0]["id"].as_i64().unwrap();
+    let (_, page) = app
+        .activity(&ws, &format!("before_id={before}&limit=3"))
+        .await;
+    assert_eq!(texts(&page), ["m0"]);
+    let first = page[0]["id"].as_i64().unwrap();
+    let (_, page) = app.activity(&ws, &format!("before_id={first}")).await;
+    assert_eq!(page, json!([]));
+    // The type filter holds going backwards too.
+    let (_, none) = app
+        .activity(&ws, &format!("before_id={}&type=agent_message", i64::MAX))
+        .await;
+    assert_eq!(none, json!([]));
+    for (query, needle) in [
+        ("before_id=0", "`before_id` must be at least 1"),
+        ("before_id=5&wait=1", "cannot be combined with `wait`"),
+    ] {
+        let (status, body) = app.activity(&ws, query).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "case {query}");
+        assert!(
+            body["error"].as_str().unwrap().contains(needle),
+            "case {query}: {body}"
+        );
+    }
+}
+on_both_engines!(history_reads_backwards_a_page_at_a_time);
+
 async fn a_long_poll_wakes_when_a_row_arrives(engine: Engine) {
     let Some(app) = spawn_app(engine).await else {
         return;

@@ -1042,9 +1042,9 @@ async function main() {
     await chatAgain();
   });
 
-  await step('a 2,000-message chat opens on its newest page; older pages draw on scroll-up (issue 30, defect 3)', async () => {
+  await step('a 10,000-message chat opens on its newest page, fetched alone; older pages are fetched and drawn on scroll-up (issue 30, defect 3)', async () => {
     const long = await apiCall('POST', '/workspaces', ADMIN_TOKEN, { name: 'long-chat', delivery_mode: 'poll' });
-    const N = 2000;
+    const N = 10000;
     for (let i = 0; i < N; i += 50) {
       await Promise.all(Array.from({ length: Math.min(50, N - i) }, (_, j) => (((i + j) % 2)
         ? apiCall('POST', `/workspaces/${long.id}/notify`, long.auth_token, { message: `long reply ${i + j} with *some* \`code\`` })
@@ -1053,17 +1053,15 @@ async function main() {
     await apiCall('POST', `/workspaces/${long.id}/notify`, long.auth_token, { message: 'the newest of them all' });
     await page.getByRole('button', { name: 'Refresh the workspace list' }).click();
     await page.locator(`#workspace-list [data-ws="${long.id}"]`).waitFor();
-    // The server's part, printed beside the page's: the API reads history
-    // forward only (since_id), so the page reads every page before it can
-    // draw the newest.
+    // The server's part, printed beside the page's: the newest page.
     const s0 = Date.now();
-    let pages = 0;
-    for (let since = 0; ; pages += 1) {
-      const rows = await apiCall('GET', `/workspaces/${long.id}/activity?limit=500&since_id=${since}`, ADMIN_TOKEN);
-      if (!rows.length) break;
-      since = rows[rows.length - 1].id;
-    }
-    console.log(`       the server answers the history in ${pages} pages in ${Date.now() - s0} ms`);
+    await apiCall('GET', `/workspaces/${long.id}/activity?limit=500&before_id=${Number.MAX_SAFE_INTEGER}`, ADMIN_TOKEN);
+    console.log(`       the server answers the newest page in ${Date.now() - s0} ms`);
+    // Every history request the page makes, to see that it fetches one
+    // page to open (not the whole conversation first).
+    const historyReads = [];
+    const onRequest = (r) => { if (r.url().includes(`/workspaces/${long.id}/activity?`)) historyReads.push(r.url()); };
+    page.on('request', onRequest);
     // Long tasks (over 50 ms) while it opens, printed with the time.
     await page.evaluate(() => {
       window.longTasks = [];
@@ -1087,6 +1085,8 @@ async function main() {
     const drawn = () => page.locator('#messages > li.msg').count();
     const first = await drawn();
     assert(first === 100, `the log drew ${first} of ${N + 1} messages on open, not one page of 100`);
+    assert(historyReads.length === 1 && historyReads[0].includes('before_id='),
+      `the page read ${historyReads.length} history pages to open: ${historyReads.slice(0, 3).join(' ')}`);
     // Scrolling up draws the page before, and keeps the reader's place.
     const oldest = page.locator('#messages > li.msg').first();
     const anchorId = await oldest.getAttribute('data-id');
@@ -1098,6 +1098,16 @@ async function main() {
       return r.top >= log.top - 1 && r.top < log.bottom;
     });
     assert(kept, 'drawing the older page moved the reader away from where they were');
+    // Past the 500 rows fetched on open, the page fetches the next older
+    // page from the server as the reader goes on scrolling up.
+    for (let shown = await drawn(); shown <= 600; shown = await drawn()) {
+      await page.evaluate(() => { document.getElementById('log').scrollTop = 0; });
+      await page.waitForFunction((n) => document.querySelectorAll('#messages > li.msg').length > n, shown);
+    }
+    page.off('request', onRequest);
+    assert(historyReads.length === 2, `scrolling past the first page read ${historyReads.length} history pages`);
+    const oldestShown = await page.locator('#messages > li.msg').first().getAttribute('data-id');
+    assert(Number(oldestShown) < Number(anchorId), `the oldest drawn row ${oldestShown} is not older than ${anchorId}`);
     await chatAgain();
   });
 

@@ -4,14 +4,16 @@
 import { api, wsPath } from './api.js';
 import { reconcileUploads, setUploadState } from './chips.js';
 import { $ } from './dom.js';
-import { atBottom, hasOlder, keepRows, renderRow, resetRows, scrollToBottom, setDelegationStatus, showNewest, showOlder } from './messages.js';
+import { atBottom, hasOlder, keepOlderRows, keepRows, renderRow, resetRows, scrollToBottom, setDelegationStatus, showNewest, showOlder } from './messages.js';
 import { STATUS_LABEL, agentStatus, bus, state } from './state.js';
 import { followEvents } from './stream.js';
 import { markSeen, noteLiveRow } from './unread.js';
 import { lastContact, renderWorkspaces } from './workspaces.js';
 
 const HISTORY_PAGE = 500; // the API's largest `limit`
-const HISTORY_MAX_PAGES = 20; // at most 10 000 rows on first load
+const FIRST_PAGE = 200; // on open: two drawn pages, a small answer to wait for
+// `before_id` for "the newest rows": larger than any id.
+const NEWEST = Number.MAX_SAFE_INTEGER;
 const LEDGER_PAGE = 500; // the delegations listing's largest `limit`
 // Scrolled this close to the top, the next older page is drawn.
 const OLDER_MARGIN_PX = 400;
@@ -80,18 +82,14 @@ export async function openChat(ws) {
   $('chat-error').textContent = '';
   $('send-error').textContent = '';
 
-  // History first (oldest first, page by page: the API reads forward
-  // only), kept as data; only its newest page is drawn, older pages as the
-  // reader scrolls up. Then the live stream from the last id seen, so that
-  // no row is missed or shown twice.
+  // History backwards: the newest page only (a 10 000-message chat opens
+  // as fast as a short one), older pages fetched as the reader scrolls up
+  // (or searches). Then the live stream from the last id seen, so that no
+  // row is missed or shown twice.
   const log = $('messages');
   log.setAttribute('aria-busy', 'true');
   try {
-    for (let page = 0; page < HISTORY_MAX_PAGES; page += 1) {
-      const rows = await api(wsPath(ws.id, `/activity?limit=${HISTORY_PAGE}&since_id=${state.lastId}`), { signal: stream.signal });
-      keepRows(rows);
-      if (rows.length < HISTORY_PAGE) break;
-    }
+    keepRows(await readOlder(ws.id, stream.signal));
     showNewest();
     scrollToBottom(true);
     await reconcileUploads(ws.id, stream.signal);
@@ -178,13 +176,49 @@ async function readLedger(wsId, signal, all = false) {
 }
 
 /**
+ * The page of history before the oldest row kept (the newest page at
+ * first), oldest first; notes where the next one starts and whether the
+ * beginning was reached.
+ */
+async function readOlder(wsId, signal) {
+  const first = state.historyBefore === null;
+  const limit = first ? FIRST_PAGE : HISTORY_PAGE;
+  const rows = await api(wsPath(wsId, `/activity?limit=${limit}&before_id=${first ? NEWEST : state.historyBefore}`), { signal });
+  if (rows.length > 0) state.historyBefore = rows[0].id;
+  state.historyDone = rows.length < limit;
+  return rows;
+}
+
+/** Fetches the next older page into the kept rows (one fetch at a time). */
+function loadOlder() {
+  const ws = state.current;
+  // Nothing before the first page is in: the chat is still opening (a
+  // scroll event from clearing the log must not fetch the newest page again).
+  if (!ws || state.historyDone || state.historyBefore === null) return Promise.resolve(false);
+  state.loadingOlder ??= readOlder(ws.id, state.stream?.signal)
+    .then((rows) => {
+      if (state.current?.id !== ws.id) return false;
+      keepOlderRows(rows);
+      return rows.length > 0;
+    })
+    .catch(() => false)
+    .finally(() => { state.loadingOlder = null; });
+  return state.loadingOlder;
+}
+
+/**
  * Search within the conversation: only the messages containing the words
  * stay shown (day separators hide while searching), with a count.
  */
-function applySearch() {
+async function applySearch() {
   const q = $('chat-search').value.trim().toLowerCase();
-  // A search covers the whole conversation: every kept row is drawn.
-  if (q) while (showOlder());
+  // A search covers the whole conversation: all of it is fetched, then
+  // every kept row is drawn.
+  if (q) {
+    while (!state.historyDone && await loadOlder());
+    if ($('chat-search').value.trim().toLowerCase() !== q) return; // a newer keystroke searches
+    while (showOlder());
+  }
   let matches = 0;
   for (const li of $('messages').children) {
     if (!q) {
@@ -221,10 +255,13 @@ export function initChat() {
   $('log').addEventListener('scroll', () => {
     if (atBottom()) setMarker(false);
     const log = $('log');
-    if (hasOlder() && log.scrollTop < OLDER_MARGIN_PX) {
-      showOlder();
+    if (log.scrollTop >= OLDER_MARGIN_PX) return;
+    const drawOlder = () => {
+      if (!showOlder()) return;
       if (state.current) readLedger(state.current.id, state.stream?.signal).catch(() => {});
-    }
+    };
+    if (hasOlder()) drawOlder();
+    else loadOlder().then((more) => { if (more) drawOlder(); });
   }, { passive: true });
 
   $('chat-search').addEventListener('input', applySearch);

@@ -1,8 +1,9 @@
 // The conversation: turns activity rows into bubbles and notes in the log.
 //
-// Every row of the open chat is kept in `state.rows` (oldest first), but
-// only the newest page is in the DOM when a chat opens; older pages are
-// drawn as the reader scrolls up (`showOlder`). Nothing here walks the DOM
+// The rows of the open chat fetched so far are kept in `state.rows`
+// (oldest first; the newest page is fetched on open, older ones as the
+// reader scrolls up), but only the newest page is in the DOM when a chat
+// opens; older pages are drawn as the reader scrolls up (`showOlder`). Nothing here walks the DOM
 // per row: the rows that still change after they are drawn (relative
 // times, delivery tags, delegation chips) are kept in sets and maps, and
 // one timer (the page's `tick`) updates them.
@@ -322,6 +323,9 @@ export function resetRows() {
   state.ledgerRead = false;
   state.lastId = 0;
   state.lastAgentId = 0;
+  state.historyBefore = null; // the oldest id fetched: the next older page ends there
+  state.historyDone = false; // the conversation's first row is kept
+  state.loadingOlder = null;
   $('messages').replaceChildren();
 }
 
@@ -334,6 +338,14 @@ export function keepRows(rows) {
     state.lastId = Math.max(state.lastId, row.id);
     if (row.activity_type === 'agent_message') state.lastAgentId = Math.max(state.lastAgentId, row.id);
   }
+}
+
+/** Keeps an older page of history (oldest first) before the kept rows, undrawn. */
+export function keepOlderRows(rows) {
+  const fresh = rows.filter((row) => !state.rendered.has(row.id));
+  for (const row of fresh) state.rendered.add(row.id);
+  state.rows = fresh.concat(state.rows);
+  state.shownFrom += fresh.length;
 }
 
 /** Draws `rows` as one fragment in a fresh context. */
