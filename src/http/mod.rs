@@ -7,6 +7,7 @@ mod access;
 mod activity;
 mod auth;
 mod canvas;
+mod cron;
 mod delegations;
 mod error;
 mod extract;
@@ -136,6 +137,7 @@ pub(crate) fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(secrets::routes())
         .merge(pending::routes())
         .merge(schedules::routes())
+        .merge(cron::routes())
         .merge(memories::routes())
         .merge(kv::routes())
         .merge(ops::routes())

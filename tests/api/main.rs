@@ -10,6 +10,7 @@ mod blob_contract;
 mod canvas;
 mod clients;
 mod connect_e2e;
+mod cron_preview;
 mod db_down;
 mod delegations;
 mod disk_full;

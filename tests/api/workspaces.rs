@@ -529,6 +529,7 @@ async fn health_ready_and_openapi_need_no_token() {
             "/registry/heartbeat",
             "/registry/register",
             "/registry/{id}/peers",
+            "/schedules/preview",
             "/workspaces",
             "/workspaces/{id}",
             "/workspaces/{id}/a2a",
