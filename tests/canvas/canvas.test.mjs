@@ -1059,8 +1059,15 @@ async function main() {
     console.log(`       the server answers the newest page in ${Date.now() - s0} ms`);
     // Every history request the page makes, to see that it fetches one
     // page to open (not the whole conversation first).
+    // (The unread poller may read the workspace's newest rows by since_id
+    // meanwhile; reading the history forward, as the page once did, takes
+    // 20 such reads of 500.)
     const historyReads = [];
-    const onRequest = (r) => { if (r.url().includes(`/workspaces/${long.id}/activity?`)) historyReads.push(r.url()); };
+    const forwardReads = [];
+    const onRequest = (r) => {
+      if (!r.url().includes(`/workspaces/${long.id}/activity?`)) return;
+      (r.url().includes('before_id=') ? historyReads : forwardReads).push(r.url());
+    };
     page.on('request', onRequest);
     // Long tasks (over 50 ms) while it opens, printed with the time.
     await page.evaluate(() => {
@@ -1085,8 +1092,8 @@ async function main() {
     const drawn = () => page.locator('#messages > li.msg').count();
     const first = await drawn();
     assert(first === 100, `the log drew ${first} of ${N + 1} messages on open, not one page of 100`);
-    assert(historyReads.length === 1 && historyReads[0].includes('before_id='),
-      `the page read ${historyReads.length} history pages to open: ${historyReads.slice(0, 3).join(' ')}`);
+    assert(historyReads.length === 1 && forwardReads.length <= 2,
+      `the page read ${historyReads.length} pages back and ${forwardReads.length} forward to open: ${forwardReads.slice(0, 3).join(' ')}`);
     // Scrolling up draws the page before, and keeps the reader's place.
     const oldest = page.locator('#messages > li.msg').first();
     const anchorId = await oldest.getAttribute('data-id');
@@ -1105,7 +1112,10 @@ async function main() {
       await page.waitForFunction((n) => document.querySelectorAll('#messages > li.msg').length > n, shown);
     }
     page.off('request', onRequest);
-    assert(historyReads.length === 2, `scrolling past the first page read ${historyReads.length} history pages`);
+    // Each older page is read once, each before the last: none twice.
+    const befores = historyReads.map((u) => Number(new URL(u).searchParams.get('before_id')));
+    assert(befores.length >= 2 && befores.every((b, i) => i === 0 || b < befores[i - 1]),
+      `scrolling up read the pages before ${JSON.stringify(befores)}`);
     const oldestShown = await page.locator('#messages > li.msg').first().getAttribute('data-id');
     assert(Number(oldestShown) < Number(anchorId), `the oldest drawn row ${oldestShown} is not older than ${anchorId}`);
     await chatAgain();
@@ -1201,6 +1211,68 @@ async function main() {
     const keys = (await apiCall('GET', `/workspaces/${coder.id}/memory`, ADMIN_TOKEN)).map((k) => k.key);
     assert(JSON.stringify(keys) === '["build.config"]', `the server's keys: ${JSON.stringify(keys)}`);
     noPageErrors();
+    await chatAgain();
+  });
+
+  await step('schedules tab: add with the next five fire times shown while typing, run now, history told apart, edit, delete (issue 24)', async () => {
+    const ws = await apiCall('POST', '/workspaces', ADMIN_TOKEN, { name: 'sched-agent', delivery_mode: 'poll' });
+    await page.getByRole('button', { name: 'Refresh the workspace list' }).click();
+    await page.evaluate((id) => { location.hash = `#/w/${id}`; }, ws.id);
+    await page.locator('#chat-title', { hasText: 'sched-agent' }).waitFor();
+    await page.getByRole('tab', { name: 'Schedules' }).click();
+    const panel = page.locator('#schedules-panel');
+    await panel.locator('#sched-empty').waitFor();
+    const previewTimes = () => panel.locator('#sched-preview time').evaluateAll((ts) => ts.map((t) => t.getAttribute('datetime')));
+
+    await panel.getByLabel('Schedule name', { exact: true }).fill('nightly report');
+    await panel.getByLabel('Time zone', { exact: true }).fill('Europe/Berlin');
+    await panel.getByLabel('When (cron)', { exact: true }).fill('61 2 * * *');
+    await panel.locator('#sched-preview-note', { hasText: 'is not a valid cron expression' }).waitFor();
+    assert((await previewTimes()).length === 0, 'an invalid expression still lists fire times');
+    await panel.getByLabel('When (cron)', { exact: true }).fill('0 2 * * *');
+    await page.waitForFunction(() => document.querySelectorAll('#sched-preview time').length === 5);
+    const server = await apiCall('GET', `/schedules/preview?cron_expr=${encodeURIComponent('0 2 * * *')}&timezone=Europe/Berlin`, ADMIN_TOKEN);
+    assert(JSON.stringify(await previewTimes()) === JSON.stringify(server.next), `the form previews ${JSON.stringify(await previewTimes())}, the server ${JSON.stringify(server.next)}`);
+
+    await panel.getByLabel('Prompt', { exact: true }).fill('Write the nightly report.');
+    await panel.getByRole('button', { name: 'Add schedule' }).click();
+    await panel.locator('#sched-status', { hasText: 'Added nightly report.' }).waitFor();
+    const [made] = await apiCall('GET', `/workspaces/${ws.id}/schedules`, ADMIN_TOKEN);
+    assert(made.name === 'nightly report' && made.cron_expr === '0 2 * * *' && made.timezone === 'Europe/Berlin'
+      && made.prompt === 'Write the nightly report.' && made.enabled === true && made.overlap === 'skip', `saved: ${JSON.stringify(made)}`);
+    const row = panel.locator(`#sched-table tr[data-sid="${made.id}"]`);
+    assert(await row.locator('time').getAttribute('datetime') === made.next_run_at, 'the next run shown is not the server\'s');
+    assert((await row.textContent()).includes('never run'), `the new row reads ${await row.textContent()}`);
+
+    await row.getByRole('button', { name: 'Run now: nightly report' }).click();
+    await panel.locator('#sched-status', { hasText: 'nightly report fired: delivered.' }).waitFor();
+    await panel.locator(`#sched-table tr[data-sid="${made.id}"] .fchip-delivered`).waitFor();
+    // Still in flight: the skip policy records the second run as skipped.
+    await panel.locator(`#sched-table tr[data-sid="${made.id}"]`).getByRole('button', { name: 'Run now: nightly report' }).click();
+    await panel.locator('#sched-status', { hasText: 'nightly report was not fired' }).waitFor();
+    await panel.locator(`#sched-table tr[data-sid="${made.id}"]`).getByRole('button', { name: 'History of nightly report' }).click();
+    await panel.locator('#sched-history tbody tr[data-status="skipped"]').waitFor();
+    const shownFires = await panel.locator('#sched-history tbody tr').evaluateAll((trs) => trs.map((t) => t.dataset.status));
+    const fires = await apiCall('GET', `/workspaces/${ws.id}/schedules/${made.id}/history`, ADMIN_TOKEN);
+    assert(JSON.stringify(shownFires) === JSON.stringify(fires.map((f) => f.status)) && shownFires.join() === 'skipped,delivered',
+      `the history shows ${JSON.stringify(shownFires)}, the server ${JSON.stringify(fires.map((f) => f.status))}`);
+    assert((await panel.locator('#sched-history tbody tr[data-status="skipped"]').textContent()).includes(fires[0].detail), 'the skip\'s reason is not shown');
+    assert(await panel.locator('#sched-history tbody tr[data-status="delivered"] a').getAttribute('href') === `#/w/${ws.id}/delegations/${fires[1].delegation_id}`, 'no link to the fire\'s ledger row');
+    await axeCheck('schedules tab with a history');
+
+    await panel.locator(`#sched-table tr[data-sid="${made.id}"]`).getByRole('button', { name: 'Edit nightly report' }).click();
+    await panel.getByLabel('Prompt', { exact: true }).fill('Write the nightly report, briefly.');
+    await panel.getByRole('button', { name: 'Save changes' }).click();
+    await panel.locator('#sched-status', { hasText: 'Saved nightly report.' }).waitFor();
+    const [edited] = await apiCall('GET', `/workspaces/${ws.id}/schedules`, ADMIN_TOKEN);
+    assert(edited.prompt === 'Write the nightly report, briefly.' && edited.id === made.id, `after the edit: ${JSON.stringify(edited)}`);
+
+    const asked = [];
+    page.once('dialog', (d) => { asked.push(d.message()); d.accept(); });
+    await panel.locator(`#sched-table tr[data-sid="${made.id}"]`).getByRole('button', { name: 'Delete nightly report' }).click();
+    await panel.locator('#sched-empty').waitFor();
+    assert(/stops firing/.test(asked[0] || ''), `the delete confirm said: ${asked[0]}`);
+    assert((await apiCall('GET', `/workspaces/${ws.id}/schedules`, ADMIN_TOKEN)).length === 0, 'the schedule is still on the server');
     await chatAgain();
   });
 
