@@ -607,3 +607,41 @@ async fn raw_rpc(app: &TestApp, to: &Ws, token: &str, body: Value) -> (StatusCod
     )
     .await
 }
+
+/// SendMessage to a push workspace is forwarded as it is and its answer
+/// passed back; the server keeps no task. An unreachable one is 502.
+async fn send_message_to_a_push_workspace_is_forwarded(engine: Engine) {
+    let Some(app) = spawn_app(engine).await else {
+        return;
+    };
+    let agent = crate::uploads::spawn_push_agent().await;
+    let push = app.create_push_workspace("p", &format!("{agent}/")).await;
+    let (status, body) = app
+        .rpc(
+            &push,
+            &app.admin_token,
+            Some("1.0"),
+            "SendMessage",
+            send_params("hi"),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["id"], "r1");
+    assert_eq!(body["result"]["parts"][0]["text"], "echo: hi");
+    let (_, ledger) = app.get("/admin/delegations", &app.admin_token).await;
+    assert_eq!(ledger, json!([]));
+    let dead = app
+        .create_push_workspace("dead", "http://127.0.0.1:9")
+        .await;
+    let (status, _) = app
+        .rpc(
+            &dead,
+            &app.admin_token,
+            Some("1.0"),
+            "SendMessage",
+            send_params("hi"),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_GATEWAY);
+}
+on_both_engines!(send_message_to_a_push_workspace_is_forwarded);
