@@ -28,6 +28,7 @@
 // really the outside API (used by the binary, tests and examples) shows.
 #![warn(unreachable_pub)]
 
+pub(crate) mod a2a;
 pub mod app;
 pub mod blob;
 pub mod cli;

@@ -4,7 +4,7 @@
 //! [`crate::domain::inbox`] items.
 
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -152,6 +152,7 @@ pub(super) async fn send_a2a_message(
         path: WorkspacePath(id),
         ..
     }: Calling<AsPeer, WorkspacePath>,
+    headers: HeaderMap,
     Json(body): Json<Value>,
 ) -> Result<Response> {
     // A peer call: the caller is the token's workspace, which may also name
@@ -161,6 +162,9 @@ pub(super) async fn send_a2a_message(
     if let Some(own) = source {
         let caller = live_workspace(&state, own).await?;
         require_reach(Caller::Workspace(caller.node()), workspace.node())?;
+    }
+    if super::a2a::is_a2a(&headers, &body) {
+        return super::a2a::rpc(&state, sender, id, &headers, body).await;
     }
     let msg = normalize_message_send(body)?;
     let row = inbox_row(id, source, &msg);

@@ -3,6 +3,7 @@
 //! generated from the same handler annotations that route requests, so the
 //! document served at `/openapi.json` cannot drift from what runs.
 
+mod a2a;
 mod access;
 mod activity;
 mod auth;
@@ -128,6 +129,7 @@ pub(crate) fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(org::routes())
         .merge(registry::routes())
         .merge(messages::routes())
+        .merge(a2a::routes())
         .merge(activity::routes())
         .merge(stream::routes())
         .merge(delegations::routes())

@@ -239,12 +239,12 @@ pub const CALLEE_REMOVED: &str = "callee removed";
 
 /// One move of a ledger row, decided before it is written.
 pub(super) struct Move<'a> {
-    to: DelegationStatus,
-    result_preview: Option<String>,
-    error_detail: Option<String>,
+    pub(super) to: DelegationStatus,
+    pub(super) result_preview: Option<String>,
+    pub(super) error_detail: Option<String>,
     /// A callee report (a sign of life), not the sweeper.
-    beat: bool,
-    from: &'a Delegation,
+    pub(super) beat: bool,
+    pub(super) from: &'a Delegation,
 }
 
 /// The delegation ledger. Part of [`Store`]; both engines implement it below.

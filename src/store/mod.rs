@@ -96,6 +96,7 @@ areas! {
     plugins: PluginStore,
     blobs: BlobChunkStore,
     schedules: ScheduleStore,
+    a2a_tasks: A2aTaskStore,
 }
 
 use std::sync::Arc;

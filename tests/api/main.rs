@@ -4,6 +4,9 @@
 
 mod helpers;
 
+mod a2a;
+mod a2a_clients;
+
 mod activity_cursor;
 mod agent;
 mod blob_contract;

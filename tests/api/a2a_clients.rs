@@ -1,0 +1,113 @@
+//! A2A end to end with the official Python client (`a2a-sdk`, unmodified):
+//! it resolves a poll workspace's card, sends a message that a real
+//! `molecule connect --exec` agent answers, gets and lists the task, and
+//! cancels a task nobody picked up — over the 1.0 and the 0.3 interface.
+
+use std::process::Stdio;
+
+use serde_json::{json, Value};
+use tokio::process::Command;
+
+use crate::clients;
+use crate::helpers::{spawn_app, Engine, TestApp, Ws};
+
+async fn child(app: &TestApp, name: &str, parent: Option<&Ws>) -> Ws {
+    let mut body = json!({"name": name, "delivery_mode": "poll"});
+    if let Some(p) = parent {
+        body["parent_id"] = json!(p.id);
+    }
+    let (_, body) = app.create_workspace(body).await;
+    Ws {
+        id: body["id"].as_str().unwrap().to_owned(),
+        token: body["auth_token"].as_str().unwrap().to_owned(),
+    }
+}
+
+async fn python_client_round_trip(engine: Engine, version: &str) {
+    let Some(python) = clients::python() else {
+        return;
+    };
+    let Some(app) = spawn_app(engine).await else {
+        return;
+    };
+    let boss = child(&app, "boss", None).await;
+    let kid = child(&app, "helper", Some(&boss)).await;
+    let idle = child(&app, "idle", Some(&boss)).await;
+    let dir = tempfile::TempDir::new().unwrap();
+    let _agent = Command::new(env!("CARGO_BIN_EXE_molecule"))
+        .args([
+            "connect",
+            "--server",
+            &app.address,
+            "--workspace",
+            &kid.id,
+            "--token",
+            &kid.token,
+        ])
+        .arg("--dir")
+        .arg(dir.path())
+        .args(["--exec", "cat > task.json; echo hello from the agent"])
+        .env_remove("MOLECULE_TOKEN")
+        .env_remove("MOLECULE_SERVER")
+        .env_remove("MOLECULE_WORKSPACE_ID")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start molecule connect");
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/clients/a2a_tasks.py");
+    let out = tokio::time::timeout(
+        std::time::Duration::from_secs(120),
+        Command::new(python)
+            .arg(script)
+            .args([&app.address, &kid.id, &boss.token, version, &idle.id])
+            .output(),
+    )
+    .await
+    .expect("the client finished in time")
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let seen: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let tid = seen["task_id"].as_str().unwrap();
+    // The card the agent registered names it.
+    let (_, card) = app
+        .get(&format!("/workspaces/{}/agent-card", kid.id), &boss.token)
+        .await;
+    assert_eq!(seen["card_name"], card["name"]);
+    assert_eq!(seen["interfaces"], json!([["JSONRPC", version]]));
+    assert_eq!(seen["sent_state"], "TASK_STATE_COMPLETED", "{seen}");
+    assert_eq!(seen["answer"], json!(["hello from the agent"]));
+    assert_eq!(seen["got_state"], "TASK_STATE_COMPLETED");
+    if version == "1.0" {
+        assert_eq!(seen["listed"], json!([tid]));
+    }
+    assert_eq!(seen["pending_state"], "TASK_STATE_SUBMITTED");
+    assert_eq!(seen["canceled_state"], "TASK_STATE_CANCELED");
+    assert_eq!(seen["second_cancel"], "TaskNotCancelableError");
+    assert_eq!(seen["unknown_task"], "TaskNotFoundError");
+    // One task is one ledger row: the agent's answer is there too.
+    let (_, row) = app
+        .get(
+            &format!("/workspaces/{}/delegations/{tid}", kid.id),
+            &kid.token,
+        )
+        .await;
+    assert_eq!(
+        (row["status"].as_str(), row["result_preview"].as_str()),
+        (Some("completed"), Some("hello from the agent"))
+    );
+}
+
+async fn python_client_v1(engine: Engine) {
+    python_client_round_trip(engine, "1.0").await
+}
+crate::on_both_engines!(python_client_v1);
+
+async fn python_client_v03(engine: Engine) {
+    python_client_round_trip(engine, "0.3").await
+}
+crate::on_both_engines!(python_client_v03);
