@@ -247,7 +247,7 @@ def ms(x):
 # ---------------------------------------------------------------- molecule
 
 class Server:
-    def __init__(self, args, name, database_url=None, blob_store=None, binary=None):
+    def __init__(self, args, name, database_url=None, blob_store=None, binary=None, flags=()):
         self.args, self.name = args, name
         self.port = free_port()
         self.token = uuid.uuid4().hex + uuid.uuid4().hex
@@ -260,6 +260,7 @@ class Server:
             cmd += ["--database-url", database_url]
         if blob_store:
             cmd += ["--blob-store", blob_store]
+        cmd += list(flags)
         self.log = open(os.path.join(self.dir, "server.log"), "wb")
         self.proc = spawn(cmd, stdout=self.log, stderr=self.log, stdin=subprocess.DEVNULL)
         self.pid = self.proc.pid
@@ -298,6 +299,74 @@ class Server:
         r = await http(self.port, "POST", f"/workspaces/{ws}/a2a", self.token, body)
         assert r.status == 202, (r.status, r.body)
         return r.json()["activity_id"]
+
+
+# ---------------------------------------------------------------- 6. MCP
+
+MCP_ACCEPT = {"Accept": "application/json, text/event-stream", "MCP-Protocol-Version": "2025-11-25"}
+
+
+async def mcp_call(srv, ws, token, rid, method, params):
+    body = {"jsonrpc": "2.0", "id": rid, "method": method, "params": params}
+    r = await http(srv.port, "POST", f"/workspaces/{ws}/mcp", token, body, extra=MCP_ACCEPT)
+    assert r.status == 200, (r.status, r.body[:300])
+    answer = r.json()
+    assert "result" in answer and not answer["result"].get("isError"), answer
+    return answer
+
+
+def histogram_below(metrics_text, series, bound):
+    """Fraction of `series` observations at or below the bucket `bound` (s)."""
+    le, count = None, None
+    for line in metrics_text.splitlines():
+        if line.startswith(series + "_bucket{") and f'le="{bound}"' in line:
+            le = float(line.rsplit(" ", 1)[1])
+        elif line.startswith(series + "_count{"):
+            count = float(line.rsplit(" ", 1)[1])
+    return round(le / count, 4) if le is not None and count else None
+
+
+async def bench_mcp(srv, sessions=100, calls=40):
+    """`sessions` workspaces (roots, so each lists the other 99 as peers),
+    each an MCP client of its own token, all at once: `initialize`, then
+    `calls` tools/call alternating list_peers and recall_memory over 20
+    memories each. Latency is the client's (request written → answer
+    read, one TCP connection per call); the server's own share comes from
+    its request-duration histogram of the MCP route."""
+    team = [await srv.workspace(f"mcp-{i}") for i in range(sessions)]
+    for ws, token in team:
+        for k in range(20):
+            r = await http(srv.port, "POST", f"/workspaces/{ws}/memories", token, {
+                "content": f"fact {k} about the deploy pipeline of service {k % 7}", "scope": "LOCAL"})
+            assert r.status == 201, (r.status, r.body)
+    lat = {"list_peers": [], "recall_memory": []}
+
+    async def session(ws, token):
+        await mcp_call(srv, ws, token, 0, "initialize", {"protocolVersion": "2025-11-25", "capabilities": {},
+                                                          "clientInfo": {"name": "bench", "version": "0"}})
+        for i in range(calls):
+            tool = "list_peers" if i % 2 == 0 else "recall_memory"
+            args = {} if tool == "list_peers" else {"query": f"deploy pipeline service {i % 7}"}
+            t0 = time.perf_counter()
+            await mcp_call(srv, ws, token, i + 1, "tools/call", {"name": tool, "arguments": args})
+            lat[tool].append(time.perf_counter() - t0)
+
+    t0 = time.monotonic()
+    await asyncio.gather(*(session(ws, token) for ws, token in team))
+    wall = time.monotonic() - t0
+    after = (await http(srv.port, "GET", "/metrics", srv.token)).body.decode()
+    series = "molecule_http_request_duration_seconds"
+    out = {"sessions": sessions, "calls": sum(len(v) for v in lat.values()), "wall_s": round(wall, 1),
+           "calls_per_s": round(sum(len(v) for v in lat.values()) / wall)}
+    for tool, xs in lat.items():
+        out[f"{tool}_p50_ms"], out[f"{tool}_p99_ms"] = ms(pct(xs, 0.5)), ms(pct(xs, 0.99))
+    # The share of the run's MCP requests (initialize and tools/call; the
+    # memories were seeded over REST) the server answered within 1 and 5 ms.
+    route = [l for l in after.splitlines() if 'path="/workspaces/:id/mcp"' in l]
+    text = "\n".join(route)
+    out["server_le_1ms"] = histogram_below(text, series, "0.001")
+    out["server_le_5ms"] = histogram_below(text, series, "0.005")
+    return out
 
 
 # ---------------------------------------------------------------- 1. delivery
@@ -972,6 +1041,12 @@ def table(results):
         lambda r: f"{r['scale']['cpu_idle_polls_pct']} / {r['scale']['cpu_trickle_pct']}")
     row("4. RSS: before polls / 1,000 parked / peak (MiB)",
         lambda r: f"{r['scale']['rss_before_polls_MiB']} / {r['scale']['rss_polls_held_MiB']} / {r['scale']['rss_peak_MiB']}")
+    row("6. MCP tools/call at 100 sessions, list_peers p50 / p99 (ms)",
+        lambda r: f"{r['mcp']['list_peers_p50_ms']} / {r['mcp']['list_peers_p99_ms']} (n={r['mcp']['calls']})")
+    row("6. MCP tools/call at 100 sessions, recall_memory p50 / p99 (ms)",
+        lambda r: f"{r['mcp']['recall_memory_p50_ms']} / {r['mcp']['recall_memory_p99_ms']}")
+    row("6. MCP requests the server answered within 1 ms / 5 ms",
+        lambda r: f"{r['mcp']['server_le_1ms']} / **{r['mcp']['server_le_5ms']}**", "p99 ≤ 5 ms")
     row("5. sweep: rows swept / seconds (finished?)",
         lambda r: f"{r['sweep']['rows_swept']} / {r['sweep']['sweep_s']} ({'yes' if r['sweep']['finished'] else 'no, bounded'})")
     row("5. sweep: rows/s, projected time for all rows (s)",
@@ -986,7 +1061,7 @@ def table(results):
 
 
 async def amain(args):
-    only = set(filter(None, os.environ.get("BENCH_ONLY", "delivery,ingest,rss,scale,sweep").split(",")))
+    only = set(filter(None, os.environ.get("BENCH_ONLY", "delivery,ingest,rss,scale,mcp,sweep").split(",")))
     backends = set(filter(None, os.environ.get("BENCH_BACKENDS", "sqlite,postgres").split(",")))
     quick = os.environ.get("BENCH_QUICK") == "1"
     results = {"machine": machine(), "started": time.strftime("%Y-%m-%d %H:%M:%S")}
@@ -1000,14 +1075,16 @@ async def amain(args):
             res = results[name] = {}
 
             def server(phase, fresh=True):
+                # The MCP arm measures latency, not the per-token limit.
+                flags = ("--mcp-rate-limit", "off") if phase == "mcp" else ()
                 if backend == "sqlite":
-                    return Server(args, f"sqlite-{phase}")
+                    return Server(args, f"sqlite-{phase}", flags=flags)
                 db = f"bench_{phase}"
                 if fresh:
                     psql_run(args.psql, args.pg + "/postgres", f"CREATE DATABASE {db}")
-                return Server(args, f"pg-{phase}", f"{args.pg}/{db}", f"s3://{args.s3_bucket}/{phase}")
+                return Server(args, f"pg-{phase}", f"{args.pg}/{db}", f"s3://{args.s3_bucket}/{phase}", flags=flags)
 
-            for phase in ("delivery", "ingest", "rss", "scale"):
+            for phase in ("delivery", "ingest", "rss", "scale", "mcp"):
                 if phase not in only:
                     continue
                 say(f"[{name}] {phase}")
@@ -1060,6 +1137,8 @@ async def amain(args):
                         res[phase] = await bench_rss(srv, lambda: server("rss", fresh=False).ready())
                     elif phase == "scale":
                         res[phase] = await bench_scale(srv, n_ws=200 if quick else 1000)
+                    elif phase == "mcp":
+                        res[phase] = await bench_mcp(srv, calls=10 if quick else 40)
                 finally:
                     srv.close()
                 say(f"[{name}] {phase} done in {time.monotonic() - t0:.0f} s: {json.dumps(res[phase])}")

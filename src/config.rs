@@ -52,6 +52,8 @@ pub(crate) mod defaults {
     pub(crate) const MAX_CONNECTIONS: &str = "4096";
     /// `--offline-after`.
     pub(crate) const OFFLINE_AFTER: &str = "90s";
+    /// `--mcp-rate-limit`: Molecule's own limit.
+    pub(crate) const MCP_RATE_LIMIT: &str = "120/min";
 }
 
 /// Timeout of calls to push-mode workspaces (not a flag).
@@ -183,6 +185,46 @@ pub struct ServeArgs {
     /// except `claude-code` (which runs `sonnet`).
     #[arg(long, env = "MOLECULE_DEFAULT_MODEL", default_value = crate::domain::DEFAULT_UNIVERSAL_MODEL)]
     pub default_model: String,
+
+    /// MCP calls (`/workspaces/:id/mcp`) one workspace token may make:
+    /// `N/min`, `N/s` or a bare `N` (per minute); `off` for no limit. Over
+    /// it, a JSON-RPC error with HTTP 429 and `Retry-After`.
+    #[arg(long, env = "MOLECULE_MCP_RATE_LIMIT", default_value = defaults::MCP_RATE_LIMIT)]
+    pub mcp_rate_limit: McpRateLimit,
+
+    /// Offer the MCP tool `send_message_to_user` (a message to the canvas
+    /// chat). On by default: the canvas is the user here.
+    #[arg(long, env = "MOLECULE_MCP_SEND_MESSAGE_TO_USER", default_value_t = true, action = clap::ArgAction::Set)]
+    pub mcp_send_message_to_user: bool,
+}
+
+/// How many MCP calls one token may make per window: a fixed window of
+/// `per` holding `calls`; `None` inside [`Config`] means "off".
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct McpRateLimit(pub Option<(u32, Duration)>);
+
+impl std::str::FromStr for McpRateLimit {
+    type Err = String;
+
+    fn from_str(raw: &str) -> Result<Self, String> {
+        let raw = raw.trim();
+        if raw.eq_ignore_ascii_case("off") {
+            return Ok(McpRateLimit(None));
+        }
+        let (n, per) = match raw.split_once('/') {
+            None => (raw, Duration::from_secs(60)),
+            Some((n, "min" | "m")) => (n, Duration::from_secs(60)),
+            Some((n, "s" | "sec")) => (n, Duration::from_secs(1)),
+            Some((n, "h")) => (n, Duration::from_secs(3600)),
+            Some(_) => return Err(format!("`{raw}`: the window must be /s, /min or /h")),
+        };
+        match n.trim().parse::<u32>() {
+            Ok(calls) if calls >= 1 => Ok(McpRateLimit(Some((calls, per)))),
+            _ => Err(format!(
+                "`{raw}` is not a rate: N/min, N/s, N/h, a bare N (per minute) or off"
+            )),
+        }
+    }
 }
 
 /// Resolved server configuration.
@@ -234,6 +276,10 @@ pub struct Config {
     pub default_tier: Tier,
     /// Universal default model.
     pub default_model: String,
+    /// Calls per token and window on the MCP endpoint; `None`: no limit.
+    pub mcp_rate_limit: Option<(u32, Duration)>,
+    /// Whether the MCP tool `send_message_to_user` is offered.
+    pub mcp_send_message_to_user: bool,
 }
 
 /// Where memory vectors come from.
@@ -288,6 +334,11 @@ impl Config {
             offline_after: default_duration(defaults::OFFLINE_AFTER),
             default_tier: Tier::DEFAULT,
             default_model: crate::domain::DEFAULT_UNIVERSAL_MODEL.to_owned(),
+            mcp_rate_limit: defaults::MCP_RATE_LIMIT
+                .parse::<McpRateLimit>()
+                .expect("BUG: the default MCP rate")
+                .0,
+            mcp_send_message_to_user: true,
         }
     }
 }
@@ -433,6 +484,8 @@ impl ServeArgs {
             offline_after: self.offline_after,
             default_tier: self.default_tier,
             default_model: self.default_model.trim().to_owned(),
+            mcp_rate_limit: self.mcp_rate_limit.0,
+            mcp_send_message_to_user: self.mcp_send_message_to_user,
         })
     }
 }
@@ -504,7 +557,9 @@ mod tests {
             embeddings,
             offline_after,
             default_tier,
-            default_model
+            default_model,
+            mcp_rate_limit,
+            mcp_send_message_to_user
         );
     }
 
@@ -520,5 +575,23 @@ mod tests {
             default_bytes(defaults::MAX_PLUGIN_SIZE),
             HARD_MAX_PLUGIN_SIZE
         );
+    }
+
+    #[test]
+    fn mcp_rates_parse_with_their_window_and_off() {
+        let min = Duration::from_secs(60);
+        let cases = [
+            ("120/min", Ok(Some((120, min)))),
+            ("5", Ok(Some((5, min)))),
+            ("10/s", Ok(Some((10, Duration::from_secs(1))))),
+            ("off", Ok(None)),
+            ("0/min", Err(())),
+            ("ten", Err(())),
+            ("3/week", Err(())),
+        ];
+        for (raw, want) in cases {
+            let got = raw.parse::<McpRateLimit>().map(|r| r.0).map_err(|_| ());
+            assert_eq!(got, want, "{raw}");
+        }
     }
 }

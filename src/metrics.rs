@@ -45,6 +45,10 @@ pub struct Metrics {
     /// Workspaces whose `active_tasks` the sweep reset after their
     /// heartbeat stopped.
     pub phantom_busy_resets: IntCounter,
+    /// MCP tool calls, by tool and outcome (ok, error).
+    pub mcp_tool_calls: IntCounterVec,
+    /// MCP requests refused by the per-token rate limit.
+    pub mcp_rate_limited: IntCounter,
     /// Requests by method, route pattern and status.
     pub http_requests: IntCounterVec,
     /// Request latency by method and route pattern.
@@ -102,6 +106,15 @@ impl Metrics {
             phantom_busy_resets: r.counter(
                 "molecule_phantom_busy_resets_total",
                 "Workspaces whose active_tasks the sweeper reset to 0 because their heartbeat stopped while they claimed work.",
+            ),
+            mcp_tool_calls: r.counter_vec(
+                "molecule_mcp_tool_calls_total",
+                "MCP tools/call requests answered, by tool and outcome (ok, or error for a result with isError).",
+                &["tool", "outcome"],
+            ),
+            mcp_rate_limited: r.counter(
+                "molecule_mcp_rate_limited_total",
+                "MCP requests refused with HTTP 429 because their token was over its rate limit.",
             ),
             http_requests,
             http_duration,

@@ -324,6 +324,7 @@ async fn create(args: CreateArgs) -> anyhow::Result<()> {
     println!("on the agent's machine, run:");
     println!();
     println!("  {}", created.connection.connect_command);
+    print_mcp_setup(&created.connection);
     Ok(())
 }
 
@@ -403,7 +404,20 @@ async fn rotate(args: IdArgs) -> anyhow::Result<()> {
     println!("on the agent's machine, restart with:");
     println!();
     println!("  {}", rotated.connection.connect_command);
+    print_mcp_setup(&rotated.connection);
     Ok(())
+}
+
+/// The MCP client block of a connection, after its connect command.
+fn print_mcp_setup(c: &crate::http::Connection) {
+    let file = format!("~/.molecule/{}.token", c.workspace_id);
+    println!();
+    println!("to use its tools from an MCP client (Claude Code, opencode, …):");
+    println!();
+    println!(
+        "{}",
+        crate::domain::mcp_setup_text(&c.platform_url, c.workspace_id, &file)
+    );
 }
 
 /// `molecule workspace delete`: deletes it (and below it with `--cascade`).

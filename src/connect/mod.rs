@@ -266,6 +266,7 @@ pub(crate) async fn run(args: ConnectArgs) -> anyhow::Result<()> {
         since_id = ctx.cursor.position(), "connecting");
 
     if register(&ctx).await {
+        print_mcp_setup(&ctx, &args);
         serve(&ctx, &args).await;
     }
     ctx.cursor.flush().await?;
@@ -427,6 +428,20 @@ fn watch_signals(stop: CancellationToken) {
 
 /// Registers in poll mode, retrying while the server is unreachable;
 /// `false` when stopped or refused.
+/// Shows, on stderr (stdout carries the agent's lines), how to give an MCP
+/// client on this machine the same workspace's tools; the token stays in
+/// its file or variable.
+fn print_mcp_setup(ctx: &Ctx, args: &ConnectArgs) {
+    let file = match &args.token_file {
+        Some(path) => path.display().to_string(),
+        None => "<the file holding this workspace's token>".to_owned(),
+    };
+    eprintln!(
+        "\n{}\n",
+        crate::domain::mcp_setup_text(ctx.client.base().as_str(), ctx.workspace, &file)
+    );
+}
+
 async fn register(ctx: &Ctx) -> bool {
     let mut backoff = Backoff::new();
     let card = json!({"name": "molecule connect", "version": env!("CARGO_PKG_VERSION")});

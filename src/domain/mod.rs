@@ -14,6 +14,7 @@ mod filename;
 mod ids;
 pub mod inbox;
 mod lifecycle;
+mod mcp;
 pub mod memory;
 mod mimetype;
 mod mode;
@@ -37,6 +38,7 @@ pub use lifecycle::{
     NameError, Tier, TierError, WorkspaceStatus, CLAUDE_CODE, DEFAULT_RUNTIME,
     DEFAULT_UNIVERSAL_MODEL,
 };
+pub use mcp::{mcp_client_config, mcp_setup_text, mcp_url, MCP_TOKEN_ENV};
 pub use mimetype::Mimetype;
 pub use mode::{DeliveryMode, ModeError};
 pub use names::{

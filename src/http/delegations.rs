@@ -164,6 +164,18 @@ pub(super) async fn create_delegation(
     }: Calling<OnBehalf, WorkspacePath>,
     Json(body): Json<NewDelegationRequest>,
 ) -> Result<(StatusCode, Json<DelegationCreated>)> {
+    let (status, created) = delegate(&state, caller, target, body).await?;
+    Ok((status, Json(created)))
+}
+
+/// Hands `body`'s task from `caller` to `target` (the route above and the
+/// MCP delegation tools): 202 for a new delegation, 200 for a repeat.
+pub(super) async fn delegate(
+    state: &AppState,
+    caller: Caller,
+    target: WorkspaceId,
+    body: NewDelegationRequest,
+) -> Result<(StatusCode, DelegationCreated)> {
     let now = domain::now();
     if body.task.trim().is_empty() {
         return Err(Error::BadRequest("`task` must not be empty".into()));
@@ -192,13 +204,13 @@ pub(super) async fn create_delegation(
         }
     };
     // A removed workspace answers nothing: 404, as to a workspace caller.
-    live_workspace(&state, target).await?;
+    live_workspace(state, target).await?;
     if caller == Caller::Workspace(target) {
         return Err(Error::Unprocessable(
             "a workspace cannot delegate to itself".into(),
         ));
     }
-    check_communication(&state, caller, target).await?;
+    check_communication(state, caller, target).await?;
     let new = NewDelegation {
         id: DelegationId::new(),
         caller,
@@ -221,11 +233,11 @@ pub(super) async fn create_delegation(
             crate::ledger::announce_created(&state.bus, &state.metrics, &delegation, &inbox).await;
             Ok((
                 StatusCode::ACCEPTED,
-                Json(DelegationCreated {
+                DelegationCreated {
                     delegation_id: delegation.id,
                     status: delegation.status,
                     deduplicated: false,
-                }),
+                },
             ))
         }
         Delegated::CalleeGone => Err(Error::workspace_not_found()),
@@ -238,11 +250,11 @@ pub(super) async fn create_delegation(
             tracing::info!(delegation_id = %d.id, caller_id = %d.caller, "delegation repeated; nothing delivered");
             Ok((
                 StatusCode::OK,
-                Json(DelegationCreated {
+                DelegationCreated {
                     delegation_id: d.id,
                     status: d.status,
                     deduplicated: true,
-                }),
+                },
             ))
         }
     }

@@ -173,13 +173,25 @@ pub(super) async fn commit_memory(
     SelfOrOperator(WorkspacePath(id), principal): SelfOrOperator,
     Json(body): Json<CommitMemory>,
 ) -> Result<(StatusCode, Json<CommittedMemory>)> {
+    let m = commit(&state, id, principal, body).await?;
+    Ok((StatusCode::CREATED, Json(m)))
+}
+
+/// Commits a memory of workspace `id` as `principal` under the scope
+/// rules, for the route above and the MCP tool `commit_memory`.
+pub(super) async fn commit(
+    state: &AppState,
+    id: WorkspaceId,
+    principal: Principal,
+    body: CommitMemory,
+) -> Result<CommittedMemory> {
     let scope: Scope = body.scope.parse()?;
     let content = Content::parse(body.content)?;
     let namespace = match body.namespace.as_deref() {
         None => Namespace::general(),
         Some(raw) => Namespace::parse(raw)?,
     };
-    known_workspace(&state, id).await?;
+    known_workspace(state, id).await?;
     if scope == Scope::Global
         && principal != Principal::Operator
         && !memory::may_write_global(&*state.store, id).await?
@@ -212,15 +224,12 @@ pub(super) async fn commit_memory(
     };
     let m = state.store.insert_memory(&new).await?;
     tracing::info!(workspace_id = %id, memory_id = %m.id, scope = %m.scope, embedded = m.embedded, "memory committed");
-    Ok((
-        StatusCode::CREATED,
-        Json(CommittedMemory {
-            id: m.id,
-            scope: m.scope,
-            namespace: m.namespace,
-            created_at: m.created_at,
-        }),
-    ))
+    Ok(CommittedMemory {
+        id: m.id,
+        scope: m.scope,
+        namespace: m.namespace,
+        created_at: m.created_at,
+    })
 }
 
 struct Narrowing {
@@ -309,11 +318,21 @@ pub(super) async fn recall_memories(
     params: std::result::Result<Query<RecallParams>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Vec<MemoryView>>> {
     let Query(p) = params.map_err(|e| Error::BadRequest(e.body_text()))?;
+    Ok(Json(recall(&state, id, p).await?))
+}
+
+/// What workspace `id` recalls, for the route above and the MCP tool
+/// `recall_memory`.
+pub(super) async fn recall(
+    state: &AppState,
+    id: WorkspaceId,
+    p: RecallParams,
+) -> Result<Vec<MemoryView>> {
     let n = narrowing(p.q, p.scope, p.namespace, p.limit)?;
-    known_workspace(&state, id).await?;
+    known_workspace(state, id).await?;
     let team = memory::team_of(&*state.store, id).await?;
     let reader = Reader::Workspace { id, team };
-    Ok(Json(run_recall(&state, reader, n).await?))
+    run_recall(state, reader, n).await
 }
 
 /// Deletes a memory this workspace committed (the workspace or the

@@ -286,6 +286,12 @@ pub(super) async fn notify_operator(
     WorkspaceItself(WorkspacePath(id), _): WorkspaceItself,
     Json(body): Json<Notify>,
 ) -> Result<Json<Stored>> {
+    Ok(Json(notify(&state, id, body).await?))
+}
+
+/// Stores the agent's message to the canvas user, for `/notify` and the
+/// MCP tool `send_message_to_user`.
+pub(super) async fn notify(state: &AppState, id: WorkspaceId, body: Notify) -> Result<Stored> {
     if body
         .attachments
         .iter()
@@ -301,11 +307,11 @@ pub(super) async fn notify_operator(
         attachments: body.attachments,
     })
     .row();
-    let stored = record(&state, id, &row).await?;
-    Ok(Json(Stored {
+    let stored = record(state, id, &row).await?;
+    Ok(Stored {
         status: "ok",
         activity_id: stored.id,
-    }))
+    })
 }
 
 /// The routes of this resource, with their OpenAPI operations.

@@ -14,6 +14,7 @@ mod error;
 mod extract;
 mod kv;
 mod lifecycle;
+mod mcp;
 mod memories;
 mod messages;
 mod multipart;
@@ -63,7 +64,9 @@ pub(crate) use plugins::PluginView;
 pub(crate) use registry::RegisteredWorkspace;
 pub(crate) use secrets::SecretView;
 pub(crate) use uploads::UploadedFiles;
-pub(crate) use workspaces::{CreatedWorkspace, NewWorkspace, RotatedToken, WorkspaceView};
+pub(crate) use workspaces::{
+    Connection, CreatedWorkspace, NewWorkspace, RotatedToken, WorkspaceView,
+};
 
 /// Everything a handler needs, cheap to clone.
 #[derive(Clone)]
@@ -142,6 +145,7 @@ pub(crate) fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(cron::routes())
         .merge(memories::routes())
         .merge(kv::routes())
+        .merge(mcp::routes())
         .merge(ops::routes())
         .split_for_parts()
 }

@@ -95,7 +95,13 @@ pub(super) async fn list_peers(
     SelfOrOperator(WorkspacePath(id), _): SelfOrOperator,
     _: Calling<AsPeer>,
 ) -> Result<Json<Vec<PeerView>>> {
-    let me = live_workspace(&state, id).await?;
+    Ok(Json(peers_of(&state, id).await?))
+}
+
+/// The peers of workspace `id` (the communication rule), for the route
+/// above and the MCP tool `list_peers`.
+pub(super) async fn peers_of(state: &AppState, id: WorkspaceId) -> Result<Vec<PeerView>> {
+    let me = live_workspace(state, id).await?;
     let from = Caller::Workspace(me.node());
     let peers = state
         .store
@@ -114,7 +120,7 @@ pub(super) async fn list_peers(
                 .unwrap_or_default()
                 .to_owned(),
             tier: w.tier,
-            status: status(&state, &w),
+            status: status(state, &w),
             agent_card: w
                 .agent_card
                 .clone()
@@ -122,7 +128,7 @@ pub(super) async fn list_peers(
             name: w.name,
         })
         .collect();
-    Ok(Json(peers))
+    Ok(peers)
 }
 
 /// Where to reach one workspace, if the caller may.

@@ -152,6 +152,12 @@ pub(crate) struct Connection {
     /// and starts `molecule connect --token-file` on it, so the token is
     /// never on a command line; without the token, only the second part.
     pub connect_command: String,
+    /// The `mcpServers` block that adds this workspace's MCP endpoint to
+    /// Claude Code, opencode or any MCP client; the token is the
+    /// environment reference `${MOLECULE_TOKEN}`, never the token itself.
+    #[serde(default)]
+    #[schema(value_type = Object)]
+    pub mcp_config: serde_json::Value,
 }
 
 impl Connection {
@@ -183,6 +189,7 @@ impl Connection {
             workspace_id: id,
             auth_token: token.map(|t| t.expose().to_owned()).unwrap_or_default(),
             connect_command,
+            mcp_config: crate::domain::mcp_client_config(platform_url, id),
         }
     }
 }

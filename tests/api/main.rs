@@ -19,6 +19,7 @@ mod delegations;
 mod disk_full;
 mod hardening;
 mod inbox;
+mod mcp;
 mod memory;
 mod pending;
 mod plugins;

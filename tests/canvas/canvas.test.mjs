@@ -377,6 +377,11 @@ async function main() {
     assert(command.includes('&& molecule connect ') && command.includes('--token-file '), `unexpected connect command: ${command}`);
     connection = parseConnectCommand(command);
     assert(connection.workspace && connection.token && connection.server, `cannot parse: ${command}`);
+    // The MCP block beside it: the endpoint, and the token only as a variable.
+    const mcp = await page.locator('#mcp-config').inputValue();
+    assert(mcp.includes(`/workspaces/${connection.workspace}/mcp"`) && mcp.includes('Bearer ${MOLECULE_TOKEN}'),
+      `unexpected MCP block: ${mcp}`);
+    assert(!mcp.includes(connection.token), 'the MCP block shows the token');
     await page.getByRole('button', { name: 'Copy the command' }).click();
     await page.locator('#copy-status', { hasText: /Copied|copy/ }).waitFor();
     const clip = await page.evaluate(() => navigator.clipboard.readText()).catch(() => null);

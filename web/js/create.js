@@ -51,12 +51,33 @@ export function showConnection(ws, connection, { created = false } = {}) {
     $('copy-command').textContent = 'Copy the command';
   }
   box.rows = box.value.split('\n').length;
+  showMcpConfig(connection);
   $('copy-status').textContent = '';
   const dialog = $('connection-dialog');
   dialog.dataset.ws = ws.id;
   if (!dialog.open) dialog.showModal();
   box.focus();
   box.select();
+}
+
+/**
+ * The `mcpServers` block of the connection (the token is `${MOLECULE_TOKEN}`,
+ * never the token itself), with how to put the token in that variable.
+ */
+function showMcpConfig(connection) {
+  const block = $('mcp-block');
+  block.hidden = !connection.mcp_config;
+  if (block.hidden) return;
+  const tokenFile = `~/.molecule/${connection.workspace_id}.token`;
+  const text = [
+    '# .mcp.json (Claude Code) or the mcpServers block of any MCP client.',
+    '# Start the client with the token in its environment:',
+    `#   export MOLECULE_TOKEN="$(cat ${tokenFile})"`,
+    JSON.stringify(connection.mcp_config, null, 2),
+  ].join('\n');
+  const area = $('mcp-config');
+  area.value = text;
+  area.rows = text.split('\n').length;
 }
 
 /** Wires the create form, the copy button and the dialog; called once at start. */

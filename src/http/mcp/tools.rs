@@ -1,0 +1,511 @@
+//! The eight platform tools of Molecule's MCP server, with Molecule's names
+//! and argument names so its docs and prompts keep working, served through
+//! the official Rust SDK (`rmcp`) as one [`ServerHandler`]. Every tool is a
+//! thin call into the code behind the matching HTTP route (peers, the
+//! delegation ledger, memory, `/notify`), acting as the workspace whose own
+//! token the request carried: there is no second copy of any rule.
+//!
+//! Errors, by whose problem they are: arguments that do not fit the tool's
+//! JSON Schema (missing, mistyped or unknown fields) and unknown tools are
+//! JSON-RPC `-32602`; a refusal of a well-formed call (an empty task, a peer
+//! out of reach, a GLOBAL memory from a non-root) is a tool result with
+//! `isError`, so the model reads the reason and can correct itself; a
+//! server fault is `-32603` without its internals.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rmcp::model::{
+    CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, ErrorData, Extensions,
+    Implementation, JsonObject, ListToolsResult, PaginatedRequestParams, ServerCapabilities,
+    ServerConfig, Tool, ToolAnnotations,
+};
+use rmcp::service::RequestContext;
+use rmcp::{RoleServer, ServerHandler};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use tokio::sync::broadcast::error::RecvError;
+
+use super::super::auth::Principal;
+use super::super::delegations::{delegate, NewDelegationRequest};
+use super::super::memories::{commit, recall, CommitMemory, RecallParams};
+use super::super::messages::{notify, Notify};
+use super::super::peers::peers_of;
+use super::super::{AppState, Error};
+use crate::domain::{self, Caller, DelegationId, WorkspaceId};
+use crate::events::Event;
+use crate::store::Delegation;
+
+/// How long `delegate_task` waits for the callee's answer (Molecule's bound).
+pub(crate) const SYNC_WAIT: Duration = Duration::from_secs(30);
+
+/// Who a tool call acts as: the server and the workspace that the request's
+/// token and path were checked against.
+#[derive(Clone)]
+pub(crate) struct Bound {
+    /// The server.
+    pub state: AppState,
+    /// The calling workspace (the token's own, equal to the path's `:id`).
+    pub workspace: WorkspaceId,
+}
+
+/// The MCP server of one workspace. For Streamable HTTP it is built once
+/// and reads [`Bound`] from each request (the route put it in the request's
+/// extensions, which the SDK hands over as `http::request::Parts`); for a
+/// legacy SSE session it is bound when the stream opens.
+#[derive(Clone, Default)]
+pub(crate) struct MoleculeMcp {
+    bound: Option<Bound>,
+}
+
+impl MoleculeMcp {
+    /// A server bound to one workspace for a whole session.
+    pub(crate) fn bound_to(bound: Bound) -> Self {
+        Self { bound: Some(bound) }
+    }
+
+    fn bound(&self, ext: &Extensions) -> Result<Bound, ErrorData> {
+        if let Some(b) = &self.bound {
+            return Ok(b.clone());
+        }
+        ext.get::<axum::http::request::Parts>()
+            .and_then(|p| p.extensions.get::<Bound>())
+            .cloned()
+            .ok_or_else(|| {
+                tracing::error!("BUG: an MCP request reached the tools without a bound workspace");
+                ErrorData::internal_error("the server failed to handle this request", None)
+            })
+    }
+}
+
+impl ServerHandler for MoleculeMcp {
+    fn get_info(&self) -> ServerConfig {
+        ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
+            .with_server_info(Implementation::new("molecule", env!("CARGO_PKG_VERSION")))
+            .with_instructions(
+                "Molecule workspace tools: list_peers shows who you may reach; delegate_task \
+                 hands a task to a peer and waits up to 30 s for its answer (delegate_task_async \
+                 returns at once; poll check_task_status with the id); commit_memory and \
+                 recall_memory keep facts; send_message_to_user writes to the operator's chat.",
+            )
+    }
+
+    async fn list_tools(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        context: RequestContext<RoleServer>,
+    ) -> Result<ListToolsResult, ErrorData> {
+        let b = self.bound(&context.extensions)?;
+        Ok(ListToolsResult::with_all_items(catalog(
+            b.state.config.mcp_send_message_to_user,
+        )))
+    }
+
+    async fn call_tool(
+        &self,
+        request: CallToolRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<CallToolResponse, ErrorData> {
+        let b = self.bound(&context.extensions)?;
+        let args = request.arguments.unwrap_or_default();
+        let result = call(&b, &request.name, args).await?;
+        let outcome = if result.is_error == Some(true) {
+            "error"
+        } else {
+            "ok"
+        };
+        b.state
+            .metrics
+            .mcp_tool_calls
+            .with_label_values(&[&request.name, outcome])
+            .inc();
+        Ok(result.into())
+    }
+}
+
+/// A tool's name, what it is for and its input schema.
+struct ToolSpec {
+    name: &'static str,
+    description: &'static str,
+    schema: fn() -> Value,
+    read_only: bool,
+}
+
+const TOOLS: [ToolSpec; 8] = [
+    ToolSpec {
+        name: "list_peers",
+        description: "List the workspaces this workspace may reach (its parent, children and \
+            siblings), with id, name, role, tier and status (online, offline, paused, …). Use an \
+            id from here as `workspace_id` of delegate_task.",
+        schema: || json!({"type": "object", "properties": {}, "additionalProperties": false}),
+        read_only: true,
+    },
+    ToolSpec {
+        name: "get_workspace_info",
+        description: "This workspace itself: id, name, role, tier, runtime, model, parent id \
+            (null for a root) and status.",
+        schema: || json!({"type": "object", "properties": {}, "additionalProperties": false}),
+        read_only: true,
+    },
+    ToolSpec {
+        name: "delegate_task",
+        description: "Hand a task to a peer workspace and wait up to 30 seconds for its answer. \
+            Returns {task_id, status, result} when the peer finished in time; otherwise \
+            {task_id, status, still_running: true}: then poll check_task_status with task_id. \
+            The same task to the same peer within one minute is one delegation.",
+        schema: delegate_schema,
+        read_only: false,
+    },
+    ToolSpec {
+        name: "delegate_task_async",
+        description: "Hand a task to a peer workspace and return at once with {task_id, \
+            status}; poll check_task_status with task_id for the answer. Idempotent: the same \
+            task to the same peer within one minute (or the same idempotency_key) returns the \
+            same task_id and delivers nothing new.",
+        schema: delegate_async_schema,
+        read_only: false,
+    },
+    ToolSpec {
+        name: "check_task_status",
+        description: "The state of a delegation this workspace made or received: status \
+            (queued, dispatched, in_progress, completed, failed, stuck), result (the start of \
+            the answer, when completed), error (when failed), deadline and the age of the \
+            callee's last heartbeat in seconds.",
+        schema: || {
+            json!({"type": "object", "required": ["task_id"], "additionalProperties": false,
+                "properties": {"task_id": {"type": "string", "format": "uuid",
+                    "description": "the task_id delegate_task or delegate_task_async returned"}}})
+        },
+        read_only: true,
+    },
+    ToolSpec {
+        name: "send_message_to_user",
+        description: "Send a message to the human operator: it appears in this workspace's chat \
+            on the Molecule canvas at once. Use it for progress, results and questions meant \
+            for the user, not for peers.",
+        schema: || {
+            json!({"type": "object", "required": ["message"], "additionalProperties": false,
+                "properties": {"message": {"type": "string", "minLength": 1,
+                    "description": "the text to show the user"}}})
+        },
+        read_only: false,
+    },
+    ToolSpec {
+        name: "commit_memory",
+        description: "Remember a fact. scope LOCAL (default: only this workspace reads it), \
+            TEAM (this workspace's team reads it) or GLOBAL (every workspace; only a root \
+            workspace may write it). namespace groups memories (default `general`).",
+        schema: || {
+            json!({"type": "object", "required": ["content"], "additionalProperties": false,
+                "properties": {
+                    "content": {"type": "string", "minLength": 1, "maxLength": 65536,
+                        "description": "the fact, in words a later recall will match"},
+                    "scope": {"type": "string", "enum": ["LOCAL", "TEAM", "GLOBAL"],
+                        "default": "LOCAL"},
+                    "namespace": {"type": "string", "description": "default `general`"}}})
+        },
+        read_only: false,
+    },
+    ToolSpec {
+        name: "recall_memory",
+        description: "Recall memories this workspace may read (its LOCAL ones, its team's TEAM \
+            ones, every GLOBAL one), best match first; an empty query lists the newest. Each \
+            has id, scope, namespace, content, created_at and score.",
+        schema: || {
+            json!({"type": "object", "required": ["query"], "additionalProperties": false,
+                "properties": {
+                    "query": {"type": "string", "description": "words to recall by"},
+                    "scope": {"type": "string", "enum": ["LOCAL", "TEAM", "GLOBAL"],
+                        "description": "only this scope"}}})
+        },
+        read_only: true,
+    },
+];
+
+fn delegate_schema() -> Value {
+    json!({"type": "object", "required": ["workspace_id", "task"], "additionalProperties": false,
+        "properties": {
+            "workspace_id": {"type": "string", "format": "uuid",
+                "description": "the peer's id, from list_peers"},
+            "task": {"type": "string", "minLength": 1, "maxLength": 65536,
+                "description": "what the peer should do, self-contained"}}})
+}
+
+fn delegate_async_schema() -> Value {
+    let mut schema = delegate_schema();
+    schema["properties"]["idempotency_key"] = json!({"type": "string", "minLength": 1,
+        "maxLength": 200, "description": "optional: one delegation per key"});
+    schema
+}
+
+/// The tools offered; `send_message_to_user` only when the server allows it.
+pub(crate) fn catalog(send_to_user: bool) -> Vec<Tool> {
+    TOOLS
+        .iter()
+        .filter(|t| send_to_user || t.name != "send_message_to_user")
+        .map(|t| {
+            let Value::Object(schema) = (t.schema)() else {
+                unreachable!("BUG: every tool schema is an object")
+            };
+            Tool::new(t.name, t.description, Arc::new(schema))
+                .with_annotations(ToolAnnotations::new().read_only(t.read_only))
+        })
+        .collect()
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NoArgs {}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DelegateArgs {
+    workspace_id: String,
+    task: String,
+    #[serde(default)]
+    idempotency_key: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StatusArgs {
+    task_id: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MessageArgs {
+    message: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CommitArgs {
+    content: String,
+    scope: Option<String>,
+    namespace: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RecallArgs {
+    query: String,
+    scope: Option<String>,
+}
+
+/// The arguments as `T`, or the `-32602` naming what does not fit.
+fn args<T: DeserializeOwned>(tool: &str, raw: JsonObject) -> Result<T, ErrorData> {
+    serde_json::from_value(Value::Object(raw)).map_err(|e| {
+        ErrorData::invalid_params(format!("invalid arguments for tool {tool}: {e}"), None)
+    })
+}
+
+/// A well-formed id argument, or the tool error saying it is not one.
+fn parse_id<T: std::str::FromStr>(field: &str, raw: &str) -> Result<T, Error> {
+    raw.trim()
+        .parse()
+        .map_err(|_| Error::BadRequest(format!("`{field}` must be a UUID, got {raw:?}")))
+}
+
+/// Runs tool `name` for `b`.
+async fn call(b: &Bound, name: &str, raw: JsonObject) -> Result<CallToolResult, ErrorData> {
+    let (state, me) = (&b.state, b.workspace);
+    match name {
+        "list_peers" => {
+            args::<NoArgs>(name, raw)?;
+            answer(peers_of(state, me).await)
+        }
+        "get_workspace_info" => {
+            args::<NoArgs>(name, raw)?;
+            answer(workspace_info(state, me).await)
+        }
+        "delegate_task" | "delegate_task_async" => {
+            let a: DelegateArgs = args(name, raw)?;
+            if name == "delegate_task" && a.idempotency_key.is_some() {
+                return Err(ErrorData::invalid_params(
+                    "invalid arguments for tool delegate_task: unknown field `idempotency_key`",
+                    None,
+                ));
+            }
+            answer(delegate_tool(state, me, a, name == "delegate_task").await)
+        }
+        "check_task_status" => {
+            let a: StatusArgs = args(name, raw)?;
+            answer(task_status(state, me, &a.task_id).await)
+        }
+        "send_message_to_user" if state.config.mcp_send_message_to_user => {
+            let a: MessageArgs = args(name, raw)?;
+            let body = Notify {
+                message: a.message,
+                attachments: Vec::new(),
+            };
+            answer(message_user(state, me, body).await)
+        }
+        "commit_memory" => {
+            let a: CommitArgs = args(name, raw)?;
+            let body = CommitMemory {
+                content: a.content,
+                scope: a.scope.unwrap_or_else(|| "LOCAL".to_owned()),
+                namespace: a.namespace,
+            };
+            answer(commit(state, me, Principal::Workspace(me), body).await)
+        }
+        "recall_memory" => {
+            let a: RecallArgs = args(name, raw)?;
+            let params = RecallParams {
+                q: Some(a.query),
+                scope: a.scope,
+                namespace: None,
+                limit: None,
+            };
+            answer(recall(state, me, params).await)
+        }
+        _ => Err(ErrorData::invalid_params(
+            format!("Unknown tool: {name}"),
+            None,
+        )),
+    }
+}
+
+/// A tool's outcome as MCP content: the value as JSON text; a refusal as
+/// an `isError` result with its reason; a server fault as `-32603`.
+fn answer<T: Serialize>(outcome: Result<T, Error>) -> Result<CallToolResult, ErrorData> {
+    match outcome {
+        Ok(value) => {
+            let text = serde_json::to_string(&value).map_err(|e| {
+                tracing::error!(error = %e, "BUG: a tool result did not serialize");
+                ErrorData::internal_error("the server failed to handle this request", None)
+            })?;
+            Ok(CallToolResult::success(vec![ContentBlock::text(text)]))
+        }
+        Err(e) if e.status_code().is_server_error() => {
+            tracing::error!(error.cause_chain = ?e, "an MCP tool call failed");
+            Err(ErrorData::internal_error(e.to_string(), None))
+        }
+        Err(e) => Ok(CallToolResult::error(vec![ContentBlock::text(
+            e.to_string(),
+        )])),
+    }
+}
+
+/// `send_message_to_user`: the `/notify` row.
+async fn message_user(state: &AppState, me: WorkspaceId, body: Notify) -> Result<Value, Error> {
+    let stored = notify(state, me, body).await?;
+    Ok(json!({"status": stored.status, "activity_id": stored.activity_id}))
+}
+
+/// `get_workspace_info`.
+async fn workspace_info(state: &AppState, me: WorkspaceId) -> Result<Value, Error> {
+    let w = super::super::access::live_workspace(state, me).await?;
+    let role = w
+        .agent_card
+        .as_ref()
+        .and_then(|c| c.get("role"))
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_owned();
+    let status = w
+        .liveness()
+        .status(domain::now(), state.config.offline_after);
+    Ok(json!({
+        "id": w.id, "name": w.name, "role": role, "tier": w.tier, "runtime": w.runtime,
+        "model": w.model, "parent_id": w.parent_id, "delivery_mode": w.delivery_mode,
+        "status": status,
+    }))
+}
+
+/// `delegate_task` (waiting up to [`SYNC_WAIT`]) and `delegate_task_async`.
+async fn delegate_tool(
+    state: &AppState,
+    me: WorkspaceId,
+    a: DelegateArgs,
+    wait: bool,
+) -> Result<Value, Error> {
+    let target: WorkspaceId = parse_id("workspace_id", &a.workspace_id)?;
+    let body = NewDelegationRequest {
+        task: a.task,
+        idempotency_key: a.idempotency_key,
+        deadline_s: None,
+    };
+    // Subscribed before the row exists, so no move of it can be missed.
+    let events = state.bus.subscribe();
+    let (_, created) = delegate(state, Caller::Workspace(me), target, body).await?;
+    let id = created.delegation_id;
+    if !wait {
+        return Ok(json!({"task_id": id, "status": created.status,
+            "deduplicated": created.deduplicated}));
+    }
+    let d = settled(state, id, events, SYNC_WAIT).await?;
+    let mut out = status_view(&d);
+    if !d.status.is_terminal() {
+        out["still_running"] = json!(true);
+        out["message"] = json!(format!(
+            "the peer has not answered within {} s; poll check_task_status with this task_id",
+            SYNC_WAIT.as_secs()
+        ));
+    }
+    Ok(out)
+}
+
+/// The delegation once it completed or failed, or as it stands after
+/// `bound` (or at shutdown). Woken by its own moves on the event bus, which
+/// spans replicas; a lagging or resynced bus re-reads the row.
+async fn settled(
+    state: &AppState,
+    id: DelegationId,
+    mut events: tokio::sync::broadcast::Receiver<Event>,
+    bound: Duration,
+) -> Result<Delegation, Error> {
+    let until = tokio::time::Instant::now() + bound;
+    loop {
+        let d = state
+            .store
+            .get_delegation(id)
+            .await?
+            .ok_or_else(|| Error::NotFound("delegation not found".into()))?;
+        if d.status.is_terminal() {
+            return Ok(d);
+        }
+        tokio::select! {
+            _ = tokio::time::sleep_until(until) => return Ok(d),
+            _ = state.shutdown.cancelled() => return Ok(d),
+            _ = next_move(&mut events, id) => {}
+        }
+    }
+}
+
+/// Returns at the next event that may have moved delegation `id`.
+async fn next_move(events: &mut tokio::sync::broadcast::Receiver<Event>, id: DelegationId) {
+    loop {
+        match events.recv().await {
+            Ok(Event::Delegation(m)) if m.delegation_id == id => return,
+            Ok(Event::Resync) | Err(RecvError::Lagged(_)) => return,
+            Ok(_) => {}
+            Err(RecvError::Closed) => std::future::pending::<()>().await,
+        }
+    }
+}
+
+/// `check_task_status`: a delegation this workspace is a party to; any
+/// other id is "not found", whether or not it exists.
+async fn task_status(state: &AppState, me: WorkspaceId, raw: &str) -> Result<Value, Error> {
+    let id: DelegationId = parse_id("task_id", raw)?;
+    match state.store.get_delegation(id).await? {
+        Some(d) if d.callee_id == me || d.caller == Caller::Workspace(me) => Ok(status_view(&d)),
+        _ => Err(Error::NotFound(format!("no task {id} of this workspace"))),
+    }
+}
+
+/// The ledger row as the tools show it.
+fn status_view(d: &Delegation) -> Value {
+    let heartbeat_age_s = d
+        .last_heartbeat_at
+        .map(|t| (domain::now() - t).num_seconds().max(0));
+    json!({
+        "task_id": d.id, "workspace_id": d.callee_id, "status": d.status,
+        "result": d.result_preview, "error": d.error_detail, "deadline_at": d.deadline_at,
+        "heartbeat_age_s": heartbeat_age_s, "created_at": d.created_at,
+        "updated_at": d.updated_at, "completed_at": d.completed_at,
+    })
+}
