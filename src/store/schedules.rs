@@ -671,10 +671,14 @@ engines! {
                 // Claimed: a concurrent scheduler skips this row and takes
                 // the next due one (or none), and re-checks `next_run_at`
                 // after our commit moved it.
+                // EXISTS, not `workspace_id IN (…)`: with the IN list
+                // SQLite's planner (after ANALYZE, 100,000 schedules) walked
+                // every schedule by workspace and sorted them, 440 ms a tick;
+                // this walks the due index in order (0.2 ms; bench/schedules.py).
                 let sql = format!(
-                    "SELECT * FROM schedules WHERE enabled AND next_run_at <= $1 \
-                       AND workspace_id IN (SELECT id FROM workspaces \
-                         WHERE removed_at IS NULL AND paused_at IS NULL) \
+                    "SELECT * FROM schedules s WHERE enabled AND next_run_at <= $1 \
+                       AND EXISTS (SELECT 1 FROM workspaces w WHERE w.id = s.workspace_id \
+                         AND w.removed_at IS NULL AND w.paused_at IS NULL) \
                      ORDER BY next_run_at, id LIMIT 1{}",
                     DB::SKIP_LOCKED
                 );
