@@ -124,7 +124,9 @@ def pg_tick(psql, url, m, runs=2000):
                true, 'skip', 3600, now() + interval '1 day' + g * interval '1 ms', now(), now()
         FROM generate_series(1, {m}) g, (SELECT array_agg(id) AS a FROM workspaces) w;
         ANALYZE schedules; ANALYZE workspaces;""")
-    claim = CLAIM.format(now="clock_timestamp()") + " FOR UPDATE SKIP LOCKED"
+    # now(), not clock_timestamp(): a stable value can bound the index scan,
+    # as the server's bound parameter does.
+    claim = CLAIM.format(now="now()") + " FOR UPDATE SKIP LOCKED"
     per_tick = psql_run(psql, url, f"""
         CREATE FUNCTION pg_temp.bench_claim() RETURNS float8 AS $f$
         DECLARE t0 timestamptz; r record; BEGIN
