@@ -3,8 +3,8 @@
 //! has its own registry (no global state), rendered at `GET /metrics`.
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts, Registry,
-    TextEncoder,
+    Encoder, Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts,
+    Registry, TextEncoder,
 };
 
 /// The metrics of one server.
@@ -42,6 +42,12 @@ pub struct Metrics {
     pub schedule_fires: IntCounterVec,
     /// A delivered fire's due instant → its inbox row.
     pub schedule_fire_lag: Histogram,
+    /// Unix time of the scheduler loop's latest completed tick (0: this
+    /// process runs no loop, or it has not ticked yet). `/ready` and
+    /// `/admin/schedules/health` read it to tell a stopped scheduler.
+    pub schedule_last_tick: Gauge,
+    /// Completed ticks of the scheduler loop.
+    pub schedule_ticks: IntCounter,
     /// Workspaces whose `active_tasks` the sweep reset after their
     /// heartbeat stopped.
     pub phantom_busy_resets: IntCounter,
@@ -76,7 +82,11 @@ impl Metrics {
         } = Uploads::register(&r);
         let (delegations, delegation_seconds) = register_delegations(&r);
         let (http_requests, http_duration) = register_http(&r);
-        let (schedule_fires, schedule_fire_lag) = register_schedules(&r);
+        let (schedule_fires, schedule_fire_lag, schedule_last_tick) = register_schedules(&r);
+        let schedule_ticks = r.counter(
+            "molecule_schedule_ticks_total",
+            "Completed ticks of the scheduler loop.",
+        );
         Self {
             staged,
             staged_bytes,
@@ -102,6 +112,8 @@ impl Metrics {
             delegation_seconds,
             schedule_fires,
             schedule_fire_lag,
+            schedule_last_tick,
+            schedule_ticks,
             secret_open_failures: register_secrets(&r),
             phantom_busy_resets: r.counter(
                 "molecule_phantom_busy_resets_total",
@@ -252,9 +264,9 @@ fn register_delegations(r: &Registrar) -> (IntCounterVec, Histogram) {
     (delegations, seconds)
 }
 
-/// The schedule fire counter (every status present from the start) and the
-/// fire lag histogram.
-fn register_schedules(r: &Registrar) -> (IntCounterVec, Histogram) {
+/// The schedule fire counter (every status present from the start), the
+/// fire lag histogram and the scheduler's heartbeat.
+fn register_schedules(r: &Registrar) -> (IntCounterVec, Histogram, Gauge) {
     let fires = r.counter_vec(
         "molecule_schedule_fires_total",
         "Due instants of schedules handled, by status (delivered, skipped by the overlap policy, missed outside the catch-up window).",
@@ -272,7 +284,16 @@ fn register_schedules(r: &Registrar) -> (IntCounterVec, Histogram) {
             0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 15.0, 60.0, 300.0, 900.0, 3600.0,
         ],
     );
-    (fires, lag)
+    // An alert is `time() - molecule_schedule_last_tick_timestamp_seconds
+    // > 60` where the loop runs.
+    let last_tick = r.register(
+        Gauge::new(
+            "molecule_schedule_last_tick_timestamp_seconds",
+            "Unix time of the scheduler loop's latest completed tick (0: no loop in this process yet).",
+        )
+        .expect("BUG: valid metric"),
+    );
+    (fires, lag, last_tick)
 }
 
 /// The counter of secret values that did not open (both scopes present

@@ -1,12 +1,13 @@
 //! The command line: one clap tree for every face of the binary. The
 //! server commands (`serve`, `migrate`, `sweep`) are wired here; the
 //! operator commands live in `operator.rs` (workspaces, messages, uploads)
-//! and `agent.rs` (secrets, plugins), and the workspace side in
+//! `agent.rs` (secrets, plugins) and `schedule.rs`, and the workspace side in
 //! `crate::connect`. Both of those reach the server only over HTTP.
 
 pub(crate) mod agent;
 pub(crate) mod memory;
 pub(crate) mod operator;
+pub(crate) mod schedule;
 
 use std::path::PathBuf;
 
@@ -72,6 +73,9 @@ pub(crate) enum Command {
     /// Publish and list plugins.
     #[command(subcommand)]
     Plugin(agent::PluginCommand),
+    /// A workspace's schedules: list, add, rm, run now, history.
+    #[command(subcommand)]
+    Schedule(schedule::ScheduleCommand),
 }
 
 /// Flags of `molecule migrate`.
@@ -152,5 +156,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Delegations(args) => operator::delegations(args).await,
         Command::Secret(cmd) => agent::secret(cmd).await,
         Command::Plugin(cmd) => agent::plugin(cmd).await,
+        Command::Schedule(cmd) => schedule::schedule(cmd).await,
     }
 }

@@ -11,6 +11,7 @@ mod delegations;
 mod memory;
 mod messages;
 mod plugins;
+mod schedules;
 mod secrets;
 mod uploads;
 mod workspaces;
@@ -27,8 +28,9 @@ use crate::http::MAX_WAIT_SECS;
 /// two sides cannot drift apart and a type reads the same on both.
 pub(crate) use crate::http::{
     ActivityView, CreatedWorkspace, DelegationCreated, DelegationStatsView, DelegationView,
-    ImportReport, NewWorkspace, PendingUploadView, PluginView, RegisteredWorkspace, RotatedToken,
-    SecretView, UploadStatsView, UploadedFiles, WorkspaceView,
+    FireView, ImportReport, NewWorkspace, PendingUploadView, PluginView, RegisteredWorkspace,
+    RotatedToken, ScheduleDeleted, ScheduleView, SecretView, UploadStatsView, UploadedFiles,
+    WorkspaceView,
 };
 pub(crate) use messages::{answer_text, ActivityQuery};
 pub(crate) use uploads::{Download, ProgressFn};

@@ -47,7 +47,7 @@ pub use names::{
 pub use period::{Period, PeriodError, MAX_PERIOD_SECS};
 pub use template::{
     nesting_bound, FlatNode, OrgTemplate, TemplateDefaults, TemplateError, TemplateFormat,
-    TemplateNode, MAX_NESTING, MAX_TEMPLATE_DEPTH, MAX_TEMPLATE_NODES,
+    TemplateNode, TemplateSchedule, MAX_NESTING, MAX_TEMPLATE_DEPTH, MAX_TEMPLATE_NODES,
 };
 pub use token::{AuthToken, TokenHash};
 pub use url::{is_internal_ip, CallbackUrl, UrlError};

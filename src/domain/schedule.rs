@@ -218,6 +218,74 @@ impl FromStr for FireStatus {
     }
 }
 
+/// How a schedule's firing looks from outside (`…/schedules/health`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Health {
+    /// Its latest fire is within twice its interval.
+    Ok,
+    /// No fire for more than twice its interval: something holds it
+    /// (the scheduler, a paused workspace, a long outage).
+    Stale,
+    /// It has never fired.
+    NeverRun,
+    /// Disabled: it is not meant to fire, so it cannot be stale.
+    Disabled,
+}
+
+impl Health {
+    /// The wire word.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Health::Ok => "ok",
+            Health::Stale => "stale",
+            Health::NeverRun => "never_run",
+            Health::Disabled => "disabled",
+        }
+    }
+}
+
+/// How many instants after a fire [`interval_after`] looks at: a week of
+/// a daily expression, so a weekday-only schedule's weekend gap counts.
+const INTERVAL_PROBES: usize = 8;
+
+/// The longest gap between consecutive instants of `spec` after `from`
+/// (over [`INTERVAL_PROBES`] instants): the schedule's interval for the
+/// staleness rule, so an irregular expression (weekdays, month ends) is
+/// not called stale over its own longest pause. `None`: fewer than two
+/// instants remain.
+pub fn interval_after(spec: &CronSpec, from: DateTime<Utc>) -> Option<chrono::Duration> {
+    let mut at = spec.next_after(from)?;
+    let mut longest: Option<chrono::Duration> = None;
+    for _ in 0..INTERVAL_PROBES {
+        let Some(next) = spec.next_after(at) else {
+            break;
+        };
+        longest = Some(longest.map_or(next - at, |l| l.max(next - at)));
+        at = next;
+    }
+    longest
+}
+
+/// Classifies a schedule: disabled, never run, stale (its latest fire,
+/// of any status, is older than twice its interval) or ok.
+pub fn classify(
+    spec: &CronSpec,
+    enabled: bool,
+    last_fired_at: Option<DateTime<Utc>>,
+    now: DateTime<Utc>,
+) -> Health {
+    if !enabled {
+        return Health::Disabled;
+    }
+    let Some(last) = last_fired_at else {
+        return Health::NeverRun;
+    };
+    match interval_after(spec, last) {
+        Some(interval) if now - last > interval * 2 => Health::Stale,
+        _ => Health::Ok,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use chrono::TimeZone;
@@ -352,6 +420,29 @@ mod tests {
         assert_eq!(
             "queue".parse::<Overlap>().unwrap_err().to_string(),
             "`queue` is not a valid overlap policy; use one of: skip, buffer_one, allow_all"
+        );
+    }
+
+    #[test]
+    fn health_is_stale_after_twice_the_longest_gap() {
+        let hourly = CronSpec::parse("0 * * * *", "UTC").unwrap();
+        let last = utc("2026-03-02T10:00:00Z");
+        let at = |s: &str| classify(&hourly, true, Some(last), utc(s));
+        assert_eq!(at("2026-03-02T12:00:00Z"), Health::Ok);
+        assert_eq!(at("2026-03-02T12:00:01Z"), Health::Stale);
+        assert_eq!(classify(&hourly, true, None, last), Health::NeverRun);
+        assert_eq!(classify(&hourly, false, Some(last), last), Health::Disabled);
+        // Weekdays at 9: Friday's fire is not stale on Sunday (the weekend
+        // gap of 3 days is the interval), but is after Monday + 3 days.
+        let weekdays = CronSpec::parse("0 9 * * 1-5", "UTC").unwrap();
+        let friday = utc("2026-03-06T09:00:00Z");
+        assert_eq!(
+            classify(&weekdays, true, Some(friday), utc("2026-03-08T12:00:00Z")),
+            Health::Ok
+        );
+        assert_eq!(
+            classify(&weekdays, true, Some(friday), utc("2026-03-12T09:00:01Z")),
+            Health::Stale
         );
     }
 }

@@ -82,9 +82,31 @@ pub struct TemplateNode {
     pub delivery_mode: Option<DeliveryMode>,
     /// Callback URL (push mode).
     pub url: Option<String>,
+    /// Its schedules (Molecule's `OrgSchedule`); an import creates the
+    /// ones whose name the workspace does not have yet.
+    #[serde(default)]
+    pub schedules: Vec<TemplateSchedule>,
     /// Its children.
     #[serde(default)]
     pub children: Vec<TemplateNode>,
+}
+
+/// One schedule of a template node, checked like `POST
+/// /workspaces/:id/schedules` (the overlap policy and catch-up window take
+/// their defaults).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TemplateSchedule {
+    /// Unique within the workspace: what makes a re-import skip it.
+    pub name: String,
+    /// Five-field cron or a macro.
+    pub cron_expr: String,
+    /// IANA zone; default UTC.
+    pub timezone: Option<String>,
+    /// What the agent is asked on each fire.
+    pub prompt: String,
+    /// Default true.
+    pub enabled: Option<bool>,
 }
 
 /// A whole template.
@@ -209,6 +231,13 @@ impl OrgTemplate {
             nul(format!("{path}.runtime"), n.runtime.as_deref())?;
             nul(format!("{path}.model"), n.model.as_deref())?;
             nul(format!("{path}.url"), n.url.as_deref())?;
+            for (i, sc) in n.schedules.iter().enumerate() {
+                let at = format!("{path}.schedules[{i}]");
+                nul(format!("{at}.name"), Some(&sc.name))?;
+                nul(format!("{at}.cron_expr"), Some(&sc.cron_expr))?;
+                nul(format!("{at}.timezone"), sc.timezone.as_deref())?;
+                nul(format!("{at}.prompt"), Some(&sc.prompt))?;
+            }
             let name = WorkspaceName::parse(&n.name)
                 .map_err(|e| TemplateError::Name(format!("{path}.name: {e}")))?;
             let mode = n

@@ -24,6 +24,7 @@ mod peers;
 mod pending;
 mod plugins;
 mod registry;
+mod schedule_health;
 mod schedules;
 mod secrets;
 mod stream;
@@ -62,6 +63,7 @@ pub(crate) use org::ImportReport;
 pub(crate) use pending::PendingUploadView;
 pub(crate) use plugins::PluginView;
 pub(crate) use registry::RegisteredWorkspace;
+pub(crate) use schedules::{FireView, ScheduleDeleted, ScheduleView};
 pub(crate) use secrets::SecretView;
 pub(crate) use uploads::UploadedFiles;
 pub(crate) use workspaces::{
@@ -143,6 +145,7 @@ pub(crate) fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(pending::routes())
         .merge(schedules::routes())
         .merge(cron::routes())
+        .merge(schedule_health::routes())
         .merge(memories::routes())
         .merge(kv::routes())
         .merge(mcp::routes())

@@ -65,7 +65,8 @@ pub(super) async fn health() -> Json<Status> {
     Json(Status { status: "ok" })
 }
 
-/// Readiness: the database and the blob store answer.
+/// Readiness: the database and the blob store answer, and this process's
+/// scheduler loop (when it runs one) has ticked recently.
 #[utoipa::path(get, path = "/ready", tag = "operations", security(()),
     responses((status = 200, body = Status), (status = 503, body = ErrorBody)))]
 pub(super) async fn ready(State(state): State<AppState>) -> Response {
@@ -82,6 +83,24 @@ pub(super) async fn ready(State(state): State<AppState>) -> Response {
         return (
             StatusCode::SERVICE_UNAVAILABLE,
             axum::Json(ErrorBody::new("the blob store does not answer")),
+        )
+            .into_response();
+    }
+    let tick = crate::jobs::liveness(&state.metrics, state.config.schedule_tick, domain::now());
+    if tick.stalled {
+        let age = tick
+            .last_tick_at
+            .map_or(0, |t| (domain::now() - t).num_seconds());
+        tracing::warn!(
+            last_tick_age_s = age,
+            "not ready: the scheduler stopped ticking"
+        );
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            axum::Json(ErrorBody::new(format!(
+                "the scheduler has not ticked for {age}s (stopped after {}s)",
+                tick.stall_after.as_secs()
+            ))),
         )
             .into_response();
     }

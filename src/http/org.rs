@@ -18,13 +18,14 @@ use utoipa_axum::routes;
 
 use super::access::Operator;
 use super::extract::Query;
+use super::schedules::template_def;
 use super::workspaces::{check_url, log_event};
 use super::{AppState, Error, ErrorBody, Json, Result};
 use crate::domain::{
     self, AuthToken, DeliveryMode, FlatNode, OrgTemplate, TemplateDefaults, TemplateError,
     TemplateFormat, Tier, WorkspaceId,
 };
-use crate::store::{ImportNode, NewWorkspace};
+use crate::store::{ImportNode, NewWorkspace, Saved, ScheduleDef};
 
 /// Query of `POST /org/import`.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
@@ -63,9 +64,22 @@ pub(crate) struct ImportedWorkspace {
     pub tier: Tier,
     /// Runtime it has (created) or would get.
     pub runtime: String,
+    /// The template's schedules of this node: created, or skipped when
+    /// the workspace already has one of that name.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub schedules: Vec<ImportedSchedule>,
     /// The token of a created workspace, shown this once.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auth_token: Option<String>,
+}
+
+/// What the import did (or would do) with one template schedule.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub(crate) struct ImportedSchedule {
+    /// Its name.
+    pub name: String,
+    /// True when this import created it (or, in a dry run, would).
+    pub created: bool,
 }
 
 /// `POST /org/import` answer.
@@ -133,13 +147,21 @@ pub(super) async fn import_org(
 
     let flat = template.flatten();
     let (plan, tokens) = plan_import(&state, &template.defaults, &flat)?;
+    let schedules = plan_schedules(&flat)?;
 
     let done = state
         .store
         .import_org(&plan, dry_run, domain::now())
         .await?;
     let mut entries = Vec::with_capacity(done.len());
-    for (((node, token), result), (flat_node, _)) in plan.iter().zip(tokens).zip(&done).zip(&flat) {
+    let nodes = plan
+        .iter()
+        .zip(tokens)
+        .zip(&done)
+        .zip(&flat)
+        .zip(&schedules);
+    for ((((node, token), result), (flat_node, _)), defs) in nodes {
+        let schedules = import_schedules(&state, result, defs, dry_run).await?;
         if !dry_run {
             if result.created {
                 log_event("workspace.created", result.id, result.parent_id);
@@ -162,6 +184,7 @@ pub(super) async fn import_org(
             skipped: !result.created,
             tier: node.workspace.tier,
             runtime: node.workspace.runtime.clone(),
+            schedules,
             auth_token: (result.created && !dry_run).then(|| token.expose().to_owned()),
         });
     }
@@ -235,6 +258,77 @@ fn plan_import(
         tokens.push(token);
     }
     Ok((plan, tokens))
+}
+
+/// Each node's schedules checked like the create route (400 naming the
+/// schedule's place), before anything is written; a name twice in one
+/// node is refused too.
+fn plan_schedules(flat: &[(FlatNode<'_>, String)]) -> Result<Vec<Vec<ScheduleDef>>> {
+    let now = domain::now();
+    flat.iter()
+        .map(|(node, path)| {
+            let mut defs: Vec<ScheduleDef> = Vec::with_capacity(node.node.schedules.len());
+            for (i, t) in node.node.schedules.iter().enumerate() {
+                let at = format!("{path}.schedules[{i}]");
+                let def = template_def(t, now).map_err(|e| match e {
+                    Error::BadRequest(m) => Error::BadRequest(format!("{at}: {m}")),
+                    other => other,
+                })?;
+                if defs.iter().any(|d| d.name == def.name) {
+                    return Err(Error::BadRequest(format!(
+                        "{at}.name: `{}` appears twice in this workspace's schedules",
+                        def.name
+                    )));
+                }
+                defs.push(def);
+            }
+            Ok(defs)
+        })
+        .collect()
+}
+
+/// Creates a node's schedules that its workspace does not have by name
+/// (a re-import skips them: names are unique per workspace). After the
+/// tree's transaction, one schedule at a time: an import cut short is
+/// completed by running it again. A dry run only reads.
+async fn import_schedules(
+    state: &AppState,
+    node: &crate::store::ImportedNode,
+    defs: &[ScheduleDef],
+    dry_run: bool,
+) -> Result<Vec<ImportedSchedule>> {
+    if defs.is_empty() {
+        return Ok(Vec::new());
+    }
+    let existing: Vec<String> = if dry_run && node.created {
+        Vec::new()
+    } else {
+        let rows = state.store.list_schedules(node.id).await?;
+        rows.into_iter().map(|s| s.name).collect()
+    };
+    let mut out = Vec::with_capacity(defs.len());
+    for def in defs {
+        let mut created = !existing.contains(&def.name);
+        if created && !dry_run {
+            created = match state
+                .store
+                .create_schedule(node.id, def, domain::now())
+                .await?
+            {
+                Saved::Saved(s) => {
+                    tracing::info!(schedule_id = %s.id, workspace_id = %s.workspace_id,
+                        name = %s.name, "schedule created by org import");
+                    true
+                }
+                Saved::NameTaken | Saved::NotFound => false,
+            };
+        }
+        out.push(ImportedSchedule {
+            name: def.name.clone(),
+            created,
+        });
+    }
+    Ok(out)
 }
 
 /// Whether `id` is one the import created (in a dry run: would create).

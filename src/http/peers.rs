@@ -70,7 +70,7 @@ fn status(state: &AppState, w: &Workspace) -> WorkspaceStatus {
 
 /// Who is asking, at its place in the tree: a workspace whose own row is
 /// gone is answered like a revoked token (401), not with a 404.
-async fn caller(state: &AppState, calling: domain::Caller) -> Result<Caller> {
+pub(super) async fn caller(state: &AppState, calling: domain::Caller) -> Result<Caller> {
     match calling {
         domain::Caller::Operator => Ok(Caller::Operator),
         domain::Caller::Workspace(own) => match live_workspace(state, own).await {

@@ -15,7 +15,7 @@ use super::access::{KnownWorkspace, LiveWorkspace, SelfOrOperator};
 use super::extract::{Query, SchedulePath};
 use super::{AppState, Error, ErrorBody, Json, Result};
 use crate::domain::schedule::{self, CronSpec, Overlap};
-use crate::domain::{self, DelegationId, FireId, ScheduleId, WorkspaceId};
+use crate::domain::{self, DelegationId, FireId, ScheduleId, TemplateSchedule, WorkspaceId};
 use crate::store::{Fire, Fired, Saved, Schedule, ScheduleDef};
 
 /// The sentence of a create without its two required fields (Molecule's).
@@ -190,6 +190,31 @@ fn checked(mut def: ScheduleDef, now: DateTime<Utc>) -> Result<ScheduleDef> {
         ))
     })?;
     Ok(def)
+}
+
+/// A template node's schedule as a checked definition: the create
+/// route's rules and sentences, with the overlap policy and catch-up
+/// window at their defaults.
+pub(super) fn template_def(t: &TemplateSchedule, now: DateTime<Utc>) -> Result<ScheduleDef> {
+    if t.cron_expr.trim().is_empty() || t.prompt.trim().is_empty() {
+        return Err(bad(REQUIRED));
+    }
+    checked(
+        ScheduleDef {
+            name: t.name.clone(),
+            cron_expr: t.cron_expr.clone(),
+            timezone: t
+                .timezone
+                .clone()
+                .unwrap_or_else(|| schedule::DEFAULT_TIMEZONE.to_owned()),
+            prompt: t.prompt.clone(),
+            enabled: t.enabled.unwrap_or(true),
+            overlap: Overlap::default(),
+            catch_up_s: schedule::DEFAULT_CATCH_UP_S,
+            next_run_at: now,
+        },
+        now,
+    )
 }
 
 fn parse_overlap(raw: Option<&str>, default: Overlap) -> Result<Overlap> {

@@ -42,7 +42,7 @@ use crate::metrics::Metrics;
 use crate::store::{Store, StoreError};
 
 pub(crate) use schedules::announce as announce_fire;
-pub use schedules::{Scheduler, FIRES_PER_TICK};
+pub use schedules::{liveness, Liveness, Scheduler, FIRES_PER_TICK, STALL_FLOOR, STALL_PERIODS};
 
 /// Rows per batch: one short transaction each.
 pub const BATCH: i64 = 500;

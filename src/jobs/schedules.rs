@@ -82,6 +82,8 @@ impl Scheduler {
     /// the loop goes on; each tick runs in its own task so a panic is
     /// caught too.
     pub async fn run(self, period: Duration, shutdown: CancellationToken) {
+        // Alive from the start: a first tick that hangs ages this mark.
+        self.mark_tick(crate::domain::now());
         let mut ticker = tokio::time::interval(period);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -92,7 +94,10 @@ impl Scheduler {
             let this = self.clone();
             let tick = tokio::spawn(async move { this.tick(crate::domain::now()).await });
             match tick.await {
-                Ok(Ok(_)) => {}
+                Ok(Ok(_)) => {
+                    self.mark_tick(crate::domain::now());
+                    self.cx.metrics.schedule_ticks.inc();
+                }
                 Ok(Err(e)) => {
                     tracing::error!(error.cause_chain = %crate::telemetry::cause_chain(&e), "schedule tick failed; retrying next tick");
                 }
@@ -101,6 +106,54 @@ impl Scheduler {
                 }
             }
         }
+    }
+}
+
+impl Scheduler {
+    /// Records a completed tick in the heartbeat gauge [`liveness`] reads.
+    pub fn mark_tick(&self, at: DateTime<Utc>) {
+        let secs = at.timestamp_micros() as f64 / 1e6;
+        self.cx.metrics.schedule_last_tick.set(secs);
+    }
+}
+
+/// The scheduler loop is called stopped when its latest tick is older
+/// than this many periods (and at least [`STALL_FLOOR`]): one tick may
+/// hold up to [`FIRES_PER_TICK`] fires on a slow database.
+pub const STALL_PERIODS: u32 = 10;
+
+/// The least age of the latest tick that counts as stopped.
+pub const STALL_FLOOR: Duration = Duration::from_secs(60);
+
+/// What the heartbeat says about this process's scheduler loop.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Liveness {
+    /// Whether this process runs the loop (`--schedule-tick` not `0s`).
+    pub ticking: bool,
+    /// Its latest completed tick (or the loop's start); `None`: no loop
+    /// has started in this process.
+    pub last_tick_at: Option<DateTime<Utc>>,
+    /// The age past which the loop counts as stopped.
+    pub stall_after: Duration,
+    /// The loop runs and its latest tick is older than `stall_after`.
+    pub stalled: bool,
+}
+
+/// Reads the heartbeat of `metrics` for a loop of `period` at `now`.
+pub fn liveness(metrics: &Metrics, period: Duration, now: DateTime<Utc>) -> Liveness {
+    let stall_after = (period * STALL_PERIODS).max(STALL_FLOOR);
+    let mark = metrics.schedule_last_tick.get();
+    let last_tick_at = (mark > 0.0)
+        .then(|| DateTime::from_timestamp_micros((mark * 1e6) as i64))
+        .flatten();
+    let ticking = !period.is_zero();
+    let stalled = ticking
+        && last_tick_at.is_some_and(|t| (now - t).to_std().unwrap_or_default() > stall_after);
+    Liveness {
+        ticking,
+        last_tick_at,
+        stall_after,
+        stalled,
     }
 }
 
@@ -121,5 +174,36 @@ pub(crate) async fn announce(bus: &Bus, metrics: &Metrics, fired: &Fired) {
     if let (FireStatus::Delivered, Some((delegation, inbox))) = (f.status, &fired.delivered) {
         metrics.schedule_fire_lag.observe(lag.max(0.0));
         crate::ledger::announce_created(bus, metrics, delegation, inbox).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn liveness_reads_the_heartbeat_against_ten_periods_or_a_minute() {
+        let m = Metrics::new();
+        let now: DateTime<Utc> = "2026-03-02T10:00:00Z".parse().unwrap();
+        let second = Duration::from_secs(1);
+        // No loop yet: nothing to call stopped.
+        let l = liveness(&m, second, now);
+        assert_eq!((l.ticking, l.last_tick_at, l.stalled), (true, None, false));
+        assert_eq!(l.stall_after, STALL_FLOOR);
+        m.schedule_last_tick
+            .set((now - chrono::Duration::seconds(60)).timestamp() as f64);
+        assert!(!liveness(&m, second, now).stalled);
+        m.schedule_last_tick
+            .set((now - chrono::Duration::seconds(61)).timestamp() as f64);
+        assert!(liveness(&m, second, now).stalled);
+        // Ten periods of 10 s: 100 s; off: never stalled.
+        assert!(!liveness(&m, Duration::from_secs(10), now).stalled);
+        assert_eq!(
+            liveness(&m, Duration::from_secs(10), now)
+                .stall_after
+                .as_secs(),
+            100
+        );
+        assert!(!liveness(&m, Duration::ZERO, now).stalled);
     }
 }

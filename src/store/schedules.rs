@@ -123,6 +123,16 @@ pub struct Fired {
     pub delivered: Option<(Delegation, Activity)>,
 }
 
+/// A schedule with the time of its latest fire of any status, for the
+/// health answers.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ScheduleLastFire {
+    /// The schedule.
+    pub schedule: Schedule,
+    /// When its latest fire (timed or manual) was handled; `None`: never.
+    pub last_fired_at: Option<DateTime<Utc>>,
+}
+
 /// Schedules and the scheduler's fire. Part of [`Store`].
 #[async_trait]
 pub trait ScheduleStore: Send + Sync {
@@ -161,6 +171,13 @@ pub trait ScheduleStore: Send + Sync {
         workspace_id: WorkspaceId,
         id: ScheduleId,
     ) -> StoreResult<Option<Schedule>>;
+
+    /// The schedules of live workspaces (of one workspace, or all), each
+    /// with its latest fire's time, by workspace then name.
+    async fn schedules_last_fire(
+        &self,
+        workspace_id: Option<WorkspaceId>,
+    ) -> StoreResult<Vec<ScheduleLastFire>>;
 
     /// Up to `limit` fires of a schedule, newest first, a delivered one
     /// read as answered or failed once its delegation ended.
@@ -232,6 +249,14 @@ impl TryFrom<ScheduleRow> for Schedule {
             updated_at: r.updated_at.0,
         })
     }
+}
+
+/// A schedule row with its latest fire's time.
+#[derive(sqlx::FromRow)]
+struct LastFireRow {
+    #[sqlx(flatten)]
+    schedule: ScheduleRow,
+    last_fired_at: Option<Ts>,
 }
 
 /// `schedule_fires` as read, with its delegation's status and error when
@@ -598,6 +623,35 @@ engines! {
             row.map(TryInto::try_into).transpose()
         }
 
+        async fn schedules_last_fire(
+            &self,
+            workspace_id: Option<WorkspaceId>,
+        ) -> StoreResult<Vec<ScheduleLastFire>> {
+            // The newest fire through the UNIQUE (schedule_id, due_at)
+            // index's schedule prefix; removed workspaces' schedules have
+            // stopped and are left out.
+            let sql = format!(
+                "SELECT s.*, (SELECT MAX(f.fired_at) FROM schedule_fires f \
+                   WHERE f.schedule_id = s.id) AS last_fired_at \
+                 FROM schedules s JOIN workspaces w ON w.id = s.workspace_id \
+                 WHERE w.removed_at IS NULL{} ORDER BY s.workspace_id, s.name, s.id",
+                if workspace_id.is_some() { " AND s.workspace_id = $1" } else { "" }
+            );
+            let mut query = sqlx::query_as::<_, LastFireRow>(&sql);
+            if let Some(id) = workspace_id {
+                query = query.bind(id);
+            }
+            let rows = query.fetch_all(&self.pool).await?;
+            rows.into_iter()
+                .map(|r| {
+                    Ok(ScheduleLastFire {
+                        schedule: r.schedule.try_into()?,
+                        last_fired_at: r.last_fired_at.map(|t| t.0),
+                    })
+                })
+                .collect()
+        }
+
         async fn schedule_history(&self, id: ScheduleId, limit: i64) -> StoreResult<Vec<Fire>> {
             let rows: Vec<FireRow> = sqlx::query_as(
                 "SELECT f.*, d.status AS delegation_status, d.error_detail AS delegation_error \
@@ -617,10 +671,14 @@ engines! {
                 // Claimed: a concurrent scheduler skips this row and takes
                 // the next due one (or none), and re-checks `next_run_at`
                 // after our commit moved it.
+                // EXISTS, not `workspace_id IN (…)`: with the IN list
+                // SQLite's planner (after ANALYZE, 100,000 schedules) walked
+                // every schedule by workspace and sorted them, 440 ms a tick;
+                // this walks the due index in order (0.2 ms; bench/schedules.py).
                 let sql = format!(
-                    "SELECT * FROM schedules WHERE enabled AND next_run_at <= $1 \
-                       AND workspace_id IN (SELECT id FROM workspaces \
-                         WHERE removed_at IS NULL AND paused_at IS NULL) \
+                    "SELECT * FROM schedules s WHERE enabled AND next_run_at <= $1 \
+                       AND EXISTS (SELECT 1 FROM workspaces w WHERE w.id = s.workspace_id \
+                         AND w.removed_at IS NULL AND w.paused_at IS NULL) \
                      ORDER BY next_run_at, id LIMIT 1{}",
                     DB::SKIP_LOCKED
                 );
