@@ -42,6 +42,8 @@ pub struct Metrics {
     pub schedule_fires: IntCounterVec,
     /// A delivered fire's due instant → its inbox row.
     pub schedule_fire_lag: Histogram,
+    /// Approval moves, by event (requested, approved, denied, escalated).
+    pub approvals: IntCounterVec,
     /// Workspaces whose `active_tasks` the sweep reset after their
     /// heartbeat stopped.
     pub phantom_busy_resets: IntCounter,
@@ -98,6 +100,7 @@ impl Metrics {
             delegation_seconds,
             schedule_fires,
             schedule_fire_lag,
+            approvals: register_approvals(&r),
             secret_open_failures: register_secrets(&r),
             phantom_busy_resets: r.counter(
                 "molecule_phantom_busy_resets_total",
@@ -237,6 +240,19 @@ fn register_delegations(r: &Registrar) -> (IntCounterVec, Histogram) {
         ],
     );
     (delegations, seconds)
+}
+
+/// The approval counter, every event present from the start.
+fn register_approvals(r: &Registrar) -> IntCounterVec {
+    let moves = r.counter_vec(
+        "molecule_approvals_total",
+        "Approval requests made, decided (approved, denied; by a decider or on expiry) and escalated on expiry.",
+        &["event"],
+    );
+    for event in ["requested", "approved", "denied", "escalated"] {
+        moves.with_label_values(&[event]);
+    }
+    moves
 }
 
 /// The schedule fire counter (every status present from the start) and the

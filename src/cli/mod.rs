@@ -5,6 +5,7 @@
 //! `crate::connect`. Both of those reach the server only over HTTP.
 
 pub(crate) mod agent;
+pub(crate) mod approvals;
 pub(crate) mod memory;
 pub(crate) mod operator;
 
@@ -72,6 +73,9 @@ pub(crate) enum Command {
     /// Publish and list plugins.
     #[command(subcommand)]
     Plugin(agent::PluginCommand),
+    /// The approvals inbox: list pending requests, approve or deny one.
+    #[command(subcommand)]
+    Approval(approvals::ApprovalCommand),
 }
 
 /// Flags of `molecule migrate`.
@@ -152,5 +156,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Delegations(args) => operator::delegations(args).await,
         Command::Secret(cmd) => agent::secret(cmd).await,
         Command::Plugin(cmd) => agent::plugin(cmd).await,
+        Command::Approval(cmd) => approvals::approval(cmd).await,
     }
 }

@@ -5,6 +5,7 @@
 
 mod access;
 mod activity;
+mod approvals;
 mod auth;
 mod canvas;
 mod delegations;
@@ -49,6 +50,7 @@ use crate::secrets::Sealer;
 use crate::store::Store;
 
 pub(crate) use activity::{ActivityView, MAX_WAIT_SECS};
+pub(crate) use approvals::ApprovalView;
 pub(crate) use delegations::{DelegationCreated, DelegationStatsView, DelegationView};
 pub(crate) use error::{Error, ErrorBody, Json, Result};
 pub(crate) use kv::KvView;
@@ -136,6 +138,7 @@ pub(crate) fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(secrets::routes())
         .merge(pending::routes())
         .merge(schedules::routes())
+        .merge(approvals::routes())
         .merge(memories::routes())
         .merge(kv::routes())
         .merge(ops::routes())

@@ -6,6 +6,7 @@ mod helpers;
 
 mod activity_cursor;
 mod agent;
+mod approvals;
 mod blob_contract;
 mod canvas;
 mod clients;
