@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::{broadcast, watch};
 use tokio_util::sync::CancellationToken;
 
-use crate::domain::{DelegationId, DelegationStatus, FileId, WorkspaceId};
+use crate::domain::{ApprovalId, DelegationId, DelegationStatus, FileId, WorkspaceId};
 use crate::store::Notifier;
 
 const CHANNEL: &str = "molecule_events";
@@ -66,6 +66,33 @@ impl DelegationMove {
     }
 }
 
+/// A move of an approval request, as the event streams carry it (`event:
+/// approval`): created, escalated or decided. Small, like a delegation's;
+/// a view that shows the request re-reads it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ApprovalMove {
+    /// The request.
+    #[schema(value_type = String, format = Uuid)]
+    pub approval_id: ApprovalId,
+    /// The requesting workspace.
+    #[schema(value_type = String, format = Uuid)]
+    pub workspace_id: WorkspaceId,
+    /// Who may decide it now besides the operator (null: the operator alone).
+    #[schema(value_type = Option<String>, format = Uuid)]
+    pub approver_id: Option<WorkspaceId>,
+    /// `pending`, `approved` or `denied`.
+    pub status: String,
+    /// `operator`, a workspace id or `expired`, once decided.
+    pub decided_by: Option<String>,
+}
+
+impl ApprovalMove {
+    /// True when `workspace` asked, or may decide.
+    pub fn concerns(&self, workspace: WorkspaceId) -> bool {
+        self.workspace_id == workspace || self.approver_id == Some(workspace)
+    }
+}
+
 /// Something a waiter may care about.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
@@ -89,6 +116,8 @@ pub enum Event {
     /// A delegation was created or moved, a repeat applied a preview, or
     /// its callee heartbeated.
     Delegation(DelegationMove),
+    /// An approval request was created, escalated or decided.
+    Approval(ApprovalMove),
     /// Tokens of a workspace were revoked (rotation, deletion): requests
     /// held open with one of them must re-check it and end.
     Revoked {
@@ -152,7 +181,7 @@ impl Local {
                     });
                 }
             }
-            Event::Upload { .. } | Event::Delegation(_) => {}
+            Event::Upload { .. } | Event::Delegation(_) | Event::Approval(_) => {}
         }
         let _ = self.events.send(event);
     }

@@ -48,6 +48,8 @@ pub struct Metrics {
     pub schedule_last_tick: Gauge,
     /// Completed ticks of the scheduler loop.
     pub schedule_ticks: IntCounter,
+    /// Approval moves, by event (requested, approved, denied, escalated).
+    pub approvals: IntCounterVec,
     /// Workspaces whose `active_tasks` the sweep reset after their
     /// heartbeat stopped.
     pub phantom_busy_resets: IntCounter,
@@ -114,6 +116,7 @@ impl Metrics {
             schedule_fire_lag,
             schedule_last_tick,
             schedule_ticks,
+            approvals: register_approvals(&r),
             secret_open_failures: register_secrets(&r),
             phantom_busy_resets: r.counter(
                 "molecule_phantom_busy_resets_total",
@@ -262,6 +265,19 @@ fn register_delegations(r: &Registrar) -> (IntCounterVec, Histogram) {
         ],
     );
     (delegations, seconds)
+}
+
+/// The approval counter, every event present from the start.
+fn register_approvals(r: &Registrar) -> IntCounterVec {
+    let moves = r.counter_vec(
+        "molecule_approvals_total",
+        "Approval requests made, decided (approved, denied; by a decider or on expiry) and escalated on expiry.",
+        &["event"],
+    );
+    for event in ["requested", "approved", "denied", "escalated"] {
+        moves.with_label_values(&[event]);
+    }
+    moves
 }
 
 /// The schedule fire counter (every status present from the start), the

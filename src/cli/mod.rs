@@ -5,6 +5,7 @@
 //! `crate::connect`. Both of those reach the server only over HTTP.
 
 pub(crate) mod agent;
+pub(crate) mod approvals;
 pub(crate) mod memory;
 pub(crate) mod operator;
 pub(crate) mod schedule;
@@ -76,6 +77,9 @@ pub(crate) enum Command {
     /// A workspace's schedules: list, add, rm, run now, history.
     #[command(subcommand)]
     Schedule(schedule::ScheduleCommand),
+    /// The approvals inbox: list pending requests, approve or deny one.
+    #[command(subcommand)]
+    Approval(approvals::ApprovalCommand),
 }
 
 /// Flags of `molecule migrate`.
@@ -157,5 +161,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Secret(cmd) => agent::secret(cmd).await,
         Command::Plugin(cmd) => agent::plugin(cmd).await,
         Command::Schedule(cmd) => schedule::schedule(cmd).await,
+        Command::Approval(cmd) => approvals::approval(cmd).await,
     }
 }

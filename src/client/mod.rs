@@ -7,6 +7,7 @@
 //! This module holds the client itself and its error; the endpoints are
 //! grouped by resource in its submodules, each an `impl Client` block.
 
+mod approvals;
 mod delegations;
 mod memory;
 mod messages;
@@ -27,10 +28,10 @@ use crate::http::MAX_WAIT_SECS;
 /// The wire types are the server's own, under the server's names, so the
 /// two sides cannot drift apart and a type reads the same on both.
 pub(crate) use crate::http::{
-    ActivityView, CreatedWorkspace, DelegationCreated, DelegationStatsView, DelegationView,
-    FireView, ImportReport, NewWorkspace, PendingUploadView, PluginView, RegisteredWorkspace,
-    RotatedToken, ScheduleDeleted, ScheduleView, SecretView, UploadStatsView, UploadedFiles,
-    WorkspaceView,
+    ActivityView, ApprovalView, CreatedWorkspace, DelegationCreated, DelegationStatsView,
+    DelegationView, FireView, ImportReport, NewWorkspace, PendingUploadView, PluginView,
+    RegisteredWorkspace, RotatedToken, ScheduleDeleted, ScheduleView, SecretView, UploadStatsView,
+    UploadedFiles, WorkspaceView,
 };
 pub(crate) use messages::{answer_text, ActivityQuery};
 pub(crate) use uploads::{Download, ProgressFn};

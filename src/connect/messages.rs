@@ -44,6 +44,10 @@ pub(super) async fn run(
             InboxItem::DelegationResult(result) => {
                 (Some(delegation::result_event(&row, result)), None)
             }
+            InboxItem::ApprovalDecided(decided) => (Some(approval_event(&row, decided)), None),
+            InboxItem::ApprovalRequested(asked) => {
+                (Some(approval_request_event(&row, asked)), None)
+            }
             InboxItem::Message(message) => (
                 message_event(&ctx, &row, message).await,
                 message.rpc.as_ref(),
@@ -72,6 +76,37 @@ pub(super) async fn run(
             break;
         }
     }
+}
+
+/// The JSON line of the decision on an approval this workspace asked for:
+/// what an agent blocked on the request waits for.
+fn approval_event(row: &ActivityView, d: &inbox::ApprovalDecided) -> Value {
+    serde_json::json!({
+        "type": "approval_decision",
+        "activity_id": row.id,
+        "approval_id": d.approval_id,
+        "action": d.action,
+        "task_id": d.task_id,
+        "decision": d.decision,
+        "decided_by": d.decided_by,
+        "note": d.note,
+        "decided_at": d.decided_at,
+    })
+}
+
+/// The JSON line of a request this workspace may decide (it answers with
+/// `POST /workspaces/:requester/approvals/:id/decide`).
+fn approval_request_event(row: &ActivityView, a: &inbox::ApprovalRequested) -> Value {
+    serde_json::json!({
+        "type": "approval_request",
+        "activity_id": row.id,
+        "approval_id": a.approval_id,
+        "workspace_id": a.workspace_id,
+        "action": a.action,
+        "reason": a.reason,
+        "context": a.context,
+        "expires_at": a.expires_at,
+    })
 }
 
 /// The JSON line describing a message, with its file URIs rewritten.

@@ -622,12 +622,15 @@ async fn dispatch_rows(
             Ok(InboxItem::ChatUpload(upload)) => {
                 files::start_delivery(ctx, dispatch, upload, Some(row.id)).await;
             }
-            // Delegations and their results go through the message queue:
-            // the agent gets them in inbox order, one at a time.
+            // Delegations, their results and approvals go through the
+            // message queue: the agent gets them in inbox order, one at a
+            // time.
             Ok(
                 item @ (InboxItem::Message(_)
                 | InboxItem::Delegate(_)
-                | InboxItem::DelegationResult(_)),
+                | InboxItem::DelegationResult(_)
+                | InboxItem::ApprovalDecided(_)
+                | InboxItem::ApprovalRequested(_)),
             ) => {
                 if dispatch.messages.send((row, item)).is_err() {
                     return false;

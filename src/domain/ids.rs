@@ -76,6 +76,10 @@ typed_id!(
     /// Identifies one fire of a schedule (a `schedule_fires` row).
     FireId
 );
+typed_id!(
+    /// Identifies one approval request (an `approvals` row).
+    ApprovalId
+);
 
 #[cfg(test)]
 mod tests {

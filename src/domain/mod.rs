@@ -9,6 +9,7 @@
 //! types is valid by construction ("parse, don't validate"), so the layers
 //! above never re-check what a type already guarantees.
 
+pub mod approval;
 mod delegation;
 mod filename;
 mod ids;
@@ -31,7 +32,9 @@ pub use delegation::{
     PREVIEW_CHARS, TASK_PREVIEW_CHARS,
 };
 pub use filename::Filename;
-pub use ids::{DelegationId, FileId, FireId, IdError, MemoryId, ScheduleId, WorkspaceId};
+pub use ids::{
+    ApprovalId, DelegationId, FileId, FireId, IdError, MemoryId, ScheduleId, WorkspaceId,
+};
 pub use inbox::{InboxItem, InboxRow};
 pub use lifecycle::{
     default_model, resolve_model, resolve_runtime, HeartbeatError, HeartbeatReport, Liveness,

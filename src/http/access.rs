@@ -21,7 +21,7 @@ use axum::http::HeaderMap;
 use serde::de::DeserializeOwned;
 
 use super::auth::{MaybePrincipal, Principal, Session};
-use super::extract::{DelegationPath, FilePath, SchedulePath, WorkspacePath};
+use super::extract::{ApprovalPath, DelegationPath, FilePath, SchedulePath, WorkspacePath};
 use super::{AppState, Error, Json, Result};
 use crate::domain::{self, Caller, WorkspaceId};
 use crate::store::Workspace;
@@ -94,6 +94,12 @@ impl ScopedPath for FilePath {
 }
 
 impl ScopedPath for DelegationPath {
+    fn workspace_id(&self) -> WorkspaceId {
+        self.0
+    }
+}
+
+impl ScopedPath for ApprovalPath {
     fn workspace_id(&self) -> WorkspaceId {
         self.0
     }
@@ -183,6 +189,28 @@ impl FromRequestParts<AppState> for Callee {
         match who {
             Principal::Workspace(own) if own == path.0 => Ok(Callee(path)),
             _ => Err(Error::delegation_not_found()),
+        }
+    }
+}
+
+/// Who may decide the approval request in the path: the operator, or a
+/// workspace other than the requester (whether it is the request's current
+/// decider is part of the store's conditional update, so it cannot race an
+/// escalation). The requester itself is refused with 403: a workspace never
+/// decides its own request.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct ApprovalDecider(pub ApprovalPath, pub Principal);
+
+impl FromRequestParts<AppState> for ApprovalDecider {
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self> {
+        let (path, who) = token_then_path::<ApprovalPath, Principal>(parts, state).await?;
+        match who {
+            Principal::Workspace(own) if own == path.0 => Err(Error::Denied(
+                "a workspace cannot decide its own approval request".into(),
+            )),
+            _ => Ok(ApprovalDecider(path, who)),
         }
     }
 }

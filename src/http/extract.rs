@@ -5,7 +5,7 @@ use axum::http::request::Parts;
 use serde::de::DeserializeOwned;
 
 use super::{Error, Result};
-use crate::domain::{DelegationId, FileId, ScheduleId, WorkspaceId};
+use crate::domain::{ApprovalId, DelegationId, FileId, ScheduleId, WorkspaceId};
 
 /// `/workspaces/{id}/…`
 #[derive(Debug, Clone, Copy)]
@@ -22,6 +22,10 @@ pub(super) struct DelegationPath(pub WorkspaceId, pub DelegationId);
 /// `/workspaces/{id}/schedules/{sid}/…`
 #[derive(Debug, Clone, Copy)]
 pub(super) struct SchedulePath(pub WorkspaceId, pub ScheduleId);
+
+/// `/workspaces/{id}/approvals/{aid}/…`
+#[derive(Debug, Clone, Copy)]
+pub(super) struct ApprovalPath(pub WorkspaceId, pub ApprovalId);
 
 fn bad_id(e: impl std::fmt::Display) -> Error {
     Error::BadRequest(e.to_string())
@@ -74,6 +78,20 @@ impl<S: Send + Sync> FromRequestParts<S> for SchedulePath {
             .await
             .map_err(|e| Error::BadRequest(e.body_text()))?;
         Ok(SchedulePath(
+            ws.parse().map_err(bad_id)?,
+            id.parse().map_err(bad_id)?,
+        ))
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for ApprovalPath {
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self> {
+        let Path((ws, id)) = Path::<(String, String)>::from_request_parts(parts, state)
+            .await
+            .map_err(|e| Error::BadRequest(e.body_text()))?;
+        Ok(ApprovalPath(
             ws.parse().map_err(bad_id)?,
             id.parse().map_err(bad_id)?,
         ))

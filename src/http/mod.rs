@@ -6,6 +6,7 @@
 mod a2a;
 mod access;
 mod activity;
+mod approvals;
 mod auth;
 mod canvas;
 mod cron;
@@ -53,6 +54,7 @@ use crate::secrets::Sealer;
 use crate::store::Store;
 
 pub(crate) use activity::{ActivityView, MAX_WAIT_SECS};
+pub(crate) use approvals::ApprovalView;
 pub(crate) use delegations::{DelegationCreated, DelegationStatsView, DelegationView};
 pub(crate) use error::{Error, ErrorBody, Json, Result};
 pub(crate) use kv::KvView;
@@ -146,6 +148,7 @@ pub(crate) fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(schedules::routes())
         .merge(cron::routes())
         .merge(schedule_health::routes())
+        .merge(approvals::routes())
         .merge(memories::routes())
         .merge(kv::routes())
         .merge(mcp::routes())

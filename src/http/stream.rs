@@ -1,6 +1,6 @@
 //! The canvas's live feed: `GET /workspaces/:id/events`, Server-Sent
 //! Events for each new activity row, each staged-file state change and each
-//! delegation move of one workspace, replayed from a cursor and then
+//! delegation and approval move of one workspace, replayed from a cursor and then
 //! followed on the event bus until the token is revoked or the workspace
 //! deleted.
 
@@ -98,6 +98,11 @@ impl SseCursor {
             }
             Ok(Event::Delegation(moved)) if moved.concerns(self.id) => {
                 if let Ok(ev) = SseEvent::default().event("delegation").json_data(&moved) {
+                    self.ready.push_back(ev);
+                }
+            }
+            Ok(Event::Approval(moved)) if moved.concerns(self.id) => {
+                if let Ok(ev) = SseEvent::default().event("approval").json_data(&moved) {
                     self.ready.push_back(ev);
                 }
             }

@@ -20,6 +20,7 @@
 //! missing blob.
 
 mod activity;
+mod approvals;
 mod blobs;
 mod delegations;
 mod kv;
@@ -41,6 +42,8 @@ use crate::events::Bus;
 use crate::metrics::Metrics;
 use crate::store::{Store, StoreError};
 
+pub(crate) use approvals::announce as announce_approval;
+pub use approvals::expire_due as expire_approvals;
 pub(crate) use schedules::announce as announce_fire;
 pub use schedules::{liveness, Liveness, Scheduler, FIRES_PER_TICK, STALL_FLOOR, STALL_PERIODS};
 
@@ -56,6 +59,7 @@ pub static REGISTERED: &[&dyn Job] = &[
     &memory::BackfillEmbeddings,
     &delegations::SweepDelegations,
     &schedules::FireSchedules,
+    &approvals::ExpireApprovals,
     &workspaces::ResetPhantomBusy,
     &workspaces::PurgeRemoved,
     &blobs::ReapOrphans,

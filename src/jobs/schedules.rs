@@ -55,7 +55,7 @@ impl Job for FireSchedules {
 /// loop.
 #[derive(Clone)]
 pub struct Scheduler {
-    cx: JobContext,
+    pub(super) cx: JobContext,
 }
 
 impl Scheduler {
@@ -92,7 +92,14 @@ impl Scheduler {
                 _ = ticker.tick() => {}
             }
             let this = self.clone();
-            let tick = tokio::spawn(async move { this.tick(crate::domain::now()).await });
+            // Approval expiry shares the clock: due requests are decided
+            // or escalated within a tick of their `expires_at`.
+            let tick = tokio::spawn(async move {
+                let now = crate::domain::now();
+                let fired = this.tick(now).await;
+                let expired = super::approvals::expire_due(&this.cx, now).await;
+                fired.and(expired)
+            });
             match tick.await {
                 Ok(Ok(_)) => {
                     self.mark_tick(crate::domain::now());

@@ -23,7 +23,7 @@ use uuid::Uuid;
 use super::engine::{Engine, SweptRow};
 use super::sql::{SqlStore, Ts};
 use super::*;
-use crate::domain::{DelegationId, FileId, FireId, MemoryId, ScheduleId, WorkspaceId};
+use crate::domain::{ApprovalId, DelegationId, FileId, FireId, MemoryId, ScheduleId, WorkspaceId};
 
 /// The PostgreSQL implementation of [`Store`].
 pub type PostgresStore = SqlStore<Postgres>;
@@ -88,6 +88,7 @@ macro_rules! id_as_uuid {
 }
 id_as_uuid!(
     WorkspaceId,
+    ApprovalId,
     FileId,
     MemoryId,
     DelegationId,

@@ -9,6 +9,7 @@ mod a2a_clients;
 
 mod activity_cursor;
 mod agent;
+mod approvals;
 mod blob_contract;
 mod canvas;
 mod clients;

@@ -14,11 +14,11 @@
 //! to its agent and reports the outcome to the ledger, and a poller of
 //! `a2a_receive` sees the row as it sees any delegated task, so a fire
 //! needs no kind of its own (a new kind would be skipped by every reader
-//! built before it). Where the next kinds go: an approval decision
-//! will be one more variant here (with its `method` constant, its `row`
-//! arm and its `parse` arm), written by its feature's handler or job through
-//! [`InboxItem::row`], and matched by `connect`'s dispatch, which today
-//! ignores (and moves its cursor past) any kind it does not handle.
+//! built before it). A new kind is one more variant here (with its
+//! `method` constant, its `row` arm and its `parse` arm), written by its
+//! feature's handler or job through [`InboxItem::row`], and matched by
+//! `connect`'s dispatch, which ignores (and moves its cursor past) any kind
+//! it does not handle. The approval kinds live in `approval.rs`.
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -26,6 +26,9 @@ use serde_json::{json, Value};
 
 use super::{pending_uri, truncate_chars, Caller, DelegationId, DelegationStatus};
 use super::{FileId, WorkspaceId};
+
+mod approval;
+pub use approval::{ApprovalDecided, ApprovalRequested};
 
 /// The `activity_type` of every row a workspace's inbox poll asks for
 /// (`?type=a2a_receive`): messages, files and delegations.
@@ -47,6 +50,10 @@ pub const DELEGATE: &str = "delegate";
 pub const DELEGATION_RESULT: &str = "delegation_result";
 /// The `method` of the agent's message to the operator.
 pub const NOTIFY: &str = "notify";
+/// The `method` of the decision on the workspace's approval request.
+pub const APPROVAL_DECIDED: &str = "approval_decided";
+/// The `method` of an approval request the workspace may decide.
+pub const APPROVAL_REQUESTED: &str = "approval_requested";
 
 /// The fields of one activity row, as the server inserts it and as the API
 /// shows it (less the id and timestamp the store assigns).
@@ -92,6 +99,10 @@ pub enum InboxItem {
     RestartRequested,
     /// The agent's message to the operator (`/notify`).
     AgentMessage(AgentMessage),
+    /// The decision on an approval request the workspace made.
+    ApprovalDecided(ApprovalDecided),
+    /// An approval request the workspace may decide.
+    ApprovalRequested(ApprovalRequested),
     /// Any other row (what the agent reports through `/activity`), kept
     /// whole: nothing is dropped for being of a kind this build does not
     /// know.
@@ -333,6 +344,8 @@ impl InboxItem {
                 ..InboxRow::default()
             },
             Self::AgentMessage(a) => a.row(),
+            Self::ApprovalDecided(a) => a.row(),
+            Self::ApprovalRequested(a) => a.row(),
             Self::Other(row) => row.clone(),
         }
     }
@@ -351,6 +364,12 @@ impl InboxItem {
             (INBOX_TYPE, Some(DELEGATE)) => Self::Delegate(Delegate::parse(row)?),
             (INBOX_TYPE, Some(DELEGATION_RESULT)) => {
                 Self::DelegationResult(DelegationResult::parse(row)?)
+            }
+            (INBOX_TYPE, Some(APPROVAL_DECIDED)) => {
+                Self::ApprovalDecided(ApprovalDecided::parse(row)?)
+            }
+            (INBOX_TYPE, Some(APPROVAL_REQUESTED)) => {
+                Self::ApprovalRequested(ApprovalRequested::parse(row)?)
             }
             (RESTART_TYPE, _) => Self::RestartRequested,
             (AGENT_MESSAGE_TYPE, Some(NOTIFY)) => Self::AgentMessage(AgentMessage::parse(row)?),

@@ -137,3 +137,43 @@ fn unknown_kinds_are_kept_and_broken_known_ones_are_unreadable() {
     };
     assert!(InboxItem::parse(&broken).is_err());
 }
+
+#[test]
+fn approval_rows_round_trip_and_keep_their_wire_shape() {
+    use crate::domain::approval::{DecidedBy, Decision};
+    use crate::domain::ApprovalId;
+    let (ws, parent, id) = (WorkspaceId::new(), WorkspaceId::new(), ApprovalId::new());
+    let at: DateTime<Utc> = "2026-01-02T03:04:05Z".parse().unwrap();
+    let row = round_trips(InboxItem::ApprovalDecided(ApprovalDecided {
+        approval_id: id,
+        workspace_id: ws,
+        action: "rm -rf build/".into(),
+        task_id: Some("t1".into()),
+        decision: Decision::Denied,
+        decided_by: DecidedBy::Workspace(parent),
+        note: Some("not today".into()),
+        decided_at: at,
+    }));
+    assert_eq!(
+        (row.activity_type.as_str(), row.method.as_deref()),
+        (INBOX_TYPE, Some(APPROVAL_DECIDED))
+    );
+    assert_eq!(row.status.as_deref(), Some("denied"));
+    assert_eq!(row.source_id, Some(parent.to_string()));
+    assert_eq!(row.data.as_ref().unwrap()["decided_by"], json!(parent));
+    assert_eq!(row.data.as_ref().unwrap()["decision"], json!("denied"));
+    let row = round_trips(InboxItem::ApprovalRequested(ApprovalRequested {
+        approval_id: id,
+        workspace_id: ws,
+        approver_id: parent,
+        action: "deploy".into(),
+        reason: None,
+        context: Some(json!({"env": "prod"})),
+        expires_at: Some(at),
+    }));
+    assert_eq!(row.method.as_deref(), Some(APPROVAL_REQUESTED));
+    assert_eq!(row.target_id, Some(parent.to_string()));
+    let mut broken = row.clone();
+    broken.data = Some(json!({"approval_id": "nope"}));
+    assert!(InboxItem::parse(&broken).is_err());
+}
