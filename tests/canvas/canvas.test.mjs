@@ -24,7 +24,10 @@ const ARTIFACTS = need('CANVAS_ARTIFACTS');
 const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
 const KEEP_GOING = process.env.CANVAS_KEEP_GOING === '1';
 // Running on past failures waits out many step timeouts: more time then.
-const OVERALL_TIMEOUT_MS = KEEP_GOING ? 600_000 : 240_000;
+const OVERALL_TIMEOUT_MS = KEEP_GOING ? 600_000 : 300_000;
+// The long chat's length: 2,000 in the suite; CANVAS_LONG_CHAT=10000 is
+// the scale run BENCHMARKS.md records (seeding it takes minutes).
+const LONG_CHAT = Number(process.env.CANVAS_LONG_CHAT || 2000);
 const AXE_SOURCE = await readFile(createRequire(import.meta.url).resolve('axe-core/axe.min.js'), 'utf8');
 const STEP_TIMEOUT_MS = 20_000;
 
@@ -1047,9 +1050,9 @@ async function main() {
     await chatAgain();
   });
 
-  await step('a 10,000-message chat opens on its newest page, fetched alone; older pages are fetched and drawn on scroll-up (issue 30, defect 3)', async () => {
+  await step(`a ${LONG_CHAT.toLocaleString('en')}-message chat opens on its newest page, fetched alone; older pages are fetched and drawn on scroll-up (issue 30, defect 3)`, async () => {
     const long = await apiCall('POST', '/workspaces', ADMIN_TOKEN, { name: 'long-chat', delivery_mode: 'poll' });
-    const N = 10000;
+    const N = LONG_CHAT;
     for (let i = 0; i < N; i += 50) {
       await Promise.all(Array.from({ length: Math.min(50, N - i) }, (_, j) => (((i + j) % 2)
         ? apiCall('POST', `/workspaces/${long.id}/notify`, long.auth_token, { message: `long reply ${i + j} with *some* \`code\`` })
