@@ -741,7 +741,7 @@ async function main() {
     await page.getByRole('button', { name: 'Refresh the workspace list' }).click();
     await page.locator(`#workspace-list [data-ws="${quiet.id}"]`).waitFor();
     await page.locator('#workspace-list:not([aria-busy])').waitFor();
-    for (const message of ['first from quiet', 'second from quiet']) {
+    for (const message of ['first from quiet', 'second from **quiet** with `code`']) {
       await apiCall('POST', `/workspaces/${quiet.id}/notify`, quiet.auth_token, { message });
     }
     await page.getByRole('button', { name: 'Refresh the workspace list' }).click();
@@ -751,7 +751,8 @@ async function main() {
     const first = await page.locator('#workspace-list [data-ws]').first().getAttribute('data-ws');
     assert(first === quiet.id, 'the list is not sorted by latest activity');
     const notes = await page.evaluate(() => window.shownNotes);
-    assert(notes.includes('quiet-agent: second from quiet'), `notifications shown: ${JSON.stringify(notes)}`);
+    // Plain text: the Markdown is read, not shown raw (issue 30, defect 9).
+    assert(notes.includes('quiet-agent: second from quiet with code'), `notifications shown: ${JSON.stringify(notes)}`);
     await page.locator(`#workspace-list [data-ws="${quiet.id}"]`).click();
     await page.locator('.msg-in .text', { hasText: 'second from quiet' }).waitFor();
     await page.locator(`#workspace-list [data-ws="${quiet.id}"] .unread`).waitFor({ state: 'detached' });

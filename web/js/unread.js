@@ -7,6 +7,7 @@
 // saw. What was seen is kept in localStorage, per workspace.
 
 import { api, wsPath } from './api.js';
+import { renderMarkdown } from './markdown.js';
 import { bus, state } from './state.js';
 
 const SEEN_KEY = 'molecule.seen';
@@ -105,9 +106,17 @@ function paintTitle() {
 const notifying = () => localStorage.getItem(NOTIFY_KEY) === 'on'
   && typeof Notification !== 'undefined' && Notification.permission === 'granted';
 
+/** A message as a notification shows it: its Markdown read as plain text, on one line. */
+function plainText(markdown) {
+  const holder = document.createElement('div');
+  holder.append(renderMarkdown(markdown));
+  const blocks = holder.children.length ? [...holder.children] : [holder];
+  return blocks.map((b) => b.textContent).join(' ').replace(/\s+/g, ' ').trim();
+}
+
 function notify(ws, row) {
   if (!notifying()) return;
-  const text = row.data?.text ?? row.summary ?? '';
+  const text = plainText(row.data?.text ?? row.summary ?? '');
   try {
     const n = new Notification(ws.name, { body: text.slice(0, 200), tag: `molecule-${ws.id}-${row.id}` });
     n.onclick = () => {
