@@ -190,6 +190,20 @@ async fn js_client(engine: Engine) {
     assert_eq!(seen["canceled_state"], "TASK_STATE_CANCELED");
     assert_eq!(seen["second_cancel"], "JsonRpcTaskNotCancelableError");
     assert_eq!(seen["unknown_task"], "JsonRpcTaskNotFoundError");
+    // The streamed task: submitted, picked up (a status the stream may
+    // pass over when the agent answers at once: each event carries the
+    // row as it is when read), answered, over.
+    let mut streamed = seen["streamed"].as_array().unwrap().clone();
+    streamed.retain(|e| *e != json!(["status", "TASK_STATE_WORKING"]));
+    assert_eq!(
+        streamed,
+        vec![
+            json!(["task", "TASK_STATE_SUBMITTED"]),
+            json!(["artifact", "hello from the agent"]),
+            json!(["status", "TASK_STATE_COMPLETED"])
+        ],
+        "{seen}"
+    );
     ledger_row_is_the_answer(&app, &c, tid).await;
 }
 crate::on_both_engines!(js_client);

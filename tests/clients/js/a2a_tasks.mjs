@@ -2,7 +2,8 @@
 // Drives molecule's A2A endpoint with the official JavaScript client
 // (@a2a-js/sdk), unmodified: resolve a workspace's Agent Card, send it a
 // message (answered by a real `molecule connect --exec` agent), get and list
-// the task, then cancel a second task the agent has not picked up.
+// the task, cancel a second task the agent has not picked up, and stream a
+// third.
 //
 // Usage: node a2a_tasks.mjs BASE_URL WORKSPACE_ID TOKEN IDLE_WORKSPACE_ID
 // Prints one JSON object with what the client saw.
@@ -88,4 +89,14 @@ const canceled = await idleClient.cancelTask({ id: pending.id });
 out.canceled_state = stateName(canceled);
 out.second_cancel = await errorName(() => idleClient.cancelTask({ id: pending.id }));
 out.unknown_task = await errorName(() => idleClient.getTask({ id: randomUUID() }));
+// Streamed: the task, then its moves until the agent is done.
+out.streamed = [];
+for await (const event of client.sendMessageStream({ message: message("stream hello") })) {
+  const { $case, value } = event.payload;
+  if ($case === "task") out.streamed.push(["task", stateName(value)]);
+  if ($case === "statusUpdate") out.streamed.push(["status", stateName(value)]);
+  if ($case === "artifactUpdate") {
+    out.streamed.push(["artifact", value.artifact.parts.map((p) => p.content?.value).join("")]);
+  }
+}
 console.log(JSON.stringify(out));
