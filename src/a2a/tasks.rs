@@ -210,6 +210,25 @@ fn message(dialect: Dialect, task: &A2aTask, id: &str, agent: bool, text: &str) 
 /// the answer as the `result` artifact once completed.
 pub(crate) fn task_json(task: &A2aTask, dialect: Dialect) -> Value {
     let d = &task.delegation;
+    let mut out = json!({
+        "id": d.id.to_string(),
+        "contextId": task.context_id,
+        "status": status_json(task, dialect),
+        "history": [message(dialect, task, &task.message_id, false, &d.task)],
+    });
+    if let Some(artifact) = artifact_json(task, dialect) {
+        out["artifacts"] = json!([artifact]);
+    }
+    if dialect == Dialect::V03 {
+        out["kind"] = json!("task");
+    }
+    out
+}
+
+/// A task's status: its state, when it moved there, and the error as the
+/// agent's message when it failed.
+fn status_json(task: &A2aTask, dialect: Dialect) -> Value {
+    let d = &task.delegation;
     let state = TaskState::of(task);
     let mut status = json!({
         "state": state.name(dialect),
@@ -218,26 +237,57 @@ pub(crate) fn task_json(task: &A2aTask, dialect: Dialect) -> Value {
     if let (TaskState::Failed | TaskState::Canceled, Some(err)) = (state, &d.error_detail) {
         status["message"] = message(dialect, task, &format!("{}-status", d.id), true, err);
     }
-    let mut out = json!({
-        "id": d.id.to_string(),
-        "contextId": task.context_id,
-        "status": status,
-        "history": [message(dialect, task, &task.message_id, false, &d.task)],
+    status
+}
+
+/// The `result` artifact: the agent's answer, once the task completed.
+fn artifact_json(task: &A2aTask, dialect: Dialect) -> Option<Value> {
+    let d = &task.delegation;
+    let (TaskState::Completed, Some(result)) = (TaskState::of(task), &d.result_preview) else {
+        return None;
+    };
+    let mut artifact = json!({
+        "artifactId": format!("{}-result", d.id),
+        "name": "result",
+        "parts": [text_part(dialect, result)],
     });
-    if let (TaskState::Completed, Some(result)) = (state, &d.result_preview) {
-        let mut artifact = json!({
-            "artifactId": format!("{}-result", d.id),
-            "name": "result",
-            "parts": [text_part(dialect, result)],
-        });
-        if dialect == Dialect::V03 {
-            artifact["kind"] = json!("artifact");
-        }
-        out["artifacts"] = json!([artifact]);
-    }
     if dialect == Dialect::V03 {
-        out["kind"] = json!("task");
+        artifact["kind"] = json!("artifact");
     }
+    Some(artifact)
+}
+
+/// The first event of a task's stream: the task itself (1.0 wraps it as
+/// a `StreamResponse`; 0.3 sends it bare, `kind: task`).
+pub(crate) fn stream_task(task: &A2aTask, dialect: Dialect) -> Value {
+    match dialect {
+        Dialect::V1 => json!({ "task": task_json(task, dialect) }),
+        Dialect::V03 => task_json(task, dialect),
+    }
+}
+
+/// The events a move of the task makes on its stream: the `result`
+/// artifact when it completed, then its new status (0.3 marks the last
+/// one `final`).
+pub(crate) fn stream_moves(task: &A2aTask, dialect: Dialect) -> Vec<Value> {
+    let tid = task.delegation.id.to_string();
+    let mut out = Vec::with_capacity(2);
+    if let Some(artifact) = artifact_json(task, dialect) {
+        out.push(match dialect {
+            Dialect::V1 => json!({"artifactUpdate": {"taskId": tid, "contextId": task.context_id,
+                "artifact": artifact, "append": false, "lastChunk": true}}),
+            Dialect::V03 => json!({"kind": "artifact-update", "taskId": tid,
+                "contextId": task.context_id, "artifact": artifact, "append": false, "lastChunk": true}),
+        });
+    }
+    let status = status_json(task, dialect);
+    out.push(match dialect {
+        Dialect::V1 => json!({"statusUpdate": {"taskId": tid, "contextId": task.context_id,
+            "status": status}}),
+        Dialect::V03 => json!({"kind": "status-update", "taskId": tid,
+            "contextId": task.context_id, "status": status,
+            "final": TaskState::of(task).is_terminal()}),
+    });
     out
 }
 

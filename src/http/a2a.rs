@@ -228,7 +228,7 @@ pub(super) async fn rpc(
             match call.run(method, &body, params).await? {
                 Answer::Result(r) => Ok(r),
                 Answer::Error(e) => Err(e),
-                Answer::Forwarded(r) => return Ok(r),
+                Answer::Raw(r) => return Ok(r),
             }
         }
         Err(e) => Err(e),
@@ -262,8 +262,9 @@ enum Answer {
     Result(Value),
     /// A JSON-RPC error.
     Error(RpcError),
-    /// A push workspace's own answer, passed through.
-    Forwarded(Response),
+    /// A response of its own: a push workspace's answer passed through,
+    /// or a task's event stream.
+    Raw(Response),
 }
 
 impl From<std::result::Result<Value, RpcError>> for Answer {
@@ -286,7 +287,9 @@ struct Call<'a> {
 impl Call<'_> {
     async fn run(&self, method: Method, body: &Value, params: Value) -> Result<Answer> {
         match method {
-            Method::SendMessage => self.send(body, &params).await,
+            Method::SendMessage => self.send(body, &params, false).await,
+            Method::SendStreamingMessage => self.send(body, &params, true).await,
+            Method::SubscribeToTask => self.subscribe(body, &params).await,
             Method::GetTask => Ok(self.get(&params).await?.into()),
             Method::ListTasks => Ok(self.list(&params).await?.into()),
             Method::CancelTask => Ok(self.cancel(&params).await?.into()),
@@ -295,11 +298,6 @@ impl Call<'_> {
                 Ok(Answer::Result(card::workspace_card(
                     &w,
                     &endpoint(self.state, self.id),
-                )))
-            }
-            Method::SendStreamingMessage | Method::SubscribeToTask => {
-                Ok(Answer::Error(RpcError::unsupported(
-                    "streaming is not supported by this server (capabilities.streaming is false)",
                 )))
             }
             Method::PushConfig => Ok(Answer::Error(RpcError::push_not_supported())),
@@ -339,7 +337,34 @@ impl Call<'_> {
             .map(|t| tasks::task_json(&t, self.dialect)))
     }
 
-    async fn send(&self, body: &Value, params: &Value) -> Result<Answer> {
+    /// `SubscribeToTask`: the stream of a task that is not over (one that
+    /// is over has nothing more to stream: `GetTask` reads it).
+    async fn subscribe(&self, body: &Value, params: &Value) -> Result<Answer> {
+        // Subscribed before the task is read, so no move is missed.
+        let events = self.state.bus.subscribe();
+        let task = match self.task(params, "id").await? {
+            Ok(t) => t,
+            Err(e) => return Ok(Answer::Error(e)),
+        };
+        let state = TaskState::of(&task);
+        if state.is_terminal() {
+            return Ok(Answer::Error(RpcError::unsupported(format!(
+                "the task is over ({}): GetTask reads its final state",
+                state.name(self.dialect)
+            ))));
+        }
+        let rpc_id = body.get("id").cloned().unwrap_or(Value::Null);
+        Ok(Answer::Raw(super::a2a_stream::respond(
+            self.state,
+            rpc_id,
+            self.dialect,
+            task,
+            events,
+        )))
+    }
+
+    /// `SendMessage` (or, `stream`ing, `SendStreamingMessage`).
+    async fn send(&self, body: &Value, params: &Value, stream: bool) -> Result<Answer> {
         let msg = match tasks::incoming(params) {
             Ok(m) => m,
             Err(e) => return Ok(Answer::Error(e)),
@@ -350,9 +375,12 @@ impl Call<'_> {
             workspace.url.as_deref(),
             workspace.paused_at,
         ) {
-            return Ok(Answer::Forwarded(
-                forward(self.state, self.id, url, body).await?,
-            ));
+            if stream {
+                return Ok(Answer::Error(RpcError::unsupported(
+                    "streaming from an agent that answers over push is not supported: use SendMessage",
+                )));
+            }
+            return Ok(Answer::Raw(forward(self.state, self.id, url, body).await?));
         }
         if let Some(tid) = &msg.task_id {
             let known = self.task(&json!({ "id": tid }), "id").await?;
@@ -389,6 +417,16 @@ impl Call<'_> {
             Ok(t) => t,
             Err(e) => return Ok(Answer::Error(e)),
         };
+        if stream {
+            let rpc_id = body.get("id").cloned().unwrap_or(Value::Null);
+            return Ok(Answer::Raw(super::a2a_stream::respond(
+                self.state,
+                rpc_id,
+                self.dialect,
+                task,
+                events,
+            )));
+        }
         let tid = task.delegation.id;
         if !immediate && !TaskState::of(&task).is_terminal() {
             let wait = async {

@@ -538,9 +538,14 @@ async fn a2a_errors_have_their_codes(engine: Engine) {
         -32602
     );
     assert_eq!(
-        app.rpc_err(&kid, t, "SendStreamingMessage", send_params("x"))
-            .await,
-        -32004
+        app.rpc_err(
+            &kid,
+            t,
+            "SubscribeToTask",
+            json!({"id": uuid::Uuid::new_v4().to_string()})
+        )
+        .await,
+        -32001
     );
     assert_eq!(
         app.rpc_err(&kid, t, "CreateTaskPushNotificationConfig", json!({}))

@@ -1,7 +1,8 @@
-//! A2A end to end with the official Python client (`a2a-sdk`, unmodified):
-//! it resolves a poll workspace's card, sends a message that a real
-//! `molecule connect --exec` agent answers, gets and lists the task, and
-//! cancels a task nobody picked up — over the 1.0 and the 0.3 interface.
+//! A2A end to end with the official clients, unmodified — Python
+//! (`a2a-sdk`, over the 1.0 and the 0.3 interface) and JavaScript
+//! (`@a2a-js/sdk`): each resolves a poll workspace's card, sends a message
+//! that a real `molecule connect --exec` agent answers, gets and lists the
+//! task, and cancels a task nobody picked up.
 
 use std::process::Stdio;
 
@@ -23,16 +24,22 @@ async fn child(app: &TestApp, name: &str, parent: Option<&Ws>) -> Ws {
     }
 }
 
-async fn python_client_round_trip(engine: Engine, version: &str) {
-    let Some(python) = clients::python() else {
-        return;
-    };
-    let Some(app) = spawn_app(engine).await else {
-        return;
-    };
-    let boss = child(&app, "boss", None).await;
-    let kid = child(&app, "helper", Some(&boss)).await;
-    let idle = child(&app, "idle", Some(&boss)).await;
+/// The cast every client test uses: `boss` (whose token the client
+/// holds), its child `kid` answered by a real `molecule connect --exec`
+/// agent (kept alive by the returned child process), and an `idle` child
+/// nobody answers.
+struct Cast {
+    boss: Ws,
+    kid: Ws,
+    idle: Ws,
+    _agent: tokio::process::Child,
+    _dir: tempfile::TempDir,
+}
+
+async fn cast(app: &TestApp) -> Cast {
+    let boss = child(app, "boss", None).await;
+    let kid = child(app, "helper", Some(&boss)).await;
+    let idle = child(app, "idle", Some(&boss)).await;
     let dir = tempfile::TempDir::new().unwrap();
     let _agent = Command::new(env!("CARGO_BIN_EXE_molecule"))
         .args([
@@ -55,6 +62,39 @@ async fn python_client_round_trip(engine: Engine, version: &str) {
         .kill_on_drop(true)
         .spawn()
         .expect("start molecule connect");
+    Cast {
+        boss,
+        kid,
+        idle,
+        _agent,
+        _dir: dir,
+    }
+}
+
+/// What the ledger says of task `tid` the client saw completed: one task
+/// is one ledger row, with the agent's answer.
+async fn ledger_row_is_the_answer(app: &TestApp, cast: &Cast, tid: &str) {
+    let (_, row) = app
+        .get(
+            &format!("/workspaces/{}/delegations/{tid}", cast.kid.id),
+            &cast.kid.token,
+        )
+        .await;
+    assert_eq!(
+        (row["status"].as_str(), row["result_preview"].as_str()),
+        (Some("completed"), Some("hello from the agent"))
+    );
+}
+
+async fn python_client_round_trip(engine: Engine, version: &str) {
+    let Some(python) = clients::python() else {
+        return;
+    };
+    let Some(app) = spawn_app(engine).await else {
+        return;
+    };
+    let c = cast(&app).await;
+    let (boss, kid, idle) = (&c.boss, &c.kid, &c.idle);
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/clients/a2a_tasks.py");
     let out = tokio::time::timeout(
         std::time::Duration::from_secs(120),
@@ -89,17 +129,7 @@ async fn python_client_round_trip(engine: Engine, version: &str) {
     assert_eq!(seen["canceled_state"], "TASK_STATE_CANCELED");
     assert_eq!(seen["second_cancel"], "TaskNotCancelableError");
     assert_eq!(seen["unknown_task"], "TaskNotFoundError");
-    // One task is one ledger row: the agent's answer is there too.
-    let (_, row) = app
-        .get(
-            &format!("/workspaces/{}/delegations/{tid}", kid.id),
-            &kid.token,
-        )
-        .await;
-    assert_eq!(
-        (row["status"].as_str(), row["result_preview"].as_str()),
-        (Some("completed"), Some("hello from the agent"))
-    );
+    ledger_row_is_the_answer(&app, &c, tid).await;
 }
 
 async fn python_client_v1(engine: Engine) {
@@ -111,3 +141,69 @@ async fn python_client_v03(engine: Engine) {
     python_client_round_trip(engine, "0.3").await
 }
 crate::on_both_engines!(python_client_v03);
+
+/// The JavaScript client, over the interface it picks from the card (1.0).
+/// It reports its errors as the SDK's own classes: the names asserted.
+async fn js_client(engine: Engine) {
+    let Some(dir) = clients::js_dir() else {
+        return;
+    };
+    let Some(app) = spawn_app(engine).await else {
+        return;
+    };
+    let c = cast(&app).await;
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/clients/js/a2a_tasks.mjs"
+    );
+    let out = tokio::time::timeout(
+        std::time::Duration::from_secs(120),
+        Command::new("node")
+            .current_dir(dir)
+            .arg(script)
+            .args([&app.address, &c.kid.id, &c.boss.token, &c.idle.id])
+            .output(),
+    )
+    .await
+    .expect("the client finished in time")
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let seen: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let tid = seen["task_id"].as_str().unwrap();
+    let (_, card) = app
+        .get(
+            &format!("/workspaces/{}/agent-card", c.kid.id),
+            &c.boss.token,
+        )
+        .await;
+    assert_eq!(seen["card_name"], card["name"]);
+    assert_eq!(seen["protocol_version"], "1.0");
+    assert_eq!(seen["sent_state"], "TASK_STATE_COMPLETED", "{seen}");
+    assert_eq!(seen["answer"], json!(["hello from the agent"]));
+    assert_eq!(seen["got_state"], "TASK_STATE_COMPLETED");
+    assert_eq!(seen["listed"], json!([tid]));
+    assert_eq!(seen["pending_state"], "TASK_STATE_SUBMITTED");
+    assert_eq!(seen["canceled_state"], "TASK_STATE_CANCELED");
+    assert_eq!(seen["second_cancel"], "JsonRpcTaskNotCancelableError");
+    assert_eq!(seen["unknown_task"], "JsonRpcTaskNotFoundError");
+    // The streamed task: submitted, picked up (a status the stream may
+    // pass over when the agent answers at once: each event carries the
+    // row as it is when read), answered, over.
+    let mut streamed = seen["streamed"].as_array().unwrap().clone();
+    streamed.retain(|e| *e != json!(["status", "TASK_STATE_WORKING"]));
+    assert_eq!(
+        streamed,
+        vec![
+            json!(["task", "TASK_STATE_SUBMITTED"]),
+            json!(["artifact", "hello from the agent"]),
+            json!(["status", "TASK_STATE_COMPLETED"])
+        ],
+        "{seen}"
+    );
+    ledger_row_is_the_answer(&app, &c, tid).await;
+}
+crate::on_both_engines!(js_client);
