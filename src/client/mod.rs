@@ -9,6 +9,7 @@
 
 mod approvals;
 mod delegations;
+mod instructions;
 mod memory;
 mod messages;
 mod plugins;
@@ -30,8 +31,8 @@ use crate::http::MAX_WAIT_SECS;
 pub(crate) use crate::http::{
     ActivityView, ApprovalView, CreatedWorkspace, DelegationCreated, DelegationStatsView,
     DelegationView, FireView, ImportReport, NewWorkspace, PendingUploadView, PluginView,
-    RegisteredWorkspace, RotatedToken, ScheduleDeleted, ScheduleView, SecretView, UploadStatsView,
-    UploadedFiles, WorkspaceView,
+    RegisteredWorkspace, ResolvedInstructions, RotatedToken, ScheduleDeleted, ScheduleView,
+    SecretView, UploadStatsView, UploadedFiles, WorkspaceView,
 };
 pub(crate) use messages::{answer_text, ActivityQuery};
 pub(crate) use uploads::{Download, ProgressFn};

@@ -96,6 +96,7 @@ pub(super) async fn exec(
         .current_dir(&ctx.dir)
         .env("MOLECULE_WORKSPACE_ID", ctx.workspace.to_string())
         .env("MOLECULE_UPLOADS_DIR", &ctx.uploads_dir)
+        .env(super::instructions::ENV, ctx.instructions_file())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())

@@ -11,7 +11,9 @@
 //! handled, so a restart neither skips nor repeats work. A file that
 //! cannot be written is kept in hand and tried again; the server's list of
 //! unacked files, read at every start, carries that work across restarts.
-//! `<dir>/.molecule/lock` keeps one process per folder. It reaches the
+//! `<dir>/.molecule/lock` keeps one process per folder. The platform
+//! instructions are fetched at start and on change into a file
+//! ([`instructions`]). It reaches the
 //! server only through [`crate::client`]; stdout carries nothing but JSON
 //! lines for the agent, logs go to stderr. File work runs off the async
 //! threads (`tokio::fs`, `spawn_blocking`).
@@ -22,6 +24,7 @@ mod delegation;
 mod download;
 mod files;
 mod handoff;
+mod instructions;
 mod messages;
 
 use std::collections::HashMap;
@@ -266,6 +269,7 @@ pub(crate) async fn run(args: ConnectArgs) -> anyhow::Result<()> {
         since_id = ctx.cursor.position(), "connecting");
 
     if register(&ctx).await {
+        instructions::refresh(&ctx).await;
         print_mcp_setup(&ctx, &args);
         serve(&ctx, &args).await;
     }
@@ -635,6 +639,10 @@ async fn dispatch_rows(
                 if dispatch.messages.send((row, item)).is_err() {
                     return false;
                 }
+            }
+            Ok(InboxItem::InstructionsChanged(_)) => {
+                instructions::refresh(ctx).await;
+                ctx.finish(row.id).await;
             }
             Ok(_) => {
                 tracing::debug!(activity_id = row.id, method = ?row.method, "ignoring an inbox row of another kind");

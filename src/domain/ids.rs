@@ -80,6 +80,10 @@ typed_id!(
     /// Identifies one approval request (an `approvals` row).
     ApprovalId
 );
+typed_id!(
+    /// Identifies one platform instruction (an `instructions` row).
+    InstructionId
+);
 
 #[cfg(test)]
 mod tests {

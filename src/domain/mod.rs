@@ -14,6 +14,7 @@ mod delegation;
 mod filename;
 mod ids;
 pub mod inbox;
+pub mod instruction;
 mod lifecycle;
 mod mcp;
 pub mod memory;
@@ -33,7 +34,8 @@ pub use delegation::{
 };
 pub use filename::Filename;
 pub use ids::{
-    ApprovalId, DelegationId, FileId, FireId, IdError, MemoryId, ScheduleId, WorkspaceId,
+    ApprovalId, DelegationId, FileId, FireId, IdError, InstructionId, MemoryId, ScheduleId,
+    WorkspaceId,
 };
 pub use inbox::{InboxItem, InboxRow};
 pub use lifecycle::{

@@ -14,6 +14,7 @@ mod cron;
 mod delegations;
 mod error;
 mod extract;
+mod instructions;
 mod kv;
 mod lifecycle;
 mod mcp;
@@ -58,6 +59,7 @@ pub(crate) use activity::{ActivityView, MAX_WAIT_SECS};
 pub(crate) use approvals::ApprovalView;
 pub(crate) use delegations::{DelegationCreated, DelegationStatsView, DelegationView};
 pub(crate) use error::{Error, ErrorBody, Json, Result};
+pub(crate) use instructions::ResolvedInstructions;
 pub(crate) use kv::KvView;
 pub(crate) use memories::{CommittedMemory, MemoryView};
 pub(crate) use ops::metrics_response as ops_metrics;
@@ -150,6 +152,7 @@ pub(crate) fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(cron::routes())
         .merge(schedule_health::routes())
         .merge(approvals::routes())
+        .merge(instructions::routes())
         .merge(memories::routes())
         .merge(kv::routes())
         .merge(mcp::routes())

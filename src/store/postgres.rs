@@ -23,7 +23,9 @@ use uuid::Uuid;
 use super::engine::{Engine, SweptRow};
 use super::sql::{SqlStore, Ts};
 use super::*;
-use crate::domain::{ApprovalId, DelegationId, FileId, FireId, MemoryId, ScheduleId, WorkspaceId};
+use crate::domain::{
+    ApprovalId, DelegationId, FileId, FireId, InstructionId, MemoryId, ScheduleId, WorkspaceId,
+};
 
 /// The PostgreSQL implementation of [`Store`].
 pub type PostgresStore = SqlStore<Postgres>;
@@ -89,6 +91,7 @@ macro_rules! id_as_uuid {
 id_as_uuid!(
     WorkspaceId,
     ApprovalId,
+    InstructionId,
     FileId,
     MemoryId,
     DelegationId,

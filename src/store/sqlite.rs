@@ -23,7 +23,9 @@ use tokio::sync::Mutex;
 use super::engine::{Engine, SweptRow};
 use super::sql::{SqlStore, Ts};
 use super::*;
-use crate::domain::{ApprovalId, DelegationId, FileId, FireId, MemoryId, ScheduleId, WorkspaceId};
+use crate::domain::{
+    ApprovalId, DelegationId, FileId, FireId, InstructionId, MemoryId, ScheduleId, WorkspaceId,
+};
 
 /// The SQLite implementation of [`Store`].
 pub type SqliteStore = SqlStore<Sqlite>;
@@ -83,6 +85,7 @@ macro_rules! id_as_text {
 id_as_text!(
     WorkspaceId,
     ApprovalId,
+    InstructionId,
     FileId,
     MemoryId,
     DelegationId,

@@ -21,6 +21,7 @@ mod delegations;
 mod disk_full;
 mod hardening;
 mod inbox;
+mod instructions;
 mod mcp;
 mod memory;
 mod pending;

@@ -18,7 +18,8 @@
 //! `method` constant, its `row` arm and its `parse` arm), written by its
 //! feature's handler or job through [`InboxItem::row`], and matched by
 //! `connect`'s dispatch, which ignores (and moves its cursor past) any kind
-//! it does not handle. The approval kinds live in `approval.rs`.
+//! it does not handle. The approval kinds live in `approval.rs`, the
+//! instructions kind in `instructions.rs`.
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -28,7 +29,9 @@ use super::{pending_uri, truncate_chars, Caller, DelegationId, DelegationStatus}
 use super::{FileId, WorkspaceId};
 
 mod approval;
+mod instructions;
 pub use approval::{ApprovalDecided, ApprovalRequested};
+pub use instructions::InstructionsChanged;
 
 /// The `activity_type` of every row a workspace's inbox poll asks for
 /// (`?type=a2a_receive`): messages, files and delegations.
@@ -54,6 +57,9 @@ pub const NOTIFY: &str = "notify";
 pub const APPROVAL_DECIDED: &str = "approval_decided";
 /// The `method` of an approval request the workspace may decide.
 pub const APPROVAL_REQUESTED: &str = "approval_requested";
+/// The `method` of the news that the workspace's platform instructions
+/// changed.
+pub const INSTRUCTIONS_CHANGED: &str = "instructions_changed";
 
 /// The fields of one activity row, as the server inserts it and as the API
 /// shows it (less the id and timestamp the store assigns).
@@ -103,6 +109,8 @@ pub enum InboxItem {
     ApprovalDecided(ApprovalDecided),
     /// An approval request the workspace may decide.
     ApprovalRequested(ApprovalRequested),
+    /// The workspace's platform instructions changed.
+    InstructionsChanged(InstructionsChanged),
     /// Any other row (what the agent reports through `/activity`), kept
     /// whole: nothing is dropped for being of a kind this build does not
     /// know.
@@ -346,6 +354,7 @@ impl InboxItem {
             Self::AgentMessage(a) => a.row(),
             Self::ApprovalDecided(a) => a.row(),
             Self::ApprovalRequested(a) => a.row(),
+            Self::InstructionsChanged(c) => c.row(),
             Self::Other(row) => row.clone(),
         }
     }
@@ -370,6 +379,9 @@ impl InboxItem {
             }
             (INBOX_TYPE, Some(APPROVAL_REQUESTED)) => {
                 Self::ApprovalRequested(ApprovalRequested::parse(row)?)
+            }
+            (INBOX_TYPE, Some(INSTRUCTIONS_CHANGED)) => {
+                Self::InstructionsChanged(InstructionsChanged::parse(row)?)
             }
             (RESTART_TYPE, _) => Self::RestartRequested,
             (AGENT_MESSAGE_TYPE, Some(NOTIFY)) => Self::AgentMessage(AgentMessage::parse(row)?),

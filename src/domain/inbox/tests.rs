@@ -177,3 +177,25 @@ fn approval_rows_round_trip_and_keep_their_wire_shape() {
     broken.data = Some(json!({"approval_id": "nope"}));
     assert!(InboxItem::parse(&broken).is_err());
 }
+
+#[test]
+fn an_instructions_changed_row_round_trips() {
+    use crate::domain::InstructionId;
+    let (ws, id) = (WorkspaceId::new(), InstructionId::new());
+    let row = round_trips(InboxItem::InstructionsChanged(InstructionsChanged {
+        workspace_id: ws,
+        instruction_id: id,
+        change: "updated".into(),
+    }));
+    assert_eq!(
+        (row.activity_type.as_str(), row.method.as_deref()),
+        (INBOX_TYPE, Some(INSTRUCTIONS_CHANGED))
+    );
+    assert_eq!(
+        row.data,
+        Some(json!({"workspace_id": ws, "instruction_id": id, "change": "updated"}))
+    );
+    let mut broken = row.clone();
+    broken.data = None;
+    assert!(InboxItem::parse(&broken).is_err());
+}
