@@ -6,7 +6,7 @@
    clock when a poll answers with the fire's `delegate` row minus the due
    instant. p50 / p99 / max.
 2. database time per tick with M schedules (default 100,000), none due:
-   the scheduler's exact claim query (`fire_next_due`) in its write
+   the scheduler's exact claim query (`fire_due`) in its write
    transaction, timed on SQLite (python's sqlite3 over the server's file)
    and, with --pg, inside PostgreSQL (a PL/pgSQL loop, so no client round
    trip is counted).
@@ -34,7 +34,7 @@ from bench import Server, http, pct, ms, psql_run, say, stop_all  # noqa: E402
 CLAIM = ("SELECT * FROM schedules s WHERE enabled AND next_run_at <= {now} "
          "AND EXISTS (SELECT 1 FROM workspaces w WHERE w.id = s.workspace_id "
          "AND w.removed_at IS NULL AND w.paused_at IS NULL) "
-         "ORDER BY next_run_at, id LIMIT 1")
+         "ORDER BY next_run_at, id LIMIT 100")
 
 
 async def fire_lag(srv, n):
