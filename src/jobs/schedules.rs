@@ -138,6 +138,11 @@ impl Scheduler {
 }
 
 impl Scheduler {
+    /// The bus its fires are announced on.
+    pub fn bus(&self) -> &Bus {
+        &self.cx.bus
+    }
+
     /// Records a completed tick in the heartbeat gauge [`liveness`] reads.
     pub fn mark_tick(&self, at: DateTime<Utc>) {
         let secs = at.timestamp_micros() as f64 / 1e6;

@@ -814,3 +814,67 @@ async fn many_schedules_due_at_once_fire_once_each_in_one_tick_in_batches(engine
     assert_eq!(app.tick(next).await, (0, 0, 0));
 }
 on_both_engines!(many_schedules_due_at_once_fire_once_each_in_one_tick_in_batches);
+
+async fn more_parked_long_polls_than_pool_connections_still_let_fires_through(engine: Engine) {
+    let Some(app) = spawn_app(engine).await else {
+        return;
+    };
+    // More than either pool holds (PostgreSQL 20, SQLite 8): a parked
+    // poll that kept its connection would starve the rest (503 "pool
+    // timed out") and the fire below.
+    const POLLS: usize = 40;
+    let mut wss = Vec::new();
+    for i in 0..POLLS {
+        wss.push(app.create_poll_workspace(&format!("w{i}")).await);
+    }
+    let (_, due) = quarterly(&app, &wss[0], "timed", "allow_all").await;
+    let manual = app
+        .create_schedule(
+            &wss[1],
+            json!({"name": "manual", "cron_expr": "0 0 1 1 *", "prompt": "now"}),
+        )
+        .await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let polls: Vec<_> = wss
+        .iter()
+        .map(|ws| {
+            let url = app.url(&format!(
+                "/workspaces/{}/activity?type=a2a_receive&wait=6",
+                ws.id
+            ));
+            let (client, token) = (app.client.clone(), ws.token.clone());
+            tokio::spawn(async move {
+                let resp = client.get(url).bearer_auth(token).send().await.unwrap();
+                let status = resp.status();
+                (status, resp.json::<Value>().await.unwrap())
+            })
+        })
+        .collect();
+    let bus = app.sweeper.scheduler().bus().clone();
+    while bus.parked_polls() < POLLS {
+        tokio::task::yield_now().await;
+    }
+    // With every poll in: a timed fire and a manual run get through.
+    assert_eq!(app.tick(due + Span::milliseconds(100)).await, (1, 0, 0));
+    let (status, fire) = app
+        .post(
+            &format!("/workspaces/{}/schedules/{manual}/run", wss[1].id),
+            &wss[1].token,
+            &json!({}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{fire}");
+    let mut answered = Vec::new();
+    for p in polls {
+        let (status, rows) = p.await.unwrap();
+        assert_eq!(status, StatusCode::OK, "{rows}");
+        answered.push(rows.as_array().unwrap().len());
+    }
+    let mut expected = vec![0; POLLS];
+    expected[0] = 1;
+    expected[1] = 1;
+    assert_eq!(answered, expected);
+}
+on_both_engines!(more_parked_long_polls_than_pool_connections_still_let_fires_through);
