@@ -26,7 +26,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{Counts, Job, JobContext, JobError};
 use crate::domain::schedule::FireStatus;
-use crate::events::Bus;
+use crate::events::{Bus, Event};
 use crate::metrics::Metrics;
 use crate::store::Fired;
 
@@ -91,10 +91,16 @@ impl Scheduler {
             // tests), so the lag counts the batches before this one too.
             let committed_at =
                 now + chrono::Duration::from_std(started.elapsed()).unwrap_or_default();
+            let mut events = Vec::new();
             for fired in &batch.fired {
                 out.add(fired.fire.status.as_str(), 1);
-                announce(&self.cx.bus, &self.cx.metrics, fired, committed_at).await;
+                events.extend(record(&self.cx.metrics, fired, committed_at));
             }
+            // One publish per batch: on PostgreSQL one NOTIFY statement,
+            // not one round trip per fire. Not held to the tick's end: a
+            // thousand polls woken at once queued for the pool past its
+            // acquire timeout (503s in bench/schedules.py on PostgreSQL).
+            self.cx.bus.publish_many(events).await;
         }
         Ok(out)
     }
@@ -191,15 +197,21 @@ pub fn liveness(metrics: &Metrics, period: Duration, now: DateTime<Utc>) -> Live
 }
 
 /// Counts, logs and announces one fire, after its transaction committed
-/// at `committed_at`: the fire lag is `committed_at - due_at`, the time
-/// from its due instant until its rows (the inbox row among them) could
-/// be read.
+/// at `committed_at` (see [`record`]).
 pub(crate) async fn announce(
     bus: &Bus,
     metrics: &Metrics,
     fired: &Fired,
     committed_at: DateTime<Utc>,
 ) {
+    bus.publish_many(record(metrics, fired, committed_at)).await;
+}
+
+/// Counts and logs one fire whose transaction committed at
+/// `committed_at`, and gives the events that announce a delivered one.
+/// The fire lag is `committed_at - due_at`: the time from its due instant
+/// until its rows (the inbox row among them) could be read.
+fn record(metrics: &Metrics, fired: &Fired, committed_at: DateTime<Utc>) -> Vec<Event> {
     let (s, f) = (&fired.schedule, &fired.fire);
     metrics
         .schedule_fires
@@ -213,9 +225,12 @@ pub(crate) async fn announce(
         delegation_id = f.delegation_id.map(|d| d.to_string()).unwrap_or_default(),
         detail = f.detail.as_deref().unwrap_or(""), "schedule fired"
     );
-    if let (FireStatus::Delivered, Some((delegation, inbox))) = (f.status, &fired.delivered) {
-        metrics.schedule_fire_lag.observe(lag.max(0.0));
-        crate::ledger::announce_created(bus, metrics, delegation, inbox).await;
+    match (f.status, &fired.delivered) {
+        (FireStatus::Delivered, Some((delegation, inbox))) => {
+            metrics.schedule_fire_lag.observe(lag.max(0.0));
+            crate::ledger::record_created(metrics, delegation, inbox)
+        }
+        _ => Vec::new(),
     }
 }
 
