@@ -6,7 +6,7 @@
    clock when a poll answers with the fire's `delegate` row minus the due
    instant. p50 / p99 / max.
 2. database time per tick with M schedules (default 100,000), none due:
-   the scheduler's exact claim query (`fire_next_due`) in its write
+   the scheduler's exact claim query (`fire_due`) in its write
    transaction, timed on SQLite (python's sqlite3 over the server's file)
    and, with --pg, inside PostgreSQL (a PL/pgSQL loop, so no client round
    trip is counted).
@@ -34,7 +34,7 @@ from bench import Server, http, pct, ms, psql_run, say, stop_all  # noqa: E402
 CLAIM = ("SELECT * FROM schedules s WHERE enabled AND next_run_at <= {now} "
          "AND EXISTS (SELECT 1 FROM workspaces w WHERE w.id = s.workspace_id "
          "AND w.removed_at IS NULL AND w.paused_at IS NULL) "
-         "ORDER BY next_run_at, id LIMIT 1")
+         "ORDER BY next_run_at, id LIMIT 100")
 
 
 async def fire_lag(srv, n):
@@ -46,6 +46,7 @@ async def fire_lag(srv, n):
 
     wss = await asyncio.gather(*(create(i) for i in range(n)))
     seen = {}
+    errors = {}  # poll answers other than 200, by status
 
     async def poller(ws, tok):
         while ws not in seen:
@@ -56,6 +57,10 @@ async def fire_lag(srv, n):
                 await asyncio.sleep(0.2)
                 continue
             now = time.time()
+            if r.status != 200:
+                errors[r.status] = errors.get(r.status, 0) + 1
+                await asyncio.sleep(0.2)
+                continue
             if r.status == 200 and any(row.get("method") == "delegate" for row in r.json()):
                 seen[ws] = now
 
@@ -83,7 +88,7 @@ async def fire_lag(srv, n):
     for p in pollers:
         p.cancel()
     lags = [t - due for t in seen.values()]
-    return {"workspaces": n, "delivered": len(lags), "lag_p50_ms": ms(pct(lags, 0.5)),
+    return {"workspaces": n, "delivered": len(lags), "poll_errors": errors, "lag_p50_ms": ms(pct(lags, 0.5)),
             "lag_p99_ms": ms(pct(lags, 0.99)), "lag_max_ms": ms(max(lags) if lags else float("nan"))}
 
 
@@ -145,6 +150,8 @@ def pg_tick(psql, url, m, runs=2000):
 async def amain(args):
     res = {}
     for backend in (["sqlite"] + (["postgres"] if args.pg else [])):
+        if args.only and backend != args.only:
+            continue
         db_url, db = None, None
         if backend == "postgres":
             db = f"bench_sched_{os.getpid()}"
@@ -172,6 +179,7 @@ def main():
     ap.add_argument("--molecule", required=True, help="the molecule binary")
     ap.add_argument("--pg", help="postgres://user@host:port (a server to create a database in)")
     ap.add_argument("--psql", default="psql")
+    ap.add_argument("--only", choices=["sqlite", "postgres"], help="run one engine only")
     ap.add_argument("-n", type=int, default=1000, help="workspaces due in the same minute")
     ap.add_argument("-m", type=int, default=100_000, help="schedules, none due, for the tick cost")
     args = ap.parse_args()

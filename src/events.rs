@@ -239,6 +239,14 @@ impl Bus {
             .subscribe()
     }
 
+    /// How many long polls are waiting (or about to wait) on
+    /// [`Bus::watch_activity`] in this process. None of them holds a
+    /// database connection while it waits.
+    pub fn parked_polls(&self) -> usize {
+        let polls = self.local.polls.lock().unwrap_or_else(|e| e.into_inner());
+        polls.values().map(|tx| tx.receiver_count()).sum()
+    }
+
     /// How many revocations this process has heard of so far. Read it
     /// before checking a token; a later value means "check again".
     pub fn revocations_seen(&self) -> u64 {

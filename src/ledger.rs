@@ -16,6 +16,13 @@ pub(crate) async fn announce_created(
     d: &Delegation,
     inbox: &Activity,
 ) {
+    bus.publish_many(record_created(metrics, d, inbox)).await;
+}
+
+/// Counts and logs a new delegation, and gives the events that announce
+/// it, for a caller that publishes many moves at once (on PostgreSQL one
+/// NOTIFY statement for a batch instead of one each).
+pub(crate) fn record_created(metrics: &Metrics, d: &Delegation, inbox: &Activity) -> Vec<Event> {
     metrics
         .delegations
         .with_label_values(&[d.status.as_str()])
@@ -24,14 +31,13 @@ pub(crate) async fn announce_created(
         delegation_id = %d.id, caller_id = %d.caller, callee_id = %d.callee_id,
         to = d.status.as_str(), activity_id = inbox.id, "delegation created"
     );
-    bus.publish_many(vec![
+    vec![
         Event::Activity {
             workspace_id: inbox.workspace_id,
             id: inbox.id,
         },
         moved(d, None),
-    ])
-    .await;
+    ]
 }
 
 /// Announces a callee's heartbeat to the live views (the row's

@@ -389,7 +389,7 @@ pub(super) async fn run_schedule(
         .run_schedule(ws, id, domain::now())
         .await?
         .ok_or_else(schedule_not_found)?;
-    crate::jobs::announce_fire(&state.bus, &state.metrics, &fired).await;
+    crate::jobs::announce_fire(&state.bus, &state.metrics, &fired, domain::now()).await;
     Ok(Json(fired.fire.into()))
 }
 

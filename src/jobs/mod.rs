@@ -45,7 +45,9 @@ use crate::store::{Store, StoreError};
 pub(crate) use approvals::announce as announce_approval;
 pub use approvals::expire_due as expire_approvals;
 pub(crate) use schedules::announce as announce_fire;
-pub use schedules::{liveness, Liveness, Scheduler, FIRES_PER_TICK, STALL_FLOOR, STALL_PERIODS};
+pub use schedules::{
+    liveness, Liveness, Scheduler, FIRES_PER_BATCH, FIRES_PER_TICK, STALL_FLOOR, STALL_PERIODS,
+};
 
 /// Rows per batch: one short transaction each.
 pub const BATCH: i64 = 500;

@@ -101,7 +101,10 @@ pub struct Fire {
     pub schedule_id: ScheduleId,
     /// The instant the expression named (a manual run: its request time).
     pub due_at: DateTime<Utc>,
-    /// When it was handled.
+    /// The scheduler's clock when it handled the fire: the start of its
+    /// tick (the instant the catch-up window is measured at), not the
+    /// commit, which comes later; a manual run: its request time. The
+    /// fire lag metric and log event use the commit instead.
     pub fired_at: DateTime<Utc>,
     /// Delivered, skipped or missed as written; in a history, a delivered
     /// fire whose delegation ended reads answered or failed.
@@ -121,6 +124,17 @@ pub struct Fired {
     pub fire: Fire,
     /// The delegation and the callee's inbox row, when delivered.
     pub delivered: Option<(Delegation, Activity)>,
+}
+
+/// What one batch of the scheduler did ([`ScheduleStore::fire_due`]).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct FireBatch {
+    /// Due schedules claimed; `0`: nothing was due (or every due one is
+    /// claimed by another scheduler), so the tick is done.
+    pub claimed: usize,
+    /// The fires written, committed together. Fewer than `claimed` when
+    /// an instant had its fire already (its `next_run_at` moved on).
+    pub fired: Vec<Fired>,
 }
 
 /// A schedule with the time of its latest fire of any status, for the
@@ -183,13 +197,15 @@ pub trait ScheduleStore: Send + Sync {
     /// read as answered or failed once its delegation ended.
     async fn schedule_history(&self, id: ScheduleId, limit: i64) -> StoreResult<Vec<Fire>>;
 
-    /// The scheduler's step: the enabled schedule of a live, unpaused
-    /// workspace that is due earliest at `now` (claimed, so concurrent
-    /// schedulers take different ones) fires its one due instant, in one
-    /// transaction: missed when it is older than the catch-up window,
-    /// skipped when the overlap policy says so, else delivered; then
-    /// `next_run_at` moves to the instant after it. `None`: nothing due.
-    async fn fire_next_due(&self, now: DateTime<Utc>) -> StoreResult<Option<Fired>>;
+    /// The scheduler's step: up to `limit` enabled schedules of live,
+    /// unpaused workspaces that are due at `now`, earliest first (claimed,
+    /// so concurrent schedulers take different ones), each fire its one
+    /// earliest due instant, all in ONE transaction: missed when it is
+    /// older than the catch-up window, skipped when the overlap policy
+    /// says so, else delivered; then each `next_run_at` moves to the
+    /// instant after it. A schedule with more instants due fires the next
+    /// one in the next batch, so its fires stay in order.
+    async fn fire_due(&self, now: DateTime<Utc>, limit: i64) -> StoreResult<FireBatch>;
 
     /// Fires a schedule now (due at `now`), through the same path as a
     /// timed fire (the overlap policy applies; `next_run_at` stays).
@@ -665,39 +681,45 @@ engines! {
             rows.into_iter().map(TryInto::try_into).collect()
         }
 
-        async fn fire_next_due(&self, now: DateTime<Utc>) -> StoreResult<Option<Fired>> {
+        async fn fire_due(&self, now: DateTime<Utc>, limit: i64) -> StoreResult<FireBatch> {
             let mut tx = self.write_tx().await?;
-            loop {
-                // Claimed: a concurrent scheduler skips this row and takes
-                // the next due one (or none), and re-checks `next_run_at`
-                // after our commit moved it.
-                // EXISTS, not `workspace_id IN (…)`: with the IN list
-                // SQLite's planner (after ANALYZE, 100,000 schedules) walked
-                // every schedule by workspace and sorted them, 440 ms a tick;
-                // this walks the due index in order (0.2 ms; bench/schedules.py).
-                let sql = format!(
-                    "SELECT * FROM schedules s WHERE enabled AND next_run_at <= $1 \
-                       AND EXISTS (SELECT 1 FROM workspaces w WHERE w.id = s.workspace_id \
-                         AND w.removed_at IS NULL AND w.paused_at IS NULL) \
-                     ORDER BY next_run_at, id LIMIT 1{}",
-                    DB::SKIP_LOCKED
-                );
-                let row: Option<ScheduleRow> = sqlx::query_as(&sql)
-                    .bind(Ts(now))
-                    .fetch_optional(&mut *tx)
-                    .await?;
-                let Some(row) = row else {
-                    tx.commit().await?;
-                    return Ok(None);
-                };
-                let s: Schedule = row.try_into()?;
-                if let Some(fired) = Self::fire_in(&mut tx, &s, s.next_run_at, now, false).await? {
-                    tx.commit().await?;
-                    return Ok(Some(fired));
+            // Claimed: a concurrent scheduler skips these rows and takes
+            // the next due ones (or none), and re-checks `next_run_at`
+            // after our commit moved it.
+            // EXISTS, not `workspace_id IN (…)`: with the IN list
+            // SQLite's planner (after ANALYZE, 100,000 schedules) walked
+            // every schedule by workspace and sorted them, 440 ms a tick;
+            // this walks the due index in order (0.2 ms; bench/schedules.py).
+            let sql = format!(
+                "SELECT * FROM schedules s WHERE enabled AND next_run_at <= $1 \
+                   AND EXISTS (SELECT 1 FROM workspaces w WHERE w.id = s.workspace_id \
+                     AND w.removed_at IS NULL AND w.paused_at IS NULL) \
+                 ORDER BY next_run_at, id LIMIT $2{}",
+                DB::SKIP_LOCKED
+            );
+            let rows: Vec<ScheduleRow> = sqlx::query_as(&sql)
+                .bind(Ts(now))
+                .bind(limit)
+                .fetch_all(&mut *tx)
+                .await?;
+            let mut due = rows
+                .into_iter()
+                .map(Schedule::try_from)
+                .collect::<StoreResult<Vec<_>>>()?;
+            // Each delivered fire takes its workspace's activity-id lock
+            // until the commit; taking them in one order (by workspace)
+            // keeps two schedulers' batches from deadlocking on them.
+            due.sort_by_key(|s| (s.workspace_id, s.next_run_at));
+            let mut fired = Vec::with_capacity(due.len());
+            for s in &due {
+                // `None`: that instant had its fire already and only
+                // `next_run_at` moved; the next batch sees the schedule again.
+                if let Some(f) = Self::fire_in(&mut tx, s, s.next_run_at, now, false).await? {
+                    fired.push(f);
                 }
-                // That instant had its fire already: `next_run_at` moved,
-                // so look again.
             }
+            tx.commit().await?;
+            Ok(FireBatch { claimed: due.len(), fired })
         }
 
         #[tracing::instrument(skip_all, fields(workspace_id = %workspace_id, schedule_id = %id))]

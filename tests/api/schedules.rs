@@ -740,3 +740,141 @@ async fn racing_schedulers_make_one_fire_per_due_instant(engine: Engine) {
     assert_eq!(ledger.as_array().unwrap().len(), 48);
 }
 on_both_engines!(racing_schedulers_make_one_fire_per_due_instant);
+
+async fn many_schedules_due_at_once_fire_once_each_in_one_tick_in_batches(engine: Engine) {
+    let Some(app) = spawn_app(engine).await else {
+        return;
+    };
+    // 250 schedules over five workspaces, all due at the same instant:
+    // more than two batches of `FIRES_PER_BATCH`.
+    let mut schedules = Vec::new();
+    for i in 0..5 {
+        let ws = app.create_poll_workspace(&format!("w{i}")).await;
+        for n in 0..50 {
+            let (sid, t0) = quarterly(&app, &ws, &format!("s{n}"), "allow_all").await;
+            schedules.push((ws.clone(), sid, t0));
+        }
+    }
+    let t0 = schedules[0].2;
+    assert!(schedules.iter().all(|(_, _, t)| *t == t0));
+    let per_batch = molecule::jobs::FIRES_PER_BATCH as usize;
+    assert!(schedules.len() > 2 * per_batch);
+
+    let now = t0 + Span::milliseconds(400);
+    let started = std::time::Instant::now();
+    assert_eq!(app.tick(now).await, (250, 0, 0));
+    let took = started.elapsed().as_secs_f64();
+    assert_eq!(app.tick(now).await, (0, 0, 0), "never a second fire");
+    for (ws, sid, _) in &schedules {
+        let h = app.history(ws, sid).await;
+        assert_eq!(h.len(), 1, "{h:?}");
+        assert_eq!(
+            (ts(&h[0]["due_at"]), &h[0]["status"]),
+            (t0, &json!("delivered"))
+        );
+    }
+    let mut delegations = std::collections::BTreeSet::new();
+    for (ws, _, _) in schedules.iter().step_by(50) {
+        let inbox = app.delegate_rows(ws).await;
+        assert_eq!(inbox.len(), 50);
+        delegations.extend(inbox.iter().map(|r| r["data"]["delegation_id"].to_string()));
+    }
+    assert_eq!(delegations.len(), 250, "one delegation per fire");
+    let (status, ledger) = app
+        .get("/admin/delegations?limit=500", &app.admin_token)
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(ledger.as_array().unwrap().len(), 250);
+    // The lag is commit time minus due instant: more than the 400 ms the
+    // tick started late (a batch's commit takes well over 0.1 ms), no more
+    // than that plus the tick's own duration.
+    assert_eq!(
+        app.metric("molecule_schedule_fire_lag_seconds_count").await,
+        250.0
+    );
+    let sum = app.metric("molecule_schedule_fire_lag_seconds_sum").await;
+    assert!(
+        sum > 250.0 * 0.4001,
+        "lag sum {sum}: the tick's start, not the commit"
+    );
+    assert!(
+        sum <= 250.0 * (0.4 + took),
+        "lag sum {sum}, tick took {took} s"
+    );
+
+    // One store call makes one batch: a hundred fires, one commit.
+    let next = t0 + Span::minutes(15) + Span::milliseconds(400);
+    let batch = app.store.fire_due(next, per_batch as i64).await.unwrap();
+    assert_eq!((batch.claimed, batch.fired.len()), (per_batch, per_batch));
+    assert!(batch
+        .fired
+        .iter()
+        .all(|f| f.fire.due_at == t0 + Span::minutes(15)));
+    assert_eq!(app.tick(next).await, (150, 0, 0));
+    assert_eq!(app.tick(next).await, (0, 0, 0));
+}
+on_both_engines!(many_schedules_due_at_once_fire_once_each_in_one_tick_in_batches);
+
+async fn more_parked_long_polls_than_pool_connections_still_let_fires_through(engine: Engine) {
+    let Some(app) = spawn_app(engine).await else {
+        return;
+    };
+    // More than either pool holds (PostgreSQL 20, SQLite 8): a parked
+    // poll that kept its connection would starve the rest (503 "pool
+    // timed out") and the fire below.
+    const POLLS: usize = 40;
+    let mut wss = Vec::new();
+    for i in 0..POLLS {
+        wss.push(app.create_poll_workspace(&format!("w{i}")).await);
+    }
+    let (_, due) = quarterly(&app, &wss[0], "timed", "allow_all").await;
+    let manual = app
+        .create_schedule(
+            &wss[1],
+            json!({"name": "manual", "cron_expr": "0 0 1 1 *", "prompt": "now"}),
+        )
+        .await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let polls: Vec<_> = wss
+        .iter()
+        .map(|ws| {
+            let url = app.url(&format!(
+                "/workspaces/{}/activity?type=a2a_receive&wait=6",
+                ws.id
+            ));
+            let (client, token) = (app.client.clone(), ws.token.clone());
+            tokio::spawn(async move {
+                let resp = client.get(url).bearer_auth(token).send().await.unwrap();
+                let status = resp.status();
+                (status, resp.json::<Value>().await.unwrap())
+            })
+        })
+        .collect();
+    let bus = app.sweeper.scheduler().bus().clone();
+    while bus.parked_polls() < POLLS {
+        tokio::task::yield_now().await;
+    }
+    // With every poll in: a timed fire and a manual run get through.
+    assert_eq!(app.tick(due + Span::milliseconds(100)).await, (1, 0, 0));
+    let (status, fire) = app
+        .post(
+            &format!("/workspaces/{}/schedules/{manual}/run", wss[1].id),
+            &wss[1].token,
+            &json!({}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{fire}");
+    let mut answered = Vec::new();
+    for p in polls {
+        let (status, rows) = p.await.unwrap();
+        assert_eq!(status, StatusCode::OK, "{rows}");
+        answered.push(rows.as_array().unwrap().len());
+    }
+    let mut expected = vec![0; POLLS];
+    expected[0] = 1;
+    expected[1] = 1;
+    assert_eq!(answered, expected);
+}
+on_both_engines!(more_parked_long_polls_than_pool_connections_still_let_fires_through);
