@@ -1226,7 +1226,7 @@ async function main() {
   await step('schedules tab: add with the next five fire times shown while typing, run now, history told apart, edit, delete (issue 24)', async () => {
     const ws = await apiCall('POST', '/workspaces', ADMIN_TOKEN, { name: 'sched-agent', delivery_mode: 'poll' });
     await page.getByRole('button', { name: 'Refresh the workspace list' }).click();
-    await page.evaluate((id) => { location.hash = `#/w/${id}`; }, ws.id);
+    await page.locator(`#workspace-list [data-ws="${ws.id}"]`).click();
     await page.locator('#chat-title', { hasText: 'sched-agent' }).waitFor();
     await page.getByRole('tab', { name: 'Schedules' }).click();
     const panel = page.locator('#schedules-panel');
