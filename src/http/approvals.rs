@@ -9,16 +9,14 @@
 //! decides only while it is the request's current decider.
 
 use std::convert::Infallible;
-use std::time::Duration;
 
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::sse::{Event as SseEvent, Sse};
 use chrono::{DateTime, Utc};
 use futures::Stream;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use tokio::sync::broadcast::error::RecvError;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -368,30 +366,10 @@ pub(super) async fn stream_approval_events(
     State(state): State<AppState>,
     _: Operator,
 ) -> Result<Sse<impl Stream<Item = std::result::Result<SseEvent, Infallible>>>> {
-    let events = state.bus.subscribe();
-    let shutdown = state.shutdown.clone();
-    let stream = futures::stream::unfold((events, shutdown), |(mut events, shutdown)| async move {
-        loop {
-            let event = tokio::select! {
-                _ = shutdown.cancelled() => return None,
-                event = events.recv() => event,
-            };
-            let sse = match event {
-                Ok(Event::Approval(moved)) => {
-                    SseEvent::default().event("approval").json_data(&moved).ok()
-                }
-                Ok(Event::Resync) | Err(RecvError::Lagged(_)) => {
-                    Some(SseEvent::default().event("resync").data("{}"))
-                }
-                Ok(_) => None,
-                Err(RecvError::Closed) => return None,
-            };
-            if let Some(ev) = sse {
-                return Some((Ok(ev), (events, shutdown)));
-            }
-        }
-    });
-    Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
+    Ok(super::stream::operator_feed(&state, |event| match event {
+        Event::Approval(moved) => SseEvent::default().event("approval").json_data(&moved).ok(),
+        _ => None,
+    }))
 }
 
 /// The routes of this resource, with their OpenAPI operations.

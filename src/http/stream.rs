@@ -178,3 +178,38 @@ pub(super) async fn stream_events(
 pub(super) fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(stream_events))
 }
+
+/// An operator's fleet-wide feed of the event bus: each event `pick`
+/// names becomes one SSE event, `event: resync` is sent when events may
+/// have been missed (a lagging reader, a lost database listener), and the
+/// stream ends at shutdown. The global delegation and approval views are
+/// this with their own `pick`.
+pub(super) fn operator_feed(
+    state: &AppState,
+    pick: fn(Event) -> Option<SseEvent>,
+) -> Sse<impl Stream<Item = std::result::Result<SseEvent, Infallible>>> {
+    let events = state.bus.subscribe();
+    let shutdown = state.shutdown.clone();
+    let stream = futures::stream::unfold(
+        (events, shutdown),
+        move |(mut events, shutdown)| async move {
+            loop {
+                let event = tokio::select! {
+                    _ = shutdown.cancelled() => return None,
+                    event = events.recv() => event,
+                };
+                let sse = match event {
+                    Ok(Event::Resync) | Err(RecvError::Lagged(_)) => {
+                        Some(SseEvent::default().event("resync").data("{}"))
+                    }
+                    Ok(event) => pick(event),
+                    Err(RecvError::Closed) => return None,
+                };
+                if let Some(ev) = sse {
+                    return Some((Ok(ev), (events, shutdown)));
+                }
+            }
+        },
+    );
+    Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+}
