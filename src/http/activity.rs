@@ -390,7 +390,13 @@ async fn mark_picked_up(
             None | Some(inbox::INBOX_TYPE)
         );
     if let (true, true, Some(last)) = (own, every_message, rows.last()) {
-        state.store.mark_inbox_picked_up(id, last.id).await?;
+        // Group-committed with the other polls' marks, in a task of its
+        // own: a poll whose client hangs up must not abandon the marks of
+        // the polls it was committing for (see `store::GroupCommit`).
+        let (store, through) = (state.store.clone(), last.id);
+        tokio::spawn(async move { store.mark_inbox_picked_up(id, through).await })
+            .await
+            .map_err(|e| Error::Internal(anyhow::Error::new(e)))??;
     }
     Ok(())
 }

@@ -110,7 +110,7 @@ use crate::domain::{
 };
 
 pub use postgres::{Listener, Notifier, PostgresStore};
-pub use sql::{BetweenReads, SqlStore};
+pub use sql::{BetweenReads, GroupCommit, SqlStore};
 pub use sqlite::SqliteStore;
 
 /// Size of one chunk of a blob kept in the database.

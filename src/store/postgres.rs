@@ -123,6 +123,7 @@ impl SqlStore<Postgres> {
             write: None,
             between_reads: Default::default(),
             staging: Default::default(),
+            pickups: Default::default(),
         })
     }
 }

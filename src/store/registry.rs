@@ -61,7 +61,54 @@ pub trait RegistryStore: Send + Sync {
     ) -> StoreResult<Vec<WorkspaceId>>;
 }
 
+/// One poll's pickup mark, queued for the group commit of pickup marks
+/// (see [`GroupCommit`]): when a fire or a broadcast wakes a thousand
+/// long polls at once, their marks share one transaction instead of
+/// queueing a thousand writes behind SQLite's one writer (or a thousand
+/// PostgreSQL pool acquisitions) before the polls can answer.
+#[doc(hidden)]
+pub struct PickupJob {
+    id: WorkspaceId,
+    through: i64,
+    answer: tokio::sync::oneshot::Sender<StoreResult<()>>,
+}
+
 engines! {
+    impl SqlStore<DB> {
+        /// Raises every queued pickup mark in ONE transaction and answers
+        /// each job; if that fails, each mark alone, so only a failing
+        /// one fails.
+        async fn commit_pickups(&self, jobs: Vec<PickupJob>) {
+            if jobs.len() > 1 && self.raise_pickup_marks(&jobs).await.is_ok() {
+                for job in jobs {
+                    let _ = job.answer.send(Ok(()));
+                }
+                return;
+            }
+            for job in jobs {
+                let answer = self.raise_pickup_marks(std::slice::from_ref(&job)).await;
+                let _ = job.answer.send(answer);
+            }
+        }
+
+        async fn raise_pickup_marks(&self, jobs: &[PickupJob]) -> StoreResult<()> {
+            self.pickups.count_transaction();
+            let mut tx = self.write_tx().await?;
+            for job in jobs {
+                sqlx::query(
+                    "UPDATE workspaces SET inbox_picked_up_through = $2 \
+                     WHERE id = $1 AND (inbox_picked_up_through IS NULL \
+                       OR inbox_picked_up_through < $2)",
+                )
+                .bind(job.id)
+                .bind(job.through)
+                .execute(&mut *tx)
+                .await?;
+            }
+            tx.commit().await
+        }
+    }
+
     #[async_trait]
     impl RegistryStore for SqlStore<DB> {
         #[tracing::instrument(skip_all, fields(workspace_id = %id))]
@@ -145,17 +192,16 @@ engines! {
         }
 
         async fn mark_inbox_picked_up(&self, id: WorkspaceId, through: i64) -> StoreResult<()> {
-            let _w = self.writer().await;
-            sqlx::query(
-                "UPDATE workspaces SET inbox_picked_up_through = $2 \
-                 WHERE id = $1 AND (inbox_picked_up_through IS NULL \
-                   OR inbox_picked_up_through < $2)",
-            )
-            .bind(id)
-            .bind(through)
-            .execute(&self.pool)
-            .await?;
-            Ok(())
+            let (answer, answered) = tokio::sync::oneshot::channel();
+            let job = PickupJob {
+                id,
+                through,
+                answer,
+            };
+            self.pickups
+                .submit(job, |jobs| self.commit_pickups(jobs))
+                .await;
+            answered.await.unwrap_or(Err(StoreError::Interrupted))
         }
 
         #[tracing::instrument(skip_all)]

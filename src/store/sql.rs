@@ -27,7 +27,9 @@ pub struct SqlStore<DB: Database> {
     /// Test hook: runs between the two reads of `list_activity`.
     pub(super) between_reads: BetweenReads,
     /// The group commit of `stage_uploads`; see [`GroupCommit`].
-    pub(super) staging: GroupCommit,
+    pub(super) staging: GroupCommit<StageJob>,
+    /// The group commit of inbox pickup marks; see [`GroupCommit`].
+    pub(super) pickups: GroupCommit<PickupJob>,
 }
 
 type Hook = Box<dyn FnOnce() -> futures::future::BoxFuture<'static, ()> + Send>;
@@ -96,8 +98,99 @@ impl<DB: Database> SqlStore<DB> {
 
     /// The group commit of staged uploads (test hooks); see [`GroupCommit`].
     #[doc(hidden)]
-    pub fn staging(&self) -> GroupCommit {
+    pub fn staging(&self) -> GroupCommit<StageJob> {
         self.staging.clone()
+    }
+
+    /// The group commit of inbox pickup marks (test hooks).
+    #[doc(hidden)]
+    pub fn pickups(&self) -> GroupCommit<PickupJob> {
+        self.pickups.clone()
+    }
+}
+
+/// Group commit: concurrent calls of one kind of write share one
+/// transaction, so one durable commit (one WAL fsync on SQLite, one round
+/// of PostgreSQL's pool) covers every call that queued while the previous
+/// commit ran.
+///
+/// Each call queues its job (which carries its own answer channel), then
+/// waits for the leader lock. Whoever holds it takes every queued job,
+/// commits them and answers each one before letting go, so a call that
+/// gets the lock either finds its answer waiting or its job still queued;
+/// there is no timer and no added wait when calls do not overlap. The
+/// leader runs on the caller's task: callers must not be cancelled
+/// mid-call, or the jobs it took are answered with
+/// [`StoreError::Interrupted`] and written by no one.
+#[doc(hidden)]
+pub struct GroupCommit<J> {
+    queue: Arc<std::sync::Mutex<Vec<J>>>,
+    leader: Arc<Mutex<()>>,
+    /// Transactions committed (or tried) for these jobs.
+    transactions: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl<J> Default for GroupCommit<J> {
+    fn default() -> Self {
+        Self {
+            queue: Default::default(),
+            leader: Default::default(),
+            transactions: Default::default(),
+        }
+    }
+}
+
+impl<J> Clone for GroupCommit<J> {
+    fn clone(&self) -> Self {
+        Self {
+            queue: self.queue.clone(),
+            leader: self.leader.clone(),
+            transactions: self.transactions.clone(),
+        }
+    }
+}
+
+impl<J> GroupCommit<J> {
+    /// Queues `job`, then, once leader, commits every job still queued
+    /// with `commit` (which must answer each). Returns when `job` has been
+    /// taken by some leader and that leader has let go.
+    pub(super) async fn submit<F, Fut>(&self, job: J, commit: F)
+    where
+        F: FnOnce(Vec<J>) -> Fut,
+        Fut: std::future::Future<Output = ()>,
+    {
+        self.queue
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(job);
+        let _leader = self.leader.lock().await;
+        // Empty when the previous leader took this job too.
+        let jobs = std::mem::take(&mut *self.queue.lock().unwrap_or_else(|e| e.into_inner()));
+        if !jobs.is_empty() {
+            commit(jobs).await;
+        }
+    }
+
+    /// Counts one transaction run for these jobs.
+    pub(super) fn count_transaction(&self) {
+        self.transactions
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Jobs waiting for a leader (test hook).
+    pub fn queued(&self) -> usize {
+        self.queue.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    /// Transactions run for these jobs so far (test hook).
+    pub fn transactions(&self) -> u64 {
+        self.transactions.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Holds the leader lock: jobs queue up until the guard is dropped
+    /// (test hook).
+    pub async fn hold(&self) -> tokio::sync::OwnedMutexGuard<()> {
+        self.leader.clone().lock_owned().await
     }
 }
 

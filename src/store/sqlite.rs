@@ -129,6 +129,7 @@ impl SqlStore<Sqlite> {
             write: Some(Mutex::new(())),
             between_reads: Default::default(),
             staging: Default::default(),
+            pickups: Default::default(),
         })
     }
 }

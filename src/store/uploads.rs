@@ -8,7 +8,6 @@ use chrono::{DateTime, Utc};
 use super::engine::{Engine, SweptRow};
 use super::sql::{SqlStore, Ts};
 use super::*;
-use tokio::sync::Mutex;
 
 /// One file to stage, its bytes already in the blob store.
 #[derive(Debug, Clone)]
@@ -108,64 +107,20 @@ pub struct SweptUpload {
     pub reason: SweepReason,
 }
 
-/// One request's uploads, queued for the group commit.
-pub(super) struct StageJob {
+/// One request's uploads, queued for the group commit of staged uploads:
+/// concurrent `stage_uploads` calls share one transaction, so one durable
+/// commit (one WAL fsync on SQLite) covers every request that queued while
+/// the previous commit ran. If the shared transaction fails, each job is
+/// retried in a transaction of its own, so one refused request (a removed
+/// workspace, a broken row) fails alone. See [`GroupCommit`] for the
+/// leader rule and why callers must not be cancelled (the upload path
+/// stages each upload in a task of its own).
+#[doc(hidden)]
+pub struct StageJob {
     workspace_id: WorkspaceId,
     files: Vec<(NewPendingUpload, NewActivity)>,
     now: DateTime<Utc>,
     answer: tokio::sync::oneshot::Sender<StoreResult<Vec<Activity>>>,
-}
-
-/// Group commit for staged uploads: concurrent `stage_uploads` calls share
-/// one transaction, so one durable commit (one WAL fsync on SQLite) covers
-/// every request that queued while the previous commit ran.
-///
-/// Each call queues its job, then waits for the leader lock. Whoever holds
-/// it takes every queued job, commits them and answers each one before
-/// letting go, so a call that gets the lock either finds its answer
-/// waiting or its job still queued; there is no timer and no added wait
-/// when uploads do not overlap. If the shared transaction fails, each job
-/// is retried in a transaction of its own, so one refused request (a
-/// removed workspace, a broken row) fails alone. The leader runs on the
-/// caller's task: callers must not be cancelled mid-call (the upload path
-/// stages each upload in a task of its own), or the jobs it took are
-/// answered with [`StoreError::Interrupted`] and written by no one.
-#[doc(hidden)]
-#[derive(Clone, Default)]
-pub struct GroupCommit {
-    queue: Arc<std::sync::Mutex<Vec<StageJob>>>,
-    leader: Arc<Mutex<()>>,
-    /// Transactions committed (or tried) for staged uploads.
-    transactions: Arc<std::sync::atomic::AtomicU64>,
-}
-
-impl GroupCommit {
-    fn push(&self, job: StageJob) {
-        self.queue
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(job);
-    }
-
-    fn take(&self) -> Vec<StageJob> {
-        std::mem::take(&mut *self.queue.lock().unwrap_or_else(|e| e.into_inner()))
-    }
-
-    /// Jobs waiting for a leader (test hook).
-    pub fn queued(&self) -> usize {
-        self.queue.lock().unwrap_or_else(|e| e.into_inner()).len()
-    }
-
-    /// Transactions run for staged uploads so far (test hook).
-    pub fn transactions(&self) -> u64 {
-        self.transactions.load(std::sync::atomic::Ordering::Relaxed)
-    }
-
-    /// Holds the leader lock: jobs queue up until the guard is dropped
-    /// (test hook).
-    pub async fn hold(&self) -> tokio::sync::OwnedMutexGuard<()> {
-        self.leader.clone().lock_owned().await
-    }
 }
 
 /// `pending_uploads` as read, in [`UPLOAD_COLUMNS`].
@@ -373,9 +328,7 @@ engines! {
         /// Inserts every file and activity row of `jobs` in ONE
         /// transaction; the activities come back per job.
         pub(super) async fn insert_staged(&self, jobs: &[StageJob]) -> StoreResult<Vec<Vec<Activity>>> {
-            self.staging
-                .transactions
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            self.staging.count_transaction();
             let mut tx = self.write_tx().await?;
             let mut answers = Vec::with_capacity(jobs.len());
             for job in jobs {
@@ -419,20 +372,15 @@ engines! {
             now: DateTime<Utc>,
         ) -> StoreResult<Vec<Activity>> {
             let (answer, answered) = tokio::sync::oneshot::channel();
-            self.staging.push(StageJob {
+            let job = StageJob {
                 workspace_id,
                 files,
                 now,
                 answer,
-            });
-            {
-                let _leader = self.staging.leader.lock().await;
-                // Empty when the previous leader took this job too.
-                let jobs = self.staging.take();
-                if !jobs.is_empty() {
-                    self.commit_staged(jobs).await;
-                }
-            }
+            };
+            self.staging
+                .submit(job, |jobs| self.commit_staged(jobs))
+                .await;
             answered.await.unwrap_or(Err(StoreError::Interrupted))
         }
 

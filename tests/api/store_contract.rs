@@ -403,8 +403,14 @@ async fn staging_is_one_transaction(engine: Engine) {
 }
 on_both_engines!(staging_is_one_transaction);
 
+/// A store's group commits (test hooks).
+struct Commits {
+    staging: GroupCommit<StageJob>,
+    pickups: GroupCommit<PickupJob>,
+}
+
 /// A store with its group-commit hooks.
-async fn open_staging(engine: Engine) -> Option<(Arc<dyn Store>, GroupCommit, tempfile::TempDir)> {
+async fn open_staging(engine: Engine) -> Option<(Arc<dyn Store>, Commits, tempfile::TempDir)> {
     let dir = tempfile::tempdir().unwrap();
     let url = match engine {
         Engine::Sqlite => format!("sqlite://{}", dir.path().join("t.db").display()),
@@ -414,13 +420,19 @@ async fn open_staging(engine: Engine) -> Option<(Arc<dyn Store>, GroupCommit, te
     Some(match engine {
         Engine::Sqlite => {
             let s = SqliteStore::connect(&url).await.unwrap();
-            let staging = s.staging();
-            (Arc::new(s), staging, dir)
+            let commits = Commits {
+                staging: s.staging(),
+                pickups: s.pickups(),
+            };
+            (Arc::new(s), commits, dir)
         }
         Engine::Postgres => {
             let s = PostgresStore::connect(&url).await.unwrap();
-            let staging = s.staging();
-            (Arc::new(s), staging, dir)
+            let commits = Commits {
+                staging: s.staging(),
+                pickups: s.pickups(),
+            };
+            (Arc::new(s), commits, dir)
         }
     })
 }
@@ -431,7 +443,7 @@ type Batch = (WorkspaceId, Vec<(NewPendingUpload, NewActivity)>);
 /// returns each call's outcome and the transactions it took.
 async fn stage_together(
     store: &Arc<dyn Store>,
-    staging: &GroupCommit,
+    staging: &GroupCommit<StageJob>,
     batches: Vec<Batch>,
 ) -> (Vec<StoreResult<Vec<Activity>>>, u64) {
     let before = staging.transactions();
@@ -463,6 +475,73 @@ async fn stage_together(
     (outcomes, staging.transactions() - before)
 }
 
+/// Long polls woken together mark their pickups in ONE transaction (a
+/// thousand polls woken by a schedule fire must not queue a thousand
+/// writes); each mark only ever rises, and a mark for a workspace that
+/// does not exist leaves the others standing.
+async fn concurrent_pickup_marks_share_one_commit(engine: Engine) {
+    let Some((store, Commits { pickups, .. }, _dir)) = open_staging(engine).await else {
+        return;
+    };
+    let mut ids = Vec::new();
+    for i in 0..4 {
+        let id = WorkspaceId::new();
+        let token = AuthToken::generate();
+        store
+            .create_workspace(
+                id,
+                &new_ws(&format!("p{i}"), DeliveryMode::Poll),
+                token.hash(),
+                now(),
+            )
+            .await
+            .unwrap();
+        ids.push(id);
+    }
+    store.mark_inbox_picked_up(ids[3], 50).await.unwrap();
+    let before = pickups.transactions();
+    let held = pickups.hold().await;
+    // Four live workspaces (the last one lower than its mark) and one
+    // that was never created.
+    let marks = [
+        (ids[0], 7),
+        (ids[1], 8),
+        (ids[2], 9),
+        (ids[3], 10),
+        (WorkspaceId::new(), 11),
+    ];
+    let calls: Vec<_> = marks
+        .iter()
+        .map(|&(id, through)| {
+            let store = store.clone();
+            tokio::spawn(async move { store.mark_inbox_picked_up(id, through).await })
+        })
+        .collect();
+    for _ in 0..500 {
+        if pickups.queued() == marks.len() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert_eq!(
+        pickups.queued(),
+        marks.len(),
+        "every mark queued behind the held commit"
+    );
+    drop(held);
+    for call in calls {
+        call.await.unwrap().unwrap();
+    }
+    assert_eq!(pickups.transactions() - before, 1);
+    let mut stored = Vec::new();
+    for id in &ids {
+        let ws = store.get_workspace(*id).await.unwrap().unwrap();
+        stored.push(ws.inbox_picked_up_through);
+    }
+    assert_eq!(stored, vec![Some(7), Some(8), Some(9), Some(50)]);
+}
+on_both_engines!(concurrent_pickup_marks_share_one_commit);
+
 async fn staged_files(store: &Arc<dyn Store>, ws: WorkspaceId) -> BTreeSet<String> {
     let rows = store.list_pending_uploads(ws, now()).await.unwrap();
     rows.into_iter().map(|r| r.filename).collect()
@@ -471,7 +550,7 @@ async fn staged_files(store: &Arc<dyn Store>, ws: WorkspaceId) -> BTreeSet<Strin
 /// Concurrent `stage_uploads` share one transaction; one refused call in
 /// the group fails alone and leaves nothing, the others are all kept.
 async fn concurrent_staging_shares_one_commit_and_fails_alone(engine: Engine) {
-    let Some((store, staging, _dir)) = open_staging(engine).await else {
+    let Some((store, Commits { staging, .. }, _dir)) = open_staging(engine).await else {
         return;
     };
     let ws = WorkspaceId::new();
