@@ -1281,6 +1281,44 @@ async function main() {
     await chatAgain();
   });
 
+  await step('the top bar warns when the scheduler stalls or schedules go stale, and names them (issue 24)', async () => {
+    const warning = page.locator('#health-warning');
+    const ws = await apiCall('POST', '/workspaces', ADMIN_TOKEN, { name: 'health-agent', delivery_mode: 'poll' });
+    const made = await apiCall('POST', `/workspaces/${ws.id}/schedules`, ADMIN_TOKEN, { name: 'hourly digest', cron_expr: '0 * * * *', prompt: 'Digest.' });
+    await page.getByRole('button', { name: 'Refresh the workspace list' }).click();
+    await page.locator(`#workspace-list [data-ws="${ws.id}"]`).waitFor();
+    // A re-check, finished when the warning has drawn one more answer.
+    const recheck = async () => {
+      const before = Number(await warning.getAttribute('data-checks') || 0);
+      await page.evaluate(() => document.dispatchEvent(new Event('visibilitychange')));
+      await page.waitForFunction((n) => Number(document.getElementById('health-warning').dataset.checks || 0) > n, before);
+    };
+    // The real server: its scheduler ticks and nothing is stale, so no warning.
+    const real = await apiCall('GET', '/admin/schedules/health', ADMIN_TOKEN);
+    assert(!real.scheduler.stalled && real.counts.stale === 0, `the real health: ${JSON.stringify(real.scheduler)} ${JSON.stringify(real.counts)}`);
+    await recheck();
+    assert(await warning.isHidden(), `a healthy server shows a warning: ${await warning.textContent()}`);
+    // A stalled loop cannot be produced in a browser test's time: the
+    // server's own answer is taken and changed to one (stall + this
+    // schedule stale), as a scheduler dead for ten minutes would answer.
+    await page.route('**/admin/schedules/health', async (route) => {
+      const answer = await (await route.fetch()).json();
+      answer.scheduler = { ...answer.scheduler, stalled: true, last_tick_at: new Date(Date.now() - 600_000).toISOString() };
+      answer.schedules = answer.schedules.map((s) => (s.id === made.id ? { ...s, status: 'stale' } : s));
+      answer.counts = { ...answer.counts, stale: 1 };
+      await route.fulfill({ json: answer });
+    });
+    await recheck();
+    const text = await warning.textContent();
+    assert(/The scheduler has stopped \(last tick 10 min ago\)/.test(text) && text.includes('1 schedule has not fired') && text.includes('hourly digest (health-agent)'), `the warning reads: ${text}`);
+    assert(await warning.locator('a').getAttribute('href') === `#/w/${ws.id}`, 'the warning does not link to the stale schedule\'s workspace');
+    assert(await warning.getAttribute('role') === 'status', 'the warning is not announced');
+    await axeCheck('top bar with a scheduler warning');
+    await page.unroute('**/admin/schedules/health');
+    await recheck();
+    assert(await warning.isHidden(), `the warning stays after the server is healthy again: ${await warning.textContent()}`);
+  });
+
   await step('55 workspaces: the create form is reachable without scrolling past them', async () => {
     await Promise.all(Array.from({ length: 50 }, (_, i) => apiCall('POST', '/workspaces', ADMIN_TOKEN, { name: `bulk-${i}`, delivery_mode: 'poll' })));
     await page.getByRole('button', { name: 'Refresh the workspace list' }).click();

@@ -12,6 +12,7 @@ import { api } from './api.js';
 import { closeChat, initChat, openChat } from './chat.js';
 import { loadConfig } from './config.js';
 import { initCreate } from './create.js';
+import { startHealth, stopHealth } from './health.js';
 import { initLifecycle } from './lifecycle.js';
 import { initManage } from './manage.js';
 import { initOrgImport } from './orgimport.js';
@@ -45,6 +46,7 @@ async function signIn(token) {
 function signOut(message = '') {
   closeChat();
   clearInterval(state.listTimer);
+  stopHealth();
   state.token = '';
   localStorage.removeItem(TOKEN_KEY);
   show('signin');
@@ -58,6 +60,7 @@ function enterApp() {
   renderWorkspaces();
   loadConfig().catch(() => {}); // until read, the page's defaults and the server's checks
   pollActivity().catch(() => {});
+  startHealth();
   clearInterval(state.listTimer);
   state.listTimer = setInterval(() => refreshWorkspaces().catch(() => {}), LIST_REFRESH_MS);
   route();
