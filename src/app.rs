@@ -111,6 +111,10 @@ impl Application {
             sealer,
             upload_ttl,
         };
+        // A server forwards to push workspaces; a bare sweep pass
+        // (`sweep --once`) does not: it exits before a forward finishes.
+        let sweeper =
+            sweeper.with_forwarder(matches!(role, Role::Serve).then(|| http::forwarder(&state)));
         Ok(Self {
             listener,
             metrics_listener,

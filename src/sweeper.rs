@@ -148,6 +148,7 @@ impl Sweeper {
                 bus,
                 config,
                 embedder: None,
+                forwarder: None,
             },
         }
     }
@@ -155,6 +156,12 @@ impl Sweeper {
     /// Also back-fills memory vectors with `embedder`, when given.
     pub fn with_embedder(mut self, embedder: Option<crate::memory::Embedder>) -> Self {
         self.cx.embedder = embedder;
+        self
+    }
+
+    /// Also forwards delegations (and fires) to push workspaces.
+    pub fn with_forwarder(mut self, forwarder: Option<crate::push::Forwarder>) -> Self {
+        self.cx.forwarder = forwarder;
         self
     }
 

@@ -25,6 +25,7 @@ use reqwest::{Method, RequestBuilder, Response, StatusCode};
 use serde_json::Value;
 use url::Url;
 
+pub(crate) use crate::domain::inbox::answer_text;
 use crate::http::MAX_WAIT_SECS;
 /// The wire types are the server's own, under the server's names, so the
 /// two sides cannot drift apart and a type reads the same on both.
@@ -34,7 +35,7 @@ pub(crate) use crate::http::{
     RegisteredWorkspace, ResolvedInstructions, RotatedToken, ScheduleDeleted, ScheduleView,
     SecretView, UploadStatsView, UploadedFiles, WorkspaceView,
 };
-pub(crate) use messages::{answer_text, ActivityQuery};
+pub(crate) use messages::ActivityQuery;
 pub(crate) use uploads::{Download, ProgressFn};
 
 /// Everything that can go wrong talking to the server.

@@ -29,7 +29,7 @@ use super::access::{
 use super::extract::{DelegationPath, Query, WorkspacePath};
 use super::{AppState, Error, ErrorBody, Json, Result};
 use crate::domain::inbox::{Delegate, InboxItem};
-use crate::domain::{self, Caller, DelegationId, DelegationStatus, WorkspaceId};
+use crate::domain::{self, Caller, DelegationId, DelegationStatus, DeliveryMode, WorkspaceId};
 use crate::events::Event;
 use crate::store::{
     BeatOutcome, Delegated, Delegation, DelegationFilter, NewDelegation, PartyRole, ReportOutcome,
@@ -202,7 +202,7 @@ pub(super) async fn delegate(
         }
     };
     // A removed workspace answers nothing: 404, as to a workspace caller.
-    live_workspace(state, target).await?;
+    let callee = live_workspace(state, target).await?;
     if caller == Caller::Workspace(target) {
         return Err(Error::Unprocessable(
             "a workspace cannot delegate to itself".into(),
@@ -229,6 +229,9 @@ pub(super) async fn delegate(
     match state.store.create_delegation(&new, &inbox, now).await? {
         Delegated::Created { delegation, inbox } => {
             crate::ledger::announce_created(&state.bus, &state.metrics, &delegation, &inbox).await;
+            if callee.delivery_mode == DeliveryMode::Push {
+                super::forwarder(state).spawn(delegation.clone());
+            }
             Ok((
                 StatusCode::ACCEPTED,
                 DelegationCreated {

@@ -104,6 +104,17 @@ pub struct AppState {
     pub upload_ttl: Period,
 }
 
+/// The push forwarder over this server's state (see `crate::push`).
+pub(crate) fn forwarder(state: &AppState) -> crate::push::Forwarder {
+    crate::push::Forwarder {
+        store: state.store.clone(),
+        bus: state.bus.clone(),
+        metrics: state.metrics.clone(),
+        http: state.http.clone(),
+        timeout: state.config.forward_timeout,
+    }
+}
+
 #[derive(OpenApi)]
 #[openapi(
     info(

@@ -15,7 +15,9 @@ use super::access::{KnownWorkspace, LiveWorkspace, SelfOrOperator};
 use super::extract::{Query, SchedulePath};
 use super::{AppState, Error, ErrorBody, Json, Result};
 use crate::domain::schedule::{self, CronSpec, Overlap};
-use crate::domain::{self, DelegationId, FireId, ScheduleId, TemplateSchedule, WorkspaceId};
+use crate::domain::{
+    self, DelegationId, DeliveryMode, FireId, ScheduleId, TemplateSchedule, WorkspaceId,
+};
 use crate::store::{Fire, Fired, Saved, Schedule, ScheduleDef};
 
 /// The sentence of a create without its two required fields (Molecule's).
@@ -383,13 +385,16 @@ pub(super) async fn run_schedule(
     State(state): State<AppState>,
     SelfOrOperator(SchedulePath(ws, id), _): SelfOrOperator<SchedulePath>,
 ) -> Result<Json<FireView>> {
-    super::access::live_workspace(&state, ws).await?;
+    let workspace = super::access::live_workspace(&state, ws).await?;
     let fired: Fired = state
         .store
         .run_schedule(ws, id, domain::now())
         .await?
         .ok_or_else(schedule_not_found)?;
     crate::jobs::announce_fire(&state.bus, &state.metrics, &fired, domain::now()).await;
+    if let (Some((d, _)), DeliveryMode::Push) = (&fired.delivered, workspace.delivery_mode) {
+        super::forwarder(&state).spawn(d.clone());
+    }
     Ok(Json(fired.fire.into()))
 }
 

@@ -25,6 +25,7 @@ mod blobs;
 mod delegations;
 mod kv;
 mod memory;
+mod push;
 mod schedules;
 mod uploads;
 mod workspaces;
@@ -61,6 +62,7 @@ pub static REGISTERED: &[&dyn Job] = &[
     &memory::BackfillEmbeddings,
     &delegations::SweepDelegations,
     &schedules::FireSchedules,
+    &push::ForwardPush,
     &approvals::ExpireApprovals,
     &workspaces::ResetPhantomBusy,
     &workspaces::PurgeRemoved,
@@ -95,6 +97,9 @@ pub struct JobContext {
     pub config: SweepConfig,
     /// Back-fills memory vectors, when configured.
     pub embedder: Option<crate::memory::Embedder>,
+    /// Hands delegations and fires to push workspaces, when the server
+    /// runs (a bare sweep, `sweep --once`, forwards nothing).
+    pub forwarder: Option<crate::push::Forwarder>,
 }
 
 /// Retention settings of the sweep, each a [`Period`] checked at start-up

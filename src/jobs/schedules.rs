@@ -101,6 +101,10 @@ impl Scheduler {
             // thousand polls woken at once queued for the pool past its
             // acquire timeout (503s in bench/schedules.py on PostgreSQL).
             self.cx.bus.publish_many(events).await;
+            if let Some(forwarder) = &self.cx.forwarder {
+                let delivered = batch.fired.iter().filter_map(|f| f.delivered.as_ref());
+                forwarder.spawn_for_push(delivered.map(|(d, _)| d.clone()).collect());
+            }
         }
         Ok(out)
     }

@@ -304,6 +304,15 @@ pub trait DelegationStore: Send + Sync {
     /// Deletes up to `limit` completed or failed rows that ended before
     /// `before`; returns how many.
     async fn purge_delegations(&self, before: DateTime<Utc>, limit: i64) -> StoreResult<u64>;
+
+    /// Up to `limit` rows still queued since before `before` whose callee
+    /// is a live, unpaused push workspace with a URL, oldest first: the
+    /// ones nobody forwarded (see `crate::push`).
+    async fn queued_push_delegations(
+        &self,
+        before: DateTime<Utc>,
+        limit: i64,
+    ) -> StoreResult<Vec<Delegation>>;
 }
 
 engines! {
@@ -580,6 +589,25 @@ engines! {
                 query = query.bind(status.as_str());
             }
             let rows = query.bind(filter.limit).fetch_all(&self.pool).await?;
+            rows.into_iter().map(TryInto::try_into).collect()
+        }
+
+        async fn queued_push_delegations(
+            &self,
+            before: DateTime<Utc>,
+            limit: i64,
+        ) -> StoreResult<Vec<Delegation>> {
+            let rows: Vec<DelegationRow> = sqlx::query_as(
+                "SELECT d.* FROM delegations d JOIN workspaces w ON w.id = d.callee_id \
+                 WHERE d.status = 'queued' AND d.created_at < $1 \
+                   AND w.delivery_mode = 'push' AND w.url IS NOT NULL \
+                   AND w.removed_at IS NULL AND w.paused_at IS NULL \
+                 ORDER BY d.created_at, d.id LIMIT $2",
+            )
+            .bind(Ts(before))
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?;
             rows.into_iter().map(TryInto::try_into).collect()
         }
 

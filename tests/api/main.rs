@@ -26,6 +26,7 @@ mod mcp;
 mod memory;
 mod pending;
 mod plugins;
+mod push_delegations;
 mod replicas;
 mod s3_ingest;
 mod schedule_chaos;

@@ -328,6 +328,37 @@ pub fn message_send_rpc(id: Value, params: Value) -> Value {
     json!({"jsonrpc": "2.0", "id": id, "method": MESSAGE_SEND, "params": params})
 }
 
+/// The text parts of a JSON-RPC `message/send` answer (a Message, or a
+/// Task with a status message or artifacts), joined by newlines.
+pub fn answer_text(answer: &Value) -> String {
+    fn collect(v: &Value, out: &mut Vec<String>) {
+        match v {
+            Value::Object(map) => {
+                if map.get("kind").and_then(Value::as_str) == Some("text") {
+                    if let Some(t) = map.get("text").and_then(Value::as_str) {
+                        out.push(t.to_owned());
+                        return;
+                    }
+                }
+                for (k, v) in map {
+                    if matches!(
+                        k.as_str(),
+                        "parts" | "result" | "status" | "message" | "artifacts"
+                    ) {
+                        collect(v, out);
+                    }
+                }
+            }
+            Value::Array(items) => items.iter().for_each(|i| collect(i, out)),
+            _ => {}
+        }
+    }
+    let mut out = Vec::new();
+    let root = answer.get("result").unwrap_or(answer);
+    collect(root, &mut out);
+    out.join("\n")
+}
+
 /// Whether a JSON-RPC `method` is `message/send`.
 pub fn is_message_send(method: &Value) -> bool {
     method == MESSAGE_SEND

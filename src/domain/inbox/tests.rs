@@ -199,3 +199,13 @@ fn an_instructions_changed_row_round_trips() {
     broken.data = None;
     assert!(InboxItem::parse(&broken).is_err());
 }
+
+#[test]
+fn answer_text_reads_a_message_and_a_task() {
+    let msg = json!({"jsonrpc": "2.0", "id": 1, "result": {"kind": "message", "parts": [{"kind": "text", "text": "hi"}]}});
+    assert_eq!(answer_text(&msg), "hi");
+    let task = json!({"result": {"kind": "task", "status": {"message": {"parts": [{"kind": "text", "text": "done"}]}},
+        "artifacts": [{"parts": [{"kind": "text", "text": "out"}]}]}});
+    let text = answer_text(&task);
+    assert!(text.contains("done") && text.contains("out"), "{text}");
+}
