@@ -93,6 +93,19 @@ impl ChainReport {
     }
 }
 
+/// The rows read past the head the walk started from: appends that
+/// committed meanwhile, or rows inserted behind the server's back. The head
+/// is read again AFTER the rows were: every append that committed before
+/// that read moved the head past its row, so a row still past the head was
+/// not appended by a server.
+async fn beyond_head(store: &dyn Store, rows: &[AuditRecord]) -> StoreResult<Option<Broken>> {
+    let (head_seq, _) = store.audit_head().await?;
+    Ok(rows.iter().find(|r| r.seq > head_seq).map(|r| Broken {
+        seq: r.seq,
+        reason: format!("row past the head ({head_seq}): not appended by the server"),
+    }))
+}
+
 /// Seals and checks audit rows under the chain's key.
 #[derive(Debug, Clone)]
 pub struct Auditor {
@@ -139,9 +152,12 @@ impl Auditor {
                 .audit_chain_page(checker.last_seq(), VERIFY_PAGE)
                 .await?;
             let done = (page.len() as i64) < VERIFY_PAGE;
-            for row in &page {
+            for (i, row) in page.iter().enumerate() {
                 if row.seq > head_seq {
-                    break 'walk checker.finish(head_seq, &head_hash).err();
+                    if let Err(b) = checker.finish(head_seq, &head_hash) {
+                        break 'walk Some(b);
+                    }
+                    break 'walk beyond_head(store, &page[i..]).await?;
                 }
                 if let Err(b) = checker.check(&row.stored()) {
                     break 'walk Some(b);

@@ -203,6 +203,11 @@ pub(super) async fn import_org(
         dry_run,
         "org import"
     );
+    if !dry_run {
+        let entry = crate::audit::Entry::new(crate::domain::audit::Actor::Operator, "org.imported")
+            .details(serde_json::json!({"created": created, "skipped": skipped}));
+        super::audit::record(&state, entry).await;
+    }
     Ok(Json(ImportReport {
         dry_run,
         workspaces: entries,

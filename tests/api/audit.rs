@@ -2,7 +2,7 @@
 //! only, instructions, approvals, tokens) each become one HMAC-chained row;
 //! the listings filter and page exactly and answer `chain_valid`; agents
 //! append their own steps as themselves only; concurrent appends never
-//! fork the chain; and a row updated or deleted with SQL directly is named
+//! fork the chain; and a row updated, deleted or inserted with SQL directly is named
 //! by `chain_valid`/`first_broken` and by `molecule audit verify` — on
 //! both engines.
 
@@ -459,6 +459,20 @@ async fn rows_edited_or_deleted_in_sql_are_named(engine: Engine) {
     };
     let _ = app.audit_ws("a", None).await;
     let _ = app.audit_ws("b", None).await;
+    // A row inserted past the head: not appended by the server.
+    let insert = "INSERT INTO audit_events (seq, at, actor, action, details, details_hash, prev_hash, hash) \
+        SELECT 3, at, 'operator', 'forged', '{}', details_hash, hash, hash FROM audit_events WHERE seq = 2";
+    assert_eq!(app.audit_sql(insert).await, 1);
+    let (ok, report) = app.audit_verify_cli();
+    assert!(!ok);
+    assert_eq!(report["first_broken"]["seq"], 3, "{report}");
+    assert_eq!(app.admin_audit("").await["first_broken"]["seq"], 3);
+    assert_eq!(
+        app.audit_sql("DELETE FROM audit_events WHERE seq = 3")
+            .await,
+        1
+    );
+    assert!(app.audit_verify_cli().0);
     assert_eq!(
         app.audit_sql("DELETE FROM audit_events WHERE seq = 2")
             .await,
@@ -472,3 +486,65 @@ async fn rows_edited_or_deleted_in_sql_are_named(engine: Engine) {
 }
 
 on_both_engines!(rows_edited_or_deleted_in_sql_are_named);
+
+async fn schedule_changes_are_recorded_with_who_made_them(engine: Engine) {
+    let Some(mut app) = spawn_app(engine).await else {
+        return;
+    };
+    let ws = app.audit_ws("scheduler", None).await;
+    let (status, s) = app
+        .post(
+            &format!("/workspaces/{}/schedules", ws.id),
+            &ws.token,
+            &json!({"name": "nightly", "cron_expr": "0 3 * * *", "prompt": "secret plan"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{s}");
+    let sid = s["id"].as_str().unwrap();
+    let path = format!("/workspaces/{}/schedules/{sid}", ws.id);
+    let admin = app.admin_token.clone();
+    let (status, body) = app
+        .audit_send(
+            Method::PATCH,
+            &path,
+            &admin,
+            Some(&json!({"enabled": false})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (status, body) = app.audit_send(Method::DELETE, &path, &ws.token, None).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+
+    let page = app.admin_audit("").await;
+    let rows: Vec<(String, String, bool)> = page["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["action"].as_str().unwrap().to_owned(),
+                e["actor"].as_str().unwrap().to_owned(),
+                e["details"]["enabled"].as_bool().unwrap_or(true),
+            )
+        })
+        .collect();
+    let me = format!("workspace:{}", ws.id);
+    assert_eq!(
+        rows,
+        [
+            ("schedule.deleted".to_owned(), me.clone(), false),
+            ("schedule.updated".to_owned(), "operator".to_owned(), false),
+            ("schedule.created".to_owned(), me, true),
+            ("workspace.created".to_owned(), "operator".to_owned(), true),
+        ]
+    );
+    assert_eq!(page["events"][2]["target"], format!("schedule:{sid}"));
+    assert!(
+        !page.to_string().contains("secret plan"),
+        "no prompt in the trail"
+    );
+    assert_eq!(page["chain_valid"], true);
+    app.stop().await;
+}
+
+on_both_engines!(schedule_changes_are_recorded_with_who_made_them);
