@@ -61,7 +61,7 @@ impl Application {
         // the clock arithmetic is refused, never read as zero.
         let sweep_config = sweep_config(&config)?;
         let upload_ttl = Period::new("--upload-ttl", config.upload_ttl)?;
-        let (store, sealer) = open_store(&config, role).await?;
+        let (store, sealer, audit) = open_store(&config, role).await?;
         let blobs = blob::open(
             &config.blob_store,
             store.clone(),
@@ -109,6 +109,7 @@ impl Application {
                 crate::memory::VECTOR_CACHE_BYTES,
             )),
             sealer,
+            audit,
             upload_ttl,
         };
         // A server forwards to push workspaces; a bare sweep pass
@@ -231,7 +232,10 @@ fn sweep_config(config: &Config) -> anyhow::Result<SweepConfig> {
 
 /// Prepares the data dir, opens and migrates the database, and loads the
 /// secrets key `role` needs (checked against the database when serving).
-async fn open_store(config: &Config, role: Role) -> anyhow::Result<(Arc<dyn Store>, Sealer)> {
+async fn open_store(
+    config: &Config,
+    role: Role,
+) -> anyhow::Result<(Arc<dyn Store>, Sealer, crate::audit::Auditor)> {
     private_fs::prepare_data_dir(&config.data_dir).with_context(|| {
         format!(
             "failed to prepare the data dir {}",
@@ -252,16 +256,18 @@ async fn open_store(config: &Config, role: Role) -> anyhow::Result<(Arc<dyn Stor
         .migrate()
         .await
         .context("failed to apply database migrations")?;
-    let sealer = match (role, &config.secrets_key) {
-        (Role::Serve, Some(key)) => Sealer::new(key),
-        (Role::Serve, None) => Sealer::new(&crate::secrets::load_or_create_key(&config.data_dir)?),
-        // Never used by a pass; a key of its own that is never stored.
-        (Role::SweepOnce, _) => Sealer::new(&crate::secrets::SecretsKey::generate()),
+    let key = match (role, &config.secrets_key) {
+        (Role::Serve, Some(key)) => key.clone(),
+        (Role::Serve, None) => crate::secrets::load_or_create_key(&config.data_dir)?,
+        // Never used by a pass (it neither seals nor audits); a key of its
+        // own that is never stored.
+        (Role::SweepOnce, _) => crate::secrets::SecretsKey::generate(),
     };
+    let sealer = Sealer::new(&key);
     if role == Role::Serve {
         sealer.verify(store.as_ref()).await?;
     }
-    Ok((store, sealer))
+    Ok((store, sealer, crate::audit::Auditor::new(&key)))
 }
 
 /// Binds the API listener and, when configured, the metrics listener.

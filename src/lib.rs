@@ -3,7 +3,7 @@
 //! Layers, each depending only on those below it: `cli` and `connect` (the
 //! binary's faces, reaching the server only over HTTP through `client`);
 //! `http`, `sweeper`, `jobs`, `ledger` and `app` (the server), with `secrets`
-//! (sealing secret values) and `plugin_archive` (checking published tarballs); `store` and
+//! (sealing secret values), `audit` (the HMAC-chained audit trail) and `plugin_archive` (checking published tarballs); `store` and
 //! `blob` (the two storage seams); `domain` (pure types).
 //!
 //! Where things live:
@@ -15,7 +15,7 @@
 //!   limits), [`store`] and [`blob`] (the storage seams, with their contract
 //!   tests in `tests/api/`), [`domain`] (pure types), [`sweeper`] and the
 //!   background [`jobs`] it runs, [`events`] (the wake-up bus), [`memory`]
-//!   (recall), [`secrets`], [`metrics`], [`telemetry`] and [`web`] (the
+//!   (recall), [`secrets`], [`audit`], [`metrics`], [`telemetry`] and [`web`] (the
 //!   canvas's modules, listed at build time).
 //! - Crate-private: `http` (one module per resource, each with its
 //!   `router()`), `client` (the typed HTTP client; it re-exports `http`'s
@@ -30,6 +30,7 @@
 
 pub(crate) mod a2a;
 pub mod app;
+pub mod audit;
 pub mod blob;
 pub mod cli;
 pub(crate) mod client;

@@ -53,6 +53,17 @@ impl SecretsKey {
         Ok(Self(bytes.try_into().map_err(|_| KeyFormatError)?))
     }
 
+    /// The audit chain's HMAC key: HKDF-SHA256 of this key under the label
+    /// `molecule/audit-chain/v1`, so the chain needs no key file of its own
+    /// and never shares bytes with the sealing key.
+    pub fn audit_key(&self) -> crate::domain::audit::AuditKey {
+        let mut out = [0u8; 32];
+        hkdf::Hkdf::<sha2::Sha256>::new(None, &self.0)
+            .expand(b"molecule/audit-chain/v1", &mut out)
+            .expect("BUG: 32 bytes is a valid HKDF-SHA256 output length");
+        crate::domain::audit::AuditKey::from_bytes(out)
+    }
+
     /// The key as hex, for writing the key file.
     fn to_hex(&self) -> String {
         hex::encode(self.0)
@@ -105,6 +116,19 @@ fn read_key_file(path: &Path, mut file: std::fs::File) -> anyhow::Result<Secrets
     file.read_to_string(&mut raw)
         .with_context(|| format!("failed to read {}", path.display()))?;
     SecretsKey::parse(&raw).with_context(|| format!("in {}", path.display()))
+}
+
+/// Reads `<data_dir>/secrets-key` without creating it: for tools that
+/// check what a server wrote (`molecule audit verify`).
+pub fn load_existing_key(data_dir: &Path) -> anyhow::Result<SecretsKey> {
+    let path = data_dir.join("secrets-key");
+    let file = std::fs::File::open(&path).with_context(|| {
+        format!(
+            "failed to read {} (give the key with --secrets-key / MOLECULE_SECRETS_KEY)",
+            path.display()
+        )
+    })?;
+    read_key_file(&path, file)
 }
 
 /// A sealed value did not open: wrong key, or a tampered or moved row.

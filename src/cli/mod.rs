@@ -1,11 +1,13 @@
 //! The command line: one clap tree for every face of the binary. The
 //! server commands (`serve`, `migrate`, `sweep`) are wired here; the
 //! operator commands live in `operator.rs` (workspaces, messages, uploads)
-//! `agent.rs` (secrets, plugins) and `schedule.rs`, and the workspace side in
+//! `agent.rs` (secrets, plugins), `schedule.rs` and `audit.rs` (which
+//! reads the database directly, like `migrate`), and the workspace side in
 //! `crate::connect`. Both of those reach the server only over HTTP.
 
 pub(crate) mod agent;
 pub(crate) mod approvals;
+pub(crate) mod audit;
 pub(crate) mod memory;
 pub(crate) mod operator;
 pub(crate) mod schedule;
@@ -80,6 +82,9 @@ pub(crate) enum Command {
     /// The approvals inbox: list pending requests, approve or deny one.
     #[command(subcommand)]
     Approval(approvals::ApprovalCommand),
+    /// The audit trail: `verify` checks its HMAC chain in the database.
+    #[command(subcommand)]
+    Audit(audit::AuditCommand),
 }
 
 /// Flags of `molecule migrate`.
@@ -162,5 +167,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Plugin(cmd) => agent::plugin(cmd).await,
         Command::Schedule(cmd) => schedule::schedule(cmd).await,
         Command::Approval(cmd) => approvals::approval(cmd).await,
+        Command::Audit(cmd) => audit::audit(cmd).await,
     }
 }

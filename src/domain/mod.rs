@@ -10,6 +10,7 @@
 //! above never re-check what a type already guarantees.
 
 pub mod approval;
+pub mod audit;
 mod delegation;
 mod filename;
 mod ids;

@@ -25,7 +25,9 @@ use super::access::{ApprovalDecider, KnownWorkspace, LiveWorkspace, Operator, Se
 use super::auth::Principal;
 use super::extract::{ApprovalPath, Query};
 use super::{AppState, Error, ErrorBody, Json, Result};
+use crate::audit::Entry;
 use crate::domain::approval::{self as rules, ApprovalStatus, DecidedBy, Decision, OnExpiry};
+use crate::domain::audit::Actor;
 use crate::domain::{self, ApprovalId, WorkspaceId};
 use crate::events::Event;
 use crate::store::{Approval, Decided, NewApproval};
@@ -229,6 +231,16 @@ pub(super) async fn create_approval(
         .await?
         .ok_or_else(Error::workspace_not_found)?;
     crate::jobs::announce_approval(&state.bus, &state.metrics, &a, inbox.as_ref()).await;
+    let entry = Entry::new(Actor::Workspace(a.workspace_id), "approval.requested")
+        .workspace(a.workspace_id)
+        .target(format!("approval:{}", a.id))
+        .details(serde_json::json!({
+            "action": a.action,
+            "task_id": a.task_id,
+            "approver_id": a.approver_id,
+            "on_expiry": a.on_expiry.as_str(),
+        }));
+    super::audit::record(&state, entry).await;
     let created = ApprovalCreated {
         approval_id: a.id,
         status: a.status.as_str().to_owned(),
@@ -330,6 +342,15 @@ pub(super) async fn decide_approval(
     {
         Decided::Done(a, inbox) => {
             crate::jobs::announce_approval(&state.bus, &state.metrics, &a, Some(&inbox)).await;
+            let entry = Entry::new(super::audit::actor(who), "approval.decided")
+                .workspace(a.workspace_id)
+                .target(format!("approval:{}", a.id))
+                .details(serde_json::json!({
+                    "action": a.action,
+                    "decision": a.status.as_str(),
+                    "decided_by": a.decided_by.map(|d| d.to_string()),
+                }));
+            super::audit::record(&state, entry).await;
             Ok(Json(a.into()))
         }
         Decided::Already(a) => Err(Error::StatusConflict {

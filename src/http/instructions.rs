@@ -203,6 +203,22 @@ async fn written(
         })
         .collect();
     state.bus.publish_many(events).await;
+    let mut entry = crate::audit::Entry::new(
+        crate::domain::audit::Actor::Operator,
+        format!("instruction.{change}"),
+    )
+    .target(format!("instruction:{}", i.id))
+    .details(serde_json::json!({
+        "scope": i.scope.as_str(),
+        "scope_target": i.scope_target,
+        "title": i.title,
+        "priority": i.priority,
+        "enabled": i.enabled,
+    }));
+    if let Some(w) = i.scope_target {
+        entry = entry.workspace(w);
+    }
+    super::audit::record(state, entry).await;
     Ok(i)
 }
 

@@ -12,7 +12,7 @@ use utoipa_axum::routes;
 
 use super::access::{KnownWorkspace, Operator, SelfOrOperatorEvenRemoved};
 use super::extract::WorkspacePath;
-use super::workspaces::{log_event, WorkspaceView};
+use super::workspaces::{record_event, WorkspaceView};
 use super::{AppState, Error, ErrorBody, Json, Result};
 use crate::domain::{self, InboxItem, WorkspaceId, WorkspaceStatus};
 use crate::events::Event;
@@ -79,7 +79,7 @@ async fn set_paused(
     } else {
         "workspace.resumed"
     };
-    log_event(event, id, w.parent_id);
+    record_event(state, event, id, w.parent_id).await;
     Ok(Json(WorkspaceView::load(state, w).await?))
 }
 
@@ -106,7 +106,7 @@ pub(super) async fn restart_workspace(
             id: activity.id,
         })
         .await;
-    log_event("workspace.restart_requested", id, w.parent_id);
+    record_event(&state, "workspace.restart_requested", id, w.parent_id).await;
     Ok((
         StatusCode::ACCEPTED,
         Json(WorkspaceView::load(&state, w).await?),

@@ -8,6 +8,7 @@ mod a2a_stream;
 mod access;
 mod activity;
 mod approvals;
+mod audit;
 mod auth;
 mod canvas;
 mod cron;
@@ -100,6 +101,8 @@ pub struct AppState {
     pub vectors: Arc<crate::memory::VectorCache>,
     /// Seals and opens secret values.
     pub sealer: Sealer,
+    /// Appends to and checks the audit trail.
+    pub audit: crate::audit::Auditor,
     /// How long a staged file waits (`config.upload_ttl`, checked).
     pub upload_ttl: Period,
 }
@@ -164,6 +167,7 @@ pub(crate) fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(schedule_health::routes())
         .merge(approvals::routes())
         .merge(instructions::routes())
+        .merge(audit::routes())
         .merge(memories::routes())
         .merge(kv::routes())
         .merge(mcp::routes())

@@ -19,7 +19,7 @@ use utoipa_axum::routes;
 use super::access::Operator;
 use super::extract::Query;
 use super::schedules::template_def;
-use super::workspaces::{check_url, log_event};
+use super::workspaces::{check_url, record_event};
 use super::{AppState, Error, ErrorBody, Json, Result};
 use crate::domain::{
     self, AuthToken, DeliveryMode, FlatNode, OrgTemplate, TemplateDefaults, TemplateError,
@@ -164,9 +164,15 @@ pub(super) async fn import_org(
         let schedules = import_schedules(&state, result, defs, dry_run).await?;
         if !dry_run {
             if result.created {
-                log_event("workspace.created", result.id, result.parent_id);
+                record_event(&state, "workspace.created", result.id, result.parent_id).await;
             } else {
-                log_event("org_import.skip_existing", result.id, result.parent_id);
+                record_event(
+                    &state,
+                    "org_import.skip_existing",
+                    result.id,
+                    result.parent_id,
+                )
+                .await;
             }
         }
         // A dry run rolled back: ids of would-be-created workspaces are
@@ -197,6 +203,11 @@ pub(super) async fn import_org(
         dry_run,
         "org import"
     );
+    if !dry_run {
+        let entry = crate::audit::Entry::new(crate::domain::audit::Actor::Operator, "org.imported")
+            .details(serde_json::json!({"created": created, "skipped": skipped}));
+        super::audit::record(&state, entry).await;
+    }
     Ok(Json(ImportReport {
         dry_run,
         workspaces: entries,

@@ -24,6 +24,8 @@ use super::access::{
 };
 use super::extract::WorkspacePath;
 use super::{AppState, Error, ErrorBody, Json, Result};
+use crate::audit::Entry;
+use crate::domain::audit::Actor;
 use crate::domain::{self, PluginName, WorkspaceId};
 use crate::plugin_archive::{check_archive, ArchiveError, ChannelReader};
 use crate::store::{Plugin, PluginInstall};
@@ -137,6 +139,10 @@ pub(super) async fn publish_plugin(
         }
     }
     tracing::info!(plugin = %name, size, sha256 = %sha256, "plugin published");
+    let entry = Entry::new(Actor::Operator, "plugin.published")
+        .target(format!("plugin:{name}"))
+        .details(serde_json::json!({"name": name.as_str(), "size": size, "sha256": sha256}));
+    super::audit::record(&state, entry).await;
     let plugin = state
         .store
         .get_plugin(&name)
@@ -261,6 +267,10 @@ pub(super) async fn delete_plugin(
         tracing::warn!(key = %key, error = %e, "failed to delete a plugin's blob; the orphan reaper retries");
     }
     tracing::info!(plugin = %name, "plugin deleted");
+    let entry = Entry::new(Actor::Operator, "plugin.deleted")
+        .target(format!("plugin:{name}"))
+        .details(serde_json::json!({"name": name.as_str()}));
+    super::audit::record(&state, entry).await;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -246,6 +246,26 @@ pub(super) async fn list_schedules(
     Ok(Json(rows.into_iter().map(Into::into).collect()))
 }
 
+/// The audit row of a schedule's change (its name and timing, not its
+/// prompt).
+async fn record_change(
+    state: &AppState,
+    who: super::auth::Principal,
+    action: &'static str,
+    s: &Schedule,
+) {
+    let entry = crate::audit::Entry::new(super::audit::actor(who), action)
+        .workspace(s.workspace_id)
+        .target(format!("schedule:{}", s.id))
+        .details(serde_json::json!({
+            "name": s.name,
+            "cron_expr": s.cron_expr,
+            "timezone": s.timezone,
+            "enabled": s.enabled,
+        }));
+    super::audit::record(state, entry).await;
+}
+
 /// Creates a schedule.
 #[utoipa::path(post, path = "/workspaces/{id}/schedules", tag = "schedules",
     params(("id" = String, Path, description = "workspace id")),
@@ -286,6 +306,7 @@ pub(super) async fn create_schedule(
         Saved::Saved(s) => {
             tracing::info!(schedule_id = %s.id, workspace_id = %s.workspace_id, name = %s.name,
                 cron_expr = %s.cron_expr, timezone = %s.timezone, "schedule created");
+            record_change(&state, ws.rule.1, "schedule.created", &s).await;
             Ok((StatusCode::CREATED, Json(s.into())))
         }
         Saved::NameTaken => Err(name_taken(&def.name)),
@@ -311,7 +332,7 @@ async fn schedule_of(state: &AppState, SchedulePath(ws, id): SchedulePath) -> Re
         (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub(super) async fn update_schedule(
     State(state): State<AppState>,
-    SelfOrOperator(path, _): SelfOrOperator<SchedulePath>,
+    SelfOrOperator(path, who): SelfOrOperator<SchedulePath>,
     Json(body): Json<ScheduleRequest>,
 ) -> Result<Json<ScheduleView>> {
     let now = domain::now();
@@ -345,6 +366,7 @@ pub(super) async fn update_schedule(
     {
         Saved::Saved(s) => {
             tracing::info!(schedule_id = %s.id, workspace_id = %s.workspace_id, "schedule updated");
+            record_change(&state, who, "schedule.updated", &s).await;
             Ok(Json(s.into()))
         }
         Saved::NameTaken => Err(name_taken(&def.name)),
@@ -361,7 +383,7 @@ pub(super) async fn update_schedule(
         (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub(super) async fn delete_schedule(
     State(state): State<AppState>,
-    SelfOrOperator(SchedulePath(ws, id), _): SelfOrOperator<SchedulePath>,
+    SelfOrOperator(SchedulePath(ws, id), who): SelfOrOperator<SchedulePath>,
 ) -> Result<Json<ScheduleDeleted>> {
     let deleted = state
         .store
@@ -369,6 +391,7 @@ pub(super) async fn delete_schedule(
         .await?
         .ok_or_else(schedule_not_found)?;
     tracing::info!(schedule_id = %deleted.id, workspace_id = %ws, "schedule deleted");
+    record_change(&state, who, "schedule.deleted", &deleted).await;
     Ok(Json(ScheduleDeleted {
         status: "deleted".into(),
         id,

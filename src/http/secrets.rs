@@ -75,12 +75,28 @@ async fn put_secret(
     if !state.store.put_secret(scope, &name, &sealed, now).await? {
         return Err(Error::workspace_not_found());
     }
-    // The key only: a value never reaches a log.
+    // The key only: a value never reaches a log or the audit trail.
     tracing::info!(secret = %name, scope = ?scope, "secret set");
+    super::audit::record(state, secret_entry("secret.set", scope, &name)).await;
     Ok(Json(SecretView {
         key: name.as_str().to_owned(),
         updated_at: now,
     }))
+}
+
+/// The audit row of a secret's change: its scope and name, never its value
+/// (the operator made it).
+fn secret_entry(action: &str, scope: SecretScope, name: &SecretName) -> crate::audit::Entry {
+    let entry = crate::audit::Entry::new(crate::domain::audit::Actor::Operator, action)
+        .target(format!("secret:{name}"));
+    match scope {
+        SecretScope::Global => {
+            entry.details(serde_json::json!({"scope": "global", "name": name.as_str()}))
+        }
+        SecretScope::Workspace(id) => entry
+            .workspace(id)
+            .details(serde_json::json!({"scope": "workspace", "name": name.as_str()})),
+    }
 }
 
 async fn delete_secret(state: &AppState, scope: SecretScope, key: &str) -> Result<StatusCode> {
@@ -89,6 +105,7 @@ async fn delete_secret(state: &AppState, scope: SecretScope, key: &str) -> Resul
         return Err(Error::NotFound(format!("no secret named {name}")));
     }
     tracing::info!(secret = %name, scope = ?scope, "secret deleted");
+    super::audit::record(state, secret_entry("secret.deleted", scope, &name)).await;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -137,6 +137,22 @@ pub(super) fn log_event(event: &'static str, id: WorkspaceId, parent: Option<Wor
     tracing::info!(event, workspace_id = %id, parent = %parent, "{event}");
 }
 
+/// [`log_event`], and the same event as an audit row (the operator did
+/// it: every lifecycle route is the operator's).
+pub(super) async fn record_event(
+    state: &AppState,
+    event: &'static str,
+    id: WorkspaceId,
+    parent: Option<WorkspaceId>,
+) {
+    log_event(event, id, parent);
+    let entry = crate::audit::Entry::new(crate::domain::audit::Actor::Operator, event)
+        .workspace(id)
+        .target(format!("workspace:{id}"))
+        .details(serde_json::json!({ "parent_id": parent }));
+    super::audit::record(state, entry).await;
+}
+
 /// What the agent's machine needs to connect.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub(crate) struct Connection {
@@ -361,7 +377,7 @@ pub(super) async fn create_workspace(
             now,
         )
         .await?;
-    log_event("workspace.created", id, parent_id);
+    record_event(&state, "workspace.created", id, parent_id).await;
     Ok((
         StatusCode::CREATED,
         Json(CreatedWorkspace {
@@ -492,6 +508,16 @@ pub(super) async fn update_workspace(
         .await?
         .ok_or_else(Error::workspace_not_found)?;
     tracing::info!(workspace_id = %id, "workspace updated");
+    let entry =
+        crate::audit::Entry::new(crate::domain::audit::Actor::Operator, "workspace.updated")
+            .workspace(id)
+            .target(format!("workspace:{id}"))
+            .details(serde_json::json!({
+                "name": changes.name,
+                "parent_id": changes.parent_id,
+                "delivery_mode": changes.delivery_mode.map(|m| m.to_string()),
+            }));
+    super::audit::record(&state, entry).await;
     Ok(Json(WorkspaceView::load(&state, updated).await?))
 }
 
@@ -538,7 +564,7 @@ pub(super) async fn delete_workspace(
             // Their tokens are revoked: end the requests still holding them.
             state.bus.publish_many(events).await;
             for (ws, parent) in gone {
-                log_event("workspace.removed", ws, parent);
+                record_event(&state, "workspace.removed", ws, parent).await;
             }
             for t in &failed {
                 crate::ledger::announce_move(&state.bus, &state.metrics, t).await;
@@ -569,6 +595,7 @@ pub(super) async fn rotate_workspace_token(
     // not after their next row.
     state.bus.publish(Event::Revoked { workspace_id: id }).await;
     tracing::info!(workspace_id = %id, "workspace token rotated; earlier tokens revoked");
+    record_event(&state, "token.rotated", id, None).await;
     Ok(Json(RotatedToken {
         auth_token: token.expose().to_owned(),
         connection: Connection::new(&state.public_url, id, Some(&token)),

@@ -11,6 +11,7 @@ mod a2a_stream;
 mod activity_cursor;
 mod agent;
 mod approvals;
+mod audit;
 mod blob_contract;
 mod canvas;
 mod clients;

@@ -1067,3 +1067,87 @@ async fn schedules_keep_names_unique_and_fire_each_instant_once(engine: Engine) 
     assert!(store.get_delegation(delegation.id).await.unwrap().is_some());
 }
 on_both_engines!(schedules_keep_names_unique_and_fire_each_instant_once);
+
+async fn audit_rows_chain_in_order_and_filter(engine: Engine) {
+    use molecule::domain::audit::{details_hash, AuditKey};
+    let Some((store, _dir)) = open(engine).await else {
+        return;
+    };
+    let key = AuditKey::from_bytes([3; 32]);
+    assert_eq!(store.audit_head().await.unwrap(), (0, "0".repeat(64)));
+    let (ws, other) = (WorkspaceId::new(), WorkspaceId::new());
+    let t0 = now();
+    let mut rows = Vec::new();
+    for (i, (actor, about)) in [
+        ("operator", Some(ws)),
+        ("system", None),
+        ("operator", Some(other)),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let new = NewAuditEvent {
+            actor: actor.to_owned(),
+            action: format!("act.{i}"),
+            workspace_id: about,
+            target: (i == 0).then(|| "secret:A".to_owned()),
+            details: format!("{{\"i\":{i}}}"),
+        };
+        let at = t0 + Span::seconds(i as i64);
+        let row = store.append_audit(&key, &new, at).await.unwrap();
+        assert_eq!(
+            (row.seq, row.at, row.workspace_id),
+            (i as i64 + 1, at, about)
+        );
+        assert_eq!(row.details, new.details, "stored byte for byte");
+        assert_eq!(row.details_hash, details_hash(&new.details));
+        rows.push(row);
+    }
+    assert_eq!(rows[0].prev_hash, "0".repeat(64));
+    assert_eq!(rows[1].prev_hash, rows[0].hash);
+    assert_eq!(rows[2].prev_hash, rows[1].hash);
+    assert_eq!(store.audit_head().await.unwrap(), (3, rows[2].hash.clone()));
+    assert_eq!(store.audit_chain_page(0, 10).await.unwrap(), rows);
+    assert_eq!(store.audit_chain_page(1, 1).await.unwrap(), rows[1..2]);
+
+    let list = |filter: AuditFilter| {
+        let store = store.clone();
+        async move {
+            let (rows, total) = store.list_audit(&filter).await.unwrap();
+            (rows.iter().map(|r| r.seq).collect::<Vec<_>>(), total)
+        }
+    };
+    let all = AuditFilter {
+        limit: 10,
+        ..AuditFilter::default()
+    };
+    assert_eq!(list(all.clone()).await, (vec![3, 2, 1], 3));
+    let paged = AuditFilter {
+        limit: 1,
+        offset: 1,
+        ..all.clone()
+    };
+    assert_eq!(list(paged).await, (vec![2], 3));
+    let mine = AuditFilter {
+        workspace_id: Some(ws),
+        ..all.clone()
+    };
+    assert_eq!(list(mine).await, (vec![1], 1));
+    let by = AuditFilter {
+        actor: Some("operator".into()),
+        ..all.clone()
+    };
+    assert_eq!(list(by).await, (vec![3, 1], 2));
+    let did = AuditFilter {
+        action: Some("act.1".into()),
+        ..all.clone()
+    };
+    assert_eq!(list(did).await, (vec![2], 1));
+    let window = AuditFilter {
+        from: Some(t0 + Span::seconds(1)),
+        to: Some(t0 + Span::seconds(2)),
+        ..all
+    };
+    assert_eq!(list(window).await, (vec![2], 1));
+}
+on_both_engines!(audit_rows_chain_in_order_and_filter);
