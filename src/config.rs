@@ -11,6 +11,7 @@ use bytesize::ByteSize;
 use clap::Args;
 
 use crate::domain::{AuthToken, Tier, UploadLimits};
+use crate::domain::usage::PriceTable;
 use crate::secrets::SecretsKey;
 use crate::serve::ConnLimits;
 
@@ -196,6 +197,12 @@ pub struct ServeArgs {
     /// chat). On by default: the canvas is the user here.
     #[arg(long, env = "MOLECULE_MCP_SEND_MESSAGE_TO_USER", default_value_t = true, action = clap::ArgAction::Set)]
     pub mcp_send_message_to_user: bool,
+
+    /// A JSON file of model prices, `{"model": {"input": USD, "output":
+    /// USD}}` per million tokens, laid over the built-in table; they price
+    /// usage reported without `cost_usd`.
+    #[arg(long, env = "MOLECULE_PRICES")]
+    pub prices: Option<PathBuf>,
 }
 
 /// How many MCP calls one token may make per window: a fixed window of
@@ -280,6 +287,8 @@ pub struct Config {
     pub mcp_rate_limit: Option<(u32, Duration)>,
     /// Whether the MCP tool `send_message_to_user` is offered.
     pub mcp_send_message_to_user: bool,
+    /// Model prices (the built-in table, with `--prices` laid over it).
+    pub prices: PriceTable,
 }
 
 /// Where memory vectors come from.
@@ -339,6 +348,7 @@ impl Config {
                 .expect("BUG: the default MCP rate")
                 .0,
             mcp_send_message_to_user: true,
+            prices: PriceTable::default(),
         }
     }
 }
@@ -405,6 +415,15 @@ impl ServeArgs {
                     );
                 }
                 token
+            }
+        };
+        let prices = match &self.prices {
+            None => PriceTable::default(),
+            Some(path) => {
+                let raw = std::fs::read_to_string(path)
+                    .with_context(|| format!("failed to read --prices {}", path.display()))?;
+                PriceTable::with_overrides(&raw)
+                    .with_context(|| format!("--prices {}", path.display()))?
             }
         };
         let max_file = self.max_file_size.as_u64();
@@ -486,6 +505,7 @@ impl ServeArgs {
             default_model: self.default_model.trim().to_owned(),
             mcp_rate_limit: self.mcp_rate_limit.0,
             mcp_send_message_to_user: self.mcp_send_message_to_user,
+            prices,
         })
     }
 }
@@ -559,7 +579,8 @@ mod tests {
             default_tier,
             default_model,
             mcp_rate_limit,
-            mcp_send_message_to_user
+            mcp_send_message_to_user,
+            prices
         );
     }
 

@@ -217,6 +217,18 @@ pub(super) async fn delegate(
         idempotency_key: key,
         deadline_at,
     };
+    // A spent budget: the refusal is a failed ledger row (never silently
+    // dropped) and a 402; a repeat of a key answers as a repeat below.
+    if let Err(refused) = super::usage::require_budget(state, target).await {
+        if let Some(d) = state
+            .store
+            .refuse_delegation(&new, super::usage::BUDGET_EXCEEDED, now)
+            .await?
+        {
+            crate::ledger::announce_refused(&state.bus, &state.metrics, &d).await;
+            return Err(refused);
+        }
+    }
     let inbox = InboxItem::Delegate(Delegate {
         delegation_id: new.id,
         caller,
@@ -268,6 +280,10 @@ pub(crate) struct StatusReportRequest {
     pub result_preview: Option<String>,
     /// The error (kept up to 4096 characters).
     pub error_detail: Option<String>,
+    /// What the task cost: `{input_tokens, output_tokens, model,
+    /// cost_usd?}`, added to the callee's usage.
+    #[schema(value_type = Option<Object>)]
+    pub usage: Option<serde_json::Value>,
 }
 
 fn delegation_not_found() -> Error {
@@ -303,6 +319,12 @@ pub(super) async fn report_delegation_status(
             "`stuck` is set by the sweeper; report in_progress, completed or failed".into(),
         ));
     }
+    let usage = body
+        .usage
+        .as_ref()
+        .map(crate::domain::usage::Usage::parse)
+        .transpose()
+        .map_err(|e| Error::BadRequest(e.to_string()))?;
     let report = StatusReport {
         status,
         result_preview: body.result_preview,
@@ -315,6 +337,11 @@ pub(super) async fn report_delegation_status(
     {
         ReportOutcome::Applied(t) => {
             crate::ledger::announce_move(&state.bus, &state.metrics, &t).await;
+            // Only a report that moved the row counts: a retried report
+            // (a repeat of the status) is not billed twice.
+            if let Some(usage) = usage.filter(|_| t.from != t.delegation.status) {
+                super::usage::account(&state, callee, usage).await?;
+            }
             Ok(Json(t.delegation.into()))
         }
         ReportOutcome::Refused(r) => Err(conflict(r.current, r.to_string())),

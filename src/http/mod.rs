@@ -32,6 +32,7 @@ mod schedules;
 mod secrets;
 mod stream;
 mod uploads;
+mod usage;
 mod workspaces;
 
 use std::sync::Arc;
@@ -155,6 +156,7 @@ pub(crate) fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(instructions::routes())
         .merge(memories::routes())
         .merge(kv::routes())
+        .merge(usage::routes())
         .merge(mcp::routes())
         .merge(ops::routes())
         .split_for_parts()

@@ -12,7 +12,8 @@
 //!   what concerns the database as a whole; [`StoreError`]; [`connect`].
 //! - One file per area (`workspaces.rs`, `registry.rs`, `tokens.rs`,
 //!   `activity.rs`, `uploads.rs`, `delegations.rs`, `memory.rs`, `kv.rs`,
-//!   `secrets.rs`, `plugins.rs`, `blobs.rs`, `schedules.rs`, `approvals.rs`, `instructions.rs`): the area's row types, its
+//!   `secrets.rs`, `plugins.rs`, `blobs.rs`, `schedules.rs`, `approvals.rs`, `instructions.rs`,
+//!   `usage.rs`): the area's row types, its
 //!   trait (`WorkspaceStore`, `UploadStore`, …) and its queries, written
 //!   ONCE for both engines inside `engines! { … }`.
 //! - `engine.rs`: the named [`Engine`](engine::Engine) trait — the few
@@ -99,6 +100,7 @@ areas! {
     a2a_tasks: A2aTaskStore,
     approvals: ApprovalStore,
     instructions: InstructionStore,
+    usage: UsageStore,
 }
 
 use std::sync::Arc;
