@@ -142,8 +142,8 @@ pub struct Price {
 }
 
 /// Prices by model name. A model matches the longest name that starts its
-/// lower-cased, provider-stripped form (`anthropic/claude-sonnet-4-5-2025…`
-/// → `claude-sonnet-4-5`).
+/// lower-cased form without its provider (`anthropic/claude-sonnet-4-5-2025…`
+/// or `anthropic:claude-sonnet-4-5` → `claude-sonnet-4`).
 #[derive(Debug, Clone, PartialEq)]
 pub struct PriceTable {
     prices: BTreeMap<String, Price>,
@@ -205,7 +205,7 @@ impl PriceTable {
     /// The price table's name for `model`, or `None` when it has none.
     pub fn name_of(&self, model: &str) -> Option<&str> {
         let lower = model.to_lowercase();
-        let bare = lower.rsplit('/').next().unwrap_or(&lower);
+        let bare = lower.rsplit(['/', ':']).next().unwrap_or(&lower);
         self.prices
             .keys()
             .filter(|name| bare.starts_with(name.as_str()))
@@ -295,6 +295,7 @@ mod tests {
         let t = PriceTable::default();
         assert_eq!(t.name_of("anthropic/Claude-Opus-4-5-20251101"), Some("claude-opus-4-5"));
         assert_eq!(t.name_of("gpt-4o-mini-2024-07-18"), Some("gpt-4o-mini"));
+        assert_eq!(t.name_of("anthropic:claude-sonnet-4-5"), Some("claude-sonnet-4"));
         assert_eq!(t.label("llama-3"), OTHER_MODEL);
         let u = Usage::parse(&json!({"model": "gpt-4o", "input_tokens": 1_000_000, "output_tokens": 100_000})).unwrap();
         assert_eq!(t.cost_micros(&u), 3_500_000);

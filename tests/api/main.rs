@@ -38,4 +38,5 @@ mod sweep;
 mod team_rule;
 mod teams;
 mod uploads;
+mod usage;
 mod workspaces;
