@@ -10,8 +10,8 @@ use anyhow::Context;
 use bytesize::ByteSize;
 use clap::Args;
 
-use crate::domain::{AuthToken, Tier, UploadLimits};
 use crate::domain::usage::PriceTable;
+use crate::domain::{AuthToken, Tier, UploadLimits};
 use crate::secrets::SecretsKey;
 use crate::serve::ConnLimits;
 
@@ -353,6 +353,36 @@ impl Config {
     }
 }
 
+/// The operator's token: the one given, else the one generated once into
+/// the data dir (announced on stderr when it was just created).
+fn admin_token_of(given: Option<String>, data_dir: &Path) -> anyhow::Result<AuthToken> {
+    Ok(match given.filter(|t| !t.trim().is_empty()) {
+        Some(t) => AuthToken::from_plaintext(t.trim()),
+        None => {
+            let (token, created) = load_or_create_admin_token(data_dir)?;
+            if created {
+                eprintln!(
+                    "molecule: generated the admin token into {path} (mode 0600). It is shown this once:\n\n    {token}\n\n\
+                     Use it as `Authorization: Bearer <token>`, or export MOLECULE_ADMIN_TOKEN=$(cat {path}).",
+                    path = data_dir.join("admin-token").display(),
+                    token = token.expose()
+                );
+            }
+            token
+        }
+    })
+}
+
+/// The built-in price table, with the `--prices` file laid over it.
+fn load_prices(path: Option<&Path>) -> anyhow::Result<PriceTable> {
+    let Some(path) = path else {
+        return Ok(PriceTable::default());
+    };
+    let raw = std::fs::read_to_string(path)
+        .with_context(|| format!("failed to read --prices {}", path.display()))?;
+    PriceTable::with_overrides(&raw).with_context(|| format!("--prices {}", path.display()))
+}
+
 /// A default duration; the unit test below parses every one.
 fn default_duration(raw: &str) -> Duration {
     humantime::parse_duration(raw).expect("BUG: a default duration that does not parse")
@@ -402,30 +432,8 @@ impl ServeArgs {
         crate::private_fs::prepare_data_dir(&self.data_dir).with_context(|| {
             format!("failed to create the data dir {}", self.data_dir.display())
         })?;
-        let admin_token = match self.admin_token.filter(|t| !t.trim().is_empty()) {
-            Some(t) => AuthToken::from_plaintext(t.trim()),
-            None => {
-                let (token, created) = load_or_create_admin_token(&self.data_dir)?;
-                if created {
-                    eprintln!(
-                        "molecule: generated the admin token into {path} (mode 0600). It is shown this once:\n\n    {token}\n\n\
-                         Use it as `Authorization: Bearer <token>`, or export MOLECULE_ADMIN_TOKEN=$(cat {path}).",
-                        path = self.data_dir.join("admin-token").display(),
-                        token = token.expose()
-                    );
-                }
-                token
-            }
-        };
-        let prices = match &self.prices {
-            None => PriceTable::default(),
-            Some(path) => {
-                let raw = std::fs::read_to_string(path)
-                    .with_context(|| format!("failed to read --prices {}", path.display()))?;
-                PriceTable::with_overrides(&raw)
-                    .with_context(|| format!("--prices {}", path.display()))?
-            }
-        };
+        let admin_token = admin_token_of(self.admin_token, &self.data_dir)?;
+        let prices = load_prices(self.prices.as_deref())?;
         let max_file = self.max_file_size.as_u64();
         anyhow::ensure!(
             (1..=HARD_MAX_FILE_SIZE).contains(&max_file),

@@ -123,7 +123,9 @@ impl Usage {
         let result = answer.get("result");
         [
             result.and_then(|r| r.get("usage")),
-            result.and_then(|r| r.get("metadata")).and_then(|m| m.get("usage")),
+            result
+                .and_then(|r| r.get("metadata"))
+                .and_then(|m| m.get("usage")),
             answer.get("usage"),
         ]
         .into_iter()
@@ -293,11 +295,20 @@ mod tests {
     #[test]
     fn prices_match_the_longest_name_and_strip_the_provider() {
         let t = PriceTable::default();
-        assert_eq!(t.name_of("anthropic/Claude-Opus-4-5-20251101"), Some("claude-opus-4-5"));
+        assert_eq!(
+            t.name_of("anthropic/Claude-Opus-4-5-20251101"),
+            Some("claude-opus-4-5")
+        );
         assert_eq!(t.name_of("gpt-4o-mini-2024-07-18"), Some("gpt-4o-mini"));
-        assert_eq!(t.name_of("anthropic:claude-sonnet-4-5"), Some("claude-sonnet-4"));
+        assert_eq!(
+            t.name_of("anthropic:claude-sonnet-4-5"),
+            Some("claude-sonnet-4")
+        );
         assert_eq!(t.label("llama-3"), OTHER_MODEL);
-        let u = Usage::parse(&json!({"model": "gpt-4o", "input_tokens": 1_000_000, "output_tokens": 100_000})).unwrap();
+        let u = Usage::parse(
+            &json!({"model": "gpt-4o", "input_tokens": 1_000_000, "output_tokens": 100_000}),
+        )
+        .unwrap();
         assert_eq!(t.cost_micros(&u), 3_500_000);
         let t = PriceTable::with_overrides(r#"{"llama-3": {"input": 1, "output": 2}}"#).unwrap();
         assert_eq!(t.label("llama-3-70b"), "llama-3");

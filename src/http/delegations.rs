@@ -135,6 +135,26 @@ async fn check_communication(state: &AppState, caller: Caller, target: Workspace
     super::auth::require_reach(domain::team::Caller::Workspace(from), to)
 }
 
+/// A spent budget over the target: the refusal is a failed ledger row
+/// (never silently dropped) and a 402. A repeat of a key passes, to be
+/// answered as a repeat.
+async fn refuse_if_spent(state: &AppState, new: &NewDelegation, now: DateTime<Utc>) -> Result<()> {
+    let Err(refused) = super::usage::require_budget(state, new.callee_id).await else {
+        return Ok(());
+    };
+    match state
+        .store
+        .refuse_delegation(new, super::usage::BUDGET_EXCEEDED, now)
+        .await?
+    {
+        Some(d) => {
+            crate::ledger::announce_refused(&state.bus, &state.metrics, &d).await;
+            Err(refused)
+        }
+        None => Ok(()),
+    }
+}
+
 /// The SDK's default key: the same task to the same target within one
 /// minute is one delegation.
 fn default_key(target: WorkspaceId, task: &str, now: DateTime<Utc>) -> String {
@@ -217,18 +237,7 @@ pub(super) async fn delegate(
         idempotency_key: key,
         deadline_at,
     };
-    // A spent budget: the refusal is a failed ledger row (never silently
-    // dropped) and a 402; a repeat of a key answers as a repeat below.
-    if let Err(refused) = super::usage::require_budget(state, target).await {
-        if let Some(d) = state
-            .store
-            .refuse_delegation(&new, super::usage::BUDGET_EXCEEDED, now)
-            .await?
-        {
-            crate::ledger::announce_refused(&state.bus, &state.metrics, &d).await;
-            return Err(refused);
-        }
-    }
+    refuse_if_spent(state, &new, now).await?;
     let inbox = InboxItem::Delegate(Delegate {
         delegation_id: new.id,
         caller,

@@ -47,11 +47,7 @@ const MAX_RANGE_DAYS: i64 = 400;
 /// to it (its own or an ancestor's) is spent. The single check of every
 /// path that starts work.
 pub(super) async fn require_budget(state: &AppState, workspace: WorkspaceId) -> Result<()> {
-    match state
-        .store
-        .budget_refusal(workspace, domain::now())
-        .await?
-    {
+    match state.store.budget_refusal(workspace, domain::now()).await? {
         Some(sentence) => Err(Error::PaymentRequired(sentence)),
         None => Ok(()),
     }
@@ -97,7 +93,11 @@ pub(super) async fn account_answer(state: &AppState, workspace: WorkspaceId, ans
 }
 
 /// Keeps the heartbeat's `monthly_spend` (cents) and checks the 80 % mark.
-pub(super) async fn report_spend(state: &AppState, workspace: WorkspaceId, cents: i64) -> Result<()> {
+pub(super) async fn report_spend(
+    state: &AppState,
+    workspace: WorkspaceId,
+    cents: i64,
+) -> Result<()> {
     state
         .store
         .report_monthly_spend(workspace, cents, domain::now())
@@ -288,8 +288,10 @@ fn range(params: &UsageParams, now: DateTime<Utc>) -> Result<(String, String)> {
         None => usage::day_of(now),
     };
     let (f, t) = (
-        from.parse::<chrono::NaiveDate>().map_err(|_| Error::BadRequest("bad `from`".into()))?,
-        to.parse::<chrono::NaiveDate>().map_err(|_| Error::BadRequest("bad `to`".into()))?,
+        from.parse::<chrono::NaiveDate>()
+            .map_err(|_| Error::BadRequest("bad `from`".into()))?,
+        to.parse::<chrono::NaiveDate>()
+            .map_err(|_| Error::BadRequest("bad `to`".into()))?,
     );
     if t < f {
         return Err(Error::BadRequest("`from` must not be after `to`".into()));

@@ -92,7 +92,10 @@ async fn usage_from_every_source_is_summed_by_day_and_model(engine: Engine) {
 
     // POST /usage, priced by the table (gpt-4o: $2.50 / $10 per million).
     let (status, body) = app
-        .report_usage(&a, json!({"input_tokens": 1000, "output_tokens": 500, "model": "gpt-4o"}))
+        .report_usage(
+            &a,
+            json!({"input_tokens": 1000, "output_tokens": 500, "model": "gpt-4o"}),
+        )
         .await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
     assert_eq!(
@@ -114,23 +117,38 @@ async fn usage_from_every_source_is_summed_by_day_and_model(engine: Engine) {
     ] {
         let (status, body) = app.report_usage(&a, bad.clone()).await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{bad} → {body}");
-        assert!(body["error"].as_str().unwrap().contains(needle), "{bad} → {body}");
+        assert!(
+            body["error"].as_str().unwrap().contains(needle),
+            "{bad} → {body}"
+        );
     }
 
     // A delegation's completed report carries usage; a retried report does not count twice.
     let (status, d) = app
-        .post(&format!("/workspaces/{}/delegate", a.id), &admin, &json!({"task": "t"}))
+        .post(
+            &format!("/workspaces/{}/delegate", a.id),
+            &admin,
+            &json!({"task": "t"}),
+        )
         .await;
     assert_eq!(status, StatusCode::ACCEPTED, "{d}");
     let report = json!({"status": "completed", "result_preview": "ok",
         "usage": {"input_tokens": 2000, "output_tokens": 0, "model": "gpt-4o"}});
-    let path = format!("/workspaces/{}/delegations/{}/status", a.id, d["delegation_id"].as_str().unwrap());
+    let path = format!(
+        "/workspaces/{}/delegations/{}/status",
+        a.id,
+        d["delegation_id"].as_str().unwrap()
+    );
     for _ in 0..2 {
         let (status, body) = app.post(&path, &a.token, &report).await;
         assert_eq!(status, StatusCode::OK, "{body}");
     }
     let (status, body) = app
-        .post(&path, &a.token, &json!({"status": "completed", "usage": {"input_tokens": "x"}}))
+        .post(
+            &path,
+            &a.token,
+            &json!({"status": "completed", "usage": {"input_tokens": "x"}}),
+        )
         .await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
 
@@ -147,7 +165,9 @@ async fn usage_from_every_source_is_summed_by_day_and_model(engine: Engine) {
     assert_eq!(status, StatusCode::OK, "{body}");
 
     // Reads.
-    let (status, m) = app.get(&format!("/workspaces/{}/metrics", a.id), &a.token).await;
+    let (status, m) = app
+        .get(&format!("/workspaces/{}/metrics", a.id), &a.token)
+        .await;
     assert_eq!(status, StatusCode::OK, "{m}");
     assert_eq!(
         m,
@@ -155,7 +175,10 @@ async fn usage_from_every_source_is_summed_by_day_and_model(engine: Engine) {
             "total_calls": 3, "cost_usd": 0.5125})
     );
     let (status, u) = app
-        .get(&format!("/workspaces/{}/usage?group_by=model", a.id), &admin)
+        .get(
+            &format!("/workspaces/{}/usage?group_by=model", a.id),
+            &admin,
+        )
         .await;
     assert_eq!(status, StatusCode::OK, "{u}");
     assert_eq!(
@@ -165,7 +188,9 @@ async fn usage_from_every_source_is_summed_by_day_and_model(engine: Engine) {
             {"key": "llama-x", "input_tokens": 10, "output_tokens": 5, "calls": 1, "cost_usd": 0.5},
         ])
     );
-    let (_, u) = app.get(&format!("/workspaces/{}/usage", p.id), &p.token).await;
+    let (_, u) = app
+        .get(&format!("/workspaces/{}/usage", p.id), &p.token)
+        .await;
     assert_eq!(u["group_by"], "day");
     assert_eq!(
         u["rows"],
@@ -177,7 +202,12 @@ async fn usage_from_every_source_is_summed_by_day_and_model(engine: Engine) {
         .as_array()
         .unwrap()
         .iter()
-        .map(|r| (r["key"].as_str().unwrap().to_owned(), r["input_tokens"].as_i64().unwrap()))
+        .map(|r| {
+            (
+                r["key"].as_str().unwrap().to_owned(),
+                r["input_tokens"].as_i64().unwrap(),
+            )
+        })
         .collect();
     teams.sort();
     let mut want = vec![(team.id.clone(), 3010), (p.id.clone(), 7)];
@@ -187,8 +217,15 @@ async fn usage_from_every_source_is_summed_by_day_and_model(engine: Engine) {
     assert_eq!(f["rows"][0]["input_tokens"], 3017, "{f}");
 
     // Errors of the reads.
-    for q in ["group_by=week", "from=2026-13-01", "from=2026-02-01&to=2026-01-01", "from=2020-01-01&to=2026-01-01"] {
-        let (status, body) = app.get(&format!("/workspaces/{}/usage?{q}", a.id), &admin).await;
+    for q in [
+        "group_by=week",
+        "from=2026-13-01",
+        "from=2026-02-01&to=2026-01-01",
+        "from=2020-01-01&to=2026-01-01",
+    ] {
+        let (status, body) = app
+            .get(&format!("/workspaces/{}/usage?{q}", a.id), &admin)
+            .await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{q} → {body}");
     }
     let (status, _) = app.get("/admin/usage", &a.token).await;
@@ -196,11 +233,19 @@ async fn usage_from_every_source_is_summed_by_day_and_model(engine: Engine) {
 
     // The heartbeat's monthly_spend counts when above the recorded sum.
     let (status, body) = app
-        .post("/registry/heartbeat", &a.token, &json!({"workspace_id": a.id, "monthly_spend": 1234}))
+        .post(
+            "/registry/heartbeat",
+            &a.token,
+            &json!({"workspace_id": a.id, "monthly_spend": 1234}),
+        )
         .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     let (status, body) = app
-        .post("/registry/heartbeat", &a.token, &json!({"workspace_id": a.id, "monthly_spend": -1}))
+        .post(
+            "/registry/heartbeat",
+            &a.token,
+            &json!({"workspace_id": a.id, "monthly_spend": -1}),
+        )
         .await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
     assert_eq!(
@@ -214,18 +259,27 @@ async fn usage_from_every_source_is_summed_by_day_and_model(engine: Engine) {
     let text = app.metrics_text().await;
     let series = |s: &str| crate::helpers::metric_value(&text, s);
     assert_eq!(
-        series(&format!("molecule_tokens_total{{direction=\"input\",model=\"gpt-4o\",workspace=\"{}\"}}", a.id)),
+        series(&format!(
+            "molecule_tokens_total{{direction=\"input\",model=\"gpt-4o\",workspace=\"{}\"}}",
+            a.id
+        )),
         3000.0
     );
     assert_eq!(
-        series(&format!("molecule_tokens_total{{direction=\"output\",model=\"other\",workspace=\"{}\"}}", a.id)),
+        series(&format!(
+            "molecule_tokens_total{{direction=\"output\",model=\"other\",workspace=\"{}\"}}",
+            a.id
+        )),
         5.0
     );
     assert_eq!(
         series(&format!("molecule_tokens_total{{direction=\"input\",model=\"claude-sonnet-4\",workspace=\"{}\"}}", p.id)),
         7.0
     );
-    let cost = series(&format!("molecule_cost_usd_total{{workspace=\"{}\"}}", a.id));
+    let cost = series(&format!(
+        "molecule_cost_usd_total{{workspace=\"{}\"}}",
+        a.id
+    ));
     assert!((cost - 0.5125).abs() < 1e-9, "{cost}");
 }
 on_both_engines!(usage_from_every_source_is_summed_by_day_and_model);
@@ -240,16 +294,31 @@ async fn a_spent_team_budget_refuses_every_path_with_402(engine: Engine) {
     let admin = app.admin_token.clone();
 
     // Only the operator sets a ceiling; bad values change nothing.
-    let (status, _) = app.patch_budget(&team, &c.token, json!({"budget_limit": null})).await;
+    let (status, _) = app
+        .patch_budget(&team, &c.token, json!({"budget_limit": null}))
+        .await;
     assert_eq!(status, StatusCode::FORBIDDEN, "an operator route");
-    let (status, _) = app.patch_budget(&c, &c.token, json!({"budget_limit": null})).await;
-    assert_eq!(status, StatusCode::FORBIDDEN, "an agent cannot lift its own ceiling");
-    for bad in [json!({}), json!({"budget_limit": -5}), json!({"budget_limit": 1.5}), json!({"budget_limit": "100"})] {
+    let (status, _) = app
+        .patch_budget(&c, &c.token, json!({"budget_limit": null}))
+        .await;
+    assert_eq!(
+        status,
+        StatusCode::FORBIDDEN,
+        "an agent cannot lift its own ceiling"
+    );
+    for bad in [
+        json!({}),
+        json!({"budget_limit": -5}),
+        json!({"budget_limit": 1.5}),
+        json!({"budget_limit": "100"}),
+    ] {
         let (status, body) = app.patch_budget(&team, &admin, bad.clone()).await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{bad} → {body}");
     }
     assert_eq!(app.budget_of(&team).await["budget_limit"], Value::Null);
-    let (status, body) = app.patch_budget(&team, &admin, json!({"budget_limit": 100})).await;
+    let (status, body) = app
+        .patch_budget(&team, &admin, json!({"budget_limit": 100}))
+        .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(
         body,
@@ -257,19 +326,33 @@ async fn a_spent_team_budget_refuses_every_path_with_402(engine: Engine) {
     );
 
     // 85 cents by the child: the team's 80 % warning, once.
-    app.report_usage(&c, json!({"model": "x", "cost_usd": 0.85})).await;
+    app.report_usage(&c, json!({"model": "x", "cost_usd": 0.85}))
+        .await;
     let w = app.rows_of(&team, "type=budget_warning").await;
     assert_eq!(w.len(), 1, "{w:?}");
-    assert_eq!(w[0]["summary"], "85 % of the monthly budget is spent: 85 of 100 cents");
+    assert_eq!(
+        w[0]["summary"],
+        "85 % of the monthly budget is spent: 85 of 100 cents"
+    );
     assert_eq!(w[0]["data"]["budget_limit"], 100);
-    app.report_usage(&c, json!({"model": "x", "cost_usd": 0.05})).await;
-    assert_eq!(app.rows_of(&team, "type=budget_warning").await.len(), 1, "raised once a month");
-    assert_eq!(app.rows_of(&c, "type=budget_warning").await.len(), 0, "on the budget's owner");
+    app.report_usage(&c, json!({"model": "x", "cost_usd": 0.05}))
+        .await;
+    assert_eq!(
+        app.rows_of(&team, "type=budget_warning").await.len(),
+        1,
+        "raised once a month"
+    );
+    assert_eq!(
+        app.rows_of(&c, "type=budget_warning").await.len(),
+        0,
+        "on the budget's owner"
+    );
     // Under the ceiling, work goes on.
     assert_eq!(app.budget_of(&c).await["budget_exceeded"], false);
 
     // 100 cents: spent.
-    app.report_usage(&c, json!({"model": "x", "cost_usd": 0.1})).await;
+    app.report_usage(&c, json!({"model": "x", "cost_usd": 0.1}))
+        .await;
     assert_eq!(
         app.budget_of(&team).await,
         json!({"budget_limit": 100, "monthly_spend": 100, "budget_remaining": 0, "budget_exceeded": true})
@@ -287,17 +370,25 @@ async fn a_spent_team_budget_refuses_every_path_with_402(engine: Engine) {
         json!({"jsonrpc": "2.0", "id": 1, "method": "message/send",
             "params": {"message": {"role": "user", "messageId": "m", "parts": [{"kind": "text", "text": "hi"}]}}}),
     ] {
-        let (status, answer) = app.post(&format!("/workspaces/{}/a2a", c.id), &admin, &body).await;
+        let (status, answer) = app
+            .post(&format!("/workspaces/{}/a2a", c.id), &admin, &body)
+            .await;
         assert_eq!(status, StatusCode::PAYMENT_REQUIRED, "{body} → {answer}");
         assert_eq!(answer, json!({"error": sentence}));
     }
     // A delegation: 402, and a failed ledger row.
     let (status, answer) = app
-        .post(&format!("/workspaces/{}/delegate", c.id), &admin, &json!({"task": "more work"}))
+        .post(
+            &format!("/workspaces/{}/delegate", c.id),
+            &admin,
+            &json!({"task": "more work"}),
+        )
         .await;
     assert_eq!(status, StatusCode::PAYMENT_REQUIRED, "{answer}");
     assert_eq!(answer, json!({"error": sentence}));
-    let (_, ledger) = app.get(&format!("/workspaces/{}/delegations", c.id), &admin).await;
+    let (_, ledger) = app
+        .get(&format!("/workspaces/{}/delegations", c.id), &admin)
+        .await;
     let ledger = ledger.as_array().unwrap();
     assert_eq!(ledger.len(), 1, "{ledger:?}");
     assert_eq!(ledger[0]["status"], "failed");
@@ -319,38 +410,67 @@ async fn a_spent_team_budget_refuses_every_path_with_402(engine: Engine) {
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["result"]["isError"], true, "{body}");
     assert_eq!(body["result"]["content"][0]["text"], sentence, "{body}");
-    let (_, ledger) = app.get(&format!("/workspaces/{}/delegations?status=failed", c.id), &admin).await;
+    let (_, ledger) = app
+        .get(
+            &format!("/workspaces/{}/delegations?status=failed", c.id),
+            &admin,
+        )
+        .await;
     assert_eq!(ledger.as_array().unwrap().len(), 2, "{ledger}");
     // A schedule fire: held back and recorded on the schedule.
     let (status, sched) = app
-        .post(&format!("/workspaces/{}/schedules", c.id), &c.token,
-            &json!({"name": "nightly", "cron_expr": "0 3 * * *", "prompt": "report"}))
+        .post(
+            &format!("/workspaces/{}/schedules", c.id),
+            &c.token,
+            &json!({"name": "nightly", "cron_expr": "0 3 * * *", "prompt": "report"}),
+        )
         .await;
     assert_eq!(status, StatusCode::CREATED, "{sched}");
     let due: DateTime<Utc> = sched["next_run_at"].as_str().unwrap().parse().unwrap();
     let counts = app.sweeper.scheduler().tick(due).await.unwrap();
-    assert_eq!((counts.get("delivered"), counts.get("skipped")), (Some(0), Some(1)));
+    assert_eq!(
+        (counts.get("delivered"), counts.get("skipped")),
+        (Some(0), Some(1))
+    );
     let sid = sched["id"].as_str().unwrap();
-    let (_, list) = app.get(&format!("/workspaces/{}/schedules", c.id), &c.token).await;
+    let (_, list) = app
+        .get(&format!("/workspaces/{}/schedules", c.id), &c.token)
+        .await;
     let s1 = &list[0];
     assert_eq!(s1["id"], sid);
     assert_eq!(s1["last_status"], "skipped", "{s1}");
     assert_eq!(s1["last_error"], sentence, "{s1}");
-    let (_, h) = app.get(&format!("/workspaces/{}/schedules/{sid}/history", c.id), &c.token).await;
+    let (_, h) = app
+        .get(
+            &format!("/workspaces/{}/schedules/{sid}/history", c.id),
+            &c.token,
+        )
+        .await;
     assert_eq!(h[0]["status"], "skipped", "{h}");
     assert_eq!(h[0]["detail"], sentence, "{h}");
     // Nothing reached the inbox by any path.
-    assert_eq!(app.rows_of(&c, "type=a2a_receive").await.len(), inbox_before);
+    assert_eq!(
+        app.rows_of(&c, "type=a2a_receive").await.len(),
+        inbox_before
+    );
     // Reads still answer.
-    let (status, _) = app.get(&format!("/workspaces/{}/usage", c.id), &c.token).await;
+    let (status, _) = app
+        .get(&format!("/workspaces/{}/usage", c.id), &c.token)
+        .await;
     assert_eq!(status, StatusCode::OK);
 
     // The operator lifts the ceiling: work flows again.
-    let (status, body) = app.patch_budget(&team, &admin, json!({"budget_limit": null})).await;
+    let (status, body) = app
+        .patch_budget(&team, &admin, json!({"budget_limit": null}))
+        .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["budget_exceeded"], false);
     let (status, answer) = app
-        .post(&format!("/workspaces/{}/delegate", c.id), &admin, &json!({"task": "again"}))
+        .post(
+            &format!("/workspaces/{}/delegate", c.id),
+            &admin,
+            &json!({"task": "again"}),
+        )
         .await;
     assert_eq!(status, StatusCode::ACCEPTED, "{answer}");
 }
