@@ -10,6 +10,7 @@ use anyhow::Context;
 use bytesize::ByteSize;
 use clap::Args;
 
+use crate::domain::usage::PriceTable;
 use crate::domain::{AuthToken, Tier, UploadLimits};
 use crate::secrets::SecretsKey;
 use crate::serve::ConnLimits;
@@ -196,6 +197,12 @@ pub struct ServeArgs {
     /// chat). On by default: the canvas is the user here.
     #[arg(long, env = "MOLECULE_MCP_SEND_MESSAGE_TO_USER", default_value_t = true, action = clap::ArgAction::Set)]
     pub mcp_send_message_to_user: bool,
+
+    /// A JSON file of model prices, `{"model": {"input": USD, "output":
+    /// USD}}` per million tokens, laid over the built-in table; they price
+    /// usage reported without `cost_usd`.
+    #[arg(long, env = "MOLECULE_PRICES")]
+    pub prices: Option<PathBuf>,
 }
 
 /// How many MCP calls one token may make per window: a fixed window of
@@ -280,6 +287,8 @@ pub struct Config {
     pub mcp_rate_limit: Option<(u32, Duration)>,
     /// Whether the MCP tool `send_message_to_user` is offered.
     pub mcp_send_message_to_user: bool,
+    /// Model prices (the built-in table, with `--prices` laid over it).
+    pub prices: PriceTable,
 }
 
 /// Where memory vectors come from.
@@ -339,8 +348,39 @@ impl Config {
                 .expect("BUG: the default MCP rate")
                 .0,
             mcp_send_message_to_user: true,
+            prices: PriceTable::default(),
         }
     }
+}
+
+/// The operator's token: the one given, else the one generated once into
+/// the data dir (announced on stderr when it was just created).
+fn admin_token_of(given: Option<String>, data_dir: &Path) -> anyhow::Result<AuthToken> {
+    Ok(match given.filter(|t| !t.trim().is_empty()) {
+        Some(t) => AuthToken::from_plaintext(t.trim()),
+        None => {
+            let (token, created) = load_or_create_admin_token(data_dir)?;
+            if created {
+                eprintln!(
+                    "molecule: generated the admin token into {path} (mode 0600). It is shown this once:\n\n    {token}\n\n\
+                     Use it as `Authorization: Bearer <token>`, or export MOLECULE_ADMIN_TOKEN=$(cat {path}).",
+                    path = data_dir.join("admin-token").display(),
+                    token = token.expose()
+                );
+            }
+            token
+        }
+    })
+}
+
+/// The built-in price table, with the `--prices` file laid over it.
+fn load_prices(path: Option<&Path>) -> anyhow::Result<PriceTable> {
+    let Some(path) = path else {
+        return Ok(PriceTable::default());
+    };
+    let raw = std::fs::read_to_string(path)
+        .with_context(|| format!("failed to read --prices {}", path.display()))?;
+    PriceTable::with_overrides(&raw).with_context(|| format!("--prices {}", path.display()))
 }
 
 /// A default duration; the unit test below parses every one.
@@ -392,21 +432,8 @@ impl ServeArgs {
         crate::private_fs::prepare_data_dir(&self.data_dir).with_context(|| {
             format!("failed to create the data dir {}", self.data_dir.display())
         })?;
-        let admin_token = match self.admin_token.filter(|t| !t.trim().is_empty()) {
-            Some(t) => AuthToken::from_plaintext(t.trim()),
-            None => {
-                let (token, created) = load_or_create_admin_token(&self.data_dir)?;
-                if created {
-                    eprintln!(
-                        "molecule: generated the admin token into {path} (mode 0600). It is shown this once:\n\n    {token}\n\n\
-                         Use it as `Authorization: Bearer <token>`, or export MOLECULE_ADMIN_TOKEN=$(cat {path}).",
-                        path = self.data_dir.join("admin-token").display(),
-                        token = token.expose()
-                    );
-                }
-                token
-            }
-        };
+        let admin_token = admin_token_of(self.admin_token, &self.data_dir)?;
+        let prices = load_prices(self.prices.as_deref())?;
         let max_file = self.max_file_size.as_u64();
         anyhow::ensure!(
             (1..=HARD_MAX_FILE_SIZE).contains(&max_file),
@@ -486,6 +513,7 @@ impl ServeArgs {
             default_model: self.default_model.trim().to_owned(),
             mcp_rate_limit: self.mcp_rate_limit.0,
             mcp_send_message_to_user: self.mcp_send_message_to_user,
+            prices,
         })
     }
 }
@@ -559,7 +587,8 @@ mod tests {
             default_tier,
             default_model,
             mcp_rate_limit,
-            mcp_send_message_to_user
+            mcp_send_message_to_user,
+            prices
         );
     }
 

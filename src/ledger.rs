@@ -40,6 +40,20 @@ pub(crate) fn record_created(metrics: &Metrics, d: &Delegation, inbox: &Activity
     ]
 }
 
+/// Announces a delegation refused before delivery (written `failed`):
+/// counted as a failure, logged, streamed.
+pub(crate) async fn announce_refused(bus: &Bus, metrics: &Metrics, d: &Delegation) {
+    metrics
+        .delegations
+        .with_label_values(&[d.status.as_str()])
+        .inc();
+    tracing::warn!(
+        delegation_id = %d.id, caller_id = %d.caller, callee_id = %d.callee_id,
+        error_detail = d.error_detail.as_deref().unwrap_or(""), "delegation refused"
+    );
+    bus.publish(moved(d, None)).await;
+}
+
 /// Announces a callee's heartbeat to the live views (the row's
 /// `last_heartbeat_at` moved; its status did not). Not counted, not logged:
 /// heartbeats come every few tens of seconds per delegation in flight.

@@ -3,8 +3,8 @@
 //! has its own registry (no global state), rendered at `GET /metrics`.
 
 use prometheus::{
-    Encoder, Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts,
-    Registry, TextEncoder,
+    CounterVec, Encoder, Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
+    Opts, Registry, TextEncoder,
 };
 
 /// The metrics of one server.
@@ -57,6 +57,11 @@ pub struct Metrics {
     pub mcp_tool_calls: IntCounterVec,
     /// MCP requests refused by the per-token rate limit.
     pub mcp_rate_limited: IntCounter,
+    /// Tokens reported, by workspace, direction (input, output) and model
+    /// (the price table's name, or `other`: a bounded label set).
+    pub tokens: IntCounterVec,
+    /// Cost reported or priced, USD, by workspace.
+    pub cost_usd: CounterVec,
     /// Requests by method, route pattern and status.
     pub http_requests: IntCounterVec,
     /// Request latency by method and route pattern.
@@ -130,6 +135,21 @@ impl Metrics {
             mcp_rate_limited: r.counter(
                 "molecule_mcp_rate_limited_total",
                 "MCP requests refused with HTTP 429 because their token was over its rate limit.",
+            ),
+            tokens: r.counter_vec(
+                "molecule_tokens_total",
+                "Model tokens workspaces reported, by workspace, direction (input, output) and model (the price table's name, or other).",
+                &["workspace", "direction", "model"],
+            ),
+            cost_usd: r.register(
+                CounterVec::new(
+                    Opts::new(
+                        "molecule_cost_usd_total",
+                        "Model cost workspaces reported (or the price table gave), in USD, by workspace.",
+                    ),
+                    &["workspace"],
+                )
+                .expect("BUG: valid metric"),
             ),
             http_requests,
             http_duration,

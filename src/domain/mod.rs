@@ -28,6 +28,7 @@ pub mod team;
 mod template;
 mod token;
 mod url;
+pub mod usage;
 
 pub use delegation::{
     merge_text, truncate_chars, Caller, DelegationStatus, Refused, StatusError, Transition,

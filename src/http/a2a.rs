@@ -643,7 +643,10 @@ async fn forward(state: &AppState, id: WorkspaceId, url: &str, body: &Value) -> 
         Err(e) => Err(e.without_url().to_string()),
     };
     match answer {
-        Ok(answer) => Ok(axum::Json(answer).into_response()),
+        Ok(answer) => {
+            super::usage::account_answer(state, id, &answer).await;
+            Ok(axum::Json(answer).into_response())
+        }
         Err(cause) => {
             tracing::warn!(workspace_id = %id, error = %cause, "forwarding an A2A request to a push workspace failed");
             Err(Error::BadGateway(format!(

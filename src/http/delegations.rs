@@ -135,6 +135,26 @@ async fn check_communication(state: &AppState, caller: Caller, target: Workspace
     super::auth::require_reach(domain::team::Caller::Workspace(from), to)
 }
 
+/// A spent budget over the target: the refusal is a failed ledger row
+/// (never silently dropped) and a 402. A repeat of a key passes, to be
+/// answered as a repeat.
+async fn refuse_if_spent(state: &AppState, new: &NewDelegation, now: DateTime<Utc>) -> Result<()> {
+    let Err(refused) = super::usage::require_budget(state, new.callee_id).await else {
+        return Ok(());
+    };
+    match state
+        .store
+        .refuse_delegation(new, super::usage::BUDGET_EXCEEDED, now)
+        .await?
+    {
+        Some(d) => {
+            crate::ledger::announce_refused(&state.bus, &state.metrics, &d).await;
+            Err(refused)
+        }
+        None => Ok(()),
+    }
+}
+
 /// The SDK's default key: the same task to the same target within one
 /// minute is one delegation.
 fn default_key(target: WorkspaceId, task: &str, now: DateTime<Utc>) -> String {
@@ -217,6 +237,7 @@ pub(super) async fn delegate(
         idempotency_key: key,
         deadline_at,
     };
+    refuse_if_spent(state, &new, now).await?;
     let inbox = InboxItem::Delegate(Delegate {
         delegation_id: new.id,
         caller,
@@ -271,6 +292,10 @@ pub(crate) struct StatusReportRequest {
     pub result_preview: Option<String>,
     /// The error (kept up to 4096 characters).
     pub error_detail: Option<String>,
+    /// What the task cost: `{input_tokens, output_tokens, model,
+    /// cost_usd?}`, added to the callee's usage.
+    #[schema(value_type = Option<Object>)]
+    pub usage: Option<serde_json::Value>,
 }
 
 fn delegation_not_found() -> Error {
@@ -306,6 +331,12 @@ pub(super) async fn report_delegation_status(
             "`stuck` is set by the sweeper; report in_progress, completed or failed".into(),
         ));
     }
+    let usage = body
+        .usage
+        .as_ref()
+        .map(crate::domain::usage::Usage::parse)
+        .transpose()
+        .map_err(|e| Error::BadRequest(e.to_string()))?;
     let report = StatusReport {
         status,
         result_preview: body.result_preview,
@@ -318,6 +349,11 @@ pub(super) async fn report_delegation_status(
     {
         ReportOutcome::Applied(t) => {
             crate::ledger::announce_move(&state.bus, &state.metrics, &t).await;
+            // Only a report that moved the row counts: a retried report
+            // (a repeat of the status) is not billed twice.
+            if let Some(usage) = usage.filter(|_| t.from != t.delegation.status) {
+                super::usage::account(&state, callee, usage).await?;
+            }
             Ok(Json(t.delegation.into()))
         }
         ReportOutcome::Refused(r) => Err(conflict(r.current, r.to_string())),

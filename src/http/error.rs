@@ -34,6 +34,9 @@ pub(crate) enum Error {
     /// scope), not the operator-only route.
     #[error("{0}")]
     Denied(String),
+    /// 402: a budget that applies to the workspace is spent.
+    #[error("{0}")]
+    PaymentRequired(String),
     /// 404.
     #[error("{0}")]
     NotFound(String),
@@ -91,6 +94,7 @@ impl Error {
             Error::BadRequest(_) => StatusCode::BAD_REQUEST,
             Error::Unauthorized => StatusCode::UNAUTHORIZED,
             Error::Forbidden | Error::Denied(_) => StatusCode::FORBIDDEN,
+            Error::PaymentRequired(_) => StatusCode::PAYMENT_REQUIRED,
             Error::NotFound(_) => StatusCode::NOT_FOUND,
             Error::StatusConflict { .. } | Error::Conflict(_) | Error::VersionConflict { .. } => {
                 StatusCode::CONFLICT

@@ -163,6 +163,11 @@ pub(super) async fn send_a2a_message(
         let caller = live_workspace(&state, own).await?;
         require_reach(Caller::Workspace(caller.node()), workspace.node())?;
     }
+    // New work for a workspace whose budget is spent: 402, nothing
+    // queued or forwarded. Reads of tasks go on.
+    if starts_work(&body) {
+        super::usage::require_budget(&state, id).await?;
+    }
     if super::a2a::is_a2a(&headers, &body) {
         return super::a2a::rpc(&state, sender, id, &headers, body).await;
     }
@@ -177,6 +182,22 @@ pub(super) async fn send_a2a_message(
         }
         (DeliveryMode::Push, None) if !paused => Err(super::workspaces::push_without_url()),
         _ => queue_message(&state, id, row).await,
+    }
+}
+
+/// Whether a request to `/a2a` hands the workspace new work: Molecule's
+/// bare `message/send` (no method) or an A2A send of either version.
+fn starts_work(body: &Value) -> bool {
+    match body.get("method").and_then(Value::as_str) {
+        None => true,
+        Some(name) => matches!(
+            crate::a2a::jsonrpc::Method::parse(name),
+            Some((
+                crate::a2a::jsonrpc::Method::SendMessage
+                    | crate::a2a::jsonrpc::Method::SendStreamingMessage,
+                _
+            ))
+        ),
     }
 }
 
@@ -219,6 +240,7 @@ async fn forward_message(
             row.status = Some("forwarded".into());
             row.response_body = Some(answer.clone());
             record(state, id, &row).await?;
+            super::usage::account_answer(state, id, &answer).await;
             // The workspace answered: that is contact, as good as a
             // heartbeat (a push agent need not send any).
             state

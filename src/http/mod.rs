@@ -33,6 +33,7 @@ mod schedules;
 mod secrets;
 mod stream;
 mod uploads;
+mod usage;
 mod workspaces;
 
 use std::sync::Arc;
@@ -170,6 +171,7 @@ pub(crate) fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(audit::routes())
         .merge(memories::routes())
         .merge(kv::routes())
+        .merge(usage::routes())
         .merge(mcp::routes())
         .merge(ops::routes())
         .split_for_parts()

@@ -62,6 +62,9 @@ pub(super) struct Heartbeat {
     pub sample_error: Option<String>,
     /// Seconds since the agent started (≥ 0).
     pub uptime_seconds: Option<i64>,
+    /// What the agent spent this UTC month, in cents (Molecule's field);
+    /// held against its budget beside its recorded usage.
+    pub monthly_spend: Option<i64>,
 }
 
 /// Heartbeat answer.
@@ -191,9 +194,20 @@ pub(super) async fn heartbeat_workspace(
         beat.uptime_seconds,
     )
     .map_err(|e| Error::Unprocessable(e.to_string()))?;
+    if beat
+        .monthly_spend
+        .is_some_and(|c| !(0..=1_000_000_000_000).contains(&c))
+    {
+        return Err(Error::Unprocessable(
+            "`monthly_spend` must be whole cents between 0 and 1000000000000".into(),
+        ));
+    }
     let now = domain::now();
     if !state.store.heartbeat(id, &report, now).await? {
         return Err(Error::workspace_not_found());
+    }
+    if let Some(cents) = beat.monthly_spend {
+        super::usage::report_spend(&state, id, cents).await?;
     }
     Ok(Json(HeartbeatAck {
         status: "ok",

@@ -261,6 +261,17 @@ pub trait DelegationStore: Send + Sync {
         now: DateTime<Utc>,
     ) -> StoreResult<Delegated>;
 
+    /// Writes a delegation refused before delivery (a spent budget) as
+    /// `failed` with `reason`, and nothing in the callee's inbox: the
+    /// ledger shows every refusal. `None` when the caller's key already
+    /// names a delegation (a repeat, answered as one).
+    async fn refuse_delegation(
+        &self,
+        new: &NewDelegation,
+        reason: &str,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Option<Delegation>>;
+
     /// Applies a callee's report through the status machine; on reaching
     /// completed or failed, a workspace caller's `delegation_result` row is
     /// written in the same transaction. Stamps `last_heartbeat_at`.
@@ -481,6 +492,36 @@ engines! {
                 delegation: row.try_into()?,
                 inbox,
             })
+        }
+
+        #[tracing::instrument(skip_all, fields(delegation_id = %new.id, callee_id = %new.callee_id))]
+        async fn refuse_delegation(
+            &self,
+            new: &NewDelegation,
+            reason: &str,
+            now: DateTime<Utc>,
+        ) -> StoreResult<Option<Delegation>> {
+            let mut tx = self.write_tx().await?;
+            let row: Option<DelegationRow> = sqlx::query_as(
+                "INSERT INTO delegations (id, caller_id, callee_id, task_preview, task, \
+                   idempotency_key, status, error_detail, deadline_at, created_at, updated_at, \
+                   completed_at) VALUES ($1, $2, $3, $4, $5, $6, 'failed', $7, $8, $9, $9, $9) \
+                 ON CONFLICT (caller_id, idempotency_key) DO NOTHING RETURNING *",
+            )
+            .bind(new.id)
+            .bind(new.caller.to_string())
+            .bind(new.callee_id)
+            .bind(domain::truncate_chars(&new.task, domain::TASK_PREVIEW_CHARS))
+            .bind(&new.task)
+            .bind(&new.idempotency_key)
+            .bind(reason)
+            .bind(new.deadline_at.map(Ts))
+            .bind(Ts(now))
+            .fetch_all(&mut *tx)
+            .await?
+            .pop();
+            tx.commit().await?;
+            row.map(TryInto::try_into).transpose()
         }
 
         #[tracing::instrument(skip_all, fields(delegation_id = %id, callee_id = %callee))]

@@ -12,7 +12,8 @@
 //!   what concerns the database as a whole; [`StoreError`]; [`connect`].
 //! - One file per area (`workspaces.rs`, `registry.rs`, `tokens.rs`,
 //!   `activity.rs`, `uploads.rs`, `delegations.rs`, `memory.rs`, `kv.rs`,
-//!   `secrets.rs`, `plugins.rs`, `blobs.rs`, `schedules.rs`, `approvals.rs`, `instructions.rs`, `audit.rs`): the area's row types, its
+//!   `secrets.rs`, `plugins.rs`, `blobs.rs`, `schedules.rs`, `approvals.rs`, `instructions.rs`,
+//!   `audit.rs`, `usage.rs`): the area's row types, its
 //!   trait (`WorkspaceStore`, `UploadStore`, …) and its queries, written
 //!   ONCE for both engines inside `engines! { … }`.
 //! - `engine.rs`: the named [`Engine`](engine::Engine) trait — the few
@@ -100,6 +101,7 @@ areas! {
     approvals: ApprovalStore,
     instructions: InstructionStore,
     audit: AuditStore,
+    usage: UsageStore,
 }
 
 use std::sync::Arc;

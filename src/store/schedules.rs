@@ -332,8 +332,8 @@ struct Decision {
 engines! {
     impl SqlStore<DB> {
         /// Decides what the fire of `s` due at `due_at` is: missed outside
-        /// the window (timed fires only), skipped by the overlap policy,
-        /// else delivered.
+        /// the window (timed fires only), skipped while a budget over the
+        /// workspace is spent or by the overlap policy, else delivered.
         async fn decide_fire(
             conn: &mut <DB as sqlx::Database>::Connection,
             s: &Schedule,
@@ -351,6 +351,11 @@ engines! {
                         s.catch_up_s
                     )),
                 });
+            }
+            // A spent budget holds the fire back, recorded on the fire
+            // and the schedule (last_status, last_error), never dropped.
+            if let Some(why) = Self::over_budget_in(&mut *conn, s.workspace_id, now).await? {
+                return Ok(Decision { status: FireStatus::Skipped, detail: Some(why) });
             }
             let waiting = match s.overlap {
                 Overlap::AllowAll => return Ok(Decision { status: FireStatus::Delivered, detail: None }),

@@ -40,4 +40,5 @@ mod sweep;
 mod team_rule;
 mod teams;
 mod uploads;
+mod usage;
 mod workspaces;

@@ -1151,3 +1151,128 @@ async fn audit_rows_chain_in_order_and_filter(engine: Engine) {
     assert_eq!(list(window).await, (vec![2], 1));
 }
 on_both_engines!(audit_rows_chain_in_order_and_filter);
+fn priced(model: &str, input: i64, cost_micros: i64) -> UsageRecord {
+    UsageRecord {
+        usage: molecule::domain::usage::Usage {
+            input_tokens: input,
+            output_tokens: 1,
+            model: model.into(),
+            cost_micros: None,
+        },
+        cost_micros,
+    }
+}
+
+async fn usage_sums_by_day_and_budgets_cover_the_subtree(engine: Engine) {
+    let Some((store, _dir)) = open(engine).await else {
+        return;
+    };
+    let march: chrono::DateTime<chrono::Utc> = "2026-03-15T12:00:00Z".parse().unwrap();
+    let feb: chrono::DateTime<chrono::Utc> = "2026-02-28T23:59:59Z".parse().unwrap();
+    let mk = |name: &'static str, parent: Option<WorkspaceId>| {
+        let store = store.clone();
+        async move {
+            let id = WorkspaceId::new();
+            let mut new = new_ws(name, DeliveryMode::Poll);
+            new.parent_id = parent;
+            store
+                .create_workspace(id, &new, AuthToken::generate().hash(), march)
+                .await
+                .unwrap();
+            id
+        }
+    };
+    let root = mk("root", None).await;
+    let mid = mk("mid", Some(root)).await;
+    let leaf = mk("leaf", Some(mid)).await;
+
+    // Two reports of one model on one day are one row; February is apart.
+    store
+        .record_usage(leaf, &priced("m1", 10, 1_000_000), march)
+        .await
+        .unwrap();
+    store
+        .record_usage(leaf, &priced("m1", 5, 5_000), march)
+        .await
+        .unwrap();
+    store
+        .record_usage(leaf, &priced("m2", 1, 0), march)
+        .await
+        .unwrap();
+    store
+        .record_usage(leaf, &priced("m1", 100, 9_000_000), feb)
+        .await
+        .unwrap();
+    let by_model = store
+        .workspace_usage(leaf, "2026-03-01", "2026-03-31", UsageGroup::Model)
+        .await
+        .unwrap();
+    let row = |key: &str, input, output, calls, cost| UsageTotals {
+        key: key.into(),
+        input_tokens: input,
+        output_tokens: output,
+        calls,
+        cost_micros: cost,
+    };
+    assert_eq!(
+        by_model,
+        vec![row("m1", 15, 2, 2, 1_005_000), row("m2", 1, 1, 1, 0)]
+    );
+    let by_day = store
+        .workspace_usage(leaf, "2026-02-01", "2026-03-31", UsageGroup::Day)
+        .await
+        .unwrap();
+    assert_eq!(
+        by_day,
+        vec![
+            row("2026-02-28", 100, 1, 1, 9_000_000),
+            row("2026-03-15", 16, 3, 3, 1_005_000)
+        ]
+    );
+    let teams = store
+        .fleet_usage("2026-03-01", "2026-03-31", FleetGroup::Team)
+        .await
+        .unwrap();
+    assert_eq!(teams, vec![row(&root.to_string(), 16, 3, 3, 1_005_000)]);
+
+    // Spend in cents, rounded up; a heartbeat figure of another month is ignored.
+    store.report_monthly_spend(mid, 9_999, feb).await.unwrap();
+    assert_eq!(
+        store.budget(root, march).await.unwrap(),
+        Budget {
+            limit: None,
+            spend: 101
+        }
+    );
+    store.report_monthly_spend(mid, 50, march).await.unwrap();
+    assert_eq!(store.budget(mid, march).await.unwrap().spend, 151);
+    assert_eq!(store.budget(leaf, march).await.unwrap().spend, 101);
+
+    // A ceiling on the root covers the leaf.
+    assert!(store.budget_lines(leaf, march).await.unwrap().is_empty());
+    store.set_budget_limit(root, Some(200)).await.unwrap();
+    let lines = store.budget_lines(leaf, march).await.unwrap();
+    assert_eq!(
+        lines,
+        vec![BudgetLine {
+            owner: root,
+            limit: 200,
+            spend: 151,
+            warned_month: None
+        }]
+    );
+    assert_eq!(store.budget_refusal(leaf, march).await.unwrap(), None);
+    store.set_budget_limit(root, Some(151)).await.unwrap();
+    let why = store.budget_refusal(leaf, march).await.unwrap().unwrap();
+    assert!(why.starts_with("budget exceeded:"), "{why}");
+    assert!(store.budget_refusal(root, march).await.unwrap().is_some());
+
+    // The warning is raised once a month; a new ceiling re-arms it.
+    assert!(store.mark_budget_warned(root, march).await.unwrap());
+    assert!(!store.mark_budget_warned(root, march).await.unwrap());
+    store.set_budget_limit(root, None).await.unwrap();
+    assert!(store.budget_lines(leaf, march).await.unwrap().is_empty());
+    assert_eq!(store.budget_refusal(leaf, march).await.unwrap(), None);
+    assert!(store.mark_budget_warned(root, march).await.unwrap());
+}
+on_both_engines!(usage_sums_by_day_and_budgets_cover_the_subtree);

@@ -522,6 +522,7 @@ async fn health_ready_and_openapi_need_no_token() {
             "/admin/schedules/health",
             "/admin/secrets",
             "/admin/secrets/{key}",
+            "/admin/usage",
             "/agents",
             "/approvals/events",
             "/approvals/pending",
@@ -551,6 +552,7 @@ async fn health_ready_and_openapi_need_no_token() {
             "/workspaces/{id}/approvals/{aid}",
             "/workspaces/{id}/approvals/{aid}/decide",
             "/workspaces/{id}/audit",
+            "/workspaces/{id}/budget",
             "/workspaces/{id}/chat/uploads",
             "/workspaces/{id}/delegate",
             "/workspaces/{id}/delegations",
@@ -568,6 +570,7 @@ async fn health_ready_and_openapi_need_no_token() {
             "/workspaces/{id}/memories/{mid}",
             "/workspaces/{id}/memory",
             "/workspaces/{id}/memory/{key}",
+            "/workspaces/{id}/metrics",
             "/workspaces/{id}/notify",
             "/workspaces/{id}/pause",
             "/workspaces/{id}/pending-uploads",
@@ -586,6 +589,7 @@ async fn health_ready_and_openapi_need_no_token() {
             "/workspaces/{id}/secrets/values",
             "/workspaces/{id}/secrets/{key}",
             "/workspaces/{id}/state",
+            "/workspaces/{id}/usage",
         ]
     );
     assert!(doc["paths"]["/workspaces"]["post"]["responses"]["201"].is_object());
