@@ -45,6 +45,7 @@ pub mod memory;
 pub mod metrics;
 pub(crate) mod plugin_archive;
 pub(crate) mod private_fs;
+pub mod rate;
 pub mod secrets;
 pub mod serve;
 pub(crate) mod signal;

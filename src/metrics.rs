@@ -57,6 +57,9 @@ pub struct Metrics {
     pub mcp_tool_calls: IntCounterVec,
     /// MCP requests refused by the per-token rate limit.
     pub mcp_rate_limited: IntCounter,
+    /// Requests refused by `--rate-limit`, by the bucket that was empty
+    /// (token, address).
+    pub rate_limited: IntCounterVec,
     /// Requests by method, route pattern and status.
     pub http_requests: IntCounterVec,
     /// Request latency by method and route pattern.
@@ -130,6 +133,11 @@ impl Metrics {
             mcp_rate_limited: r.counter(
                 "molecule_mcp_rate_limited_total",
                 "MCP requests refused with HTTP 429 because their token was over its rate limit.",
+            ),
+            rate_limited: r.counter_vec(
+                "molecule_rate_limited_total",
+                "Requests refused with HTTP 429 by --rate-limit, by the bucket that was empty: token (the bearer token's) or address (the client address's: requests without a token, and every request from an address whose refused tokens emptied it).",
+                &["bucket"],
             ),
             http_requests,
             http_duration,

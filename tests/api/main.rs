@@ -19,6 +19,7 @@ mod cron_preview;
 mod db_down;
 mod delegations;
 mod disk_full;
+mod edge;
 mod hardening;
 mod inbox;
 mod instructions;
