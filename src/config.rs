@@ -13,7 +13,7 @@ use clap::Args;
 use crate::domain::{AuthToken, Tier, UploadLimits};
 use crate::rate::{Rate, RateFlag};
 use crate::secrets::SecretsKey;
-use crate::serve::ConnLimits;
+use crate::serve::{ConnLimits, TlsFiles};
 
 /// The default of every flag that has one, written once: clap shows and
 /// parses these strings, [`Config::with_defaults`] parses the same ones (a
@@ -301,15 +301,6 @@ pub struct Config {
     pub mcp_send_message_to_user: bool,
 }
 
-/// The PEM files `--tls-cert` and `--tls-key` name.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TlsFiles {
-    /// The certificate chain, leaf first.
-    pub cert: PathBuf,
-    /// The private key.
-    pub key: PathBuf,
-}
-
 /// Where memory vectors come from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EmbeddingsConfig {
@@ -434,27 +425,31 @@ pub fn load_or_create_admin_token(data_dir: &Path) -> anyhow::Result<(AuthToken,
     Ok((token, true))
 }
 
+/// The given admin token, or the one of `<data-dir>/admin-token`, created
+/// (and shown this once) on first start.
+fn resolve_admin_token(given: Option<String>, data_dir: &Path) -> anyhow::Result<AuthToken> {
+    if let Some(t) = given.filter(|t| !t.trim().is_empty()) {
+        return Ok(AuthToken::from_plaintext(t.trim()));
+    }
+    let (token, created) = load_or_create_admin_token(data_dir)?;
+    if created {
+        eprintln!(
+            "molecule: generated the admin token into {path} (mode 0600). It is shown this once:\n\n    {token}\n\n\
+             Use it as `Authorization: Bearer <token>`, or export MOLECULE_ADMIN_TOKEN=$(cat {path}).",
+            path = data_dir.join("admin-token").display(),
+            token = token.expose()
+        );
+    }
+    Ok(token)
+}
+
 impl ServeArgs {
     /// Resolves defaults, creates the data dir and the admin token.
     pub fn resolve(self) -> anyhow::Result<Config> {
         crate::private_fs::prepare_data_dir(&self.data_dir).with_context(|| {
             format!("failed to create the data dir {}", self.data_dir.display())
         })?;
-        let admin_token = match self.admin_token.filter(|t| !t.trim().is_empty()) {
-            Some(t) => AuthToken::from_plaintext(t.trim()),
-            None => {
-                let (token, created) = load_or_create_admin_token(&self.data_dir)?;
-                if created {
-                    eprintln!(
-                        "molecule: generated the admin token into {path} (mode 0600). It is shown this once:\n\n    {token}\n\n\
-                         Use it as `Authorization: Bearer <token>`, or export MOLECULE_ADMIN_TOKEN=$(cat {path}).",
-                        path = self.data_dir.join("admin-token").display(),
-                        token = token.expose()
-                    );
-                }
-                token
-            }
-        };
+        let admin_token = resolve_admin_token(self.admin_token, &self.data_dir)?;
         let max_file = self.max_file_size.as_u64();
         anyhow::ensure!(
             (1..=HARD_MAX_FILE_SIZE).contains(&max_file),
@@ -635,5 +630,32 @@ mod tests {
             default_bytes(defaults::MAX_PLUGIN_SIZE),
             HARD_MAX_PLUGIN_SIZE
         );
+    }
+
+    #[test]
+    fn cors_origins_must_be_origins() {
+        let given = |raw: &[&str]| raw.iter().map(|o| o.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            cors_origins(&given(&[
+                " https://ops.example.com",
+                "",
+                "http://localhost:3000"
+            ]))
+            .unwrap(),
+            ["https://ops.example.com", "http://localhost:3000"]
+        );
+        for bad in [
+            "ops.example.com",
+            "https://ops.example.com/",
+            "https://ops.example.com/app",
+            "ftp://ops.example.com",
+            "*",
+        ] {
+            let err = cors_origins(&given(&[bad])).expect_err(bad).to_string();
+            assert!(
+                err.starts_with(&format!("--cors-origin `{bad}` is not an origin")),
+                "{err}"
+            );
+        }
     }
 }

@@ -35,6 +35,7 @@
 //! Shutdown is graceful: the listener closes, in-flight requests finish.
 
 use std::future::Future;
+use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -56,8 +57,6 @@ use tokio::sync::Semaphore;
 use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
-
-use crate::config::TlsFiles;
 
 /// Largest read buffer of one HTTP/1 connection.
 pub const READ_BUF: usize = 128 * 1024;
@@ -151,6 +150,15 @@ pub fn fit_to_fd_limit(limits: ConnLimits) -> ConnLimits {
         max_connections: cap,
         ..limits
     }
+}
+
+/// The PEM files `--tls-cert` and `--tls-key` name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// The certificate chain, leaf first.
+    pub cert: PathBuf,
+    /// The private key.
+    pub key: PathBuf,
 }
 
 /// The TLS side of `--tls-cert/--tls-key`: the PEM chain and key read
