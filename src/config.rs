@@ -193,7 +193,7 @@ pub struct ServeArgs {
     /// `N/min`, `N/s`, `N/h` or a bare `N` (per minute); `off` for no
     /// limit. A token bucket: N at once, then one every window / N. Over
     /// it, a JSON-RPC error with HTTP 429 and `Retry-After`.
-    #[arg(long, env = "MOLECULE_MCP_RATE_LIMIT", default_value = defaults::MCP_RATE_LIMIT)]
+    #[arg(long, env = "MOLECULE_MCP_RATE_LIMIT", value_name = "RATE", default_value = defaults::MCP_RATE_LIMIT)]
     pub mcp_rate_limit: RateFlag,
 
     /// Requests one bearer token may make, and requests one client address
@@ -202,7 +202,7 @@ pub struct ServeArgs {
     /// `off` for no limit (load tests). Over it, 429 with `Retry-After`.
     /// The address is the TCP peer's: behind a proxy, every tokenless
     /// client shares the proxy's bucket.
-    #[arg(long, env = "MOLECULE_RATE_LIMIT", default_value = defaults::RATE_LIMIT)]
+    #[arg(long, env = "MOLECULE_RATE_LIMIT", value_name = "RATE", default_value = defaults::RATE_LIMIT)]
     pub rate_limit: RateFlag,
 
     /// Origins a browser may call the API from (CORS), e.g.
@@ -211,6 +211,7 @@ pub struct ServeArgs {
     /// origin.
     #[arg(
         long = "cors-origin",
+        value_name = "ORIGIN",
         env = "MOLECULE_CORS_ORIGINS",
         value_delimiter = ','
     )]
@@ -224,11 +225,21 @@ pub struct ServeArgs {
 
     /// Serve HTTPS with this certificate chain (PEM); needs `--tls-key`.
     /// Unset: plain HTTP (put a TLS proxy in front in production).
-    #[arg(long, env = "MOLECULE_TLS_CERT", requires = "tls_key")]
+    #[arg(
+        long,
+        env = "MOLECULE_TLS_CERT",
+        value_name = "PEM",
+        requires = "tls_key"
+    )]
     pub tls_cert: Option<PathBuf>,
 
     /// The private key of `--tls-cert` (PEM: PKCS#8, PKCS#1 or SEC1).
-    #[arg(long, env = "MOLECULE_TLS_KEY", requires = "tls_cert")]
+    #[arg(
+        long,
+        env = "MOLECULE_TLS_KEY",
+        value_name = "PEM",
+        requires = "tls_cert"
+    )]
     pub tls_key: Option<PathBuf>,
 
     /// Offer the MCP tool `send_message_to_user` (a message to the canvas
