@@ -255,7 +255,8 @@ class Server:
         os.makedirs(self.dir, exist_ok=True)
         self.url = f"http://127.0.0.1:{self.port}"
         cmd = [binary or args.molecule, "serve", "--listen", f"127.0.0.1:{self.port}", "--data-dir", self.dir,
-               "--admin-token", self.token, "--max-request-size", "64MiB", "--sweep-interval", "1h"]
+               "--admin-token", self.token, "--max-request-size", "64MiB", "--sweep-interval", "1h",
+               "--rate-limit", "off"]  # a load test: never throttled
         if database_url:
             cmd += ["--database-url", database_url]
         if blob_store:

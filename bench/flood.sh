@@ -28,7 +28,7 @@ trap cleanup EXIT
 
 PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 TOKEN=$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')
-args=(serve --listen "127.0.0.1:$PORT" --data-dir "$WORK/data" --admin-token "$TOKEN" --sweep-interval 1h)
+args=(serve --listen "127.0.0.1:$PORT" --data-dir "$WORK/data" --admin-token "$TOKEN" --sweep-interval 1h --rate-limit off)
 [ -n "${FLOOD_DATABASE_URL:-}" ] && args+=(--database-url "$FLOOD_DATABASE_URL")
 [ -n "${FLOOD_BLOB_STORE:-}" ] && args+=(--blob-store "$FLOOD_BLOB_STORE")
 RUST_LOG=${RUST_LOG:-info} "$BIN" "${args[@]}" >"$WORK/server.log" 2>&1 &

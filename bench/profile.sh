@@ -34,7 +34,7 @@ trap cleanup EXIT
 PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 TOKEN=$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')
 args=(serve --listen "127.0.0.1:$PORT" --data-dir "$WORK/data" --admin-token "$TOKEN"
-  --sweep-interval 1h --max-request-size 64MiB)
+  --sweep-interval 1h --max-request-size 64MiB --rate-limit off)
 if [ "$KIND" = s3 ]; then args+=(--blob-store "${PROFILE_S3:?PROFILE_S3=s3://BUCKET/prefix}"); fi
 if [ "${PROFILE_TOOL:-callgrind}" = cpu ] || [ "${PROFILE_TOOL:-callgrind}" = perf ]; then
   "$BIN" "${args[@]}" >"$WORK/server.log" 2>&1 &

@@ -27,6 +27,9 @@ use crate::sweeper::{SweepConfig, Sweeper};
 pub struct Application {
     listener: TcpListener,
     metrics_listener: Option<TcpListener>,
+    /// HTTPS on the main listener (`--tls-cert`); the metrics listener
+    /// stays plain HTTP.
+    tls: Option<tokio_rustls::TlsAcceptor>,
     state: AppState,
     sweeper: Sweeper,
 }
@@ -61,6 +64,12 @@ impl Application {
         // the clock arithmetic is refused, never read as zero.
         let sweep_config = sweep_config(&config)?;
         let upload_ttl = Period::new("--upload-ttl", config.upload_ttl)?;
+        // Also before anything is opened: a bad certificate or key is a
+        // start-up error. A sweep pass serves nothing, so it loads none.
+        let tls = match (role, &config.tls) {
+            (Role::Serve, Some(files)) => Some(crate::serve::tls_acceptor(files)?),
+            _ => None,
+        };
         let (store, sealer, audit) = open_store(&config, role).await?;
         let blobs = blob::open(
             &config.blob_store,
@@ -74,7 +83,7 @@ impl Application {
         let public_url = config
             .public_url
             .clone()
-            .unwrap_or_else(|| default_public_url(local));
+            .unwrap_or_else(|| default_public_url(local, tls.is_some()));
         let bus = match store.notifier() {
             Some(notifier) => Bus::shared(notifier),
             None => Bus::local(),
@@ -119,6 +128,7 @@ impl Application {
         Ok(Self {
             listener,
             metrics_listener,
+            tls,
             state,
             sweeper,
         })
@@ -153,6 +163,7 @@ impl Application {
         let Self {
             listener,
             metrics_listener,
+            tls,
             state,
             sweeper,
         } = self;
@@ -188,7 +199,7 @@ impl Application {
                 }),
             );
             let stop = app_shutdown.clone();
-            tokio::spawn(crate::serve::serve(l, app, metrics_limits, stop))
+            tokio::spawn(crate::serve::serve(l, app, metrics_limits, None, stop))
         });
         let store = state.store.clone();
         tracing::info!(
@@ -196,7 +207,7 @@ impl Application {
             blob_store = state.blobs.kind(), "molecule is serving"
         );
         let router = http::router(state);
-        crate::serve::serve(listener, router, limits, app_shutdown.clone()).await;
+        crate::serve::serve(listener, router, limits, tls, app_shutdown.clone()).await;
         app_shutdown.cancel();
         let _ = sweep_task.await;
         if let Some(t) = schedule_task {
@@ -286,11 +297,12 @@ async fn bind(config: &Config) -> anyhow::Result<(TcpListener, Option<TcpListene
     Ok((listener, metrics_listener))
 }
 
-fn default_public_url(addr: SocketAddr) -> String {
+fn default_public_url(addr: SocketAddr, tls: bool) -> String {
+    let scheme = if tls { "https" } else { "http" };
     if addr.ip().is_unspecified() {
-        format!("http://127.0.0.1:{}", addr.port())
+        format!("{scheme}://127.0.0.1:{}", addr.port())
     } else {
-        format!("http://{addr}")
+        format!("{scheme}://{addr}")
     }
 }
 

@@ -12,8 +12,9 @@ use clap::Args;
 
 use crate::domain::usage::PriceTable;
 use crate::domain::{AuthToken, Tier, UploadLimits};
+use crate::rate::{Rate, RateFlag};
 use crate::secrets::SecretsKey;
-use crate::serve::ConnLimits;
+use crate::serve::{ConnLimits, TlsFiles};
 
 /// The default of every flag that has one, written once: clap shows and
 /// parses these strings, [`Config::with_defaults`] parses the same ones (a
@@ -55,6 +56,8 @@ pub(crate) mod defaults {
     pub(crate) const OFFLINE_AFTER: &str = "90s";
     /// `--mcp-rate-limit`: Molecule's own limit.
     pub(crate) const MCP_RATE_LIMIT: &str = "120/min";
+    /// `--rate-limit`: Molecule's own figure.
+    pub(crate) const RATE_LIMIT: &str = "600/min";
 }
 
 /// Timeout of calls to push-mode workspaces (not a flag).
@@ -188,10 +191,57 @@ pub struct ServeArgs {
     pub default_model: String,
 
     /// MCP calls (`/workspaces/:id/mcp`) one workspace token may make:
-    /// `N/min`, `N/s` or a bare `N` (per minute); `off` for no limit. Over
+    /// `N/min`, `N/s`, `N/h` or a bare `N` (per minute); `off` for no
+    /// limit. A token bucket: N at once, then one every window / N. Over
     /// it, a JSON-RPC error with HTTP 429 and `Retry-After`.
-    #[arg(long, env = "MOLECULE_MCP_RATE_LIMIT", default_value = defaults::MCP_RATE_LIMIT)]
-    pub mcp_rate_limit: McpRateLimit,
+    #[arg(long, env = "MOLECULE_MCP_RATE_LIMIT", value_name = "RATE", default_value = defaults::MCP_RATE_LIMIT)]
+    pub mcp_rate_limit: RateFlag,
+
+    /// Requests one bearer token may make, and requests one client address
+    /// may make without a token or with one that is refused (401): a token
+    /// bucket per key, `N/min`, `N/s`, `N/h` or a bare `N` (per minute);
+    /// `off` for no limit (load tests). Over it, 429 with `Retry-After`.
+    /// The address is the TCP peer's: behind a proxy, every tokenless
+    /// client shares the proxy's bucket.
+    #[arg(long, env = "MOLECULE_RATE_LIMIT", value_name = "RATE", default_value = defaults::RATE_LIMIT)]
+    pub rate_limit: RateFlag,
+
+    /// Origins a browser may call the API from (CORS), e.g.
+    /// https://ops.example.com; repeat the flag or separate with commas.
+    /// Unset: no CORS headers, so browsers allow only the canvas's own
+    /// origin.
+    #[arg(
+        long = "cors-origin",
+        value_name = "ORIGIN",
+        env = "MOLECULE_CORS_ORIGINS",
+        value_delimiter = ','
+    )]
+    pub cors_origins: Vec<String>,
+
+    /// Send `Strict-Transport-Security` (one year, subdomains included) on
+    /// every response: set it when clients reach this server over HTTPS
+    /// only (its own `--tls-cert`, or a TLS proxy in front).
+    #[arg(long, env = "MOLECULE_HSTS")]
+    pub hsts: bool,
+
+    /// Serve HTTPS with this certificate chain (PEM); needs `--tls-key`.
+    /// Unset: plain HTTP (put a TLS proxy in front in production).
+    #[arg(
+        long,
+        env = "MOLECULE_TLS_CERT",
+        value_name = "PEM",
+        requires = "tls_key"
+    )]
+    pub tls_cert: Option<PathBuf>,
+
+    /// The private key of `--tls-cert` (PEM: PKCS#8, PKCS#1 or SEC1).
+    #[arg(
+        long,
+        env = "MOLECULE_TLS_KEY",
+        value_name = "PEM",
+        requires = "tls_cert"
+    )]
+    pub tls_key: Option<PathBuf>,
 
     /// Offer the MCP tool `send_message_to_user` (a message to the canvas
     /// chat). On by default: the canvas is the user here.
@@ -203,35 +253,6 @@ pub struct ServeArgs {
     /// usage reported without `cost_usd`.
     #[arg(long, env = "MOLECULE_PRICES")]
     pub prices: Option<PathBuf>,
-}
-
-/// How many MCP calls one token may make per window: a fixed window of
-/// `per` holding `calls`; `None` inside [`Config`] means "off".
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct McpRateLimit(pub Option<(u32, Duration)>);
-
-impl std::str::FromStr for McpRateLimit {
-    type Err = String;
-
-    fn from_str(raw: &str) -> Result<Self, String> {
-        let raw = raw.trim();
-        if raw.eq_ignore_ascii_case("off") {
-            return Ok(McpRateLimit(None));
-        }
-        let (n, per) = match raw.split_once('/') {
-            None => (raw, Duration::from_secs(60)),
-            Some((n, "min" | "m")) => (n, Duration::from_secs(60)),
-            Some((n, "s" | "sec")) => (n, Duration::from_secs(1)),
-            Some((n, "h")) => (n, Duration::from_secs(3600)),
-            Some(_) => return Err(format!("`{raw}`: the window must be /s, /min or /h")),
-        };
-        match n.trim().parse::<u32>() {
-            Ok(calls) if calls >= 1 => Ok(McpRateLimit(Some((calls, per)))),
-            _ => Err(format!(
-                "`{raw}` is not a rate: N/min, N/s, N/h, a bare N (per minute) or off"
-            )),
-        }
-    }
 }
 
 /// Resolved server configuration.
@@ -283,8 +304,17 @@ pub struct Config {
     pub default_tier: Tier,
     /// Universal default model.
     pub default_model: String,
-    /// Calls per token and window on the MCP endpoint; `None`: no limit.
-    pub mcp_rate_limit: Option<(u32, Duration)>,
+    /// Calls per token on the MCP endpoint; `None`: no limit.
+    pub mcp_rate_limit: Option<Rate>,
+    /// Requests per token, and per address without a valid token; `None`:
+    /// no limit.
+    pub rate_limit: Option<Rate>,
+    /// Origins allowed by CORS; empty: CORS off.
+    pub cors_origins: Vec<String>,
+    /// Whether responses carry `Strict-Transport-Security`.
+    pub hsts: bool,
+    /// Certificate chain and key files of HTTPS; `None`: plain HTTP.
+    pub tls: Option<TlsFiles>,
     /// Whether the MCP tool `send_message_to_user` is offered.
     pub mcp_send_message_to_user: bool,
     /// Model prices (the built-in table, with `--prices` laid over it).
@@ -343,10 +373,12 @@ impl Config {
             offline_after: default_duration(defaults::OFFLINE_AFTER),
             default_tier: Tier::DEFAULT,
             default_model: crate::domain::DEFAULT_UNIVERSAL_MODEL.to_owned(),
-            mcp_rate_limit: defaults::MCP_RATE_LIMIT
-                .parse::<McpRateLimit>()
-                .expect("BUG: the default MCP rate")
-                .0,
+            mcp_rate_limit: Rate::parse_flag(defaults::MCP_RATE_LIMIT)
+                .expect("BUG: the default MCP rate"),
+            rate_limit: Rate::parse_flag(defaults::RATE_LIMIT).expect("BUG: the default rate"),
+            cors_origins: Vec::new(),
+            hsts: false,
+            tls: None,
             mcp_send_message_to_user: true,
             prices: PriceTable::default(),
         }
@@ -389,6 +421,24 @@ fn default_duration(raw: &str) -> Duration {
 }
 
 /// A default size in bytes; the unit test below parses every one.
+/// The `--cors-origin` values, trimmed, empty ones dropped; each must be
+/// an origin (`scheme://host[:port]`, no path), as browsers send it.
+fn cors_origins(raw: &[String]) -> anyhow::Result<Vec<String>> {
+    let mut origins = Vec::new();
+    for origin in raw.iter().map(|o| o.trim()).filter(|o| !o.is_empty()) {
+        let url = url::Url::parse(origin)
+            .ok()
+            .filter(|u| matches!(u.scheme(), "http" | "https") && u.has_host())
+            .filter(|u| u.path() == "/" && u.query().is_none() && !origin.ends_with('/'));
+        anyhow::ensure!(
+            url.is_some(),
+            "--cors-origin `{origin}` is not an origin: scheme://host[:port], no path (e.g. https://ops.example.com)"
+        );
+        origins.push(origin.to_owned());
+    }
+    Ok(origins)
+}
+
 fn default_bytes(raw: &str) -> u64 {
     raw.parse::<ByteSize>()
         .expect("BUG: a default size that does not parse")
@@ -470,6 +520,7 @@ impl ServeArgs {
             !self.header_read_timeout.is_zero() && !self.idle_timeout.is_zero(),
             "--header-read-timeout and --idle-timeout must be longer than zero"
         );
+        let cors_origins = cors_origins(&self.cors_origins)?;
         Ok(Config {
             listen: self.listen,
             database_url: self
@@ -512,6 +563,13 @@ impl ServeArgs {
             default_tier: self.default_tier,
             default_model: self.default_model.trim().to_owned(),
             mcp_rate_limit: self.mcp_rate_limit.0,
+            rate_limit: self.rate_limit.0,
+            cors_origins,
+            hsts: self.hsts,
+            tls: match (self.tls_cert, self.tls_key) {
+                (Some(cert), Some(key)) => Some(TlsFiles { cert, key }),
+                _ => None,
+            },
             mcp_send_message_to_user: self.mcp_send_message_to_user,
             prices,
         })
@@ -587,6 +645,10 @@ mod tests {
             default_tier,
             default_model,
             mcp_rate_limit,
+            rate_limit,
+            cors_origins,
+            hsts,
+            tls,
             mcp_send_message_to_user,
             prices
         );
@@ -607,20 +669,29 @@ mod tests {
     }
 
     #[test]
-    fn mcp_rates_parse_with_their_window_and_off() {
-        let min = Duration::from_secs(60);
-        let cases = [
-            ("120/min", Ok(Some((120, min)))),
-            ("5", Ok(Some((5, min)))),
-            ("10/s", Ok(Some((10, Duration::from_secs(1))))),
-            ("off", Ok(None)),
-            ("0/min", Err(())),
-            ("ten", Err(())),
-            ("3/week", Err(())),
-        ];
-        for (raw, want) in cases {
-            let got = raw.parse::<McpRateLimit>().map(|r| r.0).map_err(|_| ());
-            assert_eq!(got, want, "{raw}");
+    fn cors_origins_must_be_origins() {
+        let given = |raw: &[&str]| raw.iter().map(|o| o.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            cors_origins(&given(&[
+                " https://ops.example.com",
+                "",
+                "http://localhost:3000"
+            ]))
+            .unwrap(),
+            ["https://ops.example.com", "http://localhost:3000"]
+        );
+        for bad in [
+            "ops.example.com",
+            "https://ops.example.com/",
+            "https://ops.example.com/app",
+            "ftp://ops.example.com",
+            "*",
+        ] {
+            let err = cors_origins(&given(&[bad])).expect_err(bad).to_string();
+            assert!(
+                err.starts_with(&format!("--cors-origin `{bad}` is not an origin")),
+                "{err}"
+            );
         }
     }
 }

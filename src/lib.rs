@@ -47,6 +47,7 @@ pub mod metrics;
 pub(crate) mod plugin_archive;
 pub(crate) mod private_fs;
 pub mod push;
+pub mod rate;
 pub mod secrets;
 pub mod serve;
 pub(crate) mod signal;

@@ -62,6 +62,9 @@ pub struct Metrics {
     pub tokens: IntCounterVec,
     /// Cost reported or priced, USD, by workspace.
     pub cost_usd: CounterVec,
+    /// Requests refused by `--rate-limit`, by the bucket that was empty
+    /// (token, address).
+    pub rate_limited: IntCounterVec,
     /// Requests by method, route pattern and status.
     pub http_requests: IntCounterVec,
     /// Request latency by method and route pattern.
@@ -150,6 +153,11 @@ impl Metrics {
                     &["workspace"],
                 )
                 .expect("BUG: valid metric"),
+            ),
+            rate_limited: r.counter_vec(
+                "molecule_rate_limited_total",
+                "Requests refused with HTTP 429 by --rate-limit, by the bucket that was empty: token (the bearer token's) or address (the client address's: requests without a token, and every request from an address whose refused tokens emptied it).",
+                &["bucket"],
             ),
             http_requests,
             http_duration,

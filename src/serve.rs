@@ -25,26 +25,37 @@
 //! - Accept errors (out of file descriptors and the like) are logged and
 //!   retried after a pause; they never end the loop.
 //!
+//! - TLS (`--tls-cert/--tls-key`, rustls on ring, [`tls_acceptor`]): the
+//!   handshake runs in the connection's own task, under the same watchdog
+//!   as the request head (a client that never finishes it is closed after
+//!   the header read timeout), and ALPN offers HTTP/2 and HTTP/1.1.
+//! - Every request carries its peer address (`ConnectInfo`), which the
+//!   rate limit keys tokenless clients by.
+//!
 //! Shutdown is graceful: the listener closes, in-flight requests finish.
 
 use std::future::Future;
+use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use anyhow::Context as _;
 use axum::body::{Body, HttpBody};
+use axum::extract::ConnectInfo;
 use axum::Router;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
+use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
 /// Largest read buffer of one HTTP/1 connection.
@@ -141,12 +152,49 @@ pub fn fit_to_fd_limit(limits: ConnLimits) -> ConnLimits {
     }
 }
 
-/// Serves `router` on `listener` until `shutdown`, then lets in-flight
-/// requests finish (up to [`DRAIN`]).
+/// The PEM files `--tls-cert` and `--tls-key` name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// The certificate chain, leaf first.
+    pub cert: PathBuf,
+    /// The private key.
+    pub key: PathBuf,
+}
+
+/// The TLS side of `--tls-cert/--tls-key`: the PEM chain and key read
+/// and checked (a key that does not match the certificate fails here, at
+/// start-up, not at the first handshake).
+pub fn tls_acceptor(files: &TlsFiles) -> anyhow::Result<TlsAcceptor> {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+    let certs = CertificateDer::pem_file_iter(&files.cert)
+        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+        .with_context(|| format!("failed to read --tls-cert {}", files.cert.display()))?;
+    anyhow::ensure!(
+        !certs.is_empty(),
+        "--tls-cert {} holds no certificate",
+        files.cert.display()
+    );
+    let key = PrivateKeyDer::from_pem_file(&files.key)
+        .with_context(|| format!("failed to read --tls-key {}", files.key.display()))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .context("BUG: ring supports the default TLS versions")?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .context("--tls-cert and --tls-key do not make a usable pair")?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(TlsAcceptor::from(Arc::new(config)))
+}
+
+/// Serves `router` on `listener` (over TLS with `tls`) until `shutdown`,
+/// then lets in-flight requests finish (up to [`DRAIN`]).
 pub async fn serve(
     listener: TcpListener,
     router: Router,
     limits: ConnLimits,
+    tls: Option<TlsAcceptor>,
     shutdown: CancellationToken,
 ) {
     let mut builder = auto::Builder::new(TokioExecutor::new());
@@ -155,6 +203,7 @@ pub async fn serve(
         .max_buf_size(READ_BUF)
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout);
+    let builder = Arc::new(builder);
     let graceful = GracefulShutdown::new();
     let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
     loop {
@@ -179,15 +228,26 @@ pub async fn serve(
         let service = Counted {
             inner: TowerToHyperService::new(router.clone()),
             activity: activity.clone(),
+            peer,
         };
-        let io = TokioIo::new(Tracked {
+        let io = Tracked {
             inner: stream,
             activity: activity.clone(),
-        });
-        let conn = builder.serve_connection_with_upgrades(io, service);
-        let conn = graceful.watch(conn.into_owned());
+        };
+        let (builder, watcher, tls) = (builder.clone(), graceful.watcher(), tls.clone());
         tokio::spawn(async move {
             let _slot = slot;
+            let conn = async move {
+                match tls {
+                    None => serve_connection(&builder, TokioIo::new(io), service, watcher).await,
+                    Some(tls) => match tls.accept(io).await {
+                        Ok(io) => {
+                            serve_connection(&builder, TokioIo::new(io), service, watcher).await
+                        }
+                        Err(e) => Err(format!("TLS handshake failed: {e}").into()),
+                    },
+                }
+            };
             tokio::select! {
                 ended = conn => if let Err(e) = ended {
                     tracing::debug!(%peer, error = %e, "connection ended with an error");
@@ -205,6 +265,21 @@ pub async fn serve(
     {
         tracing::warn!("requests still running after the shutdown grace period; closing them");
     }
+}
+
+/// The router served on one connection's `io` (plain or TLS), watched for
+/// the graceful shutdown.
+async fn serve_connection<I>(
+    builder: &auto::Builder<TokioExecutor>,
+    io: I,
+    service: Counted<TowerToHyperService<Router>>,
+    watcher: Watcher,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>>
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let conn = builder.serve_connection_with_upgrades(io, service);
+    watcher.watch(conn.into_owned()).await
 }
 
 /// What the watchdog of one connection knows about it.
@@ -276,10 +351,12 @@ impl Drop for InFlight {
     }
 }
 
-/// The router, counting requests in flight on the connection.
+/// The router, counting requests in flight on the connection and handing
+/// each request its peer address.
 struct Counted<S> {
     inner: S,
     activity: Arc<Activity>,
+    peer: std::net::SocketAddr,
 }
 
 type BoxedResponse<E> =
@@ -294,7 +371,8 @@ where
     type Error = S::Error;
     type Future = BoxedResponse<S::Error>;
 
-    fn call(&self, req: hyper::Request<Incoming>) -> Self::Future {
+    fn call(&self, mut req: hyper::Request<Incoming>) -> Self::Future {
+        req.extensions_mut().insert(ConnectInfo(self.peer));
         let guard = InFlight::start(&self.activity);
         let answer = self.inner.call(req);
         Box::pin(async move {

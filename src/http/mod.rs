@@ -13,6 +13,7 @@ mod auth;
 mod canvas;
 mod cron;
 mod delegations;
+mod edge;
 mod error;
 mod extract;
 mod instructions;
@@ -177,36 +178,43 @@ pub(crate) fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .split_for_parts()
 }
 
-/// The whole HTTP application.
+/// The whole HTTP application, inside the edge ([`edge`]: rate limits,
+/// CORS, security headers).
 pub(crate) fn router(state: AppState) -> Router {
     let (api, doc) = api();
     let doc = Arc::new(doc);
-    api.route(
-        "/openapi.json",
-        get(move || {
-            let doc = doc.clone();
-            async move { axum::Json((*doc).clone()) }
-        }),
-    )
-    // The canvas page: no auth, not in the OpenAPI document.
-    .merge(canvas::router())
-    // JSON bodies are buffered whole: bounded here (uploads, which stream,
-    // lift it for themselves).
-    .layer(axum::extract::DefaultBodyLimit::max(error::JSON_BODY_LIMIT))
-    .route_layer(middleware::from_fn_with_state(state.clone(), track_metrics))
-    .fallback(|| async { Error::NotFound("no such route".into()) })
-    .layer(
-        tower_http::trace::TraceLayer::new_for_http()
-            .make_span_with(tower_http::trace::DefaultMakeSpan::new().level(tracing::Level::INFO))
-            .on_response(tower_http::trace::DefaultOnResponse::new().level(tracing::Level::DEBUG)),
-    )
-    .layer(tower_http::catch_panic::CatchPanicLayer::custom(|_| {
-        tracing::error!("a request handler panicked");
-        axum::response::IntoResponse::into_response(Error::Internal(anyhow::anyhow!(
-            "handler panicked"
-        )))
-    }))
-    .with_state(state)
+    let app = api
+        .route(
+            "/openapi.json",
+            get(move || {
+                let doc = doc.clone();
+                async move { axum::Json((*doc).clone()) }
+            }),
+        )
+        // The canvas page: no auth, not in the OpenAPI document.
+        .merge(canvas::router())
+        // JSON bodies are buffered whole: bounded here (uploads, which stream,
+        // lift it for themselves).
+        .layer(axum::extract::DefaultBodyLimit::max(error::JSON_BODY_LIMIT))
+        .route_layer(middleware::from_fn_with_state(state.clone(), track_metrics))
+        .fallback(|| async { Error::NotFound("no such route".into()) })
+        .layer(
+            tower_http::trace::TraceLayer::new_for_http()
+                .make_span_with(
+                    tower_http::trace::DefaultMakeSpan::new().level(tracing::Level::INFO),
+                )
+                .on_response(
+                    tower_http::trace::DefaultOnResponse::new().level(tracing::Level::DEBUG),
+                ),
+        )
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(|_| {
+            tracing::error!("a request handler panicked");
+            axum::response::IntoResponse::into_response(Error::Internal(anyhow::anyhow!(
+                "handler panicked"
+            )))
+        }))
+        .with_state(state.clone());
+    edge::wrap(app, &state)
 }
 
 /// `/workspaces/{id}` → `/workspaces/:id`: the label form Molecule's

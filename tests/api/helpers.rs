@@ -122,6 +122,9 @@ pub async fn spawn_app_with(options: Options) -> Option<TestApp> {
     // And the scheduler (`sweeper.scheduler().tick(now)`).
     config.schedule_tick = std::time::Duration::ZERO;
     config.allow_private_urls = true;
+    // Suites hammer one server from one address; the edge's own tests
+    // turn the limit back on.
+    config.rate_limit = None;
     if options.engine == Engine::Postgres {
         config.database_url = fresh_postgres_url().await?;
     }

@@ -20,6 +20,7 @@ mod cron_preview;
 mod db_down;
 mod delegations;
 mod disk_full;
+mod edge;
 mod hardening;
 mod inbox;
 mod instructions;

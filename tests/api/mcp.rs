@@ -17,6 +17,7 @@ use tokio::process::Command;
 use crate::clients;
 use crate::helpers::{spawn_app, spawn_app_with, Engine, Options, TestApp, Ws};
 use crate::on_both_engines;
+use molecule::rate::Rate;
 
 /// The eight tools, in the order the server lists them.
 const TOOLS: [&str; 8] = [
@@ -331,7 +332,7 @@ async fn the_token_binds_to_its_own_workspace_and_the_wire_errors_have_their_cod
 on_both_engines!(a_token_over_its_rate_gets_429_with_retry_after_and_is_counted);
 async fn a_token_over_its_rate_gets_429_with_retry_after_and_is_counted(engine: Engine) {
     let options = Options::new(engine).tweak(|c| {
-        c.mcp_rate_limit = Some((3, Duration::from_secs(3600)));
+        c.mcp_rate_limit = Some(Rate::new(3, Duration::from_secs(3600)));
         c.mcp_send_message_to_user = false;
     });
     let Some(app) = spawn_app_with(options).await else {
@@ -371,7 +372,8 @@ async fn a_token_over_its_rate_gets_429_with_retry_after_and_is_counted(engine: 
     let (status, headers, body) = rpc(&app, &a.id, &a.token, list(4)).await;
     assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{body}");
     let retry: u64 = headers["retry-after"].to_str().unwrap().parse().unwrap();
-    assert!((3590..=3600).contains(&retry), "Retry-After {retry}");
+    // A token bucket of 3 refills one call every 3600 s / 3.
+    assert!((1190..=1200).contains(&retry), "Retry-After {retry}");
     assert_eq!(body["id"], 4);
     assert_eq!(body["error"]["code"], -32029, "{body}");
     assert_eq!(body["error"]["data"]["retry_after_s"], retry);

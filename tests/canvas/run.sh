@@ -45,9 +45,10 @@ log "starting molecule serve on $URL"
 # A 1 MiB file limit so that the test can show the refusal with a small
 # file; a 60 s online window (not the default 90 s) so that the test can
 # see the page follow the server's; private URLs because the test's push
-# agent listens on 127.0.0.1.
+# agent listens on 127.0.0.1; no rate limit, as the suite drives one server
+# hard from one browser.
 "$BIN" serve --listen "127.0.0.1:$PORT" --public-url "$URL" --data-dir "$DATA" \
-  --admin-token "$ADMIN_TOKEN" --max-file-size 1MiB --offline-after 60s --allow-private-urls >"$ARTIFACTS/server.log" 2>&1 &
+  --admin-token "$ADMIN_TOKEN" --max-file-size 1MiB --offline-after 60s --allow-private-urls --rate-limit off >"$ARTIFACTS/server.log" 2>&1 &
 SERVER_PID=$!
 
 healthy() { node -e 'fetch(process.argv[1]).then((r) => process.exit(r.ok ? 0 : 1), () => process.exit(1))' "$URL/health"; }

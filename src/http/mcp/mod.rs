@@ -25,16 +25,16 @@
 //! The bearer is the workspace's own token bound to `:id`
 //! ([`WorkspaceItself`]): another workspace's token is 401, the operator's
 //! 403. Every request counts against the token's rate limit
-//! (`--mcp-rate-limit`, [`limit`]); over it the answer is HTTP 429 with
+//! (`--mcp-rate-limit`, a token bucket per token hash of
+//! [`crate::rate::Limiter`], on top of the server-wide `--rate-limit`);
+//! over it the answer is HTTP 429 with
 //! `Retry-After` and a JSON-RPC error, counted in
 //! `molecule_mcp_rate_limited_total`.
 
 mod legacy;
-mod limit;
 mod tools;
 
-use std::sync::Arc;
-use std::time::Instant;
+use std::sync::{Arc, OnceLock};
 
 use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
@@ -50,7 +50,8 @@ use utoipa_axum::routes;
 
 use super::access::{LiveWorkspace, WorkspaceItself};
 use super::{AppState, ErrorBody, Result};
-use crate::domain::AuthToken;
+use crate::domain::{AuthToken, TokenHash};
+use crate::rate::{retry_after_secs, Limiter};
 use tools::{Bound, MoleculeMcp};
 
 /// JSON-RPC code of a call refused by the rate limit (implementation-
@@ -62,7 +63,9 @@ pub(crate) const RATE_LIMITED: i64 = -32029;
 #[derive(Clone)]
 struct Mcp {
     service: StreamableHttpService<MoleculeMcp, NeverSessionManager>,
-    limiter: Arc<limit::RateLimiter>,
+    /// Built on the first call, from the configured rate (the routes are
+    /// assembled before the configuration is at hand).
+    limiter: Arc<OnceLock<Limiter<TokenHash>>>,
     sessions: legacy::Sessions,
 }
 
@@ -90,17 +93,17 @@ impl Mcp {
         let rate = state.config.mcp_rate_limit?;
         let wait = self
             .limiter
-            .check(token.hash(), rate, Instant::now())
+            .get_or_init(|| Limiter::new(rate))
+            .check(&token.hash())
             .err()?;
         state.metrics.mcp_rate_limited.inc();
-        let retry_after = wait.as_secs_f64().ceil().max(1.0) as u64;
+        let retry_after = retry_after_secs(wait);
         let id = serde_json::from_slice::<Value>(body)
             .ok()
             .and_then(|v| v.get("id").cloned())
             .unwrap_or(Value::Null);
-        let (calls, per) = rate;
         let body = json!({"jsonrpc": "2.0", "id": id, "error": {"code": RATE_LIMITED,
-            "message": format!("rate limit exceeded: {calls} calls per {} s for this token; retry after {retry_after} s", per.as_secs()),
+            "message": format!("rate limit exceeded: {rate} for this token; retry after {retry_after} s"),
             "data": {"retry_after_s": retry_after}}});
         let mut resp = (StatusCode::TOO_MANY_REQUESTS, axum::Json(body)).into_response();
         resp.headers_mut()
