@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use crate::domain::{inbox, DelegationStatus, DeliveryMode, HeartbeatReport};
+use crate::domain::{inbox, DelegationStatus, DeliveryMode, HeartbeatReport, WorkspaceId};
 use crate::events::Bus;
 use crate::metrics::Metrics;
 use crate::store::{Delegation, ReportOutcome, StatusReport, Store};
@@ -39,7 +39,15 @@ pub struct Forwarder {
     pub http: reqwest::Client,
     /// How long the workspace may take to answer.
     pub timeout: Duration,
+    /// Called with each answer a workspace gave (the server records the
+    /// `usage` it carries); the server's routes set it, a bare sweep not.
+    pub on_answer: Option<AnswerHook>,
 }
+
+/// See [`Forwarder::on_answer`].
+pub type AnswerHook = std::sync::Arc<
+    dyn Fn(WorkspaceId, Value) -> futures::future::BoxFuture<'static, ()> + Send + Sync,
+>;
 
 /// How one forward ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -105,9 +113,13 @@ impl Forwarder {
             return Ok(Forwarded::Skipped);
         }
         match self.call(d, &url).await {
-            Ok(text) => {
+            Ok(answer) => {
+                let text = inbox::answer_text(&answer).trim().to_owned();
                 self.report(d, DelegationStatus::Completed, Some(text), None, false)
                     .await?;
+                if let Some(hook) = &self.on_answer {
+                    hook(d.callee_id, answer).await;
+                }
                 // An answer is contact, as good as a heartbeat.
                 self.store
                     .heartbeat(
@@ -128,8 +140,8 @@ impl Forwarder {
         }
     }
 
-    /// The task as `message/send`; the text of the answer.
-    async fn call(&self, d: &Delegation, url: &str) -> Result<String, String> {
+    /// The task as `message/send`; the workspace's answer.
+    async fn call(&self, d: &Delegation, url: &str) -> Result<Value, String> {
         let rpc = inbox::message_send_rpc(
             json!(d.id),
             json!({"message": {"role": "user", "messageId": d.id,
@@ -154,7 +166,7 @@ impl Forwarder {
         if let Some(error) = answer.get("error") {
             return Err(format!("the workspace answered an error: {error}"));
         }
-        Ok(inbox::answer_text(&answer).trim().to_owned())
+        Ok(answer)
     }
 
     /// Applies one move and announces it; with `claim`, true only when

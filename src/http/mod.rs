@@ -117,6 +117,13 @@ pub(crate) fn forwarder(state: &AppState) -> crate::push::Forwarder {
         metrics: state.metrics.clone(),
         http: state.http.clone(),
         timeout: state.config.forward_timeout,
+        on_answer: Some({
+            let state = state.clone();
+            std::sync::Arc::new(move |ws, answer| {
+                let state = state.clone();
+                Box::pin(async move { usage::account_answer(&state, ws, &answer).await })
+            })
+        }),
     }
 }
 
