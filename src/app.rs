@@ -95,6 +95,8 @@ impl Application {
             sweep_config,
         )
         .with_embedder(embedder.clone());
+        let token_uses = crate::jobs::TokenUses::default();
+        let sweeper = sweeper.with_token_uses(token_uses.clone());
         let state = AppState {
             store,
             blobs,
@@ -110,6 +112,8 @@ impl Application {
             )),
             sealer,
             upload_ttl,
+            token_uses,
+            mints: Default::default(),
         };
         Ok(Self {
             listener,

@@ -24,7 +24,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::blob::BlobStore;
 use crate::events::Bus;
-use crate::jobs::{Counts, JobContext, Scheduler, REGISTERED};
+use crate::jobs::{Counts, JobContext, Scheduler, TokenUses, REGISTERED};
 use crate::metrics::Metrics;
 use crate::store::Store;
 
@@ -148,6 +148,7 @@ impl Sweeper {
                 bus,
                 config,
                 embedder: None,
+                token_uses: TokenUses::default(),
             },
         }
     }
@@ -155,6 +156,12 @@ impl Sweeper {
     /// Also back-fills memory vectors with `embedder`, when given.
     pub fn with_embedder(mut self, embedder: Option<crate::memory::Embedder>) -> Self {
         self.cx.embedder = embedder;
+        self
+    }
+
+    /// Writes the last-used stamps `uses` collects (the server's).
+    pub fn with_token_uses(mut self, uses: TokenUses) -> Self {
+        self.cx.token_uses = uses;
         self
     }
 

@@ -25,12 +25,14 @@ mod ops;
 mod org;
 mod peers;
 mod pending;
+pub mod permissions;
 mod plugins;
 mod registry;
 mod schedule_health;
 mod schedules;
 mod secrets;
 mod stream;
+mod tokens;
 mod uploads;
 mod workspaces;
 
@@ -102,6 +104,10 @@ pub struct AppState {
     pub sealer: Sealer,
     /// How long a staged file waits (`config.upload_ttl`, checked).
     pub upload_ttl: Period,
+    /// Tokens' uses not yet stamped (a job writes them in batches).
+    pub token_uses: crate::jobs::TokenUses,
+    /// Recent operator-token mints per client, for the mint rate limit.
+    pub mints: tokens::MintLimiter,
 }
 
 #[derive(OpenApi)]
@@ -157,6 +163,7 @@ pub(crate) fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(kv::routes())
         .merge(mcp::routes())
         .merge(ops::routes())
+        .merge(tokens::routes())
         .split_for_parts()
 }
 

@@ -253,7 +253,7 @@ fn plan_import(
                 model,
             },
             id: WorkspaceId::new(),
-            token: token.hash(),
+            token: token.key(),
         });
         tokens.push(token);
     }

@@ -357,7 +357,7 @@ pub(super) async fn create_workspace(
                 runtime,
                 model,
             },
-            token.hash(),
+            token.key(),
             now,
         )
         .await?;
@@ -560,7 +560,7 @@ pub(super) async fn rotate_workspace_token(
     let token = AuthToken::generate();
     if !state
         .store
-        .rotate_token(id, token.hash(), domain::now())
+        .rotate_token(id, token.key(), domain::now())
         .await?
     {
         return Err(Error::workspace_not_found());

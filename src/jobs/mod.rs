@@ -26,6 +26,7 @@ mod delegations;
 mod kv;
 mod memory;
 mod schedules;
+mod tokens;
 mod uploads;
 mod workspaces;
 
@@ -48,6 +49,7 @@ pub(crate) use schedules::announce as announce_fire;
 pub use schedules::{
     liveness, Liveness, Scheduler, FIRES_PER_BATCH, FIRES_PER_TICK, STALL_FLOOR, STALL_PERIODS,
 };
+pub use tokens::TokenUses;
 
 /// Rows per batch: one short transaction each.
 pub const BATCH: i64 = 500;
@@ -62,6 +64,7 @@ pub static REGISTERED: &[&dyn Job] = &[
     &delegations::SweepDelegations,
     &schedules::FireSchedules,
     &approvals::ExpireApprovals,
+    &tokens::StampTokenUses,
     &workspaces::ResetPhantomBusy,
     &workspaces::PurgeRemoved,
     &blobs::ReapOrphans,
@@ -95,6 +98,8 @@ pub struct JobContext {
     pub config: SweepConfig,
     /// Back-fills memory vectors, when configured.
     pub embedder: Option<crate::memory::Embedder>,
+    /// The last-used stamps the requests noted, written by a job.
+    pub token_uses: TokenUses,
 }
 
 /// Retention settings of the sweep, each a [`Period`] checked at start-up

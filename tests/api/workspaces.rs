@@ -38,7 +38,10 @@ async fn create_returns_the_workspace_token_and_connection_once(engine: Engine) 
     // Stored only as a hash: the hash resolves, the plaintext is nowhere.
     let by_hash = app
         .store
-        .workspace_for_token(AuthToken::from_plaintext(token).hash())
+        .workspace_for_token(
+            AuthToken::from_plaintext(token).hash(),
+            molecule::domain::now(),
+        )
         .await
         .unwrap();
     assert_eq!(by_hash.map(|w| w.to_string()).as_deref(), Some(id));
