@@ -37,5 +37,6 @@ mod store_contract;
 mod sweep;
 mod team_rule;
 mod teams;
+mod tokens;
 mod uploads;
 mod workspaces;

@@ -532,6 +532,8 @@ async fn health_ready_and_openapi_need_no_token() {
             "/instructions/{id}",
             "/metrics",
             "/org/import",
+            "/org/tokens",
+            "/org/tokens/{tid}",
             "/plugins",
             "/plugins/{name}",
             "/ready",
@@ -585,6 +587,8 @@ async fn health_ready_and_openapi_need_no_token() {
             "/workspaces/{id}/secrets/values",
             "/workspaces/{id}/secrets/{key}",
             "/workspaces/{id}/state",
+            "/workspaces/{id}/tokens",
+            "/workspaces/{id}/tokens/{tid}",
         ]
     );
     assert!(doc["paths"]["/workspaces"]["post"]["responses"]["201"].is_object());
