@@ -9,6 +9,7 @@ pub(crate) mod approvals;
 pub(crate) mod memory;
 pub(crate) mod operator;
 pub(crate) mod schedule;
+pub(crate) mod tokens;
 
 use std::path::PathBuf;
 
@@ -80,6 +81,13 @@ pub(crate) enum Command {
     /// The approvals inbox: list pending requests, approve or deny one.
     #[command(subcommand)]
     Approval(approvals::ApprovalCommand),
+    /// Tokens: a workspace's (--workspace ID) or the operators' (--org).
+    #[command(subcommand)]
+    Token(tokens::TokenCommand),
+    /// Keep a token (read from standard input) in the user's config
+    /// directory, 0600; operator commands use it when neither
+    /// --admin-token nor MOLECULE_ADMIN_TOKEN is given.
+    Login(tokens::LoginArgs),
 }
 
 /// Flags of `molecule migrate`.
@@ -162,5 +170,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Plugin(cmd) => agent::plugin(cmd).await,
         Command::Schedule(cmd) => schedule::schedule(cmd).await,
         Command::Approval(cmd) => approvals::approval(cmd).await,
+        Command::Token(cmd) => tokens::token(cmd).await,
+        Command::Login(args) => tokens::login(args),
     }
 }

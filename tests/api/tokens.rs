@@ -557,3 +557,134 @@ fn regex_free_ids(url: &str) -> String {
     out.push_str(rest);
     out
 }
+
+/// Runs the real `molecule` binary with `env` (and no admin token unless
+/// `env` gives one), feeding `stdin`.
+async fn cli(args: &[&str], env: &[(&str, &str)], stdin: &str) -> (bool, String, String) {
+    use tokio::io::AsyncWriteExt;
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_molecule"))
+        .args(args)
+        .env_remove("MOLECULE_ADMIN_TOKEN")
+        .envs(env.iter().copied())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut input = child.stdin.take().unwrap();
+    input.write_all(stdin.as_bytes()).await.unwrap();
+    drop(input);
+    let out = child.wait_with_output().await.unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// `molecule login` keeps a token (from standard input) 0600 in the
+/// config directory; `molecule token …` then works with no token on its
+/// command line or in its environment.
+#[tokio::test]
+async fn the_cli_logs_in_from_stdin_and_manages_tokens_without_a_token_argument() {
+    let Some(app) = spawn_app(Engine::Sqlite).await else {
+        return;
+    };
+    let ws = app.create_poll_workspace("cli").await;
+    let config = tempfile::tempdir().unwrap();
+    let dir = config.path().to_str().unwrap();
+    let env = [
+        ("XDG_CONFIG_HOME", dir),
+        ("MOLECULE_SERVER", app.address.as_str()),
+    ];
+    let empty = tempfile::tempdir().unwrap();
+    let data_dir = ["--data-dir", empty.path().to_str().unwrap()];
+
+    // No token anywhere: a clear error.
+    let (ok, _, err) = cli(
+        &[&["token", "list", "--org"][..], &data_dir].concat(),
+        &env,
+        "",
+    )
+    .await;
+    assert!(!ok);
+    assert!(err.contains("no admin token"), "{err}");
+
+    let (ok, out, err) = cli(&["login"], &env, &format!("{}\n", app.admin_token)).await;
+    assert!(ok, "{err}");
+    let file = config.path().join("molecule/token");
+    assert!(out.contains(file.to_str().unwrap()), "{out}");
+    assert_eq!(
+        std::fs::read_to_string(&file).unwrap().trim(),
+        app.admin_token
+    );
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&file).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+    }
+
+    let (ok, out, err) = cli(
+        &[
+            &[
+                "token", "create", "--org", "--role", "viewer", "--name", "ci", "--json",
+            ][..],
+            &data_dir,
+        ]
+        .concat(),
+        &env,
+        "",
+    )
+    .await;
+    assert!(ok, "{err}");
+    let minted: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(minted["role"], "viewer");
+    let id = minted["id"].as_str().unwrap();
+    let (ok, out, _) = cli(
+        &[&["token", "list", "--org"][..], &data_dir].concat(),
+        &env,
+        "",
+    )
+    .await;
+    assert!(ok);
+    assert!(
+        out.contains(id) && out.contains("viewer") && out.contains("1 live"),
+        "{out}"
+    );
+    assert!(!out.contains(minted["auth_token"].as_str().unwrap()));
+    let (ok, out, err) = cli(
+        &[&["token", "create", "--workspace", &ws.id][..], &data_dir].concat(),
+        &env,
+        "",
+    )
+    .await;
+    assert!(ok, "{err}");
+    assert!(out.contains("mol_"), "{out}");
+    let (_, list) = app
+        .get(&format!("/workspaces/{}/tokens", ws.id), &ws.token)
+        .await;
+    assert_eq!(list["count"], 2);
+    let (ok, out, err) = cli(
+        &[&["token", "revoke", "--org", id][..], &data_dir].concat(),
+        &env,
+        "",
+    )
+    .await;
+    assert!(ok, "{err}");
+    assert!(out.contains("revoked"), "{out}");
+    let (_, org) = app.get("/org/tokens", &app.admin_token).await;
+    assert_eq!(org["count"], 0);
+    // --role is for operator tokens only.
+    let (ok, _, _) = cli(
+        &[
+            &["token", "create", "--workspace", &ws.id, "--role", "viewer"][..],
+            &data_dir,
+        ]
+        .concat(),
+        &env,
+        "",
+    )
+    .await;
+    assert!(!ok);
+}
