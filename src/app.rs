@@ -104,6 +104,8 @@ impl Application {
             sweep_config,
         )
         .with_embedder(embedder.clone());
+        let token_uses = crate::jobs::TokenUses::default();
+        let sweeper = sweeper.with_token_uses(token_uses.clone());
         let state = AppState {
             store,
             blobs,
@@ -120,6 +122,8 @@ impl Application {
             sealer,
             audit,
             upload_ttl,
+            token_uses,
+            mints: Default::default(),
         };
         // A server forwards to push workspaces; a bare sweep pass
         // (`sweep --once`) does not: it exits before a forward finishes.

@@ -124,6 +124,10 @@ pub enum Event {
         /// Its workspace.
         workspace_id: WorkspaceId,
     },
+    /// An operator token was revoked: every request held open by an
+    /// operator re-checks its token (which workspace it watched does not
+    /// matter: an operator token may watch any).
+    OperatorRevoked,
     /// Events may have been missed (a listener reconnected): re-read.
     Resync,
 }
@@ -169,21 +173,29 @@ impl Local {
                 self.revocations.fetch_add(1, Ordering::SeqCst);
                 self.wake(workspace_id, |w| w.revocations += 1);
             }
+            Event::OperatorRevoked => {
+                self.revocations.fetch_add(1, Ordering::SeqCst);
+                self.wake_all(|w| w.revocations += 1);
+            }
             Event::Resync => {
                 // A revocation may be among what was missed.
                 self.revocations.fetch_add(1, Ordering::SeqCst);
-                let mut polls = self.polls.lock().unwrap_or_else(|e| e.into_inner());
-                polls.retain(|_, tx| tx.receiver_count() > 0);
-                for tx in polls.values() {
-                    tx.send_modify(|w| {
-                        w.rows += 1;
-                        w.revocations += 1;
-                    });
-                }
+                self.wake_all(|w| {
+                    w.rows += 1;
+                    w.revocations += 1;
+                });
             }
             Event::Upload { .. } | Event::Delegation(_) | Event::Approval(_) => {}
         }
         let _ = self.events.send(event);
+    }
+
+    fn wake_all(&self, bump: impl Fn(&mut Wakeups)) {
+        let mut polls = self.polls.lock().unwrap_or_else(|e| e.into_inner());
+        polls.retain(|_, tx| tx.receiver_count() > 0);
+        for tx in polls.values() {
+            tx.send_modify(&bump);
+        }
     }
 
     fn wake(&self, workspace_id: &WorkspaceId, bump: impl FnOnce(&mut Wakeups)) {

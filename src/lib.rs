@@ -43,6 +43,9 @@ pub(crate) mod http;
 pub mod jobs;
 pub(crate) mod ledger;
 pub mod memory;
+/// What each route needs of an operator token (the table lives with the
+/// HTTP layer; the permission-matrix test walks it).
+pub use http::permissions;
 pub mod metrics;
 pub(crate) mod plugin_archive;
 pub(crate) mod private_fs;

@@ -24,7 +24,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::blob::BlobStore;
 use crate::events::Bus;
-use crate::jobs::{Counts, JobContext, Scheduler, REGISTERED};
+use crate::jobs::{Counts, JobContext, Scheduler, TokenUses, REGISTERED};
 use crate::metrics::Metrics;
 use crate::store::Store;
 
@@ -149,6 +149,7 @@ impl Sweeper {
                 config,
                 embedder: None,
                 forwarder: None,
+                token_uses: TokenUses::default(),
             },
         }
     }
@@ -162,6 +163,12 @@ impl Sweeper {
     /// Also forwards delegations (and fires) to push workspaces.
     pub fn with_forwarder(mut self, forwarder: Option<crate::push::Forwarder>) -> Self {
         self.cx.forwarder = forwarder;
+        self
+    }
+
+    /// Writes the last-used stamps `uses` collects (the server's).
+    pub fn with_token_uses(mut self, uses: TokenUses) -> Self {
+        self.cx.token_uses = uses;
         self
     }
 

@@ -11,6 +11,7 @@ pub(crate) mod audit;
 pub(crate) mod memory;
 pub(crate) mod operator;
 pub(crate) mod schedule;
+pub(crate) mod tokens;
 
 use std::path::PathBuf;
 
@@ -85,6 +86,13 @@ pub(crate) enum Command {
     /// The audit trail: `verify` checks its HMAC chain in the database.
     #[command(subcommand)]
     Audit(audit::AuditCommand),
+    /// Tokens: a workspace's (--workspace ID) or the operators' (--org).
+    #[command(subcommand)]
+    Token(tokens::TokenCommand),
+    /// Keep a token (read from standard input) in the user's config
+    /// directory, 0600; operator commands use it when neither
+    /// --admin-token nor MOLECULE_ADMIN_TOKEN is given.
+    Login(tokens::LoginArgs),
 }
 
 /// Flags of `molecule migrate`.
@@ -168,5 +176,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Schedule(cmd) => schedule::schedule(cmd).await,
         Command::Approval(cmd) => approvals::approval(cmd).await,
         Command::Audit(cmd) => audit::audit(cmd).await,
+        Command::Token(cmd) => tokens::token(cmd).await,
+        Command::Login(args) => tokens::login(args),
     }
 }

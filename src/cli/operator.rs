@@ -5,7 +5,7 @@
 //! the server and token, makes one or two calls, and prints either a short
 //! human summary or, with `--json`, the server's answer as JSON.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::Context;
@@ -22,7 +22,8 @@ pub(crate) struct OperatorArgs {
     /// The server's URL.
     #[arg(long, env = "MOLECULE_SERVER", default_value = crate::config::defaults::SERVER_URL)]
     pub server: String,
-    /// The operator's token; default: the contents of <data-dir>/admin-token.
+    /// The operator's token; default: the token `molecule login` saved,
+    /// else the contents of <data-dir>/admin-token.
     #[arg(long, env = "MOLECULE_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
     /// Where a local server keeps its generated admin token.
@@ -39,6 +40,13 @@ impl OperatorArgs {
         let token = match &self.admin_token {
             Some(t) if !t.trim().is_empty() => t.trim().to_owned(),
             _ => {
+                let saved = login_file(None)
+                    .and_then(|p| std::fs::read_to_string(p).ok())
+                    .map(|raw| raw.trim().to_owned())
+                    .filter(|t| !t.is_empty());
+                if let Some(token) = saved {
+                    return Ok(Client::new(&self.server, token)?);
+                }
                 let path = self.data_dir.join("admin-token");
                 let raw = std::fs::read_to_string(&path).with_context(|| {
                     format!(
@@ -69,6 +77,19 @@ impl OperatorArgs {
             other => other.into(),
         }
     }
+}
+
+/// The file `molecule login` writes and operator commands read when no
+/// token is given by flag or environment.
+pub(crate) fn login_file(explicit: Option<&Path>) -> Option<PathBuf> {
+    if let Some(p) = explicit {
+        return Some(p.to_owned());
+    }
+    let base = match std::env::var_os("XDG_CONFIG_HOME").filter(|v| !v.is_empty()) {
+        Some(dir) => PathBuf::from(dir),
+        None => PathBuf::from(std::env::var_os("HOME")?).join(".config"),
+    };
+    Some(base.join("molecule").join("token"))
 }
 
 pub(crate) fn print_json<T: Serialize>(value: &T) -> anyhow::Result<()> {

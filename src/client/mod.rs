@@ -15,6 +15,7 @@ mod messages;
 mod plugins;
 mod schedules;
 mod secrets;
+mod tokens;
 mod uploads;
 mod workspaces;
 
@@ -36,6 +37,7 @@ pub(crate) use crate::http::{
     SecretView, UploadStatsView, UploadedFiles, WorkspaceView,
 };
 pub(crate) use messages::ActivityQuery;
+pub(crate) use tokens::{TokenSpec, Tokens};
 pub(crate) use uploads::{Download, ProgressFn};
 
 /// Everything that can go wrong talking to the server.

@@ -84,6 +84,12 @@ typed_id!(
     /// Identifies one platform instruction (an `instructions` row).
     InstructionId
 );
+typed_id!(
+    /// Identifies one token (a `workspace_auth_tokens` or
+    /// `operator_tokens` row): what lists show and revocation names,
+    /// never the secret.
+    TokenId
+);
 
 #[cfg(test)]
 mod tests {

@@ -37,7 +37,7 @@ pub use delegation::{
 pub use filename::Filename;
 pub use ids::{
     ApprovalId, DelegationId, FileId, FireId, IdError, InstructionId, MemoryId, ScheduleId,
-    WorkspaceId,
+    TokenId, WorkspaceId,
 };
 pub use inbox::{InboxItem, InboxRow};
 pub use lifecycle::{
@@ -56,7 +56,7 @@ pub use template::{
     nesting_bound, FlatNode, OrgTemplate, TemplateDefaults, TemplateError, TemplateFormat,
     TemplateNode, TemplateSchedule, MAX_NESTING, MAX_TEMPLATE_DEPTH, MAX_TEMPLATE_NODES,
 };
-pub use token::{AuthToken, TokenHash};
+pub use token::{AuthToken, Role, TokenHash, TokenKey, TokenPrefix};
 pub use url::{is_internal_ip, CallbackUrl, UrlError};
 
 use chrono::{DateTime, SubsecRound, Utc};

@@ -318,7 +318,7 @@ impl FromRequestParts<AppState> for SelfOrOperatorEvenRemoved {
             .ok()
             .flatten()
             .ok_or(Error::Unauthorized)?;
-        match Principal::resolve(state, &token).await {
+        match Principal::resolve(state, parts, &token).await {
             Ok(principal) => require_access(principal, id)?,
             Err(Error::Unauthorized) => {
                 if state

@@ -1,7 +1,9 @@
-//! Who is calling: the operator (admin token) or one workspace (one of its
-//! live tokens). Tokens are looked up by SHA-256; the admin token is
-//! compared in constant time. What each caller may do is `access`: the
-//! rules handlers declare in their signatures.
+//! Who is calling: the operator (the admin token, or an operator token
+//! whose role and subtree allow the route: `permissions`) or one
+//! workspace (one of its live tokens). Tokens are looked up by SHA-256;
+//! the admin token is compared in constant time. Each use is noted for the
+//! batched last-used stamp. What each caller may do is `access`: the rules
+//! handlers declare in their signatures.
 
 use axum::extract::FromRequestParts;
 use axum::http::header::AUTHORIZATION;
@@ -9,12 +11,14 @@ use axum::http::request::Parts;
 
 use super::{AppState, Error, Result};
 use crate::domain::team::{self, Caller, Node};
-use crate::domain::{AuthToken, TokenHash, WorkspaceId};
+use crate::domain::{self as d, AuthToken, TokenHash, WorkspaceId};
+use crate::store::TokenHolder;
 
 /// The authenticated caller.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Principal {
-    /// Holder of the admin token: may do everything.
+    /// Holder of the admin token (may do everything) or of an operator
+    /// token whose role and subtree allow this route.
     Operator,
     /// Holder of a live token of this workspace.
     Workspace(WorkspaceId),
@@ -36,15 +40,27 @@ pub(super) fn bearer(parts: &Parts) -> Result<Option<AuthToken>> {
 
 impl Principal {
     /// Who holds `token`: the operator, a workspace with a live token, or
-    /// nobody (401).
-    pub(super) async fn resolve(state: &AppState, token: &AuthToken) -> Result<Principal> {
+    /// nobody (401). An operator token is checked against the route of
+    /// `parts` (403 when its role or subtree does not allow it).
+    pub(super) async fn resolve(
+        state: &AppState,
+        parts: &mut Parts,
+        token: &AuthToken,
+    ) -> Result<Principal> {
         if token.matches(&state.config.admin_token) {
             return Ok(Principal::Operator);
         }
-        match state.store.workspace_for_token(token.hash()).await? {
-            Some(id) => Ok(Principal::Workspace(id)),
-            None => Err(Error::Unauthorized),
-        }
+        let now = d::now();
+        let principal = match state.store.token_holder(token.hash(), now).await? {
+            Some(TokenHolder::Workspace(id)) => Principal::Workspace(id),
+            Some(TokenHolder::Operator(grant)) => {
+                super::permissions::check(state, parts, &grant).await?;
+                Principal::Operator
+            }
+            None => return Err(Error::Unauthorized),
+        };
+        state.token_uses.record(token.hash(), now);
+        Ok(principal)
     }
 }
 
@@ -59,7 +75,7 @@ impl FromRequestParts<AppState> for Principal {
             return Ok(*known);
         }
         let token = bearer(parts)?.ok_or(Error::Unauthorized)?;
-        let principal = Principal::resolve(state, &token).await?;
+        let principal = Principal::resolve(state, parts, &token).await?;
         parts.extensions.insert(principal);
         Ok(principal)
     }
@@ -75,6 +91,9 @@ pub(super) struct Session {
     token: TokenHash,
     /// [`crate::events::Bus::revocations_seen`] before the token was checked.
     revocations_seen: u64,
+    /// The operator's principal came from a revocable operator token (not
+    /// the admin token of the configuration).
+    revocable_operator: bool,
 }
 
 impl Session {
@@ -85,13 +104,19 @@ impl Session {
     }
 
     /// Checks the token again: 401 once it no longer belongs to the same
-    /// workspace. The admin token cannot be revoked while serving.
+    /// workspace, or is no longer a live operator token. The admin token
+    /// cannot be revoked while serving.
     pub(super) async fn recheck(&mut self, state: &AppState) -> Result<()> {
         let seen = state.bus.revocations_seen();
-        if let Principal::Workspace(id) = self.principal {
-            if state.store.workspace_for_token(self.token).await? != Some(id) {
-                return Err(Error::Unauthorized);
-            }
+        let holder = match self.principal {
+            Principal::Operator if !self.revocable_operator => None,
+            _ => Some(state.store.token_holder(self.token, d::now()).await?),
+        };
+        match (self.principal, holder) {
+            (_, None) => {}
+            (Principal::Workspace(id), Some(Some(TokenHolder::Workspace(now)))) if now == id => {}
+            (Principal::Operator, Some(Some(TokenHolder::Operator(_)))) => {}
+            _ => return Err(Error::Unauthorized),
         }
         self.revocations_seen = seen;
         Ok(())
@@ -106,11 +131,12 @@ impl FromRequestParts<AppState> for Session {
         // the counter, so the waiter re-checks instead of missing it.
         let revocations_seen = state.bus.revocations_seen();
         let token = bearer(parts)?.ok_or(Error::Unauthorized)?;
-        let principal = Principal::resolve(state, &token).await?;
+        let principal = Principal::resolve(state, parts, &token).await?;
         Ok(Session {
             principal,
             token: token.hash(),
             revocations_seen,
+            revocable_operator: !token.matches(&state.config.admin_token),
         })
     }
 }
@@ -127,7 +153,7 @@ impl FromRequestParts<AppState> for MaybePrincipal {
         match bearer(parts)? {
             None => Ok(MaybePrincipal(None)),
             Some(token) => Ok(MaybePrincipal(Some(
-                Principal::resolve(state, &token).await?,
+                Principal::resolve(state, parts, &token).await?,
             ))),
         }
     }

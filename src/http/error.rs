@@ -76,6 +76,15 @@ pub(crate) enum Error {
     /// 422: well-formed but not acceptable.
     #[error("{0}")]
     Unprocessable(String),
+    /// 429: over a rate limit or a cap; `retry_after_s`, when known, is
+    /// sent as `Retry-After`.
+    #[error("{message}")]
+    TooMany {
+        /// The sentence.
+        message: String,
+        /// Seconds until a retry may succeed, when that is known.
+        retry_after_s: Option<u64>,
+    },
     /// 502: the workspace did not answer properly.
     #[error("{0}")]
     BadGateway(String),
@@ -103,6 +112,7 @@ impl Error {
             Error::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Error::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Error::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            Error::TooMany { .. } => StatusCode::TOO_MANY_REQUESTS,
             Error::BadGateway(_) => StatusCode::BAD_GATEWAY,
             Error::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -194,7 +204,19 @@ impl IntoResponse for Error {
             version,
             current_status,
         };
-        (self.status_code(), axum::Json(body)).into_response()
+        let retry_after = match &self {
+            Error::TooMany {
+                retry_after_s: Some(s),
+                ..
+            } => Some(s.to_string()),
+            _ => None,
+        };
+        let mut resp = (self.status_code(), axum::Json(body)).into_response();
+        if let Some(secs) = retry_after.and_then(|s| s.parse().ok()) {
+            resp.headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, secs);
+        }
+        resp
     }
 }
 

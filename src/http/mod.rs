@@ -27,12 +27,14 @@ mod ops;
 mod org;
 mod peers;
 mod pending;
+pub mod permissions;
 mod plugins;
 mod registry;
 mod schedule_health;
 mod schedules;
 mod secrets;
 mod stream;
+mod tokens;
 mod uploads;
 mod usage;
 mod workspaces;
@@ -107,6 +109,10 @@ pub struct AppState {
     pub audit: crate::audit::Auditor,
     /// How long a staged file waits (`config.upload_ttl`, checked).
     pub upload_ttl: Period,
+    /// Tokens' uses not yet stamped (a job writes them in batches).
+    pub token_uses: crate::jobs::TokenUses,
+    /// Recent operator-token mints per client, for the mint rate limit.
+    pub mints: tokens::MintLimiter,
 }
 
 /// The push forwarder over this server's state (see `crate::push`).
@@ -182,6 +188,7 @@ pub(crate) fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(usage::routes())
         .merge(mcp::routes())
         .merge(ops::routes())
+        .merge(tokens::routes())
         .split_for_parts()
 }
 

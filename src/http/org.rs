@@ -264,7 +264,7 @@ fn plan_import(
                 model,
             },
             id: WorkspaceId::new(),
-            token: token.hash(),
+            token: token.key(),
         });
         tokens.push(token);
     }

@@ -132,7 +132,7 @@ pub(super) async fn register_workspace(
     let now = domain::now();
     match state
         .store
-        .register_workspace(id, &update, minted.as_ref().map(AuthToken::hash), now)
+        .register_workspace(id, &update, minted.as_ref().map(AuthToken::key), now)
         .await?
     {
         Registered::Done(w) => {

@@ -106,7 +106,7 @@ impl SseCursor {
                     self.ready.push_back(ev);
                 }
             }
-            Ok(Event::Revoked { .. }) => {
+            Ok(Event::Revoked { .. } | Event::OperatorRevoked) => {
                 return still_allowed(&self.state, &mut self.session, self.id)
                     .await
                     .is_ok();

@@ -373,7 +373,7 @@ pub(super) async fn create_workspace(
                 runtime,
                 model,
             },
-            token.hash(),
+            token.key(),
             now,
         )
         .await?;
@@ -586,7 +586,7 @@ pub(super) async fn rotate_workspace_token(
     let token = AuthToken::generate();
     if !state
         .store
-        .rotate_token(id, token.hash(), domain::now())
+        .rotate_token(id, token.key(), domain::now())
         .await?
     {
         return Err(Error::workspace_not_found());

@@ -27,6 +27,7 @@ mod kv;
 mod memory;
 mod push;
 mod schedules;
+mod tokens;
 mod uploads;
 mod workspaces;
 
@@ -49,6 +50,7 @@ pub(crate) use schedules::announce as announce_fire;
 pub use schedules::{
     liveness, Liveness, Scheduler, FIRES_PER_BATCH, FIRES_PER_TICK, STALL_FLOOR, STALL_PERIODS,
 };
+pub use tokens::TokenUses;
 
 /// Rows per batch: one short transaction each.
 pub const BATCH: i64 = 500;
@@ -64,6 +66,7 @@ pub static REGISTERED: &[&dyn Job] = &[
     &schedules::FireSchedules,
     &push::ForwardPush,
     &approvals::ExpireApprovals,
+    &tokens::StampTokenUses,
     &workspaces::ResetPhantomBusy,
     &workspaces::PurgeRemoved,
     &blobs::ReapOrphans,
@@ -100,6 +103,8 @@ pub struct JobContext {
     /// Hands delegations and fires to push workspaces, when the server
     /// runs (a bare sweep, `sweep --once`, forwards nothing).
     pub forwarder: Option<crate::push::Forwarder>,
+    /// The last-used stamps the requests noted, written by a job.
+    pub token_uses: TokenUses,
 }
 
 /// Retention settings of the sweep, each a [`Period`] checked at start-up

@@ -109,7 +109,7 @@ use std::sync::Arc;
 use crate::domain::memory::{Reader, Scope, SearchTerms};
 use crate::domain::{
     Caller, DelegationId, DelegationStatus, DeliveryMode, FileId, HeartbeatReport, MemoryId,
-    PluginName, Refused, SecretName, Tier, TokenHash, WorkspaceId,
+    PluginName, Refused, SecretName, Tier, TokenHash, TokenKey, WorkspaceId,
 };
 
 pub use postgres::{Listener, Notifier, PostgresStore};

@@ -24,7 +24,8 @@ use super::engine::{Engine, SweptRow};
 use super::sql::{SqlStore, Ts};
 use super::*;
 use crate::domain::{
-    ApprovalId, DelegationId, FileId, FireId, InstructionId, MemoryId, ScheduleId, WorkspaceId,
+    ApprovalId, DelegationId, FileId, FireId, InstructionId, MemoryId, ScheduleId, TokenId,
+    WorkspaceId,
 };
 
 /// The PostgreSQL implementation of [`Store`].
@@ -92,6 +93,7 @@ id_as_uuid!(
     WorkspaceId,
     ApprovalId,
     InstructionId,
+    TokenId,
     FileId,
     MemoryId,
     DelegationId,

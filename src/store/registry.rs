@@ -33,7 +33,7 @@ pub trait RegistryStore: Send + Sync {
         &self,
         id: WorkspaceId,
         update: &UpdateWorkspace,
-        mint: Option<TokenHash>,
+        mint: Option<TokenKey>,
         now: DateTime<Utc>,
     ) -> StoreResult<Registered>;
 
@@ -116,7 +116,7 @@ engines! {
             &self,
             id: WorkspaceId,
             update: &UpdateWorkspace,
-            mint: Option<TokenHash>,
+            mint: Option<TokenKey>,
             now: DateTime<Utc>,
         ) -> StoreResult<Registered> {
             let mut tx = self.write_tx().await?;

@@ -24,7 +24,8 @@ use super::engine::{Engine, SweptRow};
 use super::sql::{SqlStore, Ts};
 use super::*;
 use crate::domain::{
-    ApprovalId, DelegationId, FileId, FireId, InstructionId, MemoryId, ScheduleId, WorkspaceId,
+    ApprovalId, DelegationId, FileId, FireId, InstructionId, MemoryId, ScheduleId, TokenId,
+    WorkspaceId,
 };
 
 /// The SQLite implementation of [`Store`].
@@ -86,6 +87,7 @@ id_as_text!(
     WorkspaceId,
     ApprovalId,
     InstructionId,
+    TokenId,
     FileId,
     MemoryId,
     DelegationId,

@@ -149,7 +149,7 @@ pub struct ImportNode {
     /// Id to use if created.
     pub id: WorkspaceId,
     /// First token to insert if created.
-    pub token: TokenHash,
+    pub token: TokenKey,
 }
 
 /// What the import did with one node.
@@ -232,7 +232,7 @@ pub trait WorkspaceStore: Send + Sync {
         &self,
         id: WorkspaceId,
         new: &NewWorkspace,
-        token: TokenHash,
+        token: TokenKey,
         now: DateTime<Utc>,
     ) -> StoreResult<Workspace>;
 
@@ -402,7 +402,7 @@ engines! {
             &self,
             id: WorkspaceId,
             new: &NewWorkspace,
-            token: TokenHash,
+            token: TokenKey,
             now: DateTime<Utc>,
         ) -> StoreResult<Workspace> {
             let mut tx = self.write_tx().await?;

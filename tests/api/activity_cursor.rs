@@ -65,7 +65,7 @@ async fn a_sweep_between_the_reads_expires_the_cursor(engine: Engine) {
                 runtime: "external".into(),
                 model: "m".into(),
             },
-            AuthToken::generate().hash(),
+            AuthToken::generate().key(),
             t0,
         )
         .await

@@ -40,6 +40,7 @@ mod store_contract;
 mod sweep;
 mod team_rule;
 mod teams;
+mod tokens;
 mod uploads;
 mod usage;
 mod workspaces;

@@ -397,3 +397,95 @@ async fn delegation_events_reach_streams_held_by_another_replica() {
         );
     }
 }
+
+/// A workspace token revoked through replica A ends, within moments, the
+/// long poll held with it on replica B (the revocation travels through
+/// PostgreSQL `NOTIFY`); the workspace's other token keeps working there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revoking_a_token_on_one_replica_ends_what_it_holds_open_on_another() {
+    let Some(db) = fresh_postgres_url().await else {
+        return;
+    };
+    let admin = molecule::domain::AuthToken::generate().expose().to_owned();
+    let a = start_replica(&db, "database", &admin).await;
+    let b = start_replica(&db, "database", &admin).await;
+    let client = reqwest::Client::new();
+    let ws: Value = client
+        .post(format!("{}/workspaces", a.base))
+        .bearer_auth(&admin)
+        .json(&serde_json::json!({"name": "held", "delivery_mode": "poll"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = ws["id"].as_str().unwrap().to_owned();
+    let first = ws["auth_token"].as_str().unwrap().to_owned();
+    let minted: Value = client
+        .post(format!("{}/workspaces/{id}/tokens", a.base))
+        .bearer_auth(&first)
+        .json(&serde_json::json!({"name": "second machine"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let second = minted["auth_token"].as_str().unwrap().to_owned();
+    let poll = {
+        let (client, url, token) = (
+            client.clone(),
+            format!("{}/workspaces/{id}/activity?wait=30", b.base),
+            second.clone(),
+        );
+        tokio::spawn(async move {
+            let started = Instant::now();
+            let status = client
+                .get(url)
+                .bearer_auth(token)
+                .send()
+                .await
+                .unwrap()
+                .status();
+            (status, started.elapsed())
+        })
+    };
+    // A head start for the poll to park (the outcome is the same if it has
+    // not: its token is then refused on arrival).
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let revoked = client
+        .delete(format!(
+            "{}/workspaces/{id}/tokens/{}",
+            a.base,
+            minted["id"].as_str().unwrap()
+        ))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(revoked.status(), StatusCode::OK);
+    let (status, took) = poll.await.unwrap();
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert!(
+        took < Duration::from_secs(10),
+        "ended by the revocation: {took:?}"
+    );
+    let (still, again) = (
+        client
+            .get(format!("{}/workspaces/{id}/activity", b.base))
+            .bearer_auth(&first)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        client
+            .get(format!("{}/workspaces/{id}/activity", b.base))
+            .bearer_auth(&second)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+    );
+    assert_eq!((still, again), (StatusCode::OK, StatusCode::UNAUTHORIZED));
+}

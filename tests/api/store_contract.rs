@@ -83,7 +83,7 @@ async fn workspaces_and_tokens(engine: Engine) {
     let id = WorkspaceId::new();
     let first = AuthToken::generate();
     let w = store
-        .create_workspace(id, &new_ws("a", DeliveryMode::Poll), first.hash(), t)
+        .create_workspace(id, &new_ws("a", DeliveryMode::Poll), first.key(), t)
         .await
         .unwrap();
     assert_eq!(
@@ -98,7 +98,10 @@ async fn workspaces_and_tokens(engine: Engine) {
     );
     assert_eq!(store.get_workspace(id).await.unwrap(), Some(w.clone()));
     assert_eq!(
-        store.workspace_for_token(first.hash()).await.unwrap(),
+        store
+            .workspace_for_token(first.hash(), now())
+            .await
+            .unwrap(),
         Some(id)
     );
     let update = UpdateWorkspace {
@@ -129,14 +132,23 @@ async fn workspaces_and_tokens(engine: Engine) {
         None
     );
     let second = AuthToken::generate();
-    assert!(store.rotate_token(id, second.hash(), t).await.unwrap());
-    assert_eq!(store.workspace_for_token(first.hash()).await.unwrap(), None);
+    assert!(store.rotate_token(id, second.key(), t).await.unwrap());
     assert_eq!(
-        store.workspace_for_token(second.hash()).await.unwrap(),
+        store
+            .workspace_for_token(first.hash(), now())
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(
+        store
+            .workspace_for_token(second.hash(), now())
+            .await
+            .unwrap(),
         Some(id)
     );
     assert!(!store
-        .rotate_token(WorkspaceId::new(), AuthToken::generate().hash(), t)
+        .rotate_token(WorkspaceId::new(), AuthToken::generate().key(), t)
         .await
         .unwrap());
     // Registration with a mint is refused while a live token exists.
@@ -144,7 +156,7 @@ async fn workspaces_and_tokens(engine: Engine) {
         .register_workspace(
             id,
             &UpdateWorkspace::default(),
-            Some(AuthToken::generate().hash()),
+            Some(AuthToken::generate().key()),
             t,
         )
         .await
@@ -210,7 +222,10 @@ async fn workspaces_and_tokens(engine: Engine) {
         Removal::NotFound
     );
     assert_eq!(
-        store.workspace_for_token(second.hash()).await.unwrap(),
+        store
+            .workspace_for_token(second.hash(), now())
+            .await
+            .unwrap(),
         None,
         "a removed workspace's tokens are revoked"
     );
@@ -280,7 +295,7 @@ async fn racing_bootstrap_registrations_mint_exactly_once(engine: Engine) {
         .create_workspace(
             id,
             &new_ws("a", DeliveryMode::Poll),
-            AuthToken::generate().hash(),
+            AuthToken::generate().key(),
             now(),
         )
         .await
@@ -292,7 +307,7 @@ async fn racing_bootstrap_registrations_mint_exactly_once(engine: Engine) {
             let token = AuthToken::generate();
             tokio::spawn(async move {
                 let outcome = store
-                    .register_workspace(id, &UpdateWorkspace::default(), Some(token.hash()), now())
+                    .register_workspace(id, &UpdateWorkspace::default(), Some(token.key()), now())
                     .await
                     .unwrap();
                 (outcome, token)
@@ -309,7 +324,10 @@ async fn racing_bootstrap_registrations_mint_exactly_once(engine: Engine) {
     }
     assert_eq!(minted.len(), 1, "exactly one bootstrap wins");
     assert_eq!(
-        store.workspace_for_token(minted[0].hash()).await.unwrap(),
+        store
+            .workspace_for_token(minted[0].hash(), now())
+            .await
+            .unwrap(),
         Some(id)
     );
 }
@@ -491,7 +509,7 @@ async fn concurrent_pickup_marks_share_one_commit(engine: Engine) {
             .create_workspace(
                 id,
                 &new_ws(&format!("p{i}"), DeliveryMode::Poll),
-                token.hash(),
+                token.key(),
                 now(),
             )
             .await
@@ -748,7 +766,7 @@ async fn sweeps_take_what_is_due_and_record_the_activity_mark(engine: Engine) {
         .create_workspace(
             ws,
             &new_ws("a", DeliveryMode::Poll),
-            AuthToken::generate().hash(),
+            AuthToken::generate().key(),
             now(),
         )
         .await
@@ -973,7 +991,7 @@ async fn schedules_keep_names_unique_and_fire_each_instant_once(engine: Engine) 
         .create_workspace(
             ws,
             &new_ws("a", DeliveryMode::Poll),
-            AuthToken::generate().hash(),
+            AuthToken::generate().key(),
             t,
         )
         .await
@@ -1176,7 +1194,7 @@ async fn usage_sums_by_day_and_budgets_cover_the_subtree(engine: Engine) {
             let mut new = new_ws(name, DeliveryMode::Poll);
             new.parent_id = parent;
             store
-                .create_workspace(id, &new, AuthToken::generate().hash(), march)
+                .create_workspace(id, &new, AuthToken::generate().key(), march)
                 .await
                 .unwrap();
             id

@@ -38,7 +38,10 @@ async fn create_returns_the_workspace_token_and_connection_once(engine: Engine) 
     // Stored only as a hash: the hash resolves, the plaintext is nowhere.
     let by_hash = app
         .store
-        .workspace_for_token(AuthToken::from_plaintext(token).hash())
+        .workspace_for_token(
+            AuthToken::from_plaintext(token).hash(),
+            molecule::domain::now(),
+        )
         .await
         .unwrap();
     assert_eq!(by_hash.map(|w| w.to_string()).as_deref(), Some(id));
@@ -533,6 +536,8 @@ async fn health_ready_and_openapi_need_no_token() {
             "/instructions/{id}",
             "/metrics",
             "/org/import",
+            "/org/tokens",
+            "/org/tokens/{tid}",
             "/plugins",
             "/plugins/{name}",
             "/ready",
@@ -590,6 +595,8 @@ async fn health_ready_and_openapi_need_no_token() {
             "/workspaces/{id}/secrets/{key}",
             "/workspaces/{id}/state",
             "/workspaces/{id}/usage",
+            "/workspaces/{id}/tokens",
+            "/workspaces/{id}/tokens/{tid}",
         ]
     );
     assert!(doc["paths"]["/workspaces"]["post"]["responses"]["201"].is_object());
