@@ -7,6 +7,8 @@
 //! held open with the token (long polls, event streams) end with 401 at
 //! once on every replica.
 
+use crate::audit::Entry;
+use crate::domain::audit::Actor;
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -274,7 +276,7 @@ pub(super) async fn list_workspace_tokens(
         (status = 429, body = ErrorBody)))]
 pub(super) async fn create_workspace_token(
     State(state): State<AppState>,
-    SelfOrOperator(WorkspacePath(id), _): SelfOrOperator,
+    SelfOrOperator(WorkspacePath(id), who): SelfOrOperator,
     Json(body): Json<NewTokenRequest>,
 ) -> Result<(StatusCode, Json<MintedToken>)> {
     if body.role.is_some() || body.team_root.is_some() {
@@ -292,6 +294,10 @@ pub(super) async fn create_workspace_token(
     {
         MintOutcome::Minted(token_id) => {
             tracing::info!(workspace_id = %id, token_id = %token_id, "workspace token minted");
+            let entry = Entry::new(super::audit::actor(who), "token.minted")
+                .workspace(id)
+                .target(format!("token:{token_id}"));
+            super::audit::record(&state, entry).await;
             Ok((
                 StatusCode::CREATED,
                 Json(MintedToken {
@@ -321,7 +327,7 @@ pub(super) async fn create_workspace_token(
         (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub(super) async fn revoke_workspace_token(
     State(state): State<AppState>,
-    SelfOrOperator(WorkspaceTokenPath(id, token_id), _): SelfOrOperator<WorkspaceTokenPath>,
+    SelfOrOperator(WorkspaceTokenPath(id, token_id), who): SelfOrOperator<WorkspaceTokenPath>,
 ) -> Result<Json<RevokedToken>> {
     live_workspace(&state, id).await?;
     if !state
@@ -333,6 +339,10 @@ pub(super) async fn revoke_workspace_token(
     }
     state.bus.publish(Event::Revoked { workspace_id: id }).await;
     tracing::info!(workspace_id = %id, token_id = %token_id, "workspace token revoked");
+    let entry = Entry::new(super::audit::actor(who), "token.revoked")
+        .workspace(id)
+        .target(format!("token:{token_id}"));
+    super::audit::record(&state, entry).await;
     Ok(Json(RevokedToken {
         status: "revoked".into(),
     }))
@@ -405,6 +415,10 @@ pub(super) async fn create_operator_token(
         ));
     };
     tracing::info!(token_id = %row.token.id, role = %role, "operator token minted");
+    let entry = Entry::new(Actor::Operator, "token.minted")
+        .target(format!("token:{}", row.token.id))
+        .details(serde_json::json!({"role": role.as_str(), "team_root": team_root}));
+    super::audit::record(&state, entry).await;
     Ok((
         StatusCode::CREATED,
         Json(MintedToken {
@@ -432,6 +446,8 @@ pub(super) async fn revoke_operator_token(
     }
     state.bus.publish(Event::OperatorRevoked).await;
     tracing::info!(token_id = %id, "operator token revoked");
+    let entry = Entry::new(Actor::Operator, "token.revoked").target(format!("token:{id}"));
+    super::audit::record(&state, entry).await;
     Ok(Json(RevokedToken {
         status: "revoked".into(),
     }))

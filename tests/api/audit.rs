@@ -548,3 +548,98 @@ async fn schedule_changes_are_recorded_with_who_made_them(engine: Engine) {
 }
 
 on_both_engines!(schedule_changes_are_recorded_with_who_made_them);
+
+/// Token mint and revoke, of a workspace's and of the operators' tokens,
+/// are recorded with the token's id and who did it; never the secret.
+async fn token_mint_and_revoke_are_recorded_with_the_token_id(engine: Engine) {
+    let Some(app) = spawn_app(engine).await else {
+        return;
+    };
+    let ws = app.audit_ws("keyholder", None).await;
+    let (status, minted) = app
+        .post(
+            &format!("/workspaces/{}/tokens", ws.id),
+            &ws.token,
+            &json!({"name": "ci"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{minted}");
+    let tid = minted["id"].as_str().unwrap().to_owned();
+    let admin = app.admin_token.clone();
+    let (status, body) = app
+        .audit_send(
+            Method::DELETE,
+            &format!("/workspaces/{}/tokens/{tid}", ws.id),
+            &admin,
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (status, org) = app
+        .post(
+            "/org/tokens",
+            &admin,
+            &json!({"role": "viewer", "name": "dash"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{org}");
+    let oid = org["id"].as_str().unwrap().to_owned();
+    let (status, body) = app
+        .audit_send(Method::DELETE, &format!("/org/tokens/{oid}"), &admin, None)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+
+    let page = app.admin_audit("limit=10").await;
+    let rows: Vec<(String, String, String, Value)> = page["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["action"].as_str().unwrap().starts_with("token."))
+        .map(|e| {
+            (
+                e["action"].as_str().unwrap().to_owned(),
+                e["actor"].as_str().unwrap().to_owned(),
+                e["target"].as_str().unwrap().to_owned(),
+                e["workspace_id"].clone(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        rows,
+        vec![
+            (
+                "token.revoked".into(),
+                "operator".into(),
+                format!("token:{oid}"),
+                Value::Null
+            ),
+            (
+                "token.minted".into(),
+                "operator".into(),
+                format!("token:{oid}"),
+                Value::Null
+            ),
+            (
+                "token.revoked".into(),
+                "operator".into(),
+                format!("token:{tid}"),
+                json!(ws.id)
+            ),
+            (
+                "token.minted".into(),
+                format!("workspace:{}", ws.id),
+                format!("token:{tid}"),
+                json!(ws.id)
+            ),
+        ]
+    );
+    assert_eq!(page["chain_valid"], true);
+    let text = page.to_string();
+    for secret in [&minted["auth_token"], &org["auth_token"]] {
+        assert!(
+            !text.contains(secret.as_str().unwrap()),
+            "a token's secret is in the trail"
+        );
+    }
+}
+on_both_engines!(token_mint_and_revoke_are_recorded_with_the_token_id);

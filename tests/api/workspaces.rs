@@ -594,9 +594,9 @@ async fn health_ready_and_openapi_need_no_token() {
             "/workspaces/{id}/secrets/values",
             "/workspaces/{id}/secrets/{key}",
             "/workspaces/{id}/state",
-            "/workspaces/{id}/usage",
             "/workspaces/{id}/tokens",
             "/workspaces/{id}/tokens/{tid}",
+            "/workspaces/{id}/usage",
         ]
     );
     assert!(doc["paths"]["/workspaces"]["post"]["responses"]["201"].is_object());
