@@ -115,12 +115,20 @@ impl Scheduler {
     pub async fn run(self, period: Duration, shutdown: CancellationToken) {
         // Alive from the start: a first tick that hangs ages this mark.
         self.mark_tick(crate::domain::now());
-        let mut ticker = tokio::time::interval(period);
-        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut first = true;
         loop {
-            tokio::select! {
-                _ = shutdown.cancelled() => return,
-                _ = ticker.tick() => {}
+            // The first tick at once (catch-up after a start); the next
+            // ones just past each multiple of `period` on the wall clock,
+            // where cron instants fall, so a fire due at :00 is claimed
+            // within milliseconds rather than up to a period late.
+            if !std::mem::take(&mut first) {
+                let wait = until_next_boundary(crate::domain::now(), period);
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(wait) => {}
+                }
+            } else if shutdown.is_cancelled() {
+                return;
             }
             let this = self.clone();
             // Approval expiry shares the clock: due requests are decided
@@ -145,6 +153,19 @@ impl Scheduler {
             }
         }
     }
+}
+
+/// How far past a period boundary a tick runs: enough that a fire due
+/// exactly on it reads as due on a clock a little behind.
+const BOUNDARY_SLACK: Duration = Duration::from_millis(2);
+
+/// The wait from `now` until just past the next multiple of `period` since
+/// the Unix epoch (a tick period of 1 s: the next whole second).
+fn until_next_boundary(now: DateTime<Utc>, period: Duration) -> Duration {
+    let period_us = period.as_micros().max(1) as i64;
+    let now_us = now.timestamp_micros();
+    let next = (now_us.div_euclid(period_us) + 1) * period_us;
+    Duration::from_micros((next - now_us) as u64) + BOUNDARY_SLACK
 }
 
 impl Scheduler {
@@ -241,6 +262,25 @@ fn record(metrics: &Metrics, fired: &Fired, committed_at: DateTime<Utc>) -> Vec<
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ticks_wait_until_just_past_the_next_period_boundary() {
+        let at = |s: &str| s.parse::<DateTime<Utc>>().unwrap();
+        let second = Duration::from_secs(1);
+        assert_eq!(
+            until_next_boundary(at("2026-01-01T00:00:00.900Z"), second),
+            Duration::from_millis(100) + BOUNDARY_SLACK
+        );
+        // Exactly on a boundary: the next one, not now again.
+        assert_eq!(
+            until_next_boundary(at("2026-01-01T00:00:00Z"), second),
+            second + BOUNDARY_SLACK
+        );
+        assert_eq!(
+            until_next_boundary(at("2026-01-01T00:00:07.250Z"), Duration::from_secs(5)),
+            Duration::from_millis(2750) + BOUNDARY_SLACK
+        );
+    }
 
     #[test]
     fn liveness_reads_the_heartbeat_against_ten_periods_or_a_minute() {
