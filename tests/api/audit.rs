@@ -9,40 +9,10 @@
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
-use crate::helpers::{spawn_app, Engine, TestApp, Ws};
+use crate::helpers::{spawn_app, Engine, TestApp};
 use crate::on_both_engines;
 
 impl TestApp {
-    async fn audit_ws(&self, name: &str, parent: Option<&Ws>) -> Ws {
-        let mut body = json!({"name": name, "delivery_mode": "poll"});
-        if let Some(p) = parent {
-            body["parent_id"] = json!(p.id);
-        }
-        let (status, created) = self.create_workspace(body).await;
-        assert_eq!(status, StatusCode::CREATED, "{created}");
-        Ws {
-            id: created["id"].as_str().unwrap().to_owned(),
-            token: created["auth_token"].as_str().unwrap().to_owned(),
-        }
-    }
-
-    async fn audit_send(
-        &self,
-        method: Method,
-        path: &str,
-        token: &str,
-        body: Option<&Value>,
-    ) -> (StatusCode, Value) {
-        let mut req = self
-            .client
-            .request(method, self.url(path))
-            .bearer_auth(token);
-        if let Some(b) = body {
-            req = req.json(b);
-        }
-        Self::json(req.send().await.unwrap()).await
-    }
-
     /// `GET /admin/audit?query`, asserted 200.
     async fn admin_audit(&self, query: &str) -> Value {
         let (status, page) = self
@@ -116,11 +86,11 @@ async fn changes_are_recorded_by_name_and_listed_per_workspace(engine: Engine) {
     let Some(mut app) = spawn_app(engine).await else {
         return;
     };
-    let lead = app.audit_ws("lead", None).await;
-    let child = app.audit_ws("child", Some(&lead)).await;
+    let lead = app.create_poll_workspace_under("lead", None).await;
+    let child = app.create_poll_workspace_under("child", Some(&lead)).await;
     let admin = app.admin_token.clone();
     let (status, _) = app
-        .audit_send(
+        .send_json(
             Method::PUT,
             &format!("/workspaces/{}/secrets/API_KEY", child.id),
             &admin,
@@ -129,7 +99,7 @@ async fn changes_are_recorded_by_name_and_listed_per_workspace(engine: Engine) {
         .await;
     assert_eq!(status, StatusCode::OK);
     let (status, _) = app
-        .audit_send(
+        .send_json(
             Method::PUT,
             "/admin/secrets/GLOBAL_KEY",
             &admin,
@@ -163,7 +133,7 @@ async fn changes_are_recorded_by_name_and_listed_per_workspace(engine: Engine) {
         .await;
     assert_eq!(status, StatusCode::OK);
     let (status, _) = app
-        .audit_send(
+        .send_json(
             Method::DELETE,
             &format!("/workspaces/{}/secrets/API_KEY", child.id),
             &admin,
@@ -296,8 +266,8 @@ async fn agents_record_their_own_steps_as_themselves(engine: Engine) {
     let Some(mut app) = spawn_app(engine).await else {
         return;
     };
-    let ws = app.audit_ws("agent", None).await;
-    let other = app.audit_ws("other", None).await;
+    let ws = app.create_poll_workspace_under("agent", None).await;
+    let other = app.create_poll_workspace_under("other", None).await;
     let path = format!("/workspaces/{}/audit", ws.id);
     let body = json!({
         "action": "tool_call",
@@ -367,7 +337,7 @@ async fn concurrent_appends_never_fork_the_chain(engine: Engine) {
     let Some(mut app) = spawn_app(engine).await else {
         return;
     };
-    let ws = app.audit_ws("busy", None).await;
+    let ws = app.create_poll_workspace_under("busy", None).await;
     let path = format!("/workspaces/{}/audit", ws.id);
     let posts = (0..24).map(|i| {
         let (app, path, token) = (&app, &path, &ws.token);
@@ -398,7 +368,7 @@ async fn rows_edited_or_deleted_in_sql_are_named(engine: Engine) {
     let Some(mut app) = spawn_app(engine).await else {
         return;
     };
-    let ws = app.audit_ws("agent", None).await;
+    let ws = app.create_poll_workspace_under("agent", None).await;
     for i in 0..5 {
         let (status, _) = app
             .post(
@@ -457,8 +427,8 @@ async fn rows_edited_or_deleted_in_sql_are_named(engine: Engine) {
     let Some(mut app) = spawn_app(engine).await else {
         return;
     };
-    let _ = app.audit_ws("a", None).await;
-    let _ = app.audit_ws("b", None).await;
+    let _ = app.create_poll_workspace_under("a", None).await;
+    let _ = app.create_poll_workspace_under("b", None).await;
     // A row inserted past the head: not appended by the server.
     let insert = "INSERT INTO audit_events (seq, at, actor, action, details, details_hash, prev_hash, hash) \
         SELECT 3, at, 'operator', 'forged', '{}', details_hash, hash, hash FROM audit_events WHERE seq = 2";
@@ -491,7 +461,7 @@ async fn schedule_changes_are_recorded_with_who_made_them(engine: Engine) {
     let Some(mut app) = spawn_app(engine).await else {
         return;
     };
-    let ws = app.audit_ws("scheduler", None).await;
+    let ws = app.create_poll_workspace_under("scheduler", None).await;
     let (status, s) = app
         .post(
             &format!("/workspaces/{}/schedules", ws.id),
@@ -504,7 +474,7 @@ async fn schedule_changes_are_recorded_with_who_made_them(engine: Engine) {
     let path = format!("/workspaces/{}/schedules/{sid}", ws.id);
     let admin = app.admin_token.clone();
     let (status, body) = app
-        .audit_send(
+        .send_json(
             Method::PATCH,
             &path,
             &admin,
@@ -512,7 +482,7 @@ async fn schedule_changes_are_recorded_with_who_made_them(engine: Engine) {
         )
         .await;
     assert_eq!(status, StatusCode::OK, "{body}");
-    let (status, body) = app.audit_send(Method::DELETE, &path, &ws.token, None).await;
+    let (status, body) = app.send_json(Method::DELETE, &path, &ws.token, None).await;
     assert_eq!(status, StatusCode::OK, "{body}");
 
     let page = app.admin_audit("").await;
@@ -555,7 +525,7 @@ async fn token_mint_and_revoke_are_recorded_with_the_token_id(engine: Engine) {
     let Some(app) = spawn_app(engine).await else {
         return;
     };
-    let ws = app.audit_ws("keyholder", None).await;
+    let ws = app.create_poll_workspace_under("keyholder", None).await;
     let (status, minted) = app
         .post(
             &format!("/workspaces/{}/tokens", ws.id),
@@ -567,7 +537,7 @@ async fn token_mint_and_revoke_are_recorded_with_the_token_id(engine: Engine) {
     let tid = minted["id"].as_str().unwrap().to_owned();
     let admin = app.admin_token.clone();
     let (status, body) = app
-        .audit_send(
+        .send_json(
             Method::DELETE,
             &format!("/workspaces/{}/tokens/{tid}", ws.id),
             &admin,
@@ -585,7 +555,7 @@ async fn token_mint_and_revoke_are_recorded_with_the_token_id(engine: Engine) {
     assert_eq!(status, StatusCode::CREATED, "{org}");
     let oid = org["id"].as_str().unwrap().to_owned();
     let (status, body) = app
-        .audit_send(Method::DELETE, &format!("/org/tokens/{oid}"), &admin, None)
+        .send_json(Method::DELETE, &format!("/org/tokens/{oid}"), &admin, None)
         .await;
     assert_eq!(status, StatusCode::OK, "{body}");
 

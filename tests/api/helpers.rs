@@ -248,14 +248,39 @@ impl TestApp {
     }
 
     pub async fn create_poll_workspace(&self, name: &str) -> Ws {
-        let (status, body) = self
-            .create_workspace(json!({"name": name, "delivery_mode": "poll"}))
-            .await;
-        assert_eq!(status, StatusCode::CREATED, "{body}");
-        Ws {
-            id: body["id"].as_str().unwrap().to_owned(),
-            token: body["auth_token"].as_str().unwrap().to_owned(),
+        self.create_poll_workspace_under(name, None).await
+    }
+
+    /// A poll workspace, under `parent` when given (asserted 201).
+    pub async fn create_poll_workspace_under(&self, name: &str, parent: Option<&Ws>) -> Ws {
+        let mut body = json!({"name": name, "delivery_mode": "poll"});
+        if let Some(p) = parent {
+            body["parent_id"] = json!(p.id);
         }
+        let (status, created) = self.create_workspace(body).await;
+        assert_eq!(status, StatusCode::CREATED, "{created}");
+        Ws {
+            id: created["id"].as_str().unwrap().to_owned(),
+            token: created["auth_token"].as_str().unwrap().to_owned(),
+        }
+    }
+
+    /// Any method, with an optional JSON body.
+    pub async fn send_json(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: &str,
+        body: Option<&Value>,
+    ) -> (StatusCode, Value) {
+        let mut req = self
+            .client
+            .request(method, self.url(path))
+            .bearer_auth(token);
+        if let Some(b) = body {
+            req = req.json(b);
+        }
+        Self::json(req.send().await.unwrap()).await
     }
 
     pub async fn create_push_workspace(&self, name: &str, url: &str) -> Ws {

@@ -17,41 +17,11 @@ use crate::helpers::{eventually, spawn_app, Engine, TestApp, Ws};
 use crate::on_both_engines;
 
 impl TestApp {
-    async fn instr_ws(&self, name: &str, parent: Option<&Ws>) -> Ws {
-        let mut body = json!({"name": name, "delivery_mode": "poll"});
-        if let Some(p) = parent {
-            body["parent_id"] = json!(p.id);
-        }
-        let (status, created) = self.create_workspace(body).await;
-        assert_eq!(status, StatusCode::CREATED, "{created}");
-        Ws {
-            id: created["id"].as_str().unwrap().to_owned(),
-            token: created["auth_token"].as_str().unwrap().to_owned(),
-        }
-    }
-
     /// The operator writes an instruction; the 201 body.
     async fn instruct(&self, body: Value) -> Value {
         let (status, created) = self.post("/instructions", &self.admin_token, &body).await;
         assert_eq!(status, StatusCode::CREATED, "{body} → {created}");
         created
-    }
-
-    async fn send_json(
-        &self,
-        method: reqwest::Method,
-        path: &str,
-        token: &str,
-        body: Option<&Value>,
-    ) -> (StatusCode, Value) {
-        let mut req = self
-            .client
-            .request(method, self.url(path))
-            .bearer_auth(token);
-        if let Some(b) = body {
-            req = req.json(b);
-        }
-        Self::json(req.send().await.unwrap()).await
     }
 
     async fn resolved(&self, ws: &Ws, token: &str) -> (StatusCode, Value) {
@@ -89,10 +59,10 @@ async fn resolution_order_is_global_then_teams_root_first_then_own(engine: Engin
     let Some(mut app) = spawn_app(engine).await else {
         return;
     };
-    let root = app.instr_ws("root", None).await;
-    let mid = app.instr_ws("mid", Some(&root)).await;
-    let leaf = app.instr_ws("leaf", Some(&mid)).await;
-    let other = app.instr_ws("other", Some(&root)).await;
+    let root = app.create_poll_workspace_under("root", None).await;
+    let mid = app.create_poll_workspace_under("mid", Some(&root)).await;
+    let leaf = app.create_poll_workspace_under("leaf", Some(&mid)).await;
+    let other = app.create_poll_workspace_under("other", Some(&root)).await;
     // Written out of order on purpose: resolution must sort, not echo.
     app.instruct(json!({"scope": "workspace", "scope_target": leaf.id, "title": "Leaf own", "content": "leaf rule"})).await;
     app.instruct(json!({"scope": "team", "scope_target": mid.id, "title": "Mid low", "content": "mid 2", "priority": 2})).await;
@@ -202,7 +172,7 @@ async fn writes_are_validated_operator_only_and_404_for_unknown(engine: Engine) 
     let Some(mut app) = spawn_app(engine).await else {
         return;
     };
-    let ws = app.instr_ws("solo", None).await;
+    let ws = app.create_poll_workspace_under("solo", None).await;
     let long_title = "t".repeat(201);
     let big = "c".repeat(8 * 1024 + 1);
     let cases = [
@@ -399,7 +369,7 @@ async fn a_change_reaches_a_connected_agent(engine: Engine) {
     let Some(mut app) = spawn_app(engine).await else {
         return;
     };
-    let ws = app.instr_ws("agent", None).await;
+    let ws = app.create_poll_workspace_under("agent", None).await;
     app.instruct(json!({"scope": "global", "title": "Be brief", "content": "short answers"}))
         .await;
     let dir = TempDir::new().unwrap();

@@ -14,19 +14,6 @@ use crate::helpers::{spawn_app, Engine, TestApp, Ws};
 use crate::on_both_engines;
 
 impl TestApp {
-    async fn usage_ws(&self, name: &str, parent: Option<&Ws>) -> Ws {
-        let mut body = json!({"name": name, "delivery_mode": "poll"});
-        if let Some(p) = parent {
-            body["parent_id"] = json!(p.id);
-        }
-        let (status, created) = self.create_workspace(body).await;
-        assert_eq!(status, StatusCode::CREATED, "{created}");
-        Ws {
-            id: created["id"].as_str().unwrap().to_owned(),
-            token: created["auth_token"].as_str().unwrap().to_owned(),
-        }
-    }
-
     async fn report_usage(&self, ws: &Ws, usage: Value) -> (StatusCode, Value) {
         self.post(&format!("/workspaces/{}/usage", ws.id), &ws.token, &usage)
             .await
@@ -86,8 +73,8 @@ async fn usage_from_every_source_is_summed_by_day_and_model(engine: Engine) {
     let Some(app) = spawn_app(engine).await else {
         return;
     };
-    let team = app.usage_ws("team", None).await;
-    let a = app.usage_ws("a", Some(&team)).await;
+    let team = app.create_poll_workspace_under("team", None).await;
+    let a = app.create_poll_workspace_under("a", Some(&team)).await;
     let admin = app.admin_token.clone();
 
     // POST /usage, priced by the table (gpt-4o: $2.50 / $10 per million).
@@ -288,9 +275,9 @@ async fn a_spent_team_budget_refuses_every_path_with_402(engine: Engine) {
     let Some(app) = spawn_app(engine).await else {
         return;
     };
-    let team = app.usage_ws("team", None).await;
-    let c = app.usage_ws("c", Some(&team)).await;
-    let s = app.usage_ws("s", Some(&team)).await;
+    let team = app.create_poll_workspace_under("team", None).await;
+    let c = app.create_poll_workspace_under("c", Some(&team)).await;
+    let s = app.create_poll_workspace_under("s", Some(&team)).await;
     let admin = app.admin_token.clone();
 
     // Only the operator sets a ceiling; bad values change nothing.
