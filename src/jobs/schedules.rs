@@ -75,38 +75,66 @@ impl Scheduler {
 
     /// Fires every instant due at `now` (up to [`FIRES_PER_TICK`]), in
     /// batches of [`FIRES_PER_BATCH`] per transaction, each schedule's
-    /// instants in order, and says what became of them.
+    /// instants in order, and says what became of them. Where the engine
+    /// takes several writers (PostgreSQL), several batches run at once:
+    /// their claims skip each other's rows, so they fire disjoint
+    /// schedules, and a round ends the tick when it claimed nothing.
     pub async fn tick(&self, now: DateTime<Utc>) -> Result<Counts, JobError> {
         let mut out = Counts::zero(COUNTS);
         let started = Instant::now();
+        let at_once = self.cx.store.fire_batches_at_once().max(1);
         let mut claimed = 0;
         while claimed < FIRES_PER_TICK {
-            let batch = self.cx.store.fire_due(now, FIRES_PER_BATCH).await?;
-            if batch.claimed == 0 {
+            let left = (FIRES_PER_TICK - claimed).div_ceil(FIRES_PER_BATCH as u64);
+            let round = (0..at_once.min(left as usize)).map(|_| self.batch(now, started));
+            let mut round_claimed = 0;
+            for batch in futures::future::join_all(round).await {
+                let (n, counts) = batch?;
+                round_claimed += n as u64;
+                for (name, n) in counts.iter() {
+                    out.add(name, n);
+                }
+            }
+            if round_claimed == 0 {
                 break;
             }
-            claimed += batch.claimed as u64;
-            // The commit's time on the tick's clock: `now` is the wall
-            // clock at the tick's start in service (and a test's clock in
-            // tests), so the lag counts the batches before this one too.
-            let committed_at =
-                now + chrono::Duration::from_std(started.elapsed()).unwrap_or_default();
-            let mut events = Vec::new();
-            for fired in &batch.fired {
-                out.add(fired.fire.status.as_str(), 1);
-                events.extend(record(&self.cx.metrics, fired, committed_at));
-            }
-            // One publish per batch: on PostgreSQL one NOTIFY statement,
-            // not one round trip per fire. Not held to the tick's end: a
-            // thousand polls woken at once queued for the pool past its
-            // acquire timeout (503s in bench/schedules.py on PostgreSQL).
-            self.cx.bus.publish_many(events).await;
-            if let Some(forwarder) = &self.cx.forwarder {
-                let delivered = batch.fired.iter().filter_map(|f| f.delivered.as_ref());
-                forwarder.spawn_for_push(delivered.map(|(d, _)| d.clone()).collect());
-            }
+            claimed += round_claimed;
         }
         Ok(out)
+    }
+
+    /// One batch: claims and fires up to [`FIRES_PER_BATCH`] due
+    /// schedules in one transaction, then counts, logs and announces its
+    /// fires. Gives the number claimed (`0`: nothing left to claim).
+    async fn batch(
+        &self,
+        now: DateTime<Utc>,
+        started: Instant,
+    ) -> Result<(usize, Counts), JobError> {
+        let mut out = Counts::zero(COUNTS);
+        let batch = self.cx.store.fire_due(now, FIRES_PER_BATCH).await?;
+        if batch.claimed == 0 {
+            return Ok((0, out));
+        }
+        // The commit's time on the tick's clock: `now` is the wall
+        // clock at the tick's start in service (and a test's clock in
+        // tests), so the lag counts the batches before this one too.
+        let committed_at = now + chrono::Duration::from_std(started.elapsed()).unwrap_or_default();
+        let mut events = Vec::new();
+        for fired in &batch.fired {
+            out.add(fired.fire.status.as_str(), 1);
+            events.extend(record(&self.cx.metrics, fired, committed_at));
+        }
+        // One publish per batch: on PostgreSQL one NOTIFY statement,
+        // not one round trip per fire. Not held to the tick's end: a
+        // thousand polls woken at once queued for the pool past its
+        // acquire timeout (503s in bench/schedules.py on PostgreSQL).
+        self.cx.bus.publish_many(events).await;
+        if let Some(forwarder) = &self.cx.forwarder {
+            let delivered = batch.fired.iter().filter_map(|f| f.delivered.as_ref());
+            forwarder.spawn_for_push(delivered.map(|(d, _)| d.clone()).collect());
+        }
+        Ok((batch.claimed, out))
     }
 
     /// Ticks every `period` until `shutdown`. A failed tick is logged and

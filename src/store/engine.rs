@@ -41,6 +41,9 @@ pub(super) trait Engine: sqlx::Database + Sized {
     const SKIP_LOCKED: &'static str;
     /// Whether one group commit of staged uploads may span workspaces.
     const GROUP_ACROSS_WORKSPACES: bool;
+    /// How many write transactions of one kind (the scheduler's batches)
+    /// are worth running at once: more only queue on a single writer.
+    const WRITERS_AT_ONCE: usize;
     /// A subquery listing the ids of the JSON array of text ids bound as `$1`.
     const ID_LIST_1: &'static str;
     /// The same for `$3`.

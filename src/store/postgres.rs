@@ -187,6 +187,12 @@ impl Engine for Postgres {
     /// writer taking them in another order.
     const GROUP_ACROSS_WORKSPACES: bool = false;
 
+    /// A batch of fires is about six statement round trips per fire, not
+    /// server work: four at once (row claims with SKIP LOCKED, activity
+    /// locks taken in one order) overlap those waits, and leave most of
+    /// the pool of 20 to the requests the fires wake.
+    const WRITERS_AT_ONCE: usize = 4;
+
     /// Serializes id assignment per workspace: the id is drawn only after
     /// the lock is held, and the lock is released at commit, so within one
     /// workspace ids become visible in the order they were handed out.

@@ -207,6 +207,10 @@ pub trait ScheduleStore: Send + Sync {
     /// one in the next batch, so its fires stay in order.
     async fn fire_due(&self, now: DateTime<Utc>, limit: i64) -> StoreResult<FireBatch>;
 
+    /// How many [`Self::fire_due`] batches are worth running at once on
+    /// this engine (one where writers queue on a single lock).
+    fn fire_batches_at_once(&self) -> usize;
+
     /// Fires a schedule now (due at `now`), through the same path as a
     /// timed fire (the overlap policy applies; `next_run_at` stays).
     async fn run_schedule(
@@ -334,12 +338,15 @@ engines! {
         /// Decides what the fire of `s` due at `due_at` is: missed outside
         /// the window (timed fires only), skipped while a budget over the
         /// workspace is spent or by the overlap policy, else delivered.
+        /// `budgets`: whether any budget exists at all (else none can be
+        /// spent, and the walk up the tree is skipped).
         async fn decide_fire(
             conn: &mut <DB as sqlx::Database>::Connection,
             s: &Schedule,
             due_at: DateTime<Utc>,
             now: DateTime<Utc>,
             manual: bool,
+            budgets: bool,
         ) -> StoreResult<Decision> {
             let late = now - due_at;
             if !manual && late > Duration::seconds(s.catch_up_s) {
@@ -354,8 +361,10 @@ engines! {
             }
             // A spent budget holds the fire back, recorded on the fire
             // and the schedule (last_status, last_error), never dropped.
-            if let Some(why) = Self::over_budget_in(&mut *conn, s.workspace_id, now).await? {
-                return Ok(Decision { status: FireStatus::Skipped, detail: Some(why) });
+            if budgets {
+                if let Some(why) = Self::over_budget_in(&mut *conn, s.workspace_id, now).await? {
+                    return Ok(Decision { status: FireStatus::Skipped, detail: Some(why) });
+                }
             }
             let waiting = match s.overlap {
                 Overlap::AllowAll => return Ok(Decision { status: FireStatus::Delivered, detail: None }),
@@ -399,8 +408,9 @@ engines! {
             due_at: DateTime<Utc>,
             now: DateTime<Utc>,
             manual: bool,
+            budgets: bool,
         ) -> StoreResult<Option<Fired>> {
-            let decision = Self::decide_fire(&mut *conn, s, due_at, now, manual).await?;
+            let decision = Self::decide_fire(&mut *conn, s, due_at, now, manual, budgets).await?;
             let delivered = decision.status == FireStatus::Delivered;
             let delegation_id = delivered.then(DelegationId::new);
             let fire: Option<FireRow> = sqlx::query_as(
@@ -686,6 +696,10 @@ engines! {
             rows.into_iter().map(TryInto::try_into).collect()
         }
 
+        fn fire_batches_at_once(&self) -> usize {
+            DB::WRITERS_AT_ONCE
+        }
+
         async fn fire_due(&self, now: DateTime<Utc>, limit: i64) -> StoreResult<FireBatch> {
             let mut tx = self.write_tx().await?;
             // Claimed: a concurrent scheduler skips these rows and takes
@@ -715,11 +729,12 @@ engines! {
             // until the commit; taking them in one order (by workspace)
             // keeps two schedulers' batches from deadlocking on them.
             due.sort_by_key(|s| (s.workspace_id, s.next_run_at));
+            let budgets = !due.is_empty() && Self::any_budget_in(&mut tx).await?;
             let mut fired = Vec::with_capacity(due.len());
             for s in &due {
                 // `None`: that instant had its fire already and only
                 // `next_run_at` moved; the next batch sees the schedule again.
-                if let Some(f) = Self::fire_in(&mut tx, s, s.next_run_at, now, false).await? {
+                if let Some(f) = Self::fire_in(&mut tx, s, s.next_run_at, now, false, budgets).await? {
                     fired.push(f);
                 }
             }
@@ -749,7 +764,7 @@ engines! {
                 return Ok(None);
             };
             let s: Schedule = row.try_into()?;
-            let fired = Self::fire_in(&mut tx, &s, now, now, true)
+            let fired = Self::fire_in(&mut tx, &s, now, now, true, true)
                 .await?
                 .ok_or_else(|| StoreError::Corrupt("a manual run met a fire of the same instant".into()))?;
             tx.commit().await?;

@@ -170,6 +170,9 @@ impl Engine for Sqlite {
     /// One writer at a time anyway: a group commit spans workspaces.
     const GROUP_ACROSS_WORKSPACES: bool = true;
 
+    /// The write lock admits one transaction at a time.
+    const WRITERS_AT_ONCE: usize = 1;
+
     /// The write lock the caller holds already orders activity ids.
     async fn lock_activity_ids(
         _conn: &mut SqliteConnection,

@@ -249,6 +249,19 @@ engines! {
             Ok(lines)
         }
 
+        /// Whether any workspace has a budget at all: when none has, a
+        /// batch of fires skips the per-fire walk up the tree.
+        pub(super) async fn any_budget_in(
+            conn: &mut <DB as sqlx::Database>::Connection,
+        ) -> StoreResult<bool> {
+            let any: bool = sqlx::query_scalar(
+                "SELECT EXISTS (SELECT 1 FROM workspace_budgets WHERE budget_limit IS NOT NULL)",
+            )
+            .fetch_one(&mut *conn)
+            .await?;
+            Ok(any)
+        }
+
         /// The refusal of new work for the workspace, inside a transaction
         /// (the scheduler's fire): the first spent ceiling that applies.
         pub(super) async fn over_budget_in(
