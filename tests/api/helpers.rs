@@ -43,7 +43,12 @@ pub async fn fresh_postgres_url() -> Option<String> {
     let mut conn = sqlx::PgConnection::connect(&admin)
         .await
         .expect("connect to the test PostgreSQL");
-    let name = format!("molecule_test_{}", uuid::Uuid::new_v4().simple());
+    drop_stale_test_databases(&mut conn).await;
+    let name = format!(
+        "molecule_test_{}_{}",
+        chrono::Utc::now().timestamp(),
+        uuid::Uuid::new_v4().simple()
+    );
     sqlx::query(&format!("CREATE DATABASE {name}"))
         .execute(&mut conn)
         .await
@@ -51,6 +56,36 @@ pub async fn fresh_postgres_url() -> Option<String> {
     let mut url = url::Url::parse(&admin).expect("valid test URL");
     url.set_path(&format!("/{name}"));
     Some(url.to_string())
+}
+
+/// A test database older than this belongs to a test that has ended.
+const STALE_TEST_DATABASE_S: i64 = 3600;
+
+/// Drops the test databases of ended tests. Each test process creates its
+/// own database and cannot drop it on the way out (a failed assertion
+/// unwinds past any async clean-up), so each new test drops those whose
+/// name says they were made over an hour ago; on a long-lived machine
+/// they would otherwise fill the disk. Best effort: another test may be
+/// dropping the same one.
+async fn drop_stale_test_databases(conn: &mut sqlx::PgConnection) {
+    let names: Vec<String> = sqlx::query_scalar(
+        "SELECT datname FROM pg_database WHERE datname LIKE 'molecule\\_test\\_%'",
+    )
+    .fetch_all(&mut *conn)
+    .await
+    .unwrap_or_default();
+    let now = chrono::Utc::now().timestamp();
+    for name in names {
+        let made = name
+            .strip_prefix("molecule_test_")
+            .and_then(|rest| rest.split_once('_'))
+            .and_then(|(secs, _)| secs.parse::<i64>().ok());
+        if made.is_some_and(|t| now - t > STALE_TEST_DATABASE_S) {
+            let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                .execute(&mut *conn)
+                .await;
+        }
+    }
 }
 
 /// Runs the test body once per engine (a module with `sqlite` and
