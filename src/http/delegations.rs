@@ -397,6 +397,35 @@ pub(super) struct ListParams {
     pub status: Option<String>,
     /// At most this many (1–500, default 100).
     pub limit: Option<i64>,
+    /// The id of the last row of the previous page: only the rows listed
+    /// after it (older, newest first).
+    pub before: Option<String>,
+}
+
+/// The filter of a listing, its `before` cursor read from the ledger (a
+/// cursor naming no delegation of the listing is a 400).
+async fn read_filter(
+    state: &AppState,
+    mut params: ListParams,
+    party: Option<WorkspaceId>,
+) -> Result<DelegationFilter> {
+    let before = params.before.take();
+    let mut filter = parse_filter(params, party)?;
+    if let Some(raw) = before {
+        let unknown = || {
+            Error::BadRequest(format!(
+                "`before` names no delegation of this listing: `{}`",
+                domain::truncate_chars(&raw, 64)
+            ))
+        };
+        let id: DelegationId = raw.parse().map_err(|_| unknown())?;
+        let row = state.store.get_delegation(id).await?.ok_or_else(unknown)?;
+        if party.is_some_and(|p| row.callee_id != p && row.caller != Caller::Workspace(p)) {
+            return Err(unknown());
+        }
+        filter.before = Some((row.created_at, row.id));
+    }
+    Ok(filter)
 }
 
 fn parse_filter(params: ListParams, party: Option<WorkspaceId>) -> Result<DelegationFilter> {
@@ -426,6 +455,7 @@ fn parse_filter(params: ListParams, party: Option<WorkspaceId>) -> Result<Delega
         party: party.map(|id| (id, role)),
         status,
         limit,
+        before: None,
     })
 }
 
@@ -439,8 +469,8 @@ pub(super) async fn list_workspace_delegations(
     SelfOrOperator(WorkspacePath(id), _): SelfOrOperator,
     Query(params): Query<ListParams>,
 ) -> Result<Json<Vec<DelegationView>>> {
-    let filter = parse_filter(params, Some(id))?;
     known_workspace(&state, id).await?;
+    let filter = read_filter(&state, params, Some(id)).await?;
     let rows = state.store.list_delegations(&filter).await?;
     Ok(Json(rows.into_iter().map(Into::into).collect()))
 }
@@ -472,7 +502,7 @@ pub(super) async fn list_all_delegations(
     _: Operator,
     Query(params): Query<ListParams>,
 ) -> Result<Json<Vec<DelegationView>>> {
-    let filter = parse_filter(params, None)?;
+    let filter = read_filter(&state, params, None).await?;
     let rows = state.store.list_delegations(&filter).await?;
     Ok(Json(rows.into_iter().map(Into::into).collect()))
 }
@@ -533,8 +563,30 @@ pub(super) async fn get_delegation_stats(
     State(state): State<AppState>,
     _: Operator,
 ) -> Result<Json<DelegationStatsView>> {
+    Ok(Json(stats(&state, None).await?))
+}
+
+/// The same figures over the delegations a workspace made or received
+/// (either side): its listing's total is the sum of `counts`.
+#[utoipa::path(get, path = "/workspaces/{id}/delegations/stats", tag = "delegations",
+    params(("id" = String, Path, description = "workspace id")),
+    responses((status = 200, body = DelegationStatsView), (status = 401, body = ErrorBody),
+        (status = 404, body = ErrorBody)))]
+pub(super) async fn get_workspace_delegation_stats(
+    State(state): State<AppState>,
+    SelfOrOperator(WorkspacePath(id), _): SelfOrOperator,
+) -> Result<Json<DelegationStatsView>> {
+    known_workspace(&state, id).await?;
+    Ok(Json(stats(&state, Some(id)).await?))
+}
+
+/// The ledger's figures, of one workspace's rows or of all.
+async fn stats(state: &AppState, party: Option<WorkspaceId>) -> Result<DelegationStatsView> {
     let now = domain::now();
-    let stats = state.store.delegation_stats(now - Span::hours(24)).await?;
+    let stats = state
+        .store
+        .delegation_stats(now - Span::hours(24), party)
+        .await?;
     let mut counts: BTreeMap<String, i64> = DelegationStatus::ALL
         .iter()
         .map(|s| (s.as_str().to_owned(), 0))
@@ -543,7 +595,7 @@ pub(super) async fn get_delegation_stats(
         counts.insert(status.as_str().to_owned(), n);
     }
     let secs = &stats.completion_seconds;
-    Ok(Json(DelegationStatsView {
+    Ok(DelegationStatsView {
         counts,
         oldest_in_flight_age_s: stats
             .oldest_in_flight_at
@@ -551,7 +603,7 @@ pub(super) async fn get_delegation_stats(
         completed_24h: secs.len() as i64,
         p50_completion_s: percentile(secs, 0.50),
         p95_completion_s: percentile(secs, 0.95),
-    }))
+    })
 }
 
 /// The routes of this resource, with their OpenAPI operations.
@@ -564,6 +616,7 @@ pub(super) fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(get_delegation))
         .routes(routes!(list_all_delegations))
         .routes(routes!(get_delegation_stats))
+        .routes(routes!(get_workspace_delegation_stats))
         .routes(routes!(stream_delegation_events))
 }
 

@@ -114,6 +114,7 @@ pub static DECLARED: &[(&str, &str, Need)] = &[
     ("POST", "/workspaces/{id}/chat/uploads", Write),
     ("POST", "/workspaces/{id}/delegate", Write),
     ("GET", "/workspaces/{id}/delegations", Read),
+    ("GET", "/workspaces/{id}/delegations/stats", Read),
     ("GET", "/workspaces/{id}/delegations/{did}", Read),
     (
         "POST",

@@ -169,6 +169,9 @@ pub struct DelegationFilter {
     pub status: Option<DelegationStatus>,
     /// At most this many.
     pub limit: i64,
+    /// Only those listed after this one (newest first): the creation time
+    /// and id of the last row of the previous page.
+    pub before: Option<(DateTime<Utc>, DelegationId)>,
 }
 
 /// Figures over the ledger, for `/admin/delegations/stats`.
@@ -299,7 +302,11 @@ pub trait DelegationStore: Send + Sync {
 
     /// Counts per status, the oldest in-flight row, and completion times
     /// of the rows completed since `since`.
-    async fn delegation_stats(&self, since: DateTime<Utc>) -> StoreResult<DelegationStats>;
+    async fn delegation_stats(
+        &self,
+        since: DateTime<Utc>,
+        party: Option<WorkspaceId>,
+    ) -> StoreResult<DelegationStats>;
 
     /// The sweeper's pass over up to `limit` rows in flight: past their
     /// deadline at `now` → failed (`deadline exceeded`, with the caller's
@@ -616,6 +623,10 @@ engines! {
             if filter.status.is_some() {
                 sql += &format!(" AND status = {}", next());
             }
+            if filter.before.is_some() {
+                let (at, id) = (next(), next());
+                sql += &format!(" AND (created_at < {at} OR (created_at = {at} AND id < {id}))");
+            }
             sql += &format!(" ORDER BY created_at DESC, id DESC LIMIT {}", next());
             let mut query = sqlx::query_as::<_, DelegationRow>(&sql);
             if let Some((ws, role)) = filter.party {
@@ -628,6 +639,9 @@ engines! {
             }
             if let Some(status) = filter.status {
                 query = query.bind(status.as_str());
+            }
+            if let Some((at, id)) = filter.before {
+                query = query.bind(Ts(at)).bind(id);
             }
             let rows = query.bind(filter.limit).fetch_all(&self.pool).await?;
             rows.into_iter().map(TryInto::try_into).collect()
@@ -652,27 +666,45 @@ engines! {
             rows.into_iter().map(TryInto::try_into).collect()
         }
 
-        async fn delegation_stats(&self, since: DateTime<Utc>) -> StoreResult<DelegationStats> {
-            let counts: Vec<(String, i64)> = sqlx::query_as(
-                "SELECT status, count(*) FROM delegations GROUP BY status ORDER BY status",
-            )
-            .fetch_all(&self.pool)
-            .await?;
-            let oldest: Option<Ts> = sqlx::query_scalar(&format!(
-                "SELECT min(created_at) FROM delegations WHERE status IN {IN_FLIGHT}"
-            ))
-            .fetch_one(&self.pool)
-            .await?;
+        async fn delegation_stats(
+            &self,
+            since: DateTime<Utc>,
+            party: Option<WorkspaceId>,
+        ) -> StoreResult<DelegationStats> {
+            // One workspace's rows, either side, when `party` is given: the
+            // predicate over its two bind numbers.
+            let of = |a: usize, b: usize| match party {
+                Some(_) => format!(" AND (caller_id = ${a} OR callee_id = ${b})"),
+                None => String::new(),
+            };
+            let counts_sql = format!(
+                "SELECT status, count(*) FROM delegations WHERE 1 = 1{} \
+                 GROUP BY status ORDER BY status",
+                of(1, 2)
+            );
+            let oldest_sql = format!(
+                "SELECT min(created_at) FROM delegations WHERE status IN {IN_FLIGHT}{}",
+                of(1, 2)
+            );
             // Bounded: the figures of a day of a very busy ledger are
             // well described by its latest 100 000 completions.
-            let spans: Vec<(Ts, Ts)> = sqlx::query_as(
+            let spans_sql = format!(
                 "SELECT created_at, completed_at FROM delegations \
-                 WHERE status = 'completed' AND completed_at >= $1 \
+                 WHERE status = 'completed' AND completed_at >= $1{} \
                  ORDER BY completed_at DESC LIMIT 100000",
-            )
-            .bind(Ts(since))
-            .fetch_all(&self.pool)
-            .await?;
+                of(2, 3)
+            );
+            let mut counts = sqlx::query_as::<_, (String, i64)>(&counts_sql);
+            let mut oldest = sqlx::query_scalar::<_, Option<Ts>>(&oldest_sql);
+            let mut spans = sqlx::query_as::<_, (Ts, Ts)>(&spans_sql).bind(Ts(since));
+            if let Some(ws) = party {
+                counts = counts.bind(ws.to_string()).bind(ws);
+                oldest = oldest.bind(ws.to_string()).bind(ws);
+                spans = spans.bind(ws.to_string()).bind(ws);
+            }
+            let counts = counts.fetch_all(&self.pool).await?;
+            let oldest = oldest.fetch_one(&self.pool).await?;
+            let spans = spans.fetch_all(&self.pool).await?;
             let mut completion_seconds: Vec<f64> = spans
                 .into_iter()
                 .map(|(c, d)| (d.0 - c.0).num_microseconds().unwrap_or(0) as f64 / 1e6)

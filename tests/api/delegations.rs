@@ -954,6 +954,94 @@ async fn the_operator_views_need_the_admin_token_and_add_up(engine: Engine) {
 }
 on_both_engines!(the_operator_views_need_the_admin_token_and_add_up);
 
+/// A listing pages by its `before` cursor without gaps or repeats, and a
+/// workspace's own figures count exactly its rows (either side), so a
+/// page can say "3 of 5".
+async fn listings_page_by_cursor_and_a_workspace_has_its_own_totals(engine: Engine) {
+    let Some(app) = spawn_app(engine).await else {
+        return;
+    };
+    let a = app.create_poll_workspace("a").await;
+    let b = app.create_poll_workspace("b").await;
+    let c = app.create_poll_workspace("c").await;
+    let mut made = Vec::new();
+    for i in 0..5 {
+        made.push(app.delegate_ok(&a, &b, &format!("task {i}")).await);
+    }
+    // Not a's: counted neither in a's listing nor in its figures.
+    let other = app.delegate_ok(&b, &c, "elsewhere").await;
+    app.report_ok(
+        &b,
+        &made[0],
+        json!({"status": "completed", "result_preview": "ok"}),
+    )
+    .await;
+    let ids = |page: &Value| -> Vec<String> {
+        page.as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["id"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let newest_first: Vec<String> = made.iter().rev().cloned().collect();
+    let path = format!("/workspaces/{}/delegations", a.id);
+    let (status, first) = app.get(&format!("{path}?limit=2"), &a.token).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(ids(&first), newest_first[..2]);
+    let (_, second) = app
+        .get(
+            &format!("{path}?limit=2&before={}", newest_first[1]),
+            &a.token,
+        )
+        .await;
+    assert_eq!(ids(&second), newest_first[2..4]);
+    let (_, last) = app
+        .get(
+            &format!("{path}?limit=2&before={}", newest_first[3]),
+            &a.token,
+        )
+        .await;
+    assert_eq!(ids(&last), newest_first[4..]);
+    // The operator's listing pages the same way over every row.
+    let (_, all) = app
+        .get(
+            &format!("/admin/delegations?limit=1&before={other}"),
+            &app.admin_token,
+        )
+        .await;
+    assert_eq!(ids(&all), newest_first[..1]);
+    // A cursor naming nothing of this listing is refused, not ignored.
+    for bad in [other.as_str(), "not-an-id"] {
+        let (status, body) = app.get(&format!("{path}?before={bad}"), &a.token).await;
+        assert_eq!(
+            (status, body),
+            (
+                StatusCode::BAD_REQUEST,
+                json!({"error": format!("`before` names no delegation of this listing: `{bad}`")})
+            )
+        );
+    }
+    let (status, stats) = app.get(&format!("{path}/stats"), &a.token).await;
+    assert_eq!(status, StatusCode::OK, "{stats}");
+    assert_eq!(
+        stats["counts"],
+        json!({"queued": 4, "dispatched": 0, "in_progress": 0, "completed": 1, "failed": 0, "stuck": 0})
+    );
+    assert_eq!(stats["completed_24h"], 1);
+    let (_, c_stats) = app
+        .get(&format!("/workspaces/{}/delegations/stats", c.id), &c.token)
+        .await;
+    assert_eq!(c_stats["counts"]["queued"], 1, "{c_stats}");
+    assert_eq!(c_stats["completed_24h"], 0);
+    // Another workspace's figures are not a's to read (its token binds
+    // to a, as on every workspace route).
+    let (status, _) = app
+        .get(&format!("/workspaces/{}/delegations/stats", c.id), &a.token)
+        .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+}
+on_both_engines!(listings_page_by_cursor_and_a_workspace_has_its_own_totals);
+
 // Multi-threaded: the CLI runs as a blocking child process while the
 // server answers it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -561,6 +561,7 @@ async fn health_ready_and_openapi_need_no_token() {
             "/workspaces/{id}/chat/uploads",
             "/workspaces/{id}/delegate",
             "/workspaces/{id}/delegations",
+            "/workspaces/{id}/delegations/stats",
             "/workspaces/{id}/delegations/{did}",
             "/workspaces/{id}/delegations/{did}/heartbeat",
             "/workspaces/{id}/delegations/{did}/status",
