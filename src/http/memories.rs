@@ -7,7 +7,7 @@
 
 use axum::extract::{FromRequestParts, Path, Query, State};
 use axum::http::request::Parts;
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
@@ -112,6 +112,9 @@ pub(super) struct RecallParams {
     pub namespace: Option<String>,
     /// At most this many (1–100, default 20).
     pub limit: Option<i64>,
+    /// Without `q`: the id of the last memory of the previous page, for
+    /// the next one (older).
+    pub before: Option<String>,
 }
 
 /// Query of the operator's recall.
@@ -127,6 +130,9 @@ pub(super) struct AdminRecallParams {
     pub namespace: Option<String>,
     /// At most this many (1–100, default 20).
     pub limit: Option<i64>,
+    /// Without `q`: the id of the last memory of the previous page, for
+    /// the next one (older).
+    pub before: Option<String>,
 }
 
 /// `/workspaces/{id}/memories/{mid}`
@@ -237,6 +243,7 @@ struct Narrowing {
     scope: Option<Scope>,
     namespace: Option<String>,
     limit: i64,
+    before: Option<MemoryId>,
 }
 
 fn narrowing(
@@ -244,6 +251,7 @@ fn narrowing(
     scope: Option<String>,
     namespace: Option<String>,
     limit: Option<i64>,
+    before: Option<String>,
 ) -> Result<Narrowing> {
     let scope = scope
         .filter(|s| !s.is_empty())
@@ -259,12 +267,55 @@ fn narrowing(
             "`limit` must be between 1 and {MAX_LIMIT}"
         )));
     }
+    let q = q.filter(|q| !q.trim().is_empty());
+    let before = match before.filter(|b| !b.is_empty()) {
+        None => None,
+        Some(_) if q.is_some() => {
+            return Err(Error::BadRequest(
+                "`before` pages the newest-first listing; it cannot be combined with `q`".into(),
+            ))
+        }
+        Some(b) => Some(b.parse::<MemoryId>().map_err(|_| {
+            Error::BadRequest(format!(
+                "`before` names no memory: `{}`",
+                domain::truncate_chars(&b, 64)
+            ))
+        })?),
+    };
     Ok(Narrowing {
-        q: q.filter(|q| !q.trim().is_empty()),
+        q,
         scope,
         namespace,
         limit,
+        before,
     })
+}
+
+/// The total of a newest-first listing, as `X-Total-Count` (a recall by
+/// `q` has no total: it is ranked, not listed).
+const TOTAL_HEADER: &str = "x-total-count";
+
+/// The memories a listing's `filter` reads in all, and the checked cursor.
+async fn listing_total(state: &AppState, reader: &Reader, n: &Narrowing) -> Result<HeaderMap> {
+    let mut headers = HeaderMap::new();
+    if n.q.is_some() {
+        return Ok(headers);
+    }
+    if let Some(before) = n.before {
+        if state.store.get_memories(&[before]).await?.is_empty() {
+            return Err(Error::BadRequest(format!(
+                "`before` names no memory: `{before}`"
+            )));
+        }
+    }
+    let filter = MemoryFilter {
+        reader: reader.clone(),
+        scope: n.scope,
+        namespace: n.namespace.clone(),
+    };
+    let total = state.store.count_memories(&filter).await?;
+    headers.insert(TOTAL_HEADER, HeaderValue::from(total));
+    Ok(headers)
 }
 
 async fn run_recall(state: &AppState, reader: Reader, n: Narrowing) -> Result<Vec<MemoryView>> {
@@ -274,7 +325,10 @@ async fn run_recall(state: &AppState, reader: Reader, n: Narrowing) -> Result<Ve
         namespace: n.namespace,
     };
     let Some(q) = n.q else {
-        let rows = state.store.list_memories(&filter, n.limit).await?;
+        let rows = state
+            .store
+            .list_memories(&filter, n.before, n.limit)
+            .await?;
         return Ok(rows.into_iter().map(|m| MemoryView::new(m, None)).collect());
     };
     let query_vector = match &state.embedder {
@@ -310,29 +364,41 @@ async fn run_recall(state: &AppState, reader: Reader, n: Narrowing) -> Result<Ve
 /// The operator reads as the workspace.
 #[utoipa::path(get, path = "/workspaces/{id}/memories", tag = "memory",
     params(("id" = String, Path, description = "workspace id"), RecallParams),
-    responses((status = 200, body = [MemoryView]), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+    responses((status = 200, body = [MemoryView], headers(("X-Total-Count" = i64,
+            description = "without `q`: how many memories the listing holds in all"))), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
         (status = 404, body = ErrorBody)))]
 pub(super) async fn recall_memories(
     State(state): State<AppState>,
     SelfOrOperator(WorkspacePath(id), _): SelfOrOperator,
     params: std::result::Result<Query<RecallParams>, axum::extract::rejection::QueryRejection>,
-) -> Result<Json<Vec<MemoryView>>> {
+) -> Result<(HeaderMap, Json<Vec<MemoryView>>)> {
     let Query(p) = params.map_err(|e| Error::BadRequest(e.body_text()))?;
-    Ok(Json(recall(&state, id, p).await?))
+    let (total, rows) = recall_listed(&state, id, p).await?;
+    Ok((total, Json(rows)))
 }
 
-/// What workspace `id` recalls, for the route above and the MCP tool
-/// `recall_memory`.
+/// What workspace `id` recalls, for the MCP tool `recall_memory`.
 pub(super) async fn recall(
     state: &AppState,
     id: WorkspaceId,
     p: RecallParams,
 ) -> Result<Vec<MemoryView>> {
-    let n = narrowing(p.q, p.scope, p.namespace, p.limit)?;
+    Ok(recall_listed(state, id, p).await?.1)
+}
+
+/// What workspace `id` recalls, with a listing's total (see
+/// [`listing_total`]).
+async fn recall_listed(
+    state: &AppState,
+    id: WorkspaceId,
+    p: RecallParams,
+) -> Result<(HeaderMap, Vec<MemoryView>)> {
+    let n = narrowing(p.q, p.scope, p.namespace, p.limit, p.before)?;
     known_workspace(state, id).await?;
     let team = memory::team_of(&*state.store, id).await?;
     let reader = Reader::Workspace { id, team };
-    run_recall(state, reader, n).await
+    let total = listing_total(state, &reader, &n).await?;
+    Ok((total, run_recall(state, reader, n).await?))
 }
 
 /// Deletes a memory this workspace committed (the workspace or the
@@ -356,13 +422,14 @@ pub(super) async fn delete_memory(
 /// scope: the operator's view.
 #[utoipa::path(get, path = "/admin/memories", tag = "memory",
     params(AdminRecallParams),
-    responses((status = 200, body = [MemoryView]), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+    responses((status = 200, body = [MemoryView], headers(("X-Total-Count" = i64,
+            description = "without `q`: how many memories the listing holds in all"))), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
         (status = 403, body = ErrorBody)))]
 pub(super) async fn admin_recall_memories(
     State(state): State<AppState>,
     _: Operator,
     params: std::result::Result<Query<AdminRecallParams>, axum::extract::rejection::QueryRejection>,
-) -> Result<Json<Vec<MemoryView>>> {
+) -> Result<(HeaderMap, Json<Vec<MemoryView>>)> {
     let Query(p) = params.map_err(|e| Error::BadRequest(e.body_text()))?;
     let owner = p
         .workspace_id
@@ -370,10 +437,10 @@ pub(super) async fn admin_recall_memories(
         .map(|w| w.parse::<WorkspaceId>())
         .transpose()
         .map_err(|e| Error::BadRequest(e.to_string()))?;
-    let n = narrowing(p.q, p.scope, p.namespace, p.limit)?;
-    Ok(Json(
-        run_recall(&state, Reader::Operator { owner }, n).await?,
-    ))
+    let n = narrowing(p.q, p.scope, p.namespace, p.limit, p.before)?;
+    let reader = Reader::Operator { owner };
+    let total = listing_total(&state, &reader, &n).await?;
+    Ok((total, Json(run_recall(&state, reader, n).await?)))
 }
 
 /// Deletes any memory (the operator).

@@ -155,8 +155,17 @@ pub trait MemoryStore: Send + Sync {
     /// Inserts one memory.
     async fn insert_memory(&self, new: &NewMemory) -> StoreResult<Memory>;
 
-    /// Readable memories, newest first.
-    async fn list_memories(&self, filter: &MemoryFilter, limit: i64) -> StoreResult<Vec<Memory>>;
+    /// Readable memories, newest first; with `before`, only those listed
+    /// after that memory (the last of the previous page).
+    async fn list_memories(
+        &self,
+        filter: &MemoryFilter,
+        before: Option<MemoryId>,
+        limit: i64,
+    ) -> StoreResult<Vec<Memory>>;
+
+    /// How many memories `filter` reads: a listing's total.
+    async fn count_memories(&self, filter: &MemoryFilter) -> StoreResult<i64>;
 
     /// Ids of readable memories matching any of `terms`, best full-text
     /// rank first.
@@ -236,19 +245,38 @@ engines! {
         async fn list_memories(
             &self,
             filter: &MemoryFilter,
+            before: Option<MemoryId>,
             limit: i64,
         ) -> StoreResult<Vec<Memory>> {
             let f = FilterBinds::new(filter);
+            // The cursor's place in the order (created_at, seq); a cursor
+            // naming no memory lists nothing (the route checks it first).
             let sql = format!(
                 "SELECT {MEMORY_COLUMNS} FROM memories m WHERE {} \
+                   AND ($7 IS NULL OR EXISTS (SELECT 1 FROM memories c WHERE c.id = $7 \
+                     AND (m.created_at < c.created_at \
+                       OR (m.created_at = c.created_at AND m.seq < c.seq)))) \
                  ORDER BY m.created_at DESC, m.seq DESC LIMIT $6",
                 readable(DB::ID_LIST_3)
             );
             let rows: Vec<MemoryRow> = bind_filter!(sqlx::query_as(&sql), f)
                 .bind(limit)
+                .bind(before)
                 .fetch_all(&self.pool)
                 .await?;
             rows.into_iter().map(TryInto::try_into).collect()
+        }
+
+        async fn count_memories(&self, filter: &MemoryFilter) -> StoreResult<i64> {
+            let f = FilterBinds::new(filter);
+            let sql = format!(
+                "SELECT count(*) FROM memories m WHERE {}",
+                readable(DB::ID_LIST_3)
+            );
+            let n: i64 = bind_filter!(sqlx::query_scalar(&sql), f)
+                .fetch_one(&self.pool)
+                .await?;
+            Ok(n)
         }
 
         async fn search_memories(

@@ -140,6 +140,7 @@ async fn all_memories(app: &TestApp) -> Vec<molecule::store::Memory> {
                 scope: None,
                 namespace: None,
             },
+            None,
             1000,
         )
         .await
@@ -248,6 +249,89 @@ async fn fixed_corpus_recall_with_embeddings(engine: Engine) {
     assert_eq!((status, body), (StatusCode::OK, json!([])));
 }
 on_both_engines!(fixed_corpus_recall_with_embeddings);
+
+/// The newest-first listing pages by its `before` cursor, without gaps or
+/// repeats, and says its total in `X-Total-Count` (what this reader may
+/// read, not every row), so a page can say "2 of 5".
+async fn listings_page_by_cursor_with_their_total(engine: Engine) {
+    let Some(app) = spawn_app(engine).await else {
+        return;
+    };
+    let ws = app.create_poll_workspace("rememberer").await;
+    let stranger = app.create_poll_workspace("stranger").await;
+    let mut made = Vec::new();
+    for i in 0..5 {
+        made.push(commit_ok(&app, &ws, &format!("note number {i}"), "LOCAL").await);
+    }
+    // Not readable by ws: neither listed nor counted.
+    commit_ok(&app, &stranger, "someone else's note", "LOCAL").await;
+    made.reverse();
+    let page = |query: String, token: String| {
+        let (app, url) = (&app, format!("/workspaces/{}/memories?{query}", ws.id));
+        async move {
+            let resp = app
+                .client
+                .get(app.url(&url))
+                .bearer_auth(token)
+                .send()
+                .await
+                .unwrap();
+            let status = resp.status();
+            let total = resp
+                .headers()
+                .get("x-total-count")
+                .map(|v| v.to_str().unwrap().to_owned());
+            let body: Value = resp.json().await.unwrap();
+            (status, total, body)
+        }
+    };
+    let ids = |body: &Value| -> Vec<String> {
+        body.as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["id"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let (status, total, first) = page("limit=2".into(), ws.token.clone()).await;
+    assert_eq!((status, total.as_deref()), (StatusCode::OK, Some("5")));
+    assert_eq!(ids(&first), made[..2]);
+    let (_, total, second) = page(format!("limit=2&before={}", made[1]), ws.token.clone()).await;
+    assert_eq!(total.as_deref(), Some("5"));
+    assert_eq!(ids(&second), made[2..4]);
+    let (_, _, last) = page(format!("limit=2&before={}", made[3]), ws.token.clone()).await;
+    assert_eq!(ids(&last), made[4..]);
+    // A ranked recall has no total and no cursor.
+    let (status, total, _) = page("q=note".into(), ws.token.clone()).await;
+    assert_eq!((status, total), (StatusCode::OK, None));
+    let (status, _, body) = page(format!("q=note&before={}", made[0]), ws.token.clone()).await;
+    assert_eq!(
+        (status, body),
+        (
+            StatusCode::BAD_REQUEST,
+            json!({"error": "`before` pages the newest-first listing; it cannot be combined with `q`"})
+        )
+    );
+    let nobody = uuid::Uuid::new_v4();
+    let (status, _, body) = page(format!("before={nobody}"), ws.token.clone()).await;
+    assert_eq!(
+        (status, body),
+        (
+            StatusCode::BAD_REQUEST,
+            json!({"error": format!("`before` names no memory: `{nobody}`")})
+        )
+    );
+    // The operator's listing counts every memory.
+    let resp = app
+        .client
+        .get(app.url("/admin/memories?limit=1"))
+        .bearer_auth(&app.admin_token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(resp.headers()["x-total-count"], "6");
+}
+on_both_engines!(listings_page_by_cursor_with_their_total);
 
 async fn embedder_down_changes_only_the_ranking(engine: Engine) {
     // A port nothing listens on (yet): connection refused.

@@ -358,6 +358,7 @@ async fn call(b: &Bound, name: &str, raw: JsonObject) -> Result<CallToolResult, 
                 scope: a.scope,
                 namespace: None,
                 limit: None,
+                before: None,
             };
             answer(recall(state, me, params).await)
         }
