@@ -1587,6 +1587,55 @@ async function main() {
     assert(await focused() === 'message', `a chat opened from the list leaves focus on ${await focused()}, not the composer`);
   });
 
+  await step('lists say how many there are and page on: delegations with the ledger\'s figures, memories with their total (issue 30: 5)', async () => {
+    const caller = await apiCall('POST', '/workspaces', ADMIN_TOKEN, { name: 'page-caller', delivery_mode: 'poll' });
+    const callee = await apiCall('POST', '/workspaces', ADMIN_TOKEN, { name: 'page-callee', delivery_mode: 'poll' });
+    const made = [];
+    for (let i = 0; i < 103; i += 1) {
+      const d = await apiCall('POST', `/workspaces/${callee.id}/delegate`, caller.auth_token, { task: `paged task ${i}`, idempotency_key: `page-${i}` });
+      made.push(d.delegation_id);
+    }
+    await apiCall('POST', `/workspaces/${callee.id}/delegations/${made[0]}/status`, callee.auth_token, { status: 'completed', result_preview: 'done' });
+    await page.getByRole('button', { name: 'Refresh the workspace list' }).click();
+    await page.locator(`#workspace-list [data-ws="${callee.id}"]`).waitFor();
+    await page.evaluate((id) => { location.hash = `#/w/${id}`; }, callee.id);
+    await page.locator('#chat-title', { hasText: 'page-callee' }).waitFor();
+    await page.getByRole('tab', { name: 'Delegations' }).click();
+    const panel = page.locator('#delegations-panel');
+    const stats = panel.locator('#ws-delegations-stats');
+    // The old tab showed 100 rows and nothing to say there were 103.
+    await stats.filter({ hasText: 'Showing 100 of 103' }).waitFor();
+    const figures = await stats.textContent();
+    assert(figures.includes('102 queued') && figures.includes('1 completed') && figures.includes('oldest in flight'), `the figures read "${figures}"`);
+    assert(await panel.locator('.delegation').count() === 100, 'the first page is not 100 rows');
+    await panel.getByRole('button', { name: 'Load more' }).click();
+    await stats.filter({ hasText: 'Showing 103 of 103' }).waitFor();
+    const dids = await panel.locator('.delegation').evaluateAll((lis) => lis.map((li) => li.dataset.did));
+    assert(dids.length === 103 && new Set(dids).size === 103 && dids.every((d) => made.includes(d)), `the pages hold ${dids.length} rows`);
+    assert(dids.at(-1) === made[0], 'the oldest delegation is not last');
+    assert(await panel.getByRole('button', { name: 'Load more' }).isHidden(), '"Load more" stays after the last page');
+    await axeCheck('delegations tab with pages');
+
+    for (let i = 0; i < 53; i += 1) {
+      await apiCall('POST', `/workspaces/${callee.id}/memories`, callee.auth_token, { content: `paged memory ${i}`, scope: 'LOCAL' });
+    }
+    // Its own 53, and the GLOBAL ones earlier steps committed.
+    const counted = await fetch(`${BASE}/workspaces/${callee.id}/memories?limit=1`, { headers: { Authorization: `Bearer ${ADMIN_TOKEN}` } });
+    const total = Number(counted.headers.get('x-total-count'));
+    assert(total >= 53 && total <= 100, `the server counts ${total} memories`);
+    await page.getByRole('tab', { name: 'Memory' }).click();
+    const memory = page.locator('#memory-panel');
+    // The old tab said "50 memories" of them.
+    await memory.locator('#mem-note', { hasText: `Showing 50 of ${total} memories, newest first.` }).waitFor();
+    await memory.locator('#mem-more').click();
+    await memory.locator('#mem-note', { hasText: new RegExp(`^${total} memories, newest first\\.$`) }).waitFor();
+    const mids = await memory.locator('#mem-results > li').evaluateAll((lis) => lis.map((li) => li.dataset.mid));
+    assert(mids.length === total && new Set(mids).size === total, `the pages hold ${mids.length} memories`);
+    assert(await memory.locator('#mem-more').isHidden(), '"Load more" stays after the last page');
+    await axeCheck('memory tab with pages');
+    noPageErrors();
+  });
+
   await step('the page judges "online" with the server\'s --offline-after (60 s here), not its own 90 s (issue 17)', async () => {
     const cfg = await apiCall('GET', '/admin/config', ADMIN_TOKEN);
     assert(cfg.offline_after_seconds === 60, `the server's window is ${cfg.offline_after_seconds} s (run.sh sets 60 s)`);

@@ -31,8 +31,11 @@ export async function errorOf(res) {
   return new ApiError(res.status, message || `The server answered ${res.status} ${res.statusText}.`.trim());
 }
 
-/** fetch() with the token; JSON in and out; throws ApiError. */
-export async function api(path, { method = 'GET', body, signal, token = state.token } = {}) {
+/**
+ * fetch() with the token; JSON in and out; throws ApiError. With
+ * `withHeaders`, answers `{ body, headers }` (a listing's X-Total-Count).
+ */
+export async function api(path, { method = 'GET', body, signal, token = state.token, withHeaders = false } = {}) {
   const headers = { Authorization: `Bearer ${token}`, Accept: 'application/json' };
   if (body !== undefined) headers['Content-Type'] = 'application/json';
   let res;
@@ -59,8 +62,8 @@ export async function api(path, { method = 'GET', body, signal, token = state.to
     if (res.status === 401 && token === state.token && state.token) unauthorized();
     throw err;
   }
-  if (res.status === 204) return null;
-  return res.json();
+  if (res.status === 204) return withHeaders ? { body: null, headers: res.headers } : null;
+  return withHeaders ? { body: await res.json(), headers: res.headers } : res.json();
 }
 
 /** `/workspaces/<id><rest>`, the id escaped. */

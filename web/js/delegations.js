@@ -47,6 +47,13 @@ function timing(d) {
   return parts.join(' · ');
 }
 
+/** "42 s", "3.5 min", "2.1 h": a duration in seconds, briefly. */
+function seconds(s) {
+  if (s < 60) return `${Number(s.toFixed(s < 10 ? 1 : 0))} s`;
+  if (s < 3600) return `${Number((s / 60).toFixed(1))} min`;
+  return `${Number((s / 3600).toFixed(1))} h`;
+}
+
 function chip(status) {
   return el('span', { class: `dchip dchip-${status}`, dataset: { status } }, label(status));
 }
@@ -85,23 +92,96 @@ function delegationsPanel(prefix, headingLevel) {
   const empty = el('p', { class: 'hint', hidden: true }, 'No delegation yet.');
   const error = el('p', { class: 'error', role: 'alert' });
   const announce = el('p', { class: 'visually-hidden', role: 'status' });
+  // "Showing 100 of 302" and the ledger's figures: a listing never looks
+  // whole when it is not.
+  const summary = el('p', { class: 'hint dstats', id: ids('stats') });
+  const more = el('button', { type: 'button', class: 'ghost', hidden: true }, 'Load more');
+  let stats = null;
   const root = el('section', { class: 'panel delegations', 'aria-labelledby': ids('title') },
     heading,
     el('div', { class: 'panel-tools' }, el('label', { for: ids('status') }, 'Status'), filter, refresh),
-    error, announce, list, empty);
+    summary, error, announce, list, empty, more);
+
+  const query = (status, before) =>
+    `?limit=${LIMIT}${status ? `&status=${status}` : ''}${before ? `&before=${encodeURIComponent(before)}` : ''}`;
+
+  function summarize() {
+    if (!stats) {
+      summary.textContent = '';
+      return;
+    }
+    const status = filter.value;
+    const total = status ? (stats.counts[status] ?? 0) : Object.values(stats.counts).reduce((a, n) => a + n, 0);
+    const parts = [`Showing ${list.children.length} of ${total}`];
+    if (!status) {
+      for (const s of STATUSES) if (stats.counts[s]) parts.push(`${stats.counts[s]} ${label(s)}`);
+    }
+    if (stats.p50_completion_s !== null) {
+      parts.push(`completion p50 ${seconds(stats.p50_completion_s)}, p95 ${seconds(stats.p95_completion_s)} (24 h)`);
+    }
+    if (stats.oldest_in_flight_age_s !== null) parts.push(`oldest in flight ${seconds(stats.oldest_in_flight_age_s)}`);
+    summary.textContent = parts.join(' · ');
+  }
+
+  async function readStats(at) {
+    try {
+      const s = await api(`${at}/stats`);
+      if (at === base) {
+        stats = s;
+        summarize();
+      }
+    } catch {
+      // the listing still shows; its figures come with the next read
+    }
+  }
+
+  // Live moves re-read the figures, at most once a second.
+  let statsTimer = null;
+  function statsSoon() {
+    if (statsTimer || !base) return;
+    const at = base;
+    statsTimer = setTimeout(() => {
+      statsTimer = null;
+      readStats(at);
+    }, 1000);
+  }
 
   async function load() {
     if (!base) return;
     const at = base;
     const status = filter.value;
     try {
-      const rows = await api(`${at}?limit=${LIMIT}${status ? `&status=${status}` : ''}`);
+      const [rows] = await Promise.all([api(`${at}${query(status)}`), readStats(at)]);
       if (at !== base || status !== filter.value) return;
       error.textContent = '';
       list.replaceChildren(...rows.map(renderItem));
       empty.hidden = rows.length !== 0;
+      more.hidden = rows.length < LIMIT;
+      summarize();
     } catch (e) {
       if (at === base) error.textContent = `Could not list the delegations: ${e.message}`;
+    }
+  }
+
+  /** The next page, older than the last row shown. */
+  async function loadMore() {
+    const last = list.lastElementChild?.dataset.did;
+    if (!base || !last) return;
+    const at = base;
+    const status = filter.value;
+    more.disabled = true;
+    try {
+      const rows = await api(`${at}${query(status, last)}`);
+      if (at !== base || status !== filter.value) return;
+      const shown = new Set([...list.children].map((li) => li.dataset.did));
+      list.append(...rows.filter((d) => !shown.has(d.id)).map(renderItem));
+      more.hidden = rows.length < LIMIT;
+      summarize();
+      announce.textContent = `${rows.length} more delegations shown.`;
+    } catch (e) {
+      error.textContent = `Could not list more delegations: ${e.message}`;
+    } finally {
+      more.disabled = false;
     }
   }
 
@@ -114,6 +194,7 @@ function delegationsPanel(prefix, headingLevel) {
       item.querySelector('.dchip').replaceWith(chip(move.status));
     }
     if (move.from !== move.status) announce.textContent = `Delegation to ${nameOf(move.callee_id)}: ${label(move.status)}.`;
+    statsSoon();
     let row;
     try {
       row = await api(wsPath(move.callee_id, `/delegations/${encodeURIComponent(move.delegation_id)}`));
@@ -132,6 +213,7 @@ function delegationsPanel(prefix, headingLevel) {
 
   filter.addEventListener('change', load);
   refresh.addEventListener('click', load);
+  more.addEventListener('click', loadMore);
   bus.addEventListener('tick', () => {
     if (!base) return;
     for (const li of list.children) {
@@ -154,6 +236,9 @@ function delegationsPanel(prefix, headingLevel) {
       filter.value = '';
       list.replaceChildren();
       empty.hidden = true;
+      more.hidden = true;
+      stats = null;
+      summary.textContent = '';
       error.textContent = '';
       loaded = load();
       return loaded;

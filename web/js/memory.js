@@ -74,24 +74,46 @@ function memoryPanel() {
       el('p', { class: 'mcontent' }, m.content));
   }
 
-  async function search() {
+  // The newest-first listing shows its total and pages on ("Load more");
+  // a search by words is ranked and has no pages.
+  const more = el('button', { type: 'button', class: 'ghost', id: 'mem-more', hidden: true }, 'Load more');
+  let total = null;
+
+  function note(q) {
+    const shown = results.children.length;
+    const what = (n) => (n === 1 ? '1 memory' : `${n.toLocaleString()} memories`);
+    if (q) resultsNote.textContent = `${what(shown)} for “${q}”, best first.`;
+    else if (total !== null && total > shown) resultsNote.textContent = `Showing ${shown.toLocaleString()} of ${what(total)}, newest first.`;
+    else resultsNote.textContent = `${what(shown)}, newest first.`;
+  }
+
+  async function search(before = null) {
     if (!ws) return;
     const mine = generation;
     const params = new URLSearchParams({ limit: String(LIMIT) });
     const q = query.value.trim();
     if (q) params.set('q', q);
     if (scope.value) params.set('scope', scope.value);
+    if (before) params.set('before', before);
     try {
-      const rows = await api(wsPath(ws.id, `/memories?${params}`));
+      const { body: rows, headers } = await api(wsPath(ws.id, `/memories?${params}`), { withHeaders: true });
       if (mine !== generation) return;
       memError.textContent = '';
-      results.replaceChildren(...rows.map(renderMemory));
-      const what = rows.length === 1 ? '1 memory' : `${rows.length} memories`;
-      resultsNote.textContent = q ? `${what} for “${q}”, best first.` : `${what}, newest first.`;
+      const counted = headers.get('X-Total-Count');
+      total = counted === null ? null : Number(counted);
+      if (before) results.append(...rows.map(renderMemory));
+      else results.replaceChildren(...rows.map(renderMemory));
+      more.hidden = Boolean(q) || total === null || results.children.length >= total;
+      note(q);
     } catch (e) {
       if (mine === generation) memError.textContent = `Could not read the memories: ${e.message}`;
     }
   }
+
+  more.addEventListener('click', () => {
+    const last = results.lastElementChild?.dataset.mid;
+    if (last) search(last);
+  });
 
   async function forget(m) {
     if (!window.confirm(`Delete this memory? “${m.content.slice(0, 80)}” — this cannot be undone.`)) return;
@@ -108,7 +130,7 @@ function memoryPanel() {
     e.preventDefault();
     search();
   });
-  scope.addEventListener('change', search);
+  scope.addEventListener('change', () => search());
   commitForm.addEventListener('submit', async (e) => {
     e.preventDefault();
     memError.textContent = '';
@@ -245,7 +267,7 @@ function memoryPanel() {
     el('section', { class: 'panel memories', 'aria-labelledby': 'mem-title' },
       el('h3', { id: 'mem-title', class: 'panel-title' }, 'Memories'),
       el('p', { class: 'hint' }, 'What this workspace may recall: its LOCAL memories, its team\'s TEAM ones and every GLOBAL one.'),
-      searchForm, memError, resultsNote, results, commitForm),
+      searchForm, memError, resultsNote, results, more, commitForm),
     el('section', { class: 'panel kv', 'aria-labelledby': 'kv-title' },
       el('h3', { id: 'kv-title', class: 'panel-title' }, 'Key/value memory'),
       kvStatus, kvError, kvTable, kvEmpty, kvForm));
