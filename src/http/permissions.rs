@@ -63,6 +63,7 @@ pub static DECLARED: &[(&str, &str, Need)] = &[
     ("GET", "/workspaces/{id}/metrics", Read),
     ("GET", "/workspaces/{id}/budget", Read),
     ("PATCH", "/workspaces/{id}/budget", Write),
+    ("GET", "/admin/activity/events", Read),
     ("GET", "/admin/delegations", Read),
     ("GET", "/admin/delegations/events", Read),
     ("GET", "/admin/delegations/stats", Read),

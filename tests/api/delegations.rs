@@ -1173,6 +1173,76 @@ fn moved(did: &str, caller: &Ws, callee: &Ws, from: Value, row: &Value) -> (Stri
     )
 }
 
+/// The fleet's stream names every new activity row of every workspace, in
+/// order, so the canvas reads only the workspace that changed instead of
+/// polling each (issue 30, defect 9); it is the operator's.
+async fn the_fleet_stream_names_every_new_row_of_every_workspace(engine: Engine) {
+    let Some(app) = spawn_app(engine).await else {
+        return;
+    };
+    let a = app.create_poll_workspace("a").await;
+    let b = app.create_poll_workspace("b").await;
+    let mut fleet = EventStream::open(&app, "/admin/activity/events", &app.admin_token).await;
+    for (ws, text) in [(&a, "one"), (&b, "two"), (&a, "three")] {
+        let (status, body) = app.send_text(&ws.id, text).await;
+        assert!(status.is_success(), "{status} {body}");
+    }
+    let newest = |ws: &str| {
+        let app = &app;
+        let path = format!("/workspaces/{ws}/activity?limit=10");
+        async move {
+            let (_, rows) = app.get(&path, &app.admin_token).await;
+            rows.as_array()
+                .unwrap()
+                .iter()
+                .map(|r| r["id"].as_i64().unwrap())
+                .collect::<Vec<_>>()
+        }
+    };
+    let (a_rows, b_rows) = (newest(&a.id).await, newest(&b.id).await);
+    assert_eq!(
+        (a_rows.len(), b_rows.len()),
+        (2, 1),
+        "{a_rows:?} {b_rows:?}"
+    );
+    let expected = vec![
+        (
+            "activity".to_owned(),
+            json!({"workspace_id": a.id, "id": a_rows[0]}),
+        ),
+        (
+            "activity".to_owned(),
+            json!({"workspace_id": b.id, "id": b_rows[0]}),
+        ),
+        (
+            "activity".to_owned(),
+            json!({"workspace_id": a.id, "id": a_rows[1]}),
+        ),
+    ];
+    let mut seen = Vec::new();
+    for _ in 0..expected.len() {
+        seen.push(fleet.next().await);
+    }
+    assert_eq!(seen, expected);
+
+    let resp = app
+        .client
+        .get(app.url("/admin/activity/events"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+    let (status, body) = app.get("/admin/activity/events", &a.token).await;
+    assert_eq!(
+        (status, body),
+        (
+            StatusCode::FORBIDDEN,
+            json!({"error": "this route is for the operator; a workspace token may not use it"})
+        )
+    );
+}
+on_both_engines!(the_fleet_stream_names_every_new_row_of_every_workspace);
+
 async fn the_event_streams_carry_every_delegation_move(engine: Engine) {
     let Some(app) = spawn_app(engine).await else {
         return;

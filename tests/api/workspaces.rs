@@ -514,6 +514,7 @@ async fn health_ready_and_openapi_need_no_token() {
         paths,
         vec![
             "/.well-known/agent-card.json",
+            "/admin/activity/events",
             "/admin/audit",
             "/admin/config",
             "/admin/delegations",
