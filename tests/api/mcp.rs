@@ -257,7 +257,11 @@ async fn every_tool_answers_through_the_official_client(engine: Engine) {
         "transport": "sse", "mode": "legacy",
         "calls": [{"tool": "check_task_status", "args": {"task_id": did}}]});
     let report = run_client(plan).await.unwrap();
-    assert_eq!(report["tools"].as_array().unwrap().len(), TOOLS.len(), "{report}");
+    assert_eq!(
+        report["tools"].as_array().unwrap().len(),
+        TOOLS.len(),
+        "{report}"
+    );
     let status = ok_json(&report["results"][0], "check_task_status over SSE");
     assert_eq!(status["status"], "queued");
     assert_eq!(status["workspace_id"], b.id.as_str());

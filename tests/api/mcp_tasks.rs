@@ -152,10 +152,26 @@ async fn a_canceled_task_reads_cancelled_and_the_callee_is_told(engine: Engine) 
     let a = app.create_poll_workspace("alpha").await;
     let b = app.create_poll_workspace("beta").await;
     let r = steps(&app, &a, json!([
-        {"op": "call", "tool": "delegate_task", "args": {"workspace_id": b.id, "task": "deploy the site"}}]))
+        {"op": "call", "tool": "delegate_task", "args": {"workspace_id": b.id, "task": "deploy the site"}},
+        {"op": "call", "tool": "delegate_task", "args": {"workspace_id": b.id, "task": "resize the disk"}}]))
     .await
     .unwrap();
     let tid = r[0]["task"]["taskId"].as_str().unwrap().to_owned();
+    let failing = r[1]["task"]["taskId"].as_str().unwrap().to_owned();
+    // The second one the callee takes up and then gives up on.
+    for report in [
+        json!({"status": "in_progress"}),
+        json!({"status": "failed", "error_detail": "disk full"}),
+    ] {
+        let (status, moved) = app
+            .post(
+                &format!("/workspaces/{}/delegations/{failing}/status", b.id),
+                &b.token,
+                &report,
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{moved}");
+    }
 
     // The callee asks for approval on this very delegation: to its caller
     // the task is waiting for input.
@@ -175,10 +191,21 @@ async fn a_canceled_task_reads_cancelled_and_the_callee_is_told(engine: Engine) 
         {"op": "get", "task": tid},
         {"op": "cancel", "task": tid},
         {"op": "get", "task": tid},
-        {"op": "cancel", "task": tid}]),
+        {"op": "cancel", "task": tid},
+        {"op": "get", "task": failing}]),
     )
     .await
     .unwrap();
+    let failed = &r[4]["task"];
+    assert_eq!(failed["status"], "failed", "{failed}");
+    assert_eq!(failed["statusMessage"], "disk full");
+    assert_eq!(failed["error"]["code"], -32000);
+    assert_eq!(
+        failed["error"]["message"],
+        "the delegation failed: disk full"
+    );
+    assert_eq!(failed["error"]["data"]["status"], "failed");
+    assert_eq!(failed["result"], Value::Null);
     assert_eq!(r[0]["task"]["status"], "input_required", "{:?}", r[0]);
     assert_eq!(r[0]["task"]["inputRequests"], json!({}));
     assert_eq!(
