@@ -1,9 +1,11 @@
-//! The eight platform tools of Molecule's MCP server, with Molecule's names
+//! The ten platform tools of Molecule's MCP server, with Molecule's names
 //! and argument names so its docs and prompts keep working, served through
 //! the official Rust SDK (`rmcp`) as one [`ServerHandler`]. Every tool is a
 //! thin call into the code behind the matching HTTP route (peers, the
-//! delegation ledger, memory, `/notify`), acting as the workspace whose own
-//! token the request carried: there is no second copy of any rule.
+//! delegation ledger, memory, `/notify`, approvals), acting as the workspace
+//! whose own token the request carried: there is no second copy of any rule.
+//! A client that declares the Tasks extension gets `delegate_task` and
+//! `request_approval` as tasks ([`super::tasks`]).
 //!
 //! Errors, by whose problem they are: arguments that do not fit the tool's
 //! JSON Schema (missing, mistyped or unknown fields) and unknown tools are
@@ -95,7 +97,9 @@ impl ServerHandler for MoleculeMcp {
             "Molecule workspace tools: list_peers shows who you may reach; delegate_task \
                  hands a task to a peer and waits up to 30 s for its answer (delegate_task_async \
                  returns at once; poll check_task_status with the id); commit_memory and \
-                 recall_memory keep facts; send_message_to_user writes to the operator's chat.",
+                 recall_memory keep facts; send_message_to_user writes to the operator's chat; \
+                 request_approval asks a person before a risky action (check_approval reads \
+                 the decision).",
         )
     }
 
