@@ -235,6 +235,16 @@ async fn a_canceled_task_reads_cancelled_and_the_callee_is_told(engine: Engine) 
         .collect();
     assert_eq!(notices.len(), 1, "the callee is told once: {inbox}");
     assert_eq!(notices[0]["source_id"], a.id.as_str());
+    let (_, audit) = app
+        .get(
+            &format!("/workspaces/{}/audit?action=delegation.canceled", a.id),
+            &a.token,
+        )
+        .await;
+    let events = audit["events"].as_array().unwrap();
+    assert_eq!(events.len(), 1, "one cancel applied, one refused: {audit}");
+    assert_eq!(events[0]["actor"], format!("workspace:{}", a.id));
+    assert_eq!(events[0]["target"], format!("delegation:{tid}"));
 }
 
 on_both_engines!(unknown_and_foreign_task_ids_are_refused_and_change_nothing);

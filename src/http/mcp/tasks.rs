@@ -34,7 +34,9 @@ use serde_json::{json, Value};
 use super::super::a2a::TASK_CANCELED;
 use super::super::{AppState, Error};
 use super::tools::{status_view, Bound};
+use crate::audit::Entry;
 use crate::domain::approval::ApprovalStatus;
+use crate::domain::audit::Actor;
 use crate::domain::inbox::{self, InboxItem, InboxRow};
 use crate::domain::{self, ApprovalId, Caller, DelegationId, DelegationStatus};
 use crate::events::Event;
@@ -287,6 +289,11 @@ pub(super) async fn cancel_task(b: &Bound, raw: &str) -> Result<(), ErrorData> {
                     id: notice.id,
                 })
                 .await;
+            let entry = Entry::new(Actor::Workspace(b.workspace), "delegation.canceled")
+                .workspace(b.workspace)
+                .target(format!("delegation:{}", d.id))
+                .details(json!({"callee_id": d.callee_id, "via": "mcp tasks/cancel"}));
+            super::super::audit::record(state, entry).await;
             Ok(())
         }
         CallerCanceled::Over(d) => Err(ErrorData::invalid_params(
