@@ -261,11 +261,14 @@ async fn unknown_and_foreign_task_ids_are_refused_and_change_nothing(engine: Eng
     // C's own task (a delegation to B) and C's approval request.
     let r = steps(&app, &c, json!([
         {"op": "call", "tool": "delegate_task", "args": {"workspace_id": b.id, "task": "count the rows"}},
-        {"op": "call", "tool": "request_approval", "args": {"action": "drop the table"}}]))
+        {"op": "call", "tool": "request_approval", "args": {"action": "drop the table"}},
+        {"op": "update", "task": "$task", "responses": {"k": {"action": "accept"}}}]))
     .await
     .unwrap();
     let foreign = r[0]["task"]["taskId"].as_str().unwrap().to_owned();
     let foreign_approval = r[1]["task"]["taskId"].as_str().unwrap().to_owned();
+    // Its own task takes (and ignores) responses: none are outstanding.
+    assert_eq!(r[2], json!({"ok": true}));
     let unknown = uuid::Uuid::new_v4().to_string();
 
     let r = steps(
@@ -276,7 +279,8 @@ async fn unknown_and_foreign_task_ids_are_refused_and_change_nothing(engine: Eng
         {"op": "get", "task": "not-a-task"},
         {"op": "get", "task": foreign},
         {"op": "cancel", "task": foreign},
-        {"op": "get", "task": foreign_approval}]),
+        {"op": "get", "task": foreign_approval},
+        {"op": "update", "task": foreign, "responses": {"k": {"action": "accept"}}}]),
     )
     .await
     .unwrap();
@@ -286,6 +290,7 @@ async fn unknown_and_foreign_task_ids_are_refused_and_change_nothing(engine: Eng
         &foreign,
         &foreign,
         &foreign_approval,
+        &foreign,
     ]
     .iter()
     .enumerate()

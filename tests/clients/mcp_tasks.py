@@ -14,7 +14,7 @@ Reads a plan as JSON on stdin:
   {"url", "token", "tasks": true, "steps": [
      {"op": "call", "tool", "args"},          # the raw answer: a task handle or a result
      {"op": "call_resolved", "tool", "args"}, # Client.call_tool: the claim polls to the end
-     {"op": "get", "task"}, {"op": "cancel", "task"},
+     {"op": "get", "task"}, {"op": "cancel", "task"}, {"op": "update", "task", "responses"},
      {"op": "until", "task", "statuses": [...], "timeout_s"},  # polls tasks/get
      {"op": "touch", "path"}]}
 "$task" in a step names the last task handle a call returned. Prints one
@@ -58,6 +58,15 @@ class TaskIdParams(RequestParams):
 
 class GetTaskRequest(Request[TaskIdParams, Literal["tasks/get"]]):
     method: Literal["tasks/get"] = "tasks/get"
+    name_param = "taskId"
+
+
+class UpdateTaskParams(TaskIdParams):
+    input_responses: dict[str, Any]
+
+
+class UpdateTaskRequest(Request[UpdateTaskParams, Literal["tasks/update"]]):
+    method: Literal["tasks/update"] = "tasks/update"
     name_param = "taskId"
 
 
@@ -117,6 +126,10 @@ async def step(client, s, last):
         return {"task": await get_task(session, task_id)}
     if op == "cancel":
         await session.send_request(CancelTaskRequest(params=TaskIdParams(task_id=task_id)), ANY)
+        return {"ok": True}
+    if op == "update":
+        params = UpdateTaskParams(task_id=task_id, input_responses=s.get("responses", {}))
+        await session.send_request(UpdateTaskRequest(params=params), ANY)
         return {"ok": True}
     if op == "until":
         task, seen = await poll(session, task_id, set(s["statuses"]), s.get("timeout_s", 30))

@@ -246,6 +246,14 @@ pub(super) async fn get_task(b: &Bound, raw: &str) -> Result<GetTaskResult, Erro
     Ok(GetTaskResult::new(task))
 }
 
+/// `tasks/update`: no task of ours ever asks its client for input (an
+/// `input_required` task waits on a person, with no `inputRequests`), so
+/// responses are acknowledged and ignored, as the extension says of keys
+/// that are not outstanding; another workspace's task is `-32602`.
+pub(super) async fn update_task(b: &Bound, raw: &str) -> Result<(), ErrorData> {
+    owned(b, raw).await.map(|_| ())
+}
+
 /// `tasks/cancel`: a delegation in flight fails as canceled by its caller
 /// (the callee's inbox is told, as for an A2A cancel); one that is over
 /// already, or an approval request (decided by a person or its expiry,

@@ -22,7 +22,7 @@ use rmcp::model::{
     CallToolRequestParams, CallToolResponse, CallToolResult, CancelTaskParams, ContentBlock,
     ErrorData, Extensions, GetTaskParams, GetTaskResult, Implementation, JsonObject,
     ListToolsResult, PaginatedRequestParams, ServerCapabilities, ServerConfig, Tool,
-    ToolAnnotations,
+    ToolAnnotations, UpdateTaskParams,
 };
 use rmcp::service::RequestContext;
 use rmcp::{RoleServer, ServerHandler};
@@ -146,6 +146,15 @@ impl ServerHandler for MoleculeMcp {
     ) -> Result<GetTaskResult, ErrorData> {
         let b = self.bound(&context.extensions)?;
         tasks::get_task(&b, &request.task_id).await
+    }
+
+    async fn update_task(
+        &self,
+        request: UpdateTaskParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<(), ErrorData> {
+        let b = self.bound(&context.extensions)?;
+        tasks::update_task(&b, &request.task_id).await
     }
 
     async fn cancel_task(
