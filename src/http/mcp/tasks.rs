@@ -84,17 +84,17 @@ fn result_object(value: &Value) -> Result<JsonObject, ErrorData> {
 /// it, if any.
 fn delegation_task(d: &Delegation, waiting: Option<&Approval>) -> Result<DetailedTask, ErrorData> {
     let task = base(d.id, d.created_at, d.updated_at);
-    let (payload, message) = match d.status {
-        DelegationStatus::Completed => (
+    let (payload, message) = match (d.status, waiting) {
+        (DelegationStatus::Completed, _) => (
             TaskPayload::Completed {
                 result: result_object(&status_view(d))?,
             },
             "the peer answered".to_owned(),
         ),
-        DelegationStatus::Failed if d.error_detail.as_deref() == Some(CANCELED_BY_CALLER) => {
+        (DelegationStatus::Failed, _) if d.error_detail.as_deref() == Some(CANCELED_BY_CALLER) => {
             (TaskPayload::Cancelled, CANCELED_BY_CALLER.to_owned())
         }
-        DelegationStatus::Failed => {
+        (DelegationStatus::Failed, _) => {
             let detail = d.error_detail.clone().unwrap_or_default();
             let mut error = JsonObject::new();
             error.insert("code".into(), json!(DELEGATION_FAILED));
@@ -105,20 +105,17 @@ fn delegation_task(d: &Delegation, waiting: Option<&Approval>) -> Result<Detaile
             error.insert("data".into(), status_view(d));
             (TaskPayload::Failed { error }, detail)
         }
-        _ if waiting.is_some() => {
-            let a = waiting.expect("BUG: checked just above");
-            (
-                TaskPayload::InputRequired {
-                    input_requests: InputRequests::new(),
-                },
-                format!("the peer waits for an approval decision: {}", a.action),
-            )
-        }
-        DelegationStatus::Stuck => (
+        (_, Some(a)) => (
+            TaskPayload::InputRequired {
+                input_requests: InputRequests::new(),
+            },
+            format!("the peer waits for an approval decision: {}", a.action),
+        ),
+        (DelegationStatus::Stuck, None) => (
             TaskPayload::Working,
             "the peer has gone silent; it may still finish".to_owned(),
         ),
-        s => (TaskPayload::Working, format!("the delegation is {s}")),
+        (s, None) => (TaskPayload::Working, format!("the delegation is {s}")),
     };
     Ok(DetailedTask::new(
         task.with_status_message(message),
