@@ -224,10 +224,23 @@ pub(super) async fn create_approval(
     ws: LiveWorkspace<WorkspaceItself>,
     Json(body): Json<NewApprovalRequest>,
 ) -> Result<(StatusCode, Json<ApprovalCreated>)> {
+    let created = request_approval(&state, ws.row.id, body).await?;
+    Ok((StatusCode::CREATED, Json(created)))
+}
+
+/// Asks for approval as workspace `me` (checked live by the caller): the
+/// rules, the rows, the announcement and the audit row of
+/// `POST /workspaces/:id/approvals`, shared with the MCP tool
+/// `request_approval`.
+pub(crate) async fn request_approval(
+    state: &AppState,
+    me: WorkspaceId,
+    body: NewApprovalRequest,
+) -> Result<ApprovalCreated> {
     let new = checked(body)?;
     let (a, inbox) = state
         .store
-        .create_approval(ws.row.id, &new, domain::now())
+        .create_approval(me, &new, domain::now())
         .await?
         .ok_or_else(Error::workspace_not_found)?;
     crate::jobs::announce_approval(&state.bus, &state.metrics, &a, inbox.as_ref()).await;
@@ -240,14 +253,13 @@ pub(super) async fn create_approval(
             "approver_id": a.approver_id,
             "on_expiry": a.on_expiry.as_str(),
         }));
-    super::audit::record(&state, entry).await;
-    let created = ApprovalCreated {
+    super::audit::record(state, entry).await;
+    Ok(ApprovalCreated {
         approval_id: a.id,
         status: a.status.as_str().to_owned(),
         approver_id: a.approver_id,
         expires_at: a.expires_at,
-    };
-    Ok((StatusCode::CREATED, Json(created)))
+    })
 }
 
 /// A workspace's approval requests (or, `role=decider`, those it may decide).

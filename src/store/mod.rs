@@ -98,6 +98,7 @@ areas! {
     blobs: BlobChunkStore,
     schedules: ScheduleStore,
     a2a_tasks: A2aTaskStore,
+    mcp_tasks: McpTaskStore,
     approvals: ApprovalStore,
     instructions: InstructionStore,
     audit: AuditStore,

@@ -25,6 +25,7 @@ mod hardening;
 mod inbox;
 mod instructions;
 mod mcp;
+mod mcp_tasks;
 mod memory;
 mod pending;
 mod plugins;

@@ -19,8 +19,8 @@ use crate::helpers::{spawn_app, spawn_app_with, Engine, Options, TestApp, Ws};
 use crate::on_both_engines;
 use molecule::rate::Rate;
 
-/// The eight tools, in the order the server lists them.
-const TOOLS: [&str; 8] = [
+/// The ten tools, in the order the server lists them.
+const TOOLS: [&str; 10] = [
     "list_peers",
     "get_workspace_info",
     "delegate_task",
@@ -29,16 +29,23 @@ const TOOLS: [&str; 8] = [
     "send_message_to_user",
     "commit_memory",
     "recall_memory",
+    "request_approval",
+    "check_approval",
 ];
 
-fn mcp_url(app: &TestApp, ws: &Ws) -> String {
+pub(crate) fn mcp_url(app: &TestApp, ws: &Ws) -> String {
     app.url(&format!("/workspaces/{}/mcp", ws.id))
 }
 
 /// Runs one plan through the Python client; its JSON report.
 async fn run_client(plan: Value) -> Option<Value> {
+    run_script("mcp_session.py", plan).await
+}
+
+/// Runs one plan through a client script of tests/clients; its JSON report.
+pub(crate) async fn run_script(name: &str, plan: Value) -> Option<Value> {
     let python = clients::python()?;
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/clients/mcp_session.py");
+    let script = format!("{}/tests/clients/{name}", env!("CARGO_MANIFEST_DIR"));
     let mut child = Command::new(python)
         .arg(script)
         .stdin(Stdio::piped())
@@ -63,7 +70,7 @@ async fn run_client(plan: Value) -> Option<Value> {
 }
 
 /// One tool result's text parsed as JSON, asserting it is not an error.
-fn ok_json(result: &Value, what: &str) -> Value {
+pub(crate) fn ok_json(result: &Value, what: &str) -> Value {
     assert_eq!(result["is_error"], false, "{what}: {result}");
     serde_json::from_str(result["text"].as_str().unwrap()).unwrap_or_else(|e| panic!("{what}: {e}"))
 }
@@ -250,7 +257,11 @@ async fn every_tool_answers_through_the_official_client(engine: Engine) {
         "transport": "sse", "mode": "legacy",
         "calls": [{"tool": "check_task_status", "args": {"task_id": did}}]});
     let report = run_client(plan).await.unwrap();
-    assert_eq!(report["tools"].as_array().unwrap().len(), 8, "{report}");
+    assert_eq!(
+        report["tools"].as_array().unwrap().len(),
+        TOOLS.len(),
+        "{report}"
+    );
     let status = ok_json(&report["results"][0], "check_task_status over SSE");
     assert_eq!(status["status"], "queued");
     assert_eq!(status["workspace_id"], b.id.as_str());
@@ -354,7 +365,7 @@ async fn a_token_over_its_rate_gets_429_with_retry_after_and_is_counted(engine: 
         !names.contains(&"send_message_to_user"),
         "hidden by the flag: {names:?}"
     );
-    assert_eq!(names.len(), 7);
+    assert_eq!(names.len(), 9);
     let call = json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call",
         "params": {"name": "send_message_to_user", "arguments": {"message": "hi"}}});
     let (_, _, body) = rpc(&app, &a.id, &a.token, call).await;

@@ -1294,3 +1294,88 @@ async fn usage_sums_by_day_and_budgets_cover_the_subtree(engine: Engine) {
     assert!(store.mark_budget_warned(root, march).await.unwrap());
 }
 on_both_engines!(usage_sums_by_day_and_budgets_cover_the_subtree);
+
+async fn a_caller_cancels_only_its_own_delegation_in_flight_once(engine: Engine) {
+    let Some((store, _dir)) = open(engine).await else {
+        return;
+    };
+    let t = now();
+    let [a, b, c] = [WorkspaceId::new(), WorkspaceId::new(), WorkspaceId::new()];
+    for (id, name) in [(a, "a"), (b, "b"), (c, "c")] {
+        store
+            .create_workspace(
+                id,
+                &new_ws(name, DeliveryMode::Poll),
+                AuthToken::generate().key(),
+                t,
+            )
+            .await
+            .unwrap();
+    }
+    let new = NewDelegation {
+        id: molecule::domain::DelegationId::new(),
+        caller: molecule::domain::Caller::Workspace(a),
+        callee_id: b,
+        task: "index the wiki".into(),
+        idempotency_key: "k".into(),
+        deadline_at: None,
+    };
+    let inbox = NewActivity {
+        activity_type: "a2a_receive".into(),
+        method: Some("delegate".into()),
+        ..Default::default()
+    };
+    store.create_delegation(&new, &inbox, t).await.unwrap();
+    let notice = NewActivity {
+        activity_type: "a2a_receive".into(),
+        method: Some("task_canceled".into()),
+        ..Default::default()
+    };
+
+    // Another workspace (even the callee) cannot cancel it: nothing written.
+    for other in [b, c] {
+        let out = store
+            .cancel_caller_delegation(other, new.id, &notice, t)
+            .await
+            .unwrap();
+        assert_eq!(out, CallerCanceled::NotFound, "as {other}");
+    }
+    assert_eq!(activity_rows(&store, b, 10).await.len(), 1);
+
+    let out = store
+        .cancel_caller_delegation(a, new.id, &notice, t)
+        .await
+        .unwrap();
+    let CallerCanceled::Applied {
+        moved,
+        notice: told,
+    } = out
+    else {
+        panic!("applied: {out:?}")
+    };
+    assert_eq!(moved.from, molecule::domain::DelegationStatus::Queued);
+    assert_eq!(
+        moved.delegation.status,
+        molecule::domain::DelegationStatus::Failed
+    );
+    assert_eq!(
+        moved.delegation.error_detail.as_deref(),
+        Some(CANCELED_BY_CALLER)
+    );
+    assert_eq!(moved.delegation.completed_at, Some(t));
+    assert_eq!(told.workspace_id, b);
+    assert_eq!(told.row.method.as_deref(), Some("task_canceled"));
+    assert!(moved.result_row.is_some(), "the caller's result row");
+
+    // Twice: over already, nothing more written.
+    let out = store
+        .cancel_caller_delegation(a, new.id, &notice, t)
+        .await
+        .unwrap();
+    assert!(
+        matches!(out, CallerCanceled::Over(ref d) if d.id == new.id),
+        "{out:?}"
+    );
+    assert_eq!(activity_rows(&store, b, 10).await.len(), 2);
+}
+on_both_engines!(a_caller_cancels_only_its_own_delegation_in_flight_once);

@@ -31,7 +31,9 @@
 //! `Retry-After` and a JSON-RPC error, counted in
 //! `molecule_mcp_rate_limited_total`.
 
+mod approvals;
 mod legacy;
+mod tasks;
 mod tools;
 
 use std::sync::{Arc, OnceLock};

@@ -1,9 +1,11 @@
-//! The eight platform tools of Molecule's MCP server, with Molecule's names
+//! The ten platform tools of Molecule's MCP server, with Molecule's names
 //! and argument names so its docs and prompts keep working, served through
 //! the official Rust SDK (`rmcp`) as one [`ServerHandler`]. Every tool is a
 //! thin call into the code behind the matching HTTP route (peers, the
-//! delegation ledger, memory, `/notify`), acting as the workspace whose own
-//! token the request carried: there is no second copy of any rule.
+//! delegation ledger, memory, `/notify`, approvals), acting as the workspace
+//! whose own token the request carried: there is no second copy of any rule.
+//! A client that declares the Tasks extension gets `delegate_task` and
+//! `request_approval` as tasks ([`super::tasks`]).
 //!
 //! Errors, by whose problem they are: arguments that do not fit the tool's
 //! JSON Schema (missing, mistyped or unknown fields) and unknown tools are
@@ -15,10 +17,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::http::StatusCode;
 use rmcp::model::{
-    CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, ErrorData, Extensions,
-    Implementation, JsonObject, ListToolsResult, PaginatedRequestParams, ServerCapabilities,
-    ServerConfig, Tool, ToolAnnotations,
+    CallToolRequestParams, CallToolResponse, CallToolResult, CancelTaskParams, ContentBlock,
+    ErrorData, Extensions, GetTaskParams, GetTaskResult, Implementation, JsonObject,
+    ListToolsResult, PaginatedRequestParams, ServerCapabilities, ServerConfig, Tool,
+    ToolAnnotations, UpdateTaskParams,
 };
 use rmcp::service::RequestContext;
 use rmcp::{RoleServer, ServerHandler};
@@ -28,11 +32,12 @@ use serde_json::{json, Value};
 use tokio::sync::broadcast::error::RecvError;
 
 use super::super::auth::Principal;
-use super::super::delegations::{delegate, NewDelegationRequest};
+use super::super::delegations::{delegate, DelegationCreated, NewDelegationRequest};
 use super::super::memories::{commit, recall, CommitMemory, RecallParams};
 use super::super::messages::{notify, Notify};
 use super::super::peers::peers_of;
 use super::super::{AppState, Error};
+use super::{approvals, tasks};
 use crate::domain::{self, Caller, DelegationId, WorkspaceId};
 use crate::events::Event;
 use crate::store::Delegation;
@@ -81,14 +86,21 @@ impl MoleculeMcp {
 
 impl ServerHandler for MoleculeMcp {
     fn get_info(&self) -> ServerConfig {
-        ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
-            .with_server_info(Implementation::new("molecule", env!("CARGO_PKG_VERSION")))
-            .with_instructions(
-                "Molecule workspace tools: list_peers shows who you may reach; delegate_task \
+        ServerConfig::new(
+            ServerCapabilities::builder()
+                .enable_tools()
+                .enable_tasks()
+                .build(),
+        )
+        .with_server_info(Implementation::new("molecule", env!("CARGO_PKG_VERSION")))
+        .with_instructions(
+            "Molecule workspace tools: list_peers shows who you may reach; delegate_task \
                  hands a task to a peer and waits up to 30 s for its answer (delegate_task_async \
                  returns at once; poll check_task_status with the id); commit_memory and \
-                 recall_memory keep facts; send_message_to_user writes to the operator's chat.",
-            )
+                 recall_memory keep facts; send_message_to_user writes to the operator's chat; \
+                 request_approval asks a person before a risky action (check_approval reads \
+                 the decision).",
+        )
     }
 
     async fn list_tools(
@@ -109,19 +121,83 @@ impl ServerHandler for MoleculeMcp {
     ) -> Result<CallToolResponse, ErrorData> {
         let b = self.bound(&context.extensions)?;
         let args = request.arguments.unwrap_or_default();
-        let result = call(&b, &request.name, args).await?;
-        let outcome = if result.is_error == Some(true) {
-            "error"
+        let response = if tasks::wanted(&context) && TASK_TOOLS.contains(&&*request.name) {
+            call_as_task(&b, &request.name, args).await?
         } else {
-            "ok"
+            call(&b, &request.name, args).await?.into()
+        };
+        let outcome = match &response {
+            CallToolResponse::Complete(r) if r.is_error == Some(true) => "error",
+            CallToolResponse::Task(_) => "task",
+            _ => "ok",
         };
         b.state
             .metrics
             .mcp_tool_calls
             .with_label_values(&[&request.name, outcome])
             .inc();
-        Ok(result.into())
+        Ok(response)
     }
+
+    async fn get_task(
+        &self,
+        request: GetTaskParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<GetTaskResult, ErrorData> {
+        let b = self.bound(&context.extensions)?;
+        tasks::get_task(&b, &request.task_id).await
+    }
+
+    async fn update_task(
+        &self,
+        request: UpdateTaskParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<(), ErrorData> {
+        let b = self.bound(&context.extensions)?;
+        tasks::update_task(&b, &request.task_id).await
+    }
+
+    async fn cancel_task(
+        &self,
+        request: CancelTaskParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<(), ErrorData> {
+        let b = self.bound(&context.extensions)?;
+        tasks::cancel_task(&b, &request.task_id).await
+    }
+}
+
+/// The tools a task-capable client gets as a task: those that wait.
+const TASK_TOOLS: [&str; 2] = ["delegate_task", "request_approval"];
+
+/// A [`TASK_TOOLS`] call as a task handle; a refused call (bad arguments
+/// aside) is the same `isError` result as without tasks.
+async fn call_as_task(
+    b: &Bound,
+    name: &str,
+    raw: JsonObject,
+) -> Result<CallToolResponse, ErrorData> {
+    let (state, me) = (&b.state, b.workspace);
+    let task = if name == "request_approval" {
+        let a: approvals::RequestArgs = args(name, raw)?;
+        match approvals::create(state, me, a).await {
+            Ok((row, _)) => tasks::approval_task(&row)?,
+            Err(e) => return answer::<Value>(Err(e)).map(Into::into),
+        }
+    } else {
+        let a: DelegateArgs = args(name, raw)?;
+        if a.idempotency_key.is_some() {
+            return Err(ErrorData::invalid_params(
+                "invalid arguments for tool delegate_task: unknown field `idempotency_key`",
+                None,
+            ));
+        }
+        match delegation(state, me, a).await {
+            Ok(d) => tasks::delegation_state(state, &d).await?,
+            Err(e) => return answer::<Value>(Err(e)).map(Into::into),
+        }
+    };
+    Ok(CallToolResponse::Task(tasks::created(task)))
 }
 
 /// A tool's name, what it is for and its input schema.
@@ -132,7 +208,7 @@ struct ToolSpec {
     read_only: bool,
 }
 
-const TOOLS: [ToolSpec; 8] = [
+const TOOLS: [ToolSpec; 10] = [
     ToolSpec {
         name: "list_peers",
         description: "List the workspaces this workspace may reach (its parent, children and \
@@ -219,6 +295,24 @@ const TOOLS: [ToolSpec; 8] = [
                     "scope": {"type": "string", "enum": ["LOCAL", "TEAM", "GLOBAL"],
                         "description": "only this scope"}}})
         },
+        read_only: true,
+    },
+    ToolSpec {
+        name: "request_approval",
+        description: "Ask a person (your parent workspace or the operator) to approve an action \
+            before you take it. Returns {approval_id, status: pending|approved|denied, decided_by, \
+            note, …}; with wait_s it waits up to that many seconds (at most 30) for the decision. \
+            While pending, call check_approval with approval_id. Act only on approved; on denied, \
+            read note.",
+        schema: approvals::request_schema,
+        read_only: false,
+    },
+    ToolSpec {
+        name: "check_approval",
+        description: "The state of one of your approval requests: status (pending, approved, \
+            denied), decided_by (operator, a workspace id, or expired), note, expires_at. With \
+            wait_s it waits up to that many seconds (at most 30) while the request is pending.",
+        schema: approvals::check_schema,
         read_only: true,
     },
 ];
@@ -362,6 +456,14 @@ async fn call(b: &Bound, name: &str, raw: JsonObject) -> Result<CallToolResult, 
             };
             answer(recall(state, me, params).await)
         }
+        "request_approval" => {
+            let a: approvals::RequestArgs = args(name, raw)?;
+            answer(approvals::request_tool(state, me, a).await)
+        }
+        "check_approval" => {
+            let a: approvals::CheckArgs = args(name, raw)?;
+            answer(approvals::check_tool(state, me, a).await)
+        }
         _ => Err(ErrorData::invalid_params(
             format!("Unknown tool: {name}"),
             None,
@@ -423,15 +525,9 @@ async fn delegate_tool(
     a: DelegateArgs,
     wait: bool,
 ) -> Result<Value, Error> {
-    let target: WorkspaceId = parse_id("workspace_id", &a.workspace_id)?;
-    let body = NewDelegationRequest {
-        task: a.task,
-        idempotency_key: a.idempotency_key,
-        deadline_s: None,
-    };
     // Subscribed before the row exists, so no move of it can be missed.
     let events = state.bus.subscribe();
-    let (_, created) = delegate(state, Caller::Workspace(me), target, body).await?;
+    let (_, created) = new_delegation(state, me, a).await?;
     let id = created.delegation_id;
     if !wait {
         return Ok(json!({"task_id": id, "status": created.status,
@@ -447,6 +543,35 @@ async fn delegate_tool(
         ));
     }
     Ok(out)
+}
+
+/// Makes the delegation of a `delegate_task*` call (the `/delegate` route's code).
+async fn new_delegation(
+    state: &AppState,
+    me: WorkspaceId,
+    a: DelegateArgs,
+) -> Result<(StatusCode, DelegationCreated), Error> {
+    let target: WorkspaceId = parse_id("workspace_id", &a.workspace_id)?;
+    let body = NewDelegationRequest {
+        task: a.task,
+        idempotency_key: a.idempotency_key,
+        deadline_s: None,
+    };
+    delegate(state, Caller::Workspace(me), target, body).await
+}
+
+/// The ledger row of a new delegation (for its task).
+async fn delegation(
+    state: &AppState,
+    me: WorkspaceId,
+    a: DelegateArgs,
+) -> Result<Delegation, Error> {
+    let (_, created) = new_delegation(state, me, a).await?;
+    state
+        .store
+        .get_delegation(created.delegation_id)
+        .await?
+        .ok_or_else(|| Error::NotFound("delegation not found".into()))
 }
 
 /// The delegation once it completed or failed, or as it stands after
@@ -499,7 +624,7 @@ async fn task_status(state: &AppState, me: WorkspaceId, raw: &str) -> Result<Val
 }
 
 /// The ledger row as the tools show it.
-fn status_view(d: &Delegation) -> Value {
+pub(super) fn status_view(d: &Delegation) -> Value {
     let heartbeat_age_s = d
         .last_heartbeat_at
         .map(|t| (domain::now() - t).num_seconds().max(0));
