@@ -428,7 +428,9 @@ impl Call<'_> {
             )));
         }
         let tid = task.delegation.id;
-        if !immediate && !TaskState::of(&task).is_terminal() {
+        if !immediate && !TaskState::of(&task).is_interrupted() {
+            // Until the task ends, or is interrupted: its agent asked for
+            // an approval naming it (A2A's blocking waits for either).
             let wait = async {
                 loop {
                     match events.recv().await {
@@ -436,6 +438,13 @@ impl Call<'_> {
                             if m.delegation_id == tid && m.status.is_terminal() =>
                         {
                             return
+                        }
+                        Ok(Event::Approval(m)) if m.workspace_id == self.id => {
+                            if let Ok(Some(t)) = self.state.store.get_a2a_task(self.id, tid).await {
+                                if TaskState::of(&t).is_interrupted() {
+                                    return;
+                                }
+                            }
                         }
                         Err(RecvError::Closed) => return,
                         _ => {}
@@ -500,6 +509,8 @@ impl Call<'_> {
                     &inbox,
                 )
                 .await;
+                let actor = super::delegations::actor_of(self.caller);
+                super::delegations::audit_created(self.state, actor, &delegation).await;
                 delegation.id
             }
             Delegated::Existing(d) => d.id,
@@ -551,14 +562,15 @@ impl Call<'_> {
                 }
             },
         };
-        let (statuses, canceled) = match params.get("status").and_then(Value::as_str) {
-            None | Some("") | Some("TASK_STATE_UNSPECIFIED") => (Vec::new(), None),
-            Some(name) => TaskState::parse(name)
-                .ok_or_else(|| {
-                    RpcError::invalid_params(format!("no task is ever in state {name:?} here"))
-                })?
-                .ledger(),
-        };
+        let (statuses, canceled, awaiting_approval) =
+            match params.get("status").and_then(Value::as_str) {
+                None | Some("") | Some("TASK_STATE_UNSPECIFIED") => (Vec::new(), None, None),
+                Some(name) => TaskState::parse(name)
+                    .ok_or_else(|| {
+                        RpcError::invalid_params(format!("no task is ever in state {name:?} here"))
+                    })?
+                    .ledger(),
+            };
         let after = match params.get("pageToken").and_then(Value::as_str) {
             None | Some("") => None,
             Some(t) => Some(t.parse().map_err(|_| {
@@ -576,6 +588,7 @@ impl Call<'_> {
                 .map(str::to_owned),
             statuses,
             canceled,
+            awaiting_approval,
             after,
             limit: page + 1,
         })
