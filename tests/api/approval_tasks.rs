@@ -2,7 +2,8 @@
 //! link is the approval request's `task_id`, which names the task (the
 //! delegation id) and is made by the task's own agent. GetTask, ListTasks'
 //! filter, a blocking send and a task's stream all show it, and the task
-//! returns to working once the request is decided — on both engines.
+//! returns to working once the request is decided — on both engines, and
+//! through the official Python client (`a2a-sdk`) over 1.0 and 0.3.
 
 use std::time::{Duration, Instant};
 
@@ -267,3 +268,74 @@ async fn a_blocking_send_and_a_stream_see_input_required(engine: Engine) {
     app.stop().await;
 }
 on_both_engines!(a_blocking_send_and_a_stream_see_input_required);
+
+/// The official Python client (`a2a-sdk`, unmodified) over `version`'s
+/// interface: its blocking send returns the task input-required with the
+/// reason, and GetTask reads it submitted again after the decision.
+async fn python_client_sees_input_required(engine: Engine, version: &str) {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+
+    let Some(python) = crate::clients::python() else {
+        return;
+    };
+    let Some(mut app) = spawn_app(engine).await else {
+        return;
+    };
+    let boss = app.create_poll_workspace_under("boss", None).await;
+    let kid = app.create_poll_workspace_under("kid", Some(&boss)).await;
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/clients/a2a_input_required.py"
+    );
+    let mut client = tokio::process::Command::new(python)
+        .arg(script)
+        .args([&app.address, &kid.id, &boss.token, version])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(client.stdout.take().unwrap()).lines();
+    // The agent's side: the task arrives (a long poll), it asks.
+    let (_, rows) = app.activity(&kid, "type=a2a_receive&wait=30").await;
+    let tid = rows[0]["request_body"]["delegation_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let aid = ask(&app, &kid, "rotate production keys", &tid).await;
+    let first = tokio::time::timeout(Duration::from_secs(60), lines.next_line())
+        .await
+        .expect("the client's send returned in time")
+        .unwrap()
+        .expect("a line from the client");
+    let first: Value = serde_json::from_str(&first).unwrap();
+    assert_eq!(first["task_id"], tid);
+    decide(&app, &kid, &aid, "approved").await;
+    let mut stdin = client.stdin.take().unwrap();
+    stdin.write_all(b"decided\n").await.unwrap();
+    drop(stdin);
+    let last = tokio::time::timeout(Duration::from_secs(60), lines.next_line())
+        .await
+        .expect("the client finished in time")
+        .unwrap()
+        .expect("the client's report");
+    let seen: Value = serde_json::from_str(&last).unwrap();
+    assert_eq!(
+        seen,
+        json!({"task_id": tid, "sent_state": "TASK_STATE_INPUT_REQUIRED",
+            "sent_status_text": ["waiting for approval: rotate production keys"],
+            "after_state": "TASK_STATE_SUBMITTED"})
+    );
+    assert!(client.wait().await.unwrap().success());
+    app.stop().await;
+}
+
+async fn python_client_v1(engine: Engine) {
+    python_client_sees_input_required(engine, "1.0").await;
+}
+on_both_engines!(python_client_v1);
+
+async fn python_client_v03(engine: Engine) {
+    python_client_sees_input_required(engine, "0.3").await;
+}
+on_both_engines!(python_client_v03);
