@@ -18,7 +18,7 @@ use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{json, Value};
-use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::broadcast::{self, error::RecvError};
 
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -429,30 +429,8 @@ impl Call<'_> {
         }
         let tid = task.delegation.id;
         if !immediate && !TaskState::of(&task).is_interrupted() {
-            // Until the task ends, or is interrupted: its agent asked for
-            // an approval naming it (A2A's blocking waits for either).
-            let wait = async {
-                loop {
-                    match events.recv().await {
-                        Ok(Event::Delegation(m))
-                            if m.delegation_id == tid && m.status.is_terminal() =>
-                        {
-                            return
-                        }
-                        Ok(Event::Approval(m)) if m.workspace_id == self.id => {
-                            if let Ok(Some(t)) = self.state.store.get_a2a_task(self.id, tid).await {
-                                if TaskState::of(&t).is_interrupted() {
-                                    return;
-                                }
-                            }
-                        }
-                        Err(RecvError::Closed) => return,
-                        _ => {}
-                    }
-                }
-            };
             tokio::select! {
-                _ = wait => {}
+                _ = self.interrupted(&mut events, tid) => {}
                 _ = tokio::time::sleep(BLOCKING_WAIT) => {}
                 _ = self.state.shutdown.cancelled() => {}
             }
@@ -468,6 +446,27 @@ impl Call<'_> {
             Dialect::V1 => json!({ "task": json }),
             Dialect::V03 => json,
         }))
+    }
+
+    /// Returns once task `tid` ends, or is interrupted: its agent asked
+    /// for an approval naming it (A2A's blocking send waits for either).
+    async fn interrupted(&self, events: &mut broadcast::Receiver<Event>, tid: DelegationId) {
+        loop {
+            match events.recv().await {
+                Ok(Event::Delegation(m)) if m.delegation_id == tid && m.status.is_terminal() => {
+                    return
+                }
+                Ok(Event::Approval(m)) if m.workspace_id == self.id => {
+                    if let Ok(Some(t)) = self.state.store.get_a2a_task(self.id, tid).await {
+                        if TaskState::of(&t).is_interrupted() {
+                            return;
+                        }
+                    }
+                }
+                Err(RecvError::Closed) => return,
+                _ => {}
+            }
+        }
     }
 
     /// The task a message makes: a new one, or the one a repeat of its

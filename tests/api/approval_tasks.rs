@@ -162,11 +162,11 @@ async fn get_reads_input_required_until_the_decision(engine: Engine) {
     // ListTasks filters by it, and a working filter leaves it out.
     assert_eq!(
         listed(&app, &kid, "TASK_STATE_INPUT_REQUIRED").await,
-        [tid.clone()]
+        [tid.as_str()]
     );
     assert_eq!(
         listed(&app, &kid, "TASK_STATE_WORKING").await,
-        [other.clone()]
+        [other.as_str()]
     );
 
     // Decided (denied, say): working again; the agent decides what next.
