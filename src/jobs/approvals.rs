@@ -5,8 +5,8 @@
 //! the rows.
 //!
 //! Each expiry is also one audit row (`approval.expired` or
-//! `approval.escalated`, actor `system`), appended after its commit like
-//! the routes' rows.
+//! `approval.escalated`, actor `system`), appended in the expiry's own
+//! transaction.
 //!
 //! Expiry runs on time: the scheduler's one-second loop calls
 //! [`expire_due`] after each tick, and the job is also registered so a
@@ -52,16 +52,18 @@ impl Job for ExpireApprovals {
 }
 
 /// Expires every request due at `now` (up to a bound), each in its own
-/// transaction, and announces and records each. Without an auditor (a
+/// transaction with its audit row, and announces each. Without an auditor (a
 /// bare sweep pass) it expires nothing: the server's loop does, on time,
-/// and records it.
+/// with its row.
 pub async fn expire_due(cx: &JobContext, now: DateTime<Utc>) -> Result<Counts, JobError> {
     let mut out = Counts::zero(COUNTS);
     let Some(auditor) = &cx.auditor else {
         return Ok(out);
     };
+    let row = |e: &Expired| audit_entry(e).into_new();
+    let audit = auditor.within(&row);
     for _ in 0..PER_CALL {
-        let Some(expired) = cx.store.expire_next_approval(now).await? else {
+        let Some(expired) = cx.store.expire_next_approval(now, Some(&audit)).await? else {
             break;
         };
         match &expired {
@@ -74,9 +76,6 @@ pub async fn expire_due(cx: &JobContext, now: DateTime<Utc>) -> Result<Counts, J
                 announce(&cx.bus, &cx.metrics, a, inbox.as_ref()).await;
             }
         }
-        auditor
-            .record(cx.store.as_ref(), audit_entry(&expired))
-            .await;
     }
     Ok(out)
 }

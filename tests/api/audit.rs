@@ -784,3 +784,88 @@ async fn delegation_creation_is_recorded_without_the_task(engine: Engine) {
     app.stop().await;
 }
 on_both_engines!(delegation_creation_is_recorded_without_the_task);
+
+/// An approval's moves commit with their audit rows or not at all: with
+/// the chain's head unreadable (its hash edited in SQL), a request, a
+/// decision and an expiry each fail and leave nothing behind — no
+/// approval, no decision, no inbox row — and succeed once it is put back,
+/// the chain valid.
+async fn approval_moves_commit_with_their_audit_rows_or_not_at_all(engine: Engine) {
+    let Some(mut app) = spawn_app(engine).await else {
+        return;
+    };
+    let root = app.create_poll_workspace_under("root", None).await;
+    let kid = app.create_poll_workspace_under("kid", Some(&root)).await;
+    let asks = format!("/workspaces/{}/approvals", kid.id);
+    let (status, created) = app
+        .post(
+            &asks,
+            &kid.token,
+            &json!({"action": "deploy", "expires_in_s": 60}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    let aid = created["approval_id"].as_str().unwrap().to_owned();
+    let head = app.admin_audit("limit=1").await["events"][0]["hash"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(
+        app.audit_sql("UPDATE audit_head SET hash = 'not-hex' WHERE id = 1")
+            .await,
+        1
+    );
+
+    // Each move fails whole.
+    let decide = format!("{asks}/{aid}/decide");
+    let (status, body) = app
+        .post(&decide, &app.admin_token, &json!({"decision": "approved"}))
+        .await;
+    assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR, "{body}");
+    let (status, body) = app
+        .post(&asks, &kid.token, &json!({"action": "another"}))
+        .await;
+    assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR, "{body}");
+    let later = chrono::Utc::now() + chrono::Duration::seconds(61);
+    assert!(app
+        .sweeper
+        .scheduler()
+        .expire_approvals(later)
+        .await
+        .is_err());
+    let (status, listed) = app.get(&asks, &kid.token).await;
+    assert_eq!(status, StatusCode::OK);
+    let listed: Vec<(&str, &str)> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| (a["id"].as_str().unwrap(), a["status"].as_str().unwrap()))
+        .collect();
+    assert_eq!(listed, [(aid.as_str(), "pending")]);
+    let (_, inbox) = app.activity(&kid, "type=a2a_receive").await;
+    assert!(inbox.as_array().unwrap().is_empty(), "{inbox}");
+
+    // The head put back: the decision goes through, with its row.
+    app.audit_sql(&format!(
+        "UPDATE audit_head SET hash = '{head}' WHERE id = 1"
+    ))
+    .await;
+    let (status, body) = app
+        .post(&decide, &app.admin_token, &json!({"decision": "approved"}))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let page = app.admin_audit(&format!("workspace_id={}", kid.id)).await;
+    assert_eq!(
+        actions(&page),
+        [
+            "approval.decided",
+            "approval.requested",
+            "workspace.created"
+        ]
+    );
+    assert_eq!(page["chain_valid"], true);
+    let (ok, report) = app.audit_verify_cli();
+    assert!(ok, "{report}");
+    app.stop().await;
+}
+on_both_engines!(approval_moves_commit_with_their_audit_rows_or_not_at_all);
