@@ -105,7 +105,11 @@ impl Application {
         )
         .with_embedder(embedder.clone());
         let token_uses = crate::jobs::TokenUses::default();
-        let sweeper = sweeper.with_token_uses(token_uses.clone());
+        // A sweep pass's key is a throw-away (see `open_store`): rows
+        // sealed with it would break the chain, so it records nothing.
+        let sweeper = sweeper
+            .with_token_uses(token_uses.clone())
+            .with_auditor(matches!(role, Role::Serve).then(|| audit.clone()));
         let state = AppState {
             store,
             blobs,

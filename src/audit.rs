@@ -9,17 +9,24 @@
 //! 0600), needs no second file to back up, and is never the same bytes as
 //! the key that seals secrets.
 //!
-//! A row is written after the change it records has committed, in its own
-//! transaction: a failed append is logged and counted, never undoes the
+//! Most rows are written after the change they record has committed, in
+//! their own transaction: a failed append is logged, never undoes the
 //! change (the change's own tables stay the truth; the trail is its
-//! tamper-evident account).
+//! tamper-evident account). Where the change is one store transaction
+//! that can take the row along cheaply (approval requests, decisions and
+//! expiries: [`Auditor::within`]), the row is appended inside it, so the
+//! two commit together or not at all. Elsewhere that would mean holding
+//! the chain's head lock, which serialises every audited change of the
+//! fleet, across a change's whole transaction (an org import, an
+//! instruction's inbox fan-out), and threading the key through each
+//! store area; an append after the commit costs one short transaction.
 
 use serde_json::Value;
 
 use crate::domain::audit::{Actor, AuditKey, Broken, Checker};
 use crate::domain::WorkspaceId;
 use crate::secrets::SecretsKey;
-use crate::store::{AuditRecord, NewAuditEvent, Store, StoreResult};
+use crate::store::{AuditIn, AuditRecord, NewAuditEvent, Store, StoreResult};
 
 /// How many rows one page of the chain check reads.
 const VERIFY_PAGE: i64 = 1000;
@@ -65,7 +72,8 @@ impl Entry {
         self
     }
 
-    fn into_new(self) -> NewAuditEvent {
+    /// The row as the store appends it.
+    pub(crate) fn into_new(self) -> NewAuditEvent {
         NewAuditEvent {
             actor: self.actor.to_string(),
             action: self.action,
@@ -117,6 +125,18 @@ impl Auditor {
     pub fn new(key: &SecretsKey) -> Self {
         Self {
             key: key.audit_key(),
+        }
+    }
+
+    /// The row `row` makes of a change's outcome, for the store to append
+    /// in the change's own transaction.
+    pub(crate) fn within<'a, T: ?Sized>(
+        &'a self,
+        row: &'a (dyn Fn(&T) -> NewAuditEvent + Send + Sync),
+    ) -> AuditIn<'a, T> {
+        AuditIn {
+            key: &self.key,
+            row,
         }
     }
 

@@ -150,6 +150,7 @@ impl Sweeper {
                 embedder: None,
                 forwarder: None,
                 token_uses: TokenUses::default(),
+                auditor: None,
             },
         }
     }
@@ -169,6 +170,13 @@ impl Sweeper {
     /// Writes the last-used stamps `uses` collects (the server's).
     pub fn with_token_uses(mut self, uses: TokenUses) -> Self {
         self.cx.token_uses = uses;
+        self
+    }
+
+    /// Records what the jobs change on their own (approval expiry and
+    /// escalation) with `auditor`: the server's.
+    pub fn with_auditor(mut self, auditor: Option<crate::audit::Auditor>) -> Self {
+        self.cx.auditor = auditor;
         self
     }
 

@@ -1,6 +1,6 @@
 //! Tasks and messages on the wire, in both versions' JSON. A task is a
 //! ledger row: its A2A state is read off the delegation status (and the
-//! cancel mark), its history is the message that made it, and a completed
+//! cancel mark, and whether its agent waits on an approval), its history is the message that made it, and a completed
 //! task carries the agent's answer as a text artifact.
 
 use serde_json::{json, Value};
@@ -17,6 +17,9 @@ pub(crate) enum TaskState {
     Submitted,
     /// `dispatched`, `in_progress`, `stuck`: the agent has it.
     Working,
+    /// In flight (any of the above) while its agent waits on a pending
+    /// approval request naming the task: someone has to say yes or no.
+    InputRequired,
     /// `completed`.
     Completed,
     /// `failed`, not by a cancel.
@@ -27,9 +30,10 @@ pub(crate) enum TaskState {
 
 impl TaskState {
     /// Every state, for parsing.
-    const ALL: [TaskState; 5] = [
+    const ALL: [TaskState; 6] = [
         Self::Submitted,
         Self::Working,
+        Self::InputRequired,
         Self::Completed,
         Self::Failed,
         Self::Canceled,
@@ -37,7 +41,11 @@ impl TaskState {
 
     /// The state of a task.
     pub(crate) fn of(task: &A2aTask) -> Self {
-        match task.delegation.status {
+        let status = task.delegation.status;
+        if task.awaiting_approval.is_some() && !status.is_terminal() {
+            return Self::InputRequired;
+        }
+        match status {
             DelegationStatus::Queued => Self::Submitted,
             DelegationStatus::Dispatched
             | DelegationStatus::InProgress
@@ -53,11 +61,13 @@ impl TaskState {
         match (dialect, self) {
             (Dialect::V1, Self::Submitted) => "TASK_STATE_SUBMITTED",
             (Dialect::V1, Self::Working) => "TASK_STATE_WORKING",
+            (Dialect::V1, Self::InputRequired) => "TASK_STATE_INPUT_REQUIRED",
             (Dialect::V1, Self::Completed) => "TASK_STATE_COMPLETED",
             (Dialect::V1, Self::Failed) => "TASK_STATE_FAILED",
             (Dialect::V1, Self::Canceled) => "TASK_STATE_CANCELED",
             (Dialect::V03, Self::Submitted) => "submitted",
             (Dialect::V03, Self::Working) => "working",
+            (Dialect::V03, Self::InputRequired) => "input-required",
             (Dialect::V03, Self::Completed) => "completed",
             (Dialect::V03, Self::Failed) => "failed",
             (Dialect::V03, Self::Canceled) => "canceled",
@@ -65,7 +75,7 @@ impl TaskState {
     }
 
     /// A state by either dialect's name; `None` for a state no ledger row
-    /// can be in (`input-required`, `rejected`, …) or no state at all.
+    /// can be in (`rejected`, `auth-required`, …) or no state at all.
     pub(crate) fn parse(name: &str) -> Option<Self> {
         Self::ALL
             .into_iter()
@@ -77,16 +87,28 @@ impl TaskState {
         matches!(self, Self::Completed | Self::Failed | Self::Canceled)
     }
 
-    /// The ledger statuses of this state and whether it is the canceled
-    /// kind of `failed` (a ListTasks filter).
-    pub(crate) fn ledger(self) -> (Vec<DelegationStatus>, Option<bool>) {
+    /// Over, or waiting on someone's input: where a blocking send stops
+    /// waiting.
+    pub(crate) fn is_interrupted(self) -> bool {
+        self.is_terminal() || self == Self::InputRequired
+    }
+
+    /// This state as a ListTasks filter: the ledger statuses, whether it
+    /// is the canceled kind of `failed`, and whether the task waits on a
+    /// pending approval (in flight only).
+    pub(crate) fn ledger(self) -> (Vec<DelegationStatus>, Option<bool>, Option<bool>) {
         use DelegationStatus::*;
         match self {
-            Self::Submitted => (vec![Queued], None),
-            Self::Working => (vec![Dispatched, InProgress, Stuck], None),
-            Self::Completed => (vec![Completed], None),
-            Self::Failed => (vec![Failed], Some(false)),
-            Self::Canceled => (vec![Failed], Some(true)),
+            Self::Submitted => (vec![Queued], None, Some(false)),
+            Self::Working => (vec![Dispatched, InProgress, Stuck], None, Some(false)),
+            Self::InputRequired => (
+                vec![Queued, Dispatched, InProgress, Stuck],
+                None,
+                Some(true),
+            ),
+            Self::Completed => (vec![Completed], None, None),
+            Self::Failed => (vec![Failed], Some(false), None),
+            Self::Canceled => (vec![Failed], Some(true), None),
         }
     }
 }
@@ -237,6 +259,10 @@ fn status_json(task: &A2aTask, dialect: Dialect) -> Value {
     if let (TaskState::Failed | TaskState::Canceled, Some(err)) = (state, &d.error_detail) {
         status["message"] = message(dialect, task, &format!("{}-status", d.id), true, err);
     }
+    if let (TaskState::InputRequired, Some(action)) = (state, &task.awaiting_approval) {
+        let text = format!("waiting for approval: {action}");
+        status["message"] = message(dialect, task, &format!("{}-approval", d.id), true, &text);
+    }
     status
 }
 
@@ -306,7 +332,7 @@ mod tests {
             assert_eq!(TaskState::parse(s.name(Dialect::V1)), Some(s));
             assert_eq!(TaskState::parse(s.name(Dialect::V03)), Some(s));
         }
-        assert_eq!(TaskState::parse("TASK_STATE_INPUT_REQUIRED"), None);
+        assert_eq!(TaskState::parse("TASK_STATE_AUTH_REQUIRED"), None);
     }
 
     #[test]

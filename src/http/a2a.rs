@@ -18,7 +18,7 @@ use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{json, Value};
-use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::broadcast::{self, error::RecvError};
 
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -428,22 +428,9 @@ impl Call<'_> {
             )));
         }
         let tid = task.delegation.id;
-        if !immediate && !TaskState::of(&task).is_terminal() {
-            let wait = async {
-                loop {
-                    match events.recv().await {
-                        Ok(Event::Delegation(m))
-                            if m.delegation_id == tid && m.status.is_terminal() =>
-                        {
-                            return
-                        }
-                        Err(RecvError::Closed) => return,
-                        _ => {}
-                    }
-                }
-            };
+        if !immediate && !TaskState::of(&task).is_interrupted() {
             tokio::select! {
-                _ = wait => {}
+                _ = self.interrupted(&mut events, tid) => {}
                 _ = tokio::time::sleep(BLOCKING_WAIT) => {}
                 _ = self.state.shutdown.cancelled() => {}
             }
@@ -459,6 +446,27 @@ impl Call<'_> {
             Dialect::V1 => json!({ "task": json }),
             Dialect::V03 => json,
         }))
+    }
+
+    /// Returns once task `tid` ends, or is interrupted: its agent asked
+    /// for an approval naming it (A2A's blocking send waits for either).
+    async fn interrupted(&self, events: &mut broadcast::Receiver<Event>, tid: DelegationId) {
+        loop {
+            match events.recv().await {
+                Ok(Event::Delegation(m)) if m.delegation_id == tid && m.status.is_terminal() => {
+                    return
+                }
+                Ok(Event::Approval(m)) if m.workspace_id == self.id => {
+                    if let Ok(Some(t)) = self.state.store.get_a2a_task(self.id, tid).await {
+                        if TaskState::of(&t).is_interrupted() {
+                            return;
+                        }
+                    }
+                }
+                Err(RecvError::Closed) => return,
+                _ => {}
+            }
+        }
     }
 
     /// The task a message makes: a new one, or the one a repeat of its
@@ -500,6 +508,8 @@ impl Call<'_> {
                     &inbox,
                 )
                 .await;
+                let actor = super::delegations::actor_of(self.caller);
+                super::delegations::audit_created(self.state, actor, &delegation).await;
                 delegation.id
             }
             Delegated::Existing(d) => d.id,
@@ -551,14 +561,15 @@ impl Call<'_> {
                 }
             },
         };
-        let (statuses, canceled) = match params.get("status").and_then(Value::as_str) {
-            None | Some("") | Some("TASK_STATE_UNSPECIFIED") => (Vec::new(), None),
-            Some(name) => TaskState::parse(name)
-                .ok_or_else(|| {
-                    RpcError::invalid_params(format!("no task is ever in state {name:?} here"))
-                })?
-                .ledger(),
-        };
+        let (statuses, canceled, awaiting_approval) =
+            match params.get("status").and_then(Value::as_str) {
+                None | Some("") | Some("TASK_STATE_UNSPECIFIED") => (Vec::new(), None, None),
+                Some(name) => TaskState::parse(name)
+                    .ok_or_else(|| {
+                        RpcError::invalid_params(format!("no task is ever in state {name:?} here"))
+                    })?
+                    .ledger(),
+            };
         let after = match params.get("pageToken").and_then(Value::as_str) {
             None | Some("") => None,
             Some(t) => Some(t.parse().map_err(|_| {
@@ -576,6 +587,7 @@ impl Call<'_> {
                 .map(str::to_owned),
             statuses,
             canceled,
+            awaiting_approval,
             after,
             limit: page + 1,
         })

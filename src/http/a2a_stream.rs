@@ -1,7 +1,8 @@
 //! A2A streaming (`SendStreamingMessage` and `SubscribeToTask`): Server-Sent
 //! Events, each one a JSON-RPC response whose `result` is the task first,
 //! then an artifact update and a status update for each move of its ledger
-//! row, read off the event bus (which announces every move). The stream
+//! row (and each time its agent starts or stops waiting on an approval:
+//! `input-required`), read off the event bus (which announces every move). The stream
 //! ends when the task does (completed, failed or canceled), or with the
 //! server: a client that lost it resubscribes, or calls `GetTask` when the
 //! task ended meanwhile (the ledger row holds its final state).
@@ -56,6 +57,9 @@ impl TaskStream {
             let tid = self.last.delegation.id;
             match event {
                 Ok(Event::Delegation(m)) if m.delegation_id == tid => {}
+                // An approval request of its agent may name the task
+                // (input-required), or a decision end that wait.
+                Ok(Event::Approval(m)) if m.workspace_id == self.callee => {}
                 // Moves may have been missed: read the row again.
                 Ok(Event::Resync) | Err(RecvError::Lagged(_)) => {}
                 Ok(_) => continue,

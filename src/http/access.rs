@@ -435,6 +435,9 @@ impl CallerRule for OnBehalf {
 pub(super) struct Calling<R = AsPeer, P = ()> {
     /// Who calls.
     pub caller: Caller,
+    /// Whose token it is (the operator acting as a named workspace is
+    /// still the operator: the audit trail's actor).
+    pub principal: Principal,
     /// The route's path.
     pub path: P,
     rule: PhantomData<R>,
@@ -466,6 +469,7 @@ where
         };
         Ok(Calling {
             caller,
+            principal,
             path,
             rule: PhantomData,
         })

@@ -238,22 +238,25 @@ pub(crate) async fn request_approval(
     body: NewApprovalRequest,
 ) -> Result<ApprovalCreated> {
     let new = checked(body)?;
+    // The audit row commits with the request (see `crate::audit`).
+    let row = |a: &Approval| {
+        Entry::new(Actor::Workspace(a.workspace_id), "approval.requested")
+            .workspace(a.workspace_id)
+            .target(format!("approval:{}", a.id))
+            .details(serde_json::json!({
+                "action": a.action,
+                "task_id": a.task_id,
+                "approver_id": a.approver_id,
+                "on_expiry": a.on_expiry.as_str(),
+            }))
+            .into_new()
+    };
     let (a, inbox) = state
         .store
-        .create_approval(me, &new, domain::now())
+        .create_approval_audited(me, &new, domain::now(), Some(&state.audit.within(&row)))
         .await?
         .ok_or_else(Error::workspace_not_found)?;
     crate::jobs::announce_approval(&state.bus, &state.metrics, &a, inbox.as_ref()).await;
-    let entry = Entry::new(Actor::Workspace(a.workspace_id), "approval.requested")
-        .workspace(a.workspace_id)
-        .target(format!("approval:{}", a.id))
-        .details(serde_json::json!({
-            "action": a.action,
-            "task_id": a.task_id,
-            "approver_id": a.approver_id,
-            "on_expiry": a.on_expiry.as_str(),
-        }));
-    super::audit::record(state, entry).await;
     Ok(ApprovalCreated {
         approval_id: a.id,
         status: a.status.as_str().to_owned(),
@@ -347,22 +350,26 @@ pub(super) async fn decide_approval(
         Principal::Workspace(w) => DecidedBy::Workspace(w),
     };
     let note = body.note.as_deref().filter(|n| !n.is_empty());
+    // The audit row commits with the decision (see `crate::audit`).
+    let row = |a: &Approval| {
+        Entry::new(super::audit::actor(who), "approval.decided")
+            .workspace(a.workspace_id)
+            .target(format!("approval:{}", a.id))
+            .details(serde_json::json!({
+                "action": a.action,
+                "decision": a.status.as_str(),
+                "decided_by": a.decided_by.map(|d| d.to_string()),
+            }))
+            .into_new()
+    };
+    let audit = state.audit.within(&row);
     match state
         .store
-        .decide_approval(ws, id, by, decision, note, domain::now())
+        .decide_approval_audited(ws, id, by, decision, note, domain::now(), Some(&audit))
         .await?
     {
         Decided::Done(a, inbox) => {
             crate::jobs::announce_approval(&state.bus, &state.metrics, &a, Some(&inbox)).await;
-            let entry = Entry::new(super::audit::actor(who), "approval.decided")
-                .workspace(a.workspace_id)
-                .target(format!("approval:{}", a.id))
-                .details(serde_json::json!({
-                    "action": a.action,
-                    "decision": a.status.as_str(),
-                    "decided_by": a.decided_by.map(|d| d.to_string()),
-                }));
-            super::audit::record(&state, entry).await;
             Ok(Json(a.into()))
         }
         Decided::Already(a) => Err(Error::StatusConflict {

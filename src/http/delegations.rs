@@ -28,6 +28,8 @@ use super::access::{
 };
 use super::extract::{DelegationPath, Query, WorkspacePath};
 use super::{AppState, Error, ErrorBody, Json, Result};
+use crate::audit::Entry;
+use crate::domain::audit::Actor;
 use crate::domain::inbox::{Delegate, InboxItem};
 use crate::domain::{self, Caller, DelegationId, DelegationStatus, DeliveryMode, WorkspaceId};
 use crate::events::Event;
@@ -177,19 +179,57 @@ pub(super) async fn create_delegation(
     State(state): State<AppState>,
     Calling {
         caller,
+        principal,
         path: WorkspacePath(target),
         ..
     }: Calling<OnBehalf, WorkspacePath>,
     Json(body): Json<NewDelegationRequest>,
 ) -> Result<(StatusCode, Json<DelegationCreated>)> {
-    let (status, created) = delegate(&state, caller, target, body).await?;
+    let actor = super::audit::actor(principal);
+    let (status, created) = delegate_by(&state, actor, caller, target, body).await?;
     Ok((status, Json(created)))
 }
 
-/// Hands `body`'s task from `caller` to `target` (the route above and the
-/// MCP delegation tools): 202 for a new delegation, 200 for a repeat.
+/// Hands `body`'s task from `caller` to `target` (the MCP delegation
+/// tools, where the caller is the token's own): 202 for a new delegation,
+/// 200 for a repeat.
 pub(super) async fn delegate(
     state: &AppState,
+    caller: Caller,
+    target: WorkspaceId,
+    body: NewDelegationRequest,
+) -> Result<(StatusCode, DelegationCreated)> {
+    delegate_by(state, actor_of(caller), caller, target, body).await
+}
+
+/// The audit actor of a caller that is its token's own principal.
+pub(super) fn actor_of(caller: Caller) -> Actor {
+    match caller {
+        Caller::Workspace(w) => Actor::Workspace(w),
+        Caller::Operator => Actor::Operator,
+        Caller::Schedule(_) => Actor::System,
+    }
+}
+
+/// Records a new delegation in the audit trail: who, caller → callee and
+/// its id; never the task's text (it may hold anything).
+pub(super) async fn audit_created(state: &AppState, actor: Actor, d: &Delegation) {
+    let entry = Entry::new(actor, "delegation.created")
+        .workspace(d.callee_id)
+        .target(format!("delegation:{}", d.id))
+        .details(serde_json::json!({
+            "delegation_id": d.id,
+            "caller_id": d.caller.to_string(),
+            "callee_id": d.callee_id,
+        }));
+    super::audit::record(state, entry).await;
+}
+
+/// [`delegate`] made by `actor` (the route: the operator may delegate as
+/// a workspace it names, and is then still the actor).
+async fn delegate_by(
+    state: &AppState,
+    actor: Actor,
     caller: Caller,
     target: WorkspaceId,
     body: NewDelegationRequest,
@@ -250,6 +290,7 @@ pub(super) async fn delegate(
     match state.store.create_delegation(&new, &inbox, now).await? {
         Delegated::Created { delegation, inbox } => {
             crate::ledger::announce_created(&state.bus, &state.metrics, &delegation, &inbox).await;
+            audit_created(state, actor, &delegation).await;
             if callee.delivery_mode == DeliveryMode::Push {
                 super::forwarder(state).spawn(delegation.clone());
             }

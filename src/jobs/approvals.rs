@@ -4,6 +4,10 @@
 //! event for the live views — after the commit, so whoever is woken finds
 //! the rows.
 //!
+//! Each expiry is also one audit row (`approval.expired` or
+//! `approval.escalated`, actor `system`), appended in the expiry's own
+//! transaction.
+//!
 //! Expiry runs on time: the scheduler's one-second loop calls
 //! [`expire_due`] after each tick, and the job is also registered so a
 //! sweep pass (and `molecule sweep --once`) catches up. Each due request
@@ -13,8 +17,11 @@
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use serde_json::json;
 
 use super::{Counts, Job, JobContext, JobError};
+use crate::audit::Entry;
+use crate::domain::audit::Actor;
 use crate::events::{ApprovalMove, Bus, Event};
 use crate::metrics::Metrics;
 use crate::store::{Activity, Approval, Expired};
@@ -45,11 +52,18 @@ impl Job for ExpireApprovals {
 }
 
 /// Expires every request due at `now` (up to a bound), each in its own
-/// transaction, and announces each.
+/// transaction with its audit row, and announces each. Without an auditor (a
+/// bare sweep pass) it expires nothing: the server's loop does, on time,
+/// with its row.
 pub async fn expire_due(cx: &JobContext, now: DateTime<Utc>) -> Result<Counts, JobError> {
     let mut out = Counts::zero(COUNTS);
+    let Some(auditor) = &cx.auditor else {
+        return Ok(out);
+    };
+    let row = |e: &Expired| audit_entry(e).into_new();
+    let audit = auditor.within(&row);
     for _ in 0..PER_CALL {
-        let Some(expired) = cx.store.expire_next_approval(now).await? else {
+        let Some(expired) = cx.store.expire_next_approval(now, Some(&audit)).await? else {
             break;
         };
         match &expired {
@@ -64,6 +78,38 @@ pub async fn expire_due(cx: &JobContext, now: DateTime<Utc>) -> Result<Counts, J
         }
     }
     Ok(out)
+}
+
+/// The audit row of one expiry: `approval.expired` (decided by
+/// `on_expiry`) or `approval.escalated` (handed to the next decider), by
+/// the `system` actor.
+fn audit_entry(expired: &Expired) -> Entry {
+    let (a, action, details) = match expired {
+        Expired::Decided(a, _) => (
+            a,
+            "approval.expired",
+            json!({
+                "action": a.action,
+                "decision": a.status.as_str(),
+                "decided_by": a.decided_by.map(|d| d.to_string()),
+                "on_expiry": a.on_expiry.as_str(),
+            }),
+        ),
+        Expired::Escalated(a, _) => (
+            a,
+            "approval.escalated",
+            json!({
+                "action": a.action,
+                "approver_id": a.approver_id,
+                "escalations": a.escalations,
+                "expires_at": a.expires_at,
+            }),
+        ),
+    };
+    Entry::new(Actor::System, action)
+        .workspace(a.workspace_id)
+        .target(format!("approval:{}", a.id))
+        .details(details)
 }
 
 impl super::Scheduler {

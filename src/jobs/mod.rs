@@ -105,6 +105,11 @@ pub struct JobContext {
     pub forwarder: Option<crate::push::Forwarder>,
     /// The last-used stamps the requests noted, written by a job.
     pub token_uses: TokenUses,
+    /// Records the changes jobs make on their own (approval expiry and
+    /// escalation) in the audit trail. A server has it; a bare sweep pass
+    /// (`sweep --once`) loads no key, so it leaves those changes to the
+    /// server's loop rather than make them unrecorded.
+    pub auditor: Option<crate::audit::Auditor>,
 }
 
 /// Retention settings of the sweep, each a [`Period`] checked at start-up

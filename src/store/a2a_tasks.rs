@@ -26,6 +26,10 @@ pub struct A2aTask {
     pub message_id: String,
     /// When the caller canceled it.
     pub canceled_at: Option<DateTime<Utc>>,
+    /// The action of the pending approval request the task waits on: one
+    /// its callee made with the task's id as `task_id` (A2A's
+    /// `input-required` while the task is in flight).
+    pub awaiting_approval: Option<String>,
 }
 
 /// Which tasks to list: always one callee's, newest first.
@@ -41,6 +45,9 @@ pub struct A2aTaskFilter {
     pub statuses: Vec<DelegationStatus>,
     /// Only canceled (`Some(true)`) or not canceled (`Some(false)`) ones.
     pub canceled: Option<bool>,
+    /// Only those waiting on a pending approval (`Some(true)`) or not
+    /// (`Some(false)`).
+    pub awaiting_approval: Option<bool>,
     /// Only those after this task in the listing order (the page token).
     pub after: Option<DelegationId>,
     /// At most this many.
@@ -74,6 +81,7 @@ struct TaskRow {
     context_id: String,
     message_id: String,
     canceled_at: Option<Ts>,
+    awaiting_approval: Option<String>,
 }
 
 impl TryFrom<TaskRow> for A2aTask {
@@ -84,12 +92,33 @@ impl TryFrom<TaskRow> for A2aTask {
             context_id: r.context_id,
             message_id: r.message_id,
             canceled_at: r.canceled_at.map(|t| t.0),
+            awaiting_approval: r.awaiting_approval,
         })
     }
 }
 
-const SELECT_TASK: &str = "SELECT d.*, t.context_id, t.message_id, t.canceled_at \
-     FROM a2a_tasks t JOIN delegations d ON d.id = t.id";
+/// The pending approval requests a task waits on: its callee's, naming
+/// the task's id (the delegation id) as `task_id`. Index
+/// `idx_approvals_pending_task`. A macro, so the SELECT below can be one
+/// `concat!` of it.
+macro_rules! pending_for_task {
+    () => {
+        "FROM approvals ap WHERE ap.workspace_id = d.callee_id \
+         AND ap.status = 'pending' AND ap.task_id = CAST(d.id AS TEXT)"
+    };
+}
+
+/// [`pending_for_task!`] for the listing's filter.
+const PENDING_FOR_TASK: &str = pending_for_task!();
+
+/// A task row: the ledger row, the A2A columns, and the action of the
+/// oldest pending approval request it waits on (NULL: none).
+const SELECT_TASK: &str = concat!(
+    "SELECT d.*, t.context_id, t.message_id, t.canceled_at, (SELECT ap.action ",
+    pending_for_task!(),
+    " ORDER BY ap.created_at LIMIT 1) AS awaiting_approval \
+     FROM a2a_tasks t JOIN delegations d ON d.id = t.id"
+);
 
 /// The A2A tasks. Part of [`Store`]; both engines implement it below.
 #[async_trait]
@@ -151,6 +180,11 @@ fn list_where(f: &A2aTaskFilter) -> String {
     match f.canceled {
         Some(true) => sql += " AND t.canceled_at IS NOT NULL",
         Some(false) => sql += " AND t.canceled_at IS NULL",
+        None => {}
+    }
+    match f.awaiting_approval {
+        Some(true) => sql += &format!(" AND EXISTS (SELECT 1 {PENDING_FOR_TASK})"),
+        Some(false) => sql += &format!(" AND NOT EXISTS (SELECT 1 {PENDING_FOR_TASK})"),
         None => {}
     }
     sql

@@ -7,6 +7,10 @@
 //! inbox. So a decision the database kept is a decision the agent will
 //! read, whatever restarts in between.
 //!
+//! A move the server audits (every one a route or the expiry job makes)
+//! appends its audit row in that same transaction ([`AuditIn`]): the
+//! request, the decision or the expiry commits with its row or not at all.
+//!
 //! Exactly once: a decision is a conditional `UPDATE … WHERE status =
 //! 'pending' AND <the caller may decide>`; of racing deciders the database
 //! lets one through (PostgreSQL re-checks the `WHERE` on the row the winner
@@ -185,6 +189,19 @@ pub trait ApprovalStore: Send + Sync {
         workspace_id: WorkspaceId,
         new: &NewApproval,
         now: DateTime<Utc>,
+    ) -> StoreResult<Option<(Approval, Option<Activity>)>> {
+        self.create_approval_audited(workspace_id, new, now, None)
+            .await
+    }
+
+    /// [`ApprovalStore::create_approval`], with `audit`'s row appended in
+    /// the same transaction.
+    async fn create_approval_audited(
+        &self,
+        workspace_id: WorkspaceId,
+        new: &NewApproval,
+        now: DateTime<Utc>,
+        audit: Option<&AuditIn<'_, Approval>>,
     ) -> StoreResult<Option<(Approval, Option<Activity>)>>;
 
     /// A workspace's requests, newest first, of one status if given.
@@ -221,11 +238,32 @@ pub trait ApprovalStore: Send + Sync {
         decision: Decision,
         note: Option<&str>,
         now: DateTime<Utc>,
+    ) -> StoreResult<Decided> {
+        self.decide_approval_audited(workspace_id, id, by, decision, note, now, None)
+            .await
+    }
+
+    /// [`ApprovalStore::decide_approval`], with `audit`'s row appended in
+    /// the same transaction when this call decides.
+    #[allow(clippy::too_many_arguments)]
+    async fn decide_approval_audited(
+        &self,
+        workspace_id: WorkspaceId,
+        id: ApprovalId,
+        by: DecidedBy,
+        decision: Decision,
+        note: Option<&str>,
+        now: DateTime<Utc>,
+        audit: Option<&AuditIn<'_, Approval>>,
     ) -> StoreResult<Decided>;
 
     /// Applies `on_expiry` to the oldest pending request due at `now`, if
-    /// any; one transaction.
-    async fn expire_next_approval(&self, now: DateTime<Utc>) -> StoreResult<Option<Expired>>;
+    /// any, with `audit`'s row of what it did; one transaction.
+    async fn expire_next_approval(
+        &self,
+        now: DateTime<Utc>,
+        audit: Option<&AuditIn<'_, Expired>>,
+    ) -> StoreResult<Option<Expired>>;
 }
 
 engines! {
@@ -362,11 +400,12 @@ engines! {
     #[async_trait]
     impl ApprovalStore for SqlStore<DB> {
         #[tracing::instrument(skip_all, fields(workspace_id = %workspace_id))]
-        async fn create_approval(
+        async fn create_approval_audited(
             &self,
             workspace_id: WorkspaceId,
             new: &NewApproval,
             now: DateTime<Utc>,
+            audit: Option<&AuditIn<'_, Approval>>,
         ) -> StoreResult<Option<(Approval, Option<Activity>)>> {
             let mut tx = self.write_tx().await?;
             let live: Option<(WorkspaceId,)> = sqlx::query_as(&format!(
@@ -403,6 +442,9 @@ engines! {
                 .await?;
             let a = Approval::try_from(row)?;
             let inbox = Self::announce_request_in(&mut tx, &a, now).await?;
+            if let Some(audit) = audit {
+                Self::append_audit_in(&mut tx, audit.key, &(audit.row)(&a), now).await?;
+            }
             tx.commit().await?;
             Ok(Some((a, inbox)))
         }
@@ -458,7 +500,7 @@ engines! {
         }
 
         #[tracing::instrument(skip_all, fields(approval_id = %id))]
-        async fn decide_approval(
+        async fn decide_approval_audited(
             &self,
             workspace_id: WorkspaceId,
             id: ApprovalId,
@@ -466,6 +508,7 @@ engines! {
             decision: Decision,
             note: Option<&str>,
             now: DateTime<Utc>,
+            audit: Option<&AuditIn<'_, Approval>>,
         ) -> StoreResult<Decided> {
             let mut tx = self.write_tx().await?;
             let sql = format!(
@@ -481,6 +524,9 @@ engines! {
                 return Ok(Decided::NotFound);
             };
             if let Some((a, inbox)) = Self::decide_in(&mut tx, id, by, decision, note, now).await? {
+                if let Some(audit) = audit {
+                    Self::append_audit_in(&mut tx, audit.key, &(audit.row)(&a), now).await?;
+                }
                 tx.commit().await?;
                 return Ok(Decided::Done(a, Box::new(inbox)));
             }
@@ -506,7 +552,11 @@ engines! {
         }
 
         #[tracing::instrument(skip_all)]
-        async fn expire_next_approval(&self, now: DateTime<Utc>) -> StoreResult<Option<Expired>> {
+        async fn expire_next_approval(
+            &self,
+            now: DateTime<Utc>,
+            audit: Option<&AuditIn<'_, Expired>>,
+        ) -> StoreResult<Option<Expired>> {
             let mut tx = self.write_tx().await?;
             let sql = format!(
                 "SELECT {APPROVAL_COLUMNS} FROM approvals \
@@ -534,6 +584,9 @@ engines! {
                 }
                 None => Self::escalate_in(&mut tx, &due, now).await?,
             };
+            if let Some(audit) = audit {
+                Self::append_audit_in(&mut tx, audit.key, &(audit.row)(&out), now).await?;
+            }
             tx.commit().await?;
             Ok(Some(out))
         }

@@ -107,6 +107,16 @@ pub struct NewAuditEvent {
     pub details: String,
 }
 
+/// An audit row appended inside the transaction of the change it
+/// records, so that the change and its row commit together or not at all:
+/// the chain's key, and the row made from what the change did.
+pub struct AuditIn<'a, T: ?Sized> {
+    /// The chain's key.
+    pub key: &'a AuditKey,
+    /// The row, from the change's outcome.
+    pub row: &'a (dyn Fn(&T) -> NewAuditEvent + Send + Sync),
+}
+
 /// Which rows a listing shows; every field narrows it.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct AuditFilter {
@@ -157,19 +167,20 @@ pub trait AuditStore: Send + Sync {
 }
 
 engines! {
-    #[async_trait]
-    impl AuditStore for SqlStore<DB> {
-        #[tracing::instrument(skip_all, fields(action = %new.action))]
-        async fn append_audit(
-            &self,
+    impl SqlStore<DB> {
+        /// Appends one row sealed under `key` to the chain's head inside
+        /// the caller's transaction (the head row stays locked until it
+        /// commits): the row commits with the change it records, or not
+        /// at all.
+        pub(super) async fn append_audit_in(
+            conn: &mut <DB as sqlx::Database>::Connection,
             key: &AuditKey,
             new: &NewAuditEvent,
             now: DateTime<Utc>,
         ) -> StoreResult<AuditRecord> {
-            let mut tx = self.write_tx().await?;
             let sql = format!("SELECT seq, hash FROM audit_head WHERE id = 1{}", DB::ROW_LOCK);
             let (head_seq, head_hash): (i64, String) =
-                sqlx::query_as(&sql).fetch_one(&mut *tx).await?;
+                sqlx::query_as(&sql).fetch_one(&mut *conn).await?;
             let prev = hex::decode(&head_hash)
                 .map_err(|_| StoreError::Corrupt("audit head hash is not hex".into()))?;
             let seq = head_seq + 1;
@@ -202,15 +213,30 @@ engines! {
                 .bind(&details_hash)
                 .bind(&head_hash)
                 .bind(&hash)
-                .fetch_one(&mut *tx)
+                .fetch_one(&mut *conn)
                 .await?;
             sqlx::query("UPDATE audit_head SET seq = $1, hash = $2 WHERE id = 1")
                 .bind(seq)
                 .bind(&hash)
-                .execute(&mut *tx)
+                .execute(&mut *conn)
                 .await?;
-            tx.commit().await?;
             Ok(row.into())
+        }
+    }
+
+    #[async_trait]
+    impl AuditStore for SqlStore<DB> {
+        #[tracing::instrument(skip_all, fields(action = %new.action))]
+        async fn append_audit(
+            &self,
+            key: &AuditKey,
+            new: &NewAuditEvent,
+            now: DateTime<Utc>,
+        ) -> StoreResult<AuditRecord> {
+            let mut tx = self.write_tx().await?;
+            let row = Self::append_audit_in(&mut tx, key, new, now).await?;
+            tx.commit().await?;
+            Ok(row)
         }
 
         async fn list_audit(&self, filter: &AuditFilter) -> StoreResult<(Vec<AuditRecord>, i64)> {

@@ -17,14 +17,20 @@ use molecule::app::Application;
 type Body = Pin<Box<dyn Stream<Item = reqwest::Result<bytes::Bytes>> + Send>>;
 
 /// One A2A event stream being read.
-struct A2aStream {
+pub(crate) struct A2aStream {
     body: Body,
     buffer: String,
 }
 
 impl A2aStream {
     /// Sends `method` to `to` and expects a stream back.
-    async fn open(app: &TestApp, to: &Ws, token: &str, method: &str, params: Value) -> Self {
+    pub(crate) async fn open(
+        app: &TestApp,
+        to: &Ws,
+        token: &str,
+        method: &str,
+        params: Value,
+    ) -> Self {
         let resp = app
             .client
             .post(app.url(&format!("/workspaces/{}/a2a", to.id)))
@@ -43,7 +49,7 @@ impl A2aStream {
 
     /// The next event's `result` (each one a JSON-RPC response to request
     /// 7), or `None` once the stream ended; within 20 s.
-    async fn next(&mut self) -> Option<Value> {
+    pub(crate) async fn next(&mut self) -> Option<Value> {
         let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
         loop {
             if let Some(end) = self.buffer.find("\n\n") {

@@ -613,3 +613,259 @@ async fn token_mint_and_revoke_are_recorded_with_the_token_id(engine: Engine) {
     }
 }
 on_both_engines!(token_mint_and_revoke_are_recorded_with_the_token_id);
+
+/// What the expiry job does on its own is recorded by the `system` actor:
+/// a request decided by its `on_expiry` (`approval.expired`) and one
+/// handed up the tree (`approval.escalated`, naming the new decider); the
+/// chain stays valid, by the listing and by `molecule audit verify`.
+async fn approval_expiry_and_escalation_are_recorded_by_the_system(engine: Engine) {
+    let Some(mut app) = spawn_app(engine).await else {
+        return;
+    };
+    let root = app.create_poll_workspace_under("root", None).await;
+    let lead = app.create_poll_workspace_under("lead", Some(&root)).await;
+    let coder = app.create_poll_workspace_under("coder", Some(&lead)).await;
+    let mut ids = Vec::new();
+    for on_expiry in ["deny", "escalate"] {
+        let (status, created) = app
+            .post(
+                &format!("/workspaces/{}/approvals", coder.id),
+                &coder.token,
+                &json!({"action": format!("{on_expiry} me"), "expires_in_s": 60, "on_expiry": on_expiry}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{created}");
+        ids.push(created["approval_id"].as_str().unwrap().to_owned());
+    }
+    let later = chrono::Utc::now() + chrono::Duration::seconds(61);
+    let counts = app
+        .sweeper
+        .scheduler()
+        .expire_approvals(later)
+        .await
+        .unwrap();
+    assert_eq!(
+        (counts.get("denied"), counts.get("escalated")),
+        (Some(1), Some(1))
+    );
+
+    let page = app
+        .admin_audit(&format!("workspace_id={}&actor=system", coder.id))
+        .await;
+    let mut rows: Vec<(String, String, Value)> = page["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["action"].as_str().unwrap().to_owned(),
+                e["target"].as_str().unwrap().to_owned(),
+                e["details"].clone(),
+            )
+        })
+        .collect();
+    rows.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(
+        rows,
+        vec![
+            (
+                "approval.escalated".to_owned(),
+                format!("approval:{}", ids[1]),
+                json!({"action": "escalate me", "approver_id": root.id, "escalations": 1,
+                    "expires_at": rows[0].2["expires_at"]}),
+            ),
+            (
+                "approval.expired".to_owned(),
+                format!("approval:{}", ids[0]),
+                json!({"action": "deny me", "decision": "denied", "decided_by": "expired",
+                    "on_expiry": "deny"}),
+            ),
+        ]
+    );
+    assert!(rows[0].2["expires_at"].is_string(), "{}", rows[0].2);
+    assert_eq!(page["total"], 2);
+    assert_eq!(page["chain_valid"], true);
+    let (ok, report) = app.audit_verify_cli();
+    assert!(ok, "{report}");
+    app.stop().await;
+}
+on_both_engines!(approval_expiry_and_escalation_are_recorded_by_the_system);
+
+/// A new delegation is one `delegation.created` row on the callee, by
+/// who made it (a workspace, the operator, the operator acting as a named
+/// workspace, an A2A sender), with caller → callee and its id and never
+/// the task's text; a repeat of a key records nothing more.
+async fn delegation_creation_is_recorded_without_the_task(engine: Engine) {
+    let Some(mut app) = spawn_app(engine).await else {
+        return;
+    };
+    let boss = app.create_poll_workspace_under("boss", None).await;
+    let kid = app.create_poll_workspace_under("kid", Some(&boss)).await;
+    let delegate = |token: String, named: Option<String>, key: &'static str| {
+        let req = app
+            .client
+            .post(app.url(&format!("/workspaces/{}/delegate", kid.id)))
+            .bearer_auth(token)
+            .json(&json!({"task": "the secret recipe", "idempotency_key": key}));
+        let req = match named {
+            Some(n) => req.header("X-Workspace-ID", n),
+            None => req,
+        };
+        async move { TestApp::json(req.send().await.unwrap()).await }
+    };
+    let mut made = Vec::new();
+    for (token, named, key) in [
+        (boss.token.clone(), Some(boss.id.clone()), "k1"),
+        (app.admin_token.clone(), None, "k2"),
+        (app.admin_token.clone(), Some(boss.id.clone()), "k3"),
+        // A repeat of the boss's key: the same delegation, no new row.
+        (boss.token.clone(), Some(boss.id.clone()), "k1"),
+    ] {
+        let (status, body) = delegate(token, named, key).await;
+        assert!(status.is_success(), "{body}");
+        made.push(body["delegation_id"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(made[0], made[3]);
+    // An A2A task is a delegation too.
+    let resp = app
+        .client
+        .post(app.url(&format!("/workspaces/{}/a2a", kid.id)))
+        .bearer_auth(&boss.token)
+        .header("A2A-Version", "1.0")
+        .json(&json!({"jsonrpc": "2.0", "id": 1, "method": "SendMessage", "params": {
+            "message": {"messageId": "m-audit", "role": "ROLE_USER", "parts": [{"text": "the secret recipe"}]},
+            "configuration": {"returnImmediately": true}}}))
+        .send()
+        .await
+        .unwrap();
+    let (_, sent) = TestApp::json(resp).await;
+    let tid = sent["result"]["task"]["id"].as_str().unwrap().to_owned();
+
+    let page = app
+        .admin_audit(&format!(
+            "workspace_id={}&action=delegation.created",
+            kid.id
+        ))
+        .await;
+    let rows: Vec<(String, String, Value)> = page["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["actor"].as_str().unwrap().to_owned(),
+                e["target"].as_str().unwrap().to_owned(),
+                e["details"].clone(),
+            )
+        })
+        .collect();
+    let boss_actor = format!("workspace:{}", boss.id);
+    let row = |actor: &str, id: &str, caller: &str| {
+        (
+            actor.to_owned(),
+            format!("delegation:{id}"),
+            json!({"delegation_id": id, "caller_id": caller, "callee_id": kid.id}),
+        )
+    };
+    assert_eq!(
+        rows,
+        vec![
+            row(&boss_actor, &tid, &boss.id),
+            row("operator", &made[2], &boss.id),
+            row("operator", &made[1], "operator"),
+            row(&boss_actor, &made[0], &boss.id),
+        ]
+    );
+    assert!(
+        !page.to_string().contains("secret recipe"),
+        "the task's text is in the trail"
+    );
+    assert_eq!(page["chain_valid"], true);
+    app.stop().await;
+}
+on_both_engines!(delegation_creation_is_recorded_without_the_task);
+
+/// An approval's moves commit with their audit rows or not at all: with
+/// the chain's head unreadable (its hash edited in SQL), a request, a
+/// decision and an expiry each fail and leave nothing behind — no
+/// approval, no decision, no inbox row — and succeed once it is put back,
+/// the chain valid.
+async fn approval_moves_commit_with_their_audit_rows_or_not_at_all(engine: Engine) {
+    let Some(mut app) = spawn_app(engine).await else {
+        return;
+    };
+    let root = app.create_poll_workspace_under("root", None).await;
+    let kid = app.create_poll_workspace_under("kid", Some(&root)).await;
+    let asks = format!("/workspaces/{}/approvals", kid.id);
+    let (status, created) = app
+        .post(
+            &asks,
+            &kid.token,
+            &json!({"action": "deploy", "expires_in_s": 60}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    let aid = created["approval_id"].as_str().unwrap().to_owned();
+    let head = app.admin_audit("limit=1").await["events"][0]["hash"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(
+        app.audit_sql("UPDATE audit_head SET hash = 'not-hex' WHERE id = 1")
+            .await,
+        1
+    );
+
+    // Each move fails whole.
+    let decide = format!("{asks}/{aid}/decide");
+    let (status, body) = app
+        .post(&decide, &app.admin_token, &json!({"decision": "approved"}))
+        .await;
+    assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR, "{body}");
+    let (status, body) = app
+        .post(&asks, &kid.token, &json!({"action": "another"}))
+        .await;
+    assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR, "{body}");
+    let later = chrono::Utc::now() + chrono::Duration::seconds(61);
+    assert!(app
+        .sweeper
+        .scheduler()
+        .expire_approvals(later)
+        .await
+        .is_err());
+    let (status, listed) = app.get(&asks, &kid.token).await;
+    assert_eq!(status, StatusCode::OK);
+    let listed: Vec<(&str, &str)> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| (a["id"].as_str().unwrap(), a["status"].as_str().unwrap()))
+        .collect();
+    assert_eq!(listed, [(aid.as_str(), "pending")]);
+    let (_, inbox) = app.activity(&kid, "type=a2a_receive").await;
+    assert!(inbox.as_array().unwrap().is_empty(), "{inbox}");
+
+    // The head put back: the decision goes through, with its row.
+    app.audit_sql(&format!(
+        "UPDATE audit_head SET hash = '{head}' WHERE id = 1"
+    ))
+    .await;
+    let (status, body) = app
+        .post(&decide, &app.admin_token, &json!({"decision": "approved"}))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let page = app.admin_audit(&format!("workspace_id={}", kid.id)).await;
+    assert_eq!(
+        actions(&page),
+        [
+            "approval.decided",
+            "approval.requested",
+            "workspace.created"
+        ]
+    );
+    assert_eq!(page["chain_valid"], true);
+    let (ok, report) = app.audit_verify_cli();
+    assert!(ok, "{report}");
+    app.stop().await;
+}
+on_both_engines!(approval_moves_commit_with_their_audit_rows_or_not_at_all);

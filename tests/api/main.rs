@@ -10,6 +10,7 @@ mod a2a_stream;
 
 mod activity_cursor;
 mod agent;
+mod approval_tasks;
 mod approvals;
 mod audit;
 mod blob_contract;

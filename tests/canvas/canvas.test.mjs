@@ -1319,6 +1319,122 @@ async function main() {
     assert(await warning.isHidden(), `the warning stays after the server is healthy again: ${await warning.textContent()}`);
   });
 
+  // ---- Approvals inbox (issue 27): the top bar's count, approve/deny with a note, live; a workspace's tab.
+  let approvalTeam = null;
+  await step('approvals inbox: a request shows in the badge, approve with a note removes it, the API has the note (issue 27)', async () => {
+    const lead = await apiCall('POST', '/workspaces', ADMIN_TOKEN, { name: 'appr-lead', delivery_mode: 'poll' });
+    const coder = await apiCall('POST', '/workspaces', ADMIN_TOKEN, { name: 'appr-coder', delivery_mode: 'poll', parent_id: lead.id });
+    approvalTeam = { lead, coder };
+    await page.getByRole('button', { name: 'Refresh the workspace list' }).click();
+    await page.locator(`#workspace-list [data-ws="${coder.id}"]`).waitFor();
+    const badge = page.locator('#approvals-count');
+    const count = async () => ((await badge.isVisible()) ? Number(await badge.textContent()) : 0);
+    const before = await count();
+    const ask = (body) => apiCall('POST', `/workspaces/${coder.id}/approvals`, coder.auth_token, body);
+    const first = await ask({ action: 'Deploy release 1.2 to production', reason: 'The release train leaves at noon.',
+      context: { service: 'web', version: '1.2.0', canary: true }, expires_in_s: 3600 });
+    // Live: the event stream brings it, no reload, no polling.
+    await page.waitForFunction((n) => document.getElementById('approvals-count').textContent === String(n), before + 1);
+    assert(await badge.isVisible(), 'the badge is hidden with a request pending');
+    const name = await page.locator('#open-approvals').evaluate((b) => b.textContent.replace(/\s+/g, ' ').trim());
+    assert(name === `Approvals ${before + 1} pending`, `the button reads "${name}"`);
+
+    await page.locator('#open-approvals').click();
+    const dialog = page.locator('#approvals-dialog[open]');
+    await dialog.waitFor();
+    const row = dialog.locator(`.approval[data-aid="${first.approval_id}"]`);
+    await row.waitFor();
+    const text = (await row.textContent()).replace(/\s+/g, ' ');
+    for (const want of ['appr-coder asks', 'decided by appr-lead or the operator', 'Deploy release 1.2 to production',
+      'The release train leaves at noon.', 'asked ', 'expires in 60 min, then denied']) {
+      assert(text.includes(want), `the request's row lacks "${want}": ${text}`);
+    }
+    await row.locator('summary', { hasText: 'Context' }).click();
+    const context = await row.locator('pre.acontext').textContent();
+    assert(context.includes('"service": "web"') && context.includes('"canary": true'), `the context reads: ${context}`);
+    await axeCheck('approvals inbox');
+    await shot('08-approvals');
+
+    await row.getByLabel('Note to appr-coder (optional)').fill('Ship it after the smoke test.');
+    await row.getByRole('button', { name: 'Approve' }).click();
+    await row.waitFor({ state: 'detached' });
+    await page.waitForFunction((n) => (document.getElementById('approvals-count').hidden ? 0 : Number(document.getElementById('approvals-count').textContent)) === n, before);
+    await dialog.locator('[role="status"]', { hasText: 'Approved: Deploy release 1.2 to production.' }).waitFor();
+    const decided = await apiCall('GET', `/workspaces/${coder.id}/approvals/${first.approval_id}`, coder.auth_token);
+    assert(decided.status === 'approved' && decided.note === 'Ship it after the smoke test.' && decided.decided_by === 'operator',
+      `the API shows ${JSON.stringify(decided)}`);
+
+    // Decided elsewhere (by the parent, over the API): the row leaves the open list at once.
+    const second = await ask({ action: 'Rotate the staging keys', expires_in_s: 600, on_expiry: 'escalate' });
+    const other = dialog.locator(`.approval[data-aid="${second.approval_id}"]`);
+    await other.locator('.atime', { hasText: 'then escalated' }).waitFor();
+    await apiCall('POST', `/workspaces/${coder.id}/approvals/${second.approval_id}/decide`, lead.auth_token, { decision: 'denied', note: 'not now' });
+    await other.waitFor({ state: 'detached' });
+    assert(await count() === before, `the badge reads ${await count()} after a decision elsewhere`);
+    await dialog.getByRole('button', { name: 'Close' }).click();
+    await dialog.waitFor({ state: 'detached' });
+    noPageErrors();
+  });
+
+  await step('approvals: deny with a note from the inbox on a phone, axe 0 at 390 px; the top bar still fits (issue 27)', async () => {
+    const { coder } = approvalTeam;
+    const third = await apiCall('POST', `/workspaces/${coder.id}/approvals`, coder.auth_token,
+      { action: 'Delete the old backups', context: 'Frees **40 GiB**; the newest backup is kept.' });
+    await page.waitForFunction(() => !document.getElementById('approvals-count').hidden);
+    await page.setViewportSize({ width: 390, height: 844 });
+    const cut = await page.evaluate(() => [...document.querySelectorAll('.topbar button')]
+      .filter((e) => e.getClientRects().length)
+      .filter((e) => { const r = e.getBoundingClientRect(); const box = e.parentElement.getBoundingClientRect();
+        return r.left < box.left - 0.5 || r.right > Math.min(box.right, window.innerWidth) + 0.5 || e.scrollWidth > e.clientWidth + 1; })
+      .map((e) => e.textContent.trim()));
+    assert(cut.length === 0, `cut off on a phone with a pending approval: ${JSON.stringify(cut)}`);
+    await page.locator('#open-approvals').click();
+    const dialog = page.locator('#approvals-dialog[open]');
+    const row = dialog.locator(`.approval[data-aid="${third.approval_id}"]`);
+    await row.locator('summary', { hasText: 'Context' }).click();
+    await row.locator('.acontext strong', { hasText: '40 GiB' }).waitFor(); // text context reads as Markdown
+    await axeCheck('approvals inbox (phone)');
+    await row.getByLabel('Note to appr-coder (optional)').fill('Keep them a week longer.');
+    await row.getByRole('button', { name: 'Deny' }).click();
+    await row.waitFor({ state: 'detached' });
+    const decided = await apiCall('GET', `/workspaces/${coder.id}/approvals/${third.approval_id}`, ADMIN_TOKEN);
+    assert(decided.status === 'denied' && decided.note === 'Keep them a week longer.', `the API shows ${JSON.stringify(decided)}`);
+    await dialog.getByRole('button', { name: 'Close' }).click();
+    await page.setViewportSize({ width: 1280, height: 800 });
+  });
+
+  await step('a workspace\'s Approvals tab: its requests with their decisions, and what waits on it, live (issue 27)', async () => {
+    const { lead, coder } = approvalTeam;
+    await page.evaluate((id) => { location.hash = `#/w/${id}`; }, coder.id);
+    await page.locator('#chat-title', { hasText: 'appr-coder' }).waitFor();
+    await page.locator('#live-status', { hasText: 'live' }).waitFor();
+    await page.getByRole('tab', { name: 'Approvals' }).click();
+    const own = page.locator('#ws-approvals-own');
+    await own.locator('.approval[data-status="approved"]', { hasText: 'Ship it after the smoke test.' }).waitFor();
+    await own.locator('.approval[data-status="denied"]', { hasText: 'not now' }).waitFor();
+    const statuses = await own.locator('.approval').evaluateAll((li) => li.map((e) => e.dataset.status));
+    assert(JSON.stringify(statuses) === '["denied","denied","approved"]', `the tab lists, newest first: ${JSON.stringify(statuses)}`);
+    // A new request shows live in its own list.
+    const fourth = await apiCall('POST', `/workspaces/${coder.id}/approvals`, coder.auth_token, { action: 'Email the customers' });
+    await own.locator(`.approval[data-aid="${fourth.approval_id}"][data-status="pending"]`).waitFor();
+    await axeCheck('approvals tab');
+    // The parent's tab: the request waits on it; decided there, it reads approved.
+    await page.evaluate((id) => { location.hash = `#/w/${id}`; }, lead.id);
+    await page.locator('#chat-title', { hasText: 'appr-lead' }).waitFor();
+    await page.getByRole('tab', { name: 'Approvals' }).click();
+    const theirs = page.locator('#ws-approvals-theirs');
+    const waiting = theirs.locator(`.approval[data-aid="${fourth.approval_id}"]`);
+    await waiting.waitFor();
+    await waiting.getByRole('button', { name: 'Approve' }).click();
+    await waiting.waitFor({ state: 'detached' });
+    const decided = await apiCall('GET', `/workspaces/${coder.id}/approvals/${fourth.approval_id}`, ADMIN_TOKEN);
+    assert(decided.status === 'approved' && decided.note === null, `the API shows ${JSON.stringify(decided)}`);
+    await page.getByRole('tab', { name: 'Chat' }).click();
+    await chatAgain(); // where the next steps expect the page
+    noPageErrors();
+  });
+  // ---- end of the approvals inbox steps.
+
   await step('55 workspaces: the create form is reachable without scrolling past them', async () => {
     await Promise.all(Array.from({ length: 50 }, (_, i) => apiCall('POST', '/workspaces', ADMIN_TOKEN, { name: `bulk-${i}`, delivery_mode: 'poll' })));
     await page.getByRole('button', { name: 'Refresh the workspace list' }).click();

@@ -9,6 +9,7 @@
 // link into the page (build.rs, src/http/canvas.rs).
 
 import { api } from './api.js';
+import { startApprovals, stopApprovals } from './approvals.js';
 import { closeChat, initChat, openChat } from './chat.js';
 import { loadConfig } from './config.js';
 import { initCreate } from './create.js';
@@ -47,6 +48,7 @@ function signOut(message = '') {
   closeChat();
   clearInterval(state.listTimer);
   stopHealth();
+  stopApprovals();
   state.token = '';
   localStorage.removeItem(TOKEN_KEY);
   show('signin');
@@ -61,6 +63,7 @@ function enterApp() {
   loadConfig().catch(() => {}); // until read, the page's defaults and the server's checks
   pollActivity().catch(() => {});
   startHealth();
+  startApprovals();
   clearInterval(state.listTimer);
   state.listTimer = setInterval(() => refreshWorkspaces().catch(() => {}), LIST_REFRESH_MS);
   route();

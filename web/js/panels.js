@@ -1,8 +1,9 @@
 // The panels beyond the conversation: the workspace tabs (Secrets,
-// Delegations, Memory, Schedules) and the operator's global views, opened from the top
-// bar (every delegation, the global secrets). Each lives in its own
+// Delegations, Memory, Schedules, Approvals) and the operator's global views, opened from the top
+// bar (the approvals inbox, every delegation, the global secrets). Each lives in its own
 // module; this one wires them once at start.
 
+import { initApprovals } from './approvals.js';
 import { $, el } from './dom.js';
 import { initDelegations } from './delegations.js';
 import { initMemory } from './memory.js';
@@ -18,8 +19,12 @@ export function initPanels() {
   const openDelegations = initDelegations();
   initMemory(() => state.workspaces);
   initSchedules();
+  const approvals = initApprovals();
   const nav = el('nav', { class: 'operator-nav', 'aria-label': 'Operator views' },
+    approvals,
     el('button', { type: 'button', id: 'open-delegations', class: 'ghost', onclick: openDelegations }, 'Delegations'),
-    el('button', { type: 'button', id: 'open-global-secrets', class: 'ghost', onclick: openSecrets }, 'Global secrets'));
+    // "Global" leaves the phone's one-row top bar (it stays in the name).
+    el('button', { type: 'button', id: 'open-global-secrets', class: 'ghost', onclick: openSecrets },
+      el('span', { class: 'wide-only' }, 'Global '), 'secrets'));
   $('signout').before(nav);
 }

@@ -103,7 +103,7 @@ function paintTitle() {
 }
 
 /** Whether the operator turned notifications on (and the browser allows them). */
-const notifying = () => localStorage.getItem(NOTIFY_KEY) === 'on'
+export const notifying = () => localStorage.getItem(NOTIFY_KEY) === 'on'
   && typeof Notification !== 'undefined' && Notification.permission === 'granted';
 
 /** A message as a notification shows it: its Markdown read as plain text, on one line. */
