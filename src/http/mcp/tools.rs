@@ -108,8 +108,18 @@ impl ServerHandler for MoleculeMcp {
         context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, ErrorData> {
         let b = self.bound(&context.extensions)?;
+        // SEP-414's `_meta.traceparent`, else the HTTP request's header.
+        let trace = request
+            .meta
+            .as_ref()
+            .and_then(|m| m.get_traceparent())
+            .and_then(crate::domain::TraceParent::parse)
+            .or_else(|| {
+                let parts = context.extensions.get::<axum::http::request::Parts>()?;
+                crate::http::traces::incoming(&parts.headers)
+            });
         let args = request.arguments.unwrap_or_default();
-        let result = call(&b, &request.name, args).await?;
+        let result = call(&b, &request.name, args, trace).await?;
         let outcome = if result.is_error == Some(true) {
             "error"
         } else {
@@ -309,7 +319,12 @@ fn parse_id<T: std::str::FromStr>(field: &str, raw: &str) -> Result<T, Error> {
 }
 
 /// Runs tool `name` for `b`.
-async fn call(b: &Bound, name: &str, raw: JsonObject) -> Result<CallToolResult, ErrorData> {
+async fn call(
+    b: &Bound,
+    name: &str,
+    raw: JsonObject,
+    trace: Option<crate::domain::TraceParent>,
+) -> Result<CallToolResult, ErrorData> {
     let (state, me) = (&b.state, b.workspace);
     match name {
         "list_peers" => {
@@ -328,7 +343,7 @@ async fn call(b: &Bound, name: &str, raw: JsonObject) -> Result<CallToolResult, 
                     None,
                 ));
             }
-            answer(delegate_tool(state, me, a, name == "delegate_task").await)
+            answer(delegate_tool(state, me, a, name == "delegate_task", trace).await)
         }
         "check_task_status" => {
             let a: StatusArgs = args(name, raw)?;
@@ -421,12 +436,14 @@ async fn delegate_tool(
     me: WorkspaceId,
     a: DelegateArgs,
     wait: bool,
+    trace: Option<crate::domain::TraceParent>,
 ) -> Result<Value, Error> {
     let target: WorkspaceId = parse_id("workspace_id", &a.workspace_id)?;
     let body = NewDelegationRequest {
         task: a.task,
         idempotency_key: a.idempotency_key,
         deadline_s: None,
+        traceparent: trace,
     };
     // Subscribed before the row exists, so no move of it can be missed.
     let events = state.bus.subscribe();
