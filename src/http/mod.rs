@@ -36,6 +36,7 @@ mod secrets;
 mod stream;
 mod tokens;
 mod traces;
+mod transcript;
 mod uploads;
 mod usage;
 mod workspaces;
@@ -188,6 +189,7 @@ pub(crate) fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(kv::routes())
         .merge(usage::routes())
         .merge(traces::routes())
+        .merge(transcript::routes())
         .merge(mcp::routes())
         .merge(ops::routes())
         .merge(tokens::routes())

@@ -64,6 +64,7 @@ pub static DECLARED: &[(&str, &str, Need)] = &[
     ("GET", "/traces/{trace_id}", Read),
     ("POST", "/workspaces/{id}/traces", Write),
     ("GET", "/workspaces/{id}/traces", Read),
+    ("GET", "/workspaces/{id}/transcript", Read),
     ("GET", "/workspaces/{id}/budget", Read),
     ("PATCH", "/workspaces/{id}/budget", Write),
     ("GET", "/admin/delegations", Read),

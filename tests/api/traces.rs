@@ -553,3 +553,168 @@ async fn the_sweep_prunes_spans_past_the_retention(engine: Engine) {
     assert_eq!(status, StatusCode::NOT_FOUND);
 }
 on_both_engines!(the_sweep_prunes_spans_past_the_retention);
+
+/// A push agent serving `/transcript`: answers `body` and records each
+/// request's query.
+async fn spawn_transcript_agent(
+    body: String,
+) -> (String, tokio::sync::mpsc::UnboundedReceiver<Option<String>>) {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let app = axum::Router::new().route(
+        "/agent/transcript",
+        axum::routing::get(move |uri: axum::http::Uri| {
+            let (tx, body) = (tx.clone(), body.clone());
+            async move {
+                let _ = tx.send(uri.query().map(str::to_owned));
+                ([("content-type", "application/json")], body)
+            }
+        }),
+    );
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (format!("http://127.0.0.1:{port}/agent"), rx)
+}
+
+async fn the_transcript_is_the_push_agents_own_or_what_a_poll_agent_reported(engine: Engine) {
+    let Some(app) = spawn_app(engine).await else {
+        return;
+    };
+    // Push: passed through, with `since` and `limit`.
+    let own = r#"{"entries":[{"role":"assistant","text":"did it"}],"cursor":"c2"}"#;
+    let (url, mut queries) = spawn_transcript_agent(own.to_owned()).await;
+    let push = app.create_push_workspace("push", &url).await;
+    let r = app
+        .client
+        .get(app.url(&format!(
+            "/workspaces/{}/transcript?since=c1&limit=5",
+            push.id
+        )))
+        .bearer_auth(&app.admin_token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(r.text().await.unwrap(), own);
+    assert_eq!(
+        queries.recv().await.unwrap().as_deref(),
+        Some("since=c1&limit=5")
+    );
+
+    // Over 1 MiB: 502, nothing passed on.
+    let huge = format!("\"{}\"", "x".repeat(1024 * 1024 + 1));
+    let (url, _q) = spawn_transcript_agent(huge).await;
+    let big = app.create_push_workspace("big", &url).await;
+    let (status, body) = app
+        .get(
+            &format!("/workspaces/{}/transcript", big.id),
+            &app.admin_token,
+        )
+        .await;
+    assert_eq!(
+        (status, body),
+        (
+            StatusCode::BAD_GATEWAY,
+            json!({"error": "the workspace's transcript is over 1 MiB; ask for fewer entries (`limit`)"})
+        )
+    );
+    // Unreachable: 502.
+    let gone_port = crate::helpers::free_port();
+    let dead = app
+        .create_push_workspace("dead", &format!("http://127.0.0.1:{gone_port}/"))
+        .await;
+    let (status, body) = app
+        .get(
+            &format!("/workspaces/{}/transcript", dead.id),
+            &app.admin_token,
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_GATEWAY, "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("could not read the workspace's transcript: "),
+        "{body}"
+    );
+    // No URL (a push workspace whose URL was cleared in the store): 503.
+    let update = molecule::store::UpdateWorkspace {
+        url: Some(None),
+        ..Default::default()
+    };
+    app.store
+        .update_workspace(dead.id.parse().unwrap(), &update, molecule::domain::now())
+        .await
+        .unwrap();
+    let (status, body) = app
+        .get(
+            &format!("/workspaces/{}/transcript", dead.id),
+            &app.admin_token,
+        )
+        .await;
+    assert_eq!(
+        (status, body),
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            json!({"error": "the workspace has no URL to read its transcript from"})
+        )
+    );
+
+    // Poll: the `transcript` rows the agent reported, after the cursor.
+    let poll = app.create_poll_workspace("poll").await;
+    let mut ids = Vec::new();
+    for text in ["read the file", "wrote the summary"] {
+        let (status, row) = app
+            .post(
+                &format!("/workspaces/{}/activity", poll.id),
+                &poll.token,
+                &json!({"activity_type": "transcript", "summary": text}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{row}");
+        ids.push(row["id"].as_i64().unwrap());
+    }
+    app.send_text(&poll.id, "not a transcript entry").await;
+    let (status, t) = app
+        .get(&format!("/workspaces/{}/transcript", poll.id), &poll.token)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{t}");
+    assert_eq!(
+        (t["source"].as_str(), t["next_since"].as_i64()),
+        (Some("reported"), Some(ids[1]))
+    );
+    let summaries: Vec<&str> = t["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["summary"].as_str().unwrap())
+        .collect();
+    assert_eq!(summaries, vec!["read the file", "wrote the summary"]);
+    let (_, t) = app
+        .get(
+            &format!("/workspaces/{}/transcript?since={}", poll.id, ids[0]),
+            &poll.token,
+        )
+        .await;
+    assert_eq!(t["entries"].as_array().unwrap().len(), 1);
+    for (query, error) in [
+        ("limit=0", "`limit` must be between 1 and 500"),
+        (
+            "since=c1",
+            "`since` must be an activity id (a whole number) for a poll agent",
+        ),
+    ] {
+        let (status, body) = app
+            .get(
+                &format!("/workspaces/{}/transcript?{query}", poll.id),
+                &poll.token,
+            )
+            .await;
+        assert_eq!(
+            (status, body),
+            (StatusCode::BAD_REQUEST, json!({"error": error})),
+            "{query}"
+        );
+    }
+}
+on_both_engines!(the_transcript_is_the_push_agents_own_or_what_a_poll_agent_reported);

@@ -598,6 +598,7 @@ async fn health_ready_and_openapi_need_no_token() {
             "/workspaces/{id}/tokens",
             "/workspaces/{id}/tokens/{tid}",
             "/workspaces/{id}/traces",
+            "/workspaces/{id}/transcript",
             "/workspaces/{id}/usage",
         ]
     );
