@@ -146,13 +146,16 @@ impl Forwarder {
             json!(d.id),
             json!({"message": {"role": "user", "messageId": d.id,
                 "parts": [{"kind": "text", "text": d.task}],
-                "metadata": {"delegation_id": d.id, "source_id": d.caller.to_string()}}}),
+                "metadata": {"delegation_id": d.id, "source_id": d.caller.to_string(),
+                    "traceparent": d.traceparent.map(|p| p.header())}}}),
         );
-        let answer = self
-            .http
-            .post(url)
-            .timeout(self.timeout)
-            .json(&rpc)
+        let mut request = self.http.post(url).timeout(self.timeout).json(&rpc);
+        // The delegation's span is the agent's parent: its own spans and
+        // nested delegations stay in the caller's trace.
+        if let Some(p) = d.traceparent {
+            request = request.header(crate::domain::trace::TRACEPARENT, p.header());
+        }
+        let answer = request
             .send()
             .await
             .map_err(|e| e.without_url().to_string())?;

@@ -27,6 +27,12 @@ impl Client {
         if let Some(from) = from {
             req = req.header("X-Workspace-ID", from);
         }
+        // An agent delegating inside a task (its `TRACEPARENT` set by
+        // `molecule connect`) keeps the new delegation in that task's trace.
+        let trace = std::env::var(crate::domain::trace::TRACEPARENT_ENV).ok();
+        if let Some(p) = trace.as_deref().and_then(crate::domain::TraceParent::parse) {
+            req = req.header(crate::domain::trace::TRACEPARENT, p.header());
+        }
         self.json(req).await
     }
 

@@ -51,6 +51,7 @@ fn delegation_event(row: &ActivityView, task: &Delegate) -> Value {
         "deadline": task.deadline,
         "source_id": row.source_id,
         "created_at": row.created_at,
+        "traceparent": task.traceparent.map(|p| p.header()),
     })
 }
 
@@ -232,7 +233,8 @@ async fn run_forward(
         json!(id),
         json!({"message": {"role": "user", "messageId": id,
             "parts": [{"kind": "text", "text": task}],
-            "metadata": {"delegation_id": id, "source_id": event.get("source_id")}}}),
+            "metadata": {"delegation_id": id, "source_id": event.get("source_id"),
+                "traceparent": event.get("traceparent")}}}),
     );
     let answer = handoff::forward(ctx, http, url, &rpc, &handoff::DELEGATION).await?;
     if let Some(error) = answer.get("error") {

@@ -12,6 +12,7 @@ use url::Url;
 
 use super::backoff::Backoff;
 use super::Ctx;
+use crate::domain::trace::{TRACEPARENT, TRACEPARENT_ENV};
 
 /// How work reaches the agent.
 #[derive(Debug, Clone)]
@@ -82,15 +83,22 @@ pub(super) enum ExecError {
 }
 
 /// Runs `sh -c cmd` in the agent's folder with `event` as one line on its
-/// stdin; its trimmed stdout is the answer, a non-zero exit as `policy`
-/// says.
+/// stdin (and the event's `traceparent` as `TRACEPARENT` in its
+/// environment); its trimmed stdout is the answer, a non-zero exit as
+/// `policy` says.
 pub(super) async fn exec(
     ctx: &Ctx,
     cmd: &str,
     event: &Value,
     policy: &Policy,
 ) -> Result<String, ExecError> {
-    let mut child = tokio::process::Command::new("sh")
+    let mut command = tokio::process::Command::new("sh");
+    // The agent's own spans and delegations join the trace it works in.
+    match event.get(TRACEPARENT).and_then(Value::as_str) {
+        Some(p) => command.env(TRACEPARENT_ENV, p),
+        None => command.env_remove(TRACEPARENT_ENV),
+    };
+    let mut child = command
         .arg("-c")
         .arg(cmd)
         .current_dir(&ctx.dir)
@@ -121,7 +129,8 @@ pub(super) async fn exec(
 
 /// POSTs `rpc` to a local push-mode agent, up to `policy.attempts` times
 /// with backoff (a stop ends the waiting), and returns its JSON answer, or
-/// the last error.
+/// the last error. The message's `metadata.traceparent` also goes as the
+/// `traceparent` header, as the server's own push forwarding sends it.
 pub(super) async fn forward(
     ctx: &Ctx,
     http: &reqwest::Client,
@@ -131,13 +140,15 @@ pub(super) async fn forward(
 ) -> Result<Value, String> {
     let mut backoff = Backoff::new();
     let mut attempt = 1;
+    let trace = rpc
+        .pointer("/params/message/metadata/traceparent")
+        .and_then(Value::as_str);
     loop {
-        let result = http
-            .post(url.clone())
-            .timeout(policy.timeout)
-            .json(rpc)
-            .send()
-            .await;
+        let mut request = http.post(url.clone()).timeout(policy.timeout).json(rpc);
+        if let Some(p) = trace {
+            request = request.header(TRACEPARENT, p);
+        }
+        let result = request.send().await;
         let error = match result {
             Ok(r) if r.status().is_success() => match r.json::<Value>().await {
                 Ok(answer) => return Ok(answer),

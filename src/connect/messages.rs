@@ -125,6 +125,7 @@ async fn message_event(ctx: &Ctx, row: &ActivityView, message: &Message) -> Opti
         "text": message.text,
         "parts": parts,
         "created_at": row.created_at,
+        "traceparent": message.traceparent.map(|p| p.header()),
     }))
 }
 
@@ -244,9 +245,21 @@ async fn forward(
             json!({"message": {"role": "user", "messageId": message_id, "parts": []}}),
         )
     });
-    // The local agent gets the rewritten parts.
+    // The local agent gets the rewritten parts, and the trace context.
     if let Some(message) = rpc.pointer_mut("/params/message") {
         message["parts"] = event.get("parts").cloned().unwrap_or_else(|| json!([]));
+        let p = event.get("traceparent").filter(|p| p.is_string());
+        // Only into an object (or a missing one): indexing any other JSON
+        // value would panic.
+        if let (Some(p), true) = (p, message.is_object()) {
+            let meta = &mut message["metadata"];
+            if meta.is_null() {
+                *meta = json!({});
+            }
+            if let Some(meta) = meta.as_object_mut() {
+                meta.insert("traceparent".into(), p.clone());
+            }
+        }
     }
     match handoff::forward(ctx, http, url, &rpc, &handoff::MESSAGE).await {
         Ok(answer) => {

@@ -27,6 +27,7 @@ pub mod schedule;
 pub mod team;
 mod template;
 mod token;
+pub mod trace;
 mod url;
 pub mod usage;
 
@@ -57,6 +58,7 @@ pub use template::{
     TemplateNode, TemplateSchedule, MAX_NESTING, MAX_TEMPLATE_DEPTH, MAX_TEMPLATE_NODES,
 };
 pub use token::{AuthToken, Role, TokenHash, TokenKey, TokenPrefix};
+pub use trace::{Hop, TraceParent};
 pub use url::{is_internal_ip, CallbackUrl, UrlError};
 
 use chrono::{DateTime, SubsecRound, Utc};

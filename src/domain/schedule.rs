@@ -402,6 +402,7 @@ mod tests {
             task: "check the queue".into(),
             deadline: None,
             idempotency_key: "fire:1".into(),
+            traceparent: None,
         });
         let row = item.row();
         assert_eq!(row.source_id, Some(format!("schedule:{schedule}")));

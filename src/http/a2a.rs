@@ -224,6 +224,7 @@ pub(super) async fn rpc(
                 caller,
                 id,
                 dialect,
+                trace: super::traces::incoming(headers),
             };
             match call.run(method, &body, params).await? {
                 Answer::Result(r) => Ok(r),
@@ -282,6 +283,8 @@ struct Call<'a> {
     caller: Caller,
     id: WorkspaceId,
     dialect: Dialect,
+    /// The caller's `traceparent`, for the task's span.
+    trace: Option<domain::TraceParent>,
 }
 
 impl Call<'_> {
@@ -380,7 +383,9 @@ impl Call<'_> {
                     "streaming from an agent that answers over push is not supported: use SendMessage",
                 )));
             }
-            return Ok(Answer::Raw(forward(self.state, self.id, url, body).await?));
+            return Ok(Answer::Raw(
+                forward(self.state, self.id, url, body, self.trace).await?,
+            ));
         }
         if let Some(tid) = &msg.task_id {
             let known = self.task(&json!({ "id": tid }), "id").await?;
@@ -482,6 +487,7 @@ impl Call<'_> {
             task: msg.text.clone(),
             idempotency_key: format!("a2a:{}", msg.message_id),
             deadline_at: None,
+            trace: domain::Hop::open(self.trace),
         };
         let context = msg.context_id.clone().unwrap_or_else(|| new.id.to_string());
         let row = InboxItem::Delegate(Delegate {
@@ -491,6 +497,7 @@ impl Call<'_> {
             task: new.task.clone(),
             deadline: None,
             idempotency_key: new.idempotency_key.clone(),
+            traceparent: Some(new.trace.context),
         })
         .row();
         let now = domain::now();
@@ -641,10 +648,20 @@ impl Call<'_> {
 
 /// Hands an A2A request to a push workspace and passes its answer back;
 /// the server does not keep the task (the agent does).
-async fn forward(state: &AppState, id: WorkspaceId, url: &str, body: &Value) -> Result<Response> {
+async fn forward(
+    state: &AppState,
+    id: WorkspaceId,
+    url: &str,
+    body: &Value,
+    trace: Option<domain::TraceParent>,
+) -> Result<Response> {
+    // The caller's context carried on (the agent keeps this task, so the
+    // server opens no span of its own here).
+    let trace = trace.unwrap_or_else(domain::TraceParent::start);
     let answer = state
         .http
         .post(url)
+        .header(domain::trace::TRACEPARENT, trace.header())
         .timeout(state.config.forward_timeout)
         .json(body)
         .send()

@@ -474,6 +474,7 @@ mod tests {
                 error_detail: error.map(str::to_owned),
                 deadline_at: None,
                 last_heartbeat_at: None,
+                traceparent: None,
                 created_at: now,
                 updated_at: now,
                 completed_at: Some(now),

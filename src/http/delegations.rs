@@ -79,6 +79,13 @@ pub(crate) struct DelegationView {
     pub updated_at: DateTime<Utc>,
     /// When it was completed or failed.
     pub completed_at: Option<DateTime<Utc>>,
+    /// The W3C context its callee was handed (null on rows from before
+    /// traces).
+    #[serde(default)]
+    pub traceparent: Option<String>,
+    /// Its trace, for `GET /traces/:trace_id`.
+    #[serde(default)]
+    pub trace_id: Option<String>,
 }
 
 impl From<Delegation> for DelegationView {
@@ -98,6 +105,8 @@ impl From<Delegation> for DelegationView {
             created_at: d.created_at,
             updated_at: d.updated_at,
             completed_at: d.completed_at,
+            traceparent: d.traceparent.map(|p| p.header()),
+            trace_id: d.traceparent.map(|p| p.trace_id()),
         }
     }
 }
@@ -112,6 +121,11 @@ pub(crate) struct NewDelegationRequest {
     pub idempotency_key: Option<String>,
     /// Seconds from now after which the delegation fails (1 to 604800).
     pub deadline_s: Option<i64>,
+    /// The caller's trace context (the `traceparent` header, or MCP's
+    /// `_meta.traceparent`), never the body.
+    #[serde(skip)]
+    #[schema(ignore)]
+    pub traceparent: Option<domain::TraceParent>,
 }
 
 /// Answer of `POST /workspaces/:target/delegate`.
@@ -183,8 +197,10 @@ pub(super) async fn create_delegation(
         path: WorkspacePath(target),
         ..
     }: Calling<OnBehalf, WorkspacePath>,
-    Json(body): Json<NewDelegationRequest>,
+    headers: axum::http::HeaderMap,
+    Json(mut body): Json<NewDelegationRequest>,
 ) -> Result<(StatusCode, Json<DelegationCreated>)> {
+    body.traceparent = super::traces::incoming(&headers);
     let actor = super::audit::actor(principal);
     let (status, created) = delegate_by(&state, actor, caller, target, body).await?;
     Ok((status, Json(created)))
@@ -276,6 +292,7 @@ async fn delegate_by(
         task: body.task,
         idempotency_key: key,
         deadline_at,
+        trace: domain::Hop::open(body.traceparent),
     };
     refuse_if_spent(state, &new, now).await?;
     let inbox = InboxItem::Delegate(Delegate {
@@ -285,6 +302,7 @@ async fn delegate_by(
         task: new.task.clone(),
         deadline: deadline_at,
         idempotency_key: new.idempotency_key.clone(),
+        traceparent: Some(new.trace.context),
     })
     .row();
     match state.store.create_delegation(&new, &inbox, now).await? {
@@ -393,7 +411,14 @@ pub(super) async fn report_delegation_status(
             // Only a report that moved the row counts: a retried report
             // (a repeat of the status) is not billed twice.
             if let Some(usage) = usage.filter(|_| t.from != t.delegation.status) {
-                super::usage::account(&state, callee, usage).await?;
+                let (input, output) = (usage.input_tokens, usage.output_tokens);
+                let model = usage.model.clone();
+                let cost = super::usage::account(&state, callee, usage).await?;
+                // The delegation's span in its trace carries what it cost.
+                state
+                    .store
+                    .add_delegation_usage(id, input, output, cost, &model)
+                    .await?;
             }
             Ok(Json(t.delegation.into()))
         }

@@ -88,6 +88,10 @@ pub(crate) enum Error {
     /// 502: the workspace did not answer properly.
     #[error("{0}")]
     BadGateway(String),
+    /// 503 with its own sentence: what the request needs is not there
+    /// (a push workspace without a URL to read from).
+    #[error("{0}")]
+    NotAvailable(String),
     /// 503: the database or blob store is unavailable.
     #[error("storage is unavailable; try again shortly")]
     Unavailable(#[source] anyhow::Error),
@@ -114,7 +118,7 @@ impl Error {
             Error::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Error::TooMany { .. } => StatusCode::TOO_MANY_REQUESTS,
             Error::BadGateway(_) => StatusCode::BAD_GATEWAY,
-            Error::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Error::Unavailable(_) | Error::NotAvailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }

@@ -20,7 +20,7 @@ use super::{AppState, Error, ErrorBody, Json, Result};
 use crate::domain::inbox::{self, AgentMessage, InboxItem, Message, Sender};
 use crate::domain::team::Caller;
 use crate::domain::{self, DeliveryMode, WorkspaceId};
-use crate::store::NewActivity;
+use crate::store::{HopSpan, NewActivity};
 
 /// A `message/send` request, normalized: wrapper and ids filled in.
 struct MessageSend {
@@ -172,16 +172,22 @@ pub(super) async fn send_a2a_message(
         return super::a2a::rpc(&state, sender, id, &headers, body).await;
     }
     let msg = normalize_message_send(body)?;
-    let row = inbox_row(id, source, &msg);
+    let hop = domain::Hop::open(super::traces::incoming(&headers));
+    let row = inbox_row(id, source, &msg, hop.context);
+    let sent = Sent {
+        id,
+        hop,
+        caller: source.map_or_else(|| "operator".to_owned(), |s| s.to_string()),
+    };
     // A paused workspace is not called: its messages wait in its inbox
     // (never dropped) and are there when it resumes, whatever its mode.
     let paused = workspace.paused_at.is_some();
     match (workspace.delivery_mode, workspace.url.as_deref()) {
         (DeliveryMode::Push, Some(url)) if !paused => {
-            forward_message(&state, id, url, &msg, row).await
+            forward_message(&state, &sent, url, &msg, row).await
         }
         (DeliveryMode::Push, None) if !paused => Err(super::workspaces::push_without_url()),
-        _ => queue_message(&state, id, row).await,
+        _ => queue_message(&state, &sent, row).await,
     }
 }
 
@@ -201,8 +207,52 @@ fn starts_work(body: &Value) -> bool {
     }
 }
 
+/// A message on its way: to whom, its hop in the trace, from whom.
+struct Sent {
+    id: WorkspaceId,
+    hop: domain::Hop,
+    caller: String,
+}
+
+impl Sent {
+    /// Writes the message's row with its hop's span (one transaction),
+    /// then wakes whoever waits for the row, as [`record`] does.
+    async fn record(
+        &self,
+        state: &AppState,
+        row: &NewActivity,
+        start: chrono::DateTime<chrono::Utc>,
+    ) -> Result<crate::store::Activity> {
+        let now = domain::now();
+        let span = HopSpan {
+            hop: &self.hop,
+            workspace_id: self.id,
+            caller: self.caller.clone(),
+            name: "message",
+            delegation_id: None,
+            status: row.status.as_deref().unwrap_or("queued"),
+            ended_at: Some(now),
+        };
+        let stored = state
+            .store
+            .insert_traced_activity(self.id, row, &span, start, now)
+            .await?;
+        let event = crate::events::Event::Activity {
+            workspace_id: self.id,
+            id: stored.id,
+        };
+        state.bus.publish(event).await;
+        Ok(stored)
+    }
+}
+
 /// The activity row a message becomes (its status set on delivery).
-fn inbox_row(id: WorkspaceId, source: Option<WorkspaceId>, msg: &MessageSend) -> NewActivity {
+fn inbox_row(
+    id: WorkspaceId,
+    source: Option<WorkspaceId>,
+    msg: &MessageSend,
+    traceparent: domain::TraceParent,
+) -> NewActivity {
     let item = InboxItem::Message(Message {
         sender: Some(source.map_or(Sender::Operator, Sender::Peer)),
         to: Some(id),
@@ -210,6 +260,7 @@ fn inbox_row(id: WorkspaceId, source: Option<WorkspaceId>, msg: &MessageSend) ->
         parts: msg.parts.clone(),
         message_id: Some(msg.message_id.clone()),
         rpc: Some(msg.rpc.clone()),
+        traceparent: Some(traceparent),
     });
     item.row()
 }
@@ -218,14 +269,16 @@ fn inbox_row(id: WorkspaceId, source: Option<WorkspaceId>, msg: &MessageSend) ->
 /// the row is written only once the workspace has answered.
 async fn forward_message(
     state: &AppState,
-    id: WorkspaceId,
+    sent: &Sent,
     url: &str,
     msg: &MessageSend,
     mut row: NewActivity,
 ) -> Result<Response> {
+    let (id, start) = (sent.id, domain::now());
     let answer = state
         .http
         .post(url)
+        .header(domain::trace::TRACEPARENT, sent.hop.context.header())
         .timeout(state.config.forward_timeout)
         .json(&msg.rpc)
         .send()
@@ -239,7 +292,7 @@ async fn forward_message(
         Ok(answer) => {
             row.status = Some("forwarded".into());
             row.response_body = Some(answer.clone());
-            record(state, id, &row).await?;
+            sent.record(state, &row, start).await?;
             super::usage::account_answer(state, id, &answer).await;
             // The workspace answered: that is contact, as good as a
             // heartbeat (a push agent need not send any).
@@ -259,13 +312,10 @@ async fn forward_message(
 }
 
 /// Poll mode: the message waits in the inbox.
-async fn queue_message(
-    state: &AppState,
-    id: WorkspaceId,
-    mut row: NewActivity,
-) -> Result<Response> {
+async fn queue_message(state: &AppState, sent: &Sent, mut row: NewActivity) -> Result<Response> {
+    let id = sent.id;
     row.status = Some("queued".into());
-    let stored = record(state, id, &row).await?;
+    let stored = sent.record(state, &row, domain::now()).await?;
     tracing::info!(workspace_id = %id, activity_id = stored.id, "message queued");
     Ok((
         StatusCode::ACCEPTED,

@@ -35,6 +35,8 @@ mod schedules;
 mod secrets;
 mod stream;
 mod tokens;
+mod traces;
+mod transcript;
 mod uploads;
 mod usage;
 mod workspaces;
@@ -186,6 +188,8 @@ pub(crate) fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(memories::routes())
         .merge(kv::routes())
         .merge(usage::routes())
+        .merge(traces::routes())
+        .merge(transcript::routes())
         .merge(mcp::routes())
         .merge(ops::routes())
         .merge(tokens::routes())

@@ -28,6 +28,7 @@ mod memory;
 mod push;
 mod schedules;
 mod tokens;
+mod traces;
 mod uploads;
 mod workspaces;
 
@@ -60,6 +61,7 @@ pub const BATCH: i64 = 500;
 pub static REGISTERED: &[&dyn Job] = &[
     &uploads::SweepUploads,
     &activity::SweepActivity,
+    &traces::PruneSpans,
     &kv::SweepKv,
     &memory::BackfillEmbeddings,
     &delegations::SweepDelegations,

@@ -42,6 +42,8 @@ pub struct Delegation {
     pub updated_at: DateTime<Utc>,
     /// When it became completed or failed.
     pub completed_at: Option<DateTime<Utc>>,
+    /// The trace context its callee is handed (`None` on older rows).
+    pub traceparent: Option<domain::TraceParent>,
 }
 
 impl Delegation {
@@ -76,6 +78,23 @@ pub struct NewDelegation {
     pub idempotency_key: String,
     /// Optional deadline.
     pub deadline_at: Option<DateTime<Utc>>,
+    /// Its span in the caller's trace (or the root of a new one).
+    pub trace: domain::Hop,
+}
+
+impl NewDelegation {
+    /// The server span of its hop, opening in `status` (over when failed).
+    fn hop_span(&self, status: &'static str, now: DateTime<Utc>) -> HopSpan<'_> {
+        HopSpan {
+            hop: &self.trace,
+            workspace_id: self.callee_id,
+            caller: self.caller.to_string(),
+            name: "delegate",
+            delegation_id: Some(self.id),
+            status,
+            ended_at: (status == "failed").then_some(now),
+        }
+    }
 }
 
 /// How a create ended.
@@ -203,6 +222,7 @@ pub(super) struct DelegationRow {
     created_at: Ts,
     updated_at: Ts,
     completed_at: Option<Ts>,
+    traceparent: Option<String>,
 }
 
 impl TryFrom<DelegationRow> for Delegation {
@@ -229,6 +249,7 @@ impl TryFrom<DelegationRow> for Delegation {
             created_at: r.created_at.0,
             updated_at: r.updated_at.0,
             completed_at: r.completed_at.map(|t| t.0),
+            traceparent: r.traceparent.as_deref().and_then(domain::TraceParent::parse),
         })
     }
 }
@@ -364,6 +385,9 @@ engines! {
             .pop()
             .ok_or_else(|| StoreError::Corrupt("UPDATE of a locked row missed it".into()))?;
             let delegation: Delegation = row.try_into()?;
+            if advance {
+                Self::move_hop_in(&mut *conn, delegation.id, mv.to, now).await?;
+            }
             let result_row = match (ends, delegation.caller.workspace()) {
                 (true, Some(caller)) => Some(
                     Self::insert_activity_in(
@@ -393,10 +417,10 @@ engines! {
             // ON CONFLICT DO NOTHING: a racing twin waits for the
             // winner's commit and then inserts nothing; the caller's read
             // (a fresh snapshot) finds the winner's row.
-            Ok(sqlx::query_as(
+            let row: Option<DelegationRow> = sqlx::query_as(
                 "INSERT INTO delegations (id, caller_id, callee_id, task_preview, task, \
-                   idempotency_key, status, deadline_at, created_at, updated_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, 'queued', $7, $8, $8) \
+                   idempotency_key, status, deadline_at, created_at, updated_at, traceparent) \
+                 VALUES ($1, $2, $3, $4, $5, $6, 'queued', $7, $8, $8, $9) \
                  ON CONFLICT (caller_id, idempotency_key) DO NOTHING RETURNING *",
             )
             .bind(new.id)
@@ -407,9 +431,14 @@ engines! {
             .bind(&new.idempotency_key)
             .bind(new.deadline_at.map(Ts))
             .bind(Ts(now))
+            .bind(new.trace.context.header())
             .fetch_all(&mut *conn)
             .await?
-            .pop())
+            .pop();
+            if row.is_some() {
+                Self::open_hop_in(&mut *conn, &new.hop_span("queued", now), now).await?;
+            }
+            Ok(row)
         }
 
         /// Fails every delegation in flight to `callee` (`callee
@@ -512,7 +541,8 @@ engines! {
             let row: Option<DelegationRow> = sqlx::query_as(
                 "INSERT INTO delegations (id, caller_id, callee_id, task_preview, task, \
                    idempotency_key, status, error_detail, deadline_at, created_at, updated_at, \
-                   completed_at) VALUES ($1, $2, $3, $4, $5, $6, 'failed', $7, $8, $9, $9, $9) \
+                   completed_at, traceparent) \
+                 VALUES ($1, $2, $3, $4, $5, $6, 'failed', $7, $8, $9, $9, $9, $10) \
                  ON CONFLICT (caller_id, idempotency_key) DO NOTHING RETURNING *",
             )
             .bind(new.id)
@@ -524,9 +554,13 @@ engines! {
             .bind(reason)
             .bind(new.deadline_at.map(Ts))
             .bind(Ts(now))
+            .bind(new.trace.context.header())
             .fetch_all(&mut *tx)
             .await?
             .pop();
+            if row.is_some() {
+                Self::open_hop_in(&mut tx, &new.hop_span("failed", now), now).await?;
+            }
             tx.commit().await?;
             row.map(TryInto::try_into).transpose()
         }

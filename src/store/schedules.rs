@@ -505,6 +505,8 @@ engines! {
                 // (caller, key) agrees with the fire's.
                 idempotency_key: format!("fire:{}", due_at.timestamp_micros()),
                 deadline_at: None,
+                // A fire starts its own trace.
+                trace: crate::domain::Hop::open(None),
             };
             let row: DelegationRow = Self::insert_delegation_in(&mut *conn, &new, now)
                 .await?
@@ -516,6 +518,7 @@ engines! {
                 task: new.task.clone(),
                 deadline: None,
                 idempotency_key: new.idempotency_key.clone(),
+                traceparent: Some(new.trace.context),
             })
             .row();
             let inbox = Self::insert_activity_in(&mut *conn, s.workspace_id, &inbox, now).await?;

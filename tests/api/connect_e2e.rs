@@ -1629,3 +1629,135 @@ async fn the_handed_out_connect_line_works_as_pasted_and_puts_the_token_on_no_co
     })
     .await;
 }
+
+// Traces (issue 28): a three-hop chain under real `molecule connect` agents.
+
+/// The operator hands A a task; A's `--exec` agent delegates to B with the
+/// `molecule delegate` CLI, B's to C, C answers. Connect hands each agent
+/// its hop's context as `TRACEPARENT`, the CLI carries it on the nested
+/// delegation, and each agent then reports a model call under it: one
+/// trace, hop A ⊃ hop B ⊃ hop C, each with its model call, tokens summed.
+async fn a_three_hop_chain_of_connect_agents_is_one_trace(postgres: bool) {
+    bounded(async {
+        let tmp = TempDir::new().unwrap();
+        let mut extra = Vec::new();
+        if postgres {
+            let Some(url) = crate::helpers::fresh_postgres_url().await else {
+                return;
+            };
+            extra = vec!["--database-url".to_owned(), url];
+        }
+        let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
+        let server = Server::start_with(&tmp.path().join("server"), free_port(), &extra).await;
+        let (a, a_token) = server.create_poll_workspace().await;
+        let (b, b_token) = server.create_poll_workspace().await;
+        let (c, c_token) = server.create_poll_workspace().await;
+        let url = server.url();
+        let hop = |from: &str, to: &str, task: &str| {
+            format!(
+                r#"cat > event.json; grep -q '"type":"delegation"' event.json || exit 0; echo "$TRACEPARENT" > traceparent; {} delegate {from} {to} {task} --key {task} --server {url} --admin-token {ADMIN_TOKEN} --json > delegated.json && echo "handed on""#,
+                bin()
+            )
+        };
+        let agents = [
+            (&a, &a_token, "agent-a", hop(&a, &b, "hop-two")),
+            (&b, &b_token, "agent-b", hop(&b, &c, "hop-three")),
+            (&c, &c_token, "agent-c", r#"cat > task.json; echo "$TRACEPARENT" > traceparent; echo "C did it""#.to_owned()),
+        ];
+        let mut connects = Vec::new();
+        for (ws, token, dir, exec) in &agents {
+            let dir = tmp.path().join(dir);
+            connects.push(Connect::start(&server, ws, token, &dir, &["--exec", exec]).await);
+        }
+
+        let created = server
+            .cli(&["delegate", "operator", &a, "hop-one", "--key", "hop-one"])
+            .await;
+        let did = created["delegation_id"].as_str().unwrap().to_owned();
+        for ws in [&c, &b, &a] {
+            eventually(&format!("{ws}'s task completed"), || async {
+                let rows = server
+                    .get(&format!("/workspaces/{ws}/delegations?role=callee"))
+                    .await;
+                (rows[0]["status"] == "completed").then_some(())
+            })
+            .await;
+        }
+        let row = server.get("/admin/delegations?limit=10").await;
+        let first = row
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["id"] == did.as_str())
+            .cloned()
+            .unwrap();
+        let trace = first["trace_id"].as_str().unwrap().to_owned();
+        // Each agent saw its own hop's context, in the one trace (A and B
+        // also got their delegation's result, which they ignore).
+        let mut contexts = Vec::new();
+        for (ws, token, dir, _) in &agents {
+            let p = std::fs::read_to_string(tmp.path().join(dir).join("traceparent")).unwrap();
+            let p = p.trim().to_owned();
+            assert_eq!(p.split('-').nth(1), Some(trace.as_str()), "{dir}: {p}");
+            contexts.push(p.clone());
+            let rows = server
+                .get(&format!("/workspaces/{ws}/delegations?role=callee"))
+                .await;
+            assert_eq!(rows[0]["traceparent"], p.as_str(), "{dir}");
+            // The agent reports a model call under it.
+            let n = 10 * contexts.len() as i64;
+            let start = chrono::Utc::now();
+            let r = reqwest::Client::new()
+                .post(format!("{url}/workspaces/{ws}/traces"))
+                .bearer_auth(token)
+                .header("traceparent", &p)
+                .json(&json!({"spans": [{"name": "model", "kind": "llm",
+                    "start": start.to_rfc3339(), "end": (start + chrono::Duration::seconds(1)).to_rfc3339(),
+                    "input_tokens": n, "output_tokens": 1, "model": "claude-sonnet-4"}]}))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), reqwest::StatusCode::CREATED);
+        }
+        assert_eq!(
+            contexts.iter().collect::<std::collections::HashSet<_>>().len(),
+            3
+        );
+
+        let t = server.get(&format!("/traces/{trace}")).await;
+        assert_eq!(t["span_count"], 6, "{t}");
+        assert_eq!(t["total"]["input_tokens"], 60);
+        assert_eq!(t["total"]["output_tokens"], 3);
+        assert_eq!(t["roots"].as_array().unwrap().len(), 1, "{t}");
+        let mut node = &t["roots"][0];
+        for (i, (ws, callers)) in [(&a, "operator"), (&b, a.as_str()), (&c, b.as_str())]
+            .into_iter()
+            .enumerate()
+        {
+            assert_eq!(node["kind"], "server", "{node}");
+            assert_eq!(node["workspace_id"], ws.as_str());
+            assert_eq!(node["caller_id"], callers);
+            assert_eq!(node["status"], "completed");
+            assert_eq!(node["total"]["input_tokens"], [60, 50, 30][i]);
+            let kids = node["children"].as_array().unwrap();
+            let llm = kids.iter().find(|k| k["kind"] == "llm").unwrap();
+            assert_eq!(llm["workspace_id"], ws.as_str());
+            assert_eq!(llm["own"]["input_tokens"], 10 * (i as i64 + 1));
+            assert_eq!(kids.len(), if i < 2 { 2 } else { 1 }, "{node}");
+            if i < 2 {
+                node = kids.iter().find(|k| k["kind"] == "server").unwrap();
+            }
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_three_hop_chain_of_connect_agents_is_one_trace_sqlite() {
+    a_three_hop_chain_of_connect_agents_is_one_trace(false).await;
+}
+
+#[tokio::test]
+async fn a_three_hop_chain_of_connect_agents_is_one_trace_postgres() {
+    a_three_hop_chain_of_connect_agents_is_one_trace(true).await;
+}

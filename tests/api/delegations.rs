@@ -125,9 +125,14 @@ async fn a_delegation_is_queued_once_and_a_repeat_delivers_nothing(engine: Engin
     assert_eq!(inbox[0]["activity_type"], "a2a_receive");
     assert_eq!(inbox[0]["source_id"], a.id.as_str());
     assert_eq!(inbox[0]["summary"], "summarize the report");
+    // The task's trace context (a new trace: the request sent none), as
+    // the ledger row keeps it.
+    assert_eq!(inbox[0]["data"]["traceparent"], row["traceparent"]);
+    assert_eq!(row["traceparent"].as_str().map(str::len), Some(55), "{row}");
     assert_eq!(
         inbox[0]["data"],
-        json!({"delegation_id": did, "task": task, "deadline": row["deadline_at"]})
+        json!({"delegation_id": did, "task": task, "deadline": row["deadline_at"],
+            "traceparent": row["traceparent"]})
     );
 
     // The same key again: the same delegation, nothing delivered.
@@ -204,6 +209,7 @@ async fn identical_requests_racing_write_one_row_and_one_inbox_row(engine: Engin
                 task: "race the store".into(),
                 idempotency_key: "store-key".into(),
                 deadline_at: None,
+                trace: molecule::domain::Hop::open(None),
             };
             let inbox = molecule::store::NewActivity {
                 activity_type: "a2a_receive".into(),
@@ -1580,6 +1586,7 @@ async fn removing_a_callee_fails_its_delegations_in_flight_and_refuses_new_ones(
         task: "raced".into(),
         idempotency_key: "raced".into(),
         deadline_at: None,
+        trace: molecule::domain::Hop::open(None),
     };
     let inbox = molecule::store::NewActivity {
         activity_type: "a2a_receive".into(),

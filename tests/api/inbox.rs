@@ -34,10 +34,17 @@ async fn message_send_to_a_poll_workspace_is_queued(engine: Engine) {
     assert_eq!(rpc["jsonrpc"], "2.0");
     assert!(rpc["id"].is_string());
     let message_id = rpc["params"]["message"]["messageId"].as_str().unwrap();
+    // The message's trace context: a new trace (the request sent none).
+    let traceparent = row["data"]["traceparent"].as_str().unwrap();
+    assert!(
+        molecule::domain::TraceParent::parse(traceparent).is_some(),
+        "{traceparent}"
+    );
     assert_eq!(
         row["data"],
         json!({"source": "canvas_user", "source_id": null, "text": "hello there\nsecond line",
-            "parts": [{"kind": "text", "text": "hello there\nsecond line"}], "message_id": message_id})
+            "parts": [{"kind": "text", "text": "hello there\nsecond line"}], "message_id": message_id,
+            "traceparent": traceparent})
     );
     // A full JSON-RPC request keeps its ids.
     let (status, _) = app

@@ -43,6 +43,7 @@ mod sweep;
 mod team_rule;
 mod teams;
 mod tokens;
+mod traces;
 mod uploads;
 mod usage;
 mod workspaces;

@@ -1319,6 +1319,7 @@ async fn a_caller_cancels_only_its_own_delegation_in_flight_once(engine: Engine)
         task: "index the wiki".into(),
         idempotency_key: "k".into(),
         deadline_at: None,
+        trace: molecule::domain::Hop::open(None),
     };
     let inbox = NewActivity {
         activity_type: "a2a_receive".into(),

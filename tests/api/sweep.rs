@@ -368,6 +368,7 @@ async fn the_sweep_command_runs_one_pass_and_reports_it() {
         serde_json::json!({"jobs": {
             "uploads": {"acked": 1, "expired": 0, "errors": 0},
             "activity": {"removed": 0},
+            "traces": {"removed": 0},
             "kv": {"expired": 0},
             "memory_embeddings": {"backfilled": 0},
             "delegations": {"failed": 0, "stuck": 0, "purged": 0},

@@ -548,6 +548,7 @@ async fn health_ready_and_openapi_need_no_token() {
             "/registry/update-card",
             "/registry/{id}/peers",
             "/schedules/preview",
+            "/traces/{trace_id}",
             "/workspaces",
             "/workspaces/{id}",
             "/workspaces/{id}/.well-known/agent-card.json",
@@ -598,6 +599,8 @@ async fn health_ready_and_openapi_need_no_token() {
             "/workspaces/{id}/state",
             "/workspaces/{id}/tokens",
             "/workspaces/{id}/tokens/{tid}",
+            "/workspaces/{id}/traces",
+            "/workspaces/{id}/transcript",
             "/workspaces/{id}/usage",
         ]
     );

@@ -26,7 +26,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use super::{pending_uri, truncate_chars, Caller, DelegationId, DelegationStatus};
-use super::{FileId, WorkspaceId};
+use super::{FileId, TraceParent, WorkspaceId};
 
 mod approval;
 mod instructions;
@@ -159,6 +159,8 @@ pub struct Message {
     pub message_id: Option<String>,
     /// The normalized JSON-RPC request (`request_body`), when it is an object.
     pub rpc: Option<Value>,
+    /// The trace context the recipient works under (`data.traceparent`).
+    pub traceparent: Option<TraceParent>,
 }
 
 /// A staged file, as its row announces it.
@@ -234,6 +236,9 @@ pub struct Delegate {
     pub deadline: Option<DateTime<Utc>>,
     /// The caller's key for exactly-once creation.
     pub idempotency_key: String,
+    /// The trace context the callee works under: the delegation's span
+    /// (`data.traceparent`; `None` on rows from before traces).
+    pub traceparent: Option<TraceParent>,
 }
 
 /// The outcome of a delegation, in its caller's inbox.
@@ -282,6 +287,8 @@ struct DelegateData {
     delegation_id: DelegationId,
     task: String,
     deadline: Option<DateTime<Utc>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    traceparent: Option<String>,
 }
 
 /// The `data` of a delegation result row.
@@ -445,10 +452,13 @@ where
 impl Message {
     fn row(&self) -> InboxRow {
         let source_id = self.sender.and_then(Sender::peer).map(|p| p.to_string());
-        let data = json!({
+        let mut data = json!({
             "source": self.sender.map(Sender::kind), "source_id": source_id, "text": self.text,
             "parts": self.parts, "message_id": self.message_id,
         });
+        if let Some(p) = self.traceparent {
+            data["traceparent"] = json!(p.header());
+        }
         InboxRow {
             activity_type: INBOX_TYPE.into(),
             method: Some(MESSAGE_SEND.into()),
@@ -495,6 +505,9 @@ impl Message {
                 .and_then(Value::as_str)
                 .map(str::to_owned),
             rpc: row.request_body.clone().filter(Value::is_object),
+            traceparent: field("traceparent")
+                .and_then(Value::as_str)
+                .and_then(TraceParent::parse),
         }
     }
 }
@@ -581,6 +594,7 @@ impl Delegate {
             delegation_id: self.delegation_id,
             task: self.task.clone(),
             deadline: self.deadline,
+            traceparent: self.traceparent.map(|p| p.header()),
         };
         InboxRow {
             activity_type: INBOX_TYPE.into(),
@@ -617,6 +631,7 @@ impl Delegate {
             task: data.task,
             deadline: data.deadline,
             idempotency_key: key.to_owned(),
+            traceparent: data.traceparent.as_deref().and_then(TraceParent::parse),
         })
     }
 }

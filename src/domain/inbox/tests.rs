@@ -20,6 +20,7 @@ fn a_message_row_keeps_its_wire_shape() {
         parts: json!([{"kind": "text", "text": "hi"}]),
         message_id: Some("m1".into()),
         rpc: Some(rpc.clone()),
+        traceparent: None,
     }));
     assert_eq!(row.activity_type, "a2a_receive");
     assert_eq!(row.method.as_deref(), Some("message/send"));
@@ -64,6 +65,7 @@ fn delegation_rows_keep_their_wire_shape() {
         task: "do it\nnow".into(),
         deadline: None,
         idempotency_key: "k".into(),
+        traceparent: None,
     }));
     assert_eq!(row.summary.as_deref(), Some("do it"));
     assert_eq!(
@@ -208,4 +210,30 @@ fn answer_text_reads_a_message_and_a_task() {
         "artifacts": [{"parts": [{"kind": "text", "text": "out"}]}]}});
     let text = answer_text(&task);
     assert!(text.contains("done") && text.contains("out"), "{text}");
+}
+
+#[test]
+fn a_traceparent_rides_in_the_data_of_delegate_and_message_rows() {
+    let p = crate::domain::TraceParent::start();
+    let item = InboxItem::Delegate(Delegate {
+        delegation_id: DelegationId::new(),
+        caller: Caller::Operator,
+        callee: WorkspaceId::new(),
+        task: "t".into(),
+        deadline: None,
+        idempotency_key: "k".into(),
+        traceparent: Some(p),
+    });
+    let row = round_trips(item);
+    assert_eq!(row.data.unwrap()["traceparent"], json!(p.header()));
+    let row = round_trips(InboxItem::Message(Message {
+        sender: Some(Sender::Operator),
+        to: Some(WorkspaceId::new()),
+        text: "hi".into(),
+        parts: json!([]),
+        message_id: Some("m".into()),
+        rpc: None,
+        traceparent: Some(p),
+    }));
+    assert_eq!(row.data.unwrap()["traceparent"], json!(p.header()));
 }

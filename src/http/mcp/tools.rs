@@ -120,11 +120,21 @@ impl ServerHandler for MoleculeMcp {
         context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, ErrorData> {
         let b = self.bound(&context.extensions)?;
+        // SEP-414's `_meta.traceparent`, else the HTTP request's header.
+        let trace = request
+            .meta
+            .as_ref()
+            .and_then(|m| m.get_traceparent())
+            .and_then(crate::domain::TraceParent::parse)
+            .or_else(|| {
+                let parts = context.extensions.get::<axum::http::request::Parts>()?;
+                crate::http::traces::incoming(&parts.headers)
+            });
         let args = request.arguments.unwrap_or_default();
         let response = if tasks::wanted(&context) && TASK_TOOLS.contains(&&*request.name) {
-            call_as_task(&b, &request.name, args).await?
+            call_as_task(&b, &request.name, args, trace).await?
         } else {
-            call(&b, &request.name, args).await?.into()
+            call(&b, &request.name, args, trace).await?.into()
         };
         let outcome = match &response {
             CallToolResponse::Complete(r) if r.is_error == Some(true) => "error",
@@ -176,6 +186,7 @@ async fn call_as_task(
     b: &Bound,
     name: &str,
     raw: JsonObject,
+    trace: Option<crate::domain::TraceParent>,
 ) -> Result<CallToolResponse, ErrorData> {
     let (state, me) = (&b.state, b.workspace);
     let task = if name == "request_approval" {
@@ -192,7 +203,7 @@ async fn call_as_task(
                 None,
             ));
         }
-        match delegation(state, me, a).await {
+        match delegation(state, me, DelegateArgs { trace, ..a }).await {
             Ok(d) => tasks::delegation_state(state, &d).await?,
             Err(e) => return answer::<Value>(Err(e)).map(Into::into),
         }
@@ -359,6 +370,10 @@ struct DelegateArgs {
     task: String,
     #[serde(default)]
     idempotency_key: Option<String>,
+    /// The call's trace context (from `_meta` or the request), not an
+    /// argument.
+    #[serde(skip)]
+    trace: Option<crate::domain::TraceParent>,
 }
 
 #[derive(Deserialize)]
@@ -403,7 +418,12 @@ fn parse_id<T: std::str::FromStr>(field: &str, raw: &str) -> Result<T, Error> {
 }
 
 /// Runs tool `name` for `b`.
-async fn call(b: &Bound, name: &str, raw: JsonObject) -> Result<CallToolResult, ErrorData> {
+async fn call(
+    b: &Bound,
+    name: &str,
+    raw: JsonObject,
+    trace: Option<crate::domain::TraceParent>,
+) -> Result<CallToolResult, ErrorData> {
     let (state, me) = (&b.state, b.workspace);
     match name {
         "list_peers" => {
@@ -422,7 +442,7 @@ async fn call(b: &Bound, name: &str, raw: JsonObject) -> Result<CallToolResult, 
                     None,
                 ));
             }
-            answer(delegate_tool(state, me, a, name == "delegate_task").await)
+            answer(delegate_tool(state, me, a, name == "delegate_task", trace).await)
         }
         "check_task_status" => {
             let a: StatusArgs = args(name, raw)?;
@@ -524,9 +544,11 @@ async fn delegate_tool(
     me: WorkspaceId,
     a: DelegateArgs,
     wait: bool,
+    trace: Option<crate::domain::TraceParent>,
 ) -> Result<Value, Error> {
     // Subscribed before the row exists, so no move of it can be missed.
     let events = state.bus.subscribe();
+    let a = DelegateArgs { trace, ..a };
     let (_, created) = new_delegation(state, me, a).await?;
     let id = created.delegation_id;
     if !wait {
@@ -556,6 +578,7 @@ async fn new_delegation(
         task: a.task,
         idempotency_key: a.idempotency_key,
         deadline_s: None,
+        traceparent: a.trace,
     };
     delegate(state, Caller::Workspace(me), target, body).await
 }
