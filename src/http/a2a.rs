@@ -24,7 +24,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::access::{live_workspace, AsPeer, Calling, NamesWorkspace, SelfOrOperatorBody};
-use super::auth::require_reach;
+use super::auth::{node_of, require_reach};
 use super::extract::WorkspacePath;
 use super::{AppState, Error, ErrorBody, Json, Result};
 use crate::a2a::jsonrpc::{self, Method, RpcError};
@@ -63,7 +63,8 @@ async fn reachable(state: &AppState, caller: Caller, id: WorkspaceId) -> Result<
             Err(Error::NotFound(_)) => return Err(Error::Unauthorized),
             Err(e) => return Err(e),
         };
-        require_reach(domain::team::Caller::Workspace(me.node()), target.node())?;
+        let from = domain::team::Caller::Workspace(node_of(state, &me).await?);
+        require_reach(&from, &node_of(state, &target).await?)?;
     }
     Ok(target)
 }
@@ -118,20 +119,19 @@ pub(super) async fn catalog(
     State(state): State<AppState>,
     Calling { caller, .. }: Calling<AsPeer>,
 ) -> Result<Json<Value>> {
+    let all = state.store.list_workspaces().await?;
+    let tree = domain::team::Tree::new(all.iter().map(|w| (w.id, w.parent_id)));
     let from = match caller {
         Caller::Workspace(own) => match live_workspace(&state, own).await {
-            Ok(me) => domain::team::Caller::Workspace(me.node()),
+            Ok(me) => domain::team::Caller::Workspace(tree.node(me.id)),
             Err(Error::NotFound(_)) => return Err(Error::Unauthorized),
             Err(e) => return Err(e),
         },
         _ => domain::team::Caller::Operator,
     };
-    let mut agents: Vec<Value> = state
-        .store
-        .list_workspaces()
-        .await?
+    let mut agents: Vec<Value> = all
         .iter()
-        .filter(|w| domain::team::may_reach(from, w.node()))
+        .filter(|w| domain::team::may_reach(&from, &tree.node(w.id)))
         .map(|w| card::workspace_card(w, &endpoint(&state, w.id)))
         .collect();
     // By the name shown, then the endpoint: a stable order.
@@ -277,11 +277,11 @@ impl From<std::result::Result<Value, RpcError>> for Answer {
 }
 
 /// One request being answered.
-struct Call<'a> {
-    state: &'a AppState,
-    caller: Caller,
-    id: WorkspaceId,
-    dialect: Dialect,
+pub(super) struct Call<'a> {
+    pub(super) state: &'a AppState,
+    pub(super) caller: Caller,
+    pub(super) id: WorkspaceId,
+    pub(super) dialect: Dialect,
 }
 
 impl Call<'_> {
@@ -300,13 +300,13 @@ impl Call<'_> {
                     &endpoint(self.state, self.id),
                 )))
             }
-            Method::PushConfig => Ok(Answer::Error(RpcError::push_not_supported())),
+            Method::PushConfig(op) => Ok(self.push_config(op, &params).await?.into()),
         }
     }
 
     /// The task `params.id` names, if the caller may see it (its caller
     /// or its callee): else TaskNotFound, whether or not it exists.
-    async fn task(
+    pub(super) async fn task(
         &self,
         params: &Value,
         key: &str,

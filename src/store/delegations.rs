@@ -357,6 +357,9 @@ engines! {
             .pop()
             .ok_or_else(|| StoreError::Corrupt("UPDATE of a locked row missed it".into()))?;
             let delegation: Delegation = row.try_into()?;
+            if super::a2a_push::a2a_visible(mv.from.status, mv.to) {
+                Self::enqueue_push_in(&mut *conn, delegation.id, mv.to, now).await?;
+            }
             let result_row = match (ends, delegation.caller.workspace()) {
                 (true, Some(caller)) => Some(
                     Self::insert_activity_in(

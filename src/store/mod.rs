@@ -12,7 +12,7 @@
 //!   what concerns the database as a whole; [`StoreError`]; [`connect`].
 //! - One file per area (`workspaces.rs`, `registry.rs`, `tokens.rs`,
 //!   `activity.rs`, `uploads.rs`, `delegations.rs`, `memory.rs`, `kv.rs`,
-//!   `secrets.rs`, `plugins.rs`, `blobs.rs`, `schedules.rs`, `approvals.rs`, `instructions.rs`,
+//!   `secrets.rs`, `plugins.rs`, `blobs.rs`, `schedules.rs`, `approvals.rs`, `instructions.rs`, `a2a_push.rs`,
 //!   `audit.rs`, `usage.rs`): the area's row types, its
 //!   trait (`WorkspaceStore`, `UploadStore`, …) and its queries, written
 //!   ONCE for both engines inside `engines! { … }`.
@@ -98,6 +98,7 @@ areas! {
     blobs: BlobChunkStore,
     schedules: ScheduleStore,
     a2a_tasks: A2aTaskStore,
+    a2a_push: A2aPushStore,
     approvals: ApprovalStore,
     instructions: InstructionStore,
     audit: AuditStore,
