@@ -93,7 +93,7 @@ async fn report(app: &TestApp, kid: &Ws, tid: &str, body: Value) {
 
 /// Stops the server and starts a new one on the same database: every
 /// open stream is cut.
-async fn restart(app: &mut TestApp) {
+pub(crate) async fn restart(app: &mut TestApp) {
     app.stop().await;
     let started = Application::build(app.config.clone()).await.unwrap();
     app.address = format!("http://127.0.0.1:{}", started.port());
