@@ -1294,3 +1294,32 @@ async fn usage_sums_by_day_and_budgets_cover_the_subtree(engine: Engine) {
     assert!(store.mark_budget_warned(root, march).await.unwrap());
 }
 on_both_engines!(usage_sums_by_day_and_budgets_cover_the_subtree);
+
+async fn ancestor_chains_are_read_parent_first_and_bounded(engine: Engine) {
+    let Some((store, _dir)) = open(engine).await else {
+        return;
+    };
+    let t = now();
+    let mut chain: Vec<WorkspaceId> = Vec::new();
+    for level in 0..35 {
+        let id = WorkspaceId::new();
+        let mut new = new_ws(&format!("level-{level}"), DeliveryMode::Poll);
+        new.parent_id = chain.last().copied();
+        store
+            .create_workspace(id, &new, AuthToken::generate().key(), t)
+            .await
+            .unwrap();
+        chain.push(id);
+    }
+    assert_eq!(store.ancestor_chain(chain[0]).await.unwrap(), vec![]);
+    let want: Vec<WorkspaceId> = chain[..3].iter().rev().copied().collect();
+    assert_eq!(store.ancestor_chain(chain[3]).await.unwrap(), want);
+    // 34 levels deep: only the nearest 32 ancestors.
+    let want: Vec<WorkspaceId> = chain[2..34].iter().rev().copied().collect();
+    assert_eq!(store.ancestor_chain(chain[34]).await.unwrap(), want);
+    assert_eq!(
+        store.ancestor_chain(WorkspaceId::new()).await.unwrap(),
+        vec![]
+    );
+}
+on_both_engines!(ancestor_chains_are_read_parent_first_and_bounded);
