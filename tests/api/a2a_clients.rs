@@ -207,3 +207,60 @@ async fn js_client(engine: Engine) {
     ledger_row_is_the_answer(&app, &c, tid).await;
 }
 crate::on_both_engines!(js_client);
+
+/// Push notification configs with the Python client: set (with Bearer
+/// authentication), get, list and delete; the cancel's move reaches the
+/// script's own receiver with the credentials and token.
+async fn python_client_push(engine: Engine, version: &str) {
+    let Some(python) = clients::python() else {
+        return;
+    };
+    let Some(app) = spawn_app(engine).await else {
+        return;
+    };
+    let boss = child(&app, "boss", None).await;
+    let idle = child(&app, "idle", Some(&boss)).await;
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/clients/a2a_push.py");
+    let out = tokio::time::timeout(
+        std::time::Duration::from_secs(120),
+        Command::new(python)
+            .arg(script)
+            .args([&app.address, &idle.id, &boss.token, version])
+            .output(),
+    )
+    .await
+    .expect("the client finished in time")
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let seen: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let (tid, hook) = (&seen["task_id"], &seen["hook_url"]);
+    assert_eq!(seen["push_capability"], true);
+    assert_eq!(seen["created"], json!(["hook-1", hook, "tok-1", "Bearer"]));
+    assert_eq!(seen["got"], json!(["hook-1", hook]));
+    assert_eq!(seen["listed"], json!(["hook-1"]));
+    assert_eq!(seen["canceled_state"], "TASK_STATE_CANCELED");
+    let state = if version == "1.0" {
+        "TASK_STATE_CANCELED"
+    } else {
+        "canceled"
+    };
+    assert_eq!(
+        seen["notification"],
+        json!({"authorization": "Bearer s3cret", "token": "tok-1", "task_id": tid, "state": state})
+    );
+    assert_eq!(seen["after_delete"], json!([]));
+}
+
+async fn python_client_push_v1(engine: Engine) {
+    python_client_push(engine, "1.0").await
+}
+crate::on_both_engines!(python_client_push_v1);
+
+async fn python_client_push_v03(engine: Engine) {
+    python_client_push(engine, "0.3").await
+}
+crate::on_both_engines!(python_client_push_v03);
