@@ -37,6 +37,9 @@ const MAX_BACKOFF: Duration = Duration::from_secs(3600);
 pub(crate) const MAX_CONFIGS: usize = 10;
 /// Notifications claimed at once (sent concurrently).
 const CLAIM: i64 = 32;
+/// Notifications sent per wake-up right after moves (the job sends the
+/// rest).
+const PER_WAKE: u64 = 500;
 
 impl Dialect {
     /// The version name a config row keeps.
@@ -364,10 +367,7 @@ impl Notifier {
                 }
                 let now = crate::domain::now();
                 let result = match self.store.push_notices_due(now).await {
-                    Ok(true) => self
-                        .deliver_due(now, crate::jobs::BATCH as u64)
-                        .await
-                        .map(drop),
+                    Ok(true) => self.deliver_due(now, PER_WAKE).await.map(drop),
                     Ok(false) => Ok(()),
                     Err(e) => Err(e),
                 };

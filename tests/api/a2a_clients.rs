@@ -2,7 +2,10 @@
 //! (`a2a-sdk`, over the 1.0 and the 0.3 interface) and JavaScript
 //! (`@a2a-js/sdk`): each resolves a poll workspace's card, sends a message
 //! that a real `molecule connect --exec` agent answers, gets and lists the
-//! task, and cancels a task nobody picked up.
+//! task, and cancels a task nobody picked up. The Python client also
+//! streams (a send read to its end, a stream left and resubscribed to) and
+//! manages push notification configs, receiving the authenticated
+//! notification of a move.
 
 use std::process::Stdio;
 
@@ -264,3 +267,77 @@ async fn python_client_push_v03(engine: Engine) {
     python_client_push(engine, "0.3").await
 }
 crate::on_both_engines!(python_client_push_v03);
+
+/// Streaming with the Python client: a streaming send answered by the
+/// real agent, read to its end; a stream left after its first event and
+/// resubscribed to, which sees the task canceled and ends.
+async fn python_client_streams(engine: Engine, version: &str) {
+    let Some(python) = clients::python() else {
+        return;
+    };
+    let Some(app) = spawn_app(engine).await else {
+        return;
+    };
+    let c = cast(&app).await;
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/clients/a2a_stream.py");
+    let out = tokio::time::timeout(
+        std::time::Duration::from_secs(120),
+        Command::new(python)
+            .arg(script)
+            .args([&app.address, &c.kid.id, &c.boss.token, version, &c.idle.id])
+            .output(),
+    )
+    .await
+    .expect("the client finished in time")
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let seen: Value = serde_json::from_slice(&out.stdout).unwrap();
+    // Submitted, picked up (a status the stream may pass over when the
+    // agent answers at once), answered, over.
+    let mut streamed = seen["streamed"].as_array().unwrap().clone();
+    streamed.retain(|e| *e != json!(["status", "TASK_STATE_WORKING"]));
+    assert_eq!(
+        streamed,
+        vec![
+            json!(["task", "TASK_STATE_SUBMITTED"]),
+            json!(["artifact", "hello from the agent"]),
+            json!(["status", "TASK_STATE_COMPLETED"])
+        ],
+        "{seen}"
+    );
+    ledger_row_is_the_answer(&app, &c, seen["task_id"].as_str().unwrap()).await;
+    assert_eq!(seen["first"], json!(["task", "TASK_STATE_SUBMITTED"]));
+    assert_eq!(
+        seen["resubscribed"],
+        json!([
+            ["task", "TASK_STATE_SUBMITTED"],
+            ["status", "TASK_STATE_CANCELED"]
+        ]),
+        "{seen}"
+    );
+    let (_, row) = app
+        .get(
+            &format!(
+                "/workspaces/{}/delegations/{}",
+                c.idle.id,
+                seen["idle_task_id"].as_str().unwrap()
+            ),
+            &app.admin_token,
+        )
+        .await;
+    assert_eq!(row["status"], "failed", "{row}");
+}
+
+async fn python_client_streams_v1(engine: Engine) {
+    python_client_streams(engine, "1.0").await
+}
+crate::on_both_engines!(python_client_streams_v1);
+
+async fn python_client_streams_v03(engine: Engine) {
+    python_client_streams(engine, "0.3").await
+}
+crate::on_both_engines!(python_client_streams_v03);
