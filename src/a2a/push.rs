@@ -171,6 +171,36 @@ pub(crate) fn parse_config(
     })
 }
 
+/// The config a message names in its `configuration` (1.0
+/// `taskPushNotificationConfig`, 0.3 `pushNotificationConfig`), for the
+/// task it makes (`task_id` set by whoever creates the task).
+pub(crate) fn inline_config(
+    params: &Value,
+    dialect: Dialect,
+    allow_private: bool,
+) -> Result<Option<PushConfig>, RpcError> {
+    let config = params.get("configuration");
+    let (found, wrapped) = match dialect {
+        Dialect::V1 => {
+            let c = config.and_then(|c| c.get("taskPushNotificationConfig"));
+            (c, c.cloned())
+        }
+        Dialect::V03 => {
+            let c = config.and_then(|c| c.get("pushNotificationConfig"));
+            (c, c.map(|c| json!({ "pushNotificationConfig": c })))
+        }
+    };
+    match (found, wrapped) {
+        (None | Some(Value::Null), _) | (_, None) => Ok(None),
+        (Some(Value::Object(_)), Some(w)) => {
+            parse_config(&w, dialect, DelegationId::new(), allow_private).map(Some)
+        }
+        (Some(_), _) => Err(RpcError::invalid_params(
+            "the message's push notification config must be an object",
+        )),
+    }
+}
+
 /// An HTTP auth scheme name: letters, digits and `-._~+!#$%&'*^|` only.
 fn is_token(s: &str) -> bool {
     s.chars()

@@ -402,6 +402,14 @@ impl Call<'_> {
                 super::delegations::MAX_TASK_BYTES
             ))));
         }
+        let push = match crate::a2a::push::inline_config(
+            params,
+            self.dialect,
+            self.state.config.allow_private_urls,
+        ) {
+            Ok(p) => p,
+            Err(e) => return Ok(Answer::Error(e)),
+        };
         let config = params.get("configuration");
         let immediate = config
             .and_then(|c| c.get("returnImmediately"))
@@ -413,7 +421,7 @@ impl Call<'_> {
                 == Some(false);
         // Subscribed before the task exists, so no move is missed.
         let mut events = self.state.bus.subscribe();
-        let task = match self.create(&msg).await? {
+        let task = match self.create(&msg, push.as_ref()).await? {
             Ok(t) => t,
             Err(e) => return Ok(Answer::Error(e)),
         };
@@ -466,6 +474,7 @@ impl Call<'_> {
     async fn create(
         &self,
         msg: &tasks::Incoming,
+        push: Option<&crate::store::PushConfig>,
     ) -> Result<std::result::Result<A2aTask, RpcError>> {
         let new = NewDelegation {
             id: DelegationId::new(),
@@ -489,7 +498,7 @@ impl Call<'_> {
         let created = self
             .state
             .store
-            .create_a2a_task(&new, &row, &context, &msg.message_id, now)
+            .create_a2a_task(&new, &row, &context, &msg.message_id, push, now)
             .await?;
         let tid = match created {
             Delegated::Created { delegation, inbox } => {

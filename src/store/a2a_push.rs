@@ -221,6 +221,29 @@ engines! {
             .await?;
             Ok(())
         }
+
+        /// Inserts a config inside the caller's transaction.
+        pub(super) async fn insert_push_config_in(
+            conn: &mut <DB as sqlx::Database>::Connection,
+            c: &PushConfig,
+        ) -> StoreResult<()> {
+            sqlx::query(
+                "INSERT INTO a2a_push_configs (task_id, id, url, token, auth_scheme, \
+                   auth_credentials, dialect, created_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            )
+            .bind(c.task_id)
+            .bind(&c.id)
+            .bind(&c.url)
+            .bind(&c.token)
+            .bind(&c.auth_scheme)
+            .bind(&c.auth_credentials)
+            .bind(&c.dialect)
+            .bind(Ts(c.created_at))
+            .execute(&mut *conn)
+            .await?;
+            Ok(())
+        }
     }
 
     #[async_trait]
@@ -235,21 +258,7 @@ engines! {
                 .bind(&c.id)
                 .execute(&mut *tx)
                 .await?;
-            sqlx::query(
-                "INSERT INTO a2a_push_configs (task_id, id, url, token, auth_scheme, \
-                   auth_credentials, dialect, created_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-            )
-            .bind(c.task_id)
-            .bind(&c.id)
-            .bind(&c.url)
-            .bind(&c.token)
-            .bind(&c.auth_scheme)
-            .bind(&c.auth_credentials)
-            .bind(&c.dialect)
-            .bind(Ts(c.created_at))
-            .execute(&mut *tx)
-            .await?;
+            Self::insert_push_config_in(&mut tx, c).await?;
             tx.commit().await?;
             Ok(())
         }

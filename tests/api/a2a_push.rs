@@ -517,3 +517,82 @@ async fn an_internal_address_is_refused_at_create(engine: Engine) {
     assert_eq!(listed["result"]["configs"], json!([]));
 }
 on_both_engines!(an_internal_address_is_refused_at_create);
+
+/// A config sent with the message (`configuration.taskPushNotificationConfig`,
+/// 0.3 `pushNotificationConfig`) is set with the task, in its transaction:
+/// the first move is notified; a refused URL makes no task at all.
+async fn a_config_sent_with_the_message_is_set_with_the_task(engine: Engine) {
+    let Some(app) = spawn_app(engine).await else {
+        return;
+    };
+    let mut hook = Receiver::start(0).await;
+    let boss = ws_under(&app, "boss", None).await;
+    let kid = ws_under(&app, "kid", Some(&boss)).await;
+    let sent = rpc(
+        &app,
+        &kid,
+        &boss.token,
+        "SendMessage",
+        json!({"message": {"messageId": "m-1", "role": "ROLE_USER", "parts": [{"text": "2+2"}]},
+            "configuration": {"returnImmediately": true, "taskPushNotificationConfig": {
+                "url": hook.url, "authentication": {"scheme": "Bearer", "credentials": "inline"}}}}),
+    )
+    .await;
+    let tid = sent["result"]["task"]["id"].as_str().unwrap().to_owned();
+    let listed = rpc(
+        &app,
+        &kid,
+        &boss.token,
+        "ListTaskPushNotificationConfigs",
+        json!({"taskId": tid}),
+    )
+    .await;
+    let configs = listed["result"]["configs"].as_array().unwrap();
+    assert_eq!(configs.len(), 1, "{listed}");
+    assert_eq!(
+        (&configs[0]["taskId"], &configs[0]["url"]),
+        (&json!(tid), &json!(hook.url))
+    );
+    report(&app, &kid, &tid, json!({"status": "in_progress"})).await;
+    let hit = hook.next().await;
+    assert_eq!(hit.authorization.as_deref(), Some("Bearer inline"));
+    assert_eq!(hit.body["task"]["status"]["state"], "TASK_STATE_WORKING");
+
+    let sent = rpc(
+        &app,
+        &kid,
+        &boss.token,
+        "message/send",
+        json!({"message": {"kind": "message", "messageId": "m-2", "role": "user",
+            "parts": [{"kind": "text", "text": "3+3"}]},
+            "configuration": {"blocking": false, "pushNotificationConfig": {"url": hook.url,
+                "authentication": {"schemes": ["Bearer"], "credentials": "old"}}}}),
+    )
+    .await;
+    let tid = sent["result"]["id"].as_str().unwrap().to_owned();
+    report(&app, &kid, &tid, json!({"status": "in_progress"})).await;
+    let hit = hook.next().await;
+    assert_eq!(hit.authorization.as_deref(), Some("Bearer old"));
+    assert_eq!(
+        (&hit.body["kind"], &hit.body["status"]["state"]),
+        (&json!("task"), &json!("working"))
+    );
+
+    let before = app.get("/admin/delegations", &app.admin_token).await.1;
+    let refused = rpc(
+        &app,
+        &kid,
+        &boss.token,
+        "SendMessage",
+        json!({"message": {"messageId": "m-3", "role": "ROLE_USER", "parts": [{"text": "x"}]},
+            "configuration": {"taskPushNotificationConfig": {"url": "ftp://hooks.example.com"}}}),
+    )
+    .await;
+    assert_eq!(refused["error"]["code"], -32602, "{refused}");
+    assert_eq!(
+        app.get("/admin/delegations", &app.admin_token).await.1,
+        before,
+        "a refused config made a task"
+    );
+}
+on_both_engines!(a_config_sent_with_the_message_is_set_with_the_task);
