@@ -410,15 +410,7 @@ impl Call<'_> {
             Ok(p) => p,
             Err(e) => return Ok(Answer::Error(e)),
         };
-        let config = params.get("configuration");
-        let immediate = config
-            .and_then(|c| c.get("returnImmediately"))
-            .and_then(Value::as_bool)
-            .unwrap_or(false)
-            || config
-                .and_then(|c| c.get("blocking"))
-                .and_then(Value::as_bool)
-                == Some(false);
+        let immediate = returns_immediately(params);
         // Subscribed before the task exists, so no move is missed.
         let mut events = self.state.bus.subscribe();
         let task = match self.create(&msg, push.as_ref()).await? {
@@ -634,6 +626,20 @@ impl Call<'_> {
         }
         self.get(params).await
     }
+}
+
+/// True when a send asks not to wait for the task to end
+/// (`returnImmediately`, or 0.3's `blocking: false`).
+fn returns_immediately(params: &Value) -> bool {
+    let config = params.get("configuration");
+    config
+        .and_then(|c| c.get("returnImmediately"))
+        .and_then(Value::as_bool)
+        .unwrap_or(false)
+        || config
+            .and_then(|c| c.get("blocking"))
+            .and_then(Value::as_bool)
+            == Some(false)
 }
 
 /// Hands an A2A request to a push workspace and passes its answer back;
