@@ -196,6 +196,11 @@ impl Application {
         let tick = state.config.schedule_tick;
         let schedule_task = (!tick.is_zero())
             .then(|| tokio::spawn(sweeper.scheduler().run(tick, app_shutdown.clone())));
+        // A2A push notifications go out right after the moves that owe
+        // them; the sweeper's job retries what fails.
+        let notify_task = sweeper
+            .a2a_notifier()
+            .map(|n| n.spawn(&state.bus, app_shutdown.clone()));
         let sweep_task = tokio::spawn(sweeper.run(app_shutdown.clone()));
         let metrics_task = metrics_listener.map(|l| {
             let metrics_state = state.clone();
@@ -218,6 +223,9 @@ impl Application {
         crate::serve::serve(listener, router, limits, tls, app_shutdown.clone()).await;
         app_shutdown.cancel();
         let _ = sweep_task.await;
+        if let Some(t) = notify_task {
+            let _ = t.await;
+        }
         if let Some(t) = schedule_task {
             let _ = t.await;
         }

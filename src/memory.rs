@@ -97,18 +97,19 @@ impl Embedder {
 /// the TEAM rule is applied to memory.
 ///
 /// The rule is the communication rule ([`team::may_reach`]): the caller
-/// itself, its parent, its children and its siblings. Removed workspaces
+/// itself, its siblings, and its ancestors and descendants up to
+/// [`team::MAX_LEVELS`] levels away. Removed workspaces
 /// are left out (their memories go with them when the sweeper purges them).
 pub async fn team_of(store: &dyn Store, caller: WorkspaceId) -> StoreResult<Vec<WorkspaceId>> {
     let Some(me) = store.get_workspace(caller).await? else {
         return Ok(vec![caller]);
     };
-    let from = Caller::Workspace(me.node());
-    let mut team: Vec<WorkspaceId> = store
-        .list_workspaces()
-        .await?
+    let all = store.list_workspaces().await?;
+    let tree = team::Tree::new(all.iter().map(|w| (w.id, w.parent_id)));
+    let from = Caller::Workspace(tree.node(me.id));
+    let mut team: Vec<WorkspaceId> = all
         .into_iter()
-        .filter(|w| w.is_live() && team::may_reach(from, w.node()))
+        .filter(|w| w.is_live() && team::may_reach(&from, &tree.node(w.id)))
         .map(|w| w.id)
         .collect();
     if !team.contains(&caller) {

@@ -167,6 +167,15 @@ impl Sweeper {
         self
     }
 
+    /// The sender of A2A push notifications, when this sweeper forwards
+    /// (the server's): run right after moves as well as by the job.
+    pub(crate) fn a2a_notifier(&self) -> Option<crate::a2a::push::Notifier> {
+        self.cx
+            .forwarder
+            .as_ref()
+            .map(crate::a2a::push::Notifier::of)
+    }
+
     /// Writes the last-used stamps `uses` collects (the server's).
     pub fn with_token_uses(mut self, uses: TokenUses) -> Self {
         self.cx.token_uses = uses;

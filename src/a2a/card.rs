@@ -22,7 +22,7 @@ fn served_at(endpoint: &str) -> Value {
             {"url": endpoint, "protocolBinding": "JSONRPC", "protocolVersion": "1.0"},
             {"url": endpoint, "protocolBinding": "JSONRPC", "protocolVersion": "0.3"},
         ],
-        "capabilities": {"streaming": true, "pushNotifications": false, "extendedAgentCard": true},
+        "capabilities": {"streaming": true, "pushNotifications": true, "extendedAgentCard": true},
         "securitySchemes": {SCHEME: {"httpAuthSecurityScheme": {
             "scheme": "Bearer",
             "description": "a workspace token, or the operator's admin token"}}},

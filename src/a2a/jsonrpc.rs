@@ -24,7 +24,7 @@ pub(crate) enum Method {
     /// `SubscribeToTask` / `tasks/resubscribe`.
     SubscribeToTask,
     /// The four push notification config methods.
-    PushConfig,
+    PushConfig(PushOp),
     /// `GetExtendedAgentCard` / `agent/getAuthenticatedExtendedCard`.
     GetExtendedAgentCard,
 }
@@ -47,19 +47,32 @@ impl Method {
             "tasks/cancel" => (CancelTask, V03),
             "SubscribeToTask" => (SubscribeToTask, V1),
             "tasks/resubscribe" => (SubscribeToTask, V03),
-            "CreateTaskPushNotificationConfig"
-            | "GetTaskPushNotificationConfig"
-            | "ListTaskPushNotificationConfigs"
-            | "DeleteTaskPushNotificationConfig" => (PushConfig, V1),
-            "tasks/pushNotificationConfig/set"
-            | "tasks/pushNotificationConfig/get"
-            | "tasks/pushNotificationConfig/list"
-            | "tasks/pushNotificationConfig/delete" => (PushConfig, V03),
+            "CreateTaskPushNotificationConfig" => (PushConfig(PushOp::Create), V1),
+            "GetTaskPushNotificationConfig" => (PushConfig(PushOp::Get), V1),
+            "ListTaskPushNotificationConfigs" => (PushConfig(PushOp::List), V1),
+            "DeleteTaskPushNotificationConfig" => (PushConfig(PushOp::Delete), V1),
+            "tasks/pushNotificationConfig/set" => (PushConfig(PushOp::Create), V03),
+            "tasks/pushNotificationConfig/get" => (PushConfig(PushOp::Get), V03),
+            "tasks/pushNotificationConfig/list" => (PushConfig(PushOp::List), V03),
+            "tasks/pushNotificationConfig/delete" => (PushConfig(PushOp::Delete), V03),
             "GetExtendedAgentCard" => (GetExtendedAgentCard, V1),
             "agent/getAuthenticatedExtendedCard" => (GetExtendedAgentCard, V03),
             _ => return None,
         })
     }
+}
+
+/// Which push notification config method.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum PushOp {
+    /// `CreateTaskPushNotificationConfig` / `tasks/pushNotificationConfig/set`.
+    Create,
+    /// `GetTaskPushNotificationConfig` / `tasks/pushNotificationConfig/get`.
+    Get,
+    /// `ListTaskPushNotificationConfigs` / `tasks/pushNotificationConfig/list`.
+    List,
+    /// `DeleteTaskPushNotificationConfig` / `tasks/pushNotificationConfig/delete`.
+    Delete,
 }
 
 /// An A2A error: its JSON-RPC code and message.
@@ -97,10 +110,6 @@ impl RpcError {
     /// -32002 `TaskNotCancelableError`.
     pub(crate) fn task_not_cancelable(state: &str) -> Self {
         Self::new(-32002, format!("Task cannot be canceled: it is {state}"))
-    }
-    /// -32003 `PushNotificationNotSupportedError`.
-    pub(crate) fn push_not_supported() -> Self {
-        Self::new(-32003, "Push Notification is not supported")
     }
     /// -32004 `UnsupportedOperationError`.
     pub(crate) fn unsupported(m: impl Into<String>) -> Self {

@@ -2,11 +2,13 @@
 //! every workspace is an A2A agent whose tasks are delegation ledger rows.
 //! The wire shapes live here, free of HTTP: the Agent Card
 //! ([`card`]), the JSON-RPC envelope and A2A's error codes ([`jsonrpc`]),
-//! and tasks, messages and their states in both versions' JSON
-//! ([`tasks`]). The routes are `http::a2a`.
+//! tasks, messages and their states in both versions' JSON
+//! ([`tasks`]), and push notification configs with their sender
+//! ([`push`]). The routes are `http::a2a`.
 
 pub(crate) mod card;
 pub(crate) mod jsonrpc;
+pub(crate) mod push;
 pub(crate) mod tasks;
 
 /// Which version's JSON a request speaks: decided by its method's name

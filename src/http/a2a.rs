@@ -24,7 +24,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::access::{live_workspace, AsPeer, Calling, NamesWorkspace, SelfOrOperatorBody};
-use super::auth::require_reach;
+use super::auth::{node_of, require_reach};
 use super::extract::WorkspacePath;
 use super::{AppState, Error, ErrorBody, Json, Result};
 use crate::a2a::jsonrpc::{self, Method, RpcError};
@@ -63,7 +63,8 @@ async fn reachable(state: &AppState, caller: Caller, id: WorkspaceId) -> Result<
             Err(Error::NotFound(_)) => return Err(Error::Unauthorized),
             Err(e) => return Err(e),
         };
-        require_reach(domain::team::Caller::Workspace(me.node()), target.node())?;
+        let from = domain::team::Caller::Workspace(node_of(state, &me).await?);
+        require_reach(&from, &node_of(state, &target).await?)?;
     }
     Ok(target)
 }
@@ -118,20 +119,19 @@ pub(super) async fn catalog(
     State(state): State<AppState>,
     Calling { caller, .. }: Calling<AsPeer>,
 ) -> Result<Json<Value>> {
+    let all = state.store.list_workspaces().await?;
+    let tree = domain::team::Tree::new(all.iter().map(|w| (w.id, w.parent_id)));
     let from = match caller {
         Caller::Workspace(own) => match live_workspace(&state, own).await {
-            Ok(me) => domain::team::Caller::Workspace(me.node()),
+            Ok(me) => domain::team::Caller::Workspace(tree.node(me.id)),
             Err(Error::NotFound(_)) => return Err(Error::Unauthorized),
             Err(e) => return Err(e),
         },
         _ => domain::team::Caller::Operator,
     };
-    let mut agents: Vec<Value> = state
-        .store
-        .list_workspaces()
-        .await?
+    let mut agents: Vec<Value> = all
         .iter()
-        .filter(|w| domain::team::may_reach(from, w.node()))
+        .filter(|w| domain::team::may_reach(&from, &tree.node(w.id)))
         .map(|w| card::workspace_card(w, &endpoint(&state, w.id)))
         .collect();
     // By the name shown, then the endpoint: a stable order.
@@ -278,13 +278,13 @@ impl From<std::result::Result<Value, RpcError>> for Answer {
 }
 
 /// One request being answered.
-struct Call<'a> {
-    state: &'a AppState,
-    caller: Caller,
-    id: WorkspaceId,
-    dialect: Dialect,
+pub(super) struct Call<'a> {
+    pub(super) state: &'a AppState,
+    pub(super) caller: Caller,
+    pub(super) id: WorkspaceId,
+    pub(super) dialect: Dialect,
     /// The caller's `traceparent`, for the task's span.
-    trace: Option<domain::TraceParent>,
+    pub(super) trace: Option<domain::TraceParent>,
 }
 
 impl Call<'_> {
@@ -303,13 +303,13 @@ impl Call<'_> {
                     &endpoint(self.state, self.id),
                 )))
             }
-            Method::PushConfig => Ok(Answer::Error(RpcError::push_not_supported())),
+            Method::PushConfig(op) => Ok(self.push_config(op, &params).await?.into()),
         }
     }
 
     /// The task `params.id` names, if the caller may see it (its caller
     /// or its callee): else TaskNotFound, whether or not it exists.
-    async fn task(
+    pub(super) async fn task(
         &self,
         params: &Value,
         key: &str,
@@ -407,18 +407,18 @@ impl Call<'_> {
                 super::delegations::MAX_TASK_BYTES
             ))));
         }
-        let config = params.get("configuration");
-        let immediate = config
-            .and_then(|c| c.get("returnImmediately"))
-            .and_then(Value::as_bool)
-            .unwrap_or(false)
-            || config
-                .and_then(|c| c.get("blocking"))
-                .and_then(Value::as_bool)
-                == Some(false);
+        let push = match crate::a2a::push::inline_config(
+            params,
+            self.dialect,
+            self.state.config.allow_private_urls,
+        ) {
+            Ok(p) => p,
+            Err(e) => return Ok(Answer::Error(e)),
+        };
+        let immediate = returns_immediately(params);
         // Subscribed before the task exists, so no move is missed.
         let mut events = self.state.bus.subscribe();
-        let task = match self.create(&msg).await? {
+        let task = match self.create(&msg, push.as_ref()).await? {
             Ok(t) => t,
             Err(e) => return Ok(Answer::Error(e)),
         };
@@ -479,6 +479,7 @@ impl Call<'_> {
     async fn create(
         &self,
         msg: &tasks::Incoming,
+        push: Option<&crate::store::PushConfig>,
     ) -> Result<std::result::Result<A2aTask, RpcError>> {
         let new = NewDelegation {
             id: DelegationId::new(),
@@ -504,7 +505,7 @@ impl Call<'_> {
         let created = self
             .state
             .store
-            .create_a2a_task(&new, &row, &context, &msg.message_id, now)
+            .create_a2a_task(&new, &row, &context, &msg.message_id, push, now)
             .await?;
         let tid = match created {
             Delegated::Created { delegation, inbox } => {
@@ -644,6 +645,20 @@ impl Call<'_> {
         }
         self.get(params).await
     }
+}
+
+/// True when a send asks not to wait for the task to end
+/// (`returnImmediately`, or 0.3's `blocking: false`).
+fn returns_immediately(params: &Value) -> bool {
+    let config = params.get("configuration");
+    config
+        .and_then(|c| c.get("returnImmediately"))
+        .and_then(Value::as_bool)
+        .unwrap_or(false)
+        || config
+            .and_then(|c| c.get("blocking"))
+            .and_then(Value::as_bool)
+            == Some(false)
 }
 
 /// Hands an A2A request to a push workspace and passes its answer back;

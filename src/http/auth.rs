@@ -159,8 +159,18 @@ impl FromRequestParts<AppState> for MaybePrincipal {
     }
 }
 
+/// The place of `w` in the tree with its ancestor chain (one query; none
+/// for a root workspace).
+pub(super) async fn node_of(state: &AppState, w: &crate::store::Workspace) -> Result<Node> {
+    let ancestors = match w.parent_id {
+        None => Vec::new(),
+        Some(_) => state.store.ancestor_chain(w.id).await?,
+    };
+    Ok(w.node(ancestors))
+}
+
 /// 403 naming the communication rule unless `from` may reach `to`.
-pub(super) fn require_reach(from: Caller, to: Node) -> Result<()> {
+pub(super) fn require_reach(from: &Caller, to: &Node) -> Result<()> {
     if team::may_reach(from, to) {
         Ok(())
     } else {

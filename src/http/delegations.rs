@@ -146,9 +146,9 @@ async fn check_communication(state: &AppState, caller: Caller, target: Workspace
     let Caller::Workspace(from) = caller else {
         return Ok(());
     };
-    let from = live_workspace(state, from).await?.node();
-    let to = live_workspace(state, target).await?.node();
-    super::auth::require_reach(domain::team::Caller::Workspace(from), to)
+    let from = super::auth::node_of(state, &live_workspace(state, from).await?).await?;
+    let to = super::auth::node_of(state, &live_workspace(state, target).await?).await?;
+    super::auth::require_reach(&domain::team::Caller::Workspace(from), &to)
 }
 
 /// A spent budget over the target: the refusal is a failed ledger row

@@ -161,7 +161,8 @@ pub(super) async fn send_a2a_message(
     let workspace = live_workspace(&state, id).await?;
     if let Some(own) = source {
         let caller = live_workspace(&state, own).await?;
-        require_reach(Caller::Workspace(caller.node()), workspace.node())?;
+        let from = Caller::Workspace(super::auth::node_of(&state, &caller).await?);
+        require_reach(&from, &super::auth::node_of(&state, &workspace).await?)?;
     }
     // New work for a workspace whose budget is spent: 402, nothing
     // queued or forwarded. Reads of tasks go on.

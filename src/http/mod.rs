@@ -4,6 +4,7 @@
 //! document served at `/openapi.json` cannot drift from what runs.
 
 mod a2a;
+mod a2a_push;
 mod a2a_stream;
 mod access;
 mod activity;

@@ -74,7 +74,7 @@ pub(super) async fn caller(state: &AppState, calling: domain::Caller) -> Result<
     match calling {
         domain::Caller::Operator => Ok(Caller::Operator),
         domain::Caller::Workspace(own) => match live_workspace(state, own).await {
-            Ok(me) => Ok(Caller::Workspace(me.node())),
+            Ok(me) => Ok(Caller::Workspace(super::auth::node_of(state, &me).await?)),
             Err(Error::NotFound(_)) => Err(Error::Unauthorized),
             Err(e) => Err(e),
         },
@@ -101,14 +101,13 @@ pub(super) async fn list_peers(
 /// The peers of workspace `id` (the communication rule), for the route
 /// above and the MCP tool `list_peers`.
 pub(super) async fn peers_of(state: &AppState, id: WorkspaceId) -> Result<Vec<PeerView>> {
-    let me = live_workspace(state, id).await?;
-    let from = Caller::Workspace(me.node());
-    let peers = state
-        .store
-        .list_workspaces()
-        .await?
+    live_workspace(state, id).await?;
+    let all = state.store.list_workspaces().await?;
+    let tree = team::Tree::new(all.iter().map(|w| (w.id, w.parent_id)));
+    let from = Caller::Workspace(tree.node(id));
+    let peers = all
         .into_iter()
-        .filter(|w| w.id != id && team::may_reach(from, w.node()))
+        .filter(|w| w.id != id && team::may_reach(&from, &tree.node(w.id)))
         .map(|w| PeerView {
             id: w.id,
             url: direct_url(&w),
@@ -147,7 +146,7 @@ pub(super) async fn discover_peer(
 ) -> Result<Json<DiscoveredPeer>> {
     let from = caller(&state, calling).await?;
     let found = live_workspace(&state, target).await?;
-    require_reach(from, found.node())?;
+    require_reach(&from, &super::auth::node_of(&state, &found).await?)?;
     Ok(Json(DiscoveredPeer {
         id: found.id,
         url: direct_url(&found),

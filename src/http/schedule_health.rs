@@ -134,7 +134,7 @@ pub(super) async fn workspace_schedules_health(
 ) -> Result<Json<Vec<ScheduleHealthView>>> {
     let from = super::peers::caller(&state, calling).await?;
     let target = live_workspace(&state, id).await?;
-    require_reach(from, target.node())?;
+    require_reach(&from, &super::auth::node_of(&state, &target).await?)?;
     let now = domain::now();
     let rows = state.store.schedules_last_fire(Some(id)).await?;
     Ok(Json(rows.into_iter().map(|r| view(r, now)).collect()))

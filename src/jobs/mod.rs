@@ -19,6 +19,7 @@
 //! worst an orphan blob that a later pass reaps, never a row pointing at a
 //! missing blob.
 
+mod a2a_push;
 mod activity;
 mod approvals;
 mod blobs;
@@ -67,6 +68,7 @@ pub static REGISTERED: &[&dyn Job] = &[
     &delegations::SweepDelegations,
     &schedules::FireSchedules,
     &push::ForwardPush,
+    &a2a_push::SendA2aPush,
     &approvals::ExpireApprovals,
     &tokens::StampTokenUses,
     &workspaces::ResetPhantomBusy,

@@ -123,15 +123,18 @@ const SELECT_TASK: &str = concat!(
 /// The A2A tasks. Part of [`Store`]; both engines implement it below.
 #[async_trait]
 pub trait A2aTaskStore: Send + Sync {
-    /// Creates the ledger row, the callee's inbox row and the task row in
-    /// one transaction; a repeat of the caller's key answers the existing
-    /// delegation (`Existing`) and writes nothing.
+    /// Creates the ledger row, the callee's inbox row, the task row and
+    /// the push notification config the message came with (its `task_id`
+    /// is the new delegation's) in one transaction; a repeat of the
+    /// caller's key answers the existing delegation (`Existing`) and writes
+    /// nothing.
     async fn create_a2a_task(
         &self,
         new: &NewDelegation,
         inbox: &NewActivity,
         context_id: &str,
         message_id: &str,
+        push: Option<&PushConfig>,
         now: DateTime<Utc>,
     ) -> StoreResult<Delegated>;
 
@@ -200,6 +203,7 @@ engines! {
             inbox: &NewActivity,
             context_id: &str,
             message_id: &str,
+            push: Option<&PushConfig>,
             now: DateTime<Utc>,
         ) -> StoreResult<Delegated> {
             let mut tx = self.write_tx().await?;
@@ -225,6 +229,13 @@ engines! {
                 .bind(message_id)
                 .execute(&mut *tx)
                 .await?;
+            if let Some(push) = push {
+                let config = PushConfig {
+                    task_id: new.id,
+                    ..push.clone()
+                };
+                Self::insert_push_config_in(&mut tx, &config).await?;
+            }
             let inbox = Self::insert_activity_in(&mut tx, new.callee_id, inbox, now).await?;
             tx.commit().await?;
             Ok(Delegated::Created {

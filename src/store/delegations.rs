@@ -388,6 +388,9 @@ engines! {
             if advance {
                 Self::move_hop_in(&mut *conn, delegation.id, mv.to, now).await?;
             }
+            if super::a2a_push::a2a_visible(mv.from.status, mv.to) {
+                Self::enqueue_push_in(&mut *conn, delegation.id, mv.to, now).await?;
+            }
             let result_row = match (ends, delegation.caller.workspace()) {
                 (true, Some(caller)) => Some(
                     Self::insert_activity_in(

@@ -13,7 +13,7 @@
 //! - One file per area (`workspaces.rs`, `registry.rs`, `tokens.rs`,
 //!   `activity.rs`, `uploads.rs`, `delegations.rs`, `memory.rs`, `kv.rs`,
 //!   `secrets.rs`, `plugins.rs`, `blobs.rs`, `schedules.rs`, `approvals.rs`, `instructions.rs`,
-//!   `audit.rs`, `usage.rs`, `traces.rs`): the area's row types, its
+//!   `a2a_push.rs`, `mcp_tasks.rs`, `audit.rs`, `usage.rs`, `traces.rs`): the area's row types, its
 //!   trait (`WorkspaceStore`, `UploadStore`, …) and its queries, written
 //!   ONCE for both engines inside `engines! { … }`.
 //! - `engine.rs`: the named [`Engine`](engine::Engine) trait — the few
@@ -99,6 +99,7 @@ areas! {
     schedules: ScheduleStore,
     a2a_tasks: A2aTaskStore,
     mcp_tasks: McpTaskStore,
+    a2a_push: A2aPushStore,
     approvals: ApprovalStore,
     instructions: InstructionStore,
     audit: AuditStore,

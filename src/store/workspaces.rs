@@ -68,11 +68,13 @@ impl Workspace {
 }
 
 impl Workspace {
-    /// Its place in the workspace tree, for the communication rule.
-    pub fn node(&self) -> crate::domain::team::Node {
+    /// Its place in the workspace tree, for the communication rule, with
+    /// its ancestor chain (as [`WorkspaceStore::ancestor_chain`] reads it).
+    pub fn node(&self, ancestors: Vec<WorkspaceId>) -> crate::domain::team::Node {
         crate::domain::team::Node {
             id: self.id,
             parent_id: self.parent_id,
+            ancestors,
         }
     }
 }
@@ -265,6 +267,11 @@ pub trait WorkspaceStore: Send + Sync {
 
     /// Ids of the live children of a workspace, oldest first.
     async fn child_ids(&self, id: WorkspaceId) -> StoreResult<Vec<WorkspaceId>>;
+
+    /// The live ancestors of a workspace, parent first, at most
+    /// [`MAX_LEVELS`](crate::domain::team::MAX_LEVELS) of them: one query
+    /// (the communication rule's view of the tree).
+    async fn ancestor_chain(&self, id: WorkspaceId) -> StoreResult<Vec<WorkspaceId>>;
 
     /// Pauses (`true`) or resumes a live workspace; `None` when there is
     /// no live workspace with that id.
@@ -546,6 +553,24 @@ engines! {
                 workspaces: subtree,
                 failed,
             })
+        }
+
+        async fn ancestor_chain(&self, id: WorkspaceId) -> StoreResult<Vec<WorkspaceId>> {
+            // Walks parent links up from `id`, one level per step, stopping
+            // at the bound (a cycle, were one ever written, ends there too).
+            Ok(sqlx::query_scalar(
+                "WITH RECURSIVE chain (id, parent_id, depth) AS ( \
+                   SELECT id, parent_id, 0 FROM workspaces WHERE id = $1 \
+                   UNION ALL \
+                   SELECT w.id, w.parent_id, c.depth + 1 FROM workspaces w \
+                   JOIN chain c ON w.id = c.parent_id \
+                   WHERE c.depth < $2 AND w.removed_at IS NULL) \
+                 SELECT id FROM chain WHERE depth > 0 ORDER BY depth",
+            )
+            .bind(id)
+            .bind(crate::domain::team::MAX_LEVELS as i32)
+            .fetch_all(&self.pool)
+            .await?)
         }
 
         async fn child_ids(&self, id: WorkspaceId) -> StoreResult<Vec<WorkspaceId>> {

@@ -550,7 +550,7 @@ async fn a2a_errors_have_their_codes(engine: Engine) {
     assert_eq!(
         app.rpc_err(&kid, t, "CreateTaskPushNotificationConfig", json!({}))
             .await,
-        -32003
+        -32602
     );
     assert_eq!(
         app.rpc_err(

@@ -2,7 +2,10 @@
 //! (`a2a-sdk`, over the 1.0 and the 0.3 interface) and JavaScript
 //! (`@a2a-js/sdk`): each resolves a poll workspace's card, sends a message
 //! that a real `molecule connect --exec` agent answers, gets and lists the
-//! task, and cancels a task nobody picked up.
+//! task, and cancels a task nobody picked up. The Python client also
+//! streams (a send read to its end, a stream left and resubscribed to) and
+//! manages push notification configs, receiving the authenticated
+//! notification of a move.
 
 use std::process::Stdio;
 
@@ -207,3 +210,138 @@ async fn js_client(engine: Engine) {
     ledger_row_is_the_answer(&app, &c, tid).await;
 }
 crate::on_both_engines!(js_client);
+
+/// Push notification configs with the Python client: set (with Bearer
+/// authentication), get, list and delete; the cancel's move reaches the
+/// script's own receiver with the credentials and token.
+async fn python_client_push(engine: Engine, version: &str) {
+    let Some(python) = clients::python() else {
+        return;
+    };
+    let Some(app) = spawn_app(engine).await else {
+        return;
+    };
+    let boss = child(&app, "boss", None).await;
+    let idle = child(&app, "idle", Some(&boss)).await;
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/clients/a2a_push.py");
+    let out = tokio::time::timeout(
+        std::time::Duration::from_secs(120),
+        Command::new(python)
+            .arg(script)
+            .args([&app.address, &idle.id, &boss.token, version])
+            .output(),
+    )
+    .await
+    .expect("the client finished in time")
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let seen: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let (tid, hook) = (&seen["task_id"], &seen["hook_url"]);
+    assert_eq!(seen["push_capability"], true);
+    assert_eq!(seen["created"], json!(["hook-1", hook, "tok-1", "Bearer"]));
+    assert_eq!(seen["got"], json!(["hook-1", hook]));
+    assert_eq!(seen["listed"], json!(["hook-1"]));
+    assert_eq!(seen["canceled_state"], "TASK_STATE_CANCELED");
+    let state = if version == "1.0" {
+        "TASK_STATE_CANCELED"
+    } else {
+        "canceled"
+    };
+    assert_eq!(
+        seen["notification"],
+        json!({"authorization": "Bearer s3cret", "token": "tok-1", "task_id": tid, "state": state})
+    );
+    assert_eq!(seen["after_delete"], json!([]));
+}
+
+async fn python_client_push_v1(engine: Engine) {
+    python_client_push(engine, "1.0").await
+}
+crate::on_both_engines!(python_client_push_v1);
+
+async fn python_client_push_v03(engine: Engine) {
+    python_client_push(engine, "0.3").await
+}
+crate::on_both_engines!(python_client_push_v03);
+
+/// Streaming with the Python client: a streaming send answered by the
+/// real agent, read to its end; a stream left after its first event and
+/// resubscribed to, which sees the task canceled and ends.
+async fn python_client_streams(engine: Engine, version: &str) {
+    let Some(python) = clients::python() else {
+        return;
+    };
+    let Some(app) = spawn_app(engine).await else {
+        return;
+    };
+    let c = cast(&app).await;
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/clients/a2a_stream.py");
+    let out = tokio::time::timeout(
+        std::time::Duration::from_secs(120),
+        Command::new(python)
+            .arg(script)
+            .args([&app.address, &c.kid.id, &c.boss.token, version, &c.idle.id])
+            .output(),
+    )
+    .await
+    .expect("the client finished in time")
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let seen: Value = serde_json::from_slice(&out.stdout).unwrap();
+    // The task (submitted, or already picked up when the agent was quicker
+    // than the first read), picked up (a status the stream may pass over
+    // when the agent answers at once), answered, over.
+    let mut streamed = seen["streamed"].as_array().unwrap().clone();
+    if streamed.first() == Some(&json!(["task", "TASK_STATE_WORKING"])) {
+        streamed[0] = json!(["task", "TASK_STATE_SUBMITTED"]);
+    }
+    streamed.retain(|e| *e != json!(["status", "TASK_STATE_WORKING"]));
+    assert_eq!(
+        streamed,
+        vec![
+            json!(["task", "TASK_STATE_SUBMITTED"]),
+            json!(["artifact", "hello from the agent"]),
+            json!(["status", "TASK_STATE_COMPLETED"])
+        ],
+        "{seen}"
+    );
+    ledger_row_is_the_answer(&app, &c, seen["task_id"].as_str().unwrap()).await;
+    assert_eq!(seen["first"], json!(["task", "TASK_STATE_SUBMITTED"]));
+    assert_eq!(
+        seen["resubscribed"],
+        json!([
+            ["task", "TASK_STATE_SUBMITTED"],
+            ["status", "TASK_STATE_CANCELED"]
+        ]),
+        "{seen}"
+    );
+    let (_, row) = app
+        .get(
+            &format!(
+                "/workspaces/{}/delegations/{}",
+                c.idle.id,
+                seen["idle_task_id"].as_str().unwrap()
+            ),
+            &app.admin_token,
+        )
+        .await;
+    assert_eq!(row["status"], "failed", "{row}");
+}
+
+async fn python_client_streams_v1(engine: Engine) {
+    python_client_streams(engine, "1.0").await
+}
+crate::on_both_engines!(python_client_streams_v1);
+
+async fn python_client_streams_v03(engine: Engine) {
+    python_client_streams(engine, "0.3").await
+}
+crate::on_both_engines!(python_client_streams_v03);

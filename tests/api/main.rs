@@ -6,6 +6,7 @@ mod helpers;
 
 mod a2a;
 mod a2a_clients;
+mod a2a_push;
 mod a2a_stream;
 
 mod activity_cursor;

@@ -1380,3 +1380,32 @@ async fn a_caller_cancels_only_its_own_delegation_in_flight_once(engine: Engine)
     assert_eq!(activity_rows(&store, b, 10).await.len(), 2);
 }
 on_both_engines!(a_caller_cancels_only_its_own_delegation_in_flight_once);
+
+async fn ancestor_chains_are_read_parent_first_and_bounded(engine: Engine) {
+    let Some((store, _dir)) = open(engine).await else {
+        return;
+    };
+    let t = now();
+    let mut chain: Vec<WorkspaceId> = Vec::new();
+    for level in 0..35 {
+        let id = WorkspaceId::new();
+        let mut new = new_ws(&format!("level-{level}"), DeliveryMode::Poll);
+        new.parent_id = chain.last().copied();
+        store
+            .create_workspace(id, &new, AuthToken::generate().key(), t)
+            .await
+            .unwrap();
+        chain.push(id);
+    }
+    assert_eq!(store.ancestor_chain(chain[0]).await.unwrap(), vec![]);
+    let want: Vec<WorkspaceId> = chain[..3].iter().rev().copied().collect();
+    assert_eq!(store.ancestor_chain(chain[3]).await.unwrap(), want);
+    // 34 levels deep: only the nearest 32 ancestors.
+    let want: Vec<WorkspaceId> = chain[2..34].iter().rev().copied().collect();
+    assert_eq!(store.ancestor_chain(chain[34]).await.unwrap(), want);
+    assert_eq!(
+        store.ancestor_chain(WorkspaceId::new()).await.unwrap(),
+        vec![]
+    );
+}
+on_both_engines!(ancestor_chains_are_read_parent_first_and_bounded);

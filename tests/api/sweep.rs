@@ -374,6 +374,7 @@ async fn the_sweep_command_runs_one_pass_and_reports_it() {
             "delegations": {"failed": 0, "stuck": 0, "purged": 0},
             "schedules": {"delivered": 0, "skipped": 0, "missed": 0},
             "forward_push": {"forwarded": 0},
+            "a2a_push": {"delivered": 0, "retried": 0, "gave_up": 0, "purged": 0},
             "approvals": {"approved": 0, "denied": 0, "escalated": 0},
             "token_uses": {"stamped": 0},
             "phantom_busy": {"reset": 0},

@@ -9,7 +9,7 @@ use crate::agent::sdk_call_peer;
 use crate::helpers::{spawn_app, Engine, TestApp, Ws};
 use crate::on_both_engines;
 
-const RULE: &str = "a workspace may only reach its parent, its children and its siblings (workspaces with the same parent; root workspaces are siblings of each other)";
+const RULE: &str = "a workspace may only reach its siblings (workspaces with the same parent; root workspaces are siblings of each other) and its ancestors and descendants up to 32 levels away";
 
 impl TestApp {
     async fn create_child(&self, name: &str, parent: Option<&Ws>, push_url: Option<&str>) -> Ws {
@@ -90,13 +90,13 @@ async fn the_communication_rule_governs_peer_calls_peers_and_discovery(engine: E
             "grandchild → grandparent",
             &leaf,
             &root_a,
-            StatusCode::FORBIDDEN,
+            StatusCode::ACCEPTED,
         ),
         (
             "grandparent → grandchild",
             &root_a,
             &leaf,
-            StatusCode::FORBIDDEN,
+            StatusCode::ACCEPTED,
         ),
         ("nephew → uncle", &leaf, &mid2, StatusCode::FORBIDDEN),
         ("child → another root", &mid, &root_b, StatusCode::FORBIDDEN),
@@ -125,8 +125,8 @@ async fn the_communication_rule_governs_peer_calls_peers_and_discovery(engine: E
     let (status, _) = app.send_text(&leaf2.id, "from the operator").await;
     assert_eq!(status, StatusCode::ACCEPTED);
 
-    // Peers: parent, children and siblings, never itself, cousins or
-    // grandparents; poll-mode peers have an empty url.
+    // Peers: ancestors, descendants and siblings, never itself, cousins
+    // or uncles; poll-mode peers have an empty url.
     let (status, peers) = app
         .sdk_get(&format!("/registry/{}/peers", mid.id), &mid, &mid.id)
         .await;
@@ -159,7 +159,13 @@ async fn the_communication_rule_governs_peer_calls_peers_and_discovery(engine: E
         .await;
     let mut got = ids(&peers);
     got.sort();
-    let mut want = vec![root_b.id.clone(), mid.id.clone(), mid2.id.clone()];
+    let mut want = vec![
+        root_b.id.clone(),
+        mid.id.clone(),
+        mid2.id.clone(),
+        leaf.id.clone(),
+        leaf2.id.clone(),
+    ];
     want.sort();
     assert_eq!(got, want);
     let push_peer = peers
@@ -232,6 +238,70 @@ async fn the_communication_rule_governs_peer_calls_peers_and_discovery(engine: E
     assert_eq!(status, StatusCode::UNAUTHORIZED);
 }
 on_both_engines!(the_communication_rule_governs_peer_calls_peers_and_discovery);
+
+/// Ancestors and descendants reach each other up to 32 levels apart, over
+/// every surface that asks the rule (a peer call, discovery, the A2A
+/// card); 33 levels apart they do not.
+async fn ancestors_reach_descendants_up_to_32_levels(engine: Engine) {
+    let Some(app) = spawn_app(engine).await else {
+        return;
+    };
+    let mut chain = vec![app.create_child("level-0", None, None).await];
+    for level in 1..=33 {
+        let parent = chain.last().cloned();
+        chain.push(
+            app.create_child(&format!("level-{level}"), parent.as_ref(), None)
+                .await,
+        );
+    }
+    let (root, at_32, at_33) = (&chain[0], &chain[32], &chain[33]);
+    let cases: Vec<(&str, &Ws, &Ws, StatusCode)> = vec![
+        ("root → 32 levels down", root, at_32, StatusCode::ACCEPTED),
+        ("32 levels up → root", at_32, root, StatusCode::ACCEPTED),
+        ("1 → 33 (32 apart)", &chain[1], at_33, StatusCode::ACCEPTED),
+        ("root → 33 levels down", root, at_33, StatusCode::FORBIDDEN),
+        ("33 levels up → root", at_33, root, StatusCode::FORBIDDEN),
+    ];
+    for (case, from, to, expected) in cases {
+        let before = app.inbox_len(to).await;
+        let (status, body) =
+            sdk_call_peer(&app, from, &to.id, case, &[("X-Workspace-ID", &from.id)]).await;
+        assert_eq!(status, expected, "{case}: {body}");
+        let (found, _) = app
+            .sdk_get(&format!("/registry/discover/{}", to.id), from, &from.id)
+            .await;
+        let (card, _) = app
+            .get(&format!("/workspaces/{}/agent-card", to.id), &from.token)
+            .await;
+        if expected == StatusCode::FORBIDDEN {
+            assert_eq!(
+                body,
+                json!({"error": format!("workspace {} is out of reach: {RULE}", to.id)}),
+                "{case}"
+            );
+            assert_eq!(app.inbox_len(to).await, before, "{case}");
+            assert_eq!(
+                (found, card),
+                (StatusCode::FORBIDDEN, StatusCode::FORBIDDEN),
+                "{case}"
+            );
+        } else {
+            assert_eq!(app.inbox_len(to).await, before + 1, "{case}");
+            assert_eq!((found, card), (StatusCode::OK, StatusCode::OK), "{case}");
+        }
+    }
+    // The peer list of the root: its child, and every descendant down to
+    // 32 levels (no sibling roots here), never the 33rd.
+    let (_, peers) = app
+        .sdk_get(&format!("/registry/{}/peers", root.id), root, &root.id)
+        .await;
+    let mut got = ids(&peers);
+    got.sort();
+    let mut want: Vec<String> = chain[1..=32].iter().map(|w| w.id.clone()).collect();
+    want.sort();
+    assert_eq!(got, want);
+}
+on_both_engines!(ancestors_reach_descendants_up_to_32_levels);
 
 async fn a_paused_target_has_its_peer_messages_staged_never_dropped(engine: Engine) {
     let Some(app) = spawn_app(engine).await else {
