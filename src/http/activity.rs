@@ -402,49 +402,8 @@ async fn mark_picked_up(
 }
 
 /// The routes of this resource, with their OpenAPI operations.
-/// A new activity row of some workspace, on the fleet's stream.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
-pub(crate) struct FleetActivity {
-    /// The workspace.
-    #[schema(value_type = String, format = Uuid)]
-    pub workspace_id: WorkspaceId,
-    /// The row's id: read it (and any before it) with
-    /// `GET /workspaces/{id}/activity?since_id=`.
-    pub id: i64,
-}
-
-/// Server-Sent Events for the operator's view of the whole fleet: `event:
-/// activity` with `{workspace_id, id}` for every committed activity row of
-/// any workspace, and `event: resync` when rows may have been missed (a
-/// lagging reader, a lost database listener): re-read then. One stream in
-/// place of reading every workspace's activity in turn to find what is
-/// new (unread counts, notifications). Operator only; ends at shutdown.
-#[utoipa::path(get, path = "/admin/activity/events", tag = "messages",
-    responses((status = 200, description = "text/event-stream of `activity` (FleetActivity) and `resync`"),
-        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
-pub(super) async fn stream_fleet_activity(
-    State(state): State<AppState>,
-    _: super::access::Operator,
-) -> Result<
-    axum::response::sse::Sse<
-        impl futures::Stream<
-            Item = std::result::Result<axum::response::sse::Event, std::convert::Infallible>,
-        >,
-    >,
-> {
-    Ok(super::stream::operator_feed(&state, |event| match event {
-        Event::Activity { workspace_id, id } => axum::response::sse::Event::default()
-            .event("activity")
-            .json_data(FleetActivity { workspace_id, id })
-            .ok(),
-        _ => None,
-    }))
-}
-
 pub(super) fn routes() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new()
-        .routes(routes!(list_activity, report_activity))
-        .routes(routes!(stream_fleet_activity))
+    OpenApiRouter::new().routes(routes!(list_activity, report_activity))
 }
 
 #[cfg(test)]

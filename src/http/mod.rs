@@ -17,6 +17,7 @@ mod delegations;
 mod edge;
 mod error;
 mod extract;
+mod fleet;
 mod instructions;
 mod kv;
 mod lifecycle;
@@ -173,6 +174,7 @@ pub(crate) fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(messages::routes())
         .merge(a2a::routes())
         .merge(activity::routes())
+        .merge(fleet::routes())
         .merge(stream::routes())
         .merge(delegations::routes())
         .merge(uploads::routes())

@@ -1,6 +1,6 @@
 //! The delegation ledger: exactly-once creation with the callee's inbox
 //! row, forward-only moves with the caller's result row, heartbeats,
-//! listings, statistics, and the sweeper's deadline/stuck/purge moves.
+//! listings, and the sweeper's deadline/stuck/purge moves.
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -193,18 +193,6 @@ pub struct DelegationFilter {
     pub before: Option<(DateTime<Utc>, DelegationId)>,
 }
 
-/// Figures over the ledger, for `/admin/delegations/stats`.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct DelegationStats {
-    /// Rows per status (statuses with none are absent).
-    pub counts: Vec<(DelegationStatus, i64)>,
-    /// Creation time of the oldest row not yet completed or failed.
-    pub oldest_in_flight_at: Option<DateTime<Utc>>,
-    /// Created → completed, in seconds, of the rows completed since the
-    /// window start, ascending.
-    pub completion_seconds: Vec<f64>,
-}
-
 /// `delegations` as read (`SELECT *`).
 #[derive(sqlx::FromRow)]
 pub(super) struct DelegationRow {
@@ -320,14 +308,6 @@ pub trait DelegationStore: Send + Sync {
 
     /// Delegations, newest first.
     async fn list_delegations(&self, filter: &DelegationFilter) -> StoreResult<Vec<Delegation>>;
-
-    /// Counts per status, the oldest in-flight row, and completion times
-    /// of the rows completed since `since`.
-    async fn delegation_stats(
-        &self,
-        since: DateTime<Utc>,
-        party: Option<WorkspaceId>,
-    ) -> StoreResult<DelegationStats>;
 
     /// The sweeper's pass over up to `limit` rows in flight: past their
     /// deadline at `now` → failed (`deadline exceeded`, with the caller's
@@ -701,64 +681,6 @@ engines! {
             .fetch_all(&self.pool)
             .await?;
             rows.into_iter().map(TryInto::try_into).collect()
-        }
-
-        async fn delegation_stats(
-            &self,
-            since: DateTime<Utc>,
-            party: Option<WorkspaceId>,
-        ) -> StoreResult<DelegationStats> {
-            // One workspace's rows, either side, when `party` is given: the
-            // predicate over its two bind numbers.
-            let of = |a: usize, b: usize| match party {
-                Some(_) => format!(" AND (caller_id = ${a} OR callee_id = ${b})"),
-                None => String::new(),
-            };
-            let counts_sql = format!(
-                "SELECT status, count(*) FROM delegations WHERE 1 = 1{} \
-                 GROUP BY status ORDER BY status",
-                of(1, 2)
-            );
-            let oldest_sql = format!(
-                "SELECT min(created_at) FROM delegations WHERE status IN {IN_FLIGHT}{}",
-                of(1, 2)
-            );
-            // Bounded: the figures of a day of a very busy ledger are
-            // well described by its latest 100 000 completions.
-            let spans_sql = format!(
-                "SELECT created_at, completed_at FROM delegations \
-                 WHERE status = 'completed' AND completed_at >= $1{} \
-                 ORDER BY completed_at DESC LIMIT 100000",
-                of(2, 3)
-            );
-            let mut counts = sqlx::query_as::<_, (String, i64)>(&counts_sql);
-            let mut oldest = sqlx::query_scalar::<_, Option<Ts>>(&oldest_sql);
-            let mut spans = sqlx::query_as::<_, (Ts, Ts)>(&spans_sql).bind(Ts(since));
-            if let Some(ws) = party {
-                counts = counts.bind(ws.to_string()).bind(ws);
-                oldest = oldest.bind(ws.to_string()).bind(ws);
-                spans = spans.bind(ws.to_string()).bind(ws);
-            }
-            let counts = counts.fetch_all(&self.pool).await?;
-            let oldest = oldest.fetch_one(&self.pool).await?;
-            let spans = spans.fetch_all(&self.pool).await?;
-            let mut completion_seconds: Vec<f64> = spans
-                .into_iter()
-                .map(|(c, d)| (d.0 - c.0).num_microseconds().unwrap_or(0) as f64 / 1e6)
-                .collect();
-            completion_seconds.sort_by(f64::total_cmp);
-            Ok(DelegationStats {
-                counts: counts
-                    .into_iter()
-                    .map(|(s, n)| {
-                        s.parse::<DelegationStatus>()
-                            .map(|s| (s, n))
-                            .map_err(|e| StoreError::Corrupt(e.to_string()))
-                    })
-                    .collect::<StoreResult<_>>()?,
-                oldest_in_flight_at: oldest.map(|t| t.0),
-                completion_seconds,
-            })
         }
 
         async fn sweep_delegations(

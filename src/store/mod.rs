@@ -91,6 +91,7 @@ areas! {
     activity: ActivityStore,
     uploads: UploadStore,
     delegations: DelegationStore,
+    ledger_stats: LedgerStatsStore,
     memory: MemoryStore,
     kv: KvStore,
     secrets: SecretStore,
