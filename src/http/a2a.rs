@@ -24,7 +24,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::access::{live_workspace, AsPeer, Calling, NamesWorkspace, SelfOrOperatorBody};
-use super::auth::require_reach;
+use super::auth::{require_reach, Session};
 use super::extract::WorkspacePath;
 use super::{AppState, Error, ErrorBody, Json, Result};
 use crate::a2a::jsonrpc::{self, Method, RpcError};
@@ -211,6 +211,7 @@ pub(super) fn is_a2a(headers: &HeaderMap, body: &Value) -> bool {
 pub(super) async fn rpc(
     state: &AppState,
     caller: Caller,
+    session: Session,
     id: WorkspaceId,
     headers: &HeaderMap,
     body: Value,
@@ -222,6 +223,7 @@ pub(super) async fn rpc(
             let call = Call {
                 state,
                 caller,
+                session,
                 id,
                 dialect,
             };
@@ -280,6 +282,8 @@ impl From<std::result::Result<Value, RpcError>> for Answer {
 struct Call<'a> {
     state: &'a AppState,
     caller: Caller,
+    /// The caller's token: a stream answered ends when it is revoked.
+    session: Session,
     id: WorkspaceId,
     dialect: Dialect,
 }
@@ -356,6 +360,7 @@ impl Call<'_> {
         let rpc_id = body.get("id").cloned().unwrap_or(Value::Null);
         Ok(Answer::Raw(super::a2a_stream::respond(
             self.state,
+            self.session,
             rpc_id,
             self.dialect,
             task,
@@ -421,6 +426,7 @@ impl Call<'_> {
             let rpc_id = body.get("id").cloned().unwrap_or(Value::Null);
             return Ok(Answer::Raw(super::a2a_stream::respond(
                 self.state,
+                self.session,
                 rpc_id,
                 self.dialect,
                 task,

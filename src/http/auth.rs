@@ -41,7 +41,8 @@ pub(super) fn bearer(parts: &Parts) -> Result<Option<AuthToken>> {
 impl Principal {
     /// Who holds `token`: the operator, a workspace with a live token, or
     /// nobody (401). An operator token is checked against the route of
-    /// `parts` (403 when its role or subtree does not allow it).
+    /// `parts` (403 when its role or subtree does not allow it). A known
+    /// token refused is written to the audit trail (`denied`).
     pub(super) async fn resolve(
         state: &AppState,
         parts: &mut Parts,
@@ -54,10 +55,19 @@ impl Principal {
         let principal = match state.store.token_holder(token.hash(), now).await? {
             Some(TokenHolder::Workspace(id)) => Principal::Workspace(id),
             Some(TokenHolder::Operator(grant)) => {
-                super::permissions::check(state, parts, &grant).await?;
+                if let Some((reason, refused)) =
+                    super::permissions::refusal(state, parts, &grant).await?
+                {
+                    super::denied::record(state, parts, token, Some(reason)).await;
+                    return Err(refused);
+                }
                 Principal::Operator
             }
-            None => return Err(Error::Unauthorized),
+            None => {
+                // Revoked or expired, if it is a token we know.
+                super::denied::record(state, parts, token, None).await;
+                return Err(Error::Unauthorized);
+            }
         };
         state.token_uses.record(token.hash(), now);
         Ok(principal)
@@ -67,17 +77,12 @@ impl Principal {
 impl FromRequestParts<AppState> for Principal {
     type Rejection = Error;
 
-    /// Resolved once per request: a route whose rules both need the
-    /// caller (an access rule and [`super::access::Calling`]) looks the
+    /// Resolved once per request (as its [`Session`]): a route whose
+    /// rules both need the caller (an access rule and
+    /// [`super::access::Calling`], or a stream's [`Session`]) looks the
     /// token up once.
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self> {
-        if let Some(known) = parts.extensions.get::<Principal>() {
-            return Ok(*known);
-        }
-        let token = bearer(parts)?.ok_or(Error::Unauthorized)?;
-        let principal = Principal::resolve(state, parts, &token).await?;
-        parts.extensions.insert(principal);
-        Ok(principal)
+        Ok(Session::from_request_parts(parts, state).await?.principal)
     }
 }
 
@@ -121,23 +126,53 @@ impl Session {
         self.revocations_seen = seen;
         Ok(())
     }
+
+    /// Resolves once this session's token no longer holds: revoked in this
+    /// process or, through the bus, on another replica. A stream held open
+    /// with the token ends with it ([`super::stream::cut_on_revocation`]).
+    /// Costs one token lookup per revocation heard of (any token's), none
+    /// otherwise; a lookup that fails also ends the session, since it can
+    /// no longer be vouched for (the client reconnects and is checked anew).
+    pub(super) async fn revoked(mut self, state: AppState) {
+        use tokio::sync::broadcast::error::RecvError;
+        // Subscribed before the first comparison: a revocation delivered
+        // after it is either counted already or still in the channel.
+        let mut events = state.bus.subscribe();
+        loop {
+            if self.may_be_revoked(&state) && self.recheck(&state).await.is_err() {
+                return;
+            }
+            match events.recv().await {
+                Ok(_) | Err(RecvError::Lagged(_)) => {}
+                // No more revocations can be heard of: nothing ends the
+                // session but its stream's own end.
+                Err(RecvError::Closed) => std::future::pending::<()>().await,
+            }
+        }
+    }
 }
 
 impl FromRequestParts<AppState> for Session {
     type Rejection = Error;
 
+    /// Resolved once per request; later rules reuse it.
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self> {
+        if let Some(known) = parts.extensions.get::<Session>() {
+            return Ok(*known);
+        }
         // Read before the check: a revocation committed after it moves
         // the counter, so the waiter re-checks instead of missing it.
         let revocations_seen = state.bus.revocations_seen();
         let token = bearer(parts)?.ok_or(Error::Unauthorized)?;
         let principal = Principal::resolve(state, parts, &token).await?;
-        Ok(Session {
+        let session = Session {
             principal,
             token: token.hash(),
             revocations_seen,
             revocable_operator: !token.matches(&state.config.admin_token),
-        })
+        };
+        parts.extensions.insert(session);
+        Ok(session)
     }
 }
 
