@@ -11,8 +11,8 @@ use axum::http::request::Parts;
 
 use super::{AppState, Error, Result};
 use crate::domain::team::{self, Caller, Node};
-use crate::domain::{self as d, AuthToken, TokenHash, WorkspaceId};
-use crate::store::TokenHolder;
+use crate::domain::{self as d, AuthToken, Role, TokenHash, WorkspaceId};
+use crate::store::{OperatorGrant, TokenHolder};
 
 /// The authenticated caller.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,10 +47,11 @@ impl Principal {
         state: &AppState,
         parts: &mut Parts,
         token: &AuthToken,
-    ) -> Result<Principal> {
+    ) -> Result<(Principal, Option<OperatorGrant>)> {
         if token.matches(&state.config.admin_token) {
-            return Ok(Principal::Operator);
+            return Ok((Principal::Operator, None));
         }
+        let mut granted = None;
         let now = d::now();
         let principal = match state.store.token_holder(token.hash(), now).await? {
             Some(TokenHolder::Workspace(id)) => Principal::Workspace(id),
@@ -61,6 +62,7 @@ impl Principal {
                     super::denied::record(state, parts, token, Some(reason)).await;
                     return Err(refused);
                 }
+                granted = Some(grant);
                 Principal::Operator
             }
             None => {
@@ -70,7 +72,7 @@ impl Principal {
             }
         };
         state.token_uses.record(token.hash(), now);
-        Ok(principal)
+        Ok((principal, granted))
     }
 }
 
@@ -99,9 +101,22 @@ pub(super) struct Session {
     /// The operator's principal came from a revocable operator token (not
     /// the admin token of the configuration).
     revocable_operator: bool,
+    /// What that operator token may do (`None`: the admin token, or a
+    /// workspace's).
+    grant: Option<OperatorGrant>,
 }
 
 impl Session {
+    /// The operator's role and team subtree (the admin token: `admin`,
+    /// everywhere); `None` for a workspace.
+    pub(super) fn operator_role(&self) -> Option<(Role, Option<WorkspaceId>)> {
+        match (self.principal, self.grant) {
+            (Principal::Workspace(_), _) => None,
+            (Principal::Operator, None) => Some((Role::Admin, None)),
+            (Principal::Operator, Some(g)) => Some((g.role, g.team_root)),
+        }
+    }
+
     /// True when a revocation may have happened since the token was last
     /// checked (in this process or, through the bus, another replica).
     pub(super) fn may_be_revoked(&self, state: &AppState) -> bool {
@@ -164,12 +179,13 @@ impl FromRequestParts<AppState> for Session {
         // the counter, so the waiter re-checks instead of missing it.
         let revocations_seen = state.bus.revocations_seen();
         let token = bearer(parts)?.ok_or(Error::Unauthorized)?;
-        let principal = Principal::resolve(state, parts, &token).await?;
+        let (principal, grant) = Principal::resolve(state, parts, &token).await?;
         let session = Session {
             principal,
             token: token.hash(),
             revocations_seen,
             revocable_operator: !token.matches(&state.config.admin_token),
+            grant,
         };
         parts.extensions.insert(session);
         Ok(session)
@@ -188,7 +204,7 @@ impl FromRequestParts<AppState> for MaybePrincipal {
         match bearer(parts)? {
             None => Ok(MaybePrincipal(None)),
             Some(token) => Ok(MaybePrincipal(Some(
-                Principal::resolve(state, parts, &token).await?,
+                Principal::resolve(state, parts, &token).await?.0,
             ))),
         }
     }

@@ -808,3 +808,23 @@ async fn refused_known_tokens_are_recorded_once_a_minute_and_garbage_never(engin
     }
 }
 on_both_engines!(refused_known_tokens_are_recorded_once_a_minute_and_garbage_never);
+
+/// `GET /admin/config` tells the asking token its role, so a client (the
+/// canvas) can hide what that role may not do. (A token confined to a
+/// subtree is refused this fleet-wide route, as it is `GET /workspaces`.)
+async fn the_config_names_the_role_of_the_token_that_asks(engine: Engine) {
+    let Some(app) = spawn_app(engine).await else {
+        return;
+    };
+    for role in ["viewer", "operator", "admin"] {
+        let (token, _) = app.mint_operator(json!({"role": role})).await;
+        let (status, config) = app.get("/admin/config", &token).await;
+        assert_eq!(status, StatusCode::OK, "{config}");
+        assert_eq!(
+            (&config["role"], &config["team_root"]),
+            (&json!(role), &Value::Null),
+            "{config}"
+        );
+    }
+}
+on_both_engines!(the_config_names_the_role_of_the_token_that_asks);

@@ -1,6 +1,6 @@
 // The panels beyond the conversation: the workspace tabs (Secrets,
-// Delegations, Memory, Schedules) and the operator's global views, opened from the top
-// bar (every delegation, the global secrets). Each lives in its own
+// Delegations, Memory, Schedules, Tokens) and the operator's global views, opened from the top
+// bar (every delegation, the global secrets, the operator tokens). Each lives in its own
 // module; this one wires them once at start.
 
 import { $, el } from './dom.js';
@@ -10,6 +10,7 @@ import { initSchedules } from './schedules.js';
 import { initSecrets } from './secrets.js';
 import { state } from './state.js';
 import { initTabs } from './tabs.js';
+import { initTokens } from './tokens.js';
 
 /** Builds the tabs and the top bar's buttons; called once at start. */
 export function initPanels() {
@@ -18,8 +19,10 @@ export function initPanels() {
   const openDelegations = initDelegations();
   initMemory(() => state.workspaces);
   initSchedules();
+  const openTokens = initTokens();
   const nav = el('nav', { class: 'operator-nav', 'aria-label': 'Operator views' },
     el('button', { type: 'button', id: 'open-delegations', class: 'ghost', onclick: openDelegations }, 'Delegations'),
-    el('button', { type: 'button', id: 'open-global-secrets', class: 'ghost', onclick: openSecrets }, 'Global secrets'));
+    el('button', { type: 'button', id: 'open-global-secrets', class: 'ghost', onclick: openSecrets }, 'Global secrets'),
+    el('button', { type: 'button', id: 'open-org-tokens', class: 'ghost', onclick: openTokens }, 'Tokens'));
   $('signout').before(nav);
 }
