@@ -128,6 +128,7 @@ impl Application {
             upload_ttl,
             token_uses,
             mints: Default::default(),
+            denied: Default::default(),
         };
         // A server forwards to push workspaces; a bare sweep pass
         // (`sweep --once`) does not: it exits before a forward finishes.

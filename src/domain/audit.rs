@@ -45,7 +45,7 @@ impl AuditKey {
     }
 }
 
-/// Who did it: `operator`, or `workspace:<id>`.
+/// Who did it: `operator`, `workspace:<id>`, `system` or `token:<id>`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Actor {
     /// The holder of the admin token.
@@ -54,6 +54,9 @@ pub enum Actor {
     Workspace(WorkspaceId),
     /// The server on its own (a background job: expiry, escalation).
     System,
+    /// A token named by its id, not by whom it serves: a refused
+    /// (revoked, expired or out-of-scope) token's use.
+    Token(super::TokenId),
 }
 
 impl fmt::Display for Actor {
@@ -62,6 +65,7 @@ impl fmt::Display for Actor {
             Actor::Operator => f.write_str("operator"),
             Actor::Workspace(id) => write!(f, "workspace:{id}"),
             Actor::System => f.write_str("system"),
+            Actor::Token(id) => write!(f, "token:{id}"),
         }
     }
 }

@@ -24,7 +24,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::access::{live_workspace, AsPeer, Calling, NamesWorkspace, SelfOrOperatorBody};
-use super::auth::{node_of, require_reach};
+use super::auth::{node_of, require_reach, Session};
 use super::extract::WorkspacePath;
 use super::{AppState, Error, ErrorBody, Json, Result};
 use crate::a2a::jsonrpc::{self, Method, RpcError};
@@ -211,6 +211,7 @@ pub(super) fn is_a2a(headers: &HeaderMap, body: &Value) -> bool {
 pub(super) async fn rpc(
     state: &AppState,
     caller: Caller,
+    session: Session,
     id: WorkspaceId,
     headers: &HeaderMap,
     body: Value,
@@ -222,6 +223,7 @@ pub(super) async fn rpc(
             let call = Call {
                 state,
                 caller,
+                session,
                 id,
                 dialect,
                 trace: super::traces::incoming(headers),
@@ -281,6 +283,8 @@ impl From<std::result::Result<Value, RpcError>> for Answer {
 pub(super) struct Call<'a> {
     pub(super) state: &'a AppState,
     pub(super) caller: Caller,
+    /// The caller's token: a stream answered ends when it is revoked.
+    pub(super) session: Session,
     pub(super) id: WorkspaceId,
     pub(super) dialect: Dialect,
     /// The caller's `traceparent`, for the task's span.
@@ -359,6 +363,7 @@ impl Call<'_> {
         let rpc_id = body.get("id").cloned().unwrap_or(Value::Null);
         Ok(Answer::Raw(super::a2a_stream::respond(
             self.state,
+            self.session,
             rpc_id,
             self.dialect,
             task,
@@ -426,6 +431,7 @@ impl Call<'_> {
             let rpc_id = body.get("id").cloned().unwrap_or(Value::Null);
             return Ok(Answer::Raw(super::a2a_stream::respond(
                 self.state,
+                self.session,
                 rpc_id,
                 self.dialect,
                 task,

@@ -3,8 +3,8 @@
 //! then an artifact update and a status update for each move of its ledger
 //! row (and each time its agent starts or stops waiting on an approval:
 //! `input-required`), read off the event bus (which announces every move). The stream
-//! ends when the task does (completed, failed or canceled), or with the
-//! server: a client that lost it resubscribes, or calls `GetTask` when the
+//! ends when the task does (completed, failed or canceled), when the
+//! caller's token is revoked, or with the server: a client that lost it resubscribes, or calls `GetTask` when the
 //! task ended meanwhile (the ledger row holds its final state).
 
 use std::collections::VecDeque;
@@ -16,6 +16,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::Value;
 use tokio::sync::broadcast::{self, error::RecvError};
 
+use super::auth::Session;
 use super::AppState;
 use crate::a2a::jsonrpc;
 use crate::a2a::tasks::{self, TaskState};
@@ -89,6 +90,7 @@ impl TaskStream {
 /// The SSE answer streaming `task` (just read, after `events` subscribed).
 pub(super) fn respond(
     state: &AppState,
+    session: Session,
     rpc_id: Value,
     dialect: Dialect,
     task: A2aTask,
@@ -110,7 +112,7 @@ pub(super) fn respond(
         let ev = SseEvent::default().data(body.to_string());
         Some((Ok::<_, Infallible>(ev), s))
     });
-    Sse::new(events)
+    Sse::new(super::stream::cut_on_revocation(state, session, events))
         .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
         .into_response()
 }

@@ -319,7 +319,7 @@ impl FromRequestParts<AppState> for SelfOrOperatorEvenRemoved {
             .flatten()
             .ok_or(Error::Unauthorized)?;
         match Principal::resolve(state, parts, &token).await {
-            Ok(principal) => require_access(principal, id)?,
+            Ok((principal, _)) => require_access(principal, id)?,
             Err(Error::Unauthorized) => {
                 if state
                     .store

@@ -22,7 +22,7 @@ use utoipa_axum::routes;
 
 use super::access::WorkspaceItself;
 use super::access::{ApprovalDecider, KnownWorkspace, LiveWorkspace, Operator, SelfOrOperator};
-use super::auth::Principal;
+use super::auth::{Principal, Session};
 use super::extract::{ApprovalPath, Query};
 use super::{AppState, Error, ErrorBody, Json, Result};
 use crate::audit::Entry;
@@ -398,18 +398,23 @@ pub(super) async fn list_pending_approvals(
 
 /// Server-Sent Events for the operator's approvals inbox: every move of
 /// every request (`event: approval`), and `event: resync` when moves may
-/// have been missed: re-read `/approvals/pending` then.
+/// have been missed: re-read `/approvals/pending` then. The stream ends
+/// when its token is revoked.
 #[utoipa::path(get, path = "/approvals/events", tag = "approvals",
     responses((status = 200, description = "text/event-stream"), (status = 401, body = ErrorBody),
         (status = 403, body = ErrorBody)))]
 pub(super) async fn stream_approval_events(
     State(state): State<AppState>,
-    _: Operator,
+    Operator((), session): Operator<(), Session>,
 ) -> Result<Sse<impl Stream<Item = std::result::Result<SseEvent, Infallible>>>> {
-    Ok(super::stream::operator_feed(&state, |event| match event {
-        Event::Approval(moved) => SseEvent::default().event("approval").json_data(&moved).ok(),
-        _ => None,
-    }))
+    Ok(super::stream::operator_feed(
+        &state,
+        session,
+        |event| match event {
+            Event::Approval(moved) => SseEvent::default().event("approval").json_data(&moved).ok(),
+            _ => None,
+        },
+    ))
 }
 
 /// The routes of this resource, with their OpenAPI operations.

@@ -56,7 +56,7 @@ pub(crate) struct AuditEventView {
     pub seq: i64,
     /// When it was recorded.
     pub at: DateTime<Utc>,
-    /// `operator`, `workspace:<id>` or `system`.
+    /// `operator`, `workspace:<id>`, `system`, or `token:<id>` (a refused token).
     pub actor: String,
     /// What happened, e.g. `secret.set`, `approval.decided`, `tool_call`.
     pub action: String,
@@ -134,7 +134,7 @@ pub(super) struct AuditParams {
     pub from: Option<DateTime<Utc>>,
     /// Only rows before this time (RFC 3339).
     pub to: Option<DateTime<Utc>>,
-    /// Only this actor (`operator`, `workspace:<id>`, `system`).
+    /// Only this actor (`operator`, `workspace:<id>`, `system`, `token:<id>`).
     pub actor: Option<String>,
     /// Only this action.
     pub action: Option<String>,

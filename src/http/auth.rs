@@ -11,8 +11,8 @@ use axum::http::request::Parts;
 
 use super::{AppState, Error, Result};
 use crate::domain::team::{self, Caller, Node};
-use crate::domain::{self as d, AuthToken, TokenHash, WorkspaceId};
-use crate::store::TokenHolder;
+use crate::domain::{self as d, AuthToken, Role, TokenHash, WorkspaceId};
+use crate::store::{OperatorGrant, TokenHolder};
 
 /// The authenticated caller.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,43 +41,50 @@ pub(super) fn bearer(parts: &Parts) -> Result<Option<AuthToken>> {
 impl Principal {
     /// Who holds `token`: the operator, a workspace with a live token, or
     /// nobody (401). An operator token is checked against the route of
-    /// `parts` (403 when its role or subtree does not allow it).
+    /// `parts` (403 when its role or subtree does not allow it). A known
+    /// token refused is written to the audit trail (`denied`).
     pub(super) async fn resolve(
         state: &AppState,
         parts: &mut Parts,
         token: &AuthToken,
-    ) -> Result<Principal> {
+    ) -> Result<(Principal, Option<OperatorGrant>)> {
         if token.matches(&state.config.admin_token) {
-            return Ok(Principal::Operator);
+            return Ok((Principal::Operator, None));
         }
+        let mut granted = None;
         let now = d::now();
         let principal = match state.store.token_holder(token.hash(), now).await? {
             Some(TokenHolder::Workspace(id)) => Principal::Workspace(id),
             Some(TokenHolder::Operator(grant)) => {
-                super::permissions::check(state, parts, &grant).await?;
+                if let Some((reason, refused)) =
+                    super::permissions::refusal(state, parts, &grant).await?
+                {
+                    super::denied::record(state, parts, token, Some(reason)).await;
+                    return Err(refused);
+                }
+                granted = Some(grant);
                 Principal::Operator
             }
-            None => return Err(Error::Unauthorized),
+            None => {
+                // Revoked or expired, if it is a token we know.
+                super::denied::record(state, parts, token, None).await;
+                return Err(Error::Unauthorized);
+            }
         };
         state.token_uses.record(token.hash(), now);
-        Ok(principal)
+        Ok((principal, granted))
     }
 }
 
 impl FromRequestParts<AppState> for Principal {
     type Rejection = Error;
 
-    /// Resolved once per request: a route whose rules both need the
-    /// caller (an access rule and [`super::access::Calling`]) looks the
+    /// Resolved once per request (as its [`Session`]): a route whose
+    /// rules both need the caller (an access rule and
+    /// [`super::access::Calling`], or a stream's [`Session`]) looks the
     /// token up once.
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self> {
-        if let Some(known) = parts.extensions.get::<Principal>() {
-            return Ok(*known);
-        }
-        let token = bearer(parts)?.ok_or(Error::Unauthorized)?;
-        let principal = Principal::resolve(state, parts, &token).await?;
-        parts.extensions.insert(principal);
-        Ok(principal)
+        Ok(Session::from_request_parts(parts, state).await?.principal)
     }
 }
 
@@ -94,9 +101,22 @@ pub(super) struct Session {
     /// The operator's principal came from a revocable operator token (not
     /// the admin token of the configuration).
     revocable_operator: bool,
+    /// What that operator token may do (`None`: the admin token, or a
+    /// workspace's).
+    grant: Option<OperatorGrant>,
 }
 
 impl Session {
+    /// The operator's role and team subtree (the admin token: `admin`,
+    /// everywhere); `None` for a workspace.
+    pub(super) fn operator_role(&self) -> Option<(Role, Option<WorkspaceId>)> {
+        match (self.principal, self.grant) {
+            (Principal::Workspace(_), _) => None,
+            (Principal::Operator, None) => Some((Role::Admin, None)),
+            (Principal::Operator, Some(g)) => Some((g.role, g.team_root)),
+        }
+    }
+
     /// True when a revocation may have happened since the token was last
     /// checked (in this process or, through the bus, another replica).
     pub(super) fn may_be_revoked(&self, state: &AppState) -> bool {
@@ -121,23 +141,54 @@ impl Session {
         self.revocations_seen = seen;
         Ok(())
     }
+
+    /// Resolves once this session's token no longer holds: revoked in this
+    /// process or, through the bus, on another replica. A stream held open
+    /// with the token ends with it ([`super::stream::cut_on_revocation`]).
+    /// Costs one token lookup per revocation heard of (any token's), none
+    /// otherwise; a lookup that fails also ends the session, since it can
+    /// no longer be vouched for (the client reconnects and is checked anew).
+    pub(super) async fn revoked(mut self, state: AppState) {
+        use tokio::sync::broadcast::error::RecvError;
+        // Subscribed before the first comparison: a revocation delivered
+        // after it is either counted already or still in the channel.
+        let mut events = state.bus.subscribe();
+        loop {
+            if self.may_be_revoked(&state) && self.recheck(&state).await.is_err() {
+                return;
+            }
+            match events.recv().await {
+                Ok(_) | Err(RecvError::Lagged(_)) => {}
+                // No more revocations can be heard of: nothing ends the
+                // session but its stream's own end.
+                Err(RecvError::Closed) => std::future::pending::<()>().await,
+            }
+        }
+    }
 }
 
 impl FromRequestParts<AppState> for Session {
     type Rejection = Error;
 
+    /// Resolved once per request; later rules reuse it.
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self> {
+        if let Some(known) = parts.extensions.get::<Session>() {
+            return Ok(*known);
+        }
         // Read before the check: a revocation committed after it moves
         // the counter, so the waiter re-checks instead of missing it.
         let revocations_seen = state.bus.revocations_seen();
         let token = bearer(parts)?.ok_or(Error::Unauthorized)?;
-        let principal = Principal::resolve(state, parts, &token).await?;
-        Ok(Session {
+        let (principal, grant) = Principal::resolve(state, parts, &token).await?;
+        let session = Session {
             principal,
             token: token.hash(),
             revocations_seen,
             revocable_operator: !token.matches(&state.config.admin_token),
-        })
+            grant,
+        };
+        parts.extensions.insert(session);
+        Ok(session)
     }
 }
 
@@ -153,7 +204,7 @@ impl FromRequestParts<AppState> for MaybePrincipal {
         match bearer(parts)? {
             None => Ok(MaybePrincipal(None)),
             Some(token) => Ok(MaybePrincipal(Some(
-                Principal::resolve(state, parts, &token).await?,
+                Principal::resolve(state, parts, &token).await?.0,
             ))),
         }
     }

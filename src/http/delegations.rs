@@ -26,6 +26,7 @@ use utoipa_axum::routes;
 use super::access::{
     known_workspace, live_workspace, Callee, Calling, OnBehalf, Operator, SelfOrOperator,
 };
+use super::auth::Session;
 use super::extract::{DelegationPath, Query, WorkspacePath};
 use super::{AppState, Error, ErrorBody, Json, Result};
 use crate::audit::Entry;
@@ -577,21 +578,25 @@ pub(super) async fn list_all_delegations(
 /// delegation (`event: delegation`, the same body a workspace's own stream
 /// carries), and `event: resync` when moves may have been missed (a lagging
 /// reader, a lost database listener): re-read the listing then. Operator
-/// only; the stream ends at shutdown.
+/// only; the stream ends at shutdown, or when its token is revoked.
 #[utoipa::path(get, path = "/admin/delegations/events", tag = "delegations",
     responses((status = 200, description = "text/event-stream"), (status = 401, body = ErrorBody),
         (status = 403, body = ErrorBody)))]
 pub(super) async fn stream_delegation_events(
     State(state): State<AppState>,
-    _: Operator,
+    Operator((), session): Operator<(), Session>,
 ) -> Result<Sse<impl Stream<Item = std::result::Result<SseEvent, Infallible>>>> {
-    Ok(super::stream::operator_feed(&state, |event| match event {
-        Event::Delegation(moved) => SseEvent::default()
-            .event("delegation")
-            .json_data(&moved)
-            .ok(),
-        _ => None,
-    }))
+    Ok(super::stream::operator_feed(
+        &state,
+        session,
+        |event| match event {
+            Event::Delegation(moved) => SseEvent::default()
+                .event("delegation")
+                .json_data(&moved)
+                .ok(),
+            _ => None,
+        },
+    ))
 }
 
 /// Figures over the ledger.

@@ -10,6 +10,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::access::Operator;
+use super::auth::Session;
 use super::{AppState, ErrorBody, Result};
 use crate::domain::WorkspaceId;
 use crate::events::Event;
@@ -30,21 +31,26 @@ pub(crate) struct FleetActivity {
 /// any workspace, and `event: resync` when rows may have been missed (a
 /// lagging reader, a lost database listener): re-read then. One stream in
 /// place of reading every workspace's activity in turn to find what is
-/// new (unread counts, notifications). Operator only; ends at shutdown.
+/// new (unread counts, notifications). Operator only; ends at shutdown,
+/// or when its token is revoked.
 #[utoipa::path(get, path = "/admin/activity/events", tag = "messages",
     responses((status = 200, description = "text/event-stream of `activity` (FleetActivity) and `resync`"),
         (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
 pub(super) async fn stream_fleet_activity(
     State(state): State<AppState>,
-    _: Operator,
+    Operator((), session): Operator<(), Session>,
 ) -> Result<Sse<impl futures::Stream<Item = std::result::Result<SseEvent, Infallible>>>> {
-    Ok(super::stream::operator_feed(&state, |event| match event {
-        Event::Activity { workspace_id, id } => SseEvent::default()
-            .event("activity")
-            .json_data(FleetActivity { workspace_id, id })
-            .ok(),
-        _ => None,
-    }))
+    Ok(super::stream::operator_feed(
+        &state,
+        session,
+        |event| match event {
+            Event::Activity { workspace_id, id } => SseEvent::default()
+                .event("activity")
+                .json_data(FleetActivity { workspace_id, id })
+                .ok(),
+            _ => None,
+        },
+    ))
 }
 
 /// The routes of this resource, with their OpenAPI operations.

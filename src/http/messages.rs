@@ -14,7 +14,7 @@ use utoipa_axum::routes;
 
 use super::access::{live_workspace, AsPeer, Calling, WorkspaceItself};
 use super::activity::record;
-use super::auth::require_reach;
+use super::auth::{require_reach, Session};
 use super::extract::WorkspacePath;
 use super::{AppState, Error, ErrorBody, Json, Result};
 use crate::domain::inbox::{self, AgentMessage, InboxItem, Message, Sender};
@@ -152,6 +152,7 @@ pub(super) async fn send_a2a_message(
         path: WorkspacePath(id),
         ..
     }: Calling<AsPeer, WorkspacePath>,
+    session: Session,
     headers: HeaderMap,
     Json(body): Json<Value>,
 ) -> Result<Response> {
@@ -170,7 +171,7 @@ pub(super) async fn send_a2a_message(
         super::usage::require_budget(&state, id).await?;
     }
     if super::a2a::is_a2a(&headers, &body) {
-        return super::a2a::rpc(&state, sender, id, &headers, body).await;
+        return super::a2a::rpc(&state, sender, session, id, &headers, body).await;
     }
     let msg = normalize_message_send(body)?;
     let hop = domain::Hop::open(super::traces::incoming(&headers));

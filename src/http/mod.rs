@@ -14,6 +14,7 @@ mod auth;
 mod canvas;
 mod cron;
 mod delegations;
+mod denied;
 mod edge;
 mod error;
 mod extract;
@@ -117,6 +118,9 @@ pub struct AppState {
     pub token_uses: crate::jobs::TokenUses,
     /// Recent operator-token mints per client, for the mint rate limit.
     pub mints: tokens::MintLimiter,
+    /// Known tokens recently refused, bounding the `token.use_denied`
+    /// rows of the audit trail.
+    pub denied: denied::DeniedUses,
 }
 
 /// The push forwarder over this server's state (see `crate::push`).

@@ -13,8 +13,9 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::access::Operator;
+use super::auth::Session;
 use super::{AppState, ErrorBody, Json, Result};
-use crate::domain::{self, Tier};
+use crate::domain::{self, Tier, WorkspaceId};
 
 /// `{status}`.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -56,6 +57,13 @@ pub(super) struct ServerConfigView {
     /// (`--default-tier`).
     #[schema(value_type = i64, minimum = 1, maximum = 4)]
     pub default_tier: Tier,
+    /// The role of the token that asks: `admin` (also the first-start
+    /// admin token), `operator` or `viewer`. A client hides what that
+    /// role may not do (the server refuses it anyway).
+    pub role: String,
+    /// The team subtree that token is confined to, if any.
+    #[schema(value_type = Option<String>, format = Uuid)]
+    pub team_root: Option<WorkspaceId>,
 }
 
 /// Liveness: the process is up.
@@ -131,14 +139,19 @@ pub(crate) fn metrics_response(state: &AppState) -> Response {
     responses((status = 200, body = ServerConfigView), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
 pub(super) async fn get_server_config(
     State(state): State<AppState>,
-    _: Operator,
+    Operator((), session): Operator<(), Session>,
 ) -> Result<Json<ServerConfigView>> {
     let config = &state.config;
+    let (role, team_root) = session
+        .operator_role()
+        .expect("BUG: the Operator rule admits operators only");
     Ok(Json(ServerConfigView {
         max_file_bytes: config.limits.max_file_size,
         max_request_bytes: config.limits.max_request_size,
         offline_after_seconds: config.offline_after.as_secs(),
         default_tier: config.default_tier,
+        role: role.as_str().to_owned(),
+        team_root,
     }))
 }
 

@@ -15,6 +15,7 @@ use axum::extract::MatchedPath;
 use axum::http::request::Parts;
 use axum::http::Method;
 
+use super::denied::Reason;
 use super::{AppState, Error, Result};
 use crate::domain::{Role, WorkspaceId};
 use crate::store::OperatorGrant;
@@ -218,12 +219,13 @@ async fn within(state: &AppState, root: WorkspaceId, id: WorkspaceId) -> Result<
     Ok(false)
 }
 
-/// 403 unless the operator token `grant` may use the route of `parts`.
-pub(super) async fn check(
+/// Why the operator token `grant` may not use the route of `parts`
+/// (`None`: it may), with the 403 that says so.
+pub(super) async fn refusal(
     state: &AppState,
-    parts: &mut Parts,
+    parts: &Parts,
     grant: &OperatorGrant,
-) -> Result<()> {
+) -> Result<Option<(Reason, Error)>> {
     let path = parts
         .extensions
         .get::<MatchedPath>()
@@ -233,7 +235,7 @@ pub(super) async fn check(
     if need == Some(Public) {
         // A public route that reads a token when one is sent (the agent
         // card) shows anyone what it shows the anonymous.
-        return Ok(());
+        return Ok(None);
     }
     let role = grant.role;
     let allowed = match need {
@@ -241,9 +243,12 @@ pub(super) async fn check(
         None => role == Role::Admin,
     };
     if !allowed {
-        return Err(Error::Denied(format!(
-            "this operator token's role ({role}) may not use {} {path}",
-            parts.method
+        return Ok(Some((
+            Reason::Role,
+            Error::Denied(format!(
+                "this operator token's role ({role}) may not use {} {path}",
+                parts.method
+            )),
         )));
     }
     if let Some(root) = grant.team_root {
@@ -252,12 +257,15 @@ pub(super) async fn check(
             None => false,
         };
         if !inside {
-            return Err(Error::Denied(format!(
-                "this operator token is limited to the team under workspace {root}; \
-                 {} {path} reaches outside it",
-                parts.method
+            return Ok(Some((
+                Reason::Subtree,
+                Error::Denied(format!(
+                    "this operator token is limited to the team under workspace {root}; \
+                     {} {path} reaches outside it",
+                    parts.method
+                )),
             )));
         }
     }
-    Ok(())
+    Ok(None)
 }

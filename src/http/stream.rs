@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use axum::extract::State;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
-use futures::Stream;
+use futures::{Stream, StreamExt};
 use serde::Deserialize;
 use serde_json::json;
 use tokio::sync::broadcast::error::RecvError;
@@ -179,13 +179,25 @@ pub(super) fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(stream_events))
 }
 
+/// `stream` until the token of `session` is revoked (on any replica),
+/// then its end: a response held open never outlives its credential. A
+/// reconnect with the revoked token gets its 401.
+pub(super) fn cut_on_revocation<S: Stream + Send>(
+    state: &AppState,
+    session: Session,
+    stream: S,
+) -> impl Stream<Item = S::Item> + Send {
+    stream.take_until(Box::pin(session.revoked(state.clone())))
+}
+
 /// An operator's fleet-wide feed of the event bus: each event `pick`
 /// names becomes one SSE event, `event: resync` is sent when events may
 /// have been missed (a lagging reader, a lost database listener), and the
-/// stream ends at shutdown. The global delegation and approval views are
-/// this with their own `pick`.
+/// stream ends at shutdown or when the token of `session` is revoked. The
+/// global delegation and approval views are this with their own `pick`.
 pub(super) fn operator_feed(
     state: &AppState,
+    session: Session,
     pick: fn(Event) -> Option<SseEvent>,
 ) -> Sse<impl Stream<Item = std::result::Result<SseEvent, Infallible>>> {
     let events = state.bus.subscribe();
@@ -211,5 +223,6 @@ pub(super) fn operator_feed(
             }
         },
     );
-    Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+    Sse::new(cut_on_revocation(state, session, stream))
+        .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
 }

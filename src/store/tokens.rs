@@ -160,6 +160,10 @@ pub trait TokenStore: Send + Sync {
         now: DateTime<Utc>,
     ) -> StoreResult<Option<TokenHolder>>;
 
+    /// The token with this hash, live, revoked or expired, of a workspace
+    /// or an operator; `None` for a hash no token ever had.
+    async fn known_token(&self, token: TokenHash) -> StoreResult<Option<KnownToken>>;
+
     /// A page of the workspace's live tokens, newest first, and how many
     /// there are.
     async fn list_tokens(
@@ -214,6 +218,22 @@ pub trait TokenStore: Send + Sync {
     /// Stamps `last_used_at` of every token in `uses` (never backwards),
     /// in one transaction; how many rows moved.
     async fn touch_tokens(&self, uses: &[(TokenHash, DateTime<Utc>)]) -> StoreResult<u64>;
+}
+
+/// A token found by its hash whatever its state: what the trail names
+/// when a known token is refused (never its secret).
+#[derive(Debug, Clone, PartialEq)]
+pub struct KnownToken {
+    /// Its id.
+    pub id: TokenId,
+    /// Its label, when given.
+    pub name: Option<String>,
+    /// The workspace of a workspace token; `None` for an operator token.
+    pub workspace_id: Option<WorkspaceId>,
+    /// When it was revoked, if it was.
+    pub revoked_at: Option<DateTime<Utc>>,
+    /// When it stops (or stopped) working, if ever.
+    pub expires_at: Option<DateTime<Utc>>,
 }
 
 /// The columns of a [`TokenInfo`].
@@ -336,6 +356,27 @@ engines! {
                 Ok(TokenHolder::Operator(OperatorGrant { id, role: parse_role(&role)?, team_root }))
             })
             .transpose()
+        }
+
+        async fn known_token(&self, token: TokenHash) -> StoreResult<Option<KnownToken>> {
+            type Row = (TokenId, Option<String>, Option<WorkspaceId>, Option<Ts>, Option<Ts>);
+            let row: Option<Row> = sqlx::query_as(
+                "SELECT id, name, workspace_id, revoked_at, expires_at \
+                 FROM workspace_auth_tokens WHERE token_hash = $1 \
+                 UNION ALL \
+                 SELECT id, name, NULL, revoked_at, expires_at \
+                 FROM operator_tokens WHERE token_hash = $1",
+            )
+            .bind(&token.0[..])
+            .fetch_optional(&self.pool)
+            .await?;
+            Ok(row.map(|(id, name, workspace_id, revoked_at, expires_at)| KnownToken {
+                id,
+                name,
+                workspace_id,
+                revoked_at: revoked_at.map(|t| t.0),
+                expires_at: expires_at.map(|t| t.0),
+            }))
         }
 
         async fn list_tokens(

@@ -318,3 +318,54 @@ async fn v03_streams_end_final(engine: Engine) {
     }
 }
 crate::on_both_engines!(v03_streams_end_final);
+
+/// A task's stream ends as soon as the token that opened it is revoked;
+/// the same task's stream opened with another token of the caller goes on
+/// carrying its moves.
+async fn a_stream_ends_when_its_token_is_revoked(engine: Engine) {
+    let Some(app) = spawn_app(engine).await else {
+        return;
+    };
+    let boss = ws_under(&app, "boss", None).await;
+    let kid = ws_under(&app, "kid", Some(&boss)).await;
+    let tokens = format!("/workspaces/{}/tokens", boss.id);
+    let (status, second) = app.post(&tokens, &boss.token, &json!({})).await;
+    assert_eq!(status, StatusCode::CREATED, "{second}");
+    let mut by_second = A2aStream::open(
+        &app,
+        &kid,
+        second["auth_token"].as_str().unwrap(),
+        "SendStreamingMessage",
+        message("2+2"),
+    )
+    .await;
+    let first = by_second.next().await.unwrap();
+    let tid = first["task"]["id"].as_str().unwrap().to_owned();
+    let mut by_first = A2aStream::open(
+        &app,
+        &kid,
+        &boss.token,
+        "SubscribeToTask",
+        json!({"id": tid}),
+    )
+    .await;
+    by_first.next().await.unwrap();
+
+    let resp = app
+        .client
+        .delete(app.url(&format!("{tokens}/{}", second["id"].as_str().unwrap())))
+        .bearer_auth(&boss.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(by_second.next().await, None);
+
+    report(&app, &kid, &tid, json!({"status": "in_progress"})).await;
+    let working = by_first.next().await.unwrap();
+    assert_eq!(
+        working["statusUpdate"]["status"]["state"],
+        "TASK_STATE_WORKING"
+    );
+}
+crate::on_both_engines!(a_stream_ends_when_its_token_is_revoked);

@@ -33,6 +33,7 @@ mod pending;
 mod plugins;
 mod push_delegations;
 mod replicas;
+mod revocation;
 mod s3_ingest;
 mod schedule_chaos;
 mod schedule_health;

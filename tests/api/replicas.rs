@@ -489,3 +489,119 @@ async fn revoking_a_token_on_one_replica_ends_what_it_holds_open_on_another() {
     );
     assert_eq!((still, again), (StatusCode::OK, StatusCode::UNAUTHORIZED));
 }
+
+/// An operator token revoked through replica A ends, within moments, the
+/// event streams it holds open on replica B (the fleet's delegation feed
+/// and a workspace's feed), and a workspace token revoked through A ends
+/// its legacy MCP session on B; the admin's stream on B stays open and
+/// carries the next event.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revoking_a_token_on_one_replica_ends_its_streams_on_another() {
+    use crate::revocation::Held;
+    let Some(db) = fresh_postgres_url().await else {
+        return;
+    };
+    let admin = molecule::domain::AuthToken::generate().expose().to_owned();
+    let a = start_replica(&db, "database", &admin).await;
+    let b = start_replica(&db, "database", &admin).await;
+    let client = reqwest::Client::new();
+    let post = |url: String, token: String, body: Value| {
+        let client = client.clone();
+        async move {
+            let resp = client
+                .post(url)
+                .bearer_auth(token)
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            let status = resp.status();
+            (status, resp.json::<Value>().await.unwrap())
+        }
+    };
+    let (_, ws) = post(
+        format!("{}/workspaces", a.base),
+        admin.clone(),
+        serde_json::json!({"name": "watched", "delivery_mode": "poll"}),
+    )
+    .await;
+    let (id, first) = (
+        ws["id"].as_str().unwrap().to_owned(),
+        ws["auth_token"].as_str().unwrap().to_owned(),
+    );
+    let (status, viewer) = post(
+        format!("{}/org/tokens", a.base),
+        admin.clone(),
+        serde_json::json!({"role": "viewer"}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{viewer}");
+    let (status, second) = post(
+        format!("{}/workspaces/{id}/tokens", a.base),
+        first.clone(),
+        serde_json::json!({}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{second}");
+    let viewer_token = viewer["auth_token"].as_str().unwrap();
+    let fleet = Held::open(
+        &client,
+        format!("{}/admin/delegations/events", b.base),
+        viewer_token,
+    )
+    .await;
+    let feed = Held::open(
+        &client,
+        format!("{}/workspaces/{id}/events", b.base),
+        viewer_token,
+    )
+    .await;
+    let mut kept = Held::open(&client, format!("{}/approvals/events", b.base), &admin).await;
+    let mut mcp = Held::open(
+        &client,
+        format!("{}/workspaces/{id}/mcp/stream", b.base),
+        second["auth_token"].as_str().unwrap(),
+    )
+    .await;
+    mcp.next("endpoint").await;
+
+    let revoke = |path: String| {
+        let (client, admin) = (client.clone(), admin.clone());
+        async move {
+            client
+                .delete(path)
+                .bearer_auth(admin)
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }
+    };
+    let status = revoke(format!(
+        "{}/org/tokens/{}",
+        a.base,
+        viewer["id"].as_str().unwrap()
+    ))
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    fleet.ends().await;
+    feed.ends().await;
+    let status = revoke(format!(
+        "{}/workspaces/{id}/tokens/{}",
+        a.base,
+        second["id"].as_str().unwrap()
+    ))
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    mcp.ends().await;
+
+    let (status, asked) = post(
+        format!("{}/workspaces/{id}/approvals", a.base),
+        first,
+        serde_json::json!({"action": "deploy"}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{asked}");
+    let moved: Value = serde_json::from_str(&kept.next("approval").await).unwrap();
+    assert_eq!(moved["approval_id"], asked["approval_id"], "{moved}");
+}

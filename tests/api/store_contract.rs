@@ -1409,3 +1409,88 @@ async fn ancestor_chains_are_read_parent_first_and_bounded(engine: Engine) {
     );
 }
 on_both_engines!(ancestor_chains_are_read_parent_first_and_bounded);
+
+/// `known_token` finds a token by its hash whatever its state (live,
+/// revoked, expired; a workspace's or an operator's), with its id, name
+/// and workspace; a hash no token ever had is `None`.
+async fn known_tokens_are_found_in_every_state(engine: Engine) {
+    let Some((store, _dir)) = open(engine).await else {
+        return;
+    };
+    let t = now();
+    let id = WorkspaceId::new();
+    let first = AuthToken::generate();
+    store
+        .create_workspace(id, &new_ws("keys", DeliveryMode::Poll), first.key(), t)
+        .await
+        .unwrap();
+    let named = AuthToken::generate();
+    let expires_at = t + Span::seconds(5);
+    let MintOutcome::Minted(named_id) = store
+        .mint_token(
+            id,
+            NewToken {
+                key: named.key(),
+                name: Some("laptop".into()),
+                expires_at: Some(expires_at),
+            },
+            50,
+            t,
+        )
+        .await
+        .unwrap()
+    else {
+        panic!("minted");
+    };
+    assert!(store.revoke_token(id, named_id, t).await.unwrap());
+    let operator = AuthToken::generate();
+    let row = store
+        .mint_operator_token(
+            NewToken {
+                key: operator.key(),
+                name: None,
+                expires_at: None,
+            },
+            molecule::domain::Role::Viewer,
+            None,
+            t,
+        )
+        .await
+        .unwrap()
+        .unwrap();
+
+    assert_eq!(
+        store.known_token(named.hash()).await.unwrap(),
+        Some(KnownToken {
+            id: named_id,
+            name: Some("laptop".into()),
+            workspace_id: Some(id),
+            revoked_at: Some(t),
+            expires_at: Some(expires_at),
+        })
+    );
+    assert_eq!(
+        store.known_token(operator.hash()).await.unwrap(),
+        Some(KnownToken {
+            id: row.token.id,
+            name: None,
+            workspace_id: None,
+            revoked_at: None,
+            expires_at: None,
+        })
+    );
+    let live = store.known_token(first.hash()).await.unwrap().unwrap();
+    assert_eq!(
+        (live.workspace_id, live.revoked_at),
+        (Some(id), None),
+        "a live token is known too"
+    );
+    assert_eq!(
+        store
+            .known_token(AuthToken::generate().hash())
+            .await
+            .unwrap(),
+        None
+    );
+}
+on_both_engines!(known_tokens_are_found_in_every_state);

@@ -688,3 +688,143 @@ async fn the_cli_logs_in_from_stdin_and_manages_tokens_without_a_token_argument(
     .await;
     assert!(!ok);
 }
+
+/// The trail's `token.use_denied` rows, oldest first, as (actor, target,
+/// workspace, details).
+async fn denied_uses(app: &TestApp) -> (Vec<Value>, String) {
+    let (status, page) = app
+        .get(
+            "/admin/audit?action=token.use_denied&limit=100",
+            &app.admin_token,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    let mut rows: Vec<Value> = page["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            json!({"actor": e["actor"], "target": e["target"], "workspace_id": e["workspace_id"],
+                "details": e["details"]})
+        })
+        .collect();
+    rows.reverse();
+    (rows, page.to_string())
+}
+
+/// A known token refused (revoked, expired, or an operator token outside
+/// its role or subtree) leaves one `token.use_denied` row naming it, the
+/// route and the reason, never the secret; a client repeating the refused
+/// call adds no row within the minute; bearer strings no token ever had
+/// leave nothing.
+async fn refused_known_tokens_are_recorded_once_a_minute_and_garbage_never(engine: Engine) {
+    let Some(app) = spawn_app(engine).await else {
+        return;
+    };
+    let team = app.create_poll_workspace("team").await;
+    let outside = app.create_poll_workspace("outside").await;
+    let tokens = format!("/workspaces/{}/tokens", team.id);
+    let (_, laptop) = app
+        .post(&tokens, &app.admin_token, &json!({"name": "laptop"}))
+        .await;
+    let (laptop, laptop_id) = (
+        laptop["auth_token"].as_str().unwrap().to_owned(),
+        laptop["id"].as_str().unwrap().to_owned(),
+    );
+    app.delete_as(&format!("{tokens}/{laptop_id}"), &app.admin_token)
+        .await;
+    let (viewer, viewer_id) = app
+        .mint_operator(json!({"role": "viewer", "name": "dash"}))
+        .await;
+    let (member, member_id) = app
+        .mint_operator(json!({"role": "operator", "team_root": team.id}))
+        .await;
+    let (_, soon) = app
+        .post(&tokens, &app.admin_token, &json!({"expires_in_s": 1}))
+        .await;
+    let (soon, soon_id) = (
+        soon["auth_token"].as_str().unwrap().to_owned(),
+        soon["id"].as_str().unwrap().to_owned(),
+    );
+    let activity = format!("/workspaces/{}/activity", team.id);
+
+    for _ in 0..3 {
+        let (status, _) = app.get(&activity, &laptop).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+        let (status, _) = app
+            .post(
+                "/workspaces",
+                &viewer,
+                &json!({"name": "nope", "delivery_mode": "poll"}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::FORBIDDEN);
+        let (status, _) = app
+            .get(&format!("/workspaces/{}/activity", outside.id), &member)
+            .await;
+        assert_eq!(status, StatusCode::FORBIDDEN);
+    }
+    // Unknown strings, ours in shape or not, are refused and not recorded.
+    let unknown = molecule::domain::AuthToken::generate().expose().to_owned();
+    for garbage in ["nonsense", unknown.as_str()] {
+        let (status, _) = app.get(&activity, garbage).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+    }
+    // The expiring token works until its second is up, then is refused.
+    let started = Instant::now();
+    loop {
+        let (status, _) = app.get(&activity, &soon).await;
+        if status == StatusCode::UNAUTHORIZED {
+            break;
+        }
+        assert_eq!(status, StatusCode::OK);
+        assert!(started.elapsed() < Duration::from_secs(10), "never expired");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (status, _) = app.get(&activity, &soon).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+
+    let (rows, page) = denied_uses(&app).await;
+    let workspace_route = "GET /workspaces/{id}/activity";
+    assert_eq!(
+        rows,
+        vec![
+            json!({"actor": format!("token:{laptop_id}"), "target": format!("token:{laptop_id}"),
+                "workspace_id": team.id,
+                "details": {"route": workspace_route, "reason": "revoked", "name": "laptop"}}),
+            json!({"actor": format!("token:{viewer_id}"), "target": format!("token:{viewer_id}"),
+                "workspace_id": null,
+                "details": {"route": "POST /workspaces", "reason": "role", "name": "dash"}}),
+            json!({"actor": format!("token:{member_id}"), "target": format!("token:{member_id}"),
+                "workspace_id": null,
+                "details": {"route": workspace_route, "reason": "subtree", "name": null}}),
+            json!({"actor": format!("token:{soon_id}"), "target": format!("token:{soon_id}"),
+                "workspace_id": team.id,
+                "details": {"route": workspace_route, "reason": "expired", "name": null}}),
+        ]
+    );
+    for secret in [&laptop, &viewer, &member, &soon] {
+        assert!(!page.contains(secret.as_str()), "a secret in the trail");
+    }
+}
+on_both_engines!(refused_known_tokens_are_recorded_once_a_minute_and_garbage_never);
+
+/// `GET /admin/config` tells the asking token its role, so a client (the
+/// canvas) can hide what that role may not do. (A token confined to a
+/// subtree is refused this fleet-wide route, as it is `GET /workspaces`.)
+async fn the_config_names_the_role_of_the_token_that_asks(engine: Engine) {
+    let Some(app) = spawn_app(engine).await else {
+        return;
+    };
+    for role in ["viewer", "operator", "admin"] {
+        let (token, _) = app.mint_operator(json!({"role": role})).await;
+        let (status, config) = app.get("/admin/config", &token).await;
+        assert_eq!(status, StatusCode::OK, "{config}");
+        assert_eq!(
+            (&config["role"], &config["team_root"]),
+            (&json!(role), &Value::Null),
+            "{config}"
+        );
+    }
+}
+on_both_engines!(the_config_names_the_role_of_the_token_that_asks);

@@ -628,6 +628,8 @@ async fn config_shows_the_upload_limits_the_online_window_and_the_default_tier(e
                 "max_request_bytes": 3_145_728,
                 "offline_after_seconds": 60,
                 "default_tier": 2,
+                "role": "admin",
+                "team_root": null,
             })
         )
     );

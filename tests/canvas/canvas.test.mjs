@@ -939,6 +939,106 @@ async function main() {
     await dialog.waitFor({ state: 'detached' });
   });
 
+  // Tokens (issue 32): operator tokens in a dialog of the top bar and a
+  // workspace's own tokens in its Tokens tab; minting shows the secret
+  // once with a copy button, revoking asks first.
+  await step('tokens: an operator token is minted with its secret shown once, listed without it, revoked with a confirm (issue 32)', async () => {
+    await page.locator('#open-org-tokens').click();
+    const dialog = page.locator('#org-tokens-dialog[open]');
+    await dialog.waitFor();
+    await dialog.locator('#org-tokens-empty:not([hidden])').waitFor();
+    await dialog.getByLabel('Name (optional)').fill('ci');
+    await dialog.getByLabel('Role').selectOption('viewer');
+    await dialog.getByRole('button', { name: 'Create token' }).click();
+    await dialog.locator('#org-tokens-minted:not([hidden])').waitFor();
+    const secret = (await dialog.locator('#org-tokens-secret').textContent()).trim();
+    assert(/^mol_[0-9a-f]{64}$/.test(secret), `the shown secret is ${JSON.stringify(secret)}`);
+    assert(await dialog.getByRole('button', { name: 'Copy the token' }).isVisible(), 'no copy button next to the secret');
+    const row = dialog.locator('tbody tr', { hasText: 'ci' });
+    await row.waitFor();
+    assert((await row.textContent()).includes('viewer'), `the row says ${await row.textContent()}`);
+    const listed = await apiCall('GET', '/org/tokens', ADMIN_TOKEN);
+    assert(listed.count === 1 && listed.tokens[0].name === 'ci' && listed.tokens[0].role === 'viewer', `the server lists ${JSON.stringify(listed)}`);
+    assert(!JSON.stringify(listed).includes(secret), 'the listing carries the secret');
+    assert(Array.isArray(await apiCall('GET', '/workspaces', secret)), 'the minted viewer token does not read the list');
+    await axeCheck('operator tokens dialog');
+    await page.setViewportSize({ width: 390, height: 844 });
+    await axeCheck('operator tokens dialog (phone)');
+    await page.setViewportSize({ width: 1280, height: 800 });
+    await dialog.getByRole('button', { name: 'Done: hide it' }).click();
+    assert(!(await pageText()).includes(secret), 'the secret stayed in the page once hidden');
+
+    const dialogs = [];
+    page.once('dialog', (d) => { dialogs.push(d.message()); d.dismiss(); });
+    await dialog.getByRole('button', { name: 'Revoke ci' }).click();
+    await page.waitForTimeout(300);
+    assert(await row.count() === 1, 'a dismissed confirm revoked the token');
+    page.once('dialog', (d) => { dialogs.push(d.message()); d.accept(); });
+    await dialog.getByRole('button', { name: 'Revoke ci' }).click();
+    await dialog.locator('#org-tokens-empty:not([hidden])').waitFor();
+    assert(/ci.*cut off at once/.test(dialogs[1] || ''), `the revoke confirm said: ${dialogs[1]}`);
+    assert((await apiCall('GET', '/org/tokens', ADMIN_TOKEN)).count === 0, 'the server still lists the token');
+    const refused = await fetch(`${BASE}/workspaces`, { headers: { Authorization: `Bearer ${secret}` } });
+    assert(refused.status === 401, `the revoked token answered ${refused.status}`);
+    await dialog.getByRole('button', { name: 'Close' }).click();
+    await dialog.waitFor({ state: 'detached' });
+  });
+
+  await step('tokens tab: a workspace token is minted (shown once), listed, revoked with a confirm (issue 32)', async () => {
+    await chatAgain();
+    await page.getByRole('tab', { name: 'Tokens' }).click();
+    const panel = page.locator('#tokens-panel');
+    await panel.locator('tbody tr').first().waitFor();
+    const before = await panel.locator('tbody tr').count();
+    await panel.getByLabel('Name (optional)').fill('laptop');
+    await panel.getByRole('button', { name: 'Create token' }).click();
+    await panel.locator('#ws-tokens-minted:not([hidden])').waitFor();
+    const secret = (await panel.locator('#ws-tokens-secret').textContent()).trim();
+    assert(/^mol_[0-9a-f]{64}$/.test(secret), `the shown secret is ${JSON.stringify(secret)}`);
+    const row = panel.locator('tbody tr', { hasText: 'laptop' });
+    await row.waitFor();
+    assert(await panel.locator('tbody tr').count() === before + 1, 'the new token is not listed');
+    await axeCheck('tokens tab');
+    page.once('dialog', (d) => d.accept());
+    await panel.getByRole('button', { name: 'Revoke laptop' }).click();
+    await row.waitFor({ state: 'detached' });
+    assert(!(await pageText()).includes(secret), 'the secret stayed in the page after the revoke');
+    const listed = await apiCall('GET', `/workspaces/${connection.workspace}/tokens`, ADMIN_TOKEN);
+    assert(listed.count === before && listed.tokens.every((t) => t.name !== 'laptop'), `the server lists ${JSON.stringify(listed)}`);
+    await page.getByRole('tab', { name: 'Chat' }).click();
+    await page.locator('#chat-body').waitFor();
+  });
+
+  await step('a viewer token sees a read-only canvas: no composer, no create, manage or delete, a note says why (issue 32)', async () => {
+    const viewer = (await apiCall('POST', '/org/tokens', ADMIN_TOKEN, { role: 'viewer', name: 'canvas viewer' })).auth_token;
+    const signInAs = async (token) => {
+      await page.locator('#signout').click();
+      await page.getByLabel('Admin token').fill(token);
+      await page.getByRole('button', { name: 'Sign in' }).click();
+      await page.locator('#workspaces-title').waitFor();
+    };
+    await signInAs(viewer);
+    await page.waitForFunction(() => document.body.dataset.role === 'viewer');
+    await chatAgain();
+    await page.locator('#readonly-note:not([hidden])').waitFor();
+    assert((await page.locator('#readonly-note').textContent()).includes('viewer token'), 'the note does not say why');
+    for (const id of ['send-form', 'dropzone', 'manage', 'lifecycle', 'create-details', 'open-org-tokens', 'open-global-secrets']) {
+      assert(!(await page.locator(`#${id}`).isVisible()), `a viewer is offered #${id}`);
+    }
+    assert(!(await page.getByRole('tab', { name: 'Tokens' }).isVisible()), 'a viewer is offered the Tokens tab');
+    assert((await page.locator('#messages > li').count()) > 0, 'a viewer does not see the conversation');
+    await axeCheck('read-only canvas (viewer)');
+    await page.setViewportSize({ width: 390, height: 844 });
+    await axeCheck('read-only canvas (viewer, phone)');
+    await page.setViewportSize({ width: 1280, height: 800 });
+
+    await signInAs(ADMIN_TOKEN);
+    await page.waitForFunction(() => document.body.dataset.role === 'admin');
+    await chatAgain();
+    assert(await page.locator('#send-form').isVisible(), 'the admin lost the composer');
+    assert(await page.locator('#readonly-note').isHidden(), 'the read-only note stayed for the admin');
+  });
+
   await step('delegations: chips follow the ledger live, with deadline, heartbeat and previews', async () => {
     const caller = await apiCall('POST', '/workspaces', ADMIN_TOKEN, { name: 'deleg-caller', delivery_mode: 'poll' });
     const callee = await apiCall('POST', '/workspaces', ADMIN_TOKEN, { name: 'deleg-callee', delivery_mode: 'poll' });

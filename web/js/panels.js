@@ -1,6 +1,6 @@
 // The panels beyond the conversation: the workspace tabs (Secrets,
-// Delegations, Memory, Schedules, Approvals) and the operator's global views, opened from the top
-// bar (the approvals inbox, every delegation, the global secrets). Each lives in its own
+// Delegations, Memory, Schedules, Approvals, Tokens) and the operator's global views, opened from the top
+// bar (the approvals inbox, every delegation, the global secrets, the operator tokens). Each lives in its own
 // module; this one wires them once at start.
 
 import { initApprovals } from './approvals.js';
@@ -11,6 +11,7 @@ import { initSchedules } from './schedules.js';
 import { initSecrets } from './secrets.js';
 import { state } from './state.js';
 import { initTabs } from './tabs.js';
+import { initTokens } from './tokens.js';
 
 /** Builds the tabs and the top bar's buttons; called once at start. */
 export function initPanels() {
@@ -20,11 +21,13 @@ export function initPanels() {
   initMemory(() => state.workspaces);
   initSchedules();
   const approvals = initApprovals();
+  const openTokens = initTokens();
   const nav = el('nav', { class: 'operator-nav', 'aria-label': 'Operator views' },
     approvals,
     el('button', { type: 'button', id: 'open-delegations', class: 'ghost', onclick: openDelegations }, 'Delegations'),
     // "Global" leaves the phone's one-row top bar (it stays in the name).
     el('button', { type: 'button', id: 'open-global-secrets', class: 'ghost', onclick: openSecrets },
-      el('span', { class: 'wide-only' }, 'Global '), 'secrets'));
+      el('span', { class: 'wide-only' }, 'Global '), 'secrets'),
+    el('button', { type: 'button', id: 'open-org-tokens', class: 'ghost', onclick: openTokens }, 'Tokens'));
   $('signout').before(nav);
 }

@@ -9,7 +9,8 @@
 //! A session lives in this process's memory while its stream is open (a
 //! load balancer must keep a client on one replica, as for any SSE
 //! transport); closing the stream ends it, and its message path answers
-//! 404 from then on.
+//! 404 from then on. Revoking the token that opened it closes the stream
+//! (on whichever replica holds it).
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -27,6 +28,9 @@ use rmcp::model::{ClientJsonRpcMessage, ServerJsonRpcMessage};
 use serde::Deserialize;
 
 use super::super::access::{LiveWorkspace, WorkspaceItself};
+use super::super::auth::Session as AuthSession;
+use super::super::extract::WorkspacePath;
+use super::super::stream::cut_on_revocation;
 use super::super::{AppState, Error, ErrorBody, Result};
 use super::tools::{Bound, MoleculeMcp};
 use super::{read_body, token_of, Mcp};
@@ -76,7 +80,7 @@ impl Drop for Closer {
 pub(super) async fn open_stream(
     State(state): State<AppState>,
     Extension(mcp): Extension<Mcp>,
-    ws: LiveWorkspace<WorkspaceItself>,
+    ws: LiveWorkspace<WorkspaceItself<WorkspacePath, AuthSession>>,
     req: Request,
 ) -> Result<Response> {
     if let Some(refused) = token_of(req.headers()).and_then(|t| mcp.admit(&state, &t, b"")) {
@@ -111,7 +115,10 @@ pub(super) async fn open_stream(
         sessions: mcp.sessions.clone(),
         id: session_id,
     };
-    Ok(Sse::new(events(endpoint, from_server, closer))
+    // Each message is checked on its own; the stream itself ends when
+    // the token that opened it is revoked, and its session with it.
+    let events = cut_on_revocation(&state, ws.rule.1, events(endpoint, from_server, closer));
+    Ok(Sse::new(events)
         .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
         .into_response())
 }
