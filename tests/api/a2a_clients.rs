@@ -268,6 +268,50 @@ async fn python_client_push_v03(engine: Engine) {
 }
 crate::on_both_engines!(python_client_push_v03);
 
+/// Push notification configs with the JavaScript client: create (with
+/// Bearer authentication), get, list and delete; the cancel's move reaches
+/// the script's own receiver with the credentials and token.
+async fn js_client_push(engine: Engine) {
+    let Some(dir) = clients::js_dir() else {
+        return;
+    };
+    let Some(app) = spawn_app(engine).await else {
+        return;
+    };
+    let boss = child(&app, "boss", None).await;
+    let idle = child(&app, "idle", Some(&boss)).await;
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/clients/js/a2a_push.mjs");
+    let out = tokio::time::timeout(
+        std::time::Duration::from_secs(120),
+        Command::new("node")
+            .current_dir(dir)
+            .arg(script)
+            .args([&app.address, &idle.id, &boss.token])
+            .output(),
+    )
+    .await
+    .expect("the client finished in time")
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let seen: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let (tid, hook) = (&seen["task_id"], &seen["hook_url"]);
+    assert_eq!(seen["push_capability"], true);
+    assert_eq!(seen["created"], json!(["hook-1", hook, "tok-1", "Bearer"]));
+    assert_eq!(seen["got"], json!(["hook-1", hook]));
+    assert_eq!(seen["listed"], json!(["hook-1"]));
+    assert_eq!(seen["canceled_state"], "TASK_STATE_CANCELED");
+    assert_eq!(
+        seen["notification"],
+        json!({"authorization": "Bearer s3cret", "token": "tok-1", "task_id": tid, "state": "TASK_STATE_CANCELED"})
+    );
+    assert_eq!(seen["after_delete"], json!([]));
+}
+crate::on_both_engines!(js_client_push);
+
 /// Streaming with the Python client: a streaming send answered by the
 /// real agent, read to its end; a stream left after its first event and
 /// resubscribed to, which sees the task canceled and ends.

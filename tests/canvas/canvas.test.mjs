@@ -1852,6 +1852,35 @@ async function main() {
     noPageErrors();
   });
 
+  await step('one fleet stream instead of polling every workspace: a refresh reads no activity, news reads only its workspace (issue 30: 9)', async () => {
+    const quiet = await apiCall('POST', '/workspaces', ADMIN_TOKEN, { name: 'fleet-quiet', delivery_mode: 'poll' });
+    const talker = await apiCall('POST', '/workspaces', ADMIN_TOKEN, { name: 'fleet-talker', delivery_mode: 'poll' });
+    await page.getByRole('button', { name: 'Refresh the workspace list' }).click();
+    await page.locator(`#workspace-list [data-ws="${talker.id}"]`).waitFor();
+    await page.waitForFunction(() => !document.getElementById('workspace-list').hasAttribute('aria-busy'));
+    const reads = [];
+    const onRequest = (req) => {
+      const url = new URL(req.url());
+      if (req.method() === 'GET' && /^\/workspaces\/[^/]+\/activity$/.test(url.pathname)) reads.push(url.pathname.split('/')[2]);
+    };
+    page.on('request', onRequest);
+    try {
+      // The old page read every workspace's activity after each list read.
+      const listed = page.waitForResponse((r) => new URL(r.url()).pathname === '/workspaces' && r.request().method() === 'GET');
+      await page.getByRole('button', { name: 'Refresh the workspace list' }).click();
+      await listed;
+      // The agent speaks in a workspace that is not open: the stream names
+      // it and only that workspace is read; its count shows.
+      await apiCall('POST', `/workspaces/${talker.id}/notify`, talker.auth_token, { message: 'fleet **news**' });
+      await page.locator(`#workspace-list [data-ws="${talker.id}"] .unread`, { hasText: '1' }).waitFor();
+    } finally {
+      page.off('request', onRequest);
+    }
+    assert(reads.includes(talker.id), `the news was not read: ${JSON.stringify(reads)}`);
+    assert(!reads.includes(quiet.id), `a quiet workspace was polled: ${JSON.stringify(reads)}`);
+    noPageErrors();
+  });
+
   await step('the page judges "online" with the server\'s --offline-after (60 s here), not its own 90 s (issue 17)', async () => {
     const cfg = await apiCall('GET', '/admin/config', ADMIN_TOKEN);
     assert(cfg.offline_after_seconds === 60, `the server's window is ${cfg.offline_after_seconds} s (run.sh sets 60 s)`);

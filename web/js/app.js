@@ -21,7 +21,7 @@ import { $ } from './dom.js';
 import { initPanels } from './panels.js';
 import { TOKEN_KEY, bus, state } from './state.js';
 import { initTeamForm } from './teamform.js';
-import { initUnread, pollActivity } from './unread.js';
+import { initUnread, pollActivity, startFleet, stopFleet } from './unread.js';
 import { initUploads } from './uploads.js';
 import { initWorkspaces, refreshWorkspaces, renderWorkspaces } from './workspaces.js';
 
@@ -49,6 +49,7 @@ function signOut(message = '') {
   clearInterval(state.listTimer);
   stopHealth();
   stopApprovals();
+  stopFleet();
   state.token = '';
   localStorage.removeItem(TOKEN_KEY);
   show('signin');
@@ -64,6 +65,7 @@ function enterApp() {
   pollActivity().catch(() => {});
   startHealth();
   startApprovals();
+  startFleet();
   clearInterval(state.listTimer);
   state.listTimer = setInterval(() => refreshWorkspaces().catch(() => {}), LIST_REFRESH_MS);
   route();

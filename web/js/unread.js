@@ -1,14 +1,18 @@
 // Unread counts, the tab title and optional browser notifications.
 //
-// The list API carries no per-workspace activity summary, so after each
-// read of the list the page asks every workspace for the rows after the
-// last one it knows (`since_id`: an empty answer when nothing happened)
-// and counts the agent's messages newer than the last one the operator
-// saw. What was seen is kept in localStorage, per workspace.
+// The page reads each workspace's rows after the last one it knows
+// (`since_id`) once at the start, and then only when the fleet's stream
+// (GET /admin/activity/events) says that workspace has a new row: no
+// polling of every workspace while nothing happens. When the stream is
+// down (or says `resync`) every workspace is read again, as before. It
+// counts the agent's messages newer than the last one the operator saw;
+// what was seen is kept in localStorage, per workspace.
 
-import { api, wsPath } from './api.js';
+import { api, errorOf, unauthorized, wsPath } from './api.js';
+import { sleep } from './dom.js';
 import { renderMarkdown } from './markdown.js';
 import { bus, state } from './state.js';
+import { readEventStream } from './stream.js';
 
 const SEEN_KEY = 'molecule.seen';
 const NOTIFY_KEY = 'molecule.notify';
@@ -64,29 +68,71 @@ function entry(id) {
   return activity.get(id);
 }
 
-/** Asks every workspace for what is new; then redraws counts and title. */
-export async function pollActivity() {
+/** Reads of a workspace in flight, and those asked again meanwhile. */
+const inflight = new Map();
+const again = new Set();
+
+/**
+ * Reads what is new in one workspace: its rows after the last one known.
+ * One read at a time per workspace (two at once would count a row twice);
+ * asked again meanwhile, it reads once more when the first is done.
+ */
+function readNew(ws) {
+  if (inflight.has(ws.id)) {
+    again.add(ws.id);
+    return inflight.get(ws.id);
+  }
+  const reading = (async () => {
+    try {
+      do {
+        again.delete(ws.id);
+        await readOnce(ws);
+      } while (again.has(ws.id));
+    } finally {
+      inflight.delete(ws.id);
+    }
+  })();
+  inflight.set(ws.id, reading);
+  return reading;
+}
+
+async function readOnce(ws) {
+  const a = entry(ws.id);
+  const pages = a.first ? FIRST_PAGES : 1;
+  for (let p = 0; p < pages; p += 1) {
+    const rows = await api(wsPath(ws.id, `/activity?limit=${PAGE}&since_id=${a.known}`));
+    for (const row of rows) {
+      a.known = Math.max(a.known, row.id);
+      a.latestAt = row.created_at;
+      if (isFromAgent(row) && row.id > (seen[ws.id] || 0) && state.current?.id !== ws.id) {
+        a.unread += 1;
+        if (!a.first) notify(ws, row);
+      }
+    }
+    if (rows.length < PAGE) break;
+  }
+  a.first = false;
+}
+
+/** Whether the fleet's stream is connected: then only news is read. */
+let fleetLive = false;
+
+/**
+ * Asks the workspaces for what is new; then redraws counts and title.
+ * While the fleet's stream is live only workspaces never read are asked
+ * (the stream names the others' news); with `all`, or without the
+ * stream, every one.
+ */
+export async function pollActivity({ all = false } = {}) {
   const ids = new Set(state.workspaces.map((w) => w.id));
   for (const id of activity.keys()) if (!ids.has(id)) activity.delete(id);
+  const due = state.workspaces.filter((ws) => all || !fleetLive || entry(ws.id).first);
+  if (due.length === 0) return;
   const list = document.getElementById('workspace-list');
   list.setAttribute('aria-busy', 'true');
-  await Promise.all(state.workspaces.map(async (ws) => {
-    const a = entry(ws.id);
-    const pages = a.first ? FIRST_PAGES : 1;
+  await Promise.all(due.map(async (ws) => {
     try {
-      for (let p = 0; p < pages; p += 1) {
-        const rows = await api(wsPath(ws.id, `/activity?limit=${PAGE}&since_id=${a.known}`));
-        for (const row of rows) {
-          a.known = Math.max(a.known, row.id);
-          a.latestAt = row.created_at;
-          if (isFromAgent(row) && row.id > (seen[ws.id] || 0) && state.current?.id !== ws.id) {
-            a.unread += 1;
-            if (!a.first) notify(ws, row);
-          }
-        }
-        if (rows.length < PAGE) break;
-      }
-      a.first = false;
+      await readNew(ws);
     } catch {
       // One workspace failing (deleted meanwhile) leaves the others counted.
     }
@@ -94,6 +140,75 @@ export async function pollActivity() {
   list.removeAttribute('aria-busy');
   bus.dispatchEvent(new Event('activity'));
   paintTitle();
+}
+
+/** The stream named a new row of `wsId`: read that workspace. */
+async function onNews(wsId, id) {
+  const ws = state.workspaces.find((w) => w.id === wsId);
+  if (!ws || id <= entry(wsId).known) return; // a new workspace: the list read brings it
+  try {
+    await readNew(ws);
+  } catch {
+    return; // deleted meanwhile: the next list read drops it
+  }
+  bus.dispatchEvent(new Event('activity'));
+  paintTitle();
+}
+
+let fleet = null;
+
+/** Follows the fleet's stream until stopFleet(); reconnects with backoff. */
+export function startFleet() {
+  fleet?.abort();
+  fleet = new AbortController();
+  const { signal } = fleet;
+  (async () => {
+    let backoff = 1000;
+    while (!signal.aborted) {
+      try {
+        const res = await fetch('/admin/activity/events', {
+          headers: { Authorization: `Bearer ${state.token}`, Accept: 'text/event-stream' },
+          cache: 'no-store',
+          signal,
+        });
+        if (res.status === 401) {
+          unauthorized();
+          return;
+        }
+        if (!res.ok) throw await errorOf(res);
+        backoff = 1000;
+        fleetLive = true;
+        // Whatever happened while the stream was down.
+        pollActivity({ all: true }).catch(() => {});
+        await readEventStream(res.body, signal, ({ event, data }) => {
+          if (event === 'resync') {
+            pollActivity({ all: true }).catch(() => {});
+            return;
+          }
+          if (event !== 'activity') return;
+          try {
+            const { workspace_id: wsId, id } = JSON.parse(data);
+            onNews(wsId, id);
+          } catch {
+            // not JSON: ignore
+          }
+        });
+      } catch {
+        if (signal.aborted) return;
+      } finally {
+        fleetLive = false;
+      }
+      await sleep(backoff, signal);
+      backoff = Math.min(backoff * 2, 30_000);
+    }
+  })();
+}
+
+/** Stops following the fleet's stream (sign-out). */
+export function stopFleet() {
+  fleet?.abort();
+  fleet = null;
+  fleetLive = false;
 }
 
 function paintTitle() {
