@@ -316,57 +316,95 @@ async def mcp_call(srv, ws, token, rid, method, params):
     return answer
 
 
-def histogram_below(metrics_text, series, bound):
-    """Fraction of `series` observations at or below the bucket `bound` (s)."""
-    le, count = None, None
+def histogram_le(metrics_text, series, bound):
+    """(observations at or below the bucket `bound` (s), all observations)
+    of `series` in one /metrics text."""
+    le, count = 0.0, 0.0
     for line in metrics_text.splitlines():
         if line.startswith(series + "_bucket{") and f'le="{bound}"' in line:
             le = float(line.rsplit(" ", 1)[1])
         elif line.startswith(series + "_count{"):
             count = float(line.rsplit(" ", 1)[1])
-    return round(le / count, 4) if le is not None and count else None
+    return le, count
 
 
-async def bench_mcp(srv, sessions=100, calls=40):
+async def mcp_route_metrics(srv):
+    text = (await http(srv.port, "GET", "/metrics", srv.token)).body.decode()
+    return "\n".join(l for l in text.splitlines() if 'path="/workspaces/:id/mcp"' in l)
+
+
+def share_within(before, after, bound):
+    """Fraction of the MCP requests between two /metrics reads the server
+    answered within `bound` seconds (a difference of cumulative buckets)."""
+    series = "molecule_http_request_duration_seconds"
+    le0, n0 = histogram_le(before, series, bound)
+    le1, n1 = histogram_le(after, series, bound)
+    return round((le1 - le0) / (n1 - n0), 4) if n1 > n0 else None
+
+
+async def bench_mcp(srv, sessions=100, calls=40, paced_s=20.0, paced_rate=1.0):
     """`sessions` workspaces (roots, so each lists the other 99 as peers),
-    each an MCP client of its own token, all at once: `initialize`, then
-    `calls` tools/call alternating list_peers and recall_memory over 20
-    memories each. Latency is the client's (request written → answer
-    read, one TCP connection per call); the server's own share comes from
-    its request-duration histogram of the MCP route."""
+    each an MCP client of its own token. Two arms over the same sessions:
+
+    - *saturated*: all at once, `calls` tools/call each back to back
+      (alternating list_peers and recall_memory over 20 memories each), so
+      100 calls are always in flight and the figure is the machine's
+      throughput with its queue;
+    - *paced*: every session calls `paced_rate` times a second at random
+      phase for `paced_s` seconds — 100 open sessions at an ordinary
+      agent's pace — which is where the server-side time of one call shows.
+
+    Latency is the client's (request written → answer read, one TCP
+    connection per call); the server's own share comes from its
+    request-duration histogram of the MCP route, read before and after each
+    arm."""
     team = [await srv.workspace(f"mcp-{i}") for i in range(sessions)]
     for ws, token in team:
         for k in range(20):
             r = await http(srv.port, "POST", f"/workspaces/{ws}/memories", token, {
                 "content": f"fact {k} about the deploy pipeline of service {k % 7}", "scope": "LOCAL"})
             assert r.status == 201, (r.status, r.body)
-    lat = {"list_peers": [], "recall_memory": []}
 
-    async def session(ws, token):
-        await mcp_call(srv, ws, token, 0, "initialize", {"protocolVersion": "2025-11-25", "capabilities": {},
-                                                          "clientInfo": {"name": "bench", "version": "0"}})
+    async def call(ws, token, i, lat):
+        tool = "list_peers" if i % 2 == 0 else "recall_memory"
+        args = {} if tool == "list_peers" else {"query": f"deploy pipeline service {i % 7}"}
+        t0 = time.perf_counter()
+        await mcp_call(srv, ws, token, i + 1, "tools/call", {"name": tool, "arguments": args})
+        lat[tool].append(time.perf_counter() - t0)
+
+    async def saturated(ws, token, lat):
         for i in range(calls):
-            tool = "list_peers" if i % 2 == 0 else "recall_memory"
-            args = {} if tool == "list_peers" else {"query": f"deploy pipeline service {i % 7}"}
-            t0 = time.perf_counter()
-            await mcp_call(srv, ws, token, i + 1, "tools/call", {"name": tool, "arguments": args})
-            lat[tool].append(time.perf_counter() - t0)
+            await call(ws, token, i, lat)
 
-    t0 = time.monotonic()
-    await asyncio.gather(*(session(ws, token) for ws, token in team))
-    wall = time.monotonic() - t0
-    after = (await http(srv.port, "GET", "/metrics", srv.token)).body.decode()
-    series = "molecule_http_request_duration_seconds"
-    out = {"sessions": sessions, "calls": sum(len(v) for v in lat.values()), "wall_s": round(wall, 1),
-           "calls_per_s": round(sum(len(v) for v in lat.values()) / wall)}
-    for tool, xs in lat.items():
-        out[f"{tool}_p50_ms"], out[f"{tool}_p99_ms"] = ms(pct(xs, 0.5)), ms(pct(xs, 0.99))
-    # The share of the run's MCP requests (initialize and tools/call; the
-    # memories were seeded over REST) the server answered within 1 and 5 ms.
-    route = [l for l in after.splitlines() if 'path="/workspaces/:id/mcp"' in l]
-    text = "\n".join(route)
-    out["server_le_1ms"] = histogram_below(text, series, "0.001")
-    out["server_le_5ms"] = histogram_below(text, series, "0.005")
+    async def paced(ws, token, lat, start):
+        at, i = start + random.uniform(0, 1 / paced_rate), 0
+        while at < start + paced_s:
+            await asyncio.sleep(max(0.0, at - time.monotonic()))
+            await call(ws, token, i, lat)
+            at, i = at + 1 / paced_rate, i + 1
+
+    async def arm(name, run):
+        lat = {"list_peers": [], "recall_memory": []}
+        before = await mcp_route_metrics(srv)
+        t0 = time.monotonic()
+        await asyncio.gather(*(run(ws, token, lat) for ws, token in team))
+        wall = time.monotonic() - t0
+        after = await mcp_route_metrics(srv)
+        n = sum(len(v) for v in lat.values())
+        res = {f"{name}_calls": n, f"{name}_calls_per_s": round(n / wall)}
+        for tool, xs in lat.items():
+            res[f"{name}_{tool}_p50_ms"], res[f"{name}_{tool}_p99_ms"] = ms(pct(xs, 0.5)), ms(pct(xs, 0.99))
+        for bound, label in (("0.001", "1ms"), ("0.005", "5ms")):
+            res[f"{name}_server_le_{label}"] = share_within(before, after, bound)
+        return res
+
+    await asyncio.gather(*(mcp_call(srv, ws, token, 0, "initialize", {
+        "protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "bench", "version": "0"}})
+        for ws, token in team))
+    out = {"sessions": sessions}
+    out.update(await arm("saturated", saturated))
+    start = time.monotonic()
+    out.update(await arm("paced", lambda ws, token, lat: paced(ws, token, lat, start)))
     return out
 
 
@@ -1042,12 +1080,17 @@ def table(results):
         lambda r: f"{r['scale']['cpu_idle_polls_pct']} / {r['scale']['cpu_trickle_pct']}")
     row("4. RSS: before polls / 1,000 parked / peak (MiB)",
         lambda r: f"{r['scale']['rss_before_polls_MiB']} / {r['scale']['rss_polls_held_MiB']} / {r['scale']['rss_peak_MiB']}")
-    row("6. MCP tools/call at 100 sessions, list_peers p50 / p99 (ms)",
-        lambda r: f"{r['mcp']['list_peers_p50_ms']} / {r['mcp']['list_peers_p99_ms']} (n={r['mcp']['calls']})")
-    row("6. MCP tools/call at 100 sessions, recall_memory p50 / p99 (ms)",
-        lambda r: f"{r['mcp']['recall_memory_p50_ms']} / {r['mcp']['recall_memory_p99_ms']}")
-    row("6. MCP requests the server answered within 1 ms / 5 ms",
-        lambda r: f"{r['mcp']['server_le_1ms']} / **{r['mcp']['server_le_5ms']}**", "p99 ≤ 5 ms")
+    row("6. MCP, 100 sessions back to back: calls/s; list_peers / recall_memory p99 (ms)",
+        lambda r: (f"{r['mcp']['saturated_calls_per_s']}; {r['mcp']['saturated_list_peers_p99_ms']} / "
+                   f"{r['mcp']['saturated_recall_memory_p99_ms']} (n={r['mcp']['saturated_calls']})"))
+    row("6. MCP, 100 sessions back to back: server answered within 1 / 5 ms",
+        lambda r: f"{r['mcp']['saturated_server_le_1ms']} / {r['mcp']['saturated_server_le_5ms']}")
+    row("6. MCP, 100 sessions at 1 call/s each: list_peers / recall_memory p50 / p99 (ms)",
+        lambda r: (f"{r['mcp']['paced_list_peers_p50_ms']} / {r['mcp']['paced_list_peers_p99_ms']}, "
+                   f"{r['mcp']['paced_recall_memory_p50_ms']} / {r['mcp']['paced_recall_memory_p99_ms']} "
+                   f"(n={r['mcp']['paced_calls']})"))
+    row("6. MCP, 100 sessions at 1 call/s each: server answered within 1 / 5 ms",
+        lambda r: f"{r['mcp']['paced_server_le_1ms']} / **{r['mcp']['paced_server_le_5ms']}**", "≥ 0.99 within 5 ms")
     row("5. sweep: rows swept / seconds (finished?)",
         lambda r: f"{r['sweep']['rows_swept']} / {r['sweep']['sweep_s']} ({'yes' if r['sweep']['finished'] else 'no, bounded'})")
     row("5. sweep: rows/s, projected time for all rows (s)",
