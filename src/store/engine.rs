@@ -69,6 +69,12 @@ pub(super) trait Engine: sqlx::Database + Sized {
         conn: &mut Self::Connection,
         workspace_id: WorkspaceId,
     ) -> StoreResult<()>;
+    /// The same for several workspaces, taken in the order given (callers
+    /// pass them sorted, so two such transactions cannot deadlock).
+    async fn lock_activity_ids_of(
+        conn: &mut Self::Connection,
+        workspace_ids: &[WorkspaceId],
+    ) -> StoreResult<()>;
     /// Deletes one batch of acked-and-retained-long-enough and expired
     /// uploads, returning what it deleted.
     async fn sweep_uploads(

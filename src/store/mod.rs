@@ -54,6 +54,7 @@
 
 #[macro_use]
 mod engine;
+mod fire_batch;
 mod postgres;
 mod sql;
 mod sqlite;

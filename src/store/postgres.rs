@@ -208,6 +208,26 @@ impl Engine for Postgres {
         Ok(())
     }
 
+    /// One statement: the function scan yields the keys in array order,
+    /// and each row takes its lock as it is produced.
+    async fn lock_activity_ids_of(
+        conn: &mut PgConnection,
+        workspace_ids: &[WorkspaceId],
+    ) -> StoreResult<()> {
+        let keys: Vec<i32> = workspace_ids
+            .iter()
+            .map(|id| workspace_lock_key(*id))
+            .collect();
+        sqlx::query(
+            "SELECT pg_advisory_xact_lock($1, k) FROM unnest($2::int4[]) WITH ORDINALITY AS t(k, i)",
+        )
+        .bind(ACTIVITY_LOCK_CLASS)
+        .bind(keys)
+        .execute(conn)
+        .await?;
+        Ok(())
+    }
+
     /// Each branch walks its own partial index; SKIP LOCKED hands
     /// concurrent sweepers disjoint rows instead of making them wait.
     async fn sweep_uploads(

@@ -282,9 +282,9 @@ struct LastFireRow {
 /// `schedule_fires` as read, with its delegation's status and error when
 /// a history asks for them.
 #[derive(sqlx::FromRow)]
-struct FireRow {
+pub(super) struct FireRow {
     id: FireId,
-    schedule_id: ScheduleId,
+    pub(super) schedule_id: ScheduleId,
     due_at: Ts,
     fired_at: Ts,
     status: String,
@@ -733,14 +733,10 @@ engines! {
             // keeps two schedulers' batches from deadlocking on them.
             due.sort_by_key(|s| (s.workspace_id, s.next_run_at));
             let budgets = !due.is_empty() && Self::any_budget_in(&mut tx).await?;
-            let mut fired = Vec::with_capacity(due.len());
-            for s in &due {
-                // `None`: that instant had its fire already and only
-                // `next_run_at` moved; the next batch sees the schedule again.
-                if let Some(f) = Self::fire_in(&mut tx, s, s.next_run_at, now, false, budgets).await? {
-                    fired.push(f);
-                }
-            }
+            // An instant that had its fire already is not among `fired`:
+            // only its `next_run_at` moved, and the next batch sees the
+            // schedule again.
+            let fired = Self::fire_many_in(&mut tx, &due, now, budgets).await?;
             tx.commit().await?;
             Ok(FireBatch { claimed: due.len(), fired })
         }

@@ -181,6 +181,13 @@ impl Engine for Sqlite {
         Ok(())
     }
 
+    async fn lock_activity_ids_of(
+        _conn: &mut SqliteConnection,
+        _workspace_ids: &[WorkspaceId],
+    ) -> StoreResult<()> {
+        Ok(())
+    }
+
     /// One writer at a time: no row needs claiming, two subqueries pick
     /// the oldest of each kind.
     async fn sweep_uploads(
