@@ -108,10 +108,10 @@ engines! {
             let mut out = Vec::with_capacity(written.len());
             for p in written {
                 let fire = fires.remove(&p.s.id).expect("BUG: written means inserted");
-                let delivered = match p.delivery {
-                    Some(_) => Some(delivered.next().expect("BUG: one delivery per delivered fire")),
-                    None => None,
-                };
+                let delivered = p
+                    .delivery
+                    .as_ref()
+                    .map(|_| delivered.next().expect("BUG: one delivery per delivered fire"));
                 out.push(Fired { schedule: moved(p, true, now), fire: fire.try_into()?, delivered });
             }
             Ok(out)
@@ -332,7 +332,7 @@ engines! {
                         task: p.s.prompt.clone(),
                         deadline: None,
                         idempotency_key: key.clone(),
-                        traceparent: Some(hop.context.clone()),
+                        traceparent: Some(hop.context),
                     })
                     .row()
                 })
