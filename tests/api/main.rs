@@ -23,6 +23,7 @@ mod db_down;
 mod delegations;
 mod disk_full;
 mod edge;
+mod fuzzing;
 mod hardening;
 mod inbox;
 mod instructions;
