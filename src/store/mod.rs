@@ -86,6 +86,7 @@ macro_rules! areas {
 areas! {
     database: DatabaseStore,
     workspaces: WorkspaceStore,
+    fleet: FleetStore,
     registry: RegistryStore,
     tokens: TokenStore,
     activity: ActivityStore,
