@@ -17,6 +17,8 @@
 //!   background [`jobs`] it runs, [`events`] (the wake-up bus), [`memory`]
 //!   (recall), [`secrets`], [`audit`], [`metrics`], [`telemetry`] and [`web`] (the
 //!   canvas's modules, listed at build time).
+//! - Hidden: `fuzzing`, the entry points of the cargo-fuzz targets in `fuzz/`
+//!   (and of the test that replays their seeds).
 //! - Crate-private: `http` (one module per resource, each with its
 //!   `router()`), `client` (the typed HTTP client; it re-exports `http`'s
 //!   wire types under the same names), `connect` (the workspace side),
@@ -39,6 +41,8 @@ pub(crate) mod connect;
 pub mod domain;
 pub(crate) mod egress;
 pub mod events;
+#[doc(hidden)]
+pub mod fuzzing;
 pub(crate) mod http;
 pub mod jobs;
 pub(crate) mod ledger;

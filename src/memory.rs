@@ -19,7 +19,6 @@ use anyhow::Context;
 use serde::Deserialize;
 
 use crate::domain::memory::{dot, encode_vector, reciprocal_rank_fusion, unit_vector, SearchTerms};
-use crate::domain::team::{self, Caller};
 use crate::domain::{MemoryId, WorkspaceId};
 use crate::store::{Memory, MemoryFilter, Store, StoreResult};
 
@@ -96,20 +95,20 @@ impl Embedder {
 /// The workspaces whose TEAM memories `caller` may read — the ONE place
 /// the TEAM rule is applied to memory.
 ///
-/// The rule is the communication rule ([`team::may_reach`]): the caller
+/// The rule is the communication rule ([`crate::domain::team::may_reach`]): the caller
 /// itself, its siblings, and its ancestors and descendants up to
-/// [`team::MAX_LEVELS`] levels away. Removed workspaces
+/// [`crate::domain::team::MAX_LEVELS`] levels away. Removed workspaces
 /// are left out (their memories go with them when the sweeper purges them).
 pub async fn team_of(store: &dyn Store, caller: WorkspaceId) -> StoreResult<Vec<WorkspaceId>> {
     let Some(me) = store.get_workspace(caller).await? else {
         return Ok(vec![caller]);
     };
-    let all = store.list_workspaces().await?;
-    let tree = team::Tree::new(all.iter().map(|w| (w.id, w.parent_id)));
-    let from = Caller::Workspace(tree.node(me.id));
-    let mut team: Vec<WorkspaceId> = all
+    // One recursive query over the caller's neighbourhood (the rule in
+    // SQL, see `store::fleet`), not a listing of every workspace.
+    let mut team: Vec<WorkspaceId> = store
+        .reachable_from(me.id)
+        .await?
         .into_iter()
-        .filter(|w| w.is_live() && team::may_reach(&from, &tree.node(w.id)))
         .map(|w| w.id)
         .collect();
     if !team.contains(&caller) {

@@ -677,5 +677,45 @@ mod tests {
             };
             let _ = check_archive(&body[..]);
         }
+
+        /// An archive of plain files and folders with ordinary names is
+        /// accepted, every entry counted (good input passes).
+        #[test]
+        fn plain_files_and_folders_are_accepted_and_counted(
+            entries in prop::collection::vec(
+                (prop::sample::select(vec!['f', 'd']), "[a-zA-Z0-9_-]{1,8}(/[a-zA-Z0-9_.-]{1,8}){0,3}"),
+                1..12,
+            )
+        ) {
+            let specs: Vec<Spec> = entries
+                .into_iter()
+                .filter(|(_, p)| !p.split('/').any(|c| c == "." || c == ".."))
+                .map(|(k, p)| (k, p, String::new()))
+                .collect();
+            prop_assume!(!specs.is_empty());
+            prop_assert_eq!(check_archive(&tgz(&specs)[..]), Ok(specs.len() as u64));
+        }
+
+        /// A real archive (links included) with bytes of its tar stream
+        /// overwritten before compression: the header checksums and
+        /// fields break in every way, and the checker still answers
+        /// without a panic.
+        #[test]
+        fn a_corrupted_tar_stream_is_answered(
+            entries in prop::collection::vec(spec(), 1..6),
+            flips in prop::collection::vec((any::<usize>(), any::<u8>()), 1..16),
+        ) {
+            let archive = tgz(&entries);
+            let mut raw = flate2::read::GzDecoder::new(&archive[..]);
+            let mut tar_bytes = Vec::new();
+            std::io::Read::read_to_end(&mut raw, &mut tar_bytes).expect("our own gzip");
+            for (at, byte) in flips {
+                let i = at % tar_bytes.len();
+                tar_bytes[i] = byte;
+            }
+            let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+            e.write_all(&tar_bytes).expect("write");
+            let _ = check_archive(&e.finish().expect("gzip")[..]);
+        }
     }
 }

@@ -645,5 +645,96 @@ mod tests {
                 proptest::prop_assert!(t.measure().1 <= MAX_TEMPLATE_DEPTH);
             }
         }
+
+        /// One generated tree written as JSON and as block YAML parses to
+        /// the same template, node for node (good input round-trips).
+        #[test]
+        fn a_tree_in_json_and_in_yaml_parses_to_the_same_template(t in tree()) {
+            let json = serde_json::json!({"workspaces": [t.json()]}).to_string();
+            let mut yaml = "workspaces:\n".to_owned();
+            t.yaml(2, &mut yaml);
+            let from_json = OrgTemplate::parse(&json, TemplateFormat::Json);
+            let from_yaml = OrgTemplate::parse(&yaml, TemplateFormat::Yaml);
+            proptest::prop_assert!(from_json.is_ok(), "{json}: {from_json:?}");
+            proptest::prop_assert_eq!(&from_json, &from_yaml, "{}", yaml);
+            let names: Vec<String> = from_json.unwrap().flatten().iter().map(|(f, _)| f.node.name.clone()).collect();
+            proptest::prop_assert_eq!(names, t.names());
+        }
+
+        /// A valid template with one byte replaced, dropped or doubled
+        /// anywhere: an answer, never a panic, and the fuzz target's
+        /// oracle holds (the scan, not the parser, meets deep nesting).
+        #[test]
+        fn a_spoiled_template_is_answered_and_the_oracle_holds(
+            t in tree(),
+            at in proptest::prelude::any::<usize>(),
+            byte in proptest::prelude::any::<u8>(),
+            how in 0usize..3,
+        ) {
+            let mut yaml = "workspaces:\n".to_owned();
+            t.yaml(2, &mut yaml);
+            let json = serde_json::json!({"workspaces": [t.json()]}).to_string();
+            for text in [yaml, json] {
+                let mut bytes = text.into_bytes();
+                let i = at % bytes.len();
+                match how {
+                    0 => bytes[i] = byte,
+                    1 => { bytes.remove(i); }
+                    _ => bytes.insert(i, bytes[i]),
+                }
+                let Ok(text) = String::from_utf8(bytes) else { continue };
+                for format in [TemplateFormat::Json, TemplateFormat::Yaml] {
+                    match OrgTemplate::parse(&text, format) {
+                        Err(TemplateError::NestedTooDeep) => {
+                            proptest::prop_assert!(nesting_bound(&text, format) > MAX_NESTING)
+                        }
+                        Err(TemplateError::Malformed(m)) => {
+                            proptest::prop_assert!(!m.contains("recursion limit"), "{m}")
+                        }
+                        _ => {}
+                    }
+                }
+            }
+        }
+    }
+
+    /// A generated template tree: a node's name and its children.
+    #[derive(Debug, Clone)]
+    struct Tree(String, Vec<Tree>);
+
+    impl Tree {
+        fn json(&self) -> serde_json::Value {
+            let children: Vec<_> = self.1.iter().map(Tree::json).collect();
+            serde_json::json!({"name": self.0, "children": children})
+        }
+
+        fn yaml(&self, indent: usize, out: &mut String) {
+            let pad = " ".repeat(indent);
+            out.push_str(&format!("{pad}- name: \"{}\"\n", self.0));
+            if !self.1.is_empty() {
+                out.push_str(&format!("{pad}  children:\n"));
+                for c in &self.1 {
+                    c.yaml(indent + 4, out);
+                }
+            }
+        }
+
+        /// Names in pre-order, as `flatten` lists them.
+        fn names(&self) -> Vec<String> {
+            let mut out = vec![self.0.clone()];
+            for c in &self.1 {
+                out.extend(c.names());
+            }
+            out
+        }
+    }
+
+    fn tree() -> impl proptest::strategy::Strategy<Value = Tree> {
+        use proptest::prelude::*;
+        let name = "[a-zA-Z0-9äö日_.][a-zA-Z0-9äö日_. -]{0,20}[a-z]";
+        name.prop_map(|n| Tree(n, Vec::new()))
+            .prop_recursive(5, 40, 4, move |inner| {
+                (name, prop::collection::vec(inner, 0..4)).prop_map(|(n, c)| Tree(n, c))
+            })
     }
 }

@@ -72,6 +72,8 @@ pub(crate) use error::{Error, ErrorBody, Json, Result};
 pub(crate) use instructions::ResolvedInstructions;
 pub(crate) use kv::KvView;
 pub(crate) use memories::{CommittedMemory, MemoryView};
+#[doc(hidden)]
+pub(crate) use multipart::scan_both_ways;
 pub(crate) use ops::metrics_response as ops_metrics;
 pub(crate) use ops::UploadStatsView;
 pub(crate) use org::ImportReport;

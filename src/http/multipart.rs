@@ -194,6 +194,53 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     memchr::memmem::find(haystack, needle)
 }
 
+/// Fuzzing oracle: feeds `data` to a [`Scanner`] whole and cut into
+/// chunks (sizes taken from its first bytes), panicking if the two
+/// verdicts or end states differ; then runs the guarded parser over it,
+/// which must answer without a panic. The first byte picks the boundary.
+#[doc(hidden)]
+pub(crate) fn scan_both_ways(data: &[u8]) {
+    const BOUNDARIES: [&str; 4] = ["B", "x7Qb0undary", "-", "a\r\n"];
+    let Some((&pick, rest)) = data.split_first() else {
+        return;
+    };
+    let boundary = BOUNDARIES[usize::from(pick) % BOUNDARIES.len()];
+    let (sizes, body) = rest.split_at(rest.len().min(3));
+    let mut whole = Scanner::new(boundary, u64::MAX);
+    let whole_verdict = whole.feed(body);
+    let mut cut = Scanner::new(boundary, u64::MAX);
+    let mut cut_verdict = Ok(());
+    let mut at = 0;
+    let mut sizes = sizes.iter().map(|s| usize::from(*s % 23) + 1).cycle();
+    while at < body.len() && cut_verdict.is_ok() {
+        let len = sizes.next().unwrap_or(1).min(body.len() - at);
+        cut_verdict = cut.feed(&body[at..at + len]);
+        at += len;
+    }
+    assert_eq!(whole_verdict, cut_verdict, "verdict, whole vs cut");
+    if whole_verdict.is_ok() {
+        assert_eq!(whole.stage, cut.stage, "end stage, whole vs cut");
+    }
+    // The limit counts every byte, whatever the framing.
+    let mut limited = Scanner::new(boundary, body.len().saturating_sub(1) as u64);
+    if !body.is_empty() {
+        assert_eq!(limited.feed(body), Err(Framing::Body), "one byte over");
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .expect("BUG: a current-thread runtime");
+    runtime.block_on(async {
+        let chunk = Ok::<_, std::io::Error>(Bytes::copy_from_slice(body));
+        let stream = futures::stream::iter([chunk]);
+        let (guard, _) = FramingGuard::new(stream, Scanner::new(boundary, 1 << 20), 0);
+        let mut multipart = multer::Multipart::new(guard, boundary);
+        while let Ok(Some(mut field)) = multipart.next_field().await {
+            while let Ok(Some(_)) = field.chunk().await {}
+        }
+    });
+}
+
 /// The verdict of a [`FramingGuard`], readable after the parser failed.
 #[derive(Debug, Clone, Default)]
 pub(super) struct Verdict(Arc<Mutex<Option<Framing>>>);
@@ -524,6 +571,31 @@ mod props {
             let len = b.len() as u64;
             prop_assert_eq!(read(chunks(&b, &cuts), len), Ok(parts));
             prop_assert_eq!(read(chunks(&b, &cuts), len - 1), Err(Some(Framing::Body)));
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(200))]
+
+        /// The fuzz target's oracle over arbitrary bytes and over real
+        /// bodies with bytes overwritten: cut anywhere, the scanner gives
+        /// the whole body's verdict and ends in its stage, and the guarded
+        /// parser answers without a panic.
+        #[test]
+        fn any_bytes_cut_anywhere_get_the_verdict_of_the_whole(
+            head in prop::collection::vec(any::<u8>(), 4),
+            parts in parts_strategy(),
+            noise in prop::collection::vec(any::<u8>(), 0..300),
+            flips in prop::collection::vec((any::<usize>(), any::<u8>()), 0..8),
+        ) {
+            // Boundary pick 1 is this module's BOUNDARY.
+            let mut b = body(&parts, 3);
+            for (at, byte) in flips {
+                let i = at % b.len();
+                b[i] = byte;
+            }
+            scan_both_ways(&[&[1u8], &head[1..], &b[..]].concat());
+            scan_both_ways(&[&head[..], &noise[..]].concat());
         }
     }
 

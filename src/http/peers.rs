@@ -15,7 +15,7 @@ use super::auth::require_reach;
 use super::extract::WorkspacePath;
 use super::workspaces::WorkspaceStatus;
 use super::{AppState, Error, ErrorBody, Json, Result};
-use crate::domain::team::{self, Caller};
+use crate::domain::team::Caller;
 use crate::domain::{self, DeliveryMode, Tier, WorkspaceId};
 use crate::store::Workspace;
 
@@ -102,12 +102,14 @@ pub(super) async fn list_peers(
 /// above and the MCP tool `list_peers`.
 pub(super) async fn peers_of(state: &AppState, id: WorkspaceId) -> Result<Vec<PeerView>> {
     live_workspace(state, id).await?;
-    let all = state.store.list_workspaces().await?;
-    let tree = team::Tree::new(all.iter().map(|w| (w.id, w.parent_id)));
-    let from = Caller::Workspace(tree.node(id));
-    let peers = all
+    // One recursive query over its neighbourhood (the rule in SQL, see
+    // `store::fleet`), not a listing of every workspace.
+    let peers = state
+        .store
+        .reachable_from(id)
+        .await?
         .into_iter()
-        .filter(|w| w.id != id && team::may_reach(&from, &tree.node(w.id)))
+        .filter(|w| w.id != id)
         .map(|w| PeerView {
             id: w.id,
             url: direct_url(&w),

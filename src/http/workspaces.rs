@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::Value;
@@ -393,24 +393,43 @@ pub(super) async fn create_workspace(
 pub(super) struct ListParams {
     /// Only the children of this workspace; empty: only the roots.
     pub parent_id: Option<String>,
+    /// Page size, 1 to 1000; with it (or `after`) the list comes a page
+    /// at a time (default 100). Without either: the whole list.
+    pub limit: Option<i64>,
+    /// The cursor: the id of the last workspace of the previous page.
+    pub after: Option<String>,
 }
+
+/// Page size when only `after` is given.
+const DEFAULT_PAGE: i64 = 100;
+/// Largest page.
+const MAX_PAGE: i64 = 1000;
 
 /// Lists the live workspaces, oldest first (removed ones are not listed);
 /// `?parent_id=` keeps only the children of one workspace, `?parent_id=`
-/// with no value only the roots.
+/// with no value only the roots. With `limit` or `after`, one page of it
+/// (one indexed query, whatever the fleet's size); `X-Total-Count` says
+/// how many match in all, and a `Link: <…>; rel="next"` header, present
+/// while more follow, names the next page.
 #[utoipa::path(get, path = "/workspaces", tag = "workspaces",
     params(ListParams),
-    responses((status = 200, body = [WorkspaceView]), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
+    responses((status = 200, body = [WorkspaceView], headers(
+            ("X-Total-Count" = i64, description = "live workspaces the filter matches, on every page"),
+            ("Link" = String, description = "`</workspaces?…&after=ID>; rel=\"next\"` while more follow"))),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
 pub(super) async fn list_workspaces(
     State(state): State<AppState>,
     _: Operator,
     Query(params): Query<ListParams>,
-) -> Result<Json<Vec<WorkspaceView>>> {
+) -> Result<(HeaderMap, Json<Vec<WorkspaceView>>)> {
     let filter = match params.parent_id.as_deref().map(str::trim) {
         None => None,
         Some("") => Some(None),
         Some(raw) => Some(Some(parse_parent(raw)?)),
     };
+    if params.limit.is_some() || params.after.is_some() {
+        return list_page(&state, filter, &params).await;
+    }
     let now = domain::now();
     let all = state.store.list_workspaces().await?;
     // Children from the same snapshot, so the tree drawn from one answer
@@ -421,15 +440,83 @@ pub(super) async fn list_workspaces(
             children.entry(p).or_default().push(w.id);
         }
     }
-    Ok(Json(
-        all.into_iter()
-            .filter(|w| filter.is_none_or(|f| w.parent_id == f))
-            .map(|w| {
-                let kids = children.remove(&w.id).unwrap_or_default();
-                WorkspaceView::new(w, kids, now, state.config.offline_after)
-            })
-            .collect(),
-    ))
+    let listed: Vec<WorkspaceView> = all
+        .into_iter()
+        .filter(|w| filter.is_none_or(|f| w.parent_id == f))
+        .map(|w| {
+            let kids = children.remove(&w.id).unwrap_or_default();
+            WorkspaceView::new(w, kids, now, state.config.offline_after)
+        })
+        .collect();
+    Ok((total_count(listed.len() as i64), Json(listed)))
+}
+
+fn total_count(total: i64) -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    headers.insert("x-total-count", HeaderValue::from(total));
+    headers
+}
+
+/// One page of `GET /workspaces` (see [`list_workspaces`]).
+async fn list_page(
+    state: &AppState,
+    parent: Option<Option<WorkspaceId>>,
+    params: &ListParams,
+) -> Result<(HeaderMap, Json<Vec<WorkspaceView>>)> {
+    let limit = params.limit.unwrap_or(DEFAULT_PAGE);
+    if !(1..=MAX_PAGE).contains(&limit) {
+        return Err(Error::BadRequest(format!(
+            "`limit` must be between 1 and {MAX_PAGE}"
+        )));
+    }
+    let after = match params.after.as_deref().map(str::trim) {
+        None => None,
+        Some(raw) => Some(
+            raw.parse::<WorkspaceId>()
+                .map_err(|e| Error::BadRequest(format!("`after`: {e}")))?,
+        ),
+    };
+    let query = store::PageQuery {
+        parent,
+        after,
+        limit,
+    };
+    let Some(page) = state.store.workspace_page(query).await? else {
+        return Err(Error::BadRequest(
+            "`after` names no workspace: pass the id of the last workspace of the previous page"
+                .into(),
+        ));
+    };
+    let mut children: HashMap<WorkspaceId, Vec<WorkspaceId>> = HashMap::new();
+    for (p, c) in page.children {
+        children.entry(p).or_default().push(c);
+    }
+    let mut headers = total_count(page.total);
+    if let (true, Some(last)) = (page.more, page.workspaces.last()) {
+        let parent = match parent {
+            None => String::new(),
+            Some(None) => "&parent_id=".to_owned(),
+            Some(Some(p)) => format!("&parent_id={p}"),
+        };
+        let link = format!(
+            "</workspaces?limit={limit}{parent}&after={}>; rel=\"next\"",
+            last.id
+        );
+        headers.insert(
+            axum::http::header::LINK,
+            HeaderValue::from_str(&link).expect("BUG: ids and numbers are header-safe"),
+        );
+    }
+    let now = domain::now();
+    let listed = page
+        .workspaces
+        .into_iter()
+        .map(|w| {
+            let kids = children.remove(&w.id).unwrap_or_default();
+            WorkspaceView::new(w, kids, now, state.config.offline_after)
+        })
+        .collect();
+    Ok((headers, Json(listed)))
 }
 
 /// Shows one workspace (to the operator or the workspace itself).

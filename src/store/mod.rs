@@ -87,6 +87,7 @@ macro_rules! areas {
 areas! {
     database: DatabaseStore,
     workspaces: WorkspaceStore,
+    fleet: FleetStore,
     registry: RegistryStore,
     tokens: TokenStore,
     activity: ActivityStore,

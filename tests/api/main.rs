@@ -23,6 +23,8 @@ mod db_down;
 mod delegations;
 mod disk_full;
 mod edge;
+mod fleet_queries;
+mod fuzzing;
 mod hardening;
 mod inbox;
 mod instructions;

@@ -11,7 +11,7 @@ use serde_json::json;
 use crate::helpers::{fresh_postgres_url, revoke_tokens_directly, Engine};
 use crate::on_both_engines;
 
-async fn open(engine: Engine) -> Option<(Arc<dyn Store>, tempfile::TempDir)> {
+pub(crate) async fn open(engine: Engine) -> Option<(Arc<dyn Store>, tempfile::TempDir)> {
     open_with_url(engine).await.map(|(s, d, _)| (s, d))
 }
 
@@ -28,7 +28,7 @@ async fn open_with_url(engine: Engine) -> Option<(Arc<dyn Store>, tempfile::Temp
     Some((store, dir, url))
 }
 
-fn new_ws(name: &str, mode: DeliveryMode) -> NewWorkspace {
+pub(crate) fn new_ws(name: &str, mode: DeliveryMode) -> NewWorkspace {
     NewWorkspace {
         name: name.into(),
         delivery_mode: mode,

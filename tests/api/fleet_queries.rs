@@ -1,0 +1,312 @@
+//! The fleet's store queries on both engines: the communication rule as
+//! one recursive query (`FleetStore::reachable_from`) gives exactly what
+//! the rule gives over a listing of every workspace, and the workspace
+//! list pages with a cursor; plus `GET /workspaces?limit=&after=` over
+//! HTTP.
+
+use std::sync::Arc;
+
+use chrono::Duration as Span;
+use molecule::domain::team::{self, Caller};
+use molecule::domain::{now, AuthToken, DeliveryMode, WorkspaceId};
+use molecule::store::*;
+use proptest::prelude::*;
+use proptest::strategy::ValueTree;
+use proptest::test_runner::TestRunner;
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+
+use crate::helpers::{spawn_app, Engine};
+use crate::on_both_engines;
+use crate::store_contract::{new_ws, open};
+
+/// The answer the rule gave before it was a query: every live workspace
+/// of the listing that `x` may reach, in the listing's order (what
+/// `/registry/:id/peers` and `memory::team_of` computed per call).
+fn by_the_rule(all: &[Workspace], x: WorkspaceId) -> Vec<WorkspaceId> {
+    let tree = team::Tree::new(all.iter().map(|w| (w.id, w.parent_id)));
+    let from = Caller::Workspace(tree.node(x));
+    all.iter()
+        .filter(|w| w.is_live() && team::may_reach(&from, &tree.node(w.id)))
+        .map(|w| w.id)
+        .collect()
+}
+
+/// A random forest: for each new workspace, `Some(i)` hangs it under the
+/// i-th earlier one (modulo), `None` makes it a root; then the indexes
+/// to remove (with their subtrees).
+fn forest() -> impl Strategy<Value = (Vec<Option<usize>>, Vec<usize>)> {
+    (
+        prop::collection::vec(prop::option::weighted(0.8, any::<usize>()), 2..40),
+        prop::collection::vec(any::<usize>(), 0..4),
+    )
+}
+
+async fn build(
+    store: &Arc<dyn Store>,
+    shape: &[Option<usize>],
+    extra_chain: usize,
+) -> Vec<WorkspaceId> {
+    // One timestamp for all: the list's order falls back on the id.
+    let t = now();
+    let mut ids: Vec<WorkspaceId> = Vec::new();
+    for (i, p) in shape.iter().enumerate() {
+        let parent = p.filter(|_| i > 0).map(|p| ids[p % i]);
+        let id = WorkspaceId::new();
+        let mut new = new_ws(&format!("w{i}"), DeliveryMode::Poll);
+        new.parent_id = parent;
+        store
+            .create_workspace(id, &new, AuthToken::generate().key(), t)
+            .await
+            .unwrap();
+        ids.push(id);
+    }
+    // A chain deeper than the rule's bound, under the first workspace.
+    for level in 0..extra_chain {
+        let id = WorkspaceId::new();
+        let mut new = new_ws(&format!("deep{level}"), DeliveryMode::Poll);
+        new.parent_id = ids.last().copied();
+        store
+            .create_workspace(id, &new, AuthToken::generate().key(), t + Span::seconds(1))
+            .await
+            .unwrap();
+        ids.push(id);
+    }
+    ids
+}
+
+async fn reach_matches_the_rule_for_every_workspace_of_random_forests(engine: Engine) {
+    let mut runner = TestRunner::default();
+    for round in 0..6 {
+        let Some((store, _dir)) = open(engine).await else {
+            return;
+        };
+        let (shape, removals) = forest().new_tree(&mut runner).unwrap().current();
+        // Every other round, a chain past the 32-level bound.
+        let deep = if round % 2 == 0 {
+            team::MAX_LEVELS + 3
+        } else {
+            0
+        };
+        let ids = build(&store, &shape, deep).await;
+        for r in &removals {
+            store
+                .remove_workspace(ids[r % ids.len()], true, now())
+                .await
+                .unwrap();
+        }
+        let all = store.list_workspaces().await.unwrap();
+        // An id that names no workspace reaches nothing (its callers
+        // answer 404, or the caller alone, before they ask).
+        assert_eq!(
+            store.reachable_from(WorkspaceId::new()).await.unwrap(),
+            vec![]
+        );
+        // Every workspace, removed ones too.
+        for x in ids.iter().copied() {
+            let got: Vec<WorkspaceId> = store
+                .reachable_from(x)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|w| w.id)
+                .collect();
+            assert_eq!(
+                got,
+                by_the_rule(&all, x),
+                "round {round}: {shape:?} - {removals:?}, {x}"
+            );
+        }
+    }
+}
+on_both_engines!(reach_matches_the_rule_for_every_workspace_of_random_forests);
+
+async fn the_workspace_list_pages_with_a_cursor(engine: Engine) {
+    let Some((store, _dir)) = open(engine).await else {
+        return;
+    };
+    // Two roots with three children each, all created at one instant.
+    let ids = build(
+        &store,
+        &[
+            None,
+            None,
+            Some(0),
+            Some(1),
+            Some(0),
+            Some(1),
+            Some(0),
+            Some(1),
+        ],
+        0,
+    )
+    .await;
+    let all: Vec<WorkspaceId> = store
+        .list_workspaces()
+        .await
+        .unwrap()
+        .iter()
+        .map(|w| w.id)
+        .collect();
+    let page = |parent, after, limit| {
+        let store = store.clone();
+        async move {
+            store
+                .workspace_page(PageQuery {
+                    parent,
+                    after,
+                    limit,
+                })
+                .await
+                .unwrap()
+        }
+    };
+    // Pages of 3 walk the whole list in its order, each with the total.
+    let mut walked = Vec::new();
+    let mut after = None;
+    loop {
+        let p = page(None, after, 3).await.expect("a known cursor");
+        assert_eq!(p.total, 8);
+        walked.extend(p.workspaces.iter().map(|w| w.id));
+        assert_eq!(p.more, walked.len() < 8, "more after {}", walked.len());
+        for (parent, child) in &p.children {
+            assert!(p.workspaces.iter().any(|w| w.id == *parent));
+            assert!(ids[2..].contains(child));
+        }
+        if !p.more {
+            break;
+        }
+        after = walked.last().copied();
+    }
+    assert_eq!(walked, all);
+    // The children of a listed root, oldest first (the list's order).
+    let first = page(None, None, 8).await.unwrap();
+    let kids_of_0: Vec<WorkspaceId> = first
+        .children
+        .iter()
+        .filter(|(p, _)| *p == ids[0])
+        .map(|(_, c)| *c)
+        .collect();
+    let want: Vec<WorkspaceId> = all
+        .iter()
+        .copied()
+        .filter(|c| [ids[2], ids[4], ids[6]].contains(c))
+        .collect();
+    assert_eq!(kids_of_0, want);
+    // Only roots; only the children of one.
+    let roots = page(Some(None), None, 10).await.unwrap();
+    assert_eq!(roots.total, 2);
+    assert_eq!(roots.workspaces.len(), 2);
+    let kids = page(Some(Some(ids[1])), None, 2).await.unwrap();
+    assert_eq!((kids.total, kids.workspaces.len(), kids.more), (3, 2, true));
+    // A cursor whose workspace was removed since still places the page;
+    // one that names no workspace is refused.
+    let cut = all[3];
+    store.remove_workspace(cut, true, now()).await.unwrap();
+    let rest = page(None, Some(cut), 10).await.unwrap();
+    let want: Vec<WorkspaceId> = all[4..].iter().copied().filter(|w| *w != cut).collect();
+    let live: Vec<WorkspaceId> = store
+        .list_workspaces()
+        .await
+        .unwrap()
+        .iter()
+        .map(|w| w.id)
+        .collect();
+    let want: Vec<WorkspaceId> = want.into_iter().filter(|w| live.contains(w)).collect();
+    assert_eq!(
+        rest.workspaces.iter().map(|w| w.id).collect::<Vec<_>>(),
+        want
+    );
+    assert_eq!(page(None, Some(WorkspaceId::new()), 3).await, None);
+}
+on_both_engines!(the_workspace_list_pages_with_a_cursor);
+
+async fn get_workspaces_pages_with_limit_and_after_and_counts_the_total(engine: Engine) {
+    let Some(app) = spawn_app(engine).await else {
+        return;
+    };
+    let root = app.create_poll_workspace("root").await;
+    for i in 0..4 {
+        app.create_poll_workspace_under(&format!("kid{i}"), Some(&root))
+            .await;
+    }
+    let get = |query: String| {
+        let app = &app;
+        async move {
+            let resp = app
+                .client
+                .get(app.url(&format!("/workspaces{query}")))
+                .bearer_auth(&app.admin_token)
+                .send()
+                .await
+                .unwrap();
+            let total = resp
+                .headers()
+                .get("x-total-count")
+                .map(|v| v.to_str().unwrap().to_owned());
+            let link = resp
+                .headers()
+                .get("link")
+                .map(|v| v.to_str().unwrap().to_owned());
+            let status = resp.status();
+            let body: Value = resp.json().await.unwrap();
+            (status, total, link, body)
+        }
+    };
+    // Without parameters: the whole array, as before, with the count.
+    let (status, total, link, full) = get(String::new()).await;
+    assert_eq!(
+        (status, total.as_deref(), link),
+        (StatusCode::OK, Some("5"), None)
+    );
+    assert_eq!(full.as_array().unwrap().len(), 5);
+    // Pages of two, following the Link header, give the same array.
+    let mut walked = Vec::new();
+    let mut next = Some("?limit=2".to_owned());
+    while let Some(query) = next {
+        let (status, total, link, body) = get(query).await;
+        assert_eq!(
+            (status, total.as_deref()),
+            (StatusCode::OK, Some("5")),
+            "{body}"
+        );
+        walked.extend(body.as_array().unwrap().iter().cloned());
+        next = link.map(|l| {
+            let target = l
+                .strip_prefix("</workspaces")
+                .and_then(|l| l.strip_suffix(">; rel=\"next\""))
+                .unwrap_or_else(|| panic!("a next link: {l}"));
+            target.to_owned()
+        });
+    }
+    assert_eq!(Value::Array(walked), full);
+    // `after` alone pages by 100; children stay listed on a page.
+    let (_, _, _, rest) = get(format!("?after={}", root.id)).await;
+    assert_eq!(rest, json!(full.as_array().unwrap()[1..]));
+    let (_, total, _, kids) = get(format!("?parent_id={}&limit=1", root.id)).await;
+    assert_eq!(
+        (total.as_deref(), kids.as_array().unwrap().len()),
+        (Some("4"), 1)
+    );
+    let (_, _, _, first) = get("?limit=1".to_owned()).await;
+    assert_eq!(first[0]["children"], full[0]["children"]);
+    // Bad parameters: 400 with the rule.
+    for (query, want) in [
+        ("?limit=0", "`limit` must be between 1 and 1000"),
+        ("?limit=1001", "`limit` must be between 1 and 1000"),
+        ("?limit=x", ""),
+        ("?after=nope", "`after`"),
+        (
+            &*format!("?after={}", WorkspaceId::new()),
+            "`after` names no workspace",
+        ),
+    ] {
+        let (status, _, _, body) = get(query.to_owned()).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{query}: {body}");
+        assert!(
+            body["error"].as_str().unwrap().contains(want),
+            "{query}: {body}"
+        );
+    }
+}
+on_both_engines!(get_workspaces_pages_with_limit_and_after_and_counts_the_total);
