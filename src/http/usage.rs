@@ -246,6 +246,10 @@ pub(super) struct UsageParams {
     /// `day` or `model` for a workspace; `workspace`, `team` or `day`
     /// across workspaces.
     pub group_by: Option<String>,
+    /// A workspace's read only: `workspace` (default, its own usage) or
+    /// `subtree` (it and every descendant: its team's, what a budget on it
+    /// is held against).
+    pub scope: Option<String>,
 }
 
 /// One group's sums.
@@ -322,7 +326,8 @@ fn report(from: String, to: String, group_by: &str, rows: Vec<UsageTotals>) -> U
     }
 }
 
-/// A workspace's usage between two UTC days, by day or by model.
+/// A workspace's usage between two UTC days, by day or by model; with
+/// `scope=subtree`, of it and its whole subtree.
 #[utoipa::path(get, path = "/workspaces/{id}/usage", tag = "usage",
     params(("id" = String, Path, description = "workspace id"), UsageParams),
     responses((status = 200, body = UsageReport), (status = 400, body = ErrorBody),
@@ -338,8 +343,21 @@ pub(super) async fn get_workspace_usage(
         Some("model") => (UsageGroup::Model, "model"),
         Some(_) => return Err(Error::BadRequest("`group_by` must be day or model".into())),
     };
+    let subtree = match params.scope.as_deref() {
+        None | Some("workspace") => false,
+        Some("subtree") => true,
+        Some(_) => {
+            return Err(Error::BadRequest(
+                "`scope` must be workspace or subtree".into(),
+            ))
+        }
+    };
     known_workspace(&state, id).await?;
-    let rows = state.store.workspace_usage(id, &from, &to, group).await?;
+    let rows = if subtree {
+        state.store.subtree_usage(id, &from, &to, group).await?
+    } else {
+        state.store.workspace_usage(id, &from, &to, group).await?
+    };
     Ok(Json(report(from, to, name, rows)))
 }
 
@@ -354,6 +372,11 @@ pub(super) async fn get_fleet_usage(
     _: Operator,
     Query(params): Query<UsageParams>,
 ) -> Result<Json<UsageReport>> {
+    if params.scope.is_some() {
+        return Err(Error::BadRequest(
+            "`scope` applies to one workspace's usage, not the fleet's".into(),
+        ));
+    }
     let (from, to) = range(&params, domain::now())?;
     let (group, name) = match params.group_by.as_deref() {
         None | Some("workspace") => (FleetGroup::Workspace, "workspace"),

@@ -129,6 +129,17 @@ pub trait UsageStore: Send + Sync {
         group: UsageGroup,
     ) -> StoreResult<Vec<UsageTotals>>;
 
+    /// The sums of `root` and every descendant between two days (both
+    /// included), by key: what a budget on `root` is held against, as a
+    /// team's usage panel shows it.
+    async fn subtree_usage(
+        &self,
+        root: WorkspaceId,
+        from: &str,
+        to: &str,
+        group: UsageGroup,
+    ) -> StoreResult<Vec<UsageTotals>>;
+
     /// Every workspace's sums between two days (both included), by key.
     async fn fleet_usage(
         &self,
@@ -348,6 +359,37 @@ engines! {
             );
             Ok(sqlx::query_as(&sql)
                 .bind(workspace_id)
+                .bind(from)
+                .bind(to)
+                .fetch_all(&self.pool)
+                .await?)
+        }
+
+        #[tracing::instrument(skip_all, fields(workspace_id = %root))]
+        async fn subtree_usage(
+            &self,
+            root: WorkspaceId,
+            from: &str,
+            to: &str,
+            group: UsageGroup,
+        ) -> StoreResult<Vec<UsageTotals>> {
+            let key = match group {
+                UsageGroup::Day => "day",
+                UsageGroup::Model => "model",
+            };
+            // The same walk down as the budget's spend (bounded depth).
+            let sql = format!(
+                "WITH RECURSIVE sub(id, depth) AS ( \
+                   SELECT id, 0 FROM workspaces WHERE id = $1 \
+                   UNION ALL \
+                   SELECT w.id, sub.depth + 1 FROM workspaces w \
+                   JOIN sub ON w.parent_id = sub.id WHERE sub.depth < 10000 \
+                 ) SELECT {key} AS key, {SUMS} FROM usage_daily \
+                 JOIN sub ON sub.id = usage_daily.workspace_id \
+                 WHERE day >= $2 AND day <= $3 GROUP BY {key} ORDER BY {key}"
+            );
+            Ok(sqlx::query_as(&sql)
+                .bind(root)
                 .bind(from)
                 .bind(to)
                 .fetch_all(&self.pool)

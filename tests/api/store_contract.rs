@@ -1252,6 +1252,37 @@ async fn usage_sums_by_day_and_budgets_cover_the_subtree(engine: Engine) {
         .await
         .unwrap();
     assert_eq!(teams, vec![row(&root.to_string(), 16, 3, 3, 1_005_000)]);
+    // A subtree's sums: the root's cover the mid's (in February, so this
+    // month's spend below stays the leaf's) and the leaf's; the leaf's
+    // leave its parent's out.
+    store
+        .record_usage(mid, &priced("m2", 4, 2_000), feb)
+        .await
+        .unwrap();
+    let sub_model = store
+        .subtree_usage(root, "2026-02-01", "2026-03-31", UsageGroup::Model)
+        .await
+        .unwrap();
+    assert_eq!(
+        sub_model,
+        vec![row("m1", 115, 3, 3, 10_005_000), row("m2", 5, 2, 2, 2_000)]
+    );
+    let sub_day = store
+        .subtree_usage(root, "2026-02-01", "2026-03-31", UsageGroup::Day)
+        .await
+        .unwrap();
+    assert_eq!(
+        sub_day,
+        vec![
+            row("2026-02-28", 104, 2, 2, 9_002_000),
+            row("2026-03-15", 16, 3, 3, 1_005_000)
+        ]
+    );
+    let leaf_only = store
+        .subtree_usage(leaf, "2026-02-01", "2026-03-31", UsageGroup::Day)
+        .await
+        .unwrap();
+    assert_eq!(leaf_only, by_day);
 
     // Spend in cents, rounded up; a heartbeat figure of another month is ignored.
     store.report_monthly_spend(mid, 9_999, feb).await.unwrap();

@@ -203,12 +203,49 @@ async fn usage_from_every_source_is_summed_by_day_and_model(engine: Engine) {
     let (_, f) = app.get("/admin/usage?group_by=day", &admin).await;
     assert_eq!(f["rows"][0]["input_tokens"], 3017, "{f}");
 
+    // A team's own usage panel: its subtree's, by model and by day; its
+    // own usage alone is none.
+    let (status, u) = app
+        .get(
+            &format!("/workspaces/{}/usage?group_by=model&scope=subtree", team.id),
+            &team.token,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{u}");
+    assert_eq!(
+        u["rows"],
+        app.get(
+            &format!("/workspaces/{}/usage?group_by=model", a.id),
+            &admin
+        )
+        .await
+        .1["rows"]
+    );
+    let (_, u) = app
+        .get(
+            &format!("/workspaces/{}/usage?scope=subtree", team.id),
+            &admin,
+        )
+        .await;
+    assert_eq!(
+        u["rows"],
+        json!([{"key": today(), "input_tokens": 3010, "output_tokens": 505, "calls": 3, "cost_usd": 0.5125}])
+    );
+    let (_, u) = app
+        .get(
+            &format!("/workspaces/{}/usage?scope=workspace", team.id),
+            &admin,
+        )
+        .await;
+    assert_eq!(u["rows"], json!([]));
+
     // Errors of the reads.
     for q in [
         "group_by=week",
         "from=2026-13-01",
         "from=2026-02-01&to=2026-01-01",
         "from=2020-01-01&to=2026-01-01",
+        "scope=team",
     ] {
         let (status, body) = app
             .get(&format!("/workspaces/{}/usage?{q}", a.id), &admin)
@@ -217,6 +254,8 @@ async fn usage_from_every_source_is_summed_by_day_and_model(engine: Engine) {
     }
     let (status, _) = app.get("/admin/usage", &a.token).await;
     assert_eq!(status, StatusCode::FORBIDDEN);
+    let (status, body) = app.get("/admin/usage?scope=subtree", &admin).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
 
     // The heartbeat's monthly_spend counts when above the recorded sum.
     let (status, body) = app

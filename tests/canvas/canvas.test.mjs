@@ -1535,6 +1535,233 @@ async function main() {
   });
   // ---- end of the approvals inbox steps.
 
+  // ------------------------------------------------------------ usage and traces (issue 28)
+  // The Usage tab of a team (today / this month, charts by day and model,
+  // the budget bar with its 80 % and 100 % states, set by the operator and
+  // read-only for a viewer) and the trace waterfall of a three-hop
+  // delegation chain, opened from a Delegations row and from the chat.
+  const usageTeam = {};
+  await step('usage: a team\'s tab shows today and this month, a chart by day and by model (issue 28)', async () => {
+    const make = (name, parent) => apiCall('POST', '/workspaces', ADMIN_TOKEN, { name, delivery_mode: 'poll', ...(parent ? { parent_id: parent.id } : {}) });
+    const lead = await make('usage-lead');
+    const child = await make('usage-child', lead);
+    Object.assign(usageTeam, { lead, child });
+    const report = (body) => apiCall('POST', `/workspaces/${child.id}/usage`, child.auth_token, body);
+    await report({ input_tokens: 1000, output_tokens: 200, model: 'gpt-4o', cost_usd: 0.4 });
+    await report({ input_tokens: 500, output_tokens: 100, model: 'claude-sonnet-4-5', cost_usd: 0.3 });
+    // Yesterday's usage, which the API only files on the day it arrives:
+    // written straight into the server's database.
+    const today = new Date().toISOString().slice(0, 10);
+    const yesterday = new Date(Date.now() - 86_400_000).toISOString().slice(0, 10);
+    await new Promise((resolve, reject) => {
+      const p = spawn('sqlite3', [path.join(need('CANVAS_DATA'), 'molecule.db')], { stdio: ['pipe', 'ignore', 'pipe'] });
+      let err = '';
+      p.stderr.on('data', (d) => { err += d; });
+      p.on('close', (code) => (code === 0 ? resolve() : reject(new Error(`sqlite3: ${err}`))));
+      p.stdin.end(`.timeout 10000\nINSERT INTO usage_daily (workspace_id, day, model, input_tokens, output_tokens, calls, cost_micros) `
+        + `SELECT id, '${yesterday}', 'gpt-4o', 2000, 400, 2, 200000 FROM workspaces WHERE name = 'usage-child';\n`);
+    });
+    const sameMonth = yesterday.slice(0, 7) === today.slice(0, 7);
+    await page.getByRole('button', { name: 'Refresh the workspace list' }).click();
+    await page.locator(`#workspace-list [data-ws="${child.id}"]`).waitFor();
+    await page.evaluate((id) => { location.hash = `#/w/${id}`; }, lead.id);
+    await page.locator('#chat-title', { hasText: 'usage-lead' }).waitFor();
+    await page.getByRole('tab', { name: 'Usage' }).click();
+    const panel = page.locator('#usage-panel');
+    await panel.locator('#usage-title', { hasText: 'Usage of usage-lead and its team' }).waitFor();
+    const cells = (label) => panel.locator('#usage-totals tr', { has: page.locator('th', { hasText: label }) }).locator('td').allTextContents();
+    await panel.locator('#usage-totals th', { hasText: 'Today' }).waitFor();
+    const todayRow = await cells('Today');
+    assert(JSON.stringify(todayRow) === JSON.stringify(['1,500', '300', '2', '$0.70']), `today reads ${JSON.stringify(todayRow)}`);
+    const monthRow = await cells('This month');
+    const wantMonth = sameMonth ? ['3,500', '700', '4', '$0.90'] : ['1,500', '300', '2', '$0.70'];
+    assert(JSON.stringify(monthRow) === JSON.stringify(wantMonth), `this month reads ${JSON.stringify(monthRow)}`);
+    // The chart by day: 30 bars, today's and yesterday's drawn, the others flat.
+    const bars = await panel.locator('#usage-days rect.usage-bar').evaluateAll((rs) => rs.map((r) => [r.dataset.day, Number(r.getAttribute('height'))]));
+    assert(bars.length === 30, `${bars.length} day bars`);
+    const tall = bars.filter(([, h]) => h > 0).map(([d]) => d);
+    assert(JSON.stringify(tall) === JSON.stringify([yesterday, today]), `bars drawn for ${JSON.stringify(tall)}`);
+    assert(bars.find(([d]) => d === today)[1] === 100, 'today, the dearest day, is not the full height');
+    const dayKeys = await panel.locator('#usage-days tbody tr').evaluateAll((rs) => rs.map((r) => r.dataset.key));
+    assert(JSON.stringify(dayKeys) === JSON.stringify([today, yesterday]), `the day table lists ${JSON.stringify(dayKeys)}`);
+    // By model: dearest first, each with its share.
+    const models = await panel.locator('#usage-models tbody tr').evaluateAll((rs) => rs.map((r) => [r.dataset.key, r.lastElementChild.textContent]));
+    const wantModels = sameMonth ? [['gpt-4o', '$0.60'], ['claude-sonnet-4-5', '$0.30']] : [['gpt-4o', '$0.40'], ['claude-sonnet-4-5', '$0.30']];
+    assert(JSON.stringify(models) === JSON.stringify(wantModels), `by model: ${JSON.stringify(models)}`);
+    // Only this workspace: none of its own.
+    await panel.getByLabel('Whose usage').selectOption('workspace');
+    await panel.locator('#usage-title', { hasText: /^Usage of usage-lead$/ }).waitFor();
+    await page.waitForFunction(() => document.querySelector('#usage-totals td:last-child')?.textContent === '$0.00');
+    await panel.getByLabel('Whose usage').selectOption('subtree');
+    await panel.locator('#usage-title', { hasText: 'and its team' }).waitFor();
+    await panel.locator('#usage-budget', { hasText: 'No monthly budget is set' }).waitFor();
+    await axeCheck('usage tab');
+    await shot('10-usage');
+    await page.setViewportSize({ width: 390, height: 844 });
+    const sideways = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+    assert(sideways <= 1, `the usage tab scrolls sideways by ${sideways}px on a phone`);
+    await axeCheck('usage tab (phone)');
+    await page.setViewportSize({ width: 1280, height: 800 });
+    noPageErrors();
+  });
+
+  await step('usage: the operator sets the budget; 80 % warns, 100 % says new work is refused, and it is (issue 28)', async () => {
+    const { lead, child } = usageTeam;
+    const panel = page.locator('#usage-panel');
+    const budgetBox = panel.locator('#usage-budget');
+    const spend = (await apiCall('GET', `/workspaces/${lead.id}/budget`, ADMIN_TOKEN)).monthly_spend;
+    const setLimit = async (c) => {
+      await panel.getByLabel('Monthly limit (USD)').fill((c / 100).toFixed(2));
+      await panel.getByRole('button', { name: 'Set the budget' }).click();
+      await panel.locator('#usage-status', { hasText: `The monthly budget is now $${(c / 100).toFixed(2)}.` }).waitFor();
+    };
+    // About 90 % of a ceiling: the warning, worded.
+    const warnAt = Math.ceil(spend / 0.9);
+    await setLimit(warnAt);
+    assert((await apiCall('GET', `/workspaces/${lead.id}/budget`, ADMIN_TOKEN)).budget_limit === warnAt, 'the ceiling was not saved');
+    await page.waitForFunction(() => document.getElementById('usage-budget').dataset.state === 'warning');
+    const pct = Math.floor((spend * 100) / warnAt);
+    const warned = await panel.locator('#usage-budget-text').textContent();
+    assert(warned.startsWith(`Warning: ${pct} % of the monthly budget is spent`), `the warning reads "${warned}"`);
+    const figures = await panel.locator('#usage-budget-figures').textContent();
+    const usd = (c) => `$${(c / 100).toFixed(2)}`;
+    assert(figures === `Limit ${usd(warnAt)} · spent ${usd(spend)} · remaining ${usd(warnAt - spend)}`, `the figures read "${figures}"`);
+    await axeCheck('usage tab, budget at 80 %');
+    // Over it: refused, and the server refuses a message with 402.
+    const spentAt = Math.floor(spend / 2);
+    await setLimit(spentAt);
+    await page.waitForFunction(() => document.getElementById('usage-budget').dataset.state === 'exceeded');
+    const refused = await panel.locator('#usage-budget-text').textContent();
+    assert(refused.startsWith(`Budget spent: ${usd(spend)} of ${usd(spentAt)}.`) && refused.includes('are refused (402)'), `the spent budget reads "${refused}"`);
+    const res = await fetch(`${BASE}/workspaces/${child.id}/a2a`, {
+      method: 'POST', headers: { Authorization: `Bearer ${ADMIN_TOKEN}`, 'Content-Type': 'application/json' },
+      body: JSON.stringify({ method: 'message/send', params: { message: { role: 'user', parts: [{ kind: 'text', text: 'more' }] } } }),
+    });
+    assert(res.status === 402, `a message under a spent budget answered ${res.status}`);
+    await shot('11-usage-budget-spent');
+    await page.setViewportSize({ width: 390, height: 844 });
+    await axeCheck('usage tab, budget spent (phone)');
+    await page.setViewportSize({ width: 1280, height: 800 });
+    // The child's own tab says that a team budget over it is spent.
+    await page.evaluate((id) => { location.hash = `#/w/${id}`; }, child.id);
+    await page.locator('#chat-title', { hasText: 'usage-child' }).waitFor();
+    await page.getByRole('tab', { name: 'Usage' }).click();
+    await panel.locator('#usage-budget-text', { hasText: 'A team budget over usage-child is spent' }).waitFor();
+    // A viewer sees the budget, not the form.
+    const viewer = (await apiCall('POST', '/org/tokens', ADMIN_TOKEN, { role: 'viewer', name: 'usage viewer' })).auth_token;
+    const signInAs = async (token) => {
+      await page.locator('#signout').click();
+      await page.getByLabel('Admin token').fill(token);
+      await page.getByRole('button', { name: 'Sign in' }).click();
+      await page.locator('#workspaces-title').waitFor();
+    };
+    await signInAs(viewer);
+    await page.waitForFunction(() => document.body.dataset.role === 'viewer');
+    await page.evaluate((id) => { location.hash = `#/w/${id}`; }, lead.id);
+    await page.locator('#chat-title', { hasText: 'usage-lead' }).waitFor();
+    await page.getByRole('tab', { name: 'Usage' }).click();
+    await page.waitForFunction(() => document.getElementById('usage-budget').dataset.state === 'exceeded');
+    assert(!(await panel.locator('.budget-form').isVisible()), 'a viewer is offered the budget form');
+    await axeCheck('usage tab (viewer)');
+    await signInAs(ADMIN_TOKEN);
+    await page.waitForFunction(() => document.body.dataset.role === 'admin');
+    await apiCall('PATCH', `/workspaces/${lead.id}/budget`, ADMIN_TOKEN, { budget_limit: null });
+    noPageErrors();
+  });
+
+  await step('traces: a three-hop delegation\'s waterfall opens from a Delegations row and from the chat (issue 28)', async () => {
+    const make = (name, parent) => apiCall('POST', '/workspaces', ADMIN_TOKEN, { name, delivery_mode: 'poll', ...(parent ? { parent_id: parent.id } : {}) });
+    const a = await make('trace-a');
+    const b = await make('trace-b', a);
+    const c = await make('trace-c', b);
+    // operator → a, a → b, b → c, each hop under the one before it.
+    const hop1 = await apiCall('POST', `/workspaces/${a.id}/delegate`, ADMIN_TOKEN, { task: 'Plan the release', idempotency_key: 'trace-1' });
+    const ledger = (ws, did) => apiCall('GET', `/workspaces/${ws.id}/delegations/${did}`, ADMIN_TOKEN);
+    const onward = async (from, to, hop, task, key) => {
+      const ctx = (await ledger(from, hop.delegation_id)).traceparent;
+      const res = await fetch(`${BASE}/workspaces/${to.id}/delegate`, {
+        method: 'POST',
+        headers: { Authorization: `Bearer ${from.auth_token}`, 'X-Workspace-ID': from.id, traceparent: ctx, 'Content-Type': 'application/json' },
+        body: JSON.stringify({ task, idempotency_key: key }),
+      });
+      assert(res.status === 202, `${from.name} → ${to.name} answered ${res.status}`);
+      return res.json();
+    };
+    const hop2 = await onward(a, b, hop1, 'Write the changelog', 'trace-2');
+    const hop3 = await onward(b, c, hop2, 'Collect the merged PRs', 'trace-3');
+    // c's agent reports its model call under its hop; then each hop completes.
+    const cCtx = (await ledger(c, hop3.delegation_id)).traceparent;
+    const t = Date.now();
+    const sent = await fetch(`${BASE}/workspaces/${c.id}/traces`, {
+      method: 'POST',
+      headers: { Authorization: `Bearer ${c.auth_token}`, traceparent: cCtx, 'Content-Type': 'application/json' },
+      body: JSON.stringify({ spans: [{ name: 'summarize PRs', kind: 'llm', start: new Date(t).toISOString(), end: new Date(t + 200).toISOString(),
+        input_tokens: 1200, output_tokens: 300, model: 'gpt-4o', cost_usd: 0.05 }] }),
+    });
+    assert(sent.status === 201, `the span report answered ${sent.status}`);
+    for (const [ws, hop] of [[c, hop3], [b, hop2], [a, hop1]]) {
+      await apiCall('POST', `/workspaces/${ws.id}/delegations/${hop.delegation_id}/status`, ws.auth_token, { status: 'completed', result_preview: 'done' });
+    }
+    const traceId = (await ledger(a, hop1.delegation_id)).trace_id;
+    const trace = await apiCall('GET', `/traces/${traceId}`, ADMIN_TOKEN);
+
+    const dialog = page.locator('#trace-dialog[open]');
+    const checkWaterfall = async () => {
+      await dialog.locator('#trace-summary', { hasText: 'spans across 3 workspaces' }).waitFor();
+      const rows = await dialog.locator('.trace-row').evaluateAll((rs) => rs.map((r) => ({
+        depth: Number(r.dataset.depth), ws: r.querySelector('.trace-ws').textContent, name: r.querySelector('.trace-name').textContent,
+        tokens: r.querySelector('.trace-tokens').textContent, cost: r.querySelector('.trace-cost').textContent,
+        x: Number(r.querySelector('rect').getAttribute('x')), w: Number(r.querySelector('rect').getAttribute('width')),
+      })));
+      const shape = rows.map((r) => `${r.depth}:${r.ws}`);
+      assert(JSON.stringify(shape) === JSON.stringify(['0: · trace-a', '1: · trace-b', '2: · trace-c', '3: · trace-c']), `the waterfall is ${JSON.stringify(shape)}`);
+      assert(rows[3].name === 'summarize PRs', `the agent's span reads ${rows[3].name}`);
+      assert(rows.every((r) => r.tokens === '1,200 in / 300 out' && r.cost === '$0.05'), `the sums read ${JSON.stringify(rows)}`);
+      assert(rows[0].x === 0 && rows.slice(1).every((r, i) => r.x >= rows[i].x), `the bars do not start in order: ${JSON.stringify(rows)}`);
+      assert(rows[3].x > 0 && rows[3].w < 1000, `the agent's bar does not sit inside the trace: ${JSON.stringify(rows[3])}`);
+      assert(trace.span_count === 4, `the server has ${trace.span_count} spans`);
+      // Keyboard: the first row unfolds its moments from the keyboard.
+      const toggle = dialog.locator('.trace-toggle').first();
+      await toggle.focus();
+      await page.keyboard.press('Enter');
+      assert(await toggle.getAttribute('aria-expanded') === 'true', 'Enter did not unfold the row');
+      await dialog.locator('.trace-details:not([hidden]) .trace-events li', { hasText: 'completed' }).first().waitFor();
+    };
+
+    // From the Delegations tab of b (its ledger row of a → b).
+    await page.getByRole('button', { name: 'Refresh the workspace list' }).click();
+    await page.locator(`#workspace-list [data-ws="${c.id}"]`).waitFor();
+    await page.evaluate((id) => { location.hash = `#/w/${id}`; }, b.id);
+    await page.locator('#chat-title', { hasText: 'trace-b' }).waitFor();
+    await page.getByRole('tab', { name: 'Delegations' }).click();
+    const item = page.locator(`#delegations-panel .delegation[data-did="${hop2.delegation_id}"]`);
+    await item.getByRole('button', { name: 'Trace of the delegation trace-a → trace-b' }).click();
+    await checkWaterfall();
+    await axeCheck('trace waterfall');
+    await shot('12-trace');
+    await page.setViewportSize({ width: 390, height: 844 });
+    const sideways = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+    assert(sideways <= 1, `the trace scrolls sideways by ${sideways}px on a phone`);
+    const narrow = await dialog.locator('.trace-row').evaluateAll((rs) => rs.filter((r) => r.scrollWidth > r.clientWidth + 1).length);
+    assert(narrow === 0, `${narrow} waterfall rows are cut off on a phone`);
+    await axeCheck('trace waterfall (phone)');
+    await shot('13-trace-phone');
+    await page.setViewportSize({ width: 1280, height: 800 });
+    await dialog.getByRole('button', { name: 'Close' }).click();
+    await page.locator('#trace-dialog').waitFor({ state: 'hidden' });
+
+    // From a's chat: the delegated task's row carries its trace.
+    await page.evaluate((id) => { location.hash = `#/w/${id}`; }, a.id);
+    await page.locator('#chat-title', { hasText: 'trace-a' }).waitFor();
+    const row = page.locator(`#messages .msg-delegation[data-did="${hop1.delegation_id}"]`);
+    await row.getByRole('button', { name: 'Trace of this delegation' }).click();
+    await checkWaterfall();
+    await axeCheck('trace waterfall from the chat');
+    await dialog.getByRole('button', { name: 'Close' }).click();
+    noPageErrors();
+    await chatAgain();
+  });
+
   await step('55 workspaces: the create form is reachable without scrolling past them', async () => {
     await Promise.all(Array.from({ length: 50 }, (_, i) => apiCall('POST', '/workspaces', ADMIN_TOKEN, { name: `bulk-${i}`, delivery_mode: 'poll' })));
     await page.getByRole('button', { name: 'Refresh the workspace list' }).click();

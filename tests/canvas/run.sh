@@ -4,7 +4,8 @@
 # page in headless Chromium (tests/canvas/canvas.test.mjs), and stops the
 # server on the way out. Screenshots and logs land in artifacts/canvas/.
 #
-# Needs: cargo, node >= 20 with npm, and Chromium at /usr/bin/chromium
+# Needs: cargo, node >= 20 with npm, the sqlite3 shell (to seed a past
+# day's usage), and Chromium at /usr/bin/chromium
 # (or CHROMIUM=/path/to/chromium).
 set -euo pipefail
 
@@ -65,5 +66,5 @@ healthy || { echo "molecule serve did not answer /health within 10 s" >&2; exit 
 
 log "canvas tests in Chromium"
 # The test bounds itself (4 min); `timeout` is the backstop if it hangs.
-CANVAS_URL="$URL" CANVAS_ADMIN_TOKEN="$ADMIN_TOKEN" CANVAS_BIN="$BIN" CANVAS_ARTIFACTS="$ARTIFACTS" \
+CANVAS_URL="$URL" CANVAS_ADMIN_TOKEN="$ADMIN_TOKEN" CANVAS_BIN="$BIN" CANVAS_DATA="$DATA" CANVAS_ARTIFACTS="$ARTIFACTS" \
   timeout "$([ "${CANVAS_KEEP_GOING:-}" = 1 ] && echo 660 || echo 300)" node "$HERE/canvas.test.mjs"

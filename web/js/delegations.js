@@ -12,6 +12,7 @@ import { ago, el, sleep } from './dom.js';
 import { bus, serverNow, state } from './state.js';
 import { readEventStream } from './stream.js';
 import { registerTab, select } from './tabs.js';
+import { traceButton } from './trace.js';
 
 const STATUSES = ['queued', 'dispatched', 'in_progress', 'completed', 'failed', 'stuck'];
 const LABEL = { in_progress: 'in progress' };
@@ -66,7 +67,8 @@ function renderItem(d) {
   if (d.error_detail) outcome.push(el('p', { class: 'derror' }, el('span', { class: 'dlabel' }, 'Error: '), d.error_detail));
   li.append(
     el('div', { class: 'dhead' }, chip(d.status),
-      el('span', { class: 'dparties' }, `${nameOf(d.caller_id)} → ${nameOf(d.callee_id)}`)),
+      el('span', { class: 'dparties' }, `${nameOf(d.caller_id)} → ${nameOf(d.callee_id)}`),
+      d.trace_id ? traceButton(d.trace_id, `the delegation ${nameOf(d.caller_id)} → ${nameOf(d.callee_id)}`) : null),
     el('p', { class: 'dtask' }, el('span', { class: 'dlabel' }, 'Task: '), d.task_preview),
     ...outcome,
     el('p', { class: 'hint dtime' }, timing(d)),

@@ -17,6 +17,7 @@ import { uploadChip } from './chips.js';
 import { $, ago, el, formatSize } from './dom.js';
 import { renderMarkdown } from './markdown.js';
 import { agentStatus, bus, serverNow, state } from './state.js';
+import { traceButton, traceIdOf } from './trace.js';
 
 /** Rows drawn at once: the newest page on open, then one page per scroll-up. */
 export const PAGE = 100;
@@ -202,6 +203,12 @@ function ledgerLink(did) {
   return el('a', { class: 'ledger-link', href: `#/w/${state.current?.id}/delegations/${did}` }, 'ledger row');
 }
 
+/** The Trace button of a row whose data carries a `traceparent`, else null. */
+function traceOf(row, what) {
+  const id = traceIdOf(row.data?.traceparent);
+  return id ? traceButton(id, what) : null;
+}
+
 /** A task delegated to this workspace: who asked, its live status, the task. */
 function delegateRow(row) {
   const data = row.data || {};
@@ -213,6 +220,7 @@ function delegateRow(row) {
       el('span', { class: 'who' }, `${partyName(row.source_id)} → ${partyName(row.target_id)} · delegation`),
       delegationChip(did, state.dstatus.get(did) || row.status || 'queued'),
       ledgerLink(did),
+      traceOf(row, 'this delegation'),
       timeOf(row)),
     textBlock(data.task ?? row.summary ?? ''));
   return li;
@@ -287,6 +295,8 @@ function draw(ctx, row) {
     const mine = data.source === 'canvas_user';
     const who = mine ? 'You' : `${partyName(data.source_id || row.source_id)} → ${agentName}`;
     const b = bubble(mine ? 'out' : 'other', who, row, textBlock(data.text ?? row.summary ?? ''));
+    const trace = traceOf(row, 'this request');
+    if (trace) b.firstElementChild.append(trace);
     if (row.status === 'forwarded') b.firstElementChild.append(deliveryTag(row, 'delivered'));
     else if (row.status === 'queued') b.firstElementChild.append(deliveryTag(row, row.id < state.lastAgentId ? 'answered' : 'queued'));
     ctx.parent.append(b);

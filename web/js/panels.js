@@ -1,5 +1,5 @@
 // The panels beyond the conversation: the workspace tabs (Secrets,
-// Delegations, Memory, Schedules, Approvals, Tokens) and the operator's global views, opened from the top
+// Delegations, Memory, Schedules, Usage, Approvals, Tokens; the trace view) and the operator's global views, opened from the top
 // bar (the approvals inbox, every delegation, the global secrets, the operator tokens). Each lives in its own
 // module; this one wires them once at start.
 
@@ -12,6 +12,8 @@ import { initSecrets } from './secrets.js';
 import { state } from './state.js';
 import { initTabs } from './tabs.js';
 import { initTokens } from './tokens.js';
+import { initTrace } from './trace.js';
+import { initUsage } from './usage.js';
 
 /** Builds the tabs and the top bar's buttons; called once at start. */
 export function initPanels() {
@@ -20,6 +22,8 @@ export function initPanels() {
   const openDelegations = initDelegations();
   initMemory(() => state.workspaces);
   initSchedules();
+  initUsage();
+  initTrace();
   const approvals = initApprovals();
   const openTokens = initTokens();
   const nav = el('nav', { class: 'operator-nav', 'aria-label': 'Operator views' },
