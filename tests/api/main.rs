@@ -48,4 +48,5 @@ mod tokens;
 mod traces;
 mod uploads;
 mod usage;
+mod work_chaos;
 mod workspaces;
