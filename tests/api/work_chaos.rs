@@ -67,6 +67,13 @@ impl Life {
         life
     }
 
+    /// True while the process started last is running (it was not
+    /// restarted behind the test's back, nor did it die).
+    pub(crate) fn running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
 
     pub(crate) fn base(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
