@@ -26,8 +26,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::helpers::{free_port, fresh_postgres_url, require_all_engines};
 use crate::work_chaos::{
-    all_activity, answered, approval_client, check_approvals, client, get, kill_loop, workspace,
-    Decision, Life, Tally, ADMIN, KILLS, WORKERS,
+    all_activity, answered, approval_client, check_approvals, check_revocations, client, get,
+    kill_loop, revoking_client, workspace, A2aLoad, Decision, Life, Revoked, Tally, ADMIN, KILLS,
+    WORKERS,
 };
 
 /// Schedules catching up a backlog during the kills.
@@ -86,37 +87,95 @@ async fn check_messages(base: &str, ws: &str, messages: &[Message]) -> Tally {
     tally
 }
 
-/// The work every test here runs on two replicas: approval clients and
-/// message clients, half preferring each replica.
+/// The work every test here runs on two replicas, half the clients
+/// preferring each: approval decisions, messages, A2A tasks with push
+/// notifications, token revocations (a poll held on one replica, the
+/// token revoked through the other).
 struct Load {
     stop: CancellationToken,
     acked: Arc<AtomicUsize>,
     decisions: Arc<Mutex<Vec<Decision>>>,
     messages: Arc<Mutex<Vec<Message>>>,
+    revoked: Arc<Mutex<Vec<Revoked>>>,
+    a2a: A2aLoad,
     askers: Vec<String>,
     inbox: String,
     workers: Vec<tokio::task::JoinHandle<()>>,
 }
 
+/// What [`Load::finish`] found, per kind of work.
+struct Found {
+    decided: Tally,
+    sent: Tally,
+    tasks: Tally,
+    tasks_summary: String,
+    revoked: Tally,
+    left_open: usize,
+}
+
+impl Found {
+    fn print_and_assert(&self, what: &str, started: Instant) {
+        self.decided
+            .print(&format!("{what}: approval decisions"), started);
+        self.sent.print(&format!("{what}: messages"), started);
+        self.tasks.print(
+            &format!("{what}: A2A tasks and moves ({})", self.tasks_summary),
+            started,
+        );
+        self.revoked.print(
+            &format!(
+                "{what}: token revocations ({} held polls outlived their token)",
+                self.left_open
+            ),
+            started,
+        );
+        for t in [&self.decided, &self.sent, &self.revoked] {
+            assert!(t.acknowledged > 0, "{t:?}");
+            assert_eq!((t.lost, t.duplicated, t.corrupt), (0, 0, 0), "{t:?}");
+        }
+        // Notifications: at least once (a duplicate is allowed).
+        assert!(self.tasks.acknowledged > 0, "{:?}", self.tasks);
+        assert_eq!(
+            (self.tasks.lost, self.tasks.corrupt),
+            (0, 0),
+            "{:?}",
+            self.tasks
+        );
+        assert_eq!(self.left_open, 0);
+    }
+}
+
 impl Load {
     async fn start(a: &str, b: &str) -> Self {
+        // The parties, made at once through B.
+        let (a2a, inbox, askers, holders) = tokio::join!(
+            A2aLoad::new(b),
+            workspace(b, "inbox", None),
+            futures::future::join_all(
+                (0..WORKERS).map(|w| async move { workspace(b, &format!("asker{w}"), None).await })
+            ),
+            futures::future::join_all(
+                (0..2).map(|w| async move { workspace(b, &format!("holder{w}"), None).await })
+            ),
+        );
         let mut load = Self {
             stop: CancellationToken::new(),
             acked: Arc::default(),
             decisions: Arc::default(),
             messages: Arc::default(),
-            askers: Vec::new(),
-            inbox: workspace(b, "inbox", None).await.0,
+            revoked: Arc::default(),
+            a2a,
+            askers: askers.iter().map(|a| a.0.clone()).collect(),
+            inbox: inbox.0,
             workers: Vec::new(),
         };
-        for w in 0..WORKERS {
+        let mut holders = holders.into_iter();
+        for (w, asker) in askers.into_iter().enumerate() {
             let bases = if w % 2 == 0 {
                 vec![a.to_owned(), b.to_owned()]
             } else {
                 vec![b.to_owned(), a.to_owned()]
             };
-            let asker = workspace(b, &format!("asker{w}"), None).await;
-            load.askers.push(asker.0.clone());
             load.workers.push(tokio::spawn(approval_client(
                 bases.clone(),
                 asker,
@@ -126,13 +185,29 @@ impl Load {
                 load.decisions.clone(),
             )));
             load.workers.push(tokio::spawn(message_client(
-                bases,
+                bases.clone(),
                 load.inbox.clone(),
                 w as u64,
                 load.stop.clone(),
                 load.acked.clone(),
                 load.messages.clone(),
             )));
+            // Two of the clients also revoke tokens and send A2A tasks.
+            if let Some((holder, _)) = holders.next() {
+                load.workers.push(tokio::spawn(revoking_client(
+                    bases.clone(),
+                    holder,
+                    load.stop.clone(),
+                    load.acked.clone(),
+                    load.revoked.clone(),
+                )));
+                load.workers.push(load.a2a.spawn(
+                    bases,
+                    w as u64,
+                    load.stop.clone(),
+                    load.acked.clone(),
+                ));
+            }
         }
         load
     }
@@ -148,19 +223,60 @@ impl Load {
     }
 
     /// Stops the clients and checks every acknowledged write through
-    /// `base`; the tallies of the decisions and of the messages.
-    async fn finish(self, base: &str) -> (Tally, Tally) {
+    /// `base`, once no push notification is owed on `db` any more.
+    async fn finish(self, base: &str, db: &str) -> Found {
         self.stop.cancel();
         for w in self.workers {
             w.await.unwrap();
         }
+        drain_outbox(db).await;
         let decisions = self.decisions.lock().unwrap().clone();
         let messages = self.messages.lock().unwrap().clone();
-        (
-            check_approvals(base, &self.askers, &decisions).await,
-            check_messages(base, &self.inbox, &messages).await,
-        )
+        let revoked = self.revoked.lock().unwrap().clone();
+        // Each kind checked at once with the others.
+        let ((tasks, tasks_summary), (revoked, left_open), decided, sent) = tokio::join!(
+            self.a2a.check(base),
+            check_revocations(base, &revoked),
+            check_approvals(base, &self.askers, &decisions),
+            check_messages(base, &self.inbox, &messages),
+        );
+        Found {
+            decided,
+            sent,
+            tasks,
+            tasks_summary,
+            revoked,
+            left_open,
+        }
     }
+}
+
+/// Waits (20 s at most) until every push notification owed on `db` was
+/// sent. One a killed replica was sending stays leased for a minute and is
+/// then sent again: the lease is made to have run out, not waited for.
+async fn drain_outbox(db: &str) {
+    let pg = sqlx::PgPool::connect(db).await.unwrap();
+    sqlx::query(
+        "UPDATE a2a_push_outbox SET next_at = now() - interval '1 minute' \
+         WHERE gave_up_at IS NULL",
+    )
+    .execute(&pg)
+    .await
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        // Sent rows go; given-up ones would stay (and fail this wait).
+        let owed: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM a2a_push_outbox")
+            .fetch_one(&pg)
+            .await
+            .unwrap();
+        if owed == 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{owed} notifications still owed");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    pg.close().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -172,20 +288,25 @@ async fn killing_one_replica_loses_nothing_and_fires_each_instant_once() {
     let mut a = Life::start_on(Some(db.clone())).await;
     let b = Life::start_on(Some(db.clone())).await;
     let (a_base, b_base) = (a.base(), b.base());
-    for i in 0..SCHEDULES {
-        let (ws, _) = workspace(&b_base, &format!("ticker{i}"), None).await;
-        let resp = client()
-            .post(format!("{b_base}/workspaces/{ws}/schedules"))
-            .bearer_auth(ADMIN)
-            .json(
-                &json!({"name": "tick", "cron_expr": "* * * * *", "prompt": "tick",
-                          "overlap": "allow_all", "catch_up": 3600}),
-            )
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(resp.status(), StatusCode::CREATED);
-    }
+    futures::future::join_all((0..SCHEDULES).map(|i| {
+        let b_base = &b_base;
+        async move {
+            let (ws, _) = workspace(b_base, &format!("ticker{i}"), None).await;
+            let resp = client()
+                .post(format!("{b_base}/workspaces/{ws}/schedules"))
+                .bearer_auth(ADMIN)
+                .timeout(Duration::from_secs(30))
+                .json(
+                    &json!({"name": "tick", "cron_expr": "* * * * *", "prompt": "tick",
+                              "overlap": "allow_all", "catch_up": 3600}),
+                )
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(resp.status(), StatusCode::CREATED);
+        }
+    }))
+    .await;
     let pg = sqlx::PgPool::connect(&db).await.unwrap();
     let load = Load::start(&a_base, &b_base).await;
     // Cron has minute granularity: the backlog is made, not waited for.
@@ -218,17 +339,10 @@ async fn killing_one_replica_loses_nothing_and_fires_each_instant_once() {
         assert!(Instant::now() < deadline, "the backlog was not caught up");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let (decided, sent) = load.finish(&b_base).await;
+    let found = load.finish(&b_base, &db).await;
     let fires = check_fires(&pg, first).await;
     pg.close().await;
-    decided.print(
-        &format!("two replicas, one killed {KILLS} times: approval decisions"),
-        started,
-    );
-    sent.print(
-        &format!("two replicas, one killed {KILLS} times: messages"),
-        started,
-    );
+    found.print_and_assert(&format!("two replicas, one killed {KILLS} times"), started);
     fires.print(
         &format!(
             "two replicas, one killed: schedule instants ({fired_under_kills} fired \
@@ -236,10 +350,6 @@ async fn killing_one_replica_loses_nothing_and_fires_each_instant_once() {
         ),
         started,
     );
-    for t in [&decided, &sent] {
-        assert!(t.acknowledged >= KILLS, "{t:?}");
-        assert_eq!((t.lost, t.duplicated, t.corrupt), (0, 0, 0), "{t:?}");
-    }
     assert_eq!(
         (fires.lost, fires.duplicated, fires.corrupt),
         (0, 0, 0),
@@ -295,9 +405,13 @@ async fn check_fires(pg: &sqlx::PgPool, first: DateTime<Utc>) -> Tally {
         tally.lost += expected.iter().filter(|e| !dues.contains(e)).count();
         tally.corrupt += dues.iter().filter(|d| !expected.contains(d)).count();
     }
+    // (The A2A tasks of the same run are delegations too, to a workspace
+    // without schedules.)
     let totals: (i64, i64) = sqlx::query_as(
-        "SELECT (SELECT COUNT(*) FROM delegations), \
-                (SELECT COUNT(*) FROM activity_logs WHERE method = 'delegate')",
+        "SELECT (SELECT COUNT(*) FROM delegations \
+                 WHERE callee_id IN (SELECT workspace_id FROM schedules)), \
+                (SELECT COUNT(*) FROM activity_logs WHERE method = 'delegate' \
+                 AND workspace_id IN (SELECT workspace_id FROM schedules))",
     )
     .fetch_one(pg)
     .await
@@ -493,7 +607,7 @@ async fn restarting_postgres_is_answered_503_then_recovered_losing_nothing() {
     // Writes go through both again.
     load.more(20).await;
     let inbox = load.inbox.clone();
-    let (decided, sent) = load.finish(&b_base).await;
+    let found = load.finish(&b_base, &cluster.url()).await;
     // A long poll on B wakes from a write on A: the cross-replica
     // notifications reconnected too (else it would run to its 20 s).
     let last = all_activity(&b_base, &inbox).await.last().unwrap()["id"]
@@ -526,17 +640,12 @@ async fn restarting_postgres_is_answered_503_then_recovered_losing_nothing() {
     let wake = nudged.elapsed();
     assert_eq!(woke[0]["data"]["text"], "nudge", "{woke}");
     assert!(wake < Duration::from_secs(10), "woken after {wake:?}");
-    decided.print("PostgreSQL restarted twice: approval decisions", started);
-    sent.print("PostgreSQL restarted twice: messages", started);
+    found.print_and_assert("PostgreSQL restarted twice", started);
     println!(
         "PostgreSQL restarts: {}; cross-replica wake after: {wake:?}",
         outages.join("; ")
     );
     assert!(a.running() && b.running(), "a replica restarted or died");
-    for t in [&decided, &sent] {
-        assert!(t.acknowledged > 0, "{t:?}");
-        assert_eq!((t.lost, t.duplicated, t.corrupt), (0, 0, 0), "{t:?}");
-    }
     a.kill().await;
     b.kill().await;
 }

@@ -23,6 +23,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use futures::StreamExt;
 use rand::{Rng, SeedableRng};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
@@ -36,6 +37,11 @@ pub(crate) const ADMIN: &str = "work-chaos-admin-token-51c2";
 pub(crate) const KILLS: usize = 8;
 /// Concurrent clients per test.
 pub(crate) const WORKERS: usize = 4;
+/// Concurrent reads when the acknowledged writes are checked.
+pub(crate) const CHECKERS: usize = 4;
+/// How long a request of the setup or of the checks may take (the server
+/// is up then; a loaded machine may be slow to answer).
+const CHECK_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The secrets key replicas of one database share (a test value).
 const SECRETS_KEY: &str = "4d6f6c6563756c65206368616f73206b6579206f662074657374732c2032362e";
@@ -202,6 +208,7 @@ pub(crate) async fn workspace(base: &str, name: &str, parent: Option<&str>) -> (
         .post(format!("{base}/workspaces"))
         .bearer_auth(ADMIN)
         .json(&body)
+        .timeout(CHECK_TIMEOUT)
         .send()
         .await
         .unwrap();
@@ -213,10 +220,12 @@ pub(crate) async fn workspace(base: &str, name: &str, parent: Option<&str>) -> (
     )
 }
 
+/// A read of the checks.
 pub(crate) async fn get(base: &str, path: &str, token: &str) -> (StatusCode, Value) {
     let r = client()
         .get(format!("{base}{path}"))
         .bearer_auth(token)
+        .timeout(CHECK_TIMEOUT)
         .send()
         .await
         .unwrap();
@@ -500,7 +509,7 @@ struct Parties {
 /// waiting) as the boss, then moves each as the agent: in progress, then
 /// completed. A repeat of the same messageId is the same task.
 async fn a2a_client(
-    base: String,
+    bases: Vec<String>,
     parties: Parties,
     seed: u64,
     stop: CancellationToken,
@@ -508,7 +517,6 @@ async fn a2a_client(
     tasks: Arc<Mutex<Vec<Task>>>,
 ) {
     let http = client();
-    let bases = [base];
     let (kid, kid_token) = &parties.kid;
     for n in 0.. {
         let text = format!("chaos task {seed}-{n}");
@@ -565,29 +573,141 @@ async fn a2a_client(
     }
 }
 
+/// The A2A side of a chaos run: the webhook, the two parties, and what
+/// the clients were acknowledged.
+pub(crate) struct A2aLoad {
+    parties: Parties,
+    hits: Hits,
+    tasks: Arc<Mutex<Vec<Task>>>,
+}
+
+impl A2aLoad {
+    /// The webhook and the parties, made through `base`.
+    pub(crate) async fn new(base: &str) -> Self {
+        let (hook, hits) = webhook().await;
+        let boss = workspace(base, "boss", None).await;
+        let kid = workspace(base, "kid", Some(&boss.0)).await;
+        Self {
+            parties: Parties { boss, kid, hook },
+            hits,
+            tasks: Arc::default(),
+        }
+    }
+
+    /// One client working through the first of `bases` that answers.
+    pub(crate) fn spawn(
+        &self,
+        bases: Vec<String>,
+        seed: u64,
+        stop: CancellationToken,
+        acked: Arc<AtomicUsize>,
+    ) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(a2a_client(
+            bases,
+            self.parties.clone(),
+            seed,
+            stop,
+            acked,
+            self.tasks.clone(),
+        ))
+    }
+
+    /// Counts the acknowledged tasks and moves that are lost (a task, its
+    /// history, config or state; a move never notified), notified more than
+    /// once (allowed: at least once is the promise) or corrupt; once no
+    /// notification is owed any more. With a summary of the run.
+    pub(crate) async fn check(&self, base: &str) -> (Tally, String) {
+        let tasks = self.tasks.lock().unwrap().clone();
+        let hits = self.hits.lock().unwrap().clone();
+        let mut per_move: BTreeMap<(String, String), usize> = BTreeMap::new();
+        for hit in &hits {
+            *per_move.entry(hit.clone()).or_default() += 1;
+        }
+        let mut tally = Tally::default();
+        let mut moves = 0;
+        let ((kid, _), (_, boss)) = (&self.parties.kid, &self.parties.boss);
+        // Each task and its configs, read a few at a time.
+        let read: Vec<(Value, Value)> = futures::stream::iter(&tasks)
+            .map(|task| async move {
+                let (status, got) = rpc(base, kid, boss, "GetTask", json!({"id": task.id})).await;
+                assert_eq!(status, StatusCode::OK, "{got}");
+                let (status, configs) = rpc(
+                    base,
+                    kid,
+                    boss,
+                    "ListTaskPushNotificationConfigs",
+                    json!({"taskId": task.id}),
+                )
+                .await;
+                assert_eq!(status, StatusCode::OK, "{configs}");
+                (got, configs)
+            })
+            .buffered(CHECKERS)
+            .collect()
+            .await;
+        for (task, (got, configs)) in tasks.iter().zip(&read) {
+            tally.acknowledged += 1;
+            let got = &got["result"];
+            if got["id"] != task.id.as_str() {
+                // The task and every move of it.
+                tally.acknowledged += task.moves.len();
+                tally.lost += 1 + task.moves.len();
+                continue;
+            }
+            if got["history"][0]["parts"][0]["text"] != task.text.as_str() {
+                tally.corrupt += 1;
+            }
+            // The last acknowledged move is where the task stands (or past it).
+            let state = got["status"]["state"].as_str().unwrap_or_default();
+            match task.moves.last() {
+                Some(&"TASK_STATE_COMPLETED") if state != "TASK_STATE_COMPLETED" => tally.lost += 1,
+                Some(_) if state == "TASK_STATE_SUBMITTED" => tally.lost += 1,
+                _ => {}
+            }
+            if configs["result"]["configs"].as_array().map(Vec::len) != Some(1) {
+                tally.lost += 1;
+            }
+            for state in &task.moves {
+                moves += 1;
+                tally.acknowledged += 1;
+                match per_move.get(&(task.id.clone(), (*state).to_owned())) {
+                    None => tally.lost += 1,
+                    Some(1) => {}
+                    // At least once is the promise: counted, not refused.
+                    Some(_) => tally.duplicated += 1,
+                }
+            }
+        }
+        // A notification without a task id, a state or the token.
+        tally.corrupt += hits
+            .iter()
+            .filter(|(id, state)| state == "corrupt" || id == "corrupt")
+            .count();
+        let known: BTreeSet<&str> = tasks.iter().map(|t| t.id.as_str()).collect();
+        let unknown = hits
+            .iter()
+            .filter(|(id, _)| !known.contains(id.as_str()))
+            .count();
+        let summary = format!(
+            "{} tasks, {moves} moves, {} notifications, {unknown} of them about tasks \
+             whose answer was lost",
+            tasks.len(),
+            hits.len()
+        );
+        (tally, summary)
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_loses_no_a2a_task_and_no_push_notification() {
     let started = Instant::now();
     let mut life = Life::start().await;
     let base = life.base();
-    let (hook, hits) = webhook().await;
-    let boss = workspace(&base, "boss", None).await;
-    let kid = workspace(&base, "kid", Some(&boss.0)).await;
-    let parties = Parties { boss, kid, hook };
+    let a2a = A2aLoad::new(&base).await;
     let stop = CancellationToken::new();
     let acked = Arc::new(AtomicUsize::new(0));
-    let tasks = Arc::new(Mutex::new(Vec::new()));
     let workers: Vec<_> = (0..WORKERS)
-        .map(|w| {
-            tokio::spawn(a2a_client(
-                base.clone(),
-                parties.clone(),
-                w as u64,
-                stop.clone(),
-                acked.clone(),
-                tasks.clone(),
-            ))
-        })
+        .map(|w| a2a.spawn(vec![base.clone()], w as u64, stop.clone(), acked.clone()))
         .collect();
     kill_loop(&mut life, 0x0a2a_7a5c, &acked, stop).await;
     for w in workers {
@@ -608,6 +728,7 @@ async fn sigkill_loses_no_a2a_task_and_no_push_notification() {
     life.restart().await;
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
+        // Sent rows go; given-up ones would stay (and fail this wait).
         let owed: i64 = life
             .db(|db| async move {
                 sqlx::query_scalar("SELECT COUNT(*) FROM a2a_push_outbox")
@@ -622,86 +743,9 @@ async fn sigkill_loses_no_a2a_task_and_no_push_notification() {
         assert!(Instant::now() < deadline, "{owed} notifications still owed");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-
-    let tasks = tasks.lock().unwrap().clone();
-    let hits = hits.lock().unwrap().clone();
-    let mut per_move: BTreeMap<(String, String), usize> = BTreeMap::new();
-    for hit in &hits {
-        *per_move.entry(hit.clone()).or_default() += 1;
-    }
-    let known: BTreeSet<&str> = tasks.iter().map(|t| t.id.as_str()).collect();
-    let mut tally = Tally::default();
-    let mut moves = 0;
-    let ((kid, _), (_, boss)) = (&parties.kid, &parties.boss);
-    for task in &tasks {
-        tally.acknowledged += 1;
-        let (status, got) = rpc(&base, kid, boss, "GetTask", json!({"id": task.id})).await;
-        assert_eq!(status, StatusCode::OK, "{got}");
-        let got = &got["result"];
-        if got["id"] != task.id.as_str() {
-            tally.lost += 1;
-            continue;
-        }
-        if got["history"][0]["parts"][0]["text"] != task.text.as_str() {
-            tally.corrupt += 1;
-        }
-        // The last acknowledged move is where the task stands (or past it).
-        let state = got["status"]["state"].as_str().unwrap_or_default();
-        match task.moves.last() {
-            Some(&"TASK_STATE_COMPLETED") if state != "TASK_STATE_COMPLETED" => tally.lost += 1,
-            Some(_) if state == "TASK_STATE_SUBMITTED" => tally.lost += 1,
-            _ => {}
-        }
-        let (_, configs) = rpc(
-            &base,
-            kid,
-            boss,
-            "ListTaskPushNotificationConfigs",
-            json!({"taskId": task.id}),
-        )
-        .await;
-        if configs["result"]["configs"].as_array().map(Vec::len) != Some(1) {
-            tally.lost += 1;
-        }
-        for state in &task.moves {
-            moves += 1;
-            tally.acknowledged += 1;
-            match per_move.get(&(task.id.clone(), (*state).to_owned())) {
-                None => tally.lost += 1,
-                Some(1) => {}
-                // At least once is the promise: counted, not refused.
-                Some(_) => tally.duplicated += 1,
-            }
-        }
-    }
-    // A notification about no task the clients made, or without a state.
-    tally.corrupt += hits
-        .iter()
-        .filter(|(id, state)| state == "corrupt" || id == "corrupt")
-        .count();
-    let unknown = hits
-        .iter()
-        .filter(|(id, _)| !known.contains(id.as_str()))
-        .count();
-    tally.print(
-        &format!(
-            "a2a chaos, {KILLS} SIGKILLs ({} tasks, {moves} moves, {} notifications, {unknown} of tasks \
-             whose answer was lost)",
-            tasks.len(),
-            hits.len()
-        ),
-        started,
-    );
-    let given_up: i64 = life
-        .db(|db| async move {
-            sqlx::query_scalar("SELECT COUNT(*) FROM a2a_push_outbox WHERE gave_up_at IS NOT NULL")
-                .fetch_one(&db)
-                .await
-                .unwrap()
-        })
-        .await;
-    assert_eq!(given_up, 0, "a notification was given up");
-    assert!(tasks.len() >= KILLS, "{tally:?}");
+    let (tally, summary) = a2a.check(&base).await;
+    tally.print(&format!("a2a chaos, {KILLS} SIGKILLs ({summary})"), started);
+    assert!(tally.acknowledged >= KILLS, "{tally:?}");
     assert_eq!((tally.lost, tally.corrupt), (0, 0));
 }
 
@@ -719,6 +763,7 @@ async fn rpc(
         .bearer_auth(token)
         .header("A2A-Version", "1.0")
         .json(&json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params}))
+        .timeout(CHECK_TIMEOUT)
         .send()
         .await
         .unwrap();
@@ -729,19 +774,21 @@ async fn rpc(
 /// An acknowledged revocation: the workspace, the token's secret, and
 /// whether the long poll held with it ended at once (`None`: the server was
 /// killed first).
-type Revoked = (String, String, Option<bool>);
+pub(crate) type Revoked = (String, String, Option<bool>);
 
 /// One client: mints a token for its workspace, holds a long poll with
-/// it, revokes it, and checks that the poll ended with 401.
-async fn revoking_client(
-    base: String,
+/// it (on the last of `bases`: with two replicas, not the one revoking),
+/// revokes it, and checks that the poll ended with 401.
+pub(crate) async fn revoking_client(
+    bases: Vec<String>,
     ws: String,
     stop: CancellationToken,
     acked: Arc<AtomicUsize>,
     revoked: Arc<Mutex<Vec<Revoked>>>,
 ) {
     let http = client();
-    let bases = [base.clone()];
+    // The poll is held on the last replica, the rest goes to the first.
+    let holder = bases.last().unwrap().clone();
     for n in 0.. {
         let minted = answered(&stop, &bases, |base| {
             http.post(format!("{base}/workspaces/{ws}/tokens"))
@@ -760,7 +807,7 @@ async fn revoking_client(
         let poll = {
             let (http, url, secret) = (
                 reqwest::Client::new(),
-                format!("{base}/workspaces/{ws}/activity?wait=30"),
+                format!("{holder}/workspaces/{ws}/activity?wait=30"),
                 secret.clone(),
             );
             tokio::spawn(async move {
@@ -780,6 +827,9 @@ async fn revoking_client(
                 let ended = tokio::time::timeout(Duration::from_secs(5), poll).await;
                 let ended = match ended {
                     Ok(Ok(Some(StatusCode::UNAUTHORIZED))) => Some(true),
+                    // The database went away under it (the PostgreSQL
+                    // restart): ended, but not by the revocation.
+                    Ok(Ok(Some(StatusCode::SERVICE_UNAVAILABLE))) => None,
                     Ok(Ok(Some(other))) => panic!("the held poll answered {other}"),
                     Ok(_) => None,
                     Err(_) => Some(false),
@@ -806,7 +856,7 @@ async fn sigkill_undoes_no_acknowledged_token_revocation() {
     for w in 0..WORKERS {
         let (ws, _) = workspace(&base, &format!("holder{w}"), None).await;
         workers.push(tokio::spawn(revoking_client(
-            base.clone(),
+            vec![base.clone()],
             ws,
             stop.clone(),
             acked.clone(),
@@ -822,20 +872,7 @@ async fn sigkill_undoes_no_acknowledged_token_revocation() {
     life.restart().await;
 
     let revoked = revoked.lock().unwrap().clone();
-    let mut tally = Tally {
-        acknowledged: revoked.len(),
-        ..Tally::default()
-    };
-    let mut left_open = 0;
-    for (ws, secret, ended) in &revoked {
-        if *ended == Some(false) {
-            left_open += 1;
-        }
-        let (status, _) = get(&base, &format!("/workspaces/{ws}/activity"), secret).await;
-        if status != StatusCode::UNAUTHORIZED {
-            tally.lost += 1;
-        }
-    }
+    let (tally, left_open) = check_revocations(&base, &revoked).await;
     tally.print(
         &format!(
             "revocation chaos, {KILLS} SIGKILLs ({left_open} held polls outlived their token)"
@@ -844,4 +881,26 @@ async fn sigkill_undoes_no_acknowledged_token_revocation() {
     );
     assert!(revoked.len() >= KILLS, "{tally:?}");
     assert_eq!((tally.lost, left_open), (0, 0));
+}
+
+/// Counts the acknowledged revocations whose token `base` still takes
+/// (lost); and the polls held with a revoked token that did not end when
+/// the revocation was answered.
+pub(crate) async fn check_revocations(base: &str, revoked: &[Revoked]) -> (Tally, usize) {
+    let mut tally = Tally {
+        acknowledged: revoked.len(),
+        ..Tally::default()
+    };
+    let left_open = revoked.iter().filter(|r| r.2 == Some(false)).count();
+    tally.lost = futures::stream::iter(revoked)
+        .map(|(ws, secret, _)| async move {
+            get(base, &format!("/workspaces/{ws}/activity"), secret)
+                .await
+                .0
+        })
+        .buffer_unordered(CHECKERS)
+        .filter(|status| std::future::ready(*status != StatusCode::UNAUTHORIZED))
+        .count()
+        .await;
+    (tally, left_open)
 }
