@@ -163,10 +163,14 @@ impl StoreError {
             return matches!(self, StoreError::Interrupted);
         };
         match e {
+            // `Protocol`: bytes that are no PostgreSQL answer, which is
+            // what a server that is stopping or starting sends a new
+            // connection (e.g. `0x00` to the SSLRequest during a restart).
             sqlx::Error::PoolTimedOut
             | sqlx::Error::PoolClosed
             | sqlx::Error::Io(_)
             | sqlx::Error::Tls(_)
+            | sqlx::Error::Protocol(_)
             | sqlx::Error::WorkerCrashed => true,
             sqlx::Error::Database(db) => {
                 if let Some(e) = db.try_downcast_ref::<sqlx::sqlite::SqliteError>() {

@@ -936,12 +936,29 @@ async fn kill_9_under_load_loses_no_acknowledged_write_and_delivers_each_once() 
         }
 
         // Delivered to the agent, each exactly once. A write committed
-        // just before a kill, whose answer never reached the client, may be
-        // delivered too (it is in the database); but nothing twice.
+        // just before a kill, whose answer never reached the client, is in
+        // the database and is delivered too, possibly last: so the wait is
+        // for every STORED write (a superset of the acknowledged ones), and
+        // only then is silence meaningful (anything more is a duplicate).
+        let stored_messages: Vec<i64> = rows
+            .iter()
+            .filter(|r| {
+                r["data"]["text"]
+                    .as_str()
+                    .is_some_and(|t| t.starts_with("chaos message "))
+            })
+            .map(|r| r["id"].as_i64().unwrap())
+            .collect();
+        let stored_files: Vec<String> = every_file
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| f["file_id"].as_str().unwrap().to_owned())
+            .collect();
         let mut seen_messages: Vec<i64> = Vec::new();
         let mut seen_files: Vec<String> = Vec::new();
-        while !messages.iter().all(|(id, _)| seen_messages.contains(id))
-            || !files.iter().all(|f| seen_files.contains(f))
+        while !stored_messages.iter().all(|id| seen_messages.contains(id))
+            || !stored_files.iter().all(|f| seen_files.contains(f))
         {
             let line = connect.next_line().await;
             match line["type"].as_str() {

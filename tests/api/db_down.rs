@@ -99,3 +99,75 @@ async fn a_down_database_is_answered_503_fast_and_recovers() {
     assert_eq!(status, StatusCode::OK);
     running.abort();
 }
+
+/// A PostgreSQL that is stopping or starting may answer a new connection
+/// with bytes that are no protocol answer (a `0x00` to the SSLRequest was
+/// seen during a restart): the database is unavailable, so 503 like the
+/// other outages, never 500; and the server recovers when it is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_answering_garbage_is_answered_503_not_500() {
+    let Some(direct) = fresh_postgres_url().await else {
+        return;
+    };
+    let mut parsed = url::Url::parse(&direct).unwrap();
+    let upstream: SocketAddr = format!(
+        "{}:{}",
+        parsed.host_str().unwrap().replace("localhost", "127.0.0.1"),
+        parsed.port().unwrap_or(5432)
+    )
+    .parse()
+    .unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let running = relay(listener, upstream);
+    parsed.set_port(Some(port)).unwrap();
+    let via_relay = parsed.to_string();
+    let app = spawn_app_with(Options::new(Engine::Postgres).tweak(move |c| {
+        c.database_url = via_relay;
+    }))
+    .await
+    .unwrap();
+    let ws = app.create_poll_workspace("w").await;
+
+    // Every pooled connection is cut; each new one reads one 0x00 byte.
+    running.abort();
+    let _ = running.await;
+    let listener = TcpListener::bind(("127.0.0.1", port)).await.unwrap();
+    let garbage = tokio::spawn(async move {
+        use tokio::io::AsyncWriteExt;
+        while let Ok((mut conn, _)) = listener.accept().await {
+            let _ = conn.write_all(&[0]).await;
+        }
+    });
+    for _ in 0..3 {
+        for path in ["/ready".to_owned(), format!("/workspaces/{}", ws.id)] {
+            let (status, body) = app.get(&path, &app.admin_token).await;
+            assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{path}: {body}");
+            assert!(body["error"].is_string(), "{body}");
+        }
+    }
+
+    garbage.abort();
+    let _ = garbage.await;
+    let listener = TcpListener::bind(("127.0.0.1", port)).await.unwrap();
+    let running = relay(listener, upstream);
+    let started = Instant::now();
+    loop {
+        let (status, body) = app
+            .get(&format!("/workspaces/{}", ws.id), &app.admin_token)
+            .await;
+        if status == StatusCode::OK {
+            assert_eq!(body["id"], ws.id.as_str());
+            break;
+        }
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "never recovered"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (status, _) = app.get("/ready", "").await;
+    assert_eq!(status, StatusCode::OK);
+    running.abort();
+}
