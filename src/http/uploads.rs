@@ -25,7 +25,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::access::{LiveWorkspace, Operator};
-use super::extract::WorkspacePath;
+use super::extract::{Query, WorkspacePath};
 use super::multipart::{
     Framing, FramingGuard, Scanner, Verdict, DRAIN_TIME, FRAMING_ALLOWANCE, MAX_PART_HEADER,
 };
@@ -250,10 +250,20 @@ fn request_too_large(limit: u64) -> Error {
     ))
 }
 
+/// Query of `POST /workspaces/:id/chat/uploads`.
+#[derive(Debug, Default, serde::Deserialize, utoipa::IntoParams)]
+pub(super) struct UploadParams {
+    /// `true`: the files are attachments of a message the client sends
+    /// next (naming them by URI in its `file` parts); the agent gets them
+    /// with that message rather than each announced alone.
+    #[serde(default)]
+    pub attach: bool,
+}
+
 /// Uploads files to a workspace: forwarded in push mode, staged for the
 /// workspace to download in poll mode. All or nothing.
 #[utoipa::path(post, path = "/workspaces/{id}/chat/uploads", tag = "uploads",
-    params(("id" = String, Path, description = "workspace id")),
+    params(("id" = String, Path, description = "workspace id"), UploadParams),
     request_body(content_type = "multipart/form-data", description = "one or more parts named `files`"),
     responses((status = 200, body = UploadedFiles), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
         (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 413, body = ErrorBody),
@@ -264,6 +274,7 @@ pub(super) async fn upload_chat_files(
         row: workspace,
         rule: Operator(WorkspacePath(id), _),
     }: LiveWorkspace<Operator<WorkspacePath>>,
+    Query(params): Query<UploadParams>,
     req: Request,
 ) -> Result<Response> {
     let is_multipart = req
@@ -293,9 +304,13 @@ pub(super) async fn upload_chat_files(
             // handler is dropped, the task still sees the body fail and
             // removes what it wrote, before anything else can observe it.
             let task_state = state.clone();
-            let staged = tokio::spawn(async move { stage_upload(&task_state, id, req).await })
-                .await
-                .map_err(|e| Error::Internal(anyhow::anyhow!("the upload task failed: {e}")))??;
+            let attach = params.attach;
+            let staged =
+                tokio::spawn(async move { stage_upload(&task_state, id, req, attach).await })
+                    .await
+                    .map_err(|e| {
+                        Error::Internal(anyhow::anyhow!("the upload task failed: {e}"))
+                    })??;
             Ok(axum::Json(staged).into_response())
         }
     }
@@ -334,7 +349,12 @@ impl<S: futures::Stream + Unpin> futures::Stream for OneReadAtATime<S> {
 /// Poll mode: read every file into the blob store, then record them all
 /// in one transaction, then announce them. Any refusal on the way deletes
 /// what was written (see [`refuse`]).
-async fn stage_upload(state: &AppState, id: WorkspaceId, req: Request) -> Result<UploadedFiles> {
+async fn stage_upload(
+    state: &AppState,
+    id: WorkspaceId,
+    req: Request,
+    attach: bool,
+) -> Result<UploadedFiles> {
     let mut blobs = StagedBlobs {
         blobs: state.blobs.clone(),
         keys: Vec::new(),
@@ -352,7 +372,7 @@ async fn stage_upload(state: &AppState, id: WorkspaceId, req: Request) -> Result
     // This runs in a task of its own (see `upload_chat_files`): it is never
     // dropped between the commit and `blobs.commit()`, and the store's
     // group commit, which needs its callers to run to completion, holds.
-    let activities = match record(state, id, &staged).await {
+    let activities = match record(state, id, &staged, attach).await {
         Ok(activities) => activities,
         Err(e) => {
             let rejection = Rejection::Storage(e);
@@ -533,6 +553,7 @@ async fn record(
     state: &AppState,
     id: WorkspaceId,
     staged: &[Staged],
+    attach: bool,
 ) -> Result<Vec<crate::store::Activity>> {
     let now = staged.last().map_or_else(domain::now, |f| f.received_at);
     let expires_at = state.upload_ttl.after(now);
@@ -549,14 +570,17 @@ async fn record(
                 created_at: f.received_at,
                 expires_at,
             };
-            let announced = ChatUpload::staged(
-                id,
-                f.file_id,
-                f.filename.to_string(),
-                f.mimetype.to_string(),
-                f.size,
-                f.sha256.clone(),
-            );
+            let announced = ChatUpload {
+                attached: attach,
+                ..ChatUpload::staged(
+                    id,
+                    f.file_id,
+                    f.filename.to_string(),
+                    f.mimetype.to_string(),
+                    f.size,
+                    f.sha256.clone(),
+                )
+            };
             let activity = InboxItem::ChatUpload(announced).row();
             (upload, activity)
         })

@@ -231,6 +231,15 @@ pub trait UploadStore: Send + Sync {
         now: DateTime<Utc>,
     ) -> StoreResult<Option<PendingUpload>>;
 
+    /// A file staged for this workspace, whatever its state (acked and
+    /// expired ones until the sweep removes them): what a message may name
+    /// as its attachment, even once the agent has fetched it.
+    async fn find_upload(
+        &self,
+        workspace_id: WorkspaceId,
+        file_id: FileId,
+    ) -> StoreResult<Option<PendingUpload>>;
+
     /// Every row of a workspace still in the table, whatever its state
     /// (acked and expired ones until the sweep removes them), oldest first.
     async fn list_all_uploads(
@@ -424,6 +433,22 @@ engines! {
                 .bind(file_id)
                 .bind(workspace_id)
                 .bind(Ts(now))
+                .fetch_optional(&self.pool)
+                .await?;
+            Ok(row.map(Into::into))
+        }
+
+        async fn find_upload(
+            &self,
+            workspace_id: WorkspaceId,
+            file_id: FileId,
+        ) -> StoreResult<Option<PendingUpload>> {
+            let sql = format!(
+                "SELECT {UPLOAD_COLUMNS} FROM pending_uploads WHERE file_id = $1 AND workspace_id = $2"
+            );
+            let row: Option<UploadRow> = sqlx::query_as(&sql)
+                .bind(file_id)
+                .bind(workspace_id)
                 .fetch_optional(&self.pool)
                 .await?;
             Ok(row.map(Into::into))

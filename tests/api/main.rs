@@ -18,6 +18,7 @@ mod blob_contract;
 mod canvas;
 mod clients;
 mod connect_e2e;
+mod connect_files;
 mod cron_preview;
 mod db_down;
 mod delegations;
