@@ -286,7 +286,10 @@ function draw(ctx, row) {
   } else if (row.activity_type === 'a2a_receive' && (row.method === 'message/send' || !row.method)) {
     const mine = data.source === 'canvas_user';
     const who = mine ? 'You' : `${partyName(data.source_id || row.source_id)} → ${agentName}`;
-    const b = bubble(mine ? 'out' : 'other', who, row, textBlock(data.text ?? row.summary ?? ''));
+    const files = (Array.isArray(data.parts) ? data.parts : []).filter((p) => p?.kind === 'file' && p.file);
+    const b = bubble(mine ? 'out' : 'other', who, row, textBlock(data.text ?? row.summary ?? ''),
+      files.length ? el('ul', { class: 'chips', 'aria-label': 'Attached files' },
+        ...files.map((p) => el('li', { class: 'chip' }, el('span', { class: 'chip-name' }, p.file.name || 'file')))) : null);
     if (row.status === 'forwarded') b.firstElementChild.append(deliveryTag(row, 'delivered'));
     else if (row.status === 'queued') b.firstElementChild.append(deliveryTag(row, row.id < state.lastAgentId ? 'answered' : 'queued'));
     ctx.parent.append(b);
