@@ -15,7 +15,7 @@ use url::Url;
 
 use super::backoff::Backoff;
 use super::handoff::{self, ExecError, Handoff};
-use super::{delegation, Ctx, FileState};
+use super::{attach, delegation, Ctx, FileState};
 use crate::client::{answer_text, ActivityView, ClientError};
 use crate::domain::inbox::{self, InboxItem, Message, Sender};
 use crate::domain::FileId;
@@ -305,7 +305,14 @@ async fn exec(ctx: &Ctx, cmd: &str, event: &Value, activity_id: i64) -> bool {
             tracing::info!(activity_id, "the --exec command printed nothing: no reply");
             true
         }
-        Ok(reply) => reply_with(ctx, &reply, activity_id).await,
+        Ok(reply) => {
+            // `attach: <path>` lines send files to the user with the reply.
+            let (text, files) = attach::split_reply(&ctx.dir, &reply);
+            let Some(attachments) = attach::upload(ctx, &files, activity_id).await else {
+                return false;
+            };
+            reply_with(ctx, &text, &attachments, activity_id).await
+        }
         Err(e @ ExecError::Start(_)) => {
             tracing::error!(activity_id, error = %e, "failed to start the --exec command");
             ctx.out
@@ -364,7 +371,7 @@ async fn forward(
                 );
                 return true;
             }
-            reply_with(ctx, reply.trim(), activity_id).await
+            reply_with(ctx, reply.trim(), &[], activity_id).await
         }
         Err(_) if ctx.stop.is_cancelled() => false,
         Err(error) => {
@@ -379,10 +386,10 @@ async fn forward(
 
 /// Sends the agent's reply through `/notify`, retrying while the server is
 /// unreachable. `false` when stopped before it went through.
-async fn reply_with(ctx: &Ctx, reply: &str, activity_id: i64) -> bool {
+async fn reply_with(ctx: &Ctx, reply: &str, attachments: &[Value], activity_id: i64) -> bool {
     let mut backoff = Backoff::new();
     loop {
-        match ctx.client.notify(ctx.workspace, reply, &[]).await {
+        match ctx.client.notify(ctx.workspace, reply, attachments).await {
             Ok(_) => {
                 tracing::info!(activity_id, "reply sent");
                 return true;

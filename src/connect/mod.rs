@@ -21,6 +21,7 @@
 //! lines for the agent, logs go to stderr. File work runs off the async
 //! threads (`tokio::fs`, `spawn_blocking`).
 
+mod attach;
 mod backoff;
 mod cursor;
 mod delegation;

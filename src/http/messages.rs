@@ -136,7 +136,12 @@ async fn check_attachments(state: &AppState, id: WorkspaceId, parts: &Value) -> 
         .filter_map(|p| p.pointer("/file/uri").and_then(Value::as_str));
     for uri in files.filter(|u| u.starts_with("platform-pending:")) {
         let staged = match domain::parse_pending_uri(uri) {
-            Some((ws, fid)) if ws == id => state.store.find_upload(id, fid).await?,
+            // A file the agent sent the user is never the agent's to fetch.
+            Some((ws, fid)) if ws == id => state
+                .store
+                .find_upload(id, fid)
+                .await?
+                .filter(|f| !f.to_user),
             _ => None,
         };
         if staged.is_none() {
@@ -382,7 +387,7 @@ pub(super) struct Stored {
     params(("id" = String, Path, description = "workspace id")),
     request_body = Notify,
     responses((status = 200, body = Stored), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
-        (status = 403, body = ErrorBody)))]
+        (status = 403, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub(super) async fn notify_operator(
     State(state): State<AppState>,
     WorkspaceItself(WorkspacePath(id), _): WorkspaceItself,
@@ -403,10 +408,11 @@ pub(super) async fn notify(state: &AppState, id: WorkspaceId, body: Notify) -> R
             "every attachment needs a string `uri`".into(),
         ));
     }
+    let attachments = files_to_user(state, id, body.attachments).await?;
     let row = InboxItem::AgentMessage(AgentMessage {
         from: id,
         text: body.message,
-        attachments: body.attachments,
+        attachments,
     })
     .row();
     let stored = record(state, id, &row).await?;
@@ -414,6 +420,38 @@ pub(super) async fn notify(state: &AppState, id: WorkspaceId, body: Notify) -> R
         status: "ok",
         activity_id: stored.id,
     })
+}
+
+/// An attachment naming a staged file (`platform-pending:<ws>/<fid>`)
+/// must name one this workspace uploaded for the user
+/// (`POST /workspaces/:id/notify/uploads`); its name, type and size are
+/// the server's record. Anything else is 422, and nothing is stored.
+async fn files_to_user(state: &AppState, id: WorkspaceId, attachments: Vec<Value>) -> Result<Vec<Value>> {
+    let mut checked = Vec::with_capacity(attachments.len());
+    for mut a in attachments {
+        let uri = a["uri"].as_str().unwrap_or_default().to_owned();
+        if uri.starts_with("platform-pending:") {
+            let file = match domain::parse_pending_uri(&uri) {
+                Some((ws, fid)) if ws == id => state
+                    .store
+                    .find_upload(id, fid)
+                    .await?
+                    .filter(|f| f.to_user),
+                _ => None,
+            };
+            let Some(file) = file else {
+                return Err(Error::Unprocessable(format!(
+                    "the attachment names {uri}, which is not a file this workspace uploaded for the user; \
+                     upload it first (POST /workspaces/{id}/notify/uploads) and name the URI it answers"
+                )));
+            };
+            a["name"] = file.filename.into();
+            a["mimeType"] = file.mimetype.into();
+            a["size"] = file.size.into();
+        }
+        checked.push(a);
+    }
+    Ok(checked)
 }
 
 /// The routes of this resource, with their OpenAPI operations.

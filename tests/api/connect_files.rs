@@ -16,7 +16,7 @@ use crate::helpers::free_port;
 
 /// A server on SQLite, or on a fresh PostgreSQL database (`None` when
 /// PostgreSQL is not set up here).
-async fn server(dir: &Path, postgres: bool) -> Option<Server> {
+pub(crate) async fn server(dir: &Path, postgres: bool) -> Option<Server> {
     let mut extra = Vec::new();
     if postgres {
         extra = vec![
@@ -30,7 +30,7 @@ async fn server(dir: &Path, postgres: bool) -> Option<Server> {
 
 /// Uploads `files` as the operator (`?attach=true` when `attach`); the
 /// answer's `files`.
-async fn upload(server: &Server, ws: &str, files: &[(&str, &[u8])], attach: bool) -> Vec<Value> {
+pub(crate) async fn upload(server: &Server, ws: &str, files: &[(&str, &[u8])], attach: bool) -> Vec<Value> {
     let mut form = reqwest::multipart::Form::new();
     for (name, bytes) in files {
         form = form.part(
@@ -58,7 +58,7 @@ async fn upload(server: &Server, ws: &str, files: &[(&str, &[u8])], attach: bool
 }
 
 /// Sends the operator's message with `text` and a `file` part per upload.
-async fn send_with_files(
+pub(crate) async fn send_with_files(
     server: &Server,
     ws: &str,
     text: &str,

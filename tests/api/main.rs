@@ -19,6 +19,7 @@ mod canvas;
 mod clients;
 mod connect_e2e;
 mod connect_files;
+mod files_to_user;
 mod cron_preview;
 mod db_down;
 mod delegations;

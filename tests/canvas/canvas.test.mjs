@@ -116,8 +116,9 @@ function startConnect({ server, workspace, token }, dir) {
   const child = spawn(BIN, [
     'connect', '--server', server, '--workspace', workspace, '--token', token, '--dir', dir,
     // Only messages get an answer: a file dropped alone also reaches the
-    // agent (a `file_arrived` event), and answers nothing here.
-    '--exec', "sh -c 'grep -q type.:.message && echo got it'",
+    // agent (a `file_arrived` event), and answers nothing here. Asked for
+    // the report, it attaches report-from-agent.txt by writing its path.
+    '--exec', "sh -c 'm=$(cat); case \"$m\" in *type?:?message*) case \"$m\" in *\"send me the report\"*) echo here is the report; echo attach: report-from-agent.txt;; *) echo got it;; esac;; esac'",
   ], { stdio: ['ignore', 'pipe', 'pipe'] });
   child.stdout.pipe(log);
   child.stderr.pipe(log);
@@ -843,6 +844,13 @@ async function main() {
   });
 
   // ---- files and lifecycle (issue 30: defects 4 and 6) ----
+  /** axe-core 0 at 1280 px and on a phone (390 px), back to 1280 after. */
+  const axeBothWidths = async (view) => {
+    await axeCheck(view);
+    await page.setViewportSize({ width: 390, height: 844 });
+    await axeCheck(`${view} (phone)`);
+    await page.setViewportSize({ width: 1280, height: 800 });
+  };
   const agentReplies = async () => (await apiCall('GET', `/workspaces/${connection.workspace}/activity?type=agent_message&limit=500`, ADMIN_TOKEN)).length;
   const onDisk = async (name) => {
     const dir = path.join(agentDir, '.molecule', 'chat-uploads');
@@ -861,7 +869,7 @@ async function main() {
       { name: 'second-attached.txt', mimeType: 'text/plain', buffer: Buffer.from('second attached\n') },
     ]);
     await page.locator('#attach-tray .chip', { hasText: 'second-attached.txt' }).waitFor();
-    await axeCheck('composer with files attached to a message');
+    await axeBothWidths('composer with files attached to a message');
     const before = await agentReplies();
     await page.locator('#message').fill('two files with this message');
     await page.getByRole('button', { name: 'Send', exact: true }).click();
@@ -897,6 +905,7 @@ async function main() {
     const held = (await apiCall('GET', `/workspaces/${connection.workspace}/activity?type=a2a_receive&limit=500`, ADMIN_TOKEN))
       .filter((r) => r.data?.text === 'held while paused');
     assert(held.length === 1 && held[0].status === 'queued', `the held message: ${JSON.stringify(held)}`);
+    await axeBothWidths('chat of a paused workspace');
     await page.getByRole('button', { name: 'Resume delivery', exact: true }).click();
     await page.locator('#lifecycle-status', { hasText: 'delivered now, in order' }).waitFor();
     const deadline = Date.now() + STEP_TIMEOUT_MS;
@@ -913,7 +922,34 @@ async function main() {
     await page.locator('#lifecycle-status', { hasText: 'Restarted:' }).waitFor();
     const done = (await apiCall('GET', `/workspaces/${connection.workspace}/activity?type=restart_done`, ADMIN_TOKEN));
     assert(done.length === 1 && done[0].status === 'done', `restart_done rows: ${JSON.stringify(done)}`);
-    await axeCheck('chat after a confirmed restart');
+    await axeBothWidths('chat after a confirmed restart');
+  });
+
+  await step('files and lifecycle: the agent attaches a file by writing its path; the chat offers its download (missing 1)', async () => {
+    await writeFile(path.join(agentDir, 'report-from-agent.txt'), 'made by the agent\n');
+    await page.locator('#message').fill('send me the report');
+    await page.getByRole('button', { name: 'Send', exact: true }).click();
+    const reply = page.locator('#messages .msg-in', { hasText: 'here is the report' });
+    const chip = reply.locator('.chip', { hasText: 'report-from-agent.txt' });
+    await chip.waitFor();
+    assert(!(await reply.textContent()).includes('attach:'), 'the attach line stayed in the reply text');
+    const rows = await apiCall('GET', `/workspaces/${connection.workspace}/activity?type=agent_message&limit=500`, ADMIN_TOKEN);
+    const sent = rows.at(-1).data;
+    assert(sent.text === 'here is the report' && sent.attachments.length === 1
+      && sent.attachments[0].uri.startsWith(`platform-pending:${connection.workspace}/`)
+      && sent.attachments[0].name === 'report-from-agent.txt' && sent.attachments[0].size === 18,
+    `the agent's message: ${JSON.stringify(sent)}`);
+    const [download] = await Promise.all([
+      page.waitForEvent('download'),
+      chip.getByRole('button', { name: 'Download report-from-agent.txt' }).click(),
+    ]);
+    assert(download.suggestedFilename() === 'report-from-agent.txt', `download named ${download.suggestedFilename()}`);
+    const saved = await readFile(await download.path(), 'utf8');
+    assert(saved === 'made by the agent\n', `downloaded bytes differ: ${JSON.stringify(saved)}`);
+    // The agent's own list of files to fetch does not hold it.
+    const pending = await apiCall('GET', `/workspaces/${connection.workspace}/pending-uploads`, ADMIN_TOKEN);
+    assert(!pending.some((p) => p.filename === 'report-from-agent.txt'), `the agent would fetch its own file: ${JSON.stringify(pending)}`);
+    await axeBothWidths('chat with a file from the agent');
   });
   // ---- end of files and lifecycle ----
 

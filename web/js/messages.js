@@ -13,7 +13,7 @@
 // the result of a delegation say who asked whom, with the ledger's status
 // chip and a link to the ledger row.
 
-import { uploadChip } from './chips.js';
+import { agentFileChip, uploadChip } from './chips.js';
 import { $, ago, el, formatSize } from './dom.js';
 import { renderMarkdown } from './markdown.js';
 import { agentStatus, bus, serverNow, state } from './state.js';
@@ -235,8 +235,10 @@ function resultRow(row) {
     ledgerLink(did));
 }
 
-/** An attachment the agent sent: a link when its URI is one the browser can open. */
+/** An attachment the agent sent: a file it uploaded to its chat, or a link when its URI is one the browser can open. */
 function agentAttachment(a) {
+  const staged = agentFileChip(a);
+  if (staged) return staged;
   const name = a.name || a.uri || 'file';
   const link = /^https?:\/\//i.test(a.uri || '');
   return el('li', { class: 'chip', title: a.uri || '' },
