@@ -84,9 +84,13 @@ mod tests {
     fn attach_lines_naming_files_leave_the_text_others_stay() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("report.txt"), "r").unwrap();
-        let reply = "Here it is.\nattach: report.txt\nattach: missing.txt\n  attach:  report.txt  \nBye";
+        let reply =
+            "Here it is.\nattach: report.txt\nattach: missing.txt\n  attach:  report.txt  \nBye";
         let (text, files) = split_reply(dir.path(), reply);
         assert_eq!(text, "Here it is.\nattach: missing.txt\nBye");
-        assert_eq!(files, vec![dir.path().join("report.txt"), dir.path().join("report.txt")]);
+        assert_eq!(
+            files,
+            vec![dir.path().join("report.txt"), dir.path().join("report.txt")]
+        );
     }
 }

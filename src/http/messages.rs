@@ -426,7 +426,11 @@ pub(super) async fn notify(state: &AppState, id: WorkspaceId, body: Notify) -> R
 /// must name one this workspace uploaded for the user
 /// (`POST /workspaces/:id/notify/uploads`); its name, type and size are
 /// the server's record. Anything else is 422, and nothing is stored.
-async fn files_to_user(state: &AppState, id: WorkspaceId, attachments: Vec<Value>) -> Result<Vec<Value>> {
+async fn files_to_user(
+    state: &AppState,
+    id: WorkspaceId,
+    attachments: Vec<Value>,
+) -> Result<Vec<Value>> {
     let mut checked = Vec::with_capacity(attachments.len());
     for mut a in attachments {
         let uri = a["uri"].as_str().unwrap_or_default().to_owned();

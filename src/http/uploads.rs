@@ -613,7 +613,7 @@ async fn record(
     let attach = match to {
         Destination::Agent { attach } => attach,
         Destination::User => {
-            let files: Vec<NewPendingUpload> = staged.iter().map(new_upload).collect();
+            let files: Vec<NewPendingUpload> = staged.iter().map(&new_upload).collect();
             state.store.stage_files_to_user(id, &files).await?;
             return Ok(Vec::new());
         }

@@ -543,6 +543,8 @@ engines! {
         }
 
         async fn upload_stats(&self, now: DateTime<Utc>) -> StoreResult<UploadStats> {
+            // Delivery to agents: files the agents sent the user wait for
+            // no ack and are not counted.
             let live = "acked_at IS NULL AND expires_at > $1";
             let row: StatsRow = sqlx::query_as(&format!(
                 "SELECT \
@@ -554,7 +556,7 @@ engines! {
                    CAST(COALESCE(sum(size_bytes) FILTER (WHERE {live}), 0) AS BIGINT) \
                      AS bytes_pending, \
                    min(created_at) FILTER (WHERE {live}) AS oldest \
-                 FROM pending_uploads"
+                 FROM pending_uploads WHERE NOT to_user"
             ))
             .bind(Ts(now))
             .fetch_one(&self.pool)

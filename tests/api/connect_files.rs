@@ -30,7 +30,12 @@ pub(crate) async fn server(dir: &Path, postgres: bool) -> Option<Server> {
 
 /// Uploads `files` as the operator (`?attach=true` when `attach`); the
 /// answer's `files`.
-pub(crate) async fn upload(server: &Server, ws: &str, files: &[(&str, &[u8])], attach: bool) -> Vec<Value> {
+pub(crate) async fn upload(
+    server: &Server,
+    ws: &str,
+    files: &[(&str, &[u8])],
+    attach: bool,
+) -> Vec<Value> {
     let mut form = reqwest::multipart::Form::new();
     for (name, bytes) in files {
         form = form.part(

@@ -14,7 +14,13 @@ use crate::connect_files::{send_with_files, server, upload};
 const REPORT: &[u8] = b"the report, line one\nline two\n";
 
 /// Uploads one file for the user with `token`; the status and the body.
-async fn upload_to_user(server: &Server, ws: &str, token: &str, name: &str, bytes: &[u8]) -> (u16, Value) {
+async fn upload_to_user(
+    server: &Server,
+    ws: &str,
+    token: &str,
+    name: &str,
+    bytes: &[u8],
+) -> (u16, Value) {
     let form = reqwest::multipart::Form::new().part(
         "files",
         reqwest::multipart::Part::bytes(bytes.to_vec())
@@ -47,7 +53,10 @@ async fn notify(server: &Server, ws: &str, token: &str, body: &Value) -> (u16, V
 /// The operator's download of a staged file: status and bytes.
 async fn download(server: &Server, ws: &str, fid: &str) -> (u16, Vec<u8>) {
     let r = reqwest::Client::new()
-        .get(format!("{}/workspaces/{ws}/pending-uploads/{fid}/content", server.url()))
+        .get(format!(
+            "{}/workspaces/{ws}/pending-uploads/{fid}/content",
+            server.url()
+        ))
         .bearer_auth(ADMIN_TOKEN)
         .send()
         .await
