@@ -137,12 +137,13 @@ async fn files_to_the_user_are_the_workspaces_own(postgres: bool) {
         assert_eq!(of_a["name"], "a.txt");
         assert_eq!(of_a["size"], REPORT.len());
 
-        // Only the workspace itself uploads to its chat: the operator and
-        // another workspace are 403, a body that is not multipart is 400.
+        // Only the workspace itself uploads to its chat: the operator is
+        // 403, another workspace's token 401 (as on every route of a
+        // workspace), a body that is not multipart is 400.
         let (status, _) = upload_to_user(&server, &a, ADMIN_TOKEN, "x.txt", b"x").await;
         assert_eq!(status, 403);
         let (status, _) = upload_to_user(&server, &a, &token_b, "x.txt", b"x").await;
-        assert_eq!(status, 403);
+        assert_eq!(status, 401);
         let r = reqwest::Client::new()
             .post(format!("{}/workspaces/{a}/notify/uploads", server.url()))
             .bearer_auth(&token_a)
