@@ -61,6 +61,11 @@ function paint() {
   if (pause.textContent !== label) pause.textContent = label;
 }
 
+/** The note once the agent confirmed its restart. */
+function restartedText(ws) {
+  return `Restarted: ${ws.name}'s agent registered again and confirmed.`;
+}
+
 /** Runs one lifecycle call for the open workspace, saying how it went. */
 async function act(button, path, done) {
   const ws = state.current;
@@ -117,7 +122,11 @@ export function initLifecycle() {
       + 'instructions and stops a command in flight (its message is handed over again); active tasks are reset to 0.');
     if (!sure) return;
     restartOf = ws.id;
-    act(e.currentTarget, '/restart', (w) => `Restart requested: waiting for ${w.name}'s agent to confirm…`);
+    // A quick agent may confirm before the request's own answer is read:
+    // the note must not go back to waiting then.
+    act(e.currentTarget, '/restart', (w) => (restartOf === w.id
+      ? `Restart requested: waiting for ${w.name}'s agent to confirm…`
+      : restartedText(w)));
   });
 
   // The agent's `restart_done` row resolves the note.
@@ -127,6 +136,6 @@ export function initLifecycle() {
     restartOf = null;
     const status = $('lifecycle-status');
     status.classList.remove('error');
-    status.textContent = `Restarted: ${state.current.name}'s agent registered again and confirmed.`;
+    status.textContent = restartedText(state.current);
   });
 }
