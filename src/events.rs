@@ -130,6 +130,12 @@ pub enum Event {
     OperatorRevoked,
     /// Events may have been missed (a listener reconnected): re-read.
     Resync,
+    /// A paused workspace was resumed: its agent's inbox polls, held
+    /// while it was paused, read again.
+    Resumed {
+        /// Its workspace.
+        workspace_id: WorkspaceId,
+    },
 }
 
 /// What wakes a parked long poll of one workspace: counters that only grow,
@@ -166,7 +172,7 @@ impl Local {
 
     fn deliver(&self, event: Event) {
         match &event {
-            Event::Activity { workspace_id, .. } => {
+            Event::Activity { workspace_id, .. } | Event::Resumed { workspace_id } => {
                 self.wake(workspace_id, |w| w.rows += 1);
             }
             Event::Revoked { workspace_id } => {

@@ -66,6 +66,17 @@ impl Client {
         .await
     }
 
+    /// `POST /workspaces/:id/activity`: the agent reports a row (`body` is
+    /// `{activity_type, method?, summary?, status?, request_body?, …}`).
+    pub(crate) async fn report_activity(&self, id: WorkspaceId, body: &Value) -> Result<Value> {
+        self.json(
+            self.request(Method::POST, &format!("workspaces/{id}/activity"))
+                .json(body)
+                .timeout(REQUEST_TIMEOUT),
+        )
+        .await
+    }
+
     /// `GET /workspaces/:id/activity`, a long poll when `query.wait` is set.
     pub(crate) async fn list_activity(
         &self,

@@ -113,6 +113,29 @@ impl Client {
         paths: &[PathBuf],
         progress: ProgressFn,
     ) -> Result<UploadedFiles> {
+        self.upload_to(&format!("workspaces/{id}/chat/uploads"), paths, progress)
+            .await
+    }
+
+    /// `POST /workspaces/:id/notify/uploads` with the workspace's token:
+    /// files the agent sends the user, named next by a `/notify`.
+    pub(crate) async fn upload_files_to_user(
+        &self,
+        id: WorkspaceId,
+        paths: &[PathBuf],
+    ) -> Result<UploadedFiles> {
+        let quiet: ProgressFn = Arc::new(|_, _| {});
+        self.upload_to(&format!("workspaces/{id}/notify/uploads"), paths, quiet)
+            .await
+    }
+
+    /// Streams every file from disk in one multipart request to `route`.
+    async fn upload_to(
+        &self,
+        route: &str,
+        paths: &[PathBuf],
+        progress: ProgressFn,
+    ) -> Result<UploadedFiles> {
         let mut form = reqwest::multipart::Form::new();
         for (index, path) in paths.iter().enumerate() {
             let io = |source| ClientError::Io {
@@ -144,11 +167,8 @@ impl Client {
         }
         // No overall timeout: a large upload on a slow link takes what it
         // takes; a stalled one fails on the read timeout.
-        self.json(
-            self.request(Method::POST, &format!("workspaces/{id}/chat/uploads"))
-                .multipart(form),
-        )
-        .await
+        self.json(self.request(Method::POST, route).multipart(form))
+            .await
     }
 
     /// `GET /admin/pending-uploads/stats`.

@@ -80,6 +80,9 @@ pub(super) enum ExecError {
     /// It exited non-zero under [`NonZeroExit::Fails`].
     #[error("the --exec command exited with {0}")]
     Exit(std::process::ExitStatus),
+    /// The operator asked for a restart while it ran: it was stopped.
+    #[error("the --exec command was stopped by a restart request")]
+    Restarted,
 }
 
 /// Runs `sh -c cmd` in the agent's folder with `event` as one line on its
@@ -115,7 +118,11 @@ pub(super) async fn exec(
         // A command that does not read its stdin is fine.
         let _ = stdin.write_all(format!("{event}\n").as_bytes()).await;
     }
-    let output = child.wait_with_output().await.map_err(ExecError::Wait)?;
+    // Dropping the child on a restart kills it (`kill_on_drop`).
+    let output = tokio::select! {
+        output = child.wait_with_output() => output.map_err(ExecError::Wait)?,
+        () = ctx.restarting.notified() => return Err(ExecError::Restarted),
+    };
     if !output.status.success() {
         match policy.nonzero_exit {
             NonZeroExit::Fails => return Err(ExecError::Exit(output.status)),

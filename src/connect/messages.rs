@@ -15,7 +15,7 @@ use url::Url;
 
 use super::backoff::Backoff;
 use super::handoff::{self, ExecError, Handoff};
-use super::{delegation, Ctx, FileState};
+use super::{attach, delegation, Ctx, FileState};
 use crate::client::{answer_text, ActivityView, ClientError};
 use crate::domain::inbox::{self, InboxItem, Message, Sender};
 use crate::domain::FileId;
@@ -52,6 +52,14 @@ pub(super) async fn run(
                 message_event(&ctx, &row, message).await,
                 message.rpc.as_ref(),
             ),
+            InboxItem::ChatUpload(upload) => match file_event(&ctx, &row, upload).await {
+                FileEvent::Ready(event) => (Some(event), None),
+                FileEvent::Skip => {
+                    ctx.finish(row.id).await;
+                    continue;
+                }
+                FileEvent::Stopped => break,
+            },
             // The poll loop sends nothing else here.
             _ => {
                 ctx.finish(row.id).await;
@@ -116,6 +124,7 @@ async fn message_event(ctx: &Ctx, row: &ActivityView, message: &Message) -> Opti
     if !rewrite_uris(ctx, &mut parts).await {
         return None;
     }
+    let attachments = attachments_of(&parts).await;
     Some(json!({
         "type": "message",
         "activity_id": row.id,
@@ -124,9 +133,87 @@ async fn message_event(ctx: &Ctx, row: &ActivityView, message: &Message) -> Opti
         "source_id": row.source_id,
         "text": message.text,
         "parts": parts,
+        "attachments": attachments,
         "created_at": row.created_at,
         "traceparent": message.traceparent.map(|p| p.header()),
     }))
+}
+
+/// What a file dropped alone comes to for the agent.
+enum FileEvent {
+    /// On disk: this `file_arrived` event.
+    Ready(Value),
+    /// Not deliverable (gone, or being retried): nothing to announce.
+    Skip,
+    /// A stop left it incomplete: the next run announces it.
+    Stopped,
+}
+
+/// The `file_arrived` event of a file dropped alone, once it is on disk:
+/// its description, its local `path` and `workspace:` URI, and the same
+/// as one A2A `file` part (what a `--forward` agent gets).
+async fn file_event(ctx: &Ctx, row: &ActivityView, upload: &inbox::ChatUpload) -> FileEvent {
+    let path = match ctx.wait_for_file(upload.file_id).await {
+        FileState::Ready(path) => path,
+        FileState::Abandoned => return FileEvent::Stopped,
+        state => {
+            tracing::warn!(file_id = %upload.file_id, ?state, "a file dropped alone is not on disk; not announcing it");
+            return FileEvent::Skip;
+        }
+    };
+    let uri = format!("workspace:{}", path.display());
+    let part = json!({"kind": "file", "file": {"uri": uri, "name": upload.filename,
+        "mimeType": upload.mimetype}});
+    FileEvent::Ready(json!({
+        "type": "file_arrived",
+        "activity_id": row.id,
+        "message_id": format!("file-{}", upload.file_id),
+        "file_id": upload.file_id,
+        "filename": upload.filename,
+        "mimetype": upload.mimetype,
+        "size": upload.size,
+        "sha256": upload.sha256,
+        "path": path,
+        "uri": uri,
+        "parts": [part],
+        "attachments": [attachment(&path, &upload.filename, &upload.mimetype, Some(upload.size))],
+        "created_at": row.created_at,
+    }))
+}
+
+/// One entry of an event's `attachments`: a file on this machine.
+fn attachment(path: &std::path::Path, name: &str, mime: &str, size: Option<u64>) -> Value {
+    json!({"name": name, "mimeType": mime, "size": size, "path": path,
+        "uri": format!("workspace:{}", path.display())})
+}
+
+/// The `attachments` of a message event: each `file` part whose URI was
+/// rewritten to a file on this machine, with its local `path`.
+async fn attachments_of(parts: &Value) -> Vec<Value> {
+    let mut out = Vec::new();
+    for file in parts
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|p| p.get("file"))
+    {
+        let Some(path) = file
+            .get("uri")
+            .and_then(Value::as_str)
+            .and_then(|u| u.strip_prefix("workspace:"))
+        else {
+            continue;
+        };
+        let path = std::path::Path::new(path);
+        let name = file.get("name").and_then(Value::as_str).unwrap_or_default();
+        let mime = file
+            .get("mimeType")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        let size = tokio::fs::metadata(path).await.ok().map(|m| m.len());
+        out.push(attachment(path, name, mime, size));
+    }
+    out
 }
 
 /// Rewrites every `"uri": "platform-pending:<ws>/<fid>"` under `value` to
@@ -207,12 +294,25 @@ fn replace_uris(value: &mut Value, resolved: &Map<String, Value>) {
 /// (whatever its exit status: [`handoff::MESSAGE`]). `false` only when the
 /// reply could not be sent because of a stop.
 async fn exec(ctx: &Ctx, cmd: &str, event: &Value, activity_id: i64) -> bool {
-    match handoff::exec(ctx, cmd, event, &handoff::MESSAGE).await {
+    let mut answer = handoff::exec(ctx, cmd, event, &handoff::MESSAGE).await;
+    // A restart stopped the command: the message is handed to a fresh one.
+    while matches!(answer, Err(ExecError::Restarted)) && !ctx.stop.is_cancelled() {
+        tracing::info!(activity_id, "restarted: handing the message over again");
+        answer = handoff::exec(ctx, cmd, event, &handoff::MESSAGE).await;
+    }
+    match answer {
         Ok(reply) if reply.is_empty() => {
             tracing::info!(activity_id, "the --exec command printed nothing: no reply");
             true
         }
-        Ok(reply) => reply_with(ctx, &reply, activity_id).await,
+        Ok(reply) => {
+            // `attach: <path>` lines send files to the user with the reply.
+            let (text, files) = attach::split_reply(&ctx.dir, &reply);
+            let Some(attachments) = attach::upload(ctx, &files, activity_id).await else {
+                return false;
+            };
+            reply_with(ctx, &text, &attachments, activity_id).await
+        }
         Err(e @ ExecError::Start(_)) => {
             tracing::error!(activity_id, error = %e, "failed to start the --exec command");
             ctx.out
@@ -271,7 +371,7 @@ async fn forward(
                 );
                 return true;
             }
-            reply_with(ctx, reply.trim(), activity_id).await
+            reply_with(ctx, reply.trim(), &[], activity_id).await
         }
         Err(_) if ctx.stop.is_cancelled() => false,
         Err(error) => {
@@ -286,10 +386,10 @@ async fn forward(
 
 /// Sends the agent's reply through `/notify`, retrying while the server is
 /// unreachable. `false` when stopped before it went through.
-async fn reply_with(ctx: &Ctx, reply: &str, activity_id: i64) -> bool {
+async fn reply_with(ctx: &Ctx, reply: &str, attachments: &[Value], activity_id: i64) -> bool {
     let mut backoff = Backoff::new();
     loop {
-        match ctx.client.notify(ctx.workspace, reply, &[]).await {
+        match ctx.client.notify(ctx.workspace, reply, attachments).await {
             Ok(_) => {
                 tracing::info!(activity_id, "reply sent");
                 return true;

@@ -11,13 +11,17 @@
 //! handled, so a restart neither skips nor repeats work. A file that
 //! cannot be written is kept in hand and tried again; the server's list of
 //! unacked files, read at every start, carries that work across restarts.
-//! `<dir>/.molecule/lock` keeps one process per folder. The platform
+//! `<dir>/.molecule/lock` keeps one process per folder. A restart request
+//! of the operator ([`restart`]) re-registers, re-reads the instructions,
+//! stops an `--exec` command in flight (its work is handed over again) and
+//! reports `restart_done`. The platform
 //! instructions are fetched at start and on change into a file
 //! ([`instructions`]). It reaches the
 //! server only through [`crate::client`]; stdout carries nothing but JSON
 //! lines for the agent, logs go to stderr. File work runs off the async
 //! threads (`tokio::fs`, `spawn_blocking`).
 
+mod attach;
 mod backoff;
 mod cursor;
 mod delegation;
@@ -26,6 +30,7 @@ mod files;
 mod handoff;
 mod instructions;
 mod messages;
+mod restart;
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -44,7 +49,7 @@ use tokio_util::sync::CancellationToken;
 use url::Url;
 
 use crate::client::{ActivityQuery, ActivityView, Client, ClientError};
-use crate::domain::inbox::{self, InboxItem};
+use crate::domain::inbox::InboxItem;
 use crate::domain::{FileId, WorkspaceId};
 use backoff::Backoff;
 use cursor::Cursor;
@@ -147,6 +152,9 @@ pub(crate) struct Ctx {
     files: Mutex<HashMap<FileId, watch::Receiver<FileState>>>,
     out: Output,
     limit_rate: Option<u64>,
+    /// Fired by a restart request: an `--exec` command in flight is
+    /// stopped (and its work handed over again).
+    restarting: tokio::sync::Notify,
 }
 
 impl Ctx {
@@ -264,6 +272,7 @@ pub(crate) async fn run(args: ConnectArgs) -> anyhow::Result<()> {
         files: Mutex::new(HashMap::new()),
         out: Output,
         limit_rate: args.limit_rate.map(|b| b.as_u64().max(1)),
+        restarting: tokio::sync::Notify::new(),
     });
     tracing::info!(workspace_id = %ctx.workspace, server = %ctx.client.base(), dir = %ctx.dir.display(),
         since_id = ctx.cursor.position(), "connecting");
@@ -556,7 +565,9 @@ async fn poll(ctx: &Arc<Ctx>, dispatch: &mut Dispatch, wait: u64) {
 /// server says.
 async fn next_page(ctx: &Ctx, since: &mut i64, wait: u64, backoff: &mut Backoff) -> Page {
     let query = ActivityQuery {
-        activity_type: Some(inbox::INBOX_TYPE.into()),
+        // Every row, not only `a2a_receive`: a restart request is a row
+        // of its own type. Rows of other kinds are passed over.
+        activity_type: None,
         since_id: Some(*since),
         limit: Some(PAGE as u32),
         wait: Some(wait),
@@ -623,6 +634,20 @@ async fn dispatch_rows(
             continue;
         }
         match row.item() {
+            // A file dropped alone, with an agent that gets no JSON lines
+            // (`--exec`, `--forward`): downloaded as any file, then
+            // announced through the message queue ("file arrived"), which
+            // moves the cursor past the row once it is handed over.
+            Ok(InboxItem::ChatUpload(upload)) if !dispatch.emit_files && !upload.attached => {
+                files::start_delivery(ctx, dispatch, upload.clone(), None).await;
+                if dispatch
+                    .messages
+                    .send((row, InboxItem::ChatUpload(upload)))
+                    .is_err()
+                {
+                    return false;
+                }
+            }
             Ok(InboxItem::ChatUpload(upload)) => {
                 files::start_delivery(ctx, dispatch, upload, Some(row.id)).await;
             }
@@ -639,6 +664,10 @@ async fn dispatch_rows(
                 if dispatch.messages.send((row, item)).is_err() {
                     return false;
                 }
+            }
+            Ok(InboxItem::RestartRequested) => {
+                restart::restart(ctx, row.id).await;
+                ctx.finish(row.id).await;
             }
             Ok(InboxItem::InstructionsChanged(_)) => {
                 instructions::refresh(ctx).await;

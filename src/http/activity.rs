@@ -348,13 +348,22 @@ pub(super) async fn list_activity(
         return Ok(Json(rows));
     }
     let deadline = tokio::time::Instant::now() + wait;
-    // Watch before each read: a row committed (or a token revoked)
-    // between the read and the wait still wakes us.
+    // The agent's own poll of a paused workspace gets nothing: what waits
+    // stays `queued` until Resume (which wakes this poll). The operator
+    // still reads everything.
+    let own = matches!(session.principal, Principal::Workspace(w) if w == id);
+    // Watch before each read: a row committed (or a token revoked, or the
+    // workspace resumed) between the read and the wait still wakes us.
     let mut wakeups = state.bus.watch_activity(id);
     loop {
         wakeups.borrow_and_update();
         still_allowed(&state, &mut session, id).await?;
-        let rows = read_page(&state, id, &query).await?;
+        let held = own && live_workspace(&state, id).await?.paused_at.is_some();
+        let rows = if held {
+            Vec::new()
+        } else {
+            read_page(&state, id, &query).await?
+        };
         if !rows.is_empty() || tokio::time::Instant::now() >= deadline {
             mark_picked_up(&state, &session.principal, id, &query, &rows).await?;
             return Ok(Json(rows));

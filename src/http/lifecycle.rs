@@ -39,7 +39,9 @@ pub(crate) struct DeletedState {
 }
 
 /// Pauses a workspace: its status says `paused`; messages and files are
-/// still staged for it (nothing is refused or lost).
+/// still staged for it (nothing is refused or lost), but nothing is
+/// delivered: its agent's own inbox poll answers no rows (a long poll is
+/// held) and a push workspace is not called, until Resume.
 #[utoipa::path(post, path = "/workspaces/{id}/pause", tag = "lifecycle",
     params(("id" = String, Path, description = "workspace id")),
     responses((status = 200, body = WorkspaceView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
@@ -52,7 +54,7 @@ pub(super) async fn pause_workspace(
 }
 
 /// Resumes a paused workspace: its status is online or offline again, by
-/// its heartbeat.
+/// its heartbeat, and its agent's held polls read what waited, in order.
 #[utoipa::path(post, path = "/workspaces/{id}/resume", tag = "lifecycle",
     params(("id" = String, Path, description = "workspace id")),
     responses((status = 200, body = WorkspaceView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
@@ -80,6 +82,9 @@ async fn set_paused(
         "workspace.resumed"
     };
     record_event(state, event, id, w.parent_id).await;
+    if !paused {
+        state.bus.publish(Event::Resumed { workspace_id: id }).await;
+    }
     Ok(Json(WorkspaceView::load(state, w).await?))
 }
 

@@ -123,6 +123,37 @@ fn part_texts(parts: &[Value]) -> Result<Vec<String>> {
     Ok(text)
 }
 
+/// Every `file` part naming a staged file (`platform-pending:<ws>/<fid>`)
+/// must name one staged for this workspace (fetched or acked is fine: the
+/// agent may already have it). Another workspace's file and an unknown id
+/// get the same 422, before anything is stored or forwarded.
+async fn check_attachments(state: &AppState, id: WorkspaceId, parts: &Value) -> Result<()> {
+    let files = parts
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|p| p.get("kind").and_then(Value::as_str) == Some("file"))
+        .filter_map(|p| p.pointer("/file/uri").and_then(Value::as_str));
+    for uri in files.filter(|u| u.starts_with("platform-pending:")) {
+        let staged = match domain::parse_pending_uri(uri) {
+            // A file the agent sent the user is never the agent's to fetch.
+            Some((ws, fid)) if ws == id => state
+                .store
+                .find_upload(id, fid)
+                .await?
+                .filter(|f| !f.to_user),
+            _ => None,
+        };
+        if staged.is_none() {
+            return Err(Error::Unprocessable(format!(
+                "the message names {uri}, which is not a file staged for this workspace; \
+                 upload it first (POST /workspaces/{id}/chat/uploads?attach=true) and name the URI it answers"
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// `{queued, activity_id}`: a message queued for a poll-mode workspace.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub(super) struct Queued {
@@ -144,7 +175,8 @@ pub(super) struct Queued {
     request_body(content = Object, description = "JSON-RPC 2.0 message/send (wrapper and messageId optional)"),
     responses((status = 200, description = "push: the workspace's JSON-RPC answer", body = Object),
         (status = 202, body = Queued), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
-        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 502, body = ErrorBody)))]
+        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody),
+        (status = 502, body = ErrorBody)))]
 pub(super) async fn send_a2a_message(
     State(state): State<AppState>,
     Calling {
@@ -174,6 +206,7 @@ pub(super) async fn send_a2a_message(
         return super::a2a::rpc(&state, sender, session, id, &headers, body).await;
     }
     let msg = normalize_message_send(body)?;
+    check_attachments(&state, id, &msg.parts).await?;
     let hop = domain::Hop::open(super::traces::incoming(&headers));
     let row = inbox_row(id, source, &msg, hop.context);
     let sent = Sent {
@@ -354,7 +387,7 @@ pub(super) struct Stored {
     params(("id" = String, Path, description = "workspace id")),
     request_body = Notify,
     responses((status = 200, body = Stored), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
-        (status = 403, body = ErrorBody)))]
+        (status = 403, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub(super) async fn notify_operator(
     State(state): State<AppState>,
     WorkspaceItself(WorkspacePath(id), _): WorkspaceItself,
@@ -375,10 +408,11 @@ pub(super) async fn notify(state: &AppState, id: WorkspaceId, body: Notify) -> R
             "every attachment needs a string `uri`".into(),
         ));
     }
+    let attachments = files_to_user(state, id, body.attachments).await?;
     let row = InboxItem::AgentMessage(AgentMessage {
         from: id,
         text: body.message,
-        attachments: body.attachments,
+        attachments,
     })
     .row();
     let stored = record(state, id, &row).await?;
@@ -386,6 +420,42 @@ pub(super) async fn notify(state: &AppState, id: WorkspaceId, body: Notify) -> R
         status: "ok",
         activity_id: stored.id,
     })
+}
+
+/// An attachment naming a staged file (`platform-pending:<ws>/<fid>`)
+/// must name one this workspace uploaded for the user
+/// (`POST /workspaces/:id/notify/uploads`); its name, type and size are
+/// the server's record. Anything else is 422, and nothing is stored.
+async fn files_to_user(
+    state: &AppState,
+    id: WorkspaceId,
+    attachments: Vec<Value>,
+) -> Result<Vec<Value>> {
+    let mut checked = Vec::with_capacity(attachments.len());
+    for mut a in attachments {
+        let uri = a["uri"].as_str().unwrap_or_default().to_owned();
+        if uri.starts_with("platform-pending:") {
+            let file = match domain::parse_pending_uri(&uri) {
+                Some((ws, fid)) if ws == id => state
+                    .store
+                    .find_upload(id, fid)
+                    .await?
+                    .filter(|f| f.to_user),
+                _ => None,
+            };
+            let Some(file) = file else {
+                return Err(Error::Unprocessable(format!(
+                    "the attachment names {uri}, which is not a file this workspace uploaded for the user; \
+                     upload it first (POST /workspaces/{id}/notify/uploads) and name the URI it answers"
+                )));
+            };
+            a["name"] = file.filename.into();
+            a["mimeType"] = file.mimetype.into();
+            a["size"] = file.size.into();
+        }
+        checked.push(a);
+    }
+    Ok(checked)
 }
 
 /// The routes of this resource, with their OpenAPI operations.

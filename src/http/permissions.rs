@@ -143,6 +143,7 @@ pub static DECLARED: &[(&str, &str, Need)] = &[
     ("DELETE", "/workspaces/{id}/memory/{key}", Write),
     ("GET", "/workspaces/{id}/memory/{key}", Read),
     ("POST", "/workspaces/{id}/notify", Write),
+    ("POST", "/workspaces/{id}/notify/uploads", Write),
     ("POST", "/workspaces/{id}/pause", Write),
     ("GET", "/workspaces/{id}/pending-uploads", Read),
     ("POST", "/workspaces/{id}/pending-uploads/{fid}/ack", Write),

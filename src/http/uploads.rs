@@ -24,8 +24,8 @@ use sha2::{Digest, Sha256};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::access::{LiveWorkspace, Operator};
-use super::extract::WorkspacePath;
+use super::access::{LiveWorkspace, Operator, WorkspaceItself};
+use super::extract::{Query, WorkspacePath};
 use super::multipart::{
     Framing, FramingGuard, Scanner, Verdict, DRAIN_TIME, FRAMING_ALLOWANCE, MAX_PART_HEADER,
 };
@@ -250,10 +250,20 @@ fn request_too_large(limit: u64) -> Error {
     ))
 }
 
+/// Query of `POST /workspaces/:id/chat/uploads`.
+#[derive(Debug, Default, serde::Deserialize, utoipa::IntoParams)]
+pub(super) struct UploadParams {
+    /// `true`: the files are attachments of a message the client sends
+    /// next (naming them by URI in its `file` parts); the agent gets them
+    /// with that message rather than each announced alone.
+    #[serde(default)]
+    pub attach: bool,
+}
+
 /// Uploads files to a workspace: forwarded in push mode, staged for the
 /// workspace to download in poll mode. All or nothing.
 #[utoipa::path(post, path = "/workspaces/{id}/chat/uploads", tag = "uploads",
-    params(("id" = String, Path, description = "workspace id")),
+    params(("id" = String, Path, description = "workspace id"), UploadParams),
     request_body(content_type = "multipart/form-data", description = "one or more parts named `files`"),
     responses((status = 200, body = UploadedFiles), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
         (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 413, body = ErrorBody),
@@ -264,8 +274,31 @@ pub(super) async fn upload_chat_files(
         row: workspace,
         rule: Operator(WorkspacePath(id), _),
     }: LiveWorkspace<Operator<WorkspacePath>>,
+    Query(params): Query<UploadParams>,
     req: Request,
 ) -> Result<Response> {
+    require_multipart(&state, &req)?;
+    match (workspace.delivery_mode, workspace.url) {
+        (DeliveryMode::Push, Some(url)) => forward_upload(&state, id, &url, req).await,
+        (DeliveryMode::Push, None) => Err(super::workspaces::push_without_url()),
+        (DeliveryMode::Poll, _) => {
+            // Staged in a task of its own: if the client goes away and this
+            // handler is dropped, the task still sees the body fail and
+            // removes what it wrote, before anything else can observe it.
+            let task_state = state.clone();
+            let to = Destination::Agent {
+                attach: params.attach,
+            };
+            let staged = tokio::spawn(async move { stage_upload(&task_state, id, req, to).await })
+                .await
+                .map_err(|e| Error::Internal(anyhow::anyhow!("the upload task failed: {e}")))??;
+            Ok(axum::Json(staged).into_response())
+        }
+    }
+}
+
+/// A multipart body, or 400 (counted as `not_multipart`).
+fn require_multipart(state: &AppState, req: &Request) -> Result<()> {
     let is_multipart = req
         .headers()
         .get(CONTENT_TYPE)
@@ -275,30 +308,54 @@ pub(super) async fn upload_chat_files(
                 .to_ascii_lowercase()
                 .starts_with("multipart/form-data")
         });
-    if !is_multipart {
-        state
-            .metrics
-            .rejected
-            .with_label_values(&["not_multipart"])
-            .inc();
-        return Err(Error::BadRequest(
-            "expected a multipart/form-data body with one or more parts named `files`".into(),
-        ));
+    if is_multipart {
+        return Ok(());
     }
-    match (workspace.delivery_mode, workspace.url) {
-        (DeliveryMode::Push, Some(url)) => forward_upload(&state, id, &url, req).await,
-        (DeliveryMode::Push, None) => Err(super::workspaces::push_without_url()),
-        (DeliveryMode::Poll, _) => {
-            // Staged in a task of its own: if the client goes away and this
-            // handler is dropped, the task still sees the body fail and
-            // removes what it wrote, before anything else can observe it.
-            let task_state = state.clone();
-            let staged = tokio::spawn(async move { stage_upload(&task_state, id, req).await })
-                .await
-                .map_err(|e| Error::Internal(anyhow::anyhow!("the upload task failed: {e}")))??;
-            Ok(axum::Json(staged).into_response())
-        }
-    }
+    state
+        .metrics
+        .rejected
+        .with_label_values(&["not_multipart"])
+        .inc();
+    Err(Error::BadRequest(
+        "expected a multipart/form-data body with one or more parts named `files`".into(),
+    ))
+}
+
+/// Files from the agent to the user: the workspace's own token stages them
+/// on the server (push and poll workspaces alike) for the operator to
+/// download; `/notify` then names their URIs in its `attachments`. They
+/// are never in the workspace's own list of files to fetch, and expire
+/// with `--upload-ttl`. All or nothing, with the chat upload's limits.
+#[utoipa::path(post, path = "/workspaces/{id}/notify/uploads", tag = "uploads",
+    params(("id" = String, Path, description = "workspace id")),
+    request_body(content_type = "multipart/form-data", description = "one or more parts named `files`"),
+    responses((status = 200, body = UploadedFiles), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 413, body = ErrorBody),
+        (status = 422, body = ErrorBody), (status = 503, body = ErrorBody)))]
+pub(super) async fn upload_files_to_user(
+    State(state): State<AppState>,
+    LiveWorkspace {
+        rule: WorkspaceItself(WorkspacePath(id), _),
+        ..
+    }: LiveWorkspace<WorkspaceItself>,
+    req: Request,
+) -> Result<Response> {
+    require_multipart(&state, &req)?;
+    let task_state = state.clone();
+    let staged =
+        tokio::spawn(async move { stage_upload(&task_state, id, req, Destination::User).await })
+            .await
+            .map_err(|e| Error::Internal(anyhow::anyhow!("the upload task failed: {e}")))??;
+    Ok(axum::Json(staged).into_response())
+}
+
+/// Whom staged files are for.
+#[derive(Debug, Clone, Copy)]
+enum Destination {
+    /// The agent fetches them (`attach`: they go with the next message).
+    Agent { attach: bool },
+    /// The user downloads them (the agent uploaded them to its chat).
+    User,
 }
 
 /// Hands the body on one network read at a time. The multipart parser
@@ -334,7 +391,12 @@ impl<S: futures::Stream + Unpin> futures::Stream for OneReadAtATime<S> {
 /// Poll mode: read every file into the blob store, then record them all
 /// in one transaction, then announce them. Any refusal on the way deletes
 /// what was written (see [`refuse`]).
-async fn stage_upload(state: &AppState, id: WorkspaceId, req: Request) -> Result<UploadedFiles> {
+async fn stage_upload(
+    state: &AppState,
+    id: WorkspaceId,
+    req: Request,
+    to: Destination,
+) -> Result<UploadedFiles> {
     let mut blobs = StagedBlobs {
         blobs: state.blobs.clone(),
         keys: Vec::new(),
@@ -352,7 +414,7 @@ async fn stage_upload(state: &AppState, id: WorkspaceId, req: Request) -> Result
     // This runs in a task of its own (see `upload_chat_files`): it is never
     // dropped between the commit and `blobs.commit()`, and the store's
     // group commit, which needs its callers to run to completion, holds.
-    let activities = match record(state, id, &staged).await {
+    let activities = match record(state, id, &staged, to).await {
         Ok(activities) => activities,
         Err(e) => {
             let rejection = Rejection::Storage(e);
@@ -528,35 +590,49 @@ async fn store_file(
     }
 }
 
-/// Records every file and its inbox row in one transaction.
+/// Records every file and its inbox row in one transaction (files for the
+/// user get no inbox row: the answer is empty).
 async fn record(
     state: &AppState,
     id: WorkspaceId,
     staged: &[Staged],
+    to: Destination,
 ) -> Result<Vec<crate::store::Activity>> {
     let now = staged.last().map_or_else(domain::now, |f| f.received_at);
     let expires_at = state.upload_ttl.after(now);
+    let new_upload = |f: &Staged| NewPendingUpload {
+        file_id: f.file_id,
+        blob_key: f.key.clone(),
+        size: f.size as i64,
+        sha256: f.sha256.clone(),
+        filename: f.filename.to_string(),
+        mimetype: f.mimetype.to_string(),
+        created_at: f.received_at,
+        expires_at,
+    };
+    let attach = match to {
+        Destination::Agent { attach } => attach,
+        Destination::User => {
+            let files: Vec<NewPendingUpload> = staged.iter().map(&new_upload).collect();
+            state.store.stage_files_to_user(id, &files).await?;
+            return Ok(Vec::new());
+        }
+    };
     let rows: Vec<(NewPendingUpload, NewActivity)> = staged
         .iter()
         .map(|f| {
-            let upload = NewPendingUpload {
-                file_id: f.file_id,
-                blob_key: f.key.clone(),
-                size: f.size as i64,
-                sha256: f.sha256.clone(),
-                filename: f.filename.to_string(),
-                mimetype: f.mimetype.to_string(),
-                created_at: f.received_at,
-                expires_at,
+            let upload = new_upload(f);
+            let announced = ChatUpload {
+                attached: attach,
+                ..ChatUpload::staged(
+                    id,
+                    f.file_id,
+                    f.filename.to_string(),
+                    f.mimetype.to_string(),
+                    f.size,
+                    f.sha256.clone(),
+                )
             };
-            let announced = ChatUpload::staged(
-                id,
-                f.file_id,
-                f.filename.to_string(),
-                f.mimetype.to_string(),
-                f.size,
-                f.sha256.clone(),
-            );
             let activity = InboxItem::ChatUpload(announced).row();
             (upload, activity)
         })
@@ -695,6 +771,7 @@ pub(super) fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().merge(
         OpenApiRouter::new()
             .routes(routes!(upload_chat_files))
+            .routes(routes!(upload_files_to_user))
             .layer(axum::extract::DefaultBodyLimit::disable()),
     )
 }

@@ -55,6 +55,9 @@ pub struct PendingUpload {
     pub acked_at: Option<DateTime<Utc>>,
     /// Hard deadline.
     pub expires_at: DateTime<Utc>,
+    /// A file the agent uploaded for the user (to its own chat): never in
+    /// the workspace's list of files to fetch.
+    pub to_user: bool,
 }
 
 /// How an ack ended.
@@ -137,6 +140,7 @@ pub(super) struct UploadRow {
     fetched_at: Option<Ts>,
     acked_at: Option<Ts>,
     expires_at: Ts,
+    to_user: bool,
 }
 
 impl From<UploadRow> for PendingUpload {
@@ -153,6 +157,7 @@ impl From<UploadRow> for PendingUpload {
             fetched_at: r.fetched_at.map(|t| t.0),
             acked_at: r.acked_at.map(|t| t.0),
             expires_at: r.expires_at.0,
+            to_user: r.to_user,
         }
     }
 }
@@ -184,7 +189,7 @@ pub(super) struct StatsRow {
 }
 
 pub(super) const UPLOAD_COLUMNS: &str = "file_id, workspace_id, blob_key, size_bytes, sha256, \
-     filename, mimetype, created_at, fetched_at, acked_at, expires_at";
+     filename, mimetype, created_at, fetched_at, acked_at, expires_at, to_user";
 
 /// The one predicate for "this workspace's file, still deliverable": fetch,
 /// read and ack all use it, so absent, acked, expired and foreign files are
@@ -206,7 +211,17 @@ pub trait UploadStore: Send + Sync {
         now: DateTime<Utc>,
     ) -> StoreResult<Vec<Activity>>;
 
-    /// Unacked, unexpired files of a workspace, oldest first.
+    /// Stages files the agent uploads for the user (`to_user`), all or
+    /// none, in one transaction; no inbox row (the agent does not get its
+    /// own files back).
+    async fn stage_files_to_user(
+        &self,
+        workspace_id: WorkspaceId,
+        files: &[NewPendingUpload],
+    ) -> StoreResult<()>;
+
+    /// Unacked, unexpired files of a workspace for it to fetch (not the
+    /// files it sent to the user), oldest first.
     async fn list_pending_uploads(
         &self,
         workspace_id: WorkspaceId,
@@ -229,6 +244,15 @@ pub trait UploadStore: Send + Sync {
         workspace_id: WorkspaceId,
         file_id: FileId,
         now: DateTime<Utc>,
+    ) -> StoreResult<Option<PendingUpload>>;
+
+    /// A file staged for this workspace, whatever its state (acked and
+    /// expired ones until the sweep removes them): what a message may name
+    /// as its attachment, even once the agent has fetched it.
+    async fn find_upload(
+        &self,
+        workspace_id: WorkspaceId,
+        file_id: FileId,
     ) -> StoreResult<Option<PendingUpload>>;
 
     /// Every row of a workspace still in the table, whatever its state
@@ -384,6 +408,34 @@ engines! {
             answered.await.unwrap_or(Err(StoreError::Interrupted))
         }
 
+        async fn stage_files_to_user(
+            &self,
+            workspace_id: WorkspaceId,
+            files: &[NewPendingUpload],
+        ) -> StoreResult<()> {
+            let mut tx = self.write_tx().await?;
+            for file in files {
+                sqlx::query(
+                    "INSERT INTO pending_uploads (file_id, workspace_id, blob_key, \
+                     size_bytes, sha256, filename, mimetype, created_at, expires_at, to_user) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, TRUE)",
+                )
+                .bind(file.file_id)
+                .bind(workspace_id)
+                .bind(&file.blob_key)
+                .bind(file.size)
+                .bind(&file.sha256)
+                .bind(&file.filename)
+                .bind(&file.mimetype)
+                .bind(Ts(file.created_at))
+                .bind(Ts(file.expires_at))
+                .execute(&mut *tx)
+                .await?;
+            }
+            tx.commit().await?;
+            Ok(())
+        }
+
         async fn list_pending_uploads(
             &self,
             workspace_id: WorkspaceId,
@@ -391,7 +443,7 @@ engines! {
         ) -> StoreResult<Vec<PendingUpload>> {
             let sql = format!(
                 "SELECT {UPLOAD_COLUMNS} FROM pending_uploads \
-                 WHERE workspace_id = $1 AND acked_at IS NULL AND expires_at > $2 \
+                 WHERE workspace_id = $1 AND acked_at IS NULL AND expires_at > $2 AND NOT to_user \
                  ORDER BY created_at, file_id"
             );
             let rows: Vec<UploadRow> = sqlx::query_as(&sql)
@@ -424,6 +476,22 @@ engines! {
                 .bind(file_id)
                 .bind(workspace_id)
                 .bind(Ts(now))
+                .fetch_optional(&self.pool)
+                .await?;
+            Ok(row.map(Into::into))
+        }
+
+        async fn find_upload(
+            &self,
+            workspace_id: WorkspaceId,
+            file_id: FileId,
+        ) -> StoreResult<Option<PendingUpload>> {
+            let sql = format!(
+                "SELECT {UPLOAD_COLUMNS} FROM pending_uploads WHERE file_id = $1 AND workspace_id = $2"
+            );
+            let row: Option<UploadRow> = sqlx::query_as(&sql)
+                .bind(file_id)
+                .bind(workspace_id)
                 .fetch_optional(&self.pool)
                 .await?;
             Ok(row.map(Into::into))
@@ -475,6 +543,8 @@ engines! {
         }
 
         async fn upload_stats(&self, now: DateTime<Utc>) -> StoreResult<UploadStats> {
+            // Delivery to agents: files the agents sent the user wait for
+            // no ack and are not counted.
             let live = "acked_at IS NULL AND expires_at > $1";
             let row: StatsRow = sqlx::query_as(&format!(
                 "SELECT \
@@ -486,7 +556,7 @@ engines! {
                    CAST(COALESCE(sum(size_bytes) FILTER (WHERE {live}), 0) AS BIGINT) \
                      AS bytes_pending, \
                    min(created_at) FILTER (WHERE {live}) AS oldest \
-                 FROM pending_uploads"
+                 FROM pending_uploads WHERE NOT to_user"
             ))
             .bind(Ts(now))
             .fetch_one(&self.pool)

@@ -19,7 +19,7 @@ use tokio::sync::mpsc;
 
 use crate::helpers::{free_port, sha256_hex, wait_until_ready};
 
-const ADMIN_TOKEN: &str = "e2e-admin-token-4f1d0c2b9a";
+pub(crate) const ADMIN_TOKEN: &str = "e2e-admin-token-4f1d0c2b9a";
 /// How long any one condition may take to come true.
 const DEADLINE: Duration = Duration::from_secs(30);
 /// How long a whole test may take.
@@ -30,14 +30,14 @@ fn bin() -> &'static str {
 }
 
 /// Runs a test body with an overall budget.
-async fn bounded(body: impl Future<Output = ()>) {
+pub(crate) async fn bounded(body: impl Future<Output = ()>) {
     tokio::time::timeout(TEST_BUDGET, body)
         .await
         .expect("the test ran past its budget");
 }
 
 /// Polls `check` until it returns `Some`, or panics with `what` at the deadline.
-async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
+pub(crate) async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Option<T>>,
@@ -56,7 +56,7 @@ where
 }
 
 /// A running `molecule serve`.
-struct Server {
+pub(crate) struct Server {
     child: Child,
     port: u16,
     data_dir: PathBuf,
@@ -68,7 +68,7 @@ impl Server {
     }
 
     /// Starts `molecule serve` with these extra flags.
-    async fn start_with(data_dir: &Path, port: u16, extra: &[&str]) -> Self {
+    pub(crate) async fn start_with(data_dir: &Path, port: u16, extra: &[&str]) -> Self {
         let child = Command::new(bin())
             .args([
                 "serve",
@@ -98,7 +98,7 @@ impl Server {
         server
     }
 
-    fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
     }
 
@@ -114,7 +114,7 @@ impl Server {
     }
 
     /// The operator CLI against this server, with `--json`; returns its output.
-    async fn cli(&self, args: &[&str]) -> Value {
+    pub(crate) async fn cli(&self, args: &[&str]) -> Value {
         let out = Command::new(bin())
             .args(args)
             .args([
@@ -142,7 +142,7 @@ impl Server {
     }
 
     /// A GET of the API as the operator.
-    async fn get(&self, path: &str) -> Value {
+    pub(crate) async fn get(&self, path: &str) -> Value {
         let r = reqwest::Client::new()
             .get(format!("{}{path}", self.url()))
             .bearer_auth(ADMIN_TOKEN)
@@ -153,7 +153,7 @@ impl Server {
         r.json().await.expect("JSON body")
     }
 
-    async fn create_poll_workspace(&self) -> (String, String) {
+    pub(crate) async fn create_poll_workspace(&self) -> (String, String) {
         let created = self
             .cli(&[
                 "workspace",
@@ -179,7 +179,7 @@ impl Server {
 
 /// A running `molecule connect`, its stdout read as JSON lines and its
 /// stderr (the logs) kept and echoed.
-struct Connect {
+pub(crate) struct Connect {
     child: Child,
     lines: mpsc::UnboundedReceiver<Value>,
     logs: Arc<Mutex<String>>,
@@ -187,7 +187,7 @@ struct Connect {
 }
 
 impl Connect {
-    async fn start(
+    pub(crate) async fn start(
         server: &Server,
         workspace: &str,
         token: &str,
@@ -247,7 +247,7 @@ impl Connect {
     }
 
     /// The next JSON line on stdout, within the deadline.
-    async fn next_line(&mut self) -> Value {
+    pub(crate) async fn next_line(&mut self) -> Value {
         let line = tokio::time::timeout(DEADLINE, self.lines.recv())
             .await
             .expect("timed out waiting for a JSON line from molecule connect")
@@ -260,7 +260,7 @@ impl Connect {
     }
 
     /// Asserts that nothing more is printed for a short while.
-    async fn assert_quiet(&mut self) {
+    pub(crate) async fn assert_quiet(&mut self) {
         if let Ok(Some(line)) =
             tokio::time::timeout(Duration::from_millis(500), self.lines.recv()).await
         {
@@ -268,7 +268,7 @@ impl Connect {
         }
     }
 
-    fn uploads_dir(&self) -> PathBuf {
+    pub(crate) fn uploads_dir(&self) -> PathBuf {
         self.dir.join(".molecule").join("chat-uploads")
     }
 
@@ -285,7 +285,7 @@ impl Connect {
         names
     }
 
-    fn logs(&self) -> String {
+    pub(crate) fn logs(&self) -> String {
         self.logs.lock().unwrap().clone()
     }
 
@@ -364,7 +364,7 @@ async fn upload(server: &Server, workspace: &str, files: &[(PathBuf, Vec<u8>)]) 
 }
 
 /// The file id of a `platform-pending:<ws>/<fid>` URI.
-fn file_id(workspace: &str, uri: &str) -> String {
+pub(crate) fn file_id(workspace: &str, uri: &str) -> String {
     uri.strip_prefix(&format!("platform-pending:{workspace}/"))
         .unwrap_or_else(|| panic!("not a pending URI: {uri}"))
         .to_owned()
@@ -1000,7 +1000,7 @@ async fn kill_9_under_load_loses_no_acknowledged_write_and_delivers_each_once() 
 
 impl Connect {
     /// Waits until the logs contain `needle`.
-    async fn wait_for_log(&self, needle: &str) {
+    pub(crate) async fn wait_for_log(&self, needle: &str) {
         eventually(&format!("connect to log {needle:?}"), || async {
             self.logs().contains(needle).then_some(())
         })

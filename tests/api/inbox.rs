@@ -46,13 +46,14 @@ async fn message_send_to_a_poll_workspace_is_queued(engine: Engine) {
             "parts": [{"kind": "text", "text": "hello there\nsecond line"}], "message_id": message_id,
             "traceparent": traceparent})
     );
-    // A full JSON-RPC request keeps its ids.
+    // A full JSON-RPC request keeps its ids. (A `platform-pending:` URI
+    // must name a file staged for the workspace: see connect_files.rs.)
     let (status, _) = app
         .post(
             &format!("/workspaces/{}/a2a", ws.id),
             &app.admin_token,
             &json!({"jsonrpc": "2.0", "id": 7, "method": "message/send", "params": {"message": {"role": "user", "messageId": "m-1",
-                "parts": [{"kind": "file", "file": {"uri": "platform-pending:x/y", "name": "a.txt", "mimeType": "text/plain"}}]}}}),
+                "parts": [{"kind": "file", "file": {"uri": "https://example.com/a.txt", "name": "a.txt", "mimeType": "text/plain"}}]}}}),
         )
         .await;
     assert_eq!(status, StatusCode::ACCEPTED);

@@ -580,6 +580,7 @@ async fn health_ready_and_openapi_need_no_token() {
             "/workspaces/{id}/memory/{key}",
             "/workspaces/{id}/metrics",
             "/workspaces/{id}/notify",
+            "/workspaces/{id}/notify/uploads",
             "/workspaces/{id}/pause",
             "/workspaces/{id}/pending-uploads",
             "/workspaces/{id}/pending-uploads/{fid}/ack",

@@ -115,7 +115,10 @@ function startConnect({ server, workspace, token }, dir) {
   const log = createWriteStream(path.join(ARTIFACTS, 'connect.log'));
   const child = spawn(BIN, [
     'connect', '--server', server, '--workspace', workspace, '--token', token, '--dir', dir,
-    '--exec', "sh -c 'cat >/dev/null; echo got it'",
+    // Only messages get an answer: a file dropped alone also reaches the
+    // agent (a `file_arrived` event), and answers nothing here. Asked for
+    // the report, it attaches report-from-agent.txt by writing its path.
+    '--exec', "sh -c 'm=$(cat); case \"$m\" in *type?:?message*) case \"$m\" in *\"send me the report\"*) echo here is the report; echo attach: report-from-agent.txt;; *) echo got it;; esac;; esac'",
   ], { stdio: ['ignore', 'pipe', 'pipe'] });
   child.stdout.pipe(log);
   child.stderr.pipe(log);
@@ -839,6 +842,117 @@ async function main() {
     });
     await page.locator('.msg-in a.chip-name[href="https://example.com/files/report.pdf"]', { hasText: 'report.pdf' }).waitFor();
   });
+
+  // ---- files and lifecycle (issue 30: defects 4 and 6) ----
+  /** axe-core 0 at 1280 px and on a phone (390 px), back to 1280 after. */
+  const axeBothWidths = async (view) => {
+    await axeCheck(view);
+    await page.setViewportSize({ width: 390, height: 844 });
+    await axeCheck(`${view} (phone)`);
+    await page.setViewportSize({ width: 1280, height: 800 });
+  };
+  const agentReplies = async () => (await apiCall('GET', `/workspaces/${connection.workspace}/activity?type=agent_message&limit=500`, ADMIN_TOKEN)).length;
+  const onDisk = async (name) => {
+    const dir = path.join(agentDir, '.molecule', 'chat-uploads');
+    const deadline = Date.now() + STEP_TIMEOUT_MS;
+    for (;;) {
+      const hit = (await readdir(dir).catch(() => [])).find((f) => f.endsWith(`-${name}`));
+      if (hit) return readFile(path.join(dir, hit), 'utf8');
+      assert(Date.now() < deadline, `${name} never reached the agent's disk`);
+      await page.waitForTimeout(100);
+    }
+  };
+
+  await step('files and lifecycle: two files attached to one message reach the agent with it', async () => {
+    await page.setInputFiles('#attach-input', [
+      { name: 'first-attached.txt', mimeType: 'text/plain', buffer: Buffer.from('first attached\n') },
+      { name: 'second-attached.txt', mimeType: 'text/plain', buffer: Buffer.from('second attached\n') },
+    ]);
+    await page.locator('#attach-tray .chip', { hasText: 'second-attached.txt' }).waitFor();
+    await axeBothWidths('composer with files attached to a message');
+    const before = await agentReplies();
+    await page.locator('#message').fill('two files with this message');
+    await page.getByRole('button', { name: 'Send', exact: true }).click();
+    const sent = page.locator('#messages .msg-out', { hasText: 'two files with this message' });
+    await sent.locator('.chip', { hasText: 'first-attached.txt' }).waitFor();
+    await sent.locator('.chip', { hasText: 'second-attached.txt' }).waitFor();
+    assert(await page.locator('#attach-tray .chip').count() === 0, 'the tray was not emptied after Send');
+    assert(await onDisk('first-attached.txt') === 'first attached\n', 'the first file on disk differs');
+    assert(await onDisk('second-attached.txt') === 'second attached\n', 'the second file on disk differs');
+    const rows = await apiCall('GET', `/workspaces/${connection.workspace}/activity?type=a2a_receive&limit=500`, ADMIN_TOKEN);
+    const message = rows.filter((r) => r.method === 'message/send').at(-1);
+    const uris = message.data.parts.filter((p) => p.kind === 'file').map((p) => p.file.uri);
+    assert(uris.length === 2 && uris.every((u) => u.startsWith(`platform-pending:${connection.workspace}/`)), `the message names ${JSON.stringify(uris)}`);
+    const staged = rows.filter((r) => r.method === 'chat_upload_receive' && uris.some((u) => u.endsWith(r.data.file_id)));
+    assert(staged.length === 2 && staged.every((r) => r.data.attached === true), `the files were not staged as attachments: ${JSON.stringify(staged.map((r) => r.data))}`);
+    // The agent answered the message (once its files were on disk).
+    const deadline = Date.now() + STEP_TIMEOUT_MS;
+    while (await agentReplies() <= before) {
+      assert(Date.now() < deadline, 'the agent never answered the message with files');
+      await page.waitForTimeout(200);
+    }
+  });
+
+  await step('files and lifecycle: Pause delivery keeps a message queued, Resume delivery hands it over', async () => {
+    await page.getByRole('button', { name: 'Pause delivery', exact: true }).click();
+    await page.locator('#lifecycle-status', { hasText: 'wait on the server (queued)' }).waitFor();
+    const before = await agentReplies();
+    await page.locator('#message').fill('held while paused');
+    await page.getByRole('button', { name: 'Send', exact: true }).click();
+    await page.locator('#messages .msg-out', { hasText: 'held while paused' }).waitFor();
+    await page.waitForTimeout(1500); // the agent would have answered by now
+    assert(await agentReplies() === before, 'a paused workspace\'s agent got the message');
+    const held = (await apiCall('GET', `/workspaces/${connection.workspace}/activity?type=a2a_receive&limit=500`, ADMIN_TOKEN))
+      .filter((r) => r.data?.text === 'held while paused');
+    assert(held.length === 1 && held[0].status === 'queued', `the held message: ${JSON.stringify(held)}`);
+    await axeBothWidths('chat of a paused workspace');
+    await page.getByRole('button', { name: 'Resume delivery', exact: true }).click();
+    await page.locator('#lifecycle-status', { hasText: 'delivered now, in order' }).waitFor();
+    const deadline = Date.now() + STEP_TIMEOUT_MS;
+    while (await agentReplies() <= before) {
+      assert(Date.now() < deadline, 'Resume did not deliver the held message');
+      await page.waitForTimeout(200);
+    }
+  });
+
+  await step('files and lifecycle: Restart agent reaches molecule connect and the note resolves', async () => {
+    page.once('dialog', (d) => d.accept());
+    await page.getByRole('button', { name: 'Restart agent…' }).click();
+    // "waiting for … to confirm" shows until connect's row arrives (a quick
+    // agent may confirm before the request's answer is read).
+    await page.locator('#lifecycle-status', { hasText: 'Restarted:' }).waitFor();
+    const done = (await apiCall('GET', `/workspaces/${connection.workspace}/activity?type=restart_done`, ADMIN_TOKEN));
+    assert(done.length === 1 && done[0].status === 'done', `restart_done rows: ${JSON.stringify(done)}`);
+    await axeBothWidths('chat after a confirmed restart');
+  });
+
+  await step('files and lifecycle: the agent attaches a file by writing its path; the chat offers its download (missing 1)', async () => {
+    await writeFile(path.join(agentDir, 'report-from-agent.txt'), 'made by the agent\n');
+    await page.locator('#message').fill('send me the report');
+    await page.getByRole('button', { name: 'Send', exact: true }).click();
+    const reply = page.locator('#messages .msg-in', { hasText: 'here is the report' });
+    const chip = reply.locator('.chip', { hasText: 'report-from-agent.txt' });
+    await chip.waitFor();
+    assert(!(await reply.textContent()).includes('attach:'), 'the attach line stayed in the reply text');
+    const rows = await apiCall('GET', `/workspaces/${connection.workspace}/activity?type=agent_message&limit=500`, ADMIN_TOKEN);
+    const sent = rows.at(-1).data;
+    assert(sent.text === 'here is the report' && sent.attachments.length === 1
+      && sent.attachments[0].uri.startsWith(`platform-pending:${connection.workspace}/`)
+      && sent.attachments[0].name === 'report-from-agent.txt' && sent.attachments[0].size === 18,
+    `the agent's message: ${JSON.stringify(sent)}`);
+    const [download] = await Promise.all([
+      page.waitForEvent('download'),
+      chip.getByRole('button', { name: 'Download report-from-agent.txt' }).click(),
+    ]);
+    assert(download.suggestedFilename() === 'report-from-agent.txt', `download named ${download.suggestedFilename()}`);
+    const saved = await readFile(await download.path(), 'utf8');
+    assert(saved === 'made by the agent\n', `downloaded bytes differ: ${JSON.stringify(saved)}`);
+    // The agent's own list of files to fetch does not hold it.
+    const pending = await apiCall('GET', `/workspaces/${connection.workspace}/pending-uploads`, ADMIN_TOKEN);
+    assert(!pending.some((p) => p.filename === 'report-from-agent.txt'), `the agent would fetch its own file: ${JSON.stringify(pending)}`);
+    await axeBothWidths('chat with a file from the agent');
+  });
+  // ---- end of files and lifecycle ----
 
   await step('manage a workspace: rename, connection block again, rotate and delete with confirms', async () => {
     await page.locator(`#workspace-list [data-ws="${quiet.id}"]`).click();
@@ -1866,7 +1980,7 @@ async function main() {
     const badge = page.locator(`#workspace-list [data-ws="${lead.id}"] .status`);
     assert((await badge.textContent()) === 'online', `the badge reads "${await badge.textContent()}"`);
 
-    await page.getByRole('button', { name: 'Pause', exact: true }).click();
+    await page.getByRole('button', { name: 'Pause delivery', exact: true }).click();
     await page.locator(`#workspace-list [data-ws="${lead.id}"] .status.status-paused`, { hasText: 'paused' }).waitFor();
     await page.locator('#chat-meta', { hasText: 'agent paused' }).waitFor();
     await page.locator('#lifecycle-status', { hasText: 'team-lead paused' }).waitFor();
@@ -1874,22 +1988,22 @@ async function main() {
     const paused = await getWs(lead.id);
     assert(paused.status === 'paused' && paused.paused === true, `after Pause the server says ${paused.status}/${paused.paused}`);
 
-    await page.getByRole('button', { name: 'Resume', exact: true }).click();
+    await page.getByRole('button', { name: 'Resume delivery', exact: true }).click();
     await page.locator(`#workspace-list [data-ws="${lead.id}"] .status.status-online`, { hasText: 'online' }).waitFor();
     const resumed = await getWs(lead.id);
     assert(resumed.status === 'online' && resumed.paused === false, `after Resume the server says ${resumed.status}/${resumed.paused}`);
-    await page.getByRole('button', { name: 'Pause', exact: true }).waitFor();
+    await page.getByRole('button', { name: 'Pause delivery', exact: true }).waitFor();
 
     const restarts = async () => (await apiCall('GET', `/workspaces/${lead.id}/activity`, ADMIN_TOKEN))
       .filter((r) => r.activity_type === 'restart_requested');
     const asked = [];
     page.once('dialog', (d) => { asked.push(d.message()); d.dismiss(); });
-    await page.getByRole('button', { name: 'Restart…' }).click();
+    await page.getByRole('button', { name: 'Restart agent…' }).click();
     await page.waitForTimeout(300);
     assert(asked.length === 1 && /restart/i.test(asked[0]) && /active tasks/.test(asked[0]), `the restart confirm said: ${asked[0]}`);
     assert((await restarts()).length === 0, 'a dismissed confirm still restarted');
     page.once('dialog', (d) => { asked.push(d.message()); d.accept(); });
-    await page.getByRole('button', { name: 'Restart…' }).click();
+    await page.getByRole('button', { name: 'Restart agent…' }).click();
     await page.locator('#messages .msg-note', { hasText: 'the operator asked the agent to restart' }).waitFor();
     await page.locator('#lifecycle-status', { hasText: 'Restart requested' }).waitFor();
     const rows = await restarts();

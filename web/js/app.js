@@ -14,6 +14,7 @@ import { closeChat, initChat, openChat } from './chat.js';
 import { loadConfig } from './config.js';
 import { initCreate } from './create.js';
 import { startHealth, stopHealth } from './health.js';
+import { initAttach } from './attach.js';
 import { initLifecycle } from './lifecycle.js';
 import { initManage } from './manage.js';
 import { initOrgImport } from './orgimport.js';
@@ -131,6 +132,7 @@ function init() {
   initChat();
   initPanels();
   initUploads();
+  initAttach();
   initUnread();
   initManage();
   initTeamForm();

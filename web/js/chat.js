@@ -2,6 +2,7 @@
 // composer that sends text to the agent.
 
 import { api, wsPath } from './api.js';
+import { clearAttachments, hasAttachments, stageAttachments } from './attach.js';
 import { reconcileUploads, setUploadState } from './chips.js';
 import { $ } from './dom.js';
 import { atBottom, hasOlder, keepOlderRows, keepRows, renderRow, resetRows, scrollToBottom, setDelegationStatus, showNewest, showOlder } from './messages.js';
@@ -77,6 +78,7 @@ export async function openChat(ws) {
   $('manage').hidden = false;
   bus.dispatchEvent(new Event('chat-open'));
   $('uploads').replaceChildren();
+  clearAttachments();
   $('chat-search').value = '';
   applySearch();
   $('chat-error').textContent = '';
@@ -131,6 +133,7 @@ function handleEvent({ event, data }) {
     return;
   }
   if (event === 'activity') {
+    bus.dispatchEvent(new CustomEvent('activity-row', { detail: payload }));
     // Decide before the row is added: a tall reply must not push the
     // bottom out of the "near the bottom" band and so out of view.
     const follow = atBottom();
@@ -282,16 +285,20 @@ export function initChat() {
     const text = box.value.trim();
     const err = $('send-error');
     err.textContent = '';
-    if (!text || !state.current) return;
+    if ((!text && !hasAttachments()) || !state.current) return;
     const button = $('send');
     button.disabled = true;
     try {
+      // Files in the tray are staged first, then named by the message.
+      const files = await stageAttachments(state.current.id);
+      const parts = [...(text ? [{ kind: 'text', text }] : []), ...files];
       await api(wsPath(state.current.id, '/a2a'), {
         method: 'POST',
-        body: { method: 'message/send', params: { message: { role: 'user', parts: [{ kind: 'text', text }] } } },
+        body: { method: 'message/send', params: { message: { role: 'user', parts } } },
       });
       // The row itself arrives through the event stream.
       box.value = '';
+      clearAttachments();
     } catch (ex) {
       err.textContent = `Not sent: ${ex.message}`;
     } finally {

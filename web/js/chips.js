@@ -104,32 +104,67 @@ export async function reconcileUploads(wsId, signal) {
   }
 }
 
+/**
+ * Fetches a staged file's bytes with the bearer token (a plain link cannot
+ * carry it) and hands the browser a blob URL to save. Throws ApiError.
+ */
+async function saveStaged(wsId, fileId, filename) {
+  let res;
+  try {
+    res = await fetch(wsPath(wsId, `/pending-uploads/${encodeURIComponent(fileId)}/content`), {
+      headers: { Authorization: `Bearer ${state.token}` },
+      cache: 'no-store',
+    });
+  } catch {
+    throw new ApiError(0, NETWORK_DOWN);
+  }
+  if (!res.ok) throw await errorOf(res);
+  const blob = await res.blob();
+  const url = URL.createObjectURL(blob);
+  const a = el('a', { href: url, download: filename, hidden: true });
+  document.body.append(a);
+  a.click();
+  a.remove();
+  setTimeout(() => URL.revokeObjectURL(url), 60_000);
+}
+
 async function downloadStaged(fileId, filename, chip) {
-  const ws = state.current;
   const error = chip.querySelector('.chip-error');
   error.textContent = '';
   try {
-    // A plain link cannot carry the bearer token: fetch, then hand the
-    // browser a blob URL to save.
-    let res;
-    try {
-      res = await fetch(wsPath(ws.id, `/pending-uploads/${encodeURIComponent(fileId)}/content`), {
-        headers: { Authorization: `Bearer ${state.token}` },
-        cache: 'no-store',
-      });
-    } catch {
-      throw new ApiError(0, NETWORK_DOWN);
-    }
-    if (!res.ok) throw await errorOf(res);
-    const blob = await res.blob();
-    const url = URL.createObjectURL(blob);
-    const a = el('a', { href: url, download: filename, hidden: true });
-    document.body.append(a);
-    a.click();
-    a.remove();
-    setTimeout(() => URL.revokeObjectURL(url), 60_000);
+    await saveStaged(state.current.id, fileId, filename);
   } catch (e) {
     error.textContent = e.status === 404 ? 'No longer on the server: delivered or expired.' : e.message;
     if (e.status === 404) setUploadState(fileId, 'gone');
   }
+}
+
+/**
+ * The chip of a file the agent sent the user (an attachment naming
+ * `platform-pending:<ws>/<fid>`, uploaded to its own chat): its name, size
+ * and a Download button. Null for any other URI.
+ */
+export function agentFileChip(a) {
+  const m = /^platform-pending:([^/]+)\/(.+)$/.exec(a.uri || '');
+  if (!m) return null;
+  const [, wsId, fileId] = m;
+  const name = a.name || 'file';
+  const error = el('span', { class: 'error chip-error', role: 'alert' });
+  const download = el('button', {
+    type: 'button',
+    class: 'chip-download',
+    'aria-label': `Download ${name}`,
+    onclick: async () => {
+      error.textContent = '';
+      try {
+        await saveStaged(wsId, fileId, name);
+      } catch (e) {
+        error.textContent = e.status === 404 ? 'No longer on the server: expired.' : e.message;
+      }
+    },
+  }, 'Download');
+  return el('li', { class: 'chip', dataset: { fileId } },
+    el('span', { class: 'chip-name' }, name),
+    Number.isFinite(a.size) ? el('span', { class: 'hint' }, formatSize(a.size)) : null,
+    download, error);
 }

@@ -1,7 +1,9 @@
 // The open workspace's lifecycle, in the chat header: what its agent is
 // working on (the heartbeat's `current_task` and `active_tasks`), and the
-// operator's Pause / Resume and Restart (with a confirm: the agent is
-// asked to start over and its task count is reset).
+// operator's Pause delivery / Resume delivery (while paused, messages wait
+// on the server, `queued`, and reach the agent in order on resume) and
+// Restart agent (with a confirm: `molecule connect` registers again, stops
+// a command in flight and reports back, which resolves the note).
 //
 // Heartbeats carry no event on the chat's stream, so while a chat is open
 // the page re-reads that one workspace every few seconds; the list's own
@@ -13,6 +15,8 @@ import { agentStatus, bus, state } from './state.js';
 import { renderWorkspaces } from './workspaces.js';
 
 const OPEN_REFRESH_MS = 5_000;
+/** The workspace whose restart the note waits to see confirmed. */
+let restartOf = null;
 
 /**
  * The header's task line: "working… summarizing the report · 2 tasks"
@@ -53,8 +57,13 @@ function paint() {
   if ($('chat-task').textContent !== working) $('chat-task').textContent = working;
   $('chat-task').hidden = !working;
   const pause = $('pause-toggle');
-  const label = ws.paused ? 'Resume' : 'Pause';
+  const label = ws.paused ? 'Resume delivery' : 'Pause delivery';
   if (pause.textContent !== label) pause.textContent = label;
+}
+
+/** The note once the agent confirmed its restart. */
+function restartedText(ws) {
+  return `Restarted: ${ws.name}'s agent registered again and confirmed.`;
 }
 
 /** Runs one lifecycle call for the open workspace, saying how it went. */
@@ -102,16 +111,31 @@ export function initLifecycle() {
   $('pause-toggle').addEventListener('click', (e) => {
     const paused = state.current?.paused;
     act(e.currentTarget, paused ? '/resume' : '/pause', (ws) => (paused
-      ? `${ws.name} resumed: its status follows its heartbeat again.`
-      : `${ws.name} paused: messages and files are still kept for it.`));
+      ? `${ws.name} resumed: messages that waited are delivered now, in order.`
+      : `${ws.name} paused: new messages and files wait on the server (queued) until you resume delivery.`));
   });
 
   $('restart').addEventListener('click', (e) => {
     const ws = state.current;
     if (!ws) return;
-    const sure = window.confirm(`Restart ${ws.name}? The agent is asked to restart (a restart request `
-      + 'arrives in its inbox) and its active tasks are reset to 0.');
+    const sure = window.confirm(`Restart ${ws.name}'s agent? molecule connect registers again, re-reads its `
+      + 'instructions and stops a command in flight (its message is handed over again); active tasks are reset to 0.');
     if (!sure) return;
-    act(e.currentTarget, '/restart', (w) => `Restart requested: ${w.name}'s agent sees it in its inbox.`);
+    restartOf = ws.id;
+    // A quick agent may confirm before the request's own answer is read:
+    // the note must not go back to waiting then.
+    act(e.currentTarget, '/restart', (w) => (restartOf === w.id
+      ? `Restart requested: waiting for ${w.name}'s agent to confirm…`
+      : restartedText(w)));
+  });
+
+  // The agent's `restart_done` row resolves the note.
+  bus.addEventListener('activity-row', (e) => {
+    const row = e.detail;
+    if (row.activity_type !== 'restart_done' || row.workspace_id !== restartOf || state.current?.id !== restartOf) return;
+    restartOf = null;
+    const status = $('lifecycle-status');
+    status.classList.remove('error');
+    status.textContent = restartedText(state.current);
   });
 }

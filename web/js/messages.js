@@ -13,7 +13,7 @@
 // the result of a delegation say who asked whom, with the ledger's status
 // chip and a link to the ledger row.
 
-import { uploadChip } from './chips.js';
+import { agentFileChip, uploadChip } from './chips.js';
 import { $, ago, el, formatSize } from './dom.js';
 import { renderMarkdown } from './markdown.js';
 import { agentStatus, bus, serverNow, state } from './state.js';
@@ -243,8 +243,10 @@ function resultRow(row) {
     ledgerLink(did));
 }
 
-/** An attachment the agent sent: a link when its URI is one the browser can open. */
+/** An attachment the agent sent: a file it uploaded to its chat, or a link when its URI is one the browser can open. */
 function agentAttachment(a) {
+  const staged = agentFileChip(a);
+  if (staged) return staged;
   const name = a.name || a.uri || 'file';
   const link = /^https?:\/\//i.test(a.uri || '');
   return el('li', { class: 'chip', title: a.uri || '' },
@@ -294,7 +296,10 @@ function draw(ctx, row) {
   } else if (row.activity_type === 'a2a_receive' && (row.method === 'message/send' || !row.method)) {
     const mine = data.source === 'canvas_user';
     const who = mine ? 'You' : `${partyName(data.source_id || row.source_id)} → ${agentName}`;
-    const b = bubble(mine ? 'out' : 'other', who, row, textBlock(data.text ?? row.summary ?? ''));
+    const files = (Array.isArray(data.parts) ? data.parts : []).filter((p) => p?.kind === 'file' && p.file);
+    const b = bubble(mine ? 'out' : 'other', who, row, textBlock(data.text ?? row.summary ?? ''),
+      files.length ? el('ul', { class: 'chips', 'aria-label': 'Attached files' },
+        ...files.map((p) => el('li', { class: 'chip' }, el('span', { class: 'chip-name' }, p.file.name || 'file')))) : null);
     const trace = traceOf(row, 'this request');
     if (trace) b.firstElementChild.append(trace);
     if (row.status === 'forwarded') b.firstElementChild.append(deliveryTag(row, 'delivered'));

@@ -180,6 +180,12 @@ pub struct ChatUpload {
     /// `platform-pending:<workspace>/<file>`.
     #[serde(default)]
     pub uri: Option<String>,
+    /// Staged as an attachment of a message to follow (the canvas
+    /// composer): that message hands it to the agent, so `connect` does
+    /// not also announce it alone. Absent (false) on a file dropped alone
+    /// and on rows written before attachments existed.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub attached: bool,
 }
 
 impl ChatUpload {
@@ -194,6 +200,7 @@ impl ChatUpload {
     ) -> Self {
         Self {
             uri: Some(pending_uri(workspace, file_id)),
+            attached: false,
             file_id,
             filename,
             mimetype,
@@ -514,10 +521,13 @@ impl Message {
 
 impl ChatUpload {
     fn row(&self) -> InboxRow {
-        let body = json!({
+        let mut body = json!({
             "file_id": self.file_id, "filename": self.filename, "mimetype": self.mimetype,
             "size": self.size, "sha256": self.sha256, "uri": self.uri,
         });
+        if self.attached {
+            body["attached"] = json!(true);
+        }
         let target = self
             .uri
             .as_deref()
