@@ -20,6 +20,7 @@ mod clients;
 mod connect_e2e;
 mod cron_preview;
 mod db_down;
+mod delegation_ops;
 mod delegations;
 mod disk_full;
 mod edge;
