@@ -3,6 +3,9 @@
 # `molecule serve` on a free 127.0.0.1 port with throw-away state, drives the
 # page in headless Chromium (tests/canvas/canvas.test.mjs), and stops the
 # server on the way out. Screenshots and logs land in artifacts/canvas/.
+# CANVAS_ONLY=<regex> runs the setup steps, then only the steps whose names
+# match (e.g. CANVAS_ONLY='thread|topology'); CANVAS_KEEP_GOING=1 runs on
+# past failures.
 #
 # Needs: cargo, node >= 20 with npm, and Chromium at /usr/bin/chromium
 # (or CHROMIUM=/path/to/chromium).
