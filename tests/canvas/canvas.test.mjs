@@ -1915,6 +1915,7 @@ async function main() {
     const sub = await asWs(coder, helper, { task: 'List the merged pull requests', idempotency_key: 'thr-2' }, { traceparent: handed });
 
     await page.getByRole('button', { name: 'Refresh the workspace list' }).click();
+    await page.locator(`#workspace-list [data-ws="${helper.id}"]`).waitFor({ state: 'attached' });
     await page.evaluate((id) => { location.hash = `#/w/${id}`; }, coder.id);
     await page.locator('#chat-title', { hasText: 'thr-coder' }).waitFor();
     await page.getByRole('tab', { name: 'Delegations' }).click();
@@ -1971,6 +1972,7 @@ async function main() {
     };
     await signInAs(viewer);
     await page.waitForFunction(() => document.body.dataset.role === 'viewer');
+    await page.locator(`#workspace-list [data-ws="${coder.id}"]`).waitFor({ state: 'attached' });
     await page.evaluate((id) => { location.hash = `#/w/${id}`; }, coder.id);
     await page.locator('#chat-title', { hasText: 'thr-coder' }).waitFor();
     await page.getByRole('tab', { name: 'Delegations' }).click();
@@ -2029,7 +2031,7 @@ async function main() {
     await page.locator(`#workspace-list [data-ws="${other.id}"]`).waitFor();
     await page.evaluate((id) => { location.hash = `#/w/${id}`; }, boss.id);
     await page.locator('#chat-title', { hasText: 'ops-lead' }).waitFor();
-    await page.getByRole('button', { name: 'Team…' }).click();
+    await page.getByRole('button', { name: 'Team…', exact: true }).click();
     const dialog = page.locator('#teamops-dialog[open]');
     await dialog.locator('#teamops-members', { hasText: '2 workspaces: ops-lead, ops-kid.' }).waitFor();
     await axeCheck('team operations');
