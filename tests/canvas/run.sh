@@ -67,6 +67,6 @@ done
 healthy || { echo "molecule serve did not answer /health within 10 s" >&2; exit 1; }
 
 log "canvas tests in Chromium"
-# The test bounds itself (4 min); `timeout` is the backstop if it hangs.
+# The test bounds itself (7 min); `timeout` is the backstop if it hangs.
 CANVAS_URL="$URL" CANVAS_ADMIN_TOKEN="$ADMIN_TOKEN" CANVAS_BIN="$BIN" CANVAS_ARTIFACTS="$ARTIFACTS" \
-  timeout "$([ "${CANVAS_KEEP_GOING:-}" = 1 ] && echo 660 || echo 300)" node "$HERE/canvas.test.mjs"
+  timeout "$([ "${CANVAS_KEEP_GOING:-}" = 1 ] && echo 660 || echo 480)" node "$HERE/canvas.test.mjs"
