@@ -211,7 +211,9 @@ pub(super) struct ActivityParams {
     /// Only rows created strictly before this RFC 3339 instant.
     pub before_ts: Option<String>,
     /// Reads history backwards: the newest `limit` rows with a smaller id,
-    /// still oldest first (page back with the first row's id). Not with
+    /// still oldest first (page back with the first row's id). Above every
+    /// id, the newest page; otherwise it must name a row of this
+    /// workspace (400), or one the retention sweep removed. Not with
     /// `wait`.
     pub before_id: Option<i64>,
 }
@@ -337,6 +339,13 @@ pub(super) async fn list_activity(
     let (query, wait, before_id) = params.into_query()?;
     known_workspace(&state, id).await?;
     if let Some(before_id) = before_id {
+        if !state.store.activity_cursor_known(id, before_id).await? {
+            return Err(Error::BadRequest(format!(
+                "`before_id` {before_id} names no row of this workspace's activity: start above \
+                 every id (such as {}) for the newest page, then page back with each page's first id",
+                i64::MAX
+            )));
+        }
         let rows: Vec<ActivityView> = state
             .store
             .list_activity_before(id, &query, before_id)

@@ -244,7 +244,7 @@ pub(super) async fn audit_created(state: &AppState, actor: Actor, d: &Delegation
 
 /// [`delegate`] made by `actor` (the route: the operator may delegate as
 /// a workspace it names, and is then still the actor).
-async fn delegate_by(
+pub(super) async fn delegate_by(
     state: &AppState,
     actor: Actor,
     caller: Caller,

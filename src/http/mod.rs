@@ -13,6 +13,7 @@ mod audit;
 mod auth;
 mod canvas;
 mod cron;
+mod delegation_ops;
 mod delegations;
 mod denied;
 mod edge;
@@ -183,6 +184,7 @@ pub(crate) fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(fleet::routes())
         .merge(stream::routes())
         .merge(delegations::routes())
+        .merge(delegation_ops::routes())
         .merge(uploads::routes())
         .merge(plugins::routes())
         .merge(peers::routes())

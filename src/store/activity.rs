@@ -127,6 +127,16 @@ pub trait ActivityStore: Send + Sync {
         before_id: i64,
     ) -> StoreResult<Vec<Activity>>;
 
+    /// Whether `before_id` is a cursor of `workspace_id`'s history read
+    /// backwards: a row of it, past its newest row (read from the
+    /// newest), or at or below its swept-through mark (a row the
+    /// retention sweep removed).
+    async fn activity_cursor_known(
+        &self,
+        workspace_id: WorkspaceId,
+        before_id: i64,
+    ) -> StoreResult<bool>;
+
     /// Deletes up to `limit` activity rows created before `cutoff`, records
     /// the highest deleted id per workspace, and returns how many it deleted.
     async fn sweep_activity(&self, cutoff: DateTime<Utc>, limit: i64) -> StoreResult<u64>;
@@ -253,6 +263,24 @@ engines! {
                 .fetch_all(&self.pool)
                 .await?;
             Ok(rows.into_iter().rev().map(Into::into).collect())
+        }
+
+        async fn activity_cursor_known(
+            &self,
+            workspace_id: WorkspaceId,
+            before_id: i64,
+        ) -> StoreResult<bool> {
+            // Three index lookups in one round trip.
+            let (newest, named, swept): (Option<i64>, i64, Option<i64>) = sqlx::query_as(
+                "SELECT (SELECT max(id) FROM activity_logs WHERE workspace_id = $1), \
+                   (SELECT count(*) FROM activity_logs WHERE workspace_id = $1 AND id = $2), \
+                   (SELECT activity_swept_through FROM workspaces WHERE id = $1)",
+            )
+            .bind(workspace_id)
+            .bind(before_id)
+            .fetch_one(&self.pool)
+            .await?;
+            Ok(named > 0 || before_id > newest.unwrap_or(0) || before_id <= swept.unwrap_or(0))
         }
 
         async fn sweep_activity(&self, cutoff: DateTime<Utc>, limit: i64) -> StoreResult<u64> {

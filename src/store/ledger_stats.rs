@@ -1,10 +1,13 @@
 //! Figures over the delegation ledger: counts by status, the oldest row
 //! in flight and completion times, of the whole fleet or of one workspace
-//! (`/admin/delegations/stats`, `/workspaces/:id/delegations/stats`).
+//! (`/admin/delegations/stats`, `/workspaces/:id/delegations/stats`), and
+//! its edges — who asks whom, how often, how many fail — for the
+//! topology view (`/admin/delegations/edges`).
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
+use super::delegations::IN_FLIGHT;
 use super::sql::{SqlStore, Ts};
 use super::*;
 
@@ -20,6 +23,23 @@ pub struct DelegationStats {
     pub completion_seconds: Vec<f64>,
 }
 
+/// The delegations of one caller to one callee, summed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DelegationEdge {
+    /// The caller as stored: a workspace id, `operator` or `schedule:<id>`.
+    pub caller: String,
+    /// The callee.
+    pub callee_id: WorkspaceId,
+    /// Rows kept in the ledger.
+    pub total: i64,
+    /// Of which failed.
+    pub failed: i64,
+    /// Of which not yet completed or failed.
+    pub in_flight: i64,
+    /// Creation of the newest.
+    pub last_at: DateTime<Utc>,
+}
+
 /// Figures over the ledger. Part of [`Store`].
 #[async_trait]
 pub trait LedgerStatsStore: Send + Sync {
@@ -30,6 +50,10 @@ pub trait LedgerStatsStore: Send + Sync {
         since: DateTime<Utc>,
         party: Option<WorkspaceId>,
     ) -> StoreResult<DelegationStats>;
+
+    /// Every (caller, callee) pair of the ledger with its counts, the
+    /// busiest first (at most `limit` pairs).
+    async fn delegation_edges(&self, limit: i64) -> StoreResult<Vec<DelegationEdge>>;
 }
 
 engines! {
@@ -91,6 +115,32 @@ engines! {
                 oldest_in_flight_at: oldest.map(|t| t.0),
                 completion_seconds,
             })
+        }
+
+        async fn delegation_edges(&self, limit: i64) -> StoreResult<Vec<DelegationEdge>> {
+            // Grouped in the database: a ledger of a million rows answers
+            // with one row per pair that ever talked.
+            let sql = format!(
+                "SELECT caller_id, callee_id, count(*), \
+                   sum(CASE WHEN status = 'failed' THEN 1 ELSE 0 END), \
+                   sum(CASE WHEN status IN {IN_FLIGHT} THEN 1 ELSE 0 END), \
+                   max(created_at) \
+                 FROM delegations GROUP BY caller_id, callee_id \
+                 ORDER BY count(*) DESC, caller_id, callee_id LIMIT $1"
+            );
+            let rows: Vec<(String, WorkspaceId, i64, i64, i64, Ts)> =
+                sqlx::query_as(&sql).bind(limit).fetch_all(&self.pool).await?;
+            Ok(rows
+                .into_iter()
+                .map(|(caller, callee_id, total, failed, in_flight, last)| DelegationEdge {
+                    caller,
+                    callee_id,
+                    total,
+                    failed,
+                    in_flight,
+                    last_at: last.0,
+                })
+                .collect())
         }
     }
 }

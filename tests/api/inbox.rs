@@ -329,8 +329,12 @@ async fn history_reads_backwards_a_page_at_a_time(engine: Engine) {
         return;
     };
     let ws = app.create_poll_workspace("w").await;
+    let other = app.create_poll_workspace("other").await;
     for i in 0..7 {
         app.send_text(&ws.id, &format!("m{i}")).await;
+        if i == 3 {
+            app.send_text(&other.id, "elsewhere").await;
+        }
     }
     let texts = |rows: &Value| -> Vec<String> {
         rows.as_array()
@@ -362,9 +366,22 @@ async fn history_reads_backwards_a_page_at_a_time(engine: Engine) {
         .activity(&ws, &format!("before_id={}&type=agent_message", i64::MAX))
         .await;
     assert_eq!(none, json!([]));
+    // A cursor that names a row of another workspace's history (inside
+    // this one's range of ids) names nothing of this listing.
+    let (_, theirs) = app.activity(&other, "limit=1").await;
+    let foreign = theirs[0]["id"].as_i64().unwrap();
+    assert!(
+        foreign > first,
+        "the foreign row sits between this one's rows"
+    );
+    let foreign_query = format!("before_id={foreign}");
     for (query, needle) in [
         ("before_id=0", "`before_id` must be at least 1"),
         ("before_id=5&wait=1", "cannot be combined with `wait`"),
+        (
+            foreign_query.as_str(),
+            "names no row of this workspace's activity",
+        ),
     ] {
         let (status, body) = app.activity(&ws, query).await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "case {query}");

@@ -21,6 +21,7 @@ mod connect_e2e;
 mod connect_files;
 mod cron_preview;
 mod db_down;
+mod delegation_ops;
 mod delegations;
 mod disk_full;
 mod edge;

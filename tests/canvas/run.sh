@@ -3,6 +3,9 @@
 # `molecule serve` on a free 127.0.0.1 port with throw-away state, drives the
 # page in headless Chromium (tests/canvas/canvas.test.mjs), and stops the
 # server on the way out. Screenshots and logs land in artifacts/canvas/.
+# CANVAS_ONLY=<regex> runs the setup steps, then only the steps whose names
+# match (e.g. CANVAS_ONLY='thread|topology'); CANVAS_KEEP_GOING=1 runs on
+# past failures.
 #
 # Needs: cargo, node >= 20 with npm, the sqlite3 shell (to seed a past
 # day's usage), and Chromium at /usr/bin/chromium
@@ -65,6 +68,6 @@ done
 healthy || { echo "molecule serve did not answer /health within 10 s" >&2; exit 1; }
 
 log "canvas tests in Chromium"
-# The test bounds itself (4 min); `timeout` is the backstop if it hangs.
+# The test bounds itself (8 min); `timeout` is the backstop if it hangs.
 CANVAS_URL="$URL" CANVAS_ADMIN_TOKEN="$ADMIN_TOKEN" CANVAS_BIN="$BIN" CANVAS_DATA="$DATA" CANVAS_ARTIFACTS="$ARTIFACTS" \
-  timeout "$([ "${CANVAS_KEEP_GOING:-}" = 1 ] && echo 660 || echo 300)" node "$HERE/canvas.test.mjs"
+  timeout "$([ "${CANVAS_KEEP_GOING:-}" = 1 ] && echo 900 || echo 540)" node "$HERE/canvas.test.mjs"

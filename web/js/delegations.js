@@ -72,6 +72,10 @@ function renderItem(d) {
     el('p', { class: 'dtask' }, el('span', { class: 'dlabel' }, 'Task: '), d.task_preview),
     ...outcome,
     el('p', { class: 'hint dtime' }, timing(d)),
+    el('button', {
+      type: 'button', class: 'ghost dthread',
+      onclick: () => bus.dispatchEvent(new CustomEvent('open-thread', { detail: { did: d.id, party: d.callee_id } })),
+    }, 'Open thread'),
   );
   li.delegation = d;
   return li;

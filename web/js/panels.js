@@ -11,7 +11,10 @@ import { initSchedules } from './schedules.js';
 import { initSecrets } from './secrets.js';
 import { state } from './state.js';
 import { initTabs } from './tabs.js';
+import { initTeamOps } from './teamops.js';
+import { initThreads } from './threads.js';
 import { initTokens } from './tokens.js';
+import { initTopology } from './topology.js';
 import { initTrace } from './trace.js';
 import { initUsage } from './usage.js';
 
@@ -26,6 +29,9 @@ export function initPanels() {
   initTrace();
   const approvals = initApprovals();
   const openTokens = initTokens();
+  initThreads();
+  initTeamOps();
+  const openTopology = initTopology();
   const nav = el('nav', { class: 'operator-nav', 'aria-label': 'Operator views' },
     approvals,
     el('button', { type: 'button', id: 'open-delegations', class: 'ghost', onclick: openDelegations }, 'Delegations'),
@@ -34,4 +40,6 @@ export function initPanels() {
       el('span', { class: 'wide-only' }, 'Global '), 'secrets'),
     el('button', { type: 'button', id: 'open-org-tokens', class: 'ghost', onclick: openTokens }, 'Tokens'));
   $('signout').before(nav);
+  // The team view sits with the list it draws (the top bar has no room on a phone).
+  $('refresh').before(el('button', { type: 'button', id: 'open-topology', class: 'ghost', onclick: openTopology }, 'Topology'));
 }
