@@ -61,10 +61,12 @@ pub enum SearchError {
     #[error("`q` is required: the text to search for")]
     EmptyQuery,
     /// `q` is longer than [`MAX_QUERY_CHARS`].
-    #[error("`q` is {0} characters long; at most {MAX_QUERY_CHARS} are searched")]
+    #[error("`q` is {0} characters long; at most 200 are searched")]
     QueryTooLong(usize),
     /// A word of `kinds` that names no kind.
-    #[error("`kinds` takes messages, memories and delegations, comma-separated; `{0}` is none of them")]
+    #[error(
+        "`kinds` takes messages, memories and delegations, comma-separated; `{0}` is none of them"
+    )]
     UnknownKind(String),
     /// A cursor this route did not hand out.
     #[error("`cursor` is not one a previous page of this search gave")]
@@ -339,25 +341,42 @@ mod tests {
         assert_eq!(Place::parse_cursor(&place.cursor()), Ok(place.clone()));
         assert_eq!(place.bound_for(SearchKind::Message).1, Tie::Nothing);
         assert_eq!(place.bound_for(SearchKind::Delegation).1, Tie::All);
-        assert_eq!(
-            place.bound_for(SearchKind::Memory).1.uuids(),
-            Tie::Below(u)
-        );
+        assert_eq!(place.bound_for(SearchKind::Memory).1.uuids(), Tie::Below(u));
         let row = Place::parse_cursor("5.message.42").unwrap();
         assert_eq!(row.id, HitId::Row(42));
-        for bad in ["", "x.message.1", "5.file.1", "5.message.x", "5.memory.7", "5"] {
-            assert_eq!(Place::parse_cursor(bad), Err(SearchError::BadCursor), "{bad:?}");
+        for bad in [
+            "",
+            "x.message.1",
+            "5.file.1",
+            "5.message.x",
+            "5.memory.7",
+            "5",
+        ] {
+            assert_eq!(
+                Place::parse_cursor(bad),
+                Err(SearchError::BadCursor),
+                "{bad:?}"
+            );
         }
     }
 
     #[test]
     fn a_snippet_centres_the_first_match_on_one_line() {
-        assert_eq!(snippet("Deploy\nthe API", &["api".into()]), "Deploy the API");
+        assert_eq!(
+            snippet("Deploy\nthe API", &["api".into()]),
+            "Deploy the API"
+        );
         let long = format!("{}needle{}", "a".repeat(100), "b".repeat(300));
         let s = snippet(&long, &["needle".into()]);
         assert!(s.starts_with('…') && s.ends_with('…'), "{s}");
         assert_eq!(s.chars().count(), SNIPPET_CHARS + 2);
-        assert_eq!(s.chars().skip(1 + SNIPPET_BEFORE).take(6).collect::<String>(), "needle");
+        assert_eq!(
+            s.chars()
+                .skip(1 + SNIPPET_BEFORE)
+                .take(6)
+                .collect::<String>(),
+            "needle"
+        );
         assert_eq!(snippet("short", &["zzz".into()]), "short");
     }
 }

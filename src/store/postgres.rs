@@ -308,8 +308,7 @@ impl Engine for Postgres {
         "SELECT CAST(value AS uuid) FROM jsonb_array_elements_text(CAST($1 AS jsonb))";
     /// The generated `tsvector` (GIN index) against the query;
     /// `websearch_to_tsquery` never raises a syntax error.
-    const MEMORY_MATCHES_2: &'static str =
-        "x.content_tsv @@ websearch_to_tsquery('simple', $2)";
+    const MEMORY_MATCHES_2: &'static str = "x.content_tsv @@ websearch_to_tsquery('simple', $2)";
 
     /// Full-text candidates from the generated `tsvector` (GIN index),
     /// best `ts_rank_cd` first; the readable filter is in the same

@@ -108,7 +108,8 @@ async fn world(app: &TestApp) -> World {
     let lead = app.create_poll_workspace("lead").await;
     let coder = app.create_poll_workspace_under("coder", Some(&lead)).await;
     let stranger = app.create_poll_workspace("stranger").await;
-    app.send_text(&coder.id, "please deploy the Blue Build").await;
+    app.send_text(&coder.id, "please deploy the Blue Build")
+        .await;
     let m1 = app.newest_row(&coder).await;
     app.send_text(&stranger.id, "a blue whale").await;
     let mem = app.remember(&coder, "the blue build listens on 8080").await;
@@ -117,7 +118,8 @@ async fn world(app: &TestApp) -> World {
     app.notify(&coder, "Blue build\nshipped").await;
     let m2 = app.newest_row(&coder).await;
     let mem2 = app.remember(&stranger, "build it blue").await;
-    app.send_text(&stranger.id, "the blue build of a stranger").await;
+    app.send_text(&stranger.id, "the blue build of a stranger")
+        .await;
     let m3 = app.newest_row(&stranger).await;
     let expected_all = vec![
         hit("message", &m3, "stranger", "the blue build of a stranger"),
@@ -153,7 +155,8 @@ async fn each_kind_is_found_newest_first_with_its_fields(engine: Engine) {
         times.iter().map(|t| t.parse().unwrap()).collect();
     assert!(parsed.windows(2).all(|p| p[0] >= p[1]), "{times:?}");
     // The fields of each kind.
-    let by_kind = |k: &str| results.iter().filter(move |h| h["kind"] == k);
+    let by_kind =
+        |k: &'static str| -> Vec<&Value> { results.iter().filter(|h| h["kind"] == k).collect() };
     for h in by_kind("message") {
         let want = if h["snippet"] == "Blue build shipped" {
             "agent"
@@ -169,7 +172,7 @@ async fn each_kind_is_found_newest_first_with_its_fields(engine: Engine) {
     for h in by_kind("memory") {
         assert_eq!((&h["scope"], &h["status"]), (&json!("LOCAL"), &Value::Null));
     }
-    let d = by_kind("delegation").next().unwrap();
+    let d = by_kind("delegation")[0];
     assert_eq!(d["workspace_id"], json!(w.coder.id));
     assert_eq!(d["caller_id"], json!(w.lead.id));
     assert_eq!(d["status"], json!("queued"));
@@ -181,7 +184,10 @@ async fn each_kind_is_found_newest_first_with_its_fields(engine: Engine) {
     assert_eq!(status, StatusCode::OK);
     assert_eq!(hits(&page), w.expected_all[3..4]);
     let (_, page) = app
-        .search("q=blue%20build&kinds=memories,delegations", &app.admin_token)
+        .search(
+            "q=blue%20build&kinds=memories,delegations",
+            &app.admin_token,
+        )
         .await;
     let want: Vec<_> = w
         .expected_all
@@ -251,7 +257,14 @@ async fn percent_and_underscore_match_only_themselves(engine: Engine) {
     let ws = app.create_poll_workspace("w").await;
     let other = app.create_poll_workspace("v").await;
     let mut ids = Vec::new();
-    for text in ["100% done", "1000 done", "a_b", "axb", "back\\slash", "backslash"] {
+    for text in [
+        "100% done",
+        "1000 done",
+        "a_b",
+        "axb",
+        "back\\slash",
+        "backslash",
+    ] {
         app.send_text(&ws.id, text).await;
         ids.push(app.newest_row(&ws).await);
     }
@@ -261,7 +274,13 @@ async fn percent_and_underscore_match_only_themselves(engine: Engine) {
         ("100%25", vec![hit("message", &ids[0], "w", "100% done")]),
         ("a_b", vec![hit("message", &ids[2], "w", "a_b")]),
         ("k%5Cs", vec![hit("message", &ids[4], "w", "back\\slash")]),
-        ("0%25", vec![hit("delegation", &d, "v", "raise to 50%"), hit("message", &ids[0], "w", "100% done")]),
+        (
+            "0%25",
+            vec![
+                hit("delegation", &d, "v", "raise to 50%"),
+                hit("message", &ids[0], "w", "100% done"),
+            ],
+        ),
         // Only a wildcard: the rows that hold it, and no memory (no word).
         ("_", vec![hit("message", &ids[2], "w", "a_b")]),
     ];
@@ -317,7 +336,10 @@ async fn pages_cover_every_hit_once_across_kinds_and_ties(engine: Engine) {
         let mut cursor = String::new();
         for _ in 0..20 {
             let (status, page) = app
-                .search(&format!("q=tied&limit={limit}&cursor={cursor}"), &app.admin_token)
+                .search(
+                    &format!("q=tied&limit={limit}&cursor={cursor}"),
+                    &app.admin_token,
+                )
                 .await;
             assert_eq!(status, StatusCode::OK, "{page}");
             let n = page["results"].as_array().unwrap().len();
@@ -340,11 +362,11 @@ async fn bad_input_is_a_400_with_a_sentence(engine: Engine) {
         return;
     };
     let ws = app.create_poll_workspace("w").await;
-    let long = "x".repeat(201);
+    let too_long = format!("q={}", "x".repeat(201));
     let cases = [
         ("", "`q` is required: the text to search for"),
         ("q=%20%20", "`q` is required: the text to search for"),
-        (&format!("q={long}") as &str, "`q` is 201 characters long; at most 200 are searched"),
+        (too_long.as_str(), "`q` is 201 characters long; at most 200 are searched"),
         ("q=x&kinds=messages,files", "`kinds` takes messages, memories and delegations, comma-separated; `files` is none of them"),
         ("q=x&limit=0", "`limit` must be between 1 and 50"),
         ("q=x&limit=51", "`limit` must be between 1 and 50"),
