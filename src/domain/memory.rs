@@ -227,6 +227,16 @@ impl SearchTerms {
     pub fn websearch_query(&self) -> String {
         self.fts5_query()
     }
+
+    /// A query every term must match, read alike by FTS5 `MATCH` and
+    /// `websearch_to_tsquery`: quoted terms side by side.
+    pub fn all_of_query(&self) -> String {
+        self.0
+            .iter()
+            .map(|t| format!("\"{}\"", t.replace('"', "\"\"")))
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
 }
 
 /// A vector as stored: little-endian float32s.

@@ -24,6 +24,7 @@ mod mode;
 mod names;
 mod period;
 pub mod schedule;
+pub mod search;
 pub mod team;
 mod template;
 mod token;

@@ -145,6 +145,33 @@ where
     }
 }
 
+/// What a caller may search across workspaces: every workspace (the
+/// operator), a team's subtree (an operator token confined to that team:
+/// `permissions::NARROWED` lets it through), or its own workspace (a
+/// workspace token). The read is narrowed to it in the same statement.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Reach {
+    /// Every workspace.
+    Everything,
+    /// This workspace and every one under it.
+    Subtree(WorkspaceId),
+    /// This workspace only.
+    Workspace(WorkspaceId),
+}
+
+impl FromRequestParts<AppState> for Reach {
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self> {
+        let session = Session::from_request_parts(parts, state).await?;
+        Ok(match (session.principal, session.operator_role()) {
+            (Principal::Workspace(id), _) => Reach::Workspace(id),
+            (Principal::Operator, Some((_, Some(root)))) => Reach::Subtree(root),
+            (Principal::Operator, _) => Reach::Everything,
+        })
+    }
+}
+
 /// The operator or the workspace the path names (a token of another
 /// workspace is 401, as if unknown).
 #[derive(Debug, Clone, Copy)]

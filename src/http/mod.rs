@@ -36,6 +36,7 @@ mod plugins;
 mod registry;
 mod schedule_health;
 mod schedules;
+mod search;
 mod secrets;
 mod stream;
 mod tokens;
@@ -197,6 +198,7 @@ pub(crate) fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(instructions::routes())
         .merge(audit::routes())
         .merge(memories::routes())
+        .merge(search::routes())
         .merge(kv::routes())
         .merge(usage::routes())
         .merge(traces::routes())

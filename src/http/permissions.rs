@@ -100,6 +100,7 @@ pub static DECLARED: &[(&str, &str, Need)] = &[
     ("POST", "/registry/update-card", Write),
     ("GET", "/registry/{id}/peers", Read),
     ("GET", "/schedules/preview", Read),
+    ("GET", "/search", Read),
     ("GET", "/workspaces", Read),
     ("POST", "/workspaces", Write),
     ("DELETE", "/workspaces/{id}", Write),
@@ -178,6 +179,11 @@ pub static DECLARED: &[(&str, &str, Need)] = &[
     ("POST", "/workspaces/{id}/tokens", Admin),
     ("DELETE", "/workspaces/{id}/tokens/{tid}", Admin),
 ];
+
+/// Routes about no one workspace that a token confined to a team may
+/// still use: each answers it with what lies inside its subtree only (the
+/// handler's [`super::access::Reach`] narrows the read).
+pub static NARROWED: &[(&str, &str)] = &[("GET", "/search")];
 
 /// What the route `method path` needs; `None` when it is not declared.
 pub fn need(method: &Method, path: &str) -> Option<Need> {
@@ -258,7 +264,9 @@ pub(super) async fn refusal(
     if let Some(root) = grant.team_root {
         let inside = match workspace_of(&path, parts) {
             Some(id) => within(state, root, id?).await?,
-            None => false,
+            None => NARROWED
+                .iter()
+                .any(|(m, p)| *m == parts.method.as_str() && *p == path),
         };
         if !inside {
             return Ok(Some((

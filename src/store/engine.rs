@@ -55,6 +55,9 @@ pub(super) trait Engine: sqlx::Database + Sized {
     fn fts_sql(readable: &str) -> String;
     /// The search terms as this engine's full-text query text.
     fn fts_query(terms: &SearchTerms) -> String;
+    /// True when memory `x` matches the full-text query bound as `$2`
+    /// ([`SearchTerms::all_of_query`]), answered by the engine's index.
+    const MEMORY_MATCHES_2: &'static str;
 
     /// Applies the engine's embedded migrations.
     async fn migrate(store: &SqlStore<Self>) -> StoreResult<()>;

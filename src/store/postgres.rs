@@ -306,6 +306,9 @@ impl Engine for Postgres {
     /// The same for `$1`.
     const ID_LIST_1: &'static str =
         "SELECT CAST(value AS uuid) FROM jsonb_array_elements_text(CAST($1 AS jsonb))";
+    /// The generated `tsvector` (GIN index) against the query;
+    /// `websearch_to_tsquery` never raises a syntax error.
+    const MEMORY_MATCHES_2: &'static str = "x.content_tsv @@ websearch_to_tsquery('simple', $2)";
 
     /// Full-text candidates from the generated `tsvector` (GIN index),
     /// best `ts_rank_cd` first; the readable filter is in the same

@@ -278,6 +278,9 @@ impl Engine for Sqlite {
     const ID_LIST_3: &'static str = "SELECT value FROM json_each($3)";
     /// The same for `$1`.
     const ID_LIST_1: &'static str = "SELECT value FROM json_each($1)";
+    /// The FTS5 index's matches, as the rowids (`seq`) it maps to.
+    const MEMORY_MATCHES_2: &'static str =
+        "x.seq IN (SELECT rowid FROM memories_fts WHERE memories_fts MATCH $2)";
 
     /// Full-text candidates from the FTS5 index, best `bm25` first; the
     /// readable filter is in the same statement.

@@ -45,6 +45,7 @@ mod schedule_chaos;
 mod schedule_health;
 mod schedule_surfaces;
 mod schedules;
+mod search;
 mod secrets;
 mod store_contract;
 mod sweep;

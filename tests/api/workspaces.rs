@@ -549,6 +549,7 @@ async fn health_ready_and_openapi_need_no_token() {
             "/registry/update-card",
             "/registry/{id}/peers",
             "/schedules/preview",
+            "/search",
             "/traces/{trace_id}",
             "/workspaces",
             "/workspaces/{id}",

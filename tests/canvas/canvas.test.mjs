@@ -2548,6 +2548,80 @@ async function main() {
     noPageErrors();
   });
 
+  await step('search across workspaces: messages, memories and delegations grouped by kind, each opening where it lives; axe 0 at 1280 and 390 px (issue 30, missing 7)', async () => {
+    await page.setViewportSize({ width: 1280, height: 800 });
+    const word = `zephyr${Date.now().toString(36)}`;
+    const lead = await apiCall('POST', '/workspaces', ADMIN_TOKEN, { name: 'search-lead', delivery_mode: 'poll' });
+    const child = await apiCall('POST', '/workspaces', ADMIN_TOKEN, { name: 'search-child', delivery_mode: 'poll', parent_id: lead.id });
+    const sent = await apiCall('POST', `/workspaces/${child.id}/a2a`, ADMIN_TOKEN,
+      { method: 'message/send', params: { message: { role: 'user', parts: [{ kind: 'text', text: `please check the ${word} rollout` }] } } });
+    const memory = await apiCall('POST', `/workspaces/${lead.id}/memories`, ADMIN_TOKEN, { content: `${word} ships on Fridays`, scope: 'LOCAL' });
+    const delegated = await apiCall('POST', `/workspaces/${child.id}/delegate`, ADMIN_TOKEN,
+      { task: `prepare the ${word} release notes`, idempotency_key: `search-${word}` });
+    // The list learns of the new workspaces; the box sits above it.
+    await page.evaluate(() => { location.hash = ''; });
+    await page.locator('#refresh').click();
+    await page.locator('#workspace-list', { hasText: 'search-child' }).waitFor();
+    const open = async () => {
+      await page.locator('#global-search').fill(word);
+      await page.locator('#global-search-button').click();
+      await page.locator('#search-dialog[open] .search-hit').first().waitFor();
+      return page.locator('#search-dialog');
+    };
+    const dialog = await open();
+    const groups = await dialog.locator('.search-group h3').allTextContents();
+    assert(JSON.stringify(groups) === JSON.stringify(['Messages (1)', 'Memories (1)', 'Delegations (1)']), `the groups read ${JSON.stringify(groups)}`);
+    const rows = await dialog.locator('.search-hit').evaluateAll((els) => els.map((e) => [e.dataset.kind, e.dataset.id, e.querySelector('.search-where').textContent, e.querySelector('.search-snippet').textContent]));
+    const want = [
+      ['message', String(sent.activity_id), 'search-child', `please check the ${word} rollout`],
+      ['memory', memory.id, 'search-lead', `${word} ships on Fridays`],
+      ['delegation', delegated.delegation_id, 'search-child', `prepare the ${word} release notes`],
+    ];
+    assert(JSON.stringify(rows) === JSON.stringify(want), `the hits read ${JSON.stringify(rows)}`);
+    assert(await dialog.locator('#search-status').textContent() === `3 results for “${word}”`, 'the count is not said');
+    await axeCheck('search results');
+    await shot('30-search');
+    // A delegation opens its row in the callee's Delegations tab.
+    await dialog.locator('.search-hit[data-kind="delegation"] .search-open').click();
+    await page.locator(`#tab-delegations[aria-selected="true"]`).waitFor();
+    await page.locator(`.delegation.target[data-did="${delegated.delegation_id}"]`).waitFor();
+    assert(await page.evaluate(() => location.hash) === `#/w/${child.id}/delegations/${delegated.delegation_id}`, 'the delegation link is not the ledger row');
+    // A memory opens its workspace's Memory tab at that memory.
+    await open();
+    await page.locator('.search-hit[data-kind="memory"] .search-open').click();
+    await page.locator('#tab-memory[aria-selected="true"]').waitFor();
+    await page.locator(`#mem-results .search-target[data-mid="${memory.id}"]`).waitFor();
+    assert((await page.locator('#chat-title').textContent()).includes('search-lead'), 'the memory opened another workspace');
+    // A message opens its chat, filtered to the words, at that message.
+    await open();
+    await page.locator('.search-hit[data-kind="message"] .search-open').click();
+    await page.locator(`#messages .search-target[data-id="${sent.activity_id}"]`).waitFor();
+    assert(await page.locator('#chat-search').inputValue() === word, 'the chat is not filtered to the words searched');
+    assert((await page.locator('#chat-title').textContent()).includes('search-child'), 'the message opened another workspace');
+    // Bad input is the server's sentence; nothing found says so.
+    await page.evaluate(() => { location.hash = ''; });
+    await page.evaluate(() => { document.getElementById('global-search').removeAttribute('maxlength'); });
+    await page.locator('#global-search').fill('x'.repeat(201));
+    await page.locator('#global-search-button').click();
+    await page.locator('#search-error', { hasText: '`q` is 201 characters long; at most 200 are searched' }).waitFor();
+    await page.locator('#search-dialog').getByRole('button', { name: 'Close' }).click();
+    await page.locator('#global-search').fill(`${word}-absent`);
+    await page.locator('#global-search-button').click();
+    await page.locator('#search-status', { hasText: `Nothing matches “${word}-absent”.` }).waitFor();
+    await page.locator('#search-dialog').getByRole('button', { name: 'Close' }).click();
+    assert(await page.evaluate(() => document.activeElement?.id) === 'global-search', 'closing the results does not return to the box');
+    // On a phone: the box and its button fit, the results are clean.
+    await page.setViewportSize({ width: 390, height: 844 });
+    await page.locator('#global-search').waitFor();
+    await open();
+    const sideways = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+    assert(sideways <= 1, `the search results scroll sideways by ${sideways}px on a phone`);
+    await axeCheck('search results (phone)');
+    await page.locator('#search-dialog').getByRole('button', { name: 'Close' }).click();
+    await page.setViewportSize({ width: 1280, height: 800 });
+    noPageErrors();
+  });
+
   const side = simulated ? 'workspace side simulated: molecule connect --exec unavailable' : 'workspace side: molecule connect --exec';
   if (failures.length) {
     console.log(`canvas: ${results.length} passed, ${failures.length} failed (${side})`);

@@ -8,6 +8,7 @@ import { $, el } from './dom.js';
 import { initDelegations } from './delegations.js';
 import { initMemory } from './memory.js';
 import { initSchedules } from './schedules.js';
+import { initSearch } from './search.js';
 import { initSecrets } from './secrets.js';
 import { state } from './state.js';
 import { initTabs } from './tabs.js';
@@ -27,6 +28,7 @@ export function initPanels() {
   initSchedules();
   initUsage();
   initTrace();
+  initSearch();
   const approvals = initApprovals();
   const openTokens = initTokens();
   initThreads();
