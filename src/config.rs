@@ -683,7 +683,8 @@ mod tests {
             hsts,
             tls,
             mcp_send_message_to_user,
-            prices
+            prices,
+            otlp_endpoint
         );
     }
 
