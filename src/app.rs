@@ -177,6 +177,14 @@ impl Application {
             sweeper,
         } = self;
         let app_shutdown = state.shutdown.clone();
+        // Spans also go to the OTLP endpoint, when one is set (first:
+        // a bad endpoint fails before anything else starts).
+        let otlp_task = crate::otlp::start(
+            state.config.otlp_endpoint.as_deref(),
+            state.store.clone(),
+            state.metrics.clone(),
+            app_shutdown.clone(),
+        )?;
         // Before any connection: the cap must fit the descriptor limit.
         let limits = crate::serve::fit_to_fd_limit(state.config.connections);
         let metrics_limits = crate::serve::ConnLimits {
@@ -224,7 +232,7 @@ impl Application {
         crate::serve::serve(listener, router, limits, tls, app_shutdown.clone()).await;
         app_shutdown.cancel();
         let _ = sweep_task.await;
-        if let Some(t) = notify_task {
+        for t in [notify_task, otlp_task].into_iter().flatten() {
             let _ = t.await;
         }
         if let Some(t) = schedule_task {

@@ -253,6 +253,13 @@ pub struct ServeArgs {
     /// usage reported without `cost_usd`.
     #[arg(long, env = "MOLECULE_PRICES")]
     pub prices: Option<PathBuf>,
+
+    /// Also send every stored span (the server's and the agents') to this
+    /// OTLP/HTTP endpoint, e.g. http://jaeger:4318 (`/v1/traces` is added
+    /// unless the URL already ends with it). Unset: the built-in store
+    /// alone serves traces.
+    #[arg(long, env = "MOLECULE_OTLP_ENDPOINT", value_name = "URL")]
+    pub otlp_endpoint: Option<String>,
 }
 
 /// Resolved server configuration.
@@ -319,6 +326,9 @@ pub struct Config {
     pub mcp_send_message_to_user: bool,
     /// Model prices (the built-in table, with `--prices` laid over it).
     pub prices: PriceTable,
+    /// The OTLP/HTTP traces URL spans are exported to (`…/v1/traces`);
+    /// `None`: no export.
+    pub otlp_endpoint: Option<String>,
 }
 
 /// Where memory vectors come from.
@@ -381,6 +391,7 @@ impl Config {
             tls: None,
             mcp_send_message_to_user: true,
             prices: PriceTable::default(),
+            otlp_endpoint: None,
         }
     }
 }
@@ -420,7 +431,26 @@ fn default_duration(raw: &str) -> Duration {
     humantime::parse_duration(raw).expect("BUG: a default duration that does not parse")
 }
 
-/// A default size in bytes; the unit test below parses every one.
+/// The traces URL of `--otlp-endpoint`: an http(s) URL, `/v1/traces`
+/// added to its path unless it ends with it (the OTLP/HTTP convention for
+/// a base endpoint, as `OTEL_EXPORTER_OTLP_ENDPOINT` is read). Blank: none.
+pub fn otlp_traces_url(raw: Option<&str>) -> anyhow::Result<Option<String>> {
+    let Some(raw) = raw.map(str::trim).filter(|r| !r.is_empty()) else {
+        return Ok(None);
+    };
+    let url = url::Url::parse(raw)
+        .ok()
+        .filter(|u| matches!(u.scheme(), "http" | "https") && u.has_host());
+    let Some(mut url) = url else {
+        anyhow::bail!("--otlp-endpoint `{raw}` is not an http(s) URL (e.g. http://jaeger:4318)");
+    };
+    let path = url.path().trim_end_matches('/').to_owned();
+    if !path.ends_with("/v1/traces") {
+        url.set_path(&format!("{path}/v1/traces"));
+    }
+    Ok(Some(url.to_string()))
+}
+
 /// The `--cors-origin` values, trimmed, empty ones dropped; each must be
 /// an origin (`scheme://host[:port]`, no path), as browsers send it.
 fn cors_origins(raw: &[String]) -> anyhow::Result<Vec<String>> {
@@ -439,6 +469,7 @@ fn cors_origins(raw: &[String]) -> anyhow::Result<Vec<String>> {
     Ok(origins)
 }
 
+/// A default size in bytes; the unit test below parses every one.
 fn default_bytes(raw: &str) -> u64 {
     raw.parse::<ByteSize>()
         .expect("BUG: a default size that does not parse")
@@ -521,6 +552,7 @@ impl ServeArgs {
             "--header-read-timeout and --idle-timeout must be longer than zero"
         );
         let cors_origins = cors_origins(&self.cors_origins)?;
+        let otlp_endpoint = otlp_traces_url(self.otlp_endpoint.as_deref())?;
         Ok(Config {
             listen: self.listen,
             database_url: self
@@ -572,6 +604,7 @@ impl ServeArgs {
             },
             mcp_send_message_to_user: self.mcp_send_message_to_user,
             prices,
+            otlp_endpoint,
         })
     }
 }
@@ -650,7 +683,8 @@ mod tests {
             hsts,
             tls,
             mcp_send_message_to_user,
-            prices
+            prices,
+            otlp_endpoint
         );
     }
 
@@ -666,6 +700,24 @@ mod tests {
             default_bytes(defaults::MAX_PLUGIN_SIZE),
             HARD_MAX_PLUGIN_SIZE
         );
+    }
+
+    #[test]
+    fn the_otlp_endpoint_gets_the_traces_path() {
+        let url = |raw| otlp_traces_url(Some(raw)).unwrap().unwrap();
+        assert_eq!(url("http://jaeger:4318"), "http://jaeger:4318/v1/traces");
+        assert_eq!(url(" http://tempo:4318/ "), "http://tempo:4318/v1/traces");
+        assert_eq!(
+            url("https://lf.example.com/api/public/otel"),
+            "https://lf.example.com/api/public/otel/v1/traces"
+        );
+        assert_eq!(url("http://c:4318/v1/traces"), "http://c:4318/v1/traces");
+        assert_eq!(otlp_traces_url(None).unwrap(), None);
+        assert_eq!(otlp_traces_url(Some("  ")).unwrap(), None);
+        for bad in ["jaeger:4318", "grpc://c:4317", "not a url"] {
+            let err = otlp_traces_url(Some(bad)).unwrap_err().to_string();
+            assert!(err.contains("--otlp-endpoint"), "{bad}: {err}");
+        }
     }
 
     #[test]

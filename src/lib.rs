@@ -51,6 +51,7 @@ pub mod memory;
 /// HTTP layer; the permission-matrix test walks it).
 pub use http::permissions;
 pub mod metrics;
+pub(crate) mod otlp;
 pub(crate) mod plugin_archive;
 pub(crate) mod private_fs;
 pub mod push;

@@ -69,6 +69,10 @@ pub struct Metrics {
     pub http_requests: IntCounterVec,
     /// Request latency by method and route pattern.
     pub http_duration: HistogramVec,
+    /// OTLP export attempts that failed (endpoint unreachable or refused).
+    pub otlp_export_errors: IntCounter,
+    /// Spans the OTLP endpoint accepted.
+    pub otlp_spans_exported: IntCounter,
 }
 
 impl Default for Metrics {
@@ -93,6 +97,7 @@ impl Metrics {
         let (delegations, delegation_seconds) = register_delegations(&r);
         let (http_requests, http_duration) = register_http(&r);
         let (schedule_fires, schedule_fire_lag, schedule_last_tick) = register_schedules(&r);
+        let (otlp_export_errors, otlp_spans_exported) = register_otlp(&r);
         let schedule_ticks = r.counter(
             "molecule_schedule_ticks_total",
             "Completed ticks of the scheduler loop.",
@@ -161,6 +166,8 @@ impl Metrics {
             ),
             http_requests,
             http_duration,
+            otlp_export_errors,
+            otlp_spans_exported,
             registry: r.0,
         }
     }
@@ -173,6 +180,20 @@ impl Metrics {
             .expect("BUG: text encoding cannot fail");
         String::from_utf8(out).expect("BUG: the text format is UTF-8")
     }
+}
+
+/// The OTLP exporter's counters: failed attempts, spans accepted.
+fn register_otlp(r: &Registrar) -> (IntCounter, IntCounter) {
+    (
+        r.counter(
+            "molecule_otlp_export_errors_total",
+            "OTLP export requests that failed (endpoint unreachable, timed out or refused); their spans stay in the store and are retried.",
+        ),
+        r.counter(
+            "molecule_otlp_spans_exported_total",
+            "Spans the OTLP endpoint (--otlp-endpoint) accepted.",
+        ),
+    )
 }
 
 /// Declares metrics into one registry (a name used twice is a bug).

@@ -212,6 +212,21 @@ pub trait TraceStore: Send + Sync {
 
     /// Deletes up to `limit` spans that started before `before`.
     async fn prune_spans(&self, before: DateTime<Utc>, limit: i64) -> StoreResult<u64>;
+
+    /// Takes up to `limit` ended spans no exporter has taken yet, oldest
+    /// end first, and marks them taken (a replica running the same claim
+    /// at once gets none of them). A server span is taken only once it
+    /// ended at or before `settled` (the usage a callee reports with its
+    /// final status lands on the span right after the move that ended it).
+    async fn claim_unexported_spans(
+        &self,
+        settled: DateTime<Utc>,
+        limit: i64,
+    ) -> StoreResult<Vec<Span>>;
+
+    /// Gives back spans an export did not deliver: the next claim takes
+    /// them again.
+    async fn release_unexported_spans(&self, keys: &[(String, String)]) -> StoreResult<()>;
 }
 
 /// One moment of a server span.
@@ -441,6 +456,48 @@ engines! {
             .rows_affected();
             tx.commit().await?;
             Ok(n)
+        }
+
+        #[tracing::instrument(skip_all)]
+        async fn claim_unexported_spans(
+            &self,
+            settled: DateTime<Utc>,
+            limit: i64,
+        ) -> StoreResult<Vec<Span>> {
+            let mut tx = self.write_tx().await?;
+            // `AND NOT exported` again in the outer statement: a replica
+            // whose claim waited on ours re-checks the row and skips it.
+            let rows: Vec<SpanRow> = sqlx::query_as(
+                "UPDATE trace_spans SET exported = TRUE WHERE (trace_id, span_id) IN ( \
+                   SELECT trace_id, span_id FROM trace_spans \
+                   WHERE NOT exported AND end_at IS NOT NULL \
+                     AND (kind <> 'server' OR end_at <= $1) \
+                   ORDER BY end_at LIMIT $2) \
+                 AND NOT exported RETURNING *",
+            )
+            .bind(Ts(settled))
+            .bind(limit)
+            .fetch_all(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            rows.into_iter().map(TryInto::try_into).collect()
+        }
+
+        #[tracing::instrument(skip_all, fields(spans = keys.len()))]
+        async fn release_unexported_spans(&self, keys: &[(String, String)]) -> StoreResult<()> {
+            let mut tx = self.write_tx().await?;
+            for (trace_id, span_id) in keys {
+                sqlx::query(
+                    "UPDATE trace_spans SET exported = FALSE \
+                     WHERE trace_id = $1 AND span_id = $2",
+                )
+                .bind(trace_id)
+                .bind(span_id)
+                .execute(&mut *tx)
+                .await?;
+            }
+            tx.commit().await?;
+            Ok(())
         }
     }
 }

@@ -34,6 +34,7 @@ mod instructions;
 mod mcp;
 mod mcp_tasks;
 mod memory;
+mod otlp;
 mod pending;
 mod plugins;
 mod push_delegations;

@@ -13,13 +13,13 @@ use serde_json::{json, Value};
 use crate::helpers::{spawn_app, Engine, TestApp, Ws};
 use crate::on_both_engines;
 
-const CALLER: &str = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
-const CALLER_TRACE: &str = "0af7651916cd43dd8448eb211c80319c";
+pub(crate) const CALLER: &str = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+pub(crate) const CALLER_TRACE: &str = "0af7651916cd43dd8448eb211c80319c";
 
 impl TestApp {
     /// `POST /workspaces/:to/delegate` as `from` (or the operator), with a
     /// `traceparent` header when given.
-    async fn delegate_traced(
+    pub(crate) async fn delegate_traced(
         &self,
         from: Option<&Ws>,
         to: &Ws,
@@ -42,13 +42,13 @@ impl TestApp {
     }
 
     /// The newest inbox row of `ws`.
-    async fn last_inbox_row(&self, ws: &Ws) -> Value {
+    pub(crate) async fn last_inbox_row(&self, ws: &Ws) -> Value {
         let (status, rows) = self.activity(ws, "type=a2a_receive").await;
         assert_eq!(status, StatusCode::OK, "{rows}");
         rows.as_array().unwrap().last().cloned().expect("a row")
     }
 
-    async fn report_traced_status(&self, ws: &Ws, did: &str, body: Value) {
+    pub(crate) async fn report_traced_status(&self, ws: &Ws, did: &str, body: Value) {
         let (status, b) = self
             .post(
                 &format!("/workspaces/{}/delegations/{did}/status", ws.id),
@@ -59,7 +59,7 @@ impl TestApp {
         assert_eq!(status, StatusCode::OK, "{b}");
     }
 
-    async fn report_spans(
+    pub(crate) async fn report_spans(
         &self,
         ws: &Ws,
         traceparent: Option<&str>,
@@ -78,7 +78,7 @@ impl TestApp {
 }
 
 /// A delegate row's traceparent, checked to be a W3C one; (trace, span).
-fn hop_of(row: &Value) -> (String, String, String) {
+pub(crate) fn hop_of(row: &Value) -> (String, String, String) {
     let p = row["data"]["traceparent"]
         .as_str()
         .unwrap_or_else(|| panic!("no traceparent in {row}"))
@@ -91,7 +91,7 @@ fn hop_of(row: &Value) -> (String, String, String) {
 }
 
 /// A model call of 1.5 s that starts now (after the hops it hangs under).
-fn llm_span(name: &str, input: i64, output: i64) -> Value {
+pub(crate) fn llm_span(name: &str, input: i64, output: i64) -> Value {
     let start = chrono::Utc::now();
     let end = start + Span::milliseconds(1500);
     json!({"spans": [{"name": name, "kind": "llm", "start": start.to_rfc3339(),
