@@ -32,6 +32,7 @@ mod memory;
 mod pending;
 mod plugins;
 mod push_delegations;
+mod reads;
 mod replicas;
 mod revocation;
 mod s3_ingest;
