@@ -2034,7 +2034,7 @@ async function main() {
     await page.locator('#send-error', { hasText: 'Not sent' }).waitFor();
     await page.unroute('**/a2a');
     await page.getByLabel('Message').fill('');
-    await page.getByRole('button', { name: 'Retry' }).click();
+    await page.locator('#send-retry').click();
     await page.locator('.msg-out .text', { hasText: 'retry me please' }).waitFor();
     await page.locator('#send-retry').waitFor({ state: 'hidden' });
     assert((await page.locator('#send-error').textContent()) === '', 'the error stayed after the retry went through');
