@@ -145,7 +145,7 @@ function buildSwitcher() {
   });
   switcher = el('dialog', { id: 'switcher', class: 'panel-dialog switcher', 'aria-labelledby': 'switcher-title' },
     el('h2', { id: 'switcher-title', class: 'visually-hidden' }, 'Switch to a workspace'),
-    el('label', { for: 'switcher-input', class: 'visually-hidden' }, 'Workspace name'),
+    el('label', { for: 'switcher-input', class: 'visually-hidden' }, 'Switch to a workspace'),
     input,
     el('ul', { id: 'switcher-list', role: 'listbox', class: 'switcher-list', 'aria-label': 'Matching workspaces' }),
     el('p', { id: 'switcher-empty', class: 'hint', hidden: true }, 'No workspace matches.'),
