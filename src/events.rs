@@ -128,6 +128,12 @@ pub enum Event {
     /// operator re-checks its token (which workspace it watched does not
     /// matter: an operator token may watch any).
     OperatorRevoked,
+    /// A reader's read positions moved (`read_positions`): that reader's
+    /// other pages re-read their unread counts.
+    ReadMoved {
+        /// `admin` or `token:<id>` (see `ReadStore`).
+        reader: String,
+    },
     /// Events may have been missed (a listener reconnected): re-read.
     Resync,
     /// A paused workspace was resumed: its agent's inbox polls, held
@@ -191,7 +197,10 @@ impl Local {
                     w.revocations += 1;
                 });
             }
-            Event::Upload { .. } | Event::Delegation(_) | Event::Approval(_) => {}
+            Event::Upload { .. }
+            | Event::Delegation(_)
+            | Event::Approval(_)
+            | Event::ReadMoved { .. } => {}
         }
         let _ = self.events.send(event);
     }

@@ -117,6 +117,17 @@ impl Session {
         }
     }
 
+    /// Whose read state this caller keeps (`read_positions.reader`):
+    /// `admin` for the admin token, `token:<id>` for an operator token;
+    /// `None` for a workspace, which has no chats to read.
+    pub(super) fn reader(&self) -> Option<String> {
+        match (self.principal, self.grant) {
+            (Principal::Workspace(_), _) => None,
+            (Principal::Operator, None) => Some("admin".to_owned()),
+            (Principal::Operator, Some(g)) => Some(format!("token:{}", g.id)),
+        }
+    }
+
     /// True when a revocation may have happened since the token was last
     /// checked (in this process or, through the bus, another replica).
     pub(super) fn may_be_revoked(&self, state: &AppState) -> bool {

@@ -28,26 +28,33 @@ pub(crate) struct FleetActivity {
 
 /// Server-Sent Events for the operator's view of the whole fleet: `event:
 /// activity` with `{workspace_id, id}` for every committed activity row of
-/// any workspace, and `event: resync` when rows may have been missed (a
+/// any workspace, `event: read` when this token's read positions moved
+/// (another page of the same reader read a chat: re-read
+/// `GET /admin/read-state`), and `event: resync` when rows may have been missed (a
 /// lagging reader, a lost database listener): re-read then. One stream in
 /// place of reading every workspace's activity in turn to find what is
 /// new (unread counts, notifications). Operator only; ends at shutdown,
 /// or when its token is revoked.
 #[utoipa::path(get, path = "/admin/activity/events", tag = "messages",
-    responses((status = 200, description = "text/event-stream of `activity` (FleetActivity) and `resync`"),
+    responses((status = 200, description = "text/event-stream of `activity` (FleetActivity), `read` and `resync`"),
         (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
 pub(super) async fn stream_fleet_activity(
     State(state): State<AppState>,
     Operator((), session): Operator<(), Session>,
 ) -> Result<Sse<impl futures::Stream<Item = std::result::Result<SseEvent, Infallible>>>> {
+    let me = session.reader();
     Ok(super::stream::operator_feed(
         &state,
         session,
-        |event| match event {
+        move |event| match event {
             Event::Activity { workspace_id, id } => SseEvent::default()
                 .event("activity")
                 .json_data(FleetActivity { workspace_id, id })
                 .ok(),
+            // Only this reader's own positions: another's are not news here.
+            Event::ReadMoved { reader } if Some(&reader) == me.as_ref() => {
+                Some(SseEvent::default().event("read").data("{}"))
+            }
             _ => None,
         },
     ))

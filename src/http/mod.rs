@@ -33,6 +33,7 @@ mod peers;
 mod pending;
 pub mod permissions;
 mod plugins;
+mod reads;
 mod registry;
 mod schedule_health;
 mod schedules;
@@ -183,6 +184,7 @@ pub(crate) fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(a2a::routes())
         .merge(activity::routes())
         .merge(fleet::routes())
+        .merge(reads::routes())
         .merge(stream::routes())
         .merge(delegations::routes())
         .merge(delegation_ops::routes())

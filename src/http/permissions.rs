@@ -76,6 +76,10 @@ pub static DECLARED: &[(&str, &str, Need)] = &[
     ("GET", "/admin/memories", Read),
     ("DELETE", "/admin/memories/{mid}", Write),
     ("GET", "/admin/pending-uploads/stats", Read),
+    // Read state is the caller's own (the reader is its token): reading
+    // is all a viewer does, so every role keeps its own.
+    ("GET", "/admin/read-state", Read),
+    ("POST", "/admin/read-state/mark-all", Read),
     ("GET", "/admin/schedules/health", Read),
     ("GET", "/admin/secrets", Admin),
     ("DELETE", "/admin/secrets/{key}", Admin),
@@ -174,6 +178,7 @@ pub static DECLARED: &[(&str, &str, Need)] = &[
     ("GET", "/workspaces/{id}/secrets/values", Admin),
     ("DELETE", "/workspaces/{id}/secrets/{key}", Write),
     ("PUT", "/workspaces/{id}/secrets/{key}", Write),
+    ("PUT", "/workspaces/{id}/read-state", Read),
     ("GET", "/workspaces/{id}/state", Read),
     ("GET", "/workspaces/{id}/tokens", Admin),
     ("POST", "/workspaces/{id}/tokens", Admin),

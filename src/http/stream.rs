@@ -198,13 +198,13 @@ pub(super) fn cut_on_revocation<S: Stream + Send>(
 pub(super) fn operator_feed(
     state: &AppState,
     session: Session,
-    pick: fn(Event) -> Option<SseEvent>,
+    pick: impl Fn(Event) -> Option<SseEvent> + Send + 'static,
 ) -> Sse<impl Stream<Item = std::result::Result<SseEvent, Infallible>>> {
     let events = state.bus.subscribe();
     let shutdown = state.shutdown.clone();
     let stream = futures::stream::unfold(
-        (events, shutdown),
-        move |(mut events, shutdown)| async move {
+        (events, shutdown, pick),
+        move |(mut events, shutdown, pick)| async move {
             loop {
                 let event = tokio::select! {
                     _ = shutdown.cancelled() => return None,
@@ -218,7 +218,7 @@ pub(super) fn operator_feed(
                     Err(RecvError::Closed) => return None,
                 };
                 if let Some(ev) = sse {
-                    return Some((Ok(ev), (events, shutdown)));
+                    return Some((Ok(ev), (events, shutdown, pick)));
                 }
             }
         },

@@ -13,7 +13,8 @@
 //! - One file per area (`workspaces.rs`, `registry.rs`, `tokens.rs`,
 //!   `activity.rs`, `uploads.rs`, `delegations.rs`, `memory.rs`, `kv.rs`,
 //!   `secrets.rs`, `plugins.rs`, `blobs.rs`, `schedules.rs`, `approvals.rs`, `instructions.rs`,
-//!   `a2a_push.rs`, `mcp_tasks.rs`, `audit.rs`, `usage.rs`, `traces.rs`, `search.rs`): the area's row types, its
+//!   `a2a_push.rs`, `mcp_tasks.rs`, `audit.rs`, `usage.rs`, `traces.rs`, `search.rs`,
+//!   `reads.rs`): the area's row types, its
 //!   trait (`WorkspaceStore`, `UploadStore`, …) and its queries, written
 //!   ONCE for both engines inside `engines! { … }`.
 //! - `engine.rs`: the named [`Engine`](engine::Engine) trait — the few
@@ -109,6 +110,7 @@ areas! {
     usage: UsageStore,
     traces: TraceStore,
     search: SearchStore,
+    reads: ReadStore,
 }
 
 use std::sync::Arc;

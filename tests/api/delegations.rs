@@ -1123,14 +1123,14 @@ async fn the_cli_delegates_and_lists_the_ledger() {
 }
 
 /// A `text/event-stream` response read event by event.
-struct EventStream {
+pub(crate) struct EventStream {
     body: std::pin::Pin<Box<dyn futures::Stream<Item = reqwest::Result<bytes::Bytes>> + Send>>,
     buffer: String,
 }
 
 impl EventStream {
     /// Opens `path` with `token`; the server has subscribed once this returns.
-    async fn open(app: &TestApp, path: &str, token: &str) -> Self {
+    pub(crate) async fn open(app: &TestApp, path: &str, token: &str) -> Self {
         let resp = app
             .client
             .get(app.url(path))
@@ -1147,7 +1147,7 @@ impl EventStream {
     }
 
     /// The next event (`event:` name, `data:` as JSON), within 20 s.
-    async fn next(&mut self) -> (String, Value) {
+    pub(crate) async fn next(&mut self) -> (String, Value) {
         use futures::StreamExt;
         let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
         loop {

@@ -38,6 +38,7 @@ mod otlp;
 mod pending;
 mod plugins;
 mod push_delegations;
+mod reads;
 mod replica_chaos;
 mod replicas;
 mod revocation;

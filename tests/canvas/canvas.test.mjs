@@ -2457,6 +2457,190 @@ async function main() {
     await chatAgain();
   });
   // ---- end of the threads, topology, team ops steps.
+  // ---------------------------------------------------------------- attention, shortcuts, actions, search
+  // Issue 30: read state on the server (defect 10), the attention inbox
+  // (missing 2), ⌘K and shortcuts (missing 3), message actions (missing 6).
+  let attn;
+  await step('read state is the server\'s: a second browser follows live, "Mark all read" clears every chat (issue 30, defect 10)', async () => {
+    const alpha = await apiCall('POST', '/workspaces', ADMIN_TOKEN, { name: 'attn-alpha', delivery_mode: 'poll' });
+    const beta = await apiCall('POST', '/workspaces', ADMIN_TOKEN, { name: 'attn-beta', delivery_mode: 'poll', parent_id: alpha.id });
+    attn = { alpha, beta };
+    for (const [ws, text] of [[alpha, 'alpha one'], [alpha, 'alpha two'], [beta, 'beta one']]) {
+      await apiCall('POST', `/workspaces/${ws.id}/notify`, ws.auth_token, { message: text });
+    }
+    await page.evaluate(() => { location.hash = ''; });
+    await page.getByRole('button', { name: 'Refresh the workspace list' }).click();
+    const badge = (p, ws) => p.locator(`#workspace-list [data-ws="${ws.id}"] .unread`);
+    await badge(page, alpha).filter({ hasText: '2' }).waitFor();
+    await badge(page, beta).filter({ hasText: '1' }).waitFor();
+    // Another browser (its own storage), signed in with the same token.
+    const other = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: ['--no-sandbox', '--disable-gpu'] });
+    try {
+      const second = await (await other.newContext({ viewport: { width: 1280, height: 800 } })).newPage();
+      second.setDefaultTimeout(STEP_TIMEOUT_MS);
+      await second.goto(BASE);
+      await second.locator('#token').fill(ADMIN_TOKEN);
+      await second.locator('#token').press('Enter');
+      await badge(second, alpha).filter({ hasText: '2' }).waitFor();
+      // Reading a chat there clears it here, live (the old page kept its own).
+      await second.locator(`#workspace-list [data-ws="${alpha.id}"]`).click();
+      await second.locator('.msg-in .text', { hasText: 'alpha two' }).waitFor();
+      await badge(page, alpha).waitFor({ state: 'detached', timeout: 5000 })
+        .catch(() => assert(false, 'reading a chat in another browser left its unread count here'));
+      const kept = await apiCall('GET', '/admin/read-state', ADMIN_TOKEN);
+      const row = kept.find((r) => r.workspace_id === alpha.id);
+      assert(row && row.unread === 0 && row.last_read_id === row.newest_id, `the server keeps ${JSON.stringify(row)}`);
+      // "Mark all read" here (in the attention inbox) clears both pages.
+      await page.locator('#open-attention').click();
+      await page.locator('#attention-dialog[open]').waitFor();
+      await page.getByRole('button', { name: 'Mark all read' }).click();
+      await badge(page, beta).waitFor({ state: 'detached', timeout: 5000 });
+      await second.locator('#workspace-list .unread').first().waitFor({ state: 'detached', timeout: 5000 })
+        .catch(() => assert(false, '"Mark all read" left unread counts in the other browser'));
+      await page.locator('#attention-unread', { hasText: 'Every chat is read.' }).waitFor();
+      await page.keyboard.press('Escape');
+    } finally {
+      await other.close();
+    }
+    noPageErrors();
+  });
+
+  await step('attention inbox: unread chats, failed delegations and pending approvals of every workspace, live; axe 0 at 1280 and 390 px (issue 30, missing 2)', async () => {
+    const { alpha, beta } = attn;
+    await page.locator('#open-attention').click();
+    const dialog = page.locator('#attention-dialog[open]');
+    await dialog.waitFor();
+    assert(await page.evaluate(() => document.activeElement?.id) === 'attention-heading', 'focus is not in the inbox');
+    // Each kind arrives while the inbox is open: no reload, no Refresh.
+    await apiCall('POST', `/workspaces/${beta.id}/notify`, beta.auth_token, { message: 'beta needs you' });
+    await dialog.locator(`#attention-unread li[data-ws="${beta.id}"]`, { hasText: '1 unread' }).waitFor();
+    const asked = await apiCall('POST', `/workspaces/${beta.id}/delegate`, alpha.auth_token, { task: 'Migrate the billing tables', idempotency_key: 'attn-1' });
+    await apiCall('POST', `/workspaces/${beta.id}/delegations/${asked.delegation_id}/status`, beta.auth_token, { status: 'failed', error_detail: 'no access' });
+    const failed = dialog.locator(`#attention-delegations li[data-did="${asked.delegation_id}"]`);
+    await failed.waitFor();
+    assert((await failed.textContent()).includes('attn-alpha → attn-beta'), `the delegation reads "${await failed.textContent()}"`);
+    const approval = await apiCall('POST', `/workspaces/${beta.id}/approvals`, beta.auth_token, { action: 'Drop the old tables' });
+    await dialog.locator(`#attention-approvals li[data-aid="${approval.approval_id}"]`, { hasText: 'Drop the old tables' }).waitFor();
+    const total = Number(await page.locator('#attention-count').textContent());
+    assert(total >= 3, `the Attention count reads ${total}`);
+    await axeCheck('attention inbox');
+    await page.setViewportSize({ width: 390, height: 844 });
+    await axeCheck('attention inbox (phone)');
+    const sideways = await page.evaluate(() => document.getElementById('attention-dialog').scrollWidth - document.getElementById('attention-dialog').clientWidth);
+    assert(sideways <= 1, `the inbox scrolls sideways by ${sideways}px on a phone`);
+    await page.setViewportSize({ width: 1280, height: 800 });
+    // Its link opens the chat in place; the inbox closes.
+    await dialog.locator(`#attention-unread li[data-ws="${beta.id}"] a`).click();
+    await page.locator('#chat-title', { hasText: 'attn-beta' }).waitFor();
+    assert(!(await page.locator('#attention-dialog').evaluate((d) => d.open)), 'the inbox stayed open');
+    await apiCall('POST', `/workspaces/${beta.id}/approvals/${approval.approval_id}/decide`, ADMIN_TOKEN, { decision: 'denied' });
+    noPageErrors();
+  });
+
+  await step('shortcuts: ⌘K switches by a fuzzy name, Alt+↓/↑ step through the list, / searches, Esc back to the composer, ? lists them; axe 0 (issue 30, missing 3)', async () => {
+    await page.locator('#live-status', { hasText: 'live' }).waitFor();
+    await page.locator('#log').focus();
+    await page.keyboard.press('Control+k');
+    await page.locator('#switcher[open]').waitFor();
+    assert(await page.evaluate(() => document.activeElement?.id) === 'switcher-input', 'focus is not in the switcher');
+    await axeCheck('workspace switcher');
+    await page.setViewportSize({ width: 390, height: 844 });
+    await axeCheck('workspace switcher (phone)');
+    await page.setViewportSize({ width: 1280, height: 800 });
+    // Letters in order, not together: "atlph" finds attn-alpha.
+    await page.keyboard.type('atlph');
+    const first = page.locator('#switcher-list [role="option"][aria-selected="true"]');
+    assert((await first.textContent()) === 'attn-alpha', `the first match is "${await first.textContent()}"`);
+    await page.keyboard.press('Enter');
+    await page.locator('#chat-title', { hasText: 'attn-alpha' }).waitFor();
+    await page.waitForFunction(() => document.activeElement?.id === 'message', null, { timeout: 5000 })
+      .catch(() => assert(false, 'after a switch the focus is not in the composer'));
+    // Next and previous workspace of the list.
+    const order = await page.locator('#workspace-list a[data-ws]').evaluateAll((as) => as.map((a) => a.dataset.ws));
+    const at = order.indexOf(attn.alpha.id);
+    await page.keyboard.press('Alt+ArrowDown');
+    await page.waitForFunction((id) => location.hash === `#/w/${id}`, order[(at + 1) % order.length]);
+    await page.keyboard.press('Alt+ArrowUp');
+    await page.waitForFunction((id) => location.hash === `#/w/${id}`, attn.alpha.id);
+    // "/" searches the conversation; Esc from the log goes to the composer.
+    await page.locator('#log').focus();
+    await page.keyboard.press('/');
+    assert(await page.evaluate(() => document.activeElement?.id) === 'chat-search', '"/" did not go to the search');
+    await page.locator('#log').focus();
+    await page.keyboard.press('Escape');
+    assert(await page.evaluate(() => document.activeElement?.id) === 'message', 'Esc did not go to the composer');
+    // "?" lists the shortcuts; closing it returns focus.
+    await page.locator('#log').focus();
+    await page.keyboard.press('?');
+    await page.locator('#shortcuts-dialog[open]').waitFor();
+    const listed = await page.locator('#shortcuts-dialog dt').allTextContents();
+    assert(listed.length === 5 && listed[0].includes('Ctrl+K'), `the help lists ${JSON.stringify(listed)}`);
+    await axeCheck('shortcuts help');
+    await page.keyboard.press('Escape');
+    await page.waitForFunction(() => document.activeElement?.id === 'log');
+    noPageErrors();
+  });
+
+  await step('message actions: copy and quote a message, copy a code block, retry a failed send (issue 30, missing 6)', async () => {
+    const { alpha } = attn;
+    const said = 'Run `make check` first:\n\n```\ncargo test --all\n```';
+    await apiCall('POST', `/workspaces/${alpha.id}/notify`, alpha.auth_token, { message: said });
+    const msg = page.locator('.msg-in', { hasText: 'cargo test --all' });
+    await msg.waitFor();
+    await msg.getByRole('button', { name: 'More actions' }).click();
+    const bar = msg.getByRole('toolbar', { name: 'Copy or quote' });
+    await bar.waitFor();
+    assert(await page.evaluate(() => document.activeElement?.textContent) === 'Copy', 'focus is not on Copy');
+    await axeCheck('message actions');
+    await bar.getByRole('button', { name: 'Copy' }).click();
+    const copied = await page.evaluate(() => navigator.clipboard.readText());
+    assert(copied === said, `Copy gave ${JSON.stringify(copied)}`);
+    await page.getByLabel('Message').fill('and then?');
+    await bar.getByRole('button', { name: 'Quote' }).click();
+    const box = await page.getByLabel('Message').inputValue();
+    assert(box.startsWith('> Run `make check` first:\n> \n> ```') && box.endsWith('\n\nand then?'), `Quote wrote ${JSON.stringify(box)}`);
+    assert(await page.evaluate(() => document.activeElement?.id) === 'message', 'Quote left the focus elsewhere');
+    await msg.getByRole('button', { name: 'Copy code' }).click();
+    const code = await page.evaluate(() => navigator.clipboard.readText());
+    assert(code === 'cargo test --all', `Copy code gave ${JSON.stringify(code)}`);
+    // A send that fails offers Retry, which sends the same text.
+    await page.route('**/a2a', (route) => route.abort());
+    await page.getByLabel('Message').fill('retry me please');
+    await page.getByLabel('Message').press('Enter');
+    await page.locator('#send-error', { hasText: 'Not sent' }).waitFor();
+    await page.unroute('**/a2a');
+    await page.getByLabel('Message').fill('');
+    await page.locator('#send-retry').click();
+    await page.locator('.msg-out .text', { hasText: 'retry me please' }).waitFor();
+    await page.locator('#send-retry').waitFor({ state: 'hidden' });
+    assert((await page.locator('#send-error').textContent()) === '', 'the error stayed after the retry went through');
+    noPageErrors();
+  });
+
+  await step('Manage names the workspace as it is after a rename, not as it was opened (issue 30, defect 10)', async () => {
+    await page.evaluate((id) => { location.hash = `#/w/${id}`; }, attn.beta.id);
+    await page.locator('#chat-title', { hasText: 'attn-beta' }).waitFor();
+    await page.locator('#manage').click();
+    await page.locator('#manage-dialog[open]').waitFor();
+    await page.locator('#manage-name').fill('attn-beta-renamed');
+    await page.getByRole('button', { name: 'Save' }).click();
+    await page.locator('#manage-status', { hasText: 'Saved.' }).waitFor();
+    const title = await page.locator('#manage-title').textContent();
+    assert(title === 'Manage attn-beta-renamed', `after the rename the dialog reads "${title}"`);
+    await page.locator('#manage-close').click();
+    await chatAgain();
+  });
+
+  await step('on a phone the chat uses the screen\'s height (issue 30, defect 10: 261 of 844 px before)', async () => {
+    await page.setViewportSize({ width: 390, height: 844 });
+    try {
+      const log = await page.locator('#log').evaluate((e) => e.getBoundingClientRect().height);
+      assert(log >= 300, `the conversation is ${Math.round(log)} of 844 px tall on a phone`);
+      await page.getByRole('button', { name: 'Workspaces', exact: true }).waitFor();
+    } finally {
+      await page.setViewportSize({ width: 1280, height: 800 });
+    }
+  });
 
   await step('the page judges "online" with the server\'s --offline-after (60 s here), not its own 90 s (issue 17)', async () => {
     const cfg = await apiCall('GET', '/admin/config', ADMIN_TOKEN);

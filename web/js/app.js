@@ -10,6 +10,8 @@
 
 import { api } from './api.js';
 import { startApprovals, stopApprovals } from './approvals.js';
+import { initAttention } from './attention.js';
+import { initShortcuts } from './shortcuts.js';
 import { closeChat, initChat, openChat } from './chat.js';
 import { loadConfig } from './config.js';
 import { initCreate } from './create.js';
@@ -128,6 +130,8 @@ function init() {
   bus.addEventListener('unauthorized', (e) => signOut(e.detail));
   window.addEventListener('hashchange', route);
   initWorkspaces();
+  initAttention();
+  initShortcuts();
   initCreate();
   initChat();
   initPanels();

@@ -141,7 +141,11 @@ const empty = el('p', { class: 'hint', id: 'approvals-empty' }, 'Nothing is wait
 const error = el('p', { class: 'error', role: 'alert' });
 const announce = el('p', { class: 'visually-hidden', role: 'status' });
 
+/** The fleet's pending requests, oldest first (the attention inbox). */
+export const pendingApprovals = () => [...pending.values()].sort((a, b) => a.created_at.localeCompare(b.created_at));
+
 function paintCount() {
+  bus.dispatchEvent(new Event('approvals'));
   badge.textContent = String(pending.size);
   badge.hidden = pending.size === 0;
   badge.nextSibling.textContent = pending.size === 0 ? '' : ' pending';

@@ -8,6 +8,7 @@ import { $ } from './dom.js';
 import { atBottom, hasOlder, keepOlderRows, keepRows, renderRow, resetRows, scrollToBottom, setDelegationStatus, showNewest, showOlder } from './messages.js';
 import { STATUS_LABEL, agentStatus, bus, state } from './state.js';
 import { followEvents } from './stream.js';
+import { initMessageActions, sendDone, sendFailed } from './msgactions.js';
 import { markSeen, noteLiveRow } from './unread.js';
 import { lastContact, renderWorkspaces } from './workspaces.js';
 
@@ -83,6 +84,7 @@ export async function openChat(ws) {
   applySearch();
   $('chat-error').textContent = '';
   $('send-error').textContent = '';
+  sendDone();
 
   // History backwards: the newest page only (a 10 000-message chat opens
   // as fast as a short one), older pages fetched as the reader scrolls up
@@ -209,6 +211,17 @@ function loadOlder() {
   return state.loadingOlder;
 }
 
+/** Each drawn row's text, lowercased once: keystrokes compare strings, not the DOM's text. */
+const searchText = new WeakMap();
+const SEARCH_DEBOUNCE_MS = 150;
+let searchTimer = 0;
+
+/** A keystroke in the search: one search once typing pauses, not one per key. */
+function searchSoon() {
+  clearTimeout(searchTimer);
+  searchTimer = setTimeout(applySearch, SEARCH_DEBOUNCE_MS);
+}
+
 /**
  * Search within the conversation: only the messages containing the words
  * stay shown (day separators hide while searching), with a count.
@@ -228,7 +241,12 @@ async function applySearch() {
       li.hidden = false;
       continue;
     }
-    const hit = !li.classList.contains('day') && li.textContent.toLowerCase().includes(q);
+    let text = searchText.get(li);
+    if (text === undefined) {
+      text = li.classList.contains('day') ? null : li.textContent.toLowerCase();
+      searchText.set(li, text);
+    }
+    const hit = text !== null && text.includes(q);
     li.hidden = !hit;
     if (hit) matches += 1;
   }
@@ -267,10 +285,11 @@ export function initChat() {
     else loadOlder().then((more) => { if (more) drawOlder(); });
   }, { passive: true });
 
-  $('chat-search').addEventListener('input', applySearch);
+  $('chat-search').addEventListener('input', searchSoon);
   $('chat-search').addEventListener('keydown', (e) => {
     if (e.key === 'Escape') {
       $('chat-search').value = '';
+      clearTimeout(searchTimer);
       applySearch();
     }
   });
@@ -279,10 +298,10 @@ export function initChat() {
     location.hash = '';
   });
 
-  $('send-form').addEventListener('submit', async (e) => {
-    e.preventDefault();
+  // Sends `text`; `fromBox`: it is the composer's, cleared once sent. A
+  // failed send keeps its text for Retry (msgactions.js).
+  const send = async (text, fromBox) => {
     const box = $('message');
-    const text = box.value.trim();
     const err = $('send-error');
     err.textContent = '';
     if ((!text && !hasAttachments()) || !state.current) return;
@@ -297,15 +316,22 @@ export function initChat() {
         body: { method: 'message/send', params: { message: { role: 'user', parts } } },
       });
       // The row itself arrives through the event stream.
-      box.value = '';
+      if (fromBox && box.value.trim() === text) box.value = '';
       clearAttachments();
+      sendDone();
     } catch (ex) {
       err.textContent = `Not sent: ${ex.message}`;
+      sendFailed(text);
     } finally {
       button.disabled = false;
       box.focus();
     }
+  };
+  $('send-form').addEventListener('submit', (e) => {
+    e.preventDefault();
+    send($('message').value.trim(), true);
   });
+  initMessageActions((text) => send(text, $('message').value.trim() === text));
 
   $('message').addEventListener('keydown', (e) => {
     if (e.key === 'Enter' && !e.shiftKey && !e.isComposing) {

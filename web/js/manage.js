@@ -53,7 +53,11 @@ export function initManage() {
       await api(wsPath(ws.id), { method: 'PATCH', body });
       await refreshWorkspaces();
     });
-    if (ok) $('manage-status').textContent = 'Saved.';
+    if (ok) {
+      // The title names the workspace as it is now, not as it was opened.
+      $('manage-title').textContent = `Manage ${state.current?.name ?? body.name}`;
+      $('manage-status').textContent = 'Saved.';
+    }
   });
 
   $('manage-connection').addEventListener('click', async () => {

@@ -16,6 +16,7 @@
 import { agentFileChip, uploadChip } from './chips.js';
 import { $, ago, el, formatSize } from './dom.js';
 import { renderMarkdown } from './markdown.js';
+import { actionsButton, withCodeCopy } from './msgactions.js';
 import { agentStatus, bus, serverNow, state } from './state.js';
 import { traceButton, traceIdOf } from './trace.js';
 
@@ -137,7 +138,7 @@ bus.addEventListener('tick', () => {
 });
 
 /** A message's text, formatted (Markdown, sanitised). */
-const textBlock = (text) => el('div', { class: 'text' }, renderMarkdown(text));
+const textBlock = (text) => withCodeCopy(el('div', { class: 'text' }, renderMarkdown(text)), text);
 
 /** The text parts of a JSON-RPC answer (a push workspace's reply). */
 function textOfAnswer(answer) {
@@ -160,8 +161,10 @@ function textOfAnswer(answer) {
  * workspace's agent) or `other` (anyone else: a peer agent, a delegation).
  */
 export function bubble(side, who, row, ...content) {
+  // A text message has actions (msgactions.js): copy, quote.
+  const actions = content[0]?.className === 'text' ? actionsButton() : null;
   return el('li', { class: `msg msg-${side}`, dataset: { id: row.id, type: row.activity_type } },
-    el('div', { class: 'msg-head' }, el('span', { class: 'who' }, who), timeOf(row)),
+    el('div', { class: 'msg-head' }, el('span', { class: 'who' }, who), timeOf(row), actions),
     ...content);
 }
 

@@ -5,8 +5,11 @@
 // (GET /admin/activity/events) says that workspace has a new row: no
 // polling of every workspace while nothing happens. When the stream is
 // down (or says `resync`) every workspace is read again, as before. It
-// counts the agent's messages newer than the last one the operator saw;
-// what was seen is kept in localStorage, per workspace.
+// counts the agent's messages newer than the last one the operator saw.
+// What was seen is kept by the server, per token (GET /admin/read-state,
+// PUT /workspaces/:id/read-state), so two browsers agree: the fleet
+// stream's `read` event says another page of this token read something,
+// and "Mark all read" is one request (issue 30, defect 10).
 
 import { api, errorOf, unauthorized, wsPath } from './api.js';
 import { sleep } from './dom.js';
@@ -14,7 +17,6 @@ import { renderMarkdown } from './markdown.js';
 import { bus, state } from './state.js';
 import { readEventStream } from './stream.js';
 
-const SEEN_KEY = 'molecule.seen';
 const NOTIFY_KEY = 'molecule.notify';
 const PAGE = 500;
 const FIRST_PAGES = 4; // a workspace never looked at: its first 2000 rows at most
@@ -22,12 +24,8 @@ const BASE_TITLE = 'molecule canvas';
 
 /** wsId -> { known: newest id fetched, latestAt: its time, unread, first: true until read once } */
 const activity = new Map();
+/** wsId -> the newest activity id this token has seen there (the server's). */
 let seen = {};
-try {
-  seen = JSON.parse(localStorage.getItem(SEEN_KEY) || '{}') || {};
-} catch {
-  seen = {};
-}
 
 /** Whether a row is the agent speaking to the operator. */
 export function isFromAgent(row) {
@@ -41,18 +39,55 @@ export const unreadOf = (id) => (state.current?.id === id ? 0 : activity.get(id)
 /** Time of the workspace's newest row as far as the page knows, or ''. */
 export const latestAt = (id) => activity.get(id)?.latestAt || '';
 
-/** The operator has seen `wsId` up to activity id `id`. */
+/** The operator has seen `wsId` up to activity id `id`: kept by the server. */
 export function markSeen(wsId, id) {
-  if ((seen[wsId] || 0) >= id) return;
+  if (!id || (seen[wsId] || 0) >= id) return;
   seen[wsId] = id;
-  localStorage.setItem(SEEN_KEY, JSON.stringify(seen));
   const a = activity.get(wsId);
   if (a) {
     a.unread = 0;
     a.known = Math.max(a.known, id);
   }
   paintTitle();
+  api(wsPath(wsId, '/read-state'), { method: 'PUT', body: { last_read_id: id } }).catch(() => {
+    // Not kept (deleted meanwhile, server down): the next read of the
+    // server's state shows what it has.
+  });
 }
+
+/**
+ * The server's read state of this token: what was seen, and the unread
+ * counts from it (the open chat's excepted). Replaces what the page
+ * counted itself, which may be behind another page's reading.
+ */
+async function readState() {
+  const rows = await api('/admin/read-state');
+  seen = {};
+  for (const r of rows) {
+    seen[r.workspace_id] = r.last_read_id;
+    const a = entry(r.workspace_id);
+    a.unread = state.current?.id === r.workspace_id ? 0 : r.unread;
+  }
+  bus.dispatchEvent(new Event('activity'));
+  paintTitle();
+}
+
+/** Marks every chat read, for this token, in one request. */
+export async function markAllRead() {
+  const rows = await api('/admin/read-state/mark-all', { method: 'POST' });
+  seen = {};
+  for (const r of rows) {
+    seen[r.workspace_id] = r.last_read_id;
+    entry(r.workspace_id).unread = r.unread;
+  }
+  bus.dispatchEvent(new Event('activity'));
+  paintTitle();
+}
+
+/** Unread counts of every workspace, for views across them (attention.js). */
+export const unreadCounts = () => state.workspaces
+  .map((ws) => ({ ws, unread: unreadOf(ws.id) }))
+  .filter((x) => x.unread > 0);
 
 /** A row of the open chat arrived on its stream. */
 export function noteLiveRow(ws, row) {
@@ -104,9 +139,11 @@ async function readOnce(ws) {
     for (const row of rows) {
       a.known = Math.max(a.known, row.id);
       a.latestAt = row.created_at;
-      if (isFromAgent(row) && row.id > (seen[ws.id] || 0) && state.current?.id !== ws.id) {
+      // The first read only learns where the chat is: the server's
+      // read state counted what was unread before (readState).
+      if (!a.first && isFromAgent(row) && row.id > (seen[ws.id] || 0) && state.current?.id !== ws.id) {
         a.unread += 1;
-        if (!a.first) notify(ws, row);
+        notify(ws, row);
       }
     }
     if (rows.length < PAGE) break;
@@ -137,6 +174,9 @@ export async function pollActivity({ all = false } = {}) {
       // One workspace failing (deleted meanwhile) leaves the others counted.
     }
   }));
+  // Then the server's counts, which replace what the reads above counted
+  // (read before them, the same rows would count twice).
+  await readState().catch(() => {});
   list.removeAttribute('aria-busy');
   bus.dispatchEvent(new Event('activity'));
   paintTitle();
@@ -183,6 +223,11 @@ export function startFleet() {
         await readEventStream(res.body, signal, ({ event, data }) => {
           if (event === 'resync') {
             pollActivity({ all: true }).catch(() => {});
+            return;
+          }
+          if (event === 'read') {
+            // Another page of this token read a chat (or all of them).
+            readState().catch(() => {});
             return;
           }
           if (event !== 'activity') return;
