@@ -100,17 +100,11 @@ impl Embedder {
 /// [`crate::domain::team::MAX_LEVELS`] levels away. Removed workspaces
 /// are left out (their memories go with them when the sweeper purges them).
 pub async fn team_of(store: &dyn Store, caller: WorkspaceId) -> StoreResult<Vec<WorkspaceId>> {
-    let Some(me) = store.get_workspace(caller).await? else {
-        return Ok(vec![caller]);
-    };
     // One recursive query over the caller's neighbourhood (the rule in
-    // SQL, see `store::fleet`), not a listing of every workspace.
-    let mut team: Vec<WorkspaceId> = store
-        .reachable_from(me.id)
-        .await?
-        .into_iter()
-        .map(|w| w.id)
-        .collect();
+    // SQL, see `store::fleet`), ids only, not a listing of every
+    // workspace. An id that names no workspace reaches nothing: the
+    // caller alone.
+    let mut team = store.reachable_ids(caller).await?;
     if !team.contains(&caller) {
         team.push(caller);
     }

@@ -56,9 +56,9 @@ pub(crate) struct DiscoveredPeer {
     pub status: WorkspaceStatus,
 }
 
-fn direct_url(w: &Workspace) -> String {
-    match w.delivery_mode {
-        DeliveryMode::Push => w.url.clone().unwrap_or_default(),
+fn direct_url(mode: DeliveryMode, url: Option<&str>) -> String {
+    match mode {
+        DeliveryMode::Push => url.unwrap_or_default().to_owned(),
         DeliveryMode::Poll => String::new(),
     }
 }
@@ -104,6 +104,7 @@ pub(super) async fn peers_of(state: &AppState, id: WorkspaceId) -> Result<Vec<Pe
     live_workspace(state, id).await?;
     // One recursive query over its neighbourhood (the rule in SQL, see
     // `store::fleet`), not a listing of every workspace.
+    let now = domain::now();
     let peers = state
         .store
         .reachable_from(id)
@@ -112,7 +113,7 @@ pub(super) async fn peers_of(state: &AppState, id: WorkspaceId) -> Result<Vec<Pe
         .filter(|w| w.id != id)
         .map(|w| PeerView {
             id: w.id,
-            url: direct_url(&w),
+            url: direct_url(w.delivery_mode, w.url.as_deref()),
             role: w
                 .agent_card
                 .as_ref()
@@ -121,10 +122,9 @@ pub(super) async fn peers_of(state: &AppState, id: WorkspaceId) -> Result<Vec<Pe
                 .unwrap_or_default()
                 .to_owned(),
             tier: w.tier,
-            status: status(state, &w),
+            status: w.liveness.status(now, state.config.offline_after),
             agent_card: w
                 .agent_card
-                .clone()
                 .unwrap_or_else(|| Value::Object(Default::default())),
             name: w.name,
         })
@@ -151,7 +151,7 @@ pub(super) async fn discover_peer(
     require_reach(&from, &super::auth::node_of(&state, &found).await?)?;
     Ok(Json(DiscoveredPeer {
         id: found.id,
-        url: direct_url(&found),
+        url: direct_url(found.delivery_mode, found.url.as_deref()),
         status: status(&state, &found),
         name: found.name,
     }))

@@ -13,10 +13,75 @@
 
 use async_trait::async_trait;
 
+use serde_json::Value;
+use sqlx::types::Json;
+
 use super::engine::Engine;
-use super::sql::SqlStore;
+use super::sql::{SqlStore, Ts};
 use super::workspaces::WorkspaceRow;
 use super::*;
+
+/// A workspace another may reach, with only what a peer listing shows:
+/// the reach query reads these columns, not the whole row, because a
+/// root's answer holds every other root.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reachable {
+    /// Its id.
+    pub id: WorkspaceId,
+    /// Display name.
+    pub name: String,
+    /// Push or poll.
+    pub delivery_mode: DeliveryMode,
+    /// Callback URL of a push workspace.
+    pub url: Option<String>,
+    /// Agent card sent at the last registration.
+    pub agent_card: Option<Value>,
+    /// Resource tier.
+    pub tier: Tier,
+    /// The inputs of its status (never removed: only live ones are reached).
+    pub liveness: crate::domain::Liveness,
+}
+
+/// The columns of [`Reachable`], in the reach query's final select.
+const REACHABLE_COLUMNS: &str =
+    "w.id, w.name, w.delivery_mode, w.url, w.agent_card, w.tier, w.paused_at, w.error_rate, \
+     w.last_heartbeat_at";
+
+#[derive(sqlx::FromRow)]
+struct ReachableRow {
+    id: WorkspaceId,
+    name: String,
+    delivery_mode: String,
+    url: Option<String>,
+    agent_card: Option<Json<Value>>,
+    tier: i16,
+    paused_at: Option<Ts>,
+    error_rate: Option<f64>,
+    last_heartbeat_at: Option<Ts>,
+}
+
+impl TryFrom<ReachableRow> for Reachable {
+    type Error = StoreError;
+    fn try_from(r: ReachableRow) -> StoreResult<Self> {
+        Ok(Reachable {
+            id: r.id,
+            name: r.name,
+            delivery_mode: r
+                .delivery_mode
+                .parse::<DeliveryMode>()
+                .map_err(|e| StoreError::Corrupt(e.to_string()))?,
+            url: r.url,
+            agent_card: r.agent_card.map(|j| j.0),
+            tier: Tier::new(r.tier.into()).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+            liveness: crate::domain::Liveness {
+                removed: false,
+                paused: r.paused_at.is_some(),
+                error_rate: r.error_rate,
+                last_heartbeat_at: r.last_heartbeat_at.map(|t| t.0),
+            },
+        })
+    }
+}
 
 /// Which workspaces one page of the list holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,14 +118,19 @@ pub trait FleetStore: Send + Sync {
     /// the answer is what the rule gives a workspace with no place in the
     /// live tree (the roots, and what still hangs below it); for an id
     /// that names no workspace, nothing.
-    async fn reachable_from(&self, id: WorkspaceId) -> StoreResult<Vec<Workspace>>;
+    async fn reachable_from(&self, id: WorkspaceId) -> StoreResult<Vec<Reachable>>;
+
+    /// The ids of [`FleetStore::reachable_from`], in the same order: what
+    /// the TEAM rule of memory needs, without reading the rows.
+    async fn reachable_ids(&self, id: WorkspaceId) -> StoreResult<Vec<WorkspaceId>>;
 
     /// One page of the live workspaces, oldest first; `None` when
     /// `after` names no workspace at all (never created, or purged).
     async fn workspace_page(&self, query: PageQuery) -> StoreResult<Option<WorkspacePage>>;
 }
 
-/// The reach query: `$1` the workspace, `$2` the level bound.
+/// The reach query: `$1` the workspace, `$2` the level bound; `{cols}`
+/// the columns of `workspaces w` it selects.
 const REACHABLE: &str = "WITH RECURSIVE \
    me (id, parent_id, live) AS ( \
      SELECT id, CASE WHEN removed_at IS NULL THEN parent_id END, removed_at IS NULL \
@@ -84,20 +154,33 @@ const REACHABLE: &str = "WITH RECURSIVE \
        WHERE w.removed_at IS NULL \
      UNION SELECT w.id FROM workspaces w JOIN me ON me.parent_id IS NULL \
        WHERE w.parent_id IS NULL AND w.removed_at IS NULL) \
- SELECT w.* FROM workspaces w WHERE w.id IN (SELECT id FROM reach) \
+ SELECT {cols} FROM workspaces w WHERE w.id IN (SELECT id FROM reach) \
  ORDER BY w.created_at, w.id";
 
 engines! {
     #[async_trait]
     impl FleetStore for SqlStore<DB> {
         #[tracing::instrument(skip_all, fields(workspace_id = %id))]
-        async fn reachable_from(&self, id: WorkspaceId) -> StoreResult<Vec<Workspace>> {
-            let rows: Vec<WorkspaceRow> = sqlx::query_as(REACHABLE)
+        async fn reachable_from(&self, id: WorkspaceId) -> StoreResult<Vec<Reachable>> {
+            static SQL: std::sync::LazyLock<String> =
+                std::sync::LazyLock::new(|| REACHABLE.replace("{cols}", REACHABLE_COLUMNS));
+            let rows: Vec<ReachableRow> = sqlx::query_as(&SQL)
                 .bind(id)
                 .bind(crate::domain::team::MAX_LEVELS as i32)
                 .fetch_all(&self.pool)
                 .await?;
             rows.into_iter().map(TryInto::try_into).collect()
+        }
+
+        #[tracing::instrument(skip_all, fields(workspace_id = %id))]
+        async fn reachable_ids(&self, id: WorkspaceId) -> StoreResult<Vec<WorkspaceId>> {
+            static SQL: std::sync::LazyLock<String> =
+                std::sync::LazyLock::new(|| REACHABLE.replace("{cols}", "w.id"));
+            Ok(sqlx::query_scalar(&SQL)
+                .bind(id)
+                .bind(crate::domain::team::MAX_LEVELS as i32)
+                .fetch_all(&self.pool)
+                .await?)
         }
 
         #[tracing::instrument(skip_all, fields(limit = query.limit))]

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use chrono::Duration as Span;
 use molecule::domain::team::{self, Caller};
-use molecule::domain::{now, AuthToken, DeliveryMode, WorkspaceId};
+use molecule::domain::{now, AuthToken, DeliveryMode, HeartbeatReport, WorkspaceId};
 use molecule::store::*;
 use proptest::prelude::*;
 use proptest::strategy::ValueTree;
@@ -95,6 +95,32 @@ async fn reach_matches_the_rule_for_every_workspace_of_random_forests(engine: En
                 .await
                 .unwrap();
         }
+        // Rows that differ in what a peer listing shows: a push URL and
+        // an agent card, a heartbeat with an error rate, a pause.
+        for (i, x) in ids.iter().copied().enumerate() {
+            match i % 4 {
+                1 => {
+                    let update = UpdateWorkspace {
+                        delivery_mode: Some(DeliveryMode::Push),
+                        url: Some(Some(format!("https://agent{i}.example.com/a2a"))),
+                        agent_card: Some(json!({"name": format!("w{i}"), "role": "coder"})),
+                        ..UpdateWorkspace::default()
+                    };
+                    let _ = store.register_workspace(x, &update, None, now()).await;
+                }
+                2 => {
+                    let report = HeartbeatReport {
+                        error_rate: Some(0.25),
+                        ..HeartbeatReport::default()
+                    };
+                    store.heartbeat(x, &report, now()).await.unwrap();
+                }
+                3 => {
+                    store.set_paused(x, true, now()).await.unwrap();
+                }
+                _ => {}
+            }
+        }
         let all = store.list_workspaces().await.unwrap();
         // An id that names no workspace reaches nothing (its callers
         // answer 404, or the caller alone, before they ask).
@@ -102,20 +128,29 @@ async fn reach_matches_the_rule_for_every_workspace_of_random_forests(engine: En
             store.reachable_from(WorkspaceId::new()).await.unwrap(),
             vec![]
         );
+        assert_eq!(
+            store.reachable_ids(WorkspaceId::new()).await.unwrap(),
+            vec![]
+        );
         // Every workspace, removed ones too.
         for x in ids.iter().copied() {
-            let got: Vec<WorkspaceId> = store
-                .reachable_from(x)
-                .await
-                .unwrap()
-                .into_iter()
-                .map(|w| w.id)
-                .collect();
+            let reached = store.reachable_from(x).await.unwrap();
+            // Each reached row carries the listing's own fields.
+            for r in &reached {
+                let w = all.iter().find(|w| w.id == r.id).unwrap();
+                assert_eq!(
+                    (&r.name, r.delivery_mode, &r.url, &r.agent_card, r.tier),
+                    (&w.name, w.delivery_mode, &w.url, &w.agent_card, w.tier)
+                );
+                assert_eq!(r.liveness, w.liveness());
+            }
+            let got: Vec<WorkspaceId> = reached.into_iter().map(|w| w.id).collect();
             assert_eq!(
                 got,
                 by_the_rule(&all, x),
                 "round {round}: {shape:?} - {removals:?}, {x}"
             );
+            assert_eq!(store.reachable_ids(x).await.unwrap(), got, "ids of {x}");
         }
     }
 }
