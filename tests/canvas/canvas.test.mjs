@@ -2620,6 +2620,60 @@ async function main() {
     noPageErrors();
   });
 
+  await step('on a phone the conversation has most of the screen and every chat control stays reachable (issue 30, defect 10: 201 of 844 px before)', async () => {
+    await page.setViewportSize({ width: 390, height: 844 });
+    try {
+      await chatAgain();
+      // What the chat's screen is spent on, for the message if it fails.
+      const parts = await page.evaluate(() => Object.fromEntries(['.topbar', '.chat-head', '#manage', '#pause-toggle', '#restart', '#team-ops', '#back', '.chat-heading', '#chat-title', '#chat-meta', '#chat-task', '#lifecycle-status', '#live-status', '#lifecycle', '#workspace-tabs', '.chat-search', '#log', '#dropzone', '#send-form']
+        .map((s) => { const r = document.querySelector(s)?.getBoundingClientRect(); return [s, r ? `${Math.round(r.left)},${Math.round(r.top)} ${Math.round(r.width)}x${Math.round(r.height)}` : -1]; })));
+      console.log(`       at 390×844: ${JSON.stringify(parts)}`);
+      const log = await page.locator('#log').evaluate((e) => e.getBoundingClientRect().height);
+      assert(log >= 300, `the conversation is ${Math.round(log)} of 844 px tall on a phone: ${JSON.stringify(parts)}`);
+      // Every control of the chat is on screen, whole and at least 44 px tall.
+      const controls = [page.locator('#back'), page.locator('#pause-toggle'), page.locator('#restart'), page.locator('#manage'),
+        page.locator('#chat-search'), page.locator('#message'), page.locator('#send'),
+        page.locator('label.file-button[for="file-input"]').filter({ visible: true }),
+        page.locator('label.file-button[for="attach-input"]')];
+      for (const c of controls) {
+        assert(await c.count() === 1, `${c} is not shown once on a phone (${await c.count()})`);
+        const r = await c.evaluate((e) => { const b = e.getBoundingClientRect(); return { l: b.left, r: b.right, t: b.top, b: b.bottom, h: b.height }; });
+        assert(r.l >= -0.5 && r.r <= 390.5 && r.t >= -0.5 && r.b <= 844.5 && r.h >= 43.5, `${c} is not whole on screen at 44 px: ${JSON.stringify(r)}`);
+      }
+      // "Attach files" (each file alone) opens the file picker from the composer's row.
+      const [chooser] = await Promise.all([page.waitForEvent('filechooser'),
+        page.locator('label.file-button[for="file-input"]').filter({ visible: true }).click()]);
+      assert(chooser.isMultiple(), 'the picker takes one file only');
+      // The tabs share one row that scrolls sideways: each tab, scrolled to, is whole.
+      const tabs = await page.locator('#workspace-tabs').evaluate((list) => {
+        const rows = new Set([...list.children].map((t) => Math.round(t.getBoundingClientRect().top)));
+        const cut = [...list.children].filter((t) => {
+          t.scrollIntoView({ block: 'nearest', inline: 'nearest' });
+          const r = t.getBoundingClientRect();
+          return r.left < -0.5 || r.right > window.innerWidth + 0.5 || t.scrollWidth > t.clientWidth + 1;
+        }).map((t) => t.textContent);
+        list.scrollLeft = 0;
+        return { rows: rows.size, cut, height: list.getBoundingClientRect().height };
+      });
+      assert(tabs.rows === 1 && tabs.cut.length === 0 && tabs.height < 52, `the tabs on a phone: ${JSON.stringify(tabs)}`);
+      // By keyboard: End selects the last tab and brings it into view.
+      await page.locator('#tab-chat').focus();
+      await page.keyboard.press('End');
+      const last = await page.locator('#workspace-tabs .tab:last-child').evaluate((t) => {
+        const r = t.getBoundingClientRect();
+        return { selected: t.getAttribute('aria-selected'), focused: document.activeElement === t, whole: r.left >= -0.5 && r.right <= window.innerWidth + 0.5 };
+      });
+      assert(last.selected === 'true' && last.focused && last.whole, `the last tab by keyboard: ${JSON.stringify(last)}`);
+      await page.keyboard.press('Home');
+      await page.locator('#tab-chat[aria-selected="true"]').waitFor();
+      await shot('31-chat-phone-height');
+      await axeCheck('chat (phone, full height)');
+      noPageErrors();
+    } finally {
+      await page.setViewportSize({ width: 1280, height: 800 });
+    }
+  });
+
   await step('Manage names the workspace as it is after a rename, not as it was opened (issue 30, defect 10)', async () => {
     await page.evaluate((id) => { location.hash = `#/w/${id}`; }, attn.beta.id);
     await page.locator('#chat-title', { hasText: 'attn-beta' }).waitFor();
@@ -2712,9 +2766,13 @@ async function main() {
     const bar = await page.locator('.topbar').evaluate((e) => e.getBoundingClientRect().height);
     assert(bar <= 56, `the top bar is ${bar}px tall on a phone`);
     // Every top-bar button and every tab is whole on screen, none cut off.
+    // The tabs share one row that scrolls sideways on a phone (issue 30,
+    // defect 10: wrapped, they took three rows of the chat's height): a
+    // tab is whole once scrolled to, as a tap or an arrow key does.
     const cut = await page.evaluate(() => [...document.querySelectorAll('.topbar button, .tabs .tab')]
       .filter((e) => e.getClientRects().length)
-      .filter((e) => { const r = e.getBoundingClientRect(); const box = e.parentElement.getBoundingClientRect();
+      .filter((e) => { if (e.matches('.tab')) e.scrollIntoView({ block: 'nearest', inline: 'nearest' });
+        const r = e.getBoundingClientRect(); const box = e.parentElement.getBoundingClientRect();
         return r.left < box.left - 0.5 || r.right > Math.min(box.right, window.innerWidth) + 0.5 || e.scrollWidth > e.clientWidth + 1; })
       .map((e) => e.textContent.trim()));
     assert(cut.length === 0, `cut off on a phone: ${JSON.stringify(cut)}`);
