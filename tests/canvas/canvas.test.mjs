@@ -1899,6 +1899,45 @@ async function main() {
     assert(top >= 0 && top < 300, `the create form starts at ${top}px`);
   });
 
+  await step('the workspace list is compact: one row of at most 44 px per workspace with its name, unread count and status (issue 30, defect 10)', async () => {
+    const name = 'compact-row-with-a-name-far-too-long-for-the-width-of-the-list';
+    const ws = await apiCall('POST', '/workspaces', ADMIN_TOKEN, { name, delivery_mode: 'poll', tier: 2 });
+    await apiCall('POST', `/workspaces/${ws.id}/notify`, ws.auth_token, { message: 'news for the compact row' });
+    await page.evaluate(() => { location.hash = ''; });
+    await page.locator('#refresh').click();
+    const link = page.locator(`#workspace-list a[data-ws="${ws.id}"]`);
+    await link.locator('.unread', { hasText: '1' }).waitFor();
+    const measure = () => page.locator('#workspace-list a.workspace').evaluateAll((links) => links.filter((a) => a.getClientRects().length).map((a) => {
+      const r = a.getBoundingClientRect();
+      const list = document.getElementById('workspace-list').getBoundingClientRect();
+      // Shown whole inside its row (itself inside the list): not cut by an edge.
+      const whole = (sel) => {
+        const e = a.querySelector(sel);
+        if (!e) return null;
+        const b = e.getBoundingClientRect();
+        return b.width > 0 && b.left >= r.left - 0.5 && b.right <= Math.min(r.right, list.right) + 0.5 && b.top >= r.top - 0.5 && b.bottom <= r.bottom + 0.5;
+      };
+      return { ws: a.dataset.ws, height: Math.round(r.height * 10) / 10, name: whole('.ws-name'), status: whole('.status'), unread: whole('.unread'), title: a.title };
+    }));
+    for (const size of [{ width: 1280, height: 800 }, { width: 390, height: 844 }]) {
+      await page.setViewportSize(size);
+      const rows = await measure();
+      const at = `${size.width}×${size.height}`;
+      console.log(`       at ${at}: ${rows.length} rows, ${Math.max(...rows.map((r) => r.height))} px at most`);
+      const tall = rows.filter((r) => r.height > 44 || !r.name || !r.status);
+      assert(tall.length === 0, `at ${at} rows taller than 44 px or cut: ${JSON.stringify(tall)}`);
+      const mine = rows.find((r) => r.ws === ws.id);
+      assert(mine.unread === true, `at ${at} the unread count is not whole in its row: ${JSON.stringify(mine)}`);
+      // The name cut to the width is whole in the tooltip, with the mode and status.
+      assert(mine.title.startsWith(`${name} · poll mode · `), `at ${at} the row's tooltip reads "${mine.title}"`);
+      await axeCheck(`workspace list, compact rows (${at})`);
+    }
+    await page.setViewportSize({ width: 1280, height: 800 });
+    await page.locator('#workspace-list').screenshot({ path: path.join(ARTIFACTS, '32-compact-list.png'), animations: 'disabled' });
+    noPageErrors();
+    await chatAgain();
+  });
+
   await step('comfortable widths: a readable line length on a wide screen', async () => {
     await page.setViewportSize({ width: 1920, height: 1080 });
     await notify('word '.repeat(200));
