@@ -2148,6 +2148,56 @@ async function main() {
     assert((await apiCall('GET', '/workspaces', ADMIN_TOKEN)).length === all.length, 'the second preview wrote workspaces');
   });
 
+  await step('org import on a phone: the preview wraps to the screen, every cell whole and readable (issue 30, defect 10)', async () => {
+    await page.setViewportSize({ width: 390, height: 844 });
+    try {
+      await page.evaluate(() => { location.hash = ''; });
+      await openCreate();
+      await page.getByRole('button', { name: 'Import a team…' }).click();
+      const dialog = page.locator('#import-dialog[open]');
+      await dialog.waitFor();
+      await page.getByLabel('Template', { exact: true }).fill([
+        'workspaces:',
+        '  - name: phone-import-lead-with-a-long-name',
+        '    runtime: langgraph-with-a-long-runtime-name',
+        '    children:',
+        '      - name: phone-import-member',
+        '        children:',
+        '          - name: phone-import-deep-member-with-a-long-name',
+      ].join('\n'));
+      await page.getByRole('button', { name: 'Preview' }).click();
+      await page.locator('#import-summary', { hasText: 'Nothing has been written yet.' }).waitFor();
+      // Each cell, scrolled to within the dialog, is whole on the screen
+      // and shows all of its text: nothing needs a sideways scroll.
+      const m = await page.locator('#import-dialog').evaluate((d) => {
+        const cut = [...d.querySelectorAll('#import-preview th, #import-preview td, #import-summary, #import-apply')]
+          .filter((c) => c.getClientRects().length)
+          .filter((c) => {
+            c.scrollIntoView({ block: 'nearest', inline: 'nearest' });
+            const r = c.getBoundingClientRect();
+            return r.left < -0.5 || r.right > window.innerWidth + 0.5 || c.scrollWidth > c.clientWidth + 1;
+          })
+          .map((c) => `${c.tagName} ${c.textContent.trim()}: ${Math.round(c.getBoundingClientRect().left)}..${Math.round(c.getBoundingClientRect().right)}`);
+        const scrollers = [d, ...d.querySelectorAll('*')].filter((e) => e.scrollWidth > e.clientWidth + 1 && !e.matches('textarea, .visually-hidden') && e.clientWidth > 1)
+          .map((e) => `${e.tagName}#${e.id}.${e.className}: ${e.scrollWidth} > ${e.clientWidth}`);
+        return { cut, scrollers };
+      });
+      assert(m.cut.length === 0, `cut off on a phone: ${JSON.stringify(m.cut)}`);
+      assert(m.scrollers.length === 0, `the preview scrolls sideways on a phone: ${JSON.stringify(m.scrollers)}`);
+      // The labels of the table still name each value.
+      const lead = await page.locator('#import-rows tr').first().evaluate((tr) => [...tr.cells].map((c) => c.dataset.label));
+      assert(JSON.stringify(lead) === JSON.stringify(['Workspace', 'Under', 'What happens', 'Tier', 'Runtime']), `the cells are labelled ${JSON.stringify(lead)}`);
+      await page.locator('#import-dialog').screenshot({ path: path.join(ARTIFACTS, '33-import-preview-phone.png'), animations: 'disabled' });
+      await axeCheck('org import preview (phone)');
+      await page.locator('#import-close').click();
+      await dialog.waitFor({ state: 'detached' });
+      assert(!(await apiCall('GET', '/workspaces', ADMIN_TOKEN)).some((w) => w.name.startsWith('phone-import-')), 'the preview wrote workspaces');
+      noPageErrors();
+    } finally {
+      await page.setViewportSize({ width: 1280, height: 800 });
+    }
+  });
+
   await step('a team is deleted from the page: the confirm names all of it, focus stays in the list (issue 30: 7, 8)', async () => {
     const make = (name, parent) => apiCall('POST', '/workspaces', ADMIN_TOKEN,
       { name, delivery_mode: 'poll', ...(parent ? { parent_id: parent.id } : {}) });
