@@ -2421,6 +2421,41 @@ async function main() {
     noPageErrors();
   });
 
+  await step('stale labels: a thread opened from the global delegations view follows the ledger live, whichever chat is open (issue 30, defect 10)', async () => {
+    const make = (name) => apiCall('POST', '/workspaces', ADMIN_TOKEN, { name, delivery_mode: 'poll' });
+    const caller = await make('live-caller');
+    const callee = await make('live-callee');
+    // The open chat is another workspace's: its stream carries none of these moves.
+    await chatAgain();
+    await page.getByRole('button', { name: 'Refresh the workspace list' }).click();
+    await page.locator(`#workspace-list [data-ws="${callee.id}"]`).waitFor({ state: 'attached' });
+    const did = (await apiCall('POST', `/workspaces/${callee.id}/delegate`, caller.auth_token, { task: 'Label me live', idempotency_key: 'live-label-1' })).delegation_id;
+    await page.getByRole('button', { name: 'Delegations', exact: true }).click();
+    const all = page.locator('#delegations-dialog[open]');
+    const row = all.locator(`.delegation[data-did="${did}"]`);
+    await row.getByRole('button', { name: 'Open thread' }).click();
+    const thread = page.locator('#thread-dialog[open]');
+    const says = (word) => thread.locator('.thread-state .dchip', { hasText: new RegExp(`^${word}$`) }).waitFor({ timeout: 5000 });
+    await says('queued');
+    const report = (body) => apiCall('POST', `/workspaces/${callee.id}/delegations/${did}/status`, callee.auth_token, body);
+    await report({ status: 'in_progress' });
+    await says('in progress');
+    await report({ status: 'completed', result_preview: 'labelled in time' });
+    await says('completed');
+    await thread.locator('.dresult', { hasText: 'labelled in time' }).waitFor({ timeout: 5000 });
+    const history = await thread.locator('.thread-history li').evaluateAll((lis) => lis.map((li) => li.dataset.status));
+    assert(history.at(-1) === 'completed', `the status history ends with ${JSON.stringify(history)}`);
+    assert(await thread.locator('#thread-cancel').isHidden(), 'Cancel is still offered on a completed delegation');
+    const ledger = await apiCall('GET', `/workspaces/${callee.id}/delegations/${did}`, ADMIN_TOKEN);
+    assert(ledger.status === 'completed', `the ledger says ${ledger.status}`);
+    await thread.getByRole('button', { name: 'Close' }).click();
+    // Behind it, the global list's row says the same.
+    await row.locator('.dchip', { hasText: /^completed$/ }).waitFor();
+    await all.getByRole('button', { name: 'Close' }).click();
+    await all.waitFor({ state: 'detached' });
+    noPageErrors();
+  });
+
   await step('topology: the team tree with who asks whom, how often and what fails, keyboard reachable and readable on a phone (issue 30, missing 4)', async () => {
     const { lead, coder, helper } = opsTeam;
     assert(lead, 'the thread step made no team');
