@@ -2749,10 +2749,11 @@ async function main() {
     try {
       await chatAgain();
       // What the chat's screen is spent on, for the message if it fails.
-      const parts = await page.evaluate(() => Object.fromEntries(['.topbar', '.chat-head', '#manage', '#pause-toggle', '#restart', '#team-ops', '#back', '.chat-heading', '#chat-title', '#chat-meta', '#chat-task', '#lifecycle-status', '#live-status', '#lifecycle', '#workspace-tabs', '.chat-search', '#log', '#dropzone', '#send-form']
-        .map((s) => { const r = document.querySelector(s)?.getBoundingClientRect(); return [s, r ? `${Math.round(r.left)},${Math.round(r.top)} ${Math.round(r.width)}x${Math.round(r.height)}` : -1]; })));
-      console.log(`       at 390×844: ${JSON.stringify(parts)}`);
+      const parts = await page.evaluate(() => Object.fromEntries(['.topbar', '.chat-head', '#workspace-tabs', '.chat-search', '#uploads', '#send-form']
+        .map((s) => [s, Math.round(document.querySelector(s)?.getBoundingClientRect().height ?? -1)])));
+      console.log(`       at 390×844 (px): ${JSON.stringify(parts)}`);
       const log = await page.locator('#log').evaluate((e) => e.getBoundingClientRect().height);
+      console.log(`       the conversation: ${Math.round(log)} of 844 px`);
       assert(log >= 300, `the conversation is ${Math.round(log)} of 844 px tall on a phone: ${JSON.stringify(parts)}`);
       // Every control of the chat is on screen, whole and at least 44 px tall.
       const controls = [page.locator('#back'), page.locator('#pause-toggle'), page.locator('#restart'), page.locator('#manage'),
