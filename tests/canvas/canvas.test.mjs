@@ -1899,6 +1899,45 @@ async function main() {
     assert(top >= 0 && top < 300, `the create form starts at ${top}px`);
   });
 
+  await step('the workspace list is compact: one row of at most 44 px per workspace with its name, unread count and status (issue 30, defect 10)', async () => {
+    const name = 'compact-row-with-a-name-far-too-long-for-the-width-of-the-list';
+    const ws = await apiCall('POST', '/workspaces', ADMIN_TOKEN, { name, delivery_mode: 'poll', tier: 2 });
+    await apiCall('POST', `/workspaces/${ws.id}/notify`, ws.auth_token, { message: 'news for the compact row' });
+    await page.evaluate(() => { location.hash = ''; });
+    await page.locator('#refresh').click();
+    const link = page.locator(`#workspace-list a[data-ws="${ws.id}"]`);
+    await link.locator('.unread', { hasText: '1' }).waitFor();
+    const measure = () => page.locator('#workspace-list a.workspace').evaluateAll((links) => links.filter((a) => a.getClientRects().length).map((a) => {
+      const r = a.getBoundingClientRect();
+      const list = document.getElementById('workspace-list').getBoundingClientRect();
+      // Shown whole inside its row (itself inside the list): not cut by an edge.
+      const whole = (sel) => {
+        const e = a.querySelector(sel);
+        if (!e) return null;
+        const b = e.getBoundingClientRect();
+        return b.width > 0 && b.left >= r.left - 0.5 && b.right <= Math.min(r.right, list.right) + 0.5 && b.top >= r.top - 0.5 && b.bottom <= r.bottom + 0.5;
+      };
+      return { ws: a.dataset.ws, height: Math.round(r.height * 10) / 10, name: whole('.ws-name'), status: whole('.status'), unread: whole('.unread'), title: a.title };
+    }));
+    for (const size of [{ width: 1280, height: 800 }, { width: 390, height: 844 }]) {
+      await page.setViewportSize(size);
+      const rows = await measure();
+      const at = `${size.width}×${size.height}`;
+      console.log(`       at ${at}: ${rows.length} rows, ${Math.max(...rows.map((r) => r.height))} px at most`);
+      const tall = rows.filter((r) => r.height > 44 || !r.name || !r.status);
+      assert(tall.length === 0, `at ${at} rows taller than 44 px or cut: ${JSON.stringify(tall)}`);
+      const mine = rows.find((r) => r.ws === ws.id);
+      assert(mine.unread === true, `at ${at} the unread count is not whole in its row: ${JSON.stringify(mine)}`);
+      // The name cut to the width is whole in the tooltip, with the mode and status.
+      assert(mine.title.startsWith(`${name} · poll mode · `), `at ${at} the row's tooltip reads "${mine.title}"`);
+      await axeCheck(`workspace list, compact rows (${at})`);
+    }
+    await page.setViewportSize({ width: 1280, height: 800 });
+    await page.locator('#workspace-list').screenshot({ path: path.join(ARTIFACTS, '32-compact-list.png'), animations: 'disabled' });
+    noPageErrors();
+    await chatAgain();
+  });
+
   await step('comfortable widths: a readable line length on a wide screen', async () => {
     await page.setViewportSize({ width: 1920, height: 1080 });
     await notify('word '.repeat(200));
@@ -2107,6 +2146,56 @@ async function main() {
     assert(await page.locator('#import-apply').isHidden(), 'an import with nothing to create can still be applied');
     await page.getByRole('button', { name: 'Close' }).click();
     assert((await apiCall('GET', '/workspaces', ADMIN_TOKEN)).length === all.length, 'the second preview wrote workspaces');
+  });
+
+  await step('org import on a phone: the preview wraps to the screen, every cell whole and readable (issue 30, defect 10)', async () => {
+    await page.setViewportSize({ width: 390, height: 844 });
+    try {
+      await page.evaluate(() => { location.hash = ''; });
+      await openCreate();
+      await page.getByRole('button', { name: 'Import a team…' }).click();
+      const dialog = page.locator('#import-dialog[open]');
+      await dialog.waitFor();
+      await page.getByLabel('Template', { exact: true }).fill([
+        'workspaces:',
+        '  - name: phone-import-lead-with-a-long-name',
+        '    runtime: langgraph-with-a-long-runtime-name',
+        '    children:',
+        '      - name: phone-import-member',
+        '        children:',
+        '          - name: phone-import-deep-member-with-a-long-name',
+      ].join('\n'));
+      await page.getByRole('button', { name: 'Preview' }).click();
+      await page.locator('#import-summary', { hasText: 'Nothing has been written yet.' }).waitFor();
+      // Each cell, scrolled to within the dialog, is whole on the screen
+      // and shows all of its text: nothing needs a sideways scroll.
+      const m = await page.locator('#import-dialog').evaluate((d) => {
+        const cut = [...d.querySelectorAll('#import-preview th, #import-preview td, #import-summary, #import-apply')]
+          .filter((c) => c.getClientRects().length)
+          .filter((c) => {
+            c.scrollIntoView({ block: 'nearest', inline: 'nearest' });
+            const r = c.getBoundingClientRect();
+            return r.left < -0.5 || r.right > window.innerWidth + 0.5 || c.scrollWidth > c.clientWidth + 1;
+          })
+          .map((c) => `${c.tagName} ${c.textContent.trim()}: ${Math.round(c.getBoundingClientRect().left)}..${Math.round(c.getBoundingClientRect().right)}`);
+        const scrollers = [d, ...d.querySelectorAll('*')].filter((e) => e.scrollWidth > e.clientWidth + 1 && !e.matches('textarea, .visually-hidden') && e.clientWidth > 1)
+          .map((e) => `${e.tagName}#${e.id}.${e.className}: ${e.scrollWidth} > ${e.clientWidth}`);
+        return { cut, scrollers };
+      });
+      assert(m.cut.length === 0, `cut off on a phone: ${JSON.stringify(m.cut)}`);
+      assert(m.scrollers.length === 0, `the preview scrolls sideways on a phone: ${JSON.stringify(m.scrollers)}`);
+      // The labels of the table still name each value.
+      const lead = await page.locator('#import-rows tr').first().evaluate((tr) => [...tr.cells].map((c) => c.dataset.label));
+      assert(JSON.stringify(lead) === JSON.stringify(['Workspace', 'Under', 'What happens', 'Tier', 'Runtime']), `the cells are labelled ${JSON.stringify(lead)}`);
+      await page.locator('#import-dialog').screenshot({ path: path.join(ARTIFACTS, '33-import-preview-phone.png'), animations: 'disabled' });
+      await axeCheck('org import preview (phone)');
+      await page.locator('#import-close').click();
+      await dialog.waitFor({ state: 'detached' });
+      assert(!(await apiCall('GET', '/workspaces', ADMIN_TOKEN)).some((w) => w.name.startsWith('phone-import-')), 'the preview wrote workspaces');
+      noPageErrors();
+    } finally {
+      await page.setViewportSize({ width: 1280, height: 800 });
+    }
   });
 
   await step('a team is deleted from the page: the confirm names all of it, focus stays in the list (issue 30: 7, 8)', async () => {
@@ -2329,6 +2418,41 @@ async function main() {
     await thread.getByRole('button', { name: 'Close' }).click();
     await signInAs(ADMIN_TOKEN);
     await page.waitForFunction(() => document.body.dataset.role === 'admin');
+    noPageErrors();
+  });
+
+  await step('stale labels: a thread opened from the global delegations view follows the ledger live, whichever chat is open (issue 30, defect 10)', async () => {
+    const make = (name) => apiCall('POST', '/workspaces', ADMIN_TOKEN, { name, delivery_mode: 'poll' });
+    const caller = await make('live-caller');
+    const callee = await make('live-callee');
+    // The open chat is another workspace's: its stream carries none of these moves.
+    await chatAgain();
+    await page.getByRole('button', { name: 'Refresh the workspace list' }).click();
+    await page.locator(`#workspace-list [data-ws="${callee.id}"]`).waitFor({ state: 'attached' });
+    const did = (await apiCall('POST', `/workspaces/${callee.id}/delegate`, caller.auth_token, { task: 'Label me live', idempotency_key: 'live-label-1' })).delegation_id;
+    await page.getByRole('button', { name: 'Delegations', exact: true }).click();
+    const all = page.locator('#delegations-dialog[open]');
+    const row = all.locator(`.delegation[data-did="${did}"]`);
+    await row.getByRole('button', { name: 'Open thread' }).click();
+    const thread = page.locator('#thread-dialog[open]');
+    const says = (word) => thread.locator('.thread-state .dchip', { hasText: new RegExp(`^${word}$`) }).waitFor({ timeout: 5000 });
+    await says('queued');
+    const report = (body) => apiCall('POST', `/workspaces/${callee.id}/delegations/${did}/status`, callee.auth_token, body);
+    await report({ status: 'in_progress' });
+    await says('in progress');
+    await report({ status: 'completed', result_preview: 'labelled in time' });
+    await says('completed');
+    await thread.locator('.dresult', { hasText: 'labelled in time' }).waitFor({ timeout: 5000 });
+    const history = await thread.locator('.thread-history li').evaluateAll((lis) => lis.map((li) => li.dataset.status));
+    assert(history.at(-1) === 'completed', `the status history ends with ${JSON.stringify(history)}`);
+    assert(await thread.locator('#thread-cancel').isHidden(), 'Cancel is still offered on a completed delegation');
+    const ledger = await apiCall('GET', `/workspaces/${callee.id}/delegations/${did}`, ADMIN_TOKEN);
+    assert(ledger.status === 'completed', `the ledger says ${ledger.status}`);
+    await thread.getByRole('button', { name: 'Close' }).click();
+    // Behind it, the global list's row says the same.
+    await row.locator('.dchip', { hasText: /^completed$/ }).waitFor();
+    await all.getByRole('button', { name: 'Close' }).click();
+    await all.waitFor({ state: 'detached' });
     noPageErrors();
   });
 
@@ -2620,6 +2744,61 @@ async function main() {
     noPageErrors();
   });
 
+  await step('on a phone the conversation has most of the screen and every chat control stays reachable (issue 30, defect 10: 201 of 844 px before)', async () => {
+    await page.setViewportSize({ width: 390, height: 844 });
+    try {
+      await chatAgain();
+      // What the chat's screen is spent on, for the message if it fails.
+      const parts = await page.evaluate(() => Object.fromEntries(['.topbar', '.chat-head', '#workspace-tabs', '.chat-search', '#uploads', '#send-form']
+        .map((s) => [s, Math.round(document.querySelector(s)?.getBoundingClientRect().height ?? -1)])));
+      console.log(`       at 390×844 (px): ${JSON.stringify(parts)}`);
+      const log = await page.locator('#log').evaluate((e) => e.getBoundingClientRect().height);
+      console.log(`       the conversation: ${Math.round(log)} of 844 px`);
+      assert(log >= 300, `the conversation is ${Math.round(log)} of 844 px tall on a phone: ${JSON.stringify(parts)}`);
+      // Every control of the chat is on screen, whole and at least 44 px tall.
+      const controls = [page.locator('#back'), page.locator('#pause-toggle'), page.locator('#restart'), page.locator('#manage'),
+        page.locator('#chat-search'), page.locator('#message'), page.locator('#send'),
+        page.locator('label.file-button[for="file-input"]').filter({ visible: true }),
+        page.locator('label.file-button[for="attach-input"]')];
+      for (const c of controls) {
+        assert(await c.count() === 1, `${c} is not shown once on a phone (${await c.count()})`);
+        const r = await c.evaluate((e) => { const b = e.getBoundingClientRect(); return { l: b.left, r: b.right, t: b.top, b: b.bottom, h: b.height }; });
+        assert(r.l >= -0.5 && r.r <= 390.5 && r.t >= -0.5 && r.b <= 844.5 && r.h >= 43.5, `${c} is not whole on screen at 44 px: ${JSON.stringify(r)}`);
+      }
+      // "Attach files" (each file alone) opens the file picker from the composer's row.
+      const [chooser] = await Promise.all([page.waitForEvent('filechooser'),
+        page.locator('label.file-button[for="file-input"]').filter({ visible: true }).click()]);
+      assert(chooser.isMultiple(), 'the picker takes one file only');
+      // The tabs share one row that scrolls sideways: each tab, scrolled to, is whole.
+      const tabs = await page.locator('#workspace-tabs').evaluate((list) => {
+        const rows = new Set([...list.children].map((t) => Math.round(t.getBoundingClientRect().top)));
+        const cut = [...list.children].filter((t) => {
+          t.scrollIntoView({ block: 'nearest', inline: 'nearest' });
+          const r = t.getBoundingClientRect();
+          return r.left < -0.5 || r.right > window.innerWidth + 0.5 || t.scrollWidth > t.clientWidth + 1;
+        }).map((t) => t.textContent);
+        list.scrollLeft = 0;
+        return { rows: rows.size, cut, height: list.getBoundingClientRect().height };
+      });
+      assert(tabs.rows === 1 && tabs.cut.length === 0 && tabs.height < 52, `the tabs on a phone: ${JSON.stringify(tabs)}`);
+      // By keyboard: End selects the last tab and brings it into view.
+      await page.locator('#tab-chat').focus();
+      await page.keyboard.press('End');
+      const last = await page.locator('#workspace-tabs .tab:last-child').evaluate((t) => {
+        const r = t.getBoundingClientRect();
+        return { selected: t.getAttribute('aria-selected'), focused: document.activeElement === t, whole: r.left >= -0.5 && r.right <= window.innerWidth + 0.5 };
+      });
+      assert(last.selected === 'true' && last.focused && last.whole, `the last tab by keyboard: ${JSON.stringify(last)}`);
+      await page.keyboard.press('Home');
+      await page.locator('#tab-chat[aria-selected="true"]').waitFor();
+      await shot('31-chat-phone-height');
+      await axeCheck('chat (phone, full height)');
+      noPageErrors();
+    } finally {
+      await page.setViewportSize({ width: 1280, height: 800 });
+    }
+  });
+
   await step('Manage names the workspace as it is after a rename, not as it was opened (issue 30, defect 10)', async () => {
     await page.evaluate((id) => { location.hash = `#/w/${id}`; }, attn.beta.id);
     await page.locator('#chat-title', { hasText: 'attn-beta' }).waitFor();
@@ -2712,9 +2891,13 @@ async function main() {
     const bar = await page.locator('.topbar').evaluate((e) => e.getBoundingClientRect().height);
     assert(bar <= 56, `the top bar is ${bar}px tall on a phone`);
     // Every top-bar button and every tab is whole on screen, none cut off.
+    // The tabs share one row that scrolls sideways on a phone (issue 30,
+    // defect 10: wrapped, they took three rows of the chat's height): a
+    // tab is whole once scrolled to, as a tap or an arrow key does.
     const cut = await page.evaluate(() => [...document.querySelectorAll('.topbar button, .tabs .tab')]
       .filter((e) => e.getClientRects().length)
-      .filter((e) => { const r = e.getBoundingClientRect(); const box = e.parentElement.getBoundingClientRect();
+      .filter((e) => { if (e.matches('.tab')) e.scrollIntoView({ block: 'nearest', inline: 'nearest' });
+        const r = e.getBoundingClientRect(); const box = e.parentElement.getBoundingClientRect();
         return r.left < box.left - 0.5 || r.right > Math.min(box.right, window.innerWidth) + 0.5 || e.scrollWidth > e.clientWidth + 1; })
       .map((e) => e.textContent.trim()));
     assert(cut.length === 0, `cut off on a phone: ${JSON.stringify(cut)}`);

@@ -270,7 +270,7 @@ function delegationsPanel(prefix, headingLevel) {
 }
 
 /** Follows GET /admin/delegations/events until `signal` aborts. */
-async function followAll(signal, onEvent) {
+export async function followAll(signal, onEvent) {
   let backoff = 1000;
   while (!signal.aborted) {
     try {

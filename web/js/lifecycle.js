@@ -10,7 +10,7 @@
 // refresh (every 20 s) updates it too.
 
 import { api, wsPath } from './api.js';
-import { $ } from './dom.js';
+import { $, el } from './dom.js';
 import { agentStatus, bus, state } from './state.js';
 import { renderWorkspaces } from './workspaces.js';
 
@@ -57,8 +57,9 @@ function paint() {
   if ($('chat-task').textContent !== working) $('chat-task').textContent = working;
   $('chat-task').hidden = !working;
   const pause = $('pause-toggle');
-  const label = ws.paused ? 'Resume delivery' : 'Pause delivery';
-  if (pause.textContent !== label) pause.textContent = label;
+  const verb = ws.paused ? 'Resume' : 'Pause';
+  // On a phone only the verb shows (the name keeps " delivery": .wide-only).
+  if (pause.textContent !== `${verb} delivery`) pause.replaceChildren(verb, el('span', { class: 'wide-only' }, ' delivery'));
 }
 
 /** The note once the agent confirmed its restart. */

@@ -51,15 +51,16 @@ function rows(report) {
     // A kept workspace is shown as it is, not as the template would have
     // made it.
     const existing = w.created ? null : state.workspaces.find((x) => x.id === w.id);
-    const name = el('td', { class: 'import-name' }, w.name);
+    // Each cell names its column (data-label): on a phone the rows stack.
+    const name = el('td', { class: 'import-name', dataset: { label: 'Workspace' } }, w.name);
     // CSSOM, not a style attribute: the page's CSP refuses inline styles.
     name.style.paddingInlineStart = `${0.5 + depth * 1.25}rem`;
     return el('tr', { dataset: { state: w.created ? 'created' : 'skipped' } },
       name,
-      el('td', {}, under || '—'),
-      el('td', { class: 'import-what' }, what),
-      el('td', {}, String(existing?.tier ?? w.tier)),
-      el('td', {}, existing?.runtime ?? w.runtime));
+      el('td', { dataset: { label: 'Under' } }, under || '—'),
+      el('td', { class: 'import-what', dataset: { label: 'What happens' } }, what),
+      el('td', { dataset: { label: 'Tier' } }, String(existing?.tier ?? w.tier)),
+      el('td', { dataset: { label: 'Runtime' } }, existing?.runtime ?? w.runtime));
   });
 }
 

@@ -5,10 +5,14 @@
 // callee made while on it (the delegation hops hanging under its span),
 // each opening its own thread. The operator may cancel it while in flight,
 // retry it once failed, and delegate a new task to the same callee; a
-// viewer's page shows none of these (`.op-action`, see style.css). The
-// thread follows the open chat's stream (bus `stream`) while it is shown.
+// viewer's page shows none of these (`.op-action`, see style.css). While
+// it is shown the thread follows the ledger's moves of the whole fleet
+// (GET /admin/delegations/events), not the open chat's stream: opened
+// from the global view, or for a sub-delegation between two other
+// workspaces, its labels would otherwise keep an old status.
 
 import { api, wsPath } from './api.js';
+import { followAll } from './delegations.js';
 import { el } from './dom.js';
 import { bus, state } from './state.js';
 
@@ -96,6 +100,9 @@ export function initThreads() {
     title.textContent = `${nameOf(d.caller_id)} → ${nameOf(d.callee_id)} · delegation`;
     const moments = hop?.events?.length ? hop.events : rowHistory(d);
     const subs = hop ? subDelegations(hop) : [];
+    shown.subs = new Set();
+    const note = (items) => items.forEach(({ hop: h, children }) => { shown.subs.add(h.delegation_id); note(children); });
+    note(subs);
     body.replaceChildren(
       el('p', { class: 'thread-state' }, chip(d.status), ' ', el('span', { class: 'hint' }, `id ${d.id}`)),
       section('Task', el('p', { class: 'thread-task' }, d.task)),
@@ -135,8 +142,48 @@ export function initThreads() {
     }
   }
 
+  // The fleet's ledger moves, followed while the dialog is open; a move
+  // of the shown delegation, of one of its sub-delegations, or a new one
+  // its callee makes re-reads it (one read at a time, the last one kept).
+  let follow = null;
+  let again = false;
+  let loading = null;
+  const reload = () => {
+    if (loading) {
+      again = true;
+      return;
+    }
+    loading = load().finally(() => {
+      loading = null;
+      if (again) {
+        again = false;
+        reload();
+      }
+    });
+  };
+  const concerns = (m) => shown && (m.delegation_id === shown.did || shown.subs?.has(m.delegation_id)
+    || (shown.row && m.caller_id === shown.row.callee_id));
+  function followLedger() {
+    if (follow) return;
+    follow = new AbortController();
+    followAll(follow.signal, ({ event, data }) => {
+      if (!shown) return;
+      if (event === 'resync') {
+        reload();
+        return;
+      }
+      if (event !== 'delegation') return;
+      try {
+        if (concerns(JSON.parse(data))) reload();
+      } catch {
+        // not JSON: ignore
+      }
+    });
+  }
+
   async function open(did, party) {
-    shown = { did, party, row: null };
+    shown = { did, party, row: null, subs: new Set() };
+    followLedger();
     status.textContent = '';
     error.textContent = '';
     body.replaceChildren(el('p', { class: 'hint' }, 'Reading…'));
@@ -202,10 +249,8 @@ export function initThreads() {
   close.addEventListener('click', () => dialog.close());
   dialog.addEventListener('close', () => {
     shown = null;
+    follow?.abort();
+    follow = null;
   });
   bus.addEventListener('open-thread', (e) => open(e.detail.did, e.detail.party));
-  // Live: a move of the shown delegation, or of any (a sub-delegation), re-reads it.
-  bus.addEventListener('stream', (e) => {
-    if (shown && e.detail.event === 'delegation') load();
-  });
 }

@@ -53,6 +53,10 @@ function paintStatus(link, ws) {
   const contact = link.querySelector('.contact');
   setText(contact, lastContact(ws));
   if (ws.last_heartbeat_at) contact.title = new Date(ws.last_heartbeat_at).toLocaleString();
+  // The compact row shows the name (cut to its width), unread and status;
+  // the whole name, the mode and the last contact are its tooltip.
+  const title = [ws.name, `${ws.delivery_mode} mode`, STATUS_LABEL[status] || status, lastContact(ws)].filter(Boolean).join(' · ');
+  if (link.title !== title) link.title = title;
 }
 
 /** One workspace's entry: its link, with unread count, mode, status, tier. */
@@ -64,7 +68,7 @@ function entry(ws, { under = '' } = {}) {
     dataset: { ws: ws.id },
     'aria-current': state.current?.id === ws.id ? 'page' : null,
   },
-  el('span', { class: 'ws-name' }, ws.name,
+  el('span', { class: 'ws-name' }, el('span', { class: 'ws-label' }, ws.name),
     unread ? el('span', { class: 'unread', 'aria-label': `${unread} unread` }, unread > 99 ? '99+' : String(unread)) : null),
   under ? el('span', { class: 'hint ws-under' }, `in ${under}`) : null,
   el('span', { class: 'ws-meta' },
