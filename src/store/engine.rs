@@ -116,3 +116,21 @@ macro_rules! engines {
         };
     };
 }
+
+/// A query over the subtree of the workspace bound as `$1` (itself
+/// included, removed ones too): the literal given follows the CTE
+/// `sub(id, depth)`, which walks child links down, bounded so that a
+/// corrupt (cyclic) tree cannot recurse forever. One walk for every area
+/// that reads a team's rows (search, usage, instructions).
+macro_rules! over_subtree {
+    ($rest:literal) => {
+        concat!(
+            "WITH RECURSIVE sub(id, depth) AS ( \
+               SELECT id, 0 FROM workspaces WHERE id = $1 \
+               UNION ALL \
+               SELECT w.id, sub.depth + 1 FROM workspaces w \
+               JOIN sub ON w.parent_id = sub.id WHERE sub.depth < 10000) ",
+            $rest
+        )
+    };
+}

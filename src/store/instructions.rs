@@ -163,16 +163,10 @@ engines! {
                         .await?
                 }
                 InstructionScope::Team => {
-                    // Bounded, so a corrupt (cyclic) tree cannot recurse forever.
-                    sqlx::query_scalar(
-                        "WITH RECURSIVE down(id, depth) AS ( \
-                           SELECT id, 0 FROM workspaces WHERE id = $1 \
-                           UNION ALL \
-                           SELECT w.id, down.depth + 1 FROM workspaces w \
-                           JOIN down ON w.parent_id = down.id WHERE down.depth < 10000 \
-                         ) SELECT w.id FROM down JOIN workspaces w ON w.id = down.id \
-                         WHERE w.removed_at IS NULL",
-                    )
+                    sqlx::query_scalar(over_subtree!(
+                        "SELECT w.id FROM sub JOIN workspaces w ON w.id = sub.id \
+                         WHERE w.removed_at IS NULL"
+                    ))
                     .bind(target)
                     .fetch_all(&mut *conn)
                     .await?

@@ -160,18 +160,9 @@ engines! {
     impl SearchStore for SqlStore<DB> {
         #[tracing::instrument(skip_all, fields(workspace_id = %root))]
         async fn workspace_subtree(&self, root: WorkspaceId) -> StoreResult<Vec<WorkspaceId>> {
-            Ok(sqlx::query_scalar(
-                "WITH RECURSIVE sub (id, depth) AS ( \
-                   SELECT id, 0 FROM workspaces WHERE id = $1 \
-                   UNION ALL \
-                   SELECT w.id, s.depth + 1 FROM workspaces w JOIN sub s ON w.parent_id = s.id \
-                   WHERE s.depth < $2) \
-                 SELECT id FROM sub",
-            )
-            .bind(root)
-            // Team trees are shallow; the bound guards a corrupt cycle.
-            .bind(256_i32)
-            .fetch_all(&self.pool)
+            Ok(sqlx::query_scalar(over_subtree!("SELECT id FROM sub"))
+                .bind(root)
+                .fetch_all(&self.pool)
             .await?)
         }
 

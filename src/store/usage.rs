@@ -202,20 +202,15 @@ engines! {
             now: DateTime<Utc>,
         ) -> StoreResult<i64> {
             let (first, next) = usage::month_bounds(now);
-            let rows: Vec<SpendRow> = sqlx::query_as(
-                "WITH RECURSIVE sub(id, depth) AS ( \
-                   SELECT id, 0 FROM workspaces WHERE id = $1 \
-                   UNION ALL \
-                   SELECT w.id, sub.depth + 1 FROM workspaces w \
-                   JOIN sub ON w.parent_id = sub.id WHERE sub.depth < 10000 \
-                 ) SELECT \
+            let rows: Vec<SpendRow> = sqlx::query_as(over_subtree!(
+                "SELECT \
                    CAST(COALESCE((SELECT SUM(u.cost_micros) FROM usage_daily u \
                      WHERE u.workspace_id = sub.id AND u.day >= $2 AND u.day < $3), 0) AS BIGINT) \
                      AS recorded, \
                    (SELECT b.reported_spend FROM workspace_budgets b \
                      WHERE b.workspace_id = sub.id AND b.reported_month = $4) AS reported \
-                 FROM sub",
-            )
+                 FROM sub"
+            ))
             .bind(root)
             .bind(&first)
             .bind(&next)
@@ -377,16 +372,15 @@ engines! {
                 UsageGroup::Day => "day",
                 UsageGroup::Model => "model",
             };
-            // The same walk down as the budget's spend (bounded depth).
+            // The same walk down as the budget's spend.
             let sql = format!(
-                "WITH RECURSIVE sub(id, depth) AS ( \
-                   SELECT id, 0 FROM workspaces WHERE id = $1 \
-                   UNION ALL \
-                   SELECT w.id, sub.depth + 1 FROM workspaces w \
-                   JOIN sub ON w.parent_id = sub.id WHERE sub.depth < 10000 \
-                 ) SELECT {key} AS key, {SUMS} FROM usage_daily \
-                 JOIN sub ON sub.id = usage_daily.workspace_id \
-                 WHERE day >= $2 AND day <= $3 GROUP BY {key} ORDER BY {key}"
+                over_subtree!(
+                    "SELECT {key} AS key, {sums} FROM usage_daily \
+                     JOIN sub ON sub.id = usage_daily.workspace_id \
+                     WHERE day >= $2 AND day <= $3 GROUP BY {key} ORDER BY {key}"
+                ),
+                key = key,
+                sums = SUMS
             );
             Ok(sqlx::query_as(&sql)
                 .bind(root)
