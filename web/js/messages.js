@@ -22,6 +22,8 @@ import { traceButton, traceIdOf } from './trace.js';
 
 /** Rows drawn at once: the newest page on open, then one page per scroll-up. */
 export const PAGE = 100;
+/** Of the newest page, the rows drawn first: more than a screenful. */
+export const FIRST_DRAW = 30;
 
 /** Whether the reader sees the end of the log (within a few pixels). */
 export function atBottom() {
@@ -373,9 +375,9 @@ function drawBatch(rows) {
   return ctx;
 }
 
-/** Draws the newest page of the kept rows, replacing what the log showed. */
-export function showNewest() {
-  state.shownFrom = Math.max(0, state.rows.length - PAGE);
+/** Draws the newest `count` kept rows (a page), replacing what the log showed. */
+export function showNewest(count = PAGE) {
+  state.shownFrom = Math.max(0, state.rows.length - count);
   const ctx = drawBatch(state.rows.slice(state.shownFrom));
   $('messages').replaceChildren(ctx.parent);
   state.tail = { parent: $('messages'), day: ctx.day, upload: ctx.upload };
@@ -385,12 +387,13 @@ export function showNewest() {
 export const hasOlder = () => state.shownFrom > 0;
 
 /**
- * Draws the page before the oldest drawn row above it, keeping the rows
- * the reader sees where they are. False when there was none.
+ * Draws the page (or `count` rows) before the oldest drawn row above it,
+ * keeping the rows the reader sees where they are. False when there was
+ * none.
  */
-export function showOlder() {
+export function showOlder(count = PAGE) {
   if (!hasOlder()) return false;
-  const from = Math.max(0, state.shownFrom - PAGE);
+  const from = Math.max(0, state.shownFrom - count);
   const ctx = drawBatch(state.rows.slice(from, state.shownFrom));
   state.shownFrom = from;
   const list = $('messages');
