@@ -13,7 +13,7 @@ import { markSeen, noteLiveRow } from './unread.js';
 import { lastContact, renderWorkspaces } from './workspaces.js';
 
 const HISTORY_PAGE = 500; // the API's largest `limit`
-const FIRST_PAGE = 200; // on open: two drawn pages, a small answer to wait for
+const FIRST_PAGE = 100; // on open: the page drawn, the smallest answer to wait for
 // `before_id` for "the newest rows": larger than any id.
 const NEWEST = Number.MAX_SAFE_INTEGER;
 const LEDGER_PAGE = 500; // the delegations listing's largest `limit`

@@ -415,7 +415,12 @@ export function showOlder(count = PAGE) {
 export function renderRow(row) {
   if (state.rendered.has(row.id)) return false;
   keepRows([row]);
+  const before = state.tail.parent.lastElementChild;
   draw(state.tail, row);
+  // Only what arrives live fades in, not the history drawn on open.
+  for (let n = before ? before.nextElementSibling : state.tail.parent.firstElementChild; n; n = n.nextElementSibling) {
+    n.classList.add('arrived');
+  }
   // The agent speaking proves it read its inbox up to here.
   if (row.activity_type === 'agent_message') answerPending(row.id);
   return true;

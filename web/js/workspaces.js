@@ -20,8 +20,8 @@ import { latestAt, pollActivity, unreadOf } from './unread.js';
 const STATUS_TICK_MS = 1_000;
 // Rows drawn beyond the view on each side; the window is drawn anew when
 // the view comes within EDGE rows of its end.
-const MARGIN = 30;
-const EDGE = 8;
+const MARGIN = 20;
+const EDGE = 6;
 // A row's height with its gap until one is measured (px).
 const ROW_GUESS = 64;
 const FULL = new Intl.DateTimeFormat([], { dateStyle: 'medium', timeStyle: 'medium' });
@@ -30,7 +30,16 @@ const FULL = new Intl.DateTimeFormat([], { dateStyle: 'medium', timeStyle: 'medi
  * The list as laid out: its rows (tree.js's layOut, or the filter's
  * matches), each workspace's row index, and the window drawn.
  */
-const view = { rows: [], at: new Map(), byId: new Map(), from: 0, to: 0, pitch: ROW_GUESS };
+const view = {
+  rows: [],
+  at: new Map(),
+  byId: new Map(),
+  from: 0,
+  to: 0,
+  pitch: ROW_GUESS,
+  measured: false,
+  inView: [0, Math.ceil(window.innerHeight / ROW_GUESS)], // rows [first, last) in view, as last read
+};
 
 /** Re-reads the list and redraws it; throws the ApiError after showing it. */
 export async function refreshWorkspaces() {
@@ -150,6 +159,7 @@ function measure(list) {
   const a = drawn[0].getBoundingClientRect().top;
   const b = drawn[drawn.length - 1].getBoundingClientRect().top;
   const pitch = (b - a) / (drawn.length - 1);
+  if (pitch > 0) view.measured = true;
   if (pitch > 0 && Math.abs(pitch - view.pitch) > 0.5) {
     view.pitch = pitch;
     pad(list);
@@ -169,33 +179,51 @@ function pad(list) {
 
 /**
  * Draws the window of rows around the view: at once with `force` (the
- * rows changed), else only when the view nears the window's end. Keeps
- * the keyboard focus on the row (or fold button) it was on while drawn.
+ * rows changed), else only when the view nears the window's end. With
+ * `fresh` the view is read from the layout (after a scroll, at a frame:
+ * cheap then), the rows' height measured and the first row in view kept
+ * where it was on screen; without, the view last read is used (no layout
+ * forced into the task that changed the rows) and checked at the next
+ * frame. Keeps the keyboard focus on the row (or fold button) it was on
+ * while it is drawn.
  */
-function paintWindow(force = false) {
+function paintWindow(force = false, fresh = !force) {
   const n = view.rows.length;
-  const [first, last] = rowsInView();
+  if (fresh) view.inView = rowsInView();
+  const [first, last] = view.inView;
   const inside = (first >= view.from + EDGE || view.from === 0) && (last <= view.to - EDGE || view.to >= n);
-  if (!force && view.to > view.from && inside) return;
+  if (!force && view.to > view.from && inside && (view.measured || n < 2)) return;
   const list = $('workspace-list');
   const active = document.activeElement;
   const mine = list.contains(active) ? active : null;
   const focusedId = mine?.closest('[data-ws]')?.dataset.ws;
   const focusedFold = mine?.dataset?.fold;
-  // The first row in view stays where it is on screen, whatever the
-  // rows' measured height does to the spacers.
-  const anchor = rowTop(list, first);
+  const anchor = fresh ? rowTop(list, first) : null;
   view.from = Math.max(0, Math.min(first, n) - MARGIN);
   view.to = Math.min(n, last + MARGIN);
   list.replaceChildren(...drawWindow(view.rows, view.from, view.to, entry));
   pad(list);
-  measure(list);
-  const moved = anchor === null ? null : rowTop(list, first);
-  if (moved !== null && Math.abs(moved - anchor) >= 1) $('workspaces-pane').scrollTop += moved - anchor;
+  if (fresh) {
+    measure(list);
+    const moved = anchor === null ? null : rowTop(list, first);
+    if (moved !== null && Math.abs(moved - anchor) >= 1) $('workspaces-pane').scrollTop += moved - anchor;
+  } else {
+    later();
+  }
   const back = (focusedId && list.querySelector(`[data-ws="${CSS.escape(focusedId)}"]`))
     || (focusedFold && list.querySelector(`[data-fold="${CSS.escape(focusedFold)}"]`));
   if (back) back.focus({ preventScroll: true });
   else if (mine) list.focus({ preventScroll: true }); // its row scrolled out of the window
+}
+
+/** Checks the window against the view at the next frame (once a frame). */
+let frame = 0;
+function later() {
+  if (frame) return;
+  frame = requestAnimationFrame(() => {
+    frame = 0;
+    paintWindow();
+  });
 }
 
 /** Scrolls row `i` into the pane's view (drawing it). */
@@ -206,7 +234,7 @@ function scrollToRow(i) {
   const top = lr.top - sr.top + pane.scrollTop + i * view.pitch;
   if (top < pane.scrollTop) pane.scrollTop = top;
   else if (top + view.pitch > pane.scrollTop + pane.clientHeight) pane.scrollTop = top + view.pitch - pane.clientHeight;
-  paintWindow(i < view.from || i >= view.to);
+  paintWindow(i < view.from || i >= view.to, true);
 }
 
 /** Moves the focus to a workspace's row, scrolling it into view; false when not listed. */
@@ -282,14 +310,6 @@ function onListKey(e) {
 
 /** Draws the window anew as the pane scrolls or changes size (once a frame). */
 function followScroll() {
-  let frame = 0;
-  const later = () => {
-    if (frame) return;
-    frame = requestAnimationFrame(() => {
-      frame = 0;
-      paintWindow();
-    });
-  };
   $('workspaces-pane').addEventListener('scroll', later, { passive: true });
   window.addEventListener('resize', later);
   // Shown again (a phone back from a chat), or resized: the view moved.
