@@ -395,6 +395,8 @@ export function showOlder(count = PAGE) {
   if (!hasOlder()) return false;
   const from = Math.max(0, state.shownFrom - count);
   const ctx = drawBatch(state.rows.slice(from, state.shownFrom));
+  // Laid out only as they scroll near (style.css).
+  for (const li of ctx.parent.children) li.classList.add('far');
   state.shownFrom = from;
   const list = $('messages');
   // The drawn part began with its day's separator; the older page ends
