@@ -2511,7 +2511,7 @@ async function main() {
       const fold = page.locator(`#workspace-list [data-fold="${root.id}"]`);
       await page.evaluate(() => { window.longTasks = []; });
       const t0 = await fold.evaluate((b) => { const t = performance.now(); b.click(); return t; });
-      await page.locator(`#workspace-list [data-ws="${made[0].id}"], #workspace-list [data-ws="${made[kidsN - 1].id}"]`).first().waitFor({ state: 'attached' });
+      await page.locator(`#workspace-list li[data-node="${root.id}"] > ul.team a[data-ws]`).first().waitFor({ state: 'attached' });
       unfold.push(await page.evaluate(() => performance.now()) - t0);
       unfoldLongest.push(Math.max(0, ...await page.evaluate(() => window.longTasks)));
       // The page keeps the unfold on the server; folded again for the next round.
