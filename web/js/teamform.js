@@ -33,6 +33,9 @@ function parentOptions() {
 
 /** Redraws the parent picker, keeping the choice while it still exists. */
 function paintParents() {
+  // Built only while the form is open: a fleet of thousands would cost
+  // as many options on every change of the list.
+  if (!$('create-details').open) return;
   const select = $('ws-parent');
   // Redrawn only when the tree changed: rebuilding a picker the operator
   // has open would close it under the pointer (and the list redraws often:
@@ -63,5 +66,6 @@ export function teamFields() {
 /** Wires the picker to the list and the tier to the settings; called once at start. */
 export function initTeamForm() {
   bus.addEventListener('workspaces', paintParents);
+  $('create-details').addEventListener('toggle', paintParents);
   bus.addEventListener('config', paintDefaultTier);
 }
