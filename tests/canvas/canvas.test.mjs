@@ -2493,7 +2493,7 @@ async function main() {
     for (let r = 0; r < SCALE_ROUNDS; r += 1) {
       await page.evaluate(() => { location.hash = '#/'; });
       await page.reload();
-      await page.waitForFunction(() => window.settledAt, null, { timeout: 15_000 });
+      await page.waitForFunction(() => window.settledAt, null, { timeout: 60_000 });
       // A second on the settled page: the status clock's ticks count too.
       await page.waitForTimeout(1000);
       // Each from the reloaded document's start, in its own clock.
