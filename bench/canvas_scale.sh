@@ -5,7 +5,8 @@
 # they record: the server's time for the long chat's newest page, the
 # page's open time to the newest message on screen with the long tasks on
 # the way, and the workspace list's first paint from a reload (first
-# contentful paint, first row, every row drawn, long tasks).
+# contentful paint, first row, settled with its counts read, rows in the
+# DOM, long tasks) and the time to open a folded team.
 #
 #   bash bench/canvas_scale.sh                 # 10,000 messages, 1,000 workspaces
 #   CANVAS_LONG_CHAT=5000 CANVAS_SCALE_WORKSPACES=500 bash bench/canvas_scale.sh
