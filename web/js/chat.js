@@ -5,7 +5,7 @@ import { api, wsPath } from './api.js';
 import { clearAttachments, hasAttachments, stageAttachments } from './attach.js';
 import { reconcileUploads, setUploadState } from './chips.js';
 import { $ } from './dom.js';
-import { atBottom, hasOlder, keepOlderRows, keepRows, renderRow, resetRows, scrollToBottom, setDelegationStatus, showNewest, showOlder } from './messages.js';
+import { FIRST_DRAW, PAGE, atBottom, hasOlder, keepOlderRows, keepRows, renderRow, resetRows, scrollToBottom, setDelegationStatus, showNewest, showOlder } from './messages.js';
 import { STATUS_LABEL, agentStatus, bus, state } from './state.js';
 import { followEvents } from './stream.js';
 import { initMessageActions, sendDone, sendFailed } from './msgactions.js';
@@ -13,7 +13,7 @@ import { markSeen, noteLiveRow } from './unread.js';
 import { lastContact, renderWorkspaces } from './workspaces.js';
 
 const HISTORY_PAGE = 500; // the API's largest `limit`
-const FIRST_PAGE = 200; // on open: two drawn pages, a small answer to wait for
+const FIRST_PAGE = 100; // on open: the page drawn, the smallest answer to wait for
 // `before_id` for "the newest rows": larger than any id.
 const NEWEST = Number.MAX_SAFE_INTEGER;
 const LEDGER_PAGE = 500; // the delegations listing's largest `limit`
@@ -94,8 +94,13 @@ export async function openChat(ws) {
   log.setAttribute('aria-busy', 'true');
   try {
     keepRows(await readOlder(ws.id, stream.signal));
-    showNewest();
+    // The newest rows first, on screen at once; the rest of the newest
+    // page a frame later (two short tasks, not one long one).
+    showNewest(FIRST_DRAW);
     scrollToBottom(true);
+    await nextFrame();
+    if (stream.signal.aborted) return;
+    showOlder(PAGE - FIRST_DRAW);
     await reconcileUploads(ws.id, stream.signal);
     readLedger(ws.id, stream.signal).catch(() => {});
   } catch (e) {
@@ -179,6 +184,12 @@ async function readLedger(wsId, signal, all = false) {
     }
   }));
 }
+
+/** After the next frame is drawn (or 100 ms in a hidden tab, which draws none). */
+const nextFrame = () => new Promise((resolve) => {
+  requestAnimationFrame(() => setTimeout(resolve, 0));
+  setTimeout(resolve, 100);
+});
 
 /**
  * The page of history before the oldest row kept (the newest page at

@@ -7,7 +7,7 @@ import { api } from './api.js';
 import { $ } from './dom.js';
 import { state } from './state.js';
 import { teamFields } from './teamform.js';
-import { refreshWorkspaces } from './workspaces.js';
+import { focusRow, refreshWorkspaces } from './workspaces.js';
 
 /**
  * The connect line — `(umask 077 && mkdir -p ~/.molecule && echo T > F) &&
@@ -142,9 +142,7 @@ export function initCreate() {
     // <body>: the button that opened the dialog was disabled or is gone):
     // the open chat's composer, else the workspace's row in the list.
     const id = dialog.dataset.ws;
-    const row = $('workspace-list').querySelector(`[data-ws="${CSS.escape(id || '')}"]`);
     if (state.current?.id === id) $('message').focus();
-    else if (row) row.focus();
-    else $('ws-filter').focus();
+    else if (!focusRow(id)) $('ws-filter').focus();
   });
 }

@@ -22,6 +22,8 @@ import { traceButton, traceIdOf } from './trace.js';
 
 /** Rows drawn at once: the newest page on open, then one page per scroll-up. */
 export const PAGE = 100;
+/** Of the newest page, the rows drawn first: more than a screenful. */
+export const FIRST_DRAW = 30;
 
 /** Whether the reader sees the end of the log (within a few pixels). */
 export function atBottom() {
@@ -373,9 +375,9 @@ function drawBatch(rows) {
   return ctx;
 }
 
-/** Draws the newest page of the kept rows, replacing what the log showed. */
-export function showNewest() {
-  state.shownFrom = Math.max(0, state.rows.length - PAGE);
+/** Draws the newest `count` kept rows (a page), replacing what the log showed. */
+export function showNewest(count = PAGE) {
+  state.shownFrom = Math.max(0, state.rows.length - count);
   const ctx = drawBatch(state.rows.slice(state.shownFrom));
   $('messages').replaceChildren(ctx.parent);
   state.tail = { parent: $('messages'), day: ctx.day, upload: ctx.upload };
@@ -385,13 +387,16 @@ export function showNewest() {
 export const hasOlder = () => state.shownFrom > 0;
 
 /**
- * Draws the page before the oldest drawn row above it, keeping the rows
- * the reader sees where they are. False when there was none.
+ * Draws the page (or `count` rows) before the oldest drawn row above it,
+ * keeping the rows the reader sees where they are. False when there was
+ * none.
  */
-export function showOlder() {
+export function showOlder(count = PAGE) {
   if (!hasOlder()) return false;
-  const from = Math.max(0, state.shownFrom - PAGE);
+  const from = Math.max(0, state.shownFrom - count);
   const ctx = drawBatch(state.rows.slice(from, state.shownFrom));
+  // Laid out only as they scroll near (style.css).
+  for (const li of ctx.parent.children) li.classList.add('far');
   state.shownFrom = from;
   const list = $('messages');
   // The drawn part began with its day's separator; the older page ends
@@ -412,7 +417,12 @@ export function showOlder() {
 export function renderRow(row) {
   if (state.rendered.has(row.id)) return false;
   keepRows([row]);
+  const before = state.tail.parent.lastElementChild;
   draw(state.tail, row);
+  // Only what arrives live fades in, not the history drawn on open.
+  for (let n = before ? before.nextElementSibling : state.tail.parent.firstElementChild; n; n = n.nextElementSibling) {
+    n.classList.add('arrived');
+  }
   // The agent speaking proves it read its inbox up to here.
   if (row.activity_type === 'agent_message') answerPending(row.id);
   return true;

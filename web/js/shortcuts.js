@@ -8,6 +8,7 @@
 
 import { $, el } from './dom.js';
 import { state } from './state.js';
+import { listedIds } from './workspaces.js';
 
 const MAX_HITS = 50;
 
@@ -41,9 +42,9 @@ export function fuzzyScore(query, name) {
   return score - n.length / 100;
 }
 
-/** The workspaces in list order (as drawn), for next / previous. */
+/** The workspaces in list order (as laid out, drawn or not), for next / previous. */
 function listOrder() {
-  const ids = [...$('workspace-list').querySelectorAll('a[data-ws]')].map((a) => a.dataset.ws);
+  const ids = listedIds();
   return ids.length ? ids : state.workspaces.map((w) => w.id);
 }
 

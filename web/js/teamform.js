@@ -33,13 +33,17 @@ function parentOptions() {
 
 /** Redraws the parent picker, keeping the choice while it still exists. */
 function paintParents() {
+  // Built only while the form is open: a fleet of thousands would cost
+  // as many options on every change of the list.
+  if (!$('create-details').open) return;
   const select = $('ws-parent');
-  const options = parentOptions();
   // Redrawn only when the tree changed: rebuilding a picker the operator
-  // has open would close it under the pointer.
-  const key = options.map((o) => `${o.value}:${o.textContent}`).join('\n');
+  // has open would close it under the pointer (and the list redraws often:
+  // the options are built only then).
+  const key = state.workspaces.map((w) => `${w.id}:${w.parent_id || ''}:${w.name}`).join('\n');
   if (select.dataset.key === key) return;
   select.dataset.key = key;
+  const options = parentOptions();
   const chosen = select.value;
   select.replaceChildren(el('option', { value: '' }, 'None (a new team root)'), ...options);
   select.value = [...select.options].some((o) => o.value === chosen) ? chosen : '';
@@ -62,5 +66,6 @@ export function teamFields() {
 /** Wires the picker to the list and the tier to the settings; called once at start. */
 export function initTeamForm() {
   bus.addEventListener('workspaces', paintParents);
+  $('create-details').addEventListener('toggle', paintParents);
   bus.addEventListener('config', paintDefaultTier);
 }

@@ -1,11 +1,13 @@
 // Unread counts, the tab title and optional browser notifications.
 //
-// The page reads each workspace's rows after the last one it knows
-// (`since_id`) once at the start, and then only when the fleet's stream
-// (GET /admin/activity/events) says that workspace has a new row: no
-// polling of every workspace while nothing happens. When the stream is
-// down (or says `resync`) every workspace is read again, as before. It
-// counts the agent's messages newer than the last one the operator saw.
+// The page asks the server's read state (one request, whatever the
+// fleet's size: counts and each chat's newest row id) at the start, when
+// the list is re-read and when the fleet's stream (GET
+// /admin/activity/events) reconnects or says `resync`; it reads a
+// workspace's rows after the last one it knows (`since_id`) only when
+// that chat has rows it has not seen, or the stream says it has a new
+// one: no request per workspace while nothing happens. It counts the
+// agent's messages newer than the last one the operator saw.
 // What was seen is kept by the server, per token (GET /admin/read-state,
 // PUT /workspaces/:id/read-state), so two browsers agree: the fleet
 // stream's `read` event says another page of this token read something,
@@ -19,13 +21,14 @@ import { readEventStream } from './stream.js';
 
 const NOTIFY_KEY = 'molecule.notify';
 const PAGE = 500;
-const FIRST_PAGES = 4; // a workspace never looked at: its first 2000 rows at most
 const BASE_TITLE = 'molecule canvas';
 
 /** wsId -> { known: newest id fetched, latestAt: its time, unread, first: true until read once } */
 const activity = new Map();
 /** wsId -> the newest activity id this token has seen there (the server's). */
 let seen = {};
+/** wsId -> the newest row id the server's unread count took in (not counted again). */
+const counted = new Map();
 
 /** Whether a row is the agent speaking to the operator. */
 export function isFromAgent(row) {
@@ -56,20 +59,25 @@ export function markSeen(wsId, id) {
 }
 
 /**
- * The server's read state of this token: what was seen, and the unread
- * counts from it (the open chat's excepted). Replaces what the page
- * counted itself, which may be behind another page's reading.
+ * The server's read state of this token: what was seen, the unread counts
+ * from it (the open chat's excepted), and each chat's newest row id.
+ * Replaces what the page counted itself, which may be behind another
+ * page's reading. Returns the newest ids, by workspace.
  */
 async function readState() {
   const rows = await api('/admin/read-state');
   seen = {};
+  const newest = new Map();
   for (const r of rows) {
     seen[r.workspace_id] = r.last_read_id;
+    newest.set(r.workspace_id, r.newest_id);
+    counted.set(r.workspace_id, r.newest_id);
     const a = entry(r.workspace_id);
     a.unread = state.current?.id === r.workspace_id ? 0 : r.unread;
   }
   bus.dispatchEvent(new Event('activity'));
   paintTitle();
+  return newest;
 }
 
 /** Marks every chat read, for this token, in one request. */
@@ -131,53 +139,62 @@ function readNew(ws) {
   return reading;
 }
 
+/** One page of a workspace's news (a chat is learnt first: learnChat). */
 async function readOnce(ws) {
   const a = entry(ws.id);
-  const pages = a.first ? FIRST_PAGES : 1;
-  for (let p = 0; p < pages; p += 1) {
-    const rows = await api(wsPath(ws.id, `/activity?limit=${PAGE}&since_id=${a.known}`));
-    for (const row of rows) {
-      a.known = Math.max(a.known, row.id);
-      a.latestAt = row.created_at;
-      // The first read only learns where the chat is: the server's
-      // read state counted what was unread before (readState).
-      if (!a.first && isFromAgent(row) && row.id > (seen[ws.id] || 0) && state.current?.id !== ws.id) {
-        a.unread += 1;
-        notify(ws, row);
-      }
+  const rows = await api(wsPath(ws.id, `/activity?limit=${PAGE}&since_id=${a.known}`));
+  for (const row of rows) {
+    a.known = Math.max(a.known, row.id);
+    a.latestAt = row.created_at;
+    if (isFromAgent(row) && row.id > (seen[ws.id] || 0) && state.current?.id !== ws.id) {
+      // What the server's unread count took in is not counted twice.
+      if (row.id > (counted.get(ws.id) || 0)) a.unread += 1;
+      notify(ws, row);
     }
-    if (rows.length < PAGE) break;
   }
+}
+
+/**
+ * A chat first seen: where it ends (the newest row's id, from the read
+ * state) and when (that one row, read alone), never its history.
+ */
+async function learnChat(ws, newest) {
+  const a = entry(ws.id);
+  if (newest > 0) {
+    const rows = await api(wsPath(ws.id, `/activity?limit=1&since_id=${newest - 1}`));
+    if (rows[0]) a.latestAt = rows[0].created_at;
+  }
+  a.known = Math.max(a.known, newest);
   a.first = false;
 }
 
-/** Whether the fleet's stream is connected: then only news is read. */
-let fleetLive = false;
-
 /**
- * Asks the workspaces for what is new; then redraws counts and title.
- * While the fleet's stream is live only workspaces never read are asked
- * (the stream names the others' news); with `all`, or without the
- * stream, every one.
+ * Asks the server what is new, in one request (the read state: counts
+ * and each chat's newest row), then reads only the chats with rows the
+ * page has not seen: a chat seen for the first time only for its newest
+ * row's time (the order of the list), the others for their news (the
+ * notifications). Then redraws counts and title. Whatever the fleet's
+ * size, a quiet fleet costs one request.
  */
-export async function pollActivity({ all = false } = {}) {
+export async function pollActivity() {
   const ids = new Set(state.workspaces.map((w) => w.id));
   for (const id of activity.keys()) if (!ids.has(id)) activity.delete(id);
-  const due = state.workspaces.filter((ws) => all || !fleetLive || entry(ws.id).first);
-  if (due.length === 0) return;
   const list = document.getElementById('workspace-list');
   list.setAttribute('aria-busy', 'true');
-  await Promise.all(due.map(async (ws) => {
-    try {
-      await readNew(ws);
-    } catch {
-      // One workspace failing (deleted meanwhile) leaves the others counted.
-    }
-  }));
-  // Then the server's counts, which replace what the reads above counted
-  // (read before them, the same rows would count twice).
-  await readState().catch(() => {});
-  list.removeAttribute('aria-busy');
+  try {
+    const newest = await readState();
+    const due = state.workspaces.filter((ws) => entry(ws.id).first || (newest.get(ws.id) || 0) > entry(ws.id).known);
+    await Promise.all(due.map(async (ws) => {
+      try {
+        if (entry(ws.id).first) await learnChat(ws, newest.get(ws.id) || 0);
+        else await readNew(ws);
+      } catch {
+        // One workspace failing (deleted meanwhile) leaves the others counted.
+      }
+    }));
+  } finally {
+    list.removeAttribute('aria-busy');
+  }
   bus.dispatchEvent(new Event('activity'));
   paintTitle();
 }
@@ -187,7 +204,9 @@ async function onNews(wsId, id) {
   const ws = state.workspaces.find((w) => w.id === wsId);
   if (!ws || id <= entry(wsId).known) return; // a new workspace: the list read brings it
   try {
-    await readNew(ws);
+    // Not learnt yet (the list's first poll is on its way): where it ends.
+    if (entry(wsId).first) await learnChat(ws, id);
+    else await readNew(ws);
   } catch {
     return; // deleted meanwhile: the next list read drops it
   }
@@ -217,12 +236,11 @@ export function startFleet() {
         }
         if (!res.ok) throw await errorOf(res);
         backoff = 1000;
-        fleetLive = true;
         // Whatever happened while the stream was down.
-        pollActivity({ all: true }).catch(() => {});
+        pollActivity().catch(() => {});
         await readEventStream(res.body, signal, ({ event, data }) => {
           if (event === 'resync') {
-            pollActivity({ all: true }).catch(() => {});
+            pollActivity().catch(() => {});
             return;
           }
           if (event === 'read') {
@@ -240,8 +258,6 @@ export function startFleet() {
         });
       } catch {
         if (signal.aborted) return;
-      } finally {
-        fleetLive = false;
       }
       await sleep(backoff, signal);
       backoff = Math.min(backoff * 2, 30_000);
@@ -253,7 +269,6 @@ export function startFleet() {
 export function stopFleet() {
   fleet?.abort();
   fleet = null;
-  fleetLive = false;
 }
 
 function paintTitle() {
