@@ -884,6 +884,90 @@ async function main() {
     }
   };
 
+  await step('files: an image\'s thumbnail is kept small in this browser and shows after a reload, once the server no longer has the file; a full localStorage does not stop a send (issue 30, defect 10)', async () => {
+    // A 300 × 200 PNG, drawn by the page itself.
+    const drawPng = (w, h) => page.evaluate(([cw, ch]) => {
+      const c = document.createElement('canvas');
+      c.width = cw;
+      c.height = ch;
+      const ctx = c.getContext('2d');
+      ctx.fillStyle = '#c33';
+      ctx.fillRect(0, 0, cw, ch);
+      ctx.fillStyle = '#33c';
+      ctx.fillRect(cw / 4, ch / 4, cw / 2, ch / 2);
+      return c.toDataURL('image/png').split(',')[1];
+    }, [w, h]).then((b64) => Buffer.from(b64, 'base64'));
+    await page.setInputFiles('#file-input', { name: 'wide.png', mimeType: 'image/png', buffer: await drawPng(300, 200) });
+    const chip = page.locator('.chip', { hasText: 'wide.png' });
+    await chip.locator('.chip-state', { hasText: 'delivered' }).waitFor();
+    const fileId = await chip.getAttribute('data-file-id');
+    await page.waitForFunction((id) => localStorage.getItem(`molecule.thumb.${id}`) !== null, fileId, { timeout: 5000 })
+      .catch(() => { throw new Error('no thumbnail was kept in localStorage for the sent image'); });
+    // The agent acknowledged it: the server holds its bytes no more.
+    const gone = await fetch(`${BASE}/workspaces/${connection.workspace}/pending-uploads/${fileId}/content`,
+      { headers: { Authorization: `Bearer ${ADMIN_TOKEN}` } });
+    assert(gone.status === 404, `the acknowledged file's content answered ${gone.status}, not 404`);
+    await page.reload();
+    const thumb = page.locator(`.chip[data-file-id="${fileId}"] img.thumb`);
+    await page.locator(`.chip[data-file-id="${fileId}"]`).waitFor();
+    await thumb.waitFor({ timeout: 5000 })
+      .catch(() => { throw new Error('after a reload the delivered image\'s chip shows no thumbnail'); });
+    const shown = await (await page.waitForFunction((img) => img.complete && img.naturalWidth > 0
+      && { src: img.src, w: img.naturalWidth, h: img.naturalHeight }, await thumb.elementHandle())).jsonValue();
+    assert(/^data:image\/(webp|jpeg);base64,/.test(shown.src), `the thumbnail is not a WebP or JPEG data: URL: ${shown.src.slice(0, 40)}`);
+    assert(shown.w === 96 && shown.h === 64, `the kept thumbnail is ${shown.w} × ${shown.h} px, not 96 × 64`);
+    assert(shown.src.length <= 16 * 1024, `the kept thumbnail takes ${shown.src.length} characters`);
+    await axeBothWidths('chat with a kept thumbnail');
+
+    // A full localStorage: the next image still goes out and is delivered.
+    try {
+      const filled = await page.evaluate(() => {
+        let n = 0;
+        for (const size of [256 * 1024, 4 * 1024, 64]) {
+          const chunk = 'x'.repeat(size);
+          try {
+            for (;;) {
+              localStorage.setItem(`canvas-test-filler.${n}`, chunk);
+              n += 1;
+            }
+          } catch {
+            // full at this size; smaller pieces next
+          }
+        }
+        return n;
+      });
+      assert(filled > 0, 'localStorage could not be filled');
+      await page.setInputFiles('#file-input', { name: 'while-full.png', mimeType: 'image/png', buffer: await drawPng(120, 80) });
+      await page.locator('.chip', { hasText: 'while-full.png' }).locator('.chip-state', { hasText: 'delivered' }).waitFor();
+      await page.locator('.chip', { hasText: 'while-full.png' }).locator('img.thumb').waitFor();
+      assert(await page.locator('#uploads .upload.failed').count() === 0, 'the send failed with a full localStorage');
+      assert(await page.evaluate(() => localStorage.getItem('molecule.adminToken') !== null), 'keeping a thumbnail removed the sign-in');
+    } finally {
+      await page.evaluate(() => {
+        for (const k of Object.keys(localStorage)) if (k.startsWith('canvas-test-filler.')) localStorage.removeItem(k);
+      });
+    }
+    noPageErrors();
+
+    // Bounded: the newest 200, at most ~1 MiB in all; the oldest go first.
+    const bounds = await page.evaluate(async () => {
+      const { keepThumb, keptThumb } = await import('/assets/js/thumbs.js');
+      const fake = (i, n = 100) => `data:image/webp;base64,${String(i).padStart(n, 'A')}`;
+      for (let i = 0; i < 205; i += 1) keepThumb(`bound-${i}`, fake(i));
+      const count = JSON.parse(localStorage.getItem('molecule.thumbs')).length;
+      const oldest = keptThumb('bound-4');
+      const kept = keptThumb('bound-5') === fake(5) && keptThumb('bound-204') === fake(204);
+      for (let i = 0; i < 3; i += 1) keepThumb(`big-${i}`, fake(i, 400 * 1024));
+      const bigs = [0, 1, 2].map((i) => keptThumb(`big-${i}`) !== null);
+      const left = JSON.parse(localStorage.getItem('molecule.thumbs'));
+      for (const [id] of left) localStorage.removeItem(`molecule.thumb.${id}`);
+      localStorage.removeItem('molecule.thumbs');
+      return { count, oldest, kept, bigs, left: left.length };
+    });
+    assert(bounds.count === 200 && bounds.oldest === null && bounds.kept, `the count bound: ${JSON.stringify(bounds)}`);
+    assert(JSON.stringify(bounds.bigs) === '[false,true,true]', `the size bound: ${JSON.stringify(bounds)}`);
+  });
+
   await step('files and lifecycle: two files attached to one message reach the agent with it', async () => {
     await page.setInputFiles('#attach-input', [
       { name: 'first-attached.txt', mimeType: 'text/plain', buffer: Buffer.from('first attached\n') },

@@ -4,6 +4,7 @@
 import { ApiError, NETWORK_DOWN, api, errorOf, wsPath } from './api.js';
 import { el, formatSize } from './dom.js';
 import { state } from './state.js';
+import { keepThumbOf, keptThumb } from './thumbs.js';
 
 // Hand-off states of a staged file, in the only order they can move.
 const UPLOAD_RANK = { staged: 1, fetched: 2, acked: 3, expired: 3, gone: 3 };
@@ -38,6 +39,7 @@ export function uploadChip(data) {
   state.chips.set(fileId, chip);
   paintChip(chip, state.uploadStates.get(fileId) || 'staged');
   if (state.thumbs.has(fileId)) addThumbnail(chip, state.thumbs.get(fileId));
+  else if (keptThumb(fileId)) setThumbnail(fileId, keptThumb(fileId));
   else if (/^image\//.test(data.mimetype || '') && data.size <= THUMB_MAX_BYTES) fetchThumbnail(fileId, chip);
   return chip;
 }
@@ -57,9 +59,10 @@ export function setThumbnail(fileId, url) {
 }
 
 /**
- * An image from history: its bytes while the server still holds them (the
- * operator's download does not count as the agent's). Once delivered they
- * are gone, and the chip stays without a thumbnail.
+ * An image from history that this browser keeps no thumbnail of: its bytes
+ * while the server still holds them (the operator's download does not count
+ * as the agent's), kept small for after the delivery. Once delivered they
+ * are gone, and only a kept thumbnail shows (thumbs.js).
  */
 async function fetchThumbnail(fileId, chip) {
   const ws = state.current;
@@ -69,7 +72,9 @@ async function fetchThumbnail(fileId, chip) {
       cache: 'no-store',
     });
     if (!res.ok || state.current?.id !== ws.id) return;
-    setThumbnail(fileId, URL.createObjectURL(await res.blob()));
+    const blob = await res.blob();
+    setThumbnail(fileId, URL.createObjectURL(blob));
+    keepThumbOf(fileId, blob);
   } catch {
     // no thumbnail
   }

@@ -6,6 +6,7 @@ import { maxUploadBytes } from './config.js';
 import { $, el, formatSize } from './dom.js';
 import { setThumbnail } from './chips.js';
 import { bus, state } from './state.js';
+import { keepThumbOf } from './thumbs.js';
 
 /** "1 MiB" rather than "1.0 MiB": a limit reads as a round number. */
 const limitText = (bytes) => formatSize(bytes).replace(/\.0 /, ' ');
@@ -103,12 +104,18 @@ function uploadFile(file) {
   xhr.send(form);
 }
 
-/** A staged image's chip shows the dropped file itself as its thumbnail. */
+/**
+ * A staged image's chip shows the dropped file itself as its thumbnail; a
+ * small copy is kept for after a reload, when the server may no longer
+ * hold the file (thumbs.js).
+ */
 function thumbnailFromAnswer(text, file) {
   try {
     const [answer] = JSON.parse(text).files || [];
     const fileId = /^platform-pending:[^/]+\/(.+)$/.exec(answer?.uri || '')?.[1];
-    if (fileId) setThumbnail(fileId, URL.createObjectURL(file));
+    if (!fileId) return;
+    setThumbnail(fileId, URL.createObjectURL(file));
+    keepThumbOf(fileId, file);
   } catch {
     // no answer to read: no thumbnail
   }
