@@ -130,7 +130,9 @@ pub trait FleetStore: Send + Sync {
 }
 
 /// The reach query: `$1` the workspace, `$2` the level bound; `{cols}`
-/// the columns of `workspaces w` it selects.
+/// the columns of `workspaces w` it selects. `reach` may name an id more
+/// than once (`UNION ALL`: no temporary table to dedupe it); the final
+/// `IN` reads each workspace once.
 const REACHABLE: &str = "WITH RECURSIVE \
    me (id, parent_id, live) AS ( \
      SELECT id, CASE WHEN removed_at IS NULL THEN parent_id END, removed_at IS NULL \
@@ -149,10 +151,10 @@ const REACHABLE: &str = "WITH RECURSIVE \
      WHERE d.depth < $2 AND w.removed_at IS NULL), \
    reach (id) AS ( \
      SELECT id FROM up \
-     UNION SELECT id FROM down \
-     UNION SELECT w.id FROM workspaces w JOIN me ON w.parent_id = me.parent_id \
+     UNION ALL SELECT id FROM down \
+     UNION ALL SELECT w.id FROM workspaces w JOIN me ON w.parent_id = me.parent_id \
        WHERE w.removed_at IS NULL \
-     UNION SELECT w.id FROM workspaces w JOIN me ON me.parent_id IS NULL \
+     UNION ALL SELECT w.id FROM workspaces w JOIN me ON me.parent_id IS NULL \
        WHERE w.parent_id IS NULL AND w.removed_at IS NULL) \
  SELECT {cols} FROM workspaces w WHERE w.id IN (SELECT id FROM reach) \
  ORDER BY w.created_at, w.id";
