@@ -48,6 +48,10 @@ pub(super) trait Engine: sqlx::Database + Sized {
     const ID_LIST_1: &'static str;
     /// The same for `$3`.
     const ID_LIST_3: &'static str;
+    /// An aggregate of `m.id` over the rows of a statement as one text,
+    /// the ids separated by commas (NULL over no rows): a long id list
+    /// travels as one value, not one row each.
+    const CONCAT_IDS: &'static str;
 
     /// Full-text candidates of memories: ids, best first, filtered by
     /// `readable` in the same statement; the query is bound as `$6`, the

@@ -303,15 +303,27 @@ engines! {
             model: &str,
         ) -> StoreResult<Vec<MemoryId>> {
             let f = FilterBinds::new(filter);
+            // One row carrying every id: tens of thousands of rows one at
+            // a time cost more than the statement itself.
             let sql = format!(
-                "SELECT m.id FROM memories m \
+                "SELECT {} FROM memories m \
                  WHERE m.embedding IS NOT NULL AND m.embedding_model = $6 AND {}",
+                DB::CONCAT_IDS,
                 readable(DB::ID_LIST_3)
             );
-            Ok(bind_filter!(sqlx::query_scalar(&sql), f)
+            let ids: Option<String> = bind_filter!(sqlx::query_scalar(&sql), f)
                 .bind(model)
-                .fetch_all(&self.pool)
-                .await?)
+                .fetch_one(&self.pool)
+                .await?;
+            ids.as_deref()
+                .unwrap_or_default()
+                .split(',')
+                .filter(|id| !id.is_empty())
+                .map(|id| {
+                    id.parse()
+                        .map_err(|_| StoreError::Corrupt(format!("a memory id that is no uuid: {id}")))
+                })
+                .collect()
         }
 
         async fn memory_vectors(

@@ -303,6 +303,8 @@ impl Engine for Postgres {
     /// array of text ids like on SQLite, so the query is written once.
     const ID_LIST_3: &'static str =
         "SELECT CAST(value AS uuid) FROM jsonb_array_elements_text(CAST($3 AS jsonb))";
+    /// The uuids as text.
+    const CONCAT_IDS: &'static str = "string_agg(CAST(m.id AS text), ',')";
     /// The same for `$1`.
     const ID_LIST_1: &'static str =
         "SELECT CAST(value AS uuid) FROM jsonb_array_elements_text(CAST($1 AS jsonb))";

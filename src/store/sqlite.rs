@@ -276,6 +276,8 @@ impl Engine for Sqlite {
     /// The TEAM owners of the readable filter, `$3`: SQLite has no arrays,
     /// so the ids travel as one JSON array of text ids.
     const ID_LIST_3: &'static str = "SELECT value FROM json_each($3)";
+    /// Ids are text already.
+    const CONCAT_IDS: &'static str = "group_concat(m.id, ',')";
     /// The same for `$1`.
     const ID_LIST_1: &'static str = "SELECT value FROM json_each($1)";
     /// The FTS5 index's matches, as the rowids (`seq`) it maps to.
@@ -283,12 +285,16 @@ impl Engine for Sqlite {
         "x.seq IN (SELECT rowid FROM memories_fts WHERE memories_fts MATCH $2)";
 
     /// Full-text candidates from the FTS5 index, best `bm25` first; the
-    /// readable filter is in the same statement.
+    /// readable filter is in the same statement. Ordered by the FTS5
+    /// `rank` column alone (`bm25` by default) so that FTS5 hands the
+    /// matches over best first: the join and the readable filter then run
+    /// only until the limit is filled, not once per match (common words
+    /// match most rows). Equal ranks come in FTS5's order.
     fn fts_sql(readable: &str) -> String {
         format!(
             "SELECT m.id FROM memories_fts JOIN memories m ON m.seq = memories_fts.rowid \
              WHERE memories_fts MATCH $6 AND {readable} \
-             ORDER BY bm25(memories_fts), m.seq DESC LIMIT $7"
+             ORDER BY memories_fts.rank LIMIT $7"
         )
     }
 

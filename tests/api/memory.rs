@@ -1251,3 +1251,71 @@ async fn cached_vectors_keep_the_readable_rule(engine: Engine) {
     );
 }
 on_both_engines!(cached_vectors_keep_the_readable_rule);
+
+/// Both halves of recall stop early (full text: FTS5 hands matches over
+/// best first and the statement stops at its limit; vectors: the cached,
+/// quantized scan keeps the best). The readable rule stays inside both:
+/// 120 memories the reader may not read, each a better match for both
+/// halves than the one it may read, never push that one out, however many
+/// more of them there are than a half's candidates.
+async fn early_stops_keep_the_readable_rule(engine: Engine) {
+    let url = spawn_embedder().await;
+    let Some(app) = app_with_embeddings(engine, url).await else {
+        return;
+    };
+    let owner = app.create_poll_workspace("owner").await;
+    let stranger = app.create_poll_workspace("stranger").await;
+    let owner_id: molecule::domain::WorkspaceId = owner.id.parse().unwrap();
+    let hidden = 120;
+    for i in 0..hidden {
+        let content = format!("vault code vault code {i}");
+        app.store
+            .insert_memory(&molecule::store::NewMemory {
+                id: molecule::domain::MemoryId::new(),
+                workspace_id: owner_id,
+                scope: molecule::domain::memory::Scope::Local,
+                namespace: "general".into(),
+                embedding: Some(molecule::domain::memory::encode_vector(&bag_of_words(
+                    &content,
+                ))),
+                embedding_model: Some("bow-64".into()),
+                content,
+                created_at: chrono::Utc::now(),
+            })
+            .await
+            .unwrap();
+    }
+    let public = commit_ok(
+        &app,
+        &owner,
+        "the vault is in the basement, behind the boiler room and the old archive",
+        "GLOBAL",
+    )
+    .await;
+    let (status, body) = recall(&app, &stranger, "vault code").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let ids: Vec<&str> = body
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, [public.as_str()]);
+    // The owner reads its own: the best matches, the GLOBAL one below.
+    let (status, body) = recall(&app, &owner, "vault code").await;
+    assert_eq!(status, StatusCode::OK);
+    let hits = body.as_array().unwrap();
+    assert_eq!(hits.len(), 20, "the default limit");
+    assert!(hits.iter().all(|h| h["content"]
+        .as_str()
+        .unwrap()
+        .starts_with("vault code vault code ")));
+    // Nothing changed: the 120 and the GLOBAL one.
+    let rows = all_memories(&app).await;
+    assert_eq!(rows.len(), hidden + 1);
+    assert_eq!(
+        rows.iter().filter(|m| m.scope.as_str() == "GLOBAL").count(),
+        1
+    );
+}
+on_both_engines!(early_stops_keep_the_readable_rule);
