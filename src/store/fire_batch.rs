@@ -3,12 +3,11 @@
 //! schedule moves in one statement per table, inside the batch's one
 //! transaction, instead of about seven round trips per fire.
 //!
-//! What each fire writes is exactly what [`SqlStore::fire_in`] writes for
-//! one (the manual run still goes that way): the same decision, the same
-//! UNIQUE `(schedule_id, due_at)` guard, the same rows. Only the number
-//! of statements differs: on PostgreSQL, 1,000 fires due at once took
-//! about 7,000 statements, and their per-statement cost decided the fire
-//! lag (bench/schedules.py).
+//! A manual run ("run now") is a batch of one through the same code, due
+//! at the moment it is asked for: it is never missed and leaves
+//! `next_run_at` where it was. On PostgreSQL, 1,000 fires due at once
+//! took about 7,000 statements one fire at a time, and their
+//! per-statement cost decided the fire lag (bench/schedules.py).
 
 use std::collections::HashMap;
 
@@ -30,6 +29,8 @@ use crate::domain::{self, FireId, Hop, ScheduleId};
 /// One claimed schedule's fire as decided, before anything is written.
 struct Planned<'a> {
     s: &'a Schedule,
+    /// The instant fired: `next_run_at`, or the moment of a manual run.
+    due_at: DateTime<Utc>,
     status: FireStatus,
     detail: Option<String>,
     /// The instant after this one; `None`: the schedule never fires
@@ -85,19 +86,21 @@ fn moved(p: &Planned<'_>, fired: bool, now: DateTime<Utc>) -> Schedule {
 engines! {
     impl SqlStore<DB> {
         /// Fires every schedule of `due` (claimed and locked by the
-        /// caller, sorted by workspace) at its `next_run_at`, in one
-        /// statement per table. Gives the fires written; a schedule whose
-        /// instant had its fire already only moves on.
+        /// caller, sorted by workspace) at its `next_run_at`, or at `now`
+        /// when `manual` (then `next_run_at` stays), in one statement per
+        /// table. Gives the fires written; a schedule whose instant had
+        /// its fire already only moves on.
         pub(super) async fn fire_many_in(
             conn: &mut <DB as sqlx::Database>::Connection,
             due: &[Schedule],
             now: DateTime<Utc>,
             budgets: bool,
+            manual: bool,
         ) -> StoreResult<Vec<Fired>> {
             if due.is_empty() {
                 return Ok(Vec::new());
             }
-            let plans = Self::plan_in(&mut *conn, due, now, budgets).await?;
+            let plans = Self::plan_in(&mut *conn, due, now, budgets, manual).await?;
             let fires = Self::insert_fires_in(&mut *conn, &plans, now).await?;
             let written: Vec<&Planned<'_>> =
                 plans.iter().filter(|p| fires.contains_key(&p.s.id)).collect();
@@ -125,16 +128,21 @@ engines! {
             due: &'a [Schedule],
             now: DateTime<Utc>,
             budgets: bool,
+            manual: bool,
         ) -> StoreResult<Vec<Planned<'a>>> {
             let busy = Self::busy_in(&mut *conn, due).await?;
             let mut plans = Vec::with_capacity(due.len());
             for s in due {
-                let due_at = s.next_run_at;
-                let next = CronSpec::parse(&s.cron_expr, &s.timezone)
-                    .map_err(|e| StoreError::Corrupt(e.to_string()))?
-                    .next_after(due_at);
+                let (due_at, next) = if manual {
+                    (now, Some(s.next_run_at))
+                } else {
+                    let next = CronSpec::parse(&s.cron_expr, &s.timezone)
+                        .map_err(|e| StoreError::Corrupt(e.to_string()))?
+                        .next_after(s.next_run_at);
+                    (s.next_run_at, next)
+                };
                 let late = now - due_at;
-                let refusal = if late > Duration::seconds(s.catch_up_s) {
+                let refusal = if !manual && late > Duration::seconds(s.catch_up_s) {
                     Some((FireStatus::Missed, format!(
                         "due {}s before the scheduler reached it, outside the catch-up window of {}s",
                         late.num_seconds(),
@@ -159,7 +167,7 @@ engines! {
                         (FireStatus::Delivered, None, Some((DelegationId::new(), key, Hop::open(None))))
                     }
                 };
-                plans.push(Planned { s, status, detail, next, delivery });
+                plans.push(Planned { s, due_at, status, detail, next, delivery });
             }
             Ok(plans)
         }
@@ -217,7 +225,7 @@ engines! {
             q.push_values(plans, |mut b, p| {
                 b.push_bind(FireId::new())
                     .push_bind(p.s.id)
-                    .push_bind(Ts(p.s.next_run_at))
+                    .push_bind(Ts(p.due_at))
                     .push_bind(Ts(now))
                     .push_bind(p.status.as_str())
                     .push_bind(p.delivery.as_ref().map(|(id, _, _)| *id))

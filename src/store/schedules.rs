@@ -9,14 +9,12 @@
 //! UNIQUE `(schedule_id, due_at)` of `schedule_fires` is the final guard.
 
 use async_trait::async_trait;
-use chrono::{DateTime, Duration, Utc};
+use chrono::{DateTime, Utc};
 
-use super::delegations::{DelegationRow, IN_FLIGHT};
 use super::engine::Engine;
 use super::sql::{SqlStore, Ts};
 use super::*;
-use crate::domain::inbox::{Delegate, InboxItem};
-use crate::domain::schedule::{CronSpec, FireStatus, Overlap};
+use crate::domain::schedule::{FireStatus, Overlap};
 use crate::domain::{FireId, ScheduleId};
 
 /// A schedule as stored.
@@ -327,205 +325,7 @@ fn is_unique_violation(e: &StoreError) -> bool {
     matches!(e, StoreError::Database(sqlx::Error::Database(db)) if db.is_unique_violation())
 }
 
-/// The decision for one due instant, before anything is written.
-struct Decision {
-    status: FireStatus,
-    detail: Option<String>,
-}
-
 engines! {
-    impl SqlStore<DB> {
-        /// Decides what the fire of `s` due at `due_at` is: missed outside
-        /// the window (timed fires only), skipped while a budget over the
-        /// workspace is spent or by the overlap policy, else delivered.
-        /// `budgets`: whether any budget exists at all (else none can be
-        /// spent, and the walk up the tree is skipped).
-        async fn decide_fire(
-            conn: &mut <DB as sqlx::Database>::Connection,
-            s: &Schedule,
-            due_at: DateTime<Utc>,
-            now: DateTime<Utc>,
-            manual: bool,
-            budgets: bool,
-        ) -> StoreResult<Decision> {
-            let late = now - due_at;
-            if !manual && late > Duration::seconds(s.catch_up_s) {
-                return Ok(Decision {
-                    status: FireStatus::Missed,
-                    detail: Some(format!(
-                        "due {}s before the scheduler reached it, outside the catch-up window of {}s",
-                        late.num_seconds(),
-                        s.catch_up_s
-                    )),
-                });
-            }
-            // A spent budget holds the fire back, recorded on the fire
-            // and the schedule (last_status, last_error), never dropped.
-            if budgets {
-                if let Some(why) = Self::over_budget_in(&mut *conn, s.workspace_id, now).await? {
-                    return Ok(Decision { status: FireStatus::Skipped, detail: Some(why) });
-                }
-            }
-            let waiting = match s.overlap {
-                Overlap::AllowAll => return Ok(Decision { status: FireStatus::Delivered, detail: None }),
-                Overlap::Skip => IN_FLIGHT,
-                Overlap::BufferOne => "('queued')",
-            };
-            let sql = format!(
-                "SELECT f.due_at FROM schedule_fires f JOIN delegations d ON d.id = f.delegation_id \
-                 WHERE f.schedule_id = $1 AND d.status IN {waiting} ORDER BY f.due_at LIMIT 1"
-            );
-            let busy: Option<Ts> = sqlx::query_scalar(&sql)
-                .bind(s.id)
-                .fetch_optional(&mut *conn)
-                .await?;
-            Ok(match busy {
-                None => Decision { status: FireStatus::Delivered, detail: None },
-                Some(earlier) => Decision {
-                    status: FireStatus::Skipped,
-                    detail: Some(match s.overlap {
-                        Overlap::BufferOne => format!(
-                            "the fire due at {} is still waiting to be picked up (overlap policy buffer_one)",
-                            earlier.0.to_rfc3339()
-                        ),
-                        _ => format!(
-                            "the fire due at {} is still in flight (overlap policy skip)",
-                            earlier.0.to_rfc3339()
-                        ),
-                    }),
-                },
-            })
-        }
-
-        /// Writes the fire of the locked schedule `s` due at `due_at`:
-        /// the fire row, a delivered fire's delegation and inbox row, and
-        /// the schedule's own fields. `None` when that instant already has
-        /// its fire (the UNIQUE guard; nothing else is written then but
-        /// the move of `next_run_at`).
-        async fn fire_in(
-            conn: &mut <DB as sqlx::Database>::Connection,
-            s: &Schedule,
-            due_at: DateTime<Utc>,
-            now: DateTime<Utc>,
-            manual: bool,
-            budgets: bool,
-        ) -> StoreResult<Option<Fired>> {
-            let decision = Self::decide_fire(&mut *conn, s, due_at, now, manual, budgets).await?;
-            let delivered = decision.status == FireStatus::Delivered;
-            let delegation_id = delivered.then(DelegationId::new);
-            let fire: Option<FireRow> = sqlx::query_as(
-                "INSERT INTO schedule_fires (id, schedule_id, due_at, fired_at, status, \
-                   delegation_id, detail) VALUES ($1, $2, $3, $4, $5, $6, $7) \
-                 ON CONFLICT (schedule_id, due_at) DO NOTHING RETURNING *",
-            )
-            .bind(FireId::new())
-            .bind(s.id)
-            .bind(Ts(due_at))
-            .bind(Ts(now))
-            .bind(decision.status.as_str())
-            .bind(delegation_id)
-            .bind(&decision.detail)
-            .fetch_all(&mut *conn)
-            .await?
-            .pop();
-            let next = if manual {
-                Some(s.next_run_at)
-            } else {
-                CronSpec::parse(&s.cron_expr, &s.timezone)
-                    .map_err(|e| StoreError::Corrupt(e.to_string()))?
-                    .next_after(due_at)
-            };
-            let Some(fire) = fire else {
-                Self::advance_in(&mut *conn, s, next, now).await?;
-                return Ok(None);
-            };
-            let delivered = match delegation_id {
-                Some(id) => Some(Self::deliver_in(&mut *conn, s, id, due_at, now).await?),
-                None => None,
-            };
-            let row: ScheduleRow = sqlx::query_as(
-                "UPDATE schedules SET next_run_at = $2, enabled = enabled AND $3, \
-                   last_status = $4, last_error = $5, \
-                   last_run_at = CASE WHEN $6 THEN $7 ELSE last_run_at END, \
-                   run_count = run_count + CASE WHEN $6 THEN 1 ELSE 0 END, updated_at = $7 \
-                 WHERE id = $1 RETURNING *",
-            )
-            .bind(s.id)
-            .bind(Ts(next.unwrap_or(due_at)))
-            .bind(next.is_some())
-            .bind(decision.status.as_str())
-            .bind(&decision.detail)
-            .bind(delivered.is_some())
-            .bind(Ts(now))
-            .fetch_one(&mut *conn)
-            .await?;
-            Ok(Some(Fired {
-                schedule: row.try_into()?,
-                fire: fire.try_into()?,
-                delivered,
-            }))
-        }
-
-        /// Moves `next_run_at` past an instant that already had its fire;
-        /// a schedule that never fires again is disabled.
-        async fn advance_in(
-            conn: &mut <DB as sqlx::Database>::Connection,
-            s: &Schedule,
-            next: Option<DateTime<Utc>>,
-            now: DateTime<Utc>,
-        ) -> StoreResult<()> {
-            sqlx::query(
-                "UPDATE schedules SET next_run_at = $2, enabled = enabled AND $3, updated_at = $4 \
-                 WHERE id = $1",
-            )
-            .bind(s.id)
-            .bind(Ts(next.unwrap_or(s.next_run_at)))
-            .bind(next.is_some())
-            .bind(Ts(now))
-            .execute(&mut *conn)
-            .await?;
-            Ok(())
-        }
-
-        /// The delegation (caller `schedule:<id>`, the prompt as its task)
-        /// and the callee's `delegate` inbox row of a delivered fire.
-        async fn deliver_in(
-            conn: &mut <DB as sqlx::Database>::Connection,
-            s: &Schedule,
-            id: DelegationId,
-            due_at: DateTime<Utc>,
-            now: DateTime<Utc>,
-        ) -> StoreResult<(Delegation, Activity)> {
-            let new = NewDelegation {
-                id,
-                caller: Caller::Schedule(s.id),
-                callee_id: s.workspace_id,
-                task: s.prompt.clone(),
-                // One key per due instant: the ledger's own UNIQUE
-                // (caller, key) agrees with the fire's.
-                idempotency_key: format!("fire:{}", due_at.timestamp_micros()),
-                deadline_at: None,
-                // A fire starts its own trace.
-                trace: crate::domain::Hop::open(None),
-            };
-            let row: DelegationRow = Self::insert_delegation_in(&mut *conn, &new, now)
-                .await?
-                .ok_or_else(|| StoreError::Corrupt("a fire's delegation key was used before".into()))?;
-            let inbox = InboxItem::Delegate(Delegate {
-                delegation_id: id,
-                caller: new.caller,
-                callee: s.workspace_id,
-                task: new.task.clone(),
-                deadline: None,
-                idempotency_key: new.idempotency_key.clone(),
-                traceparent: Some(new.trace.context),
-            })
-            .row();
-            let inbox = Self::insert_activity_in(&mut *conn, s.workspace_id, &inbox, now).await?;
-            Ok((row.try_into()?, inbox))
-        }
-    }
-
     #[async_trait]
     impl ScheduleStore for SqlStore<DB> {
         #[tracing::instrument(skip_all, fields(workspace_id = %workspace_id))]
@@ -736,7 +536,7 @@ engines! {
             // An instant that had its fire already is not among `fired`:
             // only its `next_run_at` moved, and the next batch sees the
             // schedule again.
-            let fired = Self::fire_many_in(&mut tx, &due, now, budgets).await?;
+            let fired = Self::fire_many_in(&mut tx, &due, now, budgets, false).await?;
             tx.commit().await?;
             Ok(FireBatch { claimed: due.len(), fired })
         }
@@ -763,8 +563,10 @@ engines! {
                 return Ok(None);
             };
             let s: Schedule = row.try_into()?;
-            let fired = Self::fire_in(&mut tx, &s, now, now, true, true)
+            // A batch of one, due now; budgets are always checked.
+            let fired = Self::fire_many_in(&mut tx, std::slice::from_ref(&s), now, true, true)
                 .await?
+                .pop()
                 .ok_or_else(|| StoreError::Corrupt("a manual run met a fire of the same instant".into()))?;
             tx.commit().await?;
             Ok(Some(fired))

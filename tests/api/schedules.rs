@@ -673,6 +673,21 @@ async fn run_now_fires_through_the_same_path_and_history_pages(engine: Engine) {
         t0,
         "a manual run keeps the timed one"
     );
+    // The delivered run counted; the skipped one only left its status.
+    assert_eq!(
+        (
+            &listed["enabled"],
+            &listed["run_count"],
+            &listed["last_status"],
+            &listed["last_run_at"]
+        ),
+        (
+            &json!(true),
+            &json!(1),
+            &json!("skipped"),
+            &fire["fired_at"]
+        )
+    );
     assert_eq!(app.delegate_rows(&ws).await.len(), 1);
 
     // History: newest first, limited, refused for others and bad limits.
