@@ -18,7 +18,7 @@ use sqlx::types::Json;
 
 use super::engine::Engine;
 use super::sql::{SqlStore, Ts};
-use super::workspaces::WorkspaceRow;
+use super::workspaces::{stored_mode, stored_tier, WorkspaceRow};
 use super::*;
 
 /// A workspace another may reach, with only what a peer listing shows:
@@ -66,13 +66,10 @@ impl TryFrom<ReachableRow> for Reachable {
         Ok(Reachable {
             id: r.id,
             name: r.name,
-            delivery_mode: r
-                .delivery_mode
-                .parse::<DeliveryMode>()
-                .map_err(|e| StoreError::Corrupt(e.to_string()))?,
+            delivery_mode: stored_mode(&r.delivery_mode)?,
             url: r.url,
             agent_card: r.agent_card.map(|j| j.0),
-            tier: Tier::new(r.tier.into()).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+            tier: stored_tier(r.tier)?,
             liveness: crate::domain::Liveness {
                 removed: false,
                 paused: r.paused_at.is_some(),

@@ -191,16 +191,24 @@ pub(super) struct WorkspaceRow {
     inbox_picked_up_through: Option<i64>,
 }
 
+/// A stored delivery mode, read back (anything else is a corrupt row).
+pub(super) fn stored_mode(mode: &str) -> StoreResult<DeliveryMode> {
+    mode.parse::<DeliveryMode>()
+        .map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+/// A stored tier, read back (anything else is a corrupt row).
+pub(super) fn stored_tier(tier: i16) -> StoreResult<Tier> {
+    Tier::new(tier.into()).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
 impl TryFrom<WorkspaceRow> for Workspace {
     type Error = StoreError;
     fn try_from(r: WorkspaceRow) -> StoreResult<Self> {
         Ok(Workspace {
             id: r.id,
             name: r.name,
-            delivery_mode: r
-                .delivery_mode
-                .parse::<DeliveryMode>()
-                .map_err(|e| StoreError::Corrupt(e.to_string()))?,
+            delivery_mode: stored_mode(&r.delivery_mode)?,
             url: r.url,
             agent_card: r.agent_card.map(|j| j.0),
             created_at: r.created_at.0,
@@ -208,7 +216,7 @@ impl TryFrom<WorkspaceRow> for Workspace {
             last_heartbeat_at: r.last_heartbeat_at.map(|t| t.0),
             parent_id: r.parent_id,
             collapsed: r.collapsed,
-            tier: Tier::new(r.tier.into()).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+            tier: stored_tier(r.tier)?,
             runtime: r.runtime,
             model: r.model,
             paused_at: r.paused_at.map(|t| t.0),
