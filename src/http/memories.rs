@@ -228,7 +228,13 @@ pub(super) async fn commit(
         embedding_model,
         created_at: domain::now(),
     };
-    let m = state.store.insert_memory(&new).await?;
+    // In a task of its own: the store's group commit must not be
+    // cancelled mid-call (a dropped request would strand the memories of
+    // the other requests it was committing).
+    let store = state.store.clone();
+    let m = tokio::spawn(async move { store.insert_memory(&new).await })
+        .await
+        .map_err(|e| Error::Internal(anyhow::anyhow!("the memory commit task failed: {e}")))??;
     tracing::info!(workspace_id = %id, memory_id = %m.id, scope = %m.scope, embedded = m.embedded, "memory committed");
     Ok(CommittedMemory {
         id: m.id,

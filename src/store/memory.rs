@@ -29,6 +29,19 @@ pub struct NewMemory {
     pub created_at: DateTime<Utc>,
 }
 
+/// One memory queued for the group commit of memory commits: concurrent
+/// [`MemoryStore::insert_memory`] calls share one transaction, so one
+/// durable commit (one WAL fsync on SQLite) covers every memory that
+/// queued while the previous commit ran. If the shared transaction fails,
+/// each memory is retried in a transaction of its own, so a refused one
+/// fails alone. See [`GroupCommit`] for the leader rule and why callers
+/// must not be cancelled (the route commits in a task of its own).
+#[doc(hidden)]
+pub struct MemoryJob {
+    new: NewMemory,
+    answer: tokio::sync::oneshot::Sender<StoreResult<Memory>>,
+}
+
 /// A stored memory (without its vector).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Memory {
@@ -210,36 +223,80 @@ pub trait MemoryStore: Send + Sync {
     ) -> StoreResult<bool>;
 }
 
+/// The memory `new` is once committed.
+fn stored_memory(new: &NewMemory) -> Memory {
+    Memory {
+        id: new.id,
+        workspace_id: new.workspace_id,
+        scope: new.scope,
+        namespace: new.namespace.clone(),
+        content: new.content.clone(),
+        embedded: new.embedding.is_some(),
+        created_at: new.created_at,
+    }
+}
+
 engines! {
+    impl SqlStore<DB> {
+        /// Commits queued memories in one transaction (see
+        /// [`GroupCommit`]); if it fails, each in its own, so only the
+        /// refused one fails. Answers each job.
+        pub(super) async fn commit_memories(&self, jobs: Vec<MemoryJob>) {
+            if jobs.len() > 1 {
+                let news: Vec<&NewMemory> = jobs.iter().map(|j| &j.new).collect();
+                if self.insert_memories(&news).await.is_ok() {
+                    for job in jobs {
+                        let _ = job.answer.send(Ok(stored_memory(&job.new)));
+                    }
+                    return;
+                }
+            }
+            for job in jobs {
+                let answer = self
+                    .insert_memories(&[&job.new])
+                    .await
+                    .map(|()| stored_memory(&job.new));
+                let _ = job.answer.send(answer);
+            }
+        }
+
+        /// Inserts every memory of `news` in ONE transaction.
+        async fn insert_memories(&self, news: &[&NewMemory]) -> StoreResult<()> {
+            self.memory_commits.count_transaction();
+            let mut tx = self.write_tx().await?;
+            for new in news {
+                sqlx::query(
+                    "INSERT INTO memories (id, workspace_id, scope, namespace, content, \
+                     embedding, embedding_model, created_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                )
+                .bind(new.id)
+                .bind(new.workspace_id)
+                .bind(new.scope.as_str())
+                .bind(&new.namespace)
+                .bind(&new.content)
+                .bind(new.embedding.as_deref())
+                .bind(&new.embedding_model)
+                .bind(Ts(new.created_at))
+                .execute(&mut *tx)
+                .await?;
+            }
+            tx.commit().await
+        }
+    }
+
     #[async_trait]
     impl MemoryStore for SqlStore<DB> {
         async fn insert_memory(&self, new: &NewMemory) -> StoreResult<Memory> {
-            let mut tx = self.write_tx().await?;
-            sqlx::query(
-                "INSERT INTO memories (id, workspace_id, scope, namespace, content, \
-                 embedding, embedding_model, created_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-            )
-            .bind(new.id)
-            .bind(new.workspace_id)
-            .bind(new.scope.as_str())
-            .bind(&new.namespace)
-            .bind(&new.content)
-            .bind(new.embedding.as_deref())
-            .bind(&new.embedding_model)
-            .bind(Ts(new.created_at))
-            .execute(&mut *tx)
-            .await?;
-            tx.commit().await?;
-            Ok(Memory {
-                id: new.id,
-                workspace_id: new.workspace_id,
-                scope: new.scope,
-                namespace: new.namespace.clone(),
-                content: new.content.clone(),
-                embedded: new.embedding.is_some(),
-                created_at: new.created_at,
-            })
+            let (answer, answered) = tokio::sync::oneshot::channel();
+            let job = MemoryJob {
+                new: new.clone(),
+                answer,
+            };
+            self.memory_commits
+                .submit(job, |jobs| self.commit_memories(jobs))
+                .await;
+            answered.await.unwrap_or(Err(StoreError::Interrupted))
         }
 
         async fn list_memories(

@@ -30,6 +30,8 @@ pub struct SqlStore<DB: Database> {
     pub(super) staging: GroupCommit<StageJob>,
     /// The group commit of inbox pickup marks; see [`GroupCommit`].
     pub(super) pickups: GroupCommit<PickupJob>,
+    /// The group commit of memory commits; see [`GroupCommit`].
+    pub(super) memory_commits: GroupCommit<MemoryJob>,
 }
 
 type Hook = Box<dyn FnOnce() -> futures::future::BoxFuture<'static, ()> + Send>;
@@ -106,6 +108,12 @@ impl<DB: Database> SqlStore<DB> {
     #[doc(hidden)]
     pub fn pickups(&self) -> GroupCommit<PickupJob> {
         self.pickups.clone()
+    }
+
+    /// The group commit of memory commits (test hooks).
+    #[doc(hidden)]
+    pub fn memory_commits(&self) -> GroupCommit<MemoryJob> {
+        self.memory_commits.clone()
     }
 }
 

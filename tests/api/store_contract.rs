@@ -425,6 +425,7 @@ on_both_engines!(staging_is_one_transaction);
 struct Commits {
     staging: GroupCommit<StageJob>,
     pickups: GroupCommit<PickupJob>,
+    memories: GroupCommit<MemoryJob>,
 }
 
 /// A store with its group-commit hooks.
@@ -441,6 +442,7 @@ async fn open_staging(engine: Engine) -> Option<(Arc<dyn Store>, Commits, tempfi
             let commits = Commits {
                 staging: s.staging(),
                 pickups: s.pickups(),
+                memories: s.memory_commits(),
             };
             (Arc::new(s), commits, dir)
         }
@@ -449,6 +451,7 @@ async fn open_staging(engine: Engine) -> Option<(Arc<dyn Store>, Commits, tempfi
             let commits = Commits {
                 staging: s.staging(),
                 pickups: s.pickups(),
+                memories: s.memory_commits(),
             };
             (Arc::new(s), commits, dir)
         }
@@ -559,6 +562,98 @@ async fn concurrent_pickup_marks_share_one_commit(engine: Engine) {
     assert_eq!(stored, vec![Some(7), Some(8), Some(9), Some(50)]);
 }
 on_both_engines!(concurrent_pickup_marks_share_one_commit);
+
+/// Concurrent memory commits share one transaction (one WAL fsync for
+/// all of them); a refused memory in the group (an empty namespace,
+/// against the table's CHECK) fails alone and leaves no row, the others
+/// are all kept and readable.
+async fn concurrent_memory_commits_share_one_commit_and_fail_alone(engine: Engine) {
+    use molecule::domain::{memory::Scope, MemoryId};
+    let Some((store, Commits { memories, .. }, _dir)) = open_staging(engine).await else {
+        return;
+    };
+    let ws = WorkspaceId::new();
+    let memory = |i: usize, namespace: &str| NewMemory {
+        id: MemoryId::new(),
+        workspace_id: ws,
+        scope: Scope::Team,
+        namespace: namespace.into(),
+        content: format!("fact number {i}"),
+        embedding: None,
+        embedding_model: None,
+        created_at: now(),
+    };
+    let commit_together = |news: Vec<NewMemory>| {
+        let (store, memories) = (store.clone(), memories.clone());
+        async move {
+            let before = memories.transactions();
+            let held = memories.hold().await;
+            let calls: Vec<_> = news
+                .iter()
+                .cloned()
+                .map(|m| {
+                    let store = store.clone();
+                    tokio::spawn(async move { store.insert_memory(&m).await })
+                })
+                .collect();
+            for _ in 0..500 {
+                if memories.queued() == news.len() {
+                    break;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
+            assert_eq!(
+                memories.queued(),
+                news.len(),
+                "every commit queued behind the held one"
+            );
+            drop(held);
+            let mut outcomes = Vec::new();
+            for call in calls {
+                outcomes.push(call.await.unwrap());
+            }
+            (outcomes, memories.transactions() - before)
+        }
+    };
+
+    // Five memories: one transaction for all of them.
+    let good: Vec<NewMemory> = (0..5).map(|i| memory(i, "general")).collect();
+    let (outcomes, transactions) = commit_together(good.clone()).await;
+    assert_eq!(transactions, 1);
+    for (new, outcome) in good.iter().zip(outcomes) {
+        let m = outcome.unwrap();
+        assert_eq!(
+            (m.id, &m.content, m.scope, m.embedded),
+            (new.id, &new.content, Scope::Team, false)
+        );
+    }
+    let ids: Vec<MemoryId> = good.iter().map(|m| m.id).collect();
+    assert_eq!(store.get_memories(&ids).await.unwrap().len(), 5);
+
+    // Four good ones and a refused one: the shared transaction fails, each
+    // is retried alone (1 + 5 transactions), only the refused one fails.
+    let mut mixed: Vec<NewMemory> = (5..9).map(|i| memory(i, "general")).collect();
+    mixed.insert(2, memory(99, ""));
+    let (outcomes, transactions) = commit_together(mixed.clone()).await;
+    assert_eq!(transactions, 6);
+    let failed: Vec<usize> = outcomes
+        .iter()
+        .enumerate()
+        .filter(|(_, o)| o.is_err())
+        .map(|(i, _)| i)
+        .collect();
+    assert_eq!(failed, vec![2]);
+    let kept: BTreeSet<String> = store
+        .get_memories(&mixed.iter().map(|m| m.id).collect::<Vec<_>>())
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|m| m.content)
+        .collect();
+    let expected: BTreeSet<String> = (5..9).map(|i| format!("fact number {i}")).collect();
+    assert_eq!(kept, expected, "the four good ones, not the refused one");
+}
+on_both_engines!(concurrent_memory_commits_share_one_commit_and_fail_alone);
 
 async fn staged_files(store: &Arc<dyn Store>, ws: WorkspaceId) -> BTreeSet<String> {
     let rows = store.list_pending_uploads(ws, now()).await.unwrap();
