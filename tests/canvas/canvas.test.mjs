@@ -86,6 +86,9 @@ async function step(name, fn) {
     await fn();
   } catch (e) {
     if (!KEEP_GOING) throw e;
+    // A step that failed before its confirm came leaves its once('dialog')
+    // handler behind: the next step's confirm would be answered twice.
+    failurePage?.removeAllListeners('dialog');
     failures.push(name);
     console.log(`  FAIL ${name}\n       ${String(e.message).split('\n').join('\n       ')}`);
     return;

@@ -14,7 +14,7 @@
 // chip and a link to the ledger row.
 
 import { agentFileChip, uploadChip } from './chips.js';
-import { $, ago, el, formatSize } from './dom.js';
+import { $, ago, dateFormat, el, formatSize } from './dom.js';
 import { renderMarkdown } from './markdown.js';
 import { actionsButton, withCodeCopy } from './msgactions.js';
 import { agentStatus, bus, serverNow, state } from './state.js';
@@ -23,7 +23,9 @@ import { traceButton, traceIdOf } from './trace.js';
 /** Rows drawn at once: the newest page on open, then one page per scroll-up. */
 export const PAGE = 100;
 /** Of the newest page, the rows drawn first: more than a screenful. */
-export const FIRST_DRAW = 30;
+export const FIRST_DRAW = 20;
+/** The rest of the newest page is drawn this many rows per task. */
+export const SLICE = 10;
 
 /** Whether the reader sees the end of the log (within a few pixels). */
 export function atBottom() {
@@ -38,11 +40,11 @@ export function scrollToBottom(force = false) {
 }
 
 const HOUR_MS = 3_600_000;
-// Formatters made once: `toLocaleString` builds one per call, which is
-// most of the cost of drawing a long conversation.
-const FULL = new Intl.DateTimeFormat([], { dateStyle: 'full', timeStyle: 'medium' });
-const CLOCK = new Intl.DateTimeFormat([], { hour: '2-digit', minute: '2-digit' });
-const DATE = new Intl.DateTimeFormat([], { weekday: 'long', year: 'numeric', month: 'long', day: 'numeric' });
+// Formatters made once (on first use): `toLocaleString` builds one per
+// call, which is most of the cost of drawing a long conversation.
+const FULL = dateFormat({ dateStyle: 'full', timeStyle: 'medium' });
+const CLOCK = dateFormat({ hour: '2-digit', minute: '2-digit' });
+const DATE = dateFormat({ weekday: 'long', year: 'numeric', month: 'long', day: 'numeric' });
 
 /** "just now", "5 min ago" within the hour; the clock time after. */
 function timeText(iso) {
