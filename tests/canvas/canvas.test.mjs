@@ -89,6 +89,8 @@ async function step(name, fn) {
     // A step that failed before its confirm came leaves its once('dialog')
     // handler behind: the next step's confirm would be answered twice.
     failurePage?.removeAllListeners('dialog');
+    // Nor does a dialog it opened stay in the way of the next step.
+    await failurePage?.evaluate(() => { for (const d of document.querySelectorAll('dialog[open]')) d.close(); }).catch(() => {});
     failures.push(name);
     console.log(`  FAIL ${name}\n       ${String(e.message).split('\n').join('\n       ')}`);
     return;

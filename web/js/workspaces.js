@@ -196,8 +196,17 @@ function paintWindow(force = false, fresh = !force) {
   if (fresh) view.inView = rowsInView();
   const [first, last] = view.inView;
   const inside = (first >= view.from + EDGE || view.from === 0) && (last <= view.to - EDGE || view.to >= n);
-  if (!force && view.to > view.from && inside && (view.measured || n < 2)) return;
   const list = $('workspace-list');
+  if (!force && fresh && view.from === 0 && view.to > 0 && !view.measured && n >= 2) {
+    // The window drawn from the top is measured as it is, not drawn anew
+    // for that; then checked against the view with the measured height.
+    measure(list);
+    if (view.measured) {
+      paintWindow();
+      return;
+    }
+  }
+  if (!force && view.to > view.from && inside && (view.measured || n < 2)) return;
   const active = document.activeElement;
   const mine = list.contains(active) ? active : null;
   const focusedId = mine?.closest('[data-ws]')?.dataset.ws;
