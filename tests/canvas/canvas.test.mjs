@@ -2944,6 +2944,10 @@ async function main() {
   });
 
   await step('shortcuts: ⌘K switches by a fuzzy name, Alt+↓/↑ step through the list, / searches, Esc back to the composer, ? lists them; axe 0 (issue 30, missing 3)', async () => {
+    // In a chat of its own (the inbox's step left attn-beta's open), so
+    // that on a page without shortcuts it fails at the shortcut.
+    await page.evaluate((id) => { location.hash = `#/w/${id}`; }, attn.beta.id);
+    await page.locator('#chat-title', { hasText: 'attn-beta' }).waitFor();
     await page.locator('#live-status', { hasText: 'live' }).waitFor();
     await page.locator('#log').focus();
     await page.keyboard.press('Control+k');
@@ -2989,6 +2993,9 @@ async function main() {
 
   await step('message actions: copy and quote a message, copy a code block, retry a failed send (issue 30, missing 6)', async () => {
     const { alpha } = attn;
+    await page.evaluate((id) => { location.hash = `#/w/${id}`; }, alpha.id);
+    await page.locator('#chat-title', { hasText: 'attn-alpha' }).waitFor();
+    await page.locator('#live-status', { hasText: 'live' }).waitFor();
     const said = 'Run `make check` first:\n\n```\ncargo test --all\n```';
     await apiCall('POST', `/workspaces/${alpha.id}/notify`, alpha.auth_token, { message: said });
     const msg = page.locator('.msg-in', { hasText: 'cargo test --all' });
