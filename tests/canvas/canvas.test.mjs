@@ -815,6 +815,26 @@ async function main() {
       && [...document.querySelectorAll('#messages > li')].every((li) => !li.hidden));
   });
 
+  await step('chat search: one search once typing pauses, not one per keystroke (issue 30, defect 10: 100–915 ms a keystroke)', async () => {
+    // The old page searched (and redrew the count) on every keystroke.
+    await page.evaluate(() => {
+      window.searchRuns = 0;
+      window.searchWatch = new MutationObserver((records) => { window.searchRuns += records.length; });
+      window.searchWatch.observe(document.getElementById('search-count'), { childList: true, characterData: true, subtree: true });
+    });
+    const search = page.getByLabel('Search this conversation');
+    await search.focus();
+    await page.keyboard.type('filler 1'); // eight keystrokes, as fast as they come
+    await page.locator('#search-count', { hasText: /matching message/ }).waitFor();
+    await page.waitForTimeout(500); // a search per keystroke would have shown by now
+    const runs = await page.evaluate(() => { window.searchWatch.disconnect(); return window.searchRuns; });
+    // One search after the pause; a second at most if the machine stalls
+    // the typing past the pause (150 ms) once.
+    assert(runs >= 1 && runs <= 2, `typing eight characters ran the search ${runs} times`);
+    await search.press('Escape');
+    await page.waitForFunction(() => document.getElementById('search-count').textContent === '');
+  });
+
   await step('messages: a safe Markdown subset and clickable links, never raw HTML', async () => {
     await notify('**bold** and *soft* and `code` at https://example.com/docs?a=1.\n\n```\n<b>not html</b>\n```\n- one\n- two');
     const msg = page.locator('.msg-in').filter({ hasText: 'not html' });
