@@ -663,6 +663,8 @@ async function main() {
     const before = await page.locator('#messages > li').count();
     await page.reload();
     await page.locator('.msg-in .text', { hasText: 'said while you were cut off' }).waitFor();
+    // The newest rows are drawn first, the rest of the page a slice per task.
+    await page.waitForFunction(() => !document.getElementById('messages').hasAttribute('aria-busy'));
     const after = await page.locator('#messages > li').count();
     assert(after === before, `${before} messages before the reload, ${after} after`);
     for (const f of files) await page.locator('.chip', { hasText: f.safe }).waitFor();
