@@ -5,12 +5,13 @@ import { api, wsPath } from './api.js';
 import { clearAttachments, hasAttachments, stageAttachments } from './attach.js';
 import { reconcileUploads, setUploadState } from './chips.js';
 import { $ } from './dom.js';
-import { FIRST_DRAW, PAGE, atBottom, hasOlder, keepOlderRows, keepRows, renderRow, resetRows, scrollToBottom, setDelegationStatus, showNewest, showOlder } from './messages.js';
+import { markdownReady } from './markdown.js';
+import { FIRST_DRAW, PAGE, SLICE, atBottom, hasOlder, keepOlderRows, keepRows, renderRow, resetRows, scrollToBottom, setDelegationStatus, showNewest, showOlder } from './messages.js';
 import { STATUS_LABEL, agentStatus, bus, state } from './state.js';
 import { followEvents } from './stream.js';
 import { initMessageActions, sendDone, sendFailed } from './msgactions.js';
 import { markSeen, noteLiveRow } from './unread.js';
-import { lastContact, renderWorkspaces } from './workspaces.js';
+import { lastContact, markCurrent } from './workspaces.js';
 
 const HISTORY_PAGE = 500; // the API's largest `limit`
 const FIRST_PAGE = 100; // on open: the page drawn, the smallest answer to wait for
@@ -73,7 +74,7 @@ export async function openChat(ws) {
   state.thumbs = new Map();
   const stream = new AbortController();
   state.stream = stream;
-  renderWorkspaces();
+  markCurrent();
   renderChatHeader();
   $('chat-body').hidden = false;
   $('manage').hidden = false;
@@ -93,14 +94,22 @@ export async function openChat(ws) {
   const log = $('messages');
   log.setAttribute('aria-busy', 'true');
   try {
-    keepRows(await readOlder(ws.id, stream.signal));
+    // The Markdown libraries load behind the page's start: in by now,
+    // or soon (the history is drawn with them).
+    const [rows] = await Promise.all([readOlder(ws.id, stream.signal), markdownReady()]);
+    keepRows(rows);
     // The newest rows first, on screen at once; the rest of the newest
-    // page a frame later (two short tasks, not one long one).
+    // page after that frame, a slice per task (short tasks, not one long
+    // one: a row with Markdown costs a millisecond or more on a busy machine).
     showNewest(FIRST_DRAW);
     scrollToBottom(true);
     await nextFrame();
+    for (let left = PAGE - FIRST_DRAW; left > 0 && hasOlder(); left -= SLICE) {
+      if (stream.signal.aborted) return;
+      showOlder(Math.min(SLICE, left));
+      await nextTask();
+    }
     if (stream.signal.aborted) return;
-    showOlder(PAGE - FIRST_DRAW);
     await reconcileUploads(ws.id, stream.signal);
     readLedger(ws.id, stream.signal).catch(() => {});
   } catch (e) {
@@ -112,7 +121,7 @@ export async function openChat(ws) {
   if (stream.signal.aborted) return;
   scrollToBottom(true);
   markSeen(ws.id, state.lastId);
-  renderWorkspaces();
+  markCurrent();
   followEvents(ws.id, stream.signal, {
     onEvent: handleEvent,
     onLive: setLive,
@@ -184,6 +193,9 @@ async function readLedger(wsId, signal, all = false) {
     }
   }));
 }
+
+/** A yield to the browser: its input and rendering may go first. */
+const nextTask = () => (globalThis.scheduler?.yield ? globalThis.scheduler.yield() : new Promise((resolve) => { setTimeout(resolve, 0); }));
 
 /** After the next frame is drawn (or 100 ms in a hidden tab, which draws none). */
 const nextFrame = () => new Promise((resolve) => {

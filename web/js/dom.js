@@ -31,6 +31,19 @@ export function formatSize(bytes) {
   return `${i === 0 ? n : n.toFixed(n < 10 ? 1 : 0)} ${units[i]}`;
 }
 
+/**
+ * A formatter (`make()`: an `Intl` one) made on its first use: the first
+ * `Intl` formatter the page makes loads the locale's data, a long task on a
+ * busy machine that need not be part of the page's start.
+ */
+export function lazyFormat(make) {
+  let made = null;
+  return { format: (x) => (made ??= make()).format(x) };
+}
+
+/** A date formatter in the reader's locale, made on its first use. */
+export const dateFormat = (options) => lazyFormat(() => new Intl.DateTimeFormat([], options));
+
 /** An ISO time as "42 s ago", "3 min ago", … as of `now` (ms). */
 export function ago(iso, now = Date.now()) {
   if (!iso) return '';

@@ -12,33 +12,40 @@
 // shown as its link), or add headings to the page's outline (a heading is
 // a bold paragraph). Neither library evaluates code, so the strict CSP
 // stays as it is (see web/js/vendor/README.md).
-
-import { Marked } from './vendor/marked.esm.js';
-import DOMPurify from './vendor/purify.es.mjs';
+//
+// The two libraries are loaded after the page's own modules (a dynamic
+// import, fetched early through its preload link), so that their start-up
+// (marked builds its grammar, DOMPurify its tables) is a task of its own,
+// not part of the page's first. Until they are in, a message that needs
+// them is drawn as its plain text and redrawn in place once they arrive;
+// the chat waits for them before drawing its history (`markdownReady`).
 
 const escapeHtml = (s) => s.replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
 
-const marked = new Marked({
-  gfm: true,
-  renderer: {
-    // Raw HTML in a message is text, not markup.
-    html({ text }) {
-      return escapeHtml(text);
+/** A Marked parser with the page's renderer (raw HTML as text, no headings or images). */
+function makeParser(Marked) {
+  return new Marked({
+    gfm: true,
+    renderer: {
+      // Raw HTML in a message is text, not markup.
+      html({ text }) {
+        return escapeHtml(text);
+      },
+      // A code block verbatim, without the newline the default adds.
+      code({ text }) {
+        return `<pre><code>${escapeHtml(text)}</code></pre>`;
+      },
+      // Headings would enter the page's outline: a bold paragraph instead.
+      heading({ tokens }) {
+        return `<p><strong>${this.parser.parseInline(tokens)}</strong></p>\n`;
+      },
+      // An image would be fetched from wherever it points: its link instead.
+      image({ href, text }) {
+        return `<a href="${escapeHtml(href || '')}">${escapeHtml(text || href || '')}</a>`;
+      },
     },
-    // A code block verbatim, without the newline the default adds.
-    code({ text }) {
-      return `<pre><code>${escapeHtml(text)}</code></pre>`;
-    },
-    // Headings would enter the page's outline: a bold paragraph instead.
-    heading({ tokens }) {
-      return `<p><strong>${this.parser.parseInline(tokens)}</strong></p>\n`;
-    },
-    // An image would be fetched from wherever it points: its link instead.
-    image({ href, text }) {
-      return `<a href="${escapeHtml(href || '')}">${escapeHtml(text || href || '')}</a>`;
-    },
-  },
-});
+  });
+}
 
 const PURIFY = {
   ALLOWED_TAGS: ['p', 'br', 'strong', 'em', 'del', 'code', 'pre', 'ul', 'ol', 'li', 'a', 'blockquote', 'hr',
@@ -48,17 +55,52 @@ const PURIFY = {
   RETURN_DOM_FRAGMENT: true,
 };
 
-// Parsed once (passed to every sanitize call, the config is parsed anew
-// each time: a long conversation's most repeated cost).
-DOMPurify.setConfig(PURIFY);
+/** The libraries once loaded: `{ marked, DOMPurify }`. */
+let libs = null;
+/** Placeholders drawn before the libraries came (paragraph -> text), redrawn when they do. */
+const waiting = new Map();
 
-// Every link opens in a new tab without handing the page to it.
-DOMPurify.addHook('afterSanitizeAttributes', (node) => {
-  if (node.tagName === 'A' && node.hasAttribute('href')) {
-    node.setAttribute('target', '_blank');
-    node.setAttribute('rel', 'noopener noreferrer');
-  }
-});
+const loading = Promise.all([import('./vendor/marked.esm.js'), import('./vendor/purify.es.mjs')])
+  .then(([{ Marked }, { default: DOMPurify }]) => {
+    // Parsed once (passed to every sanitize call, the config is parsed
+    // anew each time: a long conversation's most repeated cost).
+    DOMPurify.setConfig(PURIFY);
+    // Every link opens in a new tab without handing the page to it.
+    DOMPurify.addHook('afterSanitizeAttributes', (node) => {
+      if (node.tagName === 'A' && node.hasAttribute('href')) {
+        node.setAttribute('target', '_blank');
+        node.setAttribute('rel', 'noopener noreferrer');
+      }
+    });
+    libs = { marked: makeParser(Marked), DOMPurify };
+    for (const [p, text] of waiting) p.replaceWith(renderMarkdown(text));
+    waiting.clear();
+    warmUp();
+  });
+
+/**
+ * Their first use compiles their code and regular expressions: the first
+ * messages drawn with them took 100 ms and more on a busy machine, in the
+ * chat's opening. A few small samples go through them while the page is
+ * idle instead, one per task.
+ */
+const SAMPLES = [
+  '*a* and **b** with `c`, snake_case and 2 * 3',
+  '- d\n- e\n\n1. f\n2. g',
+  '[h](https://example.com/h) https://example.com/i <b>j</b> &amp;',
+  '> k\n\n```\nl\n```\n\n| m | n |\n|---|---|\n| o | p |',
+];
+function warmUp(i = 0) {
+  if (i >= SAMPLES.length) return;
+  const idle = globalThis.requestIdleCallback || ((f) => setTimeout(f, 50));
+  idle(() => {
+    renderMarkdown(SAMPLES[i]);
+    warmUp(i + 1);
+  });
+}
+
+/** Resolves once Markdown is drawn as Markdown (the libraries are in). */
+export const markdownReady = () => loading;
 
 /**
  * Text that Markdown would only wrap in one paragraph: none of its
@@ -69,17 +111,26 @@ DOMPurify.addHook('afterSanitizeAttributes', (node) => {
 const MARKUP = /[\\`*_[\]<>#~|&@\r]|:\/\/|www\.|(^|\n)\s*([-+=]|\d+[.)])|(^|\n)[ \t]| \n|\n /i;
 const plain = (text) => !MARKUP.test(text) && !/\n\s*\n/.test(text);
 
+/** One paragraph of `text`, as it is. */
+function paragraph(text) {
+  const frag = document.createDocumentFragment();
+  const p = document.createElement('p');
+  p.textContent = text;
+  frag.append(p);
+  return frag;
+}
+
 /** A message's text as a fragment of block elements. */
 export function renderMarkdown(text) {
   const trimmed = String(text).trim();
-  if (trimmed && plain(trimmed)) {
-    const frag = document.createDocumentFragment();
-    const p = document.createElement('p');
-    p.textContent = trimmed;
-    frag.append(p);
+  if (trimmed && plain(trimmed)) return paragraph(trimmed);
+  if (!libs) {
+    // As written for now; redrawn in place when the libraries are in.
+    const frag = paragraph(String(text));
+    waiting.set(frag.firstChild, String(text));
     return frag;
   }
-  const frag = DOMPurify.sanitize(marked.parse(String(text)));
+  const frag = libs.DOMPurify.sanitize(libs.marked.parse(String(text)));
   // The newlines between blocks are the parser's layout, not the message's.
   for (const node of [...frag.childNodes]) {
     if (node.nodeType === Node.TEXT_NODE && !node.data.trim()) node.remove();

@@ -14,7 +14,7 @@
 // chip and a link to the ledger row.
 
 import { agentFileChip, uploadChip } from './chips.js';
-import { $, ago, el, formatSize } from './dom.js';
+import { $, ago, dateFormat, el, formatSize } from './dom.js';
 import { renderMarkdown } from './markdown.js';
 import { actionsButton, withCodeCopy } from './msgactions.js';
 import { agentStatus, bus, serverNow, state } from './state.js';
@@ -23,7 +23,9 @@ import { traceButton, traceIdOf } from './trace.js';
 /** Rows drawn at once: the newest page on open, then one page per scroll-up. */
 export const PAGE = 100;
 /** Of the newest page, the rows drawn first: more than a screenful. */
-export const FIRST_DRAW = 30;
+export const FIRST_DRAW = 20;
+/** The rest of the newest page is drawn this many rows per task. */
+export const SLICE = 10;
 
 /** Whether the reader sees the end of the log (within a few pixels). */
 export function atBottom() {
@@ -38,11 +40,11 @@ export function scrollToBottom(force = false) {
 }
 
 const HOUR_MS = 3_600_000;
-// Formatters made once: `toLocaleString` builds one per call, which is
-// most of the cost of drawing a long conversation.
-const FULL = new Intl.DateTimeFormat([], { dateStyle: 'full', timeStyle: 'medium' });
-const CLOCK = new Intl.DateTimeFormat([], { hour: '2-digit', minute: '2-digit' });
-const DATE = new Intl.DateTimeFormat([], { weekday: 'long', year: 'numeric', month: 'long', day: 'numeric' });
+// Formatters made once (on first use): `toLocaleString` builds one per
+// call, which is most of the cost of drawing a long conversation.
+const FULL = dateFormat({ dateStyle: 'full', timeStyle: 'medium' });
+const CLOCK = dateFormat({ hour: '2-digit', minute: '2-digit' });
+const DATE = dateFormat({ weekday: 'long', year: 'numeric', month: 'long', day: 'numeric' });
 
 /** "just now", "5 min ago" within the hour; the clock time after. */
 function timeText(iso) {
@@ -283,12 +285,15 @@ function appendUpload(ctx, row, chip) {
   ctx.upload = b;
 }
 
+/** Whether a row is a file sent to the chat (drawn as a chip in an upload bubble). */
+const isUpload = (row) => row?.activity_type === 'a2a_receive'
+  && (row.method === 'chat_upload_receive' || row.method === 'chat_upload_forward');
+
 /** Draws one row into `ctx.parent` (after the day separator it may need). */
 function draw(ctx, row) {
   const data = row.data || {};
   separateDay(ctx, row);
-  const upload = row.activity_type === 'a2a_receive'
-    && (row.method === 'chat_upload_receive' || row.method === 'chat_upload_forward');
+  const upload = isUpload(row);
   if (!upload) ctx.upload = null;
   const agentName = state.current?.name || 'Agent';
 
@@ -375,9 +380,21 @@ function drawBatch(rows) {
   return ctx;
 }
 
+/**
+ * Where a batch drawn from kept row `i` on may start: not inside a run of
+ * uploads that share one bubble (appendUpload), which a cut there would
+ * draw as two.
+ */
+function batchStart(i) {
+  let at = i;
+  while (at > 0 && isUpload(state.rows[at]) && isUpload(state.rows[at - 1])
+    && Date.parse(state.rows[at].created_at) - Date.parse(state.rows[at - 1].created_at) < 60_000) at -= 1;
+  return at;
+}
+
 /** Draws the newest `count` kept rows (a page), replacing what the log showed. */
 export function showNewest(count = PAGE) {
-  state.shownFrom = Math.max(0, state.rows.length - count);
+  state.shownFrom = batchStart(Math.max(0, state.rows.length - count));
   const ctx = drawBatch(state.rows.slice(state.shownFrom));
   $('messages').replaceChildren(ctx.parent);
   state.tail = { parent: $('messages'), day: ctx.day, upload: ctx.upload };
@@ -393,7 +410,7 @@ export const hasOlder = () => state.shownFrom > 0;
  */
 export function showOlder(count = PAGE) {
   if (!hasOlder()) return false;
-  const from = Math.max(0, state.shownFrom - count);
+  const from = batchStart(Math.max(0, state.shownFrom - count));
   const ctx = drawBatch(state.rows.slice(from, state.shownFrom));
   // Laid out only as they scroll near (style.css).
   for (const li of ctx.parent.children) li.classList.add('far');

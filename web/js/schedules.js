@@ -7,7 +7,7 @@
 // told apart, each with its reason and a link to its ledger row.
 
 import { api, wsPath } from './api.js';
-import { ago, el } from './dom.js';
+import { ago, dateFormat, el } from './dom.js';
 import { serverNow, state } from './state.js';
 import { registerTab } from './tabs.js';
 
@@ -22,7 +22,7 @@ const FIRE_LABEL = {
   delivered: 'delivered', answered: 'answered', failed: 'failed', skipped: 'skipped', missed: 'missed',
 };
 // Full date and time in the reader's zone, with the zone named.
-const LOCAL = new Intl.DateTimeFormat([], {
+const LOCAL = dateFormat({
   weekday: 'short', year: 'numeric', month: 'short', day: 'numeric', hour: '2-digit', minute: '2-digit', timeZoneName: 'short',
 });
 const localTime = (iso) => LOCAL.format(new Date(iso));

@@ -13,7 +13,7 @@
 
 import { api, wsPath } from './api.js';
 import { followAll } from './delegations.js';
-import { el } from './dom.js';
+import { dateFormat, el } from './dom.js';
 import { bus, state } from './state.js';
 
 const LABEL = { in_progress: 'in progress' };
@@ -29,7 +29,7 @@ function nameOf(id) {
 const chip = (status) => el('span', { class: `dchip dchip-${status}`, dataset: { status } }, label(status));
 
 // One formatter for every time in the thread, made once.
-const TIME = new Intl.DateTimeFormat(undefined, { dateStyle: 'medium', timeStyle: 'medium' });
+const TIME = dateFormat({ dateStyle: 'medium', timeStyle: 'medium' });
 const when = (iso) => el('time', { datetime: iso }, TIME.format(new Date(iso)));
 
 /** The span of delegation `did` in a trace's tree, depth first. */

@@ -15,7 +15,7 @@
 
 import { api, errorOf, unauthorized, wsPath } from './api.js';
 import { sleep } from './dom.js';
-import { renderMarkdown } from './markdown.js';
+import { markdownReady, renderMarkdown } from './markdown.js';
 import { bus, state } from './state.js';
 import { readEventStream } from './stream.js';
 
@@ -289,8 +289,9 @@ function plainText(markdown) {
   return blocks.map((b) => b.textContent).join(' ').replace(/\s+/g, ' ').trim();
 }
 
-function notify(ws, row) {
+async function notify(ws, row) {
   if (!notifying()) return;
+  await markdownReady(); // read as Markdown, not as the raw text
   const text = plainText(row.data?.text ?? row.summary ?? '');
   try {
     const n = new Notification(ws.name, { body: text.slice(0, 200), tag: `molecule-${ws.id}-${row.id}` });

@@ -11,7 +11,7 @@
 // CSP allows no inline style) and each has the same figures as a table.
 
 import { api, wsPath } from './api.js';
-import { el } from './dom.js';
+import { el, lazyFormat } from './dom.js';
 import { serverNow, state } from './state.js';
 import { registerTab } from './tabs.js';
 
@@ -19,8 +19,8 @@ const DAYS = 30;
 const SVG = 'http://www.w3.org/2000/svg';
 const WARN_PERCENT = 80;
 
-const USD = new Intl.NumberFormat('en-US', { style: 'currency', currency: 'USD', minimumFractionDigits: 2, maximumFractionDigits: 4 });
-const COUNT = new Intl.NumberFormat('en-US');
+const USD = lazyFormat(() => new Intl.NumberFormat('en-US', { style: 'currency', currency: 'USD', minimumFractionDigits: 2, maximumFractionDigits: 4 }));
+const COUNT = lazyFormat(() => new Intl.NumberFormat('en-US'));
 /** "$0.5125": a cost in dollars (the API's float). */
 export const dollars = (usd) => USD.format(usd || 0);
 /** "$1.00": cents (the budget's unit) in dollars. */

@@ -12,7 +12,7 @@
 // first; the status clock repaints only the rows drawn.
 
 import { api } from './api.js';
-import { $, ago, el } from './dom.js';
+import { $, ago, dateFormat, el } from './dom.js';
 import { STATUS_LABEL, agentStatus, bus, serverNow, state } from './state.js';
 import { drawWindow, layOut, setFold } from './tree.js';
 import { latestAt, pollActivity, unreadOf } from './unread.js';
@@ -24,7 +24,7 @@ const MARGIN = 20;
 const EDGE = 6;
 // A row's height with its gap until one is measured (px).
 const ROW_GUESS = 64;
-const FULL = new Intl.DateTimeFormat([], { dateStyle: 'medium', timeStyle: 'medium' });
+const FULL = dateFormat({ dateStyle: 'medium', timeStyle: 'medium' });
 
 /**
  * The list as laid out: its rows (tree.js's layOut, or the filter's
@@ -196,8 +196,17 @@ function paintWindow(force = false, fresh = !force) {
   if (fresh) view.inView = rowsInView();
   const [first, last] = view.inView;
   const inside = (first >= view.from + EDGE || view.from === 0) && (last <= view.to - EDGE || view.to >= n);
-  if (!force && view.to > view.from && inside && (view.measured || n < 2)) return;
   const list = $('workspace-list');
+  if (!force && fresh && view.from === 0 && view.to > 0 && !view.measured && n >= 2) {
+    // The window drawn from the top is measured as it is, not drawn anew
+    // for that; then checked against the view with the measured height.
+    measure(list);
+    if (view.measured) {
+      paintWindow();
+      return;
+    }
+  }
+  if (!force && view.to > view.from && inside && (view.measured || n < 2)) return;
   const active = document.activeElement;
   const mine = list.contains(active) ? active : null;
   const focusedId = mine?.closest('[data-ws]')?.dataset.ws;
@@ -261,6 +270,22 @@ export function renderWorkspaces() {
   // With no workspace yet, the form is what there is to do.
   if (state.workspaces.length === 0) $('create-details').open = true;
   bus.dispatchEvent(new Event('workspaces'));
+}
+
+/**
+ * The open chat changed: its row says so (aria-current) and shows no
+ * unread count, without laying the list out or drawing it anew (a chat
+ * opens without redrawing a long list).
+ */
+export function markCurrent() {
+  for (const link of $('workspace-list').querySelectorAll('a[data-ws]')) {
+    if (link.dataset.ws !== state.current?.id) {
+      link.removeAttribute('aria-current');
+      continue;
+    }
+    link.setAttribute('aria-current', 'page');
+    link.querySelector('.unread')?.remove();
+  }
 }
 
 /** Redraws once at the next frame, however many changes come before it. */
