@@ -29,10 +29,12 @@ pub struct NewMemory {
     pub created_at: DateTime<Utc>,
 }
 
-/// One memory queued for the group commit of memory commits: concurrent
+/// One memory queued for the group commit of memory commits: on an engine
+/// with one writer at a time (SQLite), concurrent
 /// [`MemoryStore::insert_memory`] calls share one transaction, so one
-/// durable commit (one WAL fsync on SQLite) covers every memory that
-/// queued while the previous commit ran. If the shared transaction fails,
+/// durable commit (one WAL fsync) covers every memory that queued while
+/// the previous commit ran; PostgreSQL commits each on its own, side by
+/// side. If the shared transaction fails,
 /// each memory is retried in a transaction of its own, so a refused one
 /// fails alone. See [`GroupCommit`] for the leader rule and why callers
 /// must not be cancelled (the route commits in a task of its own).
@@ -288,6 +290,11 @@ engines! {
     #[async_trait]
     impl MemoryStore for SqlStore<DB> {
         async fn insert_memory(&self, new: &NewMemory) -> StoreResult<Memory> {
+            if DB::WRITERS_AT_ONCE > 1 {
+                // Writers commit side by side (PostgreSQL): queueing them
+                // behind one leader would only serialise them.
+                return self.insert_memories(&[new]).await.map(|()| stored_memory(new));
+            }
             let (answer, answered) = tokio::sync::oneshot::channel();
             let job = MemoryJob {
                 new: new.clone(),
