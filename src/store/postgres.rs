@@ -126,6 +126,7 @@ impl SqlStore<Postgres> {
             between_reads: Default::default(),
             staging: Default::default(),
             pickups: Default::default(),
+            reach: Default::default(),
         })
     }
 }

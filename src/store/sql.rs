@@ -30,6 +30,8 @@ pub struct SqlStore<DB: Database> {
     pub(super) staging: GroupCommit<StageJob>,
     /// The group commit of inbox pickup marks; see [`GroupCommit`].
     pub(super) pickups: GroupCommit<PickupJob>,
+    /// The reach query's last answers; see [`super::reach_cache`].
+    pub(super) reach: super::reach_cache::ReachCache,
 }
 
 type Hook = Box<dyn FnOnce() -> futures::future::BoxFuture<'static, ()> + Send>;

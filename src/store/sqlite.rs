@@ -132,6 +132,7 @@ impl SqlStore<Sqlite> {
             between_reads: Default::default(),
             staging: Default::default(),
             pickups: Default::default(),
+            reach: Default::default(),
         })
     }
 }
