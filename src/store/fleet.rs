@@ -225,7 +225,7 @@ engines! {
                     None => {}
                 }
             }
-            let rows: Vec<TaggedRow> = self.walk_reach(id, &WALK, |r| (r.row.id, r.tree)).await?;
+            let rows: Vec<TaggedRow> = self.walk_reach(id, &WALK, |r: &TaggedRow| (r.row.id, r.tree)).await?;
             rows.into_iter().map(|r| r.row.try_into()).collect()
         }
 
@@ -242,7 +242,7 @@ engines! {
                 }
                 self.reach.seen(now);
             }
-            let rows: Vec<(WorkspaceId, i64)> = self.walk_reach(id, &WALK, |r| *r).await?;
+            let rows: Vec<(WorkspaceId, i64)> = self.walk_reach(id, &WALK, |r: &(WorkspaceId, i64)| *r).await?;
             Ok(rows.into_iter().map(|(id, _)| id).collect())
         }
 
