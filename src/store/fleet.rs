@@ -10,6 +10,11 @@
 //! `(parent_id, name)` index of live rows, so it reads the caller's
 //! neighbourhood only, where the listing it replaces read every workspace.
 //! The contract tests compare it with the rule applied to a full listing.
+//!
+//! Its ids are kept per workspace in the reach cache (`store::reach_cache`)
+//! with the tree generation read in the same statement; while a later
+//! statement reads the same generation, the listing reads the reached rows
+//! by id and the TEAM rule reads nothing more than the generation.
 
 use async_trait::async_trait;
 
