@@ -18,8 +18,8 @@ use std::sync::{Arc, Mutex};
 use crate::domain::WorkspaceId;
 
 /// At most this many ids in all (16 bytes each): past it the cache starts
-/// over. A fleet of 10,000 workspaces in teams of 100 holds about 2
-/// million.
+/// over. A fleet of 10,000 workspaces in 100 teams of 100, every one
+/// asked, holds about a million.
 const MAX_IDS: usize = 4 << 20;
 
 /// The answers of one generation; any other generation seen empties it.
