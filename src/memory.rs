@@ -104,7 +104,8 @@ impl Embedder {
 pub async fn team_of(store: &dyn Store, caller: WorkspaceId) -> StoreResult<Vec<WorkspaceId>> {
     // One recursive query over the caller's neighbourhood (the rule in
     // SQL, see `store::fleet`), ids only, not a listing of every
-    // workspace. An id that names no workspace reaches nothing: the
+    // workspace; while the tree does not change, the store answers it
+    // from its reach cache after reading one generation number. An id that names no workspace reaches nothing: the
     // caller alone.
     let mut team = store.reachable_ids(caller).await?;
     if !team.contains(&caller) {

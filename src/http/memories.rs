@@ -383,13 +383,20 @@ pub(super) async fn recall_memories(
     Ok((total, Json(rows)))
 }
 
-/// What workspace `id` recalls, for the MCP tool `recall_memory`.
+/// What workspace `id` recalls, for the MCP tool `recall_memory`;
+/// `checked_live`: the caller has just read `id`'s row, live, so it is
+/// not read again.
 pub(super) async fn recall(
     state: &AppState,
     id: WorkspaceId,
     p: RecallParams,
+    checked_live: bool,
 ) -> Result<Vec<MemoryView>> {
-    Ok(recall_listed(state, id, p).await?.1)
+    let n = narrowing(p.q, p.scope, p.namespace, p.limit, p.before)?;
+    if !checked_live {
+        known_workspace(state, id).await?;
+    }
+    Ok(recall_of(state, id, n).await?.1)
 }
 
 /// What workspace `id` recalls, with a listing's total (see
@@ -401,6 +408,16 @@ async fn recall_listed(
 ) -> Result<(HeaderMap, Vec<MemoryView>)> {
     let n = narrowing(p.q, p.scope, p.namespace, p.limit, p.before)?;
     known_workspace(state, id).await?;
+    recall_of(state, id, n).await
+}
+
+/// What workspace `id` (known to exist) recalls under `n`, with the
+/// listing's total.
+async fn recall_of(
+    state: &AppState,
+    id: WorkspaceId,
+    n: Narrowing,
+) -> Result<(HeaderMap, Vec<MemoryView>)> {
     let team = memory::team_of(&*state.store, id).await?;
     let reader = Reader::Workspace { id, team };
     let total = listing_total(state, &reader, &n).await?;

@@ -95,13 +95,20 @@ pub(super) async fn list_peers(
     SelfOrOperator(WorkspacePath(id), _): SelfOrOperator,
     _: Calling<AsPeer>,
 ) -> Result<Json<Vec<PeerView>>> {
-    Ok(Json(peers_of(&state, id).await?))
+    Ok(Json(peers_of(&state, id, false).await?))
 }
 
 /// The peers of workspace `id` (the communication rule), for the route
-/// above and the MCP tool `list_peers`.
-pub(super) async fn peers_of(state: &AppState, id: WorkspaceId) -> Result<Vec<PeerView>> {
-    live_workspace(state, id).await?;
+/// above and the MCP tool `list_peers`; `checked_live`: the caller has
+/// just read `id`'s row, live, so it is not read again.
+pub(super) async fn peers_of(
+    state: &AppState,
+    id: WorkspaceId,
+    checked_live: bool,
+) -> Result<Vec<PeerView>> {
+    if !checked_live {
+        live_workspace(state, id).await?;
+    }
     // One recursive query over its neighbourhood (the rule in SQL, see
     // `store::fleet`), not a listing of every workspace.
     let now = domain::now();

@@ -10,6 +10,11 @@
 //! `(parent_id, name)` index of live rows, so it reads the caller's
 //! neighbourhood only, where the listing it replaces read every workspace.
 //! The contract tests compare it with the rule applied to a full listing.
+//!
+//! Its ids are kept per workspace in the reach cache (`store::reach_cache`)
+//! with the tree generation read in the same statement; while a later
+//! statement reads the same generation, the listing reads the reached rows
+//! by id and the TEAM rule reads nothing more than the generation.
 
 use async_trait::async_trait;
 
@@ -156,30 +161,94 @@ const REACHABLE: &str = "WITH RECURSIVE \
  SELECT {cols} FROM workspaces w WHERE w.id IN (SELECT id FROM reach) \
  ORDER BY w.created_at, w.id";
 
+/// The tree generation (see `store::reach_cache`), read by the statement
+/// it is added to, so it counts the tree that statement saw.
+const TREE: &str = "(SELECT tree FROM reach_generation WHERE id = 1) AS tree";
+
+/// A reached row with the generation read beside it.
+#[derive(sqlx::FromRow)]
+struct TaggedRow {
+    #[sqlx(flatten)]
+    row: ReachableRow,
+    tree: i64,
+}
+
+/// Ids as the engines' `ID_LIST_1` reads them: a JSON array of strings.
+fn id_list(ids: &[WorkspaceId]) -> String {
+    let ids: Vec<String> = ids.iter().map(ToString::to_string).collect();
+    serde_json::to_string(&ids).expect("BUG: strings serialize")
+}
+
 engines! {
-    #[async_trait]
-    impl FleetStore for SqlStore<DB> {
-        #[tracing::instrument(skip_all, fields(workspace_id = %id))]
-        async fn reachable_from(&self, id: WorkspaceId) -> StoreResult<Vec<Reachable>> {
-            static SQL: std::sync::LazyLock<String> =
-                std::sync::LazyLock::new(|| REACHABLE.replace("{cols}", REACHABLE_COLUMNS));
-            let rows: Vec<ReachableRow> = sqlx::query_as(&SQL)
+    impl SqlStore<DB> {
+        /// The reach query's answer for `id` with the generation it was
+        /// read at, kept in the reach cache (an id that names no workspace
+        /// reaches nothing and is not kept).
+        async fn walk_reach<R>(&self, id: WorkspaceId, sql: &str, key: fn(&R) -> (WorkspaceId, i64))
+            -> StoreResult<Vec<R>>
+        where
+            R: for<'r> sqlx::FromRow<'r, <DB as sqlx::Database>::Row> + Send + Unpin,
+        {
+            let rows: Vec<R> = sqlx::query_as(sql)
                 .bind(id)
                 .bind(crate::domain::team::MAX_LEVELS as i32)
                 .fetch_all(&self.pool)
                 .await?;
-            rows.into_iter().map(TryInto::try_into).collect()
+            if let Some(tree) = rows.first().map(|r| key(r).1) {
+                self.reach.keep(id, tree, rows.iter().map(|r| key(r).0).collect());
+            }
+            Ok(rows)
+        }
+    }
+
+    #[async_trait]
+    impl FleetStore for SqlStore<DB> {
+        #[tracing::instrument(skip_all, fields(workspace_id = %id))]
+        async fn reachable_from(&self, id: WorkspaceId) -> StoreResult<Vec<Reachable>> {
+            static WALK: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+                REACHABLE.replace("{cols}", &format!("{REACHABLE_COLUMNS}, {TREE}"))
+            });
+            static BY_ID: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+                format!(
+                    "SELECT {REACHABLE_COLUMNS}, {TREE} FROM workspaces w WHERE w.id IN ({}) \
+                     ORDER BY w.created_at, w.id",
+                    DB::ID_LIST_1
+                )
+            });
+            // The ids cached, if their generation is still the database's:
+            // the rows afresh by id, the generation read beside them.
+            if let Some((tree, ids)) = self.reach.last(id) {
+                let rows: Vec<TaggedRow> = sqlx::query_as(&BY_ID)
+                    .bind(id_list(&ids))
+                    .fetch_all(&self.pool)
+                    .await?;
+                match rows.first().map(|r| r.tree) {
+                    Some(now) if now == tree && rows.len() == ids.len() => {
+                        return rows.into_iter().map(|r| r.row.try_into()).collect();
+                    }
+                    Some(now) => self.reach.seen(now),
+                    None => {}
+                }
+            }
+            let rows: Vec<TaggedRow> = self.walk_reach(id, &WALK, |r: &TaggedRow| (r.row.id, r.tree)).await?;
+            rows.into_iter().map(|r| r.row.try_into()).collect()
         }
 
         #[tracing::instrument(skip_all, fields(workspace_id = %id))]
         async fn reachable_ids(&self, id: WorkspaceId) -> StoreResult<Vec<WorkspaceId>> {
-            static SQL: std::sync::LazyLock<String> =
-                std::sync::LazyLock::new(|| REACHABLE.replace("{cols}", "w.id"));
-            Ok(sqlx::query_scalar(&SQL)
-                .bind(id)
-                .bind(crate::domain::team::MAX_LEVELS as i32)
-                .fetch_all(&self.pool)
-                .await?)
+            static WALK: std::sync::LazyLock<String> =
+                std::sync::LazyLock::new(|| REACHABLE.replace("{cols}", &format!("w.id, {TREE}")));
+            if let Some((tree, ids)) = self.reach.last(id) {
+                let now: i64 = sqlx::query_scalar("SELECT tree FROM reach_generation WHERE id = 1")
+                    .fetch_one(&self.pool)
+                    .await?;
+                if now == tree {
+                    return Ok(ids.to_vec());
+                }
+                self.reach.seen(now);
+            }
+            let rows: Vec<(WorkspaceId, i64)> = self.walk_reach(id, &WALK, |r: &(WorkspaceId, i64)| *r).await?;
+            Ok(rows.into_iter().map(|(id, _)| id).collect())
         }
 
         #[tracing::instrument(skip_all, fields(limit = query.limit))]

@@ -57,6 +57,7 @@
 mod engine;
 mod fire_batch;
 mod postgres;
+mod reach_cache;
 mod sql;
 mod sqlite;
 

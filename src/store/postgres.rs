@@ -127,6 +127,7 @@ impl SqlStore<Postgres> {
             staging: Default::default(),
             pickups: Default::default(),
             memory_commits: Default::default(),
+            reach: Default::default(),
         })
     }
 }

@@ -32,6 +32,8 @@ pub struct SqlStore<DB: Database> {
     pub(super) pickups: GroupCommit<PickupJob>,
     /// The group commit of memory commits; see [`GroupCommit`].
     pub(super) memory_commits: GroupCommit<MemoryJob>,
+    /// The reach query's last answers; see [`super::reach_cache`].
+    pub(super) reach: super::reach_cache::ReachCache,
 }
 
 type Hook = Box<dyn FnOnce() -> futures::future::BoxFuture<'static, ()> + Send>;

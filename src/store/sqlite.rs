@@ -133,6 +133,7 @@ impl SqlStore<Sqlite> {
             staging: Default::default(),
             pickups: Default::default(),
             memory_commits: Default::default(),
+            reach: Default::default(),
         })
     }
 }

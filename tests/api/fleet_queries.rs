@@ -18,7 +18,7 @@ use serde_json::{json, Value};
 
 use crate::helpers::{spawn_app, Engine};
 use crate::on_both_engines;
-use crate::store_contract::{new_ws, open};
+use crate::store_contract::{new_ws, open, open_with_url};
 
 /// The answer the rule gave before it was a query: every live workspace
 /// of the listing that `x` may reach, in the listing's order (what
@@ -155,6 +155,102 @@ async fn reach_matches_the_rule_for_every_workspace_of_random_forests(engine: En
     }
 }
 on_both_engines!(reach_matches_the_rule_for_every_workspace_of_random_forests);
+
+/// `v` in ascending order: the workspaces `build` makes share one
+/// creation time, so the list's order among them is their ids'.
+fn sorted<T: Ord>(mut v: Vec<T>) -> Vec<T> {
+    v.sort();
+    v
+}
+
+/// The ids and names `store` answers for `x`, both ways.
+async fn reach_of(store: &Arc<dyn Store>, x: WorkspaceId) -> (Vec<WorkspaceId>, Vec<String>) {
+    let rows = store.reachable_from(x).await.unwrap();
+    let ids: Vec<WorkspaceId> = rows.iter().map(|r| r.id).collect();
+    assert_eq!(store.reachable_ids(x).await.unwrap(), ids, "ids of {x}");
+    (ids, rows.into_iter().map(|r| r.name).collect())
+}
+
+/// The reach cache (`store::reach_cache`) as two replicas see it: store
+/// `a` answers (and keeps) the reach of every workspace, store `b` on the
+/// same database changes the tree (a move, a new sibling, a removal, a
+/// purge) or a listed field; `a`'s very next answers are the rule's over
+/// the tree as it is now, with no event between them.
+async fn the_reach_cache_follows_each_tree_change_another_store_makes(engine: Engine) {
+    let Some((b, _dir, url)) = open_with_url(engine).await else {
+        return;
+    };
+    let a = connect(&url).await.unwrap();
+    // Roots r1, r2; c under r1, d under c.
+    let ids = build(&b, &[None, None, Some(0), Some(2)], 0).await;
+    let (r1, r2, c, d) = (ids[0], ids[1], ids[2], ids[3]);
+    let check = |when: &'static str| {
+        let (a, b) = (a.clone(), b.clone());
+        async move {
+            let all = b.list_workspaces().await.unwrap();
+            for x in all.iter().map(|w| w.id) {
+                // Twice: the second answer comes from the cache.
+                for _ in 0..2 {
+                    let (got, names) = reach_of(&a, x).await;
+                    assert_eq!(got, by_the_rule(&all, x), "{when}: {x}");
+                    let want: Vec<&str> = got
+                        .iter()
+                        .map(|id| all.iter().find(|w| w.id == *id).unwrap().name.as_str())
+                        .collect();
+                    assert_eq!(names, want, "{when}: names of {x}");
+                }
+            }
+        }
+    };
+    check("at first").await;
+    assert_eq!(sorted(reach_of(&a, r1).await.0), sorted(vec![r1, r2, c, d]));
+    // A move: c (with d) under r2.
+    let to_r2 = UpdateWorkspace {
+        parent_id: Some(Some(r2)),
+        ..UpdateWorkspace::default()
+    };
+    b.update_workspace(c, &to_r2, now()).await.unwrap().unwrap();
+    assert_eq!(sorted(reach_of(&a, r1).await.0), sorted(vec![r1, r2]));
+    assert_eq!(sorted(reach_of(&a, r2).await.0), sorted(vec![r1, r2, c, d]));
+    check("after the move").await;
+    // A new sibling of c.
+    let e = WorkspaceId::new();
+    let mut new = new_ws("e", DeliveryMode::Poll);
+    new.parent_id = Some(r2);
+    b.create_workspace(e, &new, AuthToken::generate().key(), now())
+        .await
+        .unwrap();
+    assert_eq!(sorted(reach_of(&a, c).await.0), sorted(vec![r2, c, d, e]));
+    check("after the new sibling").await;
+    // A listed field (no tree change): read afresh all the same.
+    let rename = UpdateWorkspace {
+        name: Some("renamed".into()),
+        ..UpdateWorkspace::default()
+    };
+    b.update_workspace(d, &rename, now())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        sorted(reach_of(&a, c).await.1),
+        sorted(["w1", "w2", "renamed", "e"].map(String::from).to_vec())
+    );
+    check("after the rename").await;
+    // A removal (c and d with it), then the purge of the removed rows.
+    b.remove_workspace(c, true, now()).await.unwrap();
+    assert_eq!(sorted(reach_of(&a, e).await.0), sorted(vec![r2, e]));
+    assert_eq!(sorted(reach_of(&a, r2).await.0), sorted(vec![r1, r2, e]));
+    check("after the removal").await;
+    let purged = b
+        .purge_removed(now() + Span::seconds(1), 100)
+        .await
+        .unwrap();
+    assert_eq!(purged, 2);
+    assert_eq!(sorted(reach_of(&a, c).await.0), sorted(vec![]));
+    assert_eq!(sorted(reach_of(&a, r1).await.0), sorted(vec![r1, r2]));
+    check("after the purge").await;
+}
+on_both_engines!(the_reach_cache_follows_each_tree_change_another_store_makes);
 
 async fn the_workspace_list_pages_with_a_cursor(engine: Engine) {
     let Some((store, _dir)) = open(engine).await else {

@@ -440,3 +440,143 @@ async fn delegate_task_returns_the_answer_of_a_real_connect_agent(engine: Engine
     assert_eq!(row["status"], "completed", "{row}");
     assert_eq!(row["caller_id"], a.id.as_str());
 }
+
+/// `tools/call` of `tool` by `ws` over raw JSON-RPC: the result's text,
+/// parsed, asserting the call succeeded.
+async fn call_tool(app: &TestApp, ws: &Ws, tool: &str, args: Value) -> Value {
+    let call = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+        "params": {"name": tool, "arguments": args}});
+    let (status, _, body) = rpc(app, &ws.id, &ws.token, call).await;
+    assert_eq!(status, StatusCode::OK, "{tool}: {body}");
+    assert_eq!(body["result"]["isError"], false, "{tool}: {body}");
+    serde_json::from_str(body["result"]["content"][0]["text"].as_str().unwrap()).unwrap()
+}
+
+/// What `ws` sees through `list_peers` (names) and `recall_memory` in
+/// TEAM scope (contents, sorted), each asked twice: the second answer
+/// comes through the server's reach cache.
+async fn seen_by(app: &TestApp, ws: &Ws) -> (Vec<String>, Vec<String>) {
+    let mut answers = Vec::new();
+    for _ in 0..2 {
+        let peers = call_tool(app, ws, "list_peers", json!({})).await;
+        let names = peers.as_array().unwrap().iter();
+        let names: Vec<String> = names
+            .map(|p| p["name"].as_str().unwrap().to_owned())
+            .collect();
+        let recalled = call_tool(
+            app,
+            ws,
+            "recall_memory",
+            json!({"query": "deploy", "scope": "TEAM"}),
+        )
+        .await;
+        let mut facts: Vec<String> = recalled
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["content"].as_str().unwrap().to_owned())
+            .collect();
+        facts.sort();
+        answers.push((names, facts));
+    }
+    assert_eq!(answers[0], answers[1], "asked twice");
+    answers.pop().unwrap()
+}
+
+on_both_engines!(list_peers_and_team_recall_see_each_tree_change_at_once);
+async fn list_peers_and_team_recall_see_each_tree_change_at_once(engine: Engine) {
+    let Some(app) = spawn_app(engine).await else {
+        return;
+    };
+    let (a, b, c) = team(&app).await;
+    let d = app.create_poll_workspace("delta").await;
+    for (ws, name) in [(&a, "alpha"), (&b, "beta"), (&c, "gamma"), (&d, "delta")] {
+        let body = json!({"content": format!("{name} deploy fact"), "scope": "TEAM"});
+        let (status, body) = app
+            .post(&format!("/workspaces/{}/memories", ws.id), &ws.token, &body)
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+    }
+    let facts = |names: &[&str]| -> Vec<String> {
+        let mut f: Vec<String> = names.iter().map(|n| format!("{n} deploy fact")).collect();
+        f.sort();
+        f
+    };
+    let strings = |names: &[&str]| -> Vec<String> { names.iter().map(|n| n.to_string()).collect() };
+    assert_eq!(
+        seen_by(&app, &a).await,
+        (
+            strings(&["beta", "gamma", "delta"]),
+            facts(&["alpha", "beta", "gamma", "delta"])
+        )
+    );
+    assert_eq!(
+        seen_by(&app, &c).await,
+        (strings(&["alpha"]), facts(&["alpha", "gamma"]))
+    );
+
+    // A move: gamma from alpha to beta.
+    let (status, body) = app
+        .send_json(
+            reqwest::Method::PATCH,
+            &format!("/workspaces/{}", c.id),
+            &app.admin_token,
+            Some(&json!({"parent_id": b.id})),
+        )
+        .await;
+    assert_eq!(
+        (status, &body["parent_id"]),
+        (StatusCode::OK, &json!(b.id)),
+        "{body}"
+    );
+    assert_eq!(
+        seen_by(&app, &a).await,
+        (
+            strings(&["beta", "delta"]),
+            facts(&["alpha", "beta", "delta"])
+        )
+    );
+    assert_eq!(
+        seen_by(&app, &c).await,
+        (strings(&["beta"]), facts(&["beta", "gamma"]))
+    );
+
+    // A new sibling of gamma, under beta.
+    let e = app.create_poll_workspace_under("epsilon", Some(&b)).await;
+    let body = json!({"content": "epsilon deploy fact", "scope": "TEAM"});
+    let (status, _) = app
+        .post(&format!("/workspaces/{}/memories", e.id), &e.token, &body)
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+    assert_eq!(
+        seen_by(&app, &c).await,
+        (
+            strings(&["beta", "epsilon"]),
+            facts(&["beta", "epsilon", "gamma"])
+        )
+    );
+
+    // A removal: beta with its team.
+    let (status, body) = app
+        .send_json(
+            reqwest::Method::DELETE,
+            &format!("/workspaces/{}?cascade=true", b.id),
+            &app.admin_token,
+            None,
+        )
+        .await;
+    assert!(status.is_success(), "{status}: {body}");
+    assert_eq!(
+        seen_by(&app, &a).await,
+        (strings(&["delta"]), facts(&["alpha", "delta"]))
+    );
+    assert_eq!(
+        seen_by(&app, &d).await,
+        (strings(&["alpha"]), facts(&["alpha", "delta"]))
+    );
+    // The removed ones are refused, as before.
+    let call = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+        "params": {"name": "list_peers", "arguments": {}}});
+    let (status, _, _) = rpc(&app, &c.id, &c.token, call).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+}

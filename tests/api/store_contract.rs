@@ -15,7 +15,9 @@ pub(crate) async fn open(engine: Engine) -> Option<(Arc<dyn Store>, tempfile::Te
     open_with_url(engine).await.map(|(s, d, _)| (s, d))
 }
 
-async fn open_with_url(engine: Engine) -> Option<(Arc<dyn Store>, tempfile::TempDir, String)> {
+pub(crate) async fn open_with_url(
+    engine: Engine,
+) -> Option<(Arc<dyn Store>, tempfile::TempDir, String)> {
     let dir = tempfile::tempdir().unwrap();
     let url = match engine {
         Engine::Sqlite => format!("sqlite://{}", dir.path().join("t.db").display()),

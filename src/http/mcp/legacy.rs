@@ -100,6 +100,7 @@ pub(super) async fn open_stream(
     let server = MoleculeMcp::bound_to(Bound {
         state: state.clone(),
         workspace,
+        checked_live: false,
     });
     let ct = state.shutdown.child_token();
     tokio::spawn(async move {

@@ -158,6 +158,7 @@ async fn post_mcp(
     parts.extensions.insert(Bound {
         state,
         workspace: ws.row.id,
+        checked_live: true,
     });
     let req = axum::http::Request::from_parts(parts, Body::from(bytes));
     let resp = match mcp.service.oneshot(req).await {

@@ -53,6 +53,11 @@ pub(crate) struct Bound {
     pub state: AppState,
     /// The calling workspace (the token's own, equal to the path's `:id`).
     pub workspace: WorkspaceId,
+    /// Whether this request read the workspace's row, live, just before the
+    /// call (Streamable HTTP: each request's access rule does), so a tool
+    /// need not read it again; a legacy SSE session was checked only when
+    /// its stream opened.
+    pub checked_live: bool,
 }
 
 /// The MCP server of one workspace. For Streamable HTTP it is built once
@@ -428,7 +433,7 @@ async fn call(
     match name {
         "list_peers" => {
             args::<NoArgs>(name, raw)?;
-            answer(peers_of(state, me).await)
+            answer(peers_of(state, me, b.checked_live).await)
         }
         "get_workspace_info" => {
             args::<NoArgs>(name, raw)?;
@@ -474,7 +479,7 @@ async fn call(
                 limit: None,
                 before: None,
             };
-            answer(recall(state, me, params).await)
+            answer(recall(state, me, params, b.checked_live).await)
         }
         "request_approval" => {
             let a: approvals::RequestArgs = args(name, raw)?;
