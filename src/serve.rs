@@ -24,15 +24,6 @@
 //!   the requests already in progress failed to open their files.
 //! - Accept errors (out of file descriptors and the like) are logged and
 //!   retried after a pause; they never end the loop.
-//! - Memory of a held request (a parked long poll, an open event stream):
-//!   hyper parses the head in place, so the URI and the header values are
-//!   slices of the connection's 8 KiB read buffer, which they keep alive;
-//!   hyper's next read (to notice a client that hangs up) then allocates
-//!   a second 8 KiB buffer. [`own_head`] copies the head into one
-//!   allocation of its own size before the router sees the request, so
-//!   the read buffer is reused (8 KiB less per held request; see
-//!   BENCHMARKS.md, "Parked connections"). The TLS path is boxed apart,
-//!   so a plain connection's task does not carry the size of a TLS one.
 //!
 //! - TLS (`--tls-cert/--tls-key`, rustls on ring, [`tls_acceptor`]): the
 //!   handshake runs in the connection's own task, under the same watchdog
@@ -249,21 +240,12 @@ pub async fn serve(
             let conn = async move {
                 match tls {
                     None => serve_connection(&builder, TokioIo::new(io), service, watcher).await,
-                    // Boxed: the handshake and the TLS stream are much
-                    // larger than a socket, and a task is as large as its
-                    // largest state.
-                    Some(tls) => {
-                        Box::pin(async move {
-                            match tls.accept(io).await {
-                                Ok(io) => {
-                                    serve_connection(&builder, TokioIo::new(io), service, watcher)
-                                        .await
-                                }
-                                Err(e) => Err(format!("TLS handshake failed: {e}").into()),
-                            }
-                        })
-                        .await
-                    }
+                    Some(tls) => match tls.accept(io).await {
+                        Ok(io) => {
+                            serve_connection(&builder, TokioIo::new(io), service, watcher).await
+                        }
+                        Err(e) => Err(format!("TLS handshake failed: {e}").into()),
+                    },
                 }
             };
             tokio::select! {
@@ -390,7 +372,6 @@ where
     type Future = BoxedResponse<S::Error>;
 
     fn call(&self, mut req: hyper::Request<Incoming>) -> Self::Future {
-        own_head(&mut req);
         req.extensions_mut().insert(ConnectInfo(self.peer));
         let guard = InFlight::start(&self.activity);
         let answer = self.inner.call(req);
@@ -403,34 +384,6 @@ where
                 })
             }))
         })
-    }
-}
-
-/// Copies the URI and the header values of `req` into one allocation of
-/// their own, so they no longer share (and keep alive) the connection's
-/// read buffer, which hyper then reuses instead of allocating another for
-/// its next read. A value or URI that does not parse again (it always
-/// does: hyper parsed it) is left as it was.
-pub fn own_head<B>(req: &mut hyper::Request<B>) {
-    let uri = req.uri().to_string();
-    let size = uri.len() + req.headers().values().map(|v| v.len()).sum::<usize>();
-    let mut copy = Vec::with_capacity(size);
-    copy.extend_from_slice(uri.as_bytes());
-    for value in req.headers().values() {
-        copy.extend_from_slice(value.as_bytes());
-    }
-    let copy = bytes::Bytes::from(copy);
-    if let Ok(owned) = hyper::Uri::from_maybe_shared(copy.slice(..uri.len())) {
-        *req.uri_mut() = owned;
-    }
-    let mut at = uri.len();
-    for value in req.headers_mut().values_mut() {
-        let end = at + value.len();
-        if let Ok(mut owned) = hyper::header::HeaderValue::from_maybe_shared(copy.slice(at..end)) {
-            owned.set_sensitive(value.is_sensitive());
-            *value = owned;
-        }
-        at = end;
     }
 }
 
@@ -522,54 +475,6 @@ impl AsyncWrite for Tracked {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_head_no_longer_holds_the_read_buffer() {
-        // A head as hyper leaves it: the URI and every value slices of
-        // one buffer.
-        let buffer = bytes::Bytes::from(
-            b"/workspaces/w1/activity?wait=60\0Bearer secret\0127.0.0.1:8080\0a\xe9b".to_vec(),
-        );
-        let mut req = hyper::Request::builder().body(()).unwrap();
-        *req.uri_mut() = hyper::Uri::from_maybe_shared(buffer.slice(0..31)).unwrap();
-        let mut auth = hyper::header::HeaderValue::from_maybe_shared(buffer.slice(32..45)).unwrap();
-        auth.set_sensitive(true);
-        let headers = req.headers_mut();
-        headers.insert("authorization", auth);
-        headers.insert(
-            "host",
-            hyper::header::HeaderValue::from_maybe_shared(buffer.slice(46..60)).unwrap(),
-        );
-        headers.append(
-            "x-list",
-            hyper::header::HeaderValue::from_maybe_shared(buffer.slice(61..64)).unwrap(),
-        );
-        headers.append(
-            "x-list",
-            hyper::header::HeaderValue::from_maybe_shared(buffer.slice(32..38)).unwrap(),
-        );
-        assert!(!buffer.is_unique(), "the head shares the buffer before");
-        let before = (req.uri().clone(), req.headers().clone());
-        own_head(&mut req);
-        assert_eq!(*req.uri(), before.0);
-        assert_eq!(req.uri().path(), "/workspaces/w1/activity");
-        assert_eq!(req.uri().query(), Some("wait=60"));
-        assert_eq!(*req.headers(), before.1);
-        assert!(req.headers()["authorization"].is_sensitive());
-        assert!(!req.headers()["host"].is_sensitive());
-        let list: Vec<&[u8]> = req
-            .headers()
-            .get_all("x-list")
-            .iter()
-            .map(|v| v.as_bytes())
-            .collect();
-        assert_eq!(list, [&b"a\xe9b"[..], b"Bearer"]);
-        drop(before);
-        assert!(
-            buffer.is_unique(),
-            "nothing of the request holds the buffer after"
-        );
-    }
 
     #[test]
     fn the_cap_leaves_the_reserve_and_a_file_per_connection() {
