@@ -154,12 +154,20 @@ pub struct Wakeups {
     pub revocations: u64,
 }
 
-/// Delivery inside this process: every event to the stream subscribers
-/// (the SSE streams, few), and a wake-up to the long polls of the one
-/// workspace a new activity row belongs to (many: with a thousand parked
-/// polls, a message wakes one task, not a thousand).
+/// Events a workspace's stream channel holds for a reader that falls
+/// behind; past them the reader sees `Lagged` and re-reads.
+const WORKSPACE_STREAM_BACKLOG: usize = 64;
+
+/// Delivery inside this process: every event to the fleet-wide
+/// subscribers (the operator's feeds, few), the events of one workspace
+/// to its own streams (`GET /workspaces/:id/events`: with a thousand
+/// canvases open, an event wakes the streams it concerns, not a thousand),
+/// and a wake-up to the long polls of the one workspace a new activity row
+/// belongs to (many: with a thousand parked polls, a message wakes one
+/// task, not a thousand).
 struct Local {
     events: broadcast::Sender<Event>,
+    streams: Mutex<HashMap<WorkspaceId, broadcast::Sender<Event>>>,
     polls: Mutex<HashMap<WorkspaceId, watch::Sender<Wakeups>>>,
     /// Every revocation this process heard of, any workspace. A request
     /// reads it before its token is checked; if it has moved when the
@@ -171,6 +179,7 @@ impl Local {
     fn new() -> Arc<Self> {
         Arc::new(Self {
             events: broadcast::channel(4096).0,
+            streams: Mutex::new(HashMap::new()),
             polls: Mutex::new(HashMap::new()),
             revocations: AtomicU64::new(0),
         })
@@ -202,7 +211,47 @@ impl Local {
             | Event::Approval(_)
             | Event::ReadMoved { .. } => {}
         }
+        self.to_streams(&event);
         let _ = self.events.send(event);
+    }
+
+    /// Hands `event` to the streams of the workspaces it concerns: its
+    /// workspace; a delegation's caller and callee; an approval's
+    /// requester and approver; every stream for an operator revocation or
+    /// a resync. A read position concerns no workspace stream.
+    fn to_streams(&self, event: &Event) {
+        let mut streams = self.streams.lock().unwrap_or_else(|e| e.into_inner());
+        let mut send = |workspace: &WorkspaceId| {
+            if let Some(tx) = streams.get(workspace) {
+                if tx.send(event.clone()).is_err() {
+                    streams.remove(workspace);
+                }
+            }
+        };
+        match event {
+            Event::Activity { workspace_id, .. }
+            | Event::Upload { workspace_id, .. }
+            | Event::Revoked { workspace_id }
+            | Event::Resumed { workspace_id } => send(workspace_id),
+            Event::Delegation(moved) => {
+                send(&moved.callee_id);
+                if let Ok(caller) = moved.caller_id.parse::<WorkspaceId>() {
+                    if caller != moved.callee_id {
+                        send(&caller);
+                    }
+                }
+            }
+            Event::Approval(moved) => {
+                send(&moved.workspace_id);
+                if let Some(approver) = moved.approver_id.filter(|a| *a != moved.workspace_id) {
+                    send(&approver);
+                }
+            }
+            Event::OperatorRevoked | Event::Resync => {
+                streams.retain(|_, tx| tx.send(event.clone()).is_ok());
+            }
+            Event::ReadMoved { .. } => {}
+        }
     }
 
     fn wake_all(&self, bump: impl Fn(&mut Wakeups)) {
@@ -253,6 +302,17 @@ impl Bus {
     /// Receives every event from now on.
     pub fn subscribe(&self) -> broadcast::Receiver<Event> {
         self.local.events.subscribe()
+    }
+
+    /// Receives, from now on, the events that concern `workspace` (see
+    /// `Local::to_streams`): what its event stream shows, without waking
+    /// on every other workspace's events.
+    pub fn subscribe_workspace(&self, workspace: WorkspaceId) -> broadcast::Receiver<Event> {
+        let mut streams = self.local.streams.lock().unwrap_or_else(|e| e.into_inner());
+        streams
+            .entry(workspace)
+            .or_insert_with(|| broadcast::channel(WORKSPACE_STREAM_BACKLOG).0)
+            .subscribe()
     }
 
     /// A receiver that changes whenever a new activity row of `workspace`
@@ -351,5 +411,104 @@ impl Bus {
                 }
             }
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn activity(workspace_id: WorkspaceId) -> Event {
+        Event::Activity {
+            workspace_id,
+            id: 7,
+        }
+    }
+
+    fn drain(rx: &mut broadcast::Receiver<Event>) -> Vec<Event> {
+        std::iter::from_fn(|| rx.try_recv().ok()).collect()
+    }
+
+    #[tokio::test]
+    async fn a_workspace_stream_gets_what_concerns_it_and_nothing_else() {
+        let bus = Bus::local();
+        let (me, other, third) = (WorkspaceId::new(), WorkspaceId::new(), WorkspaceId::new());
+        let mut mine = bus.subscribe_workspace(me);
+        let mut others = bus.subscribe_workspace(other);
+        let mut fleet = bus.subscribe();
+        let delegation = |caller_id: String, callee_id| {
+            Event::Delegation(DelegationMove {
+                delegation_id: DelegationId::new(),
+                caller_id,
+                callee_id,
+                from: None,
+                status: DelegationStatus::Queued,
+                updated_at: Utc::now(),
+            })
+        };
+        let approval = |workspace_id, approver_id| {
+            Event::Approval(ApprovalMove {
+                approval_id: ApprovalId::new(),
+                workspace_id,
+                approver_id,
+                status: "pending".into(),
+                decided_by: None,
+            })
+        };
+        let every = vec![
+            activity(me),
+            activity(third),
+            Event::Upload {
+                workspace_id: me,
+                file_id: FileId::new(),
+                state: UploadState::Staged,
+            },
+            delegation(me.to_string(), third),
+            delegation("operator".into(), me),
+            delegation(third.to_string(), other),
+            approval(third, Some(me)),
+            approval(me, None),
+            approval(third, None),
+            Event::Revoked { workspace_id: me },
+            Event::Revoked {
+                workspace_id: third,
+            },
+            Event::Resumed { workspace_id: me },
+            Event::OperatorRevoked,
+            Event::ReadMoved {
+                reader: "admin".into(),
+            },
+            Event::Resync,
+        ];
+        bus.publish_many(every.clone()).await;
+        let want_mine = [0, 2, 3, 4, 6, 7, 9, 11, 12, 14].map(|i| every[i].clone());
+        assert_eq!(drain(&mut mine), want_mine);
+        let want_others = [5, 12, 14].map(|i| every[i].clone());
+        assert_eq!(drain(&mut others), want_others);
+        assert_eq!(
+            drain(&mut fleet),
+            every,
+            "the fleet's feed still gets everything"
+        );
+        // A closed stream's channel is dropped at the next event for it.
+        drop(mine);
+        bus.publish(activity(me)).await;
+        assert_eq!(bus.local.streams.lock().unwrap().len(), 1);
+        assert_eq!(drain(&mut others), Vec::<Event>::new());
+    }
+
+    #[tokio::test]
+    async fn a_stream_that_falls_behind_is_told_so() {
+        let bus = Bus::local();
+        let me = WorkspaceId::new();
+        let mut mine = bus.subscribe_workspace(me);
+        let flood: Vec<Event> = (0..WORKSPACE_STREAM_BACKLOG + 1)
+            .map(|_| activity(me))
+            .collect();
+        bus.publish_many(flood).await;
+        assert_eq!(
+            mine.try_recv(),
+            Err(broadcast::error::TryRecvError::Lagged(1))
+        );
     }
 }

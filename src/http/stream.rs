@@ -158,7 +158,7 @@ pub(super) async fn stream_events(
 ) -> Result<Sse<impl Stream<Item = std::result::Result<SseEvent, Infallible>>>> {
     known_workspace(&state, id).await?;
     let mut cursor = SseCursor {
-        events: state.bus.subscribe(),
+        events: state.bus.subscribe_workspace(id),
         state,
         session,
         id,
