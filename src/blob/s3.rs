@@ -55,6 +55,14 @@ const SEND_BUDGET: usize = 2 * PART_SIZE;
 /// Parts of one upload being sent at once.
 const PARTS_IN_FLIGHT: usize = 1;
 
+/// Keys in one DeleteObjects request: the most S3 takes.
+const KEYS_PER_DELETE: usize = 1_000;
+
+/// DeleteObjects requests one [`BlobStore::delete_many`] call keeps in
+/// flight: the sweep runs a few calls at once, and the store also serves
+/// uploads meanwhile.
+const DELETE_REQUESTS_IN_FLIGHT: usize = 4;
+
 /// Blobs in an S3 bucket, under an optional prefix.
 pub struct S3BlobStore {
     store: Arc<dyn ObjectStore>,
@@ -533,21 +541,31 @@ impl BlobStore for S3BlobStore {
     }
 
     async fn delete_many(&self, keys: &[String]) -> usize {
-        // Bulk DeleteObjects, up to 1,000 keys a request.
-        let paths = futures::stream::iter(keys.iter().map(|k| Ok(self.path_of(k)))).boxed();
-        self.store
-            .delete_stream(paths)
-            .filter(|r| {
-                let failed = match r {
-                    Ok(_) | Err(object_store::Error::NotFound { .. }) => false,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "failed to delete a blob");
-                        true
-                    }
-                };
-                futures::future::ready(failed)
+        // Bulk DeleteObjects, up to 1,000 keys a request, a few requests
+        // at once. A key counts as deleted only when its request answered
+        // for it, so a request that failed as a whole fails all its keys.
+        futures::stream::iter(keys.chunks(KEYS_PER_DELETE))
+            .map(|chunk| async move {
+                let paths = futures::stream::iter(chunk.iter().map(|k| Ok(self.path_of(k))));
+                let deleted = self
+                    .store
+                    .delete_stream(paths.boxed())
+                    .filter(|r| {
+                        let deleted = match r {
+                            Ok(_) | Err(object_store::Error::NotFound { .. }) => true,
+                            Err(e) => {
+                                tracing::warn!(error = %e, "failed to delete a blob");
+                                false
+                            }
+                        };
+                        futures::future::ready(deleted)
+                    })
+                    .count()
+                    .await;
+                chunk.len().saturating_sub(deleted)
             })
-            .count()
+            .buffer_unordered(DELETE_REQUESTS_IN_FLIGHT)
+            .fold(0, |failed, n| futures::future::ready(failed + n))
             .await
     }
 
