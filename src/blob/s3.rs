@@ -115,6 +115,30 @@ impl S3BlobStore {
         })
     }
 
+    /// One DeleteObjects request; returns how many of `paths` it did not
+    /// delete. A key counts as deleted only when the answer says so, so a
+    /// request that failed as a whole fails all its keys.
+    async fn delete_request(&self, paths: Vec<Path>) -> usize {
+        let asked = paths.len();
+        let paths = futures::stream::iter(paths.into_iter().map(Ok)).boxed();
+        let deleted = self
+            .store
+            .delete_stream(paths)
+            .filter(|r| {
+                let deleted = match r {
+                    Ok(_) | Err(object_store::Error::NotFound { .. }) => true,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "failed to delete a blob");
+                        false
+                    }
+                };
+                futures::future::ready(deleted)
+            })
+            .count()
+            .await;
+        asked.saturating_sub(deleted)
+    }
+
     fn path_of(&self, key: &str) -> Path {
         if self.prefix.is_empty() {
             Path::from(key)
@@ -542,28 +566,13 @@ impl BlobStore for S3BlobStore {
 
     async fn delete_many(&self, keys: &[String]) -> usize {
         // Bulk DeleteObjects, up to 1,000 keys a request, a few requests
-        // at once. A key counts as deleted only when its request answered
-        // for it, so a request that failed as a whole fails all its keys.
-        futures::stream::iter(keys.chunks(KEYS_PER_DELETE))
-            .map(|chunk| async move {
-                let paths = futures::stream::iter(chunk.iter().map(|k| Ok(self.path_of(k))));
-                let deleted = self
-                    .store
-                    .delete_stream(paths.boxed())
-                    .filter(|r| {
-                        let deleted = match r {
-                            Ok(_) | Err(object_store::Error::NotFound { .. }) => true,
-                            Err(e) => {
-                                tracing::warn!(error = %e, "failed to delete a blob");
-                                false
-                            }
-                        };
-                        futures::future::ready(deleted)
-                    })
-                    .count()
-                    .await;
-                chunk.len().saturating_sub(deleted)
-            })
+        // at once.
+        let requests: Vec<Vec<Path>> = keys
+            .chunks(KEYS_PER_DELETE)
+            .map(|chunk| chunk.iter().map(|k| self.path_of(k)).collect())
+            .collect();
+        futures::stream::iter(requests)
+            .map(|paths: Vec<Path>| self.delete_request(paths))
             .buffer_unordered(DELETE_REQUESTS_IN_FLIGHT)
             .fold(0, |failed, n| futures::future::ready(failed + n))
             .await

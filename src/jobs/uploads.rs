@@ -48,9 +48,7 @@ impl Job for SweepUploads {
 
     async fn step(&self, cx: &JobContext, now: DateTime<Utc>) -> Result<Counts, JobError> {
         let acked_before = cx.config.ack_retention.before(now);
-        let limit = tune("MOLECULE_SWEEP_TUNE_BATCH").unwrap_or(cx.store.upload_sweep_batch());
-        let in_flight_max =
-            tune("MOLECULE_SWEEP_TUNE_IN_FLIGHT").unwrap_or(IN_FLIGHT as i64) as usize;
+        let limit = cx.store.upload_sweep_batch();
         let mut tally = Tally::default();
         let mut in_flight: VecDeque<JoinHandle<Tally>> = VecDeque::new();
         let swept = loop {
@@ -68,7 +66,7 @@ impl Job for SweepUploads {
             if !batch.is_empty() {
                 in_flight.push_back(tokio::spawn(finish(cx.clone(), batch)));
             }
-            while in_flight.len() > in_flight_max || (!more && !in_flight.is_empty()) {
+            while in_flight.len() > IN_FLIGHT || (!more && !in_flight.is_empty()) {
                 tally.add(joined(in_flight.pop_front().expect("non-empty")).await);
             }
             if !more {
@@ -87,11 +85,6 @@ impl Job for SweepUploads {
         out.add("errors", tally.errors);
         Ok(out)
     }
-}
-
-/// TEMPORARY tuning override, removed before merge.
-fn tune(name: &str) -> Option<i64> {
-    std::env::var(name).ok().and_then(|v| v.parse().ok())
 }
 
 /// What the batches finished so far did.
