@@ -55,6 +55,14 @@ const SEND_BUDGET: usize = 2 * PART_SIZE;
 /// Parts of one upload being sent at once.
 const PARTS_IN_FLIGHT: usize = 1;
 
+/// Keys in one DeleteObjects request: the most S3 takes.
+const KEYS_PER_DELETE: usize = 1_000;
+
+/// DeleteObjects requests one [`BlobStore::delete_many`] call keeps in
+/// flight: the sweep runs a few calls at once, and the store also serves
+/// uploads meanwhile.
+const DELETE_REQUESTS_IN_FLIGHT: usize = 4;
+
 /// Blobs in an S3 bucket, under an optional prefix.
 pub struct S3BlobStore {
     store: Arc<dyn ObjectStore>,
@@ -105,6 +113,30 @@ impl S3BlobStore {
             fill: Arc::new(Semaphore::new(FILL_BUDGET / CHUNK)),
             send: Arc::new(Semaphore::new(SEND_BUDGET / CHUNK)),
         })
+    }
+
+    /// One DeleteObjects request; returns how many of `paths` it did not
+    /// delete. A key counts as deleted only when the answer says so, so a
+    /// request that failed as a whole fails all its keys.
+    async fn delete_request(&self, paths: Vec<Path>) -> usize {
+        let asked = paths.len();
+        let paths = futures::stream::iter(paths.into_iter().map(Ok)).boxed();
+        let deleted = self
+            .store
+            .delete_stream(paths)
+            .filter(|r| {
+                let deleted = match r {
+                    Ok(_) | Err(object_store::Error::NotFound { .. }) => true,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "failed to delete a blob");
+                        false
+                    }
+                };
+                futures::future::ready(deleted)
+            })
+            .count()
+            .await;
+        asked.saturating_sub(deleted)
     }
 
     fn path_of(&self, key: &str) -> Path {
@@ -533,21 +565,16 @@ impl BlobStore for S3BlobStore {
     }
 
     async fn delete_many(&self, keys: &[String]) -> usize {
-        // Bulk DeleteObjects, up to 1,000 keys a request.
-        let paths = futures::stream::iter(keys.iter().map(|k| Ok(self.path_of(k)))).boxed();
-        self.store
-            .delete_stream(paths)
-            .filter(|r| {
-                let failed = match r {
-                    Ok(_) | Err(object_store::Error::NotFound { .. }) => false,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "failed to delete a blob");
-                        true
-                    }
-                };
-                futures::future::ready(failed)
-            })
-            .count()
+        // Bulk DeleteObjects, up to 1,000 keys a request, a few requests
+        // at once.
+        let requests: Vec<Vec<Path>> = keys
+            .chunks(KEYS_PER_DELETE)
+            .map(|chunk| chunk.iter().map(|k| self.path_of(k)).collect())
+            .collect();
+        futures::stream::iter(requests)
+            .map(|paths: Vec<Path>| self.delete_request(paths))
+            .buffer_unordered(DELETE_REQUESTS_IN_FLIGHT)
+            .fold(0, |failed, n| futures::future::ready(failed + n))
             .await
     }
 

@@ -13,11 +13,11 @@
 //! feature's "count, log, publish after commit" in one helper, as
 //! `crate::ledger` does for the delegation ledger.
 //!
-//! Every job works in bounded batches ([`BATCH`] rows, one short
-//! transaction each). The order matters: rows are deleted before their
-//! blobs, and the orphan reaper runs last, so a crash in between leaves at
-//! worst an orphan blob that a later pass reaps, never a row pointing at a
-//! missing blob.
+//! Every job works in bounded batches ([`BATCH`] rows, or the engine's
+//! own size for the upload sweep; one short transaction each). The order
+//! matters: rows are deleted before their blobs, and the orphan reaper
+//! runs last, so a crash in between leaves at worst an orphan blob that a
+//! later pass reaps, never a row pointing at a missing blob.
 
 mod a2a_push;
 mod activity;

@@ -1,15 +1,35 @@
 //! The staging layer's upkeep: acked uploads past the ack retention and
 //! unacked ones past their deadline go, rows first, then their blobs.
+//!
+//! Pipelined: while earlier batches' blobs are deleted and the batches
+//! announced (each in a task of its own, at most [`IN_FLIGHT`] at once),
+//! the next batch's rows are deleted. A batch's rows are committed gone
+//! before any of its blobs is touched, so a crash or a failed delete
+//! leaves at worst an orphan blob for the reaper (`blobs.rs`), never a row
+//! naming a missing blob.
+
+use std::collections::VecDeque;
+use std::time::Instant;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use tokio::task::JoinHandle;
 
-use super::{Counts, Job, JobContext, JobError, BATCH};
+use super::{Counts, Job, JobContext, JobError};
 use crate::events::{Bus, Event, UploadState};
 use crate::metrics::Metrics;
 use crate::store::{SweepReason, SweptUpload};
 
 const COUNTS: &[&str] = &["acked", "expired", "errors"];
+
+/// Batches whose rows are gone and whose blobs are still being deleted,
+/// at most, while the next batch's rows are deleted.
+const IN_FLIGHT: usize = 2;
+
+/// Events per publication: on PostgreSQL each is one `pg_notify`
+/// statement, whose commit holds the cluster-wide notify lock that every
+/// upload's commit takes too, so it is kept short.
+const EVENTS_PER_PUBLISH: usize = 500;
 
 /// Deletes acked rows past the ack retention and unacked rows past their
 /// deadline, then their blobs. Counts `acked`, `expired`, and `errors`
@@ -27,21 +47,89 @@ impl Job for SweepUploads {
     }
 
     async fn step(&self, cx: &JobContext, now: DateTime<Utc>) -> Result<Counts, JobError> {
-        let mut out = Counts::zero(COUNTS);
         let acked_before = cx.config.ack_retention.before(now);
-        loop {
-            let batch = cx.store.sweep_uploads(now, acked_before, BATCH).await?;
-            let n = batch.len() as i64;
-            // The rows are gone (committed); now their blobs. One that
-            // cannot be deleted is an orphan the reaper retries later.
-            let keys: Vec<String> = batch.iter().map(|r| r.blob_key.clone()).collect();
-            let failed = cx.blobs.delete_many(&keys).await as u64;
-            announce_swept(&cx.bus, &cx.metrics, batch, failed, &mut out).await;
-            if n < BATCH {
-                return Ok(out);
+        let limit = cx.store.upload_sweep_batch();
+        let mut tally = Tally::default();
+        let mut in_flight: VecDeque<JoinHandle<Tally>> = VecDeque::new();
+        let swept = loop {
+            let started = Instant::now();
+            let batch = match cx.store.sweep_uploads(now, acked_before, limit).await {
+                Ok(batch) => batch,
+                Err(e) => break Err(e),
+            };
+            let more = batch.len() as i64 >= limit;
+            tracing::debug!(
+                rows = batch.len(),
+                ms = started.elapsed().as_millis() as u64,
+                "upload sweep: rows deleted"
+            );
+            if !batch.is_empty() {
+                in_flight.push_back(tokio::spawn(finish(cx.clone(), batch)));
             }
+            while in_flight.len() > IN_FLIGHT || (!more && !in_flight.is_empty()) {
+                tally.add(joined(in_flight.pop_front().expect("non-empty")).await);
+            }
+            if !more {
+                break Ok(());
+            }
+        };
+        // A failed batch ends the step, but only once the batches already
+        // deleted are finished and announced.
+        for handle in in_flight {
+            tally.add(joined(handle).await);
         }
+        swept?;
+        let mut out = Counts::zero(COUNTS);
+        out.add("acked", tally.acked);
+        out.add("expired", tally.expired);
+        out.add("errors", tally.errors);
+        Ok(out)
     }
+}
+
+/// What the batches finished so far did.
+#[derive(Debug, Default, Clone, Copy)]
+struct Tally {
+    acked: u64,
+    expired: u64,
+    errors: u64,
+}
+
+impl Tally {
+    fn add(&mut self, other: Tally) {
+        self.acked += other.acked;
+        self.expired += other.expired;
+        self.errors += other.errors;
+    }
+}
+
+/// The outcome of a batch's task; its panic is the step's panic.
+async fn joined(handle: JoinHandle<Tally>) -> Tally {
+    match handle.await {
+        Ok(tally) => tally,
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        // Cancelled: the runtime is shutting down. The rows are gone; the
+        // blobs left are orphans the reaper takes.
+        Err(_) => Tally::default(),
+    }
+}
+
+/// Deletes the blobs of one committed batch of swept rows, then announces
+/// the batch.
+async fn finish(cx: JobContext, batch: Vec<SweptUpload>) -> Tally {
+    let started = Instant::now();
+    let keys: Vec<String> = batch.iter().map(|r| r.blob_key.clone()).collect();
+    // One that cannot be deleted is an orphan the reaper retries later.
+    let failed = cx.blobs.delete_many(&keys).await as u64;
+    let blobs_ms = started.elapsed().as_millis() as u64;
+    let tally = announce_swept(&cx.bus, &cx.metrics, batch, failed).await;
+    tracing::debug!(
+        blobs = keys.len(),
+        blobs_ms,
+        ms = started.elapsed().as_millis() as u64,
+        "upload sweep: blobs deleted, batch announced"
+    );
+    tally
 }
 
 /// Counts, logs and announces one committed batch of swept rows whose
@@ -53,15 +141,20 @@ async fn announce_swept(
     metrics: &Metrics,
     batch: Vec<SweptUpload>,
     failed: u64,
-    out: &mut Counts,
-) {
-    out.add("errors", failed);
-    metrics.swept.with_label_values(&["error"]).inc_by(failed);
+) -> Tally {
+    let mut tally = Tally {
+        errors: failed,
+        ..Tally::default()
+    };
     let mut expired_events = Vec::new();
     for row in batch {
         let outcome = match row.reason {
-            SweepReason::Acked => "acked",
+            SweepReason::Acked => {
+                tally.acked += 1;
+                "acked"
+            }
             SweepReason::Expired => {
+                tally.expired += 1;
                 expired_events.push(Event::Upload {
                     workspace_id: row.workspace_id,
                     file_id: row.file_id,
@@ -70,9 +163,16 @@ async fn announce_swept(
                 "expired"
             }
         };
-        out.add(outcome, 1);
-        metrics.swept.with_label_values(&[outcome]).inc();
         tracing::info!(workspace_id = %row.workspace_id, file_id = %row.file_id, outcome, "upload swept");
     }
-    bus.publish_many(expired_events).await;
+    let swept = &metrics.swept;
+    swept.with_label_values(&["error"]).inc_by(tally.errors);
+    swept.with_label_values(&["acked"]).inc_by(tally.acked);
+    swept.with_label_values(&["expired"]).inc_by(tally.expired);
+    while !expired_events.is_empty() {
+        let rest = expired_events.split_off(expired_events.len().min(EVENTS_PER_PUBLISH));
+        bus.publish_many(std::mem::replace(&mut expired_events, rest))
+            .await;
+    }
+    tally
 }

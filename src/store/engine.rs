@@ -44,6 +44,8 @@ pub(super) trait Engine: sqlx::Database + Sized {
     /// How many write transactions of one kind (the scheduler's batches)
     /// are worth running at once: more only queue on a single writer.
     const WRITERS_AT_ONCE: usize;
+    /// Rows one upload sweep batch asks for.
+    const UPLOAD_SWEEP_BATCH: i64;
     /// A subquery listing the ids of the JSON array of text ids bound as `$1`.
     const ID_LIST_1: &'static str;
     /// The same for `$3`.

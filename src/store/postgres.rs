@@ -195,6 +195,11 @@ impl Engine for Postgres {
     /// the pool of 20 to the requests the fires wake.
     const WRITERS_AT_ONCE: usize = 4;
 
+    /// Deletes block no upload (new rows, other rows), so a batch is as
+    /// large as keeps its statement short (≈ 50 ms for 5,000 rows): ten
+    /// times fewer round trips and index descents than SQLite's 500.
+    const UPLOAD_SWEEP_BATCH: i64 = 5_000;
+
     /// Serializes id assignment per workspace: the id is drawn only after
     /// the lock is held, and the lock is released at commit, so within one
     /// workspace ids become visible in the order they were handed out.
@@ -231,7 +236,10 @@ impl Engine for Postgres {
     }
 
     /// Each branch walks its own partial index; SKIP LOCKED hands
-    /// concurrent sweepers disjoint rows instead of making them wait.
+    /// concurrent sweepers disjoint rows instead of making them wait. The
+    /// claimed rows are deleted by their `ctid` (a TID scan): a row locked
+    /// by this statement cannot move, and a join on `file_id` made the
+    /// planner hash the whole table once a batch passed a few thousand rows.
     async fn sweep_uploads(
         store: &SqlStore<Self>,
         now: DateTime<Utc>,
@@ -240,18 +248,17 @@ impl Engine for Postgres {
     ) -> StoreResult<Vec<SweptRow>> {
         Ok(sqlx::query_as(
             "WITH acked AS ( \
-               SELECT file_id FROM pending_uploads \
+               SELECT ctid FROM pending_uploads \
                WHERE acked_at IS NOT NULL AND acked_at < $2 \
                ORDER BY acked_at LIMIT $3 FOR UPDATE SKIP LOCKED \
              ), expired AS ( \
-               SELECT file_id FROM pending_uploads \
+               SELECT ctid FROM pending_uploads \
                WHERE acked_at IS NULL AND expires_at <= $1 \
                ORDER BY expires_at LIMIT $3 FOR UPDATE SKIP LOCKED \
-             ), doomed AS ( \
-               SELECT file_id FROM acked UNION SELECT file_id FROM expired \
              ) \
-             DELETE FROM pending_uploads p USING doomed d WHERE p.file_id = d.file_id \
-             RETURNING p.file_id, p.workspace_id, p.blob_key, (p.acked_at IS NOT NULL) AS was_acked",
+             DELETE FROM pending_uploads \
+             WHERE ctid = ANY(ARRAY(SELECT ctid FROM acked UNION ALL SELECT ctid FROM expired)) \
+             RETURNING file_id, workspace_id, blob_key, (acked_at IS NOT NULL) AS was_acked",
         )
         .bind(Ts(now))
         .bind(Ts(acked_before))

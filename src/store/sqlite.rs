@@ -175,6 +175,10 @@ impl Engine for Sqlite {
     /// The write lock admits one transaction at a time.
     const WRITERS_AT_ONCE: usize = 1;
 
+    /// The sweep's batch holds the one writer: kept short so uploads
+    /// waiting behind it are not stalled.
+    const UPLOAD_SWEEP_BATCH: i64 = 500;
+
     /// The write lock the caller holds already orders activity ids.
     async fn lock_activity_ids(
         _conn: &mut SqliteConnection,

@@ -274,6 +274,10 @@ pub trait UploadStore: Send + Sync {
     /// Counts for the stats endpoint.
     async fn upload_stats(&self, now: DateTime<Utc>) -> StoreResult<UploadStats>;
 
+    /// How many rows a sweep batch ([`UploadStore::sweep_uploads`]) should
+    /// ask for on this engine.
+    fn upload_sweep_batch(&self) -> i64;
+
     /// Deletes up to `limit` rows that are acked before `acked_before` or
     /// unacked past their deadline at `now`, and returns them. Concurrent
     /// sweepers never receive the same row.
@@ -569,6 +573,10 @@ engines! {
                 bytes_pending: row.bytes_pending,
                 oldest_pending_at: row.oldest.map(|t| t.0),
             })
+        }
+
+        fn upload_sweep_batch(&self) -> i64 {
+            DB::UPLOAD_SWEEP_BATCH
         }
 
         async fn sweep_uploads(

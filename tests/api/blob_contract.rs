@@ -173,3 +173,26 @@ async fn s3_blob_store_meets_the_contract() {
     let Some(store) = test_s3() else { return };
     contract(Arc::new(store)).await;
 }
+
+/// Bulk deletes on S3 span several DeleteObjects requests (1,000 keys
+/// each) and count per key: every present and absent key of 2,500 goes,
+/// and when the requests themselves fail (a bucket that does not exist)
+/// every key counts as failed, not one per request.
+#[tokio::test]
+async fn s3_bulk_deletes_count_every_key() {
+    let Some(store) = test_s3() else { return };
+    let keys =
+        |list: Vec<molecule::blob::BlobEntry>| list.into_iter().map(|b| b.key).collect::<Vec<_>>();
+    let batch: Vec<String> = (0..2_500).map(|i| format!("uploads/bulk/{i}")).collect();
+    for key in [&batch[0], &batch[1_234], &batch[2_499]] {
+        store.put(key, stream_of(key.as_bytes(), 4)).await.unwrap();
+    }
+    assert_eq!(keys(store.list().await.unwrap()).len(), 3);
+    assert_eq!(store.delete_many(&batch).await, 0);
+    assert!(keys(store.list().await.unwrap()).is_empty());
+
+    let spool = std::env::temp_dir().join(format!("molecule-spool-{}", uuid::Uuid::new_v4()));
+    let missing = format!("no-such-bucket-{}", uuid::Uuid::new_v4().simple());
+    let nowhere = S3BlobStore::from_env(&missing, "test", &spool).unwrap();
+    assert_eq!(nowhere.delete_many(&batch).await, batch.len());
+}

@@ -218,6 +218,104 @@ async fn concurrent_sweepers_never_double_delete(engine: Engine) {
 }
 on_both_engines!(concurrent_sweepers_never_double_delete);
 
+/// Inserts `n` rows of `ws` expired a day ago, straight in the database,
+/// named `uploads/<ws>/bulk-<i>` (i from 1); no blob is written.
+async fn insert_expired_rows(app: &TestApp, ws: &str, n: i64) {
+    let url = &app.config.database_url;
+    let created = molecule::domain::now() - Span::days(2);
+    let expires = created + Span::days(1);
+    if url.starts_with("sqlite") {
+        let pool = sqlx::SqlitePool::connect(url).await.unwrap();
+        sqlx::query(
+            "WITH RECURSIVE g(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM g WHERE i < ?2) \
+             INSERT INTO pending_uploads (file_id, workspace_id, blob_key, size_bytes, sha256, \
+                                          filename, mimetype, created_at, expires_at) \
+             SELECT lower(hex(randomblob(4)) || '-' || hex(randomblob(2)) || '-4' || \
+                          substr(hex(randomblob(2)), 2) || '-a' || substr(hex(randomblob(2)), 2) || \
+                          '-' || hex(randomblob(6))), \
+                    ?1, 'uploads/' || ?1 || '/bulk-' || i, 1, printf('%064d', 0), 'f.bin', \
+                    'application/octet-stream', ?3, ?4 FROM g",
+        )
+        .bind(ws)
+        .bind(n)
+        .bind(created.timestamp_micros())
+        .bind(expires.timestamp_micros())
+        .execute(&pool)
+        .await
+        .unwrap();
+    } else {
+        let pool = sqlx::PgPool::connect(url).await.unwrap();
+        sqlx::query(
+            "INSERT INTO pending_uploads (file_id, workspace_id, blob_key, size_bytes, sha256, \
+                                          filename, mimetype, created_at, expires_at) \
+             SELECT gen_random_uuid(), $1::uuid, 'uploads/' || $1 || '/bulk-' || g, 1, \
+                    repeat('0', 64), 'f.bin', 'application/octet-stream', $3, $4 \
+             FROM generate_series(1, $2) g",
+        )
+        .bind(ws)
+        .bind(n)
+        .bind(created)
+        .bind(expires)
+        .execute(&pool)
+        .await
+        .unwrap();
+    }
+}
+
+/// More batches than the pipeline holds at once (the engine's batch size
+/// twice over, and some): every row goes exactly once, every blob of a
+/// swept row goes, a blob no row names is left to the reaper, and the
+/// counts and metrics add up across the batches finished in their tasks.
+async fn a_sweep_of_many_batches_takes_every_row_and_blob_once(engine: Engine) {
+    let Some(app) = spawn_app(engine).await else {
+        return;
+    };
+    let ws = app.create_poll_workspace("w").await;
+    let acked = stage(&app, &ws, "acked.txt").await;
+    assert_eq!(app.ack(&ws.id, &acked, &ws.token).await.0, StatusCode::OK);
+    let pending = stage(&app, &ws, "pending.txt").await;
+    let n = 2 * app.store.upload_sweep_batch() + 7;
+    insert_expired_rows(&app, &ws.id, n).await;
+    // Blobs for some bulk rows (in the first, a middle and the last batch)
+    // and one no row names.
+    let bulk = |i: i64| format!("uploads/{}/bulk-{i}", ws.id);
+    let loose = format!("uploads/{}/loose", ws.id);
+    for key in [bulk(1), bulk(n / 2), bulk(n), loose] {
+        let body =
+            futures::StreamExt::boxed(futures::stream::iter([Ok(bytes::Bytes::from_static(b"x"))]));
+        app.blobs.put(&key, body).await.unwrap();
+    }
+    let before = app.metrics_text().await;
+
+    let later = molecule::domain::now() + Span::hours(2);
+    let out = app.sweeper.sweep_once(later).await.unwrap();
+    assert_eq!(uploads(&out), (1, n as u64, 0), "{out}");
+    // The loose blob is no upload's: the uploads job leaves it, and the
+    // orphan reaper (past its grace two hours on) takes it.
+    assert_eq!(out.count("orphan_blobs", "reaped"), 1, "{out}");
+    assert_eq!(
+        app.blob_keys().await,
+        vec![format!("uploads/{}/{pending}", ws.id)]
+    );
+    let stats = app.store.upload_stats(later).await.unwrap();
+    assert_eq!((stats.pending, stats.acked, stats.expired), (1, 0, 0));
+    let after = app.metrics_text().await;
+    let delta = |series: &str| metric_value(&after, series) - metric_value(&before, series);
+    let swept = |outcome: &str| {
+        delta(&format!(
+            "molecule_pending_uploads_swept_total{{outcome=\"{outcome}\"}}"
+        ))
+    };
+    assert_eq!(
+        (swept("acked"), swept("expired"), swept("error")),
+        (1.0, n as f64, 0.0)
+    );
+    // Nothing left for a second pass.
+    let again = app.sweeper.sweep_once(later).await.unwrap();
+    assert_eq!(uploads(&again), (0, 0, 0));
+}
+on_both_engines!(a_sweep_of_many_batches_takes_every_row_and_blob_once);
+
 #[tokio::test]
 async fn metrics_need_the_operator_or_their_own_listener() {
     let app = crate::helpers::spawn_app_with(
