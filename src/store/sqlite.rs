@@ -306,8 +306,8 @@ impl Engine for Sqlite {
     /// matches the reader may read. (Ordering by FTS5's `rank` column
     /// instead makes FTS5 score every match before it hands over the
     /// first: 3.9 ms against 0.85 ms per query where a reader may read 20
-    /// of 2,000 matches, and no better at the tail for one tree of
-    /// 100,000 where it reads most of them; BENCHMARKS.md.)
+    /// of 2,000 matches, and only 15–30 % faster for one tree of 100,000
+    /// where it reads most of them; BENCHMARKS.md.)
     fn fts_sql(readable: &str) -> String {
         format!(
             "SELECT m.id FROM memories_fts JOIN memories m ON m.seq = memories_fts.rowid \
