@@ -288,13 +288,60 @@ export function markCurrent() {
   }
 }
 
-/** Redraws once at the next frame, however many changes come before it. */
+/** Whether two layouts list the same rows, in the same order and nesting. */
+function sameRows(a, b) {
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i += 1) {
+    const x = a[i];
+    const y = b[i];
+    if (x.ws !== y.ws || x.depth !== y.depth || x.team !== y.team || x.open !== y.open || x.up !== y.up || x.under !== y.under) return false;
+  }
+  return true;
+}
+
+/** Brings the drawn rows' unread badges up to the counts (no redraw). */
+function paintUnread() {
+  for (const link of $('workspace-list').querySelectorAll('a[data-ws]')) {
+    const unread = unreadOf(link.dataset.ws);
+    const badge = link.querySelector('.unread');
+    if (!unread) {
+      badge?.remove();
+      continue;
+    }
+    const text = unread > 99 ? '99+' : String(unread);
+    const label = `${unread} unread`;
+    if (!badge) {
+      link.querySelector('.ws-label').after(el('span', { class: 'unread', 'aria-label': label }, text));
+      continue;
+    }
+    setText(badge, text);
+    if (badge.getAttribute('aria-label') !== label) badge.setAttribute('aria-label', label);
+  }
+}
+
+/**
+ * The counts or the chats' latest times changed (activity): laid out
+ * anew, the list is drawn again only when its rows moved; otherwise only
+ * the drawn rows' badges change, so that the read state and the counts
+ * arriving at the start (a burst of them) cost no redraw of the window.
+ */
+function renderActivity() {
+  const before = view.rows;
+  layOutList();
+  if (!sameRows(before, view.rows)) {
+    paintWindow(true);
+    return;
+  }
+  paintUnread();
+}
+
+/** Follows the activity once at the next frame, however many changes come before it. */
 let soon = 0;
 function renderSoon() {
   if (soon) return;
   soon = requestAnimationFrame(() => {
     soon = 0;
-    renderWorkspaces();
+    renderActivity();
   });
 }
 
