@@ -801,6 +801,38 @@ async function main() {
     await chatAgain();
   });
 
+  await step('a count that moves no row repaints its badge, not the list: no redraw of the window as the read state arrives (issue 30, defect 3\'s long tasks)', async () => {
+    // Each try: a count on a row, the rows drawn marked, then every chat
+    // read elsewhere (the fleet stream's `read` event): the badge goes, the
+    // marked rows stay the same elements. A try that met the list's own
+    // 20 s re-read (which draws anew, rightly) is tried again.
+    let tries = 0;
+    for (;;) {
+      tries += 1;
+      await apiCall('POST', `/workspaces/${quiet.id}/notify`, quiet.auth_token, { message: `count me ${tries}` });
+      const badge = page.locator(`#workspace-list [data-ws="${quiet.id}"] .unread`);
+      await badge.waitFor();
+      let reread = 0;
+      const onRequest = (r) => { if (new URL(r.url()).pathname === '/workspaces' && r.method() === 'GET') reread += 1; };
+      page.on('request', onRequest);
+      const marked = await page.evaluate(() => {
+        const links = [...document.querySelectorAll('#workspace-list a[data-ws]')];
+        for (const a of links) a.keptFromBefore = true;
+        return links.length;
+      });
+      await apiCall('POST', '/admin/read-state/mark-all', ADMIN_TOKEN);
+      await badge.waitFor({ state: 'detached' });
+      await page.waitForTimeout(300); // a frame or more for a redraw, if one comes
+      const kept = await page.evaluate(() => [...document.querySelectorAll('#workspace-list a[data-ws]')].filter((a) => a.keptFromBefore).length);
+      page.off('request', onRequest);
+      if (reread && tries < 3) continue;
+      assert(marked > 1 && kept === marked, `the read state redrew the list: ${kept} of ${marked} rows are the ones drawn before`);
+      break;
+    }
+    assert(await page.evaluate(() => !document.title.startsWith('(')), 'the tab title still counts unread messages');
+    noPageErrors();
+  });
+
   await step('dates: day separators, relative times, the full timestamp on hover', async () => {
     const day = await page.locator('#messages > li.day').first().textContent();
     assert(day === 'Today', `the first day separator reads "${day}"`);

@@ -41,6 +41,9 @@ function show(view) {
 async function signIn(token, reading = api('/workspaces', { token })) {
   // Check the token before keeping it: GET /workspaces is operator-only.
   const list = await reading;
+  // The answer read (a long list is a long parse): the list is laid out
+  // and drawn in a task of its own.
+  await nextTask();
   state.token = token;
   localStorage.setItem(TOKEN_KEY, token);
   state.workspaces = list;

@@ -15,7 +15,7 @@ import { api } from './api.js';
 import { $, ago, dateFormat, el } from './dom.js';
 import { STATUS_LABEL, agentStatus, bus, serverNow, state } from './state.js';
 import { drawWindow, layOut, setFold } from './tree.js';
-import { latestAt, pollActivity, unreadOf } from './unread.js';
+import { latestAt, latestChanges, pollActivity, unreadOf } from './unread.js';
 
 const STATUS_TICK_MS = 1_000;
 // Rows drawn beyond the view on each side; the window is drawn anew when
@@ -38,6 +38,7 @@ const view = {
   to: 0,
   pitch: ROW_GUESS,
   measured: false,
+  laidOutAt: -1, // unread.js's latestChanges() when laid out
   inView: [0, Math.ceil(window.innerHeight / ROW_GUESS)], // rows [first, last) in view, as last read
 };
 
@@ -60,15 +61,15 @@ export async function refreshWorkspaces() {
  * keys are read once per layout, not per comparison.
  */
 function byLatestActivity(workspaces) {
-  const key = new Map();
-  for (const w of workspaces) {
-    const at = latestAt(w.id) || w.created_at;
-    key.set(w.id, [Date.parse(at) || 0, at]);
-  }
+  const at = (w) => latestAt(w.id) || w.created_at;
+  const ms = new Map();
+  for (const w of workspaces) ms.set(w.id, Date.parse(at(w)) || 0);
   return (a, b) => {
-    const [ma, sa] = key.get(a.id);
-    const [mb, sb] = key.get(b.id);
-    return mb - ma || (sb > sa) - (sb < sa);
+    const d = ms.get(b.id) - ms.get(a.id);
+    if (d) return d;
+    const sa = at(a);
+    const sb = at(b);
+    return (sb > sa) - (sb < sa);
   };
 }
 
@@ -124,6 +125,7 @@ function entry(ws, { under = '' } = {}) {
 
 /** Lays the list out as rows: the tree, or (while filtering) the matches, flat. */
 function layOutList() {
+  view.laidOutAt = latestChanges();
   const filter = $('ws-filter').value.trim().toLowerCase();
   const order = byLatestActivity(state.workspaces);
   if (filter) {
@@ -321,11 +323,17 @@ function paintUnread() {
 
 /**
  * The counts or the chats' latest times changed (activity): laid out
- * anew, the list is drawn again only when its rows moved; otherwise only
+ * anew when a chat's newest time moved, and drawn again only when its rows
+ * moved; otherwise only
  * the drawn rows' badges change, so that the read state and the counts
  * arriving at the start (a burst of them) cost no redraw of the window.
  */
 function renderActivity() {
+  if (view.laidOutAt === latestChanges()) {
+    // No chat's newest time moved (the read state, counts): the order stands.
+    paintUnread();
+    return;
+  }
   const before = view.rows;
   layOutList();
   if (!sameRows(before, view.rows)) {
