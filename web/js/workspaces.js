@@ -57,20 +57,23 @@ export async function refreshWorkspaces() {
 }
 
 /**
- * Newest activity first (then newest workspace): where the talk is. The
- * keys are read once per layout, not per comparison.
+ * The workspaces in the list's order: newest activity first (then newest
+ * workspace), where the talk is. One sort of indices over keys read once
+ * (a number per workspace, no lookup per comparison): at 10,000 workspaces
+ * the comparisons were most of the list's layout.
  */
 function byLatestActivity(workspaces) {
-  const at = (w) => latestAt(w.id) || w.created_at;
-  const ms = new Map();
-  for (const w of workspaces) ms.set(w.id, Date.parse(at(w)) || 0);
-  return (a, b) => {
-    const d = ms.get(b.id) - ms.get(a.id);
-    if (d) return d;
-    const sa = at(a);
-    const sb = at(b);
-    return (sb > sa) - (sb < sa);
-  };
+  const n = workspaces.length;
+  const at = new Array(n);
+  const ms = new Float64Array(n);
+  for (let i = 0; i < n; i += 1) {
+    const w = workspaces[i];
+    at[i] = latestAt(w.id) || w.created_at;
+    ms[i] = Date.parse(at[i]) || 0;
+  }
+  const order = Array.from({ length: n }, (_, i) => i);
+  order.sort((a, b) => ms[b] - ms[a] || (at[b] > at[a]) - (at[b] < at[a]));
+  return order.map((i) => workspaces[i]);
 }
 
 /** "last contact 3 s ago", or '' when there never was any. */
@@ -127,16 +130,16 @@ function entry(ws, { under = '' } = {}) {
 function layOutList() {
   view.laidOutAt = latestChanges();
   const filter = $('ws-filter').value.trim().toLowerCase();
-  const order = byLatestActivity(state.workspaces);
+  const sorted = byLatestActivity(state.workspaces);
   if (filter) {
     // Matches anywhere in the tree, flat, each saying which team it is in.
     const names = new Map(state.workspaces.map((w) => [w.id, w.name]));
-    view.rows = state.workspaces
+    view.rows = sorted
       .filter((ws) => ws.name.toLowerCase().includes(filter))
-      .sort(order)
       .map((ws) => ({ ws, depth: 0, team: 0, open: false, up: -1, under: names.get(ws.parent_id) || '' }));
   } else {
-    view.rows = layOut(state.workspaces, order);
+    // Siblings keep the order they are given in.
+    view.rows = layOut(sorted);
   }
   view.at = new Map(view.rows.map((r, i) => [r.ws.id, i]));
   view.byId = new Map(state.workspaces.map((w) => [w.id, w]));
