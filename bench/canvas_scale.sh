@@ -30,7 +30,7 @@
 # of the fleet) opened.
 #
 # Bounded: at most 50,000 messages, 10,000 workspaces and 20 rounds, and run.sh's
-# 11-minute backstop. The long-chat step still asserts what it asserts in
+# backstop (15 minutes; 30 with CANVAS_TRACE=1). The long-chat step still asserts what it asserts in
 # the suite (one page read to open, older pages on scroll-up); the list's
 # step records and does not assert. It uses the debug build that run.sh
 # builds: figures are for comparing pages, not release numbers.
