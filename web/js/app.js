@@ -20,7 +20,7 @@ import { initAttach } from './attach.js';
 import { initLifecycle } from './lifecycle.js';
 import { initManage } from './manage.js';
 import { initOrgImport } from './orgimport.js';
-import { $ } from './dom.js';
+import { $, nextTask } from './dom.js';
 import { initPanels } from './panels.js';
 import { TOKEN_KEY, bus, state } from './state.js';
 import { initTeamForm } from './teamform.js';
@@ -38,9 +38,12 @@ function show(view) {
   $('signout').hidden = !signedIn;
 }
 
-async function signIn(token) {
+async function signIn(token, reading = api('/workspaces', { token })) {
   // Check the token before keeping it: GET /workspaces is operator-only.
-  const list = await api('/workspaces', { token });
+  const list = await reading;
+  // The answer read (a long list is a long parse): the list is laid out
+  // and drawn in a task of its own.
+  await nextTask();
   state.token = token;
   localStorage.setItem(TOKEN_KEY, token);
   state.workspaces = list;
@@ -78,7 +81,7 @@ function enterApp() {
 // `#/w/<id>/delegations/<did>` opens its Delegations tab at that ledger row
 // (the link of a delegation in the conversation).
 function route() {
-  if (!state.token) return;
+  if (!state.token || !wiredDone) return;
   const m = location.hash.match(/^#\/w\/([0-9a-fA-F-]{36})(?:\/delegations\/([0-9a-fA-F-]{36}))?$/);
   if (!m) {
     closeChat();
@@ -101,7 +104,19 @@ function route() {
   if (m[2]) bus.dispatchEvent(new CustomEvent('show-delegation', { detail: m[2] }));
 }
 
-function init() {
+/**
+ * The parts of the page, wired at start in this order, each in a task of
+ * its own (with a thousand workspaces on a busy machine the whole of it in
+ * one task, with the modules' evaluation, was the page's longest); the
+ * workspace list is read meanwhile.
+ */
+const PARTS = [initWorkspaces, initAttention, initShortcuts, initCreate, initChat, initPanels, initUploads, initAttach,
+  initUnread, initManage, initTeamForm, initLifecycle, initOrgImport];
+/** Resolves once every part is wired; until then no chat opens. */
+let wired = null;
+let wiredDone = false;
+
+async function init() {
   $('signin-form').addEventListener('submit', async (e) => {
     e.preventDefault();
     const token = $('token').value.trim();
@@ -115,6 +130,7 @@ function init() {
     const button = e.submitter || e.target.querySelector('button');
     button.disabled = true;
     try {
+      await wired;
       await signIn(token);
       // Out of the form, focus goes to the heading of what is now shown
       // (not to <body>), so that keyboard and screen-reader users land there.
@@ -129,30 +145,27 @@ function init() {
   $('signout').addEventListener('click', () => signOut());
   bus.addEventListener('unauthorized', (e) => signOut(e.detail));
   window.addEventListener('hashchange', route);
-  initWorkspaces();
-  initAttention();
-  initShortcuts();
-  initCreate();
-  initChat();
-  initPanels();
-  initUploads();
-  initAttach();
-  initUnread();
-  initManage();
-  initTeamForm();
-  initLifecycle();
-  initOrgImport();
+  for (const part of PARTS) {
+    await nextTask();
+    await part();
+  }
+  wiredDone = true;
 }
 
 async function start() {
-  init();
+  wired = init();
   if (!state.token) {
+    await wired;
     show('signin');
     $('token').focus();
     return;
   }
+  // The list is read while the page's parts are wired.
+  const list = api('/workspaces', { token: state.token });
+  list.catch(() => {});
+  await wired;
   try {
-    await signIn(state.token);
+    await signIn(state.token, list);
   } catch (e) {
     if (e.status === 401) signOut('The saved token was refused. Sign in again.');
     else {

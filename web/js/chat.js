@@ -4,7 +4,7 @@
 import { api, wsPath } from './api.js';
 import { clearAttachments, hasAttachments, stageAttachments } from './attach.js';
 import { reconcileUploads, setUploadState } from './chips.js';
-import { $ } from './dom.js';
+import { $, nextTask } from './dom.js';
 import { markdownReady } from './markdown.js';
 import { FIRST_DRAW, PAGE, SLICE, atBottom, hasOlder, keepOlderRows, keepRows, renderRow, resetRows, scrollToBottom, setDelegationStatus, showNewest, showOlder } from './messages.js';
 import { STATUS_LABEL, agentStatus, bus, state } from './state.js';
@@ -193,9 +193,6 @@ async function readLedger(wsId, signal, all = false) {
     }
   }));
 }
-
-/** A yield to the browser: its input and rendering may go first. */
-const nextTask = () => (globalThis.scheduler?.yield ? globalThis.scheduler.yield() : new Promise((resolve) => { setTimeout(resolve, 0); }));
 
 /** After the next frame is drawn (or 100 ms in a hidden tab, which draws none). */
 const nextFrame = () => new Promise((resolve) => {

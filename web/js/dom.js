@@ -1,5 +1,6 @@
-// Small DOM and formatting helpers shared by every part of the page. No
-// state and no imports: anything may use them.
+// Small DOM and formatting helpers shared by every part of the page, and
+// the queue of work that waits for an idle moment. No imports: anything
+// may use them.
 
 /** The element with this id. */
 export const $ = (id) => document.getElementById(id);
@@ -31,18 +32,55 @@ export function formatSize(bytes) {
   return `${i === 0 ? n : n.toFixed(n < 10 ? 1 : 0)} ${units[i]}`;
 }
 
+/** Resolves in a task of its own, soon: lets the page draw and answer input in between. */
+export const nextTask = () => (globalThis.scheduler?.yield
+  ? globalThis.scheduler.yield()
+  : new Promise((resolve) => { setTimeout(resolve, 0); }));
+
+/** Work that waits for the page to be idle, run one piece per idle callback. */
+const idleWork = [];
+function nextIdle() {
+  const idle = globalThis.requestIdleCallback || ((f) => setTimeout(f, 50));
+  idle(() => {
+    try {
+      idleWork.shift()();
+    } finally {
+      if (idleWork.length) nextIdle();
+    }
+  });
+}
+
+/**
+ * Runs `job` when the page is idle, after the jobs queued before it, each
+ * in a task of its own (a warm-up that would be a long task in one piece
+ * is queued as several small ones).
+ */
+export function whenIdle(job) {
+  idleWork.push(job);
+  if (idleWork.length === 1) nextIdle();
+}
+
 /**
  * A formatter (`make()`: an `Intl` one) made on its first use: the first
  * `Intl` formatter the page makes loads the locale's data, a long task on a
- * busy machine that need not be part of the page's start.
+ * busy machine that need not be part of the page's start. With `warm`, it
+ * is made when the page is first idle (a task of its own), so that the
+ * first chat or list drawn with it does not pay for it.
  */
-export function lazyFormat(make) {
+export function lazyFormat(make, { warm = false } = {}) {
   let made = null;
+  if (warm) whenIdle(() => { made ??= make(); });
   return { format: (x) => (made ??= make()).format(x) };
 }
 
-/** A date formatter in the reader's locale, made on its first use. */
-export const dateFormat = (options) => lazyFormat(() => new Intl.DateTimeFormat([], options));
+// The locale's data in small pieces, before the first formatter needs it:
+// its numbers, then its calendar, then the time zone's rules.
+whenIdle(() => new Intl.NumberFormat().format(1));
+whenIdle(() => new Intl.DateTimeFormat([], { year: 'numeric' }).format(0));
+whenIdle(() => new Intl.DateTimeFormat([], { hour: 'numeric', minute: 'numeric' }).format(0));
+
+/** A date formatter in the reader's locale, made when the page is first idle or on its first use. */
+export const dateFormat = (options) => lazyFormat(() => new Intl.DateTimeFormat([], options), { warm: true });
 
 /** An ISO time as "42 s ago", "3 min ago", … as of `now` (ms). */
 export function ago(iso, now = Date.now()) {

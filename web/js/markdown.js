@@ -20,6 +20,8 @@
 // them is drawn as its plain text and redrawn in place once they arrive;
 // the chat waits for them before drawing its history (`markdownReady`).
 
+import { whenIdle } from './dom.js';
+
 const escapeHtml = (s) => s.replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
 
 /** A Marked parser with the page's renderer (raw HTML as text, no headings or images). */
@@ -81,22 +83,24 @@ const loading = Promise.all([import('./vendor/marked.esm.js'), import('./vendor/
 /**
  * Their first use compiles their code and regular expressions: the first
  * messages drawn with them took 100 ms and more on a busy machine, in the
- * chat's opening. A few small samples go through them while the page is
- * idle instead, one per task.
+ * chat's opening; a first sample of every kind at once still made one task
+ * of 93 ms. Small samples go through them while the page is idle instead,
+ * one per task, the smallest first, each compiling a little more of them.
  */
 const SAMPLES = [
-  '*a* and **b** with `c`, snake_case and 2 * 3',
-  '- d\n- e\n\n1. f\n2. g',
-  '[h](https://example.com/h) https://example.com/i <b>j</b> &amp;',
-  '> k\n\n```\nl\n```\n\n| m | n |\n|---|---|\n| o | p |',
+  '*a*',
+  '**b** and `c`',
+  'snake_case, 2 * 3 and ~~d~~',
+  '- e\n- f',
+  '1. g\n2. h',
+  '[i](https://example.com/i)',
+  'https://example.com/j and <b>k</b> &amp;',
+  '> l',
+  '```\nm\n```',
+  '| n | o |\n|---|---|\n| p | q |',
 ];
-function warmUp(i = 0) {
-  if (i >= SAMPLES.length) return;
-  const idle = globalThis.requestIdleCallback || ((f) => setTimeout(f, 50));
-  idle(() => {
-    renderMarkdown(SAMPLES[i]);
-    warmUp(i + 1);
-  });
+function warmUp() {
+  for (const sample of SAMPLES) whenIdle(() => renderMarkdown(sample));
 }
 
 /** Resolves once Markdown is drawn as Markdown (the libraries are in). */

@@ -4,7 +4,7 @@
 // module; this one wires them once at start.
 
 import { initApprovals } from './approvals.js';
-import { $, el } from './dom.js';
+import { $, el, nextTask } from './dom.js';
 import { initDelegations } from './delegations.js';
 import { initMemory } from './memory.js';
 import { initSchedules } from './schedules.js';
@@ -19,18 +19,30 @@ import { initTopology } from './topology.js';
 import { initTrace } from './trace.js';
 import { initUsage } from './usage.js';
 
-/** Builds the tabs and the top bar's buttons; called once at start. */
-export function initPanels() {
+/**
+ * Builds the tabs and the top bar's buttons; called once at start. Each
+ * panel is built in a task of its own (together they were one long task
+ * of the page's start); resolves once all are.
+ */
+export async function initPanels() {
   initTabs();
   const openSecrets = initSecrets();
+  await nextTask();
   const openDelegations = initDelegations();
+  await nextTask();
   initMemory(() => state.workspaces);
+  await nextTask();
   initSchedules();
+  await nextTask();
   initUsage();
+  await nextTask();
   initTrace();
   initSearch();
+  await nextTask();
   const approvals = initApprovals();
+  await nextTask();
   const openTokens = initTokens();
+  await nextTask();
   initThreads();
   initTeamOps();
   const openTopology = initTopology();

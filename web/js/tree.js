@@ -59,9 +59,10 @@ function teamSizes(kids) {
  * The rows of the whole tree, in the order drawn: `{ws, depth, team, open,
  * up}` where `team` is how many sit below it (0 for a leaf), `open` whether
  * its team is unfolded, and `up` its parent's row index (-1 for a root).
- * `order` sorts siblings; a folded team's members are not rows.
+ * Siblings come in the order of `workspaces` (sorted once by the caller),
+ * or sorted by `order` when given; a folded team's members are not rows.
  */
-export function layOut(workspaces, order) {
+export function layOut(workspaces, order = null) {
   const kids = teams(workspaces);
   const sizes = teamSizes(kids);
   const drawn = new Set();
@@ -73,9 +74,10 @@ export function layOut(workspaces, order) {
     const at = rows.length;
     rows.push({ ws, depth, team: children.length ? sizes.get(ws.id) || children.length : 0, open, up });
     if (!children.length || !open) return;
-    for (const c of children.sort(order)) walk(c, depth + 1, at);
+    for (const c of order ? children.sort(order) : children) walk(c, depth + 1, at);
   };
-  for (const root of kids.get('').sort(order)) walk(root, 0, -1);
+  const roots = kids.get('');
+  for (const root of order ? roots.sort(order) : roots) walk(root, 0, -1);
   return rows;
 }
 

@@ -42,6 +42,17 @@ export const unreadOf = (id) => (state.current?.id === id ? 0 : activity.get(id)
 /** Time of the workspace's newest row as far as the page knows, or ''. */
 export const latestAt = (id) => activity.get(id)?.latestAt || '';
 
+/** How many times a chat's newest time changed: the list's order may have moved since it last read this. */
+let latestVersion = 0;
+export const latestChanges = () => latestVersion;
+
+/** A chat's newest row is at `at`: kept, and the list told when that is news. */
+function setLatest(a, at) {
+  if (a.latestAt === at) return;
+  a.latestAt = at;
+  latestVersion += 1;
+}
+
 /** The operator has seen `wsId` up to activity id `id`: kept by the server. */
 export function markSeen(wsId, id) {
   if (!id || (seen[wsId] || 0) >= id) return;
@@ -101,7 +112,7 @@ export const unreadCounts = () => state.workspaces
 export function noteLiveRow(ws, row) {
   const a = entry(ws.id);
   a.known = Math.max(a.known, row.id);
-  a.latestAt = row.created_at;
+  setLatest(a, row.created_at);
   if (document.visibilityState === 'visible') markSeen(ws.id, row.id);
   else if (isFromAgent(row)) notify(ws, row);
 }
@@ -145,7 +156,7 @@ async function readOnce(ws) {
   const rows = await api(wsPath(ws.id, `/activity?limit=${PAGE}&since_id=${a.known}`));
   for (const row of rows) {
     a.known = Math.max(a.known, row.id);
-    a.latestAt = row.created_at;
+    setLatest(a, row.created_at);
     if (isFromAgent(row) && row.id > (seen[ws.id] || 0) && state.current?.id !== ws.id) {
       // What the server's unread count took in is not counted twice.
       if (row.id > (counted.get(ws.id) || 0)) a.unread += 1;
@@ -162,7 +173,7 @@ async function learnChat(ws, newest) {
   const a = entry(ws.id);
   if (newest > 0) {
     const rows = await api(wsPath(ws.id, `/activity?limit=1&since_id=${newest - 1}`));
-    if (rows[0]) a.latestAt = rows[0].created_at;
+    if (rows[0]) setLatest(a, rows[0].created_at);
   }
   a.known = Math.max(a.known, newest);
   a.first = false;
