@@ -965,6 +965,7 @@ async def bench_sweep(args, pg_base, rows, bound_s):
         sweep = await asyncio.create_subprocess_exec(
             args.molecule, "sweep", "--once", "--json", "--data-dir", os.path.join(srv.dir, "sweep-cli"),
             "--admin-token", srv.token, "--database-url", url, "--blob-store", blob,
+            *os.environ.get("BENCH_SWEEP_ARGS", "").split(),
             stdout=asyncio.subprocess.PIPE, stderr=log, stdin=asyncio.subprocess.DEVNULL)
         ASYNC_CHILDREN.append(sweep)
         finished = True

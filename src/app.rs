@@ -251,8 +251,20 @@ impl Application {
     }
 }
 
-/// The sweep's settings from the flags, each period checked.
+/// The sweep's settings from the flags, each period and size checked.
 fn sweep_config(config: &Config) -> anyhow::Result<SweepConfig> {
+    use crate::jobs::{MAX_DELETES_IN_FLIGHT, MAX_UPLOAD_BATCH};
+    if let Some(rows) = config.sweep_batch {
+        anyhow::ensure!(
+            (1..=MAX_UPLOAD_BATCH).contains(&rows),
+            "--sweep-batch must be between 1 and {MAX_UPLOAD_BATCH} rows, not {rows}"
+        );
+    }
+    let in_flight = config.sweep_deletes_in_flight;
+    anyhow::ensure!(
+        (1..=MAX_DELETES_IN_FLIGHT).contains(&in_flight),
+        "--sweep-deletes-in-flight must be between 1 and {MAX_DELETES_IN_FLIGHT}, not {in_flight}"
+    );
     Ok(SweepConfig {
         ack_retention: Period::new("--ack-retention", config.ack_retention)?,
         activity_retention: Period::new("--activity-retention", config.activity_retention)?,
@@ -263,6 +275,8 @@ fn sweep_config(config: &Config) -> anyhow::Result<SweepConfig> {
         orphan_grace: Period::new("the orphan grace", Duration::from_secs(3600))?,
         interval: config.sweep_interval,
         offline_after: Period::new("--offline-after", config.offline_after)?,
+        upload_batch: config.sweep_batch.map(i64::from),
+        deletes_in_flight: in_flight,
     })
 }
 

@@ -38,6 +38,8 @@ pub(crate) mod defaults {
     pub(crate) const ACK_RETENTION: &str = "1h";
     /// `--sweep-interval`.
     pub(crate) const SWEEP_INTERVAL: &str = "5m";
+    /// `--sweep-deletes-in-flight`.
+    pub(crate) const SWEEP_DELETES_IN_FLIGHT: &str = "2";
     /// `--schedule-tick`.
     pub(crate) const SCHEDULE_TICK: &str = "1s";
     /// `--activity-retention`.
@@ -115,6 +117,19 @@ pub struct ServeArgs {
     /// How often the sweeper runs (it also runs once at start-up).
     #[arg(long, env = "MOLECULE_SWEEP_INTERVAL", default_value = defaults::SWEEP_INTERVAL, value_parser = humantime::parse_duration)]
     pub sweep_interval: Duration,
+
+    /// Rows one upload sweep batch deletes (then their blobs) in one short
+    /// transaction, 1 to 50000. Unset: 5000 on PostgreSQL, 500 on SQLite
+    /// (whose one writer the batch holds).
+    #[arg(long, env = "MOLECULE_SWEEP_BATCH", value_name = "ROWS")]
+    pub sweep_batch: Option<u32>,
+
+    /// Blob delete requests the upload sweep keeps in flight at most (on
+    /// S3 each a DeleteObjects of up to 1000 keys), 1 to 64. The sweep
+    /// starts at one and uses fewer, and pauses, while the blob store
+    /// answers slowly: it also serves the uploads.
+    #[arg(long, env = "MOLECULE_SWEEP_DELETES_IN_FLIGHT", value_name = "N", default_value = defaults::SWEEP_DELETES_IN_FLIGHT)]
+    pub sweep_deletes_in_flight: usize,
 
     /// How often the scheduler looks for due schedules; `0s` turns this
     /// server's scheduler off (another replica, or `molecule sweep --once`,
@@ -285,6 +300,10 @@ pub struct Config {
     pub ack_retention: Duration,
     /// Sweep period.
     pub sweep_interval: Duration,
+    /// Rows per upload sweep batch; `None`: the engine's own size.
+    pub sweep_batch: Option<u32>,
+    /// Blob delete requests the upload sweep keeps in flight at most.
+    pub sweep_deletes_in_flight: usize,
     /// Scheduler period; zero: no scheduler loop.
     pub schedule_tick: Duration,
     /// Activity retention.
@@ -364,6 +383,10 @@ impl Config {
             upload_ttl: default_duration(defaults::UPLOAD_TTL),
             ack_retention: default_duration(defaults::ACK_RETENTION),
             sweep_interval: default_duration(defaults::SWEEP_INTERVAL),
+            sweep_batch: None,
+            sweep_deletes_in_flight: defaults::SWEEP_DELETES_IN_FLIGHT
+                .parse()
+                .expect("BUG: the default deletes in flight"),
             schedule_tick: default_duration(defaults::SCHEDULE_TICK),
             activity_retention: default_duration(defaults::ACTIVITY_RETENTION),
             delegation_stuck_after: default_duration(defaults::DELEGATION_STUCK_AFTER),
@@ -571,6 +594,8 @@ impl ServeArgs {
             upload_ttl: self.upload_ttl,
             ack_retention: self.ack_retention,
             sweep_interval: self.sweep_interval,
+            sweep_batch: self.sweep_batch,
+            sweep_deletes_in_flight: self.sweep_deletes_in_flight,
             schedule_tick: self.schedule_tick,
             activity_retention: self.activity_retention,
             delegation_stuck_after: self.delegation_stuck_after,
@@ -665,6 +690,8 @@ mod tests {
             upload_ttl,
             ack_retention,
             sweep_interval,
+            sweep_batch,
+            sweep_deletes_in_flight,
             schedule_tick,
             activity_retention,
             delegation_stuck_after,

@@ -81,6 +81,11 @@ pub trait BlobStore: Send + Sync + 'static {
     ) -> Result<ByteStream<'static>, BlobError>;
     /// Deletes a blob; deleting an absent blob succeeds.
     async fn delete(&self, key: &str) -> Result<(), BlobError>;
+    /// Keys one [`BlobStore::delete_many`] call should carry to be one
+    /// request to the store (the sweep paces its deletes by such calls).
+    fn keys_per_delete(&self) -> usize {
+        DELETES_IN_FLIGHT * 8
+    }
     /// Deletes many blobs (the sweep's batches), several at a time, and
     /// returns how many could not be deleted (each is logged).
     async fn delete_many(&self, keys: &[String]) -> usize {

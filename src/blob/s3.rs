@@ -564,6 +564,11 @@ impl BlobStore for S3BlobStore {
         }
     }
 
+    /// One DeleteObjects request.
+    fn keys_per_delete(&self) -> usize {
+        KEYS_PER_DELETE
+    }
+
     async fn delete_many(&self, keys: &[String]) -> usize {
         // Bulk DeleteObjects, up to 1,000 keys a request, a few requests
         // at once.

@@ -13,8 +13,9 @@
 //! feature's "count, log, publish after commit" in one helper, as
 //! `crate::ledger` does for the delegation ledger.
 //!
-//! Every job works in bounded batches ([`BATCH`] rows, or the engine's
-//! own size for the upload sweep; one short transaction each). The order
+//! Every job works in bounded batches ([`BATCH`] rows, or for the upload
+//! sweep `--sweep-batch`, by default the engine's own size; one short
+//! transaction each). The order
 //! matters: rows are deleted before their blobs, and the orphan reaper
 //! runs last, so a crash in between leaves at worst an orphan blob that a
 //! later pass reaps, never a row pointing at a missing blob.
@@ -26,6 +27,7 @@ mod blobs;
 mod delegations;
 mod kv;
 mod memory;
+mod pace;
 mod push;
 mod schedules;
 mod tokens;
@@ -133,7 +135,18 @@ pub struct SweepConfig {
     pub interval: Duration,
     /// A busy workspace silent this long has its `active_tasks` reset.
     pub offline_after: Period,
+    /// Rows per upload sweep batch; `None`: the engine's own size.
+    pub upload_batch: Option<i64>,
+    /// Blob delete requests the upload sweep keeps in flight at most (it
+    /// paces itself below that while the blob store is slow; see `pace`).
+    pub deletes_in_flight: usize,
 }
+
+/// The most rows `--sweep-batch` takes.
+pub const MAX_UPLOAD_BATCH: u32 = 50_000;
+
+/// The most requests `--sweep-deletes-in-flight` takes.
+pub const MAX_DELETES_IN_FLIGHT: usize = 64;
 
 /// Why a job (and so its pass) failed.
 #[derive(Debug, thiserror::Error)]

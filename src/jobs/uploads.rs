@@ -1,20 +1,25 @@
 //! The staging layer's upkeep: acked uploads past the ack retention and
 //! unacked ones past their deadline go, rows first, then their blobs.
 //!
-//! Pipelined: while earlier batches' blobs are deleted and the batches
-//! announced (each in a task of its own, at most [`IN_FLIGHT`] at once),
-//! the next batch's rows are deleted. A batch's rows are committed gone
-//! before any of its blobs is touched, so a crash or a failed delete
-//! leaves at worst an orphan blob for the reaper (`blobs.rs`), never a row
-//! naming a missing blob.
+//! Pipelined: while a batch's blobs are deleted and the batch announced
+//! (in a task of its own, at most [`IN_FLIGHT`] at once), the next batch's
+//! rows are deleted. A batch's rows are committed gone before any of its
+//! blobs is touched, so a crash or a failed delete leaves at worst an
+//! orphan blob for the reaper (`blobs.rs`), never a row naming a missing
+//! blob. The blob deletes of all batches share one [`DeletePacer`]: at
+//! most `--sweep-deletes-in-flight` requests, fewer and paused while the
+//! blob store (which serves the uploads too) answers slowly.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 use std::time::Instant;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use futures::StreamExt;
 use tokio::task::JoinHandle;
 
+use super::pace::DeletePacer;
 use super::{Counts, Job, JobContext, JobError};
 use crate::events::{Bus, Event, UploadState};
 use crate::metrics::Metrics;
@@ -23,8 +28,9 @@ use crate::store::{SweepReason, SweptUpload};
 const COUNTS: &[&str] = &["acked", "expired", "errors"];
 
 /// Batches whose rows are gone and whose blobs are still being deleted,
-/// at most, while the next batch's rows are deleted.
-const IN_FLIGHT: usize = 2;
+/// at most, while the next batch's rows are deleted: one, so the rows
+/// deleted run at most a batch ahead of the paced blob deletes.
+const IN_FLIGHT: usize = 1;
 
 /// Events per publication: on PostgreSQL each is one `pg_notify`
 /// statement, whose commit holds the cluster-wide notify lock that every
@@ -48,7 +54,11 @@ impl Job for SweepUploads {
 
     async fn step(&self, cx: &JobContext, now: DateTime<Utc>) -> Result<Counts, JobError> {
         let acked_before = cx.config.ack_retention.before(now);
-        let limit = cx.store.upload_sweep_batch();
+        let limit = cx
+            .config
+            .upload_batch
+            .unwrap_or_else(|| cx.store.upload_sweep_batch());
+        let pacer = Arc::new(DeletePacer::new(cx.config.deletes_in_flight));
         let mut tally = Tally::default();
         let mut in_flight: VecDeque<JoinHandle<Tally>> = VecDeque::new();
         let swept = loop {
@@ -64,7 +74,7 @@ impl Job for SweepUploads {
                 "upload sweep: rows deleted"
             );
             if !batch.is_empty() {
-                in_flight.push_back(tokio::spawn(finish(cx.clone(), batch)));
+                in_flight.push_back(tokio::spawn(finish(cx.clone(), pacer.clone(), batch)));
             }
             while in_flight.len() > IN_FLIGHT || (!more && !in_flight.is_empty()) {
                 tally.add(joined(in_flight.pop_front().expect("non-empty")).await);
@@ -114,13 +124,24 @@ async fn joined(handle: JoinHandle<Tally>) -> Tally {
     }
 }
 
-/// Deletes the blobs of one committed batch of swept rows, then announces
-/// the batch.
-async fn finish(cx: JobContext, batch: Vec<SweptUpload>) -> Tally {
+/// Deletes the blobs of one committed batch of swept rows, a request at a
+/// time as `pacer` lets it, then announces the batch.
+async fn finish(cx: JobContext, pacer: Arc<DeletePacer>, batch: Vec<SweptUpload>) -> Tally {
     let started = Instant::now();
     let keys: Vec<String> = batch.iter().map(|r| r.blob_key.clone()).collect();
     // One that cannot be deleted is an orphan the reaper retries later.
-    let failed = cx.blobs.delete_many(&keys).await as u64;
+    let requests: Vec<Vec<String>> = keys
+        .chunks(cx.blobs.keys_per_delete().max(1))
+        .map(<[String]>::to_vec)
+        .collect();
+    let failed = futures::stream::iter(requests)
+        .map(|chunk: Vec<String>| {
+            let (blobs, pacer) = (cx.blobs.clone(), pacer.clone());
+            async move { pacer.run(chunk.len(), blobs.delete_many(&chunk)).await }
+        })
+        .buffer_unordered(cx.config.deletes_in_flight.max(1))
+        .fold(0u64, |failed, n| futures::future::ready(failed + n as u64))
+        .await;
     let blobs_ms = started.elapsed().as_millis() as u64;
     let tally = announce_swept(&cx.bus, &cx.metrics, batch, failed).await;
     tracing::debug!(

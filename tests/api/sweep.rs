@@ -4,7 +4,7 @@
 use chrono::Duration as Span;
 use reqwest::StatusCode;
 
-use crate::helpers::{file, metric_value, spawn_app, Engine, TestApp, Ws};
+use crate::helpers::{file, metric_value, spawn_app, spawn_app_with, Engine, Options, TestApp, Ws};
 use crate::on_both_engines;
 
 async fn stage(app: &TestApp, ws: &Ws, name: &str) -> String {
@@ -270,12 +270,34 @@ async fn a_sweep_of_many_batches_takes_every_row_and_blob_once(engine: Engine) {
     let Some(app) = spawn_app(engine).await else {
         return;
     };
-    let ws = app.create_poll_workspace("w").await;
-    let acked = stage(&app, &ws, "acked.txt").await;
-    assert_eq!(app.ack(&ws.id, &acked, &ws.token).await.0, StatusCode::OK);
-    let pending = stage(&app, &ws, "pending.txt").await;
     let n = 2 * app.store.upload_sweep_batch() + 7;
-    insert_expired_rows(&app, &ws.id, n).await;
+    sweep_many_batches(&app, n).await;
+}
+on_both_engines!(a_sweep_of_many_batches_takes_every_row_and_blob_once);
+
+/// The same with `--sweep-batch 7` and one delete in flight: 23 rows in
+/// four batches, each blob request paced one at a time.
+async fn the_batch_and_delete_settings_sweep_every_row_and_blob_once(engine: Engine) {
+    let options = Options::new(engine).tweak(|c| {
+        c.sweep_batch = Some(7);
+        c.sweep_deletes_in_flight = 1;
+    });
+    let Some(app) = spawn_app_with(options).await else {
+        return;
+    };
+    sweep_many_batches(&app, 23).await;
+}
+on_both_engines!(the_batch_and_delete_settings_sweep_every_row_and_blob_once);
+
+/// One acked and `n` expired rows, a pending file, blobs for some of the
+/// rows and one no row names: a pass takes every swept row and its blob
+/// once, leaves the pending one, and the counts and metrics add up.
+async fn sweep_many_batches(app: &TestApp, n: i64) {
+    let ws = app.create_poll_workspace("w").await;
+    let acked = stage(app, &ws, "acked.txt").await;
+    assert_eq!(app.ack(&ws.id, &acked, &ws.token).await.0, StatusCode::OK);
+    let pending = stage(app, &ws, "pending.txt").await;
+    insert_expired_rows(app, &ws.id, n).await;
     // Blobs for some bulk rows (in the first, a middle and the last batch)
     // and one no row names.
     let bulk = |i: i64| format!("uploads/{}/bulk-{i}", ws.id);
@@ -314,7 +336,6 @@ async fn a_sweep_of_many_batches_takes_every_row_and_blob_once(engine: Engine) {
     let again = app.sweeper.sweep_once(later).await.unwrap();
     assert_eq!(uploads(&again), (0, 0, 0));
 }
-on_both_engines!(a_sweep_of_many_batches_takes_every_row_and_blob_once);
 
 #[tokio::test]
 async fn metrics_need_the_operator_or_their_own_listener() {
@@ -387,6 +408,8 @@ async fn assert_the_loop_survives(
         interval: std::time::Duration::from_millis(20),
         offline_after: molecule::domain::Period::new("90 s", std::time::Duration::from_secs(90))
             .unwrap(),
+        upload_batch: None,
+        deletes_in_flight: 2,
     };
     let sweeper = Sweeper::new(
         store,
@@ -513,6 +536,70 @@ async fn the_sweep_command_needs_no_secrets_key() {
         !elsewhere.path().join("secrets-key").exists(),
         "no key of its own"
     );
+}
+
+/// A sweep size out of range is refused with the flag named before
+/// anything is opened: no pass runs, the acked row and its blob stay, and
+/// a server with it does not start.
+#[tokio::test]
+async fn bad_sweep_sizes_are_refused_before_anything_is_swept() {
+    let app = app_with_an_acked_file().await;
+    let data_dir = app.data_dir.path().display().to_string();
+    let refused = [
+        (
+            "--sweep-batch",
+            "0",
+            "--sweep-batch must be between 1 and 50000 rows, not 0",
+        ),
+        (
+            "--sweep-batch",
+            "50001",
+            "--sweep-batch must be between 1 and 50000 rows, not 50001",
+        ),
+        (
+            "--sweep-deletes-in-flight",
+            "0",
+            "--sweep-deletes-in-flight must be between 1 and 64, not 0",
+        ),
+        (
+            "--sweep-deletes-in-flight",
+            "65",
+            "--sweep-deletes-in-flight must be between 1 and 64, not 65",
+        ),
+    ];
+    for (flag, value, message) in refused {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_molecule"))
+            .args(["sweep", "--once", "--json", "--ack-retention", "0s"])
+            .args(["--admin-token", "unused-here", "--data-dir", &data_dir])
+            .args([flag, value])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{flag} {value}: {stderr}");
+        assert!(out.stdout.is_empty(), "{flag} {value}");
+        assert!(stderr.contains(message), "{flag} {value}: {stderr}");
+    }
+    let stats = app
+        .store
+        .upload_stats(molecule::domain::now())
+        .await
+        .unwrap();
+    assert_eq!((stats.acked, app.blob_keys().await.len()), (1, 1));
+
+    let dir = tempfile::tempdir().unwrap();
+    let token = molecule::domain::AuthToken::generate();
+    let mut config = molecule::config::Config::with_defaults(dir.path(), token);
+    config.listen = "127.0.0.1:0".parse().unwrap();
+    config.sweep_deletes_in_flight = 0;
+    let err = match molecule::app::Application::build(config).await {
+        Ok(_) => panic!("a server with no deletes in flight started"),
+        Err(e) => format!("{e:#}"),
+    };
+    assert_eq!(
+        err,
+        "--sweep-deletes-in-flight must be between 1 and 64, not 0"
+    );
+    assert!(!dir.path().join("molecule.db").exists(), "nothing opened");
 }
 
 /// A blob store whose listing panics: a bug cannot be produced on demand,
