@@ -469,25 +469,45 @@ async fn stage_together(
     staging: &GroupCommit<StageJob>,
     batches: Vec<Batch>,
 ) -> (Vec<StoreResult<Vec<Activity>>>, u64) {
-    let before = staging.transactions();
-    let held = staging.hold().await;
     let count = batches.len();
-    let calls: Vec<_> = batches
-        .into_iter()
-        .map(|(ws, files)| {
-            let store = store.clone();
-            tokio::spawn(async move { store.stage_uploads(ws, files, now()).await })
-        })
-        .collect();
+    run_while_held(staging, count, || {
+        batches
+            .into_iter()
+            .map(|(ws, files)| {
+                let store = store.clone();
+                tokio::spawn(async move { store.stage_uploads(ws, files, now()).await })
+            })
+            .collect()
+    })
+    .await
+}
+
+/// Runs the calls `start` spawns while `commits` is held: waits until
+/// `queued` of them wait behind it (with none to queue, until every call
+/// has finished), lets go, and returns each call's outcome with the
+/// transactions the group commit ran meanwhile.
+async fn run_while_held<J, T: Send + 'static>(
+    commits: &GroupCommit<J>,
+    queued: usize,
+    start: impl FnOnce() -> Vec<tokio::task::JoinHandle<T>>,
+) -> (Vec<T>, u64) {
+    let before = commits.transactions();
+    let held = commits.hold().await;
+    let calls = start();
     for _ in 0..500 {
-        if staging.queued() == count {
+        let settled = if queued > 0 {
+            commits.queued() == queued
+        } else {
+            calls.iter().all(|c| c.is_finished())
+        };
+        if settled {
             break;
         }
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
     assert_eq!(
-        staging.queued(),
-        count,
+        commits.queued(),
+        queued,
         "every call queued behind the held commit"
     );
     drop(held);
@@ -495,7 +515,7 @@ async fn stage_together(
     for call in calls {
         outcomes.push(call.await.unwrap());
     }
-    (outcomes, staging.transactions() - before)
+    (outcomes, commits.transactions() - before)
 }
 
 /// Long polls woken together mark their pickups in ONE transaction (a
@@ -522,8 +542,6 @@ async fn concurrent_pickup_marks_share_one_commit(engine: Engine) {
         ids.push(id);
     }
     store.mark_inbox_picked_up(ids[3], 50).await.unwrap();
-    let before = pickups.transactions();
-    let held = pickups.hold().await;
     // Four live workspaces (the last one lower than its mark) and one
     // that was never created.
     let marks = [
@@ -533,29 +551,20 @@ async fn concurrent_pickup_marks_share_one_commit(engine: Engine) {
         (ids[3], 10),
         (WorkspaceId::new(), 11),
     ];
-    let calls: Vec<_> = marks
-        .iter()
-        .map(|&(id, through)| {
-            let store = store.clone();
-            tokio::spawn(async move { store.mark_inbox_picked_up(id, through).await })
-        })
-        .collect();
-    for _ in 0..500 {
-        if pickups.queued() == marks.len() {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    let (outcomes, transactions) = run_while_held(&pickups, marks.len(), || {
+        marks
+            .iter()
+            .map(|&(id, through)| {
+                let store = store.clone();
+                tokio::spawn(async move { store.mark_inbox_picked_up(id, through).await })
+            })
+            .collect()
+    })
+    .await;
+    for outcome in outcomes {
+        outcome.unwrap();
     }
-    assert_eq!(
-        pickups.queued(),
-        marks.len(),
-        "every mark queued behind the held commit"
-    );
-    drop(held);
-    for call in calls {
-        call.await.unwrap().unwrap();
-    }
-    assert_eq!(pickups.transactions() - before, 1);
+    assert_eq!(transactions, 1);
     let mut stored = Vec::new();
     for id in &ids {
         let ws = store.get_workspace(*id).await.unwrap().unwrap();
@@ -592,39 +601,17 @@ async fn concurrent_memory_commits_share_one_commit_and_fail_alone(engine: Engin
     let commit_together = |news: Vec<NewMemory>| {
         let (store, memories) = (store.clone(), memories.clone());
         async move {
-            let before = memories.transactions();
-            let held = memories.hold().await;
-            let calls: Vec<_> = news
-                .iter()
-                .cloned()
-                .map(|m| {
-                    let store = store.clone();
-                    tokio::spawn(async move { store.insert_memory(&m).await })
-                })
-                .collect();
             let queued = if grouped { news.len() } else { 0 };
-            for _ in 0..500 {
-                let settled = if grouped {
-                    memories.queued() == queued
-                } else {
-                    calls.iter().all(|c| c.is_finished())
-                };
-                if settled {
-                    break;
-                }
-                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-            }
-            assert_eq!(
-                memories.queued(),
-                queued,
-                "the commits queued behind the held one"
-            );
-            drop(held);
-            let mut outcomes = Vec::new();
-            for call in calls {
-                outcomes.push(call.await.unwrap());
-            }
-            (outcomes, memories.transactions() - before)
+            run_while_held(&memories, queued, || {
+                news.iter()
+                    .cloned()
+                    .map(|m| {
+                        let store = store.clone();
+                        tokio::spawn(async move { store.insert_memory(&m).await })
+                    })
+                    .collect()
+            })
+            .await
         }
     };
 
