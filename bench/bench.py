@@ -18,6 +18,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import uuid
@@ -72,6 +73,23 @@ def stop_all():
                 p.kill()
         except Exception:
             pass
+
+
+def run_in_temp_work(args, amain):
+    """The tail of a bench script's main(): `amain(args)` with `args.work` a
+    temporary directory, every child stopped at the end (also on SIGTERM),
+    and its result printed as JSON."""
+    def on_signal(signum, _frame):
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, on_signal)
+    with tempfile.TemporaryDirectory() as work:
+        args.work = work
+        try:
+            res = asyncio.run(amain(args))
+        finally:
+            stop_all()
+    print(json.dumps(res, indent=2))
 
 
 def proc_status(pid: int, field: str) -> int:

@@ -40,13 +40,11 @@ import os
 import random
 import re
 import resource
-import signal
 import sys
-import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench import Server, RssSampler, http, pct, ms, proc_status, psql_run, say, spread, stop_all  # noqa: E402
+from bench import Server, RssSampler, http, pct, ms, proc_status, psql_run, say, spread, run_in_temp_work  # noqa: E402
 
 
 def raise_fd_limit():
@@ -369,18 +367,7 @@ def main():
     soft = raise_fd_limit()
     say(f"client descriptor limit {soft}; server environment MALLOC_ARENA_MAX="
         f"{os.environ.get('MALLOC_ARENA_MAX', '(unset)')}")
-
-    def on_signal(signum, _frame):
-        raise SystemExit(128 + signum)
-
-    signal.signal(signal.SIGTERM, on_signal)
-    with tempfile.TemporaryDirectory() as work:
-        args.work = work
-        try:
-            res = asyncio.run(amain(args))
-        finally:
-            stop_all()
-    print(json.dumps(res, indent=2))
+    run_in_temp_work(args, amain)
 
 
 if __name__ == "__main__":

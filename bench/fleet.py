@@ -19,17 +19,14 @@ bench.py's HTTP client and process helpers.
 """
 
 import argparse
-import asyncio
 import json
 import os
 import random
-import signal
 import sys
-import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench import Server, http, pct, ms, psql_run, say, stop_all  # noqa: E402
+from bench import Server, http, pct, ms, psql_run, say, run_in_temp_work  # noqa: E402
 
 
 async def populate(srv, n, roots):
@@ -121,18 +118,7 @@ def main():
     ap.add_argument("--roots", type=int, default=100, help="teams (root workspaces)")
     ap.add_argument("--calls", type=int, default=200, help="calls per measure (at least 200)")
     args = ap.parse_args()
-
-    def on_signal(signum, _frame):
-        raise SystemExit(128 + signum)
-
-    signal.signal(signal.SIGTERM, on_signal)
-    with tempfile.TemporaryDirectory() as work:
-        args.work = work
-        try:
-            res = asyncio.run(amain(args))
-        finally:
-            stop_all()
-    print(json.dumps(res, indent=2))
+    run_in_temp_work(args, amain)
 
 
 if __name__ == "__main__":

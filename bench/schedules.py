@@ -20,15 +20,13 @@ import argparse
 import asyncio
 import json
 import os
-import signal
 import sqlite3
 import sys
-import tempfile
 import time
 import uuid
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench import Server, http, pct, ms, psql_run, say, stop_all  # noqa: E402
+from bench import Server, http, pct, ms, psql_run, say, run_in_temp_work  # noqa: E402
 
 # The scheduler's claim, as src/store/schedules.rs writes it.
 CLAIM = ("SELECT * FROM schedules s WHERE enabled AND next_run_at <= {now} "
@@ -203,18 +201,7 @@ def main():
     ap.add_argument("-n", type=int, default=1000, help="workspaces due in the same minute")
     ap.add_argument("-m", type=int, default=100_000, help="schedules, none due, for the tick cost")
     args = ap.parse_args()
-
-    def on_signal(signum, _frame):
-        raise SystemExit(128 + signum)
-
-    signal.signal(signal.SIGTERM, on_signal)
-    with tempfile.TemporaryDirectory() as work:
-        args.work = work
-        try:
-            res = asyncio.run(amain(args))
-        finally:
-            stop_all()
-    print(json.dumps(res, indent=2))
+    run_in_temp_work(args, amain)
 
 
 if __name__ == "__main__":
