@@ -114,6 +114,30 @@ class Poller:
                 self.since = max(self.since, row["id"])
 
 
+async def paced_sends(srv, targets, rate, text):
+    """Sends `text` to each workspace of `targets` in turn, `rate` a second
+    from now, without waiting for one answer before the next send. Returns
+    {activity id: time the POST started} and the sends that failed."""
+    sent, errors = {}, []
+
+    async def send_one(ws):
+        t = time.monotonic()
+        try:
+            aid = await srv.send(ws, text)
+        except (OSError, asyncio.TimeoutError, AssertionError) as e:
+            errors.append(repr(e))
+            return
+        sent[aid] = t
+
+    start = time.monotonic()
+    sends = []
+    for i, ws in enumerate(targets):
+        await asyncio.sleep(max(0.0, start + i / rate - time.monotonic()))
+        sends.append(asyncio.create_task(send_one(ws)))
+    await asyncio.gather(*sends)
+    return sent, errors
+
+
 async def arm_polls(srv, n, wakes, wake_rate):
     cap = server_cap(srv)
     park = min(n, cap - 32) if cap else n  # the messages need connections too
@@ -134,26 +158,8 @@ async def arm_polls(srv, n, wakes, wake_rate):
     park_s = time.monotonic() - t0
     await asyncio.sleep(5)  # every poll reaches the server and parks
     rss_parked = proc_status(srv.pid, "VmRSS")
-    sent = {}
-
-    send_errors = []
-
-    async def send_one(ws):
-        t = time.monotonic()
-        try:
-            aid = await srv.send(ws, "wake up")
-        except (OSError, asyncio.TimeoutError, AssertionError) as e:
-            send_errors.append(repr(e))
-            return
-        sent[aid] = t
-
-    t_start = time.monotonic()
     targets = random.sample([ws for ws, _ in wss], min(wakes, len(wss)))
-    sends = []
-    for i, ws in enumerate(targets):
-        await asyncio.sleep(max(0.0, t_start + i / wake_rate - time.monotonic()))
-        sends.append(asyncio.create_task(send_one(ws)))
-    await asyncio.gather(*sends)
+    sent, send_errors = await paced_sends(srv, targets, wake_rate, "wake up")
     deadline = time.monotonic() + 10
     while any(a not in seen for a in sent) and time.monotonic() < deadline:
         await asyncio.sleep(0.05)
@@ -246,26 +252,10 @@ async def arm_fanout(srv, streams, rate, seconds, kind):
     bad = [p.status for _, p in opened if p.status != 200]
     rss_open = proc_status(srv.pid, "VmRSS")
     sampler = RssSampler(srv.pid)
-    sent = {}
     c0 = os.times()
     t_start = time.monotonic()
-
-    send_errors = []
-
-    async def send_one(ws):
-        t = time.monotonic()
-        try:
-            aid = await srv.send(ws, "event")
-        except (OSError, asyncio.TimeoutError, AssertionError) as e:
-            send_errors.append(repr(e))
-            return
-        sent[aid] = t
-
-    sends = []
-    for i in range(int(rate * seconds)):
-        await asyncio.sleep(max(0.0, t_start + i / rate - time.monotonic()))
-        sends.append(asyncio.create_task(send_one(random.choice(wss)[0])))
-    await asyncio.gather(*sends)
+    targets = [random.choice(wss)[0] for _ in range(int(rate * seconds))]
+    sent, send_errors = await paced_sends(srv, targets, rate, "event")
     want = streams if fleet else 1
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline and any(
