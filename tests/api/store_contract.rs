@@ -482,6 +482,16 @@ async fn stage_together(
     .await
 }
 
+/// The positions of the calls that failed.
+fn failed_at<T, E>(outcomes: &[Result<T, E>]) -> Vec<usize> {
+    outcomes
+        .iter()
+        .enumerate()
+        .filter(|(_, o)| o.is_err())
+        .map(|(i, _)| i)
+        .collect()
+}
+
 /// Runs the calls `start` spawns while `commits` is held: waits until
 /// `queued` of them wait behind it (with none to queue, until every call
 /// has finished), lets go, and returns each call's outcome with the
@@ -636,13 +646,7 @@ async fn concurrent_memory_commits_share_one_commit_and_fail_alone(engine: Engin
     mixed.insert(2, memory(99, ""));
     let (outcomes, transactions) = commit_together(mixed.clone()).await;
     assert_eq!(transactions, if grouped { 6 } else { 5 });
-    let failed: Vec<usize> = outcomes
-        .iter()
-        .enumerate()
-        .filter(|(_, o)| o.is_err())
-        .map(|(i, _)| i)
-        .collect();
-    assert_eq!(failed, vec![2]);
+    assert_eq!(failed_at(&outcomes), vec![2]);
     let kept: BTreeSet<String> = store
         .get_memories(&mixed.iter().map(|m| m.id).collect::<Vec<_>>())
         .await
@@ -719,13 +723,7 @@ async fn concurrent_staging_shares_one_commit_and_fails_alone(engine: Engine) {
     batches.insert(2, bad);
     let (outcomes, transactions) = stage_together(&store, &staging, batches).await;
     assert_eq!(transactions, 1 + 5, "the shared try, then one each");
-    let failed: Vec<usize> = outcomes
-        .iter()
-        .enumerate()
-        .filter(|(_, o)| o.is_err())
-        .map(|(i, _)| i)
-        .collect();
-    assert_eq!(failed, vec![2]);
+    assert_eq!(failed_at(&outcomes), vec![2]);
     let mut all = first.clone();
     all.extend((5..9).flat_map(|i| [format!("{i}-0.txt"), format!("{i}-1.txt")]));
     assert_eq!(
