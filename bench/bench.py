@@ -75,6 +75,17 @@ def stop_all():
             pass
 
 
+def engine_args():
+    """The options every engine-comparing bench script takes: the binary,
+    the PostgreSQL server to make a database in, and one engine only."""
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--molecule", required=True, help="the molecule binary")
+    ap.add_argument("--pg", help="postgres://user@host:port (a server to create a database in)")
+    ap.add_argument("--psql", default="psql")
+    ap.add_argument("--only", choices=["sqlite", "postgres"], help="run one engine only")
+    return ap
+
+
 def run_in_temp_work(args, amain):
     """The tail of a bench script's main(): `amain(args)` with `args.work` a
     temporary directory, every child stopped at the end (also on SIGTERM),

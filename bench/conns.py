@@ -33,7 +33,6 @@ SQLite always; PostgreSQL when --pg names a server (a database
 standard library only; reuses bench.py's HTTP client and process helpers.
 """
 
-import argparse
 import asyncio
 import json
 import os
@@ -44,7 +43,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench import Server, RssSampler, http, pct, ms, proc_status, psql_run, say, spread, run_in_temp_work  # noqa: E402
+from bench import Server, RssSampler, http, pct, ms, proc_status, psql_run, say, spread, run_in_temp_work, engine_args  # noqa: E402
 
 
 def raise_fd_limit():
@@ -339,11 +338,7 @@ async def amain(args):
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--molecule", required=True, help="the molecule binary")
-    ap.add_argument("--pg", help="postgres://user@host:port (a server to create a database in)")
-    ap.add_argument("--psql", default="psql")
-    ap.add_argument("--only", choices=["sqlite", "postgres"], help="run one engine only")
+    ap = engine_args()
     ap.add_argument("--arms", default="polls,fanout", help="polls, fanout or both")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("-n", type=int, default=10_000, help="parked long polls")

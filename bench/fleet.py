@@ -18,7 +18,6 @@ created and dropped). Python 3.11 standard library only; reuses
 bench.py's HTTP client and process helpers.
 """
 
-import argparse
 import json
 import os
 import random
@@ -26,7 +25,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench import Server, http, pct, ms, psql_run, say, run_in_temp_work  # noqa: E402
+from bench import Server, http, pct, ms, psql_run, say, run_in_temp_work, engine_args  # noqa: E402
 
 
 async def populate(srv, n, roots):
@@ -109,11 +108,7 @@ async def amain(args):
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--molecule", required=True, help="the molecule binary")
-    ap.add_argument("--pg", help="postgres://user@host:port (a server to create a database in)")
-    ap.add_argument("--psql", default="psql")
-    ap.add_argument("--only", choices=["sqlite", "postgres"], help="run one engine only")
+    ap = engine_args()
     ap.add_argument("-n", type=int, default=10_000, help="workspaces in the fleet")
     ap.add_argument("--roots", type=int, default=100, help="teams (root workspaces)")
     ap.add_argument("--calls", type=int, default=200, help="calls per measure (at least 200)")

@@ -16,7 +16,6 @@ SQLite always; PostgreSQL when --pg names a server (a database
 only; reuses bench.py's HTTP client and process helpers.
 """
 
-import argparse
 import asyncio
 import json
 import os
@@ -26,7 +25,7 @@ import time
 import uuid
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench import Server, http, pct, ms, psql_run, say, run_in_temp_work  # noqa: E402
+from bench import Server, http, pct, ms, psql_run, say, run_in_temp_work, engine_args  # noqa: E402
 
 # The scheduler's claim, as src/store/schedules.rs writes it.
 CLAIM = ("SELECT * FROM schedules s WHERE enabled AND next_run_at <= {now} "
@@ -193,11 +192,7 @@ async def amain(args):
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--molecule", required=True, help="the molecule binary")
-    ap.add_argument("--pg", help="postgres://user@host:port (a server to create a database in)")
-    ap.add_argument("--psql", default="psql")
-    ap.add_argument("--only", choices=["sqlite", "postgres"], help="run one engine only")
+    ap = engine_args()
     ap.add_argument("-n", type=int, default=1000, help="workspaces due in the same minute")
     ap.add_argument("-m", type=int, default=100_000, help="schedules, none due, for the tick cost")
     args = ap.parse_args()
